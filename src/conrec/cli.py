@@ -1,0 +1,176 @@
+"""The ``conrec`` command: one Typer app, one subcommand per stage.
+
+Every stage command takes ``--config file.yaml`` (a :class:`conrec.config.PipelineConfig`; each
+stage uses its own section) and ``--run-dir`` to override where files go. Heavy libraries are
+imported inside the commands so ``conrec --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from conrec.errors import ConrecError
+
+# Offline by design: nothing may download weights or data at run time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(
+    help="conrec: learn what each user dislikes (CoNRec: semantic IDs + SFT + progressive GRPO).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML config (see configs/)", exists=False)
+RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
+
+
+def _load(config: Optional[Path], run_dir: Optional[Path], **overrides: Any):
+    from conrec.config import load_config
+
+    extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    if run_dir is not None:
+        extra["run_dir"] = str(run_dir)
+    return load_config(config, extra)
+
+
+def _guard(fn: Callable[[], Any]) -> Any:
+    """Run a command body; print conrec errors as one red line and exit 2 (no traceback)."""
+    try:
+        return fn()
+    except ConrecError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def data(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+    """Load events + items into canonical Parquet, split by time, build future-window labels."""
+    from conrec.data.stage import run
+
+    _guard(lambda: run(_load(config, run_dir), console=console))
+
+
+@app.command()
+def analyze(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    horizons: str = typer.Option("1,3,7,14", help="comma-separated future windows in days"),
+) -> None:
+    """How much of a user's future dislike set the next negative covers (CoNRec motivation study)."""
+    from conrec.data.analyze import run
+
+    hs = [float(h) for h in horizons.split(",") if h.strip()]
+    _guard(lambda: run(_load(config, run_dir), horizons=hs, console=console))
+
+
+@app.command()
+def tokenize(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+    """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
+    from conrec.sid.stage import run
+
+    _guard(lambda: run(_load(config, run_dir), console=console))
+
+
+@app.command()
+def sft(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+    """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
+    from conrec.llm.sft import run
+
+    _guard(lambda: run(_load(config, run_dir), console=console))
+
+
+@app.command()
+def grpo(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    resume: bool = typer.Option(True, help="resume from the last checkpoint if one exists"),
+) -> None:
+    """Progressive GRPO with the multi-day future-negative reward."""
+    from conrec.llm.grpo import run
+
+    _guard(lambda: run(_load(config, run_dir), console=console, resume=resume))
+
+
+@app.command()
+def predict(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    history: Optional[Path] = typer.Option(None, help="JSON: {\"neg\": [item ids], \"pos\": [item ids]}"),
+    split: Optional[str] = typer.Option(None, help="batch mode: predict every sample of this split"),
+    out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
+    model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
+    k: int = typer.Option(20, min=1, help="how many items"),
+) -> None:
+    """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
+    from conrec.llm.predict import run
+
+    _guard(lambda: run(_load(config, run_dir), history=history, split=split, out=out, model=model, k=k, console=console))
+
+
+@app.command(name="eval")
+def eval_(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+    """Evaluate baselines and LM checkpoints; write report.md and PNG plots."""
+    from conrec.eval.stage import run
+
+    _guard(lambda: run(_load(config, run_dir), console=console))
+
+
+@app.command()
+def ablate(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    what: str = typer.Option("grpo", help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants"),
+) -> None:
+    """Reproduce an ablation table with one command."""
+    from conrec.pipeline import run_ablation
+
+    _guard(lambda: run_ablation(_load(config, run_dir), what=what, console=console))
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    host: Optional[str] = typer.Option(None),
+    port: Optional[int] = typer.Option(None),
+) -> None:
+    """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
+    from conrec.serve.app import run
+
+    _guard(lambda: run(_load(config, run_dir), host=host, port=port))
+
+
+@app.command()
+def demo(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    force: bool = typer.Option(False, "--force", help="rerun finished stages"),
+) -> None:
+    """The whole pipeline on the embedded default dataset: data -> SIDs -> SFT -> GRPO -> report."""
+    from conrec.pipeline import run_demo
+
+    _guard(lambda: run_demo(_load(config or _default_demo_config(), run_dir), force=force, console=console))
+
+
+def _default_demo_config() -> Path | None:
+    here = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+    return here if here.exists() else None
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The pipeline config: one YAML file with one section per stage.
+
+Each stage's command (``conrec <stage> --config file.yaml``) reads the whole file and uses its own
+section; sections left out take their defaults. Unknown keys are errors (typos must not be
+silently ignored).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from conrec.data.config import DataConfig
+from conrec.errors import ConfigError
+from conrec.eval.config import EvalConfig
+from conrec.llm.config import DecodeConfig, GrpoConfig, SftConfig
+from conrec.serve.config import ServeConfig
+from conrec.sid.config import SidConfig
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path = Field(Path("runs/demo"), description="where every stage reads and writes")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    sid: SidConfig = Field(default_factory=SidConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Load a pipeline config from YAML (None = all defaults), with clear errors naming the field.
+
+    Relative paths inside the file stay relative to the current directory (like CLI arguments).
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid config{where}: {problems}") from exc
+
+
+def dump_config(cfg: PipelineConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

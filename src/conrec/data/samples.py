@@ -1,0 +1,54 @@
+"""Evaluation points ("samples"): the contract between the data stage and every model.
+
+``samples.parquet`` has one row per evaluation point:
+
+============== ============ ===============================================================
+column         dtype        meaning
+============== ============ ===============================================================
+sample_id      Int64        unique row id
+user_id        String
+split          String       "train" | "valid" | "test"
+ts             Int64        evaluation time t (the next negative's timestamp)
+hist_items     List[String] events strictly before t, oldest first (at most max_history)
+hist_feedback  List[Int8]   feedback of hist_items (-1 / +1), aligned
+next_neg       String       the next disliked item (the conventional target)
+future_negs    List[String] items disliked in [t, t + N days), N = horizon_days; includes next_neg
+later_negs     List[String] items disliked in [t, t + max_horizon_days), oldest first
+later_neg_ts   List[Int64]  their timestamps (so any horizon <= max_horizon_days is derivable)
+============== ============ ===============================================================
+
+Train samples use only train-period events (their future sets stop at the valid cut-off), so no
+label leaks from valid/test into training.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+SAMPLE_COLUMNS = (
+    "sample_id",
+    "user_id",
+    "split",
+    "ts",
+    "hist_items",
+    "hist_feedback",
+    "next_neg",
+    "future_negs",
+    "later_negs",
+    "later_neg_ts",
+)
+
+DAY = 86_400
+
+
+def split_history(items: Sequence[str], feedback: Sequence[int]) -> tuple[list[str], list[str]]:
+    """(negatives, positives), each oldest first."""
+    neg = [i for i, f in zip(items, feedback) if f < 0]
+    pos = [i for i, f in zip(items, feedback) if f > 0]
+    return neg, pos
+
+
+def future_set(later_negs: Sequence[str], later_neg_ts: Sequence[int], t: int, horizon_days: float) -> set[str]:
+    """Items disliked in [t, t + horizon_days) — the future-negative set for any horizon."""
+    end = t + horizon_days * DAY
+    return {i for i, s in zip(later_negs, later_neg_ts) if s < end}

@@ -1,0 +1,112 @@
+"""The canonical tables every loader produces and every later stage consumes.
+
+events: ``user_id`` (str), ``item_id`` (str), ``ts`` (int64, seconds since the Unix epoch, UTC),
+        ``feedback`` (int8: -1 explicit dislike, +1 positive). Neutral feedback is dropped by the
+        loaders: absence of a positive is neutrality, not dislike.
+items:  ``item_id`` (str, unique), ``title`` (str), ``text`` (str), ``category`` (str), and any
+        extra columns (kept as they are).
+
+Ids are strings so that any source's ids (ints, ASINs, hashes) fit without remapping.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from conrec.errors import DataValidationError
+
+EVENT_COLUMNS: dict[str, pl.DataType] = {
+    "user_id": pl.String(),
+    "item_id": pl.String(),
+    "ts": pl.Int64(),
+    "feedback": pl.Int8(),
+}
+ITEM_COLUMNS: dict[str, pl.DataType] = {
+    "item_id": pl.String(),
+    "title": pl.String(),
+    "text": pl.String(),
+    "category": pl.String(),
+}
+DISLIKE = -1
+POSITIVE = 1
+
+
+def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, source: str = "events") -> pl.DataFrame:
+    """Check and normalise an events table; return it cast to canonical dtypes, sorted by (user, ts).
+
+    Raises :class:`DataValidationError` naming the problem: missing column, null or non-integer
+    timestamp, feedback outside {-1, +1}, empty table, events on items absent from ``items``.
+    """
+    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
+    if missing:
+        raise DataValidationError(f"{source}: missing column(s) {missing}; have {events.columns}")
+    if events.height == 0:
+        raise DataValidationError(f"{source}: no events")
+    for col in ("user_id", "item_id", "ts", "feedback"):
+        n_null = events[col].null_count()
+        if n_null:
+            raise DataValidationError(f"{source}: column {col!r} has {n_null} null value(s)")
+    ts = events["ts"]
+    if ts.dtype.is_temporal():
+        ts = ts.cast(pl.Datetime("us")).dt.epoch("s")
+    elif not ts.dtype.is_integer():
+        try:
+            ts_float = ts.cast(pl.Float64, strict=True)
+        except Exception as exc:
+            raise DataValidationError(
+                f"{source}: column 'ts' must hold integer epoch seconds or datetimes, got {ts.dtype}"
+            ) from exc
+        if (ts_float != ts_float.floor()).any():
+            raise DataValidationError(f"{source}: column 'ts' has fractional values; expected epoch seconds")
+        ts = ts_float.cast(pl.Int64)
+    if (ts < 0).any():
+        raise DataValidationError(f"{source}: column 'ts' has negative timestamps")
+    fb = events["feedback"]
+    if not fb.dtype.is_numeric():
+        raise DataValidationError(f"{source}: column 'feedback' must be numeric -1/+1, got {fb.dtype}")
+    bad = events.filter(~pl.col("feedback").is_in([DISLIKE, POSITIVE]))
+    if bad.height:
+        raise DataValidationError(
+            f"{source}: column 'feedback' must be -1 (dislike) or +1 (positive); "
+            f"found {bad['feedback'].unique().to_list()[:5]}"
+        )
+    out = events.with_columns(
+        pl.col("user_id").cast(pl.String),
+        pl.col("item_id").cast(pl.String),
+        ts.alias("ts").cast(pl.Int64),
+        pl.col("feedback").cast(pl.Int8),
+    )
+    if items is not None:
+        unknown = out.join(items.select(pl.col("item_id").cast(pl.String)), on="item_id", how="anti")
+        if unknown.height:
+            ex = unknown["item_id"].unique().head(5).to_list()
+            raise DataValidationError(
+                f"{source}: {unknown['item_id'].n_unique()} item id(s) are not in the items table, e.g. {ex}"
+            )
+    extra = [c for c in out.columns if c not in EVENT_COLUMNS]
+    return out.select(list(EVENT_COLUMNS) + extra).sort(["user_id", "ts"], maintain_order=True)
+
+
+def validate_items(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:
+    """Check and normalise an items table (unique string ids; title required; text/category filled)."""
+    if "item_id" not in items.columns or "title" not in items.columns:
+        missing = [c for c in ("item_id", "title") if c not in items.columns]
+        raise DataValidationError(f"{source}: missing column(s) {missing}; have {items.columns}")
+    if items.height == 0:
+        raise DataValidationError(f"{source}: no items")
+    out = items.with_columns(pl.col("item_id").cast(pl.String))
+    if out["item_id"].null_count():
+        raise DataValidationError(f"{source}: column 'item_id' has null values")
+    dup = out.filter(pl.col("item_id").is_duplicated())["item_id"].unique()
+    if dup.len():
+        raise DataValidationError(f"{source}: duplicate item id(s) {dup.head(5).to_list()}")
+    out = out.with_columns(pl.col("title").cast(pl.String).fill_null("").str.strip_chars())
+    empty = out.filter(pl.col("title") == "")["item_id"]
+    if empty.len():
+        raise DataValidationError(f"{source}: {empty.len()} item(s) have an empty title, e.g. {empty.head(5).to_list()}")
+    for col in ("text", "category"):
+        if col not in out.columns:
+            out = out.with_columns(pl.lit("").alias(col))
+        out = out.with_columns(pl.col(col).cast(pl.String).fill_null(""))
+    extra = [c for c in out.columns if c not in ITEM_COLUMNS]
+    return out.select(list(ITEM_COLUMNS) + extra)

@@ -1,0 +1,1 @@
+"""Metrics (FHR/HR/NDCG/coverage/invalid rate), baselines and the report."""

@@ -1,0 +1,92 @@
+"""Atomic file output: write to a temporary sibling, then rename.
+
+Why: a crashed or interrupted stage must never leave a half-written Parquet/JSON file that a later
+stage (or a rerun that skips "finished" work) would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from conrec.errors import StageInputError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it over ``path``.
+
+    Works for files and for directories (e.g. a Hugging Face model dir). On error the temporary
+    path is removed and ``path`` is left untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    target = tmp / final.name
+    try:
+        yield target
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(target, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+    return Path(path)
+
+
+def read_parquet(path: str | os.PathLike[str], what: str = "table") -> pl.DataFrame:
+    """Read a Parquet file, turning missing/corrupt files into a clear :class:`StageInputError`."""
+    p = Path(path)
+    if not p.exists():
+        raise StageInputError(f"{what} not found: {p} (run the stage that writes it first)")
+    try:
+        return pl.read_parquet(p)
+    except Exception as exc:  # polars raises several types for corrupt files
+        raise StageInputError(f"{what} at {p} is not a readable Parquet file: {exc}") from exc
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    p = Path(path)
+    if not p.exists():
+        raise StageInputError(f"{what} not found: {p}")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise StageInputError(f"{what} at {p} is not valid JSON: {exc}") from exc
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

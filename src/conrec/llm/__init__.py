@@ -1,0 +1,1 @@
+"""The language model: SID vocabulary, context-discerning prompts, SFT, constrained decoding, GRPO."""

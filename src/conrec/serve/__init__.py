@@ -1,0 +1,1 @@
+"""HTTP service: top-K likely dislikes for a user history."""
