@@ -160,12 +160,7 @@ def demo(
     """The whole pipeline on the embedded default dataset: data -> SIDs -> SFT -> GRPO -> report."""
     from conrec.pipeline import run_demo
 
-    _guard(lambda: run_demo(_load(config or _default_demo_config(), run_dir), force=force, console=console))
-
-
-def _default_demo_config() -> Path | None:
-    here = Path(__file__).resolve().parent / "configs" / "demo.yaml"
-    return here if here.exists() else None
+    _guard(lambda: run_demo(_load(config, run_dir), force=force, console=console))
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,102 @@
+"""Config loading and atomic output: the failure modes a user actually hits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conrec.config import PipelineConfig, dump_config, load_config
+from conrec.errors import ConfigError, StageInputError
+from conrec.io import atomic_path, read_json, read_parquet, write_json, write_parquet
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(None)
+    assert cfg.data.split.horizon_days == 7
+    assert cfg.sid.quantizer.levels == 3 and cfg.sid.quantizer.codebook_size == 256
+
+
+def test_sections_override_and_roundtrip(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("run_dir: somewhere\ndata:\n  source: simulator\n  split:\n    horizon_days: 3\n")
+    cfg = load_config(p)
+    assert cfg.data.source == "simulator" and cfg.data.split.horizon_days == 3
+    assert cfg.run_dir == Path("somewhere")
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(cfg))
+    assert load_config(again) == cfg
+
+
+def test_cli_style_overrides_win(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("run_dir: a\n")
+    assert load_config(p, {"run_dir": "b"}).run_dir == Path("b")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("data:\n  sourse: simulator\n", "data.sourse"),  # typo must not be ignored
+        ("data:\n  source: nosuch\n", "data.source"),
+        ("data:\n  split:\n    valid_frac: 0.6\n    test_frac: 0.5\n", "valid_frac + test_frac"),
+        ("sid:\n  quantizer:\n    levels: 0\n", "sid.quantizer.levels"),
+        ("- a\n- b\n", "must be a mapping"),
+        ("data: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_malformed_configs_name_the_problem(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert needle in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "empty.yaml"
+    p.write_text("")
+    assert load_config(p) == PipelineConfig()
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "x.parquet"
+    write_parquet(pl.DataFrame({"a": [1]}), target)
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+    # the old file is intact and no temp litter remains
+    assert pl.read_parquet(target)["a"].to_list() == [1]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["x.parquet"]
+
+
+def test_atomic_directory_replace(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+    for version in ("v1", "v2"):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "weights").write_text(version)
+    assert (target / "weights").read_text() == "v2"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_corrupt_and_missing_inputs_are_clear(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet at all")
+    with pytest.raises(StageInputError, match="not a readable Parquet"):
+        read_parquet(bad, "events")
+    with pytest.raises(StageInputError, match="events not found"):
+        read_parquet(tmp_path / "missing.parquet", "events")
+    j = tmp_path / "x.json"
+    j.write_text("{oops")
+    with pytest.raises(StageInputError, match="not valid JSON"):
+        read_json(j)
+    write_json({"a": 1}, j)
+    assert read_json(j) == {"a": 1}
