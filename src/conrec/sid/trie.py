@@ -1,0 +1,153 @@
+"""Prefix trie over the catalogue's SIDs, for constrained decoding.
+
+Why vectorised: beam search asks "which codes may follow each of these B prefixes?" at every
+generation step for every beam; a Python loop over B rows would dominate decoding time. The trie is
+stored as flat integer arrays (CSR layout) and queried with ``torch.searchsorted`` and
+``repeat_interleave``; only the <= L levels are looped over.
+
+Layout: node 0 is the root; nodes of depth ``d`` get consecutive ids after those of depth ``d-1``.
+Every edge has the key ``parent * K + code`` (``K`` = largest codebook size); the edge arrays are
+sorted by key, so a node's children are one contiguous slice (``child_start[n] : + child_count[n]``)
+and finding the child reached by ``code`` is one binary search. Memory is O(number of nodes).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from conrec.errors import DataValidationError
+from conrec.sid.tokens import codes_to_sid
+
+
+class SidTrie:
+    """Trie of the SIDs of real items: what may follow a prefix, and which item a full code is."""
+
+    def __init__(self, codes: np.ndarray, codebook_sizes: Sequence[int]) -> None:
+        codes = np.asarray(codes)
+        sizes = [int(s) for s in codebook_sizes]
+        _validate(codes, sizes)
+        n_items, levels = codes.shape
+        codes = codes.astype(np.int64, copy=False)
+        self.levels: int = levels
+        self.codebook_sizes: list[int] = sizes
+        self._k = max(sizes)
+
+        keys_per_level: list[np.ndarray] = []
+        parents_per_level: list[np.ndarray] = []
+        codes_per_level: list[np.ndarray] = []
+        node_of_item = np.zeros(n_items, dtype=np.int64)  # current node of each item, starting at root
+        next_id = 1
+        for level in range(levels):
+            keys = node_of_item * self._k + codes[:, level]
+            uniq, inverse = np.unique(keys, return_inverse=True)
+            keys_per_level.append(uniq)
+            parents_per_level.append(uniq // self._k)
+            codes_per_level.append(uniq % self._k)
+            node_of_item = next_id + inverse.reshape(-1)
+            next_id += len(uniq)
+        n_nodes = next_id
+        if len(keys_per_level[-1]) != n_items:
+            counts = np.bincount(node_of_item - (n_nodes - len(keys_per_level[-1])))
+            dup_leaf = int(np.argmax(counts))
+            rows = np.flatnonzero(node_of_item == n_nodes - len(keys_per_level[-1]) + dup_leaf)
+            raise DataValidationError(
+                f"SID codes are not unique: {int((counts > 1).sum())} code(s) are shared by several items, "
+                f"e.g. {codes_to_sid(codes[rows[0]].tolist())} (rows {rows[:5].tolist()})"
+            )
+
+        edge_keys = np.concatenate(keys_per_level)  # globally sorted: parents grow with depth
+        edge_parent = np.concatenate(parents_per_level)
+        child_count = np.bincount(edge_parent, minlength=n_nodes)
+        child_start = np.concatenate([[0], np.cumsum(child_count)[:-1]])
+        leaf_first = n_nodes - n_items
+        item_of_leaf = np.full(n_items, -1, dtype=np.int64)
+        item_of_leaf[node_of_item - leaf_first] = np.arange(n_items)
+
+        self._edge_keys = torch.from_numpy(edge_keys)
+        self._edge_codes = torch.from_numpy(np.concatenate(codes_per_level))
+        self._child_start = torch.from_numpy(child_start.astype(np.int64))
+        self._child_count = torch.from_numpy(child_count.astype(np.int64))
+        self._leaf_first = leaf_first
+        self._item_of_leaf = torch.from_numpy(item_of_leaf)
+        self._n_items = n_items
+        self._n_nodes = n_nodes
+
+    def __len__(self) -> int:
+        """Number of items (full SIDs) in the trie."""
+        return self._n_items
+
+    @property
+    def n_nodes(self) -> int:
+        return self._n_nodes
+
+    def _walk(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Node id reached by each row of ``prefix`` (B, l), or -1 where the prefix leaves the trie."""
+        prefix = prefix.to(device="cpu", dtype=torch.long)
+        node = torch.zeros(prefix.shape[0], dtype=torch.long)
+        for level in range(prefix.shape[1]):
+            code = prefix[:, level]
+            ok = (node >= 0) & (code >= 0) & (code < self.codebook_sizes[level])
+            key = node.clamp(min=0) * self._k + code.clamp(min=0, max=self._k - 1)
+            pos = torch.searchsorted(self._edge_keys, key).clamp(max=len(self._edge_keys) - 1)
+            ok &= self._edge_keys[pos] == key
+            node = torch.where(ok, pos + 1, torch.full_like(node, -1))  # edge i leads to node i + 1
+        return node
+
+    def allowed(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, codebook_sizes[l]) mask of codes that extend each prefix (B, l) towards a real item.
+
+        A prefix that is not in the trie (unknown code, out-of-range code) gets an all-False row:
+        constrained decoding must never fall back to "anything goes".
+        """
+        if prefix.dim() != 2:
+            raise ValueError(f"prefix must have shape (B, l), got {tuple(prefix.shape)}")
+        depth = prefix.shape[1]
+        if not 0 <= depth < self.levels:
+            raise ValueError(f"prefix length must be in [0, {self.levels}), got {depth}")
+        b = prefix.shape[0]
+        node = self._walk(prefix)
+        valid = node >= 0
+        safe = node.clamp(min=0)
+        counts = torch.where(valid, self._child_count[safe], torch.zeros_like(safe))
+        rows = torch.repeat_interleave(torch.arange(b), counts)
+        starts = torch.repeat_interleave(self._child_start[safe], counts)
+        offsets = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        out = torch.zeros(b, self.codebook_sizes[depth], dtype=torch.bool)
+        out[rows, self._edge_codes[starts + offsets]] = True
+        return out.to(prefix.device)
+
+    def item_index(self, codes: torch.Tensor) -> torch.Tensor:
+        """Row (in the ``codes`` the trie was built from) of each full code (B, L), or -1 if none."""
+        if codes.dim() != 2 or codes.shape[1] != self.levels:
+            raise ValueError(f"codes must have shape (B, {self.levels}), got {tuple(codes.shape)}")
+        node = self._walk(codes)
+        leaf = node - self._leaf_first
+        ok = (node >= 0) & (leaf >= 0)
+        out = torch.where(ok, self._item_of_leaf[leaf.clamp(min=0)], torch.full_like(node, -1))
+        return out.to(codes.device)
+
+
+def _validate(codes: np.ndarray, sizes: list[int]) -> None:
+    if codes.ndim != 2:
+        raise DataValidationError(f"SID codes must be a 2-D array (n_items, levels), got shape {codes.shape}")
+    if codes.shape[0] == 0 or codes.shape[1] == 0:
+        raise DataValidationError(f"SID codes must be non-empty, got shape {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise DataValidationError(f"SID codes must be integers, got dtype {codes.dtype}")
+    if len(sizes) != codes.shape[1]:
+        raise DataValidationError(
+            f"codebook_sizes has {len(sizes)} level(s) but the codes have {codes.shape[1]} column(s)"
+        )
+    for level, size in enumerate(sizes):
+        col = codes[:, level]
+        if size < 1:
+            raise DataValidationError(f"codebook size of level {level} must be >= 1, got {size}")
+        bad = np.flatnonzero((col < 0) | (col >= size))
+        if len(bad):
+            raise DataValidationError(
+                f"SID code out of range at level {level}: item row {int(bad[0])} has code {int(col[bad[0]])}, "
+                f"codebook size is {size}"
+            )
