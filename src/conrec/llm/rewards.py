@@ -1,0 +1,251 @@
+"""GRPO rewards for negative recommendation: the multi-day future-negative set, with partial credit.
+
+Why a *set* target: once a user dislikes something the platform stops showing similar items, so the
+single next negative mostly reflects exposure order; the items disliked over the next N days are a
+much better picture of negative interest (CoNRec). A generated item earns
+
+* ``hit``    1 if it is in the user's N-day future-negative set;
+* ``collab`` max co-dislike similarity (other users' behaviour) to any item of that set, in [0, 1];
+* ``prefix`` longest SID prefix shared with any item of that set, divided by the number of levels;
+* ``liked``  -1 if the user liked it (in the history positives), else 0 (a penalty component);
+* ``next``   1 if it is the next negative item (the conventional objective, for the ablation).
+
+Partial credits are maximal for an exact hit (an item shares its whole SID with itself and is
+maximally similar to itself), so the combined reward is monotone: hit >= near miss >= far miss.
+An empty future set gives 0 for hit/collab/prefix (no signal, not a penalty).
+
+The combined reward is ``sum_c weight_c * component_c`` with weights from
+:class:`conrec.llm.config.RewardConfig`. TRL gets one callable per component plus the weights
+(``GRPOConfig.reward_weights``), so every component's mean reaches the trainer logs
+(``rewards/<name>/mean``). Targets arrive as dataset columns passed by TRL as keyword arguments
+(``future_negs``, ``next_neg``, ``liked_items``); nothing is ever looked up by prompt text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import numpy as np
+
+from conrec.llm.collab import CoDislike
+from conrec.llm.config import RewardConfig
+from conrec.sid.tokens import parse_sid
+
+COMPONENTS = ("hit", "collab", "prefix", "liked", "next")
+RewardMode = Literal["future_collab", "next_neg"]
+REWARD_MODES: tuple[str, ...] = ("future_collab", "next_neg")
+
+
+# --------------------------------------------------------------------------- pure components
+def hit_reward(items: Sequence[str | None], future_sets: Sequence[Sequence[str]]) -> np.ndarray:
+    """1.0 where the generated item is in its row's future-negative set."""
+    _check_len(items, future_sets, "future sets")
+    return np.array([float(i is not None and i in set(s)) for i, s in zip(items, future_sets)], dtype=np.float32)
+
+
+def next_neg_reward(items: Sequence[str | None], next_negs: Sequence[str | None]) -> np.ndarray:
+    """1.0 where the generated item is exactly the next negative item."""
+    _check_len(items, next_negs, "next negatives")
+    return np.array([float(i is not None and i == n) for i, n in zip(items, next_negs)], dtype=np.float32)
+
+
+def liked_penalty(items: Sequence[str | None], liked_sets: Sequence[Sequence[str]]) -> np.ndarray:
+    """-1.0 where the generated item is one the user liked: recommending it as a dislike is a clear error."""
+    _check_len(items, liked_sets, "liked sets")
+    return np.array([-float(i is not None and i in set(s)) for i, s in zip(items, liked_sets)], dtype=np.float32)
+
+
+def collab_reward(
+    items: Sequence[str | None], future_sets: Sequence[Sequence[str]], codislike: CoDislike
+) -> np.ndarray:
+    """Max co-dislike similarity of each generated item to its future set (0 if the set is empty)."""
+    _check_len(items, future_sets, "future sets")
+    return codislike.similarity_to_sets(items, future_sets)
+
+
+def prefix_reward(
+    items: Sequence[str | None],
+    future_sets: Sequence[Sequence[str]],
+    codes_of: Mapping[str, Sequence[int]],
+) -> np.ndarray:
+    """Longest SID prefix shared with any future item, over the number of SID levels.
+
+    Vectorised: one (pairs, L) comparison over every (generated item, future item) pair and a
+    per-row maximum. Items without a SID (unknown ids, ``None``) score 0.
+    """
+    _check_len(items, future_sets, "future sets")
+    out = np.zeros(len(items), dtype=np.float32)
+    if not codes_of or not items:
+        return out
+    levels = len(next(iter(codes_of.values())))
+    gen_rows, gen_codes, fut_codes = [], [], []
+    for row, (item, fut) in enumerate(zip(items, future_sets)):
+        g = codes_of.get(item) if item is not None else None
+        if g is None:
+            continue
+        for f in fut:
+            fc = codes_of.get(f)
+            if fc is not None:
+                gen_rows.append(row)
+                gen_codes.append(g)
+                fut_codes.append(fc)
+    if not gen_rows:
+        return out
+    eq = np.asarray(gen_codes, dtype=np.int64) == np.asarray(fut_codes, dtype=np.int64)
+    shared = np.cumprod(eq, axis=1).sum(axis=1) / levels
+    np.maximum.at(out, np.asarray(gen_rows), shared.astype(np.float32))
+    return out
+
+
+def reward_components(
+    items: Sequence[str | None],
+    future_sets: Sequence[Sequence[str]],
+    next_negs: Sequence[str | None],
+    liked_sets: Sequence[Sequence[str]],
+    codes_of: Mapping[str, Sequence[int]],
+    codislike: CoDislike | None,
+) -> dict[str, np.ndarray]:
+    """Every component for a batch of generated items (one row per completion)."""
+    return {
+        "hit": hit_reward(items, future_sets),
+        "collab": collab_reward(items, future_sets, codislike)
+        if codislike is not None
+        else np.zeros(len(items), dtype=np.float32),
+        "prefix": prefix_reward(items, future_sets, codes_of),
+        "liked": liked_penalty(items, liked_sets),
+        "next": next_neg_reward(items, next_negs),
+    }
+
+
+def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") -> dict[str, float]:
+    """Weights of each component. ``next_neg`` (the ablation) keeps only the next-negative reward.
+
+    In ``future_collab`` mode the next-negative weight is ``reward.w_next`` (0 by default); in
+    ``next_neg`` mode it is ``reward.w_next`` if positive, else 1, and every other weight is 0 (the
+    components are still computed, so the logs show how future hits move under either objective).
+    """
+    if mode == "future_collab":
+        return {
+            "hit": reward.w_hit,
+            "collab": reward.w_collab,
+            "prefix": reward.w_prefix,
+            "liked": reward.w_liked,
+            "next": reward.w_next,
+        }
+    if mode == "next_neg":
+        return {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": reward.w_next or 1.0}
+    raise ValueError(f"unknown reward mode {mode!r}; choose one of {', '.join(REWARD_MODES)}")
+
+
+def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """``sum_c weights[c] * components[c]`` (the reward GRPO's advantages are computed from)."""
+    unknown = set(weights) - set(components)
+    if unknown:
+        raise ValueError(f"weights for unknown reward component(s) {sorted(unknown)}")
+    n = len(next(iter(components.values()))) if components else 0
+    total = np.zeros(n, dtype=np.float32)
+    for name, w in weights.items():
+        total += np.float32(w) * components[name]
+    return total
+
+
+# --------------------------------------------------------------------------- TRL wrapper
+class _ComponentReward:
+    """One TRL reward function: a single component, named so TRL logs ``rewards/<name>/mean``."""
+
+    def __init__(
+        self,
+        name: str,
+        codes_of: Mapping[str, Sequence[int]],
+        item_of_codes: Mapping[tuple[int, ...], str],
+        codislike: CoDislike | None,
+    ) -> None:
+        self.__name__ = name
+        self.name = name
+        self._codes_of = codes_of
+        self._item_of_codes = item_of_codes
+        self._codislike = codislike
+
+    def __call__(self, prompts: list[Any], completions: list[Any], **kw: Any) -> list[float]:
+        items = _generated_items(completions, kw.get("gen_item"), self._item_of_codes)
+        n = len(items)
+        future = _column(kw, "future_negs", n, default=[])
+        if self.name == "hit":
+            vals = hit_reward(items, future)
+        elif self.name == "collab":
+            vals = (
+                collab_reward(items, future, self._codislike)
+                if self._codislike is not None
+                else np.zeros(n, dtype=np.float32)
+            )
+        elif self.name == "prefix":
+            vals = prefix_reward(items, future, self._codes_of)
+        elif self.name == "liked":
+            vals = liked_penalty(items, _column(kw, "liked_items", n, default=[]))
+        elif self.name == "next":
+            vals = next_neg_reward(items, _column(kw, "next_neg", n, default=None))
+        else:  # pragma: no cover - names are fixed by make_reward_funcs
+            raise ValueError(self.name)
+        return [float(v) for v in vals]
+
+
+def make_reward_funcs(
+    cfg: Any,
+    sid_map: Any,
+    codislike: CoDislike | None,
+    mode: RewardMode = "future_collab",
+) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """TRL reward callables (one per component, in :data:`COMPONENTS` order) and their weights.
+
+    ``cfg`` is a :class:`conrec.config.PipelineConfig` or a :class:`RewardConfig`; ``sid_map`` a
+    :class:`conrec.sid.sid_map.SidMap` or a plain ``{item_id: codes}`` mapping. Pass the weights as
+    ``GRPOConfig(reward_weights=...)``; zero-weight components still run so their means are logged.
+    """
+    reward = cfg if isinstance(cfg, RewardConfig) else cfg.grpo.reward
+    weights = component_weights(reward, mode)
+    codes_of = codes_by_item(sid_map)
+    item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
+    funcs = [_ComponentReward(name, codes_of, item_of_codes, codislike) for name in COMPONENTS]
+    return funcs, [float(weights[name]) for name in COMPONENTS]
+
+
+def codes_by_item(sid_map: Any) -> dict[str, tuple[int, ...]]:
+    """``{item_id: SID codes}`` from a SidMap (``item_ids`` + ``codes`` array) or a mapping."""
+    if isinstance(sid_map, Mapping):
+        return {str(k): tuple(int(c) for c in v) for k, v in sid_map.items()}
+    item_ids = getattr(sid_map, "item_ids", None)
+    codes = getattr(sid_map, "codes", None)
+    if item_ids is None or codes is None:
+        raise TypeError(f"sid_map must be a SidMap (item_ids, codes) or a mapping, got {type(sid_map).__name__}")
+    codes = np.asarray(codes)
+    return {str(i): tuple(int(c) for c in row) for i, row in zip(list(item_ids), codes)}
+
+
+def _generated_items(
+    completions: Sequence[Any], gen_item: Sequence[str | None] | None, item_of_codes: Mapping[tuple[int, ...], str]
+) -> list[str | None]:
+    """The item each completion names: the rollout's ``gen_item`` field if present, else the parsed SID."""
+    if gen_item is not None:
+        if len(gen_item) != len(completions):
+            raise ValueError(f"gen_item has {len(gen_item)} entries for {len(completions)} completions")
+        return [None if g is None or g == "" else str(g) for g in gen_item]
+    out: list[str | None] = []
+    for c in completions:
+        text = c if isinstance(c, str) else c[-1]["content"]
+        codes = parse_sid(text)
+        out.append(item_of_codes.get(tuple(codes)) if codes is not None else None)
+    return out
+
+
+def _column(kw: Mapping[str, Any], name: str, n: int, default: Any) -> list[Any]:
+    values = kw.get(name)
+    if values is None:
+        return [default] * n
+    if len(values) != n:
+        raise ValueError(f"reward column {name!r} has {len(values)} values for {n} completions")
+    return [default if v is None else v for v in values]
+
+
+def _check_len(items: Sequence[Any], other: Sequence[Any], what: str) -> None:
+    if len(items) != len(other):
+        raise ValueError(f"{len(items)} generated items but {len(other)} {what}")

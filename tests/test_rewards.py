@@ -1,0 +1,135 @@
+"""Rewards and co-dislike similarity, checked by hand on tiny data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conrec.llm.collab import CoDislike
+from conrec.llm.config import RewardConfig
+from conrec.llm.rewards import (
+    COMPONENTS,
+    combine,
+    component_weights,
+    hit_reward,
+    liked_penalty,
+    make_reward_funcs,
+    next_neg_reward,
+    prefix_reward,
+    reward_components,
+)
+
+CODES = {"a": (0, 0, 0), "b": (0, 0, 1), "c": (0, 1, 0), "d": (1, 0, 0), "e": (1, 1, 1)}
+
+
+def _events(rows: list[tuple[str, str, int, int]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row"
+    )
+
+
+@pytest.fixture()
+def codislike() -> CoDislike:
+    # users u1, u2 dislike a and b; u3 dislikes a and c; u4 dislikes d. Late dislike of e with b is after the cut.
+    ev = _events(
+        [
+            ("u1", "a", 1, -1), ("u1", "b", 2, -1),
+            ("u2", "a", 1, -1), ("u2", "b", 3, -1),
+            ("u3", "a", 1, -1), ("u3", "c", 2, -1), ("u3", "e", 2, 1),
+            ("u4", "d", 1, -1),
+            ("u4", "b", 100, -1), ("u4", "e", 100, -1),
+        ]
+    )
+    return CoDislike.fit(ev, top_n=5, before_ts=50, items=list(CODES))
+
+
+def test_codislike_cosine_by_hand(codislike: CoDislike) -> None:
+    # a: {u1,u2,u3}, b: {u1,u2}, c: {u3}; cos(a,b) = 2/sqrt(3*2), cos(a,c) = 1/sqrt(3), cos(b,c) = 0
+    assert codislike.similarity_to_set("b", ["a"]) == pytest.approx(2 / math.sqrt(6), rel=1e-5)
+    assert codislike.similarity_to_set("c", ["a"]) == pytest.approx(1 / math.sqrt(3), rel=1e-5)
+    assert codislike.similarity_to_set("b", ["c"]) == 0.0
+    # max over the set; an item is fully similar to itself; empty set and unknown item give 0
+    assert codislike.similarity_to_set("a", ["c", "b"]) == pytest.approx(2 / math.sqrt(6), rel=1e-5)
+    assert codislike.similarity_to_set("d", ["d"]) == 1.0
+    assert codislike.similarity_to_set("a", []) == 0.0
+    assert codislike.similarity_to_set("zzz", ["a"]) == 0.0
+    # events at/after the cut-off (u4's b, e) and positives (u3's e) are not used
+    assert codislike.similarity_to_set("e", ["b", "d"]) == 0.0
+    assert codislike.similarity_to_set("d", ["b"]) == 0.0
+
+
+def test_codislike_keeps_top_n_neighbours() -> None:
+    # a co-disliked with b by 3 users, with c by 2, with d by 1: top-1 keeps only b
+    rows = [(f"u{k}", "a", 1, -1) for k in range(6)]
+    rows += [(f"u{k}", "b", 1, -1) for k in range(3)] + [(f"u{k}", "c", 1, -1) for k in (3, 4)]
+    rows += [("u5", "d", 1, -1)]
+    cd = CoDislike.fit(_events(rows), top_n=1)
+    assert set(cd.neighbours("a")) == {"b"}
+    assert cd.similarity_to_set("a", ["c", "d"]) == 0.0
+    batch = cd.similarity_to_sets(["a", None, "b"], [["b"], ["a"], []])
+    assert batch[0] > 0 and batch[1] == 0 and batch[2] == 0
+
+
+def test_hit_next_liked_by_hand() -> None:
+    items = ["a", "b", None, "d"]
+    assert hit_reward(items, [["a", "c"], ["a"], ["a"], []]).tolist() == [1, 0, 0, 0]
+    assert next_neg_reward(items, ["a", "c", "a", None]).tolist() == [1, 0, 0, 0]
+    assert liked_penalty(items, [[], ["b"], ["a"], ["a"]]).tolist() == [0, -1, 0, 0]
+
+
+def test_prefix_credit_is_longest_shared_prefix_over_levels() -> None:
+    items = ["a", "a", "a", "e", "a", "zzz"]
+    future = [["b"], ["c", "b"], ["d"], ["e"], [], ["a"]]
+    got = prefix_reward(items, future, CODES)
+    assert got.tolist() == pytest.approx([2 / 3, 2 / 3, 0.0, 1.0, 0.0, 0.0])
+
+
+def test_components_weights_and_empty_future(codislike: CoDislike) -> None:
+    items = ["a", "b", "e"]
+    future = [["a"], ["a"], []]
+    comps = reward_components(items, future, ["a", "x", "y"], [[], [], ["e"]], CODES, codislike)
+    assert set(comps) == set(COMPONENTS)
+    assert comps["hit"].tolist() == [1, 0, 0]
+    assert comps["collab"][0] == 1.0 and comps["collab"][1] == pytest.approx(2 / math.sqrt(6), rel=1e-5)
+    assert comps["prefix"].tolist() == pytest.approx([1.0, 2 / 3, 0.0])
+    # empty future set: no credit at all; only the liked penalty applies
+    assert comps["hit"][2] == comps["collab"][2] == comps["prefix"][2] == 0.0
+    cfg = RewardConfig(w_hit=1.0, w_collab=0.5, w_prefix=0.3, w_liked=0.5, w_next=0.0)
+    total = combine(comps, component_weights(cfg))
+    expect_b = 0.5 * 2 / math.sqrt(6) + 0.3 * 2 / 3
+    assert total.tolist() == pytest.approx([1.0 + 0.5 + 0.3, expect_b, -0.5], rel=1e-5)
+    # monotone: exact hit > near miss > liked
+    assert total[0] > total[1] > total[2]
+    nn = combine(comps, component_weights(cfg, "next_neg"))
+    assert nn.tolist() == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="reward mode"):
+        component_weights(cfg, "bogus")  # type: ignore[arg-type]
+
+
+def test_trl_wrappers_read_columns_and_parse_completions(codislike: CoDislike) -> None:
+    funcs, weights = make_reward_funcs(RewardConfig(), CODES, codislike)
+    assert [f.__name__ for f in funcs] == list(COMPONENTS)
+    assert len(weights) == len(funcs)
+    kw = {"future_negs": [["a"], ["a"]], "next_neg": ["a", "a"], "liked_items": [[], ["b"]]}
+    completions = ["<a_0><b_0><c_0>", "<a_0><b_0><c_1>"]
+    by_name = {f.__name__: f(prompts=["p", "p"], completions=completions, **kw) for f in funcs}
+    assert by_name["hit"] == [1.0, 0.0]
+    assert by_name["prefix"] == pytest.approx([1.0, 2 / 3])
+    assert by_name["liked"] == [0.0, -1.0]
+    # the rollout's gen_item field wins over text parsing; a garbled completion scores 0
+    by_field = funcs[0](prompts=["p", "p"], completions=["junk", "junk"], gen_item=["b", "a"], **kw)
+    assert by_field == [0.0, 1.0]
+    assert funcs[0](prompts=["p"], completions=["<a_0>"], future_negs=[["a"]]) == [0.0]
+    # weights in TRL order, applied as TRL does
+    comps = {f.__name__: np.array(by_name[f.__name__]) for f in funcs}
+    trl_total = sum(w * comps[f.__name__] for f, w in zip(funcs, weights))
+    assert np.allclose(trl_total, combine(comps, component_weights(RewardConfig())))
+
+
+def test_wrapper_rejects_misaligned_columns(codislike: CoDislike) -> None:
+    funcs, _ = make_reward_funcs(RewardConfig(), CODES, codislike)
+    with pytest.raises(ValueError, match="future_negs"):
+        funcs[0](prompts=["p", "p"], completions=["<a_0><b_0><c_0>"] * 2, future_negs=[["a"]])
