@@ -4,15 +4,34 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    host: str = "127.0.0.1"
+    host: str = Field("127.0.0.1", description="bind address; loopback by default (no auth in front of it)")
     port: int = Field(8000, ge=1, le=65535)
-    model: Literal["grpo", "sft"] = "grpo"
+    model: Literal["grpo", "sft", "popular"] = Field(
+        "grpo",
+        description="checkpoint to serve; grpo falls back to sft if no GRPO model exists; "
+        "popular = global dislike-popularity baseline (no LM, needs only data/ and sid/)",
+    )
+    default_k: int = Field(10, ge=1, description="k when a request gives none")
     max_k: int = Field(50, ge=1)
     max_history: int = Field(500, ge=1, description="longer histories are rejected with 413")
     max_batch: int = Field(64, ge=1)
+    inference_workers: int = Field(
+        1,
+        ge=1,
+        description="predictor calls allowed at once; torch already uses every core per call, so "
+        "concurrent calls only contend (send batches to /v1/dislikes/batch for throughput)",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = True
+
+    @model_validator(mode="after")
+    def _default_k_fits(self) -> "ServeConfig":
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
+        return self

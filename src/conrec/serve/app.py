@@ -1,0 +1,244 @@
+"""The HTTP service: ``POST /v1/dislikes`` -> the top-K items a user is likely to dislike.
+
+Concurrency choice: the endpoints are plain ``def`` functions, so FastAPI runs them in its thread
+pool and the event loop stays free for ``/healthz`` and for parsing while a model call runs. The
+model calls themselves pass through a semaphore of ``serve.inference_workers`` (default 1): a torch
+CPU generate already uses every core, so concurrent calls would only contend and thrash caches.
+Throughput comes from ``POST /v1/dislikes/batch``, which answers many histories in one model call.
+
+Errors: every bad input is a 4xx whose ``detail`` names the problem (field, item ids, user); the
+predictor's own :class:`~conrec.errors.ConrecError` becomes a 4xx too; anything else is logged
+with its traceback and answered with 500. No error stops the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+import conrec
+from conrec.config import PipelineConfig
+from conrec.errors import ConrecError, DataValidationError
+from conrec.serve.catalog import Catalog, History, user_histories
+from conrec.serve.config import ServeConfig
+from conrec.serve.schemas import (
+    DislikeBatchRequest,
+    DislikeBatchResponse,
+    DislikeItem,
+    DislikeRequest,
+    DislikeResponse,
+    ErrorBody,
+    Health,
+    Limits,
+)
+
+log = logging.getLogger("conrec.serve")
+
+Recommendations = list[list[tuple[str, float]]]
+
+
+class DislikePredictor(Protocol):
+    """What the app needs from a model: :class:`conrec.llm.predict.Predictor` satisfies it."""
+
+    def recommend(self, histories: list[History], k: int) -> Recommendations:
+        """For each (item ids oldest first, feedback -1/+1) history, up to k (item id, score), best first."""
+        ...
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the model rejected the input"},
+    404: {"model": ErrorBody, "description": "unknown user_id"},
+    413: {"model": ErrorBody, "description": "history longer than max_history, or batch larger than max_batch"},
+    422: {"model": ErrorBody, "description": "malformed body, no history, k out of range, or unknown item ids"},
+    500: {"model": ErrorBody, "description": "unexpected model failure (logged with traceback)"},
+}
+
+_DESCRIPTION = """\
+Top-K items a user is likely to **dislike**, from a causal LM over semantic item IDs (CoNRec).
+
+Give a history as a known `user_id`, as `negative`/`positive` item-id lists, or as a chronological
+`history` of `{item_id, feedback}` events. Limits (`max_k`, `max_history`, `max_batch`) are shown
+by `GET /healthz`. Errors are JSON `{"detail": "..."}` naming the offending field, item or user.
+"""
+
+
+def create_app(
+    predictor: DislikePredictor,
+    items: pl.DataFrame,
+    sid_map: pl.DataFrame,
+    events: pl.DataFrame | None,
+    cfg: ServeConfig,
+    model_name: str | None = None,
+) -> FastAPI:
+    """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
+
+    ``events`` gives the known users' histories (None: ``user_id`` requests get 404).
+    ``model_name`` is what responses report (default ``cfg.model``).
+    """
+    catalog = Catalog.build(items, sid_map)
+    known_users = user_histories(events, cfg.max_history) if events is not None else {}
+    model = model_name or cfg.model
+    gate = threading.BoundedSemaphore(cfg.inference_workers)
+
+    app = FastAPI(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+    def k_of(req: DislikeRequest, where: str) -> int:
+        k = cfg.default_k if req.k is None else req.k
+        if k > cfg.max_k:
+            raise HTTPException(422, f"{where}k = {k} is out of range: must be 1..{cfg.max_k}")
+        return k
+
+    def history_of(req: DislikeRequest, where: str) -> History:
+        explicit = req.events()
+        if explicit is None:
+            assert req.user_id is not None
+            if req.user_id not in known_users:
+                raise HTTPException(404, f"{where}unknown user_id {req.user_id!r}")
+            return known_users[req.user_id]  # already cut to max_history
+        items_, _ = explicit
+        if len(items_) > cfg.max_history:
+            raise HTTPException(
+                413, f"{where}history has {len(items_)} events; the limit is max_history = {cfg.max_history}"
+            )
+        unknown = catalog.unknown(items_)
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+            raise HTTPException(422, f"{where}unknown item id(s): {shown}")
+        return explicit
+
+    def infer(histories: list[History], k: int) -> Recommendations:
+        with gate:
+            try:
+                recs = predictor.recommend(histories, k)
+            except DataValidationError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            except ConrecError as exc:
+                raise HTTPException(400, str(exc)) from exc
+            except Exception as exc:
+                log.exception("predictor failed on %d history(ies), k=%d", len(histories), k)
+                raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
+        if len(recs) != len(histories):
+            log.error("predictor returned %d results for %d histories", len(recs), len(histories))
+            raise HTTPException(500, "model failure (wrong number of results); see the server log")
+        return recs
+
+    def response(recs: list[tuple[str, float]], k: int) -> DislikeResponse:
+        return DislikeResponse(
+            items=[
+                DislikeItem(item_id=i, sid=catalog.sid.get(i, ""), title=catalog.title.get(i, ""), score=float(s), rank=r)
+                for r, (i, s) in enumerate(recs[:k], start=1)
+            ],
+            model=model,
+            k=k,
+        )
+
+    @app.get("/healthz", response_model=Health, summary="liveness, served model and request limits")
+    def healthz() -> Health:
+        limits = Limits(max_k=cfg.max_k, default_k=cfg.default_k, max_history=cfg.max_history, max_batch=cfg.max_batch)
+        return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits)
+
+    @app.post("/v1/dislikes", response_model=DislikeResponse, responses=_ERRORS, summary="top-K likely dislikes")
+    def dislikes(req: DislikeRequest) -> DislikeResponse:
+        k = k_of(req, "")
+        history = history_of(req, "")
+        return response(infer([history], k)[0], k)
+
+    @app.post(
+        "/v1/dislikes/batch",
+        response_model=DislikeBatchResponse,
+        responses=_ERRORS,
+        summary="top-K likely dislikes for many histories in one model call",
+    )
+    def dislikes_batch(batch: DislikeBatchRequest) -> DislikeBatchResponse:
+        n = len(batch.requests)
+        if n > cfg.max_batch:
+            raise HTTPException(413, f"batch has {n} requests; the limit is max_batch = {cfg.max_batch}")
+        ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        recs = infer(histories, max(ks))
+        return DislikeBatchResponse(results=[response(r, k) for r, k in zip(recs, ks)], model=model)
+
+    return app
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable ``detail`` line (``body.requests.2.k: Input should be ...``) plus the errors."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    lines = []
+    for e in errors:
+        loc = ".".join(str(x) for x in e.get("loc", ()))
+        if e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",):
+            lines.append("empty request body: send a JSON object (see /docs)")
+        elif e.get("type") == "json_invalid":
+            why = (e.get("ctx") or {}).get("error", "decode error")
+            lines.append(f"request body is not valid JSON ({why} at character {e['loc'][-1]})")
+        else:
+            lines.append(f"{loc}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}")
+    # The raw errors minus "input": echoing a whole oversized body back helps nobody.
+    brief = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]
+    return JSONResponse(status_code=422, content={"detail": "; ".join(lines), "errors": brief})
+
+
+def load_predictor(
+    cfg: PipelineConfig, sid_map: pl.DataFrame, events: pl.DataFrame | None
+) -> tuple[DislikePredictor, str]:
+    """The predictor named by ``cfg.serve.model`` and the name it is served under.
+
+    ``grpo`` falls back to ``sft`` when the run has no GRPO model (e.g. GRPO not run yet), with a
+    log line, so a run that finished SFT can already be served. ``popular`` needs no model.
+    """
+    from conrec.runs import RunDir
+
+    run = RunDir(cfg.run_dir)
+    name = cfg.serve.model
+    if name == "popular":
+        from conrec.serve.popular import PopularDislikePredictor
+
+        return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
+    if name == "grpo" and not run.grpo_model.exists():
+        log.warning("no GRPO model at %s; serving the SFT model from %s instead", run.grpo_model, run.sft_model)
+        name = "sft"
+    from conrec.llm.predict import Predictor
+
+    return Predictor.from_run(cfg, model=name), name
+
+
+def create_app_from_run(cfg: PipelineConfig) -> FastAPI:
+    """Load a run directory once (tables + model) and build the app on it."""
+    from conrec.io import read_parquet
+    from conrec.runs import RunDir
+
+    run = RunDir(cfg.run_dir)
+    items = read_parquet(run.items, what="items table")
+    sid_map = read_parquet(run.sid_map, what="SID map")
+    events = read_parquet(run.events, what="events") if run.events.exists() else None
+    if events is None:
+        log.warning("no events table at %s: user_id requests will get 404", run.events)
+    predictor, name = load_predictor(cfg, sid_map, events)
+    log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
+    return create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
+
+
+def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
+    """``conrec serve``: load the run, then serve with uvicorn (one process, one model in memory)."""
+    import uvicorn
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app_from_run(cfg)
+    uvicorn.run(
+        app,
+        host=host or cfg.serve.host,
+        port=port or cfg.serve.port,
+        log_level=cfg.serve.log_level,
+        access_log=cfg.serve.access_log,
+    )

@@ -1,0 +1,70 @@
+"""What the service looks up per request: item SIDs and titles, and known users' histories.
+
+Built once at start-up from the run directory's tables so a request never touches Parquet files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import polars as pl
+
+from conrec.errors import DataValidationError
+
+History = tuple[list[str], list[int]]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item id -> (SID, title) for every item the model can generate (the SID map's items)."""
+
+    sid: dict[str, str]
+    title: dict[str, str]
+
+    @classmethod
+    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> "Catalog":
+        for name, df, cols in (("items", items, ("item_id", "title")), ("sid_map", sid_map, ("item_id", "sid"))):
+            missing = [c for c in cols if c not in df.columns]
+            if missing:
+                raise DataValidationError(f"{name} table: missing column(s) {missing}; have {df.columns}")
+        if sid_map.height == 0:
+            raise DataValidationError("sid_map table is empty: the model has no item to recommend")
+        sids = sid_map["sid"]
+        sid_text = sids.to_list() if sids.dtype == pl.String else [_sid_str(v) for v in sids.to_list()]
+        ids = sid_map["item_id"].cast(pl.String).to_list()
+        titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
+        return cls(sid=dict(zip(ids, sid_text)), title={i: titles.get(i) or "" for i in ids})
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+    def unknown(self, item_ids: Iterable[str]) -> list[str]:
+        """Ids the model cannot handle, deduplicated, in first-seen order."""
+        return list(dict.fromkeys(i for i in item_ids if i not in self.sid))
+
+
+def _sid_str(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return "".join(str(v) for v in value)
+    return str(value)
+
+
+def user_histories(events: pl.DataFrame, max_history: int) -> dict[str, History]:
+    """Each user's most recent ``max_history`` events, oldest first, as (item ids, feedback).
+
+    Ties in ``ts`` keep the table's order (canonical events are already sorted by user, ts).
+    """
+    missing = [c for c in ("user_id", "item_id", "ts", "feedback") if c not in events.columns]
+    if missing:
+        raise DataValidationError(f"events table: missing column(s) {missing}; have {events.columns}")
+    grouped = (
+        events.with_row_index("_row")
+        .sort(["user_id", "ts", "_row"])
+        .group_by("user_id", maintain_order=True)
+        .agg(pl.col("item_id").cast(pl.String).tail(max_history), pl.col("feedback").cast(pl.Int64).tail(max_history))
+    )
+    return {
+        str(u): (items, fb)
+        for u, items, fb in zip(grouped["user_id"].to_list(), grouped["item_id"].to_list(), grouped["feedback"].to_list())
+    }

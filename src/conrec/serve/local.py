@@ -1,0 +1,91 @@
+"""Start ``conrec serve`` as a real uvicorn subprocess on loopback (for tests and the benchmark).
+
+Why a subprocess: it exercises the actual CLI entry, uvicorn and sockets, exactly as deployed,
+and a crash or hang in the server cannot take the caller down. Always binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from conrec.config import PipelineConfig, dump_config
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, n_chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-n_chars:] if self.log_path.exists() else ""
+
+
+def free_port() -> int:
+    """A currently free TCP port on loopback (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0) -> Iterator[LocalServer]:
+    """Run ``python -m conrec.cli serve`` for ``cfg`` on 127.0.0.1:<free port> until the block exits.
+
+    Waits for ``GET /healthz`` to answer 200 (model loading happens before that); raises
+    RuntimeError with the server's log tail if it exits or does not come up in time.
+    """
+    port = free_port()
+    serve_cfg = cfg.serve.model_copy(update={"host": LOOPBACK, "port": port})
+    cfg = cfg.model_copy(update={"serve": serve_cfg, "run_dir": Path(cfg.run_dir).resolve()})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    with tempfile.TemporaryDirectory(prefix="conrec-serve-") as tmp:
+        cfg_path, log_path = Path(tmp) / "serve.yaml", Path(tmp) / "server.log"
+        cfg_path.write_text(dump_config(cfg))
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "conrec.cli", "serve", "--config", str(cfg_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        server = LocalServer(url=f"http://{LOOPBACK}:{port}", process=proc, log_path=log_path)
+        try:
+            _wait_healthy(server, startup_timeout)
+            yield server
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def _wait_healthy(server: LocalServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"server exited with code {server.process.returncode} before becoming healthy:\n{server.log_tail()}"
+            )
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=2.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"server not healthy at {server.url} after {timeout:.0f} s:\n{server.log_tail()}")

@@ -1,0 +1,41 @@
+"""Global dislike-popularity baseline: the items most often disliked overall, minus the history.
+
+Why it is here: it serves without any trained LM (``serve.model: popular``), which makes the whole
+HTTP path testable and benchmarkable in isolation, and gives a sane fallback service. It follows
+the same contract as ``conrec.llm.predict.Predictor.recommend``.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+from typing import Sequence
+
+import polars as pl
+
+from conrec.errors import DataValidationError
+
+
+class PopularDislikePredictor:
+    """Ranks every catalogue item by its share of all dislikes in ``events`` (ties: catalogue order)."""
+
+    def __init__(self, events: pl.DataFrame | None, item_ids: Sequence[str]) -> None:
+        counts: dict[str, int] = {}
+        if events is not None and events.height:
+            agg = events.filter(pl.col("feedback") < 0).group_by("item_id").len()
+            counts = dict(zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()))
+        total = max(sum(counts.values()), 1)
+        order = sorted(range(len(item_ids)), key=lambda i: -counts.get(item_ids[i], 0))
+        self._ranked: list[tuple[str, float]] = [(item_ids[i], counts.get(item_ids[i], 0) / total) for i in order]
+        self._known = set(item_ids)
+
+    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
+        out = []
+        for n, (items, _feedback) in enumerate(histories):
+            if not items:
+                raise DataValidationError(f"history {n} is empty: give at least one item")
+            unknown = list(dict.fromkeys(i for i in items if i not in self._known))
+            if unknown:
+                raise DataValidationError(f"history {n}: unknown item id(s) {unknown[:10]}")
+            seen = set(items)
+            out.append(list(islice(((i, s) for i, s in self._ranked if i not in seen), k)))
+        return out

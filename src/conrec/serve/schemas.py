@@ -1,0 +1,128 @@
+"""Request and response bodies of the HTTP API (pydantic; they also make the OpenAPI schema).
+
+Static shape rules (types, feedback in {-1, +1}, exactly one history source, k >= 1) live here so
+FastAPI rejects them with 422 before any work. Limits that come from the server config (max_k,
+max_history, max_batch) and checks against the catalogue (unknown items or users) are done by the
+app, because they depend on what was loaded at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as "negatives" must not silently mean "no history".
+    model_config = ConfigDict(extra="forbid")
+
+
+class HistoryEvent(_Strict):
+    item_id: str = Field(..., min_length=1, description="an item id of the catalogue (items.parquet)")
+    feedback: Literal[-1, 1] = Field(..., description="-1 = explicit dislike, +1 = positive")
+
+
+class DislikeRequest(_Strict):
+    """One history to score. Give exactly one of: ``user_id``, ``history``, or ``negative``/``positive``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"user_id": "u42", "k": 10},
+                {"negative": ["i17", "i3"], "positive": ["i8", "i99", "i5"], "k": 5},
+                {"history": [{"item_id": "i8", "feedback": 1}, {"item_id": "i17", "feedback": -1}], "k": 5},
+            ]
+        },
+    )
+
+    user_id: str | None = Field(
+        None, min_length=1, description="a user of the training events; their most recent events are the history"
+    )
+    negative: list[str] | None = Field(None, description="disliked item ids, oldest first")
+    positive: list[str] | None = Field(None, description="positively rated item ids, oldest first")
+    history: list[HistoryEvent] | None = Field(
+        None, description="the full history, oldest first (keeps the interleaving of dislikes and positives)"
+    )
+    k: int | None = Field(
+        None, ge=1, description="how many items to return, 1..max_k (see GET /healthz); default: the server's default_k"
+    )
+
+    @model_validator(mode="after")
+    def _one_non_empty_source(self) -> "DislikeRequest":
+        lists_given = self.negative is not None or self.positive is not None
+        sources = [name for name, given in
+                   (("user_id", self.user_id is not None), ("history", self.history is not None),
+                    ("negative/positive", lists_given)) if given]
+        if not sources:
+            raise ValueError("no history: give one of user_id, history, or negative/positive")
+        if len(sources) > 1:
+            raise ValueError(f"give only one history source, got {' and '.join(sources)}")
+        if self.history is not None and not self.history:
+            raise ValueError("history is empty: give at least one event")
+        if lists_given and not (self.negative or self.positive):
+            raise ValueError("negative and positive are both empty: give at least one item id")
+        return self
+
+    def events(self) -> tuple[list[str], list[int]] | None:
+        """The explicit history as (item ids, feedback), oldest first; None for a ``user_id`` request.
+
+        Without ``history`` the relative order of dislikes and positives is unknown; the prompt keeps
+        the two contexts apart anyway, so positives are put first and dislikes (oldest first) last.
+        """
+        if self.history is not None:
+            return [e.item_id for e in self.history], [int(e.feedback) for e in self.history]
+        if self.user_id is not None:
+            return None
+        pos, neg = self.positive or [], self.negative or []
+        return pos + neg, [1] * len(pos) + [-1] * len(neg)
+
+
+class DislikeBatchRequest(_Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"requests": [{"user_id": "u42", "k": 3}, {"negative": ["i17"], "k": 3}]}]},
+    )
+
+    requests: list[DislikeRequest] = Field(
+        ..., min_length=1, description="at most max_batch requests (see GET /healthz), answered in one model call"
+    )
+
+
+class DislikeItem(BaseModel):
+    item_id: str
+    sid: str = Field(..., description="the item's semantic ID (the tokens the model generates)")
+    title: str
+    score: float = Field(..., description="model score; higher = more likely disliked (comparable within a response)")
+    rank: int = Field(..., ge=1, description="1 = most likely disliked")
+
+
+class DislikeResponse(BaseModel):
+    items: list[DislikeItem] = Field(..., description="best first; fewer than k if the catalogue has fewer candidates")
+    model: str = Field(..., description="which model answered (grpo, sft, popular...)")
+    k: int
+
+
+class DislikeBatchResponse(BaseModel):
+    results: list[DislikeResponse] = Field(..., description="one per request, in request order")
+    model: str
+
+
+class Limits(BaseModel):
+    max_k: int
+    default_k: int
+    max_history: int
+    max_batch: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    model: str
+    n_items: int = Field(..., description="items the model can recommend (the SID map)")
+    n_users: int = Field(..., description="known users (user_id requests)")
+    limits: Limits
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(..., description="what was wrong, naming the field, item ids or user")

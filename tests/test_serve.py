@@ -1,0 +1,327 @@
+"""The HTTP app with an in-process fake predictor: every endpoint, every error, and recovery."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from conrec.config import PipelineConfig
+from conrec.errors import DataValidationError, StageInputError
+from conrec.io import write_parquet
+from conrec.runs import RunDir
+from conrec.serve.app import create_app, create_app_from_run
+from conrec.serve.catalog import Catalog, user_histories
+from conrec.serve.config import ServeConfig
+from conrec.serve.popular import PopularDislikePredictor
+
+N_ITEMS = 12
+# Dislike counts make the popularity order i0 > i1 > i2 > i3 (others never disliked).
+DISLIKES = {"i0": 4, "i1": 3, "i2": 2, "i3": 1}
+
+
+def _tables() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    ids = [f"i{j}" for j in range(N_ITEMS)]
+    items = pl.DataFrame({"item_id": ids, "title": [f"Title {j}" for j in range(N_ITEMS)]})
+    sid_map = pl.DataFrame({"item_id": ids, "codes": [[j, j] for j in range(N_ITEMS)], "sid": [f"<a_{j}><b_{j}>" for j in range(N_ITEMS)]})
+    rows: list[tuple[str, str, int, int]] = []
+    for item, n in DISLIKES.items():
+        rows += [(f"d{u}", item, 100 + u, -1) for u in range(n)]
+    # u_hist: 5 events with shuffled timestamps; a known user whose history is cut to max_history.
+    rows += [("u_hist", "i5", 30, 1), ("u_hist", "i0", 10, -1), ("u_hist", "i6", 50, 1), ("u_hist", "i1", 20, -1), ("u_hist", "i7", 40, -1)]
+    events = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
+    return items, sid_map, events
+
+
+class RecordingPredictor:
+    """Popularity predictor that records each call and can be told to fail."""
+
+    def __init__(self, events: pl.DataFrame, item_ids: list[str]) -> None:
+        self.inner = PopularDislikePredictor(events, item_ids)
+        self.calls: list[tuple[list[tuple[list[str], list[int]]], int]] = []
+        self.fail_with: Exception | None = None
+
+    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
+        self.calls.append((histories, k))
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.inner.recommend(histories, k)
+
+
+CFG = ServeConfig(max_k=8, default_k=4, max_history=4, max_batch=3)
+
+
+@pytest.fixture()
+def setup() -> tuple[TestClient, RecordingPredictor]:
+    items, sid_map, events = _tables()
+    pred = RecordingPredictor(events, sid_map["item_id"].to_list())
+    app = create_app(pred, items, sid_map, events, CFG, model_name="fake")
+    return TestClient(app), pred
+
+
+def _ids(body: dict) -> list[str]:
+    return [it["item_id"] for it in body["items"]]
+
+
+# --- happy paths ---------------------------------------------------------------------------------
+
+
+def test_healthz_reports_model_items_users_limits(setup):
+    client, _ = setup
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok" and body["model"] == "fake"
+    assert body["n_items"] == N_ITEMS
+    assert body["n_users"] == max(DISLIKES.values()) + 1  # d0..d3 and u_hist
+    assert body["limits"] == {"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3}
+
+
+def test_negative_positive_lists(setup):
+    client, pred = setup
+    r = client.post("/v1/dislikes", json={"negative": ["i0"], "positive": ["i9"], "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "fake" and body["k"] == 3
+    assert _ids(body) == ["i1", "i2", "i3"]  # most disliked, minus the history
+    assert [it["rank"] for it in body["items"]] == [1, 2, 3]
+    assert body["items"][0]["sid"] == "<a_1><b_1>" and body["items"][0]["title"] == "Title 1"
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+    (histories, k), = pred.calls
+    assert k == 3 and histories == [(["i9", "i0"], [1, -1])]
+
+
+def test_chronological_history_is_passed_in_order(setup):
+    client, pred = setup
+    hist = [{"item_id": "i2", "feedback": -1}, {"item_id": "i9", "feedback": 1}, {"item_id": "i0", "feedback": -1}]
+    r = client.post("/v1/dislikes", json={"history": hist, "k": 2})
+    assert r.status_code == 200, r.text
+    assert _ids(r.json()) == ["i1", "i3"]
+    assert pred.calls[-1][0] == [(["i2", "i9", "i0"], [-1, 1, -1])]
+
+
+def test_known_user_uses_most_recent_max_history_events(setup):
+    client, pred = setup
+    r = client.post("/v1/dislikes", json={"user_id": "u_hist"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["k"] == CFG.default_k and len(body["items"]) == CFG.default_k
+    # Oldest event (i0 at ts 10) is cut: max_history = 4, order by ts.
+    assert pred.calls[-1][0] == [(["i1", "i5", "i7", "i6"], [-1, 1, -1, 1])]
+    assert _ids(body)[:2] == ["i0", "i2"]
+
+
+def test_batch_is_one_predictor_call_in_request_order(setup):
+    client, pred = setup
+    reqs = [{"negative": ["i0"], "k": 1}, {"user_id": "u_hist", "k": 3}, {"positive": ["i4"]}]
+    r = client.post("/v1/dislikes/batch", json={"requests": reqs})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(pred.calls) == 1 and pred.calls[0][1] == max(1, 3, CFG.default_k)
+    assert [len(res["items"]) for res in results] == [1, 3, CFG.default_k]
+    assert [res["k"] for res in results] == [1, 3, CFG.default_k]
+    assert _ids(results[0]) == ["i1"]
+    assert _ids(results[2])[:2] == ["i0", "i1"]
+
+
+def test_openapi_documents_endpoints_and_examples(setup):
+    client, _ = setup
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/dislikes", "/v1/dislikes/batch", "/healthz"} <= set(spec["paths"])
+    post = spec["paths"]["/v1/dislikes"]["post"]
+    assert {"404", "413", "422"} <= set(post["responses"])
+    req_schema = spec["components"]["schemas"]["DislikeRequest"]
+    assert req_schema["examples"] and "oldest first" in req_schema["properties"]["negative"]["description"]
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"negative": ["i0", "nope", "zzz"]}, 422, "'nope', 'zzz'"),
+        ({"history": [{"item_id": "ghost", "feedback": -1}]}, 422, "'ghost'"),
+        ({"user_id": "who"}, 404, "'who'"),
+        ({}, 422, "no history"),
+        ({"negative": [], "positive": []}, 422, "both empty"),
+        ({"history": []}, 422, "history is empty"),
+        ({"user_id": "u_hist", "negative": ["i0"]}, 422, "only one history source"),
+        ({"negative": ["i0"], "k": 0}, 422, "body.k"),
+        ({"negative": ["i0"], "k": 9}, 422, "1..8"),
+        ({"negative": ["i0"], "k": "ten"}, 422, "body.k"),
+        ({"negatives": ["i0"]}, 422, "negatives"),
+        ({"history": [{"item_id": "i0", "feedback": 0}]}, 422, "feedback"),
+        ({"negative": ["i0", "i1", "i2"], "positive": ["i4", "i5"]}, 413, "max_history = 4"),
+    ],
+)
+def test_bad_requests_get_clear_4xx_and_server_keeps_serving(setup, body, status, needle):
+    client, pred = setup
+    r = client.post("/v1/dislikes", json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+    assert pred.calls == []  # rejected before the model
+    assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
+
+
+def test_empty_and_non_json_bodies(setup):
+    client, _ = setup
+    r = client.post("/v1/dislikes")
+    assert r.status_code == 422 and "empty request body" in r.json()["detail"]
+    r = client.post("/v1/dislikes", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
+
+
+def test_batch_errors_name_the_request(setup):
+    client, pred = setup
+    r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"]}] * 4})
+    assert r.status_code == 413 and "max_batch = 3" in r.json()["detail"]
+    r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"]}, {"negative": ["bad"]}]})
+    assert r.status_code == 422 and r.json()["detail"].startswith("requests[1]: ") and "'bad'" in r.json()["detail"]
+    r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"]}, {"user_id": "nobody"}]})
+    assert r.status_code == 404 and "requests[1]" in r.json()["detail"]
+    r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"], "k": 99}]})
+    assert r.status_code == 422 and "requests[0]: k = 99" in r.json()["detail"]
+    r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"]}, {}]})
+    assert r.status_code == 422 and "body.requests.1" in r.json()["detail"]
+    r = client.post("/v1/dislikes/batch", json={"requests": []})
+    assert r.status_code == 422
+    assert pred.calls == []
+    assert client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"]}]}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(DataValidationError("history 0: unknown item id(s) ['x']"), 422), (StageInputError("model dir missing"), 400)],
+)
+def test_predictor_conrec_errors_map_to_4xx(setup, error, status):
+    client, pred = setup
+    pred.fail_with = error
+    r = client.post("/v1/dislikes", json={"negative": ["i0"]})
+    assert r.status_code == status and r.json()["detail"] == str(error)
+    pred.fail_with = None
+    assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
+
+
+def test_unexpected_predictor_error_is_500_and_logged(setup, caplog):
+    client, pred = setup
+    pred.fail_with = RuntimeError("CUDA? on a CPU box")
+    with caplog.at_level(logging.ERROR, logger="conrec.serve"):
+        r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i0"]}]})
+    assert r.status_code == 500 and "RuntimeError" in r.json()["detail"]
+    assert any(rec.exc_info and "CUDA? on a CPU box" in str(rec.exc_info[1]) for rec in caplog.records)
+    pred.fail_with = None
+    assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
+    assert client.get("/healthz").status_code == 200
+
+
+def test_wrong_number_of_results_is_500(setup):
+    client, pred = setup
+    pred.inner.recommend = lambda histories, k: []  # type: ignore[method-assign]
+    assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 500
+
+
+def test_without_events_user_requests_are_404_but_lists_work():
+    items, sid_map, events = _tables()
+    app = create_app(PopularDislikePredictor(events, sid_map["item_id"].to_list()), items, sid_map, None, CFG)
+    client = TestClient(app)
+    assert client.get("/healthz").json()["model"] == CFG.model
+    assert client.post("/v1/dislikes", json={"user_id": "u_hist"}).status_code == 404
+    assert client.post("/v1/dislikes", json={"negative": ["i3"], "k": 2}).status_code == 200
+
+
+# --- building blocks -------------------------------------------------------------------------------
+
+
+def test_catalog_requires_columns_and_names_unknown_ids():
+    items, sid_map, _ = _tables()
+    cat = Catalog.build(items, sid_map.with_columns(pl.col("codes").alias("sid")))  # list SIDs get joined
+    assert cat.sid["i3"] == "33" and cat.title["i3"] == "Title 3"
+    assert cat.unknown(["i1", "x", "y", "x"]) == ["x", "y"]
+    with pytest.raises(DataValidationError, match="sid"):
+        Catalog.build(items, sid_map.drop("sid"))
+    with pytest.raises(DataValidationError, match="empty"):
+        Catalog.build(items, sid_map.head(0))
+
+
+def test_user_histories_keep_ts_order_and_ties():
+    ev = pl.DataFrame({"user_id": ["a", "a", "a", "b"], "item_id": ["x", "y", "z", "x"], "ts": [5, 1, 5, -0], "feedback": [1, -1, -1, 1]})
+    h = user_histories(ev, max_history=2)
+    assert h["a"] == (["x", "z"], [1, -1]) and h["b"] == (["x"], [1])
+
+
+def test_popular_predictor_contract():
+    _, sid_map, events = _tables()
+    pred = PopularDislikePredictor(events, sid_map["item_id"].to_list())
+    (recs,) = pred.recommend([(["i1"], [-1])], k=3)
+    assert [i for i, _ in recs] == ["i0", "i2", "i3"]
+    dislikes = events.filter(pl.col("feedback") < 0)
+    assert recs[0][1] == pytest.approx(dislikes.filter(pl.col("item_id") == "i0").height / dislikes.height)
+    with pytest.raises(DataValidationError, match="'q'"):
+        pred.recommend([(["q"], [-1])], k=3)
+    with pytest.raises(DataValidationError, match="empty"):
+        pred.recommend([([], [])], k=3)
+
+
+# --- loading a run directory -----------------------------------------------------------------------
+
+
+def _write_run(root: Path) -> RunDir:
+    items, sid_map, events = _tables()
+    run = RunDir(root)
+    write_parquet(items, run.items)
+    write_parquet(sid_map, run.sid_map)
+    write_parquet(events, run.events)
+    return run
+
+
+def _fake_predict_module(monkeypatch, loaded: list[str]) -> None:
+    class Predictor:
+        @classmethod
+        def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> PopularDislikePredictor:
+            loaded.append(model)
+            _, sid_map, events = _tables()
+            return PopularDislikePredictor(events, sid_map["item_id"].to_list())
+
+    monkeypatch.setitem(sys.modules, "conrec.llm.predict", types.SimpleNamespace(Predictor=Predictor))
+
+
+@pytest.mark.parametrize(("has_grpo", "expected"), [(False, "sft"), (True, "grpo")])
+def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, caplog, has_grpo, expected):
+    run = _write_run(tmp_path / "run")
+    if has_grpo:
+        run.grpo_model.mkdir(parents=True)
+    loaded: list[str] = []
+    _fake_predict_module(monkeypatch, loaded)
+    with caplog.at_level(logging.WARNING, logger="conrec.serve"):
+        app = create_app_from_run(PipelineConfig(run_dir=run.root))
+    assert loaded == [expected]
+    assert ("no GRPO model" in caplog.text) == (not has_grpo)
+    client = TestClient(app)
+    assert client.get("/healthz").json()["model"] == expected
+    assert client.post("/v1/dislikes", json={"user_id": "u_hist", "k": 2}).status_code == 200
+
+
+def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
+    client = TestClient(create_app_from_run(cfg))
+    assert client.get("/healthz").json() | {"limits": None} == {
+        "status": "ok", "model": "popular", "n_items": N_ITEMS, "n_users": 5, "limits": None,
+    }
+    run.sid_map.unlink()
+    with pytest.raises(StageInputError, match="sid_map.parquet"):
+        create_app_from_run(cfg)
+
+
+def test_serve_config_rejects_default_k_above_max_k():
+    with pytest.raises(ValueError, match="default_k"):
+        ServeConfig(default_k=20, max_k=10)
