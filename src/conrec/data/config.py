@@ -13,15 +13,38 @@ class _Strict(BaseModel):
 
 
 class SimulatorConfig(_Strict):
-    """Seeded simulator with exposure bias (see conrec.data.simulator)."""
+    """Seeded simulator with exposure bias (see :mod:`conrec.data.simulator` for the story).
+
+    Defaults give a few % of feedback as dislikes and a recommender that suppresses items close to
+    a just-disliked one for ``suppression_days``, so the next negative reflects exposure order.
+    """
 
     n_users: int = Field(300, ge=2)
     n_items: int = Field(800, ge=10)
-    n_categories: int = Field(12, ge=2)
+    n_categories: int = Field(12, ge=2, le=24, description="categories (shows/genres); at most 24 names exist")
     days: int = Field(60, ge=2)
-    events_per_user_per_day: float = Field(6.0, gt=0)
-    dislike_facets_per_user: int = Field(2, ge=1)
+    events_per_user_per_day: float = Field(
+        6.0, gt=0, description="mean exposures per user per day (each yields a positive, a dislike, or nothing)"
+    )
+    sessions_per_day: int = Field(3, ge=1, description="the recommender re-ranks (and applies suppression) per session")
+    dislike_facets_per_user: int = Field(2, ge=1, description="latent dislike facets (a category, tone or setting)")
+    dislike_prob_on_facet: float = Field(0.35, ge=0.0, le=1.0, description="P(explicit dislike | exposed item on a facet)")
+    dislike_prob_background: float = Field(0.003, ge=0.0, le=1.0, description="P(explicit dislike | other exposed item)")
+    positive_prob_min: float = Field(0.10, ge=0.0, le=1.0, description="P(positive) for the user's least liked items")
+    positive_prob_max: float = Field(0.60, ge=0.0, le=1.0, description="P(positive) for the user's best liked items")
+    popularity_weight: float = Field(1.0, ge=0.0, description="recommender logit weight of log item popularity")
+    interest_weight: float = Field(1.0, ge=0.0, description="recommender logit weight of the user's interest score")
+    suppression_days: float = Field(5.0, ge=0.0, description="how long items close to a dislike stay suppressed")
+    suppression_penalty: float = Field(6.0, ge=0.0, description="logit penalty on suppressed items (6 ~ 400x less likely)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _probabilities(self) -> "SimulatorConfig":
+        if self.positive_prob_min > self.positive_prob_max:
+            raise ValueError("positive_prob_min must be <= positive_prob_max")
+        if self.dislike_prob_on_facet + self.positive_prob_max > 1.0:
+            raise ValueError("dislike_prob_on_facet + positive_prob_max must be <= 1")
+        return self
 
 
 class SplitConfig(_Strict):
@@ -49,6 +72,11 @@ class SplitConfig(_Strict):
 
 
 class DataConfig(_Strict):
+    """Which events to load (``source``) and how to split and label them.
+
+    ``events_path`` may name a directory for ``kuairand`` (every ``log*.csv`` inside is read).
+    """
+
     source: Literal["movielens100k", "simulator", "table", "movielens", "kuairand", "amazon"] = "movielens100k"
     events_path: Path | None = Field(None, description="events/ratings/log/reviews file for file-based sources")
     items_path: Path | None = Field(None, description="item metadata file for file-based sources")
@@ -58,5 +86,14 @@ class DataConfig(_Strict):
     )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
     like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon)")
+    ts_unit: Literal["auto", "s", "ms"] = Field(
+        "auto", description="source=table integer timestamps: seconds, milliseconds, or auto (ms if all > 1e11)"
+    )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @model_validator(mode="after")
+    def _ratings(self) -> "DataConfig":
+        if self.dislike_max_rating >= self.like_min_rating:
+            raise ValueError("dislike_max_rating must be < like_min_rating (a rating cannot be both)")
+        return self
