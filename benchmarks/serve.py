@@ -1,0 +1,165 @@
+"""Benchmark the HTTP service: requests/s and p50/p95 latency at concurrency 1 and 8.
+
+Starts ``conrec serve`` as a uvicorn subprocess on 127.0.0.1 (free port), sends a bounded number of
+requests per level (and stops a level early after --max-seconds), then stops the server.
+
+    python benchmarks/serve.py --run-dir runs/demo          # the trained model (grpo, else sft)
+    python benchmarks/serve.py --fake                       # popularity predictor: HTTP overhead only
+
+With --fake the run dir's tables are used if present, otherwise a synthetic run in a temp dir.
+Request histories are real users' (``user_id`` requests) and, for every other request, the same
+history sent explicitly as ``negative``/``positive`` lists, so both lookup paths are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from conrec.config import PipelineConfig, load_config
+from conrec.io import read_parquet
+from conrec.runs import RunDir
+from conrec.serve.catalog import user_histories
+from conrec.serve.local import local_server
+from conrec.serve.synthetic import write_synthetic_run
+
+
+@dataclass
+class LevelResult:
+    name: str
+    concurrency: int
+    sent: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+    histories: int
+
+    def row(self) -> str:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([float("nan")])
+        p50, p95 = np.percentile(lat, [50, 95])
+        rps = self.sent / self.seconds if self.seconds > 0 else float("nan")
+        return (
+            f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{rps:>10.1f}"
+            f"{rps * self.histories:>12.1f}{p50:>10.1f}{p95:>10.1f}"
+        )
+
+
+HEADER = f"{'endpoint':<10}{'conc':>6}{'requests':>9}{'errors':>8}{'req/s':>10}{'histories/s':>12}{'p50 ms':>10}{'p95 ms':>10}"
+
+
+def build_payloads(run: RunDir, k: int, max_history: int, n: int) -> list[dict[str, Any]]:
+    """``n`` request bodies over real users, alternating user_id and explicit-list requests."""
+    events = read_parquet(run.events, what="events")
+    hist = user_histories(events, max_history)
+    users = sorted(hist)[: max(1, n)]
+    payloads: list[dict[str, Any]] = []
+    for j, user in zip(range(n), itertools.cycle(users)):
+        if j % 2 == 0:
+            payloads.append({"user_id": user, "k": k})
+        else:
+            items, fb = hist[user]
+            neg = [i for i, f in zip(items, fb) if f < 0]
+            pos = [i for i, f in zip(items, fb) if f > 0]
+            payloads.append({"negative": neg, "positive": pos, "k": k})
+    return payloads
+
+
+def run_level(
+    url: str, path: str, bodies: list[dict[str, Any]], concurrency: int, max_seconds: float, histories_per_body: int = 1
+) -> LevelResult:
+    """Send ``bodies`` with ``concurrency`` threads (one keep-alive client); stop early at the deadline."""
+    next_index = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + max_seconds
+
+    def worker(client: httpx.Client) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            j = next(next_index)
+            if j >= len(bodies):
+                return
+            t0 = time.perf_counter()
+            try:
+                ok = client.post(path, json=bodies[j]).status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            dt = (time.perf_counter() - t0) * 1000
+            with lock:
+                latencies.append(dt)
+                errors += not ok
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=url, timeout=max(60.0, max_seconds), limits=limits) as client:
+        start = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            for f in [pool.submit(worker, client) for _ in range(concurrency)]:
+                f.result()
+        seconds = time.perf_counter() - start
+    return LevelResult(path.rsplit("/", 1)[-1], concurrency, len(latencies), errors, seconds, latencies, histories_per_body)
+
+
+def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
+    run_dir = Path(args.run_dir)
+    cfg_path = args.config or (run_dir / "config.yaml" if (run_dir / "config.yaml").exists() else None)
+    cfg = load_config(cfg_path, {"run_dir": str(run_dir)})
+    if args.fake:
+        run = RunDir(run_dir)
+        if not (run.events.exists() and run.sid_map.exists() and run.items.exists()):
+            print(f"[bench] no tables in {run_dir}; using a synthetic run", file=sys.stderr)
+            run = write_synthetic_run(tmp / "synthetic", n_items=2000, n_users=300, events_per_user=60)
+        cfg = cfg.model_copy(update={"run_dir": run.root, "serve": cfg.serve.model_copy(update={"model": "popular"})})
+    # Access logs would measure disk I/O of the log, not the service.
+    return cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"access_log": False, "log_level": "warning"})})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--config", type=Path, default=None, help="pipeline YAML (default: <run-dir>/config.yaml if present)")
+    p.add_argument("--fake", action="store_true", help="serve the popularity predictor instead of the LM")
+    p.add_argument("--requests", type=int, default=None, help="requests per level (default 200 fake, 24 model)")
+    p.add_argument("--concurrency", default="1,8", help="comma-separated levels")
+    p.add_argument("--batch", type=int, default=8, help="also send batches of this many histories at concurrency 1 (0: skip)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per level")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="model load budget")
+    args = p.parse_args(argv)
+    n = args.requests or (200 if args.fake else 24)
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+
+    with tempfile.TemporaryDirectory(prefix="conrec-bench-") as tmp:
+        cfg = resolve_config(args, Path(tmp))
+        bodies = build_payloads(RunDir(cfg.run_dir), args.k, cfg.serve.max_history, n)
+        t0 = time.perf_counter()
+        with local_server(cfg, startup_timeout=args.startup_timeout) as server:
+            health = httpx.get(f"{server.url}/healthz").json()
+            print(f"[bench] {server.url}  model={health['model']}  n_items={health['n_items']}  "
+                  f"startup {time.perf_counter() - t0:.1f} s  requests/level={n}  k={args.k}")
+            run_level(server.url, "/v1/dislikes", bodies[:2], 1, args.max_seconds)  # warm-up
+            results = [run_level(server.url, "/v1/dislikes", bodies, c, args.max_seconds) for c in levels]
+            if args.batch > 0:
+                b = min(args.batch, cfg.serve.max_batch)
+                batches = [{"requests": bodies[i : i + b]} for i in range(0, len(bodies) - b + 1, b)]
+                if batches:
+                    results.append(run_level(server.url, "/v1/dislikes/batch", batches, 1, args.max_seconds, b))
+    print(HEADER)
+    for r in results:
+        print(r.row())
+    return 1 if any(r.errors for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

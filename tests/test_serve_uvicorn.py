@@ -1,0 +1,41 @@
+"""A real ``conrec serve`` uvicorn process on 127.0.0.1: start, answer, survive bad input, stop."""
+
+from __future__ import annotations
+
+import httpx
+
+from conrec.config import PipelineConfig
+from conrec.io import read_parquet
+from conrec.serve.local import local_server
+from conrec.serve.popular import PopularDislikePredictor
+from conrec.serve.synthetic import write_synthetic_run
+
+
+def test_uvicorn_process_serves_and_shuts_down(tmp_path):
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "max_k": 20}})
+    events, sid_map = read_parquet(run.events), read_parquet(run.sid_map)
+    expected = PopularDislikePredictor(events, sid_map["item_id"].to_list())
+
+    with local_server(cfg, startup_timeout=60) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            health = client.get("/healthz").json()
+            assert health["model"] == "popular" and health["n_items"] == 60 and health["n_users"] == 10
+
+            r = client.post("/v1/dislikes", json={"negative": ["i0", "i1"], "positive": ["i2"], "k": 5})
+            assert r.status_code == 200, r.text
+            got = [(it["item_id"], it["score"]) for it in r.json()["items"]]
+            want = expected.recommend([(["i2", "i0", "i1"], [1, -1, -1])], 5)[0]
+            assert [i for i, _ in got] == [i for i, _ in want]
+
+            bad = client.post("/v1/dislikes", json={"negative": ["no-such-item"]})
+            assert bad.status_code == 422 and "no-such-item" in bad.json()["detail"]
+            assert client.post("/v1/dislikes", json={"user_id": "nobody"}).status_code == 404
+
+            batch = client.post("/v1/dislikes/batch", json={"requests": [{"user_id": "u3", "k": 3}, {"negative": ["i5"]}]})
+            assert batch.status_code == 200 and [len(x["items"]) for x in batch.json()["results"]] == [3, 10]
+        assert server.process.poll() is None  # still up after the errors
+        assert "Uvicorn running on http://127.0.0.1" in server.log_tail(100_000)
+
+    assert server.process.returncode is not None  # stopped when the block exited
