@@ -229,6 +229,13 @@ def test_wrong_number_of_results_is_500(setup):
     assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 500
 
 
+def test_non_finite_scores_are_null(setup):
+    client, pred = setup
+    pred.inner.recommend = lambda histories, k: [[("i1", float("-inf")), ("i2", 0.5)]]  # type: ignore[method-assign]
+    r = client.post("/v1/dislikes", json={"negative": ["i0"]})
+    assert r.status_code == 200 and [it["score"] for it in r.json()["items"]] == [None, 0.5]
+
+
 def test_without_events_user_requests_are_404_but_lists_work():
     items, sid_map, events = _tables()
     app = create_app(PopularDislikePredictor(events, sid_map["item_id"].to_list()), items, sid_map, None, CFG)

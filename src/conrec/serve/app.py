@@ -14,6 +14,7 @@ with its traceback and answered with 500. No error stops the server.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -133,7 +134,13 @@ def create_app(
     def response(recs: list[tuple[str, float]], k: int) -> DislikeResponse:
         return DislikeResponse(
             items=[
-                DislikeItem(item_id=i, sid=catalog.sid.get(i, ""), title=catalog.title.get(i, ""), score=float(s), rank=r)
+                DislikeItem(
+                    item_id=i,
+                    sid=catalog.sid.get(i, ""),
+                    title=catalog.title.get(i, ""),
+                    score=float(s) if math.isfinite(s) else None,  # JSON has no inf/nan
+                    rank=r,
+                )
                 for r, (i, s) in enumerate(recs[:k], start=1)
             ],
             model=model,

@@ -94,7 +94,11 @@ class DislikeItem(BaseModel):
     item_id: str
     sid: str = Field(..., description="the item's semantic ID (the tokens the model generates)")
     title: str
-    score: float = Field(..., description="model score; higher = more likely disliked (comparable within a response)")
+    score: float | None = Field(
+        ...,
+        description="model score; higher = more likely disliked (comparable within a response); "
+        "null if not finite (e.g. a -inf log-probability)",
+    )
     rank: int = Field(..., ge=1, description="1 = most likely disliked")
 
 
