@@ -24,11 +24,11 @@ class SimulatorConfig(_Strict):
     n_categories: int = Field(12, ge=2, le=24, description="categories (shows/genres); at most 24 names exist")
     days: int = Field(60, ge=2)
     events_per_user_per_day: float = Field(
-        6.0, gt=0, description="mean exposures per user per day (each yields a positive, a dislike, or nothing)"
+        15.0, gt=0, description="mean exposures per user per day (each yields a positive, a dislike, or nothing)"
     )
     sessions_per_day: int = Field(3, ge=1, description="the recommender re-ranks (and applies suppression) per session")
-    dislike_facets_per_user: int = Field(2, ge=1, description="latent dislike facets (a category, tone or setting)")
-    dislike_prob_on_facet: float = Field(0.35, ge=0.0, le=1.0, description="P(explicit dislike | exposed item on a facet)")
+    dislike_facets_per_user: int = Field(3, ge=1, description="latent dislike facets (a category, tone or setting)")
+    dislike_prob_on_facet: float = Field(0.08, ge=0.0, le=1.0, description="P(explicit dislike | exposed item on a facet)")
     dislike_prob_background: float = Field(0.003, ge=0.0, le=1.0, description="P(explicit dislike | other exposed item)")
     positive_prob_min: float = Field(0.10, ge=0.0, le=1.0, description="P(positive) for the user's least liked items")
     positive_prob_max: float = Field(0.60, ge=0.0, le=1.0, description="P(positive) for the user's best liked items")

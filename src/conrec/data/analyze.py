@@ -1,0 +1,142 @@
+"""The CoNRec motivation study: how much of a user's future dislikes the *next* negative covers.
+
+For each evaluation sample at time t and horizon h, F_h is the set of items the user dislikes in
+[t, t + h days) (it always contains the next negative). We report, per split and horizon:
+
+* ``mean_future_items``: mean |F_h|;
+* ``item_coverage``: mean share of F_h that the next negative covers, i.e. mean 1 / |F_h|;
+* ``mean_future_categories`` / ``category_coverage``: the same one level up, over the categories
+  of F_h (share of the user's future disliked categories the next negative's category covers).
+
+If the next negative were a good summary of negative taste, coverage would stay near 1 as the
+horizon grows; on exposure-biased data it falls quickly, which is why conrec trains and evaluates
+on multi-day future sets. Windows of valid samples stop at the test cut-off (as their labels do).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from conrec.config import PipelineConfig
+from conrec.data.samples import DAY
+from conrec.errors import ConfigError
+from conrec.io import read_parquet
+from conrec.runs import RunDir
+
+STUDY_SPLITS = ("valid", "test")
+
+
+def coverage_by_horizon(
+    samples: pl.DataFrame,
+    items: pl.DataFrame,
+    horizons: Sequence[float],
+    splits: Sequence[str] = STUDY_SPLITS,
+) -> pl.DataFrame:
+    """One row per (split, horizon): samples, mean future-set size and next-negative coverage at item
+    and category level. Pure function of the samples/items tables (the report reuses it)."""
+    if not horizons:
+        raise ConfigError("horizons: give at least one horizon (days)")
+    if any(h <= 0 for h in horizons):
+        raise ConfigError(f"horizons must be > 0 days, got {list(horizons)}")
+    cats = items.select(pl.col("item_id").cast(pl.String), pl.col("category").cast(pl.String))
+    base = samples.filter(pl.col("split").is_in(list(splits))).select("sample_id", "split", "ts", "next_neg", "later_negs", "later_neg_ts")
+    long = (
+        base.explode(["later_negs", "later_neg_ts"])
+        .rename({"later_negs": "item_id", "later_neg_ts": "neg_ts"})
+        .filter(pl.col("item_id").is_not_null())
+        .join(cats, on="item_id", how="left")
+        .with_columns(pl.col("category").fill_null(""))
+    )
+    next_cat = base.select("sample_id", "next_neg").join(cats.rename({"item_id": "next_neg"}), on="next_neg", how="left")
+    rows = []
+    for h in horizons:
+        end = pl.col("ts") + int(round(h * DAY))
+        per_sample = (
+            long.filter(pl.col("neg_ts") < end)
+            .group_by("sample_id")
+            .agg(
+                n_items=pl.col("item_id").n_unique(),
+                n_cats=pl.col("category").n_unique(),
+                cats=pl.col("category").unique(),
+            )
+        )
+        per_sample = base.select("sample_id", "split").join(per_sample, on="sample_id", how="left").join(
+            next_cat.select("sample_id", next_cat=pl.col("category").fill_null("")), on="sample_id", how="left"
+        )
+        # A sample's own next negative is always inside its window, so n_items >= 1 (guarded anyway).
+        per_sample = per_sample.with_columns(
+            pl.col("n_items").fill_null(1).clip(lower_bound=1),
+            pl.col("n_cats").fill_null(1).clip(lower_bound=1),
+        ).with_columns(
+            item_cov=1.0 / pl.col("n_items"),
+            cat_cov=pl.col("cats").list.contains(pl.col("next_cat")).fill_null(True).cast(pl.Float64) / pl.col("n_cats"),
+        )
+        rows.append(
+            per_sample.group_by("split")
+            .agg(
+                samples=pl.len(),
+                mean_future_items=pl.col("n_items").mean(),
+                item_coverage=pl.col("item_cov").mean(),
+                mean_future_categories=pl.col("n_cats").mean(),
+                category_coverage=pl.col("cat_cov").mean(),
+            )
+            .with_columns(horizon_days=pl.lit(float(h)))
+        )
+    schema = {
+        "split": pl.String,
+        "horizon_days": pl.Float64,
+        "samples": pl.UInt32,
+        "mean_future_items": pl.Float64,
+        "item_coverage": pl.Float64,
+        "mean_future_categories": pl.Float64,
+        "category_coverage": pl.Float64,
+    }
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    order = {s: i for i, s in enumerate(splits)}
+    out = pl.concat(rows).select(list(schema)).cast(schema)  # type: ignore[arg-type]
+    return out.sort([pl.col("split").replace_strict(order, return_dtype=pl.Int32), "horizon_days"])
+
+
+def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.DataFrame:
+    """Read the data stage's outputs, print the coverage table, return it."""
+    rd = RunDir(cfg.run_dir)
+    if max(horizons, default=0) > cfg.data.split.max_horizon_days:
+        raise ConfigError(
+            f"horizons: {max(horizons)} days exceeds data.split.max_horizon_days={cfg.data.split.max_horizon_days} "
+            "(samples only keep negatives that far ahead); raise it and rerun `conrec data`"
+        )
+    samples = read_parquet(rd.samples, what="samples (run `conrec data` first)")
+    items = read_parquet(rd.items, what="items (run `conrec data` first)")
+    table = coverage_by_horizon(samples, items, horizons)
+    console.print(render_table(table))
+    return table
+
+
+def render_table(table: pl.DataFrame) -> Table:
+    t = Table(title="How much of the future dislike set does the next negative cover?")
+    for col, justify in (
+        ("split", "left"),
+        ("horizon (days)", "right"),
+        ("samples", "right"),
+        ("mean |future set|", "right"),
+        ("item coverage", "right"),
+        ("mean future categories", "right"),
+        ("category coverage", "right"),
+    ):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in table.iter_rows(named=True):
+        t.add_row(
+            r["split"],
+            f"{r['horizon_days']:g}",
+            str(r["samples"]),
+            f"{r['mean_future_items']:.2f}",
+            f"{r['item_coverage']:.1%}",
+            f"{r['mean_future_categories']:.2f}",
+            f"{r['category_coverage']:.1%}",
+        )
+    return t
