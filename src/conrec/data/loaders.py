@@ -130,8 +130,11 @@ def parse_timestamps(s: pl.Series, unit: TsUnit = "auto", what: str = "events", 
         if as_int.null_count() == s.null_count():
             s = as_int
         else:
-            as_dt = s.str.strip_chars().str.to_datetime(strict=False, time_unit="us")
+            as_dt = _parse_datetimes(s.str.strip_chars())
             bad = s.is_not_null() & as_dt.is_null()
+            if bad.any() and not (bad & as_int.is_null()).any():
+                raise DataValidationError(f"{what}: column {column!r} mixes epoch integers and date/time strings")
+            bad = bad & as_int.is_null()
             if bad.any():
                 row = int(bad.arg_true()[0])
                 raise DataValidationError(
@@ -151,6 +154,24 @@ def parse_timestamps(s: pl.Series, unit: TsUnit = "auto", what: str = "events", 
     if unit == "ms" or (unit == "auto" and s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all()):
         s = s // 1000
     return s.alias(name)
+
+
+_DATETIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _parse_datetimes(s: pl.Series) -> pl.Series:
+    """Strings -> datetimes (nulls where unparseable): polars' format inference first, then the common
+    ISO layouts one by one (inference gives up entirely when the first value is bad)."""
+    try:
+        return s.str.to_datetime(strict=False, time_unit="us")
+    except pl.exceptions.ComputeError:
+        pass
+    best = pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("us"))
+    for fmt in _DATETIME_FORMATS:
+        parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
+        if parsed.null_count() < best.null_count():
+            best = parsed
+    return best
 
 
 def ratings_to_feedback(df: pl.DataFrame, dislike_max_rating: float, like_min_rating: float, what: str) -> pl.DataFrame:

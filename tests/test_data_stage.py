@@ -1,0 +1,110 @@
+"""The data stage writes the run directory's data files; analyze reads them back."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from conrec.config import load_config
+from conrec.data import analyze, stage
+from conrec.data.analyze import coverage_by_horizon
+from conrec.data.samples import DAY, SAMPLE_COLUMNS
+from conrec.errors import ConfigError, StageInputError
+from conrec.runs import RunDir
+
+
+def _quiet() -> Console:
+    return Console(quiet=True)
+
+
+def _sim_cfg(tmp_path, **split):
+    return load_config(
+        None,
+        {
+            "run_dir": str(tmp_path / "run"),
+            "data": {"source": "simulator", "simulator": {"n_users": 40, "n_items": 120, "days": 20}, "split": split},
+        },
+    )
+
+
+def test_stage_writes_canonical_outputs_and_stats(tmp_path):
+    cfg = _sim_cfg(tmp_path)
+    stats = stage.run(cfg, console=_quiet())
+    rd = RunDir(cfg.run_dir)
+    assert rd.is_done("data")
+    events, items, samples = (pl.read_parquet(p) for p in (rd.events, rd.items, rd.samples))
+    assert tuple(samples.columns) == SAMPLE_COLUMNS
+    assert set(samples["next_neg"]) <= set(items["item_id"])
+    written = json.loads((rd.data / "stats.json").read_text())
+    assert written == json.loads(json.dumps(stats))
+    assert stats["events"] == events.height and stats["dislikes"] == int((events["feedback"] == -1).sum())
+    assert stats["samples"] == {s: int((samples["split"] == s).sum()) for s in ("train", "valid", "test")}
+    assert stats["valid_cutoff_ts"] <= stats["test_cutoff_ts"]
+    facets = pl.read_parquet(rd.data / "user_facets.parquet")
+    assert facets.columns == ["user_id", "axis", "value"] and facets["user_id"].n_unique() == 40
+
+
+def test_stage_from_a_table_source(tmp_path):
+    ev = tmp_path / "ev.csv"
+    rows = ["user_id,item_id,ts,feedback"] + [f"u{u},i{k % 7},{k * 3600 + u},{-1 if k % 4 == 0 else 1}" for u in range(3) for k in range(40)]
+    ev.write_text("\n".join(rows) + "\n")
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
+    stats = stage.run(cfg, console=_quiet())
+    assert stats["users"] == 3 and stats["events"] == 120 and stats["samples"]["test"] == 3
+
+
+def _samples_for_coverage() -> tuple[pl.DataFrame, pl.DataFrame]:
+    items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": ["x", "x", "y", "z"]})
+    samples = pl.DataFrame(
+        {
+            "sample_id": [0, 1, 2],
+            "split": ["test", "test", "valid"],
+            "ts": [0, 0, 0],
+            "next_neg": ["a", "c", "d"],
+            "later_negs": [["a", "b", "c"], ["c"], ["d", "d"]],
+            "later_neg_ts": [[0, DAY // 2, 5 * DAY], [0], [0, DAY]],
+        }
+    )
+    return samples, items
+
+
+def test_coverage_by_horizon_on_known_samples():
+    samples, items = _samples_for_coverage()
+    cov = coverage_by_horizon(samples, items, [1, 7])
+    test1 = cov.filter((pl.col("split") == "test") & (pl.col("horizon_days") == 1)).row(0, named=True)
+    # sample 0 at 1 day: {a, b}, both category x -> item 1/2, category 1/1; sample 1: {c} -> 1, 1
+    assert test1["samples"] == 2 and test1["mean_future_items"] == pytest.approx(1.5)
+    assert test1["item_coverage"] == pytest.approx((0.5 + 1) / 2)
+    assert test1["category_coverage"] == pytest.approx(1.0)
+    test7 = cov.filter((pl.col("split") == "test") & (pl.col("horizon_days") == 7)).row(0, named=True)
+    # sample 0 at 7 days: {a, b, c}, categories {x, y} -> item 1/3, category 1/2
+    assert test7["item_coverage"] == pytest.approx((1 / 3 + 1) / 2)
+    assert test7["category_coverage"] == pytest.approx((0.5 + 1) / 2)
+    valid7 = cov.filter((pl.col("split") == "valid") & (pl.col("horizon_days") == 7)).row(0, named=True)
+    assert valid7["mean_future_items"] == 1.0  # a repeated dislike is one item
+    assert cov["split"].to_list() == ["valid", "valid", "test", "test"]
+
+
+def test_coverage_rejects_bad_horizons():
+    samples, items = _samples_for_coverage()
+    with pytest.raises(ConfigError):
+        coverage_by_horizon(samples, items, [])
+    with pytest.raises(ConfigError):
+        coverage_by_horizon(samples, items, [0])
+
+
+def test_analyze_reads_the_stage_outputs(tmp_path):
+    cfg = _sim_cfg(tmp_path)
+    with pytest.raises(StageInputError, match="run `conrec data` first"):
+        analyze.run(cfg, horizons=[1, 3], console=_quiet())
+    stage.run(cfg, console=_quiet())
+    table = analyze.run(cfg, horizons=[1, 3, 7, 14], console=_quiet())
+    assert table.height == 8 and table["item_coverage"].is_between(0, 1).all()
+    # Longer windows hold at least as many future dislikes.
+    test = table.filter(pl.col("split") == "test")["mean_future_items"].to_list()
+    assert test == sorted(test)
+    with pytest.raises(ConfigError, match="max_horizon_days"):
+        analyze.run(cfg, horizons=[60], console=_quiet())
