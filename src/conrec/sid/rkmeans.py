@@ -11,6 +11,7 @@ from typing import Sequence
 
 import faiss
 import numpy as np
+import torch
 from rich.progress import Progress
 
 from conrec.sid.quantize_result import QuantizeResult, reconstruction_errors
@@ -76,5 +77,5 @@ def fit_rkmeans(
         last_codebook=codebooks[-1],
         recon_mse=mse,
         recon_rel=rel,
-        state={"kind": "rkmeans", "codebooks": [c.tolist() for c in codebooks]},
+        state={"kind": "rkmeans", "codebooks": [torch.from_numpy(c) for c in codebooks]},
     )

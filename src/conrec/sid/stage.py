@@ -1,0 +1,155 @@
+"""The ``tokenize`` stage: items -> vectors -> codes -> collision-free SID map.
+
+Reads ``data/items.parquet``; writes ``sid/embeddings.npy`` (rows in items order),
+``sid/quantizer.pt`` (checkpoint to encode new items later), ``sid/sid_map.parquet`` and
+``sid/stats.json``; then marks the stage done. Same config and seed -> identical SID map.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import faiss
+import numpy as np
+import polars as pl
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from conrec.config import PipelineConfig
+from conrec.io import atomic_path, read_parquet, write_json
+from conrec.runs import RunDir
+from conrec.sid.collisions import resolve_collisions
+from conrec.sid.config import QuantizerConfig
+from conrec.sid.encoder import TextEncoder, encode_items
+from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift
+from conrec.sid.quantize_result import QuantizeResult, effective_codebook_sizes
+from conrec.sid.rkmeans import fit_rkmeans
+from conrec.sid.rqvae import fit_rqvae
+from conrec.sid.sid_map import SidMap
+
+
+def quantize(
+    vectors: np.ndarray, sizes: list[int], cfg: QuantizerConfig, seed: int, progress: Progress | None = None
+) -> QuantizeResult:
+    """Run the configured quantizer (``rqvae`` or ``rkmeans``) on the item vectors."""
+    if cfg.kind == "rkmeans":
+        return fit_rkmeans(vectors, sizes, seed=seed, niter=cfg.kmeans_iters, progress=progress)
+    _, result = fit_rqvae(vectors, sizes, cfg, seed=seed, progress=progress)
+    return result
+
+
+def _progress(console: Console | None) -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncoder | None = None) -> dict[str, Any]:
+    """Build the SID map of the run's items; return the stats written to ``sid/stats.json``.
+
+    ``encoder`` replaces the configured sentence-transformers model (tests, custom encoders).
+    """
+    console = console or Console()
+    rd = RunDir(cfg.run_dir)
+    items = read_parquet(rd.items, what="items table (data/items.parquet)")
+    qcfg = cfg.sid.quantizer
+    seed = qcfg.seed if qcfg.seed is not None else cfg.seed
+    torch.set_num_threads(qcfg.num_threads)
+    faiss.omp_set_num_threads(qcfg.num_threads)
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+
+    with _progress(console) as progress:
+        t = time.perf_counter()
+        vectors, enc_info = encode_items(items, cfg.sid.encoder, encoder=encoder, progress=progress)
+        seconds["encode"] = time.perf_counter() - t
+        with atomic_path(rd.embeddings) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vectors)
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sizes = effective_codebook_sizes(len(vectors), qcfg.requested_sizes(), qcfg.auto_scale)
+        notes += [str(w.message) for w in caught]
+
+        t = time.perf_counter()
+        result = quantize(vectors, sizes, qcfg, seed, progress)
+        seconds["quantize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    resolution = resolve_collisions(result.codes, result.codebook_sizes, result.last_residual, result.last_codebook)
+    item_ids = items["item_id"].cast(pl.String).to_list()
+    sid_map = SidMap(item_ids, resolution.codes, resolution.codebook_sizes)
+    seconds["collisions"] = time.perf_counter() - t
+    if resolution.extra_level:
+        notes.append(
+            f"a prefix had more items than the {result.codebook_sizes[-1]} last-level codes: added a "
+            f"disambiguation level of size {resolution.codebook_sizes[-1]}"
+        )
+
+    categories = items["category"].cast(pl.String).to_list() if "category" in items.columns else [None] * len(items)
+    stats: dict[str, Any] = {
+        "n_items": len(item_ids),
+        "quantizer": qcfg.kind,
+        "seed": seed,
+        "encoder": {k: v for k, v in enc_info.items() if k != "fusion_state"},
+        "codebook_sizes_requested": qcfg.requested_sizes(),
+        "codebook_sizes_quantizer": result.codebook_sizes,
+        "codebook_sizes": resolution.codebook_sizes,
+        "recon_mse": result.recon_mse,
+        "recon_rel": result.recon_rel,
+        "usage_before": codebook_usage(result.codes, result.codebook_sizes),
+        "usage_after": codebook_usage(resolution.codes, resolution.codebook_sizes),
+        "collision_rate_before": collision_rate(result.codes),
+        "max_items_per_code_before": max_items_per_code(result.codes),
+        "collision_rate_after": collision_rate(resolution.codes),
+        "items_moved": resolution.moved,
+        "extra_level": resolution.extra_level,
+        "purity_lift_level0": purity_lift(resolution.codes[:, 0], categories),
+        "final_epoch_losses": result.history[-1] if result.history else None,
+        "seconds": seconds,
+        "notes": notes,
+    }
+
+    with atomic_path(rd.quantizer) as tmp:
+        torch.save(
+            {
+                "quantizer": result.state,
+                "fusion_state": enc_info.get("fusion_state", {}),
+                "encoder": stats["encoder"],
+                "codebook_sizes": resolution.codebook_sizes,
+                "seed": seed,
+            },
+            tmp,
+        )
+    sid_map.to_parquet(rd.sid_map)
+    write_json(stats, rd.sid / "stats.json")
+    _print_summary(console, stats)
+    rd.mark_done("sid", {"n_items": len(item_ids), "codebook_sizes": resolution.codebook_sizes})
+    return stats
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    for note in s["notes"]:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    table = Table(title=f"Semantic IDs ({s['quantizer']}, {s['n_items']} items)", show_header=False)
+    table.add_row("codebook sizes", str(s["codebook_sizes"]))
+    table.add_row("reconstruction error (relative)", f"{s['recon_rel']:.3f}")
+    usage = ", ".join(f"{u['used']}/{u['size']} (ppl {u['perplexity']:.1f})" for u in s["usage_before"])
+    table.add_row("codes used per level", usage)
+    table.add_row(
+        "collision rate before -> after", f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}"
+    )
+    table.add_row("items moved to free codes", str(s["items_moved"]))
+    table.add_row("purity lift (level-0 code vs category)", f"{s['purity_lift_level0']:.2f}")
+    table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
+    console.print(table)
