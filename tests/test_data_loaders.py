@@ -43,6 +43,21 @@ def test_table_csv_with_feedback_and_mapping(tmp_path):
     assert items.filter(pl.col("item_id") == "b")["category"].item() == "y"
 
 
+def test_table_ids_keep_leading_zeros(tmp_path):
+    ev = _write(tmp_path / "ev.csv", "u,item_id,ts,feedback\n007,0042,100,-1\n")
+    it = _write(tmp_path / "it.csv", "item_id,title\n0042,Answer\n")
+    events, items = load_table(ev, it, {"u": "user_id"})
+    assert events.row(0, named=True)["user_id"] == "007" and items["item_id"].to_list() == ["0042"]
+
+
+def test_load_source_simulator_dispatch():
+    from conrec.data.config import SimulatorConfig
+
+    events, items = load_source(DataConfig(source="simulator", simulator=SimulatorConfig(n_users=5, n_items=30, days=3)))
+    _canonical(events, items)
+    assert events["user_id"].n_unique() <= 5 and items.height == 30
+
+
 def test_table_parquet_with_ratings_and_datetimes(tmp_path):
     ev = tmp_path / "ev.parquet"
     pl.DataFrame(

@@ -108,3 +108,5 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
     assert test == sorted(test)
     with pytest.raises(ConfigError, match="max_horizon_days"):
         analyze.run(cfg, horizons=[60], console=_quiet())
+    notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 14])  # 20 simulated days: short windows
+    assert len(notes) == 2 and all("horizons 14 " in n for n in notes)

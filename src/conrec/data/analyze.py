@@ -15,6 +15,7 @@ on multi-day future sets. Windows of valid samples stop at the test cut-off (as 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Sequence
 
 import polars as pl
@@ -24,7 +25,7 @@ from rich.table import Table
 from conrec.config import PipelineConfig
 from conrec.data.samples import DAY
 from conrec.errors import ConfigError
-from conrec.io import read_parquet
+from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 
 STUDY_SPLITS = ("valid", "test")
@@ -114,7 +115,34 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
     table = coverage_by_horizon(samples, items, horizons)
     console.print(render_table(table))
+    for note in _truncation_notes(rd, horizons):
+        console.print(f"[dim]{note}[/]")
     return table
+
+
+def _truncation_notes(rd: RunDir, horizons: Sequence[float]) -> list[str]:
+    """Say when a horizon is longer than a split's window (its future sets are cut at the window end)."""
+    stats_path = rd.data / "stats.json"
+    if not stats_path.exists():
+        return []
+    stats = read_json(stats_path, what="data stats")
+    try:
+        last = dt.datetime.strptime(stats["last_event"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
+        spans = {
+            "valid": (stats["test_cutoff_ts"] - stats["valid_cutoff_ts"]) / DAY,
+            "test": (last - stats["test_cutoff_ts"]) / DAY,
+        }
+    except (KeyError, ValueError):
+        return []
+    notes = []
+    for split, span in spans.items():
+        longer = [h for h in horizons if h > span]
+        if longer:
+            notes.append(
+                f"note: the {split} window spans {span:.1f} days, so horizons {', '.join(f'{h:g}' for h in longer)} "
+                "are cut at its end"
+            )
+    return notes
 
 
 def render_table(table: pl.DataFrame) -> Table:

@@ -19,6 +19,11 @@ later_neg_ts   List[Int64]  their timestamps (so any horizon <= max_horizon_days
 
 Train samples use only train-period events (their future sets stop at the valid cut-off), so no
 label leaks from valid/test into training.
+
+"Before" and "from" follow one order: a user's events by ``ts``, ties broken by input row order.
+The history holds the events before the sample's negative in that order; the label lists hold
+negatives from it on (itself included) inside the window. So an event is never both history and
+label, even when timestamps tie. Built by :func:`conrec.data.splits.build_samples`.
 """
 
 from __future__ import annotations
