@@ -33,7 +33,7 @@ def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 25) -> np.ndarray:
         scale = float(x.std()) * 1e-2 + 1e-6
         jitter = rng.normal(0.0, scale, size=extra.shape).astype(np.float32)
         return np.concatenate([uniq, extra + jitter]).astype(np.float32)
-    km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False, max_points_per_centroid=256)
+    km = faiss.Kmeans(d, k, niter=niter, seed=seed, verbose=False, max_points_per_centroid=256, min_points_per_centroid=1)
     km.train(x)
     return np.asarray(km.centroids, dtype=np.float32).copy()
 

@@ -124,7 +124,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
         torch.save(
             {
                 "quantizer": result.state,
-                "fusion_state": enc_info.get("fusion_state", {}),
+                "fusion_state": {k: torch.from_numpy(np.asarray(v)) for k, v in dict(enc_info.get("fusion_state") or {}).items()},
                 "encoder": stats["encoder"],
                 "codebook_sizes": resolution.codebook_sizes,
                 "seed": seed,

@@ -1,0 +1,128 @@
+"""Item text encoder: texts, validation, cache, extra vectors and fusion; one real MiniLM run."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conrec.errors import ConfigError, DataValidationError
+from conrec.sid.config import EncoderConfig
+from conrec.sid.encoder import encode_items, item_texts, load_extra_vectors
+
+
+class CountingEncoder:
+    """Deterministic fake encoder: a seeded random vector per text; counts calls."""
+
+    model_id = "fake-encoder-v1"
+
+    def __init__(self, dim: int = 16) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        return np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=self.dim) for t in texts])
+
+
+def _items(n: int = 6) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "item_id": [str(i) for i in range(n)],
+            "title": [f"Movie {i}" for i in range(n)],
+            "text": ["" if i % 2 else f"about {i}" for i in range(n)],
+            "category": ["Drama" if i % 2 else "Comedy" for i in range(n)],
+        }
+    )
+
+
+def test_item_texts_joins_non_empty_fields() -> None:
+    texts = item_texts(_items(2), ["title", "category", "text"])
+    assert texts == ["Movie 0; Comedy; about 0", "Movie 1; Drama"]
+
+
+@pytest.mark.parametrize(
+    ("items", "match"),
+    [
+        (_items().with_columns(pl.when(pl.col("item_id") == "3").then(pl.lit("  ")).otherwise("title").alias("title")),
+         r"empty title.*'3'"),
+        (_items().with_columns(pl.when(pl.col("item_id") == "4").then(pl.lit("1")).otherwise("item_id").alias("item_id")),
+         r"duplicate item id.*'1'"),
+        (_items().drop("category"), "'category'"),
+    ],
+)
+def test_item_texts_bad_inputs(items: pl.DataFrame, match: str) -> None:
+    with pytest.raises(DataValidationError, match=match):
+        item_texts(items, ["title", "category"])
+
+
+def test_encode_items_normalises_and_caches(tmp_path: Path) -> None:
+    enc = CountingEncoder()
+    cfg = EncoderConfig(cache_dir=tmp_path / "cache", batch_size=4)
+    v1, info1 = encode_items(_items(), cfg, encoder=enc)
+    assert v1.shape == (6, 16) and np.allclose(np.linalg.norm(v1, axis=1), 1.0, atol=1e-5)
+    assert enc.calls == 2 and not info1["cache_hit"]  # 6 items in batches of 4
+    v2, info2 = encode_items(_items(), cfg, encoder=enc)
+    assert enc.calls == 2 and info2["cache_hit"]
+    np.testing.assert_array_equal(v1, v2)
+    # any text change is a cache miss
+    changed = _items().with_columns(pl.when(pl.col("item_id") == "0").then(pl.lit("Other")).otherwise("title").alias("title"))
+    encode_items(changed, cfg, encoder=enc)
+    assert enc.calls == 4
+
+
+def _write_extra(path: Path, ids: list[str], dim: int = 4, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    pl.DataFrame({"item_id": ids, "vec": rng.normal(size=(len(ids), dim)).tolist()}).write_parquet(path)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "projection"])
+def test_extra_vectors_fusion(tmp_path: Path, fusion: str) -> None:
+    ids = [str(i) for i in range(6)]
+    _write_extra(tmp_path / "extra.parquet", list(reversed(ids)))  # order need not match
+    cfg = EncoderConfig(
+        cache_dir=tmp_path / "cache", extra_vectors_path=tmp_path / "extra.parquet", fusion=fusion, projection_dim=5
+    )
+    v, info = encode_items(_items(), cfg, encoder=CountingEncoder())
+    assert v.shape == (6, 20 if fusion == "concat" else 5)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    if fusion == "concat":  # both halves weigh the same after fusion
+        assert np.allclose(np.linalg.norm(v[:, :16], axis=1), np.sqrt(0.5), atol=1e-5)
+    else:
+        assert info["fusion_state"]["components"].shape == (5, 20)
+        v_again, _ = encode_items(_items(), cfg, encoder=CountingEncoder())
+        np.testing.assert_array_equal(v, v_again)
+
+
+def test_extra_vectors_errors(tmp_path: Path) -> None:
+    ids = [str(i) for i in range(6)]
+    _write_extra(tmp_path / "missing.parquet", ids[:4])
+    with pytest.raises(DataValidationError, match=r"no vector for 2 item\(s\).*'4'"):
+        load_extra_vectors(tmp_path / "missing.parquet", ids)
+    _write_extra(tmp_path / "ok.parquet", ids, dim=4)
+    with pytest.raises(DataValidationError, match="dimension 4, expected 8"):
+        load_extra_vectors(tmp_path / "ok.parquet", ids, expected_dim=8)
+    ragged = pl.DataFrame({"item_id": ids, "vec": [[1.0, 2.0]] * 5 + [[1.0, 2.0, 3.0]]})
+    ragged.write_parquet(tmp_path / "ragged.parquet")
+    with pytest.raises(DataValidationError, match=r"different lengths.*'5'"):
+        load_extra_vectors(tmp_path / "ragged.parquet", ids)
+    np.save(tmp_path / "short.npy", np.ones((5, 3)))
+    with pytest.raises(DataValidationError, match=r"shape \(6, dim\)"):
+        load_extra_vectors(tmp_path / "short.npy", ids)
+    with pytest.raises(ConfigError, match="not found"):
+        load_extra_vectors(tmp_path / "nope.npy", ids)
+
+
+def test_real_minilm_encoder_on_a_dozen_items(tmp_path: Path) -> None:
+    titles = ["Toy Story", "Toy Story 2", "Aladdin", "The Lion King", "Alien", "Aliens",
+              "Heat", "Casino", "Scream", "Halloween", "Babe", "Fargo"]
+    cats = ["Animation"] * 4 + ["Sci-Fi"] * 2 + ["Crime"] * 2 + ["Horror"] * 2 + ["Comedy", "Crime"]
+    items = pl.DataFrame({"item_id": [f"m{i}" for i in range(12)], "title": titles, "text": [""] * 12, "category": cats})
+    v, info = encode_items(items, EncoderConfig(cache_dir=tmp_path / "cache"))
+    assert v.shape == (12, 384) and "MiniLM" in str(info["model_id"])
+    sims = v @ v.T
+    assert sims[0, 1] > sims[0, 4]  # "Toy Story" is closer to its sequel than to "Alien"
+    assert sims[4, 5] > sims[4, 10]

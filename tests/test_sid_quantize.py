@@ -1,0 +1,135 @@
+"""Quantizers (RQ-VAE, residual k-means), codebook-size rule, collision resolution, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conrec.sid.collisions import resolve_collisions
+from conrec.sid.config import QuantizerConfig
+from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift
+from conrec.sid.quantize_result import effective_codebook_sizes
+from conrec.sid.rkmeans import fit_rkmeans
+from conrec.sid.rqvae import fit_rqvae, load_rqvae
+
+torch.set_num_threads(2)
+
+
+def _clustered(n: int = 600, dim: int = 32, clusters: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    labels = rng.integers(0, clusters, size=n)
+    x = centers[labels] + 0.3 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), labels
+
+
+def test_rqvae_trains_reduces_error_and_is_deterministic() -> None:
+    x, labels = _clustered()
+    cfg = QuantizerConfig(epochs=30, hidden_dims=[64], latent_dim=16, batch_size=128, dead_code_reset_every=5)
+    model, res = fit_rqvae(x, [8, 8, 8], cfg, seed=3)
+    assert res.codes.shape == (len(x), 3) and res.codes.dtype == np.int64
+    assert res.history[-1]["recon"] < 0.5 * res.history[0]["recon"]
+    assert res.recon_rel < 0.5  # far better than predicting the mean vector
+    # level 0 recovers the clusters: items sharing a level-0 code mostly share a label
+    assert purity_lift(res.codes[:, 0], labels.tolist()) > 3
+    assert codebook_usage(res.codes, [8, 8, 8])[0]["used"] >= 6
+    _, res2 = fit_rqvae(x, [8, 8, 8], cfg, seed=3)
+    np.testing.assert_array_equal(res.codes, res2.codes)
+    # the checkpoint state rebuilds a model that gives the same codes
+    again = load_rqvae(res.state).encode_codes(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(again, res.codes)
+    assert model.codebook_sizes == [8, 8, 8]
+
+
+def test_dead_codes_get_reset() -> None:
+    x, _ = _clustered(n=400, clusters=4)
+    cfg = QuantizerConfig(epochs=12, hidden_dims=[32], latent_dim=8, dead_code_reset_every=2)
+    _, res = fit_rqvae(x, [16, 16], cfg, seed=0)
+    assert sum(h["dead_codes_reset"] for h in res.history) > 0
+    off = cfg.model_copy(update={"dead_code_reset_every": 0})
+    _, res_off = fit_rqvae(x, [16, 16], off, seed=0)
+    assert all(h["dead_codes_reset"] == 0 for h in res_off.history)
+
+
+def test_rkmeans_works_and_is_deterministic() -> None:
+    x, labels = _clustered(n=800)
+    res = fit_rkmeans(x, [8, 8, 8], seed=1)
+    assert res.codes.shape == (800, 3)
+    assert res.codes.min() >= 0 and res.codes.max() < 8
+    assert res.recon_rel < fit_rkmeans(x, [8], seed=1).recon_rel  # more levels, less error
+    assert purity_lift(res.codes[:, 0], labels.tolist()) > 3
+    np.testing.assert_array_equal(res.codes, fit_rkmeans(x, [8, 8, 8], seed=1).codes)
+    assert res.last_codebook.shape == (8, x.shape[1])
+
+
+def test_kmeans_handles_fewer_items_than_codes() -> None:
+    x, _ = _clustered(n=5)
+    res = fit_rkmeans(x, [8, 8], seed=0)
+    assert res.codes.max() < 8
+    _, rq = fit_rqvae(x, [8, 8], QuantizerConfig(epochs=3, hidden_dims=[16], latent_dim=4), seed=0)
+    assert rq.codes.shape == (5, 2)
+
+
+def test_effective_codebook_sizes_rule() -> None:
+    with pytest.warns(UserWarning, match="reduced"):
+        assert effective_codebook_sizes(1682, [256, 256, 256]) == [32, 32, 32]
+    with pytest.warns(UserWarning):
+        assert effective_codebook_sizes(10, [256, 64]) == [8, 8]
+    assert effective_codebook_sizes(10, [256, 64], auto_scale=False) == [256, 64]
+    assert effective_codebook_sizes(1_000_000, [256, 256, 256]) == [256, 256, 256]
+    with pytest.warns(UserWarning):
+        sizes = effective_codebook_sizes(100_000, [256, 256, 256])
+    assert sizes == [128, 128, 128] and 128**3 >= 100_000
+
+
+def test_collisions_forced_case_reassigns_to_nearest_free_code() -> None:
+    # four items, all on prefix (0,) with last code 1; codewords on a line
+    codebook = np.array([[0.0], [1.0], [2.0], [3.0], [10.0]], dtype=np.float32)
+    residual = np.array([[1.0], [1.1], [2.9], [0.2]], dtype=np.float32)
+    codes = np.array([[0, 1], [0, 1], [0, 1], [0, 1]])
+    other = np.array([[1, 1]])  # a different prefix may reuse code 1
+    res = resolve_collisions(
+        np.concatenate([codes, other]), [2, 5], np.concatenate([residual, [[1.0]]]), codebook
+    )
+    assert not res.extra_level and res.codebook_sizes == [2, 5]
+    # item 0 is nearest to codeword 1 and keeps it; 1 -> 2, 2 -> 3, 3 -> 0 (optimal on free codes)
+    assert res.codes[:, 1].tolist() == [1, 2, 3, 0, 1]
+    assert res.codes[:, 0].tolist() == [0, 0, 0, 0, 1]  # prefixes never change
+    assert res.moved == 3 and collision_rate(res.codes) == 0.0
+
+
+def test_collisions_add_extra_level_only_when_a_prefix_overflows() -> None:
+    rng = np.random.default_rng(0)
+    n = 11
+    codes = np.zeros((n, 2), dtype=np.int64)  # 11 items on one prefix, 4 last-level codes
+    codes[:, 1] = rng.integers(0, 4, size=n)
+    residual = rng.normal(size=(n, 3)).astype(np.float32)
+    codebook = rng.normal(size=(4, 3)).astype(np.float32)
+    res = resolve_collisions(codes, [1, 4], residual, codebook)
+    assert res.extra_level and res.codebook_sizes == [1, 4, 3]  # ceil(11 / 4)
+    assert res.codes.shape == (n, 3) and max_items_per_code(res.codes) == 1
+    assert np.bincount(res.codes[:, 1], minlength=4).max() <= 3  # balanced over the codewords
+    res2 = resolve_collisions(codes, [1, 4], residual, codebook)
+    np.testing.assert_array_equal(res.codes, res2.codes)
+
+
+def test_collisions_noop_when_unique() -> None:
+    codes = np.array([[0, 1], [0, 2], [1, 1]])
+    res = resolve_collisions(codes, [2, 3], np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
+    np.testing.assert_array_equal(res.codes, codes)
+    assert res.moved == 0
+
+
+def test_metrics_on_hand_made_cases() -> None:
+    codes = np.array([[0, 0], [0, 0], [1, 1], [1, 2]])
+    assert collision_rate(codes) == 0.5
+    assert max_items_per_code(codes) == 2
+    usage = codebook_usage(codes, [2, 4])
+    assert usage[0]["used_share"] == 1.0 and usage[0]["perplexity"] == pytest.approx(2.0)
+    assert usage[1]["used"] == 3 and usage[1]["used_share"] == 0.75
+    # perfectly informative level 0: P(same|same code)=1, P(same|random)=2/6 -> lift 3
+    assert purity_lift([0, 0, 1, 1], ["x", "x", "y", "y"]) == pytest.approx(3.0)
+    assert purity_lift([0, 1, 0, 1], ["x", "x", "y", "y"]) == pytest.approx(0.0)
+    assert np.isnan(purity_lift([0, 1, 2], ["x", "y", "z"]))  # no two items share a code
+    assert purity_lift([0, 0, 1, 1, 2], ["x", "x", "y", "y", ""]) == pytest.approx(3.0)  # empty ignored

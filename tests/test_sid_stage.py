@@ -1,0 +1,150 @@
+"""The tokenize stage end to end (fake encoder) and the SidMap contract."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from rich.console import Console
+
+from conrec.config import PipelineConfig
+from conrec.errors import DataValidationError, StageInputError
+from conrec.io import read_json
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+from conrec.sid.stage import run
+from conrec.sid.tokens import codes_to_sid, parse_sid
+
+CATEGORIES = ["Comedy", "Drama", "Horror", "Sci-Fi", "Western"]
+
+
+class GenreEncoder:
+    """Fake encoder: a shared direction per category word in the text plus per-title noise."""
+
+    model_id = "fake-genre-encoder"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        base = np.random.default_rng(0).normal(size=(len(CATEGORIES), 24))
+        out = []
+        for t in texts:
+            noise = np.random.default_rng(zlib.crc32(t.encode())).normal(size=24)
+            genre = next(i for i, c in enumerate(CATEGORIES) if c in t)
+            out.append(3 * base[genre] + noise)
+        return np.stack(out)
+
+
+def _make_run(tmp_path: Path, n: int = 150, kind: str = "rqvae", name: str = "run") -> PipelineConfig:
+    rng = np.random.default_rng(1)
+    items = pl.DataFrame(
+        {
+            "item_id": [f"i{k}" for k in range(n)],
+            "title": [f"Title {k}" for k in range(n)],
+            "text": [""] * n,
+            "category": [CATEGORIES[int(c)] for c in rng.integers(0, len(CATEGORIES), size=n)],
+        }
+    )
+    cfg = PipelineConfig(
+        run_dir=tmp_path / name,
+        sid={
+            "encoder": {"cache_dir": str(tmp_path / "cache")},
+            "quantizer": {"kind": kind, "epochs": 15, "hidden_dims": [32], "latent_dim": 8},
+        },
+    )
+    RunDir(cfg.run_dir).data.mkdir(parents=True)
+    items.write_parquet(RunDir(cfg.run_dir).items)
+    return cfg
+
+
+def _quiet() -> Console:
+    return Console(quiet=True)
+
+
+@pytest.mark.parametrize("kind", ["rqvae", "rkmeans"])
+def test_stage_writes_bijective_map_and_stats(tmp_path: Path, kind: str) -> None:
+    torch.set_num_threads(2)
+    cfg = _make_run(tmp_path, kind=kind)
+    stats = run(cfg, console=_quiet(), encoder=GenreEncoder())
+    rd = RunDir(cfg.run_dir)
+    assert rd.is_done("sid")
+    for path in (rd.embeddings, rd.quantizer, rd.sid_map, rd.sid / "stats.json"):
+        assert path.exists(), path
+    assert np.load(rd.embeddings).shape == (150, 24)
+    sid_map = SidMap.from_parquet(rd.sid_map)
+    assert sid_map.items == [f"i{k}" for k in range(150)]
+    codes = sid_map.codes
+    assert len({tuple(c) for c in codes.tolist()}) == 150  # bijection
+    assert stats["collision_rate_after"] == 0.0
+    assert stats["codebook_sizes"] == sid_map.codebook_sizes
+    # auto-scaled from 256: max(8, next_pow2(ceil(2 * 150 ** (1/3)) = 11)) = 16
+    assert stats["codebook_sizes_quantizer"] == [16, 16, 16]
+    assert any("reduced" in note for note in stats["notes"])
+    assert stats["purity_lift_level0"] > 1.5  # level 0 follows the genre direction
+    assert read_json(rd.sid / "stats.json")["n_items"] == 150
+    frame = pl.read_parquet(rd.sid_map)
+    assert frame.schema["codes"] == pl.List(pl.Int64) and frame.schema["sid"] == pl.String
+    assert all(parse_sid(s) == c for s, c in zip(frame["sid"], frame["codes"].to_list()))
+    ckpt = torch.load(rd.quantizer, weights_only=True)
+    assert ckpt["quantizer"]["kind"] == kind
+
+
+def test_stage_same_seed_gives_identical_map(tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    a = _make_run(tmp_path, name="a")
+    b = _make_run(tmp_path, name="b")
+    run(a, console=_quiet(), encoder=GenreEncoder())
+    run(b, console=_quiet(), encoder=GenreEncoder())
+    map_a = SidMap.from_parquet(RunDir(a.run_dir).sid_map)
+    assert map_a == SidMap.from_parquet(RunDir(b.run_dir).sid_map)
+    run(a, console=_quiet(), encoder=GenreEncoder())  # rerun in place
+    assert SidMap.from_parquet(RunDir(a.run_dir).sid_map) == map_a
+
+
+def test_stage_without_items_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = PipelineConfig(run_dir=tmp_path / "empty")
+    with pytest.raises(StageInputError, match="items.parquet"):
+        run(cfg, console=_quiet(), encoder=GenreEncoder())
+
+
+def test_stage_rejects_empty_titles(tmp_path: Path) -> None:
+    cfg = _make_run(tmp_path)
+    items = pl.read_parquet(RunDir(cfg.run_dir).items)
+    items.with_columns(pl.when(pl.col("item_id") == "i7").then(pl.lit("")).otherwise("title").alias("title")).write_parquet(
+        RunDir(cfg.run_dir).items
+    )
+    with pytest.raises(DataValidationError, match="i7"):
+        run(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert not RunDir(cfg.run_dir).is_done("sid")
+
+
+def test_sid_map_round_trip_and_lookups(tmp_path: Path) -> None:
+    codes = np.array([[0, 1, 2], [0, 1, 3], [2, 0, 0]])
+    m = SidMap(["x", "y", "z"], codes, [3, 2, 4])
+    m.to_parquet(tmp_path / "m.parquet")
+    back = SidMap.from_parquet(tmp_path / "m.parquet")
+    assert back == m and back.codebook_sizes == [3, 2, 4] and len(back) == 3
+    assert back.sid_of("y") == codes_to_sid([0, 1, 3]) == "<a_0><b_1><c_3>"
+    assert back.item_of([2, 0, 0]) == "z" and back.item_of([2, 0, 1]) is None and back.item_of([2, 0]) is None
+    np.testing.assert_array_equal(back.codes_of(["z", "x"]), codes[[2, 0]])
+    assert back.tokens()[:4] == ["<a_0>", "<a_1>", "<a_2>", "<b_0>"] and len(back.tokens()) == 9
+    trie = back.trie()
+    rows = trie.item_index(torch.tensor(codes)).tolist()
+    assert [back.items[r] for r in rows] == ["x", "y", "z"]
+    assert trie.allowed(torch.tensor([[0, 1]])).tolist() == [[False, False, True, True]]
+    with pytest.raises(DataValidationError, match="nope"):
+        back.codes_of(["x", "nope"])
+
+
+def test_sid_map_rejects_non_bijections(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="duplicate item id"):
+        SidMap(["x", "x"], np.array([[0], [1]]), [2])
+    with pytest.raises(DataValidationError, match="not unique"):
+        SidMap(["x", "y"], np.array([[1], [1]]), [2])
+    pl.DataFrame({"item_id": ["x"], "codes": [[0]]}).write_parquet(tmp_path / "foreign.parquet")
+    with pytest.raises(StageInputError, match="metadata"):
+        SidMap.from_parquet(tmp_path / "foreign.parquet")
+    with pytest.raises(StageInputError, match="not found"):
+        SidMap.from_parquet(tmp_path / "absent.parquet")
