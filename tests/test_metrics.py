@@ -1,0 +1,145 @@
+"""Metrics checked by hand on tiny examples."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from conrec.data.samples import DAY
+from conrec.errors import DataValidationError
+from conrec.eval.metrics import (
+    catalog_coverage,
+    evaluate,
+    fhr_at_k,
+    future_recall_at_k,
+    horizon_key,
+    hr_at_k,
+    invalid_rate,
+    ndcg_at_k,
+    parse_horizon_key,
+)
+
+
+def test_fhr_counts_top_k_slots_in_future_set() -> None:
+    ranked = ["a", "b", "c", "d"]
+    assert fhr_at_k(ranked, {"b", "d", "z"}, 2) == 0.5  # b hit, a miss
+    assert fhr_at_k(ranked, {"b", "d", "z"}, 4) == 0.5  # b, d of 4
+    assert fhr_at_k(ranked, ["d"], 3) == 0.0  # d is outside the top 3
+
+
+def test_fhr_short_list_and_empty_future() -> None:
+    assert fhr_at_k(["a", "b"], {"a", "b"}, 5) == pytest.approx(2 / 5)  # missing slots are misses
+    assert fhr_at_k(["a", "b"], set(), 2) == 0.0
+    assert fhr_at_k([], {"a"}, 3) == 0.0
+
+
+def test_duplicates_earn_credit_once() -> None:
+    assert fhr_at_k(["a", "a", "a"], {"a"}, 3) == pytest.approx(1 / 3)
+    assert future_recall_at_k(["a", "a"], {"a", "b"}, 2) == 0.5
+    assert catalog_coverage([["a", "a"], ["a", "b"]], n_items=4, k=2) == 0.5
+
+
+def test_future_recall() -> None:
+    assert future_recall_at_k(["a", "b", "c"], {"a", "c", "x", "y"}, 3) == 0.5
+    assert future_recall_at_k(["a", "b", "c"], {"a", "c", "x", "y"}, 1) == 0.25
+    assert future_recall_at_k(["a"], [], 1) == 0.0
+    assert future_recall_at_k(["a"], ["a", "a"], 1) == 1.0  # the future is a set
+
+
+def test_hr_and_ndcg_single_target() -> None:
+    ranked = ["a", "b", "c"]
+    assert hr_at_k(ranked, "c", 3) == 1.0
+    assert hr_at_k(ranked, "c", 2) == 0.0
+    assert hr_at_k(ranked, "c", 10) == 1.0
+    assert ndcg_at_k(ranked, "a", 3) == 1.0
+    assert ndcg_at_k(ranked, "b", 3) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k(ranked, "c", 3) == pytest.approx(0.5)
+    assert ndcg_at_k(ranked, "c", 2) == 0.0
+    assert ndcg_at_k(["a", "b", "b"], "b", 3) == pytest.approx(1 / math.log2(3))  # first occurrence counts
+
+
+def test_coverage_and_invalid_rate() -> None:
+    assert catalog_coverage([["a", "b", "c"], ["c", "d"]], n_items=10, k=2) == pytest.approx(0.4)  # a b c d
+    assert catalog_coverage([], n_items=10, k=2) == 0.0
+    assert invalid_rate(1, 4) == 0.25
+    assert invalid_rate(0, 0) == 0.0
+    with pytest.raises(ValueError):
+        invalid_rate(5, 4)
+
+
+def test_bad_k_is_an_error() -> None:
+    for fn in (lambda: fhr_at_k(["a"], {"a"}, 0), lambda: hr_at_k(["a"], "a", 0), lambda: ndcg_at_k(["a"], "a", -1)):
+        with pytest.raises(ValueError, match="k must be"):
+            fn()
+
+
+def test_horizon_keys_round_trip() -> None:
+    assert horizon_key("FHR", 20, 7.0) == "FHR@20|N=7d"
+    assert parse_horizon_key(horizon_key("FHR", 20, 0.5)) == ("FHR", 20, 0.5)
+    assert parse_horizon_key("FHR@20") is None
+
+
+def _samples() -> pl.DataFrame:
+    t = 1_000 * DAY
+    return pl.DataFrame(
+        {
+            "sample_id": [0, 1, 2],
+            "ts": [t, t, t],
+            "next_neg": ["a", "x", "p"],
+            "future_negs": [["a", "b"], ["x"], ["p", "q"]],
+            "later_negs": [["a", "b", "c"], ["x"], ["p", "q", "r"]],
+            "later_neg_ts": [[t, t + DAY, t + 10 * DAY], [t], [t, t + 2 * DAY, t + 3 * DAY]],
+        },
+        schema_overrides={"sample_id": pl.Int64, "ts": pl.Int64, "later_neg_ts": pl.List(pl.Int64)},
+    )
+
+
+def test_evaluate_three_samples_by_hand() -> None:
+    preds = pl.DataFrame(
+        {"sample_id": [0, 1], "items": [["b", "a"], ["y", "x"]], "n_invalid": [1, 0]},
+        schema={"sample_id": pl.Int64, "items": pl.List(pl.String), "n_invalid": pl.Int64},
+    )  # sample 2 has no prediction: all misses
+    m = evaluate(preds, _samples(), ks=[1, 2], n_items=10)
+    assert m["n_samples"] == 3
+    # k=1: sample0 "b" in future (1), sample1 "y" not (0), sample2 nothing (0)
+    assert m["FHR@1"] == pytest.approx(1 / 3)
+    assert m["HR@1"] == pytest.approx(0.0)  # next_negs a, x are at rank 2
+    assert m["NDCG@1"] == 0.0
+    # k=2: FHR 2/2, 1/2, 0 -> 0.5; recall 2/2, 1/1, 0/2 -> 2/3; HR 1, 1, 0; NDCG 1/log2(3) twice
+    assert m["FHR@2"] == pytest.approx(0.5)
+    assert m["FRecall@2"] == pytest.approx(2 / 3)
+    assert m["HR@2"] == pytest.approx(2 / 3)
+    assert m["NDCG@2"] == pytest.approx(2 / math.log2(3) / 3)
+    assert m["Coverage@1"] == pytest.approx(0.2)  # b, y
+    assert m["Coverage@2"] == pytest.approx(0.4)  # b, a, y, x
+    assert m["invalid_rate"] == pytest.approx(1 / 5)  # 1 invalid among 4 returned + 1 invalid
+
+
+def test_evaluate_recomputes_future_at_a_horizon() -> None:
+    preds = pl.DataFrame({"sample_id": [0, 1, 2], "items": [["c"], ["x"], ["r"]]})
+    default = evaluate(preds, _samples(), ks=[1], n_items=10)
+    assert default["FHR@1"] == pytest.approx(1 / 3)  # only x; c and r are outside future_negs / N
+    one_day = evaluate(preds, _samples(), ks=[1], n_items=10, horizon_days=1)
+    assert one_day["FHR@1"] == pytest.approx(1 / 3)  # x (same time)
+    four_days = evaluate(preds, _samples(), ks=[1], n_items=10, horizon_days=4)
+    assert four_days["FHR@1"] == pytest.approx(2 / 3)  # x and r (3 days later)
+    eleven = evaluate(preds, _samples(), ks=[1], n_items=10, horizon_days=11)
+    assert eleven["FHR@1"] == pytest.approx(1.0)
+    assert "invalid_rate" in eleven and eleven["invalid_rate"] == 0.0
+
+
+def test_evaluate_rejects_unknown_or_duplicate_sample_ids() -> None:
+    with pytest.raises(DataValidationError, match="not among the evaluated samples"):
+        evaluate(pl.DataFrame({"sample_id": [7], "items": [["a"]]}), _samples(), ks=[1], n_items=5)
+    with pytest.raises(DataValidationError, match="duplicate sample_id"):
+        evaluate(pl.DataFrame({"sample_id": [0, 0], "items": [["a"], ["b"]]}), _samples(), ks=[1], n_items=5)
+    with pytest.raises(DataValidationError, match="missing column 'items'"):
+        evaluate(pl.DataFrame({"sample_id": [0]}), _samples(), ks=[1], n_items=5)
+
+
+def test_evaluate_with_no_predictions_scores_zero() -> None:
+    empty = pl.DataFrame(schema={"sample_id": pl.Int64, "items": pl.List(pl.String)})
+    m = evaluate(empty, _samples(), ks=[3], n_items=5)
+    assert m["FHR@3"] == 0.0 and m["HR@3"] == 0.0 and m["n_samples"] == 3
