@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Strict(BaseModel):
@@ -60,8 +60,11 @@ class TrainConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
     lora: LoraConfig | None = None
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_length: int = Field(512, ge=16, description="tokens per example (prompt + completion); longer ones are cut")
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
+    save_total_limit: int = Field(1, ge=1, description="checkpoints kept under run_dir/sft/checkpoints (weights only)")
     seed: int = 0
 
 
@@ -112,4 +115,19 @@ class GrpoConfig(_Strict):
     learning_rate: float = Field(1e-5, gt=0)
     batch_size: int = Field(8, ge=1, description="prompts x generations per device batch (TRL semantics)")
     seed: int = 0
-    max_samples: int | None = Field(None, ge=1)
+    max_samples: int | None = Field(None, ge=1, description="cap on train samples used as GRPO prompts")
+    rollout: Literal["beam", "sample"] = Field(
+        "beam", description="group = top-G constrained beams (default) or G distinct constrained samples"
+    )
+    temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
+    save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
+
+    @model_validator(mode="after")
+    def _stages_named_uniquely(self) -> "GrpoConfig":
+        # (batch_size x processes must be a multiple of num_generations: TRL checks that at start-up)
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"GRPO stage names must be unique, got {names}")
+        if not self.stages:
+            raise ValueError("at least one GRPO stage is needed")
+        return self

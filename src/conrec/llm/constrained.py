@@ -1,0 +1,312 @@
+"""Constrained generation: the LM can only emit SIDs of real catalogue items.
+
+:class:`SidLogitsProcessor` masks, at every generated position, the whole vocabulary except the
+SID tokens of that position's level that extend the already generated prefix to a real item (a
+:class:`conrec.sid.trie.SidTrie` query). It is vectorised over batch x beams: the prefix codes come
+from a token-id -> code lookup tensor, and the trie is asked once per step for all rows. After ``L``
+SID tokens only EOS is allowed. There is no unconstrained fallback: a row whose prefix is not in the
+trie (impossible under the mask) gets every token masked, and its output is counted as invalid.
+
+:func:`generate_topk` runs beam search with ``num_beams >= K`` and ``num_return_sequences = K``:
+every returned beam is a different token sequence, hence (SIDs being a bijection) a different item,
+and a real one. Every generation parameter is set explicitly (:func:`beam_generation_config`),
+nothing is taken from the model's ``generation_config``.
+
+For GRPO rollouts: :func:`sample_distinct` draws ``n`` *distinct* valid items per prompt by
+constrained sampling (temperature), topped up by constrained beam search when sampling repeats
+itself. The processor also works inside any other ``generate`` call (e.g. a TRL trainer's) because
+it can locate the generated SID suffix itself (``prompt_len=None``): prompts built by
+:mod:`conrec.llm.prompts` always end with a text token, never an SID token.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+
+from conrec.llm.config import DecodeConfig
+from conrec.llm.vocab import SidVocab
+from conrec.sid.trie import SidTrie
+
+log = logging.getLogger("conrec.llm")
+
+_NEG_INF = float("-inf")
+_VALID_SCORE_FLOOR = -1e8  # beam search seeds inactive beams with -1e9: anything below is not a real hypothesis
+
+
+class SidLogitsProcessor(LogitsProcessor):
+    """Allow only the SID tokens that keep each row's generated suffix a prefix of a real item.
+
+    ``prompt_len`` = length of the (left-padded) prompt in ``input_ids``; the generated part is
+    ``input_ids[:, prompt_len:]``, so its length is the level. With ``prompt_len=None`` the level of
+    each row is the length of its trailing run of SID tokens (for generate calls we do not control).
+    """
+
+    def __init__(self, trie: SidTrie, vocab: SidVocab, eos_token_id: int, prompt_len: int | None = None) -> None:
+        if trie.levels != vocab.levels or list(trie.codebook_sizes) != list(vocab.codebook_sizes):
+            raise ValueError(
+                f"trie codebook sizes {trie.codebook_sizes} do not match the vocabulary's {list(vocab.codebook_sizes)}"
+            )
+        self.trie = trie
+        self.vocab = vocab
+        self.eos_token_id = int(eos_token_id)
+        self.prompt_len = prompt_len
+        self.levels = trie.levels
+
+    def _suffix_lengths(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.prompt_len is not None:
+            n = max(0, input_ids.shape[1] - self.prompt_len)
+            return torch.full((input_ids.shape[0],), n, dtype=torch.long, device=input_ids.device)
+        window = input_ids[:, -self.levels - 1 :] if input_ids.shape[1] > self.levels else input_ids
+        is_sid = self.vocab.token_to_code.to(input_ids.device)[window] >= 0
+        # length of the trailing run of SID tokens: cumulative product from the right
+        run = torch.cumprod(is_sid.flip(1).long(), dim=1).sum(1)
+        return run
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        to_code = self.vocab.token_to_code.to(input_ids.device)
+        lengths = self._suffix_lengths(input_ids)
+        out = torch.full_like(scores, _NEG_INF)
+        for level in torch.unique(lengths).tolist():  # one level per step in ordinary generate calls
+            rows = (lengths == level).nonzero(as_tuple=True)[0]
+            if level >= self.levels:
+                out[rows, self.eos_token_id] = scores[rows, self.eos_token_id]
+                continue
+            prefix = to_code[input_ids[rows, input_ids.shape[1] - level :]] if level else input_ids.new_zeros((len(rows), 0))
+            allowed = self.trie.allowed(prefix.cpu()).to(scores.device)  # (rows, codebook_sizes[level])
+            ids = self.vocab.level_ids[level].to(scores.device)
+            sub = scores[rows][:, ids]
+            out[rows.unsqueeze(1), ids.unsqueeze(0)] = torch.where(allowed, sub, torch.full_like(sub, _NEG_INF))
+        return out
+
+
+def beam_generation_config(
+    tokenizer: PreTrainedTokenizerBase, levels: int, num_beams: int, num_return: int
+) -> GenerationConfig:
+    """Deterministic beam search over exactly ``levels`` new tokens; every parameter explicit."""
+    return GenerationConfig(
+        do_sample=False,
+        num_beams=num_beams,
+        num_return_sequences=num_return,
+        max_new_tokens=levels,
+        min_new_tokens=0,
+        length_penalty=0.0,  # every SID has the same length: rank by total log-probability
+        early_stopping=True,
+        temperature=1.0,
+        top_k=None,
+        top_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        output_scores=True,
+        return_dict_in_generate=True,
+        use_cache=True,
+    )
+
+
+def sample_generation_config(tokenizer: PreTrainedTokenizerBase, levels: int, n: int, temperature: float) -> GenerationConfig:
+    """Multinomial sampling of ``n`` sequences per prompt over exactly ``levels`` new tokens."""
+    return GenerationConfig(
+        do_sample=True,
+        num_beams=1,
+        num_return_sequences=n,
+        max_new_tokens=levels,
+        min_new_tokens=0,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        return_dict_in_generate=True,
+        use_cache=True,
+    )
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generated tokens must follow every prompt directly
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+@torch.no_grad()
+def constrained_beam_search(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    trie: SidTrie,
+    vocab: SidVocab,
+    num_beams: int,
+    num_return: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item rows (B, num_return) in trie order, -1 = invalid; scores (B, num_return)), best first."""
+    enc = _encode(tokenizer, prompts, model.device)
+    prompt_len = enc["input_ids"].shape[1]
+    processor = SidLogitsProcessor(trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len)
+    out = model.generate(
+        **enc,
+        generation_config=beam_generation_config(tokenizer, trie.levels, num_beams, num_return),
+        logits_processor=LogitsProcessorList([processor]),
+    )
+    gen = out.sequences[:, prompt_len : prompt_len + trie.levels].cpu()
+    rows = _rows_of(gen, trie, vocab)
+    scores = out.sequences_scores.detach().float().cpu()
+    rows = torch.where(scores > _VALID_SCORE_FLOOR, rows, torch.full_like(rows, -1))
+    b = len(prompts)
+    return rows.view(b, num_return), scores.view(b, num_return)
+
+
+def _rows_of(gen: torch.Tensor, trie: SidTrie, vocab: SidVocab) -> torch.Tensor:
+    """Trie row of each generated SID (N, L) token sequence; -1 if it is not a whole real item."""
+    if gen.shape[1] < trie.levels:
+        return torch.full((gen.shape[0],), -1, dtype=torch.long)
+    codes = vocab.token_to_code[gen]
+    level_ok = (vocab.token_level[gen] == torch.arange(trie.levels)).all(1)
+    rows = trie.item_index(codes.clamp(min=0))
+    return torch.where(level_ok, rows, torch.full_like(rows, -1))
+
+
+def generate_topk(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    trie: SidTrie,
+    sid_codes_to_item: Sequence[str],
+    k: int,
+    decode_cfg: DecodeConfig,
+    exclude: Sequence[set[str]] | None = None,
+    vocab: SidVocab | None = None,
+    stats: dict[str, int] | None = None,
+) -> list[list[tuple[str, float]]]:
+    """Top-``k`` distinct real items per prompt as (item id, log-probability), best first.
+
+    ``sid_codes_to_item[row]`` is the item id of trie row ``row`` (``SidMap.items``). ``exclude``
+    (one set per prompt, used when ``decode_cfg.exclude_history``) asks for ``k + len(set)`` beams
+    (capped at the catalogue size) and drops those items, so the user still gets ``k`` new ones.
+    Prompts are processed in batches of ``decode_cfg.batch_size``. ``stats`` (if given) receives
+    ``n_generated`` and ``n_invalid`` counts; invalid outputs are dropped, never replaced.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if len(sid_codes_to_item) != len(trie):
+        raise ValueError(f"sid_codes_to_item has {len(sid_codes_to_item)} entries but the trie has {len(trie)} items")
+    vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+    n_items = len(trie)
+    use_exclude = exclude is not None and decode_cfg.exclude_history
+    results: list[list[tuple[str, float]]] = []
+    n_invalid = n_generated = 0
+    for start in range(0, len(prompts), decode_cfg.batch_size):
+        batch = prompts[start : start + decode_cfg.batch_size]
+        excl = [exclude[start + i] for i in range(len(batch))] if use_exclude else [set() for _ in batch]
+        n_ret = min(n_items, k + max((len(e) for e in excl), default=0))
+        n_beams = min(n_items, max(decode_cfg.num_beams, n_ret))
+        rows, scores = constrained_beam_search(model, tokenizer, batch, trie, vocab, n_beams, n_ret)
+        for r_row, s_row, ex in zip(rows.tolist(), scores.tolist(), excl):
+            seen: set[int] = set()
+            recs: list[tuple[str, float]] = []
+            for r, s in zip(r_row, s_row):
+                n_generated += 1
+                if r < 0 or r in seen:
+                    n_invalid += 1
+                    continue
+                seen.add(r)
+                item = sid_codes_to_item[r]
+                if item in ex:
+                    continue
+                if len(recs) < k:
+                    recs.append((item, float(s)))
+            results.append(recs)
+    if n_invalid:
+        log.warning("constrained decoding produced %d invalid output(s) of %d (%.2f%%)", n_invalid, n_generated, 100 * n_invalid / max(n_generated, 1))
+    if stats is not None:
+        stats["n_generated"] = stats.get("n_generated", 0) + n_generated
+        stats["n_invalid"] = stats.get("n_invalid", 0) + n_invalid
+    return results
+
+
+@torch.no_grad()
+def sample_distinct(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: torch.Tensor,
+    trie: SidTrie,
+    n: int,
+    attention_mask: torch.Tensor | None = None,
+    vocab: SidVocab | None = None,
+    temperature: float = 1.0,
+    oversample: int = 2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` distinct valid items per prompt, sampled: for GRPO rollouts.
+
+    ``prompt_ids`` (B, T) must be *left*-padded (pass ``attention_mask``). Draws ``oversample * n``
+    constrained samples per prompt at ``temperature``, keeps the first ``n`` distinct items in draw
+    order, and fills any shortfall with the best not-yet-drawn items of a constrained beam search.
+    Returns ``(completion_ids (B, n, L), item_rows (B, n))``; rows index the trie (``SidMap.items``).
+    Requires ``n <= len(trie)``.
+    """
+    if n > len(trie):
+        raise ValueError(f"cannot draw {n} distinct items from a catalogue of {len(trie)}")
+    vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+    b, prompt_len = prompt_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(prompt_ids)
+    m = max(n, oversample * n)
+    processor = SidLogitsProcessor(trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len)
+    out = model.generate(
+        input_ids=prompt_ids.to(model.device),
+        attention_mask=attention_mask.to(model.device),
+        generation_config=sample_generation_config(tokenizer, trie.levels, m, temperature),
+        logits_processor=LogitsProcessorList([processor]),
+    )
+    gen = out.sequences[:, prompt_len : prompt_len + trie.levels].cpu()
+    rows = _rows_of(gen, trie, vocab).view(b, m)
+    gen = gen.view(b, m, -1)
+    picked_rows = torch.full((b, n), -1, dtype=torch.long)
+    picked_ids = torch.zeros((b, n, trie.levels), dtype=torch.long)
+    short = []
+    for i in range(b):
+        seen: dict[int, int] = {}
+        for j, r in enumerate(rows[i].tolist()):
+            if r >= 0 and r not in seen and len(seen) < n:
+                seen[r] = j
+        for slot, (r, j) in enumerate(seen.items()):
+            picked_rows[i, slot] = r
+            picked_ids[i, slot] = gen[i, j]
+        if len(seen) < n:
+            short.append(i)
+    if short:
+        nb = min(len(trie), 2 * n)
+        enc_ids, enc_mask = prompt_ids[short], attention_mask[short]
+        proc = SidLogitsProcessor(trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len)
+        beam = model.generate(
+            input_ids=enc_ids.to(model.device),
+            attention_mask=enc_mask.to(model.device),
+            generation_config=beam_generation_config(tokenizer, trie.levels, nb, nb),
+            logits_processor=LogitsProcessorList([proc]),
+        )
+        bgen = beam.sequences[:, prompt_len : prompt_len + trie.levels].cpu()
+        brows = _rows_of(bgen, trie, vocab).view(len(short), nb)
+        bgen = bgen.view(len(short), nb, -1)
+        for s, i in enumerate(short):
+            have = set(picked_rows[i].tolist()) - {-1}
+            slot = len(have)
+            for j, r in enumerate(brows[s].tolist()):
+                if slot >= n:
+                    break
+                if r >= 0 and r not in have:
+                    have.add(r)
+                    picked_rows[i, slot] = r
+                    picked_ids[i, slot] = bgen[s, j]
+                    slot += 1
+    return picked_ids, picked_rows

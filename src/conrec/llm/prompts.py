@@ -1,0 +1,124 @@
+"""Context-discerning prompts: negative and positive histories as separate, marked segments.
+
+Why: negative feedback is sparse and positive feedback plentiful. Fed as one sequence, positives
+dominate both the context window and the model's attention ("context understanding bias"). The
+segmented prompt gives each kind its own segment, delimited by dedicated marker tokens, and its own
+budget, so the short negative segment is never truncated away by a long positive history.
+
+Prompt format (a plain string, identical for SFT, GRPO and inference)::
+
+    Predict an item this user will dislike.
+    Disliked (oldest first):<neg><a_3><b_1><c_7><a_9><b_0><c_2></neg>
+    Liked (oldest first):<pos><a_1><b_4><c_4></pos>
+    Answer:
+
+* Items are rendered as their SIDs (``<a_..><b_..><c_..>``) with no separator: the level letter
+  starts every item, so the boundaries are unambiguous and no token is spent on spaces.
+* Within a segment the order is chronological, most recent last (closest to the answer).
+* Each segment keeps the *most recent* ``max_neg_items`` / ``max_pos_items`` items.
+* The marker tokens (``<neg>``, ``</neg>``, ``<pos>``, ``</pos>``, ``<hist>``, ``</hist>``,
+  ``<dis>``, ``<like>``) are added to the tokenizer as ordinary tokens by :mod:`conrec.llm.vocab`.
+* The prompt always ends with the text token ``Answer:`` (never with an SID token), so the
+  generated SID starts on a token boundary and a logits processor can find where it begins.
+
+Variants (``cfg.variant``):
+
+* ``neg_only``: only the negative segment (positives ignored).
+* ``segmented``: negative segment, then positive segment (both always present, possibly empty).
+* ``merged``: one chronological sequence ``<hist><dis>SID<like>SID...</hist>`` of the most recent
+  ``max_merged_items`` events, each tagged with its feedback: the conventional baseline, where
+  positives *can* crowd out negatives.
+
+Why a plain string and not the tokenizer's chat template: the same prompt must work for every
+backbone (including tiny models with no template), for TRL's SFT and GRPO trainers (plain
+prompt/completion datasets, no conversational lists) and at serving time; the answer is a string of
+new SID tokens, not a natural-language turn the instruct tuning would help with; and the template
+would add ~15 tokens per prompt on a CPU budget. The alignment tasks use the same plain layout.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from conrec.llm.config import PromptConfig
+
+NEG_OPEN, NEG_CLOSE = "<neg>", "</neg>"
+POS_OPEN, POS_CLOSE = "<pos>", "</pos>"
+SEQ_OPEN, SEQ_CLOSE = "<hist>", "</hist>"
+DISLIKE_TAG, LIKE_TAG = "<dis>", "<like>"
+
+MARKER_TOKENS: tuple[str, ...] = (NEG_OPEN, NEG_CLOSE, POS_OPEN, POS_CLOSE, SEQ_OPEN, SEQ_CLOSE, DISLIKE_TAG, LIKE_TAG)
+"""Prompt marker tokens, added to the vocabulary as ordinary (non-special) tokens."""
+
+MARKER_DESCRIPTIONS: dict[str, str] = {
+    NEG_OPEN: " items the user disliked",
+    NEG_CLOSE: " end of disliked items",
+    POS_OPEN: " items the user liked",
+    POS_CLOSE: " end of liked items",
+    SEQ_OPEN: " the user's history",
+    SEQ_CLOSE: " end of history",
+    DISLIKE_TAG: " disliked",
+    LIKE_TAG: " liked",
+}
+"""Text whose token embeddings initialise each marker's embedding (see :mod:`conrec.llm.vocab`)."""
+
+INSTRUCTION = "Predict an item this user will dislike."
+ANSWER_CUE = "Answer:"
+
+
+def build_prompt(
+    hist_items: Sequence[str],
+    hist_feedback: Sequence[int],
+    sid_of: Callable[[str], str],
+    cfg_prompt: PromptConfig,
+    max_pos_items: int | None = None,
+) -> str:
+    """The history prompt for one user at one time.
+
+    ``hist_items`` are oldest first with ``hist_feedback`` aligned (-1 dislike, +1 positive).
+    ``sid_of`` maps an item id to its SID string (e.g. ``SidMap.sid_of`` or
+    :func:`conrec.llm.tasks.sid_lookup`); it should raise for unknown items. ``max_pos_items``
+    overrides ``cfg_prompt.max_pos_items`` (progressive GRPO grows it stage by stage; 0 = an empty
+    positive segment). In ``merged`` it caps the positives kept before the merged budget applies.
+    """
+    if len(hist_items) != len(hist_feedback):
+        raise ValueError(f"hist_items has {len(hist_items)} entries but hist_feedback has {len(hist_feedback)}")
+    pos_budget = cfg_prompt.max_pos_items if max_pos_items is None else max_pos_items
+    if pos_budget < 0:
+        raise ValueError(f"max_pos_items must be >= 0, got {pos_budget}")
+    lines = [INSTRUCTION]
+    if cfg_prompt.variant == "merged":
+        events = _merged_events(hist_items, hist_feedback, pos_budget, cfg_prompt.max_merged_items)
+        body = "".join((DISLIKE_TAG if f < 0 else LIKE_TAG) + sid_of(i) for i, f in events)
+        lines.append(f"History (oldest first):{SEQ_OPEN}{body}{SEQ_CLOSE}")
+    else:
+        neg = [i for i, f in zip(hist_items, hist_feedback) if f < 0]
+        lines.append(f"Disliked (oldest first):{NEG_OPEN}{_render(_last(neg, cfg_prompt.max_neg_items), sid_of)}{NEG_CLOSE}")
+        if cfg_prompt.variant == "segmented":
+            pos = [i for i, f in zip(hist_items, hist_feedback) if f > 0]
+            lines.append(f"Liked (oldest first):{POS_OPEN}{_render(_last(pos, pos_budget), sid_of)}{POS_CLOSE}")
+    lines.append(ANSWER_CUE)
+    return "\n".join(lines)
+
+
+def _last(items: list[str], budget: int) -> list[str]:
+    return items[len(items) - budget :] if budget > 0 else []
+
+
+def _render(items: Sequence[str], sid_of: Callable[[str], str]) -> str:
+    return "".join(sid_of(i) for i in items)
+
+
+def _merged_events(
+    items: Sequence[str], feedback: Sequence[int], pos_budget: int, budget: int
+) -> list[tuple[str, int]]:
+    """The most recent ``budget`` events, keeping only the most recent ``pos_budget`` positives."""
+    n_pos = sum(1 for f in feedback if f > 0)
+    drop_pos = max(0, n_pos - pos_budget)  # the oldest positives beyond the budget
+    kept: list[tuple[str, int]] = []
+    for i, f in zip(items, feedback):
+        if f > 0 and drop_pos > 0:
+            drop_pos -= 1
+            continue
+        kept.append((i, int(f)))
+    return kept[len(kept) - budget :]

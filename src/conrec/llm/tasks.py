@@ -1,0 +1,172 @@
+"""SFT examples: history tasks (next / future negative) and item-level alignment tasks.
+
+Every example is ``{"prompt": str, "completion": str, "task": str, "source": str}`` (TRL's
+prompt/completion format; ``task`` and ``source`` = sample id or item id are metadata for
+inspection and are dropped before training).
+
+Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`):
+
+* ``next_negative``: history prompt -> SID of ``next_neg`` (the conventional objective).
+* ``future_negative``: history prompt -> SID of an item drawn uniformly from ``future_negs`` (the
+  multi-day future-negative set CoNRec optimises; a fresh draw per example).
+* ``sid_to_title``, ``title_to_sid``, ``sid_to_category``: item-level alignment, teaching what each
+  SID means (and so what an unseen disliked item is like).
+
+Both history tasks share the *same* prompt (:func:`conrec.llm.prompts.build_prompt`): at inference
+we ask one question, "what will this user dislike", and ``next_neg`` is a member of the future set,
+so the two tasks are two weightings of the same target distribution.
+
+Mixing: with weights ``w`` (``cfg.tasks``) and ``S`` train samples, task ``t`` gets
+``round(w_t * S)`` examples (weight 1 = one example per train sample), then everything is scaled
+down proportionally to ``cfg.max_samples`` if set. Samples / items are drawn without replacement
+(cycling through fresh permutations when a task needs more than there are). Seeded.
+
+No leakage: a history example whose target item is already in the rendered history is skipped
+(re-disliked items would otherwise be answerable by copying); only ``split == "train"`` samples are
+used (their labels stop at the valid cut-off, see :mod:`conrec.data.samples`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import polars as pl
+
+from conrec.errors import DataValidationError
+from conrec.llm.config import SftConfig
+from conrec.llm.prompts import build_prompt
+from conrec.sid.sid_map import SidMap
+
+TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category")
+HISTORY_TASKS = ("next_negative", "future_negative")
+
+
+def sid_lookup(sid_map: SidMap) -> Callable[[str], str]:
+    """A fast ``item_id -> SID string`` function that raises :class:`DataValidationError` for unknown items."""
+    table = dict(zip(sid_map.items, sid_map.to_frame()["sid"].to_list()))
+
+    def sid_of(item_id: str) -> str:
+        try:
+            return table[item_id]
+        except KeyError:
+            raise DataValidationError(f"item id {item_id!r} is not in the SID map") from None
+
+    return sid_of
+
+
+# --- alignment prompts (plain text, same style as the history prompt)
+
+
+def sid_to_title_prompt(sid: str) -> str:
+    return f"Title of item {sid}\nAnswer:"
+
+
+def title_to_sid_prompt(title: str) -> str:
+    return f"Item titled: {title}\nAnswer:"
+
+
+def sid_to_category_prompt(sid: str) -> str:
+    return f"Category of item {sid}\nAnswer:"
+
+
+def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None) -> dict[str, int]:
+    """How many examples each task gets (pure; see the module docstring)."""
+    counts = {t: int(round(weights[t] * n_train)) for t in TASKS}
+    total = sum(counts.values())
+    if max_samples is not None and total > max_samples:
+        raw = {t: weights[t] * n_train * max_samples / total for t in TASKS}
+        counts = {t: int(np.floor(v)) for t, v in raw.items()}
+        # largest remainders get the leftover so the total is exactly max_samples
+        left = max_samples - sum(counts.values())
+        for t in sorted(TASKS, key=lambda t: raw[t] - counts[t], reverse=True)[:left]:
+            counts[t] += 1
+    return counts
+
+
+def build_examples(samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, cfg: SftConfig, seed: int = 0) -> list[dict[str, str]]:
+    """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples)."""
+    for col in ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"):
+        if col not in samples.columns:
+            raise DataValidationError(f"samples: missing column {col!r}; have {samples.columns}")
+    for col in ("item_id", "title"):
+        if col not in items.columns:
+            raise DataValidationError(f"items: missing column {col!r}; have {items.columns}")
+    train = samples.filter(pl.col("split") == "train")
+    if train.height == 0:
+        raise DataValidationError("samples: no 'train' split samples to build SFT examples from")
+    rng = np.random.default_rng(seed)
+    counts = task_counts(cfg.tasks.model_dump(), train.height, cfg.max_samples)
+    sid_of = sid_lookup(sid_map)
+
+    catalogue = items.filter(pl.col("item_id").is_in(sid_map.items))
+    ids = catalogue["item_id"].to_list()
+    titles = catalogue["title"].to_list()
+    cats = catalogue["category"].to_list() if "category" in catalogue.columns else [""] * len(ids)
+    with_cat = [i for i, c in enumerate(cats) if c]
+
+    rows = train.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").rows()
+    out: list[dict[str, str]] = []
+    for task in TASKS:
+        n = counts[task]
+        if n == 0:
+            continue
+        if task in HISTORY_TASKS:
+            out.extend(_history_examples(task, rows, n, sid_of, cfg, rng))
+        elif task == "sid_to_category":
+            for j in _draw(len(with_cat), n, rng):
+                i = with_cat[j]
+                out.append(_ex(task, ids[i], sid_to_category_prompt(sid_of(ids[i])), " " + cats[i]))
+        else:
+            for i in _draw(len(ids), n, rng):
+                sid = sid_of(ids[i])
+                if task == "sid_to_title":
+                    out.append(_ex(task, ids[i], sid_to_title_prompt(sid), " " + titles[i]))
+                else:
+                    out.append(_ex(task, ids[i], title_to_sid_prompt(titles[i]), sid))
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
+
+
+def _history_examples(task: str, rows: list[tuple], n: int, sid_of: Callable[[str], str], cfg: SftConfig, rng: np.random.Generator) -> list[dict[str, str]]:
+    out = []
+    prompts: dict[int, str] = {}
+    # try at most a few passes: skipped (leaking) samples must not make this loop forever
+    for idx in _draw(len(rows), n * 3, rng):
+        if len(out) >= n:
+            break
+        sample_id, hist, fb, next_neg, future = rows[idx]
+        hist_set = set(hist)
+        if task == "next_negative":
+            target = next_neg
+        else:
+            choices = [i for i in (future or []) if i not in hist_set]
+            if not choices:
+                continue
+            target = choices[int(rng.integers(len(choices)))]
+        if target in hist_set:
+            continue
+        if idx not in prompts:
+            prompts[idx] = build_prompt(hist, fb, sid_of, cfg.prompt)
+        target_sid = sid_of(target)
+        if target_sid in prompts[idx]:
+            continue
+        out.append(_ex(task, str(sample_id), prompts[idx], target_sid))
+    return out
+
+
+def _draw(n_pool: int, n: int, rng: np.random.Generator) -> Iterator[int]:
+    """``n`` indices into a pool, without replacement, cycling through fresh permutations."""
+    if n_pool == 0:
+        return
+    emitted = 0
+    while emitted < n:
+        for i in rng.permutation(n_pool):
+            if emitted >= n:
+                return
+            yield int(i)
+            emitted += 1
+
+
+def _ex(task: str, source: str, prompt: str, completion: str) -> dict[str, str]:
+    return {"prompt": prompt, "completion": completion, "task": task, "source": source}
