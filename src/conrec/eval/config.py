@@ -23,7 +23,14 @@ class ItemKnnConfig(_Strict):
 class CategoryConfig(_Strict):
     """"Dislike the same category again": rank categories by the user's recent dislikes."""
 
-    recency_decay: float = Field(0.8, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j")
+    recency_decay: float = Field(
+        0.9, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j (1 = frequency only)"
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["category"],
+        min_length=1,
+        description="item columns whose values are facets (e.g. add 'tone', 'setting' on simulated data)",
+    )
     separator: str | None = Field(
         "|", description="splits multi-valued categories (e.g. 'Action|Comedy'); None keeps the string whole"
     )

@@ -1,0 +1,127 @@
+"""What every baseline implements, and the pieces they share.
+
+Contract (:class:`Recommender`):
+
+* ``fit(events, items)`` sees only events strictly before the evaluation split's cut-off. The
+  *caller* filters (``conrec.eval.stage`` does); a baseline trusts what it is given, so fitting on
+  later events would leak the labels.
+* ``recommend(samples, k)`` reads each sample's ``hist_items``/``hist_feedback`` (the events before
+  its evaluation time), never recommends an item already in that history, and returns ``k``
+  distinct catalogue items per sample (fewer only when the catalogue minus the history is smaller).
+
+Ties and fill-up follow global dislike popularity (then catalogue order), so every baseline is
+deterministic and never returns a short list because its own signal ran out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import polars as pl
+
+from conrec.data.schema import DISLIKE
+from conrec.errors import DataValidationError
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    name: str
+
+    def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
+        """Learn from ``events`` (already restricted to before the evaluation cut-off) over ``items``."""
+        ...
+
+    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+        """Top-``k`` likely dislikes per sample row, best first, history excluded, distinct."""
+        ...
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Item ids in ``items`` order, their index, and global dislike popularity over ``events``."""
+
+    item_ids: list[str]
+    index: dict[str, int]
+    dislike_counts: np.ndarray  # float64, per catalogue index
+    popularity_order: np.ndarray  # catalogue indices, most disliked first, ties in catalogue order
+    popularity_rank: np.ndarray  # inverse of popularity_order
+
+    @classmethod
+    def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> "Catalog":
+        check_columns(events, ("user_id", "item_id", "feedback"), "events")
+        check_columns(items, ("item_id",), "items")
+        if items.height == 0:
+            raise DataValidationError("items: the catalogue is empty")
+        item_ids = items["item_id"].cast(pl.String).to_list()
+        index = {it: i for i, it in enumerate(item_ids)}
+        counts = np.zeros(len(item_ids), dtype=np.float64)
+        agg = events.filter(pl.col("feedback") == DISLIKE).group_by("item_id").len()
+        for it, n in zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()):
+            j = index.get(it)
+            if j is not None:
+                counts[j] = n
+        order = np.argsort(-counts, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        return cls(item_ids, index, counts, order, rank)
+
+    def encode(self, items: Sequence[str]) -> list[int]:
+        """Catalogue indices of ``items``; ids outside the catalogue are dropped."""
+        return [j for j in (self.index.get(i) for i in items) if j is not None]
+
+
+def check_columns(df: pl.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"{what}: missing column(s) {missing}; have {df.columns}")
+
+
+def histories(samples: pl.DataFrame) -> list[tuple[list[str], list[int]]]:
+    """Each sample's (hist_items, hist_feedback), oldest first."""
+    check_columns(samples, ("hist_items", "hist_feedback"), "samples")
+    return [
+        (list(items or ()), list(fb or ()))
+        for items, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
+    ]
+
+
+def recent_dislikes(items: Sequence[str], feedback: Sequence[int]) -> list[str]:
+    """The disliked items of a history, most recent first (repeats kept: a repeated dislike counts twice)."""
+    return [i for i, f in zip(reversed(items), reversed(feedback)) if f < 0]
+
+
+def top_k(scores: np.ndarray | None, exclude: set[int], catalog: Catalog, k: int) -> list[str]:
+    """Items with a positive score (score desc, popularity breaks ties), then popularity fill-up.
+
+    ``exclude`` (catalogue indices, normally the history) never appears; the result is distinct.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    chosen: list[int] = []
+    taken = set(exclude)
+    if scores is not None:
+        cand = np.flatnonzero(scores > 0)
+        if cand.size:
+            cand = cand[np.lexsort((catalog.popularity_rank[cand], -scores[cand]))]
+            for j in cand:
+                j = int(j)
+                if j not in taken:
+                    chosen.append(j)
+                    taken.add(j)
+                    if len(chosen) == k:
+                        break
+    if len(chosen) < k:
+        for j in catalog.popularity_order:
+            j = int(j)
+            if j not in taken:
+                chosen.append(j)
+                taken.add(j)
+                if len(chosen) == k:
+                    break
+    return [catalog.item_ids[j] for j in chosen]
+
+
+class NotFittedError(RuntimeError):
+    """``recommend`` was called before ``fit``."""

@@ -1,0 +1,183 @@
+"""Baselines on tiny hand-made data where the right answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conrec.errors import ConfigError, DataValidationError
+from conrec.eval.baselines import BASELINES, make_baseline
+from conrec.eval.baselines.base import Catalog, NotFittedError, Recommender, top_k
+from conrec.eval.config import CategoryConfig, EvalConfig, SasrecConfig
+from conrec.eval.metrics import evaluate
+
+ITEMS = ["h1", "h2", "h3", "c1", "c2", "c3", "d1", "d2"]
+CATS = ["horror"] * 3 + ["comedy"] * 3 + ["drama"] * 2
+
+# Dislike popularity: d1 x4, then h1, c2, d2 x2 (ties break in catalogue order: h1, c2, d2).
+# h1 and c2 are always disliked together (u1, u2); d1 and d2 together (u3, u4).
+EVENTS = [
+    ("u1", "h1", 1, -1), ("u1", "c2", 2, -1),
+    ("u2", "h1", 1, -1), ("u2", "c2", 2, -1),
+    ("u3", "d1", 1, -1), ("u3", "d2", 2, -1),
+    ("u4", "d1", 1, -1), ("u4", "d2", 2, -1),
+    ("u5", "d1", 1, -1), ("u5", "h3", 2, 1),
+    ("u6", "d1", 1, -1),
+]  # fmt: skip
+
+
+def _items() -> pl.DataFrame:
+    return pl.DataFrame({"item_id": ITEMS, "title": ITEMS, "text": [""] * 8, "category": CATS})
+
+
+def _events() -> pl.DataFrame:
+    u, i, t, f = zip(*EVENTS)
+    return pl.DataFrame(
+        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
+        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
+    )
+
+
+def _samples(histories: list[tuple[list[str], list[int]]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "sample_id": list(range(len(histories))),
+            "hist_items": [h for h, _ in histories],
+            "hist_feedback": [f for _, f in histories],
+        },
+        schema={"sample_id": pl.Int64, "hist_items": pl.List(pl.String), "hist_feedback": pl.List(pl.Int8)},
+    )
+
+
+def _fitted(name: str, cfg: EvalConfig | None = None) -> Recommender:
+    model = make_baseline(name, cfg or EvalConfig(sasrec=SasrecConfig(epochs=2, hidden=16, layers=1)))
+    model.fit(_events(), _items())
+    return model
+
+
+HISTORIES = [(["h1"], [-1]), (["d1", "c1"], [-1, 1]), ([], []), (["c1", "h1"], [-1, -1]), (["zz"], [-1])]
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_outputs_are_distinct_real_items_outside_history(name: str) -> None:
+    model = _fitted(name)
+    assert isinstance(model, Recommender) and model.name == name
+    samples = _samples(HISTORIES)
+    for k in (1, 3, 8):
+        recs = model.recommend(samples, k)
+        assert len(recs) == len(HISTORIES)
+        for rec, (hist, _) in zip(recs, HISTORIES):
+            assert len(rec) == len(set(rec)), rec
+            assert set(rec) <= set(ITEMS)
+            assert not set(rec) & set(hist)
+            assert len(rec) == min(k, len(set(ITEMS) - set(hist)))  # full lists whenever the catalogue allows
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_recommend_before_fit_is_an_error(name: str) -> None:
+    with pytest.raises(NotFittedError, match="fit"):
+        make_baseline(name).recommend(_samples(HISTORIES), 3)
+
+
+def test_popularity_ranks_by_dislike_count_minus_history() -> None:
+    recs = _fitted("popularity").recommend(_samples([(["h1"], [-1]), (["d1"], [1])]), 3)
+    assert recs[0] == ["d1", "c2", "d2"]
+    assert recs[1] == ["h1", "c2", "d2"]  # positives are excluded too: the user has seen d1
+
+
+def test_itemknn_recommends_the_co_disliked_item() -> None:
+    knn = _fitted("itemknn")
+    recs = knn.recommend(_samples([(["h1"], [-1]), (["d2"], [-1]), (["h1"], [1])]), 2)
+    assert recs[0] == ["c2", "d1"]  # c2 co-disliked with h1, then popularity fill
+    assert recs[1][0] == "d1"
+    assert recs[2] == ["d1", "c2"]  # a *liked* h1 carries no dislike signal: popularity
+
+
+def test_category_rule_recommends_same_category_by_frequency_and_recency() -> None:
+    cat = _fitted("category", EvalConfig(category=CategoryConfig(recency_decay=0.8)))
+    recs = cat.recommend(
+        _samples([(["h1"], [-1]), (["c1", "h1"], [-1, -1]), (["c1", "c3", "h1"], [-1, -1, -1])]), 3
+    )
+    assert recs[0] == ["h2", "h3", "d1"]  # same category first, then the most disliked item
+    assert recs[1] == ["h2", "h3", "c2"]  # most recent dislike (horror) outweighs comedy
+    assert recs[2] == ["c2", "h2", "h3"]  # two comedy dislikes (0.8 + 0.64) outweigh one recent horror
+
+
+def test_category_handles_multi_valued_and_extra_columns() -> None:
+    items = _items().with_columns(
+        category=pl.Series(["horror|comedy", "horror", "horror", "comedy", "comedy", "comedy", "drama", "drama"]),
+        tone=pl.Series(["dark"] * 7 + ["light"]),
+    )
+    model = make_baseline("category", EvalConfig(category=CategoryConfig(columns=["category", "tone"])))
+    model.fit(_events(), items)
+    rec = model.recommend(_samples([(["h1"], [-1])]), 7)[0]
+    # horror, comedy and tone dark: every h*/c* item shares 2 facets (ties: popularity, then catalogue)
+    assert rec[:5] == ["c2", "h2", "h3", "c1", "c3"]
+    assert rec[5:] == ["d1", "d2"]  # d1 shares the dark tone, d2 nothing
+    with pytest.raises(DataValidationError, match="tone"):
+        make_baseline("category", EvalConfig(category=CategoryConfig(columns=["tone"]))).fit(_events(), _items())
+
+
+def test_make_baseline_rejects_unknown_names() -> None:
+    with pytest.raises(ConfigError, match="unknown baseline 'bogus'.*popularity"):
+        make_baseline("bogus", EvalConfig())
+
+
+def test_top_k_orders_by_score_then_popularity_and_fills() -> None:
+    cat = Catalog.build(_events(), _items())
+    scores = np.zeros(len(ITEMS))
+    scores[ITEMS.index("h3")] = 2.0
+    scores[ITEMS.index("c3")] = 1.0
+    scores[ITEMS.index("c1")] = 1.0
+    assert top_k(scores, {ITEMS.index("c1")}, cat, 4) == ["h3", "c3", "d1", "h1"]
+    with pytest.raises(ValueError):
+        top_k(None, set(), cat, 0)
+
+
+def _cycle_data(n_users: int, n_items: int, length: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every user dislikes items in a fixed cyclic order i -> i+1, from a random starting point."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        start = int(rng.integers(n_items))
+        rows += [(f"u{u}", f"i{(start + t) % n_items}", t, -1) for t in range(length)]
+    u, i, t, f = zip(*rows)
+    events = pl.DataFrame(
+        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
+        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
+    )
+    items = pl.DataFrame({"item_id": [f"i{j}" for j in range(n_items)], "title": "x", "text": "", "category": ""})
+    return events, items
+
+
+@pytest.mark.slow
+def test_sasrec_learns_a_sequential_pattern_and_is_seeded() -> None:
+    n_items = 30
+    events, items = _cycle_data(n_users=80, n_items=n_items, length=10, seed=0)
+    cfg = EvalConfig(sasrec=SasrecConfig(hidden=32, layers=1, heads=2, max_len=10, epochs=20, lr=1e-2, dropout=0.1))
+    model = make_baseline("sasrec", cfg)
+    model.fit(events, items)
+    assert model.loss_history[-1] < 0.5 * model.loss_history[0]
+
+    rng = np.random.default_rng(1)
+    starts = rng.integers(n_items, size=60)
+    hist = [[f"i{(s + t) % n_items}" for t in range(int(rng.integers(2, 8)))] for s in starts]
+    samples = pl.DataFrame(
+        {
+            "sample_id": list(range(len(hist))),
+            "hist_items": hist,
+            "hist_feedback": [[-1] * len(h) for h in hist],
+            "next_neg": [f"i{(int(s) + len(h)) % n_items}" for s, h in zip(starts, hist)],
+            "future_negs": [[f"i{(int(s) + len(h)) % n_items}"] for s, h in zip(starts, hist)],
+        },
+        schema_overrides={"hist_feedback": pl.List(pl.Int8)},
+    )
+    recs = model.recommend(samples, 3)
+    hr1 = evaluate(pl.DataFrame({"sample_id": samples["sample_id"], "items": recs}), samples, [1], n_items)["HR@1"]
+    random_hr1 = 1 / (n_items - 4)  # about 1/26 for a random pick outside the history
+    assert hr1 > 0.6 > 10 * random_hr1, hr1
+
+    again = make_baseline("sasrec", cfg)
+    again.fit(events, items)
+    assert again.recommend(samples, 3) == recs  # same seed, same model
