@@ -59,16 +59,27 @@ HEADER = f"{'endpoint':<10}{'conc':>6}{'requests':>9}{'errors':>8}{'req/s':>10}{
 
 
 def build_payloads(run: RunDir, k: int, max_history: int, n: int) -> list[dict[str, Any]]:
-    """``n`` request bodies over real users, alternating user_id and explicit-list requests."""
-    events = read_parquet(run.events, what="events")
-    hist = user_histories(events, max_history)
-    users = sorted(hist)[: max(1, n)]
+    """``n`` request bodies over real users, alternating user_id and explicit-list requests.
+
+    Without an events table (e.g. a toy run) the samples' histories are sent as explicit lists.
+    """
+    if run.events.exists():
+        hist = user_histories(read_parquet(run.events, what="events"), max_history)
+        by_user = True
+    else:
+        samples = read_parquet(run.samples, what="samples")
+        hist = {
+            str(j): (items[-max_history:], fb[-max_history:])
+            for j, (items, fb) in enumerate(zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list()))
+        }
+        by_user = False
+    keys = sorted(hist)[: max(1, n)]
     payloads: list[dict[str, Any]] = []
-    for j, user in zip(range(n), itertools.cycle(users)):
-        if j % 2 == 0:
-            payloads.append({"user_id": user, "k": k})
+    for j, key in zip(range(n), itertools.cycle(keys)):
+        if by_user and j % 2 == 0:
+            payloads.append({"user_id": key, "k": k})
         else:
-            items, fb = hist[user]
+            items, fb = hist[key]
             neg = [i for i, f in zip(items, fb) if f < 0]
             pos = [i for i, f in zip(items, fb) if f > 0]
             payloads.append({"negative": neg, "positive": pos, "k": k})

@@ -306,6 +306,7 @@ def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, ca
     run = _write_run(tmp_path / "run")
     if has_grpo:
         run.grpo_model.mkdir(parents=True)
+        (run.grpo_model / "config.json").write_text("{}")  # what marks a saved HF model dir
     loaded: list[str] = []
     _fake_predict_module(monkeypatch, loaded)
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
