@@ -1,0 +1,254 @@
+"""The evaluation report: ``eval/report.md``, PNG plots, and a rich table for the terminal.
+
+Inputs are plain dicts (``model -> metric -> value``, as in ``eval/metrics.json``), so the report
+can be regenerated from a finished run without recomputing anything. Per-horizon values are flat
+keys such as ``FHR@20|N=7d`` (see :func:`conrec.eval.metrics.horizon_key`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from conrec.errors import StageInputError  # noqa: E402
+from conrec.eval.metrics import parse_horizon_key  # noqa: E402
+from conrec.io import atomic_path, read_json, write_text  # noqa: E402
+from conrec.runs import RunDir  # noqa: E402
+
+RANKING_METRICS = ("FHR", "HR", "NDCG")
+_LOWER_IS_BETTER = {"invalid_rate"}
+
+
+def ks_of(metrics: dict[str, dict[str, float]]) -> list[int]:
+    """The cut-offs K present in ``metrics`` (from keys like ``FHR@20``), ascending."""
+    found = {int(m[1]) for row in metrics.values() for key in row if (m := re.fullmatch(r"FHR@(\d+)", key))}
+    return sorted(found)
+
+
+def table_columns(ks: Sequence[int]) -> list[str]:
+    """Report columns: FHR/HR/NDCG at each K, coverage at the largest K, invalid rate."""
+    cols = [f"{m}@{k}" for k in ks for m in RANKING_METRICS]
+    if ks:
+        cols.append(f"Coverage@{max(ks)}")
+    return cols + ["invalid_rate"]
+
+
+def _best(metrics: dict[str, dict[str, float]], col: str) -> float | None:
+    """The best value of a column, or None when there is nothing to single out (all equal)."""
+    values = [row[col] for row in metrics.values() if col in row]
+    if not values or len({f"{v:.4f}" for v in values}) == 1 and len(values) > 1:
+        return None
+    return min(values) if col in _LOWER_IS_BETTER else max(values)
+
+
+def markdown_table(metrics: dict[str, dict[str, float]], ks: Sequence[int]) -> str:
+    """One row per model; the best value of each column in bold (ties all bold)."""
+    cols = table_columns(ks)
+    lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    best = {c: _best(metrics, c) for c in cols}
+    for model, row in metrics.items():
+        cells = []
+        for c in cols:
+            if c not in row:
+                cells.append("–")
+                continue
+            text = f"{row[c]:.4f}"
+            cells.append(f"**{text}**" if best[c] is not None and f"{best[c]:.4f}" == text else text)
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_table(metrics: dict[str, dict[str, float]], ks: Sequence[int]) -> Table:
+    """The results for the terminal: one row per metric, one column per model (so a few models fit
+    an 80-column terminal); the best value per metric in bold green."""
+    cols = table_columns(ks)
+    table = Table(title="negative recommendation: evaluation", header_style="bold")
+    table.add_column("metric")
+    for model in metrics:
+        table.add_column(model, justify="right")
+    for c in cols:
+        best = _best(metrics, c)
+        cells = []
+        for row in metrics.values():
+            if c not in row:
+                cells.append("–")
+                continue
+            text = f"{row[c]:.4f}"
+            cells.append(f"[bold green]{text}[/]" if best is not None and f"{best:.4f}" == text else text)
+        table.add_row(c, *cells)
+    return table
+
+
+def _save(fig: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_metrics(metrics: dict[str, dict[str, float]], ks: Sequence[int], path: Path) -> Path:
+    """Grouped bars: one group per metric column (FHR/HR/NDCG at each K), one bar per model."""
+    cols = [f"{m}@{k}" for m in RANKING_METRICS for k in ks]
+    models = list(metrics)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cols) + 0.25 * len(cols) * len(models)), 4.0))
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        xs = [c + (i - (len(models) - 1) / 2) * width for c in range(len(cols))]
+        ax.bar(xs, [metrics[model].get(c, 0.0) for c in cols], width=width, label=model)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels(cols, rotation=30, ha="right")
+    ax.set_ylabel("value")
+    ax.set_title("FHR@K (future dislikes), HR@K / NDCG@K (next dislike)")
+    ax.legend(fontsize="small", ncols=min(len(models), 4))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def horizon_curves(metrics: dict[str, dict[str, float]], metric: str = "FHR") -> dict[int, dict[str, list[tuple[float, float]]]]:
+    """``K -> model -> [(horizon_days, value), ...]`` from the flat per-horizon keys."""
+    out: dict[int, dict[str, list[tuple[float, float]]]] = {}
+    for model, row in metrics.items():
+        for key, value in row.items():
+            parsed = parse_horizon_key(key)
+            if parsed is None or parsed[0] != metric:
+                continue
+            out.setdefault(parsed[1], {}).setdefault(model, []).append((parsed[2], value))
+    for per_model in out.values():
+        for pts in per_model.values():
+            pts.sort()
+    return out
+
+
+def plot_fhr_vs_horizon(metrics: dict[str, dict[str, float]], path: Path) -> Path | None:
+    """FHR@K against the future window N (days), one line per model, one panel per K."""
+    curves = horizon_curves(metrics)
+    if not curves:
+        return None
+    ks = sorted(curves)
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.6), squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for model, pts in curves[k].items():
+            ax.plot([h for h, _ in pts], [v for _, v in pts], marker="o", label=model)
+        ax.set_title(f"FHR@{k}")
+        ax.set_xlabel("future window N (days)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("FHR")
+    axes[0][-1].legend(fontsize="small")
+    fig.suptitle("Hit ratio against the multi-day future dislike set", y=1.03)
+    return _save(fig, path)
+
+
+def load_reward_log(path: Path) -> list[dict[str, Any]]:
+    """GRPO reward log: a JSON list of {stage, stage_index, step, reward, components}."""
+    log = read_json(path, what="GRPO reward log")
+    if not isinstance(log, list):
+        raise StageInputError(f"GRPO reward log {path} must be a JSON list, got {type(log).__name__}")
+    for n, entry in enumerate(log):
+        if not isinstance(entry, dict) or not {"stage", "stage_index", "step", "reward"} <= set(entry):
+            raise StageInputError(f"GRPO reward log {path}: entry {n} lacks stage/stage_index/step/reward: {entry!r}")
+    return sorted(log, key=lambda e: (int(e["stage_index"]), int(e["step"])))
+
+
+def plot_grpo_rewards(log: list[dict[str, Any]], path: Path) -> Path | None:
+    """Mean reward per logged step across the progressive stages, stage boundaries marked, plus the
+    reward components (dashed) when logged."""
+    if not log:
+        return None
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
+    xs = list(range(len(log)))
+    ax.plot(xs, [float(e["reward"]) for e in log], color="black", lw=1.5, label="reward")
+    components = sorted({name for e in log for name in (e.get("components") or {})})
+    for name in components:
+        pts = [(x, float(e["components"][name])) for x, e in zip(xs, log) if name in (e.get("components") or {})]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name)
+    starts = [x for x, (a, b) in enumerate(zip([None, *log[:-1]], log)) if a is None or a["stage_index"] != b["stage_index"]]
+    top = ax.get_ylim()[1]
+    for x in starts:
+        if x:
+            ax.axvline(x - 0.5, color="grey", ls=":", lw=1)
+        ax.text(x, top, f" {log[x]['stage']}", va="top", fontsize="small", color="grey")
+    ax.set_xlabel("logged step (all stages)")
+    ax.set_ylabel("reward")
+    ax.set_title("Progressive GRPO: reward per step")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _stats_section(stats: dict[str, Any]) -> str:
+    if not stats:
+        return "_no dataset statistics available_"
+    lines = ["| statistic | value |", "|---|---:|"]
+    for key, value in stats.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, (dict, list)):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else ", ".join(map(str, value))
+        lines.append(f"| {key} | {value} |")
+    return "\n".join(lines)
+
+
+def write_report(
+    run_dir: str | Path,
+    metrics: dict[str, dict[str, float]],
+    dataset_stats: dict[str, Any],
+    extra_sections: list[str] | None = None,
+) -> Path:
+    """Write ``eval/report.md`` and the PNG plots under ``run_dir``; return the report's path.
+
+    Plots: ``metrics.png`` always; ``fhr_vs_horizon.png`` when per-horizon keys are present;
+    ``grpo_rewards.png`` when ``grpo/reward_log.json`` exists.
+    """
+    run = RunDir(run_dir)
+    run.eval.mkdir(parents=True, exist_ok=True)
+    ks = ks_of(metrics)
+    plots: list[Path] = []
+    if metrics:
+        plots.append(plot_metrics(metrics, ks, run.eval / "metrics.png"))
+    horizon_plot = plot_fhr_vs_horizon(metrics, run.eval / "fhr_vs_horizon.png")
+    if horizon_plot:
+        plots.append(horizon_plot)
+    reward_log = run.grpo / "reward_log.json"
+    if reward_log.exists():
+        reward_plot = plot_grpo_rewards(load_reward_log(reward_log), run.eval / "grpo_rewards.png")
+        if reward_plot:
+            plots.append(reward_plot)
+
+    parts = [
+        "# conrec evaluation report",
+        "",
+        "FHR@K: share of the top-K predicted items that the user dislikes within the future window "
+        "(the CoNRec metric). HR@K / NDCG@K: against the single next dislike (the conventional "
+        "target). Coverage: share of the catalogue recommended to anyone. Invalid rate: generated "
+        "candidates that named no real item (0 for baselines). Best value per column in bold.",
+        "",
+        "## Dataset",
+        "",
+        _stats_section(dataset_stats),
+        "",
+        "## Results",
+        "",
+        markdown_table(metrics, ks) if metrics else "_no model was evaluated_",
+    ]
+    curves = horizon_curves(metrics)
+    if curves:
+        k = max(curves)
+        horizons = sorted({h for pts in curves[k].values() for h, _ in pts})
+        parts += ["", f"### FHR@{k} against the future window N (days)", ""]
+        parts.append("| model | " + " | ".join(f"N={h:g}" for h in horizons) + " |")
+        parts.append("|---|" + "---:|" * len(horizons))
+        for model, pts in curves[k].items():
+            by_h = dict(pts)
+            parts.append(f"| {model} | " + " | ".join(f"{by_h[h]:.4f}" if h in by_h else "–" for h in horizons) + " |")
+    for section in extra_sections or []:
+        parts += ["", section.rstrip()]
+    if plots:
+        parts += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    return write_text("\n".join(parts) + "\n", run.report)

@@ -1,0 +1,201 @@
+"""Report files and the eval stage end to end on a hand-built run directory."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+
+from conrec.config import load_config
+from conrec.data.config import SplitConfig
+from conrec.data.splits import build_samples, time_cutoffs
+from conrec.errors import StageInputError
+from conrec.eval import stage as eval_stage
+from conrec.eval.metrics import horizon_key
+from conrec.eval.report import render_table, write_report
+from conrec.io import write_json, write_parquet
+from conrec.runs import RunDir
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _metrics() -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for n, model in enumerate(["popularity", "itemknn", "grpo"]):
+        row: dict[str, float] = {"invalid_rate": 0.01 * n, "n_samples": 10.0}
+        for k in (5, 10):
+            row.update({f"FHR@{k}": 0.1 * (n + 1) / k, f"HR@{k}": 0.3 - 0.1 * n, f"NDCG@{k}": 0.05 * (n + 1)})
+            row[f"Coverage@{k}"] = 0.2
+            for h in (1.0, 7.0):
+                row[horizon_key("FHR", k, h)] = 0.01 * h * (n + 1)
+        out[model] = row
+    return out
+
+
+def test_report_has_every_model_row_best_in_bold_and_plots(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    log = [
+        {"stage": "neg_only", "stage_index": 0, "step": s, "reward": 0.1 * s, "components": {"future": 0.05 * s}}
+        for s in range(4)
+    ] + [{"stage": "with_pos", "stage_index": 1, "step": s, "reward": 0.5 + 0.1 * s, "components": {}} for s in range(3)]
+    write_json(log, run.grpo / "reward_log.json")
+    path = write_report(run.root, _metrics(), {"users": 12, "dislike_share": 0.123456}, extra_sections=["## Extra\n\nhello"])
+
+    assert path == run.report
+    text = path.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| popularity") or line.startswith("| itemknn") or line.startswith("| grpo")]
+    assert len(rows) == 6  # main table + FHR-vs-N table
+    assert "**0.0600**" in text  # best FHR@5 (grpo: 0.3 / 5)
+    assert "**0.3000**" in text  # best HR@5 (popularity)
+    assert "**0.0000**" in text  # lowest invalid rate is best
+    assert "| users | 12 |" in text and "0.1235" in text
+    assert "## Extra" in text and "hello" in text
+    for name in ("metrics.png", "fhr_vs_horizon.png", "grpo_rewards.png"):
+        assert (run.eval / name).read_bytes()[:8] == PNG_MAGIC
+        assert f"]({name})" in text
+
+
+def test_report_without_reward_log_or_horizons(tmp_path: Path) -> None:
+    metrics = {"popularity": {"FHR@20": 0.1, "HR@20": 0.2, "NDCG@20": 0.1, "Coverage@20": 0.3, "invalid_rate": 0.0}}
+    write_report(tmp_path, metrics, {})
+    assert (tmp_path / "eval" / "metrics.png").exists()
+    assert not (tmp_path / "eval" / "grpo_rewards.png").exists()
+    assert not (tmp_path / "eval" / "fhr_vs_horizon.png").exists()
+
+
+def test_bad_reward_log_is_a_clear_error(tmp_path: Path) -> None:
+    write_json([{"stage": "a", "step": 1}], tmp_path / "grpo" / "reward_log.json")
+    with pytest.raises(StageInputError, match="entry 0"):
+        write_report(tmp_path, _metrics(), {})
+
+
+def test_render_table_lists_models_and_metrics() -> None:
+    console = Console(record=True, width=100)
+    console.print(render_table(_metrics(), [5, 10]))
+    out = console.export_text()
+    for token in ("popularity", "itemknn", "grpo", "FHR@10", "NDCG@5", "Coverage@10", "invalid_rate"):
+        assert token in out
+
+
+# --- the stage ------------------------------------------------------------------------------------
+
+DAY = 86_400
+
+
+def _run_dir(root: Path, with_stats: bool = True) -> tuple[RunDir, int]:
+    """30 users, 15 items in 3 categories, 20 days of random feedback; data written as the data stage would."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(30):
+        for t in sorted(rng.integers(0, 20 * DAY, size=14)):
+            rows.append((f"u{u}", f"i{int(rng.integers(15))}", int(t) + 1_700_000_000, int(rng.choice([-1, 1]))))
+    u, i, t, f = zip(*rows)
+    events = pl.DataFrame(
+        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
+        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
+    )
+    items = pl.DataFrame(
+        {"item_id": [f"i{j}" for j in range(15)], "title": [f"t{j}" for j in range(15)], "text": "", "category": [f"c{j % 3}" for j in range(15)]}
+    )
+    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10)
+    run = RunDir(root)
+    write_parquet(events, run.events)
+    write_parquet(items, run.items)
+    write_parquet(build_samples(events, scfg), run.samples)
+    cuts = time_cutoffs(events, scfg)
+    if with_stats:
+        write_json({"source": "hand-made", "users": 30, "valid_cutoff_ts": cuts.valid, "test_cutoff_ts": cuts.test}, run.data / "stats.json")
+    return run, cuts.test
+
+
+def _cfg(root: Path, **eval_overrides: object):
+    section = {
+        "baselines": ["popularity", "itemknn", "category", "sasrec"],
+        "ks": [2, 5],
+        "horizons": [1, 3, 30],
+        "sasrec": {"epochs": 1, "hidden": 16, "layers": 1},
+        **eval_overrides,
+    }
+    return load_config(None, {"run_dir": str(root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
+
+
+def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, test_cut = _run_dir(tmp_path / "run")
+    run.sft_model.mkdir(parents=True)  # an "sft" checkpoint exists, "grpo" does not
+
+    calls: dict[str, object] = {}
+
+    def predict_samples(cfg, model: str, samples: pl.DataFrame, k: int) -> pl.DataFrame:
+        calls.update(model=model, n=samples.height, k=k)
+        ids = samples["sample_id"].to_list()[:-1]  # the last sample gets no prediction: must count as misses
+        return pl.DataFrame(
+            {"sample_id": ids, "items": [["i0", "i1"]] * len(ids), "scores": [[0.0, -1.0]] * len(ids), "n_invalid": [1] * len(ids)},
+            schema={"sample_id": pl.Int64, "items": pl.List(pl.String), "scores": pl.List(pl.Float64), "n_invalid": pl.Int64},
+        )
+
+    monkeypatch.setitem(sys.modules, "conrec.llm.predict", types.SimpleNamespace(predict_samples=predict_samples))
+    fitted_max_ts: list[int] = []
+    real_make = eval_stage.make_baseline
+
+    def spy_make(name, cfg):
+        model = real_make(name, cfg)
+        fit = model.fit
+
+        def fit_spy(events: pl.DataFrame, items: pl.DataFrame) -> None:
+            fitted_max_ts.append(int(events["ts"].max()))
+            fit(events, items)
+
+        model.fit = fit_spy  # type: ignore[method-assign]
+        return model
+
+    monkeypatch.setattr(eval_stage, "make_baseline", spy_make)
+    console = Console(record=True, width=120)
+    metrics = eval_stage.run(_cfg(run.root), console=console)
+
+    n_test = pl.read_parquet(run.samples).filter(pl.col("split") == "test").height
+    assert list(metrics) == ["popularity", "itemknn", "category", "sasrec", "sft"]
+    assert calls == {"model": "sft", "n": n_test, "k": 5}
+    assert len(fitted_max_ts) == 4 and max(fitted_max_ts) < test_cut  # no event from the test period
+    for name, row in metrics.items():
+        assert row["n_samples"] == n_test
+        assert horizon_key("FHR", 5, 1) in row and horizon_key("FHR", 2, 3) in row
+        assert horizon_key("FHR", 5, 30) not in row  # beyond max_horizon_days
+        preds = pl.read_parquet(run.predictions / f"{name}.parquet")
+        assert preds["sample_id"].n_unique() == preds.height
+    assert metrics["sft"]["invalid_rate"] == pytest.approx(1 / 3)  # 1 invalid per 2 returned items
+    assert metrics["popularity"]["invalid_rate"] == 0.0
+    saved = json.loads((run.eval / "metrics.json").read_text())
+    assert saved["sft"]["FHR@5"] == pytest.approx(metrics["sft"]["FHR@5"])
+    report = run.report.read_text()
+    for name in metrics:
+        assert f"| {name} |" in report
+    assert "`grpo` skipped" in report and "max_horizon_days" in report
+    assert run.is_done("eval")
+    assert "FHR@5" in console.export_text()
+
+
+def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_path: Path) -> None:
+    run, _ = _run_dir(tmp_path / "run", with_stats=False)
+    cfg = _cfg(run.root, baselines=["popularity"], models=[], max_samples=5, split="valid")
+    first = eval_stage.run(cfg, console=Console(width=120))
+    ids_first = pl.read_parquet(run.predictions / "popularity.parquet")["sample_id"].to_list()
+    eval_stage.run(cfg, console=Console(width=120))
+    assert pl.read_parquet(run.predictions / "popularity.parquet")["sample_id"].to_list() == ids_first
+    assert first["popularity"]["n_samples"] == 5
+    assert "min ts of the valid samples" in run.report.read_text()
+
+
+def test_stage_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(StageInputError, match="events"):
+        eval_stage.run(_cfg(tmp_path / "empty"), console=Console())
+    run, _ = _run_dir(tmp_path / "run")
+    samples = pl.read_parquet(run.samples).filter(pl.col("split") != "test")
+    write_parquet(samples, run.samples)
+    with pytest.raises(StageInputError, match="no samples in split 'test'"):
+        eval_stage.run(_cfg(run.root), console=Console())
