@@ -133,3 +133,12 @@ def test_wrapper_rejects_misaligned_columns(codislike: CoDislike) -> None:
     funcs, _ = make_reward_funcs(RewardConfig(), CODES, codislike)
     with pytest.raises(ValueError, match="future_negs"):
         funcs[0](prompts=["p", "p"], completions=["<a_0><b_0><c_0>"] * 2, future_negs=[["a"]])
+
+
+def test_wrappers_accept_a_sid_map(codislike: CoDislike) -> None:
+    from conrec.sid.sid_map import SidMap
+
+    sid_map = SidMap(list(CODES), np.array(list(CODES.values())), [2, 2, 2])
+    funcs, _ = make_reward_funcs(RewardConfig(), sid_map, codislike)
+    prefix = next(f for f in funcs if f.__name__ == "prefix")
+    assert prefix(prompts=["p"], completions=[sid_map.sid_of("b")], future_negs=[["a"]]) == pytest.approx([2 / 3])

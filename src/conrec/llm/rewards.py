@@ -210,13 +210,13 @@ def make_reward_funcs(
 
 
 def codes_by_item(sid_map: Any) -> dict[str, tuple[int, ...]]:
-    """``{item_id: SID codes}`` from a SidMap (``item_ids`` + ``codes`` array) or a mapping."""
+    """``{item_id: SID codes}`` from a :class:`conrec.sid.sid_map.SidMap` (``items`` + ``codes``) or a mapping."""
     if isinstance(sid_map, Mapping):
         return {str(k): tuple(int(c) for c in v) for k, v in sid_map.items()}
-    item_ids = getattr(sid_map, "item_ids", None)
+    item_ids = getattr(sid_map, "items", None)
     codes = getattr(sid_map, "codes", None)
     if item_ids is None or codes is None:
-        raise TypeError(f"sid_map must be a SidMap (item_ids, codes) or a mapping, got {type(sid_map).__name__}")
+        raise TypeError(f"sid_map must be a SidMap (items, codes) or a mapping, got {type(sid_map).__name__}")
     codes = np.asarray(codes)
     return {str(i): tuple(int(c) for c in row) for i, row in zip(list(item_ids), codes)}
 

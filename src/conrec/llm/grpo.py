@@ -1,0 +1,592 @@
+"""The GRPO stage: progressive GRPO from the SFT model with the multi-day future-negative reward.
+
+Progressive schedule (CoNRec): the policy first learns from the negative context alone, then the
+positive context is brought in step by step, so it learns to use positives without being dominated
+by them. Stage ``i`` of ``cfg.grpo.stages`` builds every prompt with an empty positive segment,
+except for a ``positive_share`` of the samples (drawn with a per-stage seed), whose positive
+segment keeps the most recent ``max_pos_items`` positives; it runs ``steps`` optimiser steps,
+starting from the previous stage's weights. ``progressive=False`` (ablation) runs one stage with
+the full SFT context (``cfg.sft.prompt.max_pos_items`` for every prompt) for the summed steps.
+
+Each stage is one :class:`trl.GRPOTrainer`, used only through its extension points:
+
+* ``rollout_func``: :class:`conrec.llm.rollout.ConstrainedRollout` (G distinct valid items per
+  group, by constrained beam search; see that module for what this does to the gradient estimate);
+* ``reward_funcs`` + ``reward_weights``: one callable per reward component
+  (:func:`conrec.llm.rewards.make_reward_funcs`), so each component's mean is logged by TRL;
+* a callback that turns TRL's logs into ``reward_log.json`` and drives a rich progress bar.
+
+KL reference = the SFT model in *every* stage: TRL builds its reference model from
+``model.config._name_or_path`` when given a model instance, so the policy loaded from the previous
+stage's weights gets its ``_name_or_path`` pointed at the SFT dir. (A fresh trainer per stage would
+otherwise anchor the KL to the previous stage.) No TRL class is subclassed.
+
+Outputs (work dir = ``run_dir/grpo`` for the default output, ``run_dir/grpo/ablations/<name>``
+otherwise)::
+
+    work/plan.json            what was planned (fingerprint: a changed config restarts from scratch)
+    work/stage_<i>/           checkpoints/ (while running), model/ (weights after the stage), _done.json
+    work/reward_log.json      [{stage, stage_index, step, reward, components, zero_adv_share, ...}]
+    work/stats.json           summary (steps, seconds, rollout share, zero-advantage share)
+    out_dir (or grpo/model)   final model: plain HF dir + tokenizer + SID-vocab sidecar (as SFT)
+
+Resume: finished stages are skipped; an unfinished stage continues from its last checkpoint
+(optimizer, scheduler, RNG and step restored by the HF Trainer). Runs under ``accelerate launch``
+(TRL/Accelerate handle the processes; only the main process writes files)::
+
+    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m conrec.llm.grpo --config cfg.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import TrainerCallback
+
+from conrec.config import PipelineConfig
+from conrec.errors import ConfigError, StageInputError
+from conrec.io import atomic_path, read_json, read_parquet, write_json
+from conrec.llm.collab import CoDislike
+from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
+from conrec.llm.prompts import build_prompt
+from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
+from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
+
+REWARD_LOG = "reward_log.json"
+PLAN_FILE = "plan.json"
+DONE_FILE = "_done.json"
+
+
+# --------------------------------------------------------------------------- schedule (pure)
+def plan_stages(grpo: GrpoConfig, progressive: bool, full_pos_items: int) -> list[GrpoStageConfig]:
+    """The stages to run: the configured ones, or (ablation) one full-context stage of the summed steps."""
+    if progressive:
+        return [s.model_copy() for s in grpo.stages]
+    return [
+        GrpoStageConfig(
+            name="full_context", steps=sum(s.steps for s in grpo.stages), max_pos_items=full_pos_items, positive_share=1.0
+        )
+    ]
+
+
+def positive_mask(n: int, share: float, seed: int) -> np.ndarray:
+    """Which of ``n`` samples get a positive segment: exactly ``round(share * n)`` of them, drawn with ``seed``."""
+    k = int(round(share * n))
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n)[:k]] = True
+    return mask
+
+
+def stage_records(
+    samples: pl.DataFrame,
+    stage: GrpoStageConfig,
+    stage_seed: int,
+    sid_of: Callable[[str], str],
+    prompt_cfg: PromptConfig,
+) -> list[dict[str, Any]]:
+    """One GRPO example per sample: the stage's prompt plus the reward targets as columns.
+
+    Targets travel with the prompt (TRL passes extra columns to the reward functions): the
+    N-day future-negative set, the next negative, and every item the user liked before ``t``
+    (the liked-item penalty uses the whole history, not just the part shown in the prompt).
+    """
+    mask = positive_mask(samples.height, stage.positive_share, stage_seed)
+    out: list[dict[str, Any]] = []
+    rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").iter_rows()
+    for with_pos, (sample_id, hist, fb, next_neg, future) in zip(mask.tolist(), rows):
+        budget = stage.max_pos_items if with_pos else 0
+        out.append(
+            {
+                "prompt": build_prompt(hist, fb, sid_of, prompt_cfg, max_pos_items=budget),
+                "sample_id": int(sample_id),
+                "pos_budget": int(budget),
+                "future_negs": list(future or []),
+                "next_neg": next_neg,
+                "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
+            }
+        )
+    return out
+
+
+def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
+    """Train-split samples with a non-empty future set, optionally a seeded random subset."""
+    missing = [c for c in ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs") if c not in samples.columns]
+    if missing:
+        raise StageInputError(f"samples table misses column(s) {missing} (see conrec.data.samples)")
+    train = samples.filter((pl.col("split") == "train") & (pl.col("future_negs").list.len() > 0))
+    if train.height == 0:
+        raise StageInputError("samples table has no train sample with a non-empty future_negs set")
+    if max_samples is not None and train.height > max_samples:
+        idx = np.sort(np.random.default_rng(seed).choice(train.height, size=max_samples, replace=False))
+        train = train[idx.tolist()]
+    return train
+
+
+# --------------------------------------------------------------------------- reward log
+class RewardLog:
+    """``reward_log.json``: one entry per logged optimiser step, rewritten atomically on every append."""
+
+    def __init__(self, path: Path, write: bool = True) -> None:
+        self.path = Path(path)
+        self.write = write
+        self.entries: list[dict[str, Any]] = read_json(self.path, what="GRPO reward log") if self.path.exists() else []
+
+    def keep_until(self, stage_index: int, stage_step: int) -> None:
+        """Drop entries a resumed stage will log again (after its checkpoint) and any of later stages."""
+        self.entries = [
+            e
+            for e in self.entries
+            if e["stage_index"] < stage_index or (e["stage_index"] == stage_index and e["stage_step"] <= stage_step)
+        ]
+        self.save()
+
+    def append(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self.save()
+
+    def save(self) -> None:
+        if self.write:
+            write_json(self.entries, self.path)
+
+
+class GrpoLogCallback(TrainerCallback):
+    """TRL logs -> reward-log entries (reward, components, zero-advantage share), plus a progress bar."""
+
+    def __init__(
+        self,
+        log: RewardLog,
+        stage: GrpoStageConfig,
+        stage_index: int,
+        step_offset: int,
+        rollout_stats: RolloutStats,
+        console: Console,
+        show_progress: bool,
+    ) -> None:
+        self.log = log
+        self.stage = stage
+        self.stage_index = stage_index
+        self.step_offset = step_offset
+        self.stats = rollout_stats
+        self.console = console
+        self.show_progress = show_progress
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.step_started = time.perf_counter()
+        self.step_seconds: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.show_progress and state.is_world_process_zero:
+            self.progress = Progress(
+                TextColumn(f"[bold]GRPO {self.stage_index}:{self.stage.name}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[reward]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("grpo", total=state.max_steps, completed=state.global_step, reward="")
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.step_seconds.append(time.perf_counter() - self.step_started)
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "reward" not in logs:
+            return
+        entry = {
+            "stage": self.stage.name,
+            "stage_index": self.stage_index,
+            "step": self.step_offset + int(state.global_step),
+            "stage_step": int(state.global_step),
+            "reward": float(logs["reward"]),
+            "components": {c: float(logs.get(f"rewards/{c}/mean", float("nan"))) for c in COMPONENTS},
+            "zero_adv_share": float(logs.get("frac_reward_zero_std", float("nan"))),
+            "invalid_rate": float(self.stats.last_invalid_rate),
+            "kl": float(logs["kl"]) if "kl" in logs else None,
+        }
+        if state.is_world_process_zero:
+            self.log.append(entry)
+        if self.progress is not None:
+            self.progress.update(
+                self.task, reward=f"reward {entry['reward']:.3f}  hit {entry['components']['hit']:.2f}  zero-adv {entry['zero_adv_share']:.2f}"
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+# --------------------------------------------------------------------------- inputs
+def valid_cutoff(run: RunDir, events: pl.DataFrame, cfg: PipelineConfig) -> int:
+    """The valid cut-off (epoch s): from ``data/stats.json``, else recomputed as the data stage does."""
+    stats_path = run.data / "stats.json"
+    if stats_path.exists():
+        stats = read_json(stats_path, what="data stats")
+        if "valid_cutoff_ts" in stats:
+            return int(stats["valid_cutoff_ts"])
+    from conrec.data.splits import time_cutoffs
+
+    return int(time_cutoffs(events, cfg.data.split).valid)
+
+
+def fingerprint(cfg: PipelineConfig, reward_mode: str, progressive: bool, sft_dir: Path) -> str:
+    """What the stage outputs depend on: a different value means checkpoints cannot be reused."""
+    sft_stamp = ""
+    for name in ("config.json", "model.safetensors"):
+        p = sft_dir / name
+        if p.exists():
+            sft_stamp += f"{name}:{p.stat().st_size}:{int(p.stat().st_mtime)};"
+    payload = {
+        "grpo": cfg.grpo.model_dump(mode="json"),
+        "prompt": cfg.sft.prompt.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "reward_mode": reward_mode,
+        "progressive": progressive,
+        "sft": sft_stamp,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- the stage
+def run(
+    cfg: PipelineConfig,
+    console: Console | None = None,
+    resume: bool = True,
+    out_dir: Path | None = None,
+    reward_mode: str = "future_collab",
+    progressive: bool = True,
+) -> dict[str, Any]:
+    """Run progressive GRPO from ``RunDir.sft_model``; write the final model; return a summary.
+
+    ``reward_mode``: ``"future_collab"`` (full reward) or ``"next_neg"`` (ablation: next-negative
+    exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
+    (default ``RunDir.grpo_model``) lets ablations train variants side by side; the stage is
+    marked done only for the default output. ``resume=False`` discards earlier stage outputs.
+    """
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import set_seed
+
+    from conrec.llm.backbone import load_causal_lm
+    from conrec.llm.tasks import sid_lookup
+    from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
+    # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
+    warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
+    if reward_mode not in REWARD_MODES:
+        raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
+    console = console or Console()
+    started = time.perf_counter()
+    rd = RunDir(cfg.run_dir)
+    out = Path(out_dir) if out_dir is not None else rd.grpo_model
+    work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
+    sft_dir = rd.sft_model
+    if not (sft_dir / "config.json").exists():
+        raise StageInputError(f"SFT model not found at {sft_dir} (run `conrec sft` first)")
+    use_cpu = not torch.cuda.is_available()
+    state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
+    is_main = state.is_main_process
+
+    sid_map = SidMap.from_parquet(rd.sid_map)
+    assert_model_fits(sft_dir, sid_map)
+    samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
+    events = read_parquet(rd.events, what="events table (run `conrec data` first)")
+    grpo = cfg.grpo
+    seed = cfg.seed * 1_000_003 + grpo.seed
+    train = select_train_samples(samples, grpo.max_samples, seed)
+    cutoff = valid_cutoff(rd, events, cfg)
+    codislike = CoDislike.fit(events, top_n=grpo.reward.collab_top_n, before_ts=cutoff, items=sid_map.items)
+    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode)  # type: ignore[arg-type]
+    stages = plan_stages(grpo, progressive, cfg.sft.prompt.max_pos_items)
+    sid_of = sid_lookup(sid_map)
+
+    # --- plan / resume bookkeeping
+    fp = fingerprint(cfg, reward_mode, progressive, sft_dir)
+    plan_path = work / PLAN_FILE
+    old_plan = read_json(plan_path, what="GRPO plan") if plan_path.exists() else None
+    fresh = not resume or old_plan is None or old_plan.get("fingerprint") != fp
+    if is_main:
+        if fresh and work.exists():
+            if old_plan is not None and resume:
+                console.print("[yellow]GRPO config or SFT model changed since the last run: starting from scratch[/]")
+            for p in work.glob("stage_*"):
+                shutil.rmtree(p, ignore_errors=True)
+            (work / REWARD_LOG).unlink(missing_ok=True)
+        write_json(
+            {
+                "fingerprint": fp,
+                "reward_mode": reward_mode,
+                "progressive": progressive,
+                "stages": [s.model_dump() for s in stages],
+                "n_train_samples": train.height,
+                "valid_cutoff_ts": cutoff,
+            },
+            plan_path,
+        )
+    state.wait_for_everyone()
+
+    log = RewardLog(work / REWARD_LOG, write=is_main)
+    summaries: list[dict[str, Any]] = []
+    step_offset = 0
+    prev_model = sft_dir
+    total_rollout_s = total_train_s = 0.0
+    total_steps = 0
+    for i, stage in enumerate(stages):
+        sdir = work / f"stage_{i}"
+        if (sdir / DONE_FILE).exists():
+            info = read_json(sdir / DONE_FILE, what=f"GRPO stage {i} marker")
+            summaries.append(info)
+            console.print(f"[dim]GRPO stage {i} ({stage.name}): finished earlier, skipped[/]")
+            step_offset += stage.steps
+            prev_model = sdir / "model"
+            continue
+        if not (prev_model / "config.json").exists():
+            raise StageInputError(
+                f"GRPO stage {i} should start from {prev_model}, which is missing; rerun with --no-resume"
+            )
+        set_seed(seed + i)
+        records = stage_records(train, stage, seed + 7919 * (i + 1), sid_of, cfg.sft.prompt)
+        dataset = Dataset.from_list(records)
+        policy = load_causal_lm(prev_model)
+        # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
+        policy.config._name_or_path = str(sft_dir)
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
+        rollout = build_rollout(grpo, tokenizer, sid_map, vocab)
+        ckpt_dir = sdir / "checkpoints"
+        resume_from = _last_checkpoint(ckpt_dir) if resume else None
+        if resume_from is not None:
+            done_steps = int(resume_from.name.split("-")[-1])
+            console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
+            log.keep_until(i, done_steps)
+        else:
+            log.keep_until(i, 0)
+        cb = GrpoLogCallback(log, stage, i, step_offset, rollout.stats, console, show_progress=is_main)
+        trainer = _make_trainer(
+            policy, tokenizer, dataset, reward_funcs, reward_weights, rollout, cb, grpo, stage, ckpt_dir, seed + i, use_cpu
+        )
+        t0 = time.perf_counter()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        train_s = time.perf_counter() - t0
+        acc = trainer.accelerator
+        acc.wait_for_everyone()
+        entries = [e for e in log.entries if e["stage_index"] == i]
+        info = {
+            "stage": stage.name,
+            "stage_index": i,
+            "steps": int(trainer.state.global_step),
+            "max_pos_items": stage.max_pos_items,
+            "positive_share": stage.positive_share,
+            "n_prompts": len(records),
+            "n_with_positives": int(sum(r["pos_budget"] > 0 for r in records)),
+            "train_seconds": round(train_s, 2),
+            "rollout_seconds": round(rollout.stats.seconds, 2),
+            "rollout_share": rollout.stats.seconds / train_s if train_s > 0 else None,
+            "invalid_rate": rollout.stats.invalid_rate,
+            "duplicate_items": rollout.stats.duplicates,
+            "mean_reward": _mean([e["reward"] for e in entries]),
+            "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in entries]),
+            "mean_components": {c: _mean([e["components"][c] for e in entries]) for c in COMPONENTS},
+            "resumed_from": resume_from.name if resume_from is not None else None,
+        }
+        if rollout.stats.invalid:
+            console.print(f"[red]GRPO stage {i}: {rollout.stats.invalid} invalid rollout item(s) (must be 0)[/]")
+        if is_main:
+            with atomic_path(sdir / "model") as tmp:
+                acc.unwrap_model(trainer.model).save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+                save_vocab_meta(tmp, sid_map)
+            write_json(info, sdir / DONE_FILE)
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            if i > 0:  # only the latest stage's weights are needed to resume or finish
+                shutil.rmtree(work / f"stage_{i - 1}" / "model", ignore_errors=True)
+            console.print(
+                f"GRPO stage {i} ({stage.name}): {info['steps']} steps, reward {info['mean_reward']:.3f}, "
+                f"zero-advantage groups {info['mean_zero_adv_share']:.0%}, rollout {info['rollout_share'] or 0:.0%} of time"
+            )
+        acc.wait_for_everyone()
+        summaries.append(info)
+        total_rollout_s += rollout.stats.seconds
+        total_train_s += train_s
+        total_steps += info["steps"]
+        step_offset += stage.steps
+        prev_model = sdir / "model"
+        del trainer, policy
+
+    result: dict[str, Any] = {
+        "model_dir": str(out),
+        "reward_mode": reward_mode,
+        "progressive": progressive,
+        "stages": summaries,
+        "steps": sum(int(s.get("steps", 0)) for s in summaries),
+        "steps_this_run": total_steps,
+        "train_seconds_this_run": round(total_train_s, 2),
+        "rollout_share_this_run": total_rollout_s / total_train_s if total_train_s > 0 else None,
+        "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in log.entries]),
+        "n_train_samples": train.height,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if not (prev_model / "config.json").exists():
+        raise StageInputError(f"the last GRPO stage's model {prev_model} is missing; rerun with --no-resume")
+    if is_main:
+        with atomic_path(out) as tmp:
+            shutil.copytree(prev_model, tmp)
+        write_json(result, work / "stats.json")
+        if out_dir is None:
+            rd.mark_done("grpo", {"steps": result["steps"], "reward_mode": reward_mode, "progressive": progressive})
+        console.print(f"GRPO: {result['steps']} steps over {len(stages)} stage(s) -> {out}")
+    state.wait_for_everyone()
+    return result
+
+
+def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
+    """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
+    from conrec.llm.rollout import beam_topk, item_token_table, sample_topk
+
+    if grpo.num_generations > len(sid_map):
+        raise ConfigError(
+            f"grpo.num_generations ({grpo.num_generations}) exceeds the catalogue size ({len(sid_map)}): "
+            "a group cannot hold that many distinct items"
+        )
+    trie = sid_map.trie()
+    topk = beam_topk(tokenizer, trie, vocab) if grpo.rollout == "beam" else sample_topk(tokenizer, trie, vocab, grpo.temperature)
+    return ConstrainedRollout(
+        tokenizer=tokenizer,
+        topk=topk,
+        item_ids=sid_map.items,
+        item_token_ids=item_token_table(vocab, sid_map.codes),
+        eos_id=int(tokenizer.eos_token_id),
+        num_generations=grpo.num_generations,
+    )
+
+
+def _make_trainer(
+    policy: Any,
+    tokenizer: Any,
+    dataset: Any,
+    reward_funcs: Sequence[Any],
+    reward_weights: Sequence[float],
+    rollout: ConstrainedRollout,
+    callback: GrpoLogCallback,
+    grpo: GrpoConfig,
+    stage: GrpoStageConfig,
+    ckpt_dir: Path,
+    seed: int,
+    use_cpu: bool,
+) -> Any:
+    from trl import GRPOConfig, GRPOTrainer
+
+    levels = int(rollout._item_tokens.shape[1])
+    args = GRPOConfig(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=grpo.batch_size,
+        gradient_accumulation_steps=1,
+        num_generations=grpo.num_generations,
+        max_completion_length=levels + 1,
+        max_steps=stage.steps,
+        learning_rate=grpo.learning_rate,
+        lr_scheduler_type="constant",
+        beta=grpo.beta,
+        reward_weights=list(reward_weights),
+        scale_rewards="group",
+        temperature=1.0,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=grpo.save_steps,
+        save_total_limit=1,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=use_cpu,
+        report_to="none",
+        disable_tqdm=True,
+        disable_dropout=True,
+        dataloader_num_workers=0,
+        bf16=False,
+        fp16=False,
+        log_completions=False,
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=list(reward_funcs),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        rollout_func=rollout,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
+    return trainer
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(folder))
+    return Path(last) if last else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    vals = [v for v in values if v is not None and v == v]
+    return float(np.mean(vals)) if vals else None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m conrec.llm.grpo --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
+    from conrec.config import load_config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", "-c", type=Path, default=None)
+    parser.add_argument("--run-dir", "-r", type=Path, default=None)
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--reward-mode", choices=REWARD_MODES, default="future_collab")
+    parser.add_argument("--no-progressive", action="store_true")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    ns = parser.parse_args(argv)
+    cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    run(
+        cfg,
+        console=Console(),
+        resume=not ns.no_resume,
+        out_dir=ns.out_dir,
+        reward_mode=ns.reward_mode,
+        progressive=not ns.no_progressive,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

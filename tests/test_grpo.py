@@ -1,0 +1,253 @@
+"""Progressive GRPO: schedule, rollout groups, a real 2-stage TRL run on a tiny model, and resume."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from conrec.config import PipelineConfig, load_config
+from conrec.io import atomic_path, read_json, read_parquet, write_parquet
+from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
+from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
+from conrec.llm.tasks import sid_lookup
+from conrec.llm.toy import toy_tables, write_toy_run
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+
+torch.set_num_threads(2)
+
+
+# --------------------------------------------------------------------------- helpers
+def _tiny_tokenizer():
+    """A word-level tokenizer with a ~30-word vocabulary: keeps TRL's log-prob kernels cheap."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>", "<unk>", "Predict", "an", "item", "this", "user", "will", "dislike", ".", "Disliked",
+             "Liked", "(", "oldest", "first", ")", ":", "Answer", "items", "the", "disliked", "liked", "end", "of",
+             "history", "s"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def _tiny_policy(sid_map: SidMap):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conrec.llm.vocab import add_sid_vocabulary
+
+    tok = _tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    vocab = add_sid_vocabulary(model, tok, sid_map)
+    return model, tok, vocab
+
+
+def _toy_events(samples: pl.DataFrame) -> pl.DataFrame:
+    rows = []
+    for r in samples.iter_rows(named=True):
+        for k, (item, fb) in enumerate(zip(r["hist_items"], r["hist_feedback"])):
+            rows.append((r["user_id"], item, r["ts"] - 500 + k, fb))
+    schema = {"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}
+    return pl.DataFrame(rows, schema=schema, orient="row").unique(["user_id", "item_id", "ts"]).sort("ts")
+
+
+def _grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
+    """Toy data + SID map + a tiny 'SFT' model dir (random weights: GRPO mechanics, not quality)."""
+    from conrec.llm.vocab import save_vocab_meta
+
+    run = write_toy_run(root, n_items=32, n_users=8, samples_per_user=3)
+    write_parquet(_toy_events(read_parquet(run.samples)), run.events)
+    sid_map = SidMap.from_parquet(run.sid_map)
+    model, tok, _ = _tiny_policy(sid_map)
+    with atomic_path(run.sft_model) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        save_vocab_meta(tmp, sid_map)
+    run.mark_done("sft")
+    cfg = load_config(
+        None,
+        {
+            "run_dir": str(root),
+            "sft": {"prompt": {"max_neg_items": 5, "max_pos_items": 5}},
+            "grpo": {
+                "num_generations": 4,
+                "batch_size": 8,
+                "save_steps": 1,
+                "learning_rate": 1e-3,
+                "stages": [
+                    {"name": "neg", "steps": 1, "max_pos_items": 0, "positive_share": 0.0},
+                    {"name": "pos", "steps": 3, "max_pos_items": 3, "positive_share": 0.5},
+                ],
+            },
+        },
+    )
+    return cfg, run
+
+
+# --------------------------------------------------------------------------- schedule
+def _segment(prompt: str, open_: str, close: str) -> str:
+    m = re.search(re.escape(open_) + "(.*?)" + re.escape(close), prompt)
+    return m.group(1) if m else ""
+
+
+def test_stage_prompts_respect_budgets_and_shares() -> None:
+    from conrec.llm.grpo import stage_records
+
+    _, samples, sid_map = toy_tables(n_items=32, n_users=20, samples_per_user=4)
+    prompt_cfg = PromptConfig(max_neg_items=3, max_pos_items=30)
+    stage = GrpoStageConfig(name="some", steps=1, max_pos_items=2, positive_share=0.25)
+    recs = stage_records(samples, stage, stage_seed=1, sid_of=sid_lookup(sid_map), prompt_cfg=prompt_cfg)
+    assert len(recs) == samples.height
+    n_pos_items = [_segment(r["prompt"], POS_OPEN, POS_CLOSE).count("<a_") for r in recs]
+    n_neg_items = [_segment(r["prompt"], NEG_OPEN, NEG_CLOSE).count("<a_") for r in recs]
+    assert max(n_pos_items) == 2 and max(n_neg_items) <= 3
+    with_pos = [r["pos_budget"] > 0 for r in recs]
+    assert sum(with_pos) == round(0.25 * samples.height)  # every toy sample has positives
+    assert all((n > 0) == w for n, w in zip(n_pos_items, with_pos))
+    # targets travel as columns; liked items are the history positives
+    row = samples.row(0, named=True)
+    assert recs[0]["future_negs"] == row["future_negs"] and recs[0]["next_neg"] == row["next_neg"]
+    assert set(recs[0]["liked_items"]) == {i for i, f in zip(row["hist_items"], row["hist_feedback"]) if f > 0}
+    # the negative-only stage never shows positives; a different stage seed picks different samples
+    none = stage_records(samples, stage.model_copy(update={"positive_share": 0.0}), 1, sid_lookup(sid_map), prompt_cfg)
+    assert all(_segment(r["prompt"], POS_OPEN, POS_CLOSE) == "" for r in none)
+    other = stage_records(samples, stage, stage_seed=2, sid_of=sid_lookup(sid_map), prompt_cfg=prompt_cfg)
+    assert [r["pos_budget"] for r in other] != [r["pos_budget"] for r in recs]
+
+
+def test_plan_stages_progressive_and_full_context_ablation() -> None:
+    from conrec.llm.grpo import plan_stages
+
+    grpo = GrpoConfig()
+    prog = plan_stages(grpo, progressive=True, full_pos_items=30)
+    assert [s.name for s in prog] == ["neg_only", "some_pos", "full"]
+    assert [s.max_pos_items for s in prog] == sorted(s.max_pos_items for s in prog)  # context grows
+    flat = plan_stages(grpo, progressive=False, full_pos_items=30)
+    assert len(flat) == 1 and flat[0].steps == sum(s.steps for s in grpo.stages)
+    assert flat[0].max_pos_items == 30 and flat[0].positive_share == 1.0
+    with pytest.raises(ValueError, match="unique"):
+        GrpoConfig(stages=[GrpoStageConfig(name="a", steps=1), GrpoStageConfig(name="a", steps=1)])
+
+
+# --------------------------------------------------------------------------- rollout
+def test_rollout_groups_are_distinct_valid_items_across_processes() -> None:
+    from accelerate import PartialState
+
+    from conrec.llm.grpo import build_rollout
+    from conrec.llm.rollout import group_members
+
+    _, _, sid_map = toy_tables(n_items=32, n_users=2)
+    model, tok, vocab = _tiny_policy(sid_map)
+    grpo = GrpoConfig(num_generations=4, batch_size=8)
+    rollout = build_rollout(grpo, tok, sid_map, vocab)
+    prompts = ["Predict an item this user will dislike .\nAnswer:"] * 4 + ["Disliked (oldest first) :\nAnswer:"] * 4
+    state = PartialState(cpu=True)
+    trainer = SimpleNamespace(
+        accelerator=SimpleNamespace(process_index=0, unwrap_model=lambda m: m, state=state),
+        model_wrapped=model,
+        args=SimpleNamespace(ds3_gather_for_generation=True),
+    )
+    from unittest import mock
+
+    with mock.patch("trl.models.unwrap_model_for_generation") as unwrap:
+        unwrap.return_value.__enter__.return_value = model
+        out = rollout(prompts, trainer)
+    items = out["gen_item"]
+    assert out["logprobs"] is None and len(out["completion_ids"]) == len(prompts) == len(out["prompt_ids"])
+    for g in (items[:4], items[4:]):
+        assert None not in g and len(set(g)) == 4  # G distinct valid items per group
+    level_ids = torch.stack(vocab.level_ids, 0)
+    for c, item in zip(out["completion_ids"], items):
+        codes = sid_map.codes_of([item])[0]
+        assert c == [int(level_ids[lvl, codes[lvl]]) for lvl in range(sid_map.levels)] + [tok.eos_token_id]
+    assert out["prompt_ids"][0] == tok(prompts[0], add_special_tokens=False)["input_ids"]
+    assert rollout.stats.invalid == 0 and rollout.stats.duplicates == 0
+    # process 1 of 2 with 6 local completions per process: its slice starts in the middle of a group
+    member, group = group_members(6, 1, 4)
+    assert member.tolist() == [2, 3, 0, 1, 2, 3] and group.tolist() == [0, 0, 1, 1, 1, 1]
+
+
+# --------------------------------------------------------------------------- end to end + resume
+def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import conrec.llm.grpo as grpo_mod
+    from conrec.llm.vocab import assert_model_fits
+
+    cfg, run = _grpo_run_dir(tmp_path / "run")
+    console = Console(quiet=True)
+    built: list[str] = []
+    real_make = grpo_mod._make_trainer
+
+    def counting_make(*args: Any, **kwargs: Any) -> Any:
+        built.append(args[8].name)  # the stage
+        return real_make(*args, **kwargs)
+
+    monkeypatch.setattr(grpo_mod, "_make_trainer", counting_make)
+    real_on_log = grpo_mod.GrpoLogCallback.on_log
+
+    def crashing_on_log(self: Any, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+        real_on_log(self, args, state, control, logs=logs, **kw)
+        if self.stage_index == 1 and state.global_step == 2:
+            raise RuntimeError("simulated crash")
+
+    # 1) crash in stage 1 after its step-1 checkpoint
+    monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        grpo_mod.run(cfg, console=console)
+    assert (run.grpo / "stage_0" / "_done.json").exists() and not (run.grpo / "stage_1" / "_done.json").exists()
+    assert (run.grpo / "stage_1" / "checkpoints" / "checkpoint-1").is_dir()
+    assert not run.is_done("grpo") and built == ["neg", "pos"]
+
+    # 2) resume: stage 0 skipped, stage 1 continues from checkpoint-1
+    monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)
+    result = grpo_mod.run(cfg, console=console)
+    assert built == ["neg", "pos", "pos"]
+    assert result["stages"][1]["resumed_from"] == "checkpoint-1" and result["steps"] == 4
+    log = read_json(run.grpo / "reward_log.json")
+    assert [(e["stage"], e["step"]) for e in log] == [("neg", 1), ("pos", 2), ("pos", 3), ("pos", 4)]
+    for e in log:
+        assert set(e["components"]) == {"hit", "collab", "prefix", "liked", "next"}
+        assert 0.0 <= e["zero_adv_share"] <= 1.0 and e["invalid_rate"] == 0.0
+        assert np.isfinite(e["reward"])
+    assert result["stages"][1]["invalid_rate"] == 0.0 and result["stages"][1]["duplicate_items"] == 0
+    assert run.is_done("grpo")
+
+    # the final model is a plain HF dir with the SID vocabulary of the run
+    model = AutoModelForCausalLM.from_pretrained(run.grpo_model)
+    tok = AutoTokenizer.from_pretrained(run.grpo_model)
+    assert_model_fits(run.grpo_model, SidMap.from_parquet(run.sid_map))
+    ids = tok("Answer: <a_1><b_2>", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    assert torch.isfinite(model(ids).logits).all()
+    sft = AutoModelForCausalLM.from_pretrained(run.sft_model)
+    assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), sft.state_dict().values()))
+
+    # 3) everything finished: a rerun trains nothing
+    grpo_mod.run(cfg, console=console)
+    assert built == ["neg", "pos", "pos"]
+
+
+def test_grpo_requires_sft_model(tmp_path: Path) -> None:
+    from conrec.errors import StageInputError
+    from conrec.llm.grpo import run as grpo_run
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    write_toy_run(tmp_path / "run")
+    with pytest.raises(StageInputError, match="SFT model"):
+        grpo_run(cfg)
+    with pytest.raises(Exception, match="reward_mode"):
+        grpo_run(cfg, reward_mode="bogus")
