@@ -12,6 +12,7 @@ Outputs (``run_dir/eval``): ``predictions/<model>.parquet`` (sample_id, items, n
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,18 @@ def _lm_model_dir(run: RunDir, name: str) -> Path:
     return {"sft": run.sft_model, "grpo": run.grpo_model}[name]
 
 
+def _lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+    """``conrec.llm.predict.predict_samples`` (imported lazily: torch/transformers load only when an
+    LM checkpoint is actually evaluated)."""
+    try:
+        from conrec.llm.predict import predict_samples
+    except ImportError as exc:
+        raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.predict is unavailable ({exc})") from exc
+    if "console" in inspect.signature(predict_samples).parameters:
+        return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
+    return predict_samples(cfg, model=name, samples=samples, k=k)
+
+
 def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
     """Evaluate ``eval.baselines`` and the trained ``eval.models`` on split ``eval.split``."""
     ecfg = cfg.eval
@@ -119,7 +132,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as progress:
-        task = progress.add_task(f"eval on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines) + len(lm_todo))
+        task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
         for name in ecfg.baselines:
             progress.update(task, description=f"baseline {name}: fit + top-{k_max}")
             started = time.perf_counter()
@@ -130,18 +143,14 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
             write_parquet(preds, rd.predictions / f"{name}.parquet")
             metrics[name] = all_metrics(preds, samples, ks, n_items, horizons)
             progress.advance(task)
-        for name in lm_todo:
-            progress.update(task, description=f"LM {name}: constrained decoding top-{k_max}")
-            started = time.perf_counter()
-            try:
-                from conrec.llm.predict import predict_samples
-            except ImportError as exc:
-                raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.predict is unavailable ({exc})") from exc
-            preds = predict_samples(cfg, model=name, samples=samples, k=k_max)
-            timings[name] = round(time.perf_counter() - started, 2)
-            write_parquet(preds, rd.predictions / f"{name}.parquet")
-            metrics[name] = all_metrics(preds, samples, ks, n_items, horizons)
-            progress.advance(task)
+    # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
+    for name in lm_todo:
+        console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")
+        started = time.perf_counter()
+        preds = _lm_predictions(cfg, name, samples, k_max, console)
+        timings[name] = round(time.perf_counter() - started, 2)
+        write_parquet(preds, rd.predictions / f"{name}.parquet")
+        metrics[name] = all_metrics(preds, samples, ks, n_items, horizons)
 
     write_json(metrics, rd.eval / "metrics.json")
     fut = samples["future_negs"].list.len()
