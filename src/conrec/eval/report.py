@@ -166,7 +166,11 @@ def plot_grpo_rewards(log: list[dict[str, Any]], path: Path) -> Path | None:
     ax.plot(xs, [float(e["reward"]) for e in log], color="black", lw=1.5, label="reward")
     components = sorted({name for e in log for name in (e.get("components") or {})})
     for name in components:
-        pts = [(x, float(e["components"][name])) for x, e in zip(xs, log) if name in (e.get("components") or {})]
+        pts = [
+            (x, float(v))
+            for x, e in zip(xs, log)
+            if isinstance(v := (e.get("components") or {}).get(name), (int, float))
+        ]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name)
     starts = [x for x, (a, b) in enumerate(zip([None, *log[:-1]], log)) if a is None or a["stage_index"] != b["stage_index"]]
     top = ax.get_ylim()[1]
