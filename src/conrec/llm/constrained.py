@@ -195,7 +195,8 @@ def generate_topk(
     (one set per prompt, used when ``decode_cfg.exclude_history``) asks for ``k + len(set)`` beams
     (capped at the catalogue size) and drops those items, so the user still gets ``k`` new ones.
     Prompts are processed in batches of ``decode_cfg.batch_size``. ``stats`` (if given) receives
-    ``n_generated`` and ``n_invalid`` counts; invalid outputs are dropped, never replaced.
+    ``n_generated`` and ``n_invalid`` totals and ``invalid_per_prompt`` (a list, one count per
+    prompt); invalid outputs (no real item, or a repeated one) are dropped, never replaced.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -205,6 +206,7 @@ def generate_topk(
     n_items = len(trie)
     use_exclude = exclude is not None and decode_cfg.exclude_history
     results: list[list[tuple[str, float]]] = []
+    invalid_per_prompt: list[int] = []
     n_invalid = n_generated = 0
     for start in range(0, len(prompts), decode_cfg.batch_size):
         batch = prompts[start : start + decode_cfg.batch_size]
@@ -215,10 +217,11 @@ def generate_topk(
         for r_row, s_row, ex in zip(rows.tolist(), scores.tolist(), excl):
             seen: set[int] = set()
             recs: list[tuple[str, float]] = []
+            bad = 0
             for r, s in zip(r_row, s_row):
                 n_generated += 1
                 if r < 0 or r in seen:
-                    n_invalid += 1
+                    bad += 1
                     continue
                 seen.add(r)
                 item = sid_codes_to_item[r]
@@ -227,11 +230,14 @@ def generate_topk(
                 if len(recs) < k:
                     recs.append((item, float(s)))
             results.append(recs)
+            invalid_per_prompt.append(bad)
+            n_invalid += bad
     if n_invalid:
         log.warning("constrained decoding produced %d invalid output(s) of %d (%.2f%%)", n_invalid, n_generated, 100 * n_invalid / max(n_generated, 1))
     if stats is not None:
         stats["n_generated"] = stats.get("n_generated", 0) + n_generated
         stats["n_invalid"] = stats.get("n_invalid", 0) + n_invalid
+        stats.setdefault("invalid_per_prompt", []).extend(invalid_per_prompt)
     return results
 
 

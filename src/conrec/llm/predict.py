@@ -1,0 +1,264 @@
+"""Inference: top-K likely dislikes from a trained checkpoint (SFT or GRPO), for users or a whole split.
+
+:class:`Predictor` holds one model in memory and answers ``recommend(histories, k)`` (the contract
+of :class:`conrec.serve.app.DislikePredictor`) and ``predict_samples(samples, k)`` (the eval stage's
+predictions table). Prompts come from :func:`conrec.llm.prompts.build_prompt` with the run's
+``cfg.sft.prompt`` (the layout the model was trained on); items come from constrained beam search
+(:func:`conrec.llm.constrained.generate_topk`), so every returned item is a real catalogue item.
+Scores are the model's log-probability of the item's SID given the prompt (higher = more likely).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import polars as pl
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from conrec.config import PipelineConfig
+from conrec.errors import ConfigError, DataValidationError, StageInputError
+from conrec.io import read_parquet, write_parquet
+from conrec.llm.backbone import load_causal_lm
+from conrec.llm.config import DecodeConfig, PromptConfig
+from conrec.llm.constrained import generate_topk
+from conrec.llm.prompts import build_prompt
+from conrec.llm.tasks import sid_lookup
+from conrec.llm.vocab import SidVocab, assert_model_fits
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+
+History = tuple[list[str], list[int]]
+MODELS = ("sft", "grpo")
+
+
+def model_dir_of(cfg: PipelineConfig, model: str) -> Path:
+    """The model dir a name refers to: ``sft`` -> ``sft/model``, ``grpo`` -> ``grpo/model``."""
+    run = RunDir(cfg.run_dir)
+    if model == "sft":
+        return run.sft_model
+    if model == "grpo":
+        return run.grpo_model
+    raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+
+
+class Predictor:
+    """One loaded checkpoint + the SID map it was trained on: histories in, top-K dislikes out."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        sid_map: SidMap,
+        prompt_cfg: PromptConfig,
+        decode_cfg: DecodeConfig,
+    ) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.sid_map = sid_map
+        self.prompt_cfg = prompt_cfg
+        self.decode_cfg = decode_cfg
+        self.trie = sid_map.trie()
+        self.items = sid_map.items
+        self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+        self._sid_of = sid_lookup(sid_map)
+        self.last_stats: dict[str, int] = {}
+
+    @classmethod
+    def from_dir(cls, model_dir: Path, sid_map: SidMap, prompt_cfg: PromptConfig, decode_cfg: DecodeConfig) -> "Predictor":
+        """Load a model dir written by the SFT/GRPO stage, after checking it fits ``sid_map``."""
+        model_dir = Path(model_dir)
+        if not model_dir.exists():
+            raise StageInputError(f"model dir not found: {model_dir}")
+        assert_model_fits(model_dir, sid_map)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
+
+    @classmethod
+    def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> "Predictor":
+        """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
+        model_dir = model_dir_of(cfg, model)
+        if not (model_dir / "config.json").exists():
+            stage = "sft" if model == "sft" else "grpo"
+            raise StageInputError(
+                f"no {model} model at {model_dir}: run `conrec {stage}` first"
+                + (" or predict with the SFT model (--model sft)" if model == "grpo" else "")
+            )
+        sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
+        return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode)
+
+    # --- input checks and prompts
+    def validate(self, histories: Sequence[History]) -> None:
+        """Clear errors for malformed histories: mismatched lengths, bad feedback, empty, unknown items."""
+        unknown: list[str] = []
+        for n, hist in enumerate(histories):
+            if not isinstance(hist, (tuple, list)) or len(hist) != 2:
+                raise DataValidationError(f"history #{n} must be a pair (item ids, feedback), got {type(hist).__name__}")
+            items, feedback = hist
+            if len(items) != len(feedback):
+                raise DataValidationError(
+                    f"history #{n}: {len(items)} item id(s) but {len(feedback)} feedback value(s); they must align"
+                )
+            if not items:
+                raise DataValidationError(
+                    f"history #{n} is empty: give at least one disliked or liked item (the model conditions on it)"
+                )
+            bad = sorted({int(f) for f in feedback if int(f) not in (-1, 1)})
+            if bad:
+                raise DataValidationError(f"history #{n}: feedback must be -1 (dislike) or +1 (positive), got {bad}")
+            unknown.extend(str(i) for i in items if str(i) not in self.sid_map)
+        if unknown:
+            uniq = sorted(set(unknown))
+            raise DataValidationError(f"{len(uniq)} unknown item id(s) (not in the SID map): {uniq[:10]}")
+
+    def prompt(self, items: Sequence[str], feedback: Sequence[int], max_pos_items: int | None = None) -> str:
+        return build_prompt([str(i) for i in items], [int(f) for f in feedback], self._sid_of, self.prompt_cfg, max_pos_items)
+
+    # --- inference
+    def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:
+        """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, log-prob), best first.
+
+        Fewer than ``k`` only when the catalogue minus the history has fewer than ``k`` items.
+        """
+        if k < 1:
+            raise DataValidationError(f"k must be >= 1, got {k}")
+        self.validate(histories)
+        prompts = [self.prompt(items, fb) for items, fb in histories]
+        exclude = [set(map(str, items)) for items, _ in histories]
+        stats: dict = {}
+        with torch.inference_mode():
+            recs = generate_topk(
+                self.model, self.tokenizer, prompts, self.trie, self.items, min(k, len(self.items)), self.decode_cfg,
+                exclude=exclude, vocab=self.vocab, stats=stats,
+            )
+        self.last_stats = stats
+        return recs
+
+    def predict_samples(self, samples: pl.DataFrame, k: int, console: Console | None = None) -> pl.DataFrame:
+        """Predictions for every row of a samples table (see :mod:`conrec.data.samples`).
+
+        Returns ``sample_id`` (Int64), ``items`` (List[String]), ``scores`` (List[Float64]),
+        ``n_invalid`` (Int64: generated beams that were not a new real item; 0 by construction).
+        """
+        for col in ("sample_id", "hist_items", "hist_feedback"):
+            if col not in samples.columns:
+                raise DataValidationError(f"samples: missing column {col!r}; have {samples.columns}")
+        rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
+        histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
+        unknown = sorted({i for h, _ in histories for i in h if i not in self.sid_map})
+        if unknown:
+            raise DataValidationError(f"samples: {len(unknown)} history item id(s) not in the SID map, e.g. {unknown[:10]}")
+        prompts = [self.prompt(h, fb) for h, fb in histories]
+        exclude = [set(h) for h, _ in histories]
+        k_eff = min(k, len(self.items))
+        out_items: list[list[str]] = []
+        out_scores: list[list[float]] = []
+        invalid: list[int] = []
+        chunk = max(1, self.decode_cfg.batch_size)
+        console = console or Console(quiet=True)
+        with Progress(
+            TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console,
+        ) as progress, torch.inference_mode():
+            task = progress.add_task("predict", total=len(prompts))
+            for start in range(0, len(prompts), chunk):
+                stats: dict = {}
+                recs = generate_topk(
+                    self.model, self.tokenizer, prompts[start : start + chunk], self.trie, self.items, k_eff,
+                    self.decode_cfg, exclude=exclude[start : start + chunk], vocab=self.vocab, stats=stats,
+                )
+                out_items.extend([i for i, _ in r] for r in recs)
+                out_scores.extend([s for _, s in r] for r in recs)
+                invalid.extend(stats["invalid_per_prompt"])
+                progress.update(task, advance=len(recs))
+        return pl.DataFrame(
+            {
+                "sample_id": pl.Series([r[0] for r in rows], dtype=pl.Int64),
+                "items": pl.Series(out_items, dtype=pl.List(pl.String)),
+                "scores": pl.Series(out_scores, dtype=pl.List(pl.Float64)),
+                "n_invalid": pl.Series(invalid, dtype=pl.Int64),
+            }
+        )
+
+
+def predict_samples(cfg: PipelineConfig, model: str, samples: pl.DataFrame, k: int, console: Console | None = None) -> pl.DataFrame:
+    """Predictions of the run's ``model`` checkpoint for ``samples`` (used by the eval stage)."""
+    return Predictor.from_run(cfg, model).predict_samples(samples, k, console=console)
+
+
+def read_history_json(path: Path) -> History:
+    """One user's history from JSON: ``{"neg": [...], "pos": [...]}`` or ``{"items": [...], "feedback": [...]}``.
+
+    With ``neg``/``pos`` the order *between* the two lists is unknown: negatives are placed first
+    (each list oldest first). That is exact for the segmented and neg-only prompts, which never
+    interleave the two; the merged prompt needs ``items``/``feedback`` to see the true order.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError(f"history file not found: {p}")
+    try:
+        obj = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise DataValidationError(f"history file {p} must hold a JSON object, got {type(obj).__name__}")
+    if "items" in obj or "feedback" in obj:
+        items, feedback = obj.get("items"), obj.get("feedback")
+        if not isinstance(items, list) or not isinstance(feedback, list):
+            raise DataValidationError(f"history file {p}: 'items' and 'feedback' must both be lists")
+        return [str(i) for i in items], [int(f) for f in feedback]
+    if "neg" in obj or "pos" in obj:
+        neg, pos = obj.get("neg", []), obj.get("pos", [])
+        if not isinstance(neg, list) or not isinstance(pos, list):
+            raise DataValidationError(f"history file {p}: 'neg' and 'pos' must be lists of item ids")
+        return [str(i) for i in neg] + [str(i) for i in pos], [-1] * len(neg) + [1] * len(pos)
+    raise DataValidationError(f"history file {p}: expected keys 'neg'/'pos' or 'items'/'feedback', got {sorted(obj)}")
+
+
+def run(
+    cfg: PipelineConfig,
+    history: Path | None,
+    split: str | None,
+    out: Path | None,
+    model: str,
+    k: int,
+    console: Console | None = None,
+) -> pl.DataFrame:
+    """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet)."""
+    console = console or Console()
+    if (history is None) == (split is None):
+        raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
+    run_dir = RunDir(cfg.run_dir)
+    predictor = Predictor.from_run(cfg, model)
+    if history is not None:
+        hist = read_history_json(history)
+        recs = predictor.recommend([hist], k)[0]
+        titles: dict[str, str] = {}
+        if run_dir.items.exists():
+            items = read_parquet(run_dir.items, what="items table")
+            titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].to_list()))
+        table = Table(title=f"top-{k} likely dislikes ({model} model)")
+        for col in ("rank", "item_id", "SID", "title", "log-prob"):
+            table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
+        for rank, (item, score) in enumerate(recs, 1):
+            table.add_row(str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}")
+        console.print(table)
+        return pl.DataFrame({"item_id": [i for i, _ in recs], "score": [s for _, s in recs]})
+    samples = read_parquet(run_dir.samples, what="samples table (run `conrec data` first)")
+    chosen = samples.filter(pl.col("split") == split)
+    if chosen.height == 0:
+        have = sorted(samples["split"].unique().to_list())
+        raise DataValidationError(f"no samples in split {split!r}; splits present: {have}")
+    preds = predictor.predict_samples(chosen, k, console=console)
+    target = out or run_dir.predictions / f"{model}_{split}.parquet"
+    write_parquet(preds, target)
+    n_invalid = int(preds["n_invalid"].sum())
+    console.print(f"{preds.height} {split} users, top-{k}, {n_invalid} invalid output(s) -> {target}")
+    return preds

@@ -1,0 +1,120 @@
+"""Constrained decoding with a tiny random model: only real items, K distinct, history excluded."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from conrec.llm.backbone import load_backbone
+from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
+from conrec.llm.constrained import SidLogitsProcessor, _encode, generate_topk, sample_distinct
+from conrec.llm.prompts import build_prompt
+from conrec.llm.tasks import sid_lookup
+from conrec.llm.vocab import add_sid_vocabulary
+from conrec.sid.sid_map import SidMap
+
+SIZES = [5, 4, 3]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    # a sparse catalogue: 25 of the 60 possible code tuples, so unconstrained output would often be invalid
+    rng = np.random.default_rng(0)
+    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
+    codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
+    sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
+    model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=2)))
+    vocab = add_sid_vocabulary(model, tok, sid_map)
+    model.eval()
+    sid_of = sid_lookup(sid_map)
+    histories = [
+        (["m1", "m2", "m3"], [-1, 1, -1]),
+        (["m4"], [-1]),
+        ([f"m{j}" for j in range(5, 15)], [1, -1] * 5),
+    ]
+    prompts = [build_prompt(h, f, sid_of, PromptConfig()) for h, f in histories]
+    return model, tok, sid_map, vocab, histories, prompts
+
+
+def test_processor_allows_exactly_the_trie_children(setup):
+    model, tok, sid_map, vocab, _, prompts = setup
+    enc = _encode(tok, prompts[:2], model.device)
+    prompt_len = enc["input_ids"].shape[1]
+    trie = sid_map.trie()
+    codes = sid_map.codes
+    for prompt_len_arg in (prompt_len, None):  # explicit prompt length, or found from the SID suffix
+        proc = SidLogitsProcessor(trie, vocab, tok.eos_token_id, prompt_len=prompt_len_arg)
+        for level in range(len(SIZES) + 1):
+            prefix = torch.tensor(codes[[0, 7], :level]) if level <= len(SIZES) else None
+            gen = torch.stack([vocab.level_ids[lv][prefix[:, lv]] for lv in range(level)], 1) if level else torch.zeros((2, 0), dtype=torch.long)
+            ids = torch.cat([enc["input_ids"], gen], 1)
+            scores = torch.randn(2, model.get_input_embeddings().weight.shape[0])
+            out = proc(ids, scores)
+            for row, item_row in enumerate([0, 7]):
+                finite = set(torch.isfinite(out[row]).nonzero().flatten().tolist())
+                if level == len(SIZES):
+                    assert finite == {tok.eos_token_id}
+                    continue
+                same = (codes[:, :level] == codes[item_row, :level]).all(1)
+                want = {vocab.level_ids[level][c].item() for c in np.unique(codes[same, level])}
+                assert finite == want
+                assert torch.equal(out[row, list(want)], scores[row, list(want)])
+
+
+def test_topk_are_real_distinct_items_with_no_invalid(setup):
+    model, tok, sid_map, vocab, histories, prompts = setup
+    stats: dict = {}
+    k = 10
+    recs = generate_topk(model, tok, prompts, sid_map.trie(), sid_map.items, k, DecodeConfig(num_beams=10, batch_size=2, exclude_history=False), vocab=vocab, stats=stats)
+    assert len(recs) == len(prompts)
+    for r in recs:
+        items = [i for i, _ in r]
+        assert len(items) == k and len(set(items)) == k
+        assert set(items) <= set(sid_map.items)
+        scores = [s for _, s in r]
+        assert scores == sorted(scores, reverse=True) and all(np.isfinite(scores))
+    assert stats["n_invalid"] == 0 and stats["invalid_per_prompt"] == [0, 0, 0]
+
+
+def test_scores_are_the_model_log_probabilities(setup):
+    model, tok, sid_map, vocab, _, prompts = setup
+    (best, score), *_ = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, 3, DecodeConfig(num_beams=5), vocab=vocab)[0]
+    ids = tok(prompts[0] + sid_map.sid_of(best), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+    tail = ids[0, -len(SIZES):]
+    expect = logp[-len(SIZES):].gather(1, tail[:, None]).sum().item()
+    assert score == pytest.approx(expect, abs=1e-3)
+
+
+def test_history_is_excluded_and_k_still_met(setup):
+    model, tok, sid_map, vocab, histories, prompts = setup
+    excl = [set(h) for h, _ in histories]
+    k = 12
+    recs = generate_topk(model, tok, prompts, sid_map.trie(), sid_map.items, k, DecodeConfig(num_beams=4, exclude_history=True), exclude=excl, vocab=vocab)
+    for r, ex in zip(recs, excl):
+        items = [i for i, _ in r]
+        assert not set(items) & ex
+        assert len(items) == k and len(set(items)) == k
+
+
+def test_k_larger_than_catalogue_returns_every_item_once(setup):
+    model, tok, sid_map, vocab, _, prompts = setup
+    recs = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, 40, DecodeConfig(num_beams=40), vocab=vocab)
+    assert sorted(i for i, _ in recs[0]) == sorted(sid_map.items)
+
+
+def test_sample_distinct_gives_n_distinct_real_items(setup):
+    model, tok, sid_map, vocab, _, prompts = setup
+    enc = _encode(tok, prompts, model.device)
+    torch.manual_seed(0)
+    ids, rows = sample_distinct(model, tok, enc["input_ids"], sid_map.trie(), 8, attention_mask=enc["attention_mask"], vocab=vocab)
+    assert rows.shape == (3, 8) and ids.shape == (3, 8, len(SIZES))
+    for b in range(3):
+        r = rows[b].tolist()
+        assert min(r) >= 0 and len(set(r)) == 8
+        for j, row in enumerate(r):
+            assert tok.decode(ids[b, j]) == sid_map.sid_of(sid_map.items[row])

@@ -1,0 +1,143 @@
+"""SFT writes a loadable model dir; the Predictor uses it and rejects bad input with clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from conrec.config import load_config
+from conrec.errors import ConfigError, DataValidationError, StageInputError
+from conrec.llm import predict as predict_mod
+from conrec.llm.predict import Predictor, read_history_json
+from conrec.llm.sft import run as sft_run
+from conrec.llm.toy import write_toy_run
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+
+
+def _cfg(root, lora: bool):
+    train = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "save_steps": 1}
+    if lora:
+        train["lora"] = {"r": 4, "alpha": 8}
+    return load_config(
+        None,
+        {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "train": train, "max_samples": 40},
+         "decode": {"num_beams": 6, "top_k": 5, "batch_size": 4}},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    write_toy_run(root, n_items=32, n_users=12)
+    cfg = _cfg(root, lora=True)
+    stats = sft_run(cfg)
+    return cfg, stats
+
+
+def test_sft_writes_a_loadable_model_and_marks_done(trained):
+    cfg, stats = trained
+    run = RunDir(cfg.run_dir)
+    assert run.is_done("sft") and stats["steps"] == 2 and np.isfinite(stats["train_loss"])
+    assert stats["lora"] and stats["n_examples"] == 40
+    files = {p.name for p in run.sft_model.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "conrec_vocab.json", "sid_map.parquet"} <= files
+    assert "adapter_config.json" not in files  # LoRA merged: a plain HF dir
+    assert list((run.sft / "checkpoints").glob("checkpoint-*"))
+    from transformers import AutoModelForCausalLM
+
+    from transformers import AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(run.sft_model)
+    tok = AutoTokenizer.from_pretrained(run.sft_model)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert min(tok.convert_tokens_to_ids(["<a_3>", "<c_3>", "<neg>"])) >= 49152  # added, not unknown
+
+
+def test_full_finetune_also_writes_a_model(tmp_path):
+    write_toy_run(tmp_path, n_items=16, n_users=6)
+    cfg = _cfg(tmp_path, lora=False)
+    out = tmp_path / "variant" / "model"
+    stats = sft_run(cfg, out_dir=out)
+    assert not stats["lora"] and (out / "config.json").exists()
+    assert not RunDir(tmp_path).is_done("sft")  # a side-by-side variant does not finish the stage
+
+
+def test_predictor_recommends_real_new_items(trained):
+    cfg, _ = trained
+    p = Predictor.from_run(cfg, model="sft")
+    hist = (["i0", "i4", "i1"], [-1, -1, 1])
+    recs = p.recommend([hist, (["i2"], [1])], k=5)
+    assert [len(r) for r in recs] == [5, 5]
+    for r, h in zip(recs, [hist[0], ["i2"]]):
+        items = [i for i, _ in r]
+        assert len(set(items)) == 5 and set(items) <= set(p.items) and not set(items) & set(h)
+    assert p.last_stats["n_invalid"] == 0
+
+
+def test_predict_samples_table(trained):
+    cfg, _ = trained
+    samples = pl.read_parquet(RunDir(cfg.run_dir).samples).filter(pl.col("split") == "test")
+    preds = predict_mod.predict_samples(cfg, "sft", samples, k=4)
+    assert preds.columns == ["sample_id", "items", "scores", "n_invalid"]
+    assert preds.schema["items"] == pl.List(pl.String) and preds.schema["scores"] == pl.List(pl.Float64)
+    assert preds["sample_id"].to_list() == samples["sample_id"].to_list()
+    assert preds["items"].list.len().to_list() == [4] * samples.height
+    assert preds["n_invalid"].sum() == 0
+
+
+def test_predictor_errors(trained, tmp_path):
+    cfg, _ = trained
+    p = Predictor.from_run(cfg, model="sft")
+    with pytest.raises(DataValidationError, match=r"unknown item id.*'nope'.*'zzz'"):
+        p.recommend([(["i0", "nope"], [-1, 1]), (["zzz"], [-1])], k=3)
+    with pytest.raises(DataValidationError, match="history #1 is empty"):
+        p.recommend([(["i0"], [-1]), ([], [])], k=3)
+    with pytest.raises(DataValidationError, match="feedback"):
+        p.recommend([(["i0"], [0])], k=3)
+    with pytest.raises(StageInputError, match="no grpo model"):
+        Predictor.from_run(cfg, model="grpo")
+    with pytest.raises(ConfigError, match="unknown model"):
+        Predictor.from_run(cfg, model="best")
+
+
+def test_model_not_matching_the_run_sid_map_is_rejected(trained, tmp_path):
+    cfg, _ = trained
+    run = RunDir(cfg.run_dir)
+    original = SidMap.from_parquet(run.sid_map)
+    codes = original.codes
+    codes[[0, 1]] = codes[[1, 0]]
+    other = run.root.parent / "other_run"
+    other_cfg = cfg.model_copy(update={"run_dir": other})
+    RunDir(other).sft.mkdir(parents=True)
+    import shutil
+
+    shutil.copytree(run.sft_model, RunDir(other).sft_model)
+    SidMap(original.items, codes, original.codebook_sizes).to_parquet(RunDir(other).sid_map)
+    with pytest.raises(StageInputError, match="different item <-> SID assignment"):
+        Predictor.from_run(other_cfg, model="sft")
+
+
+def test_history_json_formats(tmp_path):
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"neg": ["x", "y"], "pos": ["z"]}))
+    assert read_history_json(a) == (["x", "y", "z"], [-1, -1, 1])
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps({"items": ["z", "x"], "feedback": [1, -1]}))
+    assert read_history_json(b) == (["z", "x"], [1, -1])
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps({"likes": []}))
+    with pytest.raises(DataValidationError, match="expected keys"):
+        read_history_json(c)
+
+
+def test_cli_run_split_writes_parquet(trained, tmp_path):
+    cfg, _ = trained
+    out = tmp_path / "p.parquet"
+    preds = predict_mod.run(cfg, history=None, split="valid", out=out, model="sft", k=3)
+    assert out.exists() and pl.read_parquet(out).height == preds.height > 0
+    with pytest.raises(ConfigError, match="exactly one"):
+        predict_mod.run(cfg, history=None, split=None, out=None, model="sft", k=3)

@@ -1,0 +1,80 @@
+"""SFT tasks: mixing ratios, train split only, no example leaks its answer into its prompt."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from conrec.errors import DataValidationError
+from conrec.llm.config import SftConfig, TaskMix
+from conrec.llm.tasks import TASKS, build_examples, task_counts
+from conrec.llm.toy import toy_tables
+
+
+@pytest.fixture(scope="module")
+def tables():
+    items, samples, sid_map = toy_tables(n_items=48, n_users=30, samples_per_user=4, seed=3)
+    # a user who re-dislikes an item already in the history: that example must be skipped, not leak
+    leaky = samples.filter(pl.col("split") == "train").head(1).with_columns(
+        pl.col("hist_items").list.first().alias("next_neg"), pl.lit(999, dtype=pl.Int64).alias("sample_id")
+    )
+    leaky = leaky.with_columns(pl.concat_list(pl.col("next_neg")).alias("future_negs"))
+    return items, pl.concat([samples, leaky]), sid_map
+
+
+def test_task_counts_follow_weights_and_cap():
+    w = {"next_negative": 1.0, "future_negative": 2.0, "sid_to_title": 0.5, "title_to_sid": 0.5, "sid_to_category": 0.0}
+    c = task_counts(w, 100, None)
+    assert c == {"next_negative": 100, "future_negative": 200, "sid_to_title": 50, "title_to_sid": 50, "sid_to_category": 0}
+    capped = task_counts(w, 100, 80)
+    assert sum(capped.values()) == 80
+    assert capped["future_negative"] == 2 * capped["next_negative"] and capped["sid_to_category"] == 0
+
+
+def test_examples_mix_by_ratio_and_are_seeded(tables):
+    items, samples, sid_map = tables
+    cfg = SftConfig(tasks=TaskMix(next_negative=1, future_negative=1, sid_to_title=0.5, title_to_sid=0.5, sid_to_category=0.25))
+    ex = build_examples(samples, items, sid_map, cfg, seed=7)
+    n_train = samples.filter(pl.col("split") == "train").height
+    counts = {t: sum(e["task"] == t for e in ex) for t in TASKS}
+    assert counts["sid_to_title"] == counts["title_to_sid"] == round(0.5 * n_train)
+    assert counts["sid_to_category"] == round(0.25 * n_train)
+    # history tasks lose at most the leaking sample
+    assert round(n_train) - 1 <= counts["next_negative"] <= n_train
+    assert ex == build_examples(samples, items, sid_map, cfg, seed=7)
+    assert ex != build_examples(samples, items, sid_map, cfg, seed=8)
+    assert {"prompt", "completion", "task", "source"} <= set(ex[0])
+
+
+def test_only_train_samples_are_used(tables):
+    items, samples, sid_map = tables
+    ex = build_examples(samples, items, sid_map, SftConfig(), seed=0)
+    train_ids = set(map(str, samples.filter(pl.col("split") == "train")["sample_id"].to_list()))
+    hist = [e for e in ex if e["task"] in ("next_negative", "future_negative")]
+    assert hist and {e["source"] for e in hist} <= train_ids
+    with pytest.raises(DataValidationError, match="train"):
+        build_examples(samples.filter(pl.col("split") != "train"), items, sid_map, SftConfig())
+
+
+def test_no_example_leaks_its_answer(tables):
+    items, samples, sid_map = tables
+    cfg = SftConfig(tasks=TaskMix(next_negative=2, future_negative=2, sid_to_title=1, title_to_sid=1, sid_to_category=1))
+    ex = build_examples(samples, items, sid_map, cfg, seed=1)
+    title_of = dict(zip(items["item_id"], items["title"]))
+    sid_to_item = dict(zip(sid_map.to_frame()["sid"], sid_map.items))
+    by_id = {str(r["sample_id"]): r for r in samples.iter_rows(named=True)}
+    assert "999" not in {e["source"] for e in ex}  # the re-disliked item's example was dropped
+    for e in ex:
+        if e["task"] in ("next_negative", "future_negative", "title_to_sid"):
+            assert e["completion"] in sid_to_item, e  # the answer is exactly one real SID
+            assert e["completion"] not in e["prompt"], e
+        if e["task"] == "next_negative":
+            assert sid_to_item[e["completion"]] == by_id[e["source"]]["next_neg"]
+        if e["task"] == "future_negative":
+            assert sid_to_item[e["completion"]] in by_id[e["source"]]["future_negs"]
+        if e["task"] == "title_to_sid":
+            assert title_of[e["source"]] in e["prompt"]
+        if e["task"] == "sid_to_title":
+            assert e["completion"] == " " + title_of[e["source"]]
+            assert title_of[e["source"]] not in e["prompt"]
+            assert sid_map.sid_of(e["source"]) in e["prompt"]
