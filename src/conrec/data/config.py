@@ -55,7 +55,7 @@ class SplitConfig(_Strict):
     """
 
     valid_frac: float = Field(0.1, ge=0.0, lt=1.0)
-    test_frac: float = Field(0.1, gt=0.0, lt=1.0)
+    test_frac: float = Field(0.2, gt=0.0, lt=1.0)
     horizon_days: float = Field(7.0, gt=0, description="N: the future-negative window length in days")
     max_horizon_days: float = Field(30.0, gt=0, description="negatives kept per sample for horizon studies")
     max_history: int = Field(200, ge=1, description="most recent events kept per sample")
