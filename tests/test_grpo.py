@@ -143,7 +143,8 @@ def test_plan_stages_progressive_and_full_context_ablation() -> None:
 
 
 # --------------------------------------------------------------------------- rollout
-def test_rollout_groups_are_distinct_valid_items_across_processes() -> None:
+@pytest.mark.parametrize("mode", ["beam", "sample"])
+def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> None:
     from accelerate import PartialState
 
     from conrec.llm.grpo import build_rollout
@@ -151,7 +152,7 @@ def test_rollout_groups_are_distinct_valid_items_across_processes() -> None:
 
     _, _, sid_map = toy_tables(n_items=32, n_users=2)
     model, tok, vocab = _tiny_policy(sid_map)
-    grpo = GrpoConfig(num_generations=4, batch_size=8)
+    grpo = GrpoConfig(num_generations=4, batch_size=8, rollout=mode)
     rollout = build_rollout(grpo, tok, sid_map, vocab)
     prompts = ["Predict an item this user will dislike .\nAnswer:"] * 4 + ["Disliked (oldest first) :\nAnswer:"] * 4
     state = PartialState(cpu=True)

@@ -142,3 +142,14 @@ def test_wrappers_accept_a_sid_map(codislike: CoDislike) -> None:
     funcs, _ = make_reward_funcs(RewardConfig(), sid_map, codislike)
     prefix = next(f for f in funcs if f.__name__ == "prefix")
     assert prefix(prompts=["p"], completions=[sid_map.sid_of("b")], future_negs=[["a"]]) == pytest.approx([2 / 3])
+
+
+def test_seen_items_earn_no_positive_credit(codislike: CoDislike) -> None:
+    kw = {"future_negs": [["a"], ["a"]], "liked_items": [["b"], []], "seen_items": [["b"], ["a"]]}
+    completions = ["<a_0><b_0><c_1>", "<a_0><b_0><c_0>"]  # b (seen and liked), a (seen dislike repeat)
+    funcs, _ = make_reward_funcs(RewardConfig(), CODES, codislike)
+    by = {f.__name__: f(prompts=["p", "p"], completions=completions, **kw) for f in funcs}
+    assert by["prefix"] == [0.0, 0.0] and by["collab"] == [0.0, 0.0] and by["hit"] == [0.0, 0.0]
+    assert by["liked"] == [-1.0, 0.0]  # the penalty still applies
+    keep, _ = make_reward_funcs(RewardConfig(), CODES, codislike, exclude_seen=False)
+    assert keep[0](prompts=["p", "p"], completions=completions, **kw) == [0.0, 1.0]

@@ -120,6 +120,7 @@ def stage_records(
                 "future_negs": list(future or []),
                 "next_neg": next_neg,
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
+                "seen_items": sorted(set(hist)),
             }
         )
     return out

@@ -14,11 +14,17 @@ Partial credits are maximal for an exact hit (an item shares its whole SID with 
 maximally similar to itself), so the combined reward is monotone: hit >= near miss >= far miss.
 An empty future set gives 0 for hit/collab/prefix (no signal, not a penalty).
 
+Items already in the user's history (``seen_items``) earn no positive credit when
+``exclude_seen`` is on (the default follows ``cfg.decode.exclude_history``): evaluation drops them
+from the ranking, so rewarding the policy for repeating a disliked history item (which shares SID
+prefixes and co-dislike neighbours with the future set) would teach it to waste slots. The liked
+penalty still applies to them.
+
 The combined reward is ``sum_c weight_c * component_c`` with weights from
 :class:`conrec.llm.config.RewardConfig`. TRL gets one callable per component plus the weights
 (``GRPOConfig.reward_weights``), so every component's mean reaches the trainer logs
 (``rewards/<name>/mean``). Targets arrive as dataset columns passed by TRL as keyword arguments
-(``future_negs``, ``next_neg``, ``liked_items``); nothing is ever looked up by prompt text.
+(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``); nothing is ever looked up by prompt text.
 """
 
 from __future__ import annotations
@@ -97,6 +103,12 @@ def prefix_reward(
     return out
 
 
+def unseen_mask(items: Sequence[str | None], seen_sets: Sequence[Sequence[str]]) -> np.ndarray:
+    """1.0 where the generated item is *not* in the user's history, else 0.0."""
+    _check_len(items, seen_sets, "seen sets")
+    return np.array([float(i is None or i not in set(s)) for i, s in zip(items, seen_sets)], dtype=np.float32)
+
+
 def reward_components(
     items: Sequence[str | None],
     future_sets: Sequence[Sequence[str]],
@@ -159,9 +171,11 @@ class _ComponentReward:
         codes_of: Mapping[str, Sequence[int]],
         item_of_codes: Mapping[tuple[int, ...], str],
         codislike: CoDislike | None,
+        exclude_seen: bool = True,
     ) -> None:
         self.__name__ = name
         self.name = name
+        self._exclude_seen = exclude_seen
         self._codes_of = codes_of
         self._item_of_codes = item_of_codes
         self._codislike = codislike
@@ -186,6 +200,8 @@ class _ComponentReward:
             vals = next_neg_reward(items, _column(kw, "next_neg", n, default=None))
         else:  # pragma: no cover - names are fixed by make_reward_funcs
             raise ValueError(self.name)
+        if self._exclude_seen and self.name != "liked" and kw.get("seen_items") is not None:
+            vals = vals * unseen_mask(items, _column(kw, "seen_items", n, default=[]))
         return [float(v) for v in vals]
 
 
@@ -194,18 +210,23 @@ def make_reward_funcs(
     sid_map: Any,
     codislike: CoDislike | None,
     mode: RewardMode = "future_collab",
+    exclude_seen: bool | None = None,
 ) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """TRL reward callables (one per component, in :data:`COMPONENTS` order) and their weights.
 
     ``cfg`` is a :class:`conrec.config.PipelineConfig` or a :class:`RewardConfig`; ``sid_map`` a
     :class:`conrec.sid.sid_map.SidMap` or a plain ``{item_id: codes}`` mapping. Pass the weights as
     ``GRPOConfig(reward_weights=...)``; zero-weight components still run so their means are logged.
+    ``exclude_seen`` (default: ``cfg.decode.exclude_history``, else True) zeroes the positive
+    credits of items in the ``seen_items`` column.
     """
     reward = cfg if isinstance(cfg, RewardConfig) else cfg.grpo.reward
+    if exclude_seen is None:
+        exclude_seen = bool(cfg.decode.exclude_history) if hasattr(cfg, "decode") else True
     weights = component_weights(reward, mode)
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
-    funcs = [_ComponentReward(name, codes_of, item_of_codes, codislike) for name in COMPONENTS]
+    funcs = [_ComponentReward(name, codes_of, item_of_codes, codislike, exclude_seen) for name in COMPONENTS]
     return funcs, [float(weights[name]) for name in COMPONENTS]
 
 
