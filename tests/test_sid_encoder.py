@@ -72,6 +72,10 @@ def test_encode_items_normalises_and_caches(tmp_path: Path) -> None:
     changed = _items().with_columns(pl.when(pl.col("item_id") == "0").then(pl.lit("Other")).otherwise("title").alias("title"))
     encode_items(changed, cfg, encoder=enc)
     assert enc.calls == 4
+    # cache off: always encodes, writes nothing
+    off = EncoderConfig(cache=False, cache_dir=tmp_path / "off", batch_size=4)
+    encode_items(_items(), off, encoder=enc)
+    assert enc.calls == 6 and not (tmp_path / "off").exists()
 
 
 def _write_extra(path: Path, ids: list[str], dim: int = 4, seed: int = 0) -> None:

@@ -37,18 +37,24 @@ def toy_tables(
             "category": genre,
         }
     )
-    # level 0 = genre, the remaining levels enumerate the items of the genre
+    # level 0 = genre (plus a block offset when a genre outgrows the lower levels), the remaining
+    # levels enumerate the items of the genre
+    cap = int(np.prod(codebook_sizes[1:]))
     codes = []
     per_genre: dict[int, int] = {}
     for j in range(n_items):
-        g = j % len(GENRES) % codebook_sizes[0]
+        g = j % len(GENRES)
         c = per_genre.get(g, 0)
         per_genre[g] = c + 1
+        level0 = g % codebook_sizes[0] + len(GENRES) * (c // cap)
+        if level0 >= codebook_sizes[0]:
+            raise ValueError(f"{n_items} items do not fit codebook sizes {codebook_sizes} with {len(GENRES)} genres")
+        c %= cap
         rest = []
         for size in reversed(codebook_sizes[1:]):
             rest.append(c % size)
             c //= size
-        codes.append([g, *reversed(rest)])
+        codes.append([level0, *reversed(rest)])
     sid_map = SidMap(item_ids, np.array(codes, dtype=np.int64), list(codebook_sizes))
 
     by_genre = {g: [i for i, gg in zip(item_ids, genre) if gg == g] for g in GENRES}

@@ -250,7 +250,7 @@ def encode_items(
     """Vectors for every item (rows in ``items`` order) and a small info dict for stats/checkpoints."""
     texts = item_texts(items, cfg.text_fields)
     enc = encoder if encoder is not None else SentenceTransformerEncoder(cfg.model_path, cfg.batch_size)
-    cache_dir = cfg.cache_dir if cfg.cache_dir is not None else DEFAULT_CACHE_DIR
+    cache_dir = (cfg.cache_dir if cfg.cache_dir is not None else DEFAULT_CACHE_DIR) if cfg.cache else None
     vectors, cached = encode_texts(texts, enc, cfg.batch_size, cache_dir, progress)
     info: dict[str, object] = {"model_id": enc.model_id, "text_dim": int(vectors.shape[1]), "cache_hit": cached}
     if cfg.extra_vectors_path is not None:

@@ -82,7 +82,11 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
         notes += [str(w.message) for w in caught]
 
         t = time.perf_counter()
-        result = quantize(vectors, sizes, qcfg, seed, progress)
+        torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else qcfg.num_threads)
+        try:
+            result = quantize(vectors, sizes, qcfg, seed, progress)
+        finally:
+            torch.set_num_threads(qcfg.num_threads)
         seconds["quantize"] = time.perf_counter() - t
 
     t = time.perf_counter()
