@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -118,3 +119,39 @@ def test_sample_distinct_gives_n_distinct_real_items(setup):
         assert min(r) >= 0 and len(set(r)) == 8
         for j, row in enumerate(r):
             assert tok.decode(ids[b, j]) == sid_map.sid_of(sid_map.items[row])
+
+
+def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap) -> dict[str, float]:
+    """Oracle: log p(SID of item | prompt) for every item, one unbatched, uncached forward each."""
+    out = {}
+    for item in sid_map.items:
+        ids = tok(prompt + sid_map.sid_of(item), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        tail = ids[0, -len(SIZES):]
+        out[item] = logp[-len(SIZES):].gather(1, tail[:, None]).sum().item()
+    return out
+
+
+def test_batched_left_padded_search_with_shared_cache_matches_the_exhaustive_ranking(setup):
+    # prompts of different lengths in one batch: the shared prompt cache must use the same positions
+    # as an unpadded forward, and with num_beams = catalogue size the search is exhaustive
+    model, tok, sid_map, vocab, histories, prompts = setup
+    # fresh SID embeddings are all alike (every item would tie): give the SID rows random values
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    sid_ids = torch.cat([ids for ids in vocab.level_ids])
+    with torch.no_grad():
+        for emb in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            emb[sid_ids] += torch.randn(len(sid_ids), emb.shape[1], generator=gen)
+    excl = [set(h) for h, _ in histories]
+    recs = generate_topk(
+        model, tok, prompts, sid_map.trie(), sid_map.items, 8, DecodeConfig(num_beams=25, batch_size=3, exclude_history=True),
+        exclude=excl, vocab=vocab,
+    )
+    for prompt, ex, r in zip(prompts, excl, recs):
+        exact = _exact_item_logprobs(model, tok, prompt, sid_map)
+        want = sorted((i for i in exact if i not in ex), key=lambda i: -exact[i])[:8]
+        assert [i for i, _ in r] == want
+        for item, score in r:
+            assert score == pytest.approx(exact[item], abs=1e-3)

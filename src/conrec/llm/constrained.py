@@ -22,7 +22,7 @@ it can locate the generated SID suffix itself (``prompt_len=None``): prompts bui
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
@@ -45,7 +45,15 @@ class SidLogitsProcessor(LogitsProcessor):
     each row is the length of its trailing run of SID tokens (for generate calls we do not control).
     """
 
-    def __init__(self, trie: SidTrie, vocab: SidVocab, eos_token_id: int, prompt_len: int | None = None) -> None:
+    def __init__(
+        self,
+        trie: SidTrie,
+        vocab: SidVocab,
+        eos_token_id: int,
+        prompt_len: int | None = None,
+        excluded: torch.Tensor | None = None,
+        group_size: int = 1,
+    ) -> None:
         if trie.levels != vocab.levels or list(trie.codebook_sizes) != list(vocab.codebook_sizes):
             raise ValueError(
                 f"trie codebook sizes {trie.codebook_sizes} do not match the vocabulary's {list(vocab.codebook_sizes)}"
@@ -55,6 +63,12 @@ class SidLogitsProcessor(LogitsProcessor):
         self.eos_token_id = int(eos_token_id)
         self.prompt_len = prompt_len
         self.levels = trie.levels
+        # (n_prompts, n_items) bool: items a prompt must not get (its history); row r of the batch
+        # x beams layout belongs to prompt r // group_size (beam search keeps a prompt's beams together)
+        if excluded is not None and (excluded.dim() != 2 or excluded.shape[1] != len(trie)):
+            raise ValueError(f"excluded must have shape (n_prompts, {len(trie)}), got {tuple(excluded.shape)}")
+        self.excluded = excluded
+        self.group_size = int(group_size)
 
     def _suffix_lengths(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.prompt_len is not None:
@@ -66,6 +80,19 @@ class SidLogitsProcessor(LogitsProcessor):
         run = torch.cumprod(is_sid.flip(1).long(), dim=1).sum(1)
         return run
 
+    def _excluded_leaves(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor) -> torch.Tensor:
+        """(rows, last codebook size) mask of last codes that would complete an excluded item.
+
+        Excluding at the last level (instead of asking for extra beams and dropping history items
+        afterwards) keeps the beam count at K however long the history is.
+        """
+        n, size = prefix.shape[0], self.trie.codebook_sizes[-1]
+        last = torch.arange(size).expand(n, size)
+        full = torch.cat([prefix.unsqueeze(1).expand(n, size, prefix.shape[1]), last.unsqueeze(-1)], dim=-1)
+        item = self.trie.item_index(full.reshape(n * size, self.levels)).view(n, size)
+        hit = self.excluded.cpu()[prompt_of_row.unsqueeze(1).expand(n, size), item.clamp(min=0)]
+        return hit & (item >= 0)
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         to_code = self.vocab.token_to_code.to(input_ids.device)
         lengths = self._suffix_lengths(input_ids)
@@ -76,7 +103,10 @@ class SidLogitsProcessor(LogitsProcessor):
                 out[rows, self.eos_token_id] = scores[rows, self.eos_token_id]
                 continue
             prefix = to_code[input_ids[rows, input_ids.shape[1] - level :]] if level else input_ids.new_zeros((len(rows), 0))
-            allowed = self.trie.allowed(prefix.cpu()).to(scores.device)  # (rows, codebook_sizes[level])
+            allowed = self.trie.allowed(prefix.cpu())  # (rows, codebook_sizes[level])
+            if self.excluded is not None and level == self.levels - 1:
+                allowed &= ~self._excluded_leaves(prefix.cpu(), rows.cpu() // self.group_size)
+            allowed = allowed.to(scores.device)
             ids = self.vocab.level_ids[level].to(scores.device)
             sub = scores[rows][:, ids]
             out[rows.unsqueeze(1), ids.unsqueeze(0)] = torch.where(allowed, sub, torch.full_like(sub, _NEG_INF))
@@ -149,15 +179,24 @@ def constrained_beam_search(
     vocab: SidVocab,
     num_beams: int,
     num_return: int,
+    excluded: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(item rows (B, num_return) in trie order, -1 = invalid; scores (B, num_return)), best first."""
+    """(item rows (B, num_return) in trie order, -1 = invalid; scores (B, num_return)), best first.
+
+    ``excluded`` (B, n_items) bool: items each prompt may not return (masked at the last level).
+    The prompts' KV cache is computed once and shared by the beams (:func:`_shared_prompt_cache`).
+    """
     enc = _encode(tokenizer, prompts, model.device)
     prompt_len = enc["input_ids"].shape[1]
-    processor = SidLogitsProcessor(trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len)
+    processor = SidLogitsProcessor(
+        trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len, excluded=excluded, group_size=num_beams
+    )
+    cache = _shared_prompt_cache(model, enc, num_beams)
     out = model.generate(
         **enc,
         generation_config=beam_generation_config(tokenizer, trie.levels, num_beams, num_return),
         logits_processor=LogitsProcessorList([processor]),
+        **({"past_key_values": cache} if cache is not None else {}),
     )
     gen = out.sequences[:, prompt_len : prompt_len + trie.levels].cpu()
     rows = _rows_of(gen, trie, vocab)
@@ -165,6 +204,27 @@ def constrained_beam_search(
     rows = torch.where(scores > _VALID_SCORE_FLOOR, rows, torch.full_like(rows, -1))
     b = len(prompts)
     return rows.view(b, num_return), scores.view(b, num_return)
+
+
+def _shared_prompt_cache(model: PreTrainedModel, enc: dict[str, torch.Tensor], num_beams: int) -> Any:
+    """KV cache of every prompt but its last token, computed once per prompt and repeated per beam.
+
+    Why: ``generate`` copies each prompt ``num_beams`` times *before* the prefill, so a top-20 beam
+    search would encode every prompt 20 times; prompts are long (histories) and completions are
+    ``L`` tokens, so the prefill is nearly all the cost. ``generate`` continues from a given cache
+    and feeds only the uncached last token. Positions follow the left padding the way ``generate``
+    derives them (``cumsum(attention_mask) - 1``). Returns None when the prompt has one token.
+    """
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if ids.shape[1] < 2 or num_beams < 1:
+        return None
+    head_mask = mask[:, :-1]
+    positions = (head_mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids[:, :-1], attention_mask=head_mask, position_ids=positions, use_cache=True)
+    cache = out.past_key_values
+    if num_beams > 1:
+        cache.batch_repeat_interleave(num_beams)
+    return cache
 
 
 def _rows_of(gen: torch.Tensor, trie: SidTrie, vocab: SidVocab) -> torch.Tensor:
@@ -192,8 +252,8 @@ def generate_topk(
     """Top-``k`` distinct real items per prompt as (item id, log-probability), best first.
 
     ``sid_codes_to_item[row]`` is the item id of trie row ``row`` (``SidMap.items``). ``exclude``
-    (one set per prompt, used when ``decode_cfg.exclude_history``) asks for ``k + len(set)`` beams
-    (capped at the catalogue size) and drops those items, so the user still gets ``k`` new ones.
+    (one set per prompt, used when ``decode_cfg.exclude_history``) masks those items inside the
+    decoding (last SID level), so the user still gets ``k`` new ones from ``max(k, num_beams)`` beams.
     Prompts are processed in batches of ``decode_cfg.batch_size``. ``stats`` (if given) receives
     ``n_generated`` and ``n_invalid`` totals and ``invalid_per_prompt`` (a list, one count per
     prompt); invalid outputs (no real item, or a repeated one) are dropped, never replaced.
@@ -205,15 +265,22 @@ def generate_topk(
     vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, model.get_input_embeddings().weight.shape[0])
     n_items = len(trie)
     use_exclude = exclude is not None and decode_cfg.exclude_history
+    row_of = {item: r for r, item in enumerate(sid_codes_to_item)} if use_exclude else {}
     results: list[list[tuple[str, float]]] = []
     invalid_per_prompt: list[int] = []
     n_invalid = n_generated = 0
     for start in range(0, len(prompts), decode_cfg.batch_size):
         batch = prompts[start : start + decode_cfg.batch_size]
         excl = [exclude[start + i] for i in range(len(batch))] if use_exclude else [set() for _ in batch]
-        n_ret = min(n_items, k + max((len(e) for e in excl), default=0))
-        n_beams = min(n_items, max(decode_cfg.num_beams, n_ret))
-        rows, scores = constrained_beam_search(model, tokenizer, batch, trie, vocab, n_beams, n_ret)
+        excluded = None
+        if use_exclude:
+            excluded = torch.zeros(len(batch), n_items, dtype=torch.bool)
+            for i, ex in enumerate(excl):
+                idx = [row_of[x] for x in ex if x in row_of]
+                excluded[i, idx] = True
+        n_ret = max(1, min(k, n_items - (int(excluded.sum(1).max()) if excluded is not None else 0)))
+        n_beams = max(n_ret, min(n_items, decode_cfg.num_beams))
+        rows, scores = constrained_beam_search(model, tokenizer, batch, trie, vocab, n_beams, n_ret, excluded=excluded)
         for r_row, s_row, ex in zip(rows.tolist(), scores.tolist(), excl):
             seen: set[int] = set()
             recs: list[tuple[str, float]] = []
