@@ -142,6 +142,18 @@ def test_plan_stages_progressive_and_full_context_ablation() -> None:
         GrpoConfig(stages=[GrpoStageConfig(name="a", steps=1), GrpoStageConfig(name="a", steps=1)])
 
 
+def test_fingerprint_follows_what_changes_the_reward(tmp_path: Path) -> None:
+    """A resumed GRPO run must not reuse stages trained under another reward (e.g. exclude_history)."""
+    from conrec.llm.grpo import fingerprint
+
+    base = load_config(None)
+    fp = fingerprint(base, "future_collab", True, tmp_path)
+    assert fingerprint(load_config(None, {"decode": {"num_beams": 3}}), "future_collab", True, tmp_path) == fp
+    assert fingerprint(load_config(None, {"decode": {"exclude_history": False}}), "future_collab", True, tmp_path) != fp
+    assert fingerprint(load_config(None, {"grpo": {"reward": {"w_hit": 2.0}}}), "future_collab", True, tmp_path) != fp
+    assert fingerprint(base, "next_neg", True, tmp_path) != fp
+
+
 # --------------------------------------------------------------------------- rollout
 @pytest.mark.parametrize("mode", ["beam", "sample"])
 def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> None:

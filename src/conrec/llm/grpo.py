@@ -266,6 +266,8 @@ def fingerprint(cfg: PipelineConfig, reward_mode: str, progressive: bool, sft_di
         "prompt": cfg.sft.prompt.model_dump(mode="json"),
         "seed": cfg.seed,
         "reward_mode": reward_mode,
+        # the rewards' exclude_seen follows it (make_reward_funcs): it changes what a rollout earns
+        "exclude_history": cfg.decode.exclude_history,
         "progressive": progressive,
         "sft": sft_stamp,
     }
