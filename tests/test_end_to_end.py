@@ -152,13 +152,6 @@ def test_lm_predictions_are_new_real_items(e2e: dict[str, Any]) -> None:
             assert not set(items) & set(history[sample_id]), (model, sample_id, "history item recommended")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known bug in conrec.llm.constrained (owned by the lead): the history is masked only at the last "
-    "SID level, so beams whose prefix leads only to history items die at the last step -> fewer than K "
-    "items and n_invalid > 0. Remove this marker once the processor masks dead prefixes at every level.",
-)
 def test_lm_predictions_fill_top_k_with_no_invalid_beams(e2e: dict[str, Any]) -> None:
     run: RunDir = e2e["run"]
     for model in LM_MODELS:

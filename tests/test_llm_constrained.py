@@ -155,3 +155,38 @@ def test_batched_left_padded_search_with_shared_cache_matches_the_exhaustive_ran
         assert [i for i, _ in r] == want
         for item, score in r:
             assert score == pytest.approx(exact[item], abs=1e-3)
+
+
+def test_branches_made_only_of_history_items_are_never_entered(setup):
+    # the user has seen every item under the first level-0 code: with K beams = K, a search that only
+    # masked the last level would spend beams on that branch and return fewer than K items
+    model, tok, sid_map, vocab, _, prompts = setup
+    codes = sid_map.codes
+    first = codes[0, 0]
+    history = {sid_map.items[j] for j in np.flatnonzero(codes[:, 0] == first)}
+    history |= {sid_map.items[j] for j in np.flatnonzero(codes[:, 0] == codes[-1, 0])}
+    stats: dict = {}
+    k = 3
+    recs = generate_topk(
+        model, tok, prompts[:2], sid_map.trie(), sid_map.items, k, DecodeConfig(num_beams=k, exclude_history=True),
+        exclude=[history, history], vocab=vocab, stats=stats,
+    )
+    for r in recs:
+        assert len(r) == k and not {i for i, _ in r} & history
+    assert stats["n_invalid"] == 0
+
+
+def test_trie_counts_excluded_items_under_every_node():
+    rng = np.random.default_rng(1)
+    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
+    codes = combos[np.sort(rng.choice(len(combos), size=30, replace=False))]
+    trie = SidMap([f"i{j}" for j in range(30)], codes, SIZES).trie()
+    excluded = torch.from_numpy(rng.random((2, 30)) < 0.4)
+    below = trie.excluded_below(excluded)
+    for level in range(1, len(SIZES) + 1):
+        for prefix in {tuple(c[:level]) for c in codes}:
+            node = trie.node_of(torch.tensor([prefix]))
+            under = (codes[:, :level] == prefix).all(1)
+            assert trie.items_left(node).item() == under.sum()
+            for p in range(2):
+                assert below[p, node].item() == (under & excluded[p].numpy()).sum()

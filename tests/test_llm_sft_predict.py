@@ -141,3 +141,27 @@ def test_cli_run_split_writes_parquet(trained, tmp_path):
     assert out.exists() and pl.read_parquet(out).height == preds.height > 0
     with pytest.raises(ConfigError, match="exactly one"):
         predict_mod.run(cfg, history=None, split=None, out=None, model="sft", k=3)
+
+
+def test_completion_loss_equals_the_models_own_loss_on_right_padded_batches():
+    import torch
+
+    from conrec.llm.backbone import load_backbone
+    from conrec.llm.config import ModelConfig, TinyModelConfig
+    from conrec.llm.sft import completion_loss
+
+    model, _ = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    lengths, t = [9, 5, 12], 12
+    ids = torch.zeros(3, t, dtype=torch.long)
+    mask = torch.zeros(3, t, dtype=torch.long)
+    labels = torch.full((3, t), -100)
+    for r, n in enumerate(lengths):
+        ids[r, :n] = torch.randint(5, 500, (n,), generator=gen)
+        mask[r, :n] = 1
+        labels[r, n - 3 : n] = ids[r, n - 3 : n]  # the last 3 tokens are the completion
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        got, _ = completion_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)

@@ -31,17 +31,18 @@ app = typer.Typer(
 )
 console = Console()
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML config (see configs/)", exists=False)
+ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:tiny / preset:smollm2 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
 
 
-def _load(config: Optional[Path], run_dir: Optional[Path], **overrides: Any):
-    from conrec.config import load_config
+def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None, **overrides: Any):
+    """--config, else the run dir's own config.yaml, else ``default_preset``, else defaults."""
+    from conrec.config import load_config, resolve_config_path
 
     extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
-    return load_config(config, extra)
+    return load_config(resolve_config_path(config, run_dir, default_preset), extra)
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -160,7 +161,7 @@ def demo(
     """The whole pipeline on the embedded default dataset: data -> SIDs -> SFT -> GRPO -> report."""
     from conrec.pipeline import run_demo
 
-    _guard(lambda: run_demo(_load(config, run_dir), force=force, console=console))
+    _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console))
 
 
 def main() -> None:  # pragma: no cover

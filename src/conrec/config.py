@@ -7,6 +7,7 @@ silently ignored).
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,29 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         )
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid config{where}: {problems}") from exc
+
+
+PRESETS = ("demo", "tiny", "smollm2")
+
+
+def preset_path(name: str) -> Path:
+    """Path of a configuration shipped with the package (``src/conrec/presets/<name>.yaml``)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return Path(str(resources.files("conrec") / "presets" / f"{name}.yaml"))
+
+
+def resolve_config_path(path: str | Path | None, run_dir: str | Path | None, default_preset: str | None = None) -> Path | None:
+    """Which YAML a command loads: ``path`` (a file, or ``preset:<name>``); else the run directory's
+    own ``config.yaml`` (written by the pipeline, so a stage rerun alone uses the settings the run
+    was made with); else ``default_preset``; else None (all defaults)."""
+    if path is not None:
+        text = str(path)
+        return preset_path(text.split(":", 1)[1]) if text.startswith("preset:") else Path(path)
+    rd = Path(run_dir) if run_dir is not None else PipelineConfig.model_fields["run_dir"].default
+    if (rd / "config.yaml").exists():
+        return rd / "config.yaml"
+    return preset_path(default_preset) if default_preset else None
 
 
 def dump_config(cfg: PipelineConfig) -> str:

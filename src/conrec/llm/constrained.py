@@ -67,8 +67,8 @@ class SidLogitsProcessor(LogitsProcessor):
         # x beams layout belongs to prompt r // group_size (beam search keeps a prompt's beams together)
         if excluded is not None and (excluded.dim() != 2 or excluded.shape[1] != len(trie)):
             raise ValueError(f"excluded must have shape (n_prompts, {len(trie)}), got {tuple(excluded.shape)}")
-        self.excluded = excluded
         self.group_size = int(group_size)
+        self._excluded_below = trie.excluded_below(excluded.cpu()) if excluded is not None else None
 
     def _suffix_lengths(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.prompt_len is not None:
@@ -80,18 +80,18 @@ class SidLogitsProcessor(LogitsProcessor):
         run = torch.cumprod(is_sid.flip(1).long(), dim=1).sum(1)
         return run
 
-    def _excluded_leaves(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor) -> torch.Tensor:
-        """(rows, last codebook size) mask of last codes that would complete an excluded item.
+    def _live_children(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor, level: int) -> torch.Tensor:
+        """(rows, codebook_sizes[level]) mask of next codes under which some non-excluded item remains.
 
-        Excluding at the last level (instead of asking for extra beams and dropping history items
-        afterwards) keeps the beam count at K however long the history is.
+        Masking dead branches at *every* level (not only the last) keeps each beam on a path that
+        ends in an allowed item, so K beams always yield K new items however long the history is.
         """
-        n, size = prefix.shape[0], self.trie.codebook_sizes[-1]
-        last = torch.arange(size).expand(n, size)
-        full = torch.cat([prefix.unsqueeze(1).expand(n, size, prefix.shape[1]), last.unsqueeze(-1)], dim=-1)
-        item = self.trie.item_index(full.reshape(n * size, self.levels)).view(n, size)
-        hit = self.excluded.cpu()[prompt_of_row.unsqueeze(1).expand(n, size), item.clamp(min=0)]
-        return hit & (item >= 0)
+        n, size = prefix.shape[0], self.trie.codebook_sizes[level]
+        nxt = torch.arange(size).expand(n, size)
+        cand = torch.cat([prefix.unsqueeze(1).expand(n, size, level), nxt.unsqueeze(-1)], dim=-1)
+        nodes = self.trie.node_of(cand.reshape(n * size, level + 1)).view(n, size)
+        group = prompt_of_row.unsqueeze(1).expand(n, size)
+        return self.trie.items_left(nodes, self._excluded_below, group) > 0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         to_code = self.vocab.token_to_code.to(input_ids.device)
@@ -104,8 +104,8 @@ class SidLogitsProcessor(LogitsProcessor):
                 continue
             prefix = to_code[input_ids[rows, input_ids.shape[1] - level :]] if level else input_ids.new_zeros((len(rows), 0))
             allowed = self.trie.allowed(prefix.cpu())  # (rows, codebook_sizes[level])
-            if self.excluded is not None and level == self.levels - 1:
-                allowed &= ~self._excluded_leaves(prefix.cpu(), rows.cpu() // self.group_size)
+            if self._excluded_below is not None:
+                allowed &= self._live_children(prefix.cpu(), rows.cpu() // self.group_size, level)
             allowed = allowed.to(scores.device)
             ids = self.vocab.level_ids[level].to(scores.device)
             sub = scores[rows][:, ids]

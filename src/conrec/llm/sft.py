@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,30 +102,73 @@ def _with_lora(model: Any, lora: Any, new_ids: list[int]) -> Any:
     return peft_model
 
 
-def sft_trainer_class() -> type:
-    """TRL's ``SFTTrainer``, with the plain causal-LM loss on machines without Triton (CPU).
+def left_align(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+    """Move each right-padded row's tokens to the right end (pure, vectorised).
 
-    Why: TRL 1.16's fused LM head scores only the completion positions when Triton is available,
-    but on other devices it scores *every* position through a tiled pure-torch kernel (to keep tile
-    shapes static). With completion-only loss on short SID completions that is ~20x more vocabulary
-    projections than needed and it dominated CPU steps (1.2 of 1.7 s per step on the tiny model).
-    The model's own loss (``transformers.Trainer.compute_loss``: one logits matmul + cross-entropy
-    over the ``-100``-masked labels, token-averaged across devices the Trainer's way) is the same
-    objective, ~5x faster here. Overriding ``compute_loss`` is the extension point TRL documents.
-    TRL's extra training metrics (token accuracy, entropy) are not logged on this path.
+    Returns the model inputs (``input_ids``, ``attention_mask``, ``position_ids`` counted from each
+    row's first real token, as ``generate`` does for left padding), the aligned labels, and how many
+    trailing positions hold every supervised label: only those need vocabulary logits.
     """
-    from transformers import Trainer
+    ids, labels = batch["input_ids"], batch["labels"]
+    mask = batch.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(ids)
+    t = ids.shape[1]
+    pad = t - mask.long().sum(1, keepdim=True)
+    src = (torch.arange(t, device=ids.device).unsqueeze(0) - pad) % t
+    ids, mask, labels = (x.gather(1, src) for x in (ids, mask, labels))
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    supervised = (labels != -100).any(0).nonzero()
+    first = int(supervised[0]) if len(supervised) else t - 1
+    keep = max(1, t - first + 1)  # +1: the logit that predicts the first supervised token
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, labels, keep
+
+
+def completion_loss(model: Any, batch: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> tuple[torch.Tensor, Any]:
+    """Summed cross-entropy of the supervised tokens / ``num_items_in_batch`` (or their count).
+
+    Equal to the model's own causal-LM loss on the same batch, but only the trailing positions of
+    the left-aligned batch get vocabulary logits.
+    """
+    model_inputs, labels, keep = left_align(batch)
+    outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False)
+    logits = outputs.logits[:, :-1].float()
+    target = labels[:, labels.shape[1] - keep + 1 :]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
+    return loss / denom, outputs
+
+
+def sft_trainer_class() -> type:
+    """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
+
+    Why: TRL 1.16's fused LM head projects only the supervised positions when Triton is available,
+    but elsewhere it projects *every* position through a tiled pure-torch kernel (to keep tile
+    shapes static). Our completions are a few SID tokens after prompts of ~100, so that is ~20x the
+    needed vocabulary work; it dominated CPU steps. Here each batch is left-aligned
+    (:func:`left_align`) and the model is asked for logits of the trailing positions only
+    (``logits_to_keep``), then cross-entropy over the ``-100``-masked labels, normalised like
+    ``transformers.Trainer.compute_loss`` (``num_items_in_batch``, x processes when tokens are
+    averaged across devices). Same objective; the call goes through ``model(...)``, so DDP/FSDP
+    wrappers see it. Overriding ``compute_loss`` is the extension point TRL documents; TRL's extra
+    training metrics (token accuracy, entropy) are not logged on this path.
+    """
     from trl import SFTTrainer
     from trl.trainer.utils import _use_triton
 
     if _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
         return SFTTrainer
 
-    class PlainLossSFTTrainer(SFTTrainer):
+    class CompactLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
 
-    return PlainLossSFTTrainer
+    return CompactLossSFTTrainer
 
 
 def load_inputs(run: RunDir) -> tuple[Any, Any, SidMap]:
@@ -141,8 +185,15 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
     ``out_dir`` (default ``RunDir.sft_model``) lets ablations train variants side by side; the stage
     is marked done only when writing the default location. Returns the training statistics.
     """
+    import datasets
     from datasets import Dataset
+    from transformers.utils import logging as hf_logging
     from trl import SFTConfig
+
+    # the stage's own rich bar is the progress display: no per-map / per-shard tqdm bars
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
 
     console = console or Console()
     run_dir = RunDir(cfg.run_dir)

@@ -39,6 +39,7 @@ class SidTrie:
         parents_per_level: list[np.ndarray] = []
         codes_per_level: list[np.ndarray] = []
         node_of_item = np.zeros(n_items, dtype=np.int64)  # current node of each item, starting at root
+        path_nodes: list[np.ndarray] = []
         next_id = 1
         for level in range(levels):
             keys = node_of_item * self._k + codes[:, level]
@@ -47,6 +48,7 @@ class SidTrie:
             parents_per_level.append(uniq // self._k)
             codes_per_level.append(uniq % self._k)
             node_of_item = next_id + inverse.reshape(-1)
+            path_nodes.append(node_of_item)
             next_id += len(uniq)
         n_nodes = next_id
         if len(keys_per_level[-1]) != n_items:
@@ -74,6 +76,8 @@ class SidTrie:
         self._item_of_leaf = torch.from_numpy(item_of_leaf)
         self._n_items = n_items
         self._n_nodes = n_nodes
+        self._path_nodes = torch.from_numpy(np.stack(path_nodes, 1))  # (n_items, L): node below each level
+        self._subtree_items = torch.bincount(self._path_nodes.flatten(), minlength=n_nodes)
 
     def __len__(self) -> int:
         """Number of items (full SIDs) in the trie."""
@@ -95,6 +99,34 @@ class SidTrie:
             ok &= self._edge_keys[pos] == key
             node = torch.where(ok, pos + 1, torch.full_like(node, -1))  # edge i leads to node i + 1
         return node
+
+    def node_of(self, prefix: torch.Tensor) -> torch.Tensor:
+        """Node id reached by each prefix (B, l) (0 = root), or -1 where it leaves the trie."""
+        return self._walk(prefix)
+
+    def items_left(self, nodes: torch.Tensor, excluded_below: torch.Tensor | None = None, group: torch.Tensor | None = None) -> torch.Tensor:
+        """Items under each node (any shape of node ids; -1 -> 0), minus ``excluded_below[group]``."""
+        safe = nodes.clamp(min=0)
+        left = self._subtree_items[safe]
+        if excluded_below is not None:
+            left = left - excluded_below[group, safe] if group is not None else left - excluded_below[safe]
+        return torch.where(nodes >= 0, left, torch.zeros_like(left))
+
+    def excluded_below(self, excluded: torch.Tensor) -> torch.Tensor:
+        """(P, n_nodes) number of items under each node that are set in ``excluded`` (P, n_items) bool.
+
+        Lets constrained decoding skip, at every level, branches whose every item is excluded
+        (e.g. all already in the user's history), so no beam walks into a dead end.
+        """
+        if excluded.dim() != 2 or excluded.shape[1] != self._n_items:
+            raise ValueError(f"excluded must have shape (P, {self._n_items}), got {tuple(excluded.shape)}")
+        p = excluded.shape[0]
+        out = torch.zeros(p, self._n_nodes, dtype=torch.long)
+        rows, items = excluded.nonzero(as_tuple=True)
+        if len(rows):
+            nodes = self._path_nodes[items]  # (m, L)
+            out.index_put_((rows.unsqueeze(1).expand_as(nodes).reshape(-1), nodes.reshape(-1)), torch.ones(nodes.numel(), dtype=torch.long), accumulate=True)
+        return out
 
     def allowed(self, prefix: torch.Tensor) -> torch.Tensor:
         """(B, codebook_sizes[l]) mask of codes that extend each prefix (B, l) towards a real item.
