@@ -100,3 +100,21 @@ def test_corrupt_and_missing_inputs_are_clear(tmp_path: Path) -> None:
         read_json(j)
     write_json({"a": 1}, j)
     assert read_json(j) == {"a": 1}
+
+
+def test_readme_lists_every_setting_with_its_current_default():
+    from pathlib import Path
+
+    from conrec.config import config_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f"{key} = {default}" for key, default, _ in config_reference() if f"| `{key}` | `{default}` |" not in readme]
+    assert not missing, f"README's configuration reference is stale (run `conrec config --reference`): {missing[:5]}"
+
+
+def test_presets_load_and_demo_uses_a_tiny_offline_backbone():
+    from conrec.config import PRESETS, load_config, preset_path
+
+    for name in PRESETS:
+        load_config(preset_path(name))
+    assert load_config(preset_path("demo")).sft.model.tiny is not None

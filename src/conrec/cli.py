@@ -127,6 +127,21 @@ def eval_(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOp
     _guard(lambda: run(_load(config, run_dir), console=console))
 
 
+@app.command("config")
+def show_config(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default"),
+) -> None:
+    """Print the effective YAML config (defaults filled in), or the reference of every setting."""
+    from conrec.config import config_reference_markdown, dump_config
+
+    if reference:
+        print(config_reference_markdown())
+    else:
+        _guard(lambda: print(dump_config(_load(config, run_dir)), end=""))
+
+
 @app.command()
 def ablate(
     config: Optional[Path] = ConfigOpt,

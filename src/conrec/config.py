@@ -11,6 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import json
+
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -102,3 +104,31 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[k] = v
     return out
+
+
+def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) of every setting, nested sections flattened.
+
+    Generated from the pydantic models, so the README's reference cannot drift from the code.
+    """
+    rows: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            rows.extend(config_reference(ann, key + "."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json")
+        elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
+            default = [d.model_dump(mode="json") for d in default]
+        rows.append((key, json.dumps(default, default=str), field.description or ""))
+    return rows
+
+
+def config_reference_markdown() -> str:
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, desc in config_reference():
+        lines.append(f"| `{key}` | `{default}` | {desc.replace('|', '/')} |")
+    return "\n".join(lines)
