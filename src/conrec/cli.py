@@ -111,12 +111,16 @@ def predict(
     split: Optional[str] = typer.Option(None, help="batch mode: predict every sample of this split"),
     out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
-    k: int = typer.Option(20, min=1, help="how many items"),
+    k: Optional[int] = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
     from conrec.llm.predict import run
 
-    _guard(lambda: run(_load(config, run_dir), history=history, split=split, out=out, model=model, k=k, console=console))
+    def body() -> None:
+        cfg = _load(config, run_dir)
+        run(cfg, history=history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
+
+    _guard(body)
 
 
 @app.command(name="eval")

@@ -79,10 +79,10 @@ class SftConfig(_Strict):
 class DecodeConfig(_Strict):
     """Every generation parameter is set here explicitly; nothing is inherited from a model's config."""
 
-    top_k: int = Field(20, ge=1)
-    num_beams: int = Field(20, ge=1)
-    batch_size: int = Field(8, ge=1)
-    exclude_history: bool = True
+    top_k: int = Field(20, ge=1, description="K of `conrec predict` (eval uses max(eval.ks), serving the request's k)")
+    num_beams: int = Field(20, ge=1, description="beams of the constrained search (raised to K when smaller)")
+    batch_size: int = Field(8, ge=1, description="prompts decoded together")
+    exclude_history: bool = Field(True, description="never return an item already in the history (masked inside the search)")
 
 
 class RewardConfig(_Strict):
