@@ -38,3 +38,25 @@ def test_sft_two_cpu_processes(tmp_path):
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(RunDir(run.root).sft_model)
+
+
+def test_grpo_two_cpu_processes(tmp_path):
+    """Progressive GRPO (2 stages, constrained rollouts) as 2 gloo processes via the module entry point."""
+    from test_grpo import _grpo_run_dir
+
+    from conrec.config import dump_config
+
+    cfg, run = _grpo_run_dir(tmp_path / "run")
+    cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"stages": cfg.grpo.stages[:1] + [cfg.grpo.stages[1].model_copy(update={"steps": 1})]})})
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(dump_config(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "conrec.llm.grpo", "--config", str(cfg_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((run.grpo / "stats.json").read_text())
+    assert stats["steps"] == 2 and [s["invalid_rate"] for s in stats["stages"]] == [0.0, 0.0]
+    log = json.loads((run.grpo / "reward_log.json").read_text())
+    assert [e["stage"] for e in log] == ["neg", "pos"]
+    assert run.is_done("grpo")

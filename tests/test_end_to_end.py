@@ -230,3 +230,30 @@ def test_serve_real_lm_over_http(e2e: dict[str, Any]) -> None:
             assert client.get("/healthz").status_code == 200  # still serving after the errors
         assert server.process.poll() is None
     assert server.process.returncode is not None  # stopped with the block
+
+
+@pytest.mark.parametrize("what", ["prompts", "grpo"])
+def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[str, Any], what: str) -> None:
+    from conrec.ablation import run as ablate
+
+    cfg: PipelineConfig = e2e["cfg"]
+    run: RunDir = e2e["run"]
+    metrics = ablate(cfg, what=what, console=Console(quiet=True))
+    expect = {"prompts": ["sft_neg_only", "sft_segmented", "sft_merged"],
+              "grpo": ["sft", "grpo_next_neg", "grpo_future", "grpo_progressive"]}[what]
+    assert list(metrics) == ["popularity", *expect]
+    eval_metrics = read_json(run.eval / "metrics.json")
+    # rows for the run's own models equal what `conrec eval` measured (same samples, same decoding)
+    same = {"prompts": {"sft_segmented": "sft"}, "grpo": {"sft": "sft", "grpo_progressive": "grpo"}}[what]
+    for row, own in same.items():
+        assert metrics[row]["FHR@5"] == pytest.approx(eval_metrics[own]["FHR@5"])
+    for name in expect:
+        assert metrics[name]["invalid_rate"] == 0.0
+    table = (run.root / "ablations" / f"{what}.md").read_text()
+    assert all(f"| {name} |" in table for name in expect)
+    trained = [v for v in expect if v not in same]
+    for v in trained:
+        assert (run.root / "ablations" / what / v.removeprefix("sft_") / f"{v.removeprefix('sft_')}_model" / "config.json").exists()
+    # a second call reuses the trained variants (same fingerprints): nothing retrained, same numbers
+    again = ablate(cfg, what=what, console=Console(quiet=True))
+    assert again == metrics

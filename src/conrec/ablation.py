@@ -66,6 +66,11 @@ def _trained(folder: Path, cfg: PipelineConfig, variant: str, train: Callable[[P
     return model, info
 
 
+def _stage_seconds(stats_path: Path) -> float | None:
+    """Wall time the run's own stage recorded (its model is reused, not retrained)."""
+    return read_json(stats_path).get("seconds") if stats_path.exists() else None
+
+
 def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, default=str))
 
@@ -109,7 +114,7 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         from conrec.llm.grpo import run as grpo_run
 
         variants: list[tuple[str, str, Callable[[], tuple[Path, dict[str, Any]]]]] = [
-            ("sft", "SFT only", lambda: (rd.sft_model, {"train_seconds": None})),
+            ("sft", "SFT only", lambda: (rd.sft_model, {"train_seconds": _stage_seconds(rd.sft / "stats.json")})),
             (
                 "grpo_next_neg",
                 "GRPO, next-negative reward, one full-context stage",
@@ -122,7 +127,11 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
                 lambda: _trained(root / "grpo_future", cfg, "grpo_future", lambda out: grpo_run(
                     cfg, console=console, out_dir=out, reward_mode="future_collab", progressive=False)),
             ),
-            ("grpo_progressive", "Progressive GRPO, future + collaborative reward", lambda: (rd.grpo_model, {"train_seconds": None})),
+            (
+                "grpo_progressive",
+                "Progressive GRPO, future + collaborative reward",
+                lambda: (rd.grpo_model, {"train_seconds": _stage_seconds(rd.grpo / "stats.json")}),
+            ),
         ]
         for name, label, get in variants:
             console.rule(f"[bold]ablation {what}: {name}")
@@ -141,7 +150,7 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
             console.rule(f"[bold]ablation {what}: {variant}")
             vcfg = _with_prompt_variant(cfg, variant)
             if variant == cfg.sft.prompt.variant:
-                model_dir, info = rd.sft_model, {"train_seconds": None}
+                model_dir, info = rd.sft_model, {"train_seconds": _stage_seconds(rd.sft / "stats.json")}
             else:
                 model_dir, info = _trained(root / variant, vcfg, variant, lambda out, c=vcfg: sft_run(c, console=console, out_dir=out))
             name = f"sft_{variant}"
@@ -160,9 +169,10 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     ]
     for r in rows:
         zero = "" if r["zero_adv_share"] is None else f"{r['zero_adv_share']:.0%}"
-        train = "(the run's own model)" if r["train_seconds"] is None else f"{r['train_seconds']:g}"
+        train = "?" if r["train_seconds"] is None else f"{r['train_seconds']:g}"
         lines.append(f"| {r['variant']} | {r['what']} | {train} | {r['eval_seconds']:g} | {zero} |")
-    lines += ["", f"Total {seconds:g} s (including reused models)."]
+    lines += ["", f"Total {seconds:g} s. Train seconds of `sft` and of the variant matching the run's own configuration "
+              "are the run's stage times (those models are reused, not retrained)."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
     console.print(render_table(metrics, ks))
