@@ -34,7 +34,8 @@ Resume: finished stages are skipped; an unfinished stage continues from its last
 (optimizer, scheduler, RNG and step restored by the HF Trainer). Runs under ``accelerate launch``
 (TRL/Accelerate handle the processes; only the main process writes files)::
 
-    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m conrec.llm.grpo --config cfg.yaml
+    accelerate launch --config_file configs/accelerate/ddp_multigpu.yaml -m conrec.llm.grpo --config cfg.yaml
+    torchrun --standalone --nproc_per_node 2 -m conrec.llm.grpo --config cfg.yaml   # 2 CPU processes (gloo), as in CI
 """
 
 from __future__ import annotations

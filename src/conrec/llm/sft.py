@@ -10,7 +10,8 @@ Loss on completions only (TRL prompt/completion dataset with ``completion_only_l
 must learn to *answer*, not to reproduce histories. Runs unchanged under ``accelerate launch`` /
 ``torchrun`` (the Trainer handles DDP; only the main process writes files)::
 
-    accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m conrec.llm.sft --config cfg.yaml
+    accelerate launch --config_file configs/accelerate/ddp_multigpu.yaml -m conrec.llm.sft --config cfg.yaml
+    torchrun --standalone --nproc_per_node 2 -m conrec.llm.sft --config cfg.yaml   # 2 CPU processes (gloo), as in CI
 """
 
 from __future__ import annotations
