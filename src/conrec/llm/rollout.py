@@ -61,15 +61,10 @@ def beam_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab) -> TopKItems:
 
 def sample_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab, temperature: float) -> TopKItems:
     """K distinct items by constrained sampling at ``temperature`` (beam top-up when samples repeat)."""
-    from conrec.llm.constrained import sample_distinct
+    from conrec.llm.constrained import _encode, sample_distinct
 
     def topk(model: Any, prompts: Sequence[str], k: int) -> torch.Tensor:
-        side = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        try:
-            enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-        finally:
-            tokenizer.padding_side = side
+        enc = _encode(tokenizer, prompts, model.device)  # left-padded, as generation needs
         _, rows = sample_distinct(
             model, tokenizer, enc["input_ids"], trie, k, attention_mask=enc["attention_mask"], vocab=vocab,
             temperature=temperature,
