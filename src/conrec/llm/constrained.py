@@ -271,31 +271,26 @@ def generate_topk(
     n_invalid = n_generated = 0
     for start in range(0, len(prompts), decode_cfg.batch_size):
         batch = prompts[start : start + decode_cfg.batch_size]
-        excl = [exclude[start + i] for i in range(len(batch))] if use_exclude else [set() for _ in batch]
         excluded = None
         if use_exclude:
             excluded = torch.zeros(len(batch), n_items, dtype=torch.bool)
-            for i, ex in enumerate(excl):
-                idx = [row_of[x] for x in ex if x in row_of]
-                excluded[i, idx] = True
+            for i, ex in enumerate(exclude[start : start + len(batch)]):
+                excluded[i, [row_of[x] for x in ex if x in row_of]] = True
         n_ret = max(1, min(k, n_items - (int(excluded.sum(1).max()) if excluded is not None else 0)))
         n_beams = max(n_ret, min(n_items, decode_cfg.num_beams))
         rows, scores = constrained_beam_search(model, tokenizer, batch, trie, vocab, n_beams, n_ret, excluded=excluded)
-        for r_row, s_row, ex in zip(rows.tolist(), scores.tolist(), excl):
+        for b, (r_row, s_row) in enumerate(zip(rows.tolist(), scores.tolist())):
             seen: set[int] = set()
             recs: list[tuple[str, float]] = []
             bad = 0
             for r, s in zip(r_row, s_row):
                 n_generated += 1
-                if r < 0 or r in seen:
+                # not a real item, a repeat, or (a decoder bug) an excluded item: counted, never returned
+                if r < 0 or r in seen or (excluded is not None and bool(excluded[b, r])):
                     bad += 1
                     continue
                 seen.add(r)
-                item = sid_codes_to_item[r]
-                if item in ex:
-                    continue
-                if len(recs) < k:
-                    recs.append((item, float(s)))
+                recs.append((sid_codes_to_item[r], float(s)))
             results.append(recs)
             invalid_per_prompt.append(bad)
             n_invalid += bad
