@@ -22,17 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import polars as pl
 import torch
-
-
-def _events_from_samples(samples: pl.DataFrame) -> pl.DataFrame:
-    rows = []
-    for r in samples.iter_rows(named=True):
-        for k, (item, fb) in enumerate(zip(r["hist_items"], r["hist_feedback"])):
-            rows.append((r["user_id"], item, r["ts"] - 900 + k, fb))
-    schema = {"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}
-    return pl.DataFrame(rows, schema=schema, orient="row").unique(["user_id", "item_id", "ts"]).sort("ts")
 
 
 def main() -> None:
@@ -50,7 +40,7 @@ def main() -> None:
     from conrec.io import atomic_path, read_json, read_parquet, write_parquet
     from conrec.llm.backbone import load_backbone
     from conrec.llm.grpo import run as grpo_run
-    from conrec.llm.toy import write_toy_run
+    from conrec.llm.toy import toy_events, write_toy_run
     from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
     from conrec.sid.sid_map import SidMap
 
@@ -58,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="conrec_grpo_bench_") as tmp:
         root = Path(tmp) / "run"
         run = write_toy_run(root, n_items=64, n_users=16, samples_per_user=12)
-        write_parquet(_events_from_samples(read_parquet(run.samples)), run.events)
+        write_parquet(toy_events(read_parquet(run.samples), seconds_before=900), run.events)
         overrides: dict[str, Any] = {"run_dir": str(root)}
         if ns.tiny:
             overrides["sft"] = {"model": {"tiny": {}}}

@@ -8,7 +8,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import polars as pl
 import pytest
 import torch
 
@@ -17,7 +16,7 @@ from conrec.io import atomic_path, read_json, read_parquet, write_parquet
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
 from conrec.llm.tasks import sid_lookup
-from conrec.llm.toy import toy_tables, write_toy_run
+from conrec.llm.toy import toy_events, toy_tables, write_toy_run
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -55,13 +54,6 @@ def _tiny_policy(sid_map: SidMap):
     return model, tok, vocab
 
 
-def _toy_events(samples: pl.DataFrame) -> pl.DataFrame:
-    rows = []
-    for r in samples.iter_rows(named=True):
-        for k, (item, fb) in enumerate(zip(r["hist_items"], r["hist_feedback"])):
-            rows.append((r["user_id"], item, r["ts"] - 500 + k, fb))
-    schema = {"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}
-    return pl.DataFrame(rows, schema=schema, orient="row").unique(["user_id", "item_id", "ts"]).sort("ts")
 
 
 def _grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
@@ -69,7 +61,7 @@ def _grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
     from conrec.llm.vocab import save_vocab_meta
 
     run = write_toy_run(root, n_items=32, n_users=8, samples_per_user=3)
-    write_parquet(_toy_events(read_parquet(run.samples)), run.events)
+    write_parquet(toy_events(read_parquet(run.samples)), run.events)
     sid_map = SidMap.from_parquet(run.sid_map)
     model, tok, _ = _tiny_policy(sid_map)
     with atomic_path(run.sft_model) as tmp:

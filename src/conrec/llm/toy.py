@@ -118,3 +118,14 @@ def write_toy_run(root: str | Path, **kwargs) -> RunDir:
     run.mark_done("data")
     run.mark_done("sid")
     return run
+
+
+def toy_events(samples: pl.DataFrame, seconds_before: int = 500) -> pl.DataFrame:
+    """An events table consistent with a toy samples table: each sample's history, replayed one
+    second apart ending ``seconds_before`` seconds before the sample (what the GRPO co-dislike fit reads)."""
+    rows = []
+    for r in samples.iter_rows(named=True):
+        for k, (item, fb) in enumerate(zip(r["hist_items"], r["hist_feedback"])):
+            rows.append((r["user_id"], item, r["ts"] - seconds_before + k, fb))
+    schema = {"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}
+    return pl.DataFrame(rows, schema=schema, orient="row").unique(["user_id", "item_id", "ts"]).sort("ts")

@@ -15,6 +15,8 @@ deterministic and never returns a short list because its own signal ran out.
 
 from __future__ import annotations
 
+import itertools
+
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -101,25 +103,14 @@ def top_k(scores: np.ndarray | None, exclude: set[int], catalog: Catalog, k: int
         raise ValueError(f"k must be >= 1, got {k}")
     chosen: list[int] = []
     taken = set(exclude)
-    if scores is not None:
-        cand = np.flatnonzero(scores > 0)
-        if cand.size:
-            cand = cand[np.lexsort((catalog.popularity_rank[cand], -scores[cand]))]
-            for j in cand:
-                j = int(j)
-                if j not in taken:
-                    chosen.append(j)
-                    taken.add(j)
-                    if len(chosen) == k:
-                        break
-    if len(chosen) < k:
-        for j in catalog.popularity_order:
-            j = int(j)
-            if j not in taken:
-                chosen.append(j)
-                taken.add(j)
-                if len(chosen) == k:
-                    break
+    scored = np.flatnonzero(scores > 0) if scores is not None else np.zeros(0, dtype=np.int64)
+    scored = scored[np.lexsort((catalog.popularity_rank[scored], -scores[scored]))] if scored.size else scored
+    for j in itertools.chain(scored.tolist(), map(int, catalog.popularity_order)):  # lazy fill-up
+        if j not in taken:
+            chosen.append(j)
+            taken.add(j)
+            if len(chosen) == k:
+                break
     return [catalog.item_ids[j] for j in chosen]
 
 
