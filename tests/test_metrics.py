@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -13,7 +14,13 @@ from conrec.eval.metrics import (
     catalog_coverage,
     evaluate,
     fhr_at_k,
+    fprec_at_k,
     future_recall_at_k,
+    higher_is_better,
+    long_tail_items,
+    point_inputs,
+    point_values,
+    POINT_METRICS,
     horizon_key,
     hr_at_k,
     invalid_rate,
@@ -22,21 +29,25 @@ from conrec.eval.metrics import (
 )
 
 
-def test_fhr_counts_top_k_slots_in_future_set() -> None:
+def test_fhr_is_a_hit_ratio_and_fprec_a_slot_share() -> None:
     ranked = ["a", "b", "c", "d"]
-    assert fhr_at_k(ranked, {"b", "d", "z"}, 2) == 0.5  # b hit, a miss
-    assert fhr_at_k(ranked, {"b", "d", "z"}, 4) == 0.5  # b, d of 4
+    assert fhr_at_k(ranked, {"b", "d", "z"}, 2) == 1.0  # b is in the top 2: a hit
     assert fhr_at_k(ranked, ["d"], 3) == 0.0  # d is outside the top 3
+    assert fhr_at_k(ranked, ["d"], 4) == 1.0
+    assert fprec_at_k(ranked, {"b", "d", "z"}, 2) == 0.5  # b hit, a miss
+    assert fprec_at_k(ranked, {"b", "d", "z"}, 4) == 0.5  # b, d of 4
+    assert fprec_at_k(ranked, ["d"], 3) == 0.0
 
 
 def test_fhr_short_list_and_empty_future() -> None:
-    assert fhr_at_k(["a", "b"], {"a", "b"}, 5) == pytest.approx(2 / 5)  # missing slots are misses
-    assert fhr_at_k(["a", "b"], set(), 2) == 0.0
+    assert fprec_at_k(["a", "b"], {"a", "b"}, 5) == pytest.approx(2 / 5)  # missing slots are misses
+    assert fhr_at_k(["a", "b"], {"b"}, 5) == 1.0
+    assert fhr_at_k(["a", "b"], set(), 2) == 0.0 and fprec_at_k(["a", "b"], set(), 2) == 0.0
     assert fhr_at_k([], {"a"}, 3) == 0.0
 
 
 def test_duplicates_earn_credit_once() -> None:
-    assert fhr_at_k(["a", "a", "a"], {"a"}, 3) == pytest.approx(1 / 3)
+    assert fprec_at_k(["a", "a", "a"], {"a"}, 3) == pytest.approx(1 / 3)
     assert future_recall_at_k(["a", "a"], {"a", "b"}, 2) == 0.5
     assert catalog_coverage([["a", "a"], ["a", "b"]], n_items=4, k=2) == 0.5
 
@@ -103,18 +114,21 @@ def test_evaluate_three_samples_by_hand() -> None:
     )  # sample 2 has no prediction: all misses
     m = evaluate(preds, _samples(), ks=[1, 2], n_items=10)
     assert m["n_samples"] == 3
-    # k=1: sample0 "b" in future (1), sample1 "y" not (0), sample2 nothing (0)
+    # k=1: sample0 "b" in future (hit), sample1 "y" not, sample2 nothing
     assert m["FHR@1"] == pytest.approx(1 / 3)
+    assert m["FPrec@1"] == pytest.approx(1 / 3)
     assert m["HR@1"] == pytest.approx(0.0)  # next_negs a, x are at rank 2
     assert m["NDCG@1"] == 0.0
-    # k=2: FHR 2/2, 1/2, 0 -> 0.5; recall 2/2, 1/1, 0/2 -> 2/3; HR 1, 1, 0; NDCG 1/log2(3) twice
-    assert m["FHR@2"] == pytest.approx(0.5)
+    # k=2: hits 1, 1, 0 -> FHR 2/3; FPrec 2/2, 1/2, 0 -> 0.5; recall 2/2, 1/1, 0/2 -> 2/3; HR 1, 1, 0
+    assert m["FHR@2"] == pytest.approx(2 / 3)
+    assert m["FPrec@2"] == pytest.approx(0.5)
     assert m["FRecall@2"] == pytest.approx(2 / 3)
     assert m["HR@2"] == pytest.approx(2 / 3)
     assert m["NDCG@2"] == pytest.approx(2 / math.log2(3) / 3)
     assert m["Coverage@1"] == pytest.approx(0.2)  # b, y
     assert m["Coverage@2"] == pytest.approx(0.4)  # b, a, y, x
     assert m["invalid_rate"] == pytest.approx(1 / 5)  # 1 invalid among 4 returned + 1 invalid
+    assert "LUF@1" not in m and "LIF@1" not in m  # no histories, no training counts: not computable
 
 
 def test_evaluate_recomputes_future_at_a_horizon() -> None:
@@ -143,3 +157,57 @@ def test_evaluate_with_no_predictions_scores_zero() -> None:
     empty = pl.DataFrame(schema={"sample_id": pl.Int64, "items": pl.List(pl.String)})
     m = evaluate(empty, _samples(), ks=[3], n_items=5)
     assert m["FHR@3"] == 0.0 and m["HR@3"] == 0.0 and m["n_samples"] == 3
+
+
+def _tail_samples() -> pl.DataFrame:
+    """4 points: hist dislikes 0, 2, 3, 5 (users 0 and 1 long-tail: < 3)."""
+    t = 1_000 * DAY
+    return pl.DataFrame(
+        {
+            "sample_id": [0, 1, 2, 3],
+            "ts": [t] * 4,
+            "hist_items": [["h"], ["h", "i", "j"], ["h", "i", "j"], ["h", "i", "j", "k", "l"]],
+            "hist_feedback": [[1], [-1, 1, -1], [-1, -1, -1], [-1, -1, -1, -1, -1]],
+            "next_neg": ["a", "b", "c", "d"],
+            "future_negs": [["a", "rare1"], ["b"], ["c", "rare2"], ["d"]],
+        },
+        schema_overrides={"sample_id": pl.Int64, "ts": pl.Int64, "hist_feedback": pl.List(pl.Int8)},
+    )
+
+
+def test_luf_and_lif_by_hand() -> None:
+    preds = pl.DataFrame({"sample_id": [0, 1, 2, 3], "items": [["a", "x"], ["x", "y"], ["rare2", "c"], ["d", "x"]]})
+    counts = {"a": 9, "b": 5, "c": 7, "d": 6, "rare1": 4, "x": 100}  # rare2 absent: 0 training dislikes
+    m = evaluate(preds, _tail_samples(), ks=[1, 2], n_items=10, train_dislike_counts=counts)
+    # FHR@1: hits a (0), x (1: miss), rare2 (2), d (3) -> 3/4
+    assert m["FHR@1"] == pytest.approx(3 / 4)
+    # LUF: long-tail users are points 0 (0 dislikes) and 1 (2 dislikes): hit, miss -> 1/2
+    assert m["LUF@1"] == pytest.approx(1 / 2) and m["LUF@2"] == pytest.approx(1 / 2)
+    # LIF: long-tail future items: rare1 (4 < 5) at point 0, rare2 (0) at point 2; b has 5 (not tail).
+    # point 0 recommends a, x: no tail hit; point 2 recommends rare2 first: hit -> 1/2 over 2 points
+    assert m["LIF@1"] == pytest.approx(1 / 2) and m["LIF@2"] == pytest.approx(1 / 2)
+
+
+def test_point_values_mark_points_outside_the_population_with_nan() -> None:
+    preds = pl.DataFrame({"sample_id": [0, 1, 2, 3], "items": [["a"], ["b"], ["x"], ["x"]]})
+    inputs, _ = point_inputs(preds, _tail_samples(), train_dislike_counts={"rare1": 9})
+    assert inputs.hist_negatives is not None and inputs.hist_negatives.tolist() == [0, 2, 3, 5]
+    assert inputs.long_tail is not None and "rare2" in inputs.long_tail and "rare1" not in inputs.long_tail
+    v = point_values(inputs, [1])
+    assert v["FHR@1"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert np.isnan(v["LUF@1"][2:]).all() and v["LUF@1"][:2].tolist() == [1.0, 1.0]
+    # rare1 has 9 training dislikes (head); a, b, c, d, rare2 are absent from the counts -> long-tail,
+    # so every point has a long-tail future item and LIF equals FHR here
+    assert v["LIF@1"].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_long_tail_items_threshold_is_strict() -> None:
+    assert long_tail_items({"a": 4, "b": 5}, ["a", "b", "c"]) == {"a", "c"}
+    assert long_tail_items({"a": 4, "b": 5}, ["a", "b"], threshold=6) == {"a", "b"}
+
+
+def test_registry_carries_direction_and_every_headline_metric() -> None:
+    assert {"FHR", "FPrec", "FRecall", "HR", "NDCG", "LUF", "LIF"} <= set(POINT_METRICS)
+    assert all(m.higher_is_better for m in POINT_METRICS.values())
+    assert higher_is_better("FHR@20") and higher_is_better("FHR@20|N=7d")
+    assert not higher_is_better("invalid_rate")

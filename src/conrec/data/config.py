@@ -48,12 +48,18 @@ class SimulatorConfig(_Strict):
 
 
 class SplitConfig(_Strict):
-    """Global time split and future-window labels.
+    """Time split and future-window labels.
 
-    The valid/test cut-offs are placed at event-time quantiles so that roughly ``valid_frac`` and
-    ``test_frac`` of all events fall after them.
+    ``protocol: global_time``: one valid and one test cut-off for everybody, at event-time
+    quantiles so that roughly ``valid_frac`` and ``test_frac`` of all events fall after them; one
+    valid and one test point per user. ``protocol: per_user``: each user's last ``test_frac`` share
+    of dislikes are test points and the ``valid_frac`` share before them valid points (every one of
+    them, so many more evaluation points); see :mod:`conrec.data.splits`.
     """
 
+    protocol: Literal["global_time", "per_user"] = Field(
+        "global_time", description="global_time: one cut-off for all users; per_user: each user's last dislikes are test"
+    )
     valid_frac: float = Field(0.1, ge=0.0, lt=1.0)
     test_frac: float = Field(0.2, gt=0.0, lt=1.0)
     horizon_days: float = Field(7.0, gt=0, description="N: the future-negative window length in days")

@@ -11,6 +11,23 @@ of the input table. A sample at negative event *e* has as history the events str
 that order, and as labels the negatives from *e* on (including *e*) inside the time window. So an
 event is either history or label, never both, even when timestamps tie.
 
+**Per-user protocol** (``split.protocol: per_user``): a user's dislikes, in that order, are cut by
+share: the last ``round(test_frac * n)`` are the user's test share, the ``round((test_frac +
+valid_frac) * n) - n_test`` before them the valid share, the rest train. Every eligible dislike of
+the valid/test shares is an evaluation point (not only the first). The user's *valid start* /
+*test start* is the timestamp of the first dislike of that share. What training may see:
+
+* train samples' labels stop before the user's valid start (``label_cut``), valid samples' before
+  the user's test start; test labels run the full window;
+* models fitted on events (the baselines) for split s see, for every user, only the events
+  strictly before that user's start of s (valid: the valid start, or the test start if the user
+  has no valid share; users with neither give all their events): :func:`per_user_fit_events`.
+  So no event a fitted model sees is a label of any evaluated point of s, nor an event of an
+  evaluated user at or after its point. What remains, and is inherent to per-user splits: another
+  user's *earlier-share* events may be later in calendar time than a point (the model sees "the
+  world" after t, never the user's answer). A "fit on all events before user u's first test
+  point" rule would instead leak other users' test labels and is not used.
+
 The work is vectorised (polars for selection, numpy ``searchsorted`` and one flat ``gather`` for
 the list columns), so 1M events take seconds, not minutes.
 """
@@ -98,10 +115,13 @@ def order_events(events: pl.DataFrame) -> OrderedEvents:
 def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl.DataFrame:
     """Which negatives become samples, and where each sample's labels must stop (``label_cut``).
 
-    train: negatives before the valid cut-off, the user's most recent ``max_train_samples_per_user``;
+    ``cfg.protocol == "per_user"`` delegates to :func:`select_points_per_user` (``cuts`` unused).
+    Global time split: train: negatives before the valid cut-off, the user's most recent ``max_train_samples_per_user``;
     valid/test: the user's first eligible negative in the window. Eligible = at least
     ``min_history`` prior events.
     """
+    if cfg.protocol == "per_user":
+        return select_points_per_user(ordered, cfg)
     neg = ordered.negatives.filter(pl.col("pos") >= cfg.min_history)
     train = (
         neg.filter(pl.col("ts") < cuts.valid)
@@ -122,6 +142,60 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
     )
     cols = ["ucode", "user_id", "split", "ts", "item_id", "gidx", "pos", "nidx", "label_cut"]
     return pl.concat([train.select(cols), valid.select(cols), test.select(cols)])
+
+
+def _round_half_up(x: pl.Expr) -> pl.Expr:
+    return (x + 0.5).floor().cast(pl.Int64)
+
+
+def per_user_shares(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
+    """The negatives with ``share`` (train/valid/test by position in the user's dislikes) and the
+    user's ``valid_start`` / ``test_start`` (null when the user has no such share)."""
+    neg = ordered.negatives
+    n = pl.len().over("ucode")
+    rank = pl.int_range(pl.len()).over("ucode")
+    n_test = _round_half_up(n * cfg.test_frac)
+    n_vt = _round_half_up(n * (cfg.test_frac + cfg.valid_frac))
+    neg = neg.with_columns(
+        share=pl.when(rank >= n - n_test).then(pl.lit("test")).when(rank >= n - n_vt).then(pl.lit("valid")).otherwise(pl.lit("train"))
+    )
+    return neg.with_columns(
+        valid_start=pl.col("ts").filter(pl.col("share") == "valid").min().over("ucode"),
+        test_start=pl.col("ts").filter(pl.col("share") == "test").min().over("ucode"),
+    )
+
+
+def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
+    """Per-user protocol (module docstring): every eligible dislike of a user's valid/test share is a
+    point; train keeps the most recent ``max_train_samples_per_user`` of the train share."""
+    shares = per_user_shares(ordered, cfg).filter(pl.col("pos") >= cfg.min_history)
+    no_cut = pl.lit(_NO_CUT, pl.Int64)
+    train = (
+        shares.filter(pl.col("share") == "train")
+        .filter(pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user)
+        .with_columns(split=pl.lit("train"), label_cut=pl.coalesce("valid_start", "test_start", no_cut))
+    )
+    valid = shares.filter(pl.col("share") == "valid").with_columns(
+        split=pl.lit("valid"), label_cut=pl.coalesce("test_start", no_cut)
+    )
+    test = shares.filter(pl.col("share") == "test").with_columns(split=pl.lit("test"), label_cut=no_cut)
+    cols = ["ucode", "user_id", "split", "ts", "item_id", "gidx", "pos", "nidx", "label_cut"]
+    return pl.concat([train.select(cols), valid.select(cols), test.select(cols)])
+
+
+def per_user_fit_events(events: pl.DataFrame, cfg: SplitConfig, split: str) -> pl.DataFrame:
+    """Events a model evaluated on ``split`` may be fitted on under the per-user protocol: each
+    user's events strictly before that user's start of ``split`` (see the module docstring)."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
+    starts = (
+        per_user_shares(order_events(events), cfg)
+        .group_by("user_id")
+        .agg(pl.col("valid_start").first(), pl.col("test_start").first())
+        .select("user_id", start=pl.coalesce("valid_start", "test_start") if split == "valid" else pl.col("test_start"))
+    )
+    joined = events.join(starts, on="user_id", how="left", maintain_order="left")
+    return joined.filter(pl.col("start").is_null() | (pl.col("ts") < pl.col("start"))).drop("start")
 
 
 def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg: SplitConfig) -> pl.DataFrame:

@@ -105,6 +105,7 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
         if facets is not None:
             write_parquet(facets, rd.data / "user_facets.parquet")
         stats = data_stats(events, items, samples, cuts, dcfg.source)
+        stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
         write_json(stats, rd.data / "stats.json")
         progress.advance(steps)
     console.print(summary_table(stats))

@@ -2,25 +2,101 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import itertools
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ItemKnnConfig(_Strict):
+class _Tunable(_Strict):
+    """A baseline's settings plus ``grid``: values to try for some of them when ``eval.tune`` is on
+    (every combination, scored on the valid split; see :mod:`conrec.eval.tuning`)."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _grid_names_fields(self) -> "_Tunable":
+        fields = set(type(self).model_fields) - {"grid"}
+        unknown = sorted(set(self.grid) - fields)
+        if unknown:
+            raise ValueError(f"grid names unknown setting(s) {unknown}; tunable settings are {sorted(fields)}")
+        empty = sorted(k for k, v in self.grid.items() if not v)
+        if empty:
+            raise ValueError(f"grid lists no value for {empty}")
+        return self
+
+    def grid_points(self) -> list["_Tunable"]:
+        """Every combination of the grid as a validated copy of these settings (self when no grid)."""
+        if not self.grid:
+            return [self]
+        keys = list(self.grid)
+        base = self.model_dump()
+        return [
+            type(self).model_validate({**base, **dict(zip(keys, combo))})
+            for combo in itertools.product(*(self.grid[k] for k in keys))
+        ]
+
+
+class PopularityConfig(_Tunable):
+    """Global dislike popularity, optionally time-decayed towards the newest fit event."""
+
+    half_life_days: float | None = Field(
+        None, gt=0, description="a dislike's weight halves every this many days before the newest fit event (None = plain counts)"
+    )
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"half_life_days": [None, 0.5, 2, 7, 30, 180]})
+
+
+class EaseConfig(_Tunable):
+    """EASE (Steck 2019): closed-form item-item regression on the user x item dislike matrix."""
+
+    l2: float = Field(200.0, gt=0, description="L2 weight lambda of the closed form B = I - P / diag(P), P = (X'X + lambda I)^-1")
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"l2": [10, 50, 200, 500, 1000, 3000]})
+
+
+class TasteExposureConfig(_Tunable):
+    """Taste x exposure: a normalised personal score blended with normalised log dislike-popularity.
+
+    Facet columns and separator are taken from ``eval.category`` (one place to name item facets).
+    """
+
+    personal: Literal["category", "itemknn"] = Field(
+        "category", description="the personal score: recency-weighted category affinity or co-dislike item-kNN"
+    )
+    pop_weight: float = Field(0.5, ge=0.0, le=1.0, description="score = (1 - w) * personal + w * log-popularity, both scaled to [0, 1]")
+    recency_decay: float = Field(0.9, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j")
+    top_neighbours: int = Field(100, ge=1, description="itemknn personal score: similarities kept per item")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=lambda: {"personal": ["category", "itemknn"], "pop_weight": [0.25, 0.5, 0.75]}
+    )
+
+
+class BootstrapConfig(_Strict):
+    """Percentile bootstrap over evaluation points (see :mod:`conrec.eval.bootstrap`)."""
+
+    resamples: int = Field(1000, ge=1)
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = 0
+    metrics: list[Literal["FHR", "FPrec", "FRecall", "HR", "NDCG", "LUF", "LIF"]] = Field(
+        default_factory=lambda: ["FHR", "LUF", "LIF", "HR"],
+        description="metrics given a CI and a paired difference vs the best baseline, at every K",
+    )
+
+
+class ItemKnnConfig(_Tunable):
     """Item-item cosine similarity on the user x item co-dislike matrix."""
 
     recency_decay: float = Field(
         0.9, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j (1 = plain sum)"
     )
     top_neighbours: int = Field(100, ge=1, description="similarities kept per item (sparsity and noise control)")
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"recency_decay": [0.7, 0.9, 1.0], "top_neighbours": [30, 200]})
 
 
-class CategoryConfig(_Strict):
+class CategoryConfig(_Tunable):
     """"Dislike the same category again": rank categories by the user's recent dislikes."""
 
     recency_decay: float = Field(
@@ -34,9 +110,10 @@ class CategoryConfig(_Strict):
     separator: str | None = Field(
         "|", description="splits multi-valued categories (e.g. 'Action|Comedy'); None keeps the string whole"
     )
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"recency_decay": [0.5, 0.7, 0.8, 0.9, 0.95, 1.0]})
 
 
-class SasrecConfig(_Strict):
+class SasrecConfig(_Tunable):
     """SASRec (causal self-attention) on users' dislike sequences, next-negative objective, full softmax."""
 
     hidden: int = Field(64, ge=8)
@@ -49,15 +126,16 @@ class SasrecConfig(_Strict):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     threads: int = Field(2, ge=1, description="torch CPU threads")
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"epochs": [15, 30, 60], "dropout": [0.2, 0.5]})
 
 
-BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec")
+BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure")
 
 
 class EvalConfig(_Strict):
     ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     split: Literal["valid", "test"] = "test"
-    baselines: list[str] = Field(default_factory=lambda: ["popularity", "itemknn", "category", "sasrec"])
+    baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
     models: list[Literal["sft", "grpo"]] = Field(
         default_factory=lambda: ["sft", "grpo"], description="LM checkpoints to evaluate (skipped if not trained)"
     )
@@ -66,6 +144,18 @@ class EvalConfig(_Strict):
         default_factory=lambda: [1, 3, 7, 14], description="days, for the FHR-vs-N plot"
     )
     seed: int = 0
+    tune: bool = Field(
+        True, description="choose each baseline's settings from its grid on the valid split (never test), then refit"
+    )
+    tune_k: int = Field(20, ge=1, description="tuning maximises FHR@tune_k on the valid samples")
+    tune_budget: int = Field(6, ge=1, description="most grid points any baseline may try (the same budget for all)")
+    context_swap: bool = Field(
+        False, description="also rank every point with another evaluated user's history (a seeded derangement)"
+    )
+    bootstrap: BootstrapConfig = Field(default_factory=BootstrapConfig)
+    popularity: PopularityConfig = Field(default_factory=PopularityConfig)
+    ease: EaseConfig = Field(default_factory=EaseConfig)
+    taste_exposure: TasteExposureConfig = Field(default_factory=TasteExposureConfig)
     itemknn: ItemKnnConfig = Field(default_factory=ItemKnnConfig)
     category: CategoryConfig = Field(default_factory=CategoryConfig)
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
@@ -77,3 +167,14 @@ class EvalConfig(_Strict):
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; known baselines are {', '.join(BASELINE_NAMES)}")
         return names
+
+    @model_validator(mode="after")
+    def _same_budget(self) -> "EvalConfig":
+        for name in BASELINE_NAMES:
+            n = len(getattr(self, name).grid_points())
+            if n > self.tune_budget:
+                raise ValueError(
+                    f"eval.{name}.grid has {n} combinations, over eval.tune_budget={self.tune_budget} "
+                    "(every baseline gets the same tuning budget)"
+                )
+        return self

@@ -1,34 +1,87 @@
-"""Baselines for negative recommendation, one module each, and :func:`make_baseline`."""
+"""Baselines for negative recommendation, one module each, and the registry that builds them.
+
+:data:`REGISTRY` maps a baseline name to its factory ``(EvalConfig) -> Recommender`` and the
+``EvalConfig`` attribute holding its (tunable) settings, so the eval stage, tuning and the tests
+build baselines one way. Factories import lazily: torch loads only when SASRec is asked for.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 from conrec.eval.baselines.base import Recommender
 from conrec.eval.config import BASELINE_NAMES, EvalConfig
 from conrec.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """How to build one baseline: ``build(eval_cfg)``; its settings live at ``eval_cfg.<settings>``."""
+
+    name: str
+    settings: str
+    build: Callable[[EvalConfig], Recommender]
+
+
+def _popularity(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.popularity import PopularityRecommender
+
+    return PopularityRecommender(cfg.popularity)
+
+
+def _itemknn(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.itemknn import ItemKnnRecommender
+
+    return ItemKnnRecommender(cfg.itemknn)
+
+
+def _category(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.category import CategoryRecommender
+
+    return CategoryRecommender(cfg.category)
+
+
+def _sasrec(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.sasrec import SasrecRecommender
+
+    return SasrecRecommender(cfg.sasrec, seed=cfg.seed)
+
+
+def _ease(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.ease import EaseRecommender
+
+    return EaseRecommender(cfg.ease)
+
+
+def _taste_exposure(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.taste_exposure import TasteExposureRecommender
+
+    return TasteExposureRecommender(cfg.taste_exposure, facets=cfg.category)
+
+
+REGISTRY: dict[str, BaselineSpec] = {
+    s.name: s
+    for s in (
+        BaselineSpec("popularity", "popularity", _popularity),
+        BaselineSpec("itemknn", "itemknn", _itemknn),
+        BaselineSpec("category", "category", _category),
+        BaselineSpec("sasrec", "sasrec", _sasrec),
+        BaselineSpec("ease", "ease", _ease),
+        BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure),
+    )
+}
+assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"
 
 BASELINES = BASELINE_NAMES
 
 
 def make_baseline(name: str, cfg: EvalConfig | None = None) -> Recommender:
     """A fresh, unfitted baseline by name, configured from the eval section (``cfg.itemknn`` ...)."""
-    cfg = cfg or EvalConfig()
-    if name == "popularity":
-        from conrec.eval.baselines.popularity import PopularityRecommender
-
-        return PopularityRecommender()
-    if name == "itemknn":
-        from conrec.eval.baselines.itemknn import ItemKnnRecommender
-
-        return ItemKnnRecommender(cfg.itemknn)
-    if name == "category":
-        from conrec.eval.baselines.category import CategoryRecommender
-
-        return CategoryRecommender(cfg.category)
-    if name == "sasrec":
-        from conrec.eval.baselines.sasrec import SasrecRecommender
-
-        return SasrecRecommender(cfg.sasrec, seed=cfg.seed)
-    raise ConfigError(f"eval.baselines: unknown baseline {name!r}; known baselines are {', '.join(BASELINES)}")
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise ConfigError(f"eval.baselines: unknown baseline {name!r}; known baselines are {', '.join(BASELINES)}")
+    return spec.build(cfg or EvalConfig())
 
 
-__all__ = ["BASELINES", "Recommender", "make_baseline"]
+__all__ = ["BASELINES", "REGISTRY", "BaselineSpec", "Recommender", "make_baseline"]

@@ -1,0 +1,68 @@
+"""Baselines that score the whole catalogue per sample, and the helpers they share.
+
+A :class:`ScoredRecommender` implements ``item_scores(samples) -> (n_samples, n_items)`` (higher =
+more likely disliked; columns in catalogue order) and gets ``recommend`` from it through
+:func:`conrec.eval.baselines.base.top_k`, so history exclusion, distinctness and the popularity
+tie-break are the same as for every other baseline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, top_k
+
+
+class ScoredRecommender(ABC):
+    """Base of catalogue-scoring baselines: subclasses set ``_catalog`` in ``fit`` and define ``item_scores``."""
+
+    name: str = "scored"
+    _catalog: Catalog | None = None
+
+    @abstractmethod
+    def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None: ...
+
+    @abstractmethod
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """(n_samples, n_catalogue_items) float scores, higher = more likely disliked."""
+
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise NotFittedError(f"{self.name}: call fit() before scoring")
+        return self._catalog
+
+    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+        """Top ``k`` by score (every item ranked: scores are shifted positive for ``top_k``), history excluded."""
+        cat = self.catalog()
+        scores = self.item_scores(samples)
+        out: list[list[str]] = []
+        for row, (items, _) in zip(scores, histories(samples)):
+            out.append(top_k(row - row.min() + 1.0, set(cat.encode(items)), cat, k))
+        return out
+
+
+def dislike_history_matrix(samples: pl.DataFrame, cat: Catalog, decay: float = 1.0, binary: bool = False) -> sp.csr_matrix:
+    """(n_samples, n_items) weights of each sample's history dislikes: ``decay**j`` for the j-th most
+    recent (repeats add up), or 1 per disliked item when ``binary``."""
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for r, (items, feedback) in enumerate(histories(samples)):
+        for j, c in enumerate(cat.encode(recent_dislikes(items, feedback))):
+            rows.append(r)
+            cols.append(c)
+            vals.append(decay**j)
+    m = sp.csr_matrix((vals, (rows, cols)), shape=(samples.height, len(cat.item_ids)), dtype=np.float64)
+    if binary:
+        m.data[:] = 1.0
+    return m
+
+
+def scale_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row divided by its maximum (rows whose maximum is <= 0 become 0): scores in [0, 1] per sample."""
+    top = scores.max(axis=1, keepdims=True) if scores.size else np.zeros((scores.shape[0], 1))
+    return np.divide(scores, top, out=np.zeros_like(scores, dtype=np.float64), where=top > 0)

@@ -1,0 +1,69 @@
+"""Confidence intervals and paired differences against the best baseline, added to metrics rows.
+
+Why a separate step: every model's per-point values must be resampled with the *same* indices
+(:mod:`conrec.eval.bootstrap`) for the differences to be paired, so this runs once all models of
+an evaluation are scored. Keys added to ``metrics[model]`` for each headline key ``m`` (e.g.
+``FHR@20``):
+
+* ``m_ci``: ``[lo, hi]``, the percentile CI of the model's mean;
+* ``m_diff``, ``m_diff_ci``: mean(model) - mean(best baseline) and its paired CI;
+* ``m_vs``: the name of that baseline (the baseline with the best point estimate of ``m``; the
+  best baseline itself gets no difference).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from conrec.eval.bootstrap import mean_ci, paired_diff_ci, resample_indices
+from conrec.eval.metrics import higher_is_better, nan_mean
+
+HEADLINE_METRICS = ("FHR", "LUF", "LIF", "HR")
+
+
+def best_baseline(values: dict[str, dict[str, np.ndarray]], baselines: Sequence[str], key: str) -> str | None:
+    """The baseline with the best mean of ``key`` (first listed wins ties); None if none has it."""
+    scored = [(nan_mean(values[b][key]), b) for b in baselines if b in values and key in values[b]]
+    scored = [(v, b) for v, b in scored if not math.isnan(v)]
+    if not scored:
+        return None
+    sign = 1.0 if higher_is_better(key) else -1.0
+    best = max(sign * v for v, _ in scored)
+    return next(b for v, b in scored if sign * v == best)
+
+
+def add_intervals(
+    metrics: dict[str, dict[str, object]],
+    values: dict[str, dict[str, np.ndarray]],
+    baselines: Sequence[str],
+    keys: Sequence[str],
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> None:
+    """Add ``_ci`` / ``_diff`` / ``_diff_ci`` / ``_vs`` entries (see module doc) to ``metrics`` in place.
+
+    ``values``: model -> key -> per-point array, all models over the same points in the same order.
+    """
+    lengths = {len(v) for per_model in values.values() for v in per_model.values()}
+    if not lengths:
+        return
+    if len(lengths) != 1:
+        raise ValueError(f"per-point arrays differ in length across models/keys: {sorted(lengths)}")
+    idx = resample_indices(lengths.pop(), resamples, seed)
+    for key in keys:
+        ref = best_baseline(values, baselines, key)
+        for model, per_key in values.items():
+            if key not in per_key:
+                continue
+            row = metrics.setdefault(model, {})
+            row[f"{key}_ci"] = list(mean_ci(per_key[key], idx, level))
+            if ref is None or model == ref:
+                continue
+            ref_values = values[ref][key]
+            row[f"{key}_diff"] = nan_mean(per_key[key]) - nan_mean(ref_values)
+            row[f"{key}_diff_ci"] = list(paired_diff_ci(per_key[key], ref_values, idx, level))
+            row[f"{key}_vs"] = ref

@@ -1,0 +1,76 @@
+"""Bootstrap CIs and paired differences on cases whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conrec.eval.bootstrap import mean_ci, paired_diff_ci, percentile_interval, resample_indices, resampled_means
+from conrec.eval.compare import add_intervals, best_baseline
+
+
+def test_constant_values_give_a_zero_width_interval() -> None:
+    idx = resample_indices(50, 200, seed=1)
+    assert mean_ci(np.full(50, 0.3), idx) == pytest.approx((0.3, 0.3))
+
+
+def test_resampled_means_by_hand() -> None:
+    values = np.array([1.0, 0.0, np.nan, 1.0])
+    idx = np.array([[0, 1, 2, 3], [2, 2, 2, 2], [1, 1, 0, 2]])
+    out = resampled_means(values, idx)
+    assert out[0] == pytest.approx(2 / 3)  # NaN point outside the population
+    assert np.isnan(out[1])  # drew only outside the population
+    assert out[2] == pytest.approx(1 / 3)
+
+
+def test_percentile_interval_by_hand() -> None:
+    stats = np.arange(101, dtype=float)  # 0..100: the 2.5th / 97.5th percentiles are 2.5 and 97.5
+    assert percentile_interval(stats, 0.95) == pytest.approx((2.5, 97.5))
+    assert percentile_interval(np.array([np.nan, 1.0, 1.0]), 0.9) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        percentile_interval(stats, 1.0)
+
+
+def test_seeded_and_paired() -> None:
+    a, b = resample_indices(30, 100, seed=7), resample_indices(30, 100, seed=7)
+    assert (a == b).all() and a.shape == (100, 30)
+    rng = np.random.default_rng(0)
+    base = rng.random(200)
+    # model = reference + 0.1 on every point: the paired difference is exactly 0.1 in every resample
+    idx = resample_indices(200, 300, seed=0)
+    assert paired_diff_ci(base + 0.1, base, idx) == pytest.approx((0.1, 0.1))
+    # while each model's own CI is wide
+    lo, hi = mean_ci(base, idx)
+    assert hi - lo > 0.05
+
+
+def test_ci_coverage_of_a_bernoulli_mean_is_near_nominal() -> None:
+    """Over many simulated data sets of 200 Bernoulli(0.3) points, ~95% of CIs contain 0.3."""
+    rng = np.random.default_rng(123)
+    idx = resample_indices(200, 400, seed=5)
+    inside = 0
+    trials = 200
+    for _ in range(trials):
+        lo, hi = mean_ci((rng.random(200) < 0.3).astype(float), idx)
+        inside += lo <= 0.3 <= hi
+    assert 0.88 <= inside / trials <= 0.99
+
+
+def test_add_intervals_against_the_best_baseline() -> None:
+    values = {
+        "pop": {"FHR@20": np.r_[np.ones(40), np.zeros(60)]},  # 0.40
+        "knn": {"FHR@20": np.r_[np.ones(30), np.zeros(70)]},  # 0.30
+        "lm": {"FHR@20": np.r_[np.ones(50), np.zeros(50)]},  # 0.50, superset of pop's hits
+    }
+    metrics: dict[str, dict[str, object]] = {m: {} for m in values}
+    assert best_baseline(values, ["pop", "knn"], "FHR@20") == "pop"
+    add_intervals(metrics, values, ["pop", "knn"], ["FHR@20"], resamples=500, seed=0)
+    assert "FHR@20_diff" not in metrics["pop"]  # the reference itself
+    assert metrics["lm"]["FHR@20_vs"] == "pop" and metrics["lm"]["FHR@20_diff"] == pytest.approx(0.1)
+    lo, hi = metrics["lm"]["FHR@20_diff_ci"]  # type: ignore[misc]
+    assert 0.0 < lo <= 0.1 <= hi  # lm hits every point pop hits, plus 10: the paired CI excludes 0
+    assert metrics["knn"]["FHR@20_diff"] == pytest.approx(-0.1)
+    ci_lo, ci_hi = metrics["pop"]["FHR@20_ci"]  # type: ignore[misc]
+    assert ci_lo < 0.4 < ci_hi
+    with pytest.raises(ValueError, match="differ in length"):
+        add_intervals({}, {"a": {"FHR@20": np.ones(3)}, "b": {"FHR@20": np.ones(4)}}, ["a"], ["FHR@20"])

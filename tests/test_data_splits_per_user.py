@@ -1,0 +1,114 @@
+"""Per-user temporal protocol: shares, label cuts and the fit-event rule, against hand-made logs
+and a plain-Python oracle."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+
+from conrec.data.config import SplitConfig
+from conrec.data.samples import DAY
+from conrec.data.schema import validate_events
+from conrec.data.splits import build_samples, per_user_fit_events
+
+
+def _events(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
+    return validate_events(
+        pl.DataFrame(
+            {
+                "user_id": [r[0] for r in rows],
+                "item_id": [r[1] for r in rows],
+                "ts": [int(r[2] * DAY) for r in rows],
+                "feedback": [r[3] for r in rows],
+            }
+        )
+    )
+
+
+def test_each_users_last_dislikes_are_test_points_and_labels_stop_at_the_users_own_boundaries():
+    # u: 10 dislikes on days 1..10 -> test = last 2 (round(0.2*10)), valid = 1 before them (round(0.3*10) - 2)
+    rows = [("u", "p", 0, 1)] + [("u", f"n{d}", d, -1) for d in range(1, 11)]
+    # v: 2 dislikes on days 50, 51 -> test = round(0.4) = 0, valid = round(0.6) - 0 = 1 (n51), train n50
+    rows += [("v", "q", 49, 1), ("v", "m50", 50, -1), ("v", "m51", 51, -1)]
+    cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.1, horizon_days=30, max_horizon_days=30)
+    s = build_samples(_events(rows), cfg)
+    u = s.filter(pl.col("user_id") == "u")
+    assert u.filter(pl.col("split") == "test")["next_neg"].to_list() == ["n9", "n10"]  # both: more points
+    assert u.filter(pl.col("split") == "valid")["next_neg"].to_list() == ["n8"]
+    train_u = u.filter(pl.col("split") == "train")
+    assert train_u["next_neg"].to_list() == [f"n{d}" for d in range(1, 8)]
+    # train labels stop before u's valid start (day 8); valid labels before u's test start (day 9)
+    assert train_u.row(0, named=True)["future_negs"] == [f"n{d}" for d in range(1, 8)]
+    assert u.filter(pl.col("split") == "valid").row(0, named=True)["future_negs"] == ["n8"]
+    assert u.filter(pl.col("split") == "test").row(0, named=True)["future_negs"] == ["n9", "n10"]
+    v = s.filter(pl.col("user_id") == "v")
+    assert v.sort("ts")["split"].to_list() == ["train", "valid"]
+    assert v.filter(pl.col("split") == "train").row(0, named=True)["future_negs"] == ["m50"]
+
+
+def test_fit_events_stop_at_each_users_own_boundary():
+    rows = [("u", "p", 0, 1)] + [("u", f"n{d}", d, -1) for d in range(1, 11)] + [("u", "late", 20, 1)]
+    rows += [("w", "a", 2, 1), ("w", "b", 30, 1)]  # w has no dislikes: all its events are usable
+    ev = _events(rows)
+    cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.1)
+    test_fit = per_user_fit_events(ev, cfg, "test")
+    valid_fit = per_user_fit_events(ev, cfg, "valid")
+    assert sorted(test_fit.filter(pl.col("user_id") == "u")["item_id"]) == sorted(["p"] + [f"n{d}" for d in range(1, 9)])
+    assert sorted(valid_fit.filter(pl.col("user_id") == "u")["item_id"]) == sorted(["p"] + [f"n{d}" for d in range(1, 8)])
+    assert test_fit.filter(pl.col("user_id") == "w").height == 2 and valid_fit.filter(pl.col("user_id") == "w").height == 2
+
+
+def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int, str], tuple[list[str], list[str]]]:
+    out = {}
+    for (user,), g in events.with_row_index("row").sort(["user_id", "ts", "row"]).group_by(["user_id"], maintain_order=True):
+        recs = list(g.iter_rows(named=True))
+        negs = [p for p, r in enumerate(recs) if r["feedback"] == -1]
+        n = len(negs)
+        n_test = math.floor(cfg.test_frac * n + 0.5)
+        n_vt = math.floor((cfg.test_frac + cfg.valid_frac) * n + 0.5)
+        share = {p: ("test" if i >= n - n_test else "valid" if i >= n - n_vt else "train") for i, p in enumerate(negs)}
+        start = {s: min((recs[p]["ts"] for p in negs if share[p] == s), default=None) for s in ("valid", "test")}
+        picked = {s: [p for p in negs if share[p] == s and p >= cfg.min_history] for s in ("train", "valid", "test")}
+        chosen = [("train", p) for p in picked["train"][-cfg.max_train_samples_per_user :]]
+        chosen += [(s, p) for s in ("valid", "test") for p in picked[s]]
+        for split, p in chosen:
+            t = recs[p]["ts"]
+            if split == "train":
+                cut = start["valid"] if start["valid"] is not None else start["test"]
+            elif split == "valid":
+                cut = start["test"]
+            else:
+                cut = None
+            end = t + cfg.horizon_days * DAY if cut is None else min(t + cfg.horizon_days * DAY, cut)
+            fut = []
+            for q, r in enumerate(recs[p:]):
+                if r["feedback"] == -1 and (r["ts"] < end or q == 0) and r["item_id"] not in fut:
+                    fut.append(r["item_id"])
+            hist = [r["item_id"] for r in recs[max(0, p - cfg.max_history) : p]]
+            out[(user, split, t, recs[p]["item_id"])] = (hist, fut)
+    return out
+
+
+def test_matches_a_plain_python_oracle_on_random_logs():
+    rng = np.random.default_rng(1)
+    ev = _events(
+        [
+            (f"u{rng.integers(30)}", f"i{rng.integers(80)}", float(rng.integers(0, 60 * 24)) / 24, int(rng.choice([-1, 1], p=[0.2, 0.8])))
+            for _ in range(3000)
+        ]
+    )
+    cfg = SplitConfig(protocol="per_user", horizon_days=3, max_history=15, max_train_samples_per_user=4, min_history=2)
+    s = build_samples(ev, cfg)
+    got = {(r["user_id"], r["split"], r["ts"], r["next_neg"]): (r["hist_items"], r["future_negs"]) for r in s.iter_rows(named=True)}
+    want = _oracle(ev, cfg)
+    assert got == want
+    per_split = s.group_by("split").len().rows()
+    assert dict(per_split)["test"] > 30 * 1  # several test points per user, not one
+    # no test label is among the events fitted for test, for any user
+    fit = per_user_fit_events(ev, cfg, "test")
+    fitted = set(zip(fit["user_id"].to_list(), fit["item_id"].to_list(), fit["ts"].to_list()))
+    for r in s.filter(pl.col("split") == "test").iter_rows(named=True):
+        for item, ts in zip(r["later_negs"], r["later_neg_ts"]):
+            assert (r["user_id"], item, ts) not in fitted
