@@ -120,6 +120,7 @@ def _cfg(root: Path, **eval_overrides: object):
         "ks": [2, 5],
         "horizons": [1, 3, 30],
         "sasrec": {"epochs": 1, "hidden": 16, "layers": 1},
+        "tune": False,
         **eval_overrides,
     }
     return load_config(None, {"run_dir": str(root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})

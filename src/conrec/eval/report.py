@@ -7,6 +7,7 @@ keys such as ``FHR@20|N=7d`` (see :func:`conrec.eval.metrics.horizon_key`).
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,52 +24,147 @@ from conrec.io import atomic_path, read_json, write_text  # noqa: E402
 from conrec.runs import RunDir  # noqa: E402
 
 RANKING_METRICS = ("FHR", "HR", "NDCG")
+TAIL_METRICS = ("FPrec", "LUF", "LIF")  # shown at the largest K
 _LOWER_IS_BETTER = {"invalid_rate"}
 
 
-def ks_of(metrics: dict[str, dict[str, float]]) -> list[int]:
+def ks_of(metrics: dict[str, dict[str, Any]]) -> list[int]:
     """The cut-offs K present in ``metrics`` (from keys like ``FHR@20``), ascending."""
     found = {int(m[1]) for row in metrics.values() for key in row if (m := re.fullmatch(r"FHR@(\d+)", key))}
     return sorted(found)
 
 
 def table_columns(ks: Sequence[int]) -> list[str]:
-    """Report columns: FHR/HR/NDCG at each K, coverage at the largest K, invalid rate."""
+    """Report columns: FHR/HR/NDCG at each K; FPrec/LUF/LIF and coverage at the largest K; invalid rate."""
     cols = [f"{m}@{k}" for k in ks for m in RANKING_METRICS]
     if ks:
+        cols += [f"{m}@{max(ks)}" for m in TAIL_METRICS]
         cols.append(f"Coverage@{max(ks)}")
     return cols + ["invalid_rate"]
 
 
-def _best(metrics: dict[str, dict[str, float]], col: str) -> float | None:
+def _number(value: Any) -> float | None:
+    """A table cell's value as a float, or None when it is missing/NaN/not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _best(metrics: dict[str, dict[str, Any]], col: str) -> float | None:
     """The best value of a column, or None when there is nothing to single out (all equal)."""
-    values = [row[col] for row in metrics.values() if col in row]
+    values = [v for row in metrics.values() if (v := _number(row.get(col))) is not None]
     if not values or len({f"{v:.4f}" for v in values}) == 1 and len(values) > 1:
         return None
     return min(values) if col in _LOWER_IS_BETTER else max(values)
 
 
-def markdown_table(metrics: dict[str, dict[str, float]], ks: Sequence[int]) -> str:
+def _present(metrics: dict[str, dict[str, Any]], cols: list[str]) -> list[str]:
+    """Columns at least one model has (LUF/LIF are absent when not computable)."""
+    return [c for c in cols if any(_number(row.get(c)) is not None for row in metrics.values())]
+
+
+def markdown_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
     """One row per model; the best value of each column in bold (ties all bold)."""
-    cols = table_columns(ks)
+    cols = _present(metrics, table_columns(ks))
     lines = ["| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     best = {c: _best(metrics, c) for c in cols}
     for model, row in metrics.items():
         cells = []
         for c in cols:
-            if c not in row:
+            v = _number(row.get(c))
+            if v is None:
                 cells.append("–")
                 continue
-            text = f"{row[c]:.4f}"
+            text = f"{v:.4f}"
             cells.append(f"**{text}**" if best[c] is not None and f"{best[c]:.4f}" == text else text)
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def render_table(metrics: dict[str, dict[str, float]], ks: Sequence[int]) -> Table:
+def _interval(row: dict[str, Any], key: str) -> str:
+    ci = row.get(key)
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(_number(x) is None for x in ci):
+        return ""
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def ci_cell(row: dict[str, Any], key: str) -> str:
+    """``0.546 [0.486, 0.610]``: the value with its bootstrap CI ('–' when absent)."""
+    v = _number(row.get(key))
+    return "–" if v is None else f"{v:.3f}{_interval(row, key + '_ci')}"
+
+
+def diff_cell(row: dict[str, Any], key: str) -> str:
+    """``+0.021 [-0.010, 0.052] vs popularity``; '(reference)' for the best baseline itself."""
+    d = _number(row.get(key + "_diff"))
+    if d is None:
+        return "(best baseline)" if _number(row.get(key)) is not None and key + "_ci" in row else "–"
+    return f"{d:+.3f}{_interval(row, key + '_diff_ci')} vs {row.get(key + '_vs', '?')}"
+
+
+def ci_keys(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> list[str]:
+    """Headline keys at the largest K that carry a CI, in registry order."""
+    if not ks:
+        return []
+    k = max(ks)
+    return [f"{m}@{k}" for m in ("FHR", "LUF", "LIF", "HR", "FPrec", "FRecall", "NDCG")
+            if any(f"{m}@{k}_ci" in row for row in metrics.values())]
+
+
+def ci_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str | None:
+    """Markdown: each headline metric at the largest K with its CI, and the paired difference vs the
+    best baseline with its CI; None when no CI was computed."""
+    keys = ci_keys(metrics, ks)
+    if not keys:
+        return None
+    head = " | ".join(f"{k} [95% CI] | Δ{k} vs best baseline [CI]" for k in keys)
+    lines = [f"| model | {head} |", "|---|" + "---:|---|" * len(keys)]
+    for model, row in metrics.items():
+        lines.append(f"| {model} | " + " | ".join(f"{ci_cell(row, k)} | {diff_cell(row, k)}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def swap_table(metrics: dict[str, dict[str, Any]]) -> str | None:
+    """Markdown: FHR@K with the user's own history vs another user's, and the top-K overlap."""
+    found = sorted({int(m[1]) for row in metrics.values() for key in row if (m := re.fullmatch(r"swap_FHR@(\d+)", key))})
+    if not found:
+        return None
+    k = max(found)
+    lines = [f"| model | FHR@{k} own history | FHR@{k} another user's history | top-{k} overlap |", "|---|---:|---:|---:|"]
+    for model, row in metrics.items():
+        own, sw, ov = (_number(row.get(c)) for c in (f"FHR@{k}", f"swap_FHR@{k}", f"swap_overlap@{k}"))
+        if sw is None:
+            continue
+        lines.append(f"| {model} | {own if own is not None else float('nan'):.4f} | {sw:.4f} | {ov if ov is not None else float('nan'):.0%} |")
+    return "\n".join(lines)
+
+
+def tuning_section(tuning: dict[str, dict[str, Any]]) -> str:
+    """Markdown: each baseline's chosen settings and the valid FHR@k of every grid point tried."""
+    lines = [
+        "## Baseline tuning (valid split)",
+        "",
+        "Each grid point was fitted on the events before the valid period and scored on the valid samples; "
+        "the best was refitted on the events before the evaluated period. Test was never used.",
+        "",
+        "| baseline | chosen | valid FHR@k | grid (valid FHR@k per point) |",
+        "|---|---|---:|---|",
+    ]
+    for name, t in tuning.items():
+        chosen = ", ".join(f"{k}={v}" for k, v in t.get("chosen", {}).items()) or "(no grid)"
+        tried = "; ".join(
+            ", ".join(f"{k}={v}" for k, v in e["params"].items()) + f": {e['valid_fhr']:.3f}"
+            for e in t.get("tried", [])
+        )
+        lines.append(f"| {name} | {chosen} | {t.get('valid_fhr', float('nan')):.4f} | {tried} |")
+    return "\n".join(lines)
+
+
+def render_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> Table:
     """The results for the terminal: one row per metric, one column per model (so a few models fit
-    an 80-column terminal); the best value per metric in bold green."""
-    cols = table_columns(ks)
+    an 80-column terminal); the best value per metric in bold green; then the headline metric's CI
+    and paired difference vs the best baseline, and the context swap when computed."""
+    cols = _present(metrics, table_columns(ks))
     table = Table(title="negative recommendation: evaluation", header_style="bold")
     table.add_column("metric")
     for model in metrics:
@@ -77,12 +173,23 @@ def render_table(metrics: dict[str, dict[str, float]], ks: Sequence[int]) -> Tab
         best = _best(metrics, c)
         cells = []
         for row in metrics.values():
-            if c not in row:
+            v = _number(row.get(c))
+            if v is None:
                 cells.append("–")
                 continue
-            text = f"{row[c]:.4f}"
+            text = f"{v:.4f}"
             cells.append(f"[bold green]{text}[/]" if best is not None and f"{best:.4f}" == text else text)
         table.add_row(c, *cells)
+    for key in ci_keys(metrics, ks)[:1]:
+        table.add_row(f"{key} 95% CI", *[_interval(row, key + "_ci").strip() or "–" for row in metrics.values()])
+        table.add_row(
+            f"Δ{key} vs best baseline",
+            *[f"{d:+.4f}" if (d := _number(row.get(key + "_diff"))) is not None else ("ref" if key + "_ci" in row else "–")
+              for row in metrics.values()],
+        )
+        table.add_row(f"Δ{key} 95% CI", *[_interval(row, key + "_diff_ci").strip() or "–" for row in metrics.values()])
+    for key in sorted({k for row in metrics.values() for k in row if k.startswith("swap_")}):
+        table.add_row(key, *[f"{v:.4f}" if (v := _number(row.get(key))) is not None else "–" for row in metrics.values()])
     return table
 
 
@@ -228,10 +335,12 @@ def write_report(
     parts = [
         "# conrec evaluation report",
         "",
-        "FHR@K: share of the top-K predicted items that the user dislikes within the future window "
-        "(the CoNRec metric). HR@K / NDCG@K: against the single next dislike (the conventional "
-        "target). Coverage: share of the catalogue recommended to anyone. Invalid rate: generated "
-        "candidates that named no real item (0 for baselines). Best value per column in bold.",
+        "FHR@K: share of evaluation points with at least one top-K item among the user's dislikes "
+        "of the future window (the CoNRec hit ratio); FPrec@K: share of the K slots that are such "
+        "dislikes; LUF@K / LIF@K: FHR@K over long-tail users (< 3 dislikes before t) / counting only "
+        "long-tail items (< 5 training dislikes). HR@K / NDCG@K: against the single next dislike (the "
+        "conventional target). Coverage: share of the catalogue recommended to anyone. Invalid rate: "
+        "generated candidates that named no real item (0 for baselines). Best value per column in bold.",
         "",
         "## Dataset",
         "",
@@ -241,6 +350,12 @@ def write_report(
         "",
         markdown_table(metrics, ks) if metrics else "_no model was evaluated_",
     ]
+    cis = ci_table(metrics, ks)
+    if cis:
+        parts += ["", "### Confidence intervals (percentile bootstrap over evaluation points) and paired differences", "", cis]
+    swaps = swap_table(metrics)
+    if swaps:
+        parts += ["", "### Context swap (each point ranked with another user's history)", "", swaps]
     curves = horizon_curves(metrics)
     if curves:
         k = max(curves)

@@ -1,12 +1,19 @@
 """The eval stage: baselines and LM checkpoints on the same evaluation samples, one report.
 
 Leakage rule: every baseline is fitted only on events strictly before the evaluated split's
-cut-off (``data/stats.json``), so nothing it learns comes from the period it is judged on. Every
-model ranks the same samples (capped deterministically by ``eval.seed`` for quick runs), and a
-sample a model gives no prediction for counts as all misses.
+cut-off (``data/stats.json``; under ``data.split.protocol: per_user``, each user's events before
+that user's own start of the split, :func:`conrec.data.splits.per_user_fit_events`), so nothing it
+learns comes from the period it is judged on. With ``eval.tune`` each baseline's settings are first
+chosen on the valid split the same way (:mod:`conrec.eval.tuning`), then refitted for the evaluated
+split. Every model ranks the same samples (capped deterministically by ``eval.seed`` for quick
+runs), and a sample a model gives no prediction for counts as all misses. "Training dislikes" for
+LIF are the dislikes in the evaluated split's fit events.
 
 Outputs (``run_dir/eval``): ``predictions/<model>.parquet`` (sample_id, items, n_invalid[, scores]),
-``metrics.json`` (``model -> metric -> value``; per-horizon values as ``FHR@K|N=<h>d`` keys),
+``metrics.json`` (``model -> metric -> value``; per-horizon values as ``FHR@K|N=<h>d`` keys; CIs
+as ``FHR@K_ci: [lo, hi]``, paired differences vs the best baseline as ``FHR@K_diff``,
+``FHR@K_diff_ci``, ``FHR@K_vs`` (see :mod:`conrec.eval.compare`); with ``eval.context_swap``,
+``swap_FHR@K`` and ``swap_overlap@K`` at the largest K), ``tuning.json`` when tuned,
 ``report.md`` and the PNG plots (see :mod:`conrec.eval.report`).
 """
 
@@ -17,14 +24,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from conrec.data.schema import DISLIKE
+from conrec.data.splits import per_user_fit_events
 from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import make_baseline
-from conrec.eval.metrics import evaluate, horizon_key
-from conrec.eval.report import render_table, write_report
+from conrec.eval.compare import add_intervals
+from conrec.eval.context_swap import mean_overlap, swap_histories
+from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
+from conrec.eval.report import render_table, tuning_section, write_report
+from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.runs import RunDir
 
@@ -66,17 +79,75 @@ def predictions_frame(sample_ids: list[int], rankings: list[list[str]], n_invali
     )
 
 
-def all_metrics(
-    preds: pl.DataFrame, samples: pl.DataFrame, ks: list[int], n_items: int, horizons: list[float]
-) -> dict[str, float]:
-    """Metrics at the data stage's window, plus FHR/FRecall at every extra horizon (flat keys)."""
-    out = evaluate(preds, samples, ks, n_items)
+def dislike_counts(events: pl.DataFrame) -> dict[str, int]:
+    """Dislikes per item in ``events`` (the "training dislikes" that define LIF's long-tail items)."""
+    agg = events.filter(pl.col("feedback") == DISLIKE).group_by("item_id").len()
+    return dict(zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()))
+
+
+def all_metrics_with_points(
+    preds: pl.DataFrame,
+    samples: pl.DataFrame,
+    ks: list[int],
+    n_items: int,
+    horizons: list[float],
+    train_dislike_counts: dict[str, int] | None = None,
+    catalogue: list[str] | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(metrics, per-point values): every registered metric at the data stage's window, Coverage,
+    invalid rate, and FHR/FPrec/FRecall at every extra horizon (flat keys)."""
+    inputs, n_invalid = point_inputs(preds, samples, None, train_dislike_counts, catalogue)
+    points = point_values(inputs, ks)
+    out = {key: nan_mean(v) for key, v in points.items()}
+    for k in ks:
+        out[f"Coverage@{k}"] = catalog_coverage(inputs.rankings, n_items, k)
+    n_returned = sum(len(r) for r in inputs.rankings)
+    out["invalid_rate"] = invalid_rate(n_invalid, n_invalid + n_returned)
+    out["n_samples"] = float(len(inputs.rankings))
     for h in horizons:
-        at_h = evaluate(preds, samples, ks, n_items, horizon_days=h)
-        for k in ks:
-            out[horizon_key("FHR", k, h)] = at_h[f"FHR@{k}"]
-            out[horizon_key("FRecall", k, h)] = at_h[f"FRecall@{k}"]
-    return out
+        at_h, _ = point_inputs(preds, samples, h)
+        for key, v in point_values(at_h, ks, HORIZON_METRICS).items():
+            metric, k = key.split("@")
+            out[horizon_key(metric, int(k), h)] = nan_mean(v)
+    return out, points
+
+
+def all_metrics(
+    preds: pl.DataFrame, samples: pl.DataFrame, ks: list[int], n_items: int, horizons: list[float],
+    train_dislike_counts: dict[str, int] | None = None,
+) -> dict[str, float]:
+    """Metrics at the data stage's window, plus FHR/FPrec/FRecall at every extra horizon (flat keys)."""
+    return all_metrics_with_points(preds, samples, ks, n_items, horizons, train_dislike_counts)[0]
+
+
+def fit_events_for(
+    events: pl.DataFrame, cfg: "PipelineConfig", stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
+) -> tuple[pl.DataFrame, str]:
+    """(events a model evaluated on ``split`` may be fitted on, how they were chosen)."""
+    protocol = cfg.data.split.protocol
+    written = (stats or {}).get("split_protocol", "global_time")
+    if written != protocol:
+        raise StageInputError(
+            f"data.split.protocol is {protocol!r} but the data stage wrote {written!r} samples; rerun `conrec data`"
+        )
+    if protocol == "per_user":
+        return per_user_fit_events(events, cfg.data.split, split), f"each user's events before that user's {split} start"
+    cutoff, source = split_cutoff(stats, split, split_samples)
+    return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off ts {cutoff} ({source})"
+
+
+def swap_metrics(own: list[list[str]], swapped: list[list[str]], samples: pl.DataFrame, k: int) -> dict[str, float]:
+    """``swap_FHR@k`` (swapped rankings against each point's own future) and ``swap_overlap@k``."""
+    futures = [set(f or ()) for f in samples["future_negs"].to_list()]
+    return {
+        f"swap_FHR@{k}": float(np.mean([fhr_at_k(r, f, k) for r, f in zip(swapped, futures)])),
+        f"swap_overlap@{k}": mean_overlap(own, swapped, k),
+    }
+
+
+def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
+    joined = samples.select("sample_id").join(preds.select("sample_id", "items"), on="sample_id", how="left", maintain_order="left")
+    return [list(x) if x is not None else [] for x in joined["items"].to_list()]
 
 
 def _lm_model_dir(run: RunDir, name: str) -> Path:
@@ -95,8 +166,9 @@ def _lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: 
     return predict_samples(cfg, model=name, samples=samples, k=k)
 
 
-def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
-    """Evaluate ``eval.baselines`` and the trained ``eval.models`` on split ``eval.split``."""
+def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
+    """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
+    on split ``eval.split``."""
     ecfg = cfg.eval
     rd = RunDir(cfg.run_dir)
     events = read_parquet(rd.events, what="events (data stage output)")
@@ -106,22 +178,31 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
 
     samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
-    cutoff, cutoff_source = split_cutoff(stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
-    fit_events = events.filter(pl.col("ts") < cutoff)
+    fit_events, fit_rule = fit_events_for(events, cfg, stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
+    train_counts = dislike_counts(fit_events)
+    catalogue = items["item_id"].cast(pl.String).to_list()
     ks = sorted(set(ecfg.ks))
     k_max = max(ks)
     n_items = items.height
-    notes: list[str] = []
-    if cutoff_source != "data/stats.json":
-        notes.append(f"Cut-off derived as the {cutoff_source}.")
+    notes: list[str] = [f"Baselines fitted on {fit_rule}."]
     max_h = cfg.data.split.max_horizon_days
     horizons = sorted({h for h in ecfg.horizons if h <= max_h})
     dropped = sorted(set(ecfg.horizons) - set(horizons))
     if dropped:
         notes.append(f"Horizons {dropped} exceed data.split.max_horizon_days={max_h:g} (labels stop there); not plotted.")
     sample_ids = samples["sample_id"].to_list()
+    swapped = swap_histories(samples, ecfg.seed) if ecfg.context_swap else None
 
-    metrics: dict[str, dict[str, float]] = {}
+    tuning: dict[str, TuneResult] = {}
+    valid_samples = valid_fit = None
+    if ecfg.tune and ecfg.baselines:
+        if ecfg.split == "valid":
+            notes.append("eval.tune is on but the evaluated split is valid: baselines were tuned on the split they are scored on.")
+        valid_samples = select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)
+        valid_fit, _ = fit_events_for(events, cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
+
+    metrics: dict[str, dict[str, Any]] = {}
+    points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     lm_todo = [m for m in ecfg.models if _lm_model_dir(rd, m).exists()]
     for m in ecfg.models:
@@ -134,14 +215,21 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
     ) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
         for name in ecfg.baselines:
-            progress.update(task, description=f"baseline {name}: fit + top-{k_max}")
             started = time.perf_counter()
-            model = make_baseline(name, ecfg)
+            bcfg = ecfg
+            if valid_samples is not None and valid_fit is not None:
+                progress.update(task, description=f"baseline {name}: tune on {valid_samples.height} valid samples")
+                bcfg, tuning[name] = tune_baseline(name, ecfg, valid_fit, items, valid_samples, ecfg.tune_k)
+            progress.update(task, description=f"baseline {name}: fit + top-{k_max}")
+            model = make_baseline(name, bcfg)
             model.fit(fit_events, items)
-            preds = predictions_frame(sample_ids, model.recommend(samples, k_max))
+            recs = model.recommend(samples, k_max)
+            preds = predictions_frame(sample_ids, recs)
             timings[name] = round(time.perf_counter() - started, 2)
             write_parquet(preds, rd.predictions / f"{name}.parquet")
-            metrics[name] = all_metrics(preds, samples, ks, n_items, horizons)
+            metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
+            if swapped is not None:
+                metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
             progress.advance(task)
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
     for name in lm_todo:
@@ -150,25 +238,38 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
         preds = _lm_predictions(cfg, name, samples, k_max, console)
         timings[name] = round(time.perf_counter() - started, 2)
         write_parquet(preds, rd.predictions / f"{name}.parquet")
-        metrics[name] = all_metrics(preds, samples, ks, n_items, horizons)
+        metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
+        if swapped is not None:
+            console.print(f"LM {name}: context swap (histories of other users)")
+            swapped_preds = _lm_predictions(cfg, name, swapped, k_max, console)
+            metrics[name].update(swap_metrics(_rankings(preds, samples), _rankings(swapped_preds, samples), samples, k_max))
 
+    bcfg_ci = ecfg.bootstrap
+    headline = [f"{m}@{k}" for k in ks for m in bcfg_ci.metrics]
+    add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed)
     write_json(metrics, rd.eval / "metrics.json")
+    if tuning:
+        write_json({n: t.as_dict() for n, t in tuning.items()}, rd.eval / "tuning.json")
     fut = samples["future_negs"].list.len()
     dataset_stats: dict[str, Any] = {k: stats[k] for k in _STATS_FOR_REPORT if stats and k in stats}
     dataset_stats.update(
         {
+            "split protocol": cfg.data.split.protocol,
             "evaluated split": ecfg.split,
             "evaluated samples": samples.height,
-            "baseline fit cut-off (ts)": cutoff,
+            "evaluated users": samples["user_id"].n_unique(),
             "events used to fit baselines": fit_events.height,
             "future window N (days)": cfg.data.split.horizon_days,
             "mean future dislikes per sample": float(fut.mean() or 0.0),
+            "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {bcfg_ci.level:.0%} percentile CI, seed {bcfg_ci.seed}",
         }
     )
     extra = []
+    if tuning:
+        extra.append(tuning_section({n: t.as_dict() for n, t in tuning.items()}))
     if notes:
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
-    extra.append("## Timings (s, fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
+    extra.append("## Timings (s, tune + fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
     console.print(render_table(metrics, ks))
     for n in notes:

@@ -1,0 +1,75 @@
+"""Choose each baseline's settings on the valid split: a small grid, the same budget for all.
+
+Protocol (never touches test): fit every grid point on the events a valid-split model may see
+(before the valid cut-off, or before each user's valid start under the per-user protocol), score
+FHR@k on the valid samples, keep the best (the first listed wins ties). The caller then refits the
+chosen settings on the events before the *test* cut-off and evaluates test.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from conrec.eval.baselines import REGISTRY
+from conrec.eval.config import EvalConfig
+from conrec.eval.metrics import fhr_at_k
+
+
+@dataclass
+class TuneResult:
+    """One baseline's tuning: every grid point's valid FHR@k, and the chosen one."""
+
+    name: str
+    k: int
+    tried: list[tuple[dict[str, Any], float]] = field(default_factory=list)
+    chosen: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def best_score(self) -> float:
+        return max((s for _, s in self.tried), default=float("nan"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k,
+            "chosen": self.chosen,
+            "valid_fhr": self.best_score,
+            "tried": [{"params": p, "valid_fhr": s} for p, s in self.tried],
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def valid_fhr(recommendations: list[list[str]], samples: pl.DataFrame, k: int) -> float:
+    """Mean FHR@k of ``recommendations`` (aligned with ``samples`` rows) against ``future_negs``."""
+    futures = samples["future_negs"].to_list()
+    return float(np.mean([fhr_at_k(r, set(f or ()), k) for r, f in zip(recommendations, futures)]))
+
+
+def tune_baseline(
+    name: str, ecfg: EvalConfig, fit_events: pl.DataFrame, items: pl.DataFrame, valid_samples: pl.DataFrame, k: int
+) -> tuple[EvalConfig, TuneResult]:
+    """(``ecfg`` with ``name``'s chosen settings, the tuning record). No grid: the settings as given."""
+    spec = REGISTRY[name]
+    settings = getattr(ecfg, spec.settings)
+    keys = list(settings.grid)
+    result = TuneResult(name, k)
+    started = time.perf_counter()
+    best: tuple[float, Any] | None = None
+    for point in settings.grid_points():
+        cfg = ecfg.model_copy(update={spec.settings: point})
+        model = spec.build(cfg)
+        model.fit(fit_events, items)
+        score = valid_fhr(model.recommend(valid_samples, k), valid_samples, k)
+        params = {key: getattr(point, key) for key in keys}
+        result.tried.append((params, score))
+        if best is None or score > best[0]:
+            best = (score, point)
+    assert best is not None
+    result.chosen = {key: getattr(best[1], key) for key in keys}
+    result.seconds = time.perf_counter() - started
+    return ecfg.model_copy(update={spec.settings: best[1]}), result

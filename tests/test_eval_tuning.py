@@ -1,0 +1,127 @@
+"""The eval stage with tuning, bootstrap CIs, the context swap and the per-user protocol, on a
+hand-built run directory (reuses test_report's builder)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+
+from conrec.config import load_config
+from conrec.data.config import SplitConfig
+from conrec.data.splits import build_samples, per_user_fit_events
+from conrec.errors import StageInputError
+from conrec.eval import stage as eval_stage
+from conrec.eval.baselines import REGISTRY, make_baseline
+from conrec.eval.config import BASELINE_NAMES, EvalConfig
+from conrec.eval.tuning import tune_baseline
+from conrec.io import read_json, write_json, write_parquet
+from conrec.runs import RunDir
+
+from test_report import _run_dir  # noqa: E402  (tests/ is on sys.path under pytest)
+
+DAY = 86_400
+
+
+def _cfg(root: Path, protocol: str = "global_time", **eval_overrides: object):
+    section = {
+        "baselines": ["popularity", "category", "ease"],
+        "ks": [2, 5],
+        "horizons": [1, 3],
+        "tune": True,
+        "tune_k": 5,
+        "popularity": {"grid": {"half_life_days": [None, 1.0]}},
+        "category": {"grid": {"recency_decay": [0.5, 1.0]}},
+        "ease": {"grid": {"l2": [1.0, 100.0]}},
+        "bootstrap": {"resamples": 200},
+        **eval_overrides,
+    }
+    return load_config(
+        None,
+        {"run_dir": str(root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10, "protocol": protocol}}, "eval": section},
+    )
+
+
+def test_registry_and_budget() -> None:
+    assert tuple(REGISTRY) == BASELINE_NAMES
+    for name in BASELINE_NAMES:
+        assert make_baseline(name).name == name
+    with pytest.raises(ValueError, match="tune_budget"):
+        EvalConfig(ease={"grid": {"l2": [1, 2, 3]}}, tune_budget=2)
+    with pytest.raises(ValueError, match="unknown setting"):
+        EvalConfig(ease={"grid": {"lambda": [1.0]}})
+
+
+def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, test_cut = _run_dir(tmp_path / "run")
+    stats = read_json(run.data / "stats.json")
+    seen: list[tuple[str, int]] = []
+    real = eval_stage.tune_baseline
+
+    def spy(name, ecfg, fit_events, items, valid_samples, k):
+        seen.append((name, int(fit_events["ts"].max())))
+        assert set(valid_samples["split"].unique()) == {"valid"}
+        return real(name, ecfg, fit_events, items, valid_samples, k)
+
+    monkeypatch.setattr(eval_stage, "tune_baseline", spy)
+    console = Console(record=True, width=160)
+    metrics = eval_stage.run(_cfg(run.root, context_swap=True, models=[]), console=console)
+    assert [n for n, _ in seen] == ["popularity", "category", "ease"]
+    assert all(ts < stats["valid_cutoff_ts"] for _, ts in seen)  # tuned on events before the valid period
+    tuning = read_json(run.eval / "tuning.json")
+    for name in ("popularity", "category", "ease"):
+        tried = tuning[name]["tried"]
+        assert len(tried) == 2
+        best = max(tried, key=lambda e: e["valid_fhr"])  # first wins ties, as max() does
+        assert tuning[name]["chosen"] == best["params"] and tuning[name]["valid_fhr"] == best["valid_fhr"]
+    saved = json.loads((run.eval / "metrics.json").read_text())
+    for name, row in saved.items():
+        lo, hi = row["FHR@5_ci"]
+        assert lo <= row["FHR@5"] <= hi
+        assert 0.0 <= row["swap_FHR@5"] <= 1.0 and 0.0 <= row["swap_overlap@5"] <= 1.0
+    ref = [n for n in saved if "FHR@5_diff" not in saved[n]]
+    assert len(ref) == 1 and saved[ref[0]]["FHR@5"] == max(r["FHR@5"] for r in saved.values())
+    report = run.report.read_text()
+    assert "Baseline tuning (valid split)" in report and "Context swap" in report and "95% CI" in report
+    assert "Δ" in console.export_text()
+    assert metrics["popularity"]["n_samples"] > 0
+
+
+def test_tune_baseline_records_every_grid_point() -> None:
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{int(rng.integers(12))}", int(t), int(rng.choice([-1, 1]))) for u in range(20) for t in sorted(rng.integers(0, 30 * DAY, 12))]
+    ev = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
+    items = pl.DataFrame({"item_id": [f"i{j}" for j in range(12)], "category": [f"c{j % 3}" for j in range(12)]})
+    samples = build_samples(ev, SplitConfig(valid_frac=0.3, test_frac=0.2))
+    valid = samples.filter(pl.col("split") == "valid")
+    cfg = EvalConfig(ease={"grid": {"l2": [0.5, 5.0, 50.0]}})
+    new_cfg, result = tune_baseline("ease", cfg, ev.filter(pl.col("ts") < int(valid["ts"].min())), items, valid, 5)
+    assert [p["l2"] for p, _ in result.tried] == [0.5, 5.0, 50.0]
+    assert new_cfg.ease.l2 == result.chosen["l2"] and result.best_score == max(s for _, s in result.tried)
+
+
+def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:
+    run, _ = _run_dir(tmp_path / "run")
+    events = pl.read_parquet(run.events)
+    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10, protocol="per_user")
+    samples = build_samples(events, scfg)
+    write_parquet(samples, run.samples)
+    # the stats say global_time: the stage must refuse to mix protocols
+    with pytest.raises(StageInputError, match="protocol"):
+        eval_stage.run(_cfg(run.root, protocol="per_user", models=[]), console=Console(width=160))
+    stats = read_json(run.data / "stats.json")
+    write_json({**stats, "split_protocol": "per_user"}, run.data / "stats.json")
+    metrics = eval_stage.run(_cfg(run.root, protocol="per_user", models=[], tune=False), console=Console(width=160))
+    n_test = samples.filter(pl.col("split") == "test").height
+    assert n_test > 30  # several test points per user
+    assert metrics["popularity"]["n_samples"] == n_test
+    fit = per_user_fit_events(events, scfg, "test")
+    report = RunDir(run.root).report.read_text()
+    assert "each user's events before that user's test start" in report
+    assert f"| events used to fit baselines | {fit.height} |" in report
