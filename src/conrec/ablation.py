@@ -77,20 +77,27 @@ def _jsonable(x: Any) -> Any:
 
 def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float]:
     """Metrics of one LM on the eval split, computed exactly as the eval stage does."""
-    from conrec.eval.stage import all_metrics, select_samples
+    from conrec.eval.stage import all_metrics, dislike_counts, fit_events_for, select_samples
     from conrec.llm.predict import Predictor
     from conrec.sid.sid_map import SidMap
 
     rd = RunDir(cfg.run_dir)
     ecfg = cfg.eval
-    samples = select_samples(read_parquet(rd.samples, what="samples"), ecfg.split, ecfg.max_samples, ecfg.seed)
+    samples_all = read_parquet(rd.samples, what="samples")
+    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
     n_items = read_parquet(rd.items, what="items").height
+    # LIF's long-tail items: the same training dislikes the eval stage uses
+    stats_path = rd.data / "stats.json"
+    fit_events, _ = fit_events_for(
+        read_parquet(rd.events, what="events"), cfg, read_json(stats_path) if stats_path.exists() else None,
+        ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
+    )
     ks = sorted(set(ecfg.ks))
     horizons = sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days})
     started = time.perf_counter()
     predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
     preds = predictor.predict_samples(samples, max(ks), console=console)
-    return all_metrics(preds, samples, ks, n_items, horizons), round(time.perf_counter() - started, 1)
+    return all_metrics(preds, samples, ks, n_items, horizons, dislike_counts(fit_events)), round(time.perf_counter() - started, 1)
 
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:

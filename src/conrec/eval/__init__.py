@@ -1,9 +1,15 @@
 """Evaluation of negative recommenders.
 
-* :mod:`conrec.eval.metrics` — pure metrics (FHR@K, FRecall@K, HR@K, NDCG@K, coverage, invalid
-  rate) and ``evaluate(predictions, samples, ks, n_items, horizon_days=None)``.
-* :mod:`conrec.eval.baselines` — ``make_baseline(name, eval_cfg)`` -> a ``Recommender``
-  (popularity, itemknn, category, sasrec) with ``fit(events, items)`` / ``recommend(samples, k)``.
+* :mod:`conrec.eval.metrics` — pure metrics and their registry (FHR@K = the paper's future hit
+  ratio, FPrec@K, FRecall@K, HR@K, NDCG@K, LUF@K, LIF@K, coverage, invalid rate) and
+  ``evaluate(predictions, samples, ks, n_items, horizon_days=None, train_dislike_counts=None)``.
+* :mod:`conrec.eval.bootstrap` / :mod:`conrec.eval.compare` — percentile bootstrap CIs over
+  evaluation points and paired differences against the best baseline.
+* :mod:`conrec.eval.baselines` — ``REGISTRY`` / ``make_baseline(name, eval_cfg)`` -> a
+  ``Recommender`` (popularity, itemknn, category, sasrec, ease, taste_exposure) with
+  ``fit(events, items)`` / ``recommend(samples, k)``.
+* :mod:`conrec.eval.tuning` — each baseline's grid scored on the valid split.
+* :mod:`conrec.eval.context_swap` — rank every point with another user's history.
 * :mod:`conrec.eval.report` — ``write_report(run_dir, metrics, dataset_stats, extra_sections)``,
   ``render_table(metrics, ks)``.
 * :mod:`conrec.eval.stage` — ``run(cfg, console)``: the ``conrec eval`` stage.

@@ -126,7 +126,7 @@ class SasrecConfig(_Tunable):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     threads: int = Field(2, ge=1, description="torch CPU threads")
-    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"epochs": [15, 30, 60], "dropout": [0.2, 0.5]})
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"epochs": [15, 30], "dropout": [0.2, 0.5]})
 
 
 BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure")

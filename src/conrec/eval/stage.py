@@ -251,7 +251,8 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     if tuning:
         write_json({n: t.as_dict() for n, t in tuning.items()}, rd.eval / "tuning.json")
     fut = samples["future_negs"].list.len()
-    dataset_stats: dict[str, Any] = {k: stats[k] for k in _STATS_FOR_REPORT if stats and k in stats}
+    shown = [k for k in _STATS_FOR_REPORT if not (cfg.data.split.protocol == "per_user" and k.endswith("_cutoff"))]
+    dataset_stats: dict[str, Any] = {k: stats[k] for k in shown if stats and k in stats}
     dataset_stats.update(
         {
             "split protocol": cfg.data.split.protocol,
