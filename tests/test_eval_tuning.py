@@ -90,6 +90,9 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
     report = run.report.read_text()
     assert "Baseline tuning (valid split)" in report and "Context swap" in report and "95% CI" in report
     assert "Δ" in console.export_text()
+    row = saved["popularity"]
+    assert 0 < row["n_samples_LUF"] <= row["n_samples"] and 0 <= row["n_samples_LIF"] <= row["n_samples"]
+    assert "Points in the long-tail populations: LUF over" in report
     assert metrics["popularity"]["n_samples"] > 0
 
 

@@ -121,6 +121,10 @@ def ci_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str | Non
     lines = [f"| model | {head} |", "|---|" + "---:|---|" * len(keys)]
     for model, row in metrics.items():
         lines.append(f"| {model} | " + " | ".join(f"{ci_cell(row, k)} | {diff_cell(row, k)}" for k in keys) + " |")
+    first = next(iter(metrics.values()), {})
+    sizes = [f"{m} over {int(first[f'n_samples_{m}'])}" for m in ("LUF", "LIF") if _number(first.get(f"n_samples_{m}")) is not None]
+    if sizes:
+        lines += ["", f"Points in the long-tail populations: {', '.join(sizes)} of {int(first.get('n_samples', 0))}."]
     return "\n".join(lines)
 
 

@@ -104,6 +104,10 @@ def all_metrics_with_points(
     n_returned = sum(len(r) for r in inputs.rankings)
     out["invalid_rate"] = invalid_rate(n_invalid, n_invalid + n_returned)
     out["n_samples"] = float(len(inputs.rankings))
+    for m in ("LUF", "LIF"):  # their populations (the same at every K): a mean over 3 points is no result
+        key = f"{m}@{ks[0]}"
+        if key in points:
+            out[f"n_samples_{m}"] = float((~np.isnan(points[key])).sum())
     for h in horizons:
         at_h, _ = point_inputs(preds, samples, h)
         for key, v in point_values(at_h, ks, HORIZON_METRICS).items():
