@@ -74,3 +74,10 @@ def test_add_intervals_against_the_best_baseline() -> None:
     assert ci_lo < 0.4 < ci_hi
     with pytest.raises(ValueError, match="differ in length"):
         add_intervals({}, {"a": {"FHR@20": np.ones(3)}, "b": {"FHR@20": np.ones(4)}}, ["a"], ["FHR@20"])
+
+
+def test_add_intervals_skips_a_metric_with_an_empty_population() -> None:
+    values = {"a": {"LUF@5": np.full(4, np.nan)}, "b": {"LUF@5": np.full(4, np.nan)}}
+    metrics: dict[str, dict[str, object]] = {"a": {}, "b": {}}
+    add_intervals(metrics, values, ["a"], ["LUF@5"], resamples=10)
+    assert metrics == {"a": {}, "b": {}}

@@ -211,3 +211,10 @@ def test_registry_carries_direction_and_every_headline_metric() -> None:
     assert all(m.higher_is_better for m in POINT_METRICS.values())
     assert higher_is_better("FHR@20") and higher_is_better("FHR@20|N=7d")
     assert not higher_is_better("invalid_rate")
+
+
+def test_metrics_with_an_empty_population_are_left_out() -> None:
+    preds = pl.DataFrame({"sample_id": [3], "items": [["d"]]})
+    only_heavy = _tail_samples().filter(pl.col("sample_id") == 3)  # 5 dislikes before t: no long-tail user
+    m = evaluate(preds, only_heavy, ks=[1], n_items=10, train_dislike_counts={"d": 50})  # d is a head item
+    assert m["FHR@1"] == 1.0 and "LUF@1" not in m and "LIF@1" not in m

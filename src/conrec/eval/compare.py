@@ -57,8 +57,8 @@ def add_intervals(
     for key in keys:
         ref = best_baseline(values, baselines, key)
         for model, per_key in values.items():
-            if key not in per_key:
-                continue
+            if key not in per_key or math.isnan(nan_mean(per_key[key])):
+                continue  # no point in the metric's population
             row = metrics.setdefault(model, {})
             row[f"{key}_ci"] = list(mean_ci(per_key[key], idx, level))
             if ref is None or model == ref:

@@ -326,14 +326,14 @@ def evaluate(
     """Every registered point metric at every K (mean over points), Coverage@K, invalid_rate, n_samples.
 
     Inputs as in :func:`point_inputs`. ``invalid_rate`` = total invalid / (total invalid + total
-    returned items). LUF/LIF are NaN when no point is in their population.
+    returned items). LUF/LIF are left out when no point is in their population.
     """
     if not ks:
         raise ValueError("ks must name at least one cut-off")
     for k in ks:
         _check_k(k)
     inputs, n_invalid = point_inputs(predictions, samples, horizon_days, train_dislike_counts, catalogue)
-    out = {key: nan_mean(v) for key, v in point_values(inputs, ks).items()}
+    out = {key: m for key, v in point_values(inputs, ks).items() if not math.isnan(m := nan_mean(v))}
     for k in ks:
         out[f"Coverage@{k}"] = catalog_coverage(inputs.rankings, n_items, k)
     n_returned = sum(len(r) for r in inputs.rankings)

@@ -20,6 +20,7 @@ as ``FHR@K_ci: [lo, hi]``, paired differences vs the best baseline as ``FHR@K_di
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,7 +99,8 @@ def all_metrics_with_points(
     invalid rate, and FHR/FPrec/FRecall at every extra horizon (flat keys)."""
     inputs, n_invalid = point_inputs(preds, samples, None, train_dislike_counts, catalogue)
     points = point_values(inputs, ks)
-    out = {key: nan_mean(v) for key, v in points.items()}
+    # a metric with no point in its population (LUF/LIF on some data) is left out rather than NaN
+    out = {key: m for key, v in points.items() if not math.isnan(m := nan_mean(v))}
     for k in ks:
         out[f"Coverage@{k}"] = catalog_coverage(inputs.rankings, n_items, k)
     n_returned = sum(len(r) for r in inputs.rankings)
@@ -112,7 +114,8 @@ def all_metrics_with_points(
         at_h, _ = point_inputs(preds, samples, h)
         for key, v in point_values(at_h, ks, HORIZON_METRICS).items():
             metric, k = key.split("@")
-            out[horizon_key(metric, int(k), h)] = nan_mean(v)
+            if not math.isnan(m := nan_mean(v)):
+                out[horizon_key(metric, int(k), h)] = m
     return out, points
 
 
