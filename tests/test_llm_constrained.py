@@ -62,7 +62,9 @@ def test_processor_allows_exactly_the_trie_children(setup):
                 same = (codes[:, :level] == codes[item_row, :level]).all(1)
                 want = {vocab.level_ids[level][c].item() for c in np.unique(codes[same, level])}
                 assert finite == want
-                assert torch.equal(out[row, list(want)], scores[row, list(want)])
+                # scores are renormalised over the level's codes, then masked to the trie children
+                level_lse = torch.logsumexp(scores[row, vocab.level_ids[level]], 0)
+                assert torch.allclose(out[row, list(want)], scores[row, list(want)] - level_lse)
 
 
 def test_topk_are_real_distinct_items_with_no_invalid(setup):
@@ -85,10 +87,22 @@ def test_scores_are_the_model_log_probabilities(setup):
     (best, score), *_ = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, 3, DecodeConfig(num_beams=5), vocab=vocab)[0]
     ids = tok(prompts[0] + sid_map.sid_of(best), return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
-    tail = ids[0, -len(SIZES):]
-    expect = logp[-len(SIZES):].gather(1, tail[:, None]).sum().item()
-    assert score == pytest.approx(expect, abs=1e-3)
+        logits = model(ids).logits[0, :-1]
+    assert score == pytest.approx(_sid_logprob(logits, ids[0], vocab), abs=1e-3)
+
+
+def _sid_logprob(logits: torch.Tensor, ids: torch.Tensor, vocab) -> float:
+    """Oracle: sum over the trailing SID tokens of log-softmax over *that level's* codes.
+
+    ``logits[t]`` predicts ``ids[t + 1]``; the last ``levels`` tokens of ``ids`` are the SID."""
+    total = 0.0
+    levels = len(vocab.level_ids)
+    for level in range(levels):
+        pos = len(ids) - levels + level
+        level_ids = vocab.level_ids[level]
+        logp = torch.log_softmax(logits[pos - 1, level_ids].float(), -1)
+        total += logp[(level_ids == ids[pos]).nonzero().item()].item()
+    return total
 
 
 def test_history_is_excluded_and_k_still_met(setup):
@@ -121,15 +135,14 @@ def test_sample_distinct_gives_n_distinct_real_items(setup):
             assert tok.decode(ids[b, j]) == sid_map.sid_of(sid_map.items[row])
 
 
-def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap) -> dict[str, float]:
+def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap, vocab) -> dict[str, float]:
     """Oracle: log p(SID of item | prompt) for every item, one unbatched, uncached forward each."""
     out = {}
     for item in sid_map.items:
         ids = tok(prompt + sid_map.sid_of(item), return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        tail = ids[0, -len(SIZES):]
-        out[item] = logp[-len(SIZES):].gather(1, tail[:, None]).sum().item()
+            logits = model(ids).logits[0, :-1]
+        out[item] = _sid_logprob(logits, ids[0], vocab)
     return out
 
 
@@ -150,7 +163,7 @@ def test_batched_left_padded_search_with_shared_cache_matches_the_exhaustive_ran
         exclude=excl, vocab=vocab,
     )
     for prompt, ex, r in zip(prompts, excl, recs):
-        exact = _exact_item_logprobs(model, tok, prompt, sid_map)
+        exact = _exact_item_logprobs(model, tok, prompt, sid_map, vocab)
         want = sorted((i for i in exact if i not in ex), key=lambda i: -exact[i])[:8]
         assert [i for i, _ in r] == want
         for item, score in r:

@@ -66,6 +66,11 @@ class TrainConfig(_Strict):
     save_steps: int = Field(500, ge=1)
     save_total_limit: int = Field(1, ge=1, description="checkpoints kept under run_dir/sft/checkpoints (weights only)")
     seed: int = 0
+    sid_softmax: Literal["level", "vocab"] = Field(
+        "level",
+        description="SID targets: level = softmax over that level's codes only (the choices constrained decoding has); "
+        "vocab = over the whole vocabulary (plain causal-LM loss)",
+    )
 
 
 class SftConfig(_Strict):

@@ -4,7 +4,11 @@
 SID tokens of that position's level that extend the already generated prefix to a real item (a
 :class:`conrec.sid.trie.SidTrie` query). It is vectorised over batch x beams: the prefix codes come
 from a token-id -> code lookup tensor, and the trie is asked once per step for all rows. After ``L``
-SID tokens only EOS is allowed. There is no unconstrained fallback: a row whose prefix is not in the
+SID tokens only EOS is allowed. Scores are renormalised over the level's codes (a log-softmax over
+that level's SID tokens, before masking), so an item's score is the sum over levels of
+``log P(code | prefix)`` among codes: the quantity the SFT loss trains (``sft.train.sid_softmax``),
+whatever mass the model leaves on text tokens. Renormalising over the *allowed* children instead
+would inflate items whose siblings are excluded or absent. There is no unconstrained fallback: a row whose prefix is not in the
 trie (impossible under the mask) gets every token masked, and its output is counted as invalid.
 
 :func:`generate_topk` runs beam search with ``num_beams >= K`` and ``num_return_sequences = K``:
@@ -109,6 +113,7 @@ class SidLogitsProcessor(LogitsProcessor):
             allowed = allowed.to(scores.device)
             ids = self.vocab.level_ids[level].to(scores.device)
             sub = scores[rows][:, ids]
+            sub = sub - torch.logsumexp(sub, dim=-1, keepdim=True)  # log-softmax over this level's codes
             out[rows.unsqueeze(1), ids.unsqueeze(0)] = torch.where(allowed, sub, torch.full_like(sub, _NEG_INF))
         return out
 

@@ -125,16 +125,30 @@ def left_align(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, labels, keep
 
 
-def completion_loss(model: Any, batch: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> tuple[torch.Tensor, Any]:
+def completion_loss(
+    model: Any, batch: dict[str, torch.Tensor], num_items_in_batch: Any = None, token_level: torch.Tensor | None = None
+) -> tuple[torch.Tensor, Any]:
     """Summed cross-entropy of the supervised tokens / ``num_items_in_batch`` (or their count).
 
-    Equal to the model's own causal-LM loss on the same batch, but only the trailing positions of
-    the left-aligned batch get vocabulary logits.
+    Without ``token_level``: equal to the model's own causal-LM loss on the same batch, but only the
+    trailing positions of the left-aligned batch get vocabulary logits. With ``token_level`` (the
+    :class:`conrec.llm.vocab.SidVocab` lookup, -1 for text tokens), a target that is an SID token of
+    level ``l`` is scored by a softmax over level ``l``'s codes only.
+
+    Why the level softmax: constrained decoding only ever chooses among one level's codes, and ranks
+    items by the sum of those per-level log-probabilities; a softmax over the whole vocabulary also
+    spends every update pushing ~49k text tokens down at SID positions, which a small model trained
+    for minutes pays for in accuracy. Text targets (the alignment tasks' titles) keep the full softmax.
     """
     model_inputs, labels, keep = left_align(batch)
     outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False)
     logits = outputs.logits[:, :-1].float()
     target = labels[:, labels.shape[1] - keep + 1 :]
+    if token_level is not None:
+        levels = token_level.to(logits.device)
+        target_level = torch.where(target >= 0, levels[target.clamp(min=0)], torch.full_like(target, -1))
+        other_level = levels.view(1, 1, -1) != target_level.unsqueeze(-1)
+        logits = logits.masked_fill(other_level & (target_level >= 0).unsqueeze(-1), float("-inf"))
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
     )
@@ -142,7 +156,7 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor], num_items_in_bat
     return loss / denom, outputs
 
 
-def sft_trainer_class() -> type:
+def sft_trainer_class(token_level: torch.Tensor | None = None) -> type:
     """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
 
     Why: TRL 1.16's fused LM head projects only the supervised positions when Triton is available,
@@ -154,17 +168,18 @@ def sft_trainer_class() -> type:
     ``transformers.Trainer.compute_loss`` (``num_items_in_batch``, x processes when tokens are
     averaged across devices). Same objective; the call goes through ``model(...)``, so DDP/FSDP
     wrappers see it. Overriding ``compute_loss`` is the extension point TRL documents; TRL's extra
-    training metrics (token accuracy, entropy) are not logged on this path.
+    training metrics (token accuracy, entropy) are not logged on this path. With ``token_level``
+    (``sft.train.sid_softmax = "level"``) this loss is used on every device, GPUs included.
     """
     from trl import SFTTrainer
     from trl.trainer.utils import _use_triton
 
-    if _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
+    if token_level is None and _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
         return SFTTrainer
 
     class CompactLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = completion_loss(model, inputs, num_items_in_batch)
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch, token_level=token_level)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
@@ -208,7 +223,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
     items, samples, sid_map = load_inputs(run_dir)
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
-    add_sid_vocabulary(model, tokenizer, sid_map, dict(zip(items["item_id"].to_list(), items["title"].to_list())))
+    vocab = add_sid_vocabulary(model, tokenizer, sid_map, dict(zip(items["item_id"].to_list(), items["title"].to_list())))
     new_ids = list(range(n_base, len(tokenizer)))
     examples = build_examples(samples, items, sid_map, sft, seed=seed)
     per_task: dict[str, int] = {}
@@ -246,7 +261,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         fp16=False,
         weight_decay=0.0,  # required by the frozen-rows trick of _with_lora
     )
-    trainer = sft_trainer_class()(
+    trainer = sft_trainer_class(vocab.token_level if tr.sid_softmax == "level" else None)(
         model=model,
         args=args,
         train_dataset=dataset,
