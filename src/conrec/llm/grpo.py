@@ -295,7 +295,7 @@ def run(
     from datasets import Dataset
     from transformers import set_seed
 
-    from conrec.llm.backbone import load_causal_lm
+    from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
     from conrec.llm.tasks import sid_lookup
     from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
 
@@ -381,11 +381,7 @@ def run(
         policy = load_causal_lm(prev_model)
         # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
         policy.config._name_or_path = str(sft_dir)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_model_tokenizer(sft_dir)
         vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
         rollout = build_rollout(grpo, tokenizer, sid_map, vocab)
         ckpt_dir = sdir / "checkpoints"

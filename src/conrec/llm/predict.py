@@ -19,12 +19,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.io import read_parquet, write_parquet
-from conrec.llm.backbone import load_causal_lm
+from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.constrained import generate_topk
 from conrec.llm.prompts import build_prompt
@@ -76,9 +76,7 @@ class Predictor:
         if not model_dir.exists():
             raise StageInputError(f"model dir not found: {model_dir}")
         assert_model_fits(model_dir, sid_map)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_model_tokenizer(model_dir)
         return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
