@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -217,6 +219,10 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     assert (run.grpo / "stage_0" / "_done.json").exists() and not (run.grpo / "stage_1" / "_done.json").exists()
     assert (run.grpo / "stage_1" / "checkpoints" / "checkpoint-1").is_dir()
     assert not run.is_done("grpo") and built == ["neg", "pos"]
+    # a kill while checkpoint-2 was being written (issue 13.2): weights there, trainer state not yet
+    ckpts = run.grpo / "stage_1" / "checkpoints"
+    (ckpts / "checkpoint-2").mkdir()
+    shutil.copy(ckpts / "checkpoint-1" / "model.safetensors", ckpts / "checkpoint-2")
 
     # 2) resume: stage 0 skipped, stage 1 continues from checkpoint-1
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)

@@ -60,6 +60,7 @@ from transformers import TrainerCallback
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_json, read_parquet, write_json
+from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
@@ -385,9 +386,10 @@ def run(
         vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
         rollout = build_rollout(grpo, tokenizer, sid_map, vocab)
         ckpt_dir = sdir / "checkpoints"
-        resume_from = _last_checkpoint(ckpt_dir) if resume else None
+        resume_from = _last_checkpoint(ckpt_dir, is_main) if resume else None
+        state.wait_for_everyone()
         if resume_from is not None:
-            done_steps = int(resume_from.name.split("-")[-1])
+            done_steps = checkpoint_step(resume_from)
             console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
             log.keep_until(i, done_steps)
         else:
@@ -522,9 +524,7 @@ def _make_trainer(
         scale_rewards="group",
         temperature=1.0,
         logging_steps=1,
-        save_strategy="steps",
-        save_steps=grpo.save_steps,
-        save_total_limit=1,
+        **trainer_save_args(grpo.save_steps, 1),
         seed=seed,
         data_seed=seed,
         use_cpu=use_cpu,
@@ -545,19 +545,15 @@ def _make_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
-        callbacks=[callback],
+        callbacks=[callback, CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
     return trainer
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(folder))
-    return Path(last) if last else None
+def _last_checkpoint(folder: Path, is_main: bool = True) -> Path | None:
+    """The newest *complete* checkpoint (a half-written one is deleted and the previous one used)."""
+    return last_complete_checkpoint(folder, clean=is_main)
 
 
 def _mean(values: Sequence[float]) -> float | None:
