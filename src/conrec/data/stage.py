@@ -24,6 +24,7 @@ from conrec.errors import DataValidationError
 from conrec.data.schema import DISLIKE, validate_events, validate_items
 from conrec.data.splits import SPLITS, Cutoffs, attach_history_and_labels, order_events, select_points, time_cutoffs
 from conrec.io import write_json, write_parquet
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 
 
@@ -103,7 +104,7 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
     """Load -> validate -> split -> label -> write; returns the stats dict."""
     rd = RunDir(cfg.run_dir)
     dcfg = cfg.data
-    with Progress(
+    with StageProgress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
     ) as progress:
         events, items, facets = _load(dcfg, progress)

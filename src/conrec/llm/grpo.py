@@ -66,6 +66,7 @@ from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -196,7 +197,7 @@ class GrpoLogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            self.progress = Progress(
+            self.progress = StageProgress(
                 TextColumn(f"[bold]GRPO {self.stage_index}:{self.stage.name}"),
                 BarColumn(),
                 MofNCompleteColumn(),

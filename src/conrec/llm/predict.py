@@ -17,7 +17,7 @@ from typing import Sequence
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -30,6 +30,7 @@ from conrec.llm.constrained import generate_topk
 from conrec.llm.prompts import build_prompt
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -161,7 +162,7 @@ class Predictor:
         invalid: list[int] = []
         chunk = max(1, self.decode_cfg.batch_size)
         console = console or Console(quiet=True)
-        with Progress(
+        with StageProgress(
             TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console,
         ) as progress, torch.inference_mode():
