@@ -198,7 +198,7 @@ class GrpoLogCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
             self.progress = StageProgress(
-                TextColumn(f"[bold]GRPO {self.stage_index}:{self.stage.name}"),
+                TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[reward]}"),
@@ -207,7 +207,7 @@ class GrpoLogCallback(TrainerCallback):
                 console=self.console,
             )
             self.progress.start()
-            self.task = self.progress.add_task("grpo", total=state.max_steps, completed=state.global_step, reward="")
+            self.task = self.progress.add_task(f"GRPO {self.stage_index}:{self.stage.name}", total=state.max_steps, completed=state.global_step, reward="")
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_started = time.perf_counter()
