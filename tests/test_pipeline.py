@@ -178,3 +178,14 @@ def test_cli_tokenize_on_partial_data_files_exits_2(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["tokenize", "-r", str(run.root)])
     assert res.exit_code == 2 and "not finished" in res.output.replace("\n", "")
     assert not run.sid.exists()
+
+
+def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    run = RunDir(tmp_path / "run")
+    write_fake_outputs(run, "data")
+    res = CliRunner().invoke(app, ["analyze", "-r", str(run.root)])
+    assert res.exit_code == 2 and "analyze needs the data stage" in res.output.replace("\n", "")

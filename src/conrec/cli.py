@@ -75,9 +75,15 @@ def analyze(
 ) -> None:
     """How much of a user's future dislike set the next negative covers (CoNRec motivation study)."""
     from conrec.data.analyze import run
+    from conrec.pipeline import require_current
+    from conrec.runs import RunDir
 
-    hs = [float(h) for h in horizons.split(",") if h.strip()]
-    _guard(lambda: run(_load(config, run_dir), horizons=hs, console=console))
+    def body() -> None:
+        cfg = _load(config, run_dir)
+        require_current(RunDir(cfg.run_dir), cfg, ["data"], who="analyze")
+        run(cfg, horizons=[float(h) for h in horizons.split(",") if h.strip()], console=console)
+
+    _guard(body)
 
 
 @app.command()

@@ -119,16 +119,21 @@ def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]
     return ups
 
 
-def check_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> None:
-    """Raise :class:`StageInputError` unless every input stage of ``stage`` is finished, made with
-    ``cfg``'s settings and readable: a stage never starts from partial or stale files."""
-    for up in required_upstream(run, cfg, stage):
+def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: str) -> None:
+    """Raise :class:`StageInputError` unless each of ``stages`` is finished, made with ``cfg``'s
+    settings and readable: ``who`` never starts from partial or stale files."""
+    for up in stages:
         why = stale_reason(run, cfg, up)
         if why is not None:
             raise StageInputError(
-                f"{stage} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
+                f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
                 f"run `conrec {_COMMAND[up]}` with this config first (or `conrec demo`, which runs what is needed)"
             )
+
+
+def check_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> None:
+    """:func:`require_current` for every stage ``stage`` reads."""
+    require_current(run, cfg, required_upstream(run, cfg, stage), who=stage)
 
 
 def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, **kwargs: Any) -> Any:
