@@ -43,8 +43,8 @@ def _config(run_dir: Path, cache: Path) -> Path:
             "run_dir": str(run_dir),
             "sid": {"encoder": {"cache_dir": str(cache)}},  # the reference run fills it
             "sft": {"train": {"save_steps": 4}},
-            "grpo": {"save_steps": 1},
-            "eval": {"baselines": ["popularity"], "max_samples": 12},
+            "grpo": {"save_steps": 1, "batch_size": 4, "max_samples": 32},
+            "eval": {"baselines": ["popularity"], "max_samples": 10},
         },
     )
     path = run_dir.parent / f"{run_dir.name}.yaml"
@@ -64,6 +64,9 @@ class Demo:
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "COLUMNS": "120",
+            # one thread per process: the same float reductions in every run, no oversubscription
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
         }
         self.lines: list[str] = []
         self.log = open(log, "a")

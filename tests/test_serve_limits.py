@@ -14,7 +14,7 @@ from conrec.config import PipelineConfig
 from conrec.serve import app as app_mod
 from conrec.serve.app import create_app
 from conrec.serve.config import ServeConfig
-from conrec.serve.limits import AdmissionGate, Overloaded, exposure_warning, is_loopback, resolve_api_key
+from conrec.serve.limits import AdmissionGate, exposure_warning, is_loopback, resolve_api_key
 
 from test_serve import RecordingPredictor, _tables  # noqa: E402  (tests/ is on sys.path under pytest)
 
@@ -95,13 +95,10 @@ def app_gate(client: TestClient) -> AdmissionGate:
 
 
 def test_admission_gate_counts_running_and_waiting():
-    gate = AdmissionGate(workers=1, max_queue=0)
-    with gate.admit():
-        with pytest.raises(Overloaded):
-            with gate.admit():
-                pass
-    with gate.admit():  # released after use
-        assert gate.pending == 1
+    gate = AdmissionGate(workers=1, max_queue=1)
+    assert gate.reserve() and gate.reserve() and not gate.reserve()
+    gate.release()
+    assert gate.reserve() and gate.pending == 2
 
 
 # --- messages and types ------------------------------------------------------------------------

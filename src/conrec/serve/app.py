@@ -31,10 +31,10 @@ from conrec.errors import ConrecError, DataValidationError
 from conrec.serve.catalog import Catalog, History, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
+    Admission,
     AdmissionGate,
     ApiKeyAuth,
     BodySizeLimit,
-    Overloaded,
     clip,
     exposure_warning,
     quote,
@@ -106,7 +106,8 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.state.admission = gate  # observable (tests, metrics)
-    # added last = outermost: the size limit runs first, before auth, routing and parsing
+    # added last = outermost: size limit, then API key, then admission, then routing and parsing
+    app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
     api_key = resolve_api_key(cfg.api_key)
     if api_key is not None:
         app.add_middleware(ApiKeyAuth, api_key=api_key)
@@ -148,13 +149,8 @@ def create_app(
             raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
 
     def infer(histories: list[History], k: int) -> Recommendations:
-        try:
-            with gate.admit():
-                recs = call_predictor(histories, k)
-        except Overloaded as exc:
-            raise HTTPException(
-                503, f"server busy: {exc}; retry after {cfg.retry_after_s} s", headers={"Retry-After": str(cfg.retry_after_s)}
-            ) from None
+        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
+            recs = call_predictor(histories, k)
         if len(recs) != len(histories):
             log.error("predictor returned %d results for %d histories", len(recs), len(histories))
             raise HTTPException(500, "model failure (wrong number of results); see the server log")

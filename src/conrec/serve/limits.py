@@ -8,7 +8,7 @@ Why each, in the order a request meets them:
 * :class:`ApiKeyAuth`: with a key configured (``serve.api_key`` or ``$CONREC_API_KEY``), every path
   but ``/healthz`` needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise),
   compared in constant time. ``/healthz`` stays open for load balancers.
-* :class:`AdmissionGate`: at most ``inference_workers`` model calls run and ``max_queue`` wait; the
+* :class:`Admission` + :class:`AdmissionGate`: at most ``inference_workers`` model calls run and ``max_queue`` wait; the
   next request gets 503 with ``Retry-After`` at once instead of joining an unbounded queue.
 * :func:`clip`: error messages quote user input only up to a bounded length.
 """
@@ -176,15 +176,15 @@ class ApiKeyAuth:
         await self.app(scope, receive, send)
 
 
-class Overloaded(Exception):
-    """Raised by :meth:`AdmissionGate.admit` when every worker is busy and the queue is full."""
-
-
 class AdmissionGate:
-    """At most ``workers`` holders at once and ``max_queue`` waiting; the rest are refused at once.
+    """At most ``workers`` model calls at once and ``max_queue`` more requests waiting; the rest are
+    refused at once.
 
     Why refuse instead of waiting: an unbounded queue only turns overload into ever longer
     latencies (32 clients: p95 3 s); a fast 503 + Retry-After lets clients back off or go elsewhere.
+    A request takes its place in :class:`Admission` (on the event loop, before its body is parsed
+    or a worker thread is used) and holds it until its response is sent; :meth:`model_slot` is the
+    part where it waits for one of the ``workers``.
     """
 
     def __init__(self, workers: int, max_queue: int) -> None:
@@ -193,15 +193,45 @@ class AdmissionGate:
         self._lock = threading.Lock()
         self.pending = 0
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
+    def reserve(self) -> bool:
         with self._lock:
             if self.pending >= self.capacity:
-                raise Overloaded(f"{self.pending} requests are running or queued (the limit)")
+                return False
             self.pending += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self.pending -= 1
+
+    @contextmanager
+    def model_slot(self) -> Iterator[None]:
+        with self._run:
+            yield
+
+
+class Admission:
+    """ASGI middleware: model endpoints (``POST /v1/...``) pass :class:`AdmissionGate` or get 503."""
+
+    def __init__(self, app: ASGIApp, gate: AdmissionGate, retry_after_s: int) -> None:
+        self.app = app
+        self.gate = gate
+        self.retry_after_s = int(retry_after_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or not str(scope.get("path", "")).startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if not self.gate.reserve():
+            await _send_json(
+                send,
+                503,
+                {"detail": f"server busy: {self.gate.pending} requests running or queued (the limit); "
+                           f"retry after {self.retry_after_s} s"},
+                {"Retry-After": str(self.retry_after_s)},
+            )
+            return
         try:
-            with self._run:
-                yield
+            await self.app(scope, receive, send)
         finally:
-            with self._lock:
-                self.pending -= 1
+            self.gate.release()
