@@ -203,3 +203,31 @@ def test_trie_counts_excluded_items_under_every_node():
             assert trie.items_left(node).item() == under.sum()
             for p in range(2):
                 assert below[p, node].item() == (under & excluded[p].numpy()).sum()
+
+
+def test_each_rows_results_depend_only_on_its_own_exclusions(setup):
+    """Regression (issue 13.1): a long-history row once cut every row of its batch to its own few items."""
+    model, tok, sid_map, vocab, _, prompts = setup
+    k, cfg = 20, DecodeConfig(num_beams=20, batch_size=8, exclude_history=True)
+    short, long_ = {"m1"}, set(sid_map.items[1:])  # the long history leaves exactly one item ("m0")
+    alone = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, k, cfg, exclude=[short], vocab=vocab)[0]
+    stats: dict = {}
+    both = generate_topk(model, tok, prompts[:2], sid_map.trie(), sid_map.items, k, cfg, exclude=[short, long_], vocab=vocab, stats=stats)
+    assert len(alone) == k
+    assert [i for i, _ in both[0]] == [i for i, _ in alone]
+    assert np.allclose([s for _, s in both[0]], [s for _, s in alone], atol=1e-4)
+    assert [i for i, _ in both[1]] == ["m0"]
+    assert stats["n_invalid"] == 0 and stats["invalid_per_prompt"] == [0, 0]
+
+
+def test_history_covering_the_whole_catalogue_gives_nothing_and_no_invalid(setup, caplog):
+    model, tok, sid_map, vocab, _, prompts = setup
+    cfg = DecodeConfig(num_beams=10, exclude_history=True)
+    stats: dict = {}
+    with caplog.at_level("WARNING", logger="conrec.llm"):
+        recs = generate_topk(
+            model, tok, prompts[:2], sid_map.trie(), sid_map.items, 5, cfg, exclude=[set(sid_map.items), {"m3"}], vocab=vocab, stats=stats
+        )
+    assert recs[0] == [] and len(recs[1]) == 5
+    assert stats["n_invalid"] == 0 and stats["n_generated"] == 5
+    assert "invalid" not in caplog.text

@@ -54,12 +54,17 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(2) from None
 
 
+def _stage(stage: str, config: Optional[Path], run_dir: Optional[Path], **kwargs: Any) -> Any:
+    """One stage run alone: inputs checked, downstream invalidated, the run's record updated."""
+    from conrec.pipeline import run_stage
+
+    return run_stage(_load(config, run_dir), stage, console=console, **kwargs)
+
+
 @app.command()
 def data(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Load events + items into canonical Parquet, split by time, build future-window labels."""
-    from conrec.data.stage import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("data", config, run_dir))
 
 
 @app.command()
@@ -70,25 +75,31 @@ def analyze(
 ) -> None:
     """How much of a user's future dislike set the next negative covers (CoNRec motivation study)."""
     from conrec.data.analyze import run
+    from conrec.pipeline import require_current
+    from conrec.runs import RunDir
 
-    hs = [float(h) for h in horizons.split(",") if h.strip()]
-    _guard(lambda: run(_load(config, run_dir), horizons=hs, console=console))
+    def body() -> None:
+        cfg = _load(config, run_dir)
+        require_current(RunDir(cfg.run_dir), cfg, ["data"], who="analyze")
+        run(cfg, horizons=[float(h) for h in horizons.split(",") if h.strip()], console=console)
+
+    _guard(body)
 
 
 @app.command()
 def tokenize(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
-    from conrec.sid.stage import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("sid", config, run_dir))
 
 
 @app.command()
-def sft(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def sft(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    resume: bool = typer.Option(True, help="resume from the last complete checkpoint if one exists"),
+) -> None:
     """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
-    from conrec.llm.sft import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("sft", config, run_dir, resume=resume))
 
 
 @app.command()
@@ -98,9 +109,7 @@ def grpo(
     resume: bool = typer.Option(True, help="resume from the last checkpoint if one exists"),
 ) -> None:
     """Progressive GRPO with the multi-day future-negative reward."""
-    from conrec.llm.grpo import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console, resume=resume))
+    _guard(lambda: _stage("grpo", config, run_dir, resume=resume))
 
 
 @app.command()
@@ -126,9 +135,7 @@ def predict(
 @app.command(name="eval")
 def eval_(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Evaluate baselines and LM checkpoints; write report.md and PNG plots."""
-    from conrec.eval.stage import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("eval", config, run_dir))
 
 
 @app.command("config")

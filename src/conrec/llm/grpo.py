@@ -60,11 +60,13 @@ from transformers import TrainerCallback
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_json, read_parquet, write_json
+from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -195,8 +197,8 @@ class GrpoLogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            self.progress = Progress(
-                TextColumn(f"[bold]GRPO {self.stage_index}:{self.stage.name}"),
+            self.progress = StageProgress(
+                TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[reward]}"),
@@ -205,7 +207,7 @@ class GrpoLogCallback(TrainerCallback):
                 console=self.console,
             )
             self.progress.start()
-            self.task = self.progress.add_task("grpo", total=state.max_steps, completed=state.global_step, reward="")
+            self.task = self.progress.add_task(f"GRPO {self.stage_index}:{self.stage.name}", total=state.max_steps, completed=state.global_step, reward="")
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_started = time.perf_counter()
@@ -295,7 +297,7 @@ def run(
     from datasets import Dataset
     from transformers import set_seed
 
-    from conrec.llm.backbone import load_causal_lm
+    from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
     from conrec.llm.tasks import sid_lookup
     from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
 
@@ -381,17 +383,14 @@ def run(
         policy = load_causal_lm(prev_model)
         # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
         policy.config._name_or_path = str(sft_dir)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_model_tokenizer(sft_dir)
         vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
         rollout = build_rollout(grpo, tokenizer, sid_map, vocab)
         ckpt_dir = sdir / "checkpoints"
-        resume_from = _last_checkpoint(ckpt_dir) if resume else None
+        resume_from = _last_checkpoint(ckpt_dir, is_main) if resume else None
+        state.wait_for_everyone()
         if resume_from is not None:
-            done_steps = int(resume_from.name.split("-")[-1])
+            done_steps = checkpoint_step(resume_from)
             console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
             log.keep_until(i, done_steps)
         else:
@@ -526,9 +525,7 @@ def _make_trainer(
         scale_rewards="group",
         temperature=1.0,
         logging_steps=1,
-        save_strategy="steps",
-        save_steps=grpo.save_steps,
-        save_total_limit=1,
+        **trainer_save_args(grpo.save_steps, 1),
         seed=seed,
         data_seed=seed,
         use_cpu=use_cpu,
@@ -549,19 +546,15 @@ def _make_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
-        callbacks=[callback],
+        callbacks=[callback, CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
     return trainer
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(folder))
-    return Path(last) if last else None
+def _last_checkpoint(folder: Path, is_main: bool = True) -> Path | None:
+    """The newest *complete* checkpoint (a half-written one is deleted and the previous one used)."""
+    return last_complete_checkpoint(folder, clean=is_main)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -17,19 +17,20 @@ from typing import Sequence
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.io import read_parquet, write_parquet
-from conrec.llm.backbone import load_causal_lm
+from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.constrained import generate_topk
 from conrec.llm.prompts import build_prompt
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -76,9 +77,7 @@ class Predictor:
         if not model_dir.exists():
             raise StageInputError(f"model dir not found: {model_dir}")
         assert_model_fits(model_dir, sid_map)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_model_tokenizer(model_dir)
         return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
@@ -163,7 +162,7 @@ class Predictor:
         invalid: list[int] = []
         chunk = max(1, self.decode_cfg.batch_size)
         console = console or Console(quiet=True)
-        with Progress(
+        with StageProgress(
             TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
             console=console,
         ) as progress, torch.inference_mode():

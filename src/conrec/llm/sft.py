@@ -4,7 +4,8 @@ Inputs (run-dir contract): ``data/items.parquet``, ``data/samples.parquet``, ``s
 Output: ``sft/model/`` — a plain Hugging Face model dir (LoRA, if used, is merged before saving, so
 every later stage loads it with ``AutoModelForCausalLM``) with its tokenizer (SID + marker tokens),
 ``conrec_vocab.json`` and a copy of the SID map (see :mod:`conrec.llm.vocab`); written atomically.
-Checkpoints (weights only) go to ``sft/checkpoints/``, statistics to ``sft/stats.json``.
+Checkpoints (full trainer state, for resume after a crash; deleted once the model is written) go to
+``sft/checkpoints/``, statistics to ``sft/stats.json``.
 
 Loss on completions only (TRL prompt/completion dataset with ``completion_only_loss``): the model
 must learn to *answer*, not to reproduce histories. Runs unchanged under ``accelerate launch`` /
@@ -17,6 +18,7 @@ must learn to *answer*, not to reproduce histories. Runs unchanged under ``accel
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -31,8 +33,10 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 from conrec.config import PipelineConfig
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
+from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -48,7 +52,7 @@ class RichProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.progress = Progress(
+            self.progress = StageProgress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -195,11 +199,16 @@ def load_inputs(run: RunDir) -> tuple[Any, Any, SidMap]:
     return items, samples, sid_map
 
 
-def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    cfg: PipelineConfig, console: Console | None = None, out_dir: Path | None = None, resume: bool = True
+) -> dict[str, Any]:
     """Fine-tune the backbone on the SFT tasks; write the model dir; mark the stage done.
 
     ``out_dir`` (default ``RunDir.sft_model``) lets ablations train variants side by side; the stage
-    is marked done only when writing the default location. Returns the training statistics.
+    is marked done only when writing the default location. ``resume``: continue from the last
+    complete checkpoint of an interrupted run with the same configuration (optimizer, scheduler,
+    RNG and data position restored by the Trainer; see :mod:`conrec.llm.checkpoints`); the
+    checkpoints are deleted once the model is written. Returns the training statistics.
     """
     import datasets
     from datasets import Dataset
@@ -234,8 +243,19 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
     if tr.lora is not None:
         model = _with_lora(model, tr.lora, new_ids)
 
+    from accelerate import PartialState
+
+    from conrec.pipeline import stage_fingerprint
+
+    ckpt_dir = run_dir.sft / "checkpoints" if out_dir is None else out.parent / f".{out.name}.checkpoints"
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    kept = prepare_checkpoint_dir(ckpt_dir, f"{stage_fingerprint(cfg, 'sft')}:{out.resolve()}", resume, is_main)
+    PartialState().wait_for_everyone()
+    resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
+    PartialState().wait_for_everyone()
+
     args = SFTConfig(
-        output_dir=str(run_dir.sft / "checkpoints"),
+        output_dir=str(ckpt_dir),
         per_device_train_batch_size=tr.batch_size,
         gradient_accumulation_steps=tr.grad_accum,
         learning_rate=tr.learning_rate,
@@ -244,10 +264,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         warmup_steps=tr.warmup_ratio,
         lr_scheduler_type="linear",
         logging_steps=tr.logging_steps,
-        save_strategy="steps",
-        save_steps=tr.save_steps,
-        save_total_limit=tr.save_total_limit,
-        save_only_model=True,
+        **trainer_save_args(tr.save_steps, tr.save_total_limit),
         seed=seed,
         data_seed=seed,
         use_cpu=not torch.cuda.is_available(),
@@ -266,10 +283,12 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[RichProgressCallback(console)],
+        callbacks=[RichProgressCallback(console), CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces the raw dict printing
-    result = trainer.train()
+    if resume_from is not None:
+        console.print(f"SFT: resuming from {resume_from.name} (an earlier run was interrupted)")
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     acc = trainer.accelerator
     acc.wait_for_everyone()
     lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])
@@ -288,6 +307,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         "num_processes": int(acc.num_processes),
         "lora": tr.lora is not None,
         "new_tokens": len(new_ids),
+        "resumed_from": resume_from.name if resume_from is not None else None,
     }
     if acc.is_main_process:
         final = acc.unwrap_model(trainer.model)
@@ -301,6 +321,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         write_json(stats, (out.parent if out_dir is not None else run_dir.sft) / "stats.json")
         if out_dir is None:
             run_dir.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is written: checkpoints are no longer needed
         console.print(
             f"SFT: {stats['steps']} steps on {len(examples)} examples, loss {stats['train_loss']:.3f}, "
             f"{stats['tokens_per_second'] or 0:.0f} tokens/s -> {out}"

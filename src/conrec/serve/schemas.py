@@ -10,17 +10,26 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo such as "negatives" must not silently mean "no history".
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: "k": true is not 1 and "k": "5" is not 5 (a client bug must not pass silently).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class HistoryEvent(_Strict):
     item_id: str = Field(..., min_length=1, description="an item id of the catalogue (items.parquet)")
     feedback: Literal[-1, 1] = Field(..., description="-1 = explicit dislike, +1 = positive")
+
+    @field_validator("feedback", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: object) -> object:
+        # Literal[1] compares by ==, and True == 1: strict mode alone would take `true` as +1
+        if isinstance(v, bool):
+            raise ValueError("feedback must be the integer -1 or 1, not a boolean")
+        return v
 
 
 class DislikeRequest(_Strict):
@@ -28,6 +37,7 @@ class DislikeRequest(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"user_id": "u42", "k": 10},
@@ -82,6 +92,7 @@ class DislikeRequest(_Strict):
 class DislikeBatchRequest(_Strict):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"requests": [{"user_id": "u42", "k": 3}, {"negative": ["i17"], "k": 3}]}]},
     )
 

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from conrec.config import PipelineConfig
 from conrec.io import atomic_path, read_parquet, write_json
+from conrec.progress import StageProgress
 from conrec.runs import RunDir
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
@@ -43,7 +44,7 @@ def quantize(
 
 
 def _progress(console: Console | None) -> Progress:
-    return Progress(
+    return StageProgress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
