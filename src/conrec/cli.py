@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from conrec.errors import ConrecError
 
@@ -33,6 +34,12 @@ console = Console()
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:tiny / preset:smollm2 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
+# Typer renders help with rich markup, which would swallow "[item ids]": escape it.
+HISTORY_HELP = escape(
+    'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
+    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}; the same body as POST /v1/dislikes; '
+    "see examples/history.json"
+)
 
 
 def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None, **overrides: Any):
@@ -43,6 +50,14 @@ def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str |
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
     return load_config(resolve_config_path(config, run_dir, default_preset), extra)
+
+
+def _start(cfg: Any) -> Any:
+    """Per-process setup before a stage runs: torch threads for this machine, quiet third parties."""
+    from conrec.runtime import prepare_process
+
+    prepare_process(cfg.threads)
+    return cfg
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -80,7 +95,7 @@ def tokenize(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDi
     """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
     from conrec.sid.stage import run
 
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: run(_start(_load(config, run_dir)), console=console))
 
 
 @app.command()
@@ -88,7 +103,7 @@ def sft(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt)
     """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
     from conrec.llm.sft import run
 
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: run(_start(_load(config, run_dir)), console=console))
 
 
 @app.command()
@@ -100,25 +115,31 @@ def grpo(
     """Progressive GRPO with the multi-day future-negative reward."""
     from conrec.llm.grpo import run
 
-    _guard(lambda: run(_load(config, run_dir), console=console, resume=resume))
+    _guard(lambda: run(_start(_load(config, run_dir)), console=console, resume=resume))
 
 
 @app.command()
 def predict(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    history: Optional[Path] = typer.Option(None, help="JSON: {\"neg\": [item ids], \"pos\": [item ids]}"),
+    history: Optional[Path] = typer.Option(None, help=HISTORY_HELP),
     split: Optional[str] = typer.Option(None, help="batch mode: predict every sample of this split"),
     out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: Optional[int] = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
-    from conrec.llm.predict import run
 
     def body() -> None:
+        from conrec.llm.predict_request import check_predict_request
+
         cfg = _load(config, run_dir)
-        run(cfg, history=history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
+        # Checked before torch/transformers are even imported: a bad request fails in about a second.
+        request = check_predict_request(cfg, history, split, model)
+        _start(cfg)
+        from conrec.llm.predict import run
+
+        run(cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
 
     _guard(body)
 
@@ -128,7 +149,7 @@ def eval_(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOp
     """Evaluate baselines and LM checkpoints; write report.md and PNG plots."""
     from conrec.eval.stage import run
 
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: run(_start(_load(config, run_dir)), console=console))
 
 
 @app.command("config")
@@ -155,7 +176,7 @@ def ablate(
     """Reproduce an ablation table with one command."""
     from conrec.pipeline import run_ablation
 
-    _guard(lambda: run_ablation(_load(config, run_dir), what=what, console=console))
+    _guard(lambda: run_ablation(_start(_load(config, run_dir)), what=what, console=console))
 
 
 @app.command()
@@ -168,7 +189,7 @@ def serve(
     """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
     from conrec.serve.app import run
 
-    _guard(lambda: run(_load(config, run_dir), host=host, port=port))
+    _guard(lambda: run(_start(_load(config, run_dir)), host=host, port=port))
 
 
 @app.command()

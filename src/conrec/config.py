@@ -29,6 +29,12 @@ class PipelineConfig(BaseModel):
 
     run_dir: Path = Field(Path("runs/demo"), description="where every stage reads and writes")
     seed: int = 0
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads per process; null = the cores this process may use (affinity, cgroup quota), "
+        "shared among a distributed launch's local processes, or OMP_NUM_THREADS if set",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     sid: SidConfig = Field(default_factory=SidConfig)
     sft: SftConfig = Field(default_factory=SftConfig)

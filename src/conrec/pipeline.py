@@ -18,6 +18,7 @@ from rich.rule import Rule
 from conrec.config import PipelineConfig, dump_config
 from conrec.io import write_json, write_text
 from conrec.runs import STAGES, RunDir
+from conrec.runtime import prepare_process
 
 # Config sections each stage reads (upstream stages' sections are added automatically).
 _STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -97,6 +98,7 @@ def run_pipeline(
         kwargs: dict[str, Any] = {"console": console}
         if stage == "grpo":
             kwargs["resume"] = not force
+        prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
         results[stage] = _stage_runner(stage)(cfg, **kwargs)
         timings[stage] = round(time.perf_counter() - started, 1)
         write_json({"fingerprint": stage_fingerprint(cfg, stage), "seconds": timings[stage]}, _fingerprint_path(run, stage))

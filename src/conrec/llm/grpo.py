@@ -65,6 +65,7 @@ from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -582,6 +583,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=None)
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    prepare_process(cfg.threads)
     run(
         cfg,
         console=Console(),

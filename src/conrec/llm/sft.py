@@ -33,6 +33,7 @@ from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -303,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    prepare_process(cfg.threads)
     run(cfg, console=Console())
 
 

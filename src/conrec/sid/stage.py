@@ -63,8 +63,9 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
     items = read_parquet(rd.items, what="items table (data/items.parquet)")
     qcfg = cfg.sid.quantizer
     seed = qcfg.seed if qcfg.seed is not None else cfg.seed
-    torch.set_num_threads(qcfg.num_threads)
-    faiss.omp_set_num_threads(qcfg.num_threads)
+    threads = qcfg.num_threads or torch.get_num_threads()  # None: the process's count (conrec.runtime)
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
     seconds: dict[str, float] = {}
     notes: list[str] = []
 
@@ -82,11 +83,11 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
         notes += [str(w.message) for w in caught]
 
         t = time.perf_counter()
-        torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else qcfg.num_threads)
+        torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else threads)
         try:
             result = quantize(vectors, sizes, qcfg, seed, progress)
         finally:
-            torch.set_num_threads(qcfg.num_threads)
+            torch.set_num_threads(threads)
         seconds["quantize"] = time.perf_counter() - t
 
     t = time.perf_counter()
