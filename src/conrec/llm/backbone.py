@@ -175,5 +175,5 @@ def load_causal_lm(model_dir: Path) -> PreTrainedModel:
 def _checked_dir(path: Path) -> Path:
     p = Path(path)
     if not (p / "config.json").exists():
-        raise StageInputError(f"model dir {p} has no config.json (not a Hugging Face model directory)")
+        raise StageInputError(f"model dir {p.absolute()} has no config.json (not a Hugging Face model directory)")
     return p

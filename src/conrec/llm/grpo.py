@@ -314,7 +314,7 @@ def run(
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
     sft_dir = rd.sft_model
     if not (sft_dir / "config.json").exists():
-        raise StageInputError(f"SFT model not found at {sft_dir} (run `conrec sft` first)")
+        raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
     is_main = state.is_main_process
