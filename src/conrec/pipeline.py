@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from conrec.config import PipelineConfig, dump_config
-from conrec.io import write_json, write_text
+from conrec.io import read_json, write_json, write_text
 from conrec.runs import STAGES, RunDir
 from conrec.runtime import prepare_process
 
@@ -110,16 +110,34 @@ def run_pipeline(
 
 
 def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """The whole pipeline; ends with the report's location (the eval stage prints the table)."""
+    """The whole pipeline; ends with the results table and the report's location.
+
+    The eval stage prints the table when it runs; when it was skipped (a rerun of a finished run)
+    the table is rendered from ``eval/metrics.json``, so a rerun still shows the results.
+    """
     console = console or Console()
     started = time.perf_counter()
     results = run_pipeline(cfg, force=force, console=console)
     run = RunDir(cfg.run_dir)
+    if "eval" not in results:
+        show_saved_results(run, console)
     console.print(Rule("[bold]done"))
     console.print(f"total {time.perf_counter() - started:.0f} s; report: {run.report}")
     for png in sorted(run.eval.glob("*.png")):
         console.print(f"plot: {png}")
     return results
+
+
+def show_saved_results(run: RunDir, console: Console) -> bool:
+    """Print the results table of a finished eval stage from ``eval/metrics.json``; False if none."""
+    path = run.eval / "metrics.json"
+    if not path.exists():
+        return False
+    from conrec.eval.report import ks_of, render_table
+
+    metrics = read_json(path, what="eval metrics")
+    console.print(render_table(metrics, ks_of(metrics)))
+    return True
 
 
 def run_ablation(cfg: PipelineConfig, what: str, console: Console | None = None) -> Any:
