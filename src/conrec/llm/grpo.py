@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import TrainerCallback
 
 from conrec.config import PipelineConfig
@@ -65,6 +65,7 @@ from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.progress import stage_progress
 from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
@@ -196,14 +197,8 @@ class GrpoLogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            self.progress = Progress(
-                TextColumn(f"[bold]GRPO {self.stage_index}:{self.stage.name}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[reward]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
+            self.progress = stage_progress(
+                "{task.fields[reward]}", console=self.console, label=f"[bold]GRPO {self.stage_index}:{self.stage.name}"
             )
             self.progress.start()
             self.task = self.progress.add_task("grpo", total=state.max_steps, completed=state.global_step, reward="")
@@ -234,7 +229,7 @@ class GrpoLogCallback(TrainerCallback):
             self.log.append(entry)
         if self.progress is not None:
             self.progress.update(
-                self.task, reward=f"reward {entry['reward']:.3f}  hit {entry['components']['hit']:.2f}  zero-adv {entry['zero_adv_share']:.2f}"
+                self.task, reward=f"reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}"
             )
 
     def on_train_end(self, args, state, control, **kwargs):

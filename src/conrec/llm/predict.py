@@ -16,7 +16,6 @@ from typing import Sequence
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -31,6 +30,7 @@ from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_re
 from conrec.llm.prompts import build_prompt
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
 from conrec.sid.sid_map import SidMap
@@ -147,10 +147,7 @@ class Predictor:
         invalid: list[int] = []
         chunk = max(1, self.decode_cfg.batch_size)
         console = console or Console(quiet=True)
-        with Progress(
-            TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console,
-        ) as progress, torch.inference_mode():
+        with stage_progress(console=console, label="[bold]predict") as progress, torch.inference_mode():
             task = progress.add_task("predict", total=len(prompts))
             for start in range(0, len(prompts), chunk):
                 stats: dict = {}

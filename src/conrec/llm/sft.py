@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from conrec.config import PipelineConfig
@@ -33,6 +33,7 @@ from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.progress import stage_progress
 from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
@@ -49,16 +50,7 @@ class RichProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=False,
-            )
+            self.progress = stage_progress("{task.fields[loss]}", console=self.console)
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=state.max_steps, loss="")
 

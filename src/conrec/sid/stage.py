@@ -16,11 +16,12 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from conrec.config import PipelineConfig
 from conrec.io import atomic_path, read_parquet, write_json
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
@@ -43,14 +44,7 @@ def quantize(
 
 
 def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    return stage_progress(console=console, label="[progress.description]{task.description}", remaining=False)
 
 
 def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncoder | None = None) -> dict[str, Any]:
