@@ -13,6 +13,8 @@ from conrec.runtime import (
     available_cores,
     cgroup_cpu_limit,
     choose_threads,
+    idle_cpus,
+    parse_proc_stat,
     parse_cgroup_v1_quota,
     parse_cgroup_v2_cpu_max,
 )
@@ -59,6 +61,28 @@ def test_choose_threads_order_of_precedence() -> None:
         choose_threads(0, cores=2)
 
 
+def test_idle_cores_cap_the_automatic_choice() -> None:
+    assert choose_threads(None, cores=2, idle=2.0) == 2  # a quiet machine: every core
+    assert choose_threads(None, cores=2, idle=0.1) == 1  # another trainer holds both cores: 1 thread
+    assert choose_threads(None, cores=8, idle=3.4) == 3
+    assert choose_threads(None, cores=8, local_processes=2, idle=8.0) == 4
+    assert choose_threads(None, cores=2, idle=None) == 2  # unknown: the available cores
+    assert choose_threads(2, cores=2, idle=0.0) == 2  # the setting wins over the measurement
+
+
+PROC_STAT_1 = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1 2\n"
+PROC_STAT_2 = "cpu  110 0 10 180 0 0 0 0 0 0\ncpu0 105 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 140 0 0 0 0 0 0\nintr 1 2\n"
+
+
+def test_idle_cpus_from_two_proc_stat_samples() -> None:
+    before, after = parse_proc_stat(PROC_STAT_1), parse_proc_stat(PROC_STAT_2)
+    assert before == {0: (40, 50), 1: (40, 50)}
+    assert idle_cpus(before, after, {0, 1}) == pytest.approx(1.0)  # cpu0 fully busy, cpu1 fully idle
+    assert idle_cpus(before, after, {1}) == pytest.approx(1.0)
+    assert idle_cpus(before, after, {0}) == pytest.approx(0.0)
+    assert idle_cpus(before, before, {0, 1}) is None  # no time passed
+
+
 def test_threads_is_a_validated_config_setting() -> None:
     assert load_config(None, {"threads": 1}).threads == 1
     assert load_config(None).threads is None
@@ -79,8 +103,7 @@ def test_prepare_process_sets_torch_threads_from_the_setting_and_the_launch() ->
     code = "from conrec.runtime import prepare_process; import torch; prepare_process({}); print(torch.get_num_threads())"
     assert _run(code.format("1"), {}).strip() == "1"
     assert _run(code.format("None"), {"OMP_NUM_THREADS": "", "LOCAL_WORLD_SIZE": "64"}).strip() == "1"
-    cores = available_cores()
-    assert _run(code.format("None"), {"OMP_NUM_THREADS": "", "LOCAL_WORLD_SIZE": "1"}).strip() == str(cores)
+    assert _run(code.format("None"), {"OMP_NUM_THREADS": "2", "LOCAL_WORLD_SIZE": "1"}).strip() == "2"
 
 
 def test_loading_a_model_prints_no_third_party_progress_bar(tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ class PipelineConfig(BaseModel):
     threads: int | None = Field(
         None,
         ge=1,
-        description="torch CPU threads per process; null = the cores this process may use (affinity, cgroup quota), "
-        "shared among a distributed launch's local processes, or OMP_NUM_THREADS if set",
+        description="torch CPU threads per process; null = OMP_NUM_THREADS if set, else the cores this process may use "
+        "(affinity, cgroup quota) shared among a distributed launch's local processes, capped by the cores other "
+        "processes leave idle when a stage starts (at least 1)",
     )
     data: DataConfig = Field(default_factory=DataConfig)
     sid: SidConfig = Field(default_factory=SidConfig)

@@ -4,9 +4,11 @@ Why threads: torch sizes its thread pool from the machine's physical cores, not 
 this process may actually use (CPU affinity, a container's cgroup quota). Two processes that each
 start more threads than their share of the cores spin against each other; on a shared 2-core
 machine that made training many times slower than the cores alone explain. The count is chosen
-from the cores actually available (:func:`available_cores`), divided between the processes of a
-``torchrun`` / ``accelerate`` launch on this node, and can be fixed with the top-level ``threads``
-setting (or ``OMP_NUM_THREADS``). ``benchmarks/threads.py`` measures the effect.
+from the cores actually available (:func:`available_cores`: affinity, cgroup quota), divided between
+the processes of a ``torchrun`` / ``accelerate`` launch on this node, and capped by the cores other
+processes leave idle when the stage starts (sampled from ``/proc/stat`` for 0.3 s); the top-level
+``threads`` setting (or ``OMP_NUM_THREADS``) fixes it instead. ``benchmarks/threads.py`` measures
+the effect.
 
 Why quiet: a stage prints its own rich progress bar and summary; transformers' per-shard
 "Loading weights" bars, advisory warnings and datasets' map bars would interleave with them.
@@ -19,6 +21,7 @@ import logging
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -74,17 +77,65 @@ def available_cores(affinity: int | None = None, quota: float | None = None) -> 
     return max(1, cores)
 
 
+def parse_proc_stat(text: str) -> dict[int, tuple[int, int]]:
+    """Per-CPU (idle ticks, total ticks) from ``/proc/stat`` (idle includes iowait)."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        ticks = [int(x) for x in rest.split()]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+        out[int(name[3:])] = (idle, total)
+    return out
+
+
+def idle_cpus(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: set[int]) -> float | None:
+    """How many of ``cpus`` were idle between two :func:`parse_proc_stat` samples (0..len(cpus))."""
+    idle = 0.0
+    seen = 0
+    for cpu in cpus:
+        if cpu not in before or cpu not in after:
+            continue
+        d_idle, d_total = after[cpu][0] - before[cpu][0], after[cpu][1] - before[cpu][1]
+        if d_total > 0:
+            idle += min(1.0, max(0.0, d_idle / d_total))
+            seen += 1
+    return idle * len(cpus) / seen if seen else None
+
+
+def measure_idle_cpus(sample_s: float = 0.3, proc_stat: Path = Path("/proc/stat")) -> float | None:
+    """Idle CPUs among this process's affinity set over ``sample_s`` seconds (None if unknown).
+
+    This process sleeps while sampling, so only *other* work counts as busy.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    try:
+        before = parse_proc_stat(proc_stat.read_text())
+        time.sleep(sample_s)
+        after = parse_proc_stat(proc_stat.read_text())
+    except OSError:
+        return None
+    return idle_cpus(before, after, set(os.sched_getaffinity(0)))
+
+
 def choose_threads(
     configured: int | None,
     cores: int,
     local_processes: int = 1,
     omp_env: str | None = None,
+    idle: float | None = None,
 ) -> int:
     """The torch intra-op thread count for one process.
 
     ``configured`` (the ``threads`` setting) wins; else ``OMP_NUM_THREADS`` if it is a positive
-    integer; else this process's share of ``cores`` among the ``local_processes`` of a distributed
-    launch on this node (at least 1).
+    integer; else this process's share of the ``cores`` it may use, among the ``local_processes``
+    of a distributed launch on this node, and no more than the cores other processes leave
+    ``idle`` right now (rounded; at least 1). Why the last cap: threads beyond the idle cores
+    time-slice against the other processes' threads, and torch's threads wait on each other, so
+    one slow thread stalls every step (measured in ``benchmarks/threads.py``).
     """
     if configured is not None:
         if configured < 1:
@@ -92,17 +143,24 @@ def choose_threads(
         return configured
     if omp_env is not None and omp_env.strip().isdigit() and int(omp_env) > 0:
         return int(omp_env)
-    return max(1, cores // max(1, local_processes))
+    share = max(1, cores // max(1, local_processes))
+    if idle is not None:
+        share = min(share, max(1, int(idle / max(1, local_processes) + 0.5)))
+    return share
 
 
 def process_threads(configured: int | None = None) -> int:
-    """:func:`choose_threads` for this process, from its environment and the system."""
+    """:func:`choose_threads` for this process, from its environment and the system (the idle
+    CPUs are sampled only when neither the setting nor ``OMP_NUM_THREADS`` decides)."""
     local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or "1"
+    omp = os.environ.get("OMP_NUM_THREADS")
+    decided = configured is not None or (omp is not None and omp.strip().isdigit() and int(omp) > 0)
     return choose_threads(
         configured,
         available_cores(),
         int(local) if local.isdigit() else 1,
-        os.environ.get("OMP_NUM_THREADS"),
+        omp,
+        None if decided else measure_idle_cpus(),
     )
 
 
