@@ -37,7 +37,7 @@ RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from th
 # Typer renders help with rich markup, which would swallow "[item ids]": escape it.
 HISTORY_HELP = escape(
     'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
-    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}; the same body as POST /v1/dislikes; '
+    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}; the same fields as a POST /v1/dislikes body; '
     "see examples/history.json"
 )
 
