@@ -120,7 +120,7 @@ def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None =
     results = run_pipeline(cfg, force=force, console=console)
     run = RunDir(cfg.run_dir)
     if "eval" not in results:
-        show_saved_results(run, console)
+        show_saved_results(run, console, order=[*cfg.eval.baselines, *cfg.eval.models])
     console.print(Rule("[bold]done"))
     console.print(f"total {time.perf_counter() - started:.0f} s; report: {run.report}")
     for png in sorted(run.eval.glob("*.png")):
@@ -128,14 +128,20 @@ def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None =
     return results
 
 
-def show_saved_results(run: RunDir, console: Console) -> bool:
-    """Print the results table of a finished eval stage from ``eval/metrics.json``; False if none."""
+def show_saved_results(run: RunDir, console: Console, order: list[str] | None = None) -> bool:
+    """Print the results table of a finished eval stage from ``eval/metrics.json``; False if none.
+
+    ``order``: model columns in this order (the eval stage's: baselines, then LMs); the JSON file
+    keeps its keys sorted, so without it the columns are alphabetical.
+    """
     path = run.eval / "metrics.json"
     if not path.exists():
         return False
     from conrec.eval.report import ks_of, render_table
 
     metrics = read_json(path, what="eval metrics")
+    rank = {name: i for i, name in enumerate(order or [])}
+    metrics = dict(sorted(metrics.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
     console.print(render_table(metrics, ks_of(metrics)))
     return True
 
