@@ -123,14 +123,14 @@ def test_model_not_matching_the_run_sid_map_is_rejected(trained, tmp_path):
 
 def test_history_json_formats(tmp_path):
     a = tmp_path / "a.json"
-    a.write_text(json.dumps({"neg": ["x", "y"], "pos": ["z"]}))
-    assert read_history_json(a) == (["x", "y", "z"], [-1, -1, 1])
+    a.write_text(json.dumps({"neg": ["x", "y"], "pos": ["z"]}))  # old names, still accepted
+    assert read_history_json(a) == (["z", "x", "y"], [1, -1, -1])
     b = tmp_path / "b.json"
-    b.write_text(json.dumps({"items": ["z", "x"], "feedback": [1, -1]}))
+    b.write_text(json.dumps({"history": [{"item_id": "z", "feedback": 1}, {"item_id": "x", "feedback": -1}]}))
     assert read_history_json(b) == (["z", "x"], [1, -1])
     c = tmp_path / "c.json"
     c.write_text(json.dumps({"likes": []}))
-    with pytest.raises(DataValidationError, match="expected keys"):
+    with pytest.raises(DataValidationError, match="expected"):
         read_history_json(c)
 
 

@@ -189,3 +189,31 @@ def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
     write_fake_outputs(run, "data")
     res = CliRunner().invoke(app, ["analyze", "-r", str(run.root)])
     assert res.exit_code == 2 and "analyze needs the data stage" in res.output.replace("\n", "")
+def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(tmp_path, monkeypatch) -> None:
+    """Issue 14: a rerun that skips every stage still ends with the results table and the report path."""
+    import io
+
+    from rich.console import Console
+
+    import conrec.pipeline as pipeline
+    from conrec.config import load_config
+    from conrec.io import write_json
+    from conrec.runs import RunDir
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    run = RunDir(cfg.run_dir)
+    write_json({"popularity": {"FHR@5": 0.1234, "HR@5": 0.5, "NDCG@5": 0.25, "Coverage@5": 0.1, "invalid_rate": 0.0},
+                "grpo": {"FHR@5": 0.0567, "HR@5": 0.2, "NDCG@5": 0.1, "Coverage@5": 0.2, "invalid_rate": 0.0}},
+               run.eval / "metrics.json")
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {})  # every stage skipped
+    buf = io.StringIO()
+    pipeline.run_demo(cfg, console=Console(file=buf, width=80))
+    out = buf.getvalue()
+    assert "0.1234" in out and "0.0567" in out and "FHR@5" in out
+    assert out.index("popularity") < out.index("grpo")  # the eval stage's order, not the JSON file's
+    assert str(run.report) in out
+    # a run whose eval stage just ran printed the table already: not twice
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
+    buf = io.StringIO()
+    pipeline.run_demo(cfg, console=Console(file=buf, width=80))
+    assert "0.1234" not in buf.getvalue()

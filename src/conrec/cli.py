@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from conrec.errors import ConrecError
 
@@ -33,6 +34,12 @@ console = Console()
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:tiny / preset:smollm2 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
+# Typer renders help with rich markup, which would swallow "[item ids]": escape it.
+HISTORY_HELP = escape(
+    'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
+    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}; the same fields as a POST /v1/dislikes body; '
+    "see examples/history.json"
+)
 
 
 def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None, **overrides: Any):
@@ -43,6 +50,14 @@ def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str |
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
     return load_config(resolve_config_path(config, run_dir, default_preset), extra)
+
+
+def _start(cfg: Any) -> Any:
+    """Per-process setup before a stage runs: torch threads for this machine, quiet third parties."""
+    from conrec.runtime import prepare_process
+
+    prepare_process(cfg.threads)
+    return cfg
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
@@ -116,18 +131,24 @@ def grpo(
 def predict(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    history: Optional[Path] = typer.Option(None, help="JSON: {\"neg\": [item ids], \"pos\": [item ids]}"),
+    history: Optional[Path] = typer.Option(None, help=HISTORY_HELP),
     split: Optional[str] = typer.Option(None, help="batch mode: predict every sample of this split"),
     out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: Optional[int] = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
-    from conrec.llm.predict import run
 
     def body() -> None:
+        from conrec.llm.predict_request import check_predict_request
+
         cfg = _load(config, run_dir)
-        run(cfg, history=history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
+        # Checked before torch/transformers are even imported: a bad request fails in about a second.
+        request = check_predict_request(cfg, history, split, model)
+        _start(cfg)
+        from conrec.llm.predict import run
+
+        run(cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
 
     _guard(body)
 
@@ -162,7 +183,7 @@ def ablate(
     """Reproduce an ablation table with one command."""
     from conrec.pipeline import run_ablation
 
-    _guard(lambda: run_ablation(_load(config, run_dir), what=what, console=console))
+    _guard(lambda: run_ablation(_start(_load(config, run_dir)), what=what, console=console))
 
 
 @app.command()
@@ -175,7 +196,7 @@ def serve(
     """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
     from conrec.serve.app import run
 
-    _guard(lambda: run(_load(config, run_dir), host=host, port=port))
+    _guard(lambda: run(_start(_load(config, run_dir)), host=host, port=port))
 
 
 @app.command()

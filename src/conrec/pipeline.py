@@ -22,8 +22,9 @@ from rich.rule import Rule
 
 from conrec.config import PipelineConfig, dump_config
 from conrec.errors import StageInputError
-from conrec.io import write_json, write_text
+from conrec.io import read_json, write_json, write_text
 from conrec.runs import FINGERPRINT_FILE, STAGES, RunDir
+from conrec.runtime import prepare_process
 
 # Config sections each stage reads (upstream stages' sections are added automatically).
 _STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -146,6 +147,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run.root.mkdir(parents=True, exist_ok=True)
     write_text(dump_config(cfg), run.root / "config.yaml")
     run.invalidate_from(stage)
+    prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     started = time.perf_counter()
     result = _stage_runner(stage)(cfg, console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
@@ -197,16 +199,40 @@ def run_pipeline(
 
 
 def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """The whole pipeline; ends with the report's location (the eval stage prints the table)."""
+    """The whole pipeline; ends with the results table and the report's location.
+
+    The eval stage prints the table when it runs; when it was skipped (a rerun of a finished run)
+    the table is rendered from ``eval/metrics.json``, so a rerun still shows the results.
+    """
     console = console or Console()
     started = time.perf_counter()
     results = run_pipeline(cfg, force=force, console=console)
     run = RunDir(cfg.run_dir)
+    if "eval" not in results:
+        show_saved_results(run, console, order=[*cfg.eval.baselines, *cfg.eval.models])
     console.print(Rule("[bold]done"))
     console.print(f"total {time.perf_counter() - started:.0f} s; report: {run.report}")
     for png in sorted(run.eval.glob("*.png")):
         console.print(f"plot: {png}")
     return results
+
+
+def show_saved_results(run: RunDir, console: Console, order: list[str] | None = None) -> bool:
+    """Print the results table of a finished eval stage from ``eval/metrics.json``; False if none.
+
+    ``order``: model columns in this order (the eval stage's: baselines, then LMs); the JSON file
+    keeps its keys sorted, so without it the columns are alphabetical.
+    """
+    path = run.eval / "metrics.json"
+    if not path.exists():
+        return False
+    from conrec.eval.report import ks_of, render_table
+
+    metrics = read_json(path, what="eval metrics")
+    rank = {name: i for i, name in enumerate(order or [])}
+    metrics = dict(sorted(metrics.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+    console.print(render_table(metrics, ks_of(metrics)))
+    return True
 
 
 def run_ablation(cfg: PipelineConfig, what: str, console: Console | None = None) -> Any:

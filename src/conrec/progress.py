@@ -7,6 +7,10 @@ that; elsewhere it prints one plain line per unfinished task every ``interval`` 
 timer thread, so a long step still gets its line) and a last line per task when it stops.
 
 The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s).
+
+:func:`stage_progress` builds the stages' bars so they stay readable in an 80-column terminal: rich
+squeezes every column to fit and cuts what does not fit with an ellipsis ("0:02:…"); here the times
+keep their full width and the bar (at most 40 cells) absorbs the shortfall.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, Task
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column
 
 PROGRESS_ENV = "CONREC_PROGRESS_SECONDS"
 DEFAULT_INTERVAL_S = 30.0
@@ -92,3 +105,31 @@ class StageProgress(Progress):
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             self.print_lines()
             next_at += self.interval
+
+
+BAR_MAX_WIDTH = 40
+
+
+def stage_progress(
+    *fields: ProgressColumn | str,
+    console: Console | None = None,
+    label: str = "[bold]{task.description}",
+    count: bool = True,
+    remaining: bool = True,
+    transient: bool = False,
+) -> "StageProgress":
+    """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining.
+
+    The time columns never shrink; the bar absorbs the shortfall on narrow terminals.
+    """
+    columns: list[ProgressColumn] = [
+        TextColumn(label, table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, max_width=BAR_MAX_WIDTH, min_width=1)),
+    ]
+    if count:
+        columns.append(MofNCompleteColumn(table_column=Column(no_wrap=True, justify="right")))
+    columns += [TextColumn(f) if isinstance(f, str) else f for f in fields]
+    columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)))
+    if remaining:
+        columns.append(TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)))
+    return StageProgress(*columns, console=console, transient=transient, expand=False)

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from conrec.config import PipelineConfig
@@ -24,7 +24,7 @@ from conrec.errors import DataValidationError
 from conrec.data.schema import DISLIKE, validate_events, validate_items
 from conrec.data.splits import SPLITS, Cutoffs, attach_history_and_labels, order_events, select_points, time_cutoffs
 from conrec.io import write_json, write_parquet
-from conrec.progress import StageProgress
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 
@@ -104,9 +104,7 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
     """Load -> validate -> split -> label -> write; returns the stats dict."""
     rd = RunDir(cfg.run_dir)
     dcfg = cfg.data
-    with StageProgress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
-    ) as progress:
+    with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets = _load(dcfg, progress)
         steps = progress.add_task("validate, split, label, write", total=4)
         items = validate_items(items, source=f"{dcfg.source} items")

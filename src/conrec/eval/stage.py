@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import make_baseline
 from conrec.eval.metrics import evaluate, horizon_key
 from conrec.eval.report import render_table, write_report
 from conrec.io import read_json, read_parquet, write_json, write_parquet
-from conrec.progress import StageProgress
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 if TYPE_CHECKING:
@@ -129,10 +128,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
         if m not in lm_todo:
             notes.append(f"LM model `{m}` skipped: no checkpoint at {_lm_model_dir(rd, m)} (run `conrec {m}` first).")
 
-    with StageProgress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
-    ) as progress:
+    with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
         for name in ecfg.baselines:
             progress.update(task, description=f"baseline {name}: fit + top-{k_max}")

@@ -54,7 +54,7 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import TrainerCallback
 
 from conrec.config import PipelineConfig
@@ -66,7 +66,8 @@ from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
-from conrec.progress import StageProgress
+from conrec.progress import stage_progress
+from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -197,14 +198,8 @@ class GrpoLogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            self.progress = StageProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[reward]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
+            self.progress = stage_progress(
+                "{task.fields[reward]}", console=self.console, label=f"[bold]GRPO {self.stage_index}:{self.stage.name}"
             )
             self.progress.start()
             self.task = self.progress.add_task(f"GRPO {self.stage_index}:{self.stage.name}", total=state.max_steps, completed=state.global_step, reward="")
@@ -235,7 +230,7 @@ class GrpoLogCallback(TrainerCallback):
             self.log.append(entry)
         if self.progress is not None:
             self.progress.update(
-                self.task, reward=f"reward {entry['reward']:.3f}  hit {entry['components']['hit']:.2f}  zero-adv {entry['zero_adv_share']:.2f}"
+                self.task, reward=f"reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}"
             )
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -315,7 +310,7 @@ def run(
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
     sft_dir = rd.sft_model
     if not (sft_dir / "config.json").exists():
-        raise StageInputError(f"SFT model not found at {sft_dir} (run `conrec sft` first)")
+        raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
     is_main = state.is_main_process
@@ -575,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=None)
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    prepare_process(cfg.threads)
     run(
         cfg,
         console=Console(),

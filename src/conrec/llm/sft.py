@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from conrec.config import PipelineConfig
@@ -36,7 +36,8 @@ from conrec.llm.backbone import load_backbone
 from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
-from conrec.progress import StageProgress
+from conrec.progress import stage_progress
+from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -52,16 +53,7 @@ class RichProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.progress = StageProgress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=False,
-            )
+            self.progress = stage_progress("{task.fields[loss]}", console=self.console)
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=state.max_steps, loss="")
 
@@ -339,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    prepare_process(cfg.threads)
     run(cfg, console=Console())
 
 
