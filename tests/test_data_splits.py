@@ -208,3 +208,18 @@ def test_matches_a_plain_python_oracle_on_random_logs(train_points):
     want = _oracle(ev, cfg)
     got = {(r["user_id"], r["split"], r["ts"], r["next_neg"]): (r["hist_items"], r["future_negs"]) for r in s.iter_rows(named=True)}
     assert got == want and len(got) > 50
+
+
+def test_train_until_test_refits_on_the_valid_period_with_labels_cut_at_the_test_cutoff():
+    rows = [("u", "p", 0, 1), ("u", "a", 1, -1), ("u", "b", 6, -1), ("u", "c", 9.5, -1), ("u", "t", 12, -1)]
+    cuts = Cutoffs(valid=5 * DAY, test=10 * DAY)
+    base = _samples(rows, cuts, train_points="recent", horizon_days=7)
+    refit = _samples(rows, cuts, train_points="recent", horizon_days=7, train_until="test")
+    assert base.filter(pl.col("split") == "train")["next_neg"].to_list() == ["a"]
+    assert base.filter(pl.col("split") == "train").row(0, named=True)["future_negs"] == ["a"]  # cut at valid
+    train = refit.filter(pl.col("split") == "train")
+    assert train["next_neg"].to_list() == ["a", "b", "c"]
+    assert train.row(0, named=True)["future_negs"] == ["a", "b"] and train.row(2, named=True)["future_negs"] == ["c"]
+    # valid and test points are the same either way
+    assert refit.filter(pl.col("split") != "train").equals(base.filter(pl.col("split") != "train").with_columns(
+        sample_id=pl.col("sample_id") + 2))

@@ -65,6 +65,11 @@ class SplitConfig(_Strict):
         description="train points: periodic = each user's first dislike of every train_period_days window "
         "(drawn like evaluation points); recent = the user's most recent dislikes",
     )
+    train_until: Literal["valid", "test"] = Field(
+        "valid",
+        description="train points and their labels stop at this cut-off: valid while choosing settings on the "
+        "valid split; test = refit on train + valid for the final test run, as the baselines are fitted",
+    )
     train_period_days: float = Field(
         7.0, gt=0, description="periodic train points: window length, windows aligned to end at the valid cut-off"
     )

@@ -108,7 +108,8 @@ def order_events(events: pl.DataFrame) -> OrderedEvents:
 def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl.DataFrame:
     """Which negatives become samples, and where each sample's labels must stop (``label_cut``).
 
-    train: negatives before the valid cut-off, the user's most recent ``max_train_samples_per_user``
+    train: negatives before the valid cut-off (the test cut-off with ``train_until="test"``, the
+    refit for the final test run), the user's most recent ``max_train_samples_per_user``
     of them; with ``train_points="periodic"`` only the user's first negative of each
     ``train_period_days`` window (windows end at the valid cut-off) is a candidate, so train points
     are drawn the way evaluation points are (a user's first dislike after a cut-off; see below);
@@ -116,15 +117,16 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
     ``min_history`` prior events.
     """
     neg = ordered.negatives.filter(pl.col("pos") >= cfg.min_history)
-    train = neg.filter(pl.col("ts") < cuts.valid)
+    train_cut = cuts.valid if cfg.train_until == "valid" else cuts.test
+    train = neg.filter(pl.col("ts") < train_cut)
     if cfg.train_points == "periodic":
         # window j = the j-th train_period_days before the valid cut-off; a user's first dislike in it
         period = int(round(cfg.train_period_days * DAY))
-        window = (cuts.valid - 1 - pl.col("ts")) // period
+        window = (train_cut - 1 - pl.col("ts")) // period
         train = train.filter(pl.int_range(pl.len()).over(["ucode", window.alias("_window")]) == 0)
     train = (
         train.filter(pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user)
-        .with_columns(split=pl.lit("train"), label_cut=pl.lit(cuts.valid, pl.Int64))
+        .with_columns(split=pl.lit("train"), label_cut=pl.lit(train_cut, pl.Int64))
     )
     valid = (
         neg.filter((pl.col("ts") >= cuts.valid) & (pl.col("ts") < cuts.test))
