@@ -76,3 +76,32 @@ def test_interval_setting(monkeypatch):
     for bad in ("x", "-1", "0"):
         monkeypatch.setenv("CONREC_PROGRESS_SECONDS", bad)
         assert progress_interval() == 30.0
+
+
+def test_sft_progress_stops_when_training_raises(monkeypatch, tmp_path):
+    """A crash mid-training must not leave the line timer printing for the rest of the process."""
+    import pytest
+
+    import conrec.llm.sft as sft_mod
+    from conrec.config import load_config
+    from conrec.llm.toy import write_toy_run
+
+    write_toy_run(tmp_path, n_items=32, n_users=12)
+    cfg = load_config(None, {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 16,
+                                                                "train": {"max_steps": 3, "batch_size": 4}}})
+    made: list = []
+    real_begin = sft_mod.RichProgressCallback.on_train_begin
+
+    def begin(self, *a, **kw):
+        made.append(self)
+        return real_begin(self, *a, **kw)
+
+    def crash(self, *a, **kw):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_train_begin", begin)
+    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
+    console, _ = _pipe_console()
+    with pytest.raises(RuntimeError):
+        sft_mod.run(cfg, console=console)
+    assert made and made[0].progress is None

@@ -234,6 +234,10 @@ class GrpoLogCallback(TrainerCallback):
             )
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the display (also when training raised: no live bar or line timer left behind)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -395,7 +399,10 @@ def run(
             policy, tokenizer, dataset, reward_funcs, reward_weights, rollout, cb, grpo, stage, ckpt_dir, seed + i, use_cpu
         )
         t0 = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        finally:
+            cb.close()
         train_s = time.perf_counter() - t0
         acc = trainer.accelerator
         acc.wait_for_everyone()

@@ -56,11 +56,12 @@ def verify_safetensors(path: Path) -> None:
 def verify_model_dir(model_dir: str | Path, need_weights: bool = True) -> Path:
     """Check a model dir's JSON files and safetensors files; return it as a Path.
 
-    ``need_weights=False`` for tokenizer-only dirs. Raises :class:`StageInputError` with one line
-    naming the first missing or corrupt file.
+    ``need_weights=False`` checks only the files that are there (tokenizer-only dirs: no
+    ``config.json`` or weights required). Raises :class:`StageInputError` with one line naming the
+    first missing or corrupt file.
     """
     p = Path(model_dir)
-    if not (p / "config.json").is_file():
+    if need_weights and not (p / "config.json").is_file():
         raise StageInputError(f"model dir {p} has no config.json (not a Hugging Face model directory)")
     for name in _JSON_FILES:
         f = p / name

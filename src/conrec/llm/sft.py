@@ -66,6 +66,10 @@ class RichProgressCallback(TrainerCallback):
             self.progress.update(self.task, loss=f"loss {float(logs['loss']):.3f}")
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the display (also when training raised: no live bar or line timer left behind)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -270,17 +274,21 @@ def run(
         fp16=False,
         weight_decay=0.0,  # required by the frozen-rows trick of _with_lora
     )
+    progress_cb = RichProgressCallback(console)
     trainer = sft_trainer_class(vocab.token_level if tr.sid_softmax == "level" else None)(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[RichProgressCallback(console), CompleteCheckpointMarker()],
+        callbacks=[progress_cb, CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces the raw dict printing
     if resume_from is not None:
         console.print(f"SFT: resuming from {resume_from.name} (an earlier run was interrupted)")
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    finally:
+        progress_cb.close()
     acc = trainer.accelerator
     acc.wait_for_everyone()
     lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])

@@ -209,7 +209,7 @@ def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:
     """
     from conrec.llm.model_files import verify_model_dir
 
-    verify_model_dir(model_dir)  # a corrupt file is one clear error, not a loader traceback
+    verify_model_dir(model_dir, need_weights=False)  # a corrupt file is one clear error, not a loader traceback
     meta = read_vocab_meta(model_dir)
     have = [int(s) for s in meta.get("codebook_sizes", [])]
     want = sid_map.codebook_sizes
