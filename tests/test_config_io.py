@@ -118,3 +118,58 @@ def test_presets_load_and_demo_uses_a_tiny_offline_backbone():
     for name in PRESETS:
         load_config(preset_path(name))
     assert load_config(preset_path("demo")).sft.model.tiny is not None
+
+
+# --- relative paths (issue 14): resolved against the config file, not the current directory
+
+
+def test_relative_input_paths_resolve_against_the_config_files_directory(tmp_path: Path, monkeypatch) -> None:
+    cfg_dir = tmp_path / "project" / "configs"
+    cfg_dir.mkdir(parents=True)
+    p = cfg_dir / "c.yaml"
+    p.write_text(
+        "run_dir: runs/mine\n"
+        "data: {source: table, events_path: ../logs/events.csv, items_path: /abs/items.csv}\n"
+        "sft: {model: {path: models/lm}}\n"
+        "sid: {encoder: {cache_dir: ~/emb}}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(p)
+    assert cfg.data.events_path == cfg_dir / "../logs/events.csv"
+    assert cfg.data.items_path == Path("/abs/items.csv")
+    assert cfg.sft.model.path == cfg_dir / "models/lm"
+    assert cfg.sid.encoder.cache_dir == Path("~/emb").expanduser()
+    assert cfg.run_dir == Path("runs/mine")  # an output location: relative to where you run
+    # the run's own config.yaml (written with absolute inputs) reloads to the same paths from anywhere
+    dumped = tmp_path / "dumped" / "config.yaml"
+    dumped.parent.mkdir()
+    dumped.write_text(dump_config(cfg))
+    assert load_config(dumped) == cfg
+
+
+def test_override_paths_resolve_against_the_current_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "sub" / "c.yaml"
+    p.parent.mkdir()
+    p.write_text("data: {source: table, events_path: in_file.csv}\n")
+    cfg = load_config(p, {"data": {"items_path": "items.csv"}})
+    assert cfg.data.events_path == tmp_path / "sub" / "in_file.csv"
+    assert cfg.data.items_path == tmp_path / "items.csv"
+
+
+def test_not_found_messages_name_the_absolute_path(tmp_path: Path, monkeypatch) -> None:
+    from conrec.data.stage import run as data_run
+    from conrec.errors import DataValidationError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=str(tmp_path / "missing.yaml")):
+        load_config("missing.yaml")
+    with pytest.raises(StageInputError, match=str(tmp_path / "nothing.parquet")):
+        read_parquet("nothing.parquet")
+    p = tmp_path / "cfgs" / "c.yaml"
+    p.parent.mkdir()
+    p.write_text("run_dir: r\ndata: {source: table, events_path: ev.csv, items_path: it.csv}\n")
+    with pytest.raises(DataValidationError, match=str(tmp_path / "cfgs" / "ev.csv")):
+        data_run(load_config(p), console=None)

@@ -28,6 +28,7 @@ def _events(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
 
 def _samples(rows, cuts: Cutoffs, **cfg) -> pl.DataFrame:
     ev = _events(rows)
+    cfg.setdefault("train_points", "recent")  # these tests pin the per-event rules; periodic ones below
     split = SplitConfig(**cfg)
     ordered = order_events(ev)
     return attach_history_and_labels(ordered, select_points(ordered, cuts, split), split)
@@ -96,6 +97,17 @@ def test_train_keeps_the_most_recent_samples_per_user():
     assert s["next_neg"].to_list() == ["n4", "n5"]
 
 
+def test_periodic_train_points_are_each_users_first_dislike_of_each_window():
+    # valid cut-off at day 21, windows of 7 days: [14, 21), [7, 14), [0, 7)
+    rows = [("u", "p", 0, 1), ("u", "a", 1, -1), ("u", "b", 2, -1), ("u", "c", 8, -1), ("u", "d", 15, -1), ("u", "e", 20.5, -1)]
+    rows += [("v", "p", 0, 1), ("v", "x", 20, -1)]
+    s = _samples(rows, Cutoffs(valid=21 * DAY, test=200 * DAY), train_points="periodic", train_period_days=7)
+    assert s.filter(pl.col("user_id") == "u")["next_neg"].to_list() == ["a", "c", "d"]
+    assert s.filter(pl.col("user_id") == "v")["next_neg"].to_list() == ["x"]
+    # labels are still every dislike of the next 7 days (b is a's future, not a point of its own)
+    assert s.row(0, named=True)["future_negs"] == ["a", "b"]
+
+
 def test_min_history_and_max_history():
     rows = [("u", "n0", 0, -1), ("u", "p1", 1, 1), ("u", "p2", 2, 1), ("u", "n3", 3, -1), ("v", "n0", 0, -1)]
     s = _samples(rows, Cutoffs(valid=100 * DAY, test=200 * DAY), min_history=1, max_history=2)
@@ -152,10 +164,17 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int]
     for (user,), g in events.with_row_index("row").sort(["user_id", "ts", "row"]).group_by(["user_id"], maintain_order=True):
         recs = list(g.iter_rows(named=True))
         picked = {"train": [], "valid": [], "test": []}
+        windows_seen = set()
         for p, r in enumerate(recs):
             if r["feedback"] != -1 or p < cfg.min_history:
                 continue
             split = "train" if r["ts"] < cuts.valid else "valid" if r["ts"] < cuts.test else "test"
+            if split == "train" and cfg.train_points == "periodic":
+                # the first dislike of each train_period_days window counted back from the valid cut-off
+                window = int((cuts.valid - 1 - r["ts"]) // int(round(cfg.train_period_days * DAY)))
+                if window in windows_seen:
+                    continue
+                windows_seen.add(window)
             picked[split].append(p)
         chosen = [("train", p) for p in picked["train"][-cfg.max_train_samples_per_user :]]
         chosen += [(s, picked[s][0]) for s in ("valid", "test") if picked[s]]
@@ -172,7 +191,8 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int]
     return out
 
 
-def test_matches_a_plain_python_oracle_on_random_logs():
+@pytest.mark.parametrize("train_points", ["periodic", "recent"])
+def test_matches_a_plain_python_oracle_on_random_logs(train_points):
     rng = np.random.default_rng(0)
     n = 3000
     ev = _events(
@@ -181,8 +201,25 @@ def test_matches_a_plain_python_oracle_on_random_logs():
             for _ in range(n)
         ]
     )
-    cfg = SplitConfig(horizon_days=3, max_history=15, max_train_samples_per_user=4, min_history=2)
+    cfg = SplitConfig(
+        horizon_days=3, max_history=15, max_train_samples_per_user=4, min_history=2, train_points=train_points, train_period_days=2.5
+    )
     s = build_samples(ev, cfg)
     want = _oracle(ev, cfg)
     got = {(r["user_id"], r["split"], r["ts"], r["next_neg"]): (r["hist_items"], r["future_negs"]) for r in s.iter_rows(named=True)}
     assert got == want and len(got) > 50
+
+
+def test_train_until_test_refits_on_the_valid_period_with_labels_cut_at_the_test_cutoff():
+    rows = [("u", "p", 0, 1), ("u", "a", 1, -1), ("u", "b", 6, -1), ("u", "c", 9.5, -1), ("u", "t", 12, -1)]
+    cuts = Cutoffs(valid=5 * DAY, test=10 * DAY)
+    base = _samples(rows, cuts, train_points="recent", horizon_days=7)
+    refit = _samples(rows, cuts, train_points="recent", horizon_days=7, train_until="test")
+    assert base.filter(pl.col("split") == "train")["next_neg"].to_list() == ["a"]
+    assert base.filter(pl.col("split") == "train").row(0, named=True)["future_negs"] == ["a"]  # cut at valid
+    train = refit.filter(pl.col("split") == "train")
+    assert train["next_neg"].to_list() == ["a", "b", "c"]
+    assert train.row(0, named=True)["future_negs"] == ["a", "b"] and train.row(2, named=True)["future_negs"] == ["c"]
+    # valid and test points are the same either way
+    assert refit.filter(pl.col("split") != "train").equals(base.filter(pl.col("split") != "train").with_columns(
+        sample_id=pl.col("sample_id") + 2))

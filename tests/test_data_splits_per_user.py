@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import polars as pl
+import pytest
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY
@@ -32,7 +33,7 @@ def test_each_users_last_dislikes_are_test_points_and_labels_stop_at_the_users_o
     rows = [("u", "p", 0, 1)] + [("u", f"n{d}", d, -1) for d in range(1, 11)]
     # v: 2 dislikes on days 50, 51 -> test = round(0.4) = 0, valid = round(0.6) - 0 = 1 (n51), train n50
     rows += [("v", "q", 49, 1), ("v", "m50", 50, -1), ("v", "m51", 51, -1)]
-    cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.1, horizon_days=30, max_horizon_days=30)
+    cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.1, horizon_days=30, max_horizon_days=30, train_points="recent")
     s = build_samples(_events(rows), cfg)
     u = s.filter(pl.col("user_id") == "u")
     assert u.filter(pl.col("split") == "test")["next_neg"].to_list() == ["n9", "n10"]  # both: more points
@@ -71,12 +72,26 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int,
         share = {p: ("test" if i >= n - n_test else "valid" if i >= n - n_vt else "train") for i, p in enumerate(negs)}
         start = {s: min((recs[p]["ts"] for p in negs if share[p] == s), default=None) for s in ("valid", "test")}
         picked = {s: [p for p in negs if share[p] == s and p >= cfg.min_history] for s in ("train", "valid", "test")}
+        if cfg.train_until == "test":
+            picked["train"] = sorted(picked["train"] + picked["valid"])
+            train_cut = start["test"]
+        else:
+            train_cut = start["valid"] if start["valid"] is not None else start["test"]
+        if cfg.train_points == "periodic" and picked["train"]:
+            end = train_cut if train_cut is not None else max(recs[p]["ts"] for p in picked["train"]) + 1
+            seen, kept = set(), []
+            for p in picked["train"]:
+                w = (end - 1 - recs[p]["ts"]) // int(round(cfg.train_period_days * DAY))
+                if w not in seen:
+                    seen.add(w)
+                    kept.append(p)
+            picked["train"] = kept
         chosen = [("train", p) for p in picked["train"][-cfg.max_train_samples_per_user :]]
         chosen += [(s, p) for s in ("valid", "test") for p in picked[s]]
         for split, p in chosen:
             t = recs[p]["ts"]
             if split == "train":
-                cut = start["valid"] if start["valid"] is not None else start["test"]
+                cut = train_cut
             elif split == "valid":
                 cut = start["test"]
             else:
@@ -91,7 +106,10 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int,
     return out
 
 
-def test_matches_a_plain_python_oracle_on_random_logs():
+@pytest.mark.parametrize(
+    "variant", [{"train_points": "recent"}, {"train_points": "periodic"}, {"train_points": "periodic", "train_until": "test"}]
+)
+def test_matches_a_plain_python_oracle_on_random_logs(variant: dict) -> None:
     rng = np.random.default_rng(1)
     ev = _events(
         [
@@ -99,13 +117,12 @@ def test_matches_a_plain_python_oracle_on_random_logs():
             for _ in range(3000)
         ]
     )
-    cfg = SplitConfig(protocol="per_user", horizon_days=3, max_history=15, max_train_samples_per_user=4, min_history=2)
+    cfg = SplitConfig(protocol="per_user", horizon_days=3, max_history=15, max_train_samples_per_user=4, min_history=2, **variant)
     s = build_samples(ev, cfg)
     got = {(r["user_id"], r["split"], r["ts"], r["next_neg"]): (r["hist_items"], r["future_negs"]) for r in s.iter_rows(named=True)}
     want = _oracle(ev, cfg)
     assert got == want
-    per_split = s.group_by("split").len().rows()
-    assert dict(per_split)["test"] > 30 * 1  # several test points per user, not one
+    assert dict(s.group_by("split").len().rows())["test"] > 30  # several test points per user, not one
     # no test label is among the events fitted for test, for any user
     fit = per_user_fit_events(ev, cfg, "test")
     fitted = set(zip(fit["user_id"].to_list(), fit["item_id"].to_list(), fit["ts"].to_list()))

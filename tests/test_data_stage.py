@@ -110,3 +110,52 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
         analyze.run(cfg, horizons=[60], console=_quiet())
     notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 14])  # 20 simulated days: short windows
     assert len(notes) == 2 and all("horizons 14 " in n for n in notes)
+
+
+# --- issue 13.2 / 13.4: edge cases fail before any file is written ---------------------------------
+
+
+def _table_cfg(tmp_path, rows: list[str]):
+    ev = tmp_path / "events.csv"
+    ev.write_text("\n".join(["user_id,item_id,ts,feedback", *rows]) + "\n")
+    return load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
+
+
+def _rows(feedback: str = "{f}", ts_of=lambda k, u: k * 3600 + u) -> list[str]:
+    return [
+        f"u{u},i{k % 7},{ts_of(k, u)},{feedback.format(f=-1 if k % 4 == 0 else 1)}" for u in range(3) for k in range(40)
+    ]
+
+
+def test_float_feedback_as_written_by_a_csv_with_nans_is_accepted(tmp_path):
+    stats = stage.run(_table_cfg(tmp_path, _rows("{f}.0")), console=_quiet())
+    events = pl.read_parquet(RunDir(tmp_path / "run").events)
+    assert events["feedback"].dtype == pl.Int8 and stats["dislikes"] == 30
+
+
+def test_fractional_feedback_is_rejected(tmp_path):
+    from conrec.errors import DataValidationError
+
+    rows = _rows()
+    rows[0] = rows[0].rsplit(",", 1)[0] + ",0.5"
+    with pytest.raises(DataValidationError, match="feedback.*0.5"):
+        stage.run(_table_cfg(tmp_path, rows), console=_quiet())
+
+
+def test_dataset_without_dislikes_fails_the_stage(tmp_path):
+    from conrec.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match="dislike"):
+        stage.run(_table_cfg(tmp_path, _rows("1")), console=_quiet())
+    assert not RunDir(tmp_path / "run").events.exists()
+
+
+def test_millisecond_timestamp_fails_before_any_file_is_written(tmp_path):
+    from conrec.errors import DataValidationError
+
+    rows = _rows()
+    rows[-1] = "u2,i1,10000000000000,1"  # one timestamp of 10**13 among seconds
+    with pytest.raises(DataValidationError, match="milliseconds"):
+        stage.run(_table_cfg(tmp_path, rows), console=_quiet())
+    rd = RunDir(tmp_path / "run")
+    assert not any(p.exists() for p in (rd.events, rd.items, rd.samples)) and not rd.is_done("data")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -217,6 +219,10 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     assert (run.grpo / "stage_0" / "_done.json").exists() and not (run.grpo / "stage_1" / "_done.json").exists()
     assert (run.grpo / "stage_1" / "checkpoints" / "checkpoint-1").is_dir()
     assert not run.is_done("grpo") and built == ["neg", "pos"]
+    # a kill while checkpoint-2 was being written (issue 13.2): weights there, trainer state not yet
+    ckpts = run.grpo / "stage_1" / "checkpoints"
+    (ckpts / "checkpoint-2").mkdir()
+    shutil.copy(ckpts / "checkpoint-1" / "model.safetensors", ckpts / "checkpoint-2")
 
     # 2) resume: stage 0 skipped, stage 1 continues from checkpoint-1
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)
@@ -256,3 +262,32 @@ def test_grpo_requires_sft_model(tmp_path: Path) -> None:
         grpo_run(cfg)
     with pytest.raises(Exception, match="reward_mode"):
         grpo_run(cfg, reward_mode="bogus")
+
+
+def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resume restores optimizer, scheduler, RNG and data position: bit-identical final weights."""
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    import conrec.llm.grpo as grpo_mod
+
+    cfg, _ = _grpo_run_dir(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    cfg_b = cfg.model_copy(update={"run_dir": tmp_path / "b"})
+    console = Console(quiet=True)
+    grpo_mod.run(cfg, console=console)
+    real_on_log = grpo_mod.GrpoLogCallback.on_log
+
+    def crashing_on_log(self: Any, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+        real_on_log(self, args, state, control, logs=logs, **kw)
+        if self.stage_index == 1 and state.global_step == 2:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
+    with pytest.raises(RuntimeError):
+        grpo_mod.run(cfg_b, console=console)
+    monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)
+    assert grpo_mod.run(cfg_b, console=console)["stages"][1]["resumed_from"] == "checkpoint-1"
+    a = load_file(str(tmp_path / "a" / "grpo" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "grpo" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

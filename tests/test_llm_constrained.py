@@ -62,7 +62,9 @@ def test_processor_allows_exactly_the_trie_children(setup):
                 same = (codes[:, :level] == codes[item_row, :level]).all(1)
                 want = {vocab.level_ids[level][c].item() for c in np.unique(codes[same, level])}
                 assert finite == want
-                assert torch.equal(out[row, list(want)], scores[row, list(want)])
+                # scores are renormalised over the level's codes, then masked to the trie children
+                level_lse = torch.logsumexp(scores[row, vocab.level_ids[level]], 0)
+                assert torch.allclose(out[row, list(want)], scores[row, list(want)] - level_lse)
 
 
 def test_topk_are_real_distinct_items_with_no_invalid(setup):
@@ -85,10 +87,22 @@ def test_scores_are_the_model_log_probabilities(setup):
     (best, score), *_ = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, 3, DecodeConfig(num_beams=5), vocab=vocab)[0]
     ids = tok(prompts[0] + sid_map.sid_of(best), return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
-    tail = ids[0, -len(SIZES):]
-    expect = logp[-len(SIZES):].gather(1, tail[:, None]).sum().item()
-    assert score == pytest.approx(expect, abs=1e-3)
+        logits = model(ids).logits[0, :-1]
+    assert score == pytest.approx(_sid_logprob(logits, ids[0], vocab), abs=1e-3)
+
+
+def _sid_logprob(logits: torch.Tensor, ids: torch.Tensor, vocab) -> float:
+    """Oracle: sum over the trailing SID tokens of log-softmax over *that level's* codes.
+
+    ``logits[t]`` predicts ``ids[t + 1]``; the last ``levels`` tokens of ``ids`` are the SID."""
+    total = 0.0
+    levels = len(vocab.level_ids)
+    for level in range(levels):
+        pos = len(ids) - levels + level
+        level_ids = vocab.level_ids[level]
+        logp = torch.log_softmax(logits[pos - 1, level_ids].float(), -1)
+        total += logp[(level_ids == ids[pos]).nonzero().item()].item()
+    return total
 
 
 def test_history_is_excluded_and_k_still_met(setup):
@@ -121,15 +135,14 @@ def test_sample_distinct_gives_n_distinct_real_items(setup):
             assert tok.decode(ids[b, j]) == sid_map.sid_of(sid_map.items[row])
 
 
-def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap) -> dict[str, float]:
+def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap, vocab) -> dict[str, float]:
     """Oracle: log p(SID of item | prompt) for every item, one unbatched, uncached forward each."""
     out = {}
     for item in sid_map.items:
         ids = tok(prompt + sid_map.sid_of(item), return_tensors="pt", add_special_tokens=False)["input_ids"]
         with torch.no_grad():
-            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
-        tail = ids[0, -len(SIZES):]
-        out[item] = logp[-len(SIZES):].gather(1, tail[:, None]).sum().item()
+            logits = model(ids).logits[0, :-1]
+        out[item] = _sid_logprob(logits, ids[0], vocab)
     return out
 
 
@@ -150,7 +163,7 @@ def test_batched_left_padded_search_with_shared_cache_matches_the_exhaustive_ran
         exclude=excl, vocab=vocab,
     )
     for prompt, ex, r in zip(prompts, excl, recs):
-        exact = _exact_item_logprobs(model, tok, prompt, sid_map)
+        exact = _exact_item_logprobs(model, tok, prompt, sid_map, vocab)
         want = sorted((i for i in exact if i not in ex), key=lambda i: -exact[i])[:8]
         assert [i for i, _ in r] == want
         for item, score in r:
@@ -190,3 +203,31 @@ def test_trie_counts_excluded_items_under_every_node():
             assert trie.items_left(node).item() == under.sum()
             for p in range(2):
                 assert below[p, node].item() == (under & excluded[p].numpy()).sum()
+
+
+def test_each_rows_results_depend_only_on_its_own_exclusions(setup):
+    """Regression (issue 13.1): a long-history row once cut every row of its batch to its own few items."""
+    model, tok, sid_map, vocab, _, prompts = setup
+    k, cfg = 20, DecodeConfig(num_beams=20, batch_size=8, exclude_history=True)
+    short, long_ = {"m1"}, set(sid_map.items[1:])  # the long history leaves exactly one item ("m0")
+    alone = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, k, cfg, exclude=[short], vocab=vocab)[0]
+    stats: dict = {}
+    both = generate_topk(model, tok, prompts[:2], sid_map.trie(), sid_map.items, k, cfg, exclude=[short, long_], vocab=vocab, stats=stats)
+    assert len(alone) == k
+    assert [i for i, _ in both[0]] == [i for i, _ in alone]
+    assert np.allclose([s for _, s in both[0]], [s for _, s in alone], atol=1e-4)
+    assert [i for i, _ in both[1]] == ["m0"]
+    assert stats["n_invalid"] == 0 and stats["invalid_per_prompt"] == [0, 0]
+
+
+def test_history_covering_the_whole_catalogue_gives_nothing_and_no_invalid(setup, caplog):
+    model, tok, sid_map, vocab, _, prompts = setup
+    cfg = DecodeConfig(num_beams=10, exclude_history=True)
+    stats: dict = {}
+    with caplog.at_level("WARNING", logger="conrec.llm"):
+        recs = generate_topk(
+            model, tok, prompts[:2], sid_map.trie(), sid_map.items, 5, cfg, exclude=[set(sid_map.items), {"m3"}], vocab=vocab, stats=stats
+        )
+    assert recs[0] == [] and len(recs[1]) == 5
+    assert stats["n_invalid"] == 0 and stats["n_generated"] == 5
+    assert "invalid" not in caplog.text

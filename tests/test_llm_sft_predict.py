@@ -46,7 +46,7 @@ def test_sft_writes_a_loadable_model_and_marks_done(trained):
     files = {p.name for p in run.sft_model.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "conrec_vocab.json", "sid_map.parquet"} <= files
     assert "adapter_config.json" not in files  # LoRA merged: a plain HF dir
-    assert list((run.sft / "checkpoints").glob("checkpoint-*"))
+    assert not (run.sft / "checkpoints").exists()  # resume state, deleted once the model is written
     from transformers import AutoModelForCausalLM
 
     from transformers import AutoTokenizer
@@ -123,14 +123,14 @@ def test_model_not_matching_the_run_sid_map_is_rejected(trained, tmp_path):
 
 def test_history_json_formats(tmp_path):
     a = tmp_path / "a.json"
-    a.write_text(json.dumps({"neg": ["x", "y"], "pos": ["z"]}))
-    assert read_history_json(a) == (["x", "y", "z"], [-1, -1, 1])
+    a.write_text(json.dumps({"neg": ["x", "y"], "pos": ["z"]}))  # old names, still accepted
+    assert read_history_json(a) == (["z", "x", "y"], [1, -1, -1])
     b = tmp_path / "b.json"
-    b.write_text(json.dumps({"items": ["z", "x"], "feedback": [1, -1]}))
+    b.write_text(json.dumps({"history": [{"item_id": "z", "feedback": 1}, {"item_id": "x", "feedback": -1}]}))
     assert read_history_json(b) == (["z", "x"], [1, -1])
     c = tmp_path / "c.json"
     c.write_text(json.dumps({"likes": []}))
-    with pytest.raises(DataValidationError, match="expected keys"):
+    with pytest.raises(DataValidationError, match="expected"):
         read_history_json(c)
 
 
@@ -165,3 +165,34 @@ def test_completion_loss_equals_the_models_own_loss_on_right_padded_batches():
         want = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         got, _ = completion_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
     assert got.item() == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_level_softmax_scores_sid_targets_among_their_levels_codes_only():
+    import torch
+
+    from conrec.llm.backbone import load_backbone
+    from conrec.llm.config import ModelConfig, TinyModelConfig
+    from conrec.llm.sft import completion_loss
+
+    model, _ = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
+    model.eval()
+    vocab_size = model.get_input_embeddings().weight.shape[0]
+    # pretend tokens 100..109 are level-0 codes and 200..209 level-1 codes; everything else is text
+    token_level = torch.full((vocab_size,), -1, dtype=torch.long)
+    token_level[100:110], token_level[200:210] = 0, 1
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 500, (2, 8), generator=gen)
+    ids[:, 5], ids[:, 6], ids[:, 7] = torch.tensor([103, 107]), torch.tensor([201, 209]), torch.tensor([42, 77])
+    labels = torch.full_like(ids, -100)
+    labels[:, 5:] = ids[:, 5:]  # completion: a level-0 code, a level-1 code, one text token
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        got, _ = completion_loss(model, {"input_ids": ids, "attention_mask": mask, "labels": labels}, token_level=token_level)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    want = 0.0
+    for r in range(2):
+        lp0 = torch.log_softmax(logits[r, 4, 100:110], -1)[ids[r, 5] - 100]
+        lp1 = torch.log_softmax(logits[r, 5, 200:210], -1)[ids[r, 6] - 200]
+        lp_text = torch.log_softmax(logits[r, 6], -1)[ids[r, 7]]
+        want -= float(lp0 + lp1 + lp_text)
+    assert got.item() == pytest.approx(want / 6, rel=1e-4)

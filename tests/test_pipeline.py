@@ -12,6 +12,35 @@ from conrec.config import load_config
 from conrec.runs import STAGES, RunDir
 
 
+def write_fake_outputs(run: RunDir, stage: str) -> None:
+    """The smallest files that pass each stage's cheap output check (RunDir.output_problem)."""
+    import numpy as np
+    import polars as pl
+    import torch
+    from safetensors.torch import save_file
+
+    from conrec.io import write_json, write_parquet
+
+    tiny = pl.DataFrame({"x": [1]})
+    if stage == "data":
+        for p in (run.events, run.items, run.samples):
+            write_parquet(tiny, p)
+    elif stage == "sid":
+        write_parquet(tiny, run.sid_map)
+        run.quantizer.write_bytes(b"q")
+        np.save(run.embeddings, np.zeros((1, 2)))
+    elif stage in ("sft", "grpo"):
+        model = run.sft_model if stage == "sft" else run.grpo_model
+        model.mkdir(parents=True, exist_ok=True)
+        write_json({"model_type": "llama"}, model / "config.json")
+        save_file({"w": torch.zeros(2)}, str(model / "model.safetensors"))
+    else:
+        write_json({}, run.eval / "metrics.json")
+        run.report.write_text("report")
+    if stage != "eval":
+        write_json({}, run.stage_dir(stage) / "stats.json")
+
+
 @pytest.fixture()
 def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
@@ -19,7 +48,9 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def runner(stage: str):
         def run(cfg: Any, console: Any = None, **_: Any) -> str:
             calls.append(stage)
-            RunDir(cfg.run_dir).mark_done(stage)
+            rd = RunDir(cfg.run_dir)
+            write_fake_outputs(rd, stage)
+            rd.mark_done(stage)
             return stage
 
         return run
@@ -62,3 +93,127 @@ def test_fingerprint_ignores_downstream_sections() -> None:
     b = load_config(None, {"eval": {"ks": [1, 2]}})
     assert pipeline.stage_fingerprint(a, "sft") == pipeline.stage_fingerprint(b, "sft")
     assert pipeline.stage_fingerprint(a, "eval") != pipeline.stage_fingerprint(b, "eval")
+
+
+# --- stage integrity (issue 13.2) ---------------------------------------------------------------
+
+
+def test_stage_alone_refuses_unfinished_upstream(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Data files left by a failed data stage (no done marker) must not feed `conrec tokenize`."""
+    from conrec.errors import StageInputError
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    write_fake_outputs(RunDir(cfg.run_dir), "data")  # files written, stage not marked done
+    with pytest.raises(StageInputError, match="data stage.*not finished"):
+        pipeline.run_stage(cfg, "sid")
+    assert fake_stages == []
+
+
+def test_stage_alone_refuses_upstream_made_with_other_settings(tmp_path: Path, fake_stages: list[str]) -> None:
+    from conrec.errors import StageInputError
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    other = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"horizon_days": 3}}})
+    with pytest.raises(StageInputError, match="data changed"):
+        pipeline.run_stage(other, "sft")
+
+
+def test_stage_alone_updates_the_record_and_invalidates_downstream(tmp_path: Path, fake_stages: list[str]) -> None:
+    """`conrec sft -c other.yaml` then `conrec demo`: grpo and eval must rerun from the new model."""
+    from conrec.config import resolve_config_path
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, {"run_dir": str(run_dir)})
+    pipeline.run_pipeline(cfg)
+    other = load_config(None, {"run_dir": str(run_dir), "sft": {"train": {"learning_rate": 1e-3}}})
+    fake_stages.clear()
+    pipeline.run_stage(other, "sft")
+    run = RunDir(run_dir)
+    assert not run.is_done("grpo") and not run.is_done("eval")
+    assert pipeline.is_current(run, other, "sft")
+    # the run's own config.yaml (what `conrec demo` without -c uses) is now the one sft was made with
+    demo_cfg = load_config(resolve_config_path(None, run_dir))
+    assert demo_cfg.sft.train.learning_rate == 1e-3
+    pipeline.run_pipeline(demo_cfg)
+    assert fake_stages == ["sft", "grpo", "eval"]
+
+
+def test_skipped_stage_with_unreadable_output_reruns(tmp_path: Path, fake_stages: list[str]) -> None:
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    run.samples.write_bytes(b"not parquet")
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == list(STAGES)
+    # a truncated model file is caught the same way, without loading the weights
+    model = run.sft_model / "model.safetensors"
+    model.write_bytes(model.read_bytes()[:-3])
+    assert "corrupt" in (pipeline.stale_reason(run, cfg, "sft") or "")
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == ["sft", "grpo", "eval"]
+
+
+def test_eval_alone_needs_lm_stages_only_when_the_run_has_them(tmp_path: Path, fake_stages: list[str]) -> None:
+    from conrec.errors import StageInputError
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    for stage in ("data", "sid"):
+        pipeline.run_stage(cfg, stage)
+    pipeline.run_stage(cfg, "eval")  # baselines only: no sft/ or grpo/ in the run
+    RunDir(cfg.run_dir).sft.mkdir()  # an SFT stage started but never finished
+    with pytest.raises(StageInputError, match="sft stage"):
+        pipeline.run_stage(cfg, "eval")
+
+
+def test_cli_tokenize_on_partial_data_files_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    run = RunDir(tmp_path / "run")
+    write_fake_outputs(run, "data")  # what a data stage that failed after writing used to leave
+    res = CliRunner().invoke(app, ["tokenize", "-r", str(run.root)])
+    assert res.exit_code == 2 and "not finished" in res.output.replace("\n", "")
+    assert not run.sid.exists()
+
+
+def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    run = RunDir(tmp_path / "run")
+    write_fake_outputs(run, "data")
+    res = CliRunner().invoke(app, ["analyze", "-r", str(run.root)])
+    assert res.exit_code == 2 and "analyze needs the data stage" in res.output.replace("\n", "")
+def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(tmp_path, monkeypatch) -> None:
+    """Issue 14: a rerun that skips every stage still ends with the results table and the report path."""
+    import io
+
+    from rich.console import Console
+
+    import conrec.pipeline as pipeline
+    from conrec.config import load_config
+    from conrec.io import write_json
+    from conrec.runs import RunDir
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    run = RunDir(cfg.run_dir)
+    write_json({"popularity": {"FHR@5": 0.1234, "HR@5": 0.5, "NDCG@5": 0.25, "Coverage@5": 0.1, "invalid_rate": 0.0},
+                "grpo": {"FHR@5": 0.0567, "HR@5": 0.2, "NDCG@5": 0.1, "Coverage@5": 0.2, "invalid_rate": 0.0}},
+               run.eval / "metrics.json")
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {})  # every stage skipped
+    buf = io.StringIO()
+    pipeline.run_demo(cfg, console=Console(file=buf, width=80))
+    out = buf.getvalue()
+    assert "0.1234" in out and "0.0567" in out and "FHR@5" in out
+    assert out.index("popularity") < out.index("grpo")  # the eval stage's order, not the JSON file's
+    assert str(run.report) in out
+    # a run whose eval stage just ran printed the table already: not twice
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
+    buf = io.StringIO()
+    pipeline.run_demo(cfg, console=Console(file=buf, width=80))
+    assert "0.1234" not in buf.getvalue()

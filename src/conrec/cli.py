@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from conrec.errors import ConrecError
 
@@ -33,6 +34,12 @@ console = Console()
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:tiny / preset:smollm2 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
+# Typer renders help with rich markup, which would swallow "[item ids]": escape it.
+HISTORY_HELP = escape(
+    'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
+    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}; the same fields as a POST /v1/dislikes body; '
+    "see examples/history.json"
+)
 
 
 def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None, **overrides: Any):
@@ -45,6 +52,14 @@ def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str |
     return load_config(resolve_config_path(config, run_dir, default_preset), extra)
 
 
+def _start(cfg: Any) -> Any:
+    """Per-process setup before a stage runs: torch threads for this machine, quiet third parties."""
+    from conrec.runtime import prepare_process
+
+    prepare_process(cfg.threads)
+    return cfg
+
+
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a command body; print conrec errors as one red line and exit 2 (no traceback)."""
     try:
@@ -54,12 +69,17 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(2) from None
 
 
+def _stage(stage: str, config: Optional[Path], run_dir: Optional[Path], **kwargs: Any) -> Any:
+    """One stage run alone: inputs checked, downstream invalidated, the run's record updated."""
+    from conrec.pipeline import run_stage
+
+    return run_stage(_load(config, run_dir), stage, console=console, **kwargs)
+
+
 @app.command()
 def data(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Load events + items into canonical Parquet, split by time, build future-window labels."""
-    from conrec.data.stage import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("data", config, run_dir))
 
 
 @app.command()
@@ -70,25 +90,31 @@ def analyze(
 ) -> None:
     """How much of a user's future dislike set the next negative covers (CoNRec motivation study)."""
     from conrec.data.analyze import run
+    from conrec.pipeline import require_current
+    from conrec.runs import RunDir
 
-    hs = [float(h) for h in horizons.split(",") if h.strip()]
-    _guard(lambda: run(_load(config, run_dir), horizons=hs, console=console))
+    def body() -> None:
+        cfg = _load(config, run_dir)
+        require_current(RunDir(cfg.run_dir), cfg, ["data"], who="analyze")
+        run(cfg, horizons=[float(h) for h in horizons.split(",") if h.strip()], console=console)
+
+    _guard(body)
 
 
 @app.command()
 def tokenize(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
-    from conrec.sid.stage import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("sid", config, run_dir))
 
 
 @app.command()
-def sft(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def sft(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    resume: bool = typer.Option(True, help="resume from the last complete checkpoint if one exists"),
+) -> None:
     """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
-    from conrec.llm.sft import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("sft", config, run_dir, resume=resume))
 
 
 @app.command()
@@ -98,27 +124,31 @@ def grpo(
     resume: bool = typer.Option(True, help="resume from the last checkpoint if one exists"),
 ) -> None:
     """Progressive GRPO with the multi-day future-negative reward."""
-    from conrec.llm.grpo import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console, resume=resume))
+    _guard(lambda: _stage("grpo", config, run_dir, resume=resume))
 
 
 @app.command()
 def predict(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    history: Optional[Path] = typer.Option(None, help="JSON: {\"neg\": [item ids], \"pos\": [item ids]}"),
+    history: Optional[Path] = typer.Option(None, help=HISTORY_HELP),
     split: Optional[str] = typer.Option(None, help="batch mode: predict every sample of this split"),
     out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: Optional[int] = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
-    from conrec.llm.predict import run
 
     def body() -> None:
+        from conrec.llm.predict_request import check_predict_request
+
         cfg = _load(config, run_dir)
-        run(cfg, history=history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
+        # Checked before torch/transformers are even imported: a bad request fails in about a second.
+        request = check_predict_request(cfg, history, split, model)
+        _start(cfg)
+        from conrec.llm.predict import run
+
+        run(cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
 
     _guard(body)
 
@@ -126,9 +156,7 @@ def predict(
 @app.command(name="eval")
 def eval_(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Evaluate baselines and LM checkpoints; write report.md and PNG plots."""
-    from conrec.eval.stage import run
-
-    _guard(lambda: run(_load(config, run_dir), console=console))
+    _guard(lambda: _stage("eval", config, run_dir))
 
 
 @app.command("config")
@@ -155,7 +183,7 @@ def ablate(
     """Reproduce an ablation table with one command."""
     from conrec.pipeline import run_ablation
 
-    _guard(lambda: run_ablation(_load(config, run_dir), what=what, console=console))
+    _guard(lambda: run_ablation(_start(_load(config, run_dir)), what=what, console=console))
 
 
 @app.command()
@@ -168,7 +196,7 @@ def serve(
     """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
     from conrec.serve.app import run
 
-    _guard(lambda: run(_load(config, run_dir), host=host, port=port))
+    _guard(lambda: run(_start(_load(config, run_dir)), host=host, port=port))
 
 
 @app.command()

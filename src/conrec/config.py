@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+import copy
 import json
 
 import yaml
@@ -29,6 +30,13 @@ class PipelineConfig(BaseModel):
 
     run_dir: Path = Field(Path("runs/demo"), description="where every stage reads and writes")
     seed: int = 0
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch CPU threads per process; null = OMP_NUM_THREADS if set, else the cores this process may use "
+        "(affinity, cgroup quota) shared among a distributed launch's local processes, capped by the cores other "
+        "processes leave idle when a stage starts (at least 1)",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     sid: SidConfig = Field(default_factory=SidConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
@@ -41,13 +49,17 @@ class PipelineConfig(BaseModel):
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Load a pipeline config from YAML (None = all defaults), with clear errors naming the field.
 
-    Relative paths inside the file stay relative to the current directory (like CLI arguments).
+    Relative input paths (data files, model dirs, caches: see :func:`input_path_keys`) are resolved
+    against the directory of the file that names them, so a config works from any current
+    directory; paths in ``overrides`` are resolved against the current directory (like CLI
+    arguments). Every input path of the result is absolute. ``run_dir`` is an output location and
+    stays relative to the current directory (presets write ``runs/...`` where you run them).
     """
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file not found: {p}")
+            raise ConfigError(f"config file not found: {p.absolute()}")
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
@@ -56,9 +68,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded
+        raw = resolve_input_paths(loaded, p.absolute().parent)
     if overrides:
-        raw = _deep_merge(raw, overrides)
+        raw = _deep_merge(raw, resolve_input_paths(overrides, Path.cwd()))
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
@@ -90,6 +102,48 @@ def resolve_config_path(path: str | Path | None, run_dir: str | Path | None, def
     if (rd / "config.yaml").exists():
         return rd / "config.yaml"
     return preset_path(default_preset) if default_preset else None
+
+
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic model classes inside an annotation (``Model``, ``Model | None``)."""
+    candidates = [annotation, *get_args(annotation)]
+    return [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _is_path(annotation: Any) -> bool:
+    return annotation is Path or Path in get_args(annotation)
+
+
+def input_path_keys(model: type[BaseModel] = PipelineConfig, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Dotted keys (as tuples) of every path setting that names an input, i.e. all but ``run_dir``."""
+    keys: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        key = (*prefix, name)
+        if key == ("run_dir",):
+            continue
+        if _is_path(field.annotation):
+            keys.append(key)
+        for sub in _model_types(field.annotation):
+            keys.extend(input_path_keys(sub, key))
+    return keys
+
+
+def resolve_input_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A copy of a raw (unvalidated) config mapping with relative input paths joined to ``base``.
+
+    ``~`` is expanded first; absolute paths, nulls and values of the wrong type are left alone
+    (validation reports the latter).
+    """
+    out = copy.deepcopy(raw)
+    for key in input_path_keys():
+        node: Any = out
+        for part in key[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get(key[-1]), (str, Path)):
+            continue
+        value = Path(node[key[-1]]).expanduser()
+        node[key[-1]] = str(value if value.is_absolute() else (base / value))
+    return out
 
 
 def dump_config(cfg: PipelineConfig) -> str:

@@ -49,7 +49,7 @@ def read_parquet(path: str | os.PathLike[str], what: str = "table") -> pl.DataFr
     """Read a Parquet file, turning missing/corrupt files into a clear :class:`StageInputError`."""
     p = Path(path)
     if not p.exists():
-        raise StageInputError(f"{what} not found: {p} (run the stage that writes it first)")
+        raise StageInputError(f"{what} not found: {p.absolute()} (run the stage that writes it first)")
     try:
         return pl.read_parquet(p)
     except Exception as exc:  # polars raises several types for corrupt files
@@ -65,7 +65,7 @@ def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
 def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
     p = Path(path)
     if not p.exists():
-        raise StageInputError(f"{what} not found: {p}")
+        raise StageInputError(f"{what} not found: {p.absolute()}")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:

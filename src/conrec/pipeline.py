@@ -1,5 +1,9 @@
 """Run the stages in order, skipping those already finished with the same configuration.
 
+Integrity rules (see README "Reliability"): a stage starts only when every stage it reads is
+finished (``_done.json``), was made with the same settings (fingerprint) and its files still read
+(:meth:`RunDir.output_problem`); starting a stage invalidates it and every stage downstream first.
+
 Why fingerprints: a rerun after editing one section of the config must redo that stage and every
 stage downstream of it, and nothing upstream. Each stage's fingerprint hashes the config sections
 it (and its inputs) depend on; it is stored beside the stage's ``_done.json`` marker.
@@ -10,14 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
 from rich.rule import Rule
 
 from conrec.config import PipelineConfig, dump_config
-from conrec.io import write_json, write_text
-from conrec.runs import STAGES, RunDir
+from conrec.errors import StageInputError
+from conrec.io import read_json, write_json, write_text
+from conrec.runs import FINGERPRINT_FILE, STAGES, RunDir
+from conrec.runtime import prepare_process
 
 # Config sections each stage reads (upstream stages' sections are added automatically).
 _STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
@@ -29,14 +36,27 @@ _STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
-    """Hash of every config section that can change ``stage``'s outputs (its own and upstream)."""
+def _sections(stage: str) -> list[str]:
+    """Config sections that can change ``stage``'s outputs: its own and every upstream stage's."""
     sections: list[str] = ["seed"]
     for s in STAGES[: STAGES.index(stage) + 1]:
-        sections.extend(_STAGE_SECTIONS[s])
+        sections.extend(x for x in _STAGE_SECTIONS[s] if x not in sections)
+    return sections
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     dumped = cfg.model_dump(mode="json")
-    payload = json.dumps({k: dumped[k] for k in sections}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return {k: _hash(dumped[k]) for k in _sections(stage)}
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    """Hash of every config section that can change ``stage``'s outputs (its own and upstream)."""
+    dumped = cfg.model_dump(mode="json")
+    return _hash({k: dumped[k] for k in _sections(stage)})
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
@@ -56,21 +76,94 @@ def _stage_runner(stage: str) -> Callable[..., Any]:
     return run
 
 
-def _fingerprint_path(run: RunDir, stage: str):
-    return run.stage_dir(stage) / "_fingerprint.json"
+def _fingerprint_path(run: RunDir, stage: str) -> Path:
+    return run.stage_dir(stage) / FINGERPRINT_FILE
+
+
+def _recorded(run: RunDir, stage: str) -> dict[str, Any] | None:
+    fp = _fingerprint_path(run, stage)
+    try:
+        rec = json.loads(fp.read_text()) if fp.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def stale_reason(run: RunDir, cfg: PipelineConfig, stage: str) -> str | None:
+    """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""
+    if not run.is_done(stage):
+        return "not finished"
+    rec = _recorded(run, stage)
+    if rec is None:
+        return "finished without a configuration record"
+    if rec.get("fingerprint") != stage_fingerprint(cfg, stage):
+        old = rec.get("sections") or {}
+        changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
+        return f"made with a different configuration ({', '.join(changed) or 'sections'} changed)"
+    return run.output_problem(stage)
 
 
 def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
-    """Finished, and finished with the configuration we are about to use."""
-    if not run.is_done(stage):
-        return False
-    fp = _fingerprint_path(run, stage)
-    if not fp.exists():
-        return False
+    """Finished, with the configuration we are about to use, and its outputs still readable."""
+    return stale_reason(run, cfg, stage) is None
+
+
+_COMMAND = {"data": "data", "sid": "tokenize", "sft": "sft", "grpo": "grpo", "eval": "eval"}
+
+
+def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
+    """Upstream stages ``stage`` reads. eval reads an LM stage only if the run has it (it reports
+    baselines alone otherwise), and then that stage must be current like any other input."""
+    ups = list(STAGES[: STAGES.index(stage)])
+    if stage == "eval":
+        ups = [u for u in ups if u not in ("sft", "grpo") or run.stage_dir(u).exists()]
+    return ups
+
+
+def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: str) -> None:
+    """Raise :class:`StageInputError` unless each of ``stages`` is finished, made with ``cfg``'s
+    settings and readable: ``who`` never starts from partial or stale files."""
+    for up in stages:
+        why = stale_reason(run, cfg, up)
+        if why is not None:
+            raise StageInputError(
+                f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
+                f"run `conrec {_COMMAND[up]}` with this config first (or `conrec demo`, which runs what is needed)"
+            )
+
+
+def check_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> None:
+    """:func:`require_current` for every stage ``stage`` reads."""
+    require_current(run, cfg, required_upstream(run, cfg, stage), who=stage)
+
+
+def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, **kwargs: Any) -> Any:
+    """Run one stage as a unit of the run: check its inputs, invalidate it and what depends on it,
+    run it, then record its fingerprint and the run's config (so a later ``conrec demo`` knows
+    exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`."""
+    console = console or Console()
+    run = RunDir(cfg.run_dir)
+    check_upstream(run, cfg, stage)
+    run.root.mkdir(parents=True, exist_ok=True)
+    write_text(dump_config(cfg), run.root / "config.yaml")
+    run.invalidate_from(stage)
+    prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
+    started = time.perf_counter()
+    result = _stage_runner(stage)(cfg, console=console, **kwargs)
+    seconds = round(time.perf_counter() - started, 1)
+    if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
+        raise StageInputError(f"the {stage} stage returned without marking itself done")
+    write_json(
+        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds},
+        _fingerprint_path(run, stage),
+    )
+    timings_path = run.root / "timings.json"
     try:
-        return json.loads(fp.read_text()).get("fingerprint") == stage_fingerprint(cfg, stage)
-    except json.JSONDecodeError:
-        return False
+        timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        timings = {}
+    write_json({**timings, stage: seconds}, timings_path)
+    return result
 
 
 def run_pipeline(
@@ -79,45 +172,67 @@ def run_pipeline(
     force: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run ``stages`` in order; a stage reruns if forced, unfinished, reconfigured, or upstream reran."""
+    """Run ``stages`` in order; a stage reruns if forced, unfinished, reconfigured, unreadable, or upstream reran."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
     run.root.mkdir(parents=True, exist_ok=True)
     write_text(dump_config(cfg), run.root / "config.yaml")
     results: dict[str, Any] = {}
-    timings: dict[str, float] = {}
     upstream_reran = False
     for stage in stages:
-        if not force and not upstream_reran and is_current(run, cfg, stage):
+        why = None if force or upstream_reran else stale_reason(run, cfg, stage)
+        if not force and not upstream_reran and why is None:
             console.print(f"[dim]{stage}: finished earlier with this config, skipped (use --force to rerun)[/]")
             continue
+        if why not in (None, "not finished"):
+            console.print(f"[yellow]{stage}: rerunning, earlier outputs {why}[/]")
         console.print(Rule(f"[bold]{stage}"))
-        run.clear_done(stage)
-        started = time.perf_counter()
-        kwargs: dict[str, Any] = {"console": console}
+        kwargs: dict[str, Any] = {}
         if stage == "grpo":
             kwargs["resume"] = not force
-        results[stage] = _stage_runner(stage)(cfg, **kwargs)
-        timings[stage] = round(time.perf_counter() - started, 1)
-        write_json({"fingerprint": stage_fingerprint(cfg, stage), "seconds": timings[stage]}, _fingerprint_path(run, stage))
-        console.print(f"[green]{stage} done[/] in {timings[stage]:.1f} s")
+        if stage == "sft":
+            kwargs["resume"] = not force
+        results[stage] = run_stage(cfg, stage, console=console, **kwargs)
+        console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         upstream_reran = True
-    if timings:
-        write_json(timings, run.root / "timings.json")
     return results
 
 
 def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None = None) -> dict[str, Any]:
-    """The whole pipeline; ends with the report's location (the eval stage prints the table)."""
+    """The whole pipeline; ends with the results table and the report's location.
+
+    The eval stage prints the table when it runs; when it was skipped (a rerun of a finished run)
+    the table is rendered from ``eval/metrics.json``, so a rerun still shows the results.
+    """
     console = console or Console()
     started = time.perf_counter()
     results = run_pipeline(cfg, force=force, console=console)
     run = RunDir(cfg.run_dir)
+    if "eval" not in results:
+        show_saved_results(run, console, order=[*cfg.eval.baselines, *cfg.eval.models])
     console.print(Rule("[bold]done"))
     console.print(f"total {time.perf_counter() - started:.0f} s; report: {run.report}")
     for png in sorted(run.eval.glob("*.png")):
         console.print(f"plot: {png}")
     return results
+
+
+def show_saved_results(run: RunDir, console: Console, order: list[str] | None = None) -> bool:
+    """Print the results table of a finished eval stage from ``eval/metrics.json``; False if none.
+
+    ``order``: model columns in this order (the eval stage's: baselines, then LMs); the JSON file
+    keeps its keys sorted, so without it the columns are alphabetical.
+    """
+    path = run.eval / "metrics.json"
+    if not path.exists():
+        return False
+    from conrec.eval.report import ks_of, render_table
+
+    metrics = read_json(path, what="eval metrics")
+    rank = {name: i for i, name in enumerate(order or [])}
+    metrics = dict(sorted(metrics.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+    console.print(render_table(metrics, ks_of(metrics)))
+    return True
 
 
 def run_ablation(cfg: PipelineConfig, what: str, console: Console | None = None) -> Any:

@@ -124,3 +124,68 @@ class RunDir:
 
     def clear_done(self, stage: str) -> None:
         (self.stage_dir(stage) / "_done.json").unlink(missing_ok=True)
+
+    def invalidate_from(self, stage: str) -> None:
+        """Mark ``stage`` and every stage after it unfinished (marker and fingerprint removed).
+
+        Why: once a stage starts rewriting its outputs, what downstream stages built from the old
+        outputs is stale; a crash before the stage finishes must not leave any of them "finished".
+        """
+        for s in STAGES[STAGES.index(stage) :]:
+            self.clear_done(s)
+            (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
+
+    def output_problem(self, stage: str) -> str | None:
+        """Why ``stage``'s outputs are not usable (missing or unreadable file), or None if they are.
+
+        Cheap on purpose (run on every skipped stage): Parquet footers, JSON files, the ``.npy``
+        header and model dirs' JSON files and safetensors headers; no table or weights is loaded.
+        """
+        try:
+            for path in _STAGE_OUTPUTS[stage](self):
+                _check_readable(path)
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        if stage in ("sft", "grpo"):
+            from conrec.errors import StageInputError
+            from conrec.llm.model_files import verify_model_dir
+
+            try:
+                verify_model_dir(self.sft_model if stage == "sft" else self.grpo_model)
+            except StageInputError as exc:
+                return str(exc)
+        return None
+
+
+FINGERPRINT_FILE = "_fingerprint.json"
+
+_STAGE_OUTPUTS: dict[str, Any] = {
+    "data": lambda r: [r.events, r.items, r.samples, r.data / "stats.json"],
+    "sid": lambda r: [r.sid_map, r.quantizer, r.embeddings, r.sid / "stats.json"],
+    "sft": lambda r: [r.sft / "stats.json"],
+    "grpo": lambda r: [r.grpo / "stats.json"],
+    "eval": lambda r: [r.eval / "metrics.json", r.report],
+}
+
+
+def _check_readable(path: Path) -> None:
+    """Raise ValueError naming ``path`` unless it exists and its header/format reads."""
+    if not path.is_file():
+        raise ValueError(f"{path} is missing")
+    try:
+        if path.suffix == ".parquet":
+            import polars as pl
+
+            pl.read_parquet_schema(path)
+        elif path.suffix == ".json":
+            import json
+
+            json.loads(path.read_bytes())
+        elif path.suffix == ".npy":
+            import numpy as np
+
+            np.load(path, mmap_mode="r")
+        elif path.stat().st_size == 0:
+            raise ValueError("empty file")
+    except Exception as exc:  # each reader raises its own types for a corrupt file
+        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -146,17 +146,22 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float]) -> list[str]:
 
 
 def render_table(table: pl.DataFrame) -> Table:
-    t = Table(title="How much of the future dislike set does the next negative cover?")
+    # Short headers (an 80-column terminal fits all seven); the caption says what they mean.
+    t = Table(
+        title="How much of the future dislike set does the next negative cover?",
+        caption="future items / cats: mean distinct items / categories disliked within N days; "
+        "covered: mean share of them the next negative alone accounts for",
+    )
     for col, justify in (
         ("split", "left"),
-        ("horizon (days)", "right"),
+        ("N days", "right"),
         ("samples", "right"),
-        ("mean |future set|", "right"),
-        ("item coverage", "right"),
-        ("mean future categories", "right"),
-        ("category coverage", "right"),
+        ("future items", "right"),
+        ("items covered", "right"),
+        ("future cats", "right"),
+        ("cats covered", "right"),
     ):
-        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+        t.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for r in table.iter_rows(named=True):
         t.add_row(
             r["split"],

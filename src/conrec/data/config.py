@@ -66,6 +66,19 @@ class SplitConfig(_Strict):
     max_horizon_days: float = Field(30.0, gt=0, description="negatives kept per sample for horizon studies")
     max_history: int = Field(200, ge=1, description="most recent events kept per sample")
     max_train_samples_per_user: int = Field(20, ge=1)
+    train_points: Literal["periodic", "recent"] = Field(
+        "periodic",
+        description="train points: periodic = each user's first dislike of every train_period_days window "
+        "(drawn like evaluation points); recent = the user's most recent dislikes",
+    )
+    train_until: Literal["valid", "test"] = Field(
+        "valid",
+        description="train points and their labels stop at this cut-off: valid while choosing settings on the "
+        "valid split; test = refit on train + valid for the final test run, as the baselines are fitted",
+    )
+    train_period_days: float = Field(
+        7.0, gt=0, description="periodic train points: window length, windows aligned to end at the valid cut-off"
+    )
     min_history: int = Field(1, ge=0, description="evaluation points need at least this many prior events")
 
     @model_validator(mode="after")

@@ -48,7 +48,7 @@ def _suffix(path: Path) -> str:
 def _existing(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.exists():
-        raise DataValidationError(f"{what} file not found: {p}")
+        raise DataValidationError(f"{what} file not found: {p.absolute()}")
     if p.is_dir():
         raise DataValidationError(f"{what} path {p} is a directory; expected a file")
     return p

@@ -29,6 +29,9 @@ ITEM_COLUMNS: dict[str, pl.DataType] = {
 }
 DISLIKE = -1
 POSITIVE = 1
+# 9999-12-31T23:59:59Z: beyond it a timestamp cannot be epoch seconds (milliseconds, most likely),
+# and Python's datetime cannot even print it.
+MAX_TS = 253_402_300_799
 
 
 def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, source: str = "events") -> pl.DataFrame:
@@ -61,20 +64,25 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
         ts = ts_float.cast(pl.Int64)
     if (ts < 0).any():
         raise DataValidationError(f"{source}: column 'ts' has negative timestamps")
+    if (ts > MAX_TS).any():
+        raise DataValidationError(
+            f"{source}: column 'ts' has values beyond year 9999 as epoch seconds (max {int(ts.max())}): "  # type: ignore[arg-type]
+            "milliseconds or microseconds? convert them to seconds"
+        )
     fb = events["feedback"]
     if not fb.dtype.is_numeric():
         raise DataValidationError(f"{source}: column 'feedback' must be numeric -1/+1, got {fb.dtype}")
-    bad = events.filter(~pl.col("feedback").is_in([DISLIKE, POSITIVE]))
-    if bad.height:
+    # -1.0 / 1.0 (what a CSV column with a missing value reads as) are the same values; compare as floats
+    bad = fb.filter(~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]))
+    if bad.len():
         raise DataValidationError(
-            f"{source}: column 'feedback' must be -1 (dislike) or +1 (positive); "
-            f"found {bad['feedback'].unique().to_list()[:5]}"
+            f"{source}: column 'feedback' must be -1 (dislike) or +1 (positive); found {bad.unique().to_list()[:5]}"
         )
     out = events.with_columns(
         pl.col("user_id").cast(pl.String),
         pl.col("item_id").cast(pl.String),
         ts.alias("ts").cast(pl.Int64),
-        pl.col("feedback").cast(pl.Int8),
+        fb.cast(pl.Int8).alias("feedback"),
     )
     if items is not None:
         unknown = out.join(items.select(pl.col("item_id").cast(pl.String)), on="item_id", how="anti")

@@ -6,6 +6,16 @@ for every user at once, which is how a deployed model meets the future. No label
 test sample can be seen during training: train samples' label windows stop at the valid cut-off,
 valid samples' at the test cut-off.
 
+Why *periodic* train points (the default): an evaluation point is a user's first dislike after a
+cut-off, so new users' first sessions are over-represented among them, and on logs where new users
+are asked to rate popular items (MovieLens) that is most of the signal. Taking every user's most
+recent dislikes instead (``train_points="recent"``) over-weights heavy users' late sessions: on
+MovieLens-100K the dislike popularity implied by those points' future sets scores FHR@20 0.41 on
+test, against 0.54 for the popularity of the same period's dislikes. Periodic points (a user's first
+dislike of each week before the valid cut-off, i.e. the first dislike after a series of weekly
+pseudo cut-offs) imply a popularity as good as the real one, so a model trained on them learns the
+right prior as well as the personal signal.
+
 Ordering rule used everywhere: a user's events are ordered by ``ts``, ties broken by the row order
 of the input table. A sample at negative event *e* has as history the events strictly before *e* in
 that order, and as labels the negatives from *e* on (including *e*) inside the time window. So an
@@ -116,17 +126,27 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
     """Which negatives become samples, and where each sample's labels must stop (``label_cut``).
 
     ``cfg.protocol == "per_user"`` delegates to :func:`select_points_per_user` (``cuts`` unused).
-    Global time split: train: negatives before the valid cut-off, the user's most recent ``max_train_samples_per_user``;
+    Global time split: train: negatives before the valid cut-off (the test cut-off with
+    ``train_until="test"``, the refit for the final test run), the user's most recent
+    ``max_train_samples_per_user`` of them; with ``train_points="periodic"`` only the user's first
+    negative of each ``train_period_days`` window (windows end at the valid cut-off) is a candidate,
+    so train points are drawn the way evaluation points are (a user's first dislike after a cut-off; see below);
     valid/test: the user's first eligible negative in the window. Eligible = at least
     ``min_history`` prior events.
     """
     if cfg.protocol == "per_user":
         return select_points_per_user(ordered, cfg)
     neg = ordered.negatives.filter(pl.col("pos") >= cfg.min_history)
+    train_cut = cuts.valid if cfg.train_until == "valid" else cuts.test
+    train = neg.filter(pl.col("ts") < train_cut)
+    if cfg.train_points == "periodic":
+        # window j = the j-th train_period_days before the valid cut-off; a user's first dislike in it
+        period = int(round(cfg.train_period_days * DAY))
+        window = (train_cut - 1 - pl.col("ts")) // period
+        train = train.filter(pl.int_range(pl.len()).over(["ucode", window.alias("_window")]) == 0)
     train = (
-        neg.filter(pl.col("ts") < cuts.valid)
-        .filter(pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user)
-        .with_columns(split=pl.lit("train"), label_cut=pl.lit(cuts.valid, pl.Int64))
+        train.filter(pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user)
+        .with_columns(split=pl.lit("train"), label_cut=pl.lit(train_cut, pl.Int64))
     )
     valid = (
         neg.filter((pl.col("ts") >= cuts.valid) & (pl.col("ts") < cuts.test))
@@ -167,14 +187,24 @@ def per_user_shares(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
 
 def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
     """Per-user protocol (module docstring): every eligible dislike of a user's valid/test share is a
-    point; train keeps the most recent ``max_train_samples_per_user`` of the train share."""
+    point. Train points come from the train share (train + valid shares with ``train_until="test"``),
+    labels cut at the user's valid start (test start), chosen like the global split's
+    (``train_points``: periodic windows ending at that boundary, or the most recent), at most
+    ``max_train_samples_per_user``."""
     shares = per_user_shares(ordered, cfg).filter(pl.col("pos") >= cfg.min_history)
     no_cut = pl.lit(_NO_CUT, pl.Int64)
-    train = (
-        shares.filter(pl.col("share") == "train")
-        .filter(pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user)
-        .with_columns(split=pl.lit("train"), label_cut=pl.coalesce("valid_start", "test_start", no_cut))
-    )
+    if cfg.train_until == "test":
+        train = shares.filter(pl.col("share") != "test").with_columns(label_cut=pl.coalesce("test_start", no_cut))
+    else:
+        train = shares.filter(pl.col("share") == "train").with_columns(label_cut=pl.coalesce("valid_start", "test_start", no_cut))
+    if cfg.train_points == "periodic":
+        period = int(round(cfg.train_period_days * DAY))
+        last = pl.col("ts").max().over("ucode") + 1  # users with no boundary: windows end after their last train point
+        end = pl.when(pl.col("label_cut") == _NO_CUT).then(last).otherwise(pl.col("label_cut"))
+        train = train.filter(pl.int_range(pl.len()).over(["ucode", ((end - 1 - pl.col("ts")) // period).alias("_w")]) == 0)
+    train = train.filter(
+        pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user
+    ).with_columns(split=pl.lit("train"))
     valid = shares.filter(pl.col("share") == "valid").with_columns(
         split=pl.lit("valid"), label_cut=pl.coalesce("test_start", no_cut)
     )

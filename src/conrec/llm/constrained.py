@@ -4,7 +4,11 @@
 SID tokens of that position's level that extend the already generated prefix to a real item (a
 :class:`conrec.sid.trie.SidTrie` query). It is vectorised over batch x beams: the prefix codes come
 from a token-id -> code lookup tensor, and the trie is asked once per step for all rows. After ``L``
-SID tokens only EOS is allowed. There is no unconstrained fallback: a row whose prefix is not in the
+SID tokens only EOS is allowed. Scores are renormalised over the level's codes (a log-softmax over
+that level's SID tokens, before masking), so an item's score is the sum over levels of
+``log P(code | prefix)`` among codes: the quantity the SFT loss trains (``sft.train.sid_softmax``),
+whatever mass the model leaves on text tokens. Renormalising over the *allowed* children instead
+would inflate items whose siblings are excluded or absent. There is no unconstrained fallback: a row whose prefix is not in the
 trie (impossible under the mask) gets every token masked, and its output is counted as invalid.
 
 :func:`generate_topk` runs beam search with ``num_beams >= K`` and ``num_return_sequences = K``:
@@ -109,6 +113,7 @@ class SidLogitsProcessor(LogitsProcessor):
             allowed = allowed.to(scores.device)
             ids = self.vocab.level_ids[level].to(scores.device)
             sub = scores[rows][:, ids]
+            sub = sub - torch.logsumexp(sub, dim=-1, keepdim=True)  # log-softmax over this level's codes
             out[rows.unsqueeze(1), ids.unsqueeze(0)] = torch.where(allowed, sub, torch.full_like(sub, _NEG_INF))
         return out
 
@@ -269,6 +274,11 @@ def generate_topk(
     results: list[list[tuple[str, float]]] = []
     invalid_per_prompt: list[int] = []
     n_invalid = n_generated = 0
+    # Beams and results per prompt depend on k and the config only, never on the other prompts of
+    # the batch: a row with fewer allowed items than that simply has fewer real hypotheses, whose
+    # surplus beams end at -inf and are dropped (they are "no more items", not invalid outputs).
+    n_ret = min(k, n_items)
+    n_beams = max(n_ret, min(n_items, decode_cfg.num_beams))
     for start in range(0, len(prompts), decode_cfg.batch_size):
         batch = prompts[start : start + decode_cfg.batch_size]
         excluded = None
@@ -276,14 +286,31 @@ def generate_topk(
             excluded = torch.zeros(len(batch), n_items, dtype=torch.bool)
             for i, ex in enumerate(exclude[start : start + len(batch)]):
                 excluded[i, [row_of[x] for x in ex if x in row_of]] = True
-        n_ret = max(1, min(k, n_items - (int(excluded.sum(1).max()) if excluded is not None else 0)))
-        n_beams = max(n_ret, min(n_items, decode_cfg.num_beams))
-        rows, scores = constrained_beam_search(model, tokenizer, batch, trie, vocab, n_beams, n_ret, excluded=excluded)
-        for b, (r_row, s_row) in enumerate(zip(rows.tolist(), scores.tolist())):
+        available = [n_items - (int(excluded[i].sum()) if excluded is not None else 0) for i in range(len(batch))]
+        # a history covering the whole catalogue leaves nothing to recommend: no decoding, no output
+        live = [i for i, a in enumerate(available) if a > 0]
+        batch_rows: dict[int, tuple[list[int], list[float]]] = {}
+        if live:
+            rows, scores = constrained_beam_search(
+                model,
+                tokenizer,
+                [batch[i] for i in live],
+                trie,
+                vocab,
+                n_beams,
+                n_ret,
+                excluded=excluded[live] if excluded is not None else None,
+            )
+            batch_rows = {i: (r, s) for i, r, s in zip(live, rows.tolist(), scores.tolist())}
+        for b in range(len(batch)):
+            r_row, s_row = batch_rows.get(b, ([], []))
+            expected = min(n_ret, available[b])  # how many real items this row can get
             seen: set[int] = set()
             recs: list[tuple[str, float]] = []
             bad = 0
-            for r, s in zip(r_row, s_row):
+            for j, (r, s) in enumerate(zip(r_row, s_row)):
+                if j >= expected:
+                    break  # beyond this row's allowed items: padding beams, not outputs
                 n_generated += 1
                 # not a real item, a repeat, or (a decoder bug) an excluded item: counted, never returned
                 if r < 0 or r in seen or (excluded is not None and bool(excluded[b, r])):

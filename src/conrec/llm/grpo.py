@@ -54,17 +54,20 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import TrainerCallback
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_json, read_parquet, write_json
+from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.progress import stage_progress
+from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -195,17 +198,11 @@ class GrpoLogCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show_progress and state.is_world_process_zero:
-            self.progress = Progress(
-                TextColumn(f"[bold]GRPO {self.stage_index}:{self.stage.name}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[reward]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
+            self.progress = stage_progress(
+                "{task.fields[reward]}", console=self.console, label=f"[bold]GRPO {self.stage_index}:{self.stage.name}"
             )
             self.progress.start()
-            self.task = self.progress.add_task("grpo", total=state.max_steps, completed=state.global_step, reward="")
+            self.task = self.progress.add_task(f"GRPO {self.stage_index}:{self.stage.name}", total=state.max_steps, completed=state.global_step, reward="")
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_started = time.perf_counter()
@@ -233,10 +230,14 @@ class GrpoLogCallback(TrainerCallback):
             self.log.append(entry)
         if self.progress is not None:
             self.progress.update(
-                self.task, reward=f"reward {entry['reward']:.3f}  hit {entry['components']['hit']:.2f}  zero-adv {entry['zero_adv_share']:.2f}"
+                self.task, reward=f"reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}"
             )
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the display (also when training raised: no live bar or line timer left behind)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -295,7 +296,7 @@ def run(
     from datasets import Dataset
     from transformers import set_seed
 
-    from conrec.llm.backbone import load_causal_lm
+    from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
     from conrec.llm.tasks import sid_lookup
     from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
 
@@ -313,7 +314,7 @@ def run(
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
     sft_dir = rd.sft_model
     if not (sft_dir / "config.json").exists():
-        raise StageInputError(f"SFT model not found at {sft_dir} (run `conrec sft` first)")
+        raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
     is_main = state.is_main_process
@@ -381,17 +382,14 @@ def run(
         policy = load_causal_lm(prev_model)
         # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
         policy.config._name_or_path = str(sft_dir)
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(sft_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_model_tokenizer(sft_dir)
         vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
         rollout = build_rollout(grpo, tokenizer, sid_map, vocab)
         ckpt_dir = sdir / "checkpoints"
-        resume_from = _last_checkpoint(ckpt_dir) if resume else None
+        resume_from = _last_checkpoint(ckpt_dir, is_main) if resume else None
+        state.wait_for_everyone()
         if resume_from is not None:
-            done_steps = int(resume_from.name.split("-")[-1])
+            done_steps = checkpoint_step(resume_from)
             console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
             log.keep_until(i, done_steps)
         else:
@@ -401,7 +399,10 @@ def run(
             policy, tokenizer, dataset, reward_funcs, reward_weights, rollout, cb, grpo, stage, ckpt_dir, seed + i, use_cpu
         )
         t0 = time.perf_counter()
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+        finally:
+            cb.close()
         train_s = time.perf_counter() - t0
         acc = trainer.accelerator
         acc.wait_for_everyone()
@@ -526,9 +527,7 @@ def _make_trainer(
         scale_rewards="group",
         temperature=1.0,
         logging_steps=1,
-        save_strategy="steps",
-        save_steps=grpo.save_steps,
-        save_total_limit=1,
+        **trainer_save_args(grpo.save_steps, 1),
         seed=seed,
         data_seed=seed,
         use_cpu=use_cpu,
@@ -549,19 +548,15 @@ def _make_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         rollout_func=rollout,
-        callbacks=[callback],
+        callbacks=[callback, CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
     return trainer
 
 
-def _last_checkpoint(folder: Path) -> Path | None:
-    if not folder.is_dir():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(folder))
-    return Path(last) if last else None
+def _last_checkpoint(folder: Path, is_main: bool = True) -> Path | None:
+    """The newest *complete* checkpoint (a half-written one is deleted and the previous one used)."""
+    return last_complete_checkpoint(folder, clean=is_main)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -582,6 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=None)
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    prepare_process(cfg.threads)
     run(
         cfg,
         console=Console(),

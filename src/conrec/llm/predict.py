@@ -10,41 +10,30 @@ Scores are the model's log-probability of the item's SID given the prompt (highe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
-from conrec.errors import ConfigError, DataValidationError, StageInputError
+from conrec.errors import DataValidationError, StageInputError
+from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
-from conrec.llm.backbone import load_causal_lm
+from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.constrained import generate_topk
+from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.prompts import build_prompt
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
+from conrec.runtime import quiet_third_party
 from conrec.sid.sid_map import SidMap
-
-History = tuple[list[str], list[int]]
-MODELS = ("sft", "grpo")
-
-
-def model_dir_of(cfg: PipelineConfig, model: str) -> Path:
-    """The model dir a name refers to: ``sft`` -> ``sft/model``, ``grpo`` -> ``grpo/model``."""
-    run = RunDir(cfg.run_dir)
-    if model == "sft":
-        return run.sft_model
-    if model == "grpo":
-        return run.grpo_model
-    raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
 
 
 class Predictor:
@@ -74,23 +63,16 @@ class Predictor:
         """Load a model dir written by the SFT/GRPO stage, after checking it fits ``sid_map``."""
         model_dir = Path(model_dir)
         if not model_dir.exists():
-            raise StageInputError(f"model dir not found: {model_dir}")
+            raise StageInputError(f"model dir not found: {model_dir.absolute()}")
         assert_model_fits(model_dir, sid_map)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
+        tokenizer = load_model_tokenizer(model_dir)
         return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> "Predictor":
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
-        model_dir = model_dir_of(cfg, model)
-        if not (model_dir / "config.json").exists():
-            stage = "sft" if model == "sft" else "grpo"
-            raise StageInputError(
-                f"no {model} model at {model_dir}: run `conrec {stage}` first"
-                + (" or predict with the SFT model (--model sft)" if model == "grpo" else "")
-            )
+        model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
         return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode)
 
@@ -163,10 +145,7 @@ class Predictor:
         invalid: list[int] = []
         chunk = max(1, self.decode_cfg.batch_size)
         console = console or Console(quiet=True)
-        with Progress(
-            TextColumn("[bold]predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=console,
-        ) as progress, torch.inference_mode():
+        with stage_progress(console=console, label="[bold]predict") as progress, torch.inference_mode():
             task = progress.add_task("predict", total=len(prompts))
             for start in range(0, len(prompts), chunk):
                 stats: dict = {}
@@ -193,53 +172,26 @@ def predict_samples(cfg: PipelineConfig, model: str, samples: pl.DataFrame, k: i
     return Predictor.from_run(cfg, model).predict_samples(samples, k, console=console)
 
 
-def read_history_json(path: Path) -> History:
-    """One user's history from JSON: ``{"neg": [...], "pos": [...]}`` or ``{"items": [...], "feedback": [...]}``.
-
-    With ``neg``/``pos`` the order *between* the two lists is unknown: negatives are placed first
-    (each list oldest first). That is exact for the segmented and neg-only prompts, which never
-    interleave the two; the merged prompt needs ``items``/``feedback`` to see the true order.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise DataValidationError(f"history file not found: {p}")
-    try:
-        obj = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise DataValidationError(f"history file {p} must hold a JSON object, got {type(obj).__name__}")
-    if "items" in obj or "feedback" in obj:
-        items, feedback = obj.get("items"), obj.get("feedback")
-        if not isinstance(items, list) or not isinstance(feedback, list):
-            raise DataValidationError(f"history file {p}: 'items' and 'feedback' must both be lists")
-        return [str(i) for i in items], [int(f) for f in feedback]
-    if "neg" in obj or "pos" in obj:
-        neg, pos = obj.get("neg", []), obj.get("pos", [])
-        if not isinstance(neg, list) or not isinstance(pos, list):
-            raise DataValidationError(f"history file {p}: 'neg' and 'pos' must be lists of item ids")
-        return [str(i) for i in neg] + [str(i) for i in pos], [-1] * len(neg) + [1] * len(pos)
-    raise DataValidationError(f"history file {p}: expected keys 'neg'/'pos' or 'items'/'feedback', got {sorted(obj)}")
-
-
 def run(
     cfg: PipelineConfig,
-    history: Path | None,
+    history: Path | History | None,
     split: str | None,
     out: Path | None,
     model: str,
     k: int,
     console: Console | None = None,
 ) -> pl.DataFrame:
-    """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet)."""
+    """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet).
+
+    The request is checked (model name, checkpoint present, history format, item ids, split)
+    before the model is loaded.
+    """
     console = console or Console()
-    if (history is None) == (split is None):
-        raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
+    request = check_predict_request(cfg, history, split, model)
     run_dir = RunDir(cfg.run_dir)
     predictor = Predictor.from_run(cfg, model)
-    if history is not None:
-        hist = read_history_json(history)
-        recs = predictor.recommend([hist], k)[0]
+    if request.history is not None:
+        recs = predictor.recommend([request.history], k)[0]
         titles: dict[str, str] = {}
         if run_dir.items.exists():
             items = read_parquet(run_dir.items, what="items table")
@@ -251,12 +203,8 @@ def run(
             table.add_row(str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}")
         console.print(table)
         return pl.DataFrame({"item_id": [i for i, _ in recs], "score": [s for _, s in recs]})
-    samples = read_parquet(run_dir.samples, what="samples table (run `conrec data` first)")
-    chosen = samples.filter(pl.col("split") == split)
-    if chosen.height == 0:
-        have = sorted(samples["split"].unique().to_list())
-        raise DataValidationError(f"no samples in split {split!r}; splits present: {have}")
-    preds = predictor.predict_samples(chosen, k, console=console)
+    assert request.samples is not None
+    preds = predictor.predict_samples(request.samples, k, console=console)
     target = out or run_dir.predictions / f"{model}_{split}.parquet"
     write_parquet(preds, target)
     n_invalid = int(preds["n_invalid"].sum())

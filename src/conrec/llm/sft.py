@@ -4,7 +4,8 @@ Inputs (run-dir contract): ``data/items.parquet``, ``data/samples.parquet``, ``s
 Output: ``sft/model/`` — a plain Hugging Face model dir (LoRA, if used, is merged before saving, so
 every later stage loads it with ``AutoModelForCausalLM``) with its tokenizer (SID + marker tokens),
 ``conrec_vocab.json`` and a copy of the SID map (see :mod:`conrec.llm.vocab`); written atomically.
-Checkpoints (weights only) go to ``sft/checkpoints/``, statistics to ``sft/stats.json``.
+Checkpoints (full trainer state, for resume after a crash; deleted once the model is written) go to
+``sft/checkpoints/``, statistics to ``sft/stats.json``.
 
 Loss on completions only (TRL prompt/completion dataset with ``completion_only_loss``): the model
 must learn to *answer*, not to reproduce histories. Runs unchanged under ``accelerate launch`` /
@@ -17,6 +18,7 @@ must learn to *answer*, not to reproduce histories. Runs unchanged under ``accel
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -25,14 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from conrec.config import PipelineConfig
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
+from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.progress import stage_progress
+from conrec.runtime import prepare_process
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -48,16 +53,7 @@ class RichProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[loss]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=False,
-            )
+            self.progress = stage_progress("{task.fields[loss]}", console=self.console)
             self.progress.start()
             self.task = self.progress.add_task(self.description, total=state.max_steps, loss="")
 
@@ -70,6 +66,10 @@ class RichProgressCallback(TrainerCallback):
             self.progress.update(self.task, loss=f"loss {float(logs['loss']):.3f}")
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.close()
+
+    def close(self) -> None:
+        """Stop the display (also when training raised: no live bar or line timer left behind)."""
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
@@ -125,16 +125,30 @@ def left_align(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, labels, keep
 
 
-def completion_loss(model: Any, batch: dict[str, torch.Tensor], num_items_in_batch: Any = None) -> tuple[torch.Tensor, Any]:
+def completion_loss(
+    model: Any, batch: dict[str, torch.Tensor], num_items_in_batch: Any = None, token_level: torch.Tensor | None = None
+) -> tuple[torch.Tensor, Any]:
     """Summed cross-entropy of the supervised tokens / ``num_items_in_batch`` (or their count).
 
-    Equal to the model's own causal-LM loss on the same batch, but only the trailing positions of
-    the left-aligned batch get vocabulary logits.
+    Without ``token_level``: equal to the model's own causal-LM loss on the same batch, but only the
+    trailing positions of the left-aligned batch get vocabulary logits. With ``token_level`` (the
+    :class:`conrec.llm.vocab.SidVocab` lookup, -1 for text tokens), a target that is an SID token of
+    level ``l`` is scored by a softmax over level ``l``'s codes only.
+
+    Why the level softmax: constrained decoding only ever chooses among one level's codes, and ranks
+    items by the sum of those per-level log-probabilities; a softmax over the whole vocabulary also
+    spends every update pushing ~49k text tokens down at SID positions, which a small model trained
+    for minutes pays for in accuracy. Text targets (the alignment tasks' titles) keep the full softmax.
     """
     model_inputs, labels, keep = left_align(batch)
     outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False)
     logits = outputs.logits[:, :-1].float()
     target = labels[:, labels.shape[1] - keep + 1 :]
+    if token_level is not None:
+        levels = token_level.to(logits.device)
+        target_level = torch.where(target >= 0, levels[target.clamp(min=0)], torch.full_like(target, -1))
+        other_level = levels.view(1, 1, -1) != target_level.unsqueeze(-1)
+        logits = logits.masked_fill(other_level & (target_level >= 0).unsqueeze(-1), float("-inf"))
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
     )
@@ -142,7 +156,7 @@ def completion_loss(model: Any, batch: dict[str, torch.Tensor], num_items_in_bat
     return loss / denom, outputs
 
 
-def sft_trainer_class() -> type:
+def sft_trainer_class(token_level: torch.Tensor | None = None) -> type:
     """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
 
     Why: TRL 1.16's fused LM head projects only the supervised positions when Triton is available,
@@ -154,17 +168,18 @@ def sft_trainer_class() -> type:
     ``transformers.Trainer.compute_loss`` (``num_items_in_batch``, x processes when tokens are
     averaged across devices). Same objective; the call goes through ``model(...)``, so DDP/FSDP
     wrappers see it. Overriding ``compute_loss`` is the extension point TRL documents; TRL's extra
-    training metrics (token accuracy, entropy) are not logged on this path.
+    training metrics (token accuracy, entropy) are not logged on this path. With ``token_level``
+    (``sft.train.sid_softmax = "level"``) this loss is used on every device, GPUs included.
     """
     from trl import SFTTrainer
     from trl.trainer.utils import _use_triton
 
-    if _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
+    if token_level is None and _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
         return SFTTrainer
 
     class CompactLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = completion_loss(model, inputs, num_items_in_batch)
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch, token_level=token_level)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
@@ -180,11 +195,16 @@ def load_inputs(run: RunDir) -> tuple[Any, Any, SidMap]:
     return items, samples, sid_map
 
 
-def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | None = None) -> dict[str, Any]:
+def run(
+    cfg: PipelineConfig, console: Console | None = None, out_dir: Path | None = None, resume: bool = True
+) -> dict[str, Any]:
     """Fine-tune the backbone on the SFT tasks; write the model dir; mark the stage done.
 
     ``out_dir`` (default ``RunDir.sft_model``) lets ablations train variants side by side; the stage
-    is marked done only when writing the default location. Returns the training statistics.
+    is marked done only when writing the default location. ``resume``: continue from the last
+    complete checkpoint of an interrupted run with the same configuration (optimizer, scheduler,
+    RNG and data position restored by the Trainer; see :mod:`conrec.llm.checkpoints`); the
+    checkpoints are deleted once the model is written. Returns the training statistics.
     """
     import datasets
     from datasets import Dataset
@@ -208,7 +228,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
     items, samples, sid_map = load_inputs(run_dir)
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
-    add_sid_vocabulary(model, tokenizer, sid_map, dict(zip(items["item_id"].to_list(), items["title"].to_list())))
+    vocab = add_sid_vocabulary(model, tokenizer, sid_map, dict(zip(items["item_id"].to_list(), items["title"].to_list())))
     new_ids = list(range(n_base, len(tokenizer)))
     examples = build_examples(samples, items, sid_map, sft, seed=seed)
     per_task: dict[str, int] = {}
@@ -219,8 +239,19 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
     if tr.lora is not None:
         model = _with_lora(model, tr.lora, new_ids)
 
+    from accelerate import PartialState
+
+    from conrec.pipeline import stage_fingerprint
+
+    ckpt_dir = run_dir.sft / "checkpoints" if out_dir is None else out.parent / f".{out.name}.checkpoints"
+    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    kept = prepare_checkpoint_dir(ckpt_dir, f"{stage_fingerprint(cfg, 'sft')}:{out.resolve()}", resume, is_main)
+    PartialState().wait_for_everyone()
+    resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
+    PartialState().wait_for_everyone()
+
     args = SFTConfig(
-        output_dir=str(run_dir.sft / "checkpoints"),
+        output_dir=str(ckpt_dir),
         per_device_train_batch_size=tr.batch_size,
         gradient_accumulation_steps=tr.grad_accum,
         learning_rate=tr.learning_rate,
@@ -229,10 +260,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         warmup_steps=tr.warmup_ratio,
         lr_scheduler_type="linear",
         logging_steps=tr.logging_steps,
-        save_strategy="steps",
-        save_steps=tr.save_steps,
-        save_total_limit=tr.save_total_limit,
-        save_only_model=True,
+        **trainer_save_args(tr.save_steps, tr.save_total_limit),
         seed=seed,
         data_seed=seed,
         use_cpu=not torch.cuda.is_available(),
@@ -246,15 +274,21 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         fp16=False,
         weight_decay=0.0,  # required by the frozen-rows trick of _with_lora
     )
-    trainer = sft_trainer_class()(
+    progress_cb = RichProgressCallback(console)
+    trainer = sft_trainer_class(vocab.token_level if tr.sid_softmax == "level" else None)(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[RichProgressCallback(console)],
+        callbacks=[progress_cb, CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces the raw dict printing
-    result = trainer.train()
+    if resume_from is not None:
+        console.print(f"SFT: resuming from {resume_from.name} (an earlier run was interrupted)")
+    try:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    finally:
+        progress_cb.close()
     acc = trainer.accelerator
     acc.wait_for_everyone()
     lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])
@@ -273,6 +307,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         "num_processes": int(acc.num_processes),
         "lora": tr.lora is not None,
         "new_tokens": len(new_ids),
+        "resumed_from": resume_from.name if resume_from is not None else None,
     }
     if acc.is_main_process:
         final = acc.unwrap_model(trainer.model)
@@ -286,6 +321,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, out_dir: Path | Non
         write_json(stats, (out.parent if out_dir is not None else run_dir.sft) / "stats.json")
         if out_dir is None:
             run_dir.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is written: checkpoints are no longer needed
         console.print(
             f"SFT: {stats['steps']} steps on {len(examples)} examples, loss {stats['train_loss']:.3f}, "
             f"{stats['tokens_per_second'] or 0:.0f} tokens/s -> {out}"
@@ -303,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    prepare_process(cfg.threads)
     run(cfg, console=Console())
 
 

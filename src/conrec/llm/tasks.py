@@ -7,8 +7,10 @@ inspection and are dropped before training).
 Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`):
 
 * ``next_negative``: history prompt -> SID of ``next_neg`` (the conventional objective).
-* ``future_negative``: history prompt -> SID of an item drawn uniformly from ``future_negs`` (the
-  multi-day future-negative set CoNRec optimises; a fresh draw per example).
+* ``future_negative``: history prompt -> SID of an item of ``future_negs`` (the multi-day
+  future-negative set CoNRec optimises). A sample's successive examples walk through its set in a
+  seeded random order, so weight ``w`` teaches up to ``w`` different future items per sample: the
+  sample-efficient way to learn a set-valued target with one-item completions.
 * ``sid_to_title``, ``title_to_sid``, ``sid_to_category``: item-level alignment, teaching what each
   SID means (and so what an unseen disliked item is like).
 
@@ -131,6 +133,10 @@ def build_examples(samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, 
 def _history_examples(task: str, rows: list[tuple], n: int, sid_of: Callable[[str], str], cfg: SftConfig, rng: np.random.Generator) -> list[dict[str, str]]:
     out = []
     prompts: dict[int, str] = {}
+    # future_negative: each sample walks through its own shuffled future set, so with weight w a
+    # sample's w examples teach w *different* future items (all of them when |set| <= w) while every
+    # sample keeps the same total weight
+    cycles: dict[int, list[str]] = {}
     # try at most a few passes: skipped (leaking) samples must not make this loop forever
     for idx in _draw(len(rows), n * 3, rng):
         if len(out) >= n:
@@ -140,10 +146,12 @@ def _history_examples(task: str, rows: list[tuple], n: int, sid_of: Callable[[st
         if task == "next_negative":
             target = next_neg
         else:
-            choices = [i for i in (future or []) if i not in hist_set]
-            if not choices:
-                continue
-            target = choices[int(rng.integers(len(choices)))]
+            if not cycles.get(idx):
+                choices = [i for i in (future or []) if i not in hist_set]
+                if not choices:
+                    continue
+                cycles[idx] = [choices[j] for j in rng.permutation(len(choices))]
+            target = cycles[idx].pop()
         if target in hist_set:
             continue
         if idx not in prompts:

@@ -207,6 +207,9 @@ def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:
     reassigns codes makes the model's knowledge of what each SID means wrong, even if the token set
     is the same), then that the saved tokenizer holds every SID token as a single token.
     """
+    from conrec.llm.model_files import verify_model_dir
+
+    verify_model_dir(model_dir, need_weights=False)  # a corrupt file is one clear error, not a loader traceback
     meta = read_vocab_meta(model_dir)
     have = [int(s) for s in meta.get("codebook_sizes", [])]
     want = sid_map.codebook_sizes
@@ -220,9 +223,9 @@ def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:
             f"model {model_dir} was trained on a different item <-> SID assignment ({meta.get('n_items')} items) "
             f"than the run's SID map ({len(sid_map)} items): the SID stage was rerun; retrain SFT on this SID map"
         )
-    from transformers import AutoTokenizer
+    from conrec.llm.backbone import load_model_tokenizer
 
-    assert_tokenizer_fits(AutoTokenizer.from_pretrained(model_dir), want, where=str(model_dir))
+    assert_tokenizer_fits(load_model_tokenizer(model_dir), want, where=str(model_dir))
 
 
 def assert_tokenizer_fits(tokenizer: PreTrainedTokenizerBase, codebook_sizes: Sequence[int], where: str = "tokenizer") -> None:

@@ -2,9 +2,11 @@
 
 Concurrency choice: the endpoints are plain ``def`` functions, so FastAPI runs them in its thread
 pool and the event loop stays free for ``/healthz`` and for parsing while a model call runs. The
-model calls themselves pass through a semaphore of ``serve.inference_workers`` (default 1): a torch
-CPU generate already uses every core, so concurrent calls would only contend and thrash caches.
-Throughput comes from ``POST /v1/dislikes/batch``, which answers many histories in one model call.
+model calls themselves pass an admission gate (:class:`conrec.serve.limits.AdmissionGate`):
+``serve.inference_workers`` run at once (default 1: a torch CPU generate already uses every core),
+``serve.max_queue`` wait, and the next one gets 503 + Retry-After at once. Throughput comes from
+``POST /v1/dislikes/batch``, which answers many histories in one model call. Body size, API key and
+message length limits: see :mod:`conrec.serve.limits`.
 
 Errors: every bad input is a 4xx whose ``detail`` names the problem (field, item ids, user); the
 predictor's own :class:`~conrec.errors.ConrecError` becomes a 4xx too; anything else is logged
@@ -15,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +30,16 @@ from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
 from conrec.serve.catalog import Catalog, History, user_histories
 from conrec.serve.config import ServeConfig
+from conrec.serve.limits import (
+    Admission,
+    AdmissionGate,
+    ApiKeyAuth,
+    BodySizeLimit,
+    clip,
+    exposure_warning,
+    quote,
+    resolve_api_key,
+)
 from conrec.serve.schemas import (
     DislikeBatchRequest,
     DislikeBatchResponse,
@@ -41,6 +52,7 @@ from conrec.serve.schemas import (
 )
 
 log = logging.getLogger("conrec.serve")
+_MAX_ERRORS = 10  # validation errors listed in a 422 (a body can produce millions)
 
 Recommendations = list[list[tuple[str, float]]]
 
@@ -56,9 +68,11 @@ class DislikePredictor(Protocol):
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "the model rejected the input"},
     404: {"model": ErrorBody, "description": "unknown user_id"},
-    413: {"model": ErrorBody, "description": "history longer than max_history, or batch larger than max_batch"},
+    401: {"model": ErrorBody, "description": "API key missing or wrong (only when the server has one)"},
+    413: {"model": ErrorBody, "description": "body over max_body_bytes, history over max_history, or batch over max_batch"},
     422: {"model": ErrorBody, "description": "malformed body, no history, k out of range, or unknown item ids"},
     500: {"model": ErrorBody, "description": "unexpected model failure (logged with traceback)"},
+    503: {"model": ErrorBody, "description": "every worker busy and the queue full (max_queue); see Retry-After"},
 }
 
 _DESCRIPTION = """\
@@ -86,10 +100,18 @@ def create_app(
     catalog = Catalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
     model = model_name or cfg.model
-    gate = threading.BoundedSemaphore(cfg.inference_workers)
+    gate = AdmissionGate(cfg.inference_workers, cfg.max_queue)
 
     app = FastAPI(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.state.admission = gate  # observable (tests, metrics)
+    # added last = outermost: size limit, then API key, then admission, then routing and parsing
+    app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
+    api_key = resolve_api_key(cfg.api_key)
+    if api_key is not None:
+        app.add_middleware(ApiKeyAuth, api_key=api_key)
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
 
     def k_of(req: DislikeRequest, where: str) -> int:
         k = cfg.default_k if req.k is None else req.k
@@ -102,7 +124,7 @@ def create_app(
         if explicit is None:
             assert req.user_id is not None
             if req.user_id not in known_users:
-                raise HTTPException(404, f"{where}unknown user_id {req.user_id!r}")
+                raise HTTPException(404, f"{where}unknown user_id {quote(req.user_id)}")
             return known_users[req.user_id]  # already cut to max_history
         items_, _ = explicit
         if len(items_) > cfg.max_history:
@@ -111,21 +133,24 @@ def create_app(
             )
         unknown = catalog.unknown(items_)
         if unknown:
-            shown = ", ".join(repr(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+            shown = ", ".join(quote(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
             raise HTTPException(422, f"{where}unknown item id(s): {shown}")
         return explicit
 
+    def call_predictor(histories: list[History], k: int) -> Recommendations:
+        try:
+            return predictor.recommend(histories, k)
+        except DataValidationError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        except ConrecError as exc:
+            raise HTTPException(400, str(exc)) from exc
+        except Exception as exc:
+            log.exception("predictor failed on %d history(ies), k=%d", len(histories), k)
+            raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
+
     def infer(histories: list[History], k: int) -> Recommendations:
-        with gate:
-            try:
-                recs = predictor.recommend(histories, k)
-            except DataValidationError as exc:
-                raise HTTPException(422, str(exc)) from exc
-            except ConrecError as exc:
-                raise HTTPException(400, str(exc)) from exc
-            except Exception as exc:
-                log.exception("predictor failed on %d history(ies), k=%d", len(histories), k)
-                raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
+        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
+            recs = call_predictor(histories, k)
         if len(recs) != len(histories):
             log.error("predictor returned %d results for %d histories", len(recs), len(histories))
             raise HTTPException(500, "model failure (wrong number of results); see the server log")
@@ -176,6 +201,13 @@ def create_app(
     return app
 
 
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """HTTP errors as ``{"detail": ...}``, the detail cut to a bounded length (it may quote input)."""
+    assert isinstance(exc, HTTPException)
+    detail = clip(exc.detail) if isinstance(exc.detail, str) else exc.detail
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     """422 with one readable ``detail`` line (``body.requests.2.k: Input should be ...``) plus the errors."""
     assert isinstance(exc, RequestValidationError)
@@ -189,10 +221,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             why = (e.get("ctx") or {}).get("error", "decode error")
             lines.append(f"request body is not valid JSON ({why} at character {e['loc'][-1]})")
         else:
-            lines.append(f"{loc}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}")
-    # The raw errors minus "input": echoing a whole oversized body back helps nobody.
-    brief = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors]
-    return JSONResponse(status_code=422, content={"detail": "; ".join(lines), "errors": brief})
+            lines.append(f"{clip(loc, 200)}: {clip(str(e.get('msg', 'invalid')).removeprefix('Value error, '), 300)}")
+        if len(lines) >= _MAX_ERRORS:
+            break
+    more = f"; and {len(errors) - len(lines)} more error(s)" if len(errors) > len(lines) else ""
+    # The raw errors minus "input" (echoing a whole oversized body back helps nobody), capped too.
+    brief = [
+        {"type": e.get("type"), "loc": [clip(str(x), 200) for x in e.get("loc", ())], "msg": clip(str(e.get("msg")), 300)}
+        for e in errors[:_MAX_ERRORS]
+    ]
+    return JSONResponse(status_code=422, content={"detail": clip("; ".join(lines) + more), "errors": brief})
 
 
 def load_predictor(
@@ -241,10 +279,14 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bind = host or cfg.serve.host
+    warning = exposure_warning(bind, resolve_api_key(cfg.serve.api_key) is not None)
+    if warning is not None:
+        log.warning(warning)
     app = create_app_from_run(cfg)
     uvicorn.run(
         app,
-        host=host or cfg.serve.host,
+        host=bind,
         port=port or cfg.serve.port,
         log_level=cfg.serve.log_level,
         access_log=cfg.serve.access_log,

@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field("127.0.0.1", description="bind address; loopback by default (no auth in front of it)")
+    host: str = Field(
+        "127.0.0.1", description="bind address; loopback by default (binding beyond it logs a warning, louder without api_key)"
+    )
     port: int = Field(8000, ge=1, le=65535)
     model: Literal["grpo", "sft", "popular"] = Field(
         "grpo",
@@ -26,6 +28,18 @@ class ServeConfig(BaseModel):
         ge=1,
         description="predictor calls allowed at once; torch already uses every core per call, so "
         "concurrent calls only contend (send batches to /v1/dislikes/batch for throughput)",
+    )
+    max_queue: int = Field(
+        16, ge=0, description="requests allowed to wait for a busy model; beyond that the answer is 503 with Retry-After"
+    )
+    retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 503 when the queue is full")
+    max_body_bytes: int = Field(
+        2_000_000, ge=1_000, description="larger request bodies get 413 before being read or parsed"
+    )
+    api_key: str | None = Field(
+        None,
+        description="if set (or $CONREC_API_KEY), every endpoint but /healthz needs 'Authorization: Bearer <key>' "
+        "or 'X-API-Key: <key>'; prefer the environment variable (the config is copied into the run dir)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True

@@ -10,17 +10,28 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from conrec.history import events_from_lists
 
 
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo such as "negatives" must not silently mean "no history".
-    model_config = ConfigDict(extra="forbid")
+    # Strict types: "k": true is not 1 and "k": "5" is not 5 (a client bug must not pass silently).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class HistoryEvent(_Strict):
     item_id: str = Field(..., min_length=1, description="an item id of the catalogue (items.parquet)")
     feedback: Literal[-1, 1] = Field(..., description="-1 = explicit dislike, +1 = positive")
+
+    @field_validator("feedback", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: object) -> object:
+        # Literal[1] compares by ==, and True == 1: strict mode alone would take `true` as +1
+        if isinstance(v, bool):
+            raise ValueError("feedback must be the integer -1 or 1, not a boolean")
+        return v
 
 
 class DislikeRequest(_Strict):
@@ -28,6 +39,7 @@ class DislikeRequest(_Strict):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"user_id": "u42", "k": 10},
@@ -40,8 +52,13 @@ class DislikeRequest(_Strict):
     user_id: str | None = Field(
         None, min_length=1, description="a user of the training events; their most recent events are the history"
     )
-    negative: list[str] | None = Field(None, description="disliked item ids, oldest first")
-    positive: list[str] | None = Field(None, description="positively rated item ids, oldest first")
+    # `neg`/`pos` are accepted too: the names older `conrec predict --history` files used.
+    negative: list[str] | None = Field(
+        None, validation_alias=AliasChoices("negative", "neg"), description="disliked item ids, oldest first (alias: neg)"
+    )
+    positive: list[str] | None = Field(
+        None, validation_alias=AliasChoices("positive", "pos"), description="positively rated item ids, oldest first (alias: pos)"
+    )
     history: list[HistoryEvent] | None = Field(
         None, description="the full history, oldest first (keeps the interleaving of dislikes and positives)"
     )
@@ -68,20 +85,20 @@ class DislikeRequest(_Strict):
     def events(self) -> tuple[list[str], list[int]] | None:
         """The explicit history as (item ids, feedback), oldest first; None for a ``user_id`` request.
 
-        Without ``history`` the relative order of dislikes and positives is unknown; the prompt keeps
-        the two contexts apart anyway, so positives are put first and dislikes (oldest first) last.
+        Without ``history`` the relative order of dislikes and positives is unknown: the same rule as
+        ``conrec predict --history`` (:func:`conrec.history.events_from_lists`) applies.
         """
         if self.history is not None:
             return [e.item_id for e in self.history], [int(e.feedback) for e in self.history]
         if self.user_id is not None:
             return None
-        pos, neg = self.positive or [], self.negative or []
-        return pos + neg, [1] * len(pos) + [-1] * len(neg)
+        return events_from_lists(self.negative or [], self.positive or [])
 
 
 class DislikeBatchRequest(_Strict):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"requests": [{"user_id": "u42", "k": 3}, {"negative": ["i17"], "k": 3}]}]},
     )
 

@@ -65,7 +65,9 @@ class QuantizerConfig(_Strict):
         5, ge=0, description="re-seed unused codes every N epochs (0 = never); not in the last 20% of training"
     )
     seed: int | None = Field(None, description="None = the pipeline seed")
-    num_threads: int = Field(2, ge=1, description="torch / faiss CPU threads for encoding and k-means")
+    num_threads: int | None = Field(
+        None, ge=1, description="torch / faiss CPU threads for encoding and k-means; null = the process's (top-level `threads`)"
+    )
     train_threads: int = Field(
         1,
         ge=1,

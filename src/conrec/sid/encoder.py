@@ -167,7 +167,7 @@ def load_extra_vectors(
     """Extra vectors aligned to ``item_ids``: Parquet (item_id + list column) or .npy (items order)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise ConfigError(f"sid.encoder.extra_vectors_path not found: {p}")
+        raise ConfigError(f"sid.encoder.extra_vectors_path not found: {p.absolute()}")
     if p.suffix == ".npy":
         arr = np.load(p)
         if arr.ndim != 2 or len(arr) != len(item_ids):

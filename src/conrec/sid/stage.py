@@ -16,11 +16,12 @@ import numpy as np
 import polars as pl
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from conrec.config import PipelineConfig
 from conrec.io import atomic_path, read_parquet, write_json
+from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
@@ -43,14 +44,7 @@ def quantize(
 
 
 def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    )
+    return stage_progress(console=console, label="[progress.description]{task.description}", remaining=False)
 
 
 def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncoder | None = None) -> dict[str, Any]:
@@ -63,8 +57,9 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
     items = read_parquet(rd.items, what="items table (data/items.parquet)")
     qcfg = cfg.sid.quantizer
     seed = qcfg.seed if qcfg.seed is not None else cfg.seed
-    torch.set_num_threads(qcfg.num_threads)
-    faiss.omp_set_num_threads(qcfg.num_threads)
+    threads = qcfg.num_threads or torch.get_num_threads()  # None: the process's count (conrec.runtime)
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
     seconds: dict[str, float] = {}
     notes: list[str] = []
 
@@ -82,11 +77,11 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
         notes += [str(w.message) for w in caught]
 
         t = time.perf_counter()
-        torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else qcfg.num_threads)
+        torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else threads)
         try:
             result = quantize(vectors, sizes, qcfg, seed, progress)
         finally:
-            torch.set_num_threads(qcfg.num_threads)
+            torch.set_num_threads(threads)
         seconds["quantize"] = time.perf_counter() - t
 
     t = time.perf_counter()

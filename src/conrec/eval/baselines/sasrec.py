@@ -80,7 +80,7 @@ class SasrecRecommender:
         seqs = _dislike_sequences(events, cat)
         windows = _training_windows(seqs, self.cfg.max_len)
         threads = torch.get_num_threads()
-        torch.set_num_threads(min(threads, self.cfg.threads))
+        torch.set_num_threads(min(threads, self.cfg.threads or threads))
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)

@@ -1,0 +1,126 @@
+"""One user's history in the one format the CLI, the Python API and the HTTP server share.
+
+A history is given as ``{"negative": [item ids], "positive": [item ids]}`` (each list oldest
+first; the older names ``neg``/``pos`` are accepted as aliases) or, to keep the true interleaving
+of dislikes and positives, as ``{"history": [{"item_id": ..., "feedback": -1 | 1}, ...]}``. The
+same JSON is a valid body for ``POST /v1/dislikes`` and a valid ``conrec predict --history`` file
+(see ``examples/history.json``).
+
+Why a module without torch: ``conrec predict`` checks the file and its item ids against the run's
+SID map *before* importing and loading any model, so a typo fails in a second, not after the
+~10 s it takes to import transformers and load a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conrec.errors import DataValidationError, StageInputError
+from conrec.runs import RunDir
+
+History = tuple[list[str], list[int]]
+"""(item ids oldest first, feedback -1 dislike / +1 positive), aligned: the Predictor's input."""
+
+
+class HistoryEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(..., min_length=1)
+    feedback: Literal[-1, 1]
+
+
+class HistoryInput(BaseModel):
+    """A history file / request body: ``negative``/``positive`` lists, or chronological ``history``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    negative: list[str] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
+    positive: list[str] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
+    history: list[HistoryEvent] | None = None
+
+    @model_validator(mode="after")
+    def _one_non_empty_source(self) -> "HistoryInput":
+        lists_given = self.negative is not None or self.positive is not None
+        if lists_given and self.history is not None:
+            raise ValueError("give either negative/positive or history, not both")
+        if not lists_given and self.history is None:
+            raise ValueError("no history: give negative/positive item-id lists or history events")
+        if not (self.negative or self.positive or self.history):
+            raise ValueError("the history is empty: give at least one item id")
+        return self
+
+    def events(self) -> History:
+        if self.history is not None:
+            return [e.item_id for e in self.history], [int(e.feedback) for e in self.history]
+        return events_from_lists(self.negative or [], self.positive or [])
+
+
+def events_from_lists(negative: list[str], positive: list[str]) -> History:
+    """Negative and positive item-id lists (each oldest first) as one aligned history.
+
+    The order *between* the lists is unknown: positives go first, dislikes last. The segmented
+    and neg-only prompts never interleave the two, so this is exact for them; the merged prompt
+    needs ``history`` events to see the true order. The server uses the same rule.
+    """
+    pos, neg = [str(i) for i in positive], [str(i) for i in negative]
+    return pos + neg, [1] * len(pos) + [-1] * len(neg)
+
+
+def parse_history(obj: Any, source: str = "history") -> History:
+    """Validate a decoded JSON object as a history; errors name ``source`` and the bad field."""
+    if isinstance(obj, dict) and ("items" in obj or "feedback" in obj):
+        raise DataValidationError(
+            f"{source}: 'items'/'feedback' lists are no longer accepted; write "
+            '{"history": [{"item_id": "...", "feedback": -1}, ...]} or {"negative": [...], "positive": [...]}'
+        )
+    try:
+        return HistoryInput.model_validate(obj).events()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        raise DataValidationError(
+            f'{source}: {problems} (expected {{"negative": [item ids], "positive": [item ids]}} '
+            'or {"history": [{"item_id": ..., "feedback": -1 or 1}]})'
+        ) from None
+
+
+def read_history_json(path: str | Path) -> History:
+    """One user's history from a JSON file (see the module docstring for the format)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError(f"history file not found: {p.absolute()}")
+    try:
+        obj = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
+    return parse_history(obj, source=f"history file {p}")
+
+
+def known_item_ids(run: RunDir) -> set[str]:
+    """Item ids the run's models can read and generate: the SID map's ``item_id`` column.
+
+    Reads one Parquet column (no torch, no model), so inputs can be checked before a model loads.
+    """
+    p = run.sid_map
+    if not p.exists():
+        raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec tokenize` first)")
+    try:
+        return set(pl.read_parquet(p, columns=["item_id"])["item_id"].cast(pl.String).to_list())
+    except Exception as exc:  # polars raises several types for corrupt files
+        raise StageInputError(f"SID map at {p.absolute()} is not a readable Parquet file: {exc}") from exc
+
+
+def check_known_items(history: History, known: set[str], source: str = "history") -> None:
+    """Fail with the unknown ids (at most 10 shown) if any history item is outside ``known``."""
+    unknown = sorted({i for i in history[0] if i not in known})
+    if unknown:
+        more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+        raise DataValidationError(
+            f"{source}: {len(unknown)} unknown item id(s), not in the run's SID map: {unknown[:10]}{more}"
+        )

@@ -1,0 +1,108 @@
+"""Crash-safe Trainer checkpoints, shared by SFT and GRPO.
+
+The HF Trainer writes ``checkpoint-<step>/`` file by file (weights, optimizer, scheduler, RNG state,
+``trainer_state.json``), so a SIGKILL while saving leaves a directory that looks like a checkpoint
+but cannot be resumed from (e.g. weights written, trainer state not yet). Here a checkpoint counts
+only once complete: :class:`CompleteCheckpointMarker` writes ``_complete.json`` into it after the
+Trainer's ``on_save`` (every file written), and :func:`last_complete_checkpoint` resumes from the
+newest marked checkpoint whose files still read, deleting newer incomplete ones. Keeping at least
+two checkpoints (:data:`MIN_KEPT`) means a kill while saving falls back to the previous one.
+
+A checkpoint also belongs to one configuration: :func:`prepare_checkpoint_dir` stores a fingerprint
+beside them and discards them when it changes (training them further would mix two runs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from conrec.io import write_json
+
+COMPLETE_FILE = "_complete.json"
+OWNER_FILE = "_owner.json"
+MIN_KEPT = 2
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CompleteCheckpointMarker(TrainerCallback):
+    """Marks ``checkpoint-<step>`` complete once the Trainer has written all of its files."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                write_json({"step": int(state.global_step)}, ckpt / COMPLETE_FILE)
+        return control
+
+
+def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))] if folder.is_dir() else []
+    return sorted(found, reverse=True)
+
+
+def _complete(ckpt: Path) -> bool:
+    """Marked complete, and its trainer state and weights' headers still read."""
+    from conrec.errors import StageInputError
+    from conrec.llm.model_files import verify_safetensors
+
+    if not (ckpt / COMPLETE_FILE).is_file() or not (ckpt / "trainer_state.json").is_file():
+        return False
+    try:
+        json.loads((ckpt / "trainer_state.json").read_bytes())
+        for shard in ckpt.glob("*.safetensors"):
+            verify_safetensors(shard)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, StageInputError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(folder: Path, clean: bool = True) -> Path | None:
+    """The newest complete checkpoint under ``folder`` (None if none); with ``clean``, incomplete
+    checkpoints newer than it are deleted so the Trainer's own rotation never counts them."""
+    for _, ckpt in _checkpoints(Path(folder)):
+        if _complete(ckpt):
+            return ckpt
+        if clean:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def prepare_checkpoint_dir(folder: Path, fingerprint: str, resume: bool, is_main: bool = True) -> bool:
+    """Keep ``folder``'s checkpoints only if ``resume`` and they were made under ``fingerprint``;
+    otherwise empty it. Records the fingerprint. Returns whether earlier checkpoints were kept."""
+    folder = Path(folder)
+    owner = folder / OWNER_FILE
+    try:
+        same = owner.is_file() and json.loads(owner.read_text()).get("fingerprint") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        same = False
+    keep = resume and same
+    if is_main:
+        if not keep and folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+        write_json({"fingerprint": fingerprint}, owner)
+    return keep
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    m = _CKPT.match(ckpt.name)
+    if m is None:
+        raise ValueError(f"{ckpt} is not a checkpoint-<step> directory")
+    return int(m.group(1))
+
+
+def trainer_save_args(save_steps: int, save_total_limit: int) -> dict[str, Any]:
+    """Trainer arguments for resumable checkpoints: full state (optimizer, scheduler, RNG), and at
+    least :data:`MIN_KEPT` kept so a kill during a save still leaves a complete one."""
+    return {
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": max(MIN_KEPT, save_total_limit),
+        "save_only_model": False,
+    }

@@ -1,0 +1,76 @@
+"""Everything ``conrec predict`` can check before a model is loaded (no torch, no transformers).
+
+Why separate from :mod:`conrec.llm.predict`: importing that module pulls in torch and transformers
+(seconds) and loading a checkpoint takes more; a wrong model name, a missing checkpoint, a bad
+history file, an unknown item id or an absent split must fail before any of that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from conrec.config import PipelineConfig
+from conrec.errors import ConfigError, DataValidationError, StageInputError
+from conrec.history import History, check_known_items, known_item_ids, read_history_json
+from conrec.io import read_parquet
+from conrec.runs import RunDir
+
+MODELS = ("sft", "grpo")
+
+
+def model_dir_of(cfg: PipelineConfig, model: str) -> Path:
+    """The model dir a name refers to: ``sft`` -> ``sft/model``, ``grpo`` -> ``grpo/model``."""
+    run = RunDir(cfg.run_dir)
+    if model == "sft":
+        return run.sft_model
+    if model == "grpo":
+        return run.grpo_model
+    raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+
+
+def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
+    """The run's ``model`` checkpoint dir, or a clear error naming the absolute path looked at."""
+    model_dir = model_dir_of(cfg, model)
+    if not (model_dir / "config.json").exists():
+        raise StageInputError(
+            f"no {model} model at {model_dir.absolute()}: run `conrec {model}` first"
+            + (" or predict with the SFT model (--model sft)" if model == "grpo" else "")
+        )
+    return model_dir
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """A checked ``conrec predict`` request: one history, or the rows of one split."""
+
+    model_dir: Path
+    history: History | None = None
+    samples: pl.DataFrame | None = None
+    split: str | None = None
+
+
+def check_predict_request(
+    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str
+) -> PredictRequest:
+    """Validate a predict request against the run's files; the model itself is not touched.
+
+    ``history`` is a JSON file path (see :mod:`conrec.history`) or an already parsed history.
+    """
+    if (history is None) == (split is None):
+        raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
+    model_dir = check_model_dir(cfg, model)
+    run = RunDir(cfg.run_dir)
+    if history is not None:
+        source = f"history file {history}" if isinstance(history, (str, Path)) else "history"
+        hist = read_history_json(history) if isinstance(history, (str, Path)) else history
+        check_known_items(hist, known_item_ids(run), source=source)
+        return PredictRequest(model_dir=model_dir, history=hist)
+    samples = read_parquet(run.samples, what="samples table (run `conrec data` first)")
+    chosen = samples.filter(pl.col("split") == split)
+    if chosen.height == 0:
+        have = sorted(samples["split"].unique().to_list())
+        raise DataValidationError(f"no samples in split {split!r}; splits present: {have}")
+    return PredictRequest(model_dir=model_dir, samples=chosen, split=split)

@@ -1,0 +1,135 @@
+"""Progress display that also shows life when stdout is not a terminal.
+
+Why: rich's live progress bars only redraw on a terminal; with stdout redirected (``nohup``, CI,
+a scheduler, ``> log``) they print nothing until the task ends, so a 20-minute SFT looked dead.
+:class:`StageProgress` is a drop-in :class:`rich.progress.Progress`: on a terminal it is exactly
+that; elsewhere it prints one plain line per unfinished task every ``interval`` seconds (from a
+timer thread, so a long step still gets its line) and a last line per task when it stops.
+
+The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s).
+
+:func:`stage_progress` builds the stages' bars so they stay readable in an 80-column terminal: rich
+squeezes every column to fit and cuts what does not fit with an ellipsis ("0:02:…"); here the times
+keep their full width and the bar (at most 40 cells) absorbs the shortfall.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress, Task
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Column
+
+PROGRESS_ENV = "CONREC_PROGRESS_SECONDS"
+DEFAULT_INTERVAL_S = 30.0
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines off-terminal (``$CONREC_PROGRESS_SECONDS``, default 30)."""
+    raw = os.environ.get(PROGRESS_ENV)
+    try:
+        value = float(raw) if raw else DEFAULT_INTERVAL_S
+    except ValueError:
+        value = DEFAULT_INTERVAL_S
+    return value if value > 0 else DEFAULT_INTERVAL_S
+
+
+def _clock(seconds: float | None) -> str:
+    return str(timedelta(seconds=int(seconds))) if seconds is not None else "?"
+
+
+def task_line(task: Task) -> str:
+    """``SFT: 5/20 (25%), 0:00:12 elapsed, ~0:00:36 left, loss 9.787`` (pure, for one task)."""
+    parts = [f"{task.description}: {task.completed:g}"]
+    if task.total:
+        parts[0] += f"/{task.total:g} ({100 * task.completed / task.total:.0f}%)"
+    parts.append(f"{_clock(task.elapsed)} elapsed")
+    if task.total and not task.finished and task.time_remaining is not None:
+        parts.append(f"~{_clock(task.time_remaining)} left")
+    extra = [str(v) for v in task.fields.values() if str(v).strip()]
+    return ", ".join(parts + extra)
+
+
+class StageProgress(Progress):
+    """A rich Progress on a terminal; timed plain lines (see module doc) anywhere else."""
+
+    def __init__(self, *columns: Any, console: Console | None = None, interval: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*columns, console=console, **kwargs)
+        self.plain = not self.console.is_terminal
+        self.interval = interval if interval is not None else progress_interval()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.plain:
+            super().start()
+            return
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._tick, name="conrec-progress", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if not self.plain:
+            super().stop()
+            return
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            self.print_lines(final=True)
+
+    def print_lines(self, final: bool = False) -> None:
+        """One line per task (started tasks only; on ``final``, every task once)."""
+        with self._lock:
+            tasks = [t for t in self._tasks.values() if t.started]
+        for task in tasks:
+            if final or not task.finished:
+                self.console.print(task_line(task), markup=False, highlight=False, soft_wrap=True)
+
+    def _tick(self) -> None:
+        next_at = time.monotonic() + self.interval
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            self.print_lines()
+            next_at += self.interval
+
+
+BAR_MAX_WIDTH = 40
+
+
+def stage_progress(
+    *fields: ProgressColumn | str,
+    console: Console | None = None,
+    label: str = "[bold]{task.description}",
+    count: bool = True,
+    remaining: bool = True,
+    transient: bool = False,
+) -> "StageProgress":
+    """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining.
+
+    The time columns never shrink; the bar absorbs the shortfall on narrow terminals.
+    """
+    columns: list[ProgressColumn] = [
+        TextColumn(label, table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=None, table_column=Column(ratio=1, max_width=BAR_MAX_WIDTH, min_width=1)),
+    ]
+    if count:
+        columns.append(MofNCompleteColumn(table_column=Column(no_wrap=True, justify="right")))
+    columns += [TextColumn(f) if isinstance(f, str) else f for f in fields]
+    columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)))
+    if remaining:
+        columns.append(TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)))
+    return StageProgress(*columns, console=console, transient=transient, expand=False)

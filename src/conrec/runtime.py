@@ -1,0 +1,214 @@
+"""Per-process runtime setup: how many CPU threads torch uses, and no third-party chatter.
+
+Why threads: torch sizes its thread pool from the machine's physical cores, not from the cores
+this process may actually use (CPU affinity, a container's cgroup quota). Two processes that each
+start more threads than their share of the cores spin against each other; on a shared 2-core
+machine that made training many times slower than the cores alone explain. The count is chosen
+from the cores actually available (:func:`available_cores`: affinity, cgroup quota), divided between
+the processes of a ``torchrun`` / ``accelerate`` launch on this node, and capped by the cores other
+processes leave idle when the stage starts (sampled from ``/proc/stat`` for 0.3 s); the top-level
+``threads`` setting (or ``OMP_NUM_THREADS``) fixes it instead. ``benchmarks/threads.py`` measures
+the effect.
+
+Why quiet: a stage prints its own rich progress bar and summary; transformers' per-shard
+"Loading weights" bars, advisory warnings and datasets' map bars would interleave with them.
+Errors still surface (as exceptions, or logged at ERROR level).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+_quiet_done = False
+
+
+def parse_cgroup_v2_cpu_max(text: str) -> float | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` line (``"200000 100000"`` -> 2.0; ``"max ..."`` -> None)."""
+    parts = text.split()
+    if len(parts) < 1 or parts[0] == "max":
+        return None
+    try:
+        quota = float(parts[0])
+        period = float(parts[1]) if len(parts) > 1 else 100_000.0
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def parse_cgroup_v1_quota(quota_text: str, period_text: str) -> float | None:
+    """CPUs allowed by cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (quota -1 = no limit)."""
+    try:
+        quota, period = float(quota_text.strip()), float(period_text.strip())
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs, or None when there is none (or it is unreadable)."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.exists():
+            return parse_cgroup_v2_cpu_max(v2.read_text())
+        quota, period = root / "cpu" / "cpu.cfs_quota_us", root / "cpu" / "cpu.cfs_period_us"
+        if quota.exists() and period.exists():
+            return parse_cgroup_v1_quota(quota.read_text(), period.read_text())
+    except OSError:
+        return None
+    return None
+
+
+def available_cores(affinity: int | None = None, quota: float | None = None) -> int:
+    """Cores this process may use: its CPU affinity, capped by the cgroup quota (rounded up), >= 1.
+
+    Arguments default to what the running system reports; tests pass them explicitly.
+    """
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if quota is None:
+        quota = cgroup_cpu_limit()
+    cores = affinity if quota is None else min(affinity, math.ceil(quota))
+    return max(1, cores)
+
+
+def parse_proc_stat(text: str) -> dict[int, tuple[int, int]]:
+    """Per-CPU (idle ticks, total ticks) from ``/proc/stat`` (idle includes iowait)."""
+    out: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(" ")
+        if not (name.startswith("cpu") and name[3:].isdigit()):
+            continue
+        ticks = [int(x) for x in rest.split()]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is inside user)
+        out[int(name[3:])] = (idle, total)
+    return out
+
+
+def idle_cpus(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cpus: set[int]) -> float | None:
+    """How many of ``cpus`` were idle between two :func:`parse_proc_stat` samples (0..len(cpus))."""
+    idle = 0.0
+    seen = 0
+    for cpu in cpus:
+        if cpu not in before or cpu not in after:
+            continue
+        d_idle, d_total = after[cpu][0] - before[cpu][0], after[cpu][1] - before[cpu][1]
+        if d_total > 0:
+            idle += min(1.0, max(0.0, d_idle / d_total))
+            seen += 1
+    return idle * len(cpus) / seen if seen else None
+
+
+def measure_idle_cpus(sample_s: float = 0.3, proc_stat: Path = Path("/proc/stat")) -> float | None:
+    """Idle CPUs among this process's affinity set over ``sample_s`` seconds (None if unknown).
+
+    This process sleeps while sampling, so only *other* work counts as busy.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    try:
+        before = parse_proc_stat(proc_stat.read_text())
+        time.sleep(sample_s)
+        after = parse_proc_stat(proc_stat.read_text())
+    except OSError:
+        return None
+    return idle_cpus(before, after, set(os.sched_getaffinity(0)))
+
+
+def choose_threads(
+    configured: int | None,
+    cores: int,
+    local_processes: int = 1,
+    omp_env: str | None = None,
+    idle: float | None = None,
+) -> int:
+    """The torch intra-op thread count for one process.
+
+    ``configured`` (the ``threads`` setting) wins; else ``OMP_NUM_THREADS`` if it is a positive
+    integer; else this process's share of the ``cores`` it may use, among the ``local_processes``
+    of a distributed launch on this node, and no more than the cores other processes leave
+    ``idle`` right now (rounded; at least 1). Why the last cap: threads beyond the idle cores
+    time-slice against the other processes' threads, and torch's threads wait on each other, so
+    one slow thread stalls every step (measured in ``benchmarks/threads.py``).
+    """
+    if configured is not None:
+        if configured < 1:
+            raise ValueError(f"threads must be >= 1, got {configured}")
+        return configured
+    if omp_env is not None and omp_env.strip().isdigit() and int(omp_env) > 0:
+        return int(omp_env)
+    share = max(1, cores // max(1, local_processes))
+    if idle is not None:
+        share = min(share, max(1, int(idle / max(1, local_processes) + 0.5)))
+    return share
+
+
+def process_threads(configured: int | None = None) -> int:
+    """:func:`choose_threads` for this process, from its environment and the system (the idle
+    CPUs are sampled only when neither the setting nor ``OMP_NUM_THREADS`` decides)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or "1"
+    omp = os.environ.get("OMP_NUM_THREADS")
+    decided = configured is not None or (omp is not None and omp.strip().isdigit() and int(omp) > 0)
+    return choose_threads(
+        configured,
+        available_cores(),
+        int(local) if local.isdigit() else 1,
+        omp,
+        None if decided else measure_idle_cpus(),
+    )
+
+
+def apply_threads(configured: int | None = None) -> int:
+    """Set torch's thread count for this process (at every stage start; cheap when unchanged)."""
+    import torch
+
+    n = process_threads(configured)
+    if torch.get_num_threads() != n:  # a stage may have changed it for one step (e.g. the RQ-VAE)
+        torch.set_num_threads(n)
+    return n
+
+
+def quiet_third_party() -> None:
+    """Silence third-party progress bars and advisory warnings in this process (idempotent).
+
+    Environment variables cover libraries not imported yet (without importing them: ``conrec
+    data`` must not pay for transformers); libraries already imported are told directly.
+    """
+    global _quiet_done
+    for var, value in (
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),  # transformers' "Loading weights" bar follows it too
+        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+        ("DATASETS_VERBOSITY", "error"),
+    ):
+        os.environ.setdefault(var, value)
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+    if _quiet_done:
+        return
+    for name in ("transformers", "datasets", "accelerate", "trl", "peft", "sentence_transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for module in ("transformers", "trl", "accelerate", "peft", "torch", "datasets", "sentence_transformers"):
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=module)
+    _quiet_done = True
+
+
+def prepare_process(threads: int | None = None) -> int:
+    """Called at the start of every stage/command: quiet third parties, set torch threads; returns them."""
+    quiet_third_party()
+    return apply_threads(threads)

@@ -1,0 +1,137 @@
+"""One history format for the CLI, the Python API and the server (issue 14), checked before any model loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conrec.config import load_config
+from conrec.errors import ConfigError, DataValidationError, StageInputError
+from conrec.history import events_from_lists, parse_history, read_history_json
+from conrec.llm.predict_request import check_predict_request
+from conrec.runs import RunDir
+from conrec.serve.schemas import DislikeRequest
+from conrec.sid.sid_map import SidMap
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "history.json"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"negative": ["a", "b"], "positive": ["c"]},
+        {"neg": ["a", "b"], "pos": ["c"]},
+        {"negative": ["a", "b"], "pos": ["c"]},
+        {"history": [{"item_id": "c", "feedback": 1}, {"item_id": "a", "feedback": -1}, {"item_id": "b", "feedback": -1}]},
+    ],
+)
+def test_cli_api_and_server_read_a_body_the_same_way(body: dict) -> None:
+    want = (["c", "a", "b"], [1, -1, -1])
+    assert parse_history(body) == want
+    assert DislikeRequest.model_validate(body).events() == want
+
+
+def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
+    assert events_from_lists(["n1", "n2"], ["p1"]) == (["p1", "n1", "n2"], [1, -1, -1])
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({}, "no history"),
+        ({"negative": [], "positive": []}, "empty"),
+        ({"negatives": ["a"]}, "negatives"),
+        ({"negative": ["a"], "history": [{"item_id": "b", "feedback": 1}]}, "not both"),
+        ({"history": [{"item_id": "b", "feedback": 0}]}, "feedback"),
+        ({"items": ["a"], "feedback": [-1]}, "no longer accepted"),
+        (["a"], "expected"),
+    ],
+)
+def test_bad_bodies_are_named(body, match: str) -> None:
+    with pytest.raises(DataValidationError, match=match):
+        parse_history(body, source="h.json")
+
+
+def test_the_committed_example_is_a_valid_history_and_server_body() -> None:
+    obj = json.loads(EXAMPLE.read_text())
+    hist = read_history_json(EXAMPLE)
+    assert hist[0] and set(hist[1]) == {-1, 1}
+    assert DislikeRequest.model_validate(obj).events() == hist
+
+
+def test_readme_documents_the_format_with_the_example_file() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "examples/history.json" in readme
+    assert json.dumps(json.loads(EXAMPLE.read_text())) in readme  # the README shows the file's content
+
+
+def test_missing_history_file_names_the_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataValidationError, match=str(tmp_path / "nope.json")):
+        read_history_json("nope.json")
+
+
+def test_predict_help_shows_the_item_id_lists() -> None:
+    from conrec.cli import app
+
+    out = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "200"}).output
+    assert '"negative": [item ids]' in out and '"positive": [item ids]' in out
+
+
+# --- checks before any model is loaded
+
+
+def _fake_run(tmp_path: Path, with_model: bool = True) -> Path:
+    """A run dir with a SID map of items a..d and (optionally) an empty 'sft model' dir: no real model."""
+    run = RunDir(tmp_path / "run")
+    SidMap(["a", "b", "c", "d"], np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), [2, 2]).to_parquet(run.sid_map)
+    if with_model:
+        run.sft_model.mkdir(parents=True)
+        (run.sft_model / "config.json").write_text("{}")  # a real load would fail: the check must not load it
+    return run.root
+
+
+def test_unknown_items_fail_before_the_model_is_loaded(tmp_path: Path) -> None:
+    cfg = load_config(None, {"run_dir": str(_fake_run(tmp_path))})
+    with pytest.raises(DataValidationError, match=r"unknown item id.*\['x', 'y'\]"):
+        check_predict_request(cfg, (["a", "x", "y"], [-1, -1, 1]), None, "sft")
+    ok = check_predict_request(cfg, (["a", "b"], [-1, 1]), None, "sft")
+    assert ok.history == (["a", "b"], [-1, 1])
+
+
+def test_missing_checkpoint_and_bad_model_name_are_checked_first(tmp_path: Path) -> None:
+    cfg = load_config(None, {"run_dir": str(_fake_run(tmp_path, with_model=False))})
+    with pytest.raises(StageInputError, match=str((tmp_path / "run" / "sft" / "model").absolute())):
+        check_predict_request(cfg, (["a"], [-1]), None, "sft")
+    with pytest.raises(ConfigError, match="unknown model"):
+        check_predict_request(cfg, (["a"], [-1]), None, "best")
+    with pytest.raises(ConfigError, match="exactly one"):
+        check_predict_request(cfg, None, None, "sft")
+
+
+def test_cli_predict_rejects_an_unknown_id_without_importing_torch(tmp_path: Path) -> None:
+    run_dir = _fake_run(tmp_path)
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps({"negative": ["a", "zzz"], "positive": ["b"]}))
+    code = (
+        "import sys\nfrom conrec.cli import app\n"
+        f"try:\n    app(['predict', '-r', {str(run_dir)!r}, '--model', 'sft', '--history', {str(hist)!r}])\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "print('EXIT', code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"COLUMNS": "200", **_env()})
+    assert "unknown item id" in out.stdout and "zzz" in out.stdout, out.stdout + out.stderr
+    assert "EXIT 2 False False" in out.stdout
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "COLUMNS"}

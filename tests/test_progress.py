@@ -1,0 +1,107 @@
+"""Progress lines at a steady interval when stdout is not a terminal (issue 13.6)."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from conrec.progress import StageProgress, progress_interval
+
+
+def _pipe_console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, force_terminal=False, width=200), buf
+
+
+def test_off_terminal_prints_a_line_per_interval_even_without_updates():
+    console, buf = _pipe_console()
+    with StageProgress(console=console, interval=0.1) as progress:
+        task = progress.add_task("SFT", total=10, loss="")
+        progress.update(task, completed=3, loss="loss 1.234")
+        time.sleep(0.55)  # one long step: no update, lines must still come
+    lines = buf.getvalue().splitlines()
+    ticks = [ln for ln in lines if ln.startswith("SFT: 3/10 (30%)")]
+    assert 3 <= len(ticks) <= 7, lines
+    assert "loss 1.234" in ticks[0] and "elapsed" in ticks[0]
+    assert lines[-1].startswith("SFT: 3/10")  # the last line on stop
+    assert "\x1b[" not in buf.getvalue()  # plain text: no terminal control codes
+
+
+def test_finished_tasks_stop_printing():
+    console, buf = _pipe_console()
+    with StageProgress(console=console, interval=0.05) as progress:
+        done = progress.add_task("data", total=2)
+        progress.update(done, completed=2)
+        busy = progress.add_task("sid", total=4)
+        progress.update(busy, completed=1)
+        time.sleep(0.3)
+    out = buf.getvalue().splitlines()
+    assert sum(ln.startswith("data:") for ln in out) == 1  # only the final line
+    assert sum(ln.startswith("sid: 1/4") for ln in out) >= 3
+
+
+def test_on_a_terminal_it_is_rich_progress():
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80)
+    with StageProgress(console=console, interval=0.01) as progress:
+        progress.add_task("SFT", total=2, completed=1)
+        time.sleep(0.1)
+    assert progress._thread is None and "\x1b[" in buf.getvalue()
+
+
+def test_sft_callback_prints_lines_off_terminal(monkeypatch):
+    from conrec.llm.sft import RichProgressCallback
+
+    monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "0.05")
+    console, buf = _pipe_console()
+    cb = RichProgressCallback(console)
+    state = SimpleNamespace(is_world_process_zero=True, max_steps=20, global_step=0)
+    cb.on_train_begin(None, state, None)
+    for step in range(1, 5):
+        state.global_step = step
+        cb.on_step_end(None, state, None)
+        cb.on_log(None, state, None, logs={"loss": 2.5})
+        time.sleep(0.06)
+    cb.on_train_end(None, state, None)
+    assert len(re.findall(r"^SFT: \d+/20", buf.getvalue(), re.M)) >= 4
+
+
+def test_interval_setting(monkeypatch):
+    monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "7")
+    assert progress_interval() == 7.0
+    for bad in ("x", "-1", "0"):
+        monkeypatch.setenv("CONREC_PROGRESS_SECONDS", bad)
+        assert progress_interval() == 30.0
+
+
+def test_sft_progress_stops_when_training_raises(monkeypatch, tmp_path):
+    """A crash mid-training must not leave the line timer printing for the rest of the process."""
+    import pytest
+
+    import conrec.llm.sft as sft_mod
+    from conrec.config import load_config
+    from conrec.llm.toy import write_toy_run
+
+    write_toy_run(tmp_path, n_items=32, n_users=12)
+    cfg = load_config(None, {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 16,
+                                                                "train": {"max_steps": 3, "batch_size": 4}}})
+    made: list = []
+    real_begin = sft_mod.RichProgressCallback.on_train_begin
+
+    def begin(self, *a, **kw):
+        made.append(self)
+        return real_begin(self, *a, **kw)
+
+    def crash(self, *a, **kw):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_train_begin", begin)
+    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
+    console, _ = _pipe_console()
+    with pytest.raises(RuntimeError):
+        sft_mod.run(cfg, console=console)
+    assert made and made[0].progress is None

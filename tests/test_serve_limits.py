@@ -1,0 +1,186 @@
+"""The server holds its limits (issue 13.5): body size before parsing, bounded queue, short
+messages, strict types, API key, and a warning when bound beyond loopback."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conrec.config import PipelineConfig
+from conrec.serve import app as app_mod
+from conrec.serve.app import create_app
+from conrec.serve.config import ServeConfig
+from conrec.serve.limits import AdmissionGate, exposure_warning, is_loopback, resolve_api_key
+
+from test_serve import RecordingPredictor, _tables  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+def _client(**serve: object) -> tuple[TestClient, RecordingPredictor]:
+    items, sid_map, events = _tables()
+    pred = RecordingPredictor(events, sid_map["item_id"].to_list())
+    cfg = ServeConfig(**{"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3, **serve})
+    return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake")), pred
+
+
+# --- body size ---------------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_is_413_before_parsing():
+    client, pred = _client(max_body_bytes=10_000)
+    big = b'{"negative": ["' + b"x" * 5_000_000 + b'"]}'
+    started = time.perf_counter()
+    r = client.post("/v1/dislikes", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "max_body_bytes" in r.json()["detail"]
+    assert len(r.content) < 500 and time.perf_counter() - started < 2.0 and pred.calls == []
+
+
+def test_streamed_body_over_the_limit_is_413():
+    client, pred = _client(max_body_bytes=10_000)
+
+    def chunks():
+        yield b'{"negative": ["'
+        for _ in range(100):
+            yield b"y" * 1000
+        yield b'"]}'
+
+    r = client.post("/v1/dislikes", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and pred.calls == []
+    ok = client.post("/v1/dislikes", json={"negative": ["i0"], "k": 2})  # small bodies still pass
+    assert ok.status_code == 200 and len(ok.json()["items"]) == 2
+
+
+# --- bounded queue -----------------------------------------------------------------------------
+
+
+def test_full_queue_answers_503_with_retry_after():
+    client, pred = _client(inference_workers=1, max_queue=1, retry_after_s=3)
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    inner = pred.inner.recommend
+
+    def slow(histories, k):
+        entered.release()
+        release.wait(10)
+        return inner(histories, k)
+
+    pred.inner.recommend = slow  # type: ignore[method-assign]
+    results: list[int] = []
+
+    def call():
+        results.append(client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code)
+
+    running = threading.Thread(target=call)
+    running.start()
+    assert entered.acquire(timeout=10)  # one request holds the model
+    queued = threading.Thread(target=call)
+    queued.start()
+    deadline = time.monotonic() + 10
+    while app_gate(client).pending < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r = client.post("/v1/dislikes", json={"negative": ["i1"]})  # third: worker busy, queue full
+    assert r.status_code == 503 and r.headers["retry-after"] == "3" and "busy" in r.json()["detail"]
+    assert client.get("/healthz").status_code == 200  # liveness is not queued
+    release.set()
+    running.join(10)
+    queued.join(10)
+    assert sorted(results) == [200, 200]
+
+
+def app_gate(client: TestClient) -> AdmissionGate:
+    return client.app.state.admission  # type: ignore[attr-defined]
+
+
+def test_admission_gate_counts_running_and_waiting():
+    gate = AdmissionGate(workers=1, max_queue=1)
+    assert gate.reserve() and gate.reserve() and not gate.reserve()
+    gate.release()
+    assert gate.reserve() and gate.pending == 2
+
+
+# --- messages and types ------------------------------------------------------------------------
+
+
+def test_error_messages_are_truncated():
+    client, _ = _client(max_history=100, max_body_bytes=5_000_000)
+    unknown = [f"{j}" + "z" * 20_000 for j in range(50)]
+    r = client.post("/v1/dislikes", json={"negative": unknown})
+    assert r.status_code == 422 and "unknown item id" in r.json()["detail"]
+    assert len(r.content) < 3_000
+    r = client.post("/v1/dislikes", json={"negative": ["i0"], "q" * 100_000: 1})
+    assert r.status_code == 422 and len(r.content) < 3_000
+    r = client.post("/v1/dislikes/batch", json={"requests": [{"negative": [1]}] * 3000})
+    assert r.status_code in (413, 422) and len(r.content) < 6_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"negative": ["i0"], "k": True},
+        {"negative": ["i0"], "k": "5"},
+        {"negative": ["i0"], "k": 5.0},
+        {"history": [{"item_id": "i0", "feedback": True}]},
+        {"history": [{"item_id": "i0", "feedback": "-1"}]},
+        {"negative": [0]},
+    ],
+)
+def test_strict_types(body):
+    client, pred = _client()
+    r = client.post("/v1/dislikes", json=body)
+    assert r.status_code == 422, r.text
+    assert pred.calls == []
+
+
+# --- API key -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["config", "env"])
+def test_api_key_guards_every_endpoint_but_healthz(where, monkeypatch):
+    monkeypatch.delenv("CONREC_API_KEY", raising=False)
+    if where == "env":
+        monkeypatch.setenv("CONREC_API_KEY", "s3cret")
+        client, _ = _client()
+    else:
+        client, _ = _client(api_key="s3cret")
+    body = {"negative": ["i0"], "k": 2}
+    assert client.get("/healthz").status_code == 200
+    for path in ("/docs", "/openapi.json"):
+        assert client.get(path).status_code == 401
+    r = client.post("/v1/dislikes", json=body)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert client.post("/v1/dislikes", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/v1/dislikes", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.post("/v1/dislikes/batch", json={"requests": [body]}, headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_no_key_configured_means_open(monkeypatch):
+    monkeypatch.delenv("CONREC_API_KEY", raising=False)
+    assert resolve_api_key(None) is None and resolve_api_key("k") == "k"
+    client, _ = _client()
+    assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
+
+
+# --- binding -----------------------------------------------------------------------------------
+
+
+def test_exposure_warning_only_beyond_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("myhost")
+    assert exposure_warning("127.0.0.1", has_key=False) is None
+    assert "WITHOUT authentication" in (exposure_warning("0.0.0.0", has_key=False) or "")
+    assert "API key" in (exposure_warning("0.0.0.0", has_key=True) or "")
+
+
+@pytest.mark.parametrize("host, warned", [("0.0.0.0", True), ("127.0.0.1", False)])
+def test_serve_logs_the_warning_when_binding_beyond_loopback(host, warned, monkeypatch, caplog):
+    import uvicorn
+
+    monkeypatch.delenv("CONREC_API_KEY", raising=False)
+    monkeypatch.setattr(app_mod, "create_app_from_run", lambda cfg: object())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    with caplog.at_level(logging.WARNING, logger="conrec.serve"):
+        app_mod.run(PipelineConfig(), host=host)
+    assert ("WITHOUT authentication" in caplog.text) is warned
