@@ -128,3 +128,18 @@ def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:
     report = RunDir(run.root).report.read_text()
     assert "each user's events before that user's test start" in report
     assert f"| events used to fit baselines | {fit.height} |" in report
+
+
+def test_lm_on_valid_after_a_refit_on_the_valid_period_is_refused(tmp_path: Path) -> None:
+    """train_until: test trains the LM on the valid period's labels: scoring it on valid would leak."""
+    from conrec.errors import ConfigError
+
+    run, _ = _run_dir(tmp_path / "run")
+    (run.sft_model).mkdir(parents=True)  # an SFT checkpoint exists in the run
+    cfg = load_config(
+        None,
+        {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10, "train_until": "test"}},
+         "eval": {"split": "valid", "baselines": ["popularity"], "models": ["sft"], "tune": False, "ks": [2]}},
+    )
+    with pytest.raises(ConfigError, match="train_until is test"):
+        eval_stage.run(cfg, console=Console(width=160))

@@ -31,7 +31,7 @@ from rich.console import Console
 
 from conrec.data.schema import DISLIKE
 from conrec.data.splits import per_user_fit_events
-from conrec.errors import ConrecError, StageInputError
+from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import make_baseline
 from conrec.eval.compare import add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
@@ -212,6 +212,11 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     lm_todo = [m for m in ecfg.models if _lm_model_dir(rd, m).exists()]
+    if lm_todo and ecfg.split == "valid" and cfg.data.split.train_until == "test":
+        raise ConfigError(
+            "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
+            "compare settings with train_until: valid (or evaluate the test split)"
+        )
     for m in ecfg.models:
         if m not in lm_todo:
             notes.append(f"LM model `{m}` skipped: no checkpoint at {_lm_model_dir(rd, m)} (run `conrec {m}` first).")
