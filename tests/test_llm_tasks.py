@@ -78,3 +78,30 @@ def test_no_example_leaks_its_answer(tables):
             assert e["completion"] == " " + title_of[e["source"]]
             assert title_of[e["source"]] not in e["prompt"]
             assert sid_map.sid_of(e["source"]) in e["prompt"]
+
+
+def test_future_negative_examples_walk_each_points_future_set(tables):
+    """Weight w gives each train point w examples whose targets are *different* items of its future set
+    (all of them when the set is no larger than w), not w independent draws that may repeat."""
+    from conrec.llm.tasks import sid_lookup
+
+    items, samples, sid_map = tables
+    train = samples.filter((pl.col("split") == "train") & (pl.col("sample_id") != 999))
+    w = 3
+    cfg = SftConfig(tasks=TaskMix(next_negative=0, future_negative=w, sid_to_title=0, title_to_sid=0, sid_to_category=0))
+    ex = build_examples(train, items, sid_map, cfg, seed=1)
+    sid_of = sid_lookup(sid_map)
+    by_point: dict[str, list[str]] = {}
+    for e in ex:
+        by_point.setdefault(e["source"], []).append(e["completion"])
+    checked = 0
+    for sid, hist, future in train.select("sample_id", "hist_items", "future_negs").rows():
+        allowed = [sid_of(i) for i in dict.fromkeys(future) if i not in set(hist)]
+        got = by_point.get(str(sid), [])
+        if not allowed:
+            assert got == []
+            continue
+        assert len(got) == w and set(got) <= set(allowed)
+        assert len(set(got)) == min(w, len(allowed))  # distinct until the set is used up
+        checked += 1
+    assert checked > 20
