@@ -6,9 +6,10 @@ strong, because the same few controversial items reach (and annoy) many users.
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, top_k
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_from_scores
 
 
 class PopularityRecommender:
@@ -20,8 +21,14 @@ class PopularityRecommender:
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         self._catalog = Catalog.build(events, items)
 
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """Every sample gets the items' dislike counts before the cut-off (not personalised)."""
+        if self._catalog is None:
+            raise NotFittedError("popularity: call fit() before item_scores()")
+        n = len(histories(samples))
+        return np.broadcast_to(self._catalog.dislike_counts, (n, len(self._catalog.item_ids))).copy()
+
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None:
             raise NotFittedError("popularity: call fit() before recommend()")
-        cat = self._catalog
-        return [top_k(None, set(cat.encode(items)), cat, k) for items, _ in histories(samples)]
+        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
