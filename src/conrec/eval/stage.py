@@ -123,6 +123,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
 
     metrics: dict[str, dict[str, float]] = {}
     timings: dict[str, float] = {}
+    fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
     lm_todo = [m for m in ecfg.models if _lm_model_dir(rd, m).exists()]
     for m in ecfg.models:
         if m not in lm_todo:
@@ -138,6 +139,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
             started = time.perf_counter()
             model = make_baseline(name, ecfg)
             model.fit(fit_events, items)
+            fitted[name] = model
             preds = predictions_frame(sample_ids, model.recommend(samples, k_max))
             timings[name] = round(time.perf_counter() - started, 2)
             write_parquet(preds, rd.predictions / f"{name}.parquet")
@@ -153,6 +155,12 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
         metrics[name] = all_metrics(preds, samples, ks, n_items, horizons)
 
     write_json(metrics, rd.eval / "metrics.json")
+    slate_report = None
+    if ecfg.slates.enabled:
+        from conrec.eval.candidates import run_slate_eval
+
+        console.print("exposure-controlled evaluation: every model ranks the same same-day candidates")
+        slate_report = run_slate_eval(cfg, samples, fitted, lm_todo, items["item_id"].cast(pl.String).to_list(), console)
     fut = samples["future_negs"].list.len()
     dataset_stats: dict[str, Any] = {k: stats[k] for k in _STATS_FOR_REPORT if stats and k in stats}
     dataset_stats.update(
@@ -165,12 +173,14 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, float]]:
             "mean future dislikes per sample": float(fut.mean() or 0.0),
         }
     )
-    extra = []
+    extra = [slate_report.markdown()] if slate_report is not None else []
     if notes:
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     extra.append("## Timings (s, fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
     console.print(render_table(metrics, ks))
+    if slate_report is not None:
+        console.print(slate_report.markdown())
     for n in notes:
         console.print(f"[yellow]note:[/] {n}")
     console.print(f"report: {report}")
