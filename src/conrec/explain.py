@@ -72,6 +72,9 @@ class Explainer:
             co = CoDislike.fit(known, top_n=top_n, items=list(sid))
         return cls(sid, title, co, max_cited)
 
+    def title_of(self, item: str) -> str:
+        return self._title.get(item, "")
+
     def explain(self, item: str, history_items: Sequence[str], history_feedback: Sequence[int]) -> Reason:
         """Why ``item`` may be disliked by a user with this history (oldest first, feedback -1/+1)."""
         dislikes = [i for i, f in zip(reversed(history_items), reversed(history_feedback)) if f < 0 and i != item]

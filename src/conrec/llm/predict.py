@@ -270,8 +270,11 @@ def run(
     model: str,
     k: int,
     console: Console | None = None,
+    explain: bool = False,
 ) -> pl.DataFrame:
-    """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet)."""
+    """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet).
+
+    ``explain`` (one user only) adds a reason per item (:mod:`conrec.explain`)."""
     console = console or Console()
     if (history is None) == (split is None):
         raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
@@ -284,13 +287,23 @@ def run(
         if run_dir.items.exists():
             items = read_parquet(run_dir.items, what="items table")
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].to_list()))
+        reasons: list[str | None] = [None] * len(recs)
+        if explain:
+            from conrec.llm.score import run_explainer
+
+            explainer = run_explainer(run_dir, predictor)
+            reasons = [explainer.explain(item, *hist).text for item, _ in recs]
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
-        for col in ("rank", "item_id", "SID", "title", "log-prob"):
+        for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
             table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
-        for rank, (item, score) in enumerate(recs, 1):
-            table.add_row(str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}")
+        for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
+            row = [str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}"]
+            table.add_row(*row, *([reason or ""] if explain else []))
         console.print(table)
-        return pl.DataFrame({"item_id": [i for i, _ in recs], "score": [s for _, s in recs]})
+        return pl.DataFrame(
+            {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
+            schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},
+        )
     samples = read_parquet(run_dir.samples, what="samples table (run `conrec data` first)")
     chosen = samples.filter(pl.col("split") == split)
     if chosen.height == 0:
