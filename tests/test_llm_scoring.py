@@ -83,17 +83,29 @@ def test_scores_match_beam_search_scores_of_the_same_items(predictor):
 
 def test_one_forward_over_all_candidates_after_one_prompt_encoding(predictor, monkeypatch):
     calls: list[tuple[int, int]] = []
-    original = predictor.model.forward
+    decoder = predictor.model.get_decoder()
+    original = decoder.forward
 
     def spy(*args, **kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
         calls.append(tuple(ids.shape))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(predictor.model, "forward", spy)
+    monkeypatch.setattr(decoder, "forward", spy)
     predictor.score([HISTORIES[0]], [[f"m{j}" for j in range(20)]])
     assert len(calls) == 2  # prompt prefix once, then every candidate at once
     assert calls[0][0] == 1 and calls[1] == (20, len(SIZES))
+
+
+def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
+    """Models whose logits are not head(decoder) take the plain path: full logits for every row."""
+    from conrec.llm import scoring
+
+    slates = [[f"m{j}" for j in range(0, 25, 3)]]
+    shared = predictor.score([HISTORIES[2]], slates)[0]
+    monkeypatch.setattr(scoring, "_decoder_and_head", lambda model: None)
+    plain = predictor.score([HISTORIES[2]], slates)[0]
+    np.testing.assert_allclose(plain, shared, atol=1e-5)
 
 
 def test_sid_log_probs_rejects_malformed_slates(predictor):
