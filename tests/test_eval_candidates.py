@@ -10,6 +10,7 @@ from conrec.data.samples import DAY
 from conrec.eval.candidates import (
     SlateReport,
     bootstrap_ci,
+    chance_levels,
     build_slates,
     candidate_acc_at_1,
     evaluate_scorer,
@@ -142,6 +143,16 @@ def test_evaluate_scorer_by_hand_and_independent_of_candidate_order():
     )
     assert shuffled["candidates"].to_list() != slates["candidates"].to_list()
     assert evaluate_scorer(scorer, _samples(), shuffled) == got
+
+
+def test_chance_levels_by_hand():
+    c = chance_levels([2, 4])
+    assert c["CandAcc@1"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert c["MRR"] == pytest.approx(((1 + 1 / 2) / 2 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4) / 2)
+    assert c["AUC"] == 0.5
+    # a constant scorer (every score tied) gets exactly the chance level on each slate
+    assert candidate_acc_at_1([0.0] * 4, 0) == chance_levels([4])["CandAcc@1"]
+    assert reciprocal_rank([0.0] * 4, 0) == pytest.approx(chance_levels([4])["MRR"])
 
 
 def test_report_markdown_has_a_row_per_model_with_cis():

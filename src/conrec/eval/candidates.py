@@ -103,6 +103,15 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, lev
     return float(lo), float(hi)
 
 
+def chance_levels(slate_sizes: Sequence[int]) -> dict[str, float]:
+    """What a model with no signal scores in expectation: Acc@1 ``1/n``, MRR ``H_n / n``, AUC 1/2."""
+    n = np.asarray(slate_sizes, dtype=np.float64)
+    if n.size == 0 or (n < 1).any():
+        raise ValueError("slate sizes must be >= 1")
+    harmonic = np.array([np.sum(1.0 / np.arange(1, int(k) + 1)) for k in n])
+    return {"CandAcc@1": float(np.mean(1.0 / n)), "MRR": float(np.mean(harmonic / n)), "AUC": 0.5}
+
+
 def summarize(per_point: Mapping[str, Sequence[float | None]], n_boot: int, seed: int) -> dict[str, float]:
     """Mean, ``<metric>_lo`` / ``<metric>_hi`` (95% bootstrap CI) and ``<metric>_n`` per metric (None = no value)."""
     out: dict[str, float] = {}
@@ -253,6 +262,7 @@ class SlateReport:
     n_without_slate: int
     mean_slate: float
     seconds: dict[str, float]
+    chance: dict[str, float] | None = None
 
     def markdown(self, title: str = "Exposure-controlled evaluation (same candidates for every model)") -> str:
         lines = [
@@ -270,6 +280,8 @@ class SlateReport:
         for model, m in self.metrics.items():
             cells = [f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]" if k in m else "–" for k in SLATE_METRICS]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if self.chance:
+            lines.append("| (chance: random order) | " + " | ".join(f"{self.chance[k]:.3f}" for k in SLATE_METRICS) + " |")
         return "\n".join(lines)
 
 
@@ -318,9 +330,10 @@ def run_slate_eval(
         n_without_slate=samples.height - slates.height,
         mean_slate=float(slates["candidates"].list.len().mean() or 0.0),
         seconds=seconds,
+        chance=chance_levels(slates["candidates"].list.len().to_list()),
     )
     write_json(
-        {"metrics": metrics, "n_points": report.n_points, "n_without_slate": report.n_without_slate,
+        {"metrics": metrics, "chance": report.chance, "n_points": report.n_points, "n_without_slate": report.n_without_slate,
          "mean_slate": report.mean_slate, "seconds": seconds, "n_candidates": ccfg.n_candidates},
         rd.eval / "slate_metrics.json",
     )
