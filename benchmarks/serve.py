@@ -1,4 +1,5 @@
-"""Benchmark the HTTP service: requests/s and p50/p95 latency at concurrency 1 and 8.
+"""Benchmark the HTTP service: requests/s and p50/p95 latency at concurrency 1 and 8, for
+``/v1/dislikes`` (top-K), its batch form, and ``/v1/score`` (a slate of --slate candidates).
 
 Starts ``conrec serve`` as a uvicorn subprocess on 127.0.0.1 (free port), sends a bounded number of
 requests per level (and stops a level early after --max-seconds), then stops the server.
@@ -86,6 +87,17 @@ def build_payloads(run: RunDir, k: int, max_history: int, n: int) -> list[dict[s
     return payloads
 
 
+def score_payloads(bodies: list[dict[str, Any]], item_ids: list[str], slate: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The same histories as ``bodies``, each with a seeded slate of ``slate`` distinct candidates (no k)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for b in bodies:
+        body = {key: v for key, v in b.items() if key != "k"}
+        body["candidates"] = [item_ids[j] for j in rng.choice(len(item_ids), size=min(slate, len(item_ids)), replace=False)]
+        out.append(body)
+    return out
+
+
 def run_level(
     url: str, path: str, bodies: list[dict[str, Any]], concurrency: int, max_seconds: float, histories_per_body: int = 1
 ) -> LevelResult:
@@ -145,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", default="1,8", help="comma-separated levels")
     p.add_argument("--batch", type=int, default=8, help="also send batches of this many histories at concurrency 1 (0: skip)")
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--slate", type=int, default=20, help="candidates per /v1/score request (0: skip /v1/score)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per level")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="model load budget")
     args = p.parse_args(argv)
@@ -166,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                 batches = [{"requests": bodies[i : i + b]} for i in range(0, len(bodies) - b + 1, b)]
                 if batches:
                     results.append(run_level(server.url, "/v1/dislikes/batch", batches, 1, args.max_seconds, b))
+            if args.slate > 0:
+                item_ids = read_parquet(RunDir(cfg.run_dir).sid_map, what="SID map")["item_id"].cast(str).to_list()
+                slates = score_payloads(bodies, item_ids, args.slate)
+                run_level(server.url, "/v1/score", slates[:2], 1, args.max_seconds)  # warm-up
+                results += [run_level(server.url, "/v1/score", slates, c, args.max_seconds) for c in levels]
     print(HEADER)
     for r in results:
         print(r.row())

@@ -214,3 +214,45 @@ def test_fhr_rewards_true_taste_over_popularity_on_simulated_data() -> None:
 
     assert test.height >= 100
     assert fhr(aware) > 1.3 * fhr(popularity.recommend(test, 10))
+
+
+# --- item_scores: the one source of every baseline's judgement (slates read it, recommend derives from it)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_item_scores_are_catalogue_shaped_and_recommend_is_their_top_k(name: str) -> None:
+    from conrec.eval.baselines.base import recommend_from_scores
+
+    model = _fitted(name)
+    samples = _samples(HISTORIES)
+    scores = model.item_scores(samples)
+    assert scores.shape == (len(HISTORIES), len(ITEMS)) and scores.dtype == np.float64
+    assert np.isfinite(scores).all()
+    cat = Catalog.build(_events(), _items())
+    assert model.recommend(samples, 5) == recommend_from_scores(scores, samples, cat, 5)
+    with pytest.raises(NotFittedError, match="fit"):
+        make_baseline(name).item_scores(samples)
+
+
+def test_item_scores_values_per_baseline() -> None:
+    samples = _samples([(["h1"], [-1]), (["h1"], [1])])
+    pop = _fitted("popularity").item_scores(samples)
+    np.testing.assert_array_equal(pop[0], [2, 0, 0, 0, 2, 0, 4, 2])  # dislike counts in ITEMS order
+    knn = _fitted("itemknn").item_scores(samples)
+    assert knn[0, ITEMS.index("c2")] == pytest.approx(1.0)  # h1 and c2: same dislikers -> cosine 1
+    assert knn[0, ITEMS.index("d1")] == 0.0 and not knn[1].any()  # a liked h1 carries no dislike signal
+    cat = _fitted("category").item_scores(samples)
+    np.testing.assert_array_equal(cat[0], [1, 1, 1, 0, 0, 0, 0, 0])  # horror items share h1's category
+
+
+def test_candidate_scores_read_the_slate_out_of_item_scores() -> None:
+    from conrec.eval.baselines.base import candidate_scores
+
+    scores = np.arange(16, dtype=np.float64).reshape(2, 8)
+    got = candidate_scores(scores, ITEMS, [["d2", "h1"], ["c1"]])
+    np.testing.assert_array_equal(got[0], [7.0, 0.0])
+    np.testing.assert_array_equal(got[1], [11.0])
+    with pytest.raises(DataValidationError, match="not in the catalogue"):
+        candidate_scores(scores, ITEMS, [["nope"], ["c1"]])
+    with pytest.raises(ValueError, match="shape"):
+        candidate_scores(scores, ITEMS, [["h1"]])

@@ -136,6 +136,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: Optional[int] = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
+    explain: bool = typer.Option(False, "--explain", help="one history: cite the past dislikes each item resembles"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
 
@@ -148,9 +149,32 @@ def predict(
         _start(cfg)
         from conrec.llm.predict import run
 
-        run(cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k, console=console)
+        run(
+            cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k,
+            console=console, explain=explain,
+        )
 
     _guard(body)
+
+
+@app.command()
+def score(
+    config: Optional[Path] = ConfigOpt,
+    run_dir: Optional[Path] = RunDirOpt,
+    request: Optional[Path] = typer.Option(
+        None, help='one request, JSON as for POST /v1/score: {"negative": [...], "positive": [...], "candidates": [...]}'
+    ),
+    batch: Optional[Path] = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive) per row"),
+    out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
+    model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
+    threshold: Optional[float] = typer.Option(None, help="filter candidates whose score >= threshold"),
+    explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles"),
+) -> None:
+    """Dislike score of every candidate of a slate (one JSON request or a Parquet batch)."""
+    from conrec.llm.score import run
+
+    _guard(lambda: run(_load(config, run_dir), request=request, batch=batch, out=out, model=model,
+                       threshold=threshold, explain=explain, console=console))
 
 
 @app.command(name="eval")

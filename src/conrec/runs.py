@@ -11,6 +11,7 @@ Layout::
       data/events.parquet          canonical events  (user_id, item_id, ts, feedback)
       data/items.parquet           canonical items   (item_id, title, text, category, ...)
       data/samples.parquet         evaluation points (see conrec.data.samples)
+      data/exposures.parquet       every shown item + outcome -1/0/+1 (see conrec.data.exposures)
       data/stats.json
       sid/embeddings.npy           item vectors, rows in items.parquet order
       sid/quantizer.pt             RQ-VAE / residual k-means checkpoint
@@ -58,6 +59,11 @@ class RunDir:
     @property
     def samples(self) -> Path:
         return self.data / "samples.parquet"
+
+    @property
+    def exposures(self) -> Path:
+        """Every shown item with its outcome (see :mod:`conrec.data.exposures`)."""
+        return self.data / "exposures.parquet"
 
     # --- sid
     @property

@@ -3,7 +3,8 @@
 Outputs (see :mod:`conrec.runs`): ``data/events.parquet``, ``data/items.parquet``,
 ``data/samples.parquet``, ``data/stats.json``; with ``source: simulator`` also
 ``data/user_facets.parquet`` (each user's true dislike facets: ``user_id, axis, value``), so later
-stages can check models against the ground truth. Every file is written atomically and the stage
+stages can check models against the ground truth. ``data/exposures.parquet`` holds every shown
+item with its outcome (see :mod:`conrec.data.exposures`), for the exposure-controlled evaluation. Every file is written atomically and the stage
 marker last, so an interrupted run never looks finished.
 """
 
@@ -84,20 +85,27 @@ def check_learnable(stats: dict[str, Any], source: str) -> None:
         )
 
 
-def _load(cfg: DataConfig, progress: Progress) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
-    """(events, items, user_facets or None). The simulator shows its own progress bar."""
+def _load(
+    cfg: DataConfig, progress: Progress
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar."""
     if cfg.source == "simulator":
         from conrec.data.simulator import simulate
 
         task = progress.add_task("simulating feeds", total=cfg.simulator.days * cfg.simulator.sessions_per_day)
         sim = simulate(cfg.simulator, progress=lambda done, _total: progress.update(task, completed=done))
-        return sim.events, sim.items, sim.user_facets
+        return sim.events, sim.items, sim.user_facets, sim.exposures
     from conrec.data.loaders import load_source
 
     task = progress.add_task(f"loading {cfg.source}", total=1)
     events, items = load_source(cfg)
+    exposures = None
+    if cfg.source == "movielens100k":
+        from conrec.data.exposures import movielens100k_exposures
+
+        exposures = movielens100k_exposures(cfg.dislike_max_rating, cfg.like_min_rating)
     progress.update(task, completed=1)
-    return events, items, None
+    return events, items, None, exposures
 
 
 def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
@@ -105,7 +113,7 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
     rd = RunDir(cfg.run_dir)
     dcfg = cfg.data
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
-        events, items, facets = _load(dcfg, progress)
+        events, items, facets, exposures = _load(dcfg, progress)
         steps = progress.add_task("validate, split, label, write", total=4)
         items = validate_items(items, source=f"{dcfg.source} items")
         events = validate_events(events, items, source=f"{dcfg.source} events")
@@ -120,10 +128,12 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
         stats = data_stats(events, items, samples, cuts, dcfg.source)
         stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
         check_learnable(stats, dcfg.source)
+        exposure_log = _exposures(exposures, events, items, dcfg.source)
         rd.clear_done("data")
         write_parquet(events, rd.events)
         write_parquet(items, rd.items)
         write_parquet(samples, rd.samples)
+        write_parquet(exposure_log, rd.exposures)
         if facets is not None:
             write_parquet(facets, rd.data / "user_facets.parquet")
         write_json(stats, rd.data / "stats.json")
@@ -131,6 +141,14 @@ def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
     console.print(summary_table(stats))
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
+
+
+def _exposures(exposures: pl.DataFrame | None, events: pl.DataFrame, items: pl.DataFrame, source: str) -> pl.DataFrame:
+    """The source's exposure log, or its feedback events when it logs none (see :mod:`conrec.data.exposures`)."""
+    from conrec.data.exposures import exposures_from_events, validate_exposures
+
+    raw = exposures if exposures is not None else exposures_from_events(events)
+    return validate_exposures(raw, items, source=f"{source} exposures")
 
 
 def summary_table(stats: dict[str, Any]) -> Table:

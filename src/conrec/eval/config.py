@@ -129,6 +129,15 @@ class SasrecConfig(_Tunable):
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"epochs": [15, 30], "dropout": [0.2, 0.5]})
 
 
+class SlateConfig(_Strict):
+    """Exposure-controlled evaluation (:mod:`conrec.eval.candidates`): rank the true next dislike among
+    items shown the same day."""
+
+    enabled: bool = Field(True, description="run it when the run has data/exposures.parquet")
+    n_candidates: int = Field(20, ge=2, description="slate size: the true negative + up to n-1 non-disliked same-day exposures")
+    n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples for the 95% CIs")
+
+
 BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure")
 
 
@@ -159,6 +168,7 @@ class EvalConfig(_Strict):
     itemknn: ItemKnnConfig = Field(default_factory=ItemKnnConfig)
     category: CategoryConfig = Field(default_factory=CategoryConfig)
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
+    slates: SlateConfig = Field(default_factory=SlateConfig)
 
     @field_validator("baselines")
     @classmethod

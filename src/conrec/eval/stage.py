@@ -211,6 +211,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     metrics: dict[str, dict[str, Any]] = {}
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
+    fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
     lm_todo = [m for m in ecfg.models if _lm_model_dir(rd, m).exists()]
     if lm_todo and ecfg.split == "valid" and cfg.data.split.train_until == "test":
         raise ConfigError(
@@ -232,6 +233,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
             progress.update(task, description=f"baseline {name}: fit + top-{k_max}")
             model = make_baseline(name, bcfg)
             model.fit(fit_events, items)
+            fitted[name] = model
             recs = model.recommend(samples, k_max)
             preds = predictions_frame(sample_ids, recs)
             timings[name] = round(time.perf_counter() - started, 2)
@@ -259,6 +261,12 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     write_json(metrics, rd.eval / "metrics.json")
     if tuning:
         write_json({n: t.as_dict() for n, t in tuning.items()}, rd.eval / "tuning.json")
+    slate_report = None
+    if ecfg.slates.enabled:
+        from conrec.eval.candidates import run_slate_eval
+
+        console.print("exposure-controlled evaluation: every model ranks the same same-day candidates")
+        slate_report = run_slate_eval(cfg, samples, fitted, lm_todo, items["item_id"].cast(pl.String).to_list(), console)
     fut = samples["future_negs"].list.len()
     shown = [k for k in _STATS_FOR_REPORT if not (cfg.data.split.protocol == "per_user" and k.endswith("_cutoff"))]
     dataset_stats: dict[str, Any] = {k: stats[k] for k in shown if stats and k in stats}
@@ -274,7 +282,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
             "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {bcfg_ci.level:.0%} percentile CI, seed {bcfg_ci.seed}",
         }
     )
-    extra = []
+    extra = [slate_report.markdown()] if slate_report is not None else []
     if tuning:
         extra.append(tuning_section({n: t.as_dict() for n, t in tuning.items()}))
     if notes:
@@ -282,6 +290,8 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     extra.append("## Timings (s, tune + fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
     console.print(render_table(metrics, ks))
+    if slate_report is not None:
+        console.print(slate_report.markdown())
     for n in notes:
         console.print(f"[yellow]note:[/] {n}")
     console.print(f"report: {report}")

@@ -225,7 +225,9 @@ def _shared_prompt_cache(model: PreTrainedModel, enc: dict[str, torch.Tensor], n
         return None
     head_mask = mask[:, :-1]
     positions = (head_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids[:, :-1], attention_mask=head_mask, position_ids=positions, use_cache=True)
+    # Only the cache is wanted: logits_to_keep=1 skips the LM head on every other position (with a
+    # ~49k-token vocabulary the head costs more than a small model's layers).
+    out = model(input_ids=ids[:, :-1], attention_mask=head_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = out.past_key_values
     if num_beams > 1:
         cache.batch_repeat_interleave(num_beams)

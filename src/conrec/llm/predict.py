@@ -10,6 +10,7 @@ Scores are the model's log-probability of the item's SID given the prompt (highe
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +29,7 @@ from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.constrained import generate_topk
 from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.prompts import build_prompt
+from conrec.llm.scoring import sid_log_probs
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits
 from conrec.progress import stage_progress
@@ -56,6 +58,9 @@ class Predictor:
         self.items = sid_map.items
         self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, model.get_input_embeddings().weight.shape[0])
         self._sid_of = sid_lookup(sid_map)
+        codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
+        # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
+        self._sid_token_ids = torch.stack([self.vocab.level_ids[lv][codes[:, lv]] for lv in range(sid_map.levels)], 1)
         self.last_stats: dict[str, int] = {}
 
     @classmethod
@@ -123,6 +128,41 @@ class Predictor:
         self.last_stats = stats
         return recs
 
+    def validate_candidates(self, candidates: Sequence[Sequence[str]], n_histories: int) -> None:
+        """One non-empty slate of distinct, known item ids per history; errors name the slate and ids."""
+        if len(candidates) != n_histories:
+            raise DataValidationError(f"{len(candidates)} candidate slate(s) for {n_histories} history(ies); give one per history")
+        for n, slate in enumerate(candidates):
+            if len(slate) == 0:
+                raise DataValidationError(f"candidate slate #{n} is empty: give at least one item id to score")
+            dup = sorted(i for i, n_seen in Counter(map(str, slate)).items() if n_seen > 1)
+            if dup:
+                raise DataValidationError(f"candidate slate #{n} repeats item id(s) {dup[:10]}")
+            unknown = sorted({str(i) for i in slate if str(i) not in self.sid_map})
+            if unknown:
+                raise DataValidationError(f"candidate slate #{n}: {len(unknown)} unknown item id(s) (not in the SID map): {unknown[:10]}")
+
+    def score(
+        self, histories: list[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
+    ) -> list[list[float]]:
+        """Dislike score of every candidate: ``log p(SID | prompt)``, aligned with ``candidates``.
+
+        One teacher-forced pass per batch of ``decode.batch_size`` histories, all candidates of a
+        history sharing its prompt's KV cache (:func:`conrec.llm.scoring.sid_log_probs`). Higher =
+        more likely disliked; a score does not depend on the slate's other items or their order.
+        """
+        self.validate(histories)
+        self.validate_candidates(candidates, len(histories))
+        prompts = [self.prompt(items, fb, max_pos_items) for items, fb in histories]
+        slates = [self._sid_token_ids[torch.as_tensor(self.sid_map.rows_of(map(str, c)))] for c in candidates]
+        out: list[list[float]] = []
+        chunk = max(1, self.decode_cfg.batch_size)
+        with torch.inference_mode():
+            for start in range(0, len(prompts), chunk):
+                scores = sid_log_probs(self.model, self.tokenizer, prompts[start : start + chunk], slates[start : start + chunk])
+                out.extend(s.tolist() for s in scores)
+        return out
+
     def predict_samples(self, samples: pl.DataFrame, k: int, console: Console | None = None) -> pl.DataFrame:
         """Predictions for every row of a samples table (see :mod:`conrec.data.samples`).
 
@@ -180,11 +220,13 @@ def run(
     model: str,
     k: int,
     console: Console | None = None,
+    explain: bool = False,
 ) -> pl.DataFrame:
     """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet).
 
     The request is checked (model name, checkpoint present, history format, item ids, split)
-    before the model is loaded.
+    before the model is loaded. ``explain`` (one user only) adds a reason per item
+    (:mod:`conrec.explain`).
     """
     console = console or Console()
     request = check_predict_request(cfg, history, split, model)
@@ -196,13 +238,23 @@ def run(
         if run_dir.items.exists():
             items = read_parquet(run_dir.items, what="items table")
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].to_list()))
+        reasons: list[str | None] = [None] * len(recs)
+        if explain:
+            from conrec.llm.score import run_explainer
+
+            explainer = run_explainer(run_dir, predictor)
+            reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
-        for col in ("rank", "item_id", "SID", "title", "log-prob"):
+        for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
             table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
-        for rank, (item, score) in enumerate(recs, 1):
-            table.add_row(str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}")
+        for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
+            row = [str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}"]
+            table.add_row(*row, *([reason or ""] if explain else []))
         console.print(table)
-        return pl.DataFrame({"item_id": [i for i, _ in recs], "score": [s for _, s in recs]})
+        return pl.DataFrame(
+            {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
+            schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},
+        )
     assert request.samples is not None
     preds = predictor.predict_samples(request.samples, k, console=console)
     target = out or run_dir.predictions / f"{model}_{split}.parquet"

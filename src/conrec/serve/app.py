@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from fastapi.responses import JSONResponse
 import conrec
 from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
+from conrec.explain import Explainer
 from conrec.serve.catalog import Catalog, History, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
@@ -47,9 +49,17 @@ from conrec.serve.schemas import (
     DislikeRequest,
     DislikeResponse,
     ErrorBody,
+    Evidence,
     Health,
     Limits,
+    Reason,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreItem,
+    ScoreRequest,
+    ScoreResponse,
 )
+from conrec.slate import decide, rank_scores
 
 log = logging.getLogger("conrec.serve")
 _MAX_ERRORS = 10  # validation errors listed in a 422 (a body can produce millions)
@@ -65,11 +75,20 @@ class DislikePredictor(Protocol):
         ...
 
 
+class SlateScorer(Protocol):
+    """What ``/v1/score`` needs: :class:`conrec.llm.predict.Predictor` and the popular predictor satisfy it."""
+
+    def score(self, histories: list[History], candidates: list[list[str]]) -> list[list[float]]:
+        """For each history, one dislike score per candidate (aligned; higher = more likely disliked)."""
+        ...
+
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "the model rejected the input"},
     404: {"model": ErrorBody, "description": "unknown user_id"},
     401: {"model": ErrorBody, "description": "API key missing or wrong (only when the server has one)"},
-    413: {"model": ErrorBody, "description": "body over max_body_bytes, history over max_history, or batch over max_batch"},
+    413: {"model": ErrorBody, "description": "body over max_body_bytes, history over max_history, batch over max_batch, or slate over max_candidates"},
+    501: {"model": ErrorBody, "description": "the served model cannot score slates"},
     422: {"model": ErrorBody, "description": "malformed body, no history, k out of range, or unknown item ids"},
     500: {"model": ErrorBody, "description": "unexpected model failure (logged with traceback)"},
     503: {"model": ErrorBody, "description": "every worker busy and the queue full (max_queue); see Retry-After"},
@@ -79,7 +98,9 @@ _DESCRIPTION = """\
 Top-K items a user is likely to **dislike**, from a causal LM over semantic item IDs (CoNRec).
 
 Give a history as a known `user_id`, as `negative`/`positive` item-id lists, or as a chronological
-`history` of `{item_id, feedback}` events. Limits (`max_k`, `max_history`, `max_batch`) are shown
+`history` of `{item_id, feedback}` events. `POST /v1/score` scores a slate of `candidates` about to
+be shown (each item's dislike score, rank, and keep/filter decision when `threshold` is given).
+`explain: true` attaches to each item the user's past dislikes it resembles. Limits (`max_k`, `max_history`, `max_batch`) are shown
 by `GET /healthz`. Errors are JSON `{"detail": "..."}` naming the offending field, item or user.
 """
 
@@ -101,6 +122,20 @@ def create_app(
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
     model = model_name or cfg.model
     gate = AdmissionGate(cfg.inference_workers, cfg.max_queue)
+    explainer_box: list[Explainer] = []
+    explainer_lock = threading.Lock()
+
+    def explainer() -> Explainer:
+        """Built on first use (co-dislikes over the loaded events), then shared by every request."""
+        with explainer_lock:
+            if not explainer_box:
+                explainer_box.append(Explainer.build(catalog.sid, catalog.title, events, top_n=cfg.explain_top_n))
+            return explainer_box[0]
+
+    def reason_of(item: str, history: History) -> Reason:
+        r = explainer().explain(item, *history)
+        cite = lambda evs: [Evidence(**vars(e)) for e in evs]  # noqa: E731
+        return Reason(similar_dislikes=cite(r.similar_dislikes), co_disliked_with=cite(r.co_disliked_with), text=r.text)
 
     app = FastAPI(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -156,7 +191,7 @@ def create_app(
             raise HTTPException(500, "model failure (wrong number of results); see the server log")
         return recs
 
-    def response(recs: list[tuple[str, float]], k: int) -> DislikeResponse:
+    def response(recs: list[tuple[str, float]], k: int, history: History | None = None) -> DislikeResponse:
         return DislikeResponse(
             items=[
                 DislikeItem(
@@ -165,6 +200,7 @@ def create_app(
                     title=catalog.title.get(i, ""),
                     score=float(s) if math.isfinite(s) else None,  # JSON has no inf/nan
                     rank=r,
+                    reason=reason_of(i, history) if history is not None else None,
                 )
                 for r, (i, s) in enumerate(recs[:k], start=1)
             ],
@@ -172,16 +208,66 @@ def create_app(
             k=k,
         )
 
+    def slate_of(req: ScoreRequest, where: str) -> list[str]:
+        n = len(req.candidates)
+        if n > cfg.max_candidates:
+            raise HTTPException(413, f"{where}slate has {n} candidates; the limit is max_candidates = {cfg.max_candidates}")
+        unknown = catalog.unknown(req.candidates)
+        if unknown:
+            shown = ", ".join(repr(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+            raise HTTPException(422, f"{where}unknown candidate item id(s): {shown}")
+        return list(req.candidates)
+
+    def infer_scores(histories: list[History], slates: list[list[str]]) -> list[list[float]]:
+        scorer = getattr(predictor, "score", None)
+        if scorer is None:
+            raise HTTPException(501, f"the served model {model!r} cannot score slates")
+        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
+            try:
+                scores = scorer(histories, slates)
+            except DataValidationError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            except ConrecError as exc:
+                raise HTTPException(400, str(exc)) from exc
+            except Exception as exc:
+                log.exception("predictor failed to score %d slate(s)", len(slates))
+                raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
+        if len(scores) != len(slates) or any(len(s) != len(c) for s, c in zip(scores, slates)):
+            log.error("predictor returned scores not aligned with the %d slate(s)", len(slates))
+            raise HTTPException(500, "model failure (scores not aligned with the candidates); see the server log")
+        return scores
+
+    def score_response(req: ScoreRequest, slate: list[str], scores: list[float], history: History) -> ScoreResponse:
+        scores = [float(x) for x in scores]
+        decisions = decide(scores, req.threshold)
+        items = [
+            ScoreItem(
+                item_id=i,
+                sid=catalog.sid.get(i, ""),
+                title=catalog.title.get(i, ""),
+                score=s if math.isfinite(s) else None,
+                rank=r,
+                decision=d,
+                reason=reason_of(i, history) if req.explain else None,
+            )
+            for i, s, r, d in zip(slate, scores, rank_scores(scores), decisions)
+        ]
+        n_filtered = sum(d == "filter" for d in decisions) if req.threshold is not None else None
+        return ScoreResponse(items=items, model=model, threshold=req.threshold, n_filtered=n_filtered)
+
     @app.get("/healthz", response_model=Health, summary="liveness, served model and request limits")
     def healthz() -> Health:
-        limits = Limits(max_k=cfg.max_k, default_k=cfg.default_k, max_history=cfg.max_history, max_batch=cfg.max_batch)
+        limits = Limits(
+            max_k=cfg.max_k, default_k=cfg.default_k, max_history=cfg.max_history, max_batch=cfg.max_batch,
+            max_candidates=cfg.max_candidates,
+        )
         return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits)
 
     @app.post("/v1/dislikes", response_model=DislikeResponse, responses=_ERRORS, summary="top-K likely dislikes")
     def dislikes(req: DislikeRequest) -> DislikeResponse:
         k = k_of(req, "")
         history = history_of(req, "")
-        return response(infer([history], k)[0], k)
+        return response(infer([history], k)[0], k, history if req.explain else None)
 
     @app.post(
         "/v1/dislikes/batch",
@@ -196,7 +282,35 @@ def create_app(
         ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         recs = infer(histories, max(ks))
-        return DislikeBatchResponse(results=[response(r, k) for r, k in zip(recs, ks)], model=model)
+        results = [response(r, k, h if q.explain else None) for r, k, h, q in zip(recs, ks, histories, batch.requests)]
+        return DislikeBatchResponse(results=results, model=model)
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses=_ERRORS,
+        summary="dislike score, rank and keep/filter decision of each candidate of a slate",
+    )
+    def score(req: ScoreRequest) -> ScoreResponse:
+        history = history_of(req, "")
+        slate = slate_of(req, "")
+        return score_response(req, slate, infer_scores([history], [slate])[0], history)
+
+    @app.post(
+        "/v1/score/batch",
+        response_model=ScoreBatchResponse,
+        responses=_ERRORS,
+        summary="score many slates (one per history) in one model call",
+    )
+    def score_batch(batch: ScoreBatchRequest) -> ScoreBatchResponse:
+        n = len(batch.requests)
+        if n > cfg.max_batch:
+            raise HTTPException(413, f"batch has {n} requests; the limit is max_batch = {cfg.max_batch}")
+        histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        slates = [slate_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        scores = infer_scores(histories, slates)
+        results = [score_response(r, sl, sc, h) for r, sl, sc, h in zip(batch.requests, slates, scores, histories)]
+        return ScoreBatchResponse(results=results, model=model)
 
     return app
 

@@ -23,6 +23,8 @@ class ServeConfig(BaseModel):
     max_k: int = Field(50, ge=1)
     max_history: int = Field(500, ge=1, description="longer histories are rejected with 413")
     max_batch: int = Field(64, ge=1)
+    max_candidates: int = Field(200, ge=1, description="largest slate /v1/score accepts (larger: 413)")
+    explain_top_n: int = Field(50, ge=1, description="co-dislike neighbours kept per item for explanations")
     inference_workers: int = Field(
         1,
         ge=1,

@@ -26,7 +26,20 @@ class PopularDislikePredictor:
         total = max(sum(counts.values()), 1)
         order = sorted(range(len(item_ids)), key=lambda i: -counts.get(item_ids[i], 0))
         self._ranked: list[tuple[str, float]] = [(item_ids[i], counts.get(item_ids[i], 0) / total) for i in order]
+        self._share = dict(self._ranked)
         self._known = set(item_ids)
+
+    def score(self, histories: list[tuple[list[str], list[int]]], candidates: list[list[str]]) -> list[list[float]]:
+        """Each candidate's share of all dislikes (the same number ``recommend`` ranks by)."""
+        if len(histories) != len(candidates):
+            raise DataValidationError(f"{len(candidates)} candidate slate(s) for {len(histories)} history(ies)")
+        out = []
+        for n, slate in enumerate(candidates):
+            unknown = list(dict.fromkeys(i for i in slate if i not in self._known))
+            if unknown:
+                raise DataValidationError(f"slate {n}: unknown item id(s) {unknown[:10]}")
+            out.append([self._share[i] for i in slate])
+        return out
 
     def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
         out = []

@@ -65,6 +65,9 @@ class DislikeRequest(_Strict):
     k: int | None = Field(
         None, ge=1, description="how many items to return, 1..max_k (see GET /healthz); default: the server's default_k"
     )
+    explain: bool = Field(
+        False, description="attach a short reason to each item: the user's past dislikes it resembles (SID prefix, co-dislikes)"
+    )
 
     @model_validator(mode="after")
     def _one_non_empty_source(self) -> "DislikeRequest":
@@ -107,6 +110,19 @@ class DislikeBatchRequest(_Strict):
     )
 
 
+class Evidence(BaseModel):
+    item_id: str = Field(..., description="one of the user's past dislikes")
+    title: str
+    shared_sid_levels: int | None = Field(None, description="leading SID tokens shared with the item (same semantic cluster)")
+    similarity: float | None = Field(None, description="co-dislike cosine similarity with the item (other users disliked both)")
+
+
+class Reason(BaseModel):
+    similar_dislikes: list[Evidence] = Field(..., description="past dislikes sharing the item's longest SID prefix")
+    co_disliked_with: list[Evidence] = Field(..., description="past dislikes most often co-disliked with the item")
+    text: str = Field(..., description="the same, as one sentence")
+
+
 class DislikeItem(BaseModel):
     item_id: str
     sid: str = Field(..., description="the item's semantic ID (the tokens the model generates)")
@@ -117,6 +133,7 @@ class DislikeItem(BaseModel):
         "null if not finite (e.g. a -inf log-probability)",
     )
     rank: int = Field(..., ge=1, description="1 = most likely disliked")
+    reason: Reason | None = Field(None, description="only when the request set explain: true")
 
 
 class DislikeResponse(BaseModel):
@@ -130,11 +147,72 @@ class DislikeBatchResponse(BaseModel):
     model: str
 
 
+class ScoreRequest(DislikeRequest):
+    """A user's history (as for /v1/dislikes) and the slate of candidate items about to be shown."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"negative": ["i17", "i3"], "positive": ["i8"], "candidates": ["i5", "i17", "i42"], "threshold": -6.0},
+                {"user_id": "u42", "candidates": ["i5", "i6"], "explain": True},
+            ]
+        },
+    )
+
+    k: None = Field(None, description="not used: every candidate is scored (leave it out)")
+    candidates: list[str] = Field(
+        ..., description="item ids to score, 1..max_candidates (see GET /healthz), distinct, all in the catalogue"
+    )
+    threshold: float | None = Field(
+        None, description="filter an item when its score >= threshold (scores are log-probabilities for LM models)"
+    )
+
+    @model_validator(mode="after")
+    def _slate(self) -> "ScoreRequest":
+        if not self.candidates:
+            raise ValueError("candidates is empty: give the item ids of the slate to score")
+        seen: set[str] = set()
+        dup = [c for c in self.candidates if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+        if dup:
+            raise ValueError(f"candidates repeat item id(s) {sorted(set(dup))[:10]}: each item is scored once")
+        return self
+
+
+class ScoreBatchRequest(_Strict):
+    requests: list[ScoreRequest] = Field(
+        ..., min_length=1, description="at most max_batch slates (see GET /healthz), scored in one model call"
+    )
+
+
+class ScoreItem(BaseModel):
+    item_id: str
+    sid: str
+    title: str
+    score: float | None = Field(..., description="dislike score, higher = more likely disliked; null if not finite")
+    rank: int = Field(..., ge=1, description="1 = most likely disliked within this slate")
+    decision: Literal["keep", "filter"] | None = Field(None, description="only with a threshold: filter when score >= threshold")
+    reason: Reason | None = Field(None, description="only when the request set explain: true")
+
+
+class ScoreResponse(BaseModel):
+    items: list[ScoreItem] = Field(..., description="one per candidate, in the request's order")
+    model: str
+    threshold: float | None = None
+    n_filtered: int | None = Field(None, description="items with decision = filter (only with a threshold)")
+
+
+class ScoreBatchResponse(BaseModel):
+    results: list[ScoreResponse] = Field(..., description="one per request, in request order")
+    model: str
+
+
 class Limits(BaseModel):
     max_k: int
     default_k: int
     max_history: int
     max_batch: int
+    max_candidates: int | None = None
 
 
 class Health(BaseModel):

@@ -5,9 +5,14 @@ Contract (:class:`Recommender`):
 * ``fit(events, items)`` sees only events strictly before the evaluation split's cut-off. The
   *caller* filters (``conrec.eval.stage`` does); a baseline trusts what it is given, so fitting on
   later events would leak the labels.
-* ``recommend(samples, k)`` reads each sample's ``hist_items``/``hist_feedback`` (the events before
-  its evaluation time), never recommends an item already in that history, and returns ``k``
-  distinct catalogue items per sample (fewer only when the catalogue minus the history is smaller).
+* ``item_scores(samples)`` reads each sample's ``hist_items``/``hist_feedback`` (the events before
+  its evaluation time) and returns an ``(n_samples, n_catalogue_items)`` array of dislike scores in
+  catalogue order (``items`` order at fit time; higher = more likely disliked; 0 = no signal). It is
+  the one place a baseline's judgement lives: slates of candidates are scored by reading it out
+  (:func:`candidate_scores`), and top-K lists are derived from it.
+* ``recommend(samples, k)`` = :func:`top_k` over ``item_scores``: never an item already in the
+  history, ``k`` distinct catalogue items per sample (fewer only when the catalogue minus the
+  history is smaller).
 
 Ties and fill-up follow global dislike popularity (then catalogue order), so every baseline is
 deterministic and never returns a short list because its own signal ran out.
@@ -33,6 +38,10 @@ class Recommender(Protocol):
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         """Learn from ``events`` (already restricted to before the evaluation cut-off) over ``items``."""
+        ...
+
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """(n_samples, n_catalogue_items) float64 dislike scores, catalogue order, higher = more likely."""
         ...
 
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
@@ -112,6 +121,29 @@ def top_k(scores: np.ndarray | None, exclude: set[int], catalog: Catalog, k: int
             if len(chosen) == k:
                 break
     return [catalog.item_ids[j] for j in chosen]
+
+
+def recommend_from_scores(scores: np.ndarray, samples: pl.DataFrame, catalog: Catalog, k: int) -> list[list[str]]:
+    """``recommend`` derived from ``item_scores``: :func:`top_k` of each row, the sample's history excluded."""
+    hist = histories(samples)
+    if scores.shape != (len(hist), len(catalog.item_ids)):
+        raise ValueError(f"scores have shape {scores.shape}, expected ({len(hist)}, {len(catalog.item_ids)})")
+    return [top_k(row, set(catalog.encode(items)), catalog, k) for row, (items, _) in zip(scores, hist)]
+
+
+def candidate_scores(scores: np.ndarray, item_ids: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Each sample's candidates' scores, read out of an ``item_scores`` array (row = sample).
+
+    ``item_ids`` is the catalogue order of the columns. Unknown candidate ids are an error naming
+    them: a model must score every candidate of a slate, or the comparison is not on the same items.
+    """
+    if scores.ndim != 2 or scores.shape[0] != len(candidates) or scores.shape[1] != len(item_ids):
+        raise ValueError(f"scores have shape {scores.shape}, expected ({len(candidates)}, {len(item_ids)})")
+    index = {it: j for j, it in enumerate(item_ids)}
+    unknown = sorted({c for slate in candidates for c in slate if c not in index})
+    if unknown:
+        raise DataValidationError(f"{len(unknown)} candidate item id(s) are not in the catalogue, e.g. {unknown[:5]}")
+    return [scores[r, [index[c] for c in slate]].astype(np.float64) for r, slate in enumerate(candidates)]
 
 
 class NotFittedError(RuntimeError):

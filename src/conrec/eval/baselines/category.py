@@ -17,7 +17,14 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from conrec.eval.baselines.base import Catalog, NotFittedError, check_columns, histories, recent_dislikes, top_k
+from conrec.eval.baselines.base import (
+    Catalog,
+    NotFittedError,
+    check_columns,
+    histories,
+    recent_dislikes,
+    recommend_from_scores,
+)
 from conrec.eval.config import CategoryConfig
 
 
@@ -48,20 +55,25 @@ class CategoryRecommender:
         self._item_cats = item_cats
         self._catalog = cat
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """Sum of the item's categories' decayed dislike weights in the sample's history (0 = none)."""
         if self._catalog is None or self._members is None:
-            raise NotFittedError("category: call fit() before recommend()")
+            raise NotFittedError("category: call fit() before item_scores()")
         cat, members, decay = self._catalog, self._members, self.cfg.recency_decay
-        out: list[list[str]] = []
-        for items, feedback in histories(samples):
+        hist = histories(samples)
+        out = np.zeros((len(hist), len(cat.item_ids)), dtype=np.float64)
+        for r, (items, feedback) in enumerate(hist):
             weights: dict[int, float] = defaultdict(float)
             for j, item in enumerate(cat.encode(recent_dislikes(items, feedback))):
                 for c in self._item_cats[item]:
                     weights[c] += decay**j
-            scores = None
             if weights:
                 cats = np.fromiter(weights.keys(), dtype=np.int64)
                 w = np.fromiter(weights.values(), dtype=np.float64)
-                scores = np.asarray(members[cats].T @ w).ravel()
-            out.append(top_k(scores, set(cat.encode(items)), cat, k))
+                out[r] = np.asarray(members[cats].T @ w).ravel()
         return out
+
+    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+        if self._catalog is None or self._members is None:
+            raise NotFittedError("category: call fit() before recommend()")
+        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)

@@ -13,7 +13,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, top_k
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, recommend_from_scores
 from conrec.eval.config import ItemKnnConfig
 
 
@@ -48,20 +48,25 @@ class ItemKnnRecommender:
         self._sim = _prune_rows(sim, self.cfg.top_neighbours)
         self._catalog = cat
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """Decayed co-dislike similarity to the sample's dislikes (0 without any co-dislike signal)."""
         if self._catalog is None or self._sim is None:
-            raise NotFittedError("itemknn: call fit() before recommend()")
+            raise NotFittedError("itemknn: call fit() before item_scores()")
         cat, sim, decay = self._catalog, self._sim, self.cfg.recency_decay
-        out: list[list[str]] = []
-        for items, feedback in histories(samples):
+        hist = histories(samples)
+        out = np.zeros((len(hist), sim.shape[0]), dtype=np.float64)
+        for r, (items, feedback) in enumerate(hist):
             disliked = cat.encode(recent_dislikes(items, feedback))
-            scores = None
             if disliked:
                 w = decay ** np.arange(len(disliked), dtype=np.float64)
                 h = sp.csr_matrix((w, (np.zeros(len(disliked), dtype=np.int64), disliked)), shape=(1, sim.shape[0]))
-                scores = np.asarray((h @ sim).todense()).ravel()
-            out.append(top_k(scores, set(cat.encode(items)), cat, k))
+                out[r] = np.asarray((h @ sim).todense()).ravel()
         return out
+
+    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+        if self._catalog is None or self._sim is None:
+            raise NotFittedError("itemknn: call fit() before recommend()")
+        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
 
 
 def _prune_rows(m: sp.csr_matrix, n: int) -> sp.csr_matrix:

@@ -15,7 +15,7 @@ import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, top_k
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_from_scores
 from conrec.eval.config import PopularityConfig
 
 
@@ -48,8 +48,16 @@ class PopularityRecommender:
         hl = self.cfg.half_life_days
         self._scores = None if hl is None else decayed_dislike_counts(events, self._catalog, hl)
 
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """Every sample gets the items' (time-decayed, if ``half_life_days``) dislike counts before the
+        cut-off: not personalised."""
+        if self._catalog is None:
+            raise NotFittedError("popularity: call fit() before item_scores()")
+        n = len(histories(samples))
+        counts = self._catalog.dislike_counts if self._scores is None else self._scores
+        return np.broadcast_to(counts, (n, len(self._catalog.item_ids))).copy()
+
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None:
             raise NotFittedError("popularity: call fit() before recommend()")
-        cat = self._catalog
-        return [top_k(self._scores, set(cat.encode(items)), cat, k) for items, _ in histories(samples)]
+        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, check_columns, histories, top_k
+from conrec.eval.baselines.base import Catalog, NotFittedError, check_columns, histories, recommend_from_scores
 from conrec.eval.config import SasrecConfig
 
 
@@ -117,13 +117,15 @@ class SasrecRecommender:
         return losses
 
     @torch.no_grad()
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        """Next-dislike logits, shifted so the row minimum is 1 (``top_k`` ranks positive scores);
+        all zeros for a sample without a known dislike (no sequence to read: popularity decides)."""
         if self._catalog is None or self._net is None:
-            raise NotFittedError("sasrec: call fit() before recommend()")
+            raise NotFittedError("sasrec: call fit() before item_scores()")
         cat, net, max_len = self._catalog, self._net, self.cfg.max_len
         hist = histories(samples)
         seqs = [[j + 1 for j in cat.encode([i for i, f in zip(items, fb) if f < 0])][-max_len:] for items, fb in hist]
-        out: list[list[str]] = []
+        out = np.zeros((len(hist), len(cat.item_ids)), dtype=np.float64)
         for start in range(0, len(hist), 256):
             chunk = seqs[start : start + 256]
             width = max(1, max(len(s) for s in chunk))
@@ -134,11 +136,14 @@ class SasrecRecommender:
             hidden = net(torch.from_numpy(batch))[torch.arange(len(chunk)), last]
             scores = net.logits(hidden).numpy().astype(np.float64)
             for r, s in enumerate(chunk):
-                items, _ = hist[start + r]
-                # Shift so every item is a positive-score candidate (top_k ranks positives only).
-                row = scores[r] - scores[r].min() + 1.0 if s else None
-                out.append(top_k(row, set(cat.encode(items)), cat, k))
+                if s:
+                    out[start + r] = scores[r] - scores[r].min() + 1.0
         return out
+
+    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+        if self._catalog is None or self._net is None:
+            raise NotFittedError("sasrec: call fit() before recommend()")
+        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
 
 
 def _length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:

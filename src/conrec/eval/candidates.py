@@ -1,0 +1,340 @@
+"""Exposure-controlled evaluation: which of the items shown to a user that day will they dislike?
+
+Why: top-K generation metrics reward predicting popular items (on small catalogues popularity wins
+them), but a platform filtering a slate before exposure asks a different question: among the items
+this user is about to be shown, which will they dislike? CoNRec's *Candidate Acc.* measures that:
+the true negative among 20 items shown the same day. Every model ranks exactly the same candidates.
+
+Slates (:func:`build_slates`), one per evaluation point (a sample = a user's next dislike at ``ts``):
+
+* the day is the UTC calendar day of ``ts``; the day's exposures come from ``data/exposures.parquet``
+  (:mod:`conrec.data.exposures`: every shown item, with or without feedback);
+* items in the sample's history are left out: their outcome is already known to the models (a
+  positive in the prompt would give the answer away);
+* ``candidates`` = the true next negative + up to ``n - 1`` items exposed that day *without* a dislike
+  (a seeded draw per sample when there are more; sorted ids first, so the draw is reproducible);
+* ``day_dislikes`` / ``day_others``: every such exposure of the day, disliked or not: the AUC pairs;
+* points with no non-disliked exposure that day have no slate (nothing to rank against) and are
+  counted, not scored.
+
+Metrics (pure functions): Candidate Acc@1 (target ranked first), reciprocal rank (MRR), AUC (a
+random day dislike outscores a random day non-dislike). Ties count as a random order: a target tied
+with ``t`` others at the top gets Acc@1 ``1 / (t + 1)`` and the mean reciprocal rank over the tied
+positions; a tied AUC pair counts 1/2. So a model with no signal scores chance, whatever the order of
+the candidates. 95% CIs: seeded percentile bootstrap over evaluation points (:func:`bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from conrec.data.samples import DAY
+from conrec.data.schema import DISLIKE
+from conrec.errors import DataValidationError, StageInputError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from conrec.config import PipelineConfig
+    from conrec.eval.baselines.base import Recommender
+
+SLATE_METRICS = ("CandAcc@1", "MRR", "AUC")
+
+# A scorer maps (samples with hist_items/hist_feedback, one list of item ids per sample) to one score
+# array per sample, aligned with the ids. Baselines and the LM are both wrapped into one.
+Scorer = Callable[[pl.DataFrame, list[list[str]]], list[np.ndarray]]
+
+
+# --------------------------------------------------------------------------------------------
+# metrics: pure functions
+# --------------------------------------------------------------------------------------------
+
+
+def _above_and_tied(scores: Sequence[float], target: int) -> tuple[int, int]:
+    s = np.asarray(scores, dtype=np.float64)
+    if not 0 <= target < len(s):
+        raise ValueError(f"target index {target} outside a slate of {len(s)}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    t = s[target]
+    return int((s > t).sum()), int((s == t).sum()) - 1
+
+
+def candidate_acc_at_1(scores: Sequence[float], target: int) -> float:
+    """1 if ``scores[target]`` is the unique maximum; ``1/(t+1)`` if tied with ``t`` others at the top."""
+    above, tied = _above_and_tied(scores, target)
+    return 0.0 if above else 1.0 / (tied + 1)
+
+
+def reciprocal_rank(scores: Sequence[float], target: int) -> float:
+    """``1 / rank`` of the target (1 = best); with ties, the mean of ``1/r`` over the tied ranks."""
+    above, tied = _above_and_tied(scores, target)
+    ranks = np.arange(above + 1, above + tied + 2, dtype=np.float64)
+    return float(np.mean(1.0 / ranks))
+
+
+def pairwise_auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
+    """P(a positive outscores a negative), ties 1/2; None when either side is empty."""
+    p, n = np.asarray(pos, dtype=np.float64), np.asarray(neg, dtype=np.float64)
+    if p.size == 0 or n.size == 0:
+        return None
+    if not (np.isfinite(p).all() and np.isfinite(n).all()):
+        raise ValueError("scores must be finite")
+    diff = p[:, None] - n[None, :]
+    return float(((diff > 0).sum() + 0.5 * (diff == 0).sum()) / diff.size)
+
+
+def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Seeded percentile bootstrap CI of the mean of ``values`` (resampling evaluation points)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("bootstrap_ci needs at least one value")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def chance_levels(slate_sizes: Sequence[int]) -> dict[str, float]:
+    """What a model with no signal scores in expectation: Acc@1 ``1/n``, MRR ``H_n / n``, AUC 1/2."""
+    n = np.asarray(slate_sizes, dtype=np.float64)
+    if n.size == 0 or (n < 1).any():
+        raise ValueError("slate sizes must be >= 1")
+    harmonic = np.array([np.sum(1.0 / np.arange(1, int(k) + 1)) for k in n])
+    return {"CandAcc@1": float(np.mean(1.0 / n)), "MRR": float(np.mean(harmonic / n)), "AUC": 0.5}
+
+
+def summarize(per_point: Mapping[str, Sequence[float | None]], n_boot: int, seed: int) -> dict[str, float]:
+    """Mean, ``<metric>_lo`` / ``<metric>_hi`` (95% bootstrap CI) and ``<metric>_n`` per metric (None = no value)."""
+    out: dict[str, float] = {}
+    for name, vals in per_point.items():
+        v = [float(x) for x in vals if x is not None]
+        if not v:
+            continue
+        lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+        out.update({name: float(np.mean(v)), f"{name}_lo": lo, f"{name}_hi": hi, f"{name}_n": float(len(v))})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# slates
+# --------------------------------------------------------------------------------------------
+
+
+SLATE_SCHEMA = {
+    "sample_id": pl.Int64,
+    "candidates": pl.List(pl.String),
+    "day_dislikes": pl.List(pl.String),
+    "day_others": pl.List(pl.String),
+}
+
+
+def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: int = 20, seed: int = 0) -> pl.DataFrame:
+    """One slate per sample with at least one non-disliked same-day exposure (see module docstring).
+
+    ``samples`` needs ``sample_id, user_id, ts, next_neg, hist_items``; ``exposures`` needs
+    ``user_id, item_id, ts, outcome``. ``candidates[0]`` is the true negative. The draw of the
+    other candidates depends only on (``seed``, sample_id), not on which other samples are present.
+    """
+    if n_candidates < 2:
+        raise ValueError(f"n_candidates must be >= 2 (the true negative and at least one other), got {n_candidates}")
+    for name, df, cols in (
+        ("samples", samples, ("sample_id", "user_id", "ts", "next_neg", "hist_items")),
+        ("exposures", exposures, ("user_id", "item_id", "ts", "outcome")),
+    ):
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise DataValidationError(f"{name}: missing column(s) {missing}; have {df.columns}")
+    points = samples.select(
+        "sample_id", pl.col("user_id").cast(pl.String), "next_neg", "hist_items", (pl.col("ts") // DAY).alias("day")
+    )
+    day_exp = (
+        exposures.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String), (pl.col("ts") // DAY).alias("day"), "outcome")
+        .group_by("user_id", "day", "item_id")
+        .agg(disliked=(pl.col("outcome") == DISLIKE).any())
+    )
+    joined = (
+        points.join(day_exp, on=["user_id", "day"], how="inner")
+        .filter(~pl.col("hist_items").list.contains(pl.col("item_id")) & (pl.col("item_id") != pl.col("next_neg")))
+        .sort("sample_id", "item_id")
+        .group_by("sample_id", maintain_order=True)
+        .agg(
+            day_dislikes=pl.col("item_id").filter(pl.col("disliked")),
+            day_others=pl.col("item_id").filter(~pl.col("disliked")),
+        )
+    )
+    rows = points.select("sample_id", "next_neg").join(joined, on="sample_id", how="inner").sort("sample_id")
+    out: dict[str, list] = {k: [] for k in SLATE_SCHEMA}
+    for sid, target, dis, others in rows.iter_rows():
+        if not others:
+            continue
+        rng = np.random.default_rng([seed, sid])
+        picked = others if len(others) <= n_candidates - 1 else [others[j] for j in sorted(rng.choice(len(others), n_candidates - 1, replace=False))]
+        out["sample_id"].append(sid)
+        out["candidates"].append([target, *picked])
+        out["day_dislikes"].append([target, *dis])
+        out["day_others"].append(list(others))
+    return pl.DataFrame(out, schema=SLATE_SCHEMA)
+
+
+# --------------------------------------------------------------------------------------------
+# scoring every model on the same slates
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate_scorer(scorer: Scorer, samples: pl.DataFrame, slates: pl.DataFrame) -> dict[str, list[float | None]]:
+    """Per evaluation point: CandAcc@1, MRR (slate), AUC (all the day's exposures); one score call.
+
+    The scorer gets each sample's whole set (slate + day exposures, distinct) once, so every item
+    has one score per point and the slate and the AUC pairs are judged by the same numbers.
+    """
+    chosen = samples.join(slates.select("sample_id"), on="sample_id", how="semi").sort("sample_id")
+    slates = slates.sort("sample_id")
+    if chosen.height != slates.height:
+        raise DataValidationError(f"{slates.height} slates but {chosen.height} matching samples")
+    sets = [
+        list(dict.fromkeys([*c, *d, *o]))
+        for c, d, o in zip(slates["candidates"].to_list(), slates["day_dislikes"].to_list(), slates["day_others"].to_list())
+    ]
+    scored = scorer(chosen, sets)
+    if len(scored) != len(sets):
+        raise DataValidationError(f"scorer returned {len(scored)} score lists for {len(sets)} slates")
+    out: dict[str, list[float | None]] = {m: [] for m in SLATE_METRICS}
+    for items, scores, cands, dis, others in zip(
+        sets, scored, slates["candidates"].to_list(), slates["day_dislikes"].to_list(), slates["day_others"].to_list()
+    ):
+        s = dict(zip(items, np.asarray(scores, dtype=np.float64).tolist()))
+        slate_scores = [s[c] for c in cands]
+        out["CandAcc@1"].append(candidate_acc_at_1(slate_scores, 0))
+        out["MRR"].append(reciprocal_rank(slate_scores, 0))
+        out["AUC"].append(pairwise_auc([s[i] for i in dis], [s[i] for i in others]))
+    return out
+
+
+def baseline_scorer(model: "Recommender", item_ids: Sequence[str]) -> Scorer:
+    """A fitted baseline as a scorer: its ``item_scores`` read out at each sample's items."""
+    from conrec.eval.baselines.base import candidate_scores
+
+    def score(samples: pl.DataFrame, sets: list[list[str]]) -> list[np.ndarray]:
+        return candidate_scores(model.item_scores(samples), item_ids, sets)
+
+    return score
+
+
+def lm_scorer(predictor: Any, max_items_per_call: int = 512) -> Scorer:
+    """A :class:`conrec.llm.predict.Predictor` as a scorer: ``log p(SID | prompt)`` per item.
+
+    Calls are grouped so one call holds at most ``max_items_per_call`` items (the prompt cache is
+    repeated per item, so memory grows with the items of a call).
+    """
+
+    def score(samples: pl.DataFrame, sets: list[list[str]]) -> list[np.ndarray]:
+        hist = [
+            (list(map(str, h or [])), [int(f) for f in (fb or [])])
+            for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
+        ]
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(sets):
+            end, total = start, 0
+            while end < len(sets) and (end == start or total + len(sets[end]) <= max_items_per_call):
+                total += len(sets[end])
+                end += 1
+            out.extend(np.asarray(s) for s in predictor.score(hist[start:end], sets[start:end]))
+            start = end
+        return out
+
+    return score
+
+
+@dataclass
+class SlateReport:
+    metrics: dict[str, dict[str, float]]
+    n_points: int
+    n_without_slate: int
+    mean_slate: float
+    seconds: dict[str, float]
+    chance: dict[str, float] | None = None
+
+    def markdown(self, title: str = "Exposure-controlled evaluation (same candidates for every model)") -> str:
+        lines = [
+            f"## {title}",
+            "",
+            f"{self.n_points} evaluation points with a slate (true next dislike + up to "
+            f"{round(self.mean_slate - 1, 1)} same-day non-disliked exposures on average; "
+            f"{self.n_without_slate} points had no other exposure that day). Candidate Acc@1: the true "
+            "negative ranked first; MRR: its reciprocal rank; AUC: day dislikes vs day non-dislikes. "
+            "Ties count as random order. [95% bootstrap CI].",
+            "",
+            "| model | Candidate Acc@1 | MRR | AUC |",
+            "|---|---:|---:|---:|",
+        ]
+        for model, m in self.metrics.items():
+            cells = [f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]" if k in m else "–" for k in SLATE_METRICS]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        if self.chance:
+            lines.append("| (chance: random order) | " + " | ".join(f"{self.chance[k]:.3f}" for k in SLATE_METRICS) + " |")
+        return "\n".join(lines)
+
+
+def run_slate_eval(
+    cfg: "PipelineConfig",
+    samples: pl.DataFrame,
+    fitted: Mapping[str, "Recommender"],
+    lm_names: Sequence[str],
+    item_ids: Sequence[str],
+    console: "Console | None" = None,
+) -> SlateReport | None:
+    """Every fitted baseline and LM checkpoint on the same slates; writes ``eval/slate_metrics.json``.
+
+    Returns None (with a console note) when the run has no exposures table (data stage from before
+    exposures were written: rerun ``conrec data``).
+    """
+    from conrec.io import read_parquet, write_json, write_parquet
+    from conrec.runs import RunDir
+
+    rd = RunDir(cfg.run_dir)
+    ccfg = cfg.eval.slates
+    if not rd.exposures.exists():
+        if console is not None:
+            console.print(f"[yellow]note:[/] no {rd.exposures}: exposure-controlled evaluation skipped (rerun `conrec data`)")
+        return None
+    exposures = read_parquet(rd.exposures, what="exposures (data stage output)")
+    slates = build_slates(samples, exposures, ccfg.n_candidates, cfg.eval.seed)
+    if slates.height == 0:
+        raise StageInputError("exposure-controlled evaluation: no evaluation point has another exposure on its day")
+    write_parquet(slates, rd.eval / "slates.parquet")
+    scorers: dict[str, Scorer] = {name: baseline_scorer(m, item_ids) for name, m in fitted.items()}
+    for name in lm_names:
+        from conrec.llm.predict import Predictor
+
+        scorers[name] = lm_scorer(Predictor.from_run(cfg, name))
+    metrics: dict[str, dict[str, float]] = {}
+    seconds: dict[str, float] = {}
+    for name, scorer in scorers.items():
+        t0 = time.perf_counter()
+        per_point = evaluate_scorer(scorer, samples, slates)
+        seconds[name] = round(time.perf_counter() - t0, 2)
+        metrics[name] = summarize(per_point, ccfg.n_bootstrap, cfg.eval.seed)
+    report = SlateReport(
+        metrics=metrics,
+        n_points=slates.height,
+        n_without_slate=samples.height - slates.height,
+        mean_slate=float(slates["candidates"].list.len().mean() or 0.0),
+        seconds=seconds,
+        chance=chance_levels(slates["candidates"].list.len().to_list()),
+    )
+    write_json(
+        {"metrics": metrics, "chance": report.chance, "n_points": report.n_points, "n_without_slate": report.n_without_slate,
+         "mean_slate": report.mean_slate, "seconds": seconds, "n_candidates": ccfg.n_candidates},
+        rd.eval / "slate_metrics.json",
+    )
+    return report

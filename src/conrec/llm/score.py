@@ -1,0 +1,167 @@
+"""``conrec score``: the dislike score of each item of a slate, for one request (JSON) or a batch (Parquet).
+
+One request is the body of ``POST /v1/score`` (validated by the same
+:class:`conrec.serve.schemas.ScoreRequest`): a history (``user_id`` of the run's events,
+``negative``/``positive`` lists or a chronological ``history``), ``candidates``, optional
+``threshold`` and ``explain``. It prints a table and returns it as a DataFrame.
+
+A batch is a Parquet table with a ``candidates`` list column and the histories either as
+``hist_items``/``hist_feedback`` (the samples layout) or as ``negative``/``positive`` lists; the
+output keeps its id columns (``sample_id``, ``user_id`` when present) and adds ``scores``,
+``ranks`` and, with ``--threshold``, ``decisions`` (lists aligned with ``candidates``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from conrec.errors import ConfigError, DataValidationError
+from conrec.io import read_parquet, write_parquet
+from conrec.runs import RunDir
+from conrec.slate import decide, rank_scores
+
+if TYPE_CHECKING:
+    from conrec.config import PipelineConfig
+    from conrec.explain import Explainer
+    from conrec.llm.predict import Predictor
+
+History = tuple[list[str], list[int]]
+_ID_COLUMNS = ("sample_id", "user_id", "request_id")
+
+
+def read_score_request(path: Path, run: RunDir) -> tuple[History, list[str], float | None, bool]:
+    """(history, candidates, threshold, explain) from a ``/v1/score`` JSON body in ``path``."""
+    from conrec.serve.schemas import ScoreRequest
+
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError(f"score request file not found: {p}")
+    try:
+        req = ScoreRequest.model_validate_json(p.read_text())
+    except ValidationError as exc:
+        lines = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise DataValidationError(f"score request {p}: {lines}") from None
+    history = req.events()
+    if history is None:
+        from conrec.serve.catalog import user_histories
+
+        if not run.events.exists():
+            raise DataValidationError(f"score request {p}: user_id given but the run has no events table ({run.events})")
+        known = user_histories(read_parquet(run.events, what="events"), 10_000)
+        if req.user_id not in known:
+            raise DataValidationError(f"score request {p}: unknown user_id {req.user_id!r}")
+        history = known[req.user_id]
+    return history, list(req.candidates), req.threshold, req.explain
+
+
+def batch_histories(df: pl.DataFrame, where: str) -> list[History]:
+    """Histories of a batch table: ``hist_items``/``hist_feedback``, or ``negative``/``positive`` lists."""
+    if "hist_items" in df.columns and "hist_feedback" in df.columns:
+        return [
+            (list(map(str, h or [])), [int(f) for f in (fb or [])])
+            for h, fb in zip(df["hist_items"].to_list(), df["hist_feedback"].to_list())
+        ]
+    if "negative" in df.columns or "positive" in df.columns:
+        neg = df["negative"].to_list() if "negative" in df.columns else [[]] * df.height
+        pos = df["positive"].to_list() if "positive" in df.columns else [[]] * df.height
+        return [
+            ([str(i) for i in (p or [])] + [str(i) for i in (n or [])], [1] * len(p or []) + [-1] * len(n or []))
+            for n, p in zip(neg, pos)
+        ]
+    raise DataValidationError(f"{where}: needs hist_items/hist_feedback or negative/positive columns; have {df.columns}")
+
+
+def score_batch(predictor: "Predictor", df: pl.DataFrame, threshold: float | None, where: str = "batch") -> pl.DataFrame:
+    """The batch table's id columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``)."""
+    if "candidates" not in df.columns:
+        raise DataValidationError(f"{where}: missing column 'candidates' (a list of item ids per row); have {df.columns}")
+    if df.height == 0:
+        raise DataValidationError(f"{where}: no rows to score")
+    slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
+    scores = predictor.score(batch_histories(df, where), slates)
+    out = pl.DataFrame(
+        [df[c] for c in _ID_COLUMNS if c in df.columns]
+        + [
+            pl.Series("candidates", slates, dtype=pl.List(pl.String)),
+            pl.Series("scores", scores, dtype=pl.List(pl.Float64)),
+            pl.Series("ranks", [rank_scores(s) for s in scores], dtype=pl.List(pl.Int64)),
+        ]
+    )
+    if threshold is not None:
+        out = out.with_columns(pl.Series("decisions", [decide(s, threshold) for s in scores], dtype=pl.List(pl.String)))
+    return out
+
+
+def run_explainer(run: RunDir, predictor: "Predictor") -> "Explainer":
+    """An :class:`~conrec.explain.Explainer` over the run's SIDs, titles and events."""
+    from conrec.explain import Explainer
+    from conrec.llm.tasks import sid_lookup
+
+    sid_of = sid_lookup(predictor.sid_map)
+    sids = {i: sid_of(i) for i in predictor.sid_map.items}
+    titles: dict[str, str] = {}
+    if run.items.exists():
+        items = read_parquet(run.items, what="items table")
+        titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
+    events = read_parquet(run.events, what="events") if run.events.exists() else None
+    return Explainer.build(sids, titles, events)
+
+
+def run(
+    cfg: "PipelineConfig",
+    request: Path | None,
+    batch: Path | None,
+    out: Path | None,
+    model: str,
+    threshold: float | None,
+    explain: bool,
+    console: Console | None = None,
+) -> pl.DataFrame:
+    """``conrec score``: one JSON request (printed as a table) or a Parquet batch (written to ``out``)."""
+    from conrec.llm.predict import Predictor
+
+    console = console or Console()
+    if (request is None) == (batch is None):
+        raise ConfigError("give exactly one of --request (one JSON request) or --batch (a Parquet table of slates)")
+    run_dir = RunDir(cfg.run_dir)
+    predictor = Predictor.from_run(cfg, model)
+    if batch is not None:
+        df = read_parquet(batch, what="score batch")
+        result = score_batch(predictor, df, threshold, where=f"score batch {batch}")
+        target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
+        write_parquet(result, target)
+        console.print(f"{result.height} slates scored ({model} model) -> {target}")
+        return result
+    assert request is not None
+    history, slate, req_threshold, req_explain = read_score_request(request, run_dir)
+    threshold = threshold if threshold is not None else req_threshold
+    explain = explain or req_explain
+    scores = predictor.score([history], [slate])[0]
+    ranks, decisions = rank_scores(scores), decide(scores, threshold)
+    explainer = run_explainer(run_dir, predictor) if explain else None
+    reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
+    titles: dict[str, str] = {}
+    if run_dir.items.exists():
+        items = read_parquet(run_dir.items, what="items table")
+        titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
+    table = Table(title=f"dislike scores of {len(slate)} candidates ({model} model)" + (f", threshold {threshold:g}" if threshold is not None else ""))
+    cols = ["rank", "item_id", "SID", "title", "log-prob"] + (["decision"] if threshold is not None else []) + (["reason"] if explain else [])
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
+    for j in sorted(range(len(slate)), key=lambda j: ranks[j]):
+        row = [str(ranks[j]), slate[j], predictor.sid_map.sid_of(slate[j]), titles.get(slate[j], ""), f"{scores[j]:.3f}"]
+        row += [decisions[j] or ""] if threshold is not None else []
+        row += [reasons[j] or ""] if explain else []
+        table.add_row(*row)
+    console.print(table)
+    return pl.DataFrame(
+        {"item_id": slate, "score": scores, "rank": ranks, "decision": decisions, "reason": reasons},
+        schema={"item_id": pl.String, "score": pl.Float64, "rank": pl.Int64, "decision": pl.String, "reason": pl.String},
+    )
+

@@ -1,0 +1,91 @@
+"""``conrec score`` (one JSON request or a Parquet batch) and ``conrec predict --explain`` on a toy SFT run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from conrec.cli import app
+from conrec.config import load_config
+from conrec.errors import ConfigError, DataValidationError
+from conrec.llm import predict as predict_mod
+from conrec.llm import score as score_mod
+from conrec.llm.predict import Predictor
+from conrec.llm.sft import run as sft_run
+from conrec.llm.toy import write_toy_run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    write_toy_run(root, n_items=32, n_users=12)
+    cfg = load_config(None, {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 24,
+                                                             "train": {"max_steps": 2, "batch_size": 4, "save_steps": 1}},
+                             "decode": {"num_beams": 6, "top_k": 5, "batch_size": 4}})
+    sft_run(cfg)
+    return cfg, Predictor.from_run(cfg, "sft")
+
+
+def test_request_json_scores_every_candidate_like_the_predictor(trained, tmp_path):
+    cfg, pred = trained
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"negative": ["i0", "i4"], "positive": ["i1"], "candidates": ["i8", "i2", "i5"], "threshold": -100}))
+    table = score_mod.run(cfg, request=req, batch=None, out=None, model="sft", threshold=None, explain=True)
+    want = pred.score([(["i1", "i0", "i4"], [1, -1, -1])], [["i8", "i2", "i5"]])[0]
+    assert table["item_id"].to_list() == ["i8", "i2", "i5"]
+    np.testing.assert_allclose(table["score"].to_list(), want, atol=1e-5)
+    assert sorted(table["rank"].to_list()) == [1, 2, 3]
+    assert table["decision"].to_list() == ["filter"] * 3  # every log-prob >= -100
+    # toy SIDs: level 0 = genre; i8 and i0, i4 are all genre 0 -> they share the <a_..> cluster
+    assert "Same semantic cluster" in table["reason"][0]
+    strict = score_mod.run(cfg, request=req, batch=None, out=None, model="sft", threshold=0.0, explain=False)
+    assert strict["decision"].to_list() == ["keep"] * 3 and strict["reason"].to_list() == [None] * 3
+
+
+def test_batch_parquet_writes_scores_ranks_decisions(trained, tmp_path):
+    cfg, pred = trained
+    samples = pl.read_parquet(f"{cfg.run_dir}/data/samples.parquet").head(5)
+    slates = [["i3", "i7", "i11"], ["i1"], ["i2", "i6"], ["i0", "i9", "i10", "i12"], ["i5", "i13"]]
+    src = tmp_path / "batch.parquet"
+    samples.with_columns(pl.Series("candidates", slates)).write_parquet(src)
+    out = tmp_path / "scores.parquet"
+    res = score_mod.run(cfg, request=None, batch=src, out=out, model="sft", threshold=-3.0, explain=False)
+    assert pl.read_parquet(out).equals(res)
+    assert {"sample_id", "user_id", "candidates", "scores", "ranks", "decisions"} <= set(res.columns)
+    hist = [(list(h), [int(f) for f in fb]) for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())]
+    for got, want in zip(res["scores"].to_list(), pred.score(hist, slates)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    neg_pos = pl.DataFrame({"negative": [["i0"]], "positive": [["i1"]], "candidates": [["i2", "i3"]]})
+    assert score_mod.score_batch(pred, neg_pos, None)["scores"][0].len() == 2
+
+
+def test_score_errors_are_clear(trained, tmp_path):
+    cfg, pred = trained
+    with pytest.raises(ConfigError, match="exactly one"):
+        score_mod.run(cfg, request=None, batch=None, out=None, model="sft", threshold=None, explain=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"negatives": ["i0"], "candidates": ["i1"]}))
+    with pytest.raises(DataValidationError, match="negatives"):
+        score_mod.run(cfg, request=bad, batch=None, out=None, model="sft", threshold=None, explain=False)
+    with pytest.raises(DataValidationError, match="candidates"):
+        score_mod.score_batch(pred, pl.DataFrame({"negative": [["i0"]]}), None)
+    with pytest.raises(DataValidationError, match="unknown item id"):
+        score_mod.score_batch(pred, pl.DataFrame({"negative": [["i0"]], "candidates": [["zz"]]}), None)
+
+
+def test_cli_score_and_predict_explain(trained, tmp_path):
+    cfg, _ = trained
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"negative": ["i0"], "candidates": ["i4", "i1"]}))
+    runner = CliRunner()
+    r = runner.invoke(app, ["score", "--run-dir", str(cfg.run_dir), "--request", str(req), "--model", "sft", "--threshold", "-2", "--explain"])
+    assert r.exit_code == 0, r.output
+    assert "i4" in r.output and "decision" in r.output and "reason" in r.output
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps({"neg": ["i0", "i4"], "pos": ["i1"]}))
+    table = predict_mod.run(cfg, history=hist, split=None, out=None, model="sft", k=3, explain=True)
+    assert table.height == 3 and all(isinstance(x, str) and x for x in table["reason"].to_list())

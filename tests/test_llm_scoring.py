@@ -1,0 +1,130 @@
+"""Slate scoring: LM scores equal the model's own summed SID log-probabilities, order-free, batched."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from conrec.errors import DataValidationError
+from conrec.llm.backbone import load_backbone
+from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
+from conrec.llm.constrained import generate_topk
+from conrec.llm.predict import Predictor
+from conrec.llm.scoring import sid_log_probs
+from conrec.llm.vocab import add_sid_vocabulary
+from conrec.sid.sid_map import SidMap
+
+SIZES = [5, 4, 3]
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    rng = np.random.default_rng(0)
+    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
+    codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
+    sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
+    model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
+    add_sid_vocabulary(model, tok, sid_map)
+    return Predictor(model, tok, sid_map, PromptConfig(), DecodeConfig(num_beams=10, batch_size=2))
+
+
+HISTORIES = [
+    (["m1", "m2", "m3"], [-1, 1, -1]),
+    (["m4"], [-1]),
+    ([f"m{j}" for j in range(5, 15)], [1, -1] * 5),
+]
+
+
+def oracle(p: Predictor, history: tuple[list[str], list[int]], item: str) -> float:
+    """A plain full forward of prompt + SID for one candidate: the sum of its SID tokens' log-probs."""
+    prompt_ids = p.tokenizer(p.prompt(*history), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    sid_ids = p.tokenizer(p.sid_map.sid_of(item), add_special_tokens=False)["input_ids"]
+    assert len(sid_ids) == p.sid_map.levels  # one token per SID level
+    ids = torch.cat([prompt_ids, torch.tensor(sid_ids)]).unsqueeze(0)
+    with torch.no_grad():
+        logp = torch.log_softmax(p.model(input_ids=ids).logits[0].float(), -1)
+    n = len(prompt_ids)
+    return float(sum(logp[n - 1 + j, t] for j, t in enumerate(sid_ids)))
+
+
+def test_scores_equal_the_models_own_summed_token_log_probs(predictor):
+    slates = [["m0", "m7", "m24", "m3"], ["m9"], [f"m{j}" for j in range(20)]]  # uneven slate sizes, batch of 2 + 1
+    got = predictor.score(HISTORIES, slates)
+    for hist, slate, scores in zip(HISTORIES, slates, got):
+        assert len(scores) == len(slate)
+        want = [oracle(predictor, hist, item) for item in slate]
+        np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
+        assert all(s < 0 for s in scores)
+
+
+def test_candidate_order_and_slate_company_do_not_change_scores(predictor):
+    slate = [f"m{j}" for j in range(0, 25, 2)]
+    base = dict(zip(slate, predictor.score([HISTORIES[2]], [slate])[0]))
+    perm = list(np.random.default_rng(1).permutation(slate))
+    shuffled = dict(zip(perm, predictor.score([HISTORIES[2]], [perm])[0]))
+    alone = {i: predictor.score([HISTORIES[2]], [[i]])[0][0] for i in slate[:3]}
+    for item in slate:
+        assert shuffled[item] == pytest.approx(base[item], abs=1e-5)
+    for item, s in alone.items():
+        assert s == pytest.approx(base[item], abs=1e-5)
+
+
+def test_scores_match_beam_search_scores_of_the_same_items(predictor):
+    recs = generate_topk(
+        predictor.model, predictor.tokenizer, [predictor.prompt(*HISTORIES[0])], predictor.trie, predictor.items, 5,
+        DecodeConfig(num_beams=10, exclude_history=False), vocab=predictor.vocab,
+    )[0]
+    scores = predictor.score([HISTORIES[0]], [[i for i, _ in recs]])[0]
+    np.testing.assert_allclose(scores, [s for _, s in recs], atol=1e-4)
+
+
+def test_one_forward_over_all_candidates_after_one_prompt_encoding(predictor, monkeypatch):
+    calls: list[tuple[int, int]] = []
+    decoder = predictor.model.get_decoder()
+    original = decoder.forward
+
+    def spy(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls.append(tuple(ids.shape))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", spy)
+    predictor.score([HISTORIES[0]], [[f"m{j}" for j in range(20)]])
+    assert len(calls) == 2  # prompt prefix once, then every candidate at once
+    assert calls[0][0] == 1 and calls[1] == (20, len(SIZES))
+
+
+def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
+    """Models whose logits are not head(decoder) take the plain path: full logits for every row."""
+    from conrec.llm import scoring
+
+    slates = [[f"m{j}" for j in range(0, 25, 3)]]
+    shared = predictor.score([HISTORIES[2]], slates)[0]
+    monkeypatch.setattr(scoring, "_decoder_and_head", lambda model: None)
+    plain = predictor.score([HISTORIES[2]], slates)[0]
+    np.testing.assert_allclose(plain, shared, atol=1e-5)
+
+
+def test_sid_log_probs_rejects_malformed_slates(predictor):
+    p = predictor
+    with pytest.raises(ValueError, match="candidate slates"):
+        sid_log_probs(p.model, p.tokenizer, ["a"], [])
+    with pytest.raises(ValueError, match="common L"):
+        sid_log_probs(p.model, p.tokenizer, ["a", "b"], [torch.zeros((2, 3), dtype=torch.long), torch.zeros((2, 2), dtype=torch.long)])
+
+
+@pytest.mark.parametrize(
+    "slates, needle",
+    [
+        ([[]], "empty"),
+        ([["m1", "m1"]], "repeats"),
+        ([["m1", "nope"]], "unknown item id"),
+        ([["m1"], ["m2"]], "one per history"),
+    ],
+)
+def test_bad_slates_are_named(predictor, slates, needle):
+    with pytest.raises(DataValidationError, match=needle):
+        predictor.score([HISTORIES[0]], slates)
