@@ -39,15 +39,21 @@ HISTORIES = [
 
 
 def oracle(p: Predictor, history: tuple[list[str], list[int]], item: str) -> float:
-    """A plain full forward of prompt + SID for one candidate: the sum of its SID tokens' log-probs."""
+    """A plain full forward of prompt + SID for one candidate: the sum of its SID tokens' log-probs,
+    each normalised over its level's codes (the model's item score, as decoding defines it)."""
     prompt_ids = p.tokenizer(p.prompt(*history), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
     sid_ids = p.tokenizer(p.sid_map.sid_of(item), add_special_tokens=False)["input_ids"]
     assert len(sid_ids) == p.sid_map.levels  # one token per SID level
     ids = torch.cat([prompt_ids, torch.tensor(sid_ids)]).unsqueeze(0)
     with torch.no_grad():
-        logp = torch.log_softmax(p.model(input_ids=ids).logits[0].float(), -1)
+        logits = p.model(input_ids=ids).logits[0].float()
     n = len(prompt_ids)
-    return float(sum(logp[n - 1 + j, t] for j, t in enumerate(sid_ids)))
+    total = 0.0
+    for j, t in enumerate(sid_ids):
+        level = p.vocab.level_ids[j]
+        logp = torch.log_softmax(logits[n - 1 + j, level], -1)
+        total += float(logp[(level == t).nonzero().item()])
+    return total
 
 
 def test_scores_equal_the_models_own_summed_token_log_probs(predictor):
@@ -111,9 +117,9 @@ def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
 def test_sid_log_probs_rejects_malformed_slates(predictor):
     p = predictor
     with pytest.raises(ValueError, match="candidate slates"):
-        sid_log_probs(p.model, p.tokenizer, ["a"], [])
+        sid_log_probs(p.model, p.tokenizer, ["a"], [], p.vocab.level_ids)
     with pytest.raises(ValueError, match="common L"):
-        sid_log_probs(p.model, p.tokenizer, ["a", "b"], [torch.zeros((2, 3), dtype=torch.long), torch.zeros((2, 2), dtype=torch.long)])
+        sid_log_probs(p.model, p.tokenizer, ["a", "b"], [torch.zeros((2, 3), dtype=torch.long), torch.zeros((2, 2), dtype=torch.long)], p.vocab.level_ids)
 
 
 @pytest.mark.parametrize(

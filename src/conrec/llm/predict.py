@@ -159,7 +159,9 @@ class Predictor:
         chunk = max(1, self.decode_cfg.batch_size)
         with torch.inference_mode():
             for start in range(0, len(prompts), chunk):
-                scores = sid_log_probs(self.model, self.tokenizer, prompts[start : start + chunk], slates[start : start + chunk])
+                scores = sid_log_probs(
+                    self.model, self.tokenizer, prompts[start : start + chunk], slates[start : start + chunk], self.vocab.level_ids
+                )
                 out.extend(s.tolist() for s in scores)
         return out
 
