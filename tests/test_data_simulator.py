@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import polars as pl
@@ -15,17 +14,8 @@ from conrec.data.simulator import AXES, simulate
 
 @pytest.fixture(scope="module")
 def sim():
-    started = time.perf_counter()
-    result = simulate(SimulatorConfig(n_users=300, days=60, seed=3))
-    _SECONDS["sim"] = time.perf_counter() - started
-    return result
-
-
-_SECONDS: dict[str, float] = {}
-
-
-def test_default_size_is_fast(sim):
-    assert _SECONDS["sim"] < 10.0  # "a couple of seconds" on a free core; generous for a shared CI box
+    # speed is measured by benchmarks/, not asserted here: a timed assert fails on a busy machine
+    return simulate(SimulatorConfig(n_users=300, days=60, seed=3))
 
 
 def test_deterministic_for_a_seed():
