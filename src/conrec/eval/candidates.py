@@ -36,6 +36,7 @@ import polars as pl
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError, StageInputError
+from conrec.eval.bootstrap import mean_ci, resample_indices
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -90,17 +91,12 @@ def pairwise_auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
 
 
 def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Seeded percentile bootstrap CI of the mean of ``values`` (resampling evaluation points)."""
+    """Seeded percentile bootstrap CI of the mean of ``values`` (resampling evaluation points), by the
+    same resampler as the eval stage's FHR intervals (:mod:`conrec.eval.bootstrap`)."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot}, {level}")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
+    return mean_ci(v, resample_indices(v.size, n_boot, seed), level)
 
 
 def chance_levels(slate_sizes: Sequence[int]) -> dict[str, float]:
