@@ -58,7 +58,6 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     from conrec.llm.predict import Predictor
     from conrec.llm.sft import run as sft_run
     from conrec.llm.toy import write_toy_run
-    from conrec.runs import RunDir
 
     root = Path(tempfile.mkdtemp(prefix="conrec_bench_"))
     run = write_toy_run(root, n_items=400, n_users=max(64, users), samples_per_user=8, codebook_sizes=(8, 8, 8))

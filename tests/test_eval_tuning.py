@@ -4,8 +4,6 @@ hand-built run directory (reuses test_report's builder)."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np

@@ -6,7 +6,6 @@ import logging
 import sys
 import types
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 import pytest

@@ -34,7 +34,6 @@ from typing import Any, Protocol, Sequence
 import torch
 
 from conrec.llm.vocab import SidVocab
-from conrec.sid.tokens import sid_token
 from conrec.sid.trie import SidTrie
 
 
