@@ -13,9 +13,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from conrec.data.schema import DISLIKE
 from conrec.eval.baselines.base import Catalog
-from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix
+from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, dislike_matrix
 from conrec.eval.config import EaseConfig
 
 
@@ -29,20 +28,6 @@ def ease_weights(x: sp.spmatrix, l2: float) -> np.ndarray:
     b = -p / np.diag(p)[None, :]
     b[np.diag_indices_from(b)] = 0.0
     return b
-
-
-def dislike_matrix(events: pl.DataFrame, cat: Catalog) -> sp.csr_matrix:
-    """Binary users x items matrix of the dislikes in ``events`` (items outside the catalogue dropped)."""
-    pairs = (
-        events.filter(pl.col("feedback") == DISLIKE)
-        .select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
-        .unique()
-        .with_columns(pl.col("item_id").replace_strict(cat.index, default=-1, return_dtype=pl.Int64).alias("j"))
-        .filter(pl.col("j") >= 0)
-    )
-    users = (pairs["user_id"].rank("dense") - 1).cast(pl.Int64).to_numpy()
-    n_users = int(users.max()) + 1 if users.size else 0
-    return sp.csr_matrix((np.ones(len(users)), (users, pairs["j"].to_numpy())), shape=(n_users, len(cat.item_ids)))
 
 
 class EaseRecommender(ScoredRecommender):

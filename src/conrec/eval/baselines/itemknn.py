@@ -12,8 +12,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from conrec.data.schema import DISLIKE
 from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, recommend_from_scores
+from conrec.eval.baselines.scored import dislike_matrix
 from conrec.eval.config import ItemKnnConfig
 
 
@@ -27,17 +27,7 @@ class ItemKnnRecommender:
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
-        pairs = (
-            events.filter(pl.col("feedback") == DISLIKE)
-            .select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
-            .unique()
-            .with_columns(pl.col("item_id").replace_strict(cat.index, default=-1, return_dtype=pl.Int64).alias("j"))
-            .filter(pl.col("j") >= 0)
-        )
-        users = (pairs["user_id"].rank("dense") - 1).cast(pl.Int64).to_numpy()
-        cols = pairs["j"].to_numpy()
-        n_users = int(users.max()) + 1 if users.size else 0
-        x = sp.csr_matrix((np.ones(len(cols)), (users, cols)), shape=(n_users, len(cat.item_ids)))
+        x = dislike_matrix(events, cat)
         co = (x.T @ x).tocsr()
         norms = np.sqrt(np.asarray(co.diagonal()))
         inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)

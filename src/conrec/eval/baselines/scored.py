@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from conrec.data.schema import DISLIKE
 from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, top_k
 
 
@@ -66,3 +67,17 @@ def scale_rows(scores: np.ndarray) -> np.ndarray:
     """Each row divided by its maximum (rows whose maximum is <= 0 become 0): scores in [0, 1] per sample."""
     top = scores.max(axis=1, keepdims=True) if scores.size else np.zeros((scores.shape[0], 1))
     return np.divide(scores, top, out=np.zeros_like(scores, dtype=np.float64), where=top > 0)
+
+
+def dislike_matrix(events: pl.DataFrame, cat: Catalog) -> sp.csr_matrix:
+    """Binary users x items matrix of the dislikes in ``events`` (items outside the catalogue dropped)."""
+    pairs = (
+        events.filter(pl.col("feedback") == DISLIKE)
+        .select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+        .unique()
+        .with_columns(pl.col("item_id").replace_strict(cat.index, default=-1, return_dtype=pl.Int64).alias("j"))
+        .filter(pl.col("j") >= 0)
+    )
+    users = (pairs["user_id"].rank("dense") - 1).cast(pl.Int64).to_numpy()
+    n_users = int(users.max()) + 1 if users.size else 0
+    return sp.csr_matrix((np.ones(len(users)), (users, pairs["j"].to_numpy())), shape=(n_users, len(cat.item_ids)))
