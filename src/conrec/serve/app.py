@@ -263,6 +263,10 @@ def create_app(
         )
         return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits)
 
+    def check_batch_size(n: int) -> None:
+        if n > cfg.max_batch:
+            raise HTTPException(413, f"batch has {n} requests; the limit is max_batch = {cfg.max_batch}")
+
     @app.post("/v1/dislikes", response_model=DislikeResponse, responses=_ERRORS, summary="top-K likely dislikes")
     def dislikes(req: DislikeRequest) -> DislikeResponse:
         k = k_of(req, "")
@@ -276,9 +280,7 @@ def create_app(
         summary="top-K likely dislikes for many histories in one model call",
     )
     def dislikes_batch(batch: DislikeBatchRequest) -> DislikeBatchResponse:
-        n = len(batch.requests)
-        if n > cfg.max_batch:
-            raise HTTPException(413, f"batch has {n} requests; the limit is max_batch = {cfg.max_batch}")
+        check_batch_size(len(batch.requests))
         ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         recs = infer(histories, max(ks))
@@ -303,9 +305,7 @@ def create_app(
         summary="score many slates (one per history) in one model call",
     )
     def score_batch(batch: ScoreBatchRequest) -> ScoreBatchResponse:
-        n = len(batch.requests)
-        if n > cfg.max_batch:
-            raise HTTPException(413, f"batch has {n} requests; the limit is max_batch = {cfg.max_batch}")
+        check_batch_size(len(batch.requests))
         histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         slates = [slate_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         scores = infer_scores(histories, slates)
