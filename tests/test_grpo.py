@@ -206,11 +206,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(grpo_mod, "_make_trainer", counting_make)
     real_on_log = grpo_mod.GrpoLogCallback.on_log
-
-    def crashing_on_log(self: Any, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
-        real_on_log(self, args, state, control, logs=logs, **kw)
-        if self.stage_index == 1 and state.global_step == 2:
-            raise RuntimeError("simulated crash")
+    crashing_on_log = _crash_in_stage_1_at_step_2(real_on_log)
 
     # 1) crash in stage 1 after its step-1 checkpoint
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
@@ -277,11 +273,7 @@ def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path
     console = Console(quiet=True)
     grpo_mod.run(cfg, console=console)
     real_on_log = grpo_mod.GrpoLogCallback.on_log
-
-    def crashing_on_log(self: Any, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
-        real_on_log(self, args, state, control, logs=logs, **kw)
-        if self.stage_index == 1 and state.global_step == 2:
-            raise RuntimeError("simulated crash")
+    crashing_on_log = _crash_in_stage_1_at_step_2(real_on_log)
 
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
     with pytest.raises(RuntimeError):
@@ -291,3 +283,15 @@ def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path
     a = load_file(str(tmp_path / "a" / "grpo" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "grpo" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _crash_in_stage_1_at_step_2(real_on_log: Any) -> Any:
+    """A GrpoLogCallback.on_log that logs as usual, then raises in stage 1 at step 2 (after its
+    step-1 checkpoint): a crash the next ``grpo.run`` must resume from."""
+
+    def crashing_on_log(self: Any, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> Any:
+        real_on_log(self, args, state, control, logs=logs, **kw)
+        if self.stage_index == 1 and state.global_step == 2:
+            raise RuntimeError("simulated crash")
+
+    return crashing_on_log
