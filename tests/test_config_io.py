@@ -118,6 +118,8 @@ def test_presets_load_and_demo_uses_a_tiny_offline_backbone():
     for name in PRESETS:
         load_config(preset_path(name))
     assert load_config(preset_path("demo")).sft.model.tiny is not None
+    full = load_config(preset_path("full"))
+    assert full.sft.model.tiny is not None and full.sft.model.sid_init == "encoder"
 
 
 # --- relative paths (issue 14): resolved against the config file, not the current directory

@@ -231,3 +231,18 @@ def test_history_covering_the_whole_catalogue_gives_nothing_and_no_invalid(setup
     assert recs[0] == [] and len(recs[1]) == 5
     assert stats["n_invalid"] == 0 and stats["n_generated"] == 5
     assert "invalid" not in caplog.text
+
+
+def test_decode_device_is_explicit():
+    import torch
+
+    from conrec.errors import ConfigError
+    from conrec.llm.config import DecodeConfig
+    from conrec.llm.predict import decode_device
+
+    assert decode_device(DecodeConfig(device="cpu")) == torch.device("cpu")
+    auto = decode_device(DecodeConfig())
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no GPU"):
+            decode_device(DecodeConfig(device="cuda"))

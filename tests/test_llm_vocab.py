@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -90,3 +91,55 @@ def test_tokenizer_without_sid_tokens_is_rejected(built, tmp_path):
     save_vocab_meta(d, bigger)  # metadata says 5 codes at level 2 but the tokenizer has 4
     with pytest.raises(StageInputError, match="lacks 1 SID"):
         assert_model_fits(d, bigger)
+
+
+def test_encoder_init_is_the_residual_quantisation_projected_and_scaled():
+    """Hand-checked: 4 items in 2-d, SIDs (a, b) = (0,0) (0,1) (1,0) (1,1).
+
+    Centred vectors: (1,1) (1,-1) (-1,1) (-1,-1) (mean 0). Level 0: code 0 = mean of the first two
+    = (1,0), code 1 = (-1,0). Residuals (0,1) (0,-1) (0,1) (0,-1); level 1: code 0 = (0,1), code 1 =
+    (0,-1). Both principal directions are kept (width 2 = encoder dim), so dot products survive:
+    within a level the two codes point in opposite directions, across levels they are orthogonal,
+    and each level is scaled to the backbone rows' mean norm (here 3).
+    """
+    from conrec.llm.vocab import encoder_token_rows
+    from conrec.sid.tokens import sid_token
+
+    sid_map = SidMap(["a", "b", "c", "d"], np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), [2, 2])
+    vectors = np.array([[3.0, 5.0], [3.0, 3.0], [1.0, 5.0], [1.0, 3.0]])  # mean (2, 4)
+    emb = torch.full((5, 2), 3.0 / np.sqrt(2))  # every row has norm 3
+    rows = encoder_token_rows(sid_map, vectors, emb)
+    a0, a1, b0, b1 = (rows[sid_token(lv, c)] for lv, c in ((0, 0), (0, 1), (1, 0), (1, 1)))
+    for v in (a0, a1, b0, b1):
+        assert float(v.norm()) == pytest.approx(3.0)
+    assert float(a0 @ a1) == pytest.approx(-9.0)
+    assert float(b0 @ b1) == pytest.approx(-9.0)
+    assert float(a0 @ b0) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_encoder_init_wider_lm_keeps_dot_products_and_rejects_misaligned_vectors():
+    from conrec.llm.vocab import encoder_token_rows
+    from conrec.sid.tokens import sid_token
+
+    sid_map = SidMap(["a", "b", "c", "d"], np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), [2, 2])
+    vectors = np.array([[3.0, 5.0], [3.0, 3.0], [1.0, 5.0], [1.0, 3.0]])
+    rows = encoder_token_rows(sid_map, vectors, torch.ones(3, 8))  # width 8 > encoder dim 2
+    assert rows[sid_token(0, 0)].shape == (8,)
+    assert float(rows[sid_token(0, 0)] @ rows[sid_token(0, 1)]) == pytest.approx(-8.0)  # norm sqrt(8) each
+    with pytest.raises(StageInputError, match="one row per SID-map item"):
+        encoder_token_rows(sid_map, vectors[:3], torch.ones(3, 8))
+
+
+def test_add_sid_vocabulary_with_item_vectors_uses_them_for_sid_rows():
+    items, _, sid_map = toy_tables(n_items=40, codebook_sizes=(4, 4, 4))
+    model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=1)))
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((len(sid_map.items), 16))
+    add_sid_vocabulary(model, tok, sid_map, dict(zip(items["item_id"], items["title"])), item_vectors=vectors)
+    from conrec.llm.vocab import encoder_token_rows
+
+    expected = encoder_token_rows(sid_map, vectors, model.get_input_embeddings().weight[: len(tok) - len(sid_map.tokens()) - len(MARKER_TOKENS)])
+    emb = model.get_input_embeddings().weight
+    for t in sid_map.tokens()[:5]:
+        if t in expected:
+            assert torch.allclose(emb[tok.convert_tokens_to_ids(t)], expected[t], atol=1e-5)

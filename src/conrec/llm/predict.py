@@ -21,7 +21,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
-from conrec.errors import DataValidationError, StageInputError
+from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
@@ -36,6 +36,15 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
 from conrec.sid.sid_map import SidMap
+
+
+def decode_device(decode_cfg: DecodeConfig) -> torch.device:
+    """The configured decoding device; ``cuda`` without a GPU is a clear error, not a silent CPU run."""
+    if decode_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("decode.device is cuda but torch sees no GPU (set it to auto or cpu)")
+    if decode_cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(decode_cfg.device)
 
 
 class Predictor:
@@ -72,7 +81,7 @@ class Predictor:
         assert_model_fits(model_dir, sid_map)
         quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
         tokenizer = load_model_tokenizer(model_dir)
-        return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
+        return cls(load_causal_lm(model_dir).to(decode_device(decode_cfg)), tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> "Predictor":

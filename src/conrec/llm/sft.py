@@ -31,6 +31,7 @@ from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from conrec.config import PipelineConfig
+from conrec.errors import StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
@@ -195,6 +196,21 @@ def load_inputs(run: RunDir) -> tuple[Any, Any, SidMap]:
     return items, samples, sid_map
 
 
+def sid_item_vectors(run: RunDir, items: Any, sid_map: SidMap) -> np.ndarray:
+    """The sid stage's item-text vectors (rows in items order) reordered to the SID map's items."""
+    vectors = np.load(run.embeddings, allow_pickle=False)
+    ids = [str(i) for i in items["item_id"].to_list()]
+    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+        raise StageInputError(
+            f"{run.embeddings} has shape {tuple(vectors.shape)} but items.parquet has {len(ids)} items; rerun `conrec tokenize`"
+        )
+    row = {item: i for i, item in enumerate(ids)}
+    missing = [i for i in sid_map.items if i not in row]
+    if missing:
+        raise StageInputError(f"{len(missing)} SID-map items have no vector in {run.embeddings} (e.g. {missing[0]}); rerun `conrec tokenize`")
+    return vectors[[row[i] for i in sid_map.items]]
+
+
 def run(
     cfg: PipelineConfig, console: Console | None = None, out_dir: Path | None = None, resume: bool = True
 ) -> dict[str, Any]:
@@ -228,7 +244,9 @@ def run(
     items, samples, sid_map = load_inputs(run_dir)
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
-    vocab = add_sid_vocabulary(model, tokenizer, sid_map, dict(zip(items["item_id"].to_list(), items["title"].to_list())))
+    titles = dict(zip(items["item_id"].to_list(), items["title"].to_list()))
+    vectors = sid_item_vectors(run_dir, items, sid_map) if sft.model.sid_init == "encoder" else None
+    vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors)
     new_ids = list(range(n_base, len(tokenizer)))
     examples = build_examples(samples, items, sid_map, sft, seed=seed)
     per_task: dict[str, int] = {}
@@ -307,6 +325,12 @@ def run(
         "num_processes": int(acc.num_processes),
         "lora": tr.lora is not None,
         "new_tokens": len(new_ids),
+        # all parameters and those outside the (tied) embedding table: a tiny model's size is mostly vocabulary
+        "n_params": int(sum(p.numel() for p in {id(p): p for p in trainer.model.parameters()}.values())),
+        "n_params_non_embedding": int(
+            sum(p.numel() for p in {id(p): p for p in trainer.model.parameters()}.values())
+            - trainer.model.get_input_embeddings().weight.numel()
+        ),
         "resumed_from": resume_from.name if resume_from is not None else None,
     }
     if acc.is_main_process:

@@ -85,11 +85,15 @@ def add_sid_vocabulary(
     tokenizer: PreTrainedTokenizerBase,
     sid_map: SidMap,
     titles: Mapping[str, str] | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> SidVocab:
     """Add every SID token and the prompt markers as ordinary tokens, resize and initialise embeddings.
 
     Idempotent: tokens already in the tokenizer are kept with their trained embeddings. ``titles``
     (item id -> title) drives the initialisation of SID rows; without it they start from the mean.
+    ``item_vectors`` (the item-text encoder's vectors, rows in ``sid_map.items`` order) replaces the
+    title initialisation of SID rows by :func:`encoder_token_rows`: for a model trained from scratch
+    the backbone's own title embeddings are random, the encoder's are not.
     """
     sid_tokens = sid_map.tokens()
     new_tokens = [t for t in [*sid_tokens, *MARKER_TOKENS] if t not in tokenizer.get_vocab()]
@@ -100,6 +104,11 @@ def add_sid_vocabulary(
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     if new_tokens:
         init = _initial_rows(new_tokens, tokenizer, old_emb, sid_map, titles or {})
+        if item_vectors is not None:
+            from_encoder = encoder_token_rows(sid_map, item_vectors, old_emb)
+            for i, tok in enumerate(new_tokens):
+                if tok in from_encoder:
+                    init[i] = from_encoder[tok]
         ids = torch.tensor(tokenizer.convert_tokens_to_ids(new_tokens), dtype=torch.long)
         with torch.no_grad():
             model.get_input_embeddings().weight[ids] = init
@@ -153,6 +162,46 @@ def _initial_rows(
             vec = mean
         out.append(vec / vec.norm().clamp(min=1e-8) * target_norm)
     return torch.stack(out)
+
+
+def encoder_token_rows(sid_map: SidMap, item_vectors: np.ndarray, emb: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Embedding rows for the SID tokens from the item-text encoder's vectors.
+
+    The empirical residual quantisation of the SID map: a level-1 token is the mean of its items'
+    centred vectors, a level-``l`` token the mean of what the earlier levels' tokens leave of them.
+    The token vectors are projected on the items' principal directions (a seeded random orthonormal
+    map spreads them when the LM is wider than the encoder) and each level is scaled to the average
+    norm of the backbone's rows: item similarity in text becomes dot-product similarity of the SID
+    tokens at the input and, through the tied output layer, at the output. Codes no item uses are
+    left out (they keep the default initialisation).
+    """
+    x = np.asarray(item_vectors, dtype=np.float64)
+    codes = sid_map.codes
+    if x.ndim != 2 or x.shape[0] != codes.shape[0]:
+        raise StageInputError(
+            f"item vectors have shape {tuple(x.shape)}, expected ({codes.shape[0]}, dim): one row per SID-map item"
+        )
+    width = int(emb.shape[1])
+    resid = x - x.mean(0)
+    _, _, vt = np.linalg.svd(resid, full_matrices=False)
+    k = min(width, vt.shape[0])
+    proj = vt[:k].T  # (dim, k): principal directions of the catalogue
+    if k < width:  # wider LM than encoder: an orthonormal (k -> width) map keeps dot products
+        q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((width, k)))
+        proj = proj @ q.T
+    target = float(emb.detach().norm(dim=1).mean())
+    rows: dict[str, torch.Tensor] = {}
+    for level in range(codes.shape[1]):
+        used = np.unique(codes[:, level])
+        means = np.stack([resid[codes[:, level] == c].mean(0) for c in used])
+        lookup = np.zeros((int(used.max()) + 1, x.shape[1]))
+        lookup[used] = means
+        resid = resid - lookup[codes[:, level]]
+        z = means @ proj
+        z *= target / max(float(np.linalg.norm(z, axis=1).mean()), 1e-12)
+        for c, v in zip(used.tolist(), z):
+            rows[sid_token(level, int(c))] = torch.as_tensor(v, dtype=emb.dtype)
+    return rows
 
 
 # --- what a model dir was built for
