@@ -1,0 +1,198 @@
+"""FHR@20 learning curves of the SFT model: training steps x model sizes, on the valid split.
+
+Why: whether the LM loses to popularity because it is too small, trained too briefly, or for a
+reason more data and steps do not fix, is a question of curves, not of one point. Each point of the
+grid is a child run of one base run: it links the base run's finished ``data/`` and ``sid/``
+stages (same data, same SIDs for every point), trains its own SFT model with ``sft.train.max_steps``
+and ``sft.model.tiny`` replaced, and is evaluated by the normal ``conrec eval`` on the valid split
+(hyperparameters are chosen there; the test split is left alone). Points run as independent
+``conrec`` subprocesses, ``--jobs`` at a time.
+
+    python benchmarks/learning_curve.py -c preset:demo --out runs/curve            # ~2 h on 2 cores
+    python benchmarks/learning_curve.py -c preset:demo --steps 750,1500,3000 \\
+        --sizes 128x2,256x4 --jobs 8 --out runs/curve                          # a GPU box
+
+The base config's ``data.split.train_until`` is set to ``valid`` (a model refitted up to the test
+cut-off must not be scored on valid). Baselines are evaluated once, on the base run, with the same
+split and tuning as ``conrec eval``; they are the horizontal lines of the plot. Writes
+``curve.json``, ``curve.md`` and ``curve.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from conrec.config import load_config, resolve_config_path  # noqa: E402
+from conrec.pipeline import is_current  # noqa: E402
+from conrec.runs import RunDir  # noqa: E402
+
+METRIC = "FHR@20"
+
+
+def parse_size(text: str) -> dict[str, int]:
+    """``256x4`` -> a tiny-model section: hidden 256, 4 layers, hidden/32 heads, MLP 2x hidden."""
+    hidden, layers = (int(x) for x in text.lower().split("x"))
+    return {"hidden_size": hidden, "num_layers": layers, "num_heads": max(hidden // 32, 1), "intermediate_size": 2 * hidden, "seed": 0}
+
+
+def conrec(args: list[str], log: Path, threads: int | None) -> float:
+    """Run one ``conrec`` command in a subprocess (its own torch threads); wall seconds."""
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    started = time.perf_counter()
+    with log.open("a") as fh:
+        subprocess.run([sys.executable, "-m", "conrec.cli", *args], check=True, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return time.perf_counter() - started
+
+
+def base_config(path: str, out: Path) -> dict[str, Any]:
+    cfg = load_config(resolve_config_path(path, None)).model_dump(mode="json", exclude_none=True)
+    cfg["run_dir"] = str(out / "base")
+    cfg["data"]["split"]["train_until"] = "valid"
+    cfg["eval"]["split"] = "valid"
+    return cfg
+
+
+def write_yaml(cfg: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def point_config(base: dict[str, Any], out: Path, size: str, steps: int) -> tuple[str, dict[str, Any]]:
+    name = f"{size}_{steps}"
+    cfg = json.loads(json.dumps(base))
+    cfg["run_dir"] = str(out / name)
+    cfg["sft"]["model"]["tiny"] = parse_size(size)
+    cfg["sft"]["train"]["max_steps"] = steps
+    cfg["sft"]["train"]["save_steps"] = max(steps, cfg["sft"]["train"].get("save_steps", steps))
+    cfg["eval"]["models"] = ["sft"]
+    cfg["eval"]["baselines"] = []
+    return name, cfg
+
+
+def link_upstream(base_run: Path, child: Path) -> None:
+    """The child run reads the base run's data and SIDs (their fingerprints travel with them)."""
+    child.mkdir(parents=True, exist_ok=True)
+    for stage in ("data", "sid"):
+        link = child / stage
+        if not link.exists():
+            link.symlink_to((base_run / stage).resolve(), target_is_directory=True)
+
+
+def metric(run: Path) -> dict[str, Any]:
+    m = json.loads((run / "eval" / "metrics.json").read_text())
+    return {name: {"value": v[METRIC], "ci": v.get(f"{METRIC}_ci")} for name, v in m.items()}
+
+
+def plot(points: list[dict[str, Any]], baselines: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for size in sorted({p["size"] for p in points}, key=lambda s: [int(x) for x in s.split("x")]):
+        rows = sorted((p for p in points if p["size"] == size), key=lambda p: p["steps"])
+        xs = [p["steps"] for p in rows]
+        ax.plot(xs, [p["value"] for p in rows], marker="o", label=f"conrec SFT {size} ({rows[0]['params_m']:.2f}M non-embedding)")
+        if all(p["ci"] for p in rows):
+            ax.fill_between(xs, [p["ci"][0] for p in rows], [p["ci"][1] for p in rows], alpha=0.15)
+    for i, (name, b) in enumerate(sorted(baselines.items(), key=lambda kv: -kv[1]["value"])[:3]):
+        ax.axhline(b["value"], ls="--", lw=1, color=f"C{7 + i}", label=f"{name} {b['value']:.3f}")
+    ax.set_xscale("log")
+    steps = sorted({p["steps"] for p in points})
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.minorticks_off()
+    ax.set_xlabel("SFT steps")
+    ax.set_ylabel(f"{METRIC} (valid split)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-c", "--config", default="preset:demo")
+    ap.add_argument("--out", type=Path, default=Path("runs/curve"))
+    ap.add_argument("--steps", default="375,750,1500,3000")
+    ap.add_argument("--sizes", default="128x2,256x4")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads per job (default: conrec's choice)")
+    args = ap.parse_args()
+    out = args.out.absolute()
+    base = base_config(args.config, out)
+    base_yaml = write_yaml(base, out / "base.yaml")
+    base_run = out / "base"
+    t0 = time.perf_counter()
+    base_cfg = load_config(base_yaml)
+    for stage, command in (("data", "data"), ("sid", "tokenize")):
+        if not is_current(RunDir(base_run), base_cfg, stage):  # a prepared base run is reused as is
+            conrec([command, "-c", str(base_yaml)], out / "base.log", args.threads)
+    bcfg = json.loads(json.dumps(base))
+    bcfg["eval"]["models"] = []
+    base_eval_yaml = write_yaml(bcfg, out / "base_eval.yaml")
+
+    grid = [(size, int(s)) for size in args.sizes.split(",") for s in args.steps.split(",")]
+    points: list[dict[str, Any]] = []
+    baselines: dict[str, Any] = {}
+
+    def save() -> None:  # after every point: a run cut short still leaves its finished points
+        result = {"config": args.config, "metric": METRIC, "split": "valid", "points": points,
+                  "baselines": baselines, "wall_s": time.perf_counter() - t0}
+        (out / "curve.json").write_text(json.dumps(result, indent=2))
+
+    def one(size_steps: tuple[str, int] | None) -> None:
+        if size_steps is None:  # the baselines, beside the grid
+            conrec(["eval", "-c", str(base_eval_yaml)], out / "base.log", args.threads)
+            baselines.update(metric(base_run))
+            save()
+            return
+        size, steps = size_steps
+        name, cfg = point_config(base, out, size, steps)
+        link_upstream(base_run, out / name)
+        y = write_yaml(cfg, out / f"{name}.yaml")
+        log = out / f"{name}.log"
+        sft_s = conrec(["sft", "-c", str(y)], log, args.threads)
+        eval_s = conrec(["eval", "-c", str(y)], log, args.threads)
+        stats = json.loads((out / name / "sft" / "stats.json").read_text()) if (out / name / "sft" / "stats.json").exists() else {}
+        m = metric(out / name)["sft"]
+        params = stats.get("n_params_non_embedding")
+        points.append({"size": size, "steps": steps, "value": m["value"], "ci": m["ci"], "sft_s": sft_s, "eval_s": eval_s,
+                       "params_m": (params / 1e6) if params else float("nan")})
+        save()
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, [None, *grid]))
+    result = json.loads((out / "curve.json").read_text())
+    lines = [f"| model | steps | {METRIC} (valid) | 95% CI | SFT s | eval s |", "|---|---:|---:|---|---:|---:|"]
+    for p in sorted(points, key=lambda p: (p["size"], p["steps"])):
+        ci = f"[{p['ci'][0]:.3f}, {p['ci'][1]:.3f}]" if p["ci"] else ""
+        lines.append(f"| conrec SFT {p['size']} | {p['steps']} | {p['value']:.3f} | {ci} | {p['sft_s']:.0f} | {p['eval_s']:.0f} |")
+    for name, b in sorted(baselines.items(), key=lambda kv: -kv[1]["value"]):
+        ci = f"[{b['ci'][0]:.3f}, {b['ci'][1]:.3f}]" if b["ci"] else ""
+        lines.append(f"| {name} | – | {b['value']:.3f} | {ci} | | |")
+    (out / "curve.md").write_text("\n".join(lines) + "\n")
+    plot(points, baselines, out / "curve.png")
+    print("\n".join(lines))
+    print(f"wrote {out / 'curve.png'} ({result['wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
