@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import yaml
+from builders import grpo_run_dir
 
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
@@ -42,11 +43,9 @@ def test_sft_two_cpu_processes(tmp_path):
 
 def test_grpo_two_cpu_processes(tmp_path):
     """Progressive GRPO (2 stages, constrained rollouts) as 2 gloo processes via the module entry point."""
-    from test_grpo import _grpo_run_dir
-
     from conrec.config import dump_config
 
-    cfg, run = _grpo_run_dir(tmp_path / "run")
+    cfg, run = grpo_run_dir(tmp_path / "run")
     cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"stages": cfg.grpo.stages[:1] + [cfg.grpo.stages[1].model_copy(update={"steps": 1})]})})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(dump_config(cfg))

@@ -11,21 +11,21 @@ import pytest
 from conrec.data.samples import DAY
 from conrec.errors import DataValidationError
 from conrec.eval.metrics import (
+    POINT_METRICS,
     catalog_coverage,
     evaluate,
     fhr_at_k,
     fprec_at_k,
     future_recall_at_k,
     higher_is_better,
-    long_tail_items,
-    point_inputs,
-    point_values,
-    POINT_METRICS,
     horizon_key,
     hr_at_k,
     invalid_rate,
+    long_tail_items,
     ndcg_at_k,
     parse_horizon_key,
+    point_inputs,
+    point_values,
 )
 
 

@@ -7,14 +7,12 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
+from builders import eval_run_dir
 from rich.console import Console
 
 from conrec.config import load_config
-from conrec.data.config import SplitConfig
-from conrec.data.splits import build_samples, time_cutoffs
 from conrec.errors import StageInputError
 from conrec.eval import stage as eval_stage
 from conrec.eval.metrics import horizon_key
@@ -85,35 +83,6 @@ def test_render_table_lists_models_and_metrics() -> None:
 
 # --- the stage ------------------------------------------------------------------------------------
 
-DAY = 86_400
-
-
-def _run_dir(root: Path, with_stats: bool = True) -> tuple[RunDir, int]:
-    """30 users, 15 items in 3 categories, 20 days of random feedback; data written as the data stage would."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(30):
-        for t in sorted(rng.integers(0, 20 * DAY, size=14)):
-            rows.append((f"u{u}", f"i{int(rng.integers(15))}", int(t) + 1_700_000_000, int(rng.choice([-1, 1]))))
-    u, i, t, f = zip(*rows)
-    events = pl.DataFrame(
-        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
-        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
-    )
-    items = pl.DataFrame(
-        {"item_id": [f"i{j}" for j in range(15)], "title": [f"t{j}" for j in range(15)], "text": "", "category": [f"c{j % 3}" for j in range(15)]}
-    )
-    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10)
-    run = RunDir(root)
-    write_parquet(events, run.events)
-    write_parquet(items, run.items)
-    write_parquet(build_samples(events, scfg), run.samples)
-    cuts = time_cutoffs(events, scfg)
-    if with_stats:
-        write_json({"source": "hand-made", "users": 30, "valid_cutoff_ts": cuts.valid, "test_cutoff_ts": cuts.test}, run.data / "stats.json")
-    return run, cuts.test
-
-
 def _cfg(root: Path, **eval_overrides: object):
     section = {
         "baselines": ["popularity", "itemknn", "category", "sasrec"],
@@ -127,7 +96,7 @@ def _cfg(root: Path, **eval_overrides: object):
 
 
 def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run, test_cut = _run_dir(tmp_path / "run")
+    run, test_cut = eval_run_dir(tmp_path / "run")
     run.sft_model.mkdir(parents=True)  # an "sft" checkpoint exists, "grpo" does not
 
     calls: dict[str, object] = {}
@@ -182,7 +151,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_path: Path) -> None:
-    run, _ = _run_dir(tmp_path / "run", with_stats=False)
+    run, _ = eval_run_dir(tmp_path / "run", with_stats=False)
     cfg = _cfg(run.root, baselines=["popularity"], models=[], max_samples=5, split="valid")
     first = eval_stage.run(cfg, console=Console(width=120))
     ids_first = pl.read_parquet(run.predictions / "popularity.parquet")["sample_id"].to_list()
@@ -195,7 +164,7 @@ def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_pat
 def test_stage_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(StageInputError, match="events"):
         eval_stage.run(_cfg(tmp_path / "empty"), console=Console())
-    run, _ = _run_dir(tmp_path / "run")
+    run, _ = eval_run_dir(tmp_path / "run")
     samples = pl.read_parquet(run.samples).filter(pl.col("split") != "test")
     write_parquet(samples, run.samples)
     with pytest.raises(StageInputError, match="no samples in split 'test'"):
