@@ -99,7 +99,7 @@ def test_fingerprint_ignores_downstream_sections() -> None:
 
 
 def test_stage_alone_refuses_unfinished_upstream(tmp_path: Path, fake_stages: list[str]) -> None:
-    """Data files left by a failed data stage (no done marker) must not feed `conrec tokenize`."""
+    """Data files left by a failed data stage (no done marker) must not feed `conrec sid`."""
     from conrec.errors import StageInputError
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
@@ -168,16 +168,27 @@ def test_eval_alone_needs_lm_stages_only_when_the_run_has_them(tmp_path: Path, f
         pipeline.run_stage(cfg, "eval")
 
 
-def test_cli_tokenize_on_partial_data_files_exits_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["sid", "tokenize"])  # tokenize: the hidden alias of sid
+def test_cli_sid_on_partial_data_files_exits_2(tmp_path: Path, command: str) -> None:
     from typer.testing import CliRunner
 
     from conrec.cli import app
 
     run = RunDir(tmp_path / "run")
     write_fake_outputs(run, "data")  # what a data stage that failed after writing used to leave
-    res = CliRunner().invoke(app, ["tokenize", "-r", str(run.root)])
+    res = CliRunner().invoke(app, [command, "-r", str(run.root)])
     assert res.exit_code == 2 and "not finished" in res.output.replace("\n", "")
+    assert "conrec data" in res.output.replace("\n", "")
     assert not run.sid.exists()
+
+
+def test_cli_help_names_the_sid_command_and_hides_the_alias() -> None:
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    out = CliRunner().invoke(app, ["--help"]).output
+    assert " sid " in out and " tokenize " not in out
 
 
 def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:

@@ -42,11 +42,11 @@ HISTORY_HELP = escape(
 )
 
 
-def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None, **overrides: Any):
+def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None):
     """--config, else the run dir's own config.yaml, else ``default_preset``, else defaults."""
     from conrec.config import load_config, resolve_config_path
 
-    extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    extra: dict[str, Any] = {}
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
     return load_config(resolve_config_path(config, run_dir, default_preset), extra)
@@ -102,9 +102,13 @@ def analyze(
 
 
 @app.command()
-def tokenize(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def sid(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
     """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
     _guard(lambda: _stage("sid", config, run_dir))
+
+
+# The command's earlier name, kept so existing scripts keep working; hidden from --help.
+app.command(name="tokenize", hidden=True, help="Alias of `conrec sid`.")(sid)
 
 
 @app.command()

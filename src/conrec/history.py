@@ -109,7 +109,7 @@ def known_item_ids(run: RunDir) -> set[str]:
     """
     p = run.sid_map
     if not p.exists():
-        raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec tokenize` first)")
+        raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec sid` first)")
     try:
         return set(pl.read_parquet(p, columns=["item_id"])["item_id"].cast(pl.String).to_list())
     except Exception as exc:  # polars raises several types for corrupt files

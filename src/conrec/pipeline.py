@@ -108,7 +108,7 @@ def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
     return stale_reason(run, cfg, stage) is None
 
 
-_COMMAND = {"data": "data", "sid": "tokenize", "sft": "sft", "grpo": "grpo", "eval": "eval"}
+_COMMAND = {"data": "data", "sid": "sid", "sft": "sft", "grpo": "grpo", "eval": "eval"}
 
 
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conrec.io import read_json, write_json
+from conrec.io import write_json
 
 STAGES = ("data", "sid", "sft", "grpo", "eval")
 
@@ -124,9 +124,6 @@ class RunDir:
     def mark_done(self, stage: str, info: dict[str, Any] | None = None) -> None:
         payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
         write_json(payload, self.stage_dir(stage) / "_done.json")
-
-    def done_info(self, stage: str) -> dict[str, Any]:
-        return read_json(self.stage_dir(stage) / "_done.json", what=f"{stage} stage marker")
 
     def clear_done(self, stage: str) -> None:
         (self.stage_dir(stage) / "_done.json").unlink(missing_ok=True)

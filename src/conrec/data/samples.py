@@ -46,13 +46,6 @@ SAMPLE_COLUMNS = (
 DAY = 86_400
 
 
-def split_history(items: Sequence[str], feedback: Sequence[int]) -> tuple[list[str], list[str]]:
-    """(negatives, positives), each oldest first."""
-    neg = [i for i, f in zip(items, feedback) if f < 0]
-    pos = [i for i, f in zip(items, feedback) if f > 0]
-    return neg, pos
-
-
 def future_set(later_negs: Sequence[str], later_neg_ts: Sequence[int], t: int, horizon_days: float) -> set[str]:
     """Items disliked in [t, t + horizon_days) — the future-negative set for any horizon."""
     end = t + horizon_days * DAY

@@ -195,11 +195,6 @@ def read_vocab_meta(model_dir: Path) -> dict:
         raise StageInputError(f"{p} is not valid JSON: {exc}") from exc
 
 
-def model_sid_map(model_dir: Path) -> SidMap:
-    """The SID map stored with a model dir (what it was trained on)."""
-    return SidMap.from_parquet(Path(model_dir) / SID_MAP_FILE)
-
-
 def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:
     """Raise :class:`StageInputError` unless the model in ``model_dir`` was built for ``sid_map``.
 

@@ -51,7 +51,7 @@ class SidMap:
     def from_parquet(cls, path: str | os.PathLike[str]) -> "SidMap":
         p = Path(path)
         if not p.exists():
-            raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec tokenize` first)")
+            raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec sid` first)")
         try:
             table = pq.read_table(p)
         except Exception as exc:
