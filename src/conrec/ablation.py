@@ -32,6 +32,7 @@ import polars as pl
 from rich.console import Console
 
 from conrec.config import PipelineConfig
+from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.runs import RunDir
@@ -93,7 +94,7 @@ def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[d
         ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
     )
     ks = sorted(set(ecfg.ks))
-    horizons = sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days})
+    horizons, _ = measurable_horizons(ecfg.horizons, cfg.data.split.max_horizon_days)  # the eval stage's policy
     started = time.perf_counter()
     predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
     preds = predictor.predict_samples(samples, max(ks), console=console)

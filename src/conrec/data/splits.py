@@ -52,6 +52,7 @@ import pyarrow as pa
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
+from conrec.data.windows import window_end
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError
 
@@ -249,13 +250,13 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     cut = points["label_cut"].to_numpy()
     start = points["nidx"].to_numpy()
 
-    def window_end(days: float) -> np.ndarray:
-        limit = np.minimum(t + int(round(days * DAY)), cut)
+    def end_index(days: float) -> np.ndarray:
+        limit = np.minimum(window_end(t, days), cut)
         rel = np.clip(limit - t0, 0, span - 1)
         return np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start + 1)
 
-    later_end = window_end(cfg.max_horizon_days)
-    future_end = window_end(cfg.horizon_days)
+    later_end = end_index(cfg.max_horizon_days)
+    future_end = end_index(cfg.horizon_days)
     later = _ranges_to_lists(neg["item_id"], start, later_end)
     later_ts = _ranges_to_lists(neg["ts"], start, later_end)
     future = _ranges_to_lists(neg["item_id"], start, future_end)

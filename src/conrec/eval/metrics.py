@@ -44,7 +44,7 @@ from typing import Callable, Collection, Iterable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from conrec.data.samples import future_set
+from conrec.data.windows import future_set
 from conrec.errors import DataValidationError
 
 _HORIZON_KEY = re.compile(r"^(?P<metric>[A-Za-z]+)@(?P<k>\d+)\|N=(?P<h>[0-9.]+)d$")

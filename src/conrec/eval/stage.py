@@ -31,6 +31,7 @@ from rich.console import Console
 
 from conrec.data.schema import DISLIKE
 from conrec.data.splits import per_user_fit_events
+from conrec.data.windows import beyond_max_note, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import make_baseline
 from conrec.eval.compare import add_intervals
@@ -193,10 +194,9 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     n_items = items.height
     notes: list[str] = [f"Baselines fitted on {fit_rule}."]
     max_h = cfg.data.split.max_horizon_days
-    horizons = sorted({h for h in ecfg.horizons if h <= max_h})
-    dropped = sorted(set(ecfg.horizons) - set(horizons))
+    horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
-        notes.append(f"Horizons {dropped} exceed data.split.max_horizon_days={max_h:g} (labels stop there); not plotted.")
+        notes.append(beyond_max_note(dropped, max_h))
     sample_ids = samples["sample_id"].to_list()
     swapped = swap_histories(samples, ecfg.seed) if ecfg.context_swap else None
 
