@@ -149,7 +149,7 @@ def test_evaluate_rejects_unknown_or_duplicate_sample_ids() -> None:
         evaluate(pl.DataFrame({"sample_id": [7], "items": [["a"]]}), _samples(), ks=[1], n_items=5)
     with pytest.raises(DataValidationError, match="duplicate sample_id"):
         evaluate(pl.DataFrame({"sample_id": [0, 0], "items": [["a"], ["b"]]}), _samples(), ks=[1], n_items=5)
-    with pytest.raises(DataValidationError, match="missing column 'items'"):
+    with pytest.raises(DataValidationError, match=r"missing column\(s\) \['items'\]"):
         evaluate(pl.DataFrame({"sample_id": [0]}), _samples(), ks=[1], n_items=5)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import polars as pl
 
 from conrec.data.schema import DISLIKE, POSITIVE
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 EXPOSURE_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -38,9 +38,7 @@ def validate_exposures(exposures: pl.DataFrame, items: pl.DataFrame, source: str
 
     Raises :class:`DataValidationError` for missing columns, nulls or outcomes outside {-1, 0, +1}.
     """
-    missing = [c for c in EXPOSURE_SCHEMA if c not in exposures.columns]
-    if missing:
-        raise DataValidationError(f"{source}: missing column(s) {missing}; have {exposures.columns}")
+    require_columns(exposures, EXPOSURE_SCHEMA, source)
     for col in EXPOSURE_SCHEMA:
         if exposures[col].null_count():
             raise DataValidationError(f"{source}: column {col!r} has {exposures[col].null_count()} null value(s)")

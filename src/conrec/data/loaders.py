@@ -16,13 +16,13 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal, Sequence
 
 import polars as pl
 
 from conrec.data.config import DataConfig
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, ITEM_COLUMNS, POSITIVE, validate_events, validate_items
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError, DataValidationError, require_columns
 
 TsUnit = Literal["auto", "s", "ms"]
 _MS_THRESHOLD = 10**11  # epoch seconds reach 1e11 only in the year 5138: larger integers are milliseconds
@@ -106,12 +106,6 @@ def _first_json_record(path: Path, what: str) -> dict:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
-
-
-def _require(df: pl.DataFrame, cols: Iterable[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"{what}: missing column(s) {missing}; have {df.columns}")
 
 
 def parse_timestamps(s: pl.Series, unit: TsUnit = "auto", what: str = "events", column: str = "ts") -> pl.Series:
@@ -260,7 +254,7 @@ def load_table(
 
     what = f"events file {ev_path}"
     events = events.rename({k: v for k, v in columns.items() if k in events.columns})
-    _require(events, ("user_id", "item_id", "ts"), what)
+    require_columns(events, ("user_id", "item_id", "ts"), what)
     if "feedback" not in events.columns and "rating" not in events.columns:
         raise DataValidationError(
             f"{what}: needs a 'feedback' (-1/+1) or a 'rating' column (map one with `columns`); have {events.columns}"
@@ -286,7 +280,7 @@ def load_table(
 
     if items_raw is not None:
         items = items_raw.rename({k: v for k, v in columns.items() if k in items_raw.columns})
-        _require(items, ("item_id", "title"), f"items file {items_path}")
+        require_columns(items, ("item_id", "title"), f"items file {items_path}")
     else:
         items = _placeholder_items(events["item_id"], "item")
     return _finish(events, items, source=f"table {ev_path.name}")
@@ -370,8 +364,8 @@ def load_movielens(
     elif _suffix(rp) == ".csv":
         ratings = read_table_file(rp, "MovieLens ratings", schema_overrides={"userId": pl.String, "movieId": pl.String})
         movies = read_table_file(mp, "MovieLens movies", schema_overrides={"movieId": pl.String})
-        _require(ratings, ("userId", "movieId", "rating", "timestamp"), f"MovieLens ratings file {rp}")
-        _require(movies, ("movieId", "title", "genres"), f"MovieLens movies file {mp}")
+        require_columns(ratings, ("userId", "movieId", "rating", "timestamp"), f"MovieLens ratings file {rp}")
+        require_columns(movies, ("movieId", "title", "genres"), f"MovieLens movies file {mp}")
         ratings = ratings.rename({"userId": "user_id", "movieId": "item_id", "timestamp": "ts"})
         movies = movies.rename({"movieId": "item_id"})
     else:
@@ -472,7 +466,7 @@ def load_kuairand(
 def _kuairand_items(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
     """Title from a caption when there is one; category from the first tag (or category/type); text
     from whichever descriptive columns exist (KuaiRand basic features, KuaiRec caption file)."""
-    _require(raw, ("video_id",), f"KuaiRand video features file {path}")
+    require_columns(raw, ("video_id",), f"KuaiRand video features file {path}")
     df = raw.with_columns(pl.all().cast(pl.String).str.strip_chars()).with_columns(item_id=pl.col("video_id"))
     caption_cols = [c for c in ("caption", "manual_cover_text") if c in df.columns]
     generic = "video " + pl.col("item_id")

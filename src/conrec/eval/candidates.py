@@ -35,7 +35,7 @@ import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError, StageInputError
+from conrec.errors import DataValidationError, StageInputError, require_columns
 from conrec.eval.bootstrap import mean_ci, resample_indices
 
 if TYPE_CHECKING:
@@ -146,9 +146,7 @@ def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: i
         ("samples", samples, ("sample_id", "user_id", "ts", "next_neg", "hist_items")),
         ("exposures", exposures, ("user_id", "item_id", "ts", "outcome")),
     ):
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DataValidationError(f"{name}: missing column(s) {missing}; have {df.columns}")
+        require_columns(df, cols, name)
     points = samples.select(
         "sample_id", pl.col("user_id").cast(pl.String), "next_neg", "hist_items", (pl.col("ts") // DAY).alias("day")
     )

@@ -45,7 +45,7 @@ import numpy as np
 import polars as pl
 
 from conrec.data.windows import future_set
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 _HORIZON_KEY = re.compile(r"^(?P<metric>[A-Za-z]+)@(?P<k>\d+)\|N=(?P<h>[0-9.]+)d$")
 
@@ -224,12 +224,8 @@ def parse_horizon_key(key: str) -> tuple[str, int, float] | None:
 
 
 def _check_inputs(predictions: pl.DataFrame, samples: pl.DataFrame, need: list[str]) -> None:
-    for col in ("sample_id", "items"):
-        if col not in predictions.columns:
-            raise DataValidationError(f"predictions: missing column {col!r}; have {predictions.columns}")
-    missing = [c for c in need if c not in samples.columns]
-    if missing:
-        raise DataValidationError(f"samples: missing column(s) {missing}; have {samples.columns}")
+    require_columns(predictions, ("sample_id", "items"), "predictions")
+    require_columns(samples, need, "samples")
     if samples.height == 0:
         raise DataValidationError("samples: nothing to evaluate (0 rows)")
     dup = predictions.filter(pl.col("sample_id").is_duplicated())["sample_id"].unique()

@@ -20,7 +20,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,7 @@ class CoDislike:
         still resolve, with zero similarity to everything but themselves); default: items seen in
         ``events``.
         """
-        missing = [c for c in ("user_id", "item_id", "feedback") if c not in events.columns]
-        if missing:
-            raise DataValidationError(f"co-dislike fit: events miss column(s) {missing}; have {events.columns}")
+        require_columns(events, ("user_id", "item_id", "feedback"), "co-dislike fit: events")
         if top_n < 1:
             raise ValueError(f"top_n must be >= 1, got {top_n}")
         dislikes = events.filter(pl.col("feedback") == DISLIKE)

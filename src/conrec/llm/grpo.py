@@ -58,7 +58,7 @@ from rich.progress import Progress
 from transformers import TrainerCallback
 
 from conrec.config import PipelineConfig
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
@@ -132,9 +132,8 @@ def stage_records(
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train-split samples with a non-empty future set, optionally a seeded random subset."""
-    missing = [c for c in ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs") if c not in samples.columns]
-    if missing:
-        raise StageInputError(f"samples table misses column(s) {missing} (see conrec.data.samples)")
+    cols = ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs")
+    require_columns(samples, cols, "samples table (see conrec.data.samples)", StageInputError)
     train = samples.filter((pl.col("split") == "train") & (pl.col("future_negs").list.len() > 0))
     if train.height == 0:
         raise StageInputError("samples table has no train sample with a non-empty future_negs set")

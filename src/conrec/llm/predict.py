@@ -21,7 +21,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
-from conrec.errors import DataValidationError, StageInputError
+from conrec.errors import DataValidationError, StageInputError, require_columns
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
@@ -171,9 +171,7 @@ class Predictor:
         Returns ``sample_id`` (Int64), ``items`` (List[String]), ``scores`` (List[Float64]),
         ``n_invalid`` (Int64: generated beams that were not a new real item; 0 by construction).
         """
-        for col in ("sample_id", "hist_items", "hist_feedback"):
-            if col not in samples.columns:
-                raise DataValidationError(f"samples: missing column {col!r}; have {samples.columns}")
+        require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
         rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
         histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
         unknown = sorted({i for h, _ in histories for i in h if i not in self.sid_map})

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError, DataValidationError, require_columns
 from conrec.io import read_parquet, write_parquet
 from conrec.runs import RunDir
 from conrec.slate import decide, rank_scores
@@ -79,8 +79,7 @@ def batch_histories(df: pl.DataFrame, where: str) -> list[History]:
 
 def score_batch(predictor: "Predictor", df: pl.DataFrame, threshold: float | None, where: str = "batch") -> pl.DataFrame:
     """The batch table's id columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``)."""
-    if "candidates" not in df.columns:
-        raise DataValidationError(f"{where}: missing column 'candidates' (a list of item ids per row); have {df.columns}")
+    require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
     slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import polars as pl
 
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 History = tuple[list[str], list[int]]
 
@@ -24,10 +24,8 @@ class Catalog:
 
     @classmethod
     def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> "Catalog":
-        for name, df, cols in (("items", items, ("item_id", "title")), ("sid_map", sid_map, ("item_id", "sid"))):
-            missing = [c for c in cols if c not in df.columns]
-            if missing:
-                raise DataValidationError(f"{name} table: missing column(s) {missing}; have {df.columns}")
+        require_columns(items, ("item_id", "title"), "items table")
+        require_columns(sid_map, ("item_id", "sid"), "sid_map table")
         if sid_map.height == 0:
             raise DataValidationError("sid_map table is empty: the model has no item to recommend")
         sids = sid_map["sid"]
@@ -55,9 +53,7 @@ def user_histories(events: pl.DataFrame, max_history: int) -> dict[str, History]
 
     Ties in ``ts`` keep the table's order (canonical events are already sorted by user, ts).
     """
-    missing = [c for c in ("user_id", "item_id", "ts", "feedback") if c not in events.columns]
-    if missing:
-        raise DataValidationError(f"events table: missing column(s) {missing}; have {events.columns}")
+    require_columns(events, ("user_id", "item_id", "ts", "feedback"), "events table")
     grouped = (
         events.with_row_index("_row")
         .sort(["user_id", "ts", "_row"])

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 
 @runtime_checkable
@@ -61,8 +61,8 @@ class Catalog:
 
     @classmethod
     def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> "Catalog":
-        check_columns(events, ("user_id", "item_id", "feedback"), "events")
-        check_columns(items, ("item_id",), "items")
+        require_columns(events, ("user_id", "item_id", "feedback"), "events")
+        require_columns(items, ("item_id",), "items")
         if items.height == 0:
             raise DataValidationError("items: the catalogue is empty")
         item_ids = items["item_id"].cast(pl.String).to_list()
@@ -83,15 +83,9 @@ class Catalog:
         return [j for j in (self.index.get(i) for i in items) if j is not None]
 
 
-def check_columns(df: pl.DataFrame, cols: Sequence[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"{what}: missing column(s) {missing}; have {df.columns}")
-
-
 def histories(samples: pl.DataFrame) -> list[tuple[list[str], list[int]]]:
     """Each sample's (hist_items, hist_feedback), oldest first."""
-    check_columns(samples, ("hist_items", "hist_feedback"), "samples")
+    require_columns(samples, ("hist_items", "hist_feedback"), "samples")
     return [
         (list(items or ()), list(fb or ()))
         for items, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
