@@ -23,7 +23,7 @@ from conrec.errors import DataValidationError, StageInputError
 from conrec.io import write_parquet
 from conrec.runs import RunDir
 from conrec.serve.app import create_app, create_app_from_run
-from conrec.serve.catalog import Catalog, user_histories
+from conrec.serve.catalog import SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.popular import PopularDislikePredictor
 
@@ -220,13 +220,13 @@ def test_without_events_user_requests_are_404_but_lists_work():
 
 def test_catalog_requires_columns_and_names_unknown_ids():
     items, sid_map, _ = serve_tables()
-    cat = Catalog.build(items, sid_map.with_columns(pl.col("codes").alias("sid")))  # list SIDs get joined
+    cat = SidCatalog.build(items, sid_map.with_columns(pl.col("codes").alias("sid")))  # list SIDs get joined
     assert cat.sid["i3"] == "33" and cat.title["i3"] == "Title 3"
     assert cat.unknown(["i1", "x", "y", "x"]) == ["x", "y"]
     with pytest.raises(DataValidationError, match="sid"):
-        Catalog.build(items, sid_map.drop("sid"))
+        SidCatalog.build(items, sid_map.drop("sid"))
     with pytest.raises(DataValidationError, match="empty"):
-        Catalog.build(items, sid_map.head(0))
+        SidCatalog.build(items, sid_map.head(0))
 
 
 def test_user_histories_keep_ts_order_and_ties():

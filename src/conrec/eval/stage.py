@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
-from conrec.data.schema import DISLIKE
+from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
 from conrec.data.splits import per_user_fit_events
 from conrec.data.windows import beyond_max_note, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
@@ -79,12 +79,6 @@ def predictions_frame(sample_ids: list[int], rankings: list[list[str]], n_invali
         {"sample_id": sample_ids, "items": rankings, "n_invalid": n_invalid or [0] * len(sample_ids)},
         schema={"sample_id": pl.Int64, "items": pl.List(pl.String), "n_invalid": pl.Int64},
     )
-
-
-def dislike_counts(events: pl.DataFrame) -> dict[str, int]:
-    """Dislikes per item in ``events`` (the "training dislikes" that define LIF's long-tail items)."""
-    agg = events.filter(pl.col("feedback") == DISLIKE).group_by("item_id").len()
-    return dict(zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()))
 
 
 def all_metrics_with_points(

@@ -30,7 +30,7 @@ import conrec
 from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
 from conrec.explain import Explainer
-from conrec.serve.catalog import Catalog, History, user_histories
+from conrec.serve.catalog import SidCatalog, History, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
     Admission,
@@ -118,7 +118,7 @@ def create_app(
     ``events`` gives the known users' histories (None: ``user_id`` requests get 404).
     ``model_name`` is what responses report (default ``cfg.model``).
     """
-    catalog = Catalog.build(items, sid_map)
+    catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
     model = model_name or cfg.model
     gate = AdmissionGate(cfg.inference_workers, cfg.max_queue)

@@ -16,14 +16,18 @@ History = tuple[list[str], list[int]]
 
 
 @dataclass(frozen=True)
-class Catalog:
-    """Item id -> (SID, title) for every item the model can generate (the SID map's items)."""
+class SidCatalog:
+    """Item id -> (SID, title) for every item the model can generate (the SID map's items).
+
+    Not the evaluation's :class:`conrec.eval.baselines.base.Catalog` (item index and dislike
+    popularity for scoring): this one only answers what the service shows per item.
+    """
 
     sid: dict[str, str]
     title: dict[str, str]
 
     @classmethod
-    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> "Catalog":
+    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> "SidCatalog":
         require_columns(items, ("item_id", "title"), "items table")
         require_columns(sid_map, ("item_id", "sid"), "sid_map table")
         if sid_map.height == 0:

@@ -28,7 +28,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 import polars as pl
 
-from conrec.data.schema import DISLIKE
+from conrec.data.popularity import catalogue_dislike_counts, popularity_order
 from conrec.errors import DataValidationError, require_columns
 
 
@@ -67,13 +67,8 @@ class Catalog:
             raise DataValidationError("items: the catalogue is empty")
         item_ids = items["item_id"].cast(pl.String).to_list()
         index = {it: i for i, it in enumerate(item_ids)}
-        counts = np.zeros(len(item_ids), dtype=np.float64)
-        agg = events.filter(pl.col("feedback") == DISLIKE).group_by("item_id").len()
-        for it, n in zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()):
-            j = index.get(it)
-            if j is not None:
-                counts[j] = n
-        order = np.argsort(-counts, kind="stable")
+        counts = catalogue_dislike_counts(events, item_ids)
+        order = popularity_order(counts)
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         return cls(item_ids, index, counts, order, rank)
