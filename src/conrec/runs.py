@@ -99,6 +99,20 @@ class RunDir:
     def grpo_model(self) -> Path:
         return self.grpo / "model"
 
+    def model_dir(self, name: str) -> Path:
+        """The final model dir of LM stage ``name`` (``sft`` or ``grpo``): the one lookup that the
+        eval stage, ``conrec predict``/``score``, the server and the output checks share."""
+        dirs = {"sft": self.sft_model, "grpo": self.grpo_model}
+        if name not in dirs:
+            from conrec.errors import ConfigError
+
+            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(dirs)}")
+        return dirs[name]
+
+    def has_model(self, name: str) -> bool:
+        """Whether LM stage ``name`` left a loadable-looking model (its ``config.json``)."""
+        return (self.model_dir(name) / "config.json").exists()
+
     # --- eval
     @property
     def eval(self) -> Path:
@@ -154,7 +168,7 @@ class RunDir:
             from conrec.llm.model_files import verify_model_dir
 
             try:
-                verify_model_dir(self.sft_model if stage == "sft" else self.grpo_model)
+                verify_model_dir(self.model_dir(stage))
             except StageInputError as exc:
                 return str(exc)
         return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 import math
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -152,10 +151,6 @@ def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
     return [list(x) if x is not None else [] for x in joined["items"].to_list()]
 
 
-def _lm_model_dir(run: RunDir, name: str) -> Path:
-    return {"sft": run.sft_model, "grpo": run.grpo_model}[name]
-
-
 def _lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
     """``conrec.llm.predict.predict_samples`` (imported lazily: torch/transformers load only when an
     LM checkpoint is actually evaluated)."""
@@ -206,7 +201,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
-    lm_todo = [m for m in ecfg.models if _lm_model_dir(rd, m).exists()]
+    lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
     if lm_todo and ecfg.split == "valid" and cfg.data.split.train_until == "test":
         raise ConfigError(
             "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
@@ -214,7 +209,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
         )
     for m in ecfg.models:
         if m not in lm_todo:
-            notes.append(f"LM model `{m}` skipped: no checkpoint at {_lm_model_dir(rd, m)} (run `conrec {m}` first).")
+            notes.append(f"LM model `{m}` skipped: no checkpoint at {rd.model_dir(m)} (run `conrec {m}` first).")
 
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))

@@ -311,8 +311,8 @@ def run(
     rd = RunDir(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else rd.grpo_model
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft_dir = rd.sft_model
-    if not (sft_dir / "config.json").exists():
+    sft_dir = rd.model_dir("sft")
+    if not rd.has_model("sft"):
         raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use

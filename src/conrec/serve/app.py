@@ -363,7 +363,7 @@ def load_predictor(
         from conrec.serve.popular import PopularDislikePredictor
 
         return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
-    if name == "grpo" and not (run.grpo_model / "config.json").exists():
+    if name == "grpo" and not run.has_model("grpo"):
         log.warning("no GRPO model at %s; serving the SFT model from %s instead", run.grpo_model, run.sft_model)
         name = "sft"
     from conrec.llm.predict import Predictor
