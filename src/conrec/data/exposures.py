@@ -57,11 +57,11 @@ def exposures_from_events(events: pl.DataFrame) -> pl.DataFrame:
 
 def movielens100k_exposures(dislike_max_rating: float = 2.0, like_min_rating: float = 4.0) -> pl.DataFrame:
     """Every MovieLens-100K rating as an exposure: <= dislike_max -> -1, >= like_min -> +1, else 0."""
-    from conrec.data.loaders import parse_timestamps
-    from conrec.data.movielens100k import _read_atomic, locate_ml100k
+    from conrec.data.sources.common import parse_timestamps
+    from conrec.data.sources.movielens100k import locate_ml100k, read_atomic
 
     d = locate_ml100k()
-    inter = _read_atomic(d / "ml-100k.inter", "MovieLens-100K interactions")
+    inter = read_atomic(d / "ml-100k.inter", "MovieLens-100K interactions")
     rating = inter["rating"].cast(pl.Float64)
     outcome = (
         pl.when(pl.col("rating") <= dislike_max_rating)

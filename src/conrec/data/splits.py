@@ -52,8 +52,8 @@ import pyarrow as pa
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
-from conrec.data.windows import window_end
 from conrec.data.schema import DISLIKE
+from conrec.data.windows import window_end
 from conrec.errors import DataValidationError
 
 SPLITS = ("train", "valid", "test")
