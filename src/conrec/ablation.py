@@ -35,6 +35,7 @@ from conrec.config import PipelineConfig
 from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.io import read_json, read_parquet, write_json, write_text
+from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.runs import RunDir
 
 WHAT = ("grpo", "prompts")
@@ -104,7 +105,6 @@ def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[d
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
     from conrec.eval.report import markdown_table, render_table
-    from conrec.pipeline import run_pipeline
 
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")

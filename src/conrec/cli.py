@@ -209,7 +209,7 @@ def ablate(
     what: str = typer.Option("grpo", help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants"),
 ) -> None:
     """Reproduce an ablation table with one command."""
-    from conrec.pipeline import run_ablation
+    from conrec.ablation import run as run_ablation
 
     _guard(lambda: run_ablation(_start(_load(config, run_dir)), what=what, console=console))
 

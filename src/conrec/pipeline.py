@@ -234,9 +234,3 @@ def show_saved_results(run: RunDir, console: Console, order: list[str] | None = 
     console.print(render_table(metrics, ks_of(metrics)))
     return True
 
-
-def run_ablation(cfg: PipelineConfig, what: str, console: Console | None = None) -> Any:
-    """Reproduce an ablation table (see conrec.ablation)."""
-    from conrec.ablation import run
-
-    return run(cfg, what=what, console=console or Console())
