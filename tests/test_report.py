@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import polars as pl
@@ -101,7 +99,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
     calls: dict[str, object] = {}
 
-    def predict_samples(cfg, model: str, samples: pl.DataFrame, k: int) -> pl.DataFrame:
+    def predict_samples(cfg, model: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
         calls.update(model=model, n=samples.height, k=k)
         ids = samples["sample_id"].to_list()[:-1]  # the last sample gets no prediction: must count as misses
         return pl.DataFrame(
@@ -109,7 +107,6 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
             schema={"sample_id": pl.Int64, "items": pl.List(pl.String), "scores": pl.List(pl.Float64), "n_invalid": pl.Int64},
         )
 
-    monkeypatch.setitem(sys.modules, "conrec.llm.predict", types.SimpleNamespace(predict_samples=predict_samples))
     fitted_max_ts: list[int] = []
     real_make = eval_stage.make_baseline
 
@@ -126,7 +123,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(eval_stage, "make_baseline", spy_make)
     console = Console(record=True, width=120)
-    metrics = eval_stage.run(_cfg(run.root), console=console)
+    metrics = eval_stage.run(_cfg(run.root), console=console, predict=predict_samples)
 
     n_test = pl.read_parquet(run.samples).filter(pl.col("split") == "test").height
     assert list(metrics) == ["popularity", "itemknn", "category", "sasrec", "sft"]

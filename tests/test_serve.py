@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from pathlib import Path
 
 import polars as pl
@@ -260,15 +258,15 @@ def _write_run(root: Path) -> RunDir:
     return run
 
 
-def _fake_predict_module(monkeypatch, loaded: list[str]) -> None:
-    class Predictor:
-        @classmethod
-        def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> PopularDislikePredictor:
-            loaded.append(model)
-            _, sid_map, events = serve_tables()
-            return PopularDislikePredictor(events, sid_map["item_id"].to_list())
+def _recording_loader(loaded: list[str]):
+    """A stand-in for loading a trained LM: records which model was asked for."""
 
-    monkeypatch.setitem(sys.modules, "conrec.llm.predict", types.SimpleNamespace(Predictor=Predictor))
+    def load_lm(cfg: PipelineConfig, model: str) -> PopularDislikePredictor:
+        loaded.append(model)
+        _, sid_map, events = serve_tables()
+        return PopularDislikePredictor(events, sid_map["item_id"].to_list())
+
+    return load_lm
 
 
 @pytest.mark.parametrize(("has_grpo", "expected"), [(False, "sft"), (True, "grpo")])
@@ -278,9 +276,8 @@ def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, ca
         run.grpo_model.mkdir(parents=True)
         (run.grpo_model / "config.json").write_text("{}")  # what marks a saved HF model dir
     loaded: list[str] = []
-    _fake_predict_module(monkeypatch, loaded)
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
-        app = create_app_from_run(PipelineConfig(run_dir=run.root))
+        app = create_app_from_run(PipelineConfig(run_dir=run.root), load_lm=_recording_loader(loaded))
     assert loaded == [expected]
     assert ("no GRPO model" in caplog.text) == (not has_grpo)
     client = TestClient(app)

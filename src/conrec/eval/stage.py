@@ -19,9 +19,9 @@ as ``FHR@K_ci: [lo, hi]``, paired differences vs the best baseline as ``FHR@K_di
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,21 +151,27 @@ def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
     return [list(x) if x is not None else [] for x in joined["items"].to_list()]
 
 
-def _lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+# (cfg, model name, samples, k, console) -> predictions with sample_id, items, scores, n_invalid
+LmPredict = Callable[["PipelineConfig", str, pl.DataFrame, int, Console], pl.DataFrame]
+
+
+def lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
     """``conrec.llm.predict.predict_samples`` (imported lazily: torch/transformers load only when an
-    LM checkpoint is actually evaluated)."""
+    LM checkpoint is actually evaluated). The default ``predict`` of :func:`run`."""
     try:
         from conrec.llm.predict import predict_samples
     except ImportError as exc:
         raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.predict is unavailable ({exc})") from exc
-    if "console" in inspect.signature(predict_samples).parameters:
-        return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
-    return predict_samples(cfg, model=name, samples=samples, k=k)
+    return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
 
 
-def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
+def run(cfg: "PipelineConfig", console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
-    on split ``eval.split``."""
+    on split ``eval.split``.
+
+    ``predict`` produces an LM's predictions; it is a parameter so that tests (and other callers)
+    can evaluate any predictor through exactly this code without loading a checkpoint.
+    """
     ecfg = cfg.eval
     rd = RunDir(cfg.run_dir)
     events = read_parquet(rd.events, what="events (data stage output)")
@@ -235,13 +241,13 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     for name in lm_todo:
         console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")
         started = time.perf_counter()
-        preds = _lm_predictions(cfg, name, samples, k_max, console)
+        preds = predict(cfg, name, samples, k_max, console)
         timings[name] = round(time.perf_counter() - started, 2)
         write_parquet(preds, rd.predictions / f"{name}.parquet")
         metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
         if swapped is not None:
             console.print(f"LM {name}: context swap (histories of other users)")
-            swapped_preds = _lm_predictions(cfg, name, swapped, k_max, console)
+            swapped_preds = predict(cfg, name, swapped, k_max, console)
             metrics[name].update(swap_metrics(_rankings(preds, samples), _rankings(swapped_preds, samples), samples, k_max))
 
     bcfg_ci = ecfg.bootstrap
