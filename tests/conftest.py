@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables
 from fastapi.testclient import TestClient
 
 from conrec.serve.app import create_app
 from conrec.serve.config import ServeConfig
+
+from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables
 
 
 @pytest.fixture()

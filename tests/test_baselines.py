@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from builders import BASELINE_ITEMS, baseline_events, baseline_items, history_samples
 
 from conrec.data.config import SplitConfig
 from conrec.errors import ConfigError, DataValidationError
@@ -13,6 +12,8 @@ from conrec.eval.baselines import BASELINES, make_baseline
 from conrec.eval.baselines.base import Catalog, NotFittedError, Recommender, top_k
 from conrec.eval.config import CategoryConfig, EvalConfig, SasrecConfig
 from conrec.eval.metrics import evaluate
+
+from builders import BASELINE_ITEMS, baseline_events, baseline_items, history_samples
 
 
 def _fitted(name: str, cfg: EvalConfig | None = None) -> Recommender:

@@ -6,7 +6,6 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
-from builders import baseline_events, baseline_items, history_samples
 
 from conrec.data.samples import DAY
 from conrec.eval.baselines import make_baseline
@@ -15,6 +14,8 @@ from conrec.eval.baselines.ease import ease_weights
 from conrec.eval.baselines.popularity import decayed_dislike_counts
 from conrec.eval.baselines.scored import dislike_history_matrix, scale_rows
 from conrec.eval.config import EvalConfig
+
+from builders import baseline_events, baseline_items, history_samples
 
 
 def test_ease_closed_form_by_hand() -> None:

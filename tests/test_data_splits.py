@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from builders import day_events
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS, future_set
@@ -17,6 +16,8 @@ from conrec.data.splits import (
     select_points,
     time_cutoffs,
 )
+
+from builders import day_events
 
 
 def _samples(rows, cuts: Cutoffs, **cfg) -> pl.DataFrame:

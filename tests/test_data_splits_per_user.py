@@ -8,11 +8,12 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from builders import day_events
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY
 from conrec.data.splits import build_samples, per_user_fit_events
+
+from builders import day_events
 
 
 def test_each_users_last_dislikes_are_test_points_and_labels_stop_at_the_users_own_boundaries():

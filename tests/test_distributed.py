@@ -14,10 +14,11 @@ import subprocess
 import sys
 
 import yaml
-from builders import grpo_run_dir
 
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
+
+from builders import grpo_run_dir
 
 
 def test_sft_two_cpu_processes(tmp_path):

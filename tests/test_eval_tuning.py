@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from builders import eval_run_dir
 from rich.console import Console
 
 from conrec.config import load_config
@@ -22,6 +21,8 @@ from conrec.eval.config import BASELINE_NAMES, EvalConfig
 from conrec.eval.tuning import tune_baseline
 from conrec.io import read_json, write_json, write_parquet
 from conrec.runs import RunDir
+
+from builders import eval_run_dir
 
 DAY = 86_400
 
@@ -78,7 +79,7 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
         best = max(tried, key=lambda e: e["valid_fhr"])  # first wins ties, as max() does
         assert tuning[name]["chosen"] == best["params"] and tuning[name]["valid_fhr"] == best["valid_fhr"]
     saved = json.loads((run.eval / "metrics.json").read_text())
-    for name, row in saved.items():
+    for row in saved.values():
         lo, hi = row["FHR@5_ci"]
         assert lo <= row["FHR@5"] <= hi
         assert 0.0 <= row["swap_FHR@5"] <= 1.0 and 0.0 <= row["swap_overlap@5"] <= 1.0

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from builders import grpo_run_dir, tiny_policy
 
 from conrec.config import load_config
 from conrec.io import read_json
@@ -20,6 +19,8 @@ from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.toy import toy_tables, write_toy_run
 from conrec.sid.sid_map import SidMap
+
+from builders import grpo_run_dir, tiny_policy
 
 torch.set_num_threads(2)
 

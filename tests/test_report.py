@@ -7,7 +7,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import eval_run_dir
 from rich.console import Console
 
 from conrec.config import load_config
@@ -17,6 +16,8 @@ from conrec.eval.metrics import horizon_key
 from conrec.eval.report import render_table, write_report
 from conrec.io import write_json, write_parquet
 from conrec.runs import RunDir
+
+from builders import eval_run_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

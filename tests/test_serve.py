@@ -7,13 +7,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import (
-    SERVE_DISLIKES,
-    SERVE_N_ITEMS,
-    SERVE_TEST_LIMITS,
-    RecordingPredictor,
-    serve_tables,
-)
 from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
@@ -24,6 +17,14 @@ from conrec.serve.app import create_app, create_app_from_run
 from conrec.serve.catalog import SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.popular import PopularDislikePredictor
+
+from builders import (
+    SERVE_DISLIKES,
+    SERVE_N_ITEMS,
+    SERVE_TEST_LIMITS,
+    RecordingPredictor,
+    serve_tables,
+)
 
 CFG = ServeConfig(**SERVE_TEST_LIMITS)
 

@@ -7,12 +7,11 @@ silently ignored).
 
 from __future__ import annotations
 
+import copy
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
-
-import copy
-import json
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError

@@ -44,7 +44,7 @@ class HistoryInput(BaseModel):
     history: list[HistoryEvent] | None = None
 
     @model_validator(mode="after")
-    def _one_non_empty_source(self) -> "HistoryInput":
+    def _one_non_empty_source(self) -> HistoryInput:
         lists_given = self.negative is not None or self.positive is not None
         if lists_given and self.history is not None:
             raise ValueError("give either negative/positive or history, not both")

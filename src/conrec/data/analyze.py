@@ -16,7 +16,7 @@ on multi-day future sets. Windows of valid samples stop at the test cut-off (as 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from collections.abc import Sequence
 
 import polars as pl
 from rich.console import Console

@@ -32,8 +32,8 @@ check that a metric or a model rewards true taste rather than exposure order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import polars as pl

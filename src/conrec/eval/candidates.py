@@ -27,8 +27,9 @@ the candidates. 95% CIs: seeded percentile bootstrap over evaluation points (:fu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -213,7 +214,7 @@ def evaluate_scorer(scorer: Scorer, samples: pl.DataFrame, slates: pl.DataFrame)
     return out
 
 
-def baseline_scorer(model: "Recommender", item_ids: Sequence[str]) -> Scorer:
+def baseline_scorer(model: Recommender, item_ids: Sequence[str]) -> Scorer:
     """A fitted baseline as a scorer: its ``item_scores`` read out at each sample's items."""
     from conrec.eval.baselines.base import candidate_scores
 
@@ -280,12 +281,12 @@ class SlateReport:
 
 
 def run_slate_eval(
-    cfg: "PipelineConfig",
+    cfg: PipelineConfig,
     samples: pl.DataFrame,
-    fitted: Mapping[str, "Recommender"],
+    fitted: Mapping[str, Recommender],
     lm_names: Sequence[str],
     item_ids: Sequence[str],
-    console: "Console | None" = None,
+    console: Console | None = None,
 ) -> SlateReport | None:
     """Every fitted baseline and LM checkpoint on the same slates; writes ``eval/slate_metrics.json``.
 

@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 import polars as pl

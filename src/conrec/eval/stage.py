@@ -122,7 +122,7 @@ def all_metrics(
 
 
 def fit_events_for(
-    events: pl.DataFrame, cfg: "PipelineConfig", stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
+    events: pl.DataFrame, cfg: PipelineConfig, stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
 ) -> tuple[pl.DataFrame, str]:
     """(events a model evaluated on ``split`` may be fitted on, how they were chosen)."""
     protocol = cfg.data.split.protocol
@@ -155,7 +155,7 @@ def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
 LmPredict = Callable[["PipelineConfig", str, pl.DataFrame, int, Console], pl.DataFrame]
 
 
-def lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+def lm_predictions(cfg: PipelineConfig, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
     """``conrec.llm.predict.predict_samples`` (imported lazily: torch/transformers load only when an
     LM checkpoint is actually evaluated). The default ``predict`` of :func:`run`."""
     try:
@@ -165,7 +165,7 @@ def lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: i
     return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
 
 
-def run(cfg: "PipelineConfig", console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
+def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
     on split ``eval.split``.
 

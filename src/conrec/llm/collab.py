@@ -12,8 +12,8 @@ valid/test label leaks into the training reward.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -42,7 +42,7 @@ class CoDislike:
         top_n: int = 50,
         before_ts: int | None = None,
         items: Sequence[str] | None = None,
-    ) -> "CoDislike":
+    ) -> CoDislike:
         """Fit on the dislikes of ``events`` with ``ts < before_ts`` (all events if ``None``).
 
         ``items`` fixes the index (e.g. every catalogue item, so items never disliked in training

@@ -47,8 +47,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -67,8 +68,8 @@ from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
 from conrec.progress import stage_progress
-from conrec.runtime import prepare_process
 from conrec.runs import RunDir
+from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -294,12 +295,11 @@ def run(
     from accelerate import PartialState
     from datasets import Dataset
     from transformers import set_seed
+    from transformers.utils import logging as hf_logging
 
     from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
     from conrec.llm.tasks import sid_lookup
     from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here

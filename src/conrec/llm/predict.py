@@ -11,8 +11,8 @@ Scores are the model's log-probability of the item's SID given the prompt (highe
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import polars as pl
 import torch
@@ -64,7 +64,7 @@ class Predictor:
         self.last_stats: dict[str, int] = {}
 
     @classmethod
-    def from_dir(cls, model_dir: Path, sid_map: SidMap, prompt_cfg: PromptConfig, decode_cfg: DecodeConfig) -> "Predictor":
+    def from_dir(cls, model_dir: Path, sid_map: SidMap, prompt_cfg: PromptConfig, decode_cfg: DecodeConfig) -> Predictor:
         """Load a model dir written by the SFT/GRPO stage, after checking it fits ``sid_map``."""
         model_dir = Path(model_dir)
         if not model_dir.exists():
@@ -75,7 +75,7 @@ class Predictor:
         return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
-    def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> "Predictor":
+    def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)

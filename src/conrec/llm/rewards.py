@@ -29,7 +29,8 @@ The combined reward is ``sum_c weight_c * component_c`` with weights from
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 

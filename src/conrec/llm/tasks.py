@@ -30,7 +30,7 @@ used (their labels stop at the valid cut-off, see :mod:`conrec.data.samples`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import polars as pl

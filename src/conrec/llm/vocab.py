@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class SidVocab:
     @classmethod
     def from_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, codebook_sizes: Sequence[int], vocab_size: int | None = None
-    ) -> "SidVocab":
+    ) -> SidVocab:
         """Look the SID tokens up in ``tokenizer``; ``vocab_size`` = the model's (possibly padded) vocab size."""
         sizes = tuple(int(s) for s in codebook_sizes)
         assert_tokenizer_fits(tokenizer, sizes)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
@@ -31,7 +31,7 @@ import conrec
 from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
 from conrec.explain import Explainer
-from conrec.serve.catalog import SidCatalog, History, user_histories
+from conrec.serve.catalog import History, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
     Admission,

@@ -5,8 +5,8 @@ Built once at start-up from the run directory's tables so a request never touche
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import polars as pl
 
@@ -27,7 +27,7 @@ class SidCatalog:
     title: dict[str, str]
 
     @classmethod
-    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> "SidCatalog":
+    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> SidCatalog:
         require_columns(items, ("item_id", "title"), "items table")
         require_columns(sid_map, ("item_id", "sid"), "sid_map table")
         if sid_map.height == 0:

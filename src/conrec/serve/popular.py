@@ -8,8 +8,8 @@ the same contract as ``conrec.llm.predict.Predictor.recommend``. The counts and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import islice
-from typing import Sequence
 
 import polars as pl
 

@@ -21,9 +21,9 @@ deterministic and never returns a short list because its own signal ran out.
 from __future__ import annotations
 
 import itertools
-
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -60,7 +60,7 @@ class Catalog:
     popularity_rank: np.ndarray  # inverse of popularity_order
 
     @classmethod
-    def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> "Catalog":
+    def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> Catalog:
         require_columns(events, ("user_id", "item_id", "feedback"), "events")
         require_columns(items, ("item_id",), "items")
         if items.height == 0:

@@ -21,8 +21,8 @@ import polars as pl
 import torch
 from torch import nn
 
-from conrec.errors import require_columns
 from conrec.data.schema import DISLIKE
+from conrec.errors import require_columns
 from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_from_scores
 from conrec.eval.config import SasrecConfig
 
