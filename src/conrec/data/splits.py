@@ -101,8 +101,8 @@ def time_cutoffs(events: pl.DataFrame, cfg: SplitConfig) -> Cutoffs:
     if events.height == 0:
         raise DataValidationError("events: no events to split")
     ts = events["ts"]
-    test = int(ts.quantile(1.0 - cfg.test_frac, interpolation="higher"))
-    valid = int(ts.quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher"))
+    test = int(ts.quantile(1.0 - cfg.test_frac, interpolation="higher") or 0)  # never None: events is non-empty
+    valid = int(ts.quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher") or 0)
     return Cutoffs(valid=min(valid, test), test=test)
 
 
@@ -253,7 +253,8 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     def end_index(days: float) -> np.ndarray:
         limit = np.minimum(window_end(t, days), cut)
         rel = np.clip(limit - t0, 0, span - 1)
-        return np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start + 1)
+        ends: np.ndarray = np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start + 1)
+        return ends
 
     later_end = end_index(cfg.max_horizon_days)
     future_end = end_index(cfg.horizon_days)

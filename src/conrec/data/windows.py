@@ -10,11 +10,9 @@ different places. Everything here is pure; it works on ints, numpy arrays and po
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import Any
 
 DAY = 86_400  # seconds; timestamps are whole seconds
-
-T = TypeVar("T")
 
 
 def horizon_seconds(horizon_days: float) -> int:
@@ -22,9 +20,10 @@ def horizon_seconds(horizon_days: float) -> int:
     return int(round(horizon_days * DAY))
 
 
-def window_end(t: T, horizon_days: float) -> T:
-    """The exclusive end of ``[t, t + horizon_days)``; ``t`` may be an int, array or polars expression."""
-    return t + horizon_seconds(horizon_days)  # type: ignore[operator, no-any-return]
+def window_end(t: Any, horizon_days: float) -> Any:
+    """The exclusive end of ``[t, t + horizon_days)``; ``t`` may be an int, array or polars
+    expression (and the result is of the same kind)."""
+    return t + horizon_seconds(horizon_days)
 
 
 def future_set(later_negs: Sequence[str], later_neg_ts: Sequence[int], t: int, horizon_days: float) -> set[str]:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
@@ -126,7 +126,7 @@ def summarize(per_point: Mapping[str, Sequence[float | None]], n_boot: int, seed
 # --------------------------------------------------------------------------------------------
 
 
-SLATE_SCHEMA = {
+SLATE_SCHEMA: dict[str, Any] = {
     "sample_id": pl.Int64,
     "candidates": pl.List(pl.String),
     "day_dislikes": pl.List(pl.String),
@@ -167,7 +167,7 @@ def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: i
         )
     )
     rows = points.select("sample_id", "next_neg").join(joined, on="sample_id", how="inner").sort("sample_id")
-    out: dict[str, list] = {k: [] for k in SLATE_SCHEMA}
+    out: dict[str, list[Any]] = {k: [] for k in SLATE_SCHEMA}
     for sid, target, dis, others in rows.iter_rows():
         if not others:
             continue
@@ -323,7 +323,7 @@ def run_slate_eval(
         metrics=metrics,
         n_points=slates.height,
         n_without_slate=samples.height - slates.height,
-        mean_slate=float(slates["candidates"].list.len().mean() or 0.0),
+        mean_slate=float(cast(float, slates["candidates"].list.len().mean()) or 0.0),
         seconds=seconds,
         chance=chance_levels(slates["candidates"].list.len().to_list()),
     )

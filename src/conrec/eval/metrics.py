@@ -40,6 +40,7 @@ import math
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -174,7 +175,7 @@ def _lif_values(x: PointInputs, k: int) -> np.ndarray | None:
     return out
 
 
-def _simple(fn: Callable[[Sequence[str], object, int], float], target: str) -> PerSample:
+def _simple(fn: Callable[[Sequence[str], Any, int], float], target: str) -> PerSample:
     def values(x: PointInputs, k: int) -> np.ndarray:
         other = x.futures if target == "future" else x.targets
         return np.array([fn(r, o, k) for r, o in zip(x.rankings, other)], dtype=np.float64)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import torch
@@ -56,7 +57,8 @@ class Predictor:
         self.decode_cfg = decode_cfg
         self.trie = sid_map.trie()
         self.items = sid_map.items
-        self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+        n_embeddings = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # torch types weight as Tensor | Module
+        self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, n_embeddings)
         self._sid_of = sid_lookup(sid_map)
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
@@ -119,7 +121,7 @@ class Predictor:
         self.validate(histories)
         prompts = [self.prompt(items, fb) for items, fb in histories]
         exclude = [set(map(str, items)) for items, _ in histories]
-        stats: dict = {}
+        stats: dict[str, Any] = {}
         with torch.inference_mode():
             recs = generate_topk(
                 self.model, self.tokenizer, prompts, self.trie, self.items, min(k, len(self.items)), self.decode_cfg,
@@ -188,7 +190,7 @@ class Predictor:
         with stage_progress(console=console, label="[bold]predict") as progress, torch.inference_mode():
             task = progress.add_task("predict", total=len(prompts))
             for start in range(0, len(prompts), chunk):
-                stats: dict = {}
+                stats: dict[str, Any] = {}
                 recs = generate_topk(
                     self.model, self.tokenizer, prompts[start : start + chunk], self.trie, self.items, k_eff,
                     self.decode_cfg, exclude=exclude[start : start + chunk], vocab=self.vocab, stats=stats,

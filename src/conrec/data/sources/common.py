@@ -11,7 +11,7 @@ import gzip
 import io
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -84,11 +84,11 @@ def read_jsonl(path: Path, what: str, schema: dict[str, pl.DataType]) -> pl.Data
         raise DataValidationError(f"{what} file {path} is not valid JSON lines: {first_line(exc)}") from exc
 
 
-def first_json_record(path: Path, what: str) -> dict:
+def first_json_record(path: Path, what: str) -> dict[str, Any]:
     """The first record of a JSON-lines file, to tell dataset versions apart by their keys."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
+        with opener(path, "rt", encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
                 if line.strip():
                     rec = json.loads(line)

@@ -40,7 +40,7 @@ def load_kuairand(
     """KuaiRand logs: ``is_hate = 1`` is a dislike; otherwise a click, like or long view is a positive;
     other impressions are dropped. Time from ``time_ms`` (epoch ms), else ``date`` (YYYYMMDD) +
     ``hourmin`` (HHMM). Items from the video features file when given, else ``"video <id>"``."""
-    paths = [Path(p) for p in log_path] if isinstance(log_path, (list, tuple)) else kuairand_log_files(log_path)
+    paths = [Path(p) for p in log_path] if isinstance(log_path, (list, tuple)) else kuairand_log_files(log_path)  # type: ignore[arg-type]  # str|Path here
     frames = []
     for path in paths:
         existing_file(path, "KuaiRand log")

@@ -93,8 +93,8 @@ def load_movielens(
         ratings = _read_double_colon(rp, 4, ["user_id", "item_id", "rating", "ts"], "MovieLens ratings")
         movies = _read_double_colon(mp, 3, ["item_id", "title", "genres"], "MovieLens movies")
     elif file_suffix(rp) == ".csv":
-        ratings = read_table_file(rp, "MovieLens ratings", schema_overrides={"userId": pl.String, "movieId": pl.String})
-        movies = read_table_file(mp, "MovieLens movies", schema_overrides={"movieId": pl.String})
+        ratings = read_table_file(rp, "MovieLens ratings", schema_overrides={"userId": pl.String(), "movieId": pl.String()})
+        movies = read_table_file(mp, "MovieLens movies", schema_overrides={"movieId": pl.String()})
         require_columns(ratings, ("userId", "movieId", "rating", "timestamp"), f"MovieLens ratings file {rp}")
         require_columns(movies, ("movieId", "title", "genres"), f"MovieLens movies file {mp}")
         ratings = ratings.rename({"userId": "user_id", "movieId": "item_id", "timestamp": "ts"})

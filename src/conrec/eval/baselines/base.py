@@ -102,7 +102,8 @@ def top_k(scores: np.ndarray | None, exclude: set[int], catalog: Catalog, k: int
     chosen: list[int] = []
     taken = set(exclude)
     scored = np.flatnonzero(scores > 0) if scores is not None else np.zeros(0, dtype=np.int64)
-    scored = scored[np.lexsort((catalog.popularity_rank[scored], -scores[scored]))] if scored.size else scored
+    if scores is not None and scored.size:
+        scored = scored[np.lexsort((catalog.popularity_rank[scored], -scores[scored]))]
     for j in itertools.chain(scored.tolist(), map(int, catalog.popularity_order)):  # lazy fill-up
         if j not in taken:
             chosen.append(j)
