@@ -228,3 +228,29 @@ def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(t
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
     assert "0.1234" not in buf.getvalue()
+
+
+def test_readme_stage_table_is_the_registrys() -> None:
+    """README "Pipeline and commands" shows the table generated from conrec.stages (regenerate with
+    `python -m conrec.stages`)."""
+    import re
+
+    from conrec.stages import stage_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"<!-- stage-table:begin -->\n(.*?)\n<!-- stage-table:end -->", readme, re.S)
+    assert found is not None and found.group(1) == stage_table()
+
+
+def test_registry_declares_inputs_before_the_stage_and_pipeline_follows_it(tmp_path: Path) -> None:
+    from conrec.stages import STAGE_REGISTRY, STAGES
+
+    for i, name in enumerate(STAGES):
+        spec = STAGE_REGISTRY[name]
+        assert set(spec.inputs) | set(spec.optional_inputs) <= set(STAGES[:i])
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    run = RunDir(cfg.run_dir)
+    assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid"]  # no LM stage in this run
+    run.stage_dir("sft").mkdir(parents=True)
+    assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid", "sft"]
+    assert pipeline.required_upstream(run, cfg, "grpo") == ["data", "sid", "sft"]

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from conrec.io import write_json
+from conrec.stages import STAGE_REGISTRY, STAGES
 
-STAGES = ("data", "sid", "sft", "grpo", "eval")
+__all__ = ["FINGERPRINT_FILE", "STAGES", "RunDir"]  # STAGES: re-exported from conrec.stages (the registry)
 
 
 @dataclass(frozen=True)
@@ -158,32 +159,25 @@ class RunDir:
         Cheap on purpose (run on every skipped stage): Parquet footers, JSON files, the ``.npy``
         header and model dirs' JSON files and safetensors headers; no table or weights is loaded.
         """
+        outputs = STAGE_REGISTRY[stage].outputs
         try:
-            for path in _STAGE_OUTPUTS[stage](self):
-                _check_readable(path)
+            for rel in outputs:
+                if not rel.endswith("/"):
+                    _check_readable(self.root / rel)
         except (OSError, ValueError) as exc:
             return str(exc)
-        if stage in ("sft", "grpo"):
+        for rel in (o for o in outputs if o.endswith("/")):  # model directories: every file verified
             from conrec.errors import StageInputError
             from conrec.llm.model_files import verify_model_dir
 
             try:
-                verify_model_dir(self.model_dir(stage))
+                verify_model_dir(self.root / rel)
             except StageInputError as exc:
                 return str(exc)
         return None
 
 
 FINGERPRINT_FILE = "_fingerprint.json"
-
-_STAGE_OUTPUTS: dict[str, Any] = {
-    "data": lambda r: [r.events, r.items, r.samples, r.data / "stats.json"],
-    "sid": lambda r: [r.sid_map, r.quantizer, r.embeddings, r.sid / "stats.json"],
-    "sft": lambda r: [r.sft / "stats.json"],
-    "grpo": lambda r: [r.grpo / "stats.json"],
-    "eval": lambda r: [r.eval / "metrics.json", r.report],
-}
-
 
 def _check_readable(path: Path) -> None:
     """Raise ValueError naming ``path`` unless it exists and its header/format reads."""
