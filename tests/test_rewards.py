@@ -153,3 +153,15 @@ def test_seen_items_earn_no_positive_credit(codislike: CoDislike) -> None:
     assert by["liked"] == [-1.0, 0.0]  # the penalty still applies
     keep, _ = make_reward_funcs(RewardConfig(), CODES, codislike, exclude_seen=False)
     assert keep[0](prompts=["p", "p"], completions=completions, **kw) == [0.0, 1.0]
+
+
+def test_every_registered_component_has_a_weight_in_the_config_and_a_known_column() -> None:
+    from conrec.llm.config import RewardConfig
+    from conrec.llm.rewards import REWARD_COMPONENTS, component_weights
+
+    fields = set(RewardConfig.model_fields)
+    assert all(c.weight_field in fields for c in REWARD_COMPONENTS.values())
+    assert {c.column for c in REWARD_COMPONENTS.values()} <= {"future_negs", "next_neg", "liked_items"}
+    assert [n for n, c in REWARD_COMPONENTS.items() if not c.credit] == ["liked"]  # the only penalty
+    assert component_weights(RewardConfig()) == {"hit": 1.0, "collab": 0.5, "prefix": 0.3, "liked": 0.5, "next": 0.0}
+    assert component_weights(RewardConfig(), "next_neg") == {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": 1.0}

@@ -25,15 +25,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 from rich.console import Console
 
 from conrec.config import PipelineConfig
+from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.io import read_json, read_parquet, write_json, write_text
+from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.runs import RunDir
 
 WHAT = ("grpo", "prompts")
@@ -93,7 +96,7 @@ def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[d
         ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
     )
     ks = sorted(set(ecfg.ks))
-    horizons = sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days})
+    horizons, _ = measurable_horizons(ecfg.horizons, cfg.data.split.max_horizon_days)  # the eval stage's policy
     started = time.perf_counter()
     predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
     preds = predictor.predict_samples(samples, max(ks), console=console)
@@ -103,7 +106,6 @@ def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[d
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
     from conrec.eval.report import markdown_table, render_table
-    from conrec.pipeline import run_pipeline
 
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")

@@ -138,7 +138,7 @@ class GrpoConfig(_Strict):
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
 
     @model_validator(mode="after")
-    def _stages_named_uniquely(self) -> "GrpoConfig":
+    def _stages_named_uniquely(self) -> GrpoConfig:
         # (batch_size x processes must be a multiple of num_generations: TRL checks that at start-up)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):

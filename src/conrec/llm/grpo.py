@@ -47,8 +47,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -58,7 +59,7 @@ from rich.progress import Progress
 from transformers import TrainerCallback
 
 from conrec.config import PipelineConfig
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
@@ -67,8 +68,8 @@ from conrec.llm.prompts import build_prompt
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
 from conrec.progress import stage_progress
-from conrec.runtime import prepare_process
 from conrec.runs import RunDir
+from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -132,9 +133,8 @@ def stage_records(
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train-split samples with a non-empty future set, optionally a seeded random subset."""
-    missing = [c for c in ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs") if c not in samples.columns]
-    if missing:
-        raise StageInputError(f"samples table misses column(s) {missing} (see conrec.data.samples)")
+    cols = ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs")
+    require_columns(samples, cols, "samples table (see conrec.data.samples)", StageInputError)
     train = samples.filter((pl.col("split") == "train") & (pl.col("future_negs").list.len() > 0))
     if train.height == 0:
         raise StageInputError("samples table has no train sample with a non-empty future_negs set")
@@ -295,12 +295,11 @@ def run(
     from accelerate import PartialState
     from datasets import Dataset
     from transformers import set_seed
+    from transformers.utils import logging as hf_logging
 
     from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
     from conrec.llm.tasks import sid_lookup
     from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
@@ -312,8 +311,8 @@ def run(
     rd = RunDir(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else rd.grpo_model
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft_dir = rd.sft_model
-    if not (sft_dir / "config.json").exists():
+    sft_dir = rd.model_dir("sft")
+    if not rd.has_model("sft"):
         raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use

@@ -29,7 +29,9 @@ The combined reward is ``sum_c weight_c * component_c`` with weights from
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -37,7 +39,6 @@ from conrec.llm.collab import CoDislike
 from conrec.llm.config import RewardConfig
 from conrec.sid.tokens import parse_sid
 
-COMPONENTS = ("hit", "collab", "prefix", "liked", "next")
 RewardMode = Literal["future_collab", "next_neg"]
 REWARD_MODES: tuple[str, ...] = ("future_collab", "next_neg")
 
@@ -109,6 +110,53 @@ def unseen_mask(items: Sequence[str | None], seen_sets: Sequence[Sequence[str]])
     return np.array([float(i is None or i not in set(s)) for i, s in zip(items, seen_sets)], dtype=np.float32)
 
 
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class RewardContext:
+    """What some components need besides the batch: SID codes per item, the co-dislike index."""
+
+    codes_of: Mapping[str, Sequence[int]]
+    codislike: CoDislike | None
+
+
+@dataclass(frozen=True)
+class RewardComponent:
+    """One reward component: the dataset column holding its per-row target (TRL passes it as a
+    keyword argument), how it scores a batch, the :class:`RewardConfig` field of its weight, and
+    whether it is a positive *credit* (zeroed on items already in the history when ``exclude_seen``;
+    the liked penalty is not a credit).
+
+    Why a registry: the TRL wrapper, :func:`reward_components`, :func:`component_weights` and the
+    GRPO logs all iterate :data:`REWARD_COMPONENTS`, so a new component is one entry here.
+    """
+
+    name: str
+    column: str
+    default: Any  # the column's value for a row where it is missing
+    score: Callable[[Sequence[str | None], Sequence[Any], RewardContext], np.ndarray]
+    weight_field: str
+    credit: bool = True
+
+
+def _collab_or_zero(items: Sequence[str | None], future: Sequence[Any], ctx: RewardContext) -> np.ndarray:
+    if ctx.codislike is None:
+        return np.zeros(len(items), dtype=np.float32)
+    return collab_reward(items, future, ctx.codislike)
+
+
+REWARD_COMPONENTS: dict[str, RewardComponent] = {
+    c.name: c
+    for c in (
+        RewardComponent("hit", "future_negs", [], lambda items, fut, ctx: hit_reward(items, fut), "w_hit"),
+        RewardComponent("collab", "future_negs", [], _collab_or_zero, "w_collab"),
+        RewardComponent("prefix", "future_negs", [], lambda items, fut, ctx: prefix_reward(items, fut, ctx.codes_of), "w_prefix"),
+        RewardComponent("liked", "liked_items", [], lambda items, liked, ctx: liked_penalty(items, liked), "w_liked", credit=False),
+        RewardComponent("next", "next_neg", None, lambda items, nxt, ctx: next_neg_reward(items, nxt), "w_next"),
+    )
+}
+COMPONENTS = tuple(REWARD_COMPONENTS)  # the order TRL gets the reward functions (and logs them) in
+
+
 def reward_components(
     items: Sequence[str | None],
     future_sets: Sequence[Sequence[str]],
@@ -118,15 +166,9 @@ def reward_components(
     codislike: CoDislike | None,
 ) -> dict[str, np.ndarray]:
     """Every component for a batch of generated items (one row per completion)."""
-    return {
-        "hit": hit_reward(items, future_sets),
-        "collab": collab_reward(items, future_sets, codislike)
-        if codislike is not None
-        else np.zeros(len(items), dtype=np.float32),
-        "prefix": prefix_reward(items, future_sets, codes_of),
-        "liked": liked_penalty(items, liked_sets),
-        "next": next_neg_reward(items, next_negs),
-    }
+    columns: dict[str, Sequence[Any]] = {"future_negs": future_sets, "next_neg": next_negs, "liked_items": liked_sets}
+    ctx = RewardContext(codes_of, codislike)
+    return {name: c.score(items, columns[c.column], ctx) for name, c in REWARD_COMPONENTS.items()}
 
 
 def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") -> dict[str, float]:
@@ -137,15 +179,9 @@ def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") 
     components are still computed, so the logs show how future hits move under either objective).
     """
     if mode == "future_collab":
-        return {
-            "hit": reward.w_hit,
-            "collab": reward.w_collab,
-            "prefix": reward.w_prefix,
-            "liked": reward.w_liked,
-            "next": reward.w_next,
-        }
+        return {name: float(getattr(reward, c.weight_field)) for name, c in REWARD_COMPONENTS.items()}
     if mode == "next_neg":
-        return {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": reward.w_next or 1.0}
+        return {name: (reward.w_next or 1.0) if name == "next" else 0.0 for name in REWARD_COMPONENTS}
     raise ValueError(f"unknown reward mode {mode!r}; choose one of {', '.join(REWARD_MODES)}")
 
 
@@ -167,40 +203,24 @@ class _ComponentReward:
 
     def __init__(
         self,
-        name: str,
-        codes_of: Mapping[str, Sequence[int]],
+        component: RewardComponent,
+        ctx: RewardContext,
         item_of_codes: Mapping[tuple[int, ...], str],
-        codislike: CoDislike | None,
         exclude_seen: bool = True,
     ) -> None:
-        self.__name__ = name
-        self.name = name
+        self.__name__ = component.name
+        self.name = component.name
+        self._component = component
+        self._ctx = ctx
         self._exclude_seen = exclude_seen
-        self._codes_of = codes_of
         self._item_of_codes = item_of_codes
-        self._codislike = codislike
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kw: Any) -> list[float]:
         items = _generated_items(completions, kw.get("gen_item"), self._item_of_codes)
         n = len(items)
-        future = _column(kw, "future_negs", n, default=[])
-        if self.name == "hit":
-            vals = hit_reward(items, future)
-        elif self.name == "collab":
-            vals = (
-                collab_reward(items, future, self._codislike)
-                if self._codislike is not None
-                else np.zeros(n, dtype=np.float32)
-            )
-        elif self.name == "prefix":
-            vals = prefix_reward(items, future, self._codes_of)
-        elif self.name == "liked":
-            vals = liked_penalty(items, _column(kw, "liked_items", n, default=[]))
-        elif self.name == "next":
-            vals = next_neg_reward(items, _column(kw, "next_neg", n, default=None))
-        else:  # pragma: no cover - names are fixed by make_reward_funcs
-            raise ValueError(self.name)
-        if self._exclude_seen and self.name != "liked" and kw.get("seen_items") is not None:
+        c = self._component
+        vals = c.score(items, _column(kw, c.column, n, default=c.default), self._ctx)
+        if self._exclude_seen and c.credit and kw.get("seen_items") is not None:
             vals = vals * unseen_mask(items, _column(kw, "seen_items", n, default=[]))
         return [float(v) for v in vals]
 
@@ -226,7 +246,8 @@ def make_reward_funcs(
     weights = component_weights(reward, mode)
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
-    funcs = [_ComponentReward(name, codes_of, item_of_codes, codislike, exclude_seen) for name in COMPONENTS]
+    ctx = RewardContext(codes_of, codislike)
+    funcs = [_ComponentReward(REWARD_COMPONENTS[name], ctx, item_of_codes, exclude_seen) for name in COMPONENTS]
     return funcs, [float(weights[name]) for name in COMPONENTS]
 
 

@@ -30,12 +30,12 @@ used (their labels stop at the valid cut-off, see :mod:`conrec.data.samples`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import polars as pl
 
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 from conrec.llm.config import SftConfig
 from conrec.llm.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
@@ -88,12 +88,8 @@ def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None
 
 def build_examples(samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, cfg: SftConfig, seed: int = 0) -> list[dict[str, str]]:
     """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples)."""
-    for col in ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"):
-        if col not in samples.columns:
-            raise DataValidationError(f"samples: missing column {col!r}; have {samples.columns}")
-    for col in ("item_id", "title"):
-        if col not in items.columns:
-            raise DataValidationError(f"items: missing column {col!r}; have {items.columns}")
+    require_columns(samples, ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"), "samples")
+    require_columns(items, ("item_id", "title"), "items")
     train = samples.filter(pl.col("split") == "train")
     if train.height == 0:
         raise DataValidationError("samples: no 'train' split samples to build SFT examples from")
