@@ -83,7 +83,9 @@ class Predictor:
         assert_model_fits(model_dir, sid_map)
         quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
         tokenizer = load_model_tokenizer(model_dir)
-        return cls(load_causal_lm(model_dir).to(decode_device(decode_cfg)), tokenizer, sid_map, prompt_cfg, decode_cfg)
+        model = load_causal_lm(model_dir)
+        torch.nn.Module.to(model, decode_device(decode_cfg))  # in place (transformers' typed .to wrapper hides the device overload)
+        return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
