@@ -17,6 +17,7 @@ from conrec.config import PipelineConfig, load_config
 from conrec.io import atomic_path, read_json, read_parquet, write_parquet
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
+from conrec.llm.rewards import COMPONENTS
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.toy import toy_events, toy_tables, write_toy_run
 from conrec.runs import RunDir
@@ -228,7 +229,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     log = read_json(run.grpo / "reward_log.json")
     assert [(e["stage"], e["step"]) for e in log] == [("neg", 1), ("pos", 2), ("pos", 3), ("pos", 4)]
     for e in log:
-        assert set(e["components"]) == {"hit", "collab", "prefix", "liked", "next"}
+        assert set(e["components"]) == set(COMPONENTS)  # sim / pos_sim logged too when the run has item vectors
         assert 0.0 <= e["zero_adv_share"] <= 1.0 and e["invalid_rate"] == 0.0
         assert np.isfinite(e["reward"])
     assert result["stages"][1]["invalid_rate"] == 0.0 and result["stages"][1]["duplicate_items"] == 0
@@ -295,3 +296,26 @@ def _crash_in_stage_1_at_step_2(real_on_log: Any) -> Any:
             raise RuntimeError("simulated crash")
 
     return crashing_on_log
+
+
+def test_grpo_similarity_reward_end_to_end(tmp_path: Path) -> None:
+    """The similarity reward runs through TRL: item vectors from sid/embeddings.npy (no quantizer.pt in
+    the toy run), Swing co-negatives, the future-positive column; its components reach the log."""
+    from rich.console import Console
+
+    import conrec.llm.grpo as grpo_mod
+
+    cfg, run = _grpo_run_dir(tmp_path / "run")
+    n_items = len(SidMap.from_parquet(run.sid_map))
+    run.sid.mkdir(parents=True, exist_ok=True)
+    np.save(run.sid / "embeddings.npy", np.random.default_rng(0).normal(size=(n_items, 8)).astype(np.float32))
+    reward = cfg.grpo.reward.model_copy(update={"mode": "similarity", "gamma": 0.5, "co_negatives": 2})
+    stages = [GrpoStageConfig(name="only", steps=1)]
+    cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward, "stages": stages})})
+    result = grpo_mod.run(cfg, console=Console(quiet=True))
+    assert result["reward_mode"] == "similarity"
+    assert read_json(run.grpo / "plan.json")["item_vectors"] == "encoder"
+    log = read_json(run.grpo / "reward_log.json")
+    comps = log[0]["components"]
+    assert 0.0 < comps["sim"] <= 1.0 and comps["pos_sim"] <= 0.0
+    assert log[0]["reward"] == pytest.approx(comps["sim"] + 0.5 * comps["pos_sim"], abs=1e-5)

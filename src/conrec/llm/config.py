@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from conrec.swing import SwingConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -99,6 +101,22 @@ class RewardConfig(_Strict):
     w_liked: float = Field(0.5, description="penalty: item the user liked")
     w_next: float = Field(0.0, description="exact next-negative hit (the conventional objective)")
     collab_top_n: int = Field(50, ge=1)
+    mode: Literal["future_collab", "similarity"] = Field(
+        "future_collab",
+        description="future_collab = the weighted hit/collab/prefix/liked/next reward above; similarity = CoNRec's reward: "
+        "w_sim x max cosine to the target set - gamma x max cosine to the user's future positives",
+    )
+    w_sim: float = Field(1.0, description="similarity mode: weight of the max cosine similarity to the target set")
+    gamma: float = Field(
+        0.5, ge=0, description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window"
+    )
+    target: Literal["future", "next"] = Field(
+        "future", description="similarity mode: target = the N-day future negatives (+ Swing co-negatives) or the next negative alone"
+    )
+    co_negatives: int = Field(
+        5, ge=0, description="similarity mode: top Swing co-negatives of each target item added to the target set (0 = none)"
+    )
+    swing: SwingConfig = Field(default_factory=SwingConfig, description="Swing similarity (training dislikes) for the co-negatives")
 
 
 class GrpoStageConfig(_Strict):

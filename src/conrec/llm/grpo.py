@@ -108,13 +108,16 @@ def stage_records(
     """One GRPO example per sample: the stage's prompt plus the reward targets as columns.
 
     Targets travel with the prompt (TRL passes extra columns to the reward functions): the
-    N-day future-negative set, the next negative, and every item the user liked before ``t``
-    (the liked-item penalty uses the whole history, not just the part shown in the prompt).
+    N-day future-negative set, the next negative, every item the user liked before ``t``
+    (the liked-item penalty uses the whole history, not just the part shown in the prompt) and the
+    positives of the same future window (``future_pos``: the similarity reward's penalty; empty
+    when the samples table predates that column).
     """
     mask = positive_mask(samples.height, stage.positive_share, stage_seed)
     out: list[dict[str, Any]] = []
+    future_pos = samples["future_pos"].to_list() if "future_pos" in samples.columns else [None] * samples.height
     rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").iter_rows()
-    for with_pos, (sample_id, hist, fb, next_neg, future) in zip(mask.tolist(), rows):
+    for with_pos, fpos, (sample_id, hist, fb, next_neg, future) in zip(mask.tolist(), future_pos, rows):
         budget = stage.max_pos_items if with_pos else 0
         out.append(
             {
@@ -125,6 +128,7 @@ def stage_records(
                 "next_neg": next_neg,
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
                 "seen_items": sorted(set(hist)),
+                "future_pos": list(fpos or []),
             }
         )
     return out
@@ -282,13 +286,14 @@ def run(
     console: Console | None = None,
     resume: bool = True,
     out_dir: Path | None = None,
-    reward_mode: str = "future_collab",
+    reward_mode: str | None = None,
     progressive: bool = True,
 ) -> dict[str, Any]:
     """Run progressive GRPO from ``RunDir.sft_model``; write the final model; return a summary.
 
-    ``reward_mode``: ``"future_collab"`` (full reward) or ``"next_neg"`` (ablation: next-negative
-    exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
+    ``reward_mode``: ``None`` = ``grpo.reward.mode``; ``"future_collab"`` (hit/collab/prefix/liked),
+    ``"similarity"`` (CoNRec's cosine reward to future negatives + Swing co-negatives minus the
+    future-positive penalty) or ``"next_neg"`` (ablation: next-negative exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
     (default ``RunDir.grpo_model``) lets ablations train variants side by side; the stage is
     marked done only for the default output. ``resume=False`` discards earlier stage outputs.
     """
@@ -305,6 +310,7 @@ def run(
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
+    reward_mode = reward_mode or cfg.grpo.reward.mode
     if reward_mode not in REWARD_MODES:
         raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
     console = console or Console()
@@ -328,7 +334,10 @@ def run(
     train = select_train_samples(samples, grpo.max_samples, seed)
     cutoff = valid_cutoff(rd, events, cfg)
     codislike = CoDislike.fit(events, top_n=grpo.reward.collab_top_n, before_ts=cutoff, items=sid_map.items)
-    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode)  # type: ignore[arg-type]
+    item_sim, vector_source = similarity_signal(rd, sid_map, events, cutoff, grpo, required=reward_mode == "similarity")
+    if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
+        raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
+    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode, item_sim=item_sim)  # type: ignore[arg-type]
     stages = plan_stages(grpo, progressive, cfg.sft.prompt.max_pos_items)
     sid_of = sid_lookup(sid_map)
 
@@ -352,6 +361,7 @@ def run(
                 "stages": [s.model_dump() for s in stages],
                 "n_train_samples": train.height,
                 "valid_cutoff_ts": cutoff,
+                "item_vectors": vector_source,
             },
             plan_path,
         )
@@ -475,6 +485,29 @@ def run(
     return result
 
 
+def similarity_signal(
+    rd: RunDir, sid_map: SidMap, events: pl.DataFrame, cutoff: int | None, grpo: GrpoConfig, required: bool
+) -> tuple[Any, str | None]:
+    """(:class:`conrec.llm.rewards.ItemSimilarity`, vector source) for the ``sim`` / ``pos_sim`` components.
+
+    Swing is fitted on the dislikes before the valid cut-off (the same rule as co-dislike), so no
+    valid/test label reaches the reward. When the similarity reward is not the one optimised, the
+    components are still computed (and logged) if the run has item vectors; ``(None, None)`` otherwise.
+    """
+    from conrec.llm.item_vectors import item_vectors
+    from conrec.llm.rewards import ItemSimilarity
+    from conrec.swing import Swing
+
+    try:
+        vectors, source = item_vectors(rd.sid, sid_map.codes)
+    except StageInputError:
+        if required:
+            raise
+        return None, None
+    swing = Swing.fit(events, sid_map.items, grpo.reward.swing, before_ts=cutoff) if grpo.reward.co_negatives else None
+    return ItemSimilarity(sid_map.items, vectors, swing, grpo.reward.co_negatives), source
+
+
 def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
     """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
     from conrec.llm.rollout import beam_topk, item_token_table, sample_topk
@@ -572,7 +605,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--reward-mode", choices=REWARD_MODES, default="future_collab")
+    parser.add_argument("--reward-mode", choices=REWARD_MODES, default=None, help="default: grpo.reward.mode")
     parser.add_argument("--no-progressive", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=None)
     ns = parser.parse_args(argv)

@@ -9,6 +9,18 @@ much better picture of negative interest (CoNRec). A generated item earns
 * ``prefix`` longest SID prefix shared with any item of that set, divided by the number of levels;
 * ``liked``  -1 if the user liked it (in the history positives), else 0 (a penalty component);
 * ``next``   1 if it is the next negative item (the conventional objective, for the ablation).
+* ``sim``    (similarity mode, CoNRec's reward) max cosine similarity of the item's vector to the
+  *target set* = the future-negative set plus each member's top Swing co-negatives (items other
+  users disliked together with it, :mod:`conrec.swing`), in [0, 1];
+* ``pos_sim`` -(max cosine similarity to the items the user gives *positive* feedback to in the same
+  future window), in [-1, 0]: CoNRec's future-positive penalty, so a generated item that looks like
+  something the user is about to enjoy is pushed away even when it resembles a disliked one.
+
+Why a similarity reward (CoNRec): a hit reward is 0 for almost every item of a group, so most
+groups have zero advantage and learning is slow (the paper found 1/0.1/0.01 hit-by-level credit
+converged slowly); cosine similarity on the item vectors (codebook-reconstructed, see
+:mod:`conrec.llm.item_vectors`) grades every generated item. Cosines below 0 count as 0 (no
+similarity), so an empty set gives 0 and an exact hit gets the maximum 1.
 
 Partial credits are maximal for an exact hit (an item shares its whole SID with itself and is
 maximally similar to itself), so the combined reward is monotone: hit >= near miss >= far miss.
@@ -24,11 +36,14 @@ The combined reward is ``sum_c weight_c * component_c`` with weights from
 :class:`conrec.llm.config.RewardConfig`. TRL gets one callable per component plus the weights
 (``GRPOConfig.reward_weights``), so every component's mean reaches the trainer logs
 (``rewards/<name>/mean``). Targets arrive as dataset columns passed by TRL as keyword arguments
-(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``); nothing is ever looked up by prompt text.
+(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``, ``future_pos``); nothing is ever looked up by
+prompt text. :data:`REWARD_MODES`: ``future_collab`` (hit/collab/prefix/liked/next weights),
+``similarity`` (``w_sim`` x sim + ``gamma`` x pos_sim) and ``next_neg`` (ablation).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -36,10 +51,60 @@ import numpy as np
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import RewardConfig
 from conrec.sid.tokens import parse_sid
+from conrec.swing import Swing
 
-COMPONENTS = ("hit", "collab", "prefix", "liked", "next")
-RewardMode = Literal["future_collab", "next_neg"]
-REWARD_MODES: tuple[str, ...] = ("future_collab", "next_neg")
+COMPONENTS = ("hit", "collab", "prefix", "liked", "next", "sim", "pos_sim")
+RewardMode = Literal["future_collab", "similarity", "next_neg"]
+REWARD_MODES: tuple[str, ...] = ("future_collab", "similarity", "next_neg")
+
+
+@dataclass
+class ItemSimilarity:
+    """What the similarity reward needs: unit item vectors (rows follow ``item_ids``) and, optionally,
+    Swing co-negatives to extend a target set with (``co_negatives`` per member)."""
+
+    item_ids: Sequence[str]
+    vectors: np.ndarray
+    swing: Swing | None = None
+    co_negatives: int = 0
+    _index: dict[str, int] = field(init=False, repr=False)
+    _targets: dict[tuple[str, ...], list[str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.item_ids) != len(self.vectors):
+            raise ValueError(f"{len(self.item_ids)} item ids but {len(self.vectors)} vectors")
+        self._index = {str(i): k for k, i in enumerate(self.item_ids)}
+        self._targets = {}
+
+    def target_set(self, items: Sequence[str]) -> list[str]:
+        """``items`` plus their top Swing co-negatives (cached: a group's G completions share one set)."""
+        key = tuple(items)
+        if key not in self._targets:
+            extra = self.swing.co_negatives(key, self.co_negatives) if self.swing is not None and self.co_negatives else []
+            self._targets[key] = list(key) + extra
+        return self._targets[key]
+
+    def max_cosine(self, items: Sequence[str | None], item_sets: Sequence[Sequence[str]]) -> np.ndarray:
+        """Per row, max(0, max cosine of the item to any member of its set); 0 for empty sets / unknown ids.
+
+        Vectorised: one gather of (generated, member) vector pairs and a per-row maximum.
+        """
+        if len(items) != len(item_sets):
+            raise ValueError(f"{len(items)} items but {len(item_sets)} item sets")
+        idx = self._index
+        a = np.array([idx.get(i, -1) if i is not None else -1 for i in items], dtype=np.int64)
+        lengths = np.array([len(s) for s in item_sets], dtype=np.int64)
+        members = np.array([idx.get(m, -1) for s in item_sets for m in s], dtype=np.int64)
+        out = np.zeros(len(items), dtype=np.float32)
+        if members.size == 0:
+            return out
+        rows = np.repeat(a, lengths)
+        ok = (rows >= 0) & (members >= 0)
+        cos = np.zeros(members.size, dtype=np.float32)
+        if ok.any():
+            cos[ok] = np.einsum("ij,ij->i", self.vectors[rows[ok]], self.vectors[members[ok]])
+        np.maximum.at(out, np.repeat(np.arange(len(items)), lengths), np.clip(cos, 0.0, 1.0))
+        return out
 
 
 # --------------------------------------------------------------------------- pure components
@@ -103,6 +168,22 @@ def prefix_reward(
     return out
 
 
+def similarity_reward(
+    items: Sequence[str | None], target_sets: Sequence[Sequence[str]], item_sim: ItemSimilarity
+) -> np.ndarray:
+    """Max cosine of each generated item to its target set extended by Swing co-negatives, in [0, 1]."""
+    _check_len(items, target_sets, "target sets")
+    return item_sim.max_cosine(items, [item_sim.target_set(list(s)) for s in target_sets])
+
+
+def future_positive_penalty(
+    items: Sequence[str | None], future_pos: Sequence[Sequence[str]], item_sim: ItemSimilarity
+) -> np.ndarray:
+    """-(max cosine of each generated item to the user's future positives), in [-1, 0] (0 for none)."""
+    _check_len(items, future_pos, "future positive sets")
+    return -item_sim.max_cosine(items, future_pos)
+
+
 def unseen_mask(items: Sequence[str | None], seen_sets: Sequence[Sequence[str]]) -> np.ndarray:
     """1.0 where the generated item is *not* in the user's history, else 0.0."""
     _check_len(items, seen_sets, "seen sets")
@@ -116,36 +197,48 @@ def reward_components(
     liked_sets: Sequence[Sequence[str]],
     codes_of: Mapping[str, Sequence[int]],
     codislike: CoDislike | None,
+    item_sim: ItemSimilarity | None = None,
+    future_pos: Sequence[Sequence[str]] | None = None,
+    sim_target: Literal["future", "next"] = "future",
 ) -> dict[str, np.ndarray]:
-    """Every component for a batch of generated items (one row per completion)."""
+    """Every component for a batch of generated items (one row per completion); ``sim`` / ``pos_sim``
+    are 0 without ``item_sim``."""
+    zeros = np.zeros(len(items), dtype=np.float32)
+    targets = future_sets if sim_target == "future" else [[n] if n else [] for n in next_negs]
     return {
         "hit": hit_reward(items, future_sets),
-        "collab": collab_reward(items, future_sets, codislike)
-        if codislike is not None
-        else np.zeros(len(items), dtype=np.float32),
+        "collab": collab_reward(items, future_sets, codislike) if codislike is not None else zeros,
         "prefix": prefix_reward(items, future_sets, codes_of),
         "liked": liked_penalty(items, liked_sets),
         "next": next_neg_reward(items, next_negs),
+        "sim": similarity_reward(items, targets, item_sim) if item_sim is not None else zeros,
+        "pos_sim": future_positive_penalty(items, future_pos or [[] for _ in items], item_sim)
+        if item_sim is not None
+        else zeros,
     }
 
 
 def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") -> dict[str, float]:
-    """Weights of each component. ``next_neg`` (the ablation) keeps only the next-negative reward.
+    """Weights of each component. ``next_neg`` (the ablation) keeps only the next-negative reward;
+    ``similarity`` only ``sim`` (``w_sim``) and ``pos_sim`` (``gamma``).
 
     In ``future_collab`` mode the next-negative weight is ``reward.w_next`` (0 by default); in
     ``next_neg`` mode it is ``reward.w_next`` if positive, else 1, and every other weight is 0 (the
     components are still computed, so the logs show how future hits move under either objective).
     """
+    none = {c: 0.0 for c in COMPONENTS}
     if mode == "future_collab":
-        return {
+        return none | {
             "hit": reward.w_hit,
             "collab": reward.w_collab,
             "prefix": reward.w_prefix,
             "liked": reward.w_liked,
             "next": reward.w_next,
         }
+    if mode == "similarity":  # CoNRec: w_sim x sim - gamma x sim to future positives (pos_sim is <= 0)
+        return none | {"sim": reward.w_sim, "pos_sim": reward.gamma}
     if mode == "next_neg":
-        return {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": reward.w_next or 1.0}
+        return none | {"next": reward.w_next or 1.0}
     raise ValueError(f"unknown reward mode {mode!r}; choose one of {', '.join(REWARD_MODES)}")
 
 
@@ -172,6 +265,8 @@ class _ComponentReward:
         item_of_codes: Mapping[tuple[int, ...], str],
         codislike: CoDislike | None,
         exclude_seen: bool = True,
+        item_sim: ItemSimilarity | None = None,
+        sim_target: Literal["future", "next"] = "future",
     ) -> None:
         self.__name__ = name
         self.name = name
@@ -179,6 +274,8 @@ class _ComponentReward:
         self._codes_of = codes_of
         self._item_of_codes = item_of_codes
         self._codislike = codislike
+        self._item_sim = item_sim
+        self._sim_target = sim_target
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kw: Any) -> list[float]:
         items = _generated_items(completions, kw.get("gen_item"), self._item_of_codes)
@@ -198,9 +295,19 @@ class _ComponentReward:
             vals = liked_penalty(items, _column(kw, "liked_items", n, default=[]))
         elif self.name == "next":
             vals = next_neg_reward(items, _column(kw, "next_neg", n, default=None))
+        elif self.name in ("sim", "pos_sim"):
+            if self._item_sim is None:
+                vals = np.zeros(n, dtype=np.float32)
+            elif self.name == "pos_sim":
+                vals = future_positive_penalty(items, _column(kw, "future_pos", n, default=[]), self._item_sim)
+            elif self._sim_target == "future":
+                vals = similarity_reward(items, future, self._item_sim)
+            else:
+                nexts = _column(kw, "next_neg", n, default=None)
+                vals = similarity_reward(items, [[x] if x else [] for x in nexts], self._item_sim)
         else:  # pragma: no cover - names are fixed by make_reward_funcs
             raise ValueError(self.name)
-        if self._exclude_seen and self.name != "liked" and kw.get("seen_items") is not None:
+        if self._exclude_seen and self.name not in ("liked", "pos_sim") and kw.get("seen_items") is not None:
             vals = vals * unseen_mask(items, _column(kw, "seen_items", n, default=[]))
         return [float(v) for v in vals]
 
@@ -209,8 +316,9 @@ def make_reward_funcs(
     cfg: Any,
     sid_map: Any,
     codislike: CoDislike | None,
-    mode: RewardMode = "future_collab",
+    mode: RewardMode | None = None,
     exclude_seen: bool | None = None,
+    item_sim: ItemSimilarity | None = None,
 ) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """TRL reward callables (one per component, in :data:`COMPONENTS` order) and their weights.
 
@@ -218,15 +326,23 @@ def make_reward_funcs(
     :class:`conrec.sid.sid_map.SidMap` or a plain ``{item_id: codes}`` mapping. Pass the weights as
     ``GRPOConfig(reward_weights=...)``; zero-weight components still run so their means are logged.
     ``exclude_seen`` (default: ``cfg.decode.exclude_history``, else True) zeroes the positive
-    credits of items in the ``seen_items`` column.
+    credits of items in the ``seen_items`` column. ``mode`` defaults to ``reward.mode``; ``item_sim``
+    (:class:`ItemSimilarity`) feeds the ``sim`` / ``pos_sim`` components (0 without it, so the
+    similarity mode needs it).
     """
     reward = cfg if isinstance(cfg, RewardConfig) else cfg.grpo.reward
+    mode = mode or reward.mode
+    if mode == "similarity" and item_sim is None:
+        raise ValueError("the similarity reward needs item vectors (item_sim)")
     if exclude_seen is None:
         exclude_seen = bool(cfg.decode.exclude_history) if hasattr(cfg, "decode") else True
     weights = component_weights(reward, mode)
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
-    funcs = [_ComponentReward(name, codes_of, item_of_codes, codislike, exclude_seen) for name in COMPONENTS]
+    funcs = [
+        _ComponentReward(name, codes_of, item_of_codes, codislike, exclude_seen, item_sim, reward.target)
+        for name in COMPONENTS
+    ]
     return funcs, [float(weights[name]) for name in COMPONENTS]
 
 
