@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conrec.swing import SwingConfig
 
@@ -124,15 +124,44 @@ class GrpoStageConfig(_Strict):
     steps: int = Field(..., ge=1)
     max_pos_items: int = Field(0, ge=0, description="positive budget in this stage")
     positive_share: float = Field(0.0, ge=0, le=1, description="share of prompts that include positives")
+    neg_recent_days: float | None = Field(
+        None, gt=0, description="only the negatives of the last N days before the point in the prompt (None = all)"
+    )
+
+
+STAGE_PRESETS = ("positive_budget", "paper")
+
+
+def stage_preset(name: str, steps: int = 20, max_pos_items: int = 30) -> list[GrpoStageConfig]:
+    """A named GRPO schedule, ``steps`` optimiser steps per stage.
+
+    * ``positive_budget`` (conrec's default): negatives only, then half of the prompts with up to 10
+      positives, then every prompt with ``max_pos_items`` positives: the positive budget grows.
+    * ``paper`` (CoNRec's published schedule): the last 3 days of negatives only, then all negatives,
+      then negatives and positives. Why: the model first learns from the freshest (least
+      exposure-suppressed) dislikes, then from the whole negative history, and meets the dominant
+      positive context last, so positives cannot drown the negative signal early.
+    """
+    if name == "positive_budget":
+        return [
+            GrpoStageConfig(name="neg_only", steps=steps, max_pos_items=0, positive_share=0.0),
+            GrpoStageConfig(name="some_pos", steps=steps, max_pos_items=min(10, max_pos_items), positive_share=0.5),
+            GrpoStageConfig(name="full", steps=steps, max_pos_items=max_pos_items, positive_share=1.0),
+        ]
+    if name == "paper":
+        return [
+            GrpoStageConfig(name="recent_neg", steps=steps, max_pos_items=0, positive_share=0.0, neg_recent_days=3),
+            GrpoStageConfig(name="all_neg", steps=steps, max_pos_items=0, positive_share=0.0),
+            GrpoStageConfig(name="neg_pos", steps=steps, max_pos_items=max_pos_items, positive_share=1.0),
+        ]
+    raise ValueError(f"unknown GRPO stage preset {name!r}; choose one of {', '.join(STAGE_PRESETS)}")
 
 
 class GrpoConfig(_Strict):
     stages: list[GrpoStageConfig] = Field(
-        default_factory=lambda: [
-            GrpoStageConfig(name="neg_only", steps=20, max_pos_items=0, positive_share=0.0),
-            GrpoStageConfig(name="some_pos", steps=20, max_pos_items=10, positive_share=0.5),
-            GrpoStageConfig(name="full", steps=20, max_pos_items=30, positive_share=1.0),
-        ]
+        default_factory=lambda: stage_preset("positive_budget"),
+        description="the progressive schedule: a list of stages, or a preset by name (`paper`, `positive_budget`) "
+        "or as {preset: paper, steps: 10, max_pos_items: 30}; a preset is expanded to its list when loaded",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)
     num_generations: int = Field(8, ge=2)
@@ -146,6 +175,18 @@ class GrpoConfig(_Strict):
     )
     temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _expand_preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return stage_preset(value)
+        if isinstance(value, dict) and "preset" in value:
+            extra = sorted(set(value) - {"preset", "steps", "max_pos_items"})
+            if extra:
+                raise ValueError(f"a stage preset takes preset, steps, max_pos_items; got also {extra}")
+            return stage_preset(value["preset"], **{k: v for k, v in value.items() if k != "preset"})
+        return value
 
     @model_validator(mode="after")
     def _stages_named_uniquely(self) -> "GrpoConfig":

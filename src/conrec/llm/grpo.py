@@ -63,7 +63,7 @@ from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
-from conrec.llm.prompts import build_prompt
+from conrec.llm.prompts import build_prompt, recent_negatives_only
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
 from conrec.progress import stage_progress
@@ -116,12 +116,16 @@ def stage_records(
     mask = positive_mask(samples.height, stage.positive_share, stage_seed)
     out: list[dict[str, Any]] = []
     future_pos = samples["future_pos"].to_list() if "future_pos" in samples.columns else [None] * samples.height
-    rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").iter_rows()
-    for with_pos, fpos, (sample_id, hist, fb, next_neg, future) in zip(mask.tolist(), future_pos, rows):
+    if stage.neg_recent_days is not None and "hist_ts" not in samples.columns:
+        raise StageInputError(f"GRPO stage {stage.name!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
+    hist_ts = samples["hist_ts"].to_list() if stage.neg_recent_days is not None else [None] * samples.height
+    rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs", "ts").iter_rows()
+    for with_pos, fpos, hts, (sample_id, hist, fb, next_neg, future, t) in zip(mask.tolist(), future_pos, hist_ts, rows):
         budget = stage.max_pos_items if with_pos else 0
+        shown, shown_fb = (hist, fb) if hts is None else recent_negatives_only(hist, fb, hts, t, stage.neg_recent_days)
         out.append(
             {
-                "prompt": build_prompt(hist, fb, sid_of, prompt_cfg, max_pos_items=budget),
+                "prompt": build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget),
                 "sample_id": int(sample_id),
                 "pos_budget": int(budget),
                 "future_negs": list(future or []),
@@ -136,7 +140,7 @@ def stage_records(
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train-split samples with a non-empty future set, optionally a seeded random subset."""
-    missing = [c for c in ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs") if c not in samples.columns]
+    missing = [c for c in ("sample_id", "split", "ts", "hist_items", "hist_feedback", "next_neg", "future_negs") if c not in samples.columns]
     if missing:
         raise StageInputError(f"samples table misses column(s) {missing} (see conrec.data.samples)")
     train = samples.filter((pl.col("split") == "train") & (pl.col("future_negs").list.len() > 0))
