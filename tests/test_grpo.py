@@ -233,6 +233,10 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
         assert 0.0 <= e["zero_adv_share"] <= 1.0 and e["invalid_rate"] == 0.0
         assert np.isfinite(e["reward"])
     assert result["stages"][1]["invalid_rate"] == 0.0 and result["stages"][1]["duplicate_items"] == 0
+    # the discernment accuracy on held-out users is measured after every stage (forgetting)
+    for st in result["stages"]:
+        d = st["discernment"]
+        assert d["n_questions"] > 0 and 0.0 <= d["accuracy"] <= 1.0 and d["chance"] == 0.25
     assert run.is_done("grpo")
 
     # the final model is a plain HF dir with the SID vocabulary of the run

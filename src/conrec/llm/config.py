@@ -46,6 +46,9 @@ class TaskMix(_Strict):
     sid_to_title: float = Field(0.3, ge=0)
     title_to_sid: float = Field(0.3, ge=0)
     sid_to_category: float = Field(0.2, ge=0)
+    discernment: float = Field(
+        0.0, ge=0, description="four-choice 'which did this user reject' questions (conrec.llm.discernment), per train sample"
+    )
 
 
 class LoraConfig(_Strict):
@@ -83,6 +86,12 @@ class SftConfig(_Strict):
     tasks: TaskMix = Field(default_factory=TaskMix)
     train: TrainConfig = Field(default_factory=TrainConfig)
     max_samples: int | None = Field(None, ge=1, description="cap on SFT examples (quick runs)")
+    discernment_holdout: float = Field(
+        0.1, ge=0, lt=1, description="share of users never used for discernment training; their questions measure its accuracy"
+    )
+    discernment_eval: int = Field(
+        200, ge=0, description="held-out discernment questions scored after SFT and after each GRPO stage (0 = not measured)"
+    )
 
 
 class DecodeConfig(_Strict):

@@ -446,6 +446,9 @@ def run(
                 acc.unwrap_model(trainer.model).save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 save_vocab_meta(tmp, sid_map)
+            from conrec.llm.discernment import measure
+
+            info["discernment"] = measure(sdir / "model", cfg, samples)  # forgetting, stage by stage
             write_json(info, sdir / DONE_FILE)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
             if i > 0:  # only the latest stage's weights are needed to resume or finish
