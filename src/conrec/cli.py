@@ -202,7 +202,11 @@ def show_config(
 def ablate(
     config: Optional[Path] = ConfigOpt,
     run_dir: Optional[Path] = RunDirOpt,
-    what: str = typer.Option("grpo", help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants"),
+    what: str = typer.Option(
+        "grpo",
+        help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants; "
+        "paper: the CoNRec paper's Table 2 ladder (SID-title, + alignment, + progressive GRPO, + future reward, + positive penalty)",
+    ),
 ) -> None:
     """Reproduce an ablation table with one command."""
     from conrec.pipeline import run_ablation

@@ -292,6 +292,7 @@ def run(
     out_dir: Path | None = None,
     reward_mode: str | None = None,
     progressive: bool = True,
+    sft_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run progressive GRPO from ``RunDir.sft_model``; write the final model; return a summary.
 
@@ -300,6 +301,8 @@ def run(
     future-positive penalty) or ``"next_neg"`` (ablation: next-negative exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
     (default ``RunDir.grpo_model``) lets ablations train variants side by side; the stage is
     marked done only for the default output. ``resume=False`` discards earlier stage outputs.
+    ``sft_dir`` (default ``RunDir.sft_model``) is the model to start from and the KL reference
+    (ablations start GRPO from an SFT variant).
     """
     from accelerate import PartialState
     from datasets import Dataset
@@ -322,7 +325,7 @@ def run(
     rd = RunDir(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else rd.grpo_model
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft_dir = rd.sft_model
+    sft_dir = Path(sft_dir) if sft_dir is not None else rd.sft_model
     if not (sft_dir / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
