@@ -96,27 +96,32 @@ def _jsonable(x: Any) -> Any:
 
 def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float]:
     """Metrics of one LM on the eval split, computed exactly as the eval stage does."""
-    from conrec.eval.stage import all_metrics, dislike_counts, fit_events_for, select_samples
-    from conrec.llm.predict import Predictor
-    from conrec.sid.sid_map import SidMap
+    metrics, seconds, _ = _evaluate_points(cfg, model_dir, console)
+    return metrics, seconds
+
+
+def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    """What evaluating a model needs, chosen as the eval stage chooses it: the split's samples, the
+    items, the training dislike counts (LIF's long tail), K and the horizons."""
+    from conrec.eval.stage import dislike_counts, fit_events_for, select_samples
 
     rd = RunDir(cfg.run_dir)
     ecfg = cfg.eval
     samples_all = read_parquet(rd.samples, what="samples")
-    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
-    n_items = read_parquet(rd.items, what="items").height
-    # LIF's long-tail items: the same training dislikes the eval stage uses
     stats_path = rd.data / "stats.json"
     fit_events, _ = fit_events_for(
         read_parquet(rd.events, what="events"), cfg, read_json(stats_path) if stats_path.exists() else None,
         ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
     )
-    ks = sorted(set(ecfg.ks))
-    horizons = sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days})
-    started = time.perf_counter()
-    predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
-    preds = predictor.predict_samples(samples, max(ks), console=console)
-    return all_metrics(preds, samples, ks, n_items, horizons, dislike_counts(fit_events)), round(time.perf_counter() - started, 1)
+    items = read_parquet(rd.items, what="items")
+    return {
+        "samples": select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed),
+        "items": items,
+        "catalogue": items["item_id"].cast(pl.String).to_list(),
+        "counts": dislike_counts(fit_events),
+        "ks": sorted(set(ecfg.ks)),
+        "horizons": sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days}),
+    }
 
 
 def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bool]]:
@@ -152,23 +157,16 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
 
 def _baseline_points(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str, Any]]:
     """Per-point metric values of the run's baselines, recomputed from ``eval/predictions`` (for the CIs)."""
-    from conrec.eval.stage import all_metrics_with_points, dislike_counts, fit_events_for, select_samples
+    from conrec.eval.stage import all_metrics_with_points
 
     rd = RunDir(cfg.run_dir)
-    ecfg = cfg.eval
-    samples_all = read_parquet(rd.samples, what="samples")
-    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
-    items = read_parquet(rd.items, what="items")
-    stats_path = rd.data / "stats.json"
-    fit_events, _ = fit_events_for(read_parquet(rd.events, what="events"), cfg, read_json(stats_path) if stats_path.exists() else None,
-                                   ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
-    ks = sorted(set(ecfg.ks))
+    e = _eval_inputs(cfg)
     out = {}
     for name in names:
         path = rd.predictions / f"{name}.parquet"
         if path.exists():
-            out[name] = all_metrics_with_points(read_parquet(path), samples, ks, items.height, [], dislike_counts(fit_events),
-                                                items["item_id"].cast(pl.String).to_list())[1]
+            preds = read_parquet(path)
+            out[name] = all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, [], e["counts"], e["catalogue"])[1]
     return out
 
 
@@ -209,9 +207,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
                 c, console=console, out_dir=out, sft_dir=s))
             stages = (info.get("stats") or {}).get("stages") or []
             acc = ((stages[-1].get("discernment") or {}) if stages else {}).get("accuracy")
-        from conrec.eval.stage import all_metrics_with_points
-
-        metrics[name], eval_s, points[name] = _evaluate_points(vcfg, model_dir, console, all_metrics_with_points)
+        metrics[name], eval_s, points[name] = _evaluate_points(vcfg, model_dir, console)
         if acc is not None:
             metrics[name]["discern_acc"] = acc
         rows.append({"variant": name, "what": label, "train_seconds": info.get("train_seconds"), "eval_seconds": eval_s,
@@ -275,26 +271,18 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     return metrics
 
 
-def _evaluate_points(cfg: PipelineConfig, model_dir: Path, console: Console, fn: Callable[..., Any]) -> tuple[dict[str, float], float, dict[str, Any]]:
-    """:func:`_evaluate` keeping the per-point values (for CIs and paired differences)."""
-    from conrec.eval.stage import dislike_counts, fit_events_for, select_samples
+def _evaluate_points(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float, dict[str, Any]]:
+    """(metrics, seconds, per-point values) of one LM on the eval split, computed as the eval stage does."""
+    from conrec.eval.stage import all_metrics_with_points
     from conrec.llm.predict import Predictor
     from conrec.sid.sid_map import SidMap
 
     rd = RunDir(cfg.run_dir)
-    ecfg = cfg.eval
-    samples_all = read_parquet(rd.samples, what="samples")
-    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
-    items = read_parquet(rd.items, what="items")
-    stats_path = rd.data / "stats.json"
-    fit_events, _ = fit_events_for(read_parquet(rd.events, what="events"), cfg, read_json(stats_path) if stats_path.exists() else None,
-                                   ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
-    ks = sorted(set(ecfg.ks))
-    horizons = sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days})
+    e = _eval_inputs(cfg)
     started = time.perf_counter()
     predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
-    preds = predictor.predict_samples(samples, max(ks), console=console)
-    m, pts = fn(preds, samples, ks, items.height, horizons, dislike_counts(fit_events), items["item_id"].cast(pl.String).to_list())
+    preds = predictor.predict_samples(e["samples"], max(e["ks"]), console=console)
+    m, pts = all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, e["horizons"], e["counts"], e["catalogue"])
     return m, round(time.perf_counter() - started, 1), pts
 
 

@@ -48,7 +48,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
-from conrec.llm.collab import CoDislike
+from conrec.llm.collab import CoDislike, max_over_sets
 from conrec.llm.config import RewardConfig
 from conrec.sid.tokens import parse_sid
 from conrec.swing import Swing
@@ -87,24 +87,10 @@ class ItemSimilarity:
     def max_cosine(self, items: Sequence[str | None], item_sets: Sequence[Sequence[str]]) -> np.ndarray:
         """Per row, max(0, max cosine of the item to any member of its set); 0 for empty sets / unknown ids.
 
-        Vectorised: one gather of (generated, member) vector pairs and a per-row maximum.
+        Vectorised (:func:`conrec.llm.collab.max_over_sets`): one gather of vector pairs, a per-row maximum.
         """
-        if len(items) != len(item_sets):
-            raise ValueError(f"{len(items)} items but {len(item_sets)} item sets")
-        idx = self._index
-        a = np.array([idx.get(i, -1) if i is not None else -1 for i in items], dtype=np.int64)
-        lengths = np.array([len(s) for s in item_sets], dtype=np.int64)
-        members = np.array([idx.get(m, -1) for s in item_sets for m in s], dtype=np.int64)
-        out = np.zeros(len(items), dtype=np.float32)
-        if members.size == 0:
-            return out
-        rows = np.repeat(a, lengths)
-        ok = (rows >= 0) & (members >= 0)
-        cos = np.zeros(members.size, dtype=np.float32)
-        if ok.any():
-            cos[ok] = np.einsum("ij,ij->i", self.vectors[rows[ok]], self.vectors[members[ok]])
-        np.maximum.at(out, np.repeat(np.arange(len(items)), lengths), np.clip(cos, 0.0, 1.0))
-        return out
+        v = self.vectors
+        return max_over_sets(items, item_sets, self._index, lambda a, b: np.minimum(np.einsum("ij,ij->i", v[a], v[b]), 1.0))
 
 
 # --------------------------------------------------------------------------- pure components
