@@ -179,3 +179,12 @@ def test_forgetting_summary_by_hand():
     assert s["stages"][0]["forgetting"] == pytest.approx(0.125)
     assert "| GRPO stage b | 0.600 | 25.0% |" in markdown(s)
     assert summary(None, None) is None and summary({"discernment": None}, {"stages": []}) is None
+
+
+def test_discernment_weight_gives_repeated_draws_per_sample(tables):
+    items, samples, sid_map = tables
+    mix = TaskMix(next_negative=0, future_negative=0, sid_to_title=0, title_to_sid=0, sid_to_category=0, discernment=3.0)
+    ex = build_examples(samples, items, sid_map, SftConfig(tasks=mix, discernment_holdout=0.0), seed=1)
+    n_train = samples.filter(pl.col("split") == "train").height
+    # weight 3: three questions per train sample (every toy train sample can give one), with fresh draws
+    assert len(ex) == 3 * n_train and len({e["prompt"] for e in ex}) > n_train

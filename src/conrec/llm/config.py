@@ -87,7 +87,7 @@ class SftConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     max_samples: int | None = Field(None, ge=1, description="cap on SFT examples (quick runs)")
     discernment_holdout: float = Field(
-        0.1, ge=0, lt=1, description="share of users never used for discernment training; their questions measure its accuracy"
+        0.2, ge=0, lt=1, description="share of users never used for discernment training; their questions measure its accuracy"
     )
     discernment_eval: int = Field(
         200, ge=0, description="held-out discernment questions scored after SFT and after each GRPO stage (0 = not measured)"

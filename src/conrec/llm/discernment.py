@@ -79,27 +79,33 @@ def question(
 
 
 def questions(
-    samples: pl.DataFrame, sid_of: Callable[[str], str], prompt_cfg: PromptConfig, n: int, seed: int
+    samples: pl.DataFrame, sid_of: Callable[[str], str], prompt_cfg: PromptConfig, n: int, seed: int, repeat: bool = False
 ) -> list[dict[str, Any]]:
-    """Up to ``n`` questions from ``samples`` (drawn in a seeded order, at most one per sample)."""
+    """Up to ``n`` questions from ``samples``, drawn in a seeded order: one per sample, or (``repeat``,
+    for training) further passes over the samples with fresh draws of answer, distractors and order."""
     rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
     rng = np.random.default_rng(seed)
     out: list[dict[str, Any]] = []
-    for r in rng.permutation(len(rows)):
-        if len(out) >= n:
+    passes = (n // max(1, len(rows)) + 2) if repeat else 1
+    for _ in range(passes):
+        before = len(out)
+        for r in rng.permutation(len(rows)):
+            if len(out) >= n:
+                return out
+            sample_id, hist, fb = rows[int(r)]
+            q = question(list(hist or []), list(fb or []), sid_of, prompt_cfg, rng)
+            if q is not None:
+                out.append(q | {"source": str(sample_id)})
+        if len(out) == before:  # no sample can give a question
             break
-        sample_id, hist, fb = rows[int(r)]
-        q = question(list(hist or []), list(fb or []), sid_of, prompt_cfg, rng)
-        if q is not None:
-            out.append(q | {"source": str(sample_id)})
     return out
 
 
 def heldout_questions(samples: pl.DataFrame, sid_of: Callable[[str], str], prompt_cfg: PromptConfig, share: float, n: int, seed: int) -> list[dict[str, Any]]:
-    """The evaluation questions: from the train samples of the held-out users."""
-    train = samples.filter(pl.col("split") == "train")
-    users = heldout_users(train["user_id"].to_list(), share, seed)
-    return questions(train.filter(pl.col("user_id").is_in(sorted(users))), sid_of, prompt_cfg, n, seed + 1)
+    """The evaluation questions: one per sample of the held-out users, any split (a question only uses
+    the history before the sample's time, never its labels, and these users never trained on the task)."""
+    users = heldout_users(samples.filter(pl.col("split") == "train")["user_id"].to_list(), share, seed)
+    return questions(samples.filter(pl.col("user_id").is_in(sorted(users))), sid_of, prompt_cfg, n, seed + 1)
 
 
 def accuracy(predictor: Any, qs: Sequence[dict[str, Any]]) -> float | None:

@@ -128,7 +128,7 @@ def build_examples(
 
             held = heldout_users(train["user_id"].to_list(), cfg.discernment_holdout, cfg_seed)
             pool = train.filter(~pl.col("user_id").is_in(sorted(held)))
-            for q in questions(pool, sid_of, cfg.prompt, n, int(rng.integers(2**31))):
+            for q in questions(pool, sid_of, cfg.prompt, n, int(rng.integers(2**31)), repeat=True):
                 out.append(_ex(task, q["source"], q["prompt"], q["completion"]))
         elif task in HISTORY_TASKS:
             out.extend(_history_examples(task, rows, n, sid_of, cfg, rng))
