@@ -112,11 +112,13 @@ _COMMAND = {"data": "data", "sid": "tokenize", "sft": "sft", "grpo": "grpo", "ev
 
 
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
-    """Upstream stages ``stage`` reads. eval reads an LM stage only if the run has it (it reports
-    baselines alone otherwise), and then that stage must be current like any other input."""
+    """Upstream stages ``stage`` reads. eval reads an LM stage only if ``eval.models`` names it and
+    the run has it (it reports baselines alone otherwise), and then that stage must be current like
+    any other input. (``conrec ablate --what paper`` evaluates baselines only, beside GRPO work dirs
+    of its variants.)"""
     ups = list(STAGES[: STAGES.index(stage)])
     if stage == "eval":
-        ups = [u for u in ups if u not in ("sft", "grpo") or run.stage_dir(u).exists()]
+        ups = [u for u in ups if u not in ("sft", "grpo") or (u in cfg.eval.models and run.stage_dir(u).exists())]
     return ups
 
 
