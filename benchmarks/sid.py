@@ -148,7 +148,7 @@ def main() -> None:
             rd.data.mkdir(parents=True)
             items.write_parquet(rd.items)
             t = time.perf_counter()
-            stats = run(cfg, console=quiet, encoder=LookupEncoder(texts, vectors))
+            run(cfg, console=quiet, encoder=LookupEncoder(texts, vectors))
             wall = time.perf_counter() - t
             enc_full = args.items / enc_rate
             console.print(

@@ -6,54 +6,19 @@ import numpy as np
 import polars as pl
 import pytest
 
+from conrec.data.config import SplitConfig
 from conrec.errors import ConfigError, DataValidationError
 from conrec.eval.baselines import BASELINES, make_baseline
 from conrec.eval.baselines.base import Catalog, NotFittedError, Recommender, top_k
-from conrec.data.config import SplitConfig
 from conrec.eval.config import CategoryConfig, EvalConfig, SasrecConfig
 from conrec.eval.metrics import evaluate
 
-ITEMS = ["h1", "h2", "h3", "c1", "c2", "c3", "d1", "d2"]
-CATS = ["horror"] * 3 + ["comedy"] * 3 + ["drama"] * 2
-
-# Dislike popularity: d1 x4, then h1, c2, d2 x2 (ties break in catalogue order: h1, c2, d2).
-# h1 and c2 are always disliked together (u1, u2); d1 and d2 together (u3, u4).
-EVENTS = [
-    ("u1", "h1", 1, -1), ("u1", "c2", 2, -1),
-    ("u2", "h1", 1, -1), ("u2", "c2", 2, -1),
-    ("u3", "d1", 1, -1), ("u3", "d2", 2, -1),
-    ("u4", "d1", 1, -1), ("u4", "d2", 2, -1),
-    ("u5", "d1", 1, -1), ("u5", "h3", 2, 1),
-    ("u6", "d1", 1, -1),
-]  # fmt: skip
-
-
-def _items() -> pl.DataFrame:
-    return pl.DataFrame({"item_id": ITEMS, "title": ITEMS, "text": [""] * 8, "category": CATS})
-
-
-def _events() -> pl.DataFrame:
-    u, i, t, f = zip(*EVENTS)
-    return pl.DataFrame(
-        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
-        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
-    )
-
-
-def _samples(histories: list[tuple[list[str], list[int]]]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {
-            "sample_id": list(range(len(histories))),
-            "hist_items": [h for h, _ in histories],
-            "hist_feedback": [f for _, f in histories],
-        },
-        schema={"sample_id": pl.Int64, "hist_items": pl.List(pl.String), "hist_feedback": pl.List(pl.Int8)},
-    )
+from builders import BASELINE_ITEMS, baseline_events, baseline_items, history_samples
 
 
 def _fitted(name: str, cfg: EvalConfig | None = None) -> Recommender:
     model = make_baseline(name, cfg or EvalConfig(sasrec=SasrecConfig(epochs=2, hidden=16, layers=1)))
-    model.fit(_events(), _items())
+    model.fit(baseline_events(), baseline_items())
     return model
 
 
@@ -64,32 +29,32 @@ HISTORIES = [(["h1"], [-1]), (["d1", "c1"], [-1, 1]), ([], []), (["c1", "h1"], [
 def test_outputs_are_distinct_real_items_outside_history(name: str) -> None:
     model = _fitted(name)
     assert isinstance(model, Recommender) and model.name == name
-    samples = _samples(HISTORIES)
+    samples = history_samples(HISTORIES)
     for k in (1, 3, 8):
         recs = model.recommend(samples, k)
         assert len(recs) == len(HISTORIES)
         for rec, (hist, _) in zip(recs, HISTORIES):
             assert len(rec) == len(set(rec)), rec
-            assert set(rec) <= set(ITEMS)
+            assert set(rec) <= set(BASELINE_ITEMS)
             assert not set(rec) & set(hist)
-            assert len(rec) == min(k, len(set(ITEMS) - set(hist)))  # full lists whenever the catalogue allows
+            assert len(rec) == min(k, len(set(BASELINE_ITEMS) - set(hist)))  # full lists whenever the catalogue allows
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_recommend_before_fit_is_an_error(name: str) -> None:
     with pytest.raises(NotFittedError, match="fit"):
-        make_baseline(name).recommend(_samples(HISTORIES), 3)
+        make_baseline(name).recommend(history_samples(HISTORIES), 3)
 
 
 def test_popularity_ranks_by_dislike_count_minus_history() -> None:
-    recs = _fitted("popularity").recommend(_samples([(["h1"], [-1]), (["d1"], [1])]), 3)
+    recs = _fitted("popularity").recommend(history_samples([(["h1"], [-1]), (["d1"], [1])]), 3)
     assert recs[0] == ["d1", "c2", "d2"]
     assert recs[1] == ["h1", "c2", "d2"]  # positives are excluded too: the user has seen d1
 
 
 def test_itemknn_recommends_the_co_disliked_item() -> None:
     knn = _fitted("itemknn")
-    recs = knn.recommend(_samples([(["h1"], [-1]), (["d2"], [-1]), (["h1"], [1])]), 2)
+    recs = knn.recommend(history_samples([(["h1"], [-1]), (["d2"], [-1]), (["h1"], [1])]), 2)
     assert recs[0] == ["c2", "d1"]  # c2 co-disliked with h1, then popularity fill
     assert recs[1][0] == "d1"
     assert recs[2] == ["d1", "c2"]  # a *liked* h1 carries no dislike signal: popularity
@@ -98,7 +63,7 @@ def test_itemknn_recommends_the_co_disliked_item() -> None:
 def test_category_rule_recommends_same_category_by_frequency_and_recency() -> None:
     cat = _fitted("category", EvalConfig(category=CategoryConfig(recency_decay=0.8)))
     recs = cat.recommend(
-        _samples([(["h1"], [-1]), (["c1", "h1"], [-1, -1]), (["c1", "c3", "h1"], [-1, -1, -1])]), 3
+        history_samples([(["h1"], [-1]), (["c1", "h1"], [-1, -1]), (["c1", "c3", "h1"], [-1, -1, -1])]), 3
     )
     assert recs[0] == ["h2", "h3", "d1"]  # same category first, then the most disliked item
     assert recs[1] == ["h2", "h3", "c2"]  # most recent dislike (horror) outweighs comedy
@@ -106,18 +71,18 @@ def test_category_rule_recommends_same_category_by_frequency_and_recency() -> No
 
 
 def test_category_handles_multi_valued_and_extra_columns() -> None:
-    items = _items().with_columns(
+    items = baseline_items().with_columns(
         category=pl.Series(["horror|comedy", "horror", "horror", "comedy", "comedy", "comedy", "drama", "drama"]),
         tone=pl.Series(["dark"] * 7 + ["light"]),
     )
     model = make_baseline("category", EvalConfig(category=CategoryConfig(columns=["category", "tone"])))
-    model.fit(_events(), items)
-    rec = model.recommend(_samples([(["h1"], [-1])]), 7)[0]
+    model.fit(baseline_events(), items)
+    rec = model.recommend(history_samples([(["h1"], [-1])]), 7)[0]
     # horror, comedy and tone dark: every h*/c* item shares 2 facets (ties: popularity, then catalogue)
     assert rec[:5] == ["c2", "h2", "h3", "c1", "c3"]
     assert rec[5:] == ["d1", "d2"]  # d1 shares the dark tone, d2 nothing
     with pytest.raises(DataValidationError, match="tone"):
-        make_baseline("category", EvalConfig(category=CategoryConfig(columns=["tone"]))).fit(_events(), _items())
+        make_baseline("category", EvalConfig(category=CategoryConfig(columns=["tone"]))).fit(baseline_events(), baseline_items())
 
 
 def test_make_baseline_rejects_unknown_names() -> None:
@@ -126,12 +91,12 @@ def test_make_baseline_rejects_unknown_names() -> None:
 
 
 def test_top_k_orders_by_score_then_popularity_and_fills() -> None:
-    cat = Catalog.build(_events(), _items())
-    scores = np.zeros(len(ITEMS))
-    scores[ITEMS.index("h3")] = 2.0
-    scores[ITEMS.index("c3")] = 1.0
-    scores[ITEMS.index("c1")] = 1.0
-    assert top_k(scores, {ITEMS.index("c1")}, cat, 4) == ["h3", "c3", "d1", "h1"]
+    cat = Catalog.build(baseline_events(), baseline_items())
+    scores = np.zeros(len(BASELINE_ITEMS))
+    scores[BASELINE_ITEMS.index("h3")] = 2.0
+    scores[BASELINE_ITEMS.index("c3")] = 1.0
+    scores[BASELINE_ITEMS.index("c1")] = 1.0
+    assert top_k(scores, {BASELINE_ITEMS.index("c1")}, cat, 4) == ["h3", "c3", "d1", "h1"]
     with pytest.raises(ValueError):
         top_k(None, set(), cat, 0)
 
@@ -224,23 +189,23 @@ def test_item_scores_are_catalogue_shaped_and_recommend_is_their_top_k(name: str
     from conrec.eval.baselines.base import recommend_from_scores
 
     model = _fitted(name)
-    samples = _samples(HISTORIES)
+    samples = history_samples(HISTORIES)
     scores = model.item_scores(samples)
-    assert scores.shape == (len(HISTORIES), len(ITEMS)) and scores.dtype == np.float64
+    assert scores.shape == (len(HISTORIES), len(BASELINE_ITEMS)) and scores.dtype == np.float64
     assert np.isfinite(scores).all()
-    cat = Catalog.build(_events(), _items())
+    cat = Catalog.build(baseline_events(), baseline_items())
     assert model.recommend(samples, 5) == recommend_from_scores(scores, samples, cat, 5)
     with pytest.raises(NotFittedError, match="fit"):
         make_baseline(name).item_scores(samples)
 
 
 def test_item_scores_values_per_baseline() -> None:
-    samples = _samples([(["h1"], [-1]), (["h1"], [1])])
+    samples = history_samples([(["h1"], [-1]), (["h1"], [1])])
     pop = _fitted("popularity").item_scores(samples)
-    np.testing.assert_array_equal(pop[0], [2, 0, 0, 0, 2, 0, 4, 2])  # dislike counts in ITEMS order
+    np.testing.assert_array_equal(pop[0], [2, 0, 0, 0, 2, 0, 4, 2])  # dislike counts in BASELINE_ITEMS order
     knn = _fitted("itemknn").item_scores(samples)
-    assert knn[0, ITEMS.index("c2")] == pytest.approx(1.0)  # h1 and c2: same dislikers -> cosine 1
-    assert knn[0, ITEMS.index("d1")] == 0.0 and not knn[1].any()  # a liked h1 carries no dislike signal
+    assert knn[0, BASELINE_ITEMS.index("c2")] == pytest.approx(1.0)  # h1 and c2: same dislikers -> cosine 1
+    assert knn[0, BASELINE_ITEMS.index("d1")] == 0.0 and not knn[1].any()  # a liked h1 carries no dislike signal
     cat = _fitted("category").item_scores(samples)
     np.testing.assert_array_equal(cat[0], [1, 1, 1, 0, 0, 0, 0, 0])  # horror items share h1's category
 
@@ -249,10 +214,10 @@ def test_candidate_scores_read_the_slate_out_of_item_scores() -> None:
     from conrec.eval.baselines.base import candidate_scores
 
     scores = np.arange(16, dtype=np.float64).reshape(2, 8)
-    got = candidate_scores(scores, ITEMS, [["d2", "h1"], ["c1"]])
+    got = candidate_scores(scores, BASELINE_ITEMS, [["d2", "h1"], ["c1"]])
     np.testing.assert_array_equal(got[0], [7.0, 0.0])
     np.testing.assert_array_equal(got[1], [11.0])
     with pytest.raises(DataValidationError, match="not in the catalogue"):
-        candidate_scores(scores, ITEMS, [["nope"], ["c1"]])
+        candidate_scores(scores, BASELINE_ITEMS, [["nope"], ["c1"]])
     with pytest.raises(ValueError, match="shape"):
-        candidate_scores(scores, ITEMS, [["h1"]])
+        candidate_scores(scores, BASELINE_ITEMS, [["h1"]])

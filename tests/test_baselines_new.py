@@ -15,7 +15,7 @@ from conrec.eval.baselines.popularity import decayed_dislike_counts
 from conrec.eval.baselines.scored import dislike_history_matrix, scale_rows
 from conrec.eval.config import EvalConfig
 
-from test_baselines import _events, _items, _samples  # noqa: E402
+from builders import baseline_events, baseline_items, history_samples
 
 
 def test_ease_closed_form_by_hand() -> None:
@@ -29,36 +29,36 @@ def test_ease_closed_form_by_hand() -> None:
 
 def test_ease_recommends_the_co_disliked_item() -> None:
     model = make_baseline("ease", EvalConfig(ease={"l2": 1.0}))
-    model.fit(_events(), _items())
-    scores = model.item_scores(_samples([(["h1"], [-1]), ([], [])]))  # type: ignore[attr-defined]
+    model.fit(baseline_events(), baseline_items())
+    scores = model.item_scores(history_samples([(["h1"], [-1]), ([], [])]))  # type: ignore[attr-defined]
     assert scores.shape == (2, 8) and (scores[1] == 0).all()
-    recs = model.recommend(_samples([(["h1"], [-1]), ([], [])]), 2)
+    recs = model.recommend(history_samples([(["h1"], [-1]), ([], [])]), 2)
     assert recs[0][0] == "c2"  # always disliked with h1
     assert recs[1] == ["d1", "h1"]  # no dislikes: popularity order (d1 x4, then h1 first in catalogue order)
 
 
 def test_history_matrix_and_row_scaling_by_hand() -> None:
-    cat = Catalog.build(_events(), _items())
-    m = dislike_history_matrix(_samples([(["h1", "c1", "h1"], [-1, 1, -1])]), cat, decay=0.5).toarray()
+    cat = Catalog.build(baseline_events(), baseline_items())
+    m = dislike_history_matrix(history_samples([(["h1", "c1", "h1"], [-1, 1, -1])]), cat, decay=0.5).toarray()
     assert m[0, cat.index["h1"]] == pytest.approx(1.0 + 0.5)  # most recent 1, the earlier one 0.5
     assert m[0, cat.index["c1"]] == 0.0  # a positive carries no dislike weight
-    assert dislike_history_matrix(_samples([(["h1", "h1"], [-1, -1])]), cat, binary=True).toarray()[0, cat.index["h1"]] == 1.0
+    assert dislike_history_matrix(history_samples([(["h1", "h1"], [-1, -1])]), cat, binary=True).toarray()[0, cat.index["h1"]] == 1.0
     assert scale_rows(np.array([[2.0, 1.0], [0.0, 0.0]])).tolist() == [[1.0, 0.5], [0.0, 0.0]]
 
 
 def test_taste_exposure_blend_by_hand() -> None:
-    samples = _samples([(["c1"], [-1])])  # one comedy dislike
-    cat = Catalog.build(_events(), _items())
+    samples = history_samples([(["c1"], [-1])])  # one comedy dislike
+    cat = Catalog.build(baseline_events(), baseline_items())
     only_pop = make_baseline("taste_exposure", EvalConfig(taste_exposure={"pop_weight": 1.0}))
-    only_pop.fit(_events(), _items())
+    only_pop.fit(baseline_events(), baseline_items())
     pop = make_baseline("popularity")
-    pop.fit(_events(), _items())
+    pop.fit(baseline_events(), baseline_items())
     assert only_pop.recommend(samples, 4) == pop.recommend(samples, 4)
     taste = make_baseline("taste_exposure", EvalConfig(taste_exposure={"pop_weight": 0.0}))
-    taste.fit(_events(), _items())
+    taste.fit(baseline_events(), baseline_items())
     assert taste.recommend(samples, 2) == [["c2", "c3"]]  # the other comedies; c2 (more disliked) first
     half = make_baseline("taste_exposure", EvalConfig(taste_exposure={"pop_weight": 0.5}))
-    half.fit(_events(), _items())
+    half.fit(baseline_events(), baseline_items())
     s = half.item_scores(samples)[0]  # type: ignore[attr-defined]
     # counts: d1 4, h1 2, c2 2, d2 2 -> log1p scaled by log(5); comedies share the category (personal 1)
     lp = np.log1p(cat.dislike_counts) / np.log(5.0)
@@ -69,8 +69,8 @@ def test_taste_exposure_blend_by_hand() -> None:
 
 def test_taste_exposure_itemknn_personal_score() -> None:
     model = make_baseline("taste_exposure", EvalConfig(taste_exposure={"personal": "itemknn", "pop_weight": 0.0}))
-    model.fit(_events(), _items())
-    assert model.recommend(_samples([(["h1"], [-1])]), 1) == [["c2"]]
+    model.fit(baseline_events(), baseline_items())
+    assert model.recommend(history_samples([(["h1"], [-1])]), 1) == [["c2"]]
 
 
 def test_time_decayed_popularity_by_hand() -> None:
@@ -83,15 +83,15 @@ def test_time_decayed_popularity_by_hand() -> None:
         },
         schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
     )
-    cat = Catalog.build(ev, _items())
+    cat = Catalog.build(ev, baseline_items())
     w = decayed_dislike_counts(ev, cat, half_life_days=5.0)
     assert w[cat.index["h1"]] == pytest.approx(3 * 0.25) and w[cat.index["c1"]] == pytest.approx(1.0)
     plain, decayed = make_baseline("popularity"), make_baseline("popularity", EvalConfig(popularity={"half_life_days": 5.0}))
-    plain.fit(ev, _items())
-    decayed.fit(ev, _items())
-    empty = _samples([([], [])])
+    plain.fit(ev, baseline_items())
+    decayed.fit(ev, baseline_items())
+    empty = history_samples([([], [])])
     assert plain.recommend(empty, 2) == [["h1", "c1"]]
     assert decayed.recommend(empty, 2) == [["c1", "h1"]]  # recent dislikes weigh more
     slow = make_baseline("popularity", EvalConfig(popularity={"half_life_days": 100.0}))
-    slow.fit(ev, _items())
+    slow.fit(ev, baseline_items())
     assert slow.recommend(empty, 2) == [["h1", "c1"]]  # 3 * 0.93 > 1

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conrec.eval.bootstrap import mean_ci, paired_diff_ci, percentile_interval, resample_indices, resampled_means
+from conrec.eval.bootstrap import (
+    mean_ci,
+    paired_diff_ci,
+    percentile_interval,
+    resample_indices,
+    resampled_means,
+)
 from conrec.eval.compare import add_intervals, best_baseline
 
 

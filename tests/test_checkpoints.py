@@ -11,7 +11,11 @@ import torch
 
 import conrec.llm.sft as sft_mod
 from conrec.config import load_config
-from conrec.llm.checkpoints import COMPLETE_FILE, last_complete_checkpoint, prepare_checkpoint_dir
+from conrec.llm.checkpoints import (
+    COMPLETE_FILE,
+    last_complete_checkpoint,
+    prepare_checkpoint_dir,
+)
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
 

@@ -6,7 +6,11 @@ import polars as pl
 import pytest
 
 from conrec.errors import DataValidationError
-from conrec.eval.context_swap import cross_user_derangement, mean_overlap, swap_histories
+from conrec.eval.context_swap import (
+    cross_user_derangement,
+    mean_overlap,
+    swap_histories,
+)
 
 
 @pytest.mark.parametrize("seed", range(5))

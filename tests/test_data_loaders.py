@@ -10,7 +10,13 @@ import polars as pl
 import pytest
 
 from conrec.data.config import DataConfig
-from conrec.data.loaders import load_amazon, load_kuairand, load_movielens, load_source, load_table
+from conrec.data.loaders import (
+    load_amazon,
+    load_kuairand,
+    load_movielens,
+    load_source,
+    load_table,
+)
 from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
 from conrec.errors import ConfigError, DataValidationError
 

@@ -7,7 +7,7 @@ import importlib.util
 import polars as pl
 import pytest
 
-from conrec.data import movielens100k
+from conrec.data.sources import movielens100k
 from conrec.errors import ConfigError
 
 HAVE_RECBOLE = importlib.util.find_spec("recbole") is not None

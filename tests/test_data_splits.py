@@ -8,26 +8,20 @@ import pytest
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS, future_set
-from conrec.data.schema import validate_events
-from conrec.data.splits import Cutoffs, attach_history_and_labels, build_samples, order_events, select_points, time_cutoffs
+from conrec.data.splits import (
+    Cutoffs,
+    attach_history_and_labels,
+    build_samples,
+    order_events,
+    select_points,
+    time_cutoffs,
+)
 
-
-def _events(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
-    """rows: (user, item, day, feedback); ts in whole seconds from day offsets."""
-    return validate_events(
-        pl.DataFrame(
-            {
-                "user_id": [r[0] for r in rows],
-                "item_id": [r[1] for r in rows],
-                "ts": [int(r[2] * DAY) for r in rows],
-                "feedback": [r[3] for r in rows],
-            }
-        )
-    )
+from builders import day_events
 
 
 def _samples(rows, cuts: Cutoffs, **cfg) -> pl.DataFrame:
-    ev = _events(rows)
+    ev = day_events(rows)
     cfg.setdefault("train_points", "recent")  # these tests pin the per-event rules; periodic ones below
     split = SplitConfig(**cfg)
     ordered = order_events(ev)
@@ -148,7 +142,7 @@ def test_users_do_not_leak_into_each_other():
 
 
 def test_time_cutoffs_follow_quantiles():
-    ev = _events([("u", f"i{k}", k, 1) for k in range(100)])
+    ev = day_events([("u", f"i{k}", k, 1) for k in range(100)])
     cuts = time_cutoffs(ev, SplitConfig(valid_frac=0.1, test_frac=0.2))
     share_test = (ev["ts"] >= cuts.test).mean()
     share_valid = ((ev["ts"] >= cuts.valid) & (ev["ts"] < cuts.test)).mean()
@@ -156,7 +150,7 @@ def test_time_cutoffs_follow_quantiles():
 
 
 def test_empty_result_keeps_schema():
-    s = build_samples(_events([("u", "a", 0, 1), ("u", "b", 1, 1)]), SplitConfig())
+    s = build_samples(day_events([("u", "a", 0, 1), ("u", "b", 1, 1)]), SplitConfig())
     assert s.height == 0 and tuple(s.columns) == SAMPLE_COLUMNS
 
 
@@ -198,7 +192,7 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int]
 def test_matches_a_plain_python_oracle_on_random_logs(train_points):
     rng = np.random.default_rng(0)
     n = 3000
-    ev = _events(
+    ev = day_events(
         [
             (f"u{rng.integers(30)}", f"i{rng.integers(50)}", float(rng.integers(0, 60 * 24)) / 24, int(rng.choice([-1, 1], p=[0.2, 0.8])))
             for _ in range(n)

@@ -11,21 +11,9 @@ import pytest
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY
-from conrec.data.schema import validate_events
 from conrec.data.splits import build_samples, per_user_fit_events
 
-
-def _events(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
-    return validate_events(
-        pl.DataFrame(
-            {
-                "user_id": [r[0] for r in rows],
-                "item_id": [r[1] for r in rows],
-                "ts": [int(r[2] * DAY) for r in rows],
-                "feedback": [r[3] for r in rows],
-            }
-        )
-    )
+from builders import day_events
 
 
 def test_each_users_last_dislikes_are_test_points_and_labels_stop_at_the_users_own_boundaries():
@@ -34,7 +22,7 @@ def test_each_users_last_dislikes_are_test_points_and_labels_stop_at_the_users_o
     # v: 2 dislikes on days 50, 51 -> test = round(0.4) = 0, valid = round(0.6) - 0 = 1 (n51), train n50
     rows += [("v", "q", 49, 1), ("v", "m50", 50, -1), ("v", "m51", 51, -1)]
     cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.1, horizon_days=30, max_horizon_days=30, train_points="recent")
-    s = build_samples(_events(rows), cfg)
+    s = build_samples(day_events(rows), cfg)
     u = s.filter(pl.col("user_id") == "u")
     assert u.filter(pl.col("split") == "test")["next_neg"].to_list() == ["n9", "n10"]  # both: more points
     assert u.filter(pl.col("split") == "valid")["next_neg"].to_list() == ["n8"]
@@ -52,7 +40,7 @@ def test_each_users_last_dislikes_are_test_points_and_labels_stop_at_the_users_o
 def test_fit_events_stop_at_each_users_own_boundary():
     rows = [("u", "p", 0, 1)] + [("u", f"n{d}", d, -1) for d in range(1, 11)] + [("u", "late", 20, 1)]
     rows += [("w", "a", 2, 1), ("w", "b", 30, 1)]  # w has no dislikes: all its events are usable
-    ev = _events(rows)
+    ev = day_events(rows)
     cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.1)
     test_fit = per_user_fit_events(ev, cfg, "test")
     valid_fit = per_user_fit_events(ev, cfg, "valid")
@@ -111,7 +99,7 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int,
 )
 def test_matches_a_plain_python_oracle_on_random_logs(variant: dict) -> None:
     rng = np.random.default_rng(1)
-    ev = _events(
+    ev = day_events(
         [
             (f"u{rng.integers(30)}", f"i{rng.integers(80)}", float(rng.integers(0, 60 * 24)) / 24, int(rng.choice([-1, 1], p=[0.2, 0.8])))
             for _ in range(3000)

@@ -18,6 +18,8 @@ import yaml
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
 
+from builders import grpo_run_dir
+
 
 def test_sft_two_cpu_processes(tmp_path):
     run = write_toy_run(tmp_path / "run", n_items=16, n_users=8)
@@ -42,11 +44,9 @@ def test_sft_two_cpu_processes(tmp_path):
 
 def test_grpo_two_cpu_processes(tmp_path):
     """Progressive GRPO (2 stages, constrained rollouts) as 2 gloo processes via the module entry point."""
-    from test_grpo import _grpo_run_dir
-
     from conrec.config import dump_config
 
-    cfg, run = _grpo_run_dir(tmp_path / "run")
+    cfg, run = grpo_run_dir(tmp_path / "run")
     cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"stages": cfg.grpo.stages[:1] + [cfg.grpo.stages[1].model_copy(update={"steps": 1})]})})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(dump_config(cfg))

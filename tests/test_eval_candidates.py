@@ -10,9 +10,9 @@ from conrec.data.samples import DAY
 from conrec.eval.candidates import (
     SlateReport,
     bootstrap_ci,
-    chance_levels,
     build_slates,
     candidate_acc_at_1,
+    chance_levels,
     evaluate_scorer,
     pairwise_auc,
     reciprocal_rank,

@@ -22,7 +22,7 @@ from conrec.eval.tuning import tune_baseline
 from conrec.io import read_json, write_json, write_parquet
 from conrec.runs import RunDir
 
-from test_report import _run_dir  # noqa: E402  (tests/ is on sys.path under pytest)
+from builders import eval_run_dir
 
 DAY = 86_400
 
@@ -57,7 +57,7 @@ def test_registry_and_budget() -> None:
 
 
 def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run, test_cut = _run_dir(tmp_path / "run")
+    run, test_cut = eval_run_dir(tmp_path / "run")
     stats = read_json(run.data / "stats.json")
     seen: list[tuple[str, int]] = []
     real = eval_stage.tune_baseline
@@ -79,7 +79,7 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
         best = max(tried, key=lambda e: e["valid_fhr"])  # first wins ties, as max() does
         assert tuning[name]["chosen"] == best["params"] and tuning[name]["valid_fhr"] == best["valid_fhr"]
     saved = json.loads((run.eval / "metrics.json").read_text())
-    for name, row in saved.items():
+    for row in saved.values():
         lo, hi = row["FHR@5_ci"]
         assert lo <= row["FHR@5"] <= hi
         assert 0.0 <= row["swap_FHR@5"] <= 1.0 and 0.0 <= row["swap_overlap@5"] <= 1.0
@@ -108,7 +108,7 @@ def test_tune_baseline_records_every_grid_point() -> None:
 
 
 def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:
-    run, _ = _run_dir(tmp_path / "run")
+    run, _ = eval_run_dir(tmp_path / "run")
     events = pl.read_parquet(run.events)
     scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10, protocol="per_user")
     samples = build_samples(events, scfg)
@@ -132,7 +132,7 @@ def test_lm_on_valid_after_a_refit_on_the_valid_period_is_refused(tmp_path: Path
     """train_until: test trains the LM on the valid period's labels: scoring it on valid would leak."""
     from conrec.errors import ConfigError
 
-    run, _ = _run_dir(tmp_path / "run")
+    run, _ = eval_run_dir(tmp_path / "run")
     (run.sft_model).mkdir(parents=True)  # an SFT checkpoint exists in the run
     cfg = load_config(
         None,

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
-
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,83 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from conrec.config import PipelineConfig, load_config
-from conrec.io import atomic_path, read_json, read_parquet, write_parquet
+from conrec.config import load_config
+from conrec.io import read_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
 from conrec.llm.rewards import COMPONENTS
 from conrec.llm.tasks import sid_lookup
-from conrec.llm.toy import toy_events, toy_tables, write_toy_run
-from conrec.runs import RunDir
+from conrec.llm.toy import toy_tables, write_toy_run
 from conrec.sid.sid_map import SidMap
 
+from builders import grpo_run_dir, tiny_policy
+
 torch.set_num_threads(2)
-
-
-# --------------------------------------------------------------------------- helpers
-def _tiny_tokenizer():
-    """A word-level tokenizer with a ~30-word vocabulary: keeps TRL's log-prob kernels cheap."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["<pad>", "<eos>", "<unk>", "Predict", "an", "item", "this", "user", "will", "dislike", ".", "Disliked",
-             "Liked", "(", "oldest", "first", ")", ":", "Answer", "items", "the", "disliked", "liked", "end", "of",
-             "history", "s"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-
-
-def _tiny_policy(sid_map: SidMap):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from conrec.llm.vocab import add_sid_vocabulary
-
-    tok = _tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    vocab = add_sid_vocabulary(model, tok, sid_map)
-    return model, tok, vocab
-
-
-
-
-def _grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
-    """Toy data + SID map + a tiny 'SFT' model dir (random weights: GRPO mechanics, not quality)."""
-    from conrec.llm.vocab import save_vocab_meta
-
-    run = write_toy_run(root, n_items=32, n_users=8, samples_per_user=3)
-    write_parquet(toy_events(read_parquet(run.samples)), run.events)
-    sid_map = SidMap.from_parquet(run.sid_map)
-    model, tok, _ = _tiny_policy(sid_map)
-    with atomic_path(run.sft_model) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        save_vocab_meta(tmp, sid_map)
-    run.mark_done("sft")
-    cfg = load_config(
-        None,
-        {
-            "run_dir": str(root),
-            "sft": {"prompt": {"max_neg_items": 5, "max_pos_items": 5}},
-            "grpo": {
-                "num_generations": 4,
-                "batch_size": 8,
-                "save_steps": 1,
-                "learning_rate": 1e-3,
-                "stages": [
-                    {"name": "neg", "steps": 1, "max_pos_items": 0, "positive_share": 0.0},
-                    {"name": "pos", "steps": 3, "max_pos_items": 3, "positive_share": 0.5},
-                ],
-            },
-        },
-    )
-    return cfg, run
 
 
 # --------------------------------------------------------------------------- schedule
@@ -158,7 +92,7 @@ def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> 
     from conrec.llm.rollout import group_members
 
     _, _, sid_map = toy_tables(n_items=32, n_users=2)
-    model, tok, vocab = _tiny_policy(sid_map)
+    model, tok, vocab = tiny_policy(sid_map)
     grpo = GrpoConfig(num_generations=4, batch_size=8, rollout=mode)
     rollout = build_rollout(grpo, tok, sid_map, vocab)
     prompts = ["Predict an item this user will dislike .\nAnswer:"] * 4 + ["Disliked (oldest first) :\nAnswer:"] * 4
@@ -196,7 +130,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     import conrec.llm.grpo as grpo_mod
     from conrec.llm.vocab import assert_model_fits
 
-    cfg, run = _grpo_run_dir(tmp_path / "run")
+    cfg, run = grpo_run_dir(tmp_path / "run")
     console = Console(quiet=True)
     built: list[str] = []
     real_make = grpo_mod._make_trainer
@@ -272,7 +206,7 @@ def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path
 
     import conrec.llm.grpo as grpo_mod
 
-    cfg, _ = _grpo_run_dir(tmp_path / "a")
+    cfg, _ = grpo_run_dir(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     cfg_b = cfg.model_copy(update={"run_dir": tmp_path / "b"})
     console = Console(quiet=True)
@@ -309,7 +243,7 @@ def test_grpo_similarity_reward_end_to_end(tmp_path: Path) -> None:
 
     import conrec.llm.grpo as grpo_mod
 
-    cfg, run = _grpo_run_dir(tmp_path / "run")
+    cfg, run = grpo_run_dir(tmp_path / "run")
     n_items = len(SidMap.from_parquet(run.sid_map))
     run.sid.mkdir(parents=True, exist_ok=True)
     np.save(run.sid / "embeddings.npy", np.random.default_rng(0).normal(size=(n_items, 8)).astype(np.float32))

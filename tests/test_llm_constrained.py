@@ -11,7 +11,12 @@ import torch
 
 from conrec.llm.backbone import load_backbone
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
-from conrec.llm.constrained import SidLogitsProcessor, _encode, generate_topk, sample_distinct
+from conrec.llm.constrained import (
+    SidLogitsProcessor,
+    _encode,
+    generate_topk,
+    sample_distinct,
+)
 from conrec.llm.prompts import build_prompt
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import add_sid_vocabulary

@@ -47,9 +47,7 @@ def test_sft_writes_a_loadable_model_and_marks_done(trained):
     assert {"config.json", "model.safetensors", "tokenizer.json", "conrec_vocab.json", "sid_map.parquet"} <= files
     assert "adapter_config.json" not in files  # LoRA merged: a plain HF dir
     assert not (run.sft / "checkpoints").exists()  # resume state, deleted once the model is written
-    from transformers import AutoModelForCausalLM
-
-    from transformers import AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(run.sft_model)
     tok = AutoTokenizer.from_pretrained(run.sft_model)

@@ -99,7 +99,7 @@ def test_fingerprint_ignores_downstream_sections() -> None:
 
 
 def test_stage_alone_refuses_unfinished_upstream(tmp_path: Path, fake_stages: list[str]) -> None:
-    """Data files left by a failed data stage (no done marker) must not feed `conrec tokenize`."""
+    """Data files left by a failed data stage (no done marker) must not feed `conrec sid`."""
     from conrec.errors import StageInputError
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
@@ -168,16 +168,27 @@ def test_eval_alone_needs_lm_stages_only_when_the_run_has_them(tmp_path: Path, f
         pipeline.run_stage(cfg, "eval")
 
 
-def test_cli_tokenize_on_partial_data_files_exits_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["sid", "tokenize"])  # tokenize: the hidden alias of sid
+def test_cli_sid_on_partial_data_files_exits_2(tmp_path: Path, command: str) -> None:
     from typer.testing import CliRunner
 
     from conrec.cli import app
 
     run = RunDir(tmp_path / "run")
     write_fake_outputs(run, "data")  # what a data stage that failed after writing used to leave
-    res = CliRunner().invoke(app, ["tokenize", "-r", str(run.root)])
+    res = CliRunner().invoke(app, [command, "-r", str(run.root)])
     assert res.exit_code == 2 and "not finished" in res.output.replace("\n", "")
+    assert "conrec data" in res.output.replace("\n", "")
     assert not run.sid.exists()
+
+
+def test_cli_help_names_the_sid_command_and_hides_the_alias() -> None:
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    out = CliRunner().invoke(app, ["--help"]).output
+    assert " sid " in out and " tokenize " not in out
 
 
 def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
@@ -211,9 +222,35 @@ def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(t
     out = buf.getvalue()
     assert "0.1234" in out and "0.0567" in out and "FHR@5" in out
     assert out.index("popularity") < out.index("grpo")  # the eval stage's order, not the JSON file's
-    assert str(run.report) in out.replace("\n", "")  # rich wraps a long tmp path at width 80
+    assert str(run.report) in out.replace("\n", "")  # a long tmp path wraps at 80 columns
     # a run whose eval stage just ran printed the table already: not twice
     monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
     assert "0.1234" not in buf.getvalue()
+
+
+def test_readme_stage_table_is_the_registrys() -> None:
+    """README "Pipeline and commands" shows the table generated from conrec.stages (regenerate with
+    `python -m conrec.stages`)."""
+    import re
+
+    from conrec.stages import stage_table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r"<!-- stage-table:begin -->\n(.*?)\n<!-- stage-table:end -->", readme, re.S)
+    assert found is not None and found.group(1) == stage_table()
+
+
+def test_registry_declares_inputs_before_the_stage_and_pipeline_follows_it(tmp_path: Path) -> None:
+    from conrec.stages import STAGE_REGISTRY, STAGES
+
+    for i, name in enumerate(STAGES):
+        spec = STAGE_REGISTRY[name]
+        assert set(spec.inputs) | set(spec.optional_inputs) <= set(STAGES[:i])
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    run = RunDir(cfg.run_dir)
+    assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid"]  # no LM stage in this run
+    run.stage_dir("sft").mkdir(parents=True)
+    assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid", "sft"]
+    assert pipeline.required_upstream(run, cfg, "grpo") == ["data", "sid", "sft"]

@@ -28,9 +28,16 @@ def test_readme_test_command_is_pytest() -> None:
     assert _readme_command("test") == "python -m pytest -q"
 
 
+def test_readme_lint_line_runs_ruff_and_mypy_installed_by_the_test_extra() -> None:
+    assert _readme_command("lint") == "ruff check . && mypy"
+    extra = (ROOT / "pyproject.toml").read_text()
+    assert '"ruff==' in extra and '"mypy==' in extra  # pinned in the test extra the install line installs
+
+
 def test_ci_run_executes_the_readme_lines_and_nothing_of_its_own() -> None:
     run = (ROOT / ".ci" / "run").read_text()
     assert "readme_commands.py install" in run and "readme_commands.py test" in run
+    assert run.index("readme_commands.py lint") < run.index('eval "$tests"')  # lint before the tests
     assert "pip install" not in run.replace("readme_commands.py install", "")
     assert "pytest" not in run
 

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from rich.console import Console
 
 from conrec.config import load_config
-from conrec.data.config import SplitConfig
-from conrec.data.splits import build_samples, time_cutoffs
 from conrec.errors import StageInputError
 from conrec.eval import stage as eval_stage
 from conrec.eval.metrics import horizon_key
 from conrec.eval.report import render_table, write_report
 from conrec.io import write_json, write_parquet
 from conrec.runs import RunDir
+
+from builders import eval_run_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,35 +82,6 @@ def test_render_table_lists_models_and_metrics() -> None:
 
 # --- the stage ------------------------------------------------------------------------------------
 
-DAY = 86_400
-
-
-def _run_dir(root: Path, with_stats: bool = True) -> tuple[RunDir, int]:
-    """30 users, 15 items in 3 categories, 20 days of random feedback; data written as the data stage would."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for u in range(30):
-        for t in sorted(rng.integers(0, 20 * DAY, size=14)):
-            rows.append((f"u{u}", f"i{int(rng.integers(15))}", int(t) + 1_700_000_000, int(rng.choice([-1, 1]))))
-    u, i, t, f = zip(*rows)
-    events = pl.DataFrame(
-        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
-        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
-    )
-    items = pl.DataFrame(
-        {"item_id": [f"i{j}" for j in range(15)], "title": [f"t{j}" for j in range(15)], "text": "", "category": [f"c{j % 3}" for j in range(15)]}
-    )
-    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10)
-    run = RunDir(root)
-    write_parquet(events, run.events)
-    write_parquet(items, run.items)
-    write_parquet(build_samples(events, scfg), run.samples)
-    cuts = time_cutoffs(events, scfg)
-    if with_stats:
-        write_json({"source": "hand-made", "users": 30, "valid_cutoff_ts": cuts.valid, "test_cutoff_ts": cuts.test}, run.data / "stats.json")
-    return run, cuts.test
-
-
 def _cfg(root: Path, **eval_overrides: object):
     section = {
         "baselines": ["popularity", "itemknn", "category", "sasrec"],
@@ -127,12 +95,12 @@ def _cfg(root: Path, **eval_overrides: object):
 
 
 def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run, test_cut = _run_dir(tmp_path / "run")
+    run, test_cut = eval_run_dir(tmp_path / "run")
     run.sft_model.mkdir(parents=True)  # an "sft" checkpoint exists, "grpo" does not
 
     calls: dict[str, object] = {}
 
-    def predict_samples(cfg, model: str, samples: pl.DataFrame, k: int) -> pl.DataFrame:
+    def predict_samples(cfg, model: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
         calls.update(model=model, n=samples.height, k=k)
         ids = samples["sample_id"].to_list()[:-1]  # the last sample gets no prediction: must count as misses
         return pl.DataFrame(
@@ -140,7 +108,6 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
             schema={"sample_id": pl.Int64, "items": pl.List(pl.String), "scores": pl.List(pl.Float64), "n_invalid": pl.Int64},
         )
 
-    monkeypatch.setitem(sys.modules, "conrec.llm.predict", types.SimpleNamespace(predict_samples=predict_samples))
     fitted_max_ts: list[int] = []
     real_make = eval_stage.make_baseline
 
@@ -157,7 +124,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(eval_stage, "make_baseline", spy_make)
     console = Console(record=True, width=120)
-    metrics = eval_stage.run(_cfg(run.root), console=console)
+    metrics = eval_stage.run(_cfg(run.root), console=console, predict=predict_samples)
 
     n_test = pl.read_parquet(run.samples).filter(pl.col("split") == "test").height
     assert list(metrics) == ["popularity", "itemknn", "category", "sasrec", "sft"]
@@ -182,7 +149,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_path: Path) -> None:
-    run, _ = _run_dir(tmp_path / "run", with_stats=False)
+    run, _ = eval_run_dir(tmp_path / "run", with_stats=False)
     cfg = _cfg(run.root, baselines=["popularity"], models=[], max_samples=5, split="valid")
     first = eval_stage.run(cfg, console=Console(width=120))
     ids_first = pl.read_parquet(run.predictions / "popularity.parquet")["sample_id"].to_list()
@@ -195,7 +162,7 @@ def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_pat
 def test_stage_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(StageInputError, match="events"):
         eval_stage.run(_cfg(tmp_path / "empty"), console=Console())
-    run, _ = _run_dir(tmp_path / "run")
+    run, _ = eval_run_dir(tmp_path / "run")
     samples = pl.read_parquet(run.samples).filter(pl.col("split") != "test")
     write_parquet(samples, run.samples)
     with pytest.raises(StageInputError, match="no samples in split 'test'"):

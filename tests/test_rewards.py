@@ -155,6 +155,19 @@ def test_seen_items_earn_no_positive_credit(codislike: CoDislike) -> None:
     assert keep[0](prompts=["p", "p"], completions=completions, **kw) == [0.0, 1.0]
 
 
+def test_every_registered_component_has_a_weight_in_the_config_and_a_known_column() -> None:
+    from conrec.llm.config import RewardConfig
+    from conrec.llm.rewards import REWARD_COMPONENTS, component_weights
+
+    fields = set(RewardConfig.model_fields)
+    assert all(c.weight_field in fields for c in REWARD_COMPONENTS.values())
+    assert {c.column for c in REWARD_COMPONENTS.values()} <= {"future_negs", "next_neg", "liked_items", "sim_targets", "future_pos"}
+    assert [n for n, c in REWARD_COMPONENTS.items() if not c.credit] == ["liked", "pos_sim"]  # the penalties
+    off = {"sim": 0.0, "pos_sim": 0.0}
+    assert component_weights(RewardConfig()) == {"hit": 1.0, "collab": 0.5, "prefix": 0.3, "liked": 0.5, "next": 0.0} | off
+    assert component_weights(RewardConfig(), "next_neg") == {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": 1.0} | off
+
+
 # --------------------------------------------------------------------------- similarity reward (CoNRec)
 def _item_sim(co_negatives: int):  # -> ItemSimilarity
     import scipy.sparse as sp
@@ -201,14 +214,16 @@ def test_similarity_wrappers_log_components_and_mask_seen() -> None:
     assert dict(zip([f.__name__ for f in funcs], weights)) == {
         "hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": 0.0, "sim": 1.0, "pos_sim": 0.5
     }  # fmt: skip
-    kw = {"future_negs": [["a"], ["a"]], "future_pos": [["c"], ["c"]], "seen_items": [[], ["b"]], "gen_item": ["b", "b"]}
+    kw = {"sim_targets": [["a"], ["a"]], "future_pos": [["c"], ["c"]], "seen_items": [[], ["b"]], "gen_item": ["b", "b"]}
     by = {f.__name__: f(prompts=["p"] * 2, completions=["x"] * 2, **kw) for f in funcs}
     # the second row's b is already in the history: no positive credit, the penalty stays
     assert by["sim"] == pytest.approx([0.8, 0.0]) and by["pos_sim"] == pytest.approx([-0.8, -0.8])
-    # the component means TRL logs (rewards/sim/mean) are these lists' means; the next-target variant reads next_neg
-    nxt, _ = make_reward_funcs(RewardConfig(mode="similarity", target="next"), CODES, None, item_sim=_item_sim(0))
-    sim_fn = next(f for f in nxt if f.__name__ == "sim")
-    assert sim_fn(prompts=["p"], completions=["x"], gen_item=["b"], next_neg=["a"], future_negs=[["c"]]) == pytest.approx([0.6])
+    # the component means TRL logs (rewards/sim/mean) are these lists' means; the target set is a column
+    # (grpo.stage_records fills it from reward.target: the future negatives, or [next_neg])
+    from conrec.llm.rewards import sim_targets
+
+    assert sim_targets([["c", "d"], []], ["a", None], "next") == [["a"], []]
+    assert sim_targets([["c", "d"], []], ["a", None], "future") == [["c", "d"], []]
 
 
 def test_item_vectors_reconstructed_from_codebooks_else_encoder(tmp_path) -> None:

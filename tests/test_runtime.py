@@ -14,9 +14,9 @@ from conrec.runtime import (
     cgroup_cpu_limit,
     choose_threads,
     idle_cpus,
-    parse_proc_stat,
     parse_cgroup_v1_quota,
     parse_cgroup_v2_cpu_max,
+    parse_proc_stat,
 )
 
 

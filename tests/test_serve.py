@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from pathlib import Path
 
 import polars as pl
@@ -16,52 +14,24 @@ from conrec.errors import DataValidationError, StageInputError
 from conrec.io import write_parquet
 from conrec.runs import RunDir
 from conrec.serve.app import create_app, create_app_from_run
-from conrec.serve.catalog import Catalog, user_histories
+from conrec.serve.catalog import SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.popular import PopularDislikePredictor
 
-N_ITEMS = 12
-# Dislike counts make the popularity order i0 > i1 > i2 > i3 (others never disliked).
-DISLIKES = {"i0": 4, "i1": 3, "i2": 2, "i3": 1}
+from builders import (
+    SERVE_DISLIKES,
+    SERVE_N_ITEMS,
+    SERVE_TEST_LIMITS,
+    RecordingPredictor,
+    serve_tables,
+)
 
-
-def _tables() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    ids = [f"i{j}" for j in range(N_ITEMS)]
-    items = pl.DataFrame({"item_id": ids, "title": [f"Title {j}" for j in range(N_ITEMS)]})
-    sid_map = pl.DataFrame({"item_id": ids, "codes": [[j, j] for j in range(N_ITEMS)], "sid": [f"<a_{j}><b_{j}>" for j in range(N_ITEMS)]})
-    rows: list[tuple[str, str, int, int]] = []
-    for item, n in DISLIKES.items():
-        rows += [(f"d{u}", item, 100 + u, -1) for u in range(n)]
-    # u_hist: 5 events with shuffled timestamps; a known user whose history is cut to max_history.
-    rows += [("u_hist", "i5", 30, 1), ("u_hist", "i0", 10, -1), ("u_hist", "i6", 50, 1), ("u_hist", "i1", 20, -1), ("u_hist", "i7", 40, -1)]
-    events = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
-    return items, sid_map, events
-
-
-class RecordingPredictor:
-    """Popularity predictor that records each call and can be told to fail."""
-
-    def __init__(self, events: pl.DataFrame, item_ids: list[str]) -> None:
-        self.inner = PopularDislikePredictor(events, item_ids)
-        self.calls: list[tuple[list[tuple[list[str], list[int]]], int]] = []
-        self.fail_with: Exception | None = None
-
-    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
-        self.calls.append((histories, k))
-        if self.fail_with is not None:
-            raise self.fail_with
-        return self.inner.recommend(histories, k)
-
-
-CFG = ServeConfig(max_k=8, default_k=4, max_history=4, max_batch=3)
+CFG = ServeConfig(**SERVE_TEST_LIMITS)
 
 
 @pytest.fixture()
-def setup() -> tuple[TestClient, RecordingPredictor]:
-    items, sid_map, events = _tables()
-    pred = RecordingPredictor(events, sid_map["item_id"].to_list())
-    app = create_app(pred, items, sid_map, events, CFG, model_name="fake")
-    return TestClient(app), pred
+def setup(serve_client) -> tuple[TestClient, RecordingPredictor]:
+    return serve_client()
 
 
 def _ids(body: dict) -> list[str]:
@@ -77,8 +47,8 @@ def test_healthz_reports_model_items_users_limits(setup):
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "ok" and body["model"] == "fake"
-    assert body["n_items"] == N_ITEMS
-    assert body["n_users"] == max(DISLIKES.values()) + 1  # d0..d3 and u_hist
+    assert body["n_items"] == SERVE_N_ITEMS
+    assert body["n_users"] == max(SERVE_DISLIKES.values()) + 1  # d0..d3 and u_hist
     assert body["limits"] == {"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3, "max_candidates": 200}
 
 
@@ -236,7 +206,7 @@ def test_non_finite_scores_are_null(setup):
 
 
 def test_without_events_user_requests_are_404_but_lists_work():
-    items, sid_map, events = _tables()
+    items, sid_map, events = serve_tables()
     app = create_app(PopularDislikePredictor(events, sid_map["item_id"].to_list()), items, sid_map, None, CFG)
     client = TestClient(app)
     assert client.get("/healthz").json()["model"] == CFG.model
@@ -248,14 +218,14 @@ def test_without_events_user_requests_are_404_but_lists_work():
 
 
 def test_catalog_requires_columns_and_names_unknown_ids():
-    items, sid_map, _ = _tables()
-    cat = Catalog.build(items, sid_map.with_columns(pl.col("codes").alias("sid")))  # list SIDs get joined
+    items, sid_map, _ = serve_tables()
+    cat = SidCatalog.build(items, sid_map.with_columns(pl.col("codes").alias("sid")))  # list SIDs get joined
     assert cat.sid["i3"] == "33" and cat.title["i3"] == "Title 3"
     assert cat.unknown(["i1", "x", "y", "x"]) == ["x", "y"]
     with pytest.raises(DataValidationError, match="sid"):
-        Catalog.build(items, sid_map.drop("sid"))
+        SidCatalog.build(items, sid_map.drop("sid"))
     with pytest.raises(DataValidationError, match="empty"):
-        Catalog.build(items, sid_map.head(0))
+        SidCatalog.build(items, sid_map.head(0))
 
 
 def test_user_histories_keep_ts_order_and_ties():
@@ -265,7 +235,7 @@ def test_user_histories_keep_ts_order_and_ties():
 
 
 def test_popular_predictor_contract():
-    _, sid_map, events = _tables()
+    _, sid_map, events = serve_tables()
     pred = PopularDislikePredictor(events, sid_map["item_id"].to_list())
     (recs,) = pred.recommend([(["i1"], [-1])], k=3)
     assert [i for i, _ in recs] == ["i0", "i2", "i3"]
@@ -281,7 +251,7 @@ def test_popular_predictor_contract():
 
 
 def _write_run(root: Path) -> RunDir:
-    items, sid_map, events = _tables()
+    items, sid_map, events = serve_tables()
     run = RunDir(root)
     write_parquet(items, run.items)
     write_parquet(sid_map, run.sid_map)
@@ -289,15 +259,15 @@ def _write_run(root: Path) -> RunDir:
     return run
 
 
-def _fake_predict_module(monkeypatch, loaded: list[str]) -> None:
-    class Predictor:
-        @classmethod
-        def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> PopularDislikePredictor:
-            loaded.append(model)
-            _, sid_map, events = _tables()
-            return PopularDislikePredictor(events, sid_map["item_id"].to_list())
+def _recording_loader(loaded: list[str]):
+    """A stand-in for loading a trained LM: records which model was asked for."""
 
-    monkeypatch.setitem(sys.modules, "conrec.llm.predict", types.SimpleNamespace(Predictor=Predictor))
+    def load_lm(cfg: PipelineConfig, model: str) -> PopularDislikePredictor:
+        loaded.append(model)
+        _, sid_map, events = serve_tables()
+        return PopularDislikePredictor(events, sid_map["item_id"].to_list())
+
+    return load_lm
 
 
 @pytest.mark.parametrize(("has_grpo", "expected"), [(False, "sft"), (True, "grpo")])
@@ -307,9 +277,8 @@ def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, ca
         run.grpo_model.mkdir(parents=True)
         (run.grpo_model / "config.json").write_text("{}")  # what marks a saved HF model dir
     loaded: list[str] = []
-    _fake_predict_module(monkeypatch, loaded)
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
-        app = create_app_from_run(PipelineConfig(run_dir=run.root))
+        app = create_app_from_run(PipelineConfig(run_dir=run.root), load_lm=_recording_loader(loaded))
     assert loaded == [expected]
     assert ("no GRPO model" in caplog.text) == (not has_grpo)
     client = TestClient(app)
@@ -322,7 +291,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
     client = TestClient(create_app_from_run(cfg))
     assert client.get("/healthz").json() | {"limits": None} == {
-        "status": "ok", "model": "popular", "n_items": N_ITEMS, "n_users": 5, "limits": None,
+        "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None,
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):

@@ -12,25 +12,18 @@ from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
 from conrec.serve import app as app_mod
-from conrec.serve.app import create_app
-from conrec.serve.config import ServeConfig
-from conrec.serve.limits import AdmissionGate, exposure_warning, is_loopback, resolve_api_key
-
-from test_serve import RecordingPredictor, _tables  # noqa: E402  (tests/ is on sys.path under pytest)
-
-
-def _client(**serve: object) -> tuple[TestClient, RecordingPredictor]:
-    items, sid_map, events = _tables()
-    pred = RecordingPredictor(events, sid_map["item_id"].to_list())
-    cfg = ServeConfig(**{"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3, **serve})
-    return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake")), pred
-
+from conrec.serve.limits import (
+    AdmissionGate,
+    exposure_warning,
+    is_loopback,
+    resolve_api_key,
+)
 
 # --- body size ---------------------------------------------------------------------------------
 
 
-def test_body_over_the_limit_is_413_before_parsing():
-    client, pred = _client(max_body_bytes=10_000)
+def test_body_over_the_limit_is_413_before_parsing(serve_client):
+    client, pred = serve_client(max_body_bytes=10_000)
     big = b'{"negative": ["' + b"x" * 5_000_000 + b'"]}'
     started = time.perf_counter()
     r = client.post("/v1/dislikes", content=big, headers={"content-type": "application/json"})
@@ -38,8 +31,8 @@ def test_body_over_the_limit_is_413_before_parsing():
     assert len(r.content) < 500 and time.perf_counter() - started < 2.0 and pred.calls == []
 
 
-def test_streamed_body_over_the_limit_is_413():
-    client, pred = _client(max_body_bytes=10_000)
+def test_streamed_body_over_the_limit_is_413(serve_client):
+    client, pred = serve_client(max_body_bytes=10_000)
 
     def chunks():
         yield b'{"negative": ["'
@@ -56,8 +49,8 @@ def test_streamed_body_over_the_limit_is_413():
 # --- bounded queue -----------------------------------------------------------------------------
 
 
-def test_full_queue_answers_503_with_retry_after():
-    client, pred = _client(inference_workers=1, max_queue=1, retry_after_s=3)
+def test_full_queue_answers_503_with_retry_after(serve_client):
+    client, pred = serve_client(inference_workers=1, max_queue=1, retry_after_s=3)
     release = threading.Event()
     entered = threading.Semaphore(0)
     inner = pred.inner.recommend
@@ -104,8 +97,8 @@ def test_admission_gate_counts_running_and_waiting():
 # --- messages and types ------------------------------------------------------------------------
 
 
-def test_error_messages_are_truncated():
-    client, _ = _client(max_history=100, max_body_bytes=5_000_000)
+def test_error_messages_are_truncated(serve_client):
+    client, _ = serve_client(max_history=100, max_body_bytes=5_000_000)
     unknown = [f"{j}" + "z" * 20_000 for j in range(50)]
     r = client.post("/v1/dislikes", json={"negative": unknown})
     assert r.status_code == 422 and "unknown item id" in r.json()["detail"]
@@ -127,8 +120,8 @@ def test_error_messages_are_truncated():
         {"negative": [0]},
     ],
 )
-def test_strict_types(body):
-    client, pred = _client()
+def test_strict_types(body, serve_client):
+    client, pred = serve_client()
     r = client.post("/v1/dislikes", json=body)
     assert r.status_code == 422, r.text
     assert pred.calls == []
@@ -138,13 +131,13 @@ def test_strict_types(body):
 
 
 @pytest.mark.parametrize("where", ["config", "env"])
-def test_api_key_guards_every_endpoint_but_healthz(where, monkeypatch):
+def test_api_key_guards_every_endpoint_but_healthz(where, monkeypatch, serve_client):
     monkeypatch.delenv("CONREC_API_KEY", raising=False)
     if where == "env":
         monkeypatch.setenv("CONREC_API_KEY", "s3cret")
-        client, _ = _client()
+        client, _ = serve_client()
     else:
-        client, _ = _client(api_key="s3cret")
+        client, _ = serve_client(api_key="s3cret")
     body = {"negative": ["i0"], "k": 2}
     assert client.get("/healthz").status_code == 200
     for path in ("/docs", "/openapi.json"):
@@ -156,10 +149,10 @@ def test_api_key_guards_every_endpoint_but_healthz(where, monkeypatch):
     assert client.post("/v1/dislikes/batch", json={"requests": [body]}, headers={"X-API-Key": "s3cret"}).status_code == 200
 
 
-def test_no_key_configured_means_open(monkeypatch):
+def test_no_key_configured_means_open(monkeypatch, serve_client):
     monkeypatch.delenv("CONREC_API_KEY", raising=False)
     assert resolve_api_key(None) is None and resolve_api_key("k") == "k"
-    client, _ = _client()
+    client, _ = serve_client()
     assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
 
 

@@ -8,7 +8,12 @@ import torch
 
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
-from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift
+from conrec.sid.metrics import (
+    codebook_usage,
+    collision_rate,
+    max_items_per_code,
+    purity_lift,
+)
 from conrec.sid.quantize_result import effective_codebook_sizes
 from conrec.sid.rkmeans import fit_rkmeans
 from conrec.sid.rqvae import fit_rqvae, load_rqvae

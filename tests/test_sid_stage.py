@@ -1,4 +1,4 @@
-"""The tokenize stage end to end (fake encoder) and the SidMap contract."""
+"""The sid stage end to end (fake encoder) and the SidMap contract."""
 
 from __future__ import annotations
 

@@ -41,16 +41,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import polars as pl
 from rich.console import Console
 
 from conrec.config import PipelineConfig
+from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import GrpoConfig
+from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.runs import RunDir
 
 WHAT = ("grpo", "prompts", "paper")
@@ -120,7 +123,7 @@ def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
         "catalogue": items["item_id"].cast(pl.String).to_list(),
         "counts": dislike_counts(fit_events),
         "ks": sorted(set(ecfg.ks)),
-        "horizons": sorted({h for h in ecfg.horizons if h <= cfg.data.split.max_horizon_days}),
+        "horizons": measurable_horizons(ecfg.horizons, cfg.data.split.max_horizon_days)[0],  # the eval stage's policy
     }
 
 
@@ -178,7 +181,6 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     from conrec.llm.discernment import forgetting
     from conrec.llm.grpo import run as grpo_run
     from conrec.llm.sft import run as sft_run
-    from conrec.pipeline import run_pipeline
 
     base = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
     run_pipeline(base, stages=("data", "sid", "eval"), console=console)
@@ -289,7 +291,6 @@ def _evaluate_points(cfg: PipelineConfig, model_dir: Path, console: Console) -> 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
     from conrec.eval.report import markdown_table, render_table
-    from conrec.pipeline import run_pipeline
 
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")

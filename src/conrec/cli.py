@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -42,11 +43,11 @@ HISTORY_HELP = escape(
 )
 
 
-def _load(config: Optional[Path], run_dir: Optional[Path], default_preset: str | None = None, **overrides: Any):
+def _load(config: Path | None, run_dir: Path | None, default_preset: str | None = None):
     """--config, else the run dir's own config.yaml, else ``default_preset``, else defaults."""
     from conrec.config import load_config, resolve_config_path
 
-    extra: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    extra: dict[str, Any] = {}
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
     return load_config(resolve_config_path(config, run_dir, default_preset), extra)
@@ -69,7 +70,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
         raise typer.Exit(2) from None
 
 
-def _stage(stage: str, config: Optional[Path], run_dir: Optional[Path], **kwargs: Any) -> Any:
+def _stage(stage: str, config: Path | None, run_dir: Path | None, **kwargs: Any) -> Any:
     """One stage run alone: inputs checked, downstream invalidated, the run's record updated."""
     from conrec.pipeline import run_stage
 
@@ -77,15 +78,15 @@ def _stage(stage: str, config: Optional[Path], run_dir: Optional[Path], **kwargs
 
 
 @app.command()
-def data(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def data(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> None:
     """Load events + items into canonical Parquet, split by time, build future-window labels."""
     _guard(lambda: _stage("data", config, run_dir))
 
 
 @app.command()
 def analyze(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
     horizons: str = typer.Option("1,3,7,14", help="comma-separated future windows in days"),
 ) -> None:
     """How much of a user's future dislike set the next negative covers (CoNRec motivation study)."""
@@ -102,15 +103,19 @@ def analyze(
 
 
 @app.command()
-def tokenize(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def sid(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> None:
     """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
     _guard(lambda: _stage("sid", config, run_dir))
 
 
+# The command's earlier name, kept so existing scripts keep working; hidden from --help.
+app.command(name="tokenize", hidden=True, help="Alias of `conrec sid`.")(sid)
+
+
 @app.command()
 def sft(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
     resume: bool = typer.Option(True, help="resume from the last complete checkpoint if one exists"),
 ) -> None:
     """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
@@ -119,8 +124,8 @@ def sft(
 
 @app.command()
 def grpo(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
     resume: bool = typer.Option(True, help="resume from the last checkpoint if one exists"),
 ) -> None:
     """Progressive GRPO with the multi-day future-negative reward."""
@@ -129,13 +134,13 @@ def grpo(
 
 @app.command()
 def predict(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
-    history: Optional[Path] = typer.Option(None, help=HISTORY_HELP),
-    split: Optional[str] = typer.Option(None, help="batch mode: predict every sample of this split"),
-    out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
+    history: Path | None = typer.Option(None, help=HISTORY_HELP),
+    split: str | None = typer.Option(None, help="batch mode: predict every sample of this split"),
+    out: Path | None = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
-    k: Optional[int] = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
+    k: int | None = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
     explain: bool = typer.Option(False, "--explain", help="one history: cite the past dislikes each item resembles"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
@@ -159,15 +164,15 @@ def predict(
 
 @app.command()
 def score(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
-    request: Optional[Path] = typer.Option(
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
+    request: Path | None = typer.Option(
         None, help='one request, JSON as for POST /v1/score: {"negative": [...], "positive": [...], "candidates": [...]}'
     ),
-    batch: Optional[Path] = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive) per row"),
-    out: Optional[Path] = typer.Option(None, help="batch mode: output Parquet"),
+    batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive) per row"),
+    out: Path | None = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
-    threshold: Optional[float] = typer.Option(None, help="filter candidates whose score >= threshold"),
+    threshold: float | None = typer.Option(None, help="filter candidates whose score >= threshold"),
     explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles"),
 ) -> None:
     """Dislike score of every candidate of a slate (one JSON request or a Parquet batch)."""
@@ -178,15 +183,15 @@ def score(
 
 
 @app.command(name="eval")
-def eval_(config: Optional[Path] = ConfigOpt, run_dir: Optional[Path] = RunDirOpt) -> None:
+def eval_(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> None:
     """Evaluate baselines and LM checkpoints; write report.md and PNG plots."""
     _guard(lambda: _stage("eval", config, run_dir))
 
 
 @app.command("config")
 def show_config(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
     reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default"),
 ) -> None:
     """Print the effective YAML config (defaults filled in), or the reference of every setting."""
@@ -200,8 +205,8 @@ def show_config(
 
 @app.command()
 def ablate(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
     what: str = typer.Option(
         "grpo",
         help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants; "
@@ -209,17 +214,17 @@ def ablate(
     ),
 ) -> None:
     """Reproduce an ablation table with one command."""
-    from conrec.pipeline import run_ablation
+    from conrec.ablation import run as run_ablation
 
     _guard(lambda: run_ablation(_start(_load(config, run_dir)), what=what, console=console))
 
 
 @app.command()
 def serve(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
-    host: Optional[str] = typer.Option(None),
-    port: Optional[int] = typer.Option(None),
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
+    host: str | None = typer.Option(None),
+    port: int | None = typer.Option(None),
 ) -> None:
     """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
     from conrec.serve.app import run
@@ -229,8 +234,8 @@ def serve(
 
 @app.command()
 def demo(
-    config: Optional[Path] = ConfigOpt,
-    run_dir: Optional[Path] = RunDirOpt,
+    config: Path | None = ConfigOpt,
+    run_dir: Path | None = RunDirOpt,
     force: bool = typer.Option(False, "--force", help="rerun finished stages"),
 ) -> None:
     """The whole pipeline on the embedded default dataset: data -> SIDs -> SFT -> GRPO -> report."""

@@ -7,12 +7,11 @@ silently ignored).
 
 from __future__ import annotations
 
+import copy
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
-
-import copy
-import json
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -147,7 +146,7 @@ def resolve_input_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def dump_config(cfg: PipelineConfig) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return str(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """Error types users see. Each message names the offending file, column, item or field."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 
 class ConrecError(Exception):
     """Base class: the CLI prints these as one clear line instead of a traceback."""
@@ -15,3 +20,18 @@ class ConfigError(ConrecError):
 
 class StageInputError(ConrecError):
     """A stage was asked to run before the stage it depends on wrote its outputs, or they are corrupt."""
+
+
+def require_columns(
+    table: Any, columns: Iterable[str], what: str, error: type[ConrecError] = DataValidationError
+) -> None:
+    """Raise ``error`` naming every column of ``columns`` that ``table`` (anything with a
+    ``.columns`` list, e.g. a polars DataFrame) lacks, and the columns it has.
+
+    Why one helper: a table missing a column must fail before any work with the same clear
+    message wherever it is read, not with a polars ``ColumnNotFoundError`` deep inside a stage.
+    """
+    have = list(table.columns)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise error(f"{what}: missing column(s) {missing}; have {have}")

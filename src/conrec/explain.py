@@ -15,8 +15,8 @@ item, not model calls.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import polars as pl
 
@@ -64,7 +64,7 @@ class Explainer:
     @classmethod
     def build(
         cls, sid: Mapping[str, str], title: Mapping[str, str], events: pl.DataFrame | None, top_n: int = 50, max_cited: int = 3
-    ) -> "Explainer":
+    ) -> Explainer:
         """Fit co-dislikes on ``events`` (None: SID evidence only) over the catalogue ``sid`` keys."""
         co = None
         if events is not None and events.height:

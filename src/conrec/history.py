@@ -44,7 +44,7 @@ class HistoryInput(BaseModel):
     history: list[HistoryEvent] | None = None
 
     @model_validator(mode="after")
-    def _one_non_empty_source(self) -> "HistoryInput":
+    def _one_non_empty_source(self) -> HistoryInput:
         lists_given = self.negative is not None or self.positive is not None
         if lists_given and self.history is not None:
             raise ValueError("give either negative/positive or history, not both")
@@ -109,7 +109,7 @@ def known_item_ids(run: RunDir) -> set[str]:
     """
     p = run.sid_map
     if not p.exists():
-        raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec tokenize` first)")
+        raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec sid` first)")
     try:
         return set(pl.read_parquet(p, columns=["item_id"])["item_id"].cast(pl.String).to_list())
     except Exception as exc:  # polars raises several types for corrupt files

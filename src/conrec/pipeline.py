@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.console import Console
 from rich.rule import Rule
@@ -23,25 +24,11 @@ from rich.rule import Rule
 from conrec.config import PipelineConfig, dump_config
 from conrec.errors import StageInputError
 from conrec.io import read_json, write_json, write_text
-from conrec.runs import FINGERPRINT_FILE, STAGES, RunDir
+from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
+from conrec.stages import STAGE_REGISTRY, STAGES, fingerprint_sections
 
-# Config sections each stage reads (upstream stages' sections are added automatically).
-_STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": ("data",),
-    "sid": ("sid",),
-    "sft": ("sft",),
-    "grpo": ("grpo", "decode"),
-    "eval": ("eval", "decode"),
-}
-
-
-def _sections(stage: str) -> list[str]:
-    """Config sections that can change ``stage``'s outputs: its own and every upstream stage's."""
-    sections: list[str] = ["seed"]
-    for s in STAGES[: STAGES.index(stage) + 1]:
-        sections.extend(x for x in _STAGE_SECTIONS[s] if x not in sections)
-    return sections
+_sections = fingerprint_sections  # config sections each stage depends on: see conrec.stages
 
 
 def _hash(obj: Any) -> str:
@@ -60,20 +47,8 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
-    # Imported lazily: each stage pulls in heavy libraries only when it runs.
-    if stage == "data":
-        from conrec.data.stage import run
-    elif stage == "sid":
-        from conrec.sid.stage import run
-    elif stage == "sft":
-        from conrec.llm.sft import run
-    elif stage == "grpo":
-        from conrec.llm.grpo import run
-    elif stage == "eval":
-        from conrec.eval.stage import run
-    else:  # pragma: no cover - STAGES is closed
-        raise ValueError(stage)
-    return run
+    """The stage's run function, imported lazily (see :class:`conrec.stages.Stage`)."""
+    return STAGE_REGISTRY[stage].load_runner()
 
 
 def _fingerprint_path(run: RunDir, stage: str) -> Path:
@@ -108,18 +83,15 @@ def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
     return stale_reason(run, cfg, stage) is None
 
 
-_COMMAND = {"data": "data", "sid": "tokenize", "sft": "sft", "grpo": "grpo", "eval": "eval"}
-
-
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
-    """Upstream stages ``stage`` reads. eval reads an LM stage only if ``eval.models`` names it and
-    the run has it (it reports baselines alone otherwise), and then that stage must be current like
-    any other input. (``conrec ablate --what paper`` evaluates baselines only, beside GRPO work dirs
-    of its variants.)"""
-    ups = list(STAGES[: STAGES.index(stage)])
-    if stage == "eval":
-        ups = [u for u in ups if u not in ("sft", "grpo") or (u in cfg.eval.models and run.stage_dir(u).exists())]
-    return ups
+    """Upstream stages ``stage`` reads: its declared inputs, and each optional input the run has
+    (eval reads an LM stage only if it exists and ``eval.models`` names it; then it must be current
+    like any other input. ``conrec ablate --what paper`` evaluates baselines alone beside the GRPO
+    work dirs of its variants)."""
+    spec = STAGE_REGISTRY[stage]
+    optional = {u for u in spec.optional_inputs if run.stage_dir(u).exists() and (stage != "eval" or u in cfg.eval.models)}
+    ups = set(spec.inputs) | optional
+    return [s for s in STAGES if s in ups]
 
 
 def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: str) -> None:
@@ -130,7 +102,7 @@ def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: st
         if why is not None:
             raise StageInputError(
                 f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
-                f"run `conrec {_COMMAND[up]}` with this config first (or `conrec demo`, which runs what is needed)"
+                f"run `{STAGE_REGISTRY[up].command}` with this config first (or `conrec demo`, which runs what is needed)"
             )
 
 
@@ -189,11 +161,7 @@ def run_pipeline(
         if why not in (None, "not finished"):
             console.print(f"[yellow]{stage}: rerunning, earlier outputs {why}[/]")
         console.print(Rule(f"[bold]{stage}"))
-        kwargs: dict[str, Any] = {}
-        if stage == "grpo":
-            kwargs["resume"] = not force
-        if stage == "sft":
-            kwargs["resume"] = not force
+        kwargs: dict[str, Any] = {"resume": not force} if STAGE_REGISTRY[stage].resumable else {}
         results[stage] = run_stage(cfg, stage, console=console, **kwargs)
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         upstream_reran = True
@@ -236,9 +204,3 @@ def show_saved_results(run: RunDir, console: Console, order: list[str] | None = 
     console.print(render_table(metrics, ks_of(metrics)))
     return True
 
-
-def run_ablation(cfg: PipelineConfig, what: str, console: Console | None = None) -> Any:
-    """Reproduce an ablation table (see conrec.ablation)."""
-    from conrec.ablation import run
-
-    return run(cfg, what=what, console=console or Console())

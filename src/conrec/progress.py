@@ -22,11 +22,12 @@ from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, Task
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    Progress,
     ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -117,7 +118,7 @@ def stage_progress(
     count: bool = True,
     remaining: bool = True,
     transient: bool = False,
-) -> "StageProgress":
+) -> StageProgress:
     """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining.
 
     The time columns never shrink; the bar absorbs the shortfall on narrow terminals.

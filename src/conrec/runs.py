@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conrec.io import read_json, write_json
+from conrec.io import write_json
+from conrec.stages import STAGE_REGISTRY, STAGES
 
-STAGES = ("data", "sid", "sft", "grpo", "eval")
+__all__ = ["FINGERPRINT_FILE", "STAGES", "RunDir"]  # STAGES: re-exported from conrec.stages (the registry)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,20 @@ class RunDir:
     def grpo_model(self) -> Path:
         return self.grpo / "model"
 
+    def model_dir(self, name: str) -> Path:
+        """The final model dir of LM stage ``name`` (``sft`` or ``grpo``): the one lookup that the
+        eval stage, ``conrec predict``/``score``, the server and the output checks share."""
+        dirs = {"sft": self.sft_model, "grpo": self.grpo_model}
+        if name not in dirs:
+            from conrec.errors import ConfigError
+
+            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(dirs)}")
+        return dirs[name]
+
+    def has_model(self, name: str) -> bool:
+        """Whether LM stage ``name`` left a loadable-looking model (its ``config.json``)."""
+        return (self.model_dir(name) / "config.json").exists()
+
     # --- eval
     @property
     def eval(self) -> Path:
@@ -125,9 +140,6 @@ class RunDir:
         payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
         write_json(payload, self.stage_dir(stage) / "_done.json")
 
-    def done_info(self, stage: str) -> dict[str, Any]:
-        return read_json(self.stage_dir(stage) / "_done.json", what=f"{stage} stage marker")
-
     def clear_done(self, stage: str) -> None:
         (self.stage_dir(stage) / "_done.json").unlink(missing_ok=True)
 
@@ -147,32 +159,25 @@ class RunDir:
         Cheap on purpose (run on every skipped stage): Parquet footers, JSON files, the ``.npy``
         header and model dirs' JSON files and safetensors headers; no table or weights is loaded.
         """
+        outputs = STAGE_REGISTRY[stage].outputs
         try:
-            for path in _STAGE_OUTPUTS[stage](self):
-                _check_readable(path)
+            for rel in outputs:
+                if not rel.endswith("/"):
+                    _check_readable(self.root / rel)
         except (OSError, ValueError) as exc:
             return str(exc)
-        if stage in ("sft", "grpo"):
+        for rel in (o for o in outputs if o.endswith("/")):  # model directories: every file verified
             from conrec.errors import StageInputError
             from conrec.llm.model_files import verify_model_dir
 
             try:
-                verify_model_dir(self.sft_model if stage == "sft" else self.grpo_model)
+                verify_model_dir(self.root / rel)
             except StageInputError as exc:
                 return str(exc)
         return None
 
 
 FINGERPRINT_FILE = "_fingerprint.json"
-
-_STAGE_OUTPUTS: dict[str, Any] = {
-    "data": lambda r: [r.events, r.items, r.samples, r.data / "stats.json"],
-    "sid": lambda r: [r.sid_map, r.quantizer, r.embeddings, r.sid / "stats.json"],
-    "sft": lambda r: [r.sft / "stats.json"],
-    "grpo": lambda r: [r.grpo / "stats.json"],
-    "eval": lambda r: [r.eval / "metrics.json", r.report],
-}
-
 
 def _check_readable(path: Path) -> None:
     """Raise ValueError naming ``path`` unless it exists and its header/format reads."""

@@ -9,7 +9,8 @@ non-finite score (a -inf log-probability: the model rules the item out) is alway
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 Decision = Literal["keep", "filter"]
 

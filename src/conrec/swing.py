@@ -24,8 +24,8 @@ fit on training-period dislikes (``before_ts``) so no valid/test label reaches a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -98,7 +98,7 @@ class Swing:
     @classmethod
     def fit(
         cls, events: pl.DataFrame, items: Sequence[str], cfg: SwingConfig | None = None, before_ts: int | None = None
-    ) -> "Swing":
+    ) -> Swing:
         """Fit on the dislikes of ``events`` (``ts < before_ts`` when given) over the item ids ``items``;
         dislikes of items outside ``items`` are dropped."""
         missing = [c for c in ("user_id", "item_id", "feedback") if c not in events.columns]

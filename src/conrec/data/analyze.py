@@ -16,14 +16,14 @@ on multi-day future sets. Windows of valid samples stop at the test cut-off (as 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from collections.abc import Sequence
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 from conrec.config import PipelineConfig
-from conrec.data.samples import DAY
+from conrec.data.windows import DAY, beyond_max_note, measurable_horizons, window_end
 from conrec.errors import ConfigError
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
@@ -55,7 +55,7 @@ def coverage_by_horizon(
     next_cat = base.select("sample_id", "next_neg").join(cats.rename({"item_id": "next_neg"}), on="next_neg", how="left")
     rows = []
     for h in horizons:
-        end = pl.col("ts") + int(round(h * DAY))
+        end = window_end(pl.col("ts"), h)
         per_sample = (
             long.filter(pl.col("neg_ts") < end)
             .group_by("sample_id")
@@ -106,16 +106,15 @@ def coverage_by_horizon(
 def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.DataFrame:
     """Read the data stage's outputs, print the coverage table, return it."""
     rd = RunDir(cfg.run_dir)
-    if max(horizons, default=0) > cfg.data.split.max_horizon_days:
-        raise ConfigError(
-            f"horizons: {max(horizons)} days exceeds data.split.max_horizon_days={cfg.data.split.max_horizon_days} "
-            "(samples only keep negatives that far ahead); raise it and rerun `conrec data`"
-        )
+    max_h = cfg.data.split.max_horizon_days
+    horizons, dropped = measurable_horizons(horizons, max_h)
+    if dropped and not horizons:
+        raise ConfigError(f"horizons: {beyond_max_note(dropped, max_h)}")
     samples = read_parquet(rd.samples, what="samples (run `conrec data` first)")
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
     table = coverage_by_horizon(samples, items, horizons)
     console.print(render_table(table))
-    for note in _truncation_notes(rd, horizons):
+    for note in ([beyond_max_note(dropped, max_h)] if dropped else []) + _truncation_notes(rd, horizons):
         console.print(f"[dim]{note}[/]")
     return table
 

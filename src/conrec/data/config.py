@@ -39,7 +39,7 @@ class SimulatorConfig(_Strict):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _probabilities(self) -> "SimulatorConfig":
+    def _probabilities(self) -> SimulatorConfig:
         if self.positive_prob_min > self.positive_prob_max:
             raise ValueError("positive_prob_min must be <= positive_prob_max")
         if self.dislike_prob_on_facet + self.positive_prob_max > 1.0:
@@ -82,7 +82,7 @@ class SplitConfig(_Strict):
     min_history: int = Field(1, ge=0, description="evaluation points need at least this many prior events")
 
     @model_validator(mode="after")
-    def _fractions(self) -> "SplitConfig":
+    def _fractions(self) -> SplitConfig:
         if self.valid_frac + self.test_frac >= 1.0:
             raise ValueError("valid_frac + test_frac must be < 1 (something must be left to train on)")
         if self.max_horizon_days < self.horizon_days:
@@ -112,7 +112,7 @@ class DataConfig(_Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
 
     @model_validator(mode="after")
-    def _ratings(self) -> "DataConfig":
+    def _ratings(self) -> DataConfig:
         if self.dislike_max_rating >= self.like_min_rating:
             raise ValueError("dislike_max_rating must be < like_min_rating (a rating cannot be both)")
         return self

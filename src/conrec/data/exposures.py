@@ -22,7 +22,7 @@ from __future__ import annotations
 import polars as pl
 
 from conrec.data.schema import DISLIKE, POSITIVE
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 EXPOSURE_SCHEMA: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -38,9 +38,7 @@ def validate_exposures(exposures: pl.DataFrame, items: pl.DataFrame, source: str
 
     Raises :class:`DataValidationError` for missing columns, nulls or outcomes outside {-1, 0, +1}.
     """
-    missing = [c for c in EXPOSURE_SCHEMA if c not in exposures.columns]
-    if missing:
-        raise DataValidationError(f"{source}: missing column(s) {missing}; have {exposures.columns}")
+    require_columns(exposures, EXPOSURE_SCHEMA, source)
     for col in EXPOSURE_SCHEMA:
         if exposures[col].null_count():
             raise DataValidationError(f"{source}: column {col!r} has {exposures[col].null_count()} null value(s)")
@@ -59,11 +57,11 @@ def exposures_from_events(events: pl.DataFrame) -> pl.DataFrame:
 
 def movielens100k_exposures(dislike_max_rating: float = 2.0, like_min_rating: float = 4.0) -> pl.DataFrame:
     """Every MovieLens-100K rating as an exposure: <= dislike_max -> -1, >= like_min -> +1, else 0."""
-    from conrec.data.loaders import parse_timestamps
-    from conrec.data.movielens100k import _read_atomic, locate_ml100k
+    from conrec.data.sources.common import parse_timestamps
+    from conrec.data.sources.movielens100k import locate_ml100k, read_atomic
 
     d = locate_ml100k()
-    inter = _read_atomic(d / "ml-100k.inter", "MovieLens-100K interactions")
+    inter = read_atomic(d / "ml-100k.inter", "MovieLens-100K interactions")
     rating = inter["rating"].cast(pl.Float64)
     outcome = (
         pl.when(pl.col("rating") <= dislike_max_rating)

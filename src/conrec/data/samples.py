@@ -31,7 +31,9 @@ label, even when timestamps tie. Built by :func:`conrec.data.splits.build_sample
 
 from __future__ import annotations
 
-from typing import Sequence
+from conrec.data.windows import DAY, future_set
+
+__all__ = ["DAY", "SAMPLE_COLUMNS", "future_set"]  # DAY and future_set: defined in windows.py, re-exported
 
 SAMPLE_COLUMNS = (
     "sample_id",
@@ -48,17 +50,3 @@ SAMPLE_COLUMNS = (
     "future_pos",
 )
 
-DAY = 86_400
-
-
-def split_history(items: Sequence[str], feedback: Sequence[int]) -> tuple[list[str], list[str]]:
-    """(negatives, positives), each oldest first."""
-    neg = [i for i, f in zip(items, feedback) if f < 0]
-    pos = [i for i, f in zip(items, feedback) if f > 0]
-    return neg, pos
-
-
-def future_set(later_negs: Sequence[str], later_neg_ts: Sequence[int], t: int, horizon_days: float) -> set[str]:
-    """Items disliked in [t, t + horizon_days) — the future-negative set for any horizon."""
-    end = t + horizon_days * DAY
-    return {i for i, s in zip(later_negs, later_neg_ts) if s < end}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 EVENT_COLUMNS: dict[str, pl.DataType] = {
     "user_id": pl.String(),
@@ -40,9 +40,7 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
     Raises :class:`DataValidationError` naming the problem: missing column, null or non-integer
     timestamp, feedback outside {-1, +1}, empty table, events on items absent from ``items``.
     """
-    missing = [c for c in EVENT_COLUMNS if c not in events.columns]
-    if missing:
-        raise DataValidationError(f"{source}: missing column(s) {missing}; have {events.columns}")
+    require_columns(events, EVENT_COLUMNS, source)
     if events.height == 0:
         raise DataValidationError(f"{source}: no events")
     for col in ("user_id", "item_id", "ts", "feedback"):
@@ -97,9 +95,7 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
 
 def validate_items(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:
     """Check and normalise an items table (unique string ids; title required; text/category filled)."""
-    if "item_id" not in items.columns or "title" not in items.columns:
-        missing = [c for c in ("item_id", "title") if c not in items.columns]
-        raise DataValidationError(f"{source}: missing column(s) {missing}; have {items.columns}")
+    require_columns(items, ("item_id", "title"), source)
     if items.height == 0:
         raise DataValidationError(f"{source}: no items")
     out = items.with_columns(pl.col("item_id").cast(pl.String))

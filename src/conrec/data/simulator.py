@@ -32,8 +32,8 @@ check that a metric or a model rewards true taste rather than exposure order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -231,6 +231,6 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
     items = validate_items(items, source="simulator items")
     events = validate_events(events, items, source="simulator events")
     axis_names = [AXES[a] for _, a, _ in facets]
-    value_names = [(cats := CATEGORIES[: cfg.n_categories], TONES, SETTINGS)[a][v] for _, a, v in facets]
+    value_names = [(CATEGORIES[: cfg.n_categories], TONES, SETTINGS)[a][v] for _, a, v in facets]
     user_facets = pl.DataFrame({"user_id": [user_names[u] for u, _, _ in facets], "axis": axis_names, "value": value_names})
     return SimulationResult(events=events, items=items, user_facets=user_facets, exposures=exposures, config=cfg)

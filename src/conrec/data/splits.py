@@ -53,6 +53,7 @@ import pyarrow as pa
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE
+from conrec.data.windows import window_end
 from conrec.errors import DataValidationError
 
 SPLITS = ("train", "valid", "test")
@@ -102,8 +103,8 @@ def time_cutoffs(events: pl.DataFrame, cfg: SplitConfig) -> Cutoffs:
     if events.height == 0:
         raise DataValidationError("events: no events to split")
     ts = events["ts"]
-    test = int(ts.quantile(1.0 - cfg.test_frac, interpolation="higher"))
-    valid = int(ts.quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher"))
+    test = int(ts.quantile(1.0 - cfg.test_frac, interpolation="higher") or 0)  # never None: events is non-empty
+    valid = int(ts.quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher") or 0)
     return Cutoffs(valid=min(valid, test), test=test)
 
 
@@ -252,13 +253,14 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     cut = points["label_cut"].to_numpy()
     start = points["nidx"].to_numpy()
 
-    def window_end(days: float) -> np.ndarray:
-        limit = np.minimum(t + int(round(days * DAY)), cut)
+    def end_index(days: float) -> np.ndarray:
+        limit = np.minimum(window_end(t, days), cut)
         rel = np.clip(limit - t0, 0, span - 1)
-        return np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start + 1)
+        ends: np.ndarray = np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start + 1)
+        return ends
 
-    later_end = window_end(cfg.max_horizon_days)
-    future_end = window_end(cfg.horizon_days)
+    later_end = end_index(cfg.max_horizon_days)
+    future_end = end_index(cfg.horizon_days)
     later = _ranges_to_lists(neg["item_id"], start, later_end)
     later_ts = _ranges_to_lists(neg["ts"], start, later_end)
     future = _ranges_to_lists(neg["item_id"], start, future_end)

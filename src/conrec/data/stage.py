@@ -22,7 +22,14 @@ from conrec.config import PipelineConfig
 from conrec.data.config import DataConfig
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE, validate_events, validate_items
-from conrec.data.splits import SPLITS, Cutoffs, attach_history_and_labels, order_events, select_points, time_cutoffs
+from conrec.data.splits import (
+    SPLITS,
+    Cutoffs,
+    attach_history_and_labels,
+    order_events,
+    select_points,
+    time_cutoffs,
+)
 from conrec.errors import DataValidationError
 from conrec.io import write_json, write_parquet
 from conrec.progress import stage_progress

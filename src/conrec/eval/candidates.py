@@ -27,15 +27,16 @@ the candidates. 95% CIs: seeded percentile bootstrap over evaluation points (:fu
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError, StageInputError
+from conrec.errors import DataValidationError, StageInputError, require_columns
 from conrec.eval.bootstrap import mean_ci, resample_indices
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def summarize(per_point: Mapping[str, Sequence[float | None]], n_boot: int, seed
 # --------------------------------------------------------------------------------------------
 
 
-SLATE_SCHEMA = {
+SLATE_SCHEMA: dict[str, Any] = {
     "sample_id": pl.Int64,
     "candidates": pl.List(pl.String),
     "day_dislikes": pl.List(pl.String),
@@ -146,9 +147,7 @@ def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: i
         ("samples", samples, ("sample_id", "user_id", "ts", "next_neg", "hist_items")),
         ("exposures", exposures, ("user_id", "item_id", "ts", "outcome")),
     ):
-        missing = [c for c in cols if c not in df.columns]
-        if missing:
-            raise DataValidationError(f"{name}: missing column(s) {missing}; have {df.columns}")
+        require_columns(df, cols, name)
     points = samples.select(
         "sample_id", pl.col("user_id").cast(pl.String), "next_neg", "hist_items", (pl.col("ts") // DAY).alias("day")
     )
@@ -168,7 +167,7 @@ def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: i
         )
     )
     rows = points.select("sample_id", "next_neg").join(joined, on="sample_id", how="inner").sort("sample_id")
-    out: dict[str, list] = {k: [] for k in SLATE_SCHEMA}
+    out: dict[str, list[Any]] = {k: [] for k in SLATE_SCHEMA}
     for sid, target, dis, others in rows.iter_rows():
         if not others:
             continue
@@ -215,7 +214,7 @@ def evaluate_scorer(scorer: Scorer, samples: pl.DataFrame, slates: pl.DataFrame)
     return out
 
 
-def baseline_scorer(model: "Recommender", item_ids: Sequence[str]) -> Scorer:
+def baseline_scorer(model: Recommender, item_ids: Sequence[str]) -> Scorer:
     """A fitted baseline as a scorer: its ``item_scores`` read out at each sample's items."""
     from conrec.eval.baselines.base import candidate_scores
 
@@ -282,12 +281,12 @@ class SlateReport:
 
 
 def run_slate_eval(
-    cfg: "PipelineConfig",
+    cfg: PipelineConfig,
     samples: pl.DataFrame,
-    fitted: Mapping[str, "Recommender"],
+    fitted: Mapping[str, Recommender],
     lm_names: Sequence[str],
     item_ids: Sequence[str],
-    console: "Console | None" = None,
+    console: Console | None = None,
 ) -> SlateReport | None:
     """Every fitted baseline and LM checkpoint on the same slates; writes ``eval/slate_metrics.json``.
 
@@ -324,7 +323,7 @@ def run_slate_eval(
         metrics=metrics,
         n_points=slates.height,
         n_without_slate=samples.height - slates.height,
-        mean_slate=float(slates["candidates"].list.len().mean() or 0.0),
+        mean_slate=float(cast(float, slates["candidates"].list.len().mean()) or 0.0),
         seconds=seconds,
         chance=chance_levels(slates["candidates"].list.len().to_list()),
     )

@@ -14,7 +14,7 @@ an evaluation are scored. Keys added to ``metrics[model]`` for each headline key
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

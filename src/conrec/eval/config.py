@@ -21,7 +21,7 @@ class _Tunable(_Strict):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _grid_names_fields(self) -> "_Tunable":
+    def _grid_names_fields(self) -> _Tunable:
         fields = set(type(self).model_fields) - {"grid"}
         unknown = sorted(set(self.grid) - fields)
         if unknown:
@@ -31,7 +31,7 @@ class _Tunable(_Strict):
             raise ValueError(f"grid lists no value for {empty}")
         return self
 
-    def grid_points(self) -> list["_Tunable"]:
+    def grid_points(self) -> list[_Tunable]:
         """Every combination of the grid as a validated copy of these settings (self when no grid)."""
         if not self.grid:
             return [self]
@@ -193,7 +193,7 @@ class EvalConfig(_Strict):
         return names
 
     @model_validator(mode="after")
-    def _same_budget(self) -> "EvalConfig":
+    def _same_budget(self) -> EvalConfig:
         for name in BASELINE_NAMES:
             n = len(getattr(self, name).grid_points())
             if n > self.tune_budget:

@@ -8,7 +8,7 @@ loses FHR under the swap and changes its top-K; one that ranks by a global prior
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl

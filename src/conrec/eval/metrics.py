@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
 
-from conrec.data.samples import future_set
-from conrec.errors import DataValidationError
+from conrec.data.windows import future_set
+from conrec.errors import DataValidationError, require_columns
 
 _HORIZON_KEY = re.compile(r"^(?P<metric>[A-Za-z]+)@(?P<k>\d+)\|N=(?P<h>[0-9.]+)d$")
 
@@ -174,7 +175,7 @@ def _lif_values(x: PointInputs, k: int) -> np.ndarray | None:
     return out
 
 
-def _simple(fn: Callable[[Sequence[str], object, int], float], target: str) -> PerSample:
+def _simple(fn: Callable[[Sequence[str], Any, int], float], target: str) -> PerSample:
     def values(x: PointInputs, k: int) -> np.ndarray:
         other = x.futures if target == "future" else x.targets
         return np.array([fn(r, o, k) for r, o in zip(x.rankings, other)], dtype=np.float64)
@@ -224,12 +225,8 @@ def parse_horizon_key(key: str) -> tuple[str, int, float] | None:
 
 
 def _check_inputs(predictions: pl.DataFrame, samples: pl.DataFrame, need: list[str]) -> None:
-    for col in ("sample_id", "items"):
-        if col not in predictions.columns:
-            raise DataValidationError(f"predictions: missing column {col!r}; have {predictions.columns}")
-    missing = [c for c in need if c not in samples.columns]
-    if missing:
-        raise DataValidationError(f"samples: missing column(s) {missing}; have {samples.columns}")
+    require_columns(predictions, ("sample_id", "items"), "predictions")
+    require_columns(samples, need, "samples")
     if samples.height == 0:
         raise DataValidationError("samples: nothing to evaluate (0 rows)")
     dup = predictions.filter(pl.col("sample_id").is_duplicated())["sample_id"].unique()

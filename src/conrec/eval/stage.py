@@ -19,9 +19,9 @@ as ``FHR@K_ci: [lo, hi]``, paired differences vs the best baseline as ``FHR@K_di
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +29,9 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
-from conrec.data.schema import DISLIKE
+from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
 from conrec.data.splits import per_user_fit_events
+from conrec.data.windows import beyond_max_note, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import make_baseline
 from conrec.eval.compare import add_intervals
@@ -80,12 +81,6 @@ def predictions_frame(sample_ids: list[int], rankings: list[list[str]], n_invali
     )
 
 
-def dislike_counts(events: pl.DataFrame) -> dict[str, int]:
-    """Dislikes per item in ``events`` (the "training dislikes" that define LIF's long-tail items)."""
-    agg = events.filter(pl.col("feedback") == DISLIKE).group_by("item_id").len()
-    return dict(zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()))
-
-
 def all_metrics_with_points(
     preds: pl.DataFrame,
     samples: pl.DataFrame,
@@ -128,7 +123,7 @@ def all_metrics(
 
 
 def fit_events_for(
-    events: pl.DataFrame, cfg: "PipelineConfig", stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
+    events: pl.DataFrame, cfg: PipelineConfig, stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
 ) -> tuple[pl.DataFrame, str]:
     """(events a model evaluated on ``split`` may be fitted on, how they were chosen)."""
     protocol = cfg.data.split.protocol
@@ -157,20 +152,18 @@ def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
     return [list(x) if x is not None else [] for x in joined["items"].to_list()]
 
 
-def _lm_model_dir(run: RunDir, name: str) -> Path:
-    return {"sft": run.sft_model, "grpo": run.grpo_model}[name]
+# (cfg, model name, samples, k, console) -> predictions with sample_id, items, scores, n_invalid
+LmPredict = Callable[["PipelineConfig", str, pl.DataFrame, int, Console], pl.DataFrame]
 
 
-def _lm_predictions(cfg: "PipelineConfig", name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+def lm_predictions(cfg: PipelineConfig, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
     """``conrec.llm.predict.predict_samples`` (imported lazily: torch/transformers load only when an
-    LM checkpoint is actually evaluated)."""
+    LM checkpoint is actually evaluated). The default ``predict`` of :func:`run`."""
     try:
         from conrec.llm.predict import predict_samples
     except ImportError as exc:
         raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.predict is unavailable ({exc})") from exc
-    if "console" in inspect.signature(predict_samples).parameters:
-        return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
-    return predict_samples(cfg, model=name, samples=samples, k=k)
+    return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
 
 
 def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -195,9 +188,13 @@ def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, An
     return s
 
 
-def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
+def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
-    on split ``eval.split``."""
+    on split ``eval.split``.
+
+    ``predict`` produces an LM's predictions; it is a parameter so that tests (and other callers)
+    can evaluate any predictor through exactly this code without loading a checkpoint.
+    """
     ecfg = cfg.eval
     rd = RunDir(cfg.run_dir)
     events = read_parquet(rd.events, what="events (data stage output)")
@@ -215,10 +212,9 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     n_items = items.height
     notes: list[str] = [f"Baselines fitted on {fit_rule}."]
     max_h = cfg.data.split.max_horizon_days
-    horizons = sorted({h for h in ecfg.horizons if h <= max_h})
-    dropped = sorted(set(ecfg.horizons) - set(horizons))
+    horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
-        notes.append(f"Horizons {dropped} exceed data.split.max_horizon_days={max_h:g} (labels stop there); not plotted.")
+        notes.append(beyond_max_note(dropped, max_h))
     sample_ids = samples["sample_id"].to_list()
     swapped = swap_histories(samples, ecfg.seed) if ecfg.context_swap else None
 
@@ -234,7 +230,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
-    lm_todo = [m for m in ecfg.models if _lm_model_dir(rd, m).exists()]
+    lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
     if lm_todo and ecfg.split == "valid" and cfg.data.split.train_until == "test":
         raise ConfigError(
             "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
@@ -242,7 +238,7 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
         )
     for m in ecfg.models:
         if m not in lm_todo:
-            notes.append(f"LM model `{m}` skipped: no checkpoint at {_lm_model_dir(rd, m)} (run `conrec {m}` first).")
+            notes.append(f"LM model `{m}` skipped: no checkpoint at {rd.model_dir(m)} (run `conrec {m}` first).")
 
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
@@ -268,13 +264,13 @@ def run(cfg: "PipelineConfig", console: Console) -> dict[str, dict[str, Any]]:
     for name in lm_todo:
         console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")
         started = time.perf_counter()
-        preds = _lm_predictions(cfg, name, samples, k_max, console)
+        preds = predict(cfg, name, samples, k_max, console)
         timings[name] = round(time.perf_counter() - started, 2)
         write_parquet(preds, rd.predictions / f"{name}.parquet")
         metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
         if swapped is not None:
             console.print(f"LM {name}: context swap (histories of other users)")
-            swapped_preds = _lm_predictions(cfg, name, swapped, k_max, console)
+            swapped_preds = predict(cfg, name, swapped, k_max, console)
             metrics[name].update(swap_metrics(_rankings(preds, samples), _rankings(swapped_preds, samples), samples, k_max))
 
     bcfg_ci = ecfg.bootstrap

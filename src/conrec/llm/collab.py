@@ -12,15 +12,15 @@ valid/test label leaks into the training reward.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 
 @dataclass(frozen=True)
@@ -42,16 +42,14 @@ class CoDislike:
         top_n: int = 50,
         before_ts: int | None = None,
         items: Sequence[str] | None = None,
-    ) -> "CoDislike":
+    ) -> CoDislike:
         """Fit on the dislikes of ``events`` with ``ts < before_ts`` (all events if ``None``).
 
         ``items`` fixes the index (e.g. every catalogue item, so items never disliked in training
         still resolve, with zero similarity to everything but themselves); default: items seen in
         ``events``.
         """
-        missing = [c for c in ("user_id", "item_id", "feedback") if c not in events.columns]
-        if missing:
-            raise DataValidationError(f"co-dislike fit: events miss column(s) {missing}; have {events.columns}")
+        require_columns(events, ("user_id", "item_id", "feedback"), "co-dislike fit: events")
         if top_n < 1:
             raise ValueError(f"top_n must be >= 1, got {top_n}")
         dislikes = events.filter(pl.col("feedback") == DISLIKE)

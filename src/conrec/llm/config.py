@@ -198,7 +198,7 @@ class GrpoConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _stages_named_uniquely(self) -> "GrpoConfig":
+    def _stages_named_uniquely(self) -> GrpoConfig:
         # (batch_size x processes must be a multiple of num_generations: TRL checks that at start-up)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):

@@ -29,8 +29,9 @@ their questions are the ones scored after SFT and after every GRPO stage.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl

@@ -47,8 +47,9 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -58,17 +59,17 @@ from rich.progress import Progress
 from transformers import TrainerCallback
 
 from conrec.config import PipelineConfig
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import build_prompt, recent_negatives_only
-from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
+from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs, sim_targets
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
 from conrec.progress import stage_progress
-from conrec.runtime import prepare_process
 from conrec.runs import RunDir
+from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -104,6 +105,7 @@ def stage_records(
     stage_seed: int,
     sid_of: Callable[[str], str],
     prompt_cfg: PromptConfig,
+    sim_target: str = "future",
 ) -> list[dict[str, Any]]:
     """One GRPO example per sample: the stage's prompt plus the reward targets as columns.
 
@@ -111,7 +113,8 @@ def stage_records(
     N-day future-negative set, the next negative, every item the user liked before ``t``
     (the liked-item penalty uses the whole history, not just the part shown in the prompt) and the
     positives of the same future window (``future_pos``: the similarity reward's penalty; empty
-    when the samples table predates that column).
+    when the samples table predates that column) and the similarity reward's target set
+    (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``).
     """
     mask = positive_mask(samples.height, stage.positive_share, stage_seed)
     out: list[dict[str, Any]] = []
@@ -133,6 +136,7 @@ def stage_records(
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
                 "seen_items": sorted(set(hist)),
                 "future_pos": list(fpos or []),
+                "sim_targets": sim_targets([future], [next_neg], sim_target)[0],  # type: ignore[arg-type]
             }
         )
     return out
@@ -140,9 +144,8 @@ def stage_records(
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train-split samples with a non-empty future set, optionally a seeded random subset."""
-    missing = [c for c in ("sample_id", "split", "ts", "hist_items", "hist_feedback", "next_neg", "future_negs") if c not in samples.columns]
-    if missing:
-        raise StageInputError(f"samples table misses column(s) {missing} (see conrec.data.samples)")
+    cols = ("sample_id", "split", "ts", "hist_items", "hist_feedback", "next_neg", "future_negs")
+    require_columns(samples, cols, "samples table (see conrec.data.samples)", StageInputError)
     train = samples.filter((pl.col("split") == "train") & (pl.col("future_negs").list.len() > 0))
     if train.height == 0:
         raise StageInputError("samples table has no train sample with a non-empty future_negs set")
@@ -307,12 +310,11 @@ def run(
     from accelerate import PartialState
     from datasets import Dataset
     from transformers import set_seed
+    from transformers.utils import logging as hf_logging
 
     from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
     from conrec.llm.tasks import sid_lookup
     from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
@@ -325,7 +327,7 @@ def run(
     rd = RunDir(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else rd.grpo_model
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft_dir = Path(sft_dir) if sft_dir is not None else rd.sft_model
+    sft_dir = Path(sft_dir) if sft_dir is not None else rd.model_dir("sft")
     if not (sft_dir / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
@@ -394,7 +396,7 @@ def run(
                 f"GRPO stage {i} should start from {prev_model}, which is missing; rerun with --no-resume"
             )
         set_seed(seed + i)
-        records = stage_records(train, stage, seed + 7919 * (i + 1), sid_of, cfg.sft.prompt)
+        records = stage_records(train, stage, seed + 7919 * (i + 1), sid_of, cfg.sft.prompt, grpo.reward.target)
         dataset = Dataset.from_list(records)
         policy = load_causal_lm(prev_model)
         # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.

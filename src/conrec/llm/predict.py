@@ -11,8 +11,9 @@ Scores are the model's log-probability of the item's SID given the prompt (highe
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import polars as pl
 import torch
@@ -21,7 +22,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
-from conrec.errors import DataValidationError, StageInputError
+from conrec.errors import DataValidationError, StageInputError, require_columns
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
@@ -56,7 +57,8 @@ class Predictor:
         self.decode_cfg = decode_cfg
         self.trie = sid_map.trie()
         self.items = sid_map.items
-        self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+        n_embeddings = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # torch types weight as Tensor | Module
+        self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, n_embeddings)
         self._sid_of = sid_lookup(sid_map)
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
@@ -64,7 +66,7 @@ class Predictor:
         self.last_stats: dict[str, int] = {}
 
     @classmethod
-    def from_dir(cls, model_dir: Path, sid_map: SidMap, prompt_cfg: PromptConfig, decode_cfg: DecodeConfig) -> "Predictor":
+    def from_dir(cls, model_dir: Path, sid_map: SidMap, prompt_cfg: PromptConfig, decode_cfg: DecodeConfig) -> Predictor:
         """Load a model dir written by the SFT/GRPO stage, after checking it fits ``sid_map``."""
         model_dir = Path(model_dir)
         if not model_dir.exists():
@@ -75,7 +77,7 @@ class Predictor:
         return cls(load_causal_lm(model_dir), tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod
-    def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> "Predictor":
+    def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
@@ -119,7 +121,7 @@ class Predictor:
         self.validate(histories)
         prompts = [self.prompt(items, fb) for items, fb in histories]
         exclude = [set(map(str, items)) for items, _ in histories]
-        stats: dict = {}
+        stats: dict[str, Any] = {}
         with torch.inference_mode():
             recs = generate_topk(
                 self.model, self.tokenizer, prompts, self.trie, self.items, min(k, len(self.items)), self.decode_cfg,
@@ -174,9 +176,7 @@ class Predictor:
         Returns ``sample_id`` (Int64), ``items`` (List[String]), ``scores`` (List[Float64]),
         ``n_invalid`` (Int64: generated beams that were not a new real item; 0 by construction).
         """
-        for col in ("sample_id", "hist_items", "hist_feedback"):
-            if col not in samples.columns:
-                raise DataValidationError(f"samples: missing column {col!r}; have {samples.columns}")
+        require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
         rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
         histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
         unknown = sorted({i for h, _ in histories for i in h if i not in self.sid_map})
@@ -193,7 +193,7 @@ class Predictor:
         with stage_progress(console=console, label="[bold]predict") as progress, torch.inference_mode():
             task = progress.add_task("predict", total=len(prompts))
             for start in range(0, len(prompts), chunk):
-                stats: dict = {}
+                stats: dict[str, Any] = {}
                 recs = generate_topk(
                     self.model, self.tokenizer, prompts[start : start + chunk], self.trie, self.items, k_eff,
                     self.decode_cfg, exclude=exclude[start : start + chunk], vocab=self.vocab, stats=stats,

@@ -23,18 +23,13 @@ MODELS = ("sft", "grpo")
 
 def model_dir_of(cfg: PipelineConfig, model: str) -> Path:
     """The model dir a name refers to: ``sft`` -> ``sft/model``, ``grpo`` -> ``grpo/model``."""
-    run = RunDir(cfg.run_dir)
-    if model == "sft":
-        return run.sft_model
-    if model == "grpo":
-        return run.grpo_model
-    raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return RunDir(cfg.run_dir).model_dir(model)
 
 
 def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
     """The run's ``model`` checkpoint dir, or a clear error naming the absolute path looked at."""
     model_dir = model_dir_of(cfg, model)
-    if not (model_dir / "config.json").exists():
+    if not RunDir(cfg.run_dir).has_model(model):
         raise StageInputError(
             f"no {model} model at {model_dir.absolute()}: run `conrec {model}` first"
             + (" or predict with the SFT model (--model sft)" if model == "grpo" else "")

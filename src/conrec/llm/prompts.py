@@ -38,7 +38,7 @@ would add ~15 tokens per prompt on a CPU budget. The alignment tasks use the sam
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from conrec.llm.config import PromptConfig
 

@@ -22,6 +22,7 @@ converged slowly); cosine similarity on the item vectors (codebook-reconstructed
 :mod:`conrec.llm.item_vectors`) grades every generated item. Cosines below 0 count as 0 (no
 similarity), so an empty set gives 0 and an exact hit gets the maximum 1.
 
+
 Partial credits are maximal for an exact hit (an item shares its whole SID with itself and is
 maximally similar to itself), so the combined reward is monotone: hit >= near miss >= far miss.
 An empty future set gives 0 for hit/collab/prefix (no signal, not a penalty).
@@ -36,15 +37,16 @@ The combined reward is ``sum_c weight_c * component_c`` with weights from
 :class:`conrec.llm.config.RewardConfig`. TRL gets one callable per component plus the weights
 (``GRPOConfig.reward_weights``), so every component's mean reaches the trainer logs
 (``rewards/<name>/mean``). Targets arrive as dataset columns passed by TRL as keyword arguments
-(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``, ``future_pos``); nothing is ever looked up by
-prompt text. :data:`REWARD_MODES`: ``future_collab`` (hit/collab/prefix/liked/next weights),
+(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``, ``future_pos``, ``sim_targets``); nothing is
+ever looked up by prompt text. :data:`REWARD_MODES`: ``future_collab`` (hit/collab/prefix/liked/next weights),
 ``similarity`` (``w_sim`` x sim + ``gamma`` x pos_sim) and ``next_neg`` (ablation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -53,7 +55,6 @@ from conrec.llm.config import RewardConfig
 from conrec.sid.tokens import parse_sid
 from conrec.swing import Swing
 
-COMPONENTS = ("hit", "collab", "prefix", "liked", "next", "sim", "pos_sim")
 RewardMode = Literal["future_collab", "similarity", "next_neg"]
 REWARD_MODES: tuple[str, ...] = ("future_collab", "similarity", "next_neg")
 
@@ -176,6 +177,72 @@ def unseen_mask(items: Sequence[str | None], seen_sets: Sequence[Sequence[str]])
     return np.array([float(i is None or i not in set(s)) for i, s in zip(items, seen_sets)], dtype=np.float32)
 
 
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class RewardContext:
+    """What some components need besides the batch: SID codes per item, the co-dislike index, the
+    item vectors and Swing co-negatives of the similarity reward."""
+
+    codes_of: Mapping[str, Sequence[int]]
+    codislike: CoDislike | None
+    item_sim: ItemSimilarity | None = None
+
+
+@dataclass(frozen=True)
+class RewardComponent:
+    """One reward component: the dataset column holding its per-row target (TRL passes it as a
+    keyword argument), how it scores a batch, the :class:`RewardConfig` field of its weight, and
+    whether it is a positive *credit* (zeroed on items already in the history when ``exclude_seen``;
+    the liked penalty is not a credit).
+
+    Why a registry: the TRL wrapper, :func:`reward_components`, :func:`component_weights` and the
+    GRPO logs all iterate :data:`REWARD_COMPONENTS`, so a new component is one entry here.
+    """
+
+    name: str
+    column: str
+    default: Any  # the column's value for a row where it is missing
+    score: Callable[[Sequence[str | None], Sequence[Any], RewardContext], np.ndarray]
+    weight_field: str
+    credit: bool = True
+    modes: tuple[str, ...] = ("future_collab",)  # the reward modes that weight it (next_neg weights only `next`)
+
+
+def _collab_or_zero(items: Sequence[str | None], future: Sequence[Any], ctx: RewardContext) -> np.ndarray:
+    if ctx.codislike is None:
+        return np.zeros(len(items), dtype=np.float32)
+    return collab_reward(items, future, ctx.codislike)
+
+
+def _sim_or_zero(items: Sequence[str | None], targets: Sequence[Any], ctx: RewardContext) -> np.ndarray:
+    if ctx.item_sim is None:
+        return np.zeros(len(items), dtype=np.float32)
+    return similarity_reward(items, targets, ctx.item_sim)
+
+
+def _pos_sim_or_zero(items: Sequence[str | None], future_pos: Sequence[Any], ctx: RewardContext) -> np.ndarray:
+    if ctx.item_sim is None:
+        return np.zeros(len(items), dtype=np.float32)
+    return future_positive_penalty(items, future_pos, ctx.item_sim)
+
+
+REWARD_COMPONENTS: dict[str, RewardComponent] = {
+    c.name: c
+    for c in (
+        RewardComponent("hit", "future_negs", [], lambda items, fut, ctx: hit_reward(items, fut), "w_hit"),
+        RewardComponent("collab", "future_negs", [], _collab_or_zero, "w_collab"),
+        RewardComponent("prefix", "future_negs", [], lambda items, fut, ctx: prefix_reward(items, fut, ctx.codes_of), "w_prefix"),
+        RewardComponent("liked", "liked_items", [], lambda items, liked, ctx: liked_penalty(items, liked), "w_liked", credit=False),
+        RewardComponent("next", "next_neg", None, lambda items, nxt, ctx: next_neg_reward(items, nxt), "w_next"),
+        # similarity mode: the target set travels as `sim_targets` (the future negatives, or [next_neg]
+        # with reward.target: next; grpo.stage_records fills it), the future positives as `future_pos`
+        RewardComponent("sim", "sim_targets", [], _sim_or_zero, "w_sim", modes=("similarity",)),
+        RewardComponent("pos_sim", "future_pos", [], _pos_sim_or_zero, "gamma", credit=False, modes=("similarity",)),
+    )
+}
+COMPONENTS = tuple(REWARD_COMPONENTS)  # the order TRL gets the reward functions (and logs them) in
+
+
 def reward_components(
     items: Sequence[str | None],
     future_sets: Sequence[Sequence[str]],
@@ -189,19 +256,15 @@ def reward_components(
 ) -> dict[str, np.ndarray]:
     """Every component for a batch of generated items (one row per completion); ``sim`` / ``pos_sim``
     are 0 without ``item_sim``."""
-    zeros = np.zeros(len(items), dtype=np.float32)
-    targets = future_sets if sim_target == "future" else [[n] if n else [] for n in next_negs]
-    return {
-        "hit": hit_reward(items, future_sets),
-        "collab": collab_reward(items, future_sets, codislike) if codislike is not None else zeros,
-        "prefix": prefix_reward(items, future_sets, codes_of),
-        "liked": liked_penalty(items, liked_sets),
-        "next": next_neg_reward(items, next_negs),
-        "sim": similarity_reward(items, targets, item_sim) if item_sim is not None else zeros,
-        "pos_sim": future_positive_penalty(items, future_pos or [[] for _ in items], item_sim)
-        if item_sim is not None
-        else zeros,
+    columns: dict[str, Sequence[Any]] = {
+        "future_negs": future_sets,
+        "next_neg": next_negs,
+        "liked_items": liked_sets,
+        "sim_targets": sim_targets(future_sets, next_negs, sim_target),
+        "future_pos": future_pos or [[] for _ in items],
     }
+    ctx = RewardContext(codes_of, codislike, item_sim)
+    return {name: c.score(items, columns[c.column], ctx) for name, c in REWARD_COMPONENTS.items()}
 
 
 def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") -> dict[str, float]:
@@ -212,20 +275,21 @@ def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") 
     ``next_neg`` mode it is ``reward.w_next`` if positive, else 1, and every other weight is 0 (the
     components are still computed, so the logs show how future hits move under either objective).
     """
-    none = {c: 0.0 for c in COMPONENTS}
-    if mode == "future_collab":
-        return none | {
-            "hit": reward.w_hit,
-            "collab": reward.w_collab,
-            "prefix": reward.w_prefix,
-            "liked": reward.w_liked,
-            "next": reward.w_next,
-        }
-    if mode == "similarity":  # CoNRec: w_sim x sim - gamma x sim to future positives (pos_sim is <= 0)
-        return none | {"sim": reward.w_sim, "pos_sim": reward.gamma}
+    if mode in ("future_collab", "similarity"):
+        return {name: float(getattr(reward, c.weight_field)) if mode in c.modes else 0.0 for name, c in REWARD_COMPONENTS.items()}
     if mode == "next_neg":
-        return none | {"next": reward.w_next or 1.0}
+        return {name: (reward.w_next or 1.0) if name == "next" else 0.0 for name in REWARD_COMPONENTS}
     raise ValueError(f"unknown reward mode {mode!r}; choose one of {', '.join(REWARD_MODES)}")
+
+
+def sim_targets(
+    future_sets: Sequence[Sequence[str]], next_negs: Sequence[str | None], target: Literal["future", "next"] = "future"
+) -> list[list[str]]:
+    """The similarity reward's target sets before the Swing extension: the future negatives, or the
+    next negative alone (``reward.target: next``, the conventional objective)."""
+    if target == "future":
+        return [list(s or []) for s in future_sets]
+    return [[n] if n else [] for n in next_negs]
 
 
 def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -246,54 +310,24 @@ class _ComponentReward:
 
     def __init__(
         self,
-        name: str,
-        codes_of: Mapping[str, Sequence[int]],
+        component: RewardComponent,
+        ctx: RewardContext,
         item_of_codes: Mapping[tuple[int, ...], str],
-        codislike: CoDislike | None,
         exclude_seen: bool = True,
-        item_sim: ItemSimilarity | None = None,
-        sim_target: Literal["future", "next"] = "future",
     ) -> None:
-        self.__name__ = name
-        self.name = name
+        self.__name__ = component.name
+        self.name = component.name
+        self._component = component
+        self._ctx = ctx
         self._exclude_seen = exclude_seen
-        self._codes_of = codes_of
         self._item_of_codes = item_of_codes
-        self._codislike = codislike
-        self._item_sim = item_sim
-        self._sim_target = sim_target
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kw: Any) -> list[float]:
         items = _generated_items(completions, kw.get("gen_item"), self._item_of_codes)
         n = len(items)
-        future = _column(kw, "future_negs", n, default=[])
-        if self.name == "hit":
-            vals = hit_reward(items, future)
-        elif self.name == "collab":
-            vals = (
-                collab_reward(items, future, self._codislike)
-                if self._codislike is not None
-                else np.zeros(n, dtype=np.float32)
-            )
-        elif self.name == "prefix":
-            vals = prefix_reward(items, future, self._codes_of)
-        elif self.name == "liked":
-            vals = liked_penalty(items, _column(kw, "liked_items", n, default=[]))
-        elif self.name == "next":
-            vals = next_neg_reward(items, _column(kw, "next_neg", n, default=None))
-        elif self.name in ("sim", "pos_sim"):
-            if self._item_sim is None:
-                vals = np.zeros(n, dtype=np.float32)
-            elif self.name == "pos_sim":
-                vals = future_positive_penalty(items, _column(kw, "future_pos", n, default=[]), self._item_sim)
-            elif self._sim_target == "future":
-                vals = similarity_reward(items, future, self._item_sim)
-            else:
-                nexts = _column(kw, "next_neg", n, default=None)
-                vals = similarity_reward(items, [[x] if x else [] for x in nexts], self._item_sim)
-        else:  # pragma: no cover - names are fixed by make_reward_funcs
-            raise ValueError(self.name)
-        if self._exclude_seen and self.name not in ("liked", "pos_sim") and kw.get("seen_items") is not None:
+        c = self._component
+        vals = c.score(items, _column(kw, c.column, n, default=c.default), self._ctx)
+        if self._exclude_seen and c.credit and kw.get("seen_items") is not None:
             vals = vals * unseen_mask(items, _column(kw, "seen_items", n, default=[]))
         return [float(v) for v in vals]
 
@@ -325,10 +359,8 @@ def make_reward_funcs(
     weights = component_weights(reward, mode)
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
-    funcs = [
-        _ComponentReward(name, codes_of, item_of_codes, codislike, exclude_seen, item_sim, reward.target)
-        for name in COMPONENTS
-    ]
+    ctx = RewardContext(codes_of, codislike, item_sim)
+    funcs = [_ComponentReward(REWARD_COMPONENTS[name], ctx, item_of_codes, exclude_seen) for name in COMPONENTS]
     return funcs, [float(weights[name]) for name in COMPONENTS]
 
 

@@ -28,8 +28,9 @@ anyway. The generated item ids travel to the reward functions in the extra field
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 

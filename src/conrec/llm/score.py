@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError, DataValidationError, require_columns
 from conrec.io import read_parquet, write_parquet
 from conrec.runs import RunDir
 from conrec.slate import decide, rank_scores
@@ -77,10 +77,9 @@ def batch_histories(df: pl.DataFrame, where: str) -> list[History]:
     raise DataValidationError(f"{where}: needs hist_items/hist_feedback or negative/positive columns; have {df.columns}")
 
 
-def score_batch(predictor: "Predictor", df: pl.DataFrame, threshold: float | None, where: str = "batch") -> pl.DataFrame:
+def score_batch(predictor: Predictor, df: pl.DataFrame, threshold: float | None, where: str = "batch") -> pl.DataFrame:
     """The batch table's id columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``)."""
-    if "candidates" not in df.columns:
-        raise DataValidationError(f"{where}: missing column 'candidates' (a list of item ids per row); have {df.columns}")
+    require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
     slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
@@ -98,7 +97,7 @@ def score_batch(predictor: "Predictor", df: pl.DataFrame, threshold: float | Non
     return out
 
 
-def run_explainer(run: RunDir, predictor: "Predictor") -> "Explainer":
+def run_explainer(run: RunDir, predictor: Predictor) -> Explainer:
     """An :class:`~conrec.explain.Explainer` over the run's SIDs, titles and events."""
     from conrec.explain import Explainer
     from conrec.llm.tasks import sid_lookup
@@ -114,7 +113,7 @@ def run_explainer(run: RunDir, predictor: "Predictor") -> "Explainer":
 
 
 def run(
-    cfg: "PipelineConfig",
+    cfg: PipelineConfig,
     request: Path | None,
     batch: Path | None,
     out: Path | None,

@@ -19,7 +19,7 @@ repeating their first candidate, whose extra scores are dropped).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase

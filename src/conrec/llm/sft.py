@@ -37,8 +37,8 @@ from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_check
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
 from conrec.progress import stage_progress
-from conrec.runtime import prepare_process
 from conrec.runs import RunDir
+from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 
 

@@ -33,12 +33,12 @@ used (their labels stop at the valid cut-off, see :mod:`conrec.data.samples`).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import polars as pl
 
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 from conrec.llm.config import SftConfig
 from conrec.llm.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
@@ -98,12 +98,8 @@ def build_examples(
     ``cfg_seed`` (the run's top-level ``seed``) draws the discernment held-out users, the same draw
     the accuracy measurement makes (:func:`conrec.llm.discernment.measure`).
     """
-    for col in ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"):
-        if col not in samples.columns:
-            raise DataValidationError(f"samples: missing column {col!r}; have {samples.columns}")
-    for col in ("item_id", "title"):
-        if col not in items.columns:
-            raise DataValidationError(f"items: missing column {col!r}; have {items.columns}")
+    require_columns(samples, ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"), "samples")
+    require_columns(items, ("item_id", "title"), "items")
     train = samples.filter(pl.col("split") == "train")
     if train.height == 0:
         raise DataValidationError("samples: no 'train' split samples to build SFT examples from")

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -64,7 +64,7 @@ class SidVocab:
     @classmethod
     def from_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, codebook_sizes: Sequence[int], vocab_size: int | None = None
-    ) -> "SidVocab":
+    ) -> SidVocab:
         """Look the SID tokens up in ``tokenizer``; ``vocab_size`` = the model's (possibly padded) vocab size."""
         sizes = tuple(int(s) for s in codebook_sizes)
         assert_tokenizer_fits(tokenizer, sizes)
@@ -193,11 +193,6 @@ def read_vocab_meta(model_dir: Path) -> dict:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise StageInputError(f"{p} is not valid JSON: {exc}") from exc
-
-
-def model_sid_map(model_dir: Path) -> SidMap:
-    """The SID map stored with a model dir (what it was trained on)."""
-    return SidMap.from_parquet(Path(model_dir) / SID_MAP_FILE)
 
 
 def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:

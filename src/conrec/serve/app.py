@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +31,7 @@ import conrec
 from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
 from conrec.explain import Explainer
-from conrec.serve.catalog import Catalog, History, user_histories
+from conrec.serve.catalog import History, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
     Admission,
@@ -118,7 +119,7 @@ def create_app(
     ``events`` gives the known users' histories (None: ``user_id`` requests get 404).
     ``model_name`` is what responses report (default ``cfg.model``).
     """
-    catalog = Catalog.build(items, sid_map)
+    catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
     model = model_name or cfg.model
     gate = AdmissionGate(cfg.inference_workers, cfg.max_queue)
@@ -347,13 +348,25 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": clip("; ".join(lines) + more), "errors": brief})
 
 
+# (cfg, "sft" | "grpo") -> the predictor of that trained model
+LmLoader = Callable[[PipelineConfig, str], DislikePredictor]
+
+
+def load_lm(cfg: PipelineConfig, name: str) -> DislikePredictor:
+    """The run's trained ``name`` model as a predictor (torch/transformers load only here)."""
+    from conrec.llm.predict import Predictor
+
+    return Predictor.from_run(cfg, model=name)
+
+
 def load_predictor(
-    cfg: PipelineConfig, sid_map: pl.DataFrame, events: pl.DataFrame | None
+    cfg: PipelineConfig, sid_map: pl.DataFrame, events: pl.DataFrame | None, load_lm: LmLoader = load_lm
 ) -> tuple[DislikePredictor, str]:
     """The predictor named by ``cfg.serve.model`` and the name it is served under.
 
     ``grpo`` falls back to ``sft`` when the run has no GRPO model (e.g. GRPO not run yet), with a
     log line, so a run that finished SFT can already be served. ``popular`` needs no model.
+    ``load_lm`` loads an LM by name: a parameter so that tests serve a stand-in through this code.
     """
     from conrec.runs import RunDir
 
@@ -363,16 +376,15 @@ def load_predictor(
         from conrec.serve.popular import PopularDislikePredictor
 
         return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
-    if name == "grpo" and not (run.grpo_model / "config.json").exists():
+    if name == "grpo" and not run.has_model("grpo"):
         log.warning("no GRPO model at %s; serving the SFT model from %s instead", run.grpo_model, run.sft_model)
         name = "sft"
-    from conrec.llm.predict import Predictor
-
-    return Predictor.from_run(cfg, model=name), name
+    return load_lm(cfg, name), name
 
 
-def create_app_from_run(cfg: PipelineConfig) -> FastAPI:
-    """Load a run directory once (tables + model) and build the app on it."""
+def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> FastAPI:
+    """Load a run directory once (tables + model) and build the app on it (``load_lm``: see
+    :func:`load_predictor`)."""
     from conrec.io import read_parquet
     from conrec.runs import RunDir
 
@@ -382,7 +394,7 @@ def create_app_from_run(cfg: PipelineConfig) -> FastAPI:
     events = read_parquet(run.events, what="events") if run.events.exists() else None
     if events is None:
         log.warning("no events table at %s: user_id requests will get 404", run.events)
-    predictor, name = load_predictor(cfg, sid_map, events)
+    predictor, name = load_predictor(cfg, sid_map, events, load_lm)
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
     return create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
 

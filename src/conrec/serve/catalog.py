@@ -5,29 +5,31 @@ Built once at start-up from the run directory's tables so a request never touche
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import polars as pl
 
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 History = tuple[list[str], list[int]]
 
 
 @dataclass(frozen=True)
-class Catalog:
-    """Item id -> (SID, title) for every item the model can generate (the SID map's items)."""
+class SidCatalog:
+    """Item id -> (SID, title) for every item the model can generate (the SID map's items).
+
+    Not the evaluation's :class:`conrec.eval.baselines.base.Catalog` (item index and dislike
+    popularity for scoring): this one only answers what the service shows per item.
+    """
 
     sid: dict[str, str]
     title: dict[str, str]
 
     @classmethod
-    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> "Catalog":
-        for name, df, cols in (("items", items, ("item_id", "title")), ("sid_map", sid_map, ("item_id", "sid"))):
-            missing = [c for c in cols if c not in df.columns]
-            if missing:
-                raise DataValidationError(f"{name} table: missing column(s) {missing}; have {df.columns}")
+    def build(cls, items: pl.DataFrame, sid_map: pl.DataFrame) -> SidCatalog:
+        require_columns(items, ("item_id", "title"), "items table")
+        require_columns(sid_map, ("item_id", "sid"), "sid_map table")
         if sid_map.height == 0:
             raise DataValidationError("sid_map table is empty: the model has no item to recommend")
         sids = sid_map["sid"]
@@ -55,9 +57,7 @@ def user_histories(events: pl.DataFrame, max_history: int) -> dict[str, History]
 
     Ties in ``ts`` keep the table's order (canonical events are already sorted by user, ts).
     """
-    missing = [c for c in ("user_id", "item_id", "ts", "feedback") if c not in events.columns]
-    if missing:
-        raise DataValidationError(f"events table: missing column(s) {missing}; have {events.columns}")
+    require_columns(events, ("user_id", "item_id", "ts", "feedback"), "events table")
     grouped = (
         events.with_row_index("_row")
         .sort(["user_id", "ts", "_row"])

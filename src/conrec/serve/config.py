@@ -47,7 +47,7 @@ class ServeConfig(BaseModel):
     access_log: bool = True
 
     @model_validator(mode="after")
-    def _default_k_fits(self) -> "ServeConfig":
+    def _default_k_fits(self) -> ServeConfig:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
         return self

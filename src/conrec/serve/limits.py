@@ -20,8 +20,9 @@ import ipaddress
 import json
 import os
 import threading
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any
 
 API_KEY_ENV = "CONREC_API_KEY"
 OPEN_PATHS = frozenset({"/healthz"})

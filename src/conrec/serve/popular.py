@@ -1,17 +1,19 @@
-"""Global dislike-popularity baseline: the items most often disliked overall, minus the history.
+"""Global dislike-popularity predictor for serving: the items most often disliked overall, minus the history.
 
 Why it is here: it serves without any trained LM (``serve.model: popular``), which makes the whole
 HTTP path testable and benchmarkable in isolation, and gives a sane fallback service. It follows
-the same contract as ``conrec.llm.predict.Predictor.recommend``.
+the same contract as ``conrec.llm.predict.Predictor.recommend``. The counts and their order are
+:mod:`conrec.data.popularity`'s, shared with the evaluation's popularity baseline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import islice
-from typing import Sequence
 
 import polars as pl
 
+from conrec.data.popularity import catalogue_dislike_counts, popularity_order
 from conrec.errors import DataValidationError
 
 
@@ -19,13 +21,9 @@ class PopularDislikePredictor:
     """Ranks every catalogue item by its share of all dislikes in ``events`` (ties: catalogue order)."""
 
     def __init__(self, events: pl.DataFrame | None, item_ids: Sequence[str]) -> None:
-        counts: dict[str, int] = {}
-        if events is not None and events.height:
-            agg = events.filter(pl.col("feedback") < 0).group_by("item_id").len()
-            counts = dict(zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()))
-        total = max(sum(counts.values()), 1)
-        order = sorted(range(len(item_ids)), key=lambda i: -counts.get(item_ids[i], 0))
-        self._ranked: list[tuple[str, float]] = [(item_ids[i], counts.get(item_ids[i], 0) / total) for i in order]
+        counts = catalogue_dislike_counts(events, item_ids)
+        total = max(float(counts.sum()), 1.0)
+        self._ranked: list[tuple[str, float]] = [(item_ids[i], float(counts[i]) / total) for i in popularity_order(counts)]
         self._share = dict(self._ranked)
         self._known = set(item_ids)
 

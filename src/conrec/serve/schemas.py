@@ -70,7 +70,7 @@ class DislikeRequest(_Strict):
     )
 
     @model_validator(mode="after")
-    def _one_non_empty_source(self) -> "DislikeRequest":
+    def _one_non_empty_source(self) -> DislikeRequest:
         lists_given = self.negative is not None or self.positive is not None
         sources = [name for name, given in
                    (("user_id", self.user_id is not None), ("history", self.history is not None),
@@ -169,7 +169,7 @@ class ScoreRequest(DislikeRequest):
     )
 
     @model_validator(mode="after")
-    def _slate(self) -> "ScoreRequest":
+    def _slate(self) -> ScoreRequest:
         if not self.candidates:
             raise ValueError("candidates is empty: give the item ids of the slate to score")
         seen: set[str] = set()

@@ -76,7 +76,7 @@ class QuantizerConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _sizes_match_levels(self) -> "QuantizerConfig":
+    def _sizes_match_levels(self) -> QuantizerConfig:
         if self.codebook_sizes is not None:
             if len(self.codebook_sizes) == 0 or any(s < 2 for s in self.codebook_sizes):
                 raise ValueError("codebook_sizes must list one size >= 2 per level")

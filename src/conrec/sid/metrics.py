@@ -9,7 +9,8 @@ must be resolved afterwards, which adds arbitrary, meaningless code choices), an
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,7 +7,7 @@ The :func:`kmeans` helper is also used to initialise the RQ-VAE codebooks.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import faiss
 import numpy as np

@@ -16,7 +16,8 @@ seeded; on a fixed thread count the same data and seed give the same codes.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -9,10 +9,10 @@ the SID vocabulary, including codes no item uses) are kept in the Parquet schema
 from __future__ import annotations
 
 import json
-from collections import Counter
 import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
@@ -48,10 +48,10 @@ class SidMap:
 
     # --- persistence
     @classmethod
-    def from_parquet(cls, path: str | os.PathLike[str]) -> "SidMap":
+    def from_parquet(cls, path: str | os.PathLike[str]) -> SidMap:
         p = Path(path)
         if not p.exists():
-            raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec tokenize` first)")
+            raise StageInputError(f"SID map not found: {p.absolute()} (run `conrec sid` first)")
         try:
             table = pq.read_table(p)
         except Exception as exc:

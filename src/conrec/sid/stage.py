@@ -1,4 +1,4 @@
-"""The ``tokenize`` stage: items -> vectors -> codes -> collision-free SID map.
+"""The ``sid`` stage: items -> vectors -> codes -> collision-free SID map.
 
 Reads ``data/items.parquet``; writes ``sid/embeddings.npy`` (rows in items order),
 ``sid/quantizer.pt`` (checkpoint to encode new items later), ``sid/sid_map.parquet`` and

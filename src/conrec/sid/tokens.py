@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 _LETTERS = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")

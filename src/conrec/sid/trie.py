@@ -13,7 +13,7 @@ and finding the child reached by ``code`` is one binary search. Memory is O(numb
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -7,12 +7,12 @@ build baselines one way. Factories import lazily: torch loads only when SASRec i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from conrec.errors import ConfigError
 from conrec.eval.baselines.base import Recommender
 from conrec.eval.config import BASELINE_NAMES, EvalConfig
-from conrec.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,15 @@ deterministic and never returns a short list because its own signal ran out.
 from __future__ import annotations
 
 import itertools
-
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
 
-from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError
+from conrec.data.popularity import catalogue_dislike_counts, popularity_order
+from conrec.errors import DataValidationError, require_columns
 
 
 @runtime_checkable
@@ -60,20 +60,15 @@ class Catalog:
     popularity_rank: np.ndarray  # inverse of popularity_order
 
     @classmethod
-    def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> "Catalog":
-        check_columns(events, ("user_id", "item_id", "feedback"), "events")
-        check_columns(items, ("item_id",), "items")
+    def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> Catalog:
+        require_columns(events, ("user_id", "item_id", "feedback"), "events")
+        require_columns(items, ("item_id",), "items")
         if items.height == 0:
             raise DataValidationError("items: the catalogue is empty")
         item_ids = items["item_id"].cast(pl.String).to_list()
         index = {it: i for i, it in enumerate(item_ids)}
-        counts = np.zeros(len(item_ids), dtype=np.float64)
-        agg = events.filter(pl.col("feedback") == DISLIKE).group_by("item_id").len()
-        for it, n in zip(agg["item_id"].cast(pl.String).to_list(), agg["len"].to_list()):
-            j = index.get(it)
-            if j is not None:
-                counts[j] = n
-        order = np.argsort(-counts, kind="stable")
+        counts = catalogue_dislike_counts(events, item_ids)
+        order = popularity_order(counts)
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         return cls(item_ids, index, counts, order, rank)
@@ -83,15 +78,9 @@ class Catalog:
         return [j for j in (self.index.get(i) for i in items) if j is not None]
 
 
-def check_columns(df: pl.DataFrame, cols: Sequence[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataValidationError(f"{what}: missing column(s) {missing}; have {df.columns}")
-
-
 def histories(samples: pl.DataFrame) -> list[tuple[list[str], list[int]]]:
     """Each sample's (hist_items, hist_feedback), oldest first."""
-    check_columns(samples, ("hist_items", "hist_feedback"), "samples")
+    require_columns(samples, ("hist_items", "hist_feedback"), "samples")
     return [
         (list(items or ()), list(fb or ()))
         for items, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
@@ -113,7 +102,8 @@ def top_k(scores: np.ndarray | None, exclude: set[int], catalog: Catalog, k: int
     chosen: list[int] = []
     taken = set(exclude)
     scored = np.flatnonzero(scores > 0) if scores is not None else np.zeros(0, dtype=np.int64)
-    scored = scored[np.lexsort((catalog.popularity_rank[scored], -scores[scored]))] if scored.size else scored
+    if scores is not None and scored.size:
+        scored = scored[np.lexsort((catalog.popularity_rank[scored], -scores[scored]))]
     for j in itertools.chain(scored.tolist(), map(int, catalog.popularity_order)):  # lazy fill-up
         if j not in taken:
             chosen.append(j)

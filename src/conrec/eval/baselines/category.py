@@ -17,11 +17,11 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from conrec.errors import require_columns
 from conrec.eval.baselines.base import (
     Catalog,
     NotFittedError,
-    check_columns,
-    histories,
+        histories,
     recent_dislikes,
     recommend_from_scores,
 )
@@ -38,7 +38,7 @@ class CategoryRecommender:
         self._members: sp.csr_matrix | None = None  # categories x items, 1 where the item is in the category
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
-        check_columns(items, ("item_id", *self.cfg.columns), "items")
+        require_columns(items, ("item_id", *self.cfg.columns), "items")
         cat = Catalog.build(events, items)
         cat_index: dict[tuple[str, str], int] = {}
         item_cats: list[list[int]] = [[] for _ in range(items.height)]

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, check_columns, histories, recommend_from_scores
+from conrec.errors import require_columns
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_from_scores
 from conrec.eval.config import SasrecConfig
 
 
@@ -75,7 +76,7 @@ class SasrecRecommender:
         self.loss_history: list[float] = []
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
-        check_columns(events, ("user_id", "item_id", "ts", "feedback"), "events")
+        require_columns(events, ("user_id", "item_id", "ts", "feedback"), "events")
         cat = Catalog.build(events, items)
         seqs = _dislike_sequences(events, cat)
         windows = _training_windows(seqs, self.cfg.max_len)

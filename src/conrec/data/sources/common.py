@@ -1,0 +1,212 @@
+"""Helpers every source shares: reading table files, timestamps, rating thresholds, and the
+final validation into canonical tables (see :mod:`conrec.data.schema`).
+
+Why public names: each source lives in its own module, and a module must not reach into
+another's private helpers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from conrec.data.schema import (
+    DISLIKE,
+    EVENT_COLUMNS,
+    POSITIVE,
+    validate_events,
+    validate_items,
+)
+from conrec.errors import ConfigError, DataValidationError
+
+TsUnit = Literal["auto", "s", "ms"]
+_MS_THRESHOLD = 10**11  # epoch seconds reach 1e11 only in the year 5138: larger integers are milliseconds
+
+CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
+
+
+
+
+def file_suffix(path: Path) -> str:
+    """Format suffix, looking through a trailing ``.gz``."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def existing_file(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError(f"{what} file not found: {p.absolute()}")
+    if p.is_dir():
+        raise DataValidationError(f"{what} path {p} is a directory; expected a file")
+    return p
+
+
+def read_bytes(path: Path) -> bytes:
+    return gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
+
+
+def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files."""
+    p = existing_file(path, what)
+    fmt = file_suffix(p)
+    try:
+        if fmt in PARQUET_SUFFIXES:
+            return pl.read_parquet(p)
+        if fmt in CSV_SUFFIXES:
+            return pl.read_csv(
+                io.BytesIO(read_bytes(p)),
+                separator="\t" if fmt == ".tsv" else ",",
+                schema_overrides=schema_overrides,
+                infer_schema_length=10_000,
+            )
+    except Exception as exc:  # polars/arrow raise many types for malformed files
+        raise DataValidationError(f"{what} file {p} could not be read as {fmt.lstrip('.')}: {first_line(exc)}") from exc
+    raise DataValidationError(
+        f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)"
+    )
+
+
+def read_jsonl(path: Path, what: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Read only the ``schema`` fields of a JSON-lines file (other fields, however nested, are skipped)."""
+    try:
+        return pl.read_ndjson(io.BytesIO(read_bytes(path)), schema=schema)
+    except Exception as exc:
+        raise DataValidationError(f"{what} file {path} is not valid JSON lines: {first_line(exc)}") from exc
+
+
+def first_json_record(path: Path, what: str) -> dict[str, Any]:
+    """The first record of a JSON-lines file, to tell dataset versions apart by their keys."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict):
+                        raise DataValidationError(f"{what} file {path}, line {lineno}: expected a JSON object")
+                    return rec
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataValidationError(f"{what} file {path} is not valid JSON lines: {exc}") from exc
+    raise DataValidationError(f"{what} file {path} is empty")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def parse_timestamps(s: pl.Series, unit: TsUnit = "auto", what: str = "events", column: str = "ts") -> pl.Series:
+    """Any timestamp column -> Int64 epoch seconds.
+
+    Integers are seconds, or milliseconds (``unit="ms"``, or ``"auto"`` when every value exceeds
+    1e11); strings may be integers or ISO-like date/times; datetimes/dates are converted (UTC).
+    """
+    name = s.name
+    if s.dtype == pl.Date:
+        s = s.cast(pl.Datetime("us"))
+    if s.dtype.is_temporal():
+        return s.cast(pl.Datetime("us")).dt.epoch("s").alias(name)
+    if s.dtype == pl.String:
+        as_int = s.str.strip_chars().cast(pl.Int64, strict=False)
+        if as_int.null_count() == s.null_count():
+            s = as_int
+        else:
+            as_dt = _parse_datetimes(s.str.strip_chars())
+            bad = s.is_not_null() & as_dt.is_null()
+            if bad.any() and not (bad & as_int.is_null()).any():
+                raise DataValidationError(f"{what}: column {column!r} mixes epoch integers and date/time strings")
+            bad = bad & as_int.is_null()
+            if bad.any():
+                row = int(bad.arg_true()[0])
+                raise DataValidationError(
+                    f"{what}: column {column!r} has a value that is neither epoch seconds nor a date/time: "
+                    f"{s[row]!r} (row {row + 1})"
+                )
+            return as_dt.dt.epoch("s").alias(name)
+    if s.dtype.is_float():
+        frac = s.is_not_null() & (s != s.floor())
+        if frac.any() and unit != "ms":
+            row = int(frac.arg_true()[0])
+            raise DataValidationError(f"{what}: column {column!r} has a fractional timestamp {s[row]} (row {row + 1})")
+        s = s.floor().cast(pl.Int64)
+    if not s.dtype.is_integer():
+        raise DataValidationError(f"{what}: column {column!r} must hold timestamps, got dtype {s.dtype}")
+    s = s.cast(pl.Int64)
+    if unit == "ms" or (unit == "auto" and s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all()):
+        s = s // 1000
+    return s.alias(name)
+
+
+_DATETIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _parse_datetimes(s: pl.Series) -> pl.Series:
+    """Strings -> datetimes (nulls where unparseable): polars' format inference first, then the common
+    ISO layouts one by one (inference gives up entirely when the first value is bad)."""
+    try:
+        return s.str.to_datetime(strict=False, time_unit="us")
+    except pl.exceptions.ComputeError:
+        pass
+    best = pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("us"))
+    for fmt in _DATETIME_FORMATS:
+        parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
+        if parsed.null_count() < best.null_count():
+            best = parsed
+    return best
+
+
+def ratings_to_feedback(df: pl.DataFrame, dislike_max_rating: float, like_min_rating: float, what: str) -> pl.DataFrame:
+    """Replace ``rating`` by ``feedback``: <= dislike_max -> -1, >= like_min -> +1, between -> dropped."""
+    if dislike_max_rating >= like_min_rating:
+        raise ConfigError("dislike_max_rating must be < like_min_rating (a rating cannot be both)")
+    r = df["rating"]
+    if r.dtype == pl.String:
+        r_num = r.str.strip_chars().cast(pl.Float64, strict=False)
+        bad = r.is_not_null() & r_num.is_null()
+        if bad.any():
+            row = int(bad.arg_true()[0])
+            raise DataValidationError(f"{what}: column 'rating' has a non-numeric value {r[row]!r} (row {row + 1})")
+        r = r_num
+    if not r.dtype.is_numeric():
+        raise DataValidationError(f"{what}: column 'rating' must be numeric, got dtype {r.dtype}")
+    if r.null_count():
+        raise DataValidationError(f"{what}: column 'rating' has {r.null_count()} missing value(s)")
+    fb = (
+        pl.when(pl.col("rating") <= dislike_max_rating)
+        .then(pl.lit(DISLIKE, pl.Int8))
+        .when(pl.col("rating") >= like_min_rating)
+        .then(pl.lit(POSITIVE, pl.Int8))
+        .otherwise(None)
+    )
+    return (
+        df.with_columns(rating=r.cast(pl.Float64))
+        .with_columns(feedback=fb)
+        .filter(pl.col("feedback").is_not_null())
+        .drop("rating")
+    )
+
+
+def finish_tables(events: pl.DataFrame, items: pl.DataFrame, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate items, then events against them; keep only canonical event columns."""
+    items = validate_items(items, source=f"{source} items")
+    events = validate_events(events.select(list(EVENT_COLUMNS)), items, source=f"{source} events")
+    return events, items
+
+
+def placeholder_items(item_ids: pl.Series, prefix: str) -> pl.DataFrame:
+    """Items for sources without metadata: the id is all we know, so it becomes the title."""
+    ids = item_ids.cast(pl.String).unique(maintain_order=True).alias("item_id")
+    return ids.to_frame().with_columns(
+        title=pl.lit(prefix + " ") + pl.col("item_id"), text=pl.lit(""), category=pl.lit("")
+    )
+

@@ -1,0 +1,96 @@
+"""``data.source: table``: any events CSV/TSV/Parquet (and optional items file) with a column mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from conrec.data.config import DataConfig
+from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
+from conrec.data.sources.base import Source
+from conrec.data.sources.common import (
+    TsUnit,
+    existing_file,
+    finish_tables,
+    parse_timestamps,
+    placeholder_items,
+    ratings_to_feedback,
+    read_table_file,
+)
+from conrec.errors import ConfigError, DataValidationError, require_columns
+
+
+def load_table(
+    events_path: str | Path,
+    items_path: str | Path | None,
+    columns: dict[str, str] | None = None,
+    dislike_max_rating: float = 2.0,
+    like_min_rating: float = 4.0,
+    ts_unit: TsUnit = "auto",
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Events (and optionally items) from CSV/TSV/Parquet, with a source -> canonical column mapping.
+
+    ``columns`` renames source columns in both files, e.g. ``{"uid": "user_id", "stars": "rating"}``.
+    Events need ``user_id``, ``item_id``, ``ts`` and either ``feedback`` (-1/+1; 0 = neutral, dropped)
+    or ``rating`` (converted with the thresholds). Without ``items_path`` each item's title is
+    ``"item <id>"`` (then item text carries no meaning: prefer giving items).
+    """
+    columns = dict(columns or {})
+    bad_targets = sorted(set(columns.values()) - set(EVENT_COLUMNS) - set(ITEM_COLUMNS) - {"rating"})
+    if bad_targets:
+        raise ConfigError(
+            f"columns: unknown canonical column(s) {bad_targets}; "
+            f"targets are {sorted(set(EVENT_COLUMNS) | set(ITEM_COLUMNS) | {'rating'})}"
+        )
+    ev_path = existing_file(events_path, "events")
+    # Ids are read as strings so that "007" stays "007" (CSV type inference would make it 7).
+    id_sources = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
+    as_strings: dict[str, pl.DataType] = {c: pl.String() for c in id_sources}
+    events = read_table_file(ev_path, "events", schema_overrides=as_strings)
+    items_raw = read_table_file(items_path, "items", schema_overrides=as_strings) if items_path is not None else None
+    present = set(events.columns) | set(items_raw.columns if items_raw is not None else [])
+    unknown_sources = sorted(set(columns) - present)
+    if unknown_sources:
+        raise ConfigError(f"columns: source column(s) {unknown_sources} are in neither the events nor the items file")
+
+    what = f"events file {ev_path}"
+    events = events.rename({k: v for k, v in columns.items() if k in events.columns})
+    require_columns(events, ("user_id", "item_id", "ts"), what)
+    if "feedback" not in events.columns and "rating" not in events.columns:
+        raise DataValidationError(
+            f"{what}: needs a 'feedback' (-1/+1) or a 'rating' column (map one with `columns`); have {events.columns}"
+        )
+    for col in ("user_id", "item_id", "ts"):
+        n_null = events[col].null_count()
+        if n_null:
+            raise DataValidationError(f"{what}: column {col!r} has {n_null} missing value(s)")
+    events = events.with_columns(parse_timestamps(events["ts"], ts_unit, what), pl.col("user_id", "item_id").cast(pl.String))
+    if "feedback" in events.columns:
+        fb = events["feedback"]
+        if fb.dtype == pl.Boolean:
+            raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got booleans")
+        if fb.dtype == pl.String:
+            fb_num = fb.str.strip_chars().cast(pl.Int64, strict=False)
+            if fb_num.null_count() > fb.null_count():
+                bad = fb.filter(fb.is_not_null() & fb_num.is_null())
+                raise DataValidationError(f"{what}: column 'feedback' has non-numeric value(s) {bad.unique().head(3).to_list()}")
+            events = events.with_columns(feedback=fb_num)
+        events = events.filter(pl.col("feedback") != 0)
+    else:
+        events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what)
+
+    if items_raw is not None:
+        items = items_raw.rename({k: v for k, v in columns.items() if k in items_raw.columns})
+        require_columns(items, ("item_id", "title"), f"items file {items_path}")
+    else:
+        items = placeholder_items(events["item_id"], "item")
+    return finish_tables(events, items, source=f"table {ev_path.name}")
+
+
+def _load(cfg: DataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    assert cfg.events_path is not None  # load_source checks it (events_what below)
+    return load_table(cfg.events_path, cfg.items_path, cfg.columns, cfg.dislike_max_rating, cfg.like_min_rating, cfg.ts_unit)
+
+
+SOURCE = Source("table", _load, events_what="events CSV/Parquet file")

@@ -1,0 +1,49 @@
+"""The future window ``[t, t + h days)``: one definition for labels, metrics and analysis.
+
+Why one module: the data stage writes ``future_negs`` for the configured horizon, the metrics
+recompute future sets for other horizons from ``later_negs``/``later_neg_ts``, and ``conrec
+analyze`` measures coverage per horizon. If these rounded the window end differently (or treated
+a horizon past ``max_horizon_days`` differently) the same sample would get different labels in
+different places. Everything here is pure; it works on ints, numpy arrays and polars expressions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+DAY = 86_400  # seconds; timestamps are whole seconds
+
+
+def horizon_seconds(horizon_days: float) -> int:
+    """A horizon in whole seconds (rounded once, here, so that every window ends on the same second)."""
+    return int(round(horizon_days * DAY))
+
+
+def window_end(t: Any, horizon_days: float) -> Any:
+    """The exclusive end of ``[t, t + horizon_days)``; ``t`` may be an int, array or polars
+    expression (and the result is of the same kind)."""
+    return t + horizon_seconds(horizon_days)
+
+
+def future_set(later_negs: Sequence[str], later_neg_ts: Sequence[int], t: int, horizon_days: float) -> set[str]:
+    """Items disliked in ``[t, t + horizon_days)``: the future-negative set for any horizon up to
+    the data stage's ``max_horizon_days`` (the lists hold nothing beyond it)."""
+    end = window_end(t, horizon_days)
+    return {i for i, s in zip(later_negs, later_neg_ts) if s < end}
+
+
+def measurable_horizons(horizons: Iterable[float], max_horizon_days: float) -> tuple[list[float], list[float]]:
+    """``(kept, dropped)``, each sorted and distinct. The one policy for a horizon past
+    ``max_horizon_days``: it is dropped with a note (:func:`beyond_max_note`), because samples keep
+    no negatives that far ahead and its future sets would be silently cut short."""
+    wanted = sorted(set(horizons))
+    return [h for h in wanted if h <= max_horizon_days], [h for h in wanted if h > max_horizon_days]
+
+
+def beyond_max_note(dropped: Sequence[float], max_horizon_days: float) -> str:
+    """The note shown wherever :func:`measurable_horizons` dropped horizons."""
+    return (
+        f"Horizons {list(dropped)} exceed data.split.max_horizon_days={max_horizon_days:g} (labels stop there); "
+        "not measured. Raise it and rerun `conrec data` to measure them."
+    )

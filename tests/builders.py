@@ -1,0 +1,200 @@
+"""Builders of small hand-made tables and run directories shared by several test modules.
+
+Why a module and not ``conftest.py``: these are plain functions that tests call with arguments
+(often inside other helpers), and pytest advises against importing ``conftest.py``; shared
+*fixtures* live in ``conftest.py``. Test modules import from here, never from each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from conrec.config import PipelineConfig, load_config
+from conrec.data.config import SplitConfig
+from conrec.data.samples import DAY
+from conrec.data.schema import validate_events
+from conrec.data.splits import build_samples, time_cutoffs
+from conrec.io import atomic_path, read_parquet, write_json, write_parquet
+from conrec.llm.toy import toy_events, write_toy_run
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+
+
+def day_events(rows: list[tuple[str, str, float, int]]) -> pl.DataFrame:
+    """rows: (user, item, day, feedback); ts in whole seconds from day offsets."""
+    return validate_events(
+        pl.DataFrame(
+            {
+                "user_id": [r[0] for r in rows],
+                "item_id": [r[1] for r in rows],
+                "ts": [int(r[2] * DAY) for r in rows],
+                "feedback": [r[3] for r in rows],
+            }
+        )
+    )
+
+BASELINE_ITEMS = ["h1", "h2", "h3", "c1", "c2", "c3", "d1", "d2"]
+BASELINE_CATS = ["horror"] * 3 + ["comedy"] * 3 + ["drama"] * 2
+
+# Dislike popularity: d1 x4, then h1, c2, d2 x2 (ties break in catalogue order: h1, c2, d2).
+# h1 and c2 are always disliked together (u1, u2); d1 and d2 together (u3, u4).
+BASELINE_EVENTS = [
+    ("u1", "h1", 1, -1), ("u1", "c2", 2, -1),
+    ("u2", "h1", 1, -1), ("u2", "c2", 2, -1),
+    ("u3", "d1", 1, -1), ("u3", "d2", 2, -1),
+    ("u4", "d1", 1, -1), ("u4", "d2", 2, -1),
+    ("u5", "d1", 1, -1), ("u5", "h3", 2, 1),
+    ("u6", "d1", 1, -1),
+]  # fmt: skip
+
+
+def baseline_items() -> pl.DataFrame:
+    return pl.DataFrame({"item_id": BASELINE_ITEMS, "title": BASELINE_ITEMS, "text": [""] * 8, "category": BASELINE_CATS})
+
+
+def baseline_events() -> pl.DataFrame:
+    u, i, t, f = zip(*BASELINE_EVENTS)
+    return pl.DataFrame(
+        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
+        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
+    )
+
+
+def history_samples(histories: list[tuple[list[str], list[int]]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "sample_id": list(range(len(histories))),
+            "hist_items": [h for h, _ in histories],
+            "hist_feedback": [f for _, f in histories],
+        },
+        schema={"sample_id": pl.Int64, "hist_items": pl.List(pl.String), "hist_feedback": pl.List(pl.Int8)},
+    )
+
+# The serving tests' limits: small enough that every limit is reachable with the 12-item tables.
+SERVE_TEST_LIMITS: dict[str, object] = {"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3}
+SERVE_N_ITEMS = 12
+# Dislike counts make the popularity order i0 > i1 > i2 > i3 (others never disliked).
+SERVE_DISLIKES = {"i0": 4, "i1": 3, "i2": 2, "i3": 1}
+
+
+def serve_tables() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    ids = [f"i{j}" for j in range(SERVE_N_ITEMS)]
+    items = pl.DataFrame({"item_id": ids, "title": [f"Title {j}" for j in range(SERVE_N_ITEMS)]})
+    sid_map = pl.DataFrame({"item_id": ids, "codes": [[j, j] for j in range(SERVE_N_ITEMS)], "sid": [f"<a_{j}><b_{j}>" for j in range(SERVE_N_ITEMS)]})
+    rows: list[tuple[str, str, int, int]] = []
+    for item, n in SERVE_DISLIKES.items():
+        rows += [(f"d{u}", item, 100 + u, -1) for u in range(n)]
+    # u_hist: 5 events with shuffled timestamps; a known user whose history is cut to max_history.
+    rows += [("u_hist", "i5", 30, 1), ("u_hist", "i0", 10, -1), ("u_hist", "i6", 50, 1), ("u_hist", "i1", 20, -1), ("u_hist", "i7", 40, -1)]
+    events = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
+    return items, sid_map, events
+
+
+class RecordingPredictor:
+    """Popularity predictor that records each call and can be told to fail."""
+
+    def __init__(self, events: pl.DataFrame, item_ids: list[str]) -> None:
+        from conrec.serve.popular import PopularDislikePredictor
+
+        self.inner = PopularDislikePredictor(events, item_ids)
+        self.calls: list[tuple[list[tuple[list[str], list[int]]], int]] = []
+        self.fail_with: Exception | None = None
+
+    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
+        self.calls.append((histories, k))
+        if self.fail_with is not None:
+            raise self.fail_with
+        return self.inner.recommend(histories, k)
+
+def eval_run_dir(root: Path, with_stats: bool = True) -> tuple[RunDir, int]:
+    """30 users, 15 items in 3 categories, 20 days of random feedback; data written as the data stage would."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(30):
+        for t in sorted(rng.integers(0, 20 * DAY, size=14)):
+            rows.append((f"u{u}", f"i{int(rng.integers(15))}", int(t) + 1_700_000_000, int(rng.choice([-1, 1]))))
+    u, i, t, f = zip(*rows)
+    events = pl.DataFrame(
+        {"user_id": u, "item_id": i, "ts": t, "feedback": f},
+        schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8},
+    )
+    items = pl.DataFrame(
+        {"item_id": [f"i{j}" for j in range(15)], "title": [f"t{j}" for j in range(15)], "text": "", "category": [f"c{j % 3}" for j in range(15)]}
+    )
+    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10)
+    run = RunDir(root)
+    write_parquet(events, run.events)
+    write_parquet(items, run.items)
+    write_parquet(build_samples(events, scfg), run.samples)
+    cuts = time_cutoffs(events, scfg)
+    if with_stats:
+        write_json({"source": "hand-made", "users": 30, "valid_cutoff_ts": cuts.valid, "test_cutoff_ts": cuts.test}, run.data / "stats.json")
+    return run, cuts.test
+
+def tiny_word_tokenizer():
+    """A word-level tokenizer with a ~30-word vocabulary: keeps TRL's log-prob kernels cheap."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "<eos>", "<unk>", "Predict", "an", "item", "this", "user", "will", "dislike", ".", "Disliked",
+             "Liked", "(", "oldest", "first", ")", ":", "Answer", "items", "the", "disliked", "liked", "end", "of",
+             "history", "s"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def tiny_policy(sid_map: SidMap):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conrec.llm.vocab import add_sid_vocabulary
+
+    tok = tiny_word_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    vocab = add_sid_vocabulary(model, tok, sid_map)
+    return model, tok, vocab
+
+
+
+
+def grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
+    """Toy data + SID map + a tiny 'SFT' model dir (random weights: GRPO mechanics, not quality)."""
+    from conrec.llm.vocab import save_vocab_meta
+
+    run = write_toy_run(root, n_items=32, n_users=8, samples_per_user=3)
+    write_parquet(toy_events(read_parquet(run.samples)), run.events)
+    sid_map = SidMap.from_parquet(run.sid_map)
+    model, tok, _ = tiny_policy(sid_map)
+    with atomic_path(run.sft_model) as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        save_vocab_meta(tmp, sid_map)
+    run.mark_done("sft")
+    cfg = load_config(
+        None,
+        {
+            "run_dir": str(root),
+            "sft": {"prompt": {"max_neg_items": 5, "max_pos_items": 5}},
+            "grpo": {
+                "num_generations": 4,
+                "batch_size": 8,
+                "save_steps": 1,
+                "learning_rate": 1e-3,
+                "stages": [
+                    {"name": "neg", "steps": 1, "max_pos_items": 0, "positive_share": 0.0},
+                    {"name": "pos", "steps": 3, "max_pos_items": 3, "positive_share": 0.5},
+                ],
+            },
+        },
+    )
+    return cfg, run

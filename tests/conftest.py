@@ -1,0 +1,31 @@
+"""Fixtures shared by several test modules.
+
+Plain builders (functions called with arguments) live in ``builders.py`` so that tests can import
+them; fixtures live here so that pytest injects them. Test modules never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conrec.serve.app import create_app
+from conrec.serve.config import ServeConfig
+
+from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables
+
+
+@pytest.fixture()
+def serve_client() -> Callable[..., tuple[TestClient, RecordingPredictor]]:
+    """A factory: ``serve_client(**serve_overrides)`` -> (client, recording predictor) over the
+    hand-made serving tables, so each test sets only the limits it exercises."""
+
+    def make(**serve: object) -> tuple[TestClient, RecordingPredictor]:
+        items, sid_map, events = serve_tables()
+        pred = RecordingPredictor(events, sid_map["item_id"].to_list())
+        cfg = ServeConfig(**{**SERVE_TEST_LIMITS, **serve})
+        return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake")), pred
+
+    return make
