@@ -52,6 +52,9 @@ def test_train_sample_history_next_and_future_sets():
     assert first["future_negs"] == ["n1", "n2"]
     assert first["later_negs"] == ["n1", "n2", "n3"]
     assert first["later_neg_ts"] == [1 * DAY, 3 * DAY, 9 * DAY]
+    assert first["hist_ts"] == [0]
+    # positives after n1 inside its 7-day window: p2 (day 2); p1 (day 0) is history, not future
+    assert first["future_pos"] == ["p2"]
     # any horizon <= max_horizon is derivable from later_negs, and agrees with future_negs at N
     assert future_set(first["later_negs"], first["later_neg_ts"], first["ts"], 7) == set(first["future_negs"])
     assert future_set(first["later_negs"], first["later_neg_ts"], first["ts"], 2) == {"n1"}
@@ -217,3 +220,21 @@ def test_train_until_test_refits_on_the_valid_period_with_labels_cut_at_the_test
     # valid and test points are the same either way
     assert refit.filter(pl.col("split") != "train").equals(base.filter(pl.col("split") != "train").with_columns(
         sample_id=pl.col("sample_id") + 2))
+
+
+def test_future_positives_stop_at_the_window_and_the_label_cut():
+    rows = [
+        ("u", "n1", 1, -1),
+        ("u", "p1", 1, 1),  # same ts, later row: after n1 in the canonical order -> future
+        ("u", "p2", 7, 1),  # day 7 < 1 + 7 = 8: inside
+        ("u", "p3", 8, 1),  # day 8: outside [1, 8)
+        ("v", "n2", 1, -1),
+        ("v", "q1", 5, 1),  # after the valid cut-off (day 4): a train label must not see it
+    ]
+    s = _samples(rows, Cutoffs(valid=4 * DAY, test=200 * DAY), horizon_days=7, max_horizon_days=30, min_history=0)
+    by_user = {r["user_id"]: r for r in s.iter_rows(named=True) if r["split"] == "train"}
+    assert by_user["u"]["future_pos"] == ["p1"]  # p2 (day 7) is after u's train cut at day 4 too
+    assert by_user["v"]["future_pos"] == []
+    s2 = _samples(rows, Cutoffs(valid=100 * DAY, test=200 * DAY), horizon_days=7, max_horizon_days=30, min_history=0)
+    u = [r for r in s2.iter_rows(named=True) if r["user_id"] == "u"][0]
+    assert u["future_pos"] == ["p1", "p2"] and u["hist_ts"] == []

@@ -16,6 +16,7 @@ from conrec.config import load_config
 from conrec.io import read_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
+from conrec.llm.rewards import COMPONENTS
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.toy import toy_tables, write_toy_run
 from conrec.sid.sid_map import SidMap
@@ -162,10 +163,14 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     log = read_json(run.grpo / "reward_log.json")
     assert [(e["stage"], e["step"]) for e in log] == [("neg", 1), ("pos", 2), ("pos", 3), ("pos", 4)]
     for e in log:
-        assert set(e["components"]) == {"hit", "collab", "prefix", "liked", "next"}
+        assert set(e["components"]) == set(COMPONENTS)  # sim / pos_sim logged too when the run has item vectors
         assert 0.0 <= e["zero_adv_share"] <= 1.0 and e["invalid_rate"] == 0.0
         assert np.isfinite(e["reward"])
     assert result["stages"][1]["invalid_rate"] == 0.0 and result["stages"][1]["duplicate_items"] == 0
+    # the discernment accuracy on held-out users is measured after every stage (forgetting)
+    for st in result["stages"]:
+        d = st["discernment"]
+        assert d["n_questions"] > 0 and 0.0 <= d["accuracy"] <= 1.0 and d["chance"] == 0.25
     assert run.is_done("grpo")
 
     # the final model is a plain HF dir with the SID vocabulary of the run
@@ -229,3 +234,63 @@ def _crash_in_stage_1_at_step_2(real_on_log: Any) -> Any:
             raise RuntimeError("simulated crash")
 
     return crashing_on_log
+
+
+def test_grpo_similarity_reward_end_to_end(tmp_path: Path) -> None:
+    """The similarity reward runs through TRL: item vectors from sid/embeddings.npy (no quantizer.pt in
+    the toy run), Swing co-negatives, the future-positive column; its components reach the log."""
+    from rich.console import Console
+
+    import conrec.llm.grpo as grpo_mod
+
+    cfg, run = grpo_run_dir(tmp_path / "run")
+    n_items = len(SidMap.from_parquet(run.sid_map))
+    run.sid.mkdir(parents=True, exist_ok=True)
+    np.save(run.sid / "embeddings.npy", np.random.default_rng(0).normal(size=(n_items, 8)).astype(np.float32))
+    reward = cfg.grpo.reward.model_copy(update={"mode": "similarity", "gamma": 0.5, "co_negatives": 2})
+    stages = [GrpoStageConfig(name="only", steps=1)]
+    cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward, "stages": stages})})
+    result = grpo_mod.run(cfg, console=Console(quiet=True))
+    assert result["reward_mode"] == "similarity"
+    assert read_json(run.grpo / "plan.json")["item_vectors"] == "encoder"
+    log = read_json(run.grpo / "reward_log.json")
+    comps = log[0]["components"]
+    assert 0.0 < comps["sim"] <= 1.0 and comps["pos_sim"] <= 0.0
+    assert log[0]["reward"] == pytest.approx(comps["sim"] + 0.5 * comps["pos_sim"], abs=1e-5)
+
+
+# --------------------------------------------------------------------------- stage presets (issue 15)
+def test_paper_stage_preset_and_recency_limited_negatives() -> None:
+    from conrec.llm.config import stage_preset
+    from conrec.llm.grpo import stage_records
+    from conrec.llm.prompts import recent_negatives_only
+
+    # by hand: t = 10 days; negatives n1 (day 2), n2 (day 8), positive p (day 1); 3-day limit keeps n2 and p
+    day = 86_400
+    kept = recent_negatives_only(["p", "n1", "n2"], [1, -1, -1], [1 * day, 2 * day, 8 * day], 10 * day, 3)
+    assert kept == (["p", "n2"], [1, -1])
+    assert recent_negatives_only(["n1"], [-1], [0], day, None) == (["n1"], [-1])
+
+    paper = GrpoConfig(stages="paper").stages
+    assert [(s.name, s.neg_recent_days, s.max_pos_items, s.positive_share) for s in paper] == [
+        ("recent_neg", 3, 0, 0.0), ("all_neg", None, 0, 0.0), ("neg_pos", None, 30, 1.0)
+    ]  # fmt: skip
+    assert GrpoConfig(stages={"preset": "paper", "steps": 4}).stages[2].steps == 4
+    assert GrpoConfig().stages == stage_preset("positive_budget")  # today's default, unchanged
+    with pytest.raises(ValueError, match="unknown GRPO stage preset"):
+        GrpoConfig(stages="bogus")
+
+    # a recency-limited stage (1 day here: the toy history's negatives are 0.5, 1.5 and 3 days old) shows
+    # only the fresh negatives; the all-negatives stage shows every one
+    _, samples, sid_map = toy_tables(n_items=32, n_users=2, samples_per_user=3)
+    sid_of = sid_lookup(sid_map)
+    prompt_cfg = PromptConfig(max_neg_items=20, max_pos_items=20)
+    one_day = paper[0].model_copy(update={"neg_recent_days": 1})
+    recent, everything = (stage_records(samples, st, 1, sid_of, prompt_cfg)[-1]["prompt"] for st in (one_day, paper[1]))
+    row = samples.row(samples.height - 1, named=True)
+    negs = [(i, s) for i, f, s in zip(row["hist_items"], row["hist_feedback"], row["hist_ts"]) if f < 0]
+    fresh = [i for i, s in negs if s >= row["ts"] - 1 * day]
+    assert 0 < len(fresh) < len(negs)  # the toy history spans more than 3 days
+    neg_segment = lambda p: p.split(NEG_OPEN)[1].split(NEG_CLOSE)[0]  # noqa: E731
+    assert neg_segment(recent) == "".join(sid_of(i) for i in fresh)
+    assert neg_segment(everything) == "".join(sid_of(i) for i, _ in negs)

@@ -25,7 +25,7 @@ def tables():
 def test_task_counts_follow_weights_and_cap():
     w = {"next_negative": 1.0, "future_negative": 2.0, "sid_to_title": 0.5, "title_to_sid": 0.5, "sid_to_category": 0.0}
     c = task_counts(w, 100, None)
-    assert c == {"next_negative": 100, "future_negative": 200, "sid_to_title": 50, "title_to_sid": 50, "sid_to_category": 0}
+    assert c == {"next_negative": 100, "future_negative": 200, "sid_to_title": 50, "title_to_sid": 50, "sid_to_category": 0, "discernment": 0}
     capped = task_counts(w, 100, 80)
     assert sum(capped.values()) == 80
     assert capped["future_negative"] == 2 * capped["next_negative"] and capped["sid_to_category"] == 0
@@ -105,3 +105,86 @@ def test_future_negative_examples_walk_each_points_future_set(tables):
         assert len(set(got)) == min(w, len(allowed))  # distinct until the set is used up
         checked += 1
     assert checked > 20
+
+
+# --------------------------------------------------------------------------- discernment (issue 15)
+def test_discernment_question_by_hand():
+    import numpy as np
+
+    from conrec.llm.config import PromptConfig
+    from conrec.llm.discernment import QUESTION, heldout_users, question
+
+    sid_of = lambda i: f"<{i}>"  # noqa: E731
+    cfg = PromptConfig(max_neg_items=10, max_pos_items=10)
+    # dislikes n1, n2 (n2 twice: "repeatedly rejected"), likes p1..p4: the answer must be n2 and the
+    # distractors three of p1..p4; no option appears in the prompt's history segments
+    hist = ["n1", "p1", "n2", "p2", "p3", "n2", "p4"]
+    fb = [-1, 1, -1, 1, 1, -1, 1]
+    q = question(hist, fb, sid_of, cfg, np.random.default_rng(0))
+    assert q is not None and q["answer"] == "n2" and q["completion"] == "<n2>"
+    assert sorted(q["options"]) == sorted(["n2", *[o for o in q["options"] if o != "n2"]])
+    assert set(q["options"]) - {"n2"} <= {"p1", "p2", "p3", "p4"} and len(set(q["options"])) == 4
+    lines = q["prompt"].split("\n")
+    assert lines[0] == QUESTION and lines[-1] == "Answer:"
+    assert lines[-2] == "Options: " + " ".join(f"<{o}>" for o in q["options"])
+    history_text = "\n".join(lines[1:-2])
+    assert "<n1>" in history_text and not any(f"<{o}>" in history_text for o in q["options"])
+    # not enough liked items, or no dislike: no question
+    assert question(["n1", "p1", "p2"], [-1, 1, 1], sid_of, cfg, np.random.default_rng(0)) is None
+    assert question(["p1", "p2", "p3"], [1, 1, 1], sid_of, cfg, np.random.default_rng(0)) is None
+    # held-out users: a seeded share (10 users, 0.2 -> 2), stable for a seed
+    users = [f"u{k}" for k in range(10)]
+    assert len(heldout_users(users, 0.2, 0)) == 2 and heldout_users(users, 0.2, 0) == heldout_users(users[::-1], 0.2, 0)
+    assert heldout_users(users, 0.0, 0) == set()
+
+
+def test_discernment_examples_skip_heldout_users(tables):
+    from conrec.llm.discernment import heldout_users
+
+    items, samples, sid_map = tables
+    cfg = SftConfig(tasks=TaskMix(next_negative=0, future_negative=0, sid_to_title=0, title_to_sid=0, sid_to_category=0,
+                                  discernment=1.0), discernment_holdout=0.3)
+    ex = build_examples(samples, items, sid_map, cfg, seed=1, cfg_seed=5)
+    assert ex and all(e["task"] == "discernment" for e in ex)
+    train = samples.filter(pl.col("split") == "train")
+    held = heldout_users(train["user_id"].to_list(), 0.3, 5)
+    user_of = dict(zip(map(str, train["sample_id"].to_list()), train["user_id"].to_list()))
+    assert held and not {user_of[e["source"]] for e in ex} & held
+    assert all(e["completion"] in e["prompt"].split("\n")[-2] for e in ex)  # the answer is one of the options
+
+
+def test_discernment_accuracy_by_hand():
+    from types import SimpleNamespace
+
+    from conrec.llm.discernment import accuracy
+
+    qs = [{"prompt": "q1", "options": ["a", "b", "c", "d"], "answer": "b"},
+          {"prompt": "q2", "options": ["e", "f", "g", "h"], "answer": "e"},
+          {"prompt": "q3", "options": ["i", "j", "k", "l"], "answer": "l"}]  # fmt: skip
+    # log-probabilities: q1 argmax b (hit), q2 argmax f (miss), q3 argmax l (hit) -> 2/3
+    scores = {"q1": [-3.0, -1.0, -2.0, -5.0], "q2": [-2.0, -1.0, -3.0, -4.0], "q3": [-9.0, -8.0, -7.0, -0.5]}
+    predictor = SimpleNamespace(score_prompts=lambda prompts, options: [scores[p] for p in prompts])
+    assert accuracy(predictor, qs) == pytest.approx(2 / 3)
+    assert accuracy(predictor, []) is None
+
+
+def test_forgetting_summary_by_hand():
+    from conrec.llm.discernment import markdown, summary
+
+    sft = {"discernment": {"accuracy": 0.8, "n_questions": 50}}
+    grpo = {"stages": [{"stage": "a", "discernment": {"accuracy": 0.7}}, {"stage": "b", "discernment": {"accuracy": 0.6}}]}
+    s = summary(sft, grpo)
+    # forgetting = (0.8 - 0.6) / 0.8 = 0.25 for the final model; stage a: 0.1 / 0.8 = 0.125
+    assert s["grpo"] == 0.6 and s["forgetting"] == pytest.approx(0.25)
+    assert s["stages"][0]["forgetting"] == pytest.approx(0.125)
+    assert "| GRPO stage b | 0.600 | 25.0% |" in markdown(s)
+    assert summary(None, None) is None and summary({"discernment": None}, {"stages": []}) is None
+
+
+def test_discernment_weight_gives_repeated_draws_per_sample(tables):
+    items, samples, sid_map = tables
+    mix = TaskMix(next_negative=0, future_negative=0, sid_to_title=0, title_to_sid=0, sid_to_category=0, discernment=3.0)
+    ex = build_examples(samples, items, sid_map, SftConfig(tasks=mix, discernment_holdout=0.0), seed=1)
+    n_train = samples.filter(pl.col("split") == "train").height
+    # weight 3: three questions per train sample (every toy train sample can give one), with fresh draws
+    assert len(ex) == 3 * n_train and len({e["prompt"] for e in ex}) > n_train

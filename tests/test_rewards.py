@@ -161,7 +161,85 @@ def test_every_registered_component_has_a_weight_in_the_config_and_a_known_colum
 
     fields = set(RewardConfig.model_fields)
     assert all(c.weight_field in fields for c in REWARD_COMPONENTS.values())
-    assert {c.column for c in REWARD_COMPONENTS.values()} <= {"future_negs", "next_neg", "liked_items"}
-    assert [n for n, c in REWARD_COMPONENTS.items() if not c.credit] == ["liked"]  # the only penalty
-    assert component_weights(RewardConfig()) == {"hit": 1.0, "collab": 0.5, "prefix": 0.3, "liked": 0.5, "next": 0.0}
-    assert component_weights(RewardConfig(), "next_neg") == {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": 1.0}
+    assert {c.column for c in REWARD_COMPONENTS.values()} <= {"future_negs", "next_neg", "liked_items", "sim_targets", "future_pos"}
+    assert [n for n, c in REWARD_COMPONENTS.items() if not c.credit] == ["liked", "pos_sim"]  # the penalties
+    off = {"sim": 0.0, "pos_sim": 0.0}
+    assert component_weights(RewardConfig()) == {"hit": 1.0, "collab": 0.5, "prefix": 0.3, "liked": 0.5, "next": 0.0} | off
+    assert component_weights(RewardConfig(), "next_neg") == {"hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": 1.0} | off
+
+
+# --------------------------------------------------------------------------- similarity reward (CoNRec)
+def _item_sim(co_negatives: int):  # -> ItemSimilarity
+    import scipy.sparse as sp
+
+    from conrec.llm.rewards import ItemSimilarity
+    from conrec.swing import Swing
+
+    # unit vectors: a (1, 0), b (.6, .8), c (0, 1), d (-1, 0), e (.8, .6)
+    # cosines: ab .6, ac 0, ae .8, bc .8, be .96, ce .6; d is opposite a (-1) and negative to b, e -> clipped to 0
+    ids = ["a", "b", "c", "d", "e"]
+    vecs = np.array([[1, 0], [0.6, 0.8], [0, 1], [-1, 0], [0.8, 0.6]], dtype=np.float32)
+    sim = sp.csr_matrix(([1.0], ([0], [2])), shape=(5, 5))  # Swing: a's only co-negative is c
+    return ItemSimilarity(ids, vecs, Swing(ids, {k: i for i, k in enumerate(ids)}, sim), co_negatives)
+
+
+def test_similarity_reward_and_future_positive_penalty_by_hand() -> None:
+    from conrec.llm.rewards import future_positive_penalty, similarity_reward
+
+    items = ["b", "d", "e", "c", None]
+    future = [["a"], ["a"], [], ["a"], ["a"]]
+    pos = [["c"], [], ["b"], [], ["a"]]
+    # target = future set only: b -> cos(b, a) = .6; d -> max(0, -1) = 0; e -> empty set 0; c -> cos(c, a) = 0
+    assert similarity_reward(items, future, _item_sim(0)).tolist() == pytest.approx([0.6, 0, 0, 0, 0])
+    # + Swing co-negative c of a: target {a, c}: b -> max(.6, .8) = .8; c is in the target -> 1
+    assert similarity_reward(items, future, _item_sim(1)).tolist() == pytest.approx([0.8, 0, 0, 1.0, 0])
+    # penalty: b vs {c} -> -.8; e vs {b} -> -.96; empty sets and unknown (None) items 0
+    assert future_positive_penalty(items, pos, _item_sim(1)).tolist() == pytest.approx([-0.8, 0, -0.96, 0, 0])
+    comps = reward_components(items, future, ["a"] * 5, [[]] * 5, CODES, None, _item_sim(1), pos)
+    cfg = RewardConfig(mode="similarity", w_sim=1.0, gamma=0.5)
+    w = component_weights(cfg, "similarity")
+    assert {k for k, v in w.items() if v} == {"sim", "pos_sim"}
+    # total = sim - gamma * max cos to future positives: b .8 - .4 = .4; d 0; e -.48; c 1
+    assert combine(comps, w).tolist() == pytest.approx([0.4, 0.0, -0.48, 1.0, 0.0])
+    # next-negative target: the set is {next_neg} (+ its co-negatives)
+    nxt = reward_components(["b"], [["e"]], ["a"], [[]], CODES, None, _item_sim(0), [[]], sim_target="next")
+    assert nxt["sim"].tolist() == pytest.approx([0.6])
+
+
+def test_similarity_wrappers_log_components_and_mask_seen() -> None:
+    cfg = RewardConfig(mode="similarity", gamma=0.5)
+    with pytest.raises(ValueError, match="item vectors"):
+        make_reward_funcs(cfg, CODES, None)
+    funcs, weights = make_reward_funcs(cfg, CODES, None, item_sim=_item_sim(1))
+    assert dict(zip([f.__name__ for f in funcs], weights)) == {
+        "hit": 0.0, "collab": 0.0, "prefix": 0.0, "liked": 0.0, "next": 0.0, "sim": 1.0, "pos_sim": 0.5
+    }  # fmt: skip
+    kw = {"sim_targets": [["a"], ["a"]], "future_pos": [["c"], ["c"]], "seen_items": [[], ["b"]], "gen_item": ["b", "b"]}
+    by = {f.__name__: f(prompts=["p"] * 2, completions=["x"] * 2, **kw) for f in funcs}
+    # the second row's b is already in the history: no positive credit, the penalty stays
+    assert by["sim"] == pytest.approx([0.8, 0.0]) and by["pos_sim"] == pytest.approx([-0.8, -0.8])
+    # the component means TRL logs (rewards/sim/mean) are these lists' means; the target set is a column
+    # (grpo.stage_records fills it from reward.target: the future negatives, or [next_neg])
+    from conrec.llm.rewards import sim_targets
+
+    assert sim_targets([["c", "d"], []], ["a", None], "next") == [["a"], []]
+    assert sim_targets([["c", "d"], []], ["a", None], "future") == [["c", "d"], []]
+
+
+def test_item_vectors_reconstructed_from_codebooks_else_encoder(tmp_path) -> None:
+    import torch
+
+    from conrec.llm.item_vectors import item_vectors, reconstruct
+
+    # residual k-means: item (1, 0) decodes to book0[1] + book1[0] = (3, 0) + (0, 4) = (3, 4) -> unit (.6, .8);
+    # a third (disambiguation) level has no codebook and is ignored
+    books = [torch.tensor([[0.0, 0.0], [3.0, 0.0]]), torch.tensor([[0.0, 4.0], [1.0, 1.0]])]
+    codes = np.array([[1, 0, 5], [0, 1, 0]])
+    assert reconstruct({"kind": "rkmeans", "codebooks": books}, codes).tolist() == [[3, 4], [1, 1]]
+    torch.save({"quantizer": {"kind": "rkmeans", "codebooks": books}}, tmp_path / "quantizer.pt")
+    vecs, source = item_vectors(tmp_path, codes)
+    assert source == "reconstructed" and vecs[0].tolist() == pytest.approx([0.6, 0.8])
+    (tmp_path / "quantizer.pt").unlink()
+    np.save(tmp_path / "embeddings.npy", np.array([[0.0, 2.0], [0.0, 0.0]], dtype=np.float32))
+    vecs, source = item_vectors(tmp_path, codes)
+    assert source == "encoder" and vecs.tolist() == [[0.0, 1.0], [0.0, 0.0]]  # a zero vector stays zero

@@ -14,6 +14,22 @@
 ``prompts`` trains one SFT model per prompt variant (``neg_only``, ``segmented``, ``merged``) on the
 same tasks and budget.
 
+``paper`` reproduces the ladder of CoNRec's Table 2 (FHR@20 on Taobao), each row adding one
+component to the previous one (:func:`paper_ladder`):
+
+* ``sid_title``: SFT with the history tasks and SID <-> title translation only;
+* ``alignment``: + item alignment (SID -> category and the discernment task);
+* ``progressive``: + progressive GRPO with the paper's schedule (``grpo.stages: paper``; steps per
+  stage = the run's total GRPO steps / 3), rewarded by similarity to the *next* negative only;
+* ``future_reward``: the reward's target becomes the N-day future negatives + Swing co-negatives;
+* ``pos_penalty``: + the future-positive penalty (``gamma``).
+
+Every row is evaluated with the normal evaluation (bootstrap CIs over the same points, paired
+differences vs the previous row and vs the best baseline), with its training and evaluation time
+and the discernment accuracy (forgetting vs the SFT model it started from); the paper's Taobao
+numbers are quoted beside ours. Only the data, SID and (baseline-only) eval stages of the run itself
+are run first: the run's own SFT/GRPO models are not rows of this ladder.
+
 Every variant is evaluated exactly like ``conrec eval`` (same split, samples, K and horizons), and
 the table keeps the run's baselines beside them. Variant models live in
 ``run_dir/ablations/<what>/<variant>/``; a variant already trained with the same configuration is
@@ -36,10 +52,13 @@ from conrec.config import PipelineConfig
 from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.io import read_json, read_parquet, write_json, write_text
+from conrec.llm.config import GrpoConfig
 from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.runs import RunDir
 
-WHAT = ("grpo", "prompts")
+WHAT = ("grpo", "prompts", "paper")
+PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
+"""FHR@20 of each row of CoNRec's Table 2 (Taobao, Qwen3-14B), quoted beside ours for reference."""
 PROMPT_VARIANTS = ("neg_only", "segmented", "merged")
 
 
@@ -80,27 +99,193 @@ def _jsonable(x: Any) -> Any:
 
 def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float]:
     """Metrics of one LM on the eval split, computed exactly as the eval stage does."""
-    from conrec.eval.stage import all_metrics, dislike_counts, fit_events_for, select_samples
-    from conrec.llm.predict import Predictor
-    from conrec.sid.sid_map import SidMap
+    metrics, seconds, _ = _evaluate_points(cfg, model_dir, console)
+    return metrics, seconds
+
+
+def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
+    """What evaluating a model needs, chosen as the eval stage chooses it: the split's samples, the
+    items, the training dislike counts (LIF's long tail), K and the horizons."""
+    from conrec.eval.stage import dislike_counts, fit_events_for, select_samples
 
     rd = RunDir(cfg.run_dir)
     ecfg = cfg.eval
     samples_all = read_parquet(rd.samples, what="samples")
-    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
-    n_items = read_parquet(rd.items, what="items").height
-    # LIF's long-tail items: the same training dislikes the eval stage uses
     stats_path = rd.data / "stats.json"
     fit_events, _ = fit_events_for(
         read_parquet(rd.events, what="events"), cfg, read_json(stats_path) if stats_path.exists() else None,
         ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
     )
+    items = read_parquet(rd.items, what="items")
+    return {
+        "samples": select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed),
+        "items": items,
+        "catalogue": items["item_id"].cast(pl.String).to_list(),
+        "counts": dislike_counts(fit_events),
+        "ks": sorted(set(ecfg.ks)),
+        "horizons": measurable_horizons(ecfg.horizons, cfg.data.split.max_horizon_days)[0],  # the eval stage's policy
+    }
+
+
+def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bool]]:
+    """(name, what it adds, the row's config, trains GRPO) for each row of the paper's Table 2 ladder.
+
+    Weights the run leaves at 0 get the defaults (SID -> category 0.2, discernment 1.0, 5 co-negatives,
+    gamma 0.5), so every row really adds its component.
+    """
+    tasks = cfg.sft.tasks
+    t_title = tasks.model_copy(update={"sid_to_category": 0.0, "discernment": 0.0,
+                                       "sid_to_title": tasks.sid_to_title or 0.3, "title_to_sid": tasks.title_to_sid or 0.3})
+    t_align = t_title.model_copy(update={"sid_to_category": tasks.sid_to_category or 0.2, "discernment": tasks.discernment or 1.0})
+    steps = max(1, round(sum(st.steps for st in cfg.grpo.stages) / 3))
+    reward = cfg.grpo.reward
+    r_next = reward.model_copy(update={"mode": "similarity", "target": "next", "co_negatives": 0, "gamma": 0.0})
+    r_future = r_next.model_copy(update={"target": "future", "co_negatives": reward.co_negatives or 5})
+    r_pos = r_future.model_copy(update={"gamma": reward.gamma or 0.5})
+
+    def variant(task_mix: Any, rew: Any) -> PipelineConfig:
+        grpo = cfg.grpo.model_copy(update={"stages": GrpoConfig(stages={"preset": "paper", "steps": steps,
+                                                                         "max_pos_items": cfg.sft.prompt.max_pos_items}).stages,
+                                           "reward": rew})
+        return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"tasks": task_mix}), "grpo": grpo})
+
+    return [
+        ("sid_title", "SFT, SID <-> title translation only", variant(t_title, reward), False),
+        ("alignment", "+ item alignment (SID -> category, discernment)", variant(t_align, reward), False),
+        ("progressive", "+ progressive GRPO (paper schedule), next-negative similarity reward", variant(t_align, r_next), True),
+        ("future_reward", "+ future-negative reward (N-day set + Swing co-negatives)", variant(t_align, r_future), True),
+        ("pos_penalty", "+ future-positive penalty", variant(t_align, r_pos), True),
+    ]
+
+
+def _baseline_points(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-point metric values of the run's baselines, recomputed from ``eval/predictions`` (for the CIs)."""
+    from conrec.eval.stage import all_metrics_with_points
+
+    rd = RunDir(cfg.run_dir)
+    e = _eval_inputs(cfg)
+    out = {}
+    for name in names:
+        path = rd.predictions / f"{name}.parquet"
+        if path.exists():
+            preds = read_parquet(path)
+            out[name] = all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, [], e["counts"], e["catalogue"])[1]
+    return out
+
+
+def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
+    """``--what paper`` (module docstring): the Table 2 ladder, one trained and evaluated run per row."""
+    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+    from conrec.eval.compare import add_intervals
+    from conrec.eval.report import markdown_table, render_table
+    from conrec.llm.discernment import forgetting
+    from conrec.llm.grpo import run as grpo_run
+    from conrec.llm.sft import run as sft_run
+
+    base = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
+    run_pipeline(base, stages=("data", "sid", "eval"), console=console)
+    rd = RunDir(cfg.run_dir)
+    root = rd.root / "ablations" / "paper"
+    baseline_metrics = read_json(rd.eval / "metrics.json", what="eval metrics")
+    baselines = [b for b in cfg.eval.baselines if b in baseline_metrics]
+    metrics: dict[str, dict[str, Any]] = {b: {k: v for k, v in baseline_metrics[b].items() if not k.endswith(("_ci", "_diff", "_vs"))}
+                                          for b in baselines}
+    points: dict[str, dict[str, Any]] = _baseline_points(cfg, baselines)
+    rows: list[dict[str, Any]] = []
+    sft_model: Path | None = None
+    sft_acc: float | None = None
+    for name, label, vcfg, with_grpo in paper_ladder(cfg):
+        console.rule(f"[bold]ablation paper: {name}")
+        row_started = time.perf_counter()
+        if not with_grpo:
+            model_dir, info = _trained(root / name, vcfg, name, lambda out, c=vcfg: sft_run(c, console=console, out_dir=out))
+            sft_model = model_dir
+            acc = ((info.get("stats") or {}).get("discernment") or {}).get("accuracy")
+            sft_acc = acc
+        else:
+            assert sft_model is not None
+            start = sft_model
+            model_dir, info = _trained(root / name, vcfg, name, lambda out, c=vcfg, s=start: grpo_run(
+                c, console=console, out_dir=out, sft_dir=s))
+            stages = (info.get("stats") or {}).get("stages") or []
+            acc = ((stages[-1].get("discernment") or {}) if stages else {}).get("accuracy")
+        metrics[name], eval_s, points[name] = _evaluate_points(vcfg, model_dir, console)
+        if acc is not None:
+            metrics[name]["discern_acc"] = acc
+        rows.append({"variant": name, "what": label, "train_seconds": info.get("train_seconds"), "eval_seconds": eval_s,
+                     "row_seconds": round(time.perf_counter() - row_started, 1), "discern_acc": acc,
+                     "forgetting": forgetting(sft_acc, acc) if with_grpo else None,
+                     "paper_FHR@20": PAPER_FHR20[name]})
+
+    ecfg = cfg.eval
     ks = sorted(set(ecfg.ks))
-    horizons, _ = measurable_horizons(ecfg.horizons, cfg.data.split.max_horizon_days)  # the eval stage's policy
+    k = max(ks)
+    key = f"FHR@{k}"
+    b = ecfg.bootstrap
+    add_intervals(metrics, points, baselines, [f"{m}@{kk}" for kk in ks for m in b.metrics], b.resamples, b.level, b.seed)
+    n_points = len(next(iter(points[rows[0]["variant"]].values())))
+    idx = resample_indices(n_points, b.resamples, b.seed)
+    for prev, row in zip(rows, rows[1:]):
+        a, p_ = points[row["variant"]][key], points[prev["variant"]][key]
+        row["diff_prev"] = float(a.mean() - p_.mean())
+        row["diff_prev_ci"] = list(paired_diff_ci(a, p_, idx, b.level))
+    seconds = round(time.perf_counter() - started, 1)
+
+    def cell(v: Any, fmt: str = "{:.3f}") -> str:
+        return "–" if v is None else fmt.format(v)
+
+    def ci(row: dict[str, Any], name: str) -> str:
+        m = metrics[row["variant"]]
+        lo, hi = m.get(f"{name}_ci", [None, None])
+        return f"{m[name]:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m[name]:.3f}"
+
+    lines = [
+        "# Ablation: the CoNRec paper's Table 2 ladder", "",
+        f"Run `{rd.root}`, seed {cfg.seed}, split `{ecfg.split}` ({n_points} points), future window N = "
+        f"{cfg.data.split.horizon_days:g} days; {b.level:.0%} bootstrap CIs over the points ({b.resamples} resamples). "
+        "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
+        "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
+        f"| row | adds | {key} [95% CI] | Δ prev [95% CI] | Δ vs best baseline [95% CI] | HR@{k} | LUF@{k} | discern acc | forgetting | "
+        f"paper {key} | train s | row s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        m = metrics[r["variant"]]
+        dprev = ("–" if "diff_prev" not in r else
+                 f"{r['diff_prev']:+.3f} [{r['diff_prev_ci'][0]:+.3f}, {r['diff_prev_ci'][1]:+.3f}]")
+        dbest = ("–" if f"{key}_diff" not in m else
+                 f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
+        lines.append(
+            f"| {r['variant']} | {r['what']} | {ci(r, key)} | {dprev} | {dbest} | {cell(m.get(f'HR@{k}'))} | "
+            f"{cell(m.get(f'LUF@{k}'))} | {cell(r['discern_acc'])} | {cell(r['forgetting'], '{:.1%}')} | "
+            f"{r['paper_FHR@20']:.4f} | {cell(r['train_seconds'], '{:g}')} | {r['row_seconds']:g} |")
+    best = max(baselines, key=lambda n: metrics[n].get(key, -1.0)) if baselines else None
+    if best is not None:
+        lines.append(f"| ({best}: best baseline) | | {ci({'variant': best}, key)} | | | {cell(metrics[best].get(f'HR@{k}'))} | "
+                     f"{cell(metrics[best].get(f'LUF@{k}'))} | | | | | |")
+    lines += ["", "All models:", "", markdown_table(metrics, ks), "",
+              f"Total {seconds:g} s (data/SID/baselines included). train s = the row's own training (GRPO rows start from "
+              "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
+    write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
+    write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
+    console.print(render_table(metrics, ks))
+    console.print(f"ablation table: {rd.root / 'ablations' / 'paper.md'}")
+    return metrics
+
+
+def _evaluate_points(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float, dict[str, Any]]:
+    """(metrics, seconds, per-point values) of one LM on the eval split, computed as the eval stage does."""
+    from conrec.eval.stage import all_metrics_with_points
+    from conrec.llm.predict import Predictor
+    from conrec.sid.sid_map import SidMap
+
+    rd = RunDir(cfg.run_dir)
+    e = _eval_inputs(cfg)
     started = time.perf_counter()
     predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
-    preds = predictor.predict_samples(samples, max(ks), console=console)
-    return all_metrics(preds, samples, ks, n_items, horizons, dislike_counts(fit_events)), round(time.perf_counter() - started, 1)
+    preds = predictor.predict_samples(e["samples"], max(e["ks"]), console=console)
+    m, pts = all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, e["horizons"], e["counts"], e["catalogue"])
+    return m, round(time.perf_counter() - started, 1), pts
 
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
@@ -111,6 +296,8 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
     console = console or Console()
     started = time.perf_counter()
+    if what == "paper":
+        return _run_paper(cfg, console, started)
     # the run itself first (skipped where current): baselines, SFT and progressive GRPO are rows too
     run_pipeline(cfg, console=console)
     rd = RunDir(cfg.run_dir)

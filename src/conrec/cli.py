@@ -207,7 +207,11 @@ def show_config(
 def ablate(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = RunDirOpt,
-    what: str = typer.Option("grpo", help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants"),
+    what: str = typer.Option(
+        "grpo",
+        help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants; "
+        "paper: the CoNRec paper's Table 2 ladder (SID-title, + alignment, + progressive GRPO, + future reward, + positive penalty)",
+    ),
 ) -> None:
     """Reproduce an ablation table with one command."""
     from conrec.ablation import run as run_ablation

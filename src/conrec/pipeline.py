@@ -85,9 +85,12 @@ def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
 
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
     """Upstream stages ``stage`` reads: its declared inputs, and each optional input the run has
-    (eval reads an LM stage only if it exists; then it must be current like any other input)."""
+    (eval reads an LM stage only if it exists and ``eval.models`` names it; then it must be current
+    like any other input. ``conrec ablate --what paper`` evaluates baselines alone beside the GRPO
+    work dirs of its variants)."""
     spec = STAGE_REGISTRY[stage]
-    ups = set(spec.inputs) | {u for u in spec.optional_inputs if run.stage_dir(u).exists()}
+    optional = {u for u in spec.optional_inputs if run.stage_dir(u).exists() and (stage != "eval" or u in cfg.eval.models)}
+    ups = set(spec.inputs) | optional
     return [s for s in STAGES if s in ups]
 
 

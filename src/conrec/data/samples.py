@@ -11,10 +11,13 @@ split          String       "train" | "valid" | "test"
 ts             Int64        evaluation time t (the next negative's timestamp)
 hist_items     List[String] events strictly before t, oldest first (at most max_history)
 hist_feedback  List[Int8]   feedback of hist_items (-1 / +1), aligned
+hist_ts        List[Int64]  timestamps of hist_items, aligned (recency-limited prompts)
 next_neg       String       the next disliked item (the conventional target)
 future_negs    List[String] items disliked in [t, t + N days), N = horizon_days; includes next_neg
 later_negs     List[String] items disliked in [t, t + max_horizon_days), oldest first
 later_neg_ts   List[Int64]  their timestamps (so any horizon <= max_horizon_days is derivable)
+future_pos     List[String] items given positive feedback in (t, t + N days), cut like future_negs:
+                            the future-positive penalty of the similarity reward
 ============== ============ ===============================================================
 
 Train samples use only train-period events (their future sets stop at the valid cut-off), so no
@@ -39,9 +42,11 @@ SAMPLE_COLUMNS = (
     "ts",
     "hist_items",
     "hist_feedback",
+    "hist_ts",
     "next_neg",
     "future_negs",
     "later_negs",
     "later_neg_ts",
+    "future_pos",
 )
 

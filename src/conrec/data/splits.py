@@ -65,10 +65,12 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(),
     "hist_items": pl.List(pl.String()),
     "hist_feedback": pl.List(pl.Int8()),
+    "hist_ts": pl.List(pl.Int64()),
     "next_neg": pl.String(),
     "future_negs": pl.List(pl.String()),
     "later_negs": pl.List(pl.String()),
     "later_neg_ts": pl.List(pl.Int64()),
+    "future_pos": pl.List(pl.String()),
 }
 assert tuple(SAMPLE_SCHEMA) == SAMPLE_COLUMNS
 
@@ -239,6 +241,7 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     hist_start = gidx - np.minimum(pos, cfg.max_history)
     hist_items = _ranges_to_lists(ev["item_id"], hist_start, gidx)
     hist_fb = _ranges_to_lists(ev["feedback"], hist_start, gidx)
+    hist_ts = _ranges_to_lists(ev["ts"], hist_start, gidx)
 
     # Negatives are sorted by (user code, ts): one composite key makes every window end a searchsorted.
     n_ts = neg["ts"].to_numpy()
@@ -261,6 +264,7 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     later = _ranges_to_lists(neg["item_id"], start, later_end)
     later_ts = _ranges_to_lists(neg["ts"], start, later_end)
     future = _ranges_to_lists(neg["item_id"], start, future_end)
+    future_pos = _future_positives(ev, ucode, gidx, t, cut, cfg.horizon_days)
 
     order = {s: i for i, s in enumerate(SPLITS)}
     out = (
@@ -275,13 +279,37 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
                 "future_negs": future,
                 "later_negs": later,
                 "later_neg_ts": later_ts,
+                "hist_ts": hist_ts,
+                "future_pos": future_pos,
             }
         )
-        .with_columns(pl.col("future_negs").list.unique(maintain_order=True))
+        .with_columns(pl.col("future_negs").list.unique(maintain_order=True), pl.col("future_pos").list.unique(maintain_order=True))
         .sort([pl.col("split").replace_strict(order, return_dtype=pl.Int8), "user_id", "ts"], maintain_order=True)
         .with_row_index("sample_id")
     )
     return out.cast(SAMPLE_SCHEMA).select(SAMPLE_COLUMNS)  # type: ignore[arg-type]
+
+
+def _future_positives(
+    ev: pl.DataFrame, ucode: np.ndarray, gidx: np.ndarray, t: np.ndarray, cut: np.ndarray, days: float
+) -> pl.Series:
+    """Each point's positives after its negative event (in the canonical order) and before
+    ``min(t + days, label_cut)``: the user's future positives, cut like the future negatives so no
+    valid/test event reaches a train sample's reward."""
+    pos = ev.filter(pl.col("feedback") > 0)
+    p_gidx = pos["gidx"].to_numpy()
+    p_u = pos["ucode"].to_numpy()
+    p_ts = pos["ts"].to_numpy()
+    start = np.searchsorted(p_gidx, gidx, side="right")  # gidx order = (user, ts, row) order
+    if p_ts.size == 0:
+        return _ranges_to_lists(pos["item_id"], start, start)
+    t0 = int(min(p_ts.min(), t.min()))
+    span = int(max(p_ts.max(), t.max())) - t0 + 2
+    key = p_u * span + (p_ts - t0)
+    limit = np.minimum(t + int(round(days * DAY)), cut)
+    rel = np.clip(limit - t0, 0, span - 1)
+    end = np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start)
+    return _ranges_to_lists(pos["item_id"], start, end)
 
 
 def build_samples(events: pl.DataFrame, split_cfg: SplitConfig) -> pl.DataFrame:

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from conrec.swing import SwingConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,6 +98,17 @@ class ItemKnnConfig(_Tunable):
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"recency_decay": [0.7, 0.9, 1.0], "top_neighbours": [30, 200]})
 
 
+class SwingBaselineConfig(SwingConfig, _Tunable):
+    """Swing co-dislike neighbours of the user's dislikes (:mod:`conrec.swing`; the reward's collaborative signal too).
+
+    A sample's score for item ``c`` is ``sum_j decay**j * swing(d_j, c)`` over its dislikes ``d_0, d_1, ...``
+    (most recent first), as item-kNN does with cosine: the two differ only in the similarity.
+    """
+
+    recency_decay: float = Field(0.9, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j")
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"alpha": [1.0, 10.0], "recency_decay": [0.7, 0.9, 1.0]})
+
+
 class CategoryConfig(_Tunable):
     """"Dislike the same category again": rank categories by the user's recent dislikes."""
 
@@ -138,7 +151,7 @@ class SlateConfig(_Strict):
     n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples for the 95% CIs")
 
 
-BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure")
+BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure", "swing")
 
 
 class EvalConfig(_Strict):
@@ -168,6 +181,7 @@ class EvalConfig(_Strict):
     itemknn: ItemKnnConfig = Field(default_factory=ItemKnnConfig)
     category: CategoryConfig = Field(default_factory=CategoryConfig)
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
+    swing: SwingBaselineConfig = Field(default_factory=SwingBaselineConfig)
     slates: SlateConfig = Field(default_factory=SlateConfig)
 
     @field_validator("baselines")

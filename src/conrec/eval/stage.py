@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,6 +166,28 @@ def lm_predictions(cfg: PipelineConfig, name: str, samples: pl.DataFrame, k: int
     return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
 
 
+def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Discernment accuracy (SFT, each GRPO stage) and forgetting into the LM rows of ``metrics``:
+    ``discern_acc``, ``discern_forgetting`` and ``discern_acc|stage=<name>``."""
+    from conrec.llm.discernment import summary
+
+    def stats(path: Path) -> dict[str, Any] | None:
+        return read_json(path, what="stage stats") if path.exists() else None
+
+    s = summary(stats(rd.sft / "stats.json"), stats(rd.grpo / "stats.json"))
+    if s is None:
+        return None
+    if "sft" in metrics and s["sft"] is not None:
+        metrics["sft"]["discern_acc"] = s["sft"]
+    if "grpo" in metrics and s["grpo"] is not None:
+        metrics["grpo"]["discern_acc"] = s["grpo"]
+        if s["forgetting"] is not None:
+            metrics["grpo"]["discern_forgetting"] = s["forgetting"]
+        for st in s["stages"]:
+            metrics["grpo"][f"discern_acc|stage={st['stage']}"] = st["accuracy"]
+    return s
+
+
 def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
     on split ``eval.split``.
@@ -253,6 +276,7 @@ def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictio
     bcfg_ci = ecfg.bootstrap
     headline = [f"{m}@{k}" for k in ks for m in bcfg_ci.metrics]
     add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed)
+    discern = _discernment(rd, metrics)
     write_json(metrics, rd.eval / "metrics.json")
     if tuning:
         write_json({n: t.as_dict() for n, t in tuning.items()}, rd.eval / "tuning.json")
@@ -278,6 +302,10 @@ def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictio
         }
     )
     extra = [slate_report.markdown()] if slate_report is not None else []
+    if discern is not None:
+        from conrec.llm.discernment import markdown as discernment_markdown
+
+        extra.append(discernment_markdown(discern))
     if tuning:
         extra.append(tuning_section({n: t.as_dict() for n, t in tuning.items()}))
     if notes:

@@ -12,7 +12,7 @@ valid/test label leaks into the training reward.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,23 +114,36 @@ class CoDislike:
 
         ``None`` items (e.g. an unparseable completion) and unknown ids score 0.
         """
-        if len(items) != len(item_sets):
-            raise ValueError(f"{len(items)} items but {len(item_sets)} item sets")
-        idx = self.item_index
-        a = np.array([idx.get(i, -1) if i is not None else -1 for i in items], dtype=np.int64)
-        lengths = np.array([len(s) for s in item_sets], dtype=np.int64)
-        members = np.array([idx.get(m, -1) for s in item_sets for m in s], dtype=np.int64)
-        out = np.zeros(len(items), dtype=np.float32)
-        if members.size == 0:
-            return out
-        rows = np.repeat(a, lengths)
-        ok = (rows >= 0) & (members >= 0)
-        vals = np.zeros(members.size, dtype=np.float32)
-        if ok.any():
-            vals[ok] = np.asarray(self.sim[rows[ok], members[ok]]).reshape(-1)
-        owner = np.repeat(np.arange(len(items)), lengths)
-        np.maximum.at(out, owner, vals)
+        return max_over_sets(items, item_sets, self.item_index, lambda a, b: np.asarray(self.sim[a, b]).reshape(-1))
+
+
+def max_over_sets(
+    items: Sequence[str | None],
+    item_sets: Sequence[Sequence[str]],
+    index: dict[str, int],
+    pair_values: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """Per row, the max of ``pair_values(item, member)`` over the members of its set (0 for an empty
+    set, a ``None`` item or unknown ids; negative values count as 0).
+
+    Vectorised: one call of ``pair_values`` on the index arrays of every known (item, member) pair,
+    then a per-row maximum; shared by the co-dislike and the embedding-cosine rewards.
+    """
+    if len(items) != len(item_sets):
+        raise ValueError(f"{len(items)} items but {len(item_sets)} item sets")
+    a = np.array([index.get(i, -1) if i is not None else -1 for i in items], dtype=np.int64)
+    lengths = np.array([len(s) for s in item_sets], dtype=np.int64)
+    members = np.array([index.get(m, -1) for s in item_sets for m in s], dtype=np.int64)
+    out = np.zeros(len(items), dtype=np.float32)
+    if members.size == 0:
         return out
+    rows = np.repeat(a, lengths)
+    ok = (rows >= 0) & (members >= 0)
+    vals = np.zeros(members.size, dtype=np.float32)
+    if ok.any():
+        vals[ok] = pair_values(rows[ok], members[ok])
+    np.maximum.at(out, np.repeat(np.arange(len(items)), lengths), np.maximum(vals, 0.0))
+    return out
 
 
 def _top_n_per_row(

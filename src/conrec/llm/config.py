@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from conrec.swing import SwingConfig
 
 
 class _Strict(BaseModel):
@@ -49,6 +51,9 @@ class TaskMix(_Strict):
     sid_to_title: float = Field(0.3, ge=0)
     title_to_sid: float = Field(0.3, ge=0)
     sid_to_category: float = Field(0.2, ge=0)
+    discernment: float = Field(
+        0.0, ge=0, description="four-choice 'which did this user reject' questions (conrec.llm.discernment), per train sample"
+    )
 
 
 class LoraConfig(_Strict):
@@ -86,6 +91,12 @@ class SftConfig(_Strict):
     tasks: TaskMix = Field(default_factory=TaskMix)
     train: TrainConfig = Field(default_factory=TrainConfig)
     max_samples: int | None = Field(None, ge=1, description="cap on SFT examples (quick runs)")
+    discernment_holdout: float = Field(
+        0.2, ge=0, lt=1, description="share of users never used for discernment training; their questions measure its accuracy"
+    )
+    discernment_eval: int = Field(
+        200, ge=0, description="held-out discernment questions scored after SFT and after each GRPO stage (0 = not measured)"
+    )
 
 
 class DecodeConfig(_Strict):
@@ -107,6 +118,22 @@ class RewardConfig(_Strict):
     w_liked: float = Field(0.5, description="penalty: item the user liked")
     w_next: float = Field(0.0, description="exact next-negative hit (the conventional objective)")
     collab_top_n: int = Field(50, ge=1)
+    mode: Literal["future_collab", "similarity"] = Field(
+        "future_collab",
+        description="future_collab = the weighted hit/collab/prefix/liked/next reward above; similarity = CoNRec's reward: "
+        "w_sim x max cosine to the target set - gamma x max cosine to the user's future positives",
+    )
+    w_sim: float = Field(1.0, description="similarity mode: weight of the max cosine similarity to the target set")
+    gamma: float = Field(
+        0.5, ge=0, description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window"
+    )
+    target: Literal["future", "next"] = Field(
+        "future", description="similarity mode: target = the N-day future negatives (+ Swing co-negatives) or the next negative alone"
+    )
+    co_negatives: int = Field(
+        5, ge=0, description="similarity mode: top Swing co-negatives of each target item added to the target set (0 = none)"
+    )
+    swing: SwingConfig = Field(default_factory=SwingConfig, description="Swing similarity (training dislikes) for the co-negatives")
 
 
 class GrpoStageConfig(_Strict):
@@ -114,15 +141,44 @@ class GrpoStageConfig(_Strict):
     steps: int = Field(..., ge=1)
     max_pos_items: int = Field(0, ge=0, description="positive budget in this stage")
     positive_share: float = Field(0.0, ge=0, le=1, description="share of prompts that include positives")
+    neg_recent_days: float | None = Field(
+        None, gt=0, description="only the negatives of the last N days before the point in the prompt (None = all)"
+    )
+
+
+STAGE_PRESETS = ("positive_budget", "paper")
+
+
+def stage_preset(name: str, steps: int = 20, max_pos_items: int = 30) -> list[GrpoStageConfig]:
+    """A named GRPO schedule, ``steps`` optimiser steps per stage.
+
+    * ``positive_budget`` (conrec's default): negatives only, then half of the prompts with up to 10
+      positives, then every prompt with ``max_pos_items`` positives: the positive budget grows.
+    * ``paper`` (CoNRec's published schedule): the last 3 days of negatives only, then all negatives,
+      then negatives and positives. Why: the model first learns from the freshest (least
+      exposure-suppressed) dislikes, then from the whole negative history, and meets the dominant
+      positive context last, so positives cannot drown the negative signal early.
+    """
+    if name == "positive_budget":
+        return [
+            GrpoStageConfig(name="neg_only", steps=steps, max_pos_items=0, positive_share=0.0),
+            GrpoStageConfig(name="some_pos", steps=steps, max_pos_items=min(10, max_pos_items), positive_share=0.5),
+            GrpoStageConfig(name="full", steps=steps, max_pos_items=max_pos_items, positive_share=1.0),
+        ]
+    if name == "paper":
+        return [
+            GrpoStageConfig(name="recent_neg", steps=steps, max_pos_items=0, positive_share=0.0, neg_recent_days=3),
+            GrpoStageConfig(name="all_neg", steps=steps, max_pos_items=0, positive_share=0.0),
+            GrpoStageConfig(name="neg_pos", steps=steps, max_pos_items=max_pos_items, positive_share=1.0),
+        ]
+    raise ValueError(f"unknown GRPO stage preset {name!r}; choose one of {', '.join(STAGE_PRESETS)}")
 
 
 class GrpoConfig(_Strict):
     stages: list[GrpoStageConfig] = Field(
-        default_factory=lambda: [
-            GrpoStageConfig(name="neg_only", steps=20, max_pos_items=0, positive_share=0.0),
-            GrpoStageConfig(name="some_pos", steps=20, max_pos_items=10, positive_share=0.5),
-            GrpoStageConfig(name="full", steps=20, max_pos_items=30, positive_share=1.0),
-        ]
+        default_factory=lambda: stage_preset("positive_budget"),
+        description="the progressive schedule: a list of stages, or a preset by name (`paper`, `positive_budget`) "
+        "or as {preset: paper, steps: 10, max_pos_items: 30}; a preset is expanded to its list when loaded",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)
     num_generations: int = Field(8, ge=2)
@@ -136,6 +192,18 @@ class GrpoConfig(_Strict):
     )
     temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _expand_preset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return stage_preset(value)
+        if isinstance(value, dict) and "preset" in value:
+            extra = sorted(set(value) - {"preset", "steps", "max_pos_items"})
+            if extra:
+                raise ValueError(f"a stage preset takes preset, steps, max_pos_items; got also {extra}")
+            return stage_preset(value["preset"], **{k: v for k, v in value.items() if k != "preset"})
+        return value
 
     @model_validator(mode="after")
     def _stages_named_uniquely(self) -> GrpoConfig:

@@ -64,8 +64,8 @@ from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
-from conrec.llm.prompts import build_prompt
-from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs
+from conrec.llm.prompts import build_prompt, recent_negatives_only
+from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs, sim_targets
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -105,27 +105,38 @@ def stage_records(
     stage_seed: int,
     sid_of: Callable[[str], str],
     prompt_cfg: PromptConfig,
+    sim_target: str = "future",
 ) -> list[dict[str, Any]]:
     """One GRPO example per sample: the stage's prompt plus the reward targets as columns.
 
     Targets travel with the prompt (TRL passes extra columns to the reward functions): the
-    N-day future-negative set, the next negative, and every item the user liked before ``t``
-    (the liked-item penalty uses the whole history, not just the part shown in the prompt).
+    N-day future-negative set, the next negative, every item the user liked before ``t``
+    (the liked-item penalty uses the whole history, not just the part shown in the prompt) and the
+    positives of the same future window (``future_pos``: the similarity reward's penalty; empty
+    when the samples table predates that column) and the similarity reward's target set
+    (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``).
     """
     mask = positive_mask(samples.height, stage.positive_share, stage_seed)
     out: list[dict[str, Any]] = []
-    rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").iter_rows()
-    for with_pos, (sample_id, hist, fb, next_neg, future) in zip(mask.tolist(), rows):
+    future_pos = samples["future_pos"].to_list() if "future_pos" in samples.columns else [None] * samples.height
+    if stage.neg_recent_days is not None and "hist_ts" not in samples.columns:
+        raise StageInputError(f"GRPO stage {stage.name!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
+    hist_ts = samples["hist_ts"].to_list() if stage.neg_recent_days is not None else [None] * samples.height
+    rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs", "ts").iter_rows()
+    for with_pos, fpos, hts, (sample_id, hist, fb, next_neg, future, t) in zip(mask.tolist(), future_pos, hist_ts, rows):
         budget = stage.max_pos_items if with_pos else 0
+        shown, shown_fb = (hist, fb) if hts is None else recent_negatives_only(hist, fb, hts, t, stage.neg_recent_days)
         out.append(
             {
-                "prompt": build_prompt(hist, fb, sid_of, prompt_cfg, max_pos_items=budget),
+                "prompt": build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget),
                 "sample_id": int(sample_id),
                 "pos_budget": int(budget),
                 "future_negs": list(future or []),
                 "next_neg": next_neg,
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
                 "seen_items": sorted(set(hist)),
+                "future_pos": list(fpos or []),
+                "sim_targets": sim_targets([future], [next_neg], sim_target)[0],  # type: ignore[arg-type]
             }
         )
     return out
@@ -133,7 +144,7 @@ def stage_records(
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train-split samples with a non-empty future set, optionally a seeded random subset."""
-    cols = ("sample_id", "split", "hist_items", "hist_feedback", "next_neg", "future_negs")
+    cols = ("sample_id", "split", "ts", "hist_items", "hist_feedback", "next_neg", "future_negs")
     require_columns(samples, cols, "samples table (see conrec.data.samples)", StageInputError)
     train = samples.filter((pl.col("split") == "train") & (pl.col("future_negs").list.len() > 0))
     if train.height == 0:
@@ -282,15 +293,19 @@ def run(
     console: Console | None = None,
     resume: bool = True,
     out_dir: Path | None = None,
-    reward_mode: str = "future_collab",
+    reward_mode: str | None = None,
     progressive: bool = True,
+    sft_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Run progressive GRPO from ``RunDir.sft_model``; write the final model; return a summary.
 
-    ``reward_mode``: ``"future_collab"`` (full reward) or ``"next_neg"`` (ablation: next-negative
-    exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
+    ``reward_mode``: ``None`` = ``grpo.reward.mode``; ``"future_collab"`` (hit/collab/prefix/liked),
+    ``"similarity"`` (CoNRec's cosine reward to future negatives + Swing co-negatives minus the
+    future-positive penalty) or ``"next_neg"`` (ablation: next-negative exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
     (default ``RunDir.grpo_model``) lets ablations train variants side by side; the stage is
     marked done only for the default output. ``resume=False`` discards earlier stage outputs.
+    ``sft_dir`` (default ``RunDir.sft_model``) is the model to start from and the KL reference
+    (ablations start GRPO from an SFT variant).
     """
     from accelerate import PartialState
     from datasets import Dataset
@@ -304,6 +319,7 @@ def run(
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
+    reward_mode = reward_mode or cfg.grpo.reward.mode
     if reward_mode not in REWARD_MODES:
         raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
     console = console or Console()
@@ -311,8 +327,8 @@ def run(
     rd = RunDir(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else rd.grpo_model
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft_dir = rd.model_dir("sft")
-    if not rd.has_model("sft"):
+    sft_dir = Path(sft_dir) if sft_dir is not None else rd.model_dir("sft")
+    if not (sft_dir / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
@@ -327,7 +343,10 @@ def run(
     train = select_train_samples(samples, grpo.max_samples, seed)
     cutoff = valid_cutoff(rd, events, cfg)
     codislike = CoDislike.fit(events, top_n=grpo.reward.collab_top_n, before_ts=cutoff, items=sid_map.items)
-    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode)  # type: ignore[arg-type]
+    item_sim, vector_source = similarity_signal(rd, sid_map, events, cutoff, grpo, required=reward_mode == "similarity")
+    if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
+        raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
+    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode, item_sim=item_sim)  # type: ignore[arg-type]
     stages = plan_stages(grpo, progressive, cfg.sft.prompt.max_pos_items)
     sid_of = sid_lookup(sid_map)
 
@@ -351,6 +370,7 @@ def run(
                 "stages": [s.model_dump() for s in stages],
                 "n_train_samples": train.height,
                 "valid_cutoff_ts": cutoff,
+                "item_vectors": vector_source,
             },
             plan_path,
         )
@@ -376,7 +396,7 @@ def run(
                 f"GRPO stage {i} should start from {prev_model}, which is missing; rerun with --no-resume"
             )
         set_seed(seed + i)
-        records = stage_records(train, stage, seed + 7919 * (i + 1), sid_of, cfg.sft.prompt)
+        records = stage_records(train, stage, seed + 7919 * (i + 1), sid_of, cfg.sft.prompt, grpo.reward.target)
         dataset = Dataset.from_list(records)
         policy = load_causal_lm(prev_model)
         # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
@@ -431,6 +451,9 @@ def run(
                 acc.unwrap_model(trainer.model).save_pretrained(tmp)
                 tokenizer.save_pretrained(tmp)
                 save_vocab_meta(tmp, sid_map)
+            from conrec.llm.discernment import measure
+
+            info["discernment"] = measure(sdir / "model", cfg, samples)  # forgetting, stage by stage
             write_json(info, sdir / DONE_FILE)
             shutil.rmtree(ckpt_dir, ignore_errors=True)
             if i > 0:  # only the latest stage's weights are needed to resume or finish
@@ -472,6 +495,29 @@ def run(
         console.print(f"GRPO: {result['steps']} steps over {len(stages)} stage(s) -> {out}")
     state.wait_for_everyone()
     return result
+
+
+def similarity_signal(
+    rd: RunDir, sid_map: SidMap, events: pl.DataFrame, cutoff: int | None, grpo: GrpoConfig, required: bool
+) -> tuple[Any, str | None]:
+    """(:class:`conrec.llm.rewards.ItemSimilarity`, vector source) for the ``sim`` / ``pos_sim`` components.
+
+    Swing is fitted on the dislikes before the valid cut-off (the same rule as co-dislike), so no
+    valid/test label reaches the reward. When the similarity reward is not the one optimised, the
+    components are still computed (and logged) if the run has item vectors; ``(None, None)`` otherwise.
+    """
+    from conrec.llm.item_vectors import item_vectors
+    from conrec.llm.rewards import ItemSimilarity
+    from conrec.swing import Swing
+
+    try:
+        vectors, source = item_vectors(rd.sid, sid_map.codes)
+    except StageInputError:
+        if required:
+            raise
+        return None, None
+    swing = Swing.fit(events, sid_map.items, grpo.reward.swing, before_ts=cutoff) if grpo.reward.co_negatives else None
+    return ItemSimilarity(sid_map.items, vectors, swing, grpo.reward.co_negatives), source
 
 
 def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
@@ -571,7 +617,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--reward-mode", choices=REWARD_MODES, default="future_collab")
+    parser.add_argument("--reward-mode", choices=REWARD_MODES, default=None, help="default: grpo.reward.mode")
     parser.add_argument("--no-progressive", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=None)
     ns = parser.parse_args(argv)

@@ -165,8 +165,11 @@ class Predictor:
         more likely disliked; a score does not depend on the slate's other items or their order.
         """
         self.validate(histories)
-        self.validate_candidates(candidates, len(histories))
-        prompts = [self.prompt(items, fb, max_pos_items) for items, fb in histories]
+        return self.score_prompts([self.prompt(items, fb, max_pos_items) for items, fb in histories], candidates)
+
+    def score_prompts(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """:meth:`score` for ready-made prompts (e.g. the discernment task's four-choice questions)."""
+        self.validate_candidates(candidates, len(prompts))
         slates = [self._sid_token_ids[torch.as_tensor(self.sid_map.rows_of(map(str, c)))] for c in candidates]
         out: list[list[float]] = []
         chunk = max(1, self.decode_cfg.batch_size)

@@ -101,6 +101,23 @@ def build_prompt(
     return "\n".join(lines)
 
 
+def recent_negatives_only(
+    hist_items: Sequence[str], hist_feedback: Sequence[int], hist_ts: Sequence[int], t: int, days: float | None
+) -> tuple[list[str], list[int]]:
+    """The history with every negative older than ``days`` before ``t`` dropped (positives kept).
+
+    Why: CoNRec's first GRPO stage shows only the last 3 days of negatives, the freshest dislikes,
+    least shaped by the exposure suppression that follows a dislike. ``days=None`` keeps everything.
+    """
+    if days is None:
+        return list(hist_items), list(hist_feedback)
+    if not (len(hist_items) == len(hist_feedback) == len(hist_ts)):
+        raise ValueError("hist_items, hist_feedback and hist_ts must be aligned")
+    start = t - days * 86_400
+    kept = [(i, f) for i, f, s in zip(hist_items, hist_feedback, hist_ts) if f > 0 or s >= start]
+    return [i for i, _ in kept], [int(f) for _, f in kept]
+
+
 def _last(items: list[str], budget: int) -> list[str]:
     return items[len(items) - budget :] if budget > 0 else []
 

@@ -9,6 +9,19 @@ much better picture of negative interest (CoNRec). A generated item earns
 * ``prefix`` longest SID prefix shared with any item of that set, divided by the number of levels;
 * ``liked``  -1 if the user liked it (in the history positives), else 0 (a penalty component);
 * ``next``   1 if it is the next negative item (the conventional objective, for the ablation).
+* ``sim``    (similarity mode, CoNRec's reward) max cosine similarity of the item's vector to the
+  *target set* = the future-negative set plus each member's top Swing co-negatives (items other
+  users disliked together with it, :mod:`conrec.swing`), in [0, 1];
+* ``pos_sim`` -(max cosine similarity to the items the user gives *positive* feedback to in the same
+  future window), in [-1, 0]: CoNRec's future-positive penalty, so a generated item that looks like
+  something the user is about to enjoy is pushed away even when it resembles a disliked one.
+
+Why a similarity reward (CoNRec): a hit reward is 0 for almost every item of a group, so most
+groups have zero advantage and learning is slow (the paper found 1/0.1/0.01 hit-by-level credit
+converged slowly); cosine similarity on the item vectors (codebook-reconstructed, see
+:mod:`conrec.llm.item_vectors`) grades every generated item. Cosines below 0 count as 0 (no
+similarity), so an empty set gives 0 and an exact hit gets the maximum 1.
+
 
 Partial credits are maximal for an exact hit (an item shares its whole SID with itself and is
 maximally similar to itself), so the combined reward is monotone: hit >= near miss >= far miss.
@@ -24,23 +37,61 @@ The combined reward is ``sum_c weight_c * component_c`` with weights from
 :class:`conrec.llm.config.RewardConfig`. TRL gets one callable per component plus the weights
 (``GRPOConfig.reward_weights``), so every component's mean reaches the trainer logs
 (``rewards/<name>/mean``). Targets arrive as dataset columns passed by TRL as keyword arguments
-(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``); nothing is ever looked up by prompt text.
+(``future_negs``, ``next_neg``, ``liked_items``, ``seen_items``, ``future_pos``, ``sim_targets``); nothing is
+ever looked up by prompt text. :data:`REWARD_MODES`: ``future_collab`` (hit/collab/prefix/liked/next weights),
+``similarity`` (``w_sim`` x sim + ``gamma`` x pos_sim) and ``next_neg`` (ablation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from conrec.llm.collab import CoDislike
+from conrec.llm.collab import CoDislike, max_over_sets
 from conrec.llm.config import RewardConfig
 from conrec.sid.tokens import parse_sid
+from conrec.swing import Swing
 
-RewardMode = Literal["future_collab", "next_neg"]
-REWARD_MODES: tuple[str, ...] = ("future_collab", "next_neg")
+RewardMode = Literal["future_collab", "similarity", "next_neg"]
+REWARD_MODES: tuple[str, ...] = ("future_collab", "similarity", "next_neg")
+
+
+@dataclass
+class ItemSimilarity:
+    """What the similarity reward needs: unit item vectors (rows follow ``item_ids``) and, optionally,
+    Swing co-negatives to extend a target set with (``co_negatives`` per member)."""
+
+    item_ids: Sequence[str]
+    vectors: np.ndarray
+    swing: Swing | None = None
+    co_negatives: int = 0
+    _index: dict[str, int] = field(init=False, repr=False)
+    _targets: dict[tuple[str, ...], list[str]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.item_ids) != len(self.vectors):
+            raise ValueError(f"{len(self.item_ids)} item ids but {len(self.vectors)} vectors")
+        self._index = {str(i): k for k, i in enumerate(self.item_ids)}
+        self._targets = {}
+
+    def target_set(self, items: Sequence[str]) -> list[str]:
+        """``items`` plus their top Swing co-negatives (cached: a group's G completions share one set)."""
+        key = tuple(items)
+        if key not in self._targets:
+            extra = self.swing.co_negatives(key, self.co_negatives) if self.swing is not None and self.co_negatives else []
+            self._targets[key] = list(key) + extra
+        return self._targets[key]
+
+    def max_cosine(self, items: Sequence[str | None], item_sets: Sequence[Sequence[str]]) -> np.ndarray:
+        """Per row, max(0, max cosine of the item to any member of its set); 0 for empty sets / unknown ids.
+
+        Vectorised (:func:`conrec.llm.collab.max_over_sets`): one gather of vector pairs, a per-row maximum.
+        """
+        v = self.vectors
+        return max_over_sets(items, item_sets, self._index, lambda a, b: np.minimum(np.einsum("ij,ij->i", v[a], v[b]), 1.0))
 
 
 # --------------------------------------------------------------------------- pure components
@@ -104,6 +155,22 @@ def prefix_reward(
     return out
 
 
+def similarity_reward(
+    items: Sequence[str | None], target_sets: Sequence[Sequence[str]], item_sim: ItemSimilarity
+) -> np.ndarray:
+    """Max cosine of each generated item to its target set extended by Swing co-negatives, in [0, 1]."""
+    _check_len(items, target_sets, "target sets")
+    return item_sim.max_cosine(items, [item_sim.target_set(list(s)) for s in target_sets])
+
+
+def future_positive_penalty(
+    items: Sequence[str | None], future_pos: Sequence[Sequence[str]], item_sim: ItemSimilarity
+) -> np.ndarray:
+    """-(max cosine of each generated item to the user's future positives), in [-1, 0] (0 for none)."""
+    _check_len(items, future_pos, "future positive sets")
+    return -item_sim.max_cosine(items, future_pos)
+
+
 def unseen_mask(items: Sequence[str | None], seen_sets: Sequence[Sequence[str]]) -> np.ndarray:
     """1.0 where the generated item is *not* in the user's history, else 0.0."""
     _check_len(items, seen_sets, "seen sets")
@@ -113,10 +180,12 @@ def unseen_mask(items: Sequence[str | None], seen_sets: Sequence[Sequence[str]])
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class RewardContext:
-    """What some components need besides the batch: SID codes per item, the co-dislike index."""
+    """What some components need besides the batch: SID codes per item, the co-dislike index, the
+    item vectors and Swing co-negatives of the similarity reward."""
 
     codes_of: Mapping[str, Sequence[int]]
     codislike: CoDislike | None
+    item_sim: ItemSimilarity | None = None
 
 
 @dataclass(frozen=True)
@@ -136,12 +205,25 @@ class RewardComponent:
     score: Callable[[Sequence[str | None], Sequence[Any], RewardContext], np.ndarray]
     weight_field: str
     credit: bool = True
+    modes: tuple[str, ...] = ("future_collab",)  # the reward modes that weight it (next_neg weights only `next`)
 
 
 def _collab_or_zero(items: Sequence[str | None], future: Sequence[Any], ctx: RewardContext) -> np.ndarray:
     if ctx.codislike is None:
         return np.zeros(len(items), dtype=np.float32)
     return collab_reward(items, future, ctx.codislike)
+
+
+def _sim_or_zero(items: Sequence[str | None], targets: Sequence[Any], ctx: RewardContext) -> np.ndarray:
+    if ctx.item_sim is None:
+        return np.zeros(len(items), dtype=np.float32)
+    return similarity_reward(items, targets, ctx.item_sim)
+
+
+def _pos_sim_or_zero(items: Sequence[str | None], future_pos: Sequence[Any], ctx: RewardContext) -> np.ndarray:
+    if ctx.item_sim is None:
+        return np.zeros(len(items), dtype=np.float32)
+    return future_positive_penalty(items, future_pos, ctx.item_sim)
 
 
 REWARD_COMPONENTS: dict[str, RewardComponent] = {
@@ -152,6 +234,10 @@ REWARD_COMPONENTS: dict[str, RewardComponent] = {
         RewardComponent("prefix", "future_negs", [], lambda items, fut, ctx: prefix_reward(items, fut, ctx.codes_of), "w_prefix"),
         RewardComponent("liked", "liked_items", [], lambda items, liked, ctx: liked_penalty(items, liked), "w_liked", credit=False),
         RewardComponent("next", "next_neg", None, lambda items, nxt, ctx: next_neg_reward(items, nxt), "w_next"),
+        # similarity mode: the target set travels as `sim_targets` (the future negatives, or [next_neg]
+        # with reward.target: next; grpo.stage_records fills it), the future positives as `future_pos`
+        RewardComponent("sim", "sim_targets", [], _sim_or_zero, "w_sim", modes=("similarity",)),
+        RewardComponent("pos_sim", "future_pos", [], _pos_sim_or_zero, "gamma", credit=False, modes=("similarity",)),
     )
 }
 COMPONENTS = tuple(REWARD_COMPONENTS)  # the order TRL gets the reward functions (and logs them) in
@@ -164,25 +250,46 @@ def reward_components(
     liked_sets: Sequence[Sequence[str]],
     codes_of: Mapping[str, Sequence[int]],
     codislike: CoDislike | None,
+    item_sim: ItemSimilarity | None = None,
+    future_pos: Sequence[Sequence[str]] | None = None,
+    sim_target: Literal["future", "next"] = "future",
 ) -> dict[str, np.ndarray]:
-    """Every component for a batch of generated items (one row per completion)."""
-    columns: dict[str, Sequence[Any]] = {"future_negs": future_sets, "next_neg": next_negs, "liked_items": liked_sets}
-    ctx = RewardContext(codes_of, codislike)
+    """Every component for a batch of generated items (one row per completion); ``sim`` / ``pos_sim``
+    are 0 without ``item_sim``."""
+    columns: dict[str, Sequence[Any]] = {
+        "future_negs": future_sets,
+        "next_neg": next_negs,
+        "liked_items": liked_sets,
+        "sim_targets": sim_targets(future_sets, next_negs, sim_target),
+        "future_pos": future_pos or [[] for _ in items],
+    }
+    ctx = RewardContext(codes_of, codislike, item_sim)
     return {name: c.score(items, columns[c.column], ctx) for name, c in REWARD_COMPONENTS.items()}
 
 
 def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") -> dict[str, float]:
-    """Weights of each component. ``next_neg`` (the ablation) keeps only the next-negative reward.
+    """Weights of each component. ``next_neg`` (the ablation) keeps only the next-negative reward;
+    ``similarity`` only ``sim`` (``w_sim``) and ``pos_sim`` (``gamma``).
 
     In ``future_collab`` mode the next-negative weight is ``reward.w_next`` (0 by default); in
     ``next_neg`` mode it is ``reward.w_next`` if positive, else 1, and every other weight is 0 (the
     components are still computed, so the logs show how future hits move under either objective).
     """
-    if mode == "future_collab":
-        return {name: float(getattr(reward, c.weight_field)) for name, c in REWARD_COMPONENTS.items()}
+    if mode in ("future_collab", "similarity"):
+        return {name: float(getattr(reward, c.weight_field)) if mode in c.modes else 0.0 for name, c in REWARD_COMPONENTS.items()}
     if mode == "next_neg":
         return {name: (reward.w_next or 1.0) if name == "next" else 0.0 for name in REWARD_COMPONENTS}
     raise ValueError(f"unknown reward mode {mode!r}; choose one of {', '.join(REWARD_MODES)}")
+
+
+def sim_targets(
+    future_sets: Sequence[Sequence[str]], next_negs: Sequence[str | None], target: Literal["future", "next"] = "future"
+) -> list[list[str]]:
+    """The similarity reward's target sets before the Swing extension: the future negatives, or the
+    next negative alone (``reward.target: next``, the conventional objective)."""
+    if target == "future":
+        return [list(s or []) for s in future_sets]
+    return [[n] if n else [] for n in next_negs]
 
 
 def combine(components: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
@@ -229,8 +336,9 @@ def make_reward_funcs(
     cfg: Any,
     sid_map: Any,
     codislike: CoDislike | None,
-    mode: RewardMode = "future_collab",
+    mode: RewardMode | None = None,
     exclude_seen: bool | None = None,
+    item_sim: ItemSimilarity | None = None,
 ) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """TRL reward callables (one per component, in :data:`COMPONENTS` order) and their weights.
 
@@ -238,15 +346,20 @@ def make_reward_funcs(
     :class:`conrec.sid.sid_map.SidMap` or a plain ``{item_id: codes}`` mapping. Pass the weights as
     ``GRPOConfig(reward_weights=...)``; zero-weight components still run so their means are logged.
     ``exclude_seen`` (default: ``cfg.decode.exclude_history``, else True) zeroes the positive
-    credits of items in the ``seen_items`` column.
+    credits of items in the ``seen_items`` column. ``mode`` defaults to ``reward.mode``; ``item_sim``
+    (:class:`ItemSimilarity`) feeds the ``sim`` / ``pos_sim`` components (0 without it, so the
+    similarity mode needs it).
     """
     reward = cfg if isinstance(cfg, RewardConfig) else cfg.grpo.reward
+    mode = mode or reward.mode
+    if mode == "similarity" and item_sim is None:
+        raise ValueError("the similarity reward needs item vectors (item_sim)")
     if exclude_seen is None:
         exclude_seen = bool(cfg.decode.exclude_history) if hasattr(cfg, "decode") else True
     weights = component_weights(reward, mode)
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
-    ctx = RewardContext(codes_of, codislike)
+    ctx = RewardContext(codes_of, codislike, item_sim)
     funcs = [_ComponentReward(REWARD_COMPONENTS[name], ctx, item_of_codes, exclude_seen) for name in COMPONENTS]
     return funcs, [float(weights[name]) for name in COMPONENTS]
 

@@ -248,7 +248,7 @@ def run(
     vectors = sid_item_vectors(run_dir, items, sid_map) if sft.model.sid_init == "encoder" else None
     vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors)
     new_ids = list(range(n_base, len(tokenizer)))
-    examples = build_examples(samples, items, sid_map, sft, seed=seed)
+    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=cfg.seed)
     per_task: dict[str, int] = {}
     for ex in examples:
         per_task[ex["task"]] = per_task.get(ex["task"], 0) + 1
@@ -341,6 +341,10 @@ def run(
             final.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_vocab_meta(tmp, sid_map)
+        from conrec.llm.discernment import measure
+
+        # the alignment accuracy the GRPO stages are compared with (forgetting), on held-out users
+        stats["discernment"] = measure(out, cfg, samples)
         stats["seconds"] = round(time.perf_counter() - started, 1)
         write_json(stats, (out.parent if out_dir is not None else run_dir.sft) / "stats.json")
         if out_dir is None:

@@ -13,6 +13,9 @@ Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`):
   sample-efficient way to learn a set-valued target with one-item completions.
 * ``sid_to_title``, ``title_to_sid``, ``sid_to_category``: item-level alignment, teaching what each
   SID means (and so what an unseen disliked item is like).
+* ``discernment``: four-choice "which of these did the user reject" (one disliked item, three liked
+  ones), answered by the option's SID (:mod:`conrec.llm.discernment`); samples of the held-out users
+  (``sft.discernment_holdout``) never give one, so its accuracy can be measured on them.
 
 Both history tasks share the *same* prompt (:func:`conrec.llm.prompts.build_prompt`): at inference
 we ask one question, "what will this user dislike", and ``next_neg`` is a member of the future set,
@@ -40,7 +43,7 @@ from conrec.llm.config import SftConfig
 from conrec.llm.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
 
-TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category")
+TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category", "discernment")
 HISTORY_TASKS = ("next_negative", "future_negative")
 
 
@@ -74,6 +77,7 @@ def sid_to_category_prompt(sid: str) -> str:
 
 def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None) -> dict[str, int]:
     """How many examples each task gets (pure; see the module docstring)."""
+    weights = {t: weights.get(t, 0.0) for t in TASKS}
     counts = {t: int(round(weights[t] * n_train)) for t in TASKS}
     total = sum(counts.values())
     if max_samples is not None and total > max_samples:
@@ -86,8 +90,14 @@ def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None
     return counts
 
 
-def build_examples(samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, cfg: SftConfig, seed: int = 0) -> list[dict[str, str]]:
-    """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples)."""
+def build_examples(
+    samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, cfg: SftConfig, seed: int = 0, cfg_seed: int = 0
+) -> list[dict[str, str]]:
+    """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples).
+
+    ``cfg_seed`` (the run's top-level ``seed``) draws the discernment held-out users, the same draw
+    the accuracy measurement makes (:func:`conrec.llm.discernment.measure`).
+    """
     require_columns(samples, ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"), "samples")
     require_columns(items, ("item_id", "title"), "items")
     train = samples.filter(pl.col("split") == "train")
@@ -109,7 +119,14 @@ def build_examples(samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, 
         n = counts[task]
         if n == 0:
             continue
-        if task in HISTORY_TASKS:
+        if task == "discernment":
+            from conrec.llm.discernment import heldout_users, questions
+
+            held = heldout_users(train["user_id"].to_list(), cfg.discernment_holdout, cfg_seed)
+            pool = train.filter(~pl.col("user_id").is_in(sorted(held)))
+            for q in questions(pool, sid_of, cfg.prompt, n, int(rng.integers(2**31)), repeat=True):
+                out.append(_ex(task, q["source"], q["prompt"], q["completion"]))
+        elif task in HISTORY_TASKS:
             out.extend(_history_examples(task, rows, n, sid_of, cfg, rng))
         elif task == "sid_to_category":
             for j in _draw(len(with_cat), n, rng):

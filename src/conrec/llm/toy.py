@@ -83,10 +83,13 @@ def toy_tables(
                     "ts": ts,
                     "hist_items": list(hist_items),
                     "hist_feedback": list(hist_fb),
+                    # one event every 12 hours, the most recent 12 hours before the point
+                    "hist_ts": [ts - (len(hist_items) - k) * 43_200 for k in range(len(hist_items))],
                     "next_neg": fut[0],
                     "future_negs": fut,
                     "later_negs": fut,
                     "later_neg_ts": [ts, ts + 3600, ts + 7200],
+                    "future_pos": [by_genre[love][(u + s) % len(by_genre[love])]],  # no rng draw: streams unchanged
                 }
             )
             sid += 1
@@ -99,10 +102,12 @@ def toy_tables(
             "ts": pl.Int64,
             "hist_items": pl.List(pl.String),
             "hist_feedback": pl.List(pl.Int8),
+            "hist_ts": pl.List(pl.Int64),
             "next_neg": pl.String,
             "future_negs": pl.List(pl.String),
             "later_negs": pl.List(pl.String),
             "later_neg_ts": pl.List(pl.Int64),
+            "future_pos": pl.List(pl.String),
         },
     )
     return items, samples, sid_map

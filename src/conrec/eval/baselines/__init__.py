@@ -60,6 +60,12 @@ def _taste_exposure(cfg: EvalConfig) -> Recommender:
     return TasteExposureRecommender(cfg.taste_exposure, facets=cfg.category)
 
 
+def _swing(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.swing import SwingRecommender
+
+    return SwingRecommender(cfg.swing)
+
+
 REGISTRY: dict[str, BaselineSpec] = {
     s.name: s
     for s in (
@@ -69,6 +75,7 @@ REGISTRY: dict[str, BaselineSpec] = {
         BaselineSpec("sasrec", "sasrec", _sasrec),
         BaselineSpec("ease", "ease", _ease),
         BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure),
+        BaselineSpec("swing", "swing", _swing),
     )
 }
 assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"

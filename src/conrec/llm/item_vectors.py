@@ -1,0 +1,74 @@
+"""Item vectors for the similarity reward: codebook-reconstructed RQ-VAE embeddings when the run has them.
+
+Why the *reconstructed* vectors (CoNRec computes its reward on them): the policy generates SIDs, and
+two items with the same SID prefix should be judged close by construction; the vector a SID decodes
+to (the sum of its codebook vectors, through the RQ-VAE decoder) is what the SID "means", so the
+reward is consistent with the tokens the model actually emits, and items moved by collision
+resolution are judged by the code they were given. Fallback: the encoder embeddings
+(``sid/embeddings.npy``) when ``sid/quantizer.pt`` is missing or unreadable.
+
+What ``conrec tokenize`` writes: ``embeddings.npy`` (the quantizer's input vectors, items order) and
+``quantizer.pt`` (``{"quantizer": {"kind": "rqvae", state_dict, ...} | {"kind": "rkmeans",
+"codebooks": [...]}, ...}``); the reconstruction is recomputed here from those and the SID map.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conrec.errors import StageInputError
+
+
+def reconstruct(state: dict[str, Any], codes: np.ndarray) -> np.ndarray:
+    """Input-space vectors that ``codes`` (n, levels) decode to under a stored quantizer ``state``.
+
+    Levels beyond the quantizer's codebooks (a disambiguation level added by collision resolution)
+    carry no vector and are ignored.
+    """
+    import torch
+
+    codes = np.asarray(codes, dtype=np.int64)
+    if state.get("kind") == "rkmeans":
+        books = [np.asarray(b, dtype=np.float32) for b in state["codebooks"]]
+        levels = min(len(books), codes.shape[1])
+        return np.sum([books[lv][codes[:, lv]] for lv in range(levels)], axis=0).astype(np.float32)
+    if state.get("kind") == "rqvae":
+        from conrec.sid.rqvae import load_rqvae
+
+        model = load_rqvae(state)
+        levels = min(len(model.codebooks), codes.shape[1])
+        with torch.no_grad():
+            z_q = sum(model.codebooks[lv][torch.from_numpy(codes[:, lv])] for lv in range(levels))
+            return model.decoder(z_q).numpy().astype(np.float32)
+    raise StageInputError(f"unknown quantizer kind {state.get('kind')!r} in quantizer.pt")
+
+
+def normalise(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), so dot products are cosines."""
+    v = np.asarray(v, dtype=np.float32)
+    n = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, n, out=np.zeros_like(v), where=n > 0)
+
+
+def item_vectors(sid_dir: Path, codes: np.ndarray) -> tuple[np.ndarray, str]:
+    """(unit-length item vectors in SID-map order, where they came from: ``reconstructed`` or ``encoder``)."""
+    import torch
+
+    sid_dir = Path(sid_dir)
+    qpath = sid_dir / "quantizer.pt"
+    if qpath.exists():
+        try:
+            stored = torch.load(qpath, map_location="cpu", weights_only=False)
+            return normalise(reconstruct(stored["quantizer"], codes)), "reconstructed"
+        except (KeyError, RuntimeError, ValueError, StageInputError):
+            pass  # fall back to the encoder vectors below
+    epath = sid_dir / "embeddings.npy"
+    if not epath.exists():
+        raise StageInputError(f"no item vectors for the similarity reward: neither {qpath} nor {epath} (run `conrec tokenize`)")
+    vecs = np.load(epath)
+    if len(vecs) != len(codes):
+        raise StageInputError(f"{epath} has {len(vecs)} rows for {len(codes)} items in the SID map; rerun `conrec tokenize`")
+    return normalise(vecs), "encoder"
