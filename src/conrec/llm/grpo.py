@@ -423,7 +423,14 @@ def _prepare(
     item_sim, vector_source = similarity_signal(rd, sid_map, events, cutoff, grpo, required=reward_mode == "similarity")
     if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
         raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
-    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode, item_sim=item_sim)  # type: ignore[arg-type]
+    reward_funcs, reward_weights = make_reward_funcs(
+        grpo.reward,
+        sid_map,
+        codislike,
+        mode=reward_mode,  # type: ignore[arg-type]
+        exclude_seen=cfg.decode.exclude_history,
+        item_sim=item_sim,
+    )
     return _Job(
         cfg=cfg,
         console=console,
