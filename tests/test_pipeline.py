@@ -10,6 +10,7 @@ import pytest
 import conrec.pipeline as pipeline
 from conrec.config import load_config
 from conrec.runs import STAGES, RunDir
+from conrec.stages import stage_fingerprint
 
 
 def write_fake_outputs(run: RunDir, stage: str) -> None:
@@ -91,8 +92,8 @@ def test_unfinished_stage_reruns_with_downstream(tmp_path: Path, fake_stages: li
 def test_fingerprint_ignores_downstream_sections() -> None:
     a = load_config(None)
     b = load_config(None, {"eval": {"ks": [1, 2]}})
-    assert pipeline.stage_fingerprint(a, "sft") == pipeline.stage_fingerprint(b, "sft")
-    assert pipeline.stage_fingerprint(a, "eval") != pipeline.stage_fingerprint(b, "eval")
+    assert stage_fingerprint(a, "sft") == stage_fingerprint(b, "sft")
+    assert stage_fingerprint(a, "eval") != stage_fingerprint(b, "eval")
 
 
 # --- stage integrity (issue 13.2) ---------------------------------------------------------------

@@ -10,10 +10,15 @@ pipeline. This module imports nothing from conrec: the runners are named, not im
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: conrec.config is not imported at run time (see above)
+    from conrec.config import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,26 @@ def fingerprint_sections(stage: str) -> list[str]:
     for s in STAGES[: STAGES.index(stage) + 1]:
         sections.extend(x for x in STAGE_REGISTRY[s].sections if x not in sections)
     return sections
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
+    """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
+    dumped = cfg.model_dump(mode="json")
+    return {k: _hash(dumped[k]) for k in fingerprint_sections(stage)}
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    """Hash of every config section that can change ``stage``'s outputs (its own and upstream).
+
+    Here rather than in :mod:`conrec.pipeline` so that a stage (SFT tags its checkpoints with it)
+    can import it without importing the pipeline, which imports the stages' runners.
+    """
+    dumped = cfg.model_dump(mode="json")
+    return _hash({k: dumped[k] for k in fingerprint_sections(stage)})
 
 
 def stage_table() -> str:
