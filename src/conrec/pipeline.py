@@ -105,7 +105,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     started = time.perf_counter()
-    result = _stage_runner(stage)(cfg, console=console, **kwargs)
+    result = _stage_runner(stage)(*STAGE_REGISTRY[stage].runner_args(cfg), console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")

@@ -31,8 +31,10 @@ class Stage:
     when the run has them (eval reports baselines alone without an LM). ``outputs``: files it
     writes, relative to the run directory, checked for readability before a finished stage is
     reused; a path ending in ``/`` is a model directory (its files are verified). ``runner``:
-    ``"module:function"``, called as ``function(cfg, console=..., **kwargs)``; ``resumable``: it
-    takes ``resume=`` (checkpointed training).
+    ``"module:function"``, called as ``function(*stage.runner_args(cfg), console=..., **kwargs)``;
+    ``resumable``: it takes ``resume=`` (checkpointed training). ``own_section``: the runner
+    receives only its one config section and the run directory, ``function(section, run_dir, ...)``,
+    instead of the whole config (the stages not converted yet still read other stages' sections).
     """
 
     name: str
@@ -43,11 +45,22 @@ class Stage:
     runner: str
     optional_inputs: tuple[str, ...] = ()
     resumable: bool = False
+    own_section: bool = False
+
+    def __post_init__(self) -> None:
+        if self.own_section and len(self.sections) != 1:
+            raise ValueError(f"stage {self.name!r}: own_section needs exactly one config section, got {self.sections}")
 
     @property
     def command(self) -> str:
         """The CLI command that runs this stage alone (named like the stage)."""
         return f"conrec {self.name}"
+
+    def runner_args(self, cfg: PipelineConfig) -> tuple[Any, ...]:
+        """The runner's positional arguments: ``(section, run_dir)`` with ``own_section``, else ``(cfg,)``."""
+        if self.own_section:
+            return (getattr(cfg, self.sections[0]), cfg.run_dir)
+        return (cfg,)
 
     def load_runner(self) -> Callable[..., Any]:
         """Import the runner (each stage pulls in its heavy libraries only when it runs)."""
@@ -62,7 +75,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run",
+            "conrec.data.stage:run", own_section=True,
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid",), ("data",),
