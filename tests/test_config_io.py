@@ -174,4 +174,5 @@ def test_not_found_messages_name_the_absolute_path(tmp_path: Path, monkeypatch) 
     p.parent.mkdir()
     p.write_text("run_dir: r\ndata: {source: table, events_path: ev.csv, items_path: it.csv}\n")
     with pytest.raises(DataValidationError, match=str(tmp_path / "cfgs" / "ev.csv")):
-        data_run(load_config(p), console=None)
+        cfg = load_config(p)
+        data_run(cfg.data, cfg.run_dir, console=None)

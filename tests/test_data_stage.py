@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import polars as pl
 import pytest
@@ -14,6 +15,11 @@ from conrec.data.analyze import coverage_by_horizon
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
 from conrec.errors import ConfigError, StageInputError
 from conrec.runs import RunDir
+
+
+def _run_data(cfg: Any) -> dict[str, Any]:
+    """The data stage as the pipeline calls it: its own section and the run directory."""
+    return stage.run(cfg.data, cfg.run_dir, console=_quiet())
 
 
 def _quiet() -> Console:
@@ -32,7 +38,7 @@ def _sim_cfg(tmp_path, **split):
 
 def test_stage_writes_canonical_outputs_and_stats(tmp_path):
     cfg = _sim_cfg(tmp_path)
-    stats = stage.run(cfg, console=_quiet())
+    stats = _run_data(cfg)
     rd = RunDir(cfg.run_dir)
     assert rd.is_done("data")
     events, items, samples = (pl.read_parquet(p) for p in (rd.events, rd.items, rd.samples))
@@ -52,7 +58,7 @@ def test_stage_from_a_table_source(tmp_path):
     rows = ["user_id,item_id,ts,feedback"] + [f"u{u},i{k % 7},{k * 3600 + u},{-1 if k % 4 == 0 else 1}" for u in range(3) for k in range(40)]
     ev.write_text("\n".join(rows) + "\n")
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
-    stats = stage.run(cfg, console=_quiet())
+    stats = _run_data(cfg)
     assert stats["users"] == 3 and stats["events"] == 120 and stats["samples"]["test"] == 3
 
 
@@ -100,7 +106,7 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
     cfg = _sim_cfg(tmp_path)
     with pytest.raises(StageInputError, match="run `conrec data` first"):
         analyze.run(cfg, horizons=[1, 3], console=_quiet())
-    stage.run(cfg, console=_quiet())
+    _run_data(cfg)
     table = analyze.run(cfg, horizons=[1, 3, 7, 14], console=_quiet())
     assert table.height == 8 and table["item_coverage"].is_between(0, 1).all()
     # Longer windows hold at least as many future dislikes.
@@ -128,7 +134,7 @@ def _rows(feedback: str = "{f}", ts_of=lambda k, u: k * 3600 + u) -> list[str]:
 
 
 def test_float_feedback_as_written_by_a_csv_with_nans_is_accepted(tmp_path):
-    stats = stage.run(_table_cfg(tmp_path, _rows("{f}.0")), console=_quiet())
+    stats = _run_data(_table_cfg(tmp_path, _rows("{f}.0")))
     events = pl.read_parquet(RunDir(tmp_path / "run").events)
     assert events["feedback"].dtype == pl.Int8 and stats["dislikes"] == 30
 
@@ -139,14 +145,14 @@ def test_fractional_feedback_is_rejected(tmp_path):
     rows = _rows()
     rows[0] = rows[0].rsplit(",", 1)[0] + ",0.5"
     with pytest.raises(DataValidationError, match="feedback.*0.5"):
-        stage.run(_table_cfg(tmp_path, rows), console=_quiet())
+        _run_data(_table_cfg(tmp_path, rows))
 
 
 def test_dataset_without_dislikes_fails_the_stage(tmp_path):
     from conrec.errors import DataValidationError
 
     with pytest.raises(DataValidationError, match="dislike"):
-        stage.run(_table_cfg(tmp_path, _rows("1")), console=_quiet())
+        _run_data(_table_cfg(tmp_path, _rows("1")))
     assert not RunDir(tmp_path / "run").events.exists()
 
 
@@ -156,6 +162,6 @@ def test_millisecond_timestamp_fails_before_any_file_is_written(tmp_path):
     rows = _rows()
     rows[-1] = "u2,i1,10000000000000,1"  # one timestamp of 10**13 among seconds
     with pytest.raises(DataValidationError, match="milliseconds"):
-        stage.run(_table_cfg(tmp_path, rows), console=_quiet())
+        _run_data(_table_cfg(tmp_path, rows))
     rd = RunDir(tmp_path / "run")
     assert not any(p.exists() for p in (rd.events, rd.items, rd.samples)) and not rd.is_done("data")

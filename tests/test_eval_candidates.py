@@ -181,7 +181,7 @@ def test_data_stage_writes_every_simulated_exposure_and_eval_scores_the_same_sla
         "data": {"source": "simulator", "simulator": sim},
         "eval": {"baselines": ["popularity", "itemknn", "category"], "models": [], "slates": {"n_bootstrap": 200}},
     })
-    data_stage.run(cfg, console=Console(quiet=True))
+    data_stage.run(cfg.data, cfg.run_dir, console=Console(quiet=True))
     rd = RunDir(cfg.run_dir)
     exposures = pl.read_parquet(rd.exposures)
     truth = simulate(cfg.data.simulator).exposures

@@ -135,9 +135,9 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     built: list[str] = []
     real_make = grpo_mod._make_trainer
 
-    def counting_make(*args: Any, **kwargs: Any) -> Any:
-        built.append(args[8].name)  # the stage
-        return real_make(*args, **kwargs)
+    def counting_make(spec: Any) -> Any:
+        built.append(spec.stage.name)
+        return real_make(spec)
 
     monkeypatch.setattr(grpo_mod, "_make_trainer", counting_make)
     real_on_log = grpo_mod.GrpoLogCallback.on_log

@@ -10,6 +10,7 @@ import pytest
 import conrec.pipeline as pipeline
 from conrec.config import load_config
 from conrec.runs import STAGES, RunDir
+from conrec.stages import stage_fingerprint
 
 
 def write_fake_outputs(run: RunDir, stage: str) -> None:
@@ -46,9 +47,9 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
 
     def runner(stage: str):
-        def run(cfg: Any, console: Any = None, **_: Any) -> str:
+        def run(cfg: Any, run_dir: Any = None, console: Any = None, **_: Any) -> str:
             calls.append(stage)
-            rd = RunDir(cfg.run_dir)
+            rd = RunDir(run_dir if run_dir is not None else cfg.run_dir)  # (section, run_dir) or (cfg,)
             write_fake_outputs(rd, stage)
             rd.mark_done(stage)
             return stage
@@ -91,8 +92,8 @@ def test_unfinished_stage_reruns_with_downstream(tmp_path: Path, fake_stages: li
 def test_fingerprint_ignores_downstream_sections() -> None:
     a = load_config(None)
     b = load_config(None, {"eval": {"ks": [1, 2]}})
-    assert pipeline.stage_fingerprint(a, "sft") == pipeline.stage_fingerprint(b, "sft")
-    assert pipeline.stage_fingerprint(a, "eval") != pipeline.stage_fingerprint(b, "eval")
+    assert stage_fingerprint(a, "sft") == stage_fingerprint(b, "sft")
+    assert stage_fingerprint(a, "eval") != stage_fingerprint(b, "eval")
 
 
 # --- stage integrity (issue 13.2) ---------------------------------------------------------------
@@ -254,3 +255,12 @@ def test_registry_declares_inputs_before_the_stage_and_pipeline_follows_it(tmp_p
     run.stage_dir("sft").mkdir(parents=True)
     assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid", "sft"]
     assert pipeline.required_upstream(run, cfg, "grpo") == ["data", "sid", "sft"]
+
+
+def test_a_converted_stage_receives_only_its_own_section(tmp_path: Path) -> None:
+    from conrec.stages import STAGE_REGISTRY
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    section, run_dir = STAGE_REGISTRY["data"].runner_args(cfg)
+    assert section is cfg.data and run_dir == cfg.run_dir
+    assert STAGE_REGISTRY["sft"].runner_args(cfg) == (cfg,)  # not converted yet: the whole config

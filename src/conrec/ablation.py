@@ -1,4 +1,4 @@
-"""Ablations reproduced by one command (``conrec ablate --what grpo|prompts``).
+"""Ablations reproduced by one command (``conrec ablate --what grpo|prompts|paper``).
 
 ``grpo`` isolates CoNRec's two RL ingredients one at a time, each row adding one:
 
@@ -32,7 +32,8 @@ are run first: the run's own SFT/GRPO models are not rows of this ladder.
 
 Every variant is evaluated exactly like ``conrec eval`` (same split, samples, K and horizons), and
 the table keeps the run's baselines beside them. Variant models live in
-``run_dir/ablations/<what>/<variant>/``; a variant already trained with the same configuration is
+``run_dir/ablations/<what>/<variant>/<variant>_model`` (a GRPO variant's stage work dir in
+``run_dir/grpo/ablations/<variant>_model``); a variant already trained with the same configuration is
 reused (delete the folder to retrain). Results: ``run_dir/ablations/<what>.md`` and ``.json``.
 """
 

@@ -11,7 +11,6 @@ it (and its inputs) depend on; it is stored beside the stage's ``_done.json`` ma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -26,24 +25,7 @@ from conrec.errors import StageInputError
 from conrec.io import read_json, write_json, write_text
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
-from conrec.stages import STAGE_REGISTRY, STAGES, fingerprint_sections
-
-_sections = fingerprint_sections  # config sections each stage depends on: see conrec.stages
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
-    dumped = cfg.model_dump(mode="json")
-    return {k: _hash(dumped[k]) for k in _sections(stage)}
-
-
-def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
-    """Hash of every config section that can change ``stage``'s outputs (its own and upstream)."""
-    dumped = cfg.model_dump(mode="json")
-    return _hash({k: dumped[k] for k in _sections(stage)})
+from conrec.stages import STAGE_REGISTRY, STAGES, section_hashes, stage_fingerprint
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
@@ -123,7 +105,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     started = time.perf_counter()
-    result = _stage_runner(stage)(cfg, console=console, **kwargs)
+    result = _stage_runner(stage)(*STAGE_REGISTRY[stage].runner_args(cfg), console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")

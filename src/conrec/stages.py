@@ -10,10 +10,15 @@ pipeline. This module imports nothing from conrec: the runners are named, not im
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: conrec.config is not imported at run time (see above)
+    from conrec.config import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,10 @@ class Stage:
     when the run has them (eval reports baselines alone without an LM). ``outputs``: files it
     writes, relative to the run directory, checked for readability before a finished stage is
     reused; a path ending in ``/`` is a model directory (its files are verified). ``runner``:
-    ``"module:function"``, called as ``function(cfg, console=..., **kwargs)``; ``resumable``: it
-    takes ``resume=`` (checkpointed training).
+    ``"module:function"``, called as ``function(*stage.runner_args(cfg), console=..., **kwargs)``;
+    ``resumable``: it takes ``resume=`` (checkpointed training). ``own_section``: the runner
+    receives only its one config section and the run directory, ``function(section, run_dir, ...)``,
+    instead of the whole config (the stages not converted yet still read other stages' sections).
     """
 
     name: str
@@ -38,11 +45,22 @@ class Stage:
     runner: str
     optional_inputs: tuple[str, ...] = ()
     resumable: bool = False
+    own_section: bool = False
+
+    def __post_init__(self) -> None:
+        if self.own_section and len(self.sections) != 1:
+            raise ValueError(f"stage {self.name!r}: own_section needs exactly one config section, got {self.sections}")
 
     @property
     def command(self) -> str:
         """The CLI command that runs this stage alone (named like the stage)."""
         return f"conrec {self.name}"
+
+    def runner_args(self, cfg: PipelineConfig) -> tuple[Any, ...]:
+        """The runner's positional arguments: ``(section, run_dir)`` with ``own_section``, else ``(cfg,)``."""
+        if self.own_section:
+            return (getattr(cfg, self.sections[0]), cfg.run_dir)
+        return (cfg,)
 
     def load_runner(self) -> Callable[..., Any]:
         """Import the runner (each stage pulls in its heavy libraries only when it runs)."""
@@ -57,7 +75,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run",
+            "conrec.data.stage:run", own_section=True,
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid",), ("data",),
@@ -87,6 +105,26 @@ def fingerprint_sections(stage: str) -> list[str]:
     for s in STAGES[: STAGES.index(stage) + 1]:
         sections.extend(x for x in STAGE_REGISTRY[s].sections if x not in sections)
     return sections
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
+    """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
+    dumped = cfg.model_dump(mode="json")
+    return {k: _hash(dumped[k]) for k in fingerprint_sections(stage)}
+
+
+def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
+    """Hash of every config section that can change ``stage``'s outputs (its own and upstream).
+
+    Here rather than in :mod:`conrec.pipeline` so that a stage (SFT tags its checkpoints with it)
+    can import it without importing the pipeline, which imports the stages' runners.
+    """
+    dumped = cfg.model_dump(mode="json")
+    return _hash({k: dumped[k] for k in fingerprint_sections(stage)})
 
 
 def stage_table() -> str:

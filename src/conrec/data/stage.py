@@ -11,6 +11,7 @@ marker last, so an interrupted run never looks finished.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -18,7 +19,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from conrec.config import PipelineConfig
 from conrec.data.config import DataConfig
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE, validate_events, validate_items
@@ -115,10 +115,13 @@ def _load(
     return events, items, None, exposures
 
 
-def run(cfg: PipelineConfig, console: Console) -> dict[str, Any]:
-    """Load -> validate -> split -> label -> write; returns the stats dict."""
-    rd = RunDir(cfg.run_dir)
-    dcfg = cfg.data
+def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """Load -> validate -> split -> label -> write into ``run_dir/data``; returns the stats dict.
+
+    Takes only the ``data`` section (the stage reads no other): see ``own_section`` in :mod:`conrec.stages`.
+    """
+    console = console or Console()
+    rd = RunDir(run_dir)
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, progress)
         steps = progress.add_task("validate, split, label, write", total=4)

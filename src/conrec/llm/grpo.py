@@ -48,29 +48,43 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Heavy imports (torch, transformers, TRL) at module level: this module is the GRPO stage itself, and
+# the CLI and the stage registry import it only when that stage runs (see conrec.stages).
 import numpy as np
 import polars as pl
 import torch
+from accelerate import PartialState
+from datasets import Dataset
 from rich.console import Console
 from rich.progress import Progress
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback, set_seed
+from transformers.utils import logging as hf_logging
+from trl import GRPOConfig, GRPOTrainer
 
-from conrec.config import PipelineConfig
+from conrec.config import PipelineConfig, load_config
+from conrec.data.splits import time_cutoffs
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
+from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
 from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
+from conrec.llm.discernment import measure as measure_discernment
+from conrec.llm.item_vectors import item_vectors
 from conrec.llm.prompts import build_prompt, recent_negatives_only
-from conrec.llm.rewards import COMPONENTS, REWARD_MODES, make_reward_funcs, sim_targets
-from conrec.llm.rollout import ConstrainedRollout, RolloutStats
+from conrec.llm.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
+from conrec.llm.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
+from conrec.llm.tasks import sid_lookup
+from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
+from conrec.swing import Swing
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
 
@@ -262,8 +276,6 @@ def valid_cutoff(run: RunDir, events: pl.DataFrame, cfg: PipelineConfig) -> int:
         stats = read_json(stats_path, what="data stats")
         if "valid_cutoff_ts" in stats:
             return int(stats["valid_cutoff_ts"])
-    from conrec.data.splits import time_cutoffs
-
     return int(time_cutoffs(events, cfg.data.split).valid)
 
 
@@ -288,6 +300,47 @@ def fingerprint(cfg: PipelineConfig, reward_mode: str, progressive: bool, sft_di
 
 
 # --------------------------------------------------------------------------- the stage
+@dataclass(frozen=True)
+class _Job:
+    """What every stage of one GRPO run shares: resolved paths, inputs, reward functions and the plan."""
+
+    cfg: PipelineConfig
+    console: Console
+    resume: bool
+    reward_mode: str
+    progressive: bool
+    rd: RunDir
+    out: Path  # the final model
+    work: Path  # plan, stage_<i>/, reward log, stats
+    default_output: bool  # out is RunDir.grpo_model: only then is the stage marked done
+    sft_dir: Path  # the starting point and the KL reference
+    state: PartialState
+    use_cpu: bool
+    sid_map: SidMap
+    samples: pl.DataFrame
+    train: pl.DataFrame
+    seed: int
+    cutoff: int
+    vector_source: str | None
+    reward_funcs: list[Any]
+    reward_weights: list[float]
+    stages: list[GrpoStageConfig]
+    sid_of: Callable[[str], str]
+
+    @property
+    def is_main(self) -> bool:
+        return bool(self.state.is_main_process)
+
+
+@dataclass(frozen=True)
+class _StageRun:
+    """One stage trained in this call: its ``_done.json`` summary and unrounded timings for the totals."""
+
+    info: dict[str, Any]
+    rollout_seconds: float
+    train_seconds: float
+
+
 def run(
     cfg: PipelineConfig,
     console: Console | None = None,
@@ -306,36 +359,60 @@ def run(
     marked done only for the default output. ``resume=False`` discards earlier stage outputs.
     ``sft_dir`` (default ``RunDir.sft_model``) is the model to start from and the KL reference
     (ablations start GRPO from an SFT variant).
+
+    Three steps: :func:`_prepare` + :func:`_plan` (inputs, and which earlier outputs can be kept),
+    :func:`_run_stage` for every stage not finished earlier, :func:`_save` (the final model and stats).
     """
-    from accelerate import PartialState
-    from datasets import Dataset
-    from transformers import set_seed
-    from transformers.utils import logging as hf_logging
-
-    from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
-    from conrec.llm.tasks import sid_lookup
-    from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
-
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
-    reward_mode = reward_mode or cfg.grpo.reward.mode
-    if reward_mode not in REWARD_MODES:
-        raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {reward_mode!r}")
-    console = console or Console()
+    mode = reward_mode or cfg.grpo.reward.mode
+    if mode not in REWARD_MODES:
+        raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {mode!r}")
     started = time.perf_counter()
+    job = _prepare(cfg, console or Console(), resume, out_dir, mode, progressive, sft_dir)
+    _plan(job)
+    log = RewardLog(job.work / REWARD_LOG, write=job.is_main)
+    summaries: list[dict[str, Any]] = []
+    done_now: list[_StageRun] = []
+    step_offset = 0
+    prev_model = job.sft_dir
+    for i, stage in enumerate(job.stages):
+        sdir = job.work / f"stage_{i}"
+        if (sdir / DONE_FILE).exists():
+            summaries.append(read_json(sdir / DONE_FILE, what=f"GRPO stage {i} marker"))
+            job.console.print(f"[dim]GRPO stage {i} ({stage.name}): finished earlier, skipped[/]")
+        else:
+            if not (prev_model / "config.json").exists():
+                raise StageInputError(f"GRPO stage {i} should start from {prev_model}, which is missing; rerun with --no-resume")
+            done_now.append(_run_stage(job, log, i, stage, prev_model, step_offset))
+            summaries.append(done_now[-1].info)
+        step_offset += stage.steps
+        prev_model = sdir / "model"
+    return _save(job, log, summaries, done_now, prev_model, started)
+
+
+def _prepare(
+    cfg: PipelineConfig,
+    console: Console,
+    resume: bool,
+    out_dir: Path | None,
+    reward_mode: str,
+    progressive: bool,
+    sft_dir: Path | None,
+) -> _Job:
+    """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
     rd = RunDir(cfg.run_dir)
     out = Path(out_dir) if out_dir is not None else rd.grpo_model
     work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft_dir = Path(sft_dir) if sft_dir is not None else rd.model_dir("sft")
-    if not (sft_dir / "config.json").exists():
-        raise StageInputError(f"SFT model not found at {sft_dir.absolute()} (run `conrec sft` first)")
+    sft = Path(sft_dir) if sft_dir is not None else rd.model_dir("sft")
+    if not (sft / "config.json").exists():
+        raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
     state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
-    is_main = state.is_main_process
 
     sid_map = SidMap.from_parquet(rd.sid_map)
-    assert_model_fits(sft_dir, sid_map)
+    assert_model_fits(sft, sid_map)
     samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
     events = read_parquet(rd.events, what="events table (run `conrec data` first)")
     grpo = cfg.grpo
@@ -346,154 +423,192 @@ def run(
     item_sim, vector_source = similarity_signal(rd, sid_map, events, cutoff, grpo, required=reward_mode == "similarity")
     if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
         raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
-    reward_funcs, reward_weights = make_reward_funcs(cfg, sid_map, codislike, mode=reward_mode, item_sim=item_sim)  # type: ignore[arg-type]
-    stages = plan_stages(grpo, progressive, cfg.sft.prompt.max_pos_items)
-    sid_of = sid_lookup(sid_map)
+    reward_funcs, reward_weights = make_reward_funcs(
+        grpo.reward,
+        sid_map,
+        codislike,
+        mode=reward_mode,  # type: ignore[arg-type]
+        exclude_seen=cfg.decode.exclude_history,
+        item_sim=item_sim,
+    )
+    return _Job(
+        cfg=cfg,
+        console=console,
+        resume=resume,
+        reward_mode=reward_mode,
+        progressive=progressive,
+        rd=rd,
+        out=out,
+        work=work,
+        default_output=out_dir is None,
+        sft_dir=sft,
+        state=state,
+        use_cpu=use_cpu,
+        sid_map=sid_map,
+        samples=samples,
+        train=train,
+        seed=seed,
+        cutoff=cutoff,
+        vector_source=vector_source,
+        reward_funcs=list(reward_funcs),
+        reward_weights=list(reward_weights),
+        stages=plan_stages(grpo, progressive, cfg.sft.prompt.max_pos_items),
+        sid_of=sid_lookup(sid_map),
+    )
 
-    # --- plan / resume bookkeeping
-    fp = fingerprint(cfg, reward_mode, progressive, sft_dir)
-    plan_path = work / PLAN_FILE
+
+def _plan(job: _Job) -> None:
+    """Write ``plan.json``; discard earlier stage outputs unless resuming the same plan (fingerprint).
+
+    What survives decides where the run resumes: a stage with ``_done.json`` is skipped, an
+    unfinished one continues from its last complete checkpoint (:func:`_resume_point`).
+    """
+    fp = fingerprint(job.cfg, job.reward_mode, job.progressive, job.sft_dir)
+    plan_path = job.work / PLAN_FILE
     old_plan = read_json(plan_path, what="GRPO plan") if plan_path.exists() else None
-    fresh = not resume or old_plan is None or old_plan.get("fingerprint") != fp
-    if is_main:
-        if fresh and work.exists():
-            if old_plan is not None and resume:
-                console.print("[yellow]GRPO config or SFT model changed since the last run: starting from scratch[/]")
-            for p in work.glob("stage_*"):
+    fresh = not job.resume or old_plan is None or old_plan.get("fingerprint") != fp
+    if job.is_main:
+        if fresh and job.work.exists():
+            if old_plan is not None and job.resume:
+                job.console.print("[yellow]GRPO config or SFT model changed since the last run: starting from scratch[/]")
+            for p in job.work.glob("stage_*"):
                 shutil.rmtree(p, ignore_errors=True)
-            (work / REWARD_LOG).unlink(missing_ok=True)
+            (job.work / REWARD_LOG).unlink(missing_ok=True)
         write_json(
             {
                 "fingerprint": fp,
-                "reward_mode": reward_mode,
-                "progressive": progressive,
-                "stages": [s.model_dump() for s in stages],
-                "n_train_samples": train.height,
-                "valid_cutoff_ts": cutoff,
-                "item_vectors": vector_source,
+                "reward_mode": job.reward_mode,
+                "progressive": job.progressive,
+                "stages": [s.model_dump() for s in job.stages],
+                "n_train_samples": job.train.height,
+                "valid_cutoff_ts": job.cutoff,
+                "item_vectors": job.vector_source,
             },
             plan_path,
         )
-    state.wait_for_everyone()
+    job.state.wait_for_everyone()
 
-    log = RewardLog(work / REWARD_LOG, write=is_main)
-    summaries: list[dict[str, Any]] = []
-    step_offset = 0
-    prev_model = sft_dir
-    total_rollout_s = total_train_s = 0.0
-    total_steps = 0
-    for i, stage in enumerate(stages):
-        sdir = work / f"stage_{i}"
-        if (sdir / DONE_FILE).exists():
-            info = read_json(sdir / DONE_FILE, what=f"GRPO stage {i} marker")
-            summaries.append(info)
-            console.print(f"[dim]GRPO stage {i} ({stage.name}): finished earlier, skipped[/]")
-            step_offset += stage.steps
-            prev_model = sdir / "model"
-            continue
-        if not (prev_model / "config.json").exists():
-            raise StageInputError(
-                f"GRPO stage {i} should start from {prev_model}, which is missing; rerun with --no-resume"
-            )
-        set_seed(seed + i)
-        records = stage_records(train, stage, seed + 7919 * (i + 1), sid_of, cfg.sft.prompt, grpo.reward.target)
-        dataset = Dataset.from_list(records)
-        policy = load_causal_lm(prev_model)
-        # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
-        policy.config._name_or_path = str(sft_dir)
-        tokenizer = load_model_tokenizer(sft_dir)
-        vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
-        rollout = build_rollout(grpo, tokenizer, sid_map, vocab)
-        ckpt_dir = sdir / "checkpoints"
-        resume_from = _last_checkpoint(ckpt_dir, is_main) if resume else None
-        state.wait_for_everyone()
-        if resume_from is not None:
-            done_steps = checkpoint_step(resume_from)
-            console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
-            log.keep_until(i, done_steps)
-        else:
-            log.keep_until(i, 0)
-        cb = GrpoLogCallback(log, stage, i, step_offset, rollout.stats, console, show_progress=is_main)
-        trainer = _make_trainer(
-            policy, tokenizer, dataset, reward_funcs, reward_weights, rollout, cb, grpo, stage, ckpt_dir, seed + i, use_cpu
+
+def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckpt_dir: Path) -> Path | None:
+    """The checkpoint stage ``i`` continues from (None: from its start); trims the reward log to match."""
+    resume_from = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else None
+    job.state.wait_for_everyone()
+    if resume_from is not None:
+        job.console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
+        log.keep_until(i, checkpoint_step(resume_from))
+    else:
+        log.keep_until(i, 0)
+    return resume_from
+
+
+def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_model: Path, step_offset: int) -> _StageRun:
+    """Train stage ``i`` from ``prev_model`` (resuming its checkpoint if any); save its model and ``_done.json``."""
+    cfg, grpo, console, is_main = job.cfg, job.cfg.grpo, job.console, job.is_main
+    sdir = job.work / f"stage_{i}"
+    set_seed(job.seed + i)
+    records = stage_records(job.train, stage, job.seed + 7919 * (i + 1), job.sid_of, cfg.sft.prompt, grpo.reward.target)
+    dataset = Dataset.from_list(records)
+    policy = load_causal_lm(prev_model)
+    # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
+    policy.config._name_or_path = str(job.sft_dir)
+    tokenizer = load_model_tokenizer(job.sft_dir)
+    vocab = SidVocab.from_tokenizer(tokenizer, job.sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
+    rollout = build_rollout(grpo, tokenizer, job.sid_map, vocab)
+    ckpt_dir = sdir / "checkpoints"
+    resume_from = _resume_point(job, log, i, stage, ckpt_dir)
+    cb = GrpoLogCallback(log, stage, i, step_offset, rollout.stats, console, show_progress=is_main)
+    trainer = _make_trainer(
+        TrainerSpec(
+            policy=policy,
+            tokenizer=tokenizer,
+            dataset=dataset,
+            reward_funcs=job.reward_funcs,
+            reward_weights=job.reward_weights,
+            rollout=rollout,
+            callback=cb,
+            grpo=grpo,
+            stage=stage,
+            ckpt_dir=ckpt_dir,
+            seed=job.seed + i,
+            use_cpu=job.use_cpu,
         )
-        t0 = time.perf_counter()
-        try:
-            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
-        finally:
-            cb.close()
-        train_s = time.perf_counter() - t0
-        acc = trainer.accelerator
-        acc.wait_for_everyone()
-        entries = [e for e in log.entries if e["stage_index"] == i]
-        info = {
-            "stage": stage.name,
-            "stage_index": i,
-            "steps": int(trainer.state.global_step),
-            "max_pos_items": stage.max_pos_items,
-            "positive_share": stage.positive_share,
-            "n_prompts": len(records),
-            "n_with_positives": int(sum(r["pos_budget"] > 0 for r in records)),
-            "train_seconds": round(train_s, 2),
-            "rollout_seconds": round(rollout.stats.seconds, 2),
-            "rollout_share": rollout.stats.seconds / train_s if train_s > 0 else None,
-            "invalid_rate": rollout.stats.invalid_rate,
-            "duplicate_items": rollout.stats.duplicates,
-            "mean_reward": _mean([e["reward"] for e in entries]),
-            "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in entries]),
-            "mean_components": {c: _mean([e["components"][c] for e in entries]) for c in COMPONENTS},
-            "resumed_from": resume_from.name if resume_from is not None else None,
-        }
-        if rollout.stats.invalid:
-            console.print(f"[red]GRPO stage {i}: {rollout.stats.invalid} invalid rollout item(s) (must be 0)[/]")
-        if is_main:
-            with atomic_path(sdir / "model") as tmp:
-                acc.unwrap_model(trainer.model).save_pretrained(tmp)
-                tokenizer.save_pretrained(tmp)
-                save_vocab_meta(tmp, sid_map)
-            from conrec.llm.discernment import measure
+    )
+    t0 = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    finally:
+        cb.close()
+    train_s = time.perf_counter() - t0
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    entries = [e for e in log.entries if e["stage_index"] == i]
+    info: dict[str, Any] = {
+        "stage": stage.name,
+        "stage_index": i,
+        "steps": int(trainer.state.global_step),
+        "max_pos_items": stage.max_pos_items,
+        "positive_share": stage.positive_share,
+        "n_prompts": len(records),
+        "n_with_positives": int(sum(r["pos_budget"] > 0 for r in records)),
+        "train_seconds": round(train_s, 2),
+        "rollout_seconds": round(rollout.stats.seconds, 2),
+        "rollout_share": rollout.stats.seconds / train_s if train_s > 0 else None,
+        "invalid_rate": rollout.stats.invalid_rate,
+        "duplicate_items": rollout.stats.duplicates,
+        "mean_reward": _mean([e["reward"] for e in entries]),
+        "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in entries]),
+        "mean_components": {c: _mean([e["components"][c] for e in entries]) for c in COMPONENTS},
+        "resumed_from": resume_from.name if resume_from is not None else None,
+    }
+    if rollout.stats.invalid:
+        console.print(f"[red]GRPO stage {i}: {rollout.stats.invalid} invalid rollout item(s) (must be 0)[/]")
+    if is_main:
+        with atomic_path(sdir / "model") as tmp:
+            acc.unwrap_model(trainer.model).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            save_vocab_meta(tmp, job.sid_map)
+        info["discernment"] = measure_discernment(sdir / "model", cfg, job.samples)  # forgetting, stage by stage
+        write_json(info, sdir / DONE_FILE)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        if i > 0:  # only the latest stage's weights are needed to resume or finish
+            shutil.rmtree(job.work / f"stage_{i - 1}" / "model", ignore_errors=True)
+        console.print(
+            f"GRPO stage {i} ({stage.name}): {info['steps']} steps, reward {info['mean_reward']:.3f}, "
+            f"zero-advantage groups {info['mean_zero_adv_share']:.0%}, rollout {info['rollout_share'] or 0:.0%} of time"
+        )
+    acc.wait_for_everyone()
+    return _StageRun(info, rollout.stats.seconds, train_s)
 
-            info["discernment"] = measure(sdir / "model", cfg, samples)  # forgetting, stage by stage
-            write_json(info, sdir / DONE_FILE)
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-            if i > 0:  # only the latest stage's weights are needed to resume or finish
-                shutil.rmtree(work / f"stage_{i - 1}" / "model", ignore_errors=True)
-            console.print(
-                f"GRPO stage {i} ({stage.name}): {info['steps']} steps, reward {info['mean_reward']:.3f}, "
-                f"zero-advantage groups {info['mean_zero_adv_share']:.0%}, rollout {info['rollout_share'] or 0:.0%} of time"
-            )
-        acc.wait_for_everyone()
-        summaries.append(info)
-        total_rollout_s += rollout.stats.seconds
-        total_train_s += train_s
-        total_steps += info["steps"]
-        step_offset += stage.steps
-        prev_model = sdir / "model"
-        del trainer, policy
 
+def _save(
+    job: _Job, log: RewardLog, summaries: list[dict[str, Any]], done_now: list[_StageRun], last_model: Path, started: float
+) -> dict[str, Any]:
+    """Copy the last stage's model to the output, write ``stats.json``, mark the stage done; return the summary."""
+    total_train_s = sum(r.train_seconds for r in done_now)
+    total_rollout_s = sum(r.rollout_seconds for r in done_now)
     result: dict[str, Any] = {
-        "model_dir": str(out),
-        "reward_mode": reward_mode,
-        "progressive": progressive,
+        "model_dir": str(job.out),
+        "reward_mode": job.reward_mode,
+        "progressive": job.progressive,
         "stages": summaries,
         "steps": sum(int(s.get("steps", 0)) for s in summaries),
-        "steps_this_run": total_steps,
+        "steps_this_run": sum(int(r.info["steps"]) for r in done_now),
         "train_seconds_this_run": round(total_train_s, 2),
         "rollout_share_this_run": total_rollout_s / total_train_s if total_train_s > 0 else None,
         "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in log.entries]),
-        "n_train_samples": train.height,
+        "n_train_samples": job.train.height,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    if not (prev_model / "config.json").exists():
-        raise StageInputError(f"the last GRPO stage's model {prev_model} is missing; rerun with --no-resume")
-    if is_main:
-        with atomic_path(out) as tmp:
-            shutil.copytree(prev_model, tmp)
-        write_json(result, work / "stats.json")
-        if out_dir is None:
-            rd.mark_done("grpo", {"steps": result["steps"], "reward_mode": reward_mode, "progressive": progressive})
-        console.print(f"GRPO: {result['steps']} steps over {len(stages)} stage(s) -> {out}")
-    state.wait_for_everyone()
+    if not (last_model / "config.json").exists():
+        raise StageInputError(f"the last GRPO stage's model {last_model} is missing; rerun with --no-resume")
+    if job.is_main:
+        with atomic_path(job.out) as tmp:
+            shutil.copytree(last_model, tmp)
+        write_json(result, job.work / "stats.json")
+        if job.default_output:
+            job.rd.mark_done("grpo", {"steps": result["steps"], "reward_mode": job.reward_mode, "progressive": job.progressive})
+        job.console.print(f"GRPO: {result['steps']} steps over {len(job.stages)} stage(s) -> {job.out}")
+    job.state.wait_for_everyone()
     return result
 
 
@@ -506,10 +621,6 @@ def similarity_signal(
     valid/test label reaches the reward. When the similarity reward is not the one optimised, the
     components are still computed (and logged) if the run has item vectors; ``(None, None)`` otherwise.
     """
-    from conrec.llm.item_vectors import item_vectors
-    from conrec.llm.rewards import ItemSimilarity
-    from conrec.swing import Swing
-
     try:
         vectors, source = item_vectors(rd.sid, sid_map.codes)
     except StageInputError:
@@ -522,8 +633,6 @@ def similarity_signal(
 
 def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
     """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
-    from conrec.llm.rollout import beam_topk, item_token_table, sample_topk
-
     if grpo.num_generations > len(sid_map):
         raise ConfigError(
             f"grpo.num_generations ({grpo.num_generations}) exceeds the catalogue size ({len(sid_map)}): "
@@ -541,25 +650,29 @@ def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any)
     )
 
 
-def _make_trainer(
-    policy: Any,
-    tokenizer: Any,
-    dataset: Any,
-    reward_funcs: Sequence[Any],
-    reward_weights: Sequence[float],
-    rollout: ConstrainedRollout,
-    callback: GrpoLogCallback,
-    grpo: GrpoConfig,
-    stage: GrpoStageConfig,
-    ckpt_dir: Path,
-    seed: int,
-    use_cpu: bool,
-) -> Any:
-    from trl import GRPOConfig, GRPOTrainer
+@dataclass(frozen=True)
+class TrainerSpec:
+    """What one stage's :class:`trl.GRPOTrainer` is built from (see :func:`_make_trainer`)."""
 
-    levels = int(rollout._item_tokens.shape[1])
+    policy: Any
+    tokenizer: Any
+    dataset: Any
+    reward_funcs: Sequence[Any]
+    reward_weights: Sequence[float]
+    rollout: ConstrainedRollout
+    callback: GrpoLogCallback
+    grpo: GrpoConfig
+    stage: GrpoStageConfig
+    ckpt_dir: Path
+    seed: int
+    use_cpu: bool
+
+
+def _make_trainer(spec: TrainerSpec) -> Any:
+    grpo, stage = spec.grpo, spec.stage
+    levels = int(spec.rollout._item_tokens.shape[1])
     args = GRPOConfig(
-        output_dir=str(ckpt_dir),
+        output_dir=str(spec.ckpt_dir),
         per_device_train_batch_size=grpo.batch_size,
         gradient_accumulation_steps=1,
         num_generations=grpo.num_generations,
@@ -568,14 +681,14 @@ def _make_trainer(
         learning_rate=grpo.learning_rate,
         lr_scheduler_type="constant",
         beta=grpo.beta,
-        reward_weights=list(reward_weights),
+        reward_weights=list(spec.reward_weights),
         scale_rewards="group",
         temperature=1.0,
         logging_steps=1,
         **trainer_save_args(grpo.save_steps, 1),
-        seed=seed,
-        data_seed=seed,
-        use_cpu=use_cpu,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        use_cpu=spec.use_cpu,
         report_to="none",
         disable_tqdm=True,
         disable_dropout=True,
@@ -584,16 +697,14 @@ def _make_trainer(
         fp16=False,
         log_completions=False,
     )
-    from transformers.trainer_callback import PrinterCallback
-
     trainer = GRPOTrainer(
-        model=policy,
-        reward_funcs=list(reward_funcs),
+        model=spec.policy,
+        reward_funcs=list(spec.reward_funcs),
         args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        rollout_func=rollout,
-        callbacks=[callback, CompleteCheckpointMarker()],
+        train_dataset=spec.dataset,
+        processing_class=spec.tokenizer,
+        rollout_func=spec.rollout,
+        callbacks=[spec.callback, CompleteCheckpointMarker()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
     return trainer
@@ -611,8 +722,6 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m conrec.llm.grpo --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
-    from conrec.config import load_config
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)

@@ -28,7 +28,7 @@ maximally similar to itself), so the combined reward is monotone: hit >= near mi
 An empty future set gives 0 for hit/collab/prefix (no signal, not a penalty).
 
 Items already in the user's history (``seen_items``) earn no positive credit when
-``exclude_seen`` is on (the default follows ``cfg.decode.exclude_history``): evaluation drops them
+``exclude_seen`` is on (the GRPO stage passes ``decode.exclude_history``): evaluation drops them
 from the ranking, so rewarding the policy for repeating a disliked history item (which shares SID
 prefixes and co-dislike neighbours with the future set) would teach it to waste slots. The liked
 penalty still applies to them.
@@ -333,29 +333,26 @@ class _ComponentReward:
 
 
 def make_reward_funcs(
-    cfg: Any,
+    reward: RewardConfig,
     sid_map: Any,
     codislike: CoDislike | None,
     mode: RewardMode | None = None,
-    exclude_seen: bool | None = None,
+    exclude_seen: bool = True,
     item_sim: ItemSimilarity | None = None,
 ) -> tuple[list[Callable[..., list[float]]], list[float]]:
     """TRL reward callables (one per component, in :data:`COMPONENTS` order) and their weights.
 
-    ``cfg`` is a :class:`conrec.config.PipelineConfig` or a :class:`RewardConfig`; ``sid_map`` a
-    :class:`conrec.sid.sid_map.SidMap` or a plain ``{item_id: codes}`` mapping. Pass the weights as
-    ``GRPOConfig(reward_weights=...)``; zero-weight components still run so their means are logged.
-    ``exclude_seen`` (default: ``cfg.decode.exclude_history``, else True) zeroes the positive
-    credits of items in the ``seen_items`` column. ``mode`` defaults to ``reward.mode``; ``item_sim``
-    (:class:`ItemSimilarity`) feeds the ``sim`` / ``pos_sim`` components (0 without it, so the
-    similarity mode needs it).
+    ``reward`` is the ``grpo.reward`` section; ``sid_map`` a :class:`conrec.sid.sid_map.SidMap` or a
+    plain ``{item_id: codes}`` mapping. Pass the weights as ``GRPOConfig(reward_weights=...)``;
+    zero-weight components still run so their means are logged. ``exclude_seen`` zeroes the positive
+    credits of items in the ``seen_items`` column (the GRPO stage passes ``decode.exclude_history``,
+    so the policy is rewarded for what evaluation ranks). ``mode`` defaults to ``reward.mode``;
+    ``item_sim`` (:class:`ItemSimilarity`) feeds the ``sim`` / ``pos_sim`` components (0 without
+    it, so the similarity mode needs it).
     """
-    reward = cfg if isinstance(cfg, RewardConfig) else cfg.grpo.reward
     mode = mode or reward.mode
     if mode == "similarity" and item_sim is None:
         raise ValueError("the similarity reward needs item vectors (item_sim)")
-    if exclude_seen is None:
-        exclude_seen = bool(cfg.decode.exclude_history) if hasattr(cfg, "decode") else True
     weights = component_weights(reward, mode)
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}

@@ -41,6 +41,7 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
+from conrec.stages import stage_fingerprint
 
 
 class RichProgressCallback(TrainerCallback):
@@ -258,8 +259,6 @@ def run(
         model = _with_lora(model, tr.lora, new_ids)
 
     from accelerate import PartialState
-
-    from conrec.pipeline import stage_fingerprint
 
     ckpt_dir = run_dir.sft / "checkpoints" if out_dir is None else out.parent / f".{out.name}.checkpoints"
     is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
