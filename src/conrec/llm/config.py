@@ -83,6 +83,11 @@ class TrainConfig(_Strict):
         description="SID targets: level = softmax over that level's codes only (the choices constrained decoding has); "
         "vocab = over the whole vocabulary (plain causal-LM loss)",
     )
+    mask_history: bool = Field(
+        False,
+        description="level softmax only: a last-level SID target is scored without the codes that would complete an item "
+        "already in the prompt (decoding masks history items the same way)",
+    )
 
 
 class SftConfig(_Strict):

@@ -31,7 +31,7 @@ from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from conrec.config import PipelineConfig
-from conrec.errors import StageInputError
+from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
@@ -127,8 +127,46 @@ def left_align(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}, labels, keep
 
 
+def history_code_mask(ids: torch.Tensor, labels: torch.Tensor, target: torch.Tensor, levels: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, T', V) bool: last-level codes to drop from each last-level SID target's softmax.
+
+    ``ids``/``labels`` are the left-aligned batch, ``target`` its trailing ``T'`` targets. An item
+    the prompt already shows (a run of one SID token per level, none of them supervised) is never
+    the answer at evaluation, because decoding masks history items; without the same mask in
+    training, a small model can only learn that items seen in contexts are rarely answers, which on
+    a world where popular items fill the histories becomes "avoid popular items". The target's own
+    code is never masked (a repeated dislike keeps a finite loss).
+    """
+    n_levels = int(levels.max()) + 1
+    mask = torch.zeros(*target.shape, vocab_size, dtype=torch.bool)
+    if n_levels < 1:
+        return mask
+    offset = ids.shape[1] - target.shape[1]  # target k is the token at position offset + k
+    lv_all = levels[ids.clamp(min=0).cpu()]
+    for r in range(ids.shape[0]):
+        row, lv, sup = ids[r].tolist(), lv_all[r].tolist(), (labels[r] != -100).tolist()
+        shown: dict[tuple[int, ...], list[int]] = {}
+        for i in range(len(row) - n_levels + 1):
+            if lv[i : i + n_levels] == list(range(n_levels)) and not any(sup[i : i + n_levels]):
+                shown.setdefault(tuple(row[i : i + n_levels - 1]), []).append(row[i + n_levels - 1])
+        if not shown:
+            continue
+        for k, t in enumerate(target[r].tolist()):
+            a = offset + k
+            if t < 0 or lv[a] != n_levels - 1 or a < n_levels - 1:
+                continue
+            codes = [c for c in shown.get(tuple(row[a - n_levels + 1 : a]), []) if c != t]
+            if codes:
+                mask[r, k, codes] = True
+    return mask
+
+
 def completion_loss(
-    model: Any, batch: dict[str, torch.Tensor], num_items_in_batch: Any = None, token_level: torch.Tensor | None = None
+    model: Any,
+    batch: dict[str, torch.Tensor],
+    num_items_in_batch: Any = None,
+    token_level: torch.Tensor | None = None,
+    mask_history: bool = False,
 ) -> tuple[torch.Tensor, Any]:
     """Summed cross-entropy of the supervised tokens / ``num_items_in_batch`` (or their count).
 
@@ -151,6 +189,10 @@ def completion_loss(
         target_level = torch.where(target >= 0, levels[target.clamp(min=0)], torch.full_like(target, -1))
         other_level = levels.view(1, 1, -1) != target_level.unsqueeze(-1)
         logits = logits.masked_fill(other_level & (target_level >= 0).unsqueeze(-1), float("-inf"))
+        if mask_history:
+            ids = model_inputs["input_ids"]
+            seen = history_code_mask(ids, labels, target, token_level, logits.shape[-1]).to(logits.device)
+            logits = logits.masked_fill(seen, float("-inf"))
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
     )
@@ -158,7 +200,7 @@ def completion_loss(
     return loss / denom, outputs
 
 
-def sft_trainer_class(token_level: torch.Tensor | None = None) -> type:
+def sft_trainer_class(token_level: torch.Tensor | None = None, mask_history: bool = False) -> type:
     """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
 
     Why: TRL 1.16's fused LM head projects only the supervised positions when Triton is available,
@@ -181,7 +223,7 @@ def sft_trainer_class(token_level: torch.Tensor | None = None) -> type:
 
     class CompactLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = completion_loss(model, inputs, num_items_in_batch, token_level=token_level)
+            loss, outputs = completion_loss(model, inputs, num_items_in_batch, token_level=token_level, mask_history=mask_history)
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
@@ -292,7 +334,9 @@ def run(
         weight_decay=0.0,  # required by the frozen-rows trick of _with_lora
     )
     progress_cb = RichProgressCallback(console)
-    trainer = sft_trainer_class(vocab.token_level if tr.sid_softmax == "level" else None)(
+    if tr.mask_history and tr.sid_softmax != "level":
+        raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
+    trainer = sft_trainer_class(vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history)(
         model=model,
         args=args,
         train_dataset=dataset,
