@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,16 +154,21 @@ def main() -> None:
     points: list[dict[str, Any]] = []
     baselines: dict[str, Any] = {}
 
+    lock = threading.Lock()  # points finish in worker threads: one writer of curve.json at a time
+
     def save() -> None:  # after every point: a run cut short still leaves its finished points
         result = {"config": args.config, "metric": METRIC, "split": "valid", "points": points,
                   "baselines": baselines, "wall_s": time.perf_counter() - t0}
-        (out / "curve.json").write_text(json.dumps(result, indent=2))
+        tmp = out / "curve.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(out / "curve.json")
 
     def one(size_steps: tuple[str, int] | None) -> None:
         if size_steps is None:  # the baselines, beside the grid
             conrec(["eval", "-c", str(base_eval_yaml)], out / "base.log", args.threads)
-            baselines.update(metric(base_run))
-            save()
+            with lock:
+                baselines.update(metric(base_run))
+                save()
             return
         size, steps = size_steps
         name, cfg = point_config(base, out, size, steps)
@@ -174,9 +180,10 @@ def main() -> None:
         stats = json.loads((out / name / "sft" / "stats.json").read_text()) if (out / name / "sft" / "stats.json").exists() else {}
         m = metric(out / name)["sft"]
         params = stats.get("n_params_non_embedding")
-        points.append({"size": size, "steps": steps, "value": m["value"], "ci": m["ci"], "sft_s": sft_s, "eval_s": eval_s,
-                       "params_m": (params / 1e6) if params else float("nan")})
-        save()
+        with lock:
+            points.append({"size": size, "steps": steps, "value": m["value"], "ci": m["ci"], "sft_s": sft_s, "eval_s": eval_s,
+                           "params_m": (params / 1e6) if params else float("nan")})
+            save()
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, [None, *grid]))

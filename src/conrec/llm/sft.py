@@ -356,6 +356,7 @@ def run(
     state = trainer.state
     seen = state.global_step * tr.batch_size * tr.grad_accum * acc.num_processes
     train_seconds = float(result.metrics.get("train_runtime", 0.0))
+    n_params = int(sum(p.numel() for p in trainer.model.parameters()))
     stats: dict[str, Any] = {
         "model_dir": str(out),
         "n_examples": len(examples),
@@ -368,12 +369,10 @@ def run(
         "num_processes": int(acc.num_processes),
         "lora": tr.lora is not None,
         "new_tokens": len(new_ids),
-        # all parameters and those outside the (tied) embedding table: a tiny model's size is mostly vocabulary
-        "n_params": int(sum(p.numel() for p in {id(p): p for p in trainer.model.parameters()}.values())),
-        "n_params_non_embedding": int(
-            sum(p.numel() for p in {id(p): p for p in trainer.model.parameters()}.values())
-            - trainer.model.get_input_embeddings().weight.numel()
-        ),
+        # all parameters (parameters() counts a tied head once) and those outside the embedding table:
+        # a tiny model's size is mostly vocabulary
+        "n_params": n_params,
+        "n_params_non_embedding": n_params - int(trainer.model.get_input_embeddings().weight.numel()),
         "resumed_from": resume_from.name if resume_from is not None else None,
     }
     if acc.is_main_process:
