@@ -61,6 +61,12 @@ def test_full_finetune_also_writes_a_model(tmp_path):
     out = tmp_path / "variant" / "model"
     stats = sft_run(cfg, out_dir=out)
     assert not stats["lora"] and (out / "config.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    emb = model.get_input_embeddings().weight.numel()
+    assert stats["n_params"] == sum(p.numel() for p in model.parameters())  # the tied head counted once
+    assert stats["n_params_non_embedding"] == stats["n_params"] - emb > 0
     assert not RunDir(tmp_path).is_done("sft")  # a side-by-side variant does not finish the stage
 
 
