@@ -37,18 +37,18 @@ def main() -> None:
     from rich.console import Console
 
     from conrec.config import load_config
-    from conrec.io import atomic_path, read_json, read_parquet, write_parquet
+    from conrec.io import atomic_path, read_json, read_parquet
     from conrec.llm.backbone import load_backbone
-    from conrec.llm.grpo import run as grpo_run
-    from conrec.llm.toy import toy_events, write_toy_run
+    from conrec.llm.toy import write_toy_events, write_toy_run
     from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
     from conrec.sid.sid_map import SidMap
+    from conrec.stages import STAGE_REGISTRY
 
     console = Console()
     with tempfile.TemporaryDirectory(prefix="conrec_grpo_bench_") as tmp:
         root = Path(tmp) / "run"
         run = write_toy_run(root, n_items=64, n_users=16, samples_per_user=12)
-        write_parquet(toy_events(read_parquet(run.samples), seconds_before=900), run.events)
+        write_toy_events(run, seconds_before=900)
         overrides: dict[str, Any] = {"run_dir": str(root)}
         if ns.tiny:
             overrides["sft"] = {"model": {"tiny": {}}}
@@ -79,7 +79,7 @@ def main() -> None:
 
         grpo_mod.GrpoLogCallback.on_train_end = on_train_end  # type: ignore[method-assign]
         t1 = time.perf_counter()
-        result = grpo_run(cfg, console=console, resume=False)
+        result = STAGE_REGISTRY["grpo"].call(cfg, console=console, resume=False)
         wall = time.perf_counter() - t1
         log = read_json(run.grpo / "reward_log.json")
         prompt_lens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in _stage_prompts(cfg, run, sid_map)]

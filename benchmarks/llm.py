@@ -56,15 +56,15 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
 
     torch.set_num_threads(threads)
     from conrec.llm.predict import Predictor
-    from conrec.llm.sft import run as sft_run
     from conrec.llm.toy import write_toy_run
+    from conrec.stages import STAGE_REGISTRY
 
     root = Path(tempfile.mkdtemp(prefix="conrec_bench_"))
     run = write_toy_run(root, n_items=400, n_users=max(64, users), samples_per_user=8, codebook_sizes=(8, 8, 8))
     quiet = Console(quiet=True)
     lora = phase == "sft_lora"
     cfg = _cfg(root, backbone, lora, steps if phase.startswith("sft") else 1, batch, k)
-    stats = sft_run(cfg, console=quiet)
+    stats = STAGE_REGISTRY["sft"].call(cfg, console=quiet)
     out: dict = {"backbone": backbone, "phase": phase, "threads": threads}
     if phase.startswith("sft"):
         out.update(

@@ -40,7 +40,7 @@ from conrec.sid.quantize_result import effective_codebook_sizes
 from conrec.sid.rkmeans import fit_rkmeans
 from conrec.sid.rqvae import fit_rqvae
 from conrec.sid.sid_map import SidMap
-from conrec.sid.stage import run
+from conrec.stages import STAGE_REGISTRY
 
 ADJ = "Dark Silent Last Lost Red Golden Broken Hidden Wild Little Final Secret Frozen Burning Eternal Savage " \
       "Quiet Crimson Iron Midnight Lonely Brave Wicked Sweet Cold Deadly Strange Haunted Distant Bright".split()
@@ -148,7 +148,7 @@ def main() -> None:
             rd.data.mkdir(parents=True)
             items.write_parquet(rd.items)
             t = time.perf_counter()
-            run(cfg, console=quiet, encoder=LookupEncoder(texts, vectors))
+            STAGE_REGISTRY["sid"].call(cfg, console=quiet, encoder=LookupEncoder(texts, vectors))
             wall = time.perf_counter() - t
             enc_full = args.items / enc_rate
             console.print(
@@ -167,7 +167,7 @@ def main() -> None:
                 rd.data.mkdir(parents=True)
                 ml_items.write_parquet(rd.items)
                 t = time.perf_counter()
-                s = run(cfg, console=quiet)
+                s = STAGE_REGISTRY["sid"].call(cfg, console=quiet)
                 use = ", ".join(f"{u['used']}/{u['size']} ppl {u['perplexity']:.1f}" for u in s["usage_before"])
                 console.print(
                     f"[bold]MovieLens-100K[/bold] {s['n_items']} items, {kind}: purity lift "

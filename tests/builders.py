@@ -17,8 +17,8 @@ from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY
 from conrec.data.schema import validate_events
 from conrec.data.splits import build_samples, time_cutoffs
-from conrec.io import atomic_path, read_parquet, write_json, write_parquet
-from conrec.llm.toy import toy_events, write_toy_run
+from conrec.io import atomic_path, write_json, write_parquet
+from conrec.llm.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -172,7 +172,7 @@ def grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
     from conrec.llm.vocab import save_vocab_meta
 
     run = write_toy_run(root, n_items=32, n_users=8, samples_per_user=3)
-    write_parquet(toy_events(read_parquet(run.samples)), run.events)
+    write_toy_events(run)
     sid_map = SidMap.from_parquet(run.sid_map)
     model, tok, _ = tiny_policy(sid_map)
     with atomic_path(run.sft_model) as tmp:

@@ -18,6 +18,7 @@ from conrec.llm.checkpoints import (
 )
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
+from conrec.stages import STAGE_REGISTRY
 
 
 def _cfg(root: Path):
@@ -38,7 +39,7 @@ def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
 def uninterrupted(tmp_path_factory):
     root = tmp_path_factory.mktemp("a") / "run"
     write_toy_run(root, n_items=32, n_users=12)
-    sft_mod.run(_cfg(root))
+    STAGE_REGISTRY["sft"].call(_cfg(root))
     return _weights(RunDir(root).sft_model)
 
 
@@ -55,13 +56,13 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
 
     monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sft_mod.run(cfg)
+        STAGE_REGISTRY["sft"].call(cfg)
     monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", real)
     ckpts = RunDir(root).sft / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     # a kill while checkpoint-2 was being written: weights there, completion marker not yet
     (ckpts / "checkpoint-2" / COMPLETE_FILE).unlink()
-    stats = sft_mod.run(cfg)
+    stats = STAGE_REGISTRY["sft"].call(cfg)
     assert stats["resumed_from"] == "checkpoint-1" and stats["steps"] == 4
     got = _weights(RunDir(root).sft_model)
     assert got.keys() == uninterrupted.keys()

@@ -18,6 +18,7 @@ from conrec.eval.candidates import (
     reciprocal_rank,
     summarize,
 )
+from conrec.stages import STAGE_REGISTRY
 
 # --- metrics by hand
 
@@ -171,7 +172,6 @@ def test_data_stage_writes_every_simulated_exposure_and_eval_scores_the_same_sla
     from conrec.config import load_config
     from conrec.data import stage as data_stage
     from conrec.data.simulator import simulate
-    from conrec.eval import stage as eval_stage
     from conrec.io import read_json
     from conrec.runs import RunDir
 
@@ -189,7 +189,7 @@ def test_data_stage_writes_every_simulated_exposure_and_eval_scores_the_same_sla
     events = pl.read_parquet(rd.events)
     assert exposures.filter(pl.col("outcome") != 0).height == events.height
 
-    eval_stage.run(cfg, console=Console(quiet=True))
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     out = read_json(rd.eval / "slate_metrics.json")
     slates = pl.read_parquet(rd.eval / "slates.parquet")
     assert out["n_points"] == slates.height > 0

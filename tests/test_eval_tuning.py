@@ -21,6 +21,7 @@ from conrec.eval.config import BASELINE_NAMES, EvalConfig
 from conrec.eval.tuning import tune_baseline
 from conrec.io import read_json, write_json, write_parquet
 from conrec.runs import RunDir
+from conrec.stages import STAGE_REGISTRY
 
 from builders import eval_run_dir
 
@@ -69,7 +70,7 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
 
     monkeypatch.setattr(eval_stage, "tune_baseline", spy)
     console = Console(record=True, width=160)
-    metrics = eval_stage.run(_cfg(run.root, context_swap=True, models=[]), console=console)
+    metrics = STAGE_REGISTRY["eval"].call(_cfg(run.root, context_swap=True, models=[]), console=console)
     assert [n for n, _ in seen] == ["popularity", "category", "ease"]
     assert all(ts < stats["valid_cutoff_ts"] for _, ts in seen)  # tuned on events before the valid period
     tuning = read_json(run.eval / "tuning.json")
@@ -115,10 +116,10 @@ def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:
     write_parquet(samples, run.samples)
     # the stats say global_time: the stage must refuse to mix protocols
     with pytest.raises(StageInputError, match="protocol"):
-        eval_stage.run(_cfg(run.root, protocol="per_user", models=[]), console=Console(width=160))
+        STAGE_REGISTRY["eval"].call(_cfg(run.root, protocol="per_user", models=[]), console=Console(width=160))
     stats = read_json(run.data / "stats.json")
     write_json({**stats, "split_protocol": "per_user"}, run.data / "stats.json")
-    metrics = eval_stage.run(_cfg(run.root, protocol="per_user", models=[], tune=False), console=Console(width=160))
+    metrics = STAGE_REGISTRY["eval"].call(_cfg(run.root, protocol="per_user", models=[], tune=False), console=Console(width=160))
     n_test = samples.filter(pl.col("split") == "test").height
     assert n_test > 30  # several test points per user
     assert metrics["popularity"]["n_samples"] == n_test
@@ -140,4 +141,4 @@ def test_lm_on_valid_after_a_refit_on_the_valid_period_is_refused(tmp_path: Path
          "eval": {"split": "valid", "baselines": ["popularity"], "models": ["sft"], "tune": False, "ks": [2]}},
     )
     with pytest.raises(ConfigError, match="train_until is test"):
-        eval_stage.run(cfg, console=Console(width=160))
+        STAGE_REGISTRY["eval"].call(cfg, console=Console(width=160))

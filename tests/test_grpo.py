@@ -20,6 +20,7 @@ from conrec.llm.rewards import COMPONENTS
 from conrec.llm.tasks import sid_lookup
 from conrec.llm.toy import toy_tables, write_toy_run
 from conrec.sid.sid_map import SidMap
+from conrec.stages import STAGE_REGISTRY
 
 from builders import grpo_run_dir, tiny_policy
 
@@ -75,12 +76,20 @@ def test_fingerprint_follows_what_changes_the_reward(tmp_path: Path) -> None:
     """A resumed GRPO run must not reuse stages trained under another reward (e.g. exclude_history)."""
     from conrec.llm.grpo import fingerprint
 
-    base = load_config(None)
-    fp = fingerprint(base, "future_collab", True, tmp_path)
-    assert fingerprint(load_config(None, {"decode": {"num_beams": 3}}), "future_collab", True, tmp_path) == fp
-    assert fingerprint(load_config(None, {"decode": {"exclude_history": False}}), "future_collab", True, tmp_path) != fp
-    assert fingerprint(load_config(None, {"grpo": {"reward": {"w_hit": 2.0}}}), "future_collab", True, tmp_path) != fp
-    assert fingerprint(base, "next_neg", True, tmp_path) != fp
+    def fp(overrides: dict[str, Any] | None = None, sft_dir: Path = tmp_path) -> str:
+        cfg = load_config(None, overrides)
+        return fingerprint(STAGE_REGISTRY["grpo"].section_of(cfg), tmp_path, sft_dir)
+
+    base = fp()
+    assert fp({"decode": {"exclude_history": False}}) != base
+    assert fp({"grpo": {"reward": {"w_hit": 2.0}}}) != base
+    assert fp({"grpo": {"reward": {"mode": "next_neg"}}}) != base
+    assert fp({"grpo": {"progressive": False}}) != base
+    assert fp({"sft": {"prompt": {"max_pos_items": 3}}}) != base  # the prompts GRPO builds
+    assert fp({"eval": {"ks": [1]}}) == base  # downstream settings do not restart GRPO
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "config.json").write_text("{}")
+    assert fp(sft_dir=tmp_path / "sft") != base  # other SFT weights
 
 
 # --------------------------------------------------------------------------- rollout
@@ -146,7 +155,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     # 1) crash in stage 1 after its step-1 checkpoint
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        grpo_mod.run(cfg, console=console)
+        STAGE_REGISTRY["grpo"].call(cfg, console=console)
     assert (run.grpo / "stage_0" / "_done.json").exists() and not (run.grpo / "stage_1" / "_done.json").exists()
     assert (run.grpo / "stage_1" / "checkpoints" / "checkpoint-1").is_dir()
     assert not run.is_done("grpo") and built == ["neg", "pos"]
@@ -157,7 +166,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
 
     # 2) resume: stage 0 skipped, stage 1 continues from checkpoint-1
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)
-    result = grpo_mod.run(cfg, console=console)
+    result = STAGE_REGISTRY["grpo"].call(cfg, console=console)
     assert built == ["neg", "pos", "pos"]
     assert result["stages"][1]["resumed_from"] == "checkpoint-1" and result["steps"] == 4
     log = read_json(run.grpo / "reward_log.json")
@@ -183,20 +192,19 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), sft.state_dict().values()))
 
     # 3) everything finished: a rerun trains nothing
-    grpo_mod.run(cfg, console=console)
+    STAGE_REGISTRY["grpo"].call(cfg, console=console)
     assert built == ["neg", "pos", "pos"]
 
 
 def test_grpo_requires_sft_model(tmp_path: Path) -> None:
-    from conrec.errors import StageInputError
-    from conrec.llm.grpo import run as grpo_run
+    from conrec.errors import ConfigError, StageInputError
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     write_toy_run(tmp_path / "run")
     with pytest.raises(StageInputError, match="SFT model"):
-        grpo_run(cfg)
-    with pytest.raises(Exception, match="reward_mode"):
-        grpo_run(cfg, reward_mode="bogus")
+        STAGE_REGISTRY["grpo"].call(cfg)
+    with pytest.raises(ConfigError, match="grpo.reward.mode"):
+        load_config(None, {"grpo": {"reward": {"mode": "bogus"}}})
 
 
 def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,15 +218,15 @@ def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     cfg_b = cfg.model_copy(update={"run_dir": tmp_path / "b"})
     console = Console(quiet=True)
-    grpo_mod.run(cfg, console=console)
+    STAGE_REGISTRY["grpo"].call(cfg, console=console)
     real_on_log = grpo_mod.GrpoLogCallback.on_log
     crashing_on_log = _crash_in_stage_1_at_step_2(real_on_log)
 
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
     with pytest.raises(RuntimeError):
-        grpo_mod.run(cfg_b, console=console)
+        STAGE_REGISTRY["grpo"].call(cfg_b, console=console)
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)
-    assert grpo_mod.run(cfg_b, console=console)["stages"][1]["resumed_from"] == "checkpoint-1"
+    assert STAGE_REGISTRY["grpo"].call(cfg_b, console=console)["stages"][1]["resumed_from"] == "checkpoint-1"
     a = load_file(str(tmp_path / "a" / "grpo" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "b" / "grpo" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -241,7 +249,6 @@ def test_grpo_similarity_reward_end_to_end(tmp_path: Path) -> None:
     the toy run), Swing co-negatives, the future-positive column; its components reach the log."""
     from rich.console import Console
 
-    import conrec.llm.grpo as grpo_mod
 
     cfg, run = grpo_run_dir(tmp_path / "run")
     n_items = len(SidMap.from_parquet(run.sid_map))
@@ -250,7 +257,7 @@ def test_grpo_similarity_reward_end_to_end(tmp_path: Path) -> None:
     reward = cfg.grpo.reward.model_copy(update={"mode": "similarity", "gamma": 0.5, "co_negatives": 2})
     stages = [GrpoStageConfig(name="only", steps=1)]
     cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward, "stages": stages})})
-    result = grpo_mod.run(cfg, console=Console(quiet=True))
+    result = STAGE_REGISTRY["grpo"].call(cfg, console=Console(quiet=True))
     assert result["reward_mode"] == "similarity"
     assert read_json(run.grpo / "plan.json")["item_vectors"] == "encoder"
     log = read_json(run.grpo / "reward_log.json")

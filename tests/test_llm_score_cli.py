@@ -15,8 +15,8 @@ from conrec.errors import ConfigError, DataValidationError
 from conrec.llm import predict as predict_mod
 from conrec.llm import score as score_mod
 from conrec.llm.predict import Predictor
-from conrec.llm.sft import run as sft_run
 from conrec.llm.toy import write_toy_run
+from conrec.stages import STAGE_REGISTRY
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
     cfg = load_config(None, {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 24,
                                                              "train": {"max_steps": 2, "batch_size": 4, "save_steps": 1}},
                              "decode": {"num_beams": 6, "top_k": 5, "batch_size": 4}})
-    sft_run(cfg)
+    STAGE_REGISTRY["sft"].call(cfg)
     return cfg, Predictor.from_run(cfg, "sft")
 
 

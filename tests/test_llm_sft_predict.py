@@ -12,10 +12,10 @@ from conrec.config import load_config
 from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.llm import predict as predict_mod
 from conrec.llm.predict import Predictor, read_history_json
-from conrec.llm.sft import run as sft_run
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
+from conrec.stages import STAGE_REGISTRY
 
 
 def _cfg(root, lora: bool):
@@ -34,7 +34,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root, lora=True)
-    stats = sft_run(cfg)
+    stats = STAGE_REGISTRY["sft"].call(cfg)
     return cfg, stats
 
 
@@ -58,8 +58,8 @@ def test_sft_writes_a_loadable_model_and_marks_done(trained):
 def test_full_finetune_also_writes_a_model(tmp_path):
     write_toy_run(tmp_path, n_items=16, n_users=6)
     cfg = _cfg(tmp_path, lora=False)
-    out = tmp_path / "variant" / "model"
-    stats = sft_run(cfg, out_dir=out)
+    out = RunDir(tmp_path).sft_model
+    stats = STAGE_REGISTRY["sft"].call(cfg)
     assert not stats["lora"] and (out / "config.json").exists()
     from transformers import AutoModelForCausalLM
 
@@ -67,7 +67,6 @@ def test_full_finetune_also_writes_a_model(tmp_path):
     emb = model.get_input_embeddings().weight.numel()
     assert stats["n_params"] == sum(p.numel() for p in model.parameters())  # the tied head counted once
     assert stats["n_params_non_embedding"] == stats["n_params"] - emb > 0
-    assert not RunDir(tmp_path).is_done("sft")  # a side-by-side variant does not finish the stage
 
 
 def test_predictor_recommends_real_new_items(trained):

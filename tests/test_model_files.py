@@ -13,9 +13,9 @@ from conrec.config import load_config
 from conrec.errors import StageInputError
 from conrec.llm.model_files import verify_model_dir
 from conrec.llm.predict import Predictor
-from conrec.llm.sft import run as sft_run
 from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
+from conrec.stages import STAGE_REGISTRY
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def run_with_model(tmp_path_factory):
         {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "train": {"max_steps": 1, "batch_size": 4}, "max_samples": 16},
          "decode": {"num_beams": 4, "top_k": 3, "batch_size": 4}},
     )
-    sft_run(cfg)
+    STAGE_REGISTRY["sft"].call(cfg)
     return cfg
 
 
@@ -67,11 +67,9 @@ def test_corrupt_file_is_a_stage_input_error_naming_it(corrupt_run):
 
 
 def test_grpo_on_a_corrupt_sft_model_is_one_line(corrupt_run):
-    from conrec.llm.grpo import run as grpo_run
-
     cfg, name = corrupt_run
     with pytest.raises(StageInputError, match=name.replace(".", r"\.")):
-        grpo_run(cfg)
+        STAGE_REGISTRY["grpo"].call(cfg)
 
 
 def test_cli_predict_on_a_corrupt_model_exits_2_with_one_line(corrupt_run, tmp_path):

@@ -257,10 +257,70 @@ def test_registry_declares_inputs_before_the_stage_and_pipeline_follows_it(tmp_p
     assert pipeline.required_upstream(run, cfg, "grpo") == ["data", "sid", "sft"]
 
 
-def test_a_converted_stage_receives_only_its_own_section(tmp_path: Path) -> None:
-    from conrec.stages import STAGE_REGISTRY
+def test_every_stage_receives_only_its_declared_sections(tmp_path: Path) -> None:
+    """The stage protocol: a runner gets its one section, or a bundle of exactly the sections it
+    declares (never the whole config), and the run directory."""
+    from dataclasses import fields
+
+    from conrec.config import PipelineConfig
+    from conrec.stages import STAGE_REGISTRY, EvalSections, GrpoSections
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "seed": 7})
+    assert STAGE_REGISTRY["data"].section_of(cfg) is cfg.data
+    for spec in STAGE_REGISTRY.values():
+        section = spec.section_of(cfg)
+        assert not isinstance(section, PipelineConfig)
+        if spec.bundle is not None:
+            assert {f.name for f in fields(section)} == {k.rsplit(".", 1)[-1] for k in (*spec.sections, *spec.placement)}
+    grpo = STAGE_REGISTRY["grpo"].section_of(cfg)
+    assert isinstance(grpo, GrpoSections) and grpo.grpo is cfg.grpo and grpo.sft is cfg.sft and grpo.seed == 7
+    ev = STAGE_REGISTRY["eval"].section_of(cfg)
+    assert isinstance(ev, EvalSections) and ev.split is cfg.data.split and ev.prompt is cfg.sft.prompt
+
+
+def test_pipeline_calls_a_runner_with_its_section_and_the_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    got: dict[str, Any] = {}
+
+    def runner(stage: str):
+        def run(section: Any, run_dir: Any, console: Any = None, **kw: Any) -> None:
+            got[stage] = (section, run_dir, kw)
+            rd = RunDir(run_dir)
+            write_fake_outputs(rd, stage)
+            rd.mark_done(stage)
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg, stages=("data", "sid", "sft"))
+    assert got["data"][0] is cfg.data and got["data"][1] == tmp_path / "run"
+    assert got["sid"][0].sid is cfg.sid and got["sid"][0].seed == cfg.seed
+    assert got["sft"][0].sft is cfg.sft and got["sft"][2] == {"resume": True}
+
+
+def test_fingerprint_covers_declared_sections_and_inputs_only() -> None:
+    """Exactly what a stage depends on: its declared sections and, through its inputs, theirs."""
+    base = load_config(None)
+
+    def changed(overrides: dict[str, Any]) -> set[str]:
+        other = load_config(None, overrides)
+        return {s for s in STAGES if stage_fingerprint(other, s) != stage_fingerprint(base, s)}
+
+    assert changed({"seed": 3}) == {"sid", "sft", "grpo", "eval"}  # the data stage does not read it
+    assert changed({"data": {"simulator": {"seed": 3}}}) == set(STAGES)
+    assert changed({"decode": {"num_beams": 3}}) == {"grpo", "eval"}  # SFT uses decode for placement only
+    assert changed({"sft": {"prompt": {"max_pos_items": 3}}}) == {"sft", "grpo", "eval"}
+    assert changed({"grpo": {"beta": 0.1}}) == {"grpo", "eval"}
+    assert changed({"serve": {"port": 1}}) == set()
+
+
+def test_a_runner_computes_the_pipelines_fingerprint_from_what_it_received(tmp_path: Path, fake_stages: list[str]) -> None:
+    from conrec.stages import STAGE_REGISTRY, received_fingerprint
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
-    section, run_dir = STAGE_REGISTRY["data"].runner_args(cfg)
-    assert section is cfg.data and run_dir == cfg.run_dir
-    assert STAGE_REGISTRY["sft"].runner_args(cfg) == (cfg,)  # not converted yet: the whole config
+    pipeline.run_pipeline(cfg, stages=("data", "sid"))
+    got = received_fingerprint("sft", STAGE_REGISTRY["sft"].section_of(cfg), cfg.run_dir)
+    assert got == stage_fingerprint(cfg, "sft")
+    other = load_config(None, {"run_dir": str(tmp_path / "run"), "sid": {"quantizer": {"seed": 5}}})
+    assert received_fingerprint("sft", STAGE_REGISTRY["sft"].section_of(other), cfg.run_dir) == got  # inputs as recorded
+    assert stage_fingerprint(other, "sft") != got

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from conrec.progress import StageProgress, progress_interval
+from conrec.stages import STAGE_REGISTRY
 
 
 def _pipe_console() -> tuple[Console, io.StringIO]:
@@ -103,5 +104,5 @@ def test_sft_progress_stops_when_training_raises(monkeypatch, tmp_path):
     monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
     console, _ = _pipe_console()
     with pytest.raises(RuntimeError):
-        sft_mod.run(cfg, console=console)
+        STAGE_REGISTRY["sft"].call(cfg, console=console)
     assert made and made[0].progress is None

@@ -16,6 +16,7 @@ from conrec.eval.metrics import horizon_key
 from conrec.eval.report import render_table, write_report
 from conrec.io import write_json, write_parquet
 from conrec.runs import RunDir
+from conrec.stages import STAGE_REGISTRY
 
 from builders import eval_run_dir
 
@@ -100,7 +101,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
     calls: dict[str, object] = {}
 
-    def predict_samples(cfg, model: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+    def predict_samples(sections, run_dir, model: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
         calls.update(model=model, n=samples.height, k=k)
         ids = samples["sample_id"].to_list()[:-1]  # the last sample gets no prediction: must count as misses
         return pl.DataFrame(
@@ -124,7 +125,7 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(eval_stage, "make_baseline", spy_make)
     console = Console(record=True, width=120)
-    metrics = eval_stage.run(_cfg(run.root), console=console, predict=predict_samples)
+    metrics = STAGE_REGISTRY["eval"].call(_cfg(run.root), console=console, predict=predict_samples)
 
     n_test = pl.read_parquet(run.samples).filter(pl.col("split") == "test").height
     assert list(metrics) == ["popularity", "itemknn", "category", "sasrec", "sft"]
@@ -151,9 +152,9 @@ def test_stage_end_to_end_with_a_fake_lm(tmp_path: Path, monkeypatch: pytest.Mon
 def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_path: Path) -> None:
     run, _ = eval_run_dir(tmp_path / "run", with_stats=False)
     cfg = _cfg(run.root, baselines=["popularity"], models=[], max_samples=5, split="valid")
-    first = eval_stage.run(cfg, console=Console(width=120))
+    first = STAGE_REGISTRY["eval"].call(cfg, console=Console(width=120))
     ids_first = pl.read_parquet(run.predictions / "popularity.parquet")["sample_id"].to_list()
-    eval_stage.run(cfg, console=Console(width=120))
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(width=120))
     assert pl.read_parquet(run.predictions / "popularity.parquet")["sample_id"].to_list() == ids_first
     assert first["popularity"]["n_samples"] == 5
     assert "min ts of the valid samples" in run.report.read_text()
@@ -161,9 +162,9 @@ def test_stage_caps_samples_deterministically_and_derives_missing_cutoff(tmp_pat
 
 def test_stage_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(StageInputError, match="events"):
-        eval_stage.run(_cfg(tmp_path / "empty"), console=Console())
+        STAGE_REGISTRY["eval"].call(_cfg(tmp_path / "empty"), console=Console())
     run, _ = eval_run_dir(tmp_path / "run")
     samples = pl.read_parquet(run.samples).filter(pl.col("split") != "test")
     write_parquet(samples, run.samples)
     with pytest.raises(StageInputError, match="no samples in split 'test'"):
-        eval_stage.run(_cfg(run.root), console=Console())
+        STAGE_REGISTRY["eval"].call(_cfg(run.root), console=Console())

@@ -16,8 +16,8 @@ from conrec.errors import DataValidationError, StageInputError
 from conrec.io import read_json
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
-from conrec.sid.stage import run
 from conrec.sid.tokens import codes_to_sid, parse_sid
+from conrec.stages import STAGE_REGISTRY
 
 CATEGORIES = ["Comedy", "Drama", "Horror", "Sci-Fi", "Western"]
 
@@ -67,7 +67,7 @@ def _quiet() -> Console:
 def test_stage_writes_bijective_map_and_stats(tmp_path: Path, kind: str) -> None:
     torch.set_num_threads(2)
     cfg = _make_run(tmp_path, kind=kind)
-    stats = run(cfg, console=_quiet(), encoder=GenreEncoder())
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
     rd = RunDir(cfg.run_dir)
     assert rd.is_done("sid")
     for path in (rd.embeddings, rd.quantizer, rd.sid_map, rd.sid / "stats.json"):
@@ -95,18 +95,18 @@ def test_stage_same_seed_gives_identical_map(tmp_path: Path) -> None:
     torch.set_num_threads(2)
     a = _make_run(tmp_path, name="a")
     b = _make_run(tmp_path, name="b")
-    run(a, console=_quiet(), encoder=GenreEncoder())
-    run(b, console=_quiet(), encoder=GenreEncoder())
+    STAGE_REGISTRY["sid"].call(a, console=_quiet(), encoder=GenreEncoder())
+    STAGE_REGISTRY["sid"].call(b, console=_quiet(), encoder=GenreEncoder())
     map_a = SidMap.from_parquet(RunDir(a.run_dir).sid_map)
     assert map_a == SidMap.from_parquet(RunDir(b.run_dir).sid_map)
-    run(a, console=_quiet(), encoder=GenreEncoder())  # rerun in place
+    STAGE_REGISTRY["sid"].call(a, console=_quiet(), encoder=GenreEncoder())  # rerun in place
     assert SidMap.from_parquet(RunDir(a.run_dir).sid_map) == map_a
 
 
 def test_stage_without_items_is_a_clear_error(tmp_path: Path) -> None:
     cfg = PipelineConfig(run_dir=tmp_path / "empty")
     with pytest.raises(StageInputError, match="items.parquet"):
-        run(cfg, console=_quiet(), encoder=GenreEncoder())
+        STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
 
 
 def test_stage_rejects_empty_titles(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_stage_rejects_empty_titles(tmp_path: Path) -> None:
         RunDir(cfg.run_dir).items
     )
     with pytest.raises(DataValidationError, match="i7"):
-        run(cfg, console=_quiet(), encoder=GenreEncoder())
+        STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
     assert not RunDir(cfg.run_dir).is_done("sid")
 
 

@@ -66,12 +66,11 @@ def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
 
 
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
-    """Upstream stages ``stage`` reads: its declared inputs, and each optional input the run has
-    (eval reads an LM stage only if it exists and ``eval.models`` names it; then it must be current
-    like any other input. ``conrec ablate --what paper`` evaluates baselines alone beside the GRPO
-    work dirs of its variants)."""
+    """Upstream stages ``stage`` reads: its declared inputs, and each optional input the run has and
+    the stage's config selects (eval reads an LM stage only if it exists and ``eval.models`` names
+    it; then it must be current like any other input)."""
     spec = STAGE_REGISTRY[stage]
-    optional = {u for u in spec.optional_inputs if run.stage_dir(u).exists() and (stage != "eval" or u in cfg.eval.models)}
+    optional = {u for u in spec.optional_inputs if run.stage_dir(u).exists() and spec.selects_input(cfg, u)}
     ups = set(spec.inputs) | optional
     return [s for s in STAGES if s in ups]
 
@@ -105,7 +104,8 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     started = time.perf_counter()
-    result = _stage_runner(stage)(*STAGE_REGISTRY[stage].runner_args(cfg), console=console, **kwargs)
+    # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
+    result = _stage_runner(stage)(STAGE_REGISTRY[stage].section_of(cfg), run.root, console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from conrec.io import write_json
-from conrec.stages import STAGE_REGISTRY, STAGES
+from conrec.stages import FINGERPRINT_FILE, STAGE_REGISTRY, STAGES
 
-__all__ = ["FINGERPRINT_FILE", "STAGES", "RunDir"]  # STAGES: re-exported from conrec.stages (the registry)
+__all__ = ["FINGERPRINT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,6 @@ class RunDir:
                 return str(exc)
         return None
 
-
-FINGERPRINT_FILE = "_fingerprint.json"
 
 def _check_readable(path: Path) -> None:
     """Raise ValueError naming ``path`` unless it exists and its header/format reads."""

@@ -1,10 +1,39 @@
-"""The stage registry: what each pipeline stage reads and writes, declared once.
+"""The stage registry and the stage protocol: what each pipeline stage reads and writes, declared once.
 
 Why a registry: the pipeline's order, the fingerprint of what can change a stage's outputs, the
 check that its inputs are current, the readable-output check on reuse, the CLI's hints ("run
 `conrec sid` first") and the README's stage table all come from :data:`STAGE_REGISTRY`, so they
 cannot disagree, and adding a stage is one entry here (plus its module), not an edit of the
-pipeline. This module imports nothing from conrec: the runners are named, not imported, so that
+pipeline, which only iterates the registry.
+
+The protocol (:class:`Stage`): a stage declares
+
+* ``sections``: the config sections it depends on, its own first, then any other section (or
+  dotted subsection, e.g. ``sft.prompt``) whose settings it needs, e.g. GRPO needs the prompt
+  layout the SFT model was trained on and the decoding rules the rewards follow. Reading another
+  stage's settings is therefore a declaration, never a reach into the whole config;
+* ``placement``: sections it receives only to decide *where and how fast* something runs
+  (device, batch size), never *what* is computed; they are not fingerprinted (the SFT stage scores
+  its discernment questions with ``decode``'s device and batch size, and scores are
+  batch-independent);
+* ``inputs`` (and ``optional_inputs``): the upstream stages whose outputs it reads, and
+  ``outputs``: the run-directory keys it writes (checked for readability before a finished stage is
+  reused);
+* ``runner``: ``"module:function"`` called as ``function(section, run_dir, console=..., **kwargs)``.
+  ``section`` is the stage's one config section when it declares one, else an instance of its
+  ``bundle``, a small frozen dataclass below with one field per declared section (named by the
+  section's last component: ``sft.prompt`` -> ``prompt``). ``run_dir`` is where it reads its inputs
+  and writes its outputs, at the fixed paths of :class:`conrec.runs.RunDir`; a child run
+  (:mod:`conrec.experiments`) makes unchanged upstream outputs available there by links, so a
+  runner never knows or cares where an input was produced. No runner receives the whole
+  :class:`~conrec.config.PipelineConfig`.
+
+The fingerprint of a stage (:func:`stage_fingerprint`) hashes exactly what it depends on: its own
+``sections`` and, transitively, those of every stage it reads (their outputs change with them).
+One scheme serves the pipeline's reuse decision, SFT's checkpoint tag and the child runs' link
+decision.
+
+This module imports nothing from conrec at run time: the runners are named, not imported, so that
 ``conrec --help`` stays instant and :mod:`conrec.runs` can use the registry without a cycle.
 """
 
@@ -14,27 +43,79 @@ import hashlib
 import importlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: conrec.config is not imported at run time (see above)
     from conrec.config import PipelineConfig
+    from conrec.data.config import SplitConfig
+    from conrec.eval.config import EvalConfig
+    from conrec.llm.config import DecodeConfig, GrpoConfig, PromptConfig, SftConfig
+    from conrec.sid.config import SidConfig
+
+
+# --------------------------------------------------------------------------- section bundles
+@dataclass(frozen=True)
+class SidSections:
+    """What the sid stage reads: its section and the run's ``seed`` (the quantizer's default seed)."""
+
+    sid: SidConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class SftSections:
+    """What the SFT stage reads: its section, ``seed``, and ``decode`` for placement only (see module doc)."""
+
+    sft: SftConfig
+    seed: int
+    decode: DecodeConfig
+
+
+@dataclass(frozen=True)
+class GrpoSections:
+    """What the GRPO stage reads: its section; ``sft`` (the prompt layout the model was trained on, the
+    discernment questions it is measured on); ``decode`` (history exclusion, which the rewards follow); ``seed``."""
+
+    grpo: GrpoConfig
+    sft: SftConfig
+    decode: DecodeConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class EvalSections:
+    """What the eval stage reads: its section; ``decode`` and ``prompt`` (how an LM is queried); the data's
+    ``split`` settings (protocol, horizons, refit period: which events baselines may be fitted on)."""
+
+    eval: EvalConfig
+    decode: DecodeConfig
+    split: SplitConfig
+    prompt: PromptConfig
+
+
+def _field(key: str) -> str:
+    """The bundle field of a declared section: its last component (``sft.prompt`` -> ``prompt``)."""
+    return key.rsplit(".", 1)[-1]
+
+
+def _get(cfg: Any, key: str) -> Any:
+    """The value of a (dotted) section key in a config object or its JSON dump."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    return node
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One pipeline stage.
+    """One pipeline stage (see the module docstring for the protocol).
 
-    ``sections``: the config sections it reads itself (a stage's fingerprint also covers every
-    earlier stage's sections and ``seed``, since upstream outputs change with them). ``inputs``:
-    earlier stages whose outputs it reads and which must be current; ``optional_inputs``: read only
-    when the run has them (eval reports baselines alone without an LM). ``outputs``: files it
-    writes, relative to the run directory, checked for readability before a finished stage is
-    reused; a path ending in ``/`` is a model directory (its files are verified). ``runner``:
-    ``"module:function"``, called as ``function(*stage.runner_args(cfg), console=..., **kwargs)``;
-    ``resumable``: it takes ``resume=`` (checkpointed training). ``own_section``: the runner
-    receives only its one config section and the run directory, ``function(section, run_dir, ...)``,
-    instead of the whole config (the stages not converted yet still read other stages' sections).
+    ``resumable``: the runner takes ``resume=`` (checkpointed training). ``bundle``: the class of the
+    runner's ``section`` argument when more than one section is declared. ``selects``: a (dotted)
+    config key listing which ``optional_inputs`` the stage uses when the run has them (eval:
+    ``eval.models``); None = every one the run has.
     """
 
     name: str
@@ -45,28 +126,47 @@ class Stage:
     runner: str
     optional_inputs: tuple[str, ...] = ()
     resumable: bool = False
-    own_section: bool = False
+    placement: tuple[str, ...] = ()
+    bundle: Any = None
+    selects: str | None = None
 
     def __post_init__(self) -> None:
-        if self.own_section and len(self.sections) != 1:
-            raise ValueError(f"stage {self.name!r}: own_section needs exactly one config section, got {self.sections}")
+        received = [*self.sections, *self.placement]
+        if self.bundle is None:
+            if len(received) != 1:
+                raise ValueError(f"stage {self.name!r} reads {received}: more than one section needs a bundle type")
+        elif sorted(_field(k) for k in received) != sorted(f.name for f in fields(self.bundle)):
+            raise ValueError(f"stage {self.name!r}: bundle {self.bundle.__name__} must have one field per section of {received}")
 
     @property
     def command(self) -> str:
         """The CLI command that runs this stage alone (named like the stage)."""
         return f"conrec {self.name}"
 
-    def runner_args(self, cfg: PipelineConfig) -> tuple[Any, ...]:
-        """The runner's positional arguments: ``(section, run_dir)`` with ``own_section``, else ``(cfg,)``."""
-        if self.own_section:
-            return (getattr(cfg, self.sections[0]), cfg.run_dir)
-        return (cfg,)
+    def section_of(self, cfg: PipelineConfig) -> Any:
+        """The runner's ``section`` argument: the stage's one section, or its bundle of exactly the declared sections."""
+        received = [*self.sections, *self.placement]
+        if self.bundle is None:
+            return _get(cfg, received[0])
+        return self.bundle(**{_field(k): _get(cfg, k) for k in received})
+
+    def selects_input(self, cfg: PipelineConfig, stage: str) -> bool:
+        """Whether the config asks this stage to read optional input ``stage`` (when the run has it)."""
+        return self.selects is None or stage in _get(cfg, self.selects)
 
     def load_runner(self) -> Callable[..., Any]:
         """Import the runner (each stage pulls in its heavy libraries only when it runs)."""
         module, func = self.runner.split(":")
         runner: Callable[..., Any] = getattr(importlib.import_module(module), func)
         return runner
+
+    def call(self, cfg: PipelineConfig, run_dir: str | Path | None = None, **kwargs: Any) -> Any:
+        """Call the runner with ``cfg``'s sections for this stage, in ``run_dir`` (default ``cfg.run_dir``).
+
+        No input check and no bookkeeping: :func:`conrec.pipeline.run_stage` adds those; tests and
+        benchmarks call a stage's code directly through this.
+        """
+        return self.load_runner()(self.section_of(cfg), Path(run_dir if run_dir is not None else cfg.run_dir), **kwargs)
 
 
 STAGE_REGISTRY: dict[str, Stage] = {
@@ -75,56 +175,112 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run", own_section=True,
+            "conrec.data.stage:run",
         ),
         Stage(
-            "sid", "encode item text, quantize, write the collision-free SID map", ("sid",), ("data",),
+            "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed"), ("data",),
             ("sid/sid_map.parquet", "sid/quantizer.pt", "sid/embeddings.npy", "sid/stats.json"),
-            "conrec.sid.stage:run",
+            "conrec.sid.stage:run", bundle=SidSections,
         ),
         Stage(
-            "sft", "supervised fine-tuning on SID tasks", ("sft",), ("data", "sid"),
-            ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True,
+            "sft", "supervised fine-tuning on SID tasks", ("sft", "seed"), ("data", "sid"),
+            ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True, placement=("decode",), bundle=SftSections,
         ),
         Stage(
-            "grpo", "progressive GRPO with the future-negative reward", ("grpo", "decode"), ("data", "sid", "sft"),
-            ("grpo/stats.json", "grpo/model/"), "conrec.llm.grpo:run", resumable=True,
+            "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode", "seed"), ("data", "sid", "sft"),
+            ("grpo/stats.json", "grpo/model/"), "conrec.llm.grpo:run", resumable=True, bundle=GrpoSections,
         ),
         Stage(
-            "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode"), ("data", "sid"),
-            ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
+            "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
+            ("data", "sid"), ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
+            bundle=EvalSections, selects="eval.models",
         ),
     )
 }
 STAGES: tuple[str, ...] = tuple(STAGE_REGISTRY)
+FINGERPRINT_FILE = "_fingerprint.json"
+"""Beside each finished stage's outputs: ``{fingerprint, sections, seconds}`` (written by the pipeline)."""
+
+
+def upstream_closure(stage: str) -> list[str]:
+    """``stage`` and every stage it reads, directly or through its inputs (optional ones included), in pipeline order."""
+    seen: set[str] = set()
+    todo = [stage]
+    while todo:
+        s = todo.pop()
+        if s not in seen:
+            seen.add(s)
+            spec = STAGE_REGISTRY[s]
+            todo.extend([*spec.inputs, *spec.optional_inputs])
+    return [s for s in STAGES if s in seen]
 
 
 def fingerprint_sections(stage: str) -> list[str]:
-    """Config sections that can change ``stage``'s outputs: ``seed``, its own and every earlier stage's."""
-    sections: list[str] = ["seed"]
-    for s in STAGES[: STAGES.index(stage) + 1]:
+    """Config sections that can change ``stage``'s outputs: its own declared ones and those of every stage it reads."""
+    sections: list[str] = []
+    for s in upstream_closure(stage):
         sections.extend(x for x in STAGE_REGISTRY[s].sections if x not in sections)
     return sections
 
 
-def _hash(obj: Any) -> str:
+def stage_hash(obj: Any) -> str:
+    """The fingerprints' hash: 16 hex digits of the SHA-256 of ``obj``'s canonical JSON."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_hash = stage_hash
+
+
+def _json(value: Any) -> Any:
+    """A section value as it appears in the config's JSON dump (pydantic sections dumped, scalars as is)."""
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
 def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
     dumped = cfg.model_dump(mode="json")
-    return {k: _hash(dumped[k]) for k in fingerprint_sections(stage)}
+    return {k: _hash(_get(dumped, k)) for k in fingerprint_sections(stage)}
+
+
+def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None]) -> str:
+    return _hash({"stage": stage, "sections": {k: _hash(v) for k, v in own.items()}, "inputs": inputs})
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
-    """Hash of every config section that can change ``stage``'s outputs (its own and upstream).
+    """What ``stage``'s outputs depend on: its own declared ``sections`` and the fingerprint of every
+    stage it reads (so, transitively, their sections: :func:`fingerprint_sections`).
 
-    Here rather than in :mod:`conrec.pipeline` so that a stage (SFT tags its checkpoints with it)
-    can import it without importing the pipeline, which imports the stages' runners.
+    The one fingerprint scheme: the pipeline records it beside a finished stage and reuses the stage
+    only while it is unchanged; a runner computes the same value from what it received
+    (:func:`received_fingerprint`) to tag its checkpoints; a child run links a parent's stage only
+    when it is equal. Here rather than in :mod:`conrec.pipeline` so that a stage can import it
+    without importing the pipeline, which imports the stages' runners.
     """
+    spec = STAGE_REGISTRY[stage]
     dumped = cfg.model_dump(mode="json")
-    return _hash({k: dumped[k] for k in fingerprint_sections(stage)})
+    upstream = (*spec.inputs, *spec.optional_inputs)
+    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, {u: stage_fingerprint(cfg, u) for u in upstream})
+
+
+def recorded_fingerprint(run_dir: str | Path, stage: str) -> str | None:
+    """The fingerprint the pipeline recorded beside ``stage``'s outputs in ``run_dir`` (None: none recorded)."""
+    path = Path(run_dir) / stage / FINGERPRINT_FILE
+    try:
+        rec = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    fp = rec.get("fingerprint") if isinstance(rec, dict) else None
+    return fp if isinstance(fp, str) else None
+
+
+def received_fingerprint(stage: str, section: Any, run_dir: str | Path) -> str:
+    """:func:`stage_fingerprint` computed inside a runner, from the ``section`` it received and the
+    fingerprints recorded beside its inputs in ``run_dir``: equal to the pipeline's value whenever
+    the inputs are current (which the pipeline checks before it calls the runner)."""
+    spec = STAGE_REGISTRY[stage]
+    own = {k: _json(section if spec.bundle is None else getattr(section, _field(k))) for k in spec.sections}
+    upstream = (*spec.inputs, *spec.optional_inputs)
+    return _fingerprint(stage, own, {u: recorded_fingerprint(run_dir, u) for u in upstream})
 
 
 def stage_table() -> str:
@@ -136,7 +292,8 @@ def stage_table() -> str:
     rows = ["| stage | command | config sections | needs stages | writes |", "|---|---|---|---|---|"]
     for s in STAGE_REGISTRY.values():
         needs = code(s.inputs) + (f" (and {code(s.optional_inputs)} when present)" if s.optional_inputs else "")
-        rows.append(f"| {s.name}: {s.summary} | `{s.command}` | {code(s.sections)} | {needs} | {code(s.outputs)} |")
+        sections = code(s.sections) + (f" ({code(s.placement)} for placement only)" if s.placement else "")
+        rows.append(f"| {s.name}: {s.summary} | `{s.command}` | {sections} | {needs} | {code(s.outputs)} |")
     return "\n".join(rows)
 
 

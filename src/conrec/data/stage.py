@@ -118,7 +118,7 @@ def _load(
 def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
     """Load -> validate -> split -> label -> write into ``run_dir/data``; returns the stats dict.
 
-    Takes only the ``data`` section (the stage reads no other): see ``own_section`` in :mod:`conrec.stages`.
+    Takes only the ``data`` section (the stage reads no other): see the stage protocol in :mod:`conrec.stages`.
     """
     console = console or Console()
     rd = RunDir(run_dir)

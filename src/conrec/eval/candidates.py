@@ -42,8 +42,9 @@ from conrec.eval.bootstrap import mean_ci, resample_indices
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from conrec.config import PipelineConfig
     from conrec.eval.baselines.base import Recommender
+    from conrec.eval.config import EvalConfig
+    from conrec.runs import RunDir
 
 SLATE_METRICS = ("CandAcc@1", "MRR", "AUC")
 
@@ -281,44 +282,45 @@ class SlateReport:
 
 
 def run_slate_eval(
-    cfg: PipelineConfig,
+    ecfg: EvalConfig,
+    rd: RunDir,
     samples: pl.DataFrame,
     fitted: Mapping[str, Recommender],
     lm_names: Sequence[str],
+    load_lm: Callable[[str], Any],
     item_ids: Sequence[str],
     console: Console | None = None,
 ) -> SlateReport | None:
-    """Every fitted baseline and LM checkpoint on the same slates; writes ``eval/slate_metrics.json``.
+    """Every fitted baseline and LM on the same slates; writes ``eval/slate_metrics.json``.
+
+    ``load_lm(name)``: the :class:`conrec.llm.predict.Predictor` of LM ``name`` (loaded only once
+    the slates are built).
 
     Returns None (with a console note) when the run has no exposures table (data stage from before
     exposures were written: rerun ``conrec data``).
     """
     from conrec.io import read_parquet, write_json, write_parquet
-    from conrec.runs import RunDir
 
-    rd = RunDir(cfg.run_dir)
-    ccfg = cfg.eval.slates
+    ccfg = ecfg.slates
     if not rd.exposures.exists():
         if console is not None:
             console.print(f"[yellow]note:[/] no {rd.exposures}: exposure-controlled evaluation skipped (rerun `conrec data`)")
         return None
     exposures = read_parquet(rd.exposures, what="exposures (data stage output)")
-    slates = build_slates(samples, exposures, ccfg.n_candidates, cfg.eval.seed)
+    slates = build_slates(samples, exposures, ccfg.n_candidates, ecfg.seed)
     if slates.height == 0:
         raise StageInputError("exposure-controlled evaluation: no evaluation point has another exposure on its day")
     write_parquet(slates, rd.eval / "slates.parquet")
     scorers: dict[str, Scorer] = {name: baseline_scorer(m, item_ids) for name, m in fitted.items()}
     for name in lm_names:
-        from conrec.llm.predict import Predictor
-
-        scorers[name] = lm_scorer(Predictor.from_run(cfg, name))
+        scorers[name] = lm_scorer(load_lm(name))
     metrics: dict[str, dict[str, float]] = {}
     seconds: dict[str, float] = {}
     for name, scorer in scorers.items():
         t0 = time.perf_counter()
         per_point = evaluate_scorer(scorer, samples, slates)
         seconds[name] = round(time.perf_counter() - t0, 2)
-        metrics[name] = summarize(per_point, ccfg.n_bootstrap, cfg.eval.seed)
+        metrics[name] = summarize(per_point, ccfg.n_bootstrap, ecfg.seed)
     report = SlateReport(
         metrics=metrics,
         n_points=slates.height,

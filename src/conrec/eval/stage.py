@@ -44,7 +44,8 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 if TYPE_CHECKING:
-    from conrec.config import PipelineConfig
+    from conrec.data.config import SplitConfig
+    from conrec.stages import EvalSections
 
 _STATS_FOR_REPORT = (
     "source", "users", "items", "events", "dislikes", "dislike_share", "users_with_dislikes",
@@ -123,17 +124,17 @@ def all_metrics(
 
 
 def fit_events_for(
-    events: pl.DataFrame, cfg: PipelineConfig, stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
+    events: pl.DataFrame, split_cfg: SplitConfig, stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
 ) -> tuple[pl.DataFrame, str]:
-    """(events a model evaluated on ``split`` may be fitted on, how they were chosen)."""
-    protocol = cfg.data.split.protocol
+    """(events a model evaluated on ``split`` may be fitted on, how they were chosen); ``split_cfg``: ``data.split``."""
+    protocol = split_cfg.protocol
     written = (stats or {}).get("split_protocol", "global_time")
     if written != protocol:
         raise StageInputError(
             f"data.split.protocol is {protocol!r} but the data stage wrote {written!r} samples; rerun `conrec data`"
         )
     if protocol == "per_user":
-        return per_user_fit_events(events, cfg.data.split, split), f"each user's events before that user's {split} start"
+        return per_user_fit_events(events, split_cfg, split), f"each user's events before that user's {split} start"
     cutoff, source = split_cutoff(stats, split, split_samples)
     return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off ts {cutoff} ({source})"
 
@@ -152,18 +153,26 @@ def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
     return [list(x) if x is not None else [] for x in joined["items"].to_list()]
 
 
-# (cfg, model name, samples, k, console) -> predictions with sample_id, items, scores, n_invalid
-LmPredict = Callable[["PipelineConfig", str, pl.DataFrame, int, Console], pl.DataFrame]
+# (sections, run dir, model name, samples, k, console) -> predictions with sample_id, items, scores, n_invalid
+LmPredict = Callable[["EvalSections", RunDir, str, pl.DataFrame, int, Console], pl.DataFrame]
 
 
-def lm_predictions(cfg: PipelineConfig, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
-    """``conrec.llm.predict.predict_samples`` (imported lazily: torch/transformers load only when an
-    LM checkpoint is actually evaluated). The default ``predict`` of :func:`run`."""
+def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
+    """The :class:`conrec.llm.predict.Predictor` of the run's LM ``name``, queried with the declared
+    ``prompt`` and ``decode`` sections (imported lazily: torch/transformers load only when an LM
+    checkpoint is actually evaluated)."""
     try:
-        from conrec.llm.predict import predict_samples
+        from conrec.llm.predict import Predictor
     except ImportError as exc:
         raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.predict is unavailable ({exc})") from exc
-    return predict_samples(cfg, model=name, samples=samples, k=k, console=console)
+    from conrec.sid.sid_map import SidMap
+
+    return Predictor.from_dir(rd.model_dir(name), SidMap.from_parquet(rd.sid_map), sections.prompt, sections.decode)
+
+
+def lm_predictions(sections: EvalSections, rd: RunDir, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+    """The LM's top-``k`` for every sample (:meth:`Predictor.predict_samples`). The default ``predict`` of :func:`run`."""
+    return lm_predictor(sections, rd, name).predict_samples(samples, k, console=console)  # type: ignore[no-any-return]
 
 
 def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -188,15 +197,19 @@ def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, An
     return s
 
 
-def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
+def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
     on split ``eval.split``.
 
-    ``predict`` produces an LM's predictions; it is a parameter so that tests (and other callers)
-    can evaluate any predictor through exactly this code without loading a checkpoint.
+    Takes the stage's declared sections (``eval``; ``decode`` and ``sft.prompt``: how an LM is
+    queried; ``data.split``: which events baselines may be fitted on) and the run directory (the
+    stage protocol of :mod:`conrec.stages`). ``predict`` produces an LM's predictions; it is a
+    parameter so that tests (and other callers) can evaluate any predictor through exactly this
+    code without loading a checkpoint.
     """
-    ecfg = cfg.eval
-    rd = RunDir(cfg.run_dir)
+    ecfg = sections.eval
+    split_cfg = sections.split
+    rd = RunDir(run_dir)
     events = read_parquet(rd.events, what="events (data stage output)")
     items = read_parquet(rd.items, what="items (data stage output)")
     samples_all = read_parquet(rd.samples, what="samples (data stage output)")
@@ -204,14 +217,14 @@ def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictio
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
 
     samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
-    fit_events, fit_rule = fit_events_for(events, cfg, stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
+    fit_events, fit_rule = fit_events_for(events, split_cfg, stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
     train_counts = dislike_counts(fit_events)
     catalogue = items["item_id"].cast(pl.String).to_list()
     ks = sorted(set(ecfg.ks))
     k_max = max(ks)
     n_items = items.height
     notes: list[str] = [f"Baselines fitted on {fit_rule}."]
-    max_h = cfg.data.split.max_horizon_days
+    max_h = split_cfg.max_horizon_days
     horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
         notes.append(beyond_max_note(dropped, max_h))
@@ -224,14 +237,14 @@ def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictio
         if ecfg.split == "valid":
             notes.append("eval.tune is on but the evaluated split is valid: baselines were tuned on the split they are scored on.")
         valid_samples = select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)
-        valid_fit, _ = fit_events_for(events, cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
+        valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
 
     metrics: dict[str, dict[str, Any]] = {}
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
-    if lm_todo and ecfg.split == "valid" and cfg.data.split.train_until == "test":
+    if lm_todo and ecfg.split == "valid" and split_cfg.train_until == "test":
         raise ConfigError(
             "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
             "compare settings with train_until: valid (or evaluate the test split)"
@@ -264,13 +277,13 @@ def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictio
     for name in lm_todo:
         console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")
         started = time.perf_counter()
-        preds = predict(cfg, name, samples, k_max, console)
+        preds = predict(sections, rd, name, samples, k_max, console)
         timings[name] = round(time.perf_counter() - started, 2)
         write_parquet(preds, rd.predictions / f"{name}.parquet")
         metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
         if swapped is not None:
             console.print(f"LM {name}: context swap (histories of other users)")
-            swapped_preds = predict(cfg, name, swapped, k_max, console)
+            swapped_preds = predict(sections, rd, name, swapped, k_max, console)
             metrics[name].update(swap_metrics(_rankings(preds, samples), _rankings(swapped_preds, samples), samples, k_max))
 
     bcfg_ci = ecfg.bootstrap
@@ -285,18 +298,21 @@ def run(cfg: PipelineConfig, console: Console, predict: LmPredict = lm_predictio
         from conrec.eval.candidates import run_slate_eval
 
         console.print("exposure-controlled evaluation: every model ranks the same same-day candidates")
-        slate_report = run_slate_eval(cfg, samples, fitted, lm_todo, items["item_id"].cast(pl.String).to_list(), console)
+        slate_report = run_slate_eval(
+            ecfg, rd, samples, fitted, lm_todo, lambda name: lm_predictor(sections, rd, name),
+            items["item_id"].cast(pl.String).to_list(), console,
+        )
     fut = samples["future_negs"].list.len()
-    shown = [k for k in _STATS_FOR_REPORT if not (cfg.data.split.protocol == "per_user" and k.endswith("_cutoff"))]
+    shown = [k for k in _STATS_FOR_REPORT if not (split_cfg.protocol == "per_user" and k.endswith("_cutoff"))]
     dataset_stats: dict[str, Any] = {k: stats[k] for k in shown if stats and k in stats}
     dataset_stats.update(
         {
-            "split protocol": cfg.data.split.protocol,
+            "split protocol": split_cfg.protocol,
             "evaluated split": ecfg.split,
             "evaluated samples": samples.height,
             "evaluated users": samples["user_id"].n_unique(),
             "events used to fit baselines": fit_events.height,
-            "future window N (days)": cfg.data.split.horizon_days,
+            "future window N (days)": split_cfg.horizon_days,
             "mean future dislikes per sample": float(fut.mean() or 0.0),
             "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {bcfg_ci.level:.0%} percentile CI, seed {bcfg_ci.seed}",
         }

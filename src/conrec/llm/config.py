@@ -123,10 +123,11 @@ class RewardConfig(_Strict):
     w_liked: float = Field(0.5, description="penalty: item the user liked")
     w_next: float = Field(0.0, description="exact next-negative hit (the conventional objective)")
     collab_top_n: int = Field(50, ge=1)
-    mode: Literal["future_collab", "similarity"] = Field(
+    mode: Literal["future_collab", "similarity", "next_neg"] = Field(
         "future_collab",
         description="future_collab = the weighted hit/collab/prefix/liked/next reward above; similarity = CoNRec's reward: "
-        "w_sim x max cosine to the target set - gamma x max cosine to the user's future positives",
+        "w_sim x max cosine to the target set - gamma x max cosine to the user's future positives; "
+        "next_neg = exact next-negative hit only (the conventional objective, an ablation)",
     )
     w_sim: float = Field(1.0, description="similarity mode: weight of the max cosine similarity to the target set")
     gamma: float = Field(
@@ -197,6 +198,9 @@ class GrpoConfig(_Strict):
     )
     temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
+    progressive: bool = Field(
+        True, description="false = one stage with the full SFT context for the summed steps of `stages` (an ablation)"
+    )
 
     @field_validator("stages", mode="before")
     @classmethod

@@ -31,12 +31,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from conrec.llm.config import PromptConfig
+from conrec.llm.config import DecodeConfig, PromptConfig, SftConfig
+
+if TYPE_CHECKING:
+    from conrec.sid.sid_map import SidMap
 from conrec.llm.prompts import ANSWER_CUE, INSTRUCTION, build_prompt
 
 QUESTION = "Which of these items did this user reject?"
@@ -118,21 +121,24 @@ def accuracy(predictor: Any, qs: Sequence[dict[str, Any]]) -> float | None:
     return float(np.mean(hits))
 
 
-def measure(model_dir: Path, cfg: Any, samples: pl.DataFrame) -> dict[str, Any] | None:
-    """Discernment accuracy of a saved model on the held-out users' questions (None when switched off)."""
+def measure(
+    model_dir: Path, sid_map: SidMap, sft: SftConfig, decode: DecodeConfig, seed: int, samples: pl.DataFrame
+) -> dict[str, Any] | None:
+    """Discernment accuracy of a saved model on the held-out users' questions (None when switched off).
+
+    ``sft``: the questions' prompt layout and held-out share; ``seed``: the run's seed (the held-out
+    draw, as in :func:`conrec.llm.tasks.build_examples`); ``decode``: where and in what batches the
+    options are scored.
+    """
     from conrec.llm.predict import Predictor
     from conrec.llm.tasks import sid_lookup
-    from conrec.runs import RunDir
-    from conrec.sid.sid_map import SidMap
 
-    sft = cfg.sft
     if sft.discernment_eval <= 0:
         return None
-    sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
-    qs = heldout_questions(samples, sid_lookup(sid_map), sft.prompt, sft.discernment_holdout, sft.discernment_eval, cfg.seed)
+    qs = heldout_questions(samples, sid_lookup(sid_map), sft.prompt, sft.discernment_holdout, sft.discernment_eval, seed)
     if not qs:
         return None
-    predictor = Predictor.from_dir(model_dir, sid_map, sft.prompt, cfg.decode)
+    predictor = Predictor.from_dir(model_dir, sid_map, sft.prompt, decode)
     return {"accuracy": accuracy(predictor, qs), "n_questions": len(qs), "chance": 1.0 / N_OPTIONS}
 
 

@@ -5,8 +5,8 @@ positive context is brought in step by step, so it learns to use positives witho
 by them. Stage ``i`` of ``cfg.grpo.stages`` builds every prompt with an empty positive segment,
 except for a ``positive_share`` of the samples (drawn with a per-stage seed), whose positive
 segment keeps the most recent ``max_pos_items`` positives; it runs ``steps`` optimiser steps,
-starting from the previous stage's weights. ``progressive=False`` (ablation) runs one stage with
-the full SFT context (``cfg.sft.prompt.max_pos_items`` for every prompt) for the summed steps.
+starting from the previous stage's weights. ``grpo.progressive: false`` (ablation) runs one stage
+with the full SFT context (``sft.prompt.max_pos_items`` for every prompt) for the summed steps.
 
 Each stage is one :class:`trl.GRPOTrainer`, used only through its extension points:
 
@@ -21,14 +21,13 @@ KL reference = the SFT model in *every* stage: TRL builds its reference model fr
 stage's weights gets its ``_name_or_path`` pointed at the SFT dir. (A fresh trainer per stage would
 otherwise anchor the KL to the previous stage.) No TRL class is subclassed.
 
-Outputs (work dir = ``run_dir/grpo`` for the default output, ``run_dir/grpo/ablations/<name>``
-otherwise)::
+Outputs (an ablation variant is a child run with its own ``grpo/``: :mod:`conrec.experiments`)::
 
-    work/plan.json            what was planned (fingerprint: a changed config restarts from scratch)
-    work/stage_<i>/           checkpoints/ (while running), model/ (weights after the stage), _done.json
-    work/reward_log.json      [{stage, stage_index, step, reward, components, zero_adv_share, ...}]
-    work/stats.json           summary (steps, seconds, rollout share, zero-advantage share)
-    out_dir (or grpo/model)   final model: plain HF dir + tokenizer + SID-vocab sidecar (as SFT)
+    grpo/plan.json            what was planned (fingerprint: a changed config or SFT model restarts from scratch)
+    grpo/stage_<i>/           checkpoints/ (while running), model/ (weights after the stage), _done.json
+    grpo/reward_log.json      [{stage, stage_index, step, reward, components, zero_adv_share, ...}]
+    grpo/stats.json           summary (steps, seconds, rollout share, zero-advantage share)
+    grpo/model/               final model: plain HF dir + tokenizer + SID-vocab sidecar (as SFT)
 
 Resume: finished stages are skipped; an unfinished stage continues from its last checkpoint
 (optimizer, scheduler, RNG and step restored by the HF Trainer). Runs under ``accelerate launch``
@@ -41,8 +40,6 @@ Resume: finished stages are skipped; an unfinished stage continues from its last
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -65,8 +62,7 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 from transformers.utils import logging as hf_logging
 from trl import GRPOConfig, GRPOTrainer
 
-from conrec.config import PipelineConfig, load_config
-from conrec.data.splits import time_cutoffs
+from conrec.config import load_config
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
@@ -84,6 +80,7 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
+from conrec.stages import STAGE_REGISTRY, GrpoSections, received_fingerprint, stage_hash
 from conrec.swing import Swing
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -269,34 +266,24 @@ class GrpoLogCallback(TrainerCallback):
 
 
 # --------------------------------------------------------------------------- inputs
-def valid_cutoff(run: RunDir, events: pl.DataFrame, cfg: PipelineConfig) -> int:
-    """The valid cut-off (epoch s): from ``data/stats.json``, else recomputed as the data stage does."""
-    stats_path = run.data / "stats.json"
-    if stats_path.exists():
-        stats = read_json(stats_path, what="data stats")
-        if "valid_cutoff_ts" in stats:
-            return int(stats["valid_cutoff_ts"])
-    return int(time_cutoffs(events, cfg.data.split).valid)
+def valid_cutoff(run: RunDir) -> int:
+    """The valid cut-off (epoch s) the data stage recorded in ``data/stats.json``."""
+    stats = read_json(run.data / "stats.json", what="data stats (run `conrec data` first)")
+    if "valid_cutoff_ts" not in stats:
+        raise StageInputError(f"{run.data / 'stats.json'} has no valid_cutoff_ts: rerun `conrec data`")
+    return int(stats["valid_cutoff_ts"])
 
 
-def fingerprint(cfg: PipelineConfig, reward_mode: str, progressive: bool, sft_dir: Path) -> str:
-    """What the stage outputs depend on: a different value means checkpoints cannot be reused."""
+def fingerprint(sections: GrpoSections, run_dir: Path, sft_dir: Path) -> str:
+    """What the stage's outputs depend on: the stage fingerprint (:func:`conrec.stages.stage_fingerprint`,
+    computed from what the runner received) and the SFT weights it starts from (size and time of
+    their files: a retrained SFT model with the same settings must not resume old stages)."""
     sft_stamp = ""
     for name in ("config.json", "model.safetensors"):
         p = sft_dir / name
         if p.exists():
             sft_stamp += f"{name}:{p.stat().st_size}:{int(p.stat().st_mtime)};"
-    payload = {
-        "grpo": cfg.grpo.model_dump(mode="json"),
-        "prompt": cfg.sft.prompt.model_dump(mode="json"),
-        "seed": cfg.seed,
-        "reward_mode": reward_mode,
-        # the rewards' exclude_seen follows it (make_reward_funcs): it changes what a rollout earns
-        "exclude_history": cfg.decode.exclude_history,
-        "progressive": progressive,
-        "sft": sft_stamp,
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return stage_hash({"stage": received_fingerprint("grpo", sections, run_dir), "sft": sft_stamp})
 
 
 # --------------------------------------------------------------------------- the stage
@@ -304,7 +291,7 @@ def fingerprint(cfg: PipelineConfig, reward_mode: str, progressive: bool, sft_di
 class _Job:
     """What every stage of one GRPO run shares: resolved paths, inputs, reward functions and the plan."""
 
-    cfg: PipelineConfig
+    sections: GrpoSections
     console: Console
     resume: bool
     reward_mode: str
@@ -312,7 +299,6 @@ class _Job:
     rd: RunDir
     out: Path  # the final model
     work: Path  # plan, stage_<i>/, reward log, stats
-    default_output: bool  # out is RunDir.grpo_model: only then is the stage marked done
     sft_dir: Path  # the starting point and the KL reference
     state: PartialState
     use_cpu: bool
@@ -341,24 +327,18 @@ class _StageRun:
     train_seconds: float
 
 
-def run(
-    cfg: PipelineConfig,
-    console: Console | None = None,
-    resume: bool = True,
-    out_dir: Path | None = None,
-    reward_mode: str | None = None,
-    progressive: bool = True,
-    sft_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Run progressive GRPO from ``RunDir.sft_model``; write the final model; return a summary.
+def run(sections: GrpoSections, run_dir: Path, console: Console | None = None, resume: bool = True) -> dict[str, Any]:
+    """Run progressive GRPO from the run's SFT model; write the final model; return a summary.
 
-    ``reward_mode``: ``None`` = ``grpo.reward.mode``; ``"future_collab"`` (hit/collab/prefix/liked),
-    ``"similarity"`` (CoNRec's cosine reward to future negatives + Swing co-negatives minus the
-    future-positive penalty) or ``"next_neg"`` (ablation: next-negative exact hit only). ``progressive=False``: one full-context stage (ablation). ``out_dir``
-    (default ``RunDir.grpo_model``) lets ablations train variants side by side; the stage is
-    marked done only for the default output. ``resume=False`` discards earlier stage outputs.
-    ``sft_dir`` (default ``RunDir.sft_model``) is the model to start from and the KL reference
-    (ablations start GRPO from an SFT variant).
+    Takes the stage's declared sections (``grpo``; ``sft`` for the prompt layout and discernment
+    questions; ``decode`` for history exclusion; ``seed``) and the run directory (the stage protocol
+    of :mod:`conrec.stages`). The reward is ``grpo.reward.mode``: ``future_collab``
+    (hit/collab/prefix/liked), ``similarity`` (CoNRec's cosine reward to future negatives + Swing
+    co-negatives minus the future-positive penalty) or ``next_neg`` (ablation: next-negative exact
+    hit only); ``grpo.progressive: false`` runs one full-context stage (ablation). The SFT model
+    (``sft/model``) is the starting point and the KL reference; an ablation that starts GRPO from
+    an SFT variant is a child run holding that variant (:mod:`conrec.experiments`).
+    ``resume=False`` discards earlier stage outputs.
 
     Three steps: :func:`_prepare` + :func:`_plan` (inputs, and which earlier outputs can be kept),
     :func:`_run_stage` for every stage not finished earlier, :func:`_save` (the final model and stats).
@@ -366,11 +346,11 @@ def run(
     hf_logging.disable_progress_bar()  # per-shard load/save bars would drown the stage's own progress bar
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
-    mode = reward_mode or cfg.grpo.reward.mode
-    if mode not in REWARD_MODES:
-        raise ConfigError(f"reward_mode must be one of {', '.join(REWARD_MODES)}, got {mode!r}")
+    mode = sections.grpo.reward.mode
+    if mode not in REWARD_MODES:  # pragma: no cover - the config's Literal already refuses others
+        raise ConfigError(f"grpo.reward.mode must be one of {', '.join(REWARD_MODES)}, got {mode!r}")
     started = time.perf_counter()
-    job = _prepare(cfg, console or Console(), resume, out_dir, mode, progressive, sft_dir)
+    job = _prepare(sections, Path(run_dir), console or Console(), resume, mode)
     _plan(job)
     log = RewardLog(job.work / REWARD_LOG, write=job.is_main)
     summaries: list[dict[str, Any]] = []
@@ -392,20 +372,10 @@ def run(
     return _save(job, log, summaries, done_now, prev_model, started)
 
 
-def _prepare(
-    cfg: PipelineConfig,
-    console: Console,
-    resume: bool,
-    out_dir: Path | None,
-    reward_mode: str,
-    progressive: bool,
-    sft_dir: Path | None,
-) -> _Job:
+def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
     """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
-    rd = RunDir(cfg.run_dir)
-    out = Path(out_dir) if out_dir is not None else rd.grpo_model
-    work = rd.grpo if out_dir is None else rd.grpo / "ablations" / out.name
-    sft = Path(sft_dir) if sft_dir is not None else rd.model_dir("sft")
+    rd = RunDir(run_dir)
+    sft = rd.model_dir("sft")
     if not (sft / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")
     use_cpu = not torch.cuda.is_available()
@@ -415,10 +385,10 @@ def _prepare(
     assert_model_fits(sft, sid_map)
     samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
     events = read_parquet(rd.events, what="events table (run `conrec data` first)")
-    grpo = cfg.grpo
-    seed = cfg.seed * 1_000_003 + grpo.seed
+    grpo = sections.grpo
+    seed = sections.seed * 1_000_003 + grpo.seed
     train = select_train_samples(samples, grpo.max_samples, seed)
-    cutoff = valid_cutoff(rd, events, cfg)
+    cutoff = valid_cutoff(rd)
     codislike = CoDislike.fit(events, top_n=grpo.reward.collab_top_n, before_ts=cutoff, items=sid_map.items)
     item_sim, vector_source = similarity_signal(rd, sid_map, events, cutoff, grpo, required=reward_mode == "similarity")
     if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
@@ -428,19 +398,18 @@ def _prepare(
         sid_map,
         codislike,
         mode=reward_mode,  # type: ignore[arg-type]
-        exclude_seen=cfg.decode.exclude_history,
+        exclude_seen=sections.decode.exclude_history,
         item_sim=item_sim,
     )
     return _Job(
-        cfg=cfg,
+        sections=sections,
         console=console,
         resume=resume,
         reward_mode=reward_mode,
-        progressive=progressive,
+        progressive=grpo.progressive,
         rd=rd,
-        out=out,
-        work=work,
-        default_output=out_dir is None,
+        out=rd.grpo_model,
+        work=rd.grpo,
         sft_dir=sft,
         state=state,
         use_cpu=use_cpu,
@@ -452,7 +421,7 @@ def _prepare(
         vector_source=vector_source,
         reward_funcs=list(reward_funcs),
         reward_weights=list(reward_weights),
-        stages=plan_stages(grpo, progressive, cfg.sft.prompt.max_pos_items),
+        stages=plan_stages(grpo, grpo.progressive, sections.sft.prompt.max_pos_items),
         sid_of=sid_lookup(sid_map),
     )
 
@@ -463,7 +432,7 @@ def _plan(job: _Job) -> None:
     What survives decides where the run resumes: a stage with ``_done.json`` is skipped, an
     unfinished one continues from its last complete checkpoint (:func:`_resume_point`).
     """
-    fp = fingerprint(job.cfg, job.reward_mode, job.progressive, job.sft_dir)
+    fp = fingerprint(job.sections, job.rd.root, job.sft_dir)
     plan_path = job.work / PLAN_FILE
     old_plan = read_json(plan_path, what="GRPO plan") if plan_path.exists() else None
     fresh = not job.resume or old_plan is None or old_plan.get("fingerprint") != fp
@@ -503,10 +472,10 @@ def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckp
 
 def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_model: Path, step_offset: int) -> _StageRun:
     """Train stage ``i`` from ``prev_model`` (resuming its checkpoint if any); save its model and ``_done.json``."""
-    cfg, grpo, console, is_main = job.cfg, job.cfg.grpo, job.console, job.is_main
+    sections, grpo, console, is_main = job.sections, job.sections.grpo, job.console, job.is_main
     sdir = job.work / f"stage_{i}"
     set_seed(job.seed + i)
-    records = stage_records(job.train, stage, job.seed + 7919 * (i + 1), job.sid_of, cfg.sft.prompt, grpo.reward.target)
+    records = stage_records(job.train, stage, job.seed + 7919 * (i + 1), job.sid_of, sections.sft.prompt, grpo.reward.target)
     dataset = Dataset.from_list(records)
     policy = load_causal_lm(prev_model)
     # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
@@ -567,7 +536,8 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
             acc.unwrap_model(trainer.model).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_vocab_meta(tmp, job.sid_map)
-        info["discernment"] = measure_discernment(sdir / "model", cfg, job.samples)  # forgetting, stage by stage
+        # forgetting, stage by stage
+        info["discernment"] = measure_discernment(sdir / "model", job.sid_map, sections.sft, sections.decode, sections.seed, job.samples)
         write_json(info, sdir / DONE_FILE)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         if i > 0:  # only the latest stage's weights are needed to resume or finish
@@ -605,8 +575,7 @@ def _save(
         with atomic_path(job.out) as tmp:
             shutil.copytree(last_model, tmp)
         write_json(result, job.work / "stats.json")
-        if job.default_output:
-            job.rd.mark_done("grpo", {"steps": result["steps"], "reward_mode": job.reward_mode, "progressive": job.progressive})
+        job.rd.mark_done("grpo", {"steps": result["steps"], "reward_mode": job.reward_mode, "progressive": job.progressive})
         job.console.print(f"GRPO: {result['steps']} steps over {len(job.stages)} stage(s) -> {job.out}")
     job.state.wait_for_everyone()
     return result
@@ -726,20 +695,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     parser.add_argument("--no-resume", action="store_true")
-    parser.add_argument("--reward-mode", choices=REWARD_MODES, default=None, help="default: grpo.reward.mode")
-    parser.add_argument("--no-progressive", action="store_true")
-    parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--reward-mode", choices=REWARD_MODES, default=None, help="overrides grpo.reward.mode")
+    parser.add_argument("--no-progressive", action="store_true", help="sets grpo.progressive: false")
     ns = parser.parse_args(argv)
-    cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
+    overrides: dict[str, Any] = {"run_dir": str(ns.run_dir)} if ns.run_dir else {}
+    if ns.reward_mode is not None:
+        overrides["grpo"] = {"reward": {"mode": ns.reward_mode}}
+    if ns.no_progressive:
+        overrides.setdefault("grpo", {})["progressive"] = False
+    cfg = load_config(ns.config, overrides or None)
     prepare_process(cfg.threads)
-    run(
-        cfg,
-        console=Console(),
-        resume=not ns.no_resume,
-        out_dir=ns.out_dir,
-        reward_mode=ns.reward_mode,
-        progressive=not ns.no_progressive,
-    )
+    STAGE_REGISTRY["grpo"].call(cfg, console=Console(), resume=not ns.no_resume)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,7 +30,6 @@ from rich.console import Console
 from rich.progress import Progress
 from transformers import PrinterCallback, TrainerCallback, set_seed
 
-from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
@@ -41,7 +40,7 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
-from conrec.stages import stage_fingerprint
+from conrec.stages import STAGE_REGISTRY, SftSections, received_fingerprint
 
 
 class RichProgressCallback(TrainerCallback):
@@ -254,16 +253,15 @@ def sid_item_vectors(run: RunDir, items: Any, sid_map: SidMap) -> np.ndarray:
     return vectors[[row[i] for i in sid_map.items]]
 
 
-def run(
-    cfg: PipelineConfig, console: Console | None = None, out_dir: Path | None = None, resume: bool = True
-) -> dict[str, Any]:
+def run(sections: SftSections, run_dir: Path, console: Console | None = None, resume: bool = True) -> dict[str, Any]:
     """Fine-tune the backbone on the SFT tasks; write the model dir; mark the stage done.
 
-    ``out_dir`` (default ``RunDir.sft_model``) lets ablations train variants side by side; the stage
-    is marked done only when writing the default location. ``resume``: continue from the last
-    complete checkpoint of an interrupted run with the same configuration (optimizer, scheduler,
-    RNG and data position restored by the Trainer; see :mod:`conrec.llm.checkpoints`); the
-    checkpoints are deleted once the model is written. Returns the training statistics.
+    Takes the stage's declared sections (``sft``, ``seed``; ``decode`` places the discernment
+    scoring) and the run directory (the stage protocol of :mod:`conrec.stages`). ``resume``:
+    continue from the last complete checkpoint of an interrupted run with the same configuration
+    (optimizer, scheduler, RNG and data position restored by the Trainer; see
+    :mod:`conrec.llm.checkpoints`); the checkpoints are deleted once the model is written. Returns
+    the training statistics.
     """
     import datasets
     from datasets import Dataset
@@ -276,22 +274,22 @@ def run(
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
 
     console = console or Console()
-    run_dir = RunDir(cfg.run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir.sft_model
-    sft = cfg.sft
+    rd = RunDir(run_dir)
+    out = rd.sft_model
+    sft = sections.sft
     tr = sft.train
-    seed = cfg.seed * 1_000_003 + tr.seed
+    seed = sections.seed * 1_000_003 + tr.seed
     set_seed(seed)
     started = time.perf_counter()
 
-    items, samples, sid_map = load_inputs(run_dir)
+    items, samples, sid_map = load_inputs(rd)
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
     titles = dict(zip(items["item_id"].to_list(), items["title"].to_list()))
-    vectors = sid_item_vectors(run_dir, items, sid_map) if sft.model.sid_init == "encoder" else None
+    vectors = sid_item_vectors(rd, items, sid_map) if sft.model.sid_init == "encoder" else None
     vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors)
     new_ids = list(range(n_base, len(tokenizer)))
-    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=cfg.seed)
+    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed)
     per_task: dict[str, int] = {}
     for ex in examples:
         per_task[ex["task"]] = per_task.get(ex["task"], 0) + 1
@@ -302,9 +300,9 @@ def run(
 
     from accelerate import PartialState
 
-    ckpt_dir = run_dir.sft / "checkpoints" if out_dir is None else out.parent / f".{out.name}.checkpoints"
+    ckpt_dir = rd.sft / "checkpoints"
     is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
-    kept = prepare_checkpoint_dir(ckpt_dir, f"{stage_fingerprint(cfg, 'sft')}:{out.resolve()}", resume, is_main)
+    kept = prepare_checkpoint_dir(ckpt_dir, f"{received_fingerprint('sft', sections, rd.root)}:{out.resolve()}", resume, is_main)
     PartialState().wait_for_everyone()
     resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
     PartialState().wait_for_everyone()
@@ -386,11 +384,10 @@ def run(
         from conrec.llm.discernment import measure
 
         # the alignment accuracy the GRPO stages are compared with (forgetting), on held-out users
-        stats["discernment"] = measure(out, cfg, samples)
+        stats["discernment"] = measure(out, sid_map, sft, sections.decode, sections.seed, samples)
         stats["seconds"] = round(time.perf_counter() - started, 1)
-        write_json(stats, (out.parent if out_dir is not None else run_dir.sft) / "stats.json")
-        if out_dir is None:
-            run_dir.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
+        write_json(stats, rd.sft / "stats.json")
+        rd.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is written: checkpoints are no longer needed
         console.print(
             f"SFT: {stats['steps']} steps on {len(examples)} examples, loss {stats['train_loss']:.3f}, "
@@ -410,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
     prepare_process(cfg.threads)
-    run(cfg, console=Console())
+    STAGE_REGISTRY["sft"].call(cfg, console=Console())
 
 
 if __name__ == "__main__":  # pragma: no cover

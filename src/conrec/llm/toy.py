@@ -134,3 +134,17 @@ def toy_events(samples: pl.DataFrame, seconds_before: int = 500) -> pl.DataFrame
             rows.append((r["user_id"], item, r["ts"] - seconds_before + k, fb))
     schema = {"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}
     return pl.DataFrame(rows, schema=schema, orient="row").unique(["user_id", "item_id", "ts"]).sort("ts")
+
+
+def write_toy_events(run: RunDir, seconds_before: int = 500) -> pl.DataFrame:
+    """Write :func:`toy_events` of the run's samples and the ``data/stats.json`` cut-offs the data stage
+    would record for them (default split settings): what GRPO reads besides the samples."""
+    from conrec.data.config import SplitConfig
+    from conrec.data.splits import time_cutoffs
+    from conrec.io import read_parquet, write_json
+
+    events = toy_events(read_parquet(run.samples), seconds_before=seconds_before)
+    write_parquet(events, run.events)
+    cuts = time_cutoffs(events, SplitConfig())
+    write_json({"source": "toy", "valid_cutoff_ts": cuts.valid, "test_cutoff_ts": cuts.test}, run.data / "stats.json")
+    return events

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -19,7 +20,6 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from conrec.config import PipelineConfig
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -31,6 +31,7 @@ from conrec.sid.quantize_result import QuantizeResult, effective_codebook_sizes
 from conrec.sid.rkmeans import fit_rkmeans
 from conrec.sid.rqvae import fit_rqvae
 from conrec.sid.sid_map import SidMap
+from conrec.stages import SidSections
 
 
 def quantize(
@@ -47,16 +48,20 @@ def _progress(console: Console | None) -> Progress:
     return stage_progress(console=console, label="[progress.description]{task.description}", remaining=False)
 
 
-def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncoder | None = None) -> dict[str, Any]:
+def run(
+    sections: SidSections, run_dir: Path, console: Console | None = None, encoder: TextEncoder | None = None
+) -> dict[str, Any]:
     """Build the SID map of the run's items; return the stats written to ``sid/stats.json``.
 
-    ``encoder`` replaces the configured sentence-transformers model (tests, custom encoders).
+    Takes the stage's declared sections (``sid``, ``seed``) and the run directory (the stage
+    protocol of :mod:`conrec.stages`). ``encoder`` replaces the configured sentence-transformers
+    model (tests, custom encoders).
     """
     console = console or Console()
-    rd = RunDir(cfg.run_dir)
+    rd = RunDir(run_dir)
     items = read_parquet(rd.items, what="items table (data/items.parquet)")
-    qcfg = cfg.sid.quantizer
-    seed = qcfg.seed if qcfg.seed is not None else cfg.seed
+    qcfg = sections.sid.quantizer
+    seed = qcfg.seed if qcfg.seed is not None else sections.seed
     threads = qcfg.num_threads or torch.get_num_threads()  # None: the process's count (conrec.runtime)
     torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
@@ -65,7 +70,7 @@ def run(cfg: PipelineConfig, console: Console | None = None, encoder: TextEncode
 
     with _progress(console) as progress:
         t = time.perf_counter()
-        vectors, enc_info = encode_items(items, cfg.sid.encoder, encoder=encoder, progress=progress)
+        vectors, enc_info = encode_items(items, sections.sid.encoder, encoder=encoder, progress=progress)
         seconds["encode"] = time.perf_counter() - t
         with atomic_path(rd.embeddings) as tmp:
             with open(tmp, "wb") as fh:
