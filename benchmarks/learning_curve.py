@@ -2,8 +2,8 @@
 
 Why: whether the LM loses to popularity because it is too small, trained too briefly, or for a
 reason more data and steps do not fix, is a question of curves, not of one point. Each point of the
-grid is a child run of one base run: it links the base run's finished ``data/`` and ``sid/``
-stages (same data, same SIDs for every point), trains its own SFT model with ``sft.train.max_steps``
+grid is a child run of one base run (:mod:`conrec.experiments`): it links the base run's finished
+``data/`` and ``sid/`` stages (same data, same SIDs for every point), trains its own SFT model with ``sft.train.max_steps``
 and ``sft.model.tiny`` replaced, and is evaluated by the normal ``conrec eval`` on the valid split
 (hyperparameters are chosen there; the test split is left alone). Points run as independent
 ``conrec`` subprocesses, ``--jobs`` at a time.
@@ -38,6 +38,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from conrec.config import load_config, resolve_config_path  # noqa: E402
+from conrec.experiments import link_unchanged  # noqa: E402
 from conrec.pipeline import is_current  # noqa: E402
 from conrec.runs import RunDir  # noqa: E402
 
@@ -85,15 +86,6 @@ def point_config(base: dict[str, Any], out: Path, size: str, steps: int) -> tupl
     cfg["eval"]["models"] = ["sft"]
     cfg["eval"]["baselines"] = []
     return name, cfg
-
-
-def link_upstream(base_run: Path, child: Path) -> None:
-    """The child run reads the base run's data and SIDs (their fingerprints travel with them)."""
-    child.mkdir(parents=True, exist_ok=True)
-    for stage in ("data", "sid"):
-        link = child / stage
-        if not link.exists():
-            link.symlink_to((base_run / stage).resolve(), target_is_directory=True)
 
 
 def metric(run: Path) -> dict[str, Any]:
@@ -172,8 +164,9 @@ def main() -> None:
             return
         size, steps = size_steps
         name, cfg = point_config(base, out, size, steps)
-        link_upstream(base_run, out / name)
         y = write_yaml(cfg, out / f"{name}.yaml")
+        # a child run of the base (conrec.experiments): its data/ and sid/ are links to the base's
+        link_unchanged(base_run, load_config(y), stages=("data", "sid"))
         log = out / f"{name}.log"
         sft_s = conrec(["sft", "-c", str(y)], log, args.threads)
         eval_s = conrec(["eval", "-c", str(y)], log, args.threads)

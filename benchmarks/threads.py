@@ -80,10 +80,13 @@ def measure(stage: str, run_dir: Path, threads: int | None, sft_steps: int, sasr
     cfg = _tiny_cfg(run_dir, sft_steps, sasrec_epochs, threads)
     used = prepare_process(cfg.threads)
     if stage == "sft":
-        from conrec.llm.sft import run
+        from conrec.experiments import link_unchanged
+        from conrec.stages import STAGE_REGISTRY
 
-        with tempfile.TemporaryDirectory() as tmp:
-            stats = run(cfg, console=Console(quiet=True), out_dir=Path(tmp) / "model")
+        with tempfile.TemporaryDirectory() as tmp:  # a child run: the shared run's data and SIDs linked, SFT here
+            child = cfg.model_copy(update={"run_dir": Path(tmp) / "child"})
+            link_unchanged(run_dir, child, stages=("data", "sid"))
+            stats = STAGE_REGISTRY["sft"].call(child, console=Console(quiet=True))
         seconds = float(stats["train_seconds"])
         return {"stage": "sft", "threads": used, "seconds": seconds, "per_unit": seconds / sft_steps, "unit": "step"}
     if stage == "sasrec":

@@ -198,3 +198,32 @@ def grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
         },
     )
     return cfg, run
+
+
+def write_fake_outputs(run: RunDir, stage: str) -> None:
+    """The smallest files that pass each stage's cheap output check (RunDir.output_problem)."""
+    import numpy as np
+    import polars as pl
+    import torch
+    from safetensors.torch import save_file
+
+    from conrec.io import write_json, write_parquet
+
+    tiny = pl.DataFrame({"x": [1]})
+    if stage == "data":
+        for p in (run.events, run.items, run.samples):
+            write_parquet(tiny, p)
+    elif stage == "sid":
+        write_parquet(tiny, run.sid_map)
+        run.quantizer.write_bytes(b"q")
+        np.save(run.embeddings, np.zeros((1, 2)))
+    elif stage in ("sft", "grpo"):
+        model = run.sft_model if stage == "sft" else run.grpo_model
+        model.mkdir(parents=True, exist_ok=True)
+        write_json({"model_type": "llama"}, model / "config.json")
+        save_file({"w": torch.zeros(2)}, str(model / "model.safetensors"))
+    else:
+        write_json({}, run.eval / "metrics.json")
+        run.report.write_text("report")
+    if stage != "eval":
+        write_json({}, run.stage_dir(stage) / "stats.json")

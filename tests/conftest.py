@@ -7,14 +7,16 @@ them; fixtures live here so that pytest injects them. Test modules never import 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from conrec.runs import RunDir
 from conrec.serve.app import create_app
 from conrec.serve.config import ServeConfig
 
-from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables
+from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables, write_fake_outputs
 
 
 @pytest.fixture()
@@ -29,3 +31,24 @@ def serve_client() -> Callable[..., tuple[TestClient, RecordingPredictor]]:
         return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake")), pred
 
     return make
+
+
+@pytest.fixture()
+def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every stage replaced by a runner that records its name and writes the smallest valid outputs."""
+    import conrec.pipeline as pipeline
+
+    calls: list[str] = []
+
+    def runner(stage: str):
+        def run(section: Any, run_dir: Any, console: Any = None, **_: Any) -> str:  # the stage protocol
+            calls.append(stage)
+            rd = RunDir(run_dir)
+            write_fake_outputs(rd, stage)
+            rd.mark_done(stage)
+            return stage
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    return calls

@@ -252,8 +252,13 @@ def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[
     table = (run.root / "ablations" / f"{what}.md").read_text()
     assert all(f"| {name} |" in table for name in expect)
     trained = [v for v in expect if v not in same]
-    for v in trained:
-        assert (run.root / "ablations" / what / v.removeprefix("sft_") / f"{v.removeprefix('sft_')}_model" / "config.json").exists()
+    for v in expect:  # every row is a child run: unchanged stages linked to the run's own, the rest run there
+        model = "grpo" if v.startswith("grpo") else "sft"
+        child = run.root / "ablations" / what / v.removeprefix("sft_")
+        assert (child / "data").is_symlink() and (child / "sid").is_symlink()
+        assert (child / model / "model" / "config.json").exists()
+        assert (child / model).is_symlink() == (v not in trained)  # the run's own model is reused, not retrained
+        assert read_json(child / "parent.json")["parent"] == str(run.root.resolve())
     # a second call reuses the trained variants (same fingerprints): nothing retrained, same numbers
     again = ablate(cfg, what=what, console=Console(quiet=True))
     assert again == metrics

@@ -12,52 +12,7 @@ from conrec.config import load_config
 from conrec.runs import STAGES, RunDir
 from conrec.stages import stage_fingerprint
 
-
-def write_fake_outputs(run: RunDir, stage: str) -> None:
-    """The smallest files that pass each stage's cheap output check (RunDir.output_problem)."""
-    import numpy as np
-    import polars as pl
-    import torch
-    from safetensors.torch import save_file
-
-    from conrec.io import write_json, write_parquet
-
-    tiny = pl.DataFrame({"x": [1]})
-    if stage == "data":
-        for p in (run.events, run.items, run.samples):
-            write_parquet(tiny, p)
-    elif stage == "sid":
-        write_parquet(tiny, run.sid_map)
-        run.quantizer.write_bytes(b"q")
-        np.save(run.embeddings, np.zeros((1, 2)))
-    elif stage in ("sft", "grpo"):
-        model = run.sft_model if stage == "sft" else run.grpo_model
-        model.mkdir(parents=True, exist_ok=True)
-        write_json({"model_type": "llama"}, model / "config.json")
-        save_file({"w": torch.zeros(2)}, str(model / "model.safetensors"))
-    else:
-        write_json({}, run.eval / "metrics.json")
-        run.report.write_text("report")
-    if stage != "eval":
-        write_json({}, run.stage_dir(stage) / "stats.json")
-
-
-@pytest.fixture()
-def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    calls: list[str] = []
-
-    def runner(stage: str):
-        def run(cfg: Any, run_dir: Any = None, console: Any = None, **_: Any) -> str:
-            calls.append(stage)
-            rd = RunDir(run_dir if run_dir is not None else cfg.run_dir)  # (section, run_dir) or (cfg,)
-            write_fake_outputs(rd, stage)
-            rd.mark_done(stage)
-            return stage
-
-        return run
-
-    monkeypatch.setattr(pipeline, "_stage_runner", runner)
-    return calls
+from builders import write_fake_outputs
 
 
 def test_rerun_skips_finished_stages(tmp_path: Path, fake_stages: list[str]) -> None:

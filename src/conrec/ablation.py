@@ -30,19 +30,18 @@ and the discernment accuracy (forgetting vs the SFT model it started from); the 
 numbers are quoted beside ours. Only the data, SID and (baseline-only) eval stages of the run itself
 are run first: the run's own SFT/GRPO models are not rows of this ladder.
 
-Every variant is evaluated exactly like ``conrec eval`` (same split, samples, K and horizons), and
-the table keeps the run's baselines beside them. Variant models live in
-``run_dir/ablations/<what>/<variant>/<variant>_model`` (a GRPO variant's stage work dir in
-``run_dir/grpo/ablations/<variant>_model``); a variant already trained with the same configuration is
-reused (delete the folder to retrain). Results: ``run_dir/ablations/<what>.md`` and ``.json``.
+Every row is a child run (:mod:`conrec.experiments`) in ``run_dir/ablations/<what>/<variant>/``: the
+stages its configuration leaves unchanged are links to the run's own (or, for the paper ladder's
+GRPO rows, to the ``alignment`` row's SFT model), the others run there through the normal stages,
+and its model is scored by the normal eval stage on the same points (same split, samples, K and
+horizons); the table keeps the run's baselines beside them. A row already run with the same
+configuration is current and reused (its stages are skipped, as in ``conrec demo``). Results:
+``run_dir/ablations/<what>.md`` and ``.json``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,7 @@ from rich.console import Console
 from conrec.config import PipelineConfig
 from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
+from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import GrpoConfig
 from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
@@ -61,13 +61,8 @@ WHAT = ("grpo", "prompts", "paper")
 PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
 """FHR@20 of each row of CoNRec's Table 2 (Taobao, Qwen3-14B), quoted beside ours for reference."""
 PROMPT_VARIANTS = ("neg_only", "segmented", "merged")
-
-
-def variant_fingerprint(cfg: PipelineConfig, variant: str) -> str:
-    """Hash of everything a variant's model depends on (so a changed config retrains it)."""
-    dumped = cfg.model_dump(mode="json")
-    payload = {k: dumped[k] for k in ("seed", "data", "sid", "sft", "grpo")} | {"variant": variant}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+_UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", "grpo", "eval")}
+"""The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
 
 
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
@@ -75,37 +70,32 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt})})
 
 
-def _trained(folder: Path, cfg: PipelineConfig, variant: str, train: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any]]:
-    """``folder/model`` trained by ``train`` unless a model with the same fingerprint is there."""
-    model, meta = folder / f"{variant}_model", folder / "variant.json"  # distinct names: GRPO keys its work dir on it
-    fp = variant_fingerprint(cfg, variant)
-    if (model / "config.json").exists() and meta.exists() and read_json(meta).get("fingerprint") == fp:
-        return model, read_json(meta)
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    stats = train(model)
-    info = {"fingerprint": fp, "train_seconds": round(time.perf_counter() - started, 1), "stats": _jsonable(stats)}
-    write_json(info, meta)
-    return model, info
+def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineConfig:
+    reward = cfg.grpo.reward.model_copy(update={"mode": mode})
+    return cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward, "progressive": progressive})})
 
 
-def _stage_seconds(stats_path: Path) -> float | None:
-    """Wall time the run's own stage recorded (its model is reused, not retrained)."""
-    return read_json(stats_path).get("seconds") if stats_path.exists() else None
+def _row(parent: Path, vcfg: PipelineConfig, folder: Path, model: str, console: Console) -> tuple[RunDir, dict[str, Any]]:
+    """One variant as a child run of ``parent`` in ``folder``: its unchanged stages linked, the others
+    run there, its LM ``model`` scored by the eval stage. Returns the child run and its LM's metrics."""
+    child = evaluation_only(vcfg, folder, [model])
+    run_child(parent, child, stages=_UP_TO[model], console=console)
+    rd = RunDir(folder)
+    return rd, read_json(rd.eval / "metrics.json", what="eval metrics")[model]
 
 
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x, default=str))
-
-
-def _evaluate(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float]:
-    """Metrics of one LM on the eval split, computed exactly as the eval stage does."""
-    metrics, seconds, _ = _evaluate_points(cfg, model_dir, console)
-    return metrics, seconds
+def _row_info(rd: RunDir, model: str) -> dict[str, Any]:
+    """Train and eval seconds of a row's child run (a linked stage's are those of the run it was made in)."""
+    stats_path = rd.stage_dir(model) / "stats.json"
+    return {
+        "train_seconds": stage_seconds(rd.root, model),
+        "eval_seconds": stage_seconds(rd.root, "eval"),
+        "stats": read_json(stats_path) if stats_path.exists() else {},
+    }
 
 
 def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
-    """What evaluating a model needs, chosen as the eval stage chooses it: the split's samples, the
+    """What scoring predictions needs, chosen as the eval stage chooses it: the split's samples, the
     items, the training dislike counts (LIF's long tail), K and the horizons."""
     from conrec.eval.stage import dislike_counts, fit_events_for, select_samples
 
@@ -114,7 +104,7 @@ def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
     samples_all = read_parquet(rd.samples, what="samples")
     stats_path = rd.data / "stats.json"
     fit_events, _ = fit_events_for(
-        read_parquet(rd.events, what="events"), cfg, read_json(stats_path) if stats_path.exists() else None,
+        read_parquet(rd.events, what="events"), cfg.data.split, read_json(stats_path) if stats_path.exists() else None,
         ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
     )
     items = read_parquet(rd.items, what="items")
@@ -126,6 +116,14 @@ def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
         "ks": sorted(set(ecfg.ks)),
         "horizons": measurable_horizons(ecfg.horizons, cfg.data.split.max_horizon_days)[0],  # the eval stage's policy
     }
+
+
+def _points(rd: RunDir, name: str, e: dict[str, Any], horizons: list[float]) -> tuple[dict[str, float], dict[str, Any]]:
+    """(metrics, per-point values) of model ``name`` recomputed from a run's ``eval/predictions`` (for the CIs)."""
+    from conrec.eval.stage import all_metrics_with_points
+
+    preds = read_parquet(rd.predictions / f"{name}.parquet")
+    return all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, horizons, e["counts"], e["catalogue"])
 
 
 def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bool]]:
@@ -159,29 +157,12 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
     ]
 
 
-def _baseline_points(cfg: PipelineConfig, names: list[str]) -> dict[str, dict[str, Any]]:
-    """Per-point metric values of the run's baselines, recomputed from ``eval/predictions`` (for the CIs)."""
-    from conrec.eval.stage import all_metrics_with_points
-
-    rd = RunDir(cfg.run_dir)
-    e = _eval_inputs(cfg)
-    out = {}
-    for name in names:
-        path = rd.predictions / f"{name}.parquet"
-        if path.exists():
-            preds = read_parquet(path)
-            out[name] = all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, [], e["counts"], e["catalogue"])[1]
-    return out
-
-
 def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
-    """``--what paper`` (module docstring): the Table 2 ladder, one trained and evaluated run per row."""
+    """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
     from conrec.eval.bootstrap import paired_diff_ci, resample_indices
     from conrec.eval.compare import add_intervals
     from conrec.eval.report import markdown_table, render_table
     from conrec.llm.discernment import forgetting
-    from conrec.llm.grpo import run as grpo_run
-    from conrec.llm.sft import run as sft_run
 
     base = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
     run_pipeline(base, stages=("data", "sid", "eval"), console=console)
@@ -191,29 +172,27 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     baselines = [b for b in cfg.eval.baselines if b in baseline_metrics]
     metrics: dict[str, dict[str, Any]] = {b: {k: v for k, v in baseline_metrics[b].items() if not k.endswith(("_ci", "_diff", "_vs"))}
                                           for b in baselines}
-    points: dict[str, dict[str, Any]] = _baseline_points(cfg, baselines)
+    e = _eval_inputs(cfg)
+    points: dict[str, dict[str, Any]] = {b: _points(rd, b, e, [])[1] for b in baselines if (rd.predictions / f"{b}.parquet").exists()}
     rows: list[dict[str, Any]] = []
-    sft_model: Path | None = None
     sft_acc: float | None = None
     for name, label, vcfg, with_grpo in paper_ladder(cfg):
         console.rule(f"[bold]ablation paper: {name}")
         row_started = time.perf_counter()
-        if not with_grpo:
-            model_dir, info = _trained(root / name, vcfg, name, lambda out, c=vcfg: sft_run(c, console=console, out_dir=out))
-            sft_model = model_dir
-            acc = ((info.get("stats") or {}).get("discernment") or {}).get("accuracy")
-            sft_acc = acc
-        else:
-            assert sft_model is not None
-            start = sft_model
-            model_dir, info = _trained(root / name, vcfg, name, lambda out, c=vcfg, s=start: grpo_run(
-                c, console=console, out_dir=out, sft_dir=s))
-            stages = (info.get("stats") or {}).get("stages") or []
+        model = "grpo" if with_grpo else "sft"
+        parent = root / "alignment" if with_grpo else rd.root  # GRPO rows start from the alignment row's SFT model
+        child, _ = _row(parent, vcfg, root / name, model, console)
+        info = _row_info(child, model)
+        metrics[name], points[name] = _points(child, model, e, e["horizons"])
+        if with_grpo:
+            stages = info["stats"].get("stages") or []
             acc = ((stages[-1].get("discernment") or {}) if stages else {}).get("accuracy")
-        metrics[name], eval_s, points[name] = _evaluate_points(vcfg, model_dir, console)
+        else:
+            acc = (info["stats"].get("discernment") or {}).get("accuracy")
+            sft_acc = acc
         if acc is not None:
             metrics[name]["discern_acc"] = acc
-        rows.append({"variant": name, "what": label, "train_seconds": info.get("train_seconds"), "eval_seconds": eval_s,
+        rows.append({"variant": name, "what": label, "train_seconds": info["train_seconds"], "eval_seconds": info["eval_seconds"],
                      "row_seconds": round(time.perf_counter() - row_started, 1), "discern_acc": acc,
                      "forgetting": forgetting(sft_acc, acc) if with_grpo else None,
                      "paper_FHR@20": PAPER_FHR20[name]})
@@ -274,21 +253,6 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     return metrics
 
 
-def _evaluate_points(cfg: PipelineConfig, model_dir: Path, console: Console) -> tuple[dict[str, float], float, dict[str, Any]]:
-    """(metrics, seconds, per-point values) of one LM on the eval split, computed as the eval stage does."""
-    from conrec.eval.stage import all_metrics_with_points
-    from conrec.llm.predict import Predictor
-    from conrec.sid.sid_map import SidMap
-
-    rd = RunDir(cfg.run_dir)
-    e = _eval_inputs(cfg)
-    started = time.perf_counter()
-    predictor = Predictor.from_dir(model_dir, SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, cfg.decode)
-    preds = predictor.predict_samples(e["samples"], max(e["ks"]), console=console)
-    m, pts = all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, e["horizons"], e["counts"], e["catalogue"])
-    return m, round(time.perf_counter() - started, 1), pts
-
-
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
     from conrec.eval.report import markdown_table, render_table
@@ -308,52 +272,22 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     rows: list[dict[str, Any]] = []
 
     if what == "grpo":
-        from conrec.llm.grpo import run as grpo_run
-
-        variants: list[tuple[str, str, Callable[[], tuple[Path, dict[str, Any]]]]] = [
-            ("sft", "SFT only", lambda: (rd.sft_model, {"train_seconds": _stage_seconds(rd.sft / "stats.json")})),
-            (
-                "grpo_next_neg",
-                "GRPO, next-negative reward, one full-context stage",
-                lambda: _trained(root / "grpo_next_neg", cfg, "grpo_next_neg", lambda out: grpo_run(
-                    cfg, console=console, out_dir=out, reward_mode="next_neg", progressive=False)),
-            ),
-            (
-                "grpo_future",
-                "GRPO, future + collaborative reward, one full-context stage",
-                lambda: _trained(root / "grpo_future", cfg, "grpo_future", lambda out: grpo_run(
-                    cfg, console=console, out_dir=out, reward_mode="future_collab", progressive=False)),
-            ),
-            (
-                "grpo_progressive",
-                "Progressive GRPO, future + collaborative reward",
-                lambda: (rd.grpo_model, {"train_seconds": _stage_seconds(rd.grpo / "stats.json")}),
-            ),
+        variants = [
+            ("sft", "SFT only", cfg, "sft"),
+            ("grpo_next_neg", "GRPO, next-negative reward, one full-context stage", _with_grpo(cfg, "next_neg", False), "grpo"),
+            ("grpo_future", "GRPO, future + collaborative reward, one full-context stage",
+             _with_grpo(cfg, "future_collab", False), "grpo"),
+            ("grpo_progressive", "Progressive GRPO, future + collaborative reward", cfg, "grpo"),
         ]
-        for name, label, get in variants:
-            console.rule(f"[bold]ablation {what}: {name}")
-            model_dir, info = get()
-            metrics[name], eval_s = _evaluate(cfg, model_dir, console)
-            zero = (info.get("stats") or {}).get("mean_zero_adv_share") if info.get("stats") else None
-            if name == "grpo_progressive":
-                stats_path = rd.grpo / "stats.json"
-                zero = read_json(stats_path).get("mean_zero_adv_share") if stats_path.exists() else None
-            rows.append({"variant": name, "what": label, "train_seconds": info.get("train_seconds"),
-                         "eval_seconds": eval_s, "zero_adv_share": zero})
     else:
-        from conrec.llm.sft import run as sft_run
-
-        for variant in PROMPT_VARIANTS:
-            console.rule(f"[bold]ablation {what}: {variant}")
-            vcfg = _with_prompt_variant(cfg, variant)
-            if variant == cfg.sft.prompt.variant:
-                model_dir, info = rd.sft_model, {"train_seconds": _stage_seconds(rd.sft / "stats.json")}
-            else:
-                model_dir, info = _trained(root / variant, vcfg, variant, lambda out, c=vcfg: sft_run(c, console=console, out_dir=out))
-            name = f"sft_{variant}"
-            metrics[name], eval_s = _evaluate(vcfg, model_dir, console)
-            rows.append({"variant": name, "what": f"SFT, {variant} prompt", "train_seconds": info.get("train_seconds"),
-                         "eval_seconds": eval_s, "zero_adv_share": None})
+        variants = [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
+    for name, label, vcfg, model in variants:
+        console.rule(f"[bold]ablation {what}: {name}")
+        child, metrics[name] = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
+        info = _row_info(child, model)
+        zero = info["stats"].get("mean_zero_adv_share") if model == "grpo" else None
+        rows.append({"variant": name, "what": label, "train_seconds": info["train_seconds"],
+                     "eval_seconds": info["eval_seconds"], "zero_adv_share": zero})
 
     ks = sorted(set(cfg.eval.ks))
     seconds = round(time.perf_counter() - started, 1)
@@ -367,9 +301,10 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     for r in rows:
         zero = "" if r["zero_adv_share"] is None else f"{r['zero_adv_share']:.0%}"
         train = "?" if r["train_seconds"] is None else f"{r['train_seconds']:g}"
-        lines.append(f"| {r['variant']} | {r['what']} | {train} | {r['eval_seconds']:g} | {zero} |")
-    lines += ["", f"Total {seconds:g} s. Train seconds of `sft` and of the variant matching the run's own configuration "
-              "are the run's stage times (those models are reused, not retrained)."]
+        evs = "?" if r["eval_seconds"] is None else f"{r['eval_seconds']:g}"
+        lines.append(f"| {r['variant']} | {r['what']} | {train} | {evs} | {zero} |")
+    lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
+              "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
     console.print(render_table(metrics, ks))

@@ -1,0 +1,105 @@
+"""Experiment variants as child runs: an ablation row, a learning-curve point, a preset comparison.
+
+A variant is a configuration that differs from a parent run's in a few settings. It gets its own
+run directory (a *child run*) in which every stage the change does not touch is a link to the
+parent's finished stage directory, and the remaining stages run through the normal pipeline
+(:func:`conrec.pipeline.run_pipeline`): same stage protocol, same fingerprints, same evaluation as
+``conrec demo``. Nothing in a stage knows it runs in a child.
+
+Which stages are linked is decided by the one fingerprint scheme (:func:`conrec.stages.stage_fingerprint`):
+a parent stage is linked when it is finished, readable and current for the *child's* configuration,
+and every stage it reads is linked too. Linked stages therefore form a prefix of the pipeline, and
+the pipeline never starts a linked stage (it is current), so a child never writes into its parent.
+A link that is no longer current for the child's configuration is removed, so the child then runs
+that stage itself. ``parent.json`` in the child records the parent and what was linked.
+
+Layout (e.g. ``conrec ablate --what grpo``)::
+
+    run_dir/ablations/grpo/grpo_future/
+      parent.json        {"parent": "/abs/run_dir", "linked": ["data", "sid", "sft"]}
+      data -> run_dir/data, sid -> run_dir/sid, sft -> run_dir/sft
+      grpo/  eval/       run here, by the normal stages
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from conrec.config import PipelineConfig
+from conrec.io import write_json
+from conrec.pipeline import run_pipeline, stale_reason
+from conrec.runs import FINGERPRINT_FILE, RunDir
+from conrec.stages import STAGE_REGISTRY, STAGES
+
+PARENT_FILE = "parent.json"
+
+
+def link_unchanged(parent: str | Path, cfg: PipelineConfig, stages: tuple[str, ...] = STAGES) -> list[str]:
+    """Make ``cfg.run_dir`` a child run of ``parent``: link each of ``stages`` that the parent holds
+    current for ``cfg`` and whose inputs are linked too; remove links that are no longer current.
+    Returns the linked stages (a prefix of the pipeline) and records them in ``parent.json``."""
+    parent_run, child = RunDir(Path(parent).resolve()), RunDir(cfg.run_dir)
+    if parent_run.root == child.root.resolve():
+        raise ValueError(f"a child run needs its own directory, got the parent's {parent_run.root}")
+    child.root.mkdir(parents=True, exist_ok=True)
+    linked: list[str] = []
+    for stage in STAGES:
+        path = child.stage_dir(stage)
+        spec = STAGE_REGISTRY[stage]
+        linkable = (
+            stage in stages
+            and len(linked) == STAGES.index(stage)  # every earlier stage linked: the prefix rule
+            and set(spec.inputs) <= set(linked)
+            and stale_reason(parent_run, cfg, stage) is None
+        )
+        if linkable:
+            target = parent_run.stage_dir(stage).resolve()
+            if path.is_symlink() and path.resolve() != target:
+                path.unlink()
+            if not path.exists() and not path.is_symlink():
+                path.symlink_to(target, target_is_directory=True)
+            if path.is_symlink():  # a stage the child already ran itself is kept (it is current too)
+                linked.append(stage)
+                continue
+        if path.is_symlink():  # no longer current for this configuration: the child runs it itself
+            path.unlink()
+    write_json({"parent": str(parent_run.root), "linked": linked}, child.root / PARENT_FILE)
+    return linked
+
+
+def run_child(
+    parent: str | Path, cfg: PipelineConfig, stages: tuple[str, ...] = STAGES, console: Console | None = None
+) -> dict[str, Any]:
+    """Link what ``cfg`` leaves unchanged in ``parent`` (:func:`link_unchanged`), then run ``stages``
+    in the child run ``cfg.run_dir`` through the normal pipeline (linked stages are current: skipped)."""
+    link_unchanged(parent, cfg, stages)
+    return run_pipeline(cfg, stages=stages, console=console)
+
+
+def is_linked(run_dir: str | Path, stage: str) -> bool:
+    """Whether ``stage`` of a run is a link to another run's stage (it was not run here)."""
+    return RunDir(run_dir).stage_dir(stage).is_symlink()
+
+
+def stage_seconds(run_dir: str | Path, stage: str) -> float | None:
+    """Wall seconds the pipeline recorded for ``stage`` of a run (where it was run, for a linked stage)."""
+    path = RunDir(run_dir).stage_dir(stage) / FINGERPRINT_FILE
+    try:
+        seconds = json.loads(path.read_text()).get("seconds") if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
+def evaluation_only(cfg: PipelineConfig, run_dir: str | Path, models: list[str]) -> PipelineConfig:
+    """``cfg`` as a child run at ``run_dir`` whose eval stage scores only the LM ``models`` (the parent
+    evaluated the baselines on the same points), without the exposure-controlled slates and the
+    context swap (extra evaluations no variant table reports)."""
+    ecfg = cfg.eval.model_copy(
+        update={"models": models, "baselines": [], "context_swap": False, "slates": cfg.eval.slates.model_copy(update={"enabled": False})}
+    )
+    return cfg.model_copy(update={"run_dir": Path(run_dir), "eval": ecfg})

@@ -1,0 +1,75 @@
+"""Experiment variants as child runs: unchanged upstream stages are linked, the rest run in the child."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conrec.pipeline as pipeline
+from conrec.config import load_config
+from conrec.experiments import evaluation_only, link_unchanged, run_child, stage_seconds
+from conrec.io import read_json
+from conrec.runs import STAGES, RunDir
+
+
+def _parent(tmp_path: Path) -> Any:
+    cfg = load_config(None, {"run_dir": str(tmp_path / "parent")})
+    pipeline.run_pipeline(cfg)
+    return cfg
+
+
+def test_a_child_links_what_its_config_leaves_unchanged_and_runs_the_rest(tmp_path: Path, fake_stages: list[str]) -> None:
+    parent = _parent(tmp_path)
+    fake_stages.clear()
+    child = load_config(None, {"run_dir": str(tmp_path / "child"), "grpo": {"beta": 0.1}})
+    run_child(parent.run_dir, child, console=None)
+    assert fake_stages == ["grpo", "eval"]  # data, sid, sft: linked, current, skipped
+    root = Path(child.run_dir)
+    assert [s for s in STAGES if (root / s).is_symlink()] == ["data", "sid", "sft"]
+    assert (root / "sft").resolve() == (tmp_path / "parent" / "sft").resolve()
+    assert not (root / "grpo").is_symlink() and RunDir(root).is_done("grpo")
+    assert read_json(root / "parent.json") == {"parent": str((tmp_path / "parent").resolve()), "linked": ["data", "sid", "sft"]}
+    # the parent is untouched: still finished, its fingerprints those of its own config
+    assert all(pipeline.is_current(RunDir(parent.run_dir), parent, s) for s in STAGES)
+    # rerunning the child reuses everything
+    fake_stages.clear()
+    run_child(parent.run_dir, child, console=None)
+    assert fake_stages == []
+    assert stage_seconds(root, "sft") == stage_seconds(parent.run_dir, "sft") is not None
+
+
+def test_a_change_upstream_stops_the_links_there(tmp_path: Path, fake_stages: list[str]) -> None:
+    parent = _parent(tmp_path)
+    fake_stages.clear()
+    child = load_config(None, {"run_dir": str(tmp_path / "child"), "sid": {"quantizer": {"seed": 9}}})
+    assert link_unchanged(parent.run_dir, child) == ["data"]
+    run_child(parent.run_dir, child, console=None)
+    assert fake_stages == ["sid", "sft", "grpo", "eval"]
+    # a link the child's new config no longer matches is removed, so the child never writes into its parent
+    same = load_config(None, {"run_dir": str(tmp_path / "child2")})
+    assert link_unchanged(parent.run_dir, same) == list(STAGES)
+    edited = load_config(None, {"run_dir": str(tmp_path / "child2"), "sft": {"train": {"learning_rate": 1e-3}}})
+    assert link_unchanged(parent.run_dir, edited) == ["data", "sid"]
+    assert not any((tmp_path / "child2" / s).is_symlink() for s in ("sft", "grpo", "eval"))
+    fake_stages.clear()
+    pipeline.run_pipeline(edited)
+    assert fake_stages == ["sft", "grpo", "eval"]
+    assert all(pipeline.is_current(RunDir(parent.run_dir), parent, s) for s in STAGES)
+
+
+def test_only_the_requested_stages_are_linked_and_a_child_needs_its_own_dir(tmp_path: Path, fake_stages: list[str]) -> None:
+    parent = _parent(tmp_path)
+    child = load_config(None, {"run_dir": str(tmp_path / "child")})
+    assert link_unchanged(parent.run_dir, child, stages=("data", "sid")) == ["data", "sid"]
+    with pytest.raises(ValueError, match="own directory"):
+        link_unchanged(parent.run_dir, parent)
+
+
+def test_evaluation_only_scores_the_named_models_alone(tmp_path: Path) -> None:
+    cfg = load_config(None, {"eval": {"context_swap": True}})
+    child = evaluation_only(cfg, tmp_path / "c", ["sft"])
+    assert child.run_dir == tmp_path / "c" and child.eval.models == ["sft"] and child.eval.baselines == []
+    assert not child.eval.context_swap and not child.eval.slates.enabled
+    assert child.sft == cfg.sft and child.eval.ks == cfg.eval.ks and child.eval.split == cfg.eval.split
