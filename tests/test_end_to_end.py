@@ -262,3 +262,31 @@ def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[
     # a second call reuses the trained variants (same fingerprints): nothing retrained, same numbers
     again = ablate(cfg, what=what, console=Console(quiet=True))
     assert again == metrics
+
+
+def test_paper_ladder_rows_are_child_runs_scored_by_the_eval_stage(e2e: dict[str, Any], tmp_path: Path) -> None:
+    """`--what paper`: SFT rows are children of the run, GRPO rows children of the alignment row
+    (they start from its SFT model, linked, not retrained); every row scored on the same points."""
+    import shutil
+
+    from conrec.ablation import PAPER_FHR20
+    from conrec.ablation import run as ablate
+
+    shutil.copytree(e2e["run"].root, tmp_path / "run")  # the ladder re-evaluates the run's baselines alone
+    cfg: PipelineConfig = e2e["cfg"].model_copy(update={"run_dir": tmp_path / "run"})
+    metrics = ablate(cfg, what="paper", console=Console(quiet=True))
+    assert list(metrics) == ["popularity", *PAPER_FHR20]
+    root = tmp_path / "run" / "ablations" / "paper"
+    for row in ("sid_title", "alignment"):
+        assert (root / row / "data").is_symlink() and not (root / row / "sft").is_symlink()
+        assert read_json(root / row / "parent.json")["linked"] == ["data", "sid"]
+    for row in ("progressive", "future_reward", "pos_penalty"):
+        assert (root / row / "sft").resolve() == (root / "alignment" / "sft").resolve()
+        assert (root / row / "grpo" / "model" / "config.json").exists() and not (root / row / "grpo").is_symlink()
+        assert read_json(root / row / "parent.json")["parent"] == str((root / "alignment").resolve())
+    n = {len(read_parquet(root / row / "eval" / "predictions" / f"{'grpo' if row in ('progressive', 'future_reward', 'pos_penalty') else 'sft'}.parquet"))
+         for row in PAPER_FHR20}
+    assert len(n) == 1  # the same evaluation points for every row
+    table = (tmp_path / "run" / "ablations" / "paper.md").read_text()
+    assert all(f"| {row} |" in table for row in PAPER_FHR20)
+    assert ablate(cfg, what="paper", console=Console(quiet=True)) == metrics  # rows current: reused, same numbers
