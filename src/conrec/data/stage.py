@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from rich.console import Console
@@ -60,8 +60,8 @@ def data_stats(events: pl.DataFrame, items: pl.DataFrame, samples: pl.DataFrame,
         "positives": int(events.height - n_dis),
         "dislike_share": n_dis / events.height if events.height else 0.0,
         "users_with_dislikes": int((per_user > 0).sum()),
-        "median_negatives_per_user": float(per_user.median() or 0.0),
-        "median_negatives_per_user_with_any": float(per_user.filter(per_user > 0).median() or 0.0),
+        "median_negatives_per_user": float(cast(float, per_user.median()) or 0.0),
+        "median_negatives_per_user_with_any": float(cast(float, per_user.filter(per_user > 0).median()) or 0.0),
         "first_event": _iso(int(events["ts"].min())),  # type: ignore[arg-type]
         "last_event": _iso(int(events["ts"].max())),  # type: ignore[arg-type]
         "valid_cutoff": _iso(cuts.valid),
@@ -70,7 +70,7 @@ def data_stats(events: pl.DataFrame, items: pl.DataFrame, samples: pl.DataFrame,
         "test_cutoff_ts": cuts.test,
         "days_covered": round((int(events["ts"].max()) - int(events["ts"].min())) / DAY, 2),  # type: ignore[arg-type]
         "samples": by_split,
-        "mean_history_length": float(samples["hist_items"].list.len().mean() or 0.0) if samples.height else 0.0,
+        "mean_history_length": float(cast(float, samples["hist_items"].list.len().mean()) or 0.0) if samples.height else 0.0,
         "mean_future_negs": {s: float(v) for s, v in future},
     }
 

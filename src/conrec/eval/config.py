@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from conrec.swing import SwingConfig
 
+BootstrapMetric = Literal["FHR", "FPrec", "FRecall", "HR", "NDCG", "LUF", "LIF"]
+LmName = Literal["sft", "grpo"]
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -72,7 +75,7 @@ class TasteExposureConfig(_Tunable):
     recency_decay: float = Field(0.9, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j")
     top_neighbours: int = Field(100, ge=1, description="itemknn personal score: similarities kept per item")
     grid: dict[str, list[Any]] = Field(
-        default_factory=lambda: {"personal": ["category", "itemknn"], "pop_weight": [0.25, 0.5, 0.75]}
+        default_factory=lambda: dict[str, list[Any]]({"personal": ["category", "itemknn"], "pop_weight": [0.25, 0.5, 0.75]})
     )
 
 
@@ -82,8 +85,8 @@ class BootstrapConfig(_Strict):
     resamples: int = Field(1000, ge=1)
     level: float = Field(0.95, gt=0.0, lt=1.0)
     seed: int = 0
-    metrics: list[Literal["FHR", "FPrec", "FRecall", "HR", "NDCG", "LUF", "LIF"]] = Field(
-        default_factory=lambda: ["FHR", "LUF", "LIF", "HR"],
+    metrics: list[BootstrapMetric] = Field(
+        default_factory=lambda: list[BootstrapMetric](["FHR", "LUF", "LIF", "HR"]),
         description="metrics given a CI and a paired difference vs the best baseline, at every K",
     )
 
@@ -95,7 +98,7 @@ class ItemKnnConfig(_Tunable):
         0.9, gt=0.0, le=1.0, description="weight of the j-th most recent dislike is decay**j (1 = plain sum)"
     )
     top_neighbours: int = Field(100, ge=1, description="similarities kept per item (sparsity and noise control)")
-    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"recency_decay": [0.7, 0.9, 1.0], "top_neighbours": [30, 200]})
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: dict[str, list[Any]]({"recency_decay": [0.7, 0.9, 1.0], "top_neighbours": [30, 200]}))
 
 
 class SwingBaselineConfig(SwingConfig, _Tunable):
@@ -139,7 +142,7 @@ class SasrecConfig(_Tunable):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the process's (top-level `threads`)")
-    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"epochs": [15, 30], "dropout": [0.2, 0.5]})
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: dict[str, list[Any]]({"epochs": [15, 30], "dropout": [0.2, 0.5]}))
 
 
 class SlateConfig(_Strict):
@@ -158,12 +161,12 @@ class EvalConfig(_Strict):
     ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     split: Literal["valid", "test"] = "test"
     baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
-    models: list[Literal["sft", "grpo"]] = Field(
-        default_factory=lambda: ["sft", "grpo"], description="LM checkpoints to evaluate (skipped if not trained)"
+    models: list[LmName] = Field(
+        default_factory=lambda: list[LmName](["sft", "grpo"]), description="LM checkpoints to evaluate (skipped if not trained)"
     )
     max_samples: int | None = Field(None, ge=1, description="cap on evaluation points (quick runs)")
     horizons: list[Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: [1, 3, 7, 14], description="days, for the FHR-vs-N plot"
+        default_factory=lambda: list[float]([1, 3, 7, 14]), description="days, for the FHR-vs-N plot"
     )
     seed: int = 0
     tune: bool = Field(

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
@@ -102,16 +102,16 @@ def all_metrics_with_points(
     n_returned = sum(len(r) for r in inputs.rankings)
     out["invalid_rate"] = invalid_rate(n_invalid, n_invalid + n_returned)
     out["n_samples"] = float(len(inputs.rankings))
-    for m in ("LUF", "LIF"):  # their populations (the same at every K): a mean over 3 points is no result
-        key = f"{m}@{ks[0]}"
+    for tail in ("LUF", "LIF"):  # their populations (the same at every K): a mean over 3 points is no result
+        key = f"{tail}@{ks[0]}"
         if key in points:
-            out[f"n_samples_{m}"] = float((~np.isnan(points[key])).sum())
+            out[f"n_samples_{tail}"] = float((~np.isnan(points[key])).sum())
     for h in horizons:
         at_h, _ = point_inputs(preds, samples, h)
         for key, v in point_values(at_h, ks, HORIZON_METRICS).items():
-            metric, k = key.split("@")
+            metric, k_text = key.split("@")
             if not math.isnan(m := nan_mean(v)):
-                out[horizon_key(metric, int(k), h)] = m
+                out[horizon_key(metric, int(k_text), h)] = m
     return out, points
 
 
@@ -313,7 +313,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             "evaluated users": samples["user_id"].n_unique(),
             "events used to fit baselines": fit_events.height,
             "future window N (days)": split_cfg.horizon_days,
-            "mean future dislikes per sample": float(fut.mean() or 0.0),
+            "mean future dislikes per sample": float(cast(float, fut.mean()) or 0.0),
             "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {bcfg_ci.level:.0%} percentile CI, seed {bcfg_ci.seed}",
         }
     )

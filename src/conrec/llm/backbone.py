@@ -151,7 +151,8 @@ def tiny_model(tiny: TinyModelConfig, vocab_size: int, tokenizer: PreTrainedToke
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
         model = LlamaForCausalLM(config)
-    return model.to(torch.float32)
+    torch.nn.Module.to(model, torch.float32)  # in place (transformers' typed .to wrapper hides the dtype overload)
+    return model
 
 
 def load_backbone(model_cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -30,10 +30,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from conrec.llm.config import DecodeConfig
-from conrec.llm.vocab import SidVocab
+from conrec.llm.vocab import SidVocab, embedding_rows
 from conrec.sid.trie import SidTrie
 
 log = logging.getLogger("conrec.llm")
@@ -178,7 +178,7 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: 
 
 @torch.no_grad()
 def constrained_beam_search(
-    model: PreTrainedModel,
+    model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types)
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     trie: SidTrie,
@@ -212,7 +212,7 @@ def constrained_beam_search(
     return rows.view(b, num_return), scores.view(b, num_return)
 
 
-def _shared_prompt_cache(model: PreTrainedModel, enc: dict[str, torch.Tensor], num_beams: int) -> Any:
+def _shared_prompt_cache(model: Any, enc: dict[str, torch.Tensor], num_beams: int) -> Any:
     """KV cache of every prompt but its last token, computed once per prompt and repeated per beam.
 
     Why: ``generate`` copies each prompt ``num_beams`` times *before* the prefill, so a top-20 beam
@@ -246,7 +246,7 @@ def _rows_of(gen: torch.Tensor, trie: SidTrie, vocab: SidVocab) -> torch.Tensor:
 
 
 def generate_topk(
-    model: PreTrainedModel,
+    model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types)
     tokenizer: PreTrainedTokenizerBase,
     prompts: list[str],
     trie: SidTrie,
@@ -255,7 +255,7 @@ def generate_topk(
     decode_cfg: DecodeConfig,
     exclude: Sequence[set[str]] | None = None,
     vocab: SidVocab | None = None,
-    stats: dict[str, int] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` distinct real items per prompt as (item id, log-probability), best first.
 
@@ -270,7 +270,7 @@ def generate_topk(
         raise ValueError(f"k must be >= 1, got {k}")
     if len(sid_codes_to_item) != len(trie):
         raise ValueError(f"sid_codes_to_item has {len(sid_codes_to_item)} entries but the trie has {len(trie)} items")
-    vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+    vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, embedding_rows(model))
     n_items = len(trie)
     use_exclude = exclude is not None and decode_cfg.exclude_history
     row_of = {item: r for r, item in enumerate(sid_codes_to_item)} if use_exclude else {}
@@ -285,7 +285,7 @@ def generate_topk(
     for start in range(0, len(prompts), decode_cfg.batch_size):
         batch = prompts[start : start + decode_cfg.batch_size]
         excluded = None
-        if use_exclude:
+        if use_exclude and exclude is not None:
             excluded = torch.zeros(len(batch), n_items, dtype=torch.bool)
             for i, ex in enumerate(exclude[start : start + len(batch)]):
                 excluded[i, [row_of[x] for x in ex if x in row_of]] = True
@@ -335,7 +335,7 @@ def generate_topk(
 
 @torch.no_grad()
 def sample_distinct(
-    model: PreTrainedModel,
+    model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types)
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: torch.Tensor,
     trie: SidTrie,
@@ -355,7 +355,7 @@ def sample_distinct(
     """
     if n > len(trie):
         raise ValueError(f"cannot draw {n} distinct items from a catalogue of {len(trie)}")
-    vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+    vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, embedding_rows(model))
     b, prompt_len = prompt_ids.shape
     if attention_mask is None:
         attention_mask = torch.ones_like(prompt_ids)

@@ -75,7 +75,7 @@ from conrec.llm.prompts import build_prompt, recent_negatives_only
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
 from conrec.llm.tasks import sid_lookup
-from conrec.llm.vocab import SidVocab, assert_model_fits, save_vocab_meta
+from conrec.llm.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
@@ -481,7 +481,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
     # TRL builds the KL reference from this path (model passed as an instance): keep it the SFT model.
     policy.config._name_or_path = str(job.sft_dir)
     tokenizer = load_model_tokenizer(job.sft_dir)
-    vocab = SidVocab.from_tokenizer(tokenizer, job.sid_map.codebook_sizes, policy.get_input_embeddings().weight.shape[0])
+    vocab = SidVocab.from_tokenizer(tokenizer, job.sid_map.codebook_sizes, embedding_rows(policy))
     rollout = build_rollout(grpo, tokenizer, job.sid_map, vocab)
     ckpt_dir = sdir / "checkpoints"
     resume_from = _resume_point(job, log, i, stage, ckpt_dir)

@@ -357,7 +357,9 @@ def make_reward_funcs(
     codes_of = codes_by_item(sid_map)
     item_of_codes = {tuple(int(c) for c in v): k for k, v in codes_of.items()}
     ctx = RewardContext(codes_of, codislike, item_sim)
-    funcs = [_ComponentReward(REWARD_COMPONENTS[name], ctx, item_of_codes, exclude_seen) for name in COMPONENTS]
+    funcs: list[Callable[..., list[float]]] = [
+        _ComponentReward(REWARD_COMPONENTS[name], ctx, item_of_codes, exclude_seen) for name in COMPONENTS
+    ]
     return funcs, [float(weights[name]) for name in COMPONENTS]
 
 

@@ -20,6 +20,7 @@ repeating their first candidate, whose extra scores are dropped).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -64,6 +65,7 @@ def sid_log_probs(
     ids, mask = enc["input_ids"], enc["attention_mask"]
     cache = _shared_prompt_cache(model, enc, n_cand)
     split = _decoder_and_head(model)
+    kwargs: dict[str, Any]
     if cache is None:  # one-token prompts: nothing to cache, feed the prompt with the candidates
         kwargs = dict(
             input_ids=torch.cat([ids.repeat_interleave(n_cand, 0), flat[:, :-1]], 1),
@@ -90,7 +92,7 @@ def sid_log_probs(
             for j in range(n_tok)
         ]
     total = sum(torch.log_softmax(lg, -1).gather(1, codes[:, j : j + 1]).squeeze(1) for j, lg in enumerate(level_logits))
-    return _split(total, candidates, n_cand)
+    return _split(cast(torch.Tensor, total), candidates, n_cand)
 
 
 def _code_of(tokens: torch.Tensor, level_tokens: torch.Tensor, level: int) -> torch.Tensor:
@@ -106,7 +108,7 @@ def _split(scores: torch.Tensor, candidates: Sequence[torch.Tensor], n_cand: int
     return [scores[b, : int(c.shape[0])] for b, c in enumerate(candidates)]
 
 
-def _decoder_and_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Module] | None:
+def _decoder_and_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
     """(decoder body, LM head) when ``logits = head(decoder(...).last_hidden_state)`` exactly (Llama,
     SmolLM2, Qwen...); None for models that rescale or cap their logits, or do not expose both."""
     cfg = model.config

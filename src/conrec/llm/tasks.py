@@ -144,7 +144,7 @@ def build_examples(
 
 
 def _history_examples(task: str, rows: list[tuple], n: int, sid_of: Callable[[str], str], cfg: SftConfig, rng: np.random.Generator) -> list[dict[str, str]]:
-    out = []
+    out: list[dict[str, str]] = []
     prompts: dict[int, str] = {}
     # future_negative: each sample walks through its own shuffled future set, so with weight w a
     # sample's w examples teach w *different* future items (all of them when |set| <= w) while every

@@ -27,10 +27,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from conrec.errors import StageInputError
 from conrec.io import write_json
@@ -81,7 +82,7 @@ class SidVocab:
 
 
 def add_sid_vocabulary(
-    model: PreTrainedModel,
+    model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types from mypy)
     tokenizer: PreTrainedTokenizerBase,
     sid_map: SidMap,
     titles: Mapping[str, str] | None = None,
@@ -117,7 +118,12 @@ def add_sid_vocabulary(
                 out.weight[ids] = init
                 if getattr(out, "bias", None) is not None:
                     out.bias[ids] = 0.0
-    return SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, model.get_input_embeddings().weight.shape[0])
+    return SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, embedding_rows(model))
+
+
+def embedding_rows(model: Any) -> int:
+    """Rows of a model's input embedding table (can exceed ``len(tokenizer)``: padded vocabularies)."""
+    return int(model.get_input_embeddings().weight.shape[0])
 
 
 def _initial_rows(
@@ -138,7 +144,7 @@ def _initial_rows(
     items = sid_map.items
     title_vecs: dict[int, torch.Tensor] = {}
 
-    def title_vec(row: int) -> torch.Tensor | None:
+    def title_vec(row: int) -> torch.Tensor:
         if row not in title_vecs:
             t = titles.get(items[row])
             v = text_vec(" " + t) if t else None

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -67,7 +67,7 @@ class SentenceTransformerEncoder:
             # the path alone would keep serving stale vectors after the weights are replaced in place
             stamp = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in self._path.iterdir() if p.is_file())
             self.model_id = f"{self._path.resolve()}:{hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]}"
-        self._model = None
+        self._model: Any = None  # a SentenceTransformer, loaded on first use
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:

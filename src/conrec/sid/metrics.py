@@ -67,7 +67,7 @@ def purity_lift(codes_level0: Sequence[int] | np.ndarray, categories: Sequence[H
     cats = [categories[i] for i in keep]
     codes = codes[keep]
 
-    def pairs(n: np.ndarray | int) -> Any:
+    def pairs(n: np.ndarray | float) -> Any:
         return n * (n - 1) / 2
 
     cat_counts = np.array(list(Counter(cats).values()), dtype=np.float64)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -128,7 +128,7 @@ def run(
         torch.save(
             {
                 "quantizer": result.state,
-                "fusion_state": {k: torch.from_numpy(np.asarray(v)) for k, v in dict(enc_info.get("fusion_state") or {}).items()},
+                "fusion_state": {k: torch.from_numpy(np.asarray(v)) for k, v in cast(dict[str, Any], enc_info.get("fusion_state") or {}).items()},
                 "encoder": stats["encoder"],
                 "codebook_sizes": resolution.codebook_sizes,
                 "seed": seed,
