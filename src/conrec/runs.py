@@ -22,6 +22,7 @@ Layout::
       grpo/stage_<i>/              per-stage checkpoints and logs
       eval/predictions/<model>.parquet
       eval/metrics.json  eval/report.md  eval/*.png
+      ablations/<what>/<row>/      child runs (conrec.experiments): unchanged stages linked here, parent.json
 """
 
 from __future__ import annotations
