@@ -279,3 +279,45 @@ def test_a_runner_computes_the_pipelines_fingerprint_from_what_it_received(tmp_p
     other = load_config(None, {"run_dir": str(tmp_path / "run"), "sid": {"quantizer": {"seed": 5}}})
     assert received_fingerprint("sft", STAGE_REGISTRY["sft"].section_of(other), cfg.run_dir) == got  # inputs as recorded
     assert stage_fingerprint(other, "sft") != got
+
+
+def test_a_new_stage_is_one_registry_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a stage needs no edit of the pipeline: a registry entry is run, fingerprinted, skipped
+    when current and rerun when its declared section changes."""
+    import conrec.runs as runs
+    import conrec.stages as stages
+    from conrec.stages import Stage
+
+    extra = Stage("export", "write the served tables", ("serve",), ("eval",), ("export/table.json",), "unused:run")
+    registry = {**stages.STAGE_REGISTRY, "export": extra}
+    names = tuple(registry)
+    for module in (stages, runs, pipeline):
+        monkeypatch.setattr(module, "STAGE_REGISTRY", registry)
+        monkeypatch.setattr(module, "STAGES", names)
+    calls: list[str] = []
+
+    def runner(stage: str):
+        def run(section: Any, run_dir: Any, console: Any = None, **_: Any) -> None:
+            calls.append(stage)
+            rd = RunDir(run_dir)
+            if stage == "export":
+                assert section.port == 1234  # its own section only
+                (rd.root / "export").mkdir(parents=True, exist_ok=True)
+                (rd.root / "export" / "table.json").write_text("{}")
+            else:
+                write_fake_outputs(rd, stage)
+            rd.mark_done(stage)
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "serve": {"port": 1234}})
+    pipeline.run_pipeline(cfg, stages=names)
+    assert calls == list(names)
+    calls.clear()
+    pipeline.run_pipeline(cfg, stages=names)
+    assert calls == []
+    other = load_config(None, {"run_dir": str(tmp_path / "run"), "serve": {"port": 1234, "max_k": 70}})
+    assert pipeline.stale_reason(RunDir(cfg.run_dir), other, "export") == "made with a different configuration (serve changed)"
+    pipeline.run_pipeline(other, stages=names)
+    assert calls == ["export"]
