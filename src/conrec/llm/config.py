@@ -114,6 +114,15 @@ class DecodeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where decoding and slate scoring run; auto = the GPU if torch sees one, else the CPU"
     )
+    search: Literal["beam", "exhaustive"] = Field(
+        "beam",
+        description="beam = constrained beam search over the SID trie (num_beams prefixes per level); exhaustive = score "
+        "every catalogue item's full SID and keep the exact top-K (no beam can miss an item; cost grows with the catalogue, "
+        "fine up to ~10^4 items on CPU)",
+    )
+    max_rows: int = Field(
+        8192, ge=1, description="exhaustive search: candidate items scored in one forward (memory: the prompt cache is repeated per row)"
+    )
 
 
 class RewardConfig(_Strict):

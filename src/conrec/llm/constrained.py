@@ -281,7 +281,8 @@ def generate_topk(
     # the batch: a row with fewer allowed items than that simply has fewer real hypotheses, whose
     # surplus beams end at -inf and are dropped (they are "no more items", not invalid outputs).
     n_ret = min(k, n_items)
-    n_beams = max(n_ret, min(n_items, decode_cfg.num_beams))
+    # at least 2 beams: with one, transformers runs greedy search, which returns no sequence scores
+    n_beams = max(2, n_ret, min(n_items, decode_cfg.num_beams))
     for start in range(0, len(prompts), decode_cfg.batch_size):
         batch = prompts[start : start + decode_cfg.batch_size]
         excluded = None

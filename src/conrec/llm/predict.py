@@ -4,7 +4,8 @@
 of :class:`conrec.serve.app.DislikePredictor`) and ``predict_samples(samples, k)`` (the eval stage's
 predictions table). Prompts come from :func:`conrec.llm.prompts.build_prompt` with the run's
 ``cfg.sft.prompt`` (the layout the model was trained on); items come from constrained beam search
-(:func:`conrec.llm.constrained.generate_topk`), so every returned item is a real catalogue item.
+(:func:`conrec.llm.constrained.generate_topk`, or with ``decode.search: exhaustive`` the exact top-K of
+:func:`conrec.llm.exhaustive.exhaustive_topk`), so every returned item is a real catalogue item.
 Scores are the model's log-probability of the item's SID given the prompt (higher = more likely).
 """
 
@@ -28,6 +29,7 @@ from conrec.io import read_parquet, write_parquet
 from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.constrained import generate_topk
+from conrec.llm.exhaustive import exhaustive_topk
 from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.prompts import build_prompt
 from conrec.llm.scoring import sid_log_probs
@@ -134,11 +136,25 @@ class Predictor:
         exclude = [set(map(str, items)) for items, _ in histories]
         stats: dict[str, Any] = {}
         with torch.inference_mode():
-            recs = generate_topk(
-                self.model, self.tokenizer, prompts, self.trie, self.items, min(k, len(self.items)), self.decode_cfg,
+            recs = self._topk(prompts, min(k, len(self.items)), exclude, stats)
+        self.last_stats = stats
+        return recs
+
+    def _topk(self, prompts: list[str], k: int, exclude: list[set[str]], stats: dict[str, Any]) -> list[list[tuple[str, float]]]:
+        """Top-``k`` real items per prompt by ``decode.search``: constrained beam search or the exact
+        exhaustive search (:mod:`conrec.llm.exhaustive`; it cannot produce an invalid item)."""
+        if self.decode_cfg.search == "beam":
+            return generate_topk(
+                self.model, self.tokenizer, prompts, self.trie, self.items, k, self.decode_cfg,
                 exclude=exclude, vocab=self.vocab, stats=stats,
             )
-        self.last_stats = stats
+        recs = exhaustive_topk(
+            self.model, self.tokenizer, prompts, self._sid_token_ids, self.vocab.level_ids, self.items, k,
+            exclude=exclude if self.decode_cfg.exclude_history else None, max_rows=self.decode_cfg.max_rows,
+        )
+        stats["n_generated"] = stats.get("n_generated", 0) + sum(len(r) for r in recs)
+        stats["n_invalid"] = stats.get("n_invalid", 0)
+        stats["invalid_per_prompt"] = stats.get("invalid_per_prompt", []) + [0] * len(recs)
         return recs
 
     def validate_candidates(self, candidates: Sequence[Sequence[str]], n_histories: int) -> None:
@@ -205,10 +221,7 @@ class Predictor:
             task = progress.add_task("predict", total=len(prompts))
             for start in range(0, len(prompts), chunk):
                 stats: dict[str, Any] = {}
-                recs = generate_topk(
-                    self.model, self.tokenizer, prompts[start : start + chunk], self.trie, self.items, k_eff,
-                    self.decode_cfg, exclude=exclude[start : start + chunk], vocab=self.vocab, stats=stats,
-                )
+                recs = self._topk(prompts[start : start + chunk], k_eff, exclude[start : start + chunk], stats)
                 out_items.extend([i for i, _ in r] for r in recs)
                 out_scores.extend([s for _, s in r] for r in recs)
                 invalid.extend(stats["invalid_per_prompt"])

@@ -1,0 +1,130 @@
+"""How much room is there above popularity, and does the LM add anything to it? FHR@20 on one split.
+
+Why: the issue's target (the LM at 1.2x the best baseline) only makes sense if the data allow it.
+This prints, for a finished run (``conrec eval`` done on ``--split``, normally valid):
+
+* dislike popularity, global and with recency half-lives (exposure drifts over time);
+* the **clairvoyant non-personal list**: items ranked by how often the evaluated points' own
+  future windows contain them. It uses the labels, so no non-personal ranking (popularity by any
+  recency, a trending list) can beat it: it is the ceiling of everything that ignores the user;
+* for each LM of the run (``sft``, ``grpo``): its exact top-20 (exhaustive search over the
+  catalogue, :mod:`conrec.llm.exhaustive`) and blends ``log p(item | prompt) + w x log(1 + dislike
+  count)`` over a grid of ``w``: if the best blend does not beat popularity, the LM's personal signal
+  adds nothing to the prior. Choose ``w`` here (valid) before any test run; a blend is its own row;
+* the best baseline of the run's ``eval/metrics.json`` and 1.2x of it.
+
+    python benchmarks/headroom.py --run runs/valid_run [--split valid] [--models sft,grpo]
+
+Prints a table and writes ``headroom.json`` under the run's ``eval/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from conrec.config import load_config  # noqa: E402
+from conrec.data.popularity import catalogue_dislike_counts  # noqa: E402
+from conrec.data.schema import DISLIKE  # noqa: E402
+from conrec.eval.metrics import fhr_at_k  # noqa: E402
+from conrec.eval.stage import fit_events_for, select_samples  # noqa: E402
+from conrec.io import read_json, read_parquet, write_json  # noqa: E402
+from conrec.runs import RunDir  # noqa: E402
+
+K = 20
+HALF_LIVES = (None, 60.0, 30.0, 14.0, 7.0)
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def ranked_fhr(scores: np.ndarray, items: list[str], history: list[set[str]], futures: list[set[str]], k: int = K) -> float:
+    """Mean FHR@k of per-point rankings by ``scores`` ((P, n) or (n,) shared), history items excluded, ties by catalogue order."""
+    rows = np.broadcast_to(scores, (len(futures), len(items)))
+    hits = []
+    for p, (h, f) in enumerate(zip(history, futures)):
+        order = np.argsort(-rows[p], kind="stable")
+        top = [items[j] for j in order[: k + len(h)] if items[j] not in h][:k]
+        hits.append(fhr_at_k(top, f, k))
+    return float(np.mean(hits))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", type=Path, required=True, help="a run directory with data/, sid/ and the LM(s) trained")
+    ap.add_argument("--split", default=None, help="split to measure (default: the run's eval.split)")
+    ap.add_argument("--models", default="sft,grpo", help="LMs to score when the run has them")
+    args = ap.parse_args(argv)
+
+    cfg = load_config(args.run / "config.yaml")
+    rd = RunDir(args.run)
+    split = args.split or cfg.eval.split
+    samples = select_samples(read_parquet(rd.samples, what="samples"), split, cfg.eval.max_samples, cfg.eval.seed)
+    stats = read_json(rd.data / "stats.json") if (rd.data / "stats.json").exists() else None
+    events = read_parquet(rd.events, what="events")
+    fit, how = fit_events_for(events, cfg.data.split, stats, split, samples)
+    items = [str(i) for i in read_parquet(rd.sid_map, what="SID map")["item_id"].to_list()]
+    history = [set(map(str, h or [])) for h in samples["hist_items"].to_list()]
+    futures = [set(map(str, f or [])) for f in samples["future_negs"].to_list()]
+    out: dict[str, Any] = {"split": split, "points": samples.height, "fit_events": how, "rows": {}}
+    rows: dict[str, float] = out["rows"]
+
+    dislikes = fit.filter(fit["feedback"] == DISLIKE)
+    index = {it: j for j, it in enumerate(items)}
+    ids = np.array([index.get(str(i), -1) for i in dislikes["item_id"].to_list()])
+    age_days = (int(fit["ts"].max()) - dislikes["ts"].to_numpy()) / (86400.0 if int(events["ts"].max()) > 10**8 else 1.0)
+    keep = ids >= 0
+    for hl in HALF_LIVES:
+        w = np.ones(keep.sum()) if hl is None else 0.5 ** (age_days[keep] / hl)
+        rows[f"popularity (half-life {hl or 'none'} d)"] = ranked_fhr(np.bincount(ids[keep], weights=w, minlength=len(items)), items, history, futures)
+    clairvoyant = np.zeros(len(items))
+    for f in futures:
+        for i in f:
+            if i in index:
+                clairvoyant[index[i]] += 1
+    rows["clairvoyant non-personal list (uses the labels: a ceiling)"] = ranked_fhr(clairvoyant, items, history, futures)
+
+    log_pop = np.log1p(catalogue_dislike_counts(fit, items))
+    for name in [m for m in args.models.split(",") if m]:
+        if not rd.has_model(name):
+            continue
+        from conrec.llm.predict import Predictor
+        from conrec.sid.sid_map import SidMap
+
+        decode = cfg.decode.model_copy(update={"search": "exhaustive"})
+        pred = Predictor.from_dir(rd.model_dir(name), SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, decode)
+        hist_rows = [(list(map(str, h or [])), [int(x) for x in fb or []]) for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())]
+        t0 = time.perf_counter()
+        lm = np.array(pred.score(hist_rows, [pred.items] * len(hist_rows)))  # (P, n) in SID-map order
+        out[f"{name}_scoring_s"] = round(time.perf_counter() - t0, 1)
+        lm = lm[:, [pred.items.index(i) for i in items]] if pred.items != items else lm
+        for w in BLEND_WEIGHTS:
+            label = f"{name} (exhaustive)" if w == 0 else f"{name} + {w:g} x log(1 + dislike count)"
+            rows[label] = ranked_fhr(lm + w * log_pop, items, history, futures)
+
+    metrics_path = rd.eval / "metrics.json"
+    if metrics_path.exists():
+        metrics = read_json(metrics_path, what="eval metrics")
+        base = {m: v[f"FHR@{K}"] for m, v in metrics.items() if isinstance(v, dict) and f"FHR@{K}" in v and m not in ("sft", "grpo")}
+        if base:
+            best = max(base, key=base.__getitem__)
+            out["best_baseline"] = {"name": best, f"FHR@{K}": base[best], "target_1.2x": 1.2 * base[best]}
+    width = max(len(r) for r in rows)
+    print(f"FHR@{K} on {split} ({samples.height} points; fitted on {how})")
+    for r, v in rows.items():
+        print(f"  {r:<{width}}  {v:.3f}")
+    if "best_baseline" in out:
+        b = out["best_baseline"]
+        print(f"  best baseline of eval/metrics.json: {b['name']} {b[f'FHR@{K}']:.3f}; 1.2x = {b['target_1.2x']:.3f}")
+    write_json(out, rd.eval / "headroom.json")
+    return out
+
+
+if __name__ == "__main__":
+    main()
