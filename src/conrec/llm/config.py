@@ -88,6 +88,12 @@ class TrainConfig(_Strict):
         description="level softmax only: a last-level SID target is scored without the codes that would complete an item "
         "already in the prompt (decoding masks history items the same way)",
     )
+    history_loss: float = Field(
+        0.0,
+        ge=0.0,
+        description="level softmax only: weight of a sequence loss on every SID token of the prompt's negative segment "
+        "(each disliked item predicted from the ones before it, SASRec-style: many targets per forward pass); 0 = off",
+    )
 
 
 class SftConfig(_Strict):

@@ -34,6 +34,7 @@ from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
+from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
 from conrec.progress import stage_progress
@@ -160,12 +161,49 @@ def history_code_mask(ids: torch.Tensor, labels: torch.Tensor, target: torch.Ten
     return mask
 
 
+def negative_segment_loss(
+    hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, head: torch.Tensor, token_level: torch.Tensor, neg_span: tuple[int, int]
+) -> torch.Tensor:
+    """Mean per-level cross-entropy of every SID token inside the prompts' ``<neg>...</neg>`` segments.
+
+    ``hidden`` is the final (normed) hidden state of the left-aligned batch ``ids``, ``head`` the output
+    embedding matrix. Each negative-segment SID token is predicted from the position before it with a
+    softmax over its level's codes, so one forward pass teaches every disliked item of the history
+    from the ones before it (the sample efficiency of a sequence model such as SASRec) instead of only
+    the completion. Only prompt positions count (``labels == -100``); the completion keeps its own loss.
+    Returns 0 when the batch has no such token (alignment examples).
+    """
+    open_id, close_id = neg_span
+    levels = token_level.to(ids.device)
+    inside = ((ids == open_id).long().cumsum(1) - (ids == close_id).long().cumsum(1)) > 0
+    tok_level = torch.where(ids >= 0, levels[ids.clamp(min=0)], torch.full_like(ids, -1))
+    target = inside & (tok_level >= 0) & (labels == -100)
+    target[:, 0] = False  # position 0 has no predecessor
+    rows, cols = target.nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return hidden.new_zeros(())
+    h = hidden[rows, cols - 1].float()  # the state that predicts each target token
+    tgt = ids[rows, cols]
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for lv in range(int(levels.max()) + 1):
+        sel = tok_level[rows, cols] == lv
+        if not bool(sel.any()):
+            continue
+        level_ids = (levels == lv).nonzero().squeeze(1)
+        logits = h[sel] @ head[level_ids].float().T
+        index = torch.searchsorted(level_ids, tgt[sel])  # position of each target among its level's ids
+        total = total + torch.nn.functional.cross_entropy(logits, index, reduction="sum")
+    return total / len(rows)
+
+
 def completion_loss(
     model: Any,
     batch: dict[str, torch.Tensor],
     num_items_in_batch: Any = None,
     token_level: torch.Tensor | None = None,
     mask_history: bool = False,
+    history_loss: float = 0.0,
+    neg_span: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, Any]:
     """Summed cross-entropy of the supervised tokens / ``num_items_in_batch`` (or their count).
 
@@ -180,7 +218,8 @@ def completion_loss(
     for minutes pays for in accuracy. Text targets (the alignment tasks' titles) keep the full softmax.
     """
     model_inputs, labels, keep = left_align(batch)
-    outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False)
+    with_history = history_loss > 0 and token_level is not None and neg_span is not None
+    outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=with_history)
     logits = outputs.logits[:, :-1].float()
     target = labels[:, labels.shape[1] - keep + 1 :]
     if token_level is not None:
@@ -196,10 +235,19 @@ def completion_loss(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
     )
     denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
-    return loss / denom, outputs
+    loss = loss / denom
+    if with_history:
+        assert token_level is not None and neg_span is not None
+        head = model.get_output_embeddings().weight
+        loss = loss + history_loss * negative_segment_loss(
+            outputs.hidden_states[-1], model_inputs["input_ids"], labels, head, token_level, neg_span
+        )
+    return loss, outputs
 
 
-def sft_trainer_class(token_level: torch.Tensor | None = None, mask_history: bool = False) -> type:
+def sft_trainer_class(
+    token_level: torch.Tensor | None = None, mask_history: bool = False, history_loss: float = 0.0, neg_span: tuple[int, int] | None = None
+) -> type:
     """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
 
     Why: TRL 1.16's fused LM head projects only the supervised positions when Triton is available,
@@ -222,12 +270,23 @@ def sft_trainer_class(token_level: torch.Tensor | None = None, mask_history: boo
 
     class CompactLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = completion_loss(model, inputs, num_items_in_batch, token_level=token_level, mask_history=mask_history)
+            loss, outputs = completion_loss(
+                model, inputs, num_items_in_batch, token_level=token_level, mask_history=mask_history,
+                history_loss=history_loss, neg_span=neg_span,
+            )
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
             return (loss, outputs) if return_outputs else loss
 
     return CompactLossSFTTrainer
+
+
+def marker_id(tokenizer: Any, token: str) -> int:
+    """The id of one prompt marker token (added to the vocabulary by :mod:`conrec.llm.vocab`)."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if not isinstance(tid, int) or tokenizer.convert_ids_to_tokens(tid) != token:  # unknown tokens map to unk
+        raise ValueError(f"{token!r} is not a single token of this tokenizer")
+    return tid
 
 
 def load_inputs(run: RunDir) -> tuple[Any, Any, SidMap]:
@@ -334,7 +393,13 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     progress_cb = RichProgressCallback(console)
     if tr.mask_history and tr.sid_softmax != "level":
         raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
-    trainer = sft_trainer_class(vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history)(
+    if tr.history_loss > 0 and tr.sid_softmax != "level":
+        raise ConfigError("sft.train.history_loss needs sft.train.sid_softmax: level")
+    neg_span = (marker_id(tokenizer, NEG_OPEN), marker_id(tokenizer, NEG_CLOSE))
+    trainer = sft_trainer_class(
+        vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history,
+        history_loss=tr.history_loss, neg_span=neg_span,
+    )(
         model=model,
         args=args,
         train_dataset=dataset,
