@@ -82,11 +82,12 @@ def test_completion_loss_adds_the_weighted_segment_loss_of_a_real_model():
     ids = torch.tensor([p_ids + c_ids])
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor([[-100] * len(p_ids) + c_ids])}
     span = (marker_id(tok, NEG_OPEN), marker_id(tok, NEG_CLOSE))
-    base, _ = completion_loss(model, batch, token_level=vocab.token_level)
-    both, _ = completion_loss(model, batch, token_level=vocab.token_level, history_loss=0.5, neg_span=span)
-    inputs, labels, _ = left_align(batch)
-    hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
-    seg = negative_segment_loss(hidden, inputs["input_ids"], labels, model.get_output_embeddings().weight, vocab.token_level, span)
+    with torch.no_grad():
+        base, _ = completion_loss(model, batch, token_level=vocab.token_level)
+        both, _ = completion_loss(model, batch, token_level=vocab.token_level, history_loss=0.5, neg_span=span)
+        inputs, labels, _ = left_align(batch)
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1]
+        seg = negative_segment_loss(hidden, inputs["input_ids"], labels, model.get_output_embeddings().weight, vocab.token_level, span)
     assert float(seg) > 0  # three disliked items = 9 SID targets in the segment
     assert float(both) == pytest.approx(float(base) + 0.5 * float(seg), rel=1e-5)
     with pytest.raises(ValueError, match="single token"):
