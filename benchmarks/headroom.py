@@ -29,17 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from conrec.config import load_config  # noqa: E402
-from conrec.data.popularity import catalogue_dislike_counts  # noqa: E402
-from conrec.data.schema import DISLIKE  # noqa: E402
+from conrec.eval.baselines.base import Catalog  # noqa: E402
+from conrec.eval.baselines.popularity import decayed_dislike_counts  # noqa: E402
 from conrec.eval.metrics import fhr_at_k  # noqa: E402
 from conrec.eval.stage import fit_events_for, select_samples  # noqa: E402
 from conrec.io import read_json, read_parquet, write_json  # noqa: E402
 from conrec.runs import RunDir  # noqa: E402
+from conrec.sid.sid_map import SidMap  # noqa: E402
 
 K = 20
 HALF_LIVES = (None, 60.0, 30.0, 14.0, 7.0)
@@ -91,42 +93,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stats = read_json(rd.data / "stats.json") if (rd.data / "stats.json").exists() else None
     events = read_parquet(rd.events, what="events")
     fit, how = fit_events_for(events, cfg.data.split, stats, split, samples)
-    items = [str(i) for i in read_parquet(rd.sid_map, what="SID map")["item_id"].to_list()]
+    sid_map = SidMap.from_parquet(rd.sid_map)
+    items = list(sid_map.items)
     history = [set(map(str, h or [])) for h in samples["hist_items"].to_list()]
     futures = [set(map(str, f or [])) for f in samples["future_negs"].to_list()]
     out: dict[str, Any] = {"split": split, "points": samples.height, "fit_events": how, "rows": {}}
     rows: dict[str, float] = out["rows"]
 
-    dislikes = fit.filter(fit["feedback"] == DISLIKE)
-    index = {it: j for j, it in enumerate(items)}
-    ids = np.array([index.get(str(i), -1) for i in dislikes["item_id"].to_list()])
-    age_days = (int(fit["ts"].max()) - dislikes["ts"].to_numpy()) / (86400.0 if int(events["ts"].max()) > 10**8 else 1.0)
-    keep = ids >= 0
+    # the popularity baseline's own counts (plain, and decayed from the newest fit event)
+    catalog = Catalog.build(fit, pl.DataFrame({"item_id": items}))
     for hl in HALF_LIVES:
-        w = np.ones(keep.sum()) if hl is None else 0.5 ** (age_days[keep] / hl)
-        rows[f"popularity (half-life {hl or 'none'} d)"] = ranked_fhr(np.bincount(ids[keep], weights=w, minlength=len(items)), items, history, futures)
+        counts = catalog.dislike_counts if hl is None else decayed_dislike_counts(fit, catalog, hl)
+        rows[f"popularity (half-life {hl or 'none'} d)"] = ranked_fhr(counts, items, history, futures)
     clairvoyant = np.zeros(len(items))
     for f in futures:
         for i in f:
-            if i in index:
-                clairvoyant[index[i]] += 1
+            if i in catalog.index:
+                clairvoyant[catalog.index[i]] += 1
     rows["clairvoyant non-personal list: label frequency"] = ranked_fhr(clairvoyant, items, history, futures)
     rows["clairvoyant non-personal list: greedy max coverage"] = ranked_fhr(greedy_cover(items, history, futures), items, history, futures)
 
-    log_pop = np.log1p(catalogue_dislike_counts(fit, items))
+    log_pop = np.log1p(catalog.dislike_counts)
+    hist_rows = [
+        (list(map(str, h or [])), [int(x) for x in fb or []])
+        for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
+    ]
     for name in [m for m in args.models.split(",") if m]:
         if not rd.has_model(name):
             continue
         from conrec.llm.predict import Predictor
-        from conrec.sid.sid_map import SidMap
 
         decode = cfg.decode.model_copy(update={"search": "exhaustive"})
-        pred = Predictor.from_dir(rd.model_dir(name), SidMap.from_parquet(rd.sid_map), cfg.sft.prompt, decode)
-        hist_rows = [(list(map(str, h or [])), [int(x) for x in fb or []]) for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())]
+        pred = Predictor.from_dir(rd.model_dir(name), sid_map, cfg.sft.prompt, decode)
         t0 = time.perf_counter()
         lm = np.array(pred.score(hist_rows, [pred.items] * len(hist_rows)))  # (P, n) in SID-map order
         out[f"{name}_scoring_s"] = round(time.perf_counter() - t0, 1)
-        lm = lm[:, [pred.items.index(i) for i in items]] if pred.items != items else lm
         for w in BLEND_WEIGHTS:
             label = f"{name} (exhaustive)" if w == 0 else f"{name} + {w:g} x log(1 + dislike count)"
             rows[label] = ranked_fhr(lm + w * log_pop, items, history, futures)

@@ -395,7 +395,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
     if tr.history_loss > 0 and tr.sid_softmax != "level":
         raise ConfigError("sft.train.history_loss needs sft.train.sid_softmax: level")
-    neg_span = (marker_id(tokenizer, NEG_OPEN), marker_id(tokenizer, NEG_CLOSE))
+    neg_span = (marker_id(tokenizer, NEG_OPEN), marker_id(tokenizer, NEG_CLOSE)) if tr.history_loss > 0 else None
     trainer = sft_trainer_class(
         vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history,
         history_loss=tr.history_loss, neg_span=neg_span,
