@@ -25,10 +25,17 @@ def tables():
 def test_task_counts_follow_weights_and_cap():
     w = {"next_negative": 1.0, "future_negative": 2.0, "sid_to_title": 0.5, "title_to_sid": 0.5, "sid_to_category": 0.0}
     c = task_counts(w, 100, None)
-    assert c == {"next_negative": 100, "future_negative": 200, "sid_to_title": 50, "title_to_sid": 50, "sid_to_category": 0, "discernment": 0}
+    assert c == {
+        "next_negative": 100, "future_negative": 200, "sid_to_title": 50, "title_to_sid": 50, "sid_to_category": 0, "discernment": 0, "timeline": 0,
+    }
     capped = task_counts(w, 100, 80)
     assert sum(capped.values()) == 80
     assert capped["future_negative"] == 2 * capped["next_negative"] and capped["sid_to_category"] == 0
+
+
+def test_timeline_weight_counts_windows_not_samples():
+    c = task_counts({"next_negative": 1.0, "timeline": 2.0}, 100, None, n_windows=30)
+    assert c["next_negative"] == 100 and c["timeline"] == 60
 
 
 def test_examples_mix_by_ratio_and_are_seeded(tables):

@@ -66,10 +66,12 @@ class SidSections:
 
 @dataclass(frozen=True)
 class SftSections:
-    """What the SFT stage reads: its section, ``seed``, and ``decode`` for placement only (see module doc)."""
+    """What the SFT stage reads: its section, ``seed``, the data's ``split`` settings (which events the
+    timeline task may train on: the baselines' fit rule), and ``decode`` for placement only (see module doc)."""
 
     sft: SftConfig
     seed: int
+    split: SplitConfig
     decode: DecodeConfig
 
 
@@ -183,7 +185,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             "conrec.sid.stage:run", bundle=SidSections,
         ),
         Stage(
-            "sft", "supervised fine-tuning on SID tasks", ("sft", "seed"), ("data", "sid"),
+            "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
             ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True, placement=("decode",), bundle=SftSections,
         ),
         Stage(

@@ -353,6 +353,40 @@ def grpo_rewards_figure(log: list[dict[str, Any]]) -> Any:
     return fig
 
 
+def load_learning_curve(sft_stats: Path) -> dict[str, Any] | None:
+    """The SFT stage's valid learning curve (``early_stopping`` in ``sft/stats.json``), None without one."""
+    if not sft_stats.exists():
+        return None
+    found = read_json(sft_stats, what="SFT stats").get("early_stopping")
+    return found if isinstance(found, dict) and found.get("learning_curve") else None
+
+
+def learning_curve_section(curve: dict[str, Any]) -> str:
+    """Markdown: valid FHR@K at each evaluated SFT step, the chosen (best) step marked."""
+    k = int(curve["k"])
+    lines = [f"## SFT learning curve (valid FHR@{k}, early stopping)", "", f"| step | valid FHR@{k} |", "|---:|---:|"]
+    for point in curve["learning_curve"]:
+        mark = " (chosen)" if int(point["step"]) == int(curve["best_step"]) else ""
+        lines.append(f"| {int(point['step'])}{mark} | {float(point[f'FHR@{k}']):.4f} |")
+    return "\n".join(lines)
+
+
+def learning_curve_figure(curve: dict[str, Any]) -> Any:
+    """Valid FHR@K against SFT steps, the chosen step marked."""
+    k = int(curve["k"])
+    steps = [float(p["step"]) for p in curve["learning_curve"]]
+    values = [float(p[f"FHR@{k}"]) for p in curve["learning_curve"]]
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN * 0.6, 3.2))
+    ax.plot(steps, values, marker="o", color="black", lw=1.5)
+    ax.axvline(float(curve["best_step"]), color="grey", ls=":", lw=1)
+    ax.set_xlabel("SFT optimiser step")
+    ax.set_ylabel(f"valid FHR@{k}")
+    ax.set_title("SFT learning curve (best step dotted)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def _stats_section(stats: dict[str, Any]) -> str:
     if not stats:
         return "_no dataset statistics available_"
@@ -392,6 +426,10 @@ def write_report(
         if reward_plot:
             plots.append(reward_plot)
 
+    curve = load_learning_curve(run.sft / "stats.json")
+    if curve is not None:
+        plots.append(_save(learning_curve_figure(curve), run.eval / "sft_learning_curve.png"))
+
     parts = [
         "# conrec evaluation report",
         "",
@@ -426,6 +464,8 @@ def write_report(
         for model, pts in curves[k].items():
             by_h = dict(pts)
             parts.append(f"| {model} | " + " | ".join(f"{by_h[h]:.4f}" if h in by_h else "–" for h in horizons) + " |")
+    if curve is not None:
+        parts += ["", learning_curve_section(curve)]
     for section in extra_sections or []:
         parts += ["", section.rstrip()]
     if plots:

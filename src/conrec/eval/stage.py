@@ -29,8 +29,8 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
+from conrec.data.fit_events import fit_events_for, split_cutoff  # noqa: F401  (split_cutoff: re-exported)
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
-from conrec.data.splits import per_user_fit_events
 from conrec.data.windows import beyond_max_note, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import make_baseline
@@ -44,7 +44,6 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 if TYPE_CHECKING:
-    from conrec.data.config import SplitConfig
     from conrec.stages import EvalSections
 
 _STATS_FOR_REPORT = (
@@ -64,15 +63,6 @@ def select_samples(samples: pl.DataFrame, split: str, max_samples: int | None, s
     if max_samples is not None and chosen.height > max_samples:
         chosen = chosen.sample(n=max_samples, seed=seed, shuffle=False)
     return chosen.sort("sample_id")
-
-
-def split_cutoff(stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame) -> tuple[int, str]:
-    """(cut-off ts, where it came from). From stats.json when the data stage wrote it; otherwise the
-    earliest evaluation time in the split (every history event of the split is before it anyway)."""
-    key = f"{split}_cutoff_ts"
-    if stats and isinstance(stats.get(key), int):
-        return int(stats[key]), "data/stats.json"
-    return int(split_samples["ts"].min()), f"min ts of the {split} samples (stats.json has no {key})"  # type: ignore[arg-type]
 
 
 def predictions_frame(sample_ids: list[int], rankings: list[list[str]], n_invalid: list[int] | None = None) -> pl.DataFrame:
@@ -121,22 +111,6 @@ def all_metrics(
 ) -> dict[str, float]:
     """Metrics at the data stage's window, plus FHR/FPrec/FRecall at every extra horizon (flat keys)."""
     return all_metrics_with_points(preds, samples, ks, n_items, horizons, train_dislike_counts)[0]
-
-
-def fit_events_for(
-    events: pl.DataFrame, split_cfg: SplitConfig, stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
-) -> tuple[pl.DataFrame, str]:
-    """(events a model evaluated on ``split`` may be fitted on, how they were chosen); ``split_cfg``: ``data.split``."""
-    protocol = split_cfg.protocol
-    written = (stats or {}).get("split_protocol", "global_time")
-    if written != protocol:
-        raise StageInputError(
-            f"data.split.protocol is {protocol!r} but the data stage wrote {written!r} samples; rerun `conrec data`"
-        )
-    if protocol == "per_user":
-        return per_user_fit_events(events, split_cfg, split), f"each user's events before that user's {split} start"
-    cutoff, source = split_cutoff(stats, split, split_samples)
-    return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off ts {cutoff} ({source})"
 
 
 def swap_metrics(own: list[list[str]], swapped: list[list[str]], samples: pl.DataFrame, k: int) -> dict[str, float]:

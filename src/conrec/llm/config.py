@@ -36,11 +36,27 @@ class ModelConfig(_Strict):
     )
 
 
+PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
+
+
 class PromptConfig(_Strict):
-    variant: Literal["neg_only", "segmented", "merged"] = "segmented"
+    variant: Literal["neg_only", "segmented", "merged", "timeline", "neg_timeline"] = Field(
+        "segmented",
+        description="the history layout (conrec.llm.prompts): neg_only / segmented / merged end in 'Answer:'; timeline = the "
+        "recent events as feedback-tagged SIDs ending in the dislike tag (trained densely by the timeline task); "
+        "neg_timeline = the dislikes older than that window as a negative segment, then the timeline",
+    )
     max_neg_items: int = Field(20, ge=1, description="budget of the negative segment (never cut by positives)")
     max_pos_items: int = Field(30, ge=0, description="budget of the positive segment")
     max_merged_items: int = Field(50, ge=1, description="budget of the single chronological sequence")
+    max_timeline_events: int = Field(
+        64, ge=1, description="timeline layouts: the most recent events shown as the timeline (and the training window length)"
+    )
+
+    @property
+    def is_timeline(self) -> bool:
+        """Whether the prompt ends in the dislike tag (the timeline layouts) rather than in 'Answer:'."""
+        return self.variant in ("timeline", "neg_timeline")
 
 
 class TaskMix(_Strict):
@@ -54,6 +70,25 @@ class TaskMix(_Strict):
     discernment: float = Field(
         0.0, ge=0, description="four-choice 'which did this user reject' questions (conrec.llm.discernment), per train sample"
     )
+    timeline: float = Field(
+        0.0,
+        ge=0,
+        description="dense timeline windows (conrec.llm.timeline), per window of the training events: 1 = every training "
+        "event a target once per epoch; needs a timeline prompt layout",
+    )
+
+
+class TimelineConfig(_Strict):
+    """The timeline task's windows and the weights of its targets (conrec.llm.timeline)."""
+
+    stride: int | None = Field(
+        None, ge=1, description="new target events per window; the window's earlier events are context (None = the whole window)"
+    )
+    dislike_weight: float = Field(1.0, ge=0, description="loss weight of an SID that follows a dislike tag")
+    positive_weight: float = Field(1.0, ge=0, description="loss weight of an SID that follows a positive tag (0 = positives are context only)")
+    feedback_weight: float = Field(
+        0.1, ge=0, description="loss weight of the feedback tags themselves (softmax over the two tags: will the next event be a dislike)"
+    )
 
 
 class LoraConfig(_Strict):
@@ -61,6 +96,20 @@ class LoraConfig(_Strict):
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+class EarlyStoppingConfig(_Strict):
+    """Periodic valid FHR@K during SFT: learning curve, early stopping and best-checkpoint selection.
+
+    Valid points must lie after the training events, so this needs ``data.split.train_until: valid``
+    (choose the step count there, then train the test run for that many steps).
+    """
+
+    eval_steps: int = Field(200, ge=1, description="optimiser steps between two valid evaluations")
+    patience: int = Field(3, ge=1, description="stop after this many evaluations without a new best")
+    max_points: int = Field(400, ge=1, description="valid points scored each time (a seeded draw, the same every time)")
+    k: int = Field(20, ge=1, description="the K of FHR@K")
+    min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this is not a new best")
 
 
 class TrainConfig(_Strict):
@@ -88,6 +137,9 @@ class TrainConfig(_Strict):
         description="level softmax only: a last-level SID target is scored without the codes that would complete an item "
         "already in the prompt (decoding masks history items the same way)",
     )
+    early_stopping: EarlyStoppingConfig | None = Field(
+        None, description="periodic valid FHR@K with early stopping and best-checkpoint selection (None = train the full schedule)"
+    )
     history_loss: float = Field(
         0.0,
         ge=0.0,
@@ -100,6 +152,7 @@ class SftConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     tasks: TaskMix = Field(default_factory=TaskMix)
+    timeline: TimelineConfig = Field(default_factory=TimelineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     max_samples: int | None = Field(None, ge=1, description="cap on SFT examples (quick runs)")
     discernment_holdout: float = Field(

@@ -75,7 +75,10 @@ def question(
     options = [options[j] for j in rng.permutation(N_OPTIONS)]
     shown = set(options)
     kept = [(i, f) for i, f in zip(hist, fb) if i not in shown]
-    body = build_prompt([i for i, _ in kept], [f for _, f in kept], sid_of, prompt_cfg)
+    # a question is a text layout ending in "Answer:"; the timeline layouts end in a dislike tag, so
+    # their models are asked with the segmented layout of the same budgets
+    layout = prompt_cfg.model_copy(update={"variant": "segmented"}) if prompt_cfg.is_timeline else prompt_cfg
+    body = build_prompt([i for i, _ in kept], [f for _, f in kept], sid_of, layout)
     lines = body.split("\n")
     assert lines[0] == INSTRUCTION and lines[-1] == ANSWER_CUE
     prompt = "\n".join([QUESTION, *lines[1:-1], "Options: " + " ".join(sid_of(o) for o in options), ANSWER_CUE])

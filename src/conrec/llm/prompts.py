@@ -28,6 +28,21 @@ Variants (``cfg.variant``):
 * ``merged``: one chronological sequence ``<hist><dis>SID<like>SID...</hist>`` of the most recent
   ``max_merged_items`` events, each tagged with its feedback: the conventional baseline, where
   positives *can* crowd out negatives.
+* ``timeline``: the most recent ``max_timeline_events`` events as ``<hist><dis>SID<like>SID...``,
+  ending in an open dislike tag ``<dis>`` instead of ``Answer:``: the answer is simply the next
+  disliked event of the timeline. Why: the same string, continued, is a training sequence in which
+  *every* event is a target (the ``timeline`` SFT task, :mod:`conrec.llm.timeline`), positives
+  included, each conditioned on its feedback tag (the HSTU layout of item and action tokens in one
+  sequence); one prompt per user-week gives ~10^3 times fewer targets.
+* ``neg_timeline``: the dislikes *older* than that window as a negative segment, then the timeline.
+  Why: where dislikes are rare (a few % of feedback) a 64-event window holds two or three of them,
+  so the positives crowd them out; the segment keeps them in context whatever the positive volume
+  (the paper's argument for segments), and since it holds only events before the window, every
+  target of a training window is still predicted from the past alone.
+
+The timeline layouts show every event of their window: ``max_pos_items`` thins the positives only
+when a caller overrides it (progressive GRPO's stage budgets), because the SFT windows they are
+trained on keep every positive as a target.
 
 Why a plain string and not the tokenizer's chat template: the same prompt must work for every
 backbone (including tiny models with no template), for TRL's SFT and GRPO trainers (plain
@@ -64,6 +79,8 @@ MARKER_DESCRIPTIONS: dict[str, str] = {
 
 INSTRUCTION = "Predict an item this user will dislike."
 ANSWER_CUE = "Answer:"
+OLDER_NEG_HEADER = "Disliked before (oldest first):"
+TIMELINE_HEADER = "Timeline (oldest first):"
 
 
 def build_prompt(
@@ -86,11 +103,13 @@ def build_prompt(
     pos_budget = cfg_prompt.max_pos_items if max_pos_items is None else max_pos_items
     if pos_budget < 0:
         raise ValueError(f"max_pos_items must be >= 0, got {pos_budget}")
+    if cfg_prompt.is_timeline:
+        older, window = timeline_window(hist_items, hist_feedback, cfg_prompt, max_pos_items)
+        return timeline_prefix(older, sid_of, cfg_prompt) + render_events(window, sid_of) + DISLIKE_TAG
     lines = [INSTRUCTION]
     if cfg_prompt.variant == "merged":
         events = _merged_events(hist_items, hist_feedback, pos_budget, cfg_prompt.max_merged_items)
-        body = "".join((DISLIKE_TAG if f < 0 else LIKE_TAG) + sid_of(i) for i, f in events)
-        lines.append(f"History (oldest first):{SEQ_OPEN}{body}{SEQ_CLOSE}")
+        lines.append(f"History (oldest first):{SEQ_OPEN}{render_events(events, sid_of)}{SEQ_CLOSE}")
     else:
         neg = [i for i, f in zip(hist_items, hist_feedback) if f < 0]
         lines.append(f"Disliked (oldest first):{NEG_OPEN}{_render(_last(neg, cfg_prompt.max_neg_items), sid_of)}{NEG_CLOSE}")
@@ -99,6 +118,49 @@ def build_prompt(
             lines.append(f"Liked (oldest first):{POS_OPEN}{_render(_last(pos, pos_budget), sid_of)}{POS_CLOSE}")
     lines.append(ANSWER_CUE)
     return "\n".join(lines)
+
+
+def timeline_window(
+    hist_items: Sequence[str], hist_feedback: Sequence[int], cfg_prompt: PromptConfig, max_pos_items: int | None = None
+) -> tuple[list[str], list[tuple[str, int]]]:
+    """(older dislikes for the segment, the timeline window as (item, feedback) pairs), oldest first.
+
+    The window is the last ``max_timeline_events`` events (after dropping the oldest positives beyond
+    ``max_pos_items`` when a caller sets it); the segment holds the last ``max_neg_items`` dislikes
+    strictly before the window (none for ``timeline``). Shared by prompts and training windows, so a
+    model meets at inference exactly the layout it was trained on.
+    """
+    kept = list(range(len(hist_items)))
+    if max_pos_items is not None:
+        n_pos = sum(1 for f in hist_feedback if f > 0)
+        drop = max(0, n_pos - max_pos_items)
+        kept = []
+        for i, f in enumerate(hist_feedback):
+            if f > 0 and drop > 0:
+                drop -= 1
+                continue
+            kept.append(i)
+    window_idx = kept[max(0, len(kept) - cfg_prompt.max_timeline_events) :]
+    start = window_idx[0] if window_idx else len(hist_items)
+    older: list[str] = []
+    if cfg_prompt.variant == "neg_timeline":
+        older = _last([hist_items[i] for i in range(start) if hist_feedback[i] < 0], cfg_prompt.max_neg_items)
+    return older, [(hist_items[i], int(hist_feedback[i])) for i in window_idx]
+
+
+def timeline_prefix(older_negatives: Sequence[str], sid_of: Callable[[str], str], cfg_prompt: PromptConfig) -> str:
+    """Everything of a timeline prompt before its first event: instruction, the segment of older
+    dislikes (``neg_timeline``), the timeline header and its opening marker."""
+    lines = [INSTRUCTION]
+    if cfg_prompt.variant == "neg_timeline":
+        lines.append(f"{OLDER_NEG_HEADER}{NEG_OPEN}{_render(older_negatives, sid_of)}{NEG_CLOSE}")
+    lines.append(f"{TIMELINE_HEADER}{SEQ_OPEN}")
+    return "\n".join(lines)
+
+
+def render_events(events: Sequence[tuple[str, int]], sid_of: Callable[[str], str]) -> str:
+    """``<dis>SID<like>SID...``: each event's feedback tag, then its SID."""
+    return "".join((DISLIKE_TAG if f < 0 else LIKE_TAG) + sid_of(i) for i, f in events)
 
 
 def recent_negatives_only(

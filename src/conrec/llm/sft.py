@@ -34,7 +34,8 @@ from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
-from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN
+from conrec.llm.losses import TargetWeights, level_softmax_loss
+from conrec.llm.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
 from conrec.progress import stage_progress
@@ -179,21 +180,11 @@ def negative_segment_loss(
     tok_level = torch.where(ids >= 0, levels[ids.clamp(min=0)], torch.full_like(ids, -1))
     target = inside & (tok_level >= 0) & (labels == -100)
     target[:, 0] = False  # position 0 has no predecessor
-    rows, cols = target.nonzero(as_tuple=True)
-    if len(rows) == 0:
+    n = int(target.sum())
+    if n == 0:
         return hidden.new_zeros(())
-    h = hidden[rows, cols - 1].float()  # the state that predicts each target token
-    tgt = ids[rows, cols]
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for lv in range(int(levels.max()) + 1):
-        sel = tok_level[rows, cols] == lv
-        if not bool(sel.any()):
-            continue
-        level_ids = (levels == lv).nonzero().squeeze(1)
-        logits = h[sel] @ head[level_ids].float().T
-        index = torch.searchsorted(level_ids, tgt[sel])  # position of each target among its level's ids
-        total = total + torch.nn.functional.cross_entropy(logits, index, reduction="sum")
-    return total / len(rows)
+    targets = torch.where(target, ids, torch.full_like(ids, -100))
+    return level_softmax_loss(hidden[:, :-1], targets[:, 1:], head, token_level) / n
 
 
 def completion_loss(
@@ -204,6 +195,7 @@ def completion_loss(
     mask_history: bool = False,
     history_loss: float = 0.0,
     neg_span: tuple[int, int] | None = None,
+    weights: TargetWeights | None = None,
 ) -> tuple[torch.Tensor, Any]:
     """Summed cross-entropy of the supervised tokens / ``num_items_in_batch`` (or their count).
 
@@ -219,6 +211,17 @@ def completion_loss(
     """
     model_inputs, labels, keep = left_align(batch)
     with_history = history_loss > 0 and token_level is not None and neg_span is not None
+    denom = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum().clamp(min=1)
+    if token_level is not None and not mask_history:
+        # dense path (conrec.llm.losses): no vocabulary logits at all, every target projected onto its rivals only
+        outputs = model(**model_inputs, logits_to_keep=1, use_cache=False, output_hidden_states=True)
+        hidden = outputs.hidden_states[-1]
+        head = model.get_output_embeddings().weight
+        loss = level_softmax_loss(hidden[:, :-1], labels[:, 1:], head, token_level, weights) / denom
+        if with_history:
+            assert neg_span is not None
+            loss = loss + history_loss * negative_segment_loss(hidden, model_inputs["input_ids"], labels, head, token_level, neg_span)
+        return loss, outputs
     outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=with_history)
     logits = outputs.logits[:, :-1].float()
     target = labels[:, labels.shape[1] - keep + 1 :]
@@ -234,7 +237,6 @@ def completion_loss(
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
     )
-    denom = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum().clamp(min=1)
     loss = loss / denom
     if with_history:
         assert token_level is not None and neg_span is not None
@@ -246,7 +248,11 @@ def completion_loss(
 
 
 def sft_trainer_class(
-    token_level: torch.Tensor | None = None, mask_history: bool = False, history_loss: float = 0.0, neg_span: tuple[int, int] | None = None
+    token_level: torch.Tensor | None = None,
+    mask_history: bool = False,
+    history_loss: float = 0.0,
+    neg_span: tuple[int, int] | None = None,
+    weights: TargetWeights | None = None,
 ) -> type:
     """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
 
@@ -272,7 +278,7 @@ def sft_trainer_class(
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, outputs = completion_loss(
                 model, inputs, num_items_in_batch, token_level=token_level, mask_history=mask_history,
-                history_loss=history_loss, neg_span=neg_span,
+                history_loss=history_loss, neg_span=neg_span, weights=weights,
             )
             if num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
@@ -312,6 +318,34 @@ def sid_item_vectors(run: RunDir, items: Any, sid_map: SidMap) -> np.ndarray:
     return vectors[[row[i] for i in sid_map.items]]
 
 
+def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, sid_map: SidMap) -> list[dict[str, str]]:
+    """The timeline task's windows over the events the run trains up to (``data.split.train_until``),
+    chosen by the baselines' fit rule (:func:`conrec.data.fit_events.fit_events_for`)."""
+    import polars as pl
+
+    from conrec.data.fit_events import fit_events_for
+    from conrec.io import read_json
+    from conrec.llm.tasks import sid_lookup
+    from conrec.llm.timeline import timeline_examples, user_timelines
+
+    if not sections.sft.prompt.is_timeline:
+        raise ConfigError(
+            f"sft.tasks.timeline needs a timeline prompt layout (sft.prompt.variant: timeline or neg_timeline), got {sections.sft.prompt.variant!r}"
+        )
+    events = read_parquet(rd.events, what="events table (run `conrec data` first)")
+    stats_path = rd.data / "stats.json"
+    stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
+    split = sections.split.train_until
+    fit, _ = fit_events_for(events, sections.split, stats, split, samples.filter(pl.col("split") == split))
+    known = set(sid_map.items)
+    fit = fit.filter(pl.col("item_id").cast(pl.String).is_in(sorted(known)))
+    prompt = sections.sft.prompt
+    stride = sections.sft.timeline.stride or prompt.max_timeline_events
+    if stride > prompt.max_timeline_events:
+        raise ConfigError(f"sft.timeline.stride ({stride}) must be <= sft.prompt.max_timeline_events ({prompt.max_timeline_events})")
+    return timeline_examples(user_timelines(fit), sid_lookup(sid_map), prompt, stride)
+
+
 def run(sections: SftSections, run_dir: Path, console: Console | None = None, resume: bool = True) -> dict[str, Any]:
     """Fine-tune the backbone on the SFT tasks; write the model dir; mark the stage done.
 
@@ -348,7 +382,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     vectors = sid_item_vectors(rd, items, sid_map) if sft.model.sid_init == "encoder" else None
     vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors)
     new_ids = list(range(n_base, len(tokenizer)))
-    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed)
+    windows = timeline_training_windows(rd, sections, samples, sid_map) if sft.tasks.timeline > 0 else None
+    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed, timeline_windows=windows)
     per_task: dict[str, int] = {}
     for ex in examples:
         per_task[ex["task"]] = per_task.get(ex["task"], 0) + 1
@@ -391,20 +426,41 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         weight_decay=0.0,  # required by the frozen-rows trick of _with_lora
     )
     progress_cb = RichProgressCallback(console)
+    callbacks: list[Any] = [progress_cb, CompleteCheckpointMarker()]
+    stopper = None
+    if tr.early_stopping is not None:
+        if sections.split.train_until != "valid":
+            raise ConfigError(
+                "sft.train.early_stopping scores valid points, which data.split.train_until: test trains on; "
+                "choose the step count with train_until: valid, then set sft.train.max_steps for the test run"
+            )
+        from conrec.llm.early_stopping import ValidFhrCallback, valid_points
+
+        stopper = ValidFhrCallback(
+            tr.early_stopping, valid_points(samples, tr.early_stopping.max_points, sections.seed), tokenizer, sid_map,
+            sft.prompt, sections.decode, console,
+        )
+        callbacks.append(stopper)
     if tr.mask_history and tr.sid_softmax != "level":
         raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
     if tr.history_loss > 0 and tr.sid_softmax != "level":
         raise ConfigError("sft.train.history_loss needs sft.train.sid_softmax: level")
     neg_span = (marker_id(tokenizer, NEG_OPEN), marker_id(tokenizer, NEG_CLOSE)) if tr.history_loss > 0 else None
+    tl = sft.timeline
+    weights = TargetWeights(
+        marker_id(tokenizer, DISLIKE_TAG), marker_id(tokenizer, LIKE_TAG), tl.dislike_weight, tl.positive_weight, tl.feedback_weight
+    )
+    if sft.tasks.timeline > 0 and (tr.sid_softmax != "level" or tr.mask_history):
+        raise ConfigError("sft.tasks.timeline needs sft.train.sid_softmax: level and mask_history: false (the dense loss)")
     trainer = sft_trainer_class(
         vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history,
-        history_loss=tr.history_loss, neg_span=neg_span,
+        history_loss=tr.history_loss, neg_span=neg_span, weights=weights,
     )(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[progress_cb, CompleteCheckpointMarker()],
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces the raw dict printing
     if resume_from is not None:
@@ -438,6 +494,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         "n_params_non_embedding": n_params - int(trainer.model.get_input_embeddings().weight.numel()),
         "resumed_from": resume_from.name if resume_from is not None else None,
     }
+    if stopper is not None:
+        stats["early_stopping"] = stopper.summary()
     if acc.is_main_process:
         final = acc.unwrap_model(trainer.model)
         if tr.lora is not None:

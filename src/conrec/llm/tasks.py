@@ -43,7 +43,7 @@ from conrec.llm.config import SftConfig
 from conrec.llm.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
 
-TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category", "discernment")
+TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category", "discernment", "timeline")
 HISTORY_TASKS = ("next_negative", "future_negative")
 
 
@@ -75,13 +75,15 @@ def sid_to_category_prompt(sid: str) -> str:
     return f"Category of item {sid}\nAnswer:"
 
 
-def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None) -> dict[str, int]:
-    """How many examples each task gets (pure; see the module docstring)."""
+def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None, n_windows: int = 0) -> dict[str, int]:
+    """How many examples each task gets (pure; see the module docstring). The timeline task's weight
+    counts its own pool, the ``n_windows`` timeline windows; every other task's the train samples."""
     weights = {t: weights.get(t, 0.0) for t in TASKS}
-    counts = {t: int(round(weights[t] * n_train)) for t in TASKS}
+    pool = {t: (n_windows if t == "timeline" else n_train) for t in TASKS}
+    counts = {t: int(round(weights[t] * pool[t])) for t in TASKS}
     total = sum(counts.values())
     if max_samples is not None and total > max_samples:
-        raw = {t: weights[t] * n_train * max_samples / total for t in TASKS}
+        raw = {t: weights[t] * pool[t] * max_samples / total for t in TASKS}
         counts = {t: int(np.floor(v)) for t, v in raw.items()}
         # largest remainders get the leftover so the total is exactly max_samples
         left = max_samples - sum(counts.values())
@@ -91,12 +93,20 @@ def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None
 
 
 def build_examples(
-    samples: pl.DataFrame, items: pl.DataFrame, sid_map: SidMap, cfg: SftConfig, seed: int = 0, cfg_seed: int = 0
+    samples: pl.DataFrame,
+    items: pl.DataFrame,
+    sid_map: SidMap,
+    cfg: SftConfig,
+    seed: int = 0,
+    cfg_seed: int = 0,
+    timeline_windows: list[dict[str, str]] | None = None,
 ) -> list[dict[str, str]]:
     """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples).
 
     ``cfg_seed`` (the run's top-level ``seed``) draws the discernment held-out users, the same draw
-    the accuracy measurement makes (:func:`conrec.llm.discernment.measure`).
+    the accuracy measurement makes (:func:`conrec.llm.discernment.measure`). ``timeline_windows``:
+    the timeline task's pool (:func:`conrec.llm.timeline.timeline_examples`), drawn like the
+    alignment tasks' items (each window once per unit of weight).
     """
     require_columns(samples, ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"), "samples")
     require_columns(items, ("item_id", "title"), "items")
@@ -104,7 +114,10 @@ def build_examples(
     if train.height == 0:
         raise DataValidationError("samples: no 'train' split samples to build SFT examples from")
     rng = np.random.default_rng(seed)
-    counts = task_counts(cfg.tasks.model_dump(), train.height, cfg.max_samples)
+    windows = timeline_windows or []
+    if cfg.tasks.timeline > 0 and not windows:
+        raise DataValidationError("sft.tasks.timeline is set but there are no timeline windows (no training events?)")
+    counts = task_counts(cfg.tasks.model_dump(), train.height, cfg.max_samples, len(windows))
     sid_of = sid_lookup(sid_map)
 
     catalogue = items.filter(pl.col("item_id").is_in(sid_map.items))
@@ -126,6 +139,8 @@ def build_examples(
             pool = train.filter(~pl.col("user_id").is_in(sorted(held)))
             for q in questions(pool, sid_of, cfg.prompt, n, int(rng.integers(2**31)), repeat=True):
                 out.append(_ex(task, q["source"], q["prompt"], q["completion"]))
+        elif task == "timeline":
+            out.extend(windows[j] for j in _draw(len(windows), n, rng))
         elif task in HISTORY_TASKS:
             out.extend(_history_examples(task, rows, n, sid_of, cfg, rng))
         elif task == "sid_to_category":

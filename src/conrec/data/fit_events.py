@@ -1,0 +1,42 @@
+"""Which events a model evaluated on a split may be fitted on: one rule for baselines and the LM.
+
+Why one module: the baselines (eval stage) and the LM's dense timeline task (SFT stage) must see
+exactly the same training events, or a comparison between them would measure a leak, not a model.
+Global protocol: every event before the split's cut-off. Per-user protocol: each user's events
+strictly before that user's start of the split (:func:`conrec.data.splits.per_user_fit_events`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from conrec.data.config import SplitConfig
+from conrec.data.splits import per_user_fit_events
+from conrec.errors import StageInputError
+
+
+def split_cutoff(stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame) -> tuple[int, str]:
+    """(cut-off ts, where it came from). From stats.json when the data stage wrote it; otherwise the
+    earliest evaluation time in the split (every history event of the split is before it anyway)."""
+    key = f"{split}_cutoff_ts"
+    if stats and isinstance(stats.get(key), int):
+        return int(stats[key]), "data/stats.json"
+    return int(split_samples["ts"].min()), f"min ts of the {split} samples (stats.json has no {key})"  # type: ignore[arg-type]
+
+
+def fit_events_for(
+    events: pl.DataFrame, split_cfg: SplitConfig, stats: dict[str, Any] | None, split: str, split_samples: pl.DataFrame
+) -> tuple[pl.DataFrame, str]:
+    """(events a model evaluated on ``split`` may be fitted on, how they were chosen); ``split_cfg``: ``data.split``."""
+    protocol = split_cfg.protocol
+    written = (stats or {}).get("split_protocol", "global_time")
+    if written != protocol:
+        raise StageInputError(
+            f"data.split.protocol is {protocol!r} but the data stage wrote {written!r} samples; rerun `conrec data`"
+        )
+    if protocol == "per_user":
+        return per_user_fit_events(events, split_cfg, split), f"each user's events before that user's {split} start"
+    cutoff, source = split_cutoff(stats, split, split_samples)
+    return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off ts {cutoff} ({source})"

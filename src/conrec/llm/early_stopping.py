@@ -1,0 +1,107 @@
+"""Valid FHR@K while SFT trains: the learning curve, early stopping and the best checkpoint.
+
+Why: a fixed step count is either too short (the dense timeline task keeps improving for many
+epochs) or too long (a small model overfits the training users); the right amount is a property of
+the data, so it is measured, on valid points only, during training. Every ``eval_steps`` optimiser
+steps the model ranks the whole catalogue for a fixed seeded draw of valid points (the exact
+exhaustive search, the eval stage's scoring), and FHR@K is recorded. The best weights are kept in
+memory (a CPU copy); after ``patience`` evaluations without a new best, training stops; at the end
+the best weights are restored, so the saved model is the one valid chose.
+
+Valid points must lie after the training events: the SFT stage refuses this callback unless the
+data stage trains up to the valid cut-off (``data.split.train_until: valid``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import torch
+from rich.console import Console
+from transformers import TrainerCallback
+
+from conrec.eval.metrics import fhr_at_k
+from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, PromptConfig
+from conrec.sid.sid_map import SidMap
+
+
+class ValidFhrCallback(TrainerCallback):
+    """Scores ``points`` every ``cfg.eval_steps`` steps; keeps the best weights; stops on patience."""
+
+    def __init__(
+        self,
+        cfg: EarlyStoppingConfig,
+        points: pl.DataFrame,
+        tokenizer: Any,
+        sid_map: SidMap,
+        prompt_cfg: PromptConfig,
+        decode_cfg: DecodeConfig,
+        console: Console | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.points = points
+        self.futures = [set(f or ()) for f in points["future_negs"].to_list()]
+        self.tokenizer = tokenizer
+        self.sid_map = sid_map
+        self.prompt_cfg = prompt_cfg
+        self.decode_cfg = decode_cfg.model_copy(update={"search": "exhaustive"})
+        self.console = console
+        self.curve: list[dict[str, float]] = []
+        self.best: float = float("-inf")
+        self.best_step: int = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self._since_best = 0
+
+    def score(self, model: Any) -> float:
+        """FHR@K of ``model`` on the fixed valid points (the model is put back in training mode)."""
+        from conrec.llm.predict import Predictor
+
+        was_training = model.training
+        try:
+            preds = Predictor(model, self.tokenizer, self.sid_map, self.prompt_cfg, self.decode_cfg).predict_samples(self.points, self.cfg.k)
+        finally:
+            model.train(was_training)
+        ranked = preds["items"].to_list()
+        return float(sum(fhr_at_k(r, f, self.cfg.k) for r, f in zip(ranked, self.futures)) / max(1, len(ranked)))
+
+    def _evaluate(self, model: Any, step: int, control: Any) -> None:
+        value = self.score(model)
+        self.curve.append({"step": float(step), f"FHR@{self.cfg.k}": value})
+        if value > self.best + self.cfg.min_delta:
+            self.best, self.best_step, self._since_best = value, step, 0
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self._since_best += 1
+            if self._since_best >= self.cfg.patience:
+                control.should_training_stop = True
+        if self.console is not None:
+            self.console.print(
+                f"SFT step {step}: valid FHR@{self.cfg.k} {value:.3f} (best {self.best:.3f} at step {self.best_step})"
+            )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        if model is not None and state.global_step % self.cfg.eval_steps == 0:
+            self._evaluate(model, state.global_step, control)
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        if model is None:
+            return control
+        if not self.curve or self.curve[-1]["step"] != state.global_step:
+            self._evaluate(model, state.global_step, control)  # the final weights are a candidate too
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        return control
+
+    def summary(self) -> dict[str, Any]:
+        """What stats.json records: the curve, the best step and its value."""
+        return {"learning_curve": self.curve, "best_step": self.best_step, f"best_valid_FHR@{self.cfg.k}": self.best, "k": self.cfg.k}
+
+
+def valid_points(samples: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
+    """The fixed seeded draw of valid points scored during training (sample_id order)."""
+    chosen = samples.filter(pl.col("split") == "valid")
+    if chosen.height > max_points:
+        chosen = chosen.sample(n=max_points, seed=seed, shuffle=False)
+    return chosen.sort("sample_id")

@@ -1,0 +1,222 @@
+"""The dense timeline task: windows, the layout shared with inference, no leakage, the weighted loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from conrec.data.config import SplitConfig
+from conrec.data.samples import DAY
+from conrec.data.splits import build_samples, time_cutoffs
+from conrec.io import write_json, write_parquet
+from conrec.llm.config import PromptConfig, SftConfig, TaskMix
+from conrec.llm.losses import TargetWeights, level_softmax_loss, target_weights
+from conrec.llm.prompts import DISLIKE_TAG, build_prompt
+from conrec.llm.sft import timeline_training_windows
+from conrec.llm.timeline import UserTimeline, timeline_examples, user_timelines, window_bounds
+from conrec.runs import RunDir
+from conrec.sid.sid_map import SidMap
+from conrec.stages import SftSections
+
+
+def sid(item: str) -> str:
+    return f"<a_{item}>"
+
+
+@pytest.mark.parametrize("n,window,stride", [(0, 4, 4), (3, 4, 4), (10, 4, 4), (10, 4, 2), (11, 5, 1)])
+def test_windows_make_every_event_a_target_once_with_bounded_context(n, window, stride):
+    bounds = list(window_bounds(n, window, stride))
+    targets = [i for _, first, end in bounds for i in range(first, end)]
+    assert targets == list(range(n))
+    for start, first, end in bounds:
+        assert 0 <= start <= first < end <= n and end - start <= window and end - first <= stride
+        assert start == max(0, end - window)
+
+
+def test_window_stride_must_fit_the_window():
+    with pytest.raises(ValueError, match="stride"):
+        list(window_bounds(5, 3, 4))
+
+
+@pytest.mark.parametrize("variant", ["timeline", "neg_timeline"])
+def test_a_training_window_is_the_inference_prompt_continued(variant):
+    """prompt + completion + <dis> of the window ending at e == the prompt at a point after event e-1:
+    the model is trained on exactly the strings it is asked at inference."""
+    items = [str(i) for i in range(12)]
+    fb = [-1, 1, 1, -1, 1, 1, 1, -1, 1, -1, 1, 1]
+    cfg = PromptConfig(variant=variant, max_timeline_events=4, max_neg_items=2)
+    examples = timeline_examples([UserTimeline("u", items, fb)], sid, cfg, stride=2)
+    assert len(examples) == 6
+    for (_start, first, end), ex in zip(window_bounds(12, 4, 2), examples):
+        assert ex["prompt"] + ex["completion"] + DISLIKE_TAG == build_prompt(items[:end], fb[:end], sid, cfg)
+        assert ex["completion"].count("<a_") == end - first  # targets: the new events only
+        assert ex["task"] == "timeline" and ex["source"] == "u"
+    last = examples[-1]
+    if variant == "neg_timeline":  # dislikes older than the window (events 0..7) as a segment, newest 2
+        assert "<neg><a_3><a_7></neg>" in last["prompt"]
+    else:
+        assert "<neg>" not in last["prompt"]
+
+
+def test_timeline_task_needs_a_timeline_layout():
+    with pytest.raises(ValueError, match="timeline prompt layout"):
+        timeline_examples([UserTimeline("u", ["1"], [-1])], sid, PromptConfig(variant="segmented"), stride=1)
+
+
+def test_user_timelines_order_by_time_then_row():
+    events = pl.DataFrame({"user_id": ["b", "a", "a", "a"], "item_id": ["x", "3", "1", "2"], "ts": [5, 9, 1, 1], "feedback": [1, -1, 1, -1]})
+    tl = user_timelines(events)
+    assert [(t.user_id, t.items, t.feedback) for t in tl] == [("a", ["1", "2", "3"], [1, -1, -1]), ("b", ["x"], [1])]
+
+
+# --------------------------------------------------------------------------- no leakage
+def _unique_item_run(tmp_path, protocol: str, train_until: str) -> tuple[RunDir, pl.DataFrame, SftSections, SidMap, pl.DataFrame]:
+    """A run dir whose every event has its own item (so a window's SIDs name their events)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for u in range(8):
+        for k in range(40):
+            day = k * 1.5 + rng.uniform(0, 1) + u * 0.1
+            rows.append((f"u{u}", f"u{u}_{k}", int(day * DAY), -1 if rng.random() < 0.3 else 1))
+    events = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
+    split = SplitConfig(protocol=protocol, train_until=train_until, horizon_days=3, max_horizon_days=3)
+    samples = build_samples(events, split)
+    rd = RunDir(tmp_path / f"{protocol}_{train_until}")
+    write_parquet(events, rd.events)
+    write_parquet(samples, rd.samples)
+    cuts = time_cutoffs(events, split)
+    write_json({"split_protocol": protocol, "valid_cutoff_ts": cuts.valid, "test_cutoff_ts": cuts.test}, rd.data / "stats.json")
+    ids = events["item_id"].to_list()
+    sid_map = SidMap(ids, np.array([[i] for i in range(len(ids))], dtype=np.int64), [len(ids)])
+    sft = SftConfig(prompt=PromptConfig(variant="neg_timeline", max_timeline_events=8, max_neg_items=3), tasks=TaskMix(timeline=1.0))
+    from conrec.llm.config import DecodeConfig
+
+    return rd, samples, SftSections(sft=sft, seed=0, split=split, decode=DecodeConfig()), sid_map, events
+
+
+@pytest.mark.parametrize("protocol", ["global_time", "per_user"])
+@pytest.mark.parametrize("train_until", ["valid", "test"])
+def test_no_event_at_or_after_a_point_reaches_its_training_windows(tmp_path, protocol, train_until):
+    rd, samples, sections, sid_map, events = _unique_item_run(tmp_path, protocol, train_until)
+    windows = timeline_training_windows(rd, sections, samples, sid_map)
+    code_item = dict(zip((f"<a_{c}>" for c in range(len(sid_map.items))), sid_map.items))
+    ts_of = dict(zip(events["item_id"].to_list(), events["ts"].to_list()))
+    user_of = dict(zip(events["item_id"].to_list(), events["user_id"].to_list()))
+    import re
+
+    trained = [code_item[t] for w in windows for t in re.findall(r"<a_\d+>", w["prompt"] + w["completion"])]
+    assert trained, "the run must train on something"
+    latest: dict[str, int] = {}
+    for item in trained:
+        latest[user_of[item]] = max(latest.get(user_of[item], -1), ts_of[item])
+    points = samples.filter(pl.col("split") == train_until)
+    assert points.height > 0
+    for user, t in points.select("user_id", "ts").iter_rows():
+        assert latest.get(user, -1) < t, f"{user}: a training event at {latest[user]} is not before the {train_until} point at {t}"
+    if protocol == "global_time":  # and nothing of anybody at or after the cut-off
+        cut = time_cutoffs(events, sections.split).valid if train_until == "valid" else time_cutoffs(events, sections.split).test
+        assert max(ts_of[i] for i in trained) < cut
+    # every event before the first point of a user with points is trained (dense: nothing dropped)
+    first_point = dict(points.group_by("user_id").agg(pl.col("ts").min()).iter_rows())
+    for user, t in first_point.items():
+        before = events.filter((pl.col("user_id") == user) & (pl.col("ts") < t)).height
+        assert sum(1 for i in trained if user_of[i] == user) >= before
+
+
+# --------------------------------------------------------------------------- the weighted loss
+DIS, LIKE = 90, 91
+
+
+def test_target_weights_follow_the_latest_supervised_feedback_tag():
+    w = TargetWeights(DIS, LIKE, dislike=2.0, positive=0.5, feedback=0.1)
+    targets = torch.tensor([[-100, DIS, 5, 6, LIKE, 7, 8, DIS, 9], [-100, -100, 5, 6, -100, 7, -100, -100, -100]])
+    got = target_weights(targets, w)
+    assert got[0].tolist() == pytest.approx([0, 0.1, 2, 2, 0.1, 0.5, 0.5, 0.1, 2])
+    assert got[1].tolist() == pytest.approx([0, 0, 1, 1, 0, 1, 0, 0, 0])  # no tag: another task's target, weight 1
+
+
+def test_level_softmax_loss_equals_masked_vocabulary_cross_entropy():
+    torch.manual_seed(0)
+    vocab, hid = 100, 8
+    level = torch.full((vocab,), -1)
+    level[10:20], level[20:30] = 0, 1  # two SID levels; tags 90/91 and the rest are text
+    head = torch.randn(vocab, hid)
+    hidden = torch.randn(2, 6, hid)
+    targets = torch.tensor([[-100, DIS, 12, 25, LIKE, 3], [-100, -100, 11, 29, -100, -100]])
+    w = TargetWeights(DIS, LIKE, dislike=2.0, positive=1.0, feedback=0.5)
+    got = level_softmax_loss(hidden, targets, head, level, w)
+    logits = hidden @ head.T
+    expected = torch.tensor(0.0)
+    weights = target_weights(targets, w)
+    for b in range(2):
+        for t in range(6):
+            y = int(targets[b, t])
+            if y == -100:
+                continue
+            row = logits[b, t].clone()
+            if level[y] >= 0:
+                row[level != level[y]] = float("-inf")
+            elif y in (DIS, LIKE):
+                keep = torch.zeros(vocab, dtype=torch.bool)
+                keep[[DIS, LIKE]] = True
+                row[~keep] = float("-inf")
+            expected = expected + weights[b, t] * torch.nn.functional.cross_entropy(row.unsqueeze(0), torch.tensor([y]))
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- the SFT stage, end to end
+@pytest.mark.slow
+def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_layout(tmp_path):
+    from conrec.config import load_config
+    from conrec.eval.report import load_learning_curve
+    from conrec.llm.predict import Predictor
+    from conrec.llm.toy import write_toy_events, write_toy_run
+    from conrec.stages import STAGE_REGISTRY
+
+    run = write_toy_run(tmp_path, n_items=32, n_users=12)
+    write_toy_events(run)
+    cfg = load_config(
+        None,
+        {
+            "run_dir": str(tmp_path),
+            "sft": {
+                "model": {"tiny": {"seed": 3}},
+                "prompt": {"variant": "neg_timeline", "max_timeline_events": 6, "max_neg_items": 3},
+                "tasks": {"next_negative": 0, "future_negative": 0, "sid_to_title": 0.2, "title_to_sid": 0, "sid_to_category": 0, "timeline": 2.0},
+                "timeline": {"stride": 3, "positive_weight": 0.5},
+                "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 100,
+                          "early_stopping": {"eval_steps": 2, "patience": 5, "max_points": 4}},
+                "discernment_eval": 0,
+            },
+            "decode": {"search": "exhaustive", "top_k": 5, "batch_size": 4},
+        },
+    )
+    stats = STAGE_REGISTRY["sft"].call(cfg)
+    assert stats["examples_per_task"]["timeline"] > 0 and np.isfinite(stats["train_loss"])
+    curve = stats["early_stopping"]
+    assert [p["step"] for p in curve["learning_curve"]] == [2, 4, 6]
+    assert curve["best_step"] in (2, 4, 6) and 0 <= curve["best_valid_FHR@20"] <= 1
+    assert load_learning_curve(run.sft / "stats.json") == curve  # what the report plots
+    predictor = Predictor.from_run(cfg, "sft")
+    assert predictor.prompt(["i0", "i1"], [1, -1]).endswith("<dis>")
+    recs = predictor.recommend([(["i0", "i1"], [1, -1])], k=5)
+    assert len(recs[0]) == 5 and not {"i0", "i1"} & {i for i, _ in recs[0]}
+
+
+def test_early_stopping_refuses_a_run_trained_up_to_test(tmp_path):
+    from conrec.config import load_config
+    from conrec.errors import ConfigError
+    from conrec.llm.toy import write_toy_events, write_toy_run
+    from conrec.stages import STAGE_REGISTRY
+
+    run = write_toy_run(tmp_path, n_items=16, n_users=6)
+    write_toy_events(run)
+    cfg = load_config(
+        None,
+        {"run_dir": str(tmp_path), "data": {"split": {"train_until": "test"}},
+         "sft": {"model": {"tiny": {"seed": 3}}, "train": {"max_steps": 1, "early_stopping": {"eval_steps": 1}}}},
+    )
+    with pytest.raises(ConfigError, match="train_until: valid"):
+        STAGE_REGISTRY["sft"].call(cfg)
