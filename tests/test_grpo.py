@@ -301,3 +301,28 @@ def test_paper_stage_preset_and_recency_limited_negatives() -> None:
     neg_segment = lambda p: p.split(NEG_OPEN)[1].split(NEG_CLOSE)[0]  # noqa: E731
     assert neg_segment(recent) == "".join(sid_of(i) for i in fresh)
     assert neg_segment(everything) == "".join(sid_of(i) for i, _ in negs)
+
+
+def test_grpo_continues_a_timeline_model_on_its_layout(tmp_path: Path) -> None:
+    """GRPO prompts follow the SFT layout: a timeline model gets prompts ending in the dislike tag,
+    and the constrained rollouts still generate real items after it (rewards logged)."""
+    from rich.console import Console
+
+    from conrec.llm.grpo import stage_records
+
+    cfg, run = grpo_run_dir(tmp_path / "run")
+    prompt = cfg.sft.prompt.model_copy(update={"variant": "neg_timeline", "max_timeline_events": 4})
+    stages = [GrpoStageConfig(name="only", steps=1, max_pos_items=2, positive_share=1.0)]
+    cfg = cfg.model_copy(
+        update={"sft": cfg.sft.model_copy(update={"prompt": prompt}), "grpo": cfg.grpo.model_copy(update={"stages": stages})}
+    )
+    import polars as pl
+
+    from conrec.io import read_parquet
+
+    sid_of = sid_lookup(SidMap.from_parquet(run.sid_map))
+    records = stage_records(read_parquet(run.samples).filter(pl.col("split") == "train"), stages[0], 0, sid_of, prompt)
+    assert records and all(r["prompt"].endswith("<dis>") for r in records)
+    result = STAGE_REGISTRY["grpo"].call(cfg, console=Console(quiet=True))
+    log = read_json(run.grpo / "reward_log.json")
+    assert result["stages"][0]["steps"] == 1 and np.isfinite(log[0]["reward"]) and 0.0 <= log[0]["zero_adv_share"] <= 1.0

@@ -148,3 +148,32 @@ def test_sid_map_rejects_non_bijections(tmp_path: Path) -> None:
         SidMap.from_parquet(tmp_path / "foreign.parquet")
     with pytest.raises(StageInputError, match="not found"):
         SidMap.from_parquet(tmp_path / "absent.parquet")
+
+
+def test_collaborative_vectors_join_the_text_vectors_from_fit_events_only(tmp_path: Path) -> None:
+    """sid.collab: the quantised vectors are text + co-interaction parts, the latter from the events
+    before the valid cut-off only (a late event must not change any vector)."""
+    from conrec.io import write_json, write_parquet
+
+    def run_with(extra_late_event: bool, name: str) -> np.ndarray:
+        cfg = _make_run(tmp_path, n=60, kind="rkmeans", name=name)
+        from conrec.sid.config import CollabConfig
+
+        cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"collab": CollabConfig(dims=4)})})
+        rd = RunDir(cfg.run_dir)
+        rows = [(f"u{u}", f"i{(u * 7 + k) % 60}", 100 + k, 1 if k % 3 else -1) for u in range(20) for k in range(6)]
+        if extra_late_event:
+            rows.append(("u0", "i59", 10_000, -1))  # after the cut-off
+        events = pl.DataFrame(rows, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
+        write_parquet(events, rd.events)
+        write_parquet(pl.DataFrame({"split": ["valid"], "ts": [5_000]}), rd.samples)
+        write_json({"split_protocol": "global_time", "valid_cutoff_ts": 5_000, "test_cutoff_ts": 8_000}, rd.data / "stats.json")
+        stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+        assert stats["encoder"]["collab_dims"] == 4
+        return np.load(rd.embeddings)
+
+    with_late = run_with(True, "a")
+    without = run_with(False, "b")
+    assert with_late.shape == (60, 24 + 4)
+    assert np.allclose(np.linalg.norm(with_late, axis=1), 1.0, atol=1e-5)
+    assert np.array_equal(with_late, without)

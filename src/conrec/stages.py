@@ -58,10 +58,12 @@ if TYPE_CHECKING:  # annotations only: conrec.config is not imported at run time
 # --------------------------------------------------------------------------- section bundles
 @dataclass(frozen=True)
 class SidSections:
-    """What the sid stage reads: its section and the run's ``seed`` (the quantizer's default seed)."""
+    """What the sid stage reads: its section, the run's ``seed`` (the quantizer's default seed) and the
+    data's ``split`` settings (which training events the optional collaborative vectors may use)."""
 
     sid: SidConfig
     seed: int
+    split: SplitConfig
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             "conrec.data.stage:run",
         ),
         Stage(
-            "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed"), ("data",),
+            "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
             ("sid/sid_map.parquet", "sid/quantizer.pt", "sid/embeddings.npy", "sid/stats.json"),
             "conrec.sid.stage:run", bundle=SidSections,
         ),

@@ -3,8 +3,8 @@
 Why: a fixed step count is either too short (the dense timeline task keeps improving for many
 epochs) or too long (a small model overfits the training users); the right amount is a property of
 the data, so it is measured, on valid points only, during training. Every ``eval_steps`` optimiser
-steps the model ranks the whole catalogue for a fixed seeded draw of valid points (the exact
-exhaustive search, the eval stage's scoring), and FHR@K is recorded. The best weights are kept in
+steps the model ranks the catalogue for a fixed seeded draw of valid points (with ``decode``'s
+search, as the eval stage does), and FHR@K is recorded. The best weights are kept in
 memory (a CPU copy); after ``patience`` evaluations without a new best, training stops; at the end
 the best weights are restored, so the saved model is the one valid chose.
 
@@ -45,7 +45,7 @@ class ValidFhrCallback(TrainerCallback):
         self.tokenizer = tokenizer
         self.sid_map = sid_map
         self.prompt_cfg = prompt_cfg
-        self.decode_cfg = decode_cfg.model_copy(update={"search": "exhaustive"})
+        self.decode_cfg = decode_cfg
         self.console = console
         self.curve: list[dict[str, float]] = []
         self.best: float = float("-inf")

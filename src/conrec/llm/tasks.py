@@ -17,6 +17,9 @@ Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`):
   ones), answered by the option's SID (:mod:`conrec.llm.discernment`); samples of the held-out users
   (``sft.discernment_holdout``) never give one, so its accuracy can be measured on them.
 
+* ``timeline``: a window of a user's training events rendered in the timeline layout, every event
+  of it a target (:mod:`conrec.llm.timeline`); its weight counts windows, not train samples.
+
 Both history tasks share the *same* prompt (:func:`conrec.llm.prompts.build_prompt`): at inference
 we ask one question, "what will this user dislike", and ``next_neg`` is a member of the future set,
 so the two tasks are two weightings of the same target distribution.

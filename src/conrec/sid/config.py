@@ -88,6 +88,19 @@ class QuantizerConfig(_Strict):
         return list(self.codebook_sizes) if self.codebook_sizes is not None else [self.codebook_size] * self.levels
 
 
+class CollabConfig(_Strict):
+    """Collaborative vectors quantised with the text vectors (conrec.sid.collab_vectors)."""
+
+    dims: int = Field(32, ge=1, description="SVD components of the item x user matrix of training events")
+    feedback: Literal["all", "dislikes"] = Field("all", description="which training events make the matrix")
+    weight: float = Field(1.0, gt=0, description="weight of the collaborative part against the text part (both L2-normalised)")
+
+
 class SidConfig(_Strict):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     quantizer: QuantizerConfig = Field(default_factory=QuantizerConfig)
+    collab: CollabConfig | None = Field(
+        None,
+        description="also quantise co-interaction vectors of the training events (the baselines' fit events of "
+        "data.split.train_until), so SID prefixes group items the same users meet; None = text only",
+    )
