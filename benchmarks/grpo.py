@@ -114,11 +114,10 @@ def main() -> None:
 def _stage_prompts(cfg: Any, run: Any, sid_map: Any) -> list[str]:
     from conrec.io import read_parquet
     from conrec.llm.grpo import select_train_samples, stage_records
-    from conrec.llm.tasks import sid_lookup
 
     train = select_train_samples(read_parquet(run.samples), None, 0)
     last = cfg.grpo.stages[-1]
-    return [r["prompt"] for r in stage_records(train, last, 0, sid_lookup(sid_map), cfg.sft.prompt)]
+    return [r["prompt"] for r in stage_records(train, last, 0, sid_map.sid_lookup(), cfg.sft.prompt)]
 
 
 if __name__ == "__main__":

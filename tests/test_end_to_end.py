@@ -239,7 +239,7 @@ def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[
     cfg: PipelineConfig = e2e["cfg"]
     run: RunDir = e2e["run"]
     metrics = ablate(cfg, what=what, console=Console(quiet=True))
-    expect = {"prompts": ["sft_neg_only", "sft_segmented", "sft_merged"],
+    expect = {"prompts": ["sft_neg_only", "sft_segmented", "sft_merged", "sft_timeline", "sft_neg_timeline"],
               "grpo": ["sft", "grpo_next_neg", "grpo_future", "grpo_progressive"]}[what]
     assert list(metrics) == ["popularity", *expect]
     eval_metrics = read_json(run.eval / "metrics.json")

@@ -17,7 +17,6 @@ from conrec.io import read_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
 from conrec.llm.rewards import COMPONENTS
-from conrec.llm.tasks import sid_lookup
 from conrec.llm.toy import toy_tables, write_toy_run
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
@@ -39,7 +38,7 @@ def test_stage_prompts_respect_budgets_and_shares() -> None:
     _, samples, sid_map = toy_tables(n_items=32, n_users=20, samples_per_user=4)
     prompt_cfg = PromptConfig(max_neg_items=3, max_pos_items=30)
     stage = GrpoStageConfig(name="some", steps=1, max_pos_items=2, positive_share=0.25)
-    recs = stage_records(samples, stage, stage_seed=1, sid_of=sid_lookup(sid_map), prompt_cfg=prompt_cfg)
+    recs = stage_records(samples, stage, stage_seed=1, sid_of=sid_map.sid_lookup(), prompt_cfg=prompt_cfg)
     assert len(recs) == samples.height
     n_pos_items = [_segment(r["prompt"], POS_OPEN, POS_CLOSE).count("<a_") for r in recs]
     n_neg_items = [_segment(r["prompt"], NEG_OPEN, NEG_CLOSE).count("<a_") for r in recs]
@@ -52,9 +51,9 @@ def test_stage_prompts_respect_budgets_and_shares() -> None:
     assert recs[0]["future_negs"] == row["future_negs"] and recs[0]["next_neg"] == row["next_neg"]
     assert set(recs[0]["liked_items"]) == {i for i, f in zip(row["hist_items"], row["hist_feedback"]) if f > 0}
     # the negative-only stage never shows positives; a different stage seed picks different samples
-    none = stage_records(samples, stage.model_copy(update={"positive_share": 0.0}), 1, sid_lookup(sid_map), prompt_cfg)
+    none = stage_records(samples, stage.model_copy(update={"positive_share": 0.0}), 1, sid_map.sid_lookup(), prompt_cfg)
     assert all(_segment(r["prompt"], POS_OPEN, POS_CLOSE) == "" for r in none)
-    other = stage_records(samples, stage, stage_seed=2, sid_of=sid_lookup(sid_map), prompt_cfg=prompt_cfg)
+    other = stage_records(samples, stage, stage_seed=2, sid_of=sid_map.sid_lookup(), prompt_cfg=prompt_cfg)
     assert [r["pos_budget"] for r in other] != [r["pos_budget"] for r in recs]
 
 
@@ -290,7 +289,7 @@ def test_paper_stage_preset_and_recency_limited_negatives() -> None:
     # a recency-limited stage (1 day here: the toy history's negatives are 0.5, 1.5 and 3 days old) shows
     # only the fresh negatives; the all-negatives stage shows every one
     _, samples, sid_map = toy_tables(n_items=32, n_users=2, samples_per_user=3)
-    sid_of = sid_lookup(sid_map)
+    sid_of = sid_map.sid_lookup()
     prompt_cfg = PromptConfig(max_neg_items=20, max_pos_items=20)
     one_day = paper[0].model_copy(update={"neg_recent_days": 1})
     recent, everything = (stage_records(samples, st, 1, sid_of, prompt_cfg)[-1]["prompt"] for st in (one_day, paper[1]))
@@ -320,7 +319,7 @@ def test_grpo_continues_a_timeline_model_on_its_layout(tmp_path: Path) -> None:
 
     from conrec.io import read_parquet
 
-    sid_of = sid_lookup(SidMap.from_parquet(run.sid_map))
+    sid_of = SidMap.from_parquet(run.sid_map).sid_lookup()
     records = stage_records(read_parquet(run.samples).filter(pl.col("split") == "train"), stages[0], 0, sid_of, prompt)
     assert records and all(r["prompt"].endswith("<dis>") for r in records)
     result = STAGE_REGISTRY["grpo"].call(cfg, console=Console(quiet=True))

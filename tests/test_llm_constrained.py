@@ -18,7 +18,6 @@ from conrec.llm.constrained import (
     sample_distinct,
 )
 from conrec.llm.prompts import build_prompt
-from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
@@ -35,7 +34,7 @@ def setup():
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=2)))
     vocab = add_sid_vocabulary(model, tok, sid_map)
     model.eval()
-    sid_of = sid_lookup(sid_map)
+    sid_of = sid_map.sid_lookup()
     histories = [
         (["m1", "m2", "m3"], [-1, 1, -1]),
         (["m4"], [-1]),

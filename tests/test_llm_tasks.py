@@ -90,14 +90,13 @@ def test_no_example_leaks_its_answer(tables):
 def test_future_negative_examples_walk_each_points_future_set(tables):
     """Weight w gives each train point w examples whose targets are *different* items of its future set
     (all of them when the set is no larger than w), not w independent draws that may repeat."""
-    from conrec.llm.tasks import sid_lookup
 
     items, samples, sid_map = tables
     train = samples.filter((pl.col("split") == "train") & (pl.col("sample_id") != 999))
     w = 3
     cfg = SftConfig(tasks=TaskMix(next_negative=0, future_negative=w, sid_to_title=0, title_to_sid=0, sid_to_category=0))
     ex = build_examples(train, items, sid_map, cfg, seed=1)
-    sid_of = sid_lookup(sid_map)
+    sid_of = sid_map.sid_lookup()
     by_point: dict[str, list[str]] = {}
     for e in ex:
         by_point.setdefault(e["source"], []).append(e["completion"])

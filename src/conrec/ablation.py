@@ -11,8 +11,11 @@
   GRPO model). The single-stage variants train for the summed steps of the schedule, so every GRPO
   row gets the same optimiser budget.
 
-``prompts`` trains one SFT model per prompt variant (``neg_only``, ``segmented``, ``merged``) on the
-same tasks and budget.
+``prompts`` trains one SFT model per prompt layout (``neg_only``, ``segmented``, ``merged``,
+``timeline``, ``neg_timeline``) with the same alignment tasks and schedule, each layout trained by its
+own history task: the dense timeline windows for the timeline layouts, the next/future-negative
+prompts for the others. Whether "context-discerning" is better done by segments or by feedback
+tokens is then a measured row, not an assumption.
 
 ``paper`` reproduces the ladder of CoNRec's Table 2 (FHR@20 on Taobao), each row adding one
 component to the previous one (:func:`paper_ladder`):
@@ -60,14 +63,27 @@ from conrec.runs import RunDir
 WHAT = ("grpo", "prompts", "paper")
 PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
 """FHR@20 of each row of CoNRec's Table 2 (Taobao, Qwen3-14B), quoted beside ours for reference."""
-PROMPT_VARIANTS = ("neg_only", "segmented", "merged")
+PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
 _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", "grpo", "eval")}
 """The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
 
 
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
+    """The run's SFT with another layout, trained by that layout's history task: the timeline task
+    (dense windows) for the timeline layouts, the next/future-negative prompts for the others; the
+    alignment tasks and the training schedule stay the run's."""
+    from conrec.llm.config import TaskMix
+
     prompt = cfg.sft.prompt.model_copy(update={"variant": variant})
-    return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt})})
+    tasks, default = cfg.sft.tasks, TaskMix()
+    if prompt.is_timeline:
+        tasks = tasks.model_copy(update={"next_negative": 0.0, "future_negative": 0.0, "timeline": tasks.timeline or 1.0})
+    elif tasks.timeline > 0 or tasks.next_negative + tasks.future_negative == 0:
+        tasks = tasks.model_copy(
+            update={"timeline": 0.0, "next_negative": tasks.next_negative or default.next_negative,
+                    "future_negative": tasks.future_negative or default.future_negative}
+        )
+    return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt, "tasks": tasks})})
 
 
 def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineConfig:

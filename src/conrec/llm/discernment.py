@@ -134,11 +134,10 @@ def measure(
     options are scored.
     """
     from conrec.llm.predict import Predictor
-    from conrec.llm.tasks import sid_lookup
 
     if sft.discernment_eval <= 0:
         return None
-    qs = heldout_questions(samples, sid_lookup(sid_map), sft.prompt, sft.discernment_holdout, sft.discernment_eval, seed)
+    qs = heldout_questions(samples, sid_map.sid_lookup(), sft.prompt, sft.discernment_holdout, sft.discernment_eval, seed)
     if not qs:
         return None
     predictor = Predictor.from_dir(model_dir, sid_map, sft.prompt, decode)

@@ -74,7 +74,6 @@ from conrec.llm.item_vectors import item_vectors
 from conrec.llm.prompts import build_prompt, recent_negatives_only
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
-from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -422,7 +421,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
         reward_funcs=list(reward_funcs),
         reward_weights=list(reward_weights),
         stages=plan_stages(grpo, grpo.progressive, sections.sft.prompt.max_pos_items),
-        sid_of=sid_lookup(sid_map),
+        sid_of=sid_map.sid_lookup(),
     )
 
 

@@ -33,7 +33,6 @@ from conrec.llm.exhaustive import exhaustive_topk
 from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.prompts import build_prompt
 from conrec.llm.scoring import sid_log_probs
-from conrec.llm.tasks import sid_lookup
 from conrec.llm.vocab import SidVocab, assert_model_fits
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -70,7 +69,7 @@ class Predictor:
         self.items = sid_map.items
         n_embeddings = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # torch types weight as Tensor | Module
         self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, n_embeddings)
-        self._sid_of = sid_lookup(sid_map)
+        self._sid_of = sid_map.sid_lookup()
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
         self._sid_token_ids = torch.stack([self.vocab.level_ids[lv][codes[:, lv]] for lv in range(sid_map.levels)], 1)

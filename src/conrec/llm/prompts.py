@@ -94,7 +94,7 @@ def build_prompt(
 
     ``hist_items`` are oldest first with ``hist_feedback`` aligned (-1 dislike, +1 positive).
     ``sid_of`` maps an item id to its SID string (e.g. ``SidMap.sid_of`` or
-    :func:`conrec.llm.tasks.sid_lookup`); it should raise for unknown items. ``max_pos_items``
+    :meth:`conrec.sid.sid_map.SidMap.sid_lookup`); it should raise for unknown items. ``max_pos_items``
     overrides ``cfg_prompt.max_pos_items`` (progressive GRPO grows it stage by stage; 0 = an empty
     positive segment). In ``merged`` it caps the positives kept before the merged budget applies.
     """

@@ -100,9 +100,8 @@ def score_batch(predictor: Predictor, df: pl.DataFrame, threshold: float | None,
 def run_explainer(run: RunDir, predictor: Predictor) -> Explainer:
     """An :class:`~conrec.explain.Explainer` over the run's SIDs, titles and events."""
     from conrec.explain import Explainer
-    from conrec.llm.tasks import sid_lookup
 
-    sid_of = sid_lookup(predictor.sid_map)
+    sid_of = predictor.sid_map.sid_lookup()
     sids = {i: sid_of(i) for i in predictor.sid_map.items}
     titles: dict[str, str] = {}
     if run.items.exists():

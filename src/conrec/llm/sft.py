@@ -325,7 +325,6 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
 
     from conrec.data.fit_events import fit_events_for
     from conrec.io import read_json
-    from conrec.llm.tasks import sid_lookup
     from conrec.llm.timeline import timeline_examples, user_timelines
 
     if not sections.sft.prompt.is_timeline:
@@ -343,7 +342,7 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
     stride = sections.sft.timeline.stride or prompt.max_timeline_events
     if stride > prompt.max_timeline_events:
         raise ConfigError(f"sft.timeline.stride ({stride}) must be <= sft.prompt.max_timeline_events ({prompt.max_timeline_events})")
-    return timeline_examples(user_timelines(fit), sid_lookup(sid_map), prompt, stride)
+    return timeline_examples(user_timelines(fit), sid_map.sid_lookup(), prompt, stride)
 
 
 def run(sections: SftSections, run_dir: Path, console: Console | None = None, resume: bool = True) -> dict[str, Any]:

@@ -50,19 +50,6 @@ TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "si
 HISTORY_TASKS = ("next_negative", "future_negative")
 
 
-def sid_lookup(sid_map: SidMap) -> Callable[[str], str]:
-    """A fast ``item_id -> SID string`` function that raises :class:`DataValidationError` for unknown items."""
-    table = dict(zip(sid_map.items, sid_map.to_frame()["sid"].to_list()))
-
-    def sid_of(item_id: str) -> str:
-        try:
-            return table[item_id]
-        except KeyError:
-            raise DataValidationError(f"item id {item_id!r} is not in the SID map") from None
-
-    return sid_of
-
-
 # --- alignment prompts (plain text, same style as the history prompt)
 
 
@@ -121,7 +108,7 @@ def build_examples(
     if cfg.tasks.timeline > 0 and not windows:
         raise DataValidationError("sft.tasks.timeline is set but there are no timeline windows (no training events?)")
     counts = task_counts(cfg.tasks.model_dump(), train.height, cfg.max_samples, len(windows))
-    sid_of = sid_lookup(sid_map)
+    sid_of = sid_map.sid_lookup()
 
     catalogue = items.filter(pl.col("item_id").is_in(sid_map.items))
     ids = catalogue["item_id"].to_list()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +128,19 @@ class SidMap:
 
     def sid_of(self, item_id: str) -> str:
         return codes_to_sid(self.codes_of([item_id])[0].tolist())
+
+    def sid_lookup(self) -> Callable[[str], str]:
+        """A fast ``item_id -> SID string`` function (one dict built here) that raises
+        :class:`DataValidationError` naming an unknown item: what prompts call once per event."""
+        table = dict(zip(self._ids, self.to_frame()["sid"].to_list()))
+
+        def sid_of(item_id: str) -> str:
+            try:
+                return table[item_id]
+            except KeyError:
+                raise DataValidationError(f"item id {item_id!r} is not in the SID map") from None
+
+        return sid_of
 
     def item_of(self, codes: Sequence[int]) -> str | None:
         """The item with exactly these codes, or None (wrong length, unknown code)."""
