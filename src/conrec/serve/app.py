@@ -142,6 +142,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.state.admission = gate  # observable (tests, metrics)
+    app.state.catalog, app.state.explain = catalog, reason_of  # shared with the inspector page (serve/ui.py)
     # added last = outermost: size limit, then API key, then admission, then routing and parsing
     app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
     api_key = resolve_api_key(cfg.api_key)
@@ -387,6 +388,7 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     :func:`load_predictor`)."""
     from conrec.io import read_parquet
     from conrec.runs import RunDir
+    from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
     items = read_parquet(run.items, what="items table")
@@ -396,7 +398,9 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
         log.warning("no events table at %s: user_id requests will get 404", run.events)
     predictor, name = load_predictor(cfg, sid_map, events, load_lm)
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
-    return create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
+    app = create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
+    mount_inspector(app, cfg, items, events)  # GET /ui
+    return app
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
