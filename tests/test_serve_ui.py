@@ -149,3 +149,17 @@ def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
 )
 def test_baselines_shown_are_popularity_sasrec_and_the_best(available, metrics, want):
     assert pick_baselines(available, metrics, "FHR@10") == want
+
+
+def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):
+    from conrec.serve.synthetic import write_synthetic_run
+
+    run = write_synthetic_run(tmp_path / "run", n_items=30, n_users=5, events_per_user=6)
+    (run.predictions).mkdir(parents=True)
+    (run.predictions / "popularity.parquet").write_bytes(b"not parquet")  # unreadable: logged, not fatal
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
+    client = TestClient(create_app_from_run(cfg))
+    assert client.get("/ui/api/overview").json()["n_points"] == 0
+    assert client.get("/ui/api/points/random").status_code == 404
+    assert client.post("/ui/api/history", json={"history": [{"item_id": "i3", "feedback": -1}]}).status_code == 200
+    assert client.post("/v1/dislikes", json={"negative": ["i3"]}).status_code == 200
