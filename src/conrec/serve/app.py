@@ -142,7 +142,6 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.state.admission = gate  # observable (tests, metrics)
-    app.state.catalog, app.state.explain = catalog, reason_of  # shared with the inspector page (serve/ui.py)
     # added last = outermost: size limit, then API key, then admission, then routing and parsing
     app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
     api_key = resolve_api_key(cfg.api_key)
@@ -256,6 +255,9 @@ def create_app(
         ]
         n_filtered = sum(d == "filter" for d in decisions) if req.threshold is not None else None
         return ScoreResponse(items=items, model=model, threshold=req.threshold, n_filtered=n_filtered)
+
+    # shared with the inspector page (serve/ui.py): the same catalogue, history checks and explanations
+    app.state.catalog, app.state.history_of, app.state.explain = catalog, history_of, reason_of
 
     @app.get("/healthz", response_model=Health, summary="liveness, served model and request limits")
     def healthz() -> Health:

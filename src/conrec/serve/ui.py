@@ -25,7 +25,6 @@ from typing import Any
 import polars as pl
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
@@ -33,7 +32,8 @@ from conrec.serve.catalog import History, SidCatalog
 from conrec.serve.config import ServeConfig
 from conrec.serve.inspect_data import EvalPoint, Inspector, ItemInfo, iso_date
 from conrec.serve.limits import quote
-from conrec.serve.schemas import HistoryEvent, Reason
+from conrec.serve.popular import PopularDislikePredictor
+from conrec.serve.schemas import DislikeRequest, Reason
 
 log = logging.getLogger("conrec.serve")
 UI_PATH = "/ui"
@@ -54,36 +54,27 @@ SECURITY_HEADERS = {
 }
 
 Explain = Callable[[str, History], Reason]
-
-
-class PastedHistory(BaseModel):
-    """A history typed or pasted into the page (oldest first), checked like the API's ``history``."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    history: list[HistoryEvent] = Field(..., min_length=1, description="the events, oldest first")
-    k: int | None = Field(None, ge=1, description="list length, 1..max_k (default: the server's default_k)")
+HistoryOf = Callable[[DislikeRequest, str], History]  # the API's: limits, unknown ids and users -> 4xx
 
 
 def _asset(name: str) -> bytes:
     return (resources.files("conrec.serve") / "ui" / name).read_bytes()
 
 
-def _served(request: Request) -> tuple[SidCatalog, Explain]:
-    """The app's own catalogue and explanation function (``create_app`` puts them on ``app.state``)."""
+def _served(request: Request) -> tuple[SidCatalog, HistoryOf, Explain]:
+    """The app's own catalogue, history check and explanations (``create_app`` puts them on ``app.state``)."""
     state = request.app.state
-    return state.catalog, state.explain
+    return state.catalog, state.history_of, state.explain
 
 
 def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: ServeConfig) -> APIRouter:
     """Routes of the page (``/ui``, its assets) and its read-only JSON views (``/ui/api/...``)."""
     router = APIRouter(include_in_schema=False)
-    popular_box: list[Any] = []
+    popular_box: list[PopularDislikePredictor] = []
 
-    def popular(catalog: SidCatalog) -> Any:
+    def popular(catalog: SidCatalog) -> PopularDislikePredictor:
         """The popularity predictor for pasted histories, built on first use (as ``serve.model: popular``)."""
         if not popular_box:
-            from conrec.serve.popular import PopularDislikePredictor
-
             popular_box.append(PopularDislikePredictor(events, list(catalog.sid)))
         return popular_box[0]
 
@@ -160,24 +151,20 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             point = inspector.random_point(random.Random())
         except DataValidationError as exc:
             raise HTTPException(404, str(exc)) from exc
-        return point_view(point, k_of(k), _served(request)[1])
+        return point_view(point, k_of(k), _served(request)[2])
 
     @router.get(UI_PATH + "/api/points/{sample_id}")
     def one_point(request: Request, sample_id: int, k: int | None = None) -> dict[str, Any]:
         point = inspector.by_sample.get(sample_id)
         if point is None:
             raise HTTPException(404, f"no evaluation point {sample_id} in split {inspector.split!r}")
-        return point_view(point, k_of(k), _served(request)[1])
+        return point_view(point, k_of(k), _served(request)[2])
 
     @router.post(UI_PATH + "/api/history")
-    def pasted(request: Request, body: PastedHistory) -> dict[str, Any]:
-        catalog, explain = _served(request)
-        if len(body.history) > cfg.max_history:
-            raise HTTPException(413, f"history has {len(body.history)} events; the limit is max_history = {cfg.max_history}")
-        history: History = ([e.item_id for e in body.history], [int(e.feedback) for e in body.history])
-        unknown = catalog.unknown(history[0])
-        if unknown:
-            raise HTTPException(422, "unknown item id(s): " + ", ".join(quote(i) for i in unknown[:20]))
+    def pasted(request: Request, body: DislikeRequest) -> dict[str, Any]:
+        """A pasted history, read and checked exactly as ``/v1/dislikes`` reads its body."""
+        catalog, history_of, explain = _served(request)
+        history = history_of(body, "")
         k = k_of(body.k)
         ranked = popular(catalog).recommend([history], k)[0]
         rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
@@ -191,8 +178,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
 
     @router.get(UI_PATH + "/api/items")
     def items(request: Request, q: str = Query(..., max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
-        catalog, _ = _served(request)
-        return {"items": inspector.info.search(q, limit, catalog.sid)}
+        return {"items": inspector.info.search(q, limit, _served(request)[0].sid)}
 
     return router
 
