@@ -223,3 +223,18 @@ def test_inspector_in_chromium_user_lists_slate_and_escaping(driver, served, tmp
     driver.execute_script("window.scrollTo(0, 0)")
     shot = tmp_path / "inspector.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+
+    # a pasted history: the same page, the live model and popularity, no future set
+    (xss_item,) = [i for i, t in served["retitled"].items() if t == XSS]
+    other = next(i for i in titles if i not in served["retitled"])
+    _css(driver, "#paste summary")[0].click()
+    driver.find_element("id", "paste-text").send_keys(f"+{other}\n-{xss_item}\n")
+    _css(driver, "#paste-form button")[0].click()
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == "Pasted history")
+    _wait(driver, lambda d: [r.get_attribute("data-item") for r in _css(d, "#timeline tbody tr")] == [xss_item, other])
+    assert _css(driver, "#timeline tbody tr td.title")[0].text == XSS
+    _wait(driver, lambda d: {s.get_attribute("data-model") for s in _css(d, "#lists .model-list")} == {"grpo", "popularity"})
+    assert _css(driver, "#future li") == []
+    driver.find_element("id", "paste-text").send_keys("not an event line\n")
+    _css(driver, "#paste-form button")[0].click()
+    _wait(driver, lambda d: "line 3" in d.find_element("id", "status").text)  # a readable error, nothing sent
