@@ -4,8 +4,9 @@
 
 Starts ``conrec serve`` on 127.0.0.1 (a free port) for the run, opens ``/ui`` in headless Debian
 Chromium through Selenium and the system chromedriver (nothing is downloaded), opens the first
-evaluation point of ``--user`` (default: the point with the most held-out future dislikes among
-the first 50), builds a five-item slate from the first catalogue search hits of ``--search``,
+evaluation point of ``--user`` (default: among the first 50 points with at most 30 held-out future
+dislikes and at least 3 past ones (so the explanations have something to cite), the one whose
+lists have the most hits), builds a five-item slate from the first catalogue search hits of ``--search``,
 scores it at a threshold, and saves a full-page PNG. Needs ``apt-get install chromium
 chromium-driver`` and ``pip install -e .[test]`` (selenium).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from pathlib import Path
+from typing import Any
 
 import httpx
 from selenium import webdriver
@@ -24,6 +26,14 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from conrec.config import load_config
 from conrec.serve.local import local_server
+
+
+def hits(url: str, point: dict[str, Any]) -> int:
+    """Hits over the eval run's lists for ``point`` (-1 with under 3 past dislikes: nothing to explain)."""
+    view = httpx.get(f"{url}/ui/api/points/{point['sample_id']}", timeout=60).json()
+    if sum(e["feedback"] < 0 for e in view["history"]) < 3:
+        return -1
+    return sum(it["hit"] for m in view["lists"] for it in m["items"])
 
 
 def main() -> None:
@@ -42,7 +52,7 @@ def main() -> None:
         points = httpx.get(f"{server.url}/ui/api/points", params={"user": args.user or "", "limit": 50}, timeout=60).json()["points"]
         if not points:
             raise SystemExit(f"no evaluation point for user {args.user!r}")
-        point = points[0] if args.user else max(points, key=lambda p: (p["n_future"], -p["sample_id"]))
+        point = points[0] if args.user else max((p for p in points if p["n_future"] <= 30), key=lambda p: hits(server.url, p))
         opts = webdriver.ChromeOptions()
         opts.binary_location = "/usr/bin/chromium"
         for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={args.width},1200"):

@@ -143,7 +143,7 @@ function renderUser(view) {
   if (view.source === "point") {
     $("user-h").textContent = `User ${view.user_id}`;
     $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${view.history.length} events before it (${negs} dislikes), ${view.future.length} dislikes after it, held out.`;
-    $("future-hint").textContent = "What the user disliked next. Lists below mark these as hits.";
+    $("future-hint").textContent = `${view.future.length} item(s) the user disliked next; the lists below mark them as hits.`;
   } else {
     $("user-h").textContent = "Pasted history";
     $("user-meta").textContent = `${view.history.length} events (${negs} dislikes), in the order pasted; no future to compare with.`;
