@@ -145,6 +145,8 @@ def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
         (["category", "itemknn", "popularity"], {"itemknn": {"FHR@10": 0.3}, "category": {"FHR@10": 0.2}}, ["popularity", "itemknn", "category"]),
         (["ease", "popularity", "sasrec", "swing"], {"swing": {"FHR@10": 0.4}, "ease": {"FHR@10": 0.5}}, ["popularity", "sasrec", "ease"]),
         (["swing", "ease"], None, ["ease", "swing"]),
+        (["itemknn", "popularity", "sasrec", "swing"], {"popularity": {"FHR@10": 0.5}, "swing": {"FHR@10": 0.4}, "itemknn": {"FHR@10": 0.3}},
+         ["popularity", "sasrec", "swing"]),
     ],
 )
 def test_baselines_shown_are_popularity_sasrec_and_the_best(available, metrics, want):

@@ -134,14 +134,15 @@ def load_points(run: RunDir, split: str, evaluated: set[int] | None) -> list[Eva
 
 
 def pick_baselines(available: Sequence[str], metrics: Mapping[str, Mapping[str, object]] | None, headline: str | None) -> list[str]:
-    """Popularity and SASRec when evaluated, plus the best baseline by ``headline`` (e.g. FHR@10),
-    at most :data:`MAX_BASELINES`, in that order (then any others, to fill up)."""
+    """Popularity and SASRec when evaluated, plus the best other baseline by ``headline`` (e.g.
+    FHR@10), at most :data:`MAX_BASELINES`, in that order (then any others, to fill up)."""
+    preferred = [b for b in PREFERRED_BASELINES if b in available]
+    others = [b for b in available if b not in preferred]
     best: list[str] = []
     if metrics and headline:
-        scored = [(float(v), b) for b in available if isinstance(v := (metrics.get(b) or {}).get(headline), (int, float)) and math.isfinite(v)]
+        scored = [(float(v), b) for b in others if isinstance(v := (metrics.get(b) or {}).get(headline), (int, float)) and math.isfinite(v)]
         best = [b for _, b in sorted(scored, key=lambda t: (-t[0], t[1]))[:1]]
-    order = [b for b in PREFERRED_BASELINES if b in available] + best + sorted(available)
-    return list(dict.fromkeys(order))[:MAX_BASELINES]
+    return list(dict.fromkeys(preferred + best + sorted(others)))[:MAX_BASELINES]
 
 
 def load_model_lists(run: RunDir, ks: Sequence[int]) -> list[ModelList]:
