@@ -256,6 +256,9 @@ def create_app(
         n_filtered = sum(d == "filter" for d in decisions) if req.threshold is not None else None
         return ScoreResponse(items=items, model=model, threshold=req.threshold, n_filtered=n_filtered)
 
+    # shared with the inspector page (serve/ui.py): the same catalogue, history checks and explanations
+    app.state.catalog, app.state.history_of, app.state.explain = catalog, history_of, reason_of
+
     @app.get("/healthz", response_model=Health, summary="liveness, served model and request limits")
     def healthz() -> Health:
         limits = Limits(
@@ -387,6 +390,7 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     :func:`load_predictor`)."""
     from conrec.io import read_parquet
     from conrec.runs import RunDir
+    from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
     items = read_parquet(run.items, what="items table")
@@ -396,7 +400,9 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
         log.warning("no events table at %s: user_id requests will get 404", run.events)
     predictor, name = load_predictor(cfg, sid_map, events, load_lm)
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
-    return create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
+    app = create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
+    mount_inspector(app, cfg, items, events)  # GET /ui
+    return app
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:

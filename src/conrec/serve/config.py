@@ -40,7 +40,7 @@ class ServeConfig(BaseModel):
     )
     api_key: str | None = Field(
         None,
-        description="if set (or $CONREC_API_KEY), every endpoint but /healthz needs 'Authorization: Bearer <key>' "
+        description="if set (or $CONREC_API_KEY), every endpoint but /healthz and the /ui page shell (not its data) needs 'Authorization: Bearer <key>' "
         "or 'X-API-Key: <key>'; prefer the environment variable (the config is copied into the run dir)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

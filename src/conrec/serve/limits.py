@@ -6,7 +6,7 @@ Why each, in the order a request meets them:
   is answered 413 from its ``Content-Length`` alone, or as soon as the streamed bytes pass the
   limit; it is never buffered whole or parsed (a 100 MB body used to cost seconds and a lasting GB).
 * :class:`ApiKeyAuth`: with a key configured (``serve.api_key`` or ``$CONREC_API_KEY``), every path
-  but ``/healthz`` needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise),
+  but :data:`OPEN_PATHS` (``/healthz``, the inspector page's data-free shell) needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise),
   compared in constant time. ``/healthz`` stays open for load balancers.
 * :class:`Admission` + :class:`AdmissionGate`: at most ``inference_workers`` model calls run and ``max_queue`` wait; the
   next request gets 503 with ``Retry-After`` at once instead of joining an unbounded queue.
@@ -25,7 +25,10 @@ from contextlib import contextmanager
 from typing import Any
 
 API_KEY_ENV = "CONREC_API_KEY"
-OPEN_PATHS = frozenset({"/healthz"})
+# /healthz for load balancers; the inspector page's shell and assets (conrec.serve.ui.PUBLIC_PATHS)
+# because a browser cannot attach the key to a page load: they hold no data, and every data call
+# the page makes sends the key.
+OPEN_PATHS = frozenset({"/healthz", "/ui", "/ui/assets/app.js", "/ui/assets/app.css"})
 MAX_DETAIL_CHARS = 1000  # longest "detail" an error response carries
 MAX_QUOTE_CHARS = 64  # longest single user-given value quoted in a message
 

@@ -1,0 +1,209 @@
+"""What the inspector page (``/ui``) shows, read once from the run directory the server loaded.
+
+Why a module of its own: the page needs more than the API's look-ups (dates, categories, the
+evaluation points with their held-out futures, and what the eval stage's other models predicted
+for them), and all of it is plain table work that can be tested without a browser or a model.
+The LM's own list and every slate score are *not* computed here: the page asks ``/v1/dislikes``
+and ``/v1/score`` for them, so they are the API's numbers by construction.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import polars as pl
+
+from conrec.errors import DataValidationError, require_columns
+from conrec.eval.baselines import REGISTRY as BASELINE_REGISTRY
+from conrec.io import read_json, read_parquet
+from conrec.runs import RunDir
+from conrec.serve.catalog import History
+
+LM_MODELS = ("grpo", "sft")  # LM rows first, newest training stage first
+PREFERRED_BASELINES = ("popularity", "sasrec")  # always shown when evaluated; plus the best-scoring one
+MAX_BASELINES = 3
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """Title and category of every item of the items table (the page's only source of names)."""
+
+    title: dict[str, str]
+    category: dict[str, str]
+
+    @classmethod
+    def build(cls, items: pl.DataFrame) -> ItemInfo:
+        require_columns(items, ("item_id", "title"), "items table")
+        ids = items["item_id"].cast(pl.String).to_list()
+        titles = items["title"].cast(pl.String).fill_null("").to_list()
+        cats = items["category"].cast(pl.String).fill_null("").to_list() if "category" in items.columns else [""] * len(ids)
+        return cls(title=dict(zip(ids, titles)), category=dict(zip(ids, cats)))
+
+    def row(self, item_id: str) -> dict[str, str]:
+        return {"item_id": item_id, "title": self.title.get(item_id, ""), "category": self.category.get(item_id, "")}
+
+    def search(self, query: str, limit: int, allowed: Mapping[str, object]) -> list[dict[str, str]]:
+        """Items of ``allowed`` whose title contains ``query`` (any case) or whose id starts with it;
+        title-prefix matches first, then the rest in catalogue order, at most ``limit``."""
+        q = query.strip().casefold()
+        if not q:
+            return []
+        starts: list[str] = []
+        contains: list[str] = []
+        for item_id, title in self.title.items():
+            if item_id not in allowed:
+                continue
+            t = title.casefold()
+            if t.startswith(q) or item_id.casefold() == q:
+                starts.append(item_id)
+            elif q in t or item_id.casefold().startswith(q):
+                contains.append(item_id)
+            if len(starts) >= limit:
+                break
+        return [self.row(i) for i in (starts + contains)[:limit]]
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """One evaluation point: a user's history before time ``ts`` and the dislikes that followed."""
+
+    sample_id: int
+    user_id: str
+    ts: int
+    hist_items: list[str]
+    hist_feedback: list[int]
+    hist_ts: list[int]
+    future_negs: list[str]
+
+    def history(self, max_history: int) -> History:
+        """The most recent ``max_history`` events, oldest first: what the API is asked with."""
+        return self.hist_items[-max_history:], self.hist_feedback[-max_history:]
+
+
+@dataclass(frozen=True)
+class ModelList:
+    """A model's precomputed top-K for the evaluated points (``eval/predictions/<name>.parquet``)."""
+
+    name: str
+    kind: str  # "lm" or "baseline"
+    items: dict[int, list[str]]
+    scores: dict[int, list[float]] = field(default_factory=dict)
+
+
+def iso_date(ts: int | None) -> str:
+    """A timestamp in seconds as ``YYYY-MM-DD`` (UTC); empty when unknown."""
+    if ts is None:
+        return ""
+    try:
+        return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
+
+
+def load_points(run: RunDir, split: str, evaluated: set[int] | None) -> list[EvalPoint]:
+    """The split's evaluation points; only the evaluated ones when the eval stage ran (its
+    predictions cover a seeded subset), so that every point shown has every model's list."""
+    if not run.samples.exists():
+        return []
+    cols = ("sample_id", "user_id", "split", "ts", "hist_items", "hist_feedback", "future_negs")
+    samples = read_parquet(run.samples, what="samples (data stage output)")
+    require_columns(samples, cols, "samples table")
+    chosen = samples.filter(pl.col("split") == split)
+    if evaluated:
+        chosen = chosen.filter(pl.col("sample_id").is_in(sorted(evaluated)))
+    has_ts = "hist_ts" in chosen.columns
+    points = []
+    for row in chosen.sort("sample_id").iter_rows(named=True):
+        items = [str(i) for i in row["hist_items"] or []]
+        points.append(
+            EvalPoint(
+                sample_id=int(row["sample_id"]),
+                user_id=str(row["user_id"]),
+                ts=int(row["ts"]),
+                hist_items=items,
+                hist_feedback=[int(f) for f in row["hist_feedback"] or []],
+                hist_ts=[int(t) for t in row["hist_ts"] or []] if has_ts else [],
+                future_negs=[str(i) for i in row["future_negs"] or []],
+            )
+        )
+    return points
+
+
+def pick_baselines(available: Sequence[str], metrics: Mapping[str, Mapping[str, object]] | None, headline: str | None) -> list[str]:
+    """Popularity and SASRec when evaluated, plus the best other baseline by ``headline`` (e.g.
+    FHR@10), at most :data:`MAX_BASELINES`, in that order (then any others, to fill up)."""
+    preferred = [b for b in PREFERRED_BASELINES if b in available]
+    others = [b for b in available if b not in preferred]
+    best: list[str] = []
+    if metrics and headline:
+        scored = [(float(v), b) for b in others if isinstance(v := (metrics.get(b) or {}).get(headline), (int, float)) and math.isfinite(v)]
+        best = [b for _, b in sorted(scored, key=lambda t: (-t[0], t[1]))[:1]]
+    return list(dict.fromkeys(preferred + best + sorted(others)))[:MAX_BASELINES]
+
+
+def load_model_lists(run: RunDir, ks: Sequence[int]) -> list[ModelList]:
+    """The eval stage's predictions for the LMs and the chosen baselines (see :func:`pick_baselines`)."""
+    folder = run.predictions
+    if not folder.is_dir():
+        return []
+    lms = [m for m in LM_MODELS if (folder / f"{m}.parquet").is_file()]
+    baselines = [b for b in BASELINE_REGISTRY if (folder / f"{b}.parquet").is_file()]
+    metrics_path = run.eval / "metrics.json"
+    metrics = read_json(metrics_path, what="eval metrics") if metrics_path.is_file() else None
+    headline = f"FHR@{max(ks)}" if ks else None
+    chosen = [(m, "lm") for m in lms] + [(b, "baseline") for b in pick_baselines(baselines, metrics, headline)]
+    out = []
+    for name, kind in chosen:
+        preds = read_parquet(folder / f"{name}.parquet", what=f"{name} predictions")
+        require_columns(preds, ("sample_id", "items"), f"{name} predictions")
+        ids = [int(s) for s in preds["sample_id"].to_list()]
+        lists = [[str(i) for i in (x or [])] for x in preds["items"].to_list()]
+        scores = {}
+        if "scores" in preds.columns:
+            scores = {s: [float(v) for v in (x or [])] for s, x in zip(ids, preds["scores"].to_list())}
+        out.append(ModelList(name=name, kind=kind, items=dict(zip(ids, lists)), scores=scores))
+    return out
+
+
+@dataclass
+class Inspector:
+    """Everything the page reads, built once at start-up (no Parquet read per request)."""
+
+    info: ItemInfo
+    points: list[EvalPoint]
+    lists: list[ModelList]
+    split: str
+    by_sample: dict[int, EvalPoint] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_sample = {p.sample_id: p for p in self.points}
+
+    @classmethod
+    def from_run(cls, run: RunDir, items: pl.DataFrame, split: str, ks: Sequence[int]) -> Inspector:
+        lists = load_model_lists(run, ks)
+        evaluated = set().union(*(m.items for m in lists)) if lists else None
+        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split)
+
+    def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
+        """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""
+        q = user_query.strip()
+        exact = [p for p in self.points if p.user_id == q]
+        rest = [p for p in self.points if p.user_id != q and p.user_id.startswith(q)]
+        return (exact + rest)[:limit]
+
+    def random_point(self, rng: random.Random) -> EvalPoint:
+        if not self.points:
+            raise DataValidationError(f"the run has no evaluation points in split {self.split!r} (run `conrec data` and `conrec eval`)")
+        return rng.choice(self.points)
+
+    def timeline(self, items: Sequence[str], feedback: Sequence[int], ts: Sequence[int] | None = None) -> list[dict[str, object]]:
+        """History events newest first, with titles, categories and dates (blank when unknown)."""
+        rows: list[dict[str, object]] = []
+        for n in range(len(items) - 1, -1, -1):
+            t = ts[n] if ts and n < len(ts) else None
+            rows.append({**self.info.row(items[n]), "feedback": int(feedback[n]), "date": iso_date(t)})
+        return rows

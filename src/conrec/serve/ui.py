@@ -1,0 +1,199 @@
+"""The inspector page, ``GET /ui``: pick a user, see what each model expects them to dislike and
+why, and score a slate, all in a browser.
+
+No build step: ``ui/index.html``, ``ui/app.js`` and ``ui/app.css`` are static files; the page
+fetches JSON from ``/ui/api/...`` (read-only views of the run, below) and from the API itself
+(``/v1/dislikes`` for the served LM's list, ``/v1/score`` for slates), so its numbers are the API's.
+
+Safety, by construction: the JavaScript writes data only through ``textContent`` (never
+``innerHTML``) and binds events with ``addEventListener``, and the Content-Security-Policy forbids
+inline scripts, inline handlers and other origins, so a title such as ``<script>alert(1)</script>``
+is shown as text. The page shell and its two assets carry no data and are open (a browser cannot
+attach a header to a page load); every data call sends the API key the user typed (same key, same
+check, :class:`conrec.serve.limits.ApiKeyAuth`), and the API's limits apply (``max_history``,
+``max_k``, ``max_candidates``, body size); searches return at most :data:`MAX_SEARCH` rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import polars as pl
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi.responses import Response
+
+from conrec.config import PipelineConfig
+from conrec.errors import ConrecError, DataValidationError
+from conrec.serve.catalog import History, SidCatalog
+from conrec.serve.config import ServeConfig
+from conrec.serve.inspect_data import EvalPoint, Inspector, ItemInfo, iso_date
+from conrec.serve.limits import quote
+from conrec.serve.popular import PopularDislikePredictor
+from conrec.serve.schemas import DislikeRequest, Reason
+
+log = logging.getLogger("conrec.serve")
+UI_PATH = "/ui"
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+# The shell and assets hold no data, so they load without the API key (see the module docstring).
+PUBLIC_PATHS = frozenset({UI_PATH, *(f"{UI_PATH}/assets/{name}" for name in ASSETS)})
+MAX_SEARCH = 50  # rows a catalogue or user search returns at most
+MAX_QUERY_CHARS = 200
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+Explain = Callable[[str, History], Reason]
+HistoryOf = Callable[[DislikeRequest, str], History]  # the API's: limits, unknown ids and users -> 4xx
+
+
+def _asset(name: str) -> bytes:
+    return (resources.files("conrec.serve") / "ui" / name).read_bytes()
+
+
+def _served(request: Request) -> tuple[SidCatalog, HistoryOf, Explain]:
+    """The app's own catalogue, history check and explanations (``create_app`` puts them on ``app.state``)."""
+    state = request.app.state
+    return state.catalog, state.history_of, state.explain
+
+
+def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: ServeConfig) -> APIRouter:
+    """Routes of the page (``/ui``, its assets) and its read-only JSON views (``/ui/api/...``)."""
+    router = APIRouter(include_in_schema=False)
+    popular_box: list[PopularDislikePredictor] = []
+
+    def popular(catalog: SidCatalog) -> PopularDislikePredictor:
+        """The popularity predictor for pasted histories, built on first use (as ``serve.model: popular``)."""
+        if not popular_box:
+            popular_box.append(PopularDislikePredictor(events, list(catalog.sid)))
+        return popular_box[0]
+
+    def k_of(k: int | None) -> int:
+        k = cfg.default_k if k is None else k
+        if not 1 <= k <= cfg.max_k:
+            raise HTTPException(422, f"k = {k} is out of range: must be 1..{cfg.max_k}")
+        return k
+
+    def entry(item: str, rank: int, score: float | None, future: set[str], history: History, explain: Explain) -> dict[str, Any]:
+        return {
+            **inspector.info.row(item),
+            "rank": rank,
+            "score": score,
+            "hit": item in future,
+            "reason": explain(item, history).model_dump(),
+        }
+
+    def point_view(point: EvalPoint, k: int, explain: Explain) -> dict[str, Any]:
+        history = point.history(cfg.max_history)
+        n = len(history[0])
+        future = set(point.future_negs)
+        lists = []
+        for m in inspector.lists:
+            ranked = m.items.get(point.sample_id, [])[:k]
+            scores = m.scores.get(point.sample_id, [])
+            rows = [entry(i, r, scores[r - 1] if r <= len(scores) else None, future, history, explain) for r, i in enumerate(ranked, 1)]
+            lists.append({"name": m.name, "kind": m.kind, "items": rows})
+        return {
+            "source": "point",
+            "sample_id": point.sample_id,
+            "user_id": point.user_id,
+            "date": iso_date(point.ts),
+            "history": [{"item_id": i, "feedback": f} for i, f in zip(*history)],
+            "timeline": inspector.timeline(*history, point.hist_ts[-n:] if point.hist_ts else None),
+            "future": [inspector.info.row(i) for i in point.future_negs],
+            "lists": lists,
+        }
+
+    def page_response(body: bytes, media_type: str) -> Response:
+        return Response(body, media_type=media_type, headers=SECURITY_HEADERS)
+
+    @router.get(UI_PATH)
+    def page() -> Response:
+        return page_response(_asset("index.html"), "text/html; charset=utf-8")
+
+    @router.get(UI_PATH + "/assets/{name}")
+    def asset(name: str) -> Response:
+        if name not in ASSETS:
+            raise HTTPException(404, f"no asset {quote(name)}")
+        return page_response(_asset(name), ASSETS[name])
+
+    @router.get(UI_PATH + "/api/overview")
+    def overview() -> dict[str, Any]:
+        return {
+            "split": inspector.split,
+            "n_points": len(inspector.points),
+            "n_users": len({p.user_id for p in inspector.points}),
+            "precomputed": [{"name": m.name, "kind": m.kind} for m in inspector.lists],
+        }
+
+    @router.get(UI_PATH + "/api/points")
+    def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
+        found = inspector.find_points(user, limit) if user.strip() else inspector.points[:limit]
+        rows = [
+            {"sample_id": p.sample_id, "user_id": p.user_id, "date": iso_date(p.ts), "n_history": len(p.hist_items), "n_future": len(p.future_negs)}
+            for p in found
+        ]
+        return {"split": inspector.split, "points": rows}
+
+    @router.get(UI_PATH + "/api/points/random")
+    def random_point(request: Request, k: int | None = None) -> dict[str, Any]:
+        try:
+            point = inspector.random_point(random.Random())
+        except DataValidationError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return point_view(point, k_of(k), _served(request)[2])
+
+    @router.get(UI_PATH + "/api/points/{sample_id}")
+    def one_point(request: Request, sample_id: int, k: int | None = None) -> dict[str, Any]:
+        point = inspector.by_sample.get(sample_id)
+        if point is None:
+            raise HTTPException(404, f"no evaluation point {sample_id} in split {inspector.split!r}")
+        return point_view(point, k_of(k), _served(request)[2])
+
+    @router.post(UI_PATH + "/api/history")
+    def pasted(request: Request, body: DislikeRequest) -> dict[str, Any]:
+        """A pasted history, read and checked exactly as ``/v1/dislikes`` reads its body."""
+        catalog, history_of, explain = _served(request)
+        history = history_of(body, "")
+        k = k_of(body.k)
+        ranked = popular(catalog).recommend([history], k)[0]
+        rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
+        return {
+            "source": "pasted",
+            "history": [{"item_id": i, "feedback": f} for i, f in zip(*history)],
+            "timeline": inspector.timeline(*history),
+            "future": [],
+            "lists": [{"name": "popularity", "kind": "baseline", "items": rows}],
+        }
+
+    @router.get(UI_PATH + "/api/items")
+    def items(request: Request, q: str = Query(..., max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
+        return {"items": inspector.info.search(q, limit, _served(request)[0].sid)}
+
+    return router
+
+
+def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, events: pl.DataFrame | None) -> None:
+    """Add the page to an app built by :func:`conrec.serve.app.create_app` on ``cfg.run_dir``.
+
+    The evaluation points are the eval stage's split (``eval.split``). A run whose samples or
+    predictions cannot be read still serves the API; the page then offers pasted histories only.
+    """
+    from conrec.runs import RunDir
+
+    try:
+        inspector = Inspector.from_run(RunDir(cfg.run_dir), items, cfg.eval.split, cfg.eval.ks)
+    except ConrecError as exc:
+        log.warning("inspector page: no evaluation points (%s)", exc)
+        inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)
+    app.include_router(inspector_router(inspector, events, cfg.serve))

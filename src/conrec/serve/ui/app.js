@@ -1,0 +1,306 @@
+// The inspector page. Rules that keep it safe (see conrec/serve/ui.py): data reaches the DOM only
+// as text (el() below builds nodes; no string is ever parsed as HTML), events are bound with
+// addEventListener, and every data call goes through api(), which sends the API key.
+"use strict";
+
+const KEY_STORE = "conrec.apiKey";
+const state = { health: null, view: null, slate: [], lastScore: null, scoreTimer: null };
+
+function $(id) { return document.getElementById(id); }
+
+// el("li", {class: "x", dataset: {item: "i1"}}, "text", childNode...): text children become text nodes.
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k === "on") for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+    else node.setAttribute(k, String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function clear(node) { node.replaceChildren(); return node; }
+
+function setStatus(text, isError) {
+  const s = $("status");
+  s.textContent = text || "";
+  s.className = "status" + (isError && text ? " error" : "");
+}
+
+class AuthNeeded extends Error {}
+
+async function api(path, body) {
+  const headers = { "Accept": "application/json" };
+  const key = sessionStorage.getItem(KEY_STORE);
+  if (key) headers["X-API-Key"] = key;
+  const init = { headers, method: body === undefined ? "GET" : "POST" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(path, init);
+  if (r.status === 401) {
+    $("key-form").hidden = false;
+    throw new AuthNeeded(key ? "wrong API key: type the server's key above" : "this server needs its API key: type it above");
+  }
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) {
+    const detail = data && typeof data.detail === "string" ? data.detail : `HTTP ${r.status}`;
+    throw new Error(detail);
+  }
+  return data;
+}
+
+async function guarded(what, fn) {
+  try {
+    setStatus(what + "…", false);
+    await fn();
+    setStatus("", false);
+  } catch (e) {
+    setStatus(`${what} failed: ${e.message}`, true);
+  }
+}
+
+function fmtScore(s) {
+  if (s === null || s === undefined) return "—";
+  const a = Math.abs(s);
+  return a !== 0 && (a < 0.001 || a >= 1e5) ? s.toExponential(2) : s.toFixed(a < 1 ? 4 : 3);
+}
+
+function k() { return state.health ? state.health.limits.default_k : 10; }
+
+// ---- picking a user ------------------------------------------------------------------------
+async function loadOverview() {
+  state.health = await api("/healthz");
+  $("served").textContent = `serving model ${state.health.model} · ${state.health.n_items} items · top-${k()} lists`;
+  const ov = await api("/ui/api/overview");
+  $("points-hint").textContent = ov.n_points
+    ? `${ov.n_points} evaluation points of ${ov.n_users} users (split “${ov.split}”).`
+    : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`;
+  $("random-user").disabled = !ov.n_points;
+  $("key-form").hidden = true;
+}
+
+async function findUsers(query) {
+  const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}&limit=20`);
+  const list = clear($("user-results"));
+  if (!data.points.length) list.append(el("li", { class: "meta" }, `no evaluation point for a user id starting with “${query}”`));
+  for (const p of data.points) {
+    list.append(el("li", { dataset: { sample: p.sample_id } },
+      el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${p.n_history} events · ${p.n_future} future dislikes`)),
+      el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`)) } }, "Open")));
+  }
+}
+
+async function showPoint(path) {
+  const view = await api(`${path}${path.includes("?") ? "&" : "?"}k=${k()}`);
+  await showView(view);
+}
+
+function parsePasted(text) {
+  const events = [];
+  text.split(/\r?\n/).forEach((raw, n) => {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) return;
+    const m = /^([+-])\s*(\S+)$/.exec(line) || /^(\S+)\s+([+-]1?)$/.exec(line);
+    if (!m) throw new Error(`line ${n + 1}: write -item_id (disliked) or +item_id (liked), got “${line.slice(0, 60)}”`);
+    const [sign, id] = m[1] === "+" || m[1] === "-" ? [m[1], m[2]] : [m[2][0], m[1]];
+    events.push({ item_id: id, feedback: sign === "-" ? -1 : 1 });
+  });
+  if (!events.length) throw new Error("the pasted history is empty");
+  return events;
+}
+
+async function showPasted(text) {
+  const view = await api("/ui/api/history", { history: parsePasted(text), k: k() });
+  await showView(view);
+}
+
+// ---- one user: timeline, future, lists -------------------------------------------------------
+async function showView(view) {
+  state.view = view;
+  state.lastScore = null;
+  renderUser(view);
+  const live = await liveList(view);
+  renderLists(view, live);
+  $("slate-card").hidden = false;
+  clear($("scores").tBodies[0]);
+  $("scores").hidden = true;
+  $("score-summary").textContent = "";
+  if (state.slate.length) await scoreSlate();
+}
+
+function renderUser(view) {
+  $("user-card").hidden = false;
+  const negs = view.history.filter(e => e.feedback < 0).length;
+  if (view.source === "point") {
+    $("user-h").textContent = `User ${view.user_id}`;
+    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${view.history.length} events before it (${negs} dislikes), ${view.future.length} dislikes after it, held out.`;
+    $("future-hint").textContent = `${view.future.length} item(s) the user disliked next; the lists below mark them as hits.`;
+  } else {
+    $("user-h").textContent = "Pasted history";
+    $("user-meta").textContent = `${view.history.length} events (${negs} dislikes), in the order pasted; no future to compare with.`;
+    $("future-hint").textContent = "None for a pasted history.";
+  }
+  const body = clear($("timeline").tBodies[0]);
+  for (const e of view.timeline) {
+    const neg = e.feedback < 0;
+    body.append(el("tr", { class: neg ? "neg" : "pos", dataset: { item: e.item_id } },
+      el("td", { class: "date" }, e.date || "—"),
+      el("td", { class: "title" }, e.title || e.item_id),
+      el("td", {}, e.category || ""),
+      el("td", {}, el("span", { class: "badge " + (neg ? "neg" : "pos") }, neg ? "disliked" : "liked"))));
+  }
+  const fut = clear($("future"));
+  for (const f of view.future) {
+    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, f.title || f.item_id),
+      el("span", { class: "meta" }, f.category || ""), el("span", { class: "by" })));
+  }
+}
+
+async function liveList(view) {
+  const req = { history: view.history, k: k(), explain: true };
+  try {
+    const r = await api("/v1/dislikes", req);
+    const future = new Set(view.future.map(f => f.item_id));
+    return { name: r.model, kind: "live", items: r.items.map(it => ({ ...it, category: "", hit: future.has(it.item_id) })) };
+  } catch (e) {
+    if (e instanceof AuthNeeded) throw e;
+    return { name: state.health ? state.health.model : "served model", kind: "live", items: [], error: e.message };
+  }
+}
+
+function reasonNode(reason) {
+  if (!reason) return null;
+  const cites = [];
+  for (const ev of reason.similar_dislikes || [])
+    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, ev.title || ev.item_id), ` (${ev.shared_sid_levels} shared levels)`));
+  for (const ev of reason.co_disliked_with || [])
+    cites.push(el("li", {}, "co-disliked with ", el("q", {}, ev.title || ev.item_id), ` (similarity ${fmtScore(ev.similarity)})`));
+  return el("details", { class: "why" }, el("summary", {}, "why"),
+    cites.length ? el("ul", {}, cites) : el("p", {}, reason.text || "no close past dislike"));
+}
+
+function renderLists(view, live) {
+  const served = live.name;
+  const lists = [live, ...view.lists.filter(m => m.name !== served)];
+  const box = clear($("lists"));
+  const hitsBy = new Map();
+  for (const m of lists) {
+    const hits = m.items.filter(it => it.hit).length;
+    const kind = m.kind === "live" ? el("span", { class: "badge live" }, "served · live") : el("span", { class: "kind" }, m.kind === "lm" ? "LM · eval run" : "baseline · eval run");
+    const head = el("header", {}, el("h4", {}, m.name), kind);
+    const summary = view.source === "point" ? el("div", { class: "hint" }, `${hits} of ${m.items.length} in the future set`) : null;
+    const ol = el("ol", {});
+    if (m.error) ol.append(el("li", { class: "empty" }, m.error));
+    else if (!m.items.length) ol.append(el("li", { class: "empty" }, "no prediction for this point"));
+    for (const it of m.items) {
+      if (it.hit) hitsBy.set(it.item_id, [...(hitsBy.get(it.item_id) || []), m.name]);
+      ol.append(el("li", { class: it.hit ? "hit" : null, dataset: { item: it.item_id, rank: it.rank } },
+        el("div", { class: "line" },
+          el("span", { class: "rank" }, `${it.rank}.`),
+          el("span", { class: "title" }, it.title || it.item_id),
+          it.hit ? el("span", { class: "badge hit" }, "hit") : null,
+          el("span", { class: "score", title: "dislike score" }, fmtScore(it.score))),
+        reasonNode(it.reason)));
+    }
+    box.append(el("section", { class: "model-list", dataset: { model: m.name, kind: m.kind } }, head, summary, ol));
+  }
+  for (const li of $("future").children) {
+    const by = hitsBy.get(li.dataset.item);
+    li.querySelector(".by").textContent = by ? `hit by ${by.join(", ")}` : "";
+  }
+  $("lists-card").hidden = false;
+}
+
+// ---- slate ---------------------------------------------------------------------------------
+async function searchItems(q) {
+  const data = await api(`/ui/api/items?q=${encodeURIComponent(q)}&limit=20`);
+  const list = clear($("search-results"));
+  if (!data.items.length) list.append(el("li", { class: "meta" }, "no title matches"));
+  for (const it of data.items) {
+    const inSlate = state.slate.some(s => s.item_id === it.item_id);
+    list.append(el("li", { dataset: { item: it.item_id } },
+      el("span", {}, it.title || it.item_id, " ", el("span", { class: "meta" }, it.category || "")),
+      el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: (ev) => { addToSlate(it); ev.target.disabled = true; } } }, "Add")));
+  }
+}
+
+function addToSlate(item) {
+  const max = state.health && state.health.limits.max_candidates;
+  if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true); return; }
+  if (!state.slate.some(s => s.item_id === item.item_id)) state.slate.push(item);
+  renderSlate();
+}
+
+function renderSlate() {
+  const ol = clear($("slate"));
+  state.slate.forEach((it, n) => {
+    ol.append(el("li", { dataset: { item: it.item_id } }, it.title || it.item_id,
+      el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); renderSlate(); } } }, "remove")));
+  });
+  $("slate-count").textContent = state.slate.length ? `${state.slate.length} item(s)` : "empty: add items from the search";
+  $("score-button").disabled = !state.slate.length || !state.view;
+}
+
+function threshold() {
+  const raw = $("threshold").value.trim();
+  if (!raw) return null;
+  const t = Number(raw);
+  if (!Number.isFinite(t)) throw new Error(`threshold “${raw}” is not a number`);
+  return t;
+}
+
+async function scoreSlate() {
+  if (!state.view || !state.slate.length) return;
+  const req = { history: state.view.history, candidates: state.slate.map(s => s.item_id), explain: false };
+  const t = threshold();
+  if (t !== null) req.threshold = t;
+  const r = await api("/v1/score", req);
+  state.lastScore = r;
+  const cat = new Map(state.slate.map(s => [s.item_id, s.category]));
+  const body = clear($("scores").tBodies[0]);
+  for (const it of [...r.items].sort((a, b) => a.rank - b.rank)) {
+    body.append(el("tr", { class: it.decision === "filter" ? "filtered" : null, dataset: { item: it.item_id } },
+      el("td", { class: "num rank" }, String(it.rank)),
+      el("td", { class: "title" }, it.title || it.item_id),
+      el("td", {}, cat.get(it.item_id) || ""),
+      el("td", { class: "num score", dataset: { score: it.score === null ? "" : String(it.score) } }, fmtScore(it.score)),
+      el("td", { class: "decision" }, it.decision ? el("span", { class: "badge " + it.decision }, it.decision) : "—")));
+  }
+  $("scores").hidden = false;
+  $("score-summary").textContent = r.threshold === null || r.threshold === undefined
+    ? `Scored by ${r.model}. Set a threshold to see keep/filter decisions.`
+    : `Scored by ${r.model}: ${r.n_filtered} of ${r.items.length} filtered at score ≥ ${r.threshold}.`;
+}
+
+// ---- wiring --------------------------------------------------------------------------------
+function submit(id, what, fn) {
+  $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(what, fn); });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  submit("key-form", "checking the key", async () => {
+    sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
+    await loadOverview();
+  });
+  submit("user-form", "finding users", () => findUsers($("user-query").value.trim()));
+  $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random")));
+  submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
+  submit("search-form", "searching", () => searchItems($("search-q").value.trim()));
+  submit("score-form", "scoring the slate", scoreSlate);
+  $("clear-slate").addEventListener("click", () => { state.slate = []; renderSlate(); clear($("scores").tBodies[0]); $("scores").hidden = true; });
+  $("threshold").addEventListener("input", () => {
+    clearTimeout(state.scoreTimer);
+    if (state.lastScore) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate), 300);
+  });
+  renderSlate();
+  guarded("loading the run", loadOverview);
+});

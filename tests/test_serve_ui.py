@@ -1,0 +1,167 @@
+"""The inspector page's server side (``/ui``, ``/ui/api/...``) without a browser: what each view
+returns, the API key and limits, and the page's safety rules (CSP, no inline handlers, text only).
+The browser itself is exercised in ``test_serve_ui_browser.py``."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from conrec.config import PipelineConfig
+from conrec.io import read_parquet, write_parquet
+from conrec.serve.app import create_app_from_run
+from conrec.serve.inspect_data import iso_date, pick_baselines
+from conrec.serve.limits import OPEN_PATHS
+from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS
+
+from builders import eval_run_dir
+
+XSS = "<script>alert(1)</script>"
+QUOTES = "Bob's \"quoted\" <b>film</b>"
+KEY = "s3cret-key"
+
+
+def _run(tmp_path, **serve: object) -> tuple[TestClient, pl.DataFrame]:
+    """eval_run_dir's data, a SID map, and eval predictions for popularity (with scores) and sft."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    items = read_parquet(run.items).with_columns(
+        pl.when(pl.col("item_id") == "i0").then(pl.lit(XSS)).when(pl.col("item_id") == "i1").then(pl.lit(QUOTES)).otherwise(pl.col("title")).alias("title")
+    )
+    write_parquet(items, run.items)
+    ids = items["item_id"].to_list()
+    write_parquet(pl.DataFrame({"item_id": ids, "codes": [[j % 3, j] for j in range(len(ids))], "sid": [f"<a_{j % 3}><b_{j}>" for j in range(len(ids))]}), run.sid_map)
+    test = read_parquet(run.samples).filter(pl.col("split") == "test")
+    chosen = test.head(6)["sample_id"].to_list()
+    ranking = [f"i{j}" for j in range(5)]
+    write_parquet(
+        pl.DataFrame({"sample_id": chosen, "items": [ranking] * len(chosen), "scores": [[0.5, 0.4, 0.3, 0.2, 0.1]] * len(chosen)}),
+        run.predictions / "popularity.parquet",
+    )
+    write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
+    return TestClient(create_app_from_run(cfg)), test.filter(pl.col("sample_id").is_in(chosen))
+
+
+def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(tmp_path):
+    client, _ = _run(tmp_path, api_key=KEY)
+    for path in sorted(PUBLIC_PATHS):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert "script-src 'self'" in r.headers["content-security-policy"] and "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+    assert PUBLIC_PATHS <= OPEN_PATHS
+    assert client.get("/ui/api/overview").status_code == 401
+    assert client.get("/ui/api/overview", headers={"X-API-Key": "wrong"}).status_code == 401
+    ok = client.get("/ui/api/overview", headers={"X-API-Key": KEY})
+    assert ok.status_code == 200 and ok.json()["n_points"] == 6
+    assert client.get("/ui/assets/../app.py").status_code in (401, 404)  # nothing else is served open
+
+
+def test_page_source_has_no_inline_script_or_handler_and_writes_text_only():
+    ui = resources.files("conrec.serve") / "ui"
+    html, js = (ui / "index.html").read_text(), (ui / "app.js").read_text()
+    assert not re.search(r"\son[a-z]+\s*=", html, re.I), "inline event handler in index.html"
+    assert not re.search(r"<script(?![^>]*\ssrc=)[^>]*>", html), "inline <script> in index.html"
+    assert " style=" not in html
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in js, f"app.js uses {sink}"
+
+
+def test_point_view_has_timeline_newest_first_future_and_marked_lists(tmp_path):
+    client, test = _run(tmp_path)
+    row = test.row(0, named=True)
+    view = client.get(f"/ui/api/points/{row['sample_id']}").json()
+    assert view["user_id"] == row["user_id"] and view["date"] == iso_date(row["ts"])
+    hist = row["hist_items"][-500:]
+    assert [e["item_id"] for e in view["history"]] == hist  # oldest first: what /v1 is asked with
+    timeline = view["timeline"]
+    assert [e["item_id"] for e in timeline] == hist[::-1]
+    assert [e["date"] for e in timeline] == [iso_date(t) for t in row["hist_ts"][::-1]]
+    assert {e["feedback"] for e in timeline} <= {-1, 1}
+    assert timeline[0]["category"].startswith("c")
+    assert [f["item_id"] for f in view["future"]] == row["future_negs"]
+
+    lists = {m["name"]: m for m in view["lists"]}
+    assert list(lists) == ["sft", "popularity"]  # LMs first, then baselines
+    pop = lists["popularity"]["items"]
+    assert [it["item_id"] for it in pop] == ["i0", "i1", "i2"]  # cut to default_k = 3
+    assert [it["rank"] for it in pop] == [1, 2, 3] and [it["score"] for it in pop] == [0.5, 0.4, 0.3]
+    assert pop[0]["title"] == XSS and pop[1]["title"] == QUOTES  # raw text in JSON; the page writes it as text
+    assert [it["hit"] for it in pop] == [i in set(row["future_negs"]) for i in ("i0", "i1", "i2")]
+    assert lists["sft"]["items"][0]["score"] is None  # no scores column
+    assert set(pop[0]["reason"]) == {"similar_dislikes", "co_disliked_with", "text"}
+
+    k5 = client.get(f"/ui/api/points/{row['sample_id']}?k=5").json()
+    assert len(k5["lists"][0]["items"]) == 5
+    too_big = client.get(f"/ui/api/points/{row['sample_id']}?k=6")
+    assert too_big.status_code == 422 and "1..5" in too_big.json()["detail"]
+    assert client.get("/ui/api/points/999999").status_code == 404
+    assert client.get("/ui/api/points/random").json()["sample_id"] in set(test["sample_id"].to_list())
+
+
+def test_user_search_lists_only_evaluated_points(tmp_path):
+    client, test = _run(tmp_path)
+    user = test["user_id"][0]
+    found = client.get("/ui/api/points", params={"user": user}).json()["points"]
+    assert found and found[0]["user_id"] == user
+    assert {p["sample_id"] for p in found} <= set(test["sample_id"].to_list())
+    assert client.get("/ui/api/points", params={"user": "nobody"}).json()["points"] == []
+    assert client.get("/ui/api/points", params={"limit": MAX_SEARCH + 1}).status_code == 422
+
+
+def test_pasted_history_is_checked_like_the_api_and_ranked_by_popularity(tmp_path):
+    client, _ = _run(tmp_path, max_history=3)
+    ok = client.post("/ui/api/history", json={"history": [{"item_id": "i2", "feedback": -1}, {"item_id": "i3", "feedback": 1}]})
+    assert ok.status_code == 200, ok.text
+    view = ok.json()
+    assert [e["item_id"] for e in view["timeline"]] == ["i3", "i2"] and view["future"] == []
+    (pop,) = view["lists"]
+    assert pop["name"] == "popularity" and len(pop["items"]) == 3 and "i2" not in {it["item_id"] for it in pop["items"]}
+
+    unknown = client.post("/ui/api/history", json={"history": [{"item_id": "nope", "feedback": -1}]})
+    assert unknown.status_code == 422 and "'nope'" in unknown.json()["detail"]
+    long = client.post("/ui/api/history", json={"history": [{"item_id": "i2", "feedback": -1}] * 4})
+    assert long.status_code == 413 and "max_history = 3" in long.json()["detail"]
+    assert client.post("/ui/api/history", json={"history": []}).status_code == 422
+
+
+def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
+    client, _ = _run(tmp_path)
+    hits = client.get("/ui/api/items", params={"q": "SCRIPT"}).json()["items"]
+    assert [h["item_id"] for h in hits] == ["i0"] and hits[0]["title"] == XSS
+    assert [h["item_id"] for h in client.get("/ui/api/items", params={"q": "t1"}).json()["items"]][:1] == ["i10"]
+    assert len(client.get("/ui/api/items", params={"q": "t", "limit": 4}).json()["items"]) == 4
+    assert client.get("/ui/api/items", params={"q": "t", "limit": MAX_SEARCH + 1}).status_code == 422
+    assert client.get("/ui/api/items", params={"q": "x" * 201}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("available", "metrics", "want"),
+    [
+        (["category", "itemknn", "popularity"], {"itemknn": {"FHR@10": 0.3}, "category": {"FHR@10": 0.2}}, ["popularity", "itemknn", "category"]),
+        (["ease", "popularity", "sasrec", "swing"], {"swing": {"FHR@10": 0.4}, "ease": {"FHR@10": 0.5}}, ["popularity", "sasrec", "ease"]),
+        (["swing", "ease"], None, ["ease", "swing"]),
+        (["itemknn", "popularity", "sasrec", "swing"], {"popularity": {"FHR@10": 0.5}, "swing": {"FHR@10": 0.4}, "itemknn": {"FHR@10": 0.3}},
+         ["popularity", "sasrec", "swing"]),
+    ],
+)
+def test_baselines_shown_are_popularity_sasrec_and_the_best(available, metrics, want):
+    assert pick_baselines(available, metrics, "FHR@10") == want
+
+
+def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):
+    from conrec.serve.synthetic import write_synthetic_run
+
+    run = write_synthetic_run(tmp_path / "run", n_items=30, n_users=5, events_per_user=6)
+    (run.predictions).mkdir(parents=True)
+    (run.predictions / "popularity.parquet").write_bytes(b"not parquet")  # unreadable: logged, not fatal
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
+    client = TestClient(create_app_from_run(cfg))
+    assert client.get("/ui/api/overview").json()["n_points"] == 0
+    assert client.get("/ui/api/points/random").status_code == 404
+    assert client.post("/ui/api/history", json={"history": [{"item_id": "i3", "feedback": -1}]}).status_code == 200
+    assert client.post("/v1/dislikes", json={"negative": ["i3"]}).status_code == 200
