@@ -187,6 +187,12 @@ def negative_segment_loss(
     return level_softmax_loss(hidden[:, :-1], targets[:, 1:], head, token_level) / n
 
 
+def output_matrix(model: Any) -> torch.Tensor:
+    """The output embedding matrix of ``model``, through a DDP wrapper (``.module``) if there is one:
+    the hidden-state losses project onto its rows and must see the same parameters the forward used."""
+    return getattr(model, "module", model).get_output_embeddings().weight
+
+
 def completion_loss(
     model: Any,
     batch: dict[str, torch.Tensor],
@@ -216,7 +222,7 @@ def completion_loss(
         # dense path (conrec.llm.losses): no vocabulary logits at all, every target projected onto its rivals only
         outputs = model(**model_inputs, logits_to_keep=1, use_cache=False, output_hidden_states=True)
         hidden = outputs.hidden_states[-1]
-        head = model.get_output_embeddings().weight
+        head = output_matrix(model)
         loss = level_softmax_loss(hidden[:, :-1], labels[:, 1:], head, token_level, weights) / denom
         if with_history:
             assert neg_span is not None
@@ -240,7 +246,7 @@ def completion_loss(
     loss = loss / denom
     if with_history:
         assert token_level is not None and neg_span is not None
-        head = model.get_output_embeddings().weight
+        head = output_matrix(model)
         loss = loss + history_loss * negative_segment_loss(
             outputs.hidden_states[-1], model_inputs["input_ids"], labels, head, token_level, neg_span
         )
