@@ -65,7 +65,7 @@ def test_trainer_arguments_follow_the_resolved_settings():
         ComputeConfig(precision="bf16", gradient_checkpointing=True, compile=True, dataloader_workers=4), **H100
     ))
     assert gpu["bf16"] and not gpu["fp16"] and not gpu["use_cpu"] and gpu["torch_compile"]
-    assert gpu["gradient_checkpointing"] and gpu["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert gpu["activation_checkpointing"] and gpu["activation_checkpointing_kwargs"] == {"use_reentrant": False}
     assert gpu["dataloader_num_workers"] == 4 and gpu["dataloader_pin_memory"] and gpu["tf32"]
     cpu = trainer_kwargs(resolve_compute(ComputeConfig(), **CPU))
     assert cpu["use_cpu"] and not cpu["bf16"] and not cpu["fp16"] and cpu["tf32"] is None and not cpu["dataloader_pin_memory"]
