@@ -35,12 +35,14 @@ from typing import Any
 
 STAGING = Path("/tmp/conrec_gpu_payload")
 MANIFEST = "manifest.json"
-# packages the GPU machine lacks or has at another version (its list: /work/.library/device/KINDS.md), pinned as in pyproject
+# What the GPU machine's image lacks, or has at a version our pins' requirements exclude (its package list:
+# /work/.library/device/KINDS.md; it has torch 2.11, accelerate 1.15.0, tokenizers 0.23.2, huggingface-hub 1.33.0,
+# which satisfy transformers 5.23 and TRL 1.16). pyarrow, fsspec and regex are carried because datasets and transformers
+# bound them and the image's versions are not recorded. Pinned as in pyproject / as tested here.
 WHEELS = (
     "transformers==5.23.0", "trl==1.16.0", "peft==0.21.2", "datasets==5.2.0", "polars==2.1.0", "polars-runtime-32==2.1.0",
     "pydantic==2.13.4", "pydantic-core==2.46.4", "annotated-types==0.7.0", "typing-inspection==0.4.2", "gguf==0.19.0",
-    "dill==0.4.1", "multiprocess==0.70.19", "fastapi==0.165.0", "starlette==1.10.0", "tokenizers==0.23.3",
-    "huggingface-hub==2.4.0",
+    "dill==0.4.1", "multiprocess==0.70.19", "pyarrow==26.0.1", "fsspec==2026.9.0", "regex==2026.5.9",
 )
 N_POINTS = 500  # the seeded subset of per-user test points both models are scored on
 
@@ -196,7 +198,8 @@ def run_tree_files(run_root: Path) -> dict[str, Path]:
 
 def download_wheels(dest: Path) -> list[Path]:
     """cp312 manylinux x86-64 wheels of :data:`WHEELS`, for the GPU machine's Python (no dependencies pulled)."""
-    dest.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)  # only this list travels: no wheel left from an earlier prepare
+    dest.mkdir(parents=True)
     platforms = [a for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64") for a in ("--platform", p)]
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
            "--implementation", "cp", *platforms, "-d", str(dest), *WHEELS]
@@ -362,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="here, on CPU: data + sid stages, wheels, GGUF -> chunks under --payload")
     p.add_argument("--payload", type=Path, default=Path(".gpu_payload"))
-    p.add_argument("--chunk-mib", type=int, default=60)
+    p.add_argument("--chunk-mib", type=int, default=58, help="at most 64 MiB travel per device call, the tree included")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheel download (dry runs, offline tests)")
     u = sub.add_parser("unpack", help="on the GPU machine: stage one chunk dir")

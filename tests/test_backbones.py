@@ -24,7 +24,6 @@ from conrec.llm.sft import _with_lora
 from conrec.llm.toy import toy_tables, write_toy_run
 from conrec.llm.vocab import add_sid_vocabulary
 from conrec.runs import RunDir
-from conrec.sid.tokens import sid_token
 from conrec.stages import STAGE_REGISTRY
 
 ARCHITECTURES = ("llama", "gemma3")

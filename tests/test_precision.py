@@ -15,8 +15,8 @@ from conrec.llm.precision import (
     inference_dtype,
     record_precision,
     resolve_compute,
-    trainer_kwargs,
     trained_precision,
+    trainer_kwargs,
 )
 from conrec.llm.toy import write_toy_run
 from conrec.stages import STAGE_REGISTRY

@@ -64,14 +64,6 @@ def package_dir(module: str, pip: str, what: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class GgufSource:
     """Where a GGUF file is, and whether it is a temporary join that must be removed after use."""
@@ -229,24 +221,26 @@ def tokenizer_dir(name: str) -> Path:
 
 
 # --------------------------------------------------------------------------- tiny random architectures
-def _special_ids(tokenizer: Any) -> dict[str, Any]:
-    return {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+def _shared_config(tiny: TinyModelConfig, vocab_size: int, tokenizer: Any) -> dict[str, Any]:
+    """The config fields every tiny architecture takes alike (sizes, tied head, the tokenizer's special ids)."""
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": tiny.hidden_size,
+        "intermediate_size": tiny.intermediate_size,
+        "num_hidden_layers": tiny.num_layers,
+        "num_attention_heads": tiny.num_heads,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
 
 
 def tiny_llama(tiny: TinyModelConfig, vocab_size: int, tokenizer: Any) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads,
-        num_key_value_heads=tiny.num_heads,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        **_special_ids(tokenizer),
-    )
+    config = LlamaConfig(**_shared_config(tiny, vocab_size, tokenizer), num_key_value_heads=tiny.num_heads)
     return LlamaForCausalLM(config)
 
 
@@ -257,19 +251,12 @@ def tiny_gemma3(tiny: TinyModelConfig, vocab_size: int, tokenizer: Any) -> Any:
 
     head_dim = tiny.hidden_size // tiny.num_heads
     config = Gemma3TextConfig(
-        vocab_size=vocab_size,
-        hidden_size=tiny.hidden_size,
-        intermediate_size=tiny.intermediate_size,
-        num_hidden_layers=tiny.num_layers,
-        num_attention_heads=tiny.num_heads,
-        num_key_value_heads=max(1, tiny.num_heads // 2),
+        **_shared_config(tiny, vocab_size, tokenizer),
+        num_key_value_heads=max(1, tiny.num_heads // 2),  # grouped-query attention, as the real model
         head_dim=head_dim,
         query_pre_attn_scalar=head_dim,
         sliding_window=64,
         layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(tiny.num_layers)],
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        **_special_ids(tokenizer),
     )
     return Gemma3ForCausalLM(config)
 
