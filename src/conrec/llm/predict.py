@@ -30,6 +30,7 @@ from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.constrained import generate_topk
 from conrec.llm.exhaustive import exhaustive_topk
+from conrec.llm.precision import inference_dtype
 from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.prompts import build_prompt
 from conrec.llm.scoring import sid_log_probs
@@ -85,7 +86,9 @@ class Predictor:
         quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
         tokenizer = load_model_tokenizer(model_dir)
         model = load_causal_lm(model_dir)
-        torch.nn.Module.to(model, decode_device(decode_cfg))  # in place (transformers' typed .to wrapper hides the device overload)
+        device = decode_device(decode_cfg)
+        # in place (transformers' typed .to wrapper hides the overloads); on a GPU the precision the model was trained in
+        torch.nn.Module.to(model, device=device, dtype=inference_dtype(model_dir, device))
         return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg)
 
     @classmethod

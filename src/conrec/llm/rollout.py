@@ -180,6 +180,7 @@ class ConstrainedRollout:
                 trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
             ) as model,
             torch.no_grad(),
+            trainer.accelerator.autocast(),  # rollouts decode in the training precision (bf16/fp16 on a GPU, fp32 on CPU)
         ):
             return self._topk(model, prompts, self.num_generations)
 

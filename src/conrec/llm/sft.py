@@ -35,6 +35,7 @@ from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.backbone import load_backbone
 from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.losses import TargetWeights, level_softmax_loss
+from conrec.llm.precision import record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.tasks import build_examples
 from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
@@ -379,6 +380,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     seed = sections.seed * 1_000_003 + tr.seed
     set_seed(seed)
     started = time.perf_counter()
+    compute = resolve_compute(sections.compute)  # before any loading: a CPU asked for bf16 fails at once
 
     items, samples, sid_map = load_inputs(rd)
     model, tokenizer = load_backbone(sft.model)
@@ -400,7 +402,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     from accelerate import PartialState
 
     ckpt_dir = rd.sft / "checkpoints"
-    is_main = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    is_main = PartialState(cpu=compute.use_cpu).is_main_process
     kept = prepare_checkpoint_dir(ckpt_dir, f"{received_fingerprint('sft', sections, rd.root)}:{out.resolve()}", resume, is_main)
     PartialState().wait_for_everyone()
     resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
@@ -419,16 +421,13 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         **trainer_save_args(tr.save_steps, tr.save_total_limit),
         seed=seed,
         data_seed=seed,
-        use_cpu=not torch.cuda.is_available(),
         report_to="none",
         disable_tqdm=True,
         completion_only_loss=True,
         max_length=tr.max_length,
         packing=False,
-        dataloader_num_workers=0,
-        bf16=False,
-        fp16=False,
         weight_decay=0.0,  # required by the frozen-rows trick of _with_lora
+        **trainer_kwargs(compute),  # device, mixed precision, checkpointing, compile, loader workers
     )
     progress_cb = RichProgressCallback(console)
     callbacks: list[Any] = [progress_cb, CompleteCheckpointMarker()]
@@ -492,6 +491,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         "tokens_per_second": float(seen * lengths.mean() / train_seconds) if train_seconds > 0 else None,
         "num_processes": int(acc.num_processes),
         "lora": tr.lora is not None,
+        "device": compute.device,
+        "precision": compute.precision,
         "new_tokens": len(new_ids),
         # all parameters (parameters() counts a tied head once) and those outside the embedding table:
         # a tiny model's size is mostly vocabulary
@@ -509,6 +510,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
             final.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
             save_vocab_meta(tmp, sid_map)
+            record_precision(tmp, compute)  # GPU decoding of this model runs in the precision it was trained in
         from conrec.llm.discernment import measure
 
         # the alignment accuracy the GRPO stages are compared with (forgetting), on held-out users
