@@ -17,6 +17,8 @@ from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
 
+from builders import record_current
+
 
 def _cfg(root, lora: bool):
     train = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "save_steps": 1}
@@ -35,6 +37,7 @@ def trained(tmp_path_factory):
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root, lora=True)
     stats = STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")
     return cfg, stats
 
 
@@ -60,6 +63,7 @@ def test_full_finetune_also_writes_a_model(tmp_path):
     cfg = _cfg(tmp_path, lora=False)
     out = RunDir(tmp_path).sft_model
     stats = STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")
     assert not stats["lora"] and (out / "config.json").exists()
     from transformers import AutoModelForCausalLM
 
