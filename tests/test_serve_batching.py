@@ -7,7 +7,6 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -179,16 +178,6 @@ def test_batch_max_size_one_runs_every_job_alone():
     finally:
         batcher.close()
     assert set(sizes) == {1}
-
-
-@pytest.mark.parametrize("bad", ["-Infinity", "NaN", "1e400", "Infinity"])
-def test_non_finite_threshold_is_rejected_with_422(bad):
-    # regression (issue 24.5): these were accepted, echoed as null, and still filtered every item
-    client = _client(BeamLikePredictor())
-    body = f'{{"negative": ["i1"], "candidates": ["i2", "i3"], "threshold": {bad}}}'
-    r = client.post("/v1/score", content=body, headers={"content-type": "application/json"})
-    assert r.status_code == 422, r.text
-    assert "threshold" in r.json()["detail"]
 
 
 def test_concurrent_score_requests_are_answered_each_with_its_own_slate():
