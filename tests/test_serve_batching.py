@@ -110,7 +110,7 @@ def _submit_all(batcher: MicroBatcher, first: threading.Event, release: threadin
         assert first.wait(10)
         futures = [pool.submit(batcher.submit, key, payload) for key, payload in jobs]
         deadline = time.monotonic() + 10
-        while batcher._queue.qsize() < len(jobs) and time.monotonic() < deadline:
+        while batcher.queued() < len(jobs) and time.monotonic() < deadline:
             time.sleep(0.001)
         release.set()
         warm.result()
@@ -127,10 +127,7 @@ def test_batcher_merges_only_same_key_jobs_and_returns_each_its_own_result(jobs)
         return [(key, p * 10) for p in payloads]
 
     batcher, first, release = _blocked_batcher(run)
-    try:
-        results = _submit_all(batcher, first, release, jobs)
-    finally:
-        batcher.close()
+    results = _submit_all(batcher, first, release, jobs)
     assert results == [(k, p * 10) for k, p in jobs]
     merged = [g for g in seen_groups if g[0] != "warm"]
     assert len(merged) == len(set(k for k, _ in jobs))  # all queued jobs answered in one pass, one call per key
@@ -144,10 +141,7 @@ def test_a_failing_job_fails_alone_and_its_neighbours_are_answered():
         return [p.upper() for p in payloads]
 
     batcher, first, release = _blocked_batcher(run)
-    try:
-        results = _submit_all(batcher, first, release, [("k", "a"), ("k", "bad"), ("k", "c")])
-    finally:
-        batcher.close()
+    results = _submit_all(batcher, first, release, [("k", "a"), ("k", "bad"), ("k", "c")])
     assert results[0] == "A" and results[2] == "C"
     assert isinstance(results[1], ValueError)
 
@@ -156,12 +150,17 @@ def test_a_lone_request_is_not_held_for_the_window():
     # the adaptive wait: with one admitted request nothing else can arrive, so the window is not spent
     calls: list[float] = []
     batcher = MicroBatcher(lambda key, p: calls.append(time.monotonic()) or list(p), max_size=8, window_s=5.0, waiting=lambda: 1)
-    try:
-        t0 = time.monotonic()
-        assert batcher.submit("k", 3) == 3
-        assert calls[0] - t0 < 5.0  # not a timing assert on speed: 5 s is the window it must not wait for
-    finally:
-        batcher.close()
+    t0 = time.monotonic()
+    assert batcher.submit("k", 3) == 3
+    assert calls[0] - t0 < 5.0  # not a timing assert on speed: 5 s is the window it must not wait for
+
+
+def test_a_lone_request_runs_in_its_own_thread():
+    # no hand-over to a worker thread: a lone request costs what it cost without micro-batching
+    threads: list[threading.Thread] = []
+    batcher = MicroBatcher(lambda key, p: threads.append(threading.current_thread()) or list(p), max_size=8, window_s=0.01)
+    assert batcher.submit("k", 1) == 1
+    assert threads == [threading.current_thread()]
 
 
 def test_group_helpers_keep_order():
@@ -173,10 +172,7 @@ def test_batch_max_size_one_runs_every_job_alone():
     sizes = []
     batcher, first, release = _blocked_batcher(lambda key, ps: sizes.append(len(ps)) or list(ps))
     batcher.max_size = 1
-    try:
-        assert _submit_all(batcher, first, release, [("k", 1), ("k", 2), ("k", 3)]) == [1, 2, 3]
-    finally:
-        batcher.close()
+    assert _submit_all(batcher, first, release, [("k", 1), ("k", 2), ("k", 3)]) == [1, 2, 3]
     assert set(sizes) == {1}
 
 

@@ -9,7 +9,9 @@ from pydantic import Field, model_validator
 
 from conrec.config_base import StrictConfig
 
-_Strict = StrictConfig  # unknown keys and silent bool/str -> number conversions are errors
+
+class _Strict(StrictConfig):
+    """Unknown keys and silent bool/str -> number conversions are errors (see :mod:`conrec.config_base`)."""
 
 
 class SimulatorConfig(_Strict):

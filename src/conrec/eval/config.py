@@ -14,7 +14,8 @@ BootstrapMetric = Literal["FHR", "FPrec", "FRecall", "HR", "NDCG", "LUF", "LIF"]
 LmName = Literal["sft", "grpo"]
 
 
-_Strict = StrictConfig  # unknown keys and silent bool/str -> number conversions are errors
+class _Strict(StrictConfig):
+    """Unknown keys and silent bool/str -> number conversions are errors (see :mod:`conrec.config_base`)."""
 
 
 class _Tunable(_Strict):

@@ -10,7 +10,9 @@ from pydantic import Field, field_validator, model_validator
 from conrec.config_base import StrictConfig
 from conrec.swing import SwingConfig
 
-_Strict = StrictConfig  # unknown keys and silent bool/str -> number conversions are errors
+
+class _Strict(StrictConfig):
+    """Unknown keys and silent bool/str -> number conversions are errors (see :mod:`conrec.config_base`)."""
 
 
 class TinyModelConfig(_Strict):

@@ -1,15 +1,15 @@
 """Dynamic micro-batching: concurrent single requests answered by one batched model pass.
 
-Why: a CPU forward pass over 8 prompts costs far less than 8 passes over one (the weights are read
-once, the matrix products are wider), but ``/v1/dislikes`` and ``/v1/score`` receive one history
-per request. Without batching, 8 concurrent clients only queue behind one another and throughput
-stays that of one client. Here each request thread puts its job on a queue and waits; a worker
-takes the first job, gathers those that arrive within ``window_s`` (at most ``max_size``), and runs
+Why: a forward pass over 8 prompts can cost less than 8 passes over one (the weights are read
+once, the matrix products are wider, the per-call overhead is paid once), but ``/v1/dislikes`` and
+``/v1/score`` receive one history per request. Without batching, 8 concurrent clients only queue
+behind one another. Here each request thread queues its job; one of them (the leader, see
+:class:`MicroBatcher`) gathers the jobs that arrive within ``window_s`` (at most ``max_size``) and runs
 them grouped by key: jobs are only merged when they ask the same question (same endpoint, same
 ``k``), so each request gets exactly the answer it would get alone (a top-5 beam search is not the
 first 5 of a top-50 one).
 
-The wait is adaptive, so a lone client pays nothing: the worker stops gathering as soon as it holds
+The wait is adaptive, so a lone client pays nothing: the leader stops gathering as soon as it holds
 as many jobs as there are admitted requests (``waiting()``, the admission gate's count), since no
 other job can arrive before one of those is answered. The queue bound and the 503 + Retry-After
 refusal stay where they were (:class:`conrec.serve.limits.Admission`): every job here was admitted.
@@ -20,10 +20,9 @@ caused it and never to its neighbours.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
@@ -62,7 +61,13 @@ def run_grouped(run: GroupRunner, keys: Sequence[Hashable], payloads: Sequence[A
 
 
 class MicroBatcher:
-    """Gathers concurrent :meth:`submit` calls into grouped batches run by ``workers`` threads.
+    """Gathers concurrent :meth:`submit` calls into grouped batches, run by the callers' own threads.
+
+    Leader/follower: a caller whose job is queued becomes the *leader* when fewer than ``workers``
+    leaders are active; it gathers the queued jobs (its own among them), runs them, hands every
+    follower its result, and leads again until its own job is answered. Why no worker thread: a lone
+    request then runs in its own thread exactly as without batching (no hand-over to another thread,
+    which costs a scheduler wake-up on a loaded machine), and nothing outlives the app.
 
     ``slot`` is entered around each model call (the admission gate's worker slot, so the batch
     endpoints and the micro-batches share the ``inference_workers`` limit); ``waiting`` returns how
@@ -85,55 +90,61 @@ class MicroBatcher:
         self._run = run
         self.max_size = max_size
         self.window_s = window_s
+        self.workers = workers
         self._waiting = waiting
         self._slot = slot
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        lock = threading.Lock()
+        self._arrived = threading.Condition(lock)  # a gathering leader waits here for more jobs
+        self._changed = threading.Condition(lock)  # followers wait here: their job answered, or a leader's place free
+        self._queue: deque[_Job] = deque()
+        self._leaders = 0
         self.batch_sizes: Counter[int] = Counter()  # model calls per group size (observable: tests, logs; bounded)
-        self._threads = [threading.Thread(target=self._work, name=f"conrec-batcher-{i}", daemon=True) for i in range(workers)]
-        for t in self._threads:
-            t.start()
 
     def submit(self, key: Hashable, payload: Any) -> Any:
         """Run ``payload`` in a batch with others of the same ``key``; return its own result (or raise its error)."""
         job = _Job(key, payload)
-        self._queue.put(job)
+        with self._arrived:
+            self._queue.append(job)
+            self._arrived.notify()
+            while not job.future.done() and self._leaders >= self.workers:
+                self._changed.wait()
+            lead = not job.future.done()
+            if lead:
+                self._leaders += 1
+        if lead:
+            try:
+                while not job.future.done():
+                    self._lead_once()
+            finally:
+                with self._changed:
+                    self._leaders -= 1
+                    self._changed.notify_all()
         return job.future.result()
 
-    def close(self) -> None:
-        """Stop the workers after the jobs already queued (idempotent)."""
-        for _ in self._threads:
-            self._queue.put(None)
+    def queued(self) -> int:
+        """Jobs waiting for a leader (observable: tests)."""
+        with self._arrived:
+            return len(self._queue)
 
-    # --- worker side
-    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
-        """``first`` plus the jobs that arrive within the window; True when a stop signal was taken."""
-        jobs = [first]
-        deadline = time.monotonic() + self.window_s
-        while len(jobs) < self.max_size:
-            try:
-                nxt = self._queue.get_nowait()
-            except queue.Empty:
+    # --- leader side
+    def _gather(self) -> list[_Job]:
+        """The queued jobs (oldest first, at most ``max_size``), after waiting up to the window for the
+        admitted requests that are not queued yet."""
+        with self._arrived:
+            deadline = time.monotonic() + self.window_s
+            while len(self._queue) < min(self.max_size, self._waiting()):
                 left = deadline - time.monotonic()
-                if left <= 0 or len(jobs) >= self._waiting():
+                if left <= 0:
                     break
-                try:
-                    nxt = self._queue.get(timeout=left)
-                except queue.Empty:
-                    break
-            if nxt is None:
-                return jobs, True
-            jobs.append(nxt)
-        return jobs, False
+                self._arrived.wait(left)
+            return [self._queue.popleft() for _ in range(min(self.max_size, len(self._queue)))]
 
-    def _work(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                return
-            jobs, stop = self._gather(first)
-            for idx in group_indices([j.key for j in jobs]).values():
-                self._answer([jobs[i] for i in idx])
+    def _lead_once(self) -> None:
+        jobs = self._gather()
+        for idx in group_indices([j.key for j in jobs]).values():
+            self._answer([jobs[i] for i in idx])
+        with self._changed:
+            self._changed.notify_all()
 
     def _answer(self, group: list[_Job]) -> None:
         """Run one group; on failure rerun each job alone so each gets its own result or error."""
