@@ -105,7 +105,7 @@ def test_predictor_errors(trained, tmp_path):
         p.recommend([(["i0"], [-1]), ([], [])], k=3)
     with pytest.raises(DataValidationError, match="feedback"):
         p.recommend([(["i0"], [0])], k=3)
-    with pytest.raises(StageInputError, match="no grpo model"):
+    with pytest.raises(StageInputError, match="grpo model cannot be used with this config: no model at"):
         Predictor.from_run(cfg, model="grpo")
     with pytest.raises(ConfigError, match="unknown model"):
         Predictor.from_run(cfg, model="best")
@@ -119,10 +119,9 @@ def test_model_not_matching_the_run_sid_map_is_rejected(trained, tmp_path):
     codes[[0, 1]] = codes[[1, 0]]
     other = run.root.parent / "other_run"
     other_cfg = cfg.model_copy(update={"run_dir": other})
-    RunDir(other).sft.mkdir(parents=True)
     import shutil
 
-    shutil.copytree(run.sft_model, RunDir(other).sft_model)
+    shutil.copytree(run.sft, RunDir(other).sft)  # the model with its stage record: current, only the SID map differs
     SidMap(original.items, codes, original.codebook_sizes).to_parquet(RunDir(other).sid_map)
     with pytest.raises(StageInputError, match="different item <-> SID assignment"):
         Predictor.from_run(other_cfg, model="sft")
