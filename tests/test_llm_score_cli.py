@@ -18,6 +18,8 @@ from conrec.llm.predict import Predictor
 from conrec.llm.toy import write_toy_run
 from conrec.stages import STAGE_REGISTRY
 
+from builders import record_current
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -27,6 +29,7 @@ def trained(tmp_path_factory):
                                                              "train": {"max_steps": 2, "batch_size": 4, "save_steps": 1}},
                              "decode": {"num_beams": 6, "top_k": 5, "batch_size": 4}})
     STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")
     return cfg, Predictor.from_run(cfg, "sft")
 
 

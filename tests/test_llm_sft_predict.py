@@ -17,6 +17,8 @@ from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
 
+from builders import record_current
+
 
 def _cfg(root, lora: bool):
     train = {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "save_steps": 1}
@@ -35,6 +37,7 @@ def trained(tmp_path_factory):
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root, lora=True)
     stats = STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")
     return cfg, stats
 
 
@@ -60,6 +63,7 @@ def test_full_finetune_also_writes_a_model(tmp_path):
     cfg = _cfg(tmp_path, lora=False)
     out = RunDir(tmp_path).sft_model
     stats = STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")
     assert not stats["lora"] and (out / "config.json").exists()
     from transformers import AutoModelForCausalLM
 
@@ -101,7 +105,7 @@ def test_predictor_errors(trained, tmp_path):
         p.recommend([(["i0"], [-1]), ([], [])], k=3)
     with pytest.raises(DataValidationError, match="feedback"):
         p.recommend([(["i0"], [0])], k=3)
-    with pytest.raises(StageInputError, match="no grpo model"):
+    with pytest.raises(StageInputError, match="grpo model cannot be used with this config: no model at"):
         Predictor.from_run(cfg, model="grpo")
     with pytest.raises(ConfigError, match="unknown model"):
         Predictor.from_run(cfg, model="best")
@@ -115,10 +119,9 @@ def test_model_not_matching_the_run_sid_map_is_rejected(trained, tmp_path):
     codes[[0, 1]] = codes[[1, 0]]
     other = run.root.parent / "other_run"
     other_cfg = cfg.model_copy(update={"run_dir": other})
-    RunDir(other).sft.mkdir(parents=True)
     import shutil
 
-    shutil.copytree(run.sft_model, RunDir(other).sft_model)
+    shutil.copytree(run.sft, RunDir(other).sft)  # the model with its stage record: current, only the SID map differs
     SidMap(original.items, codes, original.codebook_sizes).to_parquet(RunDir(other).sid_map)
     with pytest.raises(StageInputError, match="different item <-> SID assignment"):
         Predictor.from_run(other_cfg, model="sft")

@@ -17,6 +17,8 @@ from conrec.llm.toy import write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 
+from builders import record_current
+
 
 @pytest.fixture(scope="module")
 def run_with_model(tmp_path_factory):
@@ -28,6 +30,7 @@ def run_with_model(tmp_path_factory):
          "decode": {"num_beams": 4, "top_k": 3, "batch_size": 4}},
     )
     STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")
     return cfg
 
 

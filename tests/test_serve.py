@@ -23,7 +23,9 @@ from builders import (
     SERVE_N_ITEMS,
     SERVE_TEST_LIMITS,
     RecordingPredictor,
+    record_current,
     serve_tables,
+    write_fake_outputs,
 )
 
 CFG = ServeConfig(**SERVE_TEST_LIMITS)
@@ -87,13 +89,14 @@ def test_known_user_uses_most_recent_max_history_events(setup):
     assert _ids(body)[:2] == ["i0", "i2"]
 
 
-def test_batch_is_one_predictor_call_in_request_order(setup):
-    client, pred = setup
-    reqs = [{"negative": ["i0"], "k": 1}, {"user_id": "u_hist", "k": 3}, {"positive": ["i4"]}]
+def test_batch_is_one_predictor_call_per_distinct_k_in_request_order(serve_client):
+    client, pred = serve_client(max_batch=4)
+    reqs = [{"negative": ["i0"], "k": 1}, {"user_id": "u_hist", "k": 3}, {"positive": ["i4"]}, {"negative": ["i2"], "k": 3}]
     r = client.post("/v1/dislikes/batch", json={"requests": reqs})
     assert r.status_code == 200, r.text
-    results = r.json()["results"]
-    assert len(pred.calls) == 1 and pred.calls[0][1] == max(1, 3, CFG.default_k)
+    results = r.json()["results"][:3]
+    # each history decoded with its own k (a top-1 beam search is not the head of a top-4 one)
+    assert sorted((len(h), k) for h, k in pred.calls) == [(1, 1), (1, CFG.default_k), (2, 3)]
     assert [len(res["items"]) for res in results] == [1, 3, CFG.default_k]
     assert [res["k"] for res in results] == [1, 3, CFG.default_k]
     assert _ids(results[0]) == ["i1"]
@@ -270,20 +273,59 @@ def _recording_loader(loaded: list[str]):
     return load_lm
 
 
+def _write_model(run: RunDir, cfg: PipelineConfig, stage: str) -> None:
+    """A model dir that passes the cheap output checks, recorded as finished with ``cfg``."""
+    write_fake_outputs(run, stage)
+    record_current(cfg, stage)
+
+
 @pytest.mark.parametrize(("has_grpo", "expected"), [(False, "sft"), (True, "grpo")])
 def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, caplog, has_grpo, expected):
     run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
     if has_grpo:
-        run.grpo_model.mkdir(parents=True)
-        (run.grpo_model / "config.json").write_text("{}")  # what marks a saved HF model dir
+        _write_model(run, cfg, "grpo")
     loaded: list[str] = []
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
-        app = create_app_from_run(PipelineConfig(run_dir=run.root), load_lm=_recording_loader(loaded))
+        app = create_app_from_run(cfg, load_lm=_recording_loader(loaded))
     assert loaded == [expected]
-    assert ("no GRPO model" in caplog.text) == (not has_grpo)
+    assert ("not serving the grpo model (no model at" in caplog.text) == (not has_grpo)
     client = TestClient(app)
     assert client.get("/healthz").json()["model"] == expected
     assert client.post("/v1/dislikes", json={"user_id": "u_hist", "k": 2}).status_code == 200
+
+
+def test_a_stale_grpo_model_is_never_served_predicted_or_scored(tmp_path, caplog):
+    # regression (issue 24.1): after `conrec sft` reran with another setting, the GRPO model trained
+    # on the old SFT model was still served (the lookup only checked that grpo/model/config.json existed)
+    from conrec.llm.predict_request import check_model_dir
+
+    run = _write_run(tmp_path / "run")
+    old = PipelineConfig(run_dir=run.root)
+    _write_model(run, old, "sft")
+    _write_model(run, old, "grpo")
+    new = PipelineConfig.model_validate({"run_dir": str(run.root), "sft": {"train": {"max_steps": 7}}})
+    record_current(new, "sft")  # SFT retrained with the new setting; GRPO not
+    loaded: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="conrec.serve"):
+        client = TestClient(create_app_from_run(new, load_lm=_recording_loader(loaded)))
+    assert loaded == ["sft"] and client.get("/healthz").json()["model"] == "sft"
+    assert "not serving the grpo model (made with a different configuration (sft changed))" in caplog.text
+    # conrec predict / score (Predictor.from_run) refuse instead, naming why and the current alternative
+    with pytest.raises(StageInputError, match=r"grpo model cannot be used with this config: made with a different configuration \(sft changed\).*--model sft"):
+        check_model_dir(new, "grpo")
+    assert check_model_dir(new, "sft") == run.sft_model
+    assert check_model_dir(old, "grpo") == run.grpo_model
+
+
+def test_no_current_model_is_a_clear_error_not_a_stale_answer(tmp_path):
+    run = _write_run(tmp_path / "run")
+    old = PipelineConfig(run_dir=run.root)
+    _write_model(run, old, "sft")
+    new = PipelineConfig.model_validate({"run_dir": str(run.root), "seed": 5})
+    with pytest.raises(StageInputError, match=r"no model in .* is current for this config \(grpo: no model at .*; sft: made with a different configuration \(seed changed\)\)"):
+        create_app_from_run(new, load_lm=_recording_loader([]))
 
 
 def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):

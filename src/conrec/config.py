@@ -16,6 +16,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from conrec.config_base import StrictConfig
 from conrec.data.config import DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
@@ -25,7 +26,7 @@ from conrec.serve.config import ServeConfig
 from conrec.sid.config import SidConfig
 
 
-class PipelineConfig(BaseModel):
+class PipelineConfig(StrictConfig):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: Path = Field(Path("runs/demo"), description="where every stage reads and writes")
@@ -63,8 +64,16 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file not found: {p.absolute()}")
+        if not p.is_file():
+            raise ConfigError(f"config path {p.absolute()} is a directory, not a YAML file")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a YAML file?") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
         if loaded is None:

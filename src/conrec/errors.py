@@ -18,6 +18,10 @@ class ConfigError(ConrecError):
     """A YAML/pydantic config is malformed or names something that does not exist."""
 
 
+class ModelOutputError(ConrecError):
+    """A loaded model produced scores that are not finite (NaN, +inf): an answer built on them would be wrong."""
+
+
 class StageInputError(ConrecError):
     """A stage was asked to run before the stage it depends on wrote its outputs, or they are corrupt."""
 

@@ -37,27 +37,9 @@ def _fingerprint_path(run: RunDir, stage: str) -> Path:
     return run.stage_dir(stage) / FINGERPRINT_FILE
 
 
-def _recorded(run: RunDir, stage: str) -> dict[str, Any] | None:
-    fp = _fingerprint_path(run, stage)
-    try:
-        rec = json.loads(fp.read_text()) if fp.is_file() else None
-    except (OSError, json.JSONDecodeError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
 def stale_reason(run: RunDir, cfg: PipelineConfig, stage: str) -> str | None:
     """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""
-    if not run.is_done(stage):
-        return "not finished"
-    rec = _recorded(run, stage)
-    if rec is None:
-        return "finished without a configuration record"
-    if rec.get("fingerprint") != stage_fingerprint(cfg, stage):
-        old = rec.get("sections") or {}
-        changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
-        return f"made with a different configuration ({', '.join(changed) or 'sections'} changed)"
-    return run.output_problem(stage)
+    return run.stale_reason(cfg, stage)
 
 
 def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:

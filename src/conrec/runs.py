@@ -27,13 +27,17 @@ Layout::
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conrec.io import write_json
-from conrec.stages import FINGERPRINT_FILE, STAGE_REGISTRY, STAGES
+from conrec.stages import FINGERPRINT_FILE, MODEL_STAGES, STAGE_REGISTRY, STAGES, model_output, section_hashes, stage_fingerprint
+
+if TYPE_CHECKING:
+    from conrec.config import PipelineConfig
 
 __all__ = ["FINGERPRINT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
 
@@ -102,18 +106,52 @@ class RunDir:
         return self.grpo / "model"
 
     def model_dir(self, name: str) -> Path:
-        """The final model dir of LM stage ``name`` (``sft`` or ``grpo``): the one lookup that the
-        eval stage, ``conrec predict``/``score``, the server and the output checks share."""
-        dirs = {"sft": self.sft_model, "grpo": self.grpo_model}
-        if name not in dirs:
+        """The final model dir of model stage ``name`` (:data:`~conrec.stages.MODEL_STAGES`): the one
+        lookup that the eval stage, ``conrec predict``/``score``, the server and the output checks share."""
+        if name not in MODEL_STAGES:
             from conrec.errors import ConfigError
 
-            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(dirs)}")
-        return dirs[name]
+            raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_STAGES)}")
+        return self.root / model_output(name).rstrip("/")
 
     def has_model(self, name: str) -> bool:
-        """Whether LM stage ``name`` left a loadable-looking model (its ``config.json``)."""
+        """Whether LM stage ``name`` left a loadable-looking model (its ``config.json``); says nothing
+        about whether it is current: see :meth:`model_problem`."""
         return (self.model_dir(name) / "config.json").exists()
+
+    def model_problem(self, cfg: PipelineConfig, name: str) -> str | None:
+        """Why model ``name`` must not answer for ``cfg`` (missing, unfinished, made with another
+        configuration, unreadable), or None when it is current.
+
+        The one staleness check of a model: ``conrec predict``/``score``/``serve`` and the eval stage
+        all ask it, so none of them serves a GRPO model trained on an SFT model that was since
+        retrained with other settings. It is the pipeline's own reuse rule (:meth:`stale_reason`).
+        """
+        if not self.has_model(name):
+            return f"no model at {self.model_dir(name).absolute()}"
+        return self.stale_reason(cfg, name)
+
+    def stale_reason(self, cfg: PipelineConfig, stage: str) -> str | None:
+        """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""
+        if not self.is_done(stage):
+            return "not finished"
+        rec = self.fingerprint_record(stage)
+        if rec is None:
+            return "finished without a configuration record"
+        if rec.get("fingerprint") != stage_fingerprint(cfg, stage):
+            old = rec.get("sections") or {}
+            changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
+            return f"made with a different configuration ({', '.join(changed) or 'sections'} changed)"
+        return self.output_problem(stage)
+
+    def fingerprint_record(self, stage: str) -> dict[str, Any] | None:
+        """The ``{fingerprint, sections, seconds}`` the pipeline recorded beside ``stage`` (None: none or unreadable)."""
+        fp = self.stage_dir(stage) / FINGERPRINT_FILE
+        try:
+            rec = json.loads(fp.read_text()) if fp.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            return None
+        return rec if isinstance(rec, dict) else None
 
     # --- eval
     @property

@@ -19,6 +19,9 @@ The protocol (:class:`Stage`): a stage declares
 * ``inputs`` (and ``optional_inputs``): the upstream stages whose outputs it reads, and
   ``outputs``: the run-directory keys it writes (checked for readability before a finished stage is
   reused);
+* ``produces_model``: its outputs include a trained model directory (the output ending in ``/``)
+  that ``conrec predict``/``score``/``serve`` and the eval stage can load; the list of model names
+  (:data:`MODEL_STAGES`) and their directories come from this flag, never from spelled-out names;
 * ``runner``: ``"module:function"`` called as ``function(section, run_dir, console=..., **kwargs)``.
   ``section`` is the stage's one config section when it declares one, else an instance of its
   ``bundle``, a small frozen dataclass below with one field per declared section (named by the
@@ -120,7 +123,8 @@ def _get(cfg: Any, key: str) -> Any:
 class Stage:
     """One pipeline stage (see the module docstring for the protocol).
 
-    ``resumable``: the runner takes ``resume=`` (checkpointed training). ``bundle``: the class of the
+    ``resumable``: the runner takes ``resume=`` (checkpointed training). ``produces_model``: one
+    output is a loadable model directory (see :func:`model_output`). ``bundle``: the class of the
     runner's ``section`` argument when more than one section is declared. ``selects``: a (dotted)
     config key listing which ``optional_inputs`` the stage uses when the run has them (eval:
     ``eval.models``); None = every one the run has.
@@ -137,8 +141,11 @@ class Stage:
     placement: tuple[str, ...] = ()
     bundle: Any = None
     selects: str | None = None
+    produces_model: bool = False
 
     def __post_init__(self) -> None:
+        if self.produces_model and sum(o.endswith("/") for o in self.outputs) != 1:
+            raise ValueError(f"stage {self.name!r} produces a model: exactly one of its outputs must be a directory (ending in /)")
         received = [*self.sections, *self.placement]
         if self.bundle is None:
             if len(received) != 1:
@@ -193,11 +200,12 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
             ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
+            produces_model=True,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode", "seed"), ("data", "sid", "sft"),
             ("grpo/stats.json", "grpo/model/"), "conrec.llm.grpo:run", resumable=True, placement=("compute",),
-            bundle=GrpoSections,
+            bundle=GrpoSections, produces_model=True,
         ),
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
@@ -207,7 +215,17 @@ STAGE_REGISTRY: dict[str, Stage] = {
     )
 }
 STAGES: tuple[str, ...] = tuple(STAGE_REGISTRY)
+MODEL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if s.produces_model)
+"""The stages that train a servable model, in pipeline order (later = built on the earlier ones)."""
 FINGERPRINT_FILE = "_fingerprint.json"
+
+
+def model_output(stage: str) -> str:
+    """The run-directory key of the model directory written by model stage ``stage`` (e.g. ``grpo/model/``)."""
+    spec = STAGE_REGISTRY.get(stage)
+    if spec is None or not spec.produces_model:
+        raise KeyError(stage)
+    return next(o for o in spec.outputs if o.endswith("/"))
 """Beside each finished stage's outputs: ``{fingerprint, sections, seconds}`` (written by the pipeline)."""
 
 

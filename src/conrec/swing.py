@@ -30,13 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from conrec.config_base import StrictConfig
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError
 
 
-class SwingConfig(BaseModel):
+class SwingConfig(StrictConfig):
     """Swing similarity on the user x item dislike matrix (see :mod:`conrec.swing`)."""
 
     model_config = ConfigDict(extra="forbid")

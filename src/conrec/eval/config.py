@@ -5,16 +5,17 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from conrec.config_base import StrictConfig
 from conrec.swing import SwingConfig
 
 BootstrapMetric = Literal["FHR", "FPrec", "FRecall", "HR", "NDCG", "LUF", "LIF"]
 LmName = Literal["sft", "grpo"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictConfig):
+    """Unknown keys and silent bool/str -> number conversions are errors (see :mod:`conrec.config_base`)."""
 
 
 class _Tunable(_Strict):

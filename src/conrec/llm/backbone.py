@@ -82,9 +82,19 @@ def load_causal_lm(model_dir: Path) -> PreTrainedModel:
     return model
 
 
+# the files a saved tokenizer's vocabulary can live in (fast tokenizers: tokenizer.json; slow ones: the others)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
+
+
 def load_model_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved in a model dir (with a pad token); one-line error if its files are broken."""
     model_dir = verify_model_dir(model_dir, need_weights=False)
+    if not any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
+        # transformers' own message ("Couldn't instantiate the backend tokenizer from one of: ...") names no file
+        raise StageInputError(
+            f"the tokenizer in {model_dir} cannot be loaded: {model_dir / _TOKENIZER_FILES[0]} is missing "
+            f"(none of {', '.join(_TOKENIZER_FILES)} is there); rerun the stage that wrote the model"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(model_dir)
     except Exception as exc:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from conrec.config_base import StrictConfig
 from conrec.swing import SwingConfig
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Strict(StrictConfig):
+    """Unknown keys and silent bool/str -> number conversions are errors (see :mod:`conrec.config_base`)."""
 
 
 class TinyModelConfig(_Strict):

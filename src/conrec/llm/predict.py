@@ -23,7 +23,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
-from conrec.errors import ConfigError, DataValidationError, StageInputError, require_columns
+from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
@@ -48,6 +48,32 @@ def decode_device(decode_cfg: DecodeConfig) -> torch.device:
     if decode_cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(decode_cfg.device)
+
+
+def check_finite_weights(model: torch.nn.Module, model_dir: Path) -> None:
+    """Refuse a model whose weights hold NaN or inf (:class:`StageInputError` naming the first tensor).
+
+    Why at load time: a model file overwritten with NaN keeps its size and header, so the file checks
+    pass, and every answer is then silently empty or null. One pass over the weights costs a fraction
+    of loading them.
+    """
+    for name, tensor in (*model.named_parameters(), *model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise StageInputError(
+                f"model {model_dir} has {bad:,} non-finite weight(s) (NaN or inf) in {name}; "
+                "it cannot give meaningful scores: retrain it (rerun the stage that wrote it)"
+            )
+
+
+def check_finite_answers(recs: Sequence[Sequence[tuple[str, float]]], expected: Sequence[int]) -> None:
+    """:class:`ModelOutputError` when a history's scores are NaN/+inf or it got no item although
+    ``expected`` says the catalogue has some for it: never an empty or null answer as a success."""
+    for n, (rec, want) in enumerate(zip(recs, expected)):
+        if any(s != s or s == float("inf") for _, s in rec):
+            raise ModelOutputError(f"history #{n}: the model's scores are not finite (NaN or +inf)")
+        if want > 0 and not rec:
+            raise ModelOutputError(f"history #{n}: the model produced no valid item of {want} possible (non-finite scores?)")
 
 
 class Predictor:
@@ -86,6 +112,7 @@ class Predictor:
         quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
         tokenizer = load_model_tokenizer(model_dir)
         model = load_causal_lm(model_dir)
+        check_finite_weights(model, model_dir)
         device = decode_device(decode_cfg)
         # in place (transformers' typed .to wrapper hides the overloads); on a GPU the precision the model was trained in
         torch.nn.Module.to(model, device=device, dtype=inference_dtype(model_dir, device))
@@ -137,9 +164,12 @@ class Predictor:
         prompts = [self.prompt(items, fb) for items, fb in histories]
         exclude = [set(map(str, items)) for items, _ in histories]
         stats: dict[str, Any] = {}
+        k_eff = min(k, len(self.items))
         with torch.inference_mode():
-            recs = self._topk(prompts, min(k, len(self.items)), exclude, stats)
+            recs = self._topk(prompts, k_eff, exclude, stats)
         self.last_stats = stats
+        # histories were validated: every item is in the catalogue, so an excluded history removes len(ex) items
+        check_finite_answers(recs, [min(k_eff, len(self.items) - (len(ex) if self.decode_cfg.exclude_history else 0)) for ex in exclude])
         return recs
 
     def _topk(self, prompts: list[str], k: int, exclude: list[set[str]], stats: dict[str, Any]) -> list[list[tuple[str, float]]]:
@@ -183,7 +213,11 @@ class Predictor:
         more likely disliked; a score does not depend on the slate's other items or their order.
         """
         self.validate(histories)
-        return self.score_prompts([self.prompt(items, fb, max_pos_items) for items, fb in histories], candidates)
+        scores = self.score_prompts([self.prompt(items, fb, max_pos_items) for items, fb in histories], candidates)
+        for n, row in enumerate(scores):
+            if any(x != x or x == float("inf") for x in row):
+                raise ModelOutputError(f"history #{n}: the model's scores are not finite (NaN or +inf)")
+        return scores
 
     def score_prompts(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         """:meth:`score` for ready-made prompts (e.g. the discernment task's four-choice questions)."""

@@ -17,8 +17,9 @@ from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.history import History, check_known_items, known_item_ids, read_history_json
 from conrec.io import read_parquet
 from conrec.runs import RunDir
+from conrec.stages import MODEL_STAGES
 
-MODELS = ("sft", "grpo")
+MODELS = MODEL_STAGES  # the servable models, from the stage registry
 
 
 def model_dir_of(cfg: PipelineConfig, model: str) -> Path:
@@ -27,14 +28,40 @@ def model_dir_of(cfg: PipelineConfig, model: str) -> Path:
 
 
 def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
-    """The run's ``model`` checkpoint dir, or a clear error naming the absolute path looked at."""
-    model_dir = model_dir_of(cfg, model)
-    if not RunDir(cfg.run_dir).has_model(model):
+    """The run's ``model`` checkpoint dir if it is current for ``cfg``, or a clear error saying why not.
+
+    Refuses rather than falls back (``conrec predict``/``score`` answer for the model they were
+    asked for); the server's fallback is :func:`newest_current_model`.
+    """
+    run = RunDir(cfg.run_dir)
+    model_dir = run.model_dir(model)
+    why = run.model_problem(cfg, model)
+    if why is not None:
+        earlier = [m for m in MODEL_STAGES[: MODEL_STAGES.index(model)] if run.model_problem(cfg, m) is None]
         raise StageInputError(
-            f"no {model} model at {model_dir.absolute()}: run `conrec {model}` first"
-            + (" or predict with the SFT model (--model sft)" if model == "grpo" else "")
+            f"the {model} model cannot be used with this config: {why}; run `conrec {model}` with it first"
+            + (f" or use the {earlier[-1]} model (--model {earlier[-1]})" if earlier else "")
         )
     return model_dir
+
+
+def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str | None]:
+    """(the model to serve, why ``requested`` was passed over or None).
+
+    ``requested`` if it is current for ``cfg``, else the newest current model trained before it
+    (GRPO -> SFT). None current: a :class:`StageInputError` naming each one's problem.
+    """
+    run = RunDir(cfg.run_dir)
+    candidates = list(reversed(MODEL_STAGES[: MODEL_STAGES.index(requested) + 1]))
+    problems = {m: run.model_problem(cfg, m) for m in candidates}
+    chosen = next((m for m in candidates if problems[m] is None), None)
+    if chosen is None:
+        listed = "; ".join(f"{m}: {why}" for m, why in problems.items())
+        raise StageInputError(
+            f"no model in {run.root} is current for this config ({listed}); "
+            f"run `conrec {candidates[-1]}` (or `conrec demo`) with it first"
+        )
+    return chosen, problems[requested]
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ pool and the event loop stays free for ``/healthz`` and for parsing while a mode
 model calls themselves pass an admission gate (:class:`conrec.serve.limits.AdmissionGate`):
 ``serve.inference_workers`` run at once (default 1: a torch CPU generate already uses every core),
 ``serve.max_queue`` wait, and the next one gets 503 + Retry-After at once. Throughput comes from
-``POST /v1/dislikes/batch``, which answers many histories in one model call. Body size, API key and
-message length limits: see :mod:`conrec.serve.limits`.
+batching: concurrent single requests are micro-batched (:mod:`conrec.serve.batching`), and
+``POST /v1/dislikes/batch`` answers many histories at once; either way each history is decoded with
+its own ``k``, so batching never changes an answer. Body size, API key and message length limits:
+see :mod:`conrec.serve.limits`.
 
 Errors: every bad input is a 4xx whose ``detail`` names the problem (field, item ids, user); the
 predictor's own :class:`~conrec.errors.ConrecError` becomes a 4xx too; anything else is logged
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,8 +31,9 @@ from fastapi.responses import JSONResponse
 
 import conrec
 from conrec.config import PipelineConfig
-from conrec.errors import ConrecError, DataValidationError
+from conrec.errors import ConrecError, DataValidationError, ModelOutputError
 from conrec.explain import Explainer
+from conrec.serve.batching import MicroBatcher, run_grouped
 from conrec.serve.catalog import History, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
@@ -66,6 +69,19 @@ log = logging.getLogger("conrec.serve")
 _MAX_ERRORS = 10  # validation errors listed in a 422 (a body can produce millions)
 
 Recommendations = list[list[tuple[str, float]]]
+_DISLIKES, _SCORE = "dislikes", "score"  # micro-batch group keys: (_DISLIKES, k) and _SCORE
+
+
+def require_usable_scores(scores: Sequence[float]) -> None:
+    """422 instead of an empty or null-filled success when the model's scores are NaN or +inf.
+
+    Why 422: the weights were checked finite at load time (:func:`conrec.llm.predict.check_finite_weights`),
+    so a non-finite score comes from this input (e.g. an overflow on it); -inf stays a valid
+    "impossible" log-probability and is sent as null.
+    """
+    bad = sum(1 for x in scores if math.isnan(x) or x == math.inf)
+    if bad:
+        raise HTTPException(422, f"the model produced {bad} non-finite score(s) (NaN or +inf) for this history; no answer can be given")
 
 
 class DislikePredictor(Protocol):
@@ -173,24 +189,68 @@ def create_app(
             raise HTTPException(422, f"{where}unknown item id(s): {shown}")
         return explicit
 
-    def call_predictor(histories: list[History], k: int) -> Recommendations:
+    def call_model(what: str, n: int, fn: Callable[[], Any]) -> Any:
+        """The predictor's errors as HTTP errors: its input checks 422/400, anything else a logged 500."""
         try:
-            return predictor.recommend(histories, k)
-        except DataValidationError as exc:
+            return fn()
+        except (DataValidationError, ModelOutputError) as exc:
             raise HTTPException(422, str(exc)) from exc
         except ConrecError as exc:
             raise HTTPException(400, str(exc)) from exc
         except Exception as exc:
-            log.exception("predictor failed on %d history(ies), k=%d", len(histories), k)
+            log.exception("predictor failed to %s for %d history(ies)", what, n)
             raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
 
-    def infer(histories: list[History], k: int) -> Recommendations:
-        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
-            recs = call_predictor(histories, k)
+    def recommend_group(histories: list[History], k: int) -> Recommendations:
+        """One model call for histories that all ask for the same ``k`` (checked: one answer each, finite scores)."""
+        recs = call_model(f"recommend k={k}", len(histories), lambda: predictor.recommend(histories, k))
         if len(recs) != len(histories):
             log.error("predictor returned %d results for %d histories", len(recs), len(histories))
             raise HTTPException(500, "model failure (wrong number of results); see the server log")
+        for rec in recs:
+            require_usable_scores([s for _, s in rec])
+        return list(recs)
+
+    def score_group(histories: list[History], slates: list[list[str]]) -> list[list[float]]:
+        """One model call scoring one slate per history (checked: aligned, finite scores)."""
+        scorer = getattr(predictor, "score", None)
+        if scorer is None:
+            raise HTTPException(501, f"the served model {model!r} cannot score slates")
+        scores = call_model("score slates", len(slates), lambda: scorer(histories, slates))
+        if len(scores) != len(slates) or any(len(s) != len(c) for s, c in zip(scores, slates)):
+            log.error("predictor returned scores not aligned with the %d slate(s)", len(slates))
+            raise HTTPException(500, "model failure (scores not aligned with the candidates); see the server log")
+        for sc in scores:
+            require_usable_scores(sc)
+        return [[float(x) for x in sc] for sc in scores]
+
+    def run_group(key: Hashable, payloads: list[Any]) -> Sequence[Any]:
+        """The micro-batcher's model call for one group of same-question jobs (see :mod:`conrec.serve.batching`)."""
+        if key == _SCORE:
+            return score_group([h for h, _ in payloads], [sl for _, sl in payloads])
+        assert isinstance(key, tuple) and key[0] == _DISLIKES
+        return recommend_group(payloads, int(key[1]))
+
+    # Single requests are micro-batched; the batch endpoints call run_grouped directly (already a batch).
+    batcher = MicroBatcher(
+        run_group,
+        max_size=cfg.batch_max_size,
+        window_s=cfg.batch_window_ms / 1000,
+        workers=cfg.inference_workers,
+        waiting=lambda: gate.pending,
+        slot=gate.model_slot,
+    )
+    app.state.batcher = batcher  # observable (tests, metrics)
+
+    def infer(histories: list[History], ks: list[int]) -> Recommendations:
+        """Each history decoded with its own k (one model call per distinct k): batching never changes an answer."""
+        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
+            recs: Recommendations = run_grouped(run_group, [(_DISLIKES, k) for k in ks], histories)
         return recs
+
+    def infer_scores(histories: list[History], slates: list[list[str]]) -> list[list[float]]:
+        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
+            return score_group(histories, slates)
 
     def response(recs: list[tuple[str, float]], k: int, history: History | None = None) -> DislikeResponse:
         return DislikeResponse(
@@ -219,25 +279,6 @@ def create_app(
             raise HTTPException(422, f"{where}unknown candidate item id(s): {shown}")
         return list(req.candidates)
 
-    def infer_scores(histories: list[History], slates: list[list[str]]) -> list[list[float]]:
-        scorer = getattr(predictor, "score", None)
-        if scorer is None:
-            raise HTTPException(501, f"the served model {model!r} cannot score slates")
-        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
-            try:
-                scores = scorer(histories, slates)
-            except DataValidationError as exc:
-                raise HTTPException(422, str(exc)) from exc
-            except ConrecError as exc:
-                raise HTTPException(400, str(exc)) from exc
-            except Exception as exc:
-                log.exception("predictor failed to score %d slate(s)", len(slates))
-                raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
-        if len(scores) != len(slates) or any(len(s) != len(c) for s, c in zip(scores, slates)):
-            log.error("predictor returned scores not aligned with the %d slate(s)", len(slates))
-            raise HTTPException(500, "model failure (scores not aligned with the candidates); see the server log")
-        return scores
-
     def score_response(req: ScoreRequest, slate: list[str], scores: list[float], history: History) -> ScoreResponse:
         scores = [float(x) for x in scores]
         decisions = decide(scores, req.threshold)
@@ -259,6 +300,8 @@ def create_app(
     # shared with the inspector page (serve/ui.py): the same catalogue, history checks and explanations
     app.state.catalog, app.state.history_of, app.state.explain = catalog, history_of, reason_of
 
+    # HEAD too (headers only): load balancers and uptime probes often check liveness without a body
+    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz", response_model=Health, summary="liveness, served model and request limits")
     def healthz() -> Health:
         limits = Limits(
@@ -275,7 +318,8 @@ def create_app(
     def dislikes(req: DislikeRequest) -> DislikeResponse:
         k = k_of(req, "")
         history = history_of(req, "")
-        return response(infer([history], k)[0], k, history if req.explain else None)
+        recs = batcher.submit((_DISLIKES, k), history)
+        return response(recs, k, history if req.explain else None)
 
     @app.post(
         "/v1/dislikes/batch",
@@ -287,7 +331,7 @@ def create_app(
         check_batch_size(len(batch.requests))
         ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        recs = infer(histories, max(ks))
+        recs = infer(histories, ks)
         results = [response(r, k, h if q.explain else None) for r, k, h, q in zip(recs, ks, histories, batch.requests)]
         return DislikeBatchResponse(results=results, model=model)
 
@@ -300,7 +344,7 @@ def create_app(
     def score(req: ScoreRequest) -> ScoreResponse:
         history = history_of(req, "")
         slate = slate_of(req, "")
-        return score_response(req, slate, infer_scores([history], [slate])[0], history)
+        return score_response(req, slate, batcher.submit(_SCORE, (history, slate)), history)
 
     @app.post(
         "/v1/score/batch",
@@ -367,22 +411,24 @@ def load_predictor(
 ) -> tuple[DislikePredictor, str]:
     """The predictor named by ``cfg.serve.model`` and the name it is served under.
 
-    ``grpo`` falls back to ``sft`` when the run has no GRPO model (e.g. GRPO not run yet), with a
-    log line, so a run that finished SFT can already be served. ``popular`` needs no model.
-    ``load_lm`` loads an LM by name: a parameter so that tests serve a stand-in through this code.
+    Only a model current for ``cfg`` is served (:meth:`conrec.runs.RunDir.model_problem`: finished,
+    same configuration fingerprint, readable). ``grpo`` falls back to ``sft`` when the GRPO model is
+    missing or stale (e.g. GRPO not run yet, or SFT retrained since), with a warning saying why, so
+    a run that finished SFT can already be served; a stale model is never served.
+    ``popular`` needs no model. ``load_lm`` loads an LM by name: a parameter so that tests serve a
+    stand-in through this code.
     """
-    from conrec.runs import RunDir
+    from conrec.llm.predict_request import newest_current_model
 
-    run = RunDir(cfg.run_dir)
     name = cfg.serve.model
     if name == "popular":
         from conrec.serve.popular import PopularDislikePredictor
 
         return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
-    if name == "grpo" and not run.has_model("grpo"):
-        log.warning("no GRPO model at %s; serving the SFT model from %s instead", run.grpo_model, run.sft_model)
-        name = "sft"
-    return load_lm(cfg, name), name
+    chosen, why = newest_current_model(cfg, name)  # a one-line error when none is current
+    if chosen != name:
+        log.warning("not serving the %s model (%s); serving the %s model instead", name, why, chosen)
+    return load_lm(cfg, chosen), chosen
 
 
 def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> FastAPI:

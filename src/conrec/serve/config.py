@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from conrec.config_base import StrictConfig
 
 
-class ServeConfig(BaseModel):
+class ServeConfig(StrictConfig):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(
@@ -29,7 +31,17 @@ class ServeConfig(BaseModel):
         1,
         ge=1,
         description="predictor calls allowed at once; torch already uses every core per call, so "
-        "concurrent calls only contend (send batches to /v1/dislikes/batch for throughput)",
+        "concurrent calls only contend (concurrent single requests are micro-batched instead: batch_window_ms)",
+    )
+    batch_window_ms: float = Field(
+        5.0,
+        ge=0,
+        le=1000,
+        description="micro-batching: after the first single /v1/dislikes or /v1/score request, wait up to this long for "
+        "concurrent ones to answer together in one model pass (never longer than until every admitted request is in)",
+    )
+    batch_max_size: int = Field(
+        16, ge=1, description="micro-batching: most single requests answered by one model pass; 1 = no micro-batching"
     )
     max_queue: int = Field(
         16, ge=0, description="requests allowed to wait for a busy model; beyond that the answer is 503 with Retry-After"

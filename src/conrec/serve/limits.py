@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from conrec.errors import ConfigError
+
 API_KEY_ENV = "CONREC_API_KEY"
 # /healthz for load balancers; the inspector page's shell and assets (conrec.serve.ui.PUBLIC_PATHS)
 # because a browser cannot attach the key to a page load: they hold no data, and every data call
@@ -53,9 +55,24 @@ def quote(value: object, limit: int = MAX_QUOTE_CHARS) -> str:
 
 
 def resolve_api_key(configured: str | None) -> str | None:
-    """The key to enforce: ``serve.api_key`` if set, else ``$CONREC_API_KEY``, else None (no auth)."""
-    key = configured or os.environ.get(API_KEY_ENV) or None
-    return key.strip() or None if key is not None else None
+    """The key to enforce: ``serve.api_key`` if set, else ``$CONREC_API_KEY``, else None (no auth).
+
+    A key that is set but blank is a :class:`~conrec.errors.ConfigError`, not "no key": an operator
+    who exported an empty variable meant to protect the service, and it used to run open silently.
+    """
+    if configured is not None:
+        if not configured.strip():
+            raise ConfigError("serve.api_key is blank: set a key, or remove the setting to serve without authentication")
+        return configured.strip()
+    env = os.environ.get(API_KEY_ENV)
+    if env is None:
+        return None
+    if not env.strip():
+        raise ConfigError(
+            f"${API_KEY_ENV} is set but blank, which would turn authentication off: "
+            "set a key, or unset the variable to serve without one"
+        )
+    return env.strip()
 
 
 def is_loopback(host: str) -> bool:

@@ -28,9 +28,9 @@ class HistoryEvent(_Strict):
     @field_validator("feedback", mode="before")
     @classmethod
     def _not_a_bool(cls, v: object) -> object:
-        # Literal[1] compares by ==, and True == 1: strict mode alone would take `true` as +1
-        if isinstance(v, bool):
-            raise ValueError("feedback must be the integer -1 or 1, not a boolean")
+        # Literal[1] compares by ==, and True == 1 == 1.0: strict mode alone would take `true` or 1.0 as +1
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"feedback must be the integer -1 or 1, not {type(v).__name__} {v!r}")
         return v
 
 
@@ -165,7 +165,9 @@ class ScoreRequest(DislikeRequest):
         ..., description="item ids to score, 1..max_candidates (see GET /healthz), distinct, all in the catalogue"
     )
     threshold: float | None = Field(
-        None, description="filter an item when its score >= threshold (scores are log-probabilities for LM models)"
+        None,
+        allow_inf_nan=False,  # -Infinity/NaN/1e400 parse, but no finite score compares sensibly with them
+        description="filter an item when its score >= threshold (scores are log-probabilities for LM models); must be finite",
     )
 
     @model_validator(mode="after")

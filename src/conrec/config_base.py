@@ -1,0 +1,55 @@
+"""The base of every config section: unknown keys are errors, and no value changes type silently.
+
+Why not pydantic's ``strict=True``: it would also refuse the conversions YAML needs (a string for a
+``Path``, a list for a tuple). What must never pass is a value of another kind that pydantic's lax
+mode quietly converts: ``max_steps: true`` read as 1, ``seed: "0"`` read as 0. YAML writes those
+only by mistake (an unquoted ``yes``, a quoted number), so they are refused with the field named.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def accepted_types(annotation: Any) -> set[Any]:
+    """The plain types a field annotation accepts (unions and ``Annotated`` unwrapped, ``Literal`` values' types)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return accepted_types(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return set().union(*(accepted_types(a) for a in get_args(annotation)))
+    if origin is Literal:
+        return {type(v) for v in get_args(annotation)}
+    return {origin or annotation}
+
+
+def coercion_problem(value: Any, accepted: set[Any]) -> str | None:
+    """Why ``value`` must not be converted to a field accepting ``accepted``; None when it may be."""
+    numeric = bool(accepted & {int, float})
+    if isinstance(value, bool) and bool not in accepted and numeric:
+        return f"must be a number, not the boolean {str(value).lower()}"
+    if isinstance(value, str) and str not in accepted and accepted <= _SCALARS and accepted - {type(None)}:
+        kinds = " or ".join(sorted(t.__name__ for t in accepted - {type(None)}))
+        return f"must be {kinds}, not the string {value!r} (remove the quotes)"
+    return None
+
+
+class StrictConfig(BaseModel):
+    """Config sections derive from this: ``extra="forbid"`` and no silent bool/str -> number coercion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_silent_coercion(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None:
+            problem = coercion_problem(value, accepted_types(field.annotation))
+            if problem is not None:
+                raise ValueError(problem)
+        return value
