@@ -20,6 +20,8 @@ from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import SftSections
 
+from builders import record_current
+
 
 def sid(item: str) -> str:
     return f"<a_{item}>"
@@ -195,6 +197,7 @@ def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_la
         },
     )
     stats = STAGE_REGISTRY["sft"].call(cfg)
+    record_current(cfg, "sft")  # what the pipeline records after a runner: only a current model is loaded
     assert stats["examples_per_task"]["timeline"] > 0 and np.isfinite(stats["train_loss"])
     curve = stats["early_stopping"]
     assert [p["step"] for p in curve["learning_curve"]] == [2, 4, 6]
