@@ -102,10 +102,23 @@ def time_cutoffs(events: pl.DataFrame, cfg: SplitConfig) -> Cutoffs:
     ``valid_frac`` in ``[valid, test)``."""
     if events.height == 0:
         raise DataValidationError("events: no events to split")
-    ts = events["ts"]
-    test = int(ts.quantile(1.0 - cfg.test_frac, interpolation="higher") or 0)  # never None: events is non-empty
-    valid = int(ts.quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher") or 0)
-    return Cutoffs(valid=min(valid, test), test=test)
+    valid, test = events.select(cutoff_exprs(cfg)).row(0)
+    return cutoffs_from(valid, test)
+
+
+def cutoff_exprs(cfg: SplitConfig) -> list[pl.Expr]:
+    """The two quantiles of ``ts`` behind :func:`time_cutoffs` (valid, test), as expressions, so a
+    lazy (streaming) query computes exactly the same values without holding the events."""
+    return [
+        pl.col("ts").quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher").alias("valid"),
+        pl.col("ts").quantile(1.0 - cfg.test_frac, interpolation="higher").alias("test"),
+    ]
+
+
+def cutoffs_from(valid: float | None, test: float | None) -> Cutoffs:
+    """:class:`Cutoffs` from the two quantiles (never None on non-empty events)."""
+    t = int(test or 0)
+    return Cutoffs(valid=min(int(valid or 0), t), test=t)
 
 
 def order_events(events: pl.DataFrame) -> OrderedEvents:
