@@ -74,7 +74,7 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
 }
 assert tuple(SAMPLE_SCHEMA) == SAMPLE_COLUMNS
 
-_NO_CUT = np.iinfo(np.int64).max // 4  # "no truncation" for test labels, far from overflow
+NO_CUT = np.iinfo(np.int64).max // 4  # "no truncation" for test labels, far from overflow
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
         neg.filter(pl.col("ts") >= cuts.test)
         .group_by("ucode", maintain_order=True)
         .first()
-        .with_columns(split=pl.lit("test"), label_cut=pl.lit(_NO_CUT, pl.Int64))
+        .with_columns(split=pl.lit("test"), label_cut=pl.lit(NO_CUT, pl.Int64))
     )
     cols = ["ucode", "user_id", "split", "ts", "item_id", "gidx", "pos", "nidx", "label_cut"]
     return pl.concat([train.select(cols), valid.select(cols), test.select(cols)])
@@ -213,13 +213,13 @@ def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataF
     (``train_points``: periodic windows ending at that boundary, or the most recent), at most
     ``max_train_samples_per_user``."""
     shares = per_user_shares(ordered, cfg).filter(pl.col("pos") >= cfg.min_history)
-    no_cut = pl.lit(_NO_CUT, pl.Int64)
+    no_cut = pl.lit(NO_CUT, pl.Int64)
     if cfg.train_until == "test":
         train = shares.filter(pl.col("share") != "test").with_columns(label_cut=pl.coalesce("test_start", no_cut))
     else:
         train = shares.filter(pl.col("share") == "train").with_columns(label_cut=pl.coalesce("valid_start", "test_start", no_cut))
     last = pl.col("ts").max().over("ucode") + 1  # users with no boundary: windows end after their last train point
-    train = _pick_train_points(train, pl.when(pl.col("label_cut") == _NO_CUT).then(last).otherwise(pl.col("label_cut")), cfg)
+    train = _pick_train_points(train, pl.when(pl.col("label_cut") == NO_CUT).then(last).otherwise(pl.col("label_cut")), cfg)
     valid = shares.filter(pl.col("share") == "valid").with_columns(
         split=pl.lit("valid"), label_cut=pl.coalesce("test_start", no_cut)
     )

@@ -42,7 +42,10 @@ class PolarsEngine:
         """Stream the ``table`` source's file (instead of loading it) when ``streaming`` says so."""
         if cfg.source != "table" or cfg.streaming == "off" or cfg.events_path is None:
             return False
-        return cfg.streaming == "on" or estimated_rows(Path(cfg.events_path)) >= cfg.streaming_min_events
+        if cfg.streaming == "on":
+            return True
+        rows = estimated_rows(Path(cfg.events_path))
+        return rows is not None and rows >= cfg.streaming_min_events
 
     def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
         if events.frame is not None and cfg.streaming != "on":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig, SplitConfig
@@ -26,11 +27,15 @@ _MS_THRESHOLD = 100_000_000_000  # the loaders' rule: integer timestamps all abo
 _CSV_BYTES_PER_ROW = 32  # a rough size of one event line, to estimate a text file's rows without reading it
 
 
-def estimated_rows(path: Path) -> int:
-    """Rows of an events file without reading it: exact for Parquet (footer), estimated for text."""
-    if file_suffix(path) in PARQUET_SUFFIXES:
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    return path.stat().st_size // _CSV_BYTES_PER_ROW
+def estimated_rows(path: Path) -> int | None:
+    """Rows of an events file without reading it: exact for Parquet (footer), estimated for text;
+    None when the file is missing or unreadable (the loader then reports it, in one line)."""
+    try:
+        if file_suffix(path) in PARQUET_SUFFIXES:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        return path.stat().st_size // _CSV_BYTES_PER_ROW
+    except (OSError, ValueError, pa.ArrowException):
+        return None
 
 
 def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:

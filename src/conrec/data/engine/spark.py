@@ -38,7 +38,8 @@ from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, Even
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
-from conrec.data.splits import _NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
+from conrec.data.sources.common import existing_file
+from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
 from conrec.errors import DataValidationError
@@ -94,7 +95,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     """The ``table`` source's events file as canonical events plus the input row (file order), with
     the mapping of :func:`conrec.data.engine.scan.scan_table` (renames, feedback or rating, ts unit)."""
     assert cfg.events_path is not None
-    path = str(cfg.events_path)
+    path = str(existing_file(cfg.events_path, "events"))
     suffix = "".join(Path(path).suffixes).lower()
     if suffix.endswith((".parquet", ".pq")):
         df = spark.read.parquet(path)
@@ -213,7 +214,7 @@ def _pick_train(cands: DataFrame, window_end: Column, cfg: SplitConfig) -> DataF
 def select_points(neg: DataFrame, cuts: Cutoffs, cfg: SplitConfig) -> DataFrame:
     """:func:`conrec.data.splits.select_points` (both protocols): ``user_id, split, ts, _row, item_id, pos, label_cut``."""
     cols = ["user_id", "split", "ts", _ROW, "item_id", "pos", "label_cut"]
-    no_cut = F.lit(_NO_CUT).cast("long")
+    no_cut = F.lit(NO_CUT).cast("long")
     if cfg.protocol == "per_user":
         w = Window.partitionBy("user_id")
         rank = F.row_number().over(w.orderBy("ts", _ROW)) - 1
@@ -230,7 +231,7 @@ def select_points(neg: DataFrame, cuts: Cutoffs, cfg: SplitConfig) -> DataFrame:
         else:
             train = shares.filter(F.col("share") == "train").withColumn("label_cut", F.coalesce("valid_start", "test_start", no_cut))
         last = F.max("ts").over(Window.partitionBy("user_id")) + 1
-        train = _pick_train(train, F.when(F.col("label_cut") == _NO_CUT, last).otherwise(F.col("label_cut")), cfg)
+        train = _pick_train(train, F.when(F.col("label_cut") == NO_CUT, last).otherwise(F.col("label_cut")), cfg)
         valid = shares.filter(F.col("share") == "valid").withColumn("split", F.lit("valid")).withColumn("label_cut", F.coalesce("test_start", no_cut))
         test = shares.filter(F.col("share") == "test").withColumn("split", F.lit("test")).withColumn("label_cut", no_cut)
         return train.select(cols).unionByName(valid.select(cols)).unionByName(test.select(cols))
