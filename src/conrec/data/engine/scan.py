@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -131,7 +132,23 @@ def check_events(events: pl.LazyFrame, items: pl.DataFrame, split: SplitConfig, 
         huge_ts=(pl.col("ts") > MAX_TS).sum(),
         items_with_events=pl.col("item_id").n_unique(),
     ).collect(engine="streaming").row(0, named=True)
-    if facts["n"] == 0:
+    report_invalid(facts, what)
+    unknown = (
+        events.select("item_id")
+        .join(items.lazy().select("item_id"), on="item_id", how="anti")
+        .select(n=pl.col("item_id").n_unique(), example=pl.col("item_id").unique().sort().head(5).implode())
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    report_unknown_items(unknown["n"], unknown["example"], what)
+    return EventFacts(cuts=cutoffs_from(facts["valid"], facts["test"]), items_with_events=int(facts["items_with_events"]))
+
+
+def report_invalid(facts: dict[str, Any], what: str) -> None:
+    """Raise :class:`DataValidationError` for the first broken rule in an engine's validation
+    aggregate (keys: ``n``, ``null_<column>``, ``bad_feedback``, ``negative_ts``, ``huge_ts``), so
+    every engine words a problem the same way."""
+    if not facts.get("n"):
         raise DataValidationError(f"{what}: no events")
     for c in EVENT_COLUMNS:
         if facts[f"null_{c}"]:
@@ -142,13 +159,9 @@ def check_events(events: pl.LazyFrame, items: pl.DataFrame, split: SplitConfig, 
         raise DataValidationError(f"{what}: column 'ts' has negative timestamps")
     if facts["huge_ts"]:
         raise DataValidationError(f"{what}: column 'ts' has values beyond year 9999 as epoch seconds: milliseconds? set data.ts_unit: ms")
-    unknown = (
-        events.select("item_id")
-        .join(items.lazy().select("item_id"), on="item_id", how="anti")
-        .select(n=pl.col("item_id").n_unique(), example=pl.col("item_id").unique().sort().head(5).implode())
-        .collect(engine="streaming")
-        .row(0, named=True)
-    )
-    if unknown["n"]:
-        raise DataValidationError(f"{what}: {unknown['n']} item id(s) are not in the items table, e.g. {unknown['example']}")
-    return EventFacts(cuts=cutoffs_from(facts["valid"], facts["test"]), items_with_events=int(facts["items_with_events"]))
+
+
+def report_unknown_items(n: int, examples: list[str], what: str) -> None:
+    """Raise for events on items missing from the items table (``examples``: the first few ids, sorted)."""
+    if n:
+        raise DataValidationError(f"{what}: {n} item id(s) are not in the items table, e.g. {examples}")

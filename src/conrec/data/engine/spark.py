@@ -36,6 +36,7 @@ from pyspark.sql import functions as F
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
+from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
 from conrec.data.sources.common import existing_file
@@ -144,21 +145,11 @@ def _check(ev: DataFrame, items: DataFrame, what: str) -> int:
         F.countDistinct("item_id").alias("items_with_events"),
     ).first()
     facts = row.asDict() if row is not None else {}
-    if not facts.get("n"):
-        raise DataValidationError(f"{what}: no events")
-    for c in EVENT_COLUMNS:
-        if facts[f"null_{c}"]:
-            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null or unreadable value(s)")
-    if facts["bad_feedback"]:
-        raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike) or +1 (positive); {facts['bad_feedback']} value(s) are not")
-    if facts["negative_ts"]:
-        raise DataValidationError(f"{what}: column 'ts' has negative timestamps")
-    if facts["huge_ts"]:
-        raise DataValidationError(f"{what}: column 'ts' has values beyond year 9999 as epoch seconds: milliseconds? set data.ts_unit: ms")
-    unknown = sorted(r[0] for r in ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().limit(1000).collect())
-    if unknown:
-        n = ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().count()
-        raise DataValidationError(f"{what}: {n} item id(s) are not in the items table, e.g. {unknown[:5]}")
+    report_invalid(facts, what)
+    unknown = ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().cache()
+    n_unknown = unknown.count()
+    report_unknown_items(n_unknown, [r[0] for r in unknown.orderBy("item_id").limit(5).collect()] if n_unknown else [], what)
+    unknown.unpersist()
     return int(facts["items_with_events"])
 
 
