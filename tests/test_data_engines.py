@@ -102,3 +102,28 @@ def test_streaming_refuses_feedback_outside_minus_one_plus_one(tmp_path):
     edge_case_events().with_columns(feedback=pl.when(pl.col("ts") % 5 == 0).then(2).otherwise(pl.col("feedback"))).write_parquet(path)
     with pytest.raises(DataValidationError, match="'feedback' must be -1 .* value\\(s\\) are not"):
         _run(tmp_path, "bad", {"source": "table", "events_path": str(path), "streaming": "on"})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_streaming_equals_in_memory_on_random_logs_with_many_ties(tmp_path, seed):
+    """Random users, items and feedback on a coarse clock (many equal timestamps), partitions far
+    smaller than the log: the partitioned path must rebuild exactly the same files."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    events = pl.DataFrame(
+        {
+            "user_id": [f"u{k}" for k in rng.zipf(1.6, n) % 97],
+            "item_id": [f"i{k}" for k in rng.integers(0, 40, n)],
+            "ts": 1_700_000_000 + rng.integers(0, 200, n) * 7200,
+            "feedback": np.where(rng.random(n) < 0.3, -1, 1).astype(np.int8),
+        }
+    )
+    path = tmp_path / "ev.parquet"
+    events.write_parquet(path, row_group_size=500)
+    split = {"protocol": "per_user" if seed % 2 else "global_time", "horizon_days": 2, "max_horizon_days": 5, "max_history": 9}
+    base = {"source": "table", "events_path": str(path), "split": split}
+    mem, _ = _run(tmp_path, "mem", {**base, "streaming": "off"})
+    out, _ = _run(tmp_path, "stream", {**base, "streaming": "on", "partition_events": 211})
+    assert_same_run(mem, out)

@@ -133,7 +133,7 @@ class DataConfig(_Strict):
     )
     streaming_min_events: int = Field(20_000_000, ge=1, description="streaming: auto switches on from this many events")
     partition_events: int = Field(
-        4_000_000, ge=1, description="streaming: events per user partition held in memory (~0.5 GB RSS per million)"
+        4_000_000, ge=1, description="streaming: events per user partition held in memory (measured: ~0.3 GiB RSS per million)"
     )
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
