@@ -31,7 +31,7 @@ SPARK = {"master": "local[2]"}
 pytestmark = pytest.mark.slow  # a JVM and a dozen Spark jobs per test: seconds each; still runs in CI
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def spark() -> Iterator[SparkSession]:
     session = (
         SparkSession.builder.master("local[2]")
@@ -63,7 +63,7 @@ def table_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ],
     ids=["global-periodic", "global-recent-refit", "per_user-periodic", "per_user-recent-refit"],
 )
-def test_spark_reads_a_table_file_into_the_same_run_as_polars(tmp_path, table_file, split):
+def test_spark_reads_a_table_file_into_the_same_run_as_polars(spark, tmp_path, table_file, split):
     data = {"source": "table", "events_path": str(table_file), "split": {**split, "horizon_days": 3, "max_history": 7}}
     ref, ref_stats = _run(tmp_path, "polars", data)
     got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
@@ -71,14 +71,14 @@ def test_spark_reads_a_table_file_into_the_same_run_as_polars(tmp_path, table_fi
     assert_same_run(ref, got)
 
 
-def test_spark_on_simulator_events_equals_polars(tmp_path):
+def test_spark_on_simulator_events_equals_polars(spark, tmp_path):
     sim = {"source": "simulator", "simulator": {"n_users": 30, "n_items": 80, "days": 12}}
     ref, _ = _run(tmp_path, "polars", sim)
     got, _ = _run(tmp_path, "spark", {**sim, "engine": "spark", "spark": SPARK})
     assert_same_run(ref, got)
 
 
-def test_spark_refuses_unknown_items_in_one_line(tmp_path, table_file):
+def test_spark_refuses_unknown_items_in_one_line(spark, tmp_path, table_file):
     from conrec.errors import DataValidationError
 
     items = tmp_path / "items.csv"
@@ -86,3 +86,19 @@ def test_spark_refuses_unknown_items_in_one_line(tmp_path, table_file):
     data = {"source": "table", "events_path": str(table_file), "items_path": str(items), "engine": "spark", "spark": SPARK}
     with pytest.raises(DataValidationError, match=r"3 item id\(s\) are not in the items table, e.g. \['i20', 'i21', 'i22'\]"):
         _run(tmp_path, "bad", data)
+
+
+def test_spark_without_java_fails_in_one_line(tmp_path, table_file):
+    """A fresh process (no session to reuse) whose Java is missing: a one-line error, no traceback."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(table_file), "engine": "spark"}}))
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "no-java")}  # spark-submit runs $JAVA_HOME/bin/java
+    proc = subprocess.run([sys.executable, "-m", "conrec.cli", "data", "-c", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "could not start a Spark session" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr

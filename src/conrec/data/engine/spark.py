@@ -39,11 +39,11 @@ from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
-from conrec.data.sources.common import existing_file
+from conrec.data.sources.common import existing_file, first_line
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
-from conrec.errors import DataValidationError
+from conrec.errors import ConfigError, DataValidationError
 
 _ROW = "_row"
 _MS_THRESHOLD = 100_000_000_000
@@ -60,7 +60,11 @@ def spark_session(cfg: SparkConfig) -> SparkSession:
     builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
+        hint = "" if shutil.which("java") else " Java was not found: apt-get install -y openjdk-17-jre-headless."
+        raise ConfigError(f"data.engine: spark could not start a Spark session ({first_line(exc)}).{hint}") from exc
     if not master and "spark.master" not in dict(session.sparkContext.getConf().getAll()):
         session = builder.master("local[*]").getOrCreate()
     return session
