@@ -92,6 +92,19 @@ class SplitConfig(_Strict):
         return self
 
 
+class SparkConfig(_Strict):
+    """Where ``data.engine: spark`` runs. The master is a Spark master URL: ``local[*]`` on one
+    machine, ``spark://host:7077``, ``yarn`` or ``k8s://...`` on a cluster (``spark-submit`` sets it
+    for you; see docs/data-at-scale.md)."""
+
+    master: str | None = Field(
+        None, description="Spark master URL; unset: $CONREC_SPARK_MASTER, else the one spark-submit set, else local[*]"
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="extra Spark settings, e.g. {spark.executor.memory: 8g, spark.sql.shuffle.partitions: '400'}"
+    )
+
+
 class DataConfig(_Strict):
     """Which events to load (``source``) and how to split and label them.
 
@@ -112,6 +125,19 @@ class DataConfig(_Strict):
     )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    engine: Literal["polars", "spark"] = Field(
+        "polars", description="what executes the split and labelling: polars on this machine, or Spark (pip install '.[spark]')"
+    )
+    streaming: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="polars engine: out of core, one user partition in memory at a time; auto = on for a table "
+        "source whose events file has at least streaming_min_events rows",
+    )
+    streaming_min_events: int = Field(20_000_000, ge=1, description="streaming: auto switches on from this many events")
+    partition_events: int = Field(
+        4_000_000, ge=1, description="streaming: events per user partition held in memory (measured: ~0.3 GiB RSS per million)"
+    )
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
     @model_validator(mode="after")
     def _ratings(self) -> DataConfig:

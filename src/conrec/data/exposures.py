@@ -19,6 +19,8 @@ Where it comes from, per source:
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import polars as pl
 
 from conrec.data.schema import DISLIKE, POSITIVE
@@ -50,8 +52,12 @@ def validate_exposures(exposures: pl.DataFrame, items: pl.DataFrame, source: str
     return out.join(known, on="item_id", how="semi").sort(["user_id", "ts"], maintain_order=True)
 
 
-def exposures_from_events(events: pl.DataFrame) -> pl.DataFrame:
-    """Feedback events as exposures (for sources that log no neutral exposure)."""
+_Frame = TypeVar("_Frame", pl.DataFrame, pl.LazyFrame)
+
+
+def exposures_from_events(events: _Frame) -> _Frame:
+    """Feedback events as exposures (for sources that log no neutral exposure); lazy in, lazy out,
+    so the out-of-core data stage derives them from its events file without loading it."""
     return events.select("user_id", "item_id", "ts", pl.col("feedback").cast(pl.Int8).alias("outcome"))
 
 

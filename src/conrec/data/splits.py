@@ -74,7 +74,7 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
 }
 assert tuple(SAMPLE_SCHEMA) == SAMPLE_COLUMNS
 
-_NO_CUT = np.iinfo(np.int64).max // 4  # "no truncation" for test labels, far from overflow
+NO_CUT = np.iinfo(np.int64).max // 4  # "no truncation" for test labels, far from overflow
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,23 @@ def time_cutoffs(events: pl.DataFrame, cfg: SplitConfig) -> Cutoffs:
     ``valid_frac`` in ``[valid, test)``."""
     if events.height == 0:
         raise DataValidationError("events: no events to split")
-    ts = events["ts"]
-    test = int(ts.quantile(1.0 - cfg.test_frac, interpolation="higher") or 0)  # never None: events is non-empty
-    valid = int(ts.quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher") or 0)
-    return Cutoffs(valid=min(valid, test), test=test)
+    valid, test = events.select(cutoff_exprs(cfg)).row(0)
+    return cutoffs_from(valid, test)
+
+
+def cutoff_exprs(cfg: SplitConfig) -> list[pl.Expr]:
+    """The two quantiles of ``ts`` behind :func:`time_cutoffs` (valid, test), as expressions, so a
+    lazy (streaming) query computes exactly the same values without holding the events."""
+    return [
+        pl.col("ts").quantile(1.0 - cfg.test_frac - cfg.valid_frac, interpolation="higher").alias("valid"),
+        pl.col("ts").quantile(1.0 - cfg.test_frac, interpolation="higher").alias("test"),
+    ]
+
+
+def cutoffs_from(valid: float | None, test: float | None) -> Cutoffs:
+    """:class:`Cutoffs` from the two quantiles (never None on non-empty events)."""
+    t = int(test or 0)
+    return Cutoffs(valid=min(int(valid or 0), t), test=t)
 
 
 def order_events(events: pl.DataFrame) -> OrderedEvents:
@@ -141,15 +154,8 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
         return select_points_per_user(ordered, cfg)
     neg = ordered.negatives.filter(pl.col("pos") >= cfg.min_history)
     train_cut = cuts.valid if cfg.train_until == "valid" else cuts.test
-    train = neg.filter(pl.col("ts") < train_cut)
-    if cfg.train_points == "periodic":
-        # window j = the j-th train_period_days before the valid cut-off; a user's first dislike in it
-        period = int(round(cfg.train_period_days * DAY))
-        window = (train_cut - 1 - pl.col("ts")) // period
-        train = train.filter(pl.int_range(pl.len()).over(["ucode", window.alias("_window")]) == 0)
-    train = (
-        train.filter(pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user)
-        .with_columns(split=pl.lit("train"), label_cut=pl.lit(train_cut, pl.Int64))
+    train = _pick_train_points(
+        neg.filter(pl.col("ts") < train_cut).with_columns(label_cut=pl.lit(train_cut, pl.Int64)), pl.lit(train_cut, pl.Int64), cfg
     )
     valid = (
         neg.filter((pl.col("ts") >= cuts.valid) & (pl.col("ts") < cuts.test))
@@ -161,10 +167,22 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
         neg.filter(pl.col("ts") >= cuts.test)
         .group_by("ucode", maintain_order=True)
         .first()
-        .with_columns(split=pl.lit("test"), label_cut=pl.lit(_NO_CUT, pl.Int64))
+        .with_columns(split=pl.lit("test"), label_cut=pl.lit(NO_CUT, pl.Int64))
     )
     cols = ["ucode", "user_id", "split", "ts", "item_id", "gidx", "pos", "nidx", "label_cut"]
     return pl.concat([train.select(cols), valid.select(cols), test.select(cols)])
+
+
+def _pick_train_points(candidates: pl.DataFrame, window_end: pl.Expr, cfg: SplitConfig) -> pl.DataFrame:
+    """The train points among a user's candidate negatives (both protocols): with
+    ``train_points="periodic"`` the user's first negative of each ``train_period_days`` window, the
+    windows aligned to end at ``window_end``; then the user's most recent ``max_train_samples_per_user``."""
+    if cfg.train_points == "periodic":
+        period = int(round(cfg.train_period_days * DAY))
+        window = (window_end - 1 - pl.col("ts")) // period
+        candidates = candidates.filter(pl.int_range(pl.len()).over(["ucode", window.alias("_window")]) == 0)
+    recent = pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user
+    return candidates.filter(recent).with_columns(split=pl.lit("train"))
 
 
 def _round_half_up(x: pl.Expr) -> pl.Expr:
@@ -195,19 +213,13 @@ def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataF
     (``train_points``: periodic windows ending at that boundary, or the most recent), at most
     ``max_train_samples_per_user``."""
     shares = per_user_shares(ordered, cfg).filter(pl.col("pos") >= cfg.min_history)
-    no_cut = pl.lit(_NO_CUT, pl.Int64)
+    no_cut = pl.lit(NO_CUT, pl.Int64)
     if cfg.train_until == "test":
         train = shares.filter(pl.col("share") != "test").with_columns(label_cut=pl.coalesce("test_start", no_cut))
     else:
         train = shares.filter(pl.col("share") == "train").with_columns(label_cut=pl.coalesce("valid_start", "test_start", no_cut))
-    if cfg.train_points == "periodic":
-        period = int(round(cfg.train_period_days * DAY))
-        last = pl.col("ts").max().over("ucode") + 1  # users with no boundary: windows end after their last train point
-        end = pl.when(pl.col("label_cut") == _NO_CUT).then(last).otherwise(pl.col("label_cut"))
-        train = train.filter(pl.int_range(pl.len()).over(["ucode", ((end - 1 - pl.col("ts")) // period).alias("_w")]) == 0)
-    train = train.filter(
-        pl.len().over("ucode") - pl.int_range(pl.len()).over("ucode") <= cfg.max_train_samples_per_user
-    ).with_columns(split=pl.lit("train"))
+    last = pl.col("ts").max().over("ucode") + 1  # users with no boundary: windows end after their last train point
+    train = _pick_train_points(train, pl.when(pl.col("label_cut") == NO_CUT).then(last).otherwise(pl.col("label_cut")), cfg)
     valid = shares.filter(pl.col("share") == "valid").with_columns(
         split=pl.lit("valid"), label_cut=pl.coalesce("test_start", no_cut)
     )
@@ -243,21 +255,15 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     hist_fb = _ranges_to_lists(ev["feedback"], hist_start, gidx)
     hist_ts = _ranges_to_lists(ev["ts"], hist_start, gidx)
 
-    # Negatives are sorted by (user code, ts): one composite key makes every window end a searchsorted.
-    n_ts = neg["ts"].to_numpy()
-    t0 = int(n_ts.min())
-    span = int(n_ts.max()) - t0 + 2
-    key = neg["ucode"].to_numpy() * span + (n_ts - t0)
+    n_u, n_ts = neg["ucode"].to_numpy(), neg["ts"].to_numpy()
     ucode = points["ucode"].to_numpy()
     t = points["ts"].to_numpy()
     cut = points["label_cut"].to_numpy()
     start = points["nidx"].to_numpy()
 
     def end_index(days: float) -> np.ndarray:
-        limit = np.minimum(window_end(t, days), cut)
-        rel = np.clip(limit - t0, 0, span - 1)
-        ends: np.ndarray = np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start + 1)
-        return ends
+        # at least start + 1: the point's own negative is always its first label
+        return np.maximum(_rows_before(n_u, n_ts, ucode, np.minimum(window_end(t, days), cut)), start + 1)
 
     later_end = end_index(cfg.max_horizon_days)
     future_end = end_index(cfg.horizon_days)
@@ -301,15 +307,25 @@ def _future_positives(
     p_u = pos["ucode"].to_numpy()
     p_ts = pos["ts"].to_numpy()
     start = np.searchsorted(p_gidx, gidx, side="right")  # gidx order = (user, ts, row) order
-    if p_ts.size == 0:
-        return _ranges_to_lists(pos["item_id"], start, start)
-    t0 = int(min(p_ts.min(), t.min()))
-    span = int(max(p_ts.max(), t.max())) - t0 + 2
-    key = p_u * span + (p_ts - t0)
-    limit = np.minimum(t + int(round(days * DAY)), cut)
-    rel = np.clip(limit - t0, 0, span - 1)
-    end = np.maximum(np.searchsorted(key, ucode * span + rel, side="left"), start)
+    end = np.maximum(_rows_before(p_u, p_ts, ucode, np.minimum(window_end(t, days), cut)), start)
     return _ranges_to_lists(pos["item_id"], start, end)
+
+
+def _rows_before(row_ucode: np.ndarray, row_ts: np.ndarray, ucode: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """For each query ``(ucode, limit)``: how many rows (sorted by (user code, ts)) come before user
+    ``ucode``'s first row with ``ts >= limit``, i.e. the exclusive end of the user's rows before ``limit``.
+
+    Why one composite key: ``ucode * span + (ts - t0)`` is sorted exactly like (user, ts), so every
+    window end is one vectorised ``searchsorted``. ``limit`` is clipped into the key's range, so a
+    limit before the user's first row or after the last still lands inside the user's block.
+    """
+    if row_ts.size == 0:
+        return np.zeros(len(ucode), dtype=np.int64)
+    t0 = int(row_ts.min())
+    span = int(row_ts.max()) - t0 + 2
+    key = row_ucode * span + (row_ts - t0)
+    rel = np.clip(limit - t0, 0, span - 1)
+    return np.searchsorted(key, ucode * span + rel, side="left").astype(np.int64)
 
 
 def build_samples(events: pl.DataFrame, split_cfg: SplitConfig) -> pl.DataFrame:

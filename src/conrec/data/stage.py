@@ -10,9 +10,11 @@ marker last, so an interrupted run never looks finished.
 
 from __future__ import annotations
 
-import datetime as dt
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import polars as pl
 from rich.console import Console
@@ -20,59 +22,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conrec.data.config import DataConfig
-from conrec.data.samples import DAY
-from conrec.data.schema import DISLIKE, validate_events, validate_items
-from conrec.data.splits import (
-    SPLITS,
-    Cutoffs,
-    attach_history_and_labels,
-    order_events,
-    select_points,
-    time_cutoffs,
-)
+from conrec.data.engine import get_engine
+from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
+from conrec.data.schema import validate_events, validate_items
+from conrec.data.stats import data_stats
 from conrec.errors import DataValidationError
-from conrec.io import write_json, write_parquet
+from conrec.io import atomic_path, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
-
-
-def _iso(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def data_stats(events: pl.DataFrame, items: pl.DataFrame, samples: pl.DataFrame, cuts: Cutoffs, source: str) -> dict[str, Any]:
-    """Summary numbers written to stats.json (and quoted in the report)."""
-    n_dis = int((events["feedback"] == DISLIKE).sum())
-    per_user = (
-        events.group_by("user_id").agg(neg=(pl.col("feedback") == DISLIKE).sum()).get_column("neg")
-        if events.height
-        else pl.Series("neg", [], pl.UInt32)
-    )
-    by_split = {s: int((samples["split"] == s).sum()) for s in SPLITS}
-    future = samples.group_by("split").agg(pl.col("future_negs").list.len().mean()).rows()
-    return {
-        "source": source,
-        "users": int(events["user_id"].n_unique()),
-        "items": int(items.height),
-        "items_with_events": int(events["item_id"].n_unique()),
-        "events": int(events.height),
-        "dislikes": n_dis,
-        "positives": int(events.height - n_dis),
-        "dislike_share": n_dis / events.height if events.height else 0.0,
-        "users_with_dislikes": int((per_user > 0).sum()),
-        "median_negatives_per_user": float(cast(float, per_user.median()) or 0.0),
-        "median_negatives_per_user_with_any": float(cast(float, per_user.filter(per_user > 0).median()) or 0.0),
-        "first_event": _iso(int(events["ts"].min())),  # type: ignore[arg-type]
-        "last_event": _iso(int(events["ts"].max())),  # type: ignore[arg-type]
-        "valid_cutoff": _iso(cuts.valid),
-        "test_cutoff": _iso(cuts.test),
-        "valid_cutoff_ts": cuts.valid,
-        "test_cutoff_ts": cuts.test,
-        "days_covered": round((int(events["ts"].max()) - int(events["ts"].min())) / DAY, 2),  # type: ignore[arg-type]
-        "samples": by_split,
-        "mean_history_length": float(cast(float, samples["hist_items"].list.len().mean()) or 0.0) if samples.height else 0.0,
-        "mean_future_negs": {s: float(v) for s, v in future},
-    }
 
 
 def check_learnable(stats: dict[str, Any], source: str) -> None:
@@ -93,72 +50,96 @@ def check_learnable(stats: dict[str, Any], source: str) -> None:
 
 
 def _load(
-    cfg: DataConfig, progress: Progress
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
-    """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar."""
+    cfg: DataConfig, engine: DataEngine, progress: Progress
+) -> tuple[EventsInput, pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
+    """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar.
+
+    A ``table`` source whose engine reads the file itself (Spark; polars when streaming) is only
+    scanned here, for its items: the events never pass through this process's memory.
+    """
+    if cfg.source == "table" and engine.reads_file(cfg):
+        from conrec.data.engine.scan import scan_table, table_items
+
+        assert cfg.events_path is not None  # scan_table checked it
+        items = table_items(cfg, scan_table(cfg))
+        return EventsInput(table=Path(cfg.events_path)), items, None, None
     if cfg.source == "simulator":
         from conrec.data.simulator import simulate
 
         task = progress.add_task("simulating feeds", total=cfg.simulator.days * cfg.simulator.sessions_per_day)
         sim = simulate(cfg.simulator, progress=lambda done, _total: progress.update(task, completed=done))
-        return sim.events, sim.items, sim.user_facets, sim.exposures
-    from conrec.data.loaders import load_source
+        events, items, facets, exposures = sim.events, sim.items, sim.user_facets, sim.exposures
+    else:
+        from conrec.data.loaders import load_source
 
-    task = progress.add_task(f"loading {cfg.source}", total=1)
-    events, items = load_source(cfg)
-    exposures = None
-    if cfg.source == "movielens100k":
-        from conrec.data.exposures import movielens100k_exposures
+        task = progress.add_task(f"loading {cfg.source}", total=1)
+        events, items = load_source(cfg)
+        facets, exposures = None, None
+        if cfg.source == "movielens100k":
+            from conrec.data.exposures import movielens100k_exposures
 
-        exposures = movielens100k_exposures(cfg.dislike_max_rating, cfg.like_min_rating)
-    progress.update(task, completed=1)
-    return events, items, None, exposures
+            exposures = movielens100k_exposures(cfg.dislike_max_rating, cfg.like_min_rating)
+        progress.update(task, completed=1)
+    items = validate_items(items, source=f"{cfg.source} items")
+    events = validate_events(events, items, source=f"{cfg.source} events")
+    return EventsInput(frame=events), items, facets, exposures
 
 
 def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict[str, Any]:
     """Load -> validate -> split -> label -> write into ``run_dir/data``; returns the stats dict.
 
     Takes only the ``data`` section (the stage reads no other): see the stage protocol in :mod:`conrec.stages`.
+    The engine (``data.engine``) writes the two big files into a staging directory; they are
+    published (renamed into place) only after every check passed, so a failed run leaves no file.
     """
     console = console or Console()
     rd = RunDir(run_dir)
+    engine = get_engine(dcfg.engine)
+    rd.data.mkdir(parents=True, exist_ok=True)
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
-        events, items, facets, exposures = _load(dcfg, progress)
-        steps = progress.add_task("validate, split, label, write", total=4)
-        items = validate_items(items, source=f"{dcfg.source} items")
-        events = validate_events(events, items, source=f"{dcfg.source} events")
-        progress.advance(steps)
-        ordered = order_events(events)
-        cuts = time_cutoffs(events, dcfg.split)
-        points = select_points(ordered, cuts, dcfg.split)
-        progress.advance(steps)
-        samples = attach_history_and_labels(ordered, points, dcfg.split)
-        progress.advance(steps)
-        # everything that can fail runs before the first file is written
-        stats = data_stats(events, items, samples, cuts, dcfg.source)
-        stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
-        check_learnable(stats, dcfg.source)
-        exposure_log = _exposures(exposures, events, items, dcfg.source)
-        rd.clear_done("data")
-        write_parquet(events, rd.events)
-        write_parquet(items, rd.items)
-        write_parquet(samples, rd.samples)
-        write_parquet(exposure_log, rd.exposures)
-        if facets is not None:
-            write_parquet(facets, rd.data / "user_facets.parquet")
-        write_json(stats, rd.data / "stats.json")
-        progress.advance(steps)
+        events, items, facets, exposures = _load(dcfg, engine, progress)
+        steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
+        try:
+            built = engine.build(events, items, dcfg, staging)
+            progress.advance(steps)
+            stats = data_stats(
+                built.events, built.samples, n_items=items.height, items_with_events=built.items_with_events,
+                valid_cut=built.cuts.valid, test_cut=built.cuts.test, source=dcfg.source,
+            )
+            stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
+            check_learnable(stats, dcfg.source)
+            _write_exposures(exposures, staging / EVENTS_FILE, items, dcfg.source, staging / "exposures.parquet")
+            progress.advance(steps)
+            rd.clear_done("data")
+            os.replace(staging / EVENTS_FILE, rd.events)
+            os.replace(staging / SAMPLES_FILE, rd.samples)
+            os.replace(staging / "exposures.parquet", rd.exposures)
+            write_parquet(items, rd.items)
+            if facets is not None:
+                write_parquet(facets, rd.data / "user_facets.parquet")
+            write_json(stats, rd.data / "stats.json")
+            progress.advance(steps)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     console.print(summary_table(stats))
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
 
 
-def _exposures(exposures: pl.DataFrame | None, events: pl.DataFrame, items: pl.DataFrame, source: str) -> pl.DataFrame:
-    """The source's exposure log, or its feedback events when it logs none (see :mod:`conrec.data.exposures`)."""
+def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: pl.DataFrame, source: str, path: Path) -> None:
+    """The source's exposure log, or its feedback events when it logs none (see :mod:`conrec.data.exposures`).
+
+    Derived from the engine's events file as a streaming query: those events are already validated
+    against the items and sorted by (user, ts), which is what :func:`validate_exposures` would do.
+    """
     from conrec.data.exposures import exposures_from_events, validate_exposures
 
-    raw = exposures if exposures is not None else exposures_from_events(events)
-    return validate_exposures(raw, items, source=f"{source} exposures")
+    if exposures is not None:
+        write_parquet(validate_exposures(exposures, items, source=f"{source} exposures"), path)
+        return
+    with atomic_path(path) as tmp:
+        exposures_from_events(pl.scan_parquet(events_file)).sink_parquet(tmp, engine="streaming")
 
 
 def summary_table(stats: dict[str, Any]) -> Table:

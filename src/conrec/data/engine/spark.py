@@ -1,0 +1,391 @@
+"""The Spark engine (``data.engine: spark``): the data stage as PySpark DataFrame code.
+
+The semantics are those of :mod:`conrec.data.splits` (the reference, run by the polars engine),
+re-expressed with window functions and joins so that no step needs one user's events, let alone all
+of them, on one executor beyond what a window partition holds:
+
+* order: a user's events by ``(ts, input row)``; the input row is the file's row order
+  (``monotonically_increasing_id`` on read, or the loader's row order for in-memory sources);
+* cut-offs: the same "higher" quantiles of ``ts``, computed exactly from two histograms;
+* points: the same filters as window functions (first dislike per period window, most recent
+  ``max_train_samples_per_user``, first dislike after a cut-off, per-user shares);
+* history: the ``max_history`` events before the point, found by an equi-join on
+  ``(user, pos // max_history)`` blocks (two blocks per point) rather than a join on the user;
+* labels: negatives and positives in ``[t, min(t + N days, label_cut))`` by an equi-join on
+  ``(user, ts // window)`` buckets (two buckets per point);
+* ``sample_id``: the global (split, user, ts) order numbered with per-partition offsets (no
+  single-partition window).
+
+Spark writes part files; they are streamed, in order, into the run directory's single
+``events.parquet`` / ``samples.parquet`` (the run-dir contract), cast to the canonical dtypes.
+So the run directory must be on a filesystem the driver can write (see docs/data-at-scale.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from conrec.data.config import DataConfig, SparkConfig, SplitConfig
+from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
+from conrec.data.engine.polars import parquet_appender
+from conrec.data.engine.scan import report_invalid, report_unknown_items
+from conrec.data.samples import SAMPLE_COLUMNS
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
+from conrec.data.sources.common import existing_file, first_line
+from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
+from conrec.data.stats import EventParts, SampleParts
+from conrec.data.windows import horizon_seconds
+from conrec.errors import ConfigError, DataValidationError
+
+_ROW = "_row"
+_MS_THRESHOLD = 100_000_000_000
+
+
+def spark_session(cfg: SparkConfig) -> SparkSession:
+    """The session to run on: ``cfg.master``, else ``$CONREC_SPARK_MASTER``, else whatever
+    ``spark-submit`` set, else ``local[*]``. An existing session (spark-submit, a notebook, a test
+    module) is reused, so its settings win over ``cfg.conf``."""
+    builder = SparkSession.builder.appName("conrec-data")
+    master = cfg.master or os.environ.get("CONREC_SPARK_MASTER")
+    if master:
+        builder = builder.master(master)
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    for key, value in cfg.conf.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
+        hint = "" if shutil.which("java") else " Java was not found: apt-get install -y openjdk-17-jre-headless."
+        raise ConfigError(f"data.engine: spark could not start a Spark session ({first_line(exc)}).{hint}") from exc
+    if not master and "spark.master" not in dict(session.sparkContext.getConf().getAll()):
+        session = builder.master("local[*]").getOrCreate()
+    return session
+
+
+class SparkEngine:
+    """``data.engine: spark``."""
+
+    name = "spark"
+
+    def reads_file(self, cfg: DataConfig) -> bool:
+        """A ``table`` source's file is always read by Spark itself (it may be larger than the driver)."""
+        return cfg.source == "table"
+
+    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
+        spark = spark_session(cfg.spark)
+        work = out / "_spark"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            if events.frame is not None:
+                src = work / "input.parquet"
+                src.parent.mkdir(parents=True)
+                events.frame.select(list(EVENT_COLUMNS)).with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64)).write_parquet(src)
+                ev = spark.read.parquet(str(src))
+            else:
+                ev = read_table(spark, cfg)
+            return _build(spark, ev, items, cfg, out, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
+    """The ``table`` source's events file as canonical events plus the input row (file order), with
+    the mapping of :func:`conrec.data.engine.scan.scan_table` (renames, feedback or rating, ts unit)."""
+    assert cfg.events_path is not None
+    path = str(existing_file(cfg.events_path, "events"))
+    suffix = "".join(Path(path).suffixes).lower()
+    if suffix.endswith((".parquet", ".pq")):
+        df = spark.read.parquet(path)
+    elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
+        df = spark.read.option("header", True).option("sep", "\t" if ".tsv" in suffix else ",").option("inferSchema", True).csv(path)
+    else:
+        raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
+    for src, dst in cfg.columns.items():
+        if src in df.columns:
+            df = df.withColumnRenamed(src, dst)
+    if not {"user_id", "item_id", "ts"} <= set(df.columns) or not ({"feedback", "rating"} & set(df.columns)):
+        raise DataValidationError(
+            f"events file {path}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {df.columns}"
+        )
+    df = df.withColumn(_ROW, F.monotonically_increasing_id())
+    ts = F.col("ts").cast("long")
+    unit = cfg.ts_unit
+    if unit == "auto":
+        first = df.agg(F.min(ts)).first()
+        low = first[0] if first is not None else None
+        unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
+    df = df.withColumn("ts", F.floor(ts / 1000).cast("long") if unit == "ms" else ts)
+    if "feedback" in df.columns:
+        df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
+    else:
+        fb = F.when(F.col("rating") <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(F.col("rating") >= cfg.like_min_rating, F.lit(POSITIVE))
+        df = df.withColumn("feedback", fb).filter(F.col("feedback").isNotNull())
+    return df.select(
+        F.col("user_id").cast("string").alias("user_id"),
+        F.col("item_id").cast("string").alias("item_id"),
+        "ts",
+        "feedback",
+        _ROW,
+    )
+
+
+def _check(ev: DataFrame, items: DataFrame, what: str) -> int:
+    """The loaders' validation rules as one aggregate (and an anti-join); returns the item count."""
+    fb = F.col("feedback")
+    row = ev.agg(
+        F.count(F.lit(1)).alias("n"),
+        *[F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in EVENT_COLUMNS],
+        F.sum((fb.isNotNull() & ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE))).cast("long")).alias("bad_feedback"),
+        F.sum((F.col("ts") < 0).cast("long")).alias("negative_ts"),
+        F.sum((F.col("ts") > MAX_TS).cast("long")).alias("huge_ts"),
+        F.countDistinct("item_id").alias("items_with_events"),
+    ).first()
+    facts = row.asDict() if row is not None else {}
+    report_invalid(facts, what)
+    unknown = ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().cache()
+    n_unknown = unknown.count()
+    report_unknown_items(n_unknown, [r[0] for r in unknown.orderBy("item_id").limit(5).collect()] if n_unknown else [], what)
+    unknown.unpersist()
+    return int(facts["items_with_events"])
+
+
+def higher_quantiles(ts: DataFrame, qs: list[float]) -> list[int]:
+    """Exact ``quantile(q, interpolation="higher")`` of ``ts`` (the polars definition: the value at
+    sorted index ``ceil(q * (n - 1))``), from a coarse histogram and a fine one inside the bucket
+    that holds each rank: two passes, a few thousand rows to the driver, no global sort."""
+    lo, hi, n = ts.agg(F.min("ts"), F.max("ts"), F.count("ts")).first()  # type: ignore[misc]
+    ranks = [math.ceil(q * (n - 1)) for q in qs]
+    width = max(1, -(-(hi - lo + 1) // 4096))
+    coarse = sorted(ts.groupBy(F.floor((F.col("ts") - lo) / width).alias("b")).count().collect())
+    out = []
+    for rank in ranks:
+        seen, b = 0, 0
+        for bucket, c in coarse:  # the bucket holding the rank, and how many values lie before it
+            b = bucket
+            if seen + c > rank:
+                break
+            seen += c
+        fine = sorted(ts.filter((F.col("ts") >= lo + b * width) & (F.col("ts") < lo + (b + 1) * width)).groupBy("ts").count().collect())
+        for value, c in fine:
+            if seen + c > rank:
+                out.append(int(value))
+                break
+            seen += c
+    return out
+
+
+def _floordiv(x: Column, d: int) -> Column:
+    """Floor division of longs (as polars ``//``), exact: no trip through doubles."""
+    return ((x - F.pmod(x, F.lit(d))) / d).cast("long")
+
+
+def _first_per(df: DataFrame, keys: list[str | Column]) -> DataFrame:
+    w = Window.partitionBy(*keys).orderBy("ts", _ROW)
+    return df.withColumn("_k", F.row_number().over(w)).filter(F.col("_k") == 1).drop("_k")
+
+
+def _pick_train(cands: DataFrame, window_end: Column, cfg: SplitConfig) -> DataFrame:
+    """:func:`conrec.data.splits._pick_train_points` in Spark."""
+    if cfg.train_points == "periodic":
+        period = horizon_seconds(cfg.train_period_days)
+        cands = _first_per(cands.withColumn("_w", _floordiv(window_end - 1 - F.col("ts"), period)), ["user_id", "_w"]).drop("_w")
+    recent = Window.partitionBy("user_id").orderBy(F.col("ts").desc(), F.col(_ROW).desc())
+    return (
+        cands.withColumn("_r", F.row_number().over(recent))
+        .filter(F.col("_r") <= cfg.max_train_samples_per_user)
+        .drop("_r")
+        .withColumn("split", F.lit("train"))
+    )
+
+
+def select_points(neg: DataFrame, cuts: Cutoffs, cfg: SplitConfig) -> DataFrame:
+    """:func:`conrec.data.splits.select_points` (both protocols): ``user_id, split, ts, _row, item_id, pos, label_cut``."""
+    cols = ["user_id", "split", "ts", _ROW, "item_id", "pos", "label_cut"]
+    no_cut = F.lit(NO_CUT).cast("long")
+    if cfg.protocol == "per_user":
+        w = Window.partitionBy("user_id")
+        rank = F.row_number().over(w.orderBy("ts", _ROW)) - 1
+        n = F.count(F.lit(1)).over(w)
+        n_test = F.floor(n * cfg.test_frac + 0.5)
+        n_vt = F.floor(n * (cfg.test_frac + cfg.valid_frac) + 0.5)
+        shares = neg.withColumn("share", F.when(rank >= n - n_test, "test").when(rank >= n - n_vt, "valid").otherwise("train"))
+        shares = shares.withColumn("valid_start", F.min(F.when(F.col("share") == "valid", F.col("ts"))).over(w)).withColumn(
+            "test_start", F.min(F.when(F.col("share") == "test", F.col("ts"))).over(w)
+        )
+        shares = shares.filter(F.col("pos") >= cfg.min_history)
+        if cfg.train_until == "test":
+            train = shares.filter(F.col("share") != "test").withColumn("label_cut", F.coalesce("test_start", no_cut))
+        else:
+            train = shares.filter(F.col("share") == "train").withColumn("label_cut", F.coalesce("valid_start", "test_start", no_cut))
+        last = F.max("ts").over(Window.partitionBy("user_id")) + 1
+        train = _pick_train(train, F.when(F.col("label_cut") == NO_CUT, last).otherwise(F.col("label_cut")), cfg)
+        valid = shares.filter(F.col("share") == "valid").withColumn("split", F.lit("valid")).withColumn("label_cut", F.coalesce("test_start", no_cut))
+        test = shares.filter(F.col("share") == "test").withColumn("split", F.lit("test")).withColumn("label_cut", no_cut)
+        return train.select(cols).unionByName(valid.select(cols)).unionByName(test.select(cols))
+    neg = neg.filter(F.col("pos") >= cfg.min_history)
+    train_cut = cuts.valid if cfg.train_until == "valid" else cuts.test
+    train = _pick_train(neg.filter(F.col("ts") < train_cut).withColumn("label_cut", F.lit(train_cut).cast("long")), F.lit(train_cut), cfg)
+    valid = _first_per(neg.filter((F.col("ts") >= cuts.valid) & (F.col("ts") < cuts.test)), ["user_id"])
+    valid = valid.withColumn("split", F.lit("valid")).withColumn("label_cut", F.lit(cuts.test).cast("long"))
+    test = _first_per(neg.filter(F.col("ts") >= cuts.test), ["user_id"]).withColumn("split", F.lit("test")).withColumn("label_cut", no_cut)
+    return train.select(cols).unionByName(valid.select(cols)).unionByName(test.select(cols))
+
+
+def _in_buckets(points: DataFrame, key: Column, width: int) -> DataFrame:
+    """Each point twice, once per ``width`` bucket its window can reach (``key // width`` and the next)."""
+    b = _floordiv(key, width)
+    return points.withColumn("_b", F.explode(F.array(b, b + 1)))
+
+
+def _sorted_field(col: str, field: str) -> Column:
+    return F.transform(F.array_sort(F.col(col)), lambda s: s[field])
+
+
+def attach(ev: DataFrame, points: DataFrame, cfg: SplitConfig) -> DataFrame:
+    """:func:`conrec.data.splits.attach_history_and_labels` in Spark (without ``sample_id``)."""
+    h = cfg.max_history
+    p = points.withColumn("_pid", F.monotonically_increasing_id()).cache()
+    key = ["_pid", "user_id"]
+
+    # history: events with pos in [pos - max_history, pos); they lie in blocks pos//h - 1 and pos//h
+    e_hist = ev.select("user_id", F.col("pos").alias("_epos"), F.col("item_id").alias("_eitem"), F.col("feedback").alias("_efb"), F.col("ts").alias("_ets"))
+    hist = (
+        _in_buckets(p.select(*key, "pos"), F.col("pos"), h)
+        .withColumn("_b", F.col("_b") - 1)
+        .join(e_hist.withColumn("_b", _floordiv(F.col("_epos"), h)), on=["user_id", "_b"])
+        .filter((F.col("_epos") >= F.col("pos") - h) & (F.col("_epos") < F.col("pos")))
+        .groupBy(*key)
+        .agg(F.collect_list(F.struct("_epos", "_eitem", "_efb", "_ets")).alias("_h"))
+        .select(
+            *key,
+            _sorted_field("_h", "_eitem").alias("hist_items"),
+            _sorted_field("_h", "_efb").alias("hist_feedback"),
+            _sorted_field("_h", "_ets").alias("hist_ts"),
+        )
+    )
+
+    # negatives from the point on (itself first) before min(t + max_horizon, cut)
+    far = horizon_seconds(cfg.max_horizon_days)
+    near = horizon_seconds(cfg.horizon_days)
+    negs = ev.filter(F.col("feedback") == DISLIKE).select(
+        "user_id", F.col("pos").alias("_npos"), F.col("ts").alias("_nts"), F.col("item_id").alias("_nitem")
+    )
+    later_limit = F.least(F.col("ts") + far, F.col("label_cut"))
+    near_limit = F.least(F.col("ts") + near, F.col("label_cut"))
+    labels = (
+        _in_buckets(p.select(*key, "ts", "pos", "label_cut"), F.col("ts"), far)
+        .join(negs.withColumn("_b", _floordiv(F.col("_nts"), far)), on=["user_id", "_b"])
+        .filter((F.col("_npos") == F.col("pos")) | ((F.col("_npos") > F.col("pos")) & (F.col("_nts") < later_limit)))
+        .groupBy(*key)
+        .agg(
+            F.collect_list(F.struct("_npos", "_nitem", "_nts")).alias("_l"),
+            F.collect_list(F.when((F.col("_npos") == F.col("pos")) | (F.col("_nts") < near_limit), F.struct("_npos", "_nitem"))).alias("_f"),
+        )
+        .select(
+            *key,
+            _sorted_field("_l", "_nitem").alias("later_negs"),
+            _sorted_field("_l", "_nts").alias("later_neg_ts"),
+            F.array_distinct(_sorted_field("_f", "_nitem")).alias("future_negs"),
+        )
+    )
+
+    # positives after the point (in the canonical order) before min(t + horizon, cut)
+    poss = ev.filter(F.col("feedback") > 0).select("user_id", F.col("pos").alias("_ppos"), F.col("ts").alias("_pts"), F.col("item_id").alias("_pitem"))
+    fpos = (
+        _in_buckets(p.select(*key, "ts", "pos", "label_cut"), F.col("ts"), near)
+        .join(poss.withColumn("_b", _floordiv(F.col("_pts"), near)), on=["user_id", "_b"])
+        .filter((F.col("_ppos") > F.col("pos")) & (F.col("_pts") < near_limit))
+        .groupBy(*key)
+        .agg(F.collect_list(F.struct("_ppos", "_pitem")).alias("_p"))
+        .select(*key, F.array_distinct(_sorted_field("_p", "_pitem")).alias("future_pos"))
+    )
+
+    empty_str = F.array().cast("array<string>")
+    return (
+        p.join(hist, on=key, how="left")
+        .join(labels, on=key, how="left")
+        .join(fpos, on=key, how="left")
+        .select(
+            "user_id",
+            "split",
+            "ts",
+            "pos",
+            F.coalesce("hist_items", empty_str).alias("hist_items"),
+            F.coalesce("hist_feedback", F.array().cast("array<tinyint>")).alias("hist_feedback"),
+            F.coalesce("hist_ts", F.array().cast("array<bigint>")).alias("hist_ts"),
+            F.col("item_id").alias("next_neg"),
+            "future_negs",
+            "later_negs",
+            "later_neg_ts",
+            F.coalesce("future_pos", empty_str).alias("future_pos"),
+        )
+    )
+
+
+def number_rows(df: DataFrame, order: list[Column]) -> DataFrame:
+    """``sample_id``: the 0-based rank in ``order``, from per-partition counts and offsets (a global
+    ``row_number`` window would pull every row into one partition)."""
+    ordered = df.orderBy(*order).withColumn("_part", F.spark_partition_id()).withColumn("_mono", F.monotonically_increasing_id()).cache()
+    counts = dict(ordered.groupBy("_part").agg(F.count(F.lit(1)), F.min("_mono")).rdd.map(lambda r: (r[0], (r[1], r[2]))).collect())
+    offsets, total = {}, 0
+    for part in sorted(counts):
+        offsets[part] = total - counts[part][1]
+        total += counts[part][0]
+    offset = F.create_map(*[x for part, off in offsets.items() for x in (F.lit(part), F.lit(off))]) if offsets else F.create_map()
+    return ordered.withColumn("sample_id", (F.col("_mono") + offset[F.col("_part")]).cast("long")).drop("_part", "_mono")
+
+
+def _write_single(df: DataFrame, work: Path, path: Path, schema: dict[str, pl.DataType]) -> None:
+    """Spark's ordered part files -> one Parquet file in canonical dtypes, streamed part by part."""
+    df.write.mode("overwrite").parquet(str(work))
+    parts = sorted(work.glob("part-*.parquet"))
+    with parquet_appender(path) as write:
+        for f in parts:
+            write(pl.read_parquet(f).select(pl.col(c).cast(t) for c, t in schema.items()))
+        if not parts:
+            write(pl.DataFrame(schema=schema))
+
+
+def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path) -> BuildResult:
+    items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
+    n_items = _check(raw, items, f"{cfg.source} events")
+    ev = raw.withColumn("feedback", F.col("feedback").cast("tinyint"))
+    ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
+    valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
+    cuts = cutoffs_from(valid, test)
+
+    points = select_points(ev.filter(F.col("feedback") == DISLIKE), cuts, cfg.split)
+    samples = attach(ev, points, cfg.split)
+    split_order = F.when(F.col("split") == "train", 0).when(F.col("split") == "valid", 1).otherwise(2)
+    samples = number_rows(samples, [split_order, F.col("user_id"), F.col("ts"), F.col("pos")]).cache()
+
+    _write_single(ev.orderBy("user_id", "ts", _ROW).select(*EVENT_COLUMNS), work / "events", out / EVENTS_FILE, dict(EVENT_COLUMNS))
+    _write_single(samples.select(*SAMPLE_COLUMNS), work / "samples", out / SAMPLES_FILE, SAMPLE_SCHEMA)
+
+    per_user = ev.groupBy("user_id").agg(F.sum((F.col("feedback") == DISLIKE).cast("long")).alias("neg"))
+    totals = ev.agg(F.count(F.lit(1)), F.sum((F.col("feedback") == DISLIKE).cast("long")), F.min("ts"), F.max("ts")).first()
+    assert totals is not None
+    neg_counts = pl.Series("neg", [r[0] for r in per_user.select("neg").collect()], pl.UInt32)
+    ev_parts = EventParts(
+        events=int(totals[0]), dislikes=int(totals[1]), users=neg_counts.len(), first_ts=int(totals[2]), last_ts=int(totals[3]), neg_per_user=neg_counts
+    )
+    count: dict[str, int] = dict.fromkeys(SPLITS, 0)
+    future: dict[str, int] = dict.fromkeys(SPLITS, 0)
+    hist = 0
+    rows: list[Any] = samples.groupBy("split").agg(
+        F.count(F.lit(1)), F.sum(F.size("hist_items")), F.sum(F.size("future_negs"))
+    ).collect()
+    for split, n, h, f in rows:
+        count[split], future[split] = int(n), int(f)
+        hist += int(h)
+    samples.unpersist()
+    ev.unpersist()
+    return BuildResult(cuts, ev_parts, SampleParts(count=count, hist_len=hist, future_len=future), n_items)
