@@ -20,6 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conrec.data.config import DataConfig
+from conrec.data.repair import RepairLog
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE, validate_events, validate_items
 from conrec.data.splits import (
@@ -93,9 +94,10 @@ def check_learnable(stats: dict[str, Any], source: str) -> None:
 
 
 def _load(
-    cfg: DataConfig, progress: Progress
+    cfg: DataConfig, progress: Progress, log: RepairLog
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
-    """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar."""
+    """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar.
+    Bad rows are repaired or dropped into ``log`` (see :mod:`conrec.data.repair`)."""
     if cfg.source == "simulator":
         from conrec.data.simulator import simulate
 
@@ -105,7 +107,7 @@ def _load(
     from conrec.data.loaders import load_source
 
     task = progress.add_task(f"loading {cfg.source}", total=1)
-    events, items = load_source(cfg)
+    events, items = load_source(cfg, log)
     exposures = None
     if cfg.source == "movielens100k":
         from conrec.data.exposures import movielens100k_exposures
@@ -122,8 +124,9 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     """
     console = console or Console()
     rd = RunDir(run_dir)
+    log = RepairLog(dcfg.on_invalid)
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
-        events, items, facets, exposures = _load(dcfg, progress)
+        events, items, facets, exposures = _load(dcfg, progress, log)
         steps = progress.add_task("validate, split, label, write", total=4)
         items = validate_items(items, source=f"{dcfg.source} items")
         events = validate_events(events, items, source=f"{dcfg.source} events")
@@ -137,6 +140,7 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
         # everything that can fail runs before the first file is written
         stats = data_stats(events, items, samples, cuts, dcfg.source)
         stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
+        stats["invalid_rows"] = {"policy": dcfg.on_invalid, **log.counts}
         check_learnable(stats, dcfg.source)
         exposure_log = _exposures(exposures, events, items, dcfg.source)
         rd.clear_done("data")
@@ -148,6 +152,7 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
             write_parquet(facets, rd.data / "user_facets.parquet")
         write_json(stats, rd.data / "stats.json")
         progress.advance(steps)
+    warn_repairs(log, dcfg.source, console)
     console.print(summary_table(stats))
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
@@ -159,6 +164,18 @@ def _exposures(exposures: pl.DataFrame | None, events: pl.DataFrame, items: pl.D
 
     raw = exposures if exposures is not None else exposures_from_events(events)
     return validate_exposures(raw, items, source=f"{source} exposures")
+
+
+def warn_repairs(log: RepairLog, source: str, console: Console) -> None:
+    """One warning block with every repair the loaders made (nothing when the data was clean)."""
+    if not log.total:
+        return
+    lines = "\n".join(f"  - {line}" for line in log.lines())
+    console.print(
+        f"[yellow]warning: {source}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
+        f"(data.on_invalid: drop; counts in data/stats.json):[/yellow]\n{lines}",
+        highlight=False,
+    )
 
 
 def summary_table(stats: dict[str, Any]) -> Table:
