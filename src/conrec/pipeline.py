@@ -178,11 +178,14 @@ def show_saved_results(run: RunDir, console: Console, order: list[str] | None = 
     path = run.eval / "metrics.json"
     if not path.exists():
         return False
-    from conrec.eval.report import ks_of, render_table
+    from conrec.eval.report import ks_of
+    from conrec.eval.summary import summary_table
 
     metrics = read_json(path, what="eval metrics")
     rank = {name: i for i, name in enumerate(order or [])}
     metrics = dict(sorted(metrics.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-    console.print(render_table(metrics, ks_of(metrics)))
+    slate_path = run.eval / "slate_metrics.json"
+    slates = read_json(slate_path, what="slate metrics").get("metrics") if slate_path.exists() else None
+    console.print(summary_table(metrics, ks_of(metrics), slates))
     return True
 

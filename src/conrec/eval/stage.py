@@ -37,7 +37,8 @@ from conrec.eval.baselines import make_baseline
 from conrec.eval.compare import add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
-from conrec.eval.report import render_table, tuning_section, write_report
+from conrec.eval.report import tuning_section, write_report
+from conrec.eval.summary import summary_table
 from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
@@ -328,9 +329,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     extra.append("## Timings (s, tune + fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
-    console.print(render_table(metrics, ks))
-    if slate_report is not None:
-        console.print(slate_report.markdown())
+    console.print(summary_table(metrics, ks, slate_report.metrics if slate_report is not None else None))
     for n in notes:
         console.print(f"[yellow]note:[/] {n}")
     console.print(f"report: {report}")
