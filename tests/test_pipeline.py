@@ -186,15 +186,15 @@ def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(t
     assert "0.1234" not in buf.getvalue()
 
 
-def test_readme_stage_table_is_the_registrys() -> None:
-    """README "Pipeline and commands" shows the table generated from conrec.stages (regenerate with
+def test_docs_stage_table_is_the_registrys() -> None:
+    """docs/pipeline.md shows the table generated from conrec.stages (regenerate with
     `python -m conrec.stages`)."""
     import re
 
     from conrec.stages import stage_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    found = re.search(r"<!-- stage-table:begin -->\n(.*?)\n<!-- stage-table:end -->", readme, re.S)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "pipeline.md").read_text()
+    found = re.search(r"<!-- stage-table:begin -->\n(.*?)\n<!-- stage-table:end -->", page, re.S)
     assert found is not None and found.group(1) == stage_table()
 
 
