@@ -1,6 +1,6 @@
 """Run the stages in order, skipping those already finished with the same configuration.
 
-Integrity rules (see README "Reliability"): a stage starts only when every stage it reads is
+Integrity rules (see docs/reliability.md): a stage starts only when every stage it reads is
 finished (``_done.json``), was made with the same settings (fingerprint) and its files still read
 (:meth:`RunDir.output_problem`); starting a stage invalidates it and every stage downstream first.
 
