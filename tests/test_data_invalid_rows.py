@@ -171,3 +171,34 @@ def test_clean_data_prints_no_warning(tmp_path):
     console = Console(record=True, width=200)
     stats = stage.run(cfg.data, cfg.run_dir, console=console)
     assert stats["invalid_rows"] == {"policy": "drop"} and "warning" not in console.export_text()
+
+
+def test_the_report_shows_the_counts(tmp_path):
+    from conrec.io import write_json
+    from conrec.stages import STAGE_REGISTRY
+
+    from builders import eval_run_dir
+
+    run, _ = eval_run_dir(tmp_path / "run")
+    stats = json.loads((run.data / "stats.json").read_text())
+    write_json({**stats, "invalid_rows": {"policy": "drop", "empty_title": 5, "bad_timestamp": 2}}, run.data / "stats.json")
+    section = {"baselines": ["popularity"], "models": [], "ks": [2, 5], "horizons": [1], "tune": False}
+    cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    row = next(line for line in run.report.read_text().splitlines() if line.startswith("| invalid_rows |"))
+    assert all(part in row for part in ("policy=drop", "empty_title=5", "bad_timestamp=2"))
+
+
+def test_cli_error_under_on_invalid_error_keeps_its_examples(tmp_path):
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    ev = tmp_path / "ev.csv"
+    ev.write_text("user_id,item_id,ts,rating\nu,a,1,1\nu,b,2,NaN\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\ndata: {{source: table, events_path: {ev}, on_invalid: error}}\n")
+    result = CliRunner().invoke(app, ["data", "-c", str(cfg)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    text = " ".join(result.output.split())  # the console wraps at its width
+    assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. [nan]" in text  # not eaten as markup

@@ -176,14 +176,14 @@ def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(t
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
     out = buf.getvalue()
-    assert "0.1234" in out and "0.0567" in out and "FHR@5" in out
+    assert "0.123" in out and "0.057" in out and "FHR@5" in out  # the 80-column summary: 3 decimals
     assert out.index("popularity") < out.index("grpo")  # the eval stage's order, not the JSON file's
     assert str(run.report) in out.replace("\n", "")  # a long tmp path wraps at 80 columns
     # a run whose eval stage just ran printed the table already: not twice
     monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
-    assert "0.1234" not in buf.getvalue()
+    assert "0.123" not in buf.getvalue()
 
 
 def test_docs_stage_table_is_the_registrys() -> None:

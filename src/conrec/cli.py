@@ -65,7 +65,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ConrecError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
 
 

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 _STATS_FOR_REPORT = (
     "source", "users", "items", "events", "dislikes", "dislike_share", "users_with_dislikes",
     "median_negatives_per_user", "first_event", "last_event", "valid_cutoff", "test_cutoff", "samples",
+    "invalid_rows",  # what data.on_invalid repaired or dropped (conrec.data.repair)
 )
 
 
