@@ -102,3 +102,14 @@ def test_cli_prints_its_guesses_refuses_to_overwrite_and_errors_in_one_line(tmp_
     (tmp_path / "odd.csv").write_text("a,b,c\n1,2,3\n")
     odd = runner.invoke(app, ["init", "odd.csv", "-o", "odd.yaml"])
     assert odd.exit_code == 2 and "--user-col" in odd.output and not (tmp_path / "odd.yaml").exists()
+
+
+def test_parquet_with_typed_columns(tmp_path: Path) -> None:
+    ev = tmp_path / "events.parquet"
+    pl.DataFrame({"visitor_id": ["a", "b", "a"], "sku": ["x", "y", "y"], "created_at": [1_700_000_000_000, 1_700_000_100_000, 1_700_000_200_000],
+                  "score": [1.0, 10.0, 5.0]}).write_parquet(ev)
+    out, g = init_config(ev, None, tmp_path / "p.yaml")
+    assert g.columns() == {"visitor_id": "user_id", "sku": "item_id", "created_at": "ts", "score": "rating"}
+    assert g.ts_unit == "ms" and g.rating_range == (1.0, 10.0)
+    events, _ = load_source(load_config(out).data)
+    assert events["ts"].to_list()[0] == 1_700_000_000
