@@ -32,7 +32,8 @@ def load_amazon(
     """Amazon reviews JSONL (optionally .gz). 2018: ``reviewerID, asin, overall, unixReviewTime`` (s);
     2023: ``user_id, parent_asin|asin, rating, timestamp`` (ms). Items are keyed by ``parent_asin``
     when present (2023 metadata is keyed by it). Metadata: title, main category, categories,
-    description. Duplicate metadata rows (the 2018 dumps have some) keep the first."""
+    description. Duplicate metadata rows (the 2018 dumps have some) keep the first.
+    ``log``: the invalid-row policy and its counts (see :mod:`conrec.data.repair`; strict without it)."""
     rp = existing_file(reviews_jsonl, "Amazon reviews")
     what = f"Amazon reviews file {rp}"
     first = first_json_record(rp, "Amazon reviews")

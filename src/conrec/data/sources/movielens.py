@@ -89,7 +89,8 @@ def load_movielens(
     log: RepairLog | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """MovieLens: ``ratings.dat``/``movies.dat`` (ML-1M, ``::``, latin-1) or ``ratings.csv``/``movies.csv``
-    (ML-latest/ML-25M, headers ``userId,movieId,rating,timestamp`` and ``movieId,title,genres``)."""
+    (ML-latest/ML-25M, headers ``userId,movieId,rating,timestamp`` and ``movieId,title,genres``).
+    ``log``: the invalid-row policy and its counts (see :mod:`conrec.data.repair`; strict without it)."""
     rp, mp = existing_file(ratings_path, "MovieLens ratings"), existing_file(movies_path, "MovieLens movies")
     if file_suffix(rp) == ".dat":
         ratings = _read_double_colon(rp, 4, ["user_id", "item_id", "rating", "ts"], "MovieLens ratings")
