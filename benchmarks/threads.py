@@ -1,7 +1,7 @@
 """Stage times against torch's thread count, alone and beside one concurrent training process.
 
 Why: on a shared CPU, a training process that starts as many torch threads as the machine has
-cores competes with every other such process; the README's timings only hold on a quiet machine.
+cores competes with every other such process; the docs' timings only hold on a quiet machine.
 This script measures two stages of ``preset:tiny`` — SFT steps (the tiny Llama) and the SASRec
 baseline's fit — with threads = every available core (torch's own default), threads = 1, and
 conrec's automatic choice (:mod:`conrec.runtime`: the available cores other processes leave idle),

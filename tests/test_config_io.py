@@ -102,14 +102,17 @@ def test_corrupt_and_missing_inputs_are_clear(tmp_path: Path) -> None:
     assert read_json(j) == {"a": 1}
 
 
-def test_readme_lists_every_setting_with_its_current_default():
+def test_docs_configuration_reference_is_exactly_the_generated_table():
+    """docs/configuration.md between its markers is `conrec config --reference` (paste that output to update it)."""
+    import re
     from pathlib import Path
 
-    from conrec.config import config_reference
+    from conrec.config import config_reference_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [f"{key} = {default}" for key, default, _ in config_reference() if f"| `{key}` | `{default}` |" not in readme]
-    assert not missing, f"README's configuration reference is stale (run `conrec config --reference`): {missing[:5]}"
+    page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    found = re.search(r"<!-- config-reference:begin -->\n(.*?)\n<!-- config-reference:end -->", page, re.S)
+    assert found is not None, "docs/configuration.md lost its config-reference markers"
+    assert found.group(1) == config_reference_markdown(), "docs/configuration.md is stale: paste `conrec config --reference`"
 
 
 def test_presets_load_and_demo_uses_a_tiny_offline_backbone():

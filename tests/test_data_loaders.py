@@ -116,7 +116,7 @@ def test_table_bad_feedback_value_is_named(tmp_path):
 def test_table_duplicate_item_ids_are_named(tmp_path):
     ev = _write(tmp_path / "ev.csv", "user_id,item_id,ts,feedback\nu,a,100,1\n")
     it = _write(tmp_path / "it.csv", "item_id,title\na,Alpha\nb,Beta\na,Again\n")
-    with pytest.raises(DataValidationError, match=r"duplicate item id\(s\) \['a'\]"):
+    with pytest.raises(DataValidationError, match=r"duplicate item id\(s\).*\['a'\]"):
         load_table(ev, it, {})
 
 
@@ -239,7 +239,7 @@ def test_kuairand_bad_inputs(tmp_path):
     with pytest.raises(DataValidationError, match=r"not in the items table.*999"):
         load_kuairand(log, feats)
     dup = _write(tmp_path / "g.csv", "video_id,video_type\n100,NORMAL\n100,AD\n")
-    with pytest.raises(DataValidationError, match=r"duplicate item id\(s\) \['100'\]"):
+    with pytest.raises(DataValidationError, match=r"duplicate item id\(s\).*\['100'\]"):
         load_kuairand(log, dup)
 
 

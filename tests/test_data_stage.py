@@ -121,10 +121,11 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
 # --- issue 13.2 / 13.4: edge cases fail before any file is written ---------------------------------
 
 
-def _table_cfg(tmp_path, rows: list[str]):
+def _table_cfg(tmp_path, rows: list[str], on_invalid: str = "drop"):
     ev = tmp_path / "events.csv"
     ev.write_text("\n".join(["user_id,item_id,ts,feedback", *rows]) + "\n")
-    return load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
+    data = {"source": "table", "events_path": str(ev), "on_invalid": on_invalid}
+    return load_config(None, {"run_dir": str(tmp_path / "run"), "data": data})
 
 
 def _rows(feedback: str = "{f}", ts_of=lambda k, u: k * 3600 + u) -> list[str]:
@@ -139,13 +140,20 @@ def test_float_feedback_as_written_by_a_csv_with_nans_is_accepted(tmp_path):
     assert events["feedback"].dtype == pl.Int8 and stats["dislikes"] == 30
 
 
-def test_fractional_feedback_is_rejected(tmp_path):
+def test_fractional_feedback_is_rejected_under_on_invalid_error(tmp_path):
     from conrec.errors import DataValidationError
 
     rows = _rows()
     rows[0] = rows[0].rsplit(",", 1)[0] + ",0.5"
     with pytest.raises(DataValidationError, match="feedback.*0.5"):
-        _run_data(_table_cfg(tmp_path, rows))
+        _run_data(_table_cfg(tmp_path, rows, on_invalid="error"))
+
+
+def test_fractional_feedback_is_dropped_and_counted_by_default(tmp_path):
+    rows = _rows()
+    rows[0] = rows[0].rsplit(",", 1)[0] + ",0.5"
+    stats = _run_data(_table_cfg(tmp_path, rows))
+    assert stats["events"] == 119 and stats["invalid_rows"] == {"policy": "drop", "bad_feedback": 1}
 
 
 def test_dataset_without_dislikes_fails_the_stage(tmp_path):

@@ -176,25 +176,25 @@ def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(t
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
     out = buf.getvalue()
-    assert "0.1234" in out and "0.0567" in out and "FHR@5" in out
+    assert "0.123" in out and "0.057" in out and "FHR@5" in out  # the 80-column summary: 3 decimals
     assert out.index("popularity") < out.index("grpo")  # the eval stage's order, not the JSON file's
     assert str(run.report) in out.replace("\n", "")  # a long tmp path wraps at 80 columns
     # a run whose eval stage just ran printed the table already: not twice
     monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
-    assert "0.1234" not in buf.getvalue()
+    assert "0.123" not in buf.getvalue()
 
 
-def test_readme_stage_table_is_the_registrys() -> None:
-    """README "Pipeline and commands" shows the table generated from conrec.stages (regenerate with
+def test_docs_stage_table_is_the_registrys() -> None:
+    """docs/pipeline.md shows the table generated from conrec.stages (regenerate with
     `python -m conrec.stages`)."""
     import re
 
     from conrec.stages import stage_table
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    found = re.search(r"<!-- stage-table:begin -->\n(.*?)\n<!-- stage-table:end -->", readme, re.S)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "pipeline.md").read_text()
+    found = re.search(r"<!-- stage-table:begin -->\n(.*?)\n<!-- stage-table:end -->", page, re.S)
     assert found is not None and found.group(1) == stage_table()
 
 

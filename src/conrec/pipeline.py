@@ -1,6 +1,6 @@
 """Run the stages in order, skipping those already finished with the same configuration.
 
-Integrity rules (see README "Reliability"): a stage starts only when every stage it reads is
+Integrity rules (see docs/reliability.md): a stage starts only when every stage it reads is
 finished (``_done.json``), was made with the same settings (fingerprint) and its files still read
 (:meth:`RunDir.output_problem`); starting a stage invalidates it and every stage downstream first.
 
@@ -160,11 +160,14 @@ def show_saved_results(run: RunDir, console: Console, order: list[str] | None = 
     path = run.eval / "metrics.json"
     if not path.exists():
         return False
-    from conrec.eval.report import ks_of, render_table
+    from conrec.eval.report import ks_of
+    from conrec.eval.summary import summary_table
 
     metrics = read_json(path, what="eval metrics")
     rank = {name: i for i, name in enumerate(order or [])}
     metrics = dict(sorted(metrics.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-    console.print(render_table(metrics, ks_of(metrics)))
+    slate_path = run.eval / "slate_metrics.json"
+    slates = read_json(slate_path, what="slate metrics").get("metrics") if slate_path.exists() else None
+    console.print(summary_table(metrics, ks_of(metrics), slates))
     return True
 

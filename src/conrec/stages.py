@@ -2,7 +2,7 @@
 
 Why a registry: the pipeline's order, the fingerprint of what can change a stage's outputs, the
 check that its inputs are current, the readable-output check on reuse, the CLI's hints ("run
-`conrec sid` first") and the README's stage table all come from :data:`STAGE_REGISTRY`, so they
+`conrec sid` first") and the docs' stage table (docs/pipeline.md) all come from :data:`STAGE_REGISTRY`, so they
 cannot disagree, and adding a stage is one entry here (plus its module), not an edit of the
 pipeline, which only iterates the registry.
 
@@ -311,7 +311,7 @@ def received_fingerprint(stage: str, section: Any, run_dir: str | Path) -> str:
 
 
 def stage_table() -> str:
-    """The README's stage table (markdown), generated from the registry; ``python -m conrec.stages`` prints it."""
+    """The stage table of docs/pipeline.md (markdown), generated from the registry; ``python -m conrec.stages`` prints it."""
 
     def code(items: tuple[str, ...]) -> str:
         return ", ".join(f"`{x}`" for x in items) or "—"

@@ -120,6 +120,15 @@ class DataConfig(_Strict):
     )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
     like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon)")
+    rating_range: tuple[float, float] | None = Field(
+        None,
+        description="the rating scale [low, high] (e.g. [0.5, 5]); ratings outside it are invalid rows (see on_invalid)",
+    )
+    on_invalid: Literal["drop", "error"] = Field(
+        "drop",
+        description="bad rows and items (empty title, unknown item, NaN/zero time, bad feedback, exact duplicates): "
+        "drop = repair or drop each with a count (printed, and kept in data/stats.json); error = stop at the first",
+    )
     ts_unit: Literal["auto", "s", "ms"] = Field(
         "auto", description="source=table integer timestamps: seconds, milliseconds, or auto (ms if all > 1e11)"
     )
@@ -143,4 +152,6 @@ class DataConfig(_Strict):
     def _ratings(self) -> DataConfig:
         if self.dislike_max_rating >= self.like_min_rating:
             raise ValueError("dislike_max_rating must be < like_min_rating (a rating cannot be both)")
+        if self.rating_range is not None and not self.rating_range[0] < self.rating_range[1]:
+            raise ValueError("rating_range must be [low, high] with low < high")
         return self

@@ -7,7 +7,7 @@ are mapped to feedback with two thresholds: ``rating <= dislike_max_rating`` is 
 stars is neither, and absence of a positive is not a dislike).
 
 The sources themselves live in :mod:`conrec.data.sources` (one module each, found through its
-registry); this module keeps the public names that callers and the README use.
+registry); this module keeps the public names that callers and the docs use.
 
 Errors are :class:`DataValidationError` naming the file, column, line or item at fault.
 """

@@ -1,6 +1,6 @@
 """The embedded default dataset, MovieLens-100K: see :mod:`conrec.data.sources.movielens100k`.
 
-Kept as a module of its own name because the README, benchmarks and callers import it from here.
+Kept as a module of its own name because the docs, benchmarks and callers import it from here.
 """
 
 from __future__ import annotations

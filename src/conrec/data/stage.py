@@ -24,6 +24,7 @@ from rich.table import Table
 from conrec.data.config import DataConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
+from conrec.data.repair import RepairLog
 from conrec.data.schema import validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import DataValidationError
@@ -50,12 +51,14 @@ def check_learnable(stats: dict[str, Any], source: str) -> None:
 
 
 def _load(
-    cfg: DataConfig, engine: DataEngine, progress: Progress
+    cfg: DataConfig, engine: DataEngine, progress: Progress, log: RepairLog
 ) -> tuple[EventsInput, pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None]:
     """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar.
 
     A ``table`` source whose engine reads the file itself (Spark; polars when streaming) is only
-    scanned here, for its items: the events never pass through this process's memory.
+    scanned here, for its items: the events never pass through this process's memory (the engine
+    validates them; the repairs of ``data.on_invalid`` apply to sources loaded here). Bad rows of the
+    others are repaired or dropped into ``log`` (see :mod:`conrec.data.repair`).
     """
     if cfg.source == "table" and engine.reads_file(cfg):
         from conrec.data.engine.scan import scan_table, table_items
@@ -73,7 +76,7 @@ def _load(
         from conrec.data.loaders import load_source
 
         task = progress.add_task(f"loading {cfg.source}", total=1)
-        events, items = load_source(cfg)
+        events, items = load_source(cfg, log)
         facets, exposures = None, None
         if cfg.source == "movielens100k":
             from conrec.data.exposures import movielens100k_exposures
@@ -95,9 +98,10 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     console = console or Console()
     rd = RunDir(run_dir)
     engine = get_engine(dcfg.engine)
+    log = RepairLog(dcfg.on_invalid)
     rd.data.mkdir(parents=True, exist_ok=True)
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
-        events, items, facets, exposures = _load(dcfg, engine, progress)
+        events, items, facets, exposures = _load(dcfg, engine, progress, log)
         steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
@@ -108,6 +112,7 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
                 valid_cut=built.cuts.valid, test_cut=built.cuts.test, source=dcfg.source,
             )
             stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
+            stats["invalid_rows"] = {"policy": dcfg.on_invalid, **log.counts}
             check_learnable(stats, dcfg.source)
             _write_exposures(exposures, staging / EVENTS_FILE, items, dcfg.source, staging / "exposures.parquet")
             progress.advance(steps)
@@ -122,6 +127,7 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
             progress.advance(steps)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    warn_repairs(log, dcfg.source, console)
     console.print(summary_table(stats))
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
@@ -140,6 +146,18 @@ def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: p
         return
     with atomic_path(path) as tmp:
         exposures_from_events(pl.scan_parquet(events_file)).sink_parquet(tmp, engine="streaming")
+
+
+def warn_repairs(log: RepairLog, source: str, console: Console) -> None:
+    """One warning block with every repair the loaders made (nothing when the data was clean)."""
+    if not log.total:
+        return
+    lines = "\n".join(f"  - {line}" for line in log.lines())
+    console.print(
+        f"[yellow]warning: {source}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
+        f"(data.on_invalid: drop; counts in data/stats.json):[/yellow]\n{lines}",
+        highlight=False,
+    )
 
 
 def summary_table(stats: dict[str, Any]) -> Table:

@@ -10,8 +10,8 @@
   ``fit(events, items)`` / ``recommend(samples, k)``.
 * :mod:`conrec.eval.tuning` — each baseline's grid scored on the valid split.
 * :mod:`conrec.eval.context_swap` — rank every point with another user's history.
-* :mod:`conrec.eval.report` — ``write_report(run_dir, metrics, dataset_stats, extra_sections)``,
-  ``render_table(metrics, ks)``.
+* :mod:`conrec.eval.report` — ``write_report(run_dir, metrics, dataset_stats, extra_sections)``.
+* :mod:`conrec.eval.summary` — ``summary_table(metrics, ks, slates)``: the 80-column terminal summary.
 * :mod:`conrec.eval.stage` — ``run(cfg, console)``: the ``conrec eval`` stage.
 
 Nothing heavy is imported here, so ``import conrec.eval.metrics`` stays cheap.

@@ -36,7 +36,7 @@ import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.errors import DataValidationError, StageInputError, require_columns
+from conrec.errors import DataValidationError, require_columns
 from conrec.eval.bootstrap import mean_ci, resample_indices
 
 if TYPE_CHECKING:
@@ -308,8 +308,13 @@ def run_slate_eval(
         return None
     exposures = read_parquet(rd.exposures, what="exposures (data stage output)")
     slates = build_slates(samples, exposures, ccfg.n_candidates, ecfg.seed)
-    if slates.height == 0:
-        raise StageInputError("exposure-controlled evaluation: no evaluation point has another exposure on its day")
+    if slates.height == 0:  # e.g. one event per user and day: a note, not a failed eval (the other metrics stand)
+        if console is not None:
+            console.print(
+                "[yellow]note:[/] exposure-controlled evaluation skipped: no evaluation point has another exposure "
+                "on its day (set eval.slates.enabled: false to silence this)"
+            )
+        return None
     write_parquet(slates, rd.eval / "slates.parquet")
     scorers: dict[str, Scorer] = {name: baseline_scorer(m, item_ids) for name, m in fitted.items()}
     for name in lm_names:

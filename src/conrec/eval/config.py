@@ -175,6 +175,12 @@ class EvalConfig(_Strict):
     )
     tune_k: int = Field(20, ge=1, description="tuning maximises FHR@tune_k on the valid samples")
     tune_budget: int = Field(6, ge=1, description="most grid points any baseline may try (the same budget for all)")
+    max_dense_items: int = Field(
+        20_000,
+        ge=1,
+        description="baselines that need a dense n_items x n_items matrix (EASE) are skipped, with a note, on larger "
+        "catalogues (20,000 items: 3.2 GB and minutes per fit; memory and time grow as n^2 and n^3)",
+    )
     context_swap: bool = Field(
         False, description="also rank every point with another evaluated user's history (a seeded derangement)"
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 from conrec.errors import StageInputError  # noqa: E402
 from conrec.eval.metrics import parse_horizon_key  # noqa: E402
@@ -45,7 +44,7 @@ def table_columns(ks: Sequence[int]) -> list[str]:
     return cols + ["invalid_rate"]
 
 
-def _number(value: Any) -> float | None:
+def number_or_none(value: Any) -> float | None:
     """A table cell's value as a float, or None when it is missing/NaN/not a number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         return None
@@ -54,7 +53,7 @@ def _number(value: Any) -> float | None:
 
 def _best(metrics: dict[str, dict[str, Any]], col: str) -> float | None:
     """The best value of a column, or None when there is nothing to single out (all equal)."""
-    values = [v for row in metrics.values() if (v := _number(row.get(col))) is not None]
+    values = [v for row in metrics.values() if (v := number_or_none(row.get(col))) is not None]
     if not values or len({f"{v:.4f}" for v in values}) == 1 and len(values) > 1:
         return None
     return min(values) if col in _LOWER_IS_BETTER else max(values)
@@ -62,7 +61,7 @@ def _best(metrics: dict[str, dict[str, Any]], col: str) -> float | None:
 
 def _present(metrics: dict[str, dict[str, Any]], cols: list[str]) -> list[str]:
     """Columns at least one model has (LUF/LIF are absent when not computable)."""
-    return [c for c in cols if any(_number(row.get(c)) is not None for row in metrics.values())]
+    return [c for c in cols if any(number_or_none(row.get(c)) is not None for row in metrics.values())]
 
 
 def markdown_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str:
@@ -73,7 +72,7 @@ def markdown_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str
     for model, row in metrics.items():
         cells = []
         for c in cols:
-            v = _number(row.get(c))
+            v = number_or_none(row.get(c))
             if v is None:
                 cells.append("–")
                 continue
@@ -83,25 +82,25 @@ def markdown_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str
     return "\n".join(lines)
 
 
-def _interval(row: dict[str, Any], key: str) -> str:
+def interval_text(row: Mapping[str, Any], key: str) -> str:
     ci = row.get(key)
-    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(_number(x) is None for x in ci):
+    if not isinstance(ci, (list, tuple)) or len(ci) != 2 or any(number_or_none(x) is None for x in ci):
         return ""
     return f" [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
 def ci_cell(row: dict[str, Any], key: str) -> str:
     """``0.546 [0.486, 0.610]``: the value with its bootstrap CI ('–' when absent)."""
-    v = _number(row.get(key))
-    return "–" if v is None else f"{v:.3f}{_interval(row, key + '_ci')}"
+    v = number_or_none(row.get(key))
+    return "–" if v is None else f"{v:.3f}{interval_text(row, key + '_ci')}"
 
 
 def diff_cell(row: dict[str, Any], key: str) -> str:
     """``+0.021 [-0.010, 0.052] vs popularity``; '(reference)' for the best baseline itself."""
-    d = _number(row.get(key + "_diff"))
+    d = number_or_none(row.get(key + "_diff"))
     if d is None:
-        return "(best baseline)" if _number(row.get(key)) is not None and key + "_ci" in row else "–"
-    return f"{d:+.3f}{_interval(row, key + '_diff_ci')} vs {row.get(key + '_vs', '?')}"
+        return "(best baseline)" if number_or_none(row.get(key)) is not None and key + "_ci" in row else "–"
+    return f"{d:+.3f}{interval_text(row, key + '_diff_ci')} vs {row.get(key + '_vs', '?')}"
 
 
 def ci_keys(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> list[str]:
@@ -124,7 +123,7 @@ def ci_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str | Non
     for model, row in metrics.items():
         lines.append(f"| {model} | " + " | ".join(f"{ci_cell(row, k)} | {diff_cell(row, k)}" for k in keys) + " |")
     first = next(iter(metrics.values()), {})
-    sizes = [f"{m} over {int(first[f'n_samples_{m}'])}" for m in ("LUF", "LIF") if _number(first.get(f"n_samples_{m}")) is not None]
+    sizes = [f"{m} over {int(first[f'n_samples_{m}'])}" for m in ("LUF", "LIF") if number_or_none(first.get(f"n_samples_{m}")) is not None]
     if sizes:
         lines += ["", f"Points in the long-tail populations: {', '.join(sizes)} of {int(first.get('n_samples', 0))}."]
     return "\n".join(lines)
@@ -138,7 +137,7 @@ def swap_table(metrics: dict[str, dict[str, Any]]) -> str | None:
     k = max(found)
     lines = [f"| model | FHR@{k} own history | FHR@{k} another user's history | top-{k} overlap |", "|---|---:|---:|---:|"]
     for model, row in metrics.items():
-        own, sw, ov = (_number(row.get(c)) for c in (f"FHR@{k}", f"swap_FHR@{k}", f"swap_overlap@{k}"))
+        own, sw, ov = (number_or_none(row.get(c)) for c in (f"FHR@{k}", f"swap_FHR@{k}", f"swap_overlap@{k}"))
         if sw is None:
             continue
         lines.append(f"| {model} | {own if own is not None else float('nan'):.4f} | {sw:.4f} | {ov if ov is not None else float('nan'):.0%} |")
@@ -164,39 +163,6 @@ def tuning_section(tuning: dict[str, dict[str, Any]]) -> str:
         )
         lines.append(f"| {name} | {chosen} | {t.get('valid_fhr', float('nan')):.4f} | {tried} |")
     return "\n".join(lines)
-
-
-def render_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> Table:
-    """The results for the terminal: one row per metric, one column per model (so a few models fit
-    an 80-column terminal); the best value per metric in bold green; then the headline metric's CI
-    and paired difference vs the best baseline, and the context swap when computed."""
-    cols = _present(metrics, table_columns(ks))
-    table = Table(title="negative recommendation: evaluation", header_style="bold")
-    table.add_column("metric")
-    for model in metrics:
-        table.add_column(model, justify="right")
-    for c in cols:
-        best = _best(metrics, c)
-        cells = []
-        for row in metrics.values():
-            v = _number(row.get(c))
-            if v is None:
-                cells.append("–")
-                continue
-            text = f"{v:.4f}"
-            cells.append(f"[bold green]{text}[/]" if best is not None and f"{best:.4f}" == text else text)
-        table.add_row(c, *cells)
-    for key in ci_keys(metrics, ks)[:1]:
-        table.add_row(f"{key} 95% CI", *[_interval(row, key + "_ci").strip() or "–" for row in metrics.values()])
-        table.add_row(
-            f"Δ{key} vs best baseline",
-            *[f"{d:+.4f}" if (d := _number(row.get(key + "_diff"))) is not None else ("ref" if key + "_ci" in row else "–")
-              for row in metrics.values()],
-        )
-        table.add_row(f"Δ{key} 95% CI", *[_interval(row, key + "_diff_ci").strip() or "–" for row in metrics.values()])
-    for key in sorted({k for row in metrics.values() for k in row if k.startswith("swap_")}):
-        table.add_row(key, *[f"{v:.4f}" if (v := _number(row.get(key))) is not None else "–" for row in metrics.values()])
-    return table
 
 
 # Plots are sized for a report page: at most PAGE_WIDTH_IN inches wide at the saved dpi (~1,100 px).

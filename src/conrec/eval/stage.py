@@ -33,11 +33,13 @@ from conrec.data.fit_events import fit_events_for, split_cutoff  # noqa: F401  (
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
 from conrec.data.windows import beyond_max_note, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
-from conrec.eval.baselines import make_baseline
+from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.compare import add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
+from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
-from conrec.eval.report import render_table, tuning_section, write_report
+from conrec.eval.report import tuning_section, write_report
+from conrec.eval.summary import summary_table
 from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 _STATS_FOR_REPORT = (
     "source", "users", "items", "events", "dislikes", "dislike_share", "users_with_dislikes",
     "median_negatives_per_user", "first_event", "last_event", "valid_cutoff", "test_cutoff", "samples",
+    "invalid_rows",  # what data.on_invalid repaired or dropped (conrec.data.repair)
 )
 
 
@@ -227,9 +230,21 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         if m not in lm_todo:
             notes.append(f"LM model `{m}` skipped: no checkpoint at {rd.model_dir(m)} (run `conrec {m}` first).")
 
+    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height)
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
         for name in ecfg.baselines:
+            cost = REGISTRY[name].cost(ecfg)
+            skipped = skip_reason(name, cost, workload, ecfg.max_dense_items)
+            if skipped is not None:
+                notes.append(skipped + ".")
+                console.print(f"[yellow]{skipped}[/]")
+                progress.advance(task)
+                continue
+            fits = 1 + (len(getattr(ecfg, REGISTRY[name].settings).grid_points()) if valid_samples is not None else 0)
+            expected = announcement(name, cost, workload, fits)
+            if expected is not None:
+                console.print(expected)
             started = time.perf_counter()
             bcfg = ecfg
             if valid_samples is not None and valid_fit is not None:
@@ -302,9 +317,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     extra.append("## Timings (s, tune + fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
-    console.print(render_table(metrics, ks))
-    if slate_report is not None:
-        console.print(slate_report.markdown())
+    console.print(summary_table(metrics, ks, slate_report.metrics if slate_report is not None else None))
     for n in notes:
         console.print(f"[yellow]note:[/] {n}")
     console.print(f"report: {report}")

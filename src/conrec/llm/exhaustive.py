@@ -4,7 +4,7 @@ Why: beam search keeps ``num_beams`` SID prefixes per level, so an item whose fi
 among the best prefixes is never reached, although its full-SID probability may rank it in the
 top K. A small LM trained from scratch spreads its mass thinly, and there the approximation costs
 real hits (measured on the valid split: FHR@20 0.153 -> 0.191 on a simulated world, 0.485 ->
-0.492 on MovieLens-100K; README, "Results"). For catalogues of thousands of items, scoring every
+0.492 on MovieLens-100K; docs/results.md). For catalogues of thousands of items, scoring every
 full SID path is affordable: :func:`conrec.llm.scoring.sid_log_probs` encodes a prompt once and
 scores ``C`` candidates in one forward over ``(C, L)`` tokens, so one prompt costs about one
 forward over ``L x n_items`` tokens against its cached prompt.

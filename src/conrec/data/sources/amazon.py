@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.data.config import DataConfig
+from conrec.data.repair import RepairLog
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
     TsUnit,
@@ -26,11 +27,13 @@ def load_amazon(
     meta_jsonl: str | Path | None = None,
     dislike_max_rating: float = 2.0,
     like_min_rating: float = 4.0,
+    log: RepairLog | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Amazon reviews JSONL (optionally .gz). 2018: ``reviewerID, asin, overall, unixReviewTime`` (s);
     2023: ``user_id, parent_asin|asin, rating, timestamp`` (ms). Items are keyed by ``parent_asin``
     when present (2023 metadata is keyed by it). Metadata: title, main category, categories,
-    description. Duplicate metadata rows (the 2018 dumps have some) keep the first."""
+    description. Duplicate metadata rows (the 2018 dumps have some) keep the first.
+    ``log``: the invalid-row policy and its counts (see :mod:`conrec.data.repair`; strict without it)."""
     rp = existing_file(reviews_jsonl, "Amazon reviews")
     what = f"Amazon reviews file {rp}"
     first = first_json_record(rp, "Amazon reviews")
@@ -57,7 +60,7 @@ def load_amazon(
         items = _amazon_items(existing_file(meta_jsonl, "Amazon metadata"))
     else:
         items = placeholder_items(events["item_id"], "product")
-    return finish_tables(events, items, source="Amazon")
+    return finish_tables(events, items, source="Amazon", log=log)
 
 
 def _amazon_items(path: Path) -> pl.DataFrame:
@@ -94,9 +97,9 @@ def _amazon_items(path: Path) -> pl.DataFrame:
     )
 
 
-def _load(cfg: DataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     assert cfg.events_path is not None  # load_source checks it (events_what below)
-    return load_amazon(cfg.events_path, cfg.items_path, cfg.dislike_max_rating, cfg.like_min_rating)
+    return load_amazon(cfg.events_path, cfg.items_path, cfg.dislike_max_rating, cfg.like_min_rating, log)
 
 
 SOURCE = Source("amazon", _load, events_what="reviews JSON-lines file")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from conrec.data.repair import RepairLog, drop_rows, repair_events, repair_items
 from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
@@ -22,7 +23,7 @@ from conrec.data.schema import (
     validate_events,
     validate_items,
 )
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError, DataValidationError, require_columns
 
 TsUnit = Literal["auto", "s", "ms"]
 _MS_THRESHOLD = 10**11  # epoch seconds reach 1e11 only in the year 5138: larger integers are milliseconds
@@ -105,11 +106,16 @@ def first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def parse_timestamps(s: pl.Series, unit: TsUnit = "auto", what: str = "events", column: str = "ts") -> pl.Series:
+def parse_timestamps(
+    s: pl.Series, unit: TsUnit = "auto", what: str = "events", column: str = "ts", unreadable_to_null: bool = False
+) -> pl.Series:
     """Any timestamp column -> Int64 epoch seconds.
 
     Integers are seconds, or milliseconds (``unit="ms"``, or ``"auto"`` when every value exceeds
     1e11); strings may be integers or ISO-like date/times; datetimes/dates are converted (UTC).
+    NaN and infinite floats become nulls (for the invalid-row policy to count or refuse: see
+    :mod:`conrec.data.repair`), and so do unreadable strings when ``unreadable_to_null``; otherwise
+    an unreadable string is an error naming its row.
     """
     name = s.name
     if s.dtype == pl.Date:
@@ -117,23 +123,30 @@ def parse_timestamps(s: pl.Series, unit: TsUnit = "auto", what: str = "events", 
     if s.dtype.is_temporal():
         return s.cast(pl.Datetime("us")).dt.epoch("s").alias(name)
     if s.dtype == pl.String:
-        as_int = s.str.strip_chars().cast(pl.Int64, strict=False)
+        stripped = s.str.strip_chars()
+        as_int = stripped.cast(pl.Int64, strict=False)
         if as_int.null_count() == s.null_count():
             s = as_int
         else:
-            as_dt = _parse_datetimes(s.str.strip_chars())
-            bad = s.is_not_null() & as_dt.is_null()
-            if bad.any() and not (bad & as_int.is_null()).any():
+            as_num = stripped.cast(pl.Float64, strict=False)  # also reads "1.7e9", "nan", "inf"
+            as_dt = _parse_datetimes(stripped)
+            present = s.is_not_null()
+            if (present & as_num.is_not_null()).any() and (present & as_dt.is_not_null()).any():
                 raise DataValidationError(f"{what}: column {column!r} mixes epoch integers and date/time strings")
-            bad = bad & as_int.is_null()
-            if bad.any():
+            parsed = as_dt if (present & as_dt.is_not_null()).any() else as_num
+            bad = present & parsed.is_null()
+            if bad.any() and not unreadable_to_null:
                 row = int(bad.arg_true()[0])
                 raise DataValidationError(
                     f"{what}: column {column!r} has a value that is neither epoch seconds nor a date/time: "
                     f"{s[row]!r} (row {row + 1})"
                 )
-            return as_dt.dt.epoch("s").alias(name)
+            if parsed.dtype.is_temporal():
+                return parsed.dt.epoch("s").alias(name)
+            s = parsed
     if s.dtype.is_float():
+        s = s.cast(pl.Float64)
+        s = pl.select(pl.when(s.is_finite()).then(s)).to_series().alias(name)
         frac = s.is_not_null() & (s != s.floor())
         if frac.any() and unit != "ms":
             row = int(frac.arg_true()[0])
@@ -165,22 +178,37 @@ def _parse_datetimes(s: pl.Series) -> pl.Series:
     return best
 
 
-def ratings_to_feedback(df: pl.DataFrame, dislike_max_rating: float, like_min_rating: float, what: str) -> pl.DataFrame:
-    """Replace ``rating`` by ``feedback``: <= dislike_max -> -1, >= like_min -> +1, between -> dropped."""
+def ratings_to_feedback(
+    df: pl.DataFrame,
+    dislike_max_rating: float,
+    like_min_rating: float,
+    what: str,
+    log: RepairLog | None = None,
+    rating_range: tuple[float, float] | None = None,
+) -> pl.DataFrame:
+    """Replace ``rating`` by ``feedback``: <= dislike_max -> -1, >= like_min -> +1, between -> dropped.
+
+    With a ``log`` whose policy is ``drop``, missing, non-numeric, NaN and out-of-``rating_range``
+    ratings are dropped and counted as ``bad_feedback``; without one the first is an error.
+    """
     if dislike_max_rating >= like_min_rating:
         raise ConfigError("dislike_max_rating must be < like_min_rating (a rating cannot be both)")
     r = df["rating"]
+    lenient = log is not None and log.policy == "drop"
     if r.dtype == pl.String:
         r_num = r.str.strip_chars().cast(pl.Float64, strict=False)
         bad = r.is_not_null() & r_num.is_null()
-        if bad.any():
+        if bad.any() and not lenient:
             row = int(bad.arg_true()[0])
             raise DataValidationError(f"{what}: column 'rating' has a non-numeric value {r[row]!r} (row {row + 1})")
         r = r_num
     if not r.dtype.is_numeric():
         raise DataValidationError(f"{what}: column 'rating' must be numeric, got dtype {r.dtype}")
-    if r.null_count():
-        raise DataValidationError(f"{what}: column 'rating' has {r.null_count()} missing value(s)")
+    df = df.with_columns(rating=r.cast(pl.Float64))
+    invalid = pl.col("rating").is_null() | ~pl.col("rating").is_finite()
+    if rating_range is not None:
+        invalid = invalid | (pl.col("rating") < rating_range[0]) | (pl.col("rating") > rating_range[1])
+    df = drop_rows(df, invalid, "bad_feedback", log or RepairLog(), what, "rating")
     fb = (
         pl.when(pl.col("rating") <= dislike_max_rating)
         .then(pl.lit(DISLIKE, pl.Int8))
@@ -189,17 +217,22 @@ def ratings_to_feedback(df: pl.DataFrame, dislike_max_rating: float, like_min_ra
         .otherwise(None)
     )
     return (
-        df.with_columns(rating=r.cast(pl.Float64))
-        .with_columns(feedback=fb)
+        df.with_columns(feedback=fb)
         .filter(pl.col("feedback").is_not_null())
         .drop("rating")
     )
 
 
-def finish_tables(events: pl.DataFrame, items: pl.DataFrame, source: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate items, then events against them; keep only canonical event columns."""
-    items = validate_items(items, source=f"{source} items")
-    events = validate_events(events.select(list(EVENT_COLUMNS)), items, source=f"{source} events")
+def finish_tables(
+    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Repair (under ``log``'s policy; strict without one), then validate items, then events against
+    them; keep only canonical event columns."""
+    log = log or RepairLog()
+    items = validate_items(repair_items(items, log, f"{source} items"), source=f"{source} items")
+    require_columns(events, EVENT_COLUMNS, f"{source} events")
+    events = repair_events(events.select(list(EVENT_COLUMNS)), items, log, f"{source} events")
+    events = validate_events(events, items, source=f"{source} events")
     return events, items
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.data.config import DataConfig
+from conrec.data.repair import RepairLog
 from conrec.data.schema import DISLIKE, POSITIVE
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
@@ -35,11 +36,12 @@ def kuairand_log_files(path: str | Path) -> list[Path]:
 
 
 def load_kuairand(
-    log_path: str | Path | Sequence[str | Path], video_features_path: str | Path | None = None
+    log_path: str | Path | Sequence[str | Path], video_features_path: str | Path | None = None, repairs: RepairLog | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """KuaiRand logs: ``is_hate = 1`` is a dislike; otherwise a click, like or long view is a positive;
     other impressions are dropped. Time from ``time_ms`` (epoch ms), else ``date`` (YYYYMMDD) +
-    ``hourmin`` (HHMM). Items from the video features file when given, else ``"video <id>"``."""
+    ``hourmin`` (HHMM). Items from the video features file when given, else ``"video <id>"``.
+    ``repairs``: the invalid-row policy and its counts (see :mod:`conrec.data.repair`; strict without it)."""
     paths = [Path(p) for p in log_path] if isinstance(log_path, (list, tuple)) else kuairand_log_files(log_path)  # type: ignore[arg-type]  # str|Path here
     frames = []
     for path in paths:
@@ -99,7 +101,7 @@ def load_kuairand(
         items = _kuairand_items(read_table_file(video_features_path, "KuaiRand video features"), Path(video_features_path))
     else:
         items = placeholder_items(events["item_id"], "video")
-    return finish_tables(events, items, source="KuaiRand")
+    return finish_tables(events, items, source="KuaiRand", log=repairs)
 
 
 def _kuairand_items(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -138,9 +140,9 @@ def _kuairand_items(raw: pl.DataFrame, path: Path) -> pl.DataFrame:
     return df.select(pl.col("item_id"), title.alias("title"), text.alias("text"), category.alias("category"), *extra)
 
 
-def _load(cfg: DataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     assert cfg.events_path is not None  # load_source checks it (events_what below)
-    return load_kuairand(cfg.events_path, cfg.items_path)
+    return load_kuairand(cfg.events_path, cfg.items_path, log)
 
 
 SOURCE = Source("kuairand", _load, events_what="KuaiRand log CSV or a directory of log*.csv")

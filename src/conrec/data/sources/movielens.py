@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.data.config import DataConfig
+from conrec.data.repair import RepairLog
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
     existing_file,
@@ -85,9 +86,11 @@ def load_movielens(
     movies_path: str | Path,
     dislike_max_rating: float = 2.0,
     like_min_rating: float = 4.0,
+    log: RepairLog | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """MovieLens: ``ratings.dat``/``movies.dat`` (ML-1M, ``::``, latin-1) or ``ratings.csv``/``movies.csv``
-    (ML-latest/ML-25M, headers ``userId,movieId,rating,timestamp`` and ``movieId,title,genres``)."""
+    (ML-latest/ML-25M, headers ``userId,movieId,rating,timestamp`` and ``movieId,title,genres``).
+    ``log``: the invalid-row policy and its counts (see :mod:`conrec.data.repair`; strict without it)."""
     rp, mp = existing_file(ratings_path, "MovieLens ratings"), existing_file(movies_path, "MovieLens movies")
     if file_suffix(rp) == ".dat":
         ratings = _read_double_colon(rp, 4, ["user_id", "item_id", "rating", "ts"], "MovieLens ratings")
@@ -105,14 +108,14 @@ def load_movielens(
     ratings = ratings.with_columns(parse_timestamps(ratings["ts"], "s", what), pl.col("user_id", "item_id").cast(pl.String))
     events = ratings_to_feedback(ratings, dislike_max_rating, like_min_rating, what)
     items = movie_items(movies["item_id"], movies["title"], movies["genres"].cast(pl.String).str.split("|"))
-    return finish_tables(events, items, source=f"MovieLens {rp.name}")
+    return finish_tables(events, items, source=f"MovieLens {rp.name}", log=log)
 
 
-def _load(cfg: DataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     assert cfg.events_path is not None  # load_source checks it (events_what below)
     if cfg.items_path is None:
         raise ConfigError("data.items_path is required for data.source='movielens' (movies.dat or movies.csv)")
-    return load_movielens(cfg.events_path, cfg.items_path, cfg.dislike_max_rating, cfg.like_min_rating)
+    return load_movielens(cfg.events_path, cfg.items_path, cfg.dislike_max_rating, cfg.like_min_rating, log)
 
 
 SOURCE = Source("movielens", _load, events_what="ratings.dat or ratings.csv")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import polars as pl
 
 from conrec.data.config import DataConfig
+from conrec.data.repair import RepairLog
 from conrec.data.sources.base import Source
 
 
-def _load(cfg: DataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     from conrec.data.simulator import simulate
 
     sim = simulate(cfg.simulator)

@@ -7,6 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.data.config import DataConfig
+from conrec.data.repair import RepairLog, drop_rows
 from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
@@ -28,6 +29,8 @@ def load_table(
     dislike_max_rating: float = 2.0,
     like_min_rating: float = 4.0,
     ts_unit: TsUnit = "auto",
+    log: RepairLog | None = None,
+    rating_range: tuple[float, float] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events (and optionally items) from CSV/TSV/Parquet, with a source -> canonical column mapping.
 
@@ -35,7 +38,11 @@ def load_table(
     Events need ``user_id``, ``item_id``, ``ts`` and either ``feedback`` (-1/+1; 0 = neutral, dropped)
     or ``rating`` (converted with the thresholds). Without ``items_path`` each item's title is
     ``"item <id>"`` (then item text carries no meaning: prefer giving items).
+
+    Bad rows and items (see :mod:`conrec.data.repair`) are repaired or dropped and counted in
+    ``log`` when its policy is ``drop``; without a log the first one is an error.
     """
+    lenient = log is not None and log.policy == "drop"
     columns = dict(columns or {})
     bad_targets = sorted(set(columns.values()) - set(EVENT_COLUMNS) - set(ITEM_COLUMNS) - {"rating"})
     if bad_targets:
@@ -61,36 +68,38 @@ def load_table(
         raise DataValidationError(
             f"{what}: needs a 'feedback' (-1/+1) or a 'rating' column (map one with `columns`); have {events.columns}"
         )
-    for col in ("user_id", "item_id", "ts"):
-        n_null = events[col].null_count()
-        if n_null:
-            raise DataValidationError(f"{what}: column {col!r} has {n_null} missing value(s)")
-    events = events.with_columns(parse_timestamps(events["ts"], ts_unit, what), pl.col("user_id", "item_id").cast(pl.String))
+    ts = parse_timestamps(events["ts"], ts_unit, what, unreadable_to_null=lenient)
+    events = events.with_columns(ts, pl.col("user_id", "item_id").cast(pl.String))
     if "feedback" in events.columns:
         fb = events["feedback"]
         if fb.dtype == pl.Boolean:
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got booleans")
         if fb.dtype == pl.String:
-            fb_num = fb.str.strip_chars().cast(pl.Int64, strict=False)
-            if fb_num.null_count() > fb.null_count():
+            fb_num = fb.str.strip_chars().cast(pl.Float64, strict=False)
+            if fb_num.null_count() > fb.null_count() and not lenient:
                 bad = fb.filter(fb.is_not_null() & fb_num.is_null())
                 raise DataValidationError(f"{what}: column 'feedback' has non-numeric value(s) {bad.unique().head(3).to_list()}")
             events = events.with_columns(feedback=fb_num)
-        events = events.filter(pl.col("feedback") != 0)
+        events = events.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))  # 0: neutral, not a wart
     else:
-        events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what)
+        events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what, log, rating_range)
+    # before the placeholder items are built from the ids
+    events = drop_rows(events, pl.col("user_id").is_null() | pl.col("item_id").is_null(), "missing_id", log or RepairLog(), what, "user_id")
 
     if items_raw is not None:
         items = items_raw.rename({k: v for k, v in columns.items() if k in items_raw.columns})
         require_columns(items, ("item_id", "title"), f"items file {items_path}")
     else:
         items = placeholder_items(events["item_id"], "item")
-    return finish_tables(events, items, source=f"table {ev_path.name}")
+    return finish_tables(events, items, source=f"table {ev_path.name}", log=log)
 
 
-def _load(cfg: DataConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     assert cfg.events_path is not None  # load_source checks it (events_what below)
-    return load_table(cfg.events_path, cfg.items_path, cfg.columns, cfg.dislike_max_rating, cfg.like_min_rating, cfg.ts_unit)
+    rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
+    return load_table(
+        cfg.events_path, cfg.items_path, cfg.columns, cfg.dislike_max_rating, cfg.like_min_rating, cfg.ts_unit, log, rating_range
+    )
 
 
 SOURCE = Source("table", _load, events_what="events CSV/Parquet file")

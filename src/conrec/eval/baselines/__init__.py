@@ -13,15 +13,18 @@ from dataclasses import dataclass
 from conrec.errors import ConfigError
 from conrec.eval.baselines.base import Recommender
 from conrec.eval.config import BASELINE_NAMES, EvalConfig
+from conrec.eval.cost import EASE, LINEAR, Cost, sasrec_cost
 
 
 @dataclass(frozen=True)
 class BaselineSpec:
-    """How to build one baseline: ``build(eval_cfg)``; its settings live at ``eval_cfg.<settings>``."""
+    """How to build one baseline: ``build(eval_cfg)``; its settings live at ``eval_cfg.<settings>``;
+    ``cost(eval_cfg)``: how its time grows with the catalogue (see :mod:`conrec.eval.cost`)."""
 
     name: str
     settings: str
     build: Callable[[EvalConfig], Recommender]
+    cost: Callable[[EvalConfig], Cost] = lambda _cfg: LINEAR
 
 
 def _popularity(cfg: EvalConfig) -> Recommender:
@@ -72,8 +75,8 @@ REGISTRY: dict[str, BaselineSpec] = {
         BaselineSpec("popularity", "popularity", _popularity),
         BaselineSpec("itemknn", "itemknn", _itemknn),
         BaselineSpec("category", "category", _category),
-        BaselineSpec("sasrec", "sasrec", _sasrec),
-        BaselineSpec("ease", "ease", _ease),
+        BaselineSpec("sasrec", "sasrec", _sasrec, lambda cfg: sasrec_cost(cfg.sasrec.epochs, cfg.sasrec.hidden)),
+        BaselineSpec("ease", "ease", _ease, lambda _cfg: EASE),
         BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure),
         BaselineSpec("swing", "swing", _swing),
     )

@@ -1,0 +1,257 @@
+"""Guess the ``data.columns`` mapping of an events file (and an items file) from its header and a
+sample of its rows, for ``conrec init``.
+
+Why: writing the config by hand means knowing the canonical column names, the direction of the
+mapping (source -> canonical) and that a rating column needs two thresholds. Each guess here comes
+with the reason it was made, and an ambiguous or missing role is refused with the flag that settles
+it (``--user-col`` and the like), never guessed silently.
+
+Everything here is a pure function of the sampled tables, so the rules are tested on small frames.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from conrec.data.sources.common import CSV_SUFFIXES, PARQUET_SUFFIXES, existing_file, file_suffix, first_line, read_bytes
+from conrec.errors import ConfigError, DataValidationError
+
+SAMPLE_ROWS = 10_000
+_MS_THRESHOLD = 10**11
+
+# role -> (exact names, substrings), compared on lower-case names with non-alphanumerics removed.
+# An exact name scores 2, a substring 1; the unique best wins, a tie is refused.
+NAMES: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
+    "user_id": (frozenset({"userid", "user", "uid", "users", "customerid", "customer", "reviewerid", "visitorid", "memberid",
+                           "accountid", "viewerid", "clientid", "personid"}), ("user", "customer", "reviewer", "visitor")),
+    "item_id": (frozenset({"itemid", "item", "iid", "movieid", "productid", "asin", "parentasin", "videoid", "songid", "trackid",
+                           "bookid", "articleid", "sku", "contentid", "showid", "mediaid"}), ("item", "movie", "product", "video")),
+    "ts": (frozenset({"ts", "timestamp", "time", "datetime", "date", "unixtime", "eventtime", "createdat", "unixreviewtime",
+                      "epoch", "when", "timems", "timestampms"}), ("time", "date")),
+    "rating": (frozenset({"rating", "ratings", "stars", "star", "score", "overall", "rate", "grade", "userrating"}), ("rating", "star")),
+    "feedback": (frozenset({"feedback", "label", "reaction", "signal", "vote", "liked", "like", "dislike", "ishate", "thumbs"}),
+                 ("feedback", "reaction", "thumb")),
+    "title": (frozenset({"title", "name", "movietitle", "productname", "itemname", "itemtitle", "headline"}), ("title", "name")),
+    "text": (frozenset({"text", "description", "desc", "overview", "summary", "plot", "body", "content", "synopsis"}),
+             ("description", "overview", "summary", "text")),
+    "category": (frozenset({"category", "categories", "genre", "genres", "maincategory", "tag", "tags", "section", "topic"}),
+                 ("category", "genre", "tag")),
+}
+EVENT_ROLES = ("user_id", "item_id", "ts")
+ITEM_ROLES = ("title", "text", "category")
+FLAGS = {"user_id": "--user-col", "item_id": "--item-col", "ts": "--time-col", "rating": "--rating-col",
+         "feedback": "--rating-col", "title": "--title-col", "text": "--text-col", "category": "--category-col"}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One role's column and why it was chosen."""
+
+    role: str
+    column: str
+    reason: str
+
+
+@dataclass
+class Guess:
+    """The guessed mapping, ready to be written as a config."""
+
+    events: dict[str, Choice] = field(default_factory=dict)  # user_id, item_id, ts, and rating or feedback
+    items: dict[str, Choice] = field(default_factory=dict)  # item_id (items file), title, text, category
+    ts_unit: str = "auto"
+    ts_reason: str = ""
+    rating_range: tuple[float, float] | None = None
+    dislike_max_rating: float | None = None
+    like_min_rating: float | None = None
+    rating_reason: str = ""
+
+    def columns(self) -> dict[str, str]:
+        """``data.columns``: source -> canonical, leaving out columns already named canonically."""
+        out: dict[str, str] = {}
+        for choice in [*self.events.values(), *self.items.values()]:
+            if choice.column != choice.role:
+                if out.get(choice.column, choice.role) != choice.role:
+                    raise ConfigError(
+                        f"column {choice.column!r} would be both {out[choice.column]} and {choice.role}; "
+                        "rename one in the file, or name the columns with the --*-col flags"
+                    )
+                out[choice.column] = choice.role
+        return out
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _score(column: str, role: str) -> int:
+    exact, parts = NAMES[role]
+    n = _norm(column)
+    if n in exact:
+        return 2
+    if role == "ts" and re.search(r"(_at|At)$", column):  # created_at, ratedAt
+        return 1
+    return 1 if any(p in n for p in parts) else 0
+
+
+def read_sample(path: str | Path, what: str, n_rows: int = SAMPLE_ROWS) -> pl.DataFrame:
+    """The header and first ``n_rows`` rows of a CSV/TSV or Parquet file, every CSV column as text."""
+    p = existing_file(path, what)
+    fmt = file_suffix(p)
+    try:
+        if fmt in PARQUET_SUFFIXES:
+            return pl.read_parquet(p, n_rows=n_rows)
+        if fmt in CSV_SUFFIXES:
+            return pl.read_csv(io.BytesIO(read_bytes(p)), separator="\t" if fmt == ".tsv" else ",", n_rows=n_rows, infer_schema=False)
+    except Exception as exc:  # polars/arrow raise many types for malformed files
+        raise DataValidationError(f"{what} file {p} could not be read as {fmt.lstrip('.')}: {first_line(exc)}") from exc
+    raise DataValidationError(f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)")
+
+
+def _numbers(s: pl.Series) -> pl.Series:
+    """The non-null values of a column as floats (non-numbers dropped)."""
+    as_float = s.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False) if s.dtype == pl.String else s.cast(pl.Float64, strict=False)
+    return as_float.drop_nulls().filter(as_float.drop_nulls().is_finite())
+
+
+def _mostly_numeric(s: pl.Series) -> bool:
+    present = s.drop_nulls()
+    return present.len() > 0 and _numbers(present).len() >= 0.95 * present.len()
+
+
+def _is_feedback(s: pl.Series) -> bool:
+    values = set(_numbers(s).unique().to_list())
+    return bool(values) and values <= {-1.0, 0.0, 1.0} and -1.0 in values
+
+
+def _pick(role: str, columns: list[str], given: str | None, what: str, exclude: set[str]) -> Choice | None:
+    """The column for ``role``: the flag's, else the unique best name match; None when no name matches."""
+    if given is not None:
+        if given not in columns:
+            raise ConfigError(f"{FLAGS[role]} {given!r}: no such column in the {what}; it has {columns}")
+        return Choice(role, given, f"named by {FLAGS[role]}")
+    scored = [(s, c) for c in columns if c not in exclude and (s := _score(c, role)) > 0]
+    if not scored:
+        return None
+    best = max(s for s, _ in scored)
+    top = [c for s, c in scored if s == best]
+    if len(top) > 1:
+        raise ConfigError(f"ambiguous {role} column in the {what}: {top} all look like one; pass {FLAGS[role]} NAME")
+    how = "is a usual name" if best == 2 else "contains a usual word"
+    return Choice(role, top[0], f"{top[0]!r} {how} for {role}")
+
+
+def _time_unit(s: pl.Series) -> tuple[str, str]:
+    """(``data.ts_unit``, why) from the sampled values of the time column."""
+    nums = _numbers(s)
+    if s.dtype.is_temporal():
+        return "auto", "a date/time column"
+    if nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
+        if (nums > _MS_THRESHOLD).all():
+            return "ms", f"values like {int(nums[0])}: epoch milliseconds"
+        return "s", f"values like {int(nums[0])}: epoch seconds"
+    parsed = s.cast(pl.String).str.strip_chars().str.to_datetime(strict=False, time_unit="us")
+    if parsed.drop_nulls().len():
+        return "auto", f"values like {s.drop_nulls()[0]!r}: date/time strings"
+    raise ConfigError(f"time column {s.name!r}: values like {s.drop_nulls().head(2).to_list()} are neither epoch numbers nor dates; pass --time-col NAME")
+
+
+def _step(values: pl.Series) -> float:
+    """The rating scale's step: 0.5 for half stars, 1 for whole ones, else the smallest gap."""
+    uniq = sorted(set(values.to_list()))
+    gaps = [b - a for a, b in zip(uniq, uniq[1:]) if b - a > 1e-9]
+    return min(gaps) if gaps else 1.0
+
+
+def suggest_thresholds(values: pl.Series) -> tuple[tuple[float, float], float, float, str]:
+    """(rating_range, dislike_max_rating, like_min_rating, why) for a numeric rating sample.
+
+    The lowest ~35% of the scale is a dislike and the top ~25% a positive, on the scale's steps:
+    0.5-5 and 1-5 give <= 2 / >= 4 (MovieLens' usual reading), 1-10 gives <= 4 / >= 8.
+    """
+    low, high = float(values.min()), float(values.max())  # type: ignore[arg-type]
+    if not high > low:
+        raise ConfigError(f"rating column {values.name!r}: every sampled value is {low:g}; no dislike can be told from a like")
+    step = _step(values)
+    dislike = low + math.floor(0.35 * (high - low) / step + 1e-9) * step
+    like = low + math.ceil(0.75 * (high - low) / step - 1e-9) * step
+    if like <= dislike:
+        like = dislike + step
+    why = f"ratings {low:g}..{high:g} in steps of {step:g}: <= {dislike:g} is a dislike, >= {like:g} a positive, between is neutral"
+    return (low, high), round(dislike, 6), round(like, 6), why
+
+
+def guess(
+    events: pl.DataFrame,
+    items: pl.DataFrame | None = None,
+    given: dict[str, str] | None = None,
+) -> Guess:
+    """The mapping for ``events`` (and ``items``), with reasons; ``given``: role -> column from the flags.
+
+    Raises :class:`ConfigError` naming the flag to pass when a required role is ambiguous or absent.
+    """
+    given = dict(given or {})
+    cols = list(events.columns)
+    out = Guess()
+    taken: set[str] = set()
+    for role in EVENT_ROLES:
+        choice = _pick(role, cols, given.get(role), "events file", taken)
+        if choice is None:
+            raise ConfigError(f"no column of the events file looks like {role} ({cols}); pass {FLAGS[role]} NAME")
+        out.events[role] = choice
+        taken.add(choice.column)
+    out.ts_unit, out.ts_reason = _time_unit(events[out.events["ts"].column])
+
+    rating = given.get("rating")
+    if rating is not None:
+        choice = _pick("rating", cols, rating, "events file", taken)
+    else:
+        fb = _pick_value_role("feedback", cols, events, taken)
+        choice = fb if fb is not None else _pick_value_role("rating", cols, events, taken)
+    if choice is None:
+        raise ConfigError(f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME")
+    assert choice is not None
+    values = events[choice.column]
+    if _is_feedback(values):
+        out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; values in {-1, 0, +1}: -1 is a dislike")
+    else:
+        if not _mostly_numeric(values):
+            raise ConfigError(f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}); pass --rating-col NAME")
+        out.events["rating"] = choice
+        out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
+    taken.add(choice.column)
+
+    if items is not None:
+        item_col = out.events["item_id"].column
+        icols = list(items.columns)
+        if item_col in icols:
+            out.items["item_id"] = Choice("item_id", item_col, f"the events file's item column {item_col!r} is in the items file too")
+        else:
+            found = _pick("item_id", icols, None, "items file", set())
+            if found is None:
+                raise ConfigError(f"the items file has no column {item_col!r} nor one that looks like an item id ({icols})")
+            if found.column in cols:
+                raise ConfigError(f"items file column {found.column!r} is also an events column; rename one")
+            out.items["item_id"] = found
+        itaken = {out.items["item_id"].column}
+        for role in ITEM_ROLES:
+            choice = _pick(role, icols, given.get(role), "items file", itaken)
+            if choice is not None:
+                out.items[role] = choice
+                itaken.add(choice.column)
+        if "title" not in out.items:
+            raise ConfigError(f"no column of the items file looks like a title ({icols}); pass --title-col NAME")
+    return out
+
+
+def _pick_value_role(role: str, cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
+    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1."""
+    choice = _pick(role, cols, None, "events file", taken)
+    if choice is not None and role == "feedback" and not _is_feedback(events[choice.column]):
+        return None
+    return choice

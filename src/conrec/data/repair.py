@@ -1,0 +1,120 @@
+"""The invalid-row policy (``data.on_invalid``): repair or drop the warts every real export has,
+and count each kind, or stop at the first one.
+
+Why a policy and not hard errors: five empty titles among 9,066 items, or a handful of events with
+a NaN timestamp, used to refuse a whole dataset, and the only way on was to edit the data by hand.
+Why counts and not silence: a drop that nobody sees can hide a broken export (half the rows on
+unknown items is a mapping mistake, not a wart), so every repair is counted, printed in one
+warning block by the data stage and written to ``data/stats.json`` and the report.
+
+Structural problems (a missing column, a file that is not a table, no dislikes at all) are not
+warts: they still stop with a clear error whatever the policy.
+
+The functions here are pure table transforms; the only state is the :class:`RepairLog` they
+report to, which also carries the policy (so a caller that passes no log gets strict behaviour
+and never a silent drop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+from conrec.data.schema import DISLIKE, POSITIVE
+from conrec.errors import DataValidationError
+
+InvalidPolicy = Literal["drop", "error"]
+
+# kind -> what was wrong and what ``drop`` does about it (the warning block and the docs use these)
+WARTS: dict[str, str] = {
+    "empty_title": "item(s) with an empty title: the item id is used as the title",
+    "duplicate_item": "duplicate item id(s) in the items file: the first row is kept",
+    "missing_id": "event(s) with a missing user or item id: dropped",
+    "bad_timestamp": "event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped",
+    "bad_feedback": "event(s) with a missing or out-of-range feedback/rating: dropped",
+    "unknown_item": "event(s) on item ids not in the items table: dropped",
+    "duplicate_event": "exact duplicate event(s) (same user, item, time and feedback): removed",
+}
+
+
+@dataclass
+class RepairLog:
+    """What the loaders repaired or dropped, per kind of wart, under ``policy``.
+
+    With ``policy="error"`` the first wart raises :class:`DataValidationError` (one line, naming
+    the source, the count and a few examples) instead of being counted.
+    """
+
+    policy: InvalidPolicy = "error"
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def record(self, kind: str, n: int, source: str, examples: Sequence[object] = ()) -> None:
+        if n <= 0:
+            return
+        if kind not in WARTS:  # pragma: no cover - a programming error, not a data one
+            raise KeyError(kind)
+        if self.policy == "error":
+            what = WARTS[kind].split(":")[0]
+            eg = f", e.g. {list(examples)[:5]}" if examples else ""
+            raise DataValidationError(f"{source}: {n:,} {what}{eg} (data.on_invalid: error; `drop` repairs and counts them)")
+        self.counts[kind] = self.counts.get(kind, 0) + n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def lines(self) -> list[str]:
+        """One human line per kind, in :data:`WARTS` order."""
+        return [f"{self.counts[k]:,} {WARTS[k]}" for k in WARTS if self.counts.get(k)]
+
+
+def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFrame:
+    """Keep the first row of a duplicated item id; use the id as an empty (or missing) title."""
+    if "item_id" not in items.columns or "title" not in items.columns:
+        return items  # validate_items names the missing column
+    out = items.with_columns(pl.col("item_id").cast(pl.String))
+    dup_mask = out["item_id"].is_duplicated() & out["item_id"].is_not_null()
+    if dup_mask.any():
+        dup_ids = out.filter(dup_mask)["item_id"].unique(maintain_order=True)
+        log.record("duplicate_item", int(out.filter(dup_mask).height - dup_ids.len()), source, dup_ids.to_list())
+        out = out.unique(subset="item_id", keep="first", maintain_order=True)
+    title = pl.col("title").cast(pl.String).fill_null("").str.strip_chars()
+    empty = out.filter(title == "")["item_id"]
+    log.record("empty_title", empty.len(), source, empty.to_list())
+    return out.with_columns(pl.when(title == "").then(pl.col("item_id")).otherwise(title).alias("title"))
+
+
+def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str) -> pl.DataFrame:
+    """Drop the rows where ``bad`` is true, recording them under ``kind`` (examples from ``example_col``)."""
+    flagged = df.filter(bad)
+    if flagged.height == 0:
+        return df
+    log.record(kind, flagged.height, source, flagged[example_col].head(5).to_list())
+    return df.filter(~bad)
+
+
+def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFrame:
+    """Drop events with a missing id, a bad timestamp or feedback, or an unknown item; remove exact duplicates.
+
+    Expects parsed columns (``ts`` integer seconds or null, ``feedback`` numeric or null); what a
+    source could not parse it has turned into nulls, which land in the counts here.
+    """
+    out = drop_rows(events, pl.col("user_id").is_null() | pl.col("item_id").is_null(), "missing_id", log, source, "user_id")
+    out = out.with_columns(pl.col("user_id", "item_id").cast(pl.String))
+    if out.schema["ts"].is_numeric():
+        out = drop_rows(out, pl.col("ts").is_null() | (pl.col("ts") < 0), "bad_timestamp", log, source, "item_id")
+    fb = pl.col("feedback")
+    if out.schema["feedback"].is_numeric():
+        out = drop_rows(out, fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]), "bad_feedback", log, source, "feedback")
+    known = items["item_id"].cast(pl.String)
+    out = drop_rows(out, ~pl.col("item_id").is_in(known.implode()), "unknown_item", log, source, "item_id")
+    before = out.height
+    keys = ["user_id", "item_id", "ts", "feedback"]
+    deduped = out.unique(subset=keys, keep="first", maintain_order=True)
+    if deduped.height < before:
+        dups = out.filter(out.select(keys).is_duplicated())
+        log.record("duplicate_event", before - deduped.height, source, dups["item_id"].head(5).to_list())
+    return deduped

@@ -1,0 +1,93 @@
+"""What each baseline costs as the catalogue grows, so eval can say how long a step will take, or
+skip what would never finish.
+
+Why: on a 9,066-item export, tuning EASE took over 6 minutes (a dense item x item inverse per grid
+point) with no word on screen; at 10^5 items it would need 80 GB and days. Every baseline in the
+registry (:mod:`conrec.eval.baselines`) declares a :class:`Cost`: a rough seconds estimate for one
+fit + scoring from the workload's sizes, and whether it needs a dense ``n_items x n_items`` matrix.
+Dense baselines are skipped past ``eval.max_dense_items`` with a one-line reason.
+
+The coefficients are rough: 6e-11 s per n^3 for the dense inverse matches the reported 6+ minutes
+of EASE tuning (7 fits) on 9,066 items; numpy's inverse of a 3,000-item Gram matrix measured
+3e-10 s per n^3 on 2 cores at load average 12, so a loaded machine is several times slower. The
+dense score arrays are taken at about 1e-8 s per cell. They tell minutes from hours, nothing finer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+ANNOUNCE_AFTER_S = 10.0  # steps expected to take longer are announced before they start
+
+
+@dataclass(frozen=True)
+class Workload:
+    """The sizes a baseline's cost depends on."""
+
+    n_items: int
+    n_events: int
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class Cost:
+    """``seconds(workload)``: rough time of one fit + scoring; ``what``: the dominant term in words."""
+
+    what: str
+    seconds: Callable[[Workload], float]
+    dense_items: bool = False  # needs an n_items x n_items dense matrix (memory n^2 * 8 bytes)
+
+
+def dense_scores(w: Workload) -> float:
+    """Every baseline fills an (n_samples, n_items) score array, and reads its events once."""
+    return 1e-8 * w.n_samples * w.n_items + 2e-6 * w.n_events
+
+
+LINEAR = Cost("linear in events and samples x items", dense_scores)
+
+
+def ease_cost(w: Workload) -> float:
+    """The dense Gram inverse (n^3) and the dense score product (samples x n^2)."""
+    return 6e-11 * w.n_items**3 + 2e-11 * w.n_samples * w.n_items**2 + dense_scores(w)
+
+
+EASE = Cost("a dense n_items x n_items inverse", ease_cost, dense_items=True)
+
+
+def sasrec_cost(epochs: int, hidden: int) -> Cost:
+    """Training passes over the dislike sequences, plus a full-softmax score of every item per sample."""
+
+    def seconds(w: Workload) -> float:
+        return 3e-5 * epochs * w.n_events * hidden / 64 + 5e-8 * w.n_samples * w.n_items * hidden / 64 + dense_scores(w)
+
+    return Cost(f"{epochs} training epochs over the events", seconds)
+
+
+def human_seconds(s: float) -> str:
+    """``45 s``, ``12 min``, ``3.1 h``: the precision an estimate deserves."""
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def skip_reason(name: str, cost: Cost, w: Workload, max_dense_items: int) -> str | None:
+    """Why ``name`` is not run on this catalogue (one line), or None when it runs."""
+    if cost.dense_items and w.n_items > max_dense_items:
+        gb = w.n_items**2 * 8 / 1e9
+        return (
+            f"baseline {name} skipped: {w.n_items:,} items > eval.max_dense_items={max_dense_items:,} "
+            f"(it needs {cost.what}: {gb:,.1f} GB, ~{human_seconds(cost.seconds(w))} per fit); raise the limit to run it"
+        )
+    return None
+
+
+def announcement(name: str, cost: Cost, w: Workload, fits: int) -> str | None:
+    """``baseline ease: expected ~12 min (7 fits; a dense ...)`` when that is over ANNOUNCE_AFTER_S, else None."""
+    total = cost.seconds(w) * fits
+    if total < ANNOUNCE_AFTER_S:
+        return None
+    plural = "fit" if fits == 1 else "fits"
+    return f"baseline {name}: expected ~{human_seconds(total)} ({fits} {plural} on {w.n_items:,} items; {cost.what})"

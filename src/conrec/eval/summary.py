@@ -1,0 +1,58 @@
+"""The end-of-run summary for a terminal or a log: one row per model, five columns, 80 columns wide.
+
+Why its own table: the full results (every metric at every K, the CIs, the tuning, the slates) are
+in ``report.md``; what a terminal shows first, often a non-TTY log squeezed to 80 columns (CI,
+``nohup``, ``tee``), must stay readable there. Before, a model-per-column table was cut into cells
+like ``[-0.…`` and ``popula…``. Five short columns fit: model, FHR@K with its CI, the paired
+difference vs the best baseline, HR@K, and Candidate Acc@1 of the exposure-controlled evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from conrec.eval.report import interval_text, number_or_none
+
+
+def _value(row: Mapping[str, Any], key: str) -> str:
+    v = number_or_none(row.get(key))
+    return "–" if v is None else f"{v:.3f}"
+
+
+def delta_cell(row: Mapping[str, Any], key: str) -> str:
+    """``+0.021*``: the paired difference vs the best baseline; ``*`` when its CI excludes 0; ``ref``
+    for the best baseline itself; ``–`` where no CI was computed."""
+    d = number_or_none(row.get(key + "_diff"))
+    if d is None:
+        return "ref" if key + "_ci" in row else "–"
+    ci = row.get(key + "_diff_ci")
+    excludes_zero = isinstance(ci, (list, tuple)) and len(ci) == 2 and (ci[0] > 0 or ci[1] < 0)
+    return f"{d:+.3f}" + ("*" if excludes_zero else "")
+
+
+def summary_table(
+    metrics: Mapping[str, Mapping[str, Any]], ks: Sequence[int], slates: Mapping[str, Mapping[str, Any]] | None = None
+) -> Table:
+    """Model | FHR@K [95% CI] | Δ vs best | HR@K | Cand. Acc@1 at the largest K (rows in ``metrics`` order)."""
+    k = max(ks) if ks else 20
+    fhr = f"FHR@{k}"
+    table = Table(
+        title="results (full table: report.md)",
+        caption="Δ: paired FHR difference vs the best baseline (ref); *: CI excludes 0",
+        box=box.SIMPLE_HEAD,
+        header_style="bold",
+        pad_edge=False,
+    )
+    table.add_column("model", no_wrap=True)
+    table.add_column(f"{fhr} [95% CI]", justify="right", no_wrap=True)
+    table.add_column("Δ vs best", justify="right", no_wrap=True)
+    table.add_column(f"HR@{k}", justify="right", no_wrap=True)
+    table.add_column("Cand. Acc@1", justify="right", no_wrap=True)
+    for model, row in metrics.items():
+        cand = _value(slates.get(model, {}), "CandAcc@1") if slates else "–"
+        table.add_row(model, _value(row, fhr) + interval_text(row, fhr + "_ci"), delta_cell(row, fhr), _value(row, f"HR@{k}"), cand)
+    return table

@@ -1,0 +1,128 @@
+"""``conrec init EVENTS [--items ITEMS]``: write a commented config for your own data.
+
+The data section comes from :mod:`conrec.data.guess` (each guessed line carries its reason as a
+comment); every other section is copied from a preset (``--preset``, default ``demo``), so the
+file runs as it is and shows where to change the model or the training length. The file is
+validated by loading it back before it is written (atomically), so ``conrec init`` never leaves a
+config that ``conrec data`` would refuse for its own syntax.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conrec.config import load_config, preset_path
+from conrec.data.guess import Guess, guess, read_sample
+from conrec.errors import ConfigError
+from conrec.io import write_text
+
+
+def _rel(path: Path, base: Path) -> str:
+    """``path`` relative to the config's directory (configs resolve input paths against it)."""
+    try:
+        return os.path.relpath(path.absolute(), base.absolute())
+    except ValueError:  # another drive on Windows
+        return str(path.absolute())
+
+
+def _q(value: Any) -> str:
+    """One YAML scalar (quoted when YAML would read it as something else)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _preset_rest(name: str) -> tuple[str, dict[str, Any]]:
+    """The preset's text without its ``run_dir`` and ``data`` blocks (comments kept), and its data section."""
+    text = preset_path(name).read_text()
+    data = (yaml.safe_load(text) or {}).get("data", {}) or {}
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        top = line[:1] not in ("", " ", "#")
+        if top:
+            skipping = line.split(":", 1)[0] in ("run_dir", "data")
+        if not skipping and not (line.startswith("#") and not kept):
+            kept.append(line)
+    return "\n".join(kept).strip() + "\n", {k: v for k, v in data.items() if k in ("split", "on_invalid")}
+
+
+def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, preset: str, command: str) -> str:
+    """The config's text: a commented data section, then the preset's other sections."""
+    base = out.parent
+    rest, preset_data = _preset_rest(preset)
+    lines = [
+        f"# Written by `{command}`.",
+        "# The data section was guessed from the files' header and first rows; each guess says why.",
+        f"# Check it, then: conrec data -c {out.name}   (load, repair, split; prints what was dropped)",
+        f"#                conrec demo -c {out.name}   (every stage, then the results table)",
+        f"run_dir: {_q(run_dir)}",
+        "data:",
+        "  source: table",
+        f"  events_path: {_q(_rel(events, base))}",
+    ]
+    if items is not None:
+        lines.append(f"  items_path: {_q(_rel(items, base))}")
+    mapping = g.columns()
+    reasons = {c.column: c.reason for c in [*g.items.values(), *g.events.values()]}  # the events reason wins
+    if mapping:
+        lines.append("  columns:  # source column -> canonical column")
+        lines += [f"    {_q(src)}: {dst}  # {reasons[src]}" for src, dst in mapping.items()]
+    else:
+        lines.append("  columns: {}  # every column already has its canonical name")
+    same = dict.fromkeys(c.column for c in [*g.events.values(), *g.items.values()] if c.column == c.role)
+    lines += [f"  # {col}: already canonical" for col in same]
+    if g.rating_range is not None:
+        lines += [
+            f"  # {g.rating_reason}",
+            f"  dislike_max_rating: {g.dislike_max_rating:g}",
+            f"  like_min_rating: {g.like_min_rating:g}",
+            f"  rating_range: [{g.rating_range[0]:g}, {g.rating_range[1]:g}]  # ratings outside it are invalid rows",
+        ]
+    elif "feedback" in g.events:
+        lines.append(f"  # {g.events['feedback'].reason}")
+    lines.append(f"  ts_unit: {g.ts_unit}  # {g.ts_reason}")
+    lines.append("  on_invalid: drop  # bad rows are dropped with counts (see data/stats.json); `error` stops at the first")
+    for key, value in preset_data.items():
+        lines.append(f"  {key}: {_q(value)}")
+    lines += ["", f"# Everything below is preset:{preset} (model, training length, decoding, evaluation).", rest]
+    return "\n".join(lines)
+
+
+def init_config(
+    events: Path,
+    items: Path | None,
+    out: Path,
+    given: dict[str, str] | None = None,
+    preset: str = "demo",
+    run_dir: str | None = None,
+    force: bool = False,
+    command: str = "conrec init",
+) -> tuple[Path, Guess]:
+    """Guess, render, validate and write the config; returns its path and the guess (for printing)."""
+    if out.exists() and not force:
+        raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
+    sample_events = read_sample(events, "events")
+    sample_items = read_sample(items, "items") if items is not None else None
+    g = guess(sample_events, sample_items, given)
+    text = render(g, events, items, out, run_dir or f"runs/{out.stem}", preset, command)
+    tmp = out.parent / f".{out.name}.check.yaml"
+    try:
+        write_text(text, tmp)
+        load_config(tmp)  # a config init writes must load
+    finally:
+        tmp.unlink(missing_ok=True)
+    write_text(text, out)
+    return out, g
+
+
+def summary_lines(g: Guess) -> list[str]:
+    """What was guessed and why, one line per role, for the terminal."""
+    lines = [f"{c.role:>9} <- {c.column!r}: {c.reason}" for c in g.events.values()]
+    lines.append(f"{'time unit':>9}: {g.ts_unit} ({g.ts_reason})")
+    if g.rating_range is not None:
+        lines.append(f"{'threshold':>9}: {g.rating_reason}")
+    lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values() if c.role != "item_id"]
+    return lines

@@ -1,0 +1,204 @@
+"""``data.on_invalid`` (issue 22, and issue 24's NaN timestamps and silent duplicates): every wart a
+real export carries is repaired or dropped with a count under ``drop`` (the default), and stops
+with one clear line under ``error``; structural problems stop under both."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from conrec.config import load_config
+from conrec.data import stage
+from conrec.data.config import DataConfig
+from conrec.data.loaders import load_source, load_table
+from conrec.data.repair import WARTS, RepairLog
+from conrec.errors import DataValidationError
+from conrec.runs import RunDir
+
+HEADER = "user_id,item_id,ts,feedback"
+CLEAN = ["u1,a,100,1", "u1,b,200,-1", "u2,a,150,-1", "u2,b,160,1"]
+ITEMS = "item_id,title\na,Alpha\nb,Beta\n"
+
+
+def _files(tmp_path: Path, rows: list[str], items: str | None = ITEMS) -> tuple[Path, Path | None]:
+    ev = tmp_path / "ev.csv"
+    ev.write_text("\n".join([HEADER, *rows]) + "\n")
+    it = None
+    if items is not None:
+        it = tmp_path / "it.csv"
+        it.write_text(items)
+    return ev, it
+
+
+def _drop(ev: Path, it: Path | None, **kw) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    log = RepairLog("drop")
+    events, items = load_table(ev, it, {}, log=log, **kw)
+    return events, items, log.counts
+
+
+# ------------------------------------------------------------------ one test per wart, both policies
+
+WART_ROWS = {
+    "missing_id": ",a,120,-1",
+    "bad_timestamp": "u1,a,NaN,-1",
+    "bad_feedback": "u1,a,130,7",
+    "unknown_item": "u1,zzz,140,-1",
+    "duplicate_event": "u1,b,200,-1",  # the same as a clean row
+}
+
+
+@pytest.mark.parametrize("kind", sorted(WART_ROWS))
+def test_each_event_wart_is_dropped_and_counted(tmp_path, kind):
+    events, _, counts = _drop(*_files(tmp_path, [*CLEAN, WART_ROWS[kind]]))
+    assert counts == {kind: 1}
+    assert events.height == len(CLEAN)
+
+
+@pytest.mark.parametrize("kind", sorted(WART_ROWS))
+def test_each_event_wart_is_one_clear_error_under_on_invalid_error(tmp_path, kind):
+    ev, it = _files(tmp_path, [*CLEAN, WART_ROWS[kind]])
+    with pytest.raises(DataValidationError) as err:
+        load_table(ev, it, {}, log=RepairLog("error"))
+    message = str(err.value)
+    assert "\n" not in message and "ev.csv" in message and "on_invalid" in message
+    assert WARTS[kind].split(":")[0] in message
+
+
+def test_empty_titles_become_the_item_id(tmp_path):
+    _, items, counts = _drop(*_files(tmp_path, CLEAN, items="item_id,title\na,Alpha\nb,\n"))
+    assert counts == {"empty_title": 1}
+    assert dict(items.select("item_id", "title").iter_rows()) == {"a": "Alpha", "b": "b"}
+    with pytest.raises(DataValidationError, match=r"1 item\(s\) with an empty title, e\.g\. \['b'\]"):
+        load_table(*_files(tmp_path, CLEAN, items="item_id,title\na,Alpha\nb,\n"), {}, log=RepairLog("error"))
+
+
+def test_duplicate_item_rows_keep_the_first(tmp_path):
+    _, items, counts = _drop(*_files(tmp_path, CLEAN, items="item_id,title\na,Alpha\nb,Beta\na,Again\n"))
+    assert counts == {"duplicate_item": 1}
+    assert items.filter(pl.col("item_id") == "a")["title"].item() == "Alpha"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_parquet_timestamps_are_dropped_not_a_polars_traceback(tmp_path, bad):
+    """Issue 24, defect 3: `conversion from f64 to i64 failed in column 'ts'`."""
+    ev = tmp_path / "ev.parquet"
+    pl.DataFrame({"user_id": ["u", "u", "u"], "item_id": ["a", "b", "a"], "ts": [100.0, bad, 300.0], "feedback": [1, -1, -1]}).write_parquet(ev)
+    events, _, counts = _drop(ev, None)
+    assert counts == {"bad_timestamp": 1} and events["ts"].to_list() == [100, 300]
+    with pytest.raises(DataValidationError, match=r"1 event\(s\) with a missing, unreadable, NaN"):
+        load_table(ev, None, {}, log=RepairLog("error"))
+
+
+def test_nan_timestamps_in_a_csv_are_dropped(tmp_path):
+    ev, _ = _files(tmp_path, ["u,a,100.0,1", "u,b,nan,-1", "u,a,inf,-1", "u,b,,1", "u,a,yesterday,-1", "u,b,300.0,-1"], items=None)
+    events, _, counts = _drop(ev, None)
+    assert counts == {"bad_timestamp": 4} and events["ts"].to_list() == [100, 300]
+
+
+def test_ratings_outside_the_scale_or_nan_are_dropped(tmp_path):
+    ev = tmp_path / "ev.csv"
+    ev.write_text("user_id,item_id,ts,rating\nu,a,1,0.5\nu,b,2,5\nu,a,3,7\nu,b,4,NaN\nu,a,5,-1\nu,b,6,\n")
+    log = RepairLog("drop")
+    events, _ = load_table(ev, None, {}, log=log, rating_range=(0.5, 5.0))
+    assert log.counts == {"bad_feedback": 4}
+    assert events["feedback"].to_list() == [-1, 1]
+
+
+def test_a_nan_rating_is_not_a_positive_even_without_a_scale(tmp_path):
+    """polars orders NaN above every number, so `NaN >= like_min_rating` was true: a NaN rating was a like."""
+    ev = tmp_path / "ev.parquet"
+    pl.DataFrame({"user_id": ["u", "u"], "item_id": ["a", "b"], "ts": [1, 2], "rating": [1.0, math.nan]}).write_parquet(ev)
+    log = RepairLog("drop")
+    events, _ = load_table(ev, None, {}, log=log)
+    assert log.counts == {"bad_feedback": 1} and events["feedback"].to_list() == [-1]
+
+
+def test_library_calls_without_a_log_stay_strict(tmp_path):
+    with pytest.raises(DataValidationError, match="not in the items table.*zzz"):
+        load_table(*_files(tmp_path, [*CLEAN, "u1,zzz,140,-1"]), {})
+
+
+# ------------------------------------------------------------------ structural problems stop under drop
+
+
+def test_structural_problems_still_stop_under_drop(tmp_path):
+    ev = tmp_path / "ev.csv"
+    ev.write_text("user_id,item_id,feedback\nu,a,1\n")
+    with pytest.raises(DataValidationError, match=r"missing column\(s\) \['ts'\]"):
+        load_source(DataConfig(source="table", events_path=ev))
+    bad = tmp_path / "ev.parquet"
+    bad.write_bytes(b"not a table")
+    with pytest.raises(DataValidationError, match="could not be read"):
+        load_source(DataConfig(source="table", events_path=bad))
+
+
+def test_no_dislikes_left_after_the_drops_stops_the_stage(tmp_path):
+    ev, it = _files(tmp_path, ["u1,a,100,1", "u1,b,NaN,-1"])
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev), "items_path": str(it)}})
+    with pytest.raises(DataValidationError, match="none of the 1 events is a dislike"):
+        stage.run(cfg.data, cfg.run_dir, console=Console(quiet=True))
+    assert not RunDir(cfg.run_dir).is_done("data")
+
+
+# ------------------------------------------------------------------ the stage prints and records the counts
+
+
+def test_stage_prints_one_warning_block_and_records_counts(tmp_path):
+    rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
+    warts = [",a,5,-1", "u0,a,nan,-1", "u0,a,7,9", "u0,zzz,8,-1", rows[3]]
+    ev, it = _files(tmp_path, rows + warts, items="item_id,title\na,Alpha\nb,\n")
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev), "items_path": str(it)}})
+    console = Console(record=True, width=200)
+    stats = stage.run(cfg.data, cfg.run_dir, console=console)
+    expected = {"policy": "drop", "empty_title": 1, "missing_id": 1, "bad_timestamp": 1, "bad_feedback": 1, "unknown_item": 1, "duplicate_event": 1}
+    assert stats["invalid_rows"] == expected and stats["events"] == len(rows)
+    written = json.loads((RunDir(cfg.run_dir).data / "stats.json").read_text())
+    assert written["invalid_rows"] == expected
+    out = console.export_text()
+    assert out.count("warning:") == 1 and "6 invalid row(s) or item(s)" in out
+    assert all(WARTS[k] in out for k in expected if k != "policy")
+
+
+def test_clean_data_prints_no_warning(tmp_path):
+    rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
+    ev, it = _files(tmp_path, rows)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev), "items_path": str(it)}})
+    console = Console(record=True, width=200)
+    stats = stage.run(cfg.data, cfg.run_dir, console=console)
+    assert stats["invalid_rows"] == {"policy": "drop"} and "warning" not in console.export_text()
+
+
+def test_the_report_shows_the_counts(tmp_path):
+    from conrec.io import write_json
+    from conrec.stages import STAGE_REGISTRY
+
+    from builders import eval_run_dir
+
+    run, _ = eval_run_dir(tmp_path / "run")
+    stats = json.loads((run.data / "stats.json").read_text())
+    write_json({**stats, "invalid_rows": {"policy": "drop", "empty_title": 5, "bad_timestamp": 2}}, run.data / "stats.json")
+    section = {"baselines": ["popularity"], "models": [], "ks": [2, 5], "horizons": [1], "tune": False}
+    cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    row = next(line for line in run.report.read_text().splitlines() if line.startswith("| invalid_rows |"))
+    assert all(part in row for part in ("policy=drop", "empty_title=5", "bad_timestamp=2"))
+
+
+def test_cli_error_under_on_invalid_error_keeps_its_examples(tmp_path):
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    ev = tmp_path / "ev.csv"
+    ev.write_text("user_id,item_id,ts,rating\nu,a,1,1\nu,b,2,NaN\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\ndata: {{source: table, events_path: {ev}, on_invalid: error}}\n")
+    result = CliRunner().invoke(app, ["data", "-c", str(cfg)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    text = " ".join(result.output.split())  # the console wraps at its width
+    assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. [nan]" in text  # not eaten as markup

@@ -1,0 +1,68 @@
+"""Evaluation that scales with the catalogue (issue 22): each baseline declares its cost, eval says
+how long a long step will take before it starts, and a dense-item baseline past
+``eval.max_dense_items`` is skipped with a one-line reason instead of running for hours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from conrec.config import load_config
+from conrec.eval.baselines import REGISTRY
+from conrec.eval.config import EvalConfig
+from conrec.eval.cost import ANNOUNCE_AFTER_S, Cost, Workload, announcement, human_seconds, skip_reason
+from conrec.stages import STAGE_REGISTRY
+
+from builders import eval_run_dir
+
+
+def test_every_baseline_declares_a_cost_and_only_ease_needs_a_dense_item_matrix() -> None:
+    costs = {name: spec.cost(EvalConfig()) for name, spec in REGISTRY.items()}
+    assert all(isinstance(c, Cost) and c.what for c in costs.values())
+    assert [n for n, c in costs.items() if c.dense_items] == ["ease"]
+
+
+def test_ease_cost_grows_cubically_and_dominates_on_a_large_catalogue() -> None:
+    ease = REGISTRY["ease"].cost(EvalConfig())
+    assert ease.seconds(Workload(10_000, 0, 0)) / ease.seconds(Workload(1_000, 0, 0)) == pytest.approx(1_000)  # n^3
+    large = Workload(10_000, 10**5, 3_000)
+    pop = REGISTRY["popularity"].cost(EvalConfig())
+    assert ease.seconds(large) > 100 * pop.seconds(large)
+
+
+def test_skip_reason_is_one_line_naming_the_setting() -> None:
+    ease = REGISTRY["ease"].cost(EvalConfig())
+    assert skip_reason("ease", ease, Workload(9_066, 10**5, 3_000), max_dense_items=20_000) is None
+    reason = skip_reason("ease", ease, Workload(100_000, 10**6, 3_000), max_dense_items=20_000)
+    assert reason is not None and "\n" not in reason
+    assert "100,000 items > eval.max_dense_items=20,000" in reason and "80.0 GB" in reason
+    pop = REGISTRY["popularity"].cost(EvalConfig())
+    assert skip_reason("popularity", pop, Workload(100_000, 10**6, 3_000), max_dense_items=20_000) is None
+
+
+def test_long_steps_are_announced_and_short_ones_are_not() -> None:
+    ease = REGISTRY["ease"].cost(EvalConfig())
+    assert announcement("ease", ease, Workload(200, 5_000, 100), fits=7) is None
+    text = announcement("ease", ease, Workload(9_066, 100_000, 3_500), fits=7)
+    assert text is not None and text.startswith("baseline ease: expected ~") and "7 fits on 9,066 items" in text
+    assert ease.seconds(Workload(9_066, 100_000, 3_500)) * 7 >= ANNOUNCE_AFTER_S
+
+
+def test_human_seconds() -> None:
+    assert [human_seconds(s) for s in (12, 600, 4 * 3600)] == ["12 s", "10 min", "4.0 h"]
+
+
+def test_eval_skips_ease_past_the_limit_and_says_why(tmp_path: Path) -> None:
+    run, _ = eval_run_dir(tmp_path / "run")  # 15 items
+    section = {"baselines": ["popularity", "ease"], "models": [], "ks": [2, 5], "horizons": [1], "tune": False, "max_dense_items": 10}
+    cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
+    console = Console(record=True, width=200)
+    metrics = STAGE_REGISTRY["eval"].call(cfg, console=console)
+    assert list(metrics) == ["popularity"]
+    out = console.export_text()
+    assert "baseline ease skipped: 15 items > eval.max_dense_items=10" in out
+    assert "baseline ease skipped" in run.report.read_text()
+    assert not (run.predictions / "ease.parquet").exists() and pl.read_parquet(run.predictions / "popularity.parquet").height

@@ -1,0 +1,115 @@
+"""``conrec init`` (issue 22): guesses the column mapping from the header and a sample, says why,
+and refuses to guess silently when a role is ambiguous or missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conrec.cli import app
+from conrec.config import load_config
+from conrec.data.guess import guess, suggest_thresholds
+from conrec.data.loaders import load_source
+from conrec.errors import ConfigError
+from conrec.init_config import init_config
+
+HALF_STARS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
+
+
+def _unusual_files(tmp_path: Path) -> tuple[Path, Path]:
+    rows = [f"c{u},m{(u * 7 + k) % 40},{HALF_STARS[(u + 3 * k) % 10]},{1_600_000_000 + k * 3_600 + u}" for u in range(20) for k in range(15)]
+    ev = tmp_path / "ratings.csv"
+    ev.write_text("customer,movie,stars,rated_at\n" + "\n".join(rows) + "\n")
+    it = tmp_path / "movies.csv"
+    it.write_text("movie,name,genre,overview\n" + "\n".join(f"m{i},Movie {i},g{i % 4},about {i}" for i in range(40)) + "\n")
+    return ev, it
+
+
+def test_unusual_names_and_a_half_star_scale_are_guessed_and_the_config_loads(tmp_path: Path) -> None:
+    ev, it = _unusual_files(tmp_path)
+    out, g = init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
+    assert g.columns() == {"customer": "user_id", "movie": "item_id", "rated_at": "ts", "stars": "rating",
+                           "name": "title", "genre": "category", "overview": "text"}
+    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 4.0)
+    text = out.read_text()
+    assert "'stars' is a usual name for rating" in text and "steps of 0.5" in text  # every guess says why
+    cfg = load_config(out)
+    assert cfg.data.source == "table" and cfg.data.rating_range == (0.5, 5.0) and cfg.data.events_path == ev.absolute()
+    assert cfg.sft.train.max_steps == 20  # the rest is preset:tiny
+    events, items = load_source(cfg.data)
+    assert events.height > 0 and set(events["feedback"].unique()) == {-1, 1}
+    assert items.filter(pl.col("item_id") == "m3")["category"].item() == "g3"
+
+
+def test_feedback_columns_milliseconds_and_date_strings() -> None:
+    ev = pl.DataFrame({"uid": ["a", "b"], "iid": ["x", "y"], "reaction": ["-1", "1"], "event_time": ["1704067200000", "1704067201000"]})
+    g = guess(ev)
+    assert g.columns() == {"uid": "user_id", "iid": "item_id", "reaction": "feedback", "event_time": "ts"}
+    assert g.ts_unit == "ms" and g.rating_range is None
+    dated = ev.with_columns(event_time=pl.Series(["2024-01-01 10:00:00", "2024-01-02 11:00:00"]))
+    assert guess(dated).ts_unit == "auto"
+
+
+def test_canonical_names_need_no_mapping() -> None:
+    ev = pl.DataFrame({"user_id": ["a"], "item_id": ["x"], "ts": ["1"], "rating": ["1"]})
+    ev = pl.concat([ev, ev.with_columns(rating=pl.lit("5"))])
+    assert guess(ev).columns() == {}
+
+
+def test_ambiguous_roles_are_refused_with_the_flag_that_settles_them() -> None:
+    ev = pl.DataFrame({"user_id": ["a"], "uid": ["a"], "item_id": ["x"], "ts": ["1"], "feedback": ["-1"]})
+    with pytest.raises(ConfigError, match=r"ambiguous user_id column.*\['user_id', 'uid'\].*--user-col"):
+        guess(ev)
+    assert guess(ev, given={"user_id": "uid"}).columns() == {"uid": "user_id"}
+    with pytest.raises(ConfigError, match=r"--user-col 'nope': no such column"):
+        guess(ev, given={"user_id": "nope"})
+
+
+def test_missing_roles_are_refused_not_guessed() -> None:
+    ev = pl.DataFrame({"user": ["a"], "item": ["x"], "col3": ["1"], "feedback": ["-1"]})
+    with pytest.raises(ConfigError, match=r"looks like ts.*--time-col"):
+        guess(ev)
+    assert guess(ev, given={"ts": "col3"}).events["ts"].reason == "named by --time-col"
+    no_rating = pl.DataFrame({"user": ["a"], "item": ["x"], "ts": ["1"], "misc": ["hello"]})
+    with pytest.raises(ConfigError, match="--rating-col"):
+        guess(no_rating)
+    with pytest.raises(ConfigError, match="looks like a title.*--title-col"):
+        guess(pl.DataFrame({"user": ["a"], "item": ["x"], "ts": ["1"], "feedback": ["-1"]}), pl.DataFrame({"item": ["x"], "foo": ["y"]}))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [(HALF_STARS, ((0.5, 5.0), 2.0, 4.0)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 4.0)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 8.0))],
+)
+def test_suggested_thresholds_follow_the_scale(values, expected) -> None:
+    assert suggest_thresholds(pl.Series("r", values, dtype=pl.Float64))[:3] == expected
+
+
+def test_cli_prints_its_guesses_refuses_to_overwrite_and_errors_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ev, it = _unusual_files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    first = runner.invoke(app, ["init", "ratings.csv", "--items", "movies.csv", "-o", "my.yaml"])
+    assert first.exit_code == 0, first.output
+    assert "user_id <- 'customer'" in first.output and "conrec data -c my.yaml" in first.output
+    assert yaml.safe_load((tmp_path / "my.yaml").read_text())["data"]["items_path"] == "movies.csv"  # relative to the config
+    again = runner.invoke(app, ["init", "ratings.csv", "-o", "my.yaml"])
+    assert again.exit_code == 2 and "--force" in again.output and "Traceback" not in again.output
+    (tmp_path / "odd.csv").write_text("a,b,c\n1,2,3\n")
+    odd = runner.invoke(app, ["init", "odd.csv", "-o", "odd.yaml"])
+    assert odd.exit_code == 2 and "--user-col" in odd.output and not (tmp_path / "odd.yaml").exists()
+
+
+def test_parquet_with_typed_columns(tmp_path: Path) -> None:
+    ev = tmp_path / "events.parquet"
+    pl.DataFrame({"visitor_id": ["a", "b", "a"], "sku": ["x", "y", "y"], "created_at": [1_700_000_000_000, 1_700_000_100_000, 1_700_000_200_000],
+                  "score": [1.0, 10.0, 5.0]}).write_parquet(ev)
+    out, g = init_config(ev, None, tmp_path / "p.yaml")
+    assert g.columns() == {"visitor_id": "user_id", "sku": "item_id", "created_at": "ts", "score": "rating"}
+    assert g.ts_unit == "ms" and g.rating_range == (1.0, 10.0)
+    events, _ = load_source(load_config(out).data)
+    assert events["ts"].to_list()[0] == 1_700_000_000
