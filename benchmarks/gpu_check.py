@@ -211,7 +211,7 @@ def prepare(payload: Path, chunk_mib: int, plan: CheckPlan, with_wheels: bool) -
     """Run data + sid here, gather run inputs, wheels and the GGUF, pack them into chunks."""
     from rich.console import Console
 
-    from conrec.llm.backbones import smollm2_gguf
+    from conrec.llm.model.backbones import smollm2_gguf
     from conrec.pipeline import run_pipeline
 
     work = payload / "work"

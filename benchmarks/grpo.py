@@ -1,6 +1,6 @@
 """Benchmark GRPO on CPU: optimiser steps/s and the share of step time spent in the rollout.
 
-Runs the real ``conrec.llm.grpo.run`` with the default GRPO config (G = 8 generations, batch 8,
+Runs the real ``conrec.llm.training.grpo.run`` with the default GRPO config (G = 8 generations, batch 8,
 constrained beam rollout, KL to the reference, full fine-tuning) on the default backbone
 (SmolLM2-135M-Instruct, with the SID vocabulary added: weights are not SFT-trained, which does not
 change the cost) and a small synthetic run dir whose late samples carry ~30-item histories, so
@@ -38,9 +38,9 @@ def main() -> None:
 
     from conrec.config import load_config
     from conrec.io import atomic_path, read_json, read_parquet
-    from conrec.llm.backbone import load_backbone
-    from conrec.llm.toy import write_toy_events, write_toy_run
-    from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
+    from conrec.llm.model.backbone import load_backbone
+    from conrec.llm.model.toy import write_toy_events, write_toy_run
+    from conrec.llm.model.vocab import add_sid_vocabulary, save_vocab_meta
     from conrec.sid.sid_map import SidMap
     from conrec.stages import STAGE_REGISTRY
 
@@ -68,7 +68,7 @@ def main() -> None:
         setup_s = time.perf_counter() - t0
 
         # time every optimiser step from the trainer callback
-        import conrec.llm.grpo as grpo_mod
+        import conrec.llm.training.grpo as grpo_mod
 
         step_times: list[list[float]] = []
         real_end = grpo_mod.GrpoLogCallback.on_train_end
@@ -113,7 +113,7 @@ def main() -> None:
 
 def _stage_prompts(cfg: Any, run: Any, sid_map: Any) -> list[str]:
     from conrec.io import read_parquet
-    from conrec.llm.grpo import select_train_samples, stage_records
+    from conrec.llm.training.grpo import select_train_samples, stage_records
 
     train = select_train_samples(read_parquet(run.samples), None, 0)
     last = cfg.grpo.stages[-1]

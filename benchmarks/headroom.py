@@ -10,7 +10,7 @@ This prints, for a finished run (``conrec eval`` done on ``--split``, normally v
   (popularity by any recency, a trending list) has little hope of beating them; the greedy one is
   at least 1 - 1/e of the best possible non-personal list (the exact optimum is a max-coverage problem);
 * for each LM of the run (``sft``, ``grpo``): its exact top-20 (exhaustive search over the
-  catalogue, :mod:`conrec.llm.exhaustive`) and blends ``log p(item | prompt) + w x log(1 + dislike
+  catalogue, :mod:`conrec.llm.inference.exhaustive`) and blends ``log p(item | prompt) + w x log(1 + dislike
   count)`` over a grid of ``w``: if the best blend does not beat popularity, the LM's personal signal
   adds nothing to the prior. Choose ``w`` here (valid) before any test run; a blend is its own row;
 * the best baseline of the run's ``eval/metrics.json`` and 1.2x of it.
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in [m for m in args.models.split(",") if m]:
         if not rd.has_model(name):
             continue
-        from conrec.llm.predict import Predictor
+        from conrec.llm.inference.predict import Predictor
 
         decode = cfg.decode.model_copy(update={"search": "exhaustive"})
         pred = Predictor.from_dir(rd.model_dir(name), sid_map, cfg.sft.prompt, decode)

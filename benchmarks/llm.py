@@ -1,6 +1,6 @@
 """LM benchmark: SFT training throughput, top-K prediction throughput/latency, peak memory (CPU).
 
-Runs on small synthetic data (:mod:`conrec.llm.toy`) so it needs no data/SID stage. Each
+Runs on small synthetic data (:mod:`conrec.llm.model.toy`) so it needs no data/SID stage. Each
 (backbone, phase) runs in its own subprocess so peak memory (max RSS) is per phase.
 
     python benchmarks/llm.py                      # tiny + SmolLM2, SFT (full and LoRA) + predict
@@ -55,8 +55,8 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     from rich.console import Console
 
     torch.set_num_threads(threads)
-    from conrec.llm.predict import Predictor
-    from conrec.llm.toy import write_toy_run
+    from conrec.llm.inference.predict import Predictor
+    from conrec.llm.model.toy import write_toy_run
     from conrec.stages import STAGE_REGISTRY
 
     root = Path(tempfile.mkdtemp(prefix="conrec_bench_"))

@@ -36,9 +36,9 @@ import torch  # noqa: E402
 def load_predictor(run_dir: Path):
     from conrec.config import load_config, preset_path
     from conrec.io import read_parquet
-    from conrec.llm.backbone import load_backbone
-    from conrec.llm.predict import Predictor
-    from conrec.llm.vocab import add_sid_vocabulary
+    from conrec.llm.inference.predict import Predictor
+    from conrec.llm.model.backbone import load_backbone
+    from conrec.llm.model.vocab import add_sid_vocabulary
     from conrec.runs import RunDir
     from conrec.sid.sid_map import SidMap
 

@@ -18,7 +18,7 @@ from conrec.data.samples import DAY
 from conrec.data.schema import validate_events
 from conrec.data.splits import build_samples, time_cutoffs
 from conrec.io import atomic_path, write_json, write_parquet
-from conrec.llm.toy import write_toy_events, write_toy_run
+from conrec.llm.model.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
@@ -151,7 +151,7 @@ def tiny_policy(sid_map: SidMap):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from conrec.llm.vocab import add_sid_vocabulary
+    from conrec.llm.model.vocab import add_sid_vocabulary
 
     tok = tiny_word_tokenizer()
     config = LlamaConfig(
@@ -169,7 +169,7 @@ def tiny_policy(sid_map: SidMap):
 
 def grpo_run_dir(root: Path) -> tuple[PipelineConfig, RunDir]:
     """Toy data + SID map + a tiny 'SFT' model dir (random weights: GRPO mechanics, not quality)."""
-    from conrec.llm.vocab import save_vocab_meta
+    from conrec.llm.model.vocab import save_vocab_meta
 
     run = write_toy_run(root, n_items=32, n_users=8, samples_per_user=3)
     write_toy_events(run)

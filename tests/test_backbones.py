@@ -15,14 +15,14 @@ import torch
 
 from conrec.config import load_config
 from conrec.errors import ConfigError, StageInputError
-from conrec.llm import backbones
-from conrec.llm.backbone import load_backbone, load_causal_lm
-from conrec.llm.backbones import BACKBONES, TINY_ARCHITECTURES, join_verified
 from conrec.llm.config import LoraConfig, ModelConfig, TinyModelConfig
-from conrec.llm.precision import PRECISION_FILE
-from conrec.llm.sft import _with_lora
-from conrec.llm.toy import toy_tables, write_toy_run
-from conrec.llm.vocab import add_sid_vocabulary
+from conrec.llm.model import backbones
+from conrec.llm.model.backbone import load_backbone, load_causal_lm
+from conrec.llm.model.backbones import BACKBONES, TINY_ARCHITECTURES, join_verified
+from conrec.llm.model.precision import PRECISION_FILE
+from conrec.llm.model.toy import toy_tables, write_toy_run
+from conrec.llm.model.vocab import add_sid_vocabulary
+from conrec.llm.training.sft import _with_lora
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 

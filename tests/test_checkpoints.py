@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import conrec.llm.sft as sft_mod
+import conrec.llm.training.sft as sft_mod
 from conrec.config import load_config
-from conrec.llm.checkpoints import (
+from conrec.llm.model.checkpoints import (
     COMPLETE_FILE,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
 )
-from conrec.llm.toy import write_toy_run
+from conrec.llm.model.toy import write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 

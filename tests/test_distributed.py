@@ -15,7 +15,7 @@ import sys
 
 import yaml
 
-from conrec.llm.toy import write_toy_run
+from conrec.llm.model.toy import write_toy_run
 from conrec.runs import RunDir
 
 from builders import grpo_run_dir
@@ -31,7 +31,7 @@ def test_sft_two_cpu_processes(tmp_path):
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "conrec.llm.sft", "--config", str(cfg_path)]
+           "-m", "conrec.llm.training.sft", "--config", str(cfg_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((RunDir(run.root).sft / "stats.json").read_text())
@@ -52,7 +52,7 @@ def test_grpo_two_cpu_processes(tmp_path):
     cfg_path.write_text(dump_config(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "conrec.llm.grpo", "--config", str(cfg_path)]
+           "-m", "conrec.llm.training.grpo", "--config", str(cfg_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads((run.grpo / "stats.json").read_text())

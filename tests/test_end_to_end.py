@@ -190,7 +190,7 @@ def test_serve_real_lm_over_http(e2e: dict[str, Any]) -> None:
     negative = dislikes[:3]
     positive = [i for i in likes if i not in negative][:2]
 
-    from conrec.llm.predict import Predictor
+    from conrec.llm.inference.predict import Predictor
 
     expected = Predictor.from_run(cfg, "grpo").recommend([(positive + negative, [1] * len(positive) + [-1] * len(negative))], 5)[0]
     assert expected

@@ -16,9 +16,9 @@ import torch
 from conrec.config import load_config
 from conrec.io import read_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
-from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
-from conrec.llm.rewards import COMPONENTS
-from conrec.llm.toy import toy_tables, write_toy_run
+from conrec.llm.inference.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
+from conrec.llm.model.toy import toy_tables, write_toy_run
+from conrec.llm.training.rewards import COMPONENTS
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
 
@@ -34,7 +34,7 @@ def _segment(prompt: str, open_: str, close: str) -> str:
 
 
 def test_stage_prompts_respect_budgets_and_shares() -> None:
-    from conrec.llm.grpo import stage_records
+    from conrec.llm.training.grpo import stage_records
 
     _, samples, sid_map = toy_tables(n_items=32, n_users=20, samples_per_user=4)
     prompt_cfg = PromptConfig(max_neg_items=3, max_pos_items=30)
@@ -59,7 +59,7 @@ def test_stage_prompts_respect_budgets_and_shares() -> None:
 
 
 def test_plan_stages_progressive_and_full_context_ablation() -> None:
-    from conrec.llm.grpo import plan_stages
+    from conrec.llm.training.grpo import plan_stages
 
     grpo = GrpoConfig()
     prog = plan_stages(grpo, progressive=True, full_pos_items=30)
@@ -74,7 +74,7 @@ def test_plan_stages_progressive_and_full_context_ablation() -> None:
 
 def test_fingerprint_follows_what_changes_the_reward(tmp_path: Path) -> None:
     """A resumed GRPO run must not reuse stages trained under another reward (e.g. exclude_history)."""
-    from conrec.llm.grpo import fingerprint
+    from conrec.llm.training.grpo import fingerprint
 
     def fp(overrides: dict[str, Any] | None = None, sft_dir: Path = tmp_path) -> str:
         cfg = load_config(None, overrides)
@@ -97,8 +97,8 @@ def test_fingerprint_follows_what_changes_the_reward(tmp_path: Path) -> None:
 def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> None:
     from accelerate import PartialState
 
-    from conrec.llm.grpo import build_rollout
-    from conrec.llm.rollout import group_members
+    from conrec.llm.training.grpo import build_rollout
+    from conrec.llm.training.rollout import group_members
 
     _, _, sid_map = toy_tables(n_items=32, n_users=2)
     model, tok, vocab = tiny_policy(sid_map)
@@ -144,8 +144,8 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import conrec.llm.grpo as grpo_mod
-    from conrec.llm.vocab import assert_model_fits
+    import conrec.llm.training.grpo as grpo_mod
+    from conrec.llm.model.vocab import assert_model_fits
 
     cfg, run = grpo_run_dir(tmp_path / "run")
     console = Console(quiet=True)
@@ -220,7 +220,7 @@ def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path
     from rich.console import Console
     from safetensors.torch import load_file
 
-    import conrec.llm.grpo as grpo_mod
+    import conrec.llm.training.grpo as grpo_mod
 
     cfg, _ = grpo_run_dir(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
@@ -277,8 +277,8 @@ def test_grpo_similarity_reward_end_to_end(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- stage presets (issue 15)
 def test_paper_stage_preset_and_recency_limited_negatives() -> None:
     from conrec.llm.config import stage_preset
-    from conrec.llm.grpo import stage_records
-    from conrec.llm.prompts import recent_negatives_only
+    from conrec.llm.inference.prompts import recent_negatives_only
+    from conrec.llm.training.grpo import stage_records
 
     # by hand: t = 10 days; negatives n1 (day 2), n2 (day 8), positive p (day 1); 3-day limit keeps n2 and p
     day = 86_400
@@ -316,7 +316,7 @@ def test_grpo_continues_a_timeline_model_on_its_layout(tmp_path: Path) -> None:
     and the constrained rollouts still generate real items after it (rewards logged)."""
     from rich.console import Console
 
-    from conrec.llm.grpo import stage_records
+    from conrec.llm.training.grpo import stage_records
 
     cfg, run = grpo_run_dir(tmp_path / "run")
     prompt = cfg.sft.prompt.model_copy(update={"variant": "neg_timeline", "max_timeline_events": 4})

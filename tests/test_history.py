@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conrec.config import load_config
 from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.history import events_from_lists, parse_history, read_history_json
-from conrec.llm.predict_request import check_predict_request
+from conrec.llm.inference.predict_request import check_predict_request
 from conrec.runs import RunDir
 from conrec.serve.schemas import DislikeRequest
 from conrec.sid.sid_map import SidMap

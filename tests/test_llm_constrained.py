@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from conrec.llm.backbone import load_backbone
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
-from conrec.llm.constrained import (
+from conrec.llm.inference.constrained import (
     SidLogitsProcessor,
     _encode,
     generate_topk,
     sample_distinct,
 )
-from conrec.llm.prompts import build_prompt
-from conrec.llm.vocab import add_sid_vocabulary
+from conrec.llm.inference.prompts import build_prompt
+from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
 SIZES = [5, 4, 3]
@@ -242,7 +242,7 @@ def test_decode_device_is_explicit():
 
     from conrec.errors import ConfigError
     from conrec.llm.config import DecodeConfig
-    from conrec.llm.predict import decode_device
+    from conrec.llm.inference.predict import decode_device
 
     assert decode_device(DecodeConfig(device="cpu")) == torch.device("cpu")
     auto = decode_device(DecodeConfig())

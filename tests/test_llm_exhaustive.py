@@ -8,11 +8,11 @@ import itertools
 import numpy as np
 import pytest
 
-from conrec.llm.backbone import load_backbone
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
-from conrec.llm.exhaustive import exhaustive_topk
-from conrec.llm.predict import Predictor
-from conrec.llm.vocab import add_sid_vocabulary
+from conrec.llm.inference.exhaustive import exhaustive_topk
+from conrec.llm.inference.predict import Predictor
+from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
 SIZES = [6, 5, 4]

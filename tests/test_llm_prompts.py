@@ -7,7 +7,7 @@ import re
 import pytest
 
 from conrec.llm.config import PromptConfig
-from conrec.llm.prompts import (
+from conrec.llm.inference.prompts import (
     ANSWER_CUE,
     DISLIKE_TAG,
     LIKE_TAG,

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from conrec.cli import app
 from conrec.config import load_config
 from conrec.errors import ConfigError, DataValidationError
-from conrec.llm import predict as predict_mod
-from conrec.llm import score as score_mod
-from conrec.llm.predict import Predictor
-from conrec.llm.toy import write_toy_run
+from conrec.llm.inference import predict as predict_mod
+from conrec.llm.inference import score as score_mod
+from conrec.llm.inference.predict import Predictor
+from conrec.llm.model.toy import write_toy_run
 from conrec.stages import STAGE_REGISTRY
 
 from builders import record_current

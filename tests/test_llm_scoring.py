@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conrec.errors import DataValidationError
-from conrec.llm.backbone import load_backbone
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
-from conrec.llm.constrained import generate_topk
-from conrec.llm.predict import Predictor
-from conrec.llm.scoring import sid_log_probs
-from conrec.llm.vocab import add_sid_vocabulary
+from conrec.llm.inference.constrained import generate_topk
+from conrec.llm.inference.predict import Predictor
+from conrec.llm.inference.scoring import sid_log_probs
+from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
 SIZES = [5, 4, 3]
@@ -105,7 +105,7 @@ def test_one_forward_over_all_candidates_after_one_prompt_encoding(predictor, mo
 
 def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
     """Models whose logits are not head(decoder) take the plain path: full logits for every row."""
-    from conrec.llm import scoring
+    from conrec.llm.inference import scoring
 
     slates = [[f"m{j}" for j in range(0, 25, 3)]]
     shared = predictor.score([HISTORIES[2]], slates)[0]

@@ -10,9 +10,9 @@ import pytest
 
 from conrec.config import load_config
 from conrec.errors import ConfigError, DataValidationError, StageInputError
-from conrec.llm import predict as predict_mod
-from conrec.llm.predict import Predictor, read_history_json
-from conrec.llm.toy import write_toy_run
+from conrec.llm.inference import predict as predict_mod
+from conrec.llm.inference.predict import Predictor, read_history_json
+from conrec.llm.model.toy import write_toy_run
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
@@ -152,9 +152,9 @@ def test_cli_run_split_writes_parquet(trained, tmp_path):
 def test_completion_loss_equals_the_models_own_loss_on_right_padded_batches():
     import torch
 
-    from conrec.llm.backbone import load_backbone
     from conrec.llm.config import ModelConfig, TinyModelConfig
-    from conrec.llm.sft import completion_loss
+    from conrec.llm.model.backbone import load_backbone
+    from conrec.llm.training.sft import completion_loss
 
     model, _ = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
     model.eval()
@@ -176,9 +176,9 @@ def test_completion_loss_equals_the_models_own_loss_on_right_padded_batches():
 def test_level_softmax_scores_sid_targets_among_their_levels_codes_only():
     import torch
 
-    from conrec.llm.backbone import load_backbone
     from conrec.llm.config import ModelConfig, TinyModelConfig
-    from conrec.llm.sft import completion_loss
+    from conrec.llm.model.backbone import load_backbone
+    from conrec.llm.training.sft import completion_loss
 
     model, _ = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
     model.eval()

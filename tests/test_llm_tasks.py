@@ -7,8 +7,8 @@ import pytest
 
 from conrec.errors import DataValidationError
 from conrec.llm.config import SftConfig, TaskMix
-from conrec.llm.tasks import TASKS, build_examples, task_counts
-from conrec.llm.toy import toy_tables
+from conrec.llm.model.toy import toy_tables
+from conrec.llm.training.tasks import TASKS, build_examples, task_counts
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_discernment_question_by_hand():
     import numpy as np
 
     from conrec.llm.config import PromptConfig
-    from conrec.llm.discernment import QUESTION, heldout_users, question
+    from conrec.llm.training.discernment import QUESTION, heldout_users, question
 
     sid_of = lambda i: f"<{i}>"  # noqa: E731
     cfg = PromptConfig(max_neg_items=10, max_pos_items=10)
@@ -145,7 +145,7 @@ def test_discernment_question_by_hand():
 
 
 def test_discernment_examples_skip_heldout_users(tables):
-    from conrec.llm.discernment import heldout_users
+    from conrec.llm.training.discernment import heldout_users
 
     items, samples, sid_map = tables
     cfg = SftConfig(tasks=TaskMix(next_negative=0, future_negative=0, sid_to_title=0, title_to_sid=0, sid_to_category=0,
@@ -162,7 +162,7 @@ def test_discernment_examples_skip_heldout_users(tables):
 def test_discernment_accuracy_by_hand():
     from types import SimpleNamespace
 
-    from conrec.llm.discernment import accuracy
+    from conrec.llm.training.discernment import accuracy
 
     qs = [{"prompt": "q1", "options": ["a", "b", "c", "d"], "answer": "b"},
           {"prompt": "q2", "options": ["e", "f", "g", "h"], "answer": "e"},
@@ -175,7 +175,7 @@ def test_discernment_accuracy_by_hand():
 
 
 def test_forgetting_summary_by_hand():
-    from conrec.llm.discernment import markdown, summary
+    from conrec.llm.training.discernment import markdown, summary
 
     sft = {"discernment": {"accuracy": 0.8, "n_questions": 50}}
     grpo = {"stages": [{"stage": "a", "discernment": {"accuracy": 0.7}}, {"stage": "b", "discernment": {"accuracy": 0.6}}]}

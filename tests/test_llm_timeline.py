@@ -12,10 +12,10 @@ from conrec.data.samples import DAY
 from conrec.data.splits import build_samples, time_cutoffs
 from conrec.io import write_json, write_parquet
 from conrec.llm.config import PromptConfig, SftConfig, TaskMix
-from conrec.llm.losses import TargetWeights, level_softmax_loss, target_weights
-from conrec.llm.prompts import DISLIKE_TAG, build_prompt
-from conrec.llm.sft import timeline_training_windows
-from conrec.llm.timeline import UserTimeline, timeline_examples, user_timelines, window_bounds
+from conrec.llm.inference.prompts import DISLIKE_TAG, build_prompt
+from conrec.llm.training.losses import TargetWeights, level_softmax_loss, target_weights
+from conrec.llm.training.sft import timeline_training_windows
+from conrec.llm.training.timeline import UserTimeline, timeline_examples, user_timelines, window_bounds
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import SftSections
@@ -94,7 +94,7 @@ def _unique_item_run(tmp_path, protocol: str, train_until: str) -> tuple[RunDir,
     sid_map = SidMap(ids, np.array([[i] for i in range(len(ids))], dtype=np.int64), [len(ids)])
     sft = SftConfig(prompt=PromptConfig(variant="neg_timeline", max_timeline_events=8, max_neg_items=3), tasks=TaskMix(timeline=1.0))
     from conrec.llm.config import DecodeConfig
-    from conrec.llm.precision import ComputeConfig
+    from conrec.llm.model.precision import ComputeConfig
 
     return rd, samples, SftSections(sft=sft, seed=0, split=split, decode=DecodeConfig(), compute=ComputeConfig()), sid_map, events
 
@@ -174,8 +174,8 @@ def test_level_softmax_loss_equals_masked_vocabulary_cross_entropy():
 def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_layout(tmp_path):
     from conrec.config import load_config
     from conrec.eval.report import load_learning_curve
-    from conrec.llm.predict import Predictor
-    from conrec.llm.toy import write_toy_events, write_toy_run
+    from conrec.llm.inference.predict import Predictor
+    from conrec.llm.model.toy import write_toy_events, write_toy_run
     from conrec.stages import STAGE_REGISTRY
 
     run = write_toy_run(tmp_path, n_items=32, n_users=12)
@@ -212,7 +212,7 @@ def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_la
 def test_early_stopping_refuses_a_run_trained_up_to_test(tmp_path):
     from conrec.config import load_config
     from conrec.errors import ConfigError
-    from conrec.llm.toy import write_toy_events, write_toy_run
+    from conrec.llm.model.toy import write_toy_events, write_toy_run
     from conrec.stages import STAGE_REGISTRY
 
     run = write_toy_run(tmp_path, n_items=16, n_users=6)

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from conrec.errors import StageInputError
-from conrec.llm.backbone import load_backbone
 from conrec.llm.config import ModelConfig, TinyModelConfig
-from conrec.llm.prompts import MARKER_TOKENS
-from conrec.llm.toy import toy_tables
-from conrec.llm.vocab import add_sid_vocabulary, assert_model_fits, save_vocab_meta
+from conrec.llm.inference.prompts import MARKER_TOKENS
+from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.toy import toy_tables
+from conrec.llm.model.vocab import add_sid_vocabulary, assert_model_fits, save_vocab_meta
 from conrec.sid.sid_map import SidMap
 
 
@@ -102,7 +102,7 @@ def test_encoder_init_is_the_residual_quantisation_projected_and_scaled():
     within a level the two codes point in opposite directions, across levels they are orthogonal,
     and each level is scaled to the backbone rows' mean norm (here 3).
     """
-    from conrec.llm.vocab import encoder_token_rows
+    from conrec.llm.model.vocab import encoder_token_rows
     from conrec.sid.tokens import sid_token
 
     sid_map = SidMap(["a", "b", "c", "d"], np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), [2, 2])
@@ -118,7 +118,7 @@ def test_encoder_init_is_the_residual_quantisation_projected_and_scaled():
 
 
 def test_encoder_init_wider_lm_keeps_dot_products_and_rejects_misaligned_vectors():
-    from conrec.llm.vocab import encoder_token_rows
+    from conrec.llm.model.vocab import encoder_token_rows
     from conrec.sid.tokens import sid_token
 
     sid_map = SidMap(["a", "b", "c", "d"], np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), [2, 2])
@@ -136,7 +136,7 @@ def test_add_sid_vocabulary_with_item_vectors_uses_them_for_sid_rows():
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((len(sid_map.items), 16))
     add_sid_vocabulary(model, tok, sid_map, dict(zip(items["item_id"], items["title"])), item_vectors=vectors)
-    from conrec.llm.vocab import encoder_token_rows
+    from conrec.llm.model.vocab import encoder_token_rows
 
     expected = encoder_token_rows(sid_map, vectors, model.get_input_embeddings().weight[: len(tok) - len(sid_map.tokens()) - len(MARKER_TOKENS)])
     emb = model.get_input_embeddings().weight

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 from conrec.cli import app
 from conrec.config import load_config
 from conrec.errors import StageInputError
-from conrec.llm.model_files import verify_model_dir
-from conrec.llm.predict import Predictor
-from conrec.llm.toy import write_toy_run
+from conrec.llm.inference.predict import Predictor
+from conrec.llm.model.model_files import verify_model_dir
+from conrec.llm.model.toy import write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 

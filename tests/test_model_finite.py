@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from conrec.errors import ModelOutputError, StageInputError
 from conrec.io import atomic_path
 from conrec.llm.config import DecodeConfig, PromptConfig
-from conrec.llm.predict import Predictor
-from conrec.llm.toy import write_toy_run
-from conrec.llm.vocab import save_vocab_meta
+from conrec.llm.inference.predict import Predictor
+from conrec.llm.model.toy import write_toy_run
+from conrec.llm.model.vocab import save_vocab_meta
 from conrec.serve.app import create_app
 from conrec.serve.config import ServeConfig
 from conrec.sid.sid_map import SidMap

@@ -9,7 +9,7 @@ import torch
 
 from conrec.config import load_config
 from conrec.errors import ConfigError
-from conrec.llm.precision import (
+from conrec.llm.model.precision import (
     PRECISION_FILE,
     ComputeConfig,
     inference_dtype,
@@ -18,7 +18,7 @@ from conrec.llm.precision import (
     trained_precision,
     trainer_kwargs,
 )
-from conrec.llm.toy import write_toy_run
+from conrec.llm.model.toy import write_toy_run
 from conrec.stages import STAGE_REGISTRY
 
 CPU = {"cuda_available": False, "bf16_supported": False}

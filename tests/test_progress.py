@@ -55,7 +55,7 @@ def test_on_a_terminal_it_is_rich_progress():
 
 
 def test_sft_callback_prints_lines_off_terminal(monkeypatch):
-    from conrec.llm.sft import RichProgressCallback
+    from conrec.llm.training.sft import RichProgressCallback
 
     monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "0.05")
     console, buf = _pipe_console()
@@ -83,9 +83,9 @@ def test_sft_progress_stops_when_training_raises(monkeypatch, tmp_path):
     """A crash mid-training must not leave the line timer printing for the rest of the process."""
     import pytest
 
-    import conrec.llm.sft as sft_mod
+    import conrec.llm.training.sft as sft_mod
     from conrec.config import load_config
-    from conrec.llm.toy import write_toy_run
+    from conrec.llm.model.toy import write_toy_run
 
     write_toy_run(tmp_path, n_items=32, n_users=12)
     cfg = load_config(None, {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 16,

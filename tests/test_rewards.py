@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conrec.llm.collab import CoDislike
 from conrec.llm.config import RewardConfig
-from conrec.llm.rewards import (
+from conrec.llm.training.collab import CoDislike
+from conrec.llm.training.rewards import (
     COMPONENTS,
     combine,
     component_weights,
@@ -157,7 +157,7 @@ def test_seen_items_earn_no_positive_credit(codislike: CoDislike) -> None:
 
 def test_every_registered_component_has_a_weight_in_the_config_and_a_known_column() -> None:
     from conrec.llm.config import RewardConfig
-    from conrec.llm.rewards import REWARD_COMPONENTS, component_weights
+    from conrec.llm.training.rewards import REWARD_COMPONENTS, component_weights
 
     fields = set(RewardConfig.model_fields)
     assert all(c.weight_field in fields for c in REWARD_COMPONENTS.values())
@@ -172,7 +172,7 @@ def test_every_registered_component_has_a_weight_in_the_config_and_a_known_colum
 def _item_sim(co_negatives: int):  # -> ItemSimilarity
     import scipy.sparse as sp
 
-    from conrec.llm.rewards import ItemSimilarity
+    from conrec.llm.training.rewards import ItemSimilarity
     from conrec.swing import Swing
 
     # unit vectors: a (1, 0), b (.6, .8), c (0, 1), d (-1, 0), e (.8, .6)
@@ -184,7 +184,7 @@ def _item_sim(co_negatives: int):  # -> ItemSimilarity
 
 
 def test_similarity_reward_and_future_positive_penalty_by_hand() -> None:
-    from conrec.llm.rewards import future_positive_penalty, similarity_reward
+    from conrec.llm.training.rewards import future_positive_penalty, similarity_reward
 
     items = ["b", "d", "e", "c", None]
     future = [["a"], ["a"], [], ["a"], ["a"]]
@@ -220,7 +220,7 @@ def test_similarity_wrappers_log_components_and_mask_seen() -> None:
     assert by["sim"] == pytest.approx([0.8, 0.0]) and by["pos_sim"] == pytest.approx([-0.8, -0.8])
     # the component means TRL logs (rewards/sim/mean) are these lists' means; the target set is a column
     # (grpo.stage_records fills it from reward.target: the future negatives, or [next_neg])
-    from conrec.llm.rewards import sim_targets
+    from conrec.llm.training.rewards import sim_targets
 
     assert sim_targets([["c", "d"], []], ["a", None], "next") == [["a"], []]
     assert sim_targets([["c", "d"], []], ["a", None], "future") == [["c", "d"], []]
@@ -229,7 +229,7 @@ def test_similarity_wrappers_log_components_and_mask_seen() -> None:
 def test_item_vectors_reconstructed_from_codebooks_else_encoder(tmp_path) -> None:
     import torch
 
-    from conrec.llm.item_vectors import item_vectors, reconstruct
+    from conrec.llm.training.item_vectors import item_vectors, reconstruct
 
     # residual k-means: item (1, 0) decodes to book0[1] + book1[0] = (3, 0) + (0, 4) = (3, 4) -> unit (.6, .8);
     # a third (disambiguation) level has no codebook and is ignored

@@ -110,14 +110,14 @@ def test_loading_a_model_prints_no_third_party_progress_bar(tmp_path: Path) -> N
     """transformers' "Loading weights" bar (stderr) is gone once conrec quiets the process."""
     code = (
         "import sys\n"
-        "from conrec.llm.backbone import load_backbone\n"
+        "from conrec.llm.model.backbone import load_backbone\n"
         "from conrec.llm.config import ModelConfig, TinyModelConfig\n"
         "if sys.argv[1] == 'quiet':\n"  # transformers is imported already: the in-process switch is tested
         "    from conrec.runtime import quiet_third_party\n"
         "    quiet_third_party()\n"
         "model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig()))\n"
         f"model.save_pretrained({str(tmp_path / 'm')!r})\n"
-        "from conrec.llm.backbone import load_causal_lm\n"
+        "from conrec.llm.model.backbone import load_causal_lm\n"
         f"load_causal_lm(__import__('pathlib').Path({str(tmp_path / 'm')!r}))\n"
     )
     import os

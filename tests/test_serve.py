@@ -299,7 +299,7 @@ def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, ca
 def test_a_stale_grpo_model_is_never_served_predicted_or_scored(tmp_path, caplog):
     # regression (issue 24.1): after `conrec sft` reran with another setting, the GRPO model trained
     # on the old SFT model was still served (the lookup only checked that grpo/model/config.json existed)
-    from conrec.llm.predict_request import check_model_dir
+    from conrec.llm.inference.predict_request import check_model_dir
 
     run = _write_run(tmp_path / "run")
     old = PipelineConfig(run_dir=run.root)

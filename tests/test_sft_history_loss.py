@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conrec.llm.sft import negative_segment_loss
+from conrec.llm.training.sft import negative_segment_loss
 
 # tokens 0-2 text; 10 = <neg>, 11 = </neg>; level 0: 3, 4; level 1: 5, 6; level 2: 7, 8, 9
 LEVELS = torch.tensor([-1, -1, -1, 0, 0, 1, 1, 2, 2, 2, -1, -1])
@@ -65,11 +65,11 @@ def test_completion_loss_adds_the_weighted_segment_loss_of_a_real_model():
 
     import numpy as np
 
-    from conrec.llm.backbone import load_backbone
     from conrec.llm.config import ModelConfig, PromptConfig, TinyModelConfig
-    from conrec.llm.prompts import NEG_CLOSE, NEG_OPEN, build_prompt
-    from conrec.llm.sft import completion_loss, left_align, marker_id
-    from conrec.llm.vocab import add_sid_vocabulary
+    from conrec.llm.inference.prompts import NEG_CLOSE, NEG_OPEN, build_prompt
+    from conrec.llm.model.backbone import load_backbone
+    from conrec.llm.model.vocab import add_sid_vocabulary
+    from conrec.llm.training.sft import completion_loss, left_align, marker_id
     from conrec.sid.sid_map import SidMap
 
     codes = np.array(list(itertools.product(range(3), range(3), range(2))))[:12]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from conrec.llm.sft import history_code_mask
+from conrec.llm.training.sft import history_code_mask
 
 # tokens 0-2 text; level 0: 3, 4; level 1: 5, 6; level 2: 7, 8, 9
 LEVELS = torch.tensor([-1, -1, -1, 0, 0, 1, 1, 2, 2, 2, -1, -1])

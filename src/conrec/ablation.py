@@ -179,7 +179,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     from conrec.eval.compare import add_intervals
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
-    from conrec.llm.discernment import forgetting
+    from conrec.llm.training.discernment import forgetting
 
     base = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
     run_pipeline(base, stages=("data", "sid", "eval"), console=console)

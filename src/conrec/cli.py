@@ -145,13 +145,13 @@ def predict(
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
 
     def body() -> None:
-        from conrec.llm.predict_request import check_predict_request
+        from conrec.llm.inference.predict_request import check_predict_request
 
         cfg = _load(config, run_dir)
         # Checked before torch/transformers are even imported: a bad request fails in about a second.
         request = check_predict_request(cfg, history, split, model)
         _start(cfg)
-        from conrec.llm.predict import run
+        from conrec.llm.inference.predict import run
 
         run(
             cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k,
@@ -175,7 +175,7 @@ def score(
     explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles"),
 ) -> None:
     """Dislike score of every candidate of a slate (one JSON request or a Parquet batch)."""
-    from conrec.llm.score import run
+    from conrec.llm.inference.score import run
 
     _guard(lambda: run(_load(config, run_dir), request=request, batch=batch, out=out, model=model,
                        threshold=threshold, explain=explain, console=console))

@@ -21,7 +21,7 @@ from conrec.data.config import DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
 from conrec.llm.config import DecodeConfig, GrpoConfig, SftConfig
-from conrec.llm.precision import ComputeConfig
+from conrec.llm.model.precision import ComputeConfig
 from conrec.serve.config import ServeConfig
 from conrec.sid.config import SidConfig
 

@@ -3,7 +3,7 @@
 Why these two signals: they are what the model itself builds on, and both can be checked by a
 person. (1) Semantic IDs are hierarchical: items sharing a longer SID prefix sit in the same
 semantic cluster (same genre, tone...), so the past dislikes with the longest shared prefix are the
-"it is like these" evidence. (2) Co-dislike similarity (:class:`conrec.llm.collab.CoDislike`, the
+"it is like these" evidence. (2) Co-dislike similarity (:class:`conrec.llm.training.collab.CoDislike`, the
 collaborative part of the GRPO reward): items other users disliked together with it. Only the
 user's *past dislikes* are cited, never positives, and titles are attached so the reason reads
 as text.
@@ -17,10 +17,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from conrec.llm.collab import CoDislike
+from conrec.llm.training.collab import CoDislike
+
+if TYPE_CHECKING:
+    from conrec.runs import RunDir
+    from conrec.sid.sid_map import SidMap
 
 _TOKEN = re.compile(r"<[^<>]+>")
 
@@ -71,6 +76,20 @@ class Explainer:
             known = events.filter(pl.col("item_id").cast(pl.String).is_in(list(sid)))
             co = CoDislike.fit(known, top_n=top_n, items=list(sid))
         return cls(sid, title, co, max_cited)
+
+    @classmethod
+    def for_run(cls, run: RunDir, sid_map: SidMap) -> Explainer:
+        """An explainer over a run's SIDs (``sid_map``: the served model's), item titles and events."""
+        from conrec.io import read_parquet
+
+        sid_of = sid_map.sid_lookup()
+        sids = {i: sid_of(i) for i in sid_map.items}
+        titles: dict[str, str] = {}
+        if run.items.exists():
+            items = read_parquet(run.items, what="items table")
+            titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
+        events = read_parquet(run.events, what="events") if run.events.exists() else None
+        return cls.build(sids, titles, events)
 
     def title_of(self, item: str) -> str:
         return self._title.get(item, "")

@@ -207,7 +207,7 @@ class RunDir:
             return str(exc)
         for rel in (o for o in outputs if o.endswith("/")):  # model directories: every file verified
             from conrec.errors import StageInputError
-            from conrec.llm.model_files import verify_model_dir
+            from conrec.llm.model.model_files import verify_model_dir
 
             try:
                 verify_model_dir(self.root / rel)

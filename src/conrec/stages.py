@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # annotations only: conrec.config is not imported at run time
     from conrec.data.config import SplitConfig
     from conrec.eval.config import EvalConfig
     from conrec.llm.config import DecodeConfig, GrpoConfig, PromptConfig, SftConfig
-    from conrec.llm.precision import ComputeConfig
+    from conrec.llm.model.precision import ComputeConfig
     from conrec.sid.config import SidConfig
 
 
@@ -199,12 +199,12 @@ STAGE_REGISTRY: dict[str, Stage] = {
         ),
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
-            ("sft/stats.json", "sft/model/"), "conrec.llm.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
+            ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
             produces_model=True,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode", "seed"), ("data", "sid", "sft"),
-            ("grpo/stats.json", "grpo/model/"), "conrec.llm.grpo:run", resumable=True, placement=("compute",),
+            ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True, placement=("compute",),
             bundle=GrpoSections, produces_model=True,
         ),
         Stage(

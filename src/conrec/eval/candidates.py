@@ -226,7 +226,7 @@ def baseline_scorer(model: Recommender, item_ids: Sequence[str]) -> Scorer:
 
 
 def lm_scorer(predictor: Any, max_items_per_call: int = 512) -> Scorer:
-    """A :class:`conrec.llm.predict.Predictor` as a scorer: ``log p(SID | prompt)`` per item.
+    """A :class:`conrec.llm.inference.predict.Predictor` as a scorer: ``log p(SID | prompt)`` per item.
 
     Calls are grouped so one call holds at most ``max_items_per_call`` items (the prompt cache is
     repeated per item, so memory grows with the items of a call).
@@ -293,7 +293,7 @@ def run_slate_eval(
 ) -> SlateReport | None:
     """Every fitted baseline and LM on the same slates; writes ``eval/slate_metrics.json``.
 
-    ``load_lm(name)``: the :class:`conrec.llm.predict.Predictor` of LM ``name`` (loaded only once
+    ``load_lm(name)``: the :class:`conrec.llm.inference.predict.Predictor` of LM ``name`` (loaded only once
     the slates are built).
 
     Returns None (with a console note) when the run has no exposures table (data stage from before

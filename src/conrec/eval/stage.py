@@ -135,13 +135,13 @@ LmPredict = Callable[["EvalSections", RunDir, str, pl.DataFrame, int, Console], 
 
 
 def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
-    """The :class:`conrec.llm.predict.Predictor` of the run's LM ``name``, queried with the declared
+    """The :class:`conrec.llm.inference.predict.Predictor` of the run's LM ``name``, queried with the declared
     ``prompt`` and ``decode`` sections (imported lazily: torch/transformers load only when an LM
     checkpoint is actually evaluated)."""
     try:
-        from conrec.llm.predict import Predictor
+        from conrec.llm.inference.predict import Predictor
     except ImportError as exc:
-        raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.predict is unavailable ({exc})") from exc
+        raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.inference.predict is unavailable ({exc})") from exc
     from conrec.sid.sid_map import SidMap
 
     return Predictor.from_dir(rd.model_dir(name), SidMap.from_parquet(rd.sid_map), sections.prompt, sections.decode)
@@ -155,7 +155,7 @@ def lm_predictions(sections: EvalSections, rd: RunDir, name: str, samples: pl.Da
 def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """Discernment accuracy (SFT, each GRPO stage) and forgetting into the LM rows of ``metrics``:
     ``discern_acc``, ``discern_forgetting`` and ``discern_acc|stage=<name>``."""
-    from conrec.llm.discernment import summary
+    from conrec.llm.training.discernment import summary
 
     def stats(path: Path) -> dict[str, Any] | None:
         return read_json(path, what="stage stats") if path.exists() else None
@@ -308,7 +308,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     )
     extra = [slate_report.markdown()] if slate_report is not None else []
     if discern is not None:
-        from conrec.llm.discernment import markdown as discernment_markdown
+        from conrec.llm.training.discernment import markdown as discernment_markdown
 
         extra.append(discernment_markdown(discern))
     if tuning:

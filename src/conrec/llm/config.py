@@ -52,7 +52,7 @@ PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline"
 class PromptConfig(_Strict):
     variant: Literal["neg_only", "segmented", "merged", "timeline", "neg_timeline"] = Field(
         "segmented",
-        description="the history layout (conrec.llm.prompts): neg_only / segmented / merged end in 'Answer:'; timeline = the "
+        description="the history layout (conrec.llm.inference.prompts): neg_only / segmented / merged end in 'Answer:'; timeline = the "
         "recent events as feedback-tagged SIDs ending in the dislike tag (trained densely by the timeline task); "
         "neg_timeline = the dislikes older than that window as a negative segment, then the timeline",
     )
@@ -78,18 +78,18 @@ class TaskMix(_Strict):
     title_to_sid: float = Field(0.3, ge=0)
     sid_to_category: float = Field(0.2, ge=0)
     discernment: float = Field(
-        0.0, ge=0, description="four-choice 'which did this user reject' questions (conrec.llm.discernment), per train sample"
+        0.0, ge=0, description="four-choice 'which did this user reject' questions (conrec.llm.training.discernment), per train sample"
     )
     timeline: float = Field(
         0.0,
         ge=0,
-        description="dense timeline windows (conrec.llm.timeline), per window of the training events: 1 = every training "
+        description="dense timeline windows (conrec.llm.training.timeline), per window of the training events: 1 = every training "
         "event a target once per epoch; needs a timeline prompt layout",
     )
 
 
 class TimelineConfig(_Strict):
-    """The timeline task's windows and the weights of its targets (conrec.llm.timeline)."""
+    """The timeline task's windows and the weights of its targets (conrec.llm.training.timeline)."""
 
     stride: int | None = Field(
         None, ge=1, description="new target events per window; the window's earlier events are context (None = the whole window)"

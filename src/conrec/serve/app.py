@@ -75,7 +75,7 @@ _DISLIKES, _SCORE = "dislikes", "score"  # micro-batch group keys: (_DISLIKES, k
 def require_usable_scores(scores: Sequence[float]) -> None:
     """422 instead of an empty or null-filled success when the model's scores are NaN or +inf.
 
-    Why 422: the weights were checked finite at load time (:func:`conrec.llm.predict.check_finite_weights`),
+    Why 422: the weights were checked finite at load time (:func:`conrec.llm.inference.predict.check_finite_weights`),
     so a non-finite score comes from this input (e.g. an overflow on it); -inf stays a valid
     "impossible" log-probability and is sent as null.
     """
@@ -85,7 +85,7 @@ def require_usable_scores(scores: Sequence[float]) -> None:
 
 
 class DislikePredictor(Protocol):
-    """What the app needs from a model: :class:`conrec.llm.predict.Predictor` satisfies it."""
+    """What the app needs from a model: :class:`conrec.llm.inference.predict.Predictor` satisfies it."""
 
     def recommend(self, histories: list[History], k: int) -> Recommendations:
         """For each (item ids oldest first, feedback -1/+1) history, up to k (item id, score), best first."""
@@ -93,7 +93,7 @@ class DislikePredictor(Protocol):
 
 
 class SlateScorer(Protocol):
-    """What ``/v1/score`` needs: :class:`conrec.llm.predict.Predictor` and the popular predictor satisfy it."""
+    """What ``/v1/score`` needs: :class:`conrec.llm.inference.predict.Predictor` and the popular predictor satisfy it."""
 
     def score(self, histories: list[History], candidates: list[list[str]]) -> list[list[float]]:
         """For each history, one dislike score per candidate (aligned; higher = more likely disliked)."""
@@ -401,7 +401,7 @@ LmLoader = Callable[[PipelineConfig, str], DislikePredictor]
 
 def load_lm(cfg: PipelineConfig, name: str) -> DislikePredictor:
     """The run's trained ``name`` model as a predictor (torch/transformers load only here)."""
-    from conrec.llm.predict import Predictor
+    from conrec.llm.inference.predict import Predictor
 
     return Predictor.from_run(cfg, model=name)
 
@@ -418,7 +418,7 @@ def load_predictor(
     ``popular`` needs no model. ``load_lm`` loads an LM by name: a parameter so that tests serve a
     stand-in through this code.
     """
-    from conrec.llm.predict_request import newest_current_model
+    from conrec.llm.inference.predict_request import newest_current_model
 
     name = cfg.serve.model
     if name == "popular":

@@ -2,7 +2,7 @@
 
 Why it is here: it serves without any trained LM (``serve.model: popular``), which makes the whole
 HTTP path testable and benchmarkable in isolation, and gives a sane fallback service. It follows
-the same contract as ``conrec.llm.predict.Predictor.recommend``. The counts and their order are
+the same contract as ``conrec.llm.inference.predict.Predictor.recommend``. The counts and their order are
 :mod:`conrec.data.popularity`'s, shared with the evaluation's popularity baseline.
 """
 

@@ -55,7 +55,7 @@ class ValidFhrCallback(TrainerCallback):
 
     def score(self, model: Any) -> float:
         """FHR@K of ``model`` on the fixed valid points (the model is put back in training mode)."""
-        from conrec.llm.predict import Predictor
+        from conrec.llm.inference.predict import Predictor
 
         was_training = model.training
         try:

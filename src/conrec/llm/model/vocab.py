@@ -35,7 +35,7 @@ from transformers import PreTrainedTokenizerBase
 
 from conrec.errors import StageInputError
 from conrec.io import write_json
-from conrec.llm.prompts import MARKER_DESCRIPTIONS, MARKER_TOKENS
+from conrec.llm.inference.prompts import MARKER_DESCRIPTIONS, MARKER_TOKENS
 from conrec.sid.sid_map import SidMap
 from conrec.sid.tokens import all_sid_tokens, sid_token
 
@@ -257,7 +257,7 @@ def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:
     reassigns codes makes the model's knowledge of what each SID means wrong, even if the token set
     is the same), then that the saved tokenizer holds every SID token as a single token.
     """
-    from conrec.llm.model_files import verify_model_dir
+    from conrec.llm.model.model_files import verify_model_dir
 
     verify_model_dir(model_dir, need_weights=False)  # a corrupt file is one clear error, not a loader traceback
     meta = read_vocab_meta(model_dir)
@@ -273,7 +273,7 @@ def assert_model_fits(model_dir: Path, sid_map: SidMap) -> None:
             f"model {model_dir} was trained on a different item <-> SID assignment ({meta.get('n_items')} items) "
             f"than the run's SID map ({len(sid_map)} items): the SID stage was rerun; retrain SFT on this SID map"
         )
-    from conrec.llm.backbone import load_model_tokenizer
+    from conrec.llm.model.backbone import load_model_tokenizer
 
     assert_tokenizer_fits(load_model_tokenizer(model_dir), want, where=str(model_dir))
 

@@ -10,10 +10,10 @@ with the full SFT context (``sft.prompt.max_pos_items`` for every prompt) for th
 
 Each stage is one :class:`trl.GRPOTrainer`, used only through its extension points:
 
-* ``rollout_func``: :class:`conrec.llm.rollout.ConstrainedRollout` (G distinct valid items per
+* ``rollout_func``: :class:`conrec.llm.training.rollout.ConstrainedRollout` (G distinct valid items per
   group, by constrained beam search; see that module for what this does to the gradient estimate);
 * ``reward_funcs`` + ``reward_weights``: one callable per reward component
-  (:func:`conrec.llm.rewards.make_reward_funcs`), so each component's mean is logged by TRL;
+  (:func:`conrec.llm.training.rewards.make_reward_funcs`), so each component's mean is logged by TRL;
 * a callback that turns TRL's logs into ``reward_log.json`` and drives a rich progress bar.
 
 KL reference = the SFT model in *every* stage: TRL builds its reference model from
@@ -33,8 +33,8 @@ Resume: finished stages are skipped; an unfinished stage continues from its last
 (optimizer, scheduler, RNG and step restored by the HF Trainer). Runs under ``accelerate launch``
 (TRL/Accelerate handle the processes; only the main process writes files)::
 
-    accelerate launch --config_file configs/accelerate/ddp_multigpu.yaml -m conrec.llm.grpo --config cfg.yaml
-    torchrun --standalone --nproc_per_node 2 -m conrec.llm.grpo --config cfg.yaml   # 2 CPU processes (gloo), as in CI
+    accelerate launch --config_file configs/accelerate/ddp_multigpu.yaml -m conrec.llm.training.grpo --config cfg.yaml
+    torchrun --standalone --nproc_per_node 2 -m conrec.llm.training.grpo --config cfg.yaml   # 2 CPU processes (gloo), as in CI
 """
 
 from __future__ import annotations
@@ -64,17 +64,17 @@ from trl import GRPOConfig, GRPOTrainer
 from conrec.config import load_config
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
-from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
-from conrec.llm.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
-from conrec.llm.collab import CoDislike
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
-from conrec.llm.discernment import measure as measure_discernment
-from conrec.llm.item_vectors import item_vectors
-from conrec.llm.precision import ResolvedCompute, record_precision, resolve_compute, trainer_kwargs
-from conrec.llm.prompts import build_prompt, recent_negatives_only
-from conrec.llm.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
-from conrec.llm.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
-from conrec.llm.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
+from conrec.llm.inference.prompts import build_prompt, recent_negatives_only
+from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
+from conrec.llm.model.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
+from conrec.llm.model.precision import ResolvedCompute, record_precision, resolve_compute, trainer_kwargs
+from conrec.llm.model.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
+from conrec.llm.training.collab import CoDislike
+from conrec.llm.training.discernment import measure as measure_discernment
+from conrec.llm.training.item_vectors import item_vectors
+from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
+from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
@@ -584,7 +584,7 @@ def _save(
 def similarity_signal(
     rd: RunDir, sid_map: SidMap, events: pl.DataFrame, cutoff: int | None, grpo: GrpoConfig, required: bool
 ) -> tuple[Any, str | None]:
-    """(:class:`conrec.llm.rewards.ItemSimilarity`, vector source) for the ``sim`` / ``pos_sim`` components.
+    """(:class:`conrec.llm.training.rewards.ItemSimilarity`, vector source) for the ``sim`` / ``pos_sim`` components.
 
     Swing is fitted on the dislikes before the valid cut-off (the same rule as co-dislike), so no
     valid/test label reaches the reward. When the similarity reward is not the one optimised, the
@@ -687,7 +687,7 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m conrec.llm.grpo --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
+    """``python -m conrec.llm.training.grpo --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)

@@ -20,7 +20,7 @@ For GRPO rollouts: :func:`sample_distinct` draws ``n`` *distinct* valid items pe
 constrained sampling (temperature), topped up by constrained beam search when sampling repeats
 itself. The processor also works inside any other ``generate`` call (e.g. a TRL trainer's) because
 it can locate the generated SID suffix itself (``prompt_len=None``): prompts built by
-:mod:`conrec.llm.prompts` always end with a text token, never an SID token.
+:mod:`conrec.llm.inference.prompts` always end with a text token, never an SID token.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from conrec.llm.config import DecodeConfig
-from conrec.llm.vocab import SidVocab, embedding_rows
+from conrec.llm.model.vocab import SidVocab, embedding_rows
 from conrec.sid.trie import SidTrie
 
 log = logging.getLogger("conrec.llm")

@@ -5,7 +5,7 @@ among the best prefixes is never reached, although its full-SID probability may 
 top K. A small LM trained from scratch spreads its mass thinly, and there the approximation costs
 real hits (measured on the valid split: FHR@20 0.153 -> 0.191 on a simulated world, 0.485 ->
 0.492 on MovieLens-100K; docs/results.md). For catalogues of thousands of items, scoring every
-full SID path is affordable: :func:`conrec.llm.scoring.sid_log_probs` encodes a prompt once and
+full SID path is affordable: :func:`conrec.llm.inference.scoring.sid_log_probs` encodes a prompt once and
 scores ``C`` candidates in one forward over ``(C, L)`` tokens, so one prompt costs about one
 forward over ``L x n_items`` tokens against its cached prompt.
 
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from conrec.llm.scoring import sid_log_probs
+from conrec.llm.inference.scoring import sid_log_probs
 
 
 def exhaustive_topk(

@@ -22,7 +22,7 @@ A question, built from one train sample (the user's history before ``t``):
       Answer:
 
 Accuracy = share of questions where the answer's ``log p(SID | prompt)`` is the highest of the four
-(:meth:`conrec.llm.predict.Predictor.score_prompts`, the slate-scoring pass). Held-out users
+(:meth:`conrec.llm.inference.predict.Predictor.score_prompts`, the slate-scoring pass). Held-out users
 (``sft.discernment_holdout``, drawn with the run seed) never give a discernment *training* example;
 their questions are the ones scored after SFT and after every GRPO stage.
 """
@@ -40,7 +40,7 @@ from conrec.llm.config import DecodeConfig, PromptConfig, SftConfig
 
 if TYPE_CHECKING:
     from conrec.sid.sid_map import SidMap
-from conrec.llm.prompts import ANSWER_CUE, INSTRUCTION, build_prompt
+from conrec.llm.inference.prompts import ANSWER_CUE, INSTRUCTION, build_prompt
 
 QUESTION = "Which of these items did this user reject?"
 N_OPTIONS = 4
@@ -130,10 +130,10 @@ def measure(
     """Discernment accuracy of a saved model on the held-out users' questions (None when switched off).
 
     ``sft``: the questions' prompt layout and held-out share; ``seed``: the run's seed (the held-out
-    draw, as in :func:`conrec.llm.tasks.build_examples`); ``decode``: where and in what batches the
+    draw, as in :func:`conrec.llm.training.tasks.build_examples`); ``decode``: where and in what batches the
     options are scored.
     """
-    from conrec.llm.predict import Predictor
+    from conrec.llm.inference.predict import Predictor
 
     if sft.discernment_eval <= 0:
         return None

@@ -2,10 +2,10 @@
 
 :class:`Predictor` holds one model in memory and answers ``recommend(histories, k)`` (the contract
 of :class:`conrec.serve.app.DislikePredictor`) and ``predict_samples(samples, k)`` (the eval stage's
-predictions table). Prompts come from :func:`conrec.llm.prompts.build_prompt` with the run's
+predictions table). Prompts come from :func:`conrec.llm.inference.prompts.build_prompt` with the run's
 ``cfg.sft.prompt`` (the layout the model was trained on); items come from constrained beam search
-(:func:`conrec.llm.constrained.generate_topk`, or with ``decode.search: exhaustive`` the exact top-K of
-:func:`conrec.llm.exhaustive.exhaustive_topk`), so every returned item is a real catalogue item.
+(:func:`conrec.llm.inference.constrained.generate_topk`, or with ``decode.search: exhaustive`` the exact top-K of
+:func:`conrec.llm.inference.exhaustive.exhaustive_topk`), so every returned item is a real catalogue item.
 Scores are the model's log-probability of the item's SID given the prompt (higher = more likely).
 """
 
@@ -26,15 +26,15 @@ from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
-from conrec.llm.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.config import DecodeConfig, PromptConfig
-from conrec.llm.constrained import generate_topk
-from conrec.llm.exhaustive import exhaustive_topk
-from conrec.llm.precision import inference_dtype
-from conrec.llm.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
-from conrec.llm.prompts import build_prompt
-from conrec.llm.scoring import sid_log_probs
-from conrec.llm.vocab import SidVocab, assert_model_fits
+from conrec.llm.inference.constrained import generate_topk
+from conrec.llm.inference.exhaustive import exhaustive_topk
+from conrec.llm.inference.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
+from conrec.llm.inference.prompts import build_prompt
+from conrec.llm.inference.scoring import sid_log_probs
+from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
+from conrec.llm.model.precision import inference_dtype
+from conrec.llm.model.vocab import SidVocab, assert_model_fits
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
@@ -174,7 +174,7 @@ class Predictor:
 
     def _topk(self, prompts: list[str], k: int, exclude: list[set[str]], stats: dict[str, Any]) -> list[list[tuple[str, float]]]:
         """Top-``k`` real items per prompt by ``decode.search``: constrained beam search or the exact
-        exhaustive search (:mod:`conrec.llm.exhaustive`; it cannot produce an invalid item)."""
+        exhaustive search (:mod:`conrec.llm.inference.exhaustive`; it cannot produce an invalid item)."""
         if self.decode_cfg.search == "beam":
             return generate_topk(
                 self.model, self.tokenizer, prompts, self.trie, self.items, k, self.decode_cfg,
@@ -209,7 +209,7 @@ class Predictor:
         """Dislike score of every candidate: ``log p(SID | prompt)``, aligned with ``candidates``.
 
         One teacher-forced pass per batch of ``decode.batch_size`` histories, all candidates of a
-        history sharing its prompt's KV cache (:func:`conrec.llm.scoring.sid_log_probs`). Higher =
+        history sharing its prompt's KV cache (:func:`conrec.llm.inference.scoring.sid_log_probs`). Higher =
         more likely disliked; a score does not depend on the slate's other items or their order.
         """
         self.validate(histories)
@@ -305,9 +305,9 @@ def run(
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].to_list()))
         reasons: list[str | None] = [None] * len(recs)
         if explain:
-            from conrec.llm.score import run_explainer
+            from conrec.explain import Explainer
 
-            explainer = run_explainer(run_dir, predictor)
+            explainer = Explainer.for_run(run_dir, predictor.sid_map)
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):

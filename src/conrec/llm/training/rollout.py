@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import torch
 
-from conrec.llm.vocab import SidVocab
+from conrec.llm.model.vocab import SidVocab
 from conrec.sid.trie import SidTrie
 
 
@@ -50,7 +50,7 @@ class TopKItems(Protocol):
 
 def beam_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab) -> TopKItems:
     """Top-K items by constrained beam search (``num_beams = num_return_sequences = K``)."""
-    from conrec.llm.constrained import constrained_beam_search
+    from conrec.llm.inference.constrained import constrained_beam_search
 
     def topk(model: Any, prompts: Sequence[str], k: int) -> torch.Tensor:
         rows, _ = constrained_beam_search(model, tokenizer, list(prompts), trie, vocab, num_beams=k, num_return=k)
@@ -61,7 +61,7 @@ def beam_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab) -> TopKItems:
 
 def sample_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab, temperature: float) -> TopKItems:
     """K distinct items by constrained sampling at ``temperature`` (beam top-up when samples repeat)."""
-    from conrec.llm.constrained import _encode, sample_distinct
+    from conrec.llm.inference.constrained import _encode, sample_distinct
 
     def topk(model: Any, prompts: Sequence[str], k: int) -> torch.Tensor:
         enc = _encode(tokenizer, prompts, model.device)  # left-padded, as generation needs
@@ -207,4 +207,4 @@ def item_token_table(vocab: SidVocab, codes: Any) -> torch.Tensor:
 def _prompt_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
-    raise TypeError(f"GRPO prompts must be plain strings (rendered by conrec.llm.prompts), got {type(prompt).__name__}")
+    raise TypeError(f"GRPO prompts must be plain strings (rendered by conrec.llm.inference.prompts), got {type(prompt).__name__}")

@@ -3,7 +3,7 @@
 Why: one history prompt per user-week with a 3-token answer gives the LM ~24k targets on
 MovieLens-100K, while SASRec learns from every position of every sequence. Here a user's
 chronological events before the training cut-off are cut into windows and rendered in the
-``timeline`` / ``neg_timeline`` layout of :mod:`conrec.llm.prompts`::
+``timeline`` / ``neg_timeline`` layout of :mod:`conrec.llm.inference.prompts`::
 
     prompt:     Predict ...\\n[Disliked before (oldest first):<neg>older dislikes</neg>\\n]Timeline (oldest first):<hist>
     completion: <dis>SID<like>SID<like>SID<dis>SID ...
@@ -34,7 +34,7 @@ import polars as pl
 
 from conrec.errors import require_columns
 from conrec.llm.config import PromptConfig
-from conrec.llm.prompts import render_events, timeline_prefix, timeline_window
+from conrec.llm.inference.prompts import render_events, timeline_prefix, timeline_window
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def window_bounds(n_events: int, window: int, stride: int) -> Iterator[tuple[int
 def timeline_examples(
     timelines: list[UserTimeline], sid_of: Callable[[str], str], prompt_cfg: PromptConfig, stride: int
 ) -> list[dict[str, str]]:
-    """The timeline task's prompt/completion examples (TRL's format, like :mod:`conrec.llm.tasks`).
+    """The timeline task's prompt/completion examples (TRL's format, like :mod:`conrec.llm.training.tasks`).
 
     A user's window ``[start, end)`` with targets ``[first, end)``: the prompt is the layout's prefix
     (older dislikes for ``neg_timeline``) plus the context events ``[start, first)``, the completion

@@ -14,13 +14,13 @@ Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`):
 * ``sid_to_title``, ``title_to_sid``, ``sid_to_category``: item-level alignment, teaching what each
   SID means (and so what an unseen disliked item is like).
 * ``discernment``: four-choice "which of these did the user reject" (one disliked item, three liked
-  ones), answered by the option's SID (:mod:`conrec.llm.discernment`); samples of the held-out users
+  ones), answered by the option's SID (:mod:`conrec.llm.training.discernment`); samples of the held-out users
   (``sft.discernment_holdout``) never give one, so its accuracy can be measured on them.
 
 * ``timeline``: a window of a user's training events rendered in the timeline layout, every event
-  of it a target (:mod:`conrec.llm.timeline`); its weight counts windows, not train samples.
+  of it a target (:mod:`conrec.llm.training.timeline`); its weight counts windows, not train samples.
 
-Both history tasks share the *same* prompt (:func:`conrec.llm.prompts.build_prompt`): at inference
+Both history tasks share the *same* prompt (:func:`conrec.llm.inference.prompts.build_prompt`): at inference
 we ask one question, "what will this user dislike", and ``next_neg`` is a member of the future set,
 so the two tasks are two weightings of the same target distribution.
 
@@ -43,7 +43,7 @@ import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
 from conrec.llm.config import SftConfig
-from conrec.llm.prompts import build_prompt
+from conrec.llm.inference.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
 
 TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category", "discernment", "timeline")
@@ -94,8 +94,8 @@ def build_examples(
     """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples).
 
     ``cfg_seed`` (the run's top-level ``seed``) draws the discernment held-out users, the same draw
-    the accuracy measurement makes (:func:`conrec.llm.discernment.measure`). ``timeline_windows``:
-    the timeline task's pool (:func:`conrec.llm.timeline.timeline_examples`), drawn like the
+    the accuracy measurement makes (:func:`conrec.llm.training.discernment.measure`). ``timeline_windows``:
+    the timeline task's pool (:func:`conrec.llm.training.timeline.timeline_examples`), drawn like the
     alignment tasks' items (each window once per unit of weight).
     """
     require_columns(samples, ("split", "hist_items", "hist_feedback", "next_neg", "future_negs", "sample_id"), "samples")
@@ -123,7 +123,7 @@ def build_examples(
         if n == 0:
             continue
         if task == "discernment":
-            from conrec.llm.discernment import heldout_users, questions
+            from conrec.llm.training.discernment import heldout_users, questions
 
             held = heldout_users(train["user_id"].to_list(), cfg.discernment_holdout, cfg_seed)
             pool = train.filter(~pl.col("user_id").is_in(sorted(held)))

@@ -19,7 +19,7 @@ much better picture of negative interest (CoNRec). A generated item earns
 Why a similarity reward (CoNRec): a hit reward is 0 for almost every item of a group, so most
 groups have zero advantage and learning is slow (the paper found 1/0.1/0.01 hit-by-level credit
 converged slowly); cosine similarity on the item vectors (codebook-reconstructed, see
-:mod:`conrec.llm.item_vectors`) grades every generated item. Cosines below 0 count as 0 (no
+:mod:`conrec.llm.training.item_vectors`) grades every generated item. Cosines below 0 count as 0 (no
 similarity), so an empty set gives 0 and an exact hit gets the maximum 1.
 
 
@@ -50,8 +50,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from conrec.llm.collab import CoDislike, max_over_sets
 from conrec.llm.config import RewardConfig
+from conrec.llm.training.collab import CoDislike, max_over_sets
 from conrec.sid.tokens import parse_sid
 from conrec.swing import Swing
 
@@ -88,7 +88,7 @@ class ItemSimilarity:
     def max_cosine(self, items: Sequence[str | None], item_sets: Sequence[Sequence[str]]) -> np.ndarray:
         """Per row, max(0, max cosine of the item to any member of its set); 0 for empty sets / unknown ids.
 
-        Vectorised (:func:`conrec.llm.collab.max_over_sets`): one gather of vector pairs, a per-row maximum.
+        Vectorised (:func:`conrec.llm.training.collab.max_over_sets`): one gather of vector pairs, a per-row maximum.
         """
         v = self.vectors
         return max_over_sets(items, item_sets, self._index, lambda a, b: np.minimum(np.einsum("ij,ij->i", v[a], v[b]), 1.0))

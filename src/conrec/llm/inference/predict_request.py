@@ -1,6 +1,6 @@
 """Everything ``conrec predict`` can check before a model is loaded (no torch, no transformers).
 
-Why separate from :mod:`conrec.llm.predict`: importing that module pulls in torch and transformers
+Why separate from :mod:`conrec.llm.inference.predict`: importing that module pulls in torch and transformers
 (seconds) and loading a checkpoint takes more; a wrong model name, a missing checkpoint, a bad
 history file, an unknown item id or an absent split must fail before any of that.
 """

@@ -49,7 +49,7 @@ def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
 def _complete(ckpt: Path) -> bool:
     """Marked complete, and its trainer state and weights' headers still read."""
     from conrec.errors import StageInputError
-    from conrec.llm.model_files import verify_safetensors
+    from conrec.llm.model.model_files import verify_safetensors
 
     if not (ckpt / COMPLETE_FILE).is_file() or not (ckpt / "trainer_state.json").is_file():
         return False

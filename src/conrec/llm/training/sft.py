@@ -3,7 +3,7 @@
 Inputs (run-dir contract): ``data/items.parquet``, ``data/samples.parquet``, ``sid/sid_map.parquet``.
 Output: ``sft/model/`` — a plain Hugging Face model dir (LoRA, if used, is merged before saving, so
 every later stage loads it with ``AutoModelForCausalLM``) with its tokenizer (SID + marker tokens),
-``conrec_vocab.json`` and a copy of the SID map (see :mod:`conrec.llm.vocab`); written atomically.
+``conrec_vocab.json`` and a copy of the SID map (see :mod:`conrec.llm.model.vocab`); written atomically.
 Checkpoints (full trainer state, for resume after a crash; deleted once the model is written) go to
 ``sft/checkpoints/``, statistics to ``sft/stats.json``.
 
@@ -11,8 +11,8 @@ Loss on completions only (TRL prompt/completion dataset with ``completion_only_l
 must learn to *answer*, not to reproduce histories. Runs unchanged under ``accelerate launch`` /
 ``torchrun`` (the Trainer handles DDP; only the main process writes files)::
 
-    accelerate launch --config_file configs/accelerate/ddp_multigpu.yaml -m conrec.llm.sft --config cfg.yaml
-    torchrun --standalone --nproc_per_node 2 -m conrec.llm.sft --config cfg.yaml   # 2 CPU processes (gloo), as in CI
+    accelerate launch --config_file configs/accelerate/ddp_multigpu.yaml -m conrec.llm.training.sft --config cfg.yaml
+    torchrun --standalone --nproc_per_node 2 -m conrec.llm.training.sft --config cfg.yaml   # 2 CPU processes (gloo), as in CI
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from transformers import PrinterCallback, TrainerCallback, set_seed
 
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
-from conrec.llm.backbone import load_backbone
-from conrec.llm.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
-from conrec.llm.losses import TargetWeights, level_softmax_loss
-from conrec.llm.precision import record_precision, resolve_compute, trainer_kwargs
-from conrec.llm.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
-from conrec.llm.tasks import build_examples
-from conrec.llm.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
+from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
+from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
+from conrec.llm.model.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.llm.training.losses import TargetWeights, level_softmax_loss
+from conrec.llm.training.tasks import build_examples
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
@@ -208,7 +208,7 @@ def completion_loss(
 
     Without ``token_level``: equal to the model's own causal-LM loss on the same batch, but only the
     trailing positions of the left-aligned batch get vocabulary logits. With ``token_level`` (the
-    :class:`conrec.llm.vocab.SidVocab` lookup, -1 for text tokens), a target that is an SID token of
+    :class:`conrec.llm.model.vocab.SidVocab` lookup, -1 for text tokens), a target that is an SID token of
     level ``l`` is scored by a softmax over level ``l``'s codes only.
 
     Why the level softmax: constrained decoding only ever chooses among one level's codes, and ranks
@@ -220,7 +220,7 @@ def completion_loss(
     with_history = history_loss > 0 and token_level is not None and neg_span is not None
     denom = num_items_in_batch if num_items_in_batch is not None else (labels[:, 1:] != -100).sum().clamp(min=1)
     if token_level is not None and not mask_history:
-        # dense path (conrec.llm.losses): no vocabulary logits at all, every target projected onto its rivals only
+        # dense path (conrec.llm.training.losses): no vocabulary logits at all, every target projected onto its rivals only
         outputs = model(**model_inputs, logits_to_keep=1, use_cache=False, output_hidden_states=True)
         hidden = outputs.hidden_states[-1]
         head = output_matrix(model)
@@ -295,7 +295,7 @@ def sft_trainer_class(
 
 
 def marker_id(tokenizer: Any, token: str) -> int:
-    """The id of one prompt marker token (added to the vocabulary by :mod:`conrec.llm.vocab`)."""
+    """The id of one prompt marker token (added to the vocabulary by :mod:`conrec.llm.model.vocab`)."""
     tid = tokenizer.convert_tokens_to_ids(token)
     if not isinstance(tid, int) or tokenizer.convert_ids_to_tokens(tid) != token:  # unknown tokens map to unk
         raise ValueError(f"{token!r} is not a single token of this tokenizer")
@@ -332,7 +332,7 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
 
     from conrec.data.fit_events import fit_events_for
     from conrec.io import read_json
-    from conrec.llm.timeline import timeline_examples, user_timelines
+    from conrec.llm.training.timeline import timeline_examples, user_timelines
 
     if not sections.sft.prompt.is_timeline:
         raise ConfigError(
@@ -359,7 +359,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     scoring) and the run directory (the stage protocol of :mod:`conrec.stages`). ``resume``:
     continue from the last complete checkpoint of an interrupted run with the same configuration
     (optimizer, scheduler, RNG and data position restored by the Trainer; see
-    :mod:`conrec.llm.checkpoints`); the checkpoints are deleted once the model is written. Returns
+    :mod:`conrec.llm.model.checkpoints`); the checkpoints are deleted once the model is written. Returns
     the training statistics.
     """
     import datasets
@@ -438,7 +438,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
                 "sft.train.early_stopping scores valid points, which data.split.train_until: test trains on; "
                 "choose the step count with train_until: valid, then set sft.train.max_steps for the test run"
             )
-        from conrec.llm.early_stopping import ValidFhrCallback, valid_points
+        from conrec.llm.training.early_stopping import ValidFhrCallback, valid_points
 
         stopper = ValidFhrCallback(
             tr.early_stopping, valid_points(samples, tr.early_stopping.max_points, sections.seed), tokenizer, sid_map,
@@ -511,7 +511,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
             tokenizer.save_pretrained(tmp)
             save_vocab_meta(tmp, sid_map)
             record_precision(tmp, compute)  # GPU decoding of this model runs in the precision it was trained in
-        from conrec.llm.discernment import measure
+        from conrec.llm.training.discernment import measure
 
         # the alignment accuracy the GRPO stages are compared with (forgetting), on held-out users
         stats["discernment"] = measure(out, sid_map, sft, sections.decode, sections.seed, samples)
@@ -528,7 +528,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m conrec.llm.sft --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
+    """``python -m conrec.llm.training.sft --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
     from conrec.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

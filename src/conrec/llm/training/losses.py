@@ -16,7 +16,7 @@ Weights (the timeline task's ``sft.timeline``): an SID whose latest *supervised*
 ``<dis>`` gets ``dislike_weight``, after ``<like>`` ``positive_weight``, the tags themselves
 ``feedback_weight``; targets of the other tasks (no supervised tag before them) weigh 1. The sum is
 divided like the causal-LM loss (``num_items_in_batch`` or the number of supervised tokens), so
-with unit weights this is exactly :func:`conrec.llm.sft.completion_loss`'s level-softmax objective.
+with unit weights this is exactly :func:`conrec.llm.training.sft.completion_loss`'s level-softmax objective.
 """
 
 from __future__ import annotations

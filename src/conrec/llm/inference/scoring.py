@@ -4,11 +4,11 @@ A platform asks "among the items about to be shown to this user, which will they
 LM's answer for candidate ``c`` is ``log p(SID(c) | prompt)``: the sum over the candidate's ``L``
 SID tokens of ``log p(code | prompt, prefix)``, each a softmax over that level's codes: the same
 quantity beam search ranks by (``length_penalty=0``, per-level renormalisation, scores taken before
-the constraint mask; see :mod:`conrec.llm.constrained`), so a score here equals the score
-:func:`conrec.llm.constrained.generate_topk` gives the same item.
+the constraint mask; see :mod:`conrec.llm.inference.constrained`), so a score here equals the score
+:func:`conrec.llm.inference.constrained.generate_topk` gives the same item.
 
 Cost: all candidates of a request share one prompt encoding. The prompt minus its last token is
-encoded once into a KV cache (:func:`conrec.llm.constrained._shared_prompt_cache`, the machinery beam
+encoded once into a KV cache (:func:`conrec.llm.inference.constrained._shared_prompt_cache`, the machinery beam
 search uses), the cache is repeated per candidate, and *one* forward over ``(candidates, L)`` tokens
 (the prompt's last token, then the first ``L - 1`` SID tokens) yields every needed log-probability.
 Prompts are long (histories) and SIDs are 3 tokens, so a 20-item slate costs about one prompt
@@ -25,7 +25,7 @@ from typing import Any, cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from conrec.llm.constrained import _encode, _shared_prompt_cache
+from conrec.llm.inference.constrained import _encode, _shared_prompt_cache
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def sid_log_probs(
     """For each prompt ``b``, ``log p(candidates[b][c] | prompts[b])`` summed over the SID tokens.
 
     ``candidates[b]`` is a (C_b, L) long tensor of SID token ids (C_b >= 1, every slate the same
-    ``L``); ``level_ids[l]`` holds the token ids of level ``l``'s codes (:class:`conrec.llm.vocab.SidVocab`),
+    ``L``); ``level_ids[l]`` holds the token ids of level ``l``'s codes (:class:`conrec.llm.model.vocab.SidVocab`),
     and the ``l``-th token of every candidate must be one of them. Returns one float32 tensor of
     shape (C_b,) per prompt, in the candidates' order; a candidate's score does not depend on the
     other candidates of its slate.

@@ -28,8 +28,7 @@ from conrec.slate import decide, rank_scores
 
 if TYPE_CHECKING:
     from conrec.config import PipelineConfig
-    from conrec.explain import Explainer
-    from conrec.llm.predict import Predictor
+    from conrec.llm.inference.predict import Predictor
 
 History = tuple[list[str], list[int]]
 _ID_COLUMNS = ("sample_id", "user_id", "request_id")
@@ -97,20 +96,6 @@ def score_batch(predictor: Predictor, df: pl.DataFrame, threshold: float | None,
     return out
 
 
-def run_explainer(run: RunDir, predictor: Predictor) -> Explainer:
-    """An :class:`~conrec.explain.Explainer` over the run's SIDs, titles and events."""
-    from conrec.explain import Explainer
-
-    sid_of = predictor.sid_map.sid_lookup()
-    sids = {i: sid_of(i) for i in predictor.sid_map.items}
-    titles: dict[str, str] = {}
-    if run.items.exists():
-        items = read_parquet(run.items, what="items table")
-        titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
-    events = read_parquet(run.events, what="events") if run.events.exists() else None
-    return Explainer.build(sids, titles, events)
-
-
 def run(
     cfg: PipelineConfig,
     request: Path | None,
@@ -122,7 +107,7 @@ def run(
     console: Console | None = None,
 ) -> pl.DataFrame:
     """``conrec score``: one JSON request (printed as a table) or a Parquet batch (written to ``out``)."""
-    from conrec.llm.predict import Predictor
+    from conrec.llm.inference.predict import Predictor
 
     console = console or Console()
     if (request is None) == (batch is None):
@@ -142,7 +127,9 @@ def run(
     explain = explain or req_explain
     scores = predictor.score([history], [slate])[0]
     ranks, decisions = rank_scores(scores), decide(scores, threshold)
-    explainer = run_explainer(run_dir, predictor) if explain else None
+    from conrec.explain import Explainer
+
+    explainer = Explainer.for_run(run_dir, predictor.sid_map) if explain else None
     reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     titles: dict[str, str] = {}
     if run_dir.items.exists():

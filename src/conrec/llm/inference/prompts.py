@@ -17,7 +17,7 @@ Prompt format (a plain string, identical for SFT, GRPO and inference)::
 * Within a segment the order is chronological, most recent last (closest to the answer).
 * Each segment keeps the *most recent* ``max_neg_items`` / ``max_pos_items`` items.
 * The marker tokens (``<neg>``, ``</neg>``, ``<pos>``, ``</pos>``, ``<hist>``, ``</hist>``,
-  ``<dis>``, ``<like>``) are added to the tokenizer as ordinary tokens by :mod:`conrec.llm.vocab`.
+  ``<dis>``, ``<like>``) are added to the tokenizer as ordinary tokens by :mod:`conrec.llm.model.vocab`.
 * The prompt always ends with the text token ``Answer:`` (never with an SID token), so the
   generated SID starts on a token boundary and a logits processor can find where it begins.
 
@@ -31,7 +31,7 @@ Variants (``cfg.variant``):
 * ``timeline``: the most recent ``max_timeline_events`` events as ``<hist><dis>SID<like>SID...``,
   ending in an open dislike tag ``<dis>`` instead of ``Answer:``: the answer is simply the next
   disliked event of the timeline. Why: the same string, continued, is a training sequence in which
-  *every* event is a target (the ``timeline`` SFT task, :mod:`conrec.llm.timeline`), positives
+  *every* event is a target (the ``timeline`` SFT task, :mod:`conrec.llm.training.timeline`), positives
   included, each conditioned on its feedback tag (the HSTU layout of item and action tokens in one
   sequence); one prompt per user-week gives ~10^3 times fewer targets.
 * ``neg_timeline``: the dislikes *older* than that window as a negative segment, then the timeline.
@@ -75,7 +75,7 @@ MARKER_DESCRIPTIONS: dict[str, str] = {
     DISLIKE_TAG: " disliked",
     LIKE_TAG: " liked",
 }
-"""Text whose token embeddings initialise each marker's embedding (see :mod:`conrec.llm.vocab`)."""
+"""Text whose token embeddings initialise each marker's embedding (see :mod:`conrec.llm.model.vocab`)."""
 
 INSTRUCTION = "Predict an item this user will dislike."
 ANSWER_CUE = "Answer:"

@@ -1,0 +1,1 @@
+"""Using a trained LM: prompt layouts, constrained and exhaustive search, scoring, prediction."""

@@ -1,0 +1,1 @@
+"""The LM itself: backbone loading, the SID vocabulary, model files and checkpoints."""

@@ -1,0 +1,1 @@
+"""Training the LM: SFT tasks and losses, GRPO, rewards and rollouts."""
