@@ -57,14 +57,20 @@ def _load(
 
     A ``table`` source whose engine reads the file itself (Spark; polars when streaming) is only
     scanned here, for its items: the events never pass through this process's memory (the engine
-    validates them; the repairs of ``data.on_invalid`` apply to sources loaded here). Bad rows of the
-    others are repaired or dropped into ``log`` (see :mod:`conrec.data.repair`).
+    validates them and refuses bad rows; polars streaming drops and counts exact duplicates as the
+    loaders do, Spark keeps them). Bad rows of the other sources are repaired or dropped into ``log``
+    (see :mod:`conrec.data.repair`).
     """
     if cfg.source == "table" and engine.reads_file(cfg):
         from conrec.data.engine.scan import scan_table, table_items
 
         assert cfg.events_path is not None  # scan_table checked it
-        items = table_items(cfg, scan_table(cfg))
+        raw = scan_table(cfg, dedupe=False)
+        items = table_items(cfg, raw)
+        if engine.name == "polars":  # it drops exact duplicate events as the loaders do: count them the same way
+            n_raw = int(raw.select(pl.len()).collect(engine="streaming").item())
+            n_unique = int(raw.unique().select(pl.len()).collect(engine="streaming").item())
+            log.record("duplicate_event", n_raw - n_unique, f"{cfg.source} events")
         return EventsInput(table=Path(cfg.events_path)), items, None, None
     if cfg.source == "simulator":
         from conrec.data.simulator import simulate

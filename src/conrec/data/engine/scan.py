@@ -49,9 +49,10 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-def scan_table(cfg: DataConfig) -> pl.LazyFrame:
+def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
     """Canonical events (``user_id, item_id, ts, feedback``) of the ``table`` source, in file order,
-    neutral feedback dropped, as a lazy query."""
+    neutral feedback dropped, as a lazy query; ``dedupe``: exact duplicate events dropped (first kept)
+    under ``data.on_invalid: drop``, as the in-memory loaders do."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
@@ -77,12 +78,15 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
             .then(pl.lit(POSITIVE, pl.Int8))
         )
         lf = lf.with_columns(feedback=fb).filter(pl.col("feedback").is_not_null())
-    return lf.select(
+    lf = lf.select(
         pl.col("user_id").cast(pl.String),
         pl.col("item_id").cast(pl.String),
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_events has seen the raw values
     )
+    # exact duplicate events: dropped like the in-memory loaders do, so both paths build the same samples
+    # (the data stage counts them; under on_invalid: error it has refused them already)
+    return lf.unique(maintain_order=True) if dedupe and cfg.on_invalid == "drop" else lf
 
 
 def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: str) -> pl.Expr:
