@@ -19,6 +19,8 @@ from conrec.runs import RunDir
 from conrec.serve.schemas import DislikeRequest
 from conrec.sid.sid_map import SidMap
 
+from builders import record_current, tiny_policy
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "history.json"
 
@@ -92,14 +94,22 @@ def _fake_run(tmp_path: Path, with_model: bool = True) -> Path:
     """A run dir with a SID map of items a..d and (optionally) an empty 'sft model' dir: no real model."""
     run = RunDir(tmp_path / "run")
     SidMap(["a", "b", "c", "d"], np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), [2, 2]).to_parquet(run.sid_map)
-    if with_model:
-        run.sft_model.mkdir(parents=True)
-        (run.sft_model / "config.json").write_text("{}")  # a real load would fail: the check must not load it
+    if with_model:  # a real (tiny, random) model dir: only current, intact models pass the checks before loading
+        from conrec.io import atomic_path
+        from conrec.llm.model.vocab import save_vocab_meta
+
+        model, tok, _ = tiny_policy(SidMap.from_parquet(run.sid_map))
+        with atomic_path(run.sft_model) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            save_vocab_meta(tmp, SidMap.from_parquet(run.sid_map))
+        (run.sft / "stats.json").write_text("{}")
     return run.root
 
 
 def test_unknown_items_fail_before_the_model_is_loaded(tmp_path: Path) -> None:
     cfg = load_config(None, {"run_dir": str(_fake_run(tmp_path))})
+    record_current(cfg, "sft")  # a current model (only those are used): the item check is what must fail
     with pytest.raises(DataValidationError, match=r"unknown item id.*\['x', 'y'\]"):
         check_predict_request(cfg, (["a", "x", "y"], [-1, -1, 1]), None, "sft")
     ok = check_predict_request(cfg, (["a", "b"], [-1, 1]), None, "sft")
@@ -118,6 +128,7 @@ def test_missing_checkpoint_and_bad_model_name_are_checked_first(tmp_path: Path)
 
 def test_cli_predict_rejects_an_unknown_id_without_importing_torch(tmp_path: Path) -> None:
     run_dir = _fake_run(tmp_path)
+    record_current(load_config(None, {"run_dir": str(run_dir)}), "sft")  # writes the run's config.yaml too
     hist = tmp_path / "h.json"
     hist.write_text(json.dumps({"negative": ["a", "zzz"], "positive": ["b"]}))
     code = (
