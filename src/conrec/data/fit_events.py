@@ -8,6 +8,7 @@ strictly before that user's start of the split (:func:`conrec.data.splits.per_us
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -40,3 +41,22 @@ def fit_events_for(
         return per_user_fit_events(events, split_cfg, split), f"each user's events before that user's {split} start"
     cutoff, source = split_cutoff(stats, split, split_samples)
     return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off ts {cutoff} ({source})"
+
+
+def training_events(run_dir: Path, split_cfg: SplitConfig, samples: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The events a run trains on: its data stage's events chosen by :func:`fit_events_for` for the split
+    the run trains up to (``data.split.train_until``). What the LM's timeline task and the collaborative
+    SID vectors read, so both see exactly the baselines' fit events. ``samples``: the run's samples table
+    when the caller has it already (read otherwise)."""
+    from conrec.io import read_json, read_parquet
+    from conrec.runs import RunDir
+
+    rd = RunDir(run_dir)
+    events = read_parquet(rd.events, what="events table (run `conrec data` first)")
+    if samples is None:
+        samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
+    stats_path = rd.data / "stats.json"
+    stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
+    split = split_cfg.train_until
+    fit, _ = fit_events_for(events, split_cfg, stats, split, samples.filter(pl.col("split") == split))
+    return fit

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from conrec.io import atomic_path, read_json, read_parquet, write_json
+from conrec.io import atomic_path, read_parquet, write_json
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.sid.collisions import resolve_collisions
@@ -47,18 +47,13 @@ def quantize(
 def with_collaborative_part(text: np.ndarray, rd: RunDir, items: pl.DataFrame, sections: SidSections) -> np.ndarray:
     """The text vectors concatenated with the training events' collaborative vectors (both
     L2-normalised, the collaborative part times ``sid.collab.weight``), renormalised."""
-    from conrec.data.fit_events import fit_events_for
+    from conrec.data.fit_events import training_events
     from conrec.sid.collab_vectors import collaborative_vectors, interaction_matrix
     from conrec.sid.encoder import l2_normalise
 
     collab = sections.sid.collab
     assert collab is not None
-    events = read_parquet(rd.events, what="events table (data/events.parquet)")
-    samples = read_parquet(rd.samples, what="samples table (data/samples.parquet)")
-    stats_path = rd.data / "stats.json"
-    stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
-    split = sections.split.train_until
-    fit, _ = fit_events_for(events, sections.split, stats, split, samples.filter(pl.col("split") == split))
+    fit = training_events(rd.root, sections.split)
     ids = items["item_id"].cast(pl.String).to_list()
     vec = collaborative_vectors(interaction_matrix(fit, ids, collab.feedback), collab.dims, sections.seed)
     both = np.concatenate([l2_normalise(text, "text vectors"), collab.weight * vec], axis=1)

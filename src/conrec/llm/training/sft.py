@@ -330,19 +330,14 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
     chosen by the baselines' fit rule (:func:`conrec.data.fit_events.fit_events_for`)."""
     import polars as pl
 
-    from conrec.data.fit_events import fit_events_for
-    from conrec.io import read_json
+    from conrec.data.fit_events import training_events
     from conrec.llm.training.timeline import timeline_examples, user_timelines
 
     if not sections.sft.prompt.is_timeline:
         raise ConfigError(
             f"sft.tasks.timeline needs a timeline prompt layout (sft.prompt.variant: timeline or neg_timeline), got {sections.sft.prompt.variant!r}"
         )
-    events = read_parquet(rd.events, what="events table (run `conrec data` first)")
-    stats_path = rd.data / "stats.json"
-    stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
-    split = sections.split.train_until
-    fit, _ = fit_events_for(events, sections.split, stats, split, samples.filter(pl.col("split") == split))
+    fit = training_events(rd.root, sections.split, samples)
     known = set(sid_map.items)
     fit = fit.filter(pl.col("item_id").cast(pl.String).is_in(sorted(known)))
     prompt = sections.sft.prompt
