@@ -13,10 +13,12 @@ from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModel
 from conrec.llm.inference.constrained import (
     SidLogitsProcessor,
     _encode,
+    beam_generation_config,
     generate_topk,
     sample_distinct,
 )
 from conrec.llm.inference.prompts import build_prompt
+from conrec.llm.inference.sid_beam import sid_beam_search
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
@@ -172,6 +174,46 @@ def test_batched_left_padded_search_with_shared_cache_matches_the_exhaustive_ran
         assert [i for i, _ in r] == want
         for item, score in r:
             assert score == pytest.approx(exact[item], abs=1e-3)
+
+
+def _hf_beam_search(model, tok, enc, trie, vocab, num_beams, excluded):
+    """Reference: Hugging Face ``generate`` beam search over the full vocabulary with the processor."""
+    prompt_len = enc["input_ids"].shape[1]
+    proc = SidLogitsProcessor(trie, vocab, tok.eos_token_id, prompt_len=prompt_len, excluded=excluded, group_size=num_beams)
+    out = model.generate(
+        **enc, generation_config=beam_generation_config(tok, trie.levels, num_beams, num_beams), logits_processor=[proc]
+    )
+    gen = out.sequences[:, prompt_len:]
+    rows = trie.item_index(vocab.token_to_code[gen].clamp(min=0)).view(len(enc["input_ids"]), num_beams)
+    scores = out.sequences_scores.view(len(enc["input_ids"]), num_beams)
+    return torch.where(scores > -1e8, rows, torch.full_like(rows, -1)), scores
+
+
+@pytest.mark.parametrize("num_beams", [2, 6, 25])
+@pytest.mark.parametrize("exclude", [False, True])
+def test_sid_only_beam_search_ranks_exactly_as_generate(setup, num_beams, exclude):
+    """The SID-only search (level-code head, one topk per level) returns the items and scores that
+    transformers' beam search with the logits processor returns, on a left-padded batch."""
+    model, tok, sid_map, vocab, histories, prompts = setup
+    model = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(1)
+    sid_ids = torch.cat(list(vocab.level_ids))
+    with torch.no_grad():  # distinct SID embeddings, so that no two items tie
+        for emb in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            emb[sid_ids] += torch.randn(len(sid_ids), emb.shape[1], generator=gen)
+    trie = sid_map.trie()
+    excluded = None
+    if exclude:
+        excluded = torch.zeros(len(prompts), len(trie), dtype=torch.bool)
+        for i, (h, _) in enumerate(histories):
+            excluded[i, [sid_map.items.index(x) for x in h]] = True
+    enc = _encode(tok, prompts, model.device)
+    rows, scores = sid_beam_search(model, enc, trie, vocab, num_beams, num_beams, excluded=excluded)
+    want_rows, want_scores = _hf_beam_search(model, tok, enc, trie, vocab, num_beams, excluded)
+    valid = want_rows >= 0
+    assert torch.equal(rows, want_rows)
+    torch.testing.assert_close(scores[valid], want_scores[valid].float(), atol=1e-4, rtol=0)
+    assert torch.isinf(scores[~valid]).all()
 
 
 def test_branches_made_only_of_history_items_are_never_entered(setup):

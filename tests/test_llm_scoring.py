@@ -105,11 +105,11 @@ def test_one_forward_over_all_candidates_after_one_prompt_encoding(predictor, mo
 
 def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
     """Models whose logits are not head(decoder) take the plain path: full logits for every row."""
-    from conrec.llm.inference import scoring
+    from conrec.llm.inference import sid_head
 
     slates = [[f"m{j}" for j in range(0, 25, 3)]]
     shared = predictor.score([HISTORIES[2]], slates)[0]
-    monkeypatch.setattr(scoring, "_decoder_and_head", lambda model: None)
+    monkeypatch.setattr(sid_head, "decoder_and_head", lambda model: None)
     plain = predictor.score([HISTORIES[2]], slates)[0]
     np.testing.assert_allclose(plain, shared, atol=1e-5)
 

@@ -192,6 +192,13 @@ class DecodeConfig(_Strict):
     max_rows: int = Field(
         8192, ge=1, description="exhaustive search: candidate items scored in one forward (memory: the prompt cache is repeated per row)"
     )
+    popularity_prior: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="w: rank by log p(SID | prompt) + w x log(dislike share of the item in the model's training events, "
+        "add-one smoothed); 0 = off. Applies to beam and exhaustive search and to slate scores alike; choose w on valid",
+    )
 
 
 class RewardConfig(_Strict):

@@ -128,6 +128,28 @@ class SidTrie:
             out.index_put_((rows.unsqueeze(1).expand_as(nodes).reshape(-1), nodes.reshape(-1)), torch.ones(nodes.numel(), dtype=torch.long), accumulate=True)
         return out
 
+    def child_nodes(self, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, codebook_sizes[l]) node reached by each code after each prefix (B, l); -1 where none."""
+        n, level = prefix.shape
+        size = self.codebook_sizes[level]
+        nxt = torch.arange(size).expand(n, size)
+        cand = torch.cat([prefix.cpu().long().unsqueeze(1).expand(n, size, level), nxt.unsqueeze(-1)], dim=-1)
+        return self._walk(cand.reshape(n * size, level + 1)).view(n, size)
+
+    def node_log_sums(self, item_log_values: torch.Tensor) -> torch.Tensor:
+        """(n_nodes,) log of the sum of ``exp(item_log_values)`` over the items under each node (root 0
+        included): the log-mass of every prefix under an item-level distribution."""
+        if item_log_values.shape != (self._n_items,):
+            raise ValueError(f"item_log_values must have shape ({self._n_items},), got {tuple(item_log_values.shape)}")
+        vals = item_log_values.double()
+        top = vals.max()
+        mass = torch.zeros(self._n_nodes, dtype=torch.float64)
+        w = torch.exp(vals - top)
+        mass[0] = w.sum()
+        for level in range(self.levels):
+            mass.index_add_(0, self._path_nodes[:, level], w)
+        return torch.log(mass) + top
+
     def allowed(self, prefix: torch.Tensor) -> torch.Tensor:
         """(B, codebook_sizes[l]) mask of codes that extend each prefix (B, l) towards a real item.
 

@@ -33,13 +33,15 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
 from conrec.llm.config import DecodeConfig
+from conrec.llm.inference.item_prior import TriePrior
+from conrec.llm.inference.sid_beam import sid_beam_search
+from conrec.llm.inference.sid_constraint import SidConstraint
 from conrec.llm.model.vocab import SidVocab, embedding_rows
 from conrec.sid.trie import SidTrie
 
 log = logging.getLogger("conrec.llm")
 
 _NEG_INF = float("-inf")
-_VALID_SCORE_FLOOR = -1e8  # beam search seeds inactive beams with -1e9: anything below is not a real hypothesis
 
 
 class SidLogitsProcessor(LogitsProcessor):
@@ -70,10 +72,8 @@ class SidLogitsProcessor(LogitsProcessor):
         self.levels = trie.levels
         # (n_prompts, n_items) bool: items a prompt must not get (its history); row r of the batch
         # x beams layout belongs to prompt r // group_size (beam search keeps a prompt's beams together)
-        if excluded is not None and (excluded.dim() != 2 or excluded.shape[1] != len(trie)):
-            raise ValueError(f"excluded must have shape (n_prompts, {len(trie)}), got {tuple(excluded.shape)}")
         self.group_size = int(group_size)
-        self._excluded_below = trie.excluded_below(excluded.cpu()) if excluded is not None else None
+        self.constraint = SidConstraint(trie, excluded)
 
     def _suffix_lengths(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.prompt_len is not None:
@@ -85,19 +85,6 @@ class SidLogitsProcessor(LogitsProcessor):
         run = torch.cumprod(is_sid.flip(1).long(), dim=1).sum(1)
         return run
 
-    def _live_children(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor, level: int) -> torch.Tensor:
-        """(rows, codebook_sizes[level]) mask of next codes under which some non-excluded item remains.
-
-        Masking dead branches at *every* level (not only the last) keeps each beam on a path that
-        ends in an allowed item, so K beams always yield K new items however long the history is.
-        """
-        n, size = prefix.shape[0], self.trie.codebook_sizes[level]
-        nxt = torch.arange(size).expand(n, size)
-        cand = torch.cat([prefix.unsqueeze(1).expand(n, size, level), nxt.unsqueeze(-1)], dim=-1)
-        nodes = self.trie.node_of(cand.reshape(n * size, level + 1)).view(n, size)
-        group = prompt_of_row.unsqueeze(1).expand(n, size)
-        return self.trie.items_left(nodes, self._excluded_below, group) > 0
-
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         to_code = self.vocab.token_to_code.to(input_ids.device)
         lengths = self._suffix_lengths(input_ids)
@@ -108,10 +95,7 @@ class SidLogitsProcessor(LogitsProcessor):
                 out[rows, self.eos_token_id] = scores[rows, self.eos_token_id]
                 continue
             prefix = to_code[input_ids[rows, input_ids.shape[1] - level :]] if level else input_ids.new_zeros((len(rows), 0))
-            allowed = self.trie.allowed(prefix.cpu())  # (rows, codebook_sizes[level])
-            if self._excluded_below is not None:
-                allowed &= self._live_children(prefix.cpu(), rows.cpu() // self.group_size, level)
-            allowed = allowed.to(scores.device)
+            allowed = self.constraint.allowed(prefix, rows.cpu() // self.group_size, level).to(scores.device)
             ids = self.vocab.level_ids[level].to(scores.device)
             sub = scores[rows][:, ids]
             sub = sub - torch.logsumexp(sub, dim=-1, keepdim=True)  # log-softmax over this level's codes
@@ -176,7 +160,6 @@ def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: 
     return {k: v.to(device) for k, v in enc.items()}
 
 
-@torch.no_grad()
 def constrained_beam_search(
     model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types)
     tokenizer: PreTrainedTokenizerBase,
@@ -186,30 +169,16 @@ def constrained_beam_search(
     num_beams: int,
     num_return: int,
     excluded: torch.Tensor | None = None,
+    prior: TriePrior | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(item rows (B, num_return) in trie order, -1 = invalid; scores (B, num_return)), best first.
 
-    ``excluded`` (B, n_items) bool: items each prompt may not return (masked at the last level).
-    The prompts' KV cache is computed once and shared by the beams (:func:`_shared_prompt_cache`).
+    ``excluded`` (B, n_items) bool: items each prompt may not return. The search runs over the SID
+    tokens alone (:func:`conrec.llm.inference.sid_beam.sid_beam_search`); it ranks exactly as
+    ``generate`` with :class:`SidLogitsProcessor` and :func:`beam_generation_config` does.
     """
     enc = _encode(tokenizer, prompts, model.device)
-    prompt_len = enc["input_ids"].shape[1]
-    processor = SidLogitsProcessor(
-        trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len, excluded=excluded, group_size=num_beams
-    )
-    cache = _shared_prompt_cache(model, enc, num_beams)
-    out = model.generate(
-        **enc,
-        generation_config=beam_generation_config(tokenizer, trie.levels, num_beams, num_return),
-        logits_processor=LogitsProcessorList([processor]),
-        **({"past_key_values": cache} if cache is not None else {}),
-    )
-    gen = out.sequences[:, prompt_len : prompt_len + trie.levels].cpu()
-    rows = _rows_of(gen, trie, vocab)
-    scores = out.sequences_scores.detach().float().cpu()
-    rows = torch.where(scores > _VALID_SCORE_FLOOR, rows, torch.full_like(rows, -1))
-    b = len(prompts)
-    return rows.view(b, num_return), scores.view(b, num_return)
+    return sid_beam_search(model, enc, trie, vocab, num_beams, num_return, excluded=excluded, prior=prior)
 
 
 def _shared_prompt_cache(model: Any, enc: dict[str, torch.Tensor], num_beams: int) -> Any:
@@ -256,6 +225,7 @@ def generate_topk(
     exclude: Sequence[set[str]] | None = None,
     vocab: SidVocab | None = None,
     stats: dict[str, Any] | None = None,
+    prior: TriePrior | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` distinct real items per prompt as (item id, log-probability), best first.
 
@@ -304,6 +274,7 @@ def generate_topk(
                 n_beams,
                 n_ret,
                 excluded=excluded[live] if excluded is not None else None,
+                prior=prior,
             )
             batch_rows = {i: (r, s) for i, r, s in zip(live, rows.tolist(), scores.tolist())}
         for b in range(len(batch)):

@@ -35,6 +35,7 @@ def exhaustive_topk(
     k: int,
     exclude: Sequence[set[str]] | None = None,
     max_rows: int = 8192,
+    bonus: torch.Tensor | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` (item id, log-probability) per prompt, best first, over every item of ``items``.
 
@@ -43,7 +44,8 @@ def exhaustive_topk(
     memory knob: the prompt's cache is repeated once per row): prompts are grouped so that
     ``prompts x n_items <= max_rows``, and a catalogue larger than ``max_rows`` is scored in chunks.
     Fewer than ``k`` items only when the catalogue minus the excluded items has fewer. Ties keep
-    catalogue order (a stable sort), so results do not depend on batching.
+    catalogue order (a stable sort), so results do not depend on batching. ``bonus`` (n_items,) is
+    added to every prompt's scores (the popularity prior, :mod:`conrec.llm.inference.item_prior`).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -53,6 +55,8 @@ def exhaustive_topk(
     if max_rows < 1:
         raise ValueError(f"max_rows must be >= 1, got {max_rows}")
     scores = _all_scores(model, tokenizer, list(prompts), sid_token_ids, level_ids, max_rows)  # (P, n_items)
+    if bonus is not None:
+        scores += bonus.float().unsqueeze(0)
     if exclude is not None:
         row_of = {item: r for r, item in enumerate(items)}
         for p, ex in enumerate(exclude):

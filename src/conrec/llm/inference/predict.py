@@ -23,12 +23,14 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
+from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
+from conrec.llm.inference.item_prior import TriePrior, dislike_log_prior
 from conrec.llm.inference.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.inference.scoring import sid_log_probs
@@ -86,6 +88,7 @@ class Predictor:
         sid_map: SidMap,
         prompt_cfg: PromptConfig,
         decode_cfg: DecodeConfig,
+        item_log_prior: torch.Tensor | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -101,9 +104,22 @@ class Predictor:
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
         self._sid_token_ids = torch.stack([self.vocab.level_ids[lv][codes[:, lv]] for lv in range(sid_map.levels)], 1)
         self.last_stats: dict[str, int] = {}
+        # decode.popularity_prior: w x log prior(item), in SID-map row order (item_prior module)
+        self.prior: TriePrior | None = None
+        if decode_cfg.popularity_prior > 0:
+            if item_log_prior is None:
+                raise ConfigError("decode.popularity_prior > 0 needs the item prior: load the model with Predictor.from_run")
+            self.prior = TriePrior(self.trie, item_log_prior, decode_cfg.popularity_prior)
 
     @classmethod
-    def from_dir(cls, model_dir: Path, sid_map: SidMap, prompt_cfg: PromptConfig, decode_cfg: DecodeConfig) -> Predictor:
+    def from_dir(
+        cls,
+        model_dir: Path,
+        sid_map: SidMap,
+        prompt_cfg: PromptConfig,
+        decode_cfg: DecodeConfig,
+        item_log_prior: torch.Tensor | None = None,
+    ) -> Predictor:
         """Load a model dir written by the SFT/GRPO stage, after checking it fits ``sid_map``."""
         model_dir = Path(model_dir)
         if not model_dir.exists():
@@ -116,14 +132,17 @@ class Predictor:
         device = decode_device(decode_cfg)
         # in place (transformers' typed .to wrapper hides the overloads); on a GPU the precision the model was trained in
         torch.nn.Module.to(model, device=device, dtype=inference_dtype(model_dir, device))
-        return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg)
+        return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg, item_log_prior)
 
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
-        return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode)
+        prior = None
+        if cfg.decode.popularity_prior > 0:  # the dislikes of the events the model trained on, nothing later
+            prior = dislike_log_prior(training_events(Path(cfg.run_dir), cfg.data.split), sid_map.items)
+        return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode, prior)
 
     # --- input checks and prompts
     def validate(self, histories: Sequence[History]) -> None:
@@ -178,11 +197,12 @@ class Predictor:
         if self.decode_cfg.search == "beam":
             return generate_topk(
                 self.model, self.tokenizer, prompts, self.trie, self.items, k, self.decode_cfg,
-                exclude=exclude, vocab=self.vocab, stats=stats,
+                exclude=exclude, vocab=self.vocab, stats=stats, prior=self.prior,
             )
         recs = exhaustive_topk(
             self.model, self.tokenizer, prompts, self._sid_token_ids, self.vocab.level_ids, self.items, k,
             exclude=exclude if self.decode_cfg.exclude_history else None, max_rows=self.decode_cfg.max_rows,
+            bonus=self.prior.item_bonus(torch.arange(len(self.items))) if self.prior is not None else None,
         )
         stats["n_generated"] = stats.get("n_generated", 0) + sum(len(r) for r in recs)
         stats["n_invalid"] = stats.get("n_invalid", 0)
@@ -206,7 +226,8 @@ class Predictor:
     def score(
         self, histories: list[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
     ) -> list[list[float]]:
-        """Dislike score of every candidate: ``log p(SID | prompt)``, aligned with ``candidates``.
+        """Dislike score of every candidate: ``log p(SID | prompt)`` (plus ``w * log prior`` with
+        ``decode.popularity_prior``, as in :meth:`recommend`), aligned with ``candidates``.
 
         One teacher-forced pass per batch of ``decode.batch_size`` histories, all candidates of a
         history sharing its prompt's KV cache (:func:`conrec.llm.inference.scoring.sid_log_probs`). Higher =
@@ -222,7 +243,8 @@ class Predictor:
     def score_prompts(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         """:meth:`score` for ready-made prompts (e.g. the discernment task's four-choice questions)."""
         self.validate_candidates(candidates, len(prompts))
-        slates = [self._sid_token_ids[torch.as_tensor(self.sid_map.rows_of(map(str, c)))] for c in candidates]
+        rows = [torch.as_tensor(self.sid_map.rows_of(map(str, c))) for c in candidates]
+        slates = [self._sid_token_ids[r] for r in rows]
         out: list[list[float]] = []
         chunk = max(1, self.decode_cfg.batch_size)
         with torch.inference_mode():
@@ -230,6 +252,8 @@ class Predictor:
                 scores = sid_log_probs(
                     self.model, self.tokenizer, prompts[start : start + chunk], slates[start : start + chunk], self.vocab.level_ids
                 )
+                if self.prior is not None:
+                    scores = [sc + self.prior.item_bonus(r) for sc, r in zip(scores, rows[start : start + chunk])]
                 out.extend(s.tolist() for s in scores)
         return out
 

@@ -26,6 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.llm.inference.constrained import _encode, _shared_prompt_cache
+from conrec.llm.inference.sid_head import SidHead
 
 
 @torch.no_grad()
@@ -64,7 +65,6 @@ def sid_log_probs(
     enc = _encode(tokenizer, prompts, device)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     cache = _shared_prompt_cache(model, enc, n_cand)
-    split = _decoder_and_head(model)
     kwargs: dict[str, Any]
     if cache is None:  # one-token prompts: nothing to cache, feed the prompt with the candidates
         kwargs = dict(
@@ -80,17 +80,9 @@ def sid_log_probs(
             past_key_values=cache,
             use_cache=True,
         )
-    if split is None:
-        full = model(**kwargs).logits[:, -n_tok:].float()
-        level_logits = [full[:, j][:, levels[j]] for j in range(n_tok)]
-    else:
-        decoder, head = split
-        hidden = decoder(**kwargs).last_hidden_state[:, -n_tok:]  # (B * n_cand, L, H)
-        bias = getattr(head, "bias", None)
-        level_logits = [
-            torch.nn.functional.linear(hidden[:, j], head.weight[levels[j]], None if bias is None else bias[levels[j]]).float()
-            for j in range(n_tok)
-        ]
+    head = SidHead(model, level_ids)
+    feats, _ = head.features(slice(-n_tok, None), **kwargs)  # (B * n_cand, L, H or V)
+    level_logits = [head.logits(feats[:, j], j) for j in range(n_tok)]
     total = sum(torch.log_softmax(lg, -1).gather(1, codes[:, j : j + 1]).squeeze(1) for j, lg in enumerate(level_logits))
     return _split(cast(torch.Tensor, total), candidates, n_cand)
 
@@ -106,16 +98,3 @@ def _code_of(tokens: torch.Tensor, level_tokens: torch.Tensor, level: int) -> to
 def _split(scores: torch.Tensor, candidates: Sequence[torch.Tensor], n_cand: int) -> list[torch.Tensor]:
     scores = scores.float().view(len(candidates), n_cand).cpu()
     return [scores[b, : int(c.shape[0])] for b, c in enumerate(candidates)]
-
-
-def _decoder_and_head(model: PreTrainedModel) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
-    """(decoder body, LM head) when ``logits = head(decoder(...).last_hidden_state)`` exactly (Llama,
-    SmolLM2, Qwen...); None for models that rescale or cap their logits, or do not expose both."""
-    cfg = model.config
-    if getattr(cfg, "final_logit_softcapping", None) is not None or getattr(cfg, "logit_scale", None) is not None:
-        return None
-    get_decoder, head = getattr(model, "get_decoder", None), model.get_output_embeddings()
-    decoder = get_decoder() if callable(get_decoder) else None
-    if decoder is None or head is None or decoder is model or not isinstance(head, torch.nn.Linear):
-        return None
-    return decoder, head

@@ -140,7 +140,8 @@ def measure(
     qs = heldout_questions(samples, sid_map.sid_lookup(), sft.prompt, sft.discernment_holdout, sft.discernment_eval, seed)
     if not qs:
         return None
-    predictor = Predictor.from_dir(model_dir, sid_map, sft.prompt, decode)
+    # the LM's own discernment: the decoding-time popularity prior is not part of the model
+    predictor = Predictor.from_dir(model_dir, sid_map, sft.prompt, decode.model_copy(update={"popularity_prior": 0.0}))
     return {"accuracy": accuracy(predictor, qs), "n_questions": len(qs), "chance": 1.0 / N_OPTIONS}
 
 

@@ -45,7 +45,8 @@ class ValidFhrCallback(TrainerCallback):
         self.tokenizer = tokenizer
         self.sid_map = sid_map
         self.prompt_cfg = prompt_cfg
-        self.decode_cfg = decode_cfg
+        # checkpoints are chosen by the LM alone: the decoding-time popularity prior is not trained
+        self.decode_cfg = decode_cfg.model_copy(update={"popularity_prior": 0.0})
         self.console = console
         self.curve: list[dict[str, float]] = []
         self.best: float = float("-inf")

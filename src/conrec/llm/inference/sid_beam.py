@@ -1,0 +1,113 @@
+"""Beam search over the SID tokens alone: ``L`` steps, each a softmax over one level's codes.
+
+Why not Hugging Face ``generate``: a SID is exactly ``L`` tokens, each drawn from one level's few
+dozen codes, yet ``generate`` scores, sorts and copies the whole ~49k-token vocabulary for every
+beam at every step. With a small model that full-vocabulary bookkeeping is most of the cost, and it
+grows linearly with the batch, so batching concurrent requests gained nothing
+(docs/serving-performance.md). Here each step computes the head on the level's code rows only
+(:class:`conrec.llm.inference.sid_head.SidHead`), masks with the same constraint the logits
+processor uses (:class:`conrec.llm.inference.sid_constraint.SidConstraint`), and picks the next beams
+with one ``topk`` over ``beams x codes`` per prompt: vectorised over prompts and beams, no loop
+over beams, no fallback. The ranking is the one ``generate`` produces with ``length_penalty=0``:
+beams ordered by the sum over levels of ``log P(code | prompt, prefix)`` (a log-softmax over the
+level's codes, taken before masking); a test checks both agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from conrec.llm.inference.item_prior import TriePrior
+from conrec.llm.inference.sid_constraint import SidConstraint
+from conrec.llm.inference.sid_head import SidHead
+from conrec.llm.model.vocab import SidVocab
+from conrec.sid.trie import SidTrie
+
+_NEG_INF = float("-inf")
+
+
+@torch.no_grad()
+def sid_beam_search(
+    model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types)
+    enc: dict[str, torch.Tensor],
+    trie: SidTrie,
+    vocab: SidVocab,
+    num_beams: int,
+    num_return: int,
+    excluded: torch.Tensor | None = None,
+    prior: TriePrior | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(trie rows (B, num_return), -1 = no item; log-probabilities (B, num_return)), best first.
+
+    ``enc`` is the left-padded tokenised prompts (``input_ids``, ``attention_mask``); ``excluded``
+    (B, n_items) bool: items each prompt may not get. A prompt with fewer reachable items than
+    ``num_return`` gets -1 rows (score -inf) for the rest. ``prior`` (``decode.popularity_prior``)
+    adds its per-level increments, so a score is ``log p(SID | prompt) + w * log prior(item)``.
+    """
+    if num_return > num_beams:
+        raise ValueError(f"num_return ({num_return}) must be <= num_beams ({num_beams})")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    b, levels, device = ids.shape[0], trie.levels, ids.device
+    head = SidHead(model, vocab.level_ids)
+    constraint = SidConstraint(trie, excluded)
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    feats, cache = head.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    prompt = torch.arange(b)
+    # level 0: one hypothesis per prompt (the prompt itself)
+    scores, codes, _ = _step_beams(
+        head.logits(feats, 0).unsqueeze(1), torch.zeros(b, 1, device=device), torch.zeros(b, 1, 0, dtype=torch.long), constraint, prompt, 0, num_beams, prior
+    )
+    if levels > 1:
+        cache.batch_repeat_interleave(num_beams)
+    prompt_of_row = prompt.repeat_interleave(num_beams)
+    next_pos = mask.long().sum(-1).repeat_interleave(num_beams).unsqueeze(1)  # position of the first SID token
+    past_mask = mask.repeat_interleave(num_beams, 0)
+    for level in range(1, levels):
+        tokens = vocab.level_ids[level - 1].to(device)[codes[:, :, -1].reshape(-1)].unsqueeze(1)  # (B * beams, 1)
+        past_mask = torch.cat([past_mask, torch.ones_like(past_mask[:, :1])], 1)
+        feats, cache = head.features(
+            -1, input_ids=tokens, attention_mask=past_mask, position_ids=next_pos + level - 1, past_key_values=cache, use_cache=True
+        )
+        logits = head.logits(feats, level).view(b, num_beams, -1)
+        scores, codes, origin = _step_beams(logits, scores, codes, constraint, prompt_of_row, level, num_beams, prior)
+        if level < levels - 1:
+            cache.reorder_cache((torch.arange(b).unsqueeze(1) * num_beams + origin).reshape(-1).to(device))
+    rows = trie.item_index(codes.reshape(-1, levels).cpu()).view(b, num_beams)
+    scores = scores.float().cpu()
+    rows = torch.where(torch.isfinite(scores), rows, torch.full_like(rows, -1))
+    return rows[:, :num_return], scores[:, :num_return]
+
+
+def _step_beams(
+    logits: torch.Tensor,
+    beam_scores: torch.Tensor,
+    codes: torch.Tensor,
+    constraint: SidConstraint,
+    prompt_of_row: torch.Tensor,
+    level: int,
+    num_beams: int,
+    prior: TriePrior | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Extend (B, H) hypotheses by one code: the best ``num_beams`` of ``H x C`` per prompt.
+
+    ``logits`` (B, H, C); ``beam_scores`` (B, H); ``codes`` (B, H, level) CPU. Returns the new
+    scores (B, beams), codes (B, beams, level + 1) and each new beam's origin hypothesis (B, beams).
+    Hypotheses at -inf (dead, or padding) stay at -inf; the codes under them are never read as items.
+    """
+    b, h, c = logits.shape
+    logp = torch.log_softmax(logits, -1)
+    if prior is not None:
+        logp = logp + prior.increments(codes.reshape(b * h, level)).view(b, h, c).to(logp.device)
+    allowed = constraint.allowed(codes.reshape(b * h, level), prompt_of_row, level).view(b, h, c).to(logp.device)
+    total = torch.where(allowed, beam_scores.unsqueeze(-1) + logp, torch.full_like(logp, _NEG_INF)).view(b, h * c)
+    k = min(num_beams, h * c)
+    top, idx = total.topk(k, dim=1)  # sorted, best first
+    if k < num_beams:  # fewer hypotheses than beams: pad with dead ones
+        top = torch.cat([top, top.new_full((b, num_beams - k), _NEG_INF)], 1)
+        idx = torch.cat([idx, idx[:, :1].expand(b, num_beams - k)], 1)
+    idx = idx.cpu()
+    origin, code = idx // c, idx % c
+    new_codes = torch.cat([codes.gather(1, origin.unsqueeze(-1).expand(b, num_beams, level)), code.unsqueeze(-1)], -1)
+    return top, new_codes, origin

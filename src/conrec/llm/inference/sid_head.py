@@ -1,0 +1,60 @@
+"""The LM head restricted to one SID level's codes.
+
+Why: every SID score conrec computes (beam search, slate scoring, exhaustive search) is a softmax
+over *one level's codes* (``sft.train.sid_softmax``), never over the whole vocabulary. With the
+SmolLM2 tokenizer the vocabulary has ~49k tokens and a level has a few dozen codes, so applying
+the head only to those rows saves nearly all of the head's cost, which for a small model is most of
+a decoding step. Models whose logits are not ``head(hidden)`` (soft-capped or rescaled logits, or
+no separable head) get the full logits and are indexed afterwards: same numbers, no shortcut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+
+class SidHead:
+    """Run the decoder and turn chosen positions into per-level code logits."""
+
+    def __init__(self, model: Any, level_ids: Sequence[torch.Tensor]) -> None:
+        self.model = model
+        self.levels = [ids.to(model.device) for ids in level_ids]
+        self._split = decoder_and_head(model)
+
+    def features(self, positions: int | slice, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        """(features at ``positions`` of the sequence, the KV cache) for one forward with ``kwargs``.
+
+        Features are hidden states when the head is separable, else full-vocabulary logits; pass
+        them to :meth:`logits` only.
+        """
+        if self._split is None:
+            out = self.model(**kwargs)
+            return out.logits[:, positions], out.past_key_values
+        decoder, _ = self._split
+        out = decoder(**kwargs)
+        return out.last_hidden_state[:, positions], out.past_key_values
+
+    def logits(self, features: torch.Tensor, level: int) -> torch.Tensor:
+        """float32 logits over level ``level``'s codes (the code order of ``level_ids[level]``)."""
+        ids = self.levels[level]
+        if self._split is None:
+            return features[..., ids].float()
+        _, head = self._split
+        bias = getattr(head, "bias", None)
+        return torch.nn.functional.linear(features, head.weight[ids], None if bias is None else bias[ids]).float()
+
+
+def decoder_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """(decoder body, LM head) when ``logits = head(decoder(...).last_hidden_state)`` exactly (Llama,
+    SmolLM2, Qwen...); None for models that rescale or cap their logits, or do not expose both."""
+    cfg = model.config
+    if getattr(cfg, "final_logit_softcapping", None) is not None or getattr(cfg, "logit_scale", None) is not None:
+        return None
+    get_decoder, head = getattr(model, "get_decoder", None), model.get_output_embeddings()
+    decoder = get_decoder() if callable(get_decoder) else None
+    if decoder is None or head is None or decoder is model or not isinstance(head, torch.nn.Linear):
+        return None
+    return decoder, head
