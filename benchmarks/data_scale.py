@@ -1,4 +1,4 @@
-"""The data stage at 10^7..10^8 events: events/s and peak RSS per size and engine.
+"""The data stage at 10^7..10^8 events: events/s and peak memory (PSS) per size and engine.
 
 Usage::
 
@@ -15,9 +15,10 @@ samples, exposures and stats) runs once per engine, each in a fresh child proces
 * ``streaming``: polars, ``streaming: on`` (out of core, ``partition_events`` per partition);
 * ``spark``: ``engine: spark`` on ``local[2]`` (needs ``pip install -e '.[spark]'`` and Java 17).
 
-Peak RSS is the peak of the child's whole process tree (the Spark JVM included), sampled every
-0.2 s from /proc; a run whose tree passes ``--max-rss-gib`` is killed and reported as such (the
-machine is shared), and ``memory`` is skipped where its ~0.5 GB per million events would not fit.
+Peak memory is the peak PSS of the child's whole process tree (the Spark JVM and its Python
+workers included; PSS so that pages shared by forked workers count once), sampled every 0.25 s
+from /proc; a run whose tree passes ``--max-rss-gib`` is killed and reported as such (the machine
+is shared), and ``memory`` is skipped where its ~0.5 GB per million events would not fit.
 Events/s = events in the file / wall-clock seconds of the stage. Note the machine's load
 (``uptime``) beside any figure: the rates scale with free cores.
 """
@@ -89,19 +90,38 @@ def run_one(events: Path, engine: str, run_dir: Path) -> None:
     print(json.dumps({"seconds": time.perf_counter() - t, "events": stats["events"], "samples": sum(stats["samples"].values())}))
 
 
-def _tree_rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (from /proc)."""
-    total, todo = 0, [pid]
+def _tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc; every thread's children, since e.g. the JVM
+    starts Spark's Python workers from a non-main thread)."""
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        out.append(p)
         try:
-            with open(f"/proc/{p}/statm") as f:
-                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
         except (FileNotFoundError, ProcessLookupError, ValueError):
             continue
+    return out
+
+
+def _tree_memory_bytes(pids: list[int]) -> int:
+    """Proportional set size (PSS) of ``pids`` summed: forked workers (Spark's Python daemon forks
+    one per task) share most of their pages, and summing their RSS would count those pages once per
+    worker. PSS splits each shared page among its sharers, so the sum is the tree's real footprint.
+    Falls back to RSS where smaps_rollup is unavailable."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+        except (FileNotFoundError, ProcessLookupError, StopIteration, PermissionError):
+            try:
+                with open(f"/proc/{p}/statm") as f:
+                    total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (FileNotFoundError, ProcessLookupError):
+                continue
     return total
 
 
@@ -110,13 +130,15 @@ def measure(events: Path, engine: str, run_dir: Path, max_rss: int) -> dict[str,
     child = subprocess.Popen(
         [sys.executable, __file__, "--child", str(events), engine, str(run_dir)], stdout=subprocess.PIPE, text=True
     )
-    peak, killed = 0, False
+    peak, killed, pids, refreshed = 0, False, [child.pid], 0.0
     while child.poll() is None:
-        peak = max(peak, _tree_rss_bytes(child.pid))
+        if time.monotonic() - refreshed > 2.0:  # the tree changes rarely; walking it is the costly part
+            pids, refreshed = _tree_pids(child.pid), time.monotonic()
+        peak = max(peak, _tree_memory_bytes(pids))
         if peak > max_rss:
             child.kill()
             killed = True
-        time.sleep(0.2)
+        time.sleep(0.25)
     out = child.stdout.read() if child.stdout else ""
     if killed:
         return {"status": f"killed above {max_rss / 2**30:.0f} GiB", "peak_rss_gib": peak / 2**30}
@@ -139,7 +161,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     max_rss = int(args.max_rss_gib * 2**30)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min), cores: {os.cpu_count()}")
-    print(f"{'events':>12} {'engine':>10} {'events/s':>12} {'seconds':>9} {'peak RSS GiB':>13}  status")
+    print(f"{'events':>12} {'engine':>10} {'events/s':>12} {'seconds':>9} {'peak PSS GiB':>13}  status")
     for size in (int(float(s)) for s in args.sizes.split(",")):
         events = args.workdir / f"events-{size}.parquet"
         t = time.perf_counter()
