@@ -18,6 +18,8 @@ from rich.console import Console
 
 from conrec.config import load_config
 from conrec.data import stage
+from conrec.data.config import SplitConfig
+from conrec.data.splits import time_cutoffs
 from conrec.data.windows import DAY
 from conrec.errors import DataValidationError
 from conrec.runs import RunDir
@@ -127,3 +129,49 @@ def test_streaming_equals_in_memory_on_random_logs_with_many_ties(tmp_path, seed
     mem, _ = _run(tmp_path, "mem", {**base, "streaming": "off"})
     out, _ = _run(tmp_path, "stream", {**base, "streaming": "on", "partition_events": 211})
     assert_same_run(mem, out)
+
+
+def _file_with_duplicates(tmp_path: Path) -> tuple[Path, pl.DataFrame, int]:
+    """The edge cases plus exact duplicate rows, shuffled into the file: u0's last 100 events three
+    times over (late events: they pull both quantiles later) and every 7th event of u1..u5 once
+    more (users in other partitions). Returns (file, the events without their duplicates, count)."""
+    import numpy as np
+
+    base = edge_case_events()
+    late = base.filter(pl.col("user_id") == "u0").tail(100)
+    spread = base.filter(pl.col("user_id") != "u0").gather_every(7)
+    dups = pl.concat([late, late, spread])
+    rows = pl.concat([base, dups])
+    rows = rows[np.random.default_rng(0).permutation(rows.height)]  # duplicates before and after their originals
+    path = tmp_path / "dup.parquet"
+    rows.write_parquet(path, row_group_size=100)
+    return path, rows.unique(maintain_order=True), dups.height
+
+
+def test_streaming_drops_duplicates_per_partition_like_the_loader(tmp_path):
+    """Dropping exact duplicates is per user partition in streaming: the same events, samples,
+    cut-offs and count as the loader's global dedupe, with the cut-offs taken after the dedupe
+    (here the duplicates would move them)."""
+    path, deduped, n_dups = _file_with_duplicates(tmp_path)
+    raw = pl.read_parquet(path)
+    assert time_cutoffs(raw, SplitConfig()) != time_cutoffs(deduped, SplitConfig()), "the duplicates must move a cut-off"
+    base = {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}
+    mem, mem_stats = _run(tmp_path, "mem", {**base, "streaming": "off"})
+    out, out_stats = _run(tmp_path, "stream", {**base, "streaming": "on", "partition_events": 70})
+    assert mem_stats["invalid_rows"] == {"policy": "drop", "duplicate_event": n_dups}
+    cuts = time_cutoffs(deduped, SplitConfig())
+    assert (out_stats["valid_cutoff_ts"], out_stats["test_cutoff_ts"]) == (cuts.valid, cuts.test)
+    assert out_stats["events"] == deduped.height and mem_stats["samples"]["test"] > 0
+    assert_same_run(mem, out)
+    assert not list(out.data.glob(".*")), "no staging or temporary file is left behind"
+
+
+def test_streaming_refuses_duplicates_under_on_invalid_error(tmp_path):
+    path, _, n_dups = _file_with_duplicates(tmp_path)
+    data = {"source": "table", "events_path": str(path), "streaming": "on", "partition_events": 70, "on_invalid": "error"}
+    with pytest.raises(DataValidationError) as err:
+        _run(tmp_path, "bad", data)
+    message = str(err.value)
+    assert "\n" not in message and f"{n_dups:,} exact duplicate event(s)" in message and "on_invalid" in message
+    data_dir = tmp_path / "bad" / "data"
+    assert not (data_dir / "events.parquet").exists() and not list(data_dir.glob(".*")), "nothing published, no staging left"

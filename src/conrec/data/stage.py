@@ -57,20 +57,16 @@ def _load(
 
     A ``table`` source whose engine reads the file itself (Spark; polars when streaming) is only
     scanned here, for its items: the events never pass through this process's memory (the engine
-    validates them and refuses bad rows; polars streaming drops and counts exact duplicates as the
-    loaders do, Spark keeps them). Bad rows of the other sources are repaired or dropped into ``log``
+    validates them and refuses bad rows; polars streaming drops exact duplicates per user partition
+    as the loaders do and reports their count in :attr:`BuildResult.duplicates`, which :func:`run`
+    records; Spark keeps them). Bad rows of the other sources are repaired or dropped into ``log``
     (see :mod:`conrec.data.repair`).
     """
     if cfg.source == "table" and engine.reads_file(cfg):
         from conrec.data.engine.scan import scan_table, table_items
 
         assert cfg.events_path is not None  # scan_table checked it
-        raw = scan_table(cfg, dedupe=False)
-        items = table_items(cfg, raw)
-        if engine.name == "polars":  # it drops exact duplicate events as the loaders do: count them the same way
-            n_raw = int(raw.select(pl.len()).collect(engine="streaming").item())
-            n_unique = int(raw.unique().select(pl.len()).collect(engine="streaming").item())
-            log.record("duplicate_event", n_raw - n_unique, f"{cfg.source} events")
+        items = table_items(cfg, scan_table(cfg, dedupe=False))
         return EventsInput(table=Path(cfg.events_path)), items, None, None
     if cfg.source == "simulator":
         from conrec.data.simulator import simulate
@@ -112,6 +108,8 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
             built = engine.build(events, items, dcfg, staging)
+            # exact duplicates an engine found in the file it read (under on_invalid: error this raises: nothing is published)
+            log.record("duplicate_event", built.duplicates, f"{dcfg.source} events")
             progress.advance(steps)
             stats = data_stats(
                 built.events, built.samples, n_items=items.height, items_with_events=built.items_with_events,

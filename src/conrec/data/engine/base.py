@@ -44,6 +44,7 @@ class BuildResult:
     events: EventParts
     samples: SampleParts
     items_with_events: int
+    duplicates: int = 0  # exact duplicate events the engine found in a file it read itself (the stage records them)
 
 
 class DataEngine(Protocol):

@@ -1,15 +1,20 @@
 """The polars engine: in memory for logs that fit, out of core (streaming) for logs that do not.
 
 Out of core works because every step but two is per user: ordering, train/eval points, history
-truncation and future-window labels only ever look at one user's events. The two global steps,
-the validation rules and the time cut-offs (two quantiles of ``ts``), run first as one streaming
-query. Then users are cut into contiguous ranges (in ``user_id`` order) of about
-``partition_events`` events each; one streaming pass writes each range to its own Parquet
-partition, and each partition is labelled in memory by exactly the same code as the in-memory path
-(:mod:`conrec.data.splits`). Because the ranges follow ``user_id`` order, writing the partitions'
-events one after the other *is* the global (user, ts, input row) order, and the samples, written
-split by split and partition by partition, are in the global (split, user, ts) order with the same
-``sample_id`` as the in-memory path. Peak memory is one partition's, whatever the log's size.
+truncation, future-window labels and dropping exact duplicate events (duplicates share their user)
+only ever look at one user's events. The two global steps are the validation rules, one streaming
+query over the raw events first (duplicates change none of their facts), and the time cut-offs (two
+quantiles of ``ts``), which must see the deduplicated events. So users are cut into contiguous
+ranges (in ``user_id`` order) of about ``partition_events`` events each and one streaming pass
+writes each range to its own Parquet partition; a first pass over the partitions sorts each, drops
+its exact duplicates (the first by input row kept, as the loaders do) and writes it back; one
+streaming query over those files (``ts`` only) gives the cut-offs; a second pass labels each
+partition in memory by exactly the same code as the in-memory path (:mod:`conrec.data.splits`).
+Because the ranges follow ``user_id`` order, writing the partitions' events one after the other
+*is* the global (user, ts, input row) order, and the samples, written split by split and partition
+by partition, are in the global (split, user, ts) order with the same ``sample_id`` as the
+in-memory path. Peak memory is one partition's, whatever the log's size: no step holds a hash
+table over the whole log's rows.
 """
 
 from __future__ import annotations
@@ -25,8 +30,19 @@ import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
-from conrec.data.engine.scan import check_events, estimated_rows, scan_table
-from conrec.data.splits import SAMPLE_SCHEMA, SPLITS, attach_history_and_labels, order_events, select_points, time_cutoffs
+from conrec.data.engine.scan import check_event_rules, estimated_rows, scan_table
+from conrec.data.repair import RepairLog
+from conrec.data.schema import EVENT_COLUMNS
+from conrec.data.splits import (
+    SAMPLE_SCHEMA,
+    SPLITS,
+    attach_history_and_labels,
+    cutoff_exprs,
+    cutoffs_from,
+    order_events,
+    select_points,
+    time_cutoffs,
+)
 from conrec.data.stats import EventParts, SampleParts, event_parts, sample_parts
 from conrec.io import atomic_path, write_parquet
 
@@ -50,8 +66,9 @@ class PolarsEngine:
     def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
         if events.frame is not None and cfg.streaming != "on":
             return build_in_memory(events.frame, cfg, out)
-        lf = events.frame.lazy() if events.frame is not None else scan_table(cfg)
-        return build_streaming(lf, items, cfg, out)
+        if events.frame is not None:  # a loader's table: validated, and deduplicated where the loader does so
+            return build_streaming(events.frame.lazy(), items, cfg, out)
+        return build_streaming(scan_table(cfg, dedupe=False), items, cfg, out, dedupe=True)
 
 
 def build_in_memory(events: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
@@ -64,9 +81,14 @@ def build_in_memory(events: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildRe
     return BuildResult(cuts, event_parts(events), sample_parts(samples), int(events["item_id"].n_unique()))
 
 
-def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
-    """Out of core (module docstring): memory bounded by ``cfg.partition_events`` events."""
-    facts = check_events(events, items, cfg.split, what=f"{cfg.source} events")
+def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, out: Path, dedupe: bool = False) -> BuildResult:
+    """Out of core (module docstring): memory bounded by ``cfg.partition_events`` events.
+
+    ``dedupe``: ``events`` may hold exact duplicate events (the ``table`` file, scanned as it is):
+    they are counted per partition into :attr:`BuildResult.duplicates` and, under
+    ``data.on_invalid: drop``, dropped (the first by input row kept) before the cut-offs and labels.
+    """
+    items_with_events = check_event_rules(events, items, what=f"{cfg.source} events")
     events = events.with_columns(pl.col("feedback").cast(pl.Int8)).with_row_index(_ROW)
     ranges = user_ranges(events, cfg.partition_events)
     work = out / "_partitions"
@@ -76,24 +98,46 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
             pl.PartitionBy(work / "events", key="part", include_key=False), mkdir=True, engine="streaming"
         )
         n_parts = int(ranges["part"][-1]) + 1 if ranges.height else 0
+        # pass 1: each partition in the canonical order, its exact duplicates dropped, written back
+        duplicates = 0
+        parts: list[Path] = []
+        for k in range(n_parts):
+            part = _read_partition(work / "events" / f"part={k}")
+            if part is None:
+                continue
+            if dedupe:  # sorted by (user, ts, input row): "first" is the first input row, as the loaders keep
+                unique = part.unique(subset=list(EVENT_COLUMNS), keep="first", maintain_order=True)
+                duplicates += part.height - unique.height
+                if cfg.on_invalid == "drop":
+                    part = unique
+            parts.append(work / f"events-{k}.parquet")
+            part.write_parquet(parts[-1])
+            shutil.rmtree(work / "events" / f"part={k}")
+        assert parts  # check_event_rules refused an empty log
+        if cfg.on_invalid == "error":  # stop before labelling, with the line the stage's record would raise
+            RepairLog("error").record("duplicate_event", duplicates, f"{cfg.source} events")
+        # the cut-offs on the deduplicated events, as the in-memory path computes them (reads only ts)
+        valid, test = pl.scan_parquet(parts).select(cutoff_exprs(cfg.split)).collect(engine="streaming").row(0)
+        cuts = cutoffs_from(valid, test)
+        # pass 2: label each partition with the global cut-offs
         ev_parts: EventParts | None = None
         smp_parts = SampleParts()
+        samples_files: list[Path] = []
         with parquet_appender(out / EVENTS_FILE) as write_events:
-            for k in range(n_parts):
-                part = _read_partition(work / "events" / f"part={k}")
-                if part is None:
-                    continue
+            for path in parts:
+                part = pl.read_parquet(path)
                 ordered = order_events(part)
-                samples = attach_history_and_labels(ordered, select_points(ordered, facts.cuts, cfg.split), cfg.split)
+                samples = attach_history_and_labels(ordered, select_points(ordered, cuts, cfg.split), cfg.split)
                 write_events(part)
-                samples.write_parquet(work / f"samples-{k}.parquet")
+                samples_files.append(path.with_name(f"samples-{len(samples_files)}.parquet"))
+                samples.write_parquet(samples_files[-1])
                 ev_parts = event_parts(part) if ev_parts is None else ev_parts.merge(event_parts(part))
                 smp_parts = smp_parts.merge(sample_parts(samples))
-        _concat_samples([work / f"samples-{k}.parquet" for k in range(n_parts)], out / SAMPLES_FILE)
+        _concat_samples(samples_files, out / SAMPLES_FILE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    assert ev_parts is not None  # check_events refused an empty log
-    return BuildResult(facts.cuts, ev_parts, smp_parts, facts.items_with_events)
+    assert ev_parts is not None
+    return BuildResult(cuts, ev_parts, smp_parts, items_with_events, duplicates=duplicates)
 
 
 def user_ranges(events: pl.LazyFrame, partition_events: int) -> pl.DataFrame:

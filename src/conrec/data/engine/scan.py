@@ -5,7 +5,8 @@ which is what out-of-core runs must avoid. This module applies the same mapping 
 renames, ``feedback`` -1/0/+1 or ``rating`` thresholds, integer timestamps in s or ms) as a lazy
 query that the streaming engine executes in row groups, and :func:`check_events` runs the
 loaders' validation rules as aggregates over that query, so bad input still fails with one line
-naming the problem before anything is written.
+naming the problem before anything is written. Exact duplicate events are not refused there: the
+polars streaming engine drops (and counts) them per user partition, where they always land together.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
 def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
     """Canonical events (``user_id, item_id, ts, feedback``) of the ``table`` source, in file order,
     neutral feedback dropped, as a lazy query; ``dedupe``: exact duplicate events dropped (first kept)
-    under ``data.on_invalid: drop``, as the in-memory loaders do."""
+    under ``data.on_invalid: drop``, as the in-memory loaders do, by one global hash table over all
+    rows. The polars streaming engine scans with ``dedupe=False`` and drops them per user partition
+    instead (duplicates share their user), which needs no table over the whole log."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
@@ -84,8 +87,8 @@ def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_events has seen the raw values
     )
-    # exact duplicate events: dropped like the in-memory loaders do, so both paths build the same samples
-    # (the data stage counts them; under on_invalid: error it has refused them already)
+    # exact duplicate events: dropped like the in-memory loaders do (global: every pass over the
+    # result rebuilds the hash table; the streaming engine asks for dedupe=False and drops them per partition)
     return lf.unique(maintain_order=True) if dedupe and cfg.on_invalid == "drop" else lf
 
 
@@ -125,7 +128,18 @@ class EventFacts:
 
 def check_events(events: pl.LazyFrame, items: pl.DataFrame, split: SplitConfig, what: str) -> EventFacts:
     """The loaders' validation rules (:func:`conrec.data.schema.validate_events`) as aggregates:
-    raises :class:`DataValidationError` naming the problem, else returns the cut-offs."""
+    raises :class:`DataValidationError` naming the problem, else returns the cut-offs (computed on
+    ``events`` as given: exact duplicates, if any, count in the quantiles)."""
+    items_with_events = check_event_rules(events, items, what)
+    # the quantiles on their own query: it reads only the ts column, whatever the engine does with quantiles
+    valid, test = events.select(cutoff_exprs(split)).collect(engine="streaming").row(0)
+    return EventFacts(cuts=cutoffs_from(valid, test), items_with_events=items_with_events)
+
+
+def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
+    """:func:`check_events` without the cut-offs: the validation rules only; returns the number of
+    distinct items with events. Exact duplicate events change none of these facts, so it may run on
+    the events before they are deduplicated."""
     fb = pl.col("feedback")
     facts = events.select(
         n=pl.len(),
@@ -136,8 +150,6 @@ def check_events(events: pl.LazyFrame, items: pl.DataFrame, split: SplitConfig, 
         items_with_events=pl.col("item_id").n_unique(),
     ).collect(engine="streaming").row(0, named=True)
     report_invalid(facts, what)
-    # the quantiles on their own query: it reads only the ts column, whatever the engine does with quantiles
-    valid, test = events.select(cutoff_exprs(split)).collect(engine="streaming").row(0)
     unknown = (
         events.select("item_id")
         .join(items.lazy().select("item_id"), on="item_id", how="anti")
@@ -146,7 +158,7 @@ def check_events(events: pl.LazyFrame, items: pl.DataFrame, split: SplitConfig, 
         .row(0, named=True)
     )
     report_unknown_items(unknown["n"], unknown["example"], what)
-    return EventFacts(cuts=cutoffs_from(valid, test), items_with_events=int(facts["items_with_events"]))
+    return int(facts["items_with_events"])
 
 
 def report_invalid(facts: dict[str, Any], what: str) -> None:
