@@ -191,9 +191,16 @@ def _hf_beam_search(model, tok, enc, trie, vocab, num_beams, excluded):
 
 @pytest.mark.parametrize("num_beams", [2, 6, 25])
 @pytest.mark.parametrize("exclude", [False, True])
-def test_sid_only_beam_search_ranks_exactly_as_generate(setup, num_beams, exclude):
+@pytest.mark.parametrize("tree", [True, False])
+def test_sid_only_beam_search_ranks_exactly_as_generate(setup, num_beams, exclude, tree, monkeypatch):
     """The SID-only search (level-code head, one topk per level) returns the items and scores that
-    transformers' beam search with the logits processor returns, on a left-padded batch."""
+    transformers' beam search with the logits processor returns, on a left-padded batch: with the
+    beams sharing their prompt's row (tree attention) and with the cache copied per beam."""
+    from conrec.llm.inference import sid_beam
+
+    assert sid_beam.tree_attention_ok(setup[0])  # the tiny Llama takes the tree path by default
+    if not tree:
+        monkeypatch.setattr(sid_beam, "tree_attention_ok", lambda model: False)
     model, tok, sid_map, vocab, histories, prompts = setup
     model = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(1)

@@ -99,8 +99,21 @@ def test_one_forward_over_all_candidates_after_one_prompt_encoding(predictor, mo
 
     monkeypatch.setattr(decoder, "forward", spy)
     predictor.score([HISTORIES[0]], [[f"m{j}" for j in range(20)]])
-    assert len(calls) == 2  # prompt prefix once, then every candidate at once
-    assert calls[0][0] == 1 and calls[1] == (20, len(SIZES))
+    assert len(calls) == 2  # the prompt once, then every candidate at once
+    # the candidates' first L-1 SID tokens in the prompt's own row (tree attention): no per-candidate copy
+    assert calls[0][0] == 1 and calls[1] == (1, 20 * (len(SIZES) - 1))
+
+
+def test_copied_cache_path_gives_the_same_scores(predictor, monkeypatch):
+    """Models that cannot take a custom 4D mask repeat the prompt cache per candidate instead: same scores."""
+    from conrec.llm.inference import scoring
+
+    slates = [["m0", "m7", "m24", "m3"], ["m9"], [f"m{j}" for j in range(20)]]
+    tree = predictor.score(HISTORIES, slates)
+    monkeypatch.setattr(scoring, "tree_attention_ok", lambda model: False)
+    copied = predictor.score(HISTORIES, slates)
+    for a, b in zip(tree, copied):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):

@@ -26,6 +26,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.llm.inference.constrained import _encode, _shared_prompt_cache
+from conrec.llm.inference.sid_beam import tree_attention_ok
 from conrec.llm.inference.sid_head import SidHead
 
 
@@ -63,6 +64,52 @@ def sid_log_probs(
     codes = torch.stack([_code_of(flat[:, j], levels[j], j) for j in range(n_tok)], 1)  # (rows, L)
 
     enc = _encode(tokenizer, prompts, device)
+    head = SidHead(model, level_ids)
+    if tree_attention_ok(model):
+        level_logits = _tree_level_logits(head, enc, flat, n_cand, n_tok)
+    else:
+        level_logits = _copied_level_logits(head, model, enc, flat, n_cand, n_tok)
+    total = sum(torch.log_softmax(lg, -1).gather(1, codes[:, j : j + 1]).squeeze(1) for j, lg in enumerate(level_logits))
+    return _split(cast(torch.Tensor, total), candidates, n_cand)
+
+
+def _tree_level_logits(head: SidHead, enc: dict[str, torch.Tensor], flat: torch.Tensor, n_cand: int, n_tok: int) -> list[torch.Tensor]:
+    """Per-level code logits of every candidate, all candidates in their prompt's own row.
+
+    The prompt is encoded once (its last hidden state gives level 0 for every candidate); then one
+    forward appends each candidate's first ``L - 1`` SID tokens to the prompt's row, with a 4D mask
+    that lets a candidate's token see the prompt (minus padding) and its own earlier SID tokens
+    only, at the positions it would have in its own sequence. The prompt's KV cache is never copied
+    per candidate (the cost that made slates and exhaustive search grow with the prompt length).
+    """
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    b, t, device = ids.shape[0], ids.shape[1], ids.device
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    feats, cache = head.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = [head.logits(feats, 0).repeat_interleave(n_cand, 0)]
+    if n_tok == 1:
+        return out
+    per = n_tok - 1
+    q = n_cand * per  # candidate-major: query j is candidate j // per, SID token j % per
+    cand, lvl = torch.arange(q, device=device) // per, torch.arange(q, device=device) % per
+    own = (cand.unsqueeze(1) == cand.unsqueeze(0)) & (lvl.unsqueeze(0) <= lvl.unsqueeze(1))  # (q, q)
+    seen = torch.cat([mask.bool().unsqueeze(1).expand(b, q, t), own.expand(b, q, q)], -1)
+    dtype = next(head.model.parameters()).dtype
+    attn = torch.where(seen, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)  # (B, 1, q, t + q)
+    tokens = flat.view(b, n_cand, n_tok)[:, :, :-1].reshape(b, q)
+    pos = mask.long().sum(-1, keepdim=True) + lvl.unsqueeze(0)  # (B, q)
+    feats, _ = head.features(slice(None), input_ids=tokens, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True)
+    feats = feats.view(b, n_cand, per, -1)
+    out += [head.logits(feats[:, :, j - 1], j).reshape(b * n_cand, -1) for j in range(1, n_tok)]
+    return out
+
+
+def _copied_level_logits(
+    head: SidHead, model: PreTrainedModel, enc: dict[str, torch.Tensor], flat: torch.Tensor, n_cand: int, n_tok: int
+) -> list[torch.Tensor]:
+    """Per-level code logits with the prompt's cache repeated per candidate: for models that cannot
+    take a custom 4D mask (:func:`conrec.llm.inference.sid_beam.tree_attention_ok`)."""
+    device = flat.device
     ids, mask = enc["input_ids"], enc["attention_mask"]
     cache = _shared_prompt_cache(model, enc, n_cand)
     kwargs: dict[str, Any]
@@ -80,11 +127,8 @@ def sid_log_probs(
             past_key_values=cache,
             use_cache=True,
         )
-    head = SidHead(model, level_ids)
     feats, _ = head.features(slice(-n_tok, None), **kwargs)  # (B * n_cand, L, H or V)
-    level_logits = [head.logits(feats[:, j], j) for j in range(n_tok)]
-    total = sum(torch.log_softmax(lg, -1).gather(1, codes[:, j : j + 1]).squeeze(1) for j, lg in enumerate(level_logits))
-    return _split(cast(torch.Tensor, total), candidates, n_cand)
+    return [head.logits(feats[:, j], j) for j in range(n_tok)]
 
 
 def _code_of(tokens: torch.Tensor, level_tokens: torch.Tensor, level: int) -> torch.Tensor:

@@ -54,14 +54,76 @@ def sid_beam_search(
     constraint = SidConstraint(trie, excluded)
     positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
     feats, cache = head.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-    prompt = torch.arange(b)
     # level 0: one hypothesis per prompt (the prompt itself)
     scores, codes, _ = _step_beams(
-        head.logits(feats, 0).unsqueeze(1), torch.zeros(b, 1, device=device), torch.zeros(b, 1, 0, dtype=torch.long), constraint, prompt, 0, num_beams, prior
+        head.logits(feats, 0).unsqueeze(1), torch.zeros(b, 1, device=device), torch.zeros(b, 1, 0, dtype=torch.long),
+        constraint, torch.arange(b), 0, num_beams, prior,
     )
+    extend = _extend_tree if tree_attention_ok(model) else _extend_copied
+    scores, codes = extend(head, cache, mask, vocab, scores, codes, constraint, num_beams, levels, prior)
+    rows = trie.item_index(codes.reshape(-1, levels).cpu()).view(b, num_beams)
+    scores = scores.float().cpu()
+    rows = torch.where(torch.isfinite(scores), rows, torch.full_like(rows, -1))
+    return rows[:, :num_return], scores[:, :num_return]
+
+
+def tree_attention_ok(model: Any) -> bool:
+    """Whether the model takes a custom 4D attention mask with plain causal semantics: eager or SDPA
+    attention and no sliding-window layers (whose own window a custom mask would override)."""
+    cfg = model.config
+    if getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types is not None and any(t != "full_attention" for t in layer_types):
+        return False
+    return getattr(cfg, "sliding_window", None) is None or getattr(cfg, "use_sliding_window", True) is False
+
+
+def _extend_tree(
+    head: SidHead, cache: Any, mask: torch.Tensor, vocab: SidVocab, scores: torch.Tensor, codes: torch.Tensor,
+    constraint: SidConstraint, num_beams: int, levels: int, prior: TriePrior | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levels 1..L-1 with every beam of a prompt in the prompt's own row ("tree attention").
+
+    Why: the prompt's KV cache is shared, never copied per beam. Step ``l`` appends one block of
+    ``num_beams`` tokens (each beam's level ``l-1`` code) to the prompt's row, and a 4D mask lets
+    each new token see the prompt (minus padding), its own ancestors in the earlier blocks and
+    itself, at the position it would have in its own sequence. Copying a 300-token prompt's cache
+    40 times per history made batched decoding cost as much as decoding one history at a time.
+    """
+    b, device = mask.shape[0], mask.device
+    n_real = mask.long().sum(-1, keepdim=True)  # (B, 1): position of the first SID token
+    dtype = next(head.model.parameters()).dtype
+    blocked = torch.finfo(dtype).min
+    eye = torch.eye(num_beams, dtype=torch.bool, device=device)
+    anc = torch.zeros(b, num_beams, 0, dtype=torch.long)  # index of each beam's ancestor in every earlier block
+    prompt_of_row = torch.arange(b).repeat_interleave(num_beams)
+    for level in range(1, levels):
+        tokens = vocab.level_ids[level - 1].to(device)[codes[:, :, -1]]  # (B, beams): block level - 1
+        seen = [mask.bool().unsqueeze(1).expand(b, num_beams, mask.shape[1])]
+        seen += [eye[anc[:, :, m].to(device)] for m in range(level - 1)]  # one ancestor per earlier block
+        seen.append(eye.expand(b, num_beams, num_beams))  # itself
+        attn = torch.where(torch.cat(seen, -1), 0.0, blocked).to(dtype).unsqueeze(1)  # (B, 1, beams, kv)
+        feats, cache = head.features(
+            slice(None), input_ids=tokens, attention_mask=attn, position_ids=(n_real + level - 1).expand(b, num_beams),
+            past_key_values=cache, use_cache=True,
+        )
+        logits = head.logits(feats, level)  # (B, beams, C)
+        scores, codes, origin = _step_beams(logits, scores, codes, constraint, prompt_of_row, level, num_beams, prior)
+        anc = torch.cat([anc.gather(1, origin.unsqueeze(-1).expand(b, num_beams, level - 1)), origin.unsqueeze(-1)], -1)
+    return scores, codes
+
+
+def _extend_copied(
+    head: SidHead, cache: Any, mask: torch.Tensor, vocab: SidVocab, scores: torch.Tensor, codes: torch.Tensor,
+    constraint: SidConstraint, num_beams: int, levels: int, prior: TriePrior | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levels 1..L-1 with the prompt's cache repeated per beam and reordered after each step: for
+    models that cannot take a custom 4D mask (:func:`tree_attention_ok`)."""
+    b, device = mask.shape[0], mask.device
     if levels > 1:
         cache.batch_repeat_interleave(num_beams)
-    prompt_of_row = prompt.repeat_interleave(num_beams)
+    prompt_of_row = torch.arange(b).repeat_interleave(num_beams)
     next_pos = mask.long().sum(-1).repeat_interleave(num_beams).unsqueeze(1)  # position of the first SID token
     past_mask = mask.repeat_interleave(num_beams, 0)
     for level in range(1, levels):
@@ -74,10 +136,7 @@ def sid_beam_search(
         scores, codes, origin = _step_beams(logits, scores, codes, constraint, prompt_of_row, level, num_beams, prior)
         if level < levels - 1:
             cache.reorder_cache((torch.arange(b).unsqueeze(1) * num_beams + origin).reshape(-1).to(device))
-    rows = trie.item_index(codes.reshape(-1, levels).cpu()).view(b, num_beams)
-    scores = scores.float().cpu()
-    rows = torch.where(torch.isfinite(scores), rows, torch.full_like(rows, -1))
-    return rows[:, :num_return], scores[:, :num_return]
+    return scores, codes
 
 
 def _step_beams(
