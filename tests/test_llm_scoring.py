@@ -105,11 +105,16 @@ def test_one_forward_over_all_candidates_after_one_prompt_encoding(predictor, mo
 
 
 def test_copied_cache_path_gives_the_same_scores(predictor, monkeypatch):
-    """Models that cannot take a custom 4D mask repeat the prompt cache per candidate instead: same scores."""
+    """Models that cannot take a custom 4D mask repeat the prompt cache per candidate instead: same
+    scores; and so does the tree path in chunks of candidates (the prompt cache cropped back each time)."""
     from conrec.llm.inference import scoring
 
     slates = [["m0", "m7", "m24", "m3"], ["m9"], [f"m{j}" for j in range(20)]]
     tree = predictor.score(HISTORIES, slates)
+    monkeypatch.setattr(scoring, "_TREE_CHUNK", 3)
+    chunked = predictor.score(HISTORIES, slates)
+    for a, b in zip(tree, chunked):
+        np.testing.assert_allclose(a, b, atol=1e-5)
     monkeypatch.setattr(scoring, "tree_attention_ok", lambda model: False)
     copied = predictor.score(HISTORIES, slates)
     for a, b in zip(tree, copied):

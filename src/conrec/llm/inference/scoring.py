@@ -29,6 +29,8 @@ from conrec.llm.inference.constrained import _encode, _shared_prompt_cache
 from conrec.llm.inference.sid_beam import tree_attention_ok
 from conrec.llm.inference.sid_head import SidHead
 
+_TREE_CHUNK = 512  # candidates per forward in the tree-attention path (its mask is quadratic in the block)
+
 
 @torch.no_grad()
 def sid_log_probs(
@@ -90,17 +92,25 @@ def _tree_level_logits(head: SidHead, enc: dict[str, torch.Tensor], flat: torch.
     if n_tok == 1:
         return out
     per = n_tok - 1
-    q = n_cand * per  # candidate-major: query j is candidate j // per, SID token j % per
-    cand, lvl = torch.arange(q, device=device) // per, torch.arange(q, device=device) % per
-    own = (cand.unsqueeze(1) == cand.unsqueeze(0)) & (lvl.unsqueeze(0) <= lvl.unsqueeze(1))  # (q, q)
-    seen = torch.cat([mask.bool().unsqueeze(1).expand(b, q, t), own.expand(b, q, q)], -1)
     dtype = next(head.model.parameters()).dtype
-    attn = torch.where(seen, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)  # (B, 1, q, t + q)
-    tokens = flat.view(b, n_cand, n_tok)[:, :, :-1].reshape(b, q)
-    pos = mask.long().sum(-1, keepdim=True) + lvl.unsqueeze(0)  # (B, q)
-    feats, _ = head.features(slice(None), input_ids=tokens, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True)
-    feats = feats.view(b, n_cand, per, -1)
-    out += [head.logits(feats[:, :, j - 1], j).reshape(b * n_cand, -1) for j in range(1, n_tok)]
+    tokens = flat.view(b, n_cand, n_tok)[:, :, :-1]
+    levels: list[list[torch.Tensor]] = [[] for _ in range(per)]
+    for lo in range(0, n_cand, _TREE_CHUNK):  # the mask grows with the square of the block: bound it
+        chunk = tokens[:, lo : lo + _TREE_CHUNK]
+        q = chunk.shape[1] * per  # candidate-major: query j is candidate j // per, SID token j % per
+        cand, lvl = torch.arange(q, device=device) // per, torch.arange(q, device=device) % per
+        own = (cand.unsqueeze(1) == cand.unsqueeze(0)) & (lvl.unsqueeze(0) <= lvl.unsqueeze(1))  # (q, q)
+        seen = torch.cat([mask.bool().unsqueeze(1).expand(b, q, t), own.expand(b, q, q)], -1)
+        attn = torch.where(seen, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)  # (B, 1, q, t + q)
+        pos = mask.long().sum(-1, keepdim=True) + lvl.unsqueeze(0)  # (B, q)
+        feats, cache = head.features(
+            slice(None), input_ids=chunk.reshape(b, q), attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True
+        )
+        cache.crop(-q)  # back to the prompt alone for the next chunk
+        feats = feats.view(b, -1, per, feats.shape[-1])
+        for j in range(per):
+            levels[j].append(head.logits(feats[:, :, j], j + 1))  # (B, chunk, C)
+    out += [torch.cat(lv, 1).reshape(b * n_cand, -1) for lv in levels]
     return out
 
 
