@@ -20,6 +20,7 @@ Usage: ``python benchmarks/sid.py [--encode-items 3000] [--items 100000] [--skip
 from __future__ import annotations
 
 import argparse
+import resource
 import tempfile
 import time
 import warnings
@@ -92,7 +93,9 @@ def main() -> None:
     ap.add_argument("--encode-items", type=int, default=3000)
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--skip-ml100k", action="store_true")
+    ap.add_argument("--quantizers", default="rkmeans,rqvae", help="comma-separated: rkmeans, rqvae")
     args = ap.parse_args()
+    kinds = [k for k in args.quantizers.split(",") if k]
     torch.set_num_threads(2)
     warnings.simplefilter("ignore", UserWarning)
     console = Console()
@@ -120,7 +123,7 @@ def main() -> None:
         f"[bold]quantize[/bold] {args.items} vectors ({n_enc} real, rest resampled + noise), codebooks {sizes}"
     )
 
-    for kind in ("rkmeans", "rqvae"):
+    for kind in kinds:
         cfg = QuantizerConfig(kind=kind)
         t = time.perf_counter()
         if kind == "rkmeans":
@@ -142,7 +145,7 @@ def main() -> None:
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("rkmeans", "rqvae"):
+        for kind in kinds:
             cfg = PipelineConfig(run_dir=Path(tmp) / kind, sid={"quantizer": {"kind": kind}, "encoder": {"cache": False}})
             rd = RunDir(cfg.run_dir)
             rd.data.mkdir(parents=True)
@@ -154,7 +157,7 @@ def main() -> None:
             console.print(
                 f"[bold]end to end[/bold] {args.items} items, {kind}: stage {wall:.1f} s (without encoding) "
                 f"+ encode {enc_full:.0f} s [italic](extrapolated from {enc_rate:.0f} items/s)[/italic] "
-                f"= {wall + enc_full:.0f} s"
+                f"= {wall + enc_full:.0f} s; peak RSS of this process so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
             )
 
         if not args.skip_ml100k:

@@ -53,7 +53,8 @@ def _config(run_dir: Path, cache_dir: Path) -> PipelineConfig:
                 "train": {"max_steps": 3, "batch_size": 4, "max_length": 256, "logging_steps": 1, "save_steps": 100},
                 "max_samples": 32,
             },
-            "decode": {"top_k": 5, "num_beams": 5, "batch_size": 10},
+            # with the popularity prior on, so eval, predict and serve all load the run's item prior
+            "decode": {"top_k": 5, "num_beams": 5, "batch_size": 10, "popularity_prior": 0.5},
             "grpo": {
                 "stages": [
                     {"name": GRPO_STAGES[0], "steps": 1, "max_pos_items": 0, "positive_share": 0.0},

@@ -142,9 +142,12 @@ def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
         from conrec.llm.inference.predict import Predictor
     except ImportError as exc:
         raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.inference.predict is unavailable ({exc})") from exc
+    from conrec.llm.inference.predict import run_item_prior
     from conrec.sid.sid_map import SidMap
 
-    return Predictor.from_dir(rd.model_dir(name), SidMap.from_parquet(rd.sid_map), sections.prompt, sections.decode)
+    sid_map = SidMap.from_parquet(rd.sid_map)
+    prior = run_item_prior(rd.root, sections.split, sid_map, sections.decode)
+    return Predictor.from_dir(rd.model_dir(name), sid_map, sections.prompt, sections.decode, prior)
 
 
 def lm_predictions(sections: EvalSections, rd: RunDir, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:

@@ -23,6 +23,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
+from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
 from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
@@ -76,6 +77,14 @@ def check_finite_answers(recs: Sequence[Sequence[tuple[str, float]]], expected: 
             raise ModelOutputError(f"history #{n}: the model's scores are not finite (NaN or +inf)")
         if want > 0 and not rec:
             raise ModelOutputError(f"history #{n}: the model produced no valid item of {want} possible (non-finite scores?)")
+
+
+def run_item_prior(run_dir: Path, split_cfg: SplitConfig, sid_map: SidMap, decode_cfg: DecodeConfig) -> torch.Tensor | None:
+    """The item prior of ``decode.popularity_prior`` for a run's model (None when the weight is 0):
+    the dislikes of the events the model trained on (``data.split.train_until``), nothing later."""
+    if decode_cfg.popularity_prior <= 0:
+        return None
+    return dislike_log_prior(training_events(run_dir, split_cfg), sid_map.items)
 
 
 class Predictor:
@@ -139,9 +148,7 @@ class Predictor:
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
-        prior = None
-        if cfg.decode.popularity_prior > 0:  # the dislikes of the events the model trained on, nothing later
-            prior = dislike_log_prior(training_events(Path(cfg.run_dir), cfg.data.split), sid_map.items)
+        prior = run_item_prior(Path(cfg.run_dir), cfg.data.split, sid_map, cfg.decode)
         return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode, prior)
 
     # --- input checks and prompts
