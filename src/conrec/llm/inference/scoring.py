@@ -86,13 +86,11 @@ def _tree_level_logits(head: SidHead, enc: dict[str, torch.Tensor], flat: torch.
     """
     ids, mask = enc["input_ids"], enc["attention_mask"]
     b, t, device = ids.shape[0], ids.shape[1], ids.device
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    feats, cache = head.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    feats, cache = head.prefill(ids, mask)
     out = [head.logits(feats, 0).repeat_interleave(n_cand, 0)]
     if n_tok == 1:
         return out
     per = n_tok - 1
-    dtype = next(head.model.parameters()).dtype
     tokens = flat.view(b, n_cand, n_tok)[:, :, :-1]
     levels: list[list[torch.Tensor]] = [[] for _ in range(per)]
     for lo in range(0, n_cand, _TREE_CHUNK):  # the mask grows with the square of the block: bound it
@@ -101,7 +99,7 @@ def _tree_level_logits(head: SidHead, enc: dict[str, torch.Tensor], flat: torch.
         cand, lvl = torch.arange(q, device=device) // per, torch.arange(q, device=device) % per
         own = (cand.unsqueeze(1) == cand.unsqueeze(0)) & (lvl.unsqueeze(0) <= lvl.unsqueeze(1))  # (q, q)
         seen = torch.cat([mask.bool().unsqueeze(1).expand(b, q, t), own.expand(b, q, q)], -1)
-        attn = torch.where(seen, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)  # (B, 1, q, t + q)
+        attn = head.additive_mask(seen)  # (B, 1, q, t + q)
         pos = mask.long().sum(-1, keepdim=True) + lvl.unsqueeze(0)  # (B, q)
         feats, cache = head.features(
             slice(None), input_ids=chunk.reshape(b, q), attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True

@@ -52,8 +52,7 @@ def sid_beam_search(
     b, levels, device = ids.shape[0], trie.levels, ids.device
     head = SidHead(model, vocab.level_ids)
     constraint = SidConstraint(trie, excluded)
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    feats, cache = head.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    feats, cache = head.prefill(ids, mask)
     # level 0: one hypothesis per prompt (the prompt itself)
     scores, codes, _ = _step_beams(
         head.logits(feats, 0).unsqueeze(1), torch.zeros(b, 1, device=device), torch.zeros(b, 1, 0, dtype=torch.long),
@@ -93,8 +92,6 @@ def _extend_tree(
     """
     b, device = mask.shape[0], mask.device
     n_real = mask.long().sum(-1, keepdim=True)  # (B, 1): position of the first SID token
-    dtype = next(head.model.parameters()).dtype
-    blocked = torch.finfo(dtype).min
     eye = torch.eye(num_beams, dtype=torch.bool, device=device)
     anc = torch.zeros(b, num_beams, 0, dtype=torch.long)  # index of each beam's ancestor in every earlier block
     prompt_of_row = torch.arange(b).repeat_interleave(num_beams)
@@ -103,7 +100,7 @@ def _extend_tree(
         seen = [mask.bool().unsqueeze(1).expand(b, num_beams, mask.shape[1])]
         seen += [eye[anc[:, :, m].to(device)] for m in range(level - 1)]  # one ancestor per earlier block
         seen.append(eye.expand(b, num_beams, num_beams))  # itself
-        attn = torch.where(torch.cat(seen, -1), 0.0, blocked).to(dtype).unsqueeze(1)  # (B, 1, beams, kv)
+        attn = head.additive_mask(torch.cat(seen, -1))  # (B, 1, beams, kv)
         feats, cache = head.features(
             slice(None), input_ids=tokens, attention_mask=attn, position_ids=(n_real + level - 1).expand(b, num_beams),
             past_key_values=cache, use_cache=True,

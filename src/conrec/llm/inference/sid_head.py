@@ -37,6 +37,18 @@ class SidHead:
         out = decoder(**kwargs)
         return out.last_hidden_state[:, positions], out.past_key_values
 
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(features of each left-padded prompt's last token, the prompts' KV cache): one forward,
+        positions counted from each prompt's first real token."""
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        return self.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+
+    def additive_mask(self, seen: torch.Tensor) -> torch.Tensor:
+        """(B, 1, q, kv) attention mask in the model's dtype from a (B, q, kv) bool "may attend":
+        0 where allowed, the dtype's minimum elsewhere (what eager and SDPA attention both add)."""
+        dtype = next(self.model.parameters()).dtype
+        return torch.where(seen, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)
+
     def logits(self, features: torch.Tensor, level: int) -> torch.Tensor:
         """float32 logits over level ``level``'s codes (the code order of ``level_ids[level]``)."""
         ids = self.levels[level]
