@@ -62,6 +62,11 @@ class PromptConfig(_Strict):
     max_timeline_events: int = Field(
         64, ge=1, description="timeline layouts: the most recent events shown as the timeline (and the training window length)"
     )
+    item_id_tokens: bool = Field(
+        False,
+        description="hybrid ID + SID: every item of a history is written as its SID followed by its own item token (one learned "
+        "embedding per item, initialised from its SID tokens); answers stay SIDs, so search and scoring are unchanged",
+    )
 
     @property
     def is_timeline(self) -> bool:

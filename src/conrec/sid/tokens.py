@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Sequence
+from functools import lru_cache
 
 _LETTERS = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"<([a-z])_(0|[1-9][0-9]*)>")
@@ -58,3 +59,21 @@ def parse_sid(text: str) -> list[int] | None:
     if pos != len(s) or not codes:
         return None
     return codes
+
+
+def item_token(codes: Sequence[int]) -> str:
+    """The item's own token for hybrid ID + SID prompts: ``[12, 7, 200] -> "<item_12_7_200>"``.
+
+    Named after the SID because a SID map is collision-free: one token per item, and a prompt can
+    write it from the SID alone. It never matches an SID token (``parse_sid`` rejects it).
+    """
+    return "<item_" + "_".join(str(int(c)) for c in codes) + ">"
+
+
+@lru_cache(maxsize=1 << 18)
+def item_token_of_sid(sid: str) -> str:
+    """:func:`item_token` of a SID string (``"<a_12><b_7><c_200>" -> "<item_12_7_200>"``)."""
+    codes = parse_sid(sid)
+    if codes is None:
+        raise ValueError(f"not a well-formed SID: {sid!r}")
+    return item_token(codes)

@@ -37,7 +37,7 @@ from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.inference.scoring import sid_log_probs
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.model.precision import inference_dtype
-from conrec.llm.model.vocab import SidVocab, assert_model_fits
+from conrec.llm.model.vocab import SidVocab, assert_item_tokens_match, assert_model_fits
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
@@ -108,6 +108,7 @@ class Predictor:
         self.items = sid_map.items
         n_embeddings = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # torch types weight as Tensor | Module
         self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, n_embeddings)
+        assert_item_tokens_match(tokenizer, sid_map, prompt_cfg.item_id_tokens)
         self._sid_of = sid_map.sid_lookup()
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring

@@ -14,6 +14,8 @@ Prompt format (a plain string, identical for SFT, GRPO and inference)::
 
 * Items are rendered as their SIDs (``<a_..><b_..><c_..>``) with no separator: the level letter
   starts every item, so the boundaries are unambiguous and no token is spent on spaces.
+* With ``item_id_tokens`` each history item's SID is followed by its own item token
+  (``<a_3><b_1><c_7><item_3_1_7>``, :func:`item_renderer`); answers are SIDs alone.
 * Within a segment the order is chronological, most recent last (closest to the answer).
 * Each segment keeps the *most recent* ``max_neg_items`` / ``max_pos_items`` items.
 * The marker tokens (``<neg>``, ``</neg>``, ``<pos>``, ``</pos>``, ``<hist>``, ``</hist>``,
@@ -56,6 +58,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from conrec.llm.config import PromptConfig
+from conrec.sid.tokens import item_token_of_sid
 
 NEG_OPEN, NEG_CLOSE = "<neg>", "</neg>"
 POS_OPEN, POS_CLOSE = "<pos>", "</pos>"
@@ -103,6 +106,7 @@ def build_prompt(
     pos_budget = cfg_prompt.max_pos_items if max_pos_items is None else max_pos_items
     if pos_budget < 0:
         raise ValueError(f"max_pos_items must be >= 0, got {pos_budget}")
+    sid_of = item_renderer(sid_of, cfg_prompt)
     if cfg_prompt.is_timeline:
         older, window = timeline_window(hist_items, hist_feedback, cfg_prompt, max_pos_items)
         return timeline_prefix(older, sid_of, cfg_prompt) + render_events(window, sid_of) + DISLIKE_TAG
@@ -118,6 +122,26 @@ def build_prompt(
             lines.append(f"Liked (oldest first):{POS_OPEN}{_render(_last(pos, pos_budget), sid_of)}{POS_CLOSE}")
     lines.append(ANSWER_CUE)
     return "\n".join(lines)
+
+
+def item_renderer(sid_of: Callable[[str], str], cfg_prompt: PromptConfig) -> Callable[[str], str]:
+    """How a history item is written: its SID, then its own item token with ``item_id_tokens``.
+
+    Why an item token (hybrid ID + SID, LIGER arXiv 2411.18814): SIDs share tokens between similar
+    items, so what the model learns about one item spreads to its neighbours; the item token adds
+    one embedding that only this item owns, for what its SID does not say (its exposure, the users
+    who meet it). It follows the SID, so the position that predicts the next event sees it, while
+    answers stay SIDs: beam search, exhaustive search and slate scoring are unchanged, and the item
+    token is never a training target (the SFT loss drops it).
+    """
+    if not cfg_prompt.item_id_tokens:
+        return sid_of
+
+    def render(item: str) -> str:
+        sid = sid_of(item)
+        return sid + item_token_of_sid(sid)
+
+    return render
 
 
 def timeline_window(

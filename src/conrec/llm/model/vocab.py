@@ -37,7 +37,7 @@ from conrec.errors import StageInputError
 from conrec.io import write_json
 from conrec.llm.inference.prompts import MARKER_DESCRIPTIONS, MARKER_TOKENS
 from conrec.sid.sid_map import SidMap
-from conrec.sid.tokens import all_sid_tokens, sid_token
+from conrec.sid.tokens import all_sid_tokens, item_token, sid_token
 
 VOCAB_META_FILE = "conrec_vocab.json"
 SID_MAP_FILE = "sid_map.parquet"
@@ -87,8 +87,13 @@ def add_sid_vocabulary(
     sid_map: SidMap,
     titles: Mapping[str, str] | None = None,
     item_vectors: np.ndarray | None = None,
+    item_tokens: bool = False,
 ) -> SidVocab:
     """Add every SID token and the prompt markers as ordinary tokens, resize and initialise embeddings.
+
+    ``item_tokens`` (``sft.prompt.item_id_tokens``) also adds one token per item
+    (:func:`conrec.sid.tokens.item_token`), each starting from the mean of its SID tokens' rows, so
+    before training it says what its SID says.
 
     Idempotent: tokens already in the tokenizer are kept with their trained embeddings. ``titles``
     (item id -> title) drives the initialisation of SID rows; without it they start from the mean.
@@ -97,7 +102,9 @@ def add_sid_vocabulary(
     the backbone's own title embeddings are random, the encoder's are not.
     """
     sid_tokens = sid_map.tokens()
-    new_tokens = [t for t in [*sid_tokens, *MARKER_TOKENS] if t not in tokenizer.get_vocab()]
+    own = [item_token(c) for c in sid_map.codes.tolist()] if item_tokens else []
+    have = tokenizer.get_vocab()
+    new_tokens = [t for t in [*sid_tokens, *MARKER_TOKENS, *own] if t not in have]
     old_emb = model.get_input_embeddings().weight.detach().clone()
     n_old = old_emb.shape[0]
     tokenizer.add_tokens(new_tokens, special_tokens=False)
@@ -118,7 +125,53 @@ def add_sid_vocabulary(
                 out.weight[ids] = init
                 if getattr(out, "bias", None) is not None:
                     out.bias[ids] = 0.0
+        fresh = set(new_tokens)
+        if own and own[0] in fresh:
+            _init_item_rows(model, tokenizer, sid_map, [t for t in own if t in fresh])
     return SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, embedding_rows(model))
+
+
+def _init_item_rows(model: Any, tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, tokens: list[str]) -> None:
+    """Each new item token's input row = the mean of its item's SID token rows, at their average norm."""
+    emb = model.get_input_embeddings().weight
+    row_of = {item_token(c): n for n, c in enumerate(sid_map.codes.tolist())}
+    codes = torch.as_tensor(sid_map.codes[[row_of[t] for t in tokens]], dtype=torch.long)
+    sid_ids = torch.stack(
+        [torch.tensor(tokenizer.convert_tokens_to_ids([sid_token(lv, int(c)) for c in codes[:, lv].tolist()])) for lv in range(codes.shape[1])],
+        1,
+    )
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids(tokens), dtype=torch.long)
+    with torch.no_grad():
+        sid_rows = emb[sid_ids]  # (n, L, H)
+        rows = sid_rows.mean(1)
+        rows = rows / rows.norm(dim=1, keepdim=True).clamp(min=1e-8) * sid_rows.norm(dim=2).mean()
+        emb[ids] = rows.to(emb.dtype)
+
+
+def item_token_flags(tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, vocab_size: int) -> torch.Tensor:
+    """A bool per token id: True for the item tokens of ``sid_map`` (never training targets)."""
+    flags = torch.zeros(max(vocab_size, len(tokenizer)), dtype=torch.bool)
+    flags[torch.tensor(tokenizer.convert_tokens_to_ids([item_token(c) for c in sid_map.codes.tolist()]), dtype=torch.long)] = True
+    return flags
+
+
+def has_item_tokens(tokenizer: PreTrainedTokenizerBase, sid_map: SidMap) -> bool:
+    """Whether ``tokenizer`` holds the item tokens of ``sid_map`` (checked on its first and last item)."""
+    if len(sid_map) == 0:
+        return False
+    vocab = tokenizer.get_vocab()
+    codes = sid_map.codes
+    return item_token(codes[0].tolist()) in vocab and item_token(codes[-1].tolist()) in vocab
+
+
+def assert_item_tokens_match(tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, wanted: bool, where: str = "model") -> None:
+    """A model trained with item tokens must be prompted with them, and one trained without, without."""
+    has = has_item_tokens(tokenizer, sid_map)
+    if has != wanted:
+        raise StageInputError(
+            f"{where} was trained {'with' if has else 'without'} item tokens but sft.prompt.item_id_tokens is {wanted}: "
+            "prompt it the way it was trained, or retrain SFT"
+        )
 
 
 def embedding_rows(model: Any) -> int:

@@ -36,7 +36,7 @@ from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_O
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
-from conrec.llm.model.vocab import add_sid_vocabulary, save_vocab_meta
+from conrec.llm.model.vocab import add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
 from conrec.llm.training.losses import TargetWeights, level_softmax_loss
 from conrec.llm.training.tasks import build_examples
 from conrec.progress import stage_progress
@@ -260,6 +260,7 @@ def sft_trainer_class(
     history_loss: float = 0.0,
     neg_span: tuple[int, int] | None = None,
     weights: TargetWeights | None = None,
+    never_targets: torch.Tensor | None = None,
 ) -> type:
     """TRL's ``SFTTrainer``, with a completion-only loss that skips prompt logits off Triton (CPU).
 
@@ -274,6 +275,10 @@ def sft_trainer_class(
     wrappers see it. Overriding ``compute_loss`` is the extension point TRL documents; TRL's extra
     training metrics (token accuracy, entropy) are not logged on this path. With ``token_level``
     (``sft.train.sid_softmax = "level"``) this loss is used on every device, GPUs included.
+
+    ``never_targets`` (a bool per token id) drops those tokens' labels before the loss: the item
+    tokens of hybrid prompts, which follow their SID and are context only. The normaliser
+    (``num_items_in_batch``) still counts them, a near-constant scale that Adam's update ignores.
     """
     from trl import SFTTrainer
     from trl.trainer.utils import _use_triton
@@ -283,6 +288,8 @@ def sft_trainer_class(
 
     class CompactLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if never_targets is not None:
+                inputs = {**inputs, "labels": drop_labels(inputs["labels"], never_targets)}
             loss, outputs = completion_loss(
                 model, inputs, num_items_in_batch, token_level=token_level, mask_history=mask_history,
                 history_loss=history_loss, neg_span=neg_span, weights=weights,
@@ -292,6 +299,12 @@ def sft_trainer_class(
             return (loss, outputs) if return_outputs else loss
 
     return CompactLossSFTTrainer
+
+
+def drop_labels(labels: torch.Tensor, never: torch.Tensor) -> torch.Tensor:
+    """``labels`` with every token id flagged in ``never`` set to -100 (pure)."""
+    flagged = never.to(labels.device)[labels.clamp(min=0, max=never.numel() - 1)] & (labels >= 0)
+    return labels.masked_fill(flagged, -100)
 
 
 def marker_id(tokenizer: Any, token: str) -> int:
@@ -382,7 +395,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     n_base = len(tokenizer)
     titles = dict(zip(items["item_id"].to_list(), items["title"].to_list()))
     vectors = sid_item_vectors(rd, items, sid_map) if sft.model.sid_init == "encoder" else None
-    vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors)
+    vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors, item_tokens=sft.prompt.item_id_tokens)
     new_ids = list(range(n_base, len(tokenizer)))
     windows = timeline_training_windows(rd, sections, samples, sid_map) if sft.tasks.timeline > 0 else None
     examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed, timeline_windows=windows)
@@ -454,6 +467,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     trainer = sft_trainer_class(
         vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history,
         history_loss=tr.history_loss, neg_span=neg_span, weights=weights,
+        never_targets=item_token_flags(tokenizer, sid_map, embedding_rows(model)) if sft.prompt.item_id_tokens else None,
     )(
         model=model,
         args=args,

@@ -34,7 +34,7 @@ import polars as pl
 
 from conrec.errors import require_columns
 from conrec.llm.config import PromptConfig
-from conrec.llm.inference.prompts import render_events, timeline_prefix, timeline_window
+from conrec.llm.inference.prompts import item_renderer, render_events, timeline_prefix, timeline_window
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,7 @@ def timeline_examples(
     if not prompt_cfg.is_timeline:
         raise ValueError(f"the timeline task needs a timeline prompt layout, got sft.prompt.variant {prompt_cfg.variant!r}")
     out: list[dict[str, str]] = []
+    write = item_renderer(sid_of, prompt_cfg)
     for tl in timelines:
         for start, first, end in window_bounds(len(tl.items), prompt_cfg.max_timeline_events, stride):
             older, window = timeline_window(tl.items[:end], tl.feedback[:end], prompt_cfg)
@@ -90,8 +91,8 @@ def timeline_examples(
             context, targets = window[: first - start], window[first - start :]
             out.append(
                 {
-                    "prompt": timeline_prefix(older, sid_of, prompt_cfg) + render_events(context, sid_of),
-                    "completion": render_events(targets, sid_of),
+                    "prompt": timeline_prefix(older, write, prompt_cfg) + render_events(context, write),
+                    "completion": render_events(targets, write),
                     "task": "timeline",
                     "source": tl.user_id,
                 }
