@@ -141,6 +141,40 @@ def test_sample_distinct_gives_n_distinct_real_items(setup):
             assert tok.decode(ids[b, j]) == sid_map.sid_of(sid_map.items[row])
 
 
+def test_sample_distinct_tops_up_repeated_draws_with_the_best_undrawn_items(setup, monkeypatch):
+    from conrec.llm.inference import constrained
+
+    model, tok, sid_map, vocab, _, prompts = setup
+    enc = _encode(tok, prompts, model.device)
+    trie = sid_map.trie()
+    calls = []
+
+    def recorded(*args, **kwargs):
+        out = constrained_search(*args, **kwargs)
+        calls.append((kwargs["excluded"].clone(), out[0].clone()))
+        return out
+
+    constrained_search = constrained.sid_beam_search
+    monkeypatch.setattr(constrained, "sid_beam_search", recorded)
+    torch.manual_seed(0)
+    # 24 of 25 items from 48 draws: some prompt's draws repeat, so the top-up must fill the rest
+    ids, rows = sample_distinct(model, tok, enc["input_ids"], trie, 24, attention_mask=enc["attention_mask"], vocab=vocab)
+    assert len(calls) == 1
+    excluded, best = calls[0]
+    topped = 0
+    for b in range(3):
+        r = rows[b].tolist()
+        assert min(r) >= 0 and len(set(r)) == 24
+        for j, row in enumerate(r):
+            assert tok.decode(ids[b, j]) == sid_map.sid_of(sid_map.items[row])
+    for s, row in enumerate(excluded):  # each short prompt: its draws excluded, then the best others in order
+        drawn = row.nonzero().flatten().tolist()
+        b = next(b for b in range(3) if set(rows[b, : len(drawn)].tolist()) == set(drawn))
+        assert rows[b, len(drawn) :].tolist() == [x for x in best[s].tolist() if x >= 0][: 24 - len(drawn)]
+        topped += 24 - len(drawn)
+    assert topped > 0
+
+
 def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap, vocab) -> dict[str, float]:
     """Oracle: log p(SID of item | prompt) for every item, one unbatched, uncached forward each."""
     out = {}

@@ -33,6 +33,7 @@ class SidTrie:
         codes = codes.astype(np.int64, copy=False)
         self.levels: int = levels
         self.codebook_sizes: list[int] = sizes
+        self._codes = torch.from_numpy(codes.copy())
         self._k = max(sizes)
 
         keys_per_level: list[np.ndarray] = []
@@ -172,6 +173,10 @@ class SidTrie:
         out = torch.zeros(b, self.codebook_sizes[depth], dtype=torch.bool)
         out[rows, self._edge_codes[starts + offsets]] = True
         return out.to(prefix.device)
+
+    def codes_of(self, rows: torch.Tensor) -> torch.Tensor:
+        """The full codes (N, L) of item rows (N,) (rows index the ``codes`` the trie was built from)."""
+        return self._codes[rows.cpu()].to(rows.device)
 
     def item_index(self, codes: torch.Tensor) -> torch.Tensor:
         """Row (in the ``codes`` the trie was built from) of each full code (B, L), or -1 if none."""

@@ -106,7 +106,10 @@ class SidLogitsProcessor(LogitsProcessor):
 def beam_generation_config(
     tokenizer: PreTrainedTokenizerBase, levels: int, num_beams: int, num_return: int
 ) -> GenerationConfig:
-    """Deterministic beam search over exactly ``levels`` new tokens; every parameter explicit."""
+    """Deterministic beam search over exactly ``levels`` new tokens; every parameter explicit.
+
+    The Hugging Face reference the SID-only search (:mod:`conrec.llm.inference.sid_beam`) is tested
+    against; conrec's own decoding no longer calls ``generate`` with it."""
     return GenerationConfig(
         do_sample=False,
         num_beams=num_beams,
@@ -321,7 +324,8 @@ def sample_distinct(
 
     ``prompt_ids`` (B, T) must be *left*-padded (pass ``attention_mask``). Draws ``oversample * n``
     constrained samples per prompt at ``temperature``, keeps the first ``n`` distinct items in draw
-    order, and fills any shortfall with the best not-yet-drawn items of a constrained beam search.
+    order, and fills any shortfall with the best not-yet-drawn items of the SID-only beam search
+    (:func:`conrec.llm.inference.sid_beam.sid_beam_search`, the drawn items excluded).
     Returns ``(completion_ids (B, n, L), item_rows (B, n))``; rows index the trie (``SidMap.items``).
     Requires ``n <= len(trie)``.
     """
@@ -356,27 +360,21 @@ def sample_distinct(
         if len(seen) < n:
             short.append(i)
     if short:
-        nb = min(len(trie), 2 * n)
-        enc_ids, enc_mask = prompt_ids[short], attention_mask[short]
-        proc = SidLogitsProcessor(trie, vocab, tokenizer.eos_token_id, prompt_len=prompt_len)
-        beam = model.generate(
-            input_ids=enc_ids.to(model.device),
-            attention_mask=enc_mask.to(model.device),
-            generation_config=beam_generation_config(tokenizer, trie.levels, nb, nb),
-            logits_processor=LogitsProcessorList([proc]),
-        )
-        bgen = beam.sequences[:, prompt_len : prompt_len + trie.levels].cpu()
-        brows = _rows_of(bgen, trie, vocab).view(len(short), nb)
-        bgen = bgen.view(len(short), nb, -1)
+        # the best not-yet-drawn items: the SID-only beam search with the drawn ones excluded
+        excluded = torch.zeros(len(short), len(trie), dtype=torch.bool)
         for s, i in enumerate(short):
-            have = set(picked_rows[i].tolist()) - {-1}
-            slot = len(have)
-            for j, r in enumerate(brows[s].tolist()):
-                if slot >= n:
-                    break
-                if r >= 0 and r not in have:
-                    have.add(r)
-                    picked_rows[i, slot] = r
-                    picked_ids[i, slot] = bgen[s, j]
-                    slot += 1
+            excluded[s, picked_rows[i][picked_rows[i] >= 0]] = True
+        nb = min(len(trie), 2 * n)
+        enc = {"input_ids": prompt_ids[short].to(model.device), "attention_mask": attention_mask[short].to(model.device)}
+        brows, _ = sid_beam_search(model, enc, trie, vocab, nb, nb, excluded=excluded)
+        for s, i in enumerate(short):
+            slot = int((picked_rows[i] >= 0).sum())
+            fill = [r for r in brows[s].tolist() if r >= 0][: n - slot]
+            if fill:
+                rows_t = torch.tensor(fill, dtype=torch.long)
+                codes = trie.codes_of(rows_t)
+                picked_rows[i, slot : slot + len(fill)] = rows_t
+                picked_ids[i, slot : slot + len(fill)] = torch.stack(
+                    [vocab.level_ids[lv][codes[:, lv]] for lv in range(trie.levels)], 1
+                )
     return picked_ids, picked_rows
