@@ -56,8 +56,7 @@ import polars as pl
 from accelerate import PartialState
 from datasets import Dataset
 from rich.console import Console
-from rich.progress import Progress
-from transformers import PrinterCallback, TrainerCallback, set_seed
+from transformers import PrinterCallback, set_seed
 from transformers.utils import logging as hf_logging
 from trl import GRPOConfig, GRPOTrainer
 
@@ -73,9 +72,9 @@ from conrec.llm.model.vocab import SidVocab, assert_model_fits, embedding_rows, 
 from conrec.llm.training.collab import CoDislike
 from conrec.llm.training.discernment import measure as measure_discernment
 from conrec.llm.training.item_vectors import item_vectors
+from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
-from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
@@ -192,7 +191,7 @@ class RewardLog:
             write_json(self.entries, self.path)
 
 
-class GrpoLogCallback(TrainerCallback):
+class GrpoLogCallback(StepProgressCallback):
     """TRL logs -> reward-log entries (reward, components, zero-advantage share), plus a progress bar."""
 
     def __init__(
@@ -205,33 +204,22 @@ class GrpoLogCallback(TrainerCallback):
         console: Console,
         show_progress: bool,
     ) -> None:
+        name = f"GRPO {stage_index}:{stage.name}"
+        super().__init__(console, name, label=f"[bold]{name}", show=show_progress)
         self.log = log
         self.stage = stage
         self.stage_index = stage_index
         self.step_offset = step_offset
         self.stats = rollout_stats
-        self.console = console
-        self.show_progress = show_progress
-        self.progress: Progress | None = None
-        self.task: Any = None
         self.step_started = time.perf_counter()
         self.step_seconds: list[float] = []
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if self.show_progress and state.is_world_process_zero:
-            self.progress = stage_progress(
-                "{task.fields[reward]}", console=self.console, label=f"[bold]GRPO {self.stage_index}:{self.stage.name}"
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(f"GRPO {self.stage_index}:{self.stage.name}", total=state.max_steps, completed=state.global_step, reward="")
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step_started = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.step_seconds.append(time.perf_counter() - self.step_started)
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
+        super().on_step_end(args, state, control, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "reward" not in logs:
@@ -249,19 +237,7 @@ class GrpoLogCallback(TrainerCallback):
         }
         if state.is_world_process_zero:
             self.log.append(entry)
-        if self.progress is not None:
-            self.progress.update(
-                self.task, reward=f"reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}"
-            )
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.close()
-
-    def close(self) -> None:
-        """Stop the display (also when training raised: no live bar or line timer left behind)."""
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self.show_status(f"reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}")
 
 
 # --------------------------------------------------------------------------- inputs

@@ -27,8 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import Progress
-from transformers import PrinterCallback, TrainerCallback, set_seed
+from transformers import PrinterCallback, set_seed
 
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
@@ -38,45 +37,23 @@ from conrec.llm.model.checkpoints import CompleteCheckpointMarker, last_complete
 from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
 from conrec.llm.training.losses import TargetWeights, level_softmax_loss
+from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.tasks import build_examples
-from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY, SftSections, received_fingerprint
 
 
-class RichProgressCallback(TrainerCallback):
-    """A rich progress bar over optimiser steps, showing the latest loss (main process only)."""
+class RichProgressCallback(StepProgressCallback):
+    """The SFT bar: optimiser steps and the latest loss."""
 
     def __init__(self, console: Console, description: str = "SFT") -> None:
-        self.console = console
-        self.description = description
-        self.progress: Progress | None = None
-        self.task: Any = None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.progress = stage_progress("{task.fields[loss]}", console=self.console)
-            self.progress.start()
-            self.task = self.progress.add_task(self.description, total=state.max_steps, loss="")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
+        super().__init__(console, description)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.progress is not None and logs and "loss" in logs:
-            self.progress.update(self.task, loss=f"loss {float(logs['loss']):.3f}")
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.close()
-
-    def close(self) -> None:
-        """Stop the display (also when training raised: no live bar or line timer left behind)."""
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        if logs and "loss" in logs:
+            self.show_status(f"loss {float(logs['loss']):.3f}")
 
 
 def _with_lora(model: Any, lora: Any, new_ids: list[int]) -> Any:
