@@ -177,3 +177,42 @@ def test_collaborative_vectors_join_the_text_vectors_from_fit_events_only(tmp_pa
     assert with_late.shape == (60, 24 + 4)
     assert np.allclose(np.linalg.norm(with_late, axis=1), 1.0, atol=1e-5)
     assert np.array_equal(with_late, without)
+
+
+@pytest.mark.parametrize("kind", ["rqvae", "rkmeans"])
+def test_category_level_prefixes_each_sid_with_its_category(tmp_path: Path, kind: str) -> None:
+    from conrec.llm.training.item_vectors import item_vectors
+
+    torch.set_num_threads(2)
+    plain, cat = _make_run(tmp_path, kind=kind, name="plain"), _make_run(tmp_path, kind=kind, name="cat")
+    cat = cat.model_copy(update={"sid": cat.sid.model_copy(update={"category_level": True})})
+    STAGE_REGISTRY["sid"].call(plain, console=_quiet(), encoder=GenreEncoder())
+    stats = STAGE_REGISTRY["sid"].call(cat, console=_quiet(), encoder=GenreEncoder())
+    base = SidMap.from_parquet(RunDir(plain.run_dir).sid_map)
+    prefixed = SidMap.from_parquet(RunDir(cat.run_dir).sid_map)
+    items = pl.read_parquet(RunDir(cat.run_dir).items)
+    assert prefixed.codebook_sizes == [len(CATEGORIES), *base.codebook_sizes] == stats["codebook_sizes"]
+    assert [CATEGORIES[c] for c in prefixed.codes[:, 0].tolist()] == items["category"].to_list()  # sorted names
+    assert np.array_equal(prefixed.codes[:, 1:], base.codes)  # the quantised codes are untouched
+    assert len({tuple(c) for c in prefixed.codes.tolist()}) == len(items)
+    assert any("category level" in n for n in stats["notes"])
+    vecs, source = item_vectors(RunDir(cat.run_dir).sid, prefixed.codes)  # the reward's vectors skip the prefix
+    ref, _ = item_vectors(RunDir(plain.run_dir).sid, base.codes)
+    assert source == "reconstructed" and np.allclose(vecs, ref, atol=1e-5)
+
+
+def test_category_level_needs_a_category_column(tmp_path: Path) -> None:
+    cfg = _make_run(tmp_path)
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)  # the category word moves into the title, where the fake encoder finds it
+    items.with_columns(title=pl.col("title") + " " + pl.col("category")).drop("category").write_parquet(rd.items)
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"category_level": True})})
+    with pytest.raises(StageInputError, match="sid.category_level needs a category column"):
+        STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+
+
+def test_missing_categories_share_one_code() -> None:
+    from conrec.sid.category_level import NO_CATEGORY, category_codes
+
+    codes, order = category_codes(pl.DataFrame({"category": ["b", None, "a", " ", "b"]}))
+    assert order == [NO_CATEGORY, "a", "b"] and codes.tolist() == [2, 0, 1, 0, 2]

@@ -106,3 +106,8 @@ class SidConfig(_Strict):
         description="also quantise co-interaction vectors of the training events (the baselines' fit events of "
         "data.split.train_until), so SID prefixes group items the same users meet; None = text only",
     )
+    category_level: bool = Field(
+        False,
+        description="prepend the item's category (items.category) as the SID's first level, so every SID starts with "
+        "a token that names its category and a user's disliked categories are explicit tokens (conrec.sid.category_level)",
+    )

@@ -23,6 +23,7 @@ from rich.table import Table
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
+from conrec.sid.category_level import category_codes, with_category_level
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
 from conrec.sid.encoder import TextEncoder, encode_items
@@ -76,6 +77,8 @@ def run(
     console = console or Console()
     rd = RunDir(run_dir)
     items = read_parquet(rd.items, what="items table (data/items.parquet)")
+    if sections.sid.category_level:
+        category_codes(items)  # fail before encoding: the category level needs the column
     qcfg = sections.sid.quantizer
     seed = qcfg.seed if qcfg.seed is not None else sections.seed
     threads = qcfg.num_threads or torch.get_num_threads()  # None: the process's count (conrec.runtime)
@@ -111,7 +114,12 @@ def run(
     t = time.perf_counter()
     resolution = resolve_collisions(result.codes, result.codebook_sizes, result.last_residual, result.last_codebook)
     item_ids = items["item_id"].cast(pl.String).to_list()
-    sid_map = SidMap(item_ids, resolution.codes, resolution.codebook_sizes)
+    final_codes, final_sizes, prefix_levels = resolution.codes, list(resolution.codebook_sizes), 0
+    if sections.sid.category_level:
+        final_codes, final_sizes, cats = with_category_level(final_codes, final_sizes, items)
+        prefix_levels = 1
+        notes.append(f"category level: every SID starts with one of {len(cats)} category codes")
+    sid_map = SidMap(item_ids, final_codes, final_sizes)
     seconds["collisions"] = time.perf_counter() - t
     if resolution.extra_level:
         notes.append(
@@ -127,7 +135,7 @@ def run(
         "encoder": {k: v for k, v in enc_info.items() if k != "fusion_state"},
         "codebook_sizes_requested": qcfg.requested_sizes(),
         "codebook_sizes_quantizer": result.codebook_sizes,
-        "codebook_sizes": resolution.codebook_sizes,
+        "codebook_sizes": final_sizes,
         "recon_mse": result.recon_mse,
         "recon_rel": result.recon_rel,
         "usage_before": codebook_usage(result.codes, result.codebook_sizes),
@@ -149,7 +157,8 @@ def run(
                 "quantizer": result.state,
                 "fusion_state": {k: torch.from_numpy(np.asarray(v)) for k, v in cast(dict[str, Any], enc_info.get("fusion_state") or {}).items()},
                 "encoder": stats["encoder"],
-                "codebook_sizes": resolution.codebook_sizes,
+                "codebook_sizes": final_sizes,
+                "prefix_levels": prefix_levels,  # SID levels before the quantizer's own (item_vectors.reconstruct skips them)
                 "seed": seed,
             },
             tmp,
@@ -157,7 +166,7 @@ def run(
     sid_map.to_parquet(rd.sid_map)
     write_json(stats, rd.sid / "stats.json")
     _print_summary(console, stats)
-    rd.mark_done("sid", {"n_items": len(item_ids), "codebook_sizes": resolution.codebook_sizes})
+    rd.mark_done("sid", {"n_items": len(item_ids), "codebook_sizes": final_sizes})
     return stats
 
 

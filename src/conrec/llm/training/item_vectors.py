@@ -62,7 +62,8 @@ def item_vectors(sid_dir: Path, codes: np.ndarray) -> tuple[np.ndarray, str]:
     if qpath.exists():
         try:
             stored = torch.load(qpath, map_location="cpu", weights_only=False)
-            return normalise(reconstruct(stored["quantizer"], codes)), "reconstructed"
+            prefix = int(stored.get("prefix_levels", 0))  # e.g. the category level, which no codebook holds
+            return normalise(reconstruct(stored["quantizer"], np.asarray(codes)[:, prefix:])), "reconstructed"
         except (KeyError, RuntimeError, ValueError, StageInputError):
             pass  # fall back to the encoder vectors below
     epath = sid_dir / "embeddings.npy"
