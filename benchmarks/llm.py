@@ -57,6 +57,7 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     torch.set_num_threads(threads)
     from conrec.llm.inference.predict import Predictor
     from conrec.llm.model.toy import write_toy_run
+    from conrec.pipeline import record_finished
     from conrec.stages import STAGE_REGISTRY
 
     root = Path(tempfile.mkdtemp(prefix="conrec_bench_"))
@@ -65,6 +66,7 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     lora = phase == "sft_lora"
     cfg = _cfg(root, backbone, lora, steps if phase.startswith("sft") else 1, batch, k)
     stats = STAGE_REGISTRY["sft"].call(cfg, console=quiet)
+    record_finished(cfg, "sft")  # a model is only loaded while its stage is current
     out: dict = {"backbone": backbone, "phase": phase, "threads": threads}
     if phase.startswith("sft"):
         out.update(

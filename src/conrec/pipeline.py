@@ -91,10 +91,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")
-    write_json(
-        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds},
-        _fingerprint_path(run, stage),
-    )
+    record_finished(cfg, stage, seconds)
     timings_path = run.root / "timings.json"
     try:
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -102,6 +99,17 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
         timings = {}
     write_json({**timings, stage: seconds}, timings_path)
     return result
+
+
+def record_finished(cfg: PipelineConfig, stage: str, seconds: float = 0.0) -> None:
+    """Record that ``stage`` finished with ``cfg`` (its fingerprint file): what makes its model current.
+
+    :func:`run_stage` calls it after the runner; a tool that calls a stage's runner directly (the
+    benchmarks) calls it too, or the model it trained is never loaded (``RunDir.model_problem``)."""
+    write_json(
+        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds},
+        _fingerprint_path(RunDir(cfg.run_dir), stage),
+    )
 
 
 def run_pipeline(
