@@ -234,13 +234,12 @@ def record_current(cfg: PipelineConfig, *stages: str) -> None:
     does after a runner: for tests that call a runner directly and then load its model, which is only
     served while it is current (:meth:`RunDir.model_problem`)."""
     from conrec.config import dump_config
-    from conrec.io import write_json, write_text
-    from conrec.stages import FINGERPRINT_FILE, section_hashes, stage_fingerprint
+    from conrec.io import write_text
+    from conrec.pipeline import record_finished
 
     run = RunDir(cfg.run_dir)
     write_text(dump_config(cfg), run.root / "config.yaml")  # what `--run-dir` commands load, as the pipeline leaves it
     for stage in stages:
         if not run.is_done(stage):
             run.mark_done(stage)
-        record = {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": 0.0}
-        write_json(record, run.stage_dir(stage) / FINGERPRINT_FILE)
+        record_finished(cfg, stage)

@@ -139,10 +139,9 @@ def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
     ``prompt`` and ``decode`` sections (imported lazily: torch/transformers load only when an LM
     checkpoint is actually evaluated)."""
     try:
-        from conrec.llm.inference.predict import Predictor
+        from conrec.llm.inference.predict import Predictor, run_item_prior
     except ImportError as exc:
         raise ConrecError(f"cannot evaluate LM model {name!r}: conrec.llm.inference.predict is unavailable ({exc})") from exc
-    from conrec.llm.inference.predict import run_item_prior
     from conrec.sid.sid_map import SidMap
 
     sid_map = SidMap.from_parquet(rd.sid_map)

@@ -29,9 +29,10 @@ def category_codes(items: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     return np.array([index[c] for c in names], dtype=np.int64), order
 
 
-def with_category_level(codes: np.ndarray, sizes: list[int], items: pl.DataFrame) -> tuple[np.ndarray, list[int], list[str]]:
-    """The SID codes with the category code prepended as level 0 (pure), their codebook sizes, the categories."""
-    cat, order = category_codes(items)
+def with_category_level(codes: np.ndarray, sizes: list[int], categories: tuple[np.ndarray, list[str]]) -> tuple[np.ndarray, list[int]]:
+    """The SID codes with the category codes (:func:`category_codes`) prepended as level 0, and their
+    codebook sizes (pure)."""
+    cat, order = categories
     if len(cat) != len(codes):
         raise ValueError(f"{len(cat)} item rows but {len(codes)} SID codes")
-    return np.concatenate([cat[:, None], np.asarray(codes, dtype=np.int64)], axis=1), [len(order), *sizes], order
+    return np.concatenate([cat[:, None], np.asarray(codes, dtype=np.int64)], axis=1), [len(order), *sizes]

@@ -77,8 +77,8 @@ def run(
     console = console or Console()
     rd = RunDir(run_dir)
     items = read_parquet(rd.items, what="items table (data/items.parquet)")
-    if sections.sid.category_level:
-        category_codes(items)  # fail before encoding: the category level needs the column
+    # read before encoding, so a missing category column fails at once
+    category_prefix = category_codes(items) if sections.sid.category_level else None
     qcfg = sections.sid.quantizer
     seed = qcfg.seed if qcfg.seed is not None else sections.seed
     threads = qcfg.num_threads or torch.get_num_threads()  # None: the process's count (conrec.runtime)
@@ -115,10 +115,10 @@ def run(
     resolution = resolve_collisions(result.codes, result.codebook_sizes, result.last_residual, result.last_codebook)
     item_ids = items["item_id"].cast(pl.String).to_list()
     final_codes, final_sizes, prefix_levels = resolution.codes, list(resolution.codebook_sizes), 0
-    if sections.sid.category_level:
-        final_codes, final_sizes, cats = with_category_level(final_codes, final_sizes, items)
+    if category_prefix is not None:
+        final_codes, final_sizes = with_category_level(final_codes, final_sizes, category_prefix)
         prefix_levels = 1
-        notes.append(f"category level: every SID starts with one of {len(cats)} category codes")
+        notes.append(f"category level: every SID starts with one of {len(category_prefix[1])} category codes")
     sid_map = SidMap(item_ids, final_codes, final_sizes)
     seconds["collisions"] = time.perf_counter() - t
     if resolution.extra_level:

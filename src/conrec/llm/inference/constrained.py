@@ -372,9 +372,6 @@ def sample_distinct(
             fill = [r for r in brows[s].tolist() if r >= 0][: n - slot]
             if fill:
                 rows_t = torch.tensor(fill, dtype=torch.long)
-                codes = trie.codes_of(rows_t)
                 picked_rows[i, slot : slot + len(fill)] = rows_t
-                picked_ids[i, slot : slot + len(fill)] = torch.stack(
-                    [vocab.level_ids[lv][codes[:, lv]] for lv in range(trie.levels)], 1
-                )
+                picked_ids[i, slot : slot + len(fill)] = vocab.token_ids(trie.codes_of(rows_t))
     return picked_ids, picked_rows

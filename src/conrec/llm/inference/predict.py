@@ -112,7 +112,7 @@ class Predictor:
         self._sid_of = sid_map.sid_lookup()
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
-        self._sid_token_ids = torch.stack([self.vocab.level_ids[lv][codes[:, lv]] for lv in range(sid_map.levels)], 1)
+        self._sid_token_ids = self.vocab.token_ids(codes)
         self.last_stats: dict[str, int] = {}
         # decode.popularity_prior: w x log prior(item), in SID-map row order (item_prior module)
         self.prior: TriePrior | None = None

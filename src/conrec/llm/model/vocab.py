@@ -62,6 +62,10 @@ class SidVocab:
     def levels(self) -> int:
         return len(self.codebook_sizes)
 
+    def token_ids(self, codes: torch.Tensor) -> torch.Tensor:
+        """The SID token ids (N, L) of full codes (N, L): an item's SID as the model reads it."""
+        return torch.stack([self.level_ids[lv][codes[:, lv]] for lv in range(self.levels)], 1)
+
     @classmethod
     def from_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, codebook_sizes: Sequence[int], vocab_size: int | None = None
@@ -125,22 +129,21 @@ def add_sid_vocabulary(
                 out.weight[ids] = init
                 if getattr(out, "bias", None) is not None:
                     out.bias[ids] = 0.0
-        fresh = set(new_tokens)
-        if own and own[0] in fresh:
-            _init_item_rows(model, tokenizer, sid_map, [t for t in own if t in fresh])
-    return SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, embedding_rows(model))
+    vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, embedding_rows(model))
+    fresh = set(new_tokens)
+    added = [n for n, t in enumerate(own) if t in fresh]  # own is in SID-map row order
+    if added:
+        _init_item_rows(model, tokenizer, vocab, sid_map, added)
+    return vocab
 
 
-def _init_item_rows(model: Any, tokenizer: PreTrainedTokenizerBase, sid_map: SidMap, tokens: list[str]) -> None:
-    """Each new item token's input row = the mean of its item's SID token rows, at their average norm."""
+def _init_item_rows(model: Any, tokenizer: PreTrainedTokenizerBase, vocab: SidVocab, sid_map: SidMap, items: list[int]) -> None:
+    """The item tokens of SID-map rows ``items``: each input row = the mean of its item's SID token rows,
+    at their average norm."""
     emb = model.get_input_embeddings().weight
-    row_of = {item_token(c): n for n, c in enumerate(sid_map.codes.tolist())}
-    codes = torch.as_tensor(sid_map.codes[[row_of[t] for t in tokens]], dtype=torch.long)
-    sid_ids = torch.stack(
-        [torch.tensor(tokenizer.convert_tokens_to_ids([sid_token(lv, int(c)) for c in codes[:, lv].tolist()])) for lv in range(codes.shape[1])],
-        1,
-    )
-    ids = torch.tensor(tokenizer.convert_tokens_to_ids(tokens), dtype=torch.long)
+    codes = torch.as_tensor(sid_map.codes[items], dtype=torch.long)
+    sid_ids = vocab.token_ids(codes)
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids([item_token(c) for c in codes.tolist()]), dtype=torch.long)
     with torch.no_grad():
         sid_rows = emb[sid_ids]  # (n, L, H)
         rows = sid_rows.mean(1)
