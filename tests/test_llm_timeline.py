@@ -189,7 +189,7 @@ def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_la
                 "prompt": {"variant": "neg_timeline", "max_timeline_events": 6, "max_neg_items": 3},
                 "tasks": {"next_negative": 0, "future_negative": 0, "sid_to_title": 0.2, "title_to_sid": 0, "sid_to_category": 0, "timeline": 2.0},
                 "timeline": {"stride": 3, "positive_weight": 0.5},
-                "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 100,
+                "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 100, "dropout": 0.2,
                           "early_stopping": {"eval_steps": 2, "patience": 5, "max_points": 4}},
                 "discernment_eval": 0,
             },

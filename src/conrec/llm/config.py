@@ -161,6 +161,13 @@ class TrainConfig(_Strict):
         description="level softmax only: weight of a sequence loss on every SID token of the prompt's negative segment "
         "(each disliked item predicted from the ones before it, SASRec-style: many targets per forward pass); 0 = off",
     )
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout on the embedding output and every decoder layer's output while training (forward hooks, "
+        "never saved with the model; conrec.llm.training.dropout); 0 = the backbone as it is",
+    )
 
 
 class SftConfig(_Strict):

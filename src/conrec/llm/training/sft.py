@@ -36,6 +36,7 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
+from conrec.llm.training.dropout import add_training_dropout
 from conrec.llm.training.losses import TargetWeights, level_softmax_loss
 from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.tasks import build_examples
@@ -383,6 +384,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
 
     if tr.lora is not None:
         model = _with_lora(model, tr.lora, new_ids)
+    add_training_dropout(model, tr.dropout)
 
     from accelerate import PartialState
 
