@@ -18,11 +18,12 @@ from torch.nn import functional as F
 
 
 def decoder_layers(model: Any) -> nn.ModuleList:
-    """The decoder's list of transformer blocks (``get_decoder().layers``, through PEFT/DDP wrappers)."""
-    inner = model
-    while not callable(getattr(inner, "get_decoder", None)) and hasattr(inner, "module"):
-        inner = inner.module  # DDP
-    decoder = inner.get_decoder() if callable(getattr(inner, "get_decoder", None)) else None
+    """The decoder's list of transformer blocks (``get_decoder().layers``; a PEFT wrapper forwards the call).
+
+    The SFT stage adds the hooks before the Trainer wraps the model for distributed training, so no
+    DDP wrapper is ever seen here."""
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
     layers = getattr(decoder, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise TypeError(f"{type(model).__name__} has no decoder layer list (get_decoder().layers); sft.train.dropout needs one")
