@@ -161,6 +161,13 @@ class TrainConfig(_Strict):
         description="level softmax only: weight of a sequence loss on every SID token of the prompt's negative segment "
         "(each disliked item predicted from the ones before it, SASRec-style: many targets per forward pass); 0 = off",
     )
+    ema_decay: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="keep an exponential moving average of the weights (per optimiser step) and save it, and score it "
+        "for early stopping, instead of the raw weights; None = off",
+    )
     dropout: float = Field(
         0.0,
         ge=0.0,

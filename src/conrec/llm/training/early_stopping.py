@@ -38,8 +38,10 @@ class ValidFhrCallback(TrainerCallback):
         prompt_cfg: PromptConfig,
         decode_cfg: DecodeConfig,
         console: Console | None = None,
+        ema: Any = None,
     ) -> None:
         self.cfg = cfg
+        self.ema = ema  # an EmaWeights: the averaged weights are scored and kept instead of the raw ones
         self.points = points
         self.futures = [set(f or ()) for f in points["future_negs"].to_list()]
         self.tokenizer = tokenizer
@@ -67,6 +69,13 @@ class ValidFhrCallback(TrainerCallback):
         return float(sum(fhr_at_k(r, f, self.cfg.k) for r, f in zip(ranked, self.futures)) / max(1, len(ranked)))
 
     def _evaluate(self, model: Any, step: int, control: Any) -> None:
+        if self.ema is not None:
+            with self.ema.applied(model):
+                self._evaluate_weights(model, step, control)
+        else:
+            self._evaluate_weights(model, step, control)
+
+    def _evaluate_weights(self, model: Any, step: int, control: Any) -> None:
         value = self.score(model)
         self.curve.append({"step": float(step), f"FHR@{self.cfg.k}": value})
         if value > self.best + self.cfg.min_delta:

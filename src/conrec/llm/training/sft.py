@@ -419,6 +419,15 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     progress_cb = RichProgressCallback(console)
     callbacks: list[Any] = [progress_cb, CompleteCheckpointMarker()]
     stopper = None
+    ema = None
+    if tr.ema_decay is not None:
+        from conrec.llm.training.ema import EMA_FILE, EmaWeights
+
+        ema = EmaWeights(model, tr.ema_decay)
+        if resume_from is not None and (resume_from / EMA_FILE).is_file():
+            ema.load(resume_from / EMA_FILE)
+        # first: its update precedes the stopper's scoring, its file precedes the checkpoint's completion marker
+        callbacks.insert(0, ema)
     if tr.early_stopping is not None:
         if sections.split.train_until != "valid":
             raise ConfigError(
@@ -429,7 +438,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
 
         stopper = ValidFhrCallback(
             tr.early_stopping, valid_points(samples, tr.early_stopping.max_points, sections.seed), tokenizer, sid_map,
-            sft.prompt, sections.decode, console,
+            sft.prompt, sections.decode, console, ema=ema,
         )
         callbacks.append(stopper)
     if tr.mask_history and tr.sid_softmax != "level":
@@ -462,6 +471,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     finally:
         progress_cb.close()
     acc = trainer.accelerator
+    if ema is not None and stopper is None:
+        ema.copy_to(acc.unwrap_model(trainer.model))  # with a stopper the best averaged weights are already in place
     acc.wait_for_everyone()
     lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])
     state = trainer.state
