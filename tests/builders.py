@@ -243,3 +243,21 @@ def record_current(cfg: PipelineConfig, *stages: str) -> None:
         if not run.is_done(stage):
             run.mark_done(stage)
         record_finished(cfg, stage)
+
+
+def crash_sft_after_step(monkeypatch, step: int) -> None:
+    """Make the SFT stage raise ``RuntimeError("simulated crash")`` once optimiser step ``step`` has ended.
+
+    The crash comes after the step's checkpoint is written (the progress callback runs last), like a
+    kill between two steps; ``monkeypatch.undo()`` restores normal training.
+    """
+    import conrec.llm.training.sft as sft_mod
+
+    real = sft_mod.RichProgressCallback.on_step_end
+
+    def crash(self, args, state, control, **kw):
+        real(self, args, state, control, **kw)
+        if state.global_step == step:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)

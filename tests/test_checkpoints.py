@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import conrec.llm.training.sft as sft_mod
 from conrec.config import load_config
 from conrec.llm.model.checkpoints import (
     COMPLETE_FILE,
@@ -19,6 +18,8 @@ from conrec.llm.model.checkpoints import (
 from conrec.llm.model.toy import write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
+
+from builders import crash_sft_after_step
 
 
 def _cfg(root: Path):
@@ -47,17 +48,10 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     root = tmp_path / "run"
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root)
-    real = sft_mod.RichProgressCallback.on_step_end
-
-    def crash(self, args, state, control, **kw):
-        real(self, args, state, control, **kw)
-        if state.global_step == 3:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
+    crash_sft_after_step(monkeypatch, 3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         STAGE_REGISTRY["sft"].call(cfg)
-    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", real)
+    monkeypatch.undo()
     ckpts = RunDir(root).sft / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     # a kill while checkpoint-2 was being written: weights there, completion marker not yet

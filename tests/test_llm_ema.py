@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import conrec.llm.training.sft as sft_mod
 from conrec.config import load_config
 from conrec.errors import ConfigError
 from conrec.llm.model.toy import write_toy_run
 from conrec.llm.training.ema import EMA_FILE, EmaWeights
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
+
+from builders import crash_sft_after_step
 
 
 def _one_weight(value: float) -> torch.nn.Linear:
@@ -76,18 +77,11 @@ def test_sft_saves_the_average_and_a_resumed_run_continues_it(tmp_path: Path, mo
     averaged = _train(tmp_path / "ema", 0.5)
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the average, not the last weights, is saved
 
-    real = sft_mod.RichProgressCallback.on_step_end
-
-    def crash(self, args, state, control, **kw):
-        real(self, args, state, control, **kw)
-        if state.global_step == 3:
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
+    crash_sft_after_step(monkeypatch, 3)
     root = tmp_path / "resumed"
     with pytest.raises(RuntimeError, match="simulated crash"):
         _train(root, 0.5)
-    monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", real)
+    monkeypatch.undo()
     assert (RunDir(root).sft / "checkpoints" / "checkpoint-2" / EMA_FILE).is_file()
     resumed = _train(root, 0.5)
     assert all(torch.equal(resumed[k], averaged[k]) for k in averaged)
