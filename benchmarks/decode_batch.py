@@ -22,7 +22,7 @@ import torch
 
 from conrec.config import load_config
 from conrec.io import read_parquet
-from conrec.llm.inference.predict import Predictor
+from conrec.llm.inference.predict import Predictor, run_item_prior
 from conrec.runs import RunDir
 from conrec.serve.catalog import user_histories
 from conrec.sid.sid_map import SidMap
@@ -50,9 +50,12 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.config)
     torch.set_num_threads(args.threads)
-    # the model dir directly: speed does not depend on whether the model is current for this config
-    sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
-    predictor = Predictor.from_dir(Path(cfg.run_dir) / args.model / "model", sid_map, cfg.sft.prompt, cfg.decode)
+    # the model dir directly: speed does not depend on whether the model is current for this config;
+    # the item prior as the run computes it, so a config with decode.popularity_prior > 0 loads too
+    run_dir = Path(cfg.run_dir)
+    sid_map = SidMap.from_parquet(RunDir(run_dir).sid_map)
+    prior = run_item_prior(run_dir, cfg.data.split, sid_map, cfg.decode)
+    predictor = Predictor.from_dir(run_dir / args.model / "model", sid_map, cfg.sft.prompt, cfg.decode, prior)
     histories = list(user_histories(read_parquet(RunDir(cfg.run_dir).events), cfg.serve.max_history).values())
     slate = predictor.items[: args.slate]
     print(f"load {os.getloadavg()[0]:.2f}, {args.threads} torch threads, model {args.model}, num_beams {cfg.decode.num_beams}, k {args.k}")

@@ -32,6 +32,7 @@ from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
 from conrec.llm.inference.item_prior import TriePrior, dislike_log_prior
+from conrec.llm.inference.packed_prefill import enable_packed_prefill
 from conrec.llm.inference.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
 from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.inference.scoring import sid_log_probs
@@ -139,6 +140,7 @@ class Predictor:
         tokenizer = load_model_tokenizer(model_dir)
         model = load_causal_lm(model_dir)
         check_finite_weights(model, model_dir)
+        enable_packed_prefill(model)  # this model is for inference only: batches of prompts skip their padding
         device = decode_device(decode_cfg)
         # in place (transformers' typed .to wrapper hides the overloads); on a GPU the precision the model was trained in
         torch.nn.Module.to(model, device=device, dtype=inference_dtype(model_dir, device))

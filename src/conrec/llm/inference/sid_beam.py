@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from conrec.llm.inference.item_prior import TriePrior
+from conrec.llm.inference.packed_prefill import ATTN_IMPLEMENTATION, full_attention_only
 from conrec.llm.inference.sid_constraint import SidConstraint
 from conrec.llm.inference.sid_head import SidHead
 from conrec.llm.model.vocab import SidVocab
@@ -68,14 +69,9 @@ def sid_beam_search(
 
 def tree_attention_ok(model: Any) -> bool:
     """Whether the model takes a custom 4D attention mask with plain causal semantics: eager or SDPA
-    attention and no sliding-window layers (whose own window a custom mask would override)."""
+    attention (conrec's packing-aware SDPA included) and no sliding-window layers (whose own window a custom mask would override)."""
     cfg = model.config
-    if getattr(cfg, "_attn_implementation", None) not in ("sdpa", "eager"):
-        return False
-    layer_types = getattr(cfg, "layer_types", None)
-    if layer_types is not None and any(t != "full_attention" for t in layer_types):
-        return False
-    return getattr(cfg, "sliding_window", None) is None or getattr(cfg, "use_sliding_window", True) is False
+    return getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager", ATTN_IMPLEMENTATION) and full_attention_only(cfg)
 
 
 def _extend_tree(

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from conrec.llm.inference.packed_prefill import packed_prefill, packs, worth_packing
+
 
 class SidHead:
     """Run the decoder and turn chosen positions into per-level code logits."""
@@ -39,7 +41,13 @@ class SidHead:
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """(features of each left-padded prompt's last token, the prompts' KV cache): one forward,
-        positions counted from each prompt's first real token."""
+        positions counted from each prompt's first real token.
+
+        Prompts of unequal lengths are packed without padding when the model allows it
+        (:mod:`conrec.llm.inference.packed_prefill`); the cache comes out as the padded one would.
+        """
+        if self._split is not None and packs(self.model) and worth_packing(mask):
+            return packed_prefill(self._split[0], self.model.config, ids, mask)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         return self.features(-1, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
 
