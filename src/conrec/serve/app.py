@@ -452,7 +452,8 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
-    """``conrec serve``: load the run, then serve with uvicorn (one process, one model in memory)."""
+    """``conrec serve``: load the run, then serve with uvicorn: one process with the model in memory, or
+    ``serve.processes`` worker processes with one copy each (:mod:`conrec.serve.workers`)."""
     import uvicorn
 
     if not logging.getLogger().handlers:
@@ -461,11 +462,16 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
     warning = exposure_warning(bind, resolve_api_key(cfg.serve.api_key) is not None)
     if warning is not None:
         log.warning(warning)
-    app = create_app_from_run(cfg)
-    uvicorn.run(
-        app,
-        host=bind,
-        port=port or cfg.serve.port,
-        log_level=cfg.serve.log_level,
-        access_log=cfg.serve.access_log,
-    )
+    app = create_app_from_run(cfg)  # with several processes: the check, once, before any worker starts
+    options: dict[str, Any] = dict(host=bind, port=port or cfg.serve.port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
+    if cfg.serve.processes == 1:
+        uvicorn.run(app, **options)
+        return
+    import gc
+
+    from conrec.serve.workers import serve_processes, worker_threads
+
+    del app
+    gc.collect()
+    log.info("serving with %d worker processes, %d torch thread(s) each", cfg.serve.processes, worker_threads(cfg))
+    serve_processes(cfg, options)

@@ -27,6 +27,13 @@ class ServeConfig(StrictConfig):
     max_batch: int = Field(64, ge=1)
     max_candidates: int = Field(200, ge=1, description="largest slate /v1/score accepts (larger: 413)")
     explain_top_n: int = Field(50, ge=1, description="co-dislike neighbours kept per item for explanations")
+    processes: int = Field(
+        1,
+        ge=1,
+        description="uvicorn worker processes, each with its own copy of the model, its own queue (max_queue) and "
+        "micro-batcher, and (if threads is unset) an equal share of the cores; >1 lets concurrent requests use "
+        "every core (docs/serving-performance.md)",
+    )
     inference_workers: int = Field(
         1,
         ge=1,

@@ -1,0 +1,104 @@
+"""``serve.processes``: several uvicorn worker processes answer as one, get TCP_NODELAY, and stop together."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+
+import httpx
+import uvicorn
+
+from conrec.config import PipelineConfig, dump_config
+from conrec.io import read_parquet
+from conrec.serve.local import local_server
+from conrec.serve.popular import PopularDislikePredictor
+from conrec.serve.synthetic import write_synthetic_run
+from conrec.serve.workers import _TcpConfig, worker_threads
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_worker_processes_answer_like_one_server_and_stop_with_it(tmp_path):
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate(
+        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "max_k": 20, "processes": 2}}
+    )
+    events, sid_map = read_parquet(run.events), read_parquet(run.sid_map)
+    expected = PopularDislikePredictor(events, sid_map["item_id"].to_list())
+    want = [i for i, _ in expected.recommend([(["i2", "i0", "i1"], [1, -1, -1])], 5)[0]]
+
+    with local_server(cfg, startup_timeout=120) as server:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            assert client.get("/healthz").json()["model"] == "popular"
+            for _ in range(6):  # new connections, so that more than one worker may answer
+                r = httpx.post(f"{server.url}/v1/dislikes", json={"negative": ["i0", "i1"], "positive": ["i2"], "k": 5})
+                assert r.status_code == 200, r.text
+                assert [it["item_id"] for it in r.json()["items"]] == want
+            assert client.post("/v1/dislikes", json={"user_id": "nobody"}).status_code == 404
+        log = server.log_tail(100_000)
+        assert "serving with 2 worker processes, 1 torch thread(s) each" in log
+        workers = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", log)]
+        assert len(workers) == 2 and all(_pid_alive(p) for p in workers)
+    assert server.process.returncode is not None
+    assert not any(_pid_alive(p) for p in workers)  # the workers stopped with the parent
+
+
+def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "missing"), "serve": {"processes": 2}})
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "Started server process" not in out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_listening_socket_says_tcp_so_accepted_connections_get_nodelay():
+    """Regression: uvicorn binds the workers' socket with proto 0 (its issue 3149), and asyncio then
+    leaves Nagle's algorithm on, which delayed every keep-alive response by ~40 ms."""
+    sock = _TcpConfig("conrec.serve.workers:app_from_env", host="127.0.0.1", port=0).bind_socket()
+    assert sock.proto == socket.IPPROTO_TCP
+    nodelay: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            nodelay.append(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def accept_one() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        for _ in range(100):
+            if nodelay:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(accept_one())
+    assert nodelay and nodelay[0] != 0
+    plain = uvicorn.Config("conrec.serve.workers:app_from_env", host="127.0.0.1", port=0).bind_socket()
+    try:
+        assert plain.proto == 0  # the upstream behaviour this works around; if uvicorn fixes it, drop _TcpConfig
+    finally:
+        plain.close()
+
+
+def test_each_worker_gets_a_share_of_the_cores(monkeypatch):
+    monkeypatch.setattr("conrec.serve.workers.available_cores", lambda: 8)
+    cfg = PipelineConfig.model_validate({"serve": {"processes": 3}})
+    assert worker_threads(cfg) == 2
+    assert worker_threads(cfg.model_copy(update={"threads": 4})) == 4
+    assert worker_threads(PipelineConfig.model_validate({"serve": {"processes": 16}})) == 1
