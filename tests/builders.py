@@ -261,3 +261,25 @@ def crash_sft_after_step(monkeypatch, step: int) -> None:
             raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
+
+
+def distinct_sid_scores(model, vocab, seed: int = 0, scale: float = 4.0) -> None:
+    """Give an untrained tiny model distinct SID token rows and sharper attention, in place.
+
+    Why: without titles, ``add_sid_vocabulary`` starts every SID row from the same mean, so an
+    untrained model gives every item the same score (log 1/codes per level). A ranking or scoring
+    test on such a model compares ties, and a wrong cache, mask or position passes it.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.mul_(scale)
+        rows = torch.cat(list(vocab.level_ids))
+        emb = model.get_input_embeddings().weight
+        emb[rows] = torch.randn(len(rows), emb.shape[1], generator=gen).to(emb.dtype)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != emb.data_ptr():
+            out.weight[rows] = emb[rows]

@@ -15,6 +15,8 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
+from builders import distinct_sid_scores
+
 SIZES = [6, 5, 4]
 N_ITEMS = 60
 HISTORIES = [(["m1", "m2", "m3"], [-1, 1, -1]), (["m4"], [-1]), ([f"m{j}" for j in range(5, 15)], [1, -1] * 5)]
@@ -27,7 +29,7 @@ def predictor() -> Predictor:
     codes = combos[np.sort(rng.choice(len(combos), size=N_ITEMS, replace=False))]
     sid_map = SidMap([f"m{j}" for j in range(N_ITEMS)], codes, SIZES)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=5)))
-    add_sid_vocabulary(model, tok, sid_map)
+    distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))  # no ties: a narrow beam really misses items
     # 2 beams: a narrow beam that misses items, so the exhaustive search has something to find
     return Predictor(model, tok, sid_map, PromptConfig(), DecodeConfig(num_beams=2, batch_size=2))
 

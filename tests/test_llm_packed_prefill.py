@@ -17,6 +17,8 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary, save_vocab_meta
 from conrec.sid.sid_map import SidMap
 
+from builders import distinct_sid_scores
+
 SIZES = [5, 4, 3]
 HISTORIES = [  # prompts of very different lengths, so a padded batch is mostly padding for some rows
     ([f"m{j}" for j in range(5, 17)], [1, -1] * 6),
@@ -91,14 +93,7 @@ def _predictor(packed: bool) -> Predictor:
     codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
     sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
-    vocab = add_sid_vocabulary(model, tok, sid_map)
-    with torch.no_grad():  # new SID rows start equal (uniform SID scores): make them distinct, and attention sharp,
-        gen = torch.Generator().manual_seed(0)  # so that a wrong cache or mask changes the answers
-        for param in model.parameters():
-            param.mul_(4.0 if param.dim() > 1 else 1.0)
-        rows = torch.cat(list(vocab.level_ids))
-        emb = model.get_input_embeddings().weight
-        emb[rows] = torch.randn(len(rows), emb.shape[1], generator=gen)
+    distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))
     if packed:
         assert packing.enable_packed_prefill(model)
     return Predictor(model, tok, sid_map, PromptConfig(), DecodeConfig(num_beams=10, batch_size=4))

@@ -17,6 +17,8 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
+from builders import distinct_sid_scores
+
 SIZES = [5, 4, 3]
 
 
@@ -27,7 +29,7 @@ def predictor() -> Predictor:
     codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
     sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
-    add_sid_vocabulary(model, tok, sid_map)
+    distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))  # no ties: scores that differ per item and history
     return Predictor(model, tok, sid_map, PromptConfig(), DecodeConfig(num_beams=10, batch_size=2))
 
 
