@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import polars as pl
@@ -333,7 +334,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
     client = TestClient(create_app_from_run(cfg))
     assert client.get("/healthz").json() | {"limits": None} == {
-        "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None,
+        "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):

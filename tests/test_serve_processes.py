@@ -102,3 +102,40 @@ def test_each_worker_gets_a_share_of_the_cores(monkeypatch):
     assert worker_threads(cfg) == 2
     assert worker_threads(cfg.model_copy(update={"threads": 4})) == 4
     assert worker_threads(PipelineConfig.model_validate({"serve": {"processes": 16}})) == 1
+
+
+def test_local_server_waits_until_every_worker_answers(monkeypatch, tmp_path):
+    """A benchmark that opened its keep-alive connections while only one worker listened kept them all
+    on that worker: the helper waits until /healthz has come from every process."""
+    from conrec.serve import local
+
+    answers = iter([None, 101, 101, 101, 102, 101])  # None: not listening yet
+    calls = []
+
+    class Reply:
+        status_code = 200
+
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+
+        def json(self) -> dict:
+            return {"process": self.pid}
+
+    def fake_get(url, timeout):
+        calls.append(url)
+        pid = next(answers)
+        if pid is None:
+            raise httpx.ConnectError("refused")
+        return Reply(pid)
+
+    monkeypatch.setattr(local.httpx, "get", fake_get)
+    monkeypatch.setattr(local.time, "sleep", lambda s: None)
+    server = local.LocalServer(url="http://x", process=subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]), log_path=tmp_path / "log")
+    try:
+        local._wait_healthy(server, timeout=10, processes=2)
+        assert len(calls) == 5  # refused, then 101 three times, then 102
+        local._wait_healthy(server, timeout=10, processes=1)
+        assert len(calls) == 6
+    finally:
+        server.process.kill()
+        server.process.wait()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -308,7 +309,7 @@ def create_app(
             max_k=cfg.max_k, default_k=cfg.default_k, max_history=cfg.max_history, max_batch=cfg.max_batch,
             max_candidates=cfg.max_candidates,
         )
-        return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits)
+        return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid())
 
     def check_batch_size(n: int) -> None:
         if n > cfg.max_batch:

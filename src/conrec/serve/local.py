@@ -45,8 +45,9 @@ def free_port() -> int:
 def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0) -> Iterator[LocalServer]:
     """Run ``python -m conrec.cli serve`` for ``cfg`` on 127.0.0.1:<free port> until the block exits.
 
-    Waits for ``GET /healthz`` to answer 200 (model loading happens before that); raises
-    RuntimeError with the server's log tail if it exits or does not come up in time.
+    Waits for ``GET /healthz`` to answer 200 from every worker process (model loading happens
+    before that); raises RuntimeError with the server's log tail if it exits or does not come up
+    in time.
     """
     port = free_port()
     serve_cfg = cfg.serve.model_copy(update={"host": LOOPBACK, "port": port})
@@ -64,7 +65,7 @@ def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0) -> Iterato
             )
         server = LocalServer(url=f"http://{LOOPBACK}:{port}", process=proc, log_path=log_path)
         try:
-            _wait_healthy(server, startup_timeout)
+            _wait_healthy(server, startup_timeout, cfg.serve.processes)
             yield server
         finally:
             proc.terminate()
@@ -75,17 +76,28 @@ def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0) -> Iterato
                 proc.wait(timeout=5)
 
 
-def _wait_healthy(server: LocalServer, timeout: float) -> None:
+def _wait_healthy(server: LocalServer, timeout: float, processes: int = 1) -> None:
+    """Until ``GET /healthz`` answers 200 from ``processes`` distinct server processes.
+
+    Why every worker: a client that opens its keep-alive connections while only the first worker
+    listens keeps all of them on that worker (measured: one worker at a whole core, the other idle,
+    for a whole benchmark level). Each poll is a new connection, which the kernel gives to a
+    listening worker.
+    """
     deadline = time.monotonic() + timeout
+    seen: set[int] = set()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
                 f"server exited with code {server.process.returncode} before becoming healthy:\n{server.log_tail()}"
             )
         try:
-            if httpx.get(f"{server.url}/healthz", timeout=2.0).status_code == 200:
-                return
+            r = httpx.get(f"{server.url}/healthz", timeout=2.0)
+            if r.status_code == 200:
+                seen.add(int(r.json().get("process", 0)))
+                if len(seen) >= processes:
+                    return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05 if seen else 0.2)
     raise RuntimeError(f"server not healthy at {server.url} after {timeout:.0f} s:\n{server.log_tail()}")

@@ -223,6 +223,7 @@ class Health(BaseModel):
     n_items: int = Field(..., description="items the model can recommend (the SID map)")
     n_users: int = Field(..., description="known users (user_id requests)")
     limits: Limits
+    process: int = Field(..., description="id of the server process that answered (one of serve.processes workers)")
 
 
 class ErrorBody(BaseModel):
