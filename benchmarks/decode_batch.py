@@ -53,10 +53,11 @@ def main() -> None:
     # the model dir directly: speed does not depend on whether the model is current for this config;
     # the item prior as the run computes it, so a config with decode.popularity_prior > 0 loads too
     run_dir = Path(cfg.run_dir)
-    sid_map = SidMap.from_parquet(RunDir(run_dir).sid_map)
+    run = RunDir(run_dir)
+    sid_map = SidMap.from_parquet(run.sid_map)
     prior = run_item_prior(run_dir, cfg.data.split, sid_map, cfg.decode)
     predictor = Predictor.from_dir(run_dir / args.model / "model", sid_map, cfg.sft.prompt, cfg.decode, prior)
-    histories = list(user_histories(read_parquet(RunDir(cfg.run_dir).events), cfg.serve.max_history).values())
+    histories = list(user_histories(read_parquet(run.events), cfg.serve.max_history).values())
     slate = predictor.items[: args.slate]
     print(f"load {os.getloadavg()[0]:.2f}, {args.threads} torch threads, model {args.model}, num_beams {cfg.decode.num_beams}, k {args.k}")
     base: dict[str, float] = {}

@@ -105,22 +105,24 @@ def packed_prefill(decoder: Any, config: Any, ids: torch.Tensor, mask: torch.Ten
     as :meth:`conrec.llm.inference.sid_head.SidHead.prefill` gives them.
     """
     b, t = ids.shape
-    lengths = mask.long().sum(-1)
+    real = mask.bool()
+    lengths = real.sum(-1)
     ends = lengths.cumsum(0)
     starts = ends - lengths
-    positions = torch.cat([torch.arange(int(n), device=ids.device) for n in lengths]).unsqueeze(0)
+    # the padded batch's positions (SidHead.prefill's), kept at the real tokens in the packed row's order
+    positions = (mask.long().cumsum(-1) - 1)[real].unsqueeze(0)
     # a prepared 4D mask is passed through as is (no dense packed mask is built); the attention ignores it
     no_mask = torch.zeros(1, 1, 1, 1, dtype=next(decoder.parameters()).dtype, device=ids.device)
     out = decoder(
-        input_ids=ids[mask.bool()].unsqueeze(0),
+        input_ids=ids[real].unsqueeze(0),
         attention_mask=no_mask,
         position_ids=positions,
         use_cache=True,
         **{_SEGMENTS: list(zip(starts.tolist(), ends.tolist()))},
     )
     last = out.last_hidden_state[0, ends - 1]
-    # packed token j of prompt p goes to row p, column (t - length_p) + j of the left-padded layout
-    dest = torch.arange(b, device=ids.device).repeat_interleave(lengths) * t + (t - lengths).repeat_interleave(lengths) + positions[0]
+    # the packed row lists the real tokens in row-major order, so each goes back to its flat index in the (b, t) layout
+    dest = real.reshape(-1).nonzero().squeeze(1)
     layers = []
     for layer in out.past_key_values.layers:
         padded = []
