@@ -18,6 +18,8 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
+from builders import distinct_sid_scores
+
 SIZES = [5, 4, 3]
 ITEMS = [f"m{j}" for j in range(25)]
 HISTORIES = [(["m1", "m2", "m3"], [-1, 1, -1]), (["m4"], [-1]), ([f"m{j}" for j in range(5, 15)], [1, -1] * 5)]
@@ -30,12 +32,7 @@ def parts():
     codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
     sid_map = SidMap(ITEMS, codes, SIZES)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=4)))
-    vocab = add_sid_vocabulary(model, tok, sid_map)
-    gen = torch.Generator().manual_seed(0)
-    sid_ids = torch.cat(list(vocab.level_ids))
-    with torch.no_grad():  # fresh SID embeddings are all alike: make them distinct, so that no two items tie
-        for emb in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-            emb[sid_ids] += torch.randn(len(sid_ids), emb.shape[1], generator=gen)
+    distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map), scale=1.0)  # no two items tie
     # a skewed dislike log with distinct counts: item j disliked (7 j mod 25) times, m0 never
     events = pl.DataFrame(
         {"item_id": [f"m{j}" for j in range(25) for _ in range(7 * j % 25)], "feedback": -1}
