@@ -1,22 +1,27 @@
-"""The prepared GPU check: SmolLM2 vs the small model on the same points, a GRPO smoke run, one table.
+"""The prepared GPU check: SmolLM2-135M vs the small model on the demo's timeline recipe, chosen on valid, one table.
 
 Three subcommands, so that a borrowed GPU is never spent on setup (docs/backbones-gpu.md):
 
-``prepare`` (here, on CPU, with the network): runs the data and SID stages of the check's config
-(MovieLens-100K, per-user protocol) into ``<payload>/run``, downloads the wheels the GPU machine
-lacks (Python 3.12, manylinux x86-64), copies the SmolLM2 GGUF, and packs all of it into chunks of
-at most ``--chunk-mib`` MiB under ``<payload>/<n>/`` with a SHA-256 manifest. Each chunk travels in
-one call of the device tool (its limit is 64 MiB per call); ``unpack`` joins them there.
+``prepare`` (here, on CPU, with the network): runs the data and SID stages of both splits' runs
+(MovieLens-100K, per-user protocol; trained up to the valid and up to the test cut-off) into
+``<payload>/work/run_<split>``, downloads the wheels the GPU machine lacks (Python 3.12, manylinux
+x86-64), copies the SmolLM2 GGUF, and packs all of it into chunks of at most ``--chunk-mib`` MiB
+under ``<payload>/<n>/`` with a SHA-256 manifest. Each chunk travels in one call of the device tool
+(its limit is 64 MiB per call); ``unpack`` joins them there.
 
 ``unpack`` (on the GPU machine, once per chunk call): copies a chunk into the staging dir
 (``/tmp/conrec_gpu_payload``); the last call verifies every file against the manifest.
 
 ``run`` (on the GPU machine): installs nothing itself (``gpu_check.sh`` installs the wheels), then
-in one process: SmolLM2 SFT, eval on a seeded subset of the per-user test points, the small model's
-SFT and eval on the same points, a 2-stage GRPO smoke run of SmolLM2; one row per stage with
-steps, steps/s, tokens/s, peak GPU memory and wall time, and FHR@20 of each model. ``--dry-run``
-does the same on CPU with tiny models and the simulator (seconds to minutes): the code path a GPU
-run takes, minus the GPU.
+in one process, as the project evaluates (choose on valid, score test once): SmolLM2 trains on the
+valid run with the learning curve and early stopping and is scored on every valid point; only if it
+beats the small model's valid score (the plan's ``beat``) is it trained up to the test cut-off, for
+the epochs its curve chose, and scored on every test point. The small model's valid run comes last,
+on the same machine and points. One row per stage with steps, steps/s,
+tokens/s, peak GPU memory, wall time and FHR@20 with its CI; the metrics, SFT stats and LM
+predictions are copied to ``--out`` so that paired differences against the tuned baselines can be
+computed where those are fitted. ``--dry-run`` does the same on CPU with tiny models and the
+simulator (minutes): the code path a GPU run takes, minus the GPU.
 """
 
 from __future__ import annotations
@@ -44,79 +49,114 @@ WHEELS = (
     "pydantic==2.13.4", "pydantic-core==2.46.4", "annotated-types==0.7.0", "typing-inspection==0.4.2", "gguf==0.19.0",
     "dill==0.4.1", "multiprocess==0.70.19", "pyarrow==26.0.1", "fsspec==2026.9.0", "regex==2026.5.9",
 )
-N_POINTS = 500  # the seeded subset of per-user test points both models are scored on
 
 
 @dataclass(frozen=True)
 class CheckPlan:
-    """Step counts and sizes of one check (the GPU plan fits 9 minutes on an H100/H200 by estimate, not yet by measurement)."""
+    """The schedule of one check. Both models train the demo's timeline recipe for ``epochs`` on the valid run,
+    with valid FHR@20 on ``curve_points`` points every ``eval_steps`` steps (the learning curve, early stopping after
+    ``patience`` evaluations without a new best, the best checkpoint kept). ``eval_points`` caps the final evals
+    (None = every point); ``beat`` is the valid FHR@20 SmolLM2 must exceed for its test run to be trained."""
 
-    sft_steps: int
-    small_sft_steps: int
-    grpo_steps: int
-    eval_points: int
+    epochs: float
+    eval_steps: int
+    patience: int
+    curve_points: int
+    eval_points: int | None
+    beat: float
     dry_run: bool
 
 
-GPU_PLAN = CheckPlan(sft_steps=2000, small_sft_steps=1500, grpo_steps=10, eval_points=N_POINTS, dry_run=False)
-DRY_PLAN = CheckPlan(sft_steps=4, small_sft_steps=4, grpo_steps=1, eval_points=20, dry_run=True)
+# 88 optimiser steps are one epoch of the per-user valid run's timeline windows at batch 16 (docs/results.md)
+# every 2 epochs: 88 optimiser steps are one epoch of the per-user valid run's timeline windows at batch 16. ``beat``
+# is the small model's FHR@20 on all 1,794 valid points with this recipe (docs/results.md, measured on CPU), the bar
+# SmolLM2 must pass on the same points before its test run is trained; the check scores the small model last too.
+GPU_PLAN = CheckPlan(epochs=10, eval_steps=176, patience=2, curve_points=400, eval_points=None, beat=0.404, dry_run=False)
+DRY_PLAN = CheckPlan(epochs=2, eval_steps=3, patience=2, curve_points=10, eval_points=20, beat=1.0, dry_run=True)
+SPLITS = ("valid", "test")
+SMOLLM2_LR = 5e-4  # presets/smollm2.yaml's rate: the demo's 2e-3 is for a model trained from scratch
 
 
 # --------------------------------------------------------------------------- configs
-def shared_overrides(plan: CheckPlan) -> dict[str, Any]:
-    """Data, SID and eval settings both models share: same run inputs, same points (prepare and run use this)."""
+def shared_overrides(plan: CheckPlan, split: str) -> dict[str, Any]:
+    """Data, SID and eval settings of one split's runs: both models of a split read the same inputs and points.
+
+    ``valid``: trained up to the valid cut-off and scored on valid (where the choice is made); ``test``: trained up to
+    the test cut-off (as the baselines are fitted) and scored on test once.
+    """
     if plan.dry_run:
         data: dict[str, Any] = {
             "source": "simulator", "simulator": {"n_users": 60, "n_items": 120, "days": 30},
-            "split": {"protocol": "per_user", "train_until": "test"},
+            "split": {"protocol": "per_user", "train_until": split},
         }
-        sid: dict[str, Any] = {"quantizer": {"kind": "rkmeans"}}
+        sid: dict[str, Any] = {"quantizer": {"kind": "rkmeans"}, "collab": None}
     else:
-        data = {"split": {"protocol": "per_user", "train_until": "test"}}
-        sid = {}
+        data = {"split": {"protocol": "per_user", "train_until": split}}
+        sid = {}  # the demo's: collaborative SIDs
     return {
         "seed": 0,
         "data": data,
         "sid": sid,
-        "eval": {"split": "test", "max_samples": plan.eval_points, "baselines": ["popularity"], "bootstrap": {"resamples": 200}},
+        "eval": {"split": split, "max_samples": plan.eval_points, "baselines": ["popularity"], "tune": False},
     }
 
 
-def check_configs(work: Path, plan: CheckPlan) -> dict[str, Any]:
-    """The two pipeline configs of the check: the pretrained backbone and the small model, on one run's inputs."""
+def check_configs(work: Path, plan: CheckPlan, split: str) -> dict[str, Any]:
+    """The check's configs for one split: SmolLM2-135M and the small model, both on the demo's timeline recipe.
+
+    The only differences are the backbone (pretrained, SID rows initialised from its title embeddings, as the
+    paper does) and SmolLM2's learning rate; data, SIDs, prompt layout, tasks, epochs, dropout and decoding are the
+    demo's. On ``valid`` both train with the learning curve and early stopping; on ``test`` only SmolLM2 runs, for
+    the number of epochs its valid curve chose (:func:`test_config`).
+    """
     from conrec.config import _deep_merge, load_config, preset_path
 
-    base = shared_overrides(plan)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    base = shared_overrides(plan, split)
     if plan.dry_run:  # a tiny Llama stands in for SmolLM2 (same architecture, same tokenizer)
-        lm = {"sft": {"model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}}}}
-        small = {"sft": {"model": {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "seed": 1}}}}
-        train = {"batch_size": 4, "logging_steps": 1, "save_steps": 1000}
-        grpo: dict[str, Any] = {"num_generations": 4, "batch_size": 4, "max_samples": 16}
-        decode = {"num_beams": 4, "top_k": 4, "batch_size": 8}
-        extra_eval: dict[str, Any] = {"ks": [4]}
+        lm_model: dict[str, Any] = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}}
+        small_model: dict[str, Any] = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "seed": 1}}
+        train: dict[str, Any] = {"batch_size": 4, "logging_steps": 1, "save_steps": 1000}
+        decode: dict[str, Any] = {"num_beams": 4, "top_k": 4, "batch_size": 8}
+        base["eval"]["ks"] = [4]
+        stop_k = 4
     else:
-        lm, small, train = {}, {}, {"logging_steps": 50, "save_steps": 100000}
-        grpo = {"max_samples": 512}
-        decode = {"batch_size": 64}
-        extra_eval = {}
-    stages = [
-        {"name": "neg_only", "steps": plan.grpo_steps, "max_pos_items": 0, "positive_share": 0.0},
-        {"name": "full", "steps": plan.grpo_steps, "max_pos_items": 30, "positive_share": 1.0},
-    ]
+        lm_model = {"path": None, "backbone": "smollm2", "tiny": None, "sid_init": "title"}
+        small_model = {}
+        train, decode, stop_k = {"logging_steps": 50, "save_steps": 100000}, {"batch_size": 64}, 20
+    train = {**train, "epochs": plan.epochs}
+    if split == "valid":
+        train["early_stopping"] = {
+            "eval_steps": plan.eval_steps, "patience": plan.patience, "max_points": plan.curve_points, "k": stop_k,
+        }
     lm_over = _deep_merge(base, {
-        **lm, "run_dir": str(work / "smollm2"), "decode": decode, "eval": {**extra_eval, "models": ["sft", "grpo"]},
-        "grpo": {**grpo, "stages": stages},
+        "run_dir": str(work / f"{split}_smollm2"), "decode": decode, "eval": {"models": ["sft"]},
+        "sft": {"model": lm_model, "train": {**train, "learning_rate": SMOLLM2_LR}},
     })
-    lm_over = _deep_merge(lm_over, {"sft": {"train": {**train, "max_steps": plan.sft_steps}}})
     small_over = _deep_merge(base, {
-        **small, "run_dir": str(work / "small"), "decode": decode, "eval": {**extra_eval, "models": ["sft"]},
-        "sft": {"train": {**train, "max_steps": plan.small_sft_steps}},
+        "run_dir": str(work / f"{split}_small"), "decode": decode, "eval": {"models": ["sft"]},
+        "sft": {"model": small_model, "train": train},
     })
-    lm_cfg = load_config(preset_path("smollm2"), lm_over)
+    lm_cfg = load_config(preset_path("demo"), lm_over)
     small_cfg = load_config(preset_path("demo"), small_over)
     # the same inputs and the same points: the small model's run takes the data/sid/eval-split settings of the LM run
     small_cfg = small_cfg.model_copy(update={"data": lm_cfg.data, "sid": lm_cfg.sid, "seed": lm_cfg.seed})
     return {"smollm2": lm_cfg, "small": small_cfg}
+
+
+def chosen_epochs(stats: dict[str, Any], batch_size: int) -> float:
+    """The epochs at the valid run's best checkpoint (its SFT ``stats.json``): what the test run trains for."""
+    steps_per_epoch = max(1, -(-int(stats["n_examples"]) // batch_size))
+    best = int(stats["early_stopping"]["best_step"]) or int(stats["steps"])
+    return round(best / steps_per_epoch, 2)
+
+
+def test_config(work: Path, plan: CheckPlan, epochs: float) -> Any:
+    """SmolLM2's test run: the valid run's recipe, trained up to the test cut-off for ``epochs``."""
+    lm = check_configs(work, plan, "test")["smollm2"]
+    sft = lm.sft.model_copy(update={"train": lm.sft.train.model_copy(update={"epochs": epochs})})
+    return lm.model_copy(update={"sft": sft})
 
 
 # --------------------------------------------------------------------------- payload: pack, unpack, verify
@@ -191,9 +231,13 @@ def unpack(chunk_dir: Path, staging: Path = STAGING) -> None:
     print(f"gpu_check: unpacked {chunk_dir} -> {staging} ({sum(1 for _ in staging.iterdir())} files staged)")
 
 
-def run_tree_files(run_root: Path) -> dict[str, Path]:
-    """The prepared data/ and sid/ outputs (and their fingerprints) as payload files under ``run/``."""
-    return {f"run/{p.relative_to(run_root)}": p for p in sorted(run_root.rglob("*")) if p.is_file() and p.parts[len(run_root.parts)] in ("data", "sid")}
+def run_tree_files(run_root: Path, prefix: str) -> dict[str, Path]:
+    """The prepared data/ and sid/ outputs (and their fingerprints) as payload files under ``<prefix>/``."""
+    return {
+        f"{prefix}/{p.relative_to(run_root)}": p
+        for p in sorted(run_root.rglob("*"))
+        if p.is_file() and p.parts[len(run_root.parts)] in ("data", "sid")
+    }
 
 
 def download_wheels(dest: Path) -> list[Path]:
@@ -208,16 +252,18 @@ def download_wheels(dest: Path) -> list[Path]:
 
 
 def prepare(payload: Path, chunk_mib: int, plan: CheckPlan, with_wheels: bool) -> dict[str, Any]:
-    """Run data + sid here, gather run inputs, wheels and the GGUF, pack them into chunks."""
+    """Run data + sid of both splits here, gather run inputs, wheels and the GGUF, pack them into chunks."""
     from rich.console import Console
 
     from conrec.llm.model.backbones import smollm2_gguf
     from conrec.pipeline import run_pipeline
 
     work = payload / "work"
-    cfgs = check_configs(work, plan)
-    run_pipeline(cfgs["smollm2"], stages=("data", "sid"), console=Console(stderr=True))
-    files = run_tree_files(work / "smollm2")
+    files: dict[str, Path] = {}
+    for split in SPLITS:
+        lm = check_configs(work, plan, split)["smollm2"]
+        run_pipeline(lm, stages=("data", "sid"), console=Console(stderr=True))
+        files.update(run_tree_files(Path(lm.run_dir), f"run_{split}"))
     if not plan.dry_run:
         files["gguf/" + smollm2_gguf().path.name] = smollm2_gguf().path
     if with_wheels:
@@ -243,18 +289,21 @@ class Row:
     tokens_per_s: float | None
     peak_gib: float | None
     metric: float | None
+    ci: tuple[float, float] | None = None
+    note: str = ""
 
     def cells(self) -> list[str]:
         def f(x: float | None, fmt: str) -> str:
             return "-" if x is None else format(x, fmt)
 
         sps = self.steps / self.train_seconds if self.steps and self.train_seconds else None
+        metric = f(self.metric, ".4f") + (f" [{self.ci[0]:.3f}, {self.ci[1]:.3f}]" if self.ci else "")
         return [self.stage, self.model, f(self.steps, "d"), f(sps, ".2f"), f(self.tokens_per_s, ".0f"),
-                f(self.peak_gib, ".2f"), f"{self.seconds:.1f}", f(self.metric, ".4f")]
+                f(self.peak_gib, ".2f"), f"{self.seconds:.1f}", metric, self.note or "-"]
 
 
 def header(k: int) -> list[str]:
-    return ["stage", "model", "steps", "steps/s (trainer)", "tokens/s", "peak GPU GiB", "wall s", f"FHR@{k} (test subset)"]
+    return ["stage", "model", "steps", "steps/s (trainer)", "tokens/s", "peak GPU GiB", "wall s", f"FHR@{k} [95% CI]", "note"]
 
 
 def plan_k(plan: CheckPlan) -> int:
@@ -277,58 +326,88 @@ def _timed(fn: Any) -> tuple[Any, float, float | None]:
     return result, time.perf_counter() - t0, peak
 
 
-def _fhr(run_dir: Path, model: str, k: int) -> float | None:
-    path = run_dir / "eval" / "metrics.json"
-    if not path.exists():
-        return None
-    value = json.loads(path.read_text()).get(model, {}).get(f"FHR@{k}")
-    return float(value) if value is not None else None
-
-
-def _link_inputs(src: Path, dst: Path) -> None:
-    """The small model's run reads the same data/ and sid/ outputs (copied: fingerprints match, so they are reused)."""
+def _copy_inputs(src: Path, dst: Path) -> None:
+    """A run reads the prepared data/ and sid/ outputs (copied: fingerprints match, so they are reused)."""
     for name in ("data", "sid"):
         if not (dst / name).exists():
             shutil.copytree(src / name, dst / name)
 
 
+def _keep(run_dir: Path, out: Path | None, names: tuple[str, ...]) -> None:
+    """Copy a run's small result files to OUT/<run name>/ (they come back from the GPU machine)."""
+    if out is None:
+        return
+    dest = out / run_dir.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        src = run_dir / name
+        if src.exists():
+            shutil.copy2(src, dest / src.name)
+
+
 def run_check(work: Path, plan: CheckPlan, out: Path | None) -> list[Row]:
-    """The stages in order, one row each; the table is rewritten after every stage (a timeout keeps what finished)."""
+    """Valid runs of both models, then SmolLM2's test run if it won on valid; the table is rewritten after
+    every stage (a timeout keeps what finished)."""
     from rich.console import Console
 
     from conrec.pipeline import run_pipeline
 
     console = Console(stderr=True)
-    cfgs = check_configs(work, plan)
     k = plan_k(plan)
     rows: list[Row] = []
+    names = {"smollm2": "tiny llama (dry run)" if plan.dry_run else "SmolLM2-135M",
+             "small": "tiny llama (dry run)" if plan.dry_run else "small model (demo)"}
 
-    def stage(name: str, model: str, cfg: Any, stage_name: str, metric_of: str | None = None) -> None:
-        _, seconds, peak = _timed(lambda: run_pipeline(cfg, stages=(stage_name,), console=console))
-        steps = tokens = train_s = None
-        stats_file = Path(cfg.run_dir) / stage_name / "stats.json"
-        if stage_name in ("sft", "grpo") and stats_file.exists():
-            stats = json.loads(stats_file.read_text())
-            steps = int(stats.get("steps") or 0)
-            tokens = stats.get("tokens_per_second")
-            train_s = stats.get("train_seconds", stats.get("train_seconds_this_run"))
-        metric = _fhr(Path(cfg.run_dir), metric_of, k) if metric_of else None
-        rows.append(Row(name, model, steps, seconds, train_s, tokens, peak, metric))
+    def prepared(cfg: Any, split: str) -> Any:
+        _copy_inputs(work / f"run_{split}", Path(cfg.run_dir))
+        run_pipeline(cfg, stages=("data", "sid"), console=console)  # reused: fingerprints match
+        return cfg
+
+    def sft(label: str, who: str, cfg: Any) -> dict[str, Any]:
+        _, seconds, peak = _timed(lambda: run_pipeline(cfg, stages=("sft",), console=console))
+        stats = json.loads((Path(cfg.run_dir) / "sft" / "stats.json").read_text())
+        curve = stats.get("early_stopping")
+        if curve:
+            best = curve[f"best_valid_FHR@{curve['k']}"]
+            note = (f"{len(curve['learning_curve'])} curve points on {plan.curve_points} valid points; best FHR@{curve['k']} "
+                    f"{best:.3f} at step {curve['best_step']} = {chosen_epochs(stats, cfg.sft.train.batch_size)} epochs (kept)")
+        else:
+            note = f"{cfg.sft.train.epochs} epochs"
+        rows.append(Row(label, names[who], int(stats["steps"]), seconds, stats.get("train_seconds"), stats.get("tokens_per_second"),
+                        peak, None, None, note))
+        _keep(Path(cfg.run_dir), out, ("sft/stats.json",))
         write_table(rows, plan, out)
+        return stats
 
-    lm, small = cfgs["smollm2"], cfgs["small"]
-    lm_name = "tiny llama (dry run)" if plan.dry_run else "SmolLM2-135M"
-    small_name = "tiny llama (dry run)" if plan.dry_run else "small model (demo)"
-    run_pipeline(lm, stages=("data", "sid"), console=console)  # reused from the payload: fingerprints match
-    stage("SFT", lm_name, lm, "sft")
-    _link_inputs(Path(lm.run_dir), Path(small.run_dir))
-    stage("SFT", small_name, small, "sft")
-    stage("GRPO 2-stage smoke", lm_name, lm, "grpo")
-    stage("eval SFT + GRPO", lm_name, lm, "eval")
-    rows[-1].metric = _fhr(Path(lm.run_dir), "sft", k)
-    rows.append(Row("  same eval, GRPO model", lm_name, None, 0.0, None, None, None, _fhr(Path(lm.run_dir), "grpo", k)))
-    stage("eval SFT", small_name, small, "eval", metric_of="sft")
-    write_table(rows, plan, out)
+    def evaluate(label: str, who: str, cfg: Any) -> float:
+        _, seconds, peak = _timed(lambda: run_pipeline(cfg, stages=("eval",), console=console))
+        metrics = json.loads((Path(cfg.run_dir) / "eval" / "metrics.json").read_text())
+        lm, pop = metrics["sft"], metrics["popularity"]
+        ci = lm.get(f"FHR@{k}_ci")
+        note = f"{cfg.eval.split}, popularity {pop[f'FHR@{k}']:.3f} on the same points"
+        rows.append(Row(label, names[who], None, seconds, None, None, peak, float(lm[f"FHR@{k}"]), tuple(ci) if ci else None, note))
+        _keep(Path(cfg.run_dir), out, ("eval/metrics.json", "eval/predictions/sft.parquet"))
+        write_table(rows, plan, out)
+        return float(lm[f"FHR@{k}"])
+
+    valid = check_configs(work, plan, "valid")
+    lm_v = prepared(valid["smollm2"], "valid")
+    lm_stats = sft("SFT, valid run", "smollm2", lm_v)
+    lm_fhr = evaluate("eval, valid", "smollm2", lm_v)
+    # chosen on valid: only a SmolLM2 that beats the small model there is trained for test and scored once
+    # (the dry run rehearses that path always)
+    if lm_fhr > plan.beat or plan.dry_run:
+        lm_t = prepared(test_config(work, plan, chosen_epochs(lm_stats, lm_v.sft.train.batch_size)), "test")
+        sft("SFT, test run", "smollm2", lm_t)
+        evaluate("eval, test", "smollm2", lm_t)
+    else:
+        rows.append(Row("test run", names["smollm2"], None, 0.0, None, None, None, None, None,
+                        f"not run: valid FHR@{k} {lm_fhr:.3f} does not beat the small model's {plan.beat:.3f}"))
+        write_table(rows, plan, out)
+    # last, so that a timeout costs only this: the small model on the same machine and valid points
+    small_v = prepared(valid["small"], "valid")
+    sft("SFT, valid run", "small", small_v)
+    evaluate("eval, valid", "small", small_v)
     return rows
 
 
@@ -338,11 +417,12 @@ def render(rows: list[Row], plan: CheckPlan, k: int) -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    points = "all points" if plan.eval_points is None else f"a seeded subset of {plan.eval_points} points (eval.max_samples, seed 0)"
     lines = [
         f"conrec GPU check ({'DRY RUN, tiny models' if plan.dry_run else 'full'}) on {gpu}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, python {platform.python_version()}, torch {torch.__version__}",
-        f"{'simulator' if plan.dry_run else 'MovieLens-100K'}, per-user protocol, test split, seeded subset of "
-        f"{plan.eval_points} points (eval.max_samples, seed 0), both models on the same points",
+        f"{'simulator' if plan.dry_run else 'MovieLens-100K'}, per-user protocol, the demo's timeline recipe; valid runs "
+        f"train up to the valid cut-off and are scored on {points} of valid, the test run up to the test cut-off and on {points} of test",
         "| " + " | ".join(header(k)) + " |",
         "|" + "|".join("---" for _ in header(k)) + "|",
     ]
@@ -393,10 +473,6 @@ def main(argv: list[str] | None = None) -> None:
 
             if not torch.cuda.is_available():
                 raise SystemExit("gpu_check run: torch sees no GPU (use --dry-run for the CPU rehearsal)")
-        run_root = ns.work / "run"
-        target = ns.work / "smollm2"
-        if run_root.exists() and not target.exists():
-            shutil.copytree(run_root, target)
         rows = run_check(ns.work, plan, ns.out)
         print(render(rows, plan, plan_k(plan)))
 

@@ -73,19 +73,33 @@ def test_a_missing_or_damaged_chunk_stops_the_check_with_its_name(tmp_path):
         gc.assemble(staging, tmp_path / "dest")
 
 
-def test_both_models_of_the_check_share_data_sid_and_points(tmp_path):
+def test_both_models_of_the_check_share_data_sid_and_points_and_differ_only_in_the_backbone(tmp_path):
     from conrec.stages import stage_fingerprint
 
     for plan in (gc.GPU_PLAN, gc.DRY_PLAN):
-        cfgs = gc.check_configs(tmp_path, plan)
-        lm, small = cfgs["smollm2"], cfgs["small"]
-        assert stage_fingerprint(lm, "sid") == stage_fingerprint(small, "sid")
-        assert lm.eval.max_samples == small.eval.max_samples == plan.eval_points and lm.eval.split == "test"
-        assert lm.data.split.protocol == "per_user"
-        assert [s.steps for s in lm.grpo.stages] == [plan.grpo_steps, plan.grpo_steps]
-    gpu = gc.check_configs(tmp_path, gc.GPU_PLAN)
-    assert gpu["smollm2"].sft.model.backbone == "smollm2" and gpu["smollm2"].sft.model.tiny is None
-    assert gpu["small"].sft.model.tiny is not None
+        for split in gc.SPLITS:
+            cfgs = gc.check_configs(tmp_path, plan, split)
+            lm, small = cfgs["smollm2"], cfgs["small"]
+            assert stage_fingerprint(lm, "sid") == stage_fingerprint(small, "sid")
+            assert lm.eval.max_samples == small.eval.max_samples == plan.eval_points
+            assert lm.eval.split == lm.data.split.train_until == split and lm.data.split.protocol == "per_user"
+            assert lm.sft.prompt == small.sft.prompt and lm.sft.tasks == small.sft.tasks and lm.decode == small.decode
+            # only the valid run measures the curve (valid points are after its training events)
+            assert (lm.sft.train.early_stopping is not None) == (split == "valid")
+    valid = gc.check_configs(tmp_path, gc.GPU_PLAN, "valid")
+    assert valid["smollm2"].sft.model.backbone == "smollm2" and valid["smollm2"].sft.model.tiny is None
+    assert valid["smollm2"].sft.model.sid_init == "title" and valid["small"].sft.model.tiny is not None
+    assert valid["smollm2"].sft.prompt.variant == "neg_timeline" and valid["smollm2"].sft.tasks.timeline > 0
+    with pytest.raises(ValueError, match="split must be one of"):
+        gc.check_configs(tmp_path, gc.GPU_PLAN, "train")
+
+
+def test_the_test_run_trains_for_the_epochs_the_valid_curve_chose(tmp_path):
+    stats = {"n_examples": 1400, "steps": 700, "early_stopping": {"best_step": 528}}
+    assert gc.chosen_epochs(stats, 16) == 6.0  # 88 steps per epoch
+    assert gc.chosen_epochs({**stats, "early_stopping": {"best_step": 0}}, 16) == round(700 / 88, 2)
+    lm = gc.test_config(tmp_path, gc.GPU_PLAN, 6.0)
+    assert lm.sft.train.epochs == 6.0 and lm.sft.train.early_stopping is None and lm.data.split.train_until == "test"
 
 
 @pytest.mark.slow
@@ -98,12 +112,12 @@ def test_the_dry_run_goes_from_prepare_to_the_full_table_on_cpu(tmp_path):
     gc.main(["run", "--dry-run", "--work", str(dest), "--out", str(out)])
     table = (out / "gpu_check.md").read_text()
     assert "DRY RUN" in table and "per-user protocol" in table
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| stage |")]
-    assert [r.split(" | ")[0].strip("| ") for r in rows] == [
-        "SFT", "SFT", "GRPO 2-stage smoke", "eval SFT + GRPO", "same eval, GRPO model", "eval SFT"
-    ]
-    sft, _, grpo = (r.split(" | ") for r in rows[:3])
-    assert sft[2] == str(gc.DRY_PLAN.sft_steps) and float(sft[3]) > 0 and float(sft[4]) > 0
-    assert grpo[2] == str(2 * gc.DRY_PLAN.grpo_steps)
-    for r in rows[3:]:
-        assert 0.0 <= float(r.split(" | ")[-1].strip(" |")) <= 1.0  # FHR of every model, on the same points
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| stage |")]
+    assert [r[0].strip("| ") for r in rows] == ["SFT, valid run", "eval, valid", "SFT, test run", "eval, test", "SFT, valid run", "eval, valid"]
+    for sft in (rows[0], rows[2], rows[4]):
+        assert int(sft[2]) > 0 and float(sft[3]) > 0 and float(sft[4]) > 0
+    assert "curve points" in rows[0][-1] and "epochs (kept)" in rows[0][-1]
+    for r in (rows[1], rows[3], rows[5]):
+        assert 0.0 <= float(r[7].split(" [")[0]) <= 1.0  # FHR of every scored model
+    for run in ("valid_smollm2", "test_smollm2", "valid_small"):  # what comes back for the paired differences
+        assert {p.name for p in (out / run).iterdir()} == {"stats.json", "metrics.json", "sft.parquet"}
