@@ -42,12 +42,13 @@ STAGING = Path("/tmp/conrec_gpu_payload")
 MANIFEST = "manifest.json"
 # What the GPU machine's image lacks, or has at a version our pins' requirements exclude (its package list:
 # /work/.library/device/KINDS.md; it has torch 2.11, accelerate 1.15.0, tokenizers 0.23.2, huggingface-hub 1.33.0,
-# which satisfy transformers 5.23 and TRL 1.16). pyarrow, fsspec and regex are carried because datasets and transformers
-# bound them and the image's versions are not recorded. Pinned as in pyproject / as tested here.
+# which satisfy transformers 5.23 and TRL 1.16). fsspec and regex are carried because datasets and transformers bound
+# them. pyarrow is NOT carried: the image's 25.0.1 works, while 26.0.1 there broke datasets' fingerprinting under
+# Python 3.12 (dill cannot pickle pyarrow's MonthDayNano; seen on the H200 on 2026-12-04). Pinned as tested here.
 WHEELS = (
     "transformers==5.23.0", "trl==1.16.0", "peft==0.21.2", "datasets==5.2.0", "polars==2.1.0", "polars-runtime-32==2.1.0",
     "pydantic==2.13.4", "pydantic-core==2.46.4", "annotated-types==0.7.0", "typing-inspection==0.4.2", "gguf==0.19.0",
-    "dill==0.4.1", "multiprocess==0.70.19", "pyarrow==26.0.1", "fsspec==2026.9.0", "regex==2026.5.9",
+    "dill==0.4.1", "multiprocess==0.70.19", "fsspec==2026.9.0", "regex==2026.5.9",
 )
 
 
