@@ -34,7 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class CheckPlan:
     eval_points: int | None
     beat: float
     dry_run: bool
+    lm_train: dict[str, Any] = field(default_factory=dict)  # sft.train settings for SmolLM2 only (``run --lm-train``)
 
 
 # 88 optimiser steps are one epoch of the per-user valid run's timeline windows at batch 16 (docs/results.md)
@@ -133,7 +134,7 @@ def check_configs(work: Path, plan: CheckPlan, split: str) -> dict[str, Any]:
         }
     lm_over = _deep_merge(base, {
         "run_dir": str(work / f"{split}_smollm2"), "decode": decode, "eval": {"models": ["sft"]},
-        "sft": {"model": lm_model, "train": {**train, "learning_rate": SMOLLM2_LR}},
+        "sft": {"model": lm_model, "train": {**train, "learning_rate": SMOLLM2_LR, **plan.lm_train}},
     })
     small_over = _deep_merge(base, {
         "run_dir": str(work / f"{split}_small"), "decode": decode, "eval": {"models": ["sft"]},
@@ -423,7 +424,8 @@ def render(rows: list[Row], plan: CheckPlan, k: int) -> str:
         f"conrec GPU check ({'DRY RUN, tiny models' if plan.dry_run else 'full'}) on {gpu}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, python {platform.python_version()}, torch {torch.__version__}",
         f"{'simulator' if plan.dry_run else 'MovieLens-100K'}, per-user protocol, the demo's timeline recipe; valid runs "
-        f"train up to the valid cut-off and are scored on {points} of valid, the test run up to the test cut-off and on {points} of test",
+        f"train up to the valid cut-off and are scored on {points} of valid, the test run up to the test cut-off and on {points} of test"
+        + (f"; SmolLM2's sft.train overrides: {json.dumps(plan.lm_train)}" if plan.lm_train else ""),
         "| " + " | ".join(header(k)) + " |",
         "|" + "|".join("---" for _ in header(k)) + "|",
     ]
@@ -459,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--work", type=Path, required=True, help="the assembled payload's work dir (holds run/ with data and sid)")
     r.add_argument("--out", type=Path, default=None, help="also write the table to OUT/gpu_check.md")
     r.add_argument("--dry-run", action="store_true")
+    r.add_argument("--lm-train", type=json.loads, default={}, metavar="JSON",
+                   help='SmolLM2\'s sft.train settings over the recipe\'s, e.g. \'{"dropout": 0, "learning_rate": 1e-4}\'')
     ns = parser.parse_args(argv)
     if ns.cmd == "prepare":
         prepare(ns.payload, ns.chunk_mib, DRY_PLAN if ns.dry_run else GPU_PLAN, with_wheels=not (ns.no_wheels or ns.dry_run))
@@ -474,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
 
             if not torch.cuda.is_available():
                 raise SystemExit("gpu_check run: torch sees no GPU (use --dry-run for the CPU rehearsal)")
-        rows = run_check(ns.work, plan, ns.out)
+        rows = run_check(ns.work, replace(plan, lm_train=ns.lm_train), ns.out)
         print(render(rows, plan, plan_k(plan)))
 
 

@@ -102,6 +102,16 @@ def test_the_test_run_trains_for_the_epochs_the_valid_curve_chose(tmp_path):
     assert lm.sft.train.epochs == 6.0 and lm.sft.train.early_stopping is None and lm.data.split.train_until == "test"
 
 
+def test_smollm2_overrides_reach_both_of_its_runs_and_not_the_small_model(tmp_path):
+    import dataclasses
+
+    plan = dataclasses.replace(gc.GPU_PLAN, lm_train={"dropout": 0.0, "learning_rate": 1e-4})
+    valid = gc.check_configs(tmp_path, plan, "valid")
+    assert valid["smollm2"].sft.train.dropout == 0.0 and valid["smollm2"].sft.train.learning_rate == 1e-4
+    assert valid["small"].sft.train.dropout == 0.2 and valid["small"].sft.train.learning_rate == 2e-3
+    assert gc.test_config(tmp_path, plan, 3.0).sft.train.dropout == 0.0
+
+
 @pytest.mark.slow
 def test_the_dry_run_goes_from_prepare_to_the_full_table_on_cpu(tmp_path):
     payload, staging, dest, out = (tmp_path / n for n in ("payload", "staging", "dest", "out"))
