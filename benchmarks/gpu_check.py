@@ -69,7 +69,6 @@ class CheckPlan:
     lm_train: dict[str, Any] = field(default_factory=dict)  # sft.train settings for SmolLM2 only (``run --lm-train``)
 
 
-# 88 optimiser steps are one epoch of the per-user valid run's timeline windows at batch 16 (docs/results.md)
 # every 2 epochs: 88 optimiser steps are one epoch of the per-user valid run's timeline windows at batch 16. ``beat``
 # is the small model's FHR@20 on all 1,794 valid points with this recipe (docs/results.md, measured on CPU), the bar
 # SmolLM2 must pass on the same points before its test run is trained; the check scores the small model last too.
