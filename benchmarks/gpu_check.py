@@ -106,8 +106,8 @@ def check_configs(work: Path, plan: CheckPlan, split: str) -> dict[str, Any]:
     """The check's configs for one split: SmolLM2-135M and the small model, both on the demo's timeline recipe.
 
     The only differences are the backbone (pretrained, SID rows initialised from its title embeddings, as the
-    paper does) and SmolLM2's learning rate; data, SIDs, prompt layout, tasks, epochs, dropout and decoding are the
-    demo's. On ``valid`` both train with the learning curve and early stopping; on ``test`` only SmolLM2 runs, for
+    paper does), SmolLM2's learning rate and any ``plan.lm_train`` overrides (SmolLM2 only); data, SIDs, prompt
+    layout, tasks, epochs, dropout and decoding are otherwise the demo's. On ``valid`` both train with the learning curve and early stopping; on ``test`` only SmolLM2 runs, for
     the number of epochs its valid curve chose (:func:`test_config`).
     """
     from conrec.config import _deep_merge, load_config, preset_path
