@@ -120,6 +120,8 @@ def test_every_stage_ran_and_wrote_its_outputs(e2e: dict[str, Any]) -> None:
     # eval
     report = run.report.read_text()
     assert all(name in report for name in ("popularity", *LM_MODELS)) and "skipped" not in report
+    taste = report.split("## Taste check (simulator ground truth)", 1)[1].split("\n## ", 1)[0]  # a simulated world
+    assert all(f"| {name} | " in taste for name in ("popularity", *LM_MODELS)), taste
     pngs = {p.name for p in run.eval.glob("*.png")}
     assert {"metrics.png", "fhr_vs_horizon.png", "grpo_rewards.png"} <= pngs
     for name in pngs:

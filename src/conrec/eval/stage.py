@@ -40,6 +40,7 @@ from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
 from conrec.eval.report import tuning_section, write_report
 from conrec.eval.summary import summary_table
+from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
 from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
@@ -176,6 +177,19 @@ def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, An
     return s
 
 
+def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, rankings: dict[str, list[list[str]]], k: int) -> str | None:
+    """The report's taste check (:mod:`conrec.eval.taste_check`) of this evaluation's rankings (one
+    per sample, in ``samples`` order) where the data stage wrote the simulator's ground truth; None
+    elsewhere."""
+    path = rd.data / "user_facets.parquet"
+    if not path.exists():
+        return None
+    on_facet = facet_items(read_parquet(path, what="user facets (simulator ground truth)"), items)
+    users = samples["user_id"].cast(pl.String).to_list()
+    shares = {name: on_facet_share(ranked, users, on_facet, k) for name, ranked in rankings.items()}
+    return taste_section(shares, k, future_on_facet_share(samples, on_facet)) if shares else None
+
+
 def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
     on split ``eval.split``.
@@ -222,6 +236,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}
     fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
+    rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
     if lm_todo and ecfg.split == "valid" and split_cfg.train_until == "test":
         raise ConfigError(
@@ -257,6 +272,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             model.fit(fit_events, items)
             fitted[name] = model
             recs = model.recommend(samples, k_max)
+            rankings[name] = recs
             preds = predictions_frame(sample_ids, recs)
             timings[name] = round(time.perf_counter() - started, 2)
             write_parquet(preds, rd.predictions / f"{name}.parquet")
@@ -271,6 +287,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         preds = predict(sections, rd, name, samples, k_max, console)
         timings[name] = round(time.perf_counter() - started, 2)
         write_parquet(preds, rd.predictions / f"{name}.parquet")
+        rankings[name] = _rankings(preds, samples)
         metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
         if swapped is not None:
             console.print(f"LM {name}: context swap (histories of other users)")
@@ -315,6 +332,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         extra.append(discernment_markdown(discern))
     if tuning:
         extra.append(tuning_section({n: t.as_dict() for n, t in tuning.items()}))
+    taste = _taste_check(rd, items, samples, rankings, k_max)
+    if taste is not None:
+        extra.append(taste)
     if notes:
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
     extra.append("## Timings (s, tune + fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))

@@ -1,0 +1,54 @@
+"""The taste check: the share of a top-K on each user's true (simulated) dislike facets."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+
+from conrec.data.config import SimulatorConfig
+from conrec.data.simulator import simulate
+from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
+
+ITEMS = pl.DataFrame(
+    {
+        "item_id": ["a", "b", "c", "d"],
+        "category": ["Horror", "Comedy", "Horror", "Drama"],
+        "tone": ["Dark", "Dark", "Cozy", "Cozy"],
+        "setting": ["Space", "Ocean", "Ocean", "Space"],
+    }
+)
+FACETS = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "axis": ["category", "setting", "tone", "mood"], "value": ["Horror", "Space", "Cozy", "Sad"]})
+
+
+def test_facet_items_match_each_axis_column() -> None:
+    on = facet_items(FACETS, ITEMS)
+    assert on == {"u1": {"a", "c", "d"}, "u2": {"c", "d"}}  # u3's axis is no item column: nothing
+
+
+def test_facet_items_agree_with_the_simulators_own_ground_truth() -> None:
+    sim = simulate(SimulatorConfig(n_users=20, n_items=60, n_categories=4, days=5))
+    expected: dict[str, set[str]] = {}
+    for user, item in sim.facet_items().iter_rows():
+        expected.setdefault(str(user), set()).add(str(item))
+    assert facet_items(sim.user_facets, sim.items) == expected
+
+
+def test_on_facet_share_is_the_mean_share_of_the_top_k() -> None:
+    on = facet_items(FACETS, ITEMS)
+    # u1: top-2 (a, b) -> 1/2; u2: top-2 (c, d) -> 2/2; u3: no facets -> 0; an empty ranking counts 0
+    share = on_facet_share([["a", "b", "c"], ["c", "d", "a"], ["a", "b"], []], ["u1", "u2", "u3", "u1"], on, k=2)
+    assert share == pytest.approx((0.5 + 1.0 + 0.0 + 0.0) / 4)
+    assert on_facet_share([["b", "a"]], ["u1"], on, k=1) == 0.0
+    assert math.isnan(on_facet_share([], [], on, k=5))
+    with pytest.raises(ValueError, match="2 rankings but 1 users"):
+        on_facet_share([["a"], ["b"]], ["u1"], on, k=1)
+
+
+def test_future_share_and_section() -> None:
+    on = facet_items(FACETS, ITEMS)
+    samples = pl.DataFrame({"user_id": ["u1", "u2"], "future_negs": [["a", "b"], ["c"]]})
+    assert future_on_facet_share(samples, on) == pytest.approx(2 / 3)
+    text = taste_section({"popularity": 0.25, "sft": 0.5}, 20, 2 / 3)
+    assert "## Taste check" in text and "| sft | 0.500 |" in text and "0.667 are on them" in text
