@@ -179,3 +179,20 @@ def test_not_found_messages_name_the_absolute_path(tmp_path: Path, monkeypatch) 
     with pytest.raises(DataValidationError, match=str(tmp_path / "cfgs" / "ev.csv")):
         cfg = load_config(p)
         data_run(cfg.data, cfg.run_dir, console=None)
+
+
+def test_simulated_data_gives_the_facet_baselines_every_facet_axis():
+    """With data.source simulator the category rule and taste x exposure read category, tone and setting (the
+    simulator's facet axes) unless the config names its columns; other sources keep the category column."""
+    import yaml
+
+    from conrec.config import dump_config, load_config
+    from conrec.data.simulator import simulate
+
+    sim = load_config(None, {"data": {"source": "simulator"}, "eval": {"category": {"recency_decay": 0.5}}})
+    assert sim.eval.category.columns == ["category", "tone", "setting"] and sim.eval.category.recency_decay == 0.5
+    assert set(sim.eval.category.columns) <= set(simulate(sim.data.simulator.model_copy(update={"n_users": 5, "n_items": 20, "days": 2})).items.columns)
+    assert load_config(None, {"data": {"source": "simulator"}, "eval": {"category": {"columns": ["tone"]}}}).eval.category.columns == ["tone"]
+    assert load_config(None, {}).eval.category.columns == ["category"]
+    again = yaml.safe_load(dump_config(sim))
+    assert again["eval"]["category"]["columns"] == ["category", "tone", "setting"]

@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 
 from conrec.config_base import StrictConfig
 
+SIMULATOR_FACETS = ("category", "tone", "setting")  # the simulated items' facet columns (a user dislikes values of these)
+
 
 class _Strict(StrictConfig):
     """Unknown keys and silent bool/str -> number conversions are errors (see :mod:`conrec.config_base`)."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from conrec.data.config import SimulatorConfig
+from conrec.data.config import SIMULATOR_FACETS, SimulatorConfig
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE, POSITIVE, validate_events, validate_items
 
@@ -55,7 +55,7 @@ _SETTING_PHRASE = {
     "Ocean": "at sea", "Jungle": "in the jungle", "Office": "in an office", "Desert": "in the desert",
     "Arctic": "in the Arctic", "Suburban": "in the suburbs",
 }  # fmt: skip
-AXES = ("category", "tone", "setting")
+AXES = SIMULATOR_FACETS
 _FACET_AXIS_PROBS = (0.4, 0.3, 0.3)  # dislike facets: a whole category is the most common aversion
 START_TS = 1_704_067_200  # 2024-01-01 00:00 UTC
 

@@ -122,7 +122,8 @@ class CategoryConfig(_Tunable):
     columns: list[str] = Field(
         default_factory=lambda: ["category"],
         min_length=1,
-        description="item columns whose values are facets (e.g. add 'tone', 'setting' on simulated data)",
+        description="item columns whose values are facets; with data.source simulator and no columns given, the "
+        "simulator's three facet axes (category, tone, setting)",
     )
     separator: str | None = Field(
         "|", description="splits multi-valued categories (e.g. 'Action|Comedy'); None keeps the string whole"
