@@ -78,10 +78,7 @@ class SimulationResult:
 
     def facet_items(self) -> pl.DataFrame:
         """``user_id, item_id`` for every item on one of the user's dislike facets (their true negative taste)."""
-        item_attrs = self.items.select("item_id", *AXES).unpivot(index="item_id", variable_name="axis", value_name="value")
-        return self.user_facets.join(item_attrs, on=["axis", "value"]).select("user_id", "item_id").unique().sort(
-            "user_id", "item_id"
-        )
+        return on_facet_pairs(self.user_facets, self.items)
 
     def dislike_probability(self, user_ids: list[str] | pl.Series, item_ids: list[str] | pl.Series) -> np.ndarray:
         """True P(dislike | exposed) for aligned (user, item) pairs: the quantity a perfect model would rank by."""
@@ -93,6 +90,20 @@ class SimulationResult:
             self.config.dislike_prob_on_facet,
             self.config.dislike_prob_background,
         )
+
+
+def on_facet_pairs(user_facets: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """``user_id, item_id`` (strings, sorted, unique) of every item whose ``axis`` column holds one of the
+    user's ``(axis, value)`` dislike facets (pure). An axis that is not a column of ``items`` matches
+    nothing, so the written ``data/user_facets.parquet`` can be checked against any items table."""
+    axes = sorted(a for a in user_facets["axis"].unique().to_list() if a in items.columns)
+    if not axes:
+        return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String})
+    item_attrs = items.select(pl.col("item_id").cast(pl.String), *(pl.col(a).cast(pl.String) for a in axes)).unpivot(
+        index="item_id", variable_name="axis", value_name="value"
+    )
+    facets = user_facets.select(pl.col("user_id").cast(pl.String), pl.col("axis").cast(pl.String), pl.col("value").cast(pl.String))
+    return facets.join(item_attrs, on=["axis", "value"]).select("user_id", "item_id").unique().sort("user_id", "item_id")
 
 
 def _article(word: str) -> str:

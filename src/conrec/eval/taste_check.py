@@ -16,25 +16,18 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
+from conrec.data.simulator import on_facet_pairs
 from conrec.errors import require_columns
 
 
 def facet_items(user_facets: pl.DataFrame, items: pl.DataFrame) -> dict[str, set[str]]:
-    """Each user's on-facet item ids (pure): items whose ``axis`` column equals one of the user's
-    ``(axis, value)`` facets. An axis that is not a column of ``items`` matches nothing."""
+    """Each user's on-facet item ids (pure), by the simulator's own rule
+    (:func:`conrec.data.simulator.on_facet_pairs`). An axis that is not a column of ``items`` matches nothing."""
     require_columns(user_facets, ("user_id", "axis", "value"), "user facets")
     require_columns(items, ("item_id",), "items")
     out: dict[str, set[str]] = {}
-    for axis, group in user_facets.group_by("axis"):
-        name = str(axis[0])
-        if name not in items.columns:
-            continue
-        matched = group.join(
-            items.select(pl.col("item_id").cast(pl.String), pl.col(name).cast(pl.String).alias("value")),
-            on="value",
-        )
-        for user, item in matched.select(pl.col("user_id").cast(pl.String), "item_id").iter_rows():
-            out.setdefault(user, set()).add(item)
+    for user, item in on_facet_pairs(user_facets, items).iter_rows():
+        out.setdefault(user, set()).add(item)
     return out
 
 
