@@ -25,6 +25,7 @@ FACETS = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "axis": ["category",
 def test_facet_items_match_each_axis_column() -> None:
     on = facet_items(FACETS, ITEMS)
     assert on == {"u1": {"a", "c", "d"}, "u2": {"c", "d"}}  # u3's axis is no item column: nothing
+    assert facet_items(FACETS.filter(pl.col("axis") == "mood"), ITEMS) == {}  # no axis is an item column
 
 
 def test_facet_items_agree_with_the_simulators_own_ground_truth() -> None:
