@@ -51,8 +51,19 @@ BASELINE_EVENTS = [
 ]  # fmt: skip
 
 
+# Text vectors (the content baseline's): a genre direction each, h1 and h2 the closest pair, d2 half drama half comedy.
+BASELINE_VECTORS = [
+    [1.0, 0.0, 0.0], [0.95, 0.05, 0.0], [0.8, 0.2, 0.0],
+    [0.0, 1.0, 0.0], [0.0, 1.0, 0.1], [0.1, 1.0, 0.0],
+    [0.0, 0.0, 1.0], [0.0, 1.0, 1.0],
+]  # fmt: skip
+
+
 def baseline_items() -> pl.DataFrame:
-    return pl.DataFrame({"item_id": BASELINE_ITEMS, "title": BASELINE_ITEMS, "text": [""] * 8, "category": BASELINE_CATS})
+    from conrec.eval.baselines.content import with_text_vectors
+
+    items = pl.DataFrame({"item_id": BASELINE_ITEMS, "title": BASELINE_ITEMS, "text": [""] * 8, "category": BASELINE_CATS})
+    return with_text_vectors(items, np.array(BASELINE_VECTORS))
 
 
 def baseline_events() -> pl.DataFrame:

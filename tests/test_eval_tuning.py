@@ -95,6 +95,27 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
     assert metrics["popularity"]["n_samples"] > 0
 
 
+def test_content_baseline_reads_the_sid_stage_text_vectors(tmp_path: Path) -> None:
+    run, _ = eval_run_dir(tmp_path / "run")
+    cfg = _cfg(run.root, baselines=["popularity", "content"], models=[])
+    with pytest.raises(StageInputError, match="text_vectors.npy: rerun `conrec tokenize`"):
+        STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    categories = [j % 3 for j in range(15)]  # i{j} is in category c{j % 3}: text vectors by category
+    vectors = np.eye(3)[categories] + 0.01 * np.arange(15)[:, None]
+    run.sid.mkdir(parents=True, exist_ok=True)
+    np.save(run.embeddings, vectors)  # a run tokenised before text_vectors.npy: its embeddings are the text...
+    write_json({"encoder": {"dim": 3}}, run.sid / "stats.json")
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    write_json({"encoder": {"dim": 3, "collab_dims": 2}}, run.sid / "stats.json")  # ...unless they add a collaborative part
+    with pytest.raises(StageInputError, match="text_vectors.npy: rerun"):
+        STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    np.save(run.text_vectors, vectors)
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    tuning = read_json(run.eval / "tuning.json")
+    assert len(tuning["content"]["tried"]) == 6  # its default grid, within the shared budget
+    assert "content" in json.loads((run.eval / "metrics.json").read_text())
+
+
 def test_tune_baseline_records_every_grid_point() -> None:
     rng = np.random.default_rng(0)
     rows = [(f"u{u}", f"i{int(rng.integers(12))}", int(t), int(rng.choice([-1, 1]))) for u in range(20) for t in sorted(rng.integers(0, 30 * DAY, 12))]

@@ -170,7 +170,10 @@ def test_collaborative_vectors_join_the_text_vectors_from_fit_events_only(tmp_pa
         write_json({"split_protocol": "global_time", "valid_cutoff_ts": 5_000, "test_cutoff_ts": 8_000}, rd.data / "stats.json")
         stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
         assert stats["encoder"]["collab_dims"] == 4
-        return np.load(rd.embeddings)
+        text, both = np.load(rd.text_vectors), np.load(rd.embeddings)
+        assert text.shape == (60, 24)  # the content baseline's vectors: the text part alone, unit length
+        np.testing.assert_allclose(text, both[:, :24] / np.linalg.norm(both[:, :24], axis=1, keepdims=True), atol=1e-5)
+        return both
 
     with_late = run_with(True, "a")
     without = run_with(False, "b")

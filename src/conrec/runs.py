@@ -13,7 +13,8 @@ Layout::
       data/samples.parquet         evaluation points (see conrec.data.samples)
       data/exposures.parquet       every shown item + outcome -1/0/+1 (see conrec.data.exposures)
       data/stats.json
-      sid/embeddings.npy           item vectors, rows in items.parquet order
+      sid/embeddings.npy           item vectors, rows in items.parquet order (the quantizer's input)
+      sid/text_vectors.npy         the text encoder's vectors alone (the content baseline's)
       sid/quantizer.pt             RQ-VAE / residual k-means checkpoint
       sid/sid_map.parquet          item_id <-> SID codes (a bijection)
       sid/stats.json
@@ -79,6 +80,11 @@ class RunDir:
     @property
     def embeddings(self) -> Path:
         return self.sid / "embeddings.npy"
+
+    @property
+    def text_vectors(self) -> Path:
+        """The item-text encoder's vectors alone (``embeddings`` may add a collaborative part)."""
+        return self.sid / "text_vectors.npy"
 
     @property
     def quantizer(self) -> Path:

@@ -80,6 +80,15 @@ class TasteExposureConfig(_Tunable):
     )
 
 
+class ContentConfig(_Tunable):
+    """Content match: the item text vectors nearest to the user's recent dislikes, blended with log-popularity."""
+
+    top_m: int = Field(3, ge=1, description="an item's personal score is the mean of its m highest cosines to the user's dislikes")
+    max_dislikes: int = Field(100, ge=1, description="the user's most recent dislikes compared with each item")
+    pop_weight: float = Field(0.5, ge=0.0, le=1.0, description="score = (1 - w) * personal + w * log-popularity, both scaled to [0, 1]")
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: dict[str, list[Any]]({"top_m": [1, 3, 10], "pop_weight": [0.25, 0.5]}))
+
+
 class BootstrapConfig(_Strict):
     """Percentile bootstrap over evaluation points (see :mod:`conrec.eval.bootstrap`)."""
 
@@ -156,7 +165,7 @@ class SlateConfig(_Strict):
     n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples for the 95% CIs")
 
 
-BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure", "swing")
+BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure", "swing", "content")
 
 
 class EvalConfig(_Strict):
@@ -193,6 +202,7 @@ class EvalConfig(_Strict):
     category: CategoryConfig = Field(default_factory=CategoryConfig)
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
     swing: SwingBaselineConfig = Field(default_factory=SwingBaselineConfig)
+    content: ContentConfig = Field(default_factory=ContentConfig)
     slates: SlateConfig = Field(default_factory=SlateConfig)
 
     @field_validator("baselines")

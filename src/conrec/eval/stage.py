@@ -177,6 +177,24 @@ def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, An
     return s
 
 
+def _with_text_vectors(rd: RunDir, items: pl.DataFrame) -> pl.DataFrame:
+    """``items`` with the sid stage's text vectors attached, for the content baseline.
+
+    Runs tokenised before ``sid/text_vectors.npy`` existed still work when their ``embeddings.npy``
+    is the text alone (no ``sid.collab``), so nobody re-tokenises (and retrains) for a baseline.
+    """
+    from conrec.eval.baselines.content import with_text_vectors
+
+    path = rd.text_vectors
+    if not path.exists():
+        stats_path = rd.sid / "stats.json"
+        encoder = read_json(stats_path, what="sid stats").get("encoder", {}) if stats_path.exists() else {}
+        if not rd.embeddings.exists() or not stats_path.exists() or "collab_dims" in encoder:
+            raise StageInputError(f"the content baseline needs {path}: rerun `conrec tokenize` (or drop `content` from eval.baselines)")
+        path = rd.embeddings
+    return with_text_vectors(items, np.load(path))
+
+
 def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, rankings: dict[str, list[list[str]]], k: int) -> str | None:
     """The report's taste check (:mod:`conrec.eval.taste_check`) of this evaluation's rankings (one
     per sample, in ``samples`` order) where the data stage wrote the simulator's ground truth; None
@@ -205,6 +223,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     rd = RunDir(run_dir)
     events = read_parquet(rd.events, what="events (data stage output)")
     items = read_parquet(rd.items, what="items (data stage output)")
+    if "content" in ecfg.baselines:
+        items = _with_text_vectors(rd, items)
     samples_all = read_parquet(rd.samples, what="samples (data stage output)")
     stats_path = rd.data / "stats.json"
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None

@@ -1,6 +1,7 @@
 """The ``sid`` stage: items -> vectors -> codes -> collision-free SID map.
 
-Reads ``data/items.parquet``; writes ``sid/embeddings.npy`` (rows in items order),
+Reads ``data/items.parquet``; writes ``sid/text_vectors.npy`` (the encoder's vectors, rows in items
+order), ``sid/embeddings.npy`` (the quantizer's input: those, or with a collaborative part),
 ``sid/quantizer.pt`` (checkpoint to encode new items later), ``sid/sid_map.parquet`` and
 ``sid/stats.json``; then marks the stage done. Same config and seed -> identical SID map.
 """
@@ -90,6 +91,9 @@ def run(
     with _progress(console) as progress:
         t = time.perf_counter()
         vectors, enc_info = encode_items(items, sections.sid.encoder, encoder=encoder, progress=progress)
+        with atomic_path(rd.text_vectors) as tmp:  # the content baseline compares items by text alone
+            with open(tmp, "wb") as fh:
+                np.save(fh, vectors)
         if sections.sid.collab is not None:
             vectors = with_collaborative_part(vectors, rd, items, sections)
             enc_info["collab_dims"] = sections.sid.collab.dims

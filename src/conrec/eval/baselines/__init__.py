@@ -69,6 +69,12 @@ def _swing(cfg: EvalConfig) -> Recommender:
     return SwingRecommender(cfg.swing)
 
 
+def _content(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.content import ContentRecommender
+
+    return ContentRecommender(cfg.content)
+
+
 REGISTRY: dict[str, BaselineSpec] = {
     s.name: s
     for s in (
@@ -79,6 +85,7 @@ REGISTRY: dict[str, BaselineSpec] = {
         BaselineSpec("ease", "ease", _ease, lambda _cfg: EASE),
         BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure),
         BaselineSpec("swing", "swing", _swing),
+        BaselineSpec("content", "content", _content),
     )
 }
 assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"

@@ -1,0 +1,97 @@
+"""Content match: items whose text is closest to what the user disliked, weighted by exposure.
+
+Why: where a dislike is caused by what an item *is* (its genre, tone, setting: all in its text),
+the nearest texts to a user's past dislikes are the likeliest next ones, even for items nobody has
+disliked yet. The co-dislike baselines cannot see that; the facet baselines see it only through
+the columns ``eval.category`` names. This one reads the same item-text vectors the SIDs are built
+from (``sid/text_vectors.npy``), so it is the content baseline the LM's SIDs must beat.
+
+Each sample's personal score of an item is the mean of its ``top_m`` highest cosines to the
+sample's ``max_dislikes`` most recent dislikes (the mean of a few, not the maximum, so one odd
+dislike does not dominate), min-max scaled to [0, 1] per sample. The score is
+``(1 - w) * personal + w * pop`` with ``pop`` the scaled ``log(1 + dislikes)`` of each item over the
+fit events, as in taste x exposure. A user with no dislikes in the history gets popularity alone.
+
+The vectors travel in the items table, column :data:`TEXT_VECTOR` (one list of floats per item):
+the eval stage adds it (:func:`with_text_vectors`), so the :class:`Recommender` contract
+``fit(events, items)`` is unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from conrec.errors import DataValidationError, require_columns
+from conrec.eval.baselines.base import Catalog, histories, recent_dislikes
+from conrec.eval.baselines.scored import ScoredRecommender
+from conrec.eval.config import ContentConfig
+
+TEXT_VECTOR = "text_vector"
+"""Column of the items table holding each item's text vector (for the content baseline only)."""
+
+
+def with_text_vectors(items: pl.DataFrame, vectors: np.ndarray) -> pl.DataFrame:
+    """``items`` with :data:`TEXT_VECTOR` set from ``vectors`` (rows in ``items`` order; pure)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != items.height:
+        raise DataValidationError(f"text vectors have shape {vectors.shape} for {items.height} items; rerun `conrec tokenize`")
+    return items.with_columns(pl.Series(TEXT_VECTOR, vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero), so dot products are cosines (pure)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def top_m_mean(similarity: np.ndarray, m: int) -> np.ndarray:
+    """Per row of ``similarity`` (items x dislikes), the mean of its ``m`` largest values (pure)."""
+    m = min(m, similarity.shape[1])
+    if m == similarity.shape[1]:
+        return similarity.mean(axis=1)
+    return np.partition(similarity, -m, axis=1)[:, -m:].mean(axis=1)
+
+
+def min_max_rows(scores: np.ndarray) -> np.ndarray:
+    """Each row scaled to [0, 1] (constant rows become 0; pure)."""
+    low = scores.min(axis=1, keepdims=True)
+    span = scores.max(axis=1, keepdims=True) - low
+    return np.divide(scores - low, span, out=np.zeros_like(scores), where=span > 0)
+
+
+class ContentRecommender(ScoredRecommender):
+    name = "content"
+
+    def __init__(self, cfg: ContentConfig | None = None) -> None:
+        self.cfg = cfg or ContentConfig()
+        self._catalog: Catalog | None = None
+        self._vectors: np.ndarray | None = None
+        self._pop: np.ndarray | None = None
+
+    def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
+        if TEXT_VECTOR not in items.columns:
+            raise DataValidationError(
+                f"content baseline: the items table has no {TEXT_VECTOR!r} column (the eval stage adds it from "
+                "sid/text_vectors.npy; rerun `conrec tokenize` if that file is missing)"
+            )
+        require_columns(items, ("item_id",), "items")
+        vectors = np.asarray(items[TEXT_VECTOR].to_numpy(), dtype=np.float32)
+        if vectors.ndim != 2 or not np.isfinite(vectors).all():
+            raise DataValidationError(f"content baseline: {TEXT_VECTOR!r} must hold one finite vector per item")
+        self._catalog = Catalog.build(events, items)
+        self._vectors = unit_rows(vectors)
+        logpop = np.log1p(self._catalog.dislike_counts)
+        self._pop = logpop / logpop.max() if logpop.max() > 0 else logpop
+
+    def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+        cat = self.catalog()
+        assert self._vectors is not None and self._pop is not None
+        personal = np.zeros((samples.height, len(cat.item_ids)), dtype=np.float64)
+        for r, (items, feedback) in enumerate(histories(samples)):
+            disliked = cat.encode(recent_dislikes(items, feedback))[: self.cfg.max_dislikes]
+            if disliked:
+                sim = self._vectors @ self._vectors[sorted(set(disliked))].T
+                personal[r] = top_m_mean(sim, self.cfg.top_m)
+        w = self.cfg.pop_weight
+        return (1.0 - w) * min_max_rows(personal) + w * self._pop[None, :]
