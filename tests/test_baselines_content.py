@@ -64,3 +64,12 @@ def test_missing_or_bad_vectors_are_one_line_errors() -> None:
     with pytest.raises(DataValidationError, match="finite"):
         ContentRecommender().fit(baseline_events(), bad)
     assert isinstance(baseline_items()["text_vector"].dtype, pl.Array)
+
+
+def test_large_catalogues_score_the_same_without_the_precomputed_cosines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import conrec.eval.baselines.content as content
+
+    samples = history_samples([(["h1", "d1"], [-1, -1]), (["c1"], [-1]), ([], [])])
+    small = _fitted(top_m=2).item_scores(samples)
+    monkeypatch.setattr(content, "_GRAM_MAX_ITEMS", 0)
+    np.testing.assert_allclose(_fitted(top_m=2).item_scores(samples), small, atol=1e-6)

@@ -27,6 +27,8 @@ from conrec.eval.baselines.base import Catalog, histories, recent_dislikes
 from conrec.eval.baselines.scored import ScoredRecommender
 from conrec.eval.config import ContentConfig
 
+_GRAM_MAX_ITEMS = 8192  # up to here the item x item cosines are precomputed once (256 MB at float32)
+
 TEXT_VECTOR = "text_vector"
 """Column of the items table holding each item's text vector (for the content baseline only)."""
 
@@ -67,6 +69,7 @@ class ContentRecommender(ScoredRecommender):
         self.cfg = cfg or ContentConfig()
         self._catalog: Catalog | None = None
         self._vectors: np.ndarray | None = None
+        self._gram: np.ndarray | None = None  # item x item cosines, small catalogues only
         self._pop: np.ndarray | None = None
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
@@ -81,6 +84,7 @@ class ContentRecommender(ScoredRecommender):
             raise DataValidationError(f"content baseline: {TEXT_VECTOR!r} must hold one finite vector per item")
         self._catalog = Catalog.build(events, items)
         self._vectors = unit_rows(vectors)
+        self._gram = self._vectors @ self._vectors.T if len(vectors) <= _GRAM_MAX_ITEMS else None
         logpop = np.log1p(self._catalog.dislike_counts)
         self._pop = logpop / logpop.max() if logpop.max() > 0 else logpop
 
@@ -91,7 +95,8 @@ class ContentRecommender(ScoredRecommender):
         for r, (items, feedback) in enumerate(histories(samples)):
             disliked = cat.encode(recent_dislikes(items, feedback))[: self.cfg.max_dislikes]
             if disliked:
-                sim = self._vectors @ self._vectors[sorted(set(disliked))].T
+                cols = sorted(set(disliked))
+                sim = self._gram[:, cols] if self._gram is not None else self._vectors @ self._vectors[cols].T
                 personal[r] = top_m_mean(sim, self.cfg.top_m)
         w = self.cfg.pop_weight
         return (1.0 - w) * min_max_rows(personal) + w * self._pop[None, :]
