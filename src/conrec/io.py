@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from conrec.errors import StageInputError
@@ -71,6 +72,13 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise StageInputError(f"{what} at {p} is not valid JSON: {exc}") from exc
+
+
+def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a bare temporary name
+            np.save(fh, array)
+    return Path(path)
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:

@@ -21,7 +21,7 @@ import polars as pl
 from rich.progress import Progress
 
 from conrec.errors import ConfigError, DataValidationError
-from conrec.io import atomic_path
+from conrec.io import write_npy
 from conrec.sid.config import EncoderConfig
 
 DEFAULT_CACHE_DIR = Path("~/.cache/conrec/embeddings")
@@ -156,9 +156,7 @@ def encode_texts(
             progress.advance(task, len(chunk))
     out = l2_normalise(np.concatenate(parts), what=f"embeddings from {encoder.model_id}")
     if path is not None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, out)
+        write_npy(out, path)
     return out, False
 
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from conrec.io import atomic_path, read_parquet, write_json
+from conrec.io import atomic_path, read_parquet, write_json, write_npy
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.sid.category_level import category_codes, with_category_level
@@ -91,16 +91,12 @@ def run(
     with _progress(console) as progress:
         t = time.perf_counter()
         vectors, enc_info = encode_items(items, sections.sid.encoder, encoder=encoder, progress=progress)
-        with atomic_path(rd.text_vectors) as tmp:  # the content baseline compares items by text alone
-            with open(tmp, "wb") as fh:
-                np.save(fh, vectors)
+        write_npy(vectors, rd.text_vectors)  # the content baseline compares items by text alone
         if sections.sid.collab is not None:
             vectors = with_collaborative_part(vectors, rd, items, sections)
             enc_info["collab_dims"] = sections.sid.collab.dims
         seconds["encode"] = time.perf_counter() - t
-        with atomic_path(rd.embeddings) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, vectors)
+        write_npy(vectors, rd.embeddings)
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -22,10 +22,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from conrec.errors import DataValidationError, require_columns
+from conrec.errors import DataValidationError
 from conrec.eval.baselines.base import Catalog, histories, recent_dislikes
-from conrec.eval.baselines.scored import ScoredRecommender
+from conrec.eval.baselines.scored import ScoredRecommender, scaled_log_popularity
 from conrec.eval.config import ContentConfig
+from conrec.llm.training.item_vectors import normalise
 
 _GRAM_MAX_ITEMS = 8192  # up to here the item x item cosines are precomputed once (256 MB at float32)
 
@@ -39,12 +40,6 @@ def with_text_vectors(items: pl.DataFrame, vectors: np.ndarray) -> pl.DataFrame:
     if vectors.ndim != 2 or len(vectors) != items.height:
         raise DataValidationError(f"text vectors have shape {vectors.shape} for {items.height} items; rerun `conrec tokenize`")
     return items.with_columns(pl.Series(TEXT_VECTOR, vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero), so dot products are cosines (pure)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
 def top_m_mean(similarity: np.ndarray, m: int) -> np.ndarray:
@@ -78,15 +73,13 @@ class ContentRecommender(ScoredRecommender):
                 f"content baseline: the items table has no {TEXT_VECTOR!r} column (the eval stage adds it from "
                 "sid/text_vectors.npy; rerun `conrec tokenize` if that file is missing)"
             )
-        require_columns(items, ("item_id",), "items")
         vectors = np.asarray(items[TEXT_VECTOR].to_numpy(), dtype=np.float32)
         if vectors.ndim != 2 or not np.isfinite(vectors).all():
             raise DataValidationError(f"content baseline: {TEXT_VECTOR!r} must hold one finite vector per item")
         self._catalog = Catalog.build(events, items)
-        self._vectors = unit_rows(vectors)
+        self._vectors = normalise(vectors)  # unit rows: dot products are cosines
         self._gram = self._vectors @ self._vectors.T if len(vectors) <= _GRAM_MAX_ITEMS else None
-        logpop = np.log1p(self._catalog.dislike_counts)
-        self._pop = logpop / logpop.max() if logpop.max() > 0 else logpop
+        self._pop = scaled_log_popularity(self._catalog.dislike_counts)
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         cat = self.catalog()

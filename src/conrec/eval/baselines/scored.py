@@ -69,6 +69,12 @@ def scale_rows(scores: np.ndarray) -> np.ndarray:
     return np.divide(scores, top, out=np.zeros_like(scores, dtype=np.float64), where=top > 0)
 
 
+def scaled_log_popularity(dislike_counts: np.ndarray) -> np.ndarray:
+    """``log(1 + dislikes)`` of each item divided by its maximum: an exposure proxy in [0, 1] (pure)."""
+    logpop = np.log1p(dislike_counts)
+    return logpop / logpop.max() if logpop.max() > 0 else logpop
+
+
 def dislike_matrix(events: pl.DataFrame, cat: Catalog) -> sp.csr_matrix:
     """Binary users x items matrix of the dislikes in ``events`` (items outside the catalogue dropped)."""
     pairs = (

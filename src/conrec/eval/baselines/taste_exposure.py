@@ -17,7 +17,7 @@ import polars as pl
 from conrec.eval.baselines.base import Catalog
 from conrec.eval.baselines.category import CategoryRecommender
 from conrec.eval.baselines.itemknn import ItemKnnRecommender
-from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, scale_rows
+from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, scale_rows, scaled_log_popularity
 from conrec.eval.config import CategoryConfig, ItemKnnConfig, TasteExposureConfig
 
 
@@ -47,8 +47,7 @@ class TasteExposureRecommender(ScoredRecommender):
             self._item_item = knn._sim
             cat = knn._catalog
         assert cat is not None
-        logpop = np.log1p(cat.dislike_counts)
-        self._pop = logpop / logpop.max() if logpop.max() > 0 else logpop
+        self._pop = scaled_log_popularity(cat.dislike_counts)
         self._catalog = cat
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
