@@ -294,3 +294,14 @@ def distinct_sid_scores(model, vocab, seed: int = 0, scale: float = 4.0) -> None
         out = model.get_output_embeddings()
         if out is not None and out.weight.data_ptr() != emb.data_ptr():
             out.weight[rows] = emb[rows]
+
+
+def sparse_sid_map(sizes: list[int], n_items: int, seed: int = 0) -> SidMap:
+    """Items ``m0..m{n-1}`` on a seeded draw of ``n_items`` of the possible code tuples (sorted): a sparse
+    catalogue, so an unconstrained or misaligned decoder would often produce a tuple that is no item."""
+    import itertools
+
+    rng = np.random.default_rng(seed)
+    combos = np.array(list(itertools.product(*[range(s) for s in sizes])))
+    codes = combos[np.sort(rng.choice(len(combos), size=n_items, replace=False))]
+    return SidMap([f"m{j}" for j in range(n_items)], codes, sizes)

@@ -23,7 +23,7 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
 from conrec.sid.sid_map import SidMap
 
-from builders import distinct_sid_scores
+from builders import distinct_sid_scores, sparse_sid_map
 
 SIZES = [5, 4, 3]
 
@@ -31,10 +31,7 @@ SIZES = [5, 4, 3]
 @pytest.fixture(scope="module")
 def setup():
     # a sparse catalogue: 25 of the 60 possible code tuples, so unconstrained output would often be invalid
-    rng = np.random.default_rng(0)
-    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
-    codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
-    sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
+    sid_map = sparse_sid_map(SIZES, 25)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=2)))
     vocab = add_sid_vocabulary(model, tok, sid_map)
     distinct_sid_scores(model, vocab)  # no ties: rankings that a wrong cache, mask or position would change

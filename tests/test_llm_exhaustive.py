@@ -3,8 +3,6 @@ worse than beam search, chunking-independent, exclusions honoured; the Predictor
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -13,9 +11,8 @@ from conrec.llm.inference.exhaustive import exhaustive_topk
 from conrec.llm.inference.predict import Predictor
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
-from conrec.sid.sid_map import SidMap
 
-from builders import distinct_sid_scores
+from builders import distinct_sid_scores, sparse_sid_map
 
 SIZES = [6, 5, 4]
 N_ITEMS = 60
@@ -24,10 +21,7 @@ HISTORIES = [(["m1", "m2", "m3"], [-1, 1, -1]), (["m4"], [-1]), ([f"m{j}" for j 
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    rng = np.random.default_rng(0)
-    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
-    codes = combos[np.sort(rng.choice(len(combos), size=N_ITEMS, replace=False))]
-    sid_map = SidMap([f"m{j}" for j in range(N_ITEMS)], codes, SIZES)
+    sid_map = sparse_sid_map(SIZES, N_ITEMS)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=5)))
     distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))  # no ties: a narrow beam really misses items
     # 2 beams: a narrow beam that misses items, so the exhaustive search has something to find

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -16,9 +15,8 @@ from conrec.llm.inference.item_prior import TriePrior, dislike_log_prior
 from conrec.llm.inference.predict import Predictor
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
-from conrec.sid.sid_map import SidMap
 
-from builders import distinct_sid_scores
+from builders import distinct_sid_scores, sparse_sid_map
 
 SIZES = [5, 4, 3]
 ITEMS = [f"m{j}" for j in range(25)]
@@ -27,10 +25,7 @@ HISTORIES = [(["m1", "m2", "m3"], [-1, 1, -1]), (["m4"], [-1]), ([f"m{j}" for j 
 
 @pytest.fixture(scope="module")
 def parts():
-    rng = np.random.default_rng(0)
-    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
-    codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
-    sid_map = SidMap(ITEMS, codes, SIZES)
+    sid_map = sparse_sid_map(SIZES, 25)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=4)))
     distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map), scale=1.0)  # no two items tie
     # a skewed dislike log with distinct counts: item j disliked (7 j mod 25) times, m0 never

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -15,9 +13,8 @@ from conrec.llm.inference.predict import Predictor
 from conrec.llm.inference.sid_head import SidHead, decoder_and_head
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary, save_vocab_meta
-from conrec.sid.sid_map import SidMap
 
-from builders import distinct_sid_scores
+from builders import distinct_sid_scores, sparse_sid_map
 
 SIZES = [5, 4, 3]
 HISTORIES = [  # prompts of very different lengths, so a padded batch is mostly padding for some rows
@@ -88,10 +85,7 @@ def test_models_that_cannot_pack_keep_their_attention():
 
 
 def _predictor(packed: bool) -> Predictor:
-    rng = np.random.default_rng(0)
-    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
-    codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
-    sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
+    sid_map = sparse_sid_map(SIZES, 25)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
     distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))
     if packed:

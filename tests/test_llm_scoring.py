@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import torch
@@ -15,19 +13,15 @@ from conrec.llm.inference.predict import Predictor
 from conrec.llm.inference.scoring import sid_log_probs
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
-from conrec.sid.sid_map import SidMap
 
-from builders import distinct_sid_scores
+from builders import distinct_sid_scores, sparse_sid_map
 
 SIZES = [5, 4, 3]
 
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    rng = np.random.default_rng(0)
-    combos = np.array(list(itertools.product(*[range(s) for s in SIZES])))
-    codes = combos[np.sort(rng.choice(len(combos), size=25, replace=False))]
-    sid_map = SidMap([f"m{j}" for j in range(25)], codes, SIZES)
+    sid_map = sparse_sid_map(SIZES, 25)
     model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=3)))
     distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))  # no ties: scores that differ per item and history
     return Predictor(model, tok, sid_map, PromptConfig(), DecodeConfig(num_beams=10, batch_size=2))

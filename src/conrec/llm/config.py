@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -106,6 +106,23 @@ class TimelineConfig(_Strict):
     )
 
 
+class CopyBiasConfig(_Strict):
+    """A prior that the next dislike shares SID codes with the user's earlier dislikes
+    (conrec.llm.model.copy_bias): level l's logit of code c gets beta_l x log(1 + how many disliked
+    SIDs in the context have code c at level l), in training and in every decoding path."""
+
+    beta: list[Annotated[float, Field(ge=0, le=20)]] = Field(
+        default_factory=list,
+        description="beta_l per SID level: level l's logit of code c gets beta_l x log(1 + disliked SIDs in the context with that code); "
+        "missing levels 0; [] = no copy bias",
+    )
+    learn: bool = Field(False, description="train the betas with the model, starting from `beta` (not with LoRA)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.learn or any(b > 0 for b in self.beta)
+
+
 class LoraConfig(_Strict):
     r: int = Field(8, ge=1)
     alpha: int = Field(16, ge=1)
@@ -183,6 +200,7 @@ class SftConfig(_Strict):
     tasks: TaskMix = Field(default_factory=TaskMix)
     timeline: TimelineConfig = Field(default_factory=TimelineConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    copy_bias: CopyBiasConfig = Field(default_factory=CopyBiasConfig)
     max_samples: int | None = Field(None, ge=1, description="cap on SFT examples (quick runs)")
     discernment_holdout: float = Field(
         0.2, ge=0, lt=1, description="share of users never used for discernment training; their questions measure its accuracy"

@@ -67,6 +67,7 @@ def sid_log_probs(
 
     enc = _encode(tokenizer, prompts, device)
     head = SidHead(model, level_ids)
+    head.bind_prompts(enc["input_ids"], enc["attention_mask"])
     if tree_attention_ok(model):
         level_logits = _tree_level_logits(head, enc, flat, n_cand, n_tok)
     else:

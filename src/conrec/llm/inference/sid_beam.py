@@ -52,6 +52,7 @@ def sid_beam_search(
     ids, mask = enc["input_ids"], enc["attention_mask"]
     b, levels, device = ids.shape[0], trie.levels, ids.device
     head = SidHead(model, vocab.level_ids)
+    head.bind_prompts(ids, mask)
     constraint = SidConstraint(trie, excluded)
     feats, cache = head.prefill(ids, mask)
     # level 0: one hypothesis per prompt (the prompt itself)

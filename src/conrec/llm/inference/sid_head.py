@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from conrec.llm.inference.packed_prefill import packed_prefill, packs, worth_packing
+from conrec.llm.model.copy_bias import copy_bias_of
 
 
 class SidHead:
@@ -25,6 +26,13 @@ class SidHead:
         self.model = model
         self.levels = [ids.to(model.device) for ids in level_ids]
         self._split = decoder_and_head(model)
+        self._copy = copy_bias_of(model)
+        self._bias: list[torch.Tensor] | None = None
+
+    def bind_prompts(self, ids: torch.Tensor, mask: torch.Tensor) -> None:
+        """Fix the prompts (B, T left-padded) whose rows :meth:`logits` scores next: a model with a copy
+        bias (:mod:`conrec.llm.model.copy_bias`) adds each prompt's bias to its rows' logits."""
+        self._bias = None if self._copy is None else [b.float() for b in self._copy.prompt_bias(ids, mask)]
 
     def features(self, positions: int | slice, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         """(features at ``positions`` of the sequence, the KV cache) for one forward with ``kwargs``.
@@ -58,13 +66,25 @@ class SidHead:
         return torch.where(seen, 0.0, torch.finfo(dtype).min).to(dtype).unsqueeze(1)
 
     def logits(self, features: torch.Tensor, level: int) -> torch.Tensor:
-        """float32 logits over level ``level``'s codes (the code order of ``level_ids[level]``)."""
+        """float32 logits over level ``level``'s codes (the code order of ``level_ids[level]``).
+
+        ``features`` rows are prompt-major: (B, ...) for the B bound prompts, or (B * r, ...) with
+        each prompt's r rows (beams, candidates) together; the copy bias follows that layout.
+        """
         ids = self.levels[level]
         if self._split is None:
-            return features[..., ids].float()
-        _, head = self._split
-        bias = getattr(head, "bias", None)
-        return torch.nn.functional.linear(features, head.weight[ids], None if bias is None else bias[ids]).float()
+            out = features[..., ids].float()
+        else:
+            _, head = self._split
+            bias = getattr(head, "bias", None)
+            out = torch.nn.functional.linear(features, head.weight[ids], None if bias is None else bias[ids]).float()
+        if self._bias is None:
+            return out
+        prompt_bias = self._bias[level]  # (B, C)
+        rows = out.shape[0] // prompt_bias.shape[0]
+        if rows * prompt_bias.shape[0] != out.shape[0]:
+            raise ValueError(f"{out.shape[0]} rows of features for {prompt_bias.shape[0]} bound prompts")
+        return out + prompt_bias.repeat_interleave(rows, 0).view(out.shape[0], *([1] * (out.dim() - 2)), -1)
 
 
 def decoder_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Linear] | None:

@@ -23,6 +23,7 @@ _JSON_FILES = (
     "special_tokens_map.json",
     "model.safetensors.index.json",
     "conrec_vocab.json",
+    "conrec_copy_bias.json",
 )
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on the header size
 

@@ -67,6 +67,7 @@ from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.inference.prompts import build_prompt, recent_negatives_only
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.model.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
+from conrec.llm.model.copy_bias import saved_betas
 from conrec.llm.model.precision import ResolvedCompute, record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
 from conrec.llm.training.collab import CoDislike
@@ -358,6 +359,11 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
 
     sid_map = SidMap.from_parquet(rd.sid_map)
     assert_model_fits(sft, sid_map)
+    if saved_betas(sft) is not None:
+        raise ConfigError(
+            "grpo cannot train a model with a copy bias (sft.copy_bias): TRL's log-probabilities would lack the bias "
+            "the model decodes with; skip `conrec grpo` (eval.models: [sft]) or train SFT without it"
+        )
     samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
     events = read_parquet(rd.events, what="events table (run `conrec data` first)")
     grpo = sections.grpo

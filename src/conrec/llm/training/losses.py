@@ -38,6 +38,15 @@ class TargetWeights:
     feedback: float = 1.0
 
 
+@dataclass(frozen=True)
+class CodeBias:
+    """Additive logits per SID level: ``per_level[l]`` (B, T, K_l) in code order, and the code of
+    every token id (``token_code``) to line them up with a level's token ids."""
+
+    per_level: list[torch.Tensor]
+    token_code: torch.Tensor
+
+
 def target_weights(targets: torch.Tensor, weights: TargetWeights | None) -> torch.Tensor:
     """(B, T) float weight of each target token (0 where ``targets == -100``; pure, vectorised).
 
@@ -64,12 +73,14 @@ def level_softmax_loss(
     head: torch.Tensor,
     token_level: torch.Tensor,
     weights: TargetWeights | None = None,
+    bias: CodeBias | None = None,
 ) -> torch.Tensor:
     """Weighted summed cross-entropy of every supervised target (``targets != -100``).
 
     ``hidden`` (B, T, H) are the final hidden states whose position ``t`` predicts ``targets[:, t]``
     (the caller shifts), ``head`` the output embedding matrix (V, H), ``token_level`` the SID level
-    of every token id (-1 for other tokens). Returns a scalar sum (divide by the token count).
+    of every token id (-1 for other tokens). ``bias`` is added to the SID levels' logits (the copy
+    bias, aligned with ``targets``). Returns a scalar sum (divide by the token count).
     """
     w = target_weights(targets, weights)
     rows, cols = (targets != -100).nonzero(as_tuple=True)
@@ -88,6 +99,8 @@ def level_softmax_loss(
         if bool(sel.any()):
             ids = (levels == lv).nonzero().squeeze(1)
             logits = h[sel] @ head[ids].float().T
+            if bias is not None:  # the bias is in code order, the logits in token-id order
+                logits = logits + bias.per_level[lv][rows[sel], cols[sel]][:, bias.token_code.to(ids.device)[ids]]
             index = torch.searchsorted(ids, tgt[sel])  # position of each target among its level's ids
             total = total + (F.cross_entropy(logits, index, reduction="none") * wt[sel]).sum()
     if tags is not None and bool(is_tag.any()):

@@ -32,12 +32,13 @@ from transformers import PrinterCallback, set_seed
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
+from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
 from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
-from conrec.llm.model.vocab import add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
+from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
 from conrec.llm.training.dropout import add_training_dropout
-from conrec.llm.training.losses import TargetWeights, level_softmax_loss
+from conrec.llm.training.losses import CodeBias, TargetWeights, level_softmax_loss
 from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.tasks import build_examples
 from conrec.runs import RunDir
@@ -142,7 +143,13 @@ def history_code_mask(ids: torch.Tensor, labels: torch.Tensor, target: torch.Ten
 
 
 def negative_segment_loss(
-    hidden: torch.Tensor, ids: torch.Tensor, labels: torch.Tensor, head: torch.Tensor, token_level: torch.Tensor, neg_span: tuple[int, int]
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    head: torch.Tensor,
+    token_level: torch.Tensor,
+    neg_span: tuple[int, int],
+    bias: CodeBias | None = None,
 ) -> torch.Tensor:
     """Mean per-level cross-entropy of every SID token inside the prompts' ``<neg>...</neg>`` segments.
 
@@ -163,7 +170,32 @@ def negative_segment_loss(
     if n == 0:
         return hidden.new_zeros(())
     targets = torch.where(target, ids, torch.full_like(ids, -100))
-    return level_softmax_loss(hidden[:, :-1], targets[:, 1:], head, token_level) / n
+    return level_softmax_loss(hidden[:, :-1], targets[:, 1:], head, token_level, bias=bias) / n
+
+
+_COPY_BIAS_NEEDS_DENSE_LOSS = "sft.copy_bias needs the dense level-softmax loss (sft.train.sid_softmax: level, mask_history: false)"
+
+
+def copy_bias_logits(model: Any, model_inputs: dict[str, torch.Tensor]) -> CodeBias | None:
+    """The model's copy bias (:mod:`conrec.llm.model.copy_bias`) on the logits predicted at each
+    position but the last (aligned with the shifted targets); None when the model has none."""
+    copy = copy_bias.copy_bias_of(model)
+    if copy is None:
+        return None
+    per_level = copy.sequence_bias(model_inputs["input_ids"], model_inputs["attention_mask"])
+    return CodeBias([b[:, :-1] for b in per_level], copy.token_code)
+
+
+def attach_copy_bias(model: Any, tokenizer: Any, vocab: SidVocab, sections: SftSections) -> None:
+    """Give the model ``sft.copy_bias`` before training, or a one-line error for settings it cannot train with."""
+    cb, tr = sections.sft.copy_bias, sections.sft.train
+    if tr.sid_softmax != "level" or tr.mask_history:
+        raise ConfigError(_COPY_BIAS_NEEDS_DENSE_LOSS)
+    if cb.learn and tr.lora is not None:
+        raise ConfigError("sft.copy_bias.learn cannot train with sft.train.lora (LoRA freezes every other parameter)")
+    if len(cb.beta) > vocab.levels:
+        raise ConfigError(f"sft.copy_bias.beta has {len(cb.beta)} values but the SIDs have {vocab.levels} levels")
+    copy_bias.attach(model, copy_bias.CopyBias(cb.beta, vocab, tokenizer, learn=cb.learn))
 
 
 def output_matrix(model: Any) -> torch.Tensor:
@@ -202,11 +234,15 @@ def completion_loss(
         outputs = model(**model_inputs, logits_to_keep=1, use_cache=False, output_hidden_states=True)
         hidden = outputs.hidden_states[-1]
         head = output_matrix(model)
-        loss = level_softmax_loss(hidden[:, :-1], labels[:, 1:], head, token_level, weights) / denom
+        bias = copy_bias_logits(model, model_inputs)
+        loss = level_softmax_loss(hidden[:, :-1], labels[:, 1:], head, token_level, weights, bias) / denom
         if with_history:
             assert neg_span is not None
-            loss = loss + history_loss * negative_segment_loss(hidden, model_inputs["input_ids"], labels, head, token_level, neg_span)
+            ids = model_inputs["input_ids"]
+            loss = loss + history_loss * negative_segment_loss(hidden, ids, labels, head, token_level, neg_span, bias)
         return loss, outputs
+    if copy_bias.copy_bias_of(model) is not None:
+        raise ConfigError(_COPY_BIAS_NEEDS_DENSE_LOSS)
     outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=with_history)
     logits = outputs.logits[:, :-1].float()
     target = labels[:, labels.shape[1] - keep + 1 :]
@@ -375,6 +411,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     vectors = sid_item_vectors(rd, items, sid_map) if sft.model.sid_init == "encoder" else None
     vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors, item_tokens=sft.prompt.item_id_tokens)
     new_ids = list(range(n_base, len(tokenizer)))
+    if sft.copy_bias.enabled:
+        attach_copy_bias(model, tokenizer, vocab, sections)
     windows = timeline_training_windows(rd, sections, samples, sid_map) if sft.tasks.timeline > 0 else None
     examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed, timeline_windows=windows)
     per_task: dict[str, int] = {}
@@ -505,8 +543,12 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         final = acc.unwrap_model(trainer.model)
         if tr.lora is not None:
             final = final.merge_and_unload()
+        copy = copy_bias.detach(final)  # its betas go to their own file: the weights stay a plain HF model
         with atomic_path(out) as tmp:
             final.save_pretrained(tmp)
+            if copy is not None:
+                copy_bias.save(tmp, copy)
+                stats["copy_bias"] = copy.betas()
             tokenizer.save_pretrained(tmp)
             save_vocab_meta(tmp, sid_map)
             record_precision(tmp, compute)  # GPU decoding of this model runs in the precision it was trained in
