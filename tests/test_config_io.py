@@ -196,3 +196,10 @@ def test_simulated_data_gives_the_facet_baselines_every_facet_axis():
     assert load_config(None, {}).eval.category.columns == ["category"]
     again = yaml.safe_load(dump_config(sim))
     assert again["eval"]["category"]["columns"] == ["category", "tone", "setting"]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")))
+def test_shipped_configs_load(name):
+    """Every config the docs point to (configs/*.yaml) is valid against today's settings."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert cfg.run_dir.parts[0] == "runs"

@@ -12,7 +12,7 @@ import torch
 
 from conrec.config import load_config
 from conrec.errors import ConfigError, StageInputError
-from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
+from conrec.llm.config import CopyBiasConfig, DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
 from conrec.llm.inference.predict import Predictor
@@ -189,7 +189,7 @@ def _cfg(root, copy: dict, lora: bool = False):
     return load_config(
         None,
         {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "train": train, "max_samples": 40, "copy_bias": copy},
-         "decode": {"num_beams": 6, "top_k": 5, "batch_size": 4}},
+         "decode": {"num_beams": 6, "top_k": 5, "batch_size": 4}, "eval": {"models": ["sft"]}},
     )
 
 
@@ -235,8 +235,32 @@ def test_a_model_without_the_file_has_no_bias_and_a_corrupt_file_is_named(traine
 
 def test_grpo_refuses_a_model_with_a_copy_bias(trained):
     cfg, _ = trained
-    with pytest.raises(ConfigError, match="copy bias"):
-        STAGE_REGISTRY["grpo"].call(cfg)
+    with pytest.raises(ConfigError, match="set eval.models: \\[sft\\]"):  # the config alone says so, before any training
+        load_config(None, {"run_dir": cfg.run_dir, "sft": {"copy_bias": {"beta": [1.0]}}})
+    plain = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"copy_bias": CopyBiasConfig()})})
+    with pytest.raises(ConfigError, match="grpo cannot train a model with a copy bias"):  # a model dir that has one
+        STAGE_REGISTRY["grpo"].call(plain)
+
+
+def test_the_pipeline_skips_grpo_for_a_model_with_a_copy_bias(tmp_path, monkeypatch):
+    from conrec import pipeline
+
+    ran: list[str] = []
+    monkeypatch.setattr(pipeline, "run_stage", lambda cfg, stage, console=None, **kw: ran.append(stage))
+    monkeypatch.setattr(pipeline, "stale_reason", lambda run, cfg, stage: "not finished")
+    monkeypatch.setattr(pipeline, "_fingerprint_path", lambda run, stage: _seconds_file(tmp_path))
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"copy_bias": {"learn": True}}, "eval": {"models": ["sft"]}})
+    pipeline.run_pipeline(cfg)
+    assert ran == ["data", "sid", "sft", "eval"]
+    ran.clear()
+    pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run2"), "eval": {"models": ["sft"]}}))
+    assert ran == ["data", "sid", "sft", "grpo", "eval"]  # without it GRPO trains as before
+
+
+def _seconds_file(root):
+    path = root / "fp.json"
+    path.write_text('{"seconds": 0.0}')
+    return path
 
 
 @pytest.mark.parametrize(
@@ -250,6 +274,10 @@ def test_grpo_refuses_a_model_with_a_copy_bias(trained):
 def test_settings_it_cannot_train_with_are_one_line_errors(tmp_path, copy, train, needle):
     write_toy_run(tmp_path, n_items=16, n_users=6)
     base = {"max_steps": 1, "batch_size": 4, **train}
-    cfg = load_config(None, {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, "train": base, "max_samples": 8, "copy_bias": copy}})
+    cfg = load_config(
+        None,
+        {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, "train": base, "max_samples": 8, "copy_bias": copy},
+         "eval": {"models": ["sft"]}},
+    )
     with pytest.raises(ConfigError, match=needle):
         STAGE_REGISTRY["sft"].call(cfg)

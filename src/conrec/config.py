@@ -65,6 +65,16 @@ class PipelineConfig(StrictConfig):
         return self
 
 
+    @model_validator(mode="after")
+    def _copy_bias_skips_grpo(self) -> PipelineConfig:
+        """A model with a copy bias is not trained further by GRPO: TRL computes the policy's
+        log-probabilities from the plain logits, without the bias the model decodes with, so the pipeline
+        skips the grpo stage for it and there is no GRPO model to evaluate."""
+        if self.sft.copy_bias.enabled and "grpo" in self.eval.models:
+            raise ValueError("sft.copy_bias: GRPO cannot train a model with a copy bias, so there is no grpo model; set eval.models: [sft]")
+        return self
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
     """Load a pipeline config from YAML (None = all defaults), with clear errors naming the field.
 

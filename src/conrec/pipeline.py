@@ -126,6 +126,9 @@ def run_pipeline(
     results: dict[str, Any] = {}
     upstream_reran = False
     for stage in stages:
+        if stage == "grpo" and cfg.sft.copy_bias.enabled:
+            console.print("[dim]grpo: skipped (GRPO cannot train a model with sft.copy_bias; eval scores the sft model)[/]")
+            continue
         why = None if force or upstream_reran else stale_reason(run, cfg, stage)
         if not force and not upstream_reran and why is None:
             console.print(f"[dim]{stage}: finished earlier with this config, skipped (use --force to rerun)[/]")
