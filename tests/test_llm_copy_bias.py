@@ -25,7 +25,7 @@ from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
 
-from builders import distinct_sid_scores, record_current, sparse_sid_map
+from builders import crash_sft_after_step, distinct_sid_scores, record_current, sparse_sid_map
 
 # token ids of a hand-built vocabulary: 0-2 text; level 0 codes 0, 1 = tokens 4, 3 (not in code order);
 # level 1 codes 0, 1 = tokens 5, 6; markers 10-17
@@ -281,3 +281,27 @@ def test_settings_it_cannot_train_with_are_one_line_errors(tmp_path, copy, train
     )
     with pytest.raises(ConfigError, match=needle):
         STAGE_REGISTRY["sft"].call(cfg)
+
+
+def test_a_resumed_run_continues_the_learned_betas(tmp_path, monkeypatch):
+    """The betas live in the trainer's checkpoints with the weights: a run killed after step 3 and resumed ends
+    with the betas (and weights) of an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    def train(root):
+        if not root.exists():
+            write_toy_run(root, n_items=32, n_users=12)
+        cfg = _cfg(root, {"beta": [1.0, 0.5], "learn": True})
+        cfg = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"train": cfg.sft.train.model_copy(update={"max_steps": 4})})})
+        STAGE_REGISTRY["sft"].call(cfg)
+        model_dir = RunDir(root).sft_model
+        return copy_bias.saved_betas(model_dir), load_file(str(model_dir / "model.safetensors"))
+
+    whole_betas, whole = train(tmp_path / "whole")
+    crash_sft_after_step(monkeypatch, 3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(tmp_path / "resumed")
+    monkeypatch.undo()
+    betas, weights = train(tmp_path / "resumed")
+    assert betas == pytest.approx(whole_betas, abs=1e-6) and betas != [1.0, 0.5, 0.0]
+    assert all(torch.equal(weights[k], whole[k]) for k in whole)
