@@ -64,7 +64,6 @@ class PipelineConfig(StrictConfig):
             self.eval = self.eval.model_copy(update={"category": facets})
         return self
 
-
     @model_validator(mode="after")
     def _copy_bias_skips_grpo(self) -> PipelineConfig:
         """A model with a copy bias is not trained further by GRPO: TRL computes the policy's

@@ -39,7 +39,7 @@ from conrec.llm.inference.scoring import sid_log_probs
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.model.copy_bias import load_into as load_copy_bias
 from conrec.llm.model.precision import inference_dtype
-from conrec.llm.model.vocab import SidVocab, assert_item_tokens_match, assert_model_fits, embedding_rows
+from conrec.llm.model.vocab import SidVocab, assert_item_tokens_match, assert_model_fits
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
@@ -140,7 +140,7 @@ class Predictor:
         quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
         tokenizer = load_model_tokenizer(model_dir)
         model = load_causal_lm(model_dir)
-        load_copy_bias(model, model_dir, SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, embedding_rows(model)), tokenizer)
+        load_copy_bias(model, model_dir, tokenizer, sid_map.codebook_sizes)
         check_finite_weights(model, model_dir)
         enable_packed_prefill(model)  # this model is for inference only: batches of prompts skip their padding
         device = decode_device(decode_cfg)

@@ -41,7 +41,7 @@ from torch.nn import functional as F
 from conrec.errors import StageInputError
 from conrec.io import write_json
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN, SEQ_CLOSE, SEQ_OPEN
-from conrec.llm.model.vocab import SidVocab
+from conrec.llm.model.vocab import SidVocab, embedding_rows
 
 COPY_BIAS_FILE = "conrec_copy_bias.json"
 ATTRIBUTE = "conrec_copy_bias"  # the submodule name on the model (so the optimiser and .to() see it)
@@ -80,7 +80,8 @@ class CopyBias(torch.nn.Module):
         self.register_buffer("token_code", vocab.token_to_code.clone(), persistent=False)
 
     def _context(self, ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(disliked SID hits (B, T), apply the bias (B, T), code of each token (B, T)); padding counts as nothing."""
+        """(SID level of each token in disliked context, else -1 (B, T); apply the bias (B, T); code of each
+        token (B, T)); padding counts as nothing."""
         real = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
         ids = ids.clamp(0, self.role.numel() - 1)
         role = torch.where(real, self.role[ids], _OTHER)
@@ -155,11 +156,13 @@ def saved_betas(model_dir: Path) -> list[float] | None:
     return [float(b) for b in beta]
 
 
-def load_into(model: Any, model_dir: Path, vocab: SidVocab, tokenizer: Any) -> None:
-    """Attach the copy bias saved in ``model_dir`` (if any) to a freshly loaded ``model``."""
+def load_into(model: Any, model_dir: Path, tokenizer: Any, codebook_sizes: Sequence[int]) -> None:
+    """Attach the copy bias saved in ``model_dir`` (if any) to a freshly loaded ``model``; the SID
+    vocabulary lookup is built only for a model that has one."""
     beta = saved_betas(model_dir)
     if beta is None:
         return
+    vocab = SidVocab.from_tokenizer(tokenizer, codebook_sizes, embedding_rows(model))
     if len(beta) > vocab.levels:
         raise StageInputError(f"{Path(model_dir) / COPY_BIAS_FILE} has {len(beta)} betas for {vocab.levels} SID levels")
     attach(model, CopyBias(beta, vocab, tokenizer))
