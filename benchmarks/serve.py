@@ -10,6 +10,11 @@ requests per level (and stops a level early after --max-seconds), then stops the
 With --fake the run dir's tables are used if present, otherwise a synthetic run in a temp dir.
 Request histories are real users' (``user_id`` requests) and, for every other request, the same
 history sent explicitly as ``negative``/``positive`` lists, so both lookup paths are measured.
+
+Besides requests/s and latency, each level reports ``client ms``, the benchmark client's own CPU time
+per request (client and server share the machine's cores), and ``busy``, the share of all cores busy
+over the level (Linux ``/proc/stat``): at ``busy`` near 1, more requests per second can only come from
+less work per request, not from more concurrency.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class LevelResult:
     seconds: float
     latencies_ms: list[float]
     histories: int
+    client_cpu_s: float = 0.0  # this process's CPU time over the level (the client's threads)
+    machine_busy: float = float("nan")  # share of all cores busy over the level (Linux; nan elsewhere)
 
     def row(self) -> str:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([float("nan")])
@@ -53,10 +60,11 @@ class LevelResult:
         return (
             f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{rps:>10.1f}"
             f"{rps * self.histories:>12.1f}{p50:>10.1f}{p95:>10.1f}"
+            f"{1000 * self.client_cpu_s / max(1, self.sent):>12.2f}{self.machine_busy:>7.2f}"
         )
 
 
-HEADER = f"{'endpoint':<10}{'conc':>6}{'requests':>9}{'errors':>8}{'req/s':>10}{'histories/s':>12}{'p50 ms':>10}{'p95 ms':>10}"
+HEADER = f"{'endpoint':<10}{'conc':>6}{'requests':>9}{'errors':>8}{'req/s':>10}{'histories/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'client ms':>12}{'busy':>7}"
 
 
 def build_payloads(run: RunDir, k: int, max_history: int, n: int) -> list[dict[str, Any]]:
@@ -98,6 +106,16 @@ def score_payloads(bodies: list[dict[str, Any]], item_ids: list[str], slate: int
     return out
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores since boot, from /proc/stat; None where it does not exist."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def run_level(
     url: str, path: str, bodies: list[dict[str, Any]], concurrency: int, max_seconds: float, histories_per_body: int = 1
 ) -> LevelResult:
@@ -126,12 +144,16 @@ def run_level(
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=max(60.0, max_seconds), limits=limits) as client:
-        start = time.perf_counter()
+        start, cpu0, ticks0 = time.perf_counter(), time.process_time(), _cpu_ticks()
         with ThreadPoolExecutor(concurrency) as pool:
             for f in [pool.submit(worker, client) for _ in range(concurrency)]:
                 f.result()
-        seconds = time.perf_counter() - start
-    return LevelResult(path.rsplit("/", 1)[-1], concurrency, len(latencies), errors, seconds, latencies, histories_per_body)
+        seconds, cpu, ticks1 = time.perf_counter() - start, time.process_time() - cpu0, _cpu_ticks()
+    busy = float("nan")
+    if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
+        busy = (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1])
+    name = path.rsplit("/", 1)[-1]
+    return LevelResult(name, concurrency, len(latencies), errors, seconds, latencies, histories_per_body, cpu, busy)
 
 
 def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
