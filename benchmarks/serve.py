@@ -36,6 +36,7 @@ import numpy as np
 from conrec.config import PipelineConfig, load_config
 from conrec.io import read_parquet
 from conrec.runs import RunDir
+from conrec.runtime import idle_cpus, parse_proc_stat
 from conrec.serve.catalog import user_histories
 from conrec.serve.local import local_server
 from conrec.serve.synthetic import write_synthetic_run
@@ -106,14 +107,20 @@ def score_payloads(bodies: list[dict[str, Any]], item_ids: list[str], slate: int
     return out
 
 
-def _cpu_ticks() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all cores since boot, from /proc/stat; None where it does not exist."""
+def _cpu_sample() -> dict[int, tuple[int, int]] | None:
+    """Per-CPU (idle, total) ticks from /proc/stat (:func:`conrec.runtime.parse_proc_stat`); None where it does not exist."""
     try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return parse_proc_stat(Path("/proc/stat").read_text())
     except OSError:
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+
+
+def _busy_share(before: dict[int, tuple[int, int]] | None, after: dict[int, tuple[int, int]] | None) -> float:
+    """The share of all CPUs busy between two samples (nan when unknown)."""
+    if not before or not after:
+        return float("nan")
+    idle = idle_cpus(before, after, set(before))
+    return float("nan") if idle is None else 1.0 - idle / len(before)
 
 
 def run_level(
@@ -144,14 +151,12 @@ def run_level(
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=max(60.0, max_seconds), limits=limits) as client:
-        start, cpu0, ticks0 = time.perf_counter(), time.process_time(), _cpu_ticks()
+        start, cpu0, ticks0 = time.perf_counter(), time.process_time(), _cpu_sample()
         with ThreadPoolExecutor(concurrency) as pool:
             for f in [pool.submit(worker, client) for _ in range(concurrency)]:
                 f.result()
-        seconds, cpu, ticks1 = time.perf_counter() - start, time.process_time() - cpu0, _cpu_ticks()
-    busy = float("nan")
-    if ticks0 and ticks1 and ticks1[1] > ticks0[1]:
-        busy = (ticks1[0] - ticks0[0]) / (ticks1[1] - ticks0[1])
+        seconds, cpu, ticks1 = time.perf_counter() - start, time.process_time() - cpu0, _cpu_sample()
+    busy = _busy_share(ticks0, ticks1)
     name = path.rsplit("/", 1)[-1]
     return LevelResult(name, concurrency, len(latencies), errors, seconds, latencies, histories_per_body, cpu, busy)
 
