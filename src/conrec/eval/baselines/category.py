@@ -28,6 +28,24 @@ from conrec.eval.baselines.base import (
 from conrec.eval.config import CategoryConfig
 
 
+def item_facets(items: pl.DataFrame, cfg: CategoryConfig) -> tuple[list[list[int]], sp.csr_matrix, list[str]]:
+    """Each item row's facet indices, the facets x items membership matrix (1 where the item has the
+    facet) and each facet's column (pure). A facet is one ``(column, value)`` of ``cfg.columns``;
+    multi-valued cells are split on ``cfg.separator``; empty cells carry none."""
+    require_columns(items, ("item_id", *cfg.columns), "items")
+    index: dict[tuple[str, str], int] = {}
+    item_cats: list[list[int]] = [[] for _ in range(items.height)]
+    for col in cfg.columns:
+        for j, raw in enumerate(items[col].cast(pl.String).fill_null("").to_list()):
+            parts = raw.split(cfg.separator) if cfg.separator else [raw]
+            for name in dict.fromkeys(p.strip() for p in parts if p.strip()):
+                item_cats[j].append(index.setdefault((col, name), len(index)))
+    rows = [c for cs in item_cats for c in cs]
+    cols = [j for j, cs in enumerate(item_cats) for _ in cs]
+    members = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(max(len(index), 1), len(item_cats)))
+    return item_cats, members, [col for col, _ in index]
+
+
 class CategoryRecommender:
     name = "category"
 
@@ -38,21 +56,8 @@ class CategoryRecommender:
         self._members: sp.csr_matrix | None = None  # categories x items, 1 where the item is in the category
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
-        require_columns(items, ("item_id", *self.cfg.columns), "items")
         cat = Catalog.build(events, items)
-        cat_index: dict[tuple[str, str], int] = {}
-        item_cats: list[list[int]] = [[] for _ in range(items.height)]
-        for col in self.cfg.columns:
-            for j, raw in enumerate(items[col].cast(pl.String).fill_null("").to_list()):
-                parts = raw.split(self.cfg.separator) if self.cfg.separator else [raw]
-                for name in dict.fromkeys(p.strip() for p in parts if p.strip()):
-                    item_cats[j].append(cat_index.setdefault((col, name), len(cat_index)))
-        rows = [c for cs in item_cats for c in cs]
-        cols = [j for j, cs in enumerate(item_cats) for _ in cs]
-        self._members = sp.csr_matrix(
-            (np.ones(len(rows)), (rows, cols)), shape=(max(len(cat_index), 1), len(item_cats))
-        )
-        self._item_cats = item_cats
+        self._item_cats, self._members, _ = item_facets(items, self.cfg)
         self._catalog = cat
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
