@@ -51,7 +51,8 @@ class PipelineConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _simulator_facets(self) -> PipelineConfig:
-        """On simulated data the facet baselines read every facet axis unless told otherwise.
+        """On simulated data the facet baselines read every facet axis, and the facet rule joins the
+        baselines, unless the config says otherwise.
 
         Why: a simulated user's dislike facets are a category, a tone or a setting. Reading the category
         column alone, the category rule and taste x exposure saw 40% of them, and every simulated
@@ -62,6 +63,12 @@ class PipelineConfig(StrictConfig):
             facets = category.model_copy(update={"columns": list(SIMULATOR_FACETS)})
             facets.model_fields_set.add("columns")  # explicit from here on: a dumped and reloaded config says the same
             self.eval = self.eval.model_copy(update={"category": facets})
+        if self.data.source == "simulator" and "baselines" not in self.eval.model_fields_set:
+            # the facet rule reads the same facets, and its likes-clear-the-suspects logic is the simulator's
+            # (docs/results.md): without it the simulated comparisons understate the best baseline again
+            ev = self.eval.model_copy(update={"baselines": [*self.eval.baselines, "facet_rule"]})
+            ev.model_fields_set.add("baselines")
+            self.eval = ev
         return self
 
     @model_validator(mode="after")

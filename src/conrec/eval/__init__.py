@@ -6,7 +6,8 @@
 * :mod:`conrec.eval.bootstrap` / :mod:`conrec.eval.compare` — percentile bootstrap CIs over
   evaluation points and paired differences against the best baseline.
 * :mod:`conrec.eval.baselines` — ``REGISTRY`` / ``make_baseline(name, eval_cfg)`` -> a
-  ``Recommender`` (popularity, itemknn, category, sasrec, ease, taste_exposure) with
+  ``Recommender`` (popularity, itemknn, category, sasrec, ease, taste_exposure, swing, content,
+  facet_rule) with
   ``fit(events, items)`` / ``recommend(samples, k)``.
 * :mod:`conrec.eval.tuning` — each baseline's grid scored on the valid split.
 * :mod:`conrec.eval.context_swap` — rank every point with another user's history.

@@ -140,6 +140,18 @@ class CategoryConfig(_Tunable):
     grid: dict[str, list[Any]] = Field(default_factory=lambda: {"recency_decay": [0.5, 0.7, 0.8, 0.9, 0.95, 1.0]})
 
 
+class FacetRuleConfig(_Tunable):
+    """The facet rule (conrec.eval.baselines.facet_rule): the facets of the user's dislikes that their likes
+    do not clear, times a personal exposure estimate. Facet columns and separator come from ``eval.category``."""
+
+    prior: float = Field(1.0, gt=0.0, description="p(facet) = k / (k + prior) for a value in k of the history's dislikes")
+    like_penalty: float = Field(2.0, ge=0.0, description="p(facet) is multiplied by exp(-like_penalty x the history's positives with it)")
+    exposure_weight: float = Field(
+        1.0, ge=0.0, description="weight of log(1 + dislikes of the item) + the log shares of its values in the user's history"
+    )
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: {"like_penalty": [0.0, 2.0], "exposure_weight": [0.25, 0.5, 1.0]})
+
+
 class SasrecConfig(_Tunable):
     """SASRec (causal self-attention) on users' dislike sequences, next-negative objective, full softmax."""
 
@@ -165,13 +177,19 @@ class SlateConfig(_Strict):
     n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples for the 95% CIs")
 
 
-BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure", "swing", "content")
+BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_exposure", "swing", "content", "facet_rule")
+# What eval.baselines lists unless set: every baseline but the facet rule, which needs facet columns whose values
+# cause dislikes (on simulated data it is added: conrec.config.PipelineConfig._simulator_facets).
+DEFAULT_BASELINES = tuple(n for n in BASELINE_NAMES if n != "facet_rule")
 
 
 class EvalConfig(_Strict):
     ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     split: Literal["valid", "test"] = "test"
-    baselines: list[str] = Field(default_factory=lambda: list(BASELINE_NAMES))
+    baselines: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_BASELINES),
+        description="baselines to fit, tune and score; default every one but facet_rule (added on simulated data)",
+    )
     models: list[LmName] = Field(
         default_factory=lambda: list[LmName](["sft", "grpo"]), description="LM checkpoints to evaluate (skipped if not trained)"
     )
@@ -203,6 +221,7 @@ class EvalConfig(_Strict):
     sasrec: SasrecConfig = Field(default_factory=SasrecConfig)
     swing: SwingBaselineConfig = Field(default_factory=SwingBaselineConfig)
     content: ContentConfig = Field(default_factory=ContentConfig)
+    facet_rule: FacetRuleConfig = Field(default_factory=FacetRuleConfig)
     slates: SlateConfig = Field(default_factory=SlateConfig)
 
     @field_validator("baselines")

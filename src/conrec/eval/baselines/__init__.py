@@ -75,6 +75,12 @@ def _content(cfg: EvalConfig) -> Recommender:
     return ContentRecommender(cfg.content)
 
 
+def _facet_rule(cfg: EvalConfig) -> Recommender:
+    from conrec.eval.baselines.facet_rule import FacetRuleRecommender
+
+    return FacetRuleRecommender(cfg.facet_rule, facets=cfg.category)
+
+
 REGISTRY: dict[str, BaselineSpec] = {
     s.name: s
     for s in (
@@ -86,6 +92,7 @@ REGISTRY: dict[str, BaselineSpec] = {
         BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure),
         BaselineSpec("swing", "swing", _swing),
         BaselineSpec("content", "content", _content),
+        BaselineSpec("facet_rule", "facet_rule", _facet_rule),
     )
 }
 assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"
