@@ -78,7 +78,7 @@ class FacetRuleRecommender(ScoredRecommender):
         for r, (items, feedback) in enumerate(histories(samples)):
             idx = np.array(cat.encode(items), dtype=np.int64)
             fb = np.array([f for item, f in zip(items, feedback) if item in cat.index], dtype=np.int64)
-            dis, pos, seen = (np.asarray(members[:, idx[mask]].sum(axis=1)).ravel() for mask in (fb < 0, fb > 0, fb == fb))
+            dis, pos, seen = (np.asarray(members[:, cols].sum(axis=1)).ravel() for cols in (idx[fb < 0], idx[fb > 0], idx))
             row = facet_rule_scores(dis, pos, seen, self._facet_column, log_pop, members, self.cfg)
             out[r] = row - row.min() + 1.0  # positive, as top_k reads scores; the order is the rule's
         return out
