@@ -34,7 +34,7 @@ def test_unusual_names_and_a_half_star_scale_are_guessed_and_the_config_loads(tm
     out, g = init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
     assert g.columns() == {"customer": "user_id", "movie": "item_id", "rated_at": "ts", "stars": "rating",
                            "name": "title", "genre": "category", "overview": "text"}
-    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 4.0)
+    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 2.5)
     text = out.read_text()
     assert "'stars' is a usual name for rating" in text and "steps of 0.5" in text  # every guess says why
     cfg = load_config(out)
@@ -83,7 +83,7 @@ def test_missing_roles_are_refused_not_guessed() -> None:
 
 @pytest.mark.parametrize(
     ("values", "expected"),
-    [(HALF_STARS, ((0.5, 5.0), 2.0, 4.0)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 4.0)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 8.0))],
+    [(HALF_STARS, ((0.5, 5.0), 2.0, 2.5)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 3.0)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 5.0))],
 )
 def test_suggested_thresholds_follow_the_scale(values, expected) -> None:
     assert suggest_thresholds(pl.Series("r", values, dtype=pl.Float64))[:3] == expected

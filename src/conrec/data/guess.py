@@ -171,18 +171,22 @@ def _step(values: pl.Series) -> float:
 def suggest_thresholds(values: pl.Series) -> tuple[tuple[float, float], float, float, str]:
     """(rating_range, dislike_max_rating, like_min_rating, why) for a numeric rating sample.
 
-    The lowest ~35% of the scale is a dislike and the top ~25% a positive, on the scale's steps:
-    0.5-5 and 1-5 give <= 2 / >= 4 (MovieLens' usual reading), 1-10 gives <= 4 / >= 8.
+    The lowest ~35% of the scale is a dislike and every rating above it a positive: 0.5-5 gives <= 2 / >= 2.5,
+    1-5 gives <= 2 / >= 3, 1-10 gives <= 4 / >= 5. Why no neutral band: a lukewarm rating still says the user was
+    shown the item, and the LM learns what each user is shown from its positives (the timeline's targets). On
+    MovieLens-100K's per-user valid split, counting 3 stars as positives instead of dropping them raised FHR@20 from
+    0.404 to 0.450 (docs/results.md, "Lukewarm ratings as positives"). Raise ``like_min_rating`` to drop them.
     """
     low, high = float(values.min()), float(values.max())  # type: ignore[arg-type]
     if not high > low:
         raise ConfigError(f"rating column {values.name!r}: every sampled value is {low:g}; no dislike can be told from a like")
     step = _step(values)
     dislike = low + math.floor(0.35 * (high - low) / step + 1e-9) * step
-    like = low + math.ceil(0.75 * (high - low) / step - 1e-9) * step
-    if like <= dislike:
-        like = dislike + step
-    why = f"ratings {low:g}..{high:g} in steps of {step:g}: <= {dislike:g} is a dislike, >= {like:g} a positive, between is neutral"
+    like = dislike + step
+    why = (
+        f"ratings {low:g}..{high:g} in steps of {step:g}: <= {dislike:g} is a dislike, >= {like:g} a positive "
+        "(a lukewarm rating still shows what the user is shown; raise like_min_rating to drop them)"
+    )
     return (low, high), round(dislike, 6), round(like, 6), why
 
 
