@@ -240,6 +240,39 @@ def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_grpo_crash_after_the_last_step_resumes_without_an_extra_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash once stage 1 has trained all its steps, before it is marked done: the rerun must not
+    train a step past the budget (resuming from a checkpoint of the last step did, at GRPO's
+    constant learning rate), so its weights equal the uninterrupted run's."""
+    from rich.console import Console
+    from safetensors.torch import load_file
+
+    import conrec.llm.training.grpo as grpo_mod
+
+    cfg, _ = grpo_run_dir(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    cfg_b = cfg.model_copy(update={"run_dir": tmp_path / "b"})
+    console = Console(quiet=True)
+    STAGE_REGISTRY["grpo"].call(cfg, console=console)
+    real_measure = grpo_mod.measure_discernment
+
+    def crash_in_stage_1(model_dir: Path, *args: Any, **kwargs: Any) -> Any:
+        if model_dir.parent.name == "stage_1":
+            raise RuntimeError("simulated crash after the last step")
+        return real_measure(model_dir, *args, **kwargs)
+
+    monkeypatch.setattr(grpo_mod, "measure_discernment", crash_in_stage_1)
+    with pytest.raises(RuntimeError, match="after the last step"):
+        STAGE_REGISTRY["grpo"].call(cfg_b, console=console)
+    monkeypatch.undo()
+    stages = STAGE_REGISTRY["grpo"].call(cfg_b, console=console)["stages"]
+    assert [s["steps"] for s in stages] == [1, 3]
+    assert stages[1]["resumed_from"] == "checkpoint-2"  # no checkpoint of the step that ends training
+    a = load_file(str(tmp_path / "a" / "grpo" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "grpo" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def _crash_in_stage_1_at_step_2(real_on_log: Any) -> Any:
     """A GrpoLogCallback.on_log that logs as usual, then raises in stage 1 at step 2 (after its
     step-1 checkpoint): a crash the next ``grpo.run`` must resume from."""

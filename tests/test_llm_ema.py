@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -84,4 +85,26 @@ def test_sft_saves_the_average_and_a_resumed_run_continues_it(tmp_path: Path, mo
     monkeypatch.undo()
     assert (RunDir(root).sft / "checkpoints" / "checkpoint-2" / EMA_FILE).is_file()
     resumed = _train(root, 0.5)
+    assert all(torch.equal(resumed[k], averaged[k]) for k in averaged)
+
+
+def test_a_crash_after_the_last_step_resumes_to_the_same_average(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The SFT model is written, then the stage crashes before it is marked done. The rerun must not
+    resume from a checkpoint of the last step: the Trainer then trains one step past ``max_steps``,
+    and that step moves the average (at a learning rate of 0 at the end of the linear schedule)."""
+    import conrec.llm.training.discernment as discernment
+
+    averaged = _train(tmp_path / "ema", 0.5)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash after the last step")
+
+    monkeypatch.setattr(discernment, "measure", crash)
+    root = tmp_path / "resumed"
+    with pytest.raises(RuntimeError, match="after the last step"):
+        _train(root, 0.5)
+    monkeypatch.undo()
+    assert not (RunDir(root).sft / "checkpoints" / "checkpoint-4").exists()
+    resumed = _train(root, 0.5)
+    assert json.loads((RunDir(root).sft / "stats.json").read_text())["steps"] == 4
     assert all(torch.equal(resumed[k], averaged[k]) for k in averaged)

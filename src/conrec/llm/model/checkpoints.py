@@ -41,6 +41,23 @@ class CompleteCheckpointMarker(TrainerCallback):
         return control
 
 
+class NoCheckpointAtTheEnd(TrainerCallback):
+    """Skips the checkpoint of the step that ends training (the step budget, or a callback's stop).
+
+    The HF Trainer saves one there, and resuming from it trains one step past the budget: its epoch
+    loop checks ``max_steps`` only after a step (transformers 5.23). That extra step moves the weights
+    (GRPO's constant learning rate) or the EMA average, so a crash between the last step and the
+    written model did not end like an uninterrupted run. Without that checkpoint, such a crash
+    resumes from the one before and repeats the last steps, as after any other crash. It must come
+    after every callback that can stop training (the early stopper), so it sees their decision.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps or control.should_training_stop:
+            control.should_save = False
+        return control
+
+
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))] if folder.is_dir() else []
     return sorted(found, reverse=True)

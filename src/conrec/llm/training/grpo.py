@@ -66,7 +66,13 @@ from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.inference.prompts import build_prompt, recent_negatives_only
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
-from conrec.llm.model.checkpoints import CompleteCheckpointMarker, checkpoint_step, last_complete_checkpoint, trainer_save_args
+from conrec.llm.model.checkpoints import (
+    CompleteCheckpointMarker,
+    NoCheckpointAtTheEnd,
+    checkpoint_step,
+    last_complete_checkpoint,
+    trainer_save_args,
+)
 from conrec.llm.model.copy_bias import saved_betas
 from conrec.llm.model.precision import ResolvedCompute, record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
@@ -652,7 +658,7 @@ def _make_trainer(spec: TrainerSpec) -> Any:
         train_dataset=spec.dataset,
         processing_class=spec.tokenizer,
         rollout_func=spec.rollout,
-        callbacks=[spec.callback, CompleteCheckpointMarker()],
+        callbacks=[spec.callback, CompleteCheckpointMarker(), NoCheckpointAtTheEnd()],
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
     return trainer

@@ -34,7 +34,13 @@ from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
-from conrec.llm.model.checkpoints import CompleteCheckpointMarker, last_complete_checkpoint, prepare_checkpoint_dir, trainer_save_args
+from conrec.llm.model.checkpoints import (
+    CompleteCheckpointMarker,
+    NoCheckpointAtTheEnd,
+    last_complete_checkpoint,
+    prepare_checkpoint_dir,
+    trainer_save_args,
+)
 from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
 from conrec.llm.training.dropout import add_training_dropout
@@ -479,6 +485,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
             sft.prompt, sections.decode, console, ema=ema,
         )
         callbacks.append(stopper)
+    callbacks.append(NoCheckpointAtTheEnd())  # last: it reads the stopper's decision
     if tr.mask_history and tr.sid_softmax != "level":
         raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
     if tr.history_loss > 0 and tr.sid_softmax != "level":
