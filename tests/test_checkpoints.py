@@ -87,3 +87,36 @@ def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
     shutil.rmtree(tmp_path / "checkpoint-2")
     assert last_complete_checkpoint(tmp_path) is None
+
+
+def _stopping_cfg(root: Path):
+    train = {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 1,
+             "early_stopping": {"eval_steps": 2, "patience": 5, "max_points": 8, "k": 3}}
+    return load_config(
+        None,
+        {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 48, "train": train, "discernment_eval": 0},
+         "decode": {"search": "exhaustive", "top_k": 5, "batch_size": 4}},
+    )
+
+
+def test_early_stopping_resumes_its_curve_and_best_weights(tmp_path, monkeypatch):
+    """The stopper's curve, best weights and patience count go into each checkpoint: a run crashed
+    after two valid evaluations ends with the uninterrupted run's curve, choice and weights."""
+    import json
+
+    done = {}
+    for name in ("a", "b"):
+        root = tmp_path / name
+        write_toy_run(root, n_items=32, n_users=12)
+        if name == "b":
+            crash_sft_after_step(monkeypatch, 5)
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                STAGE_REGISTRY["sft"].call(_stopping_cfg(root))
+            monkeypatch.undo()
+        stats = STAGE_REGISTRY["sft"].call(_stopping_cfg(root))
+        done[name] = (stats, _weights(RunDir(root).sft_model))
+    (a, wa), (b, wb) = done["a"], done["b"]
+    assert b["resumed_from"] == "checkpoint-4"
+    assert [p["step"] for p in a["early_stopping"]["learning_curve"]] == [2, 4, 6]
+    assert json.dumps(b["early_stopping"]) == json.dumps(a["early_stopping"])
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

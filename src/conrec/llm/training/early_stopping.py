@@ -6,7 +6,9 @@ the data, so it is measured, on valid points only, during training. Every ``eval
 steps the model ranks the catalogue for a fixed seeded draw of valid points (with ``decode``'s
 search, as the eval stage does), and FHR@K is recorded. The best weights are kept in
 memory (a CPU copy); after ``patience`` evaluations without a new best, training stops; at the end
-the best weights are restored, so the saved model is the one valid chose.
+the best weights are restored, so the saved model is the one valid chose. The curve, the best weights
+and the patience count are written into each checkpoint (``early_stopping.pt``), so a resumed run
+stops where, and ends with the weights that, the uninterrupted run would.
 
 Valid points must lie after the training events: the SFT stage refuses this callback unless the
 data stage trains up to the valid cut-off (``data.split.train_until: valid``).
@@ -14,6 +16,7 @@ data stage trains up to the valid cut-off (``data.split.train_until: valid``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -24,6 +27,8 @@ from transformers import TrainerCallback
 from conrec.eval.metrics import fhr_at_k
 from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, PromptConfig
 from conrec.sid.sid_map import SidMap
+
+STOPPER_FILE = "early_stopping.pt"
 
 
 class ValidFhrCallback(TrainerCallback):
@@ -102,6 +107,26 @@ class ValidFhrCallback(TrainerCallback):
             self._evaluate(model, state.global_step, control)  # the final weights are a candidate too
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
+        return control
+
+    def save(self, path: Path) -> None:
+        torch.save(
+            {"curve": self.curve, "best": self.best, "best_step": self.best_step, "since_best": self._since_best, "best_state": self.best_state},
+            path,
+        )
+
+    def load(self, path: Path) -> None:
+        """Continue from the state saved with a checkpoint (same model and points: the config fingerprint guarantees it)."""
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        self.curve = [dict(p) for p in saved["curve"]]
+        self.best, self.best_step, self._since_best = float(saved["best"]), int(saved["best_step"]), int(saved["since_best"])
+        self.best_state = saved["best_state"]
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        # runs before the checkpoint is marked complete (the stage lists this callback before the marker)
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            self.save(ckpt / STOPPER_FILE)
         return control
 
     def summary(self) -> dict[str, Any]:

@@ -461,7 +461,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         **trainer_kwargs(compute),  # device, mixed precision, checkpointing, compile, loader workers
     )
     progress_cb = RichProgressCallback(console)
-    callbacks: list[Any] = [progress_cb, CompleteCheckpointMarker()]
+    marker = CompleteCheckpointMarker()
+    callbacks: list[Any] = [progress_cb, marker]
     stopper = None
     ema = None
     if tr.ema_decay is not None:
@@ -478,13 +479,15 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
                 "sft.train.early_stopping scores valid points, which data.split.train_until: test trains on; "
                 "choose the step count with train_until: valid, then set sft.train.max_steps for the test run"
             )
-        from conrec.llm.training.early_stopping import ValidFhrCallback, valid_points
+        from conrec.llm.training.early_stopping import STOPPER_FILE, ValidFhrCallback, valid_points
 
         stopper = ValidFhrCallback(
             tr.early_stopping, valid_points(samples, tr.early_stopping.max_points, sections.seed), tokenizer, sid_map,
             sft.prompt, sections.decode, console, ema=ema,
         )
-        callbacks.append(stopper)
+        if resume_from is not None and (resume_from / STOPPER_FILE).is_file():
+            stopper.load(resume_from / STOPPER_FILE)
+        callbacks.insert(callbacks.index(marker), stopper)  # its file precedes the checkpoint's completion marker
     callbacks.append(NoCheckpointAtTheEnd())  # last: it reads the stopper's decision
     if tr.mask_history and tr.sid_softmax != "level":
         raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
