@@ -1,5 +1,6 @@
 """Fault injection (issue 13): every stage of ``preset:tiny`` is killed with SIGKILL at a seeded
-random point and the run restarted; the finished run's metrics equal an uninterrupted run's.
+random point and the run restarted; the finished run's SFT and GRPO weights (bit for bit) and metrics
+equal an uninterrupted run's.
 
 What it exercises: atomic outputs (no half-written file is trusted), done markers + fingerprints
 (an interrupted stage reruns, finished ones are skipped), crash-safe SFT/GRPO checkpoints (resume
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import conrec
@@ -129,6 +131,14 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((RunDir(run_dir).eval / "metrics.json").read_text())
 
 
+def _weights(run_dir: Path, model: str) -> dict[str, bytes]:
+    """Each tensor of the stage's model, as raw bytes (bit-for-bit comparison)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(run_dir / model / "model" / "model.safetensors"))
+    return {k: t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() for k, t in tensors.items()}
+
+
 def test_sigkill_in_every_stage_then_rerun_gives_the_uninterrupted_metrics(tmp_path: Path) -> None:
     # 1) uninterrupted reference run
     cache = tmp_path / "embedding_cache"
@@ -164,7 +174,9 @@ def test_sigkill_in_every_stage_then_rerun_gives_the_uninterrupted_metrics(tmp_p
     resumed = [ln for ln in (tmp_path / "faulted.log").read_text().splitlines() if "resuming from" in ln]
     print(json.dumps({"kills": kills, "resumed": resumed}, indent=1))
 
-    # 3) same metrics as the uninterrupted run, and a consistent run record
+    # 3) same models and metrics as the uninterrupted run, and a consistent run record
+    for model in ("sft", "grpo"):
+        assert _weights(tmp_path / "faulted", model) == _weights(tmp_path / "reference", model), f"{model} weights differ"
     assert _metrics(tmp_path / "faulted") == reference
     run = RunDir(tmp_path / "faulted")
     assert all(run.is_done(s) and run.output_problem(s) is None for s in STAGES)
