@@ -30,14 +30,19 @@ MIN_KEPT = 2
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def saved_checkpoint(args: Any, state: Any) -> Path | None:
+    """In ``on_save``: the ``checkpoint-<step>`` directory the Trainer has just written, on the main
+    process only (None elsewhere, or if there is none), for callbacks that add their own state to it."""
+    ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+    return ckpt if state.is_world_process_zero and ckpt.is_dir() else None
+
+
 class CompleteCheckpointMarker(TrainerCallback):
     """Marks ``checkpoint-<step>`` complete once the Trainer has written all of its files."""
 
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
-                write_json({"step": int(state.global_step)}, ckpt / COMPLETE_FILE)
+        if (ckpt := saved_checkpoint(args, state)) is not None:
+            write_json({"step": int(state.global_step)}, ckpt / COMPLETE_FILE)
         return control
 
 

@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 
 from conrec.eval.metrics import fhr_at_k
 from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, PromptConfig
+from conrec.llm.model.checkpoints import saved_checkpoint
 from conrec.sid.sid_map import SidMap
 
 STOPPER_FILE = "early_stopping.pt"
@@ -124,8 +125,7 @@ class ValidFhrCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         # runs before the checkpoint is marked complete (the stage lists this callback before the marker)
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and ckpt.is_dir():
+        if (ckpt := saved_checkpoint(args, state)) is not None:
             self.save(ckpt / STOPPER_FILE)
         return control
 

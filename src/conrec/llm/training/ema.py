@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from conrec.llm.model.checkpoints import saved_checkpoint
+
 EMA_FILE = "ema.pt"
 
 
@@ -78,7 +80,6 @@ class EmaWeights(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         # runs before the checkpoint is marked complete (the stage lists this callback first)
-        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and ckpt.is_dir():
+        if (ckpt := saved_checkpoint(args, state)) is not None:
             self.save(ckpt / EMA_FILE)
         return control
