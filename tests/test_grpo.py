@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from conrec.config import load_config
 from conrec.io import read_json
@@ -215,45 +216,48 @@ def test_grpo_requires_sft_model(tmp_path: Path) -> None:
         load_config(None, {"grpo": {"reward": {"mode": "bogus"}}})
 
 
-def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Resume restores optimizer, scheduler, RNG and data position: bit-identical final weights."""
-    from rich.console import Console
-    from safetensors.torch import load_file
+_QUIET = Console(quiet=True)
 
-    import conrec.llm.training.grpo as grpo_mod
 
+def _uninterrupted_run_a_and_a_copy_b(tmp_path: Path) -> Any:
+    """Toy GRPO inputs in ``a`` and an identical copy in ``b``; GRPO runs uninterrupted in ``a``.
+    Returns ``b``'s config, for a run that crashes and resumes."""
     cfg, _ = grpo_run_dir(tmp_path / "a")
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    cfg_b = cfg.model_copy(update={"run_dir": tmp_path / "b"})
-    console = Console(quiet=True)
-    STAGE_REGISTRY["grpo"].call(cfg, console=console)
+    STAGE_REGISTRY["grpo"].call(cfg, console=_QUIET)
+    return cfg.model_copy(update={"run_dir": tmp_path / "b"})
+
+
+def _same_grpo_weights(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(root / "grpo" / "model" / "model.safetensors")) for root in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_grpo_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resume restores optimizer, scheduler, RNG and data position: bit-identical final weights."""
+    import conrec.llm.training.grpo as grpo_mod
+
+    cfg_b = _uninterrupted_run_a_and_a_copy_b(tmp_path)
     real_on_log = grpo_mod.GrpoLogCallback.on_log
     crashing_on_log = _crash_in_stage_1_at_step_2(real_on_log)
 
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", crashing_on_log)
     with pytest.raises(RuntimeError):
-        STAGE_REGISTRY["grpo"].call(cfg_b, console=console)
+        STAGE_REGISTRY["grpo"].call(cfg_b, console=_QUIET)
     monkeypatch.setattr(grpo_mod.GrpoLogCallback, "on_log", real_on_log)
-    assert STAGE_REGISTRY["grpo"].call(cfg_b, console=console)["stages"][1]["resumed_from"] == "checkpoint-1"
-    a = load_file(str(tmp_path / "a" / "grpo" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "grpo" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert STAGE_REGISTRY["grpo"].call(cfg_b, console=_QUIET)["stages"][1]["resumed_from"] == "checkpoint-1"
+    assert _same_grpo_weights(tmp_path / "a", tmp_path / "b")
 
 
 def test_grpo_crash_after_the_last_step_resumes_without_an_extra_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash once stage 1 has trained all its steps, before it is marked done: the rerun must not
     train a step past the budget (resuming from a checkpoint of the last step did, at GRPO's
     constant learning rate), so its weights equal the uninterrupted run's."""
-    from rich.console import Console
-    from safetensors.torch import load_file
-
     import conrec.llm.training.grpo as grpo_mod
 
-    cfg, _ = grpo_run_dir(tmp_path / "a")
-    shutil.copytree(tmp_path / "a", tmp_path / "b")
-    cfg_b = cfg.model_copy(update={"run_dir": tmp_path / "b"})
-    console = Console(quiet=True)
-    STAGE_REGISTRY["grpo"].call(cfg, console=console)
+    cfg_b = _uninterrupted_run_a_and_a_copy_b(tmp_path)
     real_measure = grpo_mod.measure_discernment
 
     def crash_in_stage_1(model_dir: Path, *args: Any, **kwargs: Any) -> Any:
@@ -263,14 +267,12 @@ def test_grpo_crash_after_the_last_step_resumes_without_an_extra_step(tmp_path: 
 
     monkeypatch.setattr(grpo_mod, "measure_discernment", crash_in_stage_1)
     with pytest.raises(RuntimeError, match="after the last step"):
-        STAGE_REGISTRY["grpo"].call(cfg_b, console=console)
+        STAGE_REGISTRY["grpo"].call(cfg_b, console=_QUIET)
     monkeypatch.undo()
-    stages = STAGE_REGISTRY["grpo"].call(cfg_b, console=console)["stages"]
+    stages = STAGE_REGISTRY["grpo"].call(cfg_b, console=_QUIET)["stages"]
     assert [s["steps"] for s in stages] == [1, 3]
     assert stages[1]["resumed_from"] == "checkpoint-2"  # no checkpoint of the step that ends training
-    a = load_file(str(tmp_path / "a" / "grpo" / "model" / "model.safetensors"))
-    b = load_file(str(tmp_path / "b" / "grpo" / "model" / "model.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _same_grpo_weights(tmp_path / "a", tmp_path / "b")
 
 
 def _crash_in_stage_1_at_step_2(real_on_log: Any) -> Any:
