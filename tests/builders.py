@@ -259,8 +259,9 @@ def record_current(cfg: PipelineConfig, *stages: str) -> None:
 def crash_sft_after_step(monkeypatch, step: int) -> None:
     """Make the SFT stage raise ``RuntimeError("simulated crash")`` once optimiser step ``step`` has ended.
 
-    The crash comes after the step's checkpoint is written (the progress callback runs last), like a
-    kill between two steps; ``monkeypatch.undo()`` restores normal training.
+    The crash comes before that step's checkpoint is written (``on_step_end`` runs before the Trainer
+    saves), like a kill during the step: the run resumes from the checkpoint before it.
+    ``monkeypatch.undo()`` restores normal training.
     """
     import conrec.llm.training.sft as sft_mod
 

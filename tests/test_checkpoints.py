@@ -14,6 +14,7 @@ from conrec.llm.model.checkpoints import (
     COMPLETE_FILE,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
+    whole_run_mean_loss,
 )
 from conrec.llm.model.toy import write_toy_run
 from conrec.runs import RunDir
@@ -120,3 +121,36 @@ def test_early_stopping_resumes_its_curve_and_best_weights(tmp_path, monkeypatch
     assert [p["step"] for p in a["early_stopping"]["learning_curve"]] == [2, 4, 6]
     assert json.dumps(b["early_stopping"]) == json.dumps(a["early_stopping"])
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_resumed_run_reports_the_whole_runs_loss_and_its_own_token_rate(tmp_path, monkeypatch):
+    """Logs every 3 steps, checkpoints every 2: the checkpoint a crash resumes from lies between two
+    logs, and the resumed run must still report the uninterrupted run's mean loss over all 6 steps
+    (not the mean of its own 2), and a token rate over the steps it ran itself."""
+    train = {"max_steps": 6, "batch_size": 4, "logging_steps": 3, "save_steps": 2}
+    done = {}
+    for name in ("a", "b"):
+        root = tmp_path / name
+        write_toy_run(root, n_items=32, n_users=12)
+        cfg = load_config(None, {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 48, "train": train}})
+        if name == "b":
+            crash_sft_after_step(monkeypatch, 5)
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                STAGE_REGISTRY["sft"].call(cfg)
+            monkeypatch.undo()
+        done[name] = STAGE_REGISTRY["sft"].call(cfg)
+    a, b = done["a"], done["b"]
+    assert b["resumed_from"] == "checkpoint-4" and b["steps"] == a["steps"] == 6
+    assert a["train_loss_steps"] == b["train_loss_steps"] == 6
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-6)
+    tokens_run = 2 * 4 * b["mean_tokens_per_example"]  # steps 5 and 6, batch 4
+    assert b["tokens_per_second"] * b["train_seconds"] == pytest.approx(tokens_run, rel=1e-6)
+
+
+def test_the_whole_runs_loss_adds_the_logged_part_and_says_when_it_cannot():
+    logged = [{"loss": 4.0, "step": 2}, {"loss": 3.0, "step": 3}, {"loss": 1.0, "step": 4}, {"eval": 0.5, "step": 4}]
+    # steps 1-2 at 4.0, step 3 at 3.0, step 4 at 1.0, then steps 5-6 at 2.0
+    assert whole_run_mean_loss(logged, 4, 2.0, 6) == ((4.0 * 2 + 3.0 + 1.0 + 2.0 * 2) / 6, 6)
+    # logged up to step 3 only (a checkpoint from before the log at each checkpoint): only the resumed part
+    assert whole_run_mean_loss(logged[:2], 4, 2.0, 6) == (2.0, 2)
+    assert whole_run_mean_loss([], 0, 2.5, 6) == (2.5, 6)  # not resumed: the Trainer's mean

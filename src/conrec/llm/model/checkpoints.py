@@ -63,6 +63,43 @@ class NoCheckpointAtTheEnd(TrainerCallback):
         return control
 
 
+class LogAtEachCheckpoint(TrainerCallback):
+    """Logs the loss at every checkpoint step, so that a resumed run still knows the whole run's loss.
+
+    The Trainer sums the loss between two logs in memory only. A checkpoint taken between logs does
+    not hold that sum, and a run resumed from it could average only the steps it ran itself (its
+    ``training_loss``). With a log at each checkpoint, the saved ``log_history`` covers every step up to
+    it: :func:`whole_run_mean_loss` adds the two parts.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
+
+
+def whole_run_mean_loss(
+    log_history: list[dict[str, Any]], resumed_at: int, resumed_mean: float, total_steps: int
+) -> tuple[float, int]:
+    """(mean training loss, the number of steps it averages) of a run resumed at step ``resumed_at``.
+
+    ``resumed_mean`` is the Trainer's mean over steps ``resumed_at + 1 .. total_steps``; the steps before
+    come from the logged losses (each the mean since the log before it). If those do not reach exactly
+    ``resumed_at`` (a checkpoint written without :class:`LogAtEachCheckpoint`), the earlier steps cannot be
+    recovered, and the result is ``resumed_mean`` over the resumed steps only, which the count says.
+    """
+    resumed_steps = total_steps - resumed_at
+    before, last = 0.0, 0
+    for entry in log_history:
+        step = int(entry.get("step", 0))
+        if "loss" in entry and last < step <= resumed_at:
+            before += float(entry["loss"]) * (step - last)
+            last = step
+    if resumed_at == 0 or last != resumed_at or total_steps <= 0:
+        return resumed_mean, resumed_steps
+    return (before + resumed_mean * resumed_steps) / total_steps, total_steps
+
+
 def _checkpoints(folder: Path) -> list[tuple[int, Path]]:
     found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := _CKPT.match(p.name))] if folder.is_dir() else []
     return sorted(found, reverse=True)

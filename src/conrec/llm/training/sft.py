@@ -36,10 +36,13 @@ from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.checkpoints import (
     CompleteCheckpointMarker,
+    LogAtEachCheckpoint,
     NoCheckpointAtTheEnd,
+    checkpoint_step,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
     trainer_save_args,
+    whole_run_mean_loss,
 )
 from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
@@ -488,7 +491,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         if resume_from is not None and (resume_from / STOPPER_FILE).is_file():
             stopper.load(resume_from / STOPPER_FILE)
         callbacks.insert(callbacks.index(marker), stopper)  # its file precedes the checkpoint's completion marker
-    callbacks.append(NoCheckpointAtTheEnd())  # last: it reads the stopper's decision
+    callbacks.append(NoCheckpointAtTheEnd())  # after the stopper: it reads its decision
+    callbacks.append(LogAtEachCheckpoint())  # after NoCheckpointAtTheEnd: it reads which steps still save
     if tr.mask_history and tr.sid_softmax != "level":
         raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
     if tr.history_loss > 0 and tr.sid_softmax != "level":
@@ -524,7 +528,10 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     acc.wait_for_everyone()
     lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])
     state = trainer.state
-    seen = state.global_step * tr.batch_size * tr.grad_accum * acc.num_processes
+    resumed_at = checkpoint_step(resume_from) if resume_from is not None else 0
+    # this call's steps only: train_runtime is this call's time
+    seen = (state.global_step - resumed_at) * tr.batch_size * tr.grad_accum * acc.num_processes
+    train_loss, loss_steps = whole_run_mean_loss(state.log_history, resumed_at, result.training_loss, state.global_step)
     train_seconds = float(result.metrics.get("train_runtime", 0.0))
     n_params = int(sum(p.numel() for p in trainer.model.parameters()))
     stats: dict[str, Any] = {
@@ -532,7 +539,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         "n_examples": len(examples),
         "examples_per_task": per_task,
         "steps": int(state.global_step),
-        "train_loss": float(result.training_loss),
+        "train_loss": float(train_loss),
+        "train_loss_steps": loss_steps,  # the steps train_loss averages: all of them, unless resumed from an old checkpoint
         "mean_tokens_per_example": float(lengths.mean()),
         "train_seconds": train_seconds,
         "tokens_per_second": float(seen * lengths.mean() / train_seconds) if train_seconds > 0 else None,
