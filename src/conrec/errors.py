@@ -22,6 +22,10 @@ class ModelOutputError(ConrecError):
     """A loaded model produced scores that are not finite (NaN, +inf): an answer built on them would be wrong."""
 
 
+class RunInUseError(ConrecError):
+    """Another conrec process is writing the same run directory (:mod:`conrec.run_lock`)."""
+
+
 class StageInputError(ConrecError):
     """A stage was asked to run before the stage it depends on wrote its outputs, or they are corrupt."""
 

@@ -23,6 +23,7 @@ from rich.rule import Rule
 from conrec.config import PipelineConfig, dump_config
 from conrec.errors import StageInputError
 from conrec.io import read_json, write_json, write_text
+from conrec.run_lock import holding_run
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
 from conrec.stages import STAGE_REGISTRY, STAGES, section_hashes, stage_fingerprint
@@ -80,8 +81,13 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`."""
     console = console or Console()
     run = RunDir(cfg.run_dir)
-    check_upstream(run, cfg, stage)
-    run.root.mkdir(parents=True, exist_ok=True)
+    check_upstream(run, cfg, stage)  # before anything is written, the run directory included
+    with holding_run(run.root):
+        check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
+        return _run_stage_held(cfg, stage, run, console, **kwargs)
+
+
+def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Console, **kwargs: Any) -> Any:
     write_text(dump_config(cfg), run.root / "config.yaml")
     run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
@@ -120,8 +126,12 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Run ``stages`` in order; a stage reruns if forced, unfinished, reconfigured, unreadable, or upstream reran."""
     console = console or Console()
+    with holding_run(cfg.run_dir):  # across the stages: no other process starts one in between
+        return _run_pipeline_held(cfg, stages, force, console)
+
+
+def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool, console: Console) -> dict[str, Any]:
     run = RunDir(cfg.run_dir)
-    run.root.mkdir(parents=True, exist_ok=True)
     write_text(dump_config(cfg), run.root / "config.yaml")
     results: dict[str, Any] = {}
     upstream_reran = False

@@ -8,6 +8,7 @@ Layout::
 
     run_dir/
       config.yaml                  the resolved pipeline config of the last run
+      .conrec.lock                 held by the process writing the run (conrec.run_lock)
       data/events.parquet          canonical events  (user_id, item_id, ts, feedback)
       data/items.parquet           canonical items   (item_id, title, text, category, ...)
       data/samples.parquet         evaluation points (see conrec.data.samples)

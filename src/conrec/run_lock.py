@@ -1,0 +1,47 @@
+"""One writer per run directory: the lock every stage holds while it runs.
+
+Why: two conrec processes writing one run directory (a second terminal, a retried job) interleave
+their outputs and the records of which configuration made them. One process's model could then be
+recorded as made with the other's configuration, and served as current; and a stage started with
+another configuration discards the checkpoints the first is still writing. The second process
+therefore stops at once with one line, before it touches anything.
+
+The lock is an OS file lock (``filelock``): the operating system releases it when the process ends,
+SIGKILL included, so it never goes stale. It is reentrant within a process (the pipeline holds it
+across its stages, each stage takes it again). Under torchrun or ``accelerate launch`` every rank runs
+the same stage, so only the main rank (``RANK`` 0 or unset) takes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from conrec.errors import RunInUseError
+
+LOCK_FILE = ".conrec.lock"
+
+
+@contextmanager
+def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the run directory ``root`` (created if missing) for writing, or raise :class:`RunInUseError`."""
+    if os.environ.get("RANK", "0") != "0":  # a worker rank: the main rank holds the lock for the launch
+        yield
+        return
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(root / LOCK_FILE, blocking=False, is_singleton=True, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunInUseError(
+            f"run directory {root} is in use by another conrec process; wait for it to finish, or use another --run-dir"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,65 @@
+"""One writer per run directory (conrec.run_lock): a second process stops at once, with one line,
+before it writes anything; the OS releases the lock when the holder dies, even by SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conrec.cli import app
+from conrec.config import load_config, preset_path
+from conrec.errors import RunInUseError
+from conrec.pipeline import run_pipeline, run_stage
+from conrec.run_lock import LOCK_FILE, holding_run
+
+
+def _holder(run_dir: Path) -> subprocess.Popen[str]:
+    """Another process holding ``run_dir``, as a running ``conrec`` stage does; returns once it holds it."""
+    code = f"import time\nfrom conrec.run_lock import holding_run\nwith holding_run({str(run_dir)!r}):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_stops_before_writing_and_goes_on_once_the_holder_is_killed(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(run_dir)})
+    holder = _holder(run_dir)
+    try:
+        with pytest.raises(RunInUseError, match="is in use by another conrec process"):
+            run_stage(cfg, "data")
+        with pytest.raises(RunInUseError):
+            run_pipeline(cfg, stages=("data",))
+        assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # nothing written: no config, no data
+        result = CliRunner().invoke(app, ["data", "-c", "preset:tiny", "-r", str(run_dir)])
+        assert result.exit_code != 0
+        assert "is in use by another conrec process" in " ".join(result.output.split())  # one message, wrapped
+        assert result.output.startswith("error: ") and "Traceback" not in result.output
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    run_stage(cfg, "data")  # the killed holder's lock went with it
+    assert (run_dir / "data" / "events.parquet").is_file()
+
+
+def test_the_lock_is_reentrant_in_one_process_and_left_to_the_main_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run_dir = tmp_path / "run"
+    with holding_run(run_dir), holding_run(run_dir):  # the pipeline holds it and each of its stages takes it again
+        pass
+    holder = _holder(run_dir)
+    try:
+        monkeypatch.setenv("RANK", "1")  # a worker rank of a launch whose main rank holds the run
+        with holding_run(run_dir):
+            pass
+        monkeypatch.setenv("RANK", "0")
+        with pytest.raises(RunInUseError), holding_run(run_dir):
+            pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
