@@ -32,6 +32,7 @@ from rich.console import Console
 from conrec.config import PipelineConfig
 from conrec.io import write_json
 from conrec.pipeline import run_pipeline, stale_reason
+from conrec.run_lock import holding_run
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.stages import STAGE_REGISTRY, STAGES
 
@@ -76,8 +77,9 @@ def run_child(
 ) -> dict[str, Any]:
     """Link what ``cfg`` leaves unchanged in ``parent`` (:func:`link_unchanged`), then run ``stages``
     in the child run ``cfg.run_dir`` through the normal pipeline (linked stages are current: skipped)."""
-    link_unchanged(parent, cfg, stages)
-    return run_pipeline(cfg, stages=stages, console=console)
+    with holding_run(cfg.run_dir):  # the links too are the child's outputs: one writer at a time
+        link_unchanged(parent, cfg, stages)
+        return run_pipeline(cfg, stages=stages, console=console)
 
 
 def is_linked(run_dir: str | Path, stage: str) -> bool:
