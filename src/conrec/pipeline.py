@@ -26,6 +26,7 @@ from conrec.io import read_json, write_json, write_text
 from conrec.run_lock import holding_run
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
+from conrec.source_files import snapshot
 from conrec.stages import STAGE_REGISTRY, STAGES, section_hashes, stage_fingerprint
 
 
@@ -91,13 +92,14 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
     write_text(dump_config(cfg), run.root / "config.yaml")
     run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
+    files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
     # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
     result = _stage_runner(stage)(STAGE_REGISTRY[stage].section_of(cfg), run.root, console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")
-    record_finished(cfg, stage, seconds)
+    record_finished(cfg, stage, seconds, files)
     timings_path = run.root / "timings.json"
     try:
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -107,13 +109,15 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
     return result
 
 
-def record_finished(cfg: PipelineConfig, stage: str, seconds: float = 0.0) -> None:
+def record_finished(cfg: PipelineConfig, stage: str, seconds: float = 0.0, source_files: dict[str, Any] | None = None) -> None:
     """Record that ``stage`` finished with ``cfg`` (its fingerprint file): what makes its model current.
 
     :func:`run_stage` calls it after the runner; a tool that calls a stage's runner directly (the
-    benchmarks) calls it too, or the model it trained is never loaded (``RunDir.model_problem``)."""
+    benchmarks) calls it too, or the model it trained is never loaded (``RunDir.model_problem``).
+    ``source_files``: the :func:`conrec.source_files.snapshot` of the files outside the run it read."""
     write_json(
-        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds},
+        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds,
+         "source_files": source_files or {}},
         _fingerprint_path(RunDir(cfg.run_dir), stage),
     )
 

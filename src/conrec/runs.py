@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conrec.io import write_json
+from conrec.source_files import change as source_change
 from conrec.stages import FINGERPRINT_FILE, MODEL_STAGES, STAGE_REGISTRY, STAGES, model_output, section_hashes, stage_fingerprint
 
 if TYPE_CHECKING:
@@ -149,6 +150,8 @@ class RunDir:
             old = rec.get("sections") or {}
             changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
             return f"made with a different configuration ({', '.join(changed) or 'sections'} changed)"
+        if (why := source_change(rec.get("source_files") or {})) is not None:
+            return why
         return self.output_problem(stage)
 
     def fingerprint_record(self, stage: str) -> dict[str, Any] | None:

@@ -127,7 +127,9 @@ class Stage:
     output is a loadable model directory (see :func:`model_output`). ``bundle``: the class of the
     runner's ``section`` argument when more than one section is declared. ``selects``: a (dotted)
     config key listing which ``optional_inputs`` the stage uses when the run has them (eval:
-    ``eval.models``); None = every one the run has.
+    ``eval.models``); None = every one the run has. ``source_files``: (dotted) config keys of files
+    outside the run that the stage reads (the data stage: the user's events and items); their state is
+    recorded when the stage runs, and a later change makes the stage stale (:mod:`conrec.source_files`).
     """
 
     name: str
@@ -142,6 +144,7 @@ class Stage:
     bundle: Any = None
     selects: str | None = None
     produces_model: bool = False
+    source_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.produces_model and sum(o.endswith("/") for o in self.outputs) != 1:
@@ -164,6 +167,10 @@ class Stage:
         if self.bundle is None:
             return _get(cfg, received[0])
         return self.bundle(**{_field(k): _get(cfg, k) for k in received})
+
+    def source_paths(self, cfg: PipelineConfig) -> dict[str, Any]:
+        """The files (or directories) outside the run that the config points this stage at, by config key."""
+        return {k: _get(cfg, k) for k in self.source_files}
 
     def selects_input(self, cfg: PipelineConfig, stage: str) -> bool:
         """Whether the config asks this stage to read optional input ``stage`` (when the run has it)."""
@@ -190,7 +197,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run",
+            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"),
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),

@@ -1,0 +1,86 @@
+"""The state of the files a stage reads from outside the run directory (the user's events and items).
+
+Why: a stage is reused while its configuration is unchanged. But the configuration names the user's
+files by path, and an export is often fixed or refreshed in place: same path, other rows. Without a
+record of the files, ``conrec demo`` would skip every stage and report the old run's results as if
+they were the new data's. The data stage therefore records each file's size, modification time and,
+while a path's files hold at most :data:`HASH_MAX_BYTES` in all, their SHA-256, and the run treats
+it as stale once a file differs.
+
+The check is cheap when nothing changed (one ``stat`` per file). A file whose time changed but whose
+size did not (a copy, ``touch``) is hashed again, so it counts as changed only if its bytes did;
+beyond the hash limit (a log at scale: hashing it would cost minutes) a new time alone counts as a
+change. A file that is gone is not a change: a
+run stays usable after the raw export is deleted or the run directory is copied to another machine.
+
+Standard library only: :mod:`conrec.runs` imports it on every reuse check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+HASH_MAX_BYTES = 256 * 2**20
+"""A path's files are hashed while they hold this much in all (256 MiB, about a second); beyond, size and time only."""
+
+
+def _files(path: Path) -> list[tuple[str, Path]]:
+    """(name relative to ``path``, file) for a file, or for every file below a directory, sorted."""
+    if path.is_file():
+        return [(path.name, path)]
+    return sorted((str(f.relative_to(path)), f) for f in path.rglob("*") if f.is_file())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _entries(path: Path) -> list[list[Any]]:
+    files = [(name, f, f.stat()) for name, f in _files(path)]
+    hashed = sum(st.st_size for _, _, st in files) <= HASH_MAX_BYTES
+    return [[name, st.st_size, st.st_mtime_ns, _sha256(f) if hashed else None] for name, f, st in files]
+
+
+def snapshot(paths: dict[str, str | os.PathLike[str] | None]) -> dict[str, dict[str, Any]]:
+    """``{key: {"path": absolute path, "files": [[name, size, mtime_ns, sha256 or None], ...]}}`` for
+    each key whose path is set and exists (a missing file fails in the stage itself, with its own message)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, raw in paths.items():
+        if raw is None or not Path(raw).exists():
+            continue
+        path = Path(raw).resolve()
+        out[key] = {"path": str(path), "files": _entries(path)}
+    return out
+
+
+def _file_changed(entry: list[Any], path: Path) -> bool:
+    _name, size, mtime_ns, sha = entry
+    st = path.stat()
+    if st.st_size != size:
+        return True
+    if st.st_mtime_ns == mtime_ns:
+        return False
+    return sha is None or _sha256(path) != sha
+
+
+def change(recorded: dict[str, dict[str, Any]]) -> str | None:
+    """Why the files of a :func:`snapshot` differ now (named), or None if they do not, or are gone."""
+    for rec in recorded.values():
+        path = Path(rec["path"])
+        if not path.exists():
+            continue
+        now = dict(_files(path))
+        names = [e[0] for e in rec["files"]]
+        if sorted(now) != sorted(names):
+            return f"made from {path}, whose files were added or removed since"
+        for entry in rec["files"]:
+            if _file_changed(entry, now[entry[0]]):
+                return f"made from {now[entry[0]]}, which changed since"
+    return None

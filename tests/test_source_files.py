@@ -1,0 +1,77 @@
+"""The data stage is stale once the user's files change in place (conrec.source_files): a fixed or
+refreshed export at the same path reruns the pipeline instead of reporting the old run's results."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from rich.console import Console
+
+from conrec import source_files
+from conrec.config import load_config
+from conrec.errors import StageInputError
+from conrec.pipeline import run_pipeline, run_stage
+from conrec.runs import RunDir
+from conrec.source_files import change, snapshot
+
+
+def _later(path: Path) -> None:
+    """Move the file's modification time on, as a rewrite or a copy does."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def test_a_change_is_named_and_a_copy_a_touch_or_a_deleted_file_are_not(tmp_path: Path) -> None:
+    f = tmp_path / "events.csv"
+    f.write_text("a,b\n1,2\n")
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    (folder / "log1.csv").write_text("x\n")
+    snap = snapshot({"events": f, "items": None, "logs": folder, "missing": tmp_path / "nope.csv"})
+    assert set(snap) == {"events", "logs"} and change(snap) is None
+    _later(f)  # same bytes, new time: hashed again, unchanged
+    assert change(snap) is None
+    f.write_text("a,b\n1,3\n")  # same size, other bytes
+    assert change(snap) == f"made from {f.resolve()}, which changed since"
+    f.write_text("a,b\n1,2\n")
+    assert change(snap) is None
+    (folder / "log2.csv").write_text("y\n")
+    assert change(snap) == f"made from {folder.resolve()}, whose files were added or removed since"
+    (folder / "log2.csv").unlink()
+    f.unlink()  # the raw export deleted after the run: the run stays usable
+    assert change(snap) is None
+
+
+def test_beyond_the_hash_limit_a_new_time_counts_as_a_change(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(source_files, "HASH_MAX_BYTES", 4)
+    f = tmp_path / "events.csv"
+    f.write_text("a,b\n1,2\n")
+    snap = snapshot({"events": f})
+    assert snap["events"]["files"][0][3] is None and change(snap) is None
+    _later(f)
+    assert change(snap) is not None
+
+
+def test_a_pipeline_on_a_rewritten_events_file_reruns_the_data_stage(tmp_path: Path) -> None:
+    ev = tmp_path / "events.csv"
+    rows = [f"u{u},i{k % 7},{k * 3600 + u},{-1 if k % 4 == 0 else 1}" for u in range(3) for k in range(40)]
+    ev.write_text("\n".join(["user_id,item_id,ts,feedback", *rows]) + "\n")
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
+    quiet = Console(quiet=True)
+    run_pipeline(cfg, stages=("data",), console=quiet)
+    run = RunDir(cfg.run_dir)
+    assert run.stale_reason(cfg, "data") is None
+    shutil.copy(ev, tmp_path / "copy.csv")
+    shutil.copy(tmp_path / "copy.csv", ev)  # a copy of the same bytes over it: still current
+    assert run.stale_reason(cfg, "data") is None
+
+    ev.write_text("\n".join(["user_id,item_id,ts,feedback", *rows[:90]]) + "\n")  # the export refreshed in place
+    assert run.stale_reason(cfg, "data") == f"made from {ev.resolve()}, which changed since"
+    with pytest.raises(StageInputError, match="which changed since; run `conrec data`"):
+        run_stage(cfg, "sid", console=quiet)  # a later stage alone refuses the old data
+    run_pipeline(cfg, stages=("data",), console=quiet)  # the pipeline reruns it
+    assert pl.read_parquet(run.events).height == 90 and run.stale_reason(cfg, "data") is None
