@@ -56,21 +56,23 @@ def test_beyond_the_hash_limit_a_new_time_counts_as_a_change(tmp_path: Path, mon
     assert change(snap) is not None
 
 
-def test_a_pipeline_on_a_rewritten_events_file_reruns_the_data_stage(tmp_path: Path) -> None:
+def test_a_pipeline_on_a_rewritten_events_file_reruns_from_the_data_stage(tmp_path: Path) -> None:
     ev = tmp_path / "events.csv"
     rows = [f"u{u},i{k % 7},{k * 3600 + u},{-1 if k % 4 == 0 else 1}" for u in range(3) for k in range(40)]
     ev.write_text("\n".join(["user_id,item_id,ts,feedback", *rows]) + "\n")
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
     quiet = Console(quiet=True)
-    run_pipeline(cfg, stages=("data",), console=quiet)
+    run_pipeline(cfg, stages=("data", "sid"), console=quiet)
     run = RunDir(cfg.run_dir)
-    assert run.stale_reason(cfg, "data") is None
+    assert run.stale_reason(cfg, "data") is None and run.stale_reason(cfg, "sid") is None
     shutil.copy(ev, tmp_path / "copy.csv")
     shutil.copy(tmp_path / "copy.csv", ev)  # a copy of the same bytes over it: still current
     assert run.stale_reason(cfg, "data") is None
 
     ev.write_text("\n".join(["user_id,item_id,ts,feedback", *rows[:90]]) + "\n")  # the export refreshed in place
-    assert run.stale_reason(cfg, "data") == f"made from {ev.resolve()}, which changed since"
+    changed = f"made from {ev.resolve()}, which changed since"
+    assert run.stale_reason(cfg, "data") == changed
+    assert run.stale_reason(cfg, "sid") == changed  # built on it: stale too (a model would not be served)
     with pytest.raises(StageInputError, match="which changed since; run `conrec data`"):
         run_stage(cfg, "sid", console=quiet)  # a later stage alone refuses the old data
     run_pipeline(cfg, stages=("data",), console=quiet)  # the pipeline reruns it

@@ -37,7 +37,16 @@ from typing import TYPE_CHECKING, Any
 
 from conrec.io import write_json
 from conrec.source_files import change as source_change
-from conrec.stages import FINGERPRINT_FILE, MODEL_STAGES, STAGE_REGISTRY, STAGES, model_output, section_hashes, stage_fingerprint
+from conrec.stages import (
+    FINGERPRINT_FILE,
+    MODEL_STAGES,
+    STAGE_REGISTRY,
+    STAGES,
+    model_output,
+    section_hashes,
+    stage_fingerprint,
+    upstream_closure,
+)
 
 if TYPE_CHECKING:
     from conrec.config import PipelineConfig
@@ -150,8 +159,10 @@ class RunDir:
             old = rec.get("sections") or {}
             changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
             return f"made with a different configuration ({', '.join(changed) or 'sections'} changed)"
-        if (why := source_change(rec.get("source_files") or {})) is not None:
-            return why
+        for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
+            up_rec = rec if up == stage else self.fingerprint_record(up)
+            if up_rec is not None and (why := source_change(up_rec.get("source_files") or {})) is not None:
+                return why
         return self.output_problem(stage)
 
     def fingerprint_record(self, stage: str) -> dict[str, Any] | None:

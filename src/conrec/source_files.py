@@ -18,6 +18,7 @@ Standard library only: :mod:`conrec.runs` imports it on every reuse check.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -35,8 +36,16 @@ def _files(path: Path) -> list[tuple[str, Path]]:
 
 
 def _sha256(path: Path) -> str:
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """Cached by the file's size and time: a run's checks ask about the same files once per stage."""
+    del size, mtime_ns  # the cache key only
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -128,8 +128,9 @@ class Stage:
     runner's ``section`` argument when more than one section is declared. ``selects``: a (dotted)
     config key listing which ``optional_inputs`` the stage uses when the run has them (eval:
     ``eval.models``); None = every one the run has. ``source_files``: (dotted) config keys of files
-    outside the run that the stage reads (the data stage: the user's events and items); their state is
-    recorded when the stage runs, and a later change makes the stage stale (:mod:`conrec.source_files`).
+    outside the run that the stage reads (the user's events and items, a local encoder or backbone,
+    extra item vectors); their state is recorded when the stage runs, and a later change makes the
+    stage and every stage built on it stale (:mod:`conrec.source_files`).
     """
 
     name: str
@@ -202,12 +203,12 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
             ("sid/sid_map.parquet", "sid/quantizer.pt", "sid/embeddings.npy", "sid/stats.json"),
-            "conrec.sid.stage:run", bundle=SidSections,
+            "conrec.sid.stage:run", bundle=SidSections, source_files=("sid.encoder.model_path", "sid.encoder.extra_vectors_path"),
         ),
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
             ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
-            produces_model=True,
+            produces_model=True, source_files=("sft.model.path",),
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode", "seed"), ("data", "sid", "sft"),
