@@ -113,3 +113,24 @@ def test_parquet_with_typed_columns(tmp_path: Path) -> None:
     assert g.ts_unit == "ms" and g.rating_range == (1.0, 10.0)
     events, _ = load_source(load_config(out).data)
     assert events["ts"].to_list()[0] == 1_700_000_000
+
+
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_a_csv_separated_otherwise_is_read_like_the_comma_one(tmp_path: Path, sep: str) -> None:
+    """Spreadsheet exports with a decimal comma write ';' (and a byte-order mark); others tabs or pipes:
+    ``init``, the loader and the streaming scan detect the separator from the header and read the
+    same events as from the comma file."""
+    from conrec.data.engine.scan import scan_table
+
+    ev, it = _unusual_files(tmp_path)
+    other = tmp_path / "ratings_other.csv"
+    other.write_text(ev.read_text().replace(",", sep), encoding="utf-8-sig")
+    _, comma = init_config(ev, it, tmp_path / "comma.yaml", preset="tiny")
+    out, g = init_config(other, it, tmp_path / "other.yaml", preset="tiny")
+    assert g.columns() == comma.columns() and (g.ts_unit, g.rating_range) == (comma.ts_unit, comma.rating_range)
+    want, _ = load_source(load_config(tmp_path / "comma.yaml").data)
+    cfg = load_config(out)
+    got, _ = load_source(cfg.data)
+    assert got.equals(want)
+    streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()
+    assert streamed.sort("user_id", "ts", "item_id").equals(scan_table(load_config(tmp_path / "comma.yaml").data).collect().sort("user_id", "ts", "item_id"))

@@ -19,7 +19,15 @@ from pathlib import Path
 
 import polars as pl
 
-from conrec.data.sources.common import CSV_SUFFIXES, PARQUET_SUFFIXES, existing_file, file_suffix, first_line, read_bytes
+from conrec.data.sources.common import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    csv_separator,
+    existing_file,
+    file_suffix,
+    first_line,
+    read_bytes,
+)
 from conrec.errors import ConfigError, DataValidationError
 
 SAMPLE_ROWS = 10_000
@@ -107,7 +115,7 @@ def read_sample(path: str | Path, what: str, n_rows: int = SAMPLE_ROWS) -> pl.Da
         if fmt in PARQUET_SUFFIXES:
             return pl.read_parquet(p, n_rows=n_rows)
         if fmt in CSV_SUFFIXES:
-            return pl.read_csv(io.BytesIO(read_bytes(p)), separator="\t" if fmt == ".tsv" else ",", n_rows=n_rows, infer_schema=False)
+            return pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise DataValidationError(f"{what} file {p} could not be read as {fmt.lstrip('.')}: {first_line(exc)}") from exc
     raise DataValidationError(f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)")

@@ -21,7 +21,15 @@ import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig, SplitConfig
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
-from conrec.data.sources.common import CSV_SUFFIXES, PARQUET_SUFFIXES, existing_file, file_suffix, placeholder_items, read_table_file
+from conrec.data.sources.common import (
+    CSV_SUFFIXES,
+    PARQUET_SUFFIXES,
+    csv_separator,
+    existing_file,
+    file_suffix,
+    placeholder_items,
+    read_table_file,
+)
 from conrec.data.splits import Cutoffs, cutoff_exprs, cutoffs_from
 from conrec.errors import DataValidationError
 
@@ -46,7 +54,7 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
         return pl.scan_parquet(path)
     if fmt in CSV_SUFFIXES and path.suffix.lower() != ".gz":
         ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
-        return pl.scan_csv(path, separator="\t" if fmt == ".tsv" else ",", schema_overrides={c: pl.String() for c in ids})
+        return pl.scan_csv(path, separator=csv_separator(path), schema_overrides={c: pl.String() for c in ids})
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 

@@ -56,6 +56,24 @@ def read_bytes(path: Path) -> bytes:
     return gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
 
 
+def csv_separator(path: Path) -> str:
+    """The field separator of a CSV or TSV file: a tab for ``.tsv``; for ``.csv`` a comma, unless the
+    header line has none but has a semicolon, tab or pipe.
+
+    Why: spreadsheets in locales with a decimal comma export ``;``-separated "CSV", and other tools
+    write tabs or pipes into ``.csv`` files. Read with a comma, such a file is one column named after
+    the whole header, and every later error is about that column rather than the separator.
+    """
+    if file_suffix(path) == ".tsv":
+        return "\t"
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as fh:
+        header = fh.readline(65_536).decode("utf-8", errors="replace")
+    if "," in header:
+        return ","
+    return next((sep for sep in (";", "\t", "|") if sep in header), ",")
+
+
 def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files."""
     p = existing_file(path, what)
@@ -66,7 +84,7 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
         if fmt in CSV_SUFFIXES:
             return pl.read_csv(
                 io.BytesIO(read_bytes(p)),
-                separator="\t" if fmt == ".tsv" else ",",
+                separator=csv_separator(p),
                 schema_overrides=schema_overrides,
                 infer_schema_length=10_000,
             )
