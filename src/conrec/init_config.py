@@ -49,6 +49,12 @@ def _preset_rest(name: str) -> tuple[str, dict[str, Any]]:
     return "\n".join(kept).strip() + "\n", {k: v for k, v in data.items() if k in ("split", "on_invalid")}
 
 
+def _label_reason(label: str, value: int, unknown: list[str]) -> str:
+    if label in unknown:
+        return "not a known feedback word: neutral, dropped; set -1 or 1 if it is a dislike or a positive"
+    return {-1: "a usual word for a dislike", 1: "a usual word for a positive", 0: "a usual word for no reaction: neutral, dropped"}[value]
+
+
 def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, preset: str, command: str) -> str:
     """The config's text: a commented data section, then the preset's other sections."""
     base = out.parent
@@ -83,6 +89,9 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
         ]
     elif "feedback" in g.events:
         lines.append(f"  # {g.events['feedback'].reason}")
+    if g.feedback_labels is not None:
+        lines.append(f"  feedback_labels:  # each value of {g.events['feedback'].column!r}: -1 dislike, 1 positive, 0 neutral (dropped)")
+        lines += [f"    {_q(label)}: {value}  # {_label_reason(label, value, g.labels_unknown)}" for label, value in g.feedback_labels.items()]
     lines.append(f"  ts_unit: {g.ts_unit}  # {g.ts_reason}")
     lines.append("  on_invalid: drop  # bad rows are dropped with counts (see data/stats.json); `error` stops at the first")
     for key, value in preset_data.items():
@@ -124,5 +133,9 @@ def summary_lines(g: Guess) -> list[str]:
     lines.append(f"{'time unit':>9}: {g.ts_unit} ({g.ts_reason})")
     if g.rating_range is not None:
         lines.append(f"{'threshold':>9}: {g.rating_reason}")
+    if g.feedback_labels is not None:
+        by = {v: [k for k, x in g.feedback_labels.items() if x == v and k not in g.labels_unknown] for v in (-1, 1)}
+        lines.append(f"{'labels':>9}: dislike {by[-1]}, positive {by[1]}"
+                     + (f", not recognised (neutral, dropped: check them) {g.labels_unknown}" if g.labels_unknown else ""))
     lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values() if c.role != "item_id"]
     return lines

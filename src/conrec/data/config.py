@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from conrec.config_base import StrictConfig
 
@@ -120,6 +120,12 @@ class DataConfig(_Strict):
         default_factory=dict,
         description="source column -> canonical column, for source=table (CSV or Parquet)",
     )
+    feedback_labels: dict[str, Literal[-1, 0, 1]] = Field(
+        default_factory=dict,
+        description="source=table: text values of the feedback column -> -1 (dislike), +1 (positive) or 0 (neutral, dropped), "
+        "e.g. {not_interested: -1, hide: -1, like: 1, impression: 0}; compared in lower case with spaces and hyphens as '_'; "
+        "a value not named is an invalid row (see on_invalid)",
+    )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
     like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the presets set 3, so lukewarm ratings count as exposures too")
     rating_range: tuple[float, float] | None = Field(
@@ -149,6 +155,25 @@ class DataConfig(_Strict):
         4_000_000, ge=1, description="streaming: events per user partition held in memory (measured: ~0.3 GiB RSS per million)"
     )
     spark: SparkConfig = Field(default_factory=SparkConfig)
+
+    @field_validator("feedback_labels", mode="before")
+    @classmethod
+    def _no_booleans(cls, labels: object) -> object:
+        if isinstance(labels, dict) and (flags := [k for k, v in labels.items() if isinstance(v, bool)]):
+            raise ValueError(f"label(s) {flags} map to true/false; use -1 (dislike), 1 (positive) or 0 (neutral)")
+        return labels
+
+    @field_validator("feedback_labels")
+    @classmethod
+    def _normalised_labels(cls, labels: dict[str, int]) -> dict[str, int]:
+        from conrec.data.feedback_labels import normalise
+
+        out: dict[str, int] = {}
+        for key, value in labels.items():
+            if out.get(normalise(key), value) != value:
+                raise ValueError(f"label {key!r} is given twice with different values (labels compare as {normalise(key)!r})")
+            out[normalise(key)] = value
+        return out
 
     @model_validator(mode="after")
     def _ratings(self) -> DataConfig:

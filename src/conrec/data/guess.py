@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from conrec.data.feedback_labels import normalised, propose
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -43,8 +44,9 @@ NAMES: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "ts": (frozenset({"ts", "timestamp", "time", "datetime", "date", "unixtime", "eventtime", "createdat", "unixreviewtime",
                       "epoch", "when", "timems", "timestampms"}), ("time", "date")),
     "rating": (frozenset({"rating", "ratings", "stars", "star", "score", "overall", "rate", "grade", "userrating"}), ("rating", "star")),
-    "feedback": (frozenset({"feedback", "label", "reaction", "signal", "vote", "liked", "like", "dislike", "ishate", "thumbs"}),
-                 ("feedback", "reaction", "thumb")),
+    "feedback": (frozenset({"feedback", "label", "reaction", "signal", "vote", "liked", "like", "dislike", "ishate", "thumbs",
+                            "action", "actiontype", "event", "eventtype", "interaction", "interactiontype", "behavior", "behaviour"}),
+                 ("feedback", "reaction", "thumb", "action")),
     "title": (frozenset({"title", "name", "movietitle", "productname", "itemname", "itemtitle", "headline"}), ("title", "name")),
     "text": (frozenset({"text", "description", "desc", "overview", "summary", "plot", "body", "content", "synopsis"}),
              ("description", "overview", "summary", "text")),
@@ -78,6 +80,8 @@ class Guess:
     dislike_max_rating: float | None = None
     like_min_rating: float | None = None
     rating_reason: str = ""
+    feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
+    labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
 
     def columns(self) -> dict[str, str]:
         """``data.columns``: source -> canonical, leaving out columns already named canonically."""
@@ -225,12 +229,16 @@ def guess(
     else:
         fb = _pick_value_role("feedback", cols, events, taken)
         choice = fb if fb is not None else _pick_value_role("rating", cols, events, taken)
+        choice = choice if choice is not None else _label_column(cols, events, taken)
     if choice is None:
         raise ConfigError(f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME")
     assert choice is not None
     values = events[choice.column]
     if _is_feedback(values):
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; values in {-1, 0, +1}: -1 is a dislike")
+    elif (proposal := _labels(values)) is not None:
+        out.feedback_labels, out.labels_unknown = proposal
+        out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words, mapped in feedback_labels")
     else:
         if not _mostly_numeric(values):
             raise ConfigError(f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}); pass --rating-col NAME")
@@ -262,8 +270,39 @@ def guess(
 
 
 def _pick_value_role(role: str, cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
-    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1."""
+    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1 or feedback words."""
     choice = _pick(role, cols, None, "events file", taken)
-    if choice is not None and role == "feedback" and not _is_feedback(events[choice.column]):
+    if choice is not None and role == "feedback" and not _is_feedback(events[choice.column]) and _labels(events[choice.column]) is None:
         return None
     return choice
+
+
+_MAX_LABELS = 50  # more distinct text values than this is not an action column (titles, ids, comments)
+
+
+def _labels(s: pl.Series) -> tuple[dict[str, int], list[str]] | None:
+    """The proposed ``feedback_labels`` of a text column whose values are feedback words, at least one
+    of them a dislike; None for anything else (numbers, free text, no dislike word)."""
+    present = s.drop_nulls()
+    if present.len() == 0 or _mostly_numeric(present):
+        return None
+    distinct = present.cast(pl.String).unique()
+    if distinct.len() > _MAX_LABELS:
+        return None
+    mapping, unknown = propose(distinct.to_list())
+    return (mapping, unknown) if -1 in mapping.values() else None
+
+
+def _label_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
+    """A column of feedback words whatever its name: most sampled rows (80%) are known words, one a dislike."""
+    found = []
+    for c in cols:
+        if c in taken or (proposal := _labels(events[c])) is None:
+            continue
+        known = [label for label in proposal[0] if label not in proposal[1]]
+        share = events.select(normalised(pl.col(c).drop_nulls()).is_in(known).mean()).item()
+        if share is not None and float(share) >= 0.8:
+            found.append(c)
+    if len(found) > 1:
+        raise ConfigError(f"ambiguous feedback column in the events file: {found} all hold feedback words; pass --rating-col NAME")
+    return Choice("feedback", found[0], f"{found[0]!r} holds feedback words (e.g. a dislike word)") if found else None

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig, SplitConfig
+from conrec.data.feedback_labels import map_labels
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -31,7 +32,7 @@ from conrec.data.sources.common import (
     read_table_file,
 )
 from conrec.data.splits import Cutoffs, cutoff_exprs, cutoffs_from
-from conrec.errors import DataValidationError
+from conrec.errors import ConfigError, DataValidationError
 
 _MS_THRESHOLD = 100_000_000_000  # the loaders' rule: integer timestamps all above 1e11 are milliseconds
 _CSV_BYTES_PER_ROW = 32  # a rough size of one event line, to estimate a text file's rows without reading it
@@ -78,7 +79,11 @@ def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
         )
     lf = lf.with_columns(ts=_epoch_seconds(lf, schema["ts"], cfg, what))
     if "feedback" in schema:
-        if not (schema["feedback"].is_integer() or schema["feedback"].is_float()):
+        if cfg.feedback_labels and schema["feedback"] == pl.String:
+            lf = lf.with_columns(feedback=map_labels(pl.col("feedback"), cfg.feedback_labels))  # not named: null, an invalid row
+        elif cfg.feedback_labels:
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text")
+        elif not (schema["feedback"].is_integer() or schema["feedback"].is_float()):
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got {schema['feedback']}")
         lf = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
     else:

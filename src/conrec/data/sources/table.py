@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
 from conrec.data.config import DataConfig
+from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import RepairLog, drop_rows
 from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
 from conrec.data.sources.base import Source
@@ -31,12 +33,14 @@ def load_table(
     ts_unit: TsUnit = "auto",
     log: RepairLog | None = None,
     rating_range: tuple[float, float] | None = None,
+    feedback_labels: Mapping[str, int] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events (and optionally items) from CSV/TSV/Parquet, with a source -> canonical column mapping.
 
     ``columns`` renames source columns in both files, e.g. ``{"uid": "user_id", "stars": "rating"}``.
     Events need ``user_id``, ``item_id``, ``ts`` and either ``feedback`` (-1/+1; 0 = neutral, dropped)
-    or ``rating`` (converted with the thresholds). Without ``items_path`` each item's title is
+    or ``rating`` (converted with the thresholds); ``feedback_labels`` maps a text feedback column
+    (:mod:`conrec.data.feedback_labels`). Without ``items_path`` each item's title is
     ``"item <id>"`` (then item text carries no meaning: prefer giving items).
 
     Bad rows and items (see :mod:`conrec.data.repair`) are repaired or dropped and counted in
@@ -74,11 +78,19 @@ def load_table(
         fb = events["feedback"]
         if fb.dtype == pl.Boolean:
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got booleans")
+        if feedback_labels and fb.dtype != pl.String:
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {fb.dtype}, not text")
         if fb.dtype == pl.String:
-            fb_num = fb.str.strip_chars().cast(pl.Float64, strict=False)
-            if fb_num.null_count() > fb.null_count() and not lenient:
+            if feedback_labels:
+                fb_num = pl.select(map_labels(pl.lit(fb), feedback_labels)).to_series()
+                hint = "; name them in data.feedback_labels"
+            else:
+                fb_num = fb.str.strip_chars().cast(pl.Float64, strict=False)
+                hint = "; for words such as 'hide' or 'like', map them with data.feedback_labels (conrec init proposes it)"
+            all_text = fb.null_count() < fb.len() and fb_num.null_count() == fb_num.len()  # structural: no row is usable
+            if fb_num.null_count() > fb.null_count() and (not lenient or all_text):
                 bad = fb.filter(fb.is_not_null() & fb_num.is_null())
-                raise DataValidationError(f"{what}: column 'feedback' has non-numeric value(s) {bad.unique().head(3).to_list()}")
+                raise DataValidationError(f"{what}: column 'feedback' has value(s) {bad.unique().sort().head(3).to_list()} that are not -1/0/+1{hint}")
             events = events.with_columns(feedback=fb_num)
         events = events.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))  # 0: neutral, not a wart
     else:
@@ -98,7 +110,8 @@ def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     assert cfg.events_path is not None  # load_source checks it (events_what below)
     rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
     return load_table(
-        cfg.events_path, cfg.items_path, cfg.columns, cfg.dislike_max_rating, cfg.like_min_rating, cfg.ts_unit, log, rating_range
+        cfg.events_path, cfg.items_path, cfg.columns, cfg.dislike_max_rating, cfg.like_min_rating, cfg.ts_unit, log, rating_range,
+        cfg.feedback_labels,
     )
 
 

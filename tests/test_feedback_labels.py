@@ -1,0 +1,80 @@
+"""Feedback logged as words (conrec.data.feedback_labels): ``conrec init`` proposes the mapping,
+the loader and the streaming scan apply it, and a value the mapping does not name is an invalid row,
+never a silent dislike or like."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conrec.config import load_config
+from conrec.data.engine.scan import scan_table
+from conrec.data.feedback_labels import normalise, propose
+from conrec.data.loaders import load_source
+from conrec.data.repair import RepairLog
+from conrec.errors import ConfigError, DataValidationError
+from conrec.init_config import init_config
+
+# a platform log: the action names as a product logs them, one of them unknown to the word lists
+ACTIONS = ["Not Interested", "hide", "click", "impression", "impression", "share", "skip", "click", "impression", "report"]
+WANT = {"Not Interested": -1, "hide": -1, "click": 1, "share": 1, "report": -1}  # impression and skip: neutral, dropped
+
+
+def _log(tmp_path: Path) -> Path:
+    rows = [f"v{u},a{(u * 5 + k) % 30},{1_600_000_000 + 3_600 * k + u},{ACTIONS[(u + k) % len(ACTIONS)]}" for u in range(12) for k in range(40)]
+    path = tmp_path / "log.csv"
+    path.write_text("visitor_id,content_id,event_time,action\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _expected(path: Path) -> pl.DataFrame:
+    raw = pl.read_csv(path, schema_overrides={"visitor_id": pl.String, "content_id": pl.String})
+    return raw.filter(pl.col("action").is_in(list(WANT))).select(
+        pl.col("visitor_id").alias("user_id"), pl.col("content_id").alias("item_id"),
+        pl.col("action").replace_strict(WANT, return_dtype=pl.Int8).alias("feedback"),
+    )
+
+
+def test_words_compare_in_one_spelling_and_unknown_ones_are_proposed_neutral() -> None:
+    assert normalise("  Not Interested ") == normalise("not-interested") == "not_interested"
+    mapping, unknown = propose(["Not Interested", "not_interested", "Like", "impression", "skip"])
+    assert mapping == {"impression": 0, "like": 1, "not_interested": -1, "skip": 0} and unknown == ["skip"]
+
+
+def test_init_proposes_the_labels_and_the_data_loads_as_mapped(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    out, g = init_config(log, None, tmp_path / "my.yaml", preset="tiny")
+    assert g.events["feedback"].column == "action" and g.labels_unknown == ["skip"]
+    assert g.feedback_labels == {"click": 1, "hide": -1, "impression": 0, "not_interested": -1, "report": -1, "share": 1, "skip": 0}
+    assert "skip: 0  # not a known feedback word" in out.read_text()  # the user is told to check it
+    cfg = load_config(out)
+    events, _ = load_source(cfg.data)
+    got = events.select("user_id", "item_id", "feedback").sort(pl.all())
+    assert got.equals(_expected(log).sort(pl.all()))
+    streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()
+    assert streamed.select("user_id", "item_id", pl.col("feedback").cast(pl.Int8)).sort(pl.all()).equals(_expected(log).sort(pl.all()))
+
+
+def test_a_value_the_mapping_does_not_name_is_an_invalid_row(tmp_path: Path) -> None:
+    log = _log(tmp_path)
+    labels = {"not interested": -1, "hide": -1, "click": 1, "share": 1, "report": -1, "impression": 0}  # no "skip"
+    data = {"source": "table", "events_path": str(log), "columns": {"visitor_id": "user_id", "content_id": "item_id",
+            "event_time": "ts", "action": "feedback"}, "feedback_labels": labels}
+    repairs = RepairLog("drop")
+    events, _ = load_source(load_config(None, {"data": data}).data, repairs)
+    n_skip = sum(ACTIONS[(u + k) % len(ACTIONS)] == "skip" for u in range(12) for k in range(40))
+    assert repairs.counts == {"bad_feedback": n_skip} and events.height == _expected(log).height
+    with pytest.raises(DataValidationError, match=r"value\(s\) \['skip'\] that are not -1/0/\+1; name them in data.feedback_labels"):
+        load_source(load_config(None, {"data": {**data, "on_invalid": "error"}}).data)
+    no_labels = {k: v for k, v in data.items() if k != "feedback_labels"}
+    for policy in ("error", "drop"):  # words and no labels: no row is usable, under either policy
+        with pytest.raises(DataValidationError, match="map them with data.feedback_labels"):
+            load_source(load_config(None, {"data": {**no_labels, "on_invalid": policy}}).data)
+
+
+def test_labels_must_be_minus_one_zero_or_one_and_agree_once_spelled_alike() -> None:
+    for bad in ({"like": True}, {"like": 2}, {"like": 1, "Like": -1}):
+        with pytest.raises(ConfigError, match="feedback_labels"):
+            load_config(None, {"data": {"feedback_labels": bad}})
