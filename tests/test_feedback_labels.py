@@ -78,3 +78,46 @@ def test_labels_must_be_minus_one_zero_or_one_and_agree_once_spelled_alike() -> 
     for bad in ({"like": True}, {"like": 2}, {"like": 1, "Like": -1}):
         with pytest.raises(ConfigError, match="feedback_labels"):
             load_config(None, {"data": {"feedback_labels": bad}})
+
+
+def _flags(tmp_path: Path, name: str, as_bool: bool) -> tuple[Path, pl.DataFrame]:
+    frame = pl.DataFrame({
+        "user": [f"u{u}" for u in range(10) for _ in range(20)],
+        "item": [f"m{(u * 3 + k) % 25}" for u in range(10) for k in range(20)],
+        "ts": [1_600_000_000 + 3_600 * k + u for u in range(10) for k in range(20)],
+        name: [(u + k) % 3 == 0 for u in range(10) for k in range(20)],
+    })
+    if as_bool:
+        path = tmp_path / "flags.parquet"
+        frame.write_parquet(path)
+    else:
+        path = tmp_path / "flags.csv"
+        frame.with_columns(pl.col(name).cast(pl.Int8)).write_csv(path)
+    return path, frame
+
+
+@pytest.mark.parametrize(("name", "as_bool", "yes", "no"), [("disliked", True, "true", "false"), ("is_disliked", False, "1", "0")])
+def test_a_dislike_flag_is_found_by_its_name_and_its_true_or_1_is_the_dislike(tmp_path: Path, name: str, as_bool: bool, yes: str, no: str) -> None:
+    """Read as a 0..1 rating scale, 0 would have been the dislike: the opposite of what the column says."""
+    path, frame = _flags(tmp_path, name, as_bool)
+    out, g = init_config(path, None, tmp_path / "my.yaml", preset="tiny")
+    assert g.events["feedback"].column == name and g.feedback_labels == {yes: -1, no: 1} and g.rating_range is None
+    cfg = load_config(out)
+    events, _ = load_source(cfg.data)
+    want = frame.select(pl.col("user").alias("user_id"), pl.col("item").alias("item_id"),
+                        pl.when(pl.col(name)).then(-1).otherwise(1).cast(pl.Int8).alias("feedback")).sort(pl.all())
+    assert events.select("user_id", "item_id", "feedback").sort(pl.all()).equals(want)
+    streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()
+    assert streamed.select("user_id", "item_id", pl.col("feedback").cast(pl.Int8)).sort(pl.all()).equals(want)
+
+
+def test_a_flag_whose_name_does_not_say_is_refused_and_a_bare_true_false_column_names_the_setting(tmp_path: Path) -> None:
+    path, _ = _flags(tmp_path, "liked", as_bool=False)  # is 0 a thumbs-down, or no like at all? the values cannot say
+    with pytest.raises(ConfigError, match="its name does not say which value is a dislike"):
+        init_config(path, None, tmp_path / "my.yaml", preset="tiny", given={"rating": "liked"})
+    path, _ = _flags(tmp_path, "flag", as_bool=True)
+    data = {"source": "table", "events_path": str(path), "columns": {"user": "user_id", "item": "item_id", "flag": "feedback"}}
+    with pytest.raises(DataValidationError, match="holds true/false; say which is a dislike with data.feedback_labels"):
+        load_source(load_config(None, {"data": data}).data)
+    events, _ = load_source(load_config(None, {"data": {**data, "feedback_labels": {"true": -1, "false": 1}}}).data)
+    assert set(events["feedback"].unique()) == {-1, 1}

@@ -90,8 +90,13 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
     elif "feedback" in g.events:
         lines.append(f"  # {g.events['feedback'].reason}")
     if g.feedback_labels is not None:
+        if g.labels_reason:
+            lines.append(f"  # {g.labels_reason}")
         lines.append(f"  feedback_labels:  # each value of {g.events['feedback'].column!r}: -1 dislike, 1 positive, 0 neutral (dropped)")
-        lines += [f"    {_q(label)}: {value}  # {_label_reason(label, value, g.labels_unknown)}" for label, value in g.feedback_labels.items()]
+        lines += [
+            f"    {_q(label)}: {value}" + ("" if g.labels_reason else f"  # {_label_reason(label, value, g.labels_unknown)}")
+            for label, value in g.feedback_labels.items()
+        ]
     lines.append(f"  ts_unit: {g.ts_unit}  # {g.ts_reason}")
     lines.append("  on_invalid: drop  # bad rows are dropped with counts (see data/stats.json); `error` stops at the first")
     for key, value in preset_data.items():
@@ -133,7 +138,9 @@ def summary_lines(g: Guess) -> list[str]:
     lines.append(f"{'time unit':>9}: {g.ts_unit} ({g.ts_reason})")
     if g.rating_range is not None:
         lines.append(f"{'threshold':>9}: {g.rating_reason}")
-    if g.feedback_labels is not None:
+    if g.labels_reason:
+        lines.append(f"{'labels':>9}: {g.labels_reason}")
+    elif g.feedback_labels is not None:
         by = {v: [k for k, x in g.feedback_labels.items() if x == v and k not in g.labels_unknown] for v in (-1, 1)}
         lines.append(f"{'labels':>9}: dislike {by[-1]}, positive {by[1]}"
                      + (f", not recognised (neutral, dropped: check them) {g.labels_unknown}" if g.labels_unknown else ""))

@@ -122,9 +122,9 @@ class DataConfig(_Strict):
     )
     feedback_labels: dict[str, Literal[-1, 0, 1]] = Field(
         default_factory=dict,
-        description="source=table: text values of the feedback column -> -1 (dislike), +1 (positive) or 0 (neutral, dropped), "
-        "e.g. {not_interested: -1, hide: -1, like: 1, impression: 0}; compared in lower case with spaces and hyphens as '_'; "
-        "a value not named is an invalid row (see on_invalid)",
+        description="source=table: values of the feedback column -> -1 (dislike), +1 (positive) or 0 (neutral, dropped), "
+        "e.g. {not_interested: -1, hide: -1, like: 1, impression: 0}, or for a flag {'true': -1, 'false': 1}; compared in "
+        "lower case with spaces and hyphens as '_'; a value not named is an invalid row (see on_invalid)",
     )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
     like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the presets set 3, so lukewarm ratings count as exposures too")

@@ -81,6 +81,7 @@ class Guess:
     like_min_rating: float | None = None
     rating_reason: str = ""
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
+    labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
 
     def columns(self) -> dict[str, str]:
@@ -230,6 +231,7 @@ def guess(
         fb = _pick_value_role("feedback", cols, events, taken)
         choice = fb if fb is not None else _pick_value_role("rating", cols, events, taken)
         choice = choice if choice is not None else _label_column(cols, events, taken)
+        choice = choice if choice is not None else _flag_column(cols, events, taken)
     if choice is None:
         raise ConfigError(f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME")
     assert choice is not None
@@ -239,6 +241,9 @@ def guess(
     elif (proposal := _labels(values)) is not None:
         out.feedback_labels, out.labels_unknown = proposal
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words, mapped in feedback_labels")
+    elif (flag := _flag_values(values)) is not None:
+        out.feedback_labels, out.labels_reason = _flag_labels(choice.column, flag)
+        out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; a flag, mapped in feedback_labels")
     else:
         if not _mostly_numeric(values):
             raise ConfigError(f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}); pass --rating-col NAME")
@@ -291,6 +296,56 @@ def _labels(s: pl.Series) -> tuple[dict[str, int], list[str]] | None:
         return None
     mapping, unknown = propose(distinct.to_list())
     return (mapping, unknown) if -1 in mapping.values() else None
+
+
+_DISLIKE_STEMS = ("dislike", "hate", "hide", "hidden", "notinterested", "thumbsdown", "thumbdown", "negative", "downvote",
+                  "block", "report", "reject", "dismiss")
+
+
+def _flag_values(s: pl.Series) -> tuple[str, str] | None:
+    """(the "yes" value, the "no" value) of a 0/1 or true/false column as the loader reads them; None otherwise."""
+    present = s.drop_nulls()
+    if present.len() == 0:
+        return None
+    if s.dtype == pl.Boolean:
+        return "true", "false"
+    values = set(present.cast(pl.String).str.strip_chars().str.to_lowercase().unique().to_list())
+    if values <= {"0", "1"}:
+        return "1", "0"
+    if values <= {"true", "false"}:
+        return "true", "false"
+    return None
+
+
+def _says_dislike(column: str) -> bool:
+    return any(stem in re.sub(r"[^a-z0-9]", "", column.lower()) for stem in _DISLIKE_STEMS)
+
+
+def _flag_labels(column: str, flag: tuple[str, str]) -> tuple[dict[str, int], str]:
+    """The labels of a 0/1 or true/false column whose name says it marks a dislike, and why.
+
+    Why not a rating: read as a 0..1 scale, 0 would be the dislike, the opposite of a column named
+    ``is_disliked``. Which value is the dislike cannot be told from the values, so only the name
+    decides, and a name that does not say (``is_liked``: is 0 a thumbs-down or no click?) is refused.
+    """
+    yes, no = flag
+    if not _says_dislike(column):
+        raise ConfigError(
+            f"column {column!r} holds only {yes} and {no}: a flag, not a rating, and its name does not say which value "
+            f"is a dislike; rename it to say so (e.g. is_disliked) and rerun, or write data.feedback_labels yourself, "
+            f"e.g. {{'{yes}': -1, '{no}': 1}} if {yes} means a dislike"
+        )
+    why = (f"{column!r} holds only {yes} / {no} and its name says dislike: {yes} is a dislike, {no} a positive "
+           "(an event without a dislike still shows what the user is shown)")
+    return {yes: -1, no: 1}, why
+
+
+def _flag_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
+    """A 0/1 or true/false column whose name says dislike (``is_disliked``, ``hidden``)."""
+    found = [c for c in cols if c not in taken and _says_dislike(c) and _flag_values(events[c]) is not None]
+    if len(found) > 1:
+        raise ConfigError(f"ambiguous feedback column in the events file: {found} are all dislike flags; pass --rating-col NAME")
+    return Choice("feedback", found[0], f"{found[0]!r} is a 0/1 flag named for a dislike") if found else None
 
 
 def _label_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:

@@ -79,10 +79,10 @@ def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
         )
     lf = lf.with_columns(ts=_epoch_seconds(lf, schema["ts"], cfg, what))
     if "feedback" in schema:
-        if cfg.feedback_labels and schema["feedback"] == pl.String:
+        if cfg.feedback_labels and (schema["feedback"] in (pl.String, pl.Boolean) or schema["feedback"].is_integer()):
             lf = lf.with_columns(feedback=map_labels(pl.col("feedback"), cfg.feedback_labels))  # not named: null, an invalid row
         elif cfg.feedback_labels:
-            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text")
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, integers or true/false")
         elif not (schema["feedback"].is_integer() or schema["feedback"].is_float()):
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got {schema['feedback']}")
         lf = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
