@@ -78,6 +78,9 @@ def test_labels_must_be_minus_one_zero_or_one_and_agree_once_spelled_alike() -> 
     for bad in ({"like": True}, {"like": 2}, {"like": 1, "Like": -1}):
         with pytest.raises(ConfigError, match="feedback_labels"):
             load_config(None, {"data": {"feedback_labels": bad}})
+    # a flag's values written unquoted in YAML (1: -1, true: -1) are its values as text
+    assert load_config(None, {"data": {"feedback_labels": {1: -1, 0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
+    assert load_config(None, {"data": {"feedback_labels": {True: -1, False: 1}}}).data.feedback_labels == {"true": -1, "false": 1}
 
 
 def _flags(tmp_path: Path, name: str, as_bool: bool) -> tuple[Path, pl.DataFrame]:

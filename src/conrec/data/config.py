@@ -159,9 +159,13 @@ class DataConfig(_Strict):
     @field_validator("feedback_labels", mode="before")
     @classmethod
     def _no_booleans(cls, labels: object) -> object:
-        if isinstance(labels, dict) and (flags := [k for k, v in labels.items() if isinstance(v, bool)]):
+        """Values must be -1/0/1, never true/false; keys are the column's values as text, so YAML's unquoted
+        ``1:`` or ``true:`` (a flag's values) are read as ``"1"`` and ``"true"``."""
+        if not isinstance(labels, dict):
+            return labels
+        if flags := [k for k, v in labels.items() if isinstance(v, bool)]:
             raise ValueError(f"label(s) {flags} map to true/false; use -1 (dislike), 1 (positive) or 0 (neutral)")
-        return labels
+        return {(str(k).lower() if isinstance(k, bool) else str(k) if isinstance(k, int) else k): v for k, v in labels.items()}
 
     @field_validator("feedback_labels")
     @classmethod

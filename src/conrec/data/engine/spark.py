@@ -39,7 +39,7 @@ from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
-from conrec.data.sources.common import existing_file, first_line
+from conrec.data.sources.common import csv_separator, existing_file, first_line
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
@@ -105,7 +105,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     if suffix.endswith((".parquet", ".pq")):
         df = spark.read.parquet(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
-        df = spark.read.option("header", True).option("sep", "\t" if ".tsv" in suffix else ",").option("inferSchema", True).csv(path)
+        df = spark.read.option("header", True).option("sep", csv_separator(Path(path))).option("inferSchema", True).csv(path)
     else:
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
     for src, dst in cfg.columns.items():
@@ -123,6 +123,10 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         low = first[0] if first is not None else None
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     df = df.withColumn("ts", F.floor(ts / 1000).cast("long") if unit == "ms" else ts)
+    if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid
+        words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), r"[\s\-]+", "_")
+        table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
+        df = df.withColumn("feedback", F.try_element_at(table, words))
     if "feedback" in df.columns:
         df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     else:
