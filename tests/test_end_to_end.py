@@ -250,8 +250,13 @@ def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[
     same = {"prompts": {"sft_segmented": "sft"}, "grpo": {"sft": "sft", "grpo_progressive": "grpo"}}[what]
     for row, own in same.items():
         assert metrics[row]["FHR@5"] == pytest.approx(eval_metrics[own]["FHR@5"])
+        # and the paired difference to the best baseline too (a child evaluates its LM alone: none of its own)
+        assert metrics[row]["FHR@5_vs"] == eval_metrics[own]["FHR@5_vs"] == "popularity"
+        assert [metrics[row]["FHR@5_diff"], *metrics[row]["FHR@5_diff_ci"]] == pytest.approx(
+            [eval_metrics[own]["FHR@5_diff"], *eval_metrics[own]["FHR@5_diff_ci"]])
     for name in expect:
         assert metrics[name]["invalid_rate"] == 0.0
+        assert metrics[name]["FHR@5_vs"] == "popularity"  # compared, not shown as the reference
     table = (run.root / "ablations" / f"{what}.md").read_text()
     assert all(f"| {name} |" in table for name in expect)
     trained = [v for v in expect if v not in same]

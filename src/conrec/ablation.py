@@ -142,6 +142,30 @@ def _points(rd: RunDir, name: str, e: dict[str, Any], horizons: list[float]) -> 
     return all_metrics_with_points(preds, e["samples"], e["ks"], e["items"].height, horizons, e["counts"], e["catalogue"])
 
 
+def _baseline_rows(cfg: PipelineConfig, rd: RunDir, e: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, Any]], dict[str, Any]]:
+    """(baselines, their metrics without the run's intervals, their per-point values): the rows every
+    ablation table compares its variants with, on the same points."""
+    baseline_metrics = read_json(rd.eval / "metrics.json", what="eval metrics")
+    baselines = [b for b in cfg.eval.baselines if b in baseline_metrics]
+    metrics: dict[str, dict[str, Any]] = {b: {k: v for k, v in baseline_metrics[b].items() if not k.endswith(("_ci", "_diff", "_vs"))}
+                                          for b in baselines}
+    points: dict[str, Any] = {b: _points(rd, b, e, [])[1] for b in baselines if (rd.predictions / f"{b}.parquet").exists()}
+    return baselines, metrics, points
+
+
+def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], points: dict[str, Any], baselines: list[str]) -> None:
+    """CIs of every row and the variants' paired differences to the best baseline, as the eval stage adds them.
+
+    Why here: each variant's child run evaluates its LM alone (no baselines), so its own metrics hold no
+    difference; read as they are, every variant was shown as the reference ("ref") in the summary.
+    """
+    from conrec.eval.compare import add_intervals
+
+    b = cfg.eval.bootstrap
+    add_intervals(metrics, points, baselines, [f"{m}@{kk}" for kk in sorted(set(cfg.eval.ks)) for m in b.metrics],
+                  b.resamples, b.level, b.seed)
+
+
 def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bool]]:
     """(name, what it adds, the row's config, trains GRPO) for each row of the paper's Table 2 ladder.
 
@@ -176,7 +200,6 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
 def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
     """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
     from conrec.eval.bootstrap import paired_diff_ci, resample_indices
-    from conrec.eval.compare import add_intervals
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
     from conrec.llm.training.discernment import forgetting
@@ -185,12 +208,8 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     run_pipeline(base, stages=("data", "sid", "eval"), console=console)
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / "paper"
-    baseline_metrics = read_json(rd.eval / "metrics.json", what="eval metrics")
-    baselines = [b for b in cfg.eval.baselines if b in baseline_metrics]
-    metrics: dict[str, dict[str, Any]] = {b: {k: v for k, v in baseline_metrics[b].items() if not k.endswith(("_ci", "_diff", "_vs"))}
-                                          for b in baselines}
     e = _eval_inputs(cfg)
-    points: dict[str, dict[str, Any]] = {b: _points(rd, b, e, [])[1] for b in baselines if (rd.predictions / f"{b}.parquet").exists()}
+    baselines, metrics, points = _baseline_rows(cfg, rd, e)
     rows: list[dict[str, Any]] = []
     sft_acc: float | None = None
     for name, label, vcfg, with_grpo in paper_ladder(cfg):
@@ -219,7 +238,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     k = max(ks)
     key = f"FHR@{k}"
     b = ecfg.bootstrap
-    add_intervals(metrics, points, baselines, [f"{m}@{kk}" for kk in ks for m in b.metrics], b.resamples, b.level, b.seed)
+    _add_intervals(cfg, metrics, points, baselines)
     n_points = len(next(iter(points[rows[0]["variant"]].values())))
     idx = resample_indices(n_points, b.resamples, b.seed)
     for prev, row in zip(rows, rows[1:]):
@@ -285,8 +304,8 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     run_pipeline(cfg, console=console)
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / what
-    baseline_metrics = read_json(rd.eval / "metrics.json", what="eval metrics")
-    metrics: dict[str, dict[str, float]] = {b: baseline_metrics[b] for b in cfg.eval.baselines if b in baseline_metrics}
+    e = _eval_inputs(cfg)
+    baselines, metrics, points = _baseline_rows(cfg, rd, e)
     rows: list[dict[str, Any]] = []
 
     if what == "grpo":
@@ -301,26 +320,34 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         variants = [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
     for name, label, vcfg, model in variants:
         console.rule(f"[bold]ablation {what}: {name}")
-        child, metrics[name] = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
+        child, _ = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
+        metrics[name], points[name] = _points(child, model, e, e["horizons"])
         info = _row_info(child, model)
         zero = info["stats"].get("mean_zero_adv_share") if model == "grpo" else None
         rows.append({"variant": name, "what": label, "train_seconds": info["train_seconds"],
                      "eval_seconds": info["eval_seconds"], "zero_adv_share": zero})
 
+    _add_intervals(cfg, metrics, points, baselines)
     ks = sorted(set(cfg.eval.ks))
     seconds = round(time.perf_counter() - started, 1)
     lines = [
         f"# Ablation: {what}", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days.", "",
         markdown_table(metrics, ks), "",
-        "| variant | what | train s | eval s | zero-advantage groups |",
-        "|---|---|---|---|---|",
+        f"| variant | what | FHR@{ks[-1]} [95% CI] | Δ vs best baseline [95% CI] | train s | eval s | zero-advantage groups |",
+        "|---|---|---:|---:|---|---|---|",
     ]
+    key = f"FHR@{ks[-1]}"
     for r in rows:
+        m = metrics[r["variant"]]
         zero = "" if r["zero_adv_share"] is None else f"{r['zero_adv_share']:.0%}"
         train = "?" if r["train_seconds"] is None else f"{r['train_seconds']:g}"
         evs = "?" if r["eval_seconds"] is None else f"{r['eval_seconds']:g}"
-        lines.append(f"| {r['variant']} | {r['what']} | {train} | {evs} | {zero} |")
+        lo, hi = m.get(f"{key}_ci", (None, None))
+        fhr = f"{m[key]:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
+        diff = ("–" if f"{key}_diff" not in m else
+                f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
+        lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {diff} | {train} | {evs} | {zero} |")
     lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
