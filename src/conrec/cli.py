@@ -195,6 +195,9 @@ def init(
     title_col: str | None = typer.Option(None, "--title-col", help="the items file's title column"),
     text_col: str | None = typer.Option(None, "--text-col", help="the items file's description column"),
     category_col: str | None = typer.Option(None, "--category-col", help="the items file's category/genre column"),
+    time_format: str | None = typer.Option(
+        None, "--time-format", help="the layout of date/time strings, e.g. '%m/%d/%Y %H:%M', when month/day and day/month are ambiguous"
+    ),
 ) -> None:
     """Guess the column mapping of your own files and write a commented config (then: conrec data -c it)."""
     import shlex
@@ -208,7 +211,7 @@ def init(
     command = "conrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def body() -> None:
-        path, guessed = init_config(events, items, out, given, preset=preset, force=force, command=command)
+        path, guessed = init_config(events, items, out, given, preset=preset, force=force, command=command, ts_format=time_format)
         console.print("[bold]guessed[/] (check the comments in the file):", highlight=False)
         for line in summary_lines(guessed):
             console.print("  " + escape(line), highlight=False)

@@ -98,6 +98,8 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
             for label, value in g.feedback_labels.items()
         ]
     lines.append(f"  ts_unit: {g.ts_unit}  # {g.ts_reason}")
+    if g.ts_format is not None:
+        lines.append(f"  ts_format: {_q(g.ts_format)}  # the layout every date/time of the file is read with")
     lines.append("  on_invalid: drop  # bad rows are dropped with counts (see data/stats.json); `error` stops at the first")
     for key, value in preset_data.items():
         lines.append(f"  {key}: {_q(value)}")
@@ -114,13 +116,14 @@ def init_config(
     run_dir: str | None = None,
     force: bool = False,
     command: str = "conrec init",
+    ts_format: str | None = None,
 ) -> tuple[Path, Guess]:
     """Guess, render, validate and write the config; returns its path and the guess (for printing)."""
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
     sample_events = read_sample(events, "events")
     sample_items = read_sample(items, "items") if items is not None else None
-    g = guess(sample_events, sample_items, given)
+    g = guess(sample_events, sample_items, given, ts_format)
     text = render(g, events, items, out, run_dir or f"runs/{out.stem}", preset, command)
     tmp = out.parent / f".{out.name}.check.yaml"
     try:

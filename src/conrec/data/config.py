@@ -140,6 +140,11 @@ class DataConfig(_Strict):
     ts_unit: Literal["auto", "s", "ms"] = Field(
         "auto", description="source=table integer timestamps: seconds, milliseconds, or auto (ms if all > 1e11)"
     )
+    ts_format: str | None = Field(
+        None,
+        description="source=table date/time strings: their strftime layout, e.g. '%m/%d/%Y %H:%M'; None = detected "
+        "(a layout that reads as month/day and day/month alike is refused)",
+    )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     engine: Literal["polars", "spark"] = Field(

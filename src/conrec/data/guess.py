@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from conrec.data.datetimes import detect_format, parse_datetimes
 from conrec.data.feedback_labels import normalised, propose
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -76,6 +77,7 @@ class Guess:
     items: dict[str, Choice] = field(default_factory=dict)  # item_id (items file), title, text, category
     ts_unit: str = "auto"
     ts_reason: str = ""
+    ts_format: str | None = None  # the layout of date/time strings, when one of the listed layouts reads them
     rating_range: tuple[float, float] | None = None
     dislike_max_rating: float | None = None
     like_min_rating: float | None = None
@@ -159,18 +161,20 @@ def _pick(role: str, columns: list[str], given: str | None, what: str, exclude: 
     return Choice(role, top[0], f"{top[0]!r} {how} for {role}")
 
 
-def _time_unit(s: pl.Series) -> tuple[str, str]:
-    """(``data.ts_unit``, why) from the sampled values of the time column."""
+def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, str | None]:
+    """(``data.ts_unit``, why, ``data.ts_format``) from the sampled values of the time column."""
     nums = _numbers(s)
     if s.dtype.is_temporal():
-        return "auto", "a date/time column"
+        return "auto", "a date/time column", None
     if nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
         if (nums > _MS_THRESHOLD).all():
-            return "ms", f"values like {int(nums[0])}: epoch milliseconds"
-        return "s", f"values like {int(nums[0])}: epoch seconds"
-    parsed = s.cast(pl.String).str.strip_chars().str.to_datetime(strict=False, time_unit="us")
-    if parsed.drop_nulls().len():
-        return "auto", f"values like {s.drop_nulls()[0]!r}: date/time strings"
+            return "ms", f"values like {int(nums[0])}: epoch milliseconds", None
+        return "s", f"values like {int(nums[0])}: epoch seconds", None
+    text = s.cast(pl.String).str.strip_chars()
+    fmt = ts_format if ts_format is not None else detect_format(text, "events file", str(s.name))
+    if parse_datetimes(text, fmt).drop_nulls().len():
+        how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
+        return "auto", f"values like {s.drop_nulls()[0]!r}: date/time strings, {how}", fmt
     raise ConfigError(f"time column {s.name!r}: values like {s.drop_nulls().head(2).to_list()} are neither epoch numbers nor dates; pass --time-col NAME")
 
 
@@ -207,8 +211,10 @@ def guess(
     events: pl.DataFrame,
     items: pl.DataFrame | None = None,
     given: dict[str, str] | None = None,
+    ts_format: str | None = None,
 ) -> Guess:
-    """The mapping for ``events`` (and ``items``), with reasons; ``given``: role -> column from the flags.
+    """The mapping for ``events`` (and ``items``), with reasons; ``given``: role -> column from the flags;
+    ``ts_format``: the layout of date/time strings, from ``--time-format``.
 
     Raises :class:`ConfigError` naming the flag to pass when a required role is ambiguous or absent.
     """
@@ -222,7 +228,7 @@ def guess(
             raise ConfigError(f"no column of the events file looks like {role} ({cols}); pass {FLAGS[role]} NAME")
         out.events[role] = choice
         taken.add(choice.column)
-    out.ts_unit, out.ts_reason = _time_unit(events[out.events["ts"].column])
+    out.ts_unit, out.ts_reason, out.ts_format = _time_unit(events[out.events["ts"].column], ts_format)
 
     rating = given.get("rating")
     if rating is not None:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from conrec.data.datetimes import parse_datetimes
 from conrec.data.repair import RepairLog, drop_rows, repair_events, repair_items
 from conrec.data.schema import (
     DISLIKE,
@@ -125,12 +126,18 @@ def first_line(exc: BaseException) -> str:
 
 
 def parse_timestamps(
-    s: pl.Series, unit: TsUnit = "auto", what: str = "events", column: str = "ts", unreadable_to_null: bool = False
+    s: pl.Series,
+    unit: TsUnit = "auto",
+    what: str = "events",
+    column: str = "ts",
+    unreadable_to_null: bool = False,
+    ts_format: str | None = None,
 ) -> pl.Series:
     """Any timestamp column -> Int64 epoch seconds.
 
     Integers are seconds, or milliseconds (``unit="ms"``, or ``"auto"`` when every value exceeds
-    1e11); strings may be integers or ISO-like date/times; datetimes/dates are converted (UTC).
+    1e11); strings may be integers or date/times in ``ts_format``, else in the one layout
+    :mod:`conrec.data.datetimes` detects (an ambiguous one is refused); datetimes/dates are converted (UTC).
     NaN and infinite floats become nulls (for the invalid-row policy to count or refuse: see
     :mod:`conrec.data.repair`), and so do unreadable strings when ``unreadable_to_null``; otherwise
     an unreadable string is an error naming its row.
@@ -147,7 +154,7 @@ def parse_timestamps(
             s = as_int
         else:
             as_num = stripped.cast(pl.Float64, strict=False)  # also reads "1.7e9", "nan", "inf"
-            as_dt = _parse_datetimes(stripped)
+            as_dt = parse_datetimes(stripped, ts_format, what, column)
             present = s.is_not_null()
             if (present & as_num.is_not_null()).any() and (present & as_dt.is_not_null()).any():
                 raise DataValidationError(f"{what}: column {column!r} mixes epoch integers and date/time strings")
@@ -176,24 +183,6 @@ def parse_timestamps(
     if unit == "ms" or (unit == "auto" and s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all()):
         s = s // 1000
     return s.alias(name)
-
-
-_DATETIME_FORMATS = ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
-
-
-def _parse_datetimes(s: pl.Series) -> pl.Series:
-    """Strings -> datetimes (nulls where unparseable): polars' format inference first, then the common
-    ISO layouts one by one (inference gives up entirely when the first value is bad)."""
-    try:
-        return s.str.to_datetime(strict=False, time_unit="us")
-    except pl.exceptions.ComputeError:
-        pass
-    best = pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("us"))
-    for fmt in _DATETIME_FORMATS:
-        parsed = s.str.to_datetime(fmt, strict=False, time_unit="us")
-        if parsed.null_count() < best.null_count():
-            best = parsed
-    return best
 
 
 def ratings_to_feedback(

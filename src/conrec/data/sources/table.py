@@ -34,6 +34,7 @@ def load_table(
     log: RepairLog | None = None,
     rating_range: tuple[float, float] | None = None,
     feedback_labels: Mapping[str, int] | None = None,
+    ts_format: str | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events (and optionally items) from CSV/TSV/Parquet, with a source -> canonical column mapping.
 
@@ -72,7 +73,7 @@ def load_table(
         raise DataValidationError(
             f"{what}: needs a 'feedback' (-1/+1) or a 'rating' column (map one with `columns`); have {events.columns}"
         )
-    ts = parse_timestamps(events["ts"], ts_unit, what, unreadable_to_null=lenient)
+    ts = parse_timestamps(events["ts"], ts_unit, what, unreadable_to_null=lenient, ts_format=ts_format)
     events = events.with_columns(ts, pl.col("user_id", "item_id").cast(pl.String))
     if "feedback" in events.columns:
         fb = events["feedback"]
@@ -116,7 +117,7 @@ def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
     rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
     return load_table(
         cfg.events_path, cfg.items_path, cfg.columns, cfg.dislike_max_rating, cfg.like_min_rating, cfg.ts_unit, log, rating_range,
-        cfg.feedback_labels,
+        cfg.feedback_labels, cfg.ts_format,
     )
 
 

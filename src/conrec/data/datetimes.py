@@ -1,0 +1,62 @@
+"""Date/time strings in an events file: find the one layout they are written in, or refuse to guess.
+
+Why not polars' inference alone: it picks a layout from the first values. For ``04/16/2024 07:00``
+(month first, as US exports write) it settled on day first, so every date with a day above 12 was
+unreadable (dropped as a bad timestamp) and every other one moved to another month, silently: the
+time split and the future windows were then built on wrong times. Here every listed layout is tried
+on a sample and the one that reads the most values wins. When two layouts read the sample equally
+well but disagree (``04/05/2024`` is April 5 or May 4: every sampled day is at most 12), the loader
+refuses and asks for ``data.ts_format``. Inference is kept for what the list does not name (UTC
+offsets, fractions of a second), and is used only when it reads more values than any listed layout.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from conrec.errors import DataValidationError
+
+_DATES = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%m-%d-%Y", "%d-%m-%Y")
+_TIMES = ("", " %H:%M", " %H:%M:%S", "T%H:%M", "T%H:%M:%S")
+FORMATS: tuple[str, ...] = tuple(d + t for d in _DATES for t in _TIMES)
+"""The layouts tried, each a strftime format matched exactly (``T`` only after an ISO date is usual, but harmless)."""
+SAMPLE = 100_000
+
+
+def _parse(s: pl.Series, fmt: str | None) -> pl.Series:
+    if fmt is not None:
+        return s.str.to_datetime(fmt, strict=False, time_unit="us")
+    try:
+        return s.str.to_datetime(strict=False, time_unit="us")
+    except pl.exceptions.ComputeError:  # inference gives up entirely when the first value is bad
+        return pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("us"))
+
+
+def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str | None:
+    """The layout of the date/time strings in ``s`` (a format from :data:`FORMATS`), or None when
+    polars' inference reads more of them (offsets, fractions) or none is read at all.
+
+    Raises :class:`DataValidationError` when two layouts read the sample equally well but disagree.
+    """
+    sample = s.drop_nulls().head(SAMPLE)
+    if sample.len() == 0:
+        return None
+    parsed = {fmt: _parse(sample, fmt) for fmt in FORMATS}
+    best = max(p.count() for p in parsed.values())
+    if best == 0 or _parse(sample, None).count() > best:
+        return None
+    winners = [fmt for fmt, p in parsed.items() if p.count() == best]
+    first = parsed[winners[0]]
+    rival = next((fmt for fmt in winners[1:] if not parsed[fmt].equals(first)), None)
+    if rival is not None:
+        example = sample[int((first != parsed[rival]).fill_null(False).arg_true()[0])]
+        raise DataValidationError(
+            f"{what}: column {column!r} has dates like {example!r} that read as {winners[0]!r} and as {rival!r} alike "
+            f"(every sampled day is 12 or less); set data.ts_format to the one it is (conrec init: --time-format)"
+        )
+    return winners[0]
+
+
+def parse_datetimes(s: pl.Series, fmt: str | None = None, what: str = "events", column: str = "ts") -> pl.Series:
+    """Strings -> datetimes, nulls where unreadable: with ``fmt``, or the layout :func:`detect_format` finds."""
+    return _parse(s, fmt if fmt is not None else detect_format(s, what, column))
