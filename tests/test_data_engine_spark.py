@@ -118,3 +118,28 @@ def test_spark_reads_feedback_words_from_a_semicolon_csv_like_polars(spark, tmp_
     got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
     assert ref_stats["events"] == frame.height and ref_stats["dislikes"] == int((frame["feedback"] == -1).sum())
     assert_same_run(ref, got)
+
+
+def test_spark_reads_month_first_dates_like_polars_and_refuses_an_ambiguous_layout(spark, tmp_path):
+    """Date/time strings Spark does not read itself are read in the layout the polars loader detects
+    (or ``data.ts_format``), as UTC: both engines give the same run."""
+    import datetime as dt
+
+    from conrec.data.engine.spark import java_pattern
+    from conrec.errors import DataValidationError
+
+    assert java_pattern("%Y-%m-%dT%H:%M:%S") == "yyyy-MM-dd'T'HH:mm:ss"
+    frame = edge_case_events()
+    path = tmp_path / "us.csv"
+    stamp = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S") for ts in frame["ts"]]
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(
+        f"{u},{i},{s},{fb}\n" for (u, i, _, fb), s in zip(frame.iter_rows(), stamp)))
+    data = {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}
+    ref, ref_stats = _run(tmp_path, "polars", data)
+    got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    assert ref_stats["events"] == frame.height
+    assert_same_run(ref, got)
+    amb = tmp_path / "amb.csv"
+    amb.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{k % 12 + 1:02d}/03/2024,{1 - 2 * (k % 2)}\n" for k in range(30)))
+    with pytest.raises(DataValidationError, match="data.ts_format"):
+        _run(tmp_path, "amb", {"source": "table", "events_path": str(amb), "engine": "spark", "spark": SPARK})

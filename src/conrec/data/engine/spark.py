@@ -116,6 +116,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
             f"events file {path}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {df.columns}"
         )
     df = df.withColumn(_ROW, F.monotonically_increasing_id())
+    if dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself
+        df = df.withColumn("ts", _string_times(df, cfg.ts_format, f"events file {path}"))
     ts = F.col("ts").cast("long")
     unit = cfg.ts_unit
     if unit == "auto":
@@ -139,6 +141,39 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         "feedback",
         _ROW,
     )
+
+
+_JAVA_DIRECTIVES = {"%Y": "yyyy", "%y": "yy", "%m": "MM", "%d": "dd", "%H": "HH", "%M": "mm", "%S": "ss"}
+
+
+def java_pattern(fmt: str) -> str:
+    """A strftime layout (``data.ts_format``) as a Java DateTimeFormatter pattern, letters quoted."""
+    out: list[str] = []
+    k = 0
+    while k < len(fmt):
+        if fmt[k] == "%":
+            directive = fmt[k : k + 2]
+            if directive not in _JAVA_DIRECTIVES:
+                raise ConfigError(f"data.ts_format {fmt!r}: the Spark engine reads {sorted(_JAVA_DIRECTIVES)}, not {directive!r}")
+            out.append(_JAVA_DIRECTIVES[directive])
+            k += 2
+        else:
+            out.append(f"'{fmt[k]}'" if fmt[k].isalpha() else fmt[k])
+            k += 1
+    return "".join(out)
+
+
+def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
+    """The ``ts`` strings as timestamps in their one layout (``ts_format``, else detected on a sample as
+    the polars loader does), read as UTC whatever the session's time zone; unreadable ones null."""
+    from conrec.data.datetimes import SAMPLE, detect_format
+
+    if ts_format is None:
+        sample = [r[0] for r in df.select("ts").where(F.col("ts").isNotNull()).limit(SAMPLE).collect()]
+        ts_format = detect_format(pl.Series("ts", sample, dtype=pl.String).str.strip_chars(), what, "ts")
+    if ts_format is None:
+        raise DataValidationError(f"{what}: column 'ts' holds date/time strings in no layout the Spark engine knows; set data.ts_format")
+    return F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
 
 
 def _check(ev: DataFrame, items: DataFrame, what: str) -> int:
