@@ -63,3 +63,14 @@ def test_init_writes_the_layout_and_an_ambiguous_one_needs_the_flag(tmp_path: Pa
     out, g = init_config(amb, None, tmp_path / "amb.yaml", preset="tiny", ts_format="%d/%m/%Y")
     events, _ = load_source(load_config(out).data)
     assert {dt.datetime.fromtimestamp(t, dt.timezone.utc).month for t in events["ts"].to_list()} == {3}  # day first: all March
+
+
+def test_streaming_reads_the_same_times_as_the_loader(tmp_path: Path) -> None:
+    from conrec.data.engine.scan import scan_table
+
+    path, _ = _events(tmp_path, "%m/%d/%Y %H:%M")
+    cfg = load_config(None, {"data": {"source": "table", "events_path": str(path), "streaming": "on"}}).data
+    events, _ = load_source(cfg)
+    streamed = scan_table(cfg).collect()
+    cols = ["user_id", "item_id", "ts"]
+    assert streamed.select(cols).sort(cols).equals(events.select(cols).sort(cols))

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig, SplitConfig
+from conrec.data.datetimes import SAMPLE, detect_format
 from conrec.data.feedback_labels import map_labels
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
 from conrec.data.sources.common import (
@@ -110,6 +111,12 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
     if dtype.is_temporal():
         return ts.cast(pl.Datetime("us")).dt.epoch("s")
     if dtype == pl.String:
+        sample = lf.select(ts.drop_nulls().str.strip_chars()).head(SAMPLE).collect(engine="streaming")["ts"]
+        if sample.len() and sample.cast(pl.Int64, strict=False).null_count() == sample.len():  # date/time strings
+            fmt = cfg.ts_format if cfg.ts_format is not None else detect_format(sample, what, "ts")
+            if fmt is None:
+                raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
+            return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid
         ts = ts.str.strip_chars().cast(pl.Int64, strict=False)
     elif not dtype.is_integer():
         raise DataValidationError(f"{what}: streaming reads integer epoch timestamps or datetimes, got {dtype}; set data.streaming: off")
