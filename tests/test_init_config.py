@@ -14,7 +14,7 @@ from conrec.cli import app
 from conrec.config import load_config
 from conrec.data.guess import guess, suggest_thresholds
 from conrec.data.loaders import load_source
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, DataValidationError
 from conrec.init_config import init_config
 
 HALF_STARS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
@@ -134,3 +134,17 @@ def test_a_csv_separated_otherwise_is_read_like_the_comma_one(tmp_path: Path, se
     assert got.equals(want)
     streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()
     assert streamed.sort("user_id", "ts", "item_id").equals(scan_table(load_config(tmp_path / "comma.yaml").data).collect().sort("user_id", "ts", "item_id"))
+
+
+def test_a_file_that_is_not_utf8_is_named_with_the_line_and_the_fix(tmp_path: Path) -> None:
+    """A Latin-1 export (an accented title): polars said only 'invalid utf-8 sequence'."""
+    ev, it = _unusual_files(tmp_path)
+    latin = tmp_path / "movies_latin1.csv"
+    latin.write_bytes(it.read_text().replace("Movie 3,", "Café 3,").encode("latin-1"))
+    want = r"items file .*movies_latin1.csv is not UTF-8 \(byte 0xe9 on line 5\); re-save it as UTF-8, e.g. iconv"
+    with pytest.raises(DataValidationError, match=want):
+        init_config(ev, latin, tmp_path / "my.yaml", preset="tiny")
+    out, _ = init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
+    cfg = load_config(out)
+    with pytest.raises(DataValidationError, match=want):
+        load_source(cfg.data.model_copy(update={"items_path": latin}))

@@ -75,6 +75,23 @@ def csv_separator(path: Path) -> str:
     return next((sep for sep in (";", "\t", "|") if sep in header), ",")
 
 
+def not_utf8(data: bytes, path: Path, what: str) -> DataValidationError | None:
+    """The one-line error for a text file that is not UTF-8 (the line of its first bad byte, and the fix), or None.
+
+    Why: polars says only "invalid utf-8 sequence"; spreadsheet exports on Windows are often Latin-1 /
+    cp1252 (an accented title), and the user needs to know where and how to re-save the file.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return DataValidationError(
+            f"{what} file {path} is not UTF-8 (byte 0x{data[exc.start]:02x} on line {line}); re-save it as UTF-8, "
+            f"e.g. iconv -f cp1252 -t utf-8 {path.name} > utf8_{path.name}"
+        )
+    return None
+
+
 def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files."""
     p = existing_file(path, what)
@@ -90,6 +107,8 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
                 infer_schema_length=10_000,
             )
     except Exception as exc:  # polars/arrow raise many types for malformed files
+        if fmt in CSV_SUFFIXES and "utf-8" in str(exc).lower() and (bad := not_utf8(read_bytes(p), p, what)) is not None:
+            raise bad from exc
         raise DataValidationError(f"{what} file {p} could not be read as {fmt.lstrip('.')}: {first_line(exc)}") from exc
     raise DataValidationError(
         f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)"
