@@ -143,3 +143,15 @@ def test_spark_reads_month_first_dates_like_polars_and_refuses_an_ambiguous_layo
     amb.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{k % 12 + 1:02d}/03/2024,{1 - 2 * (k % 2)}\n" for k in range(30)))
     with pytest.raises(DataValidationError, match="data.ts_format"):
         _run(tmp_path, "amb", {"source": "table", "events_path": str(amb), "engine": "spark", "spark": SPARK})
+
+
+def test_spark_reads_decimal_comma_ratings_like_polars(spark, tmp_path):
+    frame = edge_case_events()
+    path = tmp_path / "eu.csv"
+    stars = {-1: "1,5", 1: "4,5"}
+    path.write_text("user_id;item_id;ts;rating\n" + "".join(f"{u};{i};{ts};{stars[fb]}\n" for u, i, ts, fb in frame.iter_rows()))
+    data = {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}
+    ref, ref_stats = _run(tmp_path, "polars", data)
+    got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    assert ref_stats["events"] == frame.height and ref_stats["dislikes"] == int((frame["feedback"] == -1).sum())
+    assert_same_run(ref, got)

@@ -148,3 +148,23 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_and_the_fix(tmp_path: Pa
     cfg = load_config(out)
     with pytest.raises(DataValidationError, match=want):
         load_source(cfg.data.model_copy(update={"items_path": latin}))
+
+
+def test_a_semicolon_export_with_decimal_commas_reads_its_half_stars(tmp_path: Path) -> None:
+    """A decimal-comma locale writes ';'-separated files with ratings like 2,5: read as 2.5 by init,
+    the loader and the streaming scan (before, init refused the rating column as not numeric)."""
+    from conrec.data.engine.scan import scan_table
+
+    ev, it = _unusual_files(tmp_path)
+    eu = tmp_path / "ratings_eu.csv"
+    eu.write_text("\n".join(line.replace(",", ";").replace(".", ",") for line in ev.read_text().splitlines()) + "\n")
+    _, comma = init_config(ev, it, tmp_path / "comma.yaml", preset="tiny")
+    out, g = init_config(eu, it, tmp_path / "eu.yaml", preset="tiny")
+    assert (g.rating_range, g.dislike_max_rating, g.like_min_rating) == (comma.rating_range, comma.dislike_max_rating, comma.like_min_rating)
+    want, _ = load_source(load_config(tmp_path / "comma.yaml").data)
+    cfg = load_config(out)
+    got, _ = load_source(cfg.data)
+    assert got.equals(want)
+    cols = ["user_id", "item_id", "ts", "feedback"]
+    streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect().select(cols)
+    assert streamed.with_columns(pl.col("feedback").cast(pl.Int8)).sort(cols).equals(want.select(cols).sort(cols))

@@ -30,6 +30,7 @@ from conrec.data.sources.common import (
     first_line,
     not_utf8,
     read_bytes,
+    text_numbers,
 )
 from conrec.errors import ConfigError, DataValidationError
 
@@ -133,7 +134,7 @@ def read_sample(path: str | Path, what: str, n_rows: int = SAMPLE_ROWS) -> pl.Da
 
 def _numbers(s: pl.Series) -> pl.Series:
     """The non-null values of a column as floats (non-numbers dropped)."""
-    as_float = s.cast(pl.String).str.strip_chars().cast(pl.Float64, strict=False) if s.dtype == pl.String else s.cast(pl.Float64, strict=False)
+    as_float = pl.select(text_numbers(pl.lit(s))).to_series() if s.dtype == pl.String else s.cast(pl.Float64, strict=False)
     return as_float.drop_nulls().filter(as_float.drop_nulls().is_finite())
 
 

@@ -31,6 +31,7 @@ from conrec.data.sources.common import (
     file_suffix,
     placeholder_items,
     read_table_file,
+    text_numbers,
 )
 from conrec.data.splits import Cutoffs, cutoff_exprs, cutoffs_from
 from conrec.errors import ConfigError, DataValidationError
@@ -88,6 +89,8 @@ def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got {schema['feedback']}")
         lf = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
     else:
+        if schema["rating"] == pl.String:  # e.g. a decimal comma, "3,5"
+            lf = lf.with_columns(rating=text_numbers(pl.col("rating")))
         fb = (
             pl.when(pl.col("rating") <= cfg.dislike_max_rating)
             .then(pl.lit(DISLIKE, pl.Int8))

@@ -39,7 +39,7 @@ from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
-from conrec.data.sources.common import csv_separator, existing_file, first_line
+from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
@@ -132,6 +132,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     if "feedback" in df.columns:
         df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     else:
+        if dict(df.dtypes)["rating"] == "string":  # e.g. a decimal comma, "3,5": as the loaders read it; else null, invalid
+            df = df.withColumn("rating", F.regexp_replace(F.trim(F.col("rating")), DECIMAL_COMMA, "$1.$2").try_cast("double"))
         fb = F.when(F.col("rating") <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(F.col("rating") >= cfg.like_min_rating, F.lit(POSITIVE))
         df = df.withColumn("feedback", fb).filter(F.col("feedback").isNotNull())
     return df.select(

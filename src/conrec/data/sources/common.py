@@ -204,6 +204,16 @@ def parse_timestamps(
     return s.alias(name)
 
 
+DECIMAL_COMMA = r"^([+-]?\d+),(\d+)$"
+"""A number written with a decimal comma (``3,5``), as ``;``-separated exports from such locales write ratings."""
+
+
+def text_numbers(column: pl.Expr) -> pl.Expr:
+    """Text as floats, null where not a number; a decimal comma is read as a point (``3,5`` is 3.5)."""
+    text = column.cast(pl.String).str.strip_chars()
+    return text.str.replace(DECIMAL_COMMA, "${1}.${2}").cast(pl.Float64, strict=False)
+
+
 def ratings_to_feedback(
     df: pl.DataFrame,
     dislike_max_rating: float,
@@ -222,7 +232,7 @@ def ratings_to_feedback(
     r = df["rating"]
     lenient = log is not None and log.policy == "drop"
     if r.dtype == pl.String:
-        r_num = r.str.strip_chars().cast(pl.Float64, strict=False)
+        r_num = pl.select(text_numbers(pl.lit(r))).to_series()
         bad = r.is_not_null() & r_num.is_null()
         if bad.any() and not lenient:
             row = int(bad.arg_true()[0])
