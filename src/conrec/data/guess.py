@@ -251,7 +251,8 @@ def guess(
     elif (proposal := _labels(values)) is not None:
         out.feedback_labels, out.labels_unknown = proposal
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words, mapped in feedback_labels")
-    elif (flag := _flag_values(values)) is not None:
+    elif (flag := _flag_values(values)) is not None and (_says_dislike(choice.column) or _score(choice.column, "rating") == 0):
+        # a 0/1 column named as a rating (rating, score, stars) stays a two-point scale whose 0 is the dislike
         out.feedback_labels, out.labels_reason = _flag_labels(choice.column, flag)
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; a flag, mapped in feedback_labels")
     else:
