@@ -1,17 +1,18 @@
-"""The state of the files a stage reads from outside the run directory (the user's events and items).
+"""The state of the files a stage reads from outside the run directory (the user's events and items,
+a local encoder or backbone: ``Stage.source_files``).
 
 Why: a stage is reused while its configuration is unchanged. But the configuration names the user's
 files by path, and an export is often fixed or refreshed in place: same path, other rows. Without a
 record of the files, ``conrec demo`` would skip every stage and report the old run's results as if
-they were the new data's. The data stage therefore records each file's size, modification time and,
-while a path's files hold at most :data:`HASH_MAX_BYTES` in all, their SHA-256, and the run treats
-it as stale once a file differs.
+they were the new data's. A stage therefore records each file's size, modification time and, while
+a path's files hold at most :data:`HASH_MAX_BYTES` in all, their SHA-256; the stage, and every stage
+built on it, is stale once a file differs.
 
 The check is cheap when nothing changed (one ``stat`` per file). A file whose time changed but whose
 size did not (a copy, ``touch``) is hashed again, so it counts as changed only if its bytes did;
 beyond the hash limit (a log at scale: hashing it would cost minutes) a new time alone counts as a
-change. A file that is gone is not a change: a
-run stays usable after the raw export is deleted or the run directory is copied to another machine.
+change. A file that is gone is not a change: a run stays usable after the raw export is deleted or
+the run directory is copied to another machine.
 
 Standard library only: :mod:`conrec.runs` imports it on every reuse check.
 """
