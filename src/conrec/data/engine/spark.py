@@ -174,7 +174,10 @@ def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
         sample = [r[0] for r in df.select("ts").where(F.col("ts").isNotNull()).limit(SAMPLE).collect()]
         ts_format = detect_format(pl.Series("ts", sample, dtype=pl.String).str.strip_chars(), what, "ts")
     if ts_format is None:
-        raise DataValidationError(f"{what}: column 'ts' holds date/time strings in no layout the Spark engine knows; set data.ts_format")
+        raise DataValidationError(
+            f"{what}: column 'ts' holds text that is neither epoch numbers only nor date/time strings in a known layout; "
+            "set data.ts_format, or fix the rows"
+        )
     return F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
 
 
