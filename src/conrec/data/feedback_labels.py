@@ -38,9 +38,13 @@ NEUTRAL_WORDS = frozenset({
 """Shown without a reaction: neutral (dropped), as a 0 is; an impression log would otherwise swamp the positives."""
 
 
+SEPARATORS = r"[\s\-]+"
+"""Inner spaces and hyphens, written as one underscore (the same rule in Python, polars and Spark)."""
+
+
 def normalise(value: str) -> str:
     """Lower case, outer spaces dropped, inner spaces and hyphens as one underscore."""
-    return re.sub(r"[\s\-]+", "_", value.strip().lower())
+    return re.sub(SEPARATORS, "_", value.strip().lower())
 
 
 def propose(values: Iterable[str]) -> tuple[dict[str, int], list[str]]:
@@ -62,7 +66,7 @@ def propose(values: Iterable[str]) -> tuple[dict[str, int], list[str]]:
 
 def normalised(column: pl.Expr) -> pl.Expr:
     """:func:`normalise` as a polars expression."""
-    return column.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(r"[\s\-]+", "_")
+    return column.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(SEPARATORS, "_")
 
 
 def map_labels(column: pl.Expr, labels: Mapping[str, int]) -> pl.Expr:

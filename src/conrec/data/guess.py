@@ -27,9 +27,8 @@ from conrec.data.sources.common import (
     csv_separator,
     existing_file,
     file_suffix,
-    first_line,
-    not_utf8,
     read_bytes,
+    read_error,
     text_numbers,
 )
 from conrec.errors import ConfigError, DataValidationError
@@ -126,9 +125,7 @@ def read_sample(path: str | Path, what: str, n_rows: int = SAMPLE_ROWS) -> pl.Da
         if fmt in CSV_SUFFIXES:
             return pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files
-        if fmt in CSV_SUFFIXES and "utf-8" in str(exc).lower() and (bad := not_utf8(read_bytes(p), p, what)) is not None:
-            raise bad from exc
-        raise DataValidationError(f"{what} file {p} could not be read as {fmt.lstrip('.')}: {first_line(exc)}") from exc
+        raise read_error(exc, p, fmt, what) from exc
     raise DataValidationError(f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)")
 
 

@@ -37,6 +37,7 @@ from conrec.data.config import DataConfig, SparkConfig, SplitConfig
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
+from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
 from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line
@@ -126,7 +127,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     df = df.withColumn("ts", F.floor(ts / 1000).cast("long") if unit == "ms" else ts)
     if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid
-        words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), r"[\s\-]+", "_")
+        words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), SEPARATORS, "_")
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
     if "feedback" in df.columns:

@@ -92,6 +92,14 @@ def not_utf8(data: bytes, path: Path, what: str) -> DataValidationError | None:
     return None
 
 
+def read_error(exc: Exception, path: Path, fmt: str, what: str) -> DataValidationError:
+    """The one-line error for a table file polars could not read: a text file that is not UTF-8 gets
+    :func:`not_utf8`'s message, anything else polars' first line."""
+    if fmt in CSV_SUFFIXES and "utf-8" in str(exc).lower() and (bad := not_utf8(read_bytes(path), path, what)) is not None:
+        return bad
+    return DataValidationError(f"{what} file {path} could not be read as {fmt.lstrip('.')}: {first_line(exc)}")
+
+
 def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files."""
     p = existing_file(path, what)
@@ -107,9 +115,7 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
                 infer_schema_length=10_000,
             )
     except Exception as exc:  # polars/arrow raise many types for malformed files
-        if fmt in CSV_SUFFIXES and "utf-8" in str(exc).lower() and (bad := not_utf8(read_bytes(p), p, what)) is not None:
-            raise bad from exc
-        raise DataValidationError(f"{what} file {p} could not be read as {fmt.lstrip('.')}: {first_line(exc)}") from exc
+        raise read_error(exc, p, fmt, what) from exc
     raise DataValidationError(
         f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)"
     )
