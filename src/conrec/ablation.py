@@ -91,13 +91,13 @@ def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineCon
     return cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward, "progressive": progressive})})
 
 
-def _row(parent: Path, vcfg: PipelineConfig, folder: Path, model: str, console: Console) -> tuple[RunDir, dict[str, Any]]:
+def _row(parent: Path, vcfg: PipelineConfig, folder: Path, model: str, console: Console) -> RunDir:
     """One variant as a child run of ``parent`` in ``folder``: its unchanged stages linked, the others
-    run there, its LM ``model`` scored by the eval stage. Returns the child run and its LM's metrics."""
+    run there, its LM ``model`` scored by the eval stage (whose predictions :func:`_points` rescores
+    beside the baselines, for the paired differences). Returns the child run."""
     child = evaluation_only(vcfg, folder, [model])
     run_child(parent, child, stages=_UP_TO[model], console=console)
-    rd = RunDir(folder)
-    return rd, read_json(rd.eval / "metrics.json", what="eval metrics")[model]
+    return RunDir(folder)
 
 
 def _row_info(rd: RunDir, model: str) -> dict[str, Any]:
@@ -217,7 +217,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         row_started = time.perf_counter()
         model = "grpo" if with_grpo else "sft"
         parent = root / "alignment" if with_grpo else rd.root  # GRPO rows start from the alignment row's SFT model
-        child, _ = _row(parent, vcfg, root / name, model, console)
+        child = _row(parent, vcfg, root / name, model, console)
         info = _row_info(child, model)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         if with_grpo:
@@ -320,7 +320,7 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         variants = [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
     for name, label, vcfg, model in variants:
         console.rule(f"[bold]ablation {what}: {name}")
-        child, _ = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
+        child = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         info = _row_info(child, model)
         zero = info["stats"].get("mean_zero_adv_share") if model == "grpo" else None
