@@ -25,7 +25,7 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
         pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from pyspark.sql import SparkSession
-from test_data_engines import _run, assert_same_run, edge_case_events
+from test_data_engines import _run, assert_same_run, edge_case_events, warty_table
 
 SPARK = {"master": "local[2]"}
 pytestmark = pytest.mark.slow  # a JVM and a dozen Spark jobs per test: seconds each; still runs in CI
@@ -78,14 +78,25 @@ def test_spark_on_simulator_events_equals_polars(spark, tmp_path):
     assert_same_run(ref, got)
 
 
-def test_spark_refuses_unknown_items_in_one_line(spark, tmp_path, table_file):
+def test_spark_refuses_unknown_items_in_one_line_under_on_invalid_error(spark, tmp_path, table_file):
     from conrec.errors import DataValidationError
 
     items = tmp_path / "items.csv"
     items.write_text("item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(20)))
-    data = {"source": "table", "events_path": str(table_file), "items_path": str(items), "engine": "spark", "spark": SPARK}
+    data = {"source": "table", "events_path": str(table_file), "items_path": str(items), "engine": "spark", "spark": SPARK,
+            "on_invalid": "error"}
     with pytest.raises(DataValidationError, match=r"3 item id\(s\) are not in the items table, e.g. \['i20', 'i21', 'i22'\]"):
         _run(tmp_path, "bad", data)
+
+
+def test_spark_drops_and_counts_invalid_rows_like_polars(spark, tmp_path):
+    """Every kind of invalid row (but exact duplicates, which Spark keeps) dropped and counted as the
+    polars loader does, float timestamps read, the items file repaired: the same run."""
+    data, expected = warty_table(tmp_path, duplicates=False)
+    ref, ref_stats = _run(tmp_path, "polars", data)
+    got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    assert ref_stats["invalid_rows"] == {"policy": "drop", **expected}
+    assert_same_run(ref, got)
 
 
 def test_spark_without_java_fails_in_one_line(tmp_path, table_file):

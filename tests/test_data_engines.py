@@ -90,19 +90,75 @@ def test_auto_keeps_small_tables_in_memory(tmp_path, table_file):
     assert engine.reads_file(cfg.data.model_copy(update={"streaming_min_events": 10}))
 
 
-def test_streaming_refuses_unknown_items_before_writing(tmp_path, table_file):
+def test_streaming_refuses_unknown_items_before_writing_under_on_invalid_error(tmp_path, table_file):
     items = tmp_path / "items.csv"
     items.write_text("item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(20)))  # i20..i22 missing
-    data = {"source": "table", "events_path": str(table_file), "items_path": str(items), "streaming": "on"}
+    data = {"source": "table", "events_path": str(table_file), "items_path": str(items), "streaming": "on", "on_invalid": "error"}
     with pytest.raises(DataValidationError, match=r"3 item id\(s\) are not in the items table, e.g. \['i20', 'i21', 'i22'\]"):
         _run(tmp_path, "bad", data)
     assert not (tmp_path / "bad" / "data" / "samples.parquet").exists()
 
 
-def test_streaming_refuses_feedback_outside_minus_one_plus_one(tmp_path):
+def test_streaming_refuses_feedback_outside_minus_one_plus_one_under_on_invalid_error(tmp_path):
     path = tmp_path / "ev.parquet"
     edge_case_events().with_columns(feedback=pl.when(pl.col("ts") % 5 == 0).then(2).otherwise(pl.col("feedback"))).write_parquet(path)
     with pytest.raises(DataValidationError, match="'feedback' must be -1 .* value\\(s\\) are not"):
+        _run(tmp_path, "bad", {"source": "table", "events_path": str(path), "streaming": "on", "on_invalid": "error"})
+
+
+# each kind of invalid row, as rows appended to the edge-case events (as ratings: 1 is a dislike, 5 a like)
+WARTS_BY_KIND = {
+    "missing_id": [(None, "i1", 1.0e9, 1.0), ("u1", None, 1.0e9, 5.0), (None, "i2", float("nan"), float("nan"))],  # the last: its first kind
+    "bad_timestamp": [("u1", "i1", float("nan"), 1.0), ("u2", "i3", float("inf"), 5.0), ("u2", "i4", -5.0, 1.0)],
+    "bad_feedback": [("u1", "i5", 1.0e9, float("nan")), ("u4", "i5", 1.0e9, 9.0), ("u4", "i6", 1.0e9, None)],  # NaN would read as a like
+    "unknown_item": [("u1", "zzz", 1.0e9, 1.0), ("u5", "yyy", 1.0e9 + 7, 5.0)],
+}
+
+
+def warty_table(tmp_path: Path, duplicates: bool = True) -> tuple[dict[str, Any], dict[str, int]]:
+    """The edge-case events as a ratings file with float timestamps (as pandas writes them when one
+    is missing), every kind of invalid row, neutral ratings, optionally exact duplicates, and an items
+    file with a duplicated id and an empty title; returns the data config and the expected counts."""
+    good = edge_case_events().select(
+        "user_id", "item_id", pl.col("ts").cast(pl.Float64), rating=pl.when(pl.col("feedback") == -1).then(1.0).otherwise(5.0)
+    )
+    schema = {"user_id": pl.String, "item_id": pl.String, "ts": pl.Float64, "rating": pl.Float64}
+    bad = pl.DataFrame([row for rows in WARTS_BY_KIND.values() for row in rows], schema=schema, orient="row")
+    neutral = good.head(4).with_columns(rating=pl.lit(3.0))
+    parts = [good.head(300), bad, neutral, good.tail(-300)] + ([good.gather_every(17)] if duplicates else [])
+    path = tmp_path / "warty.parquet"
+    pl.concat(parts).write_parquet(path, row_group_size=64)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n" + "".join(f"i{k},{'' if k == 7 else f'Item {k}'}\n" for k in range(23)) + "i3,again\n")
+    expected = {k: len(rows) for k, rows in WARTS_BY_KIND.items()} | {"duplicate_item": 1, "empty_title": 1}
+    if duplicates:
+        expected["duplicate_event"] = good.gather_every(17).height
+    data = {"source": "table", "events_path": str(path), "items_path": str(items), "rating_range": [1, 5],
+            "split": {"horizon_days": 3, "max_history": 7}}
+    return data, expected
+
+
+def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
+    """Under ``on_invalid: drop`` (the default) the streaming scan drops the rows the loader drops,
+    counts each under the same kind (a row with two faults under its first), reads float timestamps
+    and repairs the items file: the same run directory, statistics included. NaN and out-of-scale
+    ratings were read as likes by the scan before; missing ids and timestamps stopped it."""
+    data, expected = warty_table(tmp_path)
+    mem, mem_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    out, out_stats = _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 70})
+    assert mem_stats["invalid_rows"] == {"policy": "drop", **expected}
+    assert mem_stats["events"] == edge_case_events().height and mem_stats["samples"]["test"] > 0
+    assert_same_run(mem, out)
+    with pytest.raises(DataValidationError, match=r"duplicate item id.*on_invalid: error") as err:
+        _run(tmp_path, "strict", {**data, "streaming": "on", "on_invalid": "error"})
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
+
+
+def test_streaming_names_the_cause_when_no_row_is_valid(tmp_path):
+    path = tmp_path / "ev.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{100 + k},7\n" for k in range(5)))
+    with pytest.raises(DataValidationError, match=r"no valid events: every row is invalid \(5 bad_feedback\)"):
         _run(tmp_path, "bad", {"source": "table", "events_path": str(path), "streaming": "on"})
 
 

@@ -56,17 +56,17 @@ def _load(
     """(events, items, user_facets or None, exposures or None). The simulator shows its own progress bar.
 
     A ``table`` source whose engine reads the file itself (Spark; polars when streaming) is only
-    scanned here, for its items: the events never pass through this process's memory (the engine
-    validates them and refuses bad rows; polars streaming drops exact duplicates per user partition
-    as the loaders do and reports their count in :attr:`BuildResult.duplicates`, which :func:`run`
-    records; Spark keeps them). Bad rows of the other sources are repaired or dropped into ``log``
-    (see :mod:`conrec.data.repair`).
+    scanned here, for its items (repaired into ``log``): the events never pass through this process's
+    memory. The engine applies ``data.on_invalid`` to them as the loaders do and reports what it
+    dropped in :attr:`BuildResult.dropped`, which :func:`run` records (polars streaming also drops
+    exact duplicates, per user partition; Spark keeps them). Bad rows of the other sources are
+    repaired or dropped into ``log`` by their loaders (see :mod:`conrec.data.repair`).
     """
     if cfg.source == "table" and engine.reads_file(cfg):
         from conrec.data.engine.scan import scan_table, table_items
 
         assert cfg.events_path is not None  # scan_table checked it
-        items = table_items(cfg, scan_table(cfg, dedupe=False))
+        items = table_items(cfg, scan_table(cfg), log)
         return EventsInput(table=Path(cfg.events_path)), items, None, None
     if cfg.source == "simulator":
         from conrec.data.simulator import simulate
@@ -108,8 +108,9 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
             built = engine.build(events, items, dcfg, staging)
-            # exact duplicates an engine found in the file it read (under on_invalid: error this raises: nothing is published)
-            log.record("duplicate_event", built.duplicates, f"{dcfg.source} events")
+            # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
+            for kind, n in built.dropped.items():
+                log.record(kind, n, f"{dcfg.source} events")
             progress.advance(steps)
             stats = data_stats(
                 built.events, built.samples, n_items=items.height, items_with_events=built.items_with_events,

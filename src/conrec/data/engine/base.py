@@ -9,7 +9,7 @@ big files and the parts of the statistics, so the run-directory contract cannot 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -44,7 +44,9 @@ class BuildResult:
     events: EventParts
     samples: SampleParts
     items_with_events: int
-    duplicates: int = 0  # exact duplicate events the engine found in a file it read itself (the stage records them)
+    # invalid rows (kinds of conrec.data.repair.WARTS, exact duplicates included) the engine dropped from a
+    # file it read itself, which the stage records; an engine that reads a loader's table finds none
+    dropped: dict[str, int] = field(default_factory=dict)
 
 
 class DataEngine(Protocol):

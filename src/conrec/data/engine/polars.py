@@ -68,7 +68,7 @@ class PolarsEngine:
             return build_in_memory(events.frame, cfg, out)
         if events.frame is not None:  # a loader's table: validated, and deduplicated where the loader does so
             return build_streaming(events.frame.lazy(), items, cfg, out)
-        return build_streaming(scan_table(cfg, dedupe=False), items, cfg, out, dedupe=True)
+        return build_streaming(scan_table(cfg), items, cfg, out, raw=True)
 
 
 def build_in_memory(events: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
@@ -81,15 +81,17 @@ def build_in_memory(events: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildRe
     return BuildResult(cuts, event_parts(events), sample_parts(samples), int(events["item_id"].n_unique()))
 
 
-def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, out: Path, dedupe: bool = False) -> BuildResult:
+def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, out: Path, raw: bool = False) -> BuildResult:
     """Out of core (module docstring): memory bounded by ``cfg.partition_events`` events.
 
-    ``dedupe``: ``events`` may hold exact duplicate events (the ``table`` file, scanned as it is):
-    they are counted per partition into :attr:`BuildResult.duplicates` and, under
-    ``data.on_invalid: drop``, dropped (the first by input row kept) before the cut-offs and labels.
+    ``raw``: ``events`` is the ``table`` file as scanned, so it may hold invalid rows and exact
+    duplicate events. Under ``data.on_invalid: drop`` both are dropped (a duplicate's first row by
+    input row kept) before the cut-offs and labels and counted into :attr:`BuildResult.dropped`;
+    under ``error`` the first stops the stage before anything is published.
     """
-    items_with_events = check_event_rules(events, items, what=f"{cfg.source} events")
-    events = events.with_columns(pl.col("feedback").cast(pl.Int8)).with_row_index(_ROW)
+    checked = check_event_rules(events, items, f"{cfg.source} events", cfg.on_invalid if raw else "error")
+    items_with_events = checked.items_with_events
+    events = checked.events.with_columns(pl.col("feedback").cast(pl.Int8)).with_row_index(_ROW)
     ranges = user_ranges(events, cfg.partition_events)
     work = out / "_partitions"
     shutil.rmtree(work, ignore_errors=True)
@@ -105,7 +107,7 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
             part = _read_partition(work / "events" / f"part={k}")
             if part is None:
                 continue
-            if dedupe:  # sorted by (user, ts, input row): "first" is the first input row, as the loaders keep
+            if raw:  # sorted by (user, ts, input row): "first" is the first input row, as the loaders keep
                 unique = part.unique(subset=list(EVENT_COLUMNS), keep="first", maintain_order=True)
                 duplicates += part.height - unique.height
                 if cfg.on_invalid == "drop":
@@ -137,7 +139,7 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert ev_parts is not None
-    return BuildResult(cuts, ev_parts, smp_parts, items_with_events, duplicates=duplicates)
+    return BuildResult(cuts, ev_parts, smp_parts, items_with_events, dropped={**checked.dropped, "duplicate_event": duplicates})
 
 
 def user_ranges(events: pl.LazyFrame, partition_events: int) -> pl.DataFrame:

@@ -2,11 +2,13 @@
 
 Why not the loader: :func:`conrec.data.sources.table.load_table` reads the whole file into memory,
 which is what out-of-core runs must avoid. This module applies the same mapping (``columns``
-renames, ``feedback`` -1/0/+1 or ``rating`` thresholds, integer timestamps in s or ms) as a lazy
-query that the streaming engine executes in row groups, and :func:`check_events` runs the
-loaders' validation rules as aggregates over that query, so bad input still fails with one line
-naming the problem before anything is written. Exact duplicate events are not refused there: the
-polars streaming engine drops (and counts) them per user partition, where they always land together.
+renames, ``feedback`` -1/0/+1 or words, ``rating`` thresholds, timestamps) as a lazy query that
+the streaming engine executes in row groups, and :func:`check_event_rules` applies the loaders'
+invalid-row policy (``data.on_invalid``) as one aggregate over that query: under ``drop`` the same
+rows are dropped and counted per kind as the loaders count them, under ``error`` the first problem
+stops the stage with one line, before anything is written. Exact duplicate events are not handled
+there: the polars streaming engine drops (and counts) them per user partition, where they always
+land together.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from conrec.data.config import DataConfig, SplitConfig
+from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format
 from conrec.data.feedback_labels import map_labels
+from conrec.data.repair import InvalidPolicy, RepairLog, repair_items
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -30,10 +33,10 @@ from conrec.data.sources.common import (
     existing_file,
     file_suffix,
     placeholder_items,
+    rating_feedback,
     read_table_file,
     text_numbers,
 )
-from conrec.data.splits import Cutoffs, cutoff_exprs, cutoffs_from
 from conrec.errors import ConfigError, DataValidationError
 
 _MS_THRESHOLD = 100_000_000_000  # the loaders' rule: integer timestamps all above 1e11 are milliseconds
@@ -61,12 +64,13 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
+def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     """Canonical events (``user_id, item_id, ts, feedback``) of the ``table`` source, in file order,
-    neutral feedback dropped, as a lazy query; ``dedupe``: exact duplicate events dropped (first kept)
-    under ``data.on_invalid: drop``, as the in-memory loaders do, by one global hash table over all
-    rows. The polars streaming engine scans with ``dedupe=False`` and drops them per user partition
-    instead (duplicates share their user), which needs no table over the whole log."""
+    neutral feedback dropped, as a lazy query. Invalid rows are still there, as nulls where a value
+    did not read (a timestamp, a rating, a feedback word) and as they are otherwise, and so are exact
+    duplicates: :func:`check_event_rules` counts and drops (or refuses) the first, the polars
+    streaming engine the second, per user partition (duplicates share their user), which needs no
+    hash table over the whole log."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
@@ -87,26 +91,16 @@ def scan_table(cfg: DataConfig, dedupe: bool = True) -> pl.LazyFrame:
             raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, integers or true/false")
         elif not (schema["feedback"].is_integer() or schema["feedback"].is_float()):
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got {schema['feedback']}")
-        lf = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
     else:
-        if schema["rating"] == pl.String:  # e.g. a decimal comma, "3,5"
-            lf = lf.with_columns(rating=text_numbers(pl.col("rating")))
-        fb = (
-            pl.when(pl.col("rating") <= cfg.dislike_max_rating)
-            .then(pl.lit(DISLIKE, pl.Int8))
-            .when(pl.col("rating") >= cfg.like_min_rating)
-            .then(pl.lit(POSITIVE, pl.Int8))
-        )
-        lf = lf.with_columns(feedback=fb).filter(pl.col("feedback").is_not_null())
-    lf = lf.select(
+        rating = text_numbers(pl.col("rating")) if schema["rating"] == pl.String else pl.col("rating").cast(pl.Float64)  # "3,5" is 3.5
+        rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
+        lf = lf.with_columns(feedback=rating_feedback(rating, cfg.dislike_max_rating, cfg.like_min_rating, rating_range))
+    return lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0)).select(
         pl.col("user_id").cast(pl.String),
         pl.col("item_id").cast(pl.String),
         pl.col("ts"),
-        pl.col("feedback"),  # cast to Int8 after check_events has seen the raw values
+        pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
     )
-    # exact duplicate events: dropped like the in-memory loaders do (global: every pass over the
-    # result rebuilds the hash table; the streaming engine asks for dedupe=False and drops them per partition)
-    return lf.unique(maintain_order=True) if dedupe and cfg.on_invalid == "drop" else lf
 
 
 def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: str) -> pl.Expr:
@@ -121,8 +115,14 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
                 raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
             return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid
         ts = ts.str.strip_chars().cast(pl.Int64, strict=False)
+    elif dtype.is_float():  # as the loaders read them: NaN and infinities null (invalid rows), fractions refused
+        ts = pl.when(ts.is_finite()).then(ts)
+        fraction = lf.select(ts.filter(ts != ts.floor()).first()).collect(engine="streaming").item()
+        if fraction is not None and cfg.ts_unit != "ms":
+            raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction}")
+        ts = ts.floor()
     elif not dtype.is_integer():
-        raise DataValidationError(f"{what}: streaming reads integer epoch timestamps or datetimes, got {dtype}; set data.streaming: off")
+        raise DataValidationError(f"{what}: streaming reads epoch timestamps or datetimes, got {dtype}; set data.streaming: off")
     ts = ts.cast(pl.Int64)
     unit = cfg.ts_unit
     if unit == "auto":
@@ -131,38 +131,72 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
     return ts // 1000 if unit == "ms" else ts
 
 
-def table_items(cfg: DataConfig, events: pl.LazyFrame) -> pl.DataFrame:
-    """The validated items of a ``table`` source: its items file, or one placeholder per item id
-    (in order of first appearance, as the loader makes them)."""
+def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.DataFrame:
+    """The validated items of a ``table`` source: its items file, repaired under ``log``'s policy as the
+    loader does (:func:`conrec.data.repair.repair_items`), or one placeholder per item id (in order of
+    first appearance, as the loader makes them)."""
     if cfg.items_path is None:
-        ids = events.select("item_id").unique(maintain_order=True).collect(engine="streaming")["item_id"]
+        ids = events.select(pl.col("item_id").drop_nulls()).unique(maintain_order=True).collect(engine="streaming")["item_id"]
         return validate_items(placeholder_items(ids, "item"), source="table items")
     raw = read_table_file(cfg.items_path, "items", schema_overrides={"item_id": pl.String()})
-    return validate_items(raw.rename({k: v for k, v in cfg.columns.items() if k in raw.columns}), source="table items")
+    raw = raw.rename({k: v for k, v in cfg.columns.items() if k in raw.columns})
+    return validate_items(repair_items(raw, log, "table items"), source="table items")
 
 
 @dataclass(frozen=True)
-class EventFacts:
-    """What one streaming pass over the events establishes: the split cut-offs and the item count."""
+class CheckedEvents:
+    """The events that passed the loaders' validation rules, and what that established."""
 
-    cuts: Cutoffs
+    events: pl.LazyFrame  # the valid rows: the input without the invalid ones (under on_invalid: error, the input)
     items_with_events: int
+    dropped: dict[str, int]  # invalid rows dropped, per kind of :data:`conrec.data.repair.WARTS` (empty under error)
 
 
-def check_events(events: pl.LazyFrame, items: pl.DataFrame, split: SplitConfig, what: str) -> EventFacts:
-    """The loaders' validation rules (:func:`conrec.data.schema.validate_events`) as aggregates:
-    raises :class:`DataValidationError` naming the problem, else returns the cut-offs (computed on
-    ``events`` as given: exact duplicates, if any, count in the quantiles)."""
-    items_with_events = check_event_rules(events, items, what)
-    # the quantiles on their own query: it reads only the ts column, whatever the engine does with quantiles
-    valid, test = events.select(cutoff_exprs(split)).collect(engine="streaming").row(0)
-    return EventFacts(cuts=cutoffs_from(valid, test), items_with_events=items_with_events)
+def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
+    """Each kind of invalid event row as a condition, in the order :func:`conrec.data.repair.repair_events`
+    counts them (a row counts under its first kind); ``known_item``: the item is in the items table."""
+    fb = pl.col("feedback")
+    return {
+        "missing_id": pl.col("user_id").is_null() | pl.col("item_id").is_null(),
+        "bad_timestamp": pl.col("ts").is_null() | (pl.col("ts") < 0),
+        "bad_feedback": fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),
+        "unknown_item": ~known_item,
+    }
 
 
-def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
-    """:func:`check_events` without the cut-offs: the validation rules only; returns the number of
-    distinct items with events. Exact duplicate events change none of these facts, so it may run on
-    the events before they are deduplicated."""
+def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error") -> CheckedEvents:
+    """The loaders' validation rules (:func:`conrec.data.schema.validate_events` after
+    :func:`conrec.data.repair.repair_events`) as one streaming aggregate over ``events``.
+
+    ``on_invalid: error``: raises :class:`DataValidationError` naming the first problem. ``drop``:
+    counts the invalid rows per kind, exactly as the loader would, and returns the query without
+    them; what no policy repairs (no valid event at all, timestamps beyond year 9999) still raises.
+    Exact duplicate events change none of these facts, so this may run before they are dropped.
+    """
+    if on_invalid == "error":
+        return CheckedEvents(events, _strict_rules(events, items, what), {})
+    known = pl.col("item_id").is_in(items["item_id"].implode())
+    seen = pl.lit(False)
+    counts: dict[str, pl.Expr] = {}
+    for kind, bad in invalid_kinds(known).items():
+        counts[kind] = (bad.fill_null(False) & ~seen).sum()
+        seen = seen | bad.fill_null(False)
+    valid = ~seen
+    facts = events.select(
+        **counts,
+        n=valid.sum(),
+        huge_ts=(valid & (pl.col("ts") > MAX_TS)).sum(),
+        items_with_events=pl.col("item_id").filter(valid).n_unique(),
+    ).collect(engine="streaming").row(0, named=True)
+    dropped = {k: int(facts[k]) for k in counts if facts[k]}
+    if dropped and not facts["n"]:
+        raise DataValidationError(f"{what}: no valid events: every row is invalid ({', '.join(f'{n:,} {k}' for k, n in dropped.items())})")
+    report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"]}, what)  # the invalid rows are dropped: the stage counts them
+    return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped)
+
+
+def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
+    """``on_invalid: error``: the first broken rule raises; returns the number of distinct items with events."""
     fb = pl.col("feedback")
     facts = events.select(
         n=pl.len(),
@@ -186,18 +220,18 @@ def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> i
 
 def report_invalid(facts: dict[str, Any], what: str) -> None:
     """Raise :class:`DataValidationError` for the first broken rule in an engine's validation
-    aggregate (keys: ``n``, ``null_<column>``, ``bad_feedback``, ``negative_ts``, ``huge_ts``), so
-    every engine words a problem the same way."""
+    aggregate (keys: ``n``, the valid events; ``null_<column>``, ``bad_feedback``, ``negative_ts``,
+    ``huge_ts``, each absent where already dropped), so every engine words a problem the same way."""
     if not facts.get("n"):
         raise DataValidationError(f"{what}: no events")
     for c in EVENT_COLUMNS:
-        if facts[f"null_{c}"]:
+        if facts.get(f"null_{c}"):
             raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null or unreadable value(s)")
-    if facts["bad_feedback"]:
+    if facts.get("bad_feedback"):
         raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike) or +1 (positive); {facts['bad_feedback']} value(s) are not")
-    if facts["negative_ts"]:
+    if facts.get("negative_ts"):
         raise DataValidationError(f"{what}: column 'ts' has negative timestamps")
-    if facts["huge_ts"]:
+    if facts.get("huge_ts"):
         raise DataValidationError(f"{what}: column 'ts' has values beyond year 9999 as epoch seconds: milliseconds? set data.ts_unit: ms")
 
 

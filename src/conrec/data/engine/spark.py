@@ -38,6 +38,7 @@ from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, Even
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
+from conrec.data.repair import InvalidPolicy
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
 from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line
@@ -117,8 +118,16 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
             f"events file {path}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {df.columns}"
         )
     df = df.withColumn(_ROW, F.monotonically_increasing_id())
+    what = f"events file {path}"
     if dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself
-        df = df.withColumn("ts", _string_times(df, cfg.ts_format, f"events file {path}"))
+        df = df.withColumn("ts", _string_times(df, cfg.ts_format, what))
+    elif dict(df.dtypes)["ts"] in ("double", "float"):  # as the loaders read them: NaN, infinities null; fractions refused
+        ts = F.col("ts")
+        df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
+        fraction = df.where(F.col("ts") != F.floor("ts")).select("ts").first()
+        if fraction is not None and cfg.ts_unit != "ms":
+            raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction[0]}")
+        df = df.withColumn("ts", F.floor("ts"))
     ts = F.col("ts").cast("long")
     unit = cfg.ts_unit
     if unit == "auto":
@@ -130,13 +139,16 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), SEPARATORS, "_")
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
-    if "feedback" in df.columns:
-        df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
-    else:
+    if "rating" in df.columns and "feedback" not in df.columns:  # conrec.data.sources.common.rating_feedback
         if dict(df.dtypes)["rating"] == "string":  # e.g. a decimal comma, "3,5": as the loaders read it; else null, invalid
             df = df.withColumn("rating", F.regexp_replace(F.trim(F.col("rating")), DECIMAL_COMMA, "$1.$2").try_cast("double"))
-        fb = F.when(F.col("rating") <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(F.col("rating") >= cfg.like_min_rating, F.lit(POSITIVE))
-        df = df.withColumn("feedback", fb).filter(F.col("feedback").isNotNull())
+        r = F.col("rating").cast("double")
+        bad = r.isNull() | F.isnan(r) | (F.abs(r) == float("inf"))  # NaN sorts above every threshold: it would read as a like
+        if cfg.rating_range is not None:
+            bad = bad | (r < cfg.rating_range[0]) | (r > cfg.rating_range[1])
+        fb = F.when(bad, F.lit(None)).when(r <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(r >= cfg.like_min_rating, F.lit(POSITIVE))
+        df = df.withColumn("feedback", fb.otherwise(F.lit(0)))
+    df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     return df.select(
         F.col("user_id").cast("string").alias("user_id"),
         F.col("item_id").cast("string").alias("item_id"),
@@ -182,8 +194,43 @@ def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
     return F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
 
 
-def _check(ev: DataFrame, items: DataFrame, what: str) -> int:
-    """The loaders' validation rules as one aggregate (and an anti-join); returns the item count."""
+def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy) -> tuple[DataFrame, int, dict[str, int]]:
+    """:func:`conrec.data.engine.scan.check_event_rules` in Spark: one aggregate (and, under
+    ``error``, an anti-join); returns the valid events, the item count and the rows dropped per kind."""
+    if on_invalid == "error":
+        return ev, _strict_check(ev, items, what), {}
+    ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
+    fb = F.col("feedback")
+    kinds = {
+        "missing_id": F.col("user_id").isNull() | F.col("item_id").isNull(),
+        "bad_timestamp": F.col("ts").isNull() | (F.col("ts") < 0),
+        "bad_feedback": fb.isNull() | ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE)),
+        "unknown_item": F.col("_known").isNull(),
+    }
+    seen = F.lit(False)
+    counts = []
+    for kind, bad in kinds.items():
+        bad = F.coalesce(bad, F.lit(False))
+        counts.append(F.sum((bad & ~seen).cast("long")).alias(kind))
+        seen = seen | bad
+    ev = ev.withColumn("_valid", ~seen)
+    valid = F.col("_valid")
+    row = ev.agg(
+        *counts,
+        F.sum(valid.cast("long")).alias("n"),
+        F.sum((valid & (F.col("ts") > MAX_TS)).cast("long")).alias("huge_ts"),
+        F.countDistinct(F.when(valid, F.col("item_id"))).alias("items_with_events"),
+    ).first()
+    facts = row.asDict() if row is not None else {}
+    dropped = {k: int(facts[k] or 0) for k in kinds if facts.get(k)}
+    if dropped and not facts.get("n"):
+        raise DataValidationError(f"{what}: no valid events: every row is invalid ({', '.join(f'{n:,} {k}' for k, n in dropped.items())})")
+    report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts")}, what)
+    return ev.filter(valid).drop("_known", "_valid"), int(facts["items_with_events"]), dropped
+
+
+def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> int:
+    """``on_invalid: error``: the loaders' validation rules, the first broken one raising; returns the item count."""
     fb = F.col("feedback")
     row = ev.agg(
         F.count(F.lit(1)).alias("n"),
@@ -401,7 +448,8 @@ def _write_single(df: DataFrame, work: Path, path: Path, schema: dict[str, pl.Da
 
 def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path) -> BuildResult:
     items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
-    n_items = _check(raw, items, f"{cfg.source} events")
+    # a loader's table (events.frame) is already valid: only the file Spark read itself may hold invalid rows
+    raw, n_items, dropped = _check(raw, items, f"{cfg.source} events", cfg.on_invalid if cfg.source == "table" else "error")
     ev = raw.withColumn("feedback", F.col("feedback").cast("tinyint"))
     ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
@@ -433,4 +481,4 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
         hist += int(h)
     samples.unpersist()
     ev.unpersist()
-    return BuildResult(cuts, ev_parts, SampleParts(count=count, hist_len=hist, future_len=future), n_items)
+    return BuildResult(cuts, ev_parts, SampleParts(count=count, hist_len=hist, future_len=future), n_items, dropped=dropped)

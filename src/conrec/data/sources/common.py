@@ -231,7 +231,9 @@ def ratings_to_feedback(
     """Replace ``rating`` by ``feedback``: <= dislike_max -> -1, >= like_min -> +1, between -> dropped.
 
     With a ``log`` whose policy is ``drop``, missing, non-numeric, NaN and out-of-``rating_range``
-    ratings are dropped and counted as ``bad_feedback``; without one the first is an error.
+    ratings become a null ``feedback``, which :func:`conrec.data.repair.repair_events` drops and
+    counts as ``bad_feedback`` (in the order every engine counts invalid rows: see
+    :func:`rating_feedback`); without one the first is an error.
     """
     if dislike_max_rating >= like_min_rating:
         raise ConfigError("dislike_max_rating must be < like_min_rating (a rating cannot be both)")
@@ -247,21 +249,34 @@ def ratings_to_feedback(
     if not r.dtype.is_numeric():
         raise DataValidationError(f"{what}: column 'rating' must be numeric, got dtype {r.dtype}")
     df = df.with_columns(rating=r.cast(pl.Float64))
-    invalid = pl.col("rating").is_null() | ~pl.col("rating").is_finite()
+    if not lenient:  # the first invalid rating stops here, with the policy's one line
+        drop_rows(df, invalid_rating(pl.col("rating"), rating_range), "bad_feedback", log or RepairLog(), what, "rating")
+    return df.with_columns(feedback=rating_feedback(pl.col("rating"), dislike_max_rating, like_min_rating, rating_range)).filter(
+        pl.col("feedback").is_null() | (pl.col("feedback") != 0)
+    ).drop("rating")
+
+
+def invalid_rating(rating: pl.Expr, rating_range: tuple[float, float] | None) -> pl.Expr:
+    """Missing, NaN, infinite or outside ``rating_range``: not a rating (NaN would otherwise sort
+    above every threshold and read as a like)."""
+    bad = rating.is_null() | ~rating.is_finite()
     if rating_range is not None:
-        invalid = invalid | (pl.col("rating") < rating_range[0]) | (pl.col("rating") > rating_range[1])
-    df = drop_rows(df, invalid, "bad_feedback", log or RepairLog(), what, "rating")
-    fb = (
-        pl.when(pl.col("rating") <= dislike_max_rating)
-        .then(pl.lit(DISLIKE, pl.Int8))
-        .when(pl.col("rating") >= like_min_rating)
-        .then(pl.lit(POSITIVE, pl.Int8))
-        .otherwise(None)
-    )
+        bad = bad | (rating < rating_range[0]) | (rating > rating_range[1])
+    return bad
+
+
+def rating_feedback(rating: pl.Expr, dislike_max_rating: float, like_min_rating: float, rating_range: tuple[float, float] | None) -> pl.Expr:
+    """A float rating as feedback: -1, +1, 0 between the thresholds (neutral, for the caller to drop)
+    and null where :func:`invalid_rating` (an invalid row, counted as ``bad_feedback`` after a missing
+    id or timestamp, as for a missing feedback value). The loaders and the streaming scan share it."""
     return (
-        df.with_columns(feedback=fb)
-        .filter(pl.col("feedback").is_not_null())
-        .drop("rating")
+        pl.when(invalid_rating(rating, rating_range))
+        .then(pl.lit(None, pl.Int8))
+        .when(rating <= dislike_max_rating)
+        .then(pl.lit(DISLIKE, pl.Int8))
+        .when(rating >= like_min_rating)
+        .then(pl.lit(POSITIVE, pl.Int8))
+        .otherwise(pl.lit(0, pl.Int8))
     )
 
 
