@@ -145,6 +145,10 @@ def test_cli_run_split_writes_parquet(trained, tmp_path):
     out = tmp_path / "p.parquet"
     preds = predict_mod.run(cfg, history=None, split="valid", out=out, model="sft", k=3)
     assert out.exists() and pl.read_parquet(out).height == preds.height > 0
+    # who and when beside the run-internal sample id: the file joins to the user's own tables
+    samples = pl.read_parquet(RunDir(cfg.run_dir).samples).filter(pl.col("split") == "valid")
+    assert preds.columns[:3] == ["sample_id", "user_id", "ts"]
+    assert preds.select("sample_id", "user_id", "ts").sort("sample_id").equals(samples.select("sample_id", "user_id", "ts").sort("sample_id"))
     with pytest.raises(ConfigError, match="exactly one"):
         predict_mod.run(cfg, history=None, split=None, out=None, model="sft", k=3)
 

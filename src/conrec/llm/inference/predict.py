@@ -358,8 +358,12 @@ def run(
         )
     assert request.samples is not None
     preds = predictor.predict_samples(request.samples, k, console=console)
+    # who and when beside the run-internal sample id, so the file joins to the user's own tables
+    keys = [c for c in ("sample_id", "user_id", "ts") if c in request.samples.columns]
+    preds = request.samples.select(keys).join(preds, on="sample_id", how="right").select(*keys, pl.exclude(keys))
     target = out or run_dir.predictions / f"{model}_{split}.parquet"
     write_parquet(preds, target)
     n_invalid = int(preds["n_invalid"].sum())
-    console.print(f"{preds.height} {split} users, top-{k}, {n_invalid} invalid output(s) -> {target}")
+    users = f" of {preds['user_id'].n_unique():,} users" if "user_id" in preds.columns else ""
+    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {target}")
     return preds
