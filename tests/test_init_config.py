@@ -89,6 +89,21 @@ def test_suggested_thresholds_follow_the_scale(values, expected) -> None:
     assert suggest_thresholds(pl.Series("r", values, dtype=pl.Float64))[:3] == expected
 
 
+def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:
+    """Book-Crossing codes an implicit interaction as rating 0 (most rows): read as a scale, most events
+    would be dislikes. The guess says so, with the settings for the 1..10 scale; ordinary scales get no warning."""
+    stars = ["0"] * 12 + [str(r) for r in range(1, 11)]
+    book_crossing = pl.DataFrame({"User-ID": ["a"] * 22, "ISBN": [f"b{k}" for k in range(22)], "ts": ["1"] * 22, "Book-Rating": stars})
+    g = guess(book_crossing)
+    assert g.events["item_id"].column == "ISBN" and g.dislike_max_rating == 3
+    assert g.rating_warning.startswith("68% of the sampled ratings are <= 3")
+    assert "55% are 0" in g.rating_warning and "rating_range: [1, 10]" in g.rating_warning
+    assert "dislike_max_rating: 4, like_min_rating: 5" in g.rating_warning
+    for values in (HALF_STARS, [1, 2, 3, 4, 5, 4, 5, 3], list(range(1, 11))):
+        ev = pl.DataFrame({"user": ["a"] * len(values), "item": ["x"] * len(values), "ts": ["1"] * len(values), "rating": values})
+        assert guess(ev).rating_warning == ""
+
+
 def test_cli_prints_its_guesses_refuses_to_overwrite_and_errors_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ev, it = _unusual_files(tmp_path)
     monkeypatch.chdir(tmp_path)

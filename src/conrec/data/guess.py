@@ -42,7 +42,8 @@ NAMES: dict[str, tuple[frozenset[str], tuple[str, ...]]] = {
     "user_id": (frozenset({"userid", "user", "uid", "users", "customerid", "customer", "reviewerid", "visitorid", "memberid",
                            "accountid", "viewerid", "clientid", "personid"}), ("user", "customer", "reviewer", "visitor")),
     "item_id": (frozenset({"itemid", "item", "iid", "movieid", "productid", "asin", "parentasin", "videoid", "songid", "trackid",
-                           "bookid", "articleid", "sku", "contentid", "showid", "mediaid"}), ("item", "movie", "product", "video")),
+                           "bookid", "articleid", "sku", "contentid", "showid", "mediaid", "isbn", "businessid", "animeid",
+                           "recipeid", "gameid", "newsid", "postid", "courseid"}), ("item", "movie", "product", "video")),
     "ts": (frozenset({"ts", "timestamp", "time", "datetime", "date", "unixtime", "eventtime", "createdat", "unixreviewtime",
                       "epoch", "when", "timems", "timestampms"}), ("time", "date")),
     "rating": (frozenset({"rating", "ratings", "stars", "star", "score", "overall", "rate", "grade", "userrating"}), ("rating", "star")),
@@ -83,6 +84,7 @@ class Guess:
     dislike_max_rating: float | None = None
     like_min_rating: float | None = None
     rating_reason: str = ""
+    rating_warning: str = ""  # when the proposed thresholds would make most events dislikes (see rating_warning)
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
     labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
@@ -208,6 +210,31 @@ def suggest_thresholds(values: pl.Series) -> tuple[tuple[float, float], float, f
     return (low, high), round(dislike, 6), round(like, 6), why
 
 
+def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
+    """A warning when most sampled ratings would be dislikes; empty otherwise.
+
+    Why: explicit dislikes are a minority in any log (5% to 25% in the data sets measured here), so a
+    majority means the scale was misread, most often because its lowest value codes "no rating" (an
+    implicit interaction, as Book-Crossing's 0). Nothing would stop later: the model would simply learn
+    what users interact with. The fix is one setting, which the warning names.
+    """
+    values = values.drop_nulls().drop_nans()
+    share = float((values <= dislike_max_rating).mean() or 0.0)  # type: ignore[arg-type]
+    if share <= 0.5:
+        return ""
+    low = float(values.min())  # type: ignore[arg-type]
+    out = f"{share:.0%} of the sampled ratings are <= {dislike_max_rating:g}, so most events would be dislikes (they are usually a minority)"
+    rest = values.filter(values > low)
+    low_share = 1.0 - rest.len() / values.len()
+    if low_share >= 0.3 and rest.n_unique() > 1:
+        (lo, hi), dislike, like, _ = suggest_thresholds(rest)
+        out += (
+            f"; {low_share:.0%} are {low:g}: if {low:g} means 'no rating' (an implicit interaction), set rating_range: "
+            f"[{lo:g}, {hi:g}] to drop those rows, and for that scale dislike_max_rating: {dislike:g}, like_min_rating: {like:g}"
+        )
+    return out
+
+
 def guess(
     events: pl.DataFrame,
     items: pl.DataFrame | None = None,
@@ -257,6 +284,7 @@ def guess(
             raise ConfigError(f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}); pass --rating-col NAME")
         out.events["rating"] = choice
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
+        out.rating_warning = rating_warning(_numbers(values), out.dislike_max_rating)
     taken.add(choice.column)
 
     if items is not None:
