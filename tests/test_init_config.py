@@ -71,7 +71,7 @@ def test_ambiguous_roles_are_refused_with_the_flag_that_settles_them() -> None:
 
 def test_missing_roles_are_refused_not_guessed() -> None:
     ev = pl.DataFrame({"user": ["a"], "item": ["x"], "col3": ["1"], "feedback": ["-1"]})
-    with pytest.raises(ConfigError, match=r"looks like ts.*--time-col"):
+    with pytest.raises(ConfigError, match=r"looks like ts.*--time-col NAME \(conrec needs a time per event"):
         guess(ev)
     assert guess(ev, given={"ts": "col3"}).events["ts"].reason == "named by --time-col"
     no_rating = pl.DataFrame({"user": ["a"], "item": ["x"], "ts": ["1"], "misc": ["hello"]})

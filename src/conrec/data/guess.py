@@ -253,7 +253,8 @@ def guess(
     for role in EVENT_ROLES:
         choice = _pick(role, cols, given.get(role), "events file", taken)
         if choice is None:
-            raise ConfigError(f"no column of the events file looks like {role} ({cols}); pass {FLAGS[role]} NAME")
+            need = " (conrec needs a time per event: the split and the future-dislike labels are by time)" if role == "ts" else ""
+            raise ConfigError(f"no column of the events file looks like {role} ({cols}); pass {FLAGS[role]} NAME{need}")
         out.events[role] = choice
         taken.add(choice.column)
     out.ts_unit, out.ts_reason, out.ts_format = _time_unit(events[out.events["ts"].column], ts_format)
