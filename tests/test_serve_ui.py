@@ -12,21 +12,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
-from conrec.io import read_parquet, write_parquet
+from conrec.io import read_parquet, write_json, write_parquet
 from conrec.serve.app import create_app_from_run
 from conrec.serve.inspect_data import iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
 from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS
 
-from builders import eval_run_dir
+from builders import eval_run_dir, record_current
 
 XSS = "<script>alert(1)</script>"
 QUOTES = "Bob's \"quoted\" <b>film</b>"
 KEY = "s3cret-key"
 
 
-def _run(tmp_path, **serve: object) -> tuple[TestClient, pl.DataFrame]:
-    """eval_run_dir's data, a SID map, and eval predictions for popularity (with scores) and sft."""
+def _run(tmp_path, current: bool = True, **serve: object) -> tuple[TestClient, pl.DataFrame]:
+    """eval_run_dir's data, a SID map, and eval predictions for popularity (with scores) and sft,
+    recorded as made by an eval stage current for the served config unless ``current`` is false."""
     run, _ = eval_run_dir(tmp_path / "run")
     items = read_parquet(run.items).with_columns(
         pl.when(pl.col("item_id") == "i0").then(pl.lit(XSS)).when(pl.col("item_id") == "i1").then(pl.lit(QUOTES)).otherwise(pl.col("title")).alias("title")
@@ -43,6 +44,10 @@ def _run(tmp_path, **serve: object) -> tuple[TestClient, pl.DataFrame]:
     )
     write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
+    if current:  # the eval stage's other outputs, then its record
+        write_json({}, run.eval / "metrics.json")
+        run.report.write_text("report")
+        record_current(cfg, "eval")
     return TestClient(create_app_from_run(cfg)), test.filter(pl.col("sample_id").is_in(chosen))
 
 
@@ -151,6 +156,19 @@ def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
 )
 def test_baselines_shown_are_popularity_sasrec_and_the_best(available, metrics, want):
     assert pick_baselines(available, metrics, "FHR@10") == want
+
+
+def test_lists_of_an_eval_stage_that_is_not_current_are_not_shown(tmp_path):
+    """After a retrained model or a rebuilt split, the eval stage's files are another model's lists, or
+    another point's: the page leaves them out and says why, instead of showing them under the model's name."""
+    client, test = _run(tmp_path, current=False)
+    overview = client.get("/ui/api/overview").json()
+    assert overview["precomputed"] == [] and overview["precomputed_stale"] == "not finished"
+    view = client.get(f"/ui/api/points/{test['sample_id'][0]}").json()
+    assert view["lists"] == []
+    fresh, _ = _run(tmp_path / "fresh")
+    assert [m["name"] for m in fresh.get("/ui/api/overview").json()["precomputed"]] == ["sft", "popularity"]
+    assert fresh.get("/ui/api/overview").json()["precomputed_stale"] is None
 
 
 def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):

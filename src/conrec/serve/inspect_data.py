@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 
 import polars as pl
 
+from conrec.config import PipelineConfig
 from conrec.errors import DataValidationError, require_columns
 from conrec.eval.baselines import REGISTRY as BASELINE_REGISTRY
 from conrec.io import read_json, read_parquet
@@ -177,16 +178,22 @@ class Inspector:
     points: list[EvalPoint]
     lists: list[ModelList]
     split: str
+    stale: str | None = None  # why the eval stage's lists are not shown (not current for the served config)
     by_sample: dict[int, EvalPoint] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by_sample = {p.sample_id: p for p in self.points}
 
     @classmethod
-    def from_run(cls, run: RunDir, items: pl.DataFrame, split: str, ks: Sequence[int]) -> Inspector:
-        lists = load_model_lists(run, ks)
+    def from_run(cls, run: RunDir, cfg: PipelineConfig, items: pl.DataFrame) -> Inspector:
+        """The page's data for ``cfg``'s run. The eval stage's lists are shown only when that stage is
+        current for ``cfg`` (:meth:`conrec.runs.RunDir.stale_reason`, as for a served model): after a
+        retrained model or a rebuilt split they would be another model's lists, or another point's."""
+        split, ks = cfg.eval.split, cfg.eval.ks
+        stale = run.stale_reason(cfg, "eval") if run.predictions.is_dir() else None
+        lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
-        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split)
+        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale)
 
     def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
         """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""

@@ -134,6 +134,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "n_points": len(inspector.points),
             "n_users": len({p.user_id for p in inspector.points}),
             "precomputed": [{"name": m.name, "kind": m.kind} for m in inspector.lists],
+            "precomputed_stale": inspector.stale,  # why the eval stage's lists are not shown, or null
         }
 
     @router.get(UI_PATH + "/api/points")
@@ -188,12 +189,15 @@ def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, even
 
     The evaluation points are the eval stage's split (``eval.split``). A run whose samples or
     predictions cannot be read still serves the API; the page then offers pasted histories only.
+    The eval stage's lists are left out, with a warning, unless that stage is current for ``cfg``.
     """
     from conrec.runs import RunDir
 
     try:
-        inspector = Inspector.from_run(RunDir(cfg.run_dir), items, cfg.eval.split, cfg.eval.ks)
+        inspector = Inspector.from_run(RunDir(cfg.run_dir), cfg, items)
     except ConrecError as exc:
         log.warning("inspector page: no evaluation points (%s)", exc)
         inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)
+    if inspector.stale:
+        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); run `conrec eval`", inspector.stale)
     app.include_router(inspector_router(inspector, events, cfg.serve))

@@ -81,9 +81,10 @@ async function loadOverview() {
   state.health = await api("/healthz");
   $("served").textContent = `serving model ${state.health.model} · ${state.health.n_items} items · top-${k()} lists`;
   const ov = await api("/ui/api/overview");
-  $("points-hint").textContent = ov.n_points
+  $("points-hint").textContent = (ov.n_points
     ? `${ov.n_points} evaluation points of ${ov.n_users} users (split “${ov.split}”).`
-    : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`;
+    : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`)
+    + (ov.precomputed_stale ? ` The evaluated models' lists are not shown: the evaluation is not current (${ov.precomputed_stale}); run conrec eval.` : "");
   $("random-user").disabled = !ov.n_points;
   $("key-form").hidden = true;
 }
