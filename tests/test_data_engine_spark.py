@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
@@ -89,14 +90,23 @@ def test_spark_refuses_unknown_items_in_one_line_under_on_invalid_error(spark, t
         _run(tmp_path, "bad", data)
 
 
-def test_spark_drops_and_counts_invalid_rows_like_polars(spark, tmp_path):
-    """Every kind of invalid row (but exact duplicates, which Spark keeps) dropped and counted as the
-    polars loader does, float timestamps read, the items file repaired: the same run."""
-    data, expected = warty_table(tmp_path, duplicates=False)
+def test_spark_drops_and_counts_invalid_rows_and_duplicates_like_polars(spark, tmp_path):
+    """Every kind of invalid row and exact duplicates dropped and counted
+    as the polars loader does, float timestamps read, the items file repaired: the same run. Under
+    ``on_invalid: error`` the duplicates stop it, with nothing published."""
+    from conrec.errors import DataValidationError
+
+    data, expected = warty_table(tmp_path)
     ref, ref_stats = _run(tmp_path, "polars", data)
     got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
-    assert ref_stats["invalid_rows"] == {"policy": "drop", **expected}
+    assert ref_stats["invalid_rows"] == {"policy": "drop", **expected} and expected["duplicate_event"] > 0
     assert_same_run(ref, got)
+    clean = edge_case_events()
+    path = tmp_path / "dups.parquet"
+    pl.concat([clean, clean.head(5)]).write_parquet(path)
+    with pytest.raises(DataValidationError, match=r"5 exact duplicate event\(s\).*on_invalid: error"):
+        _run(tmp_path, "strict", {"source": "table", "events_path": str(path), "engine": "spark", "spark": SPARK, "on_invalid": "error"})
+    assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
 
 
 def test_spark_without_java_fails_in_one_line(tmp_path, table_file):

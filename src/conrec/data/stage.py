@@ -58,8 +58,8 @@ def _load(
     A ``table`` source whose engine reads the file itself (Spark; polars when streaming) is only
     scanned here, for its items (repaired into ``log``): the events never pass through this process's
     memory. The engine applies ``data.on_invalid`` to them as the loaders do and reports what it
-    dropped in :attr:`BuildResult.dropped`, which :func:`run` records (polars streaming also drops
-    exact duplicates, per user partition; Spark keeps them). Bad rows of the other sources are
+    dropped in :attr:`BuildResult.dropped`, which :func:`run` records (exact duplicates included:
+    polars streaming drops them per user partition, Spark by one window). Bad rows of the other sources are
     repaired or dropped into ``log`` by their loaders (see :mod:`conrec.data.repair`).
     """
     if cfg.source == "table" and engine.reads_file(cfg):

@@ -38,7 +38,7 @@ from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, Even
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
-from conrec.data.repair import InvalidPolicy
+from conrec.data.repair import InvalidPolicy, RepairLog
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
 from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line
@@ -194,11 +194,12 @@ def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
     return F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
 
 
-def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy) -> tuple[DataFrame, int, dict[str, int]]:
+def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy) -> tuple[DataFrame, int, int, dict[str, int]]:
     """:func:`conrec.data.engine.scan.check_event_rules` in Spark: one aggregate (and, under
-    ``error``, an anti-join); returns the valid events, the item count and the rows dropped per kind."""
+    ``error``, an anti-join); returns the valid events, their count, the item count and the rows
+    dropped per kind."""
     if on_invalid == "error":
-        return ev, _strict_check(ev, items, what), {}
+        return ev, *_strict_check(ev, items, what), {}
     ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
     fb = F.col("feedback")
     kinds = {
@@ -226,11 +227,12 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     if dropped and not facts.get("n"):
         raise DataValidationError(f"{what}: no valid events: every row is invalid ({', '.join(f'{n:,} {k}' for k, n in dropped.items())})")
     report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts")}, what)
-    return ev.filter(valid).drop("_known", "_valid"), int(facts["items_with_events"]), dropped
+    return ev.filter(valid).drop("_known", "_valid"), int(facts["n"]), int(facts["items_with_events"]), dropped
 
 
-def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> int:
-    """``on_invalid: error``: the loaders' validation rules, the first broken one raising; returns the item count."""
+def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> tuple[int, int]:
+    """``on_invalid: error``: the loaders' validation rules, the first broken one raising; returns the
+    event and item counts."""
     fb = F.col("feedback")
     row = ev.agg(
         F.count(F.lit(1)).alias("n"),
@@ -246,7 +248,14 @@ def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> int:
     n_unknown = unknown.count()
     report_unknown_items(n_unknown, [r[0] for r in unknown.orderBy("item_id").limit(5).collect()] if n_unknown else [], what)
     unknown.unpersist()
-    return int(facts["items_with_events"])
+    return int(facts["n"]), int(facts["items_with_events"])
+
+
+def drop_exact_duplicates(ev: DataFrame) -> DataFrame:
+    """Exact duplicate events (same user, item, time and feedback) dropped, the first by input row
+    kept, as the loaders and the polars streaming engine drop them (one window: duplicates share a key)."""
+    w = Window.partitionBy(*EVENT_COLUMNS).orderBy(_ROW)
+    return ev.withColumn("_dup", F.row_number().over(w)).filter(F.col("_dup") == 1).drop("_dup")
 
 
 def higher_quantiles(ts: DataFrame, qs: list[float]) -> list[int]:
@@ -448,10 +457,16 @@ def _write_single(df: DataFrame, work: Path, path: Path, schema: dict[str, pl.Da
 
 def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path) -> BuildResult:
     items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
-    # a loader's table (events.frame) is already valid: only the file Spark read itself may hold invalid rows
-    raw, n_items, dropped = _check(raw, items, f"{cfg.source} events", cfg.on_invalid if cfg.source == "table" else "error")
-    ev = raw.withColumn("feedback", F.col("feedback").cast("tinyint"))
+    # a loader's table (events.frame) is valid and deduplicated already: only the file Spark read itself may
+    # hold invalid rows and exact duplicates
+    from_file = cfg.source == "table"
+    what = f"{cfg.source} events"
+    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error")
+    ev = (drop_exact_duplicates(raw) if from_file else raw).withColumn("feedback", F.col("feedback").cast("tinyint"))
     ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
+    dropped["duplicate_event"] = n_valid - ev.count() if from_file else 0
+    if cfg.on_invalid == "error":  # stop before labelling, with the line the stage's record would raise
+        RepairLog("error").record("duplicate_event", dropped["duplicate_event"], what)
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
     cuts = cutoffs_from(valid, test)
 
