@@ -174,7 +174,7 @@ def main() -> None:
                 use = ", ".join(f"{u['used']}/{u['size']} ppl {u['perplexity']:.1f}" for u in s["usage_before"])
                 console.print(
                     f"[bold]MovieLens-100K[/bold] {s['n_items']} items, {kind}: purity lift "
-                    f"{s['purity_lift_level0']:.2f}, recon_rel {s['recon_rel']:.3f}, collisions "
+                    f"{float('nan') if s['purity_lift_level0'] is None else s['purity_lift_level0']:.2f}, recon_rel {s['recon_rel']:.3f}, collisions "
                     f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}, codes {use}; "
                     f"{time.perf_counter() - t:.1f} s"
                 )

@@ -214,6 +214,22 @@ def test_category_level_needs_a_category_column(tmp_path: Path) -> None:
         STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
 
 
+def test_items_without_categories_write_strict_json_stats(tmp_path: Path) -> None:
+    """No category to compare codes with: the purity lift is null, not NaN (which is not JSON: jq and
+    browsers refuse such a file), and the table says why."""
+    import json
+
+    cfg = _make_run(tmp_path)
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(title=pl.col("title") + " " + pl.col("category"), category=pl.lit("")).write_parquet(rd.items)  # as the loaders leave it
+    console = Console(record=True, width=200)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=console, encoder=GenreEncoder())
+    assert stats["purity_lift_level0"] is None
+    json.loads((rd.sid / "stats.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in sid/stats.json"))
+    assert "n/a (no categories to compare)" in console.export_text()
+
+
 def test_missing_categories_share_one_code() -> None:
     from conrec.sid.category_level import NO_CATEGORY, category_codes
 

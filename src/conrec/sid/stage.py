@@ -8,6 +8,7 @@ order), ``sid/embeddings.npy`` (the quantizer's input: those, or with a collabor
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from pathlib import Path
@@ -145,7 +146,7 @@ def run(
         "collision_rate_after": collision_rate(resolution.codes),
         "items_moved": resolution.moved,
         "extra_level": resolution.extra_level,
-        "purity_lift_level0": purity_lift(resolution.codes[:, 0], categories),
+        "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: no categories
         "final_epoch_losses": result.history[-1] if result.history else None,
         "seconds": seconds,
         "notes": notes,
@@ -182,6 +183,12 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         "collision rate before -> after", f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}"
     )
     table.add_row("items moved to free codes", str(s["items_moved"]))
-    table.add_row("purity lift (level-0 code vs category)", f"{s['purity_lift_level0']:.2f}")
+    lift = s["purity_lift_level0"]
+    table.add_row("purity lift (level-0 code vs category)", "n/a (no categories to compare)" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
     console.print(table)
+
+
+def _finite_or_none(x: float) -> float | None:
+    """A statistic for ``stats.json``: NaN is not JSON (``jq`` and browsers refuse the file), null is."""
+    return x if math.isfinite(x) else None
