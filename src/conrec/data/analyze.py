@@ -137,10 +137,8 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float]) -> list[str]:
     for split, span in spans.items():
         longer = [h for h in horizons if h > span]
         if longer:
-            notes.append(
-                f"note: the {split} window spans {span:.1f} days, so horizons {', '.join(f'{h:g}' for h in longer)} "
-                "are cut at its end"
-            )
+            which = f"horizons {', '.join(f'{h:g}' for h in longer)} are" if len(longer) > 1 else f"horizon {longer[0]:g} is"
+            notes.append(f"note: the {split} window spans {span:.1f} days, so {which} cut at its end")
     return notes
 
 
