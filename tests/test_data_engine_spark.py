@@ -88,6 +88,9 @@ def test_spark_refuses_unknown_items_in_one_line_under_on_invalid_error(spark, t
             "on_invalid": "error"}
     with pytest.raises(DataValidationError, match=r"3 item id\(s\) are not in the items table, e.g. \['i20', 'i21', 'i22'\]"):
         _run(tmp_path, "bad", data)
+    items.write_text("item_id,title\n" + "".join(f"{k:04d},Item {k}\n" for k in range(23)))  # no event item matches
+    with pytest.raises(DataValidationError, match=r"every row was dropped .* event item ids such as \['i\d+', .* vs the items file's"):
+        _run(tmp_path, "none", {**data, "on_invalid": "drop"})
 
 
 def test_spark_drops_and_counts_invalid_rows_and_duplicates_like_polars(spark, tmp_path):

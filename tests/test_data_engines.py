@@ -155,11 +155,21 @@ def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
     assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
 
 
-def test_streaming_names_the_cause_when_no_row_is_valid(tmp_path):
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_a_log_with_no_valid_row_is_told_why(tmp_path, streaming):
+    """Every row dropped: the error says which kinds, and for ids the items file does not know, a few
+    of each side (``12`` against ``0012``), not "no events"."""
     path = tmp_path / "ev.csv"
     path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{100 + k},7\n" for k in range(5)))
-    with pytest.raises(DataValidationError, match=r"no valid events: every row is invalid \(5 bad_feedback\)"):
-        _run(tmp_path, "bad", {"source": "table", "events_path": str(path), "streaming": "on"})
+    with pytest.raises(DataValidationError, match=r"no valid event left: every row was dropped \(5 event\(s\) with a missing or out-of-range"):
+        _run(tmp_path, "bad", {"source": "table", "events_path": str(path), "streaming": streaming})
+    padded = tmp_path / "padded.parquet"
+    edge_case_events().with_columns(item_id=pl.col("item_id").str.strip_prefix("i")).write_parquet(padded)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n" + "".join(f"{k:04d},Item {k}\n" for k in range(23)))
+    data = {"source": "table", "events_path": str(padded), "items_path": str(items), "streaming": streaming}
+    with pytest.raises(DataValidationError, match=r"on item ids not in the items table\); event item ids such as \['\d+', .* vs the items file's \['0000', '0001', '0002'\]"):
+        _run(tmp_path, "padded", data)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

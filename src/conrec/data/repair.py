@@ -71,6 +71,17 @@ class RepairLog:
         return [f"{self.counts[k]:,} {WARTS[k]}" for k in WARTS if self.counts.get(k)]
 
 
+def nothing_valid(source: str, dropped: dict[str, int], unknown_ids: Sequence[object] = (), item_ids: Sequence[object] = ()) -> DataValidationError:
+    """The error when the invalid-row policy dropped every event: which kinds, and for events on
+    unknown items a few ids of each side, since that is most often the two files spelling ids
+    differently (``12`` and ``0012``, a prefix, another column) rather than bad rows."""
+    kinds = ", ".join(f"{n:,} {WARTS[k].split(':')[0]}" for k, n in dropped.items() if n)
+    msg = f"{source}: no valid event left: every row was dropped ({kinds})"
+    if dropped.get("unknown_item") and unknown_ids:
+        msg += f"; event item ids such as {list(unknown_ids)[:3]} vs the items file's {list(item_ids)[:3]}: check that both name items alike"
+    return DataValidationError(msg)
+
+
 def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFrame:
     """Keep the first row of a duplicated item id; use the id as an empty (or missing) title."""
     if "item_id" not in items.columns or "title" not in items.columns:
@@ -110,7 +121,11 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     if out.schema["feedback"].is_numeric():
         out = drop_rows(out, fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]), "bad_feedback", log, source, "feedback")
     known = items["item_id"].cast(pl.String)
+    unknown = out.filter(~pl.col("item_id").is_in(known.implode()))["item_id"].unique(maintain_order=True).head(3).to_list()
     out = drop_rows(out, ~pl.col("item_id").is_in(known.implode()), "unknown_item", log, source, "item_id")
+    if out.height == 0 and log.counts:  # every row dropped: say why here, not "no events" later
+        event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
+        raise nothing_valid(source, event_kinds, unknown, known.head(3).to_list())
     before = out.height
     keys = ["user_id", "item_id", "ts", "feedback"]
     deduped = out.unique(subset=keys, keep="first", maintain_order=True)

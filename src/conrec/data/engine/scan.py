@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import InvalidPolicy, RepairLog, repair_items
+from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid, repair_items
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -190,7 +190,8 @@ def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_i
     ).collect(engine="streaming").row(0, named=True)
     dropped = {k: int(facts[k]) for k in counts if facts[k]}
     if dropped and not facts["n"]:
-        raise DataValidationError(f"{what}: no valid events: every row is invalid ({', '.join(f'{n:,} {k}' for k, n in dropped.items())})")
+        unknown = events.filter(~known.fill_null(True)).select(pl.col("item_id").unique(maintain_order=True).head(3)).collect(engine="streaming")
+        raise nothing_valid(what, dropped, unknown["item_id"].to_list(), items["item_id"].head(3).to_list())
     report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"]}, what)  # the invalid rows are dropped: the stage counts them
     return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped)
 

@@ -38,7 +38,7 @@ from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, Even
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
-from conrec.data.repair import InvalidPolicy, RepairLog
+from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
 from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line
@@ -225,7 +225,8 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     facts = row.asDict() if row is not None else {}
     dropped = {k: int(facts[k] or 0) for k in kinds if facts.get(k)}
     if dropped and not facts.get("n"):
-        raise DataValidationError(f"{what}: no valid events: every row is invalid ({', '.join(f'{n:,} {k}' for k, n in dropped.items())})")
+        unknown = [r[0] for r in ev.where(F.col("_known").isNull()).select("item_id").distinct().limit(3).collect()]
+        raise nothing_valid(what, dropped, unknown, [r[0] for r in items.limit(3).collect()])
     report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts")}, what)
     return ev.filter(valid).drop("_known", "_valid"), int(facts["n"]), int(facts["items_with_events"]), dropped
 
