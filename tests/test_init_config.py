@@ -15,7 +15,7 @@ from conrec.config import load_config
 from conrec.data.guess import guess, suggest_thresholds
 from conrec.data.loaders import load_source
 from conrec.errors import ConfigError, DataValidationError
-from conrec.init_config import init_config
+from conrec.init_config import init_config, summary_lines
 
 HALF_STARS = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0]
 
@@ -87,6 +87,20 @@ def test_missing_roles_are_refused_not_guessed() -> None:
 )
 def test_suggested_thresholds_follow_the_scale(values, expected) -> None:
     assert suggest_thresholds(pl.Series("r", values, dtype=pl.Float64))[:3] == expected
+
+
+def test_item_ids_the_items_file_does_not_know_are_flagged_before_any_stage(tmp_path: Path) -> None:
+    """Events say ``m7`` where the items file says ``M0007``: the data stage would drop every event. Init
+    says so, with ids from both sides, in the terminal and in the file; matching files get no warning."""
+    ev, it = _unusual_files(tmp_path)
+    _, g = init_config(ev, it, tmp_path / "ok.yaml", preset="tiny")
+    assert g.items_warning == ""
+    it.write_text("movie,name\n" + "\n".join(f"M{i:04d},Movie {i}" for i in range(40)) + "\n")
+    out, g = init_config(ev, it, tmp_path / "bad.yaml", preset="tiny")
+    assert g.items_warning.startswith("40 of the 40 item ids in the events sample are not in the items file")
+    assert "events ['m0', 'm1', 'm10'] vs items ['M0000', 'M0001', 'M0002']" in g.items_warning
+    assert f"# WARNING: {g.items_warning}" in out.read_text()
+    assert any(line.endswith(g.items_warning) for line in summary_lines(g))
 
 
 def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from conrec.config import load_config, preset_path
-from conrec.data.guess import Guess, guess, read_sample
+from conrec.data.guess import Guess, guess, id_overlap_warning, read_sample
 from conrec.errors import ConfigError
 from conrec.io import write_text
 
@@ -71,6 +71,8 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
     ]
     if items is not None:
         lines.append(f"  items_path: {_q(_rel(items, base))}")
+    if g.items_warning:
+        lines.append(f"  # WARNING: {g.items_warning}")
     mapping = g.columns()
     reasons = {c.column: c.reason for c in [*g.items.values(), *g.events.values()]}  # the events reason wins
     if mapping:
@@ -125,6 +127,9 @@ def init_config(
     sample_events = read_sample(events, "events")
     sample_items = read_sample(items, "items") if items is not None else None
     g = guess(sample_events, sample_items, given, ts_format)
+    if items is not None:  # the whole items file's ids: a catalogue's first rows need not be the items of the first events
+        all_items = read_sample(items, "items", n_rows=None)
+        g.items_warning = id_overlap_warning(sample_events[g.events["item_id"].column], all_items[g.items["item_id"].column])
     text = render(g, events, items, out, run_dir or f"runs/{out.stem}", preset, command)
     tmp = out.parent / f".{out.name}.check.yaml"
     try:
@@ -151,4 +156,6 @@ def summary_lines(g: Guess) -> list[str]:
         lines.append(f"{'labels':>9}: dislike {by[-1]}, positive {by[1]}"
                      + (f", not recognised (neutral, dropped: check them) {g.labels_unknown}" if g.labels_unknown else ""))
     lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values() if c.role != "item_id"]
+    if g.items_warning:
+        lines.append(f"{'warning':>9}: {g.items_warning}")
     return lines

@@ -85,6 +85,7 @@ class Guess:
     like_min_rating: float | None = None
     rating_reason: str = ""
     rating_warning: str = ""  # when the proposed thresholds would make most events dislikes (see rating_warning)
+    items_warning: str = ""  # when most sampled event item ids are not in the items file (see id_overlap_warning)
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
     labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
@@ -117,8 +118,8 @@ def _score(column: str, role: str) -> int:
     return 1 if any(p in n for p in parts) else 0
 
 
-def read_sample(path: str | Path, what: str, n_rows: int = SAMPLE_ROWS) -> pl.DataFrame:
-    """The header and first ``n_rows`` rows of a CSV/TSV or Parquet file, every CSV column as text."""
+def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -> pl.DataFrame:
+    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file, every CSV column as text."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     try:
@@ -233,6 +234,27 @@ def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
             f"[{lo:g}, {hi:g}] to drop those rows, and for that scale dislike_max_rating: {dislike:g}, like_min_rating: {like:g}"
         )
     return out
+
+
+def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
+    """A warning when most distinct item ids of the events sample are not in the items file; empty otherwise.
+
+    Why: the data stage drops events on unknown items (counted), so two files that spell ids
+    differently (``12`` and ``0012``, a prefix, the wrong column) lose most of the log. Said here, the
+    fix is a rename before any stage runs.
+    """
+    seen = event_ids.cast(pl.String).drop_nulls().unique()
+    if seen.len() == 0:
+        return ""
+    known = item_ids.cast(pl.String).drop_nulls()
+    missing = seen.filter(~seen.is_in(known.implode()))
+    if missing.len() * 2 <= seen.len():
+        return ""
+    return (
+        f"{missing.len():,} of the {seen.len():,} item ids in the events sample are not in the items file "
+        f"(events {missing.sort().head(3).to_list()} vs items {known.head(3).to_list()}); the data stage drops events on "
+        "unknown items: check that both files name items alike"
+    )
 
 
 def guess(
