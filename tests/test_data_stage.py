@@ -115,7 +115,9 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
     with pytest.raises(ConfigError, match="max_horizon_days"):
         analyze.run(cfg, horizons=[60], console=_quiet())
     notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 14])  # 20 simulated days: short windows
-    assert len(notes) == 2 and all("horizons 14 " in n for n in notes)
+    assert len(notes) == 2 and all("so horizon 14 is cut" in n for n in notes)
+    notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 7, 14])
+    assert len(notes) == 2 and all("so horizons 7, 14 are cut" in n for n in notes)
 
 
 # --- issue 13.2 / 13.4: edge cases fail before any file is written ---------------------------------
