@@ -103,6 +103,24 @@ def test_item_ids_the_items_file_does_not_know_are_flagged_before_any_stage(tmp_
     assert any(line.endswith(g.items_warning) for line in summary_lines(g))
 
 
+def test_other_text_columns_of_the_items_file_are_proposed_for_the_sid_text(tmp_path: Path) -> None:
+    """An author or publisher column is kept by the data stage but not embedded unless named in
+    sid.encoder.text_fields: init proposes the setting (a comment whose YAML loads as a config section);
+    ids, numbers and links are not proposed."""
+    ev, it = _unusual_files(tmp_path)
+    it.write_text("movie,name,genre,Book-Author,Year,Image-URL\n"
+                  + "\n".join(f"m{i},Movie {i},g{i % 4},Author {i % 5},{1990 + i},http://img/{i}.jpg" for i in range(40)) + "\n")
+    out, g = init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
+    assert g.extra_text == ["Book-Author"]
+    line = next(x for x in out.read_text().splitlines() if "other text column" in x)
+    section = yaml.safe_load(line.split("set ", 1)[1])
+    assert section == {"sid": {"encoder": {"text_fields": ["title", "category", "text", "Book-Author"]}}}
+    assert load_config(out, section).sid.encoder.text_fields[-1] == "Book-Author"
+    (tmp_path / "plain").mkdir()
+    _, plain = init_config(*_unusual_files(tmp_path / "plain"), tmp_path / "plain.yaml", preset="tiny")
+    assert plain.extra_text == []
+
+
 def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:
     """Book-Crossing codes an implicit interaction as rating 0 (most rows): read as a scale, most events
     would be dislikes. The guess says so, with the settings for the 1..10 scale; ordinary scales get no warning."""

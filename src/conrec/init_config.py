@@ -73,6 +73,10 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
         lines.append(f"  items_path: {_q(_rel(items, base))}")
     if g.items_warning:
         lines.append(f"  # WARNING: {g.items_warning}")
+    if g.extra_text:
+        fields = ", ".join(["title", "category", "text", *(_q(c) for c in g.extra_text)])
+        lines.append(f"  # the items file's other text column(s) {g.extra_text} are kept but not embedded; to build the SIDs from them "
+                     f"too, set sid: {{encoder: {{text_fields: [{fields}]}}}}")
     mapping = g.columns()
     reasons = {c.column: c.reason for c in [*g.items.values(), *g.events.values()]}  # the events reason wins
     if mapping:
@@ -158,4 +162,6 @@ def summary_lines(g: Guess) -> list[str]:
     lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values() if c.role != "item_id"]
     if g.items_warning:
         lines.append(f"{'warning':>9}: {g.items_warning}")
+    if g.extra_text:
+        lines.append(f"{'text':>9}: the items file's {g.extra_text} are not in the SIDs' text; the file says how to add them")
     return lines

@@ -86,6 +86,7 @@ class Guess:
     rating_reason: str = ""
     rating_warning: str = ""  # when the proposed thresholds would make most events dislikes (see rating_warning)
     items_warning: str = ""  # when most sampled event item ids are not in the items file (see id_overlap_warning)
+    extra_text: list[str] = field(default_factory=list)  # the items file's other text columns (see other_text_columns)
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
     labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
@@ -330,6 +331,27 @@ def guess(
                 itaken.add(choice.column)
         if "title" not in out.items:
             raise ConfigError(f"no column of the items file looks like a title ({icols}); pass --title-col NAME")
+        out.extra_text = other_text_columns(items, itaken)
+    return out
+
+
+def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:
+    """Columns of the items sample that hold words but no role took (an author, a brand, a publisher).
+
+    Why: the data stage keeps them, but the SIDs are built from ``sid.encoder.text_fields`` only
+    (title, category, text), so such a column says nothing about the item unless it is named there.
+    Init proposes it rather than adding it: whether it helps is not measured. Numbers, links and
+    empty columns are left out.
+    """
+    out = []
+    for col in items.columns:
+        if col in taken or items[col].dtype != pl.String:
+            continue
+        values = items[col].drop_nulls().str.strip_chars()
+        values = values.filter(values != "")
+        links = values.str.contains(r"^(https?://|www\.)").sum()
+        if values.len() and not _mostly_numeric(values) and links * 2 < values.len():
+            out.append(col)
     return out
 
 
