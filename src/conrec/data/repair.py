@@ -123,8 +123,8 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     known = items["item_id"].cast(pl.String)
     unknown = out.filter(~pl.col("item_id").is_in(known.implode()))["item_id"].unique(maintain_order=True).head(3).to_list()
     out = drop_rows(out, ~pl.col("item_id").is_in(known.implode()), "unknown_item", log, source, "item_id")
-    if out.height == 0 and log.counts:  # every row dropped: say why here, not "no events" later
-        event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
+    event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
+    if out.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
         raise nothing_valid(source, event_kinds, unknown, known.head(3).to_list())
     before = out.height
     keys = ["user_id", "item_id", "ts", "feedback"]
