@@ -137,6 +137,16 @@ def test_structural_problems_still_stop_under_drop(tmp_path):
         load_source(DataConfig(source="table", events_path=bad))
 
 
+def test_a_log_whose_every_row_is_dropped_names_the_kinds_and_an_empty_one_says_so(tmp_path):
+    ev, it = _files(tmp_path, ["u1,zz,100,1", ",a,120,-1"])
+    with pytest.raises(DataValidationError, match=r"no valid event left: every row was dropped \(1 event\(s\) with a missing user or item id, "
+                       r"1 event\(s\) on item ids not in the items table\); event item ids such as \['zz'\] vs the items file's \['a', 'b'\]"):
+        _drop(ev, it)
+    ev, it = _files(tmp_path, [], items=ITEMS + "a,Again\n")  # only the items file was repaired
+    with pytest.raises(DataValidationError, match=r"events: no events$"):
+        _drop(ev, it)
+
+
 def test_no_dislikes_left_after_the_drops_stops_the_stage(tmp_path):
     ev, it = _files(tmp_path, ["u1,a,100,1", "u1,b,NaN,-1"])
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev), "items_path": str(it)}})
