@@ -321,3 +321,20 @@ def test_a_new_stage_is_one_registry_entry(tmp_path: Path, monkeypatch: pytest.M
     assert pipeline.stale_reason(RunDir(cfg.run_dir), other, "export") == "made with a different configuration (serve changed)"
     pipeline.run_pipeline(other, stages=names)
     assert calls == ["export"]
+
+
+def test_ctrl_c_says_what_state_the_run_is_in_and_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C in a stage: one line on what is kept and how to go on, the shell's 130, no traceback
+    (before, only the last progress line stayed on the screen)."""
+    from typer.testing import CliRunner
+
+    import conrec.cli as cli
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_stage", interrupted)
+    res = CliRunner().invoke(cli.app, ["sft", "-c", "preset:tiny", "-r", str(tmp_path / "run")])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 130 and "interrupted:" in text and "resume from their last checkpoint" in text
+    assert "Traceback" not in res.output

@@ -61,12 +61,20 @@ def _start(cfg: Any) -> Any:
 
 
 def _guard(fn: Callable[[], Any]) -> Any:
-    """Run a command body; print conrec errors as one red line and exit 2 (no traceback)."""
+    """Run a command body; print conrec errors as one red line and exit 2 (no traceback). Ctrl-C
+    says what state the run is in (exit 130, as shells expect), instead of leaving only the last
+    progress line on the screen."""
     try:
         return fn()
     except ConrecError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted:[/] nothing half-written is kept (a stage is marked done only when it finishes); "
+            "rerun the command to go on (sft and grpo resume from their last checkpoint, written every save_steps steps)"
+        )
+        raise typer.Exit(130) from None
 
 
 def _stage(stage: str, config: Path | None, run_dir: Path | None, **kwargs: Any) -> Any:
