@@ -215,3 +215,13 @@ def test_a_semicolon_export_with_decimal_commas_reads_its_half_stars(tmp_path: P
     cols = ["user_id", "item_id", "ts", "feedback"]
     streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect().select(cols)
     assert streamed.with_columns(pl.col("feedback").cast(pl.Int8)).sort(cols).equals(want.select(cols).sort(cols))
+
+
+@pytest.mark.parametrize(("name", "source"), [("ratings.dat", "movielens"), ("reviews.jsonl.gz", "amazon")])
+def test_a_known_export_of_another_format_is_pointed_to_its_source(tmp_path: Path, name: str, source: str) -> None:
+    from conrec.errors import DataValidationError
+
+    path = tmp_path / name
+    path.write_bytes(b"1::1193::5::978300760\n")
+    with pytest.raises(DataValidationError, match=rf"unsupported format .*read by data.source: {source}"):
+        init_config(path, None, tmp_path / "my.yaml")

@@ -30,8 +30,9 @@ from conrec.data.sources.common import (
     read_bytes,
     read_error,
     text_numbers,
+    unsupported_format,
 )
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError
 
 SAMPLE_ROWS = 10_000
 _MS_THRESHOLD = 10**11
@@ -130,7 +131,7 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
             return pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
-    raise DataValidationError(f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)")
+    raise unsupported_format(p, fmt, what)
 
 
 def _numbers(s: pl.Series) -> pl.Series:

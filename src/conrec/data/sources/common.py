@@ -116,9 +116,18 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
             )
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
-    raise DataValidationError(
-        f"{what} file {p}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text)"
-    )
+    raise unsupported_format(p, fmt, what)
+
+
+def unsupported_format(path: Path, fmt: str, what: str) -> DataValidationError:
+    """The one-line error for a table file of another format, naming the source that reads the
+    well-known ones (MovieLens's ``.dat``, Amazon's JSON lines) rather than leaving the user to convert."""
+    hint = ""
+    if fmt == ".dat":
+        hint = "; MovieLens's ratings.dat and movies.dat are read by data.source: movielens (docs/data.md)"
+    elif fmt in (".json", ".jsonl", ".ndjson"):
+        hint = "; Amazon review JSON lines are read by data.source: amazon (docs/data.md); other JSON: write it as Parquet first"
+    return DataValidationError(f"{what} file {path}: unsupported format {fmt!r}; use .csv, .tsv or .parquet (optionally .gz for text){hint}")
 
 
 def read_jsonl(path: Path, what: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
