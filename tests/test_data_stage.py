@@ -12,6 +12,7 @@ from rich.console import Console
 from conrec.config import load_config
 from conrec.data import analyze, stage
 from conrec.data.analyze import coverage_by_horizon
+from conrec.data.config import DataConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
 from conrec.errors import ConfigError, StageInputError
 from conrec.runs import RunDir
@@ -175,3 +176,17 @@ def test_millisecond_timestamp_fails_before_any_file_is_written(tmp_path):
         _run_data(_table_cfg(tmp_path, rows))
     rd = RunDir(tmp_path / "run")
     assert not any(p.exists() for p in (rd.events, rd.items, rd.samples)) and not rd.is_done("data")
+
+
+def test_a_log_whose_events_are_mostly_dislikes_is_flagged(tmp_path):
+    """Most events dislikes means the mapping is off (a 'no rating' code read as a low rating, a flag
+    read the wrong way round): the stage says so, and says nothing on ordinary shares."""
+    from conrec.data.stage import dislike_share_warning
+
+    assert dislike_share_warning({"dislike_share": 0.74}).startswith("74% of the events are dislikes")
+    assert dislike_share_warning({"dislike_share": 0.24}) is None and dislike_share_warning({"dislike_share": 0.5}) is None
+    ev = tmp_path / "ev.csv"
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 4},i{k % 9},{100 + k * 3600},{1 if k % 5 == 0 else -1}\n" for k in range(200)))
+    console = Console(record=True, width=300)
+    stats = stage.run(DataConfig(source="table", events_path=ev, split={"min_history": 0}), tmp_path / "run", console=console)
+    assert stats["dislike_share"] == 0.8 and "warning: 80% of the events are dislikes" in console.export_text()

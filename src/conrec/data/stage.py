@@ -134,8 +134,26 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
             shutil.rmtree(staging, ignore_errors=True)
     warn_repairs(log, dcfg.source, console)
     console.print(summary_table(stats))
+    if (warning := dislike_share_warning(stats)) is not None:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
+
+
+def dislike_share_warning(stats: dict[str, Any]) -> str | None:
+    """A warning when most events are dislikes, else None.
+
+    Why: explicit dislikes are a minority in every log measured here (5% to 25%), so a majority means
+    the mapping is off (a "no rating" code or an implicit interaction read as a low rating, a flag read
+    the wrong way round); nothing downstream would stop, the model would learn the wrong target.
+    """
+    share = float(stats.get("dislike_share") or 0.0)
+    if share <= 0.5:
+        return None
+    return (
+        f"{share:.0%} of the events are dislikes; explicit dislikes are usually a minority: check how they are mapped "
+        "(dislike_max_rating, rating_range, feedback_labels; `conrec init` proposes them from the file)"
+    )
 
 
 def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: pl.DataFrame, source: str, path: Path) -> None:
