@@ -121,11 +121,13 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     if out.schema["feedback"].is_numeric():
         out = drop_rows(out, fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]), "bad_feedback", log, source, "feedback")
     known = items["item_id"].cast(pl.String)
-    unknown = out.filter(~pl.col("item_id").is_in(known.implode()))["item_id"].unique(maintain_order=True).head(3).to_list()
-    out = drop_rows(out, ~pl.col("item_id").is_in(known.implode()), "unknown_item", log, source, "item_id")
+    unknown = ~pl.col("item_id").is_in(known.implode())
+    kept = drop_rows(out, unknown, "unknown_item", log, source, "item_id")
     event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
-    if out.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
-        raise nothing_valid(source, event_kinds, unknown, known.head(3).to_list())
+    if kept.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
+        examples = out.filter(unknown)["item_id"].unique(maintain_order=True).head(3).to_list()
+        raise nothing_valid(source, event_kinds, examples, known.head(3).to_list())
+    out = kept
     before = out.height
     keys = ["user_id", "item_id", "ts", "feedback"]
     deduped = out.unique(subset=keys, keep="first", maintain_order=True)
