@@ -74,7 +74,8 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
     if g.items_warning:
         lines.append(f"  # WARNING: {g.items_warning}")
     if g.extra_text:
-        fields = ", ".join(["title", "category", "text", *(_q(c) for c in g.extra_text)])
+        current = load_config(preset_path(preset)).sid.encoder.text_fields  # what the preset embeds now
+        fields = ", ".join(_q(c) for c in [*current, *g.extra_text])
         lines.append(f"  # the items file's other text column(s) {g.extra_text} are kept but not embedded; to build the SIDs from them "
                      f"too, set sid: {{encoder: {{text_fields: [{fields}]}}}}")
     mapping = g.columns()
