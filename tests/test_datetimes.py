@@ -44,10 +44,10 @@ def test_every_row_keeps_its_true_time_whatever_the_layout(tmp_path: Path, layou
     assert sorted(events["ts"].to_list()) == sorted(kept)
 
 
-def test_layouts_are_detected_offsets_are_left_to_polars_and_ambiguity_is_refused() -> None:
+def test_layouts_are_detected_and_ambiguity_is_refused() -> None:
     assert detect_format(pl.Series(["04/16/2024 07:00", "01/05/2024 10:00"])) == "%m/%d/%Y %H:%M"
     assert detect_format(pl.Series(["16.04.2024", "01.05.2024"])) == "%d.%m.%Y"
-    assert detect_format(pl.Series(["2024-01-24T01:26:00+02:00"])) is None  # inference reads offsets
+    assert detect_format(pl.Series(["2024-01-24T01:26:00+02:00"])) == "%Y-%m-%dT%H:%M:%S%.f%z"
     with pytest.raises(DataValidationError, match=r"read as '%m/%d/%Y' and as '%d/%m/%Y' alike.*data.ts_format"):
         detect_format(pl.Series(["04/05/2024", "01/02/2024"]))
 
@@ -74,3 +74,36 @@ def test_streaming_reads_the_same_times_as_the_loader(tmp_path: Path) -> None:
     streamed = scan_table(cfg).collect()
     cols = ["user_id", "item_id", "ts"]
     assert streamed.select(cols).sort(cols).equals(events.select(cols).sort(cols))
+
+
+ISO_LOGS = {  # as logs write ISO 8601: fractions of a second (or none), a UTC "Z", an offset (+02:00 or +0200)
+    "%Y-%m-%dT%H:%M:%S%.fZ": ["2024-04-01T00:00:00.636Z", "2024-04-13T01:00:00Z", "2024-04-02T02:00:00.5Z"],
+    "%Y-%m-%dT%H:%M:%S%.f%z": ["2024-04-01T02:00:00+02:00", "2024-04-13T02:00:00.25+0200", "2024-04-02T02:00:00-05:00"],
+    "%Y-%m-%d %H:%M:%S%.f": ["2024-04-01 00:00:00.636", "2024-04-13 01:00:00", "2024-04-02 02:00:00.123456"],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(ISO_LOGS))
+def test_iso_times_with_fractions_and_zones_are_one_explicit_layout_that_streaming_reads_too(tmp_path: Path, layout: str) -> None:
+    """They were left to polars' inference, which the streaming scan cannot run: it stopped and asked for
+    data.ts_format. Now they are a listed layout, read as polars' inference reads them (offsets to UTC)."""
+    values = ISO_LOGS[layout]
+    assert detect_format(pl.Series(values)) == layout
+    want = pl.Series(values).str.to_datetime(strict=False, time_unit="us").dt.epoch("s").to_list()
+    assert None not in want
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{v},-1\n" for k, v in enumerate(values)))
+    data = {"source": "table", "events_path": str(path)}
+    events, _ = load_source(load_config(None, {"data": data}).data)
+    assert sorted(events["ts"].to_list()) == sorted(want)
+    from conrec.data.engine.scan import scan_table
+
+    streamed = scan_table(load_config(None, {"data": {**data, "streaming": "on"}}).data).collect()
+    assert sorted(streamed["ts"].to_list()) == sorted(want)
+
+
+def test_spark_patterns_read_fractions_of_any_length() -> None:
+    pytest.importorskip("pyspark")
+    from conrec.data.engine.spark import java_pattern
+
+    assert java_pattern("%Y-%m-%dT%H:%M:%S%.fZ") == "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]'Z'"

@@ -6,8 +6,8 @@ unreadable (dropped as a bad timestamp) and every other one moved to another mon
 time split and the future windows were then built on wrong times. Here every listed layout is tried
 on a sample and the one that reads the most values wins. When two layouts read the sample equally
 well but disagree (``04/05/2024`` is April 5 or May 4: every sampled day is at most 12), the loader
-refuses and asks for ``data.ts_format``. Inference is kept for what the list does not name (UTC
-offsets, fractions of a second), and is used only when it reads more values than any listed layout.
+refuses and asks for ``data.ts_format``. Inference is kept for what the list does not name, and is
+used only when it reads more values than any listed layout.
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from conrec.errors import DataValidationError
 
 _DATES = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%m-%d-%Y", "%d-%m-%Y")
 _TIMES = ("", " %H:%M", " %H:%M:%S", "T%H:%M", "T%H:%M:%S")
-FORMATS: tuple[str, ...] = tuple(d + t for d in _DATES for t in _TIMES)
+# ISO 8601 as logs write it: fractions of a second (``%.f`` also reads none) and a UTC ``Z`` or an offset
+# (``%z`` reads +02:00 and +0200; the time is converted to UTC). Named here, not left to polars'
+# inference, so that every engine, the streaming scan included, reads them with one explicit layout.
+_ISO = tuple(f"%Y-%m-%d{sep}%H:%M:%S%.f{zone}" for sep in ("T", " ") for zone in ("", "Z", "%z"))
+FORMATS: tuple[str, ...] = tuple(d + t for d in _DATES for t in _TIMES) + _ISO
 """The layouts tried, each a strftime format matched exactly (``T`` only after an ISO date is usual, but harmless)."""
 SAMPLE = 100_000
 

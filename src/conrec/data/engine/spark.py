@@ -166,10 +166,13 @@ def java_pattern(fmt: str) -> str:
     out: list[str] = []
     k = 0
     while k < len(fmt):
-        if fmt[k] == "%":
+        if fmt.startswith("%.f", k):  # fractions of a second, of any length or none (an optional section)
+            out.append("[.SSSSSSSSS]")
+            k += 3
+        elif fmt[k] == "%":
             directive = fmt[k : k + 2]
             if directive not in _JAVA_DIRECTIVES:
-                raise ConfigError(f"data.ts_format {fmt!r}: the Spark engine reads {sorted(_JAVA_DIRECTIVES)}, not {directive!r}")
+                raise ConfigError(f"data.ts_format {fmt!r}: the Spark engine reads {sorted([*_JAVA_DIRECTIVES, '%.f'])}, not {directive!r}")
             out.append(_JAVA_DIRECTIVES[directive])
             k += 2
         else:
