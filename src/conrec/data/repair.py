@@ -57,7 +57,7 @@ class RepairLog:
         if kind not in WARTS:  # pragma: no cover - a programming error, not a data one
             raise KeyError(kind)
         if self.policy == "error":
-            what = WARTS[kind].split(":")[0]
+            what = wart_label(kind)
             eg = f", e.g. {list(examples)[:5]}" if examples else ""
             raise DataValidationError(f"{source}: {n:,} {what}{eg} (data.on_invalid: error; `drop` repairs and counts them)")
         self.counts[kind] = self.counts.get(kind, 0) + n
@@ -71,11 +71,29 @@ class RepairLog:
         return [f"{self.counts[k]:,} {WARTS[k]}" for k in WARTS if self.counts.get(k)]
 
 
+def wart_label(kind: str) -> str:
+    """What was wrong, without what ``drop`` does about it: ``event(s) on item ids not in the items table``."""
+    return WARTS[kind].split(":")[0]
+
+
+def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
+    """Each kind of invalid event row as a condition, in the order :func:`repair_events` counts them
+    (a row counts under its first kind); ``known_item``: the item is in the items table. The streaming
+    scan counts and drops the same conditions in one aggregate (:mod:`conrec.data.engine.scan`)."""
+    fb = pl.col("feedback")
+    return {
+        "missing_id": pl.col("user_id").is_null() | pl.col("item_id").is_null(),
+        "bad_timestamp": pl.col("ts").is_null() | (pl.col("ts") < 0),
+        "bad_feedback": fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),
+        "unknown_item": ~known_item,
+    }
+
+
 def nothing_valid(source: str, dropped: dict[str, int], unknown_ids: Sequence[object] = (), item_ids: Sequence[object] = ()) -> DataValidationError:
     """The error when the invalid-row policy dropped every event: which kinds, and for events on
     unknown items a few ids of each side, since that is most often the two files spelling ids
     differently (``12`` and ``0012``, a prefix, another column) rather than bad rows."""
-    kinds = ", ".join(f"{n:,} {WARTS[k].split(':')[0]}" for k, n in dropped.items() if n)
+    kinds = ", ".join(f"{n:,} {wart_label(k)}" for k, n in dropped.items() if n)
     msg = f"{source}: no valid event left: every row was dropped ({kinds})"
     if dropped.get("unknown_item") and unknown_ids:
         msg += f"; event item ids such as {list(unknown_ids)[:3]} vs the items file's {list(item_ids)[:3]}: check that both name items alike"
@@ -113,15 +131,15 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     Expects parsed columns (``ts`` integer seconds or null, ``feedback`` numeric or null); what a
     source could not parse it has turned into nulls, which land in the counts here.
     """
-    out = drop_rows(events, pl.col("user_id").is_null() | pl.col("item_id").is_null(), "missing_id", log, source, "user_id")
+    known = items["item_id"].cast(pl.String)
+    kinds = invalid_kinds(pl.col("item_id").is_in(known.implode()))
+    out = drop_rows(events, kinds["missing_id"], "missing_id", log, source, "user_id")
     out = out.with_columns(pl.col("user_id", "item_id").cast(pl.String))
     if out.schema["ts"].is_numeric():
-        out = drop_rows(out, pl.col("ts").is_null() | (pl.col("ts") < 0), "bad_timestamp", log, source, "item_id")
-    fb = pl.col("feedback")
+        out = drop_rows(out, kinds["bad_timestamp"], "bad_timestamp", log, source, "item_id")
     if out.schema["feedback"].is_numeric():
-        out = drop_rows(out, fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]), "bad_feedback", log, source, "feedback")
-    known = items["item_id"].cast(pl.String)
-    unknown = ~pl.col("item_id").is_in(known.implode())
+        out = drop_rows(out, kinds["bad_feedback"], "bad_feedback", log, source, "feedback")
+    unknown = kinds["unknown_item"]
     kept = drop_rows(out, unknown, "unknown_item", log, source, "item_id")
     event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
     if kept.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid, repair_items
+from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_valid, repair_items
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -150,18 +150,6 @@ class CheckedEvents:
     events: pl.LazyFrame  # the valid rows: the input without the invalid ones (under on_invalid: error, the input)
     items_with_events: int
     dropped: dict[str, int]  # invalid rows dropped, per kind of :data:`conrec.data.repair.WARTS` (empty under error)
-
-
-def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
-    """Each kind of invalid event row as a condition, in the order :func:`conrec.data.repair.repair_events`
-    counts them (a row counts under its first kind); ``known_item``: the item is in the items table."""
-    fb = pl.col("feedback")
-    return {
-        "missing_id": pl.col("user_id").is_null() | pl.col("item_id").is_null(),
-        "bad_timestamp": pl.col("ts").is_null() | (pl.col("ts") < 0),
-        "bad_feedback": fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),
-        "unknown_item": ~known_item,
-    }
 
 
 def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error") -> CheckedEvents:
