@@ -21,6 +21,7 @@ import polars as pl
 
 from conrec.data.datetimes import detect_format, parse_datetimes
 from conrec.data.feedback_labels import normalised, propose
+from conrec.data.schema import MOSTLY_DISLIKES
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -223,7 +224,7 @@ def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
     """
     values = values.drop_nulls().drop_nans()
     share = float((values <= dislike_max_rating).mean() or 0.0)  # type: ignore[arg-type]
-    if share <= 0.5:
+    if share <= MOSTLY_DISLIKES:
         return ""
     low = float(values.min())  # type: ignore[arg-type]
     out = f"{share:.0%} of the sampled ratings are <= {dislike_max_rating:g}, so most events would be dislikes (they are usually a minority)"

@@ -29,6 +29,9 @@ ITEM_COLUMNS: dict[str, pl.DataType] = {
 }
 DISLIKE = -1
 POSITIVE = 1
+# Explicit dislikes are 5% to 25% of every log measured here: above this share of events, the feedback
+# mapping is most likely off (`conrec init` and the data stage warn)
+MOSTLY_DISLIKES = 0.5
 # 9999-12-31T23:59:59Z: beyond it a timestamp cannot be epoch seconds (milliseconds, most likely),
 # and Python's datetime cannot even print it.
 MAX_TS = 253_402_300_799

@@ -25,7 +25,7 @@ from conrec.data.config import DataConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
 from conrec.data.repair import RepairLog
-from conrec.data.schema import validate_events, validate_items
+from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import DataValidationError
 from conrec.io import atomic_path, write_json, write_parquet
@@ -148,7 +148,7 @@ def dislike_share_warning(stats: dict[str, Any]) -> str | None:
     the wrong way round); nothing downstream would stop, the model would learn the wrong target.
     """
     share = float(stats.get("dislike_share") or 0.0)
-    if share <= 0.5:
+    if share <= MOSTLY_DISLIKES:
         return None
     return (
         f"{share:.0%} of the events are dislikes; explicit dislikes are usually a minority: check how they are mapped "
