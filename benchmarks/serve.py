@@ -169,7 +169,8 @@ def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
         run = RunDir(run_dir)
         if not (run.events.exists() and run.sid_map.exists() and run.items.exists()):
             print(f"[bench] no tables in {run_dir}; using a synthetic run", file=sys.stderr)
-            run = write_synthetic_run(tmp / "synthetic", n_items=2000, n_users=300, events_per_user=60)
+            synthetic = cfg.model_copy(update={"run_dir": tmp / "synthetic"})  # recorded as made with this config
+            run = write_synthetic_run(synthetic.run_dir, synthetic, n_items=2000, n_users=300, events_per_user=60)
         cfg = cfg.model_copy(update={"run_dir": run.root, "serve": cfg.serve.model_copy(update={"model": "popular"})})
     # Access logs would measure disk I/O of the log, not the service.
     return cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"access_log": False, "log_level": "warning"})})

@@ -18,6 +18,7 @@ from conrec.serve.app import create_app, create_app_from_run
 from conrec.serve.catalog import SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
 from conrec.serve.popular import PopularDislikePredictor
+from conrec.serve.synthetic import record_serving_tables
 
 from builders import (
     SERVE_DISLIKES,
@@ -332,12 +333,27 @@ def test_no_current_model_is_a_clear_error_not_a_stale_answer(tmp_path):
 def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     run = _write_run(tmp_path / "run")
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
+    record_serving_tables(cfg)
     client = TestClient(create_app_from_run(cfg))
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):
+        create_app_from_run(cfg)
+
+
+def test_popular_is_served_only_from_data_and_sids_current_for_the_config(tmp_path):
+    """The popularity counts are the data stage's events: after a changed data setting, or a data
+    stage rerun that cleared the SID stage, they are not this config's answers."""
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
+    record_serving_tables(cfg)
+    changed = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dislike_max_rating": 1.0})})
+    with pytest.raises(StageInputError, match=r"serve.model: popular needs the data stage's outputs in .*made with a different configuration \(data changed\); run `conrec data`"):
+        create_app_from_run(changed)
+    run.clear_done("sid")  # what a rerun data stage leaves until the SID stage reruns
+    with pytest.raises(StageInputError, match=r"needs the sid stage's outputs in .*: not finished; run `conrec sid`"):
         create_app_from_run(cfg)
 
 

@@ -16,6 +16,7 @@ from conrec.io import read_parquet, write_json, write_parquet
 from conrec.serve.app import create_app_from_run
 from conrec.serve.inspect_data import iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
+from conrec.serve.synthetic import record_serving_tables
 from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS
 
 from builders import eval_run_dir, record_current
@@ -44,6 +45,7 @@ def _run(tmp_path, current: bool = True, **serve: object) -> tuple[TestClient, p
     )
     write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
+    record_serving_tables(cfg)
     if current:  # the eval stage's other outputs, then its record
         write_json({}, run.eval / "metrics.json")
         run.report.write_text("report")

@@ -416,15 +416,20 @@ def load_predictor(
     same configuration fingerprint, readable). ``grpo`` falls back to ``sft`` when the GRPO model is
     missing or stale (e.g. GRPO not run yet, or SFT retrained since), with a warning saying why, so
     a run that finished SFT can already be served; a stale model is never served.
-    ``popular`` needs no model. ``load_lm`` loads an LM by name: a parameter so that tests serve a
-    stand-in through this code.
+    ``popular`` needs no model, but its counts are the data stage's events over the SID stage's
+    catalogue, so both must be current for ``cfg`` as a model would (after a changed data setting
+    they are another run's answers). ``load_lm`` loads an LM by name: a parameter so that tests
+    serve a stand-in through this code.
     """
     from conrec.llm.inference.predict_request import newest_current_model
 
     name = cfg.serve.model
     if name == "popular":
+        from conrec.pipeline import require_current
+        from conrec.runs import RunDir
         from conrec.serve.popular import PopularDislikePredictor
 
+        require_current(RunDir(cfg.run_dir), cfg, ["data", "sid"], who="serve.model: popular")
         return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
     chosen, why = newest_current_model(cfg, name)  # a one-line error when none is current
     if chosen != name:

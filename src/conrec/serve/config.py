@@ -18,8 +18,8 @@ class ServeConfig(StrictConfig):
     port: int = Field(8000, ge=1, le=65535)
     model: Literal["grpo", "sft", "popular"] = Field(
         "grpo",
-        description="checkpoint to serve; grpo falls back to sft if no GRPO model exists; "
-        "popular = global dislike-popularity baseline (no LM, needs only data/ and sid/)",
+        description="checkpoint to serve; grpo falls back to sft if no GRPO model is current for the config; "
+        "popular = global dislike-popularity baseline (no LM; the data and sid stages must be current)",
     )
     default_k: int = Field(10, ge=1, description="k when a request gives none")
     max_k: int = Field(50, ge=1)

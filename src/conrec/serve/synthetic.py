@@ -1,7 +1,9 @@
 """A small synthetic run directory (items, events, SID map) for serving smoke tests and benchmarks.
 
 Why: the HTTP layer can be exercised end to end with ``serve.model: popular`` before any model is
-trained, without depending on the data or SID stages. Not a dataset for learning anything.
+trained, without running the data or SID stages. Not a dataset for learning anything. The service
+serves only what is current, so the run is recorded as made by those two stages, with stand-ins for
+the outputs the service does not read (:func:`record_serving_tables`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from conrec.io import write_parquet
+from conrec.config import PipelineConfig
+from conrec.data.splits import build_samples
+from conrec.io import write_json, write_parquet
 from conrec.runs import RunDir
 
 
@@ -49,11 +53,37 @@ def synthetic_tables(n_items: int = 500, n_users: int = 100, events_per_user: in
     return {"items": items, "events": events, "sid_map": sid_map}
 
 
-def write_synthetic_run(run_dir: str | Path, **kwargs: int) -> RunDir:
-    """Write :func:`synthetic_tables` at the run-directory paths the service reads."""
+def write_synthetic_run(run_dir: str | Path, cfg: PipelineConfig | None = None, **kwargs: int) -> RunDir:
+    """Write :func:`synthetic_tables` at the run-directory paths the service reads, recorded as the
+    data and SID stages' outputs for ``cfg`` (default: the default config at ``run_dir``)."""
     run = RunDir(run_dir)
     tables = synthetic_tables(**kwargs)
     write_parquet(tables["items"], run.items)
     write_parquet(tables["events"], run.events)
     write_parquet(tables["sid_map"], run.sid_map)
+    record_serving_tables(cfg or PipelineConfig(run_dir=run.root))
     return run
+
+
+def record_serving_tables(cfg: PipelineConfig) -> None:
+    """Record a run directory that holds the serving tables (items, events, SID map) as finished
+    by the data and SID stages with ``cfg``, writing stand-ins for their other outputs.
+
+    The samples table is empty (no evaluation points: the inspector says so), the stats say
+    ``synthetic``, and the quantiser and the embeddings are placeholders that nothing serving reads.
+    """
+    from conrec.pipeline import record_finished
+
+    run = RunDir(cfg.run_dir)
+    if not run.samples.exists():
+        write_parquet(build_samples(pl.read_parquet(run.events), cfg.data.split).clear(), run.samples)
+    for stage in ("data", "sid"):
+        if not (run.stage_dir(stage) / "stats.json").exists():
+            write_json({"source": "synthetic"}, run.stage_dir(stage) / "stats.json")
+    if not run.quantizer.exists():
+        run.quantizer.write_bytes(b"synthetic run: no quantiser")
+    if not run.embeddings.exists():
+        np.save(run.embeddings, np.zeros((0, 1), dtype=np.float32))
+    for stage in ("data", "sid"):
+        run.mark_done(stage, {"synthetic": True})
+        record_finished(cfg, stage)
