@@ -54,6 +54,17 @@ def test_malformed_configs_name_the_problem(tmp_path: Path, text: str, needle: s
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(("written", "meant"), [("on", "on"), ("off", "off"), ("'on'", "on"), ("auto", "auto")])
+def test_streaming_on_and_off_read_as_written_although_yaml_makes_them_booleans(tmp_path: Path, written: str, meant: str) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(f"data:\n  streaming: {written}\n")  # the docs' spelling: YAML 1.1 reads bare on/off as true/false
+    cfg = load_config(p)
+    assert cfg.data.streaming == meant
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(cfg))
+    assert load_config(again) == cfg
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

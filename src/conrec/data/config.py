@@ -161,6 +161,13 @@ class DataConfig(_Strict):
     )
     spark: SparkConfig = Field(default_factory=SparkConfig)
 
+    @field_validator("streaming", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: object) -> object:
+        """YAML 1.1 reads an unquoted ``on`` / ``off`` as true / false, so the documented
+        ``streaming: on`` arrives as a bool: read it as the word it was."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("feedback_labels", mode="before")
     @classmethod
     def _no_booleans(cls, labels: object) -> object:
