@@ -170,3 +170,26 @@ def test_spark_reads_month_first_dates_and_decimal_commas_like_polars_and_refuse
     with pytest.raises(DataValidationError, match="data.ts_format"):
         _run(tmp_path, "amb", {"source": "table", "events_path": str(amb), "engine": "spark", "spark": SPARK})
 
+
+
+def test_spark_reads_dates_and_times_without_a_zone_as_utc_like_polars_on_a_machine_in_another_zone(spark, tmp_path):
+    """A Parquet date or naive timestamp stopped Spark with a Java cast error, and ISO strings (which
+    Spark reads as timestamps itself) were read in the machine's zone: 5 hours off the polars engine
+    in New York. The session in another zone stands for such a machine."""
+    from conrec.data.config import DataConfig
+    from conrec.data.engine.spark import read_table, spark_session
+    from conrec.data.sources.table import load_table
+
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    naive = edge_case_events().with_columns(pl.from_epoch("ts", "s"))
+    files = {
+        "naive.parquet": naive,
+        "date.parquet": naive.with_columns(pl.col("ts").dt.date()),
+        "iso.csv": naive.with_columns(pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S")),
+    }
+    for name, table in files.items():
+        path = tmp_path / name
+        table.write_parquet(path) if name.endswith(".parquet") else table.write_csv(path)
+        cfg = DataConfig(source="table", events_path=path, engine="spark", spark=SPARK)
+        got = read_table(spark_session(cfg.spark), cfg).orderBy("_row").select("ts").toPandas()["ts"].tolist()
+        assert got == load_table(path, None)[0]["ts"].to_list(), name

@@ -54,7 +54,9 @@ _MS_THRESHOLD = 100_000_000_000
 def spark_session(cfg: SparkConfig) -> SparkSession:
     """The session to run on: ``cfg.master``, else ``$CONREC_SPARK_MASTER``, else whatever
     ``spark-submit`` set, else ``local[*]``. An existing session (spark-submit, a notebook, a test
-    module) is reused, so its settings win over ``cfg.conf``."""
+    module) is reused, so its settings win over ``cfg.conf``, except its SQL time zone: UTC, so that
+    times without a zone (naive timestamps, dates, ISO strings Spark reads itself) mean what they mean
+    to the polars engine, whatever the machine's zone."""
     builder = SparkSession.builder.appName("conrec-data")
     master = cfg.master or os.environ.get("CONREC_SPARK_MASTER")
     if master:
@@ -62,6 +64,7 @@ def spark_session(cfg: SparkConfig) -> SparkSession:
     builder = builder.config("spark.ui.showConsoleProgress", "false")
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
+    builder = builder.config("spark.sql.session.timeZone", "UTC")
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
@@ -119,7 +122,11 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         )
     df = df.withColumn(_ROW, F.monotonically_increasing_id())
     what = f"events file {path}"
-    if dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself
+    if dict(df.dtypes)["ts"] == "date":  # midnight UTC, as polars reads a date
+        df = df.withColumn("ts", F.unix_date("ts").cast("long") * 86_400)
+    elif dict(df.dtypes)["ts"] == "timestamp_ntz":  # a time without a zone: UTC (the session's zone), as polars reads it
+        df = df.withColumn("ts", F.col("ts").cast("timestamp"))
+    elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself
         df = df.withColumn("ts", _string_times(df, cfg.ts_format, what))
     elif dict(df.dtypes)["ts"] in ("double", "float"):  # as the loaders read them: NaN, infinities null; fractions refused
         ts = F.col("ts")
