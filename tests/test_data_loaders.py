@@ -76,6 +76,22 @@ def test_table_parquet_with_ratings_and_datetimes(tmp_path):
     assert _as_dict(events) == {("u", "a"): (1_704_067_200, -1), ("u", "c"): (1_704_067_200 + 2 * 86_400, 1)}
 
 
+def test_table_items_with_list_columns_read_as_text(tmp_path):
+    """A Parquet export's list columns (genres, authors, numeric tags) stopped the data stage with a polars
+    cast error. The category is the first genre, as the MovieLens and Amazon sources take it; other lists
+    are their non-empty elements joined; a list of lists is refused in one line."""
+    ev = _write(tmp_path / "ev.csv", "user_id,item_id,ts,feedback\nu,a,1,-1\nu,b,2,1\n")
+    it = tmp_path / "it.parquet"
+    base = {"item_id": ["a", "b"], "title": ["A", "B"], "genres": [["Drama", "War"], []], "authors": [["X", "", None, "Y"], None]}
+    pl.DataFrame({**base, "tags": pl.Series([[1, 2], [3, 4]], dtype=pl.Array(pl.Int64, 2))}).write_parquet(it)
+    events, items = load_table(ev, it, {"genres": "category"})
+    _canonical(events, items)
+    assert items.select("category", "authors", "tags").rows() == [("Drama", "X, Y", "1, 2"), ("", None, "3, 4")]
+    pl.DataFrame({**base, "nested": [[["x"]], [["y"]]]}).write_parquet(it)
+    with pytest.raises(DataValidationError, match="column 'nested' holds nested lists"):
+        load_table(ev, it, {"genres": "category"})
+
+
 def test_table_rating_thresholds_are_configurable(tmp_path):
     ev = _write(tmp_path / "ev.csv", "user_id,item_id,ts,rating\nu,a,1,1\nu,b,2,2\nu,c,3,3\nu,d,4,4\n")
     events, _ = load_table(ev, None, {}, dislike_max_rating=1, like_min_rating=3)

@@ -119,6 +119,10 @@ def test_other_text_columns_of_the_items_file_are_proposed_for_the_sid_text(tmp_
     (tmp_path / "plain").mkdir()
     _, plain = init_config(*_unusual_files(tmp_path / "plain"), tmp_path / "plain.yaml", preset="tiny")
     assert plain.extra_text == []
+    listed = tmp_path / "listed.parquet"  # a Parquet export: authors as a list of words, tags as numbers
+    pl.DataFrame({"movie": [f"m{i}" for i in range(40)], "name": [f"Movie {i}" for i in range(40)],
+                  "authors": [[f"Author {i % 5}", "Co"] for i in range(40)], "tags": [[i, i + 1] for i in range(40)]}).write_parquet(listed)
+    assert init_config(ev, listed, tmp_path / "listed.yaml", preset="tiny")[1].extra_text == ["authors"]
 
 
 def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:

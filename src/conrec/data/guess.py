@@ -21,7 +21,7 @@ import polars as pl
 
 from conrec.data.datetimes import detect_format, parse_datetimes
 from conrec.data.feedback_labels import normalised, propose
-from conrec.data.schema import MOSTLY_DISLIKES
+from conrec.data.schema import MOSTLY_DISLIKES, flatten_list_columns
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -343,9 +343,11 @@ def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:
     Why: the data stage keeps them, but the SIDs are built from ``sid.encoder.text_fields`` only
     (title, category, text), so such a column says nothing about the item unless it is named there.
     Init proposes it rather than adding it: whether it helps is not measured. Numbers, links and
-    empty columns are left out.
+    empty columns are left out; a list of words (authors, tags) counts as its words.
     """
     out = []
+    words = [c for c, t in items.schema.items() if isinstance(t, (pl.List, pl.Array)) and t.inner == pl.String]
+    items = flatten_list_columns(items.select(words)).hstack(items.drop(words)) if words else items
     for col in items.columns:
         if col in taken or items[col].dtype != pl.String:
             continue

@@ -4,7 +4,7 @@ events: ``user_id`` (str), ``item_id`` (str), ``ts`` (int64, seconds since the U
         ``feedback`` (int8: -1 explicit dislike, +1 positive). Neutral feedback is dropped by the
         loaders: absence of a positive is neutrality, not dislike.
 items:  ``item_id`` (str, unique), ``title`` (str), ``text`` (str), ``category`` (str), and any
-        extra columns (kept as they are).
+        extra columns (kept as they are, except lists: :func:`flatten_list_columns`).
 
 Ids are strings so that any source's ids (ints, ASINs, hashes) fit without remapping.
 """
@@ -96,9 +96,31 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
     return out.select(list(EVENT_COLUMNS) + extra).sort(["user_id", "ts"], maintain_order=True)
 
 
+def flatten_list_columns(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:
+    """An items table's list columns (a Parquet export's genres, tags or authors) as text.
+
+    The category is the first non-empty element, as the MovieLens and Amazon sources take it (the
+    category baselines compare one value); any other list column becomes its non-empty elements
+    joined with ``", "``, the text the SIDs embed. A list of lists is refused in one line.
+    """
+    flat: list[pl.Expr] = []
+    for name, dtype in items.schema.items():
+        if not isinstance(dtype, (pl.List, pl.Array)):
+            continue
+        if dtype.inner is not None and dtype.inner.is_nested():
+            raise DataValidationError(f"{source}: column {name!r} holds nested lists ({dtype}); flatten it to a list of text")
+        col = pl.col(name).arr.to_list() if isinstance(dtype, pl.Array) else pl.col(name)
+        parts = col.list.eval(pl.element().cast(pl.String).str.strip_chars()).list.eval(
+            pl.element().filter(pl.element().is_not_null() & (pl.element() != ""))
+        )
+        flat.append((parts.list.first() if name == "category" else parts.list.join(", ")).alias(name))
+    return items.with_columns(flat) if flat else items
+
+
 def validate_items(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:
     """Check and normalise an items table (unique string ids; title required; text/category filled)."""
     require_columns(items, ("item_id", "title"), source)
+    items = flatten_list_columns(items, source)
     if items.height == 0:
         raise DataValidationError(f"{source}: no items")
     out = items.with_columns(pl.col("item_id").cast(pl.String))
