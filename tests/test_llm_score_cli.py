@@ -15,7 +15,8 @@ from conrec.errors import ConfigError, DataValidationError
 from conrec.llm.inference import predict as predict_mod
 from conrec.llm.inference import score as score_mod
 from conrec.llm.inference.predict import Predictor
-from conrec.llm.model.toy import write_toy_run
+from conrec.llm.model.toy import write_toy_events, write_toy_run
+from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 
 from builders import record_current
@@ -64,6 +65,26 @@ def test_batch_parquet_writes_scores_ranks_decisions(trained, tmp_path):
         np.testing.assert_allclose(got, want, atol=1e-5)
     neg_pos = pl.DataFrame({"negative": [["i0"]], "positive": [["i1"]], "candidates": [["i2", "i3"]]})
     assert score_mod.score_batch(pred, neg_pos, None)["scores"][0].len() == 2
+
+
+def test_batch_of_user_ids_scores_their_run_histories_and_keeps_every_other_column(trained, tmp_path):
+    """As ``/v1/score`` and ``--request`` take a ``user_id``, so does a batch (it needed explicit histories),
+    and a column such as ``slate_id`` comes back beside its scores (only three id names did)."""
+    cfg, pred = trained
+    req = tmp_path / "req.json"
+    users = write_toy_events(RunDir(cfg.run_dir))["user_id"].unique().sort().head(2).to_list()
+    req.write_text(json.dumps({"user_id": users[1], "candidates": ["i2", "i6"]}))
+    single = score_mod.run(cfg, request=req, batch=None, out=None, model="sft", threshold=None, explain=False)
+    src = tmp_path / "by_user.parquet"
+    pl.DataFrame({"slate_id": [10, 11], "user_id": users, "candidates": [["i3"], ["i2", "i6"]]}).write_parquet(src)
+    res = score_mod.run(cfg, request=None, batch=src, out=tmp_path / "out.parquet", model="sft", threshold=None, explain=False)
+    assert res["slate_id"].to_list() == [10, 11] and res["user_id"].to_list() == users
+    np.testing.assert_allclose(res["scores"][1].to_list(), single["score"].to_list(), atol=1e-5)
+    for bad, message in [([users[0], "nobody"], r"1 user_id\(s\) not in the run's events, e\.g\. \['nobody'\]"),
+                         ([users[0], None], r"1 row\(s\) without a user_id, e\.g\. row 1")]:
+        pl.DataFrame({"user_id": bad, "candidates": [["i3"], ["i2"]]}).write_parquet(src)
+        with pytest.raises(DataValidationError, match=message):
+            score_mod.run(cfg, request=None, batch=src, out=tmp_path / "out.parquet", model="sft", threshold=None, explain=False)
 
 
 def test_score_errors_are_clear(trained, tmp_path):

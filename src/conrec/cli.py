@@ -176,7 +176,7 @@ def score(
     request: Path | None = typer.Option(
         None, help='one request, JSON as for POST /v1/score: {"negative": [...], "positive": [...], "candidates": [...]}'
     ),
-    batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive) per row"),
+    batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive, or a user_id of the run's events) per row"),
     out: Path | None = typer.Option(None, help="batch mode: output Parquet"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(None, help="filter candidates whose score >= threshold"),

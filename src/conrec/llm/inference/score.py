@@ -6,9 +6,10 @@ One request is the body of ``POST /v1/score`` (validated by the same
 ``threshold`` and ``explain``. It prints a table and returns it as a DataFrame.
 
 A batch is a Parquet table with a ``candidates`` list column and the histories either as
-``hist_items``/``hist_feedback`` (the samples layout) or as ``negative``/``positive`` lists; the
-output keeps its id columns (``sample_id``, ``user_id`` when present) and adds ``scores``,
-``ranks`` and, with ``--threshold``, ``decisions`` (lists aligned with ``candidates``).
+``hist_items``/``hist_feedback`` (the samples layout), as ``negative``/``positive`` lists, or, as
+``/v1/score`` takes them, as a ``user_id`` of the run's events alone; the output keeps the batch's
+other columns (ids such as ``sample_id``, ``user_id``, ``request_id``, in row order) and adds
+``scores``, ``ranks`` and, with ``--threshold``, ``decisions`` (lists aligned with ``candidates``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from conrec.llm.inference.predict import Predictor
 
 History = tuple[list[str], list[int]]
-_ID_COLUMNS = ("sample_id", "user_id", "request_id")
+_HISTORY_COLUMNS = ("hist_items", "hist_feedback", "negative", "positive")
 
 
 def read_score_request(path: Path, run: RunDir) -> tuple[History, list[str], float | None, bool]:
@@ -48,19 +49,25 @@ def read_score_request(path: Path, run: RunDir) -> tuple[History, list[str], flo
         raise DataValidationError(f"score request {p}: {lines}") from None
     history = req.events()
     if history is None:
-        from conrec.serve.catalog import user_histories
-
-        if not run.events.exists():
-            raise DataValidationError(f"score request {p}: user_id given but the run has no events table ({run.events})")
-        known = user_histories(read_parquet(run.events, what="events"), 10_000)
+        known = run_histories(run, f"score request {p}")
         if req.user_id not in known:
             raise DataValidationError(f"score request {p}: unknown user_id {req.user_id!r}")
         history = known[req.user_id]
     return history, list(req.candidates), req.threshold, req.explain
 
 
-def batch_histories(df: pl.DataFrame, where: str) -> list[History]:
-    """Histories of a batch table: ``hist_items``/``hist_feedback``, or ``negative``/``positive`` lists."""
+def run_histories(run: RunDir, where: str) -> dict[str, History]:
+    """Every user's history in the run's events, as ``/v1/score`` reads a ``user_id`` (the newest 10,000 events)."""
+    from conrec.serve.catalog import user_histories
+
+    if not run.events.exists():
+        raise DataValidationError(f"{where}: user_id given but the run has no events table ({run.events})")
+    return user_histories(read_parquet(run.events, what="events"), 10_000)
+
+
+def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | None = None) -> list[History]:
+    """Histories of a batch table: ``hist_items``/``hist_feedback``, ``negative``/``positive`` lists, or
+    a ``user_id`` alone, looked up in ``known`` (the run's events: :func:`run_histories`)."""
     if "hist_items" in df.columns and "hist_feedback" in df.columns:
         return [
             (list(map(str, h or [])), [int(f) for f in (fb or [])])
@@ -73,18 +80,32 @@ def batch_histories(df: pl.DataFrame, where: str) -> list[History]:
             ([str(i) for i in (p or [])] + [str(i) for i in (n or [])], [1] * len(p or []) + [-1] * len(n or []))
             for n, p in zip(neg, pos)
         ]
-    raise DataValidationError(f"{where}: needs hist_items/hist_feedback or negative/positive columns; have {df.columns}")
+    if "user_id" in df.columns and known is not None:
+        if missing := [n for n, u in enumerate(df["user_id"].to_list()) if u is None]:
+            raise DataValidationError(f"{where}: {len(missing)} row(s) without a user_id, e.g. row {missing[0]}")
+        users = [str(u) for u in df["user_id"].to_list()]
+        unknown = sorted({u for u in users if u not in known})
+        if unknown:
+            raise DataValidationError(f"{where}: {len(unknown)} user_id(s) not in the run's events, e.g. {unknown[:5]}")
+        return [known[u] for u in users]
+    raise DataValidationError(
+        f"{where}: needs hist_items/hist_feedback or negative/positive columns, or user_id of the run's events; have {df.columns}"
+    )
 
 
-def score_batch(predictor: Predictor, df: pl.DataFrame, threshold: float | None, where: str = "batch") -> pl.DataFrame:
-    """The batch table's id columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``)."""
+def score_batch(
+    predictor: Predictor, df: pl.DataFrame, threshold: float | None, where: str = "batch", known: dict[str, History] | None = None
+) -> pl.DataFrame:
+    """The batch table's other columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``);
+    ``known``: the histories of ``user_id`` rows (see :func:`batch_histories`)."""
     require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
     slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
-    scores = predictor.score(batch_histories(df, where), slates)
+    scores = predictor.score(batch_histories(df, where, known), slates)
+    kept = [c for c in df.columns if c not in (*_HISTORY_COLUMNS, "candidates", "scores", "ranks", "decisions")]
     out = pl.DataFrame(
-        [df[c] for c in _ID_COLUMNS if c in df.columns]
+        [df[c] for c in kept]
         + [
             pl.Series("candidates", slates, dtype=pl.List(pl.String)),
             pl.Series("scores", scores, dtype=pl.List(pl.Float64)),
@@ -116,7 +137,10 @@ def run(
     predictor = Predictor.from_run(cfg, model)
     if batch is not None:
         df = read_parquet(batch, what="score batch")
-        result = score_batch(predictor, df, threshold, where=f"score batch {batch}")
+        where = f"score batch {batch}"
+        has_history = any(c in df.columns for c in _HISTORY_COLUMNS)
+        known = run_histories(run_dir, where) if "user_id" in df.columns and not has_history else None
+        result = score_batch(predictor, df, threshold, where, known)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
         console.print(f"{result.height} slates scored ({model} model) -> {target}")
