@@ -129,18 +129,20 @@ def test_spark_without_java_fails_in_one_line(tmp_path, table_file):
 
 
 def test_spark_reads_feedback_words_from_a_semicolon_csv_like_polars(spark, tmp_path):
-    """The separator (from the header) and ``data.feedback_labels`` are read the same way by Spark."""
+    """The separator (from the header) and ``data.feedback_labels`` are read the same way by Spark, and
+    zero-padded numeric ids stay text (Spark's inferred types made ``0012`` the number 12)."""
     words = {-1: "Not Interested", 1: "click"}
     frame = edge_case_events()
     path = tmp_path / "log.csv"
-    lines = [f"{u};{i};{ts};{words[fb]}" for u, i, ts, fb in frame.iter_rows()]
-    lines += [f"u0;i1;{1_700_000_000 + k};impression" for k in range(5)]  # neutral: dropped by both
+    lines = [f"{u[1:]:0>4};{i[1:]:0>4};{ts};{words[fb]}" for u, i, ts, fb in frame.iter_rows()]
+    lines += [f"0000;0001;{1_700_000_000 + k};impression" for k in range(5)]  # neutral: dropped by both
     path.write_text("user_id;item_id;ts;action\n" + "\n".join(lines) + "\n")
     data = {"source": "table", "events_path": str(path), "columns": {"action": "feedback"},
             "feedback_labels": {"not interested": -1, "click": 1, "impression": 0}, "split": {"horizon_days": 3, "max_history": 7}}
     ref, ref_stats = _run(tmp_path, "polars", data)
     got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
     assert ref_stats["events"] == frame.height and ref_stats["dislikes"] == int((frame["feedback"] == -1).sum())
+    assert pl.read_parquet(ref.events)["item_id"].str.len_chars().min() == 4
     assert_same_run(ref, got)
 
 

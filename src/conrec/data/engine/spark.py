@@ -110,7 +110,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     if suffix.endswith((".parquet", ".pq")):
         df = spark.read.parquet(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
-        df = spark.read.option("header", True).option("sep", csv_separator(Path(path))).option("inferSchema", True).csv(path)
+        df = _read_csv_ids_as_text(spark, path, cfg)
     else:
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
     for src, dst in cfg.columns.items():
@@ -163,6 +163,18 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         "feedback",
         _ROW,
     )
+
+
+def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> DataFrame:
+    """A CSV with Spark's inferred types, except the id columns, read as text as the polars engine
+    reads them: inferred, ``0032`` became the number 32 and matched no ``0032`` of the items file."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    reader = spark.read.option("header", True).option("sep", csv_separator(Path(path)))
+    inferred = reader.option("inferSchema", True).csv(path).schema
+    ids = {"user_id", "item_id"} | {src for src, dst in cfg.columns.items() if dst in ("user_id", "item_id")}
+    schema = StructType([StructField(f.name, StringType()) if f.name in ids else f for f in inferred.fields])
+    return reader.schema(schema).csv(path)
 
 
 _JAVA_DIRECTIVES = {"%Y": "yyyy", "%y": "yy", "%m": "MM", "%d": "dd", "%H": "HH", "%M": "mm", "%S": "ss"}
