@@ -170,6 +170,11 @@ def test_a_log_with_no_valid_row_is_told_why(tmp_path, streaming):
     data = {"source": "table", "events_path": str(padded), "items_path": str(items), "streaming": streaming}
     with pytest.raises(DataValidationError, match=r"on item ids not in the items table\); event item ids such as \['\d+', .* vs the items file's \['0000', '0001', '0002'\]"):
         _run(tmp_path, "padded", data)
+    spaced = tmp_path / "spaced.csv"  # written with ", " between fields: the ids carry the space
+    spaced.write_text("user_id, item_id,ts,feedback\n" + "".join(f"u{k}, {k:04d},{100 + k},-1\n" for k in range(5)))
+    data = {"source": "table", "events_path": str(spaced), "items_path": str(items), "streaming": streaming, "columns": {" item_id": "item_id"}}
+    with pytest.raises(DataValidationError, match=r"the ids differ by the spaces around them \(' 0000' vs '0000'\), as in a CSV written with ', '"):
+        _run(tmp_path, "spaced", data)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

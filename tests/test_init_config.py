@@ -101,6 +101,9 @@ def test_item_ids_the_items_file_does_not_know_are_flagged_before_any_stage(tmp_
     assert "events ['m0', 'm1', 'm10'] vs items ['M0000', 'M0001', 'M0002']" in g.items_warning
     assert f"# WARNING: {g.items_warning}" in out.read_text()
     assert any(line.endswith(g.items_warning) for line in summary_lines(g))
+    ev.write_text("customer, movie, stars, rated_at\n" + "".join(f"c{k}, M{k:04d}, {1 + k % 5}, {1_600_000_000 + k}\n" for k in range(40)))
+    _, g = init_config(ev, it, tmp_path / "spaced.yaml", preset="tiny")  # ", " between fields: the ids carry the space
+    assert "the ids differ by the spaces around them (' M0000' vs 'M0000')" in g.items_warning
 
 
 def test_other_text_columns_of_the_items_file_are_proposed_for_the_sid_text(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import polars as pl
 
 from conrec.data.datetimes import detect_format, parse_datetimes
 from conrec.data.feedback_labels import normalised, propose
+from conrec.data.repair import padded_ids_hint
 from conrec.data.schema import MOSTLY_DISLIKES, flatten_list_columns
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -256,7 +257,7 @@ def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
     return (
         f"{missing.len():,} of the {seen.len():,} item ids in the events sample are not in the items file "
         f"(events {missing.sort().head(3).to_list()} vs items {known.head(3).to_list()}); the data stage drops events on "
-        "unknown items: check that both files name items alike"
+        f"unknown items: {padded_ids_hint(missing.sort().to_list(), known.to_list()) or 'check that both files name items alike'}"
     )
 
 

@@ -91,13 +91,26 @@ def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
 
 def nothing_valid(source: str, dropped: dict[str, int], unknown_ids: Sequence[object] = (), item_ids: Sequence[object] = ()) -> DataValidationError:
     """The error when the invalid-row policy dropped every event: which kinds, and for events on
-    unknown items a few ids of each side, since that is most often the two files spelling ids
-    differently (``12`` and ``0012``, a prefix, another column) rather than bad rows."""
+    unknown items a few ids of each side (``item_ids``: all of the items file's), since that is most
+    often the two files spelling ids differently (``12`` and ``0012``, a prefix, another column,
+    spaces) rather than bad rows."""
     kinds = ", ".join(f"{n:,} {wart_label(k)}" for k, n in dropped.items() if n)
     msg = f"{source}: no valid event left: every row was dropped ({kinds})"
     if dropped.get("unknown_item") and unknown_ids:
-        msg += f"; event item ids such as {list(unknown_ids)[:3]} vs the items file's {list(item_ids)[:3]}: check that both name items alike"
+        msg += f"; event item ids such as {list(unknown_ids)[:3]} vs the items file's {list(item_ids)[:3]}: "
+        msg += padded_ids_hint(unknown_ids, item_ids) or "check that both name items alike"
     return DataValidationError(msg)
+
+
+def padded_ids_hint(unknown_ids: Sequence[object], item_ids: Sequence[object]) -> str:
+    """Why ids that look alike do not match, when it is spaces around them (``' 32'`` vs ``'32'``):
+    a CSV written with ``", "`` between fields, whose header names carry the space too. Empty otherwise."""
+    known = {str(i).strip() for i in item_ids}
+    padded = [str(i) for i in unknown_ids if str(i) != str(i).strip() and str(i).strip() in known]
+    if not padded:
+        return ""
+    return (f"the ids differ by the spaces around them ({padded[0]!r} vs {padded[0].strip()!r}), as in a CSV written with ', ' "
+            "between fields: write the file without the spaces after the separators")
 
 
 def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFrame:
@@ -144,7 +157,7 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
     if kept.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
         examples = out.filter(unknown)["item_id"].unique(maintain_order=True).head(3).to_list()
-        raise nothing_valid(source, event_kinds, examples, known.head(3).to_list())
+        raise nothing_valid(source, event_kinds, examples, known.to_list())
     out = kept
     before = out.height
     keys = ["user_id", "item_id", "ts", "feedback"]

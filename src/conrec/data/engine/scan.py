@@ -179,7 +179,7 @@ def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_i
     dropped = {k: int(facts[k]) for k in counts if facts[k]}
     if dropped and not facts["n"]:
         unknown = events.filter(~known.fill_null(True)).select(pl.col("item_id").unique(maintain_order=True).head(3)).collect(engine="streaming")
-        raise nothing_valid(what, dropped, unknown["item_id"].to_list(), items["item_id"].head(3).to_list())
+        raise nothing_valid(what, dropped, unknown["item_id"].to_list(), items["item_id"].to_list())
     report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"]}, what)  # the invalid rows are dropped: the stage counts them
     return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped)
 

@@ -248,7 +248,7 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     dropped = {k: int(facts[k] or 0) for k in kinds if facts.get(k)}
     if dropped and not facts.get("n"):
         unknown = [r[0] for r in ev.where(F.col("_known").isNull()).select("item_id").distinct().limit(3).collect()]
-        raise nothing_valid(what, dropped, unknown, [r[0] for r in items.limit(3).collect()])
+        raise nothing_valid(what, dropped, unknown, [r[0] for r in items.select("item_id").collect()])
     report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts")}, what)
     return ev.filter(valid).drop("_known", "_valid"), int(facts["n"]), int(facts["items_with_events"]), dropped
 
