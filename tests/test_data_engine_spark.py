@@ -26,7 +26,7 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
         pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from pyspark.sql import SparkSession
-from test_data_engines import _run, assert_same_run, edge_case_events, warty_table
+from test_data_engines import WORDS_REFUSED, _run, assert_same_run, edge_case_events, text_feedback_log, warty_table
 
 SPARK = {"master": "local[2]"}
 pytestmark = pytest.mark.slow  # a JVM and a dozen Spark jobs per test: seconds each; still runs in CI
@@ -195,3 +195,17 @@ def test_spark_reads_dates_and_times_without_a_zone_as_utc_like_polars_on_a_mach
         cfg = DataConfig(source="table", events_path=path, engine="spark", spark=SPARK)
         got = read_table(spark_session(cfg.spark), cfg).orderBy("_row").select("ts").toPandas()["ts"].tolist()
         assert got == load_table(path, None)[0]["ts"].to_list(), name
+
+
+def test_spark_reads_a_text_feedback_column_like_polars(spark, tmp_path):
+    """A feedback column with one "n/a" stopped Spark with a Java CAST_INVALID_INPUT trace; now the row
+    is dropped and counted as by polars, and words throughout get polars' one line."""
+    from conrec.errors import DataValidationError
+
+    data, words = text_feedback_log(tmp_path)
+    ref, ref_stats = _run(tmp_path, "polars", data)
+    got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    assert ref_stats["invalid_rows"]["bad_feedback"] == 2
+    assert_same_run(ref, got)
+    with pytest.raises(DataValidationError, match=WORDS_REFUSED):
+        _run(tmp_path, "words", {**data, "events_path": str(words), "engine": "spark", "spark": SPARK})

@@ -155,6 +155,35 @@ def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
     assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
 
 
+def text_feedback_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """A CSV whose feedback column is text to polars and Spark (padded numbers, one "n/a", one empty),
+    its data config, and a second CSV whose feedback is words throughout."""
+    frame = edge_case_events()
+    path = tmp_path / "log.csv"
+    lines = [f"{u},{i},{ts},{' ' if k % 9 else ''}{fb}" for k, (u, i, ts, fb) in enumerate(frame.iter_rows())]
+    path.write_text("user_id,item_id,ts,feedback\n" + "\n".join(lines + ["u0,i1,1700000001,n/a", "u1,i2,1700000002,"]) + "\n")
+    words = tmp_path / "words.csv"
+    words.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{100 + k},{'hide' if k % 2 else 'like'}\n" for k in range(6)))
+    return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, words
+
+
+WORDS_REFUSED = r"column 'feedback' has value\(s\) \['hide', 'like'\] that are not -1/0/\+1; for words"
+
+
+def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path):
+    """A CSV feedback column with a few unreadable values ("n/a") is text to polars: the loader drops
+    and counts those rows, but the streaming scan stopped on the whole file ("got String"). Words
+    throughout are refused by both in one line naming data.feedback_labels."""
+    data, words = text_feedback_log(tmp_path)
+    mem, mem_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    out, _ = _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 70})
+    assert mem_stats["events"] == edge_case_events().height and mem_stats["invalid_rows"]["bad_feedback"] == 2
+    assert_same_run(mem, out)
+    for streaming in ("off", "on"):
+        with pytest.raises(DataValidationError, match=WORDS_REFUSED):
+            _run(tmp_path, f"words_{streaming}", {**data, "events_path": str(words), "streaming": streaming})
+
+
 @pytest.mark.parametrize("streaming", ["off", "on"])
 def test_a_log_with_no_valid_row_is_told_why(tmp_path, streaming):
     """Every row dropped: the error says which kinds, and for ids the items file does not know, a few

@@ -35,6 +35,7 @@ from conrec.data.sources.common import (
     placeholder_items,
     rating_feedback,
     read_table_file,
+    refuse_feedback_words,
     text_numbers,
 )
 from conrec.errors import ConfigError, DataValidationError
@@ -89,6 +90,8 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
             lf = lf.with_columns(feedback=map_labels(pl.col("feedback"), cfg.feedback_labels))  # not named: null, an invalid row
         elif cfg.feedback_labels:
             raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, integers or true/false")
+        elif schema["feedback"] == pl.String:  # numbers as text, or a few unreadable rows: as the loader reads them
+            lf = lf.with_columns(feedback=_text_feedback(lf, what))
         elif not (schema["feedback"].is_integer() or schema["feedback"].is_float()):
             raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike), 0 (neutral) or +1, got {schema['feedback']}")
     else:
@@ -101,6 +104,14 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
     )
+
+
+def _text_feedback(lf: pl.LazyFrame, what: str) -> pl.Expr:
+    """A text feedback column as numbers, as the loader reads it: a value that does not read is null
+    (an invalid row, counted), but a column in which no sampled value reads is words, refused in one
+    line that names ``data.feedback_labels``."""
+    refuse_feedback_words(lf.select(pl.col("feedback").drop_nulls().head(SAMPLE)).collect(engine="streaming")["feedback"], what)
+    return pl.col("feedback").str.strip_chars().cast(pl.Float64, strict=False)
 
 
 def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: str) -> pl.Expr:

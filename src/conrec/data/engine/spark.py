@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
+from conrec.data.datetimes import SAMPLE
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
@@ -41,7 +42,7 @@ from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
-from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line
+from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line, refuse_feedback_words
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
@@ -146,6 +147,10 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), SEPARATORS, "_")
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
+    elif "feedback" in df.columns and dict(df.dtypes)["feedback"] == "string":  # a few unreadable values: null, invalid
+        sample = [r[0] for r in df.select("feedback").where(F.col("feedback").isNotNull()).limit(SAMPLE).collect()]
+        refuse_feedback_words(pl.Series("feedback", sample, dtype=pl.String), what)
+        df = df.withColumn("feedback", F.trim(F.col("feedback")).try_cast("double"))
     if "rating" in df.columns and "feedback" not in df.columns:  # conrec.data.sources.common.rating_feedback
         if dict(df.dtypes)["rating"] == "string":  # e.g. a decimal comma, "3,5": as the loaders read it; else null, invalid
             df = df.withColumn("rating", F.regexp_replace(F.trim(F.col("rating")), DECIMAL_COMMA, "$1.$2").try_cast("double"))
@@ -203,7 +208,7 @@ def java_pattern(fmt: str) -> str:
 def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
     """The ``ts`` strings as timestamps in their one layout (``ts_format``, else detected on a sample as
     the polars loader does), read as UTC whatever the session's time zone; unreadable ones null."""
-    from conrec.data.datetimes import SAMPLE, detect_format
+    from conrec.data.datetimes import detect_format
 
     if ts_format is None:
         sample = [r[0] for r in df.select("ts").where(F.col("ts").isNotNull()).limit(SAMPLE).collect()]

@@ -92,6 +92,23 @@ def not_utf8(data: bytes, path: Path, what: str) -> DataValidationError | None:
     return None
 
 
+def not_feedback_values(what: str, values: list[object], labelled: bool = False) -> DataValidationError:
+    """The one-line error for feedback values that are not -1/0/+1: unnamed words of a labelled
+    column, or words throughout a column without ``data.feedback_labels`` (every engine says the same)."""
+    hint = ("; name them in data.feedback_labels" if labelled
+            else "; for words such as 'hide' or 'like', map them with data.feedback_labels (conrec init proposes it)")
+    return DataValidationError(f"{what}: column 'feedback' has value(s) {values} that are not -1/0/+1{hint}")
+
+
+def refuse_feedback_words(sample: pl.Series, what: str) -> None:
+    """Raise :func:`not_feedback_values` when no sampled value of a text feedback column reads as a
+    number: words throughout are a mapping to set, not invalid rows to drop (the lazy engines'
+    check; the loader sees the whole column)."""
+    numbers = sample.str.strip_chars().cast(pl.Float64, strict=False)
+    if sample.len() and numbers.null_count() == sample.len():
+        raise not_feedback_values(what, sample.unique().sort().head(3).to_list())
+
+
 def read_error(exc: Exception, path: Path, fmt: str, what: str) -> DataValidationError:
     """The one-line error for a table file polars could not read: a text file that is not UTF-8 gets
     :func:`not_utf8`'s message, anything else polars' first line."""

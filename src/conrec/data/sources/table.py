@@ -16,6 +16,7 @@ from conrec.data.sources.common import (
     TsUnit,
     existing_file,
     finish_tables,
+    not_feedback_values,
     parse_timestamps,
     placeholder_items,
     ratings_to_feedback,
@@ -89,14 +90,12 @@ def load_table(
         if fb.dtype == pl.String:
             if feedback_labels:
                 fb_num = pl.select(map_labels(pl.lit(fb), feedback_labels)).to_series()
-                hint = "; name them in data.feedback_labels"
             else:
                 fb_num = fb.str.strip_chars().cast(pl.Float64, strict=False)
-                hint = "; for words such as 'hide' or 'like', map them with data.feedback_labels (conrec init proposes it)"
             all_text = fb.null_count() < fb.len() and fb_num.null_count() == fb_num.len()  # structural: no row is usable
             if fb_num.null_count() > fb.null_count() and (not lenient or all_text):
                 bad = fb.filter(fb.is_not_null() & fb_num.is_null())
-                raise DataValidationError(f"{what}: column 'feedback' has value(s) {bad.unique().sort().head(3).to_list()} that are not -1/0/+1{hint}")
+                raise not_feedback_values(what, bad.unique().sort().head(3).to_list(), labelled=bool(feedback_labels))
             events = events.with_columns(feedback=fb_num)
         events = events.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))  # 0: neutral, not a wart
     else:
