@@ -198,14 +198,15 @@ def test_spark_reads_dates_and_times_without_a_zone_as_utc_like_polars_on_a_mach
 
 
 def test_spark_reads_a_text_feedback_column_like_polars(spark, tmp_path):
-    """A feedback column with one "n/a" stopped Spark with a Java CAST_INVALID_INPUT trace; now the row
-    is dropped and counted as by polars, and words throughout get polars' one line."""
+    """A feedback column with one "n/a" stopped Spark with a Java CAST_INVALID_INPUT trace, and epoch
+    times with one "n/a" were taken for date strings and refused; now such rows are dropped and counted
+    as by polars, and words throughout get polars' one line."""
     from conrec.errors import DataValidationError
 
     data, words = text_feedback_log(tmp_path)
     ref, ref_stats = _run(tmp_path, "polars", data)
     got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
-    assert ref_stats["invalid_rows"]["bad_feedback"] == 2
+    assert ref_stats["invalid_rows"] == {"policy": "drop", "bad_feedback": 2, "bad_timestamp": 1}
     assert_same_run(ref, got)
     with pytest.raises(DataValidationError, match=WORDS_REFUSED):
         _run(tmp_path, "words", {**data, "events_path": str(words), "engine": "spark", "spark": SPARK})

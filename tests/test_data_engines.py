@@ -19,6 +19,7 @@ from rich.console import Console
 from conrec.config import load_config
 from conrec.data import stage
 from conrec.data.config import SplitConfig
+from conrec.data.sources.common import INFER_ROWS
 from conrec.data.splits import time_cutoffs
 from conrec.data.windows import DAY
 from conrec.errors import DataValidationError
@@ -156,12 +157,15 @@ def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
 
 
 def text_feedback_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
-    """A CSV whose feedback column is text to polars and Spark (padded numbers, one "n/a", one empty),
-    its data config, and a second CSV whose feedback is words throughout."""
+    """A CSV whose feedback column is text to polars and Spark (padded numbers, one "n/a", one empty)
+    and whose epoch times read as numbers for more than the rows types are inferred from, then hold an
+    "n/a"; its data config; and a second CSV whose feedback is words throughout."""
     frame = edge_case_events()
     path = tmp_path / "log.csv"
     lines = [f"{u},{i},{ts},{' ' if k % 9 else ''}{fb}" for k, (u, i, ts, fb) in enumerate(frame.iter_rows())]
-    path.write_text("user_id,item_id,ts,feedback\n" + "\n".join(lines + ["u0,i1,1700000001,n/a", "u1,i2,1700000002,"]) + "\n")
+    lines += [f"f{k % 40},i{k % 23},{1_700_000_000 + 300 * k},{1 - 2 * (k % 5 == 0)}" for k in range(INFER_ROWS)]
+    late = ["u0,i1,1700000001,n/a", "u1,i2,1700000002,", "u2,i3,n/a,1"]
+    path.write_text("user_id,item_id,ts,feedback\n" + "\n".join(lines + late) + "\n")
     words = tmp_path / "words.csv"
     words.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},{100 + k},{'hide' if k % 2 else 'like'}\n" for k in range(6)))
     return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, words
@@ -172,12 +176,14 @@ WORDS_REFUSED = r"column 'feedback' has value\(s\) \['hide', 'like'\] that are n
 
 def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path):
     """A CSV feedback column with a few unreadable values ("n/a") is text to polars: the loader drops
-    and counts those rows, but the streaming scan stopped on the whole file ("got String"). Words
-    throughout are refused by both in one line naming data.feedback_labels."""
+    and counts those rows, but the streaming scan stopped on the whole file ("got String"). An "n/a"
+    after the rows the types are inferred from made the whole file unreadable (a polars traceback
+    when streaming). Words throughout are refused by both in one line naming data.feedback_labels."""
     data, words = text_feedback_log(tmp_path)
     mem, mem_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
-    out, _ = _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 70})
-    assert mem_stats["events"] == edge_case_events().height and mem_stats["invalid_rows"]["bad_feedback"] == 2
+    out, _ = _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 700})
+    assert mem_stats["events"] == edge_case_events().height + INFER_ROWS
+    assert mem_stats["invalid_rows"] == {"policy": "drop", "bad_feedback": 2, "bad_timestamp": 1}
     assert_same_run(mem, out)
     for streaming in ("off", "on"):
         with pytest.raises(DataValidationError, match=WORDS_REFUSED):

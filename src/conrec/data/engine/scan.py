@@ -28,10 +28,12 @@ from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
+    INFER_ROWS,
     PARQUET_SUFFIXES,
     csv_separator,
     existing_file,
     file_suffix,
+    lenient_numbers,
     placeholder_items,
     rating_feedback,
     read_table_file,
@@ -59,9 +61,13 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
     fmt = file_suffix(path)
     if fmt in PARQUET_SUFFIXES:
         return pl.scan_parquet(path)
-    if fmt in CSV_SUFFIXES and path.suffix.lower() != ".gz":
+    if fmt in CSV_SUFFIXES and path.suffix.lower() != ".gz":  # column types as the loader infers them, values as leniently
         ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
-        return pl.scan_csv(path, separator=csv_separator(path), schema_overrides={c: pl.String() for c in ids})
+        values = {"ts", "feedback", "rating"} | {src for src, dst in columns.items() if dst in ("ts", "feedback", "rating")}
+        options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
+        as_text: dict[str, pl.DataType] = {c: pl.String() for c in ids}
+        texts, numbers = lenient_numbers(pl.scan_csv(path, schema_overrides=as_text, **options).collect_schema(), sorted(values))
+        return pl.scan_csv(path, schema_overrides={**as_text, **texts}, **options).with_columns(numbers)
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 

@@ -127,8 +127,12 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         df = df.withColumn("ts", F.unix_date("ts").cast("long") * 86_400)
     elif dict(df.dtypes)["ts"] == "timestamp_ntz":  # a time without a zone: UTC (the session's zone), as polars reads it
         df = df.withColumn("ts", F.col("ts").cast("timestamp"))
-    elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself
-        df = df.withColumn("ts", _string_times(df, cfg.ts_format, what))
+    elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself, or numbers with junk
+        sample = _sample(df, "ts")
+        if sample.len() and sample.str.strip_chars().cast(pl.Int64, strict=False).null_count() == sample.len():
+            df = df.withColumn("ts", _string_times(df, cfg.ts_format, what))
+        else:  # epoch numbers, a value that does not read null (an invalid row), as the polars engines read them
+            df = df.withColumn("ts", F.trim(F.col("ts")).try_cast("long"))
     elif dict(df.dtypes)["ts"] in ("double", "float"):  # as the loaders read them: NaN, infinities null; fractions refused
         ts = F.col("ts")
         df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
@@ -148,8 +152,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
     elif "feedback" in df.columns and dict(df.dtypes)["feedback"] == "string":  # a few unreadable values: null, invalid
-        sample = [r[0] for r in df.select("feedback").where(F.col("feedback").isNotNull()).limit(SAMPLE).collect()]
-        refuse_feedback_words(pl.Series("feedback", sample, dtype=pl.String), what)
+        refuse_feedback_words(_sample(df, "feedback"), what)
         df = df.withColumn("feedback", F.trim(F.col("feedback")).try_cast("double"))
     if "rating" in df.columns and "feedback" not in df.columns:  # conrec.data.sources.common.rating_feedback
         if dict(df.dtypes)["rating"] == "string":  # e.g. a decimal comma, "3,5": as the loaders read it; else null, invalid
@@ -168,6 +171,12 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         "feedback",
         _ROW,
     )
+
+
+def _sample(df: DataFrame, column: str) -> pl.Series:
+    """The first non-null values of a text column, as the polars engines sample one to tell its kind."""
+    rows = df.select(column).where(F.col(column).isNotNull()).limit(SAMPLE).collect()
+    return pl.Series(column, [r[0] for r in rows], dtype=pl.String)
 
 
 def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> DataFrame:
@@ -211,8 +220,7 @@ def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
     from conrec.data.datetimes import detect_format
 
     if ts_format is None:
-        sample = [r[0] for r in df.select("ts").where(F.col("ts").isNotNull()).limit(SAMPLE).collect()]
-        ts_format = detect_format(pl.Series("ts", sample, dtype=pl.String).str.strip_chars(), what, "ts")
+        ts_format = detect_format(_sample(df, "ts").str.strip_chars(), what, "ts")
     if ts_format is None:
         raise DataValidationError(
             f"{what}: column 'ts' holds text that is neither epoch numbers only nor date/time strings in a known layout; "
