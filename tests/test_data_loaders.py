@@ -92,6 +92,18 @@ def test_table_items_with_list_columns_read_as_text(tmp_path):
         load_table(ev, it, {"genres": "category"})
 
 
+def test_a_late_unreadable_value_in_any_numeric_column_is_null_not_an_unreadable_file(tmp_path):
+    """A "year" column of the items file whose first 10,000 rows are numbers and whose last is "unknown":
+    polars stopped the whole file ("could not parse `unknown` as dtype i64"); the value is now null."""
+    from conrec.data.sources.common import INFER_ROWS
+
+    ev = _write(tmp_path / "ev.csv", "user_id,item_id,ts,feedback\nu,0,1,-1\nu,1,2,1\n")
+    it = _write(tmp_path / "it.csv", "item_id,title,year\n" + "".join(f"{k},T{k},{1990 + k % 30}\n" for k in range(INFER_ROWS)) + "x,TX,unknown\n")
+    _, items = load_table(ev, it)
+    assert items.height == INFER_ROWS + 1 and items["year"].dtype == pl.Int64
+    assert items["year"].to_list()[-2:] == [1990 + (INFER_ROWS - 1) % 30, None]
+
+
 def test_table_rating_thresholds_are_configurable(tmp_path):
     ev = _write(tmp_path / "ev.csv", "user_id,item_id,ts,rating\nu,a,1,1\nu,b,2,2\nu,c,3,3\nu,d,4,4\n")
     events, _ = load_table(ev, None, {}, dislike_max_rating=1, like_min_rating=3)

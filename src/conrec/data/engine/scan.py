@@ -63,10 +63,9 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
         return pl.scan_parquet(path)
     if fmt in CSV_SUFFIXES and path.suffix.lower() != ".gz":  # column types as the loader infers them, values as leniently
         ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
-        values = {"ts", "feedback", "rating"} | {src for src, dst in columns.items() if dst in ("ts", "feedback", "rating")}
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
         as_text: dict[str, pl.DataType] = {c: pl.String() for c in ids}
-        texts, numbers = lenient_numbers(pl.scan_csv(path, schema_overrides=as_text, **options).collect_schema(), sorted(values))
+        texts, numbers = lenient_numbers(pl.scan_csv(path, schema_overrides=as_text, **options).collect_schema())
         return pl.scan_csv(path, schema_overrides={**as_text, **texts}, **options).with_columns(numbers)
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 

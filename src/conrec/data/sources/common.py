@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,14 +121,12 @@ def read_error(exc: Exception, path: Path, fmt: str, what: str) -> DataValidatio
 INFER_ROWS = 10_000  # the rows a CSV's column types are inferred from, by every engine
 
 
-def read_table_file(
-    path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None, lenient: Iterable[str] = ()
-) -> pl.DataFrame:
+def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files.
 
-    ``lenient``: CSV columns read as the type their first rows show, but a later value that does not
-    read as it (an ``n/a`` in row 25,001) becomes null, an invalid row for the policy to count,
-    rather than making the whole file unreadable (:func:`lenient_numbers`)."""
+    A CSV's columns get the types their first rows show, but a later value that does not read as
+    its column's type (an ``n/a`` in row 25,001) becomes null (in an events column, an invalid row
+    for the policy to count) rather than making the whole file unreadable (:func:`lenient_numbers`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     try:
@@ -138,7 +136,7 @@ def read_table_file(
             data = read_bytes(p)
             options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
             inferred = pl.scan_csv(io.BytesIO(data), schema_overrides=schema_overrides, **options).collect_schema()  # no parse
-            texts, numbers = lenient_numbers(inferred, lenient)
+            texts, numbers = lenient_numbers(inferred)
             df = pl.read_csv(io.BytesIO(data), schema_overrides={**(schema_overrides or {}), **texts}, **options)
             return df.with_columns(numbers)
     except Exception as exc:  # polars/arrow raise many types for malformed files
@@ -146,11 +144,11 @@ def read_table_file(
     raise unsupported_format(p, fmt, what)
 
 
-def lenient_numbers(inferred: Mapping[str, pl.DataType], columns: Iterable[str]) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
-    """For the ``columns`` a CSV's first rows show as numbers: read them as text (the overrides) and
+def lenient_numbers(inferred: Mapping[str, pl.DataType]) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
+    """For the columns a CSV's first rows show as numbers: read them as text (the overrides) and
     cast them back (the expressions), a value that does not read becoming null. Polars' reader stops
     the whole file at the first such value otherwise, however late in it."""
-    numeric = [c for c in dict.fromkeys(columns) if c in inferred and inferred[c].is_numeric()]
+    numeric = [c for c, dtype in inferred.items() if dtype.is_numeric()]
     return {c: pl.String() for c in numeric}, [pl.col(c).str.strip_chars().cast(inferred[c], strict=False) for c in numeric]
 
 

@@ -60,8 +60,7 @@ def load_table(
     # Ids are read as strings so that "007" stays "007" (CSV type inference would make it 7).
     id_sources = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
     as_strings: dict[str, pl.DataType] = {c: pl.String() for c in id_sources}
-    values = {"ts", "feedback", "rating"} | {src for src, dst in columns.items() if dst in ("ts", "feedback", "rating")}
-    events = read_table_file(ev_path, "events", schema_overrides=as_strings, lenient=sorted(values))
+    events = read_table_file(ev_path, "events", schema_overrides=as_strings)
     items_raw = read_table_file(items_path, "items", schema_overrides=as_strings) if items_path is not None else None
     present = set(events.columns) | set(items_raw.columns if items_raw is not None else [])
     unknown_sources = sorted(set(columns) - present)
