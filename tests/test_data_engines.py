@@ -8,6 +8,7 @@ crossing the cut-offs, both protocols.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,9 @@ def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path)
     assert mem_stats["events"] == edge_case_events().height + INFER_ROWS
     assert mem_stats["invalid_rows"] == {"policy": "drop", "bad_feedback": 2, "bad_timestamp": 1}
     assert_same_run(mem, out)
+    packed = tmp_path / "log.csv.gz"  # a gzipped CSV streams too (the scan refused one)
+    packed.write_bytes(gzip.compress(Path(data["events_path"]).read_bytes()))
+    assert_same_run(mem, _run(tmp_path, "stream_gz", {**data, "events_path": str(packed), "streaming": "on", "partition_events": 700})[0])
     for streaming in ("off", "on"):
         with pytest.raises(DataValidationError, match=WORDS_REFUSED):
             _run(tmp_path, f"words_{streaming}", {**data, "events_path": str(words), "streaming": streaming})

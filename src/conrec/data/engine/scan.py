@@ -44,6 +44,7 @@ from conrec.errors import ConfigError, DataValidationError
 
 _MS_THRESHOLD = 100_000_000_000  # the loaders' rule: integer timestamps all above 1e11 are milliseconds
 _CSV_BYTES_PER_ROW = 32  # a rough size of one event line, to estimate a text file's rows without reading it
+_GZIP_RATIO = 3  # a rough compression ratio of an events CSV (2.7x measured on a 3M-row log of numeric ids)
 
 
 def estimated_rows(path: Path) -> int | None:
@@ -52,7 +53,7 @@ def estimated_rows(path: Path) -> int | None:
     try:
         if file_suffix(path) in PARQUET_SUFFIXES:
             return int(pq.ParquetFile(path).metadata.num_rows)
-        return path.stat().st_size // _CSV_BYTES_PER_ROW
+        return path.stat().st_size * (_GZIP_RATIO if path.suffix.lower() == ".gz" else 1) // _CSV_BYTES_PER_ROW
     except (OSError, ValueError, pa.ArrowException):
         return None
 
@@ -61,7 +62,7 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
     fmt = file_suffix(path)
     if fmt in PARQUET_SUFFIXES:
         return pl.scan_parquet(path)
-    if fmt in CSV_SUFFIXES and path.suffix.lower() != ".gz":  # column types as the loader infers them, values as leniently
+    if fmt in CSV_SUFFIXES:  # .gz too (read in a stream); column types as the loader infers them, values as leniently
         ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
         as_text: dict[str, pl.DataType] = {c: pl.String() for c in ids}
