@@ -194,6 +194,20 @@ def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path)
             _run(tmp_path, f"words_{streaming}", {**data, "events_path": str(words), "streaming": streaming})
 
 
+def test_decimal_times_and_ratings_of_a_database_export_read_as_numbers(tmp_path):
+    """A Parquet export of NUMERIC columns holds decimals: a decimal epoch was refused by both polars
+    engines ("must hold timestamps"); it now reads as the integer it is, ratings too."""
+    frame = edge_case_events()
+    plain = tmp_path / "plain.parquet"
+    frame.with_columns(rating=pl.when(pl.col("feedback") == -1).then(1.0).otherwise(4.5)).drop("feedback").write_parquet(plain)
+    decimal = tmp_path / "decimal.parquet"
+    pl.read_parquet(plain).with_columns(pl.col("ts").cast(pl.Decimal(18, 0)), pl.col("rating").cast(pl.Decimal(3, 1))).write_parquet(decimal)
+    data = {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}
+    ref, _ = _run(tmp_path, "plain", data)
+    for streaming in ("off", "on"):
+        assert_same_run(ref, _run(tmp_path, f"decimal_{streaming}", {**data, "events_path": str(decimal), "streaming": streaming})[0])
+
+
 @pytest.mark.parametrize("streaming", ["off", "on"])
 def test_a_log_with_no_valid_row_is_told_why(tmp_path, streaming):
     """Every row dropped: the error says which kinds, and for ids the items file does not know, a few

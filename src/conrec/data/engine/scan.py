@@ -132,7 +132,8 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
                 raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
             return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid
         ts = ts.str.strip_chars().cast(pl.Int64, strict=False)
-    elif dtype.is_float():  # as the loaders read them: NaN and infinities null (invalid rows), fractions refused
+    elif dtype.is_float() or dtype.is_decimal():  # as the loaders read them: NaN and infinities null (invalid rows), fractions refused
+        ts = ts.cast(pl.Float64)
         ts = pl.when(ts.is_finite()).then(ts)
         fraction = lf.select(ts.filter(ts != ts.floor()).first()).collect(engine="streaming").item()
         if fraction is not None and cfg.ts_unit != "ms":

@@ -236,7 +236,7 @@ def parse_timestamps(
             if parsed.dtype.is_temporal():
                 return parsed.dt.epoch("s").alias(name)
             s = parsed
-    if s.dtype.is_float():
+    if s.dtype.is_float() or s.dtype.is_decimal():  # a database export's NUMERIC(18, 0) epoch is a decimal
         s = s.cast(pl.Float64)
         s = pl.select(pl.when(s.is_finite()).then(s)).to_series().alias(name)
         frac = s.is_not_null() & (s != s.floor())
