@@ -26,7 +26,7 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
         pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from pyspark.sql import SparkSession
-from test_data_engines import WORDS_REFUSED, _run, assert_same_run, edge_case_events, text_feedback_log, warty_table
+from test_data_engines import WORDS_REFUSED, _run, assert_same_run, edge_case_events, float_id_logs, text_feedback_log, warty_table
 
 SPARK = {"master": "local[2]"}
 pytestmark = pytest.mark.slow  # a JVM and a dozen Spark jobs per test: seconds each; still runs in CI
@@ -210,3 +210,12 @@ def test_spark_reads_a_text_feedback_column_like_polars(spark, tmp_path):
     assert_same_run(ref, got)
     with pytest.raises(DataValidationError, match=WORDS_REFUSED):
         _run(tmp_path, "words", {**data, "events_path": str(words), "engine": "spark", "spark": SPARK})
+
+
+def test_spark_reads_integer_ids_that_pandas_wrote_as_floats_like_polars(spark, tmp_path):
+    """``32.0`` ids (a CSV's inferred doubles, read as text) come out as polars reads them: ``32``."""
+    data, files = float_id_logs(tmp_path)
+    ref, _ = _run(tmp_path, "polars", {**data, "events_path": str(files[1])})
+    got, _ = _run(tmp_path, "spark", {**data, "events_path": str(files[1]), "engine": "spark", "spark": SPARK})
+    assert pl.read_parquet(ref.events)["item_id"].str.contains(r"\.").sum() == 0
+    assert_same_run(ref, got)

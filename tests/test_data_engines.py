@@ -194,6 +194,34 @@ def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path)
             _run(tmp_path, f"words_{streaming}", {**data, "events_path": str(words), "streaming": streaming})
 
 
+def float_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[Path]]:
+    """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
+    such row; and the data config of the same log with integer ids."""
+    frame = edge_case_events().with_columns(pl.col("user_id", "item_id").str.slice(1).cast(pl.Int64))
+    plain = tmp_path / "plain.parquet"
+    frame.write_parquet(plain)
+    floats = pl.concat([frame.with_columns(pl.col("user_id", "item_id").cast(pl.Float64)),
+                        pl.DataFrame({"user_id": [None], "item_id": [1.0], "ts": [1_700_000_000], "feedback": [1]},
+                                     schema={"user_id": pl.Float64, "item_id": pl.Float64, "ts": pl.Int64, "feedback": pl.Int8})])
+    files = [tmp_path / "floats.parquet", tmp_path / "floats.csv"]
+    floats.write_parquet(files[0])
+    floats.write_csv(files[1])
+    return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, files
+
+
+def test_integer_ids_that_pandas_wrote_as_floats_read_as_integers(tmp_path):
+    """``32.0`` matched no ``32`` of an items file, and named other users than the integer log: every
+    event could be dropped as on an unknown item. Integral float ids now read as their integer text."""
+    data, files = float_id_logs(tmp_path)
+    ref, _ = _run(tmp_path, "plain", data)
+    for path in files:
+        for streaming in ("off", "on"):
+            got, stats = _run(tmp_path, f"{path.suffix[1:]}_{streaming}", {**data, "events_path": str(path), "streaming": streaming})
+            assert stats["invalid_rows"] == {"policy": "drop", "missing_id": 1}
+            for f in ("events.parquet", "samples.parquet"):
+                assert pl.read_parquet(ref.data / f).equals(pl.read_parquet(got.data / f)), (path.name, streaming, f)
+
+
 def test_decimal_times_and_ratings_of_a_database_export_read_as_numbers(tmp_path):
     """A Parquet export of NUMERIC columns holds decimals: a decimal epoch was refused by both polars
     engines ("must hold timestamps"); it now reads as the integer it is, ratings too."""

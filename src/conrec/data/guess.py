@@ -22,7 +22,7 @@ import polars as pl
 from conrec.data.datetimes import detect_format, parse_datetimes
 from conrec.data.feedback_labels import normalised, propose
 from conrec.data.repair import padded_ids_hint
-from conrec.data.schema import MOSTLY_DISLIKES, flatten_list_columns
+from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, flatten_list_columns, id_as_text
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -240,6 +240,18 @@ def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
     return out
 
 
+def _id_values(ids: pl.Series) -> pl.Series:
+    """Sampled ids as the data stage reads them: integers that pandas wrote as floats (every value
+    ``32.0``) as their integer text."""
+    if ids.dtype.is_float():
+        return ids.to_frame("x").select(id_as_text("x", ids.dtype)).to_series()
+    text = ids.cast(pl.String)
+    present = text.drop_nulls()
+    if present.len() and present.str.contains(INTEGRAL_FLOAT_TEXT).all():
+        return text.str.replace(INTEGRAL_FLOAT_TEXT, "${1}")
+    return text
+
+
 def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
     """A warning when most distinct item ids of the events sample are not in the items file; empty otherwise.
 
@@ -247,10 +259,10 @@ def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
     differently (``12`` and ``0012``, a prefix, the wrong column) lose most of the log. Said here, the
     fix is a rename before any stage runs.
     """
-    seen = event_ids.cast(pl.String).drop_nulls().unique()
+    seen = _id_values(event_ids).drop_nulls().unique()
     if seen.len() == 0:
         return ""
-    known = item_ids.cast(pl.String).drop_nulls()
+    known = _id_values(item_ids).drop_nulls()
     missing = seen.filter(~seen.is_in(known.implode()))
     if missing.len() * 2 <= seen.len():
         return ""

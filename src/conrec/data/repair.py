@@ -23,7 +23,7 @@ from typing import Literal
 
 import polars as pl
 
-from conrec.data.schema import DISLIKE, POSITIVE, flatten_list_columns
+from conrec.data.schema import DISLIKE, POSITIVE, flatten_list_columns, id_as_text
 from conrec.errors import DataValidationError
 
 InvalidPolicy = Literal["drop", "error"]
@@ -117,7 +117,7 @@ def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFra
     """Keep the first row of a duplicated item id; use the id as an empty (or missing) title."""
     if "item_id" not in items.columns or "title" not in items.columns:
         return items  # validate_items names the missing column
-    out = flatten_list_columns(items, source).with_columns(pl.col("item_id").cast(pl.String))
+    out = flatten_list_columns(items, source).with_columns(id_as_text("item_id", items.schema["item_id"]))
     dup_mask = out["item_id"].is_duplicated() & out["item_id"].is_not_null()
     if dup_mask.any():
         dup_ids = out.filter(dup_mask)["item_id"].unique(maintain_order=True)

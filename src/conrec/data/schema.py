@@ -96,6 +96,21 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
     return out.select(list(EVENT_COLUMNS) + extra).sort(["user_id", "ts"], maintain_order=True)
 
 
+INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"
+"""An integer written as a float (``32.0``): how pandas writes an integer id column with a missing value."""
+
+
+def id_as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+    """An id column as text. Float ids are integers that pandas wrote as floats because one was
+    missing (``32.0``): an integral one becomes its integer text (``32``), so it matches the other
+    file's ``32``; any other float keeps its text."""
+    col = pl.col(column)
+    if not dtype.is_float():
+        return col.cast(pl.String)
+    integral = col.is_finite() & (col == col.floor())
+    return pl.when(integral).then(col.cast(pl.Int64).cast(pl.String)).otherwise(col.cast(pl.String)).alias(column)
+
+
 def flatten_list_columns(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:
     """An items table's list columns (a Parquet export's genres, tags or authors) as text.
 
@@ -123,7 +138,7 @@ def validate_items(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:
     items = flatten_list_columns(items, source)
     if items.height == 0:
         raise DataValidationError(f"{source}: no items")
-    out = items.with_columns(pl.col("item_id").cast(pl.String))
+    out = items.with_columns(id_as_text("item_id", items.schema["item_id"]))
     if out["item_id"].null_count():
         raise DataValidationError(f"{source}: column 'item_id' has null values")
     dup = out.filter(pl.col("item_id").is_duplicated())["item_id"].unique()

@@ -25,15 +25,15 @@ from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, validate_items
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, id_as_text, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
     PARQUET_SUFFIXES,
+    csv_reading,
     csv_separator,
     existing_file,
     file_suffix,
-    lenient_numbers,
     placeholder_items,
     rating_feedback,
     read_table_file,
@@ -65,9 +65,8 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
     if fmt in CSV_SUFFIXES:  # .gz too (read in a stream); column types as the loader infers them, values as leniently
         ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
-        as_text: dict[str, pl.DataType] = {c: pl.String() for c in ids}
-        texts, numbers = lenient_numbers(pl.scan_csv(path, schema_overrides=as_text, **options).collect_schema())
-        return pl.scan_csv(path, schema_overrides={**as_text, **texts}, **options).with_columns(numbers)
+        texts, fixes = csv_reading(pl.scan_csv(path, **options).collect_schema(), {c: pl.String() for c in ids})
+        return pl.scan_csv(path, schema_overrides=texts, **options).with_columns(fixes)
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
@@ -105,8 +104,8 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
         lf = lf.with_columns(feedback=rating_feedback(rating, cfg.dislike_max_rating, cfg.like_min_rating, rating_range))
     return lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0)).select(
-        pl.col("user_id").cast(pl.String),
-        pl.col("item_id").cast(pl.String),
+        id_as_text("user_id", schema["user_id"]),
+        id_as_text("item_id", schema["item_id"]),
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
     )

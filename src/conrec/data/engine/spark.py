@@ -41,7 +41,7 @@ from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
 from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line, refuse_feedback_words
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
@@ -165,12 +165,21 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         df = df.withColumn("feedback", fb.otherwise(F.lit(0)))
     df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     return df.select(
-        F.col("user_id").cast("string").alias("user_id"),
-        F.col("item_id").cast("string").alias("item_id"),
+        _id_text(df, "user_id"),
+        _id_text(df, "item_id"),
         "ts",
         "feedback",
         _ROW,
     )
+
+
+def _id_text(df: DataFrame, column: str) -> Column:
+    """An id column as text; a float one (pandas' integers with a missing value, 32.0) as its integer
+    text, as :func:`conrec.data.schema.id_as_text` reads it."""
+    text = F.col(column).cast("string")
+    if dict(df.dtypes)[column] in ("double", "float"):
+        text = F.regexp_replace(text, INTEGRAL_FLOAT_TEXT, "$1")
+    return text.alias(column)
 
 
 def _sample(df: DataFrame, column: str) -> pl.Series:
@@ -188,7 +197,11 @@ def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> Da
     inferred = reader.option("inferSchema", True).csv(path).schema
     ids = {"user_id", "item_id"} | {src for src, dst in cfg.columns.items() if dst in ("user_id", "item_id")}
     schema = StructType([StructField(f.name, StringType()) if f.name in ids else f for f in inferred.fields])
-    return reader.schema(schema).csv(path)
+    df = reader.schema(schema).csv(path)
+    for f in inferred.fields:  # ids written as floats (pandas: 32.0): their integer text, as polars reads them
+        if f.name in ids and f.dataType.typeName() in ("double", "float"):
+            df = df.withColumn(f.name, F.regexp_replace(F.col(f.name), INTEGRAL_FLOAT_TEXT, "$1"))
+    return df
 
 
 _JAVA_DIRECTIVES = {"%Y": "yyyy", "%y": "yy", "%m": "MM", "%d": "dd", "%H": "HH", "%M": "mm", "%S": "ss"}

@@ -21,6 +21,7 @@ from conrec.data.repair import RepairLog, drop_rows, repair_events, repair_items
 from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
+    INTEGRAL_FLOAT_TEXT,
     POSITIVE,
     validate_events,
     validate_items,
@@ -126,7 +127,7 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
 
     A CSV's columns get the types their first rows show, but a later value that does not read as
     its column's type (an ``n/a`` in row 25,001) becomes null (in an events column, an invalid row
-    for the policy to count) rather than making the whole file unreadable (:func:`lenient_numbers`)."""
+    for the policy to count) rather than making the whole file unreadable (:func:`csv_reading`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     try:
@@ -135,21 +136,28 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
         if fmt in CSV_SUFFIXES:
             data = read_bytes(p)
             options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
-            inferred = pl.scan_csv(io.BytesIO(data), schema_overrides=schema_overrides, **options).collect_schema()  # no parse
-            texts, numbers = lenient_numbers(inferred)
-            df = pl.read_csv(io.BytesIO(data), schema_overrides={**(schema_overrides or {}), **texts}, **options)
-            return df.with_columns(numbers)
+            texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {})  # no parse
+            return pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     raise unsupported_format(p, fmt, what)
 
 
-def lenient_numbers(inferred: Mapping[str, pl.DataType]) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
-    """For the columns a CSV's first rows show as numbers: read them as text (the overrides) and
-    cast them back (the expressions), a value that does not read becoming null. Polars' reader stops
-    the whole file at the first such value otherwise, however late in it."""
-    numeric = [c for c, dtype in inferred.items() if dtype.is_numeric()]
-    return {c: pl.String() for c in numeric}, [pl.col(c).str.strip_chars().cast(inferred[c], strict=False) for c in numeric]
+def csv_reading(inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType]) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
+    """How to read a CSV whose first rows show the types ``inferred``: the schema overrides and the
+    expressions to apply after reading.
+
+    ``fixed`` columns (the ids, read as text so that ``0032`` stays ``0032``) get their type; if their
+    first rows are floats, an integral value loses its ``.0`` (pandas writes integer ids with a missing
+    value as ``32.0``). The other columns the first rows show as numbers are read as text and cast back,
+    a value that does not read becoming null: polars' reader stops the whole file at the first such
+    value otherwise, however late in it.
+    """
+    numeric = [c for c, dtype in inferred.items() if dtype.is_numeric() and c not in fixed]
+    floats = [c for c in fixed if c in inferred and inferred[c].is_float()]
+    fixes = [pl.col(c).str.strip_chars().cast(inferred[c], strict=False) for c in numeric]
+    fixes += [pl.col(c).str.replace(INTEGRAL_FLOAT_TEXT, "${1}") for c in floats]
+    return {**fixed, **{c: pl.String() for c in numeric}}, fixes
 
 
 def unsupported_format(path: Path, fmt: str, what: str) -> DataValidationError:

@@ -10,7 +10,7 @@ import polars as pl
 from conrec.data.config import DataConfig
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import RepairLog, drop_rows
-from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS
+from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, id_as_text
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
     TsUnit,
@@ -75,7 +75,7 @@ def load_table(
             f"{what}: needs a 'feedback' (-1/+1) or a 'rating' column (map one with `columns`); have {events.columns}"
         )
     ts = parse_timestamps(events["ts"], ts_unit, what, unreadable_to_null=lenient, ts_format=ts_format)
-    events = events.with_columns(ts, pl.col("user_id", "item_id").cast(pl.String))
+    events = events.with_columns(ts, *(id_as_text(c, events.schema[c]) for c in ("user_id", "item_id")))
     if "feedback" in events.columns:
         fb = events["feedback"]
         if feedback_labels and (fb.dtype == pl.Boolean or fb.dtype.is_integer()):
