@@ -130,7 +130,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself, or numbers with junk
         sample = _sample(df, "ts")
         if sample.len() and sample.str.strip_chars().cast(pl.Int64, strict=False).null_count() == sample.len():
-            df = df.withColumn("ts", _string_times(df, cfg.ts_format, what))
+            df = df.withColumn("ts", _string_times(sample, cfg.ts_format, what))
         else:  # epoch numbers, a value that does not read null (an invalid row), as the polars engines read them
             df = df.withColumn("ts", F.trim(F.col("ts")).try_cast("long"))
     elif dict(df.dtypes)["ts"] in ("double", "float"):  # as the loaders read them: NaN, infinities null; fractions refused
@@ -227,13 +227,14 @@ def java_pattern(fmt: str) -> str:
     return "".join(out)
 
 
-def _string_times(df: DataFrame, ts_format: str | None, what: str) -> Column:
-    """The ``ts`` strings as timestamps in their one layout (``ts_format``, else detected on a sample as
-    the polars loader does), read as UTC whatever the session's time zone; unreadable ones null."""
+def _string_times(sample: pl.Series, ts_format: str | None, what: str) -> Column:
+    """The ``ts`` strings as timestamps in their one layout (``ts_format``, else detected on ``sample``,
+    the column's first values, as the polars loader does), read as UTC whatever the session's time
+    zone; unreadable ones null."""
     from conrec.data.datetimes import detect_format
 
     if ts_format is None:
-        ts_format = detect_format(_sample(df, "ts").str.strip_chars(), what, "ts")
+        ts_format = detect_format(sample.str.strip_chars(), what, "ts")
     if ts_format is None:
         raise DataValidationError(
             f"{what}: column 'ts' holds text that is neither epoch numbers only nor date/time strings in a known layout; "
