@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from conrec.config import PipelineConfig
-from conrec.data.splits import build_samples
+from conrec.data.splits import SAMPLE_SCHEMA
 from conrec.io import write_json, write_parquet
 from conrec.runs import RunDir
 
@@ -76,7 +76,7 @@ def record_serving_tables(cfg: PipelineConfig) -> None:
 
     run = RunDir(cfg.run_dir)
     if not run.samples.exists():
-        write_parquet(build_samples(pl.read_parquet(run.events), cfg.data.split).clear(), run.samples)
+        write_parquet(pl.DataFrame(schema=SAMPLE_SCHEMA), run.samples)
     for stage in ("data", "sid"):
         if not (run.stage_dir(stage) / "stats.json").exists():
             write_json({"source": "synthetic"}, run.stage_dir(stage) / "stats.json")
