@@ -237,6 +237,22 @@ def test_decimal_times_and_ratings_of_a_database_export_read_as_numbers(tmp_path
 
 
 @pytest.mark.parametrize("streaming", ["off", "on"])
+def test_a_file_with_only_a_header_is_named(tmp_path, streaming):
+    """A header-only events file ended in "table items: no items" (the placeholder items come from the
+    events), a header-only items file in "no items" under the events file's name."""
+    empty = tmp_path / "empty.csv"
+    empty.write_text("user_id,item_id,ts,feedback\n")
+    with pytest.raises(DataValidationError, match=r"events file .*/empty.csv has no rows, only a header \(user_id, item_id, ts, feedback\)$"):
+        _run(tmp_path, "no_events", {"source": "table", "events_path": str(empty), "streaming": streaming})
+    events = tmp_path / "events.parquet"
+    edge_case_events().write_parquet(events)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\n")
+    with pytest.raises(DataValidationError, match=r"items file .*/items.csv has no rows, only a header \(item_id, title\)$"):
+        _run(tmp_path, "no_items", {"source": "table", "events_path": str(events), "items_path": str(items), "streaming": streaming})
+
+
+@pytest.mark.parametrize("streaming", ["off", "on"])
 def test_a_log_with_no_valid_row_is_told_why(tmp_path, streaming):
     """Every row dropped: the error says which kinds, and for ids the items file does not know, a few
     of each side (``12`` against ``0012``), not "no events"."""

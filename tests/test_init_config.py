@@ -104,6 +104,9 @@ def test_item_ids_the_items_file_does_not_know_are_flagged_before_any_stage(tmp_
     ev.write_text("customer, movie, stars, rated_at\n" + "".join(f"c{k}, M{k:04d}, {1 + k % 5}, {1_600_000_000 + k}\n" for k in range(40)))
     _, g = init_config(ev, it, tmp_path / "spaced.yaml", preset="tiny")  # ", " between fields: the ids carry the space
     assert "the ids differ by the spaces around them (' M0000' vs 'M0000')" in g.items_warning
+    ev.write_text("customer,movie,stars,rated_at\n")  # a header only: said so, not "neither epoch numbers nor dates"
+    with pytest.raises(DataValidationError, match=r"events file .*ratings.csv has no rows, only a header"):
+        init_config(ev, it, tmp_path / "empty.yaml", preset="tiny")
     ev.write_text("customer,movie,stars,rated_at\n" + "".join(f"{k}.0,{k}.0,{1 + k % 5},{1_600_000_000 + k}\n" for k in range(40)))
     it.write_text("movie,name\n" + "\n".join(f"{i},Movie {i}" for i in range(40)) + "\n")
     assert init_config(ev, it, tmp_path / "floats.yaml", preset="tiny")[1].items_warning == ""  # pandas' 32.0 is read as 32

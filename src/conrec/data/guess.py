@@ -29,12 +29,13 @@ from conrec.data.sources.common import (
     csv_separator,
     existing_file,
     file_suffix,
+    has_rows,
     read_bytes,
     read_error,
     text_numbers,
     unsupported_format,
 )
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, DataValidationError
 
 SAMPLE_ROWS = 10_000
 _MS_THRESHOLD = 10**11
@@ -128,9 +129,11 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     fmt = file_suffix(p)
     try:
         if fmt in PARQUET_SUFFIXES:
-            return pl.read_parquet(p, n_rows=n_rows)
+            return has_rows(pl.read_parquet(p, n_rows=n_rows), p, what)
         if fmt in CSV_SUFFIXES:
-            return pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
+            return has_rows(pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False), p, what)
+    except DataValidationError:
+        raise
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     raise unsupported_format(p, fmt, what)

@@ -34,6 +34,7 @@ from conrec.data.sources.common import (
     csv_separator,
     existing_file,
     file_suffix,
+    has_rows,
     placeholder_items,
     rating_feedback,
     read_table_file,
@@ -81,6 +82,7 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
     lf = _scan_file(path, cfg.columns)
+    has_rows(lf.head(1).collect(engine="streaming"), path, "events")  # one row read, not the file
     schema = lf.collect_schema()
     lf = lf.rename({k: v for k, v in cfg.columns.items() if k in schema})
     schema = lf.collect_schema()

@@ -132,15 +132,25 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
     fmt = file_suffix(p)
     try:
         if fmt in PARQUET_SUFFIXES:
-            return pl.read_parquet(p)
+            return has_rows(pl.read_parquet(p), p, what)
         if fmt in CSV_SUFFIXES:
             data = read_bytes(p)
             options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
             texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {})  # no parse
-            return pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes)
+            return has_rows(pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes), p, what)
+    except DataValidationError:
+        raise
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     raise unsupported_format(p, fmt, what)
+
+
+def has_rows(table: pl.DataFrame, path: Path, what: str) -> pl.DataFrame:
+    """``table``, or a one-line error for a file with a header and no rows (later steps would only say
+    "no items" or "no events", naming neither the file nor why)."""
+    if table.height == 0:
+        raise DataValidationError(f"{what} file {path} has no rows, only a header ({', '.join(table.columns)})")
+    return table
 
 
 def csv_reading(inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType]) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
