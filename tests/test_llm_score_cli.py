@@ -80,11 +80,11 @@ def test_batch_of_user_ids_scores_their_run_histories_and_keeps_every_other_colu
     res = score_mod.run(cfg, request=None, batch=src, out=tmp_path / "out.parquet", model="sft", threshold=None, explain=False)
     assert res["slate_id"].to_list() == [10, 11] and res["user_id"].to_list() == users
     np.testing.assert_allclose(res["scores"][1].to_list(), single["score"].to_list(), atol=1e-5)
+    known = score_mod.run_histories(RunDir(cfg.run_dir), "batch")  # the lookup run() makes, without loading the model again
     for bad, message in [([users[0], "nobody"], r"1 user_id\(s\) not in the run's events, e\.g\. \['nobody'\]"),
                          ([users[0], None], r"1 row\(s\) without a user_id, e\.g\. row 1")]:
-        pl.DataFrame({"user_id": bad, "candidates": [["i3"], ["i2"]]}).write_parquet(src)
         with pytest.raises(DataValidationError, match=message):
-            score_mod.run(cfg, request=None, batch=src, out=tmp_path / "out.parquet", model="sft", threshold=None, explain=False)
+            score_mod.score_batch(pred, pl.DataFrame({"user_id": bad, "candidates": [["i3"], ["i2"]]}), None, known=known)
 
 
 def test_score_errors_are_clear(trained, tmp_path):
