@@ -26,7 +26,7 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
         pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from pyspark.sql import SparkSession
-from test_data_engines import WORDS_REFUSED, _run, assert_same_run, edge_case_events, float_id_logs, text_feedback_log, warty_table
+from test_data_engines import WORDS_REFUSED, _run, assert_same_run, edge_case_events, text_feedback_log, warty_table
 
 SPARK = {"master": "local[2]"}
 pytestmark = pytest.mark.slow  # a JVM and a dozen Spark jobs per test: seconds each; still runs in CI
@@ -129,20 +129,22 @@ def test_spark_without_java_fails_in_one_line(tmp_path, table_file):
 
 
 def test_spark_reads_feedback_words_from_a_semicolon_csv_like_polars(spark, tmp_path):
-    """The separator (from the header) and ``data.feedback_labels`` are read the same way by Spark, and
-    zero-padded numeric ids stay text (Spark's inferred types made ``0012`` the number 12)."""
+    """The separator (from the header) and ``data.feedback_labels`` are read the same way by Spark;
+    zero-padded numeric ids stay text (Spark's inferred types made ``0012`` the number 12), and user ids
+    that pandas wrote as floats (``3.0``) read as ``3``, as polars reads them."""
     words = {-1: "Not Interested", 1: "click"}
     frame = edge_case_events()
     path = tmp_path / "log.csv"
-    lines = [f"{u[1:]:0>4};{i[1:]:0>4};{ts};{words[fb]}" for u, i, ts, fb in frame.iter_rows()]
-    lines += [f"0000;0001;{1_700_000_000 + k};impression" for k in range(5)]  # neutral: dropped by both
+    lines = [f"{u[1:]}.0;{i[1:]:0>4};{ts};{words[fb]}" for u, i, ts, fb in frame.iter_rows()]
+    lines += [f"0.0;0001;{1_700_000_000 + k};impression" for k in range(5)]  # neutral: dropped by both
     path.write_text("user_id;item_id;ts;action\n" + "\n".join(lines) + "\n")
     data = {"source": "table", "events_path": str(path), "columns": {"action": "feedback"},
             "feedback_labels": {"not interested": -1, "click": 1, "impression": 0}, "split": {"horizon_days": 3, "max_history": 7}}
     ref, ref_stats = _run(tmp_path, "polars", data)
     got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
     assert ref_stats["events"] == frame.height and ref_stats["dislikes"] == int((frame["feedback"] == -1).sum())
-    assert pl.read_parquet(ref.events)["item_id"].str.len_chars().min() == 4
+    events = pl.read_parquet(ref.events)
+    assert events["item_id"].str.len_chars().min() == 4 and events["user_id"].str.contains(r"\.").sum() == 0
     assert_same_run(ref, got)
 
 
@@ -210,12 +212,3 @@ def test_spark_reads_a_text_feedback_column_like_polars(spark, tmp_path):
     assert_same_run(ref, got)
     with pytest.raises(DataValidationError, match=WORDS_REFUSED):
         _run(tmp_path, "words", {**data, "events_path": str(words), "engine": "spark", "spark": SPARK})
-
-
-def test_spark_reads_integer_ids_that_pandas_wrote_as_floats_like_polars(spark, tmp_path):
-    """``32.0`` ids (a CSV's inferred doubles, read as text) come out as polars reads them: ``32``."""
-    data, files = float_id_logs(tmp_path)
-    ref, _ = _run(tmp_path, "polars", {**data, "events_path": str(files[1])})
-    got, _ = _run(tmp_path, "spark", {**data, "events_path": str(files[1]), "engine": "spark", "spark": SPARK})
-    assert pl.read_parquet(ref.events)["item_id"].str.contains(r"\.").sum() == 0
-    assert_same_run(ref, got)
