@@ -35,7 +35,7 @@ from conrec.data.sources.common import (
     text_numbers,
     unsupported_format,
 )
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError
 
 SAMPLE_ROWS = 10_000
 _MS_THRESHOLD = 10**11
@@ -127,16 +127,16 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file, every CSV column as text."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
+    if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
+        raise unsupported_format(p, fmt, what)
     try:
         if fmt in PARQUET_SUFFIXES:
-            return has_rows(pl.read_parquet(p, n_rows=n_rows), p, what)
-        if fmt in CSV_SUFFIXES:
-            return has_rows(pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False), p, what)
-    except DataValidationError:
-        raise
+            table = pl.read_parquet(p, n_rows=n_rows)
+        else:
+            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
-    raise unsupported_format(p, fmt, what)
+    return has_rows(table, p, what)
 
 
 def _numbers(s: pl.Series) -> pl.Series:

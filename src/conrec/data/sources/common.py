@@ -130,19 +130,19 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
     for the policy to count) rather than making the whole file unreadable (:func:`csv_reading`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
+    if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
+        raise unsupported_format(p, fmt, what)
     try:
         if fmt in PARQUET_SUFFIXES:
-            return has_rows(pl.read_parquet(p), p, what)
-        if fmt in CSV_SUFFIXES:
+            table = pl.read_parquet(p)
+        else:
             data = read_bytes(p)
             options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
             texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {})  # no parse
-            return has_rows(pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes), p, what)
-    except DataValidationError:
-        raise
+            table = pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
-    raise unsupported_format(p, fmt, what)
+    return has_rows(table, p, what)
 
 
 def has_rows(table: pl.DataFrame, path: Path, what: str) -> pl.DataFrame:
