@@ -363,7 +363,7 @@ def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:
     """
     out = []
     words = [c for c, t in items.schema.items() if isinstance(t, (pl.List, pl.Array)) and t.inner == pl.String]
-    items = flatten_list_columns(items.select(words)).hstack(items.drop(words)) if words else items
+    items = items.with_columns(flatten_list_columns(items.select(words)).get_columns()) if words else items  # in file order
     for col in items.columns:
         if col in taken or items[col].dtype != pl.String:
             continue
