@@ -47,3 +47,31 @@ def beyond_max_note(dropped: Sequence[float], max_horizon_days: float) -> str:
         f"Horizons {list(dropped)} exceed data.split.max_horizon_days={max_horizon_days:g} (labels stop there); "
         "not measured. Raise it and rerun `conrec data` to measure them."
     )
+
+
+def cut_short_shares(ts: Any, log_end: int, horizons: Iterable[float]) -> dict[float, float]:
+    """For each horizon, the share of points (times ``ts``, an array) whose window ``[t, t + h)`` runs
+    past ``log_end`` (the exclusive end of the data: last event + 1 s). Their future sets hold only
+    the days the log has, so FHR at that horizon is measured over a shorter window for them."""
+    import numpy as np
+
+    t = np.asarray(ts, dtype=np.int64)
+    if t.size == 0:
+        return {float(h): 0.0 for h in horizons}
+    return {float(h): float(np.mean(window_end(t, h) > log_end)) for h in sorted(set(horizons))}
+
+
+def cut_short_note(shares: dict[float, float], log_end: int) -> str | None:
+    """The report's note on windows cut by the end of the log (None when no point's window is)."""
+    cut = {h: s for h, s in shares.items() if s > 0}
+    if not cut:
+        return None
+    from datetime import datetime, timezone
+
+    last = datetime.fromtimestamp(log_end - 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in cut.items())
+    return (
+        f"Future windows cut short by the end of the log (last event {last}): {parts}. Their future sets hold only "
+        "the days the log has, which lowers every model's FHR at that horizon alike; a longer horizon is therefore "
+        "not a full measurement for them."
+    )

@@ -31,7 +31,7 @@ from rich.console import Console
 
 from conrec.data.fit_events import fit_events_for, split_cutoff  # noqa: F401  (split_cutoff: re-exported)
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
-from conrec.data.windows import beyond_max_note, measurable_horizons
+from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.compare import add_intervals
@@ -241,6 +241,11 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
         notes.append(beyond_max_note(dropped, max_h))
+    if events.height and samples.height:
+        log_end = int(cast(int, events["ts"].max())) + 1
+        cut_note = cut_short_note(cut_short_shares(samples["ts"].to_numpy(), log_end, horizons), log_end)
+        if cut_note is not None:
+            notes.append(cut_note)
     sample_ids = samples["sample_id"].to_list()
     swapped = swap_histories(samples, ecfg.seed) if ecfg.context_swap else None
 
@@ -262,6 +267,17 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         raise ConfigError(
             "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
             "compare settings with train_until: valid (or evaluate the test split)"
+        )
+    if lm_todo and ecfg.split == "test" and split_cfg.train_until == "valid":
+        notes.append(
+            "The LM was trained on events before the valid cut-off (data.split.train_until: valid) while the baselines "
+            "were fitted on events before the test cut-off: the LM saw less data than they did. For a final comparison "
+            "set train_until: test and retrain."
+        )
+    if lm_todo and not sections.decode.exclude_history:
+        notes.append(
+            "decode.exclude_history is off: the LM may rank items already in the history, which every baseline excludes, "
+            "so its top-K is not comparable to theirs."
         )
     for m in ecfg.models:
         if m not in lm_todo:
