@@ -17,6 +17,7 @@ from conrec.llm.inference import score as score_mod
 from conrec.llm.inference.predict import Predictor
 from conrec.llm.model.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
+from conrec.serve.catalog import user_histories
 from conrec.stages import STAGE_REGISTRY
 
 from builders import record_current
@@ -80,7 +81,7 @@ def test_batch_of_user_ids_scores_their_run_histories_and_keeps_every_other_colu
     res = score_mod.run(cfg, request=None, batch=src, out=tmp_path / "out.parquet", model="sft", threshold=None, explain=False)
     assert res["slate_id"].to_list() == [10, 11] and res["user_id"].to_list() == users
     np.testing.assert_allclose(res["scores"][1].to_list(), single["score"].to_list(), atol=1e-5)
-    known = score_mod.run_histories(RunDir(cfg.run_dir), "batch")  # the lookup run() makes, without loading the model again
+    known = score_mod.run_histories(RunDir(cfg.run_dir), "batch", cfg.serve.max_history)  # the lookup run() makes, without loading the model again
     for bad, message in [([users[0], "nobody"], r"1 user_id\(s\) not in the run's events, e\.g\. \['nobody'\]"),
                          ([users[0], None], r"1 row\(s\) without a user_id, e\.g\. row 1")]:
         with pytest.raises(DataValidationError, match=message):
@@ -113,3 +114,35 @@ def test_cli_score_and_predict_explain(trained, tmp_path):
     hist.write_text(json.dumps({"neg": ["i0", "i4"], "pos": ["i1"]}))
     table = predict_mod.run(cfg, history=hist, split=None, out=None, model="sft", k=3, explain=True)
     assert table.height == 3 and all(isinstance(x, str) and x for x in table["reason"].to_list())
+
+
+def test_cli_reads_a_user_id_as_the_server_does_and_predict_takes_a_whole_dislikes_body(trained, tmp_path):
+    """``conrec score`` read a ``user_id``'s newest 10,000 events where the server reads ``serve.max_history``
+    (other explanations for long histories), and ``predict --history`` refused the ``k``/``user_id`` of a
+    ``POST /v1/dislikes`` body although its help promised the same fields."""
+    cfg, pred = trained
+    short = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"max_history": 3})})
+    events = write_toy_events(RunDir(cfg.run_dir))
+    user = events["user_id"].value_counts().sort("count", descending=True)["user_id"][0]
+    served = user_histories(events, 3)[user]  # what the server's user_id lookup gives
+    assert len(served[0]) == 3 < events.filter(pl.col("user_id") == user).height
+    assert score_mod.run_histories(RunDir(cfg.run_dir), "request", 3)[user] == served
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"user_id": user, "candidates": ["i2", "i6"]}))
+    table = score_mod.run(short, request=req, batch=None, out=None, model="sft", threshold=None, explain=False)
+    np.testing.assert_allclose(table["score"].to_list(), pred.score([served], [["i2", "i6"]])[0], atol=1e-5)
+
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"user_id": user, "k": 2, "explain": True}))
+    runner = CliRunner()
+    for k_flag, rows in (([], 2), (["--k", "4"], 4)):  # the body's k, or --k over it
+        r = runner.invoke(app, ["predict", "--run-dir", str(cfg.run_dir), "--history", str(body), "--model", "sft", *k_flag])
+        assert r.exit_code == 0, r.output
+        assert f"top-{rows} likely dislikes" in r.output and "reason" in r.output
+    table = predict_mod.run(short, history=body, split=None, out=None, model="sft", k=2)
+    assert table["item_id"].to_list() == [i for i, _ in pred.recommend([served], 2)[0]]
+    assert table["reason"].null_count() == 0  # the body's explain
+    for bad, message in ({"user_id": "nobody"}, "unknown user_id 'nobody'"), ({"negative": ["i0"], "k": 0}, "k: Input should be greater"):
+        body.write_text(json.dumps(bad))
+        r = runner.invoke(app, ["predict", "--run-dir", str(cfg.run_dir), "--history", str(body), "--model", "sft"])
+        assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output  # the console wraps lines

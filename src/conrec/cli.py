@@ -37,7 +37,8 @@ RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from th
 # Typer renders help with rich markup, which would swallow "[item ids]": escape it.
 HISTORY_HELP = escape(
     'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
-    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}; the same fields as a POST /v1/dislikes body; '
+    'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}, or {"user_id": ...} of the run\'s events; a whole '
+    'POST /v1/dislikes body is read as the server reads it ("k" and "explain" too; --k and --explain win); '
     "see examples/history.json"
 )
 
@@ -162,8 +163,8 @@ def predict(
         from conrec.llm.inference.predict import run
 
         run(
-            cfg, history=request.history, split=split, out=out, model=model, k=k or cfg.decode.top_k,
-            console=console, explain=explain,
+            cfg, history=request.history, split=split, out=out, model=model, k=k or request.k or cfg.decode.top_k,
+            console=console, explain=explain or request.explain,
         )
 
     _guard(body)

@@ -78,8 +78,9 @@ class Explainer:
         return cls(sid, title, co, max_cited)
 
     @classmethod
-    def for_run(cls, run: RunDir, sid_map: SidMap) -> Explainer:
-        """An explainer over a run's SIDs (``sid_map``: the served model's), item titles and events."""
+    def for_run(cls, run: RunDir, sid_map: SidMap, top_n: int) -> Explainer:
+        """An explainer over a run's SIDs (``sid_map``: the served model's), item titles and events;
+        ``top_n``: co-dislike neighbours kept per item (``serve.explain_top_n``, as the server keeps)."""
         from conrec.io import read_parquet
 
         sid_of = sid_map.sid_lookup()
@@ -89,7 +90,7 @@ class Explainer:
             items = read_parquet(run.items, what="items table")
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
         events = read_parquet(run.events, what="events") if run.events.exists() else None
-        return cls.build(sids, titles, events)
+        return cls.build(sids, titles, events, top_n=top_n)
 
     def title_of(self, item: str) -> str:
         return self._title.get(item, "")

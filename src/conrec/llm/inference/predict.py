@@ -334,6 +334,7 @@ def run(
     run_dir = RunDir(cfg.run_dir)
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:
+        explain = explain or request.explain
         recs = predictor.recommend([request.history], k)[0]
         titles: dict[str, str] = {}
         if run_dir.items.exists():
@@ -343,7 +344,7 @@ def run(
         if explain:
             from conrec.explain import Explainer
 
-            explainer = Explainer.for_run(run_dir, predictor.sid_map)
+            explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n)
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):

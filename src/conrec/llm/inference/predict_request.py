@@ -72,6 +72,49 @@ class PredictRequest:
     history: History | None = None
     samples: pl.DataFrame | None = None
     split: str | None = None
+    k: int | None = None  # from the history file's body, as POST /v1/dislikes takes it (--k wins)
+    explain: bool = False  # from the body too (--explain turns it on as well)
+
+
+_REQUEST_ONLY = ("user_id", "k", "explain")  # the /v1/dislikes body's fields beyond a history's
+
+
+def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[History, int | None, bool]:
+    """(history, k, explain) from a JSON file holding a ``POST /v1/dislikes`` body.
+
+    Why: ``--history`` takes "the same fields as a POST /v1/dislikes body", so a body saved from
+    a client (with ``k``, ``explain`` or a ``user_id`` of the run's events) must work as is. A
+    plain history (no such field) reads as before, with its message for the old list format; a
+    ``user_id``'s history is its newest ``max_history`` events, as the server reads it."""
+    import json
+
+    from pydantic import ValidationError
+
+    from conrec.serve.schemas import DislikeRequest
+
+    p = Path(path)
+    source = f"history file {p}"
+    try:
+        text = p.read_text() if p.exists() else ""
+        obj = json.loads(text) if text else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        obj = None  # read_history_json says what is wrong with the file
+    if not (isinstance(obj, dict) and any(key in obj for key in _REQUEST_ONLY)):
+        return read_history_json(p), None, False
+    try:
+        req = DislikeRequest.model_validate_json(text)  # as the server validates a body
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise DataValidationError(f"{source}: {problems}") from None
+    history = req.events()
+    if history is None:
+        from conrec.llm.inference.score import run_histories
+
+        known = run_histories(run, source, max_history)
+        if req.user_id not in known:
+            raise DataValidationError(f"{source}: unknown user_id {req.user_id!r} (not in the run's events)")
+        history = known[req.user_id]
+    return history, req.k, req.explain
 
 
 def check_predict_request(
@@ -86,10 +129,12 @@ def check_predict_request(
     model_dir = check_model_dir(cfg, model)
     run = RunDir(cfg.run_dir)
     if history is not None:
-        source = f"history file {history}" if isinstance(history, (str, Path)) else "history"
-        hist = read_history_json(history) if isinstance(history, (str, Path)) else history
-        check_known_items(hist, known_item_ids(run), source=source)
-        return PredictRequest(model_dir=model_dir, history=hist)
+        if isinstance(history, (str, Path)):
+            hist, k, explain = read_dislike_body(Path(history), run, cfg.serve.max_history)
+            check_known_items(hist, known_item_ids(run), source=f"history file {history}")
+            return PredictRequest(model_dir=model_dir, history=hist, k=k, explain=explain)
+        check_known_items(history, known_item_ids(run), source="history")
+        return PredictRequest(model_dir=model_dir, history=history)
     samples = read_parquet(run.samples, what="samples table (run `conrec data` first)")
     chosen = samples.filter(pl.col("split") == split)
     if chosen.height == 0:

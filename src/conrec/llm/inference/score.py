@@ -35,8 +35,9 @@ History = tuple[list[str], list[int]]
 _HISTORY_COLUMNS = ("hist_items", "hist_feedback", "negative", "positive")
 
 
-def read_score_request(path: Path, run: RunDir) -> tuple[History, list[str], float | None, bool]:
-    """(history, candidates, threshold, explain) from a ``/v1/score`` JSON body in ``path``."""
+def read_score_request(path: Path, run: RunDir, max_history: int) -> tuple[History, list[str], float | None, bool]:
+    """(history, candidates, threshold, explain) from a ``/v1/score`` JSON body in ``path``; a ``user_id``'s
+    history is its newest ``max_history`` events, as the server cuts it (``serve.max_history``)."""
     from conrec.serve.schemas import ScoreRequest
 
     p = Path(path)
@@ -49,20 +50,22 @@ def read_score_request(path: Path, run: RunDir) -> tuple[History, list[str], flo
         raise DataValidationError(f"score request {p}: {lines}") from None
     history = req.events()
     if history is None:
-        known = run_histories(run, f"score request {p}")
+        known = run_histories(run, f"score request {p}", max_history)
         if req.user_id not in known:
             raise DataValidationError(f"score request {p}: unknown user_id {req.user_id!r}")
         history = known[req.user_id]
     return history, list(req.candidates), req.threshold, req.explain
 
 
-def run_histories(run: RunDir, where: str) -> dict[str, History]:
-    """Every user's history in the run's events, as ``/v1/score`` reads a ``user_id`` (the newest 10,000 events)."""
+def run_histories(run: RunDir, where: str, max_history: int) -> dict[str, History]:
+    """Every user's history in the run's events, as ``/v1/score`` reads a ``user_id``: the newest
+    ``max_history`` events (pass ``serve.max_history``, so that the CLI and the server read the same
+    history and give the same scores and explanations)."""
     from conrec.serve.catalog import user_histories
 
     if not run.events.exists():
         raise DataValidationError(f"{where}: user_id given but the run has no events table ({run.events})")
-    return user_histories(read_parquet(run.events, what="events"), 10_000)
+    return user_histories(read_parquet(run.events, what="events"), max_history)
 
 
 def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | None = None) -> list[History]:
@@ -139,21 +142,21 @@ def run(
         df = read_parquet(batch, what="score batch")
         where = f"score batch {batch}"
         has_history = any(c in df.columns for c in _HISTORY_COLUMNS)
-        known = run_histories(run_dir, where) if "user_id" in df.columns and not has_history else None
+        known = run_histories(run_dir, where, cfg.serve.max_history) if "user_id" in df.columns and not has_history else None
         result = score_batch(predictor, df, threshold, where, known)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
         console.print(f"{result.height} slates scored ({model} model) -> {target}")
         return result
     assert request is not None
-    history, slate, req_threshold, req_explain = read_score_request(request, run_dir)
+    history, slate, req_threshold, req_explain = read_score_request(request, run_dir, cfg.serve.max_history)
     threshold = threshold if threshold is not None else req_threshold
     explain = explain or req_explain
     scores = predictor.score([history], [slate])[0]
     ranks, decisions = rank_scores(scores), decide(scores, threshold)
     from conrec.explain import Explainer
 
-    explainer = Explainer.for_run(run_dir, predictor.sid_map) if explain else None
+    explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n) if explain else None
     reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     titles: dict[str, str] = {}
     if run_dir.items.exists():
