@@ -151,6 +151,12 @@ def test_empty_and_non_json_bodies(setup):
     assert r.status_code == 422 and "empty request body" in r.json()["detail"]
     r = client.post("/v1/dislikes", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "JSON" in r.json()["detail"]
+    # JSON sent as curl's default form type (or as text): the message names the content type, not "a valid dictionary"
+    for ctype in ("application/x-www-form-urlencoded", "text/plain"):
+        r = client.post("/v1/dislikes", content=b'{"negative": ["i0"]}', headers={"content-type": ctype})
+        assert r.status_code == 422 and r.json()["detail"] == (
+            f"the body must be JSON, sent with content-type: application/json (got {ctype!r})"
+        ), r.text
     assert client.post("/v1/dislikes", json={"negative": ["i0"]}).status_code == 200
 
 

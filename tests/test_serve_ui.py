@@ -127,6 +127,7 @@ def test_pasted_history_is_checked_like_the_api_and_ranked_by_popularity(tmp_pat
     view = ok.json()
     assert [e["item_id"] for e in view["timeline"]] == ["i3", "i2"] and view["future"] == []
     (pop,) = view["lists"]
+    assert pop["kind"] == "baseline_live"  # computed for this history now: not an eval run's list
     assert pop["name"] == "popularity" and len(pop["items"]) == 3 and "i2" not in {it["item_id"] for it in pop["items"]}
 
     unknown = client.post("/ui/api/history", json={"history": [{"item_id": "nope", "feedback": -1}]})

@@ -180,6 +180,12 @@ def test_inspector_in_chromium_user_lists_slate_and_escaping(driver, served, tmp
         b.click()
     slate = [li.get_attribute("data-item") for li in _css(driver, "#slate li")]
     assert len(slate) == 5 and slate[0] == next(i for i, t in served["retitled"].items() if t == XSS)
+    # an item removed from the slate can be added again from the same results (its Add button stayed disabled)
+    _css(driver, f"#slate li[data-item='{slate[-1]}'] button")[0].click()
+    add_again = _css(driver, f"#search-results li[data-item='{slate[-1]}'] button.add")[0]
+    assert add_again.is_enabled() and len(_css(driver, "#slate li")) == 4
+    add_again.click()
+    assert [li.get_attribute("data-item") for li in _css(driver, "#slate li")] == slate and not add_again.is_enabled()
     driver.find_element("id", "score-button").click()
     _wait(driver, lambda d: len(_css(d, "#scores tbody tr")) == 5)
     assert all(td.text == "—" for td in _css(driver, "#scores td.decision"))  # no threshold, no decision

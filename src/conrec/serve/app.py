@@ -376,6 +376,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     lines = []
+    ctype = request.headers.get("content-type", "")
+    if ctype and "json" not in ctype.lower() and any(tuple(e.get("loc", ())) == ("body",) for e in errors):
+        # FastAPI reads a body of another type as no JSON at all ("a valid dictionary..."): say why
+        lines.append(f"the body must be JSON, sent with content-type: application/json (got {clip(ctype, 100)!r})")
+        errors = [e for e in errors if tuple(e.get("loc", ())) != ("body",)]
     for e in errors:
         loc = ".".join(str(x) for x in e.get("loc", ()))
         if e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",):

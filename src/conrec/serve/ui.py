@@ -174,7 +174,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "history": [{"item_id": i, "feedback": f} for i, f in zip(*history)],
             "timeline": inspector.timeline(*history),
             "future": [],
-            "lists": [{"name": "popularity", "kind": "baseline", "items": rows}],
+            "lists": [{"name": "popularity", "kind": "baseline_live", "items": rows}],  # computed now, not read from eval
         }
 
     @router.get(UI_PATH + "/api/items")

@@ -196,7 +196,8 @@ function renderLists(view, live) {
   const hitsBy = new Map();
   for (const m of lists) {
     const hits = m.items.filter(it => it.hit).length;
-    const kind = m.kind === "live" ? el("span", { class: "badge live" }, "served · live") : el("span", { class: "kind" }, m.kind === "lm" ? "LM · eval run" : "baseline · eval run");
+    const label = { lm: "LM · eval run", baseline: "baseline · eval run", baseline_live: "baseline · computed live" }[m.kind] || m.kind;
+    const kind = m.kind === "live" ? el("span", { class: "badge live" }, "served · live") : el("span", { class: "kind" }, label);
     const head = el("header", {}, el("h4", {}, m.name), kind);
     const summary = view.source === "point" ? el("div", { class: "hint" }, `${hits} of ${m.items.length} in the future set`) : null;
     const ol = el("ol", {});
@@ -230,7 +231,7 @@ async function searchItems(q) {
     const inSlate = state.slate.some(s => s.item_id === it.item_id);
     list.append(el("li", { dataset: { item: it.item_id } },
       el("span", {}, it.title || it.item_id, " ", el("span", { class: "meta" }, it.category || "")),
-      el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: (ev) => { addToSlate(it); ev.target.disabled = true; } } }, "Add")));
+      el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: () => addToSlate(it) } }, "Add")));
   }
 }
 
@@ -248,6 +249,11 @@ function renderSlate() {
       el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); renderSlate(); } } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? `${state.slate.length} item(s)` : "empty: add items from the search";
+  // the search results' Add buttons follow the slate: an item removed from it can be added again
+  for (const li of $("search-results").querySelectorAll("li[data-item]")) {
+    const add = li.querySelector("button.add");
+    if (add) add.disabled = state.slate.some(s => s.item_id === li.dataset.item);
+  }
   $("score-button").disabled = !state.slate.length || !state.view;
 }
 
