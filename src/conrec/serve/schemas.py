@@ -8,7 +8,7 @@ app, because they depend on what was loaded at start-up.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -228,3 +228,6 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str = Field(..., description="what was wrong, naming the field, item ids or user")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="422 for a malformed body only: each problem's type, loc (the field's path) and msg"
+    )
