@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+import yaml
 from rich.console import Console
 
 from conrec.config import PipelineConfig, load_config
@@ -280,9 +281,15 @@ def test_paper_ladder_rows_are_child_runs_scored_by_the_eval_stage(e2e: dict[str
     from conrec.ablation import PAPER_FHR20
     from conrec.ablation import run as ablate
 
-    shutil.copytree(e2e["run"].root, tmp_path / "run")  # the ladder re-evaluates the run's baselines alone
+    shutil.copytree(e2e["run"].root, tmp_path / "run")
     cfg: PipelineConfig = e2e["cfg"].model_copy(update={"run_dir": tmp_path / "run"})
+    parent_files = [tmp_path / "run" / p for p in ("eval/_done.json", "eval/metrics.json")]
+    before = [p.read_bytes() for p in parent_files]
     metrics = ablate(cfg, what="paper", console=Console(quiet=True))
+    # the baselines were evaluated in a child run: the run's config and its eval (LM rows included) are untouched
+    assert [p.read_bytes() for p in parent_files] == before
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["eval"]["models"] == list(cfg.eval.models)
+    assert read_json(tmp_path / "run" / "ablations" / "paper" / "baselines" / "parent.json")["linked"] == ["data", "sid"]
     assert list(metrics) == ["popularity", *PAPER_FHR20]
     root = tmp_path / "run" / "ablations" / "paper"
     for row in ("sid_title", "alignment"):

@@ -30,8 +30,9 @@ component to the previous one (:func:`paper_ladder`):
 Every row is evaluated with the normal evaluation (bootstrap CIs over the same points, paired
 differences vs the previous row and vs the best baseline), with its training and evaluation time
 and the discernment accuracy (forgetting vs the SFT model it started from); the paper's Taobao
-numbers are quoted beside ours. Only the data, SID and (baseline-only) eval stages of the run itself
-are run first: the run's own SFT/GRPO models are not rows of this ladder.
+numbers are quoted beside ours. Only the data and SID stages of the run itself are run first (the run's
+own SFT/GRPO models are not rows of this ladder); the baselines are evaluated in a child run of their own
+(``ablations/paper/baselines``), so the run's config and eval stage stay as they were.
 
 Every row is a child run (:mod:`conrec.experiments`) in ``run_dir/ablations/<what>/<variant>/``: the
 stages its configuration leaves unchanged are links to the run's own (or, for the paper ladder's
@@ -204,12 +205,16 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     from conrec.eval.summary import summary_table
     from conrec.llm.training.discernment import forgetting
 
-    base = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
-    run_pipeline(base, stages=("data", "sid", "eval"), console=console)
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / "paper"
+    run_pipeline(cfg, stages=("data", "sid"), console=console)
+    # The baselines as a child run (an eval stage without LM, the run's data and SIDs linked): evaluated in the
+    # run itself, they overwrote its config (eval.models: []) and its eval stage, which later commands then
+    # took as current, without the run's own LM rows.
+    baselines_cfg = cfg.model_copy(update={"run_dir": root / "baselines", "eval": cfg.eval.model_copy(update={"models": []})})
+    run_child(rd.root, baselines_cfg, stages=("data", "sid", "eval"), console=console)
     e = _eval_inputs(cfg)
-    baselines, metrics, points = _baseline_rows(cfg, rd, e)
+    baselines, metrics, points = _baseline_rows(cfg, RunDir(root / "baselines"), e)
     rows: list[dict[str, Any]] = []
     sft_acc: float | None = None
     for name, label, vcfg, with_grpo in paper_ladder(cfg):
