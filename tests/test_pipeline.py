@@ -263,7 +263,11 @@ def test_fingerprint_covers_declared_sections_and_inputs_only() -> None:
 
     assert changed({"seed": 3}) == {"sid", "sft", "grpo", "eval"}  # the data stage does not read it
     assert changed({"data": {"simulator": {"seed": 3}}}) == set(STAGES)
-    assert changed({"decode": {"num_beams": 3}}) == {"grpo", "eval"}  # SFT uses decode for placement only
+    # SFT uses decode for placement only; GRPO reads only its history exclusion (a K or a beam width for predict
+    # made the GRPO model stale), the eval stage decodes with all of it
+    for placement_only in ({"num_beams": 3}, {"top_k": 7}, {"batch_size": 2}, {"search": "exhaustive"}):
+        assert changed({"decode": placement_only}) == {"eval"}, placement_only
+    assert changed({"decode": {"exclude_history": False}}) == {"grpo", "eval"}
     assert changed({"sft": {"prompt": {"max_pos_items": 3}}}) == {"sft", "grpo", "eval"}
     assert changed({"grpo": {"beta": 0.1}}) == {"grpo", "eval"}
     assert changed({"serve": {"port": 1}}) == set()

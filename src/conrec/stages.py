@@ -85,13 +85,16 @@ class SftSections:
 @dataclass(frozen=True)
 class GrpoSections:
     """What the GRPO stage reads: its section; ``sft`` (the prompt layout the model was trained on, the
-    discernment questions it is measured on); ``decode`` (history exclusion, which the rewards follow); ``seed``;
-    ``compute`` for placement only (device and precision)."""
+    discernment questions it is measured on); ``decode.exclude_history`` (which the rewards follow); ``seed``;
+    ``decode`` and ``compute`` for placement only (where and in what batches the discernment questions are
+    scored; device and precision). Only the one decode setting is fingerprinted: a K or a beam width for
+    ``conrec predict`` does not change what GRPO trains, and made the GRPO model stale."""
 
     grpo: GrpoConfig
     sft: SftConfig
-    decode: DecodeConfig
+    exclude_history: bool
     seed: int
+    decode: DecodeConfig
     compute: ComputeConfig
 
 
@@ -211,8 +214,9 @@ STAGE_REGISTRY: dict[str, Stage] = {
             produces_model=True, source_files=("sft.model.path",),
         ),
         Stage(
-            "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode", "seed"), ("data", "sid", "sft"),
-            ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True, placement=("compute",),
+            "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed"),
+            ("data", "sid", "sft"), ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True,
+            placement=("decode", "compute"),
             bundle=GrpoSections, produces_model=True,
         ),
         Stage(

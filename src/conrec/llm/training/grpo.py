@@ -385,7 +385,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
         sid_map,
         codislike,
         mode=reward_mode,  # type: ignore[arg-type]
-        exclude_seen=sections.decode.exclude_history,
+        exclude_seen=sections.exclude_history,
         item_sim=item_sim,
     )
     return _Job(
