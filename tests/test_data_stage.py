@@ -113,8 +113,20 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
     # Longer windows hold at least as many future dislikes.
     test = table.filter(pl.col("split") == "test")["mean_future_items"].to_list()
     assert test == sorted(test)
-    with pytest.raises(ConfigError, match="max_horizon_days"):
+    with pytest.raises(ConfigError, match="^Horizons \\[60\\] exceed data.split.max_horizon_days"):  # said "horizons: Horizons"
         analyze.run(cfg, horizons=[60], console=_quiet())
+    # --horizons: a word or a nan was a traceback and "give at least one horizon"; each is named in one line
+    assert analyze.parse_horizons("1, 3,,7") == [1.0, 3.0, 7.0]
+    for text, message in [("1,abc", "'abc' is not a number of days"), ("nan", "'nan' is not a positive, finite"),
+                          ("0", "'0' is not a positive"), (" , ", "no horizon in")]:
+        with pytest.raises(ConfigError, match=message):
+            analyze.parse_horizons(text)
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    r = CliRunner().invoke(app, ["analyze", "-r", str(cfg.run_dir), "--horizons", "1,abc"])
+    assert r.exit_code == 2 and "'abc' is not a number of days" in r.output and "Traceback" not in r.output
     notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 14])  # 20 simulated days: short windows
     assert len(notes) == 2 and all("so horizon 14 is cut" in n for n in notes)
     notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 7, 14])

@@ -98,14 +98,15 @@ def analyze(
     horizons: str = typer.Option("1,3,7,14", help="comma-separated future windows in days"),
 ) -> None:
     """How much of a user's future dislike set the next negative covers (CoNRec motivation study)."""
-    from conrec.data.analyze import run
+    from conrec.data.analyze import parse_horizons, run
     from conrec.pipeline import require_current
     from conrec.runs import RunDir
 
     def body() -> None:
+        days = parse_horizons(horizons)  # a bad value is named before anything is read
         cfg = _load(config, run_dir)
         require_current(RunDir(cfg.run_dir), cfg, ["data"], who="analyze")
-        run(cfg, horizons=[float(h) for h in horizons.split(",") if h.strip()], console=console)
+        run(cfg, horizons=days, console=console)
 
     _guard(body)
 

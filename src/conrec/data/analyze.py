@@ -16,6 +16,7 @@ on multi-day future sets. Windows of valid samples stop at the test cut-off (as 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 
 import polars as pl
@@ -103,13 +104,31 @@ def coverage_by_horizon(
     return out.sort([pl.col("split").replace_strict(order, return_dtype=pl.Int32), "horizon_days"])
 
 
+def parse_horizons(text: str) -> list[float]:
+    """``--horizons`` ("1,3,7,14") as days, each a finite number above 0, or a one-line error naming the bad value."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            days = float(part)
+        except ValueError:
+            raise ConfigError(f"--horizons: {part!r} is not a number of days (give e.g. 1,3,7,14)") from None
+        if not math.isfinite(days) or days <= 0:
+            raise ConfigError(f"--horizons: {part!r} is not a positive, finite number of days (give e.g. 1,3,7,14)")
+        out.append(days)
+    if not out:
+        raise ConfigError(f"--horizons: no horizon in {text!r} (give e.g. 1,3,7,14)")
+    return out
+
+
 def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.DataFrame:
     """Read the data stage's outputs, print the coverage table, return it."""
     rd = RunDir(cfg.run_dir)
     max_h = cfg.data.split.max_horizon_days
     horizons, dropped = measurable_horizons(horizons, max_h)
     if dropped and not horizons:
-        raise ConfigError(f"horizons: {beyond_max_note(dropped, max_h)}")
+        raise ConfigError(beyond_max_note(dropped, max_h))
     samples = read_parquet(rd.samples, what="samples (run `conrec data` first)")
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
     table = coverage_by_horizon(samples, items, horizons)
