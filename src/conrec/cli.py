@@ -196,7 +196,7 @@ def init(
     events: Path = typer.Argument(..., help="events file: CSV, TSV or Parquet, one row per user-item feedback"),
     items: Path | None = typer.Option(None, "--items", help="item metadata file (a title column at least)"),
     out: Path = typer.Option(Path("my.yaml"), "--out", "-o", help="config file to write"),
-    preset: str = typer.Option("demo", help="model and training settings to start from: demo, tiny, full or smollm2"),
+    preset: str = typer.Option("demo", help="model and training settings to start from: demo, tiny, full, smollm2 or gemma3"),
     force: bool = typer.Option(False, "--force", help="overwrite --out if it exists"),
     user_col: str | None = typer.Option(None, "--user-col", help="the user id column, when the guess is ambiguous"),
     item_col: str | None = typer.Option(None, "--item-col", help="the item id column"),
@@ -257,7 +257,7 @@ def ablate(
     run_dir: Path | None = RunDirOpt,
     what: str = typer.Option(
         "grpo",
-        help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: the three prompt variants; "
+        help="grpo: SFT / next-neg GRPO / future GRPO / progressive; prompts: every prompt variant (neg_only, segmented, merged, timeline, neg_timeline); "
         "paper: the CoNRec paper's Table 2 ladder (SID-title, + alignment, + progressive GRPO, + future reward, + positive penalty)",
     ),
 ) -> None:
