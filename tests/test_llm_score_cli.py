@@ -146,3 +146,36 @@ def test_cli_reads_a_user_id_as_the_server_does_and_predict_takes_a_whole_dislik
         body.write_text(json.dumps(bad))
         r = runner.invoke(app, ["predict", "--run-dir", str(cfg.run_dir), "--history", str(body), "--model", "sft"])
         assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output  # the console wraps lines
+
+
+def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(trained, tmp_path, monkeypatch):
+    """An unknown id or model failed only after the model loaded (seconds), with no word on whether the id was a
+    history's or a candidate's; ``--explain`` on a batch and ``--out`` on a request were ignored silently."""
+    cfg, pred = trained
+    req = tmp_path / "req.json"
+    batch = tmp_path / "b.parquet"
+    pl.DataFrame({"negative": [["i0"], ["i1"]], "candidates": [["i4", "i1"], ["i2"]]}).write_parquet(batch)
+
+    def no_model(*_a, **_k):
+        raise AssertionError("the model was loaded before the request was checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(score_mod, "_load_predictor", no_model)
+        for body, message in [({"negative": ["zz"], "candidates": ["i1"]}, r"history: 1 unknown item id\(s\).*\['zz'\]"),
+                              ({"negative": ["i0"], "candidates": ["i1", "yy"]}, r"candidates: 1 unknown item id\(s\).*\['yy'\]")]:
+            req.write_text(json.dumps(body))
+            with pytest.raises(DataValidationError, match=message):
+                score_mod.run(cfg, request=req, batch=None, out=None, model="sft", threshold=None, explain=False)
+        bad = tmp_path / "bad.parquet"
+        pl.DataFrame({"negative": [["i0"], ["i1"]], "candidates": [["i4"], ["xx"]]}).write_parquet(bad)
+        with pytest.raises(DataValidationError, match=r"row 1: candidates: 1 unknown item id\(s\)"):
+            score_mod.run(cfg, request=None, batch=bad, out=None, model="sft", threshold=None, explain=False)
+        with pytest.raises(ConfigError, match="unknown model 'popular'"):
+            score_mod.run(cfg, request=req, batch=None, out=None, model="popular", threshold=None, explain=False)
+
+    res = score_mod.run(cfg, request=None, batch=batch, out=tmp_path / "o.parquet", model="sft", threshold=None, explain=True)
+    assert [len(r) for r in res["reasons"].to_list()] == [2, 1] and all(t for r in res["reasons"].to_list() for t in r)
+    req.write_text(json.dumps({"negative": ["i0"], "candidates": ["i4", "i1"]}))
+    table = score_mod.run(cfg, request=req, batch=None, out=tmp_path / "one.parquet", model="sft", threshold=None, explain=True)
+    assert pl.read_parquet(tmp_path / "one.parquet").equals(table)
+    assert res["reasons"][0].to_list() == table["reason"].to_list()  # the same sentence either way

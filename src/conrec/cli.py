@@ -179,10 +179,10 @@ def score(
         None, help='one request, JSON as for POST /v1/score: {"negative": [...], "positive": [...], "candidates": [...]}'
     ),
     batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive, or a user_id of the run's events) per row"),
-    out: Path | None = typer.Option(None, help="batch mode: output Parquet"),
+    out: Path | None = typer.Option(None, help="output Parquet (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(None, help="filter candidates whose score >= threshold"),
-    explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles"),
+    explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles (a batch: a reasons column)"),
 ) -> None:
     """Dislike score of every candidate of a slate (one JSON request or a Parquet batch)."""
     from conrec.llm.inference.score import run

@@ -29,6 +29,7 @@ from conrec.slate import decide, rank_scores
 
 if TYPE_CHECKING:
     from conrec.config import PipelineConfig
+    from conrec.explain import Explainer
     from conrec.llm.inference.predict import Predictor
 
 History = tuple[list[str], list[int]]
@@ -97,16 +98,15 @@ def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | No
 
 
 def score_batch(
-    predictor: Predictor, df: pl.DataFrame, threshold: float | None, where: str = "batch", known: dict[str, History] | None = None
+    predictor: Predictor, df: pl.DataFrame, threshold: float | None, where: str = "batch", known: dict[str, History] | None = None,
+    explainer: Explainer | None = None,
 ) -> pl.DataFrame:
-    """The batch table's other columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``);
-    ``known``: the histories of ``user_id`` rows (see :func:`batch_histories`)."""
-    require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
-    if df.height == 0:
-        raise DataValidationError(f"{where}: no rows to score")
-    slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
-    scores = predictor.score(batch_histories(df, where, known), slates)
-    kept = [c for c in df.columns if c not in (*_HISTORY_COLUMNS, "candidates", "scores", "ranks", "decisions")]
+    """The batch table's other columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``; + ``reasons``,
+    one sentence per candidate, with an ``explainer``); ``known``: the histories of ``user_id`` rows (see
+    :func:`batch_histories`)."""
+    histories, slates = batch_slates(df, where, known)
+    scores = predictor.score(histories, slates)
+    kept = [c for c in df.columns if c not in (*_HISTORY_COLUMNS, "candidates", "scores", "ranks", "decisions", "reasons")]
     out = pl.DataFrame(
         [df[c] for c in kept]
         + [
@@ -117,7 +117,31 @@ def score_batch(
     )
     if threshold is not None:
         out = out.with_columns(pl.Series("decisions", [decide(s, threshold) for s in scores], dtype=pl.List(pl.String)))
+    if explainer is not None:
+        reasons = [[explainer.explain(c, *h).text for c in slate] for h, slate in zip(histories, slates)]
+        out = out.with_columns(pl.Series("reasons", reasons, dtype=pl.List(pl.String)))
     return out
+
+
+def batch_slates(df: pl.DataFrame, where: str, known: dict[str, History] | None = None) -> tuple[list[History], list[list[str]]]:
+    """(histories, candidate slates) of a batch table, checked for a ``candidates`` column and rows."""
+    require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
+    if df.height == 0:
+        raise DataValidationError(f"{where}: no rows to score")
+    slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
+    return batch_histories(df, where, known), slates
+
+
+def check_item_ids(histories: list[History], slates: list[list[str]], known: set[str], where: str) -> None:
+    """Every history and candidate id in the run's SID map, checked before a model loads (it took seconds
+    to load one only to refuse an unknown id); the message names the row and whether it is a history or
+    a candidate."""
+    from conrec.history import check_known_items
+
+    for n, (history, slate) in enumerate(zip(histories, slates)):
+        row = f" row {n}" if len(slates) > 1 else ""
+        check_known_items(history, known, source=f"{where}{row}: history")
+        check_known_items((slate, [0] * len(slate)), known, source=f"{where}{row}: candidates")
 
 
 def run(
@@ -131,31 +155,36 @@ def run(
     console: Console | None = None,
 ) -> pl.DataFrame:
     """``conrec score``: one JSON request (printed as a table) or a Parquet batch (written to ``out``)."""
-    from conrec.llm.inference.predict import Predictor
+    from conrec.explain import Explainer
+    from conrec.history import known_item_ids
+    from conrec.llm.inference.predict_request import check_model_dir
 
     console = console or Console()
     if (request is None) == (batch is None):
         raise ConfigError("give exactly one of --request (one JSON request) or --batch (a Parquet table of slates)")
     run_dir = RunDir(cfg.run_dir)
-    predictor = Predictor.from_run(cfg, model)
+    check_model_dir(cfg, model)  # a wrong name or a stale model fails before torch is imported
     if batch is not None:
         df = read_parquet(batch, what="score batch")
         where = f"score batch {batch}"
         has_history = any(c in df.columns for c in _HISTORY_COLUMNS)
         known = run_histories(run_dir, where, cfg.serve.max_history) if "user_id" in df.columns and not has_history else None
-        result = score_batch(predictor, df, threshold, where, known)
+        check_item_ids(*batch_slates(df, where, known), known_item_ids(run_dir), where)
+        predictor = _load_predictor(cfg, model)
+        explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n) if explain else None
+        result = score_batch(predictor, df, threshold, where, known, explainer)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
         console.print(f"{result.height} slates scored ({model} model) -> {target}")
         return result
     assert request is not None
     history, slate, req_threshold, req_explain = read_score_request(request, run_dir, cfg.serve.max_history)
+    check_item_ids([history], [slate], known_item_ids(run_dir), f"score request {request}")
     threshold = threshold if threshold is not None else req_threshold
     explain = explain or req_explain
+    predictor = _load_predictor(cfg, model)
     scores = predictor.score([history], [slate])[0]
     ranks, decisions = rank_scores(scores), decide(scores, threshold)
-    from conrec.explain import Explainer
-
     explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n) if explain else None
     reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     titles: dict[str, str] = {}
@@ -172,8 +201,18 @@ def run(
         row += [reasons[j] or ""] if explain else []
         table.add_row(*row)
     console.print(table)
-    return pl.DataFrame(
+    result = pl.DataFrame(
         {"item_id": slate, "score": scores, "rank": ranks, "decision": decisions, "reason": reasons},
         schema={"item_id": pl.String, "score": pl.Float64, "rank": pl.Int64, "decision": pl.String, "reason": pl.String},
     )
+    if out is not None:  # the printed table as a file too (it was ignored without a word)
+        write_parquet(result, out)
+        console.print(f"-> {out}")
+    return result
+
+
+def _load_predictor(cfg: PipelineConfig, model: str) -> Predictor:
+    from conrec.llm.inference.predict import Predictor
+
+    return Predictor.from_run(cfg, model)
 
