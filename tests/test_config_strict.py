@@ -14,7 +14,9 @@ from conrec.errors import ConfigError
     ("yaml_text", "needle"),
     [
         ("sft:\n  train:\n    max_steps: true\n", "sft.train.max_steps: Value error, must be a number, not the boolean true"),
-        ('seed: "0"\n', "seed: Value error, must be int, not the string '0'"),
+        ('seed: "0"\n', "seed: Value error, must be int, not the string '0' (remove the quotes)"),
+        ("seed: abc\n", "seed: Value error, must be int, not the string 'abc'\n"),  # no quotes to remove: no such hint
+        ("seed: '1.5'\n", "must be int, not the string '1.5'\n"),
         ("threads: '2'\n", "threads"),
         ("serve:\n  max_k: false\n", "serve.max_k"),
         ("eval:\n  swing:\n    alpha: 'x'\n", "alpha"),
@@ -26,7 +28,7 @@ def test_a_bool_or_a_quoted_number_is_not_silently_converted(tmp_path: Path, yam
     p.write_text(yaml_text)
     with pytest.raises(ConfigError, match="invalid config") as err:
         load_config(p)
-    assert needle in str(err.value)
+    assert needle in str(err.value) + "\n"
 
 
 def test_conversions_yaml_needs_still_work(tmp_path: Path) -> None:

@@ -35,8 +35,20 @@ def coercion_problem(value: Any, accepted: set[Any]) -> str | None:
         return f"must be a number, not the boolean {str(value).lower()}"
     if isinstance(value, str) and str not in accepted and accepted <= _SCALARS and accepted - {type(None)}:
         kinds = " or ".join(sorted(t.__name__ for t in accepted - {type(None)}))
-        return f"must be {kinds}, not the string {value!r} (remove the quotes)"
+        # the hint only where the text is such a value in quotes ("0"): `seed: abc` is not fixed by removing quotes
+        return f"must be {kinds}, not the string {value!r}" + (" (remove the quotes)" if _reads_as(value, accepted) else "")
     return None
+
+
+def _reads_as(text: str, accepted: set[Any]) -> bool:
+    """Whether YAML would read ``text`` unquoted as one of the ``accepted`` scalar types."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return False
+    return type(value) in accepted or (isinstance(value, int) and not isinstance(value, bool) and float in accepted)
 
 
 class StrictConfig(BaseModel):
