@@ -242,7 +242,12 @@ def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[
 
     cfg: PipelineConfig = e2e["cfg"]
     run: RunDir = e2e["run"]
-    metrics = ablate(cfg, what=what, console=Console(quiet=True))
+    console = Console(record=True, width=100)
+    metrics = ablate(cfg, what=what, console=console)
+    # the summary shows the baselines' Candidate Acc. from the run's eval (it showed "–")
+    acc = read_json(run.eval / "slate_metrics.json")["metrics"]["popularity"]["CandAcc@1"]
+    row = next(line for line in console.export_text().splitlines() if line.strip().startswith("popularity"))
+    assert row.rstrip().endswith(f"{acc:.3f}"), row
     expect = {"prompts": ["sft_neg_only", "sft_segmented", "sft_merged", "sft_timeline", "sft_neg_timeline"],
               "grpo": ["sft", "grpo_next_neg", "grpo_future", "grpo_progressive"]}[what]
     assert list(metrics) == ["popularity", *expect]

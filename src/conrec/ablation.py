@@ -154,6 +154,13 @@ def _baseline_rows(cfg: PipelineConfig, rd: RunDir, e: dict[str, Any]) -> tuple[
     return baselines, metrics, points
 
 
+def _slate_metrics(rd: RunDir) -> dict[str, Any] | None:
+    """The Candidate Acc. of the models the run's own eval stage put on slates (its baselines, and its LMs where a
+    row is the run's model), for the summary table; the variants' child runs score no slates ("–")."""
+    path = rd.eval / "slate_metrics.json"
+    return read_json(path, what="slate metrics").get("metrics") if path.exists() else None
+
+
 def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], points: dict[str, Any], baselines: list[str]) -> None:
     """CIs of every row and the variants' paired differences to the best baseline, as the eval stage adds them.
 
@@ -289,7 +296,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
-    console.print(summary_table(metrics, ks))
+    console.print(summary_table(metrics, ks, _slate_metrics(RunDir(root / "baselines"))))
     console.print(f"ablation table: {rd.root / 'ablations' / 'paper.md'}")
     return metrics
 
@@ -357,6 +364,6 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
-    console.print(summary_table(metrics, ks))
+    console.print(summary_table(metrics, ks, _slate_metrics(rd)))
     console.print(f"ablation table: {rd.root / 'ablations' / f'{what}.md'}")
     return metrics
