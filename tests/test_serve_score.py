@@ -127,3 +127,34 @@ def test_explainer_and_slate_helpers_directly():
     assert rank_scores([0.1, 0.5, 0.5, float("-inf")]) == [3, 1, 2, 4]
     assert decide([0.1, 0.5], 0.5) == ["keep", "filter"] and decide([0.1], None) == [None]
     assert decide([float("nan")], 0.0) == ["keep"]
+
+
+def test_items_unknown_to_the_model_are_skipped_and_listed_when_the_config_says_so():
+    """A slate or a history holding an item newer than the model was a 422 for the whole request, with no way
+    around it but filtering ids client-side; ``serve.unknown_items: skip`` answers the known part and lists the rest."""
+    r = _app().post("/v1/score", json={"negative": ["i3"], "candidates": ["i1", "new"]})
+    assert r.status_code == 422 and "serve.unknown_items: skip" in r.json()["detail"]  # the default says how
+    client = _app(ServeConfig(max_candidates=5, max_batch=2, unknown_items="skip"))
+    body = client.post("/v1/score", json={"negative": ["i3", "old"], "candidates": ["i5", "new", "i1"], "threshold": 0.3,
+                                          "explain": True}).json()
+    assert [it["item_id"] for it in body["items"]] == ["i5", "new", "i1"]  # the request's order, skipped ones too
+    new = body["items"][1]
+    assert new["score"] is None and new["rank"] is None and new["decision"] is None and new["reason"] is None
+    assert body["n_filtered"] == 1 and body["skipped_items"] == ["old", "new"]
+    # the known part is answered exactly as a request without the unknown ids
+    same = client.post("/v1/score", json={"negative": ["i3"], "candidates": ["i5", "i1"], "threshold": 0.3, "explain": True}).json()
+    assert [body["items"][0], body["items"][2]] == same["items"] and same["skipped_items"] is None
+    all_new = client.post("/v1/score", json={"negative": ["i3"], "candidates": ["n1", "n2"]}).json()
+    assert [it["score"] for it in all_new["items"]] == [None, None] and all_new["skipped_items"] == ["n1", "n2"]
+    # /v1/dislikes: the history's unknown events are left out; a history of unknown items only is refused
+    d = client.post("/v1/dislikes", json={"negative": ["i3", "zz"], "k": 3}).json()
+    assert d["skipped_items"] == ["zz"]
+    assert d["items"] == client.post("/v1/dislikes", json={"negative": ["i3"], "k": 3}).json()["items"]
+    r = client.post("/v1/dislikes", json={"negative": ["zz"]})
+    assert r.status_code == 422 and "no item of the history is known" in r.json()["detail"]
+    # the batch endpoints the same way
+    b = client.post("/v1/score/batch", json={"requests": [{"negative": ["i3"], "candidates": ["new", "i1"]},
+                                                          {"negative": ["i3"], "candidates": ["n9"]}]}).json()
+    assert b["results"][0]["items"][1]["rank"] == 1 and b["results"][1]["skipped_items"] == ["n9"]
+    db = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i3", "zz"], "k": 2}]}).json()
+    assert db["results"][0]["skipped_items"] == ["zz"]

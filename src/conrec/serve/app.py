@@ -172,23 +172,38 @@ def create_app(
             raise HTTPException(422, f"{where}k = {k} is out of range: must be 1..{cfg.max_k}")
         return k
 
-    def history_of(req: DislikeRequest, where: str) -> History:
+    skip_unknown = cfg.unknown_items == "skip"
+
+    def unknown_items_error(unknown: list[str], where: str, what: str) -> HTTPException:
+        shown = ", ".join(quote(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        hint = "" if skip_unknown else " (items newer than the model? serve.unknown_items: skip leaves them out)"
+        return HTTPException(422, f"{where}unknown {what}item id(s): {shown}{hint}")
+
+    def history_and_skipped(req: DislikeRequest, where: str) -> tuple[History, list[str]]:
+        """The request's history and the unknown item ids left out of it (``serve.unknown_items: skip``)."""
         explicit = req.events()
         if explicit is None:
             assert req.user_id is not None
             if req.user_id not in known_users:
                 raise HTTPException(404, f"{where}unknown user_id {quote(req.user_id)}")
-            return known_users[req.user_id]  # already cut to max_history
-        items_, _ = explicit
+            return known_users[req.user_id], []  # already cut to max_history
+        items_, feedback = explicit
         if len(items_) > cfg.max_history:
             raise HTTPException(
                 413, f"{where}history has {len(items_)} events; the limit is max_history = {cfg.max_history}"
             )
         unknown = catalog.unknown(items_)
-        if unknown:
-            shown = ", ".join(quote(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-            raise HTTPException(422, f"{where}unknown item id(s): {shown}")
-        return explicit
+        if not unknown:
+            return explicit, []
+        if not skip_unknown:
+            raise unknown_items_error(unknown, where, "")
+        if len(unknown) == len(set(items_)):  # skipping every event would answer for an empty history: no silent guess
+            raise HTTPException(422, f"{where}no item of the history is known to the model ({len(unknown)} unknown): nothing to read")
+        kept = [(i, f) for i, f in zip(items_, feedback) if i in catalog.sid]
+        return ([i for i, _ in kept], [f for _, f in kept]), unknown
+
+    def history_of(req: DislikeRequest, where: str) -> History:
+        return history_and_skipped(req, where)[0]
 
     def call_model(what: str, n: int, fn: Callable[[], Any]) -> Any:
         """The predictor's errors as HTTP errors: its input checks 422/400, anything else a logged 500."""
@@ -253,7 +268,9 @@ def create_app(
         with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
             return score_group(histories, slates)
 
-    def response(recs: list[tuple[str, float]], k: int, history: History | None = None) -> DislikeResponse:
+    def response(
+        recs: list[tuple[str, float]], k: int, history: History | None = None, skipped: list[str] | None = None
+    ) -> DislikeResponse:
         return DislikeResponse(
             items=[
                 DislikeItem(
@@ -268,35 +285,52 @@ def create_app(
             ],
             model=model,
             k=k,
+            skipped_items=skipped or None,
         )
 
     def slate_of(req: ScoreRequest, where: str) -> list[str]:
+        """The candidates the model scores: all of them, or (``unknown_items: skip``) the known ones."""
         n = len(req.candidates)
         if n > cfg.max_candidates:
             raise HTTPException(413, f"{where}slate has {n} candidates; the limit is max_candidates = {cfg.max_candidates}")
         unknown = catalog.unknown(req.candidates)
-        if unknown:
-            shown = ", ".join(repr(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-            raise HTTPException(422, f"{where}unknown candidate item id(s): {shown}")
-        return list(req.candidates)
+        if unknown and not skip_unknown:
+            raise unknown_items_error(unknown, where, "candidate ")
+        return [c for c in req.candidates if c in catalog.sid]
 
-    def score_response(req: ScoreRequest, slate: list[str], scores: list[float], history: History) -> ScoreResponse:
+    def score_many(histories: list[History], slates: list[list[str]], one: bool) -> list[list[float]]:
+        """Scores of each slate's known candidates (a slate with none needs no model call)."""
+        todo = [j for j, s in enumerate(slates) if s]
+        out: list[list[float]] = [[] for _ in slates]
+        if todo and one:
+            out[todo[0]] = batcher.submit(_SCORE, (histories[todo[0]], slates[todo[0]]))
+        elif todo:
+            for j, sc in zip(todo, infer_scores([histories[j] for j in todo], [slates[j] for j in todo])):
+                out[j] = sc
+        return out
+
+    def score_response(req: ScoreRequest, slate: list[str], scores: list[float], history: History, skipped: list[str]) -> ScoreResponse:
+        """Items in the request's order: the scored ones with score, rank and decision, skipped ones with nulls."""
         scores = [float(x) for x in scores]
         decisions = decide(scores, req.threshold)
-        items = [
-            ScoreItem(
+        scored = dict(zip(slate, zip(scores, rank_scores(scores), decisions)))
+        items = []
+        for i in req.candidates:
+            s, r, d = scored.get(i, (math.nan, None, None))
+            items.append(ScoreItem(
                 item_id=i,
                 sid=catalog.sid.get(i, ""),
                 title=catalog.title.get(i, ""),
                 score=s if math.isfinite(s) else None,
                 rank=r,
                 decision=d,
-                reason=reason_of(i, history) if req.explain else None,
-            )
-            for i, s, r, d in zip(slate, scores, rank_scores(scores), decisions)
-        ]
+                reason=reason_of(i, history) if req.explain and i in scored else None,
+            ))
         n_filtered = sum(d == "filter" for d in decisions) if req.threshold is not None else None
-        return ScoreResponse(items=items, model=model, threshold=req.threshold, n_filtered=n_filtered)
+        return ScoreResponse(
+            items=items, model=model, threshold=req.threshold, n_filtered=n_filtered,
+            skipped_items=[*skipped, *catalog.unknown(req.candidates)] or None,
+        )
 
     # shared with the inspector page (serve/ui.py): the same catalogue, history checks and explanations
     app.state.catalog, app.state.history_of, app.state.explain = catalog, history_of, reason_of
@@ -318,9 +352,9 @@ def create_app(
     @app.post("/v1/dislikes", response_model=DislikeResponse, responses=_ERRORS, summary="top-K likely dislikes")
     def dislikes(req: DislikeRequest) -> DislikeResponse:
         k = k_of(req, "")
-        history = history_of(req, "")
+        history, skipped = history_and_skipped(req, "")
         recs = batcher.submit((_DISLIKES, k), history)
-        return response(recs, k, history if req.explain else None)
+        return response(recs, k, history if req.explain else None, skipped)
 
     @app.post(
         "/v1/dislikes/batch",
@@ -331,9 +365,10 @@ def create_app(
     def dislikes_batch(batch: DislikeBatchRequest) -> DislikeBatchResponse:
         check_batch_size(len(batch.requests))
         ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        read = [history_and_skipped(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        histories = [h for h, _ in read]
         recs = infer(histories, ks)
-        results = [response(r, k, h if q.explain else None) for r, k, h, q in zip(recs, ks, histories, batch.requests)]
+        results = [response(r, k, h if q.explain else None, sk) for r, k, (h, sk), q in zip(recs, ks, read, batch.requests)]
         return DislikeBatchResponse(results=results, model=model)
 
     @app.post(
@@ -343,9 +378,9 @@ def create_app(
         summary="dislike score, rank and keep/filter decision of each candidate of a slate",
     )
     def score(req: ScoreRequest) -> ScoreResponse:
-        history = history_of(req, "")
+        history, skipped = history_and_skipped(req, "")
         slate = slate_of(req, "")
-        return score_response(req, slate, batcher.submit(_SCORE, (history, slate)), history)
+        return score_response(req, slate, score_many([history], [slate], one=True)[0], history, skipped)
 
     @app.post(
         "/v1/score/batch",
@@ -355,10 +390,10 @@ def create_app(
     )
     def score_batch(batch: ScoreBatchRequest) -> ScoreBatchResponse:
         check_batch_size(len(batch.requests))
-        histories = [history_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        read = [history_and_skipped(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         slates = [slate_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        scores = infer_scores(histories, slates)
-        results = [score_response(r, sl, sc, h) for r, sl, sc, h in zip(batch.requests, slates, scores, histories)]
+        scores = score_many([h for h, _ in read], slates, one=False)
+        results = [score_response(r, sl, sc, h, sk) for r, sl, sc, (h, sk) in zip(batch.requests, slates, scores, read)]
         return ScoreBatchResponse(results=results, model=model)
 
     return app

@@ -22,6 +22,12 @@ class ServeConfig(StrictConfig):
         "popular = global dislike-popularity baseline (no LM; the data and sid stages must be current)",
     )
     default_k: int = Field(10, ge=1, description="k when a request gives none")
+    unknown_items: Literal["error", "skip"] = Field(
+        "error",
+        description="item ids the model does not know (items newer than its catalogue): error = 422 naming them; skip = "
+        "history events on them are left out and such candidates come back unscored (score, rank and decision null), "
+        "each response listing them under skipped_items",
+    )
     max_k: int = Field(50, ge=1)
     max_history: int = Field(500, ge=1, description="longer histories are rejected with 413")
     max_batch: int = Field(64, ge=1)

@@ -136,10 +136,14 @@ class DislikeItem(BaseModel):
     reason: Reason | None = Field(None, description="only when the request set explain: true")
 
 
+_SKIPPED = "ids of the request unknown to the model, left out (serve.unknown_items: skip); absent otherwise"
+
+
 class DislikeResponse(BaseModel):
     items: list[DislikeItem] = Field(..., description="best first; fewer than k if the catalogue has fewer candidates")
     model: str = Field(..., description="which model answered (grpo, sft, popular...)")
     k: int
+    skipped_items: list[str] | None = Field(None, description=_SKIPPED)
 
 
 class DislikeBatchResponse(BaseModel):
@@ -191,9 +195,13 @@ class ScoreItem(BaseModel):
     item_id: str
     sid: str
     title: str
-    score: float | None = Field(..., description="dislike score, higher = more likely disliked; null if not finite")
-    rank: int = Field(..., ge=1, description="1 = most likely disliked within this slate")
-    decision: Literal["keep", "filter"] | None = Field(None, description="only with a threshold: filter when score >= threshold")
+    score: float | None = Field(
+        ..., description="dislike score, higher = more likely disliked; null if not finite or the item is unknown (skipped)"
+    )
+    rank: int | None = Field(..., ge=1, description="1 = most likely disliked within this slate; null for a skipped item")
+    decision: Literal["keep", "filter"] | None = Field(
+        None, description="only with a threshold: filter when score >= threshold; null for a skipped item"
+    )
     reason: Reason | None = Field(None, description="only when the request set explain: true")
 
 
@@ -202,6 +210,7 @@ class ScoreResponse(BaseModel):
     model: str
     threshold: float | None = None
     n_filtered: int | None = Field(None, description="items with decision = filter (only with a threshold)")
+    skipped_items: list[str] | None = Field(None, description=_SKIPPED)
 
 
 class ScoreBatchResponse(BaseModel):
