@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from pydantic import ValidationError
 
-from conrec.data.config import SimulatorConfig
+from conrec.data.config import SIMULATOR_TONES_AND_SETTINGS, SimulatorConfig
 from conrec.data.samples import DAY
-from conrec.data.simulator import AXES, simulate
+from conrec.data.simulator import AXES, START_TS, simulate
+from conrec.errors import DataValidationError
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +113,25 @@ def test_suppression_makes_the_next_negative_follow_exposure_not_taste():
     with_supp = _next_negative_repeats_last_one(simulate(SimulatorConfig(**kw)))
     without = _next_negative_repeats_last_one(simulate(SimulatorConfig(**kw, suppression_penalty=0.0)))
     assert with_supp < without - 0.15
+
+
+def test_a_small_catalogue_is_never_shown_again_after_a_reaction_and_times_stay_in_their_days():
+    """When a user's sessions held more items than they had not yet reacted to, the top-k took reacted ones
+    (one user disliked the same item nine times), and a slate longer than its session ran into the next day."""
+    res = simulate(SimulatorConfig(n_users=4, n_items=10, days=5, dislike_prob_background=0.3, dislike_prob_on_facet=0.4))
+    pairs = res.events.group_by("user_id", "item_id").len()
+    assert res.events.height > 0 and pairs["len"].max() == 1
+    long = simulate(SimulatorConfig(n_users=3, n_items=1500, days=2, events_per_user_per_day=1200))
+    assert long.exposures["ts"].max() < START_TS + 2 * DAY
+
+
+def test_impossible_simulator_settings_are_one_line_errors():
+    from conrec.data.simulator import SETTINGS, TONES
+
+    assert SIMULATOR_TONES_AND_SETTINGS == len(TONES) + len(SETTINGS)
+    with pytest.raises(ValidationError, match="only 30 facets exist"):  # drawing 31 distinct facets never ended
+        SimulatorConfig(dislike_facets_per_user=31)
+    with pytest.raises(ValidationError, match="dislike_prob_background \\+ positive_prob_max must be <= 1"):
+        SimulatorConfig(dislike_prob_background=0.9, positive_prob_max=0.6)  # P(positive) was cut to 0.1 silently
+    with pytest.raises(DataValidationError, match="showed no item in 2 days"):  # a numpy traceback
+        simulate(SimulatorConfig(n_users=2, n_items=10, days=2, events_per_user_per_day=0.0001))

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from conrec.config_base import StrictConfig
 
 SIMULATOR_FACETS = ("category", "tone", "setting")  # the simulated items' facet columns (a user dislikes values of these)
+SIMULATOR_TONES_AND_SETTINGS = 18  # 8 tones + 10 settings (conrec.data.simulator.TONES, SETTINGS; a test keeps them equal)
 
 
 class _Strict(StrictConfig):
@@ -48,6 +49,14 @@ class SimulatorConfig(_Strict):
             raise ValueError("positive_prob_min must be <= positive_prob_max")
         if self.dislike_prob_on_facet + self.positive_prob_max > 1.0:
             raise ValueError("dislike_prob_on_facet + positive_prob_max must be <= 1")
+        if self.dislike_prob_background + self.positive_prob_max > 1.0:  # P(positive) would be cut without a word
+            raise ValueError("dislike_prob_background + positive_prob_max must be <= 1")
+        facets = self.n_categories + SIMULATOR_TONES_AND_SETTINGS
+        if self.dislike_facets_per_user > facets:  # drawing distinct facets would never end
+            raise ValueError(
+                f"dislike_facets_per_user = {self.dislike_facets_per_user} but only {facets} facets exist "
+                f"({self.n_categories} categories + {SIMULATOR_TONES_AND_SETTINGS} tones and settings)"
+            )
         return self
 
 

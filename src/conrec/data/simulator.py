@@ -41,6 +41,7 @@ import polars as pl
 from conrec.data.config import SIMULATOR_FACETS, SimulatorConfig
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE, POSITIVE, validate_events, validate_items
+from conrec.errors import DataValidationError
 
 CATEGORIES = (
     "Thriller", "Baking Show", "Comedy", "Documentary", "Horror", "Romance", "Cartoon", "Sports Recap",
@@ -196,7 +197,8 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
     for step in range(total):
         day, session = divmod(step, cfg.sessions_per_day)
         t0 = START_TS + day * DAY + session * session_len
-        counts = np.minimum(rng.poisson(lam, size=n_u), n_i)
+        # never more than the items a user has not reacted to: the top-k below would take reacted (weight 0) ones
+        counts = np.minimum(rng.poisson(lam, size=n_u), n_i - reacted.sum(axis=1))
         k = int(counts.max())
         if k > 0:
             suppressed = np.zeros((n_u, n_i), dtype=bool)
@@ -213,7 +215,8 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
             u_idx = np.broadcast_to(rows[:, None], top.shape)[slot_ok]
             i_idx = top[slot_ok]
             slot = np.broadcast_to(np.arange(k)[None, :], top.shape)[slot_ok]
-            ts = t0 + rng.integers(0, 600, size=n_u)[u_idx] + slot * 90 + rng.integers(0, 60, size=slot.shape)
+            gap = max(0, min(90, (session_len - 660) // k))  # 90 s per item, closer for a slate too long for its session
+            ts = t0 + rng.integers(0, 600, size=n_u)[u_idx] + slot * gap + rng.integers(0, 60, size=slot.shape)
             r = rng.random(i_idx.shape)
             pd_, pp = p_dis[u_idx, i_idx], p_pos[u_idx, i_idx]
             outcome = np.where(r < pd_, DISLIKE, np.where(r < pd_ + pp, POSITIVE, 0)).astype(np.int8)
@@ -228,6 +231,11 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
         if progress is not None:
             progress(step + 1, total)
 
+    if not out_u:
+        raise DataValidationError(
+            f"the simulator showed no item in {cfg.days} days: raise data.simulator.events_per_user_per_day "
+            f"(is {cfg.events_per_user_per_day:g}) or days"
+        )
     user_names = np.array([f"u{u:04d}" for u in range(n_u)])
     item_names = items["item_id"].to_numpy()
     exposures = pl.DataFrame(
