@@ -132,6 +132,15 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
     notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 7, 14])
     assert len(notes) == 2 and all("so horizons 7, 14 are cut" in n for n in notes)
 
+    # per-user protocol: the global valid/test spans play no part (they gave notes about windows no point has)
+    pu = _sim_cfg(tmp_path / "pu", protocol="per_user")
+    _run_data(pu)
+    samples = pl.read_parquet(RunDir(pu.run_dir).samples)
+    notes = analyze._truncation_notes(RunDir(pu.run_dir), [1, 14], samples)
+    assert not any("window spans" in n for n in notes)
+    assert "stops at its user's first test event" in notes[0]
+    assert "test points: Future windows cut short" in notes[1] and "of the points at 14 d" in notes[1]
+
 
 # --- issue 13.2 / 13.4: edge cases fail before any file is written ---------------------------------
 

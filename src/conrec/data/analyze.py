@@ -133,19 +133,25 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
     table = coverage_by_horizon(samples, items, horizons)
     console.print(render_table(table))
-    for note in ([beyond_max_note(dropped, max_h)] if dropped else []) + _truncation_notes(rd, horizons):
+    for note in ([beyond_max_note(dropped, max_h)] if dropped else []) + _truncation_notes(rd, horizons, samples):
         console.print(f"[dim]{note}[/]")
     return table
 
 
-def _truncation_notes(rd: RunDir, horizons: Sequence[float]) -> list[str]:
-    """Say when a horizon is longer than a split's window (its future sets are cut at the window end)."""
+def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFrame | None = None) -> list[str]:
+    """Say when a horizon is longer than a split's window (its future sets are cut at the window end).
+
+    Global split: the valid and test periods' spans. Per-user protocol: those global cut-offs play no part
+    (each user has their own), so the test points' windows are measured against the end of the log
+    (:func:`conrec.data.windows.cut_short_shares`) and the valid points' cut is stated as the rule it is."""
     stats_path = rd.data / "stats.json"
     if not stats_path.exists():
         return []
     stats = read_json(stats_path, what="data stats")
     try:
         last = dt.datetime.strptime(stats["last_event"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
+        if stats.get("split_protocol") == "per_user":
+            return _per_user_truncation_notes(int(last) + 1, horizons, samples)
         spans = {
             "valid": (stats["test_cutoff_ts"] - stats["valid_cutoff_ts"]) / DAY,
             "test": (last - stats["test_cutoff_ts"]) / DAY,
@@ -158,6 +164,19 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float]) -> list[str]:
         if longer:
             which = f"horizons {', '.join(f'{h:g}' for h in longer)} are" if len(longer) > 1 else f"horizon {longer[0]:g} is"
             notes.append(f"note: the {split} window spans {span:.1f} days, so {which} cut at its end")
+    return notes
+
+
+def _per_user_truncation_notes(log_end: int, horizons: Sequence[float], samples: pl.DataFrame | None) -> list[str]:
+    from conrec.data.windows import cut_short_note, cut_short_shares
+
+    notes = ["note: per-user protocol: a valid point's window also stops at its user's first test event, so longer "
+             "horizons are cut for the users whose test period starts soon after"]
+    if samples is not None:
+        test_ts = samples.filter(pl.col("split") == "test")["ts"].to_numpy()
+        cut = cut_short_note(cut_short_shares(test_ts, log_end, horizons), log_end)
+        if cut is not None:
+            notes.append("note: test points: " + cut)
     return notes
 
 

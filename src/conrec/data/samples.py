@@ -9,7 +9,8 @@ sample_id      Int64        unique row id
 user_id        String
 split          String       "train" | "valid" | "test"
 ts             Int64        evaluation time t (the next negative's timestamp)
-hist_items     List[String] events strictly before t, oldest first (at most max_history)
+hist_items     List[String] events before the point's event, oldest first (at most max_history; an event at the same
+                            second that comes earlier in the input is before it: see the order below)
 hist_feedback  List[Int8]   feedback of hist_items (-1 / +1), aligned
 hist_ts        List[Int64]  timestamps of hist_items, aligned (recency-limited prompts)
 next_neg       String       the next disliked item (the conventional target)
