@@ -355,7 +355,7 @@ def finish_tables(
 
 def placeholder_items(item_ids: pl.Series, prefix: str) -> pl.DataFrame:
     """Items for sources without metadata: the id is all we know, so it becomes the title."""
-    ids = item_ids.cast(pl.String).unique(maintain_order=True).alias("item_id")
+    ids = item_ids.cast(pl.String).drop_nulls().unique(maintain_order=True).alias("item_id")  # a missing id: no item
     return ids.to_frame().with_columns(
         title=pl.lit(prefix + " ") + pl.col("item_id"), text=pl.lit(""), category=pl.lit("")
     )
