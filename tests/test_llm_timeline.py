@@ -190,7 +190,7 @@ def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_la
                 "tasks": {"next_negative": 0, "future_negative": 0, "sid_to_title": 0.2, "title_to_sid": 0, "sid_to_category": 0, "timeline": 2.0},
                 "timeline": {"stride": 3, "positive_weight": 0.5},
                 "train": {"max_steps": 6, "batch_size": 4, "logging_steps": 1, "save_steps": 100, "dropout": 0.2,
-                          "early_stopping": {"eval_steps": 2, "patience": 5, "max_points": 4}},
+                          "early_stopping": {"eval_steps": 2, "patience": 5, "max_points": 4, "search": "exhaustive"}},
                 "discernment_eval": 0,
             },
             "decode": {"search": "exhaustive", "top_k": 5, "batch_size": 4},
@@ -223,4 +223,33 @@ def test_early_stopping_refuses_a_run_trained_up_to_test(tmp_path):
          "sft": {"model": {"tiny": {"seed": 3}}, "train": {"max_steps": 1, "early_stopping": {"eval_steps": 1}}}},
     )
     with pytest.raises(ConfigError, match="train_until: valid"):
+        STAGE_REGISTRY["sft"].call(cfg)
+
+
+def test_early_stopping_needs_valid_points_and_ranks_them_with_its_own_search(tmp_path):
+    """With no valid point every score was 0: training stopped after ``patience`` evaluations and kept the first
+    weights, exit 0. And the search came from ``decode``, which SFT does not fingerprint: another beam width chose
+    another checkpoint while the stage counted as current."""
+    import polars as pl
+
+    from conrec.config import load_config
+    from conrec.errors import ConfigError
+    from conrec.llm.config import DecodeConfig, EarlyStoppingConfig
+    from conrec.llm.model.toy import write_toy_events, write_toy_run
+    from conrec.llm.training.early_stopping import ValidFhrCallback
+    from conrec.stages import STAGE_REGISTRY
+
+    es = EarlyStoppingConfig(search="exhaustive", num_beams=7)
+    decode = DecodeConfig(search="beam", num_beams=3, exclude_history=False, popularity_prior=1.0, batch_size=2)
+    cb = ValidFhrCallback(es, pl.DataFrame({"future_negs": [["i1"]]}), None, None, None, decode)  # type: ignore[arg-type]
+    assert (cb.decode_cfg.search, cb.decode_cfg.num_beams, cb.decode_cfg.exclude_history) == ("exhaustive", 7, True)
+    assert cb.decode_cfg.popularity_prior == 0.0 and cb.decode_cfg.batch_size == 2  # placement still from decode
+
+    run = write_toy_run(tmp_path, n_items=16, n_users=6)
+    write_toy_events(run)
+    samples = pl.read_parquet(run.samples)
+    samples.filter(pl.col("split") != "valid").write_parquet(run.samples)
+    cfg = load_config(None, {"run_dir": str(tmp_path),
+                             "sft": {"model": {"tiny": {"seed": 3}}, "train": {"max_steps": 1, "early_stopping": {"eval_steps": 1}}}})
+    with pytest.raises(ConfigError, match="early_stopping has no valid point to score"):
         STAGE_REGISTRY["sft"].call(cfg)

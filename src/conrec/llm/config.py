@@ -142,6 +142,10 @@ class EarlyStoppingConfig(_Strict):
     max_points: int = Field(400, ge=1, description="valid points scored each time (a seeded draw, the same every time)")
     k: int = Field(20, ge=1, description="the K of FHR@K")
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this is not a new best")
+    search: Literal["beam", "exhaustive"] = Field(
+        "beam", description="how the valid points are ranked (as decode.search; history items are always excluded, as in eval)"
+    )
+    num_beams: int = Field(20, ge=1, description="beams of that search (raised to k when smaller)")
 
 
 class TrainConfig(_Strict):

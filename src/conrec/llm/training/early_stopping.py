@@ -3,8 +3,9 @@
 Why: a fixed step count is either too short (the dense timeline task keeps improving for many
 epochs) or too long (a small model overfits the training users); the right amount is a property of
 the data, so it is measured, on valid points only, during training. Every ``eval_steps`` optimiser
-steps the model ranks the catalogue for a fixed seeded draw of valid points (with ``decode``'s
-search, as the eval stage does), and FHR@K is recorded. The best weights are kept in
+steps the model ranks the catalogue for a fixed seeded draw of valid points (with the section's own
+``search`` and ``num_beams``, history items excluded as the eval stage excludes them; ``decode`` only says
+where and in what batches), and FHR@K is recorded. The best weights are kept in
 memory (a CPU copy); after ``patience`` evaluations without a new best, training stops; at the end
 the best weights are restored, so the saved model is the one valid chose. The curve, the best weights
 and the patience count are written into each checkpoint (``early_stopping.pt``), so a resumed run
@@ -53,8 +54,12 @@ class ValidFhrCallback(TrainerCallback):
         self.tokenizer = tokenizer
         self.sid_map = sid_map
         self.prompt_cfg = prompt_cfg
-        # checkpoints are chosen by the LM alone: the decoding-time popularity prior is not trained
-        self.decode_cfg = decode_cfg.model_copy(update={"popularity_prior": 0.0})
+        # checkpoints are chosen by the LM alone (the decoding-time popularity prior is not trained), with the search
+        # settings of the early-stopping section: `decode` is placement only for SFT (device, batch size), so a
+        # search setting read from it would change the chosen checkpoint without changing the SFT fingerprint
+        self.decode_cfg = decode_cfg.model_copy(
+            update={"popularity_prior": 0.0, "search": cfg.search, "num_beams": cfg.num_beams, "exclude_history": True}
+        )
         self.console = console
         self.curve: list[dict[str, float]] = []
         self.best: float = float("-inf")

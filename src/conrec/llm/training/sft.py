@@ -484,10 +484,13 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
             )
         from conrec.llm.training.early_stopping import STOPPER_FILE, ValidFhrCallback, valid_points
 
-        stopper = ValidFhrCallback(
-            tr.early_stopping, valid_points(samples, tr.early_stopping.max_points, sections.seed), tokenizer, sid_map,
-            sft.prompt, sections.decode, console, ema=ema,
-        )
+        points = valid_points(samples, tr.early_stopping.max_points, sections.seed)
+        if points.height == 0:  # every score would be 0: training stopped after `patience` evaluations, silently
+            raise ConfigError(
+                "sft.train.early_stopping has no valid point to score (the data stage wrote none: data.split.valid_frac "
+                "is 0, or no dislike falls in the valid period); raise valid_frac or remove early_stopping"
+            )
+        stopper = ValidFhrCallback(tr.early_stopping, points, tokenizer, sid_map, sft.prompt, sections.decode, console, ema=ema)
         if resume_from is not None and (resume_from / STOPPER_FILE).is_file():
             stopper.load(resume_from / STOPPER_FILE)
         callbacks.insert(callbacks.index(marker), stopper)  # its file precedes the checkpoint's completion marker
