@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conrec.config import load_config
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, StageInputError
 
 
 @pytest.mark.parametrize(
@@ -60,3 +60,19 @@ def test_the_cli_prints_one_line_for_a_directory_config(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["data", "-c", str(tmp_path)])
     assert result.exit_code != 0
     assert "is a directory" in result.output and "Traceback" not in result.output
+
+
+def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every SFT task weight 0 ended in TRL's StopIteration traceback; a GRPO batch that does not hold whole
+    groups of num_generations ended in TRL's ValueError traceback after the model had loaded."""
+    from conrec.stages import STAGE_REGISTRY
+
+    zero = {"next_negative": 0, "future_negative": 0, "sid_to_title": 0, "title_to_sid": 0, "sid_to_category": 0}
+    with pytest.raises(ConfigError, match="every task weight is 0"):
+        load_config(None, {"sft": {"tasks": zero}})
+    cfg = load_config(None, {"run_dir": str(tmp_path), "grpo": {"num_generations": 3, "batch_size": 8}})
+    with pytest.raises(ConfigError, match=r"grpo.batch_size \(8\) x processes \(1\) must be a multiple of grpo.num_generations \(3\)"):
+        STAGE_REGISTRY["grpo"].call(cfg)  # before any input is read: the run dir is empty
+    monkeypatch.setenv("WORLD_SIZE", "3")  # three processes hold 24 completions: whole groups of 3
+    with pytest.raises(StageInputError, match="SFT model not found"):  # past the check, on to the missing inputs
+        STAGE_REGISTRY["grpo"].call(cfg)

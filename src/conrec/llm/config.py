@@ -92,6 +92,12 @@ class TaskMix(_Strict):
         "event a target once per epoch; needs a timeline prompt layout",
     )
 
+    @model_validator(mode="after")
+    def _some_task(self) -> TaskMix:
+        if not any(w > 0 for w in self.model_dump().values()):  # nothing to train on: TRL failed with a traceback
+            raise ValueError("every task weight is 0: give at least one SFT task a positive weight")
+        return self
+
 
 class TimelineConfig(_Strict):
     """The timeline task's windows and the weights of its targets (conrec.llm.training.timeline)."""

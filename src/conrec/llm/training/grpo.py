@@ -329,6 +329,12 @@ def run(sections: GrpoSections, run_dir: Path, console: Console | None = None, r
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
     mode = sections.grpo.reward.mode
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch set it
+    if (sections.grpo.batch_size * processes) % sections.grpo.num_generations:  # TRL raised it after the model loaded
+        raise ConfigError(
+            f"grpo.batch_size ({sections.grpo.batch_size}) x processes ({processes}) must be a multiple of "
+            f"grpo.num_generations ({sections.grpo.num_generations}): each prompt's group of completions shares a batch"
+        )
     if mode not in REWARD_MODES:  # pragma: no cover - the config's Literal already refuses others
         raise ConfigError(f"grpo.reward.mode must be one of {', '.join(REWARD_MODES)}, got {mode!r}")
     started = time.perf_counter()

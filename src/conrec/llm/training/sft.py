@@ -424,6 +424,9 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         attach_copy_bias(model, tokenizer, vocab, sections)
     windows = timeline_training_windows(rd, sections, samples, sid_map) if sft.tasks.timeline > 0 else None
     examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed, timeline_windows=windows)
+    if not examples:  # TRL would stop with a StopIteration traceback on the empty dataset
+        weighted = [name for name, w in sft.tasks.model_dump().items() if w > 0]
+        raise StageInputError(f"SFT has no training example: the tasks with a weight ({', '.join(weighted)}) found nothing to ask in the training samples")
     per_task: dict[str, int] = {}
     for ex in examples:
         per_task[ex["task"]] = per_task.get(ex["task"], 0) + 1
