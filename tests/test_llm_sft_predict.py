@@ -46,6 +46,7 @@ def test_sft_writes_a_loadable_model_and_marks_done(trained):
     run = RunDir(cfg.run_dir)
     assert run.is_done("sft") and stats["steps"] == 2 and np.isfinite(stats["train_loss"])
     assert stats["lora"] and stats["n_examples"] == 40
+    assert stats["examples_cut_at_max_length"] == stats["examples_dropped_at_max_length"] == 0  # none at the default 512
     files = {p.name for p in run.sft_model.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "conrec_vocab.json", "sid_map.parquet"} <= files
     assert "adapter_config.json" not in files  # LoRA merged: a plain HF dir
@@ -206,3 +207,18 @@ def test_level_softmax_scores_sid_targets_among_their_levels_codes_only():
         lp_text = torch.log_softmax(logits[r, 6], -1)[ids[r, 7]]
         want -= float(lp0 + lp1 + lp_text)
     assert got.item() == pytest.approx(want / 6, rel=1e-4)
+
+
+def test_examples_cut_at_max_length_are_counted_and_warned_about(tmp_path):
+    """TRL keeps an example's start, so one longer than max_length loses its answer tokens and trains on
+    nothing, without a word (a helper measured it at max_length 16)."""
+    from rich.console import Console
+
+    write_toy_run(tmp_path, n_items=16, n_users=6)
+    cfg = load_config(None, {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 8,
+                                                               "train": {"max_steps": 1, "batch_size": 4, "max_length": 16}}})
+    console = Console(record=True, width=300)
+    stats = STAGE_REGISTRY["sft"].call(cfg, console=console)
+    lost = stats["examples_cut_at_max_length"] + stats["examples_dropped_at_max_length"]
+    assert stats["examples_dropped_at_max_length"] > 0 and lost <= stats["n_examples"]  # TRL drops those left without answer
+    assert f"{lost} of {stats['n_examples']} SFT examples reach sft.train.max_length (16 tokens)" in console.export_text()

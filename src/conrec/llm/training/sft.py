@@ -522,6 +522,17 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces the raw dict printing
+    lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])
+    # TRL keeps an example's start, so what max_length cuts is its end, the answer tokens; an example left with
+    # none is dropped from the dataset
+    n_cut, n_dropped = int((lengths >= tr.max_length).sum()), len(dataset) - len(lengths)
+    if n_cut or n_dropped:
+        console.print(
+            f"[yellow]warning:[/] {n_cut + n_dropped} of {len(dataset)} SFT examples reach sft.train.max_length "
+            f"({tr.max_length} tokens): {n_dropped} dropped (no answer token left), {n_cut} cut at the end, where the "
+            "answer tokens are; raise max_length, or shorten the prompts (sft.prompt.max_timeline_events, max_neg_items, "
+            "max_pos_items)"
+        )
     if resume_from is not None:
         console.print(f"SFT: resuming from {resume_from.name} (an earlier run was interrupted)")
     try:
@@ -532,7 +543,6 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     if ema is not None and stopper is None:
         ema.copy_to(acc.unwrap_model(trainer.model))  # with a stopper the best averaged weights are already in place
     acc.wait_for_everyone()
-    lengths = np.array([len(x) for x in trainer.train_dataset["input_ids"]])
     state = trainer.state
     resumed_at = checkpoint_step(resume_from) if resume_from is not None else 0
     # this call's steps only: train_runtime is this call's time
@@ -548,6 +558,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         "train_loss": float(train_loss),
         "train_loss_steps": loss_steps,  # the steps train_loss averages: all of them, unless resumed from an old checkpoint
         "mean_tokens_per_example": float(lengths.mean()),
+        "examples_cut_at_max_length": n_cut,  # trained on with their end cut off
+        "examples_dropped_at_max_length": n_dropped,  # not trained on: no answer token within max_length
         "train_seconds": train_seconds,
         "tokens_per_second": float(seen * lengths.mean() / train_seconds) if train_seconds > 0 else None,
         "num_processes": int(acc.num_processes),
