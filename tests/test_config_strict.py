@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conrec.config import load_config
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_the_cli_prints_one_line_for_a_directory_config(tmp_path: Path) -> None:
     assert "is a directory" in result.output and "Traceback" not in result.output
 
 
-def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Path) -> None:
     """Every SFT task weight 0 ended in TRL's StopIteration traceback; a GRPO batch that does not hold whole
     groups of num_generations ended in TRL's ValueError traceback after the model had loaded."""
     from conrec.stages import STAGE_REGISTRY
@@ -73,6 +73,9 @@ def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Pat
     cfg = load_config(None, {"run_dir": str(tmp_path), "grpo": {"num_generations": 3, "batch_size": 8}})
     with pytest.raises(ConfigError, match=r"grpo.batch_size \(8\) x processes \(1\) must be a multiple of grpo.num_generations \(3\)"):
         STAGE_REGISTRY["grpo"].call(cfg)  # before any input is read: the run dir is empty
-    monkeypatch.setenv("WORLD_SIZE", "3")  # three processes hold 24 completions: whole groups of 3
-    with pytest.raises(StageInputError, match="SFT model not found"):  # past the check, on to the missing inputs
-        STAGE_REGISTRY["grpo"].call(cfg)
+    from conrec.llm.training.grpo import check_group_batch
+
+    check_group_batch(8, 3, 3)  # three processes hold 24 completions: whole groups of 3
+    with pytest.raises(ConfigError, match=r"\(4\) x processes \(1\)"):
+        check_group_batch(4, 1, 8)
+    check_group_batch(4, 2, 8)

@@ -53,7 +53,8 @@ def test_healthz_reports_model_items_users_limits(setup):
     assert body["status"] == "ok" and body["model"] == "fake"
     assert body["n_items"] == SERVE_N_ITEMS
     assert body["n_users"] == max(SERVE_DISLIKES.values()) + 1  # d0..d3 and u_hist
-    assert body["limits"] == {"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3, "max_candidates": 200}
+    assert body["limits"] == {"max_k": 8, "default_k": 4, "max_history": 4, "max_batch": 3, "max_candidates": 200,
+                              "unknown_items": "error"}
 
 
 def test_negative_positive_lists(setup):

@@ -144,6 +144,9 @@ def test_items_unknown_to_the_model_are_skipped_and_listed_when_the_config_says_
     # the known part is answered exactly as a request without the unknown ids
     same = client.post("/v1/score", json={"negative": ["i3"], "candidates": ["i5", "i1"], "threshold": 0.3, "explain": True}).json()
     assert [body["items"][0], body["items"][2]] == same["items"] and same["skipped_items"] is None
+    twice = client.post("/v1/score", json={"negative": ["i3", "new"], "candidates": ["new", "i1"]}).json()
+    assert twice["skipped_items"] == ["new"]  # unknown in the history and the slate: listed once
+    assert client.get("/healthz").json()["limits"]["unknown_items"] == "skip"  # a client can see the mode
     all_new = client.post("/v1/score", json={"negative": ["i3"], "candidates": ["n1", "n2"]}).json()
     assert [it["score"] for it in all_new["items"]] == [None, None] and all_new["skipped_items"] == ["n1", "n2"]
     # /v1/dislikes: the history's unknown events are left out; a history of unknown items only is refused

@@ -38,7 +38,7 @@ RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from th
 HISTORY_HELP = escape(
     'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
     'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}, or {"user_id": ...} of the run\'s events; a whole '
-    'POST /v1/dislikes body is read as the server reads it ("k" and "explain" too; --k and --explain win); '
+    'POST /v1/dislikes body is read as the server reads it ("k" unless --k is given, "explain" or --explain); '
     "see examples/history.json"
 )
 

@@ -15,7 +15,7 @@ The protocol (:class:`Stage`): a stage declares
 * ``placement``: sections it receives only to decide *where and how fast* something runs
   (device, batch size), never *what* is computed; they are not fingerprinted (the SFT stage scores
   its discernment questions with ``decode``'s device and batch size, and scores are
-  batch-independent);
+  batch-independent up to float32 rounding);
 * ``inputs`` (and ``optional_inputs``): the upstream stages whose outputs it reads, and
   ``outputs``: the run-directory keys it writes (checked for readability before a finished stage is
   reused);

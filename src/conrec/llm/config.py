@@ -149,7 +149,7 @@ class EarlyStoppingConfig(_Strict):
     k: int = Field(20, ge=1, description="the K of FHR@K")
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this is not a new best")
     search: Literal["beam", "exhaustive"] = Field(
-        "beam", description="how the valid points are ranked (as decode.search; history items are always excluded, as in eval)"
+        "beam", description="how the valid points are ranked (as decode.search); history items are always excluded"
     )
     num_beams: int = Field(20, ge=1, description="beams of that search (raised to k when smaller)")
 
@@ -348,7 +348,7 @@ class GrpoConfig(_Strict):
 
     @model_validator(mode="after")
     def _stages_named_uniquely(self) -> GrpoConfig:
-        # (batch_size x processes must be a multiple of num_generations: TRL checks that at start-up)
+        # (batch_size x processes must be a multiple of num_generations: grpo.check_group_batch, once the processes are known)
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ValueError(f"GRPO stage names must be unique, got {names}")

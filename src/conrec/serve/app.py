@@ -7,7 +7,7 @@ model calls themselves pass an admission gate (:class:`conrec.serve.limits.Admis
 ``serve.max_queue`` wait, and the next one gets 503 + Retry-After at once. Throughput comes from
 batching: concurrent single requests are micro-batched (:mod:`conrec.serve.batching`), and
 ``POST /v1/dislikes/batch`` answers many histories at once; either way each history is decoded with
-its own ``k``, so batching never changes an answer. Body size, API key and message length limits:
+its own ``k``, so batching never changes an answer beyond float32 rounding. Body size, API key and message length limits:
 see :mod:`conrec.serve.limits`.
 
 Errors: every bad input is a 4xx whose ``detail`` names the problem (field, item ids, user); the
@@ -259,7 +259,8 @@ def create_app(
     app.state.batcher = batcher  # observable (tests, metrics)
 
     def infer(histories: list[History], ks: list[int]) -> Recommendations:
-        """Each history decoded with its own k (one model call per distinct k): batching never changes an answer."""
+        """Each history decoded with its own k (one model call per distinct k): batching changes no answer beyond
+        float32 rounding."""
         with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
             recs: Recommendations = run_grouped(run_group, [(_DISLIKES, k) for k in ks], histories)
         return recs
@@ -329,7 +330,7 @@ def create_app(
         n_filtered = sum(d == "filter" for d in decisions) if req.threshold is not None else None
         return ScoreResponse(
             items=items, model=model, threshold=req.threshold, n_filtered=n_filtered,
-            skipped_items=[*skipped, *catalog.unknown(req.candidates)] or None,
+            skipped_items=list(dict.fromkeys([*skipped, *catalog.unknown(req.candidates)])) or None,  # once each
         )
 
     # shared with the inspector page (serve/ui.py): the same catalogue, history checks and explanations
@@ -341,7 +342,7 @@ def create_app(
     def healthz() -> Health:
         limits = Limits(
             max_k=cfg.max_k, default_k=cfg.default_k, max_history=cfg.max_history, max_batch=cfg.max_batch,
-            max_candidates=cfg.max_candidates,
+            max_candidates=cfg.max_candidates, unknown_items=cfg.unknown_items,
         )
         return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid())
 
@@ -416,6 +417,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI reads a body of another type as no JSON at all ("a valid dictionary..."): say why
         lines.append(f"the body must be JSON, sent with content-type: application/json (got {clip(ctype, 100)!r})")
         errors = [e for e in errors if tuple(e.get("loc", ())) != ("body",)]
+        shown_before = 1  # that line stands for the errors it replaced: not one of `errors`
+    else:
+        shown_before = 0
     for e in errors:
         loc = ".".join(str(x) for x in e.get("loc", ()))
         if e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",):
@@ -427,7 +431,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             lines.append(f"{clip(loc, 200)}: {clip(str(e.get('msg', 'invalid')).removeprefix('Value error, '), 300)}")
         if len(lines) >= _MAX_ERRORS:
             break
-    more = f"; and {len(errors) - len(lines)} more error(s)" if len(errors) > len(lines) else ""
+    shown = len(lines) - shown_before
+    more = f"; and {len(errors) - shown} more error(s)" if len(errors) > shown else ""
     # The raw errors minus "input" (echoing a whole oversized body back helps nobody), capped too.
     brief = [
         {"type": e.get("type"), "loc": [clip(str(x), 200) for x in e.get("loc", ())], "msg": clip(str(e.get("msg")), 300)}

@@ -136,7 +136,7 @@ class DislikeItem(BaseModel):
     reason: Reason | None = Field(None, description="only when the request set explain: true")
 
 
-_SKIPPED = "ids of the request unknown to the model, left out (serve.unknown_items: skip); absent otherwise"
+_SKIPPED = "ids of the request unknown to the model, left out, each once (serve.unknown_items: skip); null when none"
 
 
 class DislikeResponse(BaseModel):
@@ -224,6 +224,7 @@ class Limits(BaseModel):
     max_history: int
     max_batch: int
     max_candidates: int | None = None
+    unknown_items: Literal["error", "skip"] = Field("error", description="serve.unknown_items: how unknown item ids are met")
 
 
 class Health(BaseModel):

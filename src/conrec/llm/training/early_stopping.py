@@ -4,7 +4,7 @@ Why: a fixed step count is either too short (the dense timeline task keeps impro
 epochs) or too long (a small model overfits the training users); the right amount is a property of
 the data, so it is measured, on valid points only, during training. Every ``eval_steps`` optimiser
 steps the model ranks the catalogue for a fixed seeded draw of valid points (with the section's own
-``search`` and ``num_beams``, history items excluded as the eval stage excludes them; ``decode`` only says
+``search`` and ``num_beams``, history items always excluded; ``decode`` only says
 where and in what batches), and FHR@K is recorded. The best weights are kept in
 memory (a CPU copy); after ``patience`` evaluations without a new best, training stops; at the end
 the best weights are restored, so the saved model is the one valid chose. The curve, the best weights

@@ -329,12 +329,6 @@ def run(sections: GrpoSections, run_dir: Path, console: Console | None = None, r
     # TRL 1.16 calls transformers' renamed gradient-checkpointing helpers on every step: not actionable here
     warnings.filterwarnings("ignore", message=r".*(gradient|activation)_checkpointing.*", category=FutureWarning)
     mode = sections.grpo.reward.mode
-    processes = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch set it
-    if (sections.grpo.batch_size * processes) % sections.grpo.num_generations:  # TRL raised it after the model loaded
-        raise ConfigError(
-            f"grpo.batch_size ({sections.grpo.batch_size}) x processes ({processes}) must be a multiple of "
-            f"grpo.num_generations ({sections.grpo.num_generations}): each prompt's group of completions shares a batch"
-        )
     if mode not in REWARD_MODES:  # pragma: no cover - the config's Literal already refuses others
         raise ConfigError(f"grpo.reward.mode must be one of {', '.join(REWARD_MODES)}, got {mode!r}")
     started = time.perf_counter()
@@ -360,14 +354,25 @@ def run(sections: GrpoSections, run_dir: Path, console: Console | None = None, r
     return _save(job, log, summaries, done_now, prev_model, started)
 
 
+def check_group_batch(batch_size: int, processes: int, num_generations: int) -> None:
+    """Each prompt's ``num_generations`` completions must fit whole in one step's batch over all processes (TRL
+    raised it with a traceback after the model had loaded): a one-line error before anything is read."""
+    if (batch_size * processes) % num_generations:
+        raise ConfigError(
+            f"grpo.batch_size ({batch_size}) x processes ({processes}) must be a multiple of grpo.num_generations "
+            f"({num_generations}): each prompt's group of completions shares a batch"
+        )
+
+
 def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
     """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
     rd = RunDir(run_dir)
+    compute = resolve_compute(sections.compute)
+    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
+    check_group_batch(sections.grpo.batch_size, state.num_processes, sections.grpo.num_generations)
     sft = rd.model_dir("sft")
     if not (sft / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")
-    compute = resolve_compute(sections.compute)
-    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
 
     sid_map = SidMap.from_parquet(rd.sid_map)
     assert_model_fits(sft, sid_map)
