@@ -181,7 +181,9 @@ def score(
     batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive, or a user_id of the run's events) per row"),
     out: Path | None = typer.Option(None, help="output Parquet (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
-    threshold: float | None = typer.Option(None, help="filter candidates whose score >= threshold"),
+    threshold: float | None = typer.Option(
+        None, help="filter candidates whose score >= threshold; an LM's score is a log-probability (<= 0, e.g. -8)"
+    ),
     explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles (a batch: a reasons column)"),
 ) -> None:
     """Dislike score of every candidate of a slate (one JSON request or a Parquet batch)."""

@@ -8,6 +8,7 @@ strictly before that user's start of the split (:func:`conrec.data.splits.per_us
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ def fit_events_for(
     if protocol == "per_user":
         return per_user_fit_events(events, split_cfg, split), f"each user's events before that user's {split} start"
     cutoff, source = split_cutoff(stats, split, split_samples)
-    return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off ts {cutoff} ({source})"
+    when = dt.datetime.fromtimestamp(cutoff, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return events.filter(pl.col("ts") < cutoff), f"events before the {split} cut-off, {when} (ts {cutoff}, {source})"
 
 
 def training_events(run_dir: Path, split_cfg: SplitConfig, samples: pl.DataFrame | None = None) -> pl.DataFrame:

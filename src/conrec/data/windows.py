@@ -72,6 +72,7 @@ def cut_short_note(shares: dict[float, float], log_end: int) -> str | None:
     parts = ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in cut.items())
     return (
         f"Future windows cut short by the end of the log (last event {last}): {parts}. Their future sets hold only "
-        "the days the log has, which lowers every model's FHR at that horizon alike; a longer horizon is therefore "
-        "not a full measurement for them."
+        "the days the log has, so FHR at that horizon is lower for every model (the same points for all, so the "
+        "paired differences stand). For whole windows: a shorter data.split.horizon_days, or a log that runs on "
+        "past the last evaluated point."
     )

@@ -264,8 +264,8 @@ class SlateReport:
         lines = [
             f"## {title}",
             "",
-            f"{self.n_points} evaluation points with a slate (true next dislike + up to "
-            f"{round(self.mean_slate - 1, 1)} same-day non-disliked exposures on average; "
+            f"{self.n_points} evaluation points with a slate (the true next dislike + same-day exposures not disliked "
+            f"that day, {round(self.mean_slate - 1, 1)} on average, up to eval.slates.n_candidates - 1; "
             f"{self.n_without_slate} points had no other exposure that day). Candidate Acc@1: the true "
             "negative ranked first; MRR: its reciprocal rank; AUC: day dislikes vs day non-dislikes. "
             "Ties count as random order. [95% bootstrap CI].",

@@ -146,13 +146,14 @@ def swap_table(metrics: dict[str, dict[str, Any]]) -> str | None:
 
 def tuning_section(tuning: dict[str, dict[str, Any]]) -> str:
     """Markdown: each baseline's chosen settings and the valid FHR@k of every grid point tried."""
+    k = next((t["k"] for t in tuning.values() if "k" in t), "k")
     lines = [
         "## Baseline tuning (valid split)",
         "",
         "Each grid point was fitted on the events before the valid period and scored on the valid samples; "
         "the best was refitted on the events before the evaluated period. Test was never used.",
         "",
-        "| baseline | chosen | valid FHR@k | grid (valid FHR@k per point) |",
+        f"| baseline | chosen | valid FHR@{k} | grid (valid FHR@{k} per point) |",
         "|---|---|---:|---|",
     ]
     for name, t in tuning.items():
@@ -301,7 +302,7 @@ def grpo_rewards_figure(log: list[dict[str, Any]]) -> Any:
             for x, e in zip(xs, log)
             if isinstance(v := (e.get("components") or {}).get(name), (int, float))
         ]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=name, color=f"C{i}")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ls="--", lw=1, label=f"{name} (unweighted)", color=f"C{i}")
     starts = [x for x, (a, b) in enumerate(zip([None, *log[:-1]], log)) if a is None or a["stage_index"] != b["stage_index"]]
     for x in starts:
         if x:
@@ -311,7 +312,8 @@ def grpo_rewards_figure(log: list[dict[str, Any]]) -> Any:
                 transform=ax.get_xaxis_transform())
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("logged step (all stages)")
-    ax.set_ylabel("reward")
+    # the dashed components are logged unweighted (some only for inspection): they do not add up to the reward
+    ax.set_ylabel("reward (black); components (dashed)")
     ax.set_title("Progressive GRPO: reward per step", pad=16, fontsize="medium")
     ax.grid(alpha=0.3)
     fig.tight_layout()

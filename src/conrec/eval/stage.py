@@ -230,6 +230,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
 
     samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
+    n_split = samples_all.filter(pl.col("split") == ecfg.split).height
     fit_events, fit_rule = fit_events_for(events, split_cfg, stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
     train_counts = dislike_counts(fit_events)
     catalogue = items["item_id"].cast(pl.String).to_list()
@@ -353,7 +354,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         {
             "split protocol": split_cfg.protocol,
             "evaluated split": ecfg.split,
-            "evaluated samples": samples.height,
+            "evaluated samples": samples.height if samples.height == n_split else f"{samples.height} of {n_split} (eval.max_samples)",
             "evaluated users": samples["user_id"].n_unique(),
             "events used to fit baselines": fit_events.height,
             "future window N (days)": split_cfg.horizon_days,
@@ -373,7 +374,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         extra.append(taste)
     if notes:
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
-    extra.append("## Timings (s, tune + fit + predict)\n\n" + "\n".join(f"- {m}: {t:g}" for m, t in timings.items()))
+    extra.append("## Timings (s: a baseline's tuning, fit and top-K; an LM's decoding only, its training is in its stage's "
+                 "stats.json)\n\n" + "\n".join(f"- {m}: {t:.2f}" for m, t in timings.items()))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
     console.print(summary_table(metrics, ks, slate_report.metrics if slate_report is not None else None))
     for n in notes:

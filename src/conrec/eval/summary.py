@@ -42,7 +42,8 @@ def summary_table(
     fhr = f"FHR@{k}"
     table = Table(
         title="results (full table: report.md)",
-        caption="Δ: paired FHR difference vs the best baseline (ref); *: CI excludes 0",
+        caption="Δ: paired FHR difference vs the best baseline (ref); *: CI excludes 0. HR: the next dislike in the "
+        "top-K; Cand. Acc@1: it ranked first among that day's exposures",
         box=box.SIMPLE_HEAD,
         header_style="bold",
         pad_edge=False,
