@@ -183,7 +183,10 @@ def test_forgetting_summary_by_hand():
     # forgetting = (0.8 - 0.6) / 0.8 = 0.25 for the final model; stage a: 0.1 / 0.8 = 0.125
     assert s["grpo"] == 0.6 and s["forgetting"] == pytest.approx(0.25)
     assert s["stages"][0]["forgetting"] == pytest.approx(0.125)
-    assert "| GRPO stage b | 0.600 | 25.0% |" in markdown(s)
+    assert "| GRPO stage b | 0.600 | 25.0% |" in markdown(s) and "measure nothing" not in markdown(s)
+    # SFT at chance (0.242 on 200 questions, as a MovieLens run had it): "0.0% forgetting" would read as a result
+    at_chance = summary({"discernment": {"accuracy": 0.242, "n_questions": 200}}, {"stages": [{"stage": "a", "discernment": {"accuracy": 0.242}}]})
+    assert "SFT is within chance on these 200 questions" in markdown(at_chance)
     assert summary(None, None) is None and summary({"discernment": None}, {"stages": []}) is None
 
 

@@ -189,4 +189,9 @@ def markdown(s: dict[str, Any]) -> str:
         f"| SFT | {fmt(s.get('sft'))} | |",
     ]
     lines += [f"| GRPO stage {st['stage']} | {fmt(st['accuracy'])} | {pct(st['forgetting'])} |" for st in s.get("stages", [])]
+    sft, n = s.get("sft"), s.get("n_questions") or 0
+    if sft is not None and n and sft <= 0.25 + 1.96 * (0.25 * 0.75 / n) ** 0.5:
+        # a drop from chance says nothing: "0.0%" here would read as "GRPO forgot nothing"
+        lines += ["", f"SFT is within chance on these {n} questions (0.25 + 2 standard errors), so the forgetting "
+                  "figures measure nothing here."]
     return "\n".join(lines)
