@@ -132,6 +132,11 @@ def test_pasted_history_is_checked_like_the_api_and_ranked_by_popularity(tmp_pat
 
     unknown = client.post("/ui/api/history", json={"history": [{"item_id": "nope", "feedback": -1}]})
     assert unknown.status_code == 422 and "'nope'" in unknown.json()["detail"]
+    assert view["skipped_items"] == []
+    skipping, _ = _run(tmp_path / "skip", max_history=3, unknown_items="skip")  # the view lists what skip left out
+    mixed = skipping.post("/ui/api/history", json={"history": [{"item_id": "i2", "feedback": -1}, {"item_id": "nope", "feedback": 1}]})
+    assert mixed.status_code == 200 and mixed.json()["skipped_items"] == ["nope"]
+    assert [e["item_id"] for e in mixed.json()["history"]] == ["i2"]
     long = client.post("/ui/api/history", json={"history": [{"item_id": "i2", "feedback": -1}] * 4})
     assert long.status_code == 413 and "max_history = 3" in long.json()["detail"]
     assert client.post("/ui/api/history", json={"history": []}).status_code == 422

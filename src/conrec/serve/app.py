@@ -335,6 +335,7 @@ def create_app(
 
     # shared with the inspector page (serve/ui.py): the same catalogue, history checks and explanations
     app.state.catalog, app.state.history_of, app.state.explain = catalog, history_of, reason_of
+    app.state.history_and_skipped = history_and_skipped  # the pasted history's view lists what skip left out
 
     # HEAD too (headers only): load balancers and uptime probes often check liveness without a body
     @app.head("/healthz", include_in_schema=False)

@@ -164,8 +164,8 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
     @router.post(UI_PATH + "/api/history")
     def pasted(request: Request, body: DislikeRequest) -> dict[str, Any]:
         """A pasted history, read and checked exactly as ``/v1/dislikes`` reads its body."""
-        catalog, history_of, explain = _served(request)
-        history = history_of(body, "")
+        catalog, _, explain = _served(request)
+        history, skipped = request.app.state.history_and_skipped(body, "")
         k = k_of(body.k)
         ranked = popular(catalog).recommend([history], k)[0]
         rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
@@ -175,6 +175,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "timeline": inspector.timeline(*history),
             "future": [],
             "lists": [{"name": "popularity", "kind": "baseline_live", "items": rows}],  # computed now, not read from eval
+            "skipped_items": skipped,  # unknown ids left out (serve.unknown_items: skip), shown under the history
         }
 
     @router.get(UI_PATH + "/api/items")

@@ -147,7 +147,9 @@ function renderUser(view) {
     $("future-hint").textContent = `${view.future.length} item(s) the user disliked next; the lists below mark them as hits.`;
   } else {
     $("user-h").textContent = "Pasted history";
-    $("user-meta").textContent = `${view.history.length} events (${negs} dislikes), in the order pasted; no future to compare with.`;
+    const skipped = view.skipped_items && view.skipped_items.length
+      ? ` Left out, unknown to the model (serve.unknown_items: skip): ${view.skipped_items.join(", ")}.` : "";
+    $("user-meta").textContent = `${view.history.length} events (${negs} dislikes), in the order pasted; no future to compare with.${skipped}`;
     $("future-hint").textContent = "None for a pasted history.";
   }
   const body = clear($("timeline").tBodies[0]);
