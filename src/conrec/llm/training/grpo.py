@@ -244,7 +244,7 @@ class GrpoLogCallback(StepProgressCallback):
         }
         if state.is_world_process_zero:
             self.log.append(entry)
-        self.show_status(f"reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}")
+        self.show_status(f"last reward {entry['reward']:.3f} hit {entry['components']['hit']:.2f} zero-adv {entry['zero_adv_share']:.0%}")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -542,7 +542,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
         if i > 0:  # only the latest stage's weights are needed to resume or finish
             shutil.rmtree(job.work / f"stage_{i - 1}" / "model", ignore_errors=True)
         console.print(
-            f"GRPO stage {i} ({stage.name}): {info['steps']} steps, reward {info['mean_reward']:.3f}, "
+            f"GRPO stage {i} ({stage.name}): {info['steps']} steps, mean reward {info['mean_reward']:.3f}, "
             f"zero-advantage groups {info['mean_zero_adv_share']:.0%}, rollout {info['rollout_share'] or 0:.0%} of time"
         )
     acc.wait_for_everyone()

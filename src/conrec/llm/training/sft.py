@@ -64,7 +64,7 @@ class RichProgressCallback(StepProgressCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.show_status(f"loss {float(logs['loss']):.3f}")
+            self.show_status(f"last loss {float(logs['loss']):.3f}")  # the summary line gives the mean
 
 
 def _with_lora(model: Any, lora: Any, new_ids: list[int]) -> Any:
@@ -597,7 +597,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         rd.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is written: checkpoints are no longer needed
         console.print(
-            f"SFT: {stats['steps']} steps on {len(examples)} examples, loss {stats['train_loss']:.3f}, "
+            f"SFT: {stats['steps']} steps on {len(examples)} examples, mean loss {stats['train_loss']:.3f}, "
             f"{stats['tokens_per_second'] or 0:.0f} tokens/s -> {out}"
         )
     acc.wait_for_everyone()
