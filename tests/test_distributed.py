@@ -1,9 +1,9 @@
-"""The SFT stage runs unchanged as 2 CPU processes (gloo DDP), as it would on 2 GPUs.
+"""The SFT and GRPO stages run unchanged as 2 CPU processes (gloo DDP), as they would on 2 GPUs.
 
 Launched with ``torchrun --standalone`` (a free rendezvous port, so parallel test runs do not
-collide). ``accelerate launch --multi_gpu --num_processes 2`` works the same way on a CPU-only
-machine; note that ``accelerate launch --cpu`` starts a single process for a one-machine MULTI_CPU
-config in accelerate 1.x (it expects mpirun), which is why it is not used here.
+collide) through the module entry points the docs give. ``accelerate launch --multi_gpu --num_processes 2``
+works the same way on a CPU-only machine; note that ``accelerate launch --cpu`` starts a single process for a
+one-machine MULTI_CPU config in accelerate 1.x (it expects mpirun), which is why it is not used here.
 """
 
 from __future__ import annotations
@@ -13,50 +13,41 @@ import os
 import subprocess
 import sys
 
-import yaml
+from rich.console import Console
 
-from conrec.llm.model.toy import write_toy_run
+from conrec.config import dump_config, load_config, preset_path
+from conrec.pipeline import run_pipeline
 from conrec.runs import RunDir
 
-from builders import grpo_run_dir
 
-
-def test_sft_two_cpu_processes(tmp_path):
-    run = write_toy_run(tmp_path / "run", n_items=16, n_users=8)
-    cfg = {
-        "run_dir": str(run.root),
-        "sft": {"model": {"tiny": {"seed": 0}}, "train": {"max_steps": 2, "batch_size": 2, "logging_steps": 1}, "max_samples": 16},
-    }
-    cfg_path = tmp_path / "cfg.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+def _launch(module: str, cfg_path, timeout: int) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "conrec.llm.training.sft", "--config", str(cfg_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", module, "--config", str(cfg_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    stats = json.loads((RunDir(run.root).sft / "stats.json").read_text())
-    assert stats["num_processes"] == 2 and stats["steps"] == 2
-    assert RunDir(run.root).is_done("sft")
-    from transformers import AutoModelForCausalLM
-
-    AutoModelForCausalLM.from_pretrained(RunDir(run.root).sft_model)
 
 
-def test_grpo_two_cpu_processes(tmp_path):
-    """Progressive GRPO (2 stages, constrained rollouts) as 2 gloo processes via the module entry point."""
-    from conrec.config import dump_config
-
-    cfg, run = grpo_run_dir(tmp_path / "run")
-    cfg = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"stages": cfg.grpo.stages[:1] + [cfg.grpo.stages[1].model_copy(update={"steps": 1})]})})
+def test_sft_then_progressive_grpo_as_two_cpu_processes_leave_models_later_commands_use(tmp_path):
+    """Each stage's entry point runs it as ``conrec sft``/``grpo`` would, recorded for the config: a direct runner
+    call left no configuration record, and `conrec eval` refused the models (the docs' distributed commands)."""
+    cfg = load_config(preset_path("tiny"), {
+        "run_dir": str(tmp_path / "run"),
+        "sft": {"train": {"max_steps": 2, "batch_size": 2, "logging_steps": 1}, "max_samples": 16},
+        "grpo": {"max_samples": 16, "stages": [{"name": "neg", "steps": 1, "max_pos_items": 0, "positive_share": 0.0},
+                                               {"name": "pos", "steps": 1, "max_pos_items": 3, "positive_share": 0.5}]},
+    })
+    run_pipeline(cfg, stages=("data", "sid"), console=Console(quiet=True))
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(dump_config(cfg))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "conrec.llm.training.grpo", "--config", str(cfg_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = RunDir(cfg.run_dir)
+
+    _launch("conrec.llm.training.sft", cfg_path, timeout=180)
+    stats = json.loads((run.sft / "stats.json").read_text())
+    assert stats["num_processes"] == 2 and stats["steps"] == 2
+    assert run.model_problem(cfg, "sft") is None  # current for the config: predict, serve and eval use it
+
+    _launch("conrec.llm.training.grpo", cfg_path, timeout=300)
     stats = json.loads((run.grpo / "stats.json").read_text())
     assert stats["steps"] == 2 and [s["invalid_rate"] for s in stats["stages"]] == [0.0, 0.0]
-    log = json.loads((run.grpo / "reward_log.json").read_text())
-    assert [e["stage"] for e in log] == ["neg", "pos"]
-    assert run.is_done("grpo")
+    assert [e["stage"] for e in json.loads((run.grpo / "reward_log.json").read_text())] == ["neg", "pos"]
+    assert run.model_problem(cfg, "grpo") is None

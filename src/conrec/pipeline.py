@@ -109,6 +109,20 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
     return result
 
 
+def run_stage_or_exit(cfg: PipelineConfig, stage: str, **kwargs: Any) -> Any:
+    """:func:`run_stage` for a module entry point (``accelerate launch -m conrec.llm.training.sft``): a conrec
+    error is one red line and exit status 2, as the CLI prints it, not a traceback from every process."""
+    from rich.markup import escape
+
+    from conrec.errors import ConrecError
+
+    try:
+        return run_stage(cfg, stage, console=Console(), **kwargs)
+    except ConrecError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise SystemExit(2) from None
+
+
 def record_finished(cfg: PipelineConfig, stage: str, seconds: float = 0.0, source_files: dict[str, Any] | None = None) -> None:
     """Record that ``stage`` finished with ``cfg`` (its fingerprint file): what makes its model current.
 

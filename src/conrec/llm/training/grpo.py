@@ -85,7 +85,7 @@ from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_t
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
-from conrec.stages import STAGE_REGISTRY, GrpoSections, received_fingerprint, stage_hash
+from conrec.stages import GrpoSections, received_fingerprint, stage_hash
 from conrec.swing import Swing
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -686,7 +686,8 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m conrec.llm.training.grpo --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
+    """``python -m conrec.llm.training.grpo --config cfg.yaml`` (the entry point for ``accelerate launch -m``): the
+    stage as ``conrec grpo`` runs it, inputs checked and the run's record updated (see the SFT entry point)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
@@ -701,7 +702,9 @@ def main(argv: list[str] | None = None) -> None:
         overrides.setdefault("grpo", {})["progressive"] = False
     cfg = load_config(ns.config, overrides or None)
     prepare_process(cfg.threads)
-    STAGE_REGISTRY["grpo"].call(cfg, console=Console(), resume=not ns.no_resume)
+    from conrec.pipeline import run_stage_or_exit
+
+    run_stage_or_exit(cfg, "grpo", resume=not ns.no_resume)
 
 
 if __name__ == "__main__":  # pragma: no cover

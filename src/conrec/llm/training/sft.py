@@ -53,7 +53,7 @@ from conrec.llm.training.tasks import build_examples
 from conrec.runs import RunDir
 from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
-from conrec.stages import STAGE_REGISTRY, SftSections, received_fingerprint
+from conrec.stages import SftSections, received_fingerprint
 
 
 class RichProgressCallback(StepProgressCallback):
@@ -605,7 +605,9 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m conrec.llm.training.sft --config cfg.yaml`` (the entry point for ``accelerate launch -m``)."""
+    """``python -m conrec.llm.training.sft --config cfg.yaml`` (the entry point for ``accelerate launch -m``): the
+    stage as ``conrec sft`` runs it, inputs checked and the run's record updated (a direct runner call left no
+    configuration record, so no later command would use the model)."""
     from conrec.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -614,7 +616,9 @@ def main(argv: list[str] | None = None) -> None:
     ns = parser.parse_args(argv)
     cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
     prepare_process(cfg.threads)
-    STAGE_REGISTRY["sft"].call(cfg, console=Console())
+    from conrec.pipeline import run_stage_or_exit
+
+    run_stage_or_exit(cfg, "sft")
 
 
 if __name__ == "__main__":  # pragma: no cover
