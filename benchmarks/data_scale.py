@@ -18,7 +18,7 @@ samples, exposures and stats) runs once per engine, each in a fresh child proces
 Peak memory is the peak PSS of the child's whole process tree (the Spark JVM and its Python
 workers included; PSS so that pages shared by forked workers count once), sampled every 0.25 s
 from /proc; a run whose tree passes ``--max-rss-gib`` is killed and reported as such (the machine
-is shared), and ``memory`` is skipped where its ~0.5 GB per million events would not fit.
+is shared), and ``memory`` is skipped where its ~0.32 GB per million events (measured: `MEMORY_GB_PER_MILLION`) would not fit.
 Events/s = events in the file / wall-clock seconds of the stage. Note the machine's load
 (``uptime``) beside any figure: the rates scale with free cores.
 """

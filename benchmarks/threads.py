@@ -8,7 +8,7 @@ conrec's automatic choice (:mod:`conrec.runtime`: the available cores other proc
 each alone and while one other process trains a torch MLP with torch's default thread count
 (what an unconfigured training job does).
 
-    python benchmarks/threads.py                       # ~5 min on 2 busy cores
+    python benchmarks/threads.py                       # 5-10 min on 2 cores
     python benchmarks/threads.py --sft-steps 20 --sasrec-epochs 10 --json out.json
 
 Each measurement runs in a fresh subprocess (threads are set once per process). Figures are wall
@@ -164,14 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()[0]
 
     print(f"\ncores available: {cores}; 1-min load average before / after: {load_before:.1f} / {load_after:.1f}")
-    print("| stage | threads | alone | with 1 concurrent trainer | slowdown |")
+    print("| stage | threads (alone / beside) | alone | with 1 concurrent trainer | slowdown |")
     print("|---|---:|---:|---:|---:|")
     for stage in ("sft", "sasrec"):
         for setting, _ in settings(cores):
             alone = next(r for r in rows if r["stage"] == stage and r["setting"] == setting and not r["concurrent"])
             busy = next(r for r in rows if r["stage"] == stage and r["setting"] == setting and r["concurrent"])
+            # "auto" may choose other thread counts alone and beside a trainer: show both
+            used = str(alone["threads"]) if alone["threads"] == busy["threads"] else f"{alone['threads']} / {busy['threads']}"
             print(
-                f"| {stage} (s/{alone['unit']}) | {alone['threads']} ({setting}) | {alone['per_unit']:.3f} | "
+                f"| {stage} (s/{alone['unit']}) | {used} ({setting}) | {alone['per_unit']:.3f} | "
                 f"{busy['per_unit']:.3f} | {busy['per_unit'] / alone['per_unit']:.1f}x |"
             )
     if args.json:
