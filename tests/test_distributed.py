@@ -51,3 +51,19 @@ def test_sft_then_progressive_grpo_as_two_cpu_processes_leave_models_later_comma
     assert stats["steps"] == 2 and [s["invalid_rate"] for s in stats["stages"]] == [0.0, 0.0]
     assert [e["stage"] for e in json.loads((run.grpo / "reward_log.json").read_text())] == ["neg", "pos"]
     assert run.model_problem(cfg, "grpo") is None
+
+
+def test_the_entry_points_say_a_config_error_in_one_line(tmp_path, capsys):
+    """A bad config through `accelerate launch -m ...` was a traceback from every process."""
+    import pytest
+
+    from conrec.llm.training import grpo, sft
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: abc\n")
+    for main in (sft.main, grpo.main):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--config", str(bad)])
+        assert exit_.value.code == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.startswith("error: invalid config") and "seed" in err and "Traceback" not in err

@@ -109,14 +109,18 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
     return result
 
 
-def run_stage_or_exit(cfg: PipelineConfig, stage: str, **kwargs: Any) -> Any:
-    """:func:`run_stage` for a module entry point (``accelerate launch -m conrec.llm.training.sft``): a conrec
-    error is one red line and exit status 2, as the CLI prints it, not a traceback from every process."""
+def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: Any) -> Any:
+    """:func:`run_stage` for a module entry point (``accelerate launch -m conrec.llm.training.sft``) with the config
+    ``load`` returns: a conrec error, a bad config included, is one red line and exit status 2, as the CLI prints
+    it, not a traceback from every process."""
     from rich.markup import escape
 
     from conrec.errors import ConrecError
+    from conrec.runtime import prepare_process
 
     try:
+        cfg = load()
+        prepare_process(cfg.threads)
         return run_stage(cfg, stage, console=Console(), **kwargs)
     except ConrecError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")

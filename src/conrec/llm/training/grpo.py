@@ -83,7 +83,6 @@ from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
 from conrec.runs import RunDir
-from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 from conrec.stages import GrpoSections, received_fingerprint, stage_hash
 from conrec.swing import Swing
@@ -700,11 +699,9 @@ def main(argv: list[str] | None = None) -> None:
         overrides["grpo"] = {"reward": {"mode": ns.reward_mode}}
     if ns.no_progressive:
         overrides.setdefault("grpo", {})["progressive"] = False
-    cfg = load_config(ns.config, overrides or None)
-    prepare_process(cfg.threads)
     from conrec.pipeline import run_stage_or_exit
 
-    run_stage_or_exit(cfg, "grpo", resume=not ns.no_resume)
+    run_stage_or_exit(lambda: load_config(ns.config, overrides or None), "grpo", resume=not ns.no_resume)
 
 
 if __name__ == "__main__":  # pragma: no cover

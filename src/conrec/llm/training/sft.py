@@ -51,7 +51,6 @@ from conrec.llm.training.losses import CodeBias, TargetWeights, level_softmax_lo
 from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.tasks import build_examples
 from conrec.runs import RunDir
-from conrec.runtime import prepare_process
 from conrec.sid.sid_map import SidMap
 from conrec.stages import SftSections, received_fingerprint
 
@@ -614,11 +613,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
     ns = parser.parse_args(argv)
-    cfg = load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None)
-    prepare_process(cfg.threads)
     from conrec.pipeline import run_stage_or_exit
 
-    run_stage_or_exit(cfg, "sft")
+    run_stage_or_exit(lambda: load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None), "sft")
 
 
 if __name__ == "__main__":  # pragma: no cover
