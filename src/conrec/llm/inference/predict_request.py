@@ -88,12 +88,10 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     ``user_id``'s history is its newest ``max_history`` events, as the server reads it."""
     import json
 
-    from pydantic import ValidationError
-
+    from conrec.llm.inference.score import request_body
     from conrec.serve.schemas import DislikeRequest
 
     p = Path(path)
-    source = f"history file {p}"
     try:
         text = p.read_text() if p.exists() else ""
         obj = json.loads(text) if text else None
@@ -101,19 +99,7 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
         obj = None  # read_history_json says what is wrong with the file
     if not (isinstance(obj, dict) and any(key in obj for key in _REQUEST_ONLY)):
         return read_history_json(p), None, False
-    try:
-        req = DislikeRequest.model_validate_json(text)  # as the server validates a body
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise DataValidationError(f"{source}: {problems}") from None
-    history = req.events()
-    if history is None:
-        from conrec.llm.inference.score import run_histories
-
-        known = run_histories(run, source, max_history)
-        if req.user_id not in known:
-            raise DataValidationError(f"{source}: unknown user_id {req.user_id!r} (not in the run's events)")
-        history = known[req.user_id]
+    req, history = request_body(text, DislikeRequest, f"history file {p}", run, max_history)
     return history, req.k, req.explain
 
 

@@ -15,7 +15,7 @@ other columns (ids such as ``sample_id``, ``user_id``, ``request_id``, in row or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 from pydantic import ValidationError
@@ -31,9 +31,11 @@ if TYPE_CHECKING:
     from conrec.config import PipelineConfig
     from conrec.explain import Explainer
     from conrec.llm.inference.predict import Predictor
+    from conrec.serve.schemas import DislikeRequest
 
 History = tuple[list[str], list[int]]
 _HISTORY_COLUMNS = ("hist_items", "hist_feedback", "negative", "positive")
+Body = TypeVar("Body", bound="DislikeRequest")  # a serve request schema (ScoreRequest is one too)
 
 
 def read_score_request(path: Path, run: RunDir, max_history: int) -> tuple[History, list[str], float | None, bool]:
@@ -44,18 +46,26 @@ def read_score_request(path: Path, run: RunDir, max_history: int) -> tuple[Histo
     p = Path(path)
     if not p.exists():
         raise DataValidationError(f"score request file not found: {p}")
+    req, history = request_body(p.read_text(), ScoreRequest, f"score request {p}", run, max_history)
+    return history, list(req.candidates), req.threshold, req.explain
+
+
+def request_body(text: str, schema: type[Body], source: str, run: RunDir, max_history: int) -> tuple[Body, History]:
+    """A serve request body (JSON ``text``) validated as the server validates it, and its history: the lists it
+    gives, or its ``user_id``'s newest ``max_history`` events. What ``score --request`` and ``predict
+    --history`` both read; an error names ``source`` and the field."""
     try:
-        req = ScoreRequest.model_validate_json(p.read_text())
+        req = schema.model_validate_json(text)
     except ValidationError as exc:
         lines = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise DataValidationError(f"score request {p}: {lines}") from None
+        raise DataValidationError(f"{source}: {lines}") from None
     history = req.events()
     if history is None:
-        known = run_histories(run, f"score request {p}", max_history)
+        known = run_histories(run, source, max_history)
         if req.user_id not in known:
-            raise DataValidationError(f"score request {p}: unknown user_id {req.user_id!r}")
+            raise DataValidationError(f"{source}: unknown user_id {req.user_id!r} (not in the run's events)")
         history = known[req.user_id]
-    return history, list(req.candidates), req.threshold, req.explain
+    return req, history
 
 
 def run_histories(run: RunDir, where: str, max_history: int) -> dict[str, History]:
