@@ -238,3 +238,15 @@ def test_future_positives_stop_at_the_window_and_the_label_cut():
     s2 = _samples(rows, Cutoffs(valid=100 * DAY, test=200 * DAY), horizon_days=7, max_horizon_days=30, min_history=0)
     u = [r for r in s2.iter_rows(named=True) if r["user_id"] == "u"][0]
     assert u["future_pos"] == ["p1", "p2"] and u["hist_ts"] == []
+
+
+def test_dislikes_before_a_point_are_all_counted_beyond_the_history_window():
+    """LUF's long-tail test reads hist_negatives: a user with 4 old dislikes behind recent likes
+    is not long-tail, although the max_history window shows none of them."""
+    rows = [("u", f"n{i}", i, -1) for i in range(4)] + [("u", f"p{i}", 10 + i, 1) for i in range(5)] + [("u", "x", 20, -1)]
+    rows += [("v", "q", 0, 1), ("v", "y", 1, -1), ("v", "z", 2, -1)]
+    s = _samples(rows, Cutoffs(valid=100 * DAY, test=200 * DAY), max_history=3, min_history=0)
+    got = {(r["user_id"], r["next_neg"]): (r["hist_negatives"], r["hist_feedback"]) for r in s.iter_rows(named=True)}
+    assert got[("u", "x")] == (4, [1, 1, 1])  # the window holds only likes
+    assert got[("u", "n0")][0] == 0 and got[("u", "n3")][0] == 3
+    assert got[("v", "y")][0] == 0 and got[("v", "z")][0] == 1  # counted per user, not across users

@@ -218,3 +218,13 @@ def test_metrics_with_an_empty_population_are_left_out() -> None:
     only_heavy = _tail_samples().filter(pl.col("sample_id") == 3)  # 5 dislikes before t: no long-tail user
     m = evaluate(preds, only_heavy, ks=[1], n_items=10, train_dislike_counts={"d": 50})  # d is a head item
     assert m["FHR@1"] == 1.0 and "LUF@1" not in m and "LIF@1" not in m
+
+
+def test_luf_reads_every_dislike_before_t_not_the_history_window() -> None:
+    """A point whose window shows 0 dislikes but whose user gave 4 before t is not long-tail."""
+    samples = _tail_samples().with_columns(hist_negatives=pl.Series([0, 2, 3, 4], dtype=pl.Int64))
+    samples = samples.with_columns(pl.Series("hist_feedback", [[1], [-1, 1, -1], [-1, -1, -1], [1]], dtype=pl.List(pl.Int8)))
+    inputs, _ = point_inputs(pl.DataFrame({"sample_id": [0, 1, 2, 3], "items": [["a"], ["x"], ["x"], ["d"]]}), samples)
+    assert inputs.hist_negatives is not None and inputs.hist_negatives.tolist() == [0, 2, 3, 4]
+    v = point_values(inputs, [1], ["LUF"])["LUF@1"]
+    assert v[:2].tolist() == [1.0, 0.0] and np.isnan(v[2:]).all()  # by the window, point 3 (d: a hit) would count

@@ -19,6 +19,8 @@ later_negs     List[String] items disliked in [t, t + max_horizon_days), oldest 
 later_neg_ts   List[Int64]  their timestamps (so any horizon <= max_horizon_days is derivable)
 future_pos     List[String] items given positive feedback in (t, t + N days), cut like future_negs:
                             the future-positive penalty of the similarity reward
+hist_negatives Int64        the user's dislikes before the point, all of them (hist_items stops at max_history):
+                            LUF's long-tail test (< 3 dislikes before t)
 ============== ============ ===============================================================
 
 Train samples use only train-period events (their future sets stop at the valid cut-off), so no
@@ -49,5 +51,6 @@ SAMPLE_COLUMNS = (
     "later_negs",
     "later_neg_ts",
     "future_pos",
+    "hist_negatives",
 )
 

@@ -71,6 +71,7 @@ SAMPLE_SCHEMA: dict[str, pl.DataType] = {
     "later_negs": pl.List(pl.String()),
     "later_neg_ts": pl.List(pl.Int64()),
     "future_pos": pl.List(pl.String()),
+    "hist_negatives": pl.Int64(),
 }
 assert tuple(SAMPLE_SCHEMA) == SAMPLE_COLUMNS
 
@@ -271,6 +272,7 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
     later_ts = _ranges_to_lists(neg["ts"], start, later_end)
     future = _ranges_to_lists(neg["item_id"], start, future_end)
     future_pos = _future_positives(ev, ucode, gidx, t, cut, cfg.horizon_days)
+    hist_negatives = start - np.searchsorted(n_u, ucode, side="left")  # negatives are sorted by user: the user's earlier ones
 
     order = {s: i for i, s in enumerate(SPLITS)}
     out = (
@@ -287,6 +289,7 @@ def attach_history_and_labels(ordered: OrderedEvents, points: pl.DataFrame, cfg:
                 "later_neg_ts": later_ts,
                 "hist_ts": hist_ts,
                 "future_pos": future_pos,
+                "hist_negatives": hist_negatives,
             }
         )
         .with_columns(pl.col("future_negs").list.unique(maintain_order=True), pl.col("future_pos").list.unique(maintain_order=True))

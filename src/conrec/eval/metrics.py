@@ -11,9 +11,10 @@ Definitions follow the CoNRec paper (see /work/shared/PAPER.md):
 * **FPrec@K**: share of the K slots holding a future negative (denominator K).
 * **FRecall@K**: share of the future set found in the top K.
 * **HR@K / NDCG@K**: against the single next negative (the conventional target).
-* **LUF@K**: FHR@K over long-tail *users*: points whose history holds fewer than
-  ``LONG_TAIL_USER_NEGATIVES`` (3) dislikes (counted in ``hist_feedback``, i.e. within the
-  sample's ``max_history`` window).
+* **LUF@K**: FHR@K over long-tail *users*: points whose user gave fewer than
+  ``LONG_TAIL_USER_NEGATIVES`` (3) dislikes before t, all of them (the samples' ``hist_negatives``;
+  ``hist_feedback`` stops at ``max_history`` events, so a user with many recent positives would
+  look long-tail by it: samples written before that column existed are counted in it still).
 * **LIF@K**: FHR@K where only future negatives on long-tail *items* count: items with fewer than
   ``LONG_TAIL_ITEM_DISLIKES`` (5) dislikes in the *training events* (the events the baselines are
   fitted on: before the evaluated split's cut-off, per user under the per-user protocol). Averaged
@@ -128,7 +129,7 @@ def long_tail_items(train_dislike_counts: Mapping[str, int], catalogue: Iterable
 class PointInputs:
     """Everything a per-sample metric reads, aligned by evaluation point.
 
-    ``hist_negatives`` is None when the samples carry no ``hist_feedback`` (LUF is then skipped);
+    ``hist_negatives`` is None when the samples carry neither ``hist_negatives`` nor ``hist_feedback`` (LUF is then skipped);
     ``long_tail`` is None when no training dislike counts were given (LIF is then skipped).
     """
 
@@ -261,7 +262,7 @@ def point_inputs(
     """
     need = ["sample_id", "next_neg"] + (["future_negs"] if horizon_days is None else ["ts", "later_negs", "later_neg_ts"])
     _check_inputs(predictions, samples, need)
-    extra = ["hist_feedback"] if "hist_feedback" in samples.columns else []
+    extra = [c for c in ("hist_negatives", "hist_feedback") if c in samples.columns][:1]
     pred_cols = ["sample_id", "items"] + (["n_invalid"] if "n_invalid" in predictions.columns else [])
     joined = samples.select(need + extra).join(predictions.select(pred_cols), on="sample_id", how="left", maintain_order="left")
     rankings: list[list[str]] = [list(x) if x is not None else [] for x in joined["items"].to_list()]
@@ -276,7 +277,9 @@ def point_inputs(
             for items, ts, t in zip(joined["later_negs"].to_list(), joined["later_neg_ts"].to_list(), joined["ts"].to_list())
         ]
     hist_neg = None
-    if extra:
+    if extra == ["hist_negatives"]:
+        hist_neg = joined["hist_negatives"].fill_null(0).to_numpy().astype(np.int64)
+    elif extra:  # samples from before hist_negatives: the dislikes within the max_history window
         hist_neg = joined["hist_feedback"].list.eval(pl.element() < 0).list.sum().fill_null(0).to_numpy().astype(np.int64)
     tail = None
     if train_dislike_counts is not None:

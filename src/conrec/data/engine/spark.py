@@ -358,8 +358,9 @@ def _pick_train(cands: DataFrame, window_end: Column, cfg: SplitConfig) -> DataF
 
 
 def select_points(neg: DataFrame, cuts: Cutoffs, cfg: SplitConfig) -> DataFrame:
-    """:func:`conrec.data.splits.select_points` (both protocols): ``user_id, split, ts, _row, item_id, pos, label_cut``."""
-    cols = ["user_id", "split", "ts", _ROW, "item_id", "pos", "label_cut"]
+    """:func:`conrec.data.splits.select_points` (both protocols): ``user_id, split, ts, _row, item_id, pos, label_cut,
+    hist_negatives`` (``neg`` carries the user's dislikes before each one)."""
+    cols = ["user_id", "split", "ts", _ROW, "item_id", "pos", "label_cut", "hist_negatives"]
     no_cut = F.lit(NO_CUT).cast("long")
     if cfg.protocol == "per_user":
         w = Window.partitionBy("user_id")
@@ -477,6 +478,7 @@ def attach(ev: DataFrame, points: DataFrame, cfg: SplitConfig) -> DataFrame:
             "later_negs",
             "later_neg_ts",
             F.coalesce("future_pos", empty_str).alias("future_pos"),
+            "hist_negatives",
         )
     )
 
@@ -520,7 +522,9 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
     cuts = cutoffs_from(valid, test)
 
-    points = select_points(ev.filter(F.col("feedback") == DISLIKE), cuts, cfg.split)
+    negatives = ev.filter(F.col("feedback") == DISLIKE)
+    negatives = negatives.withColumn("hist_negatives", (F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cast("long"))
+    points = select_points(negatives, cuts, cfg.split)
     samples = attach(ev, points, cfg.split)
     split_order = F.when(F.col("split") == "train", 0).when(F.col("split") == "valid", 1).otherwise(2)
     samples = number_rows(samples, [split_order, F.col("user_id"), F.col("ts"), F.col("pos")]).cache()
