@@ -262,7 +262,7 @@ def point_inputs(
     """
     need = ["sample_id", "next_neg"] + (["future_negs"] if horizon_days is None else ["ts", "later_negs", "later_neg_ts"])
     _check_inputs(predictions, samples, need)
-    extra = [c for c in ("hist_negatives", "hist_feedback") if c in samples.columns][:1]
+    extra = [str(c) for c in ("hist_negatives", "hist_feedback") if c in samples.columns][:1]
     pred_cols = ["sample_id", "items"] + (["n_invalid"] if "n_invalid" in predictions.columns else [])
     joined = samples.select(need + extra).join(predictions.select(pred_cols), on="sample_id", how="left", maintain_order="left")
     rankings: list[list[str]] = [list(x) if x is not None else [] for x in joined["items"].to_list()]
