@@ -79,3 +79,19 @@ def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"\(4\) x processes \(1\)"):
         check_group_batch(4, 1, 8)
     check_group_batch(4, 2, 8)
+
+
+def test_a_named_grpo_schedule_ends_with_the_sft_positive_budget() -> None:
+    """The presets' last stage is "the full positive budget": the SFT prompt's, as the non-progressive
+    ablation uses, unless the preset names its own (it was a hard-coded 30)."""
+    from conrec.config import PipelineConfig
+
+    def budgets(raw: dict) -> list[int]:
+        return [s.max_pos_items for s in PipelineConfig.model_validate(raw).grpo.stages]
+
+    assert budgets({"sft": {"prompt": {"max_pos_items": 5}}}) == [0, 5, 5]
+    assert budgets({"sft": {"prompt": {"max_pos_items": 5}}, "grpo": {"stages": "paper"}}) == [0, 0, 5]
+    assert budgets({"sft": {"prompt": {"max_pos_items": 5}}, "grpo": {"stages": {"preset": "paper", "max_pos_items": 40}}}) == [0, 0, 40]
+    assert budgets({}) == [0, 10, 30]
+    cfg = PipelineConfig.model_validate({"sft": {"prompt": {"max_pos_items": 50}}})
+    assert budgets(cfg.model_dump(mode="json")) == [0, 10, 50]  # a dumped and reloaded config says the same

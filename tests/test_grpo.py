@@ -178,6 +178,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     result = STAGE_REGISTRY["grpo"].call(cfg, console=console)
     assert built == ["neg", "pos", "pos"]
     assert result["stages"][1]["resumed_from"] == "checkpoint-1" and result["steps"] == 4
+    assert result["steps_this_run"] == 2  # stage 1's steps 2 and 3 only: its step 1 ran before the crash
     log = read_json(run.grpo / "reward_log.json")
     assert [(e["stage"], e["step"]) for e in log] == [("neg", 1), ("pos", 2), ("pos", 3), ("pos", 4)]
     for e in log:
@@ -369,3 +370,46 @@ def test_grpo_continues_a_timeline_model_on_its_layout(tmp_path: Path) -> None:
     result = STAGE_REGISTRY["grpo"].call(cfg, console=Console(quiet=True))
     log = read_json(run.grpo / "reward_log.json")
     assert result["stages"][0]["steps"] == 1 and np.isfinite(log[0]["reward"]) and 0.0 <= log[0]["zero_adv_share"] <= 1.0
+
+
+def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under the per-user protocol the co-dislike and Swing signals are fitted on each user's events
+    before that user's valid start (the baselines' rule), not on a global cut-off that lets valid and
+    test labels of short-lived users in; ``target: next`` gets no Swing extension; too few prompts for
+    one step is a one-line error, not 0 steps saved as a finished model."""
+    import polars as pl
+
+    import conrec.llm.training.grpo as grpo_mod
+    from conrec.data.splits import per_user_fit_events
+    from conrec.errors import StageInputError
+    from conrec.io import read_parquet, write_json
+    from conrec.llm.training.collab import CoDislike
+    from conrec.swing import Swing
+
+    cfg, run = grpo_run_dir(tmp_path / "run")
+    stats = read_json(run.data / "stats.json")
+    write_json({**stats, "split_protocol": "per_user"}, run.data / "stats.json")
+    split = cfg.data.split.model_copy(update={"protocol": "per_user"})
+    reward = cfg.grpo.reward.model_copy(update={"mode": "similarity", "co_negatives": 2})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": split}), "grpo": cfg.grpo.model_copy(update={"reward": reward})})
+    np.save(run.sid / "embeddings.npy", np.eye(len(SidMap.from_parquet(run.sid_map)), dtype=np.float32))
+    seen: dict[str, pl.DataFrame] = {}
+    real_codislike, real_swing = CoDislike.fit, Swing.fit
+    monkeypatch.setattr(CoDislike, "fit", classmethod(lambda cls, ev, **kw: (seen.__setitem__("codislike", ev), real_codislike(ev, **kw))[1]))
+    monkeypatch.setattr(Swing, "fit", classmethod(lambda cls, ev, *a, **kw: (seen.__setitem__("swing", ev), real_swing(ev, *a, **kw))[1]))
+    spec = STAGE_REGISTRY["grpo"]
+    job = grpo_mod._prepare(spec.section_of(cfg), run.root, _QUIET, False, "similarity")
+    expected = per_user_fit_events(read_parquet(run.events), split, "valid")
+    for name in ("codislike", "swing"):
+        assert seen[name].sort(["user_id", "ts", "item_id"]).equals(expected.sort(["user_id", "ts", "item_id"])), name
+    assert "each user's events before" in job.fit_rule
+    assert job.reward_funcs and read_parquet(run.events).height > expected.height  # the rule left events out
+
+    seen.clear()
+    nxt = cfg.grpo.model_copy(update={"reward": reward.model_copy(update={"target": "next"})})
+    grpo_mod._prepare(spec.section_of(cfg.model_copy(update={"grpo": nxt})), run.root, _QUIET, False, "similarity")
+    assert "swing" not in seen  # the conventional objective: the next negative alone
+
+    few = cfg.grpo.model_copy(update={"max_samples": 1})  # one prompt; a step takes 8 / 4 = 2
+    with pytest.raises(StageInputError, match=r"1 train prompt\(s\) but one step takes 2"):
+        grpo_mod._prepare(spec.section_of(cfg.model_copy(update={"grpo": few})), run.root, _QUIET, False, "similarity")

@@ -105,6 +105,8 @@ def test_components_weights_and_empty_future(codislike: CoDislike) -> None:
     assert total[0] > total[1] > total[2]
     nn = combine(comps, component_weights(cfg, "next_neg"))
     assert nn.tolist() == [1.0, 0.0, 0.0]
+    # next_neg mode rewards the next negative whatever w_next says: a negative weight would reward avoiding it
+    assert component_weights(cfg.model_copy(update={"w_next": -0.5}), "next_neg")["next"] == 1.0
     with pytest.raises(ValueError, match="reward mode"):
         component_weights(cfg, "bogus")  # type: ignore[arg-type]
 

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
+from conrec.errors import DataValidationError
 from conrec.eval.baselines import make_baseline
 from conrec.eval.config import EvalConfig
 from conrec.swing import Swing, SwingConfig, swing_matrix
@@ -58,6 +59,8 @@ def test_swing_fit_and_co_negatives() -> None:
     assert sw.co_negatives(["a"], 1) == ["b"]
     assert sw.co_negatives(["c"], 2) == ["a", "b"]
     assert sw.co_negatives(["a", "c"], 1) == ["b"]  # c's top-1 is a, already in the set
+    with pytest.raises(DataValidationError, match=r"miss column\(s\) \['ts'\]"):
+        Swing.fit(_events().drop("ts"), ["a", "b"], SwingConfig(), before_ts=50)  # was polars' ColumnNotFoundError
     assert sw.co_negatives(["d", "e", "zz"], 3) == [] and sw.co_negatives(["a"], 0) == []
 
 

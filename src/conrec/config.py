@@ -49,6 +49,31 @@ class PipelineConfig(StrictConfig):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _grpo_budget_follows_sft(cls, data: Any) -> Any:
+        """A named GRPO schedule (``grpo.stages: positive_budget`` or ``paper``, the default included)
+        ends with the SFT prompt's positive budget, ``sft.prompt.max_pos_items``, unless the preset names
+        its own ``max_pos_items``.
+
+        Why: the preset's last stage is "the full positive budget", and ``progressive: false`` (the
+        ablation it is compared with) uses the SFT budget; with a hard-coded 30 a run with
+        ``sft.prompt.max_pos_items: 5`` showed GRPO six times the positives SFT had ever seen.
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("sft"), dict):
+            return data
+        prompt = data["sft"].get("prompt")
+        budget = prompt.get("max_pos_items") if isinstance(prompt, dict) else None
+        grpo = data.get("grpo", {})
+        if budget is None or not isinstance(grpo, dict):
+            return data
+        stages = grpo.get("stages", "positive_budget")
+        if isinstance(stages, str):
+            stages = {"preset": stages}
+        if isinstance(stages, dict) and "preset" in stages and "max_pos_items" not in stages:
+            return {**data, "grpo": {**grpo, "stages": {**stages, "max_pos_items": budget}}}
+        return data
+
     @model_validator(mode="after")
     def _simulator_facets(self) -> PipelineConfig:
         """On simulated data the facet baselines read every facet axis, and the facet rule joins the

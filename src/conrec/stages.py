@@ -86,6 +86,8 @@ class SftSections:
 class GrpoSections:
     """What the GRPO stage reads: its section; ``sft`` (the prompt layout the model was trained on, the
     discernment questions it is measured on); ``decode.exclude_history`` (which the rewards follow); ``seed``;
+    the data's ``split`` settings (which events the co-dislike and Swing reward signals may be fitted on:
+    the baselines' fit rule, per user under the per-user protocol);
     ``decode`` and ``compute`` for placement only (where and in what batches the discernment questions are
     scored; device and precision). Only the one decode setting is fingerprinted: a K or a beam width for
     ``conrec predict`` does not change what GRPO trains, and made the GRPO model stale."""
@@ -94,6 +96,7 @@ class GrpoSections:
     sft: SftConfig
     exclude_history: bool
     seed: int
+    split: SplitConfig
     decode: DecodeConfig
     compute: ComputeConfig
 
@@ -214,7 +217,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             produces_model=True, source_files=("sft.model.path",),
         ),
         Stage(
-            "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed"),
+            "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed", "data.split"),
             ("data", "sid", "sft"), ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True,
             placement=("decode", "compute"),
             bundle=GrpoSections, produces_model=True,

@@ -102,7 +102,7 @@ class Swing:
     ) -> Swing:
         """Fit on the dislikes of ``events`` (``ts < before_ts`` when given) over the item ids ``items``;
         dislikes of items outside ``items`` are dropped."""
-        missing = [c for c in ("user_id", "item_id", "feedback") if c not in events.columns]
+        missing = [c for c in ("user_id", "item_id", "feedback", *(["ts"] if before_ts is not None else [])) if c not in events.columns]
         if missing:
             raise DataValidationError(f"swing fit: events miss column(s) {missing}; have {events.columns}")
         item_ids = [str(i) for i in items]

@@ -47,9 +47,14 @@ def fit_events_for(
 
 def training_events(run_dir: Path, split_cfg: SplitConfig, samples: pl.DataFrame | None = None) -> pl.DataFrame:
     """The events a run trains on: its data stage's events chosen by :func:`fit_events_for` for the split
-    the run trains up to (``data.split.train_until``). What the LM's timeline task and the collaborative
-    SID vectors read, so both see exactly the baselines' fit events. ``samples``: the run's samples table
-    when the caller has it already (read otherwise)."""
+    the run trains up to (``data.split.train_until``). What the LM's timeline task, the collaborative
+    SID vectors and GRPO's co-dislike and Swing signals read, so all see exactly the baselines' fit
+    events. ``samples``: the run's samples table when the caller has it already (read otherwise)."""
+    return training_events_and_rule(run_dir, split_cfg, samples)[0]
+
+
+def training_events_and_rule(run_dir: Path, split_cfg: SplitConfig, samples: pl.DataFrame | None = None) -> tuple[pl.DataFrame, str]:
+    """:func:`training_events` and how they were chosen (for a stage's records)."""
     from conrec.io import read_json, read_parquet
     from conrec.runs import RunDir
 
@@ -60,5 +65,4 @@ def training_events(run_dir: Path, split_cfg: SplitConfig, samples: pl.DataFrame
     stats_path = rd.data / "stats.json"
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
     split = split_cfg.train_until
-    fit, _ = fit_events_for(events, split_cfg, stats, split, samples.filter(pl.col("split") == split))
-    return fit
+    return fit_events_for(events, split_cfg, stats, split, samples.filter(pl.col("split") == split))

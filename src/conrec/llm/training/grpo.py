@@ -61,6 +61,7 @@ from transformers.utils import logging as hf_logging
 from trl import GRPOConfig, GRPOTrainer
 
 from conrec.config import load_config
+from conrec.data.fit_events import training_events_and_rule
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
@@ -125,8 +126,8 @@ def stage_records(
     """One GRPO example per sample: the stage's prompt plus the reward targets as columns.
 
     Targets travel with the prompt (TRL passes extra columns to the reward functions): the
-    N-day future-negative set, the next negative, every item the user liked before ``t``
-    (the liked-item penalty uses the whole history, not just the part shown in the prompt) and the
+    N-day future-negative set, the next negative, every item the user liked in the sample's history
+    (its ``max_history`` events: the liked-item penalty reads all of them, not just the part shown in the prompt) and the
     positives of the same future window (``future_pos``: the similarity reward's penalty; empty
     when the samples table predates that column) and the similarity reward's target set
     (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``).
@@ -247,14 +248,6 @@ class GrpoLogCallback(StepProgressCallback):
 
 
 # --------------------------------------------------------------------------- inputs
-def valid_cutoff(run: RunDir) -> int:
-    """The valid cut-off (epoch s) the data stage recorded in ``data/stats.json``."""
-    stats = read_json(run.data / "stats.json", what="data stats (run `conrec data` first)")
-    if "valid_cutoff_ts" not in stats:
-        raise StageInputError(f"{run.data / 'stats.json'} has no valid_cutoff_ts: rerun `conrec data`")
-    return int(stats["valid_cutoff_ts"])
-
-
 def fingerprint(sections: GrpoSections, run_dir: Path, sft_dir: Path) -> str:
     """What the stage's outputs depend on: the stage fingerprint (:func:`conrec.stages.stage_fingerprint`,
     computed from what the runner received) and the SFT weights it starts from (size and time of
@@ -287,7 +280,7 @@ class _Job:
     samples: pl.DataFrame
     train: pl.DataFrame
     seed: int
-    cutoff: int
+    fit_rule: str
     vector_source: str | None
     reward_funcs: list[Any]
     reward_weights: list[float]
@@ -381,13 +374,19 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
             "the model decodes with; skip `conrec grpo` (eval.models: [sft]) or train SFT without it"
         )
     samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
-    events = read_parquet(rd.events, what="events table (run `conrec data` first)")
     grpo = sections.grpo
     seed = sections.seed * 1_000_003 + grpo.seed
     train = select_train_samples(samples, grpo.max_samples, seed)
-    cutoff = valid_cutoff(rd)
-    codislike = CoDislike.fit(events, top_n=grpo.reward.collab_top_n, before_ts=cutoff, items=sid_map.items)
-    item_sim, vector_source = similarity_signal(rd, sid_map, events, cutoff, grpo, required=reward_mode == "similarity")
+    per_step = grpo.batch_size * state.num_processes // grpo.num_generations
+    if train.height < per_step:  # TRL ran 0 steps, and the SFT weights were saved as a finished GRPO model
+        raise StageInputError(
+            f"GRPO has {train.height} train prompt(s) but one step takes {per_step} (grpo.batch_size {grpo.batch_size} x "
+            f"{state.num_processes} process(es) / num_generations {grpo.num_generations}): lower grpo.batch_size or raise grpo.max_samples"
+        )
+    # the reward's co-dislike and Swing signals see the baselines' fit events, never a valid/test label
+    fit_events, fit_rule = training_events_and_rule(rd.root, sections.split, samples)
+    codislike = CoDislike.fit(fit_events, top_n=grpo.reward.collab_top_n, items=sid_map.items)
+    item_sim, vector_source = similarity_signal(rd, sid_map, fit_events, grpo, required=reward_mode == "similarity")
     if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
         raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
     reward_funcs, reward_weights = make_reward_funcs(
@@ -414,7 +413,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
         samples=samples,
         train=train,
         seed=seed,
-        cutoff=cutoff,
+        fit_rule=fit_rule,
         vector_source=vector_source,
         reward_funcs=list(reward_funcs),
         reward_weights=list(reward_weights),
@@ -447,7 +446,7 @@ def _plan(job: _Job) -> None:
                 "progressive": job.progressive,
                 "stages": [s.model_dump() for s in job.stages],
                 "n_train_samples": job.train.height,
-                "valid_cutoff_ts": job.cutoff,
+                "reward_fit_events": job.fit_rule,
                 "item_vectors": job.vector_source,
             },
             plan_path,
@@ -512,6 +511,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
         "stage": stage.name,
         "stage_index": i,
         "steps": int(trainer.state.global_step),
+        "steps_this_run": int(trainer.state.global_step) - (checkpoint_step(resume_from) if resume_from is not None else 0),
         "max_pos_items": stage.max_pos_items,
         "positive_share": stage.positive_share,
         "n_prompts": len(records),
@@ -541,11 +541,15 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
         if i > 0:  # only the latest stage's weights are needed to resume or finish
             shutil.rmtree(job.work / f"stage_{i - 1}" / "model", ignore_errors=True)
         console.print(
-            f"GRPO stage {i} ({stage.name}): {info['steps']} steps, mean reward {info['mean_reward']:.3f}, "
-            f"zero-advantage groups {info['mean_zero_adv_share']:.0%}, rollout {info['rollout_share'] or 0:.0%} of time"
+            f"GRPO stage {i} ({stage.name}): {info['steps']} steps, mean reward {_fmt(info['mean_reward'], '{:.3f}')}, "
+            f"zero-advantage groups {_fmt(info['mean_zero_adv_share'], '{:.0%}')}, rollout {info['rollout_share'] or 0:.0%} of time"
         )
     acc.wait_for_everyone()
     return _StageRun(info, rollout.stats.seconds, train_s)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else spec.format(value)
 
 
 def _save(
@@ -560,7 +564,7 @@ def _save(
         "progressive": job.progressive,
         "stages": summaries,
         "steps": sum(int(s.get("steps", 0)) for s in summaries),
-        "steps_this_run": sum(int(r.info["steps"]) for r in done_now),
+        "steps_this_run": sum(int(r.info["steps_this_run"]) for r in done_now),
         "train_seconds_this_run": round(total_train_s, 2),
         "rollout_share_this_run": total_rollout_s / total_train_s if total_train_s > 0 else None,
         "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in log.entries]),
@@ -580,13 +584,15 @@ def _save(
 
 
 def similarity_signal(
-    rd: RunDir, sid_map: SidMap, events: pl.DataFrame, cutoff: int | None, grpo: GrpoConfig, required: bool
+    rd: RunDir, sid_map: SidMap, fit_events: pl.DataFrame, grpo: GrpoConfig, required: bool
 ) -> tuple[Any, str | None]:
     """(:class:`conrec.llm.training.rewards.ItemSimilarity`, vector source) for the ``sim`` / ``pos_sim`` components.
 
-    Swing is fitted on the dislikes before the valid cut-off (the same rule as co-dislike), so no
-    valid/test label reaches the reward. When the similarity reward is not the one optimised, the
-    components are still computed (and logged) if the run has item vectors; ``(None, None)`` otherwise.
+    Swing is fitted on ``fit_events``, the run's training events (the same rule as co-dislike and the
+    baselines), so no valid/test label reaches the reward. ``reward.target: next`` (the conventional
+    objective) gets no Swing extension: its target is the next negative alone. When the similarity
+    reward is not the one optimised, the components are still computed (and logged) if the run has
+    item vectors; ``(None, None)`` otherwise.
     """
     try:
         vectors, source = item_vectors(rd.sid, sid_map.codes)
@@ -594,8 +600,9 @@ def similarity_signal(
         if required:
             raise
         return None, None
-    swing = Swing.fit(events, sid_map.items, grpo.reward.swing, before_ts=cutoff) if grpo.reward.co_negatives else None
-    return ItemSimilarity(sid_map.items, vectors, swing, grpo.reward.co_negatives), source
+    co_negatives = grpo.reward.co_negatives if grpo.reward.target == "future" else 0
+    swing = Swing.fit(fit_events, sid_map.items, grpo.reward.swing) if co_negatives else None
+    return ItemSimilarity(sid_map.items, vectors, swing, co_negatives), source
 
 
 def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:

@@ -278,7 +278,7 @@ def component_weights(reward: RewardConfig, mode: RewardMode = "future_collab") 
     if mode in ("future_collab", "similarity"):
         return {name: float(getattr(reward, c.weight_field)) if mode in c.modes else 0.0 for name, c in REWARD_COMPONENTS.items()}
     if mode == "next_neg":
-        return {name: (reward.w_next or 1.0) if name == "next" else 0.0 for name in REWARD_COMPONENTS}
+        return {name: (reward.w_next if reward.w_next > 0 else 1.0) if name == "next" else 0.0 for name in REWARD_COMPONENTS}
     raise ValueError(f"unknown reward mode {mode!r}; choose one of {', '.join(REWARD_MODES)}")
 
 
