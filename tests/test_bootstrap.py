@@ -87,3 +87,23 @@ def test_add_intervals_skips_a_metric_with_an_empty_population() -> None:
     metrics: dict[str, dict[str, object]] = {"a": {}, "b": {}}
     add_intervals(metrics, values, ["a"], ["LUF@5"], resamples=10)
     assert metrics == {"a": {}, "b": {}}
+
+
+def test_tables_label_the_intervals_with_the_level_they_were_computed_at() -> None:
+    """eval.bootstrap.level: 0.5 gave 50% intervals under '[95% CI]' headers (and stars 'CI excludes 0')."""
+    from rich.console import Console
+
+    from conrec.eval.report import ci_table
+    from conrec.eval.summary import summary_table
+
+    rng = np.random.default_rng(0)
+    values = {m: {"FHR@20": rng.integers(0, 2, 200).astype(float)} for m in ("pop", "lm")}
+    metrics: dict[str, dict[str, object]] = {m: {"FHR@20": float(v["FHR@20"].mean())} for m, v in values.items()}
+    add_intervals(metrics, values, ["pop"], ["FHR@20"], resamples=200, level=0.5)
+    assert metrics["lm"]["ci_level"] == 0.5
+    table = ci_table(metrics, [20])  # type: ignore[arg-type]
+    assert table is not None and "FHR@20 [50% CI]" in table and "95%" not in table
+    console = Console(record=True, width=120)
+    console.print(summary_table(metrics, [20]))
+    text = console.export_text()
+    assert "50% CI" in text and "95% CI" not in text

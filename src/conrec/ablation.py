@@ -208,6 +208,7 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
 def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
     """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
     from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+    from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
     from conrec.llm.training.discernment import forgetting
@@ -267,13 +268,14 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         lo, hi = m.get(f"{name}_ci", [None, None])
         return f"{m[name]:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m[name]:.3f}"
 
+    label = ci_label(metrics)
     lines = [
         "# Ablation: the CoNRec paper's Table 2 ladder", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{ecfg.split}` ({n_points} points), future window N = "
         f"{cfg.data.split.horizon_days:g} days; {b.level:.0%} bootstrap CIs over the points ({b.resamples} resamples). "
         "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
         "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
-        f"| row | adds | {key} [95% CI] | Δ prev [95% CI] | Δ vs best baseline [95% CI] | HR@{k} | LUF@{k} | discern acc | forgetting | "
+        f"| row | adds | {key} [{label}] | Δ prev [{label}] | Δ vs best baseline [{label}] | HR@{k} | LUF@{k} | discern acc | forgetting | "
         f"paper {key} | train s | row s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -303,6 +305,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
+    from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
 
@@ -342,11 +345,12 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     _add_intervals(cfg, metrics, points, baselines)
     ks = sorted(set(cfg.eval.ks))
     seconds = round(time.perf_counter() - started, 1)
+    label = ci_label(metrics)
     lines = [
         f"# Ablation: {what}", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days.", "",
         markdown_table(metrics, ks), "",
-        f"| variant | what | FHR@{ks[-1]} [95% CI] | Δ vs best baseline [95% CI] | train s | eval s | zero-advantage groups |",
+        f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs best baseline [{label}] | train s | eval s | zero-advantage groups |",
         "|---|---|---:|---:|---|---|---|",
     ]
     key = f"FHR@{ks[-1]}"

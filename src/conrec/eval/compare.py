@@ -8,13 +8,14 @@ an evaluation are scored. Keys added to ``metrics[model]`` for each headline key
 * ``m_ci``: ``[lo, hi]``, the percentile CI of the model's mean;
 * ``m_diff``, ``m_diff_ci``: mean(model) - mean(best baseline) and its paired CI;
 * ``m_vs``: the name of that baseline (the baseline with the best point estimate of ``m``; the
-  best baseline itself gets no difference).
+  best baseline itself gets no difference);
+* ``ci_level``: the intervals' level (``eval.bootstrap.level``), which every table labels them with.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -60,6 +61,7 @@ def add_intervals(
             if key not in per_key or math.isnan(nan_mean(per_key[key])):
                 continue  # no point in the metric's population
             row = metrics.setdefault(model, {})
+            row["ci_level"] = level
             row[f"{key}_ci"] = list(mean_ci(per_key[key], idx, level))
             if ref is None or model == ref:
                 continue
@@ -67,3 +69,10 @@ def add_intervals(
             row[f"{key}_diff"] = nan_mean(per_key[key]) - nan_mean(ref_values)
             row[f"{key}_diff_ci"] = list(paired_diff_ci(per_key[key], ref_values, idx, level))
             row[f"{key}_vs"] = ref
+
+
+def ci_label(metrics: Mapping[str, Mapping[str, object]]) -> str:
+    """``"95% CI"``: the level the rows' intervals were computed at (``ci_level``; 95% for rows written
+    before it was recorded), so that a table never calls a 50% interval a 95% one."""
+    level = next((r["ci_level"] for r in metrics.values() if isinstance(r.get("ci_level"), float)), 0.95)
+    return f"{100 * float(level):g}% CI"  # type: ignore[arg-type]

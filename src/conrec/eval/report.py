@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from conrec.errors import StageInputError  # noqa: E402
+from conrec.eval.compare import ci_label  # noqa: E402
 from conrec.eval.metrics import parse_horizon_key  # noqa: E402
 from conrec.io import atomic_path, read_json, write_text  # noqa: E402
 from conrec.runs import RunDir  # noqa: E402
@@ -118,7 +119,8 @@ def ci_table(metrics: dict[str, dict[str, Any]], ks: Sequence[int]) -> str | Non
     keys = ci_keys(metrics, ks)
     if not keys:
         return None
-    head = " | ".join(f"{k} [95% CI] | Δ{k} vs best baseline [CI]" for k in keys)
+    label = ci_label(metrics)
+    head = " | ".join(f"{k} [{label}] | Δ{k} vs best baseline [CI]" for k in keys)
     lines = [f"| model | {head} |", "|---|" + "---:|---|" * len(keys)]
     for model, row in metrics.items():
         lines.append(f"| {model} | " + " | ".join(f"{ci_cell(row, k)} | {diff_cell(row, k)}" for k in keys) + " |")

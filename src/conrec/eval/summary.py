@@ -15,6 +15,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
+from conrec.eval.compare import ci_label
 from conrec.eval.report import interval_text, number_or_none
 
 
@@ -37,7 +38,7 @@ def delta_cell(row: Mapping[str, Any], key: str) -> str:
 def summary_table(
     metrics: Mapping[str, Mapping[str, Any]], ks: Sequence[int], slates: Mapping[str, Mapping[str, Any]] | None = None
 ) -> Table:
-    """Model | FHR@K [95% CI] | Δ vs best | HR@K | Cand. Acc@1 at the largest K (rows in ``metrics`` order)."""
+    """Model | FHR@K [CI at the rows' level] | Δ vs best | HR@K | Cand. Acc@1 at the largest K (rows in ``metrics`` order)."""
     k = max(ks) if ks else 20
     fhr = f"FHR@{k}"
     table = Table(
@@ -49,7 +50,7 @@ def summary_table(
         pad_edge=False,
     )
     table.add_column("model", no_wrap=True)
-    table.add_column(f"{fhr} [95% CI]", justify="right", no_wrap=True)
+    table.add_column(f"{fhr} [{ci_label(metrics)}]", justify="right", no_wrap=True)
     table.add_column("Δ vs best", justify="right", no_wrap=True)
     table.add_column(f"HR@{k}", justify="right", no_wrap=True)
     table.add_column("Cand. Acc@1", justify="right", no_wrap=True)
