@@ -199,6 +199,7 @@ def test_category_level_prefixes_each_sid_with_its_category(tmp_path: Path, kind
     assert np.array_equal(prefixed.codes[:, 1:], base.codes)  # the quantised codes are untouched
     assert len({tuple(c) for c in prefixed.codes.tolist()}) == len(items)
     assert any("category level" in n for n in stats["notes"])
+    assert len(stats["usage_after"]) == len(stats["codebook_sizes"])  # one per level, the category level included
     vecs, source = item_vectors(RunDir(cat.run_dir).sid, prefixed.codes)  # the reward's vectors skip the prefix
     ref, _ = item_vectors(RunDir(plain.run_dir).sid, base.codes)
     assert source == "reconstructed" and np.allclose(vecs, ref, atol=1e-5)
@@ -235,3 +236,36 @@ def test_missing_categories_share_one_code() -> None:
 
     codes, order = category_codes(pl.DataFrame({"category": ["b", None, "a", " ", "b"]}))
     assert order == [NO_CATEGORY, "a", "b"] and codes.tolist() == [2, 0, 1, 0, 2]
+
+
+def test_multi_valued_categories_give_their_first_value_as_the_baselines_split_them() -> None:
+    """'Action|Comedy', 'Comedy ' and ' Comedy' were level-0 codes of their own."""
+    from conrec.sid.category_level import category_codes
+
+    codes, order = category_codes(pl.DataFrame({"category": ["Action|Comedy", "Comedy ", " Comedy", "Action", " | Drama", None]}))
+    assert order == ["(none)", "Action", "Comedy", "Drama"] and codes.tolist() == [1, 2, 2, 1, 3, 0]
+
+
+def test_one_item_or_identical_texts_write_null_reconstruction_errors(tmp_path: Path) -> None:
+    """The relative error divides by the vectors' variance: 0 for one item (NaN in stats.json, not
+    JSON) and float noise for identical texts (1e14 printed as a result)."""
+    import json
+
+    from conrec.sid.quantize_result import reconstruction_errors
+
+    x = np.tile(np.random.default_rng(0).normal(size=(1, 16)), (40, 1)) + 1e-9
+    assert np.isnan(reconstruction_errors(x, x + 1e-3)[1]) and np.isnan(reconstruction_errors(x[:1], x[:1])[1])
+    y = np.random.default_rng(1).normal(size=(40, 16))
+    assert 0.0 < reconstruction_errors(y, y + 0.1)[1] < 0.1
+    cfg = _make_run(tmp_path, n=1, kind="rkmeans")
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert stats["recon_rel"] is None
+    json.loads((RunDir(cfg.run_dir).sid / "stats.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in sid/stats.json"))
+
+
+def test_codebook_sizes_keep_the_level_bound() -> None:
+    from conrec.sid.config import QuantizerConfig
+
+    assert QuantizerConfig(codebook_sizes=[2] * 8).levels == 8
+    with pytest.raises(ValueError, match="codebook_sizes lists 9 levels; at most 8"):
+        QuantizerConfig(codebook_sizes=[2] * 9)

@@ -17,13 +17,24 @@ import polars as pl
 from conrec.errors import StageInputError
 
 NO_CATEGORY = "(none)"
+SEPARATOR = "|"  # as eval.category.separator's default: the baselines split 'Action|Comedy' on it
+
+
+def first_category(raw: object) -> str:
+    """The category an item's SID starts with: the first value of a multi-valued cell (split on ``|``
+    and trimmed, as the category baselines read it), ``(none)`` for a missing or blank one.
+
+    Why not the whole string: ``Action|Comedy``, ``Comedy `` and ``Comedy`` were three level-0 codes,
+    where the baselines see the facets Action and Comedy."""
+    parts = [p.strip() for p in ("" if raw is None else str(raw)).split(SEPARATOR)]
+    return next((p for p in parts if p), NO_CATEGORY)
 
 
 def category_codes(items: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
     """(category code per item row, the categories in code order: sorted, missing ones as ``(none)``)."""
     if "category" not in items.columns:
         raise StageInputError("sid.category_level needs a category column in the items table (data/items.parquet)")
-    names = [NO_CATEGORY if c is None or str(c).strip() == "" else str(c) for c in items["category"].to_list()]
+    names = [first_category(c) for c in items["category"].to_list()]
     order = sorted(set(names))
     index = {c: i for i, c in enumerate(order)}
     return np.array([index[c] for c in names], dtype=np.int64), order

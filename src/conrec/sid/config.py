@@ -82,6 +82,8 @@ class QuantizerConfig(_Strict):
         if self.codebook_sizes is not None:
             if len(self.codebook_sizes) == 0 or any(s < 2 for s in self.codebook_sizes):
                 raise ValueError("codebook_sizes must list one size >= 2 per level")
+            if len(self.codebook_sizes) > 8:  # levels' own bound: 27 levels failed after quantising, naming SID tokens
+                raise ValueError(f"codebook_sizes lists {len(self.codebook_sizes)} levels; at most 8 (as levels)")
             self.levels = len(self.codebook_sizes)
         return self
 

@@ -137,10 +137,10 @@ def run(
         "codebook_sizes_requested": qcfg.requested_sizes(),
         "codebook_sizes_quantizer": result.codebook_sizes,
         "codebook_sizes": final_sizes,
-        "recon_mse": result.recon_mse,
-        "recon_rel": result.recon_rel,
+        "recon_mse": _finite_or_none(result.recon_mse),
+        "recon_rel": _finite_or_none(result.recon_rel),  # null: the vectors do not vary (one item, identical texts)
         "usage_before": codebook_usage(result.codes, result.codebook_sizes),
-        "usage_after": codebook_usage(resolution.codes, resolution.codebook_sizes),
+        "usage_after": codebook_usage(final_codes, final_sizes),  # per level of codebook_sizes, the category level included
         "collision_rate_before": collision_rate(result.codes),
         "max_items_per_code_before": max_items_per_code(result.codes),
         "collision_rate_after": collision_rate(resolution.codes),
@@ -176,7 +176,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         console.print(f"[yellow]note:[/yellow] {note}")
     table = Table(title=f"Semantic IDs ({s['quantizer']}, {s['n_items']} items)", show_header=False)
     table.add_row("codebook sizes", str(s["codebook_sizes"]))
-    table.add_row("reconstruction error (relative)", f"{s['recon_rel']:.3f}")
+    rel = s["recon_rel"]
+    table.add_row("reconstruction error (relative)", "n/a (the item vectors do not vary)" if rel is None else f"{rel:.3f}")
     usage = ", ".join(f"{u['used']}/{u['size']} (ppl {u['perplexity']:.1f})" for u in s["usage_before"])
     table.add_row("codes used per level", usage)
     table.add_row(
