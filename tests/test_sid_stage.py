@@ -148,6 +148,25 @@ def test_sid_map_rejects_non_bijections(tmp_path: Path) -> None:
         SidMap.from_parquet(tmp_path / "foreign.parquet")
     with pytest.raises(StageInputError, match="not found"):
         SidMap.from_parquet(tmp_path / "absent.parquet")
+    # hand-edited maps: a null id became "None", a 0.5 code 0, a null code a TypeError, bad metadata a JSONDecodeError
+    good = SidMap(["x", "y"], np.array([[0], [1]]), [2])
+    good.to_parquet(tmp_path / "good.parquet")
+    table = pl.read_parquet(tmp_path / "good.parquet")
+    import pyarrow.parquet as pq
+
+    schema_meta = pq.read_schema(tmp_path / "good.parquet").metadata
+    for name, frame, match in (
+        ("null_id", table.with_columns(item_id=pl.Series([None, "y"], dtype=pl.String)), "item_id must be text"),
+        ("float_code", table.with_columns(codes=pl.Series([[0.5], [1.0]])), "lists of integers"),
+        ("null_code", table.with_columns(codes=pl.Series([[None], [1]], dtype=pl.List(pl.Int64))), "lists of integers"),
+    ):
+        arrow = frame.to_arrow().replace_schema_metadata(schema_meta)
+        pq.write_table(arrow, tmp_path / f"{name}.parquet")
+        with pytest.raises(StageInputError, match=match):
+            SidMap.from_parquet(tmp_path / f"{name}.parquet")
+    pq.write_table(table.to_arrow().replace_schema_metadata({b"conrec.codebook_sizes": b"{not json"}), tmp_path / "bad_meta.parquet")
+    with pytest.raises(StageInputError, match="metadata is not JSON"):
+        SidMap.from_parquet(tmp_path / "bad_meta.parquet")
 
 
 def test_collaborative_vectors_join_the_text_vectors_from_fit_events_only(tmp_path: Path) -> None:

@@ -62,9 +62,18 @@ class SidMap:
         missing = [c for c in ("item_id", "codes") if c not in table.column_names]
         if missing:
             raise StageInputError(f"SID map at {p}: missing column(s) {missing}")
-        sizes = json.loads(meta[_META_KEY])
+        try:
+            sizes = json.loads(meta[_META_KEY])
+        except ValueError as exc:
+            raise StageInputError(f"SID map at {p}: its {_META_KEY.decode()} metadata is not JSON ({exc}); rerun `conrec sid`") from exc
         df = pl.from_arrow(table)
         assert isinstance(df, pl.DataFrame)
+        # a hand-edited map: a null id read as "None", a 0.5 code truncated to 0, a null code a TypeError
+        if df["item_id"].null_count() or df.schema["item_id"] != pl.String:
+            raise StageInputError(f"SID map at {p}: item_id must be text with no nulls; rerun `conrec sid`")
+        codes_type = df.schema["codes"]
+        if not (isinstance(codes_type, pl.List) and codes_type.inner.is_integer()) or df["codes"].explode().null_count():
+            raise StageInputError(f"SID map at {p}: codes must be lists of integers with no nulls; rerun `conrec sid`")
         lens = df["codes"].list.len().unique().to_list()
         if lens != [len(sizes)]:
             raise StageInputError(f"SID map at {p}: code lengths {lens} do not match {len(sizes)} levels")
