@@ -59,8 +59,12 @@ def test_stage_from_a_table_source(tmp_path):
     rows = ["user_id,item_id,ts,feedback"] + [f"u{u},i{k % 7},{k * 3600 + u},{-1 if k % 4 == 0 else 1}" for u in range(3) for k in range(40)]
     ev.write_text("\n".join(rows) + "\n")
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(ev)}})
+    rd = RunDir(cfg.run_dir)
+    rd.data.mkdir(parents=True)
+    pl.DataFrame({"user_id": ["u0"], "axis": ["tone"], "value": ["dark"]}).write_parquet(rd.data / "user_facets.parquet")  # a simulated world's
     stats = _run_data(cfg)
     assert stats["users"] == 3 and stats["events"] == 120 and stats["samples"]["test"] == 3
+    assert not (rd.data / "user_facets.parquet").exists()  # or the report's taste check reads another world's truth
 
 
 def _samples_for_coverage() -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -73,3 +73,41 @@ def test_evaluation_only_scores_the_named_models_alone(tmp_path: Path) -> None:
     assert child.run_dir == tmp_path / "c" and child.eval.models == ["sft"] and child.eval.baselines == []
     assert not child.eval.context_swap and not child.eval.slates.enabled
     assert child.sft == cfg.sft and child.eval.ks == cfg.eval.ks and child.eval.split == cfg.eval.split
+
+
+def test_a_stage_run_in_a_child_never_writes_into_its_parent(tmp_path: Path, fake_stages: list[str]) -> None:
+    """`conrec sft -r <child>` followed the child's link: it cleared the parent's markers and replaced
+    the parent's model. Running a stage in a child detaches that stage and the later ones first."""
+    import time
+
+    parent = _parent(tmp_path)
+    child = load_config(None, {"run_dir": str(tmp_path / "child")})
+    assert link_unchanged(parent.run_dir, child) == list(STAGES)
+    assert not Path(str((tmp_path / "child" / "sft").readlink())).is_absolute()  # relative: a copied tree keeps its own links
+    before = {s: (Path(parent.run_dir) / s / "_done.json").read_bytes() for s in STAGES}
+    time.sleep(1.1)  # a marker rewritten in the parent would differ in its finish time
+    fake_stages.clear()
+    pipeline.run_stage(child, "sft")
+    assert fake_stages == ["sft"]
+    root = Path(child.run_dir)
+    assert [s for s in STAGES if (root / s).is_symlink()] == ["data", "sid"]
+    assert RunDir(root).is_done("sft") and not RunDir(root).is_done("grpo")
+    assert {s: (Path(parent.run_dir) / s / "_done.json").read_bytes() for s in STAGES} == before
+    assert all(pipeline.is_current(RunDir(parent.run_dir), parent, s) for s in STAGES)
+
+
+def test_a_childs_own_stage_goes_stale_when_the_parent_rebuilds_what_it_was_built_on(tmp_path: Path, fake_stages: list[str]) -> None:
+    """The child's GRPO was trained on the parent's SFT model through a link; the parent retrained SFT
+    (a refreshed file, a rerun): the child's GRPO and eval must not stay "finished with this config"."""
+    import time
+
+    parent = _parent(tmp_path)
+    child = load_config(None, {"run_dir": str(tmp_path / "child"), "grpo": {"beta": 0.1}})
+    run_child(parent.run_dir, child, console=None)
+    assert pipeline.stale_reason(RunDir(child.run_dir), child, "grpo") is None
+    time.sleep(1.1)
+    pipeline.run_stage(parent, "sft")  # the parent rebuilds SFT in place
+    assert "built on a sft stage that was rebuilt" in (pipeline.stale_reason(RunDir(child.run_dir), child, "grpo") or "")
+    fake_stages.clear()
+    run_child(parent.run_dir, child, console=None)  # the parent's sft is current again: linked; the child retrains
+    assert fake_stages[:1] == ["grpo"]

@@ -175,3 +175,15 @@ def test_stage_errors_name_the_problem(tmp_path: Path) -> None:
     write_parquet(samples, run.samples)
     with pytest.raises(StageInputError, match="no samples in split 'test'"):
         STAGE_REGISTRY["eval"].call(_cfg(run.root), console=Console())
+
+
+def test_an_earlier_evals_optional_outputs_are_not_left_for_later_tables(tmp_path: Path) -> None:
+    """Slates off now, on before: the old slate_metrics.json was shown as this run's Cand. Acc."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    run.eval.mkdir(parents=True, exist_ok=True)
+    for name in ("slate_metrics.json", "slates.parquet", "tuning.json"):
+        (run.eval / name).write_text("{}")
+    cfg = _cfg(run.root, baselines=["popularity"], slates={"enabled": False}, models=[])
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    assert (run.eval / "metrics.json").exists()
+    assert not any((run.eval / n).exists() for n in ("slate_metrics.json", "slates.parquet", "tuning.json"))

@@ -63,3 +63,22 @@ def test_the_lock_is_reentrant_in_one_process_and_left_to_the_main_rank(tmp_path
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
+
+
+def test_a_run_directory_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-only mount (or a full disk) failed with a 26-frame OSError traceback on the lock file."""
+    import contextlib
+    import errno
+
+    import conrec.pipeline as pipeline
+
+    @contextlib.contextmanager
+    def read_only(root: object):  # what FileLock raises on a read-only mount
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(str(root)) / LOCK_FILE))
+        yield
+
+    monkeypatch.setattr(pipeline, "holding_run", read_only)
+    result = CliRunner().invoke(app, ["data", "-c", "preset:tiny", "-r", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "Read-only file system" in result.output and LOCK_FILE in result.output
+    assert "Traceback" not in result.output

@@ -7,6 +7,7 @@ imported inside the commands so ``conrec --help`` stays instant.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +70,13 @@ def _guard(fn: Callable[[], Any]) -> Any:
         return fn()
     except ConrecError as exc:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a read-only mount, a directory of another user, a full disk: which file and why, not a traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        console.print(f"[bold red]error:[/] {escape(where)}{escape(exc.strerror or str(exc))}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print(

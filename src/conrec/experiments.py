@@ -24,6 +24,7 @@ Layout (e.g. ``conrec ablate --what grpo``)::
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,8 @@ def link_unchanged(parent: str | Path, cfg: PipelineConfig, stages: tuple[str, .
             target = parent_run.stage_dir(stage).resolve()
             if path.is_symlink() and path.resolve() != target:
                 path.unlink()
-            if not path.exists() and not path.is_symlink():
-                path.symlink_to(target, target_is_directory=True)
+            if not path.exists() and not path.is_symlink():  # relative: a copied parent with its children keeps its own links
+                path.symlink_to(os.path.relpath(target, path.parent.resolve()), target_is_directory=True)
             if path.is_symlink():  # a stage the child already ran itself is kept (it is current too)
                 linked.append(stage)
                 continue

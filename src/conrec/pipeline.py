@@ -90,6 +90,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
 
 def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Console, **kwargs: Any) -> Any:
     write_text(dump_config(cfg), run.root / "config.yaml")
+    run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
     run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
@@ -133,10 +134,13 @@ def record_finished(cfg: PipelineConfig, stage: str, seconds: float = 0.0, sourc
     :func:`run_stage` calls it after the runner; a tool that calls a stage's runner directly (the
     benchmarks) calls it too, or the model it trained is never loaded (``RunDir.model_problem``).
     ``source_files``: the :func:`conrec.source_files.snapshot` of the files outside the run it read."""
+    run = RunDir(cfg.run_dir)
     write_json(
         {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds,
-         "source_files": source_files or {}},
-        _fingerprint_path(RunDir(cfg.run_dir), stage),
+         "source_files": source_files or {},
+         # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
+         "upstream": {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}},
+        _fingerprint_path(run, stage),
     )
 
 

@@ -29,6 +29,7 @@ Layout::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -163,7 +164,24 @@ class RunDir:
             up_rec = rec if up == stage else self.fingerprint_record(up)
             if up_rec is not None and (why := source_change(up_rec.get("source_files") or {})) is not None:
                 return why
+        for up, identity in (rec.get("upstream") or {}).items():  # records from before it carry none
+            if up in STAGES and self.stage_identity(up) != identity:
+                return f"built on a {up} stage that was rebuilt or removed since"
         return self.output_problem(stage)
+
+    def stage_identity(self, stage: str) -> str | None:
+        """A digest of ``stage``'s done marker and fingerprint record: it changes whenever the stage is
+        run again (None: unfinished). A stage records its inputs' identities when it finishes.
+
+        Why: inside one run, rerunning a stage clears the markers of everything after it. A child run's
+        linked stage is the parent's, and a parent rebuilt from a refreshed file never reached the child's
+        own stages: a child GRPO model trained on the old SFT model stayed "current"."""
+        parts = [self.stage_dir(stage) / "_done.json", self.stage_dir(stage) / FINGERPRINT_FILE]
+        try:
+            blobs = [p.read_bytes() for p in parts]
+        except OSError:
+            return None
+        return hashlib.sha256(b"\0".join(blobs)).hexdigest()[:16]
 
     def fingerprint_record(self, stage: str) -> dict[str, Any] | None:
         """The ``{fingerprint, sections, seconds}`` the pipeline recorded beside ``stage`` (None: none or unreadable)."""
@@ -202,6 +220,16 @@ class RunDir:
 
     def clear_done(self, stage: str) -> None:
         (self.stage_dir(stage) / "_done.json").unlink(missing_ok=True)
+
+    def detach_from(self, stage: str) -> None:
+        """Remove the links to another run's stages (a child run's, :mod:`conrec.experiments`) from
+        ``stage`` on, so that running ``stage`` here writes this run's own directory.
+
+        Why: ``conrec sft -r <child>`` followed the child's link into the parent, cleared the parent's
+        markers and replaced the parent's model, without holding the parent's lock."""
+        for s in STAGES[STAGES.index(stage) :]:
+            if self.stage_dir(s).is_symlink():
+                self.stage_dir(s).unlink()
 
     def invalidate_from(self, stage: str) -> None:
         """Mark ``stage`` and every stage after it unfinished (marker and fingerprint removed).

@@ -128,6 +128,8 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
             write_parquet(items, rd.items)
             if facets is not None:
                 write_parquet(facets, rd.data / "user_facets.parquet")
+            else:  # an earlier simulated world's ground truth would be read as this data's (the taste check)
+                (rd.data / "user_facets.parquet").unlink(missing_ok=True)
             write_json(stats, rd.data / "stats.json")
             progress.advance(steps)
         finally:

@@ -208,6 +208,11 @@ def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, ranking
     return taste_section(shares, k, future_on_facet_share(samples, on_facet)) if shares else None
 
 
+OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json")
+"""Eval outputs written only with some settings (slates on, tuning on): removed when the stage starts, so
+that a run evaluated again with slates off does not show the earlier evaluation's candidate accuracies."""
+
+
 def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
     on split ``eval.split``.
@@ -221,6 +226,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     ecfg = sections.eval
     split_cfg = sections.split
     rd = RunDir(run_dir)
+    for name in OPTIONAL_OUTPUTS:  # an earlier eval's, which this one may not rewrite: later tables read them whenever they exist
+        (rd.eval / name).unlink(missing_ok=True)
     events = read_parquet(rd.events, what="events (data stage output)")
     items = read_parquet(rd.items, what="items (data stage output)")
     if "content" in ecfg.baselines:
