@@ -111,3 +111,16 @@ def test_a_childs_own_stage_goes_stale_when_the_parent_rebuilds_what_it_was_buil
     fake_stages.clear()
     run_child(parent.run_dir, child, console=None)  # the parent's sft is current again: linked; the child retrains
     assert fake_stages[:1] == ["grpo"]
+
+
+def test_a_stage_made_by_another_conrec_version_says_so_rather_than_naming_no_setting(tmp_path: Path, fake_stages: list[str]) -> None:
+    import json
+
+    from conrec.runs import FINGERPRINT_FILE
+
+    parent = _parent(tmp_path)
+    path = Path(parent.run_dir) / "grpo" / FINGERPRINT_FILE
+    rec = json.loads(path.read_text())
+    path.write_text(json.dumps({**rec, "fingerprint": "from-an-older-conrec"}))  # same section hashes, another fingerprint
+    why = pipeline.stale_reason(RunDir(parent.run_dir), parent, "grpo") or ""
+    assert "conrec version" in why and "sections changed" not in why

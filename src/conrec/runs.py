@@ -159,7 +159,9 @@ class RunDir:
         if rec.get("fingerprint") != stage_fingerprint(cfg, stage):
             old = rec.get("sections") or {}
             changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
-            return f"made with a different configuration ({', '.join(changed) or 'sections'} changed)"
+            if not changed:  # the same settings, read differently: the stage's own set of sections changed with conrec
+                return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
+            return f"made with a different configuration ({', '.join(changed)} changed)"
         for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
             up_rec = rec if up == stage else self.fingerprint_record(up)
             if up_rec is not None and (why := source_change(up_rec.get("source_files") or {})) is not None:
