@@ -228,6 +228,7 @@ def write_fake_outputs(run: RunDir, stage: str) -> None:
         write_parquet(tiny, run.sid_map)
         run.quantizer.write_bytes(b"q")
         np.save(run.embeddings, np.zeros((1, 2)))
+        np.save(run.text_vectors, np.zeros((1, 2)))
     elif stage in ("sft", "grpo"):
         model = run.sft_model if stage == "sft" else run.grpo_model
         model.mkdir(parents=True, exist_ok=True)

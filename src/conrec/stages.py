@@ -208,7 +208,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
-            ("sid/sid_map.parquet", "sid/quantizer.pt", "sid/embeddings.npy", "sid/stats.json"),
+            ("sid/sid_map.parquet", "sid/quantizer.pt", "sid/embeddings.npy", "sid/text_vectors.npy", "sid/stats.json"),
             "conrec.sid.stage:run", bundle=SidSections, source_files=("sid.encoder.model_path", "sid.encoder.extra_vectors_path"),
         ),
         Stage(

@@ -82,8 +82,9 @@ def record_serving_tables(cfg: PipelineConfig) -> None:
             write_json({"source": "synthetic"}, run.stage_dir(stage) / "stats.json")
     if not run.quantizer.exists():
         run.quantizer.write_bytes(b"synthetic run: no quantiser")
-    if not run.embeddings.exists():
-        np.save(run.embeddings, np.zeros((0, 1), dtype=np.float32))
+    for vectors in (run.embeddings, run.text_vectors):
+        if not vectors.exists():
+            np.save(vectors, np.zeros((0, 1), dtype=np.float32))
     for stage in ("data", "sid"):
         run.mark_done(stage, {"synthetic": True})
         record_finished(cfg, stage)
