@@ -124,3 +124,32 @@ def test_a_stage_made_by_another_conrec_version_says_so_rather_than_naming_no_se
     path.write_text(json.dumps({**rec, "fingerprint": "from-an-older-conrec"}))  # same section hashes, another fingerprint
     why = pipeline.stale_reason(RunDir(parent.run_dir), parent, "grpo") or ""
     assert "conrec version" in why and "sections changed" not in why
+
+
+def test_a_log_with_no_point_to_evaluate_stops_before_training(tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """3 users, 30 events: train points but no test point. `conrec demo` trained for minutes and failed
+    at eval ("no samples in split 'test'"); it now stops after the data stage, naming the counts."""
+    from conrec.errors import StageInputError
+    from conrec.io import write_json
+
+    real = pipeline._stage_runner
+
+    def runner(stage: str) -> Any:
+        def run(section: Any, run_dir: Any, console: Any = None, **kw: Any) -> Any:
+            out = real(stage)(section, run_dir, console=console, **kw)
+            if stage == "data":
+                write_json({"samples": {"train": 5, "valid": 1, "test": 0}}, RunDir(run_dir).data / "stats.json")
+            return out
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    with pytest.raises(StageInputError, match=r"no test point to evaluate \(samples per split: \{'test': 0, 'train': 5, 'valid': 1\}\)"):
+        pipeline.run_pipeline(cfg)
+    assert fake_stages == ["data"]
+    with pytest.raises(StageInputError, match="no test point"):  # data current now: the check still stops the rerun
+        pipeline.run_pipeline(cfg)
+    assert fake_stages == ["data"]
+    pipeline.run_pipeline(cfg, stages=("data", "sid"))  # no eval asked for: nothing to check
+    assert fake_stages == ["data", "sid"]

@@ -162,6 +162,8 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
     results: dict[str, Any] = {}
     upstream_reran = False
     for stage in stages:
+        if stage != "data" and "eval" in stages and run.is_done("data"):
+            check_evaluable(run, cfg.eval.split)  # before minutes of training, whether data ran now or earlier
         if stage == "grpo" and cfg.sft.copy_bias.enabled:
             console.print("[dim]grpo: skipped (GRPO cannot train a model with sft.copy_bias; eval scores the sft model)[/]")
             continue
@@ -177,6 +179,21 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         upstream_reran = True
     return results
+
+
+def check_evaluable(run: RunDir, split: str) -> None:
+    """Stop before training when the data stage wrote no point of the split the eval stage scores.
+
+    Why: a small log can give train points and no test point; the run then trained SID, SFT and GRPO
+    for minutes and failed at its last stage ("no samples in split 'test' to evaluate")."""
+    stats_path = run.data / "stats.json"
+    counts = (json.loads(stats_path.read_text()).get("samples") or {}) if stats_path.is_file() else {}
+    if isinstance(counts, dict) and counts.get(split) == 0:
+        raise StageInputError(
+            f"the data stage wrote no {split} point to evaluate (samples per split: {counts}), so the eval stage would fail "
+            f"after training; give the log more users or time after the cut-offs (data.split.test_frac, valid_frac), "
+            f"or evaluate another split (eval.split)"
+        )
 
 
 def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None = None) -> dict[str, Any]:

@@ -138,6 +138,9 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     console.print(summary_table(stats))
     if (warning := dislike_share_warning(stats)) is not None:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
+        console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
+                      f"(samples per split: {stats['samples']})", highlight=False)
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
 
