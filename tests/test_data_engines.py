@@ -236,6 +236,24 @@ def test_decimal_times_and_ratings_of_a_database_export_read_as_numbers(tmp_path
         assert_same_run(ref, _run(tmp_path, f"decimal_{streaming}", {**data, "events_path": str(decimal), "streaming": streaming})[0])
 
 
+def test_categorical_parquet_columns_read_as_the_same_text(tmp_path):
+    """pandas writes a ``category`` column to Parquet as a dictionary, which polars reads as Categorical:
+    a categorical feedback column was refused ("holds Categorical, not text"), a categorical rating too
+    ("must be numeric"). Read as text, such a file gives the run of the plain one, in memory and streamed."""
+    frame = edge_case_events()
+    words = frame.with_columns(feedback=pl.when(pl.col("feedback") == -1).then(pl.lit("hide")).otherwise(pl.lit("like")))
+    ratings = frame.with_columns(rating=pl.when(pl.col("feedback") == -1).then(pl.lit("1")).otherwise(pl.lit("4"))).drop("feedback")
+    split = {"horizon_days": 3, "max_history": 7}
+    for name, plain, extra in (("words", words, {"feedback_labels": {"hide": -1, "like": 1}}), ("ratings", ratings, {})):
+        paths = [tmp_path / f"{name}.parquet", tmp_path / f"{name}_cat.parquet"]
+        plain.write_parquet(paths[0])
+        plain.with_columns(pl.exclude("ts").cast(pl.Categorical)).write_parquet(paths[1])
+        data = {"source": "table", "events_path": str(paths[0]), "split": split, **extra}
+        ref, _ = _run(tmp_path, name, data)
+        for streaming in ("off", "on"):
+            assert_same_run(ref, _run(tmp_path, f"{name}_cat_{streaming}", {**data, "events_path": str(paths[1]), "streaming": streaming})[0])
+
+
 @pytest.mark.parametrize("streaming", ["off", "on"])
 def test_a_file_with_only_a_header_is_named(tmp_path, streaming):
     """A header-only events file ended in "table items: no items" (the placeholder items come from the

@@ -175,6 +175,21 @@ def test_parquet_with_typed_columns(tmp_path: Path) -> None:
     assert events["ts"].to_list()[0] == 1_700_000_000
 
 
+def test_parquet_with_categorical_columns_is_read_like_the_csv(tmp_path: Path) -> None:
+    """pandas' ``category`` columns are dictionaries in Parquet (Categorical to polars): init stopped
+    with a traceback ("cannot cast categorical types to Float64"); they are read as text, as in a CSV."""
+    ev, it = _unusual_files(tmp_path)
+    cat_ev, cat_it = tmp_path / "ratings.parquet", tmp_path / "movies.parquet"
+    pl.read_csv(ev, infer_schema=False).with_columns(pl.col("customer", "movie", "stars").cast(pl.Categorical)).write_parquet(cat_ev)
+    pl.read_csv(it).with_columns(pl.col("movie", "genre").cast(pl.Categorical)).write_parquet(cat_it)
+    _, plain = init_config(ev, it, tmp_path / "plain.yaml", preset="tiny")
+    out, g = init_config(cat_ev, cat_it, tmp_path / "cat.yaml", preset="tiny")
+    assert g.columns() == plain.columns() and (g.rating_range, g.dislike_max_rating) == (plain.rating_range, plain.dislike_max_rating)
+    events, items = load_source(load_config(out).data)
+    assert events.height > 0 and set(events["feedback"].unique()) == {-1, 1}
+    assert items.filter(pl.col("item_id") == "m3")["category"].item() == "g3"
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_a_csv_separated_otherwise_is_read_like_the_comma_one(tmp_path: Path, sep: str) -> None:
     """Spreadsheet exports with a decimal comma write ';' (and a byte-order mark); others tabs or pipes:

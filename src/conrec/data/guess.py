@@ -26,6 +26,7 @@ from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, flatten_lis
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
+    categoricals_as_text,
     csv_separator,
     existing_file,
     file_suffix,
@@ -124,7 +125,8 @@ def _score(column: str, role: str) -> int:
 
 
 def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -> pl.DataFrame:
-    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file, every CSV column as text."""
+    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file, every CSV column
+    as text and every categorical Parquet column too (:func:`categoricals_as_text`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
@@ -132,6 +134,7 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     try:
         if fmt in PARQUET_SUFFIXES:
             table = pl.read_parquet(p, n_rows=n_rows)
+            table = table.with_columns(categoricals_as_text(table.schema))
         else:
             table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files

@@ -30,6 +30,7 @@ from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
     PARQUET_SUFFIXES,
+    categoricals_as_text,
     csv_reading,
     csv_separator,
     existing_file,
@@ -61,8 +62,9 @@ def estimated_rows(path: Path) -> int | None:
 
 def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
     fmt = file_suffix(path)
-    if fmt in PARQUET_SUFFIXES:
-        return pl.scan_parquet(path)
+    if fmt in PARQUET_SUFFIXES:  # categorical columns as text, as the loader reads them
+        lf = pl.scan_parquet(path)
+        return lf.with_columns(categoricals_as_text(lf.collect_schema()))
     if fmt in CSV_SUFFIXES:  # .gz too (read in a stream); column types as the loader infers them, values as leniently
         ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}

@@ -122,6 +122,17 @@ def read_error(exc: Exception, path: Path, fmt: str, what: str) -> DataValidatio
 INFER_ROWS = 10_000  # the rows a CSV's column types are inferred from, by every engine
 
 
+def categoricals_as_text(schema: Mapping[str, pl.DataType]) -> list[pl.Expr]:
+    """Casts of a table's categorical and enum columns to text.
+
+    Why: pandas writes a ``category`` column to Parquet as a dictionary, which polars reads as
+    ``Categorical``; its values are the same words or numbers as the CSV's, but a categorical is
+    neither text nor a number to the checks that read ids, ratings, feedback words and dates. Read
+    as text, such a file behaves like the same CSV.
+    """
+    return [pl.col(c).cast(pl.String) for c, dtype in schema.items() if isinstance(dtype, (pl.Categorical, pl.Enum))]
+
+
 def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files.
 
@@ -135,6 +146,7 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
     try:
         if fmt in PARQUET_SUFFIXES:
             table = pl.read_parquet(p)
+            table = table.with_columns(categoricals_as_text(table.schema))
         else:
             data = read_bytes(p)
             options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
