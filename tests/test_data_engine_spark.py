@@ -26,7 +26,16 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
         pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 
 from pyspark.sql import SparkSession
-from test_data_engines import WORDS_REFUSED, _run, assert_same_run, edge_case_events, text_feedback_log, warty_table
+from test_data_engines import (
+    WORDS_REFUSED,
+    _run,
+    assert_same_run,
+    categorical_logs,
+    edge_case_events,
+    half_star_log,
+    text_feedback_log,
+    warty_table,
+)
 
 SPARK = {"master": "local[2]"}
 pytestmark = pytest.mark.slow  # a JVM and a dozen Spark jobs per test: seconds each; still runs in CI
@@ -212,3 +221,14 @@ def test_spark_reads_a_text_feedback_column_like_polars(spark, tmp_path):
     assert_same_run(ref, got)
     with pytest.raises(DataValidationError, match=WORDS_REFUSED):
         _run(tmp_path, "words", {**data, "events_path": str(words), "engine": "spark", "spark": SPARK})
+
+
+def test_spark_reads_late_half_stars_and_categorical_parquet_like_polars(spark, tmp_path):
+    """Spark infers a CSV's types from the whole file and reads Parquet dictionaries as text; the polars
+    engines dropped half stars after the rows they infer from and refused categorical columns."""
+    data, text = half_star_log(tmp_path)
+    ref, _ = _run(tmp_path, "polars", {**data, "events_path": str(text)})
+    assert_same_run(ref, _run(tmp_path, "spark", {**data, "events_path": str(text), "engine": "spark", "spark": SPARK})[0])
+    for k, (data, categorical) in enumerate(categorical_logs(tmp_path)):
+        ref, _ = _run(tmp_path, f"polars{k}", {**data, "events_path": str(categorical)})
+        assert_same_run(ref, _run(tmp_path, f"spark{k}", {**data, "events_path": str(categorical), "engine": "spark", "spark": SPARK})[0])

@@ -194,6 +194,31 @@ def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path)
             _run(tmp_path, f"words_{streaming}", {**data, "events_path": str(words), "streaming": streaming})
 
 
+def half_star_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """Ratings that are whole stars for the rows a CSV's types are inferred from, then half stars: the
+    data config of the log as Parquet (the ratings floats throughout), and the same log as CSV."""
+    whole = [(f"u{k % 40}", f"i{k % 23}", 1_700_000_000 + 300 * k, float(1 + 4 * (k % 3 != 0))) for k in range(INFER_ROWS)]
+    late = [(f"u{k % 40}", f"i{k % 23}", 1_700_000_000 + 300 * (INFER_ROWS + k), 4.5 if k % 3 else 1.5) for k in range(60)]
+    frame = pl.DataFrame(whole + late, schema={"user": pl.String, "item": pl.String, "ts": pl.Int64, "stars": pl.Float64}, orient="row")
+    plain, text = tmp_path / "ratings.parquet", tmp_path / "ratings.csv"
+    frame.write_parquet(plain)
+    text.write_text("user,item,ts,stars\n" + "".join(f"{u},{i},{ts},{r:g}\n" for u, i, ts, r in frame.iter_rows()))
+    data = {"source": "table", "events_path": str(plain), "columns": {"user": "user_id", "item": "item_id", "stars": "rating"},
+            "dislike_max_rating": 2, "like_min_rating": 3, "rating_range": [1, 5], "split": {"horizon_days": 3, "max_history": 7}}
+    return data, text
+
+
+def test_half_stars_after_the_rows_types_are_inferred_from_are_ratings(tmp_path):
+    """The rating column's type was inferred from the first rows (integers) and later values cast to
+    it: every half star after them (``4.5``) became null and was dropped as an invalid rating, in memory
+    and streamed (Spark infers from the whole file and kept them). They are ratings, as in a Parquet file."""
+    data, text = half_star_log(tmp_path)
+    ref, ref_stats = _run(tmp_path, "plain", data)
+    assert ref_stats["events"] == INFER_ROWS + 60  # no rating dropped
+    for streaming in ("off", "on"):
+        assert_same_run(ref, _run(tmp_path, f"csv_{streaming}", {**data, "events_path": str(text), "streaming": streaming})[0])
+
+
 def float_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
     such row; and the data config of the same log with integer ids."""
@@ -236,22 +261,29 @@ def test_decimal_times_and_ratings_of_a_database_export_read_as_numbers(tmp_path
         assert_same_run(ref, _run(tmp_path, f"decimal_{streaming}", {**data, "events_path": str(decimal), "streaming": streaming})[0])
 
 
-def test_categorical_parquet_columns_read_as_the_same_text(tmp_path):
-    """pandas writes a ``category`` column to Parquet as a dictionary, which polars reads as Categorical:
-    a categorical feedback column was refused ("holds Categorical, not text"), a categorical rating too
-    ("must be numeric"). Read as text, such a file gives the run of the plain one, in memory and streamed."""
+def categorical_logs(tmp_path: Path) -> list[tuple[dict[str, Any], Path]]:
+    """Feedback words and text ratings as Parquet: the data config of each plain file, and the same
+    file with every column but the time categorical (as pandas writes its ``category`` columns)."""
     frame = edge_case_events()
     words = frame.with_columns(feedback=pl.when(pl.col("feedback") == -1).then(pl.lit("hide")).otherwise(pl.lit("like")))
     ratings = frame.with_columns(rating=pl.when(pl.col("feedback") == -1).then(pl.lit("1")).otherwise(pl.lit("4"))).drop("feedback")
-    split = {"horizon_days": 3, "max_history": 7}
+    out = []
     for name, plain, extra in (("words", words, {"feedback_labels": {"hide": -1, "like": 1}}), ("ratings", ratings, {})):
         paths = [tmp_path / f"{name}.parquet", tmp_path / f"{name}_cat.parquet"]
         plain.write_parquet(paths[0])
         plain.with_columns(pl.exclude("ts").cast(pl.Categorical)).write_parquet(paths[1])
-        data = {"source": "table", "events_path": str(paths[0]), "split": split, **extra}
-        ref, _ = _run(tmp_path, name, data)
+        out.append(({"source": "table", "events_path": str(paths[0]), "split": {"horizon_days": 3, "max_history": 7}, **extra}, paths[1]))
+    return out
+
+
+def test_categorical_parquet_columns_read_as_the_same_text(tmp_path):
+    """pandas writes a ``category`` column to Parquet as a dictionary, which polars reads as Categorical:
+    a categorical feedback column was refused ("holds Categorical, not text"), a categorical rating too
+    ("must be numeric"). Read as text, such a file gives the run of the plain one, in memory and streamed."""
+    for k, (data, categorical) in enumerate(categorical_logs(tmp_path)):
+        ref, _ = _run(tmp_path, f"plain{k}", data)
         for streaming in ("off", "on"):
-            assert_same_run(ref, _run(tmp_path, f"{name}_cat_{streaming}", {**data, "events_path": str(paths[1]), "streaming": streaming})[0])
+            assert_same_run(ref, _run(tmp_path, f"cat{k}_{streaming}", {**data, "events_path": str(categorical), "streaming": streaming})[0])
 
 
 @pytest.mark.parametrize("streaming", ["off", "on"])

@@ -40,6 +40,7 @@ from conrec.data.sources.common import (
     rating_feedback,
     read_table_file,
     refuse_feedback_words,
+    source_names,
     text_numbers,
 )
 from conrec.errors import ConfigError, DataValidationError
@@ -66,9 +67,10 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
         lf = pl.scan_parquet(path)
         return lf.with_columns(categoricals_as_text(lf.collect_schema()))
     if fmt in CSV_SUFFIXES:  # .gz too (read in a stream); column types as the loader infers them, values as leniently
-        ids = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
+        ids = source_names(columns, ("user_id", "item_id"))
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
-        texts, fixes = csv_reading(pl.scan_csv(path, **options).collect_schema(), {c: pl.String() for c in ids})
+        inferred = pl.scan_csv(path, **options).collect_schema()
+        texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback")))
         return pl.scan_csv(path, schema_overrides=texts, **options).with_columns(fixes)
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,12 +133,15 @@ def categoricals_as_text(schema: Mapping[str, pl.DataType]) -> list[pl.Expr]:
     return [pl.col(c).cast(pl.String) for c, dtype in schema.items() if isinstance(dtype, (pl.Categorical, pl.Enum))]
 
 
-def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+def read_table_file(
+    path: str | Path, what: str, schema_overrides: dict[str, pl.DataType] | None = None, values: Collection[str] = ()
+) -> pl.DataFrame:
     """Read a CSV/TSV or Parquet file (chosen by suffix) with a clear error for missing/corrupt files.
 
     A CSV's columns get the types their first rows show, but a later value that does not read as
     its column's type (an ``n/a`` in row 25,001) becomes null (in an events column, an invalid row
-    for the policy to count) rather than making the whole file unreadable (:func:`csv_reading`)."""
+    for the policy to count) rather than making the whole file unreadable; numeric ``values`` columns
+    stay text (:func:`csv_reading`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
@@ -150,7 +153,7 @@ def read_table_file(path: str | Path, what: str, schema_overrides: dict[str, pl.
         else:
             data = read_bytes(p)
             options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
-            texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {})  # no parse
+            texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {}, values)  # no parse
             table = pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
@@ -165,7 +168,9 @@ def has_rows(table: pl.DataFrame, path: Path, what: str) -> pl.DataFrame:
     return table
 
 
-def csv_reading(inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType]) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
+def csv_reading(
+    inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType], values: Collection[str] = ()
+) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
     """How to read a CSV whose first rows show the types ``inferred``: the schema overrides and the
     expressions to apply after reading.
 
@@ -173,13 +178,20 @@ def csv_reading(inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.Data
     first rows are floats, an integral value loses its ``.0`` (pandas writes integer ids with a missing
     value as ``32.0``). The other columns the first rows show as numbers are read as text and cast back,
     a value that does not read becoming null: polars' reader stops the whole file at the first such
-    value otherwise, however late in it.
+    value otherwise, however late in it. ``values`` columns (a rating, a feedback) the first rows show
+    as numbers stay text: cast back to the integers of the first rows, a later half star (``4.5``) was
+    null, an invalid row; the loaders read numbers from text (a decimal comma too) and validate them.
     """
     numeric = [c for c, dtype in inferred.items() if dtype.is_numeric() and c not in fixed]
     floats = [c for c in fixed if c in inferred and inferred[c].is_float()]
-    fixes = [pl.col(c).str.strip_chars().cast(inferred[c], strict=False) for c in numeric]
+    fixes = [pl.col(c).str.strip_chars().cast(inferred[c], strict=False) for c in numeric if c not in values]
     fixes += [pl.col(c).str.replace(INTEGRAL_FLOAT_TEXT, "${1}") for c in floats]
     return {**fixed, **{c: pl.String() for c in numeric}}, fixes
+
+
+def source_names(columns: Mapping[str, str], roles: Collection[str]) -> set[str]:
+    """The names a file may give the canonical ``roles``: the roles themselves, and what ``data.columns`` maps to them."""
+    return set(roles) | {src for src, dst in columns.items() if dst in roles}
 
 
 def unsupported_format(path: Path, fmt: str, what: str) -> DataValidationError:

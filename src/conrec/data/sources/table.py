@@ -21,6 +21,7 @@ from conrec.data.sources.common import (
     placeholder_items,
     ratings_to_feedback,
     read_table_file,
+    source_names,
 )
 from conrec.errors import ConfigError, DataValidationError, require_columns
 
@@ -58,9 +59,8 @@ def load_table(
         )
     ev_path = existing_file(events_path, "events")
     # Ids are read as strings so that "007" stays "007" (CSV type inference would make it 7).
-    id_sources = {"user_id", "item_id"} | {src for src, dst in columns.items() if dst in ("user_id", "item_id")}
-    as_strings: dict[str, pl.DataType] = {c: pl.String() for c in id_sources}
-    events = read_table_file(ev_path, "events", schema_overrides=as_strings)
+    as_strings: dict[str, pl.DataType] = {c: pl.String() for c in source_names(columns, ("user_id", "item_id"))}
+    events = read_table_file(ev_path, "events", schema_overrides=as_strings, values=source_names(columns, ("rating", "feedback")))
     items_raw = read_table_file(items_path, "items", schema_overrides=as_strings) if items_path is not None else None
     present = set(events.columns) | set(items_raw.columns if items_raw is not None else [])
     unknown_sources = sorted(set(columns) - present)
