@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from conrec.cli import app
 from conrec.config import load_config
+from conrec.data.engine.scan import scan_table, table_items
 from conrec.data.guess import guess, suggest_thresholds
+from conrec.data.repair import RepairLog
 from conrec.data.loaders import load_source
 from conrec.errors import ConfigError, DataValidationError
 from conrec.init_config import init_config, summary_lines
@@ -188,6 +190,28 @@ def test_parquet_with_categorical_columns_is_read_like_the_csv(tmp_path: Path) -
     events, items = load_source(load_config(out).data)
     assert events.height > 0 and set(events["feedback"].unique()) == {-1, 1}
     assert items.filter(pl.col("item_id") == "m3")["category"].item() == "g3"
+
+
+def test_the_items_files_id_column_is_named_with_a_flag_of_its_own(tmp_path: Path) -> None:
+    """Events naming items ``product_id`` and a catalogue naming them ``id``: init said the items file had
+    no item id, naming no flag, and ``--item-col`` names the events file's column. ``--items-item-col``
+    names it, mapped in data.columns; read in memory and streamed, ``007`` stays ``007``."""
+    ev = tmp_path / "events.csv"
+    ev.write_text("user,product_id,ts,rating\n" + "".join(f"u{k % 7},{k % 5:03d},{1_700_000_000 + k},{1 + k % 5}\n" for k in range(60)))
+    it = tmp_path / "items.csv"
+    it.write_text("id,name\n" + "".join(f"{k:03d},Item {k}\n" for k in range(5)))
+    with pytest.raises(ConfigError, match="nor one that looks like an item id .*; pass --items-item-col NAME"):
+        init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
+    with pytest.raises(ConfigError, match="--items-item-col 'uid': no such column in the items file"):
+        init_config(ev, it, tmp_path / "my.yaml", preset="tiny", given={"items_item_id": "uid"})
+    with pytest.raises(ConfigError, match="'user' is also an events column"):
+        guess(pl.read_csv(ev), pl.read_csv(it).rename({"name": "user"}).with_columns(name=pl.lit("x")), {"items_item_id": "user"})
+    out, g = init_config(ev, it, tmp_path / "my.yaml", preset="tiny", given={"items_item_id": "id"})
+    assert g.columns()["id"] == "item_id" and g.columns()["product_id"] == "item_id" and not g.items_warning
+    cfg = load_config(out)
+    events, items = load_source(cfg.data)
+    assert sorted(items["item_id"]) == [f"{k:03d}" for k in range(5)] and events["item_id"].is_in(items["item_id"].implode()).all()
+    assert sorted(table_items(cfg.data, scan_table(cfg.data), RepairLog())["item_id"]) == sorted(items["item_id"])
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])

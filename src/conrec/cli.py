@@ -209,7 +209,10 @@ def init(
     preset: str = typer.Option("demo", help="model and training settings to start from: demo, tiny, full, smollm2 or gemma3"),
     force: bool = typer.Option(False, "--force", help="overwrite --out if it exists"),
     user_col: str | None = typer.Option(None, "--user-col", help="the user id column, when the guess is ambiguous"),
-    item_col: str | None = typer.Option(None, "--item-col", help="the item id column"),
+    item_col: str | None = typer.Option(None, "--item-col", help="the events file's item id column"),
+    items_item_col: str | None = typer.Option(
+        None, "--items-item-col", help="the items file's item id column, when it is named otherwise than the events file's"
+    ),
     time_col: str | None = typer.Option(None, "--time-col", help="the timestamp column (epoch s/ms or date/time)"),
     rating_col: str | None = typer.Option(None, "--rating-col", help="the rating column, or a -1/0/+1 feedback column"),
     title_col: str | None = typer.Option(None, "--title-col", help="the items file's title column"),
@@ -226,7 +229,7 @@ def init(
     from conrec.init_config import init_config, summary_lines
 
     flags = {"user_id": user_col, "item_id": item_col, "ts": time_col, "rating": rating_col,
-             "title": title_col, "text": text_col, "category": category_col}
+             "title": title_col, "text": text_col, "category": category_col, "items_item_id": items_item_col}
     given = {role: col for role, col in flags.items() if col is not None}
     command = "conrec " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 

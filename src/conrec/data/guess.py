@@ -65,6 +65,8 @@ EVENT_ROLES = ("user_id", "item_id", "ts")
 ITEM_ROLES = ("title", "text", "category")
 FLAGS = {"user_id": "--user-col", "item_id": "--item-col", "ts": "--time-col", "rating": "--rating-col",
          "feedback": "--rating-col", "title": "--title-col", "text": "--text-col", "category": "--category-col"}
+ITEMS_ID = "items_item_id"  # the key of ``given`` for the items file's id column, when it is named otherwise than the events'
+ITEMS_ID_FLAG = "--items-item-col"
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,8 @@ def guess(
     Raises :class:`ConfigError` naming the flag to pass when a required role is ambiguous or absent.
     """
     given = dict(given or {})
+    if items is None and ITEMS_ID in given:
+        raise ConfigError(f"{ITEMS_ID_FLAG} names a column of the items file; pass the file with --items too")
     cols = list(events.columns)
     out = Guess()
     taken: set[str] = set()
@@ -333,17 +337,8 @@ def guess(
     taken.add(choice.column)
 
     if items is not None:
-        item_col = out.events["item_id"].column
         icols = list(items.columns)
-        if item_col in icols:
-            out.items["item_id"] = Choice("item_id", item_col, f"the events file's item column {item_col!r} is in the items file too")
-        else:
-            found = _pick("item_id", icols, None, "items file", set())
-            if found is None:
-                raise ConfigError(f"the items file has no column {item_col!r} nor one that looks like an item id ({icols})")
-            if found.column in cols:
-                raise ConfigError(f"items file column {found.column!r} is also an events column; rename one")
-            out.items["item_id"] = found
+        out.items["item_id"] = _items_id(out.events["item_id"].column, icols, cols, given.get(ITEMS_ID))
         itaken = {out.items["item_id"].column}
         for role in ITEM_ROLES:
             choice = _pick(role, icols, given.get(role), "items file", itaken)
@@ -354,6 +349,30 @@ def guess(
             raise ConfigError(f"no column of the items file looks like a title ({icols}); pass --title-col NAME")
         out.extra_text = other_text_columns(items, itaken)
     return out
+
+
+def _items_id(item_col: str, icols: list[str], cols: list[str], given: str | None) -> Choice:
+    """The items file's id column: ``--items-item-col``'s, else the events file's item column, else the
+    unique usual name.
+
+    Why a flag of its own: ``--item-col`` names the events file's column, and the items file's id is
+    often named otherwise (``product_id`` in the events, ``id`` in the catalogue). ``data.columns``
+    renames in both files, so the items file's column maps to ``item_id`` too, and must not be an
+    events column as well (the events file would get two item ids).
+    """
+    if given is not None:
+        if given not in icols:
+            raise ConfigError(f"{ITEMS_ID_FLAG} {given!r}: no such column in the items file; it has {icols}")
+        found: Choice | None = Choice("item_id", given, f"named by {ITEMS_ID_FLAG}")
+    elif item_col in icols:
+        return Choice("item_id", item_col, f"the events file's item column {item_col!r} is in the items file too")
+    else:
+        found = _pick("item_id", icols, None, "items file", set())
+    if found is None:
+        raise ConfigError(f"the items file has no column {item_col!r} nor one that looks like an item id ({icols}); pass {ITEMS_ID_FLAG} NAME")
+    if found.column in cols and found.column != item_col:
+        raise ConfigError(f"items file column {found.column!r} is also an events column; rename one")
+    return found
 
 
 def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:

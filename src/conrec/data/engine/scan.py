@@ -161,7 +161,8 @@ def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.Dat
     if cfg.items_path is None:
         ids = events.select(pl.col("item_id").drop_nulls()).unique(maintain_order=True).collect(engine="streaming")["item_id"]
         return validate_items(placeholder_items(ids, "item"), source="table items")
-    raw = read_table_file(cfg.items_path, "items", schema_overrides={"item_id": pl.String()})
+    as_text: dict[str, pl.DataType] = {c: pl.String() for c in source_names(cfg.columns, ("item_id",))}  # 0032 stays 0032, as the loader reads it
+    raw = read_table_file(cfg.items_path, "items", schema_overrides=as_text)
     raw = raw.rename({k: v for k, v in cfg.columns.items() if k in raw.columns})
     return validate_items(repair_items(raw, log, "table items"), source="table items")
 
