@@ -277,3 +277,19 @@ def test_a_known_export_of_another_format_is_pointed_to_its_source(tmp_path: Pat
     path.write_bytes(b"1::1193::5::978300760\n")
     with pytest.raises(DataValidationError, match=rf"unsupported format .*read by data.source: {source}"):
         init_config(path, None, tmp_path / "my.yaml")
+
+
+def _dated(times: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({"user": [f"u{k % 3}" for k in range(len(times))], "item": [f"i{k}" for k in range(len(times))],
+                         "ts": times, "feedback": ["-1", "1"] * (len(times) // 2) + ["1"] * (len(times) % 2)})
+
+
+def test_dates_in_a_layout_init_does_not_know_name_the_time_format_flag() -> None:
+    """``Dec 25, 2023`` was refused with "pass --time-col NAME", which cannot help: the column is the
+    time; one strftime layout (--time-format) reads it."""
+    ev = _dated(["Dec 25, 2023", "Jan 02, 2024", "Feb 10, 2024"])
+    with pytest.raises(ConfigError, match=r"time column 'ts': .*pass --time-format '<strftime layout>' \(e\.g\. '%b %d, %Y'"):
+        guess(ev)
+    assert guess(ev, ts_format="%b %d, %Y").ts_format == "%b %d, %Y"
+    with pytest.raises(ConfigError, match=r"--time-format '%d\.%m\.%Y' reads none of its values"):
+        guess(ev, ts_format="%d.%m.%Y")

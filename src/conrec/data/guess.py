@@ -191,7 +191,24 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
     if parse_datetimes(text, fmt).drop_nulls().len():
         how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
         return "auto", f"values like {s.drop_nulls()[0]!r}: date/time strings, {how}", fmt
-    raise ConfigError(f"time column {s.name!r}: values like {s.drop_nulls().head(2).to_list()} are neither epoch numbers nor dates; pass --time-col NAME")
+    raise unreadable_times(str(s.name), s.drop_nulls().head(2).to_list(), ts_format)
+
+
+def unreadable_times(column: str, examples: list[object], ts_format: str | None) -> ConfigError:
+    """The one-line error for a time column no listed layout reads.
+
+    Why name --time-format first: a column named like a time whose values are text is most often
+    dates in a layout not listed (``Dec 25, 2023``, ``12/25/2023 06:13 PM``), which one strftime
+    layout settles; ``--time-col`` helps only when another column holds the times.
+    """
+    if ts_format is not None:
+        return ConfigError(f"time column {column!r}: --time-format {ts_format!r} reads none of its values (like {examples}); "
+                           "pass the strftime layout they are written in")
+    return ConfigError(
+        f"time column {column!r}: values like {examples} are neither epoch numbers nor dates in a layout conrec knows; "
+        "if they are dates, pass --time-format '<strftime layout>' (e.g. '%b %d, %Y' reads 'Dec 25, 2023', "
+        "'%m/%d/%Y %I:%M %p' reads '12/25/2023 06:13 PM'); if another column holds the times, pass --time-col NAME"
+    )
 
 
 def _step(values: pl.Series) -> float:
