@@ -34,6 +34,7 @@ from test_data_engines import (
     edge_case_events,
     half_star_log,
     text_feedback_log,
+    two_digit_year_logs,
     warty_table,
 )
 
@@ -232,3 +233,11 @@ def test_spark_reads_late_half_stars_and_categorical_parquet_like_polars(spark, 
     for k, (data, categorical) in enumerate(categorical_logs(tmp_path)):
         ref, _ = _run(tmp_path, f"polars{k}", {**data, "events_path": str(categorical)})
         assert_same_run(ref, _run(tmp_path, f"spark{k}", {**data, "events_path": str(categorical), "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_reads_two_digit_years_in_the_century_polars_reads(spark, tmp_path):
+    """Java reads ``yy`` as 2000-2099, polars (strftime) 69-99 as 1969-1999: ``95`` is 1995 in both."""
+    for k, (data, text) in enumerate(two_digit_year_logs(tmp_path)):
+        ref, _ = _run(tmp_path, f"polars{k}", {**data, "events_path": str(text)})
+        assert_same_run(ref, _run(tmp_path, f"spark{k}", {**data, "events_path": str(text), "engine": "spark", "spark": SPARK})[0])
+

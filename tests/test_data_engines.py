@@ -219,6 +219,31 @@ def test_half_stars_after_the_rows_types_are_inferred_from_are_ratings(tmp_path)
         assert_same_run(ref, _run(tmp_path, f"csv_{streaming}", {**data, "events_path": str(text), "streaming": streaming})[0])
 
 
+def two_digit_year_logs(tmp_path: Path) -> list[tuple[dict[str, Any], Path]]:
+    """The edge-case log in 2023 and 30 years earlier: the data config of each as Parquet, and the same
+    log as CSV with times like ``11/14/23 22:13:20`` (a two-digit year; 93 is 1993, 23 is 2023)."""
+    import datetime as dt
+
+    out = []
+    for back in (0, 30 * 365 * DAY):
+        frame = edge_case_events().with_columns(pl.col("ts") - back)
+        plain, text = tmp_path / f"log{back}.parquet", tmp_path / f"log{back}.csv"
+        frame.write_parquet(plain)
+        stamps = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%m/%d/%y %H:%M:%S") for ts in frame["ts"]]
+        text.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for (u, i, _, fb), t in zip(frame.iter_rows(), stamps)))
+        out.append(({"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, text))
+    return out
+
+
+def test_two_digit_years_read_as_their_century(tmp_path):
+    """``12/25/23`` tied between ``%m/%d/%Y`` (the year 23) and ``%m/%d/%y`` was read as the year 23
+    (``%y`` was not listed): every event was then dropped as a negative timestamp."""
+    for k, (data, text) in enumerate(two_digit_year_logs(tmp_path)):
+        ref, _ = _run(tmp_path, f"plain{k}", data)
+        for streaming in ("off", "on"):
+            assert_same_run(ref, _run(tmp_path, f"yy{k}_{streaming}", {**data, "events_path": str(text), "streaming": streaming})[0])
+
+
 def float_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
     such row; and the data config of the same log with integer ids."""

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from conrec.config import load_config
-from conrec.data.datetimes import detect_format
+from conrec.data.datetimes import detect_format, parse_datetimes
 from conrec.data.loaders import load_source
 from conrec.data.repair import RepairLog
 from conrec.errors import DataValidationError
@@ -107,3 +107,10 @@ def test_spark_patterns_read_fractions_of_any_length() -> None:
     from conrec.data.engine.spark import java_pattern
 
     assert java_pattern("%Y-%m-%dT%H:%M:%S%.fZ") == "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]'Z'"
+
+
+def test_two_digit_years_are_read_with_the_two_digit_layout() -> None:
+    """``%m/%d/%Y`` reads ``12/25/23`` as the year 23: the layout that reads them as 2023 wins."""
+    assert detect_format(pl.Series(["12/25/23 18:13", "01/02/24 07:00", "03/04/95 10:00"])) == "%m/%d/%y %H:%M"
+    assert parse_datetimes(pl.Series(["25.12.23", "03.04.95"])).dt.year().to_list() == [2023, 1995]
+    assert detect_format(pl.Series(["12/25/2023 18:13"])) == "%m/%d/%Y %H:%M"  # four digits: as before

@@ -14,8 +14,8 @@ from conrec.cli import app
 from conrec.config import load_config
 from conrec.data.engine.scan import scan_table, table_items
 from conrec.data.guess import guess, suggest_thresholds
-from conrec.data.repair import RepairLog
 from conrec.data.loaders import load_source
+from conrec.data.repair import RepairLog
 from conrec.errors import ConfigError, DataValidationError
 from conrec.init_config import init_config, summary_lines
 

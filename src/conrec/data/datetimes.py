@@ -16,7 +16,10 @@ import polars as pl
 
 from conrec.errors import DataValidationError
 
-_DATES = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%m-%d-%Y", "%d-%m-%Y")
+_FULL_YEARS = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%m-%d-%Y", "%d-%m-%Y")
+# Two-digit years (``12/25/23``): 00-68 are 2000-2068, 69-99 1969-1999 (as strftime reads them).
+_DATES = _FULL_YEARS + tuple(d.replace("%Y", "%y") for d in _FULL_YEARS if d.endswith("%Y"))
+_MIN_YEAR = 1000  # a %Y layout reads ``23`` as the year 23: such a reading is not a date of a log
 _TIMES = ("", " %H:%M", " %H:%M:%S", "T%H:%M", "T%H:%M:%S")
 # ISO 8601 as logs write it: fractions of a second (``%.f`` also reads none) and a UTC ``Z`` or an offset
 # (``%z`` reads +02:00 and +0200; the time is converted to UTC). Named here, not left to polars'
@@ -36,6 +39,15 @@ def _parse(s: pl.Series, fmt: str | None) -> pl.Series:
         return pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("us"))
 
 
+def _plausible(parsed: pl.Series) -> pl.Series:
+    """Parsed datetimes, null before the year 1000.
+
+    Why: ``%m/%d/%Y`` reads ``12/25/23`` as the year 23, as many values as ``%m/%d/%y`` reads as 2023,
+    so the two tied (and disagreed); every event then had a negative timestamp and was dropped.
+    """
+    return parsed.to_frame("t").select(pl.when(pl.col("t").dt.year() >= _MIN_YEAR).then(pl.col("t"))).to_series().alias(parsed.name)
+
+
 def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str | None:
     """The layout of the date/time strings in ``s`` (a format from :data:`FORMATS`), or None when
     polars' inference reads more of them (offsets, fractions) or none is read at all.
@@ -45,7 +57,7 @@ def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str
     sample = s.drop_nulls().head(SAMPLE)
     if sample.len() == 0:
         return None
-    parsed = {fmt: _parse(sample, fmt) for fmt in FORMATS}
+    parsed = {fmt: _plausible(_parse(sample, fmt)) for fmt in FORMATS}
     best = max(p.count() for p in parsed.values())
     if best == 0 or _parse(sample, None).count() > best:
         return None

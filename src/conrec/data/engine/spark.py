@@ -240,7 +240,10 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str) -> Column
             f"{what}: column 'ts' holds text that is neither epoch numbers only nor date/time strings in a known layout; "
             "set data.ts_format, or fix the rows"
         )
-    return F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
+    ts = F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
+    if "%y" in ts_format:  # Java reads a two-digit year as 2000-2099, strftime (polars) 69-99 as 1969-1999
+        ts = F.when(F.year(ts) >= 2069, ts - F.expr("INTERVAL 100 YEARS")).otherwise(ts)
+    return ts
 
 
 def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy) -> tuple[DataFrame, int, int, dict[str, int]]:
