@@ -31,6 +31,7 @@ from test_data_engines import (
     _run,
     assert_same_run,
     categorical_logs,
+    digit_date_log,
     edge_case_events,
     half_star_log,
     text_feedback_log,
@@ -241,3 +242,9 @@ def test_spark_reads_two_digit_years_in_the_century_polars_reads(spark, tmp_path
         ref, _ = _run(tmp_path, f"polars{k}", {**data, "events_path": str(text)})
         assert_same_run(ref, _run(tmp_path, f"spark{k}", {**data, "events_path": str(text), "engine": "spark", "spark": SPARK})[0])
 
+
+def test_spark_reads_dates_written_as_digits_with_their_layout_like_polars(spark, tmp_path):
+    """``20231114`` with ``ts_format: '%Y%m%d'``: Spark infers an integer column and read it as epoch seconds."""
+    data, text = digit_date_log(tmp_path)
+    data = {**data, "events_path": str(text), "ts_format": "%Y%m%d"}
+    assert_same_run(_run(tmp_path, "polars", data)[0], _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])

@@ -244,6 +244,29 @@ def test_two_digit_years_read_as_their_century(tmp_path):
             assert_same_run(ref, _run(tmp_path, f"yy{k}_{streaming}", {**data, "events_path": str(text), "streaming": streaming})[0])
 
 
+def digit_date_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The edge-case log at midnights: the data config of it as Parquet (epoch seconds), and the same
+    log as CSV with its days as eight digits (``20231114``), read with ``ts_format: '%Y%m%d'``."""
+    import datetime as dt
+
+    frame = edge_case_events().with_columns(pl.col("ts") // DAY * DAY + pl.int_range(pl.len()) % 7 * DAY).unique(["user_id", "item_id", "ts"])
+    plain, text = tmp_path / "days.parquet", tmp_path / "days.csv"
+    frame.write_parquet(plain)
+    days = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y%m%d") for ts in frame["ts"]]
+    text.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{d},{fb}\n" for (u, i, _, fb), d in zip(frame.iter_rows(), days)))
+    return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, text
+
+
+def test_dates_written_as_digits_read_with_their_layout(tmp_path):
+    """With ``ts_format: '%Y%m%d'`` an integer column is dates (the loaders read integers as epoch
+    seconds whatever the layout said), in memory and streamed."""
+    data, text = digit_date_log(tmp_path)
+    ref, _ = _run(tmp_path, "plain", data)
+    for streaming in ("off", "on"):
+        got, _ = _run(tmp_path, f"days_{streaming}", {**data, "events_path": str(text), "ts_format": "%Y%m%d", "streaming": streaming})
+        assert_same_run(ref, got)
+
+
 def float_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
     such row; and the data config of the same log with integer ids."""

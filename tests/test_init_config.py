@@ -3,6 +3,7 @@ and refuses to guess silently when a role is ambiguous or missing."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import polars as pl
@@ -293,3 +294,24 @@ def test_dates_in_a_layout_init_does_not_know_name_the_time_format_flag() -> Non
     assert guess(ev, ts_format="%b %d, %Y").ts_format == "%b %d, %Y"
     with pytest.raises(ConfigError, match=r"--time-format '%d\.%m\.%Y' reads none of its values"):
         guess(ev, ts_format="%d.%m.%Y")
+
+
+def test_dates_written_as_eight_digits_are_dates_not_epoch_seconds(tmp_path: Path) -> None:
+    """``20231225`` was taken for epoch seconds (23 August 1970): two months of a log became hours.
+    Init proposes ts_format '%Y%m%d', which every loader applies to an integer column (CSV and Parquet)."""
+    days = [20231225, 20240101, 20240131, 20240215] * 5
+    ev = pl.DataFrame({"user": [f"u{k % 4}" for k in range(20)], "item": [f"i{k}" for k in range(20)],
+                       "date": days, "rating": [1, 5, 4, 2, 5] * 4})
+    g = guess(ev)
+    assert (g.ts_unit, g.ts_format) == ("auto", "%Y%m%d") and "dates written as digits" in g.ts_reason
+    assert guess(ev.with_columns(date=pl.col("date") + 40)).ts_format is None  # 20231265: not all dates, epoch seconds
+    want = sorted(int(dt.datetime.strptime(str(d), "%Y%m%d").replace(tzinfo=dt.timezone.utc).timestamp()) for d in days)
+    for suffix in (".csv", ".parquet"):
+        path = tmp_path / f"events{suffix}"
+        ev.write_csv(path) if suffix == ".csv" else ev.write_parquet(path)
+        out, _ = init_config(path, None, tmp_path / f"my{suffix}.yaml", preset="tiny")
+        cfg = load_config(out)
+        assert cfg.data.ts_format == "%Y%m%d"
+        events, _ = load_source(cfg.data)
+        assert sorted(events["ts"].to_list()) == want, suffix
+        assert sorted(scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()["ts"].to_list()) == want, suffix

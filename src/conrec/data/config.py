@@ -152,7 +152,7 @@ class DataConfig(_Strict):
     ts_format: str | None = Field(
         None,
         description="source=table date/time strings: their strftime layout, e.g. '%m/%d/%Y %H:%M'; None = detected "
-        "(a layout that reads as month/day and day/month alike is refused)",
+        "(a layout that reads as month/day and day/month alike is refused); set, it reads integers too ('%Y%m%d': 20231225)",
     )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)

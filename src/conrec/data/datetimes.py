@@ -48,6 +48,23 @@ def _plausible(parsed: pl.Series) -> pl.Series:
     return parsed.to_frame("t").select(pl.when(pl.col("t").dt.year() >= _MIN_YEAR).then(pl.col("t"))).to_series().alias(parsed.name)
 
 
+DIGIT_DATE = "%Y%m%d"
+
+
+def digit_dates(s: pl.Series) -> bool:
+    """Whether every value of ``s`` is a date written as eight digits, ``20231225``.
+
+    Why: such a column is integers, which the loaders read as epoch seconds (20231225 s is 23 August
+    1970), squeezing two months of a log into hours; the layout must be given (``data.ts_format``).
+    Eight-digit epoch seconds (1970-04 to 1973-03) are not the times of a log, and few of them read as
+    dates, let alone all.
+    """
+    text = s.drop_nulls().cast(pl.String).str.strip_chars()
+    if text.len() == 0 or not text.str.contains(r"^\d{8}$").all():
+        return False
+    return _plausible(_parse(text, DIGIT_DATE)).null_count() == 0
+
+
 def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str | None:
     """The layout of the date/time strings in ``s`` (a format from :data:`FORMATS`), or None when
     polars' inference reads more of them (offsets, fractions) or none is read at all.

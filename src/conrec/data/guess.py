@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from conrec.data.datetimes import detect_format, parse_datetimes
+from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalised, propose
 from conrec.data.repair import padded_ids_hint
 from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, flatten_list_columns, id_as_text
@@ -182,7 +182,9 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
     nums = _numbers(s)
     if s.dtype.is_temporal():
         return "auto", "a date/time column", None
-    if nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
+    if ts_format is None and digit_dates(s):
+        return "auto", f"values like {s.drop_nulls()[0]!r}: dates written as digits, layout {DIGIT_DATE} (not epoch seconds)", DIGIT_DATE
+    if ts_format is None and nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
         if (nums > _MS_THRESHOLD).all():
             return "ms", f"values like {int(nums[0])}: epoch milliseconds", None
         return "s", f"values like {int(nums[0])}: epoch seconds", None

@@ -129,10 +129,12 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
     ts = pl.col("ts")
     if dtype.is_temporal():
         return ts.cast(pl.Datetime("us")).dt.epoch("s")
+    if cfg.ts_format is not None and (dtype == pl.String or dtype.is_integer()):  # as the loader: every value in the layout
+        return ts.cast(pl.String).str.strip_chars().str.to_datetime(cfg.ts_format, strict=False, time_unit="us").dt.epoch("s")
     if dtype == pl.String:
         sample = lf.select(ts.drop_nulls().str.strip_chars()).head(SAMPLE).collect(engine="streaming")["ts"]
         if sample.len() and sample.cast(pl.Int64, strict=False).null_count() == sample.len():  # date/time strings
-            fmt = cfg.ts_format if cfg.ts_format is not None else detect_format(sample, what, "ts")
+            fmt = detect_format(sample, what, "ts")
             if fmt is None:
                 raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
             return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid

@@ -127,6 +127,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         df = df.withColumn("ts", F.unix_date("ts").cast("long") * 86_400)
     elif dict(df.dtypes)["ts"] == "timestamp_ntz":  # a time without a zone: UTC (the session's zone), as polars reads it
         df = df.withColumn("ts", F.col("ts").cast("timestamp"))
+    elif cfg.ts_format is not None and dict(df.dtypes)["ts"] in ("string", "int", "bigint"):  # every value in the layout, 20231225 too
+        df = df.withColumn("ts", _string_times(pl.Series("ts", [], dtype=pl.String), cfg.ts_format, what, F.col("ts").cast("string")))
     elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself, or numbers with junk
         sample = _sample(df, "ts")
         if sample.len() and sample.str.strip_chars().cast(pl.Int64, strict=False).null_count() == sample.len():
@@ -227,7 +229,7 @@ def java_pattern(fmt: str) -> str:
     return "".join(out)
 
 
-def _string_times(sample: pl.Series, ts_format: str | None, what: str) -> Column:
+def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Column | None = None) -> Column:
     """The ``ts`` strings as timestamps in their one layout (``ts_format``, else detected on ``sample``,
     the column's first values, as the polars loader does), read as UTC whatever the session's time
     zone; unreadable ones null."""
@@ -240,7 +242,8 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str) -> Column
             f"{what}: column 'ts' holds text that is neither epoch numbers only nor date/time strings in a known layout; "
             "set data.ts_format, or fix the rows"
         )
-    ts = F.try_to_timestamp(F.concat(F.trim(F.col("ts")), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
+    text = F.col("ts") if text is None else text
+    ts = F.try_to_timestamp(F.concat(F.trim(text), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
     if "%y" in ts_format:  # Java reads a two-digit year as 2000-2099, strftime (polars) 69-99 as 1969-1999
         ts = F.when(F.year(ts) >= 2069, ts - F.expr("INTERVAL 100 YEARS")).otherwise(ts)
     return ts

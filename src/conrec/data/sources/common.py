@@ -245,13 +245,16 @@ def parse_timestamps(
     """Any timestamp column -> Int64 epoch seconds.
 
     Integers are seconds, or milliseconds (``unit="ms"``, or ``"auto"`` when every value exceeds
-    1e11); strings may be integers or date/times in ``ts_format``, else in the one layout
+    1e11), unless ``ts_format`` is given: then integers and strings are date/times in that layout
+    (``20231225`` with ``%Y%m%d``); strings may be integers or date/times in the one layout
     :mod:`conrec.data.datetimes` detects (an ambiguous one is refused); datetimes/dates are converted (UTC).
     NaN and infinite floats become nulls (for the invalid-row policy to count or refuse: see
     :mod:`conrec.data.repair`), and so do unreadable strings when ``unreadable_to_null``; otherwise
     an unreadable string is an error naming its row.
     """
     name = s.name
+    if ts_format is not None and s.dtype.is_integer():  # 20231225 with %Y%m%d: a date written as digits, not epoch seconds
+        s = s.cast(pl.String)
     if s.dtype == pl.Date:
         s = s.cast(pl.Datetime("us"))
     if s.dtype.is_temporal():
@@ -259,12 +262,14 @@ def parse_timestamps(
     if s.dtype == pl.String:
         stripped = s.str.strip_chars()
         as_int = stripped.cast(pl.Int64, strict=False)
-        if as_int.null_count() == s.null_count():
+        if ts_format is None and as_int.null_count() == s.null_count():
             s = as_int
         else:
             as_num = stripped.cast(pl.Float64, strict=False)  # also reads "1.7e9", "nan", "inf"
             as_dt = parse_datetimes(stripped, ts_format, what, column)
             present = s.is_not_null()
+            if ts_format is not None:  # the layout is given: a value it does not read is unreadable, whatever it looks like
+                as_num = pl.Series(name, [None] * s.len(), dtype=pl.Float64)
             if (present & as_num.is_not_null()).any() and (present & as_dt.is_not_null()).any():
                 raise DataValidationError(f"{what}: column {column!r} mixes epoch integers and date/time strings")
             parsed = as_dt if (present & as_dt.is_not_null()).any() else as_num
