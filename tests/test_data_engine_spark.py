@@ -34,6 +34,7 @@ from test_data_engines import (
     digit_date_log,
     edge_case_events,
     half_star_log,
+    microsecond_log,
     text_feedback_log,
     two_digit_year_logs,
     warty_table,
@@ -247,4 +248,10 @@ def test_spark_reads_dates_written_as_digits_with_their_layout_like_polars(spark
     """``20231114`` with ``ts_format: '%Y%m%d'``: Spark infers an integer column and read it as epoch seconds."""
     data, text = digit_date_log(tmp_path)
     data = {**data, "events_path": str(text), "ts_format": "%Y%m%d"}
+    assert_same_run(_run(tmp_path, "polars", data)[0], _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_reads_epoch_microseconds_like_polars(spark, tmp_path):
+    data, micro = microsecond_log(tmp_path)
+    data = {**data, "events_path": str(micro), "ts_unit": "us"}
     assert_same_run(_run(tmp_path, "polars", data)[0], _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])

@@ -267,6 +267,22 @@ def test_dates_written_as_digits_read_with_their_layout(tmp_path):
         assert_same_run(ref, got)
 
 
+def microsecond_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The edge-case log's data config (epoch seconds), and the same log with epoch microseconds."""
+    plain, micro = tmp_path / "seconds.parquet", tmp_path / "micro.parquet"
+    edge_case_events().write_parquet(plain)
+    edge_case_events().with_columns(pl.col("ts") * 1_000_000 + 999).write_parquet(micro)
+    return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, micro
+
+
+def test_epoch_microseconds_read_with_ts_unit_us(tmp_path):
+    """16-digit epoch microseconds had no unit: init called them milliseconds (every time beyond year 9999)."""
+    data, micro = microsecond_log(tmp_path)
+    ref, _ = _run(tmp_path, "plain", data)
+    for streaming in ("off", "on"):
+        assert_same_run(ref, _run(tmp_path, f"us_{streaming}", {**data, "events_path": str(micro), "ts_unit": "us", "streaming": streaming})[0])
+
+
 def float_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
     such row; and the data config of the same log with integer ids."""

@@ -315,3 +315,10 @@ def test_dates_written_as_eight_digits_are_dates_not_epoch_seconds(tmp_path: Pat
         events, _ = load_source(cfg.data)
         assert sorted(events["ts"].to_list()) == want, suffix
         assert sorted(scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()["ts"].to_list()) == want, suffix
+
+
+def test_epoch_microseconds_are_labelled_as_such() -> None:
+    """16 digits were labelled milliseconds (``ts_unit: ms``): every time then lay beyond the year 9999."""
+    ev = _dated(["1703528010000000", "1704067200000000"])
+    assert guess(ev).ts_unit == "us" and "epoch microseconds" in guess(ev).ts_reason
+    assert guess(ev.with_columns(ts=pl.Series(["1703528010000", "1704067200000"]))).ts_unit == "ms"

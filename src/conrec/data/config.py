@@ -146,8 +146,8 @@ class DataConfig(_Strict):
         description="bad rows and items (empty title, unknown item, NaN/zero time, bad feedback, exact duplicates): "
         "drop = repair or drop each with a count (printed, and kept in data/stats.json); error = stop at the first",
     )
-    ts_unit: Literal["auto", "s", "ms"] = Field(
-        "auto", description="source=table integer timestamps: seconds, milliseconds, or auto (ms if all > 1e11)"
+    ts_unit: Literal["auto", "s", "ms", "us"] = Field(
+        "auto", description="source=table integer timestamps: seconds, milliseconds, microseconds, or auto (ms if all > 1e11)"
     )
     ts_format: str | None = Field(
         None,

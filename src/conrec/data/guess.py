@@ -40,6 +40,7 @@ from conrec.errors import ConfigError
 
 SAMPLE_ROWS = 10_000
 _MS_THRESHOLD = 10**11
+_US_THRESHOLD = 10**14  # epoch milliseconds reach 1e14 only in the year 5138: larger integers are microseconds
 
 # role -> (exact names, substrings), compared on lower-case names with non-alphanumerics removed.
 # An exact name scores 2, a substring 1; the unique best wins, a tie is refused.
@@ -185,6 +186,8 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
     if ts_format is None and digit_dates(s):
         return "auto", f"values like {s.drop_nulls()[0]!r}: dates written as digits, layout {DIGIT_DATE} (not epoch seconds)", DIGIT_DATE
     if ts_format is None and nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
+        if (nums > _US_THRESHOLD).all():
+            return "us", f"values like {int(nums[0])}: epoch microseconds", None
         if (nums > _MS_THRESHOLD).all():
             return "ms", f"values like {int(nums[0])}: epoch milliseconds", None
         return "s", f"values like {int(nums[0])}: epoch seconds", None

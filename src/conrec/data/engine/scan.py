@@ -30,6 +30,7 @@ from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
     PARQUET_SUFFIXES,
+    PER_SECOND,
     categoricals_as_text,
     csv_reading,
     csv_separator,
@@ -143,7 +144,7 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
         ts = ts.cast(pl.Float64)
         ts = pl.when(ts.is_finite()).then(ts)
         fraction = lf.select(ts.filter(ts != ts.floor()).first()).collect(engine="streaming").item()
-        if fraction is not None and cfg.ts_unit != "ms":
+        if fraction is not None and cfg.ts_unit not in ("ms", "us"):
             raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction}")
         ts = ts.floor()
     elif not dtype.is_integer():
@@ -153,7 +154,7 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
     if unit == "auto":
         low = lf.select(ts.min()).collect(engine="streaming").item()
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
-    return ts // 1000 if unit == "ms" else ts
+    return ts // PER_SECOND[unit] if unit != "s" else ts
 
 
 def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.DataFrame:

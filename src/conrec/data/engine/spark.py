@@ -42,7 +42,7 @@ from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
-from conrec.data.sources.common import DECIMAL_COMMA, csv_separator, existing_file, first_line, refuse_feedback_words
+from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
@@ -139,7 +139,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         ts = F.col("ts")
         df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
         fraction = df.where(F.col("ts") != F.floor("ts")).select("ts").first()
-        if fraction is not None and cfg.ts_unit != "ms":
+        if fraction is not None and cfg.ts_unit not in ("ms", "us"):
             raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction[0]}")
         df = df.withColumn("ts", F.floor("ts"))
     ts = F.col("ts").cast("long")
@@ -148,7 +148,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         first = df.agg(F.min(ts)).first()
         low = first[0] if first is not None else None
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
-    df = df.withColumn("ts", F.floor(ts / 1000).cast("long") if unit == "ms" else ts)
+    df = df.withColumn("ts", F.floor(ts / PER_SECOND[unit]).cast("long") if unit != "s" else ts)
     if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid
         words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), SEPARATORS, "_")
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])

@@ -28,7 +28,8 @@ from conrec.data.schema import (
 )
 from conrec.errors import ConfigError, DataValidationError, require_columns
 
-TsUnit = Literal["auto", "s", "ms"]
+TsUnit = Literal["auto", "s", "ms", "us"]
+PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000}  # integer timestamps per second, by data.ts_unit
 _MS_THRESHOLD = 10**11  # epoch seconds reach 1e11 only in the year 5138: larger integers are milliseconds
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
@@ -245,7 +246,7 @@ def parse_timestamps(
     """Any timestamp column -> Int64 epoch seconds.
 
     Integers are seconds, or milliseconds (``unit="ms"``, or ``"auto"`` when every value exceeds
-    1e11), unless ``ts_format`` is given: then integers and strings are date/times in that layout
+    1e11), or microseconds (``unit="us"``), unless ``ts_format`` is given: then integers and strings are date/times in that layout
     (``20231225`` with ``%Y%m%d``); strings may be integers or date/times in the one layout
     :mod:`conrec.data.datetimes` detects (an ambiguous one is refused); datetimes/dates are converted (UTC).
     NaN and infinite floats become nulls (for the invalid-row policy to count or refuse: see
@@ -287,15 +288,17 @@ def parse_timestamps(
         s = s.cast(pl.Float64)
         s = pl.select(pl.when(s.is_finite()).then(s)).to_series().alias(name)
         frac = s.is_not_null() & (s != s.floor())
-        if frac.any() and unit != "ms":
+        if frac.any() and unit not in ("ms", "us"):
             row = int(frac.arg_true()[0])
             raise DataValidationError(f"{what}: column {column!r} has a fractional timestamp {s[row]} (row {row + 1})")
         s = s.floor().cast(pl.Int64)
     if not s.dtype.is_integer():
         raise DataValidationError(f"{what}: column {column!r} must hold timestamps, got dtype {s.dtype}")
     s = s.cast(pl.Int64)
-    if unit == "ms" or (unit == "auto" and s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all()):
-        s = s // 1000
+    if unit == "auto":
+        unit = "ms" if s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all() else "s"
+    if unit != "s":
+        s = s // PER_SECOND[unit]
     return s.alias(name)
 
 
