@@ -4,6 +4,7 @@ and refuses to guess silently when a role is ambiguous or missing."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import polars as pl
@@ -322,3 +323,25 @@ def test_epoch_microseconds_are_labelled_as_such() -> None:
     ev = _dated(["1703528010000000", "1704067200000000"])
     assert guess(ev).ts_unit == "us" and "epoch microseconds" in guess(ev).ts_reason
     assert guess(ev.with_columns(ts=pl.Series(["1703528010000", "1704067200000"]))).ts_unit == "ms"
+
+
+def test_a_feedback_column_of_unknown_words_gets_every_word_listed_to_mark(tmp_path: Path) -> None:
+    """German actions (``gefällt mir``, ``ausblenden``) could not be set up: without a flag init said
+    pass --rating-col, and with ``--rating-col aktion`` that the column is not numeric, pass --rating-col.
+    Every word is now listed in feedback_labels as neutral, with a warning to mark them."""
+    words = ["gefällt mir", "ausblenden", "angesehen", "nicht interessiert"]
+    ev = tmp_path / "events.csv"
+    ev.write_text("user,item,ts,aktion\n" + "".join(f"u{k % 5},i{k % 9},{1_700_000_000 + k},{words[k % 4]}\n" for k in range(40)))
+    for given in (None, {"rating": "aktion"}):
+        g = guess(pl.read_csv(ev), given=given)
+        assert g.events["feedback"].column == "aktion" and g.rating_range is None
+        assert g.feedback_labels == {"angesehen": 0, "ausblenden": 0, "gefällt_mir": 0, "nicht_interessiert": 0}
+        assert "no value of 'aktion' is a known dislike word" in g.labels_warning and "mark the dislike words -1" in g.labels_warning
+    out, _ = init_config(ev, None, tmp_path / "my.yaml", preset="tiny")
+    assert "# WARNING: no value of 'aktion' is a known dislike word" in out.read_text()
+    marked = re.sub(r'(mir"?): 0', r"\1: 1", out.read_text().replace("ausblenden: 0", "ausblenden: -1"))
+    out.write_text(marked)
+    events, _ = load_source(load_config(out).data)
+    assert set(events["feedback"].unique()) == {-1, 1} and events.height == 20
+    with pytest.raises(ConfigError, match=r"\['device', 'aktion'\] all hold words; pass --rating-col NAME"):
+        guess(pl.read_csv(ev).with_columns(device=pl.Series(["ios", "android"] * 20)).select("user", "item", "ts", "device", "aktion"))

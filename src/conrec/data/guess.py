@@ -98,6 +98,7 @@ class Guess:
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
     labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
+    labels_warning: str = ""  # when no value is a known dislike word, so that the labels are the user's to fill in
 
     def columns(self) -> dict[str, str]:
         """``data.columns``: source -> canonical, leaving out columns already named canonically."""
@@ -337,8 +338,12 @@ def guess(
         choice = fb if fb is not None else _pick_value_role("rating", cols, events, taken)
         choice = choice if choice is not None else _label_column(cols, events, taken)
         choice = choice if choice is not None else _flag_column(cols, events, taken)
+        choice = choice if choice is not None else _word_column(cols, events, taken)
     if choice is None:
-        raise ConfigError(f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME")
+        raise ConfigError(
+            f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME "
+            "(a column of words, in any language, gets data.feedback_labels to fill in)"
+        )
     assert choice is not None
     values = events[choice.column]
     if _is_feedback(values):
@@ -350,9 +355,16 @@ def guess(
         # a 0/1 column named as a rating (rating, score, stars) stays a two-point scale whose 0 is the dislike
         out.feedback_labels, out.labels_reason = _flag_labels(choice.column, flag)
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; a flag, mapped in feedback_labels")
+    elif (words := _word_labels(values)) is not None:
+        out.feedback_labels, out.labels_unknown = words
+        out.labels_warning = unknown_words_warning(choice.column, words[1])
+        out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words no list knows, listed in feedback_labels")
     else:
         if not _mostly_numeric(values):
-            raise ConfigError(f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}); pass --rating-col NAME")
+            raise ConfigError(
+                f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}) and holds more than "
+                f"{_MAX_LABELS} distinct words; name a rating or feedback column with --rating-col NAME, or write data.feedback_labels yourself"
+            )
         out.events["rating"] = choice
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
         out.rating_warning = rating_warning(_numbers(values), out.dislike_max_rating)
@@ -441,6 +453,36 @@ def _labels(s: pl.Series) -> tuple[dict[str, int], list[str]] | None:
         return None
     mapping, unknown = propose(distinct.to_list())
     return (mapping, unknown) if -1 in mapping.values() else None
+
+
+def _word_labels(s: pl.Series) -> tuple[dict[str, int], list[str]] | None:
+    """``feedback_labels`` listing every value of a column of words none of which is a known dislike
+    (``gefällt mir``, ``ausblenden``), the unknown ones neutral; None for numbers, a flag or free text."""
+    present = s.drop_nulls()
+    if present.len() == 0 or _mostly_numeric(present) or _flag_values(s) is not None:
+        return None
+    distinct = present.cast(pl.String).unique()
+    return propose(distinct.to_list()) if 2 <= distinct.len() <= _MAX_LABELS else None
+
+
+def unknown_words_warning(column: str, unknown: list[str]) -> str:
+    """Why the proposed labels must be edited before ``conrec data``: no value is a known dislike word.
+
+    Why propose them anyway: the words of a log in another language (or a platform's own codes) are
+    no list's, but the column is plainly the feedback; listing every value is most of the mapping, and
+    only the user can say which is the dislike. Left neutral, every event is dropped.
+    """
+    words = f" (the words no list knows, {unknown}, are listed as neutral, 0)" if unknown else ""
+    return f"no value of {column!r} is a known dislike word{words}: mark the dislike words -1 and the positive ones 1 before conrec data"
+
+
+def _word_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
+    """The only column of words (2 to 50 distinct values, none a number) left: the feedback, in words no list knows."""
+    found = [c for c in cols if c not in taken and _word_labels(events[c]) is not None]
+    if len(found) > 1:
+        raise ConfigError(f"no column of the events file looks like a rating or a feedback, and {found} all hold words; "
+                          "pass --rating-col NAME for the feedback column")
+    return Choice("feedback", found[0], f"{found[0]!r} is the only column of words") if found else None
 
 
 _DISLIKE_STEMS = ("dislike", "hate", "hide", "hidden", "notinterested", "thumbsdown", "thumbdown", "negative", "downvote",
