@@ -345,3 +345,14 @@ def test_a_feedback_column_of_unknown_words_gets_every_word_listed_to_mark(tmp_p
     assert set(events["feedback"].unique()) == {-1, 1} and events.height == 20
     with pytest.raises(ConfigError, match=r"\['device', 'aktion'\] all hold words; pass --rating-col NAME"):
         guess(pl.read_csv(ev).with_columns(device=pl.Series(["ios", "android"] * 20)).select("user", "item", "ts", "device", "aktion"))
+
+
+def test_non_ascii_names_are_written_as_themselves(tmp_path: Path) -> None:
+    """Chinese column names and German words were written as "\\u7528..." escapes in the proposed YAML."""
+    ev = tmp_path / "events.csv"
+    ev.write_text("用户ID,物品ID,时间,aktion\n" + "".join(f"u{k % 5},i{k % 9},{1_700_000_000 + k},{['gefällt mir', 'hide'][k % 2]}\n" for k in range(20)),
+                  encoding="utf-8")
+    out, _ = init_config(ev, None, tmp_path / "my.yaml", preset="tiny", given={"user_id": "用户ID", "item_id": "物品ID", "ts": "时间"})
+    text = out.read_text(encoding="utf-8")
+    assert "    用户ID: user_id" in text and "    gefällt_mir: 0" in text and "\\u" not in text and "\\x" not in text
+    assert load_config(out).data.columns["用户ID"] == "user_id"

@@ -30,8 +30,9 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def _q(value: Any) -> str:
-    """One YAML scalar (quoted when YAML would read it as something else)."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    """One YAML scalar (quoted when YAML would read it as something else); non-ASCII text as itself
+    (``用户ID``, ``gefällt_mir``), not as ``"\\u7528..."`` escapes nobody can read or edit."""
+    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
 
 
 def _preset_rest(name: str) -> tuple[str, dict[str, Any]]:

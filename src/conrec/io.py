@@ -82,8 +82,9 @@ def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` as UTF-8 (whatever the machine's locale: configs are read as UTF-8), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
