@@ -356,3 +356,21 @@ def test_non_ascii_names_are_written_as_themselves(tmp_path: Path) -> None:
     text = out.read_text(encoding="utf-8")
     assert "    用户ID: user_id" in text and "    gefällt_mir: 0" in text and "\\u" not in text and "\\x" not in text
     assert load_config(out).data.columns["用户ID"] == "user_id"
+
+
+def test_a_few_ratings_far_beyond_the_scale_are_named_and_the_proposal_kept() -> None:
+    """Ten 7s among 2,010 ratings on a 1..5 scale moved the proposed rating_range to [1, 7] and the dislike
+    threshold from 2 to 3, silently. The proposal stays (the 7s may be real); a warning names them."""
+    ratings = [str(1 + k % 5) for k in range(2000)] + ["7"] * 10
+    ev = pl.DataFrame({"user": [f"u{k % 9}" for k in range(2010)], "item": [f"i{k}" for k in range(2010)],
+                       "ts": [str(1_700_000_000 + k) for k in range(2010)], "rating": ratings})
+    g = guess(ev)
+    assert (g.rating_range, g.dislike_max_rating) == ((1.0, 7.0), 3.0)
+    assert g.outlier_warning == ("10 of the 2,010 sampled ratings lie beyond the 1..5 the rest span: 7 (10x); if they are errors, "
+                                 "set rating_range: [1, 5] to drop them, and for that scale dislike_max_rating: 2, like_min_rating: 3")
+    assert any(line.endswith(g.outlier_warning) for line in summary_lines(g))
+    rare_top = [str(1 + k % 4) for k in range(2000)] + ["5"] * 10  # one step past the rest: the scale's own
+    half_stars = [str(HALF_STARS[1 + k % 9]) for k in range(2000)] + ["0.5"] * 10
+    for values in (rare_top, half_stars):
+        assert guess(ev.with_columns(rating=pl.Series(values))).outlier_warning == ""
+    assert "0.5 (10x)" in guess(ev.with_columns(rating=pl.Series(ratings[:2000] + ["0.5"] * 10))).outlier_warning  # off the whole-star grid

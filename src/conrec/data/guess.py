@@ -93,6 +93,7 @@ class Guess:
     like_min_rating: float | None = None
     rating_reason: str = ""
     rating_warning: str = ""  # when the proposed thresholds would make most events dislikes (see rating_warning)
+    outlier_warning: str = ""  # when a few ratings lie far beyond the scale the rest span (see outlier_warning)
     items_warning: str = ""  # when most sampled event item ids are not in the items file (see id_overlap_warning)
     extra_text: list[str] = field(default_factory=list)  # the items file's other text columns (see other_text_columns)
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
@@ -271,6 +272,48 @@ def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
     return out
 
 
+OUTLIER_SHARE = 0.01  # ratings beyond the rest's scale, at most this share of the sample, are named
+
+
+def _tail(counts: list[tuple[float, int]], total: int) -> list[tuple[float, int]]:
+    """The (value, count) pairs from the start of ``counts`` whose running total stays under :data:`OUTLIER_SHARE`."""
+    out: list[tuple[float, int]] = []
+    for value, n in counts:
+        if sum(c for _, c in out) + n >= OUTLIER_SHARE * total:
+            break
+        out.append((value, n))
+    return out
+
+
+def outlier_warning(values: pl.Series) -> str:
+    """A warning when under 1% of the sampled ratings lie beyond the scale the rest span, off its grid
+    (``7`` among 1..5 stars, ``0.5`` among whole stars); empty otherwise.
+
+    Why: the proposed ``rating_range`` and dislike threshold come from the lowest and highest rating,
+    so ten typos among two thousand ratings (a 7 on a 1..5 scale) move the dislike threshold from 2 to 3,
+    silently. The proposal is kept (the values may be real), and the warning names them and the range
+    and thresholds of the rest, for the user to choose. A rare value one step past the rest (a 5 where
+    most stop at 4) is the scale's own and is not named.
+    """
+    values = values.drop_nulls().drop_nans()
+    counts = sorted(zip(*values.value_counts().select(values.name, "count").to_dict(as_series=False).values()))
+    low, high = _tail(counts, values.len()), _tail(counts[::-1], values.len())
+    rest = values.filter(~values.is_in([v for v, _ in low + high]))
+    if rest.n_unique() < 2:
+        return ""
+    step = _step(rest)
+    lo, hi = float(rest.min()), float(rest.max())  # type: ignore[arg-type]
+    low = low if low and abs(lo - low[-1][0] - step) > 1e-9 else []
+    high = high if high and abs(high[-1][0] - hi - step) > 1e-9 else []
+    if not low and not high:
+        return ""
+    named = ", ".join(f"{v:g} ({n}x)" for v, n in sorted(low + high))
+    (lo, hi), dislike, like, _ = suggest_thresholds(rest)
+    return (f"{sum(n for _, n in low + high):,} of the {values.len():,} sampled ratings lie beyond the {lo:g}..{hi:g} the rest span: "
+            f"{named}; if they are errors, set rating_range: [{lo:g}, {hi:g}] to drop them, and for that scale "
+            f"dislike_max_rating: {dislike:g}, like_min_rating: {like:g}")
+
+
 def _id_values(ids: pl.Series) -> pl.Series:
     """Sampled ids as the data stage reads them: integers that pandas wrote as floats (every value
     ``32.0``) as their integer text."""
@@ -368,6 +411,7 @@ def guess(
         out.events["rating"] = choice
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
         out.rating_warning = rating_warning(_numbers(values), out.dislike_max_rating)
+        out.outlier_warning = outlier_warning(_numbers(values))
     taken.add(choice.column)
 
     if items is not None:
