@@ -95,3 +95,10 @@ def test_a_named_grpo_schedule_ends_with_the_sft_positive_budget() -> None:
     assert budgets({}) == [0, 10, 30]
     cfg = PipelineConfig.model_validate({"sft": {"prompt": {"max_pos_items": 50}}})
     assert budgets(cfg.model_dump(mode="json")) == [0, 10, 50]  # a dumped and reloaded config says the same
+
+
+def test_a_quoted_positive_budget_is_the_fields_own_error_once() -> None:
+    """The schedule validator passed "30" on and min(10, "30") was a TypeError traceback."""
+    with pytest.raises(ConfigError, match="remove the quotes") as err:
+        load_config(None, {"sft": {"prompt": {"max_pos_items": "30"}}})
+    assert "grpo" not in str(err.value)  # not reported again under a key the user never wrote

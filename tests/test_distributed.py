@@ -67,3 +67,29 @@ def test_the_entry_points_say_a_config_error_in_one_line(tmp_path, capsys):
         assert exit_.value.code == 2
         err = " ".join(capsys.readouterr().err.split())
         assert err.startswith("error: invalid config") and "seed" in err and "Traceback" not in err
+
+
+def test_the_entry_points_say_a_read_only_run_directory_in_one_line(tmp_path, capsys, monkeypatch):
+    """An OSError from a read-only mount was a traceback from every process under accelerate."""
+    import contextlib
+    import errno
+
+    import pytest
+
+    import conrec.pipeline as pipeline
+    from conrec.llm.training import sft
+
+    @contextlib.contextmanager
+    def read_only(root):
+        raise OSError(errno.EROFS, "Read-only file system", f"{root}/.conrec.lock")
+        yield
+
+    monkeypatch.setattr(pipeline, "holding_run", read_only)
+    monkeypatch.setattr(pipeline, "check_upstream", lambda *a, **k: None)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"run_dir: {tmp_path / 'run'}\n")
+    with pytest.raises(SystemExit) as exit_:
+        sft.main(["--config", str(cfg)])
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith("error:") and "Read-only file system" in err and "Traceback" not in err

@@ -91,6 +91,7 @@ def test_a_stage_run_in_a_child_never_writes_into_its_parent(tmp_path: Path, fak
     assert fake_stages == ["sft"]
     root = Path(child.run_dir)
     assert [s for s in STAGES if (root / s).is_symlink()] == ["data", "sid"]
+    assert read_json(root / "parent.json")["linked"] == ["data", "sid"]  # the record says what is still linked
     assert RunDir(root).is_done("sft") and not RunDir(root).is_done("grpo")
     assert {s: (Path(parent.run_dir) / s / "_done.json").read_bytes() for s in STAGES} == before
     assert all(pipeline.is_current(RunDir(parent.run_dir), parent, s) for s in STAGES)

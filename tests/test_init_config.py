@@ -374,3 +374,5 @@ def test_a_few_ratings_far_beyond_the_scale_are_named_and_the_proposal_kept() ->
     for values in (rare_top, half_stars):
         assert guess(ev.with_columns(rating=pl.Series(values))).outlier_warning == ""
     assert "0.5 (10x)" in guess(ev.with_columns(rating=pl.Series(ratings[:2000] + ["0.5"] * 10))).outlier_warning  # off the whole-star grid
+    # a rating column named "count" clashed with value_counts' own column (a polars DuplicateError traceback)
+    assert "7 (10x)" in guess(ev.rename({"rating": "count"}), None, {"rating": "count"}).outlier_warning

@@ -7,7 +7,6 @@ imported inside the commands so ``conrec --help`` stays instant.
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from conrec.errors import ConrecError
+from conrec.errors import ConrecError, os_error_line
 
 # Offline by design: nothing may download weights or data at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,11 +71,10 @@ def _guard(fn: Callable[[], Any]) -> Any:
         console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
     except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT):
+        if (line := os_error_line(exc)) is None:
             raise
         # a read-only mount, a directory of another user, a full disk: which file and why, not a traceback
-        where = f"{exc.filename}: " if exc.filename else ""
-        console.print(f"[bold red]error:[/] {escape(where)}{escape(exc.strerror or str(exc))}")
+        console.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print(

@@ -65,7 +65,7 @@ class PipelineConfig(StrictConfig):
         prompt = data["sft"].get("prompt")
         budget = prompt.get("max_pos_items") if isinstance(prompt, dict) else None
         grpo = data.get("grpo", {})
-        if budget is None or not isinstance(grpo, dict):
+        if type(budget) is not int or budget < 0 or not isinstance(grpo, dict):  # a bad value: the field's own error, once
             return data
         stages = grpo.get("stages", "positive_budget")
         if isinstance(stages, str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,3 +44,17 @@ def require_columns(
     missing = [c for c in columns if c not in have]
     if missing:
         raise error(f"{what}: missing column(s) {missing}; have {have}")
+
+
+WRITE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+"""The operating-system errors a user fixes outside conrec: a read-only mount, a directory of another
+user, a full disk or quota."""
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """The one-line message for an :data:`WRITE_ERRNOS` error (``<file>: <reason>``), or None for any
+    other ``OSError`` (a bug, shown with its traceback). Shared by the CLI and the module entry points."""
+    if exc.errno not in WRITE_ERRNOS:
+        return None
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"

@@ -116,7 +116,7 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
     it, not a traceback from every process."""
     from rich.markup import escape
 
-    from conrec.errors import ConrecError
+    from conrec.errors import ConrecError, os_error_line
     from conrec.runtime import prepare_process
 
     try:
@@ -125,6 +125,11 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
         return run_stage(cfg, stage, console=Console(), **kwargs)
     except ConrecError as exc:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise SystemExit(2) from None
+    except OSError as exc:  # a read-only or full run directory, as the CLI says it
+        if (line := os_error_line(exc)) is None:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}")
         raise SystemExit(2) from None
 
 

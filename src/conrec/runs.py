@@ -229,9 +229,17 @@ class RunDir:
 
         Why: ``conrec sft -r <child>`` followed the child's link into the parent, cleared the parent's
         markers and replaced the parent's model, without holding the parent's lock."""
-        for s in STAGES[STAGES.index(stage) :]:
-            if self.stage_dir(s).is_symlink():
-                self.stage_dir(s).unlink()
+        detached = [s for s in STAGES[STAGES.index(stage) :] if self.stage_dir(s).is_symlink()]
+        for s in detached:
+            self.stage_dir(s).unlink()
+        record = self.root / "parent.json"  # conrec.experiments.PARENT_FILE: what is linked, kept true
+        if detached and record.is_file():
+            try:
+                info = json.loads(record.read_text())
+                info["linked"] = [s for s in info.get("linked", []) if s not in detached]
+                write_json(info, record)
+            except (OSError, ValueError, AttributeError):
+                pass
 
     def invalidate_from(self, stage: str) -> None:
         """Mark ``stage`` and every stage after it unfinished (marker and fingerprint removed).

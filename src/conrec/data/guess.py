@@ -295,8 +295,8 @@ def outlier_warning(values: pl.Series) -> str:
     and thresholds of the rest, for the user to choose. A rare value one step past the rest (a 5 where
     most stop at 4) is the scale's own and is not named.
     """
-    values = values.drop_nulls().drop_nans()
-    counts = sorted(zip(*values.value_counts().select(values.name, "count").to_dict(as_series=False).values()))
+    values = values.drop_nulls().drop_nans().rename("value")  # a column named "count" clashed with value_counts' own
+    counts = sorted(zip(*values.value_counts(name="n").select("value", "n").to_dict(as_series=False).values()))
     low, high = _tail(counts, values.len()), _tail(counts[::-1], values.len())
     rest = values.filter(~values.is_in([v for v, _ in low + high]))
     if rest.n_unique() < 2:
