@@ -34,7 +34,9 @@ from test_data_engines import (
     digit_date_log,
     edge_case_events,
     half_star_log,
+    loose_time_log,
     microsecond_log,
+    offset_time_log,
     text_feedback_log,
     two_digit_year_logs,
     warty_table,
@@ -169,7 +171,7 @@ def test_spark_reads_month_first_dates_and_decimal_commas_like_polars_and_refuse
     from conrec.data.engine.spark import java_pattern
     from conrec.errors import DataValidationError
 
-    assert java_pattern("%Y-%m-%dT%H:%M:%S") == "yyyy-MM-dd'T'HH:mm:ss"
+    assert java_pattern("%Y-%m-%dT%H:%M:%S") == "yyyy-M-d'T'H:m:s"
     frame = edge_case_events()
     path = tmp_path / "us.csv"
     stamp = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%m/%d/%Y %H:%M:%S") for ts in frame["ts"]]
@@ -255,3 +257,23 @@ def test_spark_reads_epoch_microseconds_like_polars(spark, tmp_path):
     data, micro = microsecond_log(tmp_path)
     data = {**data, "events_path": str(micro), "ts_unit": "us"}
     assert_same_run(_run(tmp_path, "polars", data)[0], _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_reads_times_without_leading_zeros_like_polars(spark, tmp_path):
+    """``12/1/2023 7:13:20``: Java's ``MM/dd``/``HH`` read two digits only, so most rows were dropped as
+    bad timestamps; a single letter reads one or two, as strftime does (two where fields touch: 20231225)."""
+    from conrec.data.engine.spark import java_pattern
+
+    assert java_pattern("%Y%m%d") == "yyyyMMdd" and java_pattern("%d.%m.%Y %H:%M") == "d.M.yyyy H:m"
+    data, text = loose_time_log(tmp_path)
+    ref, _ = _run(tmp_path, "polars", data)
+    assert_same_run(ref, _run(tmp_path, "spark", {**data, "events_path": str(text), "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_reads_iso_times_with_an_offset_like_polars(spark, tmp_path):
+    """``2023-12-25T20:13:30+02:00`` (or ``+0200``) and one ``n/a``: polars reads them as UTC and drops the
+    ``n/a``; Spark refused the layout ("reads [...] not '%z'")."""
+    data, _ = offset_time_log(tmp_path)
+    ref, ref_stats = _run(tmp_path, "polars", data)
+    assert ref_stats["invalid_rows"] == {"policy": "drop", "bad_timestamp": 1}
+    assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])

@@ -457,3 +457,31 @@ def test_streaming_refuses_duplicates_under_on_invalid_error(tmp_path):
     assert "\n" not in message and f"{n_dups:,} exact duplicate event(s)" in message and "on_invalid" in message
     data_dir = tmp_path / "bad" / "data"
     assert not (data_dir / "events.parquet").exists() and not list(data_dir.glob(".*")), "nothing published, no staging left"
+
+
+def loose_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The edge-case log's data config (Parquet), and the same log as CSV with times whose month, day and
+    hour have no leading zero (``12/1/2023 7:13:20``), as US exports write them."""
+    import datetime as dt
+
+    frame = edge_case_events().with_columns(pl.col("ts") - 4 * 3600)  # at 6:13 and 18:13
+    plain, text = tmp_path / "plain.parquet", tmp_path / "loose.csv"
+    frame.write_parquet(plain)
+    stamps = [dt.datetime.fromtimestamp(ts, dt.timezone.utc) for ts in frame["ts"]]
+    loose = [f"{t.month}/{t.day}/{t.year} {t.hour}:{t:%M:%S}" for t in stamps]
+    assert any(v.startswith("12/1/") for v in loose) and any(" 6:" in v for v in loose)
+    text.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for (u, i, _, fb), t in zip(frame.iter_rows(), loose)))
+    return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, text
+
+
+def offset_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The edge-case log as CSV with ISO times at +02:00 (+0200 in every third row) and one ``n/a``
+    (a bad timestamp); its data config."""
+    import datetime as dt
+
+    zone = dt.timezone(dt.timedelta(hours=2))
+    rows = [(u, i, dt.datetime.fromtimestamp(ts, zone).isoformat(), fb) for u, i, ts, fb in edge_case_events().iter_rows()]
+    rows = [(u, i, t[:-3] + t[-2:] if k % 3 == 0 else t, fb) for k, (u, i, t, fb) in enumerate(rows)] + [("u1", "i1", "n/a", -1)]
+    path = tmp_path / "offsets.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for u, i, t, fb in rows))
+    return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, path

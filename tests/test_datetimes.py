@@ -106,7 +106,7 @@ def test_spark_patterns_read_fractions_of_any_length() -> None:
     pytest.importorskip("pyspark")
     from conrec.data.engine.spark import java_pattern
 
-    assert java_pattern("%Y-%m-%dT%H:%M:%S%.fZ") == "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]'Z'"
+    assert java_pattern("%Y-%m-%dT%H:%M:%S%.fZ") == "yyyy-M-d'T'H:m:s[.SSSSSSSSS]'Z'"
 
 
 def test_two_digit_years_are_read_with_the_two_digit_layout() -> None:

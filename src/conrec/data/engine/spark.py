@@ -34,7 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
-from conrec.data.datetimes import SAMPLE
+from conrec.data.datetimes import SAMPLE, detect_format
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
@@ -206,26 +206,40 @@ def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> Da
     return df
 
 
-_JAVA_DIRECTIVES = {"%Y": "yyyy", "%y": "yy", "%m": "MM", "%d": "dd", "%H": "HH", "%M": "mm", "%S": "ss"}
+_JAVA_DIRECTIVES = {"%Y": "yyyy", "%y": "yy", "%m": "MM", "%d": "dd", "%H": "HH", "%M": "mm", "%S": "ss", "%z": "xxx"}
+# strftime (polars) reads a month, day, hour, minute or second of one or two digits (1/6/2024 7:05); so does
+# Java's single letter, where the next character is not a digit of another directive (20231225 needs MMdd)
+_ONE_OR_TWO_DIGITS = {"%m": "M", "%d": "d", "%H": "H", "%M": "m", "%S": "s"}
+# polars' %z reads +02:00, +0200, +02 00 and a space before them (not Z); Java's xxx only the first: the
+# others are written so before they are read
+_OFFSET = (r"\s*([+-]\d\d)[:\s]?(\d\d)$", "$1:$2")
+
+
+def _directives(fmt: str) -> list[str]:
+    """``fmt`` as its tokens: ``%.f``, two-character directives and single characters."""
+    tokens: list[str] = []
+    k = 0
+    while k < len(fmt):
+        n = 3 if fmt.startswith("%.f", k) else 2 if fmt[k] == "%" else 1
+        tokens.append(fmt[k : k + n])
+        k += n
+    return tokens
 
 
 def java_pattern(fmt: str) -> str:
     """A strftime layout (``data.ts_format``) as a Java DateTimeFormatter pattern, letters quoted."""
+    tokens = _directives(fmt)
     out: list[str] = []
-    k = 0
-    while k < len(fmt):
-        if fmt.startswith("%.f", k):  # fractions of a second, of any length or none (an optional section)
+    for k, token in enumerate(tokens):
+        if token == "%.f":  # fractions of a second, of any length or none (an optional section)
             out.append("[.SSSSSSSSS]")
-            k += 3
-        elif fmt[k] == "%":
-            directive = fmt[k : k + 2]
-            if directive not in _JAVA_DIRECTIVES:
-                raise ConfigError(f"data.ts_format {fmt!r}: the Spark engine reads {sorted([*_JAVA_DIRECTIVES, '%.f'])}, not {directive!r}")
-            out.append(_JAVA_DIRECTIVES[directive])
-            k += 2
+        elif token.startswith("%"):
+            if token not in _JAVA_DIRECTIVES:
+                raise ConfigError(f"data.ts_format {fmt!r}: the Spark engine reads {sorted([*_JAVA_DIRECTIVES, '%.f'])}, not {token!r}")
+            adjacent = any(0 <= j < len(tokens) and tokens[j] in _JAVA_DIRECTIVES for j in (k - 1, k + 1))
+            out.append(_ONE_OR_TWO_DIGITS[token] if token in _ONE_OR_TWO_DIGITS and not adjacent else _JAVA_DIRECTIVES[token])
         else:
-            out.append(f"'{fmt[k]}'" if fmt[k].isalpha() else fmt[k])
-            k += 1
+            out.append(f"'{token}'" if token.isalpha() else token)
     return "".join(out)
 
 
@@ -233,8 +247,6 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
     """The ``ts`` strings as timestamps in their one layout (``ts_format``, else detected on ``sample``,
     the column's first values, as the polars loader does), read as UTC whatever the session's time
     zone; unreadable ones null."""
-    from conrec.data.datetimes import detect_format
-
     if ts_format is None:
         ts_format = detect_format(sample.str.strip_chars(), what, "ts")
     if ts_format is None:
@@ -242,8 +254,11 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
             f"{what}: column 'ts' holds text that is neither epoch numbers only nor date/time strings in a known layout; "
             "set data.ts_format, or fix the rows"
         )
-    text = F.col("ts") if text is None else text
-    ts = F.try_to_timestamp(F.concat(F.trim(text), F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
+    text = F.trim(F.col("ts") if text is None else text)
+    if "%z" in ts_format:  # the offset is in the text: the instant it names, as polars converts it to UTC
+        ts = F.try_to_timestamp(F.regexp_replace(text, *_OFFSET), F.lit(java_pattern(ts_format)))
+    else:
+        ts = F.try_to_timestamp(F.concat(text, F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
     if "%y" in ts_format:  # Java reads a two-digit year as 2000-2099, strftime (polars) 69-99 as 1969-1999
         ts = F.when(F.year(ts) >= 2069, ts - F.expr("INTERVAL 100 YEARS")).otherwise(ts)
     return ts
