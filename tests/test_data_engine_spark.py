@@ -277,3 +277,17 @@ def test_spark_reads_iso_times_with_an_offset_like_polars(spark, tmp_path):
     ref, ref_stats = _run(tmp_path, "polars", data)
     assert ref_stats["invalid_rows"] == {"policy": "drop", "bad_timestamp": 1}
     assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_maps_feedback_words_with_a_no_break_space_like_polars(spark, tmp_path):
+    """``not\u00a0interested``: polars' whitespace is Unicode's, Java's ``\\s`` and ``trim`` ASCII only, so
+    Spark dropped such rows as bad feedback."""
+    frame = edge_case_events()
+    path = tmp_path / "nbsp.csv"
+    words = {-1: "not\u00a0interested", 1: "\u00a0like"}
+    path.write_text("user_id,item_id,ts,action\n" + "".join(f"{u},{i},{ts},{words[fb]}\n" for u, i, ts, fb in frame.iter_rows()), encoding="utf-8")
+    data = {"source": "table", "events_path": str(path), "columns": {"action": "feedback"},
+            "feedback_labels": {"not interested": -1, "like": 1}, "split": {"horizon_days": 3, "max_history": 7}}
+    ref, ref_stats = _run(tmp_path, "polars", data)
+    assert ref_stats["events"] == frame.height
+    assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])

@@ -150,7 +150,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     df = df.withColumn("ts", F.floor(ts / PER_SECOND[unit]).cast("long") if unit != "s" else ts)
     if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid
-        words = F.regexp_replace(F.lower(F.trim(F.col("feedback").cast("string"))), SEPARATORS, "_")
+        words = F.regexp_replace(F.lower(_strip(F.col("feedback").cast("string"))), _UNICODE + SEPARATORS, "_")
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
     elif "feedback" in df.columns and dict(df.dtypes)["feedback"] == "string":  # a few unreadable values: null, invalid
@@ -173,6 +173,14 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         "feedback",
         _ROW,
     )
+
+
+_UNICODE = "(?U)"  # Java's \s is ASCII whitespace; with this flag it is Unicode's (a no-break space too), as in Python and polars
+
+
+def _strip(text: Column) -> Column:
+    """Outer whitespace dropped, Unicode's (as polars' ``strip_chars`` and Python's ``strip``): ``trim`` drops only spaces."""
+    return F.regexp_replace(text, _UNICODE + r"^\s+|\s+$", "")
 
 
 def _id_text(df: DataFrame, column: str) -> Column:
