@@ -33,6 +33,7 @@ from test_data_engines import (
     categorical_logs,
     digit_date_log,
     edge_case_events,
+    float_id_logs,
     half_star_log,
     loose_time_log,
     microsecond_log,
@@ -290,4 +291,14 @@ def test_spark_maps_feedback_words_with_a_no_break_space_like_polars(spark, tmp_
             "feedback_labels": {"not interested": -1, "like": 1}, "split": {"horizon_days": 3, "max_history": 7}}
     ref, ref_stats = _run(tmp_path, "polars", data)
     assert ref_stats["events"] == frame.height
+    assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_reads_large_float_ids_as_their_integers_like_polars(spark, tmp_path):
+    """Spark writes the double 10000006.0 as ``1.0000006E7``: no item of a Parquet log with float ids
+    from ten million on matched its items file."""
+    data, files = float_id_logs(tmp_path, first=10_000_000)
+    data = {**data, "events_path": str(files[0])}
+    ref, _ = _run(tmp_path, "polars", data)
+    assert pl.read_parquet(ref.data / "events.parquet")["item_id"].str.starts_with("100000").all()
     assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])

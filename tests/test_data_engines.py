@@ -283,14 +283,14 @@ def test_epoch_microseconds_read_with_ts_unit_us(tmp_path):
         assert_same_run(ref, _run(tmp_path, f"us_{streaming}", {**data, "events_path": str(micro), "ts_unit": "us", "streaming": streaming})[0])
 
 
-def float_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[Path]]:
+def float_id_logs(tmp_path: Path, first: int = 0) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
-    such row; and the data config of the same log with integer ids."""
-    frame = edge_case_events().with_columns(pl.col("user_id", "item_id").str.slice(1).cast(pl.Int64))
+    such row; and the data config of the same log with integer ids (from ``first`` on)."""
+    frame = edge_case_events().with_columns(pl.col("user_id", "item_id").str.slice(1).cast(pl.Int64) + first)
     plain = tmp_path / "plain.parquet"
     frame.write_parquet(plain)
     floats = pl.concat([frame.with_columns(pl.col("user_id", "item_id").cast(pl.Float64)),
-                        pl.DataFrame({"user_id": [None], "item_id": [1.0], "ts": [1_700_000_000], "feedback": [1]},
+                        pl.DataFrame({"user_id": [None], "item_id": [1.0 + first], "ts": [1_700_000_000], "feedback": [1]},
                                      schema={"user_id": pl.Float64, "item_id": pl.Float64, "ts": pl.Int64, "feedback": pl.Int8})])
     files = [tmp_path / "floats.parquet", tmp_path / "floats.csv"]
     floats.write_parquet(files[0])
