@@ -34,6 +34,7 @@ from test_data_engines import (
     digit_date_log,
     edge_case_events,
     float_id_logs,
+    float_text_time_log,
     half_star_log,
     loose_time_log,
     microsecond_log,
@@ -301,4 +302,11 @@ def test_spark_reads_large_float_ids_as_their_integers_like_polars(spark, tmp_pa
     data = {**data, "events_path": str(files[0])}
     ref, _ = _run(tmp_path, "polars", data)
     assert pl.read_parquet(ref.data / "events.parquet")["item_id"].str.starts_with("100000").all()
+    assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_reads_epoch_seconds_written_as_floats_in_a_text_column_like_polars(spark, tmp_path):
+    """``1700000000.0`` with one ``n/a``: Spark (and the streaming scan before it) took them for date strings and refused them."""
+    data, _ = float_text_time_log(tmp_path)
+    ref, _ = _run(tmp_path, "polars", data)
     assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])

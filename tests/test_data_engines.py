@@ -485,3 +485,30 @@ def offset_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     path = tmp_path / "offsets.csv"
     path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for u, i, t, fb in rows))
     return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, path
+
+
+def float_text_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The edge-case log as CSV with its epoch seconds written as floats (``1700000000.0``; every fifth
+    an integer, one ``1.7e9``) and one ``n/a`` early (a text column to polars and Spark); its data config."""
+    frame = edge_case_events()
+    stamps = [f"{ts}" if k % 5 == 0 else f"{ts}.0" for k, ts in enumerate(frame["ts"])]
+    stamps[7] = f"{frame['ts'][7] / 1e9:.10g}e9"
+    assert float(stamps[7]) == frame["ts"][7]
+    lines = [f"{u},{i},{t},{fb}" for (u, i, _, fb), t in zip(frame.iter_rows(), stamps)]
+    lines.insert(3, "u1,i1,n/a,-1")
+    path = tmp_path / "floats.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "\n".join(lines) + "\n")
+    return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, path
+
+
+def test_epoch_seconds_written_as_floats_in_a_text_column_stream_as_the_loader_reads_them(tmp_path):
+    """``1700000000.0`` with an ``n/a``: the loader read the floats and dropped the ``n/a``; the streaming
+    scan took the column for date/time strings and refused it. A fraction is refused by both alike."""
+    data, path = float_text_time_log(tmp_path)
+    mem, mem_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    assert mem_stats["events"] == edge_case_events().height and mem_stats["invalid_rows"] == {"policy": "drop", "bad_timestamp": 1}
+    assert_same_run(mem, _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 70})[0])
+    path.write_text(path.read_text().replace("n/a", "1700000000.5"))
+    for streaming in ("off", "on"):
+        with pytest.raises(DataValidationError, match=r"column 'ts' has a fractional timestamp 1700000000.5"):
+            _run(tmp_path, f"frac_{streaming}", {**data, "streaming": streaming})

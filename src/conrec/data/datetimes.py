@@ -65,6 +65,12 @@ def digit_dates(s: pl.Series) -> bool:
     return _plausible(_parse(text, DIGIT_DATE)).null_count() == 0
 
 
+def inferred_dates(s: pl.Series) -> bool:
+    """Whether polars' inference reads some value of ``s`` as a date/time (when :func:`detect_format`
+    finds no layout, the loader then reads the column so, and otherwise as epoch numbers)."""
+    return _parse(s.drop_nulls().head(SAMPLE), None).drop_nulls().len() > 0
+
+
 def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str | None:
     """The layout of the date/time strings in ``s`` (a format from :data:`FORMATS`), or None when
     polars' inference reads more of them (offsets, fractions) or none is read at all.

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig
-from conrec.data.datetimes import SAMPLE, detect_format
+from conrec.data.datetimes import SAMPLE, detect_format, inferred_dates
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_valid, repair_items
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, id_as_text, validate_items
@@ -134,19 +134,17 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
         return ts.cast(pl.String).str.strip_chars().str.to_datetime(cfg.ts_format, strict=False, time_unit="us").dt.epoch("s")
     if dtype == pl.String:
         sample = lf.select(ts.drop_nulls().str.strip_chars()).head(SAMPLE).collect(engine="streaming")["ts"]
-        if sample.len() and sample.cast(pl.Int64, strict=False).null_count() == sample.len():  # date/time strings
-            fmt = detect_format(sample, what, "ts")
-            if fmt is None:
-                raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
+        fmt = detect_format(sample, what, "ts") if sample.len() and sample.cast(pl.Int64, strict=False).null_count() == sample.len() else None
+        if fmt is not None:  # date/time strings
             return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid
-        ts = ts.str.strip_chars().cast(pl.Int64, strict=False)
+        if sample.cast(pl.Int64, strict=False).null_count() == sample.len() and inferred_dates(sample):  # only polars' inference reads them
+            raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
+        # epoch numbers, integers or floats (1703528010.0, 1.7e9), as the loaders read them; a value that is neither: null, invalid
+        integer = ts.str.strip_chars().cast(pl.Int64, strict=False)
+        number = _finite_floor(lf, ts.str.strip_chars().cast(pl.Float64, strict=False), cfg, what, integer.is_null())
+        ts = pl.coalesce(integer, number)
     elif dtype.is_float() or dtype.is_decimal():  # as the loaders read them: NaN and infinities null (invalid rows), fractions refused
-        ts = ts.cast(pl.Float64)
-        ts = pl.when(ts.is_finite()).then(ts)
-        fraction = lf.select(ts.filter(ts != ts.floor()).first()).collect(engine="streaming").item()
-        if fraction is not None and cfg.ts_unit not in ("ms", "us"):
-            raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction}")
-        ts = ts.floor()
+        ts = _finite_floor(lf, ts.cast(pl.Float64), cfg, what)
     elif not dtype.is_integer():
         raise DataValidationError(f"{what}: streaming reads epoch timestamps or datetimes, got {dtype}; set data.streaming: off")
     ts = ts.cast(pl.Int64)
@@ -155,6 +153,16 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
         low = lf.select(ts.min()).collect(engine="streaming").item()
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     return ts // PER_SECOND[unit] if unit != "s" else ts
+
+
+def _finite_floor(lf: pl.LazyFrame, ts: pl.Expr, cfg: DataConfig, what: str, where: pl.Expr | None = None) -> pl.Expr:
+    """Float timestamps as the loaders read them: NaN and infinities null (invalid rows), a fraction (in
+    the rows ``where`` says) refused unless the unit is ms or us, whole values floored."""
+    ts = pl.when(ts.is_finite()).then(ts)
+    fraction = lf.select(ts.filter((ts != ts.floor()) & (pl.lit(True) if where is None else where)).first()).collect(engine="streaming").item()
+    if fraction is not None and cfg.ts_unit not in ("ms", "us"):
+        raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction}")
+    return ts.floor().cast(pl.Int64)
 
 
 def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.DataFrame:

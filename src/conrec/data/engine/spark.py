@@ -34,7 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
-from conrec.data.datetimes import SAMPLE, detect_format
+from conrec.data.datetimes import SAMPLE, detect_format, inferred_dates
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
@@ -130,18 +130,18 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     elif cfg.ts_format is not None and dict(df.dtypes)["ts"] in ("string", "int", "bigint"):  # every value in the layout, 20231225 too
         df = df.withColumn("ts", _string_times(pl.Series("ts", [], dtype=pl.String), cfg.ts_format, what, F.col("ts").cast("string")))
     elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself, or numbers with junk
-        sample = _sample(df, "ts")
-        if sample.len() and sample.str.strip_chars().cast(pl.Int64, strict=False).null_count() == sample.len():
-            df = df.withColumn("ts", _string_times(sample, cfg.ts_format, what))
-        else:  # epoch numbers, a value that does not read null (an invalid row), as the polars engines read them
-            df = df.withColumn("ts", F.trim(F.col("ts")).try_cast("long"))
+        sample = _sample(df, "ts").str.strip_chars()
+        dates = sample.len() > 0 and sample.cast(pl.Int64, strict=False).null_count() == sample.len()
+        fmt = detect_format(sample, what, "ts") if dates else None
+        if fmt is not None or (dates and inferred_dates(sample)):  # the latter refused: no layout to read them in
+            df = df.withColumn("ts", _string_times(sample, fmt, what))
+        else:  # epoch numbers, integers or floats (1703528010.0); a value that does not read null (an invalid row), as the polars engines read them
+            text = F.trim(F.col("ts"))
+            df = df.withColumn("_int", text.try_cast("long")).withColumn("ts", text.try_cast("double"))
+            df = _finite_floor(df, cfg, what, F.col("_int").isNull())
+            df = df.withColumn("ts", F.coalesce("_int", "ts")).drop("_int")
     elif dict(df.dtypes)["ts"] in ("double", "float"):  # as the loaders read them: NaN, infinities null; fractions refused
-        ts = F.col("ts")
-        df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
-        fraction = df.where(F.col("ts") != F.floor("ts")).select("ts").first()
-        if fraction is not None and cfg.ts_unit not in ("ms", "us"):
-            raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction[0]}")
-        df = df.withColumn("ts", F.floor("ts"))
+        df = _finite_floor(df, cfg, what)
     ts = F.col("ts").cast("long")
     unit = cfg.ts_unit
     if unit == "auto":
@@ -181,6 +181,17 @@ _UNICODE = "(?U)"  # Java's \s is ASCII whitespace; with this flag it is Unicode
 def _strip(text: Column) -> Column:
     """Outer whitespace dropped, Unicode's (as polars' ``strip_chars`` and Python's ``strip``): ``trim`` drops only spaces."""
     return F.regexp_replace(text, _UNICODE + r"^\s+|\s+$", "")
+
+
+def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | None = None) -> DataFrame:
+    """A double ``ts`` as the loaders read it: NaN and infinities null, a fraction (in the rows ``where``
+    says) refused unless the unit is ms or us, whole values floored."""
+    ts = F.col("ts")
+    df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
+    fraction = df.where((F.col("ts") != F.floor("ts")) & (F.lit(True) if where is None else where)).select("ts").first()
+    if fraction is not None and cfg.ts_unit not in ("ms", "us"):
+        raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction[0]}")
+    return df.withColumn("ts", F.floor("ts"))
 
 
 def _id_text(df: DataFrame, column: str) -> Column:
