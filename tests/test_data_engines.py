@@ -512,3 +512,33 @@ def test_epoch_seconds_written_as_floats_in_a_text_column_stream_as_the_loader_r
     for streaming in ("off", "on"):
         with pytest.raises(DataValidationError, match=r"column 'ts' has a fractional timestamp 1700000000.5"):
             _run(tmp_path, f"frac_{streaming}", {**data, "streaming": streaming})
+
+
+def test_minute_iso_times_with_a_zone_stream_as_the_loader_reads_them(tmp_path):
+    """``2023-12-25T18:13Z``: only polars' inference read it, so the streaming scan (and Spark) refused it."""
+    import datetime as dt
+
+    frame = edge_case_events().with_columns(pl.col("ts") // 60 * 60)
+    path = tmp_path / "minutes.csv"
+    stamps = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ") for ts in frame["ts"]]
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for (u, i, _, fb), t in zip(frame.iter_rows(), stamps)))
+    plain = tmp_path / "plain.parquet"
+    frame.write_parquet(plain)
+    data = {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}
+    ref, _ = _run(tmp_path, "plain", data)
+    for streaming in ("off", "on"):
+        assert_same_run(ref, _run(tmp_path, f"minutes_{streaming}", {**data, "events_path": str(path), "streaming": streaming})[0])
+
+
+def test_a_layout_only_polars_infers_is_refused_naming_the_setting_of_the_engine(tmp_path):
+    """``20231225T181330`` is read by polars' inference alone: the scan refuses it, and told Spark users to
+    set data.streaming: off, which does nothing there."""
+    from conrec.data.engine.scan import scan_table
+
+    path = tmp_path / "compact.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},i{k},202312{10 + k}T181330,-1\n" for k in range(5)))
+    data = {"source": "table", "events_path": str(path)}
+    with pytest.raises(DataValidationError, match=r"no listed layout; set data.ts_format, or data.streaming: off$"):
+        scan_table(load_config(None, {"data": {**data, "streaming": "on"}}).data)
+    with pytest.raises(DataValidationError, match=r"no listed layout; set data.ts_format$"):
+        scan_table(load_config(None, {"data": {**data, "engine": "spark"}}).data)

@@ -25,6 +25,8 @@ _TIMES = ("", " %H:%M", " %H:%M:%S", "T%H:%M", "T%H:%M:%S")
 # (``%z`` reads +02:00 and +0200; the time is converted to UTC). Named here, not left to polars'
 # inference, so that every engine, the streaming scan included, reads them with one explicit layout.
 _ISO = tuple(f"%Y-%m-%d{sep}%H:%M:%S%.f{zone}" for sep in ("T", " ") for zone in ("", "Z", "%z"))
+# and to the minute with a zone (2023-12-25T18:13Z, as JavaScript's toISOString() shortened to minutes writes it)
+_ISO += tuple(f"%Y-%m-%d{sep}%H:%M{zone}" for sep in ("T", " ") for zone in ("Z", "%z"))
 FORMATS: tuple[str, ...] = tuple(d + t for d in _DATES for t in _TIMES) + _ISO
 """The layouts tried, each a strftime format matched exactly (``T`` only after an ISO date is usual, but harmless)."""
 SAMPLE = 100_000

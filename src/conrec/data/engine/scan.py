@@ -62,7 +62,7 @@ def estimated_rows(path: Path) -> int | None:
         return None
 
 
-def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
+def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars") -> pl.LazyFrame:
     fmt = file_suffix(path)
     if fmt in PARQUET_SUFFIXES:  # categorical columns as text, as the loader reads them
         lf = pl.scan_parquet(path)
@@ -73,6 +73,8 @@ def _scan_file(path: Path, columns: dict[str, str]) -> pl.LazyFrame:
         inferred = pl.scan_csv(path, **options).collect_schema()
         texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback")))
         return pl.scan_csv(path, schema_overrides=texts, **options).with_columns(fixes)
+    if engine == "spark":
+        raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv (not {fmt!r})")
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
@@ -86,7 +88,7 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
-    lf = _scan_file(path, cfg.columns)
+    lf = _scan_file(path, cfg.columns, cfg.engine)
     has_rows(lf.head(1).collect(engine="streaming"), path, "events")  # one row read, not the file
     schema = lf.collect_schema()
     lf = lf.rename({k: v for k, v in cfg.columns.items() if k in schema})
@@ -138,7 +140,7 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
         if fmt is not None:  # date/time strings
             return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid
         if sample.cast(pl.Int64, strict=False).null_count() == sample.len() and inferred_dates(sample):  # only polars' inference reads them
-            raise DataValidationError(f"{what}: streaming reads date/time strings in a listed layout; set data.ts_format, or data.streaming: off")
+            raise DataValidationError(f"{what}: column 'ts' holds date/time strings in no listed layout; set data.ts_format{_in_memory(cfg)}")
         # epoch numbers, integers or floats (1703528010.0, 1.7e9), as the loaders read them; a value that is neither: null, invalid
         integer = ts.str.strip_chars().cast(pl.Int64, strict=False)
         number = _finite_floor(lf, ts.str.strip_chars().cast(pl.Float64, strict=False), cfg, what, integer.is_null())
@@ -146,13 +148,19 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
     elif dtype.is_float() or dtype.is_decimal():  # as the loaders read them: NaN and infinities null (invalid rows), fractions refused
         ts = _finite_floor(lf, ts.cast(pl.Float64), cfg, what)
     elif not dtype.is_integer():
-        raise DataValidationError(f"{what}: streaming reads epoch timestamps or datetimes, got {dtype}; set data.streaming: off")
+        reader = "the Spark engine reads" if cfg.engine == "spark" else "streaming reads"
+        raise DataValidationError(f"{what}: {reader} epoch timestamps or datetimes, got {dtype}{'' if cfg.engine == 'spark' else '; set data.streaming: off'}")
     ts = ts.cast(pl.Int64)
     unit = cfg.ts_unit
     if unit == "auto":
         low = lf.select(ts.min()).collect(engine="streaming").item()
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     return ts // PER_SECOND[unit] if unit != "s" else ts
+
+
+def _in_memory(cfg: DataConfig) -> str:
+    """How to have a file read by the loader instead of this scan: streaming off, where it is the scan that reads it."""
+    return "" if cfg.engine == "spark" else ", or data.streaming: off"
 
 
 def _finite_floor(lf: pl.LazyFrame, ts: pl.Expr, cfg: DataConfig, what: str, where: pl.Expr | None = None) -> pl.Expr:
