@@ -27,6 +27,7 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
 
 from pyspark.sql import SparkSession
 from test_data_engines import (
+    COLUMNS_REFUSED,
     WORDS_REFUSED,
     _run,
     assert_same_run,
@@ -310,3 +311,10 @@ def test_spark_reads_epoch_seconds_written_as_floats_in_a_text_column_like_polar
     data, _ = float_text_time_log(tmp_path)
     ref, _ = _run(tmp_path, "polars", data)
     assert_same_run(ref, _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})[0])
+
+
+def test_spark_refuses_a_columns_source_in_neither_file_like_polars(spark, tmp_path, table_file):
+    from conrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=COLUMNS_REFUSED):
+        _run(tmp_path, "cols", {"source": "table", "events_path": str(table_file), "columns": {"genre": "category"}, "engine": "spark", "spark": SPARK})

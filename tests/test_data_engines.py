@@ -542,3 +542,20 @@ def test_a_layout_only_polars_infers_is_refused_naming_the_setting_of_the_engine
         scan_table(load_config(None, {"data": {**data, "streaming": "on"}}).data)
     with pytest.raises(DataValidationError, match=r"no listed layout; set data.ts_format$"):
         scan_table(load_config(None, {"data": {**data, "engine": "spark"}}).data)
+
+
+COLUMNS_REFUSED = r"^columns: source column\(s\) \['genre'\] are in neither the events nor the items file$"
+
+
+def test_a_columns_source_in_neither_file_is_refused_when_streaming_too(tmp_path, table_file):
+    """The loader refused ``columns: {genre: ...}`` naming no column of either file; the streaming scan
+    (and Spark) ignored it."""
+    from conrec.errors import ConfigError
+
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,kind\n" + "".join(f"i{k},Item {k},x\n" for k in range(23)))
+    data = {"source": "table", "events_path": str(table_file), "items_path": str(items), "columns": {"genre": "category"}}
+    for streaming in ("off", "on"):
+        with pytest.raises(ConfigError, match=COLUMNS_REFUSED):
+            _run(tmp_path, f"cols_{streaming}", {**data, "streaming": streaming})
+    _run(tmp_path, "kind", {**data, "columns": {"kind": "category"}, "streaming": "on"})  # a column of the items file: mapped

@@ -91,6 +91,7 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     lf = _scan_file(path, cfg.columns, cfg.engine)
     has_rows(lf.head(1).collect(engine="streaming"), path, "events")  # one row read, not the file
     schema = lf.collect_schema()
+    check_column_sources(cfg, list(schema))
     lf = lf.rename({k: v for k, v in cfg.columns.items() if k in schema})
     schema = lf.collect_schema()
     missing = [c for c in ("user_id", "item_id", "ts") if c not in schema]
@@ -118,6 +119,20 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
     )
+
+
+def check_column_sources(cfg: DataConfig, event_columns: list[str]) -> None:
+    """The loader's check that every ``data.columns`` source is a column of the events or the items
+    file (a misspelt one would silently map nothing), from the items file's header alone."""
+    unknown = set(cfg.columns) - set(event_columns)
+    if unknown and cfg.items_path is not None:
+        items = existing_file(cfg.items_path, "items")
+        try:
+            unknown -= set(_scan_file(items, {}).collect_schema())
+        except Exception:  # another suffix, a malformed file: the items reader (table_items) refuses it in its own line
+            return
+    if unknown:
+        raise ConfigError(f"columns: source column(s) {sorted(unknown)} are in neither the events nor the items file")
 
 
 def _text_feedback(lf: pl.LazyFrame, what: str) -> pl.Expr:
