@@ -244,15 +244,16 @@ def test_two_digit_years_read_as_their_century(tmp_path):
             assert_same_run(ref, _run(tmp_path, f"yy{k}_{streaming}", {**data, "events_path": str(text), "streaming": streaming})[0])
 
 
-def digit_date_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+def digit_date_log(tmp_path: Path, layout: str = "%Y%m%d") -> tuple[dict[str, Any], Path]:
     """The edge-case log at midnights: the data config of it as Parquet (epoch seconds), and the same
-    log as CSV with its days as eight digits (``20231114``), read with ``ts_format: '%Y%m%d'``."""
+    log as CSV with its days as eight digits (``20231114``; ``02122023`` with ``%d%m%Y``), read with
+    ``ts_format: layout``."""
     import datetime as dt
 
     frame = edge_case_events().with_columns(pl.col("ts") // DAY * DAY + pl.int_range(pl.len()) % 7 * DAY).unique(["user_id", "item_id", "ts"])
-    plain, text = tmp_path / "days.parquet", tmp_path / "days.csv"
+    plain, text = tmp_path / "days.parquet", tmp_path / f"days_{layout.replace('%', '')}.csv"
     frame.write_parquet(plain)
-    days = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y%m%d") for ts in frame["ts"]]
+    days = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime(layout) for ts in frame["ts"]]
     text.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{d},{fb}\n" for (u, i, _, fb), d in zip(frame.iter_rows(), days)))
     return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, text
 
@@ -260,11 +261,13 @@ def digit_date_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
 def test_dates_written_as_digits_read_with_their_layout(tmp_path):
     """With ``ts_format: '%Y%m%d'`` an integer column is dates (the loaders read integers as epoch
     seconds whatever the layout said), in memory and streamed."""
-    data, text = digit_date_log(tmp_path)
-    ref, _ = _run(tmp_path, "plain", data)
-    for streaming in ("off", "on"):
-        got, _ = _run(tmp_path, f"days_{streaming}", {**data, "events_path": str(text), "ts_format": "%Y%m%d", "streaming": streaming})
-        assert_same_run(ref, got)
+    for layout in ("%Y%m%d", "%d%m%Y"):  # 02122023: read as the integer 2122023, a day lost its zero and the row was dropped
+        data, text = digit_date_log(tmp_path, layout)
+        assert layout == "%Y%m%d" or any(line.split(",")[2].startswith("0") for line in text.read_text().splitlines()[1:])
+        ref, _ = _run(tmp_path, f"plain_{layout[1]}", data)  # the log's row order is drawn anew per call: its own reference
+        for streaming in ("off", "on"):
+            got, _ = _run(tmp_path, f"days_{layout[1]}_{streaming}", {**data, "events_path": str(text), "ts_format": layout, "streaming": streaming})
+            assert_same_run(ref, got)
 
 
 def microsecond_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:

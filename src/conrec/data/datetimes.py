@@ -12,6 +12,8 @@ used only when it reads more values than any listed layout.
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from conrec.errors import DataValidationError
@@ -51,6 +53,19 @@ def _plausible(parsed: pl.Series) -> pl.Series:
 
 
 DIGIT_DATE = "%Y%m%d"
+_DIGIT_WIDTHS = {"Y": 4, "y": 2, "m": 2, "d": 2, "H": 2, "M": 2, "S": 2}
+
+
+def digit_layout_width(fmt: str) -> int | None:
+    """The width of a layout made only of numeric directives (``%d%m%Y``: 8), else None.
+
+    Why: a CSV reader infers such a column as integers and Parquet may store it so, and ``02122023``
+    (2 December) becomes the integer 2122023: read back as text it must get its leading zero again,
+    or every day 01-09 is dropped as an unreadable timestamp.
+    """
+    if not re.fullmatch(r"(?:%[YymdHMS])+", fmt):
+        return None
+    return sum(_DIGIT_WIDTHS[d] for d in fmt[1::2])
 
 
 def digit_dates(s: pl.Series) -> bool:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig
-from conrec.data.datetimes import SAMPLE, detect_format, inferred_dates
+from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_valid, repair_items
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, id_as_text, validate_items
@@ -148,7 +148,10 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
     if dtype.is_temporal():
         return ts.cast(pl.Datetime("us")).dt.epoch("s")
     if cfg.ts_format is not None and (dtype == pl.String or dtype.is_integer()):  # as the loader: every value in the layout
-        return ts.cast(pl.String).str.strip_chars().str.to_datetime(cfg.ts_format, strict=False, time_unit="us").dt.epoch("s")
+        text = ts.cast(pl.String).str.strip_chars()
+        if dtype.is_integer() and (width := digit_layout_width(cfg.ts_format)) is not None:  # 02122023 read as 2122023
+            text = text.str.zfill(width)
+        return text.str.to_datetime(cfg.ts_format, strict=False, time_unit="us").dt.epoch("s")
     if dtype == pl.String:
         sample = lf.select(ts.drop_nulls().str.strip_chars()).head(SAMPLE).collect(engine="streaming")["ts"]
         fmt = detect_format(sample, what, "ts") if sample.len() and sample.cast(pl.Int64, strict=False).null_count() == sample.len() else None

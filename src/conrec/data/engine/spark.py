@@ -34,7 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
-from conrec.data.datetimes import SAMPLE, detect_format, inferred_dates
+from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
@@ -128,7 +128,10 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     elif dict(df.dtypes)["ts"] == "timestamp_ntz":  # a time without a zone: UTC (the session's zone), as polars reads it
         df = df.withColumn("ts", F.col("ts").cast("timestamp"))
     elif cfg.ts_format is not None and dict(df.dtypes)["ts"] in ("string", "int", "bigint"):  # every value in the layout, 20231225 too
-        df = df.withColumn("ts", _string_times(pl.Series("ts", [], dtype=pl.String), cfg.ts_format, what, F.col("ts").cast("string")))
+        text = F.col("ts").cast("string")
+        if dict(df.dtypes)["ts"] != "string" and (width := digit_layout_width(cfg.ts_format)) is not None:
+            text = F.lpad(text, width, "0")  # 02122023 (%d%m%Y) inferred as the integer 2122023, as the loaders restore it
+        df = df.withColumn("ts", _string_times(pl.Series("ts", [], dtype=pl.String), cfg.ts_format, what, text))
     elif dict(df.dtypes)["ts"] == "string":  # date/time strings Spark did not read as timestamps itself, or numbers with junk
         sample = _sample(df, "ts").str.strip_chars()
         dates = sample.len() > 0 and sample.cast(pl.Int64, strict=False).null_count() == sample.len()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from conrec.data.datetimes import parse_datetimes
+from conrec.data.datetimes import digit_layout_width, parse_datetimes
 from conrec.data.repair import RepairLog, drop_rows, repair_events, repair_items
 from conrec.data.schema import (
     DISLIKE,
@@ -256,6 +256,8 @@ def parse_timestamps(
     name = s.name
     if ts_format is not None and s.dtype.is_integer():  # 20231225 with %Y%m%d: a date written as digits, not epoch seconds
         s = s.cast(pl.String)
+        if (width := digit_layout_width(ts_format)) is not None:  # 2122023 read from 02122023 (%d%m%Y)
+            s = s.str.zfill(width)
     if s.dtype == pl.Date:
         s = s.cast(pl.Datetime("us"))
     if s.dtype.is_temporal():
