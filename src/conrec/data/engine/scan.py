@@ -32,6 +32,7 @@ from conrec.data.sources.common import (
     PARQUET_SUFFIXES,
     PER_SECOND,
     categoricals_as_text,
+    check_column_sources,
     csv_reading,
     csv_separator,
     existing_file,
@@ -91,7 +92,7 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     lf = _scan_file(path, cfg.columns, cfg.engine)
     has_rows(lf.head(1).collect(engine="streaming"), path, "events")  # one row read, not the file
     schema = lf.collect_schema()
-    check_column_sources(cfg, list(schema))
+    _check_column_sources(cfg, list(schema))
     lf = lf.rename({k: v for k, v in cfg.columns.items() if k in schema})
     schema = lf.collect_schema()
     missing = [c for c in ("user_id", "item_id", "ts") if c not in schema]
@@ -121,18 +122,16 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     )
 
 
-def check_column_sources(cfg: DataConfig, event_columns: list[str]) -> None:
-    """The loader's check that every ``data.columns`` source is a column of the events or the items
-    file (a misspelt one would silently map nothing), from the items file's header alone."""
-    unknown = set(cfg.columns) - set(event_columns)
-    if unknown and cfg.items_path is not None:
+def _check_column_sources(cfg: DataConfig, event_columns: list[str]) -> None:
+    """The loader's :func:`check_column_sources`, with the items file's header alone."""
+    present = list(event_columns)
+    if set(cfg.columns) - set(present) and cfg.items_path is not None:
         items = existing_file(cfg.items_path, "items")
         try:
-            unknown -= set(_scan_file(items, {}).collect_schema())
+            present += list(_scan_file(items, {}).collect_schema())
         except Exception:  # another suffix, a malformed file: the items reader (table_items) refuses it in its own line
             return
-    if unknown:
-        raise ConfigError(f"columns: source column(s) {sorted(unknown)} are in neither the events nor the items file")
+    check_column_sources(cfg.columns, present)
 
 
 def _text_feedback(lf: pl.LazyFrame, what: str) -> pl.Expr:

@@ -190,6 +190,14 @@ def csv_reading(
     return {**fixed, **{c: pl.String() for c in numeric}}, fixes
 
 
+def check_column_sources(columns: Mapping[str, str], present: Collection[str]) -> None:
+    """Refuse a ``data.columns`` source that is a column of neither file (a misspelt one would silently
+    map nothing); ``present``: the events' and the items' column names. Every engine asks this."""
+    unknown = sorted(set(columns) - set(present))
+    if unknown:
+        raise ConfigError(f"columns: source column(s) {unknown} are in neither the events nor the items file")
+
+
 def source_names(columns: Mapping[str, str], roles: Collection[str]) -> set[str]:
     """The names a file may give the canonical ``roles``: the roles themselves, and what ``data.columns`` maps to them."""
     return set(roles) | {src for src, dst in columns.items() if dst in roles}

@@ -14,6 +14,7 @@ from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, id_as_text
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
     TsUnit,
+    check_column_sources,
     existing_file,
     finish_tables,
     not_feedback_values,
@@ -62,10 +63,7 @@ def load_table(
     as_strings: dict[str, pl.DataType] = {c: pl.String() for c in source_names(columns, ("user_id", "item_id"))}
     events = read_table_file(ev_path, "events", schema_overrides=as_strings, values=source_names(columns, ("rating", "feedback")))
     items_raw = read_table_file(items_path, "items", schema_overrides=as_strings) if items_path is not None else None
-    present = set(events.columns) | set(items_raw.columns if items_raw is not None else [])
-    unknown_sources = sorted(set(columns) - present)
-    if unknown_sources:
-        raise ConfigError(f"columns: source column(s) {unknown_sources} are in neither the events nor the items file")
+    check_column_sources(columns, [*events.columns, *(items_raw.columns if items_raw is not None else [])])
 
     what = f"events file {ev_path}"
     events = events.rename({k: v for k, v in columns.items() if k in events.columns})
