@@ -532,7 +532,8 @@ def number_rows(df: DataFrame, order: list[Column]) -> DataFrame:
     """``sample_id``: the 0-based rank in ``order``, from per-partition counts and offsets (a global
     ``row_number`` window would pull every row into one partition)."""
     ordered = df.orderBy(*order).withColumn("_part", F.spark_partition_id()).withColumn("_mono", F.monotonically_increasing_id()).cache()
-    counts = dict(ordered.groupBy("_part").agg(F.count(F.lit(1)), F.min("_mono")).rdd.map(lambda r: (r[0], (r[1], r[2]))).collect())
+    # a plain collect, not ``.rdd.map``: a Python lambda over an RDD starts Python worker processes (seconds)
+    counts = {r[0]: (r[1], r[2]) for r in ordered.groupBy("_part").agg(F.count(F.lit(1)), F.min("_mono")).collect()}
     offsets, total = {}, 0
     for part in sorted(counts):
         offsets[part] = total - counts[part][1]
