@@ -34,10 +34,8 @@ from conrec.config import PipelineConfig
 from conrec.io import write_json
 from conrec.pipeline import run_pipeline, stale_reason
 from conrec.run_lock import holding_run
-from conrec.runs import FINGERPRINT_FILE, RunDir
+from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, RunDir
 from conrec.stages import STAGE_REGISTRY, STAGES
-
-PARENT_FILE = "parent.json"
 
 
 def link_unchanged(parent: str | Path, cfg: PipelineConfig, stages: tuple[str, ...] = STAGES) -> list[str]:

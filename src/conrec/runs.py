@@ -52,7 +52,9 @@ from conrec.stages import (
 if TYPE_CHECKING:
     from conrec.config import PipelineConfig
 
-__all__ = ["FINGERPRINT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
+__all__ = ["FINGERPRINT_FILE", "PARENT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
+
+PARENT_FILE = "parent.json"  # a child run's record of its parent and linked stages (conrec.experiments)
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class RunDir:
         detached = [s for s in STAGES[STAGES.index(stage) :] if self.stage_dir(s).is_symlink()]
         for s in detached:
             self.stage_dir(s).unlink()
-        record = self.root / "parent.json"  # conrec.experiments.PARENT_FILE: what is linked, kept true
+        record = self.root / PARENT_FILE  # what is linked, kept true
         if detached and record.is_file():
             try:
                 info = json.loads(record.read_text())
