@@ -109,12 +109,12 @@ def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | No
 
 def score_batch(
     predictor: Predictor, df: pl.DataFrame, threshold: float | None, where: str = "batch", known: dict[str, History] | None = None,
-    explainer: Explainer | None = None,
+    explainer: Explainer | None = None, parsed: tuple[list[History], list[list[str]]] | None = None,
 ) -> pl.DataFrame:
     """The batch table's other columns + ``candidates``, ``scores``, ``ranks`` (+ ``decisions``; + ``reasons``,
     one sentence per candidate, with an ``explainer``); ``known``: the histories of ``user_id`` rows (see
-    :func:`batch_histories`)."""
-    histories, slates = batch_slates(df, where, known)
+    :func:`batch_histories`); ``parsed``: :func:`batch_slates` of ``df`` when the caller has it already."""
+    histories, slates = parsed if parsed is not None else batch_slates(df, where, known)
     scores = predictor.score(histories, slates)
     kept = [c for c in df.columns if c not in (*_HISTORY_COLUMNS, "candidates", "scores", "ranks", "decisions", "reasons")]
     out = pl.DataFrame(
@@ -179,10 +179,11 @@ def run(
         where = f"score batch {batch}"
         has_history = any(c in df.columns for c in _HISTORY_COLUMNS)
         known = run_histories(run_dir, where, cfg.serve.max_history) if "user_id" in df.columns and not has_history else None
-        check_item_ids(*batch_slates(df, where, known), known_item_ids(run_dir), where)
+        parsed = batch_slates(df, where, known)
+        check_item_ids(*parsed, known_item_ids(run_dir), where)
         predictor = _load_predictor(cfg, model)
         explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n) if explain else None
-        result = score_batch(predictor, df, threshold, where, known, explainer)
+        result = score_batch(predictor, df, threshold, where, known, explainer, parsed)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
         console.print(f"{result.height} slates scored ({model} model) -> {target}")
