@@ -106,4 +106,4 @@ def test_tables_label_the_intervals_with_the_level_they_were_computed_at() -> No
     console = Console(record=True, width=120)
     console.print(summary_table(metrics, [20]))
     text = console.export_text()
-    assert "50% CI" in text and "95% CI" not in text
+    assert "50% CI" in text and "95% CI" not in text and "its 50% CI excludes" in " ".join(text.split())

@@ -41,16 +41,17 @@ def summary_table(
     """Model | FHR@K [CI at the rows' level] | Δ vs best | HR@K | Cand. Acc@1 at the largest K (rows in ``metrics`` order)."""
     k = max(ks) if ks else 20
     fhr = f"FHR@{k}"
+    level = ci_label(metrics)
     table = Table(
         title="results (full table: report.md)",
-        caption="Δ: paired FHR difference vs the best baseline (ref); *: CI excludes 0. HR: the next dislike in the "
+        caption=f"Δ: paired FHR difference vs the best baseline (ref); *: its {level} excludes 0. HR: the next dislike in the "
         "top-K; Cand. Acc@1: it ranked first among that day's exposures",
         box=box.SIMPLE_HEAD,
         header_style="bold",
         pad_edge=False,
     )
     table.add_column("model", no_wrap=True)
-    table.add_column(f"{fhr} [{ci_label(metrics)}]", justify="right", no_wrap=True)
+    table.add_column(f"{fhr} [{level}]", justify="right", no_wrap=True)
     table.add_column("Δ vs best", justify="right", no_wrap=True)
     table.add_column(f"HR@{k}", justify="right", no_wrap=True)
     table.add_column("Cand. Acc@1", justify="right", no_wrap=True)
