@@ -116,14 +116,17 @@ def test_loading_a_model_prints_no_third_party_progress_bar(tmp_path: Path) -> N
         "    from conrec.runtime import quiet_third_party\n"
         "    quiet_third_party()\n"
         "model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig()))\n"
-        f"model.save_pretrained({str(tmp_path / 'm')!r})\n"
+        "model.save_pretrained(sys.argv[2])\n"
         "from conrec.llm.model.backbone import load_causal_lm\n"
-        f"load_causal_lm(__import__('pathlib').Path({str(tmp_path / 'm')!r}))\n"
+        "load_causal_lm(__import__('pathlib').Path(sys.argv[2]))\n"
     )
     import os
 
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
-    loud = subprocess.run([sys.executable, "-c", code, "loud"], capture_output=True, text=True, env=env, check=True)
-    quiet = subprocess.run([sys.executable, "-c", code, "quiet"], capture_output=True, text=True, env=env, check=True)
-    assert "Loading weights" in loud.stderr  # the test can fail: the bar exists without conrec's setup
-    assert "Loading weights" not in quiet.stderr and "it/s" not in quiet.stderr, quiet.stderr
+    # both at once: each spends seconds importing torch and transformers, mostly waiting on the disk
+    procs = [subprocess.Popen([sys.executable, "-c", code, mode, str(tmp_path / mode)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for mode in ("loud", "quiet")]
+    (_, loud_err), (_, quiet_err) = (p.communicate(timeout=300) for p in procs)
+    assert [p.returncode for p in procs] == [0, 0], loud_err + quiet_err
+    assert "Loading weights" in loud_err  # the test can fail: the bar exists without conrec's setup
+    assert "Loading weights" not in quiet_err and "it/s" not in quiet_err, quiet_err
