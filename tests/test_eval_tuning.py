@@ -55,6 +55,10 @@ def test_registry_and_budget() -> None:
         EvalConfig(ease={"grid": {"l2": [1, 2, 3]}}, tune_budget=2)
     with pytest.raises(ValueError, match="unknown setting"):
         EvalConfig(ease={"grid": {"lambda": [1.0]}})
+    # "the same budget for all" holds by default: every baseline's own grid fills the budget (SASRec,
+    # the per-user protocol's best baseline, had 4 points against the others' 6)
+    defaults = EvalConfig()
+    assert {name: len(getattr(defaults, name).grid_points()) for name in BASELINE_NAMES} == dict.fromkeys(BASELINE_NAMES, defaults.tune_budget)
 
 
 def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -165,7 +165,7 @@ class SasrecConfig(_Tunable):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the process's (top-level `threads`)")
-    grid: dict[str, list[Any]] = Field(default_factory=lambda: dict[str, list[Any]]({"epochs": [15, 30], "dropout": [0.2, 0.5]}))
+    grid: dict[str, list[Any]] = Field(default_factory=lambda: dict[str, list[Any]]({"epochs": [15, 30, 60], "dropout": [0.2, 0.5]}))
 
 
 class SlateConfig(_Strict):
