@@ -82,6 +82,25 @@ def test_add_intervals_against_the_best_baseline() -> None:
         add_intervals({}, {"a": {"FHR@20": np.ones(3)}, "b": {"FHR@20": np.ones(4)}}, ["a"], ["FHR@20"])
 
 
+def test_no_baseline_marks_no_row_as_the_reference_and_one_point_gets_no_interval() -> None:
+    """With eval.baselines: [] every LM row read "ref"/"(best baseline)"; with one evaluation point a
+    zero-width interval was printed as a difference whose CI "excludes 0"."""
+    from conrec.eval.report import diff_cell
+    from conrec.eval.summary import delta_cell
+
+    values = {"sft": {"FHR@20": np.r_[np.ones(5), np.zeros(5)]}, "grpo": {"FHR@20": np.ones(10)}}
+    metrics: dict[str, dict[str, object]] = {m: {"FHR@20": float(v["FHR@20"].mean())} for m, v in values.items()}
+    add_intervals(metrics, values, [], ["FHR@20"], resamples=50)
+    assert all("FHR@20_ci" in row for row in metrics.values())
+    assert {delta_cell(row, "FHR@20") for row in metrics.values()} == {diff_cell(row, "FHR@20") for row in metrics.values()} == {"–"}
+    add_intervals(metrics, values, ["sft"], ["FHR@20"], resamples=50)
+    assert delta_cell(metrics["sft"], "FHR@20") == "ref" and diff_cell(metrics["sft"], "FHR@20") == "(best baseline)"
+    assert delta_cell(metrics["grpo"], "FHR@20").startswith("+0.500")
+    one: dict[str, dict[str, object]] = {"pop": {"FHR@20": 1.0}, "lm": {"FHR@20": 0.0}}
+    add_intervals(one, {"pop": {"FHR@20": np.ones(1)}, "lm": {"FHR@20": np.zeros(1)}}, ["pop"], ["FHR@20"], resamples=50)
+    assert one == {"pop": {"FHR@20": 1.0}, "lm": {"FHR@20": 0.0}} and delta_cell(one["lm"], "FHR@20") == "–"
+
+
 def test_add_intervals_skips_a_metric_with_an_empty_population() -> None:
     values = {"a": {"LUF@5": np.full(4, np.nan)}, "b": {"LUF@5": np.full(4, np.nan)}}
     metrics: dict[str, dict[str, object]] = {"a": {}, "b": {}}

@@ -188,6 +188,14 @@ def test_forgetting_summary_by_hand():
     at_chance = summary({"discernment": {"accuracy": 0.242, "n_questions": 200}}, {"stages": [{"stage": "a", "discernment": {"accuracy": 0.242}}]})
     assert "SFT is within chance on these 200 questions" in markdown(at_chance)
     assert summary(None, None) is None and summary({"discernment": None}, {"stages": []}) is None
+    # a GRPO whose every group had zero advantage never moved off the SFT weights: no forgetting figure
+    idle = {"stages": [{"stage": "a", "discernment": {"accuracy": 0.8}, "mean_zero_adv_share": 1.0},
+                       {"stage": "b", "discernment": {"accuracy": 0.7}, "mean_zero_adv_share": 0.5}]}
+    s = summary(sft, idle)
+    assert s["stages"][0]["forgetting"] is None and s["stages"][0]["no_update"]
+    assert s["stages"][1]["forgetting"] == pytest.approx(0.125) and s["forgetting"] == pytest.approx(0.125) and not s["no_update"]
+    assert "| GRPO stage a | 0.800 | – (no update) |" in markdown(s) and "zero advantage" in markdown(s)
+    assert summary(sft, {"stages": idle["stages"][:1]})["forgetting"] is None
 
 
 def test_discernment_weight_gives_repeated_draws_per_sample(tables):

@@ -181,9 +181,34 @@ def test_an_earlier_evals_optional_outputs_are_not_left_for_later_tables(tmp_pat
     """Slates off now, on before: the old slate_metrics.json was shown as this run's Cand. Acc."""
     run, _ = eval_run_dir(tmp_path / "run")
     run.eval.mkdir(parents=True, exist_ok=True)
-    for name in ("slate_metrics.json", "slates.parquet", "tuning.json"):
+    earlier = ("slate_metrics.json", "slates.parquet", "tuning.json", "grpo_rewards.png")
+    for name in earlier:
         (run.eval / name).write_text("{}")
+    # a GRPO not evaluated now (here: none is; in the field, one trained from an earlier SFT model): its
+    # discernment stages and rewards were reported as this run's forgetting
+    run.grpo.mkdir(parents=True, exist_ok=True)
+    (run.grpo / "stats.json").write_text('{"stages": [{"stage": "neg_only", "discernment": {"accuracy": 0.357}}]}')
+    (run.grpo / "reward_log.json").write_text('[{"stage": "neg_only", "stage_index": 0, "step": 1, "reward": 0.5, "components": {}}]')
     cfg = _cfg(run.root, baselines=["popularity"], slates={"enabled": False}, models=[])
     STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     assert (run.eval / "metrics.json").exists()
-    assert not any((run.eval / n).exists() for n in ("slate_metrics.json", "slates.parquet", "tuning.json"))
+    assert not any((run.eval / n).exists() for n in earlier)
+    assert "GRPO stage" not in (run.eval / "report.md").read_text()
+
+
+def test_tuning_without_valid_points_names_tuning_not_the_evaluated_split(tmp_path: Path) -> None:
+    run, _ = eval_run_dir(tmp_path / "run")
+    samples = pl.read_parquet(run.samples)
+    samples.filter(pl.col("split") != "valid").write_parquet(run.samples)
+    cfg = _cfg(run.root, baselines=["popularity"], slates={"enabled": False}, models=[], tune=True)
+    with pytest.raises(StageInputError, match="eval.tune chooses each baseline's settings on the valid split, which has no samples"):
+        STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+
+
+def test_a_level_between_whole_percents_is_written_as_it_is(tmp_path: Path) -> None:
+    """eval.bootstrap.level 0.975: the dataset table said "98% percentile CI" beside "97.5% CI" tables."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    cfg = _cfg(run.root, baselines=["popularity"], slates={"enabled": False}, models=[], bootstrap={"level": 0.975, "resamples": 50})
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    report = (run.eval / "report.md").read_text()
+    assert "97.5% percentile CI" in report and "98%" not in report

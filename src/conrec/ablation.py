@@ -148,7 +148,7 @@ def _baseline_rows(cfg: PipelineConfig, rd: RunDir, e: dict[str, Any]) -> tuple[
     ablation table compares its variants with, on the same points."""
     baseline_metrics = read_json(rd.eval / "metrics.json", what="eval metrics")
     baselines = [b for b in cfg.eval.baselines if b in baseline_metrics]
-    metrics: dict[str, dict[str, Any]] = {b: {k: v for k, v in baseline_metrics[b].items() if not k.endswith(("_ci", "_diff", "_vs"))}
+    metrics: dict[str, dict[str, Any]] = {b: {k: v for k, v in baseline_metrics[b].items() if not k.endswith(("_ci", "_diff", "_vs", "_ref"))}
                                           for b in baselines}
     points: dict[str, Any] = {b: _points(rd, b, e, [])[1] for b in baselines if (rd.predictions / f"{b}.parquet").exists()}
     return baselines, metrics, points
@@ -211,7 +211,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
-    from conrec.llm.training.discernment import forgetting
+    from conrec.llm.training.discernment import chance_bound, forgetting, made_no_update
 
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / "paper"
@@ -225,6 +225,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     baselines, metrics, points = _baseline_rows(cfg, RunDir(root / "baselines"), e)
     rows: list[dict[str, Any]] = []
     sft_acc: float | None = None
+    sft_questions = 0
     for name, label, vcfg, with_grpo in paper_ladder(cfg):
         console.rule(f"[bold]ablation paper: {name}")
         row_started = time.perf_counter()
@@ -233,17 +234,19 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         child = _row(parent, vcfg, root / name, model, console)
         info = _row_info(child, model)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
+        stages = (info["stats"].get("stages") or []) if with_grpo else []
+        no_update = with_grpo and made_no_update(stages)  # the SFT model unchanged: 0.0% forgetting would mean nothing
         if with_grpo:
-            stages = info["stats"].get("stages") or []
             acc = ((stages[-1].get("discernment") or {}) if stages else {}).get("accuracy")
         else:
             acc = (info["stats"].get("discernment") or {}).get("accuracy")
-            sft_acc = acc
+            sft_acc, sft_questions = acc, int((info["stats"].get("discernment") or {}).get("n_questions") or 0)
         if acc is not None:
             metrics[name]["discern_acc"] = acc
         rows.append({"variant": name, "what": label, "train_seconds": info["train_seconds"], "eval_seconds": info["eval_seconds"],
                      "row_seconds": round(time.perf_counter() - row_started, 1), "discern_acc": acc,
-                     "forgetting": forgetting(sft_acc, acc) if with_grpo else None,
+                     "forgetting": forgetting(sft_acc, acc) if with_grpo and not no_update else None, "no_update": no_update,
+                     "zero_adv_share": info["stats"].get("mean_zero_adv_share") if with_grpo else None,
                      "paper_FHR@20": PAPER_FHR20[name]})
 
     ecfg = cfg.eval
@@ -272,12 +275,12 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     lines = [
         "# Ablation: the CoNRec paper's Table 2 ladder", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{ecfg.split}` ({n_points} points), future window N = "
-        f"{cfg.data.split.horizon_days:g} days; {b.level:.0%} bootstrap CIs over the points ({b.resamples} resamples). "
+        f"{cfg.data.split.horizon_days:g} days; {100 * b.level:g}% bootstrap CIs over the points ({b.resamples} resamples). "
         "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
         "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
         f"| row | adds | {key} [{label}] | Δ prev [{label}] | Δ vs best baseline [{label}] | HR@{k} | LUF@{k} | discern acc | forgetting | "
-        f"paper {key} | train s | row s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"zero-advantage groups | paper {key} | train s | row s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         m = metrics[r["variant"]]
@@ -287,12 +290,18 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
                  f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
         lines.append(
             f"| {r['variant']} | {r['what']} | {ci(r, key)} | {dprev} | {dbest} | {cell(m.get(f'HR@{k}'))} | "
-            f"{cell(m.get(f'LUF@{k}'))} | {cell(r['discern_acc'])} | {cell(r['forgetting'], '{:.1%}')} | "
-            f"{r['paper_FHR@20']:.4f} | {cell(r['train_seconds'], '{:g}')} | {r['row_seconds']:g} |")
+            f"{cell(m.get(f'LUF@{k}'))} | {cell(r['discern_acc'])} | {'– (no update)' if r['no_update'] else cell(r['forgetting'], '{:.1%}')} | "
+            f"{cell(r['zero_adv_share'], '{:.0%}')} | {r['paper_FHR@20']:.4f} | {cell(r['train_seconds'], '{:g}')} | {r['row_seconds']:g} |")
     best = max(baselines, key=lambda n: metrics[n].get(key, -1.0)) if baselines else None
     if best is not None:
         lines.append(f"| ({best}: best baseline) | | {ci({'variant': best}, key)} | | | {cell(metrics[best].get(f'HR@{k}'))} | "
-                     f"{cell(metrics[best].get(f'LUF@{k}'))} | | | | | |")
+                     f"{cell(metrics[best].get(f'LUF@{k}'))} | | | | | | |")
+    if any(r["no_update"] for r in rows):
+        lines += ["", "No update: every GRPO group of that row had zero advantage (all rewards equal), so its model is the "
+                  "SFT model it started from, and its forgetting is not a result."]
+    if sft_acc is not None and sft_questions and sft_acc <= chance_bound(sft_questions):
+        lines += ["", f"The SFT rows' discernment accuracy is within chance on these {sft_questions} questions (0.25 + 2 "
+                  "standard errors), so the forgetting column measures nothing here."]
     lines += ["", "All models:", "", markdown_table(metrics, ks), "",
               f"Total {seconds:g} s (data/SID/baselines included). train s = the row's own training (GRPO rows start from "
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
@@ -333,11 +342,14 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         ]
     else:
         variants = [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
+    own: dict[str, str] = {}  # rows whose model is the run's own (their Candidate Acc. is the run's eval's)
     for name, label, vcfg, model in variants:
         console.rule(f"[bold]ablation {what}: {name}")
         child = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         info = _row_info(child, model)
+        if child.stage_dir(model).resolve() == rd.stage_dir(model).resolve():  # the run's own model, linked
+            own[name] = model
         zero = info["stats"].get("mean_zero_adv_share") if model == "grpo" else None
         rows.append({"variant": name, "what": label, "train_seconds": info["train_seconds"],
                      "eval_seconds": info["eval_seconds"], "zero_adv_share": zero})
@@ -368,6 +380,9 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
-    console.print(summary_table(metrics, ks, _slate_metrics(rd)))
+    slates = _slate_metrics(rd)
+    if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
+        slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
+    console.print(summary_table(metrics, ks, slates))
     console.print(f"ablation table: {rd.root / 'ablations' / f'{what}.md'}")
     return metrics

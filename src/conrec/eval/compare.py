@@ -8,7 +8,8 @@ an evaluation are scored. Keys added to ``metrics[model]`` for each headline key
 * ``m_ci``: ``[lo, hi]``, the percentile CI of the model's mean;
 * ``m_diff``, ``m_diff_ci``: mean(model) - mean(best baseline) and its paired CI;
 * ``m_vs``: the name of that baseline (the baseline with the best point estimate of ``m``; the
-  best baseline itself gets no difference);
+  best baseline itself gets no difference, and ``m_ref: true`` instead; with no baseline, no row
+  gets either);
 * ``ci_level``: the intervals' level (``eval.bootstrap.level``), which every table labels them with.
 """
 
@@ -23,6 +24,7 @@ from conrec.eval.bootstrap import mean_ci, paired_diff_ci, resample_indices
 from conrec.eval.metrics import higher_is_better, nan_mean
 
 HEADLINE_METRICS = ("FHR", "LUF", "LIF", "HR")
+MIN_POINTS = 2  # fewer evaluation points get no intervals and no paired differences (the eval stage says so)
 
 
 def best_baseline(values: dict[str, dict[str, np.ndarray]], baselines: Sequence[str], key: str) -> str | None:
@@ -54,7 +56,10 @@ def add_intervals(
         return
     if len(lengths) != 1:
         raise ValueError(f"per-point arrays differ in length across models/keys: {sorted(lengths)}")
-    idx = resample_indices(lengths.pop(), resamples, seed)
+    n = lengths.pop()
+    if n < MIN_POINTS:  # every resample is the one point: a zero-width interval that "excludes 0"
+        return
+    idx = resample_indices(n, resamples, seed)
     for key in keys:
         ref = best_baseline(values, baselines, key)
         for model, per_key in values.items():
@@ -63,6 +68,8 @@ def add_intervals(
             row = metrics.setdefault(model, {})
             row["ci_level"] = level
             row[f"{key}_ci"] = list(mean_ci(per_key[key], idx, level))
+            if model == ref:
+                row[f"{key}_ref"] = True
             if ref is None or model == ref:
                 continue
             ref_values = values[ref][key]

@@ -100,7 +100,7 @@ def diff_cell(row: dict[str, Any], key: str) -> str:
     """``+0.021 [-0.010, 0.052] vs popularity``; '(reference)' for the best baseline itself."""
     d = number_or_none(row.get(key + "_diff"))
     if d is None:
-        return "(best baseline)" if number_or_none(row.get(key)) is not None and key + "_ci" in row else "–"
+        return "(best baseline)" if row.get(key + "_ref") else "–"
     return f"{d:+.3f}{interval_text(row, key + '_diff_ci')} vs {row.get(key + '_vs', '?')}"
 
 
@@ -379,7 +379,7 @@ def write_report(
     """Write ``eval/report.md`` and the PNG plots under ``run_dir``; return the report's path.
 
     Plots: ``metrics.png`` always; ``fhr_vs_horizon.png`` when per-horizon keys are present;
-    ``grpo_rewards.png`` when ``grpo/reward_log.json`` exists.
+    ``grpo_rewards.png`` when GRPO is evaluated and ``grpo/reward_log.json`` exists.
     """
     run = RunDir(run_dir)
     run.eval.mkdir(parents=True, exist_ok=True)
@@ -391,7 +391,7 @@ def write_report(
     if horizon_plot:
         plots.append(horizon_plot)
     reward_log = run.grpo / "reward_log.json"
-    if reward_log.exists():
+    if "grpo" in metrics and reward_log.exists():  # a GRPO not evaluated here may be stale (trained from another SFT model)
         reward_plot = plot_grpo_rewards(load_reward_log(reward_log), run.eval / "grpo_rewards.png")
         if reward_plot:
             plots.append(reward_plot)

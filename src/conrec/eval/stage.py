@@ -34,7 +34,7 @@ from conrec.data.popularity import dislike_counts  # the training dislikes that 
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
-from conrec.eval.compare import add_intervals
+from conrec.eval.compare import MIN_POINTS, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
@@ -157,13 +157,15 @@ def lm_predictions(sections: EvalSections, rd: RunDir, name: str, samples: pl.Da
 
 def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """Discernment accuracy (SFT, each GRPO stage) and forgetting into the LM rows of ``metrics``:
-    ``discern_acc``, ``discern_forgetting`` and ``discern_acc|stage=<name>``."""
+    ``discern_acc``, ``discern_forgetting`` and ``discern_acc|stage=<name>``. GRPO's figures only when
+    GRPO is evaluated here (current, so trained from this SFT model): a stale ``grpo/stats.json`` left by
+    a GRPO trained from an earlier SFT model was reported as this one's forgetting."""
     from conrec.llm.training.discernment import summary
 
     def stats(path: Path) -> dict[str, Any] | None:
         return read_json(path, what="stage stats") if path.exists() else None
 
-    s = summary(stats(rd.sft / "stats.json"), stats(rd.grpo / "stats.json"))
+    s = summary(stats(rd.sft / "stats.json") if "sft" in metrics else None, stats(rd.grpo / "stats.json") if "grpo" in metrics else None)
     if s is None:
         return None
     if "sft" in metrics and s["sft"] is not None:
@@ -208,9 +210,10 @@ def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, ranking
     return taste_section(shares, k, future_on_facet_share(samples, on_facet)) if shares else None
 
 
-OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json")
-"""Eval outputs written only with some settings (slates on, tuning on): removed when the stage starts, so
-that a run evaluated again with slates off does not show the earlier evaluation's candidate accuracies."""
+OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json", "grpo_rewards.png", "sft_learning_curve.png", "fhr_vs_horizon.png")
+"""Eval outputs written only with some settings (slates on, tuning on, GRPO evaluated, ...): removed when the
+stage starts, so that a run evaluated again with slates off does not show the earlier evaluation's candidate
+accuracies, nor one evaluated without GRPO the rewards of an earlier GRPO."""
 
 
 def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
@@ -262,6 +265,11 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     if ecfg.tune and ecfg.baselines:
         if ecfg.split == "valid":
             notes.append("eval.tune is on but the evaluated split is valid: baselines were tuned on the split they are scored on.")
+        if samples_all.filter(pl.col("split") == "valid").height == 0:  # select_samples would blame the evaluated split
+            raise StageInputError(
+                "eval.tune chooses each baseline's settings on the valid split, which has no samples: set eval.tune: false, "
+                "or give valid points (data.split.valid_frac)"
+            )
         valid_samples = select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
 
@@ -341,6 +349,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     bcfg_ci = ecfg.bootstrap
     headline = [f"{m}@{k}" for k in ks for m in bcfg_ci.metrics]
     add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed)
+    if samples.height < MIN_POINTS:
+        notes.append(f"{samples.height} evaluation point: no confidence intervals or paired differences (a bootstrap "
+                     f"needs at least {MIN_POINTS} points); the figures are one user's outcome, not an estimate.")
     discern = _discernment(rd, metrics)
     write_json(metrics, rd.eval / "metrics.json")
     if tuning:
@@ -366,7 +377,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             "events used to fit baselines": fit_events.height,
             "future window N (days)": split_cfg.horizon_days,
             "mean future dislikes per sample": float(cast(float, fut.mean()) or 0.0),
-            "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {bcfg_ci.level:.0%} percentile CI, seed {bcfg_ci.seed}",
+            "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {100 * bcfg_ci.level:g}% percentile CI, seed {bcfg_ci.seed}",
         }
     )
     extra = [slate_report.markdown()] if slate_report is not None else []

@@ -26,10 +26,10 @@ def _value(row: Mapping[str, Any], key: str) -> str:
 
 def delta_cell(row: Mapping[str, Any], key: str) -> str:
     """``+0.021*``: the paired difference vs the best baseline; ``*`` when its CI excludes 0; ``ref``
-    for the best baseline itself; ``–`` where no CI was computed."""
+    for the best baseline itself; ``–`` where no difference was computed (no baseline evaluated, or no CI)."""
     d = number_or_none(row.get(key + "_diff"))
     if d is None:
-        return "ref" if key + "_ci" in row else "–"
+        return "ref" if row.get(key + "_ref") else "–"
     ci = row.get(key + "_diff_ci")
     excludes_zero = isinstance(ci, (list, tuple)) and len(ci) == 2 and (ci[0] > 0 or ci[1] < 0)
     return f"{d:+.3f}" + ("*" if excludes_zero else "")

@@ -152,24 +152,44 @@ def forgetting(before: float | None, after: float | None) -> float | None:
     return (before - after) / before
 
 
+def made_no_update(stages: list[dict[str, Any]]) -> bool:
+    """Whether GRPO stages (``grpo/stats.json``'s ``stages``) left the SFT weights as they were: every
+    group of every stage had zero advantage (all rewards equal), so no policy gradient was ever applied.
+    Their "forgetting" is then 0.0% by construction and says nothing about GRPO."""
+    shares = [s.get("mean_zero_adv_share") for s in stages]
+    return bool(shares) and all(isinstance(z, (int, float)) and z >= 1.0 for z in shares)
+
+
+def chance_bound(n: int) -> float:
+    """0.25 + 2 standard errors of chance accuracy on ``n`` four-choice questions: accuracies up to it
+    are within chance, and a drop from there says nothing."""
+    return 0.25 + 1.96 * (0.25 * 0.75 / n) ** 0.5
+
+
 def summary(sft_stats: dict[str, Any] | None, grpo_stats: dict[str, Any] | None) -> dict[str, Any] | None:
     """Accuracy after SFT and after each GRPO stage, and the forgetting rate of the final model, from
-    ``sft/stats.json`` and ``grpo/stats.json`` (None when nothing was measured)."""
+    ``sft/stats.json`` and ``grpo/stats.json`` (None when nothing was measured). A stage reached
+    without a single update (:func:`made_no_update`) gets no forgetting figure, and ``no_update``."""
     sft = ((sft_stats or {}).get("discernment") or {}).get("accuracy")
+    raw = (grpo_stats or {}).get("stages", [])
     stages = [
-        (s.get("stage"), (s.get("discernment") or {}).get("accuracy"), (s.get("discernment") or {}).get("n_questions"))
-        for s in (grpo_stats or {}).get("stages", [])
+        (s.get("stage"), (s.get("discernment") or {}).get("accuracy"), (s.get("discernment") or {}).get("n_questions"),
+         made_no_update(raw[: j + 1]))
+        for j, s in enumerate(raw)
     ]
     stages = [s for s in stages if s[1] is not None]
     if sft is None and not stages:
         return None
     final = stages[-1][1] if stages else None
+    final_no_update = stages[-1][3] if stages else False
     n = ((sft_stats or {}).get("discernment") or {}).get("n_questions") or (stages[-1][2] if stages else None)
     return {
         "sft": sft,
-        "stages": [{"stage": name, "accuracy": acc, "forgetting": forgetting(sft, acc)} for name, acc, _ in stages],
+        "stages": [{"stage": name, "accuracy": acc, "forgetting": None if same else forgetting(sft, acc), "no_update": same}
+                   for name, acc, _, same in stages],
         "grpo": final,
-        "forgetting": forgetting(sft, final),
+        "forgetting": None if final_no_update else forgetting(sft, final),
+        "no_update": final_no_update,
         "n_questions": n,
     }
 
@@ -188,9 +208,13 @@ def markdown(s: dict[str, Any]) -> str:
         "|---|---:|---:|",
         f"| SFT | {fmt(s.get('sft'))} | |",
     ]
-    lines += [f"| GRPO stage {st['stage']} | {fmt(st['accuracy'])} | {pct(st['forgetting'])} |" for st in s.get("stages", [])]
+    lines += [f"| GRPO stage {st['stage']} | {fmt(st['accuracy'])} | "
+              f"{'– (no update)' if st.get('no_update') else pct(st['forgetting'])} |" for st in s.get("stages", [])]
+    if any(st.get("no_update") for st in s.get("stages", [])):
+        lines += ["", "No update: every GRPO group up to that stage had zero advantage (all rewards equal), so no policy "
+                  "gradient was applied and its model is the SFT model; its accuracy is not a forgetting result."]
     sft, n = s.get("sft"), s.get("n_questions") or 0
-    if sft is not None and n and sft <= 0.25 + 1.96 * (0.25 * 0.75 / n) ** 0.5:
+    if sft is not None and n and sft <= chance_bound(n):
         # a drop from chance says nothing: "0.0%" here would read as "GRPO forgot nothing"
         lines += ["", f"SFT is within chance on these {n} questions (0.25 + 2 standard errors), so the forgetting "
                   "figures measure nothing here."]
