@@ -124,6 +124,9 @@ def test_docs_configuration_reference_is_exactly_the_generated_table():
     found = re.search(r"<!-- config-reference:begin -->\n(.*?)\n<!-- config-reference:end -->", page, re.S)
     assert found is not None, "docs/configuration.md lost its config-reference markers"
     assert found.group(1) == config_reference_markdown(), "docs/configuration.md is stale: paste `conrec config --reference`"
+    # optional sections (null unless set) list their settings too: early stopping's were nowhere
+    for key in ("sft.train.early_stopping.patience", "sft.train.early_stopping.eval_steps", "sft.train.lora.r", "sft.model.tiny.hidden_size"):
+        assert f"| `{key}` |" in found.group(1), key
 
 
 def test_presets_load_and_demo_uses_a_tiny_offline_backbone():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
@@ -241,6 +242,13 @@ def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") 
             rows.extend(config_reference(ann, key + "."))
             continue
         default = field.get_default(call_default_factory=True)
+        # an optional section (``X | None``, e.g. sft.train.early_stopping): its own row, then its settings,
+        # with the defaults they take once it is set (they were nowhere in the reference)
+        optional = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if default is None and len(optional) == 1 and type(None) in typing.get_args(ann):
+            rows.append((key, "null", " ".join(filter(None, [field.description, f"(off unless set; its settings: {key}.*)"]))))
+            rows.extend(config_reference(optional[0], key + "."))
+            continue
         if isinstance(default, BaseModel):
             default = default.model_dump(mode="json")
         elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
