@@ -62,6 +62,26 @@ def test_a_training_window_is_the_inference_prompt_continued(variant):
         assert "<neg>" not in last["prompt"]
 
 
+@pytest.mark.parametrize("max_history", [3, 6, 9, 40])
+def test_a_window_shows_what_a_point_with_max_history_events_shows(max_history):
+    """An evaluated point's history holds the newest ``data.split.max_history`` events, and the predictor
+    cuts longer ones: a training window is that prompt continued, not one whose older-dislike segment
+    reaches back over the whole history (a heavy user's 20 older dislikes in training, 1 at inference)."""
+    from conrec.llm.inference.predict import Predictor
+
+    items = [str(i) for i in range(30)]
+    fb = [-1 if i % 3 == 0 else 1 for i in range(30)]
+    cfg = PromptConfig(variant="neg_timeline", max_timeline_events=4, max_neg_items=5)
+    examples = timeline_examples([UserTimeline("u", items, fb)], sid, cfg, stride=2, max_history=max_history)
+    predictor = Predictor.__new__(Predictor)  # only its prompt: no model needed
+    predictor.history_limit, predictor._sid_of, predictor.prompt_cfg = max_history, sid, cfg
+    for (_start, _first, end), ex in zip(window_bounds(30, 4, 2), examples):
+        assert ex["prompt"] + ex["completion"] + DISLIKE_TAG == predictor.prompt(items[:end], fb[:end])
+    if max_history < 30:  # the last window: dislikes 26-max_history..25 only, not the whole history's
+        older = [i for i in range(30 - max_history, 26) if fb[i] < 0][-5:]
+        assert "<neg>" + "".join(sid(str(i)) for i in older) + "</neg>" in examples[-1]["prompt"]
+
+
 def test_timeline_task_needs_a_timeline_layout():
     with pytest.raises(ValueError, match="timeline prompt layout"):
         timeline_examples([UserTimeline("u", ["1"], [-1])], sid, PromptConfig(variant="segmented"), stride=1)
@@ -138,6 +158,10 @@ def test_target_weights_follow_the_latest_supervised_feedback_tag():
     got = target_weights(targets, w)
     assert got[0].tolist() == pytest.approx([0, 0.1, 2, 2, 0.1, 0.5, 0.5, 0.1, 2])
     assert got[1].tolist() == pytest.approx([0, 0, 1, 1, 0, 1, 0, 0, 0])  # no tag: another task's target, weight 1
+    # the end-of-sequence token TRL appends: no target after a timeline's last event, still one after another task's answer
+    eos = TargetWeights(DIS, LIKE, dislike=2.0, positive=0.5, feedback=0.1, eos_id=2)
+    got = target_weights(torch.tensor([[-100, DIS, 5, LIKE, 6, 2], [-100, -100, 5, 6, 2, -100]]), eos)
+    assert got.flatten().tolist() == pytest.approx([0, 0.1, 2, 0.1, 0.5, 0] + [0, 0, 1, 1, 1, 0])
 
 
 def test_level_softmax_loss_equals_masked_vocabulary_cross_entropy():
@@ -207,6 +231,31 @@ def test_sft_trains_the_timeline_task_with_early_stopping_and_predicts_in_its_la
     assert predictor.prompt(["i0", "i1"], [1, -1]).endswith("<dis>")
     recs = predictor.recommend([(["i0", "i1"], [1, -1])], k=5)
     assert len(recs[0]) == 5 and not {"i0", "i1"} & {i for i, _ in recs[0]}
+
+
+def test_settings_that_would_train_nothing_are_refused_in_one_line(tmp_path):
+    """Found by probing: every example cut to nothing by max_length was torch's "num_samples=0" traceback;
+    all three timeline weights at 0 trained "mean loss 0.000" and wrote the untrained model; max_steps 0
+    trained one step and -5 meant "run epochs"."""
+    from conrec.config import load_config
+    from conrec.errors import ConfigError
+    from conrec.llm.model.toy import write_toy_events, write_toy_run
+    from conrec.stages import STAGE_REGISTRY
+
+    run = write_toy_run(tmp_path, n_items=16, n_users=6)
+    write_toy_events(run)
+    timeline = {"prompt": {"variant": "neg_timeline", "max_timeline_events": 6},
+                "tasks": {"next_negative": 0, "future_negative": 0, "sid_to_title": 0, "title_to_sid": 0, "sid_to_category": 0, "timeline": 1.0}}
+    cfg = load_config(None, {"run_dir": str(tmp_path), "sft": {"model": {"tiny": {"seed": 3}}, **timeline,
+                                                               "train": {"max_steps": 1, "max_length": 16}, "discernment_eval": 0}})
+    with pytest.raises(ConfigError, match=r"sft.train.max_length \(16 tokens\) leaves no answer token"):
+        STAGE_REGISTRY["sft"].call(cfg)
+    assert not (run.sft / "model").exists()
+    with pytest.raises(ConfigError, match="trains nothing"):
+        load_config(None, {"sft": {**timeline, "timeline": {"dislike_weight": 0, "positive_weight": 0, "feedback_weight": 0}}})
+    for steps in (0, -5):
+        with pytest.raises(ConfigError, match="max_steps"):
+            load_config(None, {"sft": {"train": {"max_steps": steps}}})
 
 
 def test_early_stopping_refuses_a_run_trained_up_to_test(tmp_path):

@@ -147,7 +147,7 @@ def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
 
     sid_map = SidMap.from_parquet(rd.sid_map)
     prior = run_item_prior(rd.root, sections.split, sid_map, sections.decode)
-    return Predictor.from_dir(rd.model_dir(name), sid_map, sections.prompt, sections.decode, prior)
+    return Predictor.from_dir(rd.model_dir(name), sid_map, sections.prompt, sections.decode, prior, sections.split.max_history)
 
 
 def lm_predictions(sections: EvalSections, rd: RunDir, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:

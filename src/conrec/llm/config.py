@@ -156,7 +156,14 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, description="-1 = run `epochs`")
+    max_steps: int = Field(-1, ge=-1, description="-1 = run `epochs`")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, v: int) -> int:
+        if v == 0:  # transformers trained 1 step for 0, and any negative meant "run epochs"
+            raise ValueError("max_steps must be >= 1, or -1 to run `epochs`")
+        return v
     learning_rate: float = Field(5e-4, gt=0)
     batch_size: int = Field(16, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -218,6 +225,17 @@ class SftConfig(_Strict):
     discernment_eval: int = Field(
         200, ge=0, description="held-out discernment questions scored after SFT and after each GRPO stage (0 = not measured)"
     )
+
+    @model_validator(mode="after")
+    def _timeline_trains_something(self) -> SftConfig:
+        t = self.timeline
+        if self.tasks.timeline > 0 and t.dislike_weight == t.positive_weight == t.feedback_weight == 0:
+            # every target weighed 0: "mean loss 0.000" and the untrained model written as the SFT model
+            raise ValueError(
+                "sft.timeline: dislike_weight, positive_weight and feedback_weight are all 0, so the timeline task trains "
+                "nothing; give one a positive weight, or set sft.tasks.timeline: 0"
+            )
+        return self
 
 
 class DecodeConfig(_Strict):

@@ -100,7 +100,13 @@ class Predictor:
         prompt_cfg: PromptConfig,
         decode_cfg: DecodeConfig,
         item_log_prior: torch.Tensor | None = None,
+        history_limit: int | None = None,
     ) -> None:
+        """``history_limit``: prompts read only a history's newest events, as many as the samples the model
+        was trained and evaluated on hold (``data.split.max_history``; :meth:`from_run` sets it). Why: a
+        server takes longer histories (``serve.max_history``), and the older events then reached a
+        prompt's dislike segment, which no training prompt or evaluated point ever showed."""
+        self.history_limit = history_limit
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.sid_map = sid_map
@@ -131,6 +137,7 @@ class Predictor:
         prompt_cfg: PromptConfig,
         decode_cfg: DecodeConfig,
         item_log_prior: torch.Tensor | None = None,
+        history_limit: int | None = None,
     ) -> Predictor:
         """Load a model dir written by the SFT/GRPO stage, after checking it fits ``sid_map``."""
         model_dir = Path(model_dir)
@@ -146,7 +153,7 @@ class Predictor:
         device = decode_device(decode_cfg)
         # in place (transformers' typed .to wrapper hides the overloads); on a GPU the precision the model was trained in
         torch.nn.Module.to(model, device=device, dtype=inference_dtype(model_dir, device))
-        return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg, item_log_prior)
+        return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg, item_log_prior, history_limit)
 
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
@@ -154,7 +161,7 @@ class Predictor:
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
         prior = run_item_prior(Path(cfg.run_dir), cfg.data.split, sid_map, cfg.decode)
-        return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode, prior)
+        return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode, prior, cfg.data.split.max_history)
 
     # --- input checks and prompts
     def validate(self, histories: Sequence[History]) -> None:
@@ -181,7 +188,8 @@ class Predictor:
             raise DataValidationError(f"{len(uniq)} unknown item id(s) (not in the SID map): {uniq[:10]}")
 
     def prompt(self, items: Sequence[str], feedback: Sequence[int], max_pos_items: int | None = None) -> str:
-        return build_prompt([str(i) for i in items], [int(f) for f in feedback], self._sid_of, self.prompt_cfg, max_pos_items)
+        cut = max(0, len(items) - self.history_limit) if self.history_limit is not None else 0
+        return build_prompt([str(i) for i in items[cut:]], [int(f) for f in feedback[cut:]], self._sid_of, self.prompt_cfg, max_pos_items)
 
     # --- inference
     def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:

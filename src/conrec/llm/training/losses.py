@@ -14,7 +14,8 @@ its target competes with:
 
 Weights (the timeline task's ``sft.timeline``): an SID whose latest *supervised* feedback tag is
 ``<dis>`` gets ``dislike_weight``, after ``<like>`` ``positive_weight``, the tags themselves
-``feedback_weight``; targets of the other tasks (no supervised tag before them) weigh 1. The sum is
+``feedback_weight``, the end-of-sequence token after them 0; targets of the other tasks (no supervised tag
+before them) weigh 1. The sum is
 divided like the causal-LM loss (``num_items_in_batch`` or the number of supervised tokens), so
 with unit weights this is exactly :func:`conrec.llm.training.sft.completion_loss`'s level-softmax objective.
 """
@@ -36,6 +37,7 @@ class TargetWeights:
     dislike: float = 1.0
     positive: float = 1.0
     feedback: float = 1.0
+    eos_id: int | None = None  # the end-of-sequence token TRL appends to every completion (see target_weights)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ def target_weights(targets: torch.Tensor, weights: TargetWeights | None) -> torc
 
     Forward-fills the latest supervised feedback tag along each row: an SID after ``<dis>`` weighs
     ``weights.dislike``, after ``<like>`` ``weights.positive``; the tags weigh ``weights.feedback``.
+    An end-of-sequence target after a tag (a timeline window's end, where TRL appends one) weighs 0: a
+    window ends at an arbitrary stride boundary, and no prompt at inference asks whether a timeline ends;
+    it weighed the last event's weight (up to 3 in the simulator recipe).
     """
     out = (targets != -100).float()
     if weights is None:
@@ -64,6 +69,8 @@ def target_weights(targets: torch.Tensor, weights: TargetWeights | None) -> torc
     last_is_like = is_like.gather(1, last.clamp(min=0)) & (last >= 0)
     out = torch.where(last_is_dis, out * weights.dislike, out)
     out = torch.where(last_is_like, out * weights.positive, out)
+    if weights.eos_id is not None:
+        out = torch.where((targets == weights.eos_id) & (last >= 0), torch.zeros_like(out), out)
     return torch.where(tag, (targets != -100).float() * weights.feedback, out)
 
 

@@ -379,7 +379,7 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
     stride = sections.sft.timeline.stride or prompt.max_timeline_events
     if stride > prompt.max_timeline_events:
         raise ConfigError(f"sft.timeline.stride ({stride}) must be <= sft.prompt.max_timeline_events ({prompt.max_timeline_events})")
-    return timeline_examples(user_timelines(fit), sid_map.sid_lookup(), prompt, stride)
+    return timeline_examples(user_timelines(fit), sid_map.sid_lookup(), prompt, stride, sections.split.max_history)
 
 
 def run(sections: SftSections, run_dir: Path, console: Console | None = None, resume: bool = True) -> dict[str, Any]:
@@ -505,7 +505,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     neg_span = (marker_id(tokenizer, NEG_OPEN), marker_id(tokenizer, NEG_CLOSE)) if tr.history_loss > 0 else None
     tl = sft.timeline
     weights = TargetWeights(
-        marker_id(tokenizer, DISLIKE_TAG), marker_id(tokenizer, LIKE_TAG), tl.dislike_weight, tl.positive_weight, tl.feedback_weight
+        marker_id(tokenizer, DISLIKE_TAG), marker_id(tokenizer, LIKE_TAG), tl.dislike_weight, tl.positive_weight, tl.feedback_weight,
+        eos_id=tokenizer.eos_token_id,
     )
     if sft.tasks.timeline > 0 and (tr.sid_softmax != "level" or tr.mask_history):
         raise ConfigError("sft.tasks.timeline needs sft.train.sid_softmax: level and mask_history: false (the dense loss)")
@@ -525,6 +526,11 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     # TRL keeps an example's start, so what max_length cuts is its end, the answer tokens; an example left with
     # none is dropped from the dataset
     n_cut, n_dropped = int((lengths >= tr.max_length).sum()), len(dataset) - len(lengths)
+    if len(lengths) == 0:  # torch's sampler would stop with a "num_samples=0" traceback
+        raise ConfigError(
+            f"sft.train.max_length ({tr.max_length} tokens) leaves no answer token in any of the {len(dataset)} SFT examples: "
+            "raise it, or shorten the prompts (sft.prompt.max_timeline_events, max_neg_items, max_pos_items)"
+        )
     if n_cut or n_dropped:
         console.print(
             f"[yellow]warning:[/] {n_cut + n_dropped} of {len(dataset)} SFT examples reach sft.train.max_length "

@@ -72,13 +72,20 @@ def window_bounds(n_events: int, window: int, stride: int) -> Iterator[tuple[int
 
 
 def timeline_examples(
-    timelines: list[UserTimeline], sid_of: Callable[[str], str], prompt_cfg: PromptConfig, stride: int
+    timelines: list[UserTimeline], sid_of: Callable[[str], str], prompt_cfg: PromptConfig, stride: int, max_history: int | None = None
 ) -> list[dict[str, str]]:
     """The timeline task's prompt/completion examples (TRL's format, like :mod:`conrec.llm.training.tasks`).
 
     A user's window ``[start, end)`` with targets ``[first, end)``: the prompt is the layout's prefix
     (older dislikes for ``neg_timeline``) plus the context events ``[start, first)``, the completion
     the target events. Users with no dislike are kept: their positives still teach exposure.
+
+    ``max_history`` (``data.split.max_history``): the window is laid out from the newest ``max_history``
+    events up to its end only, as every prompt at inference is (an evaluated point's history holds
+    that many; :class:`conrec.llm.inference.predict.Predictor` cuts longer ones). Why: the older-dislike
+    segment was drawn from the whole history here (20 older dislikes for a heavy user) but from the
+    last ``max_history`` events at inference (1 for the same user); and each window rescanned its whole
+    prefix, quadratic in a user's length.
     """
     if not prompt_cfg.is_timeline:
         raise ValueError(f"the timeline task needs a timeline prompt layout, got sft.prompt.variant {prompt_cfg.variant!r}")
@@ -86,7 +93,9 @@ def timeline_examples(
     write = item_renderer(sid_of, prompt_cfg)
     for tl in timelines:
         for start, first, end in window_bounds(len(tl.items), prompt_cfg.max_timeline_events, stride):
-            older, window = timeline_window(tl.items[:end], tl.feedback[:end], prompt_cfg)
+            lo = 0 if max_history is None else min(first, max(0, end - max_history))  # the targets always, however short the history
+            older, window = timeline_window(tl.items[lo:end], tl.feedback[lo:end], prompt_cfg)
+            start = max(start, lo)
             assert len(window) == end - start  # the layout's window is exactly these events
             context, targets = window[: first - start], window[first - start :]
             out.append(
