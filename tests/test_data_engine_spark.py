@@ -152,9 +152,10 @@ def test_spark_reads_feedback_words_from_a_semicolon_csv_like_polars(spark, tmp_
     words = {-1: "Not Interested", 1: "click"}
     frame = edge_case_events()
     path = tmp_path / "log.csv"
-    lines = [f"{u[1:]}.0;{i[1:]:0>4};{ts};{words[fb]}" for u, i, ts, fb in frame.iter_rows()]
-    lines += [f"0.0;0001;{1_700_000_000 + k};impression" for k in range(5)]  # neutral: dropped by both
-    path.write_text("user_id;item_id;ts;action\n" + "\n".join(lines) + "\n")
+    lines = [f"{u[1:]}.0;{i[1:]:0>4};{ts};{words[fb]};x" for u, i, ts, fb in frame.iter_rows()]
+    lines += [f"0.0;0001;{1_700_000_000 + k};impression;x" for k in range(5)]  # neutral: dropped by both
+    # a column already named like the role "action" is mapped to: the mapped one wins (a duplicate column before)
+    path.write_text("user_id;item_id;ts;action;feedback\n" + "\n".join(lines) + "\n")
     data = {"source": "table", "events_path": str(path), "columns": {"action": "feedback"},
             "feedback_labels": {"not interested": -1, "click": 1, "impression": 0}, "split": {"horizon_days": 3, "max_history": 7}}
     ref, ref_stats = _run(tmp_path, "polars", data)

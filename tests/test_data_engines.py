@@ -75,6 +75,23 @@ def test_streaming_a_table_file_equals_loading_it(tmp_path, table_file, protocol
     assert not list(out.data.glob(".*")), "no staging or temporary file is left behind"
 
 
+def test_a_mapped_column_replaces_the_one_already_named_like_its_role(tmp_path):
+    """``conrec init --user-col customer_id`` (and ``--title-col name``) maps the chosen column onto a name the
+    file already has: every engine stopped on a duplicate column with a traceback. The mapped column wins."""
+    frame = edge_case_events()
+    events = frame.rename({"user_id": "customer_id"}).with_columns(user_id=pl.lit("legacy"))
+    events.write_csv(tmp_path / "ev.csv")
+    items = pl.DataFrame({"item_id": [f"i{k}" for k in range(23)], "title": "x", "name": [f"Item {k}" for k in range(23)]})
+    items.write_csv(tmp_path / "items.csv")
+    data = {"source": "table", "events_path": str(tmp_path / "ev.csv"), "items_path": str(tmp_path / "items.csv"),
+            "columns": {"customer_id": "user_id", "name": "title"}, "split": {"horizon_days": 3, "max_history": 7}}
+    mem, _ = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    out, _ = _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 70})
+    assert_same_run(mem, out)
+    assert sorted(pl.read_parquet(mem.events)["user_id"].unique()) == sorted(frame["user_id"].unique())
+    assert pl.read_parquet(mem.items).filter(pl.col("item_id") == "i3")["title"].item() == "Item 3"
+
+
 def test_streaming_simulator_events_equals_in_memory(tmp_path):
     sim = {"n_users": 30, "n_items": 80, "days": 12}
     mem, _ = _run(tmp_path, "mem", {"source": "simulator", "simulator": sim})

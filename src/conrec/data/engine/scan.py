@@ -42,6 +42,7 @@ from conrec.data.sources.common import (
     rating_feedback,
     read_table_file,
     refuse_feedback_words,
+    renaming,
     source_names,
     text_numbers,
 )
@@ -93,7 +94,8 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
     has_rows(lf.head(1).collect(engine="streaming"), path, "events")  # one row read, not the file
     schema = lf.collect_schema()
     _check_column_sources(cfg, list(schema))
-    lf = lf.rename({k: v for k, v in cfg.columns.items() if k in schema})
+    renames, shadowed = renaming(cfg.columns, list(schema))
+    lf = lf.drop(shadowed).rename(renames)
     schema = lf.collect_schema()
     missing = [c for c in ("user_id", "item_id", "ts") if c not in schema]
     if missing or ("feedback" not in schema and "rating" not in schema):
@@ -199,7 +201,8 @@ def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.Dat
         return validate_items(placeholder_items(ids, "item"), source="table items")
     as_text: dict[str, pl.DataType] = {c: pl.String() for c in source_names(cfg.columns, ("item_id",))}  # 0032 stays 0032, as the loader reads it
     raw = read_table_file(cfg.items_path, "items", schema_overrides=as_text)
-    raw = raw.rename({k: v for k, v in cfg.columns.items() if k in raw.columns})
+    renames, shadowed = renaming(cfg.columns, raw.columns)
+    raw = raw.drop(shadowed).rename(renames)
     return validate_items(repair_items(raw, log, "table items"), source="table items")
 
 

@@ -42,7 +42,7 @@ from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
-from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words
+from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words, renaming
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
@@ -114,9 +114,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         df = _read_csv_ids_as_text(spark, path, cfg)
     else:
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
-    for src, dst in cfg.columns.items():
-        if src in df.columns:
-            df = df.withColumnRenamed(src, dst)
+    renames, shadowed = renaming(cfg.columns, df.columns)
+    df = df.drop(*shadowed).withColumnsRenamed(renames)
     if not {"user_id", "item_id", "ts"} <= set(df.columns) or not ({"feedback", "rating"} & set(df.columns)):
         raise DataValidationError(
             f"events file {path}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {df.columns}"

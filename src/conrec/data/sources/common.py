@@ -198,6 +198,18 @@ def check_column_sources(columns: Mapping[str, str], present: Collection[str]) -
         raise ConfigError(f"columns: source column(s) {unknown} are in neither the events nor the items file")
 
 
+def renaming(columns: Mapping[str, str], present: Collection[str]) -> tuple[dict[str, str], list[str]]:
+    """(the ``data.columns`` renames that apply to a file with columns ``present``, the columns to drop first).
+
+    Why the drop: a file with both ``user_id`` and ``customer_id``, mapped ``customer_id: user_id`` (as
+    ``conrec init --user-col customer_id`` writes it), kept its own ``user_id`` too, and every engine
+    stopped on a duplicate column with a traceback. The mapping names the column that plays the role;
+    a column already called like the role is then not it, and is left out. Every engine renames so."""
+    renames = {src: dst for src, dst in columns.items() if src in present}
+    shadowed = [c for c in present if c in renames.values() and c not in renames]
+    return renames, shadowed
+
+
 def source_names(columns: Mapping[str, str], roles: Collection[str]) -> set[str]:
     """The names a file may give the canonical ``roles``: the roles themselves, and what ``data.columns`` maps to them."""
     return set(roles) | {src for src, dst in columns.items() if dst in roles}

@@ -22,6 +22,7 @@ from conrec.data.sources.common import (
     placeholder_items,
     ratings_to_feedback,
     read_table_file,
+    renaming,
     source_names,
 )
 from conrec.errors import ConfigError, DataValidationError, require_columns
@@ -66,7 +67,8 @@ def load_table(
     check_column_sources(columns, [*events.columns, *(items_raw.columns if items_raw is not None else [])])
 
     what = f"events file {ev_path}"
-    events = events.rename({k: v for k, v in columns.items() if k in events.columns})
+    renames, shadowed = renaming(columns, events.columns)
+    events = events.drop(shadowed).rename(renames)
     require_columns(events, ("user_id", "item_id", "ts"), what)
     if "feedback" not in events.columns and "rating" not in events.columns:
         raise DataValidationError(
@@ -102,7 +104,8 @@ def load_table(
     events = drop_rows(events, pl.col("user_id").is_null() | pl.col("item_id").is_null(), "missing_id", log or RepairLog(), what, "user_id")
 
     if items_raw is not None:
-        items = items_raw.rename({k: v for k, v in columns.items() if k in items_raw.columns})
+        renames, shadowed = renaming(columns, items_raw.columns)
+        items = items_raw.drop(shadowed).rename(renames)
         require_columns(items, ("item_id", "title"), f"items file {items_path}")
     else:
         items = placeholder_items(events["item_id"], "item")
