@@ -64,8 +64,9 @@ def events_from_lists(negative: list[str], positive: list[str]) -> History:
     """Negative and positive item-id lists (each oldest first) as one aligned history.
 
     The order *between* the lists is unknown: positives go first, dislikes last. The segmented
-    and neg-only prompts never interleave the two, so this is exact for them; the merged prompt
-    needs ``history`` events to see the true order. The server uses the same rule.
+    and neg-only prompts never interleave the two, so this is exact for them; the merged and
+    timeline prompts (the presets' ``neg_timeline``) read the events in order and need ``history``
+    events to see the true order. The server uses the same rule.
     """
     pos, neg = [str(i) for i in positive], [str(i) for i in negative]
     return pos + neg, [1] * len(pos) + [-1] * len(neg)
