@@ -70,6 +70,8 @@ def test_listening_socket_says_tcp_so_accepted_connections_get_nodelay():
     leaves Nagle's algorithm on, which delayed every keep-alive response by ~40 ms."""
     sock = _TcpConfig("conrec.serve.workers:app_from_env", host="127.0.0.1", port=0).bind_socket()
     assert sock.proto == socket.IPPROTO_TCP
+    # and it listens as soon as "Uvicorn running" is printed: a client was refused until a worker had loaded the model
+    socket.create_connection(sock.getsockname(), timeout=5).close()
     nodelay: list[int] = []
 
     class Probe(asyncio.Protocol):

@@ -61,7 +61,11 @@ class _TcpConfig(uvicorn.Config):
     def bind_socket(self) -> socket.socket:
         sock = super().bind_socket()
         if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.proto == 0:
-            return socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+            sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        # listening from here: uvicorn prints "Uvicorn running" now, but the workers only listen once they have
+        # loaded the model (13-28 s), and a client that took the line at its word was refused until then; now
+        # its connection waits in the backlog and is answered as soon as a worker is up
+        sock.listen(self.backlog)
         return sock
 
 
