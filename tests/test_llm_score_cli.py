@@ -170,6 +170,15 @@ def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(t
         pl.DataFrame({"negative": [["i0"], ["i1"]], "candidates": [["i4"], ["xx"]]}).write_parquet(bad)
         with pytest.raises(DataValidationError, match=r"row 1: candidates: 1 unknown item id\(s\)"):
             score_mod.run(cfg, request=None, batch=bad, out=None, model="sft", threshold=None, explain=False)
+        # a text column, an empty slate and a neutral feedback value: before the model, with the file's name
+        for frame, message in [
+            (pl.DataFrame({"negative": [["i0"]], "candidates": ["i4,i1"]}), "'candidates' must be a list column"),
+            (pl.DataFrame({"negative": [["i0"], ["i1"]], "candidates": [["i4"], []]}), "row 1: the candidate slate is empty"),
+            (pl.DataFrame({"hist_items": [["i0"]], "hist_feedback": [[0]], "candidates": [["i4"]]}), r"feedback must be -1 .* got \[0\]"),
+        ]:
+            frame.write_parquet(bad)
+            with pytest.raises(DataValidationError, match=f"score batch {bad}.*{message}"):
+                score_mod.run(cfg, request=None, batch=bad, out=None, model="sft", threshold=None, explain=False)
         with pytest.raises(ConfigError, match="unknown model 'popular'"):
             score_mod.run(cfg, request=req, batch=None, out=None, model="popular", threshold=None, explain=False)
 

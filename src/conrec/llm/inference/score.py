@@ -138,6 +138,8 @@ def batch_slates(df: pl.DataFrame, where: str, known: dict[str, History] | None 
     require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
+    if not isinstance(df.schema["candidates"], pl.List):  # a text "P1,P2" was split into its characters
+        raise DataValidationError(f"{where}: 'candidates' must be a list column (a list of item ids per row), got {df.schema['candidates']}")
     slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
     return batch_histories(df, where, known), slates
 
@@ -150,6 +152,13 @@ def check_item_ids(histories: list[History], slates: list[list[str]], known: set
 
     for n, (history, slate) in enumerate(zip(histories, slates)):
         row = f" row {n}" if len(slates) > 1 else ""
+        # what the predictor refuses too, said here with the file's name, before seconds of model loading
+        if not history[0]:
+            raise DataValidationError(f"{where}{row}: the history is empty; give at least one disliked or liked item")
+        if bad := sorted({f for f in history[1] if f not in (-1, 1)}):
+            raise DataValidationError(f"{where}{row}: history feedback must be -1 (dislike) or +1 (positive), got {bad}")
+        if not slate:
+            raise DataValidationError(f"{where}{row}: the candidate slate is empty; give at least one item id to score")
         check_known_items(history, known, source=f"{where}{row}: history")
         check_known_items((slate, [0] * len(slate)), known, source=f"{where}{row}: candidates")
 
