@@ -31,6 +31,7 @@ from conrec.data.sources.common import (
     INFER_ROWS,
     PARQUET_SUFFIXES,
     PER_SECOND,
+    all_neutral,
     categoricals_as_text,
     check_column_sources,
     csv_reading,
@@ -116,12 +117,15 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         rating = text_numbers(pl.col("rating")) if schema["rating"] == pl.String else pl.col("rating").cast(pl.Float64)  # "3,5" is 3.5
         rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
         lf = lf.with_columns(feedback=rating_feedback(rating, cfg.dislike_max_rating, cfg.like_min_rating, rating_range))
-    return lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0)).select(
+    out = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0)).select(
         id_as_text("user_id", schema["user_id"]),
         id_as_text("item_id", schema["item_id"]),
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
     )
+    if "feedback" in schema and out.head(1).collect(engine="streaming").height == 0:  # read up to the first kept row
+        raise DataValidationError(all_neutral(what, bool(cfg.feedback_labels)))  # it said "no items" (none to build from)
+    return out
 
 
 def _check_column_sources(cfg: DataConfig, event_columns: list[str]) -> None:

@@ -198,6 +198,13 @@ def check_column_sources(columns: Mapping[str, str], present: Collection[str]) -
         raise ConfigError(f"columns: source column(s) {unknown} are in neither the events nor the items file")
 
 
+def all_neutral(what: str, labelled: bool) -> str:
+    """The one line for a feedback column whose every value is neutral (0), which the loaders drop."""
+    how = ("mark the words that mean a dislike -1 and a positive +1 in data.feedback_labels (conrec init lists them as 0 "
+           "when it cannot tell)") if labelled else "a feedback column needs -1 (dislike) and +1 (positive) values"
+    return f"{what}: every row's feedback is neutral (0), and neutral events are left out: {how}"
+
+
 def renaming(columns: Mapping[str, str], present: Collection[str]) -> tuple[dict[str, str], list[str]]:
     """(the ``data.columns`` renames that apply to a file with columns ``present``, the columns to drop first).
 

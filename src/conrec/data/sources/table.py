@@ -14,6 +14,7 @@ from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, id_as_text
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
     TsUnit,
+    all_neutral,
     check_column_sources,
     existing_file,
     finish_tables,
@@ -97,7 +98,10 @@ def load_table(
                 bad = fb.filter(fb.is_not_null() & fb_num.is_null())
                 raise not_feedback_values(what, bad.unique().sort().head(3).to_list(), labelled=bool(feedback_labels))
             events = events.with_columns(feedback=fb_num)
+        n_rows = events.height
         events = events.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))  # 0: neutral, not a wart
+        if n_rows and events.height == 0:  # a bare "no events" followed
+            raise DataValidationError(all_neutral(what, bool(feedback_labels)))
     else:
         events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what, log, rating_range)
     # before the placeholder items are built from the ids
