@@ -44,6 +44,17 @@ def test_unfinished_stage_reruns_with_downstream(tmp_path: Path, fake_stages: li
     assert fake_stages == ["sid", "sft", "grpo", "eval"]
 
 
+def test_the_rerun_hint_names_the_earliest_stage_that_is_not_current(tmp_path: Path, fake_stages: list[str]) -> None:
+    """"run `conrec sft`" after the data had changed: sft then refused, since data had to run first."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    assert run.rerun_hint(cfg, "grpo").startswith("run `conrec grpo` with it")
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sid": {"category_level": True}})
+    assert run.rerun_hint(changed, "grpo").startswith("run `conrec sid` and the stages after it up to grpo")
+    assert RunDir(tmp_path / "none").rerun_hint(cfg, "eval").startswith("run `conrec data` and the stages after it up to eval")
+
+
 def test_fingerprint_ignores_downstream_sections() -> None:
     a = load_config(None)
     b = load_config(None, {"eval": {"ks": [1, 2]}})

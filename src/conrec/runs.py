@@ -151,6 +151,13 @@ class RunDir:
             return f"no model at {self.model_dir(name).absolute()}"
         return self.stale_reason(cfg, name)
 
+    def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
+        """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
+        (a hint that named ``stage`` itself was refused by it when an earlier one had to run first)."""
+        earliest = next((s for s in STAGES[: STAGES.index(stage) + 1] if self.stale_reason(cfg, s) is not None), stage)
+        then = f" and the stages after it up to {stage}" if earliest != stage else ""
+        return f"run `conrec {earliest}`{then} with it, or `conrec demo` with it (it reruns whatever is not current)"
+
     def stale_reason(self, cfg: PipelineConfig, stage: str) -> str | None:
         """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""
         if not self.is_done(stage):

@@ -200,5 +200,6 @@ def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, even
         log.warning("inspector page: no evaluation points (%s)", exc)
         inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)
     if inspector.stale:
-        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); run `conrec eval`", inspector.stale)
+        hint = RunDir(cfg.run_dir).rerun_hint(cfg, "eval")
+        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); %s", inspector.stale, hint)
     app.include_router(inspector_router(inspector, events, cfg.serve))

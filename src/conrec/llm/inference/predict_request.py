@@ -39,7 +39,7 @@ def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
     if why is not None:
         earlier = [m for m in MODEL_STAGES[: MODEL_STAGES.index(model)] if run.model_problem(cfg, m) is None]
         raise StageInputError(
-            f"the {model} model cannot be used with this config: {why}; run `conrec {model}` with it first"
+            f"the {model} model cannot be used with this config: {why}; {run.rerun_hint(cfg, model)}"
             + (f" or use the {earlier[-1]} model (--model {earlier[-1]})" if earlier else "")
         )
     return model_dir
@@ -58,8 +58,7 @@ def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str 
     if chosen is None:
         listed = "; ".join(f"{m}: {why}" for m, why in problems.items())
         raise StageInputError(
-            f"no model in {run.root} is current for this config ({listed}); "
-            f"run `conrec {candidates[-1]}` (or `conrec demo`) with it first"
+            f"no model in {run.root} is current for this config ({listed}); {run.rerun_hint(cfg, candidates[-1])}"
         )
     return chosen, problems[requested]
 
