@@ -13,6 +13,7 @@ from conrec.llm.model.precision import (
     PRECISION_FILE,
     ComputeConfig,
     inference_dtype,
+    pin_launcher_precision,
     record_precision,
     resolve_compute,
     trained_precision,
@@ -72,6 +73,26 @@ def test_trainer_arguments_follow_the_resolved_settings():
     from trl import SFTConfig
 
     SFTConfig(output_dir="unused", **cpu)  # every key is a TrainingArguments field
+
+
+def test_a_launchers_mixed_precision_gives_way_to_compute_precision(monkeypatch):
+    """accelerate's config (mixed_precision: bf16) reaches TrainingArguments through the environment when
+    bf16 and fp16 are both off: an fp32 run trained in bf16 autocast, on a CPU too, and recorded fp32."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from trl import SFTConfig
+
+    rc = resolve_compute(ComputeConfig(), **CPU)
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    assert pin_launcher_precision(rc) is None  # no launcher: nothing set
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert pin_launcher_precision(rc) == "bf16"  # the caller warns
+    AcceleratorState._reset_state(True)
+    SFTConfig(output_dir="unused", **trainer_kwargs(rc))
+    assert Accelerator(cpu=True).mixed_precision == "no"
+    AcceleratorState._reset_state(True)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert pin_launcher_precision(rc) is None  # agrees: no warning
 
 
 def test_gpu_decoding_uses_the_recorded_training_precision(tmp_path):

@@ -127,6 +127,27 @@ def resolve_compute(cfg: ComputeConfig, cuda_available: bool | None = None, bf16
     return ResolvedCompute(device, precision, cfg.gradient_checkpointing, cfg.compile, cfg.dataloader_workers, cfg.tf32)
 
 
+LAUNCHER_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch --mixed_precision` / its config file set
+
+
+def pin_launcher_precision(rc: ResolvedCompute) -> str | None:
+    """Make a launcher's mixed precision agree with ``compute.precision`` (resolved in ``rc``); return the
+    launcher's own value when it was overridden (for a warning), else None.
+
+    Why: transformers' ``TrainingArguments`` falls back to ``$ACCELERATE_MIXED_PRECISION`` when neither
+    ``bf16`` nor ``fp16`` is set, so the shipped accelerate config (``mixed_precision: bf16``) trained an
+    ``fp32`` run in bf16 autocast, on a CPU too, while the model files recorded fp32. ``compute.precision``
+    is the one setting; the launcher's is overridden, with a warning, never silently obeyed."""
+    import os
+
+    given = os.environ.get(LAUNCHER_PRECISION_ENV)
+    if given is None:
+        return None
+    want = "no" if rc.precision == "fp32" else rc.precision
+    os.environ[LAUNCHER_PRECISION_ENV] = want
+    return given if given.strip().lower() != want else None
+
+
 def trainer_kwargs(rc: ResolvedCompute) -> dict[str, Any]:
     """The ``TrainingArguments`` fields for ``rc`` (SFTConfig and GRPOConfig take them unchanged).
 

@@ -75,7 +75,7 @@ from conrec.llm.model.checkpoints import (
     trainer_save_args,
 )
 from conrec.llm.model.copy_bias import saved_betas
-from conrec.llm.model.precision import ResolvedCompute, record_precision, resolve_compute, trainer_kwargs
+from conrec.llm.model.precision import ResolvedCompute, pin_launcher_precision, record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
 from conrec.llm.training.collab import CoDislike
 from conrec.llm.training.discernment import measure as measure_discernment
@@ -360,6 +360,9 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
     """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
     rd = RunDir(run_dir)
     compute = resolve_compute(sections.compute)
+    if (launcher := pin_launcher_precision(compute)) is not None:
+        console.print(f"[yellow]warning:[/] the launcher's mixed precision ({launcher}) is overridden by compute.precision "
+                      f"({compute.precision} here); set compute.precision to choose it")
     state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
     check_group_batch(sections.grpo.batch_size, state.num_processes, sections.grpo.num_generations)
     sft = rd.model_dir("sft")

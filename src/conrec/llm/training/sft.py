@@ -44,7 +44,7 @@ from conrec.llm.model.checkpoints import (
     trainer_save_args,
     whole_run_mean_loss,
 )
-from conrec.llm.model.precision import record_precision, resolve_compute, trainer_kwargs
+from conrec.llm.model.precision import pin_launcher_precision, record_precision, resolve_compute, trainer_kwargs
 from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary, embedding_rows, item_token_flags, save_vocab_meta
 from conrec.llm.training.dropout import add_training_dropout
 from conrec.llm.training.losses import CodeBias, TargetWeights, level_softmax_loss
@@ -411,6 +411,9 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     set_seed(seed)
     started = time.perf_counter()
     compute = resolve_compute(sections.compute)  # before any loading: a CPU asked for bf16 fails at once
+    if (launcher := pin_launcher_precision(compute)) is not None:
+        console.print(f"[yellow]warning:[/] the launcher's mixed precision ({launcher}) is overridden by compute.precision "
+                      f"({compute.precision} here); set compute.precision to choose it")
 
     items, samples, sid_map = load_inputs(rd)
     model, tokenizer = load_backbone(sft.model)
