@@ -55,6 +55,33 @@ def test_the_rerun_hint_names_the_earliest_stage_that_is_not_current(tmp_path: P
     assert RunDir(tmp_path / "none").rerun_hint(cfg, "eval").startswith("run `conrec data` and the stages after it up to eval")
 
 
+def test_a_refused_compute_setting_or_a_worker_rank_leaves_the_run_as_it_was(
+    tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by probing: `conrec grpo` with compute.precision bf16 on a CPU said so in one line, after it had
+    invalidated grpo and eval and rewritten config.yaml; and a distributed launch's worker rank, which does
+    not hold the run, invalidated the stages of a run another process held."""
+    import torch
+
+    from conrec.errors import ConfigError
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    before = (run.root / "config.yaml").read_text()
+    if not torch.cuda.is_available():
+        bf16 = load_config(None, {"run_dir": str(tmp_path / "run"), "compute": {"precision": "bf16"}})
+        with pytest.raises(ConfigError, match="compute.precision bf16 needs a GPU"):
+            pipeline.run_stage(bf16, "grpo")
+        assert all(run.is_done(s) for s in STAGES) and (run.root / "config.yaml").read_text() == before
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: (_ for _ in ()).throw(SystemExit(1)))  # the launch stops
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3}}})
+    with pytest.raises(SystemExit):
+        pipeline.run_stage(changed, "sft")
+    assert all(run.is_done(s) for s in STAGES) and (run.root / "config.yaml").read_text() == before
+
+
 def test_fingerprint_ignores_downstream_sections() -> None:
     a = load_config(None)
     b = load_config(None, {"eval": {"ks": [1, 2]}})

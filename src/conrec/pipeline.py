@@ -23,7 +23,7 @@ from rich.rule import Rule
 from conrec.config import PipelineConfig, dump_config
 from conrec.errors import StageInputError
 from conrec.io import read_json, write_json, write_text
-from conrec.run_lock import holding_run
+from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
@@ -89,9 +89,11 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
 
 
 def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Console, **kwargs: Any) -> Any:
-    write_text(dump_config(cfg), run.root / "config.yaml")
-    run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
-    run.invalidate_from(stage)
+    STAGE_REGISTRY[stage].precheck(cfg)  # settings a stage refuses at once (bf16 on a CPU) leave the run as it was
+    if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
+        write_text(dump_config(cfg), run.root / "config.yaml")
+        run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
+        run.invalidate_from(stage)
     prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()

@@ -26,10 +26,16 @@ from conrec.errors import RunInUseError
 LOCK_FILE = ".conrec.lock"
 
 
+def is_worker_rank() -> bool:
+    """A distributed launch's process other than the main one (torchrun / accelerate set ``RANK``): it neither
+    holds the run nor writes its records; the main rank does both for the launch."""
+    return os.environ.get("RANK", "0") != "0"
+
+
 @contextmanager
 def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the run directory ``root`` (created if missing) for writing, or raise :class:`RunInUseError`."""
-    if os.environ.get("RANK", "0") != "0":  # a worker rank: the main rank holds the lock for the launch
+    if is_worker_rank():  # the main rank holds the lock for the launch
         yield
         return
     root = Path(root)

@@ -175,6 +175,15 @@ class Stage:
             return _get(cfg, received[0])
         return self.bundle(**{_field(k): _get(cfg, k) for k in received})
 
+    def precheck(self, cfg: PipelineConfig) -> None:
+        """Refuse, before the run is touched, what the stage would refuse at its start: a ``compute``
+        placement this machine cannot give (bf16 without a GPU). The stage invalidated itself and every
+        later stage, and rewrote the run's config.yaml, before it said so."""
+        if "compute" in self.placement:
+            from conrec.llm.model.precision import resolve_compute
+
+            resolve_compute(cfg.compute)
+
     def source_paths(self, cfg: PipelineConfig) -> dict[str, Any]:
         """The files (or directories) outside the run that the config points this stage at, by config key."""
         return {k: _get(cfg, k) for k in self.source_files}
