@@ -113,13 +113,16 @@ def test_smollm2_overrides_reach_both_of_its_runs_and_not_the_small_model(tmp_pa
 
 
 @pytest.mark.slow
-def test_the_dry_run_goes_from_prepare_to_the_full_table_on_cpu(tmp_path):
+def test_the_dry_run_goes_from_prepare_to_the_full_table_on_cpu(tmp_path, capsys):
     payload, staging, dest, out = (tmp_path / n for n in ("payload", "staging", "dest", "out"))
     gc.main(["prepare", "--dry-run", "--payload", str(payload), "--chunk-mib", "1"])
     for d in sorted(p for p in payload.iterdir() if p.name.isdigit()):
         gc.main(["unpack", str(d), "--staging", str(staging)])
     gc.main(["assemble", "--staging", str(staging), "--dest", str(dest)])
-    gc.main(["run", "--dry-run", "--work", str(dest), "--out", str(out)])
+    capsys.readouterr()
+    gc.main(["run", "--dry-run", "--work", str(dest), "--out", str(out), "--lm-train", '{"dropout": 0.1}'])
+    # the printed table (what the device log keeps) names the overrides as the file does
+    assert 'overrides: {"dropout": 0.1}' in " ".join(capsys.readouterr().out.split())
     table = (out / "gpu_check.md").read_text()
     assert "DRY RUN" in table and "per-user protocol" in table
     rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ") and not line.startswith("| stage |")]

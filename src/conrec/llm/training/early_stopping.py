@@ -17,6 +17,7 @@ data stage trains up to the valid cut-off (``data.split.train_until: valid``).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ class ValidFhrCallback(TrainerCallback):
         self.best_step: int = 0
         self.best_state: dict[str, torch.Tensor] | None = None
         self._since_best = 0
+        # time spent scoring inside the training loop (this call's), which the trainer's train_runtime includes:
+        # throughput figures subtract it (the final scoring, after the loop, is not in train_runtime)
+        self.seconds_in_loop = 0.0
 
     def score(self, model: Any) -> float:
         """FHR@K of ``model`` on the fixed valid points (the model is put back in training mode)."""
@@ -103,7 +107,9 @@ class ValidFhrCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
         if model is not None and state.global_step % self.cfg.eval_steps == 0:
+            started = time.perf_counter()
             self._evaluate(model, state.global_step, control)
+            self.seconds_in_loop += time.perf_counter() - started
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:

@@ -557,6 +557,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     seen = (state.global_step - resumed_at) * tr.batch_size * tr.grad_accum * acc.num_processes
     train_loss, loss_steps = whole_run_mean_loss(state.log_history, resumed_at, result.training_loss, state.global_step)
     train_seconds = float(result.metrics.get("train_runtime", 0.0))
+    scoring_seconds = stopper.seconds_in_loop if stopper is not None else 0.0  # valid scoring inside train_runtime
+    step_seconds = train_seconds - scoring_seconds
     n_params = int(sum(p.numel() for p in trainer.model.parameters()))
     stats: dict[str, Any] = {
         "model_dir": str(out),
@@ -569,7 +571,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         "examples_cut_at_max_length": n_cut,  # trained on with their end cut off
         "examples_dropped_at_max_length": n_dropped,  # not trained on: no answer token within max_length
         "train_seconds": train_seconds,
-        "tokens_per_second": float(seen * lengths.mean() / train_seconds) if train_seconds > 0 else None,
+        "valid_scoring_seconds": round(scoring_seconds, 2),  # of train_seconds: the learning curve's scoring, not training
+        "tokens_per_second": float(seen * lengths.mean() / step_seconds) if step_seconds > 0 else None,
         "num_processes": int(acc.num_processes),
         "lora": tr.lora is not None,
         "device": compute.device,
