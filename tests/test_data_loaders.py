@@ -133,6 +133,10 @@ def test_table_bad_timestamp_is_named(tmp_path):
     ev = _write(tmp_path / "ev.csv", "user_id,item_id,ts,feedback\nu,a,100,1\nu,b,yesterday,-1\n")
     with pytest.raises(DataValidationError, match=r"'ts'.*'yesterday' \(row 2\)"):
         load_table(ev, None, {})
+    # the file's own column name and the count (it said 'ts', the internal name, and showed one value)
+    ev = _write(tmp_path / "ev2.csv", "user_id,item_id,created_at,feedback\nu,a,100,1\nu,b,n/a,-1\nu,c,soon,1\n")
+    with pytest.raises(DataValidationError, match=r"column 'created_at' has 2 value\(s\) .* e.g. 'n/a' \(row 2\)"):
+        load_table(ev, None, {"created_at": "ts"})
 
 
 def test_table_bad_feedback_value_is_named(tmp_path):

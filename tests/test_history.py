@@ -74,6 +74,16 @@ def test_readme_documents_the_format_with_the_example_file() -> None:
     assert json.dumps(json.loads(EXAMPLE.read_text())) in readme  # the README shows the file's content
 
 
+def test_a_saved_dislikes_body_reads_as_its_history(tmp_path: Path) -> None:
+    """The docs' "one format everywhere": a saved POST /v1/dislikes body was refused ("Extra inputs are not permitted")."""
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"negative": ["1", "50"], "positive": ["100"], "k": 5, "explain": True}))
+    assert read_history_json(body) == (["100", "1", "50"], [1, -1, -1])
+    body.write_text(json.dumps({"user_id": "405", "k": 5}))
+    with pytest.raises(DataValidationError, match="a user_id is looked up in a run's events"):
+        read_history_json(body)
+
+
 def test_missing_history_file_names_the_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataValidationError, match=str(tmp_path / "nope.json")):

@@ -100,6 +100,13 @@ def read_history_json(path: str | Path) -> History:
         obj = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
+    if isinstance(obj, dict):  # a saved POST /v1/dislikes body: its request fields are not part of the history
+        if "user_id" in obj:
+            raise DataValidationError(
+                f"history file {p}: a user_id is looked up in a run's events; give the file to `conrec predict --history` "
+                "(or POST it), or write the history itself (negative/positive or history)"
+            )
+        obj = {key: value for key, value in obj.items() if key not in ("k", "explain")}
     return parse_history(obj, source=f"history file {p}")
 
 

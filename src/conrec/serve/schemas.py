@@ -164,7 +164,7 @@ class ScoreRequest(DislikeRequest):
         },
     )
 
-    k: None = Field(None, description="not used: every candidate is scored (leave it out)")
+    k: int | None = Field(None, description="not used: every candidate is scored (leave it out; a value is refused)")
     candidates: list[str] = Field(
         ..., description="item ids to score, 1..max_candidates (see GET /healthz), distinct, all in the catalogue"
     )
@@ -176,6 +176,8 @@ class ScoreRequest(DislikeRequest):
 
     @model_validator(mode="after")
     def _slate(self) -> ScoreRequest:
+        if self.k is not None:  # said "Input should be None"
+            raise ValueError("k is not used by /v1/score: every candidate is scored and ranked; leave k out")
         if not self.candidates:
             raise ValueError("candidates is empty: give the item ids of the slate to score")
         seen: set[str] = set()

@@ -305,9 +305,9 @@ def parse_timestamps(
             parsed = as_dt if (present & as_dt.is_not_null()).any() else as_num
             bad = present & parsed.is_null()
             if bad.any() and not unreadable_to_null:
-                row = int(bad.arg_true()[0])
+                row, n_bad = int(bad.arg_true()[0]), int(bad.sum())
                 raise DataValidationError(
-                    f"{what}: column {column!r} has a value that is neither epoch seconds nor a date/time: "
+                    f"{what}: column {column!r} has {n_bad} value(s) that are neither epoch seconds nor a date/time, e.g. "
                     f"{s[row]!r} (row {row + 1})"
                 )
             if parsed.dtype.is_temporal():

@@ -75,7 +75,8 @@ def load_table(
         raise DataValidationError(
             f"{what}: needs a 'feedback' (-1/+1) or a 'rating' column (map one with `columns`); have {events.columns}"
         )
-    ts = parse_timestamps(events["ts"], ts_unit, what, unreadable_to_null=lenient, ts_format=ts_format)
+    ts_column = next((src for src, dst in renames.items() if dst == "ts"), "ts")  # the file's own name, in messages
+    ts = parse_timestamps(events["ts"], ts_unit, what, ts_column, unreadable_to_null=lenient, ts_format=ts_format)
     events = events.with_columns(ts, *(id_as_text(c, events.schema[c]) for c in ("user_id", "item_id")))
     if "feedback" in events.columns:
         fb = events["feedback"]
