@@ -99,6 +99,9 @@ def test_no_baseline_marks_no_row_as_the_reference_and_one_point_gets_no_interva
     one: dict[str, dict[str, object]] = {"pop": {"FHR@20": 1.0}, "lm": {"FHR@20": 0.0}}
     add_intervals(one, {"pop": {"FHR@20": np.ones(1)}, "lm": {"FHR@20": np.zeros(1)}}, ["pop"], ["FHR@20"], resamples=50)
     assert one == {"pop": {"FHR@20": 1.0}, "lm": {"FHR@20": 0.0}} and delta_cell(one["lm"], "FHR@20") == "–"
+    # rows written before ``_ref`` existed: the reference is the row with an interval and no difference, as then
+    old = {"FHR@20": 0.4, "FHR@20_ci": [0.3, 0.5], "ci_level": 0.95}
+    assert delta_cell(old, "FHR@20") == "ref" and diff_cell({**old, "FHR@20_diff": 0.1, "FHR@20_vs": "pop"}, "FHR@20").startswith("+0.100")
 
 
 def test_add_intervals_skips_a_metric_with_an_empty_population() -> None:

@@ -182,6 +182,9 @@ def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(t
         with pytest.raises(ConfigError, match="unknown model 'popular'"):
             score_mod.run(cfg, request=req, batch=None, out=None, model="popular", threshold=None, explain=False)
 
+    fixed = tmp_path / "fixed.parquet"  # a fixed-size list column (from a 2-D array) is a list column too
+    pl.DataFrame({"negative": [["i0"]], "candidates": [["i4", "i1"]]}).with_columns(pl.col("candidates").cast(pl.Array(pl.String, 2))).write_parquet(fixed)
+    assert score_mod.run(cfg, request=None, batch=fixed, out=tmp_path / "f.parquet", model="sft", threshold=None, explain=False).height == 1
     res = score_mod.run(cfg, request=None, batch=batch, out=tmp_path / "o.parquet", model="sft", threshold=None, explain=True)
     assert [len(r) for r in res["reasons"].to_list()] == [2, 1] and all(t for r in res["reasons"].to_list() for t in r)
     req.write_text(json.dumps({"negative": ["i0"], "candidates": ["i4", "i1"]}))

@@ -62,8 +62,8 @@ def test_a_training_window_is_the_inference_prompt_continued(variant):
         assert "<neg>" not in last["prompt"]
 
 
-@pytest.mark.parametrize("max_history", [3, 6, 9, 40])
-def test_a_window_shows_what_a_point_with_max_history_events_shows(max_history):
+@pytest.mark.parametrize("max_history,stride", [(3, 2), (6, 2), (9, 2), (40, 2), (3, 4)])
+def test_a_window_shows_what_a_point_with_max_history_events_shows(max_history, stride):
     """An evaluated point's history holds the newest ``data.split.max_history`` events, and the predictor
     cuts longer ones: a training window is that prompt continued, not one whose older-dislike segment
     reaches back over the whole history (a heavy user's 20 older dislikes in training, 1 at inference)."""
@@ -72,12 +72,13 @@ def test_a_window_shows_what_a_point_with_max_history_events_shows(max_history):
     items = [str(i) for i in range(30)]
     fb = [-1 if i % 3 == 0 else 1 for i in range(30)]
     cfg = PromptConfig(variant="neg_timeline", max_timeline_events=4, max_neg_items=5)
-    examples = timeline_examples([UserTimeline("u", items, fb)], sid, cfg, stride=2, max_history=max_history)
+    examples = timeline_examples([UserTimeline("u", items, fb)], sid, cfg, stride=stride, max_history=max_history)
     predictor = Predictor.__new__(Predictor)  # only its prompt: no model needed
     predictor.history_limit, predictor._sid_of, predictor.prompt_cfg = max_history, sid, cfg
-    for (_start, _first, end), ex in zip(window_bounds(30, 4, 2), examples):
+    used = min(stride, max_history)  # a stride over max_history would give targets more context than any prompt has
+    for (_start, _first, end), ex in zip(window_bounds(30, 4, used), examples, strict=True):
         assert ex["prompt"] + ex["completion"] + DISLIKE_TAG == predictor.prompt(items[:end], fb[:end])
-    if max_history < 30:  # the last window: dislikes 26-max_history..25 only, not the whole history's
+    if max_history < 30 and stride == 2:  # the last window: dislikes 26-max_history..25 only, not the whole history's
         older = [i for i in range(30 - max_history, 26) if fb[i] < 0][-5:]
         assert "<neg>" + "".join(sid(str(i)) for i in older) + "</neg>" in examples[-1]["prompt"]
 

@@ -52,6 +52,13 @@ def test_the_rerun_hint_names_the_earliest_stage_that_is_not_current(tmp_path: P
     assert run.rerun_hint(cfg, "grpo").startswith("run `conrec grpo` with it")
     changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sid": {"category_level": True}})
     assert run.rerun_hint(changed, "grpo").startswith("run `conrec sid` and the stages after it up to grpo")
+    # eval reads only the LMs it is asked for: no hint to train a GRPO it does not read
+    sft_only = load_config(None, {"run_dir": str(tmp_path / "run"), "eval": {"models": ["sft"]}, "sft": {"train": {"learning_rate": 1e-3}}})
+    assert run.rerun_hint(sft_only, "eval").startswith("run `conrec sft` and the stages after it up to eval")
+    import shutil
+
+    shutil.rmtree(run.grpo)
+    assert run.rerun_hint(changed.model_copy(update={"eval": sft_only.eval}), "eval").startswith("run `conrec sid`")
     assert RunDir(tmp_path / "none").rerun_hint(cfg, "eval").startswith("run `conrec data` and the stages after it up to eval")
 
 
@@ -75,6 +82,7 @@ def test_a_refused_compute_setting_or_a_worker_rank_leaves_the_run_as_it_was(
             pipeline.run_stage(bf16, "grpo")
         assert all(run.is_done(s) for s in STAGES) and (run.root / "config.yaml").read_text() == before
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: (_ for _ in ()).throw(SystemExit(1)))  # the launch stops
     changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3}}})
     with pytest.raises(SystemExit):

@@ -212,3 +212,16 @@ def test_a_level_between_whole_percents_is_written_as_it_is(tmp_path: Path) -> N
     STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     report = (run.eval / "report.md").read_text()
     assert "97.5% percentile CI" in report and "98%" not in report
+
+
+def test_grpo_evaluated_alone_still_reports_its_forgetting_against_sft(tmp_path: Path) -> None:
+    """eval.models: [grpo] (every GRPO ablation child): the SFT accuracy it is measured against was dropped."""
+    run = RunDir(tmp_path / "run")
+    for stage, body in (("sft", {"discernment": {"accuracy": 0.8, "n_questions": 50}}),
+                        ("grpo", {"stages": [{"stage": "full", "discernment": {"accuracy": 0.6}, "mean_zero_adv_share": 0.2}]})):
+        run.stage_dir(stage).mkdir(parents=True)
+        write_json(body, run.stage_dir(stage) / "stats.json")
+    metrics: dict[str, dict[str, object]] = {"grpo": {}}
+    summary = eval_stage._discernment(run, metrics)
+    assert summary is not None and summary["sft"] == 0.8
+    assert metrics["grpo"]["discern_forgetting"] == pytest.approx(0.25)

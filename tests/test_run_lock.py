@@ -55,7 +55,11 @@ def test_the_lock_is_reentrant_in_one_process_and_left_to_the_main_rank(tmp_path
     holder = _holder(run_dir)
     try:
         monkeypatch.setenv("RANK", "1")  # a worker rank of a launch whose main rank holds the run
+        monkeypatch.setenv("WORLD_SIZE", "2")
         with holding_run(run_dir):
+            pass
+        monkeypatch.setenv("WORLD_SIZE", "1")  # a lone process with a stray RANK (a pod's environment) is the main one
+        with pytest.raises(RunInUseError), holding_run(run_dir):
             pass
         monkeypatch.setenv("RANK", "0")
         with pytest.raises(RunInUseError), holding_run(run_dir):

@@ -102,6 +102,8 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")
+    if is_worker_rank():  # the main rank records the stage (it holds the run)
+        return result
     record_finished(cfg, stage, seconds, files)
     timings_path = run.root / "timings.json"
     try:

@@ -29,7 +29,11 @@ LOCK_FILE = ".conrec.lock"
 def is_worker_rank() -> bool:
     """A distributed launch's process other than the main one (torchrun / accelerate set ``RANK``): it neither
     holds the run nor writes its records; the main rank does both for the launch."""
-    return os.environ.get("RANK", "0") != "0"
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    return world > 1 and os.environ.get("RANK", "0") != "0"  # a lone process with a stray RANK is the main one
 
 
 @contextmanager

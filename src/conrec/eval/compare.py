@@ -8,8 +8,7 @@ an evaluation are scored. Keys added to ``metrics[model]`` for each headline key
 * ``m_ci``: ``[lo, hi]``, the percentile CI of the model's mean;
 * ``m_diff``, ``m_diff_ci``: mean(model) - mean(best baseline) and its paired CI;
 * ``m_vs``: the name of that baseline (the baseline with the best point estimate of ``m``; the
-  best baseline itself gets no difference, and ``m_ref: true`` instead; with no baseline, no row
-  gets either);
+  best baseline itself gets no difference; ``m_ref``: whether the row is that baseline);
 * ``ci_level``: the intervals' level (``eval.bootstrap.level``), which every table labels them with.
 """
 
@@ -68,14 +67,21 @@ def add_intervals(
             row = metrics.setdefault(model, {})
             row["ci_level"] = level
             row[f"{key}_ci"] = list(mean_ci(per_key[key], idx, level))
-            if model == ref:
-                row[f"{key}_ref"] = True
+            row[f"{key}_ref"] = model == ref  # written either way: rows from before it existed are told apart by its absence
             if ref is None or model == ref:
                 continue
             ref_values = values[ref][key]
             row[f"{key}_diff"] = nan_mean(per_key[key]) - nan_mean(ref_values)
             row[f"{key}_diff_ci"] = list(paired_diff_ci(per_key[key], ref_values, idx, level))
             row[f"{key}_vs"] = ref
+
+
+def is_reference(row: Mapping[str, object], key: str) -> bool:
+    """Whether ``row`` is the best baseline of ``key``: ``key_ref``, or for rows written before it existed, an
+    interval with no difference, as those were read (which misread every LM row when no baseline was evaluated)."""
+    if f"{key}_ref" in row:
+        return bool(row[f"{key}_ref"])
+    return f"{key}_ci" in row and f"{key}_diff" not in row
 
 
 def ci_label(metrics: Mapping[str, Mapping[str, object]]) -> str:

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from conrec.errors import StageInputError  # noqa: E402
-from conrec.eval.compare import ci_label  # noqa: E402
+from conrec.eval.compare import ci_label, is_reference  # noqa: E402
 from conrec.eval.metrics import parse_horizon_key  # noqa: E402
 from conrec.io import atomic_path, read_json, write_text  # noqa: E402
 from conrec.runs import RunDir  # noqa: E402
@@ -100,7 +100,7 @@ def diff_cell(row: dict[str, Any], key: str) -> str:
     """``+0.021 [-0.010, 0.052] vs popularity``; '(reference)' for the best baseline itself."""
     d = number_or_none(row.get(key + "_diff"))
     if d is None:
-        return "(best baseline)" if row.get(key + "_ref") else "–"
+        return "(best baseline)" if is_reference(row, key) else "–"
     return f"{d:+.3f}{interval_text(row, key + '_diff_ci')} vs {row.get(key + '_vs', '?')}"
 
 

@@ -165,7 +165,9 @@ def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, An
     def stats(path: Path) -> dict[str, Any] | None:
         return read_json(path, what="stage stats") if path.exists() else None
 
-    s = summary(stats(rd.sft / "stats.json") if "sft" in metrics else None, stats(rd.grpo / "stats.json") if "grpo" in metrics else None)
+    # an evaluated GRPO is current, so the SFT model it was trained from is too: its figures are the reference
+    s = summary(stats(rd.sft / "stats.json") if {"sft", "grpo"} & set(metrics) else None,
+                stats(rd.grpo / "stats.json") if "grpo" in metrics else None)
     if s is None:
         return None
     if "sft" in metrics and s["sft"] is not None:

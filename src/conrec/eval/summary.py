@@ -15,7 +15,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from conrec.eval.compare import ci_label
+from conrec.eval.compare import ci_label, is_reference
 from conrec.eval.report import interval_text, number_or_none
 
 
@@ -29,7 +29,7 @@ def delta_cell(row: Mapping[str, Any], key: str) -> str:
     for the best baseline itself; ``–`` where no difference was computed (no baseline evaluated, or no CI)."""
     d = number_or_none(row.get(key + "_diff"))
     if d is None:
-        return "ref" if row.get(key + "_ref") else "–"
+        return "ref" if is_reference(row, key) else "–"
     ci = row.get(key + "_diff_ci")
     excludes_zero = isinstance(ci, (list, tuple)) and len(ci) == 2 and (ci[0] > 0 or ci[1] < 0)
     return f"{d:+.3f}" + ("*" if excludes_zero else "")

@@ -138,7 +138,7 @@ def batch_slates(df: pl.DataFrame, where: str, known: dict[str, History] | None 
     require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
-    if not isinstance(df.schema["candidates"], pl.List):  # a text "P1,P2" was split into its characters
+    if not isinstance(df.schema["candidates"], (pl.List, pl.Array)):  # a text "P1,P2" was split into its characters
         raise DataValidationError(f"{where}: 'candidates' must be a list column (a list of item ids per row), got {df.schema['candidates']}")
     slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
     return batch_histories(df, where, known), slates

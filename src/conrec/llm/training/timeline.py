@@ -89,6 +89,8 @@ def timeline_examples(
     """
     if not prompt_cfg.is_timeline:
         raise ValueError(f"the timeline task needs a timeline prompt layout, got sft.prompt.variant {prompt_cfg.variant!r}")
+    if max_history is not None:  # a target never sees more context than a prompt holds at inference
+        stride = min(stride, max_history)
     out: list[dict[str, str]] = []
     write = item_renderer(sid_of, prompt_cfg)
     for tl in timelines:
