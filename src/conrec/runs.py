@@ -154,12 +154,13 @@ class RunDir:
     def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
         (a hint that named ``stage`` itself was refused by it when an earlier one had to run first)."""
+        from conrec.pipeline import required_upstream  # here: conrec.pipeline imports this module
+
         reads, todo = set(), [stage]
-        while todo:  # the stages it reads, as conrec.pipeline.required_upstream chooses them (eval: the LMs it is asked for)
-            spec = STAGE_REGISTRY[todo.pop()]
-            if spec.name not in reads:
-                reads.add(spec.name)
-                todo += [*spec.inputs, *(u for u in spec.optional_inputs if self.stage_dir(u).exists() and spec.selects_input(cfg, u))]
+        while todo:  # the stages it reads, directly or not, as the pipeline chooses them (eval: the LMs it is asked for)
+            if (s := todo.pop()) not in reads:
+                reads.add(s)
+                todo += required_upstream(self, cfg, s)
         earliest = next((s for s in STAGES if s in reads and self.stale_reason(cfg, s) is not None), stage)
         then = f" and the stages after it up to {stage}" if earliest != stage else ""
         return f"run `conrec {earliest}`{then} with it, or `conrec demo` with it (it reruns whatever is not current)"
