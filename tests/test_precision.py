@@ -86,7 +86,11 @@ def test_a_launchers_mixed_precision_gives_way_to_compute_precision(monkeypatch)
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     assert pin_launcher_precision(rc) is None  # no launcher: nothing set
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    assert pin_launcher_precision(rc) == "bf16"  # the caller warns
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    assert pin_launcher_precision(rc, console) == "bf16"
+    assert "the launcher's mixed precision (bf16) is overridden by compute.precision (fp32 here)" in console.export_text()
     AcceleratorState._reset_state(True)
     SFTConfig(output_dir="unused", **trainer_kwargs(rc))
     assert Accelerator(cpu=True).mixed_precision == "no"

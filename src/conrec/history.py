@@ -14,6 +14,7 @@ SID map *before* importing and loading any model, so a typo fails in a second, n
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,6 +123,18 @@ def known_item_ids(run: RunDir) -> set[str]:
         return set(pl.read_parquet(p, columns=["item_id"])["item_id"].cast(pl.String).to_list())
     except Exception as exc:  # polars raises several types for corrupt files
         raise StageInputError(f"SID map at {p.absolute()} is not a readable Parquet file: {exc}") from exc
+
+
+def check_history_shape(items: Sequence[Any], feedback: Sequence[Any], subject: str) -> None:
+    """Fail with one line naming ``subject`` if a history's lists do not align, it is empty, or a
+    feedback value is not -1 (dislike) or +1 (positive). Pure and cheap: callers check before a model loads."""
+    if len(items) != len(feedback):
+        raise DataValidationError(f"{subject}: {len(items)} item id(s) but {len(feedback)} feedback value(s); they must align")
+    if not items:
+        raise DataValidationError(f"{subject} is empty: give at least one disliked or liked item (the model conditions on it)")
+    bad = sorted({int(f) for f in feedback if int(f) not in (-1, 1)})
+    if bad:
+        raise DataValidationError(f"{subject}: feedback must be -1 (dislike) or +1 (positive), got {bad}")
 
 
 def check_known_items(history: History, known: set[str], source: str = "history") -> None:

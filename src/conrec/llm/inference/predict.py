@@ -26,7 +26,7 @@ from conrec.config import PipelineConfig
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
-from conrec.history import History, read_history_json  # noqa: F401  (read_history_json: public API)
+from conrec.history import History, check_history_shape, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
@@ -171,17 +171,7 @@ class Predictor:
             if not isinstance(hist, (tuple, list)) or len(hist) != 2:
                 raise DataValidationError(f"history #{n} must be a pair (item ids, feedback), got {type(hist).__name__}")
             items, feedback = hist
-            if len(items) != len(feedback):
-                raise DataValidationError(
-                    f"history #{n}: {len(items)} item id(s) but {len(feedback)} feedback value(s); they must align"
-                )
-            if not items:
-                raise DataValidationError(
-                    f"history #{n} is empty: give at least one disliked or liked item (the model conditions on it)"
-                )
-            bad = sorted({int(f) for f in feedback if int(f) not in (-1, 1)})
-            if bad:
-                raise DataValidationError(f"history #{n}: feedback must be -1 (dislike) or +1 (positive), got {bad}")
+            check_history_shape(items, feedback, f"history #{n}")
             unknown.extend(str(i) for i in items if str(i) not in self.sid_map)
         if unknown:
             uniq = sorted(set(unknown))

@@ -148,15 +148,12 @@ def check_item_ids(histories: list[History], slates: list[list[str]], known: set
     """Every history and candidate id in the run's SID map, checked before a model loads (it took seconds
     to load one only to refuse an unknown id); the message names the row and whether it is a history or
     a candidate."""
-    from conrec.history import check_known_items
+    from conrec.history import check_history_shape, check_known_items
 
     for n, (history, slate) in enumerate(zip(histories, slates)):
         row = f" row {n}" if len(slates) > 1 else ""
-        # what the predictor refuses too, said here with the file's name, before seconds of model loading
-        if not history[0]:
-            raise DataValidationError(f"{where}{row}: the history is empty; give at least one disliked or liked item")
-        if bad := sorted({f for f in history[1] if f not in (-1, 1)}):
-            raise DataValidationError(f"{where}{row}: history feedback must be -1 (dislike) or +1 (positive), got {bad}")
+        # the predictor's own check, said here with the file's name, before seconds of model loading
+        check_history_shape(*history, f"{where}{row}: the history")
         if not slate:
             raise DataValidationError(f"{where}{row}: the candidate slate is empty; give at least one item id to score")
         check_known_items(history, known, source=f"{where}{row}: history")

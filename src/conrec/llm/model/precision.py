@@ -30,6 +30,7 @@ from conrec.errors import ConfigError
 
 if TYPE_CHECKING:  # torch is imported where it is used: conrec.config (and `conrec --help`) must stay light
     import torch
+    from rich.console import Console
 
 Precision = Literal["fp32", "bf16", "fp16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "fp16")
@@ -130,9 +131,9 @@ def resolve_compute(cfg: ComputeConfig, cuda_available: bool | None = None, bf16
 LAUNCHER_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch --mixed_precision` / its config file set
 
 
-def pin_launcher_precision(rc: ResolvedCompute) -> str | None:
+def pin_launcher_precision(rc: ResolvedCompute, console: Console | None = None) -> str | None:
     """Make a launcher's mixed precision agree with ``compute.precision`` (resolved in ``rc``); return the
-    launcher's own value when it was overridden (for a warning), else None.
+    launcher's own value when it was overridden (and warn on ``console``), else None.
 
     Why: transformers' ``TrainingArguments`` falls back to ``$ACCELERATE_MIXED_PRECISION`` when neither
     ``bf16`` nor ``fp16`` is set, so the shipped accelerate config (``mixed_precision: bf16``) trained an
@@ -145,7 +146,12 @@ def pin_launcher_precision(rc: ResolvedCompute) -> str | None:
         return None
     want = "no" if rc.precision == "fp32" else rc.precision
     os.environ[LAUNCHER_PRECISION_ENV] = want
-    return given if given.strip().lower() != want else None
+    if given.strip().lower() == want:
+        return None
+    if console is not None:
+        console.print(f"[yellow]warning:[/] the launcher's mixed precision ({given}) is overridden by compute.precision "
+                      f"({rc.precision} here); set compute.precision to choose it")
+    return given
 
 
 def trainer_kwargs(rc: ResolvedCompute) -> dict[str, Any]:

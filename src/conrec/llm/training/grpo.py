@@ -360,9 +360,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
     """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
     rd = RunDir(run_dir)
     compute = resolve_compute(sections.compute)
-    if (launcher := pin_launcher_precision(compute)) is not None:
-        console.print(f"[yellow]warning:[/] the launcher's mixed precision ({launcher}) is overridden by compute.precision "
-                      f"({compute.precision} here); set compute.precision to choose it")
+    pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
     state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
     check_group_batch(sections.grpo.batch_size, state.num_processes, sections.grpo.num_generations)
     sft = rd.model_dir("sft")

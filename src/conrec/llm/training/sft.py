@@ -411,9 +411,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     set_seed(seed)
     started = time.perf_counter()
     compute = resolve_compute(sections.compute)  # before any loading: a CPU asked for bf16 fails at once
-    if (launcher := pin_launcher_precision(compute)) is not None:
-        console.print(f"[yellow]warning:[/] the launcher's mixed precision ({launcher}) is overridden by compute.precision "
-                      f"({compute.precision} here); set compute.precision to choose it")
+    pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
 
     items, samples, sid_map = load_inputs(rd)
     model, tokenizer = load_backbone(sft.model)
