@@ -27,9 +27,11 @@ if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
 
 from pyspark.sql import SparkSession
 from test_data_engines import (
+    ALL_NEUTRAL,
     COLUMNS_REFUSED,
     WORDS_REFUSED,
     _run,
+    all_neutral_log,
     assert_same_run,
     categorical_logs,
     digit_date_log,
@@ -321,3 +323,11 @@ def test_spark_refuses_a_columns_source_in_neither_file_like_polars(spark, tmp_p
 
     with pytest.raises(ConfigError, match=COLUMNS_REFUSED):
         _run(tmp_path, "cols", {"source": "table", "events_path": str(table_file), "columns": {"genre": "category"}, "engine": "spark", "spark": SPARK})
+
+
+def test_spark_says_a_log_whose_every_feedback_is_neutral_is_so_like_polars(spark, tmp_path):
+    """It said "no events", which named neither the feedback column nor data.feedback_labels."""
+    from conrec.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match=ALL_NEUTRAL):
+        _run(tmp_path, "neutral", {**all_neutral_log(tmp_path), "engine": "spark", "spark": SPARK})

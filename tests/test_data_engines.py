@@ -92,16 +92,23 @@ def test_a_mapped_column_replaces_the_one_already_named_like_its_role(tmp_path):
     assert pl.read_parquet(mem.items).filter(pl.col("item_id") == "i3")["title"].item() == "Item 3"
 
 
-def test_a_log_whose_every_feedback_is_neutral_says_so_in_every_polars_engine(tmp_path):
-    """Feedback words all labelled 0 (as conrec init lists words it cannot tell): "no events" in memory,
-    "table items: no items" when streamed."""
-    from conrec.errors import DataValidationError
+ALL_NEUTRAL = r"every row's feedback is neutral \(0\).*data.feedback_labels"
 
+
+def all_neutral_log(tmp_path: Path) -> dict[str, Any]:
+    """A table source whose feedback words are all labelled 0, as conrec init lists words it cannot tell."""
     path = tmp_path / "ev.csv"
     path.write_text("user_id,item_id,ts,action\n" + "".join(f"u{k % 5},i{k % 7},{1_700_000_000 + k},ausblenden\n" for k in range(40)))
-    data = {"source": "table", "events_path": str(path), "columns": {"action": "feedback"}, "feedback_labels": {"ausblenden": 0}}
+    return {"source": "table", "events_path": str(path), "columns": {"action": "feedback"}, "feedback_labels": {"ausblenden": 0}}
+
+
+def test_a_log_whose_every_feedback_is_neutral_says_so_in_every_polars_engine(tmp_path):
+    """It said "no events" in memory and "table items: no items" when streamed (Spark: tests/test_data_engine_spark.py)."""
+    from conrec.errors import DataValidationError
+
+    data = all_neutral_log(tmp_path)
     for streaming in ("off", "on"):
-        with pytest.raises(DataValidationError, match=r"every row's feedback is neutral \(0\).*data.feedback_labels"):
+        with pytest.raises(DataValidationError, match=ALL_NEUTRAL):
             _run(tmp_path, streaming, {**data, "streaming": streaming})
 
 
