@@ -86,3 +86,24 @@ def test_cli_predict_on_a_corrupt_model_exits_2_with_one_line(corrupt_run, tmp_p
     flat = res.output.replace("\n", "")  # rich wraps the one line at the terminal width
     assert "Traceback" not in flat and name in flat
     assert flat.startswith("error:")
+
+
+def test_a_file_that_passed_is_not_parsed_again_until_it_changes(run_with_model, tmp_path, monkeypatch):
+    """The 3.5 MB tokenizer.json was parsed at every stage start, model load and output check (0.1 s each);
+    a file rewritten since it passed, even to the same size, is checked again."""
+    import conrec.llm.model.model_files as model_files
+
+    model = tmp_path / "model"
+    shutil.copytree(RunDir(run_with_model.run_dir).sft_model, model)
+    parsed: list[int] = []
+    real_loads = json.loads
+    monkeypatch.setattr(model_files.json, "loads", lambda b, *a, **k: parsed.append(len(b)) or real_loads(b, *a, **k))
+    verify_model_dir(model)
+    first = len(parsed)
+    assert first >= 3  # config.json, tokenizer.json, ..., the safetensors header
+    verify_model_dir(model)
+    assert len(parsed) == first  # unchanged: nothing parsed again
+    text = (model / "tokenizer.json").read_text()
+    (model / "tokenizer.json").write_text(text[:-1] + " ")  # same size, no longer JSON
+    with pytest.raises(StageInputError, match=r"tokenizer\.json is not valid JSON"):
+        verify_model_dir(model)
