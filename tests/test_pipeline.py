@@ -388,3 +388,43 @@ def test_ctrl_c_says_what_state_the_run_is_in_and_exits_130(tmp_path: Path, monk
     text = " ".join(res.output.split())
     assert res.exit_code == 130 and "interrupted:" in text and "resume from their last checkpoint" in text
     assert "Traceback" not in res.output
+
+
+def test_a_refused_run_pipeline_call_leaves_the_run_as_it_was(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: run_pipeline rewrote config.yaml before it checked its stage names or inputs, so a
+    refused call ("unknown stage", GRPO on a changed SFT) left a good run's models "made with a different
+    configuration"; on a new directory it left config.yaml and the lock file behind."""
+    from conrec.errors import ConfigError, StageInputError
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    before = (run.root / "config.yaml").read_text()
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3}}})
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['evl'\]"):
+        pipeline.run_pipeline(changed, stages=("evl",))
+    with pytest.raises(StageInputError, match="grpo needs the sft stage's outputs"):
+        pipeline.run_pipeline(changed, stages=("grpo",))
+    assert (run.root / "config.yaml").read_text() == before
+    assert all(run.is_done(s) for s in STAGES)
+    fresh = load_config(None, {"run_dir": str(tmp_path / "new")})
+    with pytest.raises(StageInputError):
+        pipeline.run_pipeline(fresh, stages=("grpo",))
+    assert not (tmp_path / "new").exists()
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg, stages="sid", force=True)  # one name is one stage (it read "s", "i", "d")
+    assert fake_stages == ["sid"]
+    # every stage current: the config is still recorded (a changed serve section, say)
+    served = load_config(None, {"run_dir": str(tmp_path / "run"), "serve": {"port": 9123}})
+    pipeline.run_pipeline(served)
+    assert "9123" in (run.root / "config.yaml").read_text()
+
+
+def test_a_run_directory_that_is_a_file_is_one_line(tmp_path: Path, fake_stages: list[str]) -> None:
+    """It was a FileExistsError traceback."""
+    from conrec.errors import ConfigError
+
+    (tmp_path / "afile").write_text("x")
+    for where in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        with pytest.raises(ConfigError, match="a folder above it is a file"):
+            pipeline.run_pipeline(load_config(None, {"run_dir": str(where)}), stages=("data",))

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from conrec.config import PipelineConfig, dump_config
-from conrec.errors import StageInputError
+from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, RunDir
@@ -159,15 +159,26 @@ def run_pipeline(
     force: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Run ``stages`` in order; a stage reruns if forced, unfinished, reconfigured, unreadable, or upstream reran."""
+    """Run ``stages`` in order; a stage reruns if forced, unfinished, reconfigured, unreadable, or upstream reran.
+
+    A call that fails before a stage starts (an unknown stage name, a stage whose inputs are missing or
+    stale) leaves the run as it was: its ``config.yaml`` is rewritten by the first stage that runs, or,
+    when every stage was current, at the end (it rewrote it first, so a refused call made the run's good
+    models "made with a different configuration"). ``stages`` may be one name."""
     console = console or Console()
+    stages = (stages,) if isinstance(stages, str) else tuple(stages)
+    unknown = [s for s in stages if s not in STAGE_REGISTRY]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
+    run = RunDir(cfg.run_dir)
+    if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
+        check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
     with holding_run(cfg.run_dir):  # across the stages: no other process starts one in between
         return _run_pipeline_held(cfg, stages, force, console)
 
 
 def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool, console: Console) -> dict[str, Any]:
     run = RunDir(cfg.run_dir)
-    write_text(dump_config(cfg), run.root / "config.yaml")
     results: dict[str, Any] = {}
     upstream_reran = False
     for stage in stages:
@@ -187,6 +198,8 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         results[stage] = run_stage(cfg, stage, console=console, **kwargs)
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         upstream_reran = True
+    if not upstream_reran:  # every stage was current with cfg: record it (a changed serve section, say)
+        write_text(dump_config(cfg), run.root / "config.yaml")
     return results
 
 

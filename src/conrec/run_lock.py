@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from conrec.errors import RunInUseError
+from conrec.errors import ConfigError, RunInUseError
 
 LOCK_FILE = ".conrec.lock"
 
@@ -43,7 +43,10 @@ def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
         yield
         return
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file: that was a traceback
+        raise ConfigError(f"run directory {root} cannot be created: it or a folder above it is a file; give another --run-dir") from None
     lock = FileLock(root / LOCK_FILE, blocking=False, is_singleton=True, preserve_lock_file=True)
     try:
         lock.acquire()
