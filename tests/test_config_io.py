@@ -217,3 +217,9 @@ def test_shipped_configs_load(name):
     """Every config the docs point to (configs/*.yaml) is valid against today's settings."""
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / name)
     assert cfg.run_dir.parts[0] == "runs"
+
+
+def test_overrides_that_are_not_a_mapping_are_one_line() -> None:
+    """load_config(None, ["x"]) was an AttributeError from the merge."""
+    with pytest.raises(ConfigError, match=r"overrides must be a mapping of sections .*got list"):
+        load_config(None, ["x"])  # type: ignore[arg-type]

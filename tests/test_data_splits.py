@@ -250,3 +250,13 @@ def test_dislikes_before_a_point_are_all_counted_beyond_the_history_window():
     assert got[("u", "x")] == (4, [1, 1, 1])  # the window holds only likes
     assert got[("u", "n0")][0] == 0 and got[("u", "n3")][0] == 3
     assert got[("v", "y")][0] == 0 and got[("v", "z")][0] == 1  # counted per user, not across users
+
+
+def test_build_samples_names_a_missing_event_column():
+    """A public API: it was a polars ColumnNotFoundError."""
+    from conrec.data.splits import build_samples
+    from conrec.errors import DataValidationError
+
+    events = pl.DataFrame({"user_id": ["u"], "item_id": ["a"], "ts": [0]})
+    with pytest.raises(DataValidationError, match=r"events for build_samples: missing column\(s\) \['feedback'\]"):
+        build_samples(events, SplitConfig())

@@ -175,10 +175,21 @@ def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(t
             (pl.DataFrame({"negative": [["i0"]], "candidates": ["i4,i1"]}), "'candidates' must be a list column"),
             (pl.DataFrame({"negative": [["i0"], ["i1"]], "candidates": [["i4"], []]}), "row 1: the candidate slate is empty"),
             (pl.DataFrame({"hist_items": [["i0"]], "hist_feedback": [[0]], "candidates": [["i4"]]}), r"feedback must be -1 .* got \[0\]"),
+            # found by probing: a null or text feedback value was a traceback from int(); a text history
+            # column was split into characters ("unknown ids ['0', '1', 'i']")
+            (pl.DataFrame({"hist_items": [["i0", "i1"]], "hist_feedback": [[-1, None]], "candidates": [["i4"]]}), r"got \[None\]"),
+            (pl.DataFrame({"hist_items": [["i0", "i1"]], "hist_feedback": [["-1", "x"]], "candidates": [["i4"]]}), r"got \['-1', 'x'\]"),
+            (pl.DataFrame({"negative": ["i0,i1"], "candidates": [["i4"]]}), "'negative' must be a list column"),
+            (pl.DataFrame({"hist_items": ["i0"], "hist_feedback": [[-1]], "candidates": [["i4"]]}), "'hist_items' must be a list column"),
         ]:
             frame.write_parquet(bad)
             with pytest.raises(DataValidationError, match=f"score batch {bad}.*{message}"):
                 score_mod.run(cfg, request=None, batch=bad, out=None, model="sft", threshold=None, explain=False)
+        with pytest.raises(DataValidationError, match="score request file .* is a directory"):  # was IsADirectoryError
+            score_mod.run(cfg, request=tmp_path, batch=None, out=None, model="sft", threshold=None, explain=False)
+        (tmp_path / "latin.json").write_bytes('{"negative": ["caf\xe9"]}'.encode("latin-1"))
+        with pytest.raises(DataValidationError, match=r"latin\.json is not UTF-8 text"):  # was UnicodeDecodeError
+            score_mod.run(cfg, request=tmp_path / "latin.json", batch=None, out=None, model="sft", threshold=None, explain=False)
         with pytest.raises(ConfigError, match="unknown model 'popular'"):
             score_mod.run(cfg, request=req, batch=None, out=None, model="popular", threshold=None, explain=False)
 

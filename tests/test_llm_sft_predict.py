@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
@@ -106,6 +107,20 @@ def test_predictor_errors(trained, tmp_path):
         p.recommend([(["i0"], [-1]), ([], [])], k=3)
     with pytest.raises(DataValidationError, match="feedback"):
         p.recommend([(["i0"], [0])], k=3)
+    # found by probing: these were tracebacks from int(), the beam search or the prompt builder, or were cut
+    for bad_fb, shown in ([["x"], "'x'"], [[None], "None"], [[-1.5], "-1.5"], [[True], "True"]):
+        with pytest.raises(DataValidationError, match=rf"feedback must be -1 .*got \[{re.escape(shown)}\]"):
+            p.recommend([(["i0"], bad_fb)], k=3)
+    assert p.recommend([(["i0"], [-1.0])], k=3) == p.recommend([(["i0"], [-1])], k=3)  # a whole number is one
+    with pytest.raises(DataValidationError, match="must each be a list, got a string .*pass a list of histories"):
+        p.recommend((["i0", "i1"], [-1, 1]), k=3)  # type: ignore[arg-type]  # one history, not a list of them
+    for k in (2.5, "5", None, True, 0):
+        with pytest.raises(DataValidationError, match=rf"k must be an integer >= 1, got {re.escape(repr(k))}"):
+            p.recommend([(["i0"], [-1])], k=k)  # type: ignore[arg-type]
+    with pytest.raises(DataValidationError, match=r"candidate slate #0 is a string"):
+        p.score([(["i0"], [-1])], ["i3"])
+    with pytest.raises(DataValidationError, match="max_pos_items must be an integer >= 0"):
+        p.score([(["i0"], [-1])], [["i3"]], max_pos_items=-1)
     with pytest.raises(StageInputError, match="grpo model cannot be used with this config: no model at"):
         Predictor.from_run(cfg, model="grpo")
     with pytest.raises(ConfigError, match="unknown model"):
@@ -139,6 +154,12 @@ def test_history_json_formats(tmp_path):
     c.write_text(json.dumps({"likes": []}))
     with pytest.raises(DataValidationError, match="expected"):
         read_history_json(c)
+    # a directory or a file that is not UTF-8: one line each (they were IsADirectoryError, UnicodeDecodeError)
+    (tmp_path / "latin.json").write_bytes('{"negative": ["caf\xe9"]}'.encode("latin-1"))
+    with pytest.raises(DataValidationError, match=r"history file .*latin\.json is not UTF-8 text"):
+        read_history_json(tmp_path / "latin.json")
+    with pytest.raises(DataValidationError, match="is a directory"):
+        read_history_json(tmp_path)
 
 
 def test_cli_run_split_writes_parquet(trained, tmp_path):

@@ -138,6 +138,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
         raw = resolve_input_paths(loaded, p.absolute().parent)
+    if overrides is not None and not isinstance(overrides, dict):  # an AttributeError from the merge, before
+        raise ConfigError(f"config overrides must be a mapping of sections (e.g. {{'sft': {{...}}}}), got {type(overrides).__name__}")
     if overrides:
         raw = _deep_merge(raw, resolve_input_paths(overrides, Path.cwd()))
     try:

@@ -14,6 +14,7 @@ SID map *before* importing and loading any model, so a typo fails in a second, n
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -92,13 +93,26 @@ def parse_history(obj: Any, source: str = "history") -> History:
         ) from None
 
 
+def read_request_text(path: str | Path, what: str) -> str:
+    """The text of a request file (a history, a score request), or one line naming what is wrong:
+    missing, a directory or not UTF-8 (these were tracebacks)."""
+    p = Path(path)
+    if not p.exists():
+        raise DataValidationError(f"{what} not found: {p.absolute()}")
+    if p.is_dir():
+        raise DataValidationError(f"{what} {p} is a directory; give a JSON file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataValidationError(f"{what} {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a JSON file?") from None
+
+
 def read_history_json(path: str | Path) -> History:
     """One user's history from a JSON file (see the module docstring for the format)."""
     p = Path(path)
-    if not p.exists():
-        raise DataValidationError(f"history file not found: {p.absolute()}")
+    text = read_request_text(p, "history file")
     try:
-        obj = json.loads(p.read_text())
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
     if isinstance(obj, dict):  # a saved POST /v1/dislikes body: its request fields are not part of the history
@@ -128,13 +142,22 @@ def known_item_ids(run: RunDir) -> set[str]:
 def check_history_shape(items: Sequence[Any], feedback: Sequence[Any], subject: str) -> None:
     """Fail with one line naming ``subject`` if a history's lists do not align, it is empty, or a
     feedback value is not -1 (dislike) or +1 (positive). Pure and cheap: callers check before a model loads."""
+    if isinstance(items, (str, bytes)) or isinstance(feedback, (str, bytes)):  # read as characters, it misled
+        raise DataValidationError(
+            f"{subject}: item ids and feedback must each be a list, got a string (one history? pass a list of histories)"
+        )
     if len(items) != len(feedback):
         raise DataValidationError(f"{subject}: {len(items)} item id(s) but {len(feedback)} feedback value(s); they must align")
     if not items:
         raise DataValidationError(f"{subject} is empty: give at least one disliked or liked item (the model conditions on it)")
-    bad = sorted({int(f) for f in feedback if int(f) not in (-1, 1)})
+    bad = list(dict.fromkeys(repr(f) for f in feedback if not is_feedback_value(f)))
     if bad:
-        raise DataValidationError(f"{subject}: feedback must be -1 (dislike) or +1 (positive), got {bad}")
+        raise DataValidationError(f"{subject}: feedback must be -1 (dislike) or +1 (positive), got [{', '.join(bad[:5])}]")
+
+
+def is_feedback_value(f: Any) -> bool:
+    """-1 or +1 as a number (-1.0 too); not True, None, "-1" or -1.5 (which int() cut to -1)."""
+    return isinstance(f, numbers.Real) and not isinstance(f, bool) and f in (-1, 1)
 
 
 def check_known_items(history: History, known: set[str], source: str = "history") -> None:

@@ -52,9 +52,9 @@ import pyarrow as pa
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS
 from conrec.data.windows import window_end
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, require_columns
 
 SPLITS = ("train", "valid", "test")
 
@@ -333,6 +333,7 @@ def _rows_before(row_ucode: np.ndarray, row_ts: np.ndarray, ucode: np.ndarray, l
 
 def build_samples(events: pl.DataFrame, split_cfg: SplitConfig) -> pl.DataFrame:
     """Samples for train/valid/test from validated canonical events (see module docstring)."""
+    require_columns(events, EVENT_COLUMNS, "events for build_samples")  # a public API: one line, not a polars error
     ordered = order_events(events)
     cuts = time_cutoffs(events, split_cfg)
     points = select_points(ordered, cuts, split_cfg)

@@ -11,6 +11,7 @@ Scores are the model's log-probability of the item's SID given the prompt (highe
 
 from __future__ import annotations
 
+import numbers
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +70,11 @@ def check_finite_weights(model: torch.nn.Module, model_dir: Path) -> None:
                 f"model {model_dir} has {bad:,} non-finite weight(s) (NaN or inf) in {name}; "
                 "it cannot give meaningful scores: retrain it (rerun the stage that wrote it)"
             )
+
+
+def is_count(n: Any) -> bool:
+    """An integer >= 1 (not True, 2.5 or "5", which failed deep inside the search with a TypeError)."""
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and int(n) >= 1
 
 
 def check_finite_answers(recs: Sequence[Sequence[tuple[str, float]]], expected: Sequence[int]) -> None:
@@ -187,8 +193,8 @@ class Predictor:
 
         Fewer than ``k`` only when the catalogue minus the history has fewer than ``k`` items.
         """
-        if k < 1:
-            raise DataValidationError(f"k must be >= 1, got {k}")
+        if not is_count(k):
+            raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         self.validate(histories)
         prompts = [self.prompt(items, fb) for items, fb in histories]
         exclude = [set(map(str, items)) for items, _ in histories]
@@ -224,6 +230,8 @@ class Predictor:
         if len(candidates) != n_histories:
             raise DataValidationError(f"{len(candidates)} candidate slate(s) for {n_histories} history(ies); give one per history")
         for n, slate in enumerate(candidates):
+            if isinstance(slate, (str, bytes)):  # its characters were read as item ids ("repeats item id(s) ['0']")
+                raise DataValidationError(f"candidate slate #{n} is a string; give a list of item ids per history ([[...], ...])")
             if len(slate) == 0:
                 raise DataValidationError(f"candidate slate #{n} is empty: give at least one item id to score")
             dup = sorted(i for i, n_seen in Counter(map(str, slate)).items() if n_seen > 1)
@@ -243,6 +251,8 @@ class Predictor:
         history sharing its prompt's KV cache (:func:`conrec.llm.inference.scoring.sid_log_probs`). Higher =
         more likely disliked; a score does not depend on the slate's other items or their order.
         """
+        if max_pos_items is not None and not (is_count(max_pos_items) or max_pos_items == 0):
+            raise DataValidationError(f"max_pos_items must be an integer >= 0 or None, got {max_pos_items!r}")
         self.validate(histories)
         scores = self.score_prompts([self.prompt(items, fb, max_pos_items) for items, fb in histories], candidates)
         for n, row in enumerate(scores):

@@ -14,7 +14,7 @@ import polars as pl
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, StageInputError
-from conrec.history import History, check_known_items, known_item_ids, read_history_json
+from conrec.history import History, check_known_items, known_item_ids, read_history_json, read_request_text
 from conrec.io import read_parquet
 from conrec.runs import RunDir
 from conrec.stages import MODEL_STAGES
@@ -91,10 +91,10 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     from conrec.serve.schemas import DislikeRequest
 
     p = Path(path)
+    text = read_request_text(p, "history file")
     try:
-        text = p.read_text() if p.exists() else ""
-        obj = json.loads(text) if text else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        obj = json.loads(text)
+    except json.JSONDecodeError:
         obj = None  # read_history_json says what is wrong with the file
     if not (isinstance(obj, dict) and any(key in obj for key in _REQUEST_ONLY)):
         return read_history_json(p), None, False

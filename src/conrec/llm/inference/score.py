@@ -41,12 +41,11 @@ Body = TypeVar("Body", bound="DislikeRequest")  # a serve request schema (ScoreR
 def read_score_request(path: Path, run: RunDir, max_history: int) -> tuple[History, list[str], float | None, bool]:
     """(history, candidates, threshold, explain) from a ``/v1/score`` JSON body in ``path``; a ``user_id``'s
     history is its newest ``max_history`` events, as the server cuts it (``serve.max_history``)."""
+    from conrec.history import read_request_text
     from conrec.serve.schemas import ScoreRequest
 
     p = Path(path)
-    if not p.exists():
-        raise DataValidationError(f"score request file not found: {p}")
-    req, history = request_body(p.read_text(), ScoreRequest, f"score request {p}", run, max_history)
+    req, history = request_body(read_request_text(p, "score request file"), ScoreRequest, f"score request {p}", run, max_history)
     return history, list(req.candidates), req.threshold, req.explain
 
 
@@ -82,9 +81,11 @@ def run_histories(run: RunDir, where: str, max_history: int) -> dict[str, Histor
 def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | None = None) -> list[History]:
     """Histories of a batch table: ``hist_items``/``hist_feedback``, ``negative``/``positive`` lists, or
     a ``user_id`` alone, looked up in ``known`` (the run's events: :func:`run_histories`)."""
+    for column in [c for c in ("hist_items", "hist_feedback", "negative", "positive") if c in df.columns]:
+        require_list_column(df, column, where)
     if "hist_items" in df.columns and "hist_feedback" in df.columns:
         return [
-            (list(map(str, h or [])), [int(f) for f in (fb or [])])
+            (list(map(str, h or [])), list(fb or []))  # feedback checked with every history (check_history_shape)
             for h, fb in zip(df["hist_items"].to_list(), df["hist_feedback"].to_list())
         ]
     if "negative" in df.columns or "positive" in df.columns:
@@ -105,6 +106,12 @@ def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | No
     raise DataValidationError(
         f"{where}: needs hist_items/hist_feedback or negative/positive columns, or user_id of the run's events; have {df.columns}"
     )
+
+
+def require_list_column(df: pl.DataFrame, column: str, where: str) -> None:
+    """A batch column of lists (of item ids, or of feedback values): a text "P1,P2" was split into its characters."""
+    if not isinstance(df.schema[column], (pl.List, pl.Array)):
+        raise DataValidationError(f"{where}: {column!r} must be a list column (a list per row), got {df.schema[column]}")
 
 
 def score_batch(
@@ -138,8 +145,7 @@ def batch_slates(df: pl.DataFrame, where: str, known: dict[str, History] | None 
     require_columns(df, ("candidates",), f"{where} (a list of item ids per row in 'candidates')")
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
-    if not isinstance(df.schema["candidates"], (pl.List, pl.Array)):  # a text "P1,P2" was split into its characters
-        raise DataValidationError(f"{where}: 'candidates' must be a list column (a list of item ids per row), got {df.schema['candidates']}")
+    require_list_column(df, "candidates", where)
     slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
     return batch_histories(df, where, known), slates
 
