@@ -346,6 +346,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     client = TestClient(create_app_from_run(cfg))
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
+        "model_current": True,
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):

@@ -141,3 +141,49 @@ def test_local_server_waits_until_every_worker_answers(monkeypatch, tmp_path):
     finally:
         server.process.kill()
         server.process.wait()
+
+
+def test_a_worker_restarted_after_the_model_changed_stops_the_server_instead_of_serving_two_models(tmp_path):
+    """Found by probing: a worker restarted after a crash loaded whatever the run held then: after
+    `conrec sft` on the run, half the answers came from the new model and half from the old one; with
+    the model gone it failed in an endless loop of tracebacks while the server hung. /healthz could
+    not tell that the run's model had changed."""
+    import signal
+    import time
+
+    from conrec.runs import RunDir
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2}})
+    with local_server(cfg, startup_timeout=120) as server:
+        assert httpx.get(f"{server.url}/healthz", timeout=10).json()["model_current"] is True
+        RunDir(run.root).mark_done("sid")  # the SID stage ran again while the server was up
+        assert httpx.get(f"{server.url}/healthz", timeout=10).json()["model_current"] is False
+        workers = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.log_tail(100_000))]
+        os.kill(workers[0], signal.SIGKILL)
+        server.process.wait(timeout=120)
+        log = server.log_tail(100_000)
+    assert server.process.returncode == 2, log
+    assert "no longer the one this server started with" in log and "so the server stopped" in log
+    assert "Traceback" not in log
+    deadline = time.monotonic() + 10
+    while _pid_alive(workers[1]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _pid_alive(workers[1])
+
+
+def test_workers_stop_when_their_parent_is_killed(tmp_path):
+    """They went on serving, unsupervised, holding the port."""
+    import signal
+    import time
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2}})
+    with local_server(cfg, startup_timeout=120) as server:
+        workers = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.log_tail(100_000))]
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while any(_pid_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert len(workers) == 2 and not any(_pid_alive(p) for p in workers)

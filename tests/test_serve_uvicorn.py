@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from conrec.config import PipelineConfig
 from conrec.io import read_parquet
@@ -39,3 +40,19 @@ def test_uvicorn_process_serves_and_shuts_down(tmp_path):
         assert "Uvicorn running on http://127.0.0.1" in server.log_tail(100_000)
 
     assert server.process.returncode is not None  # stopped when the block exited
+
+
+def test_serve_checks_its_port_before_loading_anything(tmp_path):
+    """--port 0 served on the config's port, 70000 was an OverflowError traceback after the model had loaded."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+    from conrec.config import PipelineConfig
+    from conrec.errors import ConfigError
+    from conrec.serve.app import run
+
+    for port in ("0", "70000"):
+        out = CliRunner().invoke(app, ["serve", "-r", str(tmp_path / "none"), "--port", port])
+        assert out.exit_code == 2 and "Invalid value for '--port'" in out.output, out.output
+    with pytest.raises(ConfigError, match="port 70000 is out of range"):
+        run(PipelineConfig.model_validate({"run_dir": str(tmp_path / "none")}), port=70000)

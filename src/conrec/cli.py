@@ -282,8 +282,9 @@ def ablate(
 def serve(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = RunDirOpt,
-    host: str | None = typer.Option(None),
-    port: int | None = typer.Option(None),
+    host: str | None = typer.Option(None, help="address to listen on (default: serve.host)"),
+    # checked here: 0 served on the config's port, 70000 was a traceback after the model had loaded
+    port: int | None = typer.Option(None, min=1, max=65535, help="port to listen on, 1-65535 (default: serve.port)"),
 ) -> None:
     """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
     from conrec.serve.app import run

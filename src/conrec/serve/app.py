@@ -32,8 +32,9 @@ from fastapi.responses import JSONResponse
 
 import conrec
 from conrec.config import PipelineConfig
-from conrec.errors import ConrecError, DataValidationError, ModelOutputError
+from conrec.errors import ConfigError, ConrecError, DataValidationError, ModelOutputError, StageInputError
 from conrec.explain import Explainer
+from conrec.runs import RunDir
 from conrec.serve.batching import MicroBatcher, run_grouped
 from conrec.serve.catalog import History, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig
@@ -65,6 +66,7 @@ from conrec.serve.schemas import (
     ScoreResponse,
 )
 from conrec.slate import decide, rank_scores
+from conrec.stages import MODEL_STAGES
 
 log = logging.getLogger("conrec.serve")
 _MAX_ERRORS = 10  # validation errors listed in a 422 (a body can produce millions)
@@ -130,11 +132,13 @@ def create_app(
     events: pl.DataFrame | None,
     cfg: ServeConfig,
     model_name: str | None = None,
+    model_current: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
 
     ``events`` gives the known users' histories (None: ``user_id`` requests get 404).
-    ``model_name`` is what responses report (default ``cfg.model``).
+    ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
+    loaded model is still the run's (``/healthz``; None: not served from a run).
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
@@ -345,7 +349,10 @@ def create_app(
             max_k=cfg.max_k, default_k=cfg.default_k, max_history=cfg.max_history, max_batch=cfg.max_batch,
             max_candidates=cfg.max_candidates, unknown_items=cfg.unknown_items,
         )
-        return Health(model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid())
+        return Health(
+            model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid(),
+            model_current=None if model_current is None else model_current(),
+        )
 
     def check_batch_size(n: int) -> None:
         if n > cfg.max_batch:
@@ -487,7 +494,6 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     """Load a run directory once (tables + model) and build the app on it (``load_lm``: see
     :func:`load_predictor`)."""
     from conrec.io import read_parquet
-    from conrec.runs import RunDir
     from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
@@ -496,11 +502,24 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     events = read_parquet(run.events, what="events") if run.events.exists() else None
     if events is None:
         log.warning("no events table at %s: user_id requests will get 404", run.events)
+    before = {m: served_identity(run, m) for m in ("popular", *MODEL_STAGES)}
     predictor, name = load_predictor(cfg, sid_map, events, load_lm)
+    identity = served_identity(run, name)
+    if identity != before[name]:  # a stage finished while the model loaded: which one is in memory is unknown
+        raise StageInputError(f"the {name} model in {run.root} changed while it was loading (a stage reran); start again")
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
-    app = create_app(predictor, items, sid_map, events, cfg.serve, model_name=name)
+    app = create_app(
+        predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=lambda: served_identity(run, name) == identity
+    )
+    app.state.served = f"{name}@{identity}"  # what a worker restarted later must load again (conrec.serve.workers)
     mount_inspector(app, cfg, items, events)  # GET /ui
     return app
+
+
+def served_identity(run: RunDir, name: str) -> str:
+    """What a served model is: its stage's identity (:meth:`conrec.runs.RunDir.stage_identity`), for the
+    ``popular`` model the data and SID stages' it counts over. It changes whenever they rerun."""
+    return "+".join(str(run.stage_identity(stage)) for stage in (("data", "sid") if name == "popular" else (name,)))
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
@@ -508,6 +527,8 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
     ``serve.processes`` worker processes with one copy each (:mod:`conrec.serve.workers`)."""
     import uvicorn
 
+    if port is not None and not 1 <= port <= 65535:  # before seconds of model loading (it was an OverflowError after)
+        raise ConfigError(f"port {port} is out of range: must be 1..65535")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bind = host or cfg.serve.host
@@ -515,7 +536,7 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
     if warning is not None:
         log.warning(warning)
     app = create_app_from_run(cfg)  # with several processes: the check, once, before any worker starts
-    options: dict[str, Any] = dict(host=bind, port=port or cfg.serve.port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
+    options: dict[str, Any] = dict(host=bind, port=cfg.serve.port if port is None else port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
     if cfg.serve.processes == 1:
         uvicorn.run(app, **options)
         return
@@ -523,7 +544,8 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
 
     from conrec.serve.workers import serve_processes, worker_threads
 
+    served = app.state.served
     del app
     gc.collect()
     log.info("serving with %d worker processes, %d torch thread(s) each", cfg.serve.processes, worker_threads(cfg))
-    serve_processes(cfg, options)
+    serve_processes(cfg, options, served)

@@ -236,6 +236,11 @@ class Health(BaseModel):
     n_users: int = Field(..., description="known users (user_id requests)")
     limits: Limits
     process: int = Field(..., description="id of the server process that answered (one of serve.processes workers)")
+    model_current: bool | None = Field(
+        None,
+        description="false once the run's model has been retrained or removed since this server loaded it (it keeps "
+        "serving what it loaded: restart conrec serve to serve the new one); null when not served from a run directory",
+    )
 
 
 class ErrorBody(BaseModel):

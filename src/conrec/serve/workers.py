@@ -11,6 +11,14 @@ per process, and each has its own admission queue and micro-batcher: ``inference
 ``max_queue`` are per process. The parent process loads and checks the run once before any worker
 starts (:func:`conrec.serve.app.run`), so a stale, missing or non-finite model gives the usual
 one-line error instead of a loop of failing workers.
+
+Every worker serves the model the parent checked (:data:`SERVED_ENV`). One that uvicorn restarts after
+a crash, when that model has since been retrained or removed, logs why and exits with uvicorn's
+startup-failure status, which stops the whole server: it had restarted it in an endless loop of
+tracebacks, or (after ``conrec sft`` on the run) served the new model beside the old one, two answers
+from one service. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
+one, each with whatever model the run holds then). Workers stop with the parent even when it is
+killed (Linux).
 """
 
 from __future__ import annotations
@@ -18,19 +26,24 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from conrec.config import PipelineConfig, dump_config, load_config
+from conrec.errors import ConrecError, StageInputError
 from conrec.runtime import available_cores, prepare_process
 
 CONFIG_ENV = "CONREC_SERVE_CONFIG"  # the resolved pipeline config (a YAML file) each worker loads
+SERVED_ENV = "CONREC_SERVE_MODEL"  # "<model>@<identity>" the parent checked: what every worker must load
 APP_FACTORY = "conrec.serve.workers:app_from_env"
+log = logging.getLogger(__name__)
 
 
 def worker_threads(cfg: PipelineConfig) -> int:
@@ -42,11 +55,47 @@ def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker process: the config named by :data:`CONFIG_ENV`."""
     from conrec.serve.app import create_app_from_run
 
+    stop_with_parent()
     cfg = load_config(os.environ[CONFIG_ENV])
     prepare_process(worker_threads(cfg))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app_from_run(cfg)
+    try:
+        app = create_app_from_run(cfg)
+        expected = os.environ.get(SERVED_ENV)
+        if expected is not None and app.state.served != expected:
+            raise StageInputError(
+                f"the run's model is no longer the one this server started with ({expected.split('@')[0]}; now "
+                f"{app.state.served.split('@')[0]}, retrained or changed since): restart conrec serve to serve it"
+            )
+    except ConrecError as exc:  # uvicorn restarts a worker that exits otherwise, forever
+        log.error("worker process %d cannot serve, stopping the server: %s", os.getpid(), exc)
+        raise SystemExit(STARTUP_FAILURE) from None
+    return app
+
+
+def stop_with_parent() -> None:
+    """Ask Linux to end this worker when its parent dies, SIGKILL included (the workers went on
+    serving, unsupervised, holding the port); elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover  (no prctl: nothing to ask)
+        return
+    if os.getppid() == 1:  # the parent died before the request: nobody would send it
+        raise SystemExit(0)
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor, except that SIGHUP does not replace the workers (see the module docstring)."""
+
+    def handle_hup(self) -> None:
+        log.warning("SIGHUP ignored: the workers keep the model they loaded; restart conrec serve to serve a retrained one")
 
 
 class _TcpConfig(uvicorn.Config):
@@ -69,15 +118,23 @@ class _TcpConfig(uvicorn.Config):
         return sock
 
 
-def serve_processes(cfg: PipelineConfig, options: dict[str, Any]) -> None:
+def serve_processes(cfg: PipelineConfig, options: dict[str, Any], served: str | None = None) -> None:
     """Run ``cfg.serve.processes`` workers of :func:`app_from_env` under uvicorn's supervisor (as
-    ``uvicorn.run(..., workers=n)`` does, with :class:`_TcpConfig`'s socket) until stopped."""
+    ``uvicorn.run(..., workers=n)`` does, with :class:`_TcpConfig`'s socket) until stopped.
+
+    ``served``: the ``<model>@<identity>`` the parent checked (``app.state.served``), which every worker
+    must load. A worker that cannot stops the server: then a :class:`StageInputError` (exit status 2)."""
     with tempfile.TemporaryDirectory(prefix="conrec-serve-") as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
         os.environ[CONFIG_ENV] = str(path)  # the workers inherit it
+        if served is not None:
+            os.environ[SERVED_ENV] = served
         config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
+        supervisor = _Supervisor(config, sockets=[config.bind_socket()])
         try:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            supervisor.run()
         except KeyboardInterrupt:  # pragma: no cover  (Ctrl-C: the supervisor has stopped the workers)
             pass
+    if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
+        raise StageInputError("a worker process could not serve the run's model (its reason is logged above), so the server stopped")
