@@ -135,3 +135,30 @@ def test_impossible_simulator_settings_are_one_line_errors():
         SimulatorConfig(dislike_prob_background=0.9, positive_prob_max=0.6)  # P(positive) was cut to 0.1 silently
     with pytest.raises(DataValidationError, match="showed no item in 2 days"):  # a numpy traceback
         simulate(SimulatorConfig(n_users=2, n_items=10, days=2, events_per_user_per_day=0.0001))
+
+
+@pytest.mark.parametrize("setting", [{"suppression_penalty": 120}, {"popularity_weight": 100}, {"interest_weight": 100}])
+def test_reacted_items_are_never_shown_again_when_weights_underflow(setting):
+    """Found by probing: with a penalty past ~104 or extreme weights, float32 weights underflowed to 0 and tied
+    with the reacted items' 0, and the top-k took reacted ones (one user gave feedback on one item 14 times)."""
+    res = simulate(SimulatorConfig(n_users=40, n_items=100, days=20, **setting))
+    assert res.events.group_by("user_id", "item_id").len()["len"].max() == 1
+
+
+def test_out_of_range_simulator_settings_and_worlds_without_feedback_are_one_line_errors():
+    """They were an OverflowError, a numpy ValueError or MemoryError traceback, or a world of NaN weights."""
+    from conrec.data.stage import check_learnable
+
+    for bad, field in [({"suppression_days": float("inf")}, "suppression_days"), ({"suppression_days": 1e300}, "suppression_days"),
+                       ({"events_per_user_per_day": float("inf")}, "events_per_user_per_day"), ({"seed": -1}, "seed"),
+                       ({"popularity_weight": float("inf")}, "popularity_weight"), ({"interest_weight": 1e308}, "interest_weight")]:
+        with pytest.raises(ValidationError, match=field):
+            SimulatorConfig(**bad)
+    with pytest.raises(ValidationError, match=r"n_users x n_items = 1e\+11: .*at most 2e\+08 pairs"):
+        SimulatorConfig(n_users=1_000_000, n_items=100_000)
+    no_feedback = {"dislike_prob_on_facet": 0, "dislike_prob_background": 0, "positive_prob_min": 0, "positive_prob_max": 0}
+    with pytest.raises(DataValidationError, match="reacted to none of the .* raise data.simulator's dislike_prob_on_facet"):
+        simulate(SimulatorConfig(n_users=5, n_items=20, days=3, **no_feedback))
+    stats = {"dislikes": 0, "events": 10, "samples": {"train": 0}}
+    with pytest.raises(DataValidationError, match="raise data.simulator.dislike_prob_on_facet"):  # it named data.columns
+        check_learnable(stats, "simulator")

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from conrec.config_base import StrictConfig
 
 SIMULATOR_FACETS = ("category", "tone", "setting")  # the simulated items' facet columns (a user dislikes values of these)
+MAX_SIMULATOR_CELLS = 200_000_000  # users x items: about 14 GB of the simulator's dense arrays
 SIMULATOR_TONES_AND_SETTINGS = 18  # 8 tones + 10 settings (conrec.data.simulator.TONES, SETTINGS; a test keeps them equal)
 
 
@@ -29,7 +30,7 @@ class SimulatorConfig(_Strict):
     n_categories: int = Field(12, ge=2, le=24, description="categories (shows/genres); at most 24 names exist")
     days: int = Field(60, ge=2)
     events_per_user_per_day: float = Field(
-        15.0, gt=0, description="mean exposures per user per day (each yields a positive, a dislike, or nothing)"
+        15.0, gt=0, le=10_000, description="mean exposures per user per day (each yields a positive, a dislike, or nothing)"
     )
     sessions_per_day: int = Field(3, ge=1, description="the recommender re-ranks (and applies suppression) per session")
     dislike_facets_per_user: int = Field(3, ge=1, description="latent dislike facets (a category, tone or setting)")
@@ -37,11 +38,13 @@ class SimulatorConfig(_Strict):
     dislike_prob_background: float = Field(0.003, ge=0.0, le=1.0, description="P(explicit dislike | other exposed item)")
     positive_prob_min: float = Field(0.10, ge=0.0, le=1.0, description="P(positive) for the user's least liked items")
     positive_prob_max: float = Field(0.60, ge=0.0, le=1.0, description="P(positive) for the user's best liked items")
-    popularity_weight: float = Field(1.0, ge=0.0, description="recommender logit weight of log item popularity")
-    interest_weight: float = Field(1.0, ge=0.0, description="recommender logit weight of the user's interest score")
-    suppression_days: float = Field(5.0, ge=0.0, description="how long items close to a dislike stay suppressed")
+    # bounded: an infinite or huge weight made every exposure weight NaN (a degenerate world, exit 0), an infinite
+    # or huge suppression_days an OverflowError traceback
+    popularity_weight: float = Field(1.0, ge=0.0, le=100.0, description="recommender logit weight of log item popularity")
+    interest_weight: float = Field(1.0, ge=0.0, le=100.0, description="recommender logit weight of the user's interest score")
+    suppression_days: float = Field(5.0, ge=0.0, le=36_500.0, description="how long items close to a dislike stay suppressed")
     suppression_penalty: float = Field(6.0, ge=0.0, description="logit penalty on suppressed items (6 ~ 400x less likely)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="the simulation's random seed (numpy takes seeds >= 0)")
 
     @model_validator(mode="after")
     def _probabilities(self) -> SimulatorConfig:
@@ -51,6 +54,12 @@ class SimulatorConfig(_Strict):
             raise ValueError("dislike_prob_on_facet + positive_prob_max must be <= 1")
         if self.dislike_prob_background + self.positive_prob_max > 1.0:  # P(positive) would be cut without a word
             raise ValueError("dislike_prob_background + positive_prob_max must be <= 1")
+        cells = self.n_users * self.n_items
+        if cells > MAX_SIMULATOR_CELLS:  # a numpy MemoryError traceback (93 GiB asked for 1e6 x 1e5)
+            raise ValueError(
+                f"n_users x n_items = {cells:.3g}: the simulator holds dense user x item arrays (about 70 bytes per pair), "
+                f"so at most {MAX_SIMULATOR_CELLS:.0e} pairs (e.g. 100,000 users x 2,000 items); for bigger logs use a table source"
+            )
         facets = self.n_categories + SIMULATOR_TONES_AND_SETTINGS
         if self.dislike_facets_per_user > facets:  # drawing distinct facets would never end
             raise ValueError(
@@ -143,7 +152,7 @@ class DataConfig(_Strict):
     )
     on_invalid: Literal["drop", "error"] = Field(
         "drop",
-        description="bad rows and items (empty title, unknown item, NaN/zero time, bad feedback, exact duplicates): "
+        description="bad rows and items (empty title, unknown item, missing/NaN/negative time, bad feedback, exact duplicates): "
         "drop = repair or drop each with a count (printed, and kept in data/stats.json); error = stop at the first",
     )
     ts_unit: Literal["auto", "s", "ms", "us"] = Field(

@@ -205,10 +205,12 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
             for axis in range(3):
                 suppressed |= suppressed_until[axis][:, attrs[axis]] > t0
             weight = np.where(suppressed, base_weight * suppressed_factor, base_weight)
-            weight[reacted] = 0.0
             # Top-k of weight / Exp(1) = sampling k items without replacement proportionally to weight
             # (the exponential form of the Gumbel top-k trick; no logs needed).
             key = weight / (rng.standard_exponential(size=weight.shape, dtype=np.float32) + np.float32(1e-12))
+            # below every key of an item not reacted to, even one whose weight underflowed to 0 in float32
+            # (a suppression_penalty over ~100, extreme weights): at 0 they tied, and reacted items were shown again
+            key[reacted] = -1.0
             top = np.argpartition(-key, k - 1, axis=1)[:, :k]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
             slot_ok = np.arange(k)[None, :] < counts[:, None]
@@ -247,6 +249,11 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
         }
     ).sort(["user_id", "ts"], maintain_order=True)
     events = exposures.filter(pl.col("outcome") != 0).rename({"outcome": "feedback"})
+    if events.height == 0:  # it said "simulator events: no events", naming no setting
+        raise DataValidationError(
+            f"the simulator's users reacted to none of the {exposures.height:,} items shown: raise data.simulator's "
+            "dislike_prob_on_facet, dislike_prob_background or positive_prob_min/max"
+        )
     items = validate_items(items, source="simulator items")
     events = validate_events(events, items, source="simulator events")
     axis_names = [AXES[a] for _, a, _ in facets]

@@ -39,10 +39,9 @@ def check_learnable(stats: dict[str, Any], source: str) -> None:
     Why: such a dataset used to pass this stage silently and fail (or train on nothing) later.
     """
     if stats["dislikes"] == 0:
-        raise DataValidationError(
-            f"{source}: none of the {stats['events']:,} events is a dislike (feedback -1); check how dislikes "
-            "are mapped (data.columns, dislike_max_rating)"
-        )
+        how = ("raise data.simulator.dislike_prob_on_facet or dislike_prob_background" if source == "simulator"
+               else "check how dislikes are mapped (data.columns, dislike_max_rating)")
+        raise DataValidationError(f"{source}: none of the {stats['events']:,} events is a dislike (feedback -1); {how}")
     if stats["samples"]["train"] == 0:
         raise DataValidationError(
             f"{source}: no training sample (a dislike with history before the valid cut-off "
