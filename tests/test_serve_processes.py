@@ -21,11 +21,16 @@ from conrec.serve.workers import _TcpConfig, worker_threads
 
 
 def _pid_alive(pid: int) -> bool:
+    """Running: a zombie (exited, not yet reaped by whoever adopted it) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:  # no /proc (not Linux): as kill says
+        return True
 
 
 def test_worker_processes_answer_like_one_server_and_stop_with_it(tmp_path):
