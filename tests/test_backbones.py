@@ -86,6 +86,26 @@ def test_sid_vocabulary_extends_each_architecture_and_starts_from_its_title_embe
     assert logits.shape[-1] == emb.shape[0] and torch.isfinite(logits).all()
 
 
+def test_lora_sft_trains_the_new_embedding_rows_and_leaves_the_original_vocabulary_unchanged():
+    """What _with_lora's docstring promises (untested before): the gradient hook zeroes every pre-existing row."""
+    items, _, sid_map = toy_tables(n_items=16, codebook_sizes=(4, 4, 4))
+    model, tok = _tiny(ARCHITECTURES[0])
+    n_base = len(tok)
+    add_sid_vocabulary(model, tok, sid_map, dict(zip(items["item_id"].to_list(), items["title"].to_list())))
+    peft_model = _with_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0), list(range(n_base, len(tok))))
+    emb = model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    opt = torch.optim.Adam([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    ids = tok("Answer:" + sid_map.sid_of(sid_map.items[3]) + " and more plain words", return_tensors="pt")
+    for _ in range(3):
+        loss = peft_model(**ids, labels=ids["input_ids"]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert torch.equal(emb[:n_base].detach(), before[:n_base])  # the original vocabulary: not one value moved
+    assert not torch.equal(emb[n_base:].detach(), before[n_base:])  # the SID rows learned
+
+
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_lora_is_merged_into_a_plain_model_dir_with_identical_outputs(arch, tmp_path):
     items, _, sid_map = toy_tables(n_items=16, codebook_sizes=(4, 4, 4))

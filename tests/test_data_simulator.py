@@ -63,6 +63,7 @@ def test_dislike_probability_is_the_ground_truth(sim):
     off = sim.items.join(sim.facet_items().filter(pl.col("user_id") == "u0000"), on="item_id", how="anti").head(3)
     p_on = sim.dislike_probability(pairs["user_id"], pairs["item_id"])
     p_off = sim.dislike_probability(["u0000"] * off.height, off["item_id"])
+    assert pairs.height == 5 and off.height == 3  # np.all of nothing is True
     assert np.all(p_on == sim.config.dislike_prob_on_facet) and np.all(p_off == sim.config.dislike_prob_background)
 
 

@@ -30,10 +30,20 @@ def test_facet_items_match_each_axis_column() -> None:
 
 def test_facet_items_agree_with_the_simulators_own_ground_truth() -> None:
     sim = simulate(SimulatorConfig(n_users=20, n_items=60, n_categories=4, days=5))
+    # built by hand, not by the shared on_facet_pairs (comparing it with itself could not fail)
     expected: dict[str, set[str]] = {}
-    for user, item in sim.facet_items().iter_rows():
-        expected.setdefault(str(user), set()).add(str(item))
-    assert facet_items(sim.user_facets, sim.items) == expected
+    items = sim.items.to_dicts()
+    for facet in sim.user_facets.iter_rows(named=True):
+        for item in items:
+            if str(item[facet["axis"]]) == str(facet["value"]):
+                expected.setdefault(str(facet["user_id"]), set()).add(str(item["item_id"]))
+    assert facet_items(sim.user_facets, sim.items) == expected and len(expected) == 20
+    # and they are the facets the simulation used: nobody likes an item on their facets, most dislikes are on them
+    on = {(u, i) for u, items_ in expected.items() for i in items_}
+    reactions = [((u, i) in on, fb) for u, i, fb in sim.events.select("user_id", "item_id", "feedback").iter_rows()]
+    assert not any(hit for hit, fb in reactions if fb == 1)
+    dislikes = [hit for hit, fb in reactions if fb == -1]
+    assert len(dislikes) > 20 and sum(dislikes) / len(dislikes) > 0.5
 
 
 def test_on_facet_share_is_the_mean_share_of_the_top_k() -> None:

@@ -43,7 +43,7 @@ def test_request_json_scores_every_candidate_like_the_predictor(trained, tmp_pat
     want = pred.score([(["i1", "i0", "i4"], [1, -1, -1])], [["i8", "i2", "i5"]])[0]
     assert table["item_id"].to_list() == ["i8", "i2", "i5"]
     np.testing.assert_allclose(table["score"].to_list(), want, atol=1e-5)
-    assert sorted(table["rank"].to_list()) == [1, 2, 3]
+    assert table["rank"].to_list() == [1 + sum(y > x for y in want) for x in want]  # in the request's order
     assert table["decision"].to_list() == ["filter"] * 3  # every log-prob >= -100
     # toy SIDs: level 0 = genre; i8 and i0, i4 are all genre 0 -> they share the <a_..> cluster
     assert "Same semantic cluster" in table["reason"][0]
@@ -58,12 +58,18 @@ def test_batch_parquet_writes_scores_ranks_decisions(trained, tmp_path):
     src = tmp_path / "batch.parquet"
     samples.with_columns(pl.Series("candidates", slates)).write_parquet(src)
     out = tmp_path / "scores.parquet"
-    res = score_mod.run(cfg, request=None, batch=src, out=out, model="sft", threshold=-3.0, explain=False)
+    hist = [(list(h), [int(f) for f in fb]) for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())]
+    want_scores = pred.score(hist, slates)
+    threshold = float(np.median(want_scores[0]))  # the middle of the first slate: it keeps one item and filters two
+    res = score_mod.run(cfg, request=None, batch=src, out=out, model="sft", threshold=threshold, explain=False)
     assert pl.read_parquet(out).equals(res)
     assert {"sample_id", "user_id", "candidates", "scores", "ranks", "decisions"} <= set(res.columns)
-    hist = [(list(h), [int(f) for f in fb]) for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())]
-    for got, want in zip(res["scores"].to_list(), pred.score(hist, slates)):
+    for got, want in zip(res["scores"].to_list(), want_scores):
         np.testing.assert_allclose(got, want, atol=1e-5)
+    # ranks: 1 = the most likely dislike; decisions: filter at or above the threshold (their values were never checked)
+    assert res["ranks"].to_list() == [[1 + sum(y > x for y in s) for x in s] for s in want_scores]
+    assert res["decisions"].to_list() == [["filter" if x >= threshold else "keep" for x in s] for s in want_scores]
+    assert set(res["decisions"][0].to_list()) == {"keep", "filter"}
     neg_pos = pl.DataFrame({"negative": [["i0"]], "positive": [["i1"]], "candidates": [["i2", "i3"]]})
     assert score_mod.score_batch(pred, neg_pos, None)["scores"][0].len() == 2
 

@@ -70,6 +70,7 @@ def test_fhr_vs_horizon_panels_share_the_y_axis() -> None:
 def test_grpo_legend_and_stage_labels_stay_off_the_curves() -> None:
     fig = grpo_rewards_figure(_log())
     ax = fig.axes[0]
+    assert [t.get_text().strip() for t in ax.texts] == ["neg_only", "full"]  # the loop below checked nothing without them
     for text in ax.texts:  # stage names sit above the plot area
         assert text.get_window_extent().y0 >= ax.get_window_extent().y1 - 1
     _check_page_and_legend(fig)

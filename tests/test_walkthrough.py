@@ -59,6 +59,10 @@ def write_example_files(folder: Path) -> None:
 def test_the_documented_walkthrough_runs_as_written(tmp_path: Path) -> None:
     commands = documented_commands()
     assert [c.split()[:2] for c in commands] == [["conrec", "init"], ["conrec", "data"], ["conrec", "demo"], ["conrec", "serve"], ["curl", "-s"]]
+    if shutil.which("curl") is None:  # before minutes of work: it skipped after them, with every check unmade
+        if os.environ.get("CI"):
+            pytest.fail("the walkthrough's last command is curl, which is not installed (.ci/run installs it)")
+        pytest.skip("curl is not installed")
     write_example_files(tmp_path)
     port = str(free_port())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -74,8 +78,6 @@ def test_the_documented_walkthrough_runs_as_written(tmp_path: Path) -> None:
                 server = subprocess.Popen("exec " + line.rstrip("&").strip(), shell=True, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
                 _wait_healthy(f"http://127.0.0.1:{port}", server, tmp_path / "serve.log")
                 continue
-            if line.startswith("curl") and shutil.which("curl") is None:
-                pytest.skip("curl is not installed")
             done = subprocess.run(line, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
             assert done.returncode == 0, f"{line}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
             outputs[line.split()[1]] = done.stdout

@@ -279,7 +279,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
         "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
         f"| row | adds | {key} [{label}] | Δ prev [{label}] | Δ vs best baseline [{label}] | HR@{k} | LUF@{k} | discern acc | forgetting | "
-        f"zero-advantage groups | paper {key} | train s | row s |",
+        "zero-advantage groups | paper FHR@20 | train s | row s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
