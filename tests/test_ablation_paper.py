@@ -25,3 +25,14 @@ def test_paper_ladder_adds_one_component_per_row() -> None:
     assert (r3.target, r3.co_negatives, r3.gamma) == ("future", 5, 0.0)
     assert r4 == r3.model_copy(update={"gamma": 0.5})
     assert prog.sft == fut.sft == pos.sft == align.sft  # the GRPO rows start from the alignment SFT model
+
+
+def test_ablate_on_a_run_without_a_config_refuses_instead_of_training_the_library_defaults(tmp_path):
+    """It ran the whole pipeline on the defaults (MovieLens and the pretrained backbone: over an hour)."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    out = CliRunner().invoke(app, ["ablate", "-r", str(tmp_path / "empty")])
+    assert out.exit_code == 2 and "has no config.yaml" in out.stderr, out.output
+    assert not (tmp_path / "empty").exists()

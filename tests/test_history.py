@@ -148,7 +148,7 @@ def test_cli_predict_rejects_an_unknown_id_without_importing_torch(tmp_path: Pat
         "print('EXIT', code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"COLUMNS": "200", **_env()})
-    assert "unknown item id" in out.stdout and "zzz" in out.stdout, out.stdout + out.stderr
+    assert "unknown item id" in out.stderr and "zzz" in out.stderr, out.stdout + out.stderr  # errors go to stderr
     assert "EXIT 2 False False" in out.stdout
 
 

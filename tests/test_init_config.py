@@ -376,3 +376,18 @@ def test_a_few_ratings_far_beyond_the_scale_are_named_and_the_proposal_kept() ->
     assert "0.5 (10x)" in guess(ev.with_columns(rating=pl.Series(ratings[:2000] + ["0.5"] * 10))).outlier_warning  # off the whole-star grid
     # a rating column named "count" clashed with value_counts' own column (a polars DuplicateError traceback)
     assert "7 (10x)" in guess(ev.rename({"rating": "count"}), None, {"rating": "count"}).outlier_warning
+
+
+def test_init_refuses_an_out_path_that_is_a_directory_even_with_force(tmp_path: Path) -> None:
+    """`conrec init events.csv -o DIR --force` replaced DIR, contents and all, by the config file."""
+    ev = tmp_path / "events.csv"
+    ev.write_text("user_id,item_id,ts,rating\n" + "".join(f"u{k % 5},i{k % 9},{1_700_000_000 + k},{1 + k % 5}\n" for k in range(40)))
+    keep = tmp_path / "configs"
+    keep.mkdir()
+    (keep / "other.yaml").write_text("keep")
+    for force in (False, True):
+        with pytest.raises(ConfigError, match="is a directory; give a file path"):
+            init_config(ev, None, keep, preset="tiny", force=force)
+    assert (keep / "other.yaml").read_text() == "keep"
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        init_config(ev, None, ev / "x.yaml", preset="tiny")

@@ -208,3 +208,46 @@ def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(t
     table = score_mod.run(cfg, request=req, batch=None, out=tmp_path / "one.parquet", model="sft", threshold=None, explain=True)
     assert pl.read_parquet(tmp_path / "one.parquet").equals(table)
     assert res["reasons"][0].to_list() == table["reason"].to_list()  # the same sentence either way
+
+
+def test_an_out_path_that_is_a_directory_or_under_a_file_is_refused_before_any_work(trained, tmp_path):
+    """Found by probing: `--out DIR` replaced DIR, contents and all, by the Parquet file (`--out RUN_DIR` deleted
+    the run); `--out FILE/x.parquet` was a FileExistsError after the predicting was done. Also: a nan threshold
+    kept every candidate, `predict --history --out` wrote nothing, and errors went to stdout, wrapped at 80 columns."""
+    cfg, _ = trained
+    keep = tmp_path / "outdir"
+    keep.mkdir()
+    (keep / "important.txt").write_text("keep")
+    (tmp_path / "afile").write_text("x")
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"negative": ["i0"], "candidates": ["i2", "i3"]}))
+    hist = tmp_path / "h.json"
+    hist.write_text(json.dumps({"negative": ["i0"], "positive": ["i1"]}))
+    runner = CliRunner()
+    for args in (["predict", "-r", str(cfg.run_dir), "--model", "sft", "--split", "test", "--out", str(keep)],
+                 ["score", "-r", str(cfg.run_dir), "--model", "sft", "--request", str(req), "-o", str(keep)],
+                 ["predict", "-r", str(cfg.run_dir), "--model", "sft", "--split", "test", "--out", str(tmp_path / "afile" / "p.parquet")]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and ("is a directory" in out.stderr or "is a file, not a directory" in out.stderr), out.output
+        assert out.stdout == ""  # the error line is on stderr
+    assert (keep / "important.txt").read_text() == "keep"
+    out = runner.invoke(app, ["score", "-r", str(cfg.run_dir), "--model", "sft", "--request", str(req), "--threshold", "nan"])
+    assert out.exit_code == 2 and "--threshold must be a finite number" in out.stderr, out.output
+    target = tmp_path / "one.parquet"
+    out = runner.invoke(app, ["predict", "-r", str(cfg.run_dir), "--model", "sft", "--history", str(hist), "-o", str(target)])
+    assert out.exit_code == 0, out.output
+    assert pl.read_parquet(target)["item_id"].len() == cfg.decode.top_k
+    long_dir = tmp_path / ("a" * 120)
+    out = runner.invoke(app, ["data", "-c", str(long_dir / "cfg.yaml")], env={"COLUMNS": "80"})
+    assert out.exit_code == 2 and str(long_dir / "cfg.yaml") in out.stderr.replace("\n", "") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_a_file_written_over_a_directory_is_an_error_not_a_deletion(tmp_path):
+    from conrec.io import write_parquet
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "x").write_text("keep")
+    with pytest.raises(IsADirectoryError):
+        write_parquet(pl.DataFrame({"a": [1]}), d)
+    assert (d / "x").read_text() == "keep"

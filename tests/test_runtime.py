@@ -130,3 +130,19 @@ def test_loading_a_model_prints_no_third_party_progress_bar(tmp_path: Path) -> N
     assert [p.returncode for p in procs] == [0, 0], loud_err + quiet_err
     assert "Loading weights" in loud_err  # the test can fail: the bar exists without conrec's setup
     assert "Loading weights" not in quiet_err and "it/s" not in quiet_err, quiet_err
+
+
+def test_quieted_process_shows_no_plain_tqdm_bar() -> None:
+    """transformers' GGUF conversion (a pretrained backbone's first load) draws a plain tqdm bar that its
+    disable_progress_bar() does not reach: it ran into logs as \\r-joined text."""
+    code = (
+        "import sys\nfrom conrec.runtime import quiet_third_party\n"
+        "if sys.argv[1] == 'quiet':\n    quiet_third_party()\n"
+        "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='Converting and de-quantizing GGUF tensors'): pass\n"
+    )
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    runs = {mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, env=env, timeout=120) for mode in ("loud", "quiet")}
+    assert "Converting" in runs["loud"].stderr  # the test can fail: the bar exists without conrec's setup
+    assert runs["quiet"].returncode == 0 and "Converting" not in runs["quiet"].stderr, runs["quiet"].stderr

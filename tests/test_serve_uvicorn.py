@@ -56,3 +56,22 @@ def test_serve_checks_its_port_before_loading_anything(tmp_path):
         assert out.exit_code == 2 and "Invalid value for '--port'" in out.output, out.output
     with pytest.raises(ConfigError, match="port 70000 is out of range"):
         run(PipelineConfig.model_validate({"run_dir": str(tmp_path / "none")}), port=70000)
+
+
+def test_serve_says_in_one_line_that_it_cannot_listen_before_loading_the_model(tmp_path):
+    """A busy port or an unknown host: uvicorn said it after the model had loaded, and exited 3."""
+    import socket
+
+    from conrec.config import PipelineConfig
+    from conrec.errors import ConfigError
+    from conrec.serve.app import run
+
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "none")})  # no run: the port is checked first
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: .*in use"):
+            run(cfg, host="127.0.0.1", port=port)
+    with pytest.raises(ConfigError, match="cannot listen on 999.1.1.1"):
+        run(cfg, host="999.1.1.1", port=port)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from conrec.errors import ConrecError, os_error_line
+from conrec.errors import ConfigError, ConrecError, os_error_line
 
 # Offline by design: nothing may download weights or data at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,6 +31,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+# errors and the Ctrl-C line: on stderr (`conrec config > eff.yaml` wrote the error into the file) and never
+# hard-wrapped (a piped error broke at 80 columns, mid-path)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:full / preset:tiny / preset:smollm2 / preset:gemma3 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")
@@ -68,16 +71,16 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ConrecError as exc:
-        console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
     except OSError as exc:
         if (line := os_error_line(exc)) is None:
             raise
         # a read-only mount, a directory of another user, a full disk: which file and why, not a traceback
-        console.print(f"[bold red]error:[/] {escape(line)}")
+        err_console.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        console.print(
+        err_console.print(
             "[yellow]interrupted:[/] nothing half-written is kept (a stage is marked done only when it finishes); "
             "rerun the command to go on (sft and grpo resume from their last checkpoint, written every save_steps steps)"
         )
@@ -153,7 +156,7 @@ def predict(
     run_dir: Path | None = RunDirOpt,
     history: Path | None = typer.Option(None, help=HISTORY_HELP),
     split: str | None = typer.Option(None, help="batch mode: predict every sample of this split"),
-    out: Path | None = typer.Option(None, help="batch mode: output Parquet"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output Parquet (a split; one history: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: int | None = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
     explain: bool = typer.Option(False, "--explain", help="one history: cite the past dislikes each item resembles"),
@@ -185,7 +188,9 @@ def score(
         None, help='one request, JSON as for POST /v1/score: {"negative": [...], "positive": [...], "candidates": [...]}'
     ),
     batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive, or a user_id of the run's events) per row"),
-    out: Path | None = typer.Option(None, help="output Parquet (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="output Parquet (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"
+    ),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(
         None, help="filter candidates whose score >= threshold; an LM's score is a log-probability (<= 0, e.g. -8)"
@@ -275,7 +280,16 @@ def ablate(
     """Reproduce an ablation table with one command."""
     from conrec.ablation import run as run_ablation
 
-    _guard(lambda: run_ablation(_start(_load(config, run_dir)), what=what, console=console))
+    def body() -> Any:
+        cfg = _load(config, run_dir)
+        if config is None and not (Path(cfg.run_dir) / "config.yaml").exists():  # it trained the library defaults for an hour
+            raise ConfigError(
+                f"conrec ablate varies the run's own settings, and {cfg.run_dir} has no config.yaml: "
+                f"run `conrec demo -r {cfg.run_dir}` first, or pass -c CONFIG"
+            )
+        return run_ablation(_start(cfg), what=what, console=console)
+
+    _guard(body)
 
 
 @app.command()

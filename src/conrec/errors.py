@@ -46,9 +46,9 @@ def require_columns(
         raise error(f"{what}: missing column(s) {missing}; have {have}")
 
 
-WRITE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT})
+WRITE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR})
 """The operating-system errors a user fixes outside conrec: a read-only mount, a directory of another
-user, a full disk or quota."""
+user, a full disk or quota, a path that names a directory where a file goes or goes through a file."""
 
 
 def os_error_line(exc: OSError) -> str | None:

@@ -18,7 +18,7 @@ import yaml
 from conrec.config import load_config, preset_path
 from conrec.data.guess import Guess, guess, id_overlap_warning, read_sample
 from conrec.errors import ConfigError
-from conrec.io import write_text
+from conrec.io import check_output_file, write_text
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -131,6 +131,7 @@ def init_config(
     ts_format: str | None = None,
 ) -> tuple[Path, Guess]:
     """Guess, render, validate and write the config; returns its path and the guess (for printing)."""
+    check_output_file(out, "--out")  # a directory was replaced by the config, contents and all (with --force)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
     sample_events = read_sample(events, "events")

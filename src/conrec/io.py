@@ -6,6 +6,7 @@ stage (or a rerun that skips "finished" work) would trust.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from conrec.errors import StageInputError
+from conrec.errors import ConfigError, StageInputError
 
 
 @contextmanager
@@ -35,10 +36,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield target
         if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
+            if not target.is_dir():  # a file over a directory: `--out DIR` deleted DIR, contents and all
+                raise IsADirectoryError(errno.EISDIR, "is a directory; give a file path to write", str(final))
+            shutil.rmtree(final)  # a model directory replaced by its new version
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a file conrec may write, checked before any work: not an existing directory (it was
+    replaced by the file, contents and all) and not under a file (a traceback after the work was done)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a directory; give a file path (e.g. {p / 'out.parquet'})")
+    above = next((a for a in p.absolute().parents if a.exists()), None)
+    if above is not None and not above.is_dir():
+        raise ConfigError(f"{what} {p} cannot be written: {above} is a file, not a directory")
+    return p
 
 
 def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:

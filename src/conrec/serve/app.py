@@ -522,6 +522,23 @@ def served_identity(run: RunDir, name: str) -> str:
     return "+".join(str(run.stage_identity(stage)) for stage in (("data", "sid") if name == "popular" else (name,)))
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """One line when ``host:port`` cannot be listened on (an unknown host, a port in use), as uvicorn binds it
+    (``SO_REUSEADDR``); the socket is closed again at once."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (serve.host / --host)") from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (another server? serve.port / --port)") from None
+
+
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
     """``conrec serve``: load the run, then serve with uvicorn: one process with the model in memory, or
     ``serve.processes`` worker processes with one copy each (:mod:`conrec.serve.workers`)."""
@@ -532,11 +549,13 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bind = host or cfg.serve.host
+    port = cfg.serve.port if port is None else port
+    check_can_listen(bind, port)  # before seconds of model loading; uvicorn said it after them, with exit 3
     warning = exposure_warning(bind, resolve_api_key(cfg.serve.api_key) is not None)
     if warning is not None:
         log.warning(warning)
     app = create_app_from_run(cfg)  # with several processes: the check, once, before any worker starts
-    options: dict[str, Any] = dict(host=bind, port=cfg.serve.port if port is None else port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
+    options: dict[str, Any] = dict(host=bind, port=port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
     if cfg.serve.processes == 1:
         uvicorn.run(app, **options)
         return

@@ -28,7 +28,7 @@ from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
 from conrec.history import History, check_history_shape, read_history_json  # noqa: F401  (read_history_json: public API)
-from conrec.io import read_parquet, write_parquet
+from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
@@ -339,6 +339,8 @@ def run(
     """
     console = console or Console()
     request = check_predict_request(cfg, history, split, model)
+    if out is not None:
+        check_output_file(out, "--out")
     run_dir = RunDir(cfg.run_dir)
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:
@@ -361,10 +363,14 @@ def run(
             row = [str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}"]
             table.add_row(*row, *([reason or ""] if explain else []))
         console.print(table)
-        return pl.DataFrame(
+        result = pl.DataFrame(
             {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
             schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},
         )
+        if out is not None:  # the printed table as a file too, as conrec score writes it (it was ignored without a word)
+            write_parquet(result, out)
+            console.print(f"-> {out}")
+        return result
     assert request.samples is not None
     preds = predictor.predict_samples(request.samples, k, console=console)
     # who and when beside the run-internal sample id, so the file joins to the user's own tables

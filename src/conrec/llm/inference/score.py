@@ -14,6 +14,7 @@ other columns (ids such as ``sample_id``, ``user_id``, ``request_id``, in row or
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conrec.errors import ConfigError, DataValidationError, require_columns
-from conrec.io import read_parquet, write_parquet
+from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.runs import RunDir
 from conrec.slate import decide, rank_scores
 
@@ -184,6 +185,10 @@ def run(
     console = console or Console()
     if (request is None) == (batch is None):
         raise ConfigError("give exactly one of --request (one JSON request) or --batch (a Parquet table of slates)")
+    if threshold is not None and not math.isfinite(threshold):  # nan kept every candidate; a request's "NaN" is refused
+        raise ConfigError(f"--threshold must be a finite number, got {threshold}")
+    if out is not None:
+        check_output_file(out, "--out")
     run_dir = RunDir(cfg.run_dir)
     check_model_dir(cfg, model)  # a wrong name or a stale model fails before torch is imported
     if batch is not None:
