@@ -191,7 +191,7 @@ def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(t
             frame.write_parquet(bad)
             with pytest.raises(DataValidationError, match=f"score batch {bad}.*{message}"):
                 score_mod.run(cfg, request=None, batch=bad, out=None, model="sft", threshold=None, explain=False)
-        with pytest.raises(DataValidationError, match="score request file .* is a directory"):  # was IsADirectoryError
+        with pytest.raises(DataValidationError, match="score request path .* is a directory"):  # was IsADirectoryError
             score_mod.run(cfg, request=tmp_path, batch=None, out=None, model="sft", threshold=None, explain=False)
         (tmp_path / "latin.json").write_bytes('{"negative": ["caf\xe9"]}'.encode("latin-1"))
         with pytest.raises(DataValidationError, match=r"latin\.json is not UTF-8 text"):  # was UnicodeDecodeError
@@ -251,3 +251,10 @@ def test_a_file_written_over_a_directory_is_an_error_not_a_deletion(tmp_path):
     with pytest.raises(IsADirectoryError):
         write_parquet(pl.DataFrame({"a": [1]}), d)
     assert (d / "x").read_text() == "keep"
+
+
+def test_a_batch_with_an_all_empty_history_column_still_reads(trained):
+    """An all-None `positive` column reads back from Parquet as type Null: the list-column check refused it."""
+    df = pl.DataFrame({"negative": [["i1"], ["i2"]], "positive": [None, None], "candidates": [["i3"], ["i4"]]})
+    assert df.schema["positive"] == pl.Null
+    assert score_mod.batch_histories(df, "batch") == [(["i1"], [-1]), (["i2"], [-1])]

@@ -111,7 +111,15 @@ def test_predictor_errors(trained, tmp_path):
     for bad_fb, shown in ([["x"], "'x'"], [[None], "None"], [[-1.5], "-1.5"], [[True], "True"]):
         with pytest.raises(DataValidationError, match=rf"feedback must be -1 .*got \[{re.escape(shown)}\]"):
             p.recommend([(["i0"], bad_fb)], k=3)
-    assert p.recommend([(["i0"], [-1.0])], k=3) == p.recommend([(["i0"], [-1])], k=3)  # a whole number is one
+    import decimal
+
+    import torch
+
+    want = p.recommend([(["i0"], [-1])], k=3)
+    for fb in (-1.0, np.int8(-1), decimal.Decimal(-1), torch.tensor(-1)):  # a number of any kind is one
+        assert p.recommend([(["i0"], [fb])], k=3) == want
+    with pytest.raises(DataValidationError, match="feedback must be"):
+        p.recommend([(["i0"], [np.True_])], k=3)
     with pytest.raises(DataValidationError, match="must each be a list, got a string .*pass a list of histories"):
         p.recommend((["i0", "i1"], [-1, 1]), k=3)  # type: ignore[arg-type]  # one history, not a list of them
     for k in (2.5, "5", None, True, 0):

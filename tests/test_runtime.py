@@ -132,12 +132,12 @@ def test_loading_a_model_prints_no_third_party_progress_bar(tmp_path: Path) -> N
     assert "Loading weights" not in quiet_err and "it/s" not in quiet_err, quiet_err
 
 
-def test_quieted_process_shows_no_plain_tqdm_bar() -> None:
+def test_a_cli_process_shows_no_plain_tqdm_bar() -> None:
     """transformers' GGUF conversion (a pretrained backbone's first load) draws a plain tqdm bar that its
     disable_progress_bar() does not reach: it ran into logs as \\r-joined text."""
     code = (
-        "import sys\nfrom conrec.runtime import quiet_third_party\n"
-        "if sys.argv[1] == 'quiet':\n    quiet_third_party()\n"
+        "import sys\n"
+        "if sys.argv[1] == 'quiet':\n    import conrec.cli\n"
         "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='Converting and de-quantizing GGUF tensors'): pass\n"
     )
     import os

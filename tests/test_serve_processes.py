@@ -194,3 +194,41 @@ def test_workers_stop_when_their_parent_is_killed(tmp_path):
         while any(_pid_alive(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
     assert len(workers) == 2 and not any(_pid_alive(p) for p in workers)
+
+
+def test_a_worker_whose_parent_is_pid_1_is_not_taken_for_an_orphan(tmp_path):
+    """In a container the supervisor itself is often pid 1: workers took "my parent is pid 1" for "my parent
+    died", quit, and were restarted forever. They now compare with the supervisor's own pid."""
+    code = (
+        "import os, sys\nfrom conrec.serve import workers\n"
+        "os.environ[workers.PARENT_ENV] = sys.argv[1]\n"
+        "try:\n    workers.stop_with_parent()\n    print('serving')\nexcept SystemExit:\n    print('quit')\n"
+    )
+    runs = {name: subprocess.run([sys.executable, "-c", code, str(pid)], capture_output=True, text=True, timeout=60).stdout.strip()
+            for name, pid in (("own parent", os.getpid()), ("another", 1 if os.getpid() != 1 else 2))}
+    assert runs == {"own parent": "serving", "another": "quit"}
+
+
+def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice(monkeypatch, tmp_path):
+    """serve.model grpo served as sft (GRPO not current at start): after GRPO finished, a restarted worker chose
+    grpo, and stopped the server although the sft model it was meant to serve was unchanged."""
+    from types import SimpleNamespace
+
+    import conrec.serve.app as app_mod
+    from conrec.serve import workers
+
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "grpo", "processes": 2}})
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    asked: list[str] = []
+
+    def fake_app(c):
+        asked.append(c.serve.model)
+        return SimpleNamespace(state=SimpleNamespace(served=f"{c.serve.model}@abc"))
+
+    monkeypatch.setattr(app_mod, "create_app_from_run", fake_app)
+    monkeypatch.setattr(workers, "stop_with_parent", lambda: None)
+    monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
+    monkeypatch.setenv(workers.CONFIG_ENV, str(path))
+    monkeypatch.setenv(workers.SERVED_ENV, "sft@abc")
+    assert workers.app_from_env().state.served == "sft@abc" and asked == ["sft"]

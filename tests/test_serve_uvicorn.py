@@ -75,3 +75,16 @@ def test_serve_says_in_one_line_that_it_cannot_listen_before_loading_the_model(t
             run(cfg, host="127.0.0.1", port=port)
     with pytest.raises(ConfigError, match="cannot listen on 999.1.1.1"):
         run(cfg, host="999.1.1.1", port=port)
+
+
+def test_the_listen_check_accepts_what_uvicorn_accepts():
+    """host "" is every interface to asyncio: the check said "Name or service not known"."""
+    import socket
+
+    from conrec.serve.app import check_can_listen
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    check_can_listen("", port)
+    check_can_listen("127.0.0.1", port)

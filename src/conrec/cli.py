@@ -23,6 +23,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# no plain tqdm bar in a CLI process (transformers' GGUF conversion on a pretrained backbone's first load drew one
+# into logs; its disable_progress_bar() does not reach it). tqdm reads this when imported, which is later; set
+# here, not in conrec.runtime, so that a library user's process and its children keep their bars
+os.environ.setdefault("TQDM_DISABLE", "1")
 
 app = typer.Typer(
     help="conrec: learn what each user dislikes (CoNRec: semantic IDs + SFT + progressive GRPO).",

@@ -14,11 +14,11 @@ SID map *before* importing and loading any model, so a typo fails in a second, n
 from __future__ import annotations
 
 import json
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -96,21 +96,19 @@ def parse_history(obj: Any, source: str = "history") -> History:
 def read_request_text(path: str | Path, what: str) -> str:
     """The text of a request file (a history, a score request), or one line naming what is wrong:
     missing, a directory or not UTF-8 (these were tracebacks)."""
-    p = Path(path)
-    if not p.exists():
-        raise DataValidationError(f"{what} not found: {p.absolute()}")
-    if p.is_dir():
-        raise DataValidationError(f"{what} {p} is a directory; give a JSON file")
+    from conrec.data.sources.common import existing_file
+
+    p = existing_file(path, what)
     try:
         return p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise DataValidationError(f"{what} {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a JSON file?") from None
+        raise DataValidationError(f"{what} file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a JSON file?") from None
 
 
 def read_history_json(path: str | Path) -> History:
     """One user's history from a JSON file (see the module docstring for the format)."""
     p = Path(path)
-    text = read_request_text(p, "history file")
+    text = read_request_text(p, "history")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -156,8 +154,14 @@ def check_history_shape(items: Sequence[Any], feedback: Sequence[Any], subject: 
 
 
 def is_feedback_value(f: Any) -> bool:
-    """-1 or +1 as a number (-1.0 too); not True, None, "-1" or -1.5 (which int() cut to -1)."""
-    return isinstance(f, numbers.Real) and not isinstance(f, bool) and f in (-1, 1)
+    """-1 or +1 as a number of any kind (-1.0, numpy, a 0-d tensor); not a bool, None, "-1" or -1.5 (which int()
+    cut to -1)."""
+    if f is None or isinstance(f, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        return float(f) in (-1.0, 1.0)
+    except (TypeError, ValueError):
+        return False
 
 
 def check_known_items(history: History, known: set[str], source: str = "history") -> None:

@@ -187,7 +187,6 @@ def quiet_third_party() -> None:
         ("TRANSFORMERS_VERBOSITY", "error"),
         ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
         ("DATASETS_VERBOSITY", "error"),
-        ("TQDM_DISABLE", "1"),  # plain tqdm bars, e.g. transformers' GGUF conversion on a backbone's first load
     ):
         os.environ.setdefault(var, value)
     if "transformers" in sys.modules:

@@ -525,18 +525,23 @@ def served_identity(run: RunDir, name: str) -> str:
 def check_can_listen(host: str, port: int) -> None:
     """One line when ``host:port`` cannot be listened on (an unknown host, a port in use), as uvicorn binds it
     (``SO_REUSEADDR``); the socket is closed again at once."""
+    import errno
     import socket
 
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    try:  # "" is every interface, as asyncio reads it
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (serve.host / --host)") from None
-    with socket.socket(family, kind, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for family, kind, proto, _, address in addresses:  # each, as asyncio's create_server binds each
         try:
-            sock.bind(address)
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio: "::" beside 0.0.0.0
+                sock.bind(address)
         except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (another server? serve.port / --port)") from None
+            hint = " (another server? serve.port / --port)" if exc.errno == errno.EADDRINUSE else ""
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:

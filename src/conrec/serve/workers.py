@@ -42,6 +42,7 @@ from conrec.runtime import available_cores, prepare_process
 
 CONFIG_ENV = "CONREC_SERVE_CONFIG"  # the resolved pipeline config (a YAML file) each worker loads
 SERVED_ENV = "CONREC_SERVE_MODEL"  # "<model>@<identity>" the parent checked: what every worker must load
+PARENT_ENV = "CONREC_SERVE_PARENT"  # the supervisor's pid: a worker whose parent is another has lost it
 APP_FACTORY = "conrec.serve.workers:app_from_env"
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,14 @@ def app_from_env() -> FastAPI:
 
     stop_with_parent()
     cfg = load_config(os.environ[CONFIG_ENV])
+    expected = os.environ.get(SERVED_ENV)
+    if expected is not None:  # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
+        cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": expected.split("@")[0]})})
     prepare_process(worker_threads(cfg))
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app = create_app_from_run(cfg)
-        expected = os.environ.get(SERVED_ENV)
         if expected is not None and app.state.served != expected:
             raise StageInputError(
                 f"the run's model is no longer the one this server started with ({expected.split('@')[0]}; now "
@@ -87,8 +90,9 @@ def stop_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
     except (OSError, AttributeError):  # pragma: no cover  (no prctl: nothing to ask)
         return
-    if os.getppid() == 1:  # the parent died before the request: nobody would send it
-        raise SystemExit(0)
+    parent = os.environ.get(PARENT_ENV)
+    if parent is not None and os.getppid() != int(parent):  # the parent died before the request: nobody would send it
+        raise SystemExit(0)  # (not "the parent is pid 1": in a container the supervisor itself often is)
 
 
 class _Supervisor(Multiprocess):
@@ -128,6 +132,7 @@ def serve_processes(cfg: PipelineConfig, options: dict[str, Any], served: str | 
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
         os.environ[CONFIG_ENV] = str(path)  # the workers inherit it
+        os.environ[PARENT_ENV] = str(os.getpid())
         if served is not None:
             os.environ[SERVED_ENV] = served
         config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)

@@ -91,7 +91,7 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     from conrec.serve.schemas import DislikeRequest
 
     p = Path(path)
-    text = read_request_text(p, "history file")
+    text = read_request_text(p, "history")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:

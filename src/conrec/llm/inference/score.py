@@ -46,7 +46,7 @@ def read_score_request(path: Path, run: RunDir, max_history: int) -> tuple[Histo
     from conrec.serve.schemas import ScoreRequest
 
     p = Path(path)
-    req, history = request_body(read_request_text(p, "score request file"), ScoreRequest, f"score request {p}", run, max_history)
+    req, history = request_body(read_request_text(p, "score request"), ScoreRequest, f"score request {p}", run, max_history)
     return history, list(req.candidates), req.threshold, req.explain
 
 
@@ -111,7 +111,7 @@ def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | No
 
 def require_list_column(df: pl.DataFrame, column: str, where: str) -> None:
     """A batch column of lists (of item ids, or of feedback values): a text "P1,P2" was split into its characters."""
-    if not isinstance(df.schema[column], (pl.List, pl.Array)):
+    if not isinstance(df.schema[column], (pl.List, pl.Array, pl.Null)):  # Null: every row empty (an all-None column)
         raise DataValidationError(f"{where}: {column!r} must be a list column (a list per row), got {df.schema[column]}")
 
 
