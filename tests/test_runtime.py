@@ -122,7 +122,7 @@ def test_loading_a_model_prints_no_third_party_progress_bar(tmp_path: Path) -> N
     )
     import os
 
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY", "TQDM_DISABLE")}
     # both at once: each spends seconds importing torch and transformers, mostly waiting on the disk
     procs = [subprocess.Popen([sys.executable, "-c", code, mode, str(tmp_path / mode)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env) for mode in ("loud", "quiet")]
