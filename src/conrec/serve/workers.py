@@ -68,8 +68,8 @@ def app_from_env() -> FastAPI:
         app = create_app_from_run(cfg)
         if expected is not None and app.state.served != expected:
             raise StageInputError(
-                f"the run's model is no longer the one this server started with ({expected.split('@')[0]}; now "
-                f"{app.state.served.split('@')[0]}, retrained or changed since): restart conrec serve to serve it"
+                f"the run's {cfg.serve.model} model is no longer the one this server started with (retrained or "
+                "changed since): restart conrec serve to serve it"
             )
     except ConrecError as exc:  # uvicorn restarts a worker that exits otherwise, forever
         log.error("worker process %d cannot serve, stopping the server: %s", os.getpid(), exc)
