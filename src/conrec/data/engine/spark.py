@@ -552,7 +552,11 @@ def _write_single(df: DataFrame, work: Path, path: Path, schema: dict[str, pl.Da
             write(pl.DataFrame(schema=schema))
 
 
-def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path) -> BuildResult:
+def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig) -> tuple[DataFrame, int, dict[str, int]]:
+    """The valid, deduplicated events with their per-user position ``pos`` (cached), the number of items
+    with events, and the rows dropped per kind: everything the stage's outputs derive from. Its own
+    function so that tests can compare how each file layout is *read* without the seconds of Spark
+    jobs that labelling costs (the labelling is compared whole on the split settings)."""
     items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
     # a loader's table (events.frame) is valid and deduplicated already: only the file Spark read itself may
     # hold invalid rows and exact duplicates
@@ -564,6 +568,16 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
     dropped["duplicate_event"] = n_valid - ev.count() if from_file else 0
     if cfg.on_invalid == "error":  # stop before labelling, with the line the stage's record would raise
         RepairLog("error").record("duplicate_event", dropped["duplicate_event"], what)
+    return ev, n_items, dropped
+
+
+def write_events(ev: DataFrame, work: Path, path: Path) -> None:
+    """The canonical events file: by user, time and input row, as the polars engines write it."""
+    _write_single(ev.orderBy("user_id", "ts", _ROW).select(*EVENT_COLUMNS), work, path, dict(EVENT_COLUMNS))
+
+
+def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path) -> BuildResult:
+    ev, n_items, dropped = clean_events(spark, raw, items_pl, cfg)
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
     cuts = cutoffs_from(valid, test)
 
@@ -574,7 +588,7 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
     split_order = F.when(F.col("split") == "train", 0).when(F.col("split") == "valid", 1).otherwise(2)
     samples = number_rows(samples, [split_order, F.col("user_id"), F.col("ts"), F.col("pos")]).cache()
 
-    _write_single(ev.orderBy("user_id", "ts", _ROW).select(*EVENT_COLUMNS), work / "events", out / EVENTS_FILE, dict(EVENT_COLUMNS))
+    write_events(ev, work / "events", out / EVENTS_FILE)
     _write_single(samples.select(*SAMPLE_COLUMNS), work / "samples", out / SAMPLES_FILE, SAMPLE_SCHEMA)
 
     per_user = ev.groupBy("user_id").agg(F.sum((F.col("feedback") == DISLIKE).cast("long")).alias("neg"))
