@@ -82,6 +82,23 @@ def test_summary_table_lists_models_and_the_headline_metrics() -> None:
         assert token in out
 
 
+def test_a_narrow_terminal_gets_every_value_of_the_summary_on_wrapped_lines() -> None:
+    """At 40 columns rich cut the table's cells to ``…`` and dropped whole columns (model names, the
+    difference, HR): a summary that fits is a table, one that does not is one wrapped line per model."""
+    metrics = _metrics()
+    wide = Console(record=True, width=120)
+    wide.print(summary_table(metrics, [5, 10]))
+    narrow = Console(record=True, width=40)
+    narrow.print(summary_table(metrics, [5, 10]))
+    table_text, lines_text = wide.export_text(), " ".join(narrow.export_text().split())
+    assert "…" not in table_text and "─" in table_text and "…" not in lines_text and "─" not in lines_text
+    for model, row in metrics.items():
+        assert f"{model}: FHR@10 [95% CI] {row['FHR@10']:.3f}" in lines_text
+        assert f"HR@10 {row['HR@10']:.3f}" in lines_text
+        assert model in table_text
+    assert "Δ vs best –, HR@10" in lines_text and "Δ: paired FHR difference" in lines_text
+
+
 # --- the stage ------------------------------------------------------------------------------------
 
 def _cfg(root: Path, **eval_overrides: object):
