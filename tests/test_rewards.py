@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -245,3 +246,29 @@ def test_item_vectors_reconstructed_from_codebooks_else_encoder(tmp_path) -> Non
     np.save(tmp_path / "embeddings.npy", np.array([[0.0, 2.0], [0.0, 0.0]], dtype=np.float32))
     vecs, source = item_vectors(tmp_path, codes)
     assert source == "encoder" and vecs.tolist() == [[0.0, 1.0], [0.0, 0.0]]  # a zero vector stays zero
+    (tmp_path / "quantizer.pt").write_bytes(b"PK\x03\x04 truncated")  # unreadable: the encoder vectors too
+    assert item_vectors(tmp_path, codes)[1] == "encoder"
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_quantizer_file_that_would_run_code_is_refused_unread(tmp_path) -> None:
+    """GRPO read ``sid/quantizer.pt`` with ``weights_only=False``: a run directory from someone else ran
+    their code (here: writing a file) on every GRPO setup."""
+    import torch
+
+    from conrec.errors import StageInputError
+    from conrec.llm.training.item_vectors import item_vectors
+
+    marker = tmp_path / "marker"
+    torch.save({"quantizer": _RunsCode(marker), "prefix_levels": 0}, tmp_path / "quantizer.pt")
+    np.save(tmp_path / "embeddings.npy", np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(StageInputError, match=r"quantizer.pt holds objects other than tensors .* rerun `conrec sid`"):
+        item_vectors(tmp_path, np.zeros((2, 3), dtype=np.int64))
+    assert not marker.exists()

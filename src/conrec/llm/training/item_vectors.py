@@ -14,6 +14,7 @@ What ``conrec tokenize`` writes: ``embeddings.npy`` (the quantizer's input vecto
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +61,23 @@ def item_vectors(sid_dir: Path, codes: np.ndarray) -> tuple[np.ndarray, str]:
     sid_dir = Path(sid_dir)
     qpath = sid_dir / "quantizer.pt"
     if qpath.exists():
+        stored: Any = None
         try:
-            stored = torch.load(qpath, map_location="cpu", weights_only=False)
-            prefix = int(stored.get("prefix_levels", 0))  # e.g. the category level, which no codebook holds
-            return normalise(reconstruct(stored["quantizer"], np.asarray(codes)[:, prefix:])), "reconstructed"
-        except (KeyError, RuntimeError, ValueError, StageInputError):
-            pass  # fall back to the encoder vectors below
+            # tensors and plain values only: a run directory from elsewhere must not run code when it is read
+            stored = torch.load(qpath, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise StageInputError(
+                f"{qpath} holds objects other than tensors and plain values (refused: reading them could run code); "
+                "rerun `conrec sid` to write it again"
+            ) from exc
+        except (RuntimeError, ValueError, EOFError):
+            pass  # unreadable: the encoder vectors below
+        if isinstance(stored, dict):
+            try:
+                prefix = int(stored.get("prefix_levels", 0))  # e.g. the category level, which no codebook holds
+                return normalise(reconstruct(stored["quantizer"], np.asarray(codes)[:, prefix:])), "reconstructed"
+            except (KeyError, RuntimeError, ValueError, TypeError, StageInputError):
+                pass  # fall back to the encoder vectors below
     epath = sid_dir / "embeddings.npy"
     if not epath.exists():
         raise StageInputError(f"no item vectors for the similarity reward: neither {qpath} nor {epath} (run `conrec tokenize`)")
