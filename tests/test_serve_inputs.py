@@ -50,3 +50,58 @@ def test_a_blank_api_key_is_an_error_not_authentication_off(monkeypatch, serve_c
     with pytest.raises(ConfigError, match="serve.api_key is blank"):
         resolve_api_key(blank)
     assert resolve_api_key(None) is None  # unset: open, as documented
+
+
+@pytest.mark.parametrize("unknown_items", ["error", "skip"])
+def test_an_id_that_is_a_lone_surrogate_is_a_422_not_a_500(serve_client, unknown_items):
+    """JSON's ``"\\ud800"`` decodes to a lone surrogate: under ``unknown_items: skip`` the id was echoed back
+    as skipped and the response could not be encoded (500, plain text, after the model work). The inspector's
+    ``/ui/api/history`` reads the same body schema."""
+    client, pred = serve_client(unknown_items=unknown_items)
+    bodies = {
+        "/v1/dislikes": '{"negative": ["i1", "\\ud800"]}',
+        "/v1/dislikes/batch": '{"requests": [{"positive": ["\\udfff"], "negative": ["i1"]}]}',
+        "/v1/score": '{"negative": ["i1"], "candidates": ["i2", "\\udfff"]}',
+        "/v1/score/batch": '{"requests": [{"negative": ["i1", "\\ud800"], "candidates": ["i2"]}]}',
+    }
+    for path, body in bodies.items():
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "lone surrogate" in r.json()["detail"], (path, r.status_code, r.text)
+    user = client.post("/v1/dislikes", content='{"user_id": "\\ud800"}', headers={"content-type": "application/json"})
+    assert user.status_code == 422 and "user_id" in user.json()["detail"]
+    assert not pred.calls  # refused before any model work
+    ok = client.post("/v1/dislikes", json={"negative": ["i1", "\u00e9t\u00e9"]})  # real non-ASCII text is an id like any other
+    if unknown_items == "skip":
+        assert ok.status_code == 200 and ok.json()["skipped_items"] == ["\u00e9t\u00e9"]
+    else:
+        assert ok.status_code == 422 and "unknown" in ok.json()["detail"]
+
+
+def test_a_request_file_is_validated_as_the_server_validates_its_body(serve_client, tmp_path):
+    """``score --request`` and ``predict --history`` validated the JSON text directly, which kept one of
+    ``negative`` and its alias ``neg`` when both were given (two dislikes silently gone); the server
+    validates the decoded body and answers 422. Both now decide alike."""
+    from conrec.errors import DataValidationError
+    from conrec.llm.inference.score import request_body
+    from conrec.runs import RunDir
+    from conrec.serve.schemas import DislikeRequest, ScoreRequest
+
+    client, _ = serve_client()
+    run = RunDir(tmp_path)
+    cases = [
+        ("/v1/score", ScoreRequest, '{"negative": ["i1"], "neg": ["i2", "i3"], "candidates": ["i4"]}', False),
+        ("/v1/dislikes", DislikeRequest, '{"positive": ["i1"], "pos": ["i2"]}', False),
+        ("/v1/score", ScoreRequest, '{"neg": ["i2", "i3"], "candidates": ["i4"], "threshold": -6}', True),
+        ("/v1/dislikes", DislikeRequest, '{"history": [{"item_id": "i1", "feedback": -1}], "k": 3}', True),
+        ("/v1/dislikes", DislikeRequest, '{"negative": ["i1"], "k": 3.0}', False),
+    ]
+    for path, schema, body, valid in cases:
+        served = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert (served.status_code != 422) == valid, (body, served.text)  # 501: this fake model scores no slates
+        if valid:
+            request_body(body, schema, "request file r.json", run, 10)
+        else:
+            with pytest.raises(DataValidationError, match=r"^request file r\.json: "):
+                request_body(body, schema, "request file r.json", run, 10)
+    with pytest.raises(DataValidationError, match=r"^request file r\.json is not valid JSON: "):
+        request_body('{"negative": ["i1"]', ScoreRequest, "request file r.json", run, 10)

@@ -8,11 +8,24 @@ app, because they depend on what was loaded at start-up.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conrec.history import events_from_lists
+
+
+def _encodable(text: str) -> str:
+    # JSON's "\ud800" escape decodes to a lone surrogate, which no UTF-8 response can carry back: echoed as a
+    # skipped item it became a 500 after the model work was done
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"must be valid Unicode text: {text.encode('utf-8', 'backslashreplace').decode('ascii')} holds a lone surrogate") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]  # an id a response may echo back
 
 
 class _Strict(BaseModel):
@@ -22,7 +35,7 @@ class _Strict(BaseModel):
 
 
 class HistoryEvent(_Strict):
-    item_id: str = Field(..., min_length=1, description="an item id of the catalogue (items.parquet)")
+    item_id: Text = Field(..., min_length=1, description="an item id of the catalogue (items.parquet)")
     feedback: Literal[-1, 1] = Field(..., description="-1 = explicit dislike, +1 = positive")
 
     @field_validator("feedback", mode="before")
@@ -49,14 +62,14 @@ class DislikeRequest(_Strict):
         },
     )
 
-    user_id: str | None = Field(
+    user_id: Text | None = Field(
         None, min_length=1, description="a user of the training events; their most recent events are the history"
     )
     # `neg`/`pos` are accepted too: the names older `conrec predict --history` files used.
-    negative: list[str] | None = Field(
+    negative: list[Text] | None = Field(
         None, validation_alias=AliasChoices("negative", "neg"), description="disliked item ids, oldest first (alias: neg)"
     )
-    positive: list[str] | None = Field(
+    positive: list[Text] | None = Field(
         None, validation_alias=AliasChoices("positive", "pos"), description="positively rated item ids, oldest first (alias: pos)"
     )
     history: list[HistoryEvent] | None = Field(
@@ -165,7 +178,7 @@ class ScoreRequest(DislikeRequest):
     )
 
     k: int | None = Field(None, description="not used: every candidate is scored (leave it out; a value is refused)")
-    candidates: list[str] = Field(
+    candidates: list[Text] = Field(
         ..., description="item ids to score, 1..max_candidates (see GET /healthz), distinct, all in the catalogue"
     )
     threshold: float | None = Field(

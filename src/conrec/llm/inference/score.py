@@ -14,6 +14,7 @@ other columns (ids such as ``sample_id``, ``user_id``, ``request_id``, in row or
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -55,7 +56,13 @@ def request_body(text: str, schema: type[Body], source: str, run: RunDir, max_hi
     gives, or its ``user_id``'s newest ``max_history`` events. What ``score --request`` and ``predict
     --history`` both read; an error names ``source`` and the field."""
     try:
-        req = schema.model_validate_json(text)
+        # decoded first, then validated: the server's path (FastAPI validates the decoded body). Validating the
+        # JSON text directly kept only one of `negative` and its alias `neg` when both were given (the server: 422)
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataValidationError(f"{source} is not valid JSON: {exc}") from None
+    try:
+        req = schema.model_validate(obj)
     except ValidationError as exc:
         lines = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise DataValidationError(f"{source}: {lines}") from None
