@@ -177,3 +177,17 @@ def test_serve_logs_the_warning_when_binding_beyond_loopback(host, warned, monke
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
         app_mod.run(PipelineConfig(), host=host)
     assert ("WITHOUT authentication" in caplog.text) is warned
+
+
+def test_a_quiet_log_level_does_not_hide_the_exposure_warning(monkeypatch, capsys):
+    """``serve.log_level: error`` (which a run directory's own config.yaml may set) silenced the warning that
+    the server is reachable beyond this machine without authentication."""
+    import uvicorn
+
+    monkeypatch.delenv("CONREC_API_KEY", raising=False)
+    monkeypatch.setattr(app_mod, "create_app_from_run", lambda cfg: object())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    quiet = logging.getLogger("conrec.serve")
+    monkeypatch.setattr(quiet, "level", logging.ERROR)
+    app_mod.run(PipelineConfig(serve={"log_level": "error"}), host="0.0.0.0")
+    assert "WITHOUT authentication" in capsys.readouterr().err

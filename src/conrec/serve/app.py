@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
@@ -557,8 +558,10 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
     port = cfg.serve.port if port is None else port
     check_can_listen(bind, port)  # before seconds of model loading; uvicorn said it after them, with exit 3
     warning = exposure_warning(bind, resolve_api_key(cfg.serve.api_key) is not None)
-    if warning is not None:
+    if warning is not None and log.isEnabledFor(logging.WARNING):
         log.warning(warning)
+    elif warning is not None:  # serve.log_level error/critical (a run directory's config may set it) must not hide it
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     app = create_app_from_run(cfg)  # with several processes: the check, once, before any worker starts
     options: dict[str, Any] = dict(host=bind, port=port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
     if cfg.serve.processes == 1:
