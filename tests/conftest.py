@@ -28,7 +28,7 @@ def serve_client() -> Callable[..., tuple[TestClient, RecordingPredictor]]:
         items, sid_map, events = serve_tables()
         pred = RecordingPredictor(events, sid_map["item_id"].to_list())
         cfg = ServeConfig(**{**SERVE_TEST_LIMITS, **serve})
-        return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake")), pred
+        return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake"), base_url="http://localhost"), pred
 
     return make
 

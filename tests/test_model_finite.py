@@ -68,7 +68,7 @@ def test_the_server_answers_422_not_an_empty_200_for_non_finite_scores(toy):
     # regression (issue 24.4): `"items": []` and `"score": null, "decision": "keep"` with status 200
     run, sid_map, _, bad, tok = toy
     items = pl.read_parquet(run.items)
-    client = TestClient(create_app(Predictor(bad, tok, sid_map, PromptConfig(), DECODE), items, pl.read_parquet(run.sid_map), None, ServeConfig()))
+    client = TestClient(create_app(Predictor(bad, tok, sid_map, PromptConfig(), DECODE), items, pl.read_parquet(run.sid_map), None, ServeConfig()), base_url="http://localhost")
     first, second = sid_map.items[0], sid_map.items[1]
     r = client.post("/v1/dislikes", json={"negative": [first], "k": 3})
     assert r.status_code == 422, r.text

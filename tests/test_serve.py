@@ -220,7 +220,7 @@ def test_non_finite_scores_are_null(setup):
 def test_without_events_user_requests_are_404_but_lists_work():
     items, sid_map, events = serve_tables()
     app = create_app(PopularDislikePredictor(events, sid_map["item_id"].to_list()), items, sid_map, None, CFG)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://localhost")
     assert client.get("/healthz").json()["model"] == CFG.model
     assert client.post("/v1/dislikes", json={"user_id": "u_hist"}).status_code == 404
     assert client.post("/v1/dislikes", json={"negative": ["i3"], "k": 2}).status_code == 200
@@ -300,7 +300,7 @@ def test_from_run_falls_back_to_sft_without_grpo_model(tmp_path, monkeypatch, ca
         app = create_app_from_run(cfg, load_lm=_recording_loader(loaded))
     assert loaded == [expected]
     assert ("not serving the grpo model (no model at" in caplog.text) == (not has_grpo)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://localhost")
     assert client.get("/healthz").json()["model"] == expected
     assert client.post("/v1/dislikes", json={"user_id": "u_hist", "k": 2}).status_code == 200
 
@@ -318,7 +318,7 @@ def test_a_stale_grpo_model_is_never_served_predicted_or_scored(tmp_path, caplog
     record_current(new, "sft")  # SFT retrained with the new setting; GRPO not
     loaded: list[str] = []
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
-        client = TestClient(create_app_from_run(new, load_lm=_recording_loader(loaded)))
+        client = TestClient(create_app_from_run(new, load_lm=_recording_loader(loaded)), base_url="http://localhost")
     assert loaded == ["sft"] and client.get("/healthz").json()["model"] == "sft"
     assert "not serving the grpo model (made with a different configuration (sft changed))" in caplog.text
     # conrec predict / score (Predictor.from_run) refuse instead, naming why and the current alternative
@@ -343,7 +343,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     run = _write_run(tmp_path / "run")
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
     record_serving_tables(cfg)
-    client = TestClient(create_app_from_run(cfg))
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
         "model_current": True,

@@ -55,7 +55,7 @@ class BeamLikePredictor:
 def _client(pred: BeamLikePredictor, **serve: object) -> TestClient:
     items, sid_map, events = serve_tables()
     cfg = ServeConfig(**{**SERVE_TEST_LIMITS, "max_batch": 8, **serve})
-    return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake"))
+    return TestClient(create_app(pred, items, sid_map, events, cfg, model_name="fake"), base_url="http://localhost")
 
 
 _histories = st.lists(st.sampled_from(ITEMS), min_size=1, max_size=3, unique=True)

@@ -191,3 +191,41 @@ def test_a_quiet_log_level_does_not_hide_the_exposure_warning(monkeypatch, capsy
     monkeypatch.setattr(quiet, "level", logging.ERROR)
     app_mod.run(PipelineConfig(serve={"log_level": "error"}), host="0.0.0.0")
     assert "WITHOUT authentication" in capsys.readouterr().err
+
+
+def test_a_loopback_server_answers_only_its_loopback_names_against_dns_rebinding(serve_client):
+    """Any Host was answered: a web page on a domain re-resolved to 127.0.0.1 could read every user's history
+    and the model's answers from a loopback server without a key. Bound beyond loopback, or with
+    ``serve.allowed_hosts``, the names are the operator's."""
+    from fastapi.testclient import TestClient
+
+    client, pred = serve_client()
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "LOCALHOST"):
+        assert client.get("/healthz", headers={"host": host}).status_code == 200, host
+    for host in ("attacker.example:8000", "attacker.example", "127.0.0.1.nip.io", "[::2]:8000"):
+        for path in ("/healthz", "/openapi.json"):
+            r = client.get(path, headers={"host": host})
+            assert r.status_code == 400 and "serve.allowed_hosts" in r.json()["detail"], (host, path, r.text)
+        r = client.post("/v1/dislikes", json={"negative": ["i1"]}, headers={"host": host})
+        assert r.status_code == 400
+    assert not pred.calls
+    wide, _ = serve_client(host="0.0.0.0")
+    assert wide.get("/healthz", headers={"host": "api.example.org"}).status_code == 200
+    named, _ = serve_client(allowed_hosts=["api.example.org"])
+    assert named.get("/healthz", headers={"host": "API.example.org:443"}).status_code == 200
+    assert named.get("/healthz", headers={"host": "localhost"}).status_code == 400
+    anyone, _ = serve_client(allowed_hosts=["*"])
+    assert anyone.get("/healthz", headers={"host": "whatever.example"}).status_code == 200
+    assert isinstance(client, TestClient)
+
+
+def test_serve_checks_hosts_against_the_address_it_binds(monkeypatch):
+    """``--host`` (not only serve.host) decides the names: the app and the worker processes get the bound address."""
+    import uvicorn
+
+    seen: list[PipelineConfig] = []
+    monkeypatch.delenv("CONREC_API_KEY", raising=False)
+    monkeypatch.setattr(app_mod, "create_app_from_run", lambda cfg: seen.append(cfg) or object())
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    app_mod.run(PipelineConfig(), host="0.0.0.0", port=8123)
+    assert (seen[0].serve.host, seen[0].serve.port) == ("0.0.0.0", 8123)

@@ -26,7 +26,7 @@ def _app(cfg: ServeConfig | None = None, predictor=None) -> TestClient:
     sid_map = pl.DataFrame({"item_id": IDS, "sid": SIDS})
     events = pl.DataFrame(EVENTS, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
     pred = predictor or PopularDislikePredictor(events, IDS)
-    return TestClient(create_app(pred, items, sid_map, events, cfg or ServeConfig(max_candidates=5, max_batch=2), model_name="pop"))
+    return TestClient(create_app(pred, items, sid_map, events, cfg or ServeConfig(max_candidates=5, max_batch=2), model_name="pop"), base_url="http://localhost")
 
 
 def test_score_returns_every_candidate_in_request_order_with_rank_and_decision():

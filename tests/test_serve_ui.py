@@ -50,7 +50,7 @@ def _run(tmp_path, current: bool = True, **serve: object) -> tuple[TestClient, p
         write_json({}, run.eval / "metrics.json")
         run.report.write_text("report")
         record_current(cfg, "eval")
-    return TestClient(create_app_from_run(cfg)), test.filter(pl.col("sample_id").is_in(chosen))
+    return TestClient(create_app_from_run(cfg), base_url="http://localhost"), test.filter(pl.col("sample_id").is_in(chosen))
 
 
 def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(tmp_path):
@@ -186,7 +186,7 @@ def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histori
     (run.predictions).mkdir(parents=True)
     (run.predictions / "popularity.parquet").write_bytes(b"not parquet")  # unreadable: logged, not fatal
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
-    client = TestClient(create_app_from_run(cfg))
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
     assert client.get("/ui/api/overview").json()["n_points"] == 0
     assert client.get("/ui/api/points/random").status_code == 404
     assert client.post("/ui/api/history", json={"history": [{"item_id": "i3", "feedback": -1}]}).status_code == 200

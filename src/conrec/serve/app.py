@@ -44,10 +44,12 @@ from conrec.serve.limits import (
     AdmissionGate,
     ApiKeyAuth,
     BodySizeLimit,
+    HostCheck,
     clip,
     exposure_warning,
     quote,
     resolve_api_key,
+    trusted_hosts,
 )
 from conrec.serve.schemas import (
     DislikeBatchRequest,
@@ -164,12 +166,15 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.state.admission = gate  # observable (tests, metrics)
-    # added last = outermost: size limit, then API key, then admission, then routing and parsing
+    # added last = outermost: Host check, size limit, then API key, then admission, then routing and parsing
     app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
     api_key = resolve_api_key(cfg.api_key)
     if api_key is not None:
         app.add_middleware(ApiKeyAuth, api_key=api_key)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
+    hosts = trusted_hosts(cfg.host, cfg.allowed_hosts)
+    if hosts is not None:  # outermost: a rebinding page learns nothing, not even whether a key is needed
+        app.add_middleware(HostCheck, allowed=hosts)
 
     def k_of(req: DislikeRequest, where: str) -> int:
         k = cfg.default_k if req.k is None else req.k
@@ -556,6 +561,8 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bind = host or cfg.serve.host
     port = cfg.serve.port if port is None else port
+    # the address served, for the Host check of every process (serve.allowed_hosts)
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"host": bind, "port": port})})
     check_can_listen(bind, port)  # before seconds of model loading; uvicorn said it after them, with exit 3
     warning = exposure_warning(bind, resolve_api_key(cfg.serve.api_key) is not None)
     if warning is not None and log.isEnabledFor(logging.WARNING):

@@ -63,6 +63,12 @@ class ServeConfig(StrictConfig):
     max_body_bytes: int = Field(
         2_000_000, ge=1_000, description="larger request bodies get 413 before being read or parsed"
     )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="Host header names the server answers (others get 400), against DNS rebinding: a web page whose "
+        "domain re-resolves to 127.0.0.1 could otherwise read a loopback server. null: loopback names only (localhost, "
+        "127.0.0.1, ::1) when bound to loopback, any name otherwise; ['*']: any name",
+    )
     api_key: str | None = Field(
         None,
         description="if set (or $CONREC_API_KEY), every endpoint but /healthz and the /ui page shell (not its data) needs 'Authorization: Bearer <key>' "

@@ -97,6 +97,46 @@ def exposure_warning(host: str, has_key: bool) -> str | None:
     )
 
 
+def trusted_hosts(bind: str, configured: list[str] | None) -> frozenset[str] | None:
+    """The Host names to answer (lower case), or None for any: ``serve.allowed_hosts``, else the loopback
+    names when bound to loopback (a server on this machine is addressed by them), else any."""
+    if configured is not None:
+        names = frozenset(h.strip().lower() for h in configured)
+        return None if "*" in names else names
+    return frozenset({"localhost", "127.0.0.1", "::1", bind.strip("[]").lower()}) if is_loopback(bind) else None
+
+
+def host_name(header: str) -> str:
+    """``example.org:8000`` -> ``example.org``; ``[::1]:8000`` -> ``::1`` (lower case)."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class HostCheck:
+    """ASGI middleware: 400 unless the Host header names this server (:func:`trusted_hosts`).
+
+    Why: a browser's same-origin rule protects a loopback server only by its name. A web page on a domain
+    that the attacker re-resolves to 127.0.0.1 (DNS rebinding) is same-origin with it, and could read every
+    user's history and the model's answers from a server without an API key. Its requests carry the
+    attacker's domain in Host; a request without Host (HTTP/1.0, not a browser) passes."""
+
+    def __init__(self, app: ASGIApp, allowed: frozenset[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = dict(scope.get("headers") or []).get(b"host")
+            name = host_name(raw.decode("latin-1")) if raw is not None else ""
+            if name and name not in self.allowed:
+                shown = name if name.isascii() and name.isprintable() else repr(name)
+                await _send_json(send, 400, {"detail": f"Host {shown[:100]} is not one this server answers (serve.allowed_hosts)"})
+                return
+        await self.app(scope, receive, send)
+
+
 async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
     raw = json.dumps(body).encode()
     hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
