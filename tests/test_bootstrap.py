@@ -104,6 +104,22 @@ def test_no_baseline_marks_no_row_as_the_reference_and_one_point_gets_no_interva
     assert delta_cell(old, "FHR@20") == "ref" and diff_cell({**old, "FHR@20_diff": 0.1, "FHR@20_vs": "pop"}, "FHR@20").startswith("+0.100")
 
 
+def test_a_metric_whose_own_population_is_one_point_gets_no_interval() -> None:
+    """LUF and LIF are means over their own points (users with few dislikes): four evaluation points of which
+    one is LUF's gave LUF "1.000 [1.000, 1.000]" and a difference "+1.000 [1.000, 1.000]" that "excludes 0"."""
+    nan = np.nan
+    values = {"pop": {"LUF@5": np.array([0.0, nan, nan, nan]), "FHR@5": np.array([0.0, 1, 0, 1])},
+              "lm": {"LUF@5": np.array([1.0, nan, nan, nan]), "FHR@5": np.array([1.0, 1, 1, 0])}}
+    metrics: dict[str, dict[str, object]] = {"pop": {}, "lm": {}}
+    add_intervals(metrics, values, ["pop"], ["LUF@5", "FHR@5"], resamples=50)
+    assert not any(key.startswith("LUF") for row in metrics.values() for key in row)
+    assert "FHR@5_ci" in metrics["lm"] and "FHR@5_diff_ci" in metrics["lm"]
+    values["pop"]["LUF@5"][1] = 1.0  # two points: intervals again
+    values["lm"]["LUF@5"][1] = 0.0
+    add_intervals(metrics, values, ["pop"], ["LUF@5"], resamples=50)
+    assert "LUF@5_ci" in metrics["lm"] and "LUF@5_diff_ci" in metrics["lm"]
+
+
 def test_add_intervals_skips_a_metric_with_an_empty_population() -> None:
     values = {"a": {"LUF@5": np.full(4, np.nan)}, "b": {"LUF@5": np.full(4, np.nan)}}
     metrics: dict[str, dict[str, object]] = {"a": {}, "b": {}}

@@ -23,7 +23,7 @@ from conrec.eval.bootstrap import mean_ci, paired_diff_ci, resample_indices
 from conrec.eval.metrics import higher_is_better, nan_mean
 
 HEADLINE_METRICS = ("FHR", "LUF", "LIF", "HR")
-MIN_POINTS = 2  # fewer evaluation points get no intervals and no paired differences (the eval stage says so)
+MIN_POINTS = 2  # fewer evaluation points (of a metric's population) get no intervals and no paired differences (the eval stage says so)
 
 
 def best_baseline(values: dict[str, dict[str, np.ndarray]], baselines: Sequence[str], key: str) -> str | None:
@@ -62,8 +62,8 @@ def add_intervals(
     for key in keys:
         ref = best_baseline(values, baselines, key)
         for model, per_key in values.items():
-            if key not in per_key or math.isnan(nan_mean(per_key[key])):
-                continue  # no point in the metric's population
+            if key not in per_key or np.count_nonzero(~np.isnan(per_key[key])) < MIN_POINTS:
+                continue  # LUF and LIF count only their own points: one gave a zero-width interval that "excludes 0"
             row = metrics.setdefault(model, {})
             row["ci_level"] = level
             row[f"{key}_ci"] = list(mean_ci(per_key[key], idx, level))
