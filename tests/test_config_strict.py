@@ -79,6 +79,11 @@ def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"\(4\) x processes \(1\)"):
         check_group_batch(4, 1, 8)
     check_group_batch(4, 2, 8)
+    # found by probing: SASRec's constructor raised a bare ValueError (a traceback) after SFT and GRPO had trained
+    with pytest.raises(ConfigError, match=r"eval.sasrec: .*hidden \(10\) must be divisible by heads \(4\)"):
+        load_config(None, {"eval": {"sasrec": {"hidden": 10, "heads": 4}}})
+    with pytest.raises(ConfigError, match=r"hidden \(64\) must be divisible by heads \(3\)"):  # a grid point too
+        load_config(None, {"eval": {"sasrec": {"grid": {"heads": [2, 3]}}}})
 
 
 def test_a_named_grpo_schedule_ends_with_the_sft_positive_budget() -> None:

@@ -167,6 +167,13 @@ class SasrecConfig(_Tunable):
     threads: int | None = Field(None, ge=1, description="torch CPU threads; null = the process's (top-level `threads`)")
     grid: dict[str, list[Any]] = Field(default_factory=lambda: dict[str, list[Any]]({"epochs": [15, 30, 60], "dropout": [0.2, 0.5]}))
 
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> SasrecConfig:
+        # found by probing: a traceback from the network's constructor, after SFT and GRPO had trained
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads}): each head gets hidden / heads dimensions")
+        return self
+
 
 class SlateConfig(_Strict):
     """Exposure-controlled evaluation (:mod:`conrec.eval.candidates`): rank the true next dislike among
