@@ -206,11 +206,18 @@ def test_an_earlier_evals_optional_outputs_are_not_left_for_later_tables(tmp_pat
     run.grpo.mkdir(parents=True, exist_ok=True)
     (run.grpo / "stats.json").write_text('{"stages": [{"stage": "neg_only", "discernment": {"accuracy": 0.357}}]}')
     (run.grpo / "reward_log.json").write_text('[{"stage": "neg_only", "stage_index": 0, "step": 1, "reward": 0.5, "components": {}}]')
+    # an earlier eval's predictions of models not evaluated now: the inspector listed them beside this eval's
+    # (found by probing); `conrec predict`'s own files (<model>_<split>.parquet) stay
+    run.predictions.mkdir(parents=True, exist_ok=True)
+    for name in ("sft", "grpo", "itemknn", "ease"):
+        write_parquet(pl.DataFrame({"sample_id": [0], "items": [["i0"]]}), run.predictions / f"{name}.parquet")
+    write_parquet(pl.DataFrame({"sample_id": [0], "items": [["i0"]]}), run.predictions / "sft_test.parquet")
     cfg = _cfg(run.root, baselines=["popularity"], slates={"enabled": False}, models=[])
     STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     assert (run.eval / "metrics.json").exists()
     assert not any((run.eval / n).exists() for n in earlier)
     assert "GRPO stage" not in (run.eval / "report.md").read_text()
+    assert sorted(p.name for p in run.predictions.iterdir()) == ["popularity.parquet", "sft_test.parquet"]
 
 
 def test_tuning_without_valid_points_names_tuning_not_the_evaluated_split(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, cast, get_args
 
 import numpy as np
 import polars as pl
@@ -35,6 +35,7 @@ from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_share
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.compare import MIN_POINTS, add_intervals
+from conrec.eval.config import LmName
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
@@ -233,6 +234,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     rd = RunDir(run_dir)
     for name in OPTIONAL_OUTPUTS:  # an earlier eval's, which this one may not rewrite: later tables read them whenever they exist
         (rd.eval / name).unlink(missing_ok=True)
+    for name in (*get_args(LmName), *REGISTRY):  # the inspector lists every model with predictions: only this eval's
+        (rd.predictions / f"{name}.parquet").unlink(missing_ok=True)  # (`conrec predict` writes <model>_<split>.parquet)
     events = read_parquet(rd.events, what="events (data stage output)")
     items = read_parquet(rd.items, what="items (data stage output)")
     if "content" in ecfg.baselines:
