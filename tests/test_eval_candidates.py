@@ -160,7 +160,16 @@ def test_report_markdown_has_a_row_per_model_with_cis():
     per_point = {"CandAcc@1": [1.0, 0.0, 1.0], "MRR": [1.0, 0.5, 1.0], "AUC": [1.0, 0.5, None]}
     m = summarize(per_point, n_boot=100, seed=0)
     md = SlateReport({"lm": m, "pop": m}, n_points=3, n_without_slate=1, mean_slate=20.0, seconds={}).markdown()
-    assert "| lm | 0.667 [" in md and "| pop |" in md and "1 points had no other exposure" in md
+    assert "| lm | 0.667 [" in md and "| pop |" in md and "1 points had no candidate: an item the user was shown" in md
+
+
+def test_one_slate_gets_no_interval_and_the_report_says_one_point():
+    """Found by probing: one slate gave "1.000 [1.000, 1.000]" for every metric, under "1 evaluation points"."""
+    m = summarize({"CandAcc@1": [1.0], "MRR": [1.0], "AUC": [None]}, n_boot=100, seed=0)
+    assert m == {"CandAcc@1": 1.0, "CandAcc@1_n": 1.0, "MRR": 1.0, "MRR_n": 1.0}
+    md = SlateReport({"pop": m}, n_points=1, n_without_slate=6, mean_slate=3.0, seconds={}).markdown()
+    assert "| pop | 1.000 (no CI: one point) | 1.000 (no CI: one point) | – |" in md
+    assert "1 evaluation point with a slate" in md and "[1.000, 1.000]" not in md
 
 
 # --- exposures written by the data stage, slates evaluated by the eval stage

@@ -220,6 +220,19 @@ def test_an_earlier_evals_optional_outputs_are_not_left_for_later_tables(tmp_pat
     assert sorted(p.name for p in run.predictions.iterdir()) == ["popularity.parquet", "sft_test.parquet"]
 
 
+def test_the_report_notes_cut_short_headline_windows_and_a_skipped_slate_evaluation(tmp_path: Path) -> None:
+    """Found by probing: with eval.horizons [1] the note on windows cut by the end of the log left out the
+    headline FHR@K's own window (data.split.horizon_days, 3 here) although every point's ran past it; a skipped
+    exposure-controlled evaluation was said on the console only."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    assert not run.exposures.exists()
+    cfg = _cfg(run.root, baselines=["popularity"], models=[], horizons=[0.0001])
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    report = " ".join(run.report.read_text().split())
+    assert "cut short by the end of the log" in report and "of the points at 3 d" in report
+    assert "exposure-controlled evaluation skipped (rerun `conrec data`)" in report
+
+
 def test_tuning_without_valid_points_names_tuning_not_the_evaluated_split(tmp_path: Path) -> None:
     run, _ = eval_run_dir(tmp_path / "run")
     samples = pl.read_parquet(run.samples)

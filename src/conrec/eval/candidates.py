@@ -111,15 +111,25 @@ def chance_levels(slate_sizes: Sequence[int]) -> dict[str, float]:
 
 
 def summarize(per_point: Mapping[str, Sequence[float | None]], n_boot: int, seed: int) -> dict[str, float]:
-    """Mean, ``<metric>_lo`` / ``<metric>_hi`` (95% bootstrap CI) and ``<metric>_n`` per metric (None = no value)."""
+    """Mean, ``<metric>_lo`` / ``<metric>_hi`` (95% bootstrap CI) and ``<metric>_n`` per metric (None = no value).
+    Fewer than :data:`conrec.eval.compare.MIN_POINTS` values get no interval (one slate's was zero-width)."""
+    from conrec.eval.compare import MIN_POINTS
+
     out: dict[str, float] = {}
     for name, vals in per_point.items():
         v = [float(x) for x in vals if x is not None]
         if not v:
             continue
-        lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
-        out.update({name: float(np.mean(v)), f"{name}_lo": lo, f"{name}_hi": hi, f"{name}_n": float(len(v))})
+        out.update({name: float(np.mean(v)), f"{name}_n": float(len(v))})
+        if len(v) >= MIN_POINTS:
+            out[f"{name}_lo"], out[f"{name}_hi"] = bootstrap_ci(v, n_boot=n_boot, seed=seed)
     return out
+
+
+def _slate_cell(m: Mapping[str, float], key: str) -> str:
+    if key not in m:
+        return "–"
+    return f"{m[key]:.3f} [{m[key + '_lo']:.3f}, {m[key + '_hi']:.3f}]" if key + "_lo" in m else f"{m[key]:.3f} (no CI: one point)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +143,9 @@ SLATE_SCHEMA: dict[str, Any] = {
     "day_dislikes": pl.List(pl.String),
     "day_others": pl.List(pl.String),
 }
+
+
+CANDIDATE_RULE = "an item the user was shown on the point's day, not disliked that day, not in the history"
 
 
 def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: int = 20, seed: int = 0) -> pl.DataFrame:
@@ -264,9 +277,9 @@ class SlateReport:
         lines = [
             f"## {title}",
             "",
-            f"{self.n_points} evaluation points with a slate (the true next dislike + same-day exposures not disliked "
+            f"{self.n_points} evaluation point{'' if self.n_points == 1 else 's'} with a slate (the true next dislike + same-day exposures not disliked "
             f"that day, {round(self.mean_slate - 1, 1)} on average, up to eval.slates.n_candidates - 1; "
-            f"{self.n_without_slate} points had no other exposure that day). Candidate Acc@1: the true "
+            f"{self.n_without_slate} points had no candidate: {CANDIDATE_RULE}). Candidate Acc@1: the true "
             "negative ranked first; MRR: its reciprocal rank; AUC: day dislikes vs day non-dislikes. "
             "Ties count as random order. [95% bootstrap CI].",
             "",
@@ -274,7 +287,7 @@ class SlateReport:
             "|---|---:|---:|---:|",
         ]
         for model, m in self.metrics.items():
-            cells = [f"{m[k]:.3f} [{m[k + '_lo']:.3f}, {m[k + '_hi']:.3f}]" if k in m else "–" for k in SLATE_METRICS]
+            cells = [_slate_cell(m, k) for k in SLATE_METRICS]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
         if self.chance:
             lines.append("| (chance: random order) | " + " | ".join(f"{self.chance[k]:.3f}" for k in SLATE_METRICS) + " |")
@@ -290,30 +303,37 @@ def run_slate_eval(
     load_lm: Callable[[str], Any],
     item_ids: Sequence[str],
     console: Console | None = None,
+    notes: list[str] | None = None,
 ) -> SlateReport | None:
     """Every fitted baseline and LM on the same slates; writes ``eval/slate_metrics.json``.
 
     ``load_lm(name)``: the :class:`conrec.llm.inference.predict.Predictor` of LM ``name`` (loaded only once
     the slates are built).
 
-    Returns None (with a console note) when the run has no exposures table (data stage from before
-    exposures were written: rerun ``conrec data``).
+    Returns None (with a console note, also appended to ``notes``: the report's) when the run has no
+    exposures table (data stage from before exposures were written: rerun ``conrec data``) or no point has a
+    candidate.
     """
     from conrec.io import read_parquet, write_json, write_parquet
 
     ccfg = ecfg.slates
-    if not rd.exposures.exists():
+
+    def skipped(why: str) -> None:
         if console is not None:
-            console.print(f"[yellow]note:[/] no {rd.exposures}: exposure-controlled evaluation skipped (rerun `conrec data`)")
+            console.print(f"[yellow]note:[/] {why}")
+        if notes is not None:
+            notes.append(why)
+
+    if not rd.exposures.exists():
+        skipped(f"no {rd.exposures}: exposure-controlled evaluation skipped (rerun `conrec data`)")
         return None
     exposures = read_parquet(rd.exposures, what="exposures (data stage output)")
     slates = build_slates(samples, exposures, ccfg.n_candidates, ecfg.seed)
     if slates.height == 0:  # e.g. one event per user and day: a note, not a failed eval (the other metrics stand)
-        if console is not None:
-            console.print(
-                "[yellow]note:[/] exposure-controlled evaluation skipped: no evaluation point has another exposure "
-                "on its day (set eval.slates.enabled: false to silence this)"
-            )
+        skipped(
+            f"exposure-controlled evaluation skipped: no evaluation point has a candidate ({CANDIDATE_RULE}); "
+            "set eval.slates.enabled: false to silence this"
+        )
         return None
     write_parquet(slates, rd.eval / "slates.parquet")
     scorers: dict[str, Scorer] = {name: baseline_scorer(m, item_ids) for name, m in fitted.items()}

@@ -259,7 +259,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         notes.append(beyond_max_note(dropped, max_h))
     if events.height and samples.height:
         log_end = int(cast(int, events["ts"].max())) + 1
-        cut_note = cut_short_note(cut_short_shares(samples["ts"].to_numpy(), log_end, horizons), log_end)
+        # the headline FHR@K's window too (data.split.horizon_days), also when eval.horizons leaves it out
+        windows = sorted({*horizons, split_cfg.horizon_days})
+        cut_note = cut_short_note(cut_short_shares(samples["ts"].to_numpy(), log_end, windows), log_end)
         if cut_note is not None:
             notes.append(cut_note)
     sample_ids = samples["sample_id"].to_list()
@@ -368,7 +370,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         console.print("exposure-controlled evaluation: every model ranks the same same-day candidates")
         slate_report = run_slate_eval(
             ecfg, rd, samples, fitted, lm_todo, lambda name: lm_predictor(sections, rd, name),
-            items["item_id"].cast(pl.String).to_list(), console,
+            items["item_id"].cast(pl.String).to_list(), console, notes,
         )
     fut = samples["future_negs"].list.len()
     shown = [k for k in _STATS_FOR_REPORT if not (split_cfg.protocol == "per_user" and k.endswith("_cutoff"))]
