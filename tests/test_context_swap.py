@@ -53,3 +53,6 @@ def test_swap_histories_keeps_labels_and_moves_histories() -> None:
 def test_mean_overlap_by_hand() -> None:
     assert mean_overlap([["a", "b"], ["c", "d"]], [["b", "a"], ["c", "z"]], 2) == pytest.approx((1.0 + 0.5) / 2)
     assert mean_overlap([["a", "b", "c"]], [["c", "b", "a"]], 1) == 0.0
+    # found by probing: lists shorter than k (a small catalogue) that the swap left unchanged gave 3 / 20
+    assert mean_overlap([["a", "b", "c"]], [["a", "b", "c"]], 20) == 1.0
+    assert mean_overlap([["a", "b", "c"], []], [["a", "b"], []], 20) == pytest.approx(2 / 3)

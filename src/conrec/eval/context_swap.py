@@ -51,9 +51,10 @@ def swap_histories(samples: pl.DataFrame, seed: int) -> pl.DataFrame:
 
 
 def mean_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: int) -> float:
-    """Mean over points of |top-k(a) & top-k(b)| / k (1 = the swap changed nothing)."""
+    """Mean over points of |top-k(a) & top-k(b)| / the longer of the two top-k lists (1 = the swap changed
+    nothing). Not / k: a catalogue or a model returning fewer than k items read as a changed ranking (three
+    identical items at k = 20 were 0.15). Points where both lists are empty are left out."""
     if len(a) != len(b):
         raise ValueError(f"rankings differ in length: {len(a)} vs {len(b)}")
-    if not a:
-        return float("nan")
-    return float(np.mean([len(set(x[:k]) & set(y[:k])) / k for x, y in zip(a, b)]))
+    shares = [len(set(x[:k]) & set(y[:k])) / n for x, y in zip(a, b) if (n := max(len(set(x[:k])), len(set(y[:k]))))]
+    return float(np.mean(shares)) if shares else float("nan")
