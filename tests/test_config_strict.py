@@ -84,6 +84,11 @@ def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Pat
         load_config(None, {"eval": {"sasrec": {"hidden": 10, "heads": 4}}})
     with pytest.raises(ConfigError, match=r"hidden \(64\) must be divisible by heads \(3\)"):  # a grid point too
         load_config(None, {"eval": {"sasrec": {"grid": {"heads": [2, 3]}}}})
+    # a repeated baseline or model was tuned, fitted and scored twice for one report row
+    with pytest.raises(ConfigError, match=r"eval.baselines: .*\['popularity'\] listed more than once"):
+        load_config(None, {"eval": {"baselines": ["popularity", "ease", "popularity"]}})
+    with pytest.raises(ConfigError, match=r"eval.models: .*\['sft'\] listed more than once"):
+        load_config(None, {"eval": {"models": ["sft", "sft"]}})
 
 
 def test_a_named_grpo_schedule_ends_with_the_sft_positive_budget() -> None:

@@ -190,6 +190,14 @@ BASELINE_NAMES = ("popularity", "itemknn", "category", "sasrec", "ease", "taste_
 DEFAULT_BASELINES = tuple(n for n in BASELINE_NAMES if n != "facet_rule")
 
 
+def _once(names: list[Any]) -> list[Any]:
+    """``names`` when none repeats (a repeated one was fitted, tuned and scored twice for one report row)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{repeated} listed more than once")
+    return names
+
+
 class EvalConfig(_Strict):
     ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
     split: Literal["valid", "test"] = "test"
@@ -237,7 +245,12 @@ class EvalConfig(_Strict):
         unknown = [n for n in names if n not in BASELINE_NAMES]
         if unknown:
             raise ValueError(f"unknown baseline(s) {unknown}; known baselines are {', '.join(BASELINE_NAMES)}")
-        return names
+        return _once(names)
+
+    @field_validator("models")
+    @classmethod
+    def _models_once(cls, names: list[LmName]) -> list[LmName]:
+        return _once(names)
 
     @model_validator(mode="after")
     def _same_budget(self) -> EvalConfig:
