@@ -170,3 +170,11 @@ def test_lm_on_valid_after_a_refit_on_the_valid_period_is_refused(tmp_path: Path
     )
     with pytest.raises(ConfigError, match="train_until is test"):
         STAGE_REGISTRY["eval"].call(cfg, console=Console(width=160))
+
+
+def test_a_baseline_without_a_grid_reads_in_the_tuning_table() -> None:
+    """``grid: {}`` printed ``| popularity | (no grid) | 0.8570 | : 0.857 |`` (an empty setting before the colon)."""
+    from conrec.eval.report import tuning_section
+
+    table = tuning_section({"popularity": {"k": 20, "chosen": {}, "valid_fhr": 0.857, "tried": [{"params": {}, "valid_fhr": 0.857}]}})
+    assert "| popularity | (no grid) | 0.8570 | the settings: 0.857 |" in table

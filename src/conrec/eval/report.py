@@ -161,7 +161,7 @@ def tuning_section(tuning: dict[str, dict[str, Any]]) -> str:
     for name, t in tuning.items():
         chosen = ", ".join(f"{k}={v}" for k, v in t.get("chosen", {}).items()) or "(no grid)"
         tried = "; ".join(
-            ", ".join(f"{k}={v}" for k, v in e["params"].items()) + f": {e['valid_fhr']:.3f}"
+            (", ".join(f"{k}={v}" for k, v in e["params"].items()) or "the settings") + f": {e['valid_fhr']:.3f}"
             for e in t.get("tried", [])
         )
         lines.append(f"| {name} | {chosen} | {t.get('valid_fhr', float('nan')):.4f} | {tried} |")
