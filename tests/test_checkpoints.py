@@ -65,6 +65,25 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     assert not ckpts.exists()  # deleted once the model is written
 
 
+def test_checkpoints_of_samples_an_upstream_rerun_replaced_are_not_resumed(tmp_path, monkeypatch):
+    """Found by probing: the events file refreshed in place after an interrupted SFT reran the data stage (same
+    settings, other samples), and SFT then resumed its checkpoint of the old samples."""
+    root = tmp_path / "run"
+    write_toy_run(root, n_items=32, n_users=12)
+    run = RunDir(root)
+    for stage in ("data", "sid"):  # finished, as the pipeline leaves them
+        run.mark_done(stage)
+        (run.stage_dir(stage) / "_fingerprint.json").write_text("{}")
+    cfg = _cfg(root)
+    crash_sft_after_step(monkeypatch, 3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        STAGE_REGISTRY["sft"].call(cfg)
+    monkeypatch.undo()
+    run.mark_done("data")  # the data stage ran again, with the same settings (in the same second, even)
+    stats = STAGE_REGISTRY["sft"].call(cfg)
+    assert stats["resumed_from"] is None and stats["steps"] == 4
+
+
 def test_no_resume_or_changed_config_discards_checkpoints(tmp_path):
     folder = tmp_path / "ckpts"
     (folder / "checkpoint-5").mkdir(parents=True)

@@ -30,6 +30,7 @@ Layout::
 from __future__ import annotations
 
 import hashlib
+import secrets
 import json
 import time
 from dataclasses import dataclass
@@ -233,7 +234,8 @@ class RunDir:
         return (self.stage_dir(stage) / "_done.json").exists()
 
     def mark_done(self, stage: str, info: dict[str, Any] | None = None) -> None:
-        payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **(info or {})}
+        # a nonce: a stage rerun within the same second must still change its identity (stage_identity)
+        payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "run": secrets.token_hex(8), **(info or {})}
         write_json(payload, self.stage_dir(stage) / "_done.json")
 
     def clear_done(self, stage: str) -> None:
