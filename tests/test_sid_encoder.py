@@ -130,3 +130,25 @@ def test_real_minilm_encoder_on_a_dozen_items(tmp_path: Path) -> None:
     sims = v @ v.T
     assert sims[0, 1] > sims[0, 4]  # "Toy Story" is closer to its sequel than to "Alien"
     assert sims[4, 5] > sims[4, 10]
+
+
+def test_a_local_encoder_changed_in_a_subdirectory_is_another_cache_key(tmp_path: Path) -> None:
+    """Found by probing: the cache key read only the model directory's top-level files, by size and whole
+    second, so an edited ``1_Pooling/config.json`` (CLS instead of mean pooling) kept serving the old vectors,
+    even under ``--force``."""
+    import os
+
+    from conrec.sid.encoder import SentenceTransformerEncoder
+
+    model = tmp_path / "enc"
+    (model / "1_Pooling").mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    pooling = model / "1_Pooling" / "config.json"
+    pooling.write_text('{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true }')
+    before = SentenceTransformerEncoder(model).model_id
+    st = pooling.stat()
+    pooling.write_text('{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}')  # same size
+    os.utime(pooling, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same time
+    assert SentenceTransformerEncoder(model).model_id != before
+    pooling.write_text('{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true }')
+    assert SentenceTransformerEncoder(model).model_id == before  # the same contents: the same key (a copy, a touch)

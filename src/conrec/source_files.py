@@ -70,6 +70,14 @@ def snapshot(paths: dict[str, str | os.PathLike[str] | None]) -> dict[str, dict[
     return out
 
 
+def content_stamp(path: str | os.PathLike[str]) -> str:
+    """A digest of the files at ``path`` (a file, or every file below a directory, subdirectories too): their
+    names, sizes and SHA-256, or beyond :data:`HASH_MAX_BYTES` their sizes and times. Equal while the contents
+    are; for caches keyed by what a local model directory holds."""
+    rows = [[name, size, sha if sha is not None else mtime_ns] for name, size, mtime_ns, sha in _entries(Path(path))]
+    return hashlib.sha256(repr(rows).encode()).hexdigest()[:12]
+
+
 def _file_changed(entry: list[Any], path: Path) -> bool:
     _name, size, mtime_ns, sha = entry
     st = path.stat()

@@ -64,9 +64,11 @@ class SentenceTransformerEncoder:
             self._path = Path(model_path).expanduser()
             if not (self._path / "config.json").exists() and not (self._path / "modules.json").exists():
                 raise ConfigError(f"sid.encoder.model_path {self._path} is not a sentence-transformers model dir")
-            # the path alone would keep serving stale vectors after the weights are replaced in place
-            stamp = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in self._path.iterdir() if p.is_file())
-            self.model_id = f"{self._path.resolve()}:{hashlib.sha256(repr(stamp).encode()).hexdigest()[:12]}"
+            # the path alone would keep serving stale vectors after the weights are replaced in place; every file,
+            # subdirectories too (a sentence-transformers model's pooling is in 1_Pooling/), by content
+            from conrec.source_files import content_stamp
+
+            self.model_id = f"{self._path.resolve()}:{content_stamp(self._path)}"
         self._model: Any = None  # a SentenceTransformer, loaded on first use
 
     def encode(self, texts: list[str]) -> np.ndarray:
