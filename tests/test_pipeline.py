@@ -418,6 +418,11 @@ def test_a_refused_run_pipeline_call_leaves_the_run_as_it_was(tmp_path: Path, fa
     served = load_config(None, {"run_dir": str(tmp_path / "run"), "serve": {"port": 9123}})
     pipeline.run_pipeline(served)
     assert "9123" in (run.root / "config.yaml").read_text()
+    # some stages asked for, all current: the run's record stays (`ablate --what paper -c OTHER` runs data and
+    # SID only; recording OTHER made the run's own SFT and GRPO models stale, and the next demo retrained them)
+    recorded = (run.root / "config.yaml").read_text()
+    pipeline.run_pipeline(changed, stages=("data", "sid"))
+    assert (run.root / "config.yaml").read_text() == recorded and all(run.is_done(s) for s in STAGES)
 
 
 def test_a_run_directory_that_is_a_file_is_one_line(tmp_path: Path, fake_stages: list[str]) -> None:

@@ -163,8 +163,9 @@ def run_pipeline(
 
     A call that fails before a stage starts (an unknown stage name, a stage whose inputs are missing or
     stale) leaves the run as it was: its ``config.yaml`` is rewritten by the first stage that runs, or,
-    when every stage was current, at the end (it rewrote it first, so a refused call made the run's good
-    models "made with a different configuration"). ``stages`` may be one name."""
+    when every stage of the pipeline was asked for and current, at the end (it rewrote it first, so a refused
+    call made the run's good models "made with a different configuration"; ``conrec ablate --what paper -c
+    OTHER``, which asks for data and SID only, did so too). ``stages`` may be one name."""
     console = console or Console()
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
     unknown = [s for s in stages if s not in STAGE_REGISTRY]
@@ -198,8 +199,8 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         results[stage] = run_stage(cfg, stage, console=console, **kwargs)
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         upstream_reran = True
-    if not upstream_reran:  # every stage was current with cfg: record it (a changed serve section, say)
-        write_text(dump_config(cfg), run.root / "config.yaml")
+    if not upstream_reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
+        write_text(dump_config(cfg), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
     return results
 
 
