@@ -36,3 +36,54 @@ def test_ablate_on_a_run_without_a_config_refuses_instead_of_training_the_librar
     out = CliRunner().invoke(app, ["ablate", "-r", str(tmp_path / "empty")])
     assert out.exit_code == 2 and "has no config.yaml" in out.stderr, out.output
     assert not (tmp_path / "empty").exists()
+
+
+def test_the_progressive_rows_are_progressive_whatever_the_run_is() -> None:
+    """Found by probing: on a run with ``grpo.progressive: false`` the "Progressive GRPO" row of ``--what grpo``
+    was the run itself (one full-context stage, the same model as grpo_future) and the ladder's progressive rows
+    inherited the flag."""
+    from conrec.ablation import grpo_variants
+
+    flat = load_config(preset_path("tiny"), {"grpo": {"progressive": False}})
+    assert all(c.grpo.progressive for _, _, c, grpo in paper_ladder(flat) if grpo)
+    rows = {name: c for name, _, c, _ in grpo_variants(flat)}
+    assert rows["grpo_progressive"].grpo.progressive and not rows["grpo_future"].grpo.progressive
+    assert rows["grpo_progressive"].grpo.reward.mode == "future_collab"
+    own = load_config(preset_path("tiny"))
+    assert own.grpo.progressive and {name: c for name, _, c, _ in grpo_variants(own)}["grpo_progressive"] is own  # linked, not retrained
+
+
+def test_an_ablation_with_grpo_rows_refuses_a_copy_bias_run_before_training(tmp_path) -> None:
+    """It trained the SFT rows, then stopped at the first GRPO row and left a child config conrec rejects."""
+    import pytest
+
+    from conrec.ablation import run
+    from conrec.errors import ConfigError
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "sft": {"copy_bias": {"beta": [0.5, 0.5]}},
+                                            "eval": {"models": ["sft"]}})
+    for what in ("grpo", "paper"):
+        with pytest.raises(ConfigError, match=f"--what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias"):
+            run(cfg, what)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_run_is_held_while_the_rows_run(tmp_path, monkeypatch) -> None:
+    """Found by probing: the run was held only while its own stages ran, so a second ablation retrained the
+    run's SFT under the first one's rows and replaced its table file."""
+    import subprocess
+    import sys
+
+    import conrec.ablation as ablation
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    probe = ("import sys\nfrom conrec.run_lock import holding_run\nfrom conrec.errors import RunInUseError\n"
+             "try:\n    with holding_run(sys.argv[1]):\n        print('free')\nexcept RunInUseError:\n    print('held')\n")
+
+    def rows(cfg, what, console, started):
+        out = subprocess.run([sys.executable, "-c", probe, str(cfg.run_dir)], capture_output=True, text=True, timeout=60)
+        return {"probe": out.stdout.strip()}
+
+    monkeypatch.setattr(ablation, "_run_rows", rows)
+    monkeypatch.setattr(ablation, "_run_paper", lambda cfg, console, started: rows(cfg, "paper", console, started))
+    assert ablation.run(cfg, "grpo") == {"probe": "held"} and ablation.run(cfg, "paper") == {"probe": "held"}

@@ -59,6 +59,7 @@ from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import GrpoConfig
 from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
+from conrec.run_lock import holding_run
 from conrec.runs import RunDir
 
 WHAT = ("grpo", "prompts", "paper")
@@ -90,6 +91,19 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
 def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineConfig:
     reward = cfg.grpo.reward.model_copy(update={"mode": mode})
     return cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward, "progressive": progressive})})
+
+
+def grpo_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, str]]:
+    """``--what grpo``'s rows: (name, what it is, config, model). A row is the run's own model only where the
+    run's settings are what the row says (the progressive row was the run as it was, progressive or not)."""
+    own_is_progressive = cfg.grpo.progressive and cfg.grpo.reward.mode == "future_collab"
+    return [
+        ("sft", "SFT only", cfg, "sft"),
+        ("grpo_next_neg", "GRPO, next-negative reward, one full-context stage", _with_grpo(cfg, "next_neg", False), "grpo"),
+        ("grpo_future", "GRPO, future + collaborative reward, one full-context stage", _with_grpo(cfg, "future_collab", False), "grpo"),
+        ("grpo_progressive", "Progressive GRPO, future + collaborative reward",
+         cfg if own_is_progressive else _with_grpo(cfg, "future_collab", True), "grpo"),
+    ]
 
 
 def _row(parent: Path, vcfg: PipelineConfig, folder: Path, model: str, console: Console) -> RunDir:
@@ -193,7 +207,7 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
     def variant(task_mix: Any, rew: Any) -> PipelineConfig:
         grpo = cfg.grpo.model_copy(update={"stages": GrpoConfig(stages={"preset": "paper", "steps": steps,
                                                                          "max_pos_items": cfg.sft.prompt.max_pos_items}).stages,
-                                           "reward": rew})
+                                           "reward": rew, "progressive": True})  # the run's may be off: the rows say progressive
         return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"tasks": task_mix}), "grpo": grpo})
 
     return [
@@ -314,16 +328,27 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
+    if what not in WHAT:
+        raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
+    if what in ("grpo", "paper") and cfg.sft.copy_bias.enabled:  # before any training (it failed after the SFT rows)
+        raise ConfigError(f"`conrec ablate --what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias; "
+                          "ablate a config without it, or use --what prompts")
+    console = console or Console()
+    started = time.perf_counter()
+    # the run is held for the whole ablation: another conrec command retrained its SFT under the rows that link
+    # it, and a second ablation's table replaced this one's file
+    with holding_run(cfg.run_dir):
+        if what == "paper":
+            return _run_paper(cfg, console, started)
+        return _run_rows(cfg, what, console, started)
+
+
+def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) -> dict[str, dict[str, float]]:
+    """``--what grpo`` or ``prompts``: the run itself, then one child run per variant, then the table."""
     from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
 
-    if what not in WHAT:
-        raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
-    console = console or Console()
-    started = time.perf_counter()
-    if what == "paper":
-        return _run_paper(cfg, console, started)
     # the run itself first (skipped where current): baselines, SFT and progressive GRPO are rows too
     run_pipeline(cfg, console=console)
     rd = RunDir(cfg.run_dir)
@@ -333,13 +358,7 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     rows: list[dict[str, Any]] = []
 
     if what == "grpo":
-        variants = [
-            ("sft", "SFT only", cfg, "sft"),
-            ("grpo_next_neg", "GRPO, next-negative reward, one full-context stage", _with_grpo(cfg, "next_neg", False), "grpo"),
-            ("grpo_future", "GRPO, future + collaborative reward, one full-context stage",
-             _with_grpo(cfg, "future_collab", False), "grpo"),
-            ("grpo_progressive", "Progressive GRPO, future + collaborative reward", cfg, "grpo"),
-        ]
+        variants = grpo_variants(cfg)
     else:
         variants = [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
     own: dict[str, str] = {}  # rows whose model is the run's own (their Candidate Acc. is the run's eval's)
