@@ -63,7 +63,8 @@ def conrec(args: list[str], log: Path, threads: int | None) -> float:
 
 
 def base_config(path: str, out: Path) -> dict[str, Any]:
-    cfg = load_config(resolve_config_path(path, None)).model_dump(mode="json", exclude_none=True)
+    # every setting as given, None included (exclude_none turned `separator: null` into the default "|")
+    cfg = load_config(resolve_config_path(path, None)).model_dump(mode="json")
     cfg["run_dir"] = str(out / "base")
     cfg["data"]["split"]["train_until"] = "valid"
     cfg["eval"]["split"] = "valid"
