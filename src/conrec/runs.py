@@ -30,8 +30,8 @@ Layout::
 from __future__ import annotations
 
 import hashlib
-import secrets
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
