@@ -433,3 +433,23 @@ def test_a_run_directory_that_is_a_file_is_one_line(tmp_path: Path, fake_stages:
     for where in (tmp_path / "afile", tmp_path / "afile" / "run"):
         with pytest.raises(ConfigError, match="a folder above it is a file"):
             pipeline.run_pipeline(load_config(None, {"run_dir": str(where)}), stages=("data",))
+
+
+def test_switching_the_data_engine_reuses_the_finished_stages(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: streaming or Spark (which write the same files as polars: the engine parity tests)
+    reran every stage with identical results, at exactly the scale where a rerun costs most."""
+    from conrec.stages import EXECUTION_SETTINGS, stage_fingerprint
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    fake_stages.clear()
+    engines = {"engine": "spark", "streaming": "on", "streaming_min_events": 5, "partition_events": 7, "spark": {"master": "local[2]"}}
+    assert {f"data.{k}" for k in engines} == set(EXECUTION_SETTINGS)
+    switched = load_config(None, {"run_dir": str(tmp_path / "run"), "data": engines})
+    pipeline.run_pipeline(switched)
+    assert fake_stages == []
+    assert [stage_fingerprint(switched, s) for s in STAGES] == [stage_fingerprint(cfg, s) for s in STAGES]
+    # what the data say still counts
+    fake_stages.clear()
+    pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "dislike_max_rating": 1.0}}))
+    assert fake_stages == list(STAGES)

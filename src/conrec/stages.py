@@ -42,6 +42,8 @@ This module imports nothing from conrec at run time: the runners are named, not 
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import importlib
 import json
@@ -287,14 +289,44 @@ def _json(value: Any) -> Any:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
+EXECUTION_SETTINGS: tuple[str, ...] = ("data.engine", "data.streaming", "data.streaming_min_events", "data.partition_events", "data.spark")
+"""Settings that decide how a stage runs, never what it writes: the data engines write identical files
+(``tests/test_data_engines.py``, ``tests/test_data_engine_spark.py``). They are hashed at their defaults, so
+switching to streaming or Spark reuses the finished stages (it reran every stage, with identical results).
+At, not without, their defaults: the fingerprints recorded before stay valid for every run that kept them."""
+
+
+@functools.lru_cache(maxsize=1)
+def _execution_defaults() -> dict[str, Any]:
+    from conrec.config import PipelineConfig  # here: this module imports nothing from conrec at import time
+
+    dumped = PipelineConfig().model_dump(mode="json")
+    return {key: _get(dumped, key) for key in EXECUTION_SETTINGS}
+
+
+def _hashed_view(key: str, value: Any) -> Any:
+    """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their defaults."""
+    inside = [s for s in EXECUTION_SETTINGS if s.startswith(key + ".")]
+    if not inside or not isinstance(value, dict):
+        return value
+    value = copy.deepcopy(value)
+    for setting in inside:
+        *parents, leaf = setting[len(key) + 1 :].split(".")
+        node = value
+        for part in parents:
+            node = node[part]
+        node[leaf] = copy.deepcopy(_execution_defaults()[setting])
+    return value
+
+
 def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
     dumped = cfg.model_dump(mode="json")
-    return {k: _hash(_get(dumped, k)) for k in fingerprint_sections(stage)}
+    return {k: _hash(_hashed_view(k, _get(dumped, k))) for k in fingerprint_sections(stage)}
 
 
 def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None]) -> str:
-    return _hash({"stage": stage, "sections": {k: _hash(v) for k, v in own.items()}, "inputs": inputs})
+    return _hash({"stage": stage, "sections": {k: _hash(_hashed_view(k, v)) for k, v in own.items()}, "inputs": inputs})
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
