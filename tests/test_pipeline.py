@@ -453,3 +453,12 @@ def test_switching_the_data_engine_reuses_the_finished_stages(tmp_path: Path, fa
     fake_stages.clear()
     pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "dislike_max_rating": 1.0}}))
     assert fake_stages == list(STAGES)
+
+
+def test_each_stage_records_the_torch_threads_it_ran_with(tmp_path: Path, fake_stages: list[str]) -> None:
+    """With ``threads: null`` the count follows the idle cores, and another count can move a training run
+    (found by probing: 1 and 2 threads gave other weights); it was recorded nowhere."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "threads": 1})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    assert all(run.fingerprint_record(s)["torch_threads"] == 1 for s in STAGES)  # type: ignore[index]

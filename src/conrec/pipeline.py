@@ -94,7 +94,7 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
         write_text(dump_config(cfg), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         run.invalidate_from(stage)
-    prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
+    threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
     # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
@@ -104,7 +104,7 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
         raise StageInputError(f"the {stage} stage returned without marking itself done")
     if is_worker_rank():  # the main rank records the stage (it holds the run)
         return result
-    record_finished(cfg, stage, seconds, files)
+    record_finished(cfg, stage, seconds, files, threads)
     timings_path = run.root / "timings.json"
     try:
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -137,16 +137,21 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
         raise SystemExit(2) from None
 
 
-def record_finished(cfg: PipelineConfig, stage: str, seconds: float = 0.0, source_files: dict[str, Any] | None = None) -> None:
+def record_finished(
+    cfg: PipelineConfig, stage: str, seconds: float = 0.0, source_files: dict[str, Any] | None = None, threads: int | None = None
+) -> None:
     """Record that ``stage`` finished with ``cfg`` (its fingerprint file): what makes its model current.
 
     :func:`run_stage` calls it after the runner; a tool that calls a stage's runner directly (the
     benchmarks) calls it too, or the model it trained is never loaded (``RunDir.model_problem``).
-    ``source_files``: the :func:`conrec.source_files.snapshot` of the files outside the run it read."""
+    ``source_files``: the :func:`conrec.source_files.snapshot` of the files outside the run it read.
+    ``threads``: the torch threads it ran with. Recorded, not fingerprinted: with ``threads: null`` they follow
+    the cores idle at the stage's start, and float sums in another order can move a training run; a run to
+    repeat bit for bit sets ``threads`` (docs/results.md)."""
     run = RunDir(cfg.run_dir)
     write_json(
         {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds,
-         "source_files": source_files or {},
+         "source_files": source_files or {}, "torch_threads": threads,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
          "upstream": {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}},
         _fingerprint_path(run, stage),
