@@ -289,11 +289,16 @@ def _json(value: Any) -> Any:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
-EXECUTION_SETTINGS: tuple[str, ...] = ("data.engine", "data.streaming", "data.streaming_min_events", "data.partition_events", "data.spark")
-"""Settings that decide how a stage runs, never what it writes: the data engines write identical files
-(``tests/test_data_engines.py``, ``tests/test_data_engine_spark.py``). They are hashed at their defaults, so
-switching to streaming or Spark reuses the finished stages (it reran every stage, with identical results).
-At, not without, their defaults: the fingerprints recorded before stay valid for every run that kept them."""
+EXECUTION_SETTINGS: tuple[str, ...] = (
+    "data.engine", "data.streaming", "data.streaming_min_events", "data.partition_events", "data.spark",
+    "decode.top_k", "decode.device", "decode.max_rows",
+)
+"""Settings that decide how or where a stage runs, never what it writes: the data engines write identical files
+(``tests/test_data_engines.py``, ``tests/test_data_engine_spark.py``); ``decode.top_k`` is ``conrec predict``'s K,
+which the eval stage does not read (it ranks max(eval.ks)); the device and the exhaustive search's chunk size
+are placement. They are hashed at their defaults, so changing them reuses the finished stages (switching to
+streaming or Spark reran every stage, with identical results). At, not without, their defaults: the
+fingerprints recorded before stay valid for every run that kept them."""
 
 
 @functools.lru_cache(maxsize=1)
