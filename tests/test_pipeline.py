@@ -311,8 +311,9 @@ def test_fingerprint_covers_declared_sections_and_inputs_only() -> None:
     assert changed({"data": {"simulator": {"seed": 3}}}) == set(STAGES)
     # SFT uses decode for placement only; GRPO reads only its history exclusion (a K or a beam width for predict
     # made the GRPO model stale), the eval stage decodes with all of it
-    for placement_only in ({"num_beams": 3}, {"top_k": 7}, {"batch_size": 2}, {"search": "exhaustive"}):
+    for placement_only in ({"num_beams": 3}, {"batch_size": 2}, {"search": "exhaustive"}):
         assert changed({"decode": placement_only}) == {"eval"}, placement_only
+    assert changed({"decode": {"top_k": 7}}) == set()  # conrec predict's K: no stage reads it
     assert changed({"decode": {"exclude_history": False}}) == {"grpo", "eval"}
     assert changed({"sft": {"prompt": {"max_pos_items": 3}}}) == {"sft", "grpo", "eval"}
     assert changed({"grpo": {"beta": 0.1}}) == {"grpo", "eval"}
@@ -444,13 +445,29 @@ def test_switching_the_data_engine_reuses_the_finished_stages(tmp_path: Path, fa
     pipeline.run_pipeline(cfg)
     fake_stages.clear()
     engines = {"engine": "spark", "streaming": "on", "streaming_min_events": 5, "partition_events": 7, "spark": {"master": "local[2]"}}
-    assert {f"data.{k}" for k in engines} <= set(EXECUTION_SETTINGS)
+    assert {f"data.{k}" for k in engines if k != "spark"} | {"data.spark.master"} <= set(EXECUTION_SETTINGS)
     # and conrec predict's K, which eval does not read (it reran eval, with an identical metrics.json)
     switched = load_config(None, {"run_dir": str(tmp_path / "run"), "data": engines, "decode": {"top_k": 7}})
     pipeline.run_pipeline(switched)
     assert fake_stages == []
     assert [stage_fingerprint(switched, s) for s in STAGES] == [stage_fingerprint(cfg, s) for s in STAGES]
-    # what the data say still counts
+    # a run recorded by the previous conrec, which hashed the real values, is current too (not rerun for the upgrade)
+    import json
+
+    from conrec.stages import _stage_fingerprint
+
+    run = RunDir(switched.run_dir)
+    for stage in STAGES:  # in order: each record names the identities of the (rewritten) records it was built on
+        path = run.stage_dir(stage) / "_fingerprint.json"
+        rec = json.loads(path.read_text())
+        upstream = {up: run.stage_identity(up) for up in rec.get("upstream") or {}}
+        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=False), "upstream": upstream}))
+    assert all(run.stale_reason(switched, stage) is None for stage in STAGES)
+    assert _stage_fingerprint(switched, "data", view=False) != stage_fingerprint(switched, "data")
+    # what the data say still counts, a Spark SQL setting too (it can change how a file is read)
+    fake_stages.clear()
+    pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "spark": {"conf": {"spark.sql.ansi.enabled": "false"}}}}))
+    assert fake_stages == list(STAGES)
     fake_stages.clear()
     pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "dislike_max_rating": 1.0}}))
     assert fake_stages == list(STAGES)

@@ -46,7 +46,7 @@ from conrec.stages import (
     STAGES,
     model_output,
     section_hashes,
-    stage_fingerprint,
+    stage_fingerprints,
     upstream_closure,
 )
 
@@ -173,7 +173,7 @@ class RunDir:
         rec = self.fingerprint_record(stage)
         if rec is None:
             return "finished without a configuration record"
-        if rec.get("fingerprint") != stage_fingerprint(cfg, stage):
+        if rec.get("fingerprint") not in stage_fingerprints(cfg, stage):
             old = rec.get("sections") or {}
             changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
             if not changed:  # the same settings, read differently: the stage's own set of sections changed with conrec

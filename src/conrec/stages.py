@@ -32,7 +32,8 @@ The protocol (:class:`Stage`): a stage declares
   :class:`~conrec.config.PipelineConfig`.
 
 The fingerprint of a stage (:func:`stage_fingerprint`) hashes exactly what it depends on: its own
-``sections`` and, transitively, those of every stage it reads (their outputs change with them).
+``sections`` and, transitively, those of every stage it reads (their outputs change with them), less the
+few settings in them that decide only how or where it runs (:data:`EXECUTION_SETTINGS`).
 One scheme serves the pipeline's reuse decision, SFT's checkpoint tag and the child runs' link
 decision.
 
@@ -43,7 +44,6 @@ This module imports nothing from conrec at run time: the runners are named, not 
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import importlib
 import json
@@ -289,28 +289,27 @@ def _json(value: Any) -> Any:
     return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
 
 
-EXECUTION_SETTINGS: tuple[str, ...] = (
-    "data.engine", "data.streaming", "data.streaming_min_events", "data.partition_events", "data.spark",
-    "decode.top_k", "decode.device", "decode.max_rows",
-)
-"""Settings that decide how or where a stage runs, never what it writes: the data engines write identical files
-(``tests/test_data_engines.py``, ``tests/test_data_engine_spark.py``); ``decode.top_k`` is ``conrec predict``'s K,
-which the eval stage does not read (it ranks max(eval.ks)); the device and the exhaustive search's chunk size
-are placement. They are hashed at their defaults, so changing them reuses the finished stages (switching to
-streaming or Spark reran every stage, with identical results). At, not without, their defaults: the
-fingerprints recorded before stay valid for every run that kept them."""
+EXECUTION_SETTINGS: dict[str, Any] = {
+    "data.engine": "polars",
+    "data.streaming": "auto",
+    "data.streaming_min_events": 20_000_000,
+    "data.partition_events": 4_000_000,
+    "data.spark.master": None,
+    "decode.top_k": 20,
+}
+"""Settings that decide how or where a stage runs, never what it writes, with the value each is hashed at.
 
-
-@functools.lru_cache(maxsize=1)
-def _execution_defaults() -> dict[str, Any]:
-    from conrec.config import PipelineConfig  # here: this module imports nothing from conrec at import time
-
-    dumped = PipelineConfig().model_dump(mode="json")
-    return {key: _get(dumped, key) for key in EXECUTION_SETTINGS}
+The data engines write identical files (``tests/test_data_engines.py``, ``tests/test_data_engine_spark.py``)
+wherever Spark runs (``data.spark.conf`` stays fingerprinted: a Spark SQL setting can change how a file is
+read); ``decode.top_k`` is ``conrec predict``'s K, which no stage reads (eval ranks max(eval.ks)). Switching
+to streaming or Spark reran every stage, with identical results. Each is hashed at a fixed stand-in, the
+default it had when this was introduced: a later change of a default must not change every recorded
+fingerprint. Fingerprints recorded before, with the real values, are still accepted
+(:func:`stage_fingerprints`)."""
 
 
 def _hashed_view(key: str, value: Any) -> Any:
-    """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their defaults."""
+    """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their stand-ins."""
     inside = [s for s in EXECUTION_SETTINGS if s.startswith(key + ".")]
     if not inside or not isinstance(value, dict):
         return value
@@ -320,7 +319,7 @@ def _hashed_view(key: str, value: Any) -> Any:
         node = value
         for part in parents:
             node = node[part]
-        node[leaf] = copy.deepcopy(_execution_defaults()[setting])
+        node[leaf] = EXECUTION_SETTINGS[setting]
     return value
 
 
@@ -330,8 +329,9 @@ def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     return {k: _hash(_hashed_view(k, _get(dumped, k))) for k in fingerprint_sections(stage)}
 
 
-def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None]) -> str:
-    return _hash({"stage": stage, "sections": {k: _hash(_hashed_view(k, v)) for k, v in own.items()}, "inputs": inputs})
+def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: bool = True) -> str:
+    sections = {k: _hash(_hashed_view(k, v) if view else v) for k, v in own.items()}
+    return _hash({"stage": stage, "sections": sections, "inputs": inputs})
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
@@ -344,10 +344,21 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     when it is equal. Here rather than in :mod:`conrec.pipeline` so that a stage can import it
     without importing the pipeline, which imports the stages' runners.
     """
+    return _stage_fingerprint(cfg, stage, view=True)
+
+
+def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: bool) -> str:
     spec = STAGE_REGISTRY[stage]
     dumped = cfg.model_dump(mode="json")
     upstream = (*spec.inputs, *spec.optional_inputs)
-    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, {u: stage_fingerprint(cfg, u) for u in upstream})
+    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, {u: _stage_fingerprint(cfg, u, view) for u in upstream}, view)
+
+
+def stage_fingerprints(cfg: PipelineConfig, stage: str) -> set[str]:
+    """The fingerprints a finished ``stage`` may have recorded and still be current for ``cfg``: today's, and
+    the one conrec recorded before :data:`EXECUTION_SETTINGS` were hashed at their stand-ins (with their real
+    values), so that a run made with Spark or streaming is not rerun for the upgrade."""
+    return {stage_fingerprint(cfg, stage), _stage_fingerprint(cfg, stage, view=False)}
 
 
 def recorded_fingerprint(run_dir: str | Path, stage: str) -> str | None:
