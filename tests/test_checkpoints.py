@@ -79,7 +79,10 @@ def test_checkpoints_of_samples_an_upstream_rerun_replaced_are_not_resumed(tmp_p
     with pytest.raises(RuntimeError, match="simulated crash"):
         STAGE_REGISTRY["sft"].call(cfg)
     monkeypatch.undo()
+    before = run.stage_identity("data")
     run.mark_done("data")  # the data stage ran again, with the same settings (in the same second, even)
+    assert run.stage_identity("data") != before
+    assert (run.data / "_done.json").read_text().count('"nonce"') == 1
     stats = STAGE_REGISTRY["sft"].call(cfg)
     assert stats["resumed_from"] is None and stats["steps"] == 4
 

@@ -10,7 +10,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from conrec.config import PipelineConfig
+from conrec.config import PipelineConfig, load_config
+from conrec.errors import ConfigError
 from conrec.serve import app as app_mod
 from conrec.serve.limits import (
     AdmissionGate,
@@ -211,9 +212,13 @@ def test_a_loopback_server_answers_only_its_loopback_names_against_dns_rebinding
     assert not pred.calls
     wide, _ = serve_client(host="0.0.0.0")
     assert wide.get("/healthz", headers={"host": "api.example.org"}).status_code == 200
-    named, _ = serve_client(allowed_hosts=["api.example.org"])
+    named, _ = serve_client(allowed_hosts=["api.example.org", "Proxy.example.org:8443"])
     assert named.get("/healthz", headers={"host": "API.example.org:443"}).status_code == 200
-    assert named.get("/healthz", headers={"host": "localhost"}).status_code == 400
+    assert named.get("/healthz", headers={"host": "proxy.example.org"}).status_code == 200
+    assert named.get("/healthz", headers={"host": "localhost"}).status_code == 200  # still bound to loopback
+    assert named.get("/healthz", headers={"host": "attacker.example"}).status_code == 400
+    with pytest.raises(ConfigError, match="allowed_hosts"):  # an empty list would refuse every request
+        load_config(None, {"serve": {"allowed_hosts": []}})
     anyone, _ = serve_client(allowed_hosts=["*"])
     assert anyone.get("/healthz", headers={"host": "whatever.example"}).status_code == 200
     assert isinstance(client, TestClient)

@@ -144,11 +144,14 @@ def test_a_local_encoder_changed_in_a_subdirectory_is_another_cache_key(tmp_path
     (model / "1_Pooling").mkdir(parents=True)
     (model / "config.json").write_text("{}")
     pooling = model / "1_Pooling" / "config.json"
-    pooling.write_text('{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true }')
+    mean = '{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true }'
+    cls_ = '{"pooling_mode_cls_token": true , "pooling_mode_mean_tokens": false}'
+    assert len(mean) == len(cls_)
+    pooling.write_text(mean)
     before = SentenceTransformerEncoder(model).model_id
     st = pooling.stat()
-    pooling.write_text('{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}')  # same size
-    os.utime(pooling, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same time
+    pooling.write_text(cls_)  # the same size
+    os.utime(pooling, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the same modification time
     assert SentenceTransformerEncoder(model).model_id != before
-    pooling.write_text('{"pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true }')
+    pooling.write_text(mean)
     assert SentenceTransformerEncoder(model).model_id == before  # the same contents: the same key (a copy, a touch)

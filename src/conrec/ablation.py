@@ -94,15 +94,14 @@ def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineCon
 
 
 def grpo_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, str]]:
-    """``--what grpo``'s rows: (name, what it is, config, model). A row is the run's own model only where the
-    run's settings are what the row says (the progressive row was the run as it was, progressive or not)."""
-    own_is_progressive = cfg.grpo.progressive and cfg.grpo.reward.mode == "future_collab"
+    """``--what grpo``'s rows: (name, what it is, config, model). Each row sets what it says (the progressive row
+    was the run as it was, progressive or not); where that is the run's own setting, the child run links the run's
+    model instead of training it (the same fingerprint)."""
     return [
         ("sft", "SFT only", cfg, "sft"),
         ("grpo_next_neg", "GRPO, next-negative reward, one full-context stage", _with_grpo(cfg, "next_neg", False), "grpo"),
         ("grpo_future", "GRPO, future + collaborative reward, one full-context stage", _with_grpo(cfg, "future_collab", False), "grpo"),
-        ("grpo_progressive", "Progressive GRPO, future + collaborative reward",
-         cfg if own_is_progressive else _with_grpo(cfg, "future_collab", True), "grpo"),
+        ("grpo_progressive", "Progressive GRPO, future + collaborative reward", _with_grpo(cfg, "future_collab", True), "grpo"),
     ]
 
 

@@ -235,7 +235,7 @@ class RunDir:
 
     def mark_done(self, stage: str, info: dict[str, Any] | None = None) -> None:
         # a nonce: a stage rerun within the same second must still change its identity (stage_identity)
-        payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": secrets.token_hex(8), **(info or {})}
+        payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {}), "nonce": secrets.token_hex(8)}
         write_json(payload, self.stage_dir(stage) / "_done.json")
 
     def clear_done(self, stage: str) -> None:

@@ -38,13 +38,14 @@ def _files(path: Path) -> list[tuple[str, Path]]:
 
 def _sha256(path: Path) -> str:
     st = path.stat()
-    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=256)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    """Cached by the file's size and time: a run's checks ask about the same files once per stage."""
-    del size, mtime_ns  # the cache key only
+def _sha256_of(path: str, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    """Cached by the file's size and times: a run's checks ask about the same files once per stage. The change
+    time too: a rewrite of the same size with its modification time set back (``os.utime``) moves it."""
+    del size, mtime_ns, ctime_ns  # the cache key only
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast, get_args
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import polars as pl
@@ -35,7 +35,6 @@ from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_share
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.compare import MIN_POINTS, add_intervals
-from conrec.eval.config import LmName
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
@@ -46,6 +45,7 @@ from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
+from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
     from conrec.stages import EvalSections
@@ -234,7 +234,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     rd = RunDir(run_dir)
     for name in OPTIONAL_OUTPUTS:  # an earlier eval's, which this one may not rewrite: later tables read them whenever they exist
         (rd.eval / name).unlink(missing_ok=True)
-    for name in (*get_args(LmName), *REGISTRY):  # the inspector lists every model with predictions: only this eval's
+    for name in (*MODEL_STAGES, *REGISTRY):  # the inspector lists every model with predictions: only this eval's
         (rd.predictions / f"{name}.parquet").unlink(missing_ok=True)  # (`conrec predict` writes <model>_<split>.parquet)
     events = read_parquet(rd.events, what="events (data stage output)")
     items = read_parquet(rd.items, what="items (data stage output)")

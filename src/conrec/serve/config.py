@@ -65,9 +65,10 @@ class ServeConfig(StrictConfig):
     )
     allowed_hosts: list[str] | None = Field(
         None,
+        min_length=1,
         description="Host header names the server answers (others get 400), against DNS rebinding: a web page whose "
         "domain re-resolves to 127.0.0.1 could otherwise read a loopback server. null: loopback names only (localhost, "
-        "127.0.0.1, ::1) when bound to loopback, any name otherwise; ['*']: any name",
+        "127.0.0.1, ::1) when bound to loopback, any name otherwise; a list: those names (with a port or not), plus the loopback names when bound to loopback; ['*']: any name",
     )
     api_key: str | None = Field(
         None,

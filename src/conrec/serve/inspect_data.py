@@ -23,8 +23,9 @@ from conrec.eval.baselines import REGISTRY as BASELINE_REGISTRY
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 from conrec.serve.catalog import History
+from conrec.stages import MODEL_STAGES
 
-LM_MODELS = ("grpo", "sft")  # LM rows first, newest training stage first
+LM_MODELS = tuple(reversed(MODEL_STAGES))  # LM rows first, newest training stage first ("grpo", "sft")
 PREFERRED_BASELINES = ("popularity", "sasrec")  # always shown when evaluated; plus the best-scoring one
 MAX_BASELINES = 3
 

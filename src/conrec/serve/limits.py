@@ -100,10 +100,12 @@ def exposure_warning(host: str, has_key: bool) -> str | None:
 def trusted_hosts(bind: str, configured: list[str] | None) -> frozenset[str] | None:
     """The Host names to answer (lower case), or None for any: ``serve.allowed_hosts``, else the loopback
     names when bound to loopback (a server on this machine is addressed by them), else any."""
+    loopback = frozenset({"localhost", "127.0.0.1", "::1", host_name(bind)}) if is_loopback(bind) else frozenset()
     if configured is not None:
-        names = frozenset(h.strip().lower() for h in configured)
-        return None if "*" in names else names
-    return frozenset({"localhost", "127.0.0.1", "::1", bind.strip("[]").lower()}) if is_loopback(bind) else None
+        names = frozenset(host_name(h) for h in configured)  # as a Host header is read: "api.example.org:443" too
+        # a loopback server keeps its loopback names (no rebinding page can send them; the health checks use them)
+        return None if "*" in names else names | loopback
+    return loopback or None
 
 
 def host_name(header: str) -> str:

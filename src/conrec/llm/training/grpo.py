@@ -85,7 +85,7 @@ from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
-from conrec.stages import GrpoSections, received_fingerprint, stage_hash
+from conrec.stages import STAGE_REGISTRY, GrpoSections, received_fingerprint, stage_hash
 from conrec.swing import Swing
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -250,14 +250,17 @@ class GrpoLogCallback(StepProgressCallback):
 # --------------------------------------------------------------------------- inputs
 def fingerprint(sections: GrpoSections, run_dir: Path, sft_dir: Path) -> str:
     """What the stage's outputs depend on: the stage fingerprint (:func:`conrec.stages.stage_fingerprint`,
-    computed from what the runner received) and the SFT weights it starts from (size and time of
-    their files: a retrained SFT model with the same settings must not resume old stages)."""
+    computed from what the runner received), the SFT weights it starts from (size and time of
+    their files: a retrained SFT model with the same settings must not resume old stages) and the identities
+    of the stage runs it reads (as SFT's checkpoints: a rerun in the same second changes them too)."""
     sft_stamp = ""
     for name in ("config.json", "model.safetensors"):
         p = sft_dir / name
         if p.exists():
             sft_stamp += f"{name}:{p.stat().st_size}:{int(p.stat().st_mtime)};"
-    return stage_hash({"stage": received_fingerprint("grpo", sections, run_dir), "sft": sft_stamp})
+    run = RunDir(run_dir)
+    inputs = {s: run.stage_identity(s) for s in STAGE_REGISTRY["grpo"].inputs}
+    return stage_hash({"stage": received_fingerprint("grpo", sections, run_dir), "sft": sft_stamp, "inputs": inputs})
 
 
 # --------------------------------------------------------------------------- the stage

@@ -66,11 +66,12 @@ def item_vectors(sid_dir: Path, codes: np.ndarray) -> tuple[np.ndarray, str]:
             # tensors and plain values only: a run directory from elsewhere must not run code when it is read
             stored = torch.load(qpath, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            raise StageInputError(
-                f"{qpath} holds objects other than tensors and plain values (refused: reading them could run code); "
-                "rerun `conrec sid` to write it again"
-            ) from exc
-        except (RuntimeError, ValueError, EOFError):
+            if "Weights only load failed" in str(exc):  # torch refused a global: an object that would run code
+                raise StageInputError(
+                    f"{qpath} holds objects other than tensors and plain values (refused: reading them could run code); "
+                    "rerun `conrec sid` to write it again"
+                ) from exc
+        except Exception:  # noqa: BLE001  corrupt or not a torch file (torch raises anything, IndexError included)
             pass  # unreadable: the encoder vectors below
         if isinstance(stored, dict):
             try:
