@@ -161,3 +161,35 @@ def test_items_unknown_to_the_model_are_skipped_and_listed_when_the_config_says_
     assert b["results"][0]["items"][1]["rank"] == 1 and b["results"][1]["skipped_items"] == ["n9"]
     db = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i3", "zz"], "k": 2}]}).json()
     assert db["results"][0]["skipped_items"] == ["zz"]
+
+
+def test_a_reason_cites_only_what_the_model_read_and_counts_co_dislikes_on_training_events(tmp_path):
+    """Found by probing: a reason cited dislikes older than the predictor's history limit (the model never saw
+    them), and co-dislikes were counted on the whole log, so an evaluation point's hit was explained by its own
+    future label (the inspector shows test points)."""
+    from conrec.config import load_config
+    from conrec.explain import explanation_events
+
+    ex = Explainer(dict(zip(IDS, SIDS)), {}, None, history_limit=2)
+    assert ex.explain("i0", ["i1", "i7", "i7"], [-1, 1, 1]).text == "No past dislike to compare with."  # i1 is cut
+    assert [e.item_id for e in ex.explain("i0", ["i7", "i1", "i7"], [1, -1, 1]).similar_dislikes] == ["i1"]
+    # the app counts co-dislikes on the events it is given for that, not on the users' histories
+    events = pl.DataFrame(EVENTS, schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8}, orient="row")
+    items = pl.DataFrame({"item_id": IDS, "title": [f"Film {j}" for j in range(8)]})
+    sid_map = pl.DataFrame({"item_id": IDS, "sid": SIDS})
+    body = {"negative": ["i1"], "candidates": ["i6"], "explain": True}
+    full = TestClient(create_app(PopularDislikePredictor(events, IDS), items, sid_map, events, ServeConfig(), model_name="pop"),
+                      base_url="http://localhost")
+    assert full.post("/v1/score", json=body).json()["items"][0]["reason"]["co_disliked_with"]  # d0, d1: i1 with i6
+    early = events.filter(pl.col("ts") < 2)  # before the i6 dislikes
+    cut = TestClient(create_app(PopularDislikePredictor(events, IDS), items, sid_map, events, ServeConfig(), model_name="pop",
+                                explain_events=lambda: early), base_url="http://localhost")
+    assert cut.post("/v1/score", json=body).json()["items"][0]["reason"]["co_disliked_with"] == []
+    # a run's training events: those before the valid cut-off (train_until: valid), as the models saw them
+    from builders import eval_run_dir
+
+    run, _ = eval_run_dir(tmp_path / "run")
+    split = load_config(None, {"data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}}).data.split
+    counted = explanation_events(run, split)
+    valid_cut = pl.read_parquet(run.samples).filter(pl.col("split") == "valid")["ts"].min()
+    assert counted is not None and 0 < counted.height < pl.read_parquet(run.events).height and counted["ts"].max() < valid_cut

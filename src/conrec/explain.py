@@ -24,6 +24,7 @@ import polars as pl
 from conrec.llm.training.collab import CoDislike
 
 if TYPE_CHECKING:
+    from conrec.data.config import SplitConfig
     from conrec.runs import RunDir
     from conrec.sid.sid_map import SidMap
 
@@ -57,30 +58,48 @@ def shared_prefix(a: Sequence[str], b: Sequence[str]) -> int:
     return n
 
 
+def explanation_events(run: RunDir, split: SplitConfig) -> pl.DataFrame | None:
+    """The events co-dislike reasons are counted on: those the run's models were trained on (``train_until``,
+    :func:`conrec.data.fit_events.training_events`), not the whole log. Why: an evaluation point's own future
+    dislikes are in the log, and a reason counted on them explained a hit by its label (the inspector shows
+    test points). None when the run has no events."""
+    from conrec.data.fit_events import training_events
+
+    if not run.events.exists():
+        return None
+    return training_events(run.root, split)
+
+
 class Explainer:
     """Builds :class:`Reason` s from SIDs, titles and a co-dislike model fitted once at start-up."""
 
-    def __init__(self, sid: Mapping[str, str], title: Mapping[str, str], co_dislike: CoDislike | None, max_cited: int = 3) -> None:
+    def __init__(
+        self, sid: Mapping[str, str], title: Mapping[str, str], co_dislike: CoDislike | None, max_cited: int = 3,
+        history_limit: int | None = None,
+    ) -> None:
         self._tokens = {i: _TOKEN.findall(s) for i, s in sid.items()}
         self._title = dict(title)
         self._co = co_dislike
         self.max_cited = max_cited
+        self.history_limit = history_limit  # the predictor's: a reason cites only the events the model read
 
     @classmethod
     def build(
-        cls, sid: Mapping[str, str], title: Mapping[str, str], events: pl.DataFrame | None, top_n: int = 50, max_cited: int = 3
+        cls, sid: Mapping[str, str], title: Mapping[str, str], events: pl.DataFrame | None, top_n: int = 50, max_cited: int = 3,
+        history_limit: int | None = None,
     ) -> Explainer:
         """Fit co-dislikes on ``events`` (None: SID evidence only) over the catalogue ``sid`` keys."""
         co = None
         if events is not None and events.height:
             known = events.filter(pl.col("item_id").cast(pl.String).is_in(list(sid)))
             co = CoDislike.fit(known, top_n=top_n, items=list(sid))
-        return cls(sid, title, co, max_cited)
+        return cls(sid, title, co, max_cited, history_limit)
 
     @classmethod
-    def for_run(cls, run: RunDir, sid_map: SidMap, top_n: int) -> Explainer:
-        """An explainer over a run's SIDs (``sid_map``: the served model's), item titles and events;
-        ``top_n``: co-dislike neighbours kept per item (``serve.explain_top_n``, as the server keeps)."""
+    def for_run(cls, run: RunDir, sid_map: SidMap, top_n: int, split: SplitConfig, history_limit: int | None = None) -> Explainer:
+        """An explainer over a run's SIDs (``sid_map``: the served model's), item titles and training events
+        (:func:`explanation_events`); ``top_n``: co-dislike neighbours kept per item (``serve.explain_top_n``, as
+        the server keeps); ``history_limit``: the predictor's."""
         from conrec.io import read_parquet
 
         sid_of = sid_map.sid_lookup()
@@ -89,14 +108,16 @@ class Explainer:
         if run.items.exists():
             items = read_parquet(run.items, what="items table")
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
-        events = read_parquet(run.events, what="events") if run.events.exists() else None
-        return cls.build(sids, titles, events, top_n=top_n)
+        return cls.build(sids, titles, explanation_events(run, split), top_n=top_n, history_limit=history_limit)
 
     def title_of(self, item: str) -> str:
         return self._title.get(item, "")
 
     def explain(self, item: str, history_items: Sequence[str], history_feedback: Sequence[int]) -> Reason:
-        """Why ``item`` may be disliked by a user with this history (oldest first, feedback -1/+1)."""
+        """Why ``item`` may be disliked by a user with this history (oldest first, feedback -1/+1); of a history
+        longer than ``history_limit``, its newest events (what the model's prompt holds)."""
+        if self.history_limit is not None and len(history_items) > self.history_limit:
+            history_items, history_feedback = history_items[-self.history_limit :], history_feedback[-self.history_limit :]
         dislikes = [i for i, f in zip(reversed(history_items), reversed(history_feedback)) if f < 0 and i != item]
         dislikes = [i for i in dict.fromkeys(dislikes) if i in self._tokens]  # most recent first, distinct
         if not dislikes:

@@ -25,6 +25,8 @@ def split_cutoff(stats: dict[str, Any] | None, split: str, split_samples: pl.Dat
     key = f"{split}_cutoff_ts"
     if stats and isinstance(stats.get(key), int):
         return int(stats[key]), "data/stats.json"
+    if split_samples.height == 0:  # it was int(None), a TypeError
+        raise StageInputError(f"no {split} cut-off: data/stats.json has no {key} and the run has no {split} samples (rerun `conrec data`)")
     return int(split_samples["ts"].min()), f"min ts of the {split} samples (stats.json has no {key})"  # type: ignore[arg-type]
 
 

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse
 import conrec
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, ConrecError, DataValidationError, ModelOutputError, StageInputError
-from conrec.explain import Explainer
+from conrec.explain import Explainer, explanation_events
 from conrec.runs import RunDir
 from conrec.serve.batching import MicroBatcher, run_grouped
 from conrec.serve.catalog import History, SidCatalog, user_histories
@@ -136,10 +136,13 @@ def create_app(
     cfg: ServeConfig,
     model_name: str | None = None,
     model_current: Callable[[], bool] | None = None,
+    explain_events: Callable[[], pl.DataFrame | None] | None = None,
 ) -> FastAPI:
     """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
 
-    ``events`` gives the known users' histories (None: ``user_id`` requests get 404).
+    ``events`` gives the known users' histories (None: ``user_id`` requests get 404); ``explain_events``
+    the events co-dislike reasons are counted on, read on the first explanation (None: ``events``; a run's
+    app passes its training events, :func:`conrec.explain.explanation_events`).
     ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
     loaded model is still the run's (``/healthz``; None: not served from a run).
     """
@@ -154,7 +157,13 @@ def create_app(
         """Built on first use (co-dislikes over the loaded events), then shared by every request."""
         with explainer_lock:
             if not explainer_box:
-                explainer_box.append(Explainer.build(catalog.sid, catalog.title, events, top_n=cfg.explain_top_n))
+                try:
+                    counted = events if explain_events is None else explain_events()
+                except ConrecError as exc:  # e.g. samples of another split protocol: SID evidence only, said once
+                    log.warning("explanations cite no co-dislikes: the run's training events cannot be read (%s)", exc)
+                    counted = None
+                limit = getattr(predictor, "history_limit", None)  # a reason cites only what the model read
+                explainer_box.append(Explainer.build(catalog.sid, catalog.title, counted, top_n=cfg.explain_top_n, history_limit=limit))
             return explainer_box[0]
 
     def reason_of(item: str, history: History) -> Reason:
@@ -515,7 +524,8 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
         raise StageInputError(f"the {name} model in {run.root} changed while it was loading (a stage reran); start again")
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
     app = create_app(
-        predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=lambda: served_identity(run, name) == identity
+        predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=lambda: served_identity(run, name) == identity,
+        explain_events=lambda: explanation_events(run, cfg.data.split),
     )
     app.state.served = f"{name}@{identity}"  # what a worker restarted later must load again (conrec.serve.workers)
     mount_inspector(app, cfg, items, events)  # GET /ui

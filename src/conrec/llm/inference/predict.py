@@ -354,7 +354,7 @@ def run(
         if explain:
             from conrec.explain import Explainer
 
-            explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n)
+            explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit)
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):

@@ -206,7 +206,7 @@ def run(
         parsed = batch_slates(df, where, known)
         check_item_ids(*parsed, known_item_ids(run_dir), where)
         predictor = _load_predictor(cfg, model)
-        explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n) if explain else None
+        explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
         result = score_batch(predictor, df, threshold, where, known, explainer, parsed)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
@@ -220,7 +220,7 @@ def run(
     predictor = _load_predictor(cfg, model)
     scores = predictor.score([history], [slate])[0]
     ranks, decisions = rank_scores(scores), decide(scores, threshold)
-    explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n) if explain else None
+    explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
     reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     titles: dict[str, str] = {}
     if run_dir.items.exists():
