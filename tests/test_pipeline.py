@@ -480,3 +480,31 @@ def test_each_stage_records_the_torch_threads_it_ran_with(tmp_path: Path, fake_s
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
     assert all(run.fingerprint_record(s)["torch_threads"] == 1 for s in STAGES)  # type: ignore[index]
+
+
+def test_a_project_copied_elsewhere_reuses_its_stages_while_the_files_are_the_same(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: the config's input paths were hashed as absolute paths, so a project directory copied or
+    moved elsewhere reran every stage on the same files. The files' contents decide now."""
+    import shutil
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    (first / "events.csv").write_text("user_id,item_id,ts,feedback\\nu1,i1,1,-1\\n")
+    (first / "items.csv").write_text("item_id,title\\ni1,One\\n")
+    shutil.copytree(first, second)
+
+    def cfg(project: Path, **data: object):
+        return load_config(None, {"run_dir": str(tmp_path / "run"), "data": {
+            "source": "table", "events_path": str(project / "events.csv"), "items_path": str(project / "items.csv"), **data}})
+
+    pipeline.run_pipeline(cfg(first))
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg(second))  # the same files at another path
+    assert fake_stages == []
+    (second / "events.csv").write_text("user_id,item_id,ts,feedback\\nu1,i1,2,-1\\n")  # same size, other bytes
+    run = RunDir(tmp_path / "run")
+    assert "not " in (run.stale_reason(cfg(second), "data") or "")
+    assert "does not exist" in (run.stale_reason(cfg(tmp_path / "typo"), "data") or "")
+    assert run.stale_reason(cfg(first), "data") is None  # the recorded files themselves are unchanged
+    pipeline.run_pipeline(cfg(second))
+    assert fake_stages == list(STAGES)

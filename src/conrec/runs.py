@@ -181,7 +181,8 @@ class RunDir:
             return f"made with a different configuration ({', '.join(changed)} changed)"
         for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
             up_rec = rec if up == stage else self.fingerprint_record(up)
-            if up_rec is not None and (why := source_change(up_rec.get("source_files") or {})) is not None:
+            now = STAGE_REGISTRY[up].source_paths(cfg)
+            if up_rec is not None and (why := source_change(up_rec.get("source_files") or {}, now)) is not None:
                 return why
         for up, identity in (rec.get("upstream") or {}).items():  # records from before it carry none
             if up in STAGES and self.stage_identity(up) != identity:

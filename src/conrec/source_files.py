@@ -89,17 +89,27 @@ def _file_changed(entry: list[Any], path: Path) -> bool:
     return sha is None or _sha256(path) != sha
 
 
-def change(recorded: dict[str, dict[str, Any]]) -> str | None:
-    """Why the files of a :func:`snapshot` differ now (named), or None if they do not, or are gone."""
-    for rec in recorded.values():
-        path = Path(rec["path"])
-        if not path.exists():
+def change(recorded: dict[str, dict[str, Any]], current: dict[str, Any] | None = None) -> str | None:
+    """Why the files of a :func:`snapshot` differ now (named), or None if they do not, or are gone.
+
+    ``current``: the paths the configuration names now, by the same keys (None: the recorded ones). A path
+    other than the recorded one (a project directory copied or moved) is compared by content: the same file
+    names, sizes and SHA-256; a log too large to have been hashed counts as changed."""
+    for key, rec in recorded.items():
+        now_path = (current or {}).get(key)
+        path = Path(now_path).resolve() if now_path is not None else Path(rec["path"])
+        moved = str(path) != rec["path"]
+        if not path.exists():  # the recorded files gone (an export deleted, the run copied elsewhere): still usable
+            if moved:
+                return f"made from {rec['path']}; {path} does not exist"
             continue
         now = dict(_files(path))
         names = [e[0] for e in rec["files"]]
         if sorted(now) != sorted(names):
-            return f"made from {path}, whose files were added or removed since"
+            return f"made from {rec['path']}, whose files differ from {path}'s" if moved else f"made from {path}, whose files were added or removed since"
         for entry in rec["files"]:
-            if _file_changed(entry, now[entry[0]]):
+            if moved and (entry[3] is None or now[entry[0]].stat().st_size != entry[1] or _sha256(now[entry[0]]) != entry[3]):
+                return f"made from {rec['path']}, not {now[entry[0]]}"
+            if not moved and _file_changed(entry, now[entry[0]]):
                 return f"made from {now[entry[0]]}, which changed since"
     return None

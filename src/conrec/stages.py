@@ -296,6 +296,7 @@ EXECUTION_SETTINGS: dict[str, Any] = {
     "data.partition_events": 4_000_000,
     "data.spark.master": None,
     "decode.top_k": 20,
+    "sid.encoder.cache_dir": None,
 }
 """Settings that decide how or where a stage runs, never what it writes, with the value each is hashed at.
 
@@ -308,10 +309,20 @@ fingerprint. Fingerprints recorded before, with the real values, are still accep
 (:func:`stage_fingerprints`)."""
 
 
+SOURCE_PATH = "<a path outside the run: its files are compared, not its name>"
+"""The stand-in of a set ``Stage.source_files`` path. Why: the configuration names the user's files by absolute
+path, so a project directory copied or moved elsewhere reran every stage on the same files. What the files
+hold is compared instead (:func:`conrec.source_files.change`, against the path the config names now)."""
+
+
 def _hashed_view(key: str, value: Any) -> Any:
-    """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their stand-ins."""
-    inside = [s for s in EXECUTION_SETTINGS if s.startswith(key + ".")]
-    if not inside or not isinstance(value, dict):
+    """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their stand-ins,
+    and a set source path (the stages' ``source_files``) as :data:`SOURCE_PATH`."""
+    if not isinstance(value, dict):
+        return value
+    paths = {f for spec in STAGE_REGISTRY.values() for f in spec.source_files}
+    inside = [s for s in (*EXECUTION_SETTINGS, *paths) if s.startswith(key + ".")]
+    if not inside:
         return value
     value = copy.deepcopy(value)
     for setting in inside:
@@ -319,7 +330,10 @@ def _hashed_view(key: str, value: Any) -> Any:
         node = value
         for part in parents:
             node = node[part]
-        node[leaf] = EXECUTION_SETTINGS[setting]
+        if setting in EXECUTION_SETTINGS:
+            node[leaf] = EXECUTION_SETTINGS[setting]
+        elif node[leaf] is not None:
+            node[leaf] = SOURCE_PATH
     return value
 
 
