@@ -50,7 +50,8 @@ class QuantizerConfig(_Strict):
     )
     auto_scale: bool = Field(
         True,
-        description="cap every level at max(8, next_pow2(2 * n_items ** (1/levels))) for small catalogues",
+        description="cap every level at max(8, next_pow2(2 * n_items ** (1/levels))): with 3 levels below 256 codes up to "
+        "262,144 items (at 10^5 items 128 codes, about half the items colliding and a 4th disambiguation level; false keeps codebook_size)",
     )
     latent_dim: int = Field(32, ge=2)
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 128])

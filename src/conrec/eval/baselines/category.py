@@ -23,7 +23,7 @@ from conrec.eval.baselines.base import (
     NotFittedError,
         histories,
     recent_dislikes,
-    recommend_from_scores,
+    recommend_in_chunks,
 )
 from conrec.eval.config import CategoryConfig
 
@@ -81,4 +81,4 @@ class CategoryRecommender:
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None or self._members is None:
             raise NotFittedError("category: call fit() before recommend()")
-        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, recommend_from_scores
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, recommend_in_chunks
 from conrec.eval.baselines.scored import dislike_matrix
 from conrec.eval.config import ItemKnnConfig
 
@@ -56,7 +56,7 @@ class ItemKnnRecommender:
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None or self._sim is None:
             raise NotFittedError("itemknn: call fit() before recommend()")
-        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
 
 
 def _prune_rows(m: sp.csr_matrix, n: int) -> sp.csr_matrix:

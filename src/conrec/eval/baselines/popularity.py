@@ -15,7 +15,7 @@ import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_from_scores
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_in_chunks
 from conrec.eval.config import PopularityConfig
 
 
@@ -60,4 +60,4 @@ class PopularityRecommender:
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None:
             raise NotFittedError("popularity: call fit() before recommend()")
-        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)

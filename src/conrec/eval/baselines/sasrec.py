@@ -23,7 +23,7 @@ from torch import nn
 
 from conrec.data.schema import DISLIKE
 from conrec.errors import require_columns
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_from_scores
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_in_chunks
 from conrec.eval.config import SasrecConfig
 
 
@@ -144,7 +144,7 @@ class SasrecRecommender:
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None or self._net is None:
             raise NotFittedError("sasrec: call fit() before recommend()")
-        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
 
 
 def _length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, top_k
+from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, score_chunks, top_k
 
 
 class ScoredRecommender(ABC):
@@ -39,10 +39,10 @@ class ScoredRecommender(ABC):
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         """Top ``k`` by score (every item ranked: scores are shifted positive for ``top_k``), history excluded."""
         cat = self.catalog()
-        scores = self.item_scores(samples)
         out: list[list[str]] = []
-        for row, (items, _) in zip(scores, histories(samples)):
-            out.append(top_k(row - row.min() + 1.0, set(cat.encode(items)), cat, k))
+        for part in score_chunks(samples, len(cat.item_ids)):  # bounded memory on large catalogues
+            for row, (items, _) in zip(self.item_scores(part), histories(part)):
+                out.append(top_k(row - row.min() + 1.0, set(cat.encode(items)), cat, k))
         return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from conrec.eval.baselines.base import Catalog, NotFittedError, recommend_from_scores
+from conrec.eval.baselines.base import Catalog, NotFittedError, recommend_in_chunks
 from conrec.eval.baselines.scored import dislike_history_matrix, dislike_matrix
 from conrec.eval.config import SwingBaselineConfig
 from conrec.swing import SwingConfig, swing_matrix
@@ -39,4 +39,4 @@ class SwingRecommender:
     def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
         if self._catalog is None:
             raise NotFittedError("swing: call fit() before recommend()")
-        return recommend_from_scores(self.item_scores(samples), samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)

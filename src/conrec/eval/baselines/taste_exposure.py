@@ -11,6 +11,8 @@ dislikes in the history gets popularity alone.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import polars as pl
 
@@ -19,6 +21,11 @@ from conrec.eval.baselines.category import CategoryRecommender
 from conrec.eval.baselines.itemknn import ItemKnnRecommender
 from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, scale_rows, scaled_log_popularity
 from conrec.eval.config import CategoryConfig, ItemKnnConfig, TasteExposureConfig
+
+ITEM_ITEM_MAX_ITEMS = 20_000
+"""Up to this many items the facet personal score goes through an item x item matrix (as measured); beyond,
+through the facets: the matrix has n_items^2 / n_categories nonzeros (4.7 GB at 10^5 items and 50 categories;
+13 GiB asked for at 3 x 10^5), the facets n_items. Equal up to float rounding (tests/test_baselines.py)."""
 
 
 class TasteExposureRecommender(ScoredRecommender):
@@ -29,6 +36,7 @@ class TasteExposureRecommender(ScoredRecommender):
         self.facets = facets or CategoryConfig()
         self._catalog: Catalog | None = None
         self._item_item = None  # (n_items, n_items) sparse: personal score = history @ this
+        self._members: Any = None  # (facet values, n_items) sparse, instead of item_item on a large catalogue
         self._pop: np.ndarray | None = None
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
@@ -39,7 +47,10 @@ class TasteExposureRecommender(ScoredRecommender):
             rec.fit(events, items)
             members = rec._members  # categories x items
             assert members is not None
-            self._item_item = (members.T @ members).tocsr()  # item -> items sharing a facet (weighted by shared count)
+            if members.shape[1] <= ITEM_ITEM_MAX_ITEMS:
+                self._item_item = (members.T @ members).tocsr()  # item -> items sharing a facet (weighted by shared count)
+            else:  # n_items^2 / n_categories nonzeros (5 GB at 10^5 items): the same product through the facets
+                self._members = members.tocsr()
             cat = rec._catalog
         else:
             knn = ItemKnnRecommender(ItemKnnConfig(recency_decay=self.cfg.recency_decay, top_neighbours=self.cfg.top_neighbours))
@@ -52,8 +63,11 @@ class TasteExposureRecommender(ScoredRecommender):
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         cat = self.catalog()
-        assert self._item_item is not None and self._pop is not None
+        assert (self._item_item is not None or self._members is not None) and self._pop is not None
         hist = dislike_history_matrix(samples, cat, decay=self.cfg.recency_decay)
-        personal = scale_rows(np.asarray((hist @ self._item_item).todense()))
+        if self._item_item is None:  # history @ (members.T @ members), associated the cheap way
+            personal = scale_rows(np.asarray(((hist @ self._members.T) @ self._members).todense()))
+        else:
+            personal = scale_rows(np.asarray((hist @ self._item_item).todense()))
         w = self.cfg.pop_weight
         return (1.0 - w) * personal + w * self._pop[None, :]
