@@ -234,3 +234,48 @@ def test_serve_checks_hosts_against_the_address_it_binds(monkeypatch):
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
     app_mod.run(PipelineConfig(), host="0.0.0.0", port=8123)
     assert (seen[0].serve.host, seen[0].serve.port) == ("0.0.0.0", 8123)
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """Whether the server closed ``sock`` (EOF or reset) within ``seconds``."""
+    import socket
+
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_request_that_does_not_arrive_whole_in_time_is_closed(tmp_path, processes):
+    """Found by probing: uvicorn has no read timeout, so connections that sent nothing, half a header or half a
+    body were held forever, and a few hundred of them used up the server's file descriptors. A request must now
+    arrive whole within serve.request_read_timeout_s; a slow model answer is not cut."""
+    import socket
+
+    from conrec.serve.local import local_server
+    from conrec.serve.synthetic import write_synthetic_run
+
+    run = write_synthetic_run(tmp_path / "run", n_items=30, n_users=5, events_per_user=6)
+    cfg = PipelineConfig.model_validate(
+        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "request_read_timeout_s": 1.0, "processes": processes}}
+    )
+    with local_server(cfg, startup_timeout=120) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        idle, half_header, half_body, whole = (socket.create_connection((host, int(port))) for _ in range(4))
+        half_header.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        half_body.sendall(b"POST /v1/dislikes HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100\r\n\r\n{\"negative\": ")
+        whole.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        whole.settimeout(10)
+        assert whole.recv(4096).startswith(b"HTTP/1.1 200")
+        for sock in (idle, half_header, half_body):
+            assert _closed_within(sock, 10), sock
+            sock.close()
+        whole.close()
+        import httpx
+
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200  # the server itself is fine

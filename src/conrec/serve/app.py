@@ -51,6 +51,7 @@ from conrec.serve.limits import (
     resolve_api_key,
     trusted_hosts,
 )
+from conrec.serve.protocol import set_read_timeout
 from conrec.serve.schemas import (
     DislikeBatchRequest,
     DislikeBatchResponse,
@@ -581,6 +582,7 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     app = create_app_from_run(cfg)  # with several processes: the check, once, before any worker starts
     options: dict[str, Any] = dict(host=bind, port=port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
+    options.update(set_read_timeout(cfg.serve.request_read_timeout_s))  # each request must arrive whole in time
     if cfg.serve.processes == 1:
         uvicorn.run(app, **options)
         return

@@ -60,6 +60,11 @@ class ServeConfig(StrictConfig):
         16, ge=0, description="requests allowed to wait for a busy model; beyond that the answer is 503 with Retry-After"
     )
     retry_after_s: int = Field(1, ge=1, description="Retry-After seconds sent with a 503 when the queue is full")
+    request_read_timeout_s: float = Field(
+        30.0, gt=0, le=3600,
+        description="seconds a request may take to arrive whole (from the connection, or the previous response on it); "
+        "a slower one is closed (uvicorn has no read timeout: idle or trickling connections held file descriptors forever)",
+    )
     max_body_bytes: int = Field(
         2_000_000, ge=1_000, description="larger request bodies get 413 before being read or parsed"
     )

@@ -39,6 +39,7 @@ from uvicorn.supervisors import Multiprocess
 from conrec.config import PipelineConfig, dump_config, load_config
 from conrec.errors import ConrecError, StageInputError
 from conrec.runtime import available_cores, prepare_process
+from conrec.serve.protocol import set_read_timeout
 
 CONFIG_ENV = "CONREC_SERVE_CONFIG"  # the resolved pipeline config (a YAML file) each worker loads
 SERVED_ENV = "CONREC_SERVE_MODEL"  # "<model>@<identity>" the parent checked: what every worker must load
@@ -62,6 +63,7 @@ def app_from_env() -> FastAPI:
     if expected is not None:  # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
         cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": expected.split("@")[0]})})
     prepare_process(worker_threads(cfg))
+    set_read_timeout(cfg.serve.request_read_timeout_s)  # the protocol class came from the parent; its deadline is this config's
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
