@@ -238,14 +238,13 @@ def test_serve_checks_hosts_against_the_address_it_binds(monkeypatch):
 
 def _closed_within(sock, seconds: float) -> bool:
     """Whether the server closed ``sock`` (EOF or reset) within ``seconds``."""
-    import socket
 
     sock.settimeout(seconds)
     try:
         return sock.recv(1024) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
