@@ -203,6 +203,12 @@ class RunDir:
             return None
         return hashlib.sha256(b"\0".join(blobs)).hexdigest()[:16]
 
+    def input_identities(self, stage: str) -> dict[str, str | None]:
+        """The identities (:meth:`stage_identity`) of the stage runs ``stage`` reads (its declared inputs): what a
+        resumable stage's checkpoints are tagged with, so that a data or SID rerun with the same settings (an events
+        file refreshed in place) is never resumed across."""
+        return {s: self.stage_identity(s) for s in STAGE_REGISTRY[stage].inputs}
+
     def fingerprint_record(self, stage: str) -> dict[str, Any] | None:
         """The ``{fingerprint, sections, seconds}`` the pipeline recorded beside ``stage`` (None: none or unreadable)."""
         fp = self.stage_dir(stage) / FINGERPRINT_FILE

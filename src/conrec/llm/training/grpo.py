@@ -85,7 +85,7 @@ from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
-from conrec.stages import STAGE_REGISTRY, GrpoSections, received_fingerprint, stage_hash
+from conrec.stages import GrpoSections, received_fingerprint, stage_hash
 from conrec.swing import Swing
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is documented as experimental in trl 1.16
@@ -258,8 +258,7 @@ def fingerprint(sections: GrpoSections, run_dir: Path, sft_dir: Path) -> str:
         p = sft_dir / name
         if p.exists():
             sft_stamp += f"{name}:{p.stat().st_size}:{int(p.stat().st_mtime)};"
-    run = RunDir(run_dir)
-    inputs = {s: run.stage_identity(s) for s in STAGE_REGISTRY["grpo"].inputs}
+    inputs = RunDir(run_dir).input_identities("grpo")
     return stage_hash({"stage": received_fingerprint("grpo", sections, run_dir), "sft": sft_stamp, "inputs": inputs})
 
 

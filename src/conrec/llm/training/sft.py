@@ -52,7 +52,7 @@ from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.tasks import build_examples
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
-from conrec.stages import STAGE_REGISTRY, SftSections, received_fingerprint
+from conrec.stages import SftSections, received_fingerprint
 
 
 class RichProgressCallback(StepProgressCallback):
@@ -440,10 +440,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
 
     ckpt_dir = rd.sft / "checkpoints"
     is_main = PartialState(cpu=compute.use_cpu).is_main_process
-    # the inputs' identities too: a data or SID stage rerun with the same settings (its events file refreshed in
-    # place) changes them, and checkpoints trained on the old samples must not be resumed
-    inputs = ",".join(f"{s}={rd.stage_identity(s)}" for s in STAGE_REGISTRY["sft"].inputs)
-    owner = f"{received_fingerprint('sft', sections, rd.root)}:{inputs}:{out.resolve()}"
+    # the inputs' identities too: checkpoints trained on samples a data rerun replaced must not be resumed
+    owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{out.resolve()}"
     kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main)
     PartialState().wait_for_everyone()
     resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
