@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from conrec.history import newest_events
 from conrec.llm.training.collab import CoDislike
 
 if TYPE_CHECKING:
@@ -116,8 +117,7 @@ class Explainer:
     def explain(self, item: str, history_items: Sequence[str], history_feedback: Sequence[int]) -> Reason:
         """Why ``item`` may be disliked by a user with this history (oldest first, feedback -1/+1); of a history
         longer than ``history_limit``, its newest events (what the model's prompt holds)."""
-        if self.history_limit is not None and len(history_items) > self.history_limit:
-            history_items, history_feedback = history_items[-self.history_limit :], history_feedback[-self.history_limit :]
+        history_items, history_feedback = newest_events(history_items, history_feedback, self.history_limit)
         dislikes = [i for i, f in zip(reversed(history_items), reversed(history_feedback)) if f < 0 and i != item]
         dislikes = [i for i in dict.fromkeys(dislikes) if i in self._tokens]  # most recent first, distinct
         if not dislikes:

@@ -62,6 +62,14 @@ class HistoryInput(BaseModel):
         return events_from_lists(self.negative or [], self.positive or [])
 
 
+def newest_events(items: Sequence[Any], feedback: Sequence[Any], limit: int | None) -> tuple[Sequence[Any], Sequence[Any]]:
+    """A history's newest ``limit`` events (all when ``limit`` is None): what a model's prompt reads of a longer
+    one, and so all an explanation of its answer may cite."""
+    if limit is None or len(items) <= limit:
+        return items, feedback
+    return items[len(items) - limit :], feedback[len(feedback) - limit :]
+
+
 def events_from_lists(negative: list[str], positive: list[str]) -> History:
     """Negative and positive item-id lists (each oldest first) as one aligned history.
 

@@ -27,7 +27,7 @@ from conrec.config import PipelineConfig
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
-from conrec.history import History, check_history_shape, read_history_json  # noqa: F401  (read_history_json: public API)
+from conrec.history import History, check_history_shape, newest_events, read_history_json  # noqa: F401  (read_history_json: public API)
 from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
@@ -184,8 +184,8 @@ class Predictor:
             raise DataValidationError(f"{len(uniq)} unknown item id(s) (not in the SID map): {uniq[:10]}")
 
     def prompt(self, items: Sequence[str], feedback: Sequence[int], max_pos_items: int | None = None) -> str:
-        cut = max(0, len(items) - self.history_limit) if self.history_limit is not None else 0
-        return build_prompt([str(i) for i in items[cut:]], [int(f) for f in feedback[cut:]], self._sid_of, self.prompt_cfg, max_pos_items)
+        items, feedback = newest_events(items, feedback, self.history_limit)
+        return build_prompt([str(i) for i in items], [int(f) for f in feedback], self._sid_of, self.prompt_cfg, max_pos_items)
 
     # --- inference
     def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:
