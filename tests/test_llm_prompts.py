@@ -101,3 +101,29 @@ def test_variants_differ():
 def test_mismatched_history_is_an_error():
     with pytest.raises(ValueError, match="hist_feedback"):
         build_prompt(["i1", "i2"], [1], sid_of, PromptConfig())
+
+
+def events_in(prompt: str) -> list[tuple[str, str]]:
+    """(tag, item) of every tagged event in the prompt's sequence segment."""
+    body = prompt.split(SEQ_OPEN, 1)[1]
+    return [(t, f"i{int(a) * 10 + int(b)}") for t, a, b in re.findall(r"(<dis>|<like>)<a_(\d+)><b_(\d+)>", body)]
+
+
+@pytest.mark.parametrize("n", [1, 7, 15])
+def test_every_budget_keeps_the_newest_min_of_count_and_budget(n):
+    """A budget above the count keeps every item. Regression: a budget between the count and twice it
+    kept only ``budget - count`` items (15 dislikes under a budget of 20 showed 5), in each layout."""
+    items = [f"i{k}" for k in range(2 * n)]
+    feedback = [-1] * n + [1] * n  # n older dislikes, then n positives
+    dis, pos = items[:n], items[n:]
+    for budget in range(1, 2 * n + 2):
+        seg = build_prompt(items, feedback, sid_of, PromptConfig(variant="segmented", max_neg_items=budget, max_pos_items=budget))
+        assert segment(seg, NEG_OPEN, NEG_CLOSE) == dis[max(0, n - budget) :]
+        assert segment(seg, POS_OPEN, POS_CLOSE) == pos[max(0, n - budget) :]
+        merged = build_prompt(items, feedback, sid_of, PromptConfig(variant="merged", max_merged_items=budget, max_pos_items=2 * n))
+        assert [i for _, i in events_in(merged)] == items[max(0, 2 * n - budget) :]
+        # the timeline holds the positives only; the older dislikes go to the segment, under its budget
+        timeline = PromptConfig(variant="neg_timeline", max_timeline_events=n, max_neg_items=budget)
+        p = build_prompt(items, feedback, sid_of, timeline)
+        assert segment(p, NEG_OPEN, NEG_CLOSE) == dis[max(0, n - budget) :]
+        assert [i for _, i in events_in(p)] == pos

@@ -205,7 +205,8 @@ def recent_negatives_only(
 
 
 def _last(items: list[str], budget: int) -> list[str]:
-    return items[len(items) - budget :] if budget > 0 else []
+    """The newest ``budget`` items (all of them when there are fewer)."""
+    return items[max(0, len(items) - budget) :] if budget > 0 else []
 
 
 def _render(items: Sequence[str], sid_of: Callable[[str], str]) -> str:
@@ -224,4 +225,4 @@ def _merged_events(
             drop_pos -= 1
             continue
         kept.append((i, int(f)))
-    return kept[len(kept) - budget :]
+    return kept[max(0, len(kept) - budget) :]
