@@ -461,9 +461,9 @@ def test_switching_the_data_engine_reuses_the_finished_stages(tmp_path: Path, fa
         path = run.stage_dir(stage) / "_fingerprint.json"
         rec = json.loads(path.read_text())
         upstream = {up: run.stage_identity(up) for up in rec.get("upstream") or {}}
-        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=False), "upstream": upstream}))
+        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=(False, False)), "upstream": upstream}))
     assert all(run.stale_reason(switched, stage) is None for stage in STAGES)
-    assert _stage_fingerprint(switched, "data", view=False) != stage_fingerprint(switched, "data")
+    assert _stage_fingerprint(switched, "data", view=(False, False)) != stage_fingerprint(switched, "data")
     # what the data say still counts, a Spark SQL setting too (it can change how a file is read)
     fake_stages.clear()
     pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "spark": {"conf": {"spark.sql.ansi.enabled": "false"}}}}))
@@ -508,3 +508,90 @@ def test_a_project_copied_elsewhere_reuses_its_stages_while_the_files_are_the_sa
     assert run.stale_reason(cfg(first), "data") is None  # the recorded files themselves are unchanged
     pipeline.run_pipeline(cfg(second))
     assert fake_stages == list(STAGES)
+
+
+def _rewrite_records(run: RunDir, edit: Any) -> None:
+    """Each stage's fingerprint record passed through ``edit(stage, record)``, in pipeline order, the identities of
+    the records it was built on kept true (as an older conrec would have written them)."""
+    import json
+
+    for stage in STAGES:
+        path = run.stage_dir(stage) / "_fingerprint.json"
+        rec = edit(stage, json.loads(path.read_text()))
+        if "upstream" in rec:
+            rec["upstream"] = {up: run.stage_identity(up) for up in rec["upstream"]}
+        path.write_text(json.dumps(rec))
+
+
+def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: nothing in a fingerprint said which conrec made a stage, so SFT models trained before the
+    prompt-budget fix (their prompts showed 4 of 16 dislikes) were skipped by `conrec demo`, served and reported as
+    current. A stage's revision is raised with such a fix; revision 0 is not hashed (no other run goes stale)."""
+    from conrec.stages import REVISIONS, STAGE_REGISTRY, _stage_fingerprint
+
+    assert all(spec.revision == max(REVISIONS.get(name, {0: ""})) for name, spec in STAGE_REGISTRY.items())
+    assert STAGE_REGISTRY["sft"].revision >= 1
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    assert all(run.stale_reason(cfg, s) is None for s in STAGES)
+    assert run.fingerprint_record("sft")["revision"] == STAGE_REGISTRY["sft"].revision  # type: ignore[index]
+
+    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before the fix recorded
+        rec.pop("revision", None)
+        saved = {n: s.revision for n, s in STAGE_REGISTRY.items()}
+        try:
+            for name in saved:
+                object.__setattr__(STAGE_REGISTRY[name], "revision", 0)
+            return {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, True))}
+        finally:
+            for name, r in saved.items():
+                object.__setattr__(STAGE_REGISTRY[name], "revision", r)
+
+    _rewrite_records(run, older)
+    assert run.stale_reason(cfg, "data") is None and run.stale_reason(cfg, "sid") is None
+    assert "older conrec whose sft stage has been fixed since (its prompts" in (run.stale_reason(cfg, "sft") or "")
+    for later in ("grpo", "eval"):
+        assert "built on a sft stage that an older conrec made" in (run.stale_reason(cfg, later) or "")
+    assert run.model_problem(cfg, "sft") is not None
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == ["sft", "grpo", "eval"]
+
+
+def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: conrec recorded for a while execution settings at stand-ins but the user's file paths as
+    they were; only all-stand-in or all-real records were accepted, so such a run (own files, streaming on) reran
+    every stage, said to be changed ("data changed")."""
+    from conrec.stages import _stage_fingerprint
+
+    events, items = tmp_path / "events.csv", tmp_path / "items.csv"
+    events.write_text("user_id,item_id,ts,feedback\nu1,i1,1,-1\n")
+    items.write_text("item_id,title\ni1,One\n")
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {
+        "source": "table", "events_path": str(events), "items_path": str(items), "streaming": "on"}})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, False))})
+    assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
+    assert _stage_fingerprint(cfg, "data", view=(True, False)) != _stage_fingerprint(cfg, "data", view=(True, True))
+
+
+def test_a_section_an_older_record_lacks_is_not_called_changed(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: an older record that keyed a whole section (`decode`) was reported as "decode.exclude_history
+    changed" although that setting was only absent from it."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+
+    def renamed(stage: str, rec: dict[str, Any]) -> dict[str, Any]:
+        if stage != "grpo":
+            return rec
+        sections = {("decode" if k == "decode.exclude_history" else k): v for k, v in rec["sections"].items()}
+        return {**rec, "fingerprint": "an older scheme", "sections": sections}
+
+    _rewrite_records(run, renamed)
+    why = run.stale_reason(cfg, "grpo") or ""
+    assert "read other settings" in why and "exclude_history" not in why
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "grpo": {"beta": 0.5}})
+    assert "(grpo changed)" in (run.stale_reason(changed, "grpo") or "")

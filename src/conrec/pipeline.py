@@ -151,6 +151,7 @@ def record_finished(
     run = RunDir(cfg.run_dir)
     write_json(
         {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds,
+         "revision": STAGE_REGISTRY[stage].revision,
          "source_files": source_files or {}, "torch_threads": threads,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
          "upstream": {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}},

@@ -42,6 +42,7 @@ from conrec.source_files import change as source_change
 from conrec.stages import (
     FINGERPRINT_FILE,
     MODEL_STAGES,
+    REVISIONS,
     STAGE_REGISTRY,
     STAGES,
     model_output,
@@ -174,9 +175,14 @@ class RunDir:
         if rec is None:
             return "finished without a configuration record"
         if rec.get("fingerprint") not in stage_fingerprints(cfg, stage):
+            if (why := self._older_revision(stage, rec)) is not None:
+                return why
             old = rec.get("sections") or {}
-            changed = [k for k, v in section_hashes(cfg, stage).items() if old.get(k) != v]
-            if not changed:  # the same settings, read differently: the stage's own set of sections changed with conrec
+            # a section the record lacks was not changed: the older conrec read (or named) its settings otherwise
+            changed = [k for k, v in section_hashes(cfg, stage).items() if k in old and old[k] != v]
+            if not changed:
+                if (why := self._rebuilt_upstream(rec)) is not None:
+                    return why
                 return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
             return f"made with a different configuration ({', '.join(changed)} changed)"
         for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
@@ -184,10 +190,32 @@ class RunDir:
             now = STAGE_REGISTRY[up].source_paths(cfg)
             if up_rec is not None and (why := source_change(up_rec.get("source_files") or {}, now)) is not None:
                 return why
-        for up, identity in (rec.get("upstream") or {}).items():  # records from before it carry none
+        if "upstream" not in rec and STAGE_REGISTRY[stage].inputs and (self.root / PARENT_FILE).is_file():
+            # a child run's linked stages are its parent's, rebuilt without clearing the child's own stages
+            return "made by an older conrec that did not record which stages it was built on (this run's linked stages may have been rebuilt since); rerun it"
+        if (why := self._rebuilt_upstream(rec)) is not None:
+            return why
+        return self.output_problem(stage)
+
+    def _rebuilt_upstream(self, rec: dict[str, Any]) -> str | None:
+        """Which stage a finished stage's record says it was built on has been rebuilt or removed since (records
+        from before identities were recorded carry none)."""
+        for up, identity in (rec.get("upstream") or {}).items():
             if up in STAGES and self.stage_identity(up) != identity:
                 return f"built on a {up} stage that was rebuilt or removed since"
-        return self.output_problem(stage)
+        return None
+
+    def _older_revision(self, stage: str, rec: dict[str, Any]) -> str | None:
+        """Whether ``stage``, or a stage its outputs are built on, was written by a conrec whose stage has been
+        fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message."""
+        for up in upstream_closure(stage):
+            up_rec = rec if up == stage else self.fingerprint_record(up)
+            recorded = up_rec.get("revision", 0) if up_rec is not None else None
+            current = STAGE_REGISTRY[up].revision
+            if isinstance(recorded, int) and recorded < current:
+                what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
+                return f"{what} has been fixed since ({REVISIONS[up][current]}); rerun it"
+        return None
 
     def stage_identity(self, stage: str) -> str | None:
         """A digest of ``stage``'s done marker and fingerprint record: it changes whenever the stage is

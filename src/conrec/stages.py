@@ -138,7 +138,9 @@ class Stage:
     ``eval.models``); None = every one the run has. ``source_files``: (dotted) config keys of files
     outside the run that the stage reads (the user's events and items, a local encoder or backbone,
     extra item vectors); their state is recorded when the stage runs, and a later change makes the
-    stage and every stage built on it stale (:mod:`conrec.source_files`).
+    stage and every stage built on it stale (:mod:`conrec.source_files`). ``revision``: raised when a fix
+    changes what the stage writes from the same settings and inputs, so that outputs an older conrec wrote
+    are stale rather than served or reported as current (:data:`REVISIONS` says why each was raised).
     """
 
     name: str
@@ -154,6 +156,7 @@ class Stage:
     selects: str | None = None
     produces_model: bool = False
     source_files: tuple[str, ...] = ()
+    revision: int = 0
 
     def __post_init__(self) -> None:
         if self.produces_model and sum(o.endswith("/") for o in self.outputs) != 1:
@@ -225,7 +228,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
             ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
-            produces_model=True, source_files=("sft.model.path",),
+            produces_model=True, source_files=("sft.model.path",), revision=1,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed", "data.split"),
@@ -242,6 +245,15 @@ STAGE_REGISTRY: dict[str, Stage] = {
 }
 STAGES: tuple[str, ...] = tuple(STAGE_REGISTRY)
 MODEL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if s.produces_model)
+
+REVISIONS: dict[str, dict[int, str]] = {
+    "sft": {
+        1: "its prompts and training windows showed only budget - count items of a segment whose items numbered between "
+        "its budget and twice it (15 older dislikes under max_neg_items 20 showed 5)",
+    },
+}
+"""Why each stage's :attr:`Stage.revision` was raised: what its outputs from before got wrong (the stale message
+says it). A stage built on a revised one is stale with it (its fingerprint holds its inputs' fingerprints)."""
 """The stages that train a servable model, in pipeline order (later = built on the earlier ones)."""
 FINGERPRINT_FILE = "_fingerprint.json"
 
@@ -315,13 +327,20 @@ path, so a project directory copied or moved elsewhere reran every stage on the 
 hold is compared instead (:func:`conrec.source_files.change`, against the path the config names now)."""
 
 
-def _hashed_view(key: str, value: Any) -> Any:
+_View = tuple[bool, bool]
+"""Which settings a fingerprint hashes at stand-ins: (:data:`EXECUTION_SETTINGS`, source paths)."""
+_VIEWS: tuple[_View, ...] = ((True, True), (True, False), (False, False))
+"""Today's view, then the views older conrec versions recorded: execution settings at stand-ins with real source
+paths (6 December 2026, morning), and every value real (before that)."""
+
+
+def _hashed_view(key: str, value: Any, view: _View = (True, True)) -> Any:
     """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their stand-ins,
-    and a set source path (the stages' ``source_files``) as :data:`SOURCE_PATH`."""
+    and a set source path (the stages' ``source_files``) as :data:`SOURCE_PATH` (each as ``view`` says)."""
     if not isinstance(value, dict):
         return value
-    paths = {f for spec in STAGE_REGISTRY.values() for f in spec.source_files}
-    inside = [s for s in (*EXECUTION_SETTINGS, *paths) if s.startswith(key + ".")]
+    paths = {f for spec in STAGE_REGISTRY.values() for f in spec.source_files} if view[1] else set()
+    inside = [s for s in (*(EXECUTION_SETTINGS if view[0] else ()), *paths) if s.startswith(key + ".")]
     if not inside:
         return value
     value = copy.deepcopy(value)
@@ -343,9 +362,12 @@ def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     return {k: _hash(_hashed_view(k, _get(dumped, k))) for k in fingerprint_sections(stage)}
 
 
-def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: bool = True) -> str:
-    sections = {k: _hash(_hashed_view(k, v) if view else v) for k, v in own.items()}
-    return _hash({"stage": stage, "sections": sections, "inputs": inputs})
+def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: _View = (True, True)) -> str:
+    sections = {k: _hash(_hashed_view(k, v, view)) for k, v in own.items()}
+    hashed: dict[str, Any] = {"stage": stage, "sections": sections, "inputs": inputs}
+    if revision := STAGE_REGISTRY[stage].revision:  # revision 0 is not hashed: fingerprints from before revisions hold
+        hashed["revision"] = revision
+    return _hash(hashed)
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
@@ -358,10 +380,10 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     when it is equal. Here rather than in :mod:`conrec.pipeline` so that a stage can import it
     without importing the pipeline, which imports the stages' runners.
     """
-    return _stage_fingerprint(cfg, stage, view=True)
+    return _stage_fingerprint(cfg, stage, view=(True, True))
 
 
-def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: bool) -> str:
+def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View) -> str:
     spec = STAGE_REGISTRY[stage]
     dumped = cfg.model_dump(mode="json")
     upstream = (*spec.inputs, *spec.optional_inputs)
@@ -370,9 +392,10 @@ def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: bool) -> str:
 
 def stage_fingerprints(cfg: PipelineConfig, stage: str) -> set[str]:
     """The fingerprints a finished ``stage`` may have recorded and still be current for ``cfg``: today's, and
-    the one conrec recorded before :data:`EXECUTION_SETTINGS` were hashed at their stand-ins (with their real
-    values), so that a run made with Spark or streaming is not rerun for the upgrade."""
-    return {stage_fingerprint(cfg, stage), _stage_fingerprint(cfg, stage, view=False)}
+    those older versions recorded for the same settings (:data:`_VIEWS`: real values before
+    :data:`EXECUTION_SETTINGS` and source paths were hashed at stand-ins), so that a run made with Spark, streaming
+    or the user's own files is not rerun for the upgrade."""
+    return {_stage_fingerprint(cfg, stage, view) for view in _VIEWS}
 
 
 def recorded_fingerprint(run_dir: str | Path, stage: str) -> str | None:
