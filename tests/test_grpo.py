@@ -413,3 +413,58 @@ def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_st
     few = cfg.grpo.model_copy(update={"max_samples": 1})  # one prompt; a step takes 8 / 4 = 2
     with pytest.raises(StageInputError, match=r"1 train prompt\(s\) but one step takes 2"):
         grpo_mod._prepare(spec.section_of(cfg.model_copy(update={"grpo": few})), run.root, _QUIET, False, "similarity")
+
+
+# --------------------------------------------------------------------------- refusals leave a finished run as it was
+def _finished_grpo_run(root: Path) -> tuple[Any, Any]:
+    """A toy run recorded as finished up to eval with a real SFT model, SID map and samples (GRPO's inputs) and
+    stand-in GRPO and eval outputs, including the GRPO plan, stage marker and reward log a refusal must keep."""
+    from conrec.io import write_json
+
+    from builders import record_current, write_fake_outputs
+
+    cfg, run = grpo_run_dir(root)
+    run.quantizer.write_bytes(b"q")  # the sid stage's other outputs (GRPO reads the SID map only)
+    np.save(run.embeddings, np.zeros((1, 2)))
+    np.save(run.text_vectors, np.zeros((1, 2)))
+    for stage in ("sid", "sft"):
+        write_json({}, run.stage_dir(stage) / "stats.json")
+    record_current(cfg, "data", "sid", "sft")
+    for stage in ("grpo", "eval"):
+        write_fake_outputs(run, stage)
+    write_json({"fingerprint": "f"}, run.grpo / "plan.json")
+    write_json({"stage": "neg"}, run.grpo / "stage_0" / "_done.json")
+    write_json([{"stage_index": 0, "stage_step": 1}], run.grpo / "reward_log.json")
+    record_current(cfg, "grpo", "eval")
+    return cfg, run
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".conrec.lock"}
+
+
+@pytest.mark.parametrize(
+    "grpo, match",
+    [
+        ({"batch_size": 6}, r"grpo.batch_size \(6\) x processes \(1\) must be a multiple of grpo.num_generations \(4\)"),
+        ({"num_generations": 64, "batch_size": 64}, r"grpo.num_generations \(64\) exceeds the catalogue size \(32\)"),
+        ({"max_samples": 1}, r"1 train prompt\(s\) but one step takes 2"),
+    ],
+)
+def test_a_refused_grpo_leaves_a_finished_run_as_it_was(tmp_path: Path, grpo: dict[str, Any], match: str) -> None:
+    """Found by probing: `conrec grpo` with a batch that splits a group (or too few prompts, or groups larger
+    than the catalogue) refused in one line, after the pipeline had rewritten config.yaml and deleted the grpo
+    and eval markers, and GRPO's plan step had deleted its stage outputs and reward log."""
+    from conrec.errors import ConrecError
+    from conrec.pipeline import run_stage
+
+    cfg, run = _finished_grpo_run(tmp_path / "run")
+    before = _files(run.root)
+    bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update=grpo)})
+    with pytest.raises(ConrecError, match=match):
+        run_stage(bad, "grpo", console=_QUIET)
+    assert _files(run.root) == before
+    assert run.is_done("grpo") and run.is_done("eval")
+    with pytest.raises(ConrecError, match=match):  # a direct call of the runner is refused alike, before its plan
+        STAGE_REGISTRY["grpo"].call(bad, console=_QUIET)
+    assert _files(run.root) == before

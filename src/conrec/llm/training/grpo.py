@@ -83,6 +83,7 @@ from conrec.llm.training.item_vectors import item_vectors
 from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
+from conrec.run_lock import world_size
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import GrpoSections, received_fingerprint, stage_hash
@@ -358,17 +359,30 @@ def check_group_batch(batch_size: int, processes: int, num_generations: int) -> 
         )
 
 
-def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
-    """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
-    rd = RunDir(run_dir)
-    compute = resolve_compute(sections.compute)
-    pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
-    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
-    check_group_batch(sections.grpo.batch_size, state.num_processes, sections.grpo.num_generations)
+@dataclass(frozen=True)
+class _Inputs:
+    """What :func:`preflight` read and checked: the SFT model dir, the SID map, the samples and the train prompts."""
+
+    sft: Path
+    sid_map: SidMap
+    samples: pl.DataFrame
+    train: pl.DataFrame
+    seed: int
+
+
+def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = None) -> _Inputs:
+    """Every refusal GRPO can make from its settings and the run's existing inputs (the SFT model, the SID map,
+    the samples), before anything is written: :meth:`conrec.stages.Stage.precheck` calls it before the pipeline
+    rewrites config.yaml and invalidates grpo and eval, and :func:`_prepare` before :func:`_plan` discards earlier
+    stage outputs. (A refused `conrec grpo` with a batch that splits a group, or a copy-bias SFT model, left a
+    finished run without its GRPO and eval markers.) ``processes``: the launch's processes (None =
+    ``WORLD_SIZE``, as the launcher set it: the pipeline calls this before any process group exists)."""
+    grpo, rd = sections.grpo, RunDir(run_dir)
+    processes = world_size() if processes is None else processes
+    check_group_batch(grpo.batch_size, processes, grpo.num_generations)
     sft = rd.model_dir("sft")
     if not (sft / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")
-
     sid_map = SidMap.from_parquet(rd.sid_map)
     assert_model_fits(sft, sid_map)
     if saved_betas(sft) is not None:
@@ -376,22 +390,37 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
             "grpo cannot train a model with a copy bias (sft.copy_bias): TRL's log-probabilities would lack the bias "
             "the model decodes with; skip `conrec grpo` (eval.models: [sft]) or train SFT without it"
         )
+    check_group_size(grpo.num_generations, len(sid_map))
     samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
-    grpo = sections.grpo
     seed = sections.seed * 1_000_003 + grpo.seed
     train = select_train_samples(samples, grpo.max_samples, seed)
-    per_step = grpo.batch_size * state.num_processes // grpo.num_generations
+    per_step = grpo.batch_size * processes // grpo.num_generations
     if train.height < per_step:  # TRL ran 0 steps, and the SFT weights were saved as a finished GRPO model
         raise StageInputError(
             f"GRPO has {train.height} train prompt(s) but one step takes {per_step} (grpo.batch_size {grpo.batch_size} x "
-            f"{state.num_processes} process(es) / num_generations {grpo.num_generations}): lower grpo.batch_size or raise grpo.max_samples"
+            f"{processes} process(es) / num_generations {grpo.num_generations}): lower grpo.batch_size or raise grpo.max_samples"
         )
+    if grpo.reward.mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
+        raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
+    recent = [s.name for s in plan_stages(grpo, grpo.progressive, sections.sft.prompt.max_pos_items) if s.neg_recent_days is not None]
+    if recent and "hist_ts" not in samples.columns:
+        raise StageInputError(f"GRPO stage {recent[0]!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
+    return _Inputs(sft=sft, sid_map=sid_map, samples=samples, train=train, seed=seed)
+
+
+def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
+    """Resolve paths, read and check the inputs (:func:`preflight`), fit the reward signals, plan the stages."""
+    rd = RunDir(run_dir)
+    compute = resolve_compute(sections.compute)
+    pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
+    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
+    inputs = preflight(sections, run_dir, state.num_processes)
+    sft, sid_map, samples, train, seed = inputs.sft, inputs.sid_map, inputs.samples, inputs.train, inputs.seed
+    grpo = sections.grpo
     # the reward's co-dislike and Swing signals see the baselines' fit events, never a valid/test label
     fit_events, fit_rule = training_events_and_rule(rd.root, sections.split, samples)
     codislike = CoDislike.fit(fit_events, top_n=grpo.reward.collab_top_n, items=sid_map.items)
     item_sim, vector_source = similarity_signal(rd, sid_map, fit_events, grpo, required=reward_mode == "similarity")
-    if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
-        raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
     reward_funcs, reward_weights = make_reward_funcs(
         grpo.reward,
         sid_map,
@@ -608,13 +637,18 @@ def similarity_signal(
     return ItemSimilarity(sid_map.items, vectors, swing, co_negatives), source
 
 
-def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
-    """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
-    if grpo.num_generations > len(sid_map):
+def check_group_size(num_generations: int, n_items: int) -> None:
+    """A group holds ``num_generations`` distinct items: the catalogue must have that many."""
+    if num_generations > n_items:
         raise ConfigError(
-            f"grpo.num_generations ({grpo.num_generations}) exceeds the catalogue size ({len(sid_map)}): "
+            f"grpo.num_generations ({num_generations}) exceeds the catalogue size ({n_items}): "
             "a group cannot hold that many distinct items"
         )
+
+
+def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
+    """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
+    check_group_size(grpo.num_generations, len(sid_map))
     trie = sid_map.trie()
     topk = beam_topk(tokenizer, trie, vocab) if grpo.rollout == "beam" else sample_topk(tokenizer, trie, vocab, grpo.temperature)
     return ConstrainedRollout(
