@@ -102,7 +102,9 @@ def test_a_named_grpo_schedule_ends_with_the_sft_positive_budget() -> None:
     assert budgets({"sft": {"prompt": {"max_pos_items": 5}}}) == [0, 5, 5]
     assert budgets({"sft": {"prompt": {"max_pos_items": 5}}, "grpo": {"stages": "paper"}}) == [0, 0, 5]
     assert budgets({"sft": {"prompt": {"max_pos_items": 5}}, "grpo": {"stages": {"preset": "paper", "max_pos_items": 40}}}) == [0, 0, 40]
-    assert budgets({}) == [0, 10, 30]
+    assert budgets({}) == [0, 10, None]  # None: the SFT prompt's own context
+    # a timeline layout caps no positive in its SFT windows and eval prompts: neither does the last stage
+    assert budgets({"sft": {"prompt": {"variant": "neg_timeline", "max_pos_items": 5}}}) == [0, 10, None]
     cfg = PipelineConfig.model_validate({"sft": {"prompt": {"max_pos_items": 50}}})
     assert budgets(cfg.model_dump(mode="json")) == [0, 10, 50]  # a dumped and reloaded config says the same
 

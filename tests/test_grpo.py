@@ -63,14 +63,38 @@ def test_plan_stages_progressive_and_full_context_ablation() -> None:
     from conrec.llm.training.grpo import plan_stages
 
     grpo = GrpoConfig()
-    prog = plan_stages(grpo, progressive=True, full_pos_items=30)
+    prog = plan_stages(grpo, progressive=True)
     assert [s.name for s in prog] == ["neg_only", "some_pos", "full"]
-    assert [s.max_pos_items for s in prog] == sorted(s.max_pos_items for s in prog)  # context grows
-    flat = plan_stages(grpo, progressive=False, full_pos_items=30)
+    assert [s.max_pos_items for s in prog] == [0, 10, None]  # context grows, to the SFT prompt's own
+    flat = plan_stages(grpo, progressive=False)
     assert len(flat) == 1 and flat[0].steps == sum(s.steps for s in grpo.stages)
-    assert flat[0].max_pos_items == 30 and flat[0].positive_share == 1.0
+    assert flat[0].max_pos_items is None and flat[0].positive_share == 1.0
     with pytest.raises(ValueError, match="unique"):
         GrpoConfig(stages=[GrpoStageConfig(name="a", steps=1), GrpoStageConfig(name="a", steps=1)])
+
+
+@pytest.mark.parametrize("variant", ["timeline", "neg_timeline", "segmented", "merged", "neg_only"])
+def test_the_full_context_stage_shows_the_prompt_eval_shows(variant: str) -> None:
+    """Found by probing: with a timeline layout the presets' last stage and ``progressive: false`` capped the
+    positives at sft.prompt.max_pos_items, which the timeline SFT windows and the eval and serving prompts never
+    cap: GRPO trained on prompts the model never meets (114 of 208 with the demo preset). The full-context stage
+    now shows what eval shows for the same sample (Predictor.prompt: build_prompt with max_pos_items None)."""
+    from conrec.config import load_config, preset_path
+    from conrec.llm.inference.prompts import LIKE_TAG, build_prompt
+    from conrec.llm.training.grpo import plan_stages, stage_records
+
+    _, samples, sid_map = toy_tables(n_items=32, n_users=6, samples_per_user=3)
+    sid_of = sid_map.sid_lookup()
+    cfg = load_config(None, {"sft": {"prompt": {"variant": variant, "max_pos_items": 2, "max_neg_items": 3}}})
+    demo = load_config(preset_path("demo"))
+    prompt_cfg = cfg.sft.prompt
+    shown = [build_prompt(h, fb, sid_of, prompt_cfg, max_pos_items=None) for h, fb in samples.select("hist_items", "hist_feedback").iter_rows()]
+    if prompt_cfg.is_timeline:
+        assert max(p.count(LIKE_TAG) for p in shown) > 2  # more positives than the budget: the cap would show
+    for stage in (cfg.grpo.stages[-1], plan_stages(cfg.grpo, progressive=False)[0], demo.grpo.stages[-1]):
+        recs = stage_records(samples, stage, 1, sid_of, prompt_cfg)
+        assert [r["prompt"] for r in recs] == shown, stage.name
+        assert all(r["pos_budget"] >= 0 for r in recs)
 
 
 def test_fingerprint_follows_what_changes_the_reward(tmp_path: Path) -> None:
@@ -324,7 +348,7 @@ def test_paper_stage_preset_and_recency_limited_negatives() -> None:
 
     paper = GrpoConfig(stages="paper").stages
     assert [(s.name, s.neg_recent_days, s.max_pos_items, s.positive_share) for s in paper] == [
-        ("recent_neg", 3, 0, 0.0), ("all_neg", None, 0, 0.0), ("neg_pos", None, 30, 1.0)
+        ("recent_neg", 3, 0, 0.0), ("all_neg", None, 0, 0.0), ("neg_pos", None, None, 1.0)
     ]  # fmt: skip
     assert GrpoConfig(stages={"preset": "paper", "steps": 4}).stages[2].steps == 4
     assert GrpoConfig().stages == stage_preset("positive_budget")  # today's default, unchanged

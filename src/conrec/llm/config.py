@@ -295,7 +295,12 @@ class RewardConfig(_Strict):
 class GrpoStageConfig(_Strict):
     name: str
     steps: int = Field(..., ge=1)
-    max_pos_items: int = Field(0, ge=0, description="positive budget in this stage")
+    max_pos_items: int | None = Field(
+        0,
+        ge=0,
+        description="positive budget in this stage; null = the SFT prompt's own context, what eval shows (every positive "
+        "of the window for the timeline layouts, sft.prompt.max_pos_items for the others)",
+    )
     positive_share: float = Field(0.0, ge=0, le=1, description="share of prompts that include positives")
     neg_recent_days: float | None = Field(
         None, gt=0, description="only the negatives of the last N days before the point in the prompt (None = all)"
@@ -305,8 +310,9 @@ class GrpoStageConfig(_Strict):
 STAGE_PRESETS = ("positive_budget", "paper")
 
 
-def stage_preset(name: str, steps: int = 20, max_pos_items: int = 30) -> list[GrpoStageConfig]:
-    """A named GRPO schedule, ``steps`` optimiser steps per stage.
+def stage_preset(name: str, steps: int = 20, max_pos_items: int | None = None) -> list[GrpoStageConfig]:
+    """A named GRPO schedule, ``steps`` optimiser steps per stage; the last stage's positive budget is
+    ``max_pos_items`` (None: the SFT prompt's own context, the prompts eval shows).
 
     * ``positive_budget`` (conrec's default): negatives only, then half of the prompts with up to 10
       positives, then every prompt with ``max_pos_items`` positives: the positive budget grows.
@@ -318,7 +324,7 @@ def stage_preset(name: str, steps: int = 20, max_pos_items: int = 30) -> list[Gr
     if name == "positive_budget":
         return [
             GrpoStageConfig(name="neg_only", steps=steps, max_pos_items=0, positive_share=0.0),
-            GrpoStageConfig(name="some_pos", steps=steps, max_pos_items=min(10, max_pos_items), positive_share=0.5),
+            GrpoStageConfig(name="some_pos", steps=steps, max_pos_items=10 if max_pos_items is None else min(10, max_pos_items), positive_share=0.5),
             GrpoStageConfig(name="full", steps=steps, max_pos_items=max_pos_items, positive_share=1.0),
         ]
     if name == "paper":
@@ -334,7 +340,8 @@ class GrpoConfig(_Strict):
     stages: list[GrpoStageConfig] = Field(
         default_factory=lambda: stage_preset("positive_budget"),
         description="the progressive schedule: a list of stages, or a preset by name (`paper`, `positive_budget`) "
-        "or as {preset: paper, steps: 10, max_pos_items: 30}; a preset is expanded to its list when loaded",
+        "or as {preset: paper, steps: 10, max_pos_items: 30} (the last stage's budget; default: the SFT prompt's own context); "
+        "a preset is expanded to its list when loaded",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)
     num_generations: int = Field(8, ge=2)
@@ -349,7 +356,9 @@ class GrpoConfig(_Strict):
     temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
     progressive: bool = Field(
-        True, description="false = one stage with the full SFT context for the summed steps of `stages` (an ablation)"
+        True,
+        description="false = one stage with the SFT prompt's own context (what eval shows) for the summed steps of `stages` "
+        "(an ablation)",
     )
 
     @field_validator("stages", mode="before")

@@ -5,8 +5,10 @@ positive context is brought in step by step, so it learns to use positives witho
 by them. Stage ``i`` of ``cfg.grpo.stages`` builds every prompt with an empty positive segment,
 except for a ``positive_share`` of the samples (drawn with a per-stage seed), whose positive
 segment keeps the most recent ``max_pos_items`` positives; it runs ``steps`` optimiser steps,
-starting from the previous stage's weights. ``grpo.progressive: false`` (ablation) runs one stage
-with the full SFT context (``sft.prompt.max_pos_items`` for every prompt) for the summed steps.
+starting from the previous stage's weights. A stage's ``max_pos_items: null`` (the presets' last stage) is the
+SFT prompt's own context, the prompt eval shows (every positive of the window for the timeline layouts,
+``sft.prompt.max_pos_items`` for the others). ``grpo.progressive: false`` (ablation) runs one stage with that
+context for every prompt for the summed steps.
 
 Each stage is one :class:`trl.GRPOTrainer`, used only through its extension points:
 
@@ -97,15 +99,12 @@ DONE_FILE = "_done.json"
 
 
 # --------------------------------------------------------------------------- schedule (pure)
-def plan_stages(grpo: GrpoConfig, progressive: bool, full_pos_items: int) -> list[GrpoStageConfig]:
-    """The stages to run: the configured ones, or (ablation) one full-context stage of the summed steps."""
+def plan_stages(grpo: GrpoConfig, progressive: bool) -> list[GrpoStageConfig]:
+    """The stages to run: the configured ones, or (ablation) one stage of the summed steps with the SFT prompt's
+    own context (``max_pos_items: None``: the prompts eval shows)."""
     if progressive:
         return [s.model_copy() for s in grpo.stages]
-    return [
-        GrpoStageConfig(
-            name="full_context", steps=sum(s.steps for s in grpo.stages), max_pos_items=full_pos_items, positive_share=1.0
-        )
-    ]
+    return [GrpoStageConfig(name="full_context", steps=sum(s.steps for s in grpo.stages), max_pos_items=None, positive_share=1.0)]
 
 
 def positive_mask(n: int, share: float, seed: int) -> np.ndarray:
@@ -141,13 +140,13 @@ def stage_records(
     hist_ts = samples["hist_ts"].to_list() if stage.neg_recent_days is not None else [None] * samples.height
     rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs", "ts").iter_rows()
     for with_pos, fpos, hts, (sample_id, hist, fb, next_neg, future, t) in zip(mask.tolist(), future_pos, hist_ts, rows):
-        budget = stage.max_pos_items if with_pos else 0
+        budget = stage.max_pos_items if with_pos else 0  # None: the SFT prompt's own context (build_prompt's default)
         shown, shown_fb = (hist, fb) if hts is None else recent_negatives_only(hist, fb, hts, t, stage.neg_recent_days)
         out.append(
             {
                 "prompt": build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget),
                 "sample_id": int(sample_id),
-                "pos_budget": int(budget),
+                "pos_budget": int(_effective_budget(budget, shown_fb, prompt_cfg)),
                 "future_negs": list(future or []),
                 "next_neg": next_neg,
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
@@ -157,6 +156,14 @@ def stage_records(
             }
         )
     return out
+
+
+def _effective_budget(budget: int | None, feedback: Sequence[int], prompt_cfg: PromptConfig) -> int:
+    """A prompt's positive budget as a number: ``None`` (the SFT prompt's own context) is ``sft.prompt.max_pos_items``,
+    or, for the timeline layouts (which cap no positive), the history's positive count."""
+    if budget is not None:
+        return budget
+    return sum(1 for f in feedback if f > 0) if prompt_cfg.is_timeline else prompt_cfg.max_pos_items
 
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
@@ -402,7 +409,7 @@ def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = Non
         )
     if grpo.reward.mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
         raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
-    recent = [s.name for s in plan_stages(grpo, grpo.progressive, sections.sft.prompt.max_pos_items) if s.neg_recent_days is not None]
+    recent = [s.name for s in plan_stages(grpo, grpo.progressive) if s.neg_recent_days is not None]
     if recent and "hist_ts" not in samples.columns:
         raise StageInputError(f"GRPO stage {recent[0]!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
     return _Inputs(sft=sft, sid_map=sid_map, samples=samples, train=train, seed=seed)
@@ -449,7 +456,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
         vector_source=vector_source,
         reward_funcs=list(reward_funcs),
         reward_weights=list(reward_weights),
-        stages=plan_stages(grpo, grpo.progressive, sections.sft.prompt.max_pos_items),
+        stages=plan_stages(grpo, grpo.progressive),
         sid_of=sid_map.sid_lookup(),
     )
 
