@@ -267,11 +267,15 @@ class DecodeConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    w_hit: float = Field(1.0, description="generated item is in the N-day future-negative set")
-    w_collab: float = Field(0.5, description="max co-dislike similarity to the future set")
-    w_prefix: float = Field(0.3, description="longest shared SID prefix with a future item / levels")
-    w_liked: float = Field(0.5, description="penalty: item the user liked")
-    w_next: float = Field(0.0, description="exact next-negative hit (the conventional objective)")
+    """The GRPO reward (conrec.llm.training.rewards). Every weight is finite and >= 0: TRL's weighted sum dropped a
+    NaN weight's component silently and turned an infinite one into NaN advantages, and a negative penalty weight
+    (w_liked, gamma) is a bonus for the very thing it penalises."""
+
+    w_hit: float = Field(1.0, ge=0, allow_inf_nan=False, description="generated item is in the N-day future-negative set")
+    w_collab: float = Field(0.5, ge=0, allow_inf_nan=False, description="max co-dislike similarity to the future set")
+    w_prefix: float = Field(0.3, ge=0, allow_inf_nan=False, description="longest shared SID prefix with a future item / levels")
+    w_liked: float = Field(0.5, ge=0, allow_inf_nan=False, description="penalty: item the user liked")
+    w_next: float = Field(0.0, ge=0, allow_inf_nan=False, description="exact next-negative hit (the conventional objective)")
     collab_top_n: int = Field(50, ge=1)
     mode: Literal["future_collab", "similarity", "next_neg"] = Field(
         "future_collab",
@@ -279,9 +283,14 @@ class RewardConfig(_Strict):
         "w_sim x max cosine to the target set - gamma x max cosine to the user's future positives; "
         "next_neg = exact next-negative hit only (the conventional objective, an ablation)",
     )
-    w_sim: float = Field(1.0, description="similarity mode: weight of the max cosine similarity to the target set")
+    w_sim: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="similarity mode: weight of the max cosine similarity to the target set"
+    )
     gamma: float = Field(
-        0.5, ge=0, description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window"
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window",
     )
     target: Literal["future", "next"] = Field(
         "future", description="similarity mode: target = the N-day future negatives (+ Swing co-negatives) or the next negative alone"
@@ -290,6 +299,18 @@ class RewardConfig(_Strict):
         5, ge=0, description="similarity mode: top Swing co-negatives of each target item added to the target set (0 = none)"
     )
     swing: SwingConfig = Field(default_factory=SwingConfig, description="Swing similarity (training dislikes) for the co-negatives")
+
+    @model_validator(mode="after")
+    def _rewards_something(self) -> RewardConfig:
+        # every group zero-advantage: GRPO saved the SFT weights unchanged as a "grpo" model (next_neg weighs 1 when w_next is 0)
+        weighted = {"future_collab": ("w_hit", "w_collab", "w_prefix", "w_liked", "w_next"), "similarity": ("w_sim", "gamma")}
+        names = weighted.get(self.mode, ())
+        if names and not any(getattr(self, n) > 0 for n in names):
+            raise ValueError(
+                f"grpo.reward ({self.mode} mode): {', '.join(names)} are all 0, so every reward is 0 and GRPO would "
+                "leave the SFT weights unchanged; give one a positive weight"
+            )
+        return self
 
 
 class GrpoStageConfig(_Strict):
