@@ -59,6 +59,27 @@ def test_stage_prompts_respect_budgets_and_shares() -> None:
     assert [r["pos_budget"] for r in other] != [r["pos_budget"] for r in recs]
 
 
+def test_n_with_positives_counts_the_prompts_that_show_one() -> None:
+    """Found by probing: stats.json's n_with_positives counted the prompts given a positive budget, so a neg_only
+    layout, or a world without positives, reported every prompt (64 of 64) as showing positives."""
+    import polars as pl
+
+    from conrec.llm.inference.prompts import LIKE_TAG
+    from conrec.llm.training.grpo import n_with_positives, stage_records
+
+    _, samples, sid_map = toy_tables(n_items=32, n_users=6, samples_per_user=3)
+    sid_of = sid_map.sid_lookup()
+    full = GrpoStageConfig(name="full", steps=1, max_pos_items=30, positive_share=1.0)
+    assert n_with_positives(stage_records(samples, full, 1, sid_of, PromptConfig(variant="neg_only"))) == 0
+    no_likes = samples.with_columns(pl.col("hist_feedback").list.eval(-pl.element().abs()))
+    for variant in ("segmented", "merged", "timeline", "neg_timeline"):
+        assert n_with_positives(stage_records(no_likes, full, 1, sid_of, PromptConfig(variant=variant))) == 0, variant
+    half = stage_records(samples, full.model_copy(update={"positive_share": 0.5}), 1, sid_of, PromptConfig())
+    assert n_with_positives(half) == sum(_segment(r["prompt"], POS_OPEN, POS_CLOSE) != "" for r in half) == round(0.5 * samples.height)
+    timeline = stage_records(samples, full, 1, sid_of, PromptConfig(variant="timeline"))
+    assert 0 < n_with_positives(timeline) == sum(LIKE_TAG in r["prompt"] for r in timeline)
+
+
 def test_plan_stages_progressive_and_full_context_ablation() -> None:
     from conrec.llm.training.grpo import plan_stages
 
@@ -394,6 +415,7 @@ def test_grpo_continues_a_timeline_model_on_its_layout(tmp_path: Path) -> None:
     result = STAGE_REGISTRY["grpo"].call(cfg, console=Console(quiet=True))
     log = read_json(run.grpo / "reward_log.json")
     assert result["stages"][0]["steps"] == 1 and np.isfinite(log[0]["reward"]) and 0.0 <= log[0]["zero_adv_share"] <= 1.0
+    assert result["stages"][0]["n_with_positives"] == sum(r["shows_positive"] for r in records)  # what the prompts show
 
 
 def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

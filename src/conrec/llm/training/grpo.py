@@ -67,7 +67,7 @@ from conrec.data.fit_events import training_events_and_rule
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
-from conrec.llm.inference.prompts import build_prompt, recent_negatives_only
+from conrec.llm.inference.prompts import build_prompt, recent_negatives_only, shows_positive
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.model.checkpoints import (
     CompleteCheckpointMarker,
@@ -130,7 +130,8 @@ def stage_records(
     (its ``max_history`` events: the liked-item penalty reads all of them, not just the part shown in the prompt) and the
     positives of the same future window (``future_pos``: the similarity reward's penalty; empty
     when the samples table predates that column) and the similarity reward's target set
-    (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``).
+    (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``);
+    ``shows_positive`` says whether the prompt shows a positive (:func:`n_with_positives`).
     """
     mask = positive_mask(samples.height, stage.positive_share, stage_seed)
     out: list[dict[str, Any]] = []
@@ -142,11 +143,13 @@ def stage_records(
     for with_pos, fpos, hts, (sample_id, hist, fb, next_neg, future, t) in zip(mask.tolist(), future_pos, hist_ts, rows):
         budget = stage.max_pos_items if with_pos else 0  # None: the SFT prompt's own context (build_prompt's default)
         shown, shown_fb = (hist, fb) if hts is None else recent_negatives_only(hist, fb, hts, t, stage.neg_recent_days)
+        prompt = build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget)
         out.append(
             {
-                "prompt": build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget),
+                "prompt": prompt,
                 "sample_id": int(sample_id),
                 "pos_budget": int(_effective_budget(budget, shown_fb, prompt_cfg)),
+                "shows_positive": shows_positive(prompt),  # a budget shows nothing in neg_only or to a user without positives
                 "future_negs": list(future or []),
                 "next_neg": next_neg,
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
@@ -156,6 +159,12 @@ def stage_records(
             }
         )
     return out
+
+
+def n_with_positives(records: Sequence[dict[str, Any]]) -> int:
+    """How many of a stage's prompts show at least one positive (``stats.json``'s ``n_with_positives``; it counted
+    the prompts given a positive budget, 64 of 64 in a neg_only layout that shows none)."""
+    return int(sum(bool(r["shows_positive"]) for r in records))
 
 
 def _effective_budget(budget: int | None, feedback: Sequence[int], prompt_cfg: PromptConfig) -> int:
@@ -554,7 +563,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
         "max_pos_items": stage.max_pos_items,
         "positive_share": stage.positive_share,
         "n_prompts": len(records),
-        "n_with_positives": int(sum(r["pos_budget"] > 0 for r in records)),
+        "n_with_positives": n_with_positives(records),
         "train_seconds": round(train_s, 2),
         "rollout_seconds": round(rollout.stats.seconds, 2),
         "rollout_share": rollout.stats.seconds / train_s if train_s > 0 else None,
