@@ -462,9 +462,10 @@ def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_st
 
 
 # --------------------------------------------------------------------------- refusals leave a finished run as it was
-def _finished_grpo_run(root: Path) -> tuple[Any, Any]:
+def _finished_grpo_run(root: Path, copy_bias: bool = False) -> tuple[Any, Any]:
     """A toy run recorded as finished up to eval with a real SFT model, SID map and samples (GRPO's inputs) and
-    stand-in GRPO and eval outputs, including the GRPO plan, stage marker and reward log a refusal must keep."""
+    stand-in GRPO and eval outputs, including the GRPO plan, stage marker and reward log a refusal must keep;
+    ``copy_bias``: the SFT model carries a copy bias (which GRPO cannot train)."""
     from conrec.io import write_json
 
     from builders import record_current, write_fake_outputs
@@ -475,6 +476,10 @@ def _finished_grpo_run(root: Path) -> tuple[Any, Any]:
     np.save(run.text_vectors, np.zeros((1, 2)))
     for stage in ("sid", "sft"):
         write_json({}, run.stage_dir(stage) / "stats.json")
+    if copy_bias:
+        from conrec.llm.model.copy_bias import COPY_BIAS_FILE
+
+        write_json({"beta": [1.0]}, run.sft_model / COPY_BIAS_FILE)
     record_current(cfg, "data", "sid", "sft")
     for stage in ("grpo", "eval"):
         write_fake_outputs(run, stage)
@@ -495,18 +500,19 @@ def _files(root: Path) -> dict[str, bytes]:
         ({"batch_size": 6}, r"grpo.batch_size \(6\) x processes \(1\) must be a multiple of grpo.num_generations \(4\)"),
         ({"num_generations": 64, "batch_size": 64}, r"grpo.num_generations \(64\) exceeds the catalogue size \(32\)"),
         ({"max_samples": 1}, r"1 train prompt\(s\) but one step takes 2"),
+        (None, r"grpo cannot train a model with a copy bias"),  # None: the SFT model has one
     ],
 )
-def test_a_refused_grpo_leaves_a_finished_run_as_it_was(tmp_path: Path, grpo: dict[str, Any], match: str) -> None:
+def test_a_refused_grpo_leaves_a_finished_run_as_it_was(tmp_path: Path, grpo: dict[str, Any] | None, match: str) -> None:
     """Found by probing: `conrec grpo` with a batch that splits a group (or too few prompts, or groups larger
     than the catalogue) refused in one line, after the pipeline had rewritten config.yaml and deleted the grpo
     and eval markers, and GRPO's plan step had deleted its stage outputs and reward log."""
     from conrec.errors import ConrecError
     from conrec.pipeline import run_stage
 
-    cfg, run = _finished_grpo_run(tmp_path / "run")
+    cfg, run = _finished_grpo_run(tmp_path / "run", copy_bias=grpo is None)
     before = _files(run.root)
-    bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update=grpo)})
+    bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update=grpo or {"beta": 0.1})})
     with pytest.raises(ConrecError, match=match):
         run_stage(bad, "grpo", console=_QUIET)
     assert _files(run.root) == before
