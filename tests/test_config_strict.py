@@ -102,7 +102,9 @@ def test_a_named_grpo_schedule_ends_with_the_sft_positive_budget() -> None:
     assert budgets({"sft": {"prompt": {"max_pos_items": 5}}}) == [0, 5, 5]
     assert budgets({"sft": {"prompt": {"max_pos_items": 5}}, "grpo": {"stages": "paper"}}) == [0, 0, 5]
     assert budgets({"sft": {"prompt": {"max_pos_items": 5}}, "grpo": {"stages": {"preset": "paper", "max_pos_items": 40}}}) == [0, 0, 40]
-    assert budgets({}) == [0, 10, 30]
+    assert budgets({}) == [0, 10, None]  # None: the SFT prompt's own context
+    # a timeline layout caps no positive in its SFT windows and eval prompts: neither does the last stage
+    assert budgets({"sft": {"prompt": {"variant": "neg_timeline", "max_pos_items": 5}}}) == [0, 10, None]
     cfg = PipelineConfig.model_validate({"sft": {"prompt": {"max_pos_items": 50}}})
     assert budgets(cfg.model_dump(mode="json")) == [0, 10, 50]  # a dumped and reloaded config says the same
 
@@ -112,3 +114,27 @@ def test_a_quoted_positive_budget_is_the_fields_own_error_once() -> None:
     with pytest.raises(ConfigError, match="remove the quotes") as err:
         load_config(None, {"sft": {"prompt": {"max_pos_items": "30"}}})
     assert "grpo" not in str(err.value)  # not reported again under a key the user never wrote
+
+
+@pytest.mark.parametrize(
+    "reward, match",
+    [
+        ("{w_hit: .nan}", r"grpo.reward.w_hit: Input should be a finite number"),  # TRL's nansum dropped the component
+        ("{w_collab: .inf}", r"grpo.reward.w_collab: Input should be a finite number"),  # inf rewards, NaN advantages
+        ("{w_liked: -0.5}", r"grpo.reward.w_liked: Input should be greater than or equal to 0"),  # the penalty a bonus
+        ("{w_sim: -1.0, mode: similarity}", r"grpo.reward.w_sim: Input should be greater than or equal to 0"),
+        ("{w_hit: 0, w_collab: 0, w_prefix: 0, w_liked: 0}", r"w_hit, w_collab, w_prefix, w_liked, w_next are all 0"),
+        ("{mode: similarity, w_sim: 0, gamma: 0}", r"grpo.reward \(similarity mode\): w_sim, gamma are all 0"),
+    ],
+)
+def test_reward_weights_are_finite_non_negative_and_not_all_zero(tmp_path, reward: str, match: str) -> None:
+    """Found by probing: NaN and inf weights, negative penalty weights and an all-zero reward (every group
+    zero-advantage: GRPO saved the SFT weights as its model and the report showed a "grpo" row) were accepted."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(f"grpo:\n  reward: {reward}\n")
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+    # the weights a mode does not read may be 0: next_neg weighs the next negative, similarity w_sim and gamma
+    load_config(None, {"grpo": {"reward": {"mode": "next_neg", "w_hit": 0, "w_collab": 0, "w_prefix": 0, "w_liked": 0}}})
+    load_config(None, {"grpo": {"reward": {"mode": "similarity", "w_hit": 0, "w_collab": 0, "w_prefix": 0, "w_liked": 0}}})

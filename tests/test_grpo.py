@@ -59,18 +59,63 @@ def test_stage_prompts_respect_budgets_and_shares() -> None:
     assert [r["pos_budget"] for r in other] != [r["pos_budget"] for r in recs]
 
 
+def test_n_with_positives_counts_the_prompts_that_show_one() -> None:
+    """Found by probing: stats.json's n_with_positives counted the prompts given a positive budget, so a neg_only
+    layout, or a world without positives, reported every prompt (64 of 64) as showing positives."""
+    import polars as pl
+
+    from conrec.llm.inference.prompts import LIKE_TAG
+    from conrec.llm.training.grpo import n_with_positives, stage_records
+
+    _, samples, sid_map = toy_tables(n_items=32, n_users=6, samples_per_user=3)
+    sid_of = sid_map.sid_lookup()
+    full = GrpoStageConfig(name="full", steps=1, max_pos_items=30, positive_share=1.0)
+    assert n_with_positives(stage_records(samples, full, 1, sid_of, PromptConfig(variant="neg_only"))) == 0
+    no_likes = samples.with_columns(pl.col("hist_feedback").list.eval(-pl.element().abs()))
+    for variant in ("segmented", "merged", "timeline", "neg_timeline"):
+        assert n_with_positives(stage_records(no_likes, full, 1, sid_of, PromptConfig(variant=variant))) == 0, variant
+    half = stage_records(samples, full.model_copy(update={"positive_share": 0.5}), 1, sid_of, PromptConfig())
+    assert n_with_positives(half) == sum(_segment(r["prompt"], POS_OPEN, POS_CLOSE) != "" for r in half) == round(0.5 * samples.height)
+    timeline = stage_records(samples, full, 1, sid_of, PromptConfig(variant="timeline"))
+    assert 0 < n_with_positives(timeline) == sum(LIKE_TAG in r["prompt"] for r in timeline)
+
+
 def test_plan_stages_progressive_and_full_context_ablation() -> None:
     from conrec.llm.training.grpo import plan_stages
 
     grpo = GrpoConfig()
-    prog = plan_stages(grpo, progressive=True, full_pos_items=30)
+    prog = plan_stages(grpo, progressive=True)
     assert [s.name for s in prog] == ["neg_only", "some_pos", "full"]
-    assert [s.max_pos_items for s in prog] == sorted(s.max_pos_items for s in prog)  # context grows
-    flat = plan_stages(grpo, progressive=False, full_pos_items=30)
+    assert [s.max_pos_items for s in prog] == [0, 10, None]  # context grows, to the SFT prompt's own
+    flat = plan_stages(grpo, progressive=False)
     assert len(flat) == 1 and flat[0].steps == sum(s.steps for s in grpo.stages)
-    assert flat[0].max_pos_items == 30 and flat[0].positive_share == 1.0
+    assert flat[0].max_pos_items is None and flat[0].positive_share == 1.0
     with pytest.raises(ValueError, match="unique"):
         GrpoConfig(stages=[GrpoStageConfig(name="a", steps=1), GrpoStageConfig(name="a", steps=1)])
+
+
+@pytest.mark.parametrize("variant", ["timeline", "neg_timeline", "segmented", "merged", "neg_only"])
+def test_the_full_context_stage_shows_the_prompt_eval_shows(variant: str) -> None:
+    """Found by probing: with a timeline layout the presets' last stage and ``progressive: false`` capped the
+    positives at sft.prompt.max_pos_items, which the timeline SFT windows and the eval and serving prompts never
+    cap: GRPO trained on prompts the model never meets (114 of 208 with the demo preset). The full-context stage
+    now shows what eval shows for the same sample (Predictor.prompt: build_prompt with max_pos_items None)."""
+    from conrec.config import load_config, preset_path
+    from conrec.llm.inference.prompts import LIKE_TAG, build_prompt
+    from conrec.llm.training.grpo import plan_stages, stage_records
+
+    _, samples, sid_map = toy_tables(n_items=32, n_users=6, samples_per_user=3)
+    sid_of = sid_map.sid_lookup()
+    cfg = load_config(None, {"sft": {"prompt": {"variant": variant, "max_pos_items": 2, "max_neg_items": 3}}})
+    demo = load_config(preset_path("demo"))
+    prompt_cfg = cfg.sft.prompt
+    shown = [build_prompt(h, fb, sid_of, prompt_cfg, max_pos_items=None) for h, fb in samples.select("hist_items", "hist_feedback").iter_rows()]
+    if prompt_cfg.is_timeline:
+        assert max(p.count(LIKE_TAG) for p in shown) > 2  # more positives than the budget: the cap would show
+    for stage in (cfg.grpo.stages[-1], plan_stages(cfg.grpo, progressive=False)[0], demo.grpo.stages[-1]):
+        recs = stage_records(samples, stage, 1, sid_of, prompt_cfg)
+        assert [r["prompt"] for r in recs] == shown, stage.name
+        assert all(r["pos_budget"] >= 0 for r in recs)
 
 
 def test_fingerprint_follows_what_changes_the_reward(tmp_path: Path) -> None:
@@ -324,7 +369,7 @@ def test_paper_stage_preset_and_recency_limited_negatives() -> None:
 
     paper = GrpoConfig(stages="paper").stages
     assert [(s.name, s.neg_recent_days, s.max_pos_items, s.positive_share) for s in paper] == [
-        ("recent_neg", 3, 0, 0.0), ("all_neg", None, 0, 0.0), ("neg_pos", None, 30, 1.0)
+        ("recent_neg", 3, 0, 0.0), ("all_neg", None, 0, 0.0), ("neg_pos", None, None, 1.0)
     ]  # fmt: skip
     assert GrpoConfig(stages={"preset": "paper", "steps": 4}).stages[2].steps == 4
     assert GrpoConfig().stages == stage_preset("positive_budget")  # today's default, unchanged
@@ -370,6 +415,7 @@ def test_grpo_continues_a_timeline_model_on_its_layout(tmp_path: Path) -> None:
     result = STAGE_REGISTRY["grpo"].call(cfg, console=Console(quiet=True))
     log = read_json(run.grpo / "reward_log.json")
     assert result["stages"][0]["steps"] == 1 and np.isfinite(log[0]["reward"]) and 0.0 <= log[0]["zero_adv_share"] <= 1.0
+    assert result["stages"][0]["n_with_positives"] == sum(r["shows_positive"] for r in records)  # what the prompts show
 
 
 def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -413,3 +459,64 @@ def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_st
     few = cfg.grpo.model_copy(update={"max_samples": 1})  # one prompt; a step takes 8 / 4 = 2
     with pytest.raises(StageInputError, match=r"1 train prompt\(s\) but one step takes 2"):
         grpo_mod._prepare(spec.section_of(cfg.model_copy(update={"grpo": few})), run.root, _QUIET, False, "similarity")
+
+
+# --------------------------------------------------------------------------- refusals leave a finished run as it was
+def _finished_grpo_run(root: Path, copy_bias: bool = False) -> tuple[Any, Any]:
+    """A toy run recorded as finished up to eval with a real SFT model, SID map and samples (GRPO's inputs) and
+    stand-in GRPO and eval outputs, including the GRPO plan, stage marker and reward log a refusal must keep;
+    ``copy_bias``: the SFT model carries a copy bias (which GRPO cannot train)."""
+    from conrec.io import write_json
+
+    from builders import record_current, write_fake_outputs
+
+    cfg, run = grpo_run_dir(root)
+    run.quantizer.write_bytes(b"q")  # the sid stage's other outputs (GRPO reads the SID map only)
+    np.save(run.embeddings, np.zeros((1, 2)))
+    np.save(run.text_vectors, np.zeros((1, 2)))
+    for stage in ("sid", "sft"):
+        write_json({}, run.stage_dir(stage) / "stats.json")
+    if copy_bias:
+        from conrec.llm.model.copy_bias import COPY_BIAS_FILE
+
+        write_json({"beta": [1.0]}, run.sft_model / COPY_BIAS_FILE)
+    record_current(cfg, "data", "sid", "sft")
+    for stage in ("grpo", "eval"):
+        write_fake_outputs(run, stage)
+    write_json({"fingerprint": "f"}, run.grpo / "plan.json")
+    write_json({"stage": "neg"}, run.grpo / "stage_0" / "_done.json")
+    write_json([{"stage_index": 0, "stage_step": 1}], run.grpo / "reward_log.json")
+    record_current(cfg, "grpo", "eval")
+    return cfg, run
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".conrec.lock"}
+
+
+@pytest.mark.parametrize(
+    "grpo, match",
+    [
+        ({"batch_size": 6}, r"grpo.batch_size \(6\) x processes \(1\) must be a multiple of grpo.num_generations \(4\)"),
+        ({"num_generations": 64, "batch_size": 64}, r"grpo.num_generations \(64\) exceeds the catalogue size \(32\)"),
+        ({"max_samples": 1}, r"1 train prompt\(s\) but one step takes 2"),
+        (None, r"grpo cannot train a model with a copy bias"),  # None: the SFT model has one
+    ],
+)
+def test_a_refused_grpo_leaves_a_finished_run_as_it_was(tmp_path: Path, grpo: dict[str, Any] | None, match: str) -> None:
+    """Found by probing: `conrec grpo` with a batch that splits a group (or too few prompts, or groups larger
+    than the catalogue) refused in one line, after the pipeline had rewritten config.yaml and deleted the grpo
+    and eval markers, and GRPO's plan step had deleted its stage outputs and reward log."""
+    from conrec.errors import ConrecError
+    from conrec.pipeline import run_stage
+
+    cfg, run = _finished_grpo_run(tmp_path / "run", copy_bias=grpo is None)
+    before = _files(run.root)
+    bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update=grpo or {"beta": 0.1})})
+    with pytest.raises(ConrecError, match=match):
+        run_stage(bad, "grpo", console=_QUIET)
+    assert _files(run.root) == before
+    assert run.is_done("grpo") and run.is_done("eval")
+    with pytest.raises(ConrecError, match=match):  # a direct call of the runner is refused alike, before its plan
+        STAGE_REGISTRY["grpo"].call(bad, console=_QUIET)
+    assert _files(run.root) == before

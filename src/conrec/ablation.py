@@ -204,8 +204,7 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
     r_pos = r_future.model_copy(update={"gamma": reward.gamma or 0.5})
 
     def variant(task_mix: Any, rew: Any) -> PipelineConfig:
-        grpo = cfg.grpo.model_copy(update={"stages": GrpoConfig(stages={"preset": "paper", "steps": steps,
-                                                                         "max_pos_items": cfg.sft.prompt.max_pos_items}).stages,
+        grpo = cfg.grpo.model_copy(update={"stages": GrpoConfig(stages={"preset": "paper", "steps": steps}).stages,  # last: SFT's context
                                            "reward": rew, "progressive": True})  # the run's may be off: the rows say progressive
         return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"tasks": task_mix}), "grpo": grpo})
 

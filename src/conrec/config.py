@@ -53,13 +53,15 @@ class PipelineConfig(StrictConfig):
     @model_validator(mode="before")
     @classmethod
     def _grpo_budget_follows_sft(cls, data: Any) -> Any:
-        """A named GRPO schedule (``grpo.stages: positive_budget`` or ``paper``, the default included)
-        ends with the SFT prompt's positive budget, ``sft.prompt.max_pos_items``, unless the preset names
-        its own ``max_pos_items``.
+        """A named GRPO schedule (``grpo.stages: positive_budget`` or ``paper``, the default included) of a
+        segmented layout ends with the SFT prompt's positive budget, ``sft.prompt.max_pos_items``, and no stage
+        shows more, unless the preset names its own ``max_pos_items``.
 
         Why: the preset's last stage is "the full positive budget", and ``progressive: false`` (the
         ablation it is compared with) uses the SFT budget; with a hard-coded 30 a run with
-        ``sft.prompt.max_pos_items: 5`` showed GRPO six times the positives SFT had ever seen.
+        ``sft.prompt.max_pos_items: 5`` showed GRPO six times the positives SFT had ever seen. (Its last stage's
+        default, null, is that budget too; the middle stage's 10 is capped by it here.) The timeline layouts are left
+        alone: their SFT windows and eval prompts cap no positive, and neither does their last stage's null.
         """
         if not isinstance(data, dict) or not isinstance(data.get("sft"), dict):
             return data
@@ -67,6 +69,8 @@ class PipelineConfig(StrictConfig):
         budget = prompt.get("max_pos_items") if isinstance(prompt, dict) else None
         grpo = data.get("grpo", {})
         if type(budget) is not int or budget < 0 or not isinstance(grpo, dict):  # a bad value: the field's own error, once
+            return data
+        if isinstance(prompt, dict) and prompt.get("variant") in ("timeline", "neg_timeline"):
             return data
         stages = grpo.get("stages", "positive_budget")
         if isinstance(stages, str):

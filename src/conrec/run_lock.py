@@ -26,14 +26,19 @@ from conrec.errors import ConfigError, RunInUseError
 LOCK_FILE = ".conrec.lock"
 
 
+def world_size() -> int:
+    """The processes of this launch as torchrun / accelerate set them (``WORLD_SIZE``; 1 without a launcher), known
+    before any process group exists."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def is_worker_rank() -> bool:
     """A distributed launch's process other than the main one (torchrun / accelerate set ``RANK``): it neither
     holds the run nor writes its records; the main rank does both for the launch."""
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        world = 1
-    return world > 1 and os.environ.get("RANK", "0") != "0"  # a lone process with a stray RANK is the main one
+    return world_size() > 1 and os.environ.get("RANK", "0") != "0"  # a lone process with a stray RANK is the main one
 
 
 @contextmanager

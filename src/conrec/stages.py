@@ -22,6 +22,10 @@ The protocol (:class:`Stage`): a stage declares
 * ``produces_model``: its outputs include a trained model directory (the output ending in ``/``)
   that ``conrec predict``/``score``/``serve`` and the eval stage can load; the list of model names
   (:data:`MODEL_STAGES`) and their directories come from this flag, never from spelled-out names;
+* ``preflight`` (optional): ``"module:function"`` called as ``function(section, run_dir)`` by
+  :meth:`Stage.precheck`, before the pipeline touches the run: the refusals the runner would make from its
+  settings and the run's existing inputs (GRPO: its group batch, an SFT model it can train, enough prompts);
+  the runner calls it too, so a direct call is refused alike;
 * ``runner``: ``"module:function"`` called as ``function(section, run_dir, console=..., **kwargs)``.
   ``section`` is the stage's one config section when it declares one, else an instance of its
   ``bundle``, a small frozen dataclass below with one field per declared section (named by the
@@ -156,6 +160,7 @@ class Stage:
     selects: str | None = None
     produces_model: bool = False
     source_files: tuple[str, ...] = ()
+    preflight: str | None = None
     revision: int = 0
 
     def __post_init__(self) -> None:
@@ -182,12 +187,15 @@ class Stage:
 
     def precheck(self, cfg: PipelineConfig) -> None:
         """Refuse, before the run is touched, what the stage would refuse at its start: a ``compute``
-        placement this machine cannot give (bf16 without a GPU). The stage invalidated itself and every
-        later stage, and rewrote the run's config.yaml, before it said so."""
+        placement this machine cannot give (bf16 without a GPU), and what its ``preflight`` refuses from the
+        settings and the run's inputs. The stage invalidated itself and every later stage, and rewrote the
+        run's config.yaml, before it said so."""
         if "compute" in self.placement:
             from conrec.llm.model.precision import resolve_compute
 
             resolve_compute(cfg.compute)
+        if self.preflight is not None:
+            _load(self.preflight)(self.section_of(cfg), Path(cfg.run_dir))
 
     def source_paths(self, cfg: PipelineConfig) -> dict[str, Any]:
         """The files (or directories) outside the run that the config points this stage at, by config key."""
@@ -199,9 +207,7 @@ class Stage:
 
     def load_runner(self) -> Callable[..., Any]:
         """Import the runner (each stage pulls in its heavy libraries only when it runs)."""
-        module, func = self.runner.split(":")
-        runner: Callable[..., Any] = getattr(importlib.import_module(module), func)
-        return runner
+        return _load(self.runner)
 
     def call(self, cfg: PipelineConfig, run_dir: str | Path | None = None, **kwargs: Any) -> Any:
         """Call the runner with ``cfg``'s sections for this stage, in ``run_dir`` (default ``cfg.run_dir``).
@@ -210,6 +216,13 @@ class Stage:
         benchmarks call a stage's code directly through this.
         """
         return self.load_runner()(self.section_of(cfg), Path(run_dir if run_dir is not None else cfg.run_dir), **kwargs)
+
+
+def _load(ref: str) -> Callable[..., Any]:
+    """The function a ``"module:function"`` reference names, its module imported now."""
+    module, func = ref.split(":")
+    function: Callable[..., Any] = getattr(importlib.import_module(module), func)
+    return function
 
 
 STAGE_REGISTRY: dict[str, Stage] = {
@@ -234,7 +247,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed", "data.split"),
             ("data", "sid", "sft"), ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True,
             placement=("decode", "compute"),
-            bundle=GrpoSections, produces_model=True,
+            bundle=GrpoSections, produces_model=True, preflight="conrec.llm.training.grpo:preflight",
         ),
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),

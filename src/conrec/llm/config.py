@@ -267,11 +267,15 @@ class DecodeConfig(_Strict):
 
 
 class RewardConfig(_Strict):
-    w_hit: float = Field(1.0, description="generated item is in the N-day future-negative set")
-    w_collab: float = Field(0.5, description="max co-dislike similarity to the future set")
-    w_prefix: float = Field(0.3, description="longest shared SID prefix with a future item / levels")
-    w_liked: float = Field(0.5, description="penalty: item the user liked")
-    w_next: float = Field(0.0, description="exact next-negative hit (the conventional objective)")
+    """The GRPO reward (conrec.llm.training.rewards). Every weight is finite and >= 0: TRL's weighted sum dropped a
+    NaN weight's component silently and turned an infinite one into NaN advantages, and a negative penalty weight
+    (w_liked, gamma) is a bonus for the very thing it penalises."""
+
+    w_hit: float = Field(1.0, ge=0, allow_inf_nan=False, description="generated item is in the N-day future-negative set")
+    w_collab: float = Field(0.5, ge=0, allow_inf_nan=False, description="max co-dislike similarity to the future set")
+    w_prefix: float = Field(0.3, ge=0, allow_inf_nan=False, description="longest shared SID prefix with a future item / levels")
+    w_liked: float = Field(0.5, ge=0, allow_inf_nan=False, description="penalty: item the user liked")
+    w_next: float = Field(0.0, ge=0, allow_inf_nan=False, description="exact next-negative hit (the conventional objective)")
     collab_top_n: int = Field(50, ge=1)
     mode: Literal["future_collab", "similarity", "next_neg"] = Field(
         "future_collab",
@@ -279,9 +283,14 @@ class RewardConfig(_Strict):
         "w_sim x max cosine to the target set - gamma x max cosine to the user's future positives; "
         "next_neg = exact next-negative hit only (the conventional objective, an ablation)",
     )
-    w_sim: float = Field(1.0, description="similarity mode: weight of the max cosine similarity to the target set")
+    w_sim: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="similarity mode: weight of the max cosine similarity to the target set"
+    )
     gamma: float = Field(
-        0.5, ge=0, description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window"
+        0.5,
+        ge=0,
+        allow_inf_nan=False,
+        description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window",
     )
     target: Literal["future", "next"] = Field(
         "future", description="similarity mode: target = the N-day future negatives (+ Swing co-negatives) or the next negative alone"
@@ -291,11 +300,28 @@ class RewardConfig(_Strict):
     )
     swing: SwingConfig = Field(default_factory=SwingConfig, description="Swing similarity (training dislikes) for the co-negatives")
 
+    @model_validator(mode="after")
+    def _rewards_something(self) -> RewardConfig:
+        # every group zero-advantage: GRPO saved the SFT weights unchanged as a "grpo" model (next_neg weighs 1 when w_next is 0)
+        weighted = {"future_collab": ("w_hit", "w_collab", "w_prefix", "w_liked", "w_next"), "similarity": ("w_sim", "gamma")}
+        names = weighted.get(self.mode, ())
+        if names and not any(getattr(self, n) > 0 for n in names):
+            raise ValueError(
+                f"grpo.reward ({self.mode} mode): {', '.join(names)} are all 0, so every reward is 0 and GRPO would "
+                "leave the SFT weights unchanged; give one a positive weight"
+            )
+        return self
+
 
 class GrpoStageConfig(_Strict):
     name: str
     steps: int = Field(..., ge=1)
-    max_pos_items: int = Field(0, ge=0, description="positive budget in this stage")
+    max_pos_items: int | None = Field(
+        0,
+        ge=0,
+        description="positive budget in this stage; null = the SFT prompt's own context, what eval shows (every positive "
+        "of the window for the timeline layouts, sft.prompt.max_pos_items for the others)",
+    )
     positive_share: float = Field(0.0, ge=0, le=1, description="share of prompts that include positives")
     neg_recent_days: float | None = Field(
         None, gt=0, description="only the negatives of the last N days before the point in the prompt (None = all)"
@@ -305,8 +331,9 @@ class GrpoStageConfig(_Strict):
 STAGE_PRESETS = ("positive_budget", "paper")
 
 
-def stage_preset(name: str, steps: int = 20, max_pos_items: int = 30) -> list[GrpoStageConfig]:
-    """A named GRPO schedule, ``steps`` optimiser steps per stage.
+def stage_preset(name: str, steps: int = 20, max_pos_items: int | None = None) -> list[GrpoStageConfig]:
+    """A named GRPO schedule, ``steps`` optimiser steps per stage; the last stage's positive budget is
+    ``max_pos_items`` (None: the SFT prompt's own context, the prompts eval shows).
 
     * ``positive_budget`` (conrec's default): negatives only, then half of the prompts with up to 10
       positives, then every prompt with ``max_pos_items`` positives: the positive budget grows.
@@ -318,7 +345,7 @@ def stage_preset(name: str, steps: int = 20, max_pos_items: int = 30) -> list[Gr
     if name == "positive_budget":
         return [
             GrpoStageConfig(name="neg_only", steps=steps, max_pos_items=0, positive_share=0.0),
-            GrpoStageConfig(name="some_pos", steps=steps, max_pos_items=min(10, max_pos_items), positive_share=0.5),
+            GrpoStageConfig(name="some_pos", steps=steps, max_pos_items=10 if max_pos_items is None else min(10, max_pos_items), positive_share=0.5),
             GrpoStageConfig(name="full", steps=steps, max_pos_items=max_pos_items, positive_share=1.0),
         ]
     if name == "paper":
@@ -334,7 +361,8 @@ class GrpoConfig(_Strict):
     stages: list[GrpoStageConfig] = Field(
         default_factory=lambda: stage_preset("positive_budget"),
         description="the progressive schedule: a list of stages, or a preset by name (`paper`, `positive_budget`) "
-        "or as {preset: paper, steps: 10, max_pos_items: 30}; a preset is expanded to its list when loaded",
+        "or as {preset: paper, steps: 10, max_pos_items: 30} (the last stage's budget; default: the SFT prompt's own context); "
+        "a preset is expanded to its list when loaded",
     )
     reward: RewardConfig = Field(default_factory=RewardConfig)
     num_generations: int = Field(8, ge=2)
@@ -349,7 +377,9 @@ class GrpoConfig(_Strict):
     temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
     progressive: bool = Field(
-        True, description="false = one stage with the full SFT context for the summed steps of `stages` (an ablation)"
+        True,
+        description="false = one stage with the SFT prompt's own context (what eval shows) for the summed steps of `stages` "
+        "(an ablation)",
     )
 
     @field_validator("stages", mode="before")

@@ -124,6 +124,12 @@ def build_prompt(
     return "\n".join(lines)
 
 
+def shows_positive(prompt: str) -> bool:
+    """Whether a prompt of any layout shows at least one liked item: a non-empty positive segment (``segmented``)
+    or a like tag (``merged``, the timeline layouts). The markers are tokens of their own, never part of a SID."""
+    return LIKE_TAG in prompt or (POS_OPEN in prompt and POS_OPEN + POS_CLOSE not in prompt)
+
+
 def item_renderer(sid_of: Callable[[str], str], cfg_prompt: PromptConfig) -> Callable[[str], str]:
     """How a history item is written: its SID, then its own item token with ``item_id_tokens``.
 

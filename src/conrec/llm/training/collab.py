@@ -1,13 +1,17 @@
 """Item-item co-dislike similarity: the collaborative part of the future-negative reward.
 
 Why: the future-negative set of a user is a small, noisy sample of what they dislike. An item that
-*other* users tend to dislike together with the items in that set is a plausible dislike too, so
+users tend to dislike together with the items in that set is a plausible dislike too, so
 the GRPO reward gives it partial credit (CoNRec "extended with collaborative signals").
 
 How: a binary user x item matrix of dislikes, item-item cosine similarity
 ``|U_i & U_j| / sqrt(|U_i| |U_j|)`` via one sparse product, pruned to the top-N neighbours per item.
-Only events strictly before the valid cut-off may be used (the caller passes ``before_ts``), so no
-valid/test label leaks into the training reward.
+What it is fitted on is the caller's choice: the GRPO stage passes the run's training events, the
+baselines' fit events (:mod:`conrec.data.fit_events`: every event before the ``train_until`` split's
+cut-off, or each user's own events before that user's start of it), so no valid/test label leaks into
+the training reward. Those events are every user's, the user of the point being rewarded included, with
+that user's dislikes after the point (and after its future window) too, as the baselines are fitted; the
+credit is not restricted to other users' behaviour. ``before_ts`` cuts the events further.
 """
 
 from __future__ import annotations

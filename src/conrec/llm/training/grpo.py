@@ -5,8 +5,10 @@ positive context is brought in step by step, so it learns to use positives witho
 by them. Stage ``i`` of ``cfg.grpo.stages`` builds every prompt with an empty positive segment,
 except for a ``positive_share`` of the samples (drawn with a per-stage seed), whose positive
 segment keeps the most recent ``max_pos_items`` positives; it runs ``steps`` optimiser steps,
-starting from the previous stage's weights. ``grpo.progressive: false`` (ablation) runs one stage
-with the full SFT context (``sft.prompt.max_pos_items`` for every prompt) for the summed steps.
+starting from the previous stage's weights. A stage's ``max_pos_items: null`` (the presets' last stage) is the
+SFT prompt's own context, the prompt eval shows (every positive of the window for the timeline layouts,
+``sft.prompt.max_pos_items`` for the others). ``grpo.progressive: false`` (ablation) runs one stage with that
+context for every prompt for the summed steps.
 
 Each stage is one :class:`trl.GRPOTrainer`, used only through its extension points:
 
@@ -65,7 +67,7 @@ from conrec.data.fit_events import training_events_and_rule
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
-from conrec.llm.inference.prompts import build_prompt, recent_negatives_only
+from conrec.llm.inference.prompts import build_prompt, recent_negatives_only, shows_positive
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.model.checkpoints import (
     CompleteCheckpointMarker,
@@ -83,6 +85,7 @@ from conrec.llm.training.item_vectors import item_vectors
 from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
+from conrec.run_lock import world_size
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import GrpoSections, received_fingerprint, stage_hash
@@ -96,15 +99,12 @@ DONE_FILE = "_done.json"
 
 
 # --------------------------------------------------------------------------- schedule (pure)
-def plan_stages(grpo: GrpoConfig, progressive: bool, full_pos_items: int) -> list[GrpoStageConfig]:
-    """The stages to run: the configured ones, or (ablation) one full-context stage of the summed steps."""
+def plan_stages(grpo: GrpoConfig, progressive: bool) -> list[GrpoStageConfig]:
+    """The stages to run: the configured ones, or (ablation) one stage of the summed steps with the SFT prompt's
+    own context (``max_pos_items: None``: the prompts eval shows)."""
     if progressive:
         return [s.model_copy() for s in grpo.stages]
-    return [
-        GrpoStageConfig(
-            name="full_context", steps=sum(s.steps for s in grpo.stages), max_pos_items=full_pos_items, positive_share=1.0
-        )
-    ]
+    return [GrpoStageConfig(name="full_context", steps=sum(s.steps for s in grpo.stages), max_pos_items=None, positive_share=1.0)]
 
 
 def positive_mask(n: int, share: float, seed: int) -> np.ndarray:
@@ -130,7 +130,8 @@ def stage_records(
     (its ``max_history`` events: the liked-item penalty reads all of them, not just the part shown in the prompt) and the
     positives of the same future window (``future_pos``: the similarity reward's penalty; empty
     when the samples table predates that column) and the similarity reward's target set
-    (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``).
+    (``sim_targets``: the future negatives, or the next negative alone with ``sim_target="next"``);
+    ``shows_positive`` says whether the prompt shows a positive (:func:`n_with_positives`).
     """
     mask = positive_mask(samples.height, stage.positive_share, stage_seed)
     out: list[dict[str, Any]] = []
@@ -140,13 +141,15 @@ def stage_records(
     hist_ts = samples["hist_ts"].to_list() if stage.neg_recent_days is not None else [None] * samples.height
     rows = samples.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs", "ts").iter_rows()
     for with_pos, fpos, hts, (sample_id, hist, fb, next_neg, future, t) in zip(mask.tolist(), future_pos, hist_ts, rows):
-        budget = stage.max_pos_items if with_pos else 0
+        budget = stage.max_pos_items if with_pos else 0  # None: the SFT prompt's own context (build_prompt's default)
         shown, shown_fb = (hist, fb) if hts is None else recent_negatives_only(hist, fb, hts, t, stage.neg_recent_days)
+        prompt = build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget)
         out.append(
             {
-                "prompt": build_prompt(shown, shown_fb, sid_of, prompt_cfg, max_pos_items=budget),
+                "prompt": prompt,
                 "sample_id": int(sample_id),
-                "pos_budget": int(budget),
+                "pos_budget": int(_effective_budget(budget, shown_fb, prompt_cfg)),
+                "shows_positive": shows_positive(prompt),  # a budget shows nothing in neg_only or to a user without positives
                 "future_negs": list(future or []),
                 "next_neg": next_neg,
                 "liked_items": sorted({i for i, f in zip(hist, fb) if f > 0}),
@@ -156,6 +159,20 @@ def stage_records(
             }
         )
     return out
+
+
+def n_with_positives(records: Sequence[dict[str, Any]]) -> int:
+    """How many of a stage's prompts show at least one positive (``stats.json``'s ``n_with_positives``; it counted
+    the prompts given a positive budget, 64 of 64 in a neg_only layout that shows none)."""
+    return int(sum(bool(r["shows_positive"]) for r in records))
+
+
+def _effective_budget(budget: int | None, feedback: Sequence[int], prompt_cfg: PromptConfig) -> int:
+    """A prompt's positive budget as a number: ``None`` (the SFT prompt's own context) is ``sft.prompt.max_pos_items``,
+    or, for the timeline layouts (which cap no positive), the history's positive count."""
+    if budget is not None:
+        return budget
+    return sum(1 for f in feedback if f > 0) if prompt_cfg.is_timeline else prompt_cfg.max_pos_items
 
 
 def select_train_samples(samples: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
@@ -358,17 +375,30 @@ def check_group_batch(batch_size: int, processes: int, num_generations: int) -> 
         )
 
 
-def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
-    """Resolve paths, read and check the inputs, fit the reward signals, plan the stages."""
-    rd = RunDir(run_dir)
-    compute = resolve_compute(sections.compute)
-    pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
-    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
-    check_group_batch(sections.grpo.batch_size, state.num_processes, sections.grpo.num_generations)
+@dataclass(frozen=True)
+class _Inputs:
+    """What :func:`preflight` read and checked: the SFT model dir, the SID map, the samples and the train prompts."""
+
+    sft: Path
+    sid_map: SidMap
+    samples: pl.DataFrame
+    train: pl.DataFrame
+    seed: int
+
+
+def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = None) -> _Inputs:
+    """Every refusal GRPO can make from its settings and the run's existing inputs (the SFT model, the SID map,
+    the samples), before anything is written: :meth:`conrec.stages.Stage.precheck` calls it before the pipeline
+    rewrites config.yaml and invalidates grpo and eval, and :func:`_prepare` before :func:`_plan` discards earlier
+    stage outputs. (A refused `conrec grpo` with a batch that splits a group, or a copy-bias SFT model, left a
+    finished run without its GRPO and eval markers.) ``processes``: the launch's processes (None =
+    ``WORLD_SIZE``, as the launcher set it: the pipeline calls this before any process group exists)."""
+    grpo, rd = sections.grpo, RunDir(run_dir)
+    processes = world_size() if processes is None else processes
+    check_group_batch(grpo.batch_size, processes, grpo.num_generations)
     sft = rd.model_dir("sft")
     if not (sft / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")
-
     sid_map = SidMap.from_parquet(rd.sid_map)
     assert_model_fits(sft, sid_map)
     if saved_betas(sft) is not None:
@@ -376,22 +406,37 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
             "grpo cannot train a model with a copy bias (sft.copy_bias): TRL's log-probabilities would lack the bias "
             "the model decodes with; skip `conrec grpo` (eval.models: [sft]) or train SFT without it"
         )
+    check_group_size(grpo.num_generations, len(sid_map))
     samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
-    grpo = sections.grpo
     seed = sections.seed * 1_000_003 + grpo.seed
     train = select_train_samples(samples, grpo.max_samples, seed)
-    per_step = grpo.batch_size * state.num_processes // grpo.num_generations
+    per_step = grpo.batch_size * processes // grpo.num_generations
     if train.height < per_step:  # TRL ran 0 steps, and the SFT weights were saved as a finished GRPO model
         raise StageInputError(
             f"GRPO has {train.height} train prompt(s) but one step takes {per_step} (grpo.batch_size {grpo.batch_size} x "
-            f"{state.num_processes} process(es) / num_generations {grpo.num_generations}): lower grpo.batch_size or raise grpo.max_samples"
+            f"{processes} process(es) / num_generations {grpo.num_generations}): lower grpo.batch_size or raise grpo.max_samples"
         )
+    if grpo.reward.mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
+        raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
+    recent = [s.name for s in plan_stages(grpo, grpo.progressive) if s.neg_recent_days is not None]
+    if recent and "hist_ts" not in samples.columns:
+        raise StageInputError(f"GRPO stage {recent[0]!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
+    return _Inputs(sft=sft, sid_map=sid_map, samples=samples, train=train, seed=seed)
+
+
+def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
+    """Resolve paths, read and check the inputs (:func:`preflight`), fit the reward signals, plan the stages."""
+    rd = RunDir(run_dir)
+    compute = resolve_compute(sections.compute)
+    pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
+    state = PartialState(cpu=compute.use_cpu)  # the same process state the trainers will use
+    inputs = preflight(sections, run_dir, state.num_processes)
+    sft, sid_map, samples, train, seed = inputs.sft, inputs.sid_map, inputs.samples, inputs.train, inputs.seed
+    grpo = sections.grpo
     # the reward's co-dislike and Swing signals see the baselines' fit events, never a valid/test label
     fit_events, fit_rule = training_events_and_rule(rd.root, sections.split, samples)
     codislike = CoDislike.fit(fit_events, top_n=grpo.reward.collab_top_n, items=sid_map.items)
     item_sim, vector_source = similarity_signal(rd, sid_map, fit_events, grpo, required=reward_mode == "similarity")
-    if reward_mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
-        raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
     reward_funcs, reward_weights = make_reward_funcs(
         grpo.reward,
         sid_map,
@@ -420,7 +465,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
         vector_source=vector_source,
         reward_funcs=list(reward_funcs),
         reward_weights=list(reward_weights),
-        stages=plan_stages(grpo, grpo.progressive, sections.sft.prompt.max_pos_items),
+        stages=plan_stages(grpo, grpo.progressive),
         sid_of=sid_map.sid_lookup(),
     )
 
@@ -518,7 +563,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
         "max_pos_items": stage.max_pos_items,
         "positive_share": stage.positive_share,
         "n_prompts": len(records),
-        "n_with_positives": int(sum(r["pos_budget"] > 0 for r in records)),
+        "n_with_positives": n_with_positives(records),
         "train_seconds": round(train_s, 2),
         "rollout_seconds": round(rollout.stats.seconds, 2),
         "rollout_share": rollout.stats.seconds / train_s if train_s > 0 else None,
@@ -608,13 +653,18 @@ def similarity_signal(
     return ItemSimilarity(sid_map.items, vectors, swing, co_negatives), source
 
 
-def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
-    """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
-    if grpo.num_generations > len(sid_map):
+def check_group_size(num_generations: int, n_items: int) -> None:
+    """A group holds ``num_generations`` distinct items: the catalogue must have that many."""
+    if num_generations > n_items:
         raise ConfigError(
-            f"grpo.num_generations ({grpo.num_generations}) exceeds the catalogue size ({len(sid_map)}): "
+            f"grpo.num_generations ({num_generations}) exceeds the catalogue size ({n_items}): "
             "a group cannot hold that many distinct items"
         )
+
+
+def build_rollout(grpo: GrpoConfig, tokenizer: Any, sid_map: SidMap, vocab: Any) -> ConstrainedRollout:
+    """The rollout hook for this config (beam or distinct-sampling groups of G valid items)."""
+    check_group_size(grpo.num_generations, len(sid_map))
     trie = sid_map.trie()
     topk = beam_topk(tokenizer, trie, vocab) if grpo.rollout == "beam" else sample_topk(tokenizer, trie, vocab, grpo.temperature)
     return ConstrainedRollout(

@@ -5,13 +5,16 @@ single next negative mostly reflects exposure order; the items disliked over the
 much better picture of negative interest (CoNRec). A generated item earns
 
 * ``hit``    1 if it is in the user's N-day future-negative set;
-* ``collab`` max co-dislike similarity (other users' behaviour) to any item of that set, in [0, 1];
+* ``collab`` max co-dislike similarity to any item of that set, in [0, 1]: item-item cosine of the users who
+  disliked both, fitted (:mod:`conrec.llm.training.collab`) on the run's training events, the baselines' fit events
+  (before the cut-off of the ``data.split.train_until`` split), so a train point's own user counts too, with that
+  user's dislikes after the point and its future window included (no later event enters: no valid/test label);
 * ``prefix`` longest SID prefix shared with any item of that set, divided by the number of levels;
 * ``liked``  -1 if the user liked it (in the history positives), else 0 (a penalty component);
 * ``next``   1 if it is the next negative item (the conventional objective, for the ablation).
 * ``sim``    (similarity mode, CoNRec's reward) max cosine similarity of the item's vector to the
-  *target set* = the future-negative set plus each member's top Swing co-negatives (items other
-  users disliked together with it, :mod:`conrec.swing`), in [0, 1];
+  *target set* = the future-negative set plus each member's top Swing co-negatives (items disliked
+  together with it in the same training events as ``collab``, :mod:`conrec.swing`), in [0, 1];
 * ``pos_sim`` -(max cosine similarity to the items the user gives *positive* feedback to in the same
   future window), in [-1, 0]: CoNRec's future-positive penalty, so a generated item that looks like
   something the user is about to enjoy is pushed away even when it resembles a disliked one.
