@@ -252,7 +252,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
             ("data", "sid"), ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
-            bundle=EvalSections, selects="eval.models",
+            bundle=EvalSections, selects="eval.models", revision=1,
         ),
     )
 }
@@ -263,6 +263,10 @@ REVISIONS: dict[str, dict[int, str]] = {
     "sft": {
         1: "its prompts and training windows showed only budget - count items of a segment whose items numbered between "
         "its budget and twice it (15 older dislikes under max_neg_items 20 showed 5)",
+    },
+    "eval": {
+        1: "an earlier evaluation's predictions and slate metrics that it did not rewrite were kept, and the results "
+        "table and the inspector showed them as its own",
     },
 }
 """Why each stage's :attr:`Stage.revision` was raised: what its outputs from before got wrong (the stale message
