@@ -12,14 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
-from conrec.io import read_parquet, write_json, write_parquet
 from conrec.serve.app import create_app_from_run
 from conrec.serve.inspect_data import iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
-from conrec.serve.synthetic import record_serving_tables
 from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS
 
-from builders import eval_run_dir, record_current
+from builders import inspector_run
 
 XSS = "<script>alert(1)</script>"
 QUOTES = "Bob's \"quoted\" <b>film</b>"
@@ -27,30 +25,9 @@ KEY = "s3cret-key"
 
 
 def _run(tmp_path, current: bool = True, **serve: object) -> tuple[TestClient, pl.DataFrame]:
-    """eval_run_dir's data, a SID map, and eval predictions for popularity (with scores) and sft,
-    recorded as made by an eval stage current for the served config unless ``current`` is false."""
-    run, _ = eval_run_dir(tmp_path / "run")
-    items = read_parquet(run.items).with_columns(
-        pl.when(pl.col("item_id") == "i0").then(pl.lit(XSS)).when(pl.col("item_id") == "i1").then(pl.lit(QUOTES)).otherwise(pl.col("title")).alias("title")
-    )
-    write_parquet(items, run.items)
-    ids = items["item_id"].to_list()
-    write_parquet(pl.DataFrame({"item_id": ids, "codes": [[j % 3, j] for j in range(len(ids))], "sid": [f"<a_{j % 3}><b_{j}>" for j in range(len(ids))]}), run.sid_map)
-    test = read_parquet(run.samples).filter(pl.col("split") == "test")
-    chosen = test.head(6)["sample_id"].to_list()
-    ranking = [f"i{j}" for j in range(5)]
-    write_parquet(
-        pl.DataFrame({"sample_id": chosen, "items": [ranking] * len(chosen), "scores": [[0.5, 0.4, 0.3, 0.2, 0.1]] * len(chosen)}),
-        run.predictions / "popularity.parquet",
-    )
-    write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
-    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
-    record_serving_tables(cfg)
-    if current:  # the eval stage's other outputs, then its record
-        write_json({}, run.eval / "metrics.json")
-        run.report.write_text("report")
-        record_current(cfg, "eval")
-    return TestClient(create_app_from_run(cfg), base_url="http://localhost"), test.filter(pl.col("sample_id").is_in(chosen))
+    """:func:`builders.inspector_run` with i0 and i1 titled with HTML and quotes, as a test client."""
+    cfg, test = inspector_run(tmp_path / "run", {"i0": XSS, "i1": QUOTES}, current, **serve)
+    return TestClient(create_app_from_run(cfg), base_url="http://localhost"), test
 
 
 def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(tmp_path):

@@ -9,8 +9,12 @@ failure, so CI cannot pass without having run it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,10 @@ from conrec.config import PipelineConfig, load_config, preset_path
 from conrec.io import read_parquet, write_parquet
 from conrec.pipeline import run_pipeline
 from conrec.runs import RunDir
-from conrec.serve.local import local_server
+from conrec.serve.app import create_app_from_run
+from conrec.serve.local import LOOPBACK, free_port, local_server
+
+from builders import inspector_run
 
 pytestmark = pytest.mark.slow
 
@@ -244,3 +251,96 @@ def test_inspector_in_chromium_user_lists_slate_and_escaping(driver, served, tmp
     driver.find_element("id", "paste-text").send_keys("not an event line\n")
     _css(driver, "#paste-form button")[0].click()
     _wait(driver, lambda d: "line 3" in d.find_element("id", "status").text)  # a readable error, nothing sent
+
+
+# ---- the page's own behaviour on a run that needs no training ---------------------------------
+# A `serve.model: popular` run (builders.inspector_run) served in this process by uvicorn, behind a
+# wrapper that can hold back or fail chosen paths: what a slow or failing server looks like to the page.
+LONG = "Supercalifragilisticexpialidocious" * 5  # one 170-character word: must wrap, not widen the page
+
+
+class Holdup:
+    """ASGI wrapper: ``delays[path]`` lists seconds to hold the next requests to ``path`` (one each,
+    in order of arrival); ``fail[path]`` answers ``path`` with that status and a JSON detail."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.delays, self.fail = app, {}, {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if self.delays.get(path):
+                await asyncio.sleep(self.delays[path].pop(0))
+            if code := self.fail.get(path):
+                await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": json.dumps({"detail": f"test failure {code}"}).encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import uvicorn
+
+    cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG})
+    app = Holdup(create_app_from_run(cfg))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    try:
+        yield {"url": url, "app": app, "points": test}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _live_items(driver: Any) -> list[str]:
+    return [li.get_attribute("data-item") for li in _css(driver, "#lists .model-list[data-kind=live] li[data-item]")]
+
+
+def _open_point(driver: Any, user: str, sample: int) -> None:
+    box = driver.find_element("id", "user-query")
+    box.clear()
+    box.send_keys(user)
+    _css(driver, "#user-form button[type=submit]")[0].click()
+    _wait(driver, lambda d: _css(d, f"#user-results li[data-sample='{sample}'] button"), 10)[0].click()
+
+
+def test_a_slow_answer_for_an_earlier_user_never_lands_under_a_later_one(driver, quick):
+    """Open user A, whose live list is slow, then user B: B's lists are shown and stay (A's late answer
+    is dropped); and while a user loads, no list or hit mark of the previous user is left under it."""
+    url, app = quick["url"], quick["app"]
+    rows = list(quick["points"].iter_rows(named=True))
+
+    def live(row: dict[str, Any]) -> list[str]:
+        history = [{"item_id": i, "feedback": int(f)} for i, f in zip(row["hist_items"], row["hist_feedback"])]
+        r = httpx.post(f"{url}/v1/dislikes", json={"history": history, "k": 3}, timeout=30)
+        return [it["item_id"] for it in r.json()["items"]]
+
+    a, b = next((x, y) for x in rows for y in rows if x["user_id"] != y["user_id"] and live(x) != live(y))
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+
+    app.delays["/v1/dislikes"] = [3.0]
+    _open_point(driver, a["user_id"], a["sample_id"])
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == f"User {a['user_id']}", 10)
+    _open_point(driver, b["user_id"], b["sample_id"])
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == f"User {b['user_id']}" and _live_items(d) == live(b), 10)
+    time.sleep(3.5)  # A's answer has come back by now
+    assert driver.find_element("id", "user-h").text == f"User {b['user_id']}"
+    assert _live_items(driver) == live(b)
+    hits = {li.get_attribute("data-item") for li in _css(driver, "#lists li.hit")}
+    assert hits <= set(b["future_negs"])
+
+    app.delays["/v1/dislikes"] = [2.0]
+    _open_point(driver, a["user_id"], a["sample_id"])
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == f"User {a['user_id']}", 10)
+    assert _live_items(driver) == [] and _css(driver, "#lists li.hit") == []  # not B's, while A's load
+    assert "loading" in driver.find_element("id", "lists").text
+    _wait(driver, lambda d: _live_items(d) == live(a), 10)

@@ -4,7 +4,10 @@
 "use strict";
 
 const KEY_STORE = "conrec.apiKey";
-const state = { health: null, view: null, slate: [], lastScore: null, scoreTimer: null };
+// viewSeq numbers the user loads: an answer for an earlier one (a slow request overtaken by a later
+// pick) is dropped, never drawn under the later user.
+const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoreTimer: null };
+const statusSeq = new Map();  // status line id -> number of the latest guarded() call writing to it
 
 function $(id) { return document.getElementById(id); }
 
@@ -27,8 +30,8 @@ function el(tag, attrs, ...children) {
 
 function clear(node) { node.replaceChildren(); return node; }
 
-function setStatus(text, isError) {
-  const s = $("status");
+function setStatus(text, isError, id = "status") {
+  const s = $(id);
   s.textContent = text || "";
   s.className = "status" + (isError && text ? " error" : "");
 }
@@ -58,13 +61,18 @@ async function api(path, body) {
   return data;
 }
 
-async function guarded(what, fn) {
+// Runs fn with "what…" on the status line `id`, then clears it or shows the error; a call overtaken by
+// a later one on the same line leaves the line to that one.
+async function guarded(what, fn, id = "status") {
+  const token = (statusSeq.get(id) || 0) + 1;
+  statusSeq.set(id, token);
+  const current = () => statusSeq.get(id) === token;
   try {
-    setStatus(what + "…", false);
+    setStatus(what + "…", false, id);
     await fn();
-    setStatus("", false);
+    if (current()) setStatus("", false, id);
   } catch (e) {
-    setStatus(`${what} failed: ${e.message}`, true);
+    if (current()) setStatus(`${what} failed: ${e.message}`, true, id);
   }
 }
 
@@ -101,8 +109,9 @@ async function findUsers(query) {
 }
 
 async function showPoint(path) {
+  const seq = ++state.viewSeq;
   const view = await api(`${path}${path.includes("?") ? "&" : "?"}k=${k()}`);
-  await showView(view);
+  if (seq === state.viewSeq) await showView(view, seq);
 }
 
 function parsePasted(text) {
@@ -120,21 +129,28 @@ function parsePasted(text) {
 }
 
 async function showPasted(text) {
-  const view = await api("/ui/api/history", { history: parsePasted(text), k: k() });
-  await showView(view);
+  const history = parsePasted(text);
+  const seq = ++state.viewSeq;
+  const view = await api("/ui/api/history", { history, k: k() });
+  if (seq === state.viewSeq) await showView(view, seq);
 }
 
 // ---- one user: timeline, future, lists -------------------------------------------------------
-async function showView(view) {
+// The user's timeline at once, the lists once the live one is in (unless another user was picked meanwhile).
+async function showView(view, seq) {
   state.view = view;
   state.lastScore = null;
   renderUser(view);
-  const live = await liveList(view);
-  renderLists(view, live);
-  $("slate-card").hidden = false;
-  clear($("scores").tBodies[0]);
+  clear($("lists")).append(el("p", { class: "hint" }, "loading the models' lists…"));
+  $("lists-card").hidden = false;
+  clear($("scores").tBodies[0]);  // the previous user's slate scores
   $("scores").hidden = true;
   $("score-summary").textContent = "";
+  renderSlate();
+  const live = await liveList(view);
+  if (seq !== state.viewSeq) return;
+  renderLists(view, live);
+  $("slate-card").hidden = false;
   if (state.slate.length) await scoreSlate();
 }
 
