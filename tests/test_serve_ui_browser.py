@@ -344,3 +344,36 @@ def test_a_slow_answer_for_an_earlier_user_never_lands_under_a_later_one(driver,
     assert _live_items(driver) == [] and _css(driver, "#lists li.hit") == []  # not B's, while A's load
     assert "loading" in driver.find_element("id", "lists").text
     _wait(driver, lambda d: _live_items(d) == live(a), 10)
+
+
+def _slate_of(driver: Any, url: str, row: dict[str, Any], n: int) -> None:
+    """The page at ``url`` on ``row``'s point, with ``n`` items from a search for "t" in the slate, scored."""
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+    _open_point(driver, row["user_id"], row["sample_id"])
+    _wait(driver, lambda d: _live_items(d), 10)
+    driver.find_element("id", "search-q").send_keys("t")
+    _css(driver, "#search-form button")[0].click()
+    _wait(driver, lambda d: len(_css(d, "#search-results button.add")) >= n, 10)
+    for b in _css(driver, "#search-results button.add")[:n]:
+        b.click()
+    driver.find_element("id", "score-button").click()
+    _wait(driver, lambda d: len(_css(d, "#scores tbody tr")) == n, 10)
+
+
+def _set_threshold(driver: Any, value: str) -> None:
+    driver.execute_script("const t = document.getElementById('threshold'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));", value)
+
+
+def test_a_slow_score_for_an_earlier_threshold_never_overwrites_the_current_one(driver, quick):
+    url, app = quick["url"], quick["app"]
+    _slate_of(driver, url, quick["points"].row(0, named=True), 4)
+    scores = [float(td.get_attribute("data-score")) for td in _css(driver, "#scores td.score")]
+    app.delays["/v1/score"] = [3.0]
+    _set_threshold(driver, repr(min(scores)))  # every item filtered; its answer comes 3 s late
+    time.sleep(0.8)
+    _set_threshold(driver, repr(max(scores) + 1))  # none filtered
+    _wait(driver, lambda d: "0 of 4 filtered" in d.find_element("id", "score-summary").text, 10)
+    time.sleep(3)
+    assert "0 of 4 filtered" in driver.find_element("id", "score-summary").text
+    assert [td.text for td in _css(driver, "#scores td.decision")] == ["keep"] * 4

@@ -5,8 +5,9 @@
 
 const KEY_STORE = "conrec.apiKey";
 // viewSeq numbers the user loads: an answer for an earlier one (a slow request overtaken by a later
-// pick) is dropped, never drawn under the later user.
-const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoreTimer: null };
+// pick) is dropped, never drawn under the later user. scoreSeq does the same for slate scores (a
+// slower answer for an earlier threshold, slate or user).
+const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoreSeq: 0, scoreTimer: null };
 const statusSeq = new Map();  // status line id -> number of the latest guarded() call writing to it
 
 function $(id) { return document.getElementById(id); }
@@ -140,6 +141,7 @@ async function showPasted(text) {
 async function showView(view, seq) {
   state.view = view;
   state.lastScore = null;
+  state.scoreSeq++;  // a slate score still on its way is the previous user's
   renderUser(view);
   clear($("lists")).append(el("p", { class: "hint" }, "loading the models' lists…"));
   $("lists-card").hidden = false;
@@ -288,7 +290,9 @@ async function scoreSlate() {
   const req = { history: state.view.history, candidates: state.slate.map(s => s.item_id), explain: false };
   const t = threshold();
   if (t !== null) req.threshold = t;
+  const seq = ++state.scoreSeq;
   const r = await api("/v1/score", req);
+  if (seq !== state.scoreSeq) return;
   state.lastScore = r;
   const cat = new Map(state.slate.map(s => [s.item_id, s.category]));
   const body = clear($("scores").tBodies[0]);
