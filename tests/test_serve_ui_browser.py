@@ -377,3 +377,15 @@ def test_a_slow_score_for_an_earlier_threshold_never_overwrites_the_current_one(
     time.sleep(3)
     assert "0 of 4 filtered" in driver.find_element("id", "score-summary").text
     assert [td.text for td in _css(driver, "#scores td.decision")] == ["keep"] * 4
+
+
+def test_slate_scores_follow_the_slate(driver, quick):
+    """Removing an item scores the rest again (its row does not stay); Clear removes scores and summary."""
+    _slate_of(driver, quick["url"], quick["points"].row(0, named=True), 4)
+    slate = [li.get_attribute("data-item") for li in _css(driver, "#slate li")]
+    _css(driver, f"#slate li[data-item='{slate[0]}'] button")[0].click()
+    _wait(driver, lambda d: sorted(tr.get_attribute("data-item") for tr in _css(d, "#scores tbody tr")) == sorted(slate[1:]), 10)
+    assert driver.find_element("id", "score-summary").text.startswith("Scored by")
+    driver.find_element("id", "clear-slate").click()
+    assert _css(driver, "#scores tbody tr") == [] and not driver.find_element("id", "scores").is_displayed()
+    assert driver.find_element("id", "score-summary").text == ""

@@ -7,7 +7,7 @@ const KEY_STORE = "conrec.apiKey";
 // viewSeq numbers the user loads: an answer for an earlier one (a slow request overtaken by a later
 // pick) is dropped, never drawn under the later user. scoreSeq does the same for slate scores (a
 // slower answer for an earlier threshold, slate or user).
-const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoreSeq: 0, scoreTimer: null };
+const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoring: false, scoreSeq: 0, scoreTimer: null };
 const statusSeq = new Map();  // status line id -> number of the latest guarded() call writing to it
 
 function $(id) { return document.getElementById(id); }
@@ -142,6 +142,7 @@ async function showView(view, seq) {
   state.view = view;
   state.lastScore = null;
   state.scoreSeq++;  // a slate score still on its way is the previous user's
+  state.scoring = false;
   renderUser(view);
   clear($("lists")).append(el("p", { class: "hint" }, "loading the models' lists…"));
   $("lists-card").hidden = false;
@@ -258,15 +259,31 @@ async function searchItems(q) {
 function addToSlate(item) {
   const max = state.health && state.health.limits.max_candidates;
   if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true); return; }
-  if (!state.slate.some(s => s.item_id === item.item_id)) state.slate.push(item);
+  if (state.slate.some(s => s.item_id === item.item_id)) return;
+  state.slate.push(item);
+  slateChanged();
+}
+
+// The shown scores are for the slate as it was: drop them (and any answer on its way), and score the
+// new slate again when it had been scored.
+function slateChanged() {
   renderSlate();
+  const scored = state.lastScore !== null || state.scoring;
+  state.lastScore = null;
+  state.scoreSeq++;
+  state.scoring = false;
+  clearTimeout(state.scoreTimer);
+  clear($("scores").tBodies[0]);
+  $("scores").hidden = true;
+  $("score-summary").textContent = "";
+  if (scored && state.slate.length) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate), 300);
 }
 
 function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
     ol.append(el("li", { dataset: { item: it.item_id } }, it.title || it.item_id,
-      el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); renderSlate(); } } }, "remove")));
+      el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); slateChanged(); } } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? `${state.slate.length} item(s)` : "empty: add items from the search";
   // the search results' Add buttons follow the slate: an item removed from it can be added again
@@ -291,7 +308,13 @@ async function scoreSlate() {
   const t = threshold();
   if (t !== null) req.threshold = t;
   const seq = ++state.scoreSeq;
-  const r = await api("/v1/score", req);
+  state.scoring = true;
+  let r;
+  try {
+    r = await api("/v1/score", req);
+  } finally {
+    if (seq === state.scoreSeq) state.scoring = false;
+  }
   if (seq !== state.scoreSeq) return;
   state.lastScore = r;
   const cat = new Map(state.slate.map(s => [s.item_id, s.category]));
@@ -325,7 +348,7 @@ document.addEventListener("DOMContentLoaded", () => {
   submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
   submit("search-form", "searching", () => searchItems($("search-q").value.trim()));
   submit("score-form", "scoring the slate", scoreSlate);
-  $("clear-slate").addEventListener("click", () => { state.slate = []; renderSlate(); clear($("scores").tBodies[0]); $("scores").hidden = true; });
+  $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); });
   $("threshold").addEventListener("input", () => {
     clearTimeout(state.scoreTimer);
     if (state.lastScore) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate), 300);
