@@ -389,3 +389,27 @@ def test_slate_scores_follow_the_slate(driver, quick):
     driver.find_element("id", "clear-slate").click()
     assert _css(driver, "#scores tbody tr") == [] and not driver.find_element("id", "scores").is_displayed()
     assert driver.find_element("id", "score-summary").text == ""
+
+
+def test_search_and_scoring_report_progress_and_errors_next_to_their_controls(driver, quick):
+    from selenium.webdriver.common.by import By
+
+    url, app = quick["url"], quick["app"]
+    _slate_of(driver, url, quick["points"].row(0, named=True), 2)
+    slate_status = driver.find_element(By.CSS_SELECTOR, "#slate-card #slate-status")
+    search_status = driver.find_element(By.CSS_SELECTOR, "#slate-card #search-status")
+    app.delays["/v1/score"] = [2.0]
+    driver.find_element("id", "score-button").click()
+    _wait(driver, lambda d: "scoring the slate" in slate_status.text, 5)
+    assert driver.find_element("id", "status").text == ""
+    _wait(driver, lambda d: slate_status.text == "", 10)
+    app.fail["/v1/score"] = app.fail["/ui/api/items"] = 500
+    try:
+        driver.find_element("id", "score-button").click()
+        _wait(driver, lambda d: "scoring the slate failed: test failure 500" in slate_status.text, 10)
+        assert "error" in slate_status.get_attribute("class").split()
+        _css(driver, "#search-form button")[0].click()
+        _wait(driver, lambda d: "searching failed: test failure 500" in search_status.text, 10)
+        assert driver.find_element("id", "status").text == ""
+    finally:
+        app.fail.clear()

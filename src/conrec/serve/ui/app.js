@@ -154,7 +154,7 @@ async function showView(view, seq) {
   if (seq !== state.viewSeq) return;
   renderLists(view, live);
   $("slate-card").hidden = false;
-  if (state.slate.length) await scoreSlate();
+  if (state.slate.length) guarded("scoring the slate", scoreSlate, "slate-status");
 }
 
 function renderUser(view) {
@@ -258,7 +258,7 @@ async function searchItems(q) {
 
 function addToSlate(item) {
   const max = state.health && state.health.limits.max_candidates;
-  if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true); return; }
+  if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true, "slate-status"); return; }
   if (state.slate.some(s => s.item_id === item.item_id)) return;
   state.slate.push(item);
   slateChanged();
@@ -276,7 +276,7 @@ function slateChanged() {
   clear($("scores").tBodies[0]);
   $("scores").hidden = true;
   $("score-summary").textContent = "";
-  if (scored && state.slate.length) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate), 300);
+  if (scored && state.slate.length) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
 }
 
 function renderSlate() {
@@ -334,8 +334,8 @@ async function scoreSlate() {
 }
 
 // ---- wiring --------------------------------------------------------------------------------
-function submit(id, what, fn) {
-  $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(what, fn); });
+function submit(id, what, fn, statusId) {
+  $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(what, fn, statusId); });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -346,12 +346,12 @@ document.addEventListener("DOMContentLoaded", () => {
   submit("user-form", "finding users", () => findUsers($("user-query").value.trim()));
   $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random")));
   submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
-  submit("search-form", "searching", () => searchItems($("search-q").value.trim()));
-  submit("score-form", "scoring the slate", scoreSlate);
+  submit("search-form", "searching", () => searchItems($("search-q").value.trim()), "search-status");
+  submit("score-form", "scoring the slate", scoreSlate, "slate-status");
   $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); });
   $("threshold").addEventListener("input", () => {
     clearTimeout(state.scoreTimer);
-    if (state.lastScore) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate), 300);
+    if (state.lastScore) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
   });
   renderSlate();
   guarded("loading the run", loadOverview);
