@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
+from conrec.runs import RunDir
 from conrec.serve.app import create_app_from_run
 from conrec.serve.inspect_data import iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
@@ -149,11 +150,17 @@ def test_lists_of_an_eval_stage_that_is_not_current_are_not_shown(tmp_path):
     client, test = _run(tmp_path, current=False)
     overview = client.get("/ui/api/overview").json()
     assert overview["precomputed"] == [] and overview["precomputed_stale"] == "not finished"
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "popular", "default_k": 3, "max_k": 5}})
+    hint = RunDir(cfg.run_dir).rerun_hint(cfg, "eval")  # what the server logs: the page shows the same
+    assert overview["precomputed_hint"] == hint and hint.startswith("run `conrec ")
+    js = (resources.files("conrec.serve") / "ui" / "app.js").read_text()
+    assert "precomputed_hint" in js and "run conrec eval" not in js
     view = client.get(f"/ui/api/points/{test['sample_id'][0]}").json()
     assert view["lists"] == []
     fresh, _ = _run(tmp_path / "fresh")
     assert [m["name"] for m in fresh.get("/ui/api/overview").json()["precomputed"]] == ["sft", "popularity"]
     assert fresh.get("/ui/api/overview").json()["precomputed_stale"] is None
+    assert fresh.get("/ui/api/overview").json()["precomputed_hint"] is None
 
 
 def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):

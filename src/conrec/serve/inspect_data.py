@@ -180,6 +180,7 @@ class Inspector:
     lists: list[ModelList]
     split: str
     stale: str | None = None  # why the eval stage's lists are not shown (not current for the served config)
+    stale_hint: str | None = None  # then: what to run to have them (RunDir.rerun_hint)
     by_sample: dict[int, EvalPoint] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +195,8 @@ class Inspector:
         stale = run.stale_reason(cfg, "eval") if run.predictions.is_dir() else None
         lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
-        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale)
+        hint = run.rerun_hint(cfg, "eval") if stale else None
+        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale, stale_hint=hint)
 
     def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
         """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""

@@ -135,6 +135,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "n_users": len({p.user_id for p in inspector.points}),
             "precomputed": [{"name": m.name, "kind": m.kind} for m in inspector.lists],
             "precomputed_stale": inspector.stale,  # why the eval stage's lists are not shown, or null
+            "precomputed_hint": inspector.stale_hint,  # then what to run to have them (what the server logs)
         }
 
     @router.get(UI_PATH + "/api/points")
@@ -200,6 +201,5 @@ def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, even
         log.warning("inspector page: no evaluation points (%s)", exc)
         inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)
     if inspector.stale:
-        hint = RunDir(cfg.run_dir).rerun_hint(cfg, "eval")
-        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); %s", inspector.stale, hint)
+        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); %s", inspector.stale, inspector.stale_hint)
     app.include_router(inspector_router(inspector, events, cfg.serve))

@@ -93,7 +93,9 @@ async function loadOverview() {
   $("points-hint").textContent = (ov.n_points
     ? `${ov.n_points} evaluation points of ${ov.n_users} users (split “${ov.split}”).`
     : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`)
-    + (ov.precomputed_stale ? ` The evaluated models' lists are not shown: the evaluation is not current (${ov.precomputed_stale}); run conrec eval.` : "");
+    + (ov.precomputed_stale
+      ? ` The evaluated models' lists are not shown: the evaluation is not current for the served config (${ov.precomputed_stale}); ${ov.precomputed_hint || "see the server's log"}.`
+      : "");
   $("random-user").disabled = !ov.n_points;
   $("key-form").hidden = true;
 }
