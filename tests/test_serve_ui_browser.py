@@ -346,18 +346,18 @@ def test_a_slow_answer_for_an_earlier_user_never_lands_under_a_later_one(driver,
     _wait(driver, lambda d: _live_items(d) == live(a), 10)
 
 
-def _slate_of(driver: Any, url: str, row: dict[str, Any], n: int) -> None:
-    """The page at ``url`` on ``row``'s point, with ``n`` items from a search for "t" in the slate, scored."""
+def _slate_of(driver: Any, url: str, row: dict[str, Any], n: int, query: str = "t") -> None:
+    """The page at ``url`` on ``row``'s point, with ``n`` items from a search for ``query`` in the slate, scored."""
     driver.get(f"{url}/ui")
     _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
     _open_point(driver, row["user_id"], row["sample_id"])
     _wait(driver, lambda d: _live_items(d), 10)
-    driver.find_element("id", "search-q").send_keys("t")
-    _css(driver, "#search-form button")[0].click()
+    driver.find_element("id", "search-q").send_keys(query)
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
     _wait(driver, lambda d: len(_css(d, "#search-results button.add")) >= n, 10)
     for b in _css(driver, "#search-results button.add")[:n]:
-        b.click()
-    driver.find_element("id", "score-button").click()
+        driver.execute_script("arguments[0].click()", b)
+    driver.execute_script("arguments[0].click()", driver.find_element("id", "score-button"))
     _wait(driver, lambda d: len(_css(d, "#scores tbody tr")) == n, 10)
 
 
@@ -413,3 +413,29 @@ def test_search_and_scoring_report_progress_and_errors_next_to_their_controls(dr
         assert driver.find_element("id", "status").text == ""
     finally:
         app.fail.clear()
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
+    """A 170-character title with no space (in the timeline, a list, the why lists, the slate and its
+    scores) wraps inside its box: the page is never wider than the screen, on a desktop or a phone."""
+    rows = list(quick["points"].iter_rows(named=True))
+    row = max(rows, key=lambda r: "i0" in r["hist_items"])
+    if width < 500:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        _slate_of(driver, quick["url"], row, 1, query="supercali")
+        for details in _css(driver, "#lists details.why"):
+            driver.execute_script("arguments[0].open = true", details)
+        assert any(LONG in td.text for td in _css(driver, "#scores td.title"))
+        assert any(LONG in li.text for li in _css(driver, "#lists li[data-item=i0]"))
+        fit = driver.execute_script(
+            "const W = document.documentElement.clientWidth;"
+            "return [window.innerWidth, document.documentElement.scrollWidth,"
+            " [...document.querySelectorAll('.card, .top')].map(e => [e.id || e.className, Math.round(e.getBoundingClientRect().right), W])]"
+        )
+        inner, scroll, cards = fit
+        assert inner == width and scroll <= inner, fit
+        assert all(right <= w for _, right, w in cards), cards
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
