@@ -175,3 +175,43 @@ def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histori
     assert client.get("/ui/api/points/random").status_code == 404
     assert client.post("/ui/api/history", json={"history": [{"item_id": "i3", "feedback": -1}]}).status_code == 200
     assert client.post("/v1/dislikes", json={"negative": ["i3"]}).status_code == 200
+
+
+def _luminance(hex_colour: str) -> float:
+    h = hex_colour.lstrip("#")
+    h = "".join(c * 2 for c in h) if len(h) == 3 else h
+    channels = [int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+# (rule giving the text colour, rule giving the background it sits on): the page's small text
+CONTRAST_PAIRS = [
+    (".badge.hit", ".badge.hit"), (".badge.neg", ".badge.neg"), (".badge.pos", ".badge.pos"), (".badge.live", ".badge.live"),
+    (".badge.filter", ".badge.filter"), (".badge.keep", ".badge.keep"), (".future li .by", ".future li"), (".future li .meta", ".future li"),
+    (".hint", ".card"), (".picklist .meta", ".card"), ("th", "th"), (".model-list .score", ".model-list li.hit"),
+    (".model-list .rank", ".model-list li.hit"), (".status.error", ".status.error"), (".served", ".top"),
+]
+
+
+def test_small_text_meets_wcag_aa_contrast():
+    """Every coloured small text on its background: at least 4.5:1 (WCAG 2 AA), computed from app.css."""
+    css = (resources.files("conrec.serve") / "ui" / "app.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    rules: dict[str, dict[str, str]] = {}
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        props = dict(p.split(":", 1) for p in body.split(";") if ":" in p)
+        for sel in selectors.split(","):
+            rules.setdefault(sel.strip(), {}).update({k.strip(): v.strip() for k, v in props.items()})
+    variables = {k: v for k, v in rules[":root"].items() if k.startswith("--")}
+
+    def colour(rule: str, prop: str) -> str:
+        value = rules[rule][prop]
+        return variables[m.group(1)] if (m := re.fullmatch(r"var\((--[\w-]+)\)", value)) else value
+
+    low = []
+    for fg, bg in CONTRAST_PAIRS:
+        a, b = sorted((_luminance(colour(fg, "color")), _luminance(colour(bg, "background"))), reverse=True)
+        if (ratio := (a + 0.05) / (b + 0.05)) < 4.5:
+            low.append(f"{fg} on {bg}: {ratio:.2f}")
+    assert not low, low
