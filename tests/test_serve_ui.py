@@ -95,6 +95,8 @@ def test_user_search_lists_only_evaluated_points(tmp_path):
     assert found and found[0]["user_id"] == user
     assert {p["sample_id"] for p in found} <= set(test["sample_id"].to_list())
     assert client.get("/ui/api/points", params={"user": "nobody"}).json()["points"] == []
+    some = client.get("/ui/api/points", params={"user": "u", "limit": 2}).json()
+    assert len(some["points"]) == 2 and some["total"] == 6
     assert client.get("/ui/api/points", params={"limit": MAX_SEARCH + 1}).status_code == 422
 
 
@@ -125,7 +127,9 @@ def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
     hits = client.get("/ui/api/items", params={"q": "SCRIPT"}).json()["items"]
     assert [h["item_id"] for h in hits] == ["i0"] and hits[0]["title"] == XSS
     assert [h["item_id"] for h in client.get("/ui/api/items", params={"q": "t1"}).json()["items"]][:1] == ["i10"]
-    assert len(client.get("/ui/api/items", params={"q": "t", "limit": 4}).json()["items"]) == 4
+    four = client.get("/ui/api/items", params={"q": "t", "limit": 4}).json()
+    assert len(four["items"]) == 4 and four["total"] == 15  # every title has a "t": the page says "first 4 of 15"
+    assert client.get("/ui/api/items", params={"q": "t"}).json()["total"] == 15
     assert client.get("/ui/api/items", params={"q": "t", "limit": MAX_SEARCH + 1}).status_code == 422
     assert client.get("/ui/api/items", params={"q": "x" * 201}).status_code == 422
 

@@ -48,12 +48,13 @@ class ItemInfo:
     def row(self, item_id: str) -> dict[str, str]:
         return {"item_id": item_id, "title": self.title.get(item_id, ""), "category": self.category.get(item_id, "")}
 
-    def search(self, query: str, limit: int, allowed: Mapping[str, object]) -> list[dict[str, str]]:
+    def search(self, query: str, limit: int, allowed: Mapping[str, object]) -> tuple[list[dict[str, str]], int]:
         """Items of ``allowed`` whose title contains ``query`` (any case) or whose id starts with it;
-        title-prefix matches first, then the rest in catalogue order, at most ``limit``."""
+        title-prefix matches first, then the rest in catalogue order, at most ``limit``; and how many
+        matched in all (the page says "first 50 of 120")."""
         q = query.strip().casefold()
         if not q:
-            return []
+            return [], 0
         starts: list[str] = []
         contains: list[str] = []
         for item_id, title in self.title.items():
@@ -64,9 +65,7 @@ class ItemInfo:
                 starts.append(item_id)
             elif q in t or item_id.casefold().startswith(q):
                 contains.append(item_id)
-            if len(starts) >= limit:
-                break
-        return [self.row(i) for i in (starts + contains)[:limit]]
+        return [self.row(i) for i in (starts + contains)[:limit]], len(starts) + len(contains)
 
 
 @dataclass(frozen=True)

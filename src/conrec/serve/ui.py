@@ -139,13 +139,13 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
         }
 
     @router.get(UI_PATH + "/api/points")
-    def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
-        found = inspector.find_points(user, limit) if user.strip() else inspector.points[:limit]
+    def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(MAX_SEARCH, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
+        found = inspector.find_points(user, len(inspector.points)) if user.strip() else inspector.points
         rows = [
             {"sample_id": p.sample_id, "user_id": p.user_id, "date": iso_date(p.ts), "n_history": len(p.hist_items), "n_future": len(p.future_negs)}
-            for p in found
+            for p in found[:limit]
         ]
-        return {"split": inspector.split, "points": rows}
+        return {"split": inspector.split, "points": rows, "total": len(found)}  # total: all that matched
 
     @router.get(UI_PATH + "/api/points/random")
     def random_point(request: Request, k: int | None = None) -> dict[str, Any]:
@@ -180,8 +180,9 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
         }
 
     @router.get(UI_PATH + "/api/items")
-    def items(request: Request, q: str = Query(..., max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
-        return {"items": inspector.info.search(q, limit, _served(request)[0].sid)}
+    def items(request: Request, q: str = Query(..., max_length=MAX_QUERY_CHARS), limit: int = Query(MAX_SEARCH, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
+        rows, total = inspector.info.search(q, limit, _served(request)[0].sid)
+        return {"items": rows, "total": total}  # total: all that matched
 
     return router
 

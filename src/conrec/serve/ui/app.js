@@ -100,8 +100,13 @@ async function loadOverview() {
   $("key-form").hidden = true;
 }
 
+// "first 50 of 120" under a search the server cut (it returns at most 50 rows, and how many matched)
+function moreNote(shown, total, what) {
+  return total > shown ? el("li", { class: "meta more" }, `first ${shown} of ${total} ${what}: type more to narrow the search`) : null;
+}
+
 async function findUsers(query) {
-  const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}&limit=20`);
+  const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}`);
   const list = clear($("user-results"));
   if (!data.points.length) list.append(el("li", { class: "meta" }, `no evaluation point for a user id starting with “${query}”`));
   for (const p of data.points) {
@@ -109,6 +114,8 @@ async function findUsers(query) {
       el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${p.n_history} events · ${p.n_future} future dislikes`)),
       el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`)) } }, "Open")));
   }
+  const more = moreNote(data.points.length, data.total, "evaluation points");
+  if (more) list.prepend(more);  // on top: the list scrolls
 }
 
 async function showPoint(path) {
@@ -247,7 +254,7 @@ function renderLists(view, live) {
 
 // ---- slate ---------------------------------------------------------------------------------
 async function searchItems(q) {
-  const data = await api(`/ui/api/items?q=${encodeURIComponent(q)}&limit=20`);
+  const data = await api(`/ui/api/items?q=${encodeURIComponent(q)}`);
   const list = clear($("search-results"));
   if (!data.items.length) list.append(el("li", { class: "meta" }, "no title matches"));
   for (const it of data.items) {
@@ -256,6 +263,8 @@ async function searchItems(q) {
       el("span", {}, it.title || it.item_id, " ", el("span", { class: "meta" }, it.category || "")),
       el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: () => addToSlate(it) } }, "Add")));
   }
+  const more = moreNote(data.items.length, data.total, "matching items");
+  if (more) list.prepend(more);  // on top: the list scrolls
 }
 
 function addToSlate(item) {
