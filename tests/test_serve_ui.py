@@ -219,3 +219,20 @@ def test_small_text_meets_wcag_aa_contrast():
         if (ratio := (a + 0.05) / (b + 0.05)) < 4.5:
             low.append(f"{fg} on {bg}: {ratio:.2f}")
     assert not low, low
+
+
+def test_title_search_normalises_unicode_and_case(tmp_path):
+    """A title stored decomposed (e + combining accent) is found by the composed letter and back; so are
+    compatibility forms (the "ﬁ" ligature, full-width letters) and case folding ("STRASSE" finds "Straße")."""
+    titles = {"i5": "Ame\u0301lie", "i6": "Caf\u00e9 Society", "i7": "The \ufb01nal cut", "i8": "Stra\u00dfe", "i9": "\uff33\uff54\uff41\uff52 Wars"}
+    cfg, _ = inspector_run(tmp_path / "run", titles)
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+
+    def found(q: str) -> list[str]:
+        return [h["item_id"] for h in client.get("/ui/api/items", params={"q": q}).json()["items"]]
+
+    assert found("Am\u00e9lie") == ["i5"] and found("AM\u00c9LIE") == ["i5"]
+    assert found("cafe\u0301") == ["i6"]
+    assert found("final") == ["i7"] and found("\ufb01nal") == ["i7"]
+    assert found("STRASSE") == ["i8"]
+    assert found("star wars") == ["i9"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,12 +31,23 @@ PREFERRED_BASELINES = ("popularity", "sasrec")  # always shown when evaluated; p
 MAX_BASELINES = 3
 
 
+def fold(text: str) -> str:
+    """``text`` as the title search compares it: NFKC-normalised and case-folded, so that a title stored
+    decomposed (e + combining accent) and one typed precomposed match, as do "ﬁ" and "fi", full-width
+    and plain letters, "Straße" and "STRASSE"."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
 @dataclass(frozen=True)
 class ItemInfo:
     """Title and category of every item of the items table (the page's only source of names)."""
 
     title: dict[str, str]
     category: dict[str, str]
+    folded: dict[str, str] = field(init=False, repr=False)  # fold(title), made once for the searches
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded", {i: fold(t) for i, t in self.title.items()})
 
     @classmethod
     def build(cls, items: pl.DataFrame) -> ItemInfo:
@@ -49,18 +61,17 @@ class ItemInfo:
         return {"item_id": item_id, "title": self.title.get(item_id, ""), "category": self.category.get(item_id, "")}
 
     def search(self, query: str, limit: int, allowed: Mapping[str, object]) -> tuple[list[dict[str, str]], int]:
-        """Items of ``allowed`` whose title contains ``query`` (any case) or whose id starts with it;
+        """Items of ``allowed`` whose title contains ``query`` (any case, Unicode-normalised: :func:`fold`) or whose id starts with it;
         title-prefix matches first, then the rest in catalogue order, at most ``limit``; and how many
         matched in all (the page says "first 50 of 120")."""
-        q = query.strip().casefold()
+        q = fold(query.strip())
         if not q:
             return [], 0
         starts: list[str] = []
         contains: list[str] = []
-        for item_id, title in self.title.items():
+        for item_id, t in self.folded.items():
             if item_id not in allowed:
                 continue
-            t = title.casefold()
             if t.startswith(q) or item_id.casefold() == q:
                 starts.append(item_id)
             elif q in t or item_id.casefold().startswith(q):
