@@ -9,14 +9,16 @@ from importlib import resources
 
 import polars as pl
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
+from conrec.io import read_parquet
 from conrec.runs import RunDir
 from conrec.serve.app import create_app_from_run
-from conrec.serve.inspect_data import iso_date, pick_baselines
+from conrec.serve.inspect_data import Inspector, iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
-from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS
+from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS, inspector_router
 
 from builders import inspector_run
 
@@ -106,7 +108,17 @@ def test_pasted_history_is_checked_like_the_api_and_ranked_by_popularity(tmp_pat
     assert ok.status_code == 200, ok.text
     view = ok.json()
     assert [e["item_id"] for e in view["timeline"]] == ["i3", "i2"] and view["future"] == []
-    (pop,) = view["lists"]
+    # served model `popular`: the page's live list is this history's popularity ranking, not shown twice
+    assert view["lists"] == []
+    # under an LM it is shown next to the LM's live list: the same views, routed for serve.model grpo
+    cfg, _ = inspector_run(tmp_path / "lm", None, max_history=3)
+    app = create_app_from_run(cfg)
+    run = RunDir(cfg.run_dir)
+    lm = FastAPI()
+    lm.state = app.state
+    lm.include_router(inspector_router(Inspector.from_run(run, cfg, read_parquet(run.items)), read_parquet(run.events), cfg.serve.model_copy(update={"model": "grpo"})))
+    as_lm = TestClient(lm, base_url="http://localhost").post("/ui/api/history", json={"history": [{"item_id": "i2", "feedback": -1}, {"item_id": "i3", "feedback": 1}]})
+    (pop,) = as_lm.json()["lists"]
     assert pop["kind"] == "baseline_live"  # computed for this history now: not an eval run's list
     assert pop["name"] == "popularity" and len(pop["items"]) == 3 and "i2" not in {it["item_id"] for it in pop["items"]}
 

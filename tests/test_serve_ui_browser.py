@@ -439,3 +439,21 @@ def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
         assert all(right <= w for _, right, w in cards), cards
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_counts_read_right_and_popular_is_one_column(driver, quick):
+    """"1 shared level", "1 event", never "1 shared levels" or "item(s)"; and served `popular`, a pasted
+    history shows the live list once, not again as a "popularity" column beside it."""
+    import re
+
+    rows = list(quick["points"].iter_rows(named=True))
+    _slate_of(driver, quick["url"], rows[0], 1)
+    for details in _css(driver, "#lists details.why"):
+        driver.execute_script("arguments[0].open = true", details)
+    text = driver.find_element("tag name", "main").text
+    assert "shared level" in text and not re.search(r"\b1 [a-z ]+s\b\)|\(s\)", text), re.findall(r".{20}\b1 [a-z ]+s\b\).{0,5}|.{20}\(s\)", text)
+    _css(driver, "#paste summary")[0].click()
+    driver.find_element("id", "paste-text").send_keys("-i2\n+i3\n")
+    _css(driver, "#paste-form button")[0].click()
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == "Pasted history" and _live_items(d), 10)
+    assert [s.get_attribute("data-model") for s in _css(driver, "#lists .model-list")] == ["popular"]

@@ -168,14 +168,17 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
         catalog, _, explain = _served(request)
         history, skipped = request.app.state.history_and_skipped(body, "")
         k = k_of(body.k)
-        ranked = popular(catalog).recommend([history], k)[0]
-        rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
+        lists = []
+        if cfg.model != "popular":  # else the page's live list (/v1/dislikes) is this very ranking
+            ranked = popular(catalog).recommend([history], k)[0]
+            rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
+            lists.append({"name": "popularity", "kind": "baseline_live", "items": rows})  # computed now, not read from eval
         return {
             "source": "pasted",
             "history": [{"item_id": i, "feedback": f} for i, f in zip(*history)],
             "timeline": inspector.timeline(*history),
             "future": [],
-            "lists": [{"name": "popularity", "kind": "baseline_live", "items": rows}],  # computed now, not read from eval
+            "lists": lists,
             "skipped_items": skipped,  # unknown ids left out (serve.unknown_items: skip), shown under the history
         }
 

@@ -83,6 +83,9 @@ function fmtScore(s) {
   return a !== 0 && (a < 0.001 || a >= 1e5) ? s.toExponential(2) : s.toFixed(a < 1 ? 4 : 3);
 }
 
+// "1 event", "2 events"
+function count(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
+
 function k() { return state.health ? state.health.limits.default_k : 10; }
 
 // ---- picking a user ------------------------------------------------------------------------
@@ -111,7 +114,7 @@ async function findUsers(query) {
   if (!data.points.length) list.append(el("li", { class: "meta" }, `no evaluation point for a user id starting with “${query}”`));
   for (const p of data.points) {
     list.append(el("li", { dataset: { sample: p.sample_id } },
-      el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${p.n_history} events · ${p.n_future} future dislikes`)),
+      el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
       el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`)) } }, "Open")));
   }
   const more = moreNote(data.points.length, data.total, "evaluation points");
@@ -171,13 +174,13 @@ function renderUser(view) {
   const negs = view.history.filter(e => e.feedback < 0).length;
   if (view.source === "point") {
     $("user-h").textContent = `User ${view.user_id}`;
-    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${view.history.length} events before it (${negs} dislikes), ${view.future.length} dislikes after it, held out.`;
-    $("future-hint").textContent = `${view.future.length} item(s) the user disliked next; the lists below mark them as hits.`;
+    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${count(view.history.length, "event")} before it (${count(negs, "dislike")}), ${count(view.future.length, "dislike")} after it, held out.`;
+    $("future-hint").textContent = `${count(view.future.length, "item")} the user disliked next; the lists below mark ${view.future.length === 1 ? "it as a hit" : "them as hits"}.`;
   } else {
     $("user-h").textContent = "Pasted history";
     const skipped = view.skipped_items && view.skipped_items.length
       ? ` Left out, unknown to the model (serve.unknown_items: skip): ${view.skipped_items.join(", ")}.` : "";
-    $("user-meta").textContent = `${view.history.length} events (${negs} dislikes), in the order pasted; no future to compare with.${skipped}`;
+    $("user-meta").textContent = `${count(view.history.length, "event")} (${count(negs, "dislike")}), in the order pasted; no future to compare with.${skipped}`;
     $("future-hint").textContent = "None for a pasted history.";
   }
   const body = clear($("timeline").tBodies[0]);
@@ -212,7 +215,7 @@ function reasonNode(reason) {
   if (!reason) return null;
   const cites = [];
   for (const ev of reason.similar_dislikes || [])
-    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, ev.title || ev.item_id), ` (${ev.shared_sid_levels} shared levels)`));
+    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, ev.title || ev.item_id), ` (${count(ev.shared_sid_levels, "shared level")})`));
   for (const ev of reason.co_disliked_with || [])
     cites.push(el("li", {}, "co-disliked with ", el("q", {}, ev.title || ev.item_id), ` (similarity ${fmtScore(ev.similarity)})`));
   return el("details", { class: "why" }, el("summary", {}, "why"),
@@ -296,7 +299,7 @@ function renderSlate() {
     ol.append(el("li", { dataset: { item: it.item_id } }, it.title || it.item_id,
       el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); slateChanged(); } } }, "remove")));
   });
-  $("slate-count").textContent = state.slate.length ? `${state.slate.length} item(s)` : "empty: add items from the search";
+  $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
   // the search results' Add buttons follow the slate: an item removed from it can be added again
   for (const li of $("search-results").querySelectorAll("li[data-item]")) {
     const add = li.querySelector("button.add");
