@@ -457,3 +457,21 @@ def test_counts_read_right_and_popular_is_one_column(driver, quick):
     _css(driver, "#paste-form button")[0].click()
     _wait(driver, lambda d: d.find_element("id", "user-h").text == "Pasted history" and _live_items(d), 10)
     assert [s.get_attribute("data-model") for s in _css(driver, "#lists .model-list")] == ["popular"]
+
+
+def test_a_slow_search_answer_never_replaces_a_later_one(driver, quick):
+    url, app = quick["url"], quick["app"]
+    _slate_of(driver, url, quick["points"].row(0, named=True), 1)
+    box = driver.find_element("id", "search-q")
+    app.delays["/ui/api/items"] = [2.0]
+    box.clear()
+    box.send_keys("t")  # every title: slow
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    time.sleep(0.3)
+    box.clear()
+    box.send_keys("supercali")  # one title: at once
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    found = "return [...document.querySelectorAll('#search-results li[data-item]')].map(li => li.dataset.item)"
+    _wait(driver, lambda d: d.execute_script(found) == ["i0"], 10)
+    time.sleep(2.2)  # the search for "t" has been answered by now
+    assert driver.execute_script(found) == ["i0"]

@@ -6,8 +6,8 @@
 const KEY_STORE = "conrec.apiKey";
 // viewSeq numbers the user loads: an answer for an earlier one (a slow request overtaken by a later
 // pick) is dropped, never drawn under the later user. scoreSeq does the same for slate scores (a
-// slower answer for an earlier threshold, slate or user).
-const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoring: false, scoreSeq: 0, scoreTimer: null };
+// slower answer for an earlier threshold, slate or user), userSeq and searchSeq for the user and item searches' results.
+const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoring: false, scoreSeq: 0, scoreTimer: null, userSeq: 0, searchSeq: 0 };
 const statusSeq = new Map();  // status line id -> number of the latest guarded() call writing to it
 
 function $(id) { return document.getElementById(id); }
@@ -109,7 +109,9 @@ function moreNote(shown, total, what) {
 }
 
 async function findUsers(query) {
+  const seq = ++state.userSeq;
   const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}`);
+  if (seq !== state.userSeq) return;
   const list = clear($("user-results"));
   if (!data.points.length) list.append(el("li", { class: "meta" }, `no evaluation point for a user id starting with “${query}”`));
   for (const p of data.points) {
@@ -257,7 +259,9 @@ function renderLists(view, live) {
 
 // ---- slate ---------------------------------------------------------------------------------
 async function searchItems(q) {
+  const seq = ++state.searchSeq;
   const data = await api(`/ui/api/items?q=${encodeURIComponent(q)}`);
+  if (seq !== state.searchSeq) return;
   const list = clear($("search-results"));
   if (!data.items.length) list.append(el("li", { class: "meta" }, "no title matches"));
   for (const it of data.items) {
@@ -365,7 +369,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); });
   $("threshold").addEventListener("input", () => {
     clearTimeout(state.scoreTimer);
-    if (state.lastScore) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
+    if (state.lastScore || state.scoring) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
   });
   renderSlate();
   guarded("loading the run", loadOverview);
