@@ -1,6 +1,8 @@
 """The inspector page in a real browser: Debian's Chromium, driven by Selenium through the system
 chromedriver (never a downloaded one), against a real ``conrec serve`` on 127.0.0.1 serving a
-small trained run (simulator -> SIDs -> SFT -> GRPO -> eval).
+small trained run (simulator -> SIDs -> SFT -> GRPO -> eval); and, needing no training, the page's
+own behaviour (late answers, slate scores, status lines, layout) on a ``serve.model: popular`` run
+served in this process behind a wrapper that delays or fails chosen paths.
 
 The test skips, naming what is missing, only where Chromium, chromedriver or selenium is absent;
 ``.ci/run`` installs them and sets ``CONREC_REQUIRE_BROWSER=1``, which turns that skip into a
