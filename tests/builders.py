@@ -307,3 +307,35 @@ def sparse_sid_map(sizes: list[int], n_items: int, seed: int = 0) -> SidMap:
     combos = np.array(list(itertools.product(*[range(s) for s in sizes])))
     codes = combos[np.sort(rng.choice(len(combos), size=n_items, replace=False))]
     return SidMap([f"m{j}" for j in range(n_items)], codes, sizes)
+
+
+def inspector_run(root: Path, titles: dict[str, str] | None = None, current: bool = True, **serve: object) -> tuple[PipelineConfig, pl.DataFrame]:
+    """A run the inspector page can show without training: :func:`eval_run_dir`'s data (items
+    retitled by ``titles``), a SID map, and eval predictions of popularity (with scores) and sft for
+    six test points, recorded as made by an eval stage current for the config unless ``current`` is
+    false; served with ``serve.model: popular``. Returns the config and those six points."""
+    from conrec.io import read_parquet
+    from conrec.serve.synthetic import record_serving_tables
+
+    run, _ = eval_run_dir(root)
+    items = read_parquet(run.items)
+    if titles:
+        items = items.with_columns(pl.col("item_id").replace_strict(titles, default=pl.col("title"), return_dtype=pl.String).alias("title"))
+    write_parquet(items, run.items)
+    ids = items["item_id"].to_list()
+    write_parquet(pl.DataFrame({"item_id": ids, "codes": [[j % 3, j] for j in range(len(ids))], "sid": [f"<a_{j % 3}><b_{j}>" for j in range(len(ids))]}), run.sid_map)
+    test = read_parquet(run.samples).filter(pl.col("split") == "test")
+    chosen = test.head(6)["sample_id"].to_list()
+    ranking = [f"i{j}" for j in range(5)]
+    write_parquet(
+        pl.DataFrame({"sample_id": chosen, "items": [ranking] * len(chosen), "scores": [[0.5, 0.4, 0.3, 0.2, 0.1]] * len(chosen)}),
+        run.predictions / "popularity.parquet",
+    )
+    write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
+    record_serving_tables(cfg)
+    if current:  # the eval stage's other outputs, then its record
+        write_json({}, run.eval / "metrics.json")
+        run.report.write_text("report")
+        record_current(cfg, "eval")
+    return cfg, test.filter(pl.col("sample_id").is_in(chosen))

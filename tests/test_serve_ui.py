@@ -9,17 +9,18 @@ from importlib import resources
 
 import polars as pl
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from conrec.config import PipelineConfig
-from conrec.io import read_parquet, write_json, write_parquet
+from conrec.io import read_parquet
+from conrec.runs import RunDir
 from conrec.serve.app import create_app_from_run
-from conrec.serve.inspect_data import iso_date, pick_baselines
+from conrec.serve.inspect_data import Inspector, iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
-from conrec.serve.synthetic import record_serving_tables
-from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS
+from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS, inspector_router
 
-from builders import eval_run_dir, record_current
+from builders import inspector_run
 
 XSS = "<script>alert(1)</script>"
 QUOTES = "Bob's \"quoted\" <b>film</b>"
@@ -27,30 +28,9 @@ KEY = "s3cret-key"
 
 
 def _run(tmp_path, current: bool = True, **serve: object) -> tuple[TestClient, pl.DataFrame]:
-    """eval_run_dir's data, a SID map, and eval predictions for popularity (with scores) and sft,
-    recorded as made by an eval stage current for the served config unless ``current`` is false."""
-    run, _ = eval_run_dir(tmp_path / "run")
-    items = read_parquet(run.items).with_columns(
-        pl.when(pl.col("item_id") == "i0").then(pl.lit(XSS)).when(pl.col("item_id") == "i1").then(pl.lit(QUOTES)).otherwise(pl.col("title")).alias("title")
-    )
-    write_parquet(items, run.items)
-    ids = items["item_id"].to_list()
-    write_parquet(pl.DataFrame({"item_id": ids, "codes": [[j % 3, j] for j in range(len(ids))], "sid": [f"<a_{j % 3}><b_{j}>" for j in range(len(ids))]}), run.sid_map)
-    test = read_parquet(run.samples).filter(pl.col("split") == "test")
-    chosen = test.head(6)["sample_id"].to_list()
-    ranking = [f"i{j}" for j in range(5)]
-    write_parquet(
-        pl.DataFrame({"sample_id": chosen, "items": [ranking] * len(chosen), "scores": [[0.5, 0.4, 0.3, 0.2, 0.1]] * len(chosen)}),
-        run.predictions / "popularity.parquet",
-    )
-    write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
-    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
-    record_serving_tables(cfg)
-    if current:  # the eval stage's other outputs, then its record
-        write_json({}, run.eval / "metrics.json")
-        run.report.write_text("report")
-        record_current(cfg, "eval")
-    return TestClient(create_app_from_run(cfg), base_url="http://localhost"), test.filter(pl.col("sample_id").is_in(chosen))
+    """:func:`builders.inspector_run` with i0 and i1 titled with HTML and quotes, as a test client."""
+    cfg, test = inspector_run(tmp_path / "run", {"i0": XSS, "i1": QUOTES}, current, **serve)
+    return TestClient(create_app_from_run(cfg), base_url="http://localhost"), test
 
 
 def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(tmp_path):
@@ -117,6 +97,8 @@ def test_user_search_lists_only_evaluated_points(tmp_path):
     assert found and found[0]["user_id"] == user
     assert {p["sample_id"] for p in found} <= set(test["sample_id"].to_list())
     assert client.get("/ui/api/points", params={"user": "nobody"}).json()["points"] == []
+    some = client.get("/ui/api/points", params={"user": "u", "limit": 2}).json()
+    assert len(some["points"]) == 2 and some["total"] == 6
     assert client.get("/ui/api/points", params={"limit": MAX_SEARCH + 1}).status_code == 422
 
 
@@ -126,7 +108,17 @@ def test_pasted_history_is_checked_like_the_api_and_ranked_by_popularity(tmp_pat
     assert ok.status_code == 200, ok.text
     view = ok.json()
     assert [e["item_id"] for e in view["timeline"]] == ["i3", "i2"] and view["future"] == []
-    (pop,) = view["lists"]
+    # served model `popular`: the page's live list is this history's popularity ranking, not shown twice
+    assert view["lists"] == []
+    # under an LM it is shown next to the LM's live list: the same views, routed for serve.model grpo
+    cfg, _ = inspector_run(tmp_path / "lm", None, max_history=3)
+    app = create_app_from_run(cfg)
+    run = RunDir(cfg.run_dir)
+    lm = FastAPI()
+    lm.state = app.state
+    lm.include_router(inspector_router(Inspector.from_run(run, cfg, read_parquet(run.items)), read_parquet(run.events), cfg.serve.model_copy(update={"model": "grpo"})))
+    as_lm = TestClient(lm, base_url="http://localhost").post("/ui/api/history", json={"history": [{"item_id": "i2", "feedback": -1}, {"item_id": "i3", "feedback": 1}]})
+    (pop,) = as_lm.json()["lists"]
     assert pop["kind"] == "baseline_live"  # computed for this history now: not an eval run's list
     assert pop["name"] == "popularity" and len(pop["items"]) == 3 and "i2" not in {it["item_id"] for it in pop["items"]}
 
@@ -147,7 +139,9 @@ def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
     hits = client.get("/ui/api/items", params={"q": "SCRIPT"}).json()["items"]
     assert [h["item_id"] for h in hits] == ["i0"] and hits[0]["title"] == XSS
     assert [h["item_id"] for h in client.get("/ui/api/items", params={"q": "t1"}).json()["items"]][:1] == ["i10"]
-    assert len(client.get("/ui/api/items", params={"q": "t", "limit": 4}).json()["items"]) == 4
+    four = client.get("/ui/api/items", params={"q": "t", "limit": 4}).json()
+    assert len(four["items"]) == 4 and four["total"] == 15  # every title has a "t": the page says "first 4 of 15"
+    assert client.get("/ui/api/items", params={"q": "t"}).json()["total"] == 15
     assert client.get("/ui/api/items", params={"q": "t", "limit": MAX_SEARCH + 1}).status_code == 422
     assert client.get("/ui/api/items", params={"q": "x" * 201}).status_code == 422
 
@@ -172,11 +166,17 @@ def test_lists_of_an_eval_stage_that_is_not_current_are_not_shown(tmp_path):
     client, test = _run(tmp_path, current=False)
     overview = client.get("/ui/api/overview").json()
     assert overview["precomputed"] == [] and overview["precomputed_stale"] == "not finished"
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "popular", "default_k": 3, "max_k": 5}})
+    hint = RunDir(cfg.run_dir).rerun_hint(cfg, "eval")  # what the server logs: the page shows the same
+    assert overview["precomputed_hint"] == hint and hint.startswith("run `conrec ")
+    js = (resources.files("conrec.serve") / "ui" / "app.js").read_text()
+    assert "precomputed_hint" in js and "run conrec eval" not in js
     view = client.get(f"/ui/api/points/{test['sample_id'][0]}").json()
     assert view["lists"] == []
     fresh, _ = _run(tmp_path / "fresh")
     assert [m["name"] for m in fresh.get("/ui/api/overview").json()["precomputed"]] == ["sft", "popularity"]
     assert fresh.get("/ui/api/overview").json()["precomputed_stale"] is None
+    assert fresh.get("/ui/api/overview").json()["precomputed_hint"] is None
 
 
 def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):
@@ -191,3 +191,60 @@ def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histori
     assert client.get("/ui/api/points/random").status_code == 404
     assert client.post("/ui/api/history", json={"history": [{"item_id": "i3", "feedback": -1}]}).status_code == 200
     assert client.post("/v1/dislikes", json={"negative": ["i3"]}).status_code == 200
+
+
+def _luminance(hex_colour: str) -> float:
+    h = hex_colour.lstrip("#")
+    h = "".join(c * 2 for c in h) if len(h) == 3 else h
+    channels = [int(h[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+# (rule giving the text colour, rule giving the background it sits on): the page's small text
+CONTRAST_PAIRS = [
+    (".badge.hit", ".badge.hit"), (".badge.neg", ".badge.neg"), (".badge.pos", ".badge.pos"), (".badge.live", ".badge.live"),
+    (".badge.filter", ".badge.filter"), (".badge.keep", ".badge.keep"), (".future li .by", ".future li"), (".future li .meta", ".future li"),
+    (".hint", ".card"), (".picklist .meta", ".card"), ("th", "th"), (".model-list .score", ".model-list li.hit"),
+    (".model-list .rank", ".model-list li.hit"), (".status.error", ".status.error"), (".served", ".top"),
+]
+
+
+def test_small_text_meets_wcag_aa_contrast():
+    """Every coloured small text on its background: at least 4.5:1 (WCAG 2 AA), computed from app.css."""
+    css = (resources.files("conrec.serve") / "ui" / "app.css").read_text()
+    css = re.sub(r"/\*.*?\*/", "", css, flags=re.S)
+    rules: dict[str, dict[str, str]] = {}
+    for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", css):
+        props = dict(p.split(":", 1) for p in body.split(";") if ":" in p)
+        for sel in selectors.split(","):
+            rules.setdefault(sel.strip(), {}).update({k.strip(): v.strip() for k, v in props.items()})
+    variables = {k: v for k, v in rules[":root"].items() if k.startswith("--")}
+
+    def colour(rule: str, prop: str) -> str:
+        value = rules[rule][prop]
+        return variables[m.group(1)] if (m := re.fullmatch(r"var\((--[\w-]+)\)", value)) else value
+
+    low = []
+    for fg, bg in CONTRAST_PAIRS:
+        a, b = sorted((_luminance(colour(fg, "color")), _luminance(colour(bg, "background"))), reverse=True)
+        if (ratio := (a + 0.05) / (b + 0.05)) < 4.5:
+            low.append(f"{fg} on {bg}: {ratio:.2f}")
+    assert not low, low
+
+
+def test_title_search_normalises_unicode_and_case(tmp_path):
+    """A title stored decomposed (e + combining accent) is found by the composed letter and back; so are
+    compatibility forms (the "ﬁ" ligature, full-width letters) and case folding ("STRASSE" finds "Straße")."""
+    titles = {"i5": "Ame\u0301lie", "i6": "Caf\u00e9 Society", "i7": "The \ufb01nal cut", "i8": "Stra\u00dfe", "i9": "\uff33\uff54\uff41\uff52 Wars"}
+    cfg, _ = inspector_run(tmp_path / "run", titles)
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+
+    def found(q: str) -> list[str]:
+        return [h["item_id"] for h in client.get("/ui/api/items", params={"q": q}).json()["items"]]
+
+    assert found("Am\u00e9lie") == ["i5"] and found("AM\u00c9LIE") == ["i5"]
+    assert found("cafe\u0301") == ["i6"]
+    assert found("final") == ["i7"] and found("\ufb01nal") == ["i7"]
+    assert found("STRASSE") == ["i8"]
+    assert found("star wars") == ["i9"]

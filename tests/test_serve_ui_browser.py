@@ -1,6 +1,8 @@
 """The inspector page in a real browser: Debian's Chromium, driven by Selenium through the system
 chromedriver (never a downloaded one), against a real ``conrec serve`` on 127.0.0.1 serving a
-small trained run (simulator -> SIDs -> SFT -> GRPO -> eval).
+small trained run (simulator -> SIDs -> SFT -> GRPO -> eval); and, needing no training, the page's
+own behaviour (late answers, slate scores, status lines, layout) on a ``serve.model: popular`` run
+served in this process behind a wrapper that delays or fails chosen paths.
 
 The test skips, naming what is missing, only where Chromium, chromedriver or selenium is absent;
 ``.ci/run`` installs them and sets ``CONREC_REQUIRE_BROWSER=1``, which turns that skip into a
@@ -9,8 +11,12 @@ failure, so CI cannot pass without having run it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +29,10 @@ from conrec.config import PipelineConfig, load_config, preset_path
 from conrec.io import read_parquet, write_parquet
 from conrec.pipeline import run_pipeline
 from conrec.runs import RunDir
-from conrec.serve.local import local_server
+from conrec.serve.app import create_app_from_run
+from conrec.serve.local import LOOPBACK, free_port, local_server
+
+from builders import inspector_run
 
 pytestmark = pytest.mark.slow
 
@@ -244,3 +253,227 @@ def test_inspector_in_chromium_user_lists_slate_and_escaping(driver, served, tmp
     driver.find_element("id", "paste-text").send_keys("not an event line\n")
     _css(driver, "#paste-form button")[0].click()
     _wait(driver, lambda d: "line 3" in d.find_element("id", "status").text)  # a readable error, nothing sent
+
+
+# ---- the page's own behaviour on a run that needs no training ---------------------------------
+# A `serve.model: popular` run (builders.inspector_run) served in this process by uvicorn, behind a
+# wrapper that can hold back or fail chosen paths: what a slow or failing server looks like to the page.
+LONG = "Supercalifragilisticexpialidocious" * 5  # one 170-character word: must wrap, not widen the page
+
+
+class Holdup:
+    """ASGI wrapper: ``delays[path]`` lists seconds to hold the next requests to ``path`` (one each,
+    in order of arrival); ``fail[path]`` answers ``path`` with that status and a JSON detail."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.delays, self.fail = app, {}, {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if self.delays.get(path):
+                await asyncio.sleep(self.delays[path].pop(0))
+            if code := self.fail.get(path):
+                await send({"type": "http.response.start", "status": code, "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": json.dumps({"detail": f"test failure {code}"}).encode()})
+                return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import uvicorn
+
+    cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG})
+    app = Holdup(create_app_from_run(cfg))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://{LOOPBACK}:{port}"
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    try:
+        yield {"url": url, "app": app, "points": test}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _live_items(driver: Any) -> list[str]:
+    return [li.get_attribute("data-item") for li in _css(driver, "#lists .model-list[data-kind=live] li[data-item]")]
+
+
+def _open_point(driver: Any, user: str, sample: int) -> None:
+    box = driver.find_element("id", "user-query")
+    box.clear()
+    box.send_keys(user)
+    _css(driver, "#user-form button[type=submit]")[0].click()
+    _wait(driver, lambda d: _css(d, f"#user-results li[data-sample='{sample}'] button"), 10)[0].click()
+
+
+def test_a_slow_answer_for_an_earlier_user_never_lands_under_a_later_one(driver, quick):
+    """Open user A, whose live list is slow, then user B: B's lists are shown and stay (A's late answer
+    is dropped); and while a user loads, no list or hit mark of the previous user is left under it."""
+    url, app = quick["url"], quick["app"]
+    rows = list(quick["points"].iter_rows(named=True))
+
+    def live(row: dict[str, Any]) -> list[str]:
+        history = [{"item_id": i, "feedback": int(f)} for i, f in zip(row["hist_items"], row["hist_feedback"])]
+        r = httpx.post(f"{url}/v1/dislikes", json={"history": history, "k": 3}, timeout=30)
+        return [it["item_id"] for it in r.json()["items"]]
+
+    a, b = next((x, y) for x in rows for y in rows if x["user_id"] != y["user_id"] and live(x) != live(y))
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+
+    app.delays["/v1/dislikes"] = [3.0]
+    _open_point(driver, a["user_id"], a["sample_id"])
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == f"User {a['user_id']}", 10)
+    _open_point(driver, b["user_id"], b["sample_id"])
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == f"User {b['user_id']}" and _live_items(d) == live(b), 10)
+    time.sleep(3.5)  # A's answer has come back by now
+    assert driver.find_element("id", "user-h").text == f"User {b['user_id']}"
+    assert _live_items(driver) == live(b)
+    hits = {li.get_attribute("data-item") for li in _css(driver, "#lists li.hit")}
+    assert hits <= set(b["future_negs"])
+
+    app.delays["/v1/dislikes"] = [2.0]
+    _open_point(driver, a["user_id"], a["sample_id"])
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == f"User {a['user_id']}", 10)
+    assert _live_items(driver) == [] and _css(driver, "#lists li.hit") == []  # not B's, while A's load
+    assert "loading" in driver.find_element("id", "lists").text
+    _wait(driver, lambda d: _live_items(d) == live(a), 10)
+
+
+def _slate_of(driver: Any, url: str, row: dict[str, Any], n: int, query: str = "t") -> None:
+    """The page at ``url`` on ``row``'s point, with ``n`` items from a search for ``query`` in the slate, scored."""
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+    _open_point(driver, row["user_id"], row["sample_id"])
+    _wait(driver, lambda d: _live_items(d), 10)
+    driver.find_element("id", "search-q").send_keys(query)
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    _wait(driver, lambda d: len(_css(d, "#search-results button.add")) >= n, 10)
+    for b in _css(driver, "#search-results button.add")[:n]:
+        driver.execute_script("arguments[0].click()", b)
+    driver.execute_script("arguments[0].click()", driver.find_element("id", "score-button"))
+    _wait(driver, lambda d: len(_css(d, "#scores tbody tr")) == n, 10)
+
+
+def _set_threshold(driver: Any, value: str) -> None:
+    driver.execute_script("const t = document.getElementById('threshold'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));", value)
+
+
+def test_a_slow_score_for_an_earlier_threshold_never_overwrites_the_current_one(driver, quick):
+    url, app = quick["url"], quick["app"]
+    _slate_of(driver, url, quick["points"].row(0, named=True), 4)
+    scores = [float(td.get_attribute("data-score")) for td in _css(driver, "#scores td.score")]
+    app.delays["/v1/score"] = [3.0]
+    _set_threshold(driver, repr(min(scores)))  # every item filtered; its answer comes 3 s late
+    time.sleep(0.8)
+    _set_threshold(driver, repr(max(scores) + 1))  # none filtered
+    _wait(driver, lambda d: "0 of 4 filtered" in d.find_element("id", "score-summary").text, 10)
+    time.sleep(3)
+    assert "0 of 4 filtered" in driver.find_element("id", "score-summary").text
+    assert [td.text for td in _css(driver, "#scores td.decision")] == ["keep"] * 4
+
+
+def test_slate_scores_follow_the_slate(driver, quick):
+    """Removing an item scores the rest again (its row does not stay); Clear removes scores and summary."""
+    _slate_of(driver, quick["url"], quick["points"].row(0, named=True), 4)
+    slate = [li.get_attribute("data-item") for li in _css(driver, "#slate li")]
+    _css(driver, f"#slate li[data-item='{slate[0]}'] button")[0].click()
+    _wait(driver, lambda d: sorted(tr.get_attribute("data-item") for tr in _css(d, "#scores tbody tr")) == sorted(slate[1:]), 10)
+    assert driver.find_element("id", "score-summary").text.startswith("Scored by")
+    driver.find_element("id", "clear-slate").click()
+    assert _css(driver, "#scores tbody tr") == [] and not driver.find_element("id", "scores").is_displayed()
+    assert driver.find_element("id", "score-summary").text == ""
+
+
+def test_search_and_scoring_report_progress_and_errors_next_to_their_controls(driver, quick):
+    from selenium.webdriver.common.by import By
+
+    url, app = quick["url"], quick["app"]
+    _slate_of(driver, url, quick["points"].row(0, named=True), 2)
+    slate_status = driver.find_element(By.CSS_SELECTOR, "#slate-card #slate-status")
+    search_status = driver.find_element(By.CSS_SELECTOR, "#slate-card #search-status")
+    app.delays["/v1/score"] = [2.0]
+    driver.find_element("id", "score-button").click()
+    _wait(driver, lambda d: "scoring the slate" in slate_status.text, 5)
+    assert driver.find_element("id", "status").text == ""
+    _wait(driver, lambda d: slate_status.text == "", 10)
+    app.fail["/v1/score"] = app.fail["/ui/api/items"] = 500
+    try:
+        driver.find_element("id", "score-button").click()
+        _wait(driver, lambda d: "scoring the slate failed: test failure 500" in slate_status.text, 10)
+        assert "error" in slate_status.get_attribute("class").split()
+        _css(driver, "#search-form button")[0].click()
+        _wait(driver, lambda d: "searching failed: test failure 500" in search_status.text, 10)
+        assert driver.find_element("id", "status").text == ""
+    finally:
+        app.fail.clear()
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
+    """A 170-character title with no space (in the timeline, a list, the why lists, the slate and its
+    scores) wraps inside its box: the page is never wider than the screen, on a desktop or a phone."""
+    rows = list(quick["points"].iter_rows(named=True))
+    row = max(rows, key=lambda r: "i0" in r["hist_items"])
+    if width < 500:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        _slate_of(driver, quick["url"], row, 1, query="supercali")
+        for details in _css(driver, "#lists details.why"):
+            driver.execute_script("arguments[0].open = true", details)
+        assert any(LONG in td.text for td in _css(driver, "#scores td.title"))
+        assert any(LONG in li.text for li in _css(driver, "#lists li[data-item=i0]"))
+        fit = driver.execute_script(
+            "const W = document.documentElement.clientWidth;"
+            "return [window.innerWidth, document.documentElement.scrollWidth,"
+            " [...document.querySelectorAll('.card, .top')].map(e => [e.id || e.className, Math.round(e.getBoundingClientRect().right), W])]"
+        )
+        inner, scroll, cards = fit
+        assert inner == width and scroll <= inner, fit
+        assert all(right <= w for _, right, w in cards), cards
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_counts_read_right_and_popular_is_one_column(driver, quick):
+    """"1 shared level", "1 event", never "1 shared levels" or "item(s)"; and served `popular`, a pasted
+    history shows the live list once, not again as a "popularity" column beside it."""
+    import re
+
+    rows = list(quick["points"].iter_rows(named=True))
+    _slate_of(driver, quick["url"], rows[0], 1)
+    for details in _css(driver, "#lists details.why"):
+        driver.execute_script("arguments[0].open = true", details)
+    text = driver.find_element("tag name", "main").text
+    assert "shared level" in text and not re.search(r"\b1 [a-z ]+s\b\)|\(s\)", text), re.findall(r".{20}\b1 [a-z ]+s\b\).{0,5}|.{20}\(s\)", text)
+    _css(driver, "#paste summary")[0].click()
+    driver.find_element("id", "paste-text").send_keys("-i2\n+i3\n")
+    _css(driver, "#paste-form button")[0].click()
+    _wait(driver, lambda d: d.find_element("id", "user-h").text == "Pasted history" and _live_items(d), 10)
+    assert [s.get_attribute("data-model") for s in _css(driver, "#lists .model-list")] == ["popular"]
+
+
+def test_a_slow_search_answer_never_replaces_a_later_one(driver, quick):
+    url, app = quick["url"], quick["app"]
+    _slate_of(driver, url, quick["points"].row(0, named=True), 1)
+    box = driver.find_element("id", "search-q")
+    app.delays["/ui/api/items"] = [2.0]
+    box.clear()
+    box.send_keys("t")  # every title: slow
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    time.sleep(0.3)
+    box.clear()
+    box.send_keys("supercali")  # one title: at once
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    found = "return [...document.querySelectorAll('#search-results li[data-item]')].map(li => li.dataset.item)"
+    _wait(driver, lambda d: d.execute_script(found) == ["i0"], 10)
+    time.sleep(2.2)  # the search for "t" has been answered by now
+    assert driver.execute_script(found) == ["i0"]

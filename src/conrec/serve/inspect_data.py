@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,12 +31,23 @@ PREFERRED_BASELINES = ("popularity", "sasrec")  # always shown when evaluated; p
 MAX_BASELINES = 3
 
 
+def fold(text: str) -> str:
+    """``text`` as the title search compares it: NFKC-normalised and case-folded, so that a title stored
+    decomposed (e + combining accent) and one typed precomposed match, as do "ﬁ" and "fi", full-width
+    and plain letters, "Straße" and "STRASSE"."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
 @dataclass(frozen=True)
 class ItemInfo:
     """Title and category of every item of the items table (the page's only source of names)."""
 
     title: dict[str, str]
     category: dict[str, str]
+    folded: dict[str, str] = field(init=False, repr=False)  # fold(title), made once for the searches
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folded", {i: fold(t) for i, t in self.title.items()})
 
     @classmethod
     def build(cls, items: pl.DataFrame) -> ItemInfo:
@@ -48,25 +60,23 @@ class ItemInfo:
     def row(self, item_id: str) -> dict[str, str]:
         return {"item_id": item_id, "title": self.title.get(item_id, ""), "category": self.category.get(item_id, "")}
 
-    def search(self, query: str, limit: int, allowed: Mapping[str, object]) -> list[dict[str, str]]:
-        """Items of ``allowed`` whose title contains ``query`` (any case) or whose id starts with it;
-        title-prefix matches first, then the rest in catalogue order, at most ``limit``."""
-        q = query.strip().casefold()
+    def search(self, query: str, limit: int, allowed: Mapping[str, object]) -> tuple[list[dict[str, str]], int]:
+        """Items of ``allowed`` whose title contains ``query`` (any case, Unicode-normalised: :func:`fold`) or whose id starts with it;
+        title-prefix matches first, then the rest in catalogue order, at most ``limit``; and how many
+        matched in all (the page says "first 50 of 120")."""
+        q = fold(query.strip())
         if not q:
-            return []
+            return [], 0
         starts: list[str] = []
         contains: list[str] = []
-        for item_id, title in self.title.items():
+        for item_id, t in self.folded.items():
             if item_id not in allowed:
                 continue
-            t = title.casefold()
             if t.startswith(q) or item_id.casefold() == q:
                 starts.append(item_id)
             elif q in t or item_id.casefold().startswith(q):
                 contains.append(item_id)
-            if len(starts) >= limit:
-                break
-        return [self.row(i) for i in (starts + contains)[:limit]]
+        return [self.row(i) for i in (starts + contains)[:limit]], len(starts) + len(contains)
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,7 @@ class Inspector:
     lists: list[ModelList]
     split: str
     stale: str | None = None  # why the eval stage's lists are not shown (not current for the served config)
+    stale_hint: str | None = None  # then: what to run to have them (RunDir.rerun_hint)
     by_sample: dict[int, EvalPoint] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,7 +205,8 @@ class Inspector:
         stale = run.stale_reason(cfg, "eval") if run.predictions.is_dir() else None
         lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
-        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale)
+        hint = run.rerun_hint(cfg, "eval") if stale else None
+        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale, stale_hint=hint)
 
     def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
         """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""

@@ -135,16 +135,17 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "n_users": len({p.user_id for p in inspector.points}),
             "precomputed": [{"name": m.name, "kind": m.kind} for m in inspector.lists],
             "precomputed_stale": inspector.stale,  # why the eval stage's lists are not shown, or null
+            "precomputed_hint": inspector.stale_hint,  # then what to run to have them (what the server logs)
         }
 
     @router.get(UI_PATH + "/api/points")
-    def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
-        found = inspector.find_points(user, limit) if user.strip() else inspector.points[:limit]
+    def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(MAX_SEARCH, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
+        found = inspector.find_points(user, len(inspector.points)) if user.strip() else inspector.points
         rows = [
             {"sample_id": p.sample_id, "user_id": p.user_id, "date": iso_date(p.ts), "n_history": len(p.hist_items), "n_future": len(p.future_negs)}
-            for p in found
+            for p in found[:limit]
         ]
-        return {"split": inspector.split, "points": rows}
+        return {"split": inspector.split, "points": rows, "total": len(found)}  # total: all that matched
 
     @router.get(UI_PATH + "/api/points/random")
     def random_point(request: Request, k: int | None = None) -> dict[str, Any]:
@@ -167,20 +168,24 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
         catalog, _, explain = _served(request)
         history, skipped = request.app.state.history_and_skipped(body, "")
         k = k_of(body.k)
-        ranked = popular(catalog).recommend([history], k)[0]
-        rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
+        lists = []
+        if cfg.model != "popular":  # else the page's live list (/v1/dislikes) is this very ranking
+            ranked = popular(catalog).recommend([history], k)[0]
+            rows = [entry(i, r, s, set(), history, explain) for r, (i, s) in enumerate(ranked, 1)]
+            lists.append({"name": "popularity", "kind": "baseline_live", "items": rows})  # computed now, not read from eval
         return {
             "source": "pasted",
             "history": [{"item_id": i, "feedback": f} for i, f in zip(*history)],
             "timeline": inspector.timeline(*history),
             "future": [],
-            "lists": [{"name": "popularity", "kind": "baseline_live", "items": rows}],  # computed now, not read from eval
+            "lists": lists,
             "skipped_items": skipped,  # unknown ids left out (serve.unknown_items: skip), shown under the history
         }
 
     @router.get(UI_PATH + "/api/items")
-    def items(request: Request, q: str = Query(..., max_length=MAX_QUERY_CHARS), limit: int = Query(20, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
-        return {"items": inspector.info.search(q, limit, _served(request)[0].sid)}
+    def items(request: Request, q: str = Query(..., max_length=MAX_QUERY_CHARS), limit: int = Query(MAX_SEARCH, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
+        rows, total = inspector.info.search(q, limit, _served(request)[0].sid)
+        return {"items": rows, "total": total}  # total: all that matched
 
     return router
 
@@ -200,6 +205,5 @@ def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, even
         log.warning("inspector page: no evaluation points (%s)", exc)
         inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)
     if inspector.stale:
-        hint = RunDir(cfg.run_dir).rerun_hint(cfg, "eval")
-        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); %s", inspector.stale, hint)
+        log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); %s", inspector.stale, inspector.stale_hint)
     app.include_router(inspector_router(inspector, events, cfg.serve))

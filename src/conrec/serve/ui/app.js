@@ -4,7 +4,11 @@
 "use strict";
 
 const KEY_STORE = "conrec.apiKey";
-const state = { health: null, view: null, slate: [], lastScore: null, scoreTimer: null };
+// viewSeq numbers the user loads: an answer for an earlier one (a slow request overtaken by a later
+// pick) is dropped, never drawn under the later user. scoreSeq does the same for slate scores (a
+// slower answer for an earlier threshold, slate or user), userSeq and searchSeq for the user and item searches' results.
+const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoring: false, scoreSeq: 0, scoreTimer: null, userSeq: 0, searchSeq: 0 };
+const statusSeq = new Map();  // status line id -> number of the latest guarded() call writing to it
 
 function $(id) { return document.getElementById(id); }
 
@@ -27,8 +31,8 @@ function el(tag, attrs, ...children) {
 
 function clear(node) { node.replaceChildren(); return node; }
 
-function setStatus(text, isError) {
-  const s = $("status");
+function setStatus(text, isError, id = "status") {
+  const s = $(id);
   s.textContent = text || "";
   s.className = "status" + (isError && text ? " error" : "");
 }
@@ -58,13 +62,18 @@ async function api(path, body) {
   return data;
 }
 
-async function guarded(what, fn) {
+// Runs fn with "what…" on the status line `id`, then clears it or shows the error; a call overtaken by
+// a later one on the same line leaves the line to that one.
+async function guarded(what, fn, id = "status") {
+  const token = (statusSeq.get(id) || 0) + 1;
+  statusSeq.set(id, token);
+  const current = () => statusSeq.get(id) === token;
   try {
-    setStatus(what + "…", false);
+    setStatus(what + "…", false, id);
     await fn();
-    setStatus("", false);
+    if (current()) setStatus("", false, id);
   } catch (e) {
-    setStatus(`${what} failed: ${e.message}`, true);
+    if (current()) setStatus(`${what} failed: ${e.message}`, true, id);
   }
 }
 
@@ -73,6 +82,9 @@ function fmtScore(s) {
   const a = Math.abs(s);
   return a !== 0 && (a < 0.001 || a >= 1e5) ? s.toExponential(2) : s.toFixed(a < 1 ? 4 : 3);
 }
+
+// "1 event", "2 events"
+function count(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 function k() { return state.health ? state.health.limits.default_k : 10; }
 
@@ -84,25 +96,37 @@ async function loadOverview() {
   $("points-hint").textContent = (ov.n_points
     ? `${ov.n_points} evaluation points of ${ov.n_users} users (split “${ov.split}”).`
     : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`)
-    + (ov.precomputed_stale ? ` The evaluated models' lists are not shown: the evaluation is not current (${ov.precomputed_stale}); run conrec eval.` : "");
+    + (ov.precomputed_stale
+      ? ` The evaluated models' lists are not shown: the evaluation is not current for the served config (${ov.precomputed_stale}); ${ov.precomputed_hint || "see the server's log"}.`
+      : "");
   $("random-user").disabled = !ov.n_points;
   $("key-form").hidden = true;
 }
 
+// "first 50 of 120" under a search the server cut (it returns at most 50 rows, and how many matched)
+function moreNote(shown, total, what) {
+  return total > shown ? el("li", { class: "meta more" }, `first ${shown} of ${total} ${what}: type more to narrow the search`) : null;
+}
+
 async function findUsers(query) {
-  const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}&limit=20`);
+  const seq = ++state.userSeq;
+  const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}`);
+  if (seq !== state.userSeq) return;
   const list = clear($("user-results"));
   if (!data.points.length) list.append(el("li", { class: "meta" }, `no evaluation point for a user id starting with “${query}”`));
   for (const p of data.points) {
     list.append(el("li", { dataset: { sample: p.sample_id } },
-      el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${p.n_history} events · ${p.n_future} future dislikes`)),
+      el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
       el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`)) } }, "Open")));
   }
+  const more = moreNote(data.points.length, data.total, "evaluation points");
+  if (more) list.prepend(more);  // on top: the list scrolls
 }
 
 async function showPoint(path) {
+  const seq = ++state.viewSeq;
   const view = await api(`${path}${path.includes("?") ? "&" : "?"}k=${k()}`);
-  await showView(view);
+  if (seq === state.viewSeq) await showView(view, seq);
 }
 
 function parsePasted(text) {
@@ -120,22 +144,31 @@ function parsePasted(text) {
 }
 
 async function showPasted(text) {
-  const view = await api("/ui/api/history", { history: parsePasted(text), k: k() });
-  await showView(view);
+  const history = parsePasted(text);
+  const seq = ++state.viewSeq;
+  const view = await api("/ui/api/history", { history, k: k() });
+  if (seq === state.viewSeq) await showView(view, seq);
 }
 
 // ---- one user: timeline, future, lists -------------------------------------------------------
-async function showView(view) {
+// The user's timeline at once, the lists once the live one is in (unless another user was picked meanwhile).
+async function showView(view, seq) {
   state.view = view;
   state.lastScore = null;
+  state.scoreSeq++;  // a slate score still on its way is the previous user's
+  state.scoring = false;
   renderUser(view);
-  const live = await liveList(view);
-  renderLists(view, live);
-  $("slate-card").hidden = false;
-  clear($("scores").tBodies[0]);
+  clear($("lists")).append(el("p", { class: "hint" }, "loading the models' lists…"));
+  $("lists-card").hidden = false;
+  clear($("scores").tBodies[0]);  // the previous user's slate scores
   $("scores").hidden = true;
   $("score-summary").textContent = "";
-  if (state.slate.length) await scoreSlate();
+  renderSlate();
+  const live = await liveList(view);
+  if (seq !== state.viewSeq) return;
+  renderLists(view, live);
+  $("slate-card").hidden = false;
+  if (state.slate.length) guarded("scoring the slate", scoreSlate, "slate-status");
 }
 
 function renderUser(view) {
@@ -143,13 +176,13 @@ function renderUser(view) {
   const negs = view.history.filter(e => e.feedback < 0).length;
   if (view.source === "point") {
     $("user-h").textContent = `User ${view.user_id}`;
-    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${view.history.length} events before it (${negs} dislikes), ${view.future.length} dislikes after it, held out.`;
-    $("future-hint").textContent = `${view.future.length} item(s) the user disliked next; the lists below mark them as hits.`;
+    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${count(view.history.length, "event")} before it (${count(negs, "dislike")}), ${count(view.future.length, "dislike")} after it, held out.`;
+    $("future-hint").textContent = `${count(view.future.length, "item")} the user disliked next; the lists below mark ${view.future.length === 1 ? "it as a hit" : "them as hits"}.`;
   } else {
     $("user-h").textContent = "Pasted history";
     const skipped = view.skipped_items && view.skipped_items.length
       ? ` Left out, unknown to the model (serve.unknown_items: skip): ${view.skipped_items.join(", ")}.` : "";
-    $("user-meta").textContent = `${view.history.length} events (${negs} dislikes), in the order pasted; no future to compare with.${skipped}`;
+    $("user-meta").textContent = `${count(view.history.length, "event")} (${count(negs, "dislike")}), in the order pasted; no future to compare with.${skipped}`;
     $("future-hint").textContent = "None for a pasted history.";
   }
   const body = clear($("timeline").tBodies[0]);
@@ -184,7 +217,7 @@ function reasonNode(reason) {
   if (!reason) return null;
   const cites = [];
   for (const ev of reason.similar_dislikes || [])
-    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, ev.title || ev.item_id), ` (${ev.shared_sid_levels} shared levels)`));
+    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, ev.title || ev.item_id), ` (${count(ev.shared_sid_levels, "shared level")})`));
   for (const ev of reason.co_disliked_with || [])
     cites.push(el("li", {}, "co-disliked with ", el("q", {}, ev.title || ev.item_id), ` (similarity ${fmtScore(ev.similarity)})`));
   return el("details", { class: "why" }, el("summary", {}, "why"),
@@ -226,7 +259,9 @@ function renderLists(view, live) {
 
 // ---- slate ---------------------------------------------------------------------------------
 async function searchItems(q) {
-  const data = await api(`/ui/api/items?q=${encodeURIComponent(q)}&limit=20`);
+  const seq = ++state.searchSeq;
+  const data = await api(`/ui/api/items?q=${encodeURIComponent(q)}`);
+  if (seq !== state.searchSeq) return;
   const list = clear($("search-results"));
   if (!data.items.length) list.append(el("li", { class: "meta" }, "no title matches"));
   for (const it of data.items) {
@@ -235,22 +270,40 @@ async function searchItems(q) {
       el("span", {}, it.title || it.item_id, " ", el("span", { class: "meta" }, it.category || "")),
       el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: () => addToSlate(it) } }, "Add")));
   }
+  const more = moreNote(data.items.length, data.total, "matching items");
+  if (more) list.prepend(more);  // on top: the list scrolls
 }
 
 function addToSlate(item) {
   const max = state.health && state.health.limits.max_candidates;
-  if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true); return; }
-  if (!state.slate.some(s => s.item_id === item.item_id)) state.slate.push(item);
+  if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true, "slate-status"); return; }
+  if (state.slate.some(s => s.item_id === item.item_id)) return;
+  state.slate.push(item);
+  slateChanged();
+}
+
+// The shown scores are for the slate as it was: drop them (and any answer on its way), and score the
+// new slate again when it had been scored.
+function slateChanged() {
   renderSlate();
+  const scored = state.lastScore !== null || state.scoring;
+  state.lastScore = null;
+  state.scoreSeq++;
+  state.scoring = false;
+  clearTimeout(state.scoreTimer);
+  clear($("scores").tBodies[0]);
+  $("scores").hidden = true;
+  $("score-summary").textContent = "";
+  if (scored && state.slate.length) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
 }
 
 function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
     ol.append(el("li", { dataset: { item: it.item_id } }, it.title || it.item_id,
-      el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); renderSlate(); } } }, "remove")));
+      el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); slateChanged(); } } }, "remove")));
   });
-  $("slate-count").textContent = state.slate.length ? `${state.slate.length} item(s)` : "empty: add items from the search";
+  $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
   // the search results' Add buttons follow the slate: an item removed from it can be added again
   for (const li of $("search-results").querySelectorAll("li[data-item]")) {
     const add = li.querySelector("button.add");
@@ -272,7 +325,15 @@ async function scoreSlate() {
   const req = { history: state.view.history, candidates: state.slate.map(s => s.item_id), explain: false };
   const t = threshold();
   if (t !== null) req.threshold = t;
-  const r = await api("/v1/score", req);
+  const seq = ++state.scoreSeq;
+  state.scoring = true;
+  let r;
+  try {
+    r = await api("/v1/score", req);
+  } finally {
+    if (seq === state.scoreSeq) state.scoring = false;
+  }
+  if (seq !== state.scoreSeq) return;
   state.lastScore = r;
   const cat = new Map(state.slate.map(s => [s.item_id, s.category]));
   const body = clear($("scores").tBodies[0]);
@@ -291,8 +352,8 @@ async function scoreSlate() {
 }
 
 // ---- wiring --------------------------------------------------------------------------------
-function submit(id, what, fn) {
-  $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(what, fn); });
+function submit(id, what, fn, statusId) {
+  $(id).addEventListener("submit", (ev) => { ev.preventDefault(); guarded(what, fn, statusId); });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -303,12 +364,12 @@ document.addEventListener("DOMContentLoaded", () => {
   submit("user-form", "finding users", () => findUsers($("user-query").value.trim()));
   $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random")));
   submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
-  submit("search-form", "searching", () => searchItems($("search-q").value.trim()));
-  submit("score-form", "scoring the slate", scoreSlate);
-  $("clear-slate").addEventListener("click", () => { state.slate = []; renderSlate(); clear($("scores").tBodies[0]); $("scores").hidden = true; });
+  submit("search-form", "searching", () => searchItems($("search-q").value.trim()), "search-status");
+  submit("score-form", "scoring the slate", scoreSlate, "slate-status");
+  $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); });
   $("threshold").addEventListener("input", () => {
     clearTimeout(state.scoreTimer);
-    if (state.lastScore) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate), 300);
+    if (state.lastScore || state.scoring) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
   });
   renderSlate();
   guarded("loading the run", loadOverview);
