@@ -391,3 +391,19 @@ def test_init_refuses_an_out_path_that_is_a_directory_even_with_force(tmp_path: 
     assert (keep / "other.yaml").read_text() == "keep"
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         init_config(ev, None, ev / "x.yaml", preset="tiny")
+
+
+def test_a_time_layout_that_reads_few_of_the_sampled_values_is_refused_with_an_unreadable_example() -> None:
+    """298 ``Dec 22, 2023`` and 2 ISO dates: init wrote ts_format '%Y-%m-%d' (it read the 2) and conrec data dropped
+    298 of 300 rows; ISO times two thirds with ``Z``: the example printed was one the chosen layout cannot read."""
+    ev = _dated(["Dec 22, 2023"] * 298 + ["2023-11-24", "2023-11-25"])
+    with pytest.raises(ConfigError, match=r"'%Y-%m-%d', reads only 2 of the 300 .*99% \(like 'Dec 22, 2023'\).*--time-format"):
+        guess(ev)
+    g = guess(ev, ts_format="%b %d, %Y")  # the flag settles it; the 2 others are named as dropped
+    assert g.ts_reason.startswith("values like 'Dec 22, 2023'") and "2 of the 300 sampled values (like '2023-11-24')" in g.ts_reason
+    iso = _dated(["2023-12-22T07:54:31", "2023-12-10T01:32:31Z", "2023-12-11T01:32:31Z"] * 10)
+    with pytest.raises(ConfigError, match=r"reads only 20 of the 30 .*like '2023-12-22T07:54:31'"):
+        guess(iso)
+    g = guess(iso, ts_format="%Y-%m-%dT%H:%M:%S%.fZ")
+    assert g.ts_reason.startswith("values like '2023-12-10T01:32:31Z'")  # an example the layout reads
+    assert guess(_dated(["2023-12-22"] * 199 + ["n/a"])).ts_format == "%Y-%m-%d"  # a stray n/a is dropped, counted

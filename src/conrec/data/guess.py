@@ -193,12 +193,38 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
         if (nums > _MS_THRESHOLD).all():
             return "ms", f"values like {int(nums[0])}: epoch milliseconds", None
         return "s", f"values like {int(nums[0])}: epoch seconds", None
-    text = s.cast(pl.String).str.strip_chars()
+    text = s.cast(pl.String).str.strip_chars().drop_nulls()
     fmt = ts_format if ts_format is not None else detect_format(text, "events file", str(s.name))
-    if parse_datetimes(text, fmt).drop_nulls().len():
-        how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
-        return "auto", f"values like {s.drop_nulls()[0]!r}: date/time strings, {how}", fmt
-    raise unreadable_times(str(s.name), s.drop_nulls().head(2).to_list(), ts_format)
+    parsed = parse_datetimes(text, fmt)
+    read, bad = text.filter(parsed.is_not_null()), text.filter(parsed.is_null())
+    if not read.len():
+        raise unreadable_times(str(s.name), text.head(2).to_list(), ts_format)
+    how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
+    if ts_format is None and bad.len() > (1 - TIME_READ_SHARE) * text.len():
+        raise partly_read_times(str(s.name), read.len(), text.len(), bad[0], fmt)
+    why = f"values like {read[0]!r}: date/time strings, {how}"
+    if bad.len():
+        why += f"; {bad.len():,} of the {text.len():,} sampled values (like {bad[0]!r}) it does not read are dropped as bad_timestamp"
+    return "auto", why, fmt
+
+
+TIME_READ_SHARE = 0.99
+"""The share of the sampled times the guessed layout must read (a few ``n/a`` are dropped and counted)."""
+
+
+def partly_read_times(column: str, n_read: int, n: int, example: str, fmt: str | None) -> ConfigError:
+    """The one-line error for a guessed layout that reads only some of the sampled times.
+
+    Why refuse: the best listed layout reading 2 ISO dates among 298 ``Dec 22, 2023`` was written to the
+    config, and ``conrec data`` then dropped 298 of 300 rows as bad timestamps. The unreadable values are
+    most often dates in a layout not listed, which one ``--time-format`` settles.
+    """
+    keep = f", or --time-format {fmt!r} to keep this layout and drop the rest as bad_timestamp" if fmt is not None else ""
+    return ConfigError(
+        f"time column {column!r}: {f'the layout that reads most, {fmt!r},' if fmt else 'the layout polars infers'} reads only {n_read:,} of the {n:,} sampled values; {1 - n_read / n:.0%} "
+        f"(like {example!r}) are in another layout: pass --time-format '<strftime layout>' that reads them "
+        f"(e.g. '%b %d, %Y' reads 'Dec 25, 2023'){keep}"
+    )
 
 
 def unreadable_times(column: str, examples: list[object], ts_format: str | None) -> ConfigError:
