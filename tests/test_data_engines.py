@@ -147,7 +147,8 @@ def test_streaming_refuses_feedback_outside_minus_one_plus_one_under_on_invalid_
 
 # each kind of invalid row, as rows appended to the edge-case events (as ratings: 1 is a dislike, 5 a like)
 WARTS_BY_KIND = {
-    "missing_id": [(None, "i1", 1.0e9, 1.0), ("u1", None, 1.0e9, 5.0), (None, "i2", float("nan"), float("nan"))],  # the last: its first kind
+    "missing_id": [(None, "i1", 1.0e9, 1.0), ("u1", None, 1.0e9, 5.0), (None, "i2", float("nan"), float("nan")),  # the last: its first kind
+                   ("", "i1", 1.0e9 + 3, 1.0), ("u2", " ", 1.0e9 + 3, 5.0)],  # empty ids: polars kept them as ids, Spark not
     "bad_timestamp": [("u1", "i1", float("nan"), 1.0), ("u2", "i3", float("inf"), 5.0), ("u2", "i4", -5.0, 1.0)],
     "bad_feedback": [("u1", "i5", 1.0e9, float("nan")), ("u4", "i5", 1.0e9, 9.0), ("u4", "i6", 1.0e9, None)],  # NaN would read as a like
     "unknown_item": [("u1", "zzz", 1.0e9, 1.0), ("u5", "yyy", 1.0e9 + 7, 5.0)],
@@ -168,8 +169,9 @@ def warty_table(tmp_path: Path, duplicates: bool = True) -> tuple[dict[str, Any]
     path = tmp_path / "warty.parquet"
     pl.concat(parts).write_parquet(path, row_group_size=64)
     items = tmp_path / "items.csv"
-    items.write_text("item_id,title\n" + "".join(f"i{k},{'' if k == 7 else f'Item {k}'}\n" for k in range(23)) + "i3,again\n")
-    expected = {k: len(rows) for k, rows in WARTS_BY_KIND.items()} | {"duplicate_item": 1, "empty_title": 1}
+    orphans = ',Orphan\n"  ",Orphan too\n'  # items without an id: they stopped the run, naming the events file
+    items.write_text("item_id,title\n" + "".join(f"i{k},{'' if k == 7 else f'Item {k}'}\n" for k in range(23)) + "i3,again\n" + orphans)
+    expected = {k: len(rows) for k, rows in WARTS_BY_KIND.items()} | {"duplicate_item": 1, "empty_title": 1, "item_without_id": 2}
     if duplicates:
         expected["duplicate_event"] = good.gather_every(17).height
     data = {"source": "table", "events_path": str(path), "items_path": str(items), "rating_range": [1, 5],
@@ -188,7 +190,7 @@ def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
     assert mem_stats["invalid_rows"] == {"policy": "drop", **expected}
     assert mem_stats["events"] == edge_case_events().height and mem_stats["samples"]["test"] > 0
     assert_same_run(mem, out)
-    with pytest.raises(DataValidationError, match=r"duplicate item id.*on_invalid: error") as err:
+    with pytest.raises(DataValidationError, match=r"items\.csv: 2 item\(s\) .* missing or empty id, e\.g\. \[\"the row titled 'Orphan'\".*on_invalid: error") as err:
         _run(tmp_path, "strict", {**data, "streaming": "on", "on_invalid": "error"})
     assert "\n" not in str(err.value)
     assert not (tmp_path / "strict" / "data" / "events.parquet").exists()

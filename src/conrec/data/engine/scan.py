@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_valid, repair_items
+from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, id_as_text, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
@@ -201,13 +201,14 @@ def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.Dat
     loader does (:func:`conrec.data.repair.repair_items`), or one placeholder per item id (in order of
     first appearance, as the loader makes them)."""
     if cfg.items_path is None:
-        ids = events.select(pl.col("item_id").drop_nulls()).unique(maintain_order=True).collect(engine="streaming")["item_id"]
+        ids = events.select(pl.col("item_id").filter(~missing_id("item_id"))).unique(maintain_order=True).collect(engine="streaming")["item_id"]
         return validate_items(placeholder_items(ids, "item"), source="table items")
     as_text: dict[str, pl.DataType] = {c: pl.String() for c in source_names(cfg.columns, ("item_id",))}  # 0032 stays 0032, as the loader reads it
     raw = read_table_file(cfg.items_path, "items", schema_overrides=as_text)
     renames, shadowed = renaming(cfg.columns, raw.columns)
     raw = raw.drop(shadowed).rename(renames)
-    return validate_items(repair_items(raw, log, "table items"), source="table items")
+    what = f"items file {cfg.items_path}"  # as the loader names it
+    return validate_items(repair_items(raw, log, what), source=what)
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,7 @@ def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
     fb = pl.col("feedback")
     facts = events.select(
         n=pl.len(),
-        **{f"null_{c}": pl.col(c).null_count() for c in EVENT_COLUMNS},
+        **{f"null_{c}": missing_id(c).sum() if c in ("user_id", "item_id") else pl.col(c).null_count() for c in EVENT_COLUMNS},  # an empty id is missing
         bad_feedback=(fb.is_not_null() & ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)])).sum(),
         negative_ts=(pl.col("ts") < 0).sum(),
         huge_ts=(pl.col("ts") > MAX_TS).sum(),
@@ -282,7 +283,7 @@ def report_invalid(facts: dict[str, Any], what: str) -> None:
         raise DataValidationError(f"{what}: no events")
     for c in EVENT_COLUMNS:
         if facts.get(f"null_{c}"):
-            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null or unreadable value(s)")
+            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null, empty or unreadable value(s)")
     if facts.get("bad_feedback"):
         raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike) or +1 (positive); {facts['bad_feedback']} value(s) are not")
     if facts.get("negative_ts"):

@@ -185,6 +185,11 @@ def _strip(text: Column) -> Column:
     return F.regexp_replace(text, _UNICODE + r"^\s+|\s+$", "")
 
 
+def _missing_id(column: str) -> Column:
+    """:func:`conrec.data.repair.missing_id` in Spark: null, empty or only whitespace."""
+    return F.col(column).isNull() | (_strip(F.col(column)) == "")
+
+
 def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | None = None) -> DataFrame:
     """A double ``ts`` as the loaders read it: NaN and infinities null, a fraction (in the rows ``where``
     says) refused unless the unit is ms or us, whole values floored."""
@@ -296,7 +301,7 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
     fb = F.col("feedback")
     kinds = {
-        "missing_id": F.col("user_id").isNull() | F.col("item_id").isNull(),
+        "missing_id": _missing_id("user_id") | _missing_id("item_id"),
         "bad_timestamp": F.col("ts").isNull() | (F.col("ts") < 0),
         "bad_feedback": fb.isNull() | ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE)),
         "unknown_item": F.col("_known").isNull(),
@@ -330,7 +335,7 @@ def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> tuple[int, int]
     fb = F.col("feedback")
     row = ev.agg(
         F.count(F.lit(1)).alias("n"),
-        *[F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in EVENT_COLUMNS],
+        *[F.sum((_missing_id(c) if c in ("user_id", "item_id") else F.col(c).isNull()).cast("long")).alias(f"null_{c}") for c in EVENT_COLUMNS],
         F.sum((fb.isNotNull() & ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE))).cast("long")).alias("bad_feedback"),
         F.sum((F.col("ts") < 0).cast("long")).alias("negative_ts"),
         F.sum((F.col("ts") > MAX_TS).cast("long")).alias("huge_ts"),

@@ -402,12 +402,13 @@ def rating_feedback(rating: pl.Expr, dislike_max_rating: float, like_min_rating:
 
 
 def finish_tables(
-    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None
+    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None, items_source: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Repair (under ``log``'s policy; strict without one), then validate items, then events against
-    them; keep only canonical event columns."""
+    them; keep only canonical event columns. ``items_source``: how messages name the items (default ``<source> items``)."""
     log = log or RepairLog()
-    items = validate_items(repair_items(items, log, f"{source} items"), source=f"{source} items")
+    items_source = items_source or f"{source} items"
+    items = validate_items(repair_items(items, log, items_source), source=items_source)
     require_columns(events, EVENT_COLUMNS, f"{source} events")
     events = repair_events(events.select(list(EVENT_COLUMNS)), items, log, f"{source} events")
     events = validate_events(events, items, source=f"{source} events")

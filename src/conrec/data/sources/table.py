@@ -9,7 +9,7 @@ import polars as pl
 
 from conrec.data.config import DataConfig
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import RepairLog, drop_rows
+from conrec.data.repair import RepairLog, drop_rows, missing_id
 from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, id_as_text
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
@@ -106,7 +106,7 @@ def load_table(
     else:
         events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what, log, rating_range)
     # before the placeholder items are built from the ids
-    events = drop_rows(events, pl.col("user_id").is_null() | pl.col("item_id").is_null(), "missing_id", log or RepairLog(), what, "user_id")
+    events = drop_rows(events, missing_id("user_id") | missing_id("item_id"), "missing_id", log or RepairLog(), what, "user_id")
 
     if items_raw is not None:
         renames, shadowed = renaming(columns, items_raw.columns)
@@ -114,7 +114,8 @@ def load_table(
         require_columns(items, ("item_id", "title"), f"items file {items_path}")
     else:
         items = placeholder_items(events["item_id"], "item")
-    return finish_tables(events, items, source=f"table {ev_path.name}", log=log)
+    items_what = f"items file {items_path}" if items_path is not None else None  # not "table events.csv items"
+    return finish_tables(events, items, source=f"table {ev_path.name}", log=log, items_source=items_what)
 
 
 def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
