@@ -195,7 +195,7 @@ class DataConfig(_Strict):
             return labels
         if flags := [k for k, v in labels.items() if isinstance(v, bool)]:
             raise ValueError(f"label(s) {flags} map to true/false; use -1 (dislike), 1 (positive) or 0 (neutral)")
-        return {(str(k).lower() if isinstance(k, bool) else str(k) if isinstance(k, int) else k): v for k, v in labels.items()}
+        return {(str(k).lower() if isinstance(k, bool) else str(k) if isinstance(k, (int, float)) else k): v for k, v in labels.items()}
 
     @field_validator("feedback_labels")
     @classmethod

@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
-from conrec.data.feedback_labels import normalised, propose
+from conrec.data.feedback_labels import normalise, normalised, propose
 from conrec.data.repair import padded_ids_hint
 from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, flatten_list_columns, id_as_text
 from conrec.data.sources.common import (
@@ -100,6 +100,7 @@ class Guess:
     labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
     labels_warning: str = ""  # when no value is a known dislike word, so that the labels are the user's to fill in
+    feedback_warning: str = ""  # when a -1/0/+1 feedback column shows no -1 in the sample (see _only_positives)
 
     def columns(self) -> dict[str, str]:
         """``data.columns``: source -> canonical, leaving out columns already named canonically."""
@@ -417,6 +418,9 @@ def guess(
     values = events[choice.column]
     if _is_feedback(values):
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; values in {-1, 0, +1}: -1 is a dislike")
+    elif _only_positives(values, choice.column):
+        out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; read as -1/0/+1 feedback (every sampled value is 1)")
+        out.feedback_warning = only_positives_warning(choice.column, values.drop_nulls().len())
     elif (proposal := _labels(values)) is not None:
         out.feedback_labels, out.labels_unknown = proposal
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words, mapped in feedback_labels")
@@ -502,11 +506,33 @@ def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:
 
 
 def _pick_value_role(role: str, cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
-    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1 or feedback words."""
+    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1 (or only 1 so far)
+    or feedback words."""
     choice = _pick(role, cols, None, "events file", taken)
-    if choice is not None and role == "feedback" and not _is_feedback(events[choice.column]) and _labels(events[choice.column]) is None:
-        return None
+    if choice is not None and role == "feedback":
+        values = events[choice.column]
+        if not _is_feedback(values) and _labels(values) is None and not _only_positives(values, choice.column):
+            return None
     return choice
+
+
+def _only_positives(s: pl.Series, column: str) -> bool:
+    """Whether every sampled value of a column not named as a rating nor a dislike flag is 1.
+
+    Why: a -1/0/+1 feedback column whose first 10,000 rows are all positives (the dislikes come later)
+    was taken for a 0/1 flag, refused as one that "holds only 1 and 0", with a mapping proposed that
+    made every positive a dislike. Read as -1/0/+1 feedback it loses nothing, and the guess says it is one.
+    """
+    present = s.drop_nulls()
+    return (present.len() > 0 and _numbers(present).len() == present.len() and set(_numbers(present).unique().to_list()) == {1.0}
+            and _score(column, "rating") == 0 and not _says_dislike(column))
+
+
+def only_positives_warning(column: str, n: int) -> str:
+    """The guess of :func:`_only_positives`, said to be a guess, with what to write if it is wrong."""
+    return (f"every one of the {n:,} sampled values of {column!r} is 1, so no dislike was seen: it is read as -1/0/+1 feedback "
+            f"(-1 a dislike, 1 a positive); if it is a 0/1 flag instead, write data.feedback_labels saying which value is the "
+            f"dislike (e.g. {{'0': -1, '1': 1}} if 0 is a thumbs-down)")
 
 
 _MAX_LABELS = 50  # more distinct text values than this is not an action column (titles, ids, comments)
@@ -566,7 +592,7 @@ def _flag_values(s: pl.Series) -> tuple[str, str] | None:
         return None
     if s.dtype == pl.Boolean:
         return "true", "false"
-    values = set(present.cast(pl.String).str.strip_chars().str.to_lowercase().unique().to_list())
+    values = {normalise(v) for v in present.cast(pl.String).unique().to_list()}  # 1.0 (a pandas export) is 1
     if values <= {"0", "1"}:
         return "1", "0"
     if values <= {"true", "false"}:
@@ -588,9 +614,10 @@ def _flag_labels(column: str, flag: tuple[str, str]) -> tuple[dict[str, int], st
     yes, no = flag
     if not _says_dislike(column):
         raise ConfigError(
-            f"column {column!r} holds only {yes} and {no}: a flag, not a rating, and its name does not say which value "
-            f"is a dislike; rename it to say so (e.g. is_disliked) and rerun, or write data.feedback_labels yourself, "
-            f"e.g. {{'{yes}': -1, '{no}': 1}} if {yes} means a dislike"
+            f"column {column!r} holds only {yes} and {no} in the sampled rows: a 0/1 flag, and its name does not say which value is a "
+            f"dislike (or -1/0/+1 feedback whose -1s come later); rename it to say so (e.g. is_disliked) and rerun, or write "
+            f"data.feedback_labels yourself: {{'{no}': -1, '{yes}': 1}} if {no} is a thumbs-down, {{'{yes}': -1, '{no}': 1}} if "
+            f"{yes} marks a dislike (for -1/0/+1 feedback, no feedback_labels)"
         )
     why = (f"{column!r} holds only {yes} / {no} and its name says dislike: {yes} is a dislike, {no} a positive "
            "(an event without a dislike still shows what the user is shown)")

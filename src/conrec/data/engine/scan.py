@@ -105,10 +105,10 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         )
     lf = lf.with_columns(ts=_epoch_seconds(lf, schema["ts"], cfg, what))
     if "feedback" in schema:
-        if cfg.feedback_labels and (schema["feedback"] in (pl.String, pl.Boolean) or schema["feedback"].is_integer()):
+        if cfg.feedback_labels and (schema["feedback"] in (pl.String, pl.Boolean) or schema["feedback"].is_numeric()):
             lf = lf.with_columns(feedback=map_labels(pl.col("feedback"), cfg.feedback_labels))  # not named: null, an invalid row
         elif cfg.feedback_labels:
-            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, integers or true/false")
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, numbers or true/false")
         elif schema["feedback"] == pl.String:  # numbers as text, or a few unreadable rows: as the loader reads them
             lf = lf.with_columns(feedback=_text_feedback(lf, what))
         elif not (schema["feedback"].is_integer() or schema["feedback"].is_float()):

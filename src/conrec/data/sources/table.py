@@ -80,15 +80,15 @@ def load_table(
     events = events.with_columns(ts, *(id_as_text(c, events.schema[c]) for c in ("user_id", "item_id")))
     if "feedback" in events.columns:
         fb = events["feedback"]
-        if feedback_labels and (fb.dtype == pl.Boolean or fb.dtype.is_integer()):
-            fb = fb.cast(pl.String)  # a flag: its values are labelled by their text, "true" / "1"
+        if feedback_labels and (fb.dtype == pl.Boolean or fb.dtype.is_numeric()):
+            fb = fb.cast(pl.String)  # a flag: its values are labelled by their text, "true" / "1" (1.0 normalised to "1")
         if fb.dtype == pl.Boolean:
             raise DataValidationError(
                 f"{what}: column 'feedback' holds true/false; say which is a dislike with data.feedback_labels, "
                 "e.g. {'true': -1, 'false': 1} (conrec init proposes it when the column's name says)"
             )
         if feedback_labels and fb.dtype != pl.String:
-            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {fb.dtype}, not text, integers or true/false")
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {fb.dtype}, not text, numbers or true/false")
         if fb.dtype == pl.String:
             if feedback_labels:
                 fb_num = pl.select(map_labels(pl.lit(fb), feedback_labels)).to_series()
