@@ -172,6 +172,7 @@ def warty_table(tmp_path: Path, duplicates: bool = True) -> tuple[dict[str, Any]
     orphans = ',Orphan\n"  ",Orphan too\n'  # items without an id: they stopped the run, naming the events file
     items.write_text("item_id,title\n" + "".join(f"i{k},{'' if k == 7 else f'Item {k}'}\n" for k in range(23)) + "i3,again\n" + orphans)
     expected = {k: len(rows) for k, rows in WARTS_BY_KIND.items()} | {"duplicate_item": 1, "empty_title": 1, "item_without_id": 2}
+    expected["neutral_rating"] = neutral.height  # the 3-star ratings between the thresholds (they were dropped uncounted)
     if duplicates:
         expected["duplicate_event"] = good.gather_every(17).height
     data = {"source": "table", "events_path": str(path), "items_path": str(items), "rating_range": [1, 5],

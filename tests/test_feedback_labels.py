@@ -121,7 +121,7 @@ def test_a_flag_whose_name_does_not_say_is_refused_and_a_bare_true_false_column_
         init_config(path, None, tmp_path / "my.yaml", preset="tiny", given={"rating": "liked"})
     path, _ = _flags(tmp_path, "score", as_bool=False)  # named as a rating: a two-point scale, 0 the dislike, as before
     _, g = init_config(path, None, tmp_path / "score.yaml", preset="tiny")
-    assert g.feedback_labels is None and (g.rating_range, g.dislike_max_rating, g.like_min_rating) == ((0.0, 1.0), 0.0, 1.0)
+    assert g.feedback_labels is None and (g.rating_range, g.dislike_max_rating, g.like_min_rating) == ((0.0, 1.0), 0.0, 0.01)
     path, _ = _flags(tmp_path, "flag", as_bool=True)
     data = {"source": "table", "events_path": str(path), "columns": {"user": "user_id", "item": "item_id", "flag": "feedback"}}
     with pytest.raises(DataValidationError, match="holds true/false; say which is a dislike with data.feedback_labels"):

@@ -38,7 +38,7 @@ def test_unusual_names_and_a_half_star_scale_are_guessed_and_the_config_loads(tm
     out, g = init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
     assert g.columns() == {"customer": "user_id", "movie": "item_id", "rated_at": "ts", "stars": "rating",
                            "name": "title", "genre": "category", "overview": "text"}
-    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 2.5)
+    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 2.01)
     text = out.read_text()
     assert "'stars' is a usual name for rating" in text and "steps of 0.5" in text  # every guess says why
     cfg = load_config(out)
@@ -87,7 +87,8 @@ def test_missing_roles_are_refused_not_guessed() -> None:
 
 @pytest.mark.parametrize(
     ("values", "expected"),
-    [(HALF_STARS, ((0.5, 5.0), 2.0, 2.5)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 3.0)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 5.0))],
+    [(HALF_STARS, ((0.5, 5.0), 2.0, 2.01)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 2.01)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 4.01)),
+     ([0.1, 0.105, 0.2, 0.5, 0.9], ((0.1, 0.9), 0.38, 0.3825))],  # a scale finer than the margin: half its step above
 )
 def test_suggested_thresholds_follow_the_scale(values, expected) -> None:
     assert suggest_thresholds(pl.Series("r", values, dtype=pl.Float64))[:3] == expected
@@ -147,7 +148,7 @@ def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> No
     assert g.events["item_id"].column == "ISBN" and g.dislike_max_rating == 3
     assert g.rating_warning.startswith("68% of the sampled ratings are <= 3")
     assert "55% are 0" in g.rating_warning and "rating_range: [1, 10]" in g.rating_warning
-    assert "dislike_max_rating: 4, like_min_rating: 5" in g.rating_warning
+    assert "dislike_max_rating: 4, like_min_rating: 4.01" in g.rating_warning
     for values in (HALF_STARS, [1, 2, 3, 4, 5, 4, 5, 3], list(range(1, 11))):
         ev = pl.DataFrame({"user": ["a"] * len(values), "item": ["x"] * len(values), "ts": ["1"] * len(values), "rating": values})
         assert guess(ev).rating_warning == ""
@@ -367,7 +368,7 @@ def test_a_few_ratings_far_beyond_the_scale_are_named_and_the_proposal_kept() ->
     g = guess(ev)
     assert (g.rating_range, g.dislike_max_rating) == ((1.0, 7.0), 3.0)
     assert g.outlier_warning == ("10 of the 2,010 sampled ratings lie beyond the 1..5 the rest span: 7 (10x); if they are errors, "
-                                 "set rating_range: [1, 5] to drop them, and for that scale dislike_max_rating: 2, like_min_rating: 3")
+                                 "set rating_range: [1, 5] to drop them, and for that scale dislike_max_rating: 2, like_min_rating: 2.01")
     assert any(line.endswith(g.outlier_warning) for line in summary_lines(g))
     rare_top = [str(1 + k % 4) for k in range(2000)] + ["5"] * 10  # one step past the rest: the scale's own
     half_stars = [str(HALF_STARS[1 + k % 9]) for k in range(2000)] + ["0.5"] * 10
@@ -407,3 +408,30 @@ def test_a_time_layout_that_reads_few_of_the_sampled_values_is_refused_with_an_u
     g = guess(iso, ts_format="%Y-%m-%dT%H:%M:%S%.fZ")
     assert g.ts_reason.startswith("values like '2023-12-10T01:32:31Z'")  # an example the layout reads
     assert guess(_dated(["2023-12-22"] * 199 + ["n/a"])).ts_format == "%Y-%m-%d"  # a stray n/a is dropped, counted
+
+
+def test_ratings_off_the_sampled_steps_are_positives_and_neutral_ones_are_counted(tmp_path: Path) -> None:
+    """10,000 whole stars then half stars: init proposed like_min_rating 3 (the next sampled step), so every 2.5 fell
+    between the thresholds and vanished, counted nowhere. Now everything above the dislike threshold is a positive,
+    and ratings a user's own thresholds leave neutral are counted (neutral_rating)."""
+    whole = [f"u{k % 9},i{k % 13},{1_600_000_000 + 60 * k},{1 + k % 5}" for k in range(200)]
+    half = [f"u{k % 9},i{k % 13},{1_700_000_000 + 60 * k},{1.5 + k % 4}" for k in range(40)]  # 1.5, 2.5, 3.5, 4.5
+    path = tmp_path / "events.csv"
+    path.write_text("user,item,ts,rating\n" + "\n".join(whole + half) + "\n")
+    from conrec.data.guess import read_sample
+
+    g = guess(read_sample(path, "events", n_rows=200))
+    assert (g.dislike_max_rating, g.like_min_rating) == (2.0, 2.01) and "anything above it" in g.rating_reason
+    data = {"source": "table", "events_path": str(path), "columns": {"user": "user_id", "item": "item_id"},
+            "rating_range": [1, 5], "dislike_max_rating": g.dislike_max_rating, "like_min_rating": g.like_min_rating}
+    log = RepairLog("drop")
+    events, _ = load_source(load_config(None, {"data": data}).data, log)
+    assert events.height == 240 and log.counts == {}
+    for streaming in ("off", "on"):
+        cfg = load_config(None, {"run_dir": str(tmp_path / f"run_{streaming}"), "data": {**data, "like_min_rating": 3, "streaming": streaming}})
+        from rich.console import Console
+
+        from conrec.data import stage
+
+        stats = stage.run(cfg.data, cfg.run_dir, console=Console(quiet=True))
+        assert stats["invalid_rows"] == {"policy": "drop", "neutral_rating": 10}, streaming  # the ten 2.5s

@@ -33,6 +33,7 @@ WARTS: dict[str, str] = {
     "empty_title": "item(s) with an empty title: the item id is used as the title",
     "duplicate_item": "duplicate item id(s) in the items file: the first row is kept",
     "item_without_id": "item(s) in the items file with a missing or empty id: dropped",
+    "neutral_rating": "rating(s) above dislike_max_rating and below like_min_rating (neutral): dropped",
     "missing_id": "event(s) with a missing user or item id: dropped",
     "bad_timestamp": "event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped",
     "bad_feedback": "event(s) with a missing or out-of-range feedback/rating: dropped",
@@ -97,6 +98,7 @@ def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
     scan counts and drops the same conditions in one aggregate (:mod:`conrec.data.engine.scan`)."""
     fb = pl.col("feedback")
     return {
+        "neutral_rating": fb == 0,  # a rating between the thresholds (-1/0/+1 feedback's 0s are left out before: not counted)
         "missing_id": missing_id("user_id") | missing_id("item_id"),
         "bad_timestamp": pl.col("ts").is_null() | (pl.col("ts") < 0),
         "bad_feedback": fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),

@@ -68,7 +68,7 @@ class PolarsEngine:
             return build_in_memory(events.frame, cfg, out)
         if events.frame is not None:  # a loader's table: validated, and deduplicated where the loader does so
             return build_streaming(events.frame.lazy(), items, cfg, out)
-        return build_streaming(scan_table(cfg), items, cfg, out, raw=True)
+        return build_streaming(scan_table(cfg, keep_neutral=True), items, cfg, out, raw=True)
 
 
 def build_in_memory(events: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:

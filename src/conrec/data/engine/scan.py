@@ -81,13 +81,14 @@ def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars") -> p
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-def scan_table(cfg: DataConfig) -> pl.LazyFrame:
+def scan_table(cfg: DataConfig, keep_neutral: bool = False) -> pl.LazyFrame:
     """Canonical events (``user_id, item_id, ts, feedback``) of the ``table`` source, in file order,
     neutral feedback dropped, as a lazy query. Invalid rows are still there, as nulls where a value
     did not read (a timestamp, a rating, a feedback word) and as they are otherwise, and so are exact
     duplicates: :func:`check_event_rules` counts and drops (or refuses) the first, the polars
     streaming engine the second, per user partition (duplicates share their user), which needs no
-    hash table over the whole log."""
+    hash table over the whole log. ``keep_neutral``: under ``on_invalid: drop`` keep the neutral ratings
+    (feedback 0), for :func:`check_event_rules` to count (``neutral_rating``)."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
@@ -117,7 +118,9 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         rating = text_numbers(pl.col("rating")) if schema["rating"] == pl.String else pl.col("rating").cast(pl.Float64)  # "3,5" is 3.5
         rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
         lf = lf.with_columns(feedback=rating_feedback(rating, cfg.dislike_max_rating, cfg.like_min_rating, rating_range))
-    out = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0)).select(
+    # neutral ratings stay under drop, for check_event_rules to count (neutral_rating); a feedback column's 0s are no wart
+    keep_neutral = keep_neutral and "feedback" not in schema and cfg.on_invalid == "drop"
+    out = (lf if keep_neutral else lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))).select(
         id_as_text("user_id", schema["user_id"]),
         id_as_text("item_id", schema["item_id"]),
         pl.col("ts"),
@@ -201,7 +204,8 @@ def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.Dat
     loader does (:func:`conrec.data.repair.repair_items`), or one placeholder per item id (in order of
     first appearance, as the loader makes them)."""
     if cfg.items_path is None:
-        ids = events.select(pl.col("item_id").filter(~missing_id("item_id"))).unique(maintain_order=True).collect(engine="streaming")["item_id"]
+        kept = ~missing_id("item_id") & (pl.col("feedback").fill_null(1) != 0)  # a neutral rating's item is none, as in the loader
+        ids = events.select(pl.col("item_id").filter(kept)).unique(maintain_order=True).collect(engine="streaming")["item_id"]
         return validate_items(placeholder_items(ids, "item"), source="table items")
     as_text: dict[str, pl.DataType] = {c: pl.String() for c in source_names(cfg.columns, ("item_id",))}  # 0032 stays 0032, as the loader reads it
     raw = read_table_file(cfg.items_path, "items", schema_overrides=as_text)

@@ -168,6 +168,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
             bad = bad | (r < cfg.rating_range[0]) | (r > cfg.rating_range[1])
         fb = F.when(bad, F.lit(None)).when(r <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(r >= cfg.like_min_rating, F.lit(POSITIVE))
         df = df.withColumn("feedback", fb.otherwise(F.lit(0)))
+        if cfg.on_invalid == "drop":  # neutral ratings stay, for _check to count (neutral_rating), as the loaders count them
+            return df.select(_id_text(df, "user_id"), _id_text(df, "item_id"), "ts", "feedback", _ROW)
     df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     return df.select(
         _id_text(df, "user_id"),
@@ -302,6 +304,7 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
     fb = F.col("feedback")
     kinds = {
+        "neutral_rating": fb == 0,  # only ratings reach here as 0 (see the reader)
         "missing_id": _missing_id("user_id") | _missing_id("item_id"),
         "bad_timestamp": F.col("ts").isNull() | (F.col("ts") < 0),
         "bad_feedback": fb.isNull() | ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE)),

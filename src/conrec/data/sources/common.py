@@ -372,9 +372,12 @@ def ratings_to_feedback(
     df = df.with_columns(rating=r.cast(pl.Float64))
     if not lenient:  # the first invalid rating stops here, with the policy's one line
         drop_rows(df, invalid_rating(pl.col("rating"), rating_range), "bad_feedback", log or RepairLog(), what, "rating")
-    return df.with_columns(feedback=rating_feedback(pl.col("rating"), dislike_max_rating, like_min_rating, rating_range)).filter(
-        pl.col("feedback").is_null() | (pl.col("feedback") != 0)
-    ).drop("rating")
+    df = df.with_columns(feedback=rating_feedback(pl.col("rating"), dislike_max_rating, like_min_rating, rating_range))
+    neutral = pl.col("feedback").fill_null(1) == 0
+    if lenient:  # counted (under drop: the engines count them with the invalid rows), so that a threshold that drops ratings shows
+        assert log is not None
+        return drop_rows(df, neutral, "neutral_rating", log, what, "rating").drop("rating")
+    return df.filter(~neutral).drop("rating")
 
 
 def invalid_rating(rating: pl.Expr, rating_range: tuple[float, float] | None) -> pl.Expr:
