@@ -435,3 +435,36 @@ def test_ratings_off_the_sampled_steps_are_positives_and_neutral_ones_are_counte
 
         stats = stage.run(cfg.data, cfg.run_dir, console=Console(quiet=True))
         assert stats["invalid_rows"] == {"policy": "drop", "neutral_rating": 10}, streaming  # the ten 2.5s
+
+
+def test_epoch_units_are_told_by_their_typical_size_and_named_when_wrong(tmp_path: Path) -> None:
+    """Milliseconds with a few 0 placeholders were guessed as seconds (conrec data then refused every time beyond the
+    year 9999, suggesting "milliseconds or microseconds?"); nanoseconds were labelled microseconds; fractional epoch
+    seconds were written as ts_unit s and then refused by conrec data, whole file, even under on_invalid: drop;
+    Excel serial days (45037) were read as seconds of 1970-01-01 without a word."""
+    ms = _dated(["0", "1702171951000", "1702544371000", "0", "1703231671000"])
+    g = guess(ms)
+    assert g.ts_unit == "ms" and "values like '1702171951000'" in g.ts_reason and "2 sampled value(s) of 0" in g.ts_reason
+    with pytest.raises(ConfigError, match=r"values like '1703231671000000123' are epoch nanoseconds.*divide by 1,000"):
+        guess(_dated(["1703231671000000123", "1702171951000000123"]))
+    frac = _dated(["1703231671.25", "1702171951", "1702544371.5"])
+    assert guess(frac).ts_unit == "s" and "fractions of a second are floored" in guess(frac).ts_reason
+    excel = guess(_dated(["45037", "45025", "45029"]))
+    assert excel.ts_unit == "s" and "Excel serial dates" in excel.ts_reason and "2023-04-21" in excel.ts_reason
+    assert "Excel" not in guess(_dated(["1703231671", "1702171951"])).ts_reason
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 3},i{k},{1_700_000_000 + k}.5,{-1 if k % 3 else 1}\n" for k in range(30)))
+    events, _ = load_source(load_config(None, {"data": {"source": "table", "events_path": str(path), "ts_unit": "s"}}).data, RepairLog("drop"))
+    assert sorted(events["ts"].to_list()) == [1_700_000_000 + k for k in range(30)]  # floored, as ms and us are
+    for unit, values, hint in (("s", "1700000000000", "ts_unit: ms"), ("ms", "1700000000000000", "ts_unit: us"),
+                               ("us", "1700000000000000000", "nanoseconds")):
+        path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 3},i{k},{values},{-1 if k % 3 else 1}\n" for k in range(30)))
+        cfg = load_config(None, {"data": {"source": "table", "events_path": str(path), "ts_unit": unit}}).data
+        with pytest.raises(DataValidationError, match=f"beyond year 9999 read with data.ts_unit: {unit} .*{hint}"):
+            load_source(cfg, RepairLog("drop"))
+        with pytest.raises(DataValidationError, match=f"beyond year 9999 read with data.ts_unit: {unit} .*{hint}"):
+            from rich.console import Console
+
+            from conrec.data import stage
+
+            stage.run(cfg.model_copy(update={"streaming": "on"}), tmp_path / f"run_{unit}", console=Console(quiet=True))

@@ -189,11 +189,7 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
     if ts_format is None and digit_dates(s):
         return "auto", f"values like {s.drop_nulls()[0]!r}: dates written as digits, layout {DIGIT_DATE} (not epoch seconds)", DIGIT_DATE
     if ts_format is None and nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
-        if (nums > _US_THRESHOLD).all():
-            return "us", f"values like {int(nums[0])}: epoch microseconds", None
-        if (nums > _MS_THRESHOLD).all():
-            return "ms", f"values like {int(nums[0])}: epoch milliseconds", None
-        return "s", f"values like {int(nums[0])}: epoch seconds", None
+        return _epoch_unit(s, nums)
     text = s.cast(pl.String).str.strip_chars().drop_nulls()
     fmt = ts_format if ts_format is not None else detect_format(text, "events file", str(s.name))
     parsed = parse_datetimes(text, fmt)
@@ -226,6 +222,38 @@ def partly_read_times(column: str, n_read: int, n: int, example: str, fmt: str |
         f"(like {example!r}) are in another layout: pass --time-format '<strftime layout>' that reads them "
         f"(e.g. '%b %d, %Y' reads 'Dec 25, 2023'){keep}"
     )
+
+
+_NS_THRESHOLD = 10**17  # epoch microseconds reach 1e17 only in the year 5138: larger integers are nanoseconds
+EXCEL_MAX = 10**6  # epoch seconds all below this lie in the first 12 days of 1970: Excel serial days (45037) most often
+
+
+def _epoch_unit(s: pl.Series, nums: pl.Series) -> tuple[str, str, str | None]:
+    """(``data.ts_unit``, why, None) for epoch numbers, told by their typical (median) size, not their smallest.
+
+    Why the median of the positive values: a few ``0`` placeholders among milliseconds made the rule "every value
+    above 1e11" fail, and the file was read as seconds (every time beyond the year 9999, refused by conrec data).
+    """
+    positive = nums.filter(nums > 0)
+    typical = float((positive if positive.len() else nums).median())  # type: ignore[arg-type]
+    present = s.drop_nulls().cast(pl.String).str.strip_chars()
+    read = pl.select(text_numbers(pl.lit(present))).to_series()
+    example = present.filter(read > 0).head(1)
+    shown = repr(example[0]) if example.len() else repr(present[0])  # the text as written: 19 digits lose their end as floats
+    if typical > _NS_THRESHOLD:
+        raise ConfigError(f"time column {s.name!r}: values like {shown} are epoch nanoseconds, which no data.ts_unit reads; "
+                          "write them as microseconds (divide by 1,000: then ts_unit us) or seconds, and rerun")
+    unit, name = ("us", "microseconds") if typical > _US_THRESHOLD else ("ms", "milliseconds") if typical > _MS_THRESHOLD else ("s", "seconds")
+    why = f"values like {shown}: epoch {name}"
+    if (read.is_not_null() & (read != read.floor())).any():
+        why += " (fractions of a second are floored)"
+    if (zeros := int((nums <= 0).sum())) and unit != "s":
+        why += f" ({zeros:,} sampled value(s) of 0 or less are kept as 1970-01-01 or dropped as negative)"
+    if unit == "s" and float(nums.max()) < EXCEL_MAX:  # type: ignore[arg-type]
+        why += ("; WARNING: read as epoch seconds every sampled time is in the first 12 days of 1970: if they are Excel "
+                "serial dates (days since 1899-12-30, 45037 is 2023-04-21), export the column as dates (2023-04-21) and rerun "
+                "conrec init; a synthetic clock that starts at 0 is fine as it is")
+    return unit, why, None
 
 
 def unreadable_times(column: str, examples: list[object], ts_format: str | None) -> ConfigError:

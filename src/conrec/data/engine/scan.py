@@ -25,7 +25,7 @@ from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, id_as_text, validate_items
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, id_as_text, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
@@ -190,13 +190,10 @@ def _in_memory(cfg: DataConfig) -> str:
 
 
 def _finite_floor(lf: pl.LazyFrame, ts: pl.Expr, cfg: DataConfig, what: str, where: pl.Expr | None = None) -> pl.Expr:
-    """Float timestamps as the loaders read them: NaN and infinities null (invalid rows), a fraction (in
-    the rows ``where`` says) refused unless the unit is ms or us, whole values floored."""
+    """Float timestamps as the loaders read them: NaN and infinities null (invalid rows), floored (a fraction
+    of a second too, in every unit)."""
     ts = pl.when(ts.is_finite()).then(ts)
-    fraction = lf.select(ts.filter((ts != ts.floor()) & (pl.lit(True) if where is None else where)).first()).collect(engine="streaming").item()
-    if fraction is not None and cfg.ts_unit not in ("ms", "us"):
-        raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction}")
-    return ts.floor().cast(pl.Int64)
+    return ts.floor().cast(pl.Int64)  # fractions of a second floored, as the loaders floor them
 
 
 def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.DataFrame:
@@ -224,17 +221,20 @@ class CheckedEvents:
     dropped: dict[str, int]  # invalid rows dropped, per kind of :data:`conrec.data.repair.WARTS` (empty under error)
 
 
-def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error") -> CheckedEvents:
+def check_event_rules(
+    events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error", ts_unit: str | None = None
+) -> CheckedEvents:
     """The loaders' validation rules (:func:`conrec.data.schema.validate_events` after
     :func:`conrec.data.repair.repair_events`) as one streaming aggregate over ``events``.
 
     ``on_invalid: error``: raises :class:`DataValidationError` naming the first problem. ``drop``:
     counts the invalid rows per kind, exactly as the loader would, and returns the query without
     them; what no policy repairs (no valid event at all, timestamps beyond year 9999) still raises.
+    ``ts_unit``: the unit the times were read in, for that message to name the one they are in.
     Exact duplicate events change none of these facts, so this may run before they are dropped.
     """
     if on_invalid == "error":
-        return CheckedEvents(events, _strict_rules(events, items, what), {})
+        return CheckedEvents(events, _strict_rules(events, items, what, ts_unit), {})
     known = pl.col("item_id").is_in(items["item_id"].implode())
     seen = pl.lit(False)
     counts: dict[str, pl.Expr] = {}
@@ -246,17 +246,18 @@ def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_i
         **counts,
         n=valid.sum(),
         huge_ts=(valid & (pl.col("ts") > MAX_TS)).sum(),
+        max_ts=pl.col("ts").filter(valid).max(),
         items_with_events=pl.col("item_id").filter(valid).n_unique(),
     ).collect(engine="streaming").row(0, named=True)
     dropped = {k: int(facts[k]) for k in counts if facts[k]}
     if dropped and not facts["n"]:
         unknown = events.filter(~known.fill_null(True)).select(pl.col("item_id").unique(maintain_order=True).head(3)).collect(engine="streaming")
         raise nothing_valid(what, dropped, unknown["item_id"].to_list(), items["item_id"].to_list())
-    report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"]}, what)  # the invalid rows are dropped: the stage counts them
+    report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"], "max_ts": facts["max_ts"], "ts_unit": ts_unit}, what)  # the invalid rows are dropped: the stage counts them
     return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped)
 
 
-def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
+def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, ts_unit: str | None = None) -> int:
     """``on_invalid: error``: the first broken rule raises; returns the number of distinct items with events."""
     fb = pl.col("feedback")
     facts = events.select(
@@ -265,9 +266,10 @@ def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
         bad_feedback=(fb.is_not_null() & ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)])).sum(),
         negative_ts=(pl.col("ts") < 0).sum(),
         huge_ts=(pl.col("ts") > MAX_TS).sum(),
+        max_ts=pl.col("ts").max(),
         items_with_events=pl.col("item_id").n_unique(),
     ).collect(engine="streaming").row(0, named=True)
-    report_invalid(facts, what)
+    report_invalid({**facts, "ts_unit": ts_unit}, what)
     unknown = (
         events.select("item_id")
         .join(items.lazy().select("item_id"), on="item_id", how="anti")
@@ -293,7 +295,8 @@ def report_invalid(facts: dict[str, Any], what: str) -> None:
     if facts.get("negative_ts"):
         raise DataValidationError(f"{what}: column 'ts' has negative timestamps")
     if facts.get("huge_ts"):
-        raise DataValidationError(f"{what}: column 'ts' has values beyond year 9999 as epoch seconds: milliseconds? set data.ts_unit: ms")
+        unit = facts.get("ts_unit")
+        raise beyond_year_9999(what, int(facts.get("max_ts") or MAX_TS), unit if unit in ("s", "ms", "us") else None)
 
 
 def report_unknown_items(n: int, examples: list[str], what: str) -> None:

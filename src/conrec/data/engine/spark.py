@@ -194,14 +194,10 @@ def _missing_id(column: str) -> Column:
 
 
 def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | None = None) -> DataFrame:
-    """A double ``ts`` as the loaders read it: NaN and infinities null, a fraction (in the rows ``where``
-    says) refused unless the unit is ms or us, whole values floored."""
+    """A double ``ts`` as the loaders read them: NaN and infinities null, floored (a fraction of a second too)."""
     ts = F.col("ts")
     df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
-    fraction = df.where((F.col("ts") != F.floor("ts")) & (F.lit(True) if where is None else where)).select("ts").first()
-    if fraction is not None and cfg.ts_unit not in ("ms", "us"):
-        raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction[0]}")
-    return df.withColumn("ts", F.floor("ts"))
+    return df.withColumn("ts", F.floor("ts"))  # fractions of a second floored, as the loaders floor them
 
 
 def _id_text(df: DataFrame, column: str) -> Column:
@@ -295,12 +291,14 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
     return ts
 
 
-def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy) -> tuple[DataFrame, int, int, dict[str, int]]:
+def _check(
+    ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy, ts_unit: str | None = None
+) -> tuple[DataFrame, int, int, dict[str, int]]:
     """:func:`conrec.data.engine.scan.check_event_rules` in Spark: one aggregate (and, under
     ``error``, an anti-join); returns the valid events, their count, the item count and the rows
     dropped per kind."""
     if on_invalid == "error":
-        return ev, *_strict_check(ev, items, what), {}
+        return ev, *_strict_check(ev, items, what, ts_unit), {}
     ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
     fb = F.col("feedback")
     kinds = {
@@ -322,6 +320,7 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
         *counts,
         F.sum(valid.cast("long")).alias("n"),
         F.sum((valid & (F.col("ts") > MAX_TS)).cast("long")).alias("huge_ts"),
+        F.max(F.when(valid, F.col("ts"))).alias("max_ts"),
         F.countDistinct(F.when(valid, F.col("item_id"))).alias("items_with_events"),
     ).first()
     facts = row.asDict() if row is not None else {}
@@ -329,11 +328,11 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     if dropped and not facts.get("n"):
         unknown = [r[0] for r in ev.where(F.col("_known").isNull()).select("item_id").distinct().limit(3).collect()]
         raise nothing_valid(what, dropped, unknown, [r[0] for r in items.select("item_id").collect()])
-    report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts")}, what)
+    report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts"), "max_ts": facts.get("max_ts"), "ts_unit": ts_unit}, what)
     return ev.filter(valid).drop("_known", "_valid"), int(facts["n"]), int(facts["items_with_events"]), dropped
 
 
-def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> tuple[int, int]:
+def _strict_check(ev: DataFrame, items: DataFrame, what: str, ts_unit: str | None = None) -> tuple[int, int]:
     """``on_invalid: error``: the loaders' validation rules, the first broken one raising; returns the
     event and item counts."""
     fb = F.col("feedback")
@@ -343,10 +342,11 @@ def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> tuple[int, int]
         F.sum((fb.isNotNull() & ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE))).cast("long")).alias("bad_feedback"),
         F.sum((F.col("ts") < 0).cast("long")).alias("negative_ts"),
         F.sum((F.col("ts") > MAX_TS).cast("long")).alias("huge_ts"),
+        F.max("ts").alias("max_ts"),
         F.countDistinct("item_id").alias("items_with_events"),
     ).first()
     facts = row.asDict() if row is not None else {}
-    report_invalid(facts, what)
+    report_invalid({**facts, "ts_unit": ts_unit}, what)
     unknown = ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().cache()
     n_unknown = unknown.count()
     report_unknown_items(n_unknown, [r[0] for r in unknown.orderBy("item_id").limit(5).collect()] if n_unknown else [], what)
@@ -571,7 +571,7 @@ def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cf
     # hold invalid rows and exact duplicates
     from_file = cfg.source == "table"
     what = f"{cfg.source} events"
-    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error")
+    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error", cfg.ts_unit if from_file else None)
     ev = (drop_exact_duplicates(raw) if from_file else raw).withColumn("feedback", F.col("feedback").cast("tinyint"))
     ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
     dropped["duplicate_event"] = n_valid - ev.count() if from_file else 0

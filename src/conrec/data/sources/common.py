@@ -22,7 +22,9 @@ from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
     INTEGRAL_FLOAT_TEXT,
+    MAX_TS,
     POSITIVE,
+    beyond_year_9999,
     validate_events,
     validate_items,
 )
@@ -316,11 +318,7 @@ def parse_timestamps(
     if s.dtype.is_float() or s.dtype.is_decimal():  # a database export's NUMERIC(18, 0) epoch is a decimal
         s = s.cast(pl.Float64)
         s = pl.select(pl.when(s.is_finite()).then(s)).to_series().alias(name)
-        frac = s.is_not_null() & (s != s.floor())
-        if frac.any() and unit not in ("ms", "us"):
-            row = int(frac.arg_true()[0])
-            raise DataValidationError(f"{what}: column {column!r} has a fractional timestamp {s[row]} (row {row + 1})")
-        s = s.floor().cast(pl.Int64)
+        s = s.floor().cast(pl.Int64)  # fractions of a second (time.time()'s 1703231671.123) floored, as ms and us are
     if not s.dtype.is_integer():
         raise DataValidationError(f"{what}: column {column!r} must hold timestamps, got dtype {s.dtype}")
     s = s.cast(pl.Int64)
@@ -328,6 +326,8 @@ def parse_timestamps(
         unit = "ms" if s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all() else "s"
     if unit != "s":
         s = s // PER_SECOND[unit]
+    if (s > MAX_TS).any():  # here, where the unit is known, to name the one the numbers are in
+        raise beyond_year_9999(what, int(s.max()), unit)  # type: ignore[arg-type]
     return s.alias(name)
 
 
