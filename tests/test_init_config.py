@@ -252,6 +252,27 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_and_the_fix(tmp_path: Pa
         load_source(cfg.data.model_copy(update={"items_path": latin}))
 
 
+@pytest.mark.parametrize(("encoding", "name"), [("utf-16", "UTF-16 LE"), ("utf-16-le", "UTF-16 LE"), ("utf-16-be", "UTF-16 BE")])
+def test_a_utf16_file_is_named_with_its_encoding_and_the_fix(tmp_path: Path, encoding: str, name: str) -> None:
+    """Excel's "Unicode Text" (UTF-16, a byte-order mark or none): read as UTF-8, every name and value carried NULs,
+    and init refused a time column named '\x00t\x00i...' as unreadable times."""
+    ev, it = _unusual_files(tmp_path)
+    for path, what in ((ev, "events"), (it, "items")):
+        (tmp_path / f"u16{path.suffix}").write_bytes(path.read_text().replace(",", "\t").encode(encoding))
+        u16 = tmp_path / f"u16_{what}.tsv"
+        (tmp_path / f"u16{path.suffix}").rename(u16)
+        want = rf"{what} file .*u16_{what}.tsv is {name}, not UTF-8 .*iconv -f UTF-16 -t UTF-8"
+        with pytest.raises(DataValidationError, match=want):
+            init_config(u16 if what == "events" else ev, u16 if what == "items" else None, tmp_path / "my.yaml", preset="tiny")
+        cfg = load_config(None, {"data": {"source": "table", "events_path": str(u16 if what == "events" else ev),
+                                          **({"items_path": str(u16)} if what == "items" else {})}}).data
+        with pytest.raises(DataValidationError, match=want):
+            load_source(cfg)
+        if what == "events":
+            with pytest.raises(DataValidationError, match=want):
+                scan_table(cfg.model_copy(update={"streaming": "on"}))
+
+
 def test_a_semicolon_export_with_decimal_commas_reads_its_half_stars(tmp_path: Path) -> None:
     """A decimal-comma locale writes ';'-separated files with ratings like 2,5: read as 2.5 by init,
     the loader and the streaming scan (before, init refused the rating column as not numeric)."""

@@ -137,12 +137,13 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
         raise unsupported_format(p, fmt, what)
+    sep = csv_separator(p, what) if fmt in CSV_SUFFIXES else ","  # a UTF-16 file is refused here, in one line
     try:
         if fmt in PARQUET_SUFFIXES:
             table = pl.read_parquet(p, n_rows=n_rows)
             table = table.with_columns(categoricals_as_text(table.schema))
         else:
-            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
+            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=sep, n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     return has_rows(table, p, what)

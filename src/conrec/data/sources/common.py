@@ -62,22 +62,48 @@ def read_bytes(path: Path) -> bytes:
     return gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
 
 
-def csv_separator(path: Path) -> str:
+def csv_separator(path: Path, what: str = "events") -> str:
     """The field separator of a CSV or TSV file: a tab for ``.tsv``; for ``.csv`` a comma, unless the
     header line has none but has a semicolon, tab or pipe.
 
     Why: spreadsheets in locales with a decimal comma export ``;``-separated "CSV", and other tools
     write tabs or pipes into ``.csv`` files. Read with a comma, such a file is one column named after
     the whole header, and every later error is about that column rather than the separator.
+    A UTF-16 file (a byte-order mark, or a NUL after every character of the header) is refused in one
+    line (:func:`utf16`): read as UTF-8, its column names and values carried NULs, and the error was about those.
     """
-    if file_suffix(path) == ".tsv":
-        return "\t"
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as fh:
-        header = fh.readline(65_536).decode("utf-8", errors="replace")
+        raw = fh.readline(65_536)
+    if (encoding := utf16(raw)) is not None:
+        raise DataValidationError(
+            f"{what} file {path} is {encoding}, not UTF-8 (as Excel's 'Unicode Text' saves); re-save it as UTF-8 (Excel: "
+            f"'CSV UTF-8'), e.g. iconv -f UTF-16 -t UTF-8 {path.name} > utf8_{path.name}"
+        )
+    if file_suffix(path) == ".tsv":
+        return "\t"
+    header = raw.decode("utf-8", errors="replace")
     if "," in header:
         return ","
     return next((sep for sep in (";", "\t", "|") if sep in header), ",")
+
+
+def utf16(header: bytes) -> str | None:
+    """``"UTF-16 LE"`` / ``"UTF-16 BE"`` when the first bytes of a text file say so (a byte-order mark, or a NUL
+    byte beside every ASCII character), else None."""
+    if header.startswith(b"\xff\xfe"):
+        return "UTF-16 LE"
+    if header.startswith(b"\xfe\xff"):
+        return "UTF-16 BE"
+    head = header[:200]
+    if len(head) < 8:
+        return None
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    if odd >= 0.8 * len(head[1::2]) and even == 0:
+        return "UTF-16 LE"
+    if even >= 0.8 * len(head[0::2]) and odd == 0:
+        return "UTF-16 BE"
+    return None
 
 
 def not_utf8(data: bytes, path: Path, what: str) -> DataValidationError | None:
@@ -149,13 +175,14 @@ def read_table_file(
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
         raise unsupported_format(p, fmt, what)
+    sep = csv_separator(p, what) if fmt in CSV_SUFFIXES else ","  # a UTF-16 file is refused here, in one line
     try:
         if fmt in PARQUET_SUFFIXES:
             table = pl.read_parquet(p)
             table = table.with_columns(categoricals_as_text(table.schema))
         else:
             data = read_bytes(p)
-            options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
+            options: dict[str, Any] = {"separator": sep, "infer_schema_length": INFER_ROWS}
             texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {}, values)  # no parse
             table = pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes)
     except Exception as exc:  # polars/arrow raise many types for malformed files
