@@ -81,7 +81,8 @@ def test_labels_must_be_minus_one_zero_or_one_and_agree_once_spelled_alike() -> 
             load_config(None, {"data": {"feedback_labels": bad}})
     # a flag's values written unquoted in YAML (1: -1, true: -1) are its values as text
     assert load_config(None, {"data": {"feedback_labels": {1: -1, 0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
-    assert load_config(None, {"data": {"feedback_labels": {True: -1, False: 1}}}).data.feedback_labels == {"true": -1, "false": 1}
+    labels = load_config(None, {"data": {"feedback_labels": {True: -1, False: 1}}}).data.feedback_labels
+    assert labels == {"true": -1, "yes": -1, "on": -1, "false": 1, "no": 1, "off": 1}  # YAML's true is also its yes and on
 
 
 def _flags(tmp_path: Path, name: str, as_bool: bool) -> tuple[Path, pl.DataFrame]:
@@ -165,3 +166,19 @@ def test_a_feedback_column_whose_sample_is_all_positives_is_read_as_feedback_and
     liked = pl.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "ts": [1, 2], "liked": ["1", "0"]})
     with pytest.raises(ConfigError, match=r"\{'0': -1, '1': 1\} if 0 is a thumbs-down, \{'1': -1, '0': 1\} if 1 marks a dislike"):
         guess(liked, given={"user_id": "u", "item_id": "i", "rating": "liked"})
+
+
+def test_unquoted_yes_and_no_label_keys_read_a_yes_no_column(tmp_path: Path) -> None:
+    """``yes: -1`` / ``no: 1`` unquoted are YAML booleans: they became the labels 'true' / 'false', which no value of
+    the yes/no column matched, and every row was dropped as bad feedback."""
+    rows = [f"u{k % 5},i{k % 7},{1_600_000_000 + 60 * k},{'yes' if k % 4 == 0 else 'no'}" for k in range(80)]
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,ts,hidden\n" + "\n".join(rows) + "\n")
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(f"data:\n  source: table\n  events_path: {events}\n  columns: {{hidden: feedback}}\n"
+                   "  feedback_labels:\n    yes: -1\n    no: 1\n")
+    log = RepairLog("drop")
+    got, _ = load_source(load_config(cfg).data, log)
+    assert got.height == 80 and (got["feedback"] == -1).sum() == 20 and log.counts == {}
+    streamed = scan_table(load_config(cfg).data.model_copy(update={"streaming": "on"})).collect()
+    assert streamed.height == 80 and (streamed["feedback"] == -1).sum() == 20
