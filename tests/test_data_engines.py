@@ -235,14 +235,18 @@ def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path)
 
 
 def half_star_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
-    """Ratings that are whole stars for the rows a CSV's types are inferred from, then half stars: the
-    data config of the log as Parquet (the ratings floats throughout), and the same log as CSV."""
+    """Ratings that are whole stars and times that are integers for the rows a CSV's types are inferred from, then
+    half stars and float times: the data config of the log as Parquet (the ratings floats throughout), and the same
+    log as CSV."""
     whole = [(f"u{k % 40}", f"i{k % 23}", 1_700_000_000 + 300 * k, float(1 + 4 * (k % 3 != 0))) for k in range(INFER_ROWS)]
     late = [(f"u{k % 40}", f"i{k % 23}", 1_700_000_000 + 300 * (INFER_ROWS + k), 4.5 if k % 3 else 1.5) for k in range(60)]
     frame = pl.DataFrame(whole + late, schema={"user": pl.String, "item": pl.String, "ts": pl.Int64, "stars": pl.Float64}, orient="row")
     plain, text = tmp_path / "ratings.parquet", tmp_path / "ratings.csv"
     frame.write_parquet(plain)
-    text.write_text("user,item,ts,stars\n" + "".join(f"{u},{i},{ts},{r:g}\n" for u, i, ts, r in frame.iter_rows()))
+    # and, after those rows, times written as floats (1700000000.0, as pandas writes them; a fraction floored): polars
+    # cast them to the integers of the first rows, null, and dropped them as bad timestamps where Spark kept them
+    late_ts = {n: f"{ts}.0" if n % 2 else f"{ts}.25" for n, ts in enumerate(frame["ts"]) if n >= INFER_ROWS}
+    text.write_text("user,item,ts,stars\n" + "".join(f"{u},{i},{late_ts.get(n, ts)},{r:g}\n" for n, (u, i, ts, r) in enumerate(frame.iter_rows())))
     data = {"source": "table", "events_path": str(plain), "columns": {"user": "user_id", "item": "item_id", "stars": "rating"},
             "dislike_max_rating": 2, "like_min_rating": 3, "rating_range": [1, 5], "split": {"horizon_days": 3, "max_history": 7}}
     return data, text

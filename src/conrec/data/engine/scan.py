@@ -74,7 +74,7 @@ def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars") -> p
         ids = source_names(columns, ("user_id", "item_id"))
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
         inferred = pl.scan_csv(path, **options).collect_schema()
-        texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback")))
+        texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback", "ts")))
         return pl.scan_csv(path, schema_overrides=texts, **options).with_columns(fixes)
     if engine == "spark":
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv (not {fmt!r})")

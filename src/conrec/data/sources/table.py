@@ -63,7 +63,7 @@ def load_table(
     ev_path = existing_file(events_path, "events")
     # Ids are read as strings so that "007" stays "007" (CSV type inference would make it 7).
     as_strings: dict[str, pl.DataType] = {c: pl.String() for c in source_names(columns, ("user_id", "item_id"))}
-    events = read_table_file(ev_path, "events", schema_overrides=as_strings, values=source_names(columns, ("rating", "feedback")))
+    events = read_table_file(ev_path, "events", schema_overrides=as_strings, values=source_names(columns, ("rating", "feedback", "ts")))
     items_raw = read_table_file(items_path, "items", schema_overrides=as_strings) if items_path is not None else None
     check_column_sources(columns, [*events.columns, *(items_raw.columns if items_raw is not None else [])])
 
