@@ -225,7 +225,10 @@ def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> Da
     reader = spark.read.option("header", True).option("sep", csv_separator(Path(path)))
     inferred = reader.option("inferSchema", True).csv(path).schema
     ids = {"user_id", "item_id"} | {src for src, dst in cfg.columns.items() if dst in ("user_id", "item_id")}
-    schema = StructType([StructField(f.name, StringType()) if f.name in ids else f for f in inferred.fields])
+    # with data.ts_format the times are text read in that layout, as polars reads them: inferred, Spark's own ISO
+    # parser read the rows the layout does not (2023-12-22T07:54:31 for '...%.fZ') where polars dropped them
+    times = {"ts"} | {src for src, dst in cfg.columns.items() if dst == "ts"} if cfg.ts_format is not None else set()
+    schema = StructType([StructField(f.name, StringType()) if f.name in ids | times else f for f in inferred.fields])
     df = reader.schema(schema).csv(path)
     for f in inferred.fields:  # ids written as floats (pandas: 32.0): their integer text, as polars reads them
         if f.name in ids and f.dataType.typeName() in ("double", "float"):
