@@ -182,3 +182,7 @@ def test_unquoted_yes_and_no_label_keys_read_a_yes_no_column(tmp_path: Path) -> 
     assert got.height == 80 and (got["feedback"] == -1).sum() == 20 and log.counts == {}
     streamed = scan_table(load_config(cfg).data.model_copy(update={"streaming": "on"})).collect()
     assert streamed.height == 80 and (streamed["feedback"] == -1).sum() == 20
+    out, g = init_config(events, None, tmp_path / "init.yaml", preset="tiny")  # a yes/no flag named for a dislike: a flag
+    assert g.feedback_labels == {"yes": -1, "no": 1}
+    got, _ = load_source(load_config(out).data)
+    assert got.height == 80 and (got["feedback"] == -1).sum() == 20

@@ -621,7 +621,7 @@ _DISLIKE_STEMS = ("dislike", "hate", "hide", "hidden", "notinterested", "thumbsd
 
 
 def _flag_values(s: pl.Series) -> tuple[str, str] | None:
-    """(the "yes" value, the "no" value) of a 0/1 or true/false column as the loader reads them; None otherwise."""
+    """(the "yes" value, the "no" value) of a 0/1, true/false or yes/no column as the loader reads them; None otherwise."""
     present = s.drop_nulls()
     if present.len() == 0:
         return None
@@ -632,6 +632,8 @@ def _flag_values(s: pl.Series) -> tuple[str, str] | None:
         return "1", "0"
     if values <= {"true", "false"}:
         return "true", "false"
+    if values <= {"yes", "no"}:
+        return "yes", "no"
     return None
 
 
@@ -664,7 +666,7 @@ def _flag_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choi
     found = [c for c in cols if c not in taken and _says_dislike(c) and _flag_values(events[c]) is not None]
     if len(found) > 1:
         raise ConfigError(f"ambiguous feedback column in the events file: {found} are all dislike flags; pass --rating-col NAME")
-    return Choice("feedback", found[0], f"{found[0]!r} is a 0/1 flag named for a dislike") if found else None
+    return Choice("feedback", found[0], f"{found[0]!r} is a flag (0/1, true/false or yes/no) named for a dislike") if found else None
 
 
 def _label_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
