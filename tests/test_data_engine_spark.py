@@ -335,8 +335,10 @@ def test_spark_reads_large_float_ids_as_their_integers_like_polars(spark, tmp_pa
 
 def test_spark_reads_epoch_seconds_written_as_floats_in_a_text_column_like_polars(spark, tmp_path):
     """``1700000000.0`` with one ``n/a``: Spark (and the streaming scan before it) took them for date strings and refused them."""
-    data, _ = float_text_time_log(tmp_path)
+    data, path = float_text_time_log(tmp_path)
     assert_reads_like_polars(tmp_path, "spark", data)
+    path.write_text(path.read_text().replace("n/a", "1700000000.5"))  # a fraction of a second: floored by every engine
+    assert_reads_like_polars(tmp_path, "spark_frac", data)
 
 
 def test_spark_refuses_a_columns_source_in_neither_file_like_polars(spark, tmp_path, table_file):
@@ -352,3 +354,18 @@ def test_spark_says_a_log_whose_every_feedback_is_neutral_is_so_like_polars(spar
 
     with pytest.raises(DataValidationError, match=ALL_NEUTRAL):
         _run(tmp_path, "neutral", {**all_neutral_log(tmp_path), "engine": "spark", "spark": SPARK})
+
+
+def test_spark_reads_times_in_the_configured_layout_only_like_polars(spark, tmp_path):
+    """``data.ts_format: '%Y-%m-%dT%H:%M:%S%.fZ'`` with some times written without the ``Z``: polars drops those
+    rows as unreadable; Spark inferred the column as timestamps itself and kept them (other files)."""
+    import datetime as dt
+
+    frame = edge_case_events()
+    stamps = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + ("" if k % 10 == 3 else "Z")
+              for k, ts in enumerate(frame["ts"])]
+    path = tmp_path / "iso.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for (u, i, _, fb), t in zip(frame.iter_rows(), stamps)))
+    data = {"source": "table", "events_path": str(path), "ts_format": "%Y-%m-%dT%H:%M:%S%.fZ", "split": {"horizon_days": 3, "max_history": 7}}
+    _, ref_stats = assert_reads_like_polars(tmp_path, "spark", data)
+    assert ref_stats["invalid_rows"]["bad_timestamp"] == sum(1 for t in stamps if not t.endswith("Z"))

@@ -147,7 +147,8 @@ def test_streaming_refuses_feedback_outside_minus_one_plus_one_under_on_invalid_
 
 # each kind of invalid row, as rows appended to the edge-case events (as ratings: 1 is a dislike, 5 a like)
 WARTS_BY_KIND = {
-    "missing_id": [(None, "i1", 1.0e9, 1.0), ("u1", None, 1.0e9, 5.0), (None, "i2", float("nan"), float("nan"))],  # the last: its first kind
+    "missing_id": [(None, "i1", 1.0e9, 1.0), ("u1", None, 1.0e9, 5.0), (None, "i2", float("nan"), float("nan")),  # the last: its first kind
+                   ("", "i1", 1.0e9 + 3, 1.0), ("u2", " ", 1.0e9 + 3, 5.0)],  # empty ids: polars kept them as ids, Spark not
     "bad_timestamp": [("u1", "i1", float("nan"), 1.0), ("u2", "i3", float("inf"), 5.0), ("u2", "i4", -5.0, 1.0)],
     "bad_feedback": [("u1", "i5", 1.0e9, float("nan")), ("u4", "i5", 1.0e9, 9.0), ("u4", "i6", 1.0e9, None)],  # NaN would read as a like
     "unknown_item": [("u1", "zzz", 1.0e9, 1.0), ("u5", "yyy", 1.0e9 + 7, 5.0)],
@@ -168,8 +169,10 @@ def warty_table(tmp_path: Path, duplicates: bool = True) -> tuple[dict[str, Any]
     path = tmp_path / "warty.parquet"
     pl.concat(parts).write_parquet(path, row_group_size=64)
     items = tmp_path / "items.csv"
-    items.write_text("item_id,title\n" + "".join(f"i{k},{'' if k == 7 else f'Item {k}'}\n" for k in range(23)) + "i3,again\n")
-    expected = {k: len(rows) for k, rows in WARTS_BY_KIND.items()} | {"duplicate_item": 1, "empty_title": 1}
+    orphans = ',Orphan\n"  ",Orphan too\n'  # items without an id: they stopped the run, naming the events file
+    items.write_text("item_id,title\n" + "".join(f"i{k},{'' if k == 7 else f'Item {k}'}\n" for k in range(23)) + "i3,again\n" + orphans)
+    expected = {k: len(rows) for k, rows in WARTS_BY_KIND.items()} | {"duplicate_item": 1, "empty_title": 1, "item_without_id": 2}
+    expected["neutral_rating"] = neutral.height  # the 3-star ratings between the thresholds (they were dropped uncounted)
     if duplicates:
         expected["duplicate_event"] = good.gather_every(17).height
     data = {"source": "table", "events_path": str(path), "items_path": str(items), "rating_range": [1, 5],
@@ -188,7 +191,7 @@ def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
     assert mem_stats["invalid_rows"] == {"policy": "drop", **expected}
     assert mem_stats["events"] == edge_case_events().height and mem_stats["samples"]["test"] > 0
     assert_same_run(mem, out)
-    with pytest.raises(DataValidationError, match=r"duplicate item id.*on_invalid: error") as err:
+    with pytest.raises(DataValidationError, match=r"items\.csv: 2 item\(s\) .* missing or empty id, e\.g\. \[\"the row titled 'Orphan'\".*on_invalid: error") as err:
         _run(tmp_path, "strict", {**data, "streaming": "on", "on_invalid": "error"})
     assert "\n" not in str(err.value)
     assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
@@ -232,14 +235,18 @@ def test_a_feedback_column_read_as_text_streams_as_the_loader_reads_it(tmp_path)
 
 
 def half_star_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
-    """Ratings that are whole stars for the rows a CSV's types are inferred from, then half stars: the
-    data config of the log as Parquet (the ratings floats throughout), and the same log as CSV."""
+    """Ratings that are whole stars and times that are integers for the rows a CSV's types are inferred from, then
+    half stars and float times: the data config of the log as Parquet (the ratings floats throughout), and the same
+    log as CSV."""
     whole = [(f"u{k % 40}", f"i{k % 23}", 1_700_000_000 + 300 * k, float(1 + 4 * (k % 3 != 0))) for k in range(INFER_ROWS)]
     late = [(f"u{k % 40}", f"i{k % 23}", 1_700_000_000 + 300 * (INFER_ROWS + k), 4.5 if k % 3 else 1.5) for k in range(60)]
     frame = pl.DataFrame(whole + late, schema={"user": pl.String, "item": pl.String, "ts": pl.Int64, "stars": pl.Float64}, orient="row")
     plain, text = tmp_path / "ratings.parquet", tmp_path / "ratings.csv"
     frame.write_parquet(plain)
-    text.write_text("user,item,ts,stars\n" + "".join(f"{u},{i},{ts},{r:g}\n" for u, i, ts, r in frame.iter_rows()))
+    # and, after those rows, times written as floats (1700000000.0, as pandas writes them; a fraction floored): polars
+    # cast them to the integers of the first rows, null, and dropped them as bad timestamps where Spark kept them
+    late_ts = {n: f"{ts}.0" if n % 2 else f"{ts}.25" for n, ts in enumerate(frame["ts"]) if n >= INFER_ROWS}
+    text.write_text("user,item,ts,stars\n" + "".join(f"{u},{i},{late_ts.get(n, ts)},{r:g}\n" for n, (u, i, ts, r) in enumerate(frame.iter_rows())))
     data = {"source": "table", "events_path": str(plain), "columns": {"user": "user_id", "item": "item_id", "stars": "rating"},
             "dislike_max_rating": 2, "like_min_rating": 3, "rating_range": [1, 5], "split": {"horizon_days": 3, "max_history": 7}}
     return data, text
@@ -543,15 +550,16 @@ def float_text_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
 
 def test_epoch_seconds_written_as_floats_in_a_text_column_stream_as_the_loader_reads_them(tmp_path):
     """``1700000000.0`` with an ``n/a``: the loader read the floats and dropped the ``n/a``; the streaming
-    scan took the column for date/time strings and refused it. A fraction is refused by both alike."""
+    scan took the column for date/time strings and refused it. A fraction of a second is floored by both alike
+    (it stopped the whole file, even under on_invalid: drop)."""
     data, path = float_text_time_log(tmp_path)
     mem, mem_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
     assert mem_stats["events"] == edge_case_events().height and mem_stats["invalid_rows"] == {"policy": "drop", "bad_timestamp": 1}
     assert_same_run(mem, _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 70})[0])
     path.write_text(path.read_text().replace("n/a", "1700000000.5"))
-    for streaming in ("off", "on"):
-        with pytest.raises(DataValidationError, match=r"column 'ts' has a fractional timestamp 1700000000.5"):
-            _run(tmp_path, f"frac_{streaming}", {**data, "streaming": streaming})
+    mem, mem_stats = _run(tmp_path, "frac_off", {**data, "streaming": "off"})
+    assert mem_stats["events"] == edge_case_events().height + 1 and "bad_timestamp" not in mem_stats["invalid_rows"]
+    assert_same_run(mem, _run(tmp_path, "frac_on", {**data, "streaming": "on", "partition_events": 70})[0])
 
 
 def test_minute_iso_times_with_a_zone_stream_as_the_loader_reads_them(tmp_path):

@@ -69,6 +69,18 @@ def test_each_event_wart_is_one_clear_error_under_on_invalid_error(tmp_path, kin
     assert WARTS[kind].split(":")[0] in message
 
 
+def test_an_empty_or_blank_id_is_a_missing_id_and_an_item_without_one_names_the_items_file(tmp_path):
+    """A quoted empty user (``""``) or one of spaces was kept as a user by polars (Spark dropped it as missing);
+    an items row with an empty id stopped the run with a message naming the events file."""
+    events, _, counts = _drop(*_files(tmp_path, [*CLEAN, '"",a,120,-1', '"  ",b,121,1', 'u1," ",122,1']))
+    assert counts == {"missing_id": 3} and events.height == len(CLEAN)
+    _, items, counts = _drop(*_files(tmp_path, CLEAN, items=ITEMS + ",Orphan\n"))
+    assert counts == {"item_without_id": 1} and items["item_id"].to_list() == ["a", "b"]
+    with pytest.raises(DataValidationError, match=r"items file .*it\.csv: 1 item\(s\) in the items file with a missing or empty id") as err:
+        load_table(*_files(tmp_path, CLEAN, items=ITEMS + ",Orphan\n"), {}, log=RepairLog("error"))
+    assert "ev.csv" not in str(err.value)
+
+
 def test_empty_titles_become_the_item_id(tmp_path):
     _, items, counts = _drop(*_files(tmp_path, CLEAN, items="item_id,title\na,Alpha\nb,\n"))
     assert counts == {"empty_title": 1}

@@ -215,3 +215,18 @@ def test_a_log_whose_events_are_mostly_dislikes_is_flagged(tmp_path):
     console = Console(record=True, width=300)
     stats = stage.run(DataConfig(source="table", events_path=ev, split={"min_history": 0}), tmp_path / "run", console=console)
     assert stats["dislike_share"] == 0.8 and "warning: 80% of the events are dislikes" in console.export_text()
+
+
+def test_the_rows_dropped_are_shown_before_the_error_they_cause(tmp_path):
+    """Every time but a few unreadable: "no training sample" was the only line, and the 114 rows dropped as
+    bad timestamps, the reason, were counted in a warning block the refusal skipped."""
+    from conrec.errors import DataValidationError
+
+    rows = _rows(ts_of=lambda k, u: "n/a" if k > 1 else k * 3600 + u)
+    console = Console(record=True, width=300)
+    cfg = _table_cfg(tmp_path, rows)
+    with pytest.raises(DataValidationError, match="no training sample"):
+        stage.run(cfg.data, cfg.run_dir, console=console)
+    out = console.export_text()
+    assert "114 event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped" in out
+    assert "before the error below" in out and not RunDir(tmp_path / "run").events.exists()

@@ -116,3 +116,15 @@ def test_two_digit_years_are_read_with_the_two_digit_layout() -> None:
     assert detect_format(pl.Series(["12/25/23 18:13", "01/02/24 07:00", "03/04/95 10:00"])) == "%m/%d/%y %H:%M"
     assert parse_datetimes(pl.Series(["25.12.23", "03.04.95"])).dt.year().to_list() == [2023, 1995]
     assert detect_format(pl.Series(["12/25/2023 18:13"])) == "%m/%d/%Y %H:%M"  # four digits: as before
+
+
+def test_two_layouts_reading_as_many_values_but_other_rows_are_refused_in_one_line(tmp_path: Path) -> None:
+    """``...Z`` and zoneless ISO times mixed half and half: each layout read as many values, on other rows, and
+    picking the example of a disagreement raised an IndexError (a traceback) instead of a message."""
+    mixed = pl.Series(["2024-01-01T10:00:00Z", "2024-01-02T10:00:00"] * 5)
+    with pytest.raises(DataValidationError, match=r"mixes two date layouts.*'2024-01-02T10:00:00'.*'2024-01-01T10:00:00Z'.*data.ts_format"):
+        detect_format(mixed)
+    path = tmp_path / "events.csv"
+    path.write_text("user,item,rating,timestamp\n" + "".join(f"u{k % 3},i{k},{k % 5 + 1},{t}\n" for k, t in enumerate(mixed)))
+    with pytest.raises(DataValidationError, match="--time-format"):
+        init_config(path, None, tmp_path / "my.yaml", preset="tiny")

@@ -12,6 +12,7 @@ import pytest
 from conrec.config import load_config
 from conrec.data.engine.scan import scan_table
 from conrec.data.feedback_labels import normalise, propose
+from conrec.data.guess import guess
 from conrec.data.loaders import load_source
 from conrec.data.repair import RepairLog
 from conrec.errors import ConfigError, DataValidationError
@@ -80,7 +81,8 @@ def test_labels_must_be_minus_one_zero_or_one_and_agree_once_spelled_alike() -> 
             load_config(None, {"data": {"feedback_labels": bad}})
     # a flag's values written unquoted in YAML (1: -1, true: -1) are its values as text
     assert load_config(None, {"data": {"feedback_labels": {1: -1, 0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
-    assert load_config(None, {"data": {"feedback_labels": {True: -1, False: 1}}}).data.feedback_labels == {"true": -1, "false": 1}
+    labels = load_config(None, {"data": {"feedback_labels": {True: -1, False: 1}}}).data.feedback_labels
+    assert labels == {"true": -1, "yes": -1, "on": -1, "false": 1, "no": 1, "off": 1}  # YAML's true is also its yes and on
 
 
 def _flags(tmp_path: Path, name: str, as_bool: bool) -> tuple[Path, pl.DataFrame]:
@@ -120,10 +122,67 @@ def test_a_flag_whose_name_does_not_say_is_refused_and_a_bare_true_false_column_
         init_config(path, None, tmp_path / "my.yaml", preset="tiny", given={"rating": "liked"})
     path, _ = _flags(tmp_path, "score", as_bool=False)  # named as a rating: a two-point scale, 0 the dislike, as before
     _, g = init_config(path, None, tmp_path / "score.yaml", preset="tiny")
-    assert g.feedback_labels is None and (g.rating_range, g.dislike_max_rating, g.like_min_rating) == ((0.0, 1.0), 0.0, 1.0)
+    assert g.feedback_labels is None and (g.rating_range, g.dislike_max_rating, g.like_min_rating) == ((0.0, 1.0), 0.0, 0.01)
     path, _ = _flags(tmp_path, "flag", as_bool=True)
     data = {"source": "table", "events_path": str(path), "columns": {"user": "user_id", "item": "item_id", "flag": "feedback"}}
     with pytest.raises(DataValidationError, match="holds true/false; say which is a dislike with data.feedback_labels"):
         load_source(load_config(None, {"data": data}).data)
     events, _ = load_source(load_config(None, {"data": {**data, "feedback_labels": {"true": -1, "false": 1}}}).data)
     assert set(events["feedback"].unique()) == {-1, 1}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_float_flag_as_pandas_exports_it_is_a_flag_like_0_and_1(tmp_path: Path, suffix: str) -> None:
+    """``is_disliked`` written as 0.0/1.0 (pandas, a missing value in the column) was not seen as a flag: init found no
+    feedback column, and named with --rating-col it became a 0..1 rating whose 0 (the positives) was the dislike."""
+    _, frame = _flags(tmp_path, "is_disliked", as_bool=False)
+    frame = frame.with_columns(pl.col("is_disliked").cast(pl.Float64))
+    path = tmp_path / f"float{suffix}"
+    frame.write_csv(path) if suffix == ".csv" else frame.write_parquet(path)
+    out, g = init_config(path, None, tmp_path / "my.yaml", preset="tiny")
+    assert g.events["feedback"].column == "is_disliked" and g.feedback_labels == {"1": -1, "0": 1} and g.rating_range is None
+    cfg = load_config(out)
+    want = frame.select(pl.col("user").alias("user_id"), pl.col("item").alias("item_id"),
+                        pl.when(pl.col("is_disliked") == 1.0).then(-1).otherwise(1).cast(pl.Int8).alias("feedback")).sort(pl.all())
+    events, _ = load_source(cfg.data)
+    assert events.select("user_id", "item_id", "feedback").sort(pl.all()).equals(want)
+    streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()
+    assert streamed.select("user_id", "item_id", pl.col("feedback").cast(pl.Int8)).sort(pl.all()).equals(want)
+    assert load_config(None, {"data": {"feedback_labels": {1.0: -1, 0.0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
+
+
+def test_a_feedback_column_whose_sample_is_all_positives_is_read_as_feedback_and_said_to_be_a_guess(tmp_path: Path) -> None:
+    """The -1s of a -1/0/+1 column came after the sampled rows: init refused the column as a flag that "holds only 1
+    and 0" (it held only 1) and proposed {'1': -1, '0': 1}, which would have made every positive a dislike."""
+    rows = [f"u{k % 7},i{k % 11},{1_600_000_000 + k},1" for k in range(300)] + [f"u{k % 7},i{k % 11},{1_600_001_000 + k},-1" for k in range(40)]
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,timestamp,feedback\n" + "\n".join(rows) + "\n")
+    from conrec.data.guess import read_sample
+
+    for given in ({}, {"rating": "feedback"}):
+        g = guess(read_sample(path, "events", n_rows=300), given=given)
+        assert g.events["feedback"].column == "feedback" and g.feedback_labels is None and g.rating_range is None
+        assert "every one of the 300 sampled values of 'feedback' is 1" in g.feedback_warning
+    liked = pl.DataFrame({"u": ["a", "b"], "i": ["x", "y"], "ts": [1, 2], "liked": ["1", "0"]})
+    with pytest.raises(ConfigError, match=r"\{'0': -1, '1': 1\} if 0 is a thumbs-down, \{'1': -1, '0': 1\} if 1 marks a dislike"):
+        guess(liked, given={"user_id": "u", "item_id": "i", "rating": "liked"})
+
+
+def test_unquoted_yes_and_no_label_keys_read_a_yes_no_column(tmp_path: Path) -> None:
+    """``yes: -1`` / ``no: 1`` unquoted are YAML booleans: they became the labels 'true' / 'false', which no value of
+    the yes/no column matched, and every row was dropped as bad feedback."""
+    rows = [f"u{k % 5},i{k % 7},{1_600_000_000 + 60 * k},{'yes' if k % 4 == 0 else 'no'}" for k in range(80)]
+    events = tmp_path / "events.csv"
+    events.write_text("user_id,item_id,ts,hidden\n" + "\n".join(rows) + "\n")
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(f"data:\n  source: table\n  events_path: {events}\n  columns: {{hidden: feedback}}\n"
+                   "  feedback_labels:\n    yes: -1\n    no: 1\n")
+    log = RepairLog("drop")
+    got, _ = load_source(load_config(cfg).data, log)
+    assert got.height == 80 and (got["feedback"] == -1).sum() == 20 and log.counts == {}
+    streamed = scan_table(load_config(cfg).data.model_copy(update={"streaming": "on"})).collect()
+    assert streamed.height == 80 and (streamed["feedback"] == -1).sum() == 20
+    out, g = init_config(events, None, tmp_path / "init.yaml", preset="tiny")  # a yes/no flag named for a dislike: a flag
+    assert g.feedback_labels == {"yes": -1, "no": 1}
+    got, _ = load_source(load_config(out).data)
+    assert got.height == 80 and (got["feedback"] == -1).sum() == 20

@@ -38,7 +38,7 @@ def test_unusual_names_and_a_half_star_scale_are_guessed_and_the_config_loads(tm
     out, g = init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
     assert g.columns() == {"customer": "user_id", "movie": "item_id", "rated_at": "ts", "stars": "rating",
                            "name": "title", "genre": "category", "overview": "text"}
-    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 2.5)
+    assert (g.ts_unit, g.rating_range, g.dislike_max_rating, g.like_min_rating) == ("s", (0.5, 5.0), 2.0, 2.01)
     text = out.read_text()
     assert "'stars' is a usual name for rating" in text and "steps of 0.5" in text  # every guess says why
     cfg = load_config(out)
@@ -87,7 +87,8 @@ def test_missing_roles_are_refused_not_guessed() -> None:
 
 @pytest.mark.parametrize(
     ("values", "expected"),
-    [(HALF_STARS, ((0.5, 5.0), 2.0, 2.5)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 3.0)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 5.0))],
+    [(HALF_STARS, ((0.5, 5.0), 2.0, 2.01)), ([1, 2, 3, 4, 5], ((1.0, 5.0), 2.0, 2.01)), (list(range(1, 11)), ((1.0, 10.0), 4.0, 4.01)),
+     ([0.1, 0.105, 0.2, 0.5, 0.9], ((0.1, 0.9), 0.38, 0.3825))],  # a scale finer than the margin: half its step above
 )
 def test_suggested_thresholds_follow_the_scale(values, expected) -> None:
     assert suggest_thresholds(pl.Series("r", values, dtype=pl.Float64))[:3] == expected
@@ -147,7 +148,7 @@ def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> No
     assert g.events["item_id"].column == "ISBN" and g.dislike_max_rating == 3
     assert g.rating_warning.startswith("68% of the sampled ratings are <= 3")
     assert "55% are 0" in g.rating_warning and "rating_range: [1, 10]" in g.rating_warning
-    assert "dislike_max_rating: 4, like_min_rating: 5" in g.rating_warning
+    assert "dislike_max_rating: 4, like_min_rating: 4.01" in g.rating_warning
     for values in (HALF_STARS, [1, 2, 3, 4, 5, 4, 5, 3], list(range(1, 11))):
         ev = pl.DataFrame({"user": ["a"] * len(values), "item": ["x"] * len(values), "ts": ["1"] * len(values), "rating": values})
         assert guess(ev).rating_warning == ""
@@ -249,6 +250,27 @@ def test_a_file_that_is_not_utf8_is_named_with_the_line_and_the_fix(tmp_path: Pa
     cfg = load_config(out)
     with pytest.raises(DataValidationError, match=want):
         load_source(cfg.data.model_copy(update={"items_path": latin}))
+
+
+@pytest.mark.parametrize(("encoding", "name"), [("utf-16", "UTF-16 LE"), ("utf-16-le", "UTF-16 LE"), ("utf-16-be", "UTF-16 BE")])
+def test_a_utf16_file_is_named_with_its_encoding_and_the_fix(tmp_path: Path, encoding: str, name: str) -> None:
+    """Excel's "Unicode Text" (UTF-16, a byte-order mark or none): read as UTF-8, every name and value carried NULs,
+    and init refused a time column named '\x00t\x00i...' as unreadable times."""
+    ev, it = _unusual_files(tmp_path)
+    for path, what in ((ev, "events"), (it, "items")):
+        (tmp_path / f"u16{path.suffix}").write_bytes(path.read_text().replace(",", "\t").encode(encoding))
+        u16 = tmp_path / f"u16_{what}.tsv"
+        (tmp_path / f"u16{path.suffix}").rename(u16)
+        want = rf"{what} file .*u16_{what}.tsv is {name}, not UTF-8 .*iconv -f UTF-16 -t UTF-8"
+        with pytest.raises(DataValidationError, match=want):
+            init_config(u16 if what == "events" else ev, u16 if what == "items" else None, tmp_path / "my.yaml", preset="tiny")
+        cfg = load_config(None, {"data": {"source": "table", "events_path": str(u16 if what == "events" else ev),
+                                          **({"items_path": str(u16)} if what == "items" else {})}}).data
+        with pytest.raises(DataValidationError, match=want):
+            load_source(cfg)
+        if what == "events":
+            with pytest.raises(DataValidationError, match=want):
+                scan_table(cfg.model_copy(update={"streaming": "on"}))
 
 
 def test_a_semicolon_export_with_decimal_commas_reads_its_half_stars(tmp_path: Path) -> None:
@@ -367,7 +389,7 @@ def test_a_few_ratings_far_beyond_the_scale_are_named_and_the_proposal_kept() ->
     g = guess(ev)
     assert (g.rating_range, g.dislike_max_rating) == ((1.0, 7.0), 3.0)
     assert g.outlier_warning == ("10 of the 2,010 sampled ratings lie beyond the 1..5 the rest span: 7 (10x); if they are errors, "
-                                 "set rating_range: [1, 5] to drop them, and for that scale dislike_max_rating: 2, like_min_rating: 3")
+                                 "set rating_range: [1, 5] to drop them, and for that scale dislike_max_rating: 2, like_min_rating: 2.01")
     assert any(line.endswith(g.outlier_warning) for line in summary_lines(g))
     rare_top = [str(1 + k % 4) for k in range(2000)] + ["5"] * 10  # one step past the rest: the scale's own
     half_stars = [str(HALF_STARS[1 + k % 9]) for k in range(2000)] + ["0.5"] * 10
@@ -391,3 +413,79 @@ def test_init_refuses_an_out_path_that_is_a_directory_even_with_force(tmp_path: 
     assert (keep / "other.yaml").read_text() == "keep"
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         init_config(ev, None, ev / "x.yaml", preset="tiny")
+
+
+def test_a_time_layout_that_reads_few_of_the_sampled_values_is_refused_with_an_unreadable_example() -> None:
+    """298 ``Dec 22, 2023`` and 2 ISO dates: init wrote ts_format '%Y-%m-%d' (it read the 2) and conrec data dropped
+    298 of 300 rows; ISO times two thirds with ``Z``: the example printed was one the chosen layout cannot read."""
+    ev = _dated(["Dec 22, 2023"] * 298 + ["2023-11-24", "2023-11-25"])
+    with pytest.raises(ConfigError, match=r"'%Y-%m-%d', reads only 2 of the 300 .*99% \(like 'Dec 22, 2023'\).*--time-format"):
+        guess(ev)
+    g = guess(ev, ts_format="%b %d, %Y")  # the flag settles it; the 2 others are named as dropped
+    assert g.ts_reason.startswith("values like 'Dec 22, 2023'") and "2 of the 300 sampled values (like '2023-11-24')" in g.ts_reason
+    iso = _dated(["2023-12-22T07:54:31", "2023-12-10T01:32:31Z", "2023-12-11T01:32:31Z"] * 10)
+    with pytest.raises(ConfigError, match=r"reads only 20 of the 30 .*like '2023-12-22T07:54:31'"):
+        guess(iso)
+    g = guess(iso, ts_format="%Y-%m-%dT%H:%M:%S%.fZ")
+    assert g.ts_reason.startswith("values like '2023-12-10T01:32:31Z'")  # an example the layout reads
+    assert guess(_dated(["2023-12-22"] * 199 + ["n/a"])).ts_format == "%Y-%m-%d"  # a stray n/a is dropped, counted
+
+
+def test_ratings_off_the_sampled_steps_are_positives_and_neutral_ones_are_counted(tmp_path: Path) -> None:
+    """10,000 whole stars then half stars: init proposed like_min_rating 3 (the next sampled step), so every 2.5 fell
+    between the thresholds and vanished, counted nowhere. Now everything above the dislike threshold is a positive,
+    and ratings a user's own thresholds leave neutral are counted (neutral_rating)."""
+    whole = [f"u{k % 9},i{k % 13},{1_600_000_000 + 60 * k},{1 + k % 5}" for k in range(200)]
+    half = [f"u{k % 9},i{k % 13},{1_700_000_000 + 60 * k},{1.5 + k % 4}" for k in range(40)]  # 1.5, 2.5, 3.5, 4.5
+    path = tmp_path / "events.csv"
+    path.write_text("user,item,ts,rating\n" + "\n".join(whole + half) + "\n")
+    from conrec.data.guess import read_sample
+
+    g = guess(read_sample(path, "events", n_rows=200))
+    assert (g.dislike_max_rating, g.like_min_rating) == (2.0, 2.01) and "anything above it" in g.rating_reason
+    data = {"source": "table", "events_path": str(path), "columns": {"user": "user_id", "item": "item_id"},
+            "rating_range": [1, 5], "dislike_max_rating": g.dislike_max_rating, "like_min_rating": g.like_min_rating}
+    log = RepairLog("drop")
+    events, _ = load_source(load_config(None, {"data": data}).data, log)
+    assert events.height == 240 and log.counts == {}
+    for streaming in ("off", "on"):
+        cfg = load_config(None, {"run_dir": str(tmp_path / f"run_{streaming}"), "data": {**data, "like_min_rating": 3, "streaming": streaming}})
+        from rich.console import Console
+
+        from conrec.data import stage
+
+        stats = stage.run(cfg.data, cfg.run_dir, console=Console(quiet=True))
+        assert stats["invalid_rows"] == {"policy": "drop", "neutral_rating": 10}, streaming  # the ten 2.5s
+
+
+def test_epoch_units_are_told_by_their_typical_size_and_named_when_wrong(tmp_path: Path) -> None:
+    """Milliseconds with a few 0 placeholders were guessed as seconds (conrec data then refused every time beyond the
+    year 9999, suggesting "milliseconds or microseconds?"); nanoseconds were labelled microseconds; fractional epoch
+    seconds were written as ts_unit s and then refused by conrec data, whole file, even under on_invalid: drop;
+    Excel serial days (45037) were read as seconds of 1970-01-01 without a word."""
+    ms = _dated(["0", "1702171951000", "1702544371000", "0", "1703231671000"])
+    g = guess(ms)
+    assert g.ts_unit == "ms" and "values like '1702171951000'" in g.ts_reason and "2 sampled value(s) of 0" in g.ts_reason
+    with pytest.raises(ConfigError, match=r"values like '1703231671000000123' are epoch nanoseconds.*divide by 1,000"):
+        guess(_dated(["1703231671000000123", "1702171951000000123"]))
+    frac = _dated(["1703231671.25", "1702171951", "1702544371.5"])
+    assert guess(frac).ts_unit == "s" and "fractions of a second are floored" in guess(frac).ts_reason
+    excel = guess(_dated(["45037", "45025", "45029"]))
+    assert excel.ts_unit == "s" and "Excel serial dates" in excel.ts_reason and "2023-04-21" in excel.ts_reason
+    assert "Excel" not in guess(_dated(["1703231671", "1702171951"])).ts_reason
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 3},i{k},{1_700_000_000 + k}.5,{-1 if k % 3 else 1}\n" for k in range(30)))
+    events, _ = load_source(load_config(None, {"data": {"source": "table", "events_path": str(path), "ts_unit": "s"}}).data, RepairLog("drop"))
+    assert sorted(events["ts"].to_list()) == [1_700_000_000 + k for k in range(30)]  # floored, as ms and us are
+    for unit, values, hint in (("s", "1700000000000", "ts_unit: ms"), ("ms", "1700000000000000", "ts_unit: us"),
+                               ("us", "1700000000000000000", "nanoseconds")):
+        path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 3},i{k},{values},{-1 if k % 3 else 1}\n" for k in range(30)))
+        cfg = load_config(None, {"data": {"source": "table", "events_path": str(path), "ts_unit": unit}}).data
+        with pytest.raises(DataValidationError, match=f"beyond year 9999 read with data.ts_unit: {unit} .*{hint}"):
+            load_source(cfg, RepairLog("drop"))
+        with pytest.raises(DataValidationError, match=f"beyond year 9999 read with data.ts_unit: {unit} .*{hint}"):
+            from rich.console import Console
+
+            from conrec.data import stage
+
+            stage.run(cfg.model_copy(update={"streaming": "on"}), tmp_path / f"run_{unit}", console=Console(quiet=True))

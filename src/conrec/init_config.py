@@ -99,6 +99,8 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
         ]
     elif "feedback" in g.events:
         lines.append(f"  # {g.events['feedback'].reason}")
+        if g.feedback_warning:
+            lines.append(f"  # WARNING: {g.feedback_warning}")
     if g.feedback_labels is not None:
         if g.labels_warning:
             lines.append(f"  # WARNING: {g.labels_warning}")
@@ -164,8 +166,7 @@ def summary_lines(g: Guess) -> list[str]:
         by = {v: [k for k, x in g.feedback_labels.items() if x == v and k not in g.labels_unknown] for v in (-1, 1)}
         lines.append(f"{'labels':>9}: dislike {by[-1]}, positive {by[1]}"
                      + (f", not recognised (neutral, dropped: check them) {g.labels_unknown}" if g.labels_unknown else ""))
-    if g.labels_warning:
-        lines.append(f"{'warning':>9}: {g.labels_warning}")
+    lines += [f"{'warning':>9}: {w}" for w in (g.labels_warning, g.feedback_warning) if w]
     lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values() if c.role != "item_id"]
     if g.items_warning:
         lines.append(f"{'warning':>9}: {g.items_warning}")

@@ -125,6 +125,10 @@ class SparkConfig(_Strict):
     )
 
 
+YAML_BOOLEAN_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")}
+"""The words YAML 1.1 reads as a boolean key (``yes: -1`` is ``True: -1``): a boolean label key stands for each."""
+
+
 class DataConfig(_Strict):
     """Which events to load (``source``) and how to split and label them.
 
@@ -190,12 +194,23 @@ class DataConfig(_Strict):
     @classmethod
     def _no_booleans(cls, labels: object) -> object:
         """Values must be -1/0/1, never true/false; keys are the column's values as text, so YAML's unquoted
-        ``1:`` or ``true:`` (a flag's values) are read as ``"1"`` and ``"true"``."""
+        ``1:`` or ``true:`` (a flag's values) are read as ``"1"`` and ``"true"``.
+
+        An unquoted ``yes:`` / ``no:`` (or ``on:`` / ``off:``) arrives as true / false too, and read as ``"true"`` /
+        ``"false"`` it matched no value of a yes/no column: every row was dropped as bad feedback. Which word
+        was written cannot be told after YAML, so a boolean key stands for each of them (the column holds one).
+        """
         if not isinstance(labels, dict):
             return labels
         if flags := [k for k, v in labels.items() if isinstance(v, bool)]:
             raise ValueError(f"label(s) {flags} map to true/false; use -1 (dislike), 1 (positive) or 0 (neutral)")
-        return {(str(k).lower() if isinstance(k, bool) else str(k) if isinstance(k, int) else k): v for k, v in labels.items()}
+        out: dict[object, object] = {}
+        for k, v in labels.items():
+            if isinstance(k, bool):
+                out.update(dict.fromkeys(YAML_BOOLEAN_WORDS[k], v))
+            else:
+                out[str(k) if isinstance(k, (int, float)) else k] = v
+        return out
 
     @field_validator("feedback_labels")
     @classmethod

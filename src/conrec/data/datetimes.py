@@ -105,12 +105,32 @@ def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str
     first = parsed[winners[0]]
     rival = next((fmt for fmt in winners[1:] if not parsed[fmt].equals(first)), None)
     if rival is not None:
-        example = sample[int((first != parsed[rival]).fill_null(False).arg_true()[0])]
+        differ = (first != parsed[rival]).fill_null(False)
+        if not differ.any():  # equally many values read, but other rows: two layouts mixed in one column
+            raise mixed_layouts(sample, first, parsed[rival], winners[0], rival, what, column)
+        example = sample[int(differ.arg_true()[0])]
         raise DataValidationError(
             f"{what}: column {column!r} has dates like {example!r} that read as {winners[0]!r} and as {rival!r} alike "
             f"(every sampled day is 12 or less); set data.ts_format to the one it is (conrec init: --time-format)"
         )
     return winners[0]
+
+
+def mixed_layouts(
+    sample: pl.Series, first: pl.Series, second: pl.Series, fmt: str, other: str, what: str, column: str
+) -> DataValidationError:
+    """The one-line error for a column whose values are written in two layouts, each reading as many as the other.
+
+    Why refuse: ``data.ts_format`` is one layout, and either choice drops half the rows (``2024-01-01T10:00:00Z``
+    and ``2024-01-02T10:00:00`` mixed); picking one silently would lose them without saying why.
+    """
+    a = sample.filter(first.is_not_null() & second.is_null())
+    b = sample.filter(second.is_not_null() & first.is_null())
+    return DataValidationError(
+        f"{what}: column {column!r} mixes two date layouts, {a[0]!r} ({fmt!r}) and {b[0]!r} ({other!r}), each reading "
+        f"{first.count():,} of {sample.len():,} sampled values; write every time in one layout, or set data.ts_format "
+        "(conrec init: --time-format) to the one to keep (the other rows are dropped as bad_timestamp)"
+    )
 
 
 def parse_datetimes(s: pl.Series, fmt: str | None = None, what: str = "events", column: str = "ts") -> pl.Series:

@@ -42,9 +42,13 @@ SEPARATORS = r"[\s\-]+"
 """Inner spaces and hyphens, written as one underscore (the same rule in Python, polars and Spark)."""
 
 
+INTEGRAL = r"^(-?\d+)\.0+$"
+"""A flag or code written as a float (``1.0``, as pandas exports a 0/1 column with a missing value): read as ``1``."""
+
+
 def normalise(value: str) -> str:
-    """Lower case, outer spaces dropped, inner spaces and hyphens as one underscore."""
-    return re.sub(SEPARATORS, "_", value.strip().lower())
+    """Lower case, outer spaces dropped, inner spaces and hyphens as one underscore, ``1.0`` as ``1``."""
+    return re.sub(INTEGRAL, r"\1", re.sub(SEPARATORS, "_", value.strip().lower()))
 
 
 def propose(values: Iterable[str]) -> tuple[dict[str, int], list[str]]:
@@ -66,7 +70,7 @@ def propose(values: Iterable[str]) -> tuple[dict[str, int], list[str]]:
 
 def normalised(column: pl.Expr) -> pl.Expr:
     """:func:`normalise` as a polars expression."""
-    return column.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(SEPARATORS, "_")
+    return column.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(SEPARATORS, "_").str.replace(INTEGRAL, "${1}")
 
 
 def map_labels(column: pl.Expr, labels: Mapping[str, int]) -> pl.Expr:

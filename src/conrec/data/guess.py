@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
-from conrec.data.feedback_labels import normalised, propose
+from conrec.data.feedback_labels import normalise, normalised, propose
 from conrec.data.repair import padded_ids_hint
 from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, flatten_list_columns, id_as_text
 from conrec.data.sources.common import (
@@ -100,6 +100,7 @@ class Guess:
     labels_reason: str = ""  # why, for a 0/1 or true/false flag (word labels give a reason per word)
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
     labels_warning: str = ""  # when no value is a known dislike word, so that the labels are the user's to fill in
+    feedback_warning: str = ""  # when a -1/0/+1 feedback column shows no -1 in the sample (see _only_positives)
 
     def columns(self) -> dict[str, str]:
         """``data.columns``: source -> canonical, leaving out columns already named canonically."""
@@ -136,12 +137,13 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
         raise unsupported_format(p, fmt, what)
+    sep = csv_separator(p, what) if fmt in CSV_SUFFIXES else ","  # a UTF-16 file is refused here, in one line
     try:
         if fmt in PARQUET_SUFFIXES:
             table = pl.read_parquet(p, n_rows=n_rows)
             table = table.with_columns(categoricals_as_text(table.schema))
         else:
-            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=csv_separator(p), n_rows=n_rows, infer_schema=False)
+            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=sep, n_rows=n_rows, infer_schema=False)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     return has_rows(table, p, what)
@@ -188,17 +190,71 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
     if ts_format is None and digit_dates(s):
         return "auto", f"values like {s.drop_nulls()[0]!r}: dates written as digits, layout {DIGIT_DATE} (not epoch seconds)", DIGIT_DATE
     if ts_format is None and nums.len() >= 0.95 * max(s.drop_nulls().len(), 1) and nums.len():
-        if (nums > _US_THRESHOLD).all():
-            return "us", f"values like {int(nums[0])}: epoch microseconds", None
-        if (nums > _MS_THRESHOLD).all():
-            return "ms", f"values like {int(nums[0])}: epoch milliseconds", None
-        return "s", f"values like {int(nums[0])}: epoch seconds", None
-    text = s.cast(pl.String).str.strip_chars()
+        return _epoch_unit(s, nums)
+    text = s.cast(pl.String).str.strip_chars().drop_nulls()
     fmt = ts_format if ts_format is not None else detect_format(text, "events file", str(s.name))
-    if parse_datetimes(text, fmt).drop_nulls().len():
-        how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
-        return "auto", f"values like {s.drop_nulls()[0]!r}: date/time strings, {how}", fmt
-    raise unreadable_times(str(s.name), s.drop_nulls().head(2).to_list(), ts_format)
+    parsed = parse_datetimes(text, fmt)
+    read, bad = text.filter(parsed.is_not_null()), text.filter(parsed.is_null())
+    if not read.len():
+        raise unreadable_times(str(s.name), text.head(2).to_list(), ts_format)
+    how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
+    if ts_format is None and bad.len() > (1 - TIME_READ_SHARE) * text.len():
+        raise partly_read_times(str(s.name), read.len(), text.len(), bad[0], fmt)
+    why = f"values like {read[0]!r}: date/time strings, {how}"
+    if bad.len():
+        why += f"; {bad.len():,} of the {text.len():,} sampled values (like {bad[0]!r}) it does not read are dropped as bad_timestamp"
+    return "auto", why, fmt
+
+
+TIME_READ_SHARE = 0.99
+"""The share of the sampled times the guessed layout must read (a few ``n/a`` are dropped and counted)."""
+
+
+def partly_read_times(column: str, n_read: int, n: int, example: str, fmt: str | None) -> ConfigError:
+    """The one-line error for a guessed layout that reads only some of the sampled times.
+
+    Why refuse: the best listed layout reading 2 ISO dates among 298 ``Dec 22, 2023`` was written to the
+    config, and ``conrec data`` then dropped 298 of 300 rows as bad timestamps. The unreadable values are
+    most often dates in a layout not listed, which one ``--time-format`` settles.
+    """
+    keep = f", or --time-format {fmt!r} to keep this layout and drop the rest as bad_timestamp" if fmt is not None else ""
+    return ConfigError(
+        f"time column {column!r}: {f'the layout that reads most, {fmt!r},' if fmt else 'the layout polars infers'} reads only {n_read:,} of the {n:,} sampled values; {1 - n_read / n:.0%} "
+        f"(like {example!r}) are in another layout: pass --time-format '<strftime layout>' that reads them "
+        f"(e.g. '%b %d, %Y' reads 'Dec 25, 2023'){keep}"
+    )
+
+
+_NS_THRESHOLD = 10**17  # epoch microseconds reach 1e17 only in the year 5138: larger integers are nanoseconds
+EXCEL_MAX = 10**6  # epoch seconds all below this lie in the first 12 days of 1970: Excel serial days (45037) most often
+
+
+def _epoch_unit(s: pl.Series, nums: pl.Series) -> tuple[str, str, str | None]:
+    """(``data.ts_unit``, why, None) for epoch numbers, told by their typical (median) size, not their smallest.
+
+    Why the median of the positive values: a few ``0`` placeholders among milliseconds made the rule "every value
+    above 1e11" fail, and the file was read as seconds (every time beyond the year 9999, refused by conrec data).
+    """
+    positive = nums.filter(nums > 0)
+    typical = float((positive if positive.len() else nums).median())  # type: ignore[arg-type]
+    present = s.drop_nulls().cast(pl.String).str.strip_chars()
+    read = pl.select(text_numbers(pl.lit(present))).to_series()
+    example = present.filter(read > 0).head(1)
+    shown = repr(example[0]) if example.len() else repr(present[0])  # the text as written: 19 digits lose their end as floats
+    if typical > _NS_THRESHOLD:
+        raise ConfigError(f"time column {s.name!r}: values like {shown} are epoch nanoseconds, which no data.ts_unit reads; "
+                          "write them as microseconds (divide by 1,000: then ts_unit us) or seconds, and rerun")
+    unit, name = ("us", "microseconds") if typical > _US_THRESHOLD else ("ms", "milliseconds") if typical > _MS_THRESHOLD else ("s", "seconds")
+    why = f"values like {shown}: epoch {name}"
+    if (read.is_not_null() & (read != read.floor())).any():
+        why += " (fractions of a second are floored)"
+    if (zeros := int((nums <= 0).sum())) and unit != "s":
+        why += f" ({zeros:,} sampled value(s) of 0 or less are kept as 1970-01-01 or dropped as negative)"
+    if unit == "s" and float(nums.max()) < EXCEL_MAX:  # type: ignore[arg-type]
+        why += ("; WARNING: read as epoch seconds every sampled time is in the first 12 days of 1970: if they are Excel "
+                "serial dates (days since 1899-12-30, 45037 is 2023-04-21), export the column as dates (2023-04-21) and rerun "
+                "conrec init; a synthetic clock that starts at 0 is fine as it is")
+    return unit, why, None
 
 
 def unreadable_times(column: str, examples: list[object], ts_format: str | None) -> ConfigError:
@@ -225,11 +281,17 @@ def _step(values: pl.Series) -> float:
     return min(gaps) if gaps else 1.0
 
 
+LIKE_ABOVE = 0.01
+"""How far above ``dislike_max_rating`` the proposed ``like_min_rating`` lies (half the step on a finer scale)."""
+
+
 def suggest_thresholds(values: pl.Series) -> tuple[tuple[float, float], float, float, str]:
     """(rating_range, dislike_max_rating, like_min_rating, why) for a numeric rating sample.
 
-    The lowest ~35% of the scale is a dislike and every rating above it a positive: 0.5-5 gives <= 2 / >= 2.5,
-    1-5 gives <= 2 / >= 3, 1-10 gives <= 4 / >= 5. Why no neutral band: a lukewarm rating still says the user was
+    The lowest ~35% of the scale is a dislike and every rating above it a positive: 0.5-5 and 1-5 give <= 2 / >= 2.01,
+    1-10 gives <= 4 / >= 4.01. Why ``like_min_rating`` just above the dislike threshold, not at the next sampled value:
+    ratings off the sampled grid (half stars after 10,000 whole ones) fell between the two and were dropped as neutral.
+    Why no neutral band: a lukewarm rating still says the user was
     shown the item, and the LM learns what each user is shown from its positives (the timeline's targets). On
     MovieLens-100K's per-user valid split, counting 3 stars as positives instead of dropping them raised FHR@20 from
     0.404 to 0.450 (docs/results.md, "Lukewarm ratings as positives"). Raise ``like_min_rating`` to drop them.
@@ -239,9 +301,9 @@ def suggest_thresholds(values: pl.Series) -> tuple[tuple[float, float], float, f
         raise ConfigError(f"rating column {values.name!r}: every sampled value is {low:g}; no dislike can be told from a like")
     step = _step(values)
     dislike = low + math.floor(0.35 * (high - low) / step + 1e-9) * step
-    like = dislike + step
+    like = dislike + min(step, LIKE_ABOVE * 2) / 2  # everything above the dislike threshold, off the sampled steps too
     why = (
-        f"ratings {low:g}..{high:g} in steps of {step:g}: <= {dislike:g} is a dislike, >= {like:g} a positive "
+        f"ratings {low:g}..{high:g} in steps of {step:g}: <= {dislike:g} is a dislike, anything above it (>= {like:g}) a positive "
         "(a lukewarm rating still shows what the user is shown; raise like_min_rating to drop them)"
     )
     return (low, high), round(dislike, 6), round(like, 6), why
@@ -391,6 +453,9 @@ def guess(
     values = events[choice.column]
     if _is_feedback(values):
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; values in {-1, 0, +1}: -1 is a dislike")
+    elif _only_positives(values, choice.column):
+        out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; read as -1/0/+1 feedback (every sampled value is 1)")
+        out.feedback_warning = only_positives_warning(choice.column, values.drop_nulls().len())
     elif (proposal := _labels(values)) is not None:
         out.feedback_labels, out.labels_unknown = proposal
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words, mapped in feedback_labels")
@@ -476,11 +541,33 @@ def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:
 
 
 def _pick_value_role(role: str, cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:
-    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1 or feedback words."""
+    """A rating/feedback column by name; for ``feedback`` the values must also be -1/0/+1 (or only 1 so far)
+    or feedback words."""
     choice = _pick(role, cols, None, "events file", taken)
-    if choice is not None and role == "feedback" and not _is_feedback(events[choice.column]) and _labels(events[choice.column]) is None:
-        return None
+    if choice is not None and role == "feedback":
+        values = events[choice.column]
+        if not _is_feedback(values) and _labels(values) is None and not _only_positives(values, choice.column):
+            return None
     return choice
+
+
+def _only_positives(s: pl.Series, column: str) -> bool:
+    """Whether every sampled value of a column not named as a rating nor a dislike flag is 1.
+
+    Why: a -1/0/+1 feedback column whose first 10,000 rows are all positives (the dislikes come later)
+    was taken for a 0/1 flag, refused as one that "holds only 1 and 0", with a mapping proposed that
+    made every positive a dislike. Read as -1/0/+1 feedback it loses nothing, and the guess says it is one.
+    """
+    present = s.drop_nulls()
+    return (present.len() > 0 and _numbers(present).len() == present.len() and set(_numbers(present).unique().to_list()) == {1.0}
+            and _score(column, "rating") == 0 and not _says_dislike(column))
+
+
+def only_positives_warning(column: str, n: int) -> str:
+    """The guess of :func:`_only_positives`, said to be a guess, with what to write if it is wrong."""
+    return (f"every one of the {n:,} sampled values of {column!r} is 1, so no dislike was seen: it is read as -1/0/+1 feedback "
+            f"(-1 a dislike, 1 a positive); if it is a 0/1 flag instead, write data.feedback_labels saying which value is the "
+            f"dislike (e.g. {{'0': -1, '1': 1}} if 0 is a thumbs-down)")
 
 
 _MAX_LABELS = 50  # more distinct text values than this is not an action column (titles, ids, comments)
@@ -534,17 +621,19 @@ _DISLIKE_STEMS = ("dislike", "hate", "hide", "hidden", "notinterested", "thumbsd
 
 
 def _flag_values(s: pl.Series) -> tuple[str, str] | None:
-    """(the "yes" value, the "no" value) of a 0/1 or true/false column as the loader reads them; None otherwise."""
+    """(the "yes" value, the "no" value) of a 0/1, true/false or yes/no column as the loader reads them; None otherwise."""
     present = s.drop_nulls()
     if present.len() == 0:
         return None
     if s.dtype == pl.Boolean:
         return "true", "false"
-    values = set(present.cast(pl.String).str.strip_chars().str.to_lowercase().unique().to_list())
+    values = {normalise(v) for v in present.cast(pl.String).unique().to_list()}  # 1.0 (a pandas export) is 1
     if values <= {"0", "1"}:
         return "1", "0"
     if values <= {"true", "false"}:
         return "true", "false"
+    if values <= {"yes", "no"}:
+        return "yes", "no"
     return None
 
 
@@ -562,9 +651,10 @@ def _flag_labels(column: str, flag: tuple[str, str]) -> tuple[dict[str, int], st
     yes, no = flag
     if not _says_dislike(column):
         raise ConfigError(
-            f"column {column!r} holds only {yes} and {no}: a flag, not a rating, and its name does not say which value "
-            f"is a dislike; rename it to say so (e.g. is_disliked) and rerun, or write data.feedback_labels yourself, "
-            f"e.g. {{'{yes}': -1, '{no}': 1}} if {yes} means a dislike"
+            f"column {column!r} holds only {yes} and {no} in the sampled rows: a 0/1 flag, and its name does not say which value is a "
+            f"dislike (or -1/0/+1 feedback whose -1s come later); rename it to say so (e.g. is_disliked) and rerun, or write "
+            f"data.feedback_labels yourself: {{'{no}': -1, '{yes}': 1}} if {no} is a thumbs-down, {{'{yes}': -1, '{no}': 1}} if "
+            f"{yes} marks a dislike (for -1/0/+1 feedback, no feedback_labels)"
         )
     why = (f"{column!r} holds only {yes} / {no} and its name says dislike: {yes} is a dislike, {no} a positive "
            "(an event without a dislike still shows what the user is shown)")
@@ -576,7 +666,7 @@ def _flag_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choi
     found = [c for c in cols if c not in taken and _says_dislike(c) and _flag_values(events[c]) is not None]
     if len(found) > 1:
         raise ConfigError(f"ambiguous feedback column in the events file: {found} are all dislike flags; pass --rating-col NAME")
-    return Choice("feedback", found[0], f"{found[0]!r} is a 0/1 flag named for a dislike") if found else None
+    return Choice("feedback", found[0], f"{found[0]!r} is a flag (0/1, true/false or yes/no) named for a dislike") if found else None
 
 
 def _label_column(cols: list[str], events: pl.DataFrame, taken: set[str]) -> Choice | None:

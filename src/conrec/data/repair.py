@@ -32,6 +32,8 @@ InvalidPolicy = Literal["drop", "error"]
 WARTS: dict[str, str] = {
     "empty_title": "item(s) with an empty title: the item id is used as the title",
     "duplicate_item": "duplicate item id(s) in the items file: the first row is kept",
+    "item_without_id": "item(s) in the items file with a missing or empty id: dropped",
+    "neutral_rating": "rating(s) above dislike_max_rating and below like_min_rating (neutral): dropped",
     "missing_id": "event(s) with a missing user or item id: dropped",
     "bad_timestamp": "event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped",
     "bad_feedback": "event(s) with a missing or out-of-range feedback/rating: dropped",
@@ -71,6 +73,20 @@ class RepairLog:
         return [f"{self.counts[k]:,} {WARTS[k]}" for k in WARTS if self.counts.get(k)]
 
 
+ITEM_KINDS = frozenset({"empty_title", "duplicate_item", "item_without_id"})
+"""The kinds of :data:`WARTS` that are items-file rows, not events."""
+
+
+def missing_id(column: str) -> pl.Expr:
+    """An id that is missing: null, empty or only whitespace (as text).
+
+    Why empty too: a CSV's ``""`` or ``"  "`` is no user or item, but polars kept it as one (every such
+    row one user named ``""``) where Spark read ``""`` as null and dropped it: the engines wrote other files.
+    """
+    col = pl.col(column)
+    return col.is_null() | (col.cast(pl.String).str.strip_chars() == "")
+
+
 def wart_label(kind: str) -> str:
     """What was wrong, without what ``drop`` does about it: ``event(s) on item ids not in the items table``."""
     return WARTS[kind].split(":")[0]
@@ -82,7 +98,8 @@ def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
     scan counts and drops the same conditions in one aggregate (:mod:`conrec.data.engine.scan`)."""
     fb = pl.col("feedback")
     return {
-        "missing_id": pl.col("user_id").is_null() | pl.col("item_id").is_null(),
+        "neutral_rating": fb == 0,  # a rating between the thresholds (-1/0/+1 feedback's 0s are left out before: not counted)
+        "missing_id": missing_id("user_id") | missing_id("item_id"),
         "bad_timestamp": pl.col("ts").is_null() | (pl.col("ts") < 0),
         "bad_feedback": fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),
         "unknown_item": ~known_item,
@@ -114,10 +131,14 @@ def padded_ids_hint(unknown_ids: Sequence[object], item_ids: Sequence[object]) -
 
 
 def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFrame:
-    """Keep the first row of a duplicated item id; use the id as an empty (or missing) title."""
+    """Drop an item without an id; keep the first row of a duplicated item id; use the id as an empty (or missing) title."""
     if "item_id" not in items.columns or "title" not in items.columns:
         return items  # validate_items names the missing column
     out = flatten_list_columns(items, source).with_columns(id_as_text("item_id", items.schema["item_id"]))
+    no_id = out.filter(missing_id("item_id"))
+    if no_id.height:
+        log.record("item_without_id", no_id.height, source, [f"the row titled {t!r}" for t in no_id["title"].head(3).to_list()])
+        out = out.filter(~missing_id("item_id"))
     dup_mask = out["item_id"].is_duplicated() & out["item_id"].is_not_null()
     if dup_mask.any():
         dup_ids = out.filter(dup_mask)["item_id"].unique(maintain_order=True)
@@ -154,7 +175,7 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
         out = drop_rows(out, kinds["bad_feedback"], "bad_feedback", log, source, "feedback")
     unknown = kinds["unknown_item"]
     kept = drop_rows(out, unknown, "unknown_item", log, source, "item_id")
-    event_kinds = {k: n for k, n in log.counts.items() if k not in ("empty_title", "duplicate_item")}
+    event_kinds = {k: n for k, n in log.counts.items() if k not in ITEM_KINDS}
     if kept.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
         examples = out.filter(unknown)["item_id"].unique(maintain_order=True).head(3).to_list()
         raise nothing_valid(source, event_kinds, examples, known.to_list())

@@ -37,6 +37,27 @@ MOSTLY_DISLIKES = 0.5
 MAX_TS = 253_402_300_799
 
 
+_UNIT_SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000}
+
+
+def beyond_year_9999(source: str, max_seconds: int, unit: str | None = None) -> DataValidationError:
+    """The one line for timestamps beyond the year 9999 once read in ``unit`` (None: not known, taken as
+    seconds), naming the unit the file's numbers are in.
+
+    Why name it: "milliseconds or microseconds?" left the user to count digits, and nanoseconds (19 digits,
+    which no ``data.ts_unit`` reads) were not mentioned at all.
+    """
+    raw = max_seconds * _UNIT_SCALE.get(unit or "s", 1)
+    if raw > 10**17:
+        fix = "they look like epoch nanoseconds, which no data.ts_unit reads: divide them by 1,000 in the file and set data.ts_unit: us"
+    elif raw > 10**14:
+        fix = "they look like epoch microseconds: set data.ts_unit: us"
+    else:
+        fix = "they look like epoch milliseconds: set data.ts_unit: ms"
+    read = f"read with data.ts_unit: {unit}" if unit else "as epoch seconds"
+    return DataValidationError(f"{source}: column 'ts' has values beyond year 9999 {read} (max {raw}); {fix}")
+
+
 def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, source: str = "events") -> pl.DataFrame:
     """Check and normalise an events table; return it cast to canonical dtypes, sorted by (user, ts).
 
@@ -66,10 +87,7 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
     if (ts < 0).any():
         raise DataValidationError(f"{source}: column 'ts' has negative timestamps")
     if (ts > MAX_TS).any():
-        raise DataValidationError(
-            f"{source}: column 'ts' has values beyond year 9999 as epoch seconds (max {int(ts.max())}): "  # type: ignore[arg-type]
-            "milliseconds or microseconds? convert them to seconds"
-        )
+        raise beyond_year_9999(source, int(ts.max()))  # type: ignore[arg-type]
     fb = events["feedback"]
     if not fb.dtype.is_numeric():
         raise DataValidationError(f"{source}: column 'feedback' must be numeric -1/+1, got {fb.dtype}")

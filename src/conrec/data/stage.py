@@ -27,7 +27,7 @@ from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, Event
 from conrec.data.repair import RepairLog
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
-from conrec.errors import DataValidationError
+from conrec.errors import ConrecError, DataValidationError
 from conrec.io import atomic_path, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -101,6 +101,24 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     engine = get_engine(dcfg.engine)
     log = RepairLog(dcfg.on_invalid)
     rd.data.mkdir(parents=True, exist_ok=True)
+    try:
+        stats = _build(dcfg, rd, engine, log, console)
+    except ConrecError:  # the rows dropped are often why (no training sample once every time was unreadable): say so first
+        warn_repairs(log, dcfg.source, console, stopped=True)
+        raise
+    warn_repairs(log, dcfg.source, console)
+    console.print(summary_table(stats))
+    if (warning := dislike_share_warning(stats)) is not None:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
+        console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
+                      f"(samples per split: {stats['samples']})", highlight=False)
+    rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
+    return stats
+
+
+def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console) -> dict[str, Any]:
+    """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`)."""
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
         steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
@@ -133,14 +151,6 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
             progress.advance(steps)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    warn_repairs(log, dcfg.source, console)
-    console.print(summary_table(stats))
-    if (warning := dislike_share_warning(stats)) is not None:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
-        console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
-                      f"(samples per split: {stats['samples']})", highlight=False)
-    rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
 
 
@@ -175,14 +185,16 @@ def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: p
         exposures_from_events(pl.scan_parquet(events_file)).sink_parquet(tmp, engine="streaming")
 
 
-def warn_repairs(log: RepairLog, source: str, console: Console) -> None:
-    """One warning block with every repair the loaders made (nothing when the data was clean)."""
+def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = False) -> None:
+    """One warning block with every repair the loaders made (nothing when the data was clean); ``stopped``:
+    the stage is about to refuse the data, and writes no stats.json."""
     if not log.total:
         return
     lines = "\n".join(f"  - {line}" for line in log.lines())
+    where = "before the error below, which they may explain" if stopped else "counts in data/stats.json"
     console.print(
         f"[yellow]warning: {source}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
-        f"(data.on_invalid: drop; counts in data/stats.json):[/yellow]\n{lines}",
+        f"(data.on_invalid: drop; {where}):[/yellow]\n{lines}",
         highlight=False,
     )
 

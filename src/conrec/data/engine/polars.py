@@ -68,7 +68,7 @@ class PolarsEngine:
             return build_in_memory(events.frame, cfg, out)
         if events.frame is not None:  # a loader's table: validated, and deduplicated where the loader does so
             return build_streaming(events.frame.lazy(), items, cfg, out)
-        return build_streaming(scan_table(cfg), items, cfg, out, raw=True)
+        return build_streaming(scan_table(cfg, keep_neutral=True), items, cfg, out, raw=True)
 
 
 def build_in_memory(events: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
@@ -89,7 +89,7 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
     input row kept) before the cut-offs and labels and counted into :attr:`BuildResult.dropped`;
     under ``error`` the first stops the stage before anything is published.
     """
-    checked = check_event_rules(events, items, f"{cfg.source} events", cfg.on_invalid if raw else "error")
+    checked = check_event_rules(events, items, f"{cfg.source} events", cfg.on_invalid if raw else "error", cfg.ts_unit if raw else None)
     items_with_events = checked.items_with_events
     events = checked.events.with_columns(pl.col("feedback").cast(pl.Int8)).with_row_index(_ROW)
     ranges = user_ranges(events, cfg.partition_events)

@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, id_as_text, validate_items
+from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, id_as_text, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
@@ -74,20 +74,21 @@ def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars") -> p
         ids = source_names(columns, ("user_id", "item_id"))
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
         inferred = pl.scan_csv(path, **options).collect_schema()
-        texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback")))
+        texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback", "ts")))
         return pl.scan_csv(path, schema_overrides=texts, **options).with_columns(fixes)
     if engine == "spark":
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv (not {fmt!r})")
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-def scan_table(cfg: DataConfig) -> pl.LazyFrame:
+def scan_table(cfg: DataConfig, keep_neutral: bool = False) -> pl.LazyFrame:
     """Canonical events (``user_id, item_id, ts, feedback``) of the ``table`` source, in file order,
     neutral feedback dropped, as a lazy query. Invalid rows are still there, as nulls where a value
     did not read (a timestamp, a rating, a feedback word) and as they are otherwise, and so are exact
     duplicates: :func:`check_event_rules` counts and drops (or refuses) the first, the polars
     streaming engine the second, per user partition (duplicates share their user), which needs no
-    hash table over the whole log."""
+    hash table over the whole log. ``keep_neutral``: under ``on_invalid: drop`` keep the neutral ratings
+    (feedback 0), for :func:`check_event_rules` to count (``neutral_rating``)."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
@@ -105,10 +106,10 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         )
     lf = lf.with_columns(ts=_epoch_seconds(lf, schema["ts"], cfg, what))
     if "feedback" in schema:
-        if cfg.feedback_labels and (schema["feedback"] in (pl.String, pl.Boolean) or schema["feedback"].is_integer()):
+        if cfg.feedback_labels and (schema["feedback"] in (pl.String, pl.Boolean) or schema["feedback"].is_numeric()):
             lf = lf.with_columns(feedback=map_labels(pl.col("feedback"), cfg.feedback_labels))  # not named: null, an invalid row
         elif cfg.feedback_labels:
-            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, integers or true/false")
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {schema['feedback']}, not text, numbers or true/false")
         elif schema["feedback"] == pl.String:  # numbers as text, or a few unreadable rows: as the loader reads them
             lf = lf.with_columns(feedback=_text_feedback(lf, what))
         elif not (schema["feedback"].is_integer() or schema["feedback"].is_float()):
@@ -117,7 +118,9 @@ def scan_table(cfg: DataConfig) -> pl.LazyFrame:
         rating = text_numbers(pl.col("rating")) if schema["rating"] == pl.String else pl.col("rating").cast(pl.Float64)  # "3,5" is 3.5
         rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
         lf = lf.with_columns(feedback=rating_feedback(rating, cfg.dislike_max_rating, cfg.like_min_rating, rating_range))
-    out = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0)).select(
+    # neutral ratings stay under drop, for check_event_rules to count (neutral_rating); a feedback column's 0s are no wart
+    keep_neutral = keep_neutral and "feedback" not in schema and cfg.on_invalid == "drop"
+    out = (lf if keep_neutral else lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))).select(
         id_as_text("user_id", schema["user_id"]),
         id_as_text("item_id", schema["item_id"]),
         pl.col("ts"),
@@ -187,13 +190,10 @@ def _in_memory(cfg: DataConfig) -> str:
 
 
 def _finite_floor(lf: pl.LazyFrame, ts: pl.Expr, cfg: DataConfig, what: str, where: pl.Expr | None = None) -> pl.Expr:
-    """Float timestamps as the loaders read them: NaN and infinities null (invalid rows), a fraction (in
-    the rows ``where`` says) refused unless the unit is ms or us, whole values floored."""
+    """Float timestamps as the loaders read them: NaN and infinities null (invalid rows), floored (a fraction
+    of a second too, in every unit)."""
     ts = pl.when(ts.is_finite()).then(ts)
-    fraction = lf.select(ts.filter((ts != ts.floor()) & (pl.lit(True) if where is None else where)).first()).collect(engine="streaming").item()
-    if fraction is not None and cfg.ts_unit not in ("ms", "us"):
-        raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction}")
-    return ts.floor().cast(pl.Int64)
+    return ts.floor().cast(pl.Int64)  # fractions of a second floored, as the loaders floor them
 
 
 def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.DataFrame:
@@ -201,13 +201,15 @@ def table_items(cfg: DataConfig, events: pl.LazyFrame, log: RepairLog) -> pl.Dat
     loader does (:func:`conrec.data.repair.repair_items`), or one placeholder per item id (in order of
     first appearance, as the loader makes them)."""
     if cfg.items_path is None:
-        ids = events.select(pl.col("item_id").drop_nulls()).unique(maintain_order=True).collect(engine="streaming")["item_id"]
+        kept = ~missing_id("item_id") & (pl.col("feedback").fill_null(1) != 0)  # a neutral rating's item is none, as in the loader
+        ids = events.select(pl.col("item_id").filter(kept)).unique(maintain_order=True).collect(engine="streaming")["item_id"]
         return validate_items(placeholder_items(ids, "item"), source="table items")
     as_text: dict[str, pl.DataType] = {c: pl.String() for c in source_names(cfg.columns, ("item_id",))}  # 0032 stays 0032, as the loader reads it
     raw = read_table_file(cfg.items_path, "items", schema_overrides=as_text)
     renames, shadowed = renaming(cfg.columns, raw.columns)
     raw = raw.drop(shadowed).rename(renames)
-    return validate_items(repair_items(raw, log, "table items"), source="table items")
+    what = f"items file {cfg.items_path}"  # as the loader names it
+    return validate_items(repair_items(raw, log, what), source=what)
 
 
 @dataclass(frozen=True)
@@ -219,17 +221,20 @@ class CheckedEvents:
     dropped: dict[str, int]  # invalid rows dropped, per kind of :data:`conrec.data.repair.WARTS` (empty under error)
 
 
-def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error") -> CheckedEvents:
+def check_event_rules(
+    events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error", ts_unit: str | None = None
+) -> CheckedEvents:
     """The loaders' validation rules (:func:`conrec.data.schema.validate_events` after
     :func:`conrec.data.repair.repair_events`) as one streaming aggregate over ``events``.
 
     ``on_invalid: error``: raises :class:`DataValidationError` naming the first problem. ``drop``:
     counts the invalid rows per kind, exactly as the loader would, and returns the query without
     them; what no policy repairs (no valid event at all, timestamps beyond year 9999) still raises.
+    ``ts_unit``: the unit the times were read in, for that message to name the one they are in.
     Exact duplicate events change none of these facts, so this may run before they are dropped.
     """
     if on_invalid == "error":
-        return CheckedEvents(events, _strict_rules(events, items, what), {})
+        return CheckedEvents(events, _strict_rules(events, items, what, ts_unit), {})
     known = pl.col("item_id").is_in(items["item_id"].implode())
     seen = pl.lit(False)
     counts: dict[str, pl.Expr] = {}
@@ -241,28 +246,30 @@ def check_event_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, on_i
         **counts,
         n=valid.sum(),
         huge_ts=(valid & (pl.col("ts") > MAX_TS)).sum(),
+        max_ts=pl.col("ts").filter(valid).max(),
         items_with_events=pl.col("item_id").filter(valid).n_unique(),
     ).collect(engine="streaming").row(0, named=True)
     dropped = {k: int(facts[k]) for k in counts if facts[k]}
     if dropped and not facts["n"]:
         unknown = events.filter(~known.fill_null(True)).select(pl.col("item_id").unique(maintain_order=True).head(3)).collect(engine="streaming")
         raise nothing_valid(what, dropped, unknown["item_id"].to_list(), items["item_id"].to_list())
-    report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"]}, what)  # the invalid rows are dropped: the stage counts them
+    report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"], "max_ts": facts["max_ts"], "ts_unit": ts_unit}, what)  # the invalid rows are dropped: the stage counts them
     return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped)
 
 
-def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str) -> int:
+def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, ts_unit: str | None = None) -> int:
     """``on_invalid: error``: the first broken rule raises; returns the number of distinct items with events."""
     fb = pl.col("feedback")
     facts = events.select(
         n=pl.len(),
-        **{f"null_{c}": pl.col(c).null_count() for c in EVENT_COLUMNS},
+        **{f"null_{c}": missing_id(c).sum() if c in ("user_id", "item_id") else pl.col(c).null_count() for c in EVENT_COLUMNS},  # an empty id is missing
         bad_feedback=(fb.is_not_null() & ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)])).sum(),
         negative_ts=(pl.col("ts") < 0).sum(),
         huge_ts=(pl.col("ts") > MAX_TS).sum(),
+        max_ts=pl.col("ts").max(),
         items_with_events=pl.col("item_id").n_unique(),
     ).collect(engine="streaming").row(0, named=True)
-    report_invalid(facts, what)
+    report_invalid({**facts, "ts_unit": ts_unit}, what)
     unknown = (
         events.select("item_id")
         .join(items.lazy().select("item_id"), on="item_id", how="anti")
@@ -282,13 +289,14 @@ def report_invalid(facts: dict[str, Any], what: str) -> None:
         raise DataValidationError(f"{what}: no events")
     for c in EVENT_COLUMNS:
         if facts.get(f"null_{c}"):
-            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null or unreadable value(s)")
+            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null, empty or unreadable value(s)")
     if facts.get("bad_feedback"):
         raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike) or +1 (positive); {facts['bad_feedback']} value(s) are not")
     if facts.get("negative_ts"):
         raise DataValidationError(f"{what}: column 'ts' has negative timestamps")
     if facts.get("huge_ts"):
-        raise DataValidationError(f"{what}: column 'ts' has values beyond year 9999 as epoch seconds: milliseconds? set data.ts_unit: ms")
+        unit = facts.get("ts_unit")
+        raise beyond_year_9999(what, int(facts.get("max_ts") or MAX_TS), unit if unit in ("s", "ms", "us") else None)
 
 
 def report_unknown_items(n: int, examples: list[str], what: str) -> None:

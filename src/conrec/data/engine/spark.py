@@ -38,7 +38,7 @@ from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inf
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
-from conrec.data.feedback_labels import SEPARATORS
+from conrec.data.feedback_labels import INTEGRAL, SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
@@ -153,6 +153,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     df = df.withColumn("ts", F.floor(ts / PER_SECOND[unit]).cast("long") if unit != "s" else ts)
     if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid
         words = F.regexp_replace(F.lower(_strip(F.col("feedback").cast("string"))), _UNICODE + SEPARATORS, "_")
+        words = F.regexp_replace(words, INTEGRAL, "$1")  # a float flag, 1.0: "1", as normalise reads it
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
     elif "feedback" in df.columns and dict(df.dtypes)["feedback"] == "string":  # a few unreadable values: null, invalid
@@ -167,6 +168,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
             bad = bad | (r < cfg.rating_range[0]) | (r > cfg.rating_range[1])
         fb = F.when(bad, F.lit(None)).when(r <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(r >= cfg.like_min_rating, F.lit(POSITIVE))
         df = df.withColumn("feedback", fb.otherwise(F.lit(0)))
+        if cfg.on_invalid == "drop":  # neutral ratings stay, for _check to count (neutral_rating), as the loaders count them
+            return df.select(_id_text(df, "user_id"), _id_text(df, "item_id"), "ts", "feedback", _ROW)
     df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     return df.select(
         _id_text(df, "user_id"),
@@ -185,15 +188,16 @@ def _strip(text: Column) -> Column:
     return F.regexp_replace(text, _UNICODE + r"^\s+|\s+$", "")
 
 
+def _missing_id(column: str) -> Column:
+    """:func:`conrec.data.repair.missing_id` in Spark: null, empty or only whitespace."""
+    return F.col(column).isNull() | (_strip(F.col(column)) == "")
+
+
 def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | None = None) -> DataFrame:
-    """A double ``ts`` as the loaders read it: NaN and infinities null, a fraction (in the rows ``where``
-    says) refused unless the unit is ms or us, whole values floored."""
+    """A double ``ts`` as the loaders read them: NaN and infinities null, floored (a fraction of a second too)."""
     ts = F.col("ts")
     df = df.withColumn("ts", F.when(~F.isnan(ts) & (F.abs(ts) != float("inf")), ts))
-    fraction = df.where((F.col("ts") != F.floor("ts")) & (F.lit(True) if where is None else where)).select("ts").first()
-    if fraction is not None and cfg.ts_unit not in ("ms", "us"):
-        raise DataValidationError(f"{what}: column 'ts' has a fractional timestamp {fraction[0]}")
-    return df.withColumn("ts", F.floor("ts"))
+    return df.withColumn("ts", F.floor("ts"))  # fractions of a second floored, as the loaders floor them
 
 
 def _id_text(df: DataFrame, column: str) -> Column:
@@ -221,7 +225,10 @@ def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> Da
     reader = spark.read.option("header", True).option("sep", csv_separator(Path(path)))
     inferred = reader.option("inferSchema", True).csv(path).schema
     ids = {"user_id", "item_id"} | {src for src, dst in cfg.columns.items() if dst in ("user_id", "item_id")}
-    schema = StructType([StructField(f.name, StringType()) if f.name in ids else f for f in inferred.fields])
+    # with data.ts_format the times are text read in that layout, as polars reads them: inferred, Spark's own ISO
+    # parser read the rows the layout does not (2023-12-22T07:54:31 for '...%.fZ') where polars dropped them
+    times = {"ts"} | {src for src, dst in cfg.columns.items() if dst == "ts"} if cfg.ts_format is not None else set()
+    schema = StructType([StructField(f.name, StringType()) if f.name in ids | times else f for f in inferred.fields])
     df = reader.schema(schema).csv(path)
     for f in inferred.fields:  # ids written as floats (pandas: 32.0): their integer text, as polars reads them
         if f.name in ids and f.dataType.typeName() in ("double", "float"):
@@ -287,16 +294,19 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
     return ts
 
 
-def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy) -> tuple[DataFrame, int, int, dict[str, int]]:
+def _check(
+    ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy, ts_unit: str | None = None
+) -> tuple[DataFrame, int, int, dict[str, int]]:
     """:func:`conrec.data.engine.scan.check_event_rules` in Spark: one aggregate (and, under
     ``error``, an anti-join); returns the valid events, their count, the item count and the rows
     dropped per kind."""
     if on_invalid == "error":
-        return ev, *_strict_check(ev, items, what), {}
+        return ev, *_strict_check(ev, items, what, ts_unit), {}
     ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
     fb = F.col("feedback")
     kinds = {
-        "missing_id": F.col("user_id").isNull() | F.col("item_id").isNull(),
+        "neutral_rating": fb == 0,  # only ratings reach here as 0 (see the reader)
+        "missing_id": _missing_id("user_id") | _missing_id("item_id"),
         "bad_timestamp": F.col("ts").isNull() | (F.col("ts") < 0),
         "bad_feedback": fb.isNull() | ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE)),
         "unknown_item": F.col("_known").isNull(),
@@ -313,6 +323,7 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
         *counts,
         F.sum(valid.cast("long")).alias("n"),
         F.sum((valid & (F.col("ts") > MAX_TS)).cast("long")).alias("huge_ts"),
+        F.max(F.when(valid, F.col("ts"))).alias("max_ts"),
         F.countDistinct(F.when(valid, F.col("item_id"))).alias("items_with_events"),
     ).first()
     facts = row.asDict() if row is not None else {}
@@ -320,24 +331,25 @@ def _check(ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy
     if dropped and not facts.get("n"):
         unknown = [r[0] for r in ev.where(F.col("_known").isNull()).select("item_id").distinct().limit(3).collect()]
         raise nothing_valid(what, dropped, unknown, [r[0] for r in items.select("item_id").collect()])
-    report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts")}, what)
+    report_invalid({"n": facts.get("n"), "huge_ts": facts.get("huge_ts"), "max_ts": facts.get("max_ts"), "ts_unit": ts_unit}, what)
     return ev.filter(valid).drop("_known", "_valid"), int(facts["n"]), int(facts["items_with_events"]), dropped
 
 
-def _strict_check(ev: DataFrame, items: DataFrame, what: str) -> tuple[int, int]:
+def _strict_check(ev: DataFrame, items: DataFrame, what: str, ts_unit: str | None = None) -> tuple[int, int]:
     """``on_invalid: error``: the loaders' validation rules, the first broken one raising; returns the
     event and item counts."""
     fb = F.col("feedback")
     row = ev.agg(
         F.count(F.lit(1)).alias("n"),
-        *[F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in EVENT_COLUMNS],
+        *[F.sum((_missing_id(c) if c in ("user_id", "item_id") else F.col(c).isNull()).cast("long")).alias(f"null_{c}") for c in EVENT_COLUMNS],
         F.sum((fb.isNotNull() & ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE))).cast("long")).alias("bad_feedback"),
         F.sum((F.col("ts") < 0).cast("long")).alias("negative_ts"),
         F.sum((F.col("ts") > MAX_TS).cast("long")).alias("huge_ts"),
+        F.max("ts").alias("max_ts"),
         F.countDistinct("item_id").alias("items_with_events"),
     ).first()
     facts = row.asDict() if row is not None else {}
-    report_invalid(facts, what)
+    report_invalid({**facts, "ts_unit": ts_unit}, what)
     unknown = ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().cache()
     n_unknown = unknown.count()
     report_unknown_items(n_unknown, [r[0] for r in unknown.orderBy("item_id").limit(5).collect()] if n_unknown else [], what)
@@ -562,7 +574,7 @@ def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cf
     # hold invalid rows and exact duplicates
     from_file = cfg.source == "table"
     what = f"{cfg.source} events"
-    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error")
+    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error", cfg.ts_unit if from_file else None)
     ev = (drop_exact_duplicates(raw) if from_file else raw).withColumn("feedback", F.col("feedback").cast("tinyint"))
     ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
     dropped["duplicate_event"] = n_valid - ev.count() if from_file else 0

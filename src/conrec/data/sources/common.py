@@ -22,7 +22,9 @@ from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
     INTEGRAL_FLOAT_TEXT,
+    MAX_TS,
     POSITIVE,
+    beyond_year_9999,
     validate_events,
     validate_items,
 )
@@ -60,22 +62,48 @@ def read_bytes(path: Path) -> bytes:
     return gzip.decompress(path.read_bytes()) if path.suffix.lower() == ".gz" else path.read_bytes()
 
 
-def csv_separator(path: Path) -> str:
+def csv_separator(path: Path, what: str = "events") -> str:
     """The field separator of a CSV or TSV file: a tab for ``.tsv``; for ``.csv`` a comma, unless the
     header line has none but has a semicolon, tab or pipe.
 
     Why: spreadsheets in locales with a decimal comma export ``;``-separated "CSV", and other tools
     write tabs or pipes into ``.csv`` files. Read with a comma, such a file is one column named after
     the whole header, and every later error is about that column rather than the separator.
+    A UTF-16 file (a byte-order mark, or a NUL after every character of the header) is refused in one
+    line (:func:`utf16`): read as UTF-8, its column names and values carried NULs, and the error was about those.
     """
-    if file_suffix(path) == ".tsv":
-        return "\t"
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as fh:
-        header = fh.readline(65_536).decode("utf-8", errors="replace")
+        raw = fh.readline(65_536)
+    if (encoding := utf16(raw)) is not None:
+        raise DataValidationError(
+            f"{what} file {path} is {encoding}, not UTF-8 (as Excel's 'Unicode Text' saves); re-save it as UTF-8 (Excel: "
+            f"'CSV UTF-8'), e.g. iconv -f UTF-16 -t UTF-8 {path.name} > utf8_{path.name}"
+        )
+    if file_suffix(path) == ".tsv":
+        return "\t"
+    header = raw.decode("utf-8", errors="replace")
     if "," in header:
         return ","
     return next((sep for sep in (";", "\t", "|") if sep in header), ",")
+
+
+def utf16(header: bytes) -> str | None:
+    """``"UTF-16 LE"`` / ``"UTF-16 BE"`` when the first bytes of a text file say so (a byte-order mark, or a NUL
+    byte beside every ASCII character), else None."""
+    if header.startswith(b"\xff\xfe"):
+        return "UTF-16 LE"
+    if header.startswith(b"\xfe\xff"):
+        return "UTF-16 BE"
+    head = header[:200]
+    if len(head) < 8:
+        return None
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    if odd >= 0.8 * len(head[1::2]) and even == 0:
+        return "UTF-16 LE"
+    if even >= 0.8 * len(head[0::2]) and odd == 0:
+        return "UTF-16 BE"
+    return None
 
 
 def not_utf8(data: bytes, path: Path, what: str) -> DataValidationError | None:
@@ -147,13 +175,14 @@ def read_table_file(
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
         raise unsupported_format(p, fmt, what)
+    sep = csv_separator(p, what) if fmt in CSV_SUFFIXES else ","  # a UTF-16 file is refused here, in one line
     try:
         if fmt in PARQUET_SUFFIXES:
             table = pl.read_parquet(p)
             table = table.with_columns(categoricals_as_text(table.schema))
         else:
             data = read_bytes(p)
-            options: dict[str, Any] = {"separator": csv_separator(p), "infer_schema_length": INFER_ROWS}
+            options: dict[str, Any] = {"separator": sep, "infer_schema_length": INFER_ROWS}
             texts, fixes = csv_reading(pl.scan_csv(io.BytesIO(data), **options).collect_schema(), schema_overrides or {}, values)  # no parse
             table = pl.read_csv(io.BytesIO(data), schema_overrides=texts, **options).with_columns(fixes)
     except Exception as exc:  # polars/arrow raise many types for malformed files
@@ -316,11 +345,7 @@ def parse_timestamps(
     if s.dtype.is_float() or s.dtype.is_decimal():  # a database export's NUMERIC(18, 0) epoch is a decimal
         s = s.cast(pl.Float64)
         s = pl.select(pl.when(s.is_finite()).then(s)).to_series().alias(name)
-        frac = s.is_not_null() & (s != s.floor())
-        if frac.any() and unit not in ("ms", "us"):
-            row = int(frac.arg_true()[0])
-            raise DataValidationError(f"{what}: column {column!r} has a fractional timestamp {s[row]} (row {row + 1})")
-        s = s.floor().cast(pl.Int64)
+        s = s.floor().cast(pl.Int64)  # fractions of a second (time.time()'s 1703231671.123) floored, as ms and us are
     if not s.dtype.is_integer():
         raise DataValidationError(f"{what}: column {column!r} must hold timestamps, got dtype {s.dtype}")
     s = s.cast(pl.Int64)
@@ -328,6 +353,8 @@ def parse_timestamps(
         unit = "ms" if s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all() else "s"
     if unit != "s":
         s = s // PER_SECOND[unit]
+    if (s > MAX_TS).any():  # here, where the unit is known, to name the one the numbers are in
+        raise beyond_year_9999(what, int(s.max()), unit)  # type: ignore[arg-type]
     return s.alias(name)
 
 
@@ -372,9 +399,12 @@ def ratings_to_feedback(
     df = df.with_columns(rating=r.cast(pl.Float64))
     if not lenient:  # the first invalid rating stops here, with the policy's one line
         drop_rows(df, invalid_rating(pl.col("rating"), rating_range), "bad_feedback", log or RepairLog(), what, "rating")
-    return df.with_columns(feedback=rating_feedback(pl.col("rating"), dislike_max_rating, like_min_rating, rating_range)).filter(
-        pl.col("feedback").is_null() | (pl.col("feedback") != 0)
-    ).drop("rating")
+    df = df.with_columns(feedback=rating_feedback(pl.col("rating"), dislike_max_rating, like_min_rating, rating_range))
+    neutral = pl.col("feedback").fill_null(1) == 0
+    if lenient:  # counted (under drop: the engines count them with the invalid rows), so that a threshold that drops ratings shows
+        assert log is not None
+        return drop_rows(df, neutral, "neutral_rating", log, what, "rating").drop("rating")
+    return df.filter(~neutral).drop("rating")
 
 
 def invalid_rating(rating: pl.Expr, rating_range: tuple[float, float] | None) -> pl.Expr:
@@ -402,12 +432,13 @@ def rating_feedback(rating: pl.Expr, dislike_max_rating: float, like_min_rating:
 
 
 def finish_tables(
-    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None
+    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None, items_source: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Repair (under ``log``'s policy; strict without one), then validate items, then events against
-    them; keep only canonical event columns."""
+    them; keep only canonical event columns. ``items_source``: how messages name the items (default ``<source> items``)."""
     log = log or RepairLog()
-    items = validate_items(repair_items(items, log, f"{source} items"), source=f"{source} items")
+    items_source = items_source or f"{source} items"
+    items = validate_items(repair_items(items, log, items_source), source=items_source)
     require_columns(events, EVENT_COLUMNS, f"{source} events")
     events = repair_events(events.select(list(EVENT_COLUMNS)), items, log, f"{source} events")
     events = validate_events(events, items, source=f"{source} events")

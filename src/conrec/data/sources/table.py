@@ -9,7 +9,7 @@ import polars as pl
 
 from conrec.data.config import DataConfig
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import RepairLog, drop_rows
+from conrec.data.repair import RepairLog, drop_rows, missing_id
 from conrec.data.schema import EVENT_COLUMNS, ITEM_COLUMNS, id_as_text
 from conrec.data.sources.base import Source
 from conrec.data.sources.common import (
@@ -63,7 +63,7 @@ def load_table(
     ev_path = existing_file(events_path, "events")
     # Ids are read as strings so that "007" stays "007" (CSV type inference would make it 7).
     as_strings: dict[str, pl.DataType] = {c: pl.String() for c in source_names(columns, ("user_id", "item_id"))}
-    events = read_table_file(ev_path, "events", schema_overrides=as_strings, values=source_names(columns, ("rating", "feedback")))
+    events = read_table_file(ev_path, "events", schema_overrides=as_strings, values=source_names(columns, ("rating", "feedback", "ts")))
     items_raw = read_table_file(items_path, "items", schema_overrides=as_strings) if items_path is not None else None
     check_column_sources(columns, [*events.columns, *(items_raw.columns if items_raw is not None else [])])
 
@@ -80,15 +80,15 @@ def load_table(
     events = events.with_columns(ts, *(id_as_text(c, events.schema[c]) for c in ("user_id", "item_id")))
     if "feedback" in events.columns:
         fb = events["feedback"]
-        if feedback_labels and (fb.dtype == pl.Boolean or fb.dtype.is_integer()):
-            fb = fb.cast(pl.String)  # a flag: its values are labelled by their text, "true" / "1"
+        if feedback_labels and (fb.dtype == pl.Boolean or fb.dtype.is_numeric()):
+            fb = fb.cast(pl.String)  # a flag: its values are labelled by their text, "true" / "1" (1.0 normalised to "1")
         if fb.dtype == pl.Boolean:
             raise DataValidationError(
                 f"{what}: column 'feedback' holds true/false; say which is a dislike with data.feedback_labels, "
                 "e.g. {'true': -1, 'false': 1} (conrec init proposes it when the column's name says)"
             )
         if feedback_labels and fb.dtype != pl.String:
-            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {fb.dtype}, not text, integers or true/false")
+            raise ConfigError(f"data.feedback_labels is set, but column 'feedback' of the {what} holds {fb.dtype}, not text, numbers or true/false")
         if fb.dtype == pl.String:
             if feedback_labels:
                 fb_num = pl.select(map_labels(pl.lit(fb), feedback_labels)).to_series()
@@ -106,7 +106,7 @@ def load_table(
     else:
         events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what, log, rating_range)
     # before the placeholder items are built from the ids
-    events = drop_rows(events, pl.col("user_id").is_null() | pl.col("item_id").is_null(), "missing_id", log or RepairLog(), what, "user_id")
+    events = drop_rows(events, missing_id("user_id") | missing_id("item_id"), "missing_id", log or RepairLog(), what, "user_id")
 
     if items_raw is not None:
         renames, shadowed = renaming(columns, items_raw.columns)
@@ -114,7 +114,8 @@ def load_table(
         require_columns(items, ("item_id", "title"), f"items file {items_path}")
     else:
         items = placeholder_items(events["item_id"], "item")
-    return finish_tables(events, items, source=f"table {ev_path.name}", log=log)
+    items_what = f"items file {items_path}" if items_path is not None else None  # not "table events.csv items"
+    return finish_tables(events, items, source=f"table {ev_path.name}", log=log, items_source=items_what)
 
 
 def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
