@@ -539,16 +539,13 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
     assert all(run.stale_reason(cfg, s) is None for s in STAGES)
     assert run.fingerprint_record("sft")["revision"] == STAGE_REGISTRY["sft"].revision  # type: ignore[index]
 
-    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before the fix recorded
-        rec.pop("revision", None)
-        saved = {n: s.revision for n, s in STAGE_REGISTRY.items()}
+    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before the sft fix recorded
+        sft = STAGE_REGISTRY["sft"]
+        object.__setattr__(sft, "revision", sft.revision - 1)
         try:
-            for name in saved:
-                object.__setattr__(STAGE_REGISTRY[name], "revision", 0)
-            return {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, True))}
+            return {**rec, "revision": STAGE_REGISTRY[stage].revision, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, True))}
         finally:
-            for name, r in saved.items():
-                object.__setattr__(STAGE_REGISTRY[name], "revision", r)
+            object.__setattr__(sft, "revision", sft.revision + 1)
 
     _rewrite_records(run, older)
     assert run.stale_reason(cfg, "data") is None and run.stale_reason(cfg, "sid") is None

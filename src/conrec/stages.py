@@ -231,7 +231,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"),
+            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"), revision=1,
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
@@ -260,6 +260,11 @@ STAGES: tuple[str, ...] = tuple(STAGE_REGISTRY)
 MODEL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if s.produces_model)
 
 REVISIONS: dict[str, dict[int, str]] = {
+    "data": {
+        1: "a CSV time after the first 10,000 rows that was not a whole number (1700000000.0) was dropped, fractional "
+        "epoch seconds refused the file, empty ids were users and items of their own, and Spark read ISO times "
+        "the configured ts_format does not",
+    },
     "sft": {
         1: "its prompts and training windows showed only budget - count items of a segment whose items numbered between "
         "its budget and twice it (15 older dislikes under max_neg_items 20 showed 5)",
