@@ -224,3 +224,30 @@ def test_cli_error_under_on_invalid_error_keeps_its_examples(tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     text = " ".join(result.output.split())  # the console wraps at its width
     assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. [nan]" in text  # not eaten as markup
+
+
+def test_a_dropped_row_beyond_year_9999_does_not_stop_the_load(tmp_path):
+    """Found in review: the year-9999 check ran on every row before the drops, so a row the policy drops anyway (a
+    missing id) with a huge time refused the whole file in memory, while streaming and Spark, which check the rows
+    that survive, read it. A surviving one is still one line naming the unit the numbers look like."""
+    events, _, counts = _drop(*_files(tmp_path, [*CLEAN, ",a,99999999999999,-1"]), ts_unit="s")
+    assert counts == {"missing_id": 1} and events.height == len(CLEAN)
+    with pytest.raises(DataValidationError, match=r"beyond year 9999 read with data.ts_unit: s .*set data.ts_unit: ms"):
+        _drop(*_files(tmp_path, [*CLEAN, "u1,a,99999999999999,-1"]), ts_unit="s")
+
+
+def test_fixed_format_sources_do_not_count_their_neutral_ratings(tmp_path):
+    """Found in review: Amazon's 3-star reviews (neutral under its default thresholds, as MovieLens's) were
+    reported as invalid rows; only a table's own thresholds' neutral ratings are counted (``neutral_rating``)."""
+    from conrec.data.sources.common import ratings_to_feedback
+
+    df = pl.DataFrame({"user_id": ["u"] * 3, "item_id": ["a", "b", "c"], "ts": [1, 2, 3], "rating": [1.0, 3.0, 5.0]})
+    for count, expected in ((True, {"neutral_rating": 1}), (False, {})):
+        log = RepairLog("drop")
+        out = ratings_to_feedback(df, 2.0, 4.0, "reviews", log, count_neutral=count)
+        assert out["feedback"].to_list() == [-1, 1] and log.counts == expected
+    import inspect
+
+    from conrec.data.sources import amazon
+
+    assert "count_neutral=False" in inspect.getsource(amazon)

@@ -429,6 +429,9 @@ def test_a_time_layout_that_reads_few_of_the_sampled_values_is_refused_with_an_u
     g = guess(iso, ts_format="%Y-%m-%dT%H:%M:%S%.fZ")
     assert g.ts_reason.startswith("values like '2023-12-10T01:32:31Z'")  # an example the layout reads
     assert guess(_dated(["2023-12-22"] * 199 + ["n/a"])).ts_format == "%Y-%m-%d"  # a stray n/a is dropped, counted
+    # found in review: placeholders are missing times whatever their share, not "another layout" (5% n/a was refused)
+    g = guess(_dated(["2023-12-22"] * 90 + ["n/a", "NULL", "-", "n/a", "none"] * 2))
+    assert g.ts_format == "%Y-%m-%d" and "10 of the 100 sampled values (like 'n/a')" in g.ts_reason
 
 
 def test_ratings_off_the_sampled_steps_are_positives_and_neutral_ones_are_counted(tmp_path: Path) -> None:

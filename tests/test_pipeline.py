@@ -561,7 +561,8 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
 def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: list[str]) -> None:
     """Found by probing: conrec recorded for a while execution settings at stand-ins but the user's file paths as
     they were; only all-stand-in or all-real records were accepted, so such a run (own files, streaming on) reran
-    every stage, said to be changed ("data changed")."""
+    every stage, said to be changed ("data changed"). Runs of that period are stale now anyway (data revision 1):
+    this checks that the hashing a record used does not decide, only its settings and revisions."""
     from conrec.stages import _stage_fingerprint
 
     events, items = tmp_path / "events.csv", tmp_path / "items.csv"

@@ -261,9 +261,9 @@ MODEL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if
 
 REVISIONS: dict[str, dict[int, str]] = {
     "data": {
-        1: "a CSV time after the first 10,000 rows that was not a whole number (1700000000.0) was dropped, fractional "
-        "epoch seconds refused the file, empty ids were users and items of their own, and Spark read ISO times "
-        "the configured ts_format does not",
+        1: "reading fixes for events and items files (a later CSV time 1700000000.0 was dropped, fractional epoch seconds "
+        "refused the file, empty ids were users and items of their own, Spark read ISO times ts_format does not); "
+        "every source's tables are read again",
     },
     "sft": {
         1: "its prompts and training windows showed only budget - count items of a segment whose items numbered between "

@@ -198,8 +198,10 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
     if not read.len():
         raise unreadable_times(str(s.name), text.head(2).to_list(), ts_format)
     how = f"layout {fmt}" if fmt is not None else "a layout polars reads (e.g. with a UTC offset)"
-    if ts_format is None and bad.len() > (1 - TIME_READ_SHARE) * text.len():
-        raise partly_read_times(str(s.name), read.len(), text.len(), bad[0], fmt)
+    # placeholders without a digit (n/a, NULL, -) are missing times, dropped and counted: only date-like values count
+    in_other_layout = bad.filter(bad.str.contains(r"\d"))
+    if ts_format is None and in_other_layout.len() > (1 - TIME_READ_SHARE) * (read.len() + in_other_layout.len()):
+        raise partly_read_times(str(s.name), read.len(), read.len() + in_other_layout.len(), in_other_layout[0], fmt)
     why = f"values like {read[0]!r}: date/time strings, {how}"
     if bad.len():
         why += f"; {bad.len():,} of the {text.len():,} sampled values (like {bad[0]!r}) it does not read are dropped as bad_timestamp"
@@ -207,7 +209,8 @@ def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, st
 
 
 TIME_READ_SHARE = 0.99
-"""The share of the sampled times the guessed layout must read (a few ``n/a`` are dropped and counted)."""
+"""The share of the sampled date-like values (those with a digit) the guessed layout must read; placeholders such as
+``n/a`` are missing times, dropped and counted as bad_timestamp whatever their share."""
 
 
 def partly_read_times(column: str, n_read: int, n: int, example: str, fmt: str | None) -> ConfigError:

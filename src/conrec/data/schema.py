@@ -58,8 +58,13 @@ def beyond_year_9999(source: str, max_seconds: int, unit: str | None = None) -> 
     return DataValidationError(f"{source}: column 'ts' has values beyond year 9999 {read} (max {raw}); {fix}")
 
 
-def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, source: str = "events") -> pl.DataFrame:
+def validate_events(
+    events: pl.DataFrame, items: pl.DataFrame | None = None, source: str = "events", ts_unit: str | None = None
+) -> pl.DataFrame:
     """Check and normalise an events table; return it cast to canonical dtypes, sorted by (user, ts).
+
+    ``ts_unit``: the unit ``ts`` was read in from the file (its values are seconds now), which the
+    beyond-year-9999 message names (None: seconds, or not known).
 
     Raises :class:`DataValidationError` naming the problem: missing column, null or non-integer
     timestamp, feedback outside {-1, +1}, empty table, events on items absent from ``items``.
@@ -87,7 +92,7 @@ def validate_events(events: pl.DataFrame, items: pl.DataFrame | None = None, sou
     if (ts < 0).any():
         raise DataValidationError(f"{source}: column 'ts' has negative timestamps")
     if (ts > MAX_TS).any():
-        raise beyond_year_9999(source, int(ts.max()))  # type: ignore[arg-type]
+        raise beyond_year_9999(source, int(ts.max()), ts_unit if ts_unit in _UNIT_SCALE else None)  # type: ignore[arg-type]
     fb = events["feedback"]
     if not fb.dtype.is_numeric():
         raise DataValidationError(f"{source}: column 'feedback' must be numeric -1/+1, got {fb.dtype}")

@@ -56,12 +56,12 @@ def load_amazon(
                 src = next(k for k, v in spec.items() if v == col)
                 raise DataValidationError(f"{what}: field {src!r} is missing in {n_null} record(s)")
     raw = raw.with_columns(parse_timestamps(raw["ts"], unit, what))
-    events = ratings_to_feedback(raw, dislike_max_rating, like_min_rating, what, log)
+    events = ratings_to_feedback(raw, dislike_max_rating, like_min_rating, what, log, count_neutral=False)
     if meta_jsonl is not None:
         items = _amazon_items(existing_file(meta_jsonl, "Amazon metadata"))
     else:
         items = placeholder_items(events["item_id"], "product")
-    return finish_tables(events, items, source="Amazon", log=log)
+    return finish_tables(events, items, source="Amazon", log=log, ts_unit=unit)
 
 
 def _amazon_items(path: Path) -> pl.DataFrame:

@@ -22,9 +22,7 @@ from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
     INTEGRAL_FLOAT_TEXT,
-    MAX_TS,
     POSITIVE,
-    beyond_year_9999,
     validate_events,
     validate_items,
 )
@@ -353,8 +351,8 @@ def parse_timestamps(
         unit = "ms" if s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all() else "s"
     if unit != "s":
         s = s // PER_SECOND[unit]
-    if (s > MAX_TS).any():  # here, where the unit is known, to name the one the numbers are in
-        raise beyond_year_9999(what, int(s.max()), unit)  # type: ignore[arg-type]
+    # beyond year 9999: refused by validate_events, after the rows the policy drops (finish_tables passes the unit),
+    # as the streaming scan and Spark count only surviving rows
     return s.alias(name)
 
 
@@ -375,8 +373,13 @@ def ratings_to_feedback(
     what: str,
     log: RepairLog | None = None,
     rating_range: tuple[float, float] | None = None,
+    count_neutral: bool = True,
 ) -> pl.DataFrame:
     """Replace ``rating`` by ``feedback``: <= dislike_max -> -1, >= like_min -> +1, between -> dropped.
+
+    ``count_neutral``: count the dropped neutral ratings as ``neutral_rating`` under ``drop`` (the table source, where
+    a user's own thresholds can leave ratings between them unnoticed); the fixed-format sources' neutral ratings
+    (MovieLens's and Amazon's 3 stars) are a documented reading, not counted.
 
     With a ``log`` whose policy is ``drop``, missing, non-numeric, NaN and out-of-``rating_range``
     ratings become a null ``feedback``, which :func:`conrec.data.repair.repair_events` drops and
@@ -401,7 +404,7 @@ def ratings_to_feedback(
         drop_rows(df, invalid_rating(pl.col("rating"), rating_range), "bad_feedback", log or RepairLog(), what, "rating")
     df = df.with_columns(feedback=rating_feedback(pl.col("rating"), dislike_max_rating, like_min_rating, rating_range))
     neutral = pl.col("feedback").fill_null(1) == 0
-    if lenient:  # counted (under drop: the engines count them with the invalid rows), so that a threshold that drops ratings shows
+    if lenient and count_neutral:  # counted (under drop: the engines count them with the invalid rows), so that a threshold that drops ratings shows
         assert log is not None
         return drop_rows(df, neutral, "neutral_rating", log, what, "rating").drop("rating")
     return df.filter(~neutral).drop("rating")
@@ -432,16 +435,18 @@ def rating_feedback(rating: pl.Expr, dislike_max_rating: float, like_min_rating:
 
 
 def finish_tables(
-    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None, items_source: str | None = None
+    events: pl.DataFrame, items: pl.DataFrame, source: str, log: RepairLog | None = None, items_source: str | None = None,
+    ts_unit: str | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Repair (under ``log``'s policy; strict without one), then validate items, then events against
-    them; keep only canonical event columns. ``items_source``: how messages name the items (default ``<source> items``)."""
+    them; keep only canonical event columns. ``items_source``: how messages name the items (default ``<source> items``);
+    ``ts_unit``: the unit the timestamps were read in, for the beyond-year-9999 message (None: seconds or unknown)."""
     log = log or RepairLog()
     items_source = items_source or f"{source} items"
     items = validate_items(repair_items(items, log, items_source), source=items_source)
     require_columns(events, EVENT_COLUMNS, f"{source} events")
     events = repair_events(events.select(list(EVENT_COLUMNS)), items, log, f"{source} events")
-    events = validate_events(events, items, source=f"{source} events")
+    events = validate_events(events, items, source=f"{source} events", ts_unit=ts_unit)
     return events, items
 
 

@@ -115,7 +115,7 @@ def load_table(
     else:
         items = placeholder_items(events["item_id"], "item")
     items_what = f"items file {items_path}" if items_path is not None else None  # not "table events.csv items"
-    return finish_tables(events, items, source=f"table {ev_path.name}", log=log, items_source=items_what)
+    return finish_tables(events, items, source=f"table {ev_path.name}", log=log, items_source=items_what, ts_unit=ts_unit)
 
 
 def _load(cfg: DataConfig, log: RepairLog) -> tuple[pl.DataFrame, pl.DataFrame]:
