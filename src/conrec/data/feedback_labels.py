@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 
 import polars as pl
 
+from conrec.data.schema import INTEGRAL_FLOAT_TEXT  # a flag written as a float (1.0, a pandas 0/1 column with a gap): read as 1
+
 NEGATIVE_WORDS = frozenset({
     "dislike", "disliked", "not_interested", "notinterested", "uninterested", "hide", "hidden", "hid", "thumbs_down",
     "thumbsdown", "thumb_down", "downvote", "downvoted", "down", "negative", "neg", "block", "blocked", "report",
@@ -42,13 +44,9 @@ SEPARATORS = r"[\s\-]+"
 """Inner spaces and hyphens, written as one underscore (the same rule in Python, polars and Spark)."""
 
 
-INTEGRAL = r"^(-?\d+)\.0+$"
-"""A flag or code written as a float (``1.0``, as pandas exports a 0/1 column with a missing value): read as ``1``."""
-
-
 def normalise(value: str) -> str:
     """Lower case, outer spaces dropped, inner spaces and hyphens as one underscore, ``1.0`` as ``1``."""
-    return re.sub(INTEGRAL, r"\1", re.sub(SEPARATORS, "_", value.strip().lower()))
+    return re.sub(INTEGRAL_FLOAT_TEXT, r"\1", re.sub(SEPARATORS, "_", value.strip().lower()))
 
 
 def propose(values: Iterable[str]) -> tuple[dict[str, int], list[str]]:
@@ -70,7 +68,7 @@ def propose(values: Iterable[str]) -> tuple[dict[str, int], list[str]]:
 
 def normalised(column: pl.Expr) -> pl.Expr:
     """:func:`normalise` as a polars expression."""
-    return column.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(SEPARATORS, "_").str.replace(INTEGRAL, "${1}")
+    return column.cast(pl.String).str.strip_chars().str.to_lowercase().str.replace_all(SEPARATORS, "_").str.replace(INTEGRAL_FLOAT_TEXT, "${1}")
 
 
 def map_labels(column: pl.Expr, labels: Mapping[str, int]) -> pl.Expr:

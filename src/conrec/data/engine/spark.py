@@ -38,7 +38,7 @@ from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inf
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
-from conrec.data.feedback_labels import INTEGRAL, SEPARATORS
+from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
 from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
@@ -153,7 +153,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     df = df.withColumn("ts", F.floor(ts / PER_SECOND[unit]).cast("long") if unit != "s" else ts)
     if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid
         words = F.regexp_replace(F.lower(_strip(F.col("feedback").cast("string"))), _UNICODE + SEPARATORS, "_")
-        words = F.regexp_replace(words, INTEGRAL, "$1")  # a float flag, 1.0: "1", as normalise reads it
+        words = F.regexp_replace(words, INTEGRAL_FLOAT_TEXT, "$1")  # a float flag, 1.0: "1", as normalise reads it
         table = F.create_map(*[x for k, v in cfg.feedback_labels.items() for x in (F.lit(k), F.lit(float(v)))])
         df = df.withColumn("feedback", F.try_element_at(table, words))
     elif "feedback" in df.columns and dict(df.dtypes)["feedback"] == "string":  # a few unreadable values: null, invalid
