@@ -326,9 +326,9 @@ def inspector_run(root: Path, titles: dict[str, str] | None = None, current: boo
     write_parquet(pl.DataFrame({"item_id": ids, "codes": [[j % 3, j] for j in range(len(ids))], "sid": [f"<a_{j % 3}><b_{j}>" for j in range(len(ids))]}), run.sid_map)
     test = read_parquet(run.samples).filter(pl.col("split") == "test")
     chosen = test.head(6)["sample_id"].to_list()
-    ranking = [f"i{j}" for j in range(5)]
+    ranking = [f"i{j}" for j in range(12)]  # two-digit ranks where k allows
     write_parquet(
-        pl.DataFrame({"sample_id": chosen, "items": [ranking] * len(chosen), "scores": [[0.5, 0.4, 0.3, 0.2, 0.1]] * len(chosen)}),
+        pl.DataFrame({"sample_id": chosen, "items": [ranking] * len(chosen), "scores": [[round(0.5 - 0.1 * j, 1) for j in range(12)]] * len(chosen)}),
         run.predictions / "popularity.parquet",
     )
     write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")

@@ -284,7 +284,7 @@ class Holdup:
 def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     import uvicorn
 
-    cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG})
+    cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG}, default_k=12, max_k=15)  # ranks reach two digits
     app = Holdup(create_app_from_run(cfg))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", access_log=False))
@@ -322,7 +322,7 @@ def test_a_slow_answer_for_an_earlier_user_never_lands_under_a_later_one(driver,
 
     def live(row: dict[str, Any]) -> list[str]:
         history = [{"item_id": i, "feedback": int(f)} for i, f in zip(row["hist_items"], row["hist_feedback"])]
-        r = httpx.post(f"{url}/v1/dislikes", json={"history": history, "k": 3}, timeout=30)
+        r = httpx.post(f"{url}/v1/dislikes", json={"history": history}, timeout=30)  # the server's default_k, as the page asks
         return [it["item_id"] for it in r.json()["items"]]
 
     a, b = next((x, y) for x in rows for y in rows if x["user_id"] != y["user_id"] and live(x) != live(y))
@@ -439,6 +439,10 @@ def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
         inner, scroll, cards = fit
         assert inner == width and scroll <= inner, fit
         assert all(right <= w for _, right, w in cards), cards
+        ranks = driver.execute_script(  # "10." stays on one line beside its title (it wrapped its "." in a 22 px box)
+            "return [...document.querySelectorAll('#lists .rank')].map(e => [e.textContent, Math.round(e.getBoundingClientRect().height)])"
+        )
+        assert "10." in [t for t, _ in ranks] and len({h for _, h in ranks}) == 1, ranks
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
