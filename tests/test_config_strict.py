@@ -122,6 +122,8 @@ def test_a_quoted_positive_budget_is_the_fields_own_error_once() -> None:
         ("{w_hit: .nan}", r"grpo.reward.w_hit: Input should be a finite number"),  # TRL's nansum dropped the component
         ("{w_collab: .inf}", r"grpo.reward.w_collab: Input should be a finite number"),  # inf rewards, NaN advantages
         ("{w_liked: -0.5}", r"grpo.reward.w_liked: Input should be greater than or equal to 0"),  # the penalty a bonus
+        ("{w_hit: 1.0e+300, w_collab: 1.0e+308}", r"grpo.reward.w_hit: Input should be less than or equal to 1000000"),  # inf in TRL's float32
+        ("{mode: similarity, gamma: 1.0e+300}", r"grpo.reward.gamma: Input should be less than or equal to 1000000"),
         ("{w_sim: -1.0, mode: similarity}", r"grpo.reward.w_sim: Input should be greater than or equal to 0"),
         ("{w_hit: 0, w_collab: 0, w_prefix: 0, w_liked: 0}", r"w_hit, w_collab, w_prefix, w_liked, w_next are all 0"),
         ("{mode: similarity, w_sim: 0, gamma: 0}", r"grpo.reward \(similarity mode\): w_sim, gamma are all 0"),

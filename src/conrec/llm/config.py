@@ -266,16 +266,21 @@ class DecodeConfig(_Strict):
     )
 
 
+MAX_REWARD_WEIGHT = 1e6  # a reward weight's bound (RewardConfig): only the ratios matter
+
+
 class RewardConfig(_Strict):
     """The GRPO reward (conrec.llm.training.rewards). Every weight is finite and >= 0: TRL's weighted sum dropped a
     NaN weight's component silently and turned an infinite one into NaN advantages, and a negative penalty weight
-    (w_liked, gamma) is a bonus for the very thing it penalises."""
+    (w_liked, gamma) is a bonus for the very thing it penalises. Each is at most :data:`MAX_REWARD_WEIGHT`: GRPO
+    normalises every group's rewards, so only the weights' ratios matter, and TRL holds the weights in float32, where
+    a finite weight above 3.4e38 is inf (NaN advantages)."""
 
-    w_hit: float = Field(1.0, ge=0, allow_inf_nan=False, description="generated item is in the N-day future-negative set")
-    w_collab: float = Field(0.5, ge=0, allow_inf_nan=False, description="max co-dislike similarity to the future set")
-    w_prefix: float = Field(0.3, ge=0, allow_inf_nan=False, description="longest shared SID prefix with a future item / levels")
-    w_liked: float = Field(0.5, ge=0, allow_inf_nan=False, description="penalty: item the user liked")
-    w_next: float = Field(0.0, ge=0, allow_inf_nan=False, description="exact next-negative hit (the conventional objective)")
+    w_hit: float = Field(1.0, ge=0, le=MAX_REWARD_WEIGHT, allow_inf_nan=False, description="generated item is in the N-day future-negative set")
+    w_collab: float = Field(0.5, ge=0, le=MAX_REWARD_WEIGHT, allow_inf_nan=False, description="max co-dislike similarity to the future set")
+    w_prefix: float = Field(0.3, ge=0, le=MAX_REWARD_WEIGHT, allow_inf_nan=False, description="longest shared SID prefix with a future item / levels")
+    w_liked: float = Field(0.5, ge=0, le=MAX_REWARD_WEIGHT, allow_inf_nan=False, description="penalty: item the user liked")
+    w_next: float = Field(0.0, ge=0, le=MAX_REWARD_WEIGHT, allow_inf_nan=False, description="exact next-negative hit (the conventional objective)")
     collab_top_n: int = Field(50, ge=1)
     mode: Literal["future_collab", "similarity", "next_neg"] = Field(
         "future_collab",
@@ -284,11 +289,12 @@ class RewardConfig(_Strict):
         "next_neg = exact next-negative hit only (the conventional objective, an ablation)",
     )
     w_sim: float = Field(
-        1.0, ge=0, allow_inf_nan=False, description="similarity mode: weight of the max cosine similarity to the target set"
+        1.0, ge=0, le=MAX_REWARD_WEIGHT, allow_inf_nan=False, description="similarity mode: weight of the max cosine similarity to the target set"
     )
     gamma: float = Field(
         0.5,
         ge=0,
+        le=MAX_REWARD_WEIGHT,
         allow_inf_nan=False,
         description="similarity mode: weight of the penalty = max cosine similarity to the positives of the same future window",
     )
