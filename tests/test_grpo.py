@@ -520,3 +520,18 @@ def test_a_refused_grpo_leaves_a_finished_run_as_it_was(tmp_path: Path, grpo: di
     with pytest.raises(ConrecError, match=match):  # a direct call of the runner is refused alike, before its plan
         STAGE_REGISTRY["grpo"].call(bad, console=_QUIET)
     assert _files(run.root) == before
+
+
+def test_a_similarity_reward_without_item_vectors_leaves_a_finished_run_as_it_was(tmp_path: Path) -> None:
+    """Found by probing: the similarity reward's missing (or mis-sized) item vectors were found in GRPO's
+    preparation, after the pipeline had rewritten config.yaml and deleted the grpo and eval markers."""
+    from conrec.errors import ConrecError
+    from conrec.pipeline import run_stage
+
+    cfg, run = _finished_grpo_run(tmp_path / "run")  # its sid/embeddings.npy has 1 row for 32 items
+    before = _files(run.root)
+    bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": cfg.grpo.reward.model_copy(update={"mode": "similarity"})})})
+    with pytest.raises(ConrecError, match=r"has 1 rows for 32 items in the SID map"):
+        run_stage(bad, "grpo", console=_QUIET)
+    assert _files(run.root) == before
+    assert run.is_done("grpo") and run.is_done("eval")

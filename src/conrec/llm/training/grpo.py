@@ -418,6 +418,8 @@ def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = Non
         )
     if grpo.reward.mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
         raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
+    if grpo.reward.mode == "similarity":  # its item vectors, read again by similarity_signal once the run is prepared
+        item_vectors(rd.sid, sid_map.codes)
     recent = [s.name for s in plan_stages(grpo, grpo.progressive) if s.neg_recent_days is not None]
     if recent and "hist_ts" not in samples.columns:
         raise StageInputError(f"GRPO stage {recent[0]!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
