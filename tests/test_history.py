@@ -156,3 +156,17 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+
+
+def test_predict_reads_a_plain_history_from_a_pipe() -> None:
+    """`conrec predict --history /dev/stdin` read the file twice for a plain history; the second read of a pipe was
+    empty ("history file /dev/stdin is not valid JSON")."""
+    code = (
+        "from pathlib import Path\nfrom conrec.llm.inference.predict_request import read_dislike_body\n"
+        "print(read_dislike_body(Path('/dev/stdin'), None, 10))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input='{"negative": ["a"], "positive": ["b"]}', capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "(['b', 'a'], [1, -1]), None, False" in out.stdout

@@ -116,19 +116,27 @@ def read_request_text(path: str | Path, what: str) -> str:
 def read_history_json(path: str | Path) -> History:
     """One user's history from a JSON file (see the module docstring for the format)."""
     p = Path(path)
-    text = read_request_text(p, "history")
+    return parse_history_text(read_request_text(p, "history"), f"history file {p}")
+
+
+def parse_history_text(text: str, source: str) -> History:
+    """One user's history from the JSON text of a history file named ``source`` (e.g. ``history file h.json``).
+
+    Why apart from :func:`read_history_json`: a caller that has already read the file (``conrec predict
+    --history`` reads it once to tell a request body from a history) parses that text; reading the path again
+    gets nothing from a pipe (``/dev/stdin``, ``<(...)``)."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
+        raise DataValidationError(f"{source} is not valid JSON: {exc}") from exc
     if isinstance(obj, dict):  # a saved POST /v1/dislikes body: its request fields are not part of the history
         if "user_id" in obj:
             raise DataValidationError(
-                f"history file {p}: a user_id is looked up in a run's events; give the file to `conrec predict --history` "
+                f"{source}: a user_id is looked up in a run's events; give the file to `conrec predict --history` "
                 "(or POST it), or write the history itself (negative/positive or history)"
             )
         obj = {key: value for key, value in obj.items() if key not in ("k", "explain")}
-    return parse_history(obj, source=f"history file {p}")
+    return parse_history(obj, source=source)
 
 
 def known_item_ids(run: RunDir) -> set[str]:
