@@ -170,3 +170,14 @@ def test_predict_reads_a_plain_history_from_a_pipe() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert "(['b', 'a'], [1, -1]), None, False" in out.stdout
+
+
+def test_predict_refuses_explain_with_a_split(tmp_path: Path) -> None:
+    """`predict --split S --explain` wrote the split's predictions without reasons and without a word."""
+    cfg = load_config(None, {"run_dir": str(_fake_run(tmp_path, with_model=False))})
+    with pytest.raises(ConfigError, match="--explain works with --history only"):
+        check_predict_request(cfg, None, "test", "sft", explain=True)
+    from conrec.cli import app
+
+    out = CliRunner().invoke(app, ["predict", "-r", str(cfg.run_dir), "--split", "test", "--explain"], env={"COLUMNS": "200"})
+    assert out.exit_code == 2 and "--explain works with --history only" in out.output, out.output

@@ -163,7 +163,7 @@ def predict(
     out: Path | None = typer.Option(None, "--out", "-o", help="output Parquet (a split; one history: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: int | None = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
-    explain: bool = typer.Option(False, "--explain", help="one history: cite the past dislikes each item resembles"),
+    explain: bool = typer.Option(False, "--explain", help="one history only (refused with --split; per row: score --batch --explain): cite the past dislikes each item resembles"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
 
@@ -172,7 +172,7 @@ def predict(
 
         cfg = _load(config, run_dir)
         # Checked before torch/transformers are even imported: a bad request fails in about a second.
-        request = check_predict_request(cfg, history, split, model)
+        request = check_predict_request(cfg, history, split, model, explain=explain)
         _start(cfg)
         from conrec.llm.inference.predict import run
 

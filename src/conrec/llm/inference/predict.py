@@ -334,11 +334,11 @@ def run(
     """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet).
 
     The request is checked (model name, checkpoint present, history format, item ids, split)
-    before the model is loaded. ``explain`` (one user only) adds a reason per item
+    before the model is loaded. ``explain`` (one user only; refused with a split) adds a reason per item
     (:mod:`conrec.explain`).
     """
     console = console or Console()
-    request = check_predict_request(cfg, history, split, model)
+    request = check_predict_request(cfg, history, split, model, explain=explain)
     if out is not None:
         check_output_file(out, "--out")
     run_dir = RunDir(cfg.run_dir)

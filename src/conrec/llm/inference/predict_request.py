@@ -103,14 +103,19 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
 
 
 def check_predict_request(
-    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str
+    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str, explain: bool = False
 ) -> PredictRequest:
     """Validate a predict request against the run's files; the model itself is not touched.
 
     ``history`` is a JSON file path (see :mod:`conrec.history`) or an already parsed history.
+    ``explain`` is for one history only: with a split it is refused (it was dropped without a word).
     """
     if (history is None) == (split is None):
         raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
+    if explain and split is not None:
+        raise ConfigError(
+            "--explain works with --history only, not --split; for a reasons column per row use `conrec score --batch --explain`"
+        )
     model_dir = check_model_dir(cfg, model)
     run = RunDir(cfg.run_dir)
     if history is not None:
