@@ -54,6 +54,16 @@ def test_malformed_configs_name_the_problem(tmp_path: Path, text: str, needle: s
     assert needle in str(err.value)
 
 
+def test_invalid_yaml_is_one_line_naming_line_and_column(tmp_path: Path) -> None:
+    """str(yaml error) is five lines (context, snippet, caret): the config error printed them all."""
+    p = tmp_path / "broken.yaml"
+    p.write_text("a: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "\n" not in msg and "line 2, column 1" in msg and "expected the node content" in msg, msg
+
+
 @pytest.mark.parametrize(("written", "meant"), [("on", "on"), ("off", "off"), ("'on'", "on"), ("auto", "auto")])
 def test_streaming_on_and_off_read_as_written_although_yaml_makes_them_booleans(tmp_path: Path, written: str, meant: str) -> None:
     p = tmp_path / "c.yaml"

@@ -136,7 +136,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -154,6 +154,18 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         )
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid config{where}: {problems}") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: its problem and where (line/column, 1-based). ``str(exc)`` is several
+    lines (context, a quoted snippet, a caret), and errors in inputs and configs print one line."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 PRESETS = ("demo", "full", "tiny", "smollm2", "gemma3")
