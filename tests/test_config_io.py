@@ -233,3 +233,20 @@ def test_overrides_that_are_not_a_mapping_are_one_line() -> None:
     """load_config(None, ["x"]) was an AttributeError from the merge."""
     with pytest.raises(ConfigError, match=r"overrides must be a mapping of sections .*got list"):
         load_config(None, ["x"])  # type: ignore[arg-type]
+
+
+def test_a_bad_override_key_is_blamed_on_the_overrides_not_the_file(tmp_path: Path) -> None:
+    """load_config(file, {"run_dr": ...}) said "invalid config in <file>: run_dr: ...", as though the file had it."""
+    p = tmp_path / "c.yaml"
+    p.write_text("sedd: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, {"run_dr": "x"})
+    assert str(err.value) == (
+        f"invalid config in {p}: sedd: Extra inputs are not permitted; in the overrides: run_dr: Extra inputs are not permitted"
+    )
+    p.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match=r"^invalid config in the overrides: sft\.train\.max_steps: .*nested mappings"):
+        load_config(p, {"sft.train.max_steps": 5})
+    with pytest.raises(ConfigError, match=rf"^invalid config in {p}: sedd"):
+        p.write_text("sedd: 1\n")
+        load_config(p, {"seed": 2})

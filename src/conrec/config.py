@@ -149,11 +149,30 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"invalid config{where}: {problems}") from exc
+        # Each problem is blamed on where its key came from: the overrides win the merge, so a key they hold is
+        # theirs (a typo in `overrides` was reported as though the YAML file had it).
+        groups: dict[str, list[str]] = {}
+        for e in exc.errors():
+            problem = f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}"
+            from_overrides = bool(overrides) and _holds_key(overrides, e["loc"])
+            if from_overrides and e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
+                problem += " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
+            where = " in the overrides" if from_overrides else (f" in {path}" if path is not None else "")
+            groups.setdefault(where, []).append(problem)
+        raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
+
+
+def _holds_key(mapping: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether the nested ``mapping`` (a config's raw overrides) holds the key path ``loc`` of a validation error."""
+    node = mapping
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return bool(loc)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
