@@ -250,3 +250,12 @@ def test_a_bad_override_key_is_blamed_on_the_overrides_not_the_file(tmp_path: Pa
     with pytest.raises(ConfigError, match=rf"^invalid config in {p}: sedd"):
         p.write_text("sedd: 1\n")
         load_config(p, {"seed": 2})
+
+
+def test_load_config_takes_the_preset_spelling_every_cli_c_takes() -> None:
+    """load_config("preset:tiny") said "config file not found: <cwd>/preset:tiny"."""
+    from conrec.config import preset_path
+
+    assert load_config("preset:tiny", {"run_dir": "x"}) == load_config(preset_path("tiny"), {"run_dir": "x"})
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config("preset:nope")

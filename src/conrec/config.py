@@ -112,7 +112,8 @@ class PipelineConfig(StrictConfig):
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Load a pipeline config from YAML (None = all defaults), with clear errors naming the field.
+    """Load a pipeline config from YAML (a file or ``preset:<name>``; None = all defaults), with clear errors
+    naming the field.
 
     Relative input paths (data files, model dirs, caches: see :func:`input_path_keys`) are resolved
     against the directory of the file that names them, so a config works from any current
@@ -122,6 +123,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """
     raw: dict[str, Any] = {}
     if path is not None:
+        path = resolve_config_path(path, None) or Path(path)  # "preset:<name>", as every CLI -c takes it
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file not found: {p.absolute()}")
