@@ -258,3 +258,16 @@ def test_a_batch_with_an_all_empty_history_column_still_reads(trained):
     df = pl.DataFrame({"negative": [["i1"], ["i2"]], "positive": [None, None], "candidates": [["i3"], ["i4"]]})
     assert df.schema["positive"] == pl.Null
     assert score_mod.batch_histories(df, "batch") == [(["i1"], [-1]), (["i2"], [-1])]
+
+
+def test_batch_rows_with_repeated_or_null_candidates_are_named_before_the_model_loads():
+    """Repeated candidates were caught only by the loaded model ("candidate slate #0 repeats ...", no file, no row);
+    a null candidate was read as the unknown item id 'None'."""
+    where = "score batch b.parquet"
+    known = {"i1", "i2", "i3"}
+    df = pl.DataFrame({"negative": [["i1"], ["i1"]], "candidates": [["i2"], ["i3", "i2", "i3"]]})
+    with pytest.raises(DataValidationError, match=r"^score batch b\.parquet row 1: the candidates repeat item id\(s\) \['i3'\]"):
+        score_mod.check_item_ids(*score_mod.batch_slates(df, where), known, where)
+    df = pl.DataFrame({"negative": [["i1"], ["i1"]], "candidates": [["i2"], ["i3", None]]})
+    with pytest.raises(DataValidationError, match=r"^score batch b\.parquet row 1: the candidates hold a null \(missing\) item id"):
+        score_mod.check_item_ids(*score_mod.batch_slates(df, where), known, where)
