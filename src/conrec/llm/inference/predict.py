@@ -283,6 +283,8 @@ class Predictor:
         Returns ``sample_id`` (Int64), ``items`` (List[String]), ``scores`` (List[Float64]),
         ``n_invalid`` (Int64: generated beams that were not a new real item; 0 by construction).
         """
+        if not is_count(k):  # as recommend: k=2.5 was a TypeError from a slice, k=0 a bare ValueError from the search
+            raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
         rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
         histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
