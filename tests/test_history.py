@@ -40,6 +40,15 @@ def test_cli_api_and_server_read_a_body_the_same_way(body: dict) -> None:
     assert DislikeRequest.model_validate(body).events() == want
 
 
+@pytest.mark.parametrize("body", [{"negative": [""]}, {"positive": ["a", ""]}, {"history": [{"item_id": "", "feedback": -1}]}])
+def test_an_empty_item_id_is_refused_in_every_form_by_the_cli_and_the_server(body: dict) -> None:
+    """`{"negative": [""]}` was a history with the item id "" while the `history` form refused it."""
+    with pytest.raises(DataValidationError):
+        parse_history(body)
+    with pytest.raises(ValueError):
+        DislikeRequest.model_validate(body)
+
+
 def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
     assert events_from_lists(["n1", "n2"], ["p1"]) == (["p1", "n1", "n2"], [1, -1, -1])
 
@@ -54,6 +63,8 @@ def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
         ({"history": [{"item_id": "b", "feedback": 0}]}, "feedback"),
         ({"items": ["a"], "feedback": [-1]}, "no longer accepted"),
         (["a"], "expected"),
+        ({"negative": [""]}, r"negative\.0: String should have at least 1 character"),  # as history's item_id: it was accepted
+        ({"negative": ["a"], "pos": [""]}, r"pos\.0: String should have at least 1 character"),
     ],
 )
 def test_bad_bodies_are_named(body, match: str) -> None:

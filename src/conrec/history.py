@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -41,8 +41,9 @@ class HistoryInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    negative: list[str] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
-    positive: list[str] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
+    # non-empty ids, as a history event's item_id: "" was accepted in these lists and refused in `history`
+    negative: list[Annotated[str, Field(min_length=1)]] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
+    positive: list[Annotated[str, Field(min_length=1)]] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
     history: list[HistoryEvent] | None = None
 
     @model_validator(mode="after")
