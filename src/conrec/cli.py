@@ -160,7 +160,7 @@ def predict(
     run_dir: Path | None = RunDirOpt,
     history: Path | None = typer.Option(None, help=HISTORY_HELP),
     split: str | None = typer.Option(None, help="batch mode: predict every sample of this split"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output Parquet (a split; one history: the printed table)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output .parquet file (a split; one history: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: int | None = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
     explain: bool = typer.Option(False, "--explain", help="one history only (refused with --split; per row: score --batch --explain): cite the past dislikes each item resembles"),
@@ -193,7 +193,7 @@ def score(
     ),
     batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive, or a user_id of the run's events) per row"),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="output Parquet (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"
+        None, "--out", "-o", help="output .parquet file (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"
     ),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(

@@ -342,7 +342,7 @@ def run(
     console = console or Console()
     request = check_predict_request(cfg, history, split, model, explain=explain)
     if out is not None:
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", suffix=".parquet")
     run_dir = RunDir(cfg.run_dir)
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:

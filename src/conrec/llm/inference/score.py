@@ -203,7 +203,7 @@ def run(
     if threshold is not None and not math.isfinite(threshold):  # nan kept every candidate; a request's "NaN" is refused
         raise ConfigError(f"--threshold must be a finite number, got {threshold}")
     if out is not None:
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", suffix=".parquet")
     run_dir = RunDir(cfg.run_dir)
     check_model_dir(cfg, model)  # a wrong name or a stale model fails before torch is imported
     if batch is not None:
