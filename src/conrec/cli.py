@@ -316,7 +316,7 @@ def demo(
     run_dir: Path | None = RunDirOpt,
     force: bool = typer.Option(False, "--force", help="rerun finished stages"),
 ) -> None:
-    """The whole pipeline on the embedded default dataset: data -> SIDs -> SFT -> GRPO -> report."""
+    """The whole pipeline (data -> SIDs -> SFT -> GRPO -> report) on the data the config names; default preset:demo, the embedded MovieLens-100K."""
     from conrec.pipeline import run_demo
 
     _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console))
