@@ -192,3 +192,14 @@ def test_predict_refuses_explain_with_a_split(tmp_path: Path) -> None:
 
     out = CliRunner().invoke(app, ["predict", "-r", str(cfg.run_dir), "--split", "test", "--explain"], env={"COLUMNS": "200"})
     assert out.exit_code == 2 and "--explain works with --history only" in out.output, out.output
+
+
+def test_request_files_with_a_utf8_bom_are_read(tmp_path: Path) -> None:
+    """A history or score request saved with a byte-order mark was refused ("Unexpected UTF-8 BOM") while a YAML
+    config with one loads."""
+    from conrec.history import read_request_text
+
+    body = tmp_path / "h.json"
+    body.write_bytes(b"\xef\xbb\xbf" + json.dumps({"negative": ["a"], "positive": ["b"]}).encode())
+    assert read_history_json(body) == (["b", "a"], [1, -1])
+    assert read_request_text(body, "score request").startswith("{")

@@ -104,12 +104,13 @@ def parse_history(obj: Any, source: str = "history") -> History:
 
 def read_request_text(path: str | Path, what: str) -> str:
     """The text of a request file (a history, a score request), or one line naming what is wrong:
-    missing, a directory or not UTF-8 (these were tracebacks)."""
+    missing, a directory or not UTF-8 (these were tracebacks). A UTF-8 byte-order mark (Windows editors
+    write one) is dropped, as the YAML config reader drops it: json.loads refused the file."""
     from conrec.data.sources.common import existing_file
 
     p = existing_file(path, what)
     try:
-        return p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{what} file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a JSON file?") from None
 
