@@ -133,7 +133,7 @@ def test_docs_configuration_reference_is_exactly_the_generated_table():
     page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     found = re.search(r"<!-- config-reference:begin -->\n(.*?)\n<!-- config-reference:end -->", page, re.S)
     assert found is not None, "docs/configuration.md lost its config-reference markers"
-    assert found.group(1) == config_reference_markdown(), "docs/configuration.md is stale: paste `conrec config --reference`"
+    assert found.group(1) == config_reference_markdown(), "docs/configuration.md is stale: put `conrec config --reference | cat` there"
     # optional sections (null unless set) list their settings too: early stopping's were nowhere
     for key in ("sft.train.early_stopping.patience", "sft.train.early_stopping.eval_steps", "sft.train.lora.r", "sft.model.tiny.hidden_size"):
         assert f"| `{key}` |" in found.group(1), key
@@ -259,3 +259,20 @@ def test_load_config_takes_the_preset_spelling_every_cli_c_takes() -> None:
     assert load_config("preset:tiny", {"run_dir": "x"}) == load_config(preset_path("tiny"), {"run_dir": "x"})
     with pytest.raises(ConfigError, match="unknown preset 'nope'"):
         load_config("preset:nope")
+
+
+def test_the_reference_lists_the_values_a_choice_setting_takes_and_a_terminal_sees_lt_unescaped():
+    """data.source and sid.quantizer.kind had an empty "meaning" (Literal choices were never listed), and a terminal
+    showed `rating &lt;= this` for the Markdown escape."""
+    from conrec.config import config_reference, config_reference_markdown
+
+    meaning = {key: desc for key, _, desc in config_reference()}
+    assert meaning["serve.log_level"] == "one of: critical, error, warning, info, debug"  # no description: the values
+    assert meaning["data.ts_unit"].endswith("(one of: auto, s, ms, us)")  # "s" was named nowhere
+    assert meaning["eval.models"].endswith("(each one of: sft, grpo)")
+    assert "one of" not in meaning["sft.prompt.variant"]  # its description names every variant already
+    for key, values in (("data.source", ("movielens100k", "simulator", "table", "movielens", "kuairand", "amazon")),
+                        ("sid.quantizer.kind", ("rqvae", "rkmeans"))):
+        assert all(v in meaning[key] for v in values), key
+    assert "&lt;" in config_reference_markdown() and "&lt;" not in config_reference_markdown(escape_html=False)
+    assert "rating <= this" in config_reference_markdown(escape_html=False)

@@ -260,13 +260,15 @@ def eval_(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> 
 def show_config(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = RunDirOpt,
-    reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default"),
+    reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default and, for a choice, its allowed values"),
 ) -> None:
     """Print the effective YAML config (defaults filled in), or the reference of every setting."""
     from conrec.config import config_reference_markdown, dump_config
 
-    if reference:
-        print(config_reference_markdown())
+    if reference:  # a terminal shows "<" as itself; a file or pipe gets the Markdown escape (&lt;), as the docs hold it
+        import sys
+
+        print(config_reference_markdown(escape_html=not sys.stdout.isatty()))
     else:
         _guard(lambda: print(dump_config(_load(config, run_dir)), end=""))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import typing
 from importlib import resources
 from pathlib import Path
@@ -31,7 +32,10 @@ class PipelineConfig(StrictConfig):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: Path = Field(Path("runs/demo"), description="where every stage reads and writes")
-    seed: int = 0
+    seed: int = Field(
+        0, description="the run's random seed: SID quantizer (unless sid.quantizer.seed), SFT and GRPO (combined with "
+        "their own seeds); change it to see how much a result depends on chance"
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -292,12 +296,44 @@ def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") 
             default = default.model_dump(mode="json")
         elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
             default = [d.model_dump(mode="json") for d in default]
-        rows.append((key, json.dumps(default, default=str), field.description or ""))
+        rows.append((key, json.dumps(default, default=str), _with_choices(field.description or "", ann)))
     return rows
 
 
-def config_reference_markdown() -> str:
+def _literal_choices(annotation: Any) -> tuple[str, list[Any]] | None:
+    """("one of" or "each one of", the values) of a choice setting: ``Literal[...]``, ``Literal[...] | None`` or
+    ``list[Literal[...]]``; None for any other annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of", list(typing.get_args(annotation))
+    if origin is list:
+        inner = _literal_choices(next(iter(typing.get_args(annotation)), None))
+        return ("each one of", inner[1]) if inner is not None and inner[0] == "one of" else None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is not None and len(args) == 1 and type(None) in typing.get_args(annotation):  # X | None
+        return _literal_choices(args[0])
+    return None
+
+
+def _with_choices(description: str, annotation: Any) -> str:
+    """A setting's description with its allowed values added when it is a choice whose description does not name
+    them all (``data.source`` and ``sid.quantizer.kind`` had no word on what they accept)."""
+    found = _literal_choices(annotation)
+    if found is None:
+        return description
+    how, values = found
+    words = [str(v) for v in values]
+    if description and all(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", description) for w in words):
+        return description
+    listed = f"{how}: {', '.join(words)}"
+    return f"{description} ({listed})" if description else listed
+
+
+def config_reference_markdown(escape_html: bool = True) -> str:
+    """The reference as a Markdown table (docs/configuration.md). ``escape_html``: ``<`` as ``&lt;`` so that a
+    Markdown renderer does not read ``<name>`` as a tag; off for a terminal, where it showed as ``&lt;``."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, desc in config_reference():
-        lines.append(f"| `{key}` | `{default}` | {desc.replace('|', '/').replace('<', '&lt;')} |")
+        desc = desc.replace("|", "/")
+        lines.append(f"| `{key}` | `{default}` | {desc.replace('<', '&lt;') if escape_html else desc} |")
     return "\n".join(lines)
