@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -56,7 +58,7 @@ def test_max_dislikes_keeps_the_most_recent() -> None:
 
 def test_missing_or_bad_vectors_are_one_line_errors() -> None:
     items = baseline_items().drop("text_vector")
-    with pytest.raises(DataValidationError, match="no 'text_vector' column.*conrec tokenize"):
+    with pytest.raises(DataValidationError, match="no 'text_vector' column.*conrec sid"):
         ContentRecommender().fit(baseline_events(), items)
     with pytest.raises(DataValidationError, match="shape"):
         with_text_vectors(items, np.zeros((3, 4)))
@@ -73,3 +75,10 @@ def test_large_catalogues_score_the_same_without_the_precomputed_cosines(monkeyp
     small = _fitted(top_m=2).item_scores(samples)
     monkeypatch.setattr(content, "_GRAM_MAX_ITEMS", 0)
     np.testing.assert_allclose(_fitted(top_m=2).item_scores(samples), small, atol=1e-6)
+
+
+def test_no_message_sends_users_to_the_hidden_tokenize_alias() -> None:
+    """Errors said "rerun `conrec tokenize`", a hidden alias `conrec --help` does not list: the command is `conrec sid`."""
+    src = Path(__file__).resolve().parent.parent / "src" / "conrec"
+    named = [str(p.relative_to(src)) for p in src.rglob("*.py") if "conrec tokenize" in p.read_text(encoding="utf-8")]
+    assert named == []

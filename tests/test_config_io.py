@@ -54,6 +54,16 @@ def test_malformed_configs_name_the_problem(tmp_path: Path, text: str, needle: s
     assert needle in str(err.value)
 
 
+def test_invalid_yaml_is_one_line_naming_line_and_column(tmp_path: Path) -> None:
+    """str(yaml error) is five lines (context, snippet, caret): the config error printed them all."""
+    p = tmp_path / "broken.yaml"
+    p.write_text("a: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "\n" not in msg and "line 2, column 1" in msg and "expected the node content" in msg, msg
+
+
 @pytest.mark.parametrize(("written", "meant"), [("on", "on"), ("off", "off"), ("'on'", "on"), ("auto", "auto")])
 def test_streaming_on_and_off_read_as_written_although_yaml_makes_them_booleans(tmp_path: Path, written: str, meant: str) -> None:
     p = tmp_path / "c.yaml"
@@ -123,7 +133,7 @@ def test_docs_configuration_reference_is_exactly_the_generated_table():
     page = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
     found = re.search(r"<!-- config-reference:begin -->\n(.*?)\n<!-- config-reference:end -->", page, re.S)
     assert found is not None, "docs/configuration.md lost its config-reference markers"
-    assert found.group(1) == config_reference_markdown(), "docs/configuration.md is stale: paste `conrec config --reference`"
+    assert found.group(1) == config_reference_markdown(), "docs/configuration.md is stale: put `conrec config --reference | cat` there"
     # optional sections (null unless set) list their settings too: early stopping's were nowhere
     for key in ("sft.train.early_stopping.patience", "sft.train.early_stopping.eval_steps", "sft.train.lora.r", "sft.model.tiny.hidden_size"):
         assert f"| `{key}` |" in found.group(1), key
@@ -223,3 +233,46 @@ def test_overrides_that_are_not_a_mapping_are_one_line() -> None:
     """load_config(None, ["x"]) was an AttributeError from the merge."""
     with pytest.raises(ConfigError, match=r"overrides must be a mapping of sections .*got list"):
         load_config(None, ["x"])  # type: ignore[arg-type]
+
+
+def test_a_bad_override_key_is_blamed_on_the_overrides_not_the_file(tmp_path: Path) -> None:
+    """load_config(file, {"run_dr": ...}) said "invalid config in <file>: run_dr: ...", as though the file had it."""
+    p = tmp_path / "c.yaml"
+    p.write_text("sedd: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, {"run_dr": "x"})
+    assert str(err.value) == (
+        f"invalid config in {p}: sedd: Extra inputs are not permitted; in the overrides: run_dr: Extra inputs are not permitted"
+    )
+    p.write_text("seed: 1\n")
+    with pytest.raises(ConfigError, match=r"^invalid config in the overrides: sft\.train\.max_steps: .*nested mappings"):
+        load_config(p, {"sft.train.max_steps": 5})
+    with pytest.raises(ConfigError, match=rf"^invalid config in {p}: sedd"):
+        p.write_text("sedd: 1\n")
+        load_config(p, {"seed": 2})
+
+
+def test_load_config_takes_the_preset_spelling_every_cli_c_takes() -> None:
+    """load_config("preset:tiny") said "config file not found: <cwd>/preset:tiny"."""
+    from conrec.config import preset_path
+
+    assert load_config("preset:tiny", {"run_dir": "x"}) == load_config(preset_path("tiny"), {"run_dir": "x"})
+    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+        load_config("preset:nope")
+
+
+def test_the_reference_lists_the_values_a_choice_setting_takes_and_a_terminal_sees_lt_unescaped():
+    """data.source and sid.quantizer.kind had an empty "meaning" (Literal choices were never listed), and a terminal
+    showed `rating &lt;= this` for the Markdown escape."""
+    from conrec.config import config_reference, config_reference_markdown
+
+    meaning = {key: desc for key, _, desc in config_reference()}
+    assert meaning["serve.log_level"] == "one of: critical, error, warning, info, debug"  # no description: the values
+    assert meaning["data.ts_unit"].endswith("(one of: auto, s, ms, us)")  # "s" was named nowhere
+    assert meaning["eval.models"].endswith("(each one of: sft, grpo)")
+    assert "one of" not in meaning["sft.prompt.variant"]  # its description names every variant already
+    for key, values in (("data.source", ("movielens100k", "simulator", "table", "movielens", "kuairand", "amazon")),
+                        ("sid.quantizer.kind", ("rqvae", "rkmeans"))):
+        assert all(v in meaning[key] for v in values), key
+    assert "&lt;" in config_reference_markdown() and "&lt;" not in config_reference_markdown(escape_html=False)
+    assert "rating <= this" in config_reference_markdown(escape_html=False)

@@ -105,7 +105,7 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
 def test_content_baseline_reads_the_sid_stage_text_vectors(tmp_path: Path) -> None:
     run, _ = eval_run_dir(tmp_path / "run")
     cfg = _cfg(run.root, baselines=["popularity", "content"], models=[])
-    with pytest.raises(StageInputError, match="text_vectors.npy: rerun `conrec tokenize`"):
+    with pytest.raises(StageInputError, match="text_vectors.npy: rerun `conrec sid`"):
         STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     categories = [j % 3 for j in range(15)]  # i{j} is in category c{j % 3}: text vectors by category
     vectors = np.eye(3)[categories] + 0.01 * np.arange(15)[:, None]

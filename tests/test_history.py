@@ -40,6 +40,15 @@ def test_cli_api_and_server_read_a_body_the_same_way(body: dict) -> None:
     assert DislikeRequest.model_validate(body).events() == want
 
 
+@pytest.mark.parametrize("body", [{"negative": [""]}, {"positive": ["a", ""]}, {"history": [{"item_id": "", "feedback": -1}]}])
+def test_an_empty_item_id_is_refused_in_every_form_by_the_cli_and_the_server(body: dict) -> None:
+    """`{"negative": [""]}` was a history with the item id "" while the `history` form refused it."""
+    with pytest.raises(DataValidationError):
+        parse_history(body)
+    with pytest.raises(ValueError):
+        DislikeRequest.model_validate(body)
+
+
 def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
     assert events_from_lists(["n1", "n2"], ["p1"]) == (["p1", "n1", "n2"], [1, -1, -1])
 
@@ -54,6 +63,8 @@ def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
         ({"history": [{"item_id": "b", "feedback": 0}]}, "feedback"),
         ({"items": ["a"], "feedback": [-1]}, "no longer accepted"),
         (["a"], "expected"),
+        ({"negative": [""]}, r"negative\.0: String should have at least 1 character"),  # as history's item_id: it was accepted
+        ({"negative": ["a"], "pos": [""]}, r"pos\.0: String should have at least 1 character"),
     ],
 )
 def test_bad_bodies_are_named(body, match: str) -> None:
@@ -156,3 +167,39 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+
+
+def test_predict_reads_a_plain_history_from_a_pipe() -> None:
+    """`conrec predict --history /dev/stdin` read the file twice for a plain history; the second read of a pipe was
+    empty ("history file /dev/stdin is not valid JSON")."""
+    code = (
+        "from pathlib import Path\nfrom conrec.llm.inference.predict_request import read_dislike_body\n"
+        "print(read_dislike_body(Path('/dev/stdin'), None, 10))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], input='{"negative": ["a"], "positive": ["b"]}', capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert "(['b', 'a'], [1, -1]), None, False" in out.stdout
+
+
+def test_predict_refuses_explain_with_a_split(tmp_path: Path) -> None:
+    """`predict --split S --explain` wrote the split's predictions without reasons and without a word."""
+    cfg = load_config(None, {"run_dir": str(_fake_run(tmp_path, with_model=False))})
+    with pytest.raises(ConfigError, match="--explain works with --history only"):
+        check_predict_request(cfg, None, "test", "sft", explain=True)
+    from conrec.cli import app
+
+    out = CliRunner().invoke(app, ["predict", "-r", str(cfg.run_dir), "--split", "test", "--explain"], env={"COLUMNS": "200"})
+    assert out.exit_code == 2 and "--explain works with --history only" in out.output, out.output
+
+
+def test_request_files_with_a_utf8_bom_are_read(tmp_path: Path) -> None:
+    """A history or score request saved with a byte-order mark was refused ("Unexpected UTF-8 BOM") while a YAML
+    config with one loads."""
+    from conrec.history import read_request_text
+
+    body = tmp_path / "h.json"
+    body.write_bytes(b"\xef\xbb\xbf" + json.dumps({"negative": ["a"], "positive": ["b"]}).encode())
+    assert read_history_json(body) == (["b", "a"], [1, -1])
+    assert read_request_text(body, "score request").startswith("{")

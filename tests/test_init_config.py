@@ -492,3 +492,12 @@ def test_epoch_units_are_told_by_their_typical_size_and_named_when_wrong(tmp_pat
             from conrec.data import stage
 
             stage.run(cfg.model_copy(update={"streaming": "on"}), tmp_path / f"run_{unit}", console=Console(quiet=True))
+
+
+def test_init_suggests_a_yaml_name_inside_a_directory_given_as_out(tmp_path: Path) -> None:
+    """`conrec init ... -o DIR` suggested DIR/out.parquet for the YAML config it writes."""
+    ev = tmp_path / "events.csv"
+    ev.write_text("user_id,item_id,ts,rating\n" + "".join(f"u{k % 5},i{k % 9},{1_700_000_000 + k},{1 + k % 5}\n" for k in range(40)))
+    with pytest.raises(ConfigError) as err:
+        init_config(ev, None, tmp_path, preset="tiny")
+    assert f"(e.g. {tmp_path / 'my.yaml'})" in str(err.value) and "parquet" not in str(err.value)

@@ -258,3 +258,31 @@ def test_a_batch_with_an_all_empty_history_column_still_reads(trained):
     df = pl.DataFrame({"negative": [["i1"], ["i2"]], "positive": [None, None], "candidates": [["i3"], ["i4"]]})
     assert df.schema["positive"] == pl.Null
     assert score_mod.batch_histories(df, "batch") == [(["i1"], [-1]), (["i2"], [-1])]
+
+
+def test_batch_rows_with_repeated_or_null_candidates_are_named_before_the_model_loads():
+    """Repeated candidates were caught only by the loaded model ("candidate slate #0 repeats ...", no file, no row);
+    a null candidate was read as the unknown item id 'None'."""
+    where = "score batch b.parquet"
+    known = {"i1", "i2", "i3"}
+    df = pl.DataFrame({"negative": [["i1"], ["i1"]], "candidates": [["i2"], ["i3", "i2", "i3"]]})
+    with pytest.raises(DataValidationError, match=r"^score batch b\.parquet row 1: the candidates repeat item id\(s\) \['i3'\]"):
+        score_mod.check_item_ids(*score_mod.batch_slates(df, where), known, where)
+    df = pl.DataFrame({"negative": [["i1"], ["i1"]], "candidates": [["i2"], ["i3", None]]})
+    with pytest.raises(DataValidationError, match=r"^score batch b\.parquet row 1: the candidates hold a null \(missing\) item id"):
+        score_mod.check_item_ids(*score_mod.batch_slates(df, where), known, where)
+
+
+def test_an_out_path_not_ending_in_parquet_is_refused_before_any_work(trained, tmp_path):
+    """`predict --out x.csv` and `score --out x.csv` wrote Parquet bytes into a file named .csv (rc 0)."""
+    cfg, _ = trained
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"negative": ["i0"], "candidates": ["i2", "i3"]}))
+    runner = CliRunner()
+    for args in (["predict", "-r", str(cfg.run_dir), "--model", "sft", "--split", "test", "--out", str(tmp_path / "p.csv")],
+                 ["score", "-r", str(cfg.run_dir), "--model", "sft", "--request", str(req), "-o", str(tmp_path / "s.csv")],
+                 ["score", "-r", str(cfg.run_dir), "--model", "sft", "--request", str(req), "-o", str(tmp_path / "s")]):
+        out = runner.invoke(app, args)
+        assert out.exit_code == 2 and "so its name must end in .parquet" in out.stderr, out.output
+        assert out.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["req.json"]

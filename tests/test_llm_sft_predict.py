@@ -98,6 +98,16 @@ def test_predict_samples_table(trained):
     assert preds["n_invalid"].sum() == 0
 
 
+def test_predict_samples_checks_k_as_recommend_does(trained):
+    """predict_samples(k=2.5) was a TypeError from a slice and k=0 a bare ValueError from deep in the search."""
+    cfg, _ = trained
+    p = Predictor.from_run(cfg, model="sft")
+    samples = pl.read_parquet(RunDir(cfg.run_dir).samples).filter(pl.col("split") == "test").head(2)
+    for k in (2.5, "5", None, True, 0):
+        with pytest.raises(DataValidationError, match=rf"k must be an integer >= 1, got {re.escape(repr(k))}"):
+            p.predict_samples(samples, k=k)  # type: ignore[arg-type]
+
+
 def test_predictor_errors(trained, tmp_path):
     cfg, _ = trained
     p = Predictor.from_run(cfg, model="sft")

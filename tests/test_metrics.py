@@ -228,3 +228,16 @@ def test_luf_reads_every_dislike_before_t_not_the_history_window() -> None:
     assert inputs.hist_negatives is not None and inputs.hist_negatives.tolist() == [0, 2, 3, 4]
     v = point_values(inputs, [1], ["LUF"])["LUF@1"]
     assert v[:2].tolist() == [1.0, 0.0] and np.isnan(v[2:]).all()  # by the window, point 3 (d: a hit) would count
+
+
+def test_evaluate_refuses_a_k_no_prediction_list_reaches() -> None:
+    """evaluate(top-5 lists, ks=[50]) reported FHR@50 = FHR@5 without a word."""
+    preds = pl.DataFrame({"sample_id": [0, 1, 2], "items": [["b", "a"], ["y", "x"], ["p"]]})
+    with pytest.raises(DataValidationError, match=r"K=3 is longer than every prediction list \(at most 2 items\)"):
+        evaluate(preds, _samples(), ks=[1, 3], n_items=10)
+    # lists short only because the catalogue minus the history has no more items: K is fine
+    samples = _samples().with_columns(hist_items=pl.Series([["c"], ["c"], ["c"]]))
+    small = pl.DataFrame({"sample_id": [0, 1, 2], "items": [["a", "b"], ["x", "a"], ["p", "q"]]})
+    assert evaluate(small, samples, ks=[1, 5], n_items=3)["FHR@5"] == pytest.approx(1.0)
+    with pytest.raises(DataValidationError, match="K=5"):
+        evaluate(small, samples, ks=[5], n_items=4)  # one more item was there to rank

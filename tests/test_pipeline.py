@@ -194,6 +194,17 @@ def test_cli_help_names_the_sid_command_and_hides_the_alias() -> None:
     assert " sid " in out and " tokenize " not in out
 
 
+def test_demo_help_says_it_runs_on_the_configs_data_not_only_the_embedded_one() -> None:
+    """`conrec demo --help` said "on the embedded default dataset" while the README runs `conrec demo -c my.yaml` on
+    your own data."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    out = " ".join(CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "on the data the config names; default preset:demo, the embedded MovieLens-100K" in out, out
+
+
 def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -160,10 +160,10 @@ def predict(
     run_dir: Path | None = RunDirOpt,
     history: Path | None = typer.Option(None, help=HISTORY_HELP),
     split: str | None = typer.Option(None, help="batch mode: predict every sample of this split"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output Parquet (a split; one history: the printed table)"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output .parquet file (a split; one history: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     k: int | None = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
-    explain: bool = typer.Option(False, "--explain", help="one history: cite the past dislikes each item resembles"),
+    explain: bool = typer.Option(False, "--explain", help="one history only (refused with --split; per row: score --batch --explain): cite the past dislikes each item resembles"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
 
@@ -172,7 +172,7 @@ def predict(
 
         cfg = _load(config, run_dir)
         # Checked before torch/transformers are even imported: a bad request fails in about a second.
-        request = check_predict_request(cfg, history, split, model)
+        request = check_predict_request(cfg, history, split, model, explain=explain)
         _start(cfg)
         from conrec.llm.inference.predict import run
 
@@ -193,7 +193,7 @@ def score(
     ),
     batch: Path | None = typer.Option(None, help="Parquet: candidates + hist_items/hist_feedback (or negative/positive, or a user_id of the run's events) per row"),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="output Parquet (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"
+        None, "--out", "-o", help="output .parquet file (a batch: default eval/predictions/<model>_scores.parquet; a request: the printed table)"
     ),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(
@@ -260,13 +260,15 @@ def eval_(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> 
 def show_config(
     config: Path | None = ConfigOpt,
     run_dir: Path | None = RunDirOpt,
-    reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default"),
+    reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default and, for a choice, its allowed values"),
 ) -> None:
     """Print the effective YAML config (defaults filled in), or the reference of every setting."""
     from conrec.config import config_reference_markdown, dump_config
 
-    if reference:
-        print(config_reference_markdown())
+    if reference:  # a terminal shows "<" as itself; a file or pipe gets the Markdown escape (&lt;), as the docs hold it
+        import sys
+
+        print(config_reference_markdown(escape_html=not sys.stdout.isatty()))
     else:
         _guard(lambda: print(dump_config(_load(config, run_dir)), end=""))
 
@@ -316,7 +318,7 @@ def demo(
     run_dir: Path | None = RunDirOpt,
     force: bool = typer.Option(False, "--force", help="rerun finished stages"),
 ) -> None:
-    """The whole pipeline on the embedded default dataset: data -> SIDs -> SFT -> GRPO -> report."""
+    """The whole pipeline (data -> SIDs -> SFT -> GRPO -> report) on the data the config names; default preset:demo, the embedded MovieLens-100K."""
     from conrec.pipeline import run_demo
 
     _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console))

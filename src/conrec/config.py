@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import typing
 from importlib import resources
 from pathlib import Path
@@ -31,7 +32,10 @@ class PipelineConfig(StrictConfig):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: Path = Field(Path("runs/demo"), description="where every stage reads and writes")
-    seed: int = 0
+    seed: int = Field(
+        0, description="the run's random seed: SID quantizer (unless sid.quantizer.seed), SFT and GRPO (combined with "
+        "their own seeds); change it to see how much a result depends on chance"
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -112,7 +116,8 @@ class PipelineConfig(StrictConfig):
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Load a pipeline config from YAML (None = all defaults), with clear errors naming the field.
+    """Load a pipeline config from YAML (a file or ``preset:<name>``; None = all defaults), with clear errors
+    naming the field.
 
     Relative input paths (data files, model dirs, caches: see :func:`input_path_keys`) are resolved
     against the directory of the file that names them, so a config works from any current
@@ -122,6 +127,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """
     raw: dict[str, Any] = {}
     if path is not None:
+        path = resolve_config_path(path, None) or Path(path)  # "preset:<name>", as every CLI -c takes it
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file not found: {p.absolute()}")
@@ -136,7 +142,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from exc
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -149,11 +155,42 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"invalid config{where}: {problems}") from exc
+        # Each problem is blamed on where its key came from: the overrides win the merge, so a key they hold is
+        # theirs (a typo in `overrides` was reported as though the YAML file had it).
+        groups: dict[str, list[str]] = {}
+        for e in exc.errors():
+            problem = f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}"
+            from_overrides = bool(overrides) and _holds_key(overrides, e["loc"])
+            if from_overrides and e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
+                problem += " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
+            where = " in the overrides" if from_overrides else (f" in {path}" if path is not None else "")
+            groups.setdefault(where, []).append(problem)
+        raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
+
+
+def _holds_key(mapping: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether the nested ``mapping`` (a config's raw overrides) holds the key path ``loc`` of a validation error."""
+    node = mapping
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        else:
+            return False
+    return bool(loc)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: its problem and where (line/column, 1-based). ``str(exc)`` is several
+    lines (context, a quoted snippet, a caret), and errors in inputs and configs print one line."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 PRESETS = ("demo", "full", "tiny", "smollm2", "gemma3")
@@ -259,12 +296,44 @@ def config_reference(model: type[BaseModel] = PipelineConfig, prefix: str = "") 
             default = default.model_dump(mode="json")
         elif isinstance(default, list) and default and isinstance(default[0], BaseModel):
             default = [d.model_dump(mode="json") for d in default]
-        rows.append((key, json.dumps(default, default=str), field.description or ""))
+        rows.append((key, json.dumps(default, default=str), _with_choices(field.description or "", ann)))
     return rows
 
 
-def config_reference_markdown() -> str:
+def _literal_choices(annotation: Any) -> tuple[str, list[Any]] | None:
+    """("one of" or "each one of", the values) of a choice setting: ``Literal[...]``, ``Literal[...] | None`` or
+    ``list[Literal[...]]``; None for any other annotation."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "one of", list(typing.get_args(annotation))
+    if origin is list:
+        inner = _literal_choices(next(iter(typing.get_args(annotation)), None))
+        return ("each one of", inner[1]) if inner is not None and inner[0] == "one of" else None
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin is not None and len(args) == 1 and type(None) in typing.get_args(annotation):  # X | None
+        return _literal_choices(args[0])
+    return None
+
+
+def _with_choices(description: str, annotation: Any) -> str:
+    """A setting's description with its allowed values added when it is a choice whose description does not name
+    them all (``data.source`` and ``sid.quantizer.kind`` had no word on what they accept)."""
+    found = _literal_choices(annotation)
+    if found is None:
+        return description
+    how, values = found
+    words = [str(v) for v in values]
+    if description and all(re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", description) for w in words):
+        return description
+    listed = f"{how}: {', '.join(words)}"
+    return f"{description} ({listed})" if description else listed
+
+
+def config_reference_markdown(escape_html: bool = True) -> str:
+    """The reference as a Markdown table (docs/configuration.md). ``escape_html``: ``<`` as ``&lt;`` so that a
+    Markdown renderer does not read ``<name>`` as a tag; off for a terminal, where it showed as ``&lt;``."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for key, default, desc in config_reference():
-        lines.append(f"| `{key}` | `{default}` | {desc.replace('|', '/').replace('<', '&lt;')} |")
+        desc = desc.replace("|", "/")
+        lines.append(f"| `{key}` | `{default}` | {desc.replace('<', '&lt;') if escape_html else desc} |")
     return "\n".join(lines)

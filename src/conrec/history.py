@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -41,8 +41,9 @@ class HistoryInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    negative: list[str] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
-    positive: list[str] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
+    # non-empty ids, as a history event's item_id: "" was accepted in these lists and refused in `history`
+    negative: list[Annotated[str, Field(min_length=1)]] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
+    positive: list[Annotated[str, Field(min_length=1)]] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
     history: list[HistoryEvent] | None = None
 
     @model_validator(mode="after")
@@ -103,12 +104,13 @@ def parse_history(obj: Any, source: str = "history") -> History:
 
 def read_request_text(path: str | Path, what: str) -> str:
     """The text of a request file (a history, a score request), or one line naming what is wrong:
-    missing, a directory or not UTF-8 (these were tracebacks)."""
+    missing, a directory or not UTF-8 (these were tracebacks). A UTF-8 byte-order mark (Windows editors
+    write one) is dropped, as the YAML config reader drops it: json.loads refused the file."""
     from conrec.data.sources.common import existing_file
 
     p = existing_file(path, what)
     try:
-        return p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataValidationError(f"{what} file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a JSON file?") from None
 
@@ -116,19 +118,27 @@ def read_request_text(path: str | Path, what: str) -> str:
 def read_history_json(path: str | Path) -> History:
     """One user's history from a JSON file (see the module docstring for the format)."""
     p = Path(path)
-    text = read_request_text(p, "history")
+    return parse_history_text(read_request_text(p, "history"), f"history file {p}")
+
+
+def parse_history_text(text: str, source: str) -> History:
+    """One user's history from the JSON text of a history file named ``source`` (e.g. ``history file h.json``).
+
+    Why apart from :func:`read_history_json`: a caller that has already read the file (``conrec predict
+    --history`` reads it once to tell a request body from a history) parses that text; reading the path again
+    gets nothing from a pipe (``/dev/stdin``, ``<(...)``)."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataValidationError(f"history file {p} is not valid JSON: {exc}") from exc
+        raise DataValidationError(f"{source} is not valid JSON: {exc}") from exc
     if isinstance(obj, dict):  # a saved POST /v1/dislikes body: its request fields are not part of the history
         if "user_id" in obj:
             raise DataValidationError(
-                f"history file {p}: a user_id is looked up in a run's events; give the file to `conrec predict --history` "
+                f"{source}: a user_id is looked up in a run's events; give the file to `conrec predict --history` "
                 "(or POST it), or write the history itself (negative/positive or history)"
             )
         obj = {key: value for key, value in obj.items() if key not in ("k", "explain")}
-    return parse_history(obj, source=f"history file {p}")
+    return parse_history(obj, source=source)
 
 
 def known_item_ids(run: RunDir) -> set[str]:

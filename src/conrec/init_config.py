@@ -133,7 +133,7 @@ def init_config(
     ts_format: str | None = None,
 ) -> tuple[Path, Guess]:
     """Guess, render, validate and write the config; returns its path and the guess (for printing)."""
-    check_output_file(out, "--out")  # a directory was replaced by the config, contents and all (with --force)
+    check_output_file(out, "--out", example="my.yaml")  # a directory was replaced by the config, contents and all (with --force)
     if out.exists() and not force:
         raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
     sample_events = read_sample(events, "events")

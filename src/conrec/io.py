@@ -44,12 +44,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+def check_output_file(path: str | os.PathLike[str], what: str, example: str = "out.parquet", suffix: str | None = None) -> Path:
     """``path`` as a file conrec may write, checked before any work: not an existing directory (it was
-    replaced by the file, contents and all) and not under a file (a traceback after the work was done)."""
+    replaced by the file, contents and all) and not under a file (a traceback after the work was done).
+    ``example``: a file name of the kind written, suggested inside a directory given instead; ``suffix``
+    (e.g. ``.parquet``): the one the file must have (``--out x.csv`` got Parquet bytes under a CSV name)."""
     p = Path(path)
     if p.is_dir():
-        raise ConfigError(f"{what} {p} is a directory; give a file path (e.g. {p / 'out.parquet'})")
+        raise ConfigError(f"{what} {p} is a directory; give a file path (e.g. {p / example})")
+    if suffix is not None and p.suffix.lower() != suffix:
+        kind = suffix.lstrip(".").capitalize()
+        raise ConfigError(f"{what} {p}: the file written is {kind}, so its name must end in {suffix} (e.g. {p.with_suffix(suffix)})")
     above = next((a for a in p.absolute().parents if a.exists()), None)
     if above is not None and not above.is_dir():
         raise ConfigError(f"{what} {p} cannot be written: {above} is a file, not a directory")

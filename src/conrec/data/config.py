@@ -82,8 +82,8 @@ class SplitConfig(_Strict):
     protocol: Literal["global_time", "per_user"] = Field(
         "global_time", description="global_time: one cut-off for all users; per_user: each user's last dislikes are test"
     )
-    valid_frac: float = Field(0.1, ge=0.0, lt=1.0)
-    test_frac: float = Field(0.2, gt=0.0, lt=1.0)
+    valid_frac: float = Field(0.1, ge=0.0, lt=1.0, description="share of the events (per_user: of each user's dislikes) between the valid and the test cut-off")
+    test_frac: float = Field(0.2, gt=0.0, lt=1.0, description="share at/after the test cut-off (per_user: each user's last dislikes); valid_frac + test_frac < 1")
     horizon_days: float = Field(7.0, gt=0, description="N: the future-negative window length in days")
     max_horizon_days: float = Field(30.0, gt=0, description="negatives kept per sample for horizon studies")
     max_history: int = Field(200, ge=1, description="most recent events kept per sample")
@@ -135,7 +135,12 @@ class DataConfig(_Strict):
     ``events_path`` may name a directory for ``kuairand`` (every ``log*.csv`` inside is read).
     """
 
-    source: Literal["movielens100k", "simulator", "table", "movielens", "kuairand", "amazon"] = "movielens100k"
+    source: Literal["movielens100k", "simulator", "table", "movielens", "kuairand", "amazon"] = Field(
+        "movielens100k",
+        description="where events come from: table = your CSV/Parquet files (see data.columns; `conrec init` writes it), "
+        "movielens / kuairand / amazon = those datasets' own files, movielens100k = the embedded dataset (offline), "
+        "simulator = synthetic users with known tastes",
+    )
     events_path: Path | None = Field(None, description="events/ratings/log/reviews file for file-based sources")
     items_path: Path | None = Field(None, description="item metadata file for file-based sources")
     columns: dict[str, str] = Field(

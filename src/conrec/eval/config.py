@@ -199,8 +199,12 @@ def _once(names: list[Any]) -> list[Any]:
 
 
 class EvalConfig(_Strict):
-    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [5, 10, 20], min_length=1)
-    split: Literal["valid", "test"] = "test"
+    ks: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [5, 10, 20], min_length=1, description="the top-K cut-offs every metric is reported at"
+    )
+    split: Literal["valid", "test"] = Field(
+        "test", description="the split scored: valid while choosing settings (keeps test unseen), test for the final comparison"
+    )
     baselines: list[str] = Field(
         default_factory=lambda: list(DEFAULT_BASELINES),
         description="baselines to fit, tune and score; default every one but facet_rule (added on simulated data)",

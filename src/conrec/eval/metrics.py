@@ -314,6 +314,27 @@ def nan_mean(values: np.ndarray) -> float:
     return float(values[mask].mean()) if mask.any() else float("nan")
 
 
+def _check_lists_reach(predictions: pl.DataFrame, samples: pl.DataFrame, ks: Sequence[int], n_items: int) -> None:
+    """Refuse a K that no prediction list reaches while the catalogue had room for more: its metrics would be
+    those of the longest list's length, labelled @K. No list at all (nothing predicted) is all misses, as ever."""
+    if "items" not in predictions.columns or predictions.height == 0:
+        return  # the column is named by point_inputs' check; no prediction: every point is a miss
+    longest = max(predictions["items"].list.len().fill_null(0).to_list(), default=0)
+    if longest == 0:
+        return
+    room = n_items
+    if "hist_items" in samples.columns and "sample_id" in predictions.columns:
+        hist = predictions.select("sample_id").join(samples.select("sample_id", "hist_items"), on="sample_id", how="inner")
+        if hist.height:
+            room = n_items - min(hist["hist_items"].list.unique().list.len().fill_null(0).to_list(), default=0)
+    for k in sorted(ks):
+        if k > longest and room > longest:
+            raise DataValidationError(
+                f"ks: K={k} is longer than every prediction list (at most {longest} items) while the catalogue had room "
+                f"for more, so its metrics would be those @{longest}; predict at least {k} items per point or drop K={k}"
+            )
+
+
 def evaluate(
     predictions: pl.DataFrame,
     samples: pl.DataFrame,
@@ -327,11 +348,16 @@ def evaluate(
 
     Inputs as in :func:`point_inputs`. ``invalid_rate`` = total invalid / (total invalid + total
     returned items). LUF/LIF are left out when no point is in their population.
+
+    A K longer than every prediction list is refused (``FHR@50`` of top-5 lists was FHR@5 under another
+    name) unless the lists are short because the catalogue minus a point's history (``hist_items``,
+    when the samples have it) has no more items.
     """
     if not ks:
         raise ValueError("ks must name at least one cut-off")
     for k in ks:
         _check_k(k)
+    _check_lists_reach(predictions, samples, ks, n_items)
     inputs, n_invalid = point_inputs(predictions, samples, horizon_days, train_dislike_counts, catalogue)
     out = {key: m for key, v in point_values(inputs, ks).items() if not math.isnan(m := nan_mean(v))}
     for k in ks:

@@ -195,7 +195,7 @@ def _with_text_vectors(rd: RunDir, items: pl.DataFrame) -> pl.DataFrame:
         stats_path = rd.sid / "stats.json"
         encoder = read_json(stats_path, what="sid stats").get("encoder", {}) if stats_path.exists() else {}
         if not rd.embeddings.exists() or not stats_path.exists() or "collab_dims" in encoder:
-            raise StageInputError(f"the content baseline needs {path}: rerun `conrec tokenize` (or drop `content` from eval.baselines)")
+            raise StageInputError(f"the content baseline needs {path}: rerun `conrec sid` (or drop `content` from eval.baselines)")
         path = rd.embeddings
     return with_text_vectors(items, np.load(path))
 

@@ -155,7 +155,7 @@ class EarlyStoppingConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="passes over the SFT examples (fractions allowed); max_steps wins when set")
     max_steps: int = Field(-1, ge=-1, description="-1 = run `epochs`")
 
     @field_validator("max_steps")

@@ -28,6 +28,15 @@ def _encodable(text: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]  # an id a response may echo back
 
 
+def _non_empty(text: str) -> str:
+    if not text:
+        raise ValueError("an item id must not be empty")
+    return text
+
+
+ItemId = Annotated[Text, AfterValidator(_non_empty)]  # "" was accepted in negative/positive and refused as a history event's item_id
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo such as "negatives" must not silently mean "no history".
     # Strict types: "k": true is not 1 and "k": "5" is not 5 (a client bug must not pass silently).
@@ -66,10 +75,10 @@ class DislikeRequest(_Strict):
         None, min_length=1, description="a user of the training events; their most recent events are the history"
     )
     # `neg`/`pos` are accepted too: the names older `conrec predict --history` files used.
-    negative: list[Text] | None = Field(
+    negative: list[ItemId] | None = Field(
         None, validation_alias=AliasChoices("negative", "neg"), description="disliked item ids, oldest first (alias: neg)"
     )
-    positive: list[Text] | None = Field(
+    positive: list[ItemId] | None = Field(
         None, validation_alias=AliasChoices("positive", "pos"), description="positively rated item ids, oldest first (alias: pos)"
     )
     history: list[HistoryEvent] | None = Field(

@@ -42,8 +42,11 @@ class EncoderConfig(_Strict):
 
 
 class QuantizerConfig(_Strict):
-    kind: Literal["rqvae", "rkmeans"] = "rqvae"
-    levels: int = Field(3, ge=1, le=8)
+    kind: Literal["rqvae", "rkmeans"] = Field(
+        "rqvae", description="rqvae = a trained residual-quantising autoencoder; rkmeans = residual k-means (no training, "
+        "seconds to fit: a quick start on big catalogues)"
+    )
+    levels: int = Field(3, ge=1, le=8, description="codes per semantic ID (before a disambiguation level for collisions)")
     codebook_size: int = Field(256, ge=2, description="codes per level (upper bound, see auto_scale)")
     codebook_sizes: list[int] | None = Field(
         None, description="per-level codebook sizes; overrides levels x codebook_size when given"

@@ -38,7 +38,7 @@ def with_text_vectors(items: pl.DataFrame, vectors: np.ndarray) -> pl.DataFrame:
     """``items`` with :data:`TEXT_VECTOR` set from ``vectors`` (rows in ``items`` order; pure)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or len(vectors) != items.height:
-        raise DataValidationError(f"text vectors have shape {vectors.shape} for {items.height} items; rerun `conrec tokenize`")
+        raise DataValidationError(f"text vectors have shape {vectors.shape} for {items.height} items; rerun `conrec sid`")
     return items.with_columns(pl.Series(TEXT_VECTOR, vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
 
 
@@ -71,7 +71,7 @@ class ContentRecommender(ScoredRecommender):
         if TEXT_VECTOR not in items.columns:
             raise DataValidationError(
                 f"content baseline: the items table has no {TEXT_VECTOR!r} column (the eval stage adds it from "
-                "sid/text_vectors.npy; rerun `conrec tokenize` if that file is missing)"
+                "sid/text_vectors.npy; rerun `conrec sid` if that file is missing)"
             )
         vectors = np.asarray(items[TEXT_VECTOR].to_numpy(), dtype=np.float32)
         if vectors.ndim != 2 or not np.isfinite(vectors).all():

@@ -283,6 +283,8 @@ class Predictor:
         Returns ``sample_id`` (Int64), ``items`` (List[String]), ``scores`` (List[Float64]),
         ``n_invalid`` (Int64: generated beams that were not a new real item; 0 by construction).
         """
+        if not is_count(k):  # as recommend: k=2.5 was a TypeError from a slice, k=0 a bare ValueError from the search
+            raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
         rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
         histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
@@ -334,13 +336,13 @@ def run(
     """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet).
 
     The request is checked (model name, checkpoint present, history format, item ids, split)
-    before the model is loaded. ``explain`` (one user only) adds a reason per item
+    before the model is loaded. ``explain`` (one user only; refused with a split) adds a reason per item
     (:mod:`conrec.explain`).
     """
     console = console or Console()
-    request = check_predict_request(cfg, history, split, model)
+    request = check_predict_request(cfg, history, split, model, explain=explain)
     if out is not None:
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", suffix=".parquet")
     run_dir = RunDir(cfg.run_dir)
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:

@@ -14,7 +14,7 @@ import polars as pl
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, StageInputError
-from conrec.history import History, check_known_items, known_item_ids, read_history_json, read_request_text
+from conrec.history import History, check_known_items, known_item_ids, parse_history_text, read_request_text
 from conrec.io import read_parquet
 from conrec.runs import RunDir
 from conrec.stages import MODEL_STAGES
@@ -95,22 +95,27 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     try:
         obj = json.loads(text)
     except json.JSONDecodeError:
-        obj = None  # read_history_json says what is wrong with the file
+        obj = None  # parse_history_text says what is wrong with the file
     if not (isinstance(obj, dict) and any(key in obj for key in _REQUEST_ONLY)):
-        return read_history_json(p), None, False
+        return parse_history_text(text, f"history file {p}"), None, False  # the text read: a pipe reads once
     req, history = request_body(text, DislikeRequest, f"history file {p}", run, max_history)
     return history, req.k, req.explain
 
 
 def check_predict_request(
-    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str
+    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str, explain: bool = False
 ) -> PredictRequest:
     """Validate a predict request against the run's files; the model itself is not touched.
 
     ``history`` is a JSON file path (see :mod:`conrec.history`) or an already parsed history.
+    ``explain`` is for one history only: with a split it is refused (it was dropped without a word).
     """
     if (history is None) == (split is None):
         raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
+    if explain and split is not None:
+        raise ConfigError(
+            "--explain works with --history only, not --split; for a reasons column per row use `conrec score --batch --explain`"
+        )
     model_dir = check_model_dir(cfg, model)
     run = RunDir(cfg.run_dir)
     if history is not None:

@@ -154,7 +154,12 @@ def batch_slates(df: pl.DataFrame, where: str, known: dict[str, History] | None 
     if df.height == 0:
         raise DataValidationError(f"{where}: no rows to score")
     require_list_column(df, "candidates", where)
-    slates = [[str(c) for c in (s or [])] for s in df["candidates"].to_list()]
+    raw = df["candidates"].to_list()
+    for n, s in enumerate(raw):
+        if s is not None and any(c is None for c in s):  # str(None) read as an unknown item id 'None'
+            row = f" row {n}" if len(raw) > 1 else ""
+            raise DataValidationError(f"{where}{row}: the candidates hold a null (missing) item id; give an item id for each")
+    slates = [[str(c) for c in (s or [])] for s in raw]
     return batch_histories(df, where, known), slates
 
 
@@ -170,6 +175,9 @@ def check_item_ids(histories: list[History], slates: list[list[str]], known: set
         check_history_shape(*history, f"{where}{row}: the history")
         if not slate:
             raise DataValidationError(f"{where}{row}: the candidate slate is empty; give at least one item id to score")
+        repeated = sorted({c for c in slate if slate.count(c) > 1})  # the predictor's check too, but after the model loads
+        if repeated:
+            raise DataValidationError(f"{where}{row}: the candidates repeat item id(s) {repeated[:10]}; give each candidate once")
         check_known_items(history, known, source=f"{where}{row}: history")
         check_known_items((slate, [0] * len(slate)), known, source=f"{where}{row}: candidates")
 
@@ -195,7 +203,7 @@ def run(
     if threshold is not None and not math.isfinite(threshold):  # nan kept every candidate; a request's "NaN" is refused
         raise ConfigError(f"--threshold must be a finite number, got {threshold}")
     if out is not None:
-        check_output_file(out, "--out")
+        check_output_file(out, "--out", suffix=".parquet")
     run_dir = RunDir(cfg.run_dir)
     check_model_dir(cfg, model)  # a wrong name or a stale model fails before torch is imported
     if batch is not None:

@@ -7,7 +7,7 @@ reward is consistent with the tokens the model actually emits, and items moved b
 resolution are judged by the code they were given. Fallback: the encoder embeddings
 (``sid/embeddings.npy``) when ``sid/quantizer.pt`` is missing or unreadable.
 
-What ``conrec tokenize`` writes: ``embeddings.npy`` (the quantizer's input vectors, items order) and
+What ``conrec sid`` writes: ``embeddings.npy`` (the quantizer's input vectors, items order) and
 ``quantizer.pt`` (``{"quantizer": {"kind": "rqvae", state_dict, ...} | {"kind": "rkmeans",
 "codebooks": [...]}, ...}``); the reconstruction is recomputed here from those and the SID map.
 """
@@ -81,8 +81,8 @@ def item_vectors(sid_dir: Path, codes: np.ndarray) -> tuple[np.ndarray, str]:
                 pass  # fall back to the encoder vectors below
     epath = sid_dir / "embeddings.npy"
     if not epath.exists():
-        raise StageInputError(f"no item vectors for the similarity reward: neither {qpath} nor {epath} (run `conrec tokenize`)")
+        raise StageInputError(f"no item vectors for the similarity reward: neither {qpath} nor {epath} (run `conrec sid`)")
     vecs = np.load(epath)
     if len(vecs) != len(codes):
-        raise StageInputError(f"{epath} has {len(vecs)} rows for {len(codes)} items in the SID map; rerun `conrec tokenize`")
+        raise StageInputError(f"{epath} has {len(vecs)} rows for {len(codes)} items in the SID map; rerun `conrec sid`")
     return normalise(vecs), "encoder"

@@ -351,12 +351,12 @@ def sid_item_vectors(run: RunDir, items: Any, sid_map: SidMap) -> np.ndarray:
     ids = [str(i) for i in items["item_id"].to_list()]
     if vectors.ndim != 2 or vectors.shape[0] != len(ids):
         raise StageInputError(
-            f"{run.embeddings} has shape {tuple(vectors.shape)} but items.parquet has {len(ids)} items; rerun `conrec tokenize`"
+            f"{run.embeddings} has shape {tuple(vectors.shape)} but items.parquet has {len(ids)} items; rerun `conrec sid`"
         )
     row = {item: i for i, item in enumerate(ids)}
     missing = [i for i in sid_map.items if i not in row]
     if missing:
-        raise StageInputError(f"{len(missing)} SID-map items have no vector in {run.embeddings} (e.g. {missing[0]}); rerun `conrec tokenize`")
+        raise StageInputError(f"{len(missing)} SID-map items have no vector in {run.embeddings} (e.g. {missing[0]}); rerun `conrec sid`")
     return vectors[[row[i] for i in sid_map.items]]
 
 
