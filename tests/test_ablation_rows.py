@@ -51,3 +51,35 @@ def test_a_row_the_stages_would_refuse_stops_the_ablation_before_anything_runs(t
     with pytest.raises(ConfigError, match=r"--what prompts`, row sft_timeline: sft.timeline.stride \(9\) must be <= "):
         run(cfg, "prompts")
     assert fake_stages == [] and not (tmp_path / "run").exists()
+
+
+class _Stop(Exception):
+    """Raised where the table would be read from the stages' outputs (fakes here)."""
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_the_prompts_ablation_runs_the_run_up_to_its_sft_only(tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                              finished: bool) -> None:
+    """Found by probing: `ablate --what prompts` ran the whole pipeline, GRPO included, though no row of its table
+    shows the GRPO model (minutes with the demo preset). The run now goes up to its SFT; the baselines come from its
+    eval when that is current, else from a child run's eval (ablations/prompts/baselines)."""
+    import conrec.ablation as ablation
+    from conrec.pipeline import run_pipeline
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    if finished:  # a finished run: nothing of it runs again, and its own eval gives the baselines
+        run_pipeline(cfg)
+        fake_stages.clear()
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(ablation, "_eval_inputs", stop)
+    with pytest.raises(_Stop):
+        ablation.run(cfg, "prompts")
+    assert "grpo" not in fake_stages
+    assert fake_stages == ([] if finished else ["data", "sid", "sft", "eval"])  # eval: the baselines' child run
+    child = tmp_path / "run" / "ablations" / "prompts" / "baselines"
+    assert child.exists() != finished
+    if not finished:
+        assert not (tmp_path / "run" / "grpo").exists() and not (tmp_path / "run" / "eval").exists()

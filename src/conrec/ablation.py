@@ -16,6 +16,8 @@
 own history task: the dense timeline windows for the timeline layouts, the next/future-negative
 prompts for the others (the timeline rows with the timeline task's dense loss, whatever the run's). Whether
 "context-discerning" is better done by segments or by feedback tokens is then a measured row, not an assumption.
+The run itself is run up to its SFT only (no row shows its GRPO model); the baselines come from its eval when
+that is current, else from a child run (``ablations/prompts/baselines``), as for ``paper``.
 
 Every row's config is checked (validators, SFT settings) before anything is trained or written.
 
@@ -60,7 +62,7 @@ from conrec.errors import ConfigError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import GrpoConfig
-from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
+from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
 from conrec.runs import RunDir
 
@@ -235,6 +237,15 @@ def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], poin
                   b.resamples, b.level, b.seed)
 
 
+def _baselines_child(cfg: PipelineConfig, root: Path, console: Console) -> RunDir:
+    """The baselines evaluated in a child run ``root/baselines`` (an eval stage without LM, the run's data and SIDs
+    linked). Why not in the run itself: that overwrote its config (eval.models: []) and its eval stage, which later
+    commands then took as current, without the run's own LM rows."""
+    baselines_cfg = cfg.model_copy(update={"run_dir": root / "baselines", "eval": cfg.eval.model_copy(update={"models": []})})
+    run_child(RunDir(cfg.run_dir).root, baselines_cfg, stages=("data", "sid", "eval"), console=console)
+    return RunDir(root / "baselines")
+
+
 def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bool]]:
     """(name, what it adds, the row's config, trains GRPO) for each row of the paper's Table 2 ladder.
 
@@ -276,13 +287,9 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / "paper"
     run_pipeline(cfg, stages=("data", "sid"), console=console)
-    # The baselines as a child run (an eval stage without LM, the run's data and SIDs linked): evaluated in the
-    # run itself, they overwrote its config (eval.models: []) and its eval stage, which later commands then
-    # took as current, without the run's own LM rows.
-    baselines_cfg = cfg.model_copy(update={"run_dir": root / "baselines", "eval": cfg.eval.model_copy(update={"models": []})})
-    run_child(rd.root, baselines_cfg, stages=("data", "sid", "eval"), console=console)
+    baselines_run = _baselines_child(cfg, root, console)
     e = _eval_inputs(cfg)
-    baselines, metrics, points = _baseline_rows(cfg, RunDir(root / "baselines"), e)
+    baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
     sft_acc: float | None = None
     sft_questions = 0
@@ -367,7 +374,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
-    console.print(summary_table(metrics, ks, _slate_metrics(RunDir(root / "baselines"))))
+    console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
     console.print(f"ablation table: {rd.root / 'ablations' / 'paper.md'}")
     return metrics
 
@@ -397,12 +404,19 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
 
-    # the run itself first (skipped where current): baselines, SFT and progressive GRPO are rows too
-    run_pipeline(cfg, console=console)
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / what
+    if what == "grpo":  # the run itself first (skipped where current): baselines, SFT and progressive GRPO are rows too
+        run_pipeline(cfg, console=console)
+        baselines_run = rd
+    else:
+        # the rows are SFT models: the run up to its SFT (the row of its own layout links it), never its GRPO, which
+        # no row shows (it was trained for nothing); its baselines from its eval when that is current, else from a
+        # child run, as --what paper does (an eval of the run needs its GRPO model, or a config the run was not made with)
+        run_pipeline(cfg, stages=("data", "sid", "sft"), console=console)
+        baselines_run = rd if is_current(rd, cfg, "eval") else _baselines_child(cfg, root, console)
     e = _eval_inputs(cfg)
-    baselines, metrics, points = _baseline_rows(cfg, rd, e)
+    baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
 
     variants = _variants(cfg, what)
@@ -446,7 +460,7 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
-    slates = _slate_metrics(rd)
+    slates = _slate_metrics(baselines_run)
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
     console.print(summary_table(metrics, ks, slates))
