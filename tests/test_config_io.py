@@ -223,3 +223,14 @@ def test_overrides_that_are_not_a_mapping_are_one_line() -> None:
     """load_config(None, ["x"]) was an AttributeError from the merge."""
     with pytest.raises(ConfigError, match=r"overrides must be a mapping of sections .*got list"):
         load_config(None, ["x"])  # type: ignore[arg-type]
+
+
+def test_the_positive_budget_says_which_layouts_read_it() -> None:
+    """Found by probing: ``sft.prompt.max_pos_items: 0`` with a timeline layout was accepted and ignored (every
+    SFT window and every eval, predict and serve prompt still showed all positives), while the reference called it
+    "budget of the positive segment"; it now names the layouts that read it."""
+    from conrec.config import config_reference
+
+    (description,) = [d for key, _, d in config_reference() if key == "sft.prompt.max_pos_items"]
+    assert "segmented" in description and "merged" in description
+    assert "timeline layouts show every positive of their window" in description

@@ -57,7 +57,13 @@ class PromptConfig(_Strict):
         "neg_timeline = the dislikes older than that window as a negative segment, then the timeline",
     )
     max_neg_items: int = Field(20, ge=1, description="budget of the negative segment (never cut by positives)")
-    max_pos_items: int = Field(30, ge=0, description="budget of the positive segment")
+    max_pos_items: int = Field(
+        30,
+        ge=0,
+        description="the most recent positives a prompt shows: segmented (its positive segment) and merged (within "
+        "max_merged_items) only; neg_only shows none, and the timeline layouts show every positive of their window "
+        "(their SFT windows train on each one; only a GRPO stage's own max_pos_items thins them)",
+    )
     max_merged_items: int = Field(50, ge=1, description="budget of the single chronological sequence")
     max_timeline_events: int = Field(
         64, ge=1, description="timeline layouts: the most recent events shown as the timeline (and the training window length)"
