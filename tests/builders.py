@@ -339,3 +339,32 @@ def inspector_run(root: Path, titles: dict[str, str] | None = None, current: boo
         run.report.write_text("report")
         record_current(cfg, "eval")
     return cfg, test.filter(pl.col("sample_id").is_in(chosen))
+
+
+def finished_run(root: Path, copy_bias: bool = False) -> tuple[PipelineConfig, RunDir]:
+    """A toy run recorded as finished up to eval with a real SFT model, SID map and samples (GRPO's inputs) and
+    stand-in GRPO and eval outputs, including the GRPO plan, stage marker and reward log a refusal must keep;
+    ``copy_bias``: the SFT model carries a copy bias (which GRPO cannot train)."""
+    cfg, run = grpo_run_dir(root)
+    run.quantizer.write_bytes(b"q")  # the sid stage's other outputs (GRPO reads the SID map only)
+    np.save(run.embeddings, np.zeros((1, 2)))
+    np.save(run.text_vectors, np.zeros((1, 2)))
+    for stage in ("sid", "sft"):
+        write_json({}, run.stage_dir(stage) / "stats.json")
+    if copy_bias:
+        from conrec.llm.model.copy_bias import COPY_BIAS_FILE
+
+        write_json({"beta": [1.0]}, run.sft_model / COPY_BIAS_FILE)
+    record_current(cfg, "data", "sid", "sft")
+    for stage in ("grpo", "eval"):
+        write_fake_outputs(run, stage)
+    write_json({"fingerprint": "f"}, run.grpo / "plan.json")
+    write_json({"stage": "neg"}, run.grpo / "stage_0" / "_done.json")
+    write_json([{"stage_index": 0, "stage_step": 1}], run.grpo / "reward_log.json")
+    record_current(cfg, "grpo", "eval")
+    return cfg, run
+
+
+def run_files(root: Path) -> dict[str, bytes]:
+    """Every file of a run and its bytes (the run lock aside): a refused command must leave them as they were."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".conrec.lock"}

@@ -276,3 +276,14 @@ def test_the_reference_lists_the_values_a_choice_setting_takes_and_a_terminal_se
         assert all(v in meaning[key] for v in values), key
     assert "&lt;" in config_reference_markdown() and "&lt;" not in config_reference_markdown(escape_html=False)
     assert "rating <= this" in config_reference_markdown(escape_html=False)
+
+
+def test_the_positive_budget_says_which_layouts_read_it() -> None:
+    """Found by probing: ``sft.prompt.max_pos_items: 0`` with a timeline layout was accepted and ignored (every
+    SFT window and every eval, predict and serve prompt still showed all positives), while the reference called it
+    "budget of the positive segment"; it now names the layouts that read it."""
+    from conrec.config import config_reference
+
+    (description,) = [d for key, _, d in config_reference() if key == "sft.prompt.max_pos_items"]
+    assert "segmented" in description and "merged" in description
+    assert "timeline layouts show every positive of their window" in description

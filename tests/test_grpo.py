@@ -23,7 +23,7 @@ from conrec.llm.training.rewards import COMPONENTS
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
 
-from builders import grpo_run_dir, tiny_policy
+from builders import finished_run, grpo_run_dir, run_files, tiny_policy
 
 torch.set_num_threads(2)
 
@@ -462,38 +462,6 @@ def test_reward_signals_see_the_baselines_fit_events_and_enough_prompts_for_a_st
 
 
 # --------------------------------------------------------------------------- refusals leave a finished run as it was
-def _finished_grpo_run(root: Path, copy_bias: bool = False) -> tuple[Any, Any]:
-    """A toy run recorded as finished up to eval with a real SFT model, SID map and samples (GRPO's inputs) and
-    stand-in GRPO and eval outputs, including the GRPO plan, stage marker and reward log a refusal must keep;
-    ``copy_bias``: the SFT model carries a copy bias (which GRPO cannot train)."""
-    from conrec.io import write_json
-
-    from builders import record_current, write_fake_outputs
-
-    cfg, run = grpo_run_dir(root)
-    run.quantizer.write_bytes(b"q")  # the sid stage's other outputs (GRPO reads the SID map only)
-    np.save(run.embeddings, np.zeros((1, 2)))
-    np.save(run.text_vectors, np.zeros((1, 2)))
-    for stage in ("sid", "sft"):
-        write_json({}, run.stage_dir(stage) / "stats.json")
-    if copy_bias:
-        from conrec.llm.model.copy_bias import COPY_BIAS_FILE
-
-        write_json({"beta": [1.0]}, run.sft_model / COPY_BIAS_FILE)
-    record_current(cfg, "data", "sid", "sft")
-    for stage in ("grpo", "eval"):
-        write_fake_outputs(run, stage)
-    write_json({"fingerprint": "f"}, run.grpo / "plan.json")
-    write_json({"stage": "neg"}, run.grpo / "stage_0" / "_done.json")
-    write_json([{"stage_index": 0, "stage_step": 1}], run.grpo / "reward_log.json")
-    record_current(cfg, "grpo", "eval")
-    return cfg, run
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".conrec.lock"}
-
-
 @pytest.mark.parametrize(
     "grpo, match",
     [
@@ -510,16 +478,16 @@ def test_a_refused_grpo_leaves_a_finished_run_as_it_was(tmp_path: Path, grpo: di
     from conrec.errors import ConrecError
     from conrec.pipeline import run_stage
 
-    cfg, run = _finished_grpo_run(tmp_path / "run", copy_bias=grpo is None)
-    before = _files(run.root)
+    cfg, run = finished_run(tmp_path / "run", copy_bias=grpo is None)
+    before = run_files(run.root)
     bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update=grpo or {"beta": 0.1})})
     with pytest.raises(ConrecError, match=match):
         run_stage(bad, "grpo", console=_QUIET)
-    assert _files(run.root) == before
+    assert run_files(run.root) == before
     assert run.is_done("grpo") and run.is_done("eval")
     with pytest.raises(ConrecError, match=match):  # a direct call of the runner is refused alike, before its plan
         STAGE_REGISTRY["grpo"].call(bad, console=_QUIET)
-    assert _files(run.root) == before
+    assert run_files(run.root) == before
 
 
 def test_a_similarity_reward_without_item_vectors_leaves_a_finished_run_as_it_was(tmp_path: Path) -> None:
@@ -528,10 +496,10 @@ def test_a_similarity_reward_without_item_vectors_leaves_a_finished_run_as_it_wa
     from conrec.errors import ConrecError
     from conrec.pipeline import run_stage
 
-    cfg, run = _finished_grpo_run(tmp_path / "run")  # its sid/embeddings.npy has 1 row for 32 items
-    before = _files(run.root)
+    cfg, run = finished_run(tmp_path / "run")  # its sid/embeddings.npy has 1 row for 32 items
+    before = run_files(run.root)
     bad = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": cfg.grpo.reward.model_copy(update={"mode": "similarity"})})})
     with pytest.raises(ConrecError, match=r"has 1 rows for 32 items in the SID map"):
         run_stage(bad, "grpo", console=_QUIET)
-    assert _files(run.root) == before
+    assert run_files(run.root) == before
     assert run.is_done("grpo") and run.is_done("eval")

@@ -269,12 +269,14 @@ def test_early_stopping_refuses_a_run_trained_up_to_test(tmp_path):
 
     run = write_toy_run(tmp_path, n_items=16, n_users=6)
     write_toy_events(run)
-    cfg = load_config(
-        None,
-        {"run_dir": str(tmp_path), "data": {"split": {"train_until": "test"}},
-         "sft": {"model": {"tiny": {"seed": 3}}, "train": {"max_steps": 1, "early_stopping": {"eval_steps": 1}}}},
-    )
-    with pytest.raises(ConfigError, match="train_until: valid"):
+    settings = {"run_dir": str(tmp_path), "data": {"split": {"train_until": "test"}},
+                "sft": {"model": {"tiny": {"seed": 3}}, "train": {"max_steps": 1, "early_stopping": {"eval_steps": 1}}}}
+    with pytest.raises(ConfigError, match="train_until: valid"):  # the config is refused (`conrec config` too)
+        load_config(None, settings)
+    cfg = load_config(None, {**settings, "data": {"split": {"train_until": "valid"}}})
+    test_split = cfg.data.split.model_copy(update={"train_until": "test"})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": test_split})})  # no validator runs here
+    with pytest.raises(ConfigError, match="train_until: valid"):  # and so is a config built around the validators
         STAGE_REGISTRY["sft"].call(cfg)
 
 

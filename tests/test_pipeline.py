@@ -11,7 +11,7 @@ import pytest
 import conrec.pipeline as pipeline
 from conrec.config import load_config
 from conrec.runs import STAGES, RunDir
-from conrec.stages import stage_fingerprint
+from conrec.stages import STAGE_REGISTRY, stage_fingerprint
 
 from builders import write_fake_outputs
 
@@ -304,6 +304,8 @@ def test_pipeline_calls_a_runner_with_its_section_and_the_run_dir(tmp_path: Path
         return run
 
     monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    for name, spec in STAGE_REGISTRY.items():  # fake outputs: no preflight reads them
+        monkeypatch.setitem(STAGE_REGISTRY, name, dataclasses.replace(spec, preflight=None))
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     pipeline.run_pipeline(cfg, stages=("data", "sid", "sft"))
     assert got["data"][0] is cfg.data and got["data"][1] == tmp_path / "run"

@@ -14,8 +14,12 @@
 ``prompts`` trains one SFT model per prompt layout (``neg_only``, ``segmented``, ``merged``,
 ``timeline``, ``neg_timeline``) with the same alignment tasks and schedule, each layout trained by its
 own history task: the dense timeline windows for the timeline layouts, the next/future-negative
-prompts for the others. Whether "context-discerning" is better done by segments or by feedback
-tokens is then a measured row, not an assumption.
+prompts for the others (the timeline rows with the timeline task's dense loss, whatever the run's). Whether
+"context-discerning" is better done by segments or by feedback tokens is then a measured row, not an assumption.
+The run itself is run up to its SFT only (no row shows its GRPO model); the baselines come from its eval when
+that is current, else from a child run (``ablations/prompts/baselines``), as for ``paper``.
+
+Every row's config is checked (validators, SFT settings) before anything is trained or written.
 
 ``paper`` reproduces the ladder of CoNRec's Table 2 (FHR@20 on Taobao), each row adding one
 component to the previous one (:func:`paper_ladder`):
@@ -58,7 +62,7 @@ from conrec.errors import ConfigError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import GrpoConfig
-from conrec.pipeline import run_pipeline  # one direction only: the pipeline never imports ablations
+from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
 from conrec.runs import RunDir
 
@@ -70,22 +74,63 @@ _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", 
 """The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
 
 
+TIMELINE_LOSS = {"sid_softmax": "level", "mask_history": False}
+"""The loss settings the timeline task trains with (the dense level softmax), set on the timeline rows of ``--what prompts``."""
+
+
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     """The run's SFT with another layout, trained by that layout's history task: the timeline task
-    (dense windows) for the timeline layouts, the next/future-negative prompts for the others; the
-    alignment tasks and the training schedule stay the run's."""
+    (dense windows, with its loss :data:`TIMELINE_LOSS`, whatever the run's) for the timeline layouts, the
+    next/future-negative prompts for the others; the alignment tasks and the training schedule stay the run's.
+    (A run with ``mask_history: true`` or ``sid_softmax: vocab`` gave timeline rows the timeline task refuses: the
+    ablation stopped at its fourth row, after minutes of training, with no table.)"""
     from conrec.llm.config import TaskMix
 
     prompt = cfg.sft.prompt.model_copy(update={"variant": variant})
-    tasks, default = cfg.sft.tasks, TaskMix()
+    tasks, default, train = cfg.sft.tasks, TaskMix(), cfg.sft.train
     if prompt.is_timeline:
         tasks = tasks.model_copy(update={"next_negative": 0.0, "future_negative": 0.0, "timeline": tasks.timeline or 1.0})
+        train = train.model_copy(update=TIMELINE_LOSS)
     elif tasks.timeline > 0 or tasks.next_negative + tasks.future_negative == 0:
         tasks = tasks.model_copy(
             update={"timeline": 0.0, "next_negative": tasks.next_negative or default.next_negative,
                     "future_negative": tasks.future_negative or default.future_negative}
         )
-    return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt, "tasks": tasks})})
+    return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt, "tasks": tasks, "train": train})})
+
+
+def _prompt_notes(cfg: PipelineConfig) -> list[str]:
+    """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout."""
+    tr = cfg.sft.train
+    changed = {k: v for k, v in TIMELINE_LOSS.items() if getattr(tr, k) != v}
+    if not changed:
+        return []
+    run_side = ", ".join(f"{k}: {str(getattr(tr, k)).lower()}" for k in changed)
+    rows_side = ", ".join(f"{k}: {str(v).lower()}" for k, v in changed.items())
+    return [f"The timeline rows train with the timeline task's dense loss ({rows_side}), not the run's {run_side}, "
+            "which the timeline task cannot train with."]
+
+
+def prompt_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, str]]:
+    """``--what prompts``'s rows: (name, what it is, config, model), one SFT model per layout."""
+    return [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
+
+
+def check_rows(what: str, rows: list[tuple[str, PipelineConfig]]) -> None:
+    """Refuse, before anything is trained, a row whose config the stages would refuse: the config's validators
+    (each row is built with ``model_copy``, which runs none) and the SFT stage's settings checks
+    (:func:`conrec.llm.training.sft.check_settings`). A bad row stopped the ablation when its turn came, after the
+    run and every earlier row had trained, with no table."""
+    from conrec.config import load_config
+    from conrec.llm.training.sft import check_settings
+    from conrec.stages import STAGE_REGISTRY
+
+    for name, vcfg in rows:
+        try:
+            check_settings(STAGE_REGISTRY["sft"].section_of(vcfg))
+            load_config(None, vcfg.model_dump(mode="json"))
+        except ConfigError as exc:
+            raise ConfigError(f"`conrec ablate --what {what}`, row {name}: {exc}") from None
 
 
 def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineConfig:
@@ -103,6 +148,11 @@ def grpo_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, s
         ("grpo_future", "GRPO, future + collaborative reward, one full-context stage", _with_grpo(cfg, "future_collab", False), "grpo"),
         ("grpo_progressive", "Progressive GRPO, future + collaborative reward", _with_grpo(cfg, "future_collab", True), "grpo"),
     ]
+
+
+def _variants(cfg: PipelineConfig, what: str) -> list[tuple[str, str, PipelineConfig, str]]:
+    """The rows of ``--what grpo`` or ``prompts``."""
+    return grpo_variants(cfg) if what == "grpo" else prompt_variants(cfg)
 
 
 def _row(parent: Path, vcfg: PipelineConfig, folder: Path, model: str, console: Console) -> RunDir:
@@ -187,6 +237,15 @@ def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], poin
                   b.resamples, b.level, b.seed)
 
 
+def _baselines_child(cfg: PipelineConfig, root: Path, console: Console) -> RunDir:
+    """The baselines evaluated in a child run ``root/baselines`` (an eval stage without LM, the run's data and SIDs
+    linked). Why not in the run itself: that overwrote its config (eval.models: []) and its eval stage, which later
+    commands then took as current, without the run's own LM rows."""
+    baselines_cfg = cfg.model_copy(update={"run_dir": root / "baselines", "eval": cfg.eval.model_copy(update={"models": []})})
+    run_child(RunDir(cfg.run_dir).root, baselines_cfg, stages=("data", "sid", "eval"), console=console)
+    return RunDir(root / "baselines")
+
+
 def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bool]]:
     """(name, what it adds, the row's config, trains GRPO) for each row of the paper's Table 2 ladder.
 
@@ -228,13 +287,9 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / "paper"
     run_pipeline(cfg, stages=("data", "sid"), console=console)
-    # The baselines as a child run (an eval stage without LM, the run's data and SIDs linked): evaluated in the
-    # run itself, they overwrote its config (eval.models: []) and its eval stage, which later commands then
-    # took as current, without the run's own LM rows.
-    baselines_cfg = cfg.model_copy(update={"run_dir": root / "baselines", "eval": cfg.eval.model_copy(update={"models": []})})
-    run_child(rd.root, baselines_cfg, stages=("data", "sid", "eval"), console=console)
+    baselines_run = _baselines_child(cfg, root, console)
     e = _eval_inputs(cfg)
-    baselines, metrics, points = _baseline_rows(cfg, RunDir(root / "baselines"), e)
+    baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
     sft_acc: float | None = None
     sft_questions = 0
@@ -319,7 +374,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
-    console.print(summary_table(metrics, ks, _slate_metrics(RunDir(root / "baselines"))))
+    console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
     console.print(f"ablation table: {rd.root / 'ablations' / 'paper.md'}")
     return metrics
 
@@ -331,6 +386,8 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     if what in ("grpo", "paper") and cfg.sft.copy_bias.enabled:  # before any training (it failed after the SFT rows)
         raise ConfigError(f"`conrec ablate --what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias; "
                           "ablate a config without it, or use --what prompts")
+    rows = [(n, c) for n, _, c, _ in paper_ladder(cfg)] if what == "paper" else [(n, c) for n, _, c, _ in _variants(cfg, what)]
+    check_rows(what, rows)  # before the run is touched: a row the stages refuse stopped the ablation partway
     console = console or Console()
     started = time.perf_counter()
     # the run is held for the whole ablation: another conrec command retrained its SFT under the rows that link
@@ -347,18 +404,22 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
 
-    # the run itself first (skipped where current): baselines, SFT and progressive GRPO are rows too
-    run_pipeline(cfg, console=console)
     rd = RunDir(cfg.run_dir)
     root = rd.root / "ablations" / what
+    if what == "grpo":  # the run itself first (skipped where current): baselines, SFT and progressive GRPO are rows too
+        run_pipeline(cfg, console=console)
+        baselines_run = rd
+    else:
+        # the rows are SFT models: the run up to its SFT (the row of its own layout links it), never its GRPO, which
+        # no row shows (it was trained for nothing); its baselines from its eval when that is current, else from a
+        # child run, as --what paper does (an eval of the run needs its GRPO model, or a config the run was not made with)
+        run_pipeline(cfg, stages=("data", "sid", "sft"), console=console)
+        baselines_run = rd if is_current(rd, cfg, "eval") else _baselines_child(cfg, root, console)
     e = _eval_inputs(cfg)
-    baselines, metrics, points = _baseline_rows(cfg, rd, e)
+    baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
 
-    if what == "grpo":
-        variants = grpo_variants(cfg)
-    else:
-        variants = [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
+    variants = _variants(cfg, what)
     own: dict[str, str] = {}  # rows whose model is the run's own (their Candidate Acc. is the run's eval's)
     for name, label, vcfg, model in variants:
         console.rule(f"[bold]ablation {what}: {name}")
@@ -393,11 +454,13 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         diff = ("–" if f"{key}_diff" not in m else
                 f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
         lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {diff} | {train} | {evs} | {zero} |")
+    if what == "prompts" and (notes := _prompt_notes(cfg)):
+        lines += ["", *notes]
     lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
-    slates = _slate_metrics(rd)
+    slates = _slate_metrics(baselines_run)
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
     console.print(summary_table(metrics, ks, slates))

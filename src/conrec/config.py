@@ -22,7 +22,7 @@ from conrec.config_base import StrictConfig
 from conrec.data.config import SIMULATOR_FACETS, DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
-from conrec.llm.config import DecodeConfig, GrpoConfig, SftConfig
+from conrec.llm.config import DecodeConfig, GrpoConfig, SftConfig, early_stopping_refusal
 from conrec.llm.model.precision import ComputeConfig
 from conrec.serve.config import ServeConfig
 from conrec.sid.config import SidConfig
@@ -112,6 +112,14 @@ class PipelineConfig(StrictConfig):
         skips the grpo stage for it and there is no GRPO model to evaluate."""
         if self.sft.copy_bias.enabled and "grpo" in self.eval.models:
             raise ValueError("sft.copy_bias: GRPO cannot train a model with a copy bias, so there is no grpo model; set eval.models: [sft]")
+        return self
+
+    @model_validator(mode="after")
+    def _early_stopping_scores_valid(self) -> PipelineConfig:
+        """Early stopping scores valid points, which ``train_until: test`` trains on (the SFT stage refused it at its
+        start, after the pipeline had unmarked the run's finished SFT, GRPO and eval)."""
+        if (why := early_stopping_refusal(self.sft.train, self.data.split.train_until)) is not None:
+            raise ValueError(why)
         return self
 
 

@@ -24,7 +24,8 @@ The protocol (:class:`Stage`): a stage declares
   (:data:`MODEL_STAGES`) and their directories come from this flag, never from spelled-out names;
 * ``preflight`` (optional): ``"module:function"`` called as ``function(section, run_dir)`` by
   :meth:`Stage.precheck`, before the pipeline touches the run: the refusals the runner would make from its
-  settings and the run's existing inputs (GRPO: its group batch, an SFT model it can train, enough prompts);
+  settings and the run's existing inputs (SFT: settings that contradict each other, the copy bias's levels; GRPO: its
+  group batch, an SFT model it can train, enough prompts);
   the runner calls it too, so a direct call is refused alike;
 * ``runner``: ``"module:function"`` called as ``function(section, run_dir, console=..., **kwargs)``.
   ``section`` is the stage's one config section when it declares one, else an instance of its
@@ -241,7 +242,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
             ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
-            produces_model=True, source_files=("sft.model.path",), revision=1,
+            produces_model=True, source_files=("sft.model.path",), preflight="conrec.llm.training.sft:preflight", revision=1,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed", "data.split"),

@@ -57,7 +57,13 @@ class PromptConfig(_Strict):
         "neg_timeline = the dislikes older than that window as a negative segment, then the timeline",
     )
     max_neg_items: int = Field(20, ge=1, description="budget of the negative segment (never cut by positives)")
-    max_pos_items: int = Field(30, ge=0, description="budget of the positive segment")
+    max_pos_items: int = Field(
+        30,
+        ge=0,
+        description="the most recent positives a prompt shows: segmented (its positive segment) and merged (within "
+        "max_merged_items) only; neg_only shows none, and the timeline layouts show every positive of their window "
+        "(their SFT windows train on each one; only a GRPO stage's own max_pos_items thins them)",
+    )
     max_merged_items: int = Field(50, ge=1, description="budget of the single chronological sequence")
     max_timeline_events: int = Field(
         64, ge=1, description="timeline layouts: the most recent events shown as the timeline (and the training window length)"
@@ -211,6 +217,9 @@ class TrainConfig(_Strict):
     )
 
 
+COPY_BIAS_NEEDS_DENSE_LOSS = "sft.copy_bias needs the dense level-softmax loss (sft.train.sid_softmax: level, mask_history: false)"
+
+
 class SftConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     prompt: PromptConfig = Field(default_factory=PromptConfig)
@@ -235,7 +244,52 @@ class SftConfig(_Strict):
                 "sft.timeline: dislike_weight, positive_weight and feedback_weight are all 0, so the timeline task trains "
                 "nothing; give one a positive weight, or set sft.tasks.timeline: 0"
             )
+        if (why := self.refusal()) is not None:
+            raise ValueError(why)
         return self
+
+    def refusal(self) -> str | None:
+        """Why the SFT stage cannot train with these settings (a one-line error), or None when it can.
+
+        Read by this section's validator, so that ``conrec config`` refuses them, and by the SFT stage's preflight
+        (:func:`conrec.llm.training.sft.check_settings`), which sees configs built with ``model_copy`` too (no
+        validator runs there: the ablation rows, tests). Refused at the runner's start, these settings came after
+        the pipeline had rewritten the run's config.yaml and unmarked its finished SFT, GRPO and eval."""
+        tr, prompt = self.train, self.prompt
+        if tr.mask_history and tr.sid_softmax != "level":
+            return "sft.train.mask_history needs sft.train.sid_softmax: level"
+        if tr.history_loss > 0 and tr.sid_softmax != "level":
+            return "sft.train.history_loss needs sft.train.sid_softmax: level"
+        if self.tasks.timeline > 0:
+            if not prompt.is_timeline:
+                return (
+                    "sft.tasks.timeline needs a timeline prompt layout (sft.prompt.variant: timeline or neg_timeline), "
+                    f"got {prompt.variant!r}"
+                )
+            if tr.sid_softmax != "level" or tr.mask_history:
+                return "sft.tasks.timeline needs sft.train.sid_softmax: level and mask_history: false (the dense loss)"
+            stride = self.timeline.stride or prompt.max_timeline_events
+            if stride > prompt.max_timeline_events:
+                return f"sft.timeline.stride ({stride}) must be <= sft.prompt.max_timeline_events ({prompt.max_timeline_events})"
+        if self.copy_bias.enabled:
+            if tr.sid_softmax != "level" or tr.mask_history:
+                return COPY_BIAS_NEEDS_DENSE_LOSS
+            if self.copy_bias.learn and tr.lora is not None:
+                return "sft.copy_bias.learn cannot train with sft.train.lora (LoRA freezes every other parameter)"
+        return None
+
+
+def early_stopping_refusal(train: TrainConfig, train_until: str) -> str | None:
+    """Why ``sft.train.early_stopping`` cannot run with ``data.split.train_until`` (one line), or None.
+
+    Read by :class:`conrec.config.PipelineConfig`'s validator and by the SFT stage's preflight (see
+    :meth:`SftConfig.refusal`)."""
+    if train.early_stopping is not None and train_until != "valid":
+        return (
+            "sft.train.early_stopping scores valid points, which data.split.train_until: test trains on; "
+            "choose the step count with train_until: valid, then set sft.train.max_steps for the test run"
+        )
+    return None
 
 
 class DecodeConfig(_Strict):

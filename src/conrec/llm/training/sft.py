@@ -31,6 +31,7 @@ from transformers import PrinterCallback, set_seed
 
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
+from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
@@ -181,9 +182,6 @@ def negative_segment_loss(
     return level_softmax_loss(hidden[:, :-1], targets[:, 1:], head, token_level, bias=bias) / n
 
 
-_COPY_BIAS_NEEDS_DENSE_LOSS = "sft.copy_bias needs the dense level-softmax loss (sft.train.sid_softmax: level, mask_history: false)"
-
-
 def copy_bias_logits(model: Any, model_inputs: dict[str, torch.Tensor]) -> CodeBias | None:
     """The model's copy bias (:mod:`conrec.llm.model.copy_bias`) on the logits predicted at each
     position but the last (aligned with the shifted targets); None when the model has none."""
@@ -195,14 +193,8 @@ def copy_bias_logits(model: Any, model_inputs: dict[str, torch.Tensor]) -> CodeB
 
 
 def attach_copy_bias(model: Any, tokenizer: Any, vocab: SidVocab, sections: SftSections) -> None:
-    """Give the model ``sft.copy_bias`` before training, or a one-line error for settings it cannot train with."""
-    cb, tr = sections.sft.copy_bias, sections.sft.train
-    if tr.sid_softmax != "level" or tr.mask_history:
-        raise ConfigError(_COPY_BIAS_NEEDS_DENSE_LOSS)
-    if cb.learn and tr.lora is not None:
-        raise ConfigError("sft.copy_bias.learn cannot train with sft.train.lora (LoRA freezes every other parameter)")
-    if len(cb.beta) > vocab.levels:
-        raise ConfigError(f"sft.copy_bias.beta has {len(cb.beta)} values but the SIDs have {vocab.levels} levels")
+    """Give the model ``sft.copy_bias`` before training (its settings were checked by :func:`preflight`)."""
+    cb = sections.sft.copy_bias
     copy_bias.attach(model, copy_bias.CopyBias(cb.beta, vocab, tokenizer, learn=cb.learn))
 
 
@@ -250,7 +242,7 @@ def completion_loss(
             loss = loss + history_loss * negative_segment_loss(hidden, ids, labels, head, token_level, neg_span, bias)
         return loss, outputs
     if copy_bias.copy_bias_of(model) is not None:
-        raise ConfigError(_COPY_BIAS_NEEDS_DENSE_LOSS)
+        raise ConfigError(COPY_BIAS_NEEDS_DENSE_LOSS)
     outputs = model(**model_inputs, logits_to_keep=keep, use_cache=False, output_hidden_states=with_history)
     logits = outputs.logits[:, :-1].float()
     target = labels[:, labels.shape[1] - keep + 1 :]
@@ -368,18 +360,41 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
     from conrec.data.fit_events import training_events
     from conrec.llm.training.timeline import timeline_examples, user_timelines
 
-    if not sections.sft.prompt.is_timeline:
-        raise ConfigError(
-            f"sft.tasks.timeline needs a timeline prompt layout (sft.prompt.variant: timeline or neg_timeline), got {sections.sft.prompt.variant!r}"
-        )
     fit = training_events(rd.root, sections.split, samples)
     known = set(sid_map.items)
     fit = fit.filter(pl.col("item_id").cast(pl.String).is_in(sorted(known)))
     prompt = sections.sft.prompt
-    stride = sections.sft.timeline.stride or prompt.max_timeline_events
-    if stride > prompt.max_timeline_events:
-        raise ConfigError(f"sft.timeline.stride ({stride}) must be <= sft.prompt.max_timeline_events ({prompt.max_timeline_events})")
+    stride = sections.sft.timeline.stride or prompt.max_timeline_events  # at most the window (check_settings)
     return timeline_examples(user_timelines(fit), sid_map.sid_lookup(), prompt, stride, sections.split.max_history)
+
+
+def check_settings(sections: SftSections) -> None:
+    """Refuse, in one line, the SFT settings that contradict each other or the split (:meth:`SftConfig.refusal`,
+    :func:`early_stopping_refusal`): the config's validators refuse them when it is loaded; this sees a config
+    built with ``model_copy`` too (the ablation rows), which no validator checks."""
+    why = sections.sft.refusal() or early_stopping_refusal(sections.sft.train, sections.split.train_until)
+    if why is not None:
+        raise ConfigError(why)
+
+
+def preflight(sections: SftSections, run_dir: Path) -> tuple[Any, Any, SidMap]:
+    """Every refusal SFT can make from its settings and the run's existing inputs, before anything is written:
+    :meth:`conrec.stages.Stage.precheck` calls it before the pipeline rewrites config.yaml and unmarks sft, grpo
+    and eval, and :func:`run` at its start. (A refused `conrec sft` or `conrec demo`, e.g. the timeline task with
+    a segmented layout, left a finished run without its SFT, GRPO and eval markers and with the refused config.)
+    Returns the run's (items, samples, sid_map), read once for the runner."""
+    check_settings(sections)
+    sft = sections.sft
+    items, samples, sid_map = load_inputs(RunDir(run_dir))
+    if sft.copy_bias.enabled and len(sft.copy_bias.beta) > sid_map.levels:
+        raise ConfigError(f"sft.copy_bias.beta has {len(sft.copy_bias.beta)} values but the SIDs have {sid_map.levels} levels")
+    if sft.train.early_stopping is not None and samples.filter(samples["split"] == "valid").height == 0:
+        # every score would be 0: training stopped after `patience` evaluations, silently
+        raise ConfigError(
+            "sft.train.early_stopping has no valid point to score (the data stage wrote none: data.split.valid_frac "
+            "is 0, or no dislike falls in the valid period); raise valid_frac or remove early_stopping"
+        )
+    return items, samples, sid_map
 
 
 def run(sections: SftSections, run_dir: Path, console: Console | None = None, resume: bool = True) -> dict[str, Any]:
@@ -413,7 +428,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     compute = resolve_compute(sections.compute)  # before any loading: a CPU asked for bf16 fails at once
     pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
 
-    items, samples, sid_map = load_inputs(rd)
+    items, samples, sid_map = preflight(sections, run_dir)  # every refusal from settings and inputs, before loading
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
     titles = dict(zip(items["item_id"].to_list(), items["title"].to_list()))
@@ -482,37 +497,21 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         # first: its update precedes the stopper's scoring, its file precedes the checkpoint's completion marker
         callbacks.insert(0, ema)
     if tr.early_stopping is not None:
-        if sections.split.train_until != "valid":
-            raise ConfigError(
-                "sft.train.early_stopping scores valid points, which data.split.train_until: test trains on; "
-                "choose the step count with train_until: valid, then set sft.train.max_steps for the test run"
-            )
         from conrec.llm.training.early_stopping import STOPPER_FILE, ValidFhrCallback, valid_points
 
-        points = valid_points(samples, tr.early_stopping.max_points, sections.seed)
-        if points.height == 0:  # every score would be 0: training stopped after `patience` evaluations, silently
-            raise ConfigError(
-                "sft.train.early_stopping has no valid point to score (the data stage wrote none: data.split.valid_frac "
-                "is 0, or no dislike falls in the valid period); raise valid_frac or remove early_stopping"
-            )
+        points = valid_points(samples, tr.early_stopping.max_points, sections.seed)  # never empty (preflight)
         stopper = ValidFhrCallback(tr.early_stopping, points, tokenizer, sid_map, sft.prompt, sections.decode, console, ema=ema)
         if resume_from is not None and (resume_from / STOPPER_FILE).is_file():
             stopper.load(resume_from / STOPPER_FILE)
         callbacks.insert(callbacks.index(marker), stopper)  # its file precedes the checkpoint's completion marker
     callbacks.append(NoCheckpointAtTheEnd())  # after the stopper: it reads its decision
     callbacks.append(LogAtEachCheckpoint())  # after NoCheckpointAtTheEnd: it reads which steps still save
-    if tr.mask_history and tr.sid_softmax != "level":
-        raise ConfigError("sft.train.mask_history needs sft.train.sid_softmax: level")
-    if tr.history_loss > 0 and tr.sid_softmax != "level":
-        raise ConfigError("sft.train.history_loss needs sft.train.sid_softmax: level")
     neg_span = (marker_id(tokenizer, NEG_OPEN), marker_id(tokenizer, NEG_CLOSE)) if tr.history_loss > 0 else None
     tl = sft.timeline
     weights = TargetWeights(
         marker_id(tokenizer, DISLIKE_TAG), marker_id(tokenizer, LIKE_TAG), tl.dislike_weight, tl.positive_weight, tl.feedback_weight,
         eos_id=tokenizer.eos_token_id,
     )
-    if sft.tasks.timeline > 0 and (tr.sid_softmax != "level" or tr.mask_history):
-        raise ConfigError("sft.tasks.timeline needs sft.train.sid_softmax: level and mask_history: false (the dense loss)")
     trainer = sft_trainer_class(
         vocab.token_level if tr.sid_softmax == "level" else None, mask_history=tr.mask_history,
         history_loss=tr.history_loss, neg_span=neg_span, weights=weights,

@@ -1,0 +1,85 @@
+"""`conrec ablate --what grpo|prompts`: every row's config is one the stages accept, checked before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conrec.ablation import _with_prompt_variant
+from conrec.config import load_config, preset_path
+from conrec.errors import ConfigError
+
+
+@pytest.mark.parametrize("train", [{"mask_history": True}, {"sid_softmax": "vocab"}])
+def test_the_timeline_rows_of_a_run_with_another_sft_loss_train_with_the_dense_loss(train: dict[str, Any]) -> None:
+    """Found by probing: with ``sft.train.mask_history: true`` (or ``sid_softmax: vocab``) the prompts ablation
+    trained the run and three rows, then stopped at ``sft_timeline`` (the timeline task refuses that loss), with no
+    table. The timeline rows now train with the timeline task's loss, and the table says so."""
+    from conrec.ablation import PROMPT_VARIANTS
+    from conrec.llm.training.sft import check_settings
+    from conrec.stages import STAGE_REGISTRY
+
+    cfg = load_config(preset_path("tiny"), {"sft": {"prompt": {"variant": "segmented"}, "tasks": {"timeline": 0.0, "next_negative": 1.0},
+                                                    "train": train}})
+    for variant in PROMPT_VARIANTS:
+        row = _with_prompt_variant(cfg, variant)
+        load_config(None, row.model_dump(mode="json"))  # a config the stages accept (it was refused)
+        check_settings(STAGE_REGISTRY["sft"].section_of(row))
+        if row.sft.prompt.is_timeline:
+            assert (row.sft.train.sid_softmax, row.sft.train.mask_history) == ("level", False)
+            assert row.sft.train.model_copy(update=train) == cfg.sft.train  # nothing else of the run's training changed
+        else:
+            assert row.sft.train == cfg.sft.train  # the other layouts keep the run's loss
+    from conrec.ablation import _prompt_notes
+
+    (note,) = _prompt_notes(cfg)
+    assert "timeline rows train with the timeline task's dense loss" in note
+    assert all(f"the run's {k}: {str(v).lower()}" in note for k, v in train.items())
+    assert _prompt_notes(load_config(preset_path("tiny"))) == []  # no note where the rows train as the run does
+
+
+def test_a_row_the_stages_would_refuse_stops_the_ablation_before_anything_runs(tmp_path: Path, fake_stages: list[str]) -> None:
+    """A stride longer than the timeline window is valid for a segmented run (it trains no timeline task) but not for
+    its timeline rows: the ablation refuses at once, naming the row, instead of after the run and three rows."""
+    from conrec.ablation import run
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "sft": {
+        "prompt": {"variant": "segmented", "max_timeline_events": 8}, "timeline": {"stride": 9},
+        "tasks": {"timeline": 0.0, "next_negative": 1.0}}})
+    with pytest.raises(ConfigError, match=r"--what prompts`, row sft_timeline: sft.timeline.stride \(9\) must be <= "):
+        run(cfg, "prompts")
+    assert fake_stages == [] and not (tmp_path / "run").exists()
+
+
+class _Stop(Exception):
+    """Raised where the table would be read from the stages' outputs (fakes here)."""
+
+
+@pytest.mark.parametrize("finished", [False, True])
+def test_the_prompts_ablation_runs_the_run_up_to_its_sft_only(tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                              finished: bool) -> None:
+    """Found by probing: `ablate --what prompts` ran the whole pipeline, GRPO included, though no row of its table
+    shows the GRPO model (minutes with the demo preset). The run now goes up to its SFT; the baselines come from its
+    eval when that is current, else from a child run's eval (ablations/prompts/baselines)."""
+    import conrec.ablation as ablation
+    from conrec.pipeline import run_pipeline
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    if finished:  # a finished run: nothing of it runs again, and its own eval gives the baselines
+        run_pipeline(cfg)
+        fake_stages.clear()
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise _Stop
+
+    monkeypatch.setattr(ablation, "_eval_inputs", stop)
+    with pytest.raises(_Stop):
+        ablation.run(cfg, "prompts")
+    assert "grpo" not in fake_stages
+    assert fake_stages == ([] if finished else ["data", "sid", "sft", "eval"])  # eval: the baselines' child run
+    child = tmp_path / "run" / "ablations" / "prompts" / "baselines"
+    assert child.exists() != finished
+    if not finished:
+        assert not (tmp_path / "run" / "grpo").exists() and not (tmp_path / "run" / "eval").exists()

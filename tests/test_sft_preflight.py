@@ -1,0 +1,81 @@
+"""The SFT stage's preflight: settings it cannot train with are refused before the pipeline touches the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from conrec.config import PipelineConfig, load_config
+from conrec.errors import ConfigError, ConrecError
+from conrec.stages import STAGE_REGISTRY
+
+from builders import finished_run, record_current, run_files
+
+_QUIET = Console(quiet=True)
+_TIMELINE = {"prompt": {"variant": "timeline", "max_timeline_events": 4}, "tasks": {"timeline": 1.0}}
+_COPY = {"copy_bias": {"beta": [1.0]}}
+
+# (sft settings by subsection, the refusal); each is a contradiction the runner refused only after it had started
+BAD_SFT: list[tuple[dict[str, dict[str, Any]], str]] = [
+    ({"tasks": {"timeline": 1.0}}, r"sft.tasks.timeline needs a timeline prompt layout .* got 'segmented'"),
+    ({**_TIMELINE, "timeline": {"stride": 5}}, r"sft.timeline.stride \(5\) must be <= sft.prompt.max_timeline_events \(4\)"),
+    ({"train": {"mask_history": True, "sid_softmax": "vocab"}}, r"sft.train.mask_history needs sft.train.sid_softmax: level"),
+    ({"train": {"history_loss": 0.5, "sid_softmax": "vocab"}}, r"sft.train.history_loss needs sft.train.sid_softmax: level"),
+    ({**_TIMELINE, "train": {"mask_history": True}}, r"sft.tasks.timeline needs sft.train.sid_softmax: level and mask_history: false"),
+    ({**_COPY, "train": {"sid_softmax": "vocab"}}, r"sft.copy_bias needs the dense level-softmax loss"),
+    ({"copy_bias": {"learn": True}, "train": {"lora": {"r": 4, "alpha": 8}}}, r"sft.copy_bias.learn cannot train with sft.train.lora"),
+]
+
+
+def _with_sft(cfg: PipelineConfig, parts: dict[str, dict[str, Any]]) -> PipelineConfig:
+    """``cfg`` with these SFT subsections changed, each subsection validated on its own, the whole never (as
+    ``model_copy`` builds the ablation rows): only the stage's own checks stand between it and the run."""
+    sft = cfg.sft
+    update = {name: type(getattr(sft, name)).model_validate({**getattr(sft, name).model_dump(), **values}) for name, values in parts.items()}
+    return cfg.model_copy(update={"sft": sft.model_copy(update=update)})
+
+
+def _assert_refused_and_untouched(run_root: Path, bad: PipelineConfig, match: str) -> None:
+    from conrec.pipeline import run_stage
+    from conrec.runs import RunDir
+
+    run = RunDir(run_root)
+    before = run_files(run.root)
+    with pytest.raises(ConrecError, match=match):
+        run_stage(bad, "sft", console=_QUIET)
+    assert run_files(run.root) == before  # config.yaml, the markers, the fingerprints, every output
+    assert run.is_done("sft") and run.is_done("grpo") and run.is_done("eval")
+    with pytest.raises(ConrecError, match=match):  # a direct call of the runner is refused alike, before it loads a model
+        STAGE_REGISTRY["sft"].call(bad, console=_QUIET)
+    assert run_files(run.root) == before
+
+
+@pytest.mark.parametrize(("parts", "match"), BAD_SFT)
+def test_a_refused_sft_leaves_a_finished_run_as_it_was(tmp_path: Path, parts: dict[str, dict[str, Any]], match: str) -> None:
+    """Found by probing: `conrec sft` (or `conrec demo`) with the timeline task and a segmented layout, or
+    mask_history with the vocabulary softmax, refused in one line after the pipeline had rewritten config.yaml
+    with the refused settings and deleted the sft, grpo and eval markers of a finished run; `conrec config`
+    accepted them."""
+    cfg, run = finished_run(tmp_path / "run")
+    _assert_refused_and_untouched(run.root, _with_sft(cfg, parts), match)
+    with pytest.raises(ConfigError, match=match):  # and the config itself is refused (`conrec config` says so)
+        load_config(None, {"sft": parts, "eval": {"models": ["sft"]}})  # (a copy bias: no grpo model)
+
+
+def test_too_many_copy_bias_levels_and_early_stopping_on_a_test_run_leave_a_finished_run_as_it_was(tmp_path: Path) -> None:
+    """The two refusals that need more than the SFT section: the SID map's levels (read from the run) and the
+    split (early stopping scores valid points, which ``train_until: test`` trains on)."""
+    cfg, run = finished_run(tmp_path / "run")
+    _assert_refused_and_untouched(run.root, _with_sft(cfg, {"copy_bias": {"beta": [1.0] * 4}}),
+                                  r"sft.copy_bias.beta has 4 values but the SIDs have 3 levels")
+
+    split = cfg.data.split.model_copy(update={"train_until": "test"})
+    test_run = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": split})})
+    record_current(test_run, "data", "sid", "sft", "grpo", "eval")  # the run was made with train_until: test
+    bad = _with_sft(test_run, {"train": {"early_stopping": {"eval_steps": 1}}})
+    _assert_refused_and_untouched(run.root, bad, r"sft.train.early_stopping scores valid points, which data.split.train_until: test")
+    with pytest.raises(ConfigError, match=r"early_stopping scores valid points"):
+        load_config(None, {"data": {"split": {"train_until": "test"}}, "sft": {"train": {"early_stopping": {"eval_steps": 1}}}})
