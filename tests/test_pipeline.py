@@ -205,6 +205,37 @@ def test_demo_help_says_it_runs_on_the_configs_data_not_only_the_embedded_one() 
     assert "on the data the config names; default preset:demo, the embedded MovieLens-100K" in out, out
 
 
+def test_a_copied_runs_record_never_sends_a_command_to_the_original_run(tmp_path: Path, monkeypatch) -> None:
+    """Found by probing: `-c copy/config.yaml` read and wrote the run the copied record names (its run_dir kept the
+    original's path), and a relative run_dir sent it to wherever the command ran; both are refused, pointing to -r."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+    from conrec.config import dump_config
+
+    original = RunDir(tmp_path / "original")
+    write_fake_outputs(original, "data")
+    original.mark_done("data")
+    (original.root / "config.yaml").write_text(dump_config(load_config(None, {"run_dir": str(original.root)})))
+    shutil.copytree(original.root, tmp_path / "copy")
+    before = sorted(p.name for p in original.root.rglob("*"))
+    res = CliRunner().invoke(app, ["sid", "-c", str(tmp_path / "copy" / "config.yaml")], env={"COLUMNS": "300"})
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "is the record of the run in" in out and f"pass -r {tmp_path / 'copy'}" in out, out
+    assert sorted(p.name for p in original.root.rglob("*")) == before and not original.sid.exists()
+    # the run's own record, and a record given with -r, work as before (here: sid refuses the fake data in one line)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "copy" / "config.yaml").write_text(dump_config(load_config(None, {"run_dir": "copy"})))
+    for args in (["-c", "copy/config.yaml"], ["-c", "copy/config.yaml", "-r", "copy"]):
+        res = CliRunner().invoke(app, ["config", *args])
+        assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path / "copy")  # the relative run_dir now names copy/copy: refused
+    res = CliRunner().invoke(app, ["sid", "-c", "config.yaml"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "is the record of the run in" in " ".join(res.output.split())
+
+
 def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -50,14 +50,35 @@ HISTORY_HELP = escape(
 )
 
 
-def _load(config: Path | None, run_dir: Path | None, default_preset: str | None = None):
-    """--config, else the run dir's own config.yaml, else ``default_preset``, else defaults."""
+def _load(config: Path | None, run_dir: Path | None, default_preset: str | None = None, check_record: bool = True):
+    """--config, else the run dir's own config.yaml, else ``default_preset``, else defaults. ``check_record``:
+    refuse a run's record that names another run (:func:`_check_run_record`); off where nothing is read or written."""
     from conrec.config import load_config, resolve_config_path
 
     extra: dict[str, Any] = {}
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
-    return load_config(resolve_config_path(config, run_dir, default_preset), extra)
+    cfg = load_config(resolve_config_path(config, run_dir, default_preset), extra)
+    if check_record and config is not None and run_dir is None:
+        _check_run_record(Path(config), cfg.run_dir)
+    return cfg
+
+
+def _check_run_record(config: Path, run_dir: Path) -> None:
+    """Refuse ``-c RUN/config.yaml`` when that file is a run's own record but its ``run_dir`` names another
+    directory: a copied run's record keeps the original's path, and a relative one depends on where the command
+    runs, so the command would have read, and written, another run than the one the file sits in."""
+    from conrec.errors import ConfigError
+    from conrec.stages import STAGES
+
+    home = config.parent
+    if config.name != "config.yaml" or not any((home / stage / "_done.json").exists() for stage in STAGES):
+        return  # not a run directory's record: a config file like any other
+    if home.resolve() != Path(run_dir).resolve():
+        raise ConfigError(
+            f"{config} is the record of the run in {home}, but its run_dir is {run_dir} ({Path(run_dir).resolve()}), "
+            f"another directory: pass -r {home} to work on the run in {home}, or -r to name the other run"
+        )
 
 
 def _start(cfg: Any) -> Any:
@@ -270,7 +291,7 @@ def show_config(
 
         print(config_reference_markdown(escape_html=not sys.stdout.isatty()))
     else:
-        _guard(lambda: print(dump_config(_load(config, run_dir)), end=""))
+        _guard(lambda: print(dump_config(_load(config, run_dir, check_record=False)), end=""))
 
 
 @app.command()
