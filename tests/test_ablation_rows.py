@@ -53,6 +53,20 @@ def test_a_row_the_stages_would_refuse_stops_the_ablation_before_anything_runs(t
     assert fake_stages == [] and not (tmp_path / "run").exists()
 
 
+def test_a_row_a_validator_refuses_is_named_without_blaming_overrides_nobody_gave() -> None:
+    """Review: a row refused by a config validator said "invalid config in the overrides" (it was validated as
+    overrides of nothing); it names the row and the setting."""
+    from conrec.ablation import check_rows
+
+    cfg = load_config(preset_path("tiny"))
+    reward = cfg.grpo.reward.model_copy(update={"mode": "similarity", "w_sim": 0.0, "gamma": 0.0})
+    row = cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"reward": reward})})
+    with pytest.raises(ConfigError) as err:
+        check_rows("grpo", [("grpo_similarity", row)])
+    assert str(err.value).startswith("`conrec ablate --what grpo`, row grpo_similarity: invalid config: grpo.reward: ")
+    assert "overrides" not in str(err.value) and "\n" not in str(err.value)
+
+
 class _Stop(Exception):
     """Raised where the table would be read from the stages' outputs (fakes here)."""
 

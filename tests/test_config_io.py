@@ -252,6 +252,19 @@ def test_a_bad_override_key_is_blamed_on_the_overrides_not_the_file(tmp_path: Pa
         load_config(p, {"seed": 2})
 
 
+def test_a_section_refused_for_settings_from_the_file_is_not_blamed_on_overrides_of_other_keys(tmp_path: Path) -> None:
+    """Review: any override in a section (here sft.train.max_steps) made the section's own refusal, caused by the
+    file's settings, read "in the overrides"; it names the file, with the overrides when both set the section."""
+    p = tmp_path / "c.yaml"
+    p.write_text("sft:\n  tasks: {timeline: 1.0}\n  prompt: {variant: merged}\n")
+    with pytest.raises(ConfigError, match=rf"^invalid config in {p}: sft: Value error, sft.tasks.timeline needs"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=rf"^invalid config in {p} with the overrides: sft: .*timeline needs"):
+        load_config(p, {"sft": {"train": {"max_steps": 5}}})
+    with pytest.raises(ConfigError, match=r"^invalid config in the overrides: sft: .*timeline needs"):
+        load_config(None, {"sft": {"tasks": {"timeline": 1.0}, "prompt": {"variant": "merged"}}})
+
+
 def test_load_config_takes_the_preset_spelling_every_cli_c_takes() -> None:
     """load_config("preset:tiny") said "config file not found: <cwd>/preset:tiny"."""
     from conrec.config import preset_path

@@ -121,16 +121,21 @@ def check_rows(what: str, rows: list[tuple[str, PipelineConfig]]) -> None:
     (each row is built with ``model_copy``, which runs none) and the SFT stage's settings checks
     (:func:`conrec.llm.training.sft.check_settings`). A bad row stopped the ablation when its turn came, after the
     run and every earlier row had trained, with no table."""
-    from conrec.config import load_config
+    from pydantic import ValidationError
+
+    from conrec.config import validation_problem
     from conrec.llm.training.sft import check_settings
     from conrec.stages import STAGE_REGISTRY
 
     for name, vcfg in rows:
         try:
             check_settings(STAGE_REGISTRY["sft"].section_of(vcfg))
-            load_config(None, vcfg.model_dump(mode="json"))
+            PipelineConfig.model_validate(vcfg.model_dump(mode="json"))
         except ConfigError as exc:
             raise ConfigError(f"`conrec ablate --what {what}`, row {name}: {exc}") from None
+        except ValidationError as exc:  # the row's own settings: no file or overrides to name
+            problems = "; ".join(validation_problem(e) for e in exc.errors())
+            raise ConfigError(f"`conrec ablate --what {what}`, row {name}: invalid config: {problems}") from None
 
 
 def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineConfig:

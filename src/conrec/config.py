@@ -158,26 +158,46 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         raw = resolve_input_paths(loaded, p.absolute().parent)
     if overrides is not None and not isinstance(overrides, dict):  # an AttributeError from the merge, before
         raise ConfigError(f"config overrides must be a mapping of sections (e.g. {{'sft': {{...}}}}), got {type(overrides).__name__}")
+    from_file = raw
     if overrides:
         raw = _deep_merge(raw, resolve_input_paths(overrides, Path.cwd()))
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        # Each problem is blamed on where its key came from: the overrides win the merge, so a key they hold is
-        # theirs (a typo in `overrides` was reported as though the YAML file had it).
         groups: dict[str, list[str]] = {}
         for e in exc.errors():
-            problem = f"{'.'.join(str(x) for x in e['loc']) or '<root>'}: {e['msg']}"
-            from_overrides = bool(overrides) and _holds_key(overrides, e["loc"])
-            if from_overrides and e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
+            problem = validation_problem(e)
+            where = _blame(e["loc"], from_file, overrides, path)
+            if where == " in the overrides" and e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
                 problem += " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
-            where = " in the overrides" if from_overrides else (f" in {path}" if path is not None else "")
             groups.setdefault(where, []).append(problem)
         raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
 
 
-def _holds_key(mapping: Any, loc: tuple[Any, ...]) -> bool:
-    """Whether the nested ``mapping`` (a config's raw overrides) holds the key path ``loc`` of a validation error."""
+def validation_problem(error: Any) -> str:
+    """One pydantic validation error as ``dotted.key: message`` (the form every config error takes)."""
+    return f"{'.'.join(str(x) for x in error['loc']) or '<root>'}: {error['msg']}"
+
+
+def _blame(loc: tuple[Any, ...], from_file: dict[str, Any], overrides: dict[str, Any] | None, path: Any) -> str:
+    """Where a validation error's key came from, for its message. The overrides win the merge, so a value they
+    set is theirs (a typo in ``overrides`` was reported as though the YAML file had it); a section-level refusal
+    of a section both set (e.g. contradictory SFT settings, one from each) is the merge's, and said so."""
+    in_file = path is not None and _key_at(from_file, loc) is not _ABSENT
+    node = _key_at(overrides, loc) if overrides else _ABSENT
+    if node is not _ABSENT and (not in_file or not isinstance(node, dict)):
+        return " in the overrides"
+    if path is None:
+        return ""
+    return f" in {path} with the overrides" if overrides and (node is not _ABSENT or not loc) else f" in {path}"
+
+
+_ABSENT = object()
+
+
+def _key_at(mapping: Any, loc: tuple[Any, ...]) -> Any:
+    """The value at the key path ``loc`` of a validation error in the nested ``mapping``; :data:`_ABSENT` when it
+    holds no such path (or ``loc`` is empty: an error of the whole config)."""
     node = mapping
     for part in loc:
         if isinstance(node, dict) and part in node:
@@ -185,8 +205,8 @@ def _holds_key(mapping: Any, loc: tuple[Any, ...]) -> bool:
         elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
             node = node[part]
         else:
-            return False
-    return bool(loc)
+            return _ABSENT
+    return node if loc else _ABSENT
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
