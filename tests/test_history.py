@@ -45,8 +45,21 @@ def test_an_empty_item_id_is_refused_in_every_form_by_the_cli_and_the_server(bod
     """`{"negative": [""]}` was a history with the item id "" while the `history` form refused it."""
     with pytest.raises(DataValidationError):
         parse_history(body)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an item id must not be empty"):  # one rule, one message in every form
         DislikeRequest.model_validate(body)
+
+
+def test_a_slate_with_an_empty_or_repeated_candidate_is_refused_by_the_server() -> None:
+    """Review: an empty candidate id was scored as an unknown item; repeats are found in one pass (the batch-row check
+    counted each id's occurrences anew, quadratic in the slate)."""
+    from conrec.history import repeated_ids
+    from conrec.serve.schemas import ScoreRequest
+
+    with pytest.raises(ValueError, match="an item id must not be empty"):
+        ScoreRequest.model_validate({"negative": ["a"], "candidates": ["b", ""]})
+    with pytest.raises(ValueError, match=r"candidates repeat item id\(s\) \['b'\]"):
+        ScoreRequest.model_validate({"negative": ["a"], "candidates": ["b", "c", "b"]})
+    assert repeated_ids(["x", "y", "x", "z", "y", "x"]) == ["x", "y"] and repeated_ids([]) == []
 
 
 def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
@@ -63,8 +76,9 @@ def test_lists_put_positives_first_and_dislikes_last_in_their_order() -> None:
         ({"history": [{"item_id": "b", "feedback": 0}]}, "feedback"),
         ({"items": ["a"], "feedback": [-1]}, "no longer accepted"),
         (["a"], "expected"),
-        ({"negative": [""]}, r"negative\.0: String should have at least 1 character"),  # as history's item_id: it was accepted
-        ({"negative": ["a"], "pos": [""]}, r"pos\.0: String should have at least 1 character"),
+        ({"negative": [""]}, r"negative\.0: Value error, an item id must not be empty"),  # as history's item_id: it was accepted
+        ({"negative": ["a"], "pos": [""]}, r"pos\.0: Value error, an item id must not be empty"),
+        ({"history": [{"item_id": "", "feedback": 1}]}, r"history\.0\.item_id: Value error, an item id must not be empty"),
     ],
 )
 def test_bad_bodies_are_named(body, match: str) -> None:

@@ -14,13 +14,14 @@ SID map *before* importing and loading any model, so a typo fails in a second, n
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conrec.errors import DataValidationError, StageInputError
 from conrec.runs import RunDir
@@ -29,10 +30,27 @@ History = tuple[list[str], list[int]]
 """(item ids oldest first, feedback -1 dislike / +1 positive), aligned: the Predictor's input."""
 
 
+def non_empty_id(item_id: str) -> str:
+    """An item id that is not the empty string (a pydantic after-validator): the one rule and message for every form
+    that takes ids (history lists and events, request bodies, slates); "" was accepted in some and refused in others."""
+    if not item_id:
+        raise ValueError("an item id must not be empty")
+    return item_id
+
+
+ItemIdText = Annotated[str, AfterValidator(non_empty_id)]
+
+
+def repeated_ids(ids: Iterable[str]) -> list[str]:
+    """The ids that occur more than once, sorted (a slate scores each candidate once): one linear pass, shared by
+    the CLI's batch rows, the Predictor and the HTTP schema."""
+    return sorted(i for i, n in Counter(ids).items() if n > 1)
+
+
 class HistoryEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(..., min_length=1)
+    item_id: ItemIdText
     feedback: Literal[-1, 1]
 
 
@@ -42,8 +60,8 @@ class HistoryInput(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     # non-empty ids, as a history event's item_id: "" was accepted in these lists and refused in `history`
-    negative: list[Annotated[str, Field(min_length=1)]] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
-    positive: list[Annotated[str, Field(min_length=1)]] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
+    negative: list[ItemIdText] | None = Field(None, validation_alias=AliasChoices("negative", "neg"))
+    positive: list[ItemIdText] | None = Field(None, validation_alias=AliasChoices("positive", "pos"))
     history: list[HistoryEvent] | None = None
 
     @model_validator(mode="after")

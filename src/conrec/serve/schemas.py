@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from conrec.history import events_from_lists
+from conrec.history import events_from_lists, non_empty_id, repeated_ids
 
 
 def _encodable(text: str) -> str:
@@ -28,13 +28,7 @@ def _encodable(text: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]  # an id a response may echo back
 
 
-def _non_empty(text: str) -> str:
-    if not text:
-        raise ValueError("an item id must not be empty")
-    return text
-
-
-ItemId = Annotated[Text, AfterValidator(_non_empty)]  # "" was accepted in negative/positive and refused as a history event's item_id
+ItemId = Annotated[Text, AfterValidator(non_empty_id)]  # "" was accepted in negative/positive and refused as a history event's item_id
 
 
 class _Strict(BaseModel):
@@ -44,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class HistoryEvent(_Strict):
-    item_id: Text = Field(..., min_length=1, description="an item id of the catalogue (items.parquet)")
+    item_id: ItemId = Field(..., description="an item id of the catalogue (items.parquet)")
     feedback: Literal[-1, 1] = Field(..., description="-1 = explicit dislike, +1 = positive")
 
     @field_validator("feedback", mode="before")
@@ -187,7 +181,7 @@ class ScoreRequest(DislikeRequest):
     )
 
     k: int | None = Field(None, description="not used: every candidate is scored (leave it out; a value is refused)")
-    candidates: list[Text] = Field(
+    candidates: list[ItemId] = Field(
         ..., description="item ids to score, 1..max_candidates (see GET /healthz), distinct, all in the catalogue"
     )
     threshold: float | None = Field(
@@ -202,10 +196,9 @@ class ScoreRequest(DislikeRequest):
             raise ValueError("k is not used by /v1/score: every candidate is scored and ranked; leave k out")
         if not self.candidates:
             raise ValueError("candidates is empty: give the item ids of the slate to score")
-        seen: set[str] = set()
-        dup = [c for c in self.candidates if c in seen or seen.add(c)]  # type: ignore[func-returns-value]
+        dup = repeated_ids(self.candidates)
         if dup:
-            raise ValueError(f"candidates repeat item id(s) {sorted(set(dup))[:10]}: each item is scored once")
+            raise ValueError(f"candidates repeat item id(s) {dup[:10]}: each item is scored once")
         return self
 
 

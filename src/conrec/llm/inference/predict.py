@@ -12,7 +12,6 @@ Scores are the model's log-probability of the item's SID given the prompt (highe
 from __future__ import annotations
 
 import numbers
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from conrec.config import PipelineConfig
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
-from conrec.history import History, check_history_shape, newest_events, read_history_json  # noqa: F401  (read_history_json: public API)
+from conrec.history import History, check_history_shape, newest_events, read_history_json, repeated_ids  # noqa: F401  (read_history_json: public API)
 from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
@@ -234,7 +233,7 @@ class Predictor:
                 raise DataValidationError(f"candidate slate #{n} is a string; give a list of item ids per history ([[...], ...])")
             if len(slate) == 0:
                 raise DataValidationError(f"candidate slate #{n} is empty: give at least one item id to score")
-            dup = sorted(i for i, n_seen in Counter(map(str, slate)).items() if n_seen > 1)
+            dup = repeated_ids(map(str, slate))
             if dup:
                 raise DataValidationError(f"candidate slate #{n} repeats item id(s) {dup[:10]}")
             unknown = sorted({str(i) for i in slate if str(i) not in self.sid_map})

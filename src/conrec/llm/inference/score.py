@@ -167,7 +167,7 @@ def check_item_ids(histories: list[History], slates: list[list[str]], known: set
     """Every history and candidate id in the run's SID map, checked before a model loads (it took seconds
     to load one only to refuse an unknown id); the message names the row and whether it is a history or
     a candidate."""
-    from conrec.history import check_history_shape, check_known_items
+    from conrec.history import check_history_shape, check_known_items, repeated_ids
 
     for n, (history, slate) in enumerate(zip(histories, slates)):
         row = f" row {n}" if len(slates) > 1 else ""
@@ -175,7 +175,7 @@ def check_item_ids(histories: list[History], slates: list[list[str]], known: set
         check_history_shape(*history, f"{where}{row}: the history")
         if not slate:
             raise DataValidationError(f"{where}{row}: the candidate slate is empty; give at least one item id to score")
-        repeated = sorted({c for c in slate if slate.count(c) > 1})  # the predictor's check too, but after the model loads
+        repeated = repeated_ids(slate)  # the predictor's check too, but after the model loads
         if repeated:
             raise DataValidationError(f"{where}{row}: the candidates repeat item id(s) {repeated[:10]}; give each candidate once")
         check_known_items(history, known, source=f"{where}{row}: history")
