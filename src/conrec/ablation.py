@@ -61,7 +61,7 @@ from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
-from conrec.llm.config import GrpoConfig
+from conrec.llm.config import DENSE_LOSS, GrpoConfig
 from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
 from conrec.runs import RunDir
@@ -74,13 +74,9 @@ _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", 
 """The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
 
 
-TIMELINE_LOSS = {"sid_softmax": "level", "mask_history": False}
-"""The loss settings the timeline task trains with (the dense level softmax), set on the timeline rows of ``--what prompts``."""
-
-
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     """The run's SFT with another layout, trained by that layout's history task: the timeline task
-    (dense windows, with its loss :data:`TIMELINE_LOSS`, whatever the run's) for the timeline layouts, the
+    (dense windows, with its loss :data:`DENSE_LOSS`, whatever the run's) for the timeline layouts, the
     next/future-negative prompts for the others; the alignment tasks and the training schedule stay the run's.
     (A run with ``mask_history: true`` or ``sid_softmax: vocab`` gave timeline rows the timeline task refuses: the
     ablation stopped at its fourth row, after minutes of training, with no table.)"""
@@ -90,7 +86,7 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     tasks, default, train = cfg.sft.tasks, TaskMix(), cfg.sft.train
     if prompt.is_timeline:
         tasks = tasks.model_copy(update={"next_negative": 0.0, "future_negative": 0.0, "timeline": tasks.timeline or 1.0})
-        train = train.model_copy(update=TIMELINE_LOSS)
+        train = train.model_copy(update=DENSE_LOSS)
     elif tasks.timeline > 0 or tasks.next_negative + tasks.future_negative == 0:
         tasks = tasks.model_copy(
             update={"timeline": 0.0, "next_negative": tasks.next_negative or default.next_negative,
@@ -102,7 +98,7 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
 def _prompt_notes(cfg: PipelineConfig) -> list[str]:
     """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout."""
     tr = cfg.sft.train
-    changed = {k: v for k, v in TIMELINE_LOSS.items() if getattr(tr, k) != v}
+    changed = {k: v for k, v in DENSE_LOSS.items() if getattr(tr, k) != v}
     if not changed:
         return []
     run_side = ", ".join(f"{k}: {str(getattr(tr, k)).lower()}" for k in changed)

@@ -216,8 +216,15 @@ class TrainConfig(_Strict):
         "never saved with the model; conrec.llm.training.dropout); 0 = the backbone as it is",
     )
 
+    @property
+    def dense_loss(self) -> bool:
+        """Whether this is :data:`DENSE_LOSS`, the loss the timeline task and the copy bias train with."""
+        return all(getattr(self, key) == value for key, value in DENSE_LOSS.items())
 
-COPY_BIAS_NEEDS_DENSE_LOSS = "sft.copy_bias needs the dense level-softmax loss (sft.train.sid_softmax: level, mask_history: false)"
+
+DENSE_LOSS = {"sid_softmax": "level", "mask_history": False}  # what the timeline task and the copy bias train with
+_DENSE_LOSS_TEXT = "sft.train.sid_softmax: level, mask_history: false"
+COPY_BIAS_NEEDS_DENSE_LOSS = f"sft.copy_bias needs the dense level-softmax loss ({_DENSE_LOSS_TEXT})"
 
 
 class SftConfig(_Strict):
@@ -266,13 +273,13 @@ class SftConfig(_Strict):
                     "sft.tasks.timeline needs a timeline prompt layout (sft.prompt.variant: timeline or neg_timeline), "
                     f"got {prompt.variant!r}"
                 )
-            if tr.sid_softmax != "level" or tr.mask_history:
-                return "sft.tasks.timeline needs sft.train.sid_softmax: level and mask_history: false (the dense loss)"
+            if not tr.dense_loss:
+                return f"sft.tasks.timeline needs the dense level-softmax loss ({_DENSE_LOSS_TEXT})"
             stride = self.timeline.stride or prompt.max_timeline_events
             if stride > prompt.max_timeline_events:
                 return f"sft.timeline.stride ({stride}) must be <= sft.prompt.max_timeline_events ({prompt.max_timeline_events})"
         if self.copy_bias.enabled:
-            if tr.sid_softmax != "level" or tr.mask_history:
+            if not tr.dense_loss:
                 return COPY_BIAS_NEEDS_DENSE_LOSS
             if self.copy_bias.learn and tr.lora is not None:
                 return "sft.copy_bias.learn cannot train with sft.train.lora (LoRA freezes every other parameter)"
