@@ -369,3 +369,20 @@ def test_spark_reads_times_in_the_configured_layout_only_like_polars(spark, tmp_
     data = {"source": "table", "events_path": str(path), "ts_format": "%Y-%m-%dT%H:%M:%S%.fZ", "split": {"horizon_days": 3, "max_history": 7}}
     _, ref_stats = assert_reads_like_polars(tmp_path, "spark", data)
     assert ref_stats["invalid_rows"]["bad_timestamp"] == sum(1 for t in stamps if not t.endswith("Z"))
+
+
+def test_spark_reads_parquet_types_like_polars_or_refuses_them_in_one_line(spark, tmp_path):
+    """Parquet types Spark does not read itself: TIMESTAMP(NANOS) (pandas' ``datetime64[ns]``), as the time
+    column and as an unused column, is read like polars reads it (Spark refused the whole file with a Java
+    traceback)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = edge_case_events()
+    ns = pa.array([t * 10**9 + 999_999_999 for t in frame["ts"]], pa.timestamp("ns", tz="UTC"))
+    table = frame.drop("ts").to_arrow().append_column("when", ns).append_column("exported_at", ns.cast(pa.timestamp("ns")))
+    path = tmp_path / "nanos.parquet"
+    pq.write_table(table, path)
+    data = {"source": "table", "events_path": str(path), "columns": {"when": "ts"}, "split": {"horizon_days": 3, "max_history": 7}}
+    _, ref_stats = assert_reads_like_polars(tmp_path, "nanos", data)
+    assert ref_stats["events"] > 0

@@ -66,6 +66,9 @@ def spark_session(cfg: SparkConfig) -> SparkSession:
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
+    # Parquet TIMESTAMP(NANOS) (pandas' datetime64[ns]) as its integer nanoseconds: without it Spark refuses
+    # the whole file, an unused column too; read_table converts a ts column so from the file's schema
+    builder = builder.config("spark.sql.legacy.parquet.nanosAsLong", "true")
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
@@ -108,14 +111,18 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     assert cfg.events_path is not None
     path = str(existing_file(cfg.events_path, "events"))
     suffix = "".join(Path(path).suffixes).lower()
+    nanos: set[str] = set()
     if suffix.endswith((".parquet", ".pq")):
         df = spark.read.parquet(path)
+        nanos = _nanosecond_columns(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
         df = _read_csv_ids_as_text(spark, path, cfg)
     else:
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
     renames, shadowed = renaming(cfg.columns, df.columns)
     df = df.drop(*shadowed).withColumnsRenamed(renames)
+    if "ts" in {renames.get(c, c) for c in nanos if c not in shadowed}:  # integer nanoseconds (nanosAsLong): a timestamp, as polars reads it
+        df = df.withColumn("ts", F.timestamp_micros(F.expr("(`ts` - pmod(`ts`, 1000)) div 1000")))
     if not {"user_id", "item_id", "ts"} <= set(df.columns) or not ({"feedback", "rating"} & set(df.columns)):
         raise DataValidationError(
             f"events file {path}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {df.columns}"
@@ -178,6 +185,15 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         "feedback",
         _ROW,
     )
+
+
+def _nanosecond_columns(path: str) -> set[str]:
+    """The Parquet file's TIMESTAMP(NANOS) columns, which Spark reads as integer nanoseconds
+    (``spark.sql.legacy.parquet.nanosAsLong``, set by :func:`spark_session`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return {f.name for f in pq.read_schema(path) if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
 
 
 _UNICODE = "(?U)"  # Java's \s is ASCII whitespace; with this flag it is Unicode's (a no-break space too), as in Python and polars
