@@ -374,9 +374,12 @@ def test_spark_reads_times_in_the_configured_layout_only_like_polars(spark, tmp_
 def test_spark_reads_parquet_types_like_polars_or_refuses_them_in_one_line(spark, tmp_path):
     """Parquet types Spark does not read itself: TIMESTAMP(NANOS) (pandas' ``datetime64[ns]``), as the time
     column and as an unused column, is read like polars reads it (Spark refused the whole file with a Java
-    traceback)."""
+    traceback); other types Spark cannot read (FLOAT16, TIME) are refused in one line naming the file and the
+    columns."""
     import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from conrec.errors import DataValidationError
 
     frame = edge_case_events()
     ns = pa.array([t * 10**9 + 999_999_999 for t in frame["ts"]], pa.timestamp("ns", tz="UTC"))
@@ -386,3 +389,9 @@ def test_spark_reads_parquet_types_like_polars_or_refuses_them_in_one_line(spark
     data = {"source": "table", "events_path": str(path), "columns": {"when": "ts"}, "split": {"horizon_days": 3, "max_history": 7}}
     _, ref_stats = assert_reads_like_polars(tmp_path, "nanos", data)
     assert ref_stats["events"] > 0
+    odd = table.append_column("score", pa.array([1.5] * table.num_rows, pa.float16()))
+    odd = odd.append_column("at", pa.array([1_000_000] * table.num_rows, pa.time64("us")))
+    pq.write_table(odd, tmp_path / "odd.parquet")
+    with pytest.raises(DataValidationError, match=r"odd.parquet: Spark cannot read it .*'score' is halffloat, 'at' is time64\[us\]") as err:
+        _run(tmp_path, "odd", {**data, "events_path": str(tmp_path / "odd.parquet"), "engine": "spark", "spark": SPARK})
+    assert "\n" not in str(err.value)

@@ -113,7 +113,10 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     suffix = "".join(Path(path).suffixes).lower()
     nanos: set[str] = set()
     if suffix.endswith((".parquet", ".pq")):
-        df = spark.read.parquet(path)
+        try:
+            df = spark.read.parquet(path)
+        except Exception as exc:  # AnalysisException (an illegal Parquet type) or a Py4J error: one line, not a Java traceback
+            raise DataValidationError(f"events file {path}: Spark cannot read it ({first_line(exc)}){_unreadable_columns(path)}") from exc
         nanos = _nanosecond_columns(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
         df = _read_csv_ids_as_text(spark, path, cfg)
@@ -194,6 +197,22 @@ def _nanosecond_columns(path: str) -> set[str]:
     import pyarrow.parquet as pq
 
     return {f.name for f in pq.read_schema(path) if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+
+
+def _unreadable_columns(path: str) -> str:
+    """``; column 'rating' is float16, ...`` for the Parquet file's columns of a type Spark does not read
+    (half floats, times of day, durations), with the fix; empty where there are none (or no schema)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # noqa: BLE001  # not Parquet at all: Spark's own line says so
+        return ""
+    odd = [f"{f.name!r} is {f.type}" for f in schema if pa.types.is_float16(f.type) or pa.types.is_time(f.type) or pa.types.is_duration(f.type)]
+    if not odd:
+        return ""
+    return f"; column {', '.join(odd)}: cast it to a type Spark reads (float16 to float32) or drop it"
 
 
 _UNICODE = "(?U)"  # Java's \s is ASCII whitespace; with this flag it is Unicode's (a no-break space too), as in Python and polars
