@@ -332,7 +332,8 @@ def test_epoch_microseconds_read_with_ts_unit_us(tmp_path):
 
 def float_id_logs(tmp_path: Path, first: int = 0) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
-    such row; and the data config of the same log with integer ids (from ``first`` on)."""
+    such row (the Parquet file has two more: a NaN user and a NaN item, missing ids too); and the data
+    config of the same log with integer ids (from ``first`` on)."""
     frame = edge_case_events().with_columns(pl.col("user_id", "item_id").str.slice(1).cast(pl.Int64) + first)
     plain = tmp_path / "plain.parquet"
     frame.write_parquet(plain)
@@ -340,20 +341,23 @@ def float_id_logs(tmp_path: Path, first: int = 0) -> tuple[dict[str, Any], list[
                         pl.DataFrame({"user_id": [None], "item_id": [1.0 + first], "ts": [1_700_000_000], "feedback": [1]},
                                      schema={"user_id": pl.Float64, "item_id": pl.Float64, "ts": pl.Int64, "feedback": pl.Int8})])
     files = [tmp_path / "floats.parquet", tmp_path / "floats.csv"]
-    floats.write_parquet(files[0])
     floats.write_csv(files[1])
+    nan = float("nan")
+    pl.concat([floats, pl.DataFrame({"user_id": [nan, 2.0], "item_id": [3.0 + first, nan], "ts": [1_700_000_000] * 2, "feedback": [-1] * 2},
+                                    schema=floats.schema)]).write_parquet(files[0])
     return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, files
 
 
 def test_integer_ids_that_pandas_wrote_as_floats_read_as_integers(tmp_path):
     """``32.0`` matched no ``32`` of an items file, and named other users than the integer log: every
-    event could be dropped as on an unknown item. Integral float ids now read as their integer text."""
+    event could be dropped as on an unknown item. Integral float ids now read as their integer text; a NaN
+    id is a missing id (it was a user or item ``"NaN"``)."""
     data, files = float_id_logs(tmp_path)
     ref, _ = _run(tmp_path, "plain", data)
     for path in files:
         for streaming in ("off", "on"):
             got, stats = _run(tmp_path, f"{path.suffix[1:]}_{streaming}", {**data, "events_path": str(path), "streaming": streaming})
-            assert stats["invalid_rows"] == {"policy": "drop", "missing_id": 1}
+            assert stats["invalid_rows"] == {"policy": "drop", "missing_id": 3 if path.suffix == ".parquet" else 1}, path.name
             for f in ("events.parquet", "samples.parquet"):
                 assert pl.read_parquet(ref.data / f).equals(pl.read_parquet(got.data / f)), (path.name, streaming, f)
 

@@ -126,12 +126,14 @@ INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"
 def id_as_text(column: str, dtype: pl.DataType) -> pl.Expr:
     """An id column as text. Float ids are integers that pandas wrote as floats because one was
     missing (``32.0``): an integral one becomes its integer text (``32``), so it matches the other
-    file's ``32``; any other float keeps its text."""
+    file's ``32``; any other finite float keeps its text. NaN (how pandas, numpy and polars mark a
+    missing value) and infinities are null: a missing id (``missing_id``), not a user or item ``"NaN"``."""
     col = pl.col(column)
     if not dtype.is_float():
         return col.cast(pl.String)
     integral = col.is_finite() & (col == col.floor())
-    return pl.when(integral).then(col.cast(pl.Int64).cast(pl.String)).otherwise(col.cast(pl.String)).alias(column)
+    text = pl.when(integral).then(col.cast(pl.Int64).cast(pl.String)).when(col.is_finite()).then(col.cast(pl.String))
+    return text.otherwise(None).alias(column)
 
 
 def flatten_list_columns(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:

@@ -237,12 +237,13 @@ def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | Non
 
 def _id_text(df: DataFrame, column: str) -> Column:
     """An id column as text; a float one (pandas' integers with a missing value, 32.0) as its integer
-    text, as :func:`conrec.data.schema.id_as_text` reads it."""
+    text, as :func:`conrec.data.schema.id_as_text` reads it; NaN and infinities null (a missing id)."""
     x = F.col(column)
     text = x.cast("string")
     if dict(df.dtypes)[column] in ("double", "float"):  # Spark writes 10000006.0 as 1.0000006E7: the integer's own text
-        beyond = F.isnan(x) | (F.abs(x) >= 2.0**63)  # not an integer, or one no long holds (floor would saturate)
-        text = F.when(beyond, text).when(x == F.floor(x), F.floor(x).cast("string")).otherwise(text)
+        missing = F.isnan(x) | (F.abs(x) == float("inf"))
+        beyond = F.abs(x) >= 2.0**63  # an integer no long holds (floor would saturate)
+        text = F.when(missing, F.lit(None)).when(beyond, text).when(x == F.floor(x), F.floor(x).cast("string")).otherwise(text)
     return text.alias(column)
 
 
