@@ -375,7 +375,7 @@ def test_spark_reads_parquet_types_like_polars_or_refuses_them_in_one_line(spark
     """Parquet types Spark does not read itself: TIMESTAMP(NANOS) (pandas' ``datetime64[ns]``), as the time
     column and as an unused column, is read like polars reads it (Spark refused the whole file with a Java
     traceback); other types Spark cannot read (FLOAT16, TIME) are refused in one line naming the file and the
-    columns."""
+    columns, and a duration as the time column (Spark reads it as integers) like polars refuses it."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -395,3 +395,7 @@ def test_spark_reads_parquet_types_like_polars_or_refuses_them_in_one_line(spark
     with pytest.raises(DataValidationError, match=r"odd.parquet: Spark cannot read it .*'score' is halffloat, 'at' is time64\[us\]") as err:
         _run(tmp_path, "odd", {**data, "events_path": str(tmp_path / "odd.parquet"), "engine": "spark", "spark": SPARK})
     assert "\n" not in str(err.value)
+    durations = table.append_column("ts", pa.array([3_600_000_000] * table.num_rows, pa.duration("us")))  # read as integers by Spark
+    pq.write_table(durations.drop_columns(["when"]), tmp_path / "durations.parquet")
+    with pytest.raises(DataValidationError, match=r"durations.parquet: column 'ts' holds durations"):
+        _run(tmp_path, "durations", {**data, "events_path": str(tmp_path / "durations.parquet"), "columns": {}, "engine": "spark", "spark": SPARK})

@@ -77,7 +77,7 @@ def validate_events(
         if n_null:
             raise DataValidationError(f"{source}: column {col!r} has {n_null} null value(s)")
     ts = events["ts"]
-    if ts.dtype.is_temporal():
+    if dated(ts.dtype, source):
         ts = ts.cast(pl.Datetime("us")).dt.epoch("s")
     elif not ts.dtype.is_integer():
         try:
@@ -117,6 +117,17 @@ def validate_events(
             )
     extra = [c for c in out.columns if c not in EVENT_COLUMNS]
     return out.select(list(EVENT_COLUMNS) + extra).sort(["user_id", "ts"], maintain_order=True)
+
+
+def dated(dtype: pl.DataType, what: str, column: str = "ts", hint: str = "map ts to a date/time or epoch column") -> bool:
+    """Whether a time column of ``dtype`` holds datetimes or dates (read as UTC epoch seconds); raises
+    :class:`DataValidationError` in one line for a time of day or a duration, which have no date (polars
+    counts them as temporal too, and casting them to a datetime ended in a traceback)."""
+    base = dtype.base_type()
+    if base in (pl.Time, pl.Duration):
+        kind = "times of day" if base == pl.Time else "durations"
+        raise DataValidationError(f"{what}: column {column!r} holds {kind} ({dtype}), not dates and times; {hint}")
+    return base in (pl.Datetime, pl.Date)
 
 
 INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"

@@ -25,7 +25,7 @@ from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, id_as_text, validate_items
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, dated, id_as_text, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
@@ -153,7 +153,7 @@ def _text_feedback(lf: pl.LazyFrame, what: str) -> pl.Expr:
 
 def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: str) -> pl.Expr:
     ts = pl.col("ts")
-    if dtype.is_temporal():
+    if dated(dtype, what):
         return ts.cast(pl.Datetime("us")).dt.epoch("s")
     if cfg.ts_format is not None and (dtype == pl.String or dtype.is_integer()):  # as the loader: every value in the layout
         text = ts.cast(pl.String).str.strip_chars()

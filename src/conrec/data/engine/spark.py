@@ -41,7 +41,7 @@ from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE, dated
 from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words, renaming
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
@@ -112,18 +112,22 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     path = str(existing_file(cfg.events_path, "events"))
     suffix = "".join(Path(path).suffixes).lower()
     nanos: set[str] = set()
+    durations: set[str] = set()
     if suffix.endswith((".parquet", ".pq")):
         try:
             df = spark.read.parquet(path)
         except Exception as exc:  # AnalysisException (an illegal Parquet type) or a Py4J error: one line, not a Java traceback
             raise DataValidationError(f"events file {path}: Spark cannot read it ({first_line(exc)}){_unreadable_columns(path)}") from exc
-        nanos = _nanosecond_columns(path)
+        nanos, durations = _parquet_times(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
         df = _read_csv_ids_as_text(spark, path, cfg)
     else:
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
     renames, shadowed = renaming(cfg.columns, df.columns)
     df = df.drop(*shadowed).withColumnsRenamed(renames)
+    for c in durations - set(shadowed):  # int64 to Spark: it would read as epoch numbers
+        if renames.get(c, c) == "ts":
+            dated(pl.Duration(), f"events file {path}", c)
     if "ts" in {renames.get(c, c) for c in nanos if c not in shadowed}:  # integer nanoseconds (nanosAsLong): a timestamp, as polars reads it
         df = df.withColumn("ts", F.timestamp_micros(F.expr("(`ts` - pmod(`ts`, 1000)) div 1000")))
     if not {"user_id", "item_id", "ts"} <= set(df.columns) or not ({"feedback", "rating"} & set(df.columns)):
@@ -190,13 +194,16 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     )
 
 
-def _nanosecond_columns(path: str) -> set[str]:
+def _parquet_times(path: str) -> tuple[set[str], set[str]]:
     """The Parquet file's TIMESTAMP(NANOS) columns, which Spark reads as integer nanoseconds
-    (``spark.sql.legacy.parquet.nanosAsLong``, set by :func:`spark_session`)."""
+    (``spark.sql.legacy.parquet.nanosAsLong``, set by :func:`spark_session`), and its durations (Arrow's,
+    which Spark reads as plain integers)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return {f.name for f in pq.read_schema(path) if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+    schema = pq.read_schema(path)
+    nanos = {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+    return nanos, {f.name for f in schema if pa.types.is_duration(f.type)}
 
 
 def _unreadable_columns(path: str) -> str:
