@@ -68,6 +68,15 @@ def test_each_event_wart_is_one_clear_error_under_on_invalid_error(tmp_path, kin
     message = str(err.value)
     assert "\n" not in message and "ev.csv" in message and "on_invalid" in message
     assert WARTS[kind].split(":")[0] in message
+    assert EXAMPLES.get(kind, "") in message, "the examples are the offending values, labelled with their column"
+
+
+EXAMPLES = {
+    "missing_id": "e.g. [{'user_id': None, 'item_id': 'a'}]",  # were user ids, unlabelled
+    "bad_timestamp": "e.g. [{'user_id': 'u1', 'item_id': 'a', 'ts': None}]",  # were item ids, read as timestamps
+    "bad_feedback": "e.g. feedback [7.0]",
+    "unknown_item": "e.g. item_id ['zzz']",
+}
 
 
 def test_an_empty_or_blank_id_is_a_missing_id_and_an_item_without_one_names_the_items_file(tmp_path):
@@ -247,7 +256,7 @@ def test_cli_error_under_on_invalid_error_keeps_its_examples(tmp_path):
     result = CliRunner().invoke(app, ["data", "-c", str(cfg)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     text = " ".join(result.output.split())  # the console wraps at its width
-    assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. [nan]" in text  # not eaten as markup
+    assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. rating [nan]" in text  # not eaten as markup
 
 
 def test_a_dropped_row_beyond_year_9999_does_not_stop_the_load(tmp_path):
