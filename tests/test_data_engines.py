@@ -526,16 +526,32 @@ def loose_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
 
 
 def offset_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
-    """The edge-case log as CSV with ISO times at +02:00 (+0200 in every third row) and one ``n/a``
-    (a bad timestamp); its data config."""
+    """The edge-case log as CSV with ISO times at +02:00 (+0200 in every third row, UTC's ``Z`` in every
+    fifth, as RFC 3339 mixes them) and one ``n/a`` (a bad timestamp); its data config."""
     import datetime as dt
 
     zone = dt.timezone(dt.timedelta(hours=2))
     rows = [(u, i, dt.datetime.fromtimestamp(ts, zone).isoformat(), fb) for u, i, ts, fb in edge_case_events().iter_rows()]
     rows = [(u, i, t[:-3] + t[-2:] if k % 3 == 0 else t, fb) for k, (u, i, t, fb) in enumerate(rows)] + [("u1", "i1", "n/a", -1)]
+    zulu = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for ts in edge_case_events()["ts"]]
+    rows = [(u, i, zulu[k] if k % 5 == 1 else t, fb) for k, (u, i, t, fb) in enumerate(rows)]
     path = tmp_path / "offsets.csv"
     path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for u, i, t, fb in rows))
     return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, path
+
+
+def test_iso_times_mixing_z_and_offsets_are_read_alike_by_both_polars_engines_and_with_a_z_layout(tmp_path):
+    """``...T09:13:20Z`` among ``...T11:13:20+02:00``: only the in-memory loader read them (polars' inference);
+    streaming refused the column, and ``data.ts_format: ...%z`` dropped every ``Z`` row (``%z`` does not read
+    ``Z``). A trailing ``Z`` is now ``+00:00`` to a ``%z`` layout, which detection then finds."""
+    data, _ = offset_time_log(tmp_path)
+    ref, ref_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    assert ref_stats["invalid_rows"] == {"policy": "drop", "bad_timestamp": 1}
+    assert pl.read_parquet(ref.events)["ts"].sort().equals(edge_case_events()["ts"].sort())
+    for k, extra in enumerate([{"streaming": "on"}, {"streaming": "off", "ts_format": "%Y-%m-%dT%H:%M:%S%z"}]):
+        got, stats = _run(tmp_path, f"run{k}", {**data, **extra})
+        assert stats["invalid_rows"] == ref_stats["invalid_rows"], extra
+        assert_same_run(ref, got)
 
 
 def float_text_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:

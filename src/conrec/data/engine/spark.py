@@ -34,7 +34,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
-from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
+from conrec.data.datetimes import SAMPLE, ZULU, detect_format, digit_layout_width, inferred_dates
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
@@ -329,6 +329,7 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
         )
     text = F.trim(F.col("ts") if text is None else text)
     if "%z" in ts_format:  # the offset is in the text: the instant it names, as polars converts it to UTC
+        text = F.regexp_replace(text, ZULU, "+00:00")  # a UTC Z, as read_layout reads it for the polars engines
         ts = F.try_to_timestamp(F.regexp_replace(text, *_OFFSET), F.lit(java_pattern(ts_format)))
     else:
         ts = F.try_to_timestamp(F.concat(text, F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))
