@@ -369,3 +369,33 @@ def test_spark_reads_times_in_the_configured_layout_only_like_polars(spark, tmp_
     data = {"source": "table", "events_path": str(path), "ts_format": "%Y-%m-%dT%H:%M:%S%.fZ", "split": {"horizon_days": 3, "max_history": 7}}
     _, ref_stats = assert_reads_like_polars(tmp_path, "spark", data)
     assert ref_stats["invalid_rows"]["bad_timestamp"] == sum(1 for t in stamps if not t.endswith("Z"))
+
+
+def test_spark_reads_parquet_types_like_polars_or_refuses_them_in_one_line(spark, tmp_path):
+    """Parquet types Spark does not read itself: TIMESTAMP(NANOS) (pandas' ``datetime64[ns]``), as the time
+    column and as an unused column, is read like polars reads it (Spark refused the whole file with a Java
+    traceback); other types Spark cannot read (FLOAT16, TIME) are refused in one line naming the file and the
+    columns, and a duration as the time column (Spark reads it as integers) like polars refuses it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conrec.errors import DataValidationError
+
+    frame = edge_case_events()
+    ns = pa.array([t * 10**9 + 999_999_999 for t in frame["ts"]], pa.timestamp("ns", tz="UTC"))
+    table = frame.drop("ts").to_arrow().append_column("when", ns).append_column("exported_at", ns.cast(pa.timestamp("ns")))
+    path = tmp_path / "nanos.parquet"
+    pq.write_table(table, path)
+    data = {"source": "table", "events_path": str(path), "columns": {"when": "ts"}, "split": {"horizon_days": 3, "max_history": 7}}
+    _, ref_stats = assert_reads_like_polars(tmp_path, "nanos", data)
+    assert ref_stats["events"] > 0
+    odd = table.append_column("score", pa.array([1.5] * table.num_rows, pa.float16()))
+    odd = odd.append_column("at", pa.array([1_000_000] * table.num_rows, pa.time64("us")))
+    pq.write_table(odd, tmp_path / "odd.parquet")
+    with pytest.raises(DataValidationError, match=r"odd.parquet: Spark cannot read it .*'score' is halffloat, 'at' is time64\[us\]") as err:
+        _run(tmp_path, "odd", {**data, "events_path": str(tmp_path / "odd.parquet"), "engine": "spark", "spark": SPARK})
+    assert "\n" not in str(err.value)
+    durations = table.append_column("ts", pa.array([3_600_000_000] * table.num_rows, pa.duration("us")))  # read as integers by Spark
+    pq.write_table(durations.drop_columns(["when"]), tmp_path / "durations.parquet")
+    with pytest.raises(DataValidationError, match=r"durations.parquet: column 'ts' holds durations"):
+        _run(tmp_path, "durations", {**data, "events_path": str(tmp_path / "durations.parquet"), "columns": {}, "engine": "spark", "spark": SPARK})

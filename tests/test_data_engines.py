@@ -332,7 +332,8 @@ def test_epoch_microseconds_read_with_ts_unit_us(tmp_path):
 
 def float_id_logs(tmp_path: Path, first: int = 0) -> tuple[dict[str, Any], list[Path]]:
     """Numeric ids as pandas writes them when one is missing (``32.0``), as Parquet and as CSV, with one
-    such row; and the data config of the same log with integer ids (from ``first`` on)."""
+    such row (the Parquet file has two more: a NaN user and a NaN item, missing ids too); and the data
+    config of the same log with integer ids (from ``first`` on)."""
     frame = edge_case_events().with_columns(pl.col("user_id", "item_id").str.slice(1).cast(pl.Int64) + first)
     plain = tmp_path / "plain.parquet"
     frame.write_parquet(plain)
@@ -340,20 +341,23 @@ def float_id_logs(tmp_path: Path, first: int = 0) -> tuple[dict[str, Any], list[
                         pl.DataFrame({"user_id": [None], "item_id": [1.0 + first], "ts": [1_700_000_000], "feedback": [1]},
                                      schema={"user_id": pl.Float64, "item_id": pl.Float64, "ts": pl.Int64, "feedback": pl.Int8})])
     files = [tmp_path / "floats.parquet", tmp_path / "floats.csv"]
-    floats.write_parquet(files[0])
     floats.write_csv(files[1])
+    nan = float("nan")
+    pl.concat([floats, pl.DataFrame({"user_id": [nan, 2.0], "item_id": [3.0 + first, nan], "ts": [1_700_000_000] * 2, "feedback": [-1] * 2},
+                                    schema=floats.schema)]).write_parquet(files[0])
     return {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}, files
 
 
 def test_integer_ids_that_pandas_wrote_as_floats_read_as_integers(tmp_path):
     """``32.0`` matched no ``32`` of an items file, and named other users than the integer log: every
-    event could be dropped as on an unknown item. Integral float ids now read as their integer text."""
+    event could be dropped as on an unknown item. Integral float ids now read as their integer text; a NaN
+    id is a missing id (it was a user or item ``"NaN"``)."""
     data, files = float_id_logs(tmp_path)
     ref, _ = _run(tmp_path, "plain", data)
     for path in files:
         for streaming in ("off", "on"):
             got, stats = _run(tmp_path, f"{path.suffix[1:]}_{streaming}", {**data, "events_path": str(path), "streaming": streaming})
-            assert stats["invalid_rows"] == {"policy": "drop", "missing_id": 1}
+            assert stats["invalid_rows"] == {"policy": "drop", "missing_id": 3 if path.suffix == ".parquet" else 1}, path.name
             for f in ("events.parquet", "samples.parquet"):
                 assert pl.read_parquet(ref.data / f).equals(pl.read_parquet(got.data / f)), (path.name, streaming, f)
 
@@ -522,16 +526,32 @@ def loose_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
 
 
 def offset_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
-    """The edge-case log as CSV with ISO times at +02:00 (+0200 in every third row) and one ``n/a``
-    (a bad timestamp); its data config."""
+    """The edge-case log as CSV with ISO times at +02:00 (+0200 in every third row, UTC's ``Z`` in every
+    fifth, as RFC 3339 mixes them) and one ``n/a`` (a bad timestamp); its data config."""
     import datetime as dt
 
     zone = dt.timezone(dt.timedelta(hours=2))
     rows = [(u, i, dt.datetime.fromtimestamp(ts, zone).isoformat(), fb) for u, i, ts, fb in edge_case_events().iter_rows()]
     rows = [(u, i, t[:-3] + t[-2:] if k % 3 == 0 else t, fb) for k, (u, i, t, fb) in enumerate(rows)] + [("u1", "i1", "n/a", -1)]
+    zulu = [dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") for ts in edge_case_events()["ts"]]
+    rows = [(u, i, zulu[k] if k % 5 == 1 else t, fb) for k, (u, i, t, fb) in enumerate(rows)]
     path = tmp_path / "offsets.csv"
     path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{fb}\n" for u, i, t, fb in rows))
     return {"source": "table", "events_path": str(path), "split": {"horizon_days": 3, "max_history": 7}}, path
+
+
+def test_iso_times_mixing_z_and_offsets_are_read_alike_by_both_polars_engines_and_with_a_z_layout(tmp_path):
+    """``...T09:13:20Z`` among ``...T11:13:20+02:00``: only the in-memory loader read them (polars' inference);
+    streaming refused the column, and ``data.ts_format: ...%z`` dropped every ``Z`` row (``%z`` does not read
+    ``Z``). A trailing ``Z`` is now ``+00:00`` to a ``%z`` layout, which detection then finds."""
+    data, _ = offset_time_log(tmp_path)
+    ref, ref_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    assert ref_stats["invalid_rows"] == {"policy": "drop", "bad_timestamp": 1}
+    assert pl.read_parquet(ref.events)["ts"].sort().equals(edge_case_events()["ts"].sort())
+    for k, extra in enumerate([{"streaming": "on"}, {"streaming": "off", "ts_format": "%Y-%m-%dT%H:%M:%S%z"}]):
+        got, stats = _run(tmp_path, f"run{k}", {**data, **extra})
+        assert stats["invalid_rows"] == ref_stats["invalid_rows"], extra
+        assert_same_run(ref, got)
 
 
 def float_text_time_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:

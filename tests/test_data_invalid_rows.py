@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import polars as pl
@@ -67,6 +68,15 @@ def test_each_event_wart_is_one_clear_error_under_on_invalid_error(tmp_path, kin
     message = str(err.value)
     assert "\n" not in message and "ev.csv" in message and "on_invalid" in message
     assert WARTS[kind].split(":")[0] in message
+    assert EXAMPLES.get(kind, "") in message, "the examples are the offending values, labelled with their column"
+
+
+EXAMPLES = {
+    "missing_id": "e.g. [{'user_id': None, 'item_id': 'a'}]",  # were user ids, unlabelled
+    "bad_timestamp": "e.g. [{'user_id': 'u1', 'item_id': 'a', 'ts': None}]",  # were item ids, read as timestamps
+    "bad_feedback": "e.g. feedback [7.0]",
+    "unknown_item": "e.g. item_id ['zzz']",
+}
 
 
 def test_an_empty_or_blank_id_is_a_missing_id_and_an_item_without_one_names_the_items_file(tmp_path):
@@ -104,6 +114,29 @@ def test_non_finite_parquet_timestamps_are_dropped_not_a_polars_traceback(tmp_pa
     assert counts == {"bad_timestamp": 1} and events["ts"].to_list() == [100, 300]
     with pytest.raises(DataValidationError, match=r"1 event\(s\) with a missing, unreadable, NaN"):
         load_table(ev, None, {}, log=RepairLog("error"))
+
+
+@pytest.mark.parametrize(("dtype", "kind"), [(pl.Time, "times of day"), (pl.Duration("us"), "durations")])
+def test_a_time_column_without_dates_is_refused_in_one_line_by_init_and_every_polars_reader(tmp_path, dtype, kind):
+    """A Parquet time64 (or duration) column passed ``conrec init`` as "a date/time column", then the
+    loader and the streaming scan ended in a polars InvalidOperationError (casting Time to Datetime)."""
+    from conrec.config import load_config
+    from conrec.data.engine.scan import scan_table
+    from conrec.data.guess import guess
+    from conrec.errors import ConfigError
+
+    ev = tmp_path / "ev.parquet"
+    times = pl.Series("ts", [3_600_000_000, 7_200_000_000, 10_800_000_000]).cast(dtype)
+    frame = pl.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "a"], "ts": times, "rating": [1, 5, 4]})
+    frame.write_parquet(ev)
+    refusal = rf"column 'ts' holds {kind} \({re.escape(str(dtype))}.*\), not dates and times"
+    with pytest.raises(ConfigError, match=refusal + "; pass --time-col"):
+        guess(frame)
+    with pytest.raises(DataValidationError, match=refusal):
+        _drop(ev, None)
+    cfg = load_config(None, {"data": {"source": "table", "events_path": str(ev), "streaming": "on"}}).data
+    with pytest.raises(DataValidationError, match=refusal):
+        scan_table(cfg)
 
 
 def test_nan_timestamps_in_a_csv_are_dropped(tmp_path):
@@ -223,7 +256,7 @@ def test_cli_error_under_on_invalid_error_keeps_its_examples(tmp_path):
     result = CliRunner().invoke(app, ["data", "-c", str(cfg)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     text = " ".join(result.output.split())  # the console wraps at its width
-    assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. [nan]" in text  # not eaten as markup
+    assert "error: events file" in text and "1 event(s) with a missing or out-of-range feedback/rating, e.g. rating [nan]" in text  # not eaten as markup
 
 
 def test_a_dropped_row_beyond_year_9999_does_not_stop_the_load(tmp_path):

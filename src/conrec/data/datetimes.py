@@ -34,13 +34,31 @@ FORMATS: tuple[str, ...] = tuple(d + t for d in _DATES for t in _TIMES) + _ISO
 SAMPLE = 100_000
 
 
+def read_layout(text: pl.Expr, fmt: str) -> pl.Expr:
+    """Strings read in the layout ``fmt``, unreadable ones null. With an offset (``%z``), a trailing ``Z``
+    is read as ``+00:00``: ``%z`` does not read it, and RFC 3339 logs mix both (``...Z`` and ``...+01:00``);
+    every engine reads so (Spark's ``_string_times`` too)."""
+    if "%z" in fmt:
+        text = text.str.replace(ZULU, "+00:00")
+    return text.str.to_datetime(fmt, strict=False, time_unit="us")
+
+
+ZULU = r"Z$"
+"""A UTC time's trailing ``Z``, read as the offset ``+00:00`` by a ``%z`` layout."""
+
+
 def _parse(s: pl.Series, fmt: str | None) -> pl.Series:
     if fmt is not None:
-        return s.str.to_datetime(fmt, strict=False, time_unit="us")
+        return s.to_frame("x").select(read_layout(pl.col("x"), fmt)).to_series().alias(s.name)
     try:
         return s.str.to_datetime(strict=False, time_unit="us")
     except pl.exceptions.ComputeError:  # inference gives up entirely when the first value is bad
         return pl.Series(s.name, [None] * s.len(), dtype=pl.Datetime("us"))
+
+
+def _utc_naive(parsed: pl.Series) -> pl.Series:
+    """UTC datetimes without their zone: a ``Z`` layout's and a ``%z`` one's readings of ``...Z`` compare equal."""
+    return parsed.dt.replace_time_zone(None) if isinstance(parsed.dtype, pl.Datetime) and parsed.dtype.time_zone else parsed
 
 
 def _plausible(parsed: pl.Series) -> pl.Series:
@@ -97,7 +115,7 @@ def detect_format(s: pl.Series, what: str = "events", column: str = "ts") -> str
     sample = s.drop_nulls().head(SAMPLE)
     if sample.len() == 0:
         return None
-    parsed = {fmt: _plausible(_parse(sample, fmt)) for fmt in FORMATS}
+    parsed = {fmt: _plausible(_utc_naive(_parse(sample, fmt))) for fmt in FORMATS}
     best = max(p.count() for p in parsed.values())
     if best == 0 or _parse(sample, None).count() > best:
         return None

@@ -22,7 +22,7 @@ import polars as pl
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalise, normalised, propose
 from conrec.data.repair import padded_ids_hint
-from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, flatten_list_columns, id_as_text
+from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, dated, flatten_list_columns, id_as_text
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -36,7 +36,7 @@ from conrec.data.sources.common import (
     text_numbers,
     unsupported_format,
 )
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, DataValidationError
 
 SAMPLE_ROWS = 10_000
 _MS_THRESHOLD = 10**11
@@ -184,8 +184,12 @@ def _pick(role: str, columns: list[str], given: str | None, what: str, exclude: 
 
 def _time_unit(s: pl.Series, ts_format: str | None = None) -> tuple[str, str, str | None]:
     """(``data.ts_unit``, why, ``data.ts_format``) from the sampled values of the time column."""
+    try:
+        is_dated = dated(s.dtype, "events file", str(s.name), f"pass {FLAGS['ts']} with a date/time or epoch column")
+    except DataValidationError as exc:
+        raise ConfigError(str(exc)) from None
     nums = _numbers(s)
-    if s.dtype.is_temporal():
+    if is_dated:
         return "auto", "a date/time column", None
     if ts_format is None and digit_dates(s):
         return "auto", f"values like {s.drop_nulls()[0]!r}: dates written as digits, layout {DIGIT_DATE} (not epoch seconds)", DIGIT_DATE

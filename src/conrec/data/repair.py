@@ -53,14 +53,16 @@ class RepairLog:
     policy: InvalidPolicy = "error"
     counts: dict[str, int] = field(default_factory=dict)
 
-    def record(self, kind: str, n: int, source: str, examples: Sequence[object] = ()) -> None:
+    def record(self, kind: str, n: int, source: str, examples: Sequence[object] = (), label: str = "") -> None:
+        """Count ``n`` rows of ``kind``, or raise under ``error`` with ``examples`` (values of the column
+        ``label`` names, where one does)."""
         if n <= 0:
             return
         if kind not in WARTS:  # pragma: no cover - a programming error, not a data one
             raise KeyError(kind)
         if self.policy == "error":
             what = wart_label(kind)
-            eg = f", e.g. {list(examples)[:5]}" if examples else ""
+            eg = f", e.g. {label + ' ' if label else ''}{list(examples)[:5]}" if examples else ""
             raise DataValidationError(f"{source}: {n:,} {what}{eg} (data.on_invalid: error; `drop` repairs and counts them)")
         self.counts[kind] = self.counts.get(kind, 0) + n
 
@@ -150,12 +152,16 @@ def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFra
     return out.with_columns(pl.when(title == "").then(pl.col("item_id")).otherwise(title).alias("title"))
 
 
-def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str) -> pl.DataFrame:
-    """Drop the rows where ``bad`` is true, recording them under ``kind`` (examples from ``example_col``)."""
+def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str | tuple[str, ...]) -> pl.DataFrame:
+    """Drop the rows where ``bad`` is true, recording them under ``kind``: examples are the values of
+    ``example_col`` (labelled with its name), or rows of the columns a tuple names (as dicts)."""
     flagged = df.filter(bad)
     if flagged.height == 0:
         return df
-    log.record(kind, flagged.height, source, flagged[example_col].head(5).to_list())
+    if isinstance(example_col, str):
+        log.record(kind, flagged.height, source, flagged[example_col].head(5).to_list(), example_col)
+    else:
+        log.record(kind, flagged.height, source, flagged.select(example_col).head(5).to_dicts())
     return df.filter(~bad)
 
 
@@ -167,10 +173,10 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     """
     known = items["item_id"].cast(pl.String)
     kinds = invalid_kinds(pl.col("item_id").is_in(known.implode()))
-    out = drop_rows(events, kinds["missing_id"], "missing_id", log, source, "user_id")
+    out = drop_rows(events, kinds["missing_id"], "missing_id", log, source, ("user_id", "item_id"))
     out = out.with_columns(pl.col("user_id", "item_id").cast(pl.String))
     if out.schema["ts"].is_numeric():
-        out = drop_rows(out, kinds["bad_timestamp"], "bad_timestamp", log, source, "item_id")
+        out = drop_rows(out, kinds["bad_timestamp"], "bad_timestamp", log, source, ("user_id", "item_id", "ts"))
     if out.schema["feedback"].is_numeric():
         out = drop_rows(out, kinds["bad_feedback"], "bad_feedback", log, source, "feedback")
     unknown = kinds["unknown_item"]

@@ -77,7 +77,7 @@ def validate_events(
         if n_null:
             raise DataValidationError(f"{source}: column {col!r} has {n_null} null value(s)")
     ts = events["ts"]
-    if ts.dtype.is_temporal():
+    if dated(ts.dtype, source):
         ts = ts.cast(pl.Datetime("us")).dt.epoch("s")
     elif not ts.dtype.is_integer():
         try:
@@ -119,6 +119,17 @@ def validate_events(
     return out.select(list(EVENT_COLUMNS) + extra).sort(["user_id", "ts"], maintain_order=True)
 
 
+def dated(dtype: pl.DataType, what: str, column: str = "ts", hint: str = "map ts to a date/time or epoch column") -> bool:
+    """Whether a time column of ``dtype`` holds datetimes or dates (read as UTC epoch seconds); raises
+    :class:`DataValidationError` in one line for a time of day or a duration, which have no date (polars
+    counts them as temporal too, and casting them to a datetime ended in a traceback)."""
+    base = dtype.base_type()
+    if base in (pl.Time, pl.Duration):
+        kind = "times of day" if base == pl.Time else "durations"
+        raise DataValidationError(f"{what}: column {column!r} holds {kind} ({dtype}), not dates and times; {hint}")
+    return base in (pl.Datetime, pl.Date)
+
+
 INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"
 """An integer written as a float (``32.0``): how pandas writes an integer id column with a missing value."""
 
@@ -126,12 +137,14 @@ INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"
 def id_as_text(column: str, dtype: pl.DataType) -> pl.Expr:
     """An id column as text. Float ids are integers that pandas wrote as floats because one was
     missing (``32.0``): an integral one becomes its integer text (``32``), so it matches the other
-    file's ``32``; any other float keeps its text."""
+    file's ``32``; any other finite float keeps its text. NaN (how pandas, numpy and polars mark a
+    missing value) and infinities are null: a missing id (``missing_id``), not a user or item ``"NaN"``."""
     col = pl.col(column)
     if not dtype.is_float():
         return col.cast(pl.String)
     integral = col.is_finite() & (col == col.floor())
-    return pl.when(integral).then(col.cast(pl.Int64).cast(pl.String)).otherwise(col.cast(pl.String)).alias(column)
+    text = pl.when(integral).then(col.cast(pl.Int64).cast(pl.String)).when(col.is_finite()).then(col.cast(pl.String))
+    return text.otherwise(None).alias(column)
 
 
 def flatten_list_columns(items: pl.DataFrame, source: str = "items") -> pl.DataFrame:

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig
-from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
+from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates, read_layout
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, id_as_text, validate_items
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, dated, id_as_text, validate_items
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
@@ -153,18 +153,18 @@ def _text_feedback(lf: pl.LazyFrame, what: str) -> pl.Expr:
 
 def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: str) -> pl.Expr:
     ts = pl.col("ts")
-    if dtype.is_temporal():
+    if dated(dtype, what):
         return ts.cast(pl.Datetime("us")).dt.epoch("s")
     if cfg.ts_format is not None and (dtype == pl.String or dtype.is_integer()):  # as the loader: every value in the layout
         text = ts.cast(pl.String).str.strip_chars()
         if dtype.is_integer() and (width := digit_layout_width(cfg.ts_format)) is not None:  # 02122023 read as 2122023
             text = text.str.zfill(width)
-        return text.str.to_datetime(cfg.ts_format, strict=False, time_unit="us").dt.epoch("s")
+        return read_layout(text, cfg.ts_format).dt.epoch("s")
     if dtype == pl.String:
         sample = lf.select(ts.drop_nulls().str.strip_chars()).head(SAMPLE).collect(engine="streaming")["ts"]
         fmt = detect_format(sample, what, "ts") if sample.len() and sample.cast(pl.Int64, strict=False).null_count() == sample.len() else None
         if fmt is not None:  # date/time strings
-            return ts.str.strip_chars().str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")  # unreadable: null, invalid
+            return read_layout(ts.str.strip_chars(), fmt).dt.epoch("s")  # unreadable: null, invalid
         if sample.cast(pl.Int64, strict=False).null_count() == sample.len() and inferred_dates(sample):  # only polars' inference reads them
             raise DataValidationError(f"{what}: column 'ts' holds date/time strings in no listed layout; set data.ts_format{_in_memory(cfg)}")
         # epoch numbers, integers or floats (1703528010.0, 1.7e9), as the loaders read them; a value that is neither: null, invalid

@@ -34,14 +34,14 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
-from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates
+from conrec.data.datetimes import SAMPLE, ZULU, detect_format, digit_layout_width, inferred_dates
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE
+from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE, dated
 from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words, renaming
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
@@ -66,6 +66,9 @@ def spark_session(cfg: SparkConfig) -> SparkSession:
     for key, value in cfg.conf.items():
         builder = builder.config(key, value)
     builder = builder.config("spark.sql.session.timeZone", "UTC")
+    # Parquet TIMESTAMP(NANOS) (pandas' datetime64[ns]) as its integer nanoseconds: without it Spark refuses
+    # the whole file, an unused column too; read_table converts a ts column so from the file's schema
+    builder = builder.config("spark.sql.legacy.parquet.nanosAsLong", "true")
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
@@ -108,14 +111,25 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     assert cfg.events_path is not None
     path = str(existing_file(cfg.events_path, "events"))
     suffix = "".join(Path(path).suffixes).lower()
+    nanos: set[str] = set()
+    durations: set[str] = set()
     if suffix.endswith((".parquet", ".pq")):
-        df = spark.read.parquet(path)
+        try:
+            df = spark.read.parquet(path)
+        except Exception as exc:  # AnalysisException (an illegal Parquet type) or a Py4J error: one line, not a Java traceback
+            raise DataValidationError(f"events file {path}: Spark cannot read it ({first_line(exc)}){_unreadable_columns(path)}") from exc
+        nanos, durations = _parquet_times(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
         df = _read_csv_ids_as_text(spark, path, cfg)
     else:
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv")
     renames, shadowed = renaming(cfg.columns, df.columns)
     df = df.drop(*shadowed).withColumnsRenamed(renames)
+    for c in durations - set(shadowed):  # int64 to Spark: it would read as epoch numbers
+        if renames.get(c, c) == "ts":
+            dated(pl.Duration(), f"events file {path}", c)
+    if "ts" in {renames.get(c, c) for c in nanos if c not in shadowed}:  # integer nanoseconds (nanosAsLong): a timestamp, as polars reads it
+        df = df.withColumn("ts", F.timestamp_micros(F.expr("(`ts` - pmod(`ts`, 1000)) div 1000")))
     if not {"user_id", "item_id", "ts"} <= set(df.columns) or not ({"feedback", "rating"} & set(df.columns)):
         raise DataValidationError(
             f"events file {path}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {df.columns}"
@@ -180,6 +194,34 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     )
 
 
+def _parquet_times(path: str) -> tuple[set[str], set[str]]:
+    """The Parquet file's TIMESTAMP(NANOS) columns, which Spark reads as integer nanoseconds
+    (``spark.sql.legacy.parquet.nanosAsLong``, set by :func:`spark_session`), and its durations (Arrow's,
+    which Spark reads as plain integers)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    nanos = {f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"}
+    return nanos, {f.name for f in schema if pa.types.is_duration(f.type)}
+
+
+def _unreadable_columns(path: str) -> str:
+    """``; column 'rating' is float16, ...`` for the Parquet file's columns of a type Spark does not read
+    (half floats, times of day, durations), with the fix; empty where there are none (or no schema)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception:  # noqa: BLE001  # not Parquet at all: Spark's own line says so
+        return ""
+    odd = [f"{f.name!r} is {f.type}" for f in schema if pa.types.is_float16(f.type) or pa.types.is_time(f.type) or pa.types.is_duration(f.type)]
+    if not odd:
+        return ""
+    return f"; column {', '.join(odd)}: cast it to a type Spark reads (float16 to float32) or drop it"
+
+
 _UNICODE = "(?U)"  # Java's \s is ASCII whitespace; with this flag it is Unicode's (a no-break space too), as in Python and polars
 
 
@@ -202,12 +244,13 @@ def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | Non
 
 def _id_text(df: DataFrame, column: str) -> Column:
     """An id column as text; a float one (pandas' integers with a missing value, 32.0) as its integer
-    text, as :func:`conrec.data.schema.id_as_text` reads it."""
+    text, as :func:`conrec.data.schema.id_as_text` reads it; NaN and infinities null (a missing id)."""
     x = F.col(column)
     text = x.cast("string")
     if dict(df.dtypes)[column] in ("double", "float"):  # Spark writes 10000006.0 as 1.0000006E7: the integer's own text
-        beyond = F.isnan(x) | (F.abs(x) >= 2.0**63)  # not an integer, or one no long holds (floor would saturate)
-        text = F.when(beyond, text).when(x == F.floor(x), F.floor(x).cast("string")).otherwise(text)
+        missing = F.isnan(x) | (F.abs(x) == float("inf"))
+        beyond = F.abs(x) >= 2.0**63  # an integer no long holds (floor would saturate)
+        text = F.when(missing, F.lit(None)).when(beyond, text).when(x == F.floor(x), F.floor(x).cast("string")).otherwise(text)
     return text.alias(column)
 
 
@@ -286,6 +329,7 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
         )
     text = F.trim(F.col("ts") if text is None else text)
     if "%z" in ts_format:  # the offset is in the text: the instant it names, as polars converts it to UTC
+        text = F.regexp_replace(text, ZULU, "+00:00")  # a UTC Z, as read_layout reads it for the polars engines
         ts = F.try_to_timestamp(F.regexp_replace(text, *_OFFSET), F.lit(java_pattern(ts_format)))
     else:
         ts = F.try_to_timestamp(F.concat(text, F.lit(" UTC")), F.lit(java_pattern(ts_format) + " VV"))

@@ -23,6 +23,7 @@ from conrec.data.schema import (
     EVENT_COLUMNS,
     INTEGRAL_FLOAT_TEXT,
     POSITIVE,
+    dated,
     validate_events,
     validate_items,
 )
@@ -314,7 +315,7 @@ def parse_timestamps(
             s = s.str.zfill(width)
     if s.dtype == pl.Date:
         s = s.cast(pl.Datetime("us"))
-    if s.dtype.is_temporal():
+    if dated(s.dtype, what, column):
         return s.cast(pl.Datetime("us")).dt.epoch("s").alias(name)
     if s.dtype == pl.String:
         stripped = s.str.strip_chars()

@@ -106,7 +106,7 @@ def load_table(
     else:
         events = ratings_to_feedback(events, dislike_max_rating, like_min_rating, what, log, rating_range)
     # before the placeholder items are built from the ids
-    events = drop_rows(events, missing_id("user_id") | missing_id("item_id"), "missing_id", log or RepairLog(), what, "user_id")
+    events = drop_rows(events, missing_id("user_id") | missing_id("item_id"), "missing_id", log or RepairLog(), what, ("user_id", "item_id"))
 
     if items_raw is not None:
         renames, shadowed = renaming(columns, items_raw.columns)
