@@ -232,7 +232,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"), revision=1,
+            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"), revision=2,
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
@@ -265,10 +265,12 @@ REVISIONS: dict[str, dict[int, str]] = {
         1: "reading fixes for events and items files (a later CSV time 1700000000.0 was dropped, fractional epoch seconds "
         "refused the file, empty ids were users and items of their own, Spark read ISO times ts_format does not); "
         "every source's tables are read again",
+        2: "a NaN or infinite value in a float id column was an id of its own (a user or item 'NaN'); it is now a "
+        "missing id, dropped and counted; every source's tables are read again",
     },
     "sft": {
-        1: "its prompts and training windows showed only budget - count items of a segment whose items numbered between "
-        "its budget and twice it (15 older dislikes under max_neg_items 20 showed 5)",
+        1: "its prompts and training windows showed only budget - count items of a segment whose budget lay between "
+        "its item count and twice it (15 older dislikes under max_neg_items 20 showed 5)",
     },
     "eval": {
         1: "an earlier evaluation's predictions and slate metrics that it did not rewrite were kept, and the results "
