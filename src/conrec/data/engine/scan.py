@@ -260,15 +260,22 @@ def check_event_rules(
 def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, ts_unit: str | None = None) -> int:
     """``on_invalid: error``: the first broken rule raises; returns the number of distinct items with events."""
     fb = pl.col("feedback")
+    rules = {  # report_invalid's order: the first broken one is the error
+        **{f"null_{c}": missing_id(c) if c in ("user_id", "item_id") else pl.col(c).is_null() for c in EVENT_COLUMNS},  # an empty id is missing
+        "bad_feedback": fb.is_not_null() & ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),
+        "negative_ts": pl.col("ts") < 0,
+    }
     facts = events.select(
         n=pl.len(),
-        **{f"null_{c}": missing_id(c).sum() if c in ("user_id", "item_id") else pl.col(c).null_count() for c in EVENT_COLUMNS},  # an empty id is missing
-        bad_feedback=(fb.is_not_null() & ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)])).sum(),
-        negative_ts=(pl.col("ts") < 0).sum(),
+        **{name: rule.sum() for name, rule in rules.items()},
         huge_ts=(pl.col("ts") > MAX_TS).sum(),
         max_ts=pl.col("ts").max(),
         items_with_events=pl.col("item_id").n_unique(),
     ).collect(engine="streaming").row(0, named=True)
+    broken = next((name for name, _ in rules.items() if facts[name]), None)
+    if facts["n"] and broken is not None:  # a few of its rows, as the in-memory reader shows them (a second pass, on the error path only)
+        rows = events.filter(rules[broken]).select(list(EVENT_COLUMNS)).head(3).collect(engine="streaming").to_dicts()
+        facts["examples"] = {broken: rows}
     report_invalid({**facts, "ts_unit": ts_unit}, what)
     unknown = (
         events.select("item_id")
@@ -284,16 +291,24 @@ def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, ts_unit:
 def report_invalid(facts: dict[str, Any], what: str) -> None:
     """Raise :class:`DataValidationError` for the first broken rule in an engine's validation
     aggregate (keys: ``n``, the valid events; ``null_<column>``, ``bad_feedback``, ``negative_ts``,
-    ``huge_ts``, each absent where already dropped), so every engine words a problem the same way."""
+    ``huge_ts``, each absent where already dropped; optionally ``examples``, a few rows per rule), so every
+    engine words a problem the same way."""
+    examples = facts.get("examples") or {}
+
+    def eg(rule: str) -> str:  # the rule's example rows, where the engine collected some (the streaming reader does)
+        return f", e.g. {examples[rule]}" if examples.get(rule) else ""
+
     if not facts.get("n"):
         raise DataValidationError(f"{what}: no events")
     for c in EVENT_COLUMNS:
         if facts.get(f"null_{c}"):
-            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null, empty or unreadable value(s)")
+            raise DataValidationError(f"{what}: column {c!r} has {facts[f'null_{c}']} null, empty or unreadable value(s){eg(f'null_{c}')}")
     if facts.get("bad_feedback"):
-        raise DataValidationError(f"{what}: column 'feedback' must be -1 (dislike) or +1 (positive); {facts['bad_feedback']} value(s) are not")
+        raise DataValidationError(
+            f"{what}: column 'feedback' must be -1 (dislike) or +1 (positive); {facts['bad_feedback']} value(s) are not{eg('bad_feedback')}"
+        )
     if facts.get("negative_ts"):
-        raise DataValidationError(f"{what}: column 'ts' has negative timestamps")
+        raise DataValidationError(f"{what}: column 'ts' has {facts['negative_ts']} negative timestamp(s){eg('negative_ts')}")
     if facts.get("huge_ts"):
         unit = facts.get("ts_unit")
         raise beyond_year_9999(what, int(facts.get("max_ts") or MAX_TS), unit if unit in ("s", "ms", "us") else None)
