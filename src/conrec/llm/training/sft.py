@@ -383,13 +383,15 @@ def preflight(sections: SftSections, run_dir: Path) -> tuple[Any, Any, SidMap]:
     and eval, and :func:`run` at its start. (A refused `conrec sft` or `conrec demo`, e.g. the timeline task with
     a segmented layout, left a finished run without its SFT, GRPO and eval markers and with the refused config.)
     Returns the run's (items, samples, sid_map), read once for the runner."""
+    from conrec.llm.training.early_stopping import valid_points
+
     check_settings(sections)
     sft = sections.sft
     items, samples, sid_map = load_inputs(RunDir(run_dir))
     if sft.copy_bias.enabled and len(sft.copy_bias.beta) > sid_map.levels:
         raise ConfigError(f"sft.copy_bias.beta has {len(sft.copy_bias.beta)} values but the SIDs have {sid_map.levels} levels")
-    if sft.train.early_stopping is not None and samples.filter(samples["split"] == "valid").height == 0:
-        # every score would be 0: training stopped after `patience` evaluations, silently
+    if sft.train.early_stopping is not None and valid_points(samples, sft.train.early_stopping.max_points, sections.seed).height == 0:
+        # the draw the stopper scores (run's): every score would be 0, training stopped after `patience` evaluations, silently
         raise ConfigError(
             "sft.train.early_stopping has no valid point to score (the data stage wrote none: data.split.valid_frac "
             "is 0, or no dislike falls in the valid period); raise valid_frac or remove early_stopping"
