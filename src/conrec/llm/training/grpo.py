@@ -377,13 +377,15 @@ def check_group_batch(batch_size: int, processes: int, num_generations: int) -> 
 
 @dataclass(frozen=True)
 class _Inputs:
-    """What :func:`preflight` read and checked: the SFT model dir, the SID map, the samples and the train prompts."""
+    """What :func:`preflight` read and checked: the SFT model dir, the SID map, the samples, the train prompts and,
+    for the similarity reward, the item vectors (read once)."""
 
     sft: Path
     sid_map: SidMap
     samples: pl.DataFrame
     train: pl.DataFrame
     seed: int
+    vectors: tuple[np.ndarray, str] | None = None  # the similarity reward's item vectors and their source, when it needs them
 
 
 def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = None) -> _Inputs:
@@ -418,12 +420,11 @@ def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = Non
         )
     if grpo.reward.mode == "similarity" and grpo.reward.gamma > 0 and "future_pos" not in samples.columns:
         raise StageInputError("the future-positive penalty needs the samples' future_pos column: rerun `conrec data`")
-    if grpo.reward.mode == "similarity":  # its item vectors, read again by similarity_signal once the run is prepared
-        item_vectors(rd.sid, sid_map.codes)
+    vectors = item_vectors(rd.sid, sid_map.codes) if grpo.reward.mode == "similarity" else None  # missing or mis-sized: refused here
     recent = [s.name for s in plan_stages(grpo, grpo.progressive) if s.neg_recent_days is not None]
     if recent and "hist_ts" not in samples.columns:
         raise StageInputError(f"GRPO stage {recent[0]!r} limits negatives by recency: the samples need hist_ts; rerun `conrec data`")
-    return _Inputs(sft=sft, sid_map=sid_map, samples=samples, train=train, seed=seed)
+    return _Inputs(sft=sft, sid_map=sid_map, samples=samples, train=train, seed=seed, vectors=vectors)
 
 
 def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bool, reward_mode: str) -> _Job:
@@ -438,7 +439,7 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
     # the reward's co-dislike and Swing signals see the baselines' fit events, never a valid/test label
     fit_events, fit_rule = training_events_and_rule(rd.root, sections.split, samples)
     codislike = CoDislike.fit(fit_events, top_n=grpo.reward.collab_top_n, items=sid_map.items)
-    item_sim, vector_source = similarity_signal(rd, sid_map, fit_events, grpo, required=reward_mode == "similarity")
+    item_sim, vector_source = similarity_signal(rd, sid_map, fit_events, grpo, required=reward_mode == "similarity", vectors=inputs.vectors)
     reward_funcs, reward_weights = make_reward_funcs(
         grpo.reward,
         sid_map,
@@ -634,7 +635,8 @@ def _save(
 
 
 def similarity_signal(
-    rd: RunDir, sid_map: SidMap, fit_events: pl.DataFrame, grpo: GrpoConfig, required: bool
+    rd: RunDir, sid_map: SidMap, fit_events: pl.DataFrame, grpo: GrpoConfig, required: bool,
+    vectors: tuple[np.ndarray, str] | None = None,
 ) -> tuple[Any, str | None]:
     """(:class:`conrec.llm.training.rewards.ItemSimilarity`, vector source) for the ``sim`` / ``pos_sim`` components.
 
@@ -642,17 +644,19 @@ def similarity_signal(
     baselines), so no valid/test label reaches the reward. ``reward.target: next`` (the conventional
     objective) gets no Swing extension: its target is the next negative alone. When the similarity
     reward is not the one optimised, the components are still computed (and logged) if the run has
-    item vectors; ``(None, None)`` otherwise.
+    item vectors; ``(None, None)`` otherwise. ``vectors``: the (vectors, source) :func:`preflight` already read.
     """
-    try:
-        vectors, source = item_vectors(rd.sid, sid_map.codes)
-    except StageInputError:
-        if required:
-            raise
-        return None, None
+    if vectors is None:
+        try:
+            vectors = item_vectors(rd.sid, sid_map.codes)
+        except StageInputError:
+            if required:
+                raise
+            return None, None
+    vecs, source = vectors
     co_negatives = grpo.reward.co_negatives if grpo.reward.target == "future" else 0
     swing = Swing.fit(fit_events, sid_map.items, grpo.reward.swing) if co_negatives else None
-    return ItemSimilarity(sid_map.items, vectors, swing, co_negatives), source
+    return ItemSimilarity(sid_map.items, vecs, swing, co_negatives), source
 
 
 def check_group_size(num_generations: int, n_items: int) -> None:
