@@ -162,9 +162,14 @@ def test_spark_drops_and_counts_invalid_rows_and_duplicates_like_polars(spark, t
     clean = edge_case_events()
     path = tmp_path / "dups.parquet"
     pl.concat([clean, clean.head(5)]).write_parquet(path)
-    with pytest.raises(DataValidationError, match=r"5 exact duplicate event\(s\).*on_invalid: error"):
-        _run(tmp_path, "strict", {"source": "table", "events_path": str(path), "engine": "spark", "spark": SPARK, "on_invalid": "error"})
+    strict = {"source": "table", "events_path": str(path), "engine": "spark", "spark": SPARK, "on_invalid": "error"}
+    with pytest.raises(DataValidationError, match=r"5 exact duplicate event\(s\) \(same user, item, time and feedback\), e\.g\. \[\{'user_id': .*on_invalid: error"):
+        _run(tmp_path, "strict", strict)
     assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
+    # a broken rule shows a few of its rows, as the polars readers do (Spark gave the count only)
+    pl.concat([clean, clean.head(1).with_columns(feedback=pl.lit(7, dtype=clean.schema["feedback"]))]).write_parquet(path)
+    with pytest.raises(DataValidationError, match=r"1 value\(s\) are not, e\.g\. \[\{'user_id': .*'feedback': 7"):
+        _run(tmp_path, "strict", strict)
 
 
 def test_spark_without_java_fails_in_one_line(tmp_path, table_file):

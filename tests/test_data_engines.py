@@ -507,6 +507,7 @@ def test_streaming_refuses_duplicates_under_on_invalid_error(tmp_path):
         _run(tmp_path, "bad", data)
     message = str(err.value)
     assert "\n" not in message and f"{n_dups:,} exact duplicate event(s)" in message and "on_invalid" in message
+    assert "e.g. [{'user_id': " in message, "a few of the repeated events, as the in-memory reader shows them"
     data_dir = tmp_path / "bad" / "data"
     assert not (data_dir / "events.parquet").exists() and not list(data_dir.glob(".*")), "nothing published, no staging left"
 

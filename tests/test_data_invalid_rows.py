@@ -76,6 +76,7 @@ EXAMPLES = {
     "bad_timestamp": "e.g. [{'user_id': 'u1', 'item_id': 'a', 'ts': None}]",  # were item ids, read as timestamps
     "bad_feedback": "e.g. feedback [7.0]",
     "unknown_item": "e.g. item_id ['zzz']",
+    "duplicate_event": "e.g. [{'user_id': 'u1', 'item_id': 'b', 'ts': 200}]",  # were bare item ids
 }
 
 

@@ -190,6 +190,7 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
     keys = ["user_id", "item_id", "ts", "feedback"]
     deduped = out.unique(subset=keys, keep="first", maintain_order=True)
     if deduped.height < before:
-        dups = out.filter(out.select(keys).is_duplicated())
-        log.record("duplicate_event", before - deduped.height, source, dups["item_id"].head(5).to_list())
+        # one example per repeated event, as rows (a bare item id did not say which event repeated)
+        dups = out.filter(out.select(keys).is_duplicated()).unique(subset=keys, keep="first", maintain_order=True)
+        log.record("duplicate_event", before - deduped.height, source, dups.select("user_id", "item_id", "ts").head(5).to_dicts())
     return deduped

@@ -102,6 +102,7 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
         n_parts = int(ranges["part"][-1]) + 1 if ranges.height else 0
         # pass 1: each partition in the canonical order, its exact duplicates dropped, written back
         duplicates = 0
+        dup_examples: list[dict[str, object]] = []
         parts: list[Path] = []
         for k in range(n_parts):
             part = _read_partition(work / "events" / f"part={k}")
@@ -110,6 +111,9 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
             if raw:  # sorted by (user, ts, input row): "first" is the first input row, as the loaders keep
                 unique = part.unique(subset=list(EVENT_COLUMNS), keep="first", maintain_order=True)
                 duplicates += part.height - unique.height
+                if len(dup_examples) < 5 and unique.height < part.height:  # as the in-memory reader shows them
+                    repeated = part.filter(part.select(list(EVENT_COLUMNS)).is_duplicated()).unique(subset=list(EVENT_COLUMNS), keep="first", maintain_order=True)
+                    dup_examples += repeated.select("user_id", "item_id", "ts").head(5 - len(dup_examples)).to_dicts()
                 if cfg.on_invalid == "drop":
                     part = unique
             parts.append(work / f"events-{k}.parquet")
@@ -117,7 +121,7 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
             shutil.rmtree(work / "events" / f"part={k}")
         assert parts  # check_event_rules refused an empty log
         if cfg.on_invalid == "error":  # stop before labelling, with the line the stage's record would raise
-            RepairLog("error").record("duplicate_event", duplicates, f"{cfg.source} events")
+            RepairLog("error").record("duplicate_event", duplicates, f"{cfg.source} events", dup_examples)
         # the cut-offs on the deduplicated events, as the in-memory path computes them (reads only ts)
         valid, test = pl.scan_parquet(parts).select(cutoff_exprs(cfg.split)).collect(engine="streaming").row(0)
         cuts = cutoffs_from(valid, test)

@@ -383,16 +383,22 @@ def _strict_check(ev: DataFrame, items: DataFrame, what: str, ts_unit: str | Non
     """``on_invalid: error``: the loaders' validation rules, the first broken one raising; returns the
     event and item counts."""
     fb = F.col("feedback")
+    rules = {  # report_invalid's order: the first broken one is the error
+        **{f"null_{c}": _missing_id(c) if c in ("user_id", "item_id") else F.col(c).isNull() for c in EVENT_COLUMNS},
+        "bad_feedback": fb.isNotNull() & ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE)),
+        "negative_ts": F.col("ts") < 0,
+    }
     row = ev.agg(
         F.count(F.lit(1)).alias("n"),
-        *[F.sum((_missing_id(c) if c in ("user_id", "item_id") else F.col(c).isNull()).cast("long")).alias(f"null_{c}") for c in EVENT_COLUMNS],
-        F.sum((fb.isNotNull() & ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE))).cast("long")).alias("bad_feedback"),
-        F.sum((F.col("ts") < 0).cast("long")).alias("negative_ts"),
+        *[F.sum(rule.cast("long")).alias(name) for name, rule in rules.items()],
         F.sum((F.col("ts") > MAX_TS).cast("long")).alias("huge_ts"),
         F.max("ts").alias("max_ts"),
         F.countDistinct("item_id").alias("items_with_events"),
     ).first()
     facts = row.asDict() if row is not None else {}
+    broken = next((name for name in rules if facts.get(name)), None)
+    if facts.get("n") and broken is not None:  # a few of its rows, as the polars readers show them (on the error path only)
+        facts["examples"] = {broken: [r.asDict() for r in ev.where(rules[broken]).select(*EVENT_COLUMNS).limit(3).collect()]}
     report_invalid({**facts, "ts_unit": ts_unit}, what)
     unknown = ev.select("item_id").join(items, on="item_id", how="left_anti").distinct().cache()
     n_unknown = unknown.count()
@@ -622,8 +628,9 @@ def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cf
     ev = (drop_exact_duplicates(raw) if from_file else raw).withColumn("feedback", F.col("feedback").cast("tinyint"))
     ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
     dropped["duplicate_event"] = n_valid - ev.count() if from_file else 0
-    if cfg.on_invalid == "error":  # stop before labelling, with the line the stage's record would raise
-        RepairLog("error").record("duplicate_event", dropped["duplicate_event"], what)
+    if cfg.on_invalid == "error" and dropped["duplicate_event"]:  # stop before labelling, with the line the stage's record would raise
+        repeated = raw.groupBy(*EVENT_COLUMNS).count().where(F.col("count") > 1).orderBy("user_id", "ts", "item_id").limit(5)
+        RepairLog("error").record("duplicate_event", dropped["duplicate_event"], what, [r.asDict() for r in repeated.select("user_id", "item_id", "ts").collect()])
     return ev, n_items, dropped
 
 
