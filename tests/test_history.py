@@ -161,19 +161,27 @@ def test_missing_checkpoint_and_bad_model_name_are_checked_first(tmp_path: Path)
         check_predict_request(cfg, None, None, "sft")
 
 
-def test_cli_predict_rejects_an_unknown_id_without_importing_torch(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("negative", "extra", "expected"),
+    [
+        (["a", "zzz"], [], ["unknown item id", "zzz"]),
+        (["a"], ["--out", "p.csv"], ["--out", "p.csv", ".parquet"]),  # the suffix was checked after torch was imported
+    ],
+)
+def test_cli_predict_rejects_a_bad_request_without_importing_torch(tmp_path: Path, negative: list[str], extra: list[str], expected: list[str]) -> None:
     run_dir = _fake_run(tmp_path)
     record_current(load_config(None, {"run_dir": str(run_dir)}), "sft")  # writes the run's config.yaml too
     hist = tmp_path / "h.json"
-    hist.write_text(json.dumps({"negative": ["a", "zzz"], "positive": ["b"]}))
+    hist.write_text(json.dumps({"negative": negative, "positive": ["b"]}))
+    args = ["predict", "-r", str(run_dir), "--model", "sft", "--history", str(hist), *(str(tmp_path / a) if a.endswith(".csv") else a for a in extra)]
     code = (
         "import sys\nfrom conrec.cli import app\n"
-        f"try:\n    app(['predict', '-r', {str(run_dir)!r}, '--model', 'sft', '--history', {str(hist)!r}])\n"
+        f"try:\n    app({args!r})\n"
         "except SystemExit as e:\n    code = e.code\n"
         "print('EXIT', code, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"COLUMNS": "200", **_env()})
-    assert "unknown item id" in out.stderr and "zzz" in out.stderr, out.stdout + out.stderr  # errors go to stderr
+    assert all(e in out.stderr for e in expected), out.stdout + out.stderr  # errors go to stderr
     assert "EXIT 2 False False" in out.stdout
 
 

@@ -193,7 +193,7 @@ def predict(
 
         cfg = _load(config, run_dir)
         # Checked before torch/transformers are even imported: a bad request fails in about a second.
-        request = check_predict_request(cfg, history, split, model, explain=explain)
+        request = check_predict_request(cfg, history, split, model, explain=explain, out=out)
         _start(cfg)
         from conrec.llm.inference.predict import run
 

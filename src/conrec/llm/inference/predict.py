@@ -27,7 +27,7 @@ from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
 from conrec.history import History, check_history_shape, newest_events, read_history_json, repeated_ids  # noqa: F401  (read_history_json: public API)
-from conrec.io import check_output_file, read_parquet, write_parquet
+from conrec.io import read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
@@ -339,9 +339,7 @@ def run(
     (:mod:`conrec.explain`).
     """
     console = console or Console()
-    request = check_predict_request(cfg, history, split, model, explain=explain)
-    if out is not None:
-        check_output_file(out, "--out", suffix=".parquet")
+    request = check_predict_request(cfg, history, split, model, explain=explain, out=out)
     run_dir = RunDir(cfg.run_dir)
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:

@@ -15,7 +15,7 @@ import polars as pl
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.history import History, check_known_items, known_item_ids, parse_history_text, read_request_text
-from conrec.io import read_parquet
+from conrec.io import check_output_file, read_parquet
 from conrec.runs import RunDir
 from conrec.stages import MODEL_STAGES
 
@@ -103,15 +103,18 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
 
 
 def check_predict_request(
-    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str, explain: bool = False
+    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str, explain: bool = False, out: Path | None = None
 ) -> PredictRequest:
     """Validate a predict request against the run's files; the model itself is not touched.
 
     ``history`` is a JSON file path (see :mod:`conrec.history`) or an already parsed history.
     ``explain`` is for one history only: with a split it is refused (it was dropped without a word).
+    ``out`` (a split's Parquet output) is checked here too, so that a wrong name fails before torch is imported.
     """
     if (history is None) == (split is None):
         raise ConfigError("give exactly one of --history (one user, JSON) or --split (a whole split, Parquet)")
+    if out is not None:
+        check_output_file(out, "--out", suffix=".parquet")
     if explain and split is not None:
         raise ConfigError(
             "--explain works with --history only, not --split; for a reasons column per row use `conrec score --batch --explain`"
