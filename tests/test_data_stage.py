@@ -105,6 +105,16 @@ def test_coverage_rejects_bad_horizons():
         coverage_by_horizon(samples, items, [])
     with pytest.raises(ConfigError):
         coverage_by_horizon(samples, items, [0])
+    # under a second the window [t, t) is empty (times are whole seconds): it read as 1 item, 100% covered
+    with pytest.raises(ConfigError, match="at least one second"):
+        coverage_by_horizon(samples, items, [1e-9])
+
+
+@pytest.mark.parametrize("text", ["1e-9", "1,0.000001"])
+def test_parse_horizons_refuses_sub_second_horizons(text):
+    with pytest.raises(ConfigError, match="is under one second"):
+        analyze.parse_horizons(text)
+    assert analyze.parse_horizons("0.00002") == [0.00002]  # 1.7 s: a window of whole seconds
 
 
 def test_analyze_reads_the_stage_outputs(tmp_path):

@@ -30,6 +30,9 @@ from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 
 STUDY_SPLITS = ("valid", "test")
+MIN_HORIZON_DAYS = 1 / DAY
+"""One second. Timestamps and windows are whole seconds, so a shorter horizon's window ``[t, t)`` is empty and the
+next negative would read as the whole future set (1 item, 100% covered)."""
 
 
 def coverage_by_horizon(
@@ -42,8 +45,8 @@ def coverage_by_horizon(
     and category level. Pure function of the samples/items tables (the report reuses it)."""
     if not horizons:
         raise ConfigError("horizons: give at least one horizon (days)")
-    if any(h <= 0 for h in horizons):
-        raise ConfigError(f"horizons must be > 0 days, got {list(horizons)}")
+    if any(not h >= MIN_HORIZON_DAYS for h in horizons):
+        raise ConfigError(f"horizons must be at least one second ({MIN_HORIZON_DAYS:.2g} days), got {list(horizons)}")
     cats = items.select(pl.col("item_id").cast(pl.String), pl.col("category").cast(pl.String))
     base = samples.filter(pl.col("split").is_in(list(splits))).select("sample_id", "split", "ts", "next_neg", "later_negs", "later_neg_ts")
     long = (
@@ -105,7 +108,8 @@ def coverage_by_horizon(
 
 
 def parse_horizons(text: str) -> list[float]:
-    """``--horizons`` ("1,3,7,14") as days, each a finite number above 0, or a one-line error naming the bad value."""
+    """``--horizons`` ("1,3,7,14") as days, each finite and at least one second (:data:`MIN_HORIZON_DAYS`), or a
+    one-line error naming the bad value."""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -116,6 +120,11 @@ def parse_horizons(text: str) -> list[float]:
             raise ConfigError(f"--horizons: {part!r} is not a number of days (give e.g. 1,3,7,14)") from None
         if not math.isfinite(days) or days <= 0:
             raise ConfigError(f"--horizons: {part!r} is not a positive, finite number of days (give e.g. 1,3,7,14)")
+        if days < MIN_HORIZON_DAYS:
+            raise ConfigError(
+                f"--horizons: {part!r} days is under one second, the finest window (times are whole seconds); "
+                f"give at least {MIN_HORIZON_DAYS:.2g} days"
+            )
         out.append(days)
     if not out:
         raise ConfigError(f"--horizons: no horizon in {text!r} (give e.g. 1,3,7,14)")
