@@ -42,7 +42,8 @@ def coverage_by_horizon(
     splits: Sequence[str] = STUDY_SPLITS,
 ) -> pl.DataFrame:
     """One row per (split, horizon): samples, mean future-set size and next-negative coverage at item
-    and category level. Pure function of the samples/items tables (the report reuses it)."""
+    and category level. A pure function of the samples/items tables, apart from ``conrec analyze``'s printing, so
+    that it can be tested and called on its own (the result is also what :func:`run` returns)."""
     if not horizons:
         raise ConfigError("horizons: give at least one horizon (days)")
     if any(not h >= MIN_HORIZON_DAYS for h in horizons):
