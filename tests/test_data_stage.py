@@ -99,6 +99,36 @@ def test_coverage_by_horizon_on_known_samples():
     assert cov["split"].to_list() == ["valid", "valid", "test", "test"]
 
 
+def test_category_coverage_splits_multi_valued_categories_and_skips_empty_ones():
+    """'X|Y' and 'Y|X' were two categories that were neither X nor Y, and a missing category was one more."""
+    samples, _ = _samples_for_coverage()
+    items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": ["x|y", "y | x", "", None]})
+    test = coverage_by_horizon(samples, items, [1, 7]).filter(pl.col("split") == "test")
+    # sample 0: {a, b} then {a, b, c}: categories {x, y}, all a's own; sample 1: {c}, no category (left out)
+    assert test["mean_future_categories"].to_list() == [2.0, 2.0]
+    assert test["category_coverage"].to_list() == [1.0, 1.0]
+    valid = coverage_by_horizon(samples, items, [1]).filter(pl.col("split") == "valid").row(0, named=True)
+    assert valid["mean_future_categories"] is None and valid["category_coverage"] is None  # {d}: no category
+    assert analyze.category_note(items) == (
+        "note: items without a category: 2 of 4; the category columns count only the labelled items of each future set"
+    )
+    assert analyze.category_note(_samples_for_coverage()[1]) is None
+
+
+def test_no_categories_read_n_a_not_one_category_fully_covered():
+    samples, _ = _samples_for_coverage()
+    items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": [""] * 4})  # a table source with no items file
+    cov = coverage_by_horizon(samples, items, [1, 7])
+    assert cov["mean_future_categories"].is_null().all() and cov["category_coverage"].is_null().all()
+    assert cov["item_coverage"].is_not_null().all()
+    import io
+
+    out = io.StringIO()
+    Console(file=out, width=120).print(analyze.render_table(cov))
+    assert "n/a" in out.getvalue() and "100.0%" in out.getvalue()  # the item columns still read
+    assert "the items have no categories" in (analyze.category_note(items) or "")
+
+
 def test_coverage_rejects_bad_horizons():
     samples, items = _samples_for_coverage()
     with pytest.raises(ConfigError):

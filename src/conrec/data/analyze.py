@@ -6,7 +6,8 @@ For each evaluation sample at time t and horizon h, F_h is the set of items the 
 * ``mean_future_items``: mean |F_h|;
 * ``item_coverage``: mean share of F_h that the next negative covers, i.e. mean 1 / |F_h|;
 * ``mean_future_categories`` / ``category_coverage``: the same one level up, over the categories
-  of F_h (share of the user's future disliked categories the next negative's category covers).
+  of F_h (share of the user's future disliked categories the next negative's categories cover; a
+  ``|``-separated cell is several categories, an empty one none, as the category baselines read them).
 
 If the next negative were a good summary of negative taste, coverage would stay near 1 as the
 horizon grows; on exposure-biased data it falls quickly, which is why conrec trains and evaluates
@@ -35,51 +36,68 @@ MIN_HORIZON_DAYS = 1 / DAY
 next negative would read as the whole future set (1 item, 100% covered)."""
 
 
+def item_categories(items: pl.DataFrame, separator: str | None = "|") -> pl.DataFrame:
+    """``(item_id, category)``, one row per label of an item: a multi-valued cell (``"Action|Comedy"``) split on
+    ``separator`` and a missing or blank one giving no row, as the category baselines read them
+    (:func:`conrec.eval.baselines.category.item_facets`, ``eval.category.separator``). Without the split,
+    ``"X|Y"`` and ``"Y|X"`` were two categories that were neither X nor Y, and "no category" was one more."""
+    from conrec.eval.baselines.category import item_facets
+    from conrec.eval.config import CategoryConfig
+
+    labels = item_facets(items, CategoryConfig(columns=["category"], separator=separator))[0]
+    table = pl.DataFrame(
+        {"item_id": items["item_id"].cast(pl.String), "category": labels},
+        schema={"item_id": pl.String, "category": pl.List(pl.Int64)},
+    )
+    return table.explode("category").drop_nulls("category")
+
+
 def coverage_by_horizon(
     samples: pl.DataFrame,
     items: pl.DataFrame,
     horizons: Sequence[float],
     splits: Sequence[str] = STUDY_SPLITS,
+    separator: str | None = "|",
 ) -> pl.DataFrame:
     """One row per (split, horizon): samples, mean future-set size and next-negative coverage at item
     and category level. A pure function of the samples/items tables, apart from ``conrec analyze``'s printing, so
-    that it can be tested and called on its own (the result is also what :func:`run` returns)."""
+    that it can be tested and called on its own (the result is also what :func:`run` returns).
+
+    Categories are the items' labels (:func:`item_categories`): a sample's future categories are the labels of the
+    items of its future set, and the next negative covers those among them that are its own labels. A sample whose
+    future set has no labelled item has no category figure and is left out of the category means, which are null
+    (shown n/a) when no sample has one: with no categories there is nothing to cover, not 100% covered."""
     if not horizons:
         raise ConfigError("horizons: give at least one horizon (days)")
     if any(not h >= MIN_HORIZON_DAYS for h in horizons):
         raise ConfigError(f"horizons must be at least one second ({MIN_HORIZON_DAYS:.2g} days), got {list(horizons)}")
-    cats = items.select(pl.col("item_id").cast(pl.String), pl.col("category").cast(pl.String))
+    cats = item_categories(items, separator)
     base = samples.filter(pl.col("split").is_in(list(splits))).select("sample_id", "split", "ts", "next_neg", "later_negs", "later_neg_ts")
     long = (
         base.explode(["later_negs", "later_neg_ts"])
         .rename({"later_negs": "item_id", "later_neg_ts": "neg_ts"})
         .filter(pl.col("item_id").is_not_null())
-        .join(cats, on="item_id", how="left")
-        .with_columns(pl.col("category").fill_null(""))
     )
-    next_cat = base.select("sample_id", "next_neg").join(cats.rename({"item_id": "next_neg"}), on="next_neg", how="left")
+    next_cats = base.select("sample_id", item_id="next_neg").join(cats, on="item_id").select(
+        "sample_id", "category", is_next=pl.lit(True)
+    )
+    long_cats = long.join(cats, on="item_id").join(next_cats, on=["sample_id", "category"], how="left")
     rows = []
     for h in horizons:
         end = window_end(pl.col("ts"), h)
-        per_sample = (
-            long.filter(pl.col("neg_ts") < end)
+        n_items = long.filter(pl.col("neg_ts") < end).group_by("sample_id").agg(n_items=pl.col("item_id").n_unique())
+        n_cats = (
+            long_cats.filter(pl.col("neg_ts") < end)
             .group_by("sample_id")
-            .agg(
-                n_items=pl.col("item_id").n_unique(),
-                n_cats=pl.col("category").n_unique(),
-                cats=pl.col("category").unique(),
-            )
+            .agg(n_cats=pl.col("category").n_unique(), n_covered=pl.col("category").filter(pl.col("is_next")).n_unique())
         )
-        per_sample = base.select("sample_id", "split").join(per_sample, on="sample_id", how="left").join(
-            next_cat.select("sample_id", next_cat=pl.col("category").fill_null("")), on="sample_id", how="left"
-        )
-        # A sample's own next negative is always inside its window, so n_items >= 1 (guarded anyway).
-        per_sample = per_sample.with_columns(
-            pl.col("n_items").fill_null(1).clip(lower_bound=1),
-            pl.col("n_cats").fill_null(1).clip(lower_bound=1),
-        ).with_columns(
-            item_cov=1.0 / pl.col("n_items"),
-            cat_cov=pl.col("cats").list.contains(pl.col("next_cat")).fill_null(True).cast(pl.Float64) / pl.col("n_cats"),
+        per_sample = (
+            base.select("sample_id", "split")
+            .join(n_items, on="sample_id", how="left")
+            .join(n_cats, on="sample_id", how="left")
+            # A sample's own next negative is always inside its window, so n_items >= 1 (guarded anyway).
+            .with_columns(pl.col("n_items").fill_null(1).clip(lower_bound=1))
+            .with_columns(item_cov=1.0 / pl.col("n_items"), cat_cov=pl.col("n_covered") / pl.col("n_cats"))
         )
         rows.append(
             per_sample.group_by("split")
@@ -106,6 +124,20 @@ def coverage_by_horizon(
     order = {s: i for i, s in enumerate(splits)}
     out = pl.concat(rows).select(list(schema)).cast(schema)  # type: ignore[arg-type]
     return out.sort([pl.col("split").replace_strict(order, return_dtype=pl.Int32), "horizon_days"])
+
+
+def category_note(items: pl.DataFrame, separator: str | None = "|") -> str | None:
+    """Say when items have no category (None when every item has one): with none at all the category columns are
+    n/a, with some the unlabelled items are left out of them, and the reader should know which."""
+    labelled = item_categories(items, separator)["item_id"].n_unique()
+    if labelled == items.height:
+        return None
+    if labelled == 0:
+        return "note: the items have no categories (no items file, or an empty category column): the category columns are n/a"
+    return (
+        f"note: items without a category: {items.height - labelled:,} of {items.height:,}; the category columns "
+        "count only the labelled items of each future set"
+    )
 
 
 def parse_horizons(text: str) -> list[float]:
@@ -141,9 +173,12 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
         raise ConfigError(beyond_max_note(dropped, max_h))
     samples = read_parquet(rd.samples, what="samples (run `conrec data` first)")
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
-    table = coverage_by_horizon(samples, items, horizons)
+    separator = cfg.eval.category.separator  # one setting for how categories split, the baselines' too
+    table = coverage_by_horizon(samples, items, horizons, separator=separator)
     console.print(render_table(table))
-    for note in ([beyond_max_note(dropped, max_h)] if dropped else []) + _truncation_notes(rd, horizons, samples):
+    notes = [beyond_max_note(dropped, max_h)] if dropped else []
+    notes += [n for n in [category_note(items, separator)] if n is not None]
+    for note in notes + _truncation_notes(rd, horizons, samples):
         console.print(f"[dim]{note}[/]")
     return table
 
@@ -214,7 +249,7 @@ def render_table(table: pl.DataFrame) -> Table:
             str(r["samples"]),
             f"{r['mean_future_items']:.2f}",
             f"{r['item_coverage']:.1%}",
-            f"{r['mean_future_categories']:.2f}",
-            f"{r['category_coverage']:.1%}",
+            "n/a" if r["mean_future_categories"] is None else f"{r['mean_future_categories']:.2f}",
+            "n/a" if r["category_coverage"] is None else f"{r['category_coverage']:.1%}",
         )
     return t
