@@ -171,19 +171,60 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
 
     r = CliRunner().invoke(app, ["analyze", "-r", str(cfg.run_dir), "--horizons", "1,abc"])
     assert r.exit_code == 2 and "'abc' is not a number of days" in r.output and "Traceback" not in r.output
-    notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 14])  # 20 simulated days: short windows
-    assert len(notes) == 2 and all("so horizon 14 is cut" in n for n in notes)
-    notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 7, 14])
-    assert len(notes) == 2 and all("so horizons 7, 14 are cut" in n for n in notes)
+    _assert_cut_shares_named(cfg, [0.5, 1, 3, 7, 14])
 
     # per-user protocol: the global valid/test spans play no part (they gave notes about windows no point has)
     pu = _sim_cfg(tmp_path / "pu", protocol="per_user")
     _run_data(pu)
-    samples = pl.read_parquet(RunDir(pu.run_dir).samples)
-    notes = analyze._truncation_notes(RunDir(pu.run_dir), [1, 14], samples)
+    notes = _assert_cut_shares_named(pu, [1, 3, 14])
     assert not any("window spans" in n for n in notes)
-    assert "stops at its user's first test event" in notes[0]
-    assert "test points: Future windows cut short" in notes[1] and "of the points at 14 d" in notes[1]
+
+
+def test_window_stops_follow_the_labels_rule():
+    samples = pl.DataFrame(
+        {"user_id": ["u", "u", "u", "w"], "split": ["valid", "test", "test", "valid"], "ts": [10, 50, 40, 20]}
+    )
+    per_user = analyze.window_stops(samples, log_end=100, test_cutoff=None)
+    assert per_user["valid"][1].tolist() == [40, 100]  # u: its earliest test point; w: no test share, the log's end
+    assert per_user["test"][1].tolist() == [100, 100]
+    assert analyze.window_stops(samples, log_end=100, test_cutoff=30)["valid"][1].tolist() == [30, 30]
+    note = analyze.cut_window_note("valid", {1.0: 0.0, 3.0: 0.25}, "the test cut-off")
+    assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% at 3 d.")
+    assert analyze.cut_window_note("test", {1.0: 0.0}, "the end of the log") is None
+
+
+def _assert_cut_shares_named(cfg: Any, horizons: list[float]) -> list[str]:
+    """analyze's notes give, per split, the share of points whose window is cut at each horizon, computed here
+    the plain way: past the test start (the global cut-off, or per user the user's earliest test point; a user
+    with none runs to the log's end) for valid points, past the last event for all."""
+    rd = RunDir(cfg.run_dir)
+    samples = pl.read_parquet(rd.samples)
+    stats = json.loads((rd.data / "stats.json").read_text())
+    import datetime as dt
+
+    log_end = int(dt.datetime.fromisoformat(stats["last_event"] + "+00:00").timestamp()) + 1
+    per_user = stats.get("split_protocol") == "per_user"
+    first_test: dict[str, int] = {}
+    for u, t in samples.filter(pl.col("split") == "test").select("user_id", "ts").iter_rows():
+        first_test[u] = min(t, first_test.get(u, t))
+    notes = analyze._truncation_notes(rd, horizons, samples)
+    cut_somewhere = False
+    for split in ("valid", "test"):
+        points = samples.filter(pl.col("split") == split).select("user_id", "ts").rows()
+        if split == "test":
+            stops = [log_end] * len(points)
+        else:
+            stops = [first_test.get(u, log_end) if per_user else stats["test_cutoff_ts"] for u, _ in points]
+        shares = {h: sum(t + round(h * DAY) > e for (_, t), e in zip(points, stops)) / len(points) for h in horizons}
+        expected = ", ".join(f"{s:.1%} at {h:g} d" for h, s in shares.items() if s > 0)
+        mine = [n for n in notes if n.startswith(f"note: {split} points")]
+        assert (mine == []) == (expected == ""), (split, notes)
+        if expected:
+            assert f": {expected}. Their future sets" in mine[0], (split, expected, mine)
+            cut_somewhere = cut_somewhere or any(0 < s < 1 for s in shares.values())
+    assert cut_somewhere  # the case the whole-period spans missed: some points cut, not all
+    assert not any("FHR" in n or "model" in n for n in notes)  # analyze measures no model
+    return notes
 
 
 # --- issue 13.2 / 13.4: edge cases fail before any file is written ---------------------------------
