@@ -180,6 +180,30 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
     assert not any("window spans" in n for n in notes)
 
 
+def test_analyze_says_when_a_split_has_no_point(tmp_path, monkeypatch):
+    """A split with no point gave no row and no word (both empty: an empty table, exit 0), and its window note
+    still showed (the global valid span, or the per-user valid rule)."""
+    cfg = _sim_cfg(tmp_path)
+    _run_data(cfg)
+    rd = RunDir(cfg.run_dir)
+    samples = pl.read_parquet(rd.samples)
+    read = analyze.read_parquet
+
+    def without(*splits: str) -> None:
+        kept = samples.filter(~pl.col("split").is_in(list(splits)))
+        monkeypatch.setattr(analyze, "read_parquet", lambda path, what: kept if path == rd.samples else read(path, what))
+
+    without("valid")
+    out = Console(record=True, width=300)
+    table = analyze.run(cfg, horizons=[1, 14], console=out)
+    text = out.export_text()
+    assert table["split"].unique().to_list() == ["test"]
+    assert "note: no valid point in this run, so no valid rows" in text and "note: valid points" not in text
+    without("valid", "test")
+    with pytest.raises(StageInputError, match="has no valid and no test point: nothing to measure"):
+        analyze.run(cfg, horizons=[1], console=_quiet())
+
+
 def test_window_stops_follow_the_labels_rule():
     samples = pl.DataFrame(
         {"user_id": ["u", "u", "u", "w"], "split": ["valid", "test", "test", "valid"], "ts": [10, 50, 40, 20]}

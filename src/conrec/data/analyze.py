@@ -28,7 +28,7 @@ from rich.table import Table
 
 from conrec.config import PipelineConfig
 from conrec.data.windows import DAY, beyond_max_note, cut_short_shares, measurable_horizons, window_end
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 
@@ -175,10 +175,17 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
         raise ConfigError(beyond_max_note(dropped, max_h))
     samples = read_parquet(rd.samples, what="samples (run `conrec data` first)")
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
+    counts = {s: samples.filter(pl.col("split") == s).height for s in STUDY_SPLITS}
+    if not any(counts.values()):
+        raise StageInputError(
+            f"{rd.samples} has no valid and no test point: nothing to measure (no dislike with data.split.min_history "
+            "earlier events lies in the valid or test share; see data.split.valid_frac and test_frac)"
+        )
     separator = cfg.eval.category.separator  # one setting for how categories split, the baselines' too
     table = coverage_by_horizon(samples, items, horizons, separator=separator)
     console.print(render_table(table))
     notes = [beyond_max_note(dropped, max_h)] if dropped else []
+    notes += [f"note: no {s} point in this run, so no {s} rows" for s, n in counts.items() if n == 0]
     notes += [n for n in [category_note(items, separator)] if n is not None]
     for note in notes + _truncation_notes(rd, horizons, samples):
         console.print(f"[dim]{note}[/]")
