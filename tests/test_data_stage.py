@@ -335,3 +335,20 @@ def test_the_rows_dropped_are_shown_before_the_error_they_cause(tmp_path):
     out = console.export_text()
     assert "114 event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped" in out
     assert "before the error below" in out and not RunDir(tmp_path / "run").events.exists()
+
+
+def test_docs_motivation_study_names_its_config_and_the_options():
+    """docs/data.md's motivation table named no config (the figures are the default config's, not preset:demo's)
+    and --horizons appeared only in --help."""
+    from pathlib import Path
+
+    import typer
+
+    from conrec.cli import app
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    study = page[page.index("**Motivation study**") : page.index("## Invalid rows")]
+    assert "default config" in study and "conrec data -c cfg.yaml && conrec analyze -c cfg.yaml" in study
+    command = typer.main.get_command(app).commands["analyze"]  # type: ignore[attr-defined]
+    options = {max(p.opts, key=len) for p in command.params} - {"--config", "--run-dir"}
+    assert "--horizons" in options and all(o in study for o in options), options
