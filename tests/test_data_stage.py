@@ -99,12 +99,52 @@ def test_coverage_by_horizon_on_known_samples():
     assert cov["split"].to_list() == ["valid", "valid", "test", "test"]
 
 
+def test_category_coverage_splits_multi_valued_categories_and_skips_empty_ones():
+    """'X|Y' and 'Y|X' were two categories that were neither X nor Y, and a missing category was one more."""
+    samples, _ = _samples_for_coverage()
+    items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": ["x|y", "y | x", "", None]})
+    test = coverage_by_horizon(samples, items, [1, 7]).filter(pl.col("split") == "test")
+    # sample 0: {a, b} then {a, b, c}: categories {x, y}, all a's own; sample 1: {c}, no category (left out)
+    assert test["mean_future_categories"].to_list() == [2.0, 2.0]
+    assert test["category_coverage"].to_list() == [1.0, 1.0]
+    valid = coverage_by_horizon(samples, items, [1]).filter(pl.col("split") == "valid").row(0, named=True)
+    assert valid["mean_future_categories"] is None and valid["category_coverage"] is None  # {d}: no category
+    assert analyze.category_note(items) == (
+        "note: items without a category: 2 of 4; the category columns count only the labelled items of each future set"
+    )
+    assert analyze.category_note(_samples_for_coverage()[1]) is None
+
+
+def test_no_categories_read_n_a_not_one_category_fully_covered():
+    samples, _ = _samples_for_coverage()
+    items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": [""] * 4})  # a table source with no items file
+    cov = coverage_by_horizon(samples, items, [1, 7])
+    assert cov["mean_future_categories"].is_null().all() and cov["category_coverage"].is_null().all()
+    assert cov["item_coverage"].is_not_null().all()
+    import io
+
+    out = io.StringIO()
+    Console(file=out, width=120).print(analyze.render_table(cov))
+    assert "n/a" in out.getvalue() and "100.0%" in out.getvalue()  # the item columns still read
+    assert "the items have no categories" in (analyze.category_note(items) or "")
+
+
 def test_coverage_rejects_bad_horizons():
     samples, items = _samples_for_coverage()
     with pytest.raises(ConfigError):
         coverage_by_horizon(samples, items, [])
     with pytest.raises(ConfigError):
         coverage_by_horizon(samples, items, [0])
+    # under a second the window [t, t) is empty (times are whole seconds): it read as 1 item, 100% covered
+    with pytest.raises(ConfigError, match="at least one second"):
+        coverage_by_horizon(samples, items, [1e-9])
+
+
+@pytest.mark.parametrize("text", ["1e-9", "1,0.000001"])
+def test_parse_horizons_refuses_sub_second_horizons(text):
+    with pytest.raises(ConfigError, match="is under one second"):
+        analyze.parse_horizons(text)
+    assert analyze.parse_horizons("0.00002") == [0.00002]  # 1.7 s: a window of whole seconds
 
 
 def test_analyze_reads_the_stage_outputs(tmp_path):
@@ -131,19 +171,84 @@ def test_analyze_reads_the_stage_outputs(tmp_path):
 
     r = CliRunner().invoke(app, ["analyze", "-r", str(cfg.run_dir), "--horizons", "1,abc"])
     assert r.exit_code == 2 and "'abc' is not a number of days" in r.output and "Traceback" not in r.output
-    notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 14])  # 20 simulated days: short windows
-    assert len(notes) == 2 and all("so horizon 14 is cut" in n for n in notes)
-    notes = analyze._truncation_notes(RunDir(cfg.run_dir), [0.5, 7, 14])
-    assert len(notes) == 2 and all("so horizons 7, 14 are cut" in n for n in notes)
+    _assert_cut_shares_named(cfg, [0.5, 1, 3, 7, 14])
 
     # per-user protocol: the global valid/test spans play no part (they gave notes about windows no point has)
     pu = _sim_cfg(tmp_path / "pu", protocol="per_user")
     _run_data(pu)
-    samples = pl.read_parquet(RunDir(pu.run_dir).samples)
-    notes = analyze._truncation_notes(RunDir(pu.run_dir), [1, 14], samples)
+    notes = _assert_cut_shares_named(pu, [1, 3, 14])
     assert not any("window spans" in n for n in notes)
-    assert "stops at its user's first test event" in notes[0]
-    assert "test points: Future windows cut short" in notes[1] and "of the points at 14 d" in notes[1]
+
+
+def test_analyze_says_when_a_split_has_no_point(tmp_path, monkeypatch):
+    """A split with no point gave no row and no word (both empty: an empty table, exit 0), and its window note
+    still showed (the global valid span, or the per-user valid rule)."""
+    cfg = _sim_cfg(tmp_path)
+    _run_data(cfg)
+    rd = RunDir(cfg.run_dir)
+    samples = pl.read_parquet(rd.samples)
+    read = analyze.read_parquet
+
+    def without(*splits: str) -> None:
+        kept = samples.filter(~pl.col("split").is_in(list(splits)))
+        monkeypatch.setattr(analyze, "read_parquet", lambda path, what: kept if path == rd.samples else read(path, what))
+
+    without("valid")
+    out = Console(record=True, width=300)
+    table = analyze.run(cfg, horizons=[1, 14], console=out)
+    text = out.export_text()
+    assert table["split"].unique().to_list() == ["test"]
+    assert "note: no valid point in this run, so no valid rows" in text and "note: valid points" not in text
+    without("valid", "test")
+    with pytest.raises(StageInputError, match="has no valid and no test point: nothing to measure"):
+        analyze.run(cfg, horizons=[1], console=_quiet())
+
+
+def test_window_stops_follow_the_labels_rule():
+    samples = pl.DataFrame(
+        {"user_id": ["u", "u", "u", "w"], "split": ["valid", "test", "test", "valid"], "ts": [10, 50, 40, 20]}
+    )
+    per_user = analyze.window_stops(samples, log_end=100, test_cutoff=None)
+    assert per_user["valid"][1].tolist() == [40, 100]  # u: its earliest test point; w: no test share, the log's end
+    assert per_user["test"][1].tolist() == [100, 100]
+    assert analyze.window_stops(samples, log_end=100, test_cutoff=30)["valid"][1].tolist() == [30, 30]
+    note = analyze.cut_window_note("valid", {1.0: 0.0, 3.0: 0.25}, "the test cut-off")
+    assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% at 3 d.")
+    assert analyze.cut_window_note("test", {1.0: 0.0}, "the end of the log") is None
+
+
+def _assert_cut_shares_named(cfg: Any, horizons: list[float]) -> list[str]:
+    """analyze's notes give, per split, the share of points whose window is cut at each horizon, computed here
+    the plain way: past the test start (the global cut-off, or per user the user's earliest test point; a user
+    with none runs to the log's end) for valid points, past the last event for all."""
+    rd = RunDir(cfg.run_dir)
+    samples = pl.read_parquet(rd.samples)
+    stats = json.loads((rd.data / "stats.json").read_text())
+    import datetime as dt
+
+    log_end = int(dt.datetime.fromisoformat(stats["last_event"] + "+00:00").timestamp()) + 1
+    per_user = stats.get("split_protocol") == "per_user"
+    first_test: dict[str, int] = {}
+    for u, t in samples.filter(pl.col("split") == "test").select("user_id", "ts").iter_rows():
+        first_test[u] = min(t, first_test.get(u, t))
+    notes = analyze._truncation_notes(rd, horizons, samples)
+    cut_somewhere = False
+    for split in ("valid", "test"):
+        points = samples.filter(pl.col("split") == split).select("user_id", "ts").rows()
+        if split == "test":
+            stops = [log_end] * len(points)
+        else:
+            stops = [first_test.get(u, log_end) if per_user else stats["test_cutoff_ts"] for u, _ in points]
+        shares = {h: sum(t + round(h * DAY) > e for (_, t), e in zip(points, stops)) / len(points) for h in horizons}
+        expected = ", ".join(f"{s:.1%} at {h:g} d" for h, s in shares.items() if s > 0)
+        mine = [n for n in notes if n.startswith(f"note: {split} points")]
+        assert (mine == []) == (expected == ""), (split, notes)
+        if expected:
+            assert f": {expected}. Their future sets" in mine[0], (split, expected, mine)
+            cut_somewhere = cut_somewhere or any(0 < s < 1 for s in shares.values())
+    assert cut_somewhere  # the case the whole-period spans missed: some points cut, not all
+    assert not any("FHR" in n or "model" in n for n in notes)  # analyze measures no model
+    return notes
 
 
 # --- issue 13.2 / 13.4: edge cases fail before any file is written ---------------------------------
@@ -230,3 +335,20 @@ def test_the_rows_dropped_are_shown_before_the_error_they_cause(tmp_path):
     out = console.export_text()
     assert "114 event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped" in out
     assert "before the error below" in out and not RunDir(tmp_path / "run").events.exists()
+
+
+def test_docs_motivation_study_names_its_config_and_the_options():
+    """docs/data.md's motivation table named no config (the figures are the default config's, not preset:demo's)
+    and --horizons appeared only in --help."""
+    from pathlib import Path
+
+    import typer
+
+    from conrec.cli import app
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    study = page[page.index("**Motivation study**") : page.index("## Invalid rows")]
+    assert "default config" in study and "conrec data -c cfg.yaml && conrec analyze -c cfg.yaml" in study
+    command = typer.main.get_command(app).commands["analyze"]  # type: ignore[attr-defined]
+    options = {max(p.opts, key=len) for p in command.params} - {"--config", "--run-dir"}
+    assert "--horizons" in options and all(o in study for o in options), options

@@ -236,6 +236,21 @@ def test_a_copied_runs_record_never_sends_a_command_to_the_original_run(tmp_path
     assert res.exit_code == 2 and "is the record of the run in" in " ".join(res.output.split())
 
 
+def test_cli_analyze_names_a_run_directory_that_does_not_exist(tmp_path: Path, monkeypatch) -> None:
+    """A mistyped -r (or no -c/-r, so the default run_dir) read "not usable: not finished; run `conrec data` with
+    this config first", with no word that the directory is not there."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    for args, where in [(["-r", "runs/typo"], "runs/typo"), ([], "runs/demo")]:
+        res = CliRunner().invoke(app, ["analyze", *args], env={"COLUMNS": "300"})
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and f"{where}: no such run directory" in out and "not finished" not in out, out
+        assert not (tmp_path / where).exists()
+
+
 def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

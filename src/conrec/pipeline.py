@@ -61,7 +61,13 @@ def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]
 
 def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: str) -> None:
     """Raise :class:`StageInputError` unless each of ``stages`` is finished, made with ``cfg``'s
-    settings and readable: ``who`` never starts from partial or stale files."""
+    settings and readable: ``who`` never starts from partial or stale files. A run directory that does not exist
+    is said as such: "not finished; run `conrec data`" read as advice to rerun where a mistyped ``-r`` was the cause."""
+    if stages and not run.root.is_dir():
+        raise StageInputError(
+            f"{run.root}: no such run directory ({who} reads the {stages[0]} stage's outputs there); name the run with "
+            f"-r or -c (run_dir), or run `{STAGE_REGISTRY[stages[0]].command}` first to make it"
+        )
     for up in stages:
         why = stale_reason(run, cfg, up)
         if why is not None:

@@ -6,11 +6,13 @@ For each evaluation sample at time t and horizon h, F_h is the set of items the 
 * ``mean_future_items``: mean |F_h|;
 * ``item_coverage``: mean share of F_h that the next negative covers, i.e. mean 1 / |F_h|;
 * ``mean_future_categories`` / ``category_coverage``: the same one level up, over the categories
-  of F_h (share of the user's future disliked categories the next negative's category covers).
+  of F_h (share of the user's future disliked categories the next negative's categories cover; a
+  ``|``-separated cell is several categories, an empty one none, as the category baselines read them).
 
 If the next negative were a good summary of negative taste, coverage would stay near 1 as the
 horizon grows; on exposure-biased data it falls quickly, which is why conrec trains and evaluates
-on multi-day future sets. Windows of valid samples stop at the test cut-off (as their labels do).
+on multi-day future sets. Windows of valid samples stop at the test cut-off, per user at the user's test
+start (as their labels do), and every window at the end of the log: the notes give the share of points cut.
 """
 
 from __future__ import annotations
@@ -19,17 +21,37 @@ import datetime as dt
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
 from conrec.config import PipelineConfig
-from conrec.data.windows import DAY, beyond_max_note, measurable_horizons, window_end
-from conrec.errors import ConfigError
+from conrec.data.windows import DAY, beyond_max_note, cut_short_shares, measurable_horizons, window_end
+from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 
 STUDY_SPLITS = ("valid", "test")
+MIN_HORIZON_DAYS = 1 / DAY
+"""One second. Timestamps and windows are whole seconds, so a shorter horizon's window ``[t, t)`` is empty and the
+next negative would read as the whole future set (1 item, 100% covered)."""
+
+
+def item_categories(items: pl.DataFrame, separator: str | None = "|") -> pl.DataFrame:
+    """``(item_id, category)``, one row per label of an item: a multi-valued cell (``"Action|Comedy"``) split on
+    ``separator`` and a missing or blank one giving no row, as the category baselines read them
+    (:func:`conrec.eval.baselines.category.item_facets`, ``eval.category.separator``). Without the split,
+    ``"X|Y"`` and ``"Y|X"`` were two categories that were neither X nor Y, and "no category" was one more."""
+    from conrec.eval.baselines.category import item_facets
+    from conrec.eval.config import CategoryConfig
+
+    labels = item_facets(items, CategoryConfig(columns=["category"], separator=separator))[0]
+    table = pl.DataFrame(
+        {"item_id": items["item_id"].cast(pl.String), "category": labels},
+        schema={"item_id": pl.String, "category": pl.List(pl.Int64)},
+    )
+    return table.explode("category").drop_nulls("category")
 
 
 def coverage_by_horizon(
@@ -37,45 +59,47 @@ def coverage_by_horizon(
     items: pl.DataFrame,
     horizons: Sequence[float],
     splits: Sequence[str] = STUDY_SPLITS,
+    separator: str | None = "|",
 ) -> pl.DataFrame:
     """One row per (split, horizon): samples, mean future-set size and next-negative coverage at item
-    and category level. Pure function of the samples/items tables (the report reuses it)."""
+    and category level. A pure function of the samples/items tables, apart from ``conrec analyze``'s printing, so
+    that it can be tested and called on its own (the result is also what :func:`run` returns).
+
+    Categories are the items' labels (:func:`item_categories`): a sample's future categories are the labels of the
+    items of its future set, and the next negative covers those among them that are its own labels. A sample whose
+    future set has no labelled item has no category figure and is left out of the category means, which are null
+    (shown n/a) when no sample has one: with no categories there is nothing to cover, not 100% covered."""
     if not horizons:
         raise ConfigError("horizons: give at least one horizon (days)")
-    if any(h <= 0 for h in horizons):
-        raise ConfigError(f"horizons must be > 0 days, got {list(horizons)}")
-    cats = items.select(pl.col("item_id").cast(pl.String), pl.col("category").cast(pl.String))
+    if any(not h >= MIN_HORIZON_DAYS for h in horizons):
+        raise ConfigError(f"horizons must be at least one second ({MIN_HORIZON_DAYS:.2g} days), got {list(horizons)}")
+    cats = item_categories(items, separator)
     base = samples.filter(pl.col("split").is_in(list(splits))).select("sample_id", "split", "ts", "next_neg", "later_negs", "later_neg_ts")
     long = (
         base.explode(["later_negs", "later_neg_ts"])
         .rename({"later_negs": "item_id", "later_neg_ts": "neg_ts"})
         .filter(pl.col("item_id").is_not_null())
-        .join(cats, on="item_id", how="left")
-        .with_columns(pl.col("category").fill_null(""))
     )
-    next_cat = base.select("sample_id", "next_neg").join(cats.rename({"item_id": "next_neg"}), on="next_neg", how="left")
+    next_cats = base.select("sample_id", item_id="next_neg").join(cats, on="item_id").select(
+        "sample_id", "category", is_next=pl.lit(True)
+    )
+    long_cats = long.join(cats, on="item_id").join(next_cats, on=["sample_id", "category"], how="left")
     rows = []
     for h in horizons:
         end = window_end(pl.col("ts"), h)
-        per_sample = (
-            long.filter(pl.col("neg_ts") < end)
+        n_items = long.filter(pl.col("neg_ts") < end).group_by("sample_id").agg(n_items=pl.col("item_id").n_unique())
+        n_cats = (
+            long_cats.filter(pl.col("neg_ts") < end)
             .group_by("sample_id")
-            .agg(
-                n_items=pl.col("item_id").n_unique(),
-                n_cats=pl.col("category").n_unique(),
-                cats=pl.col("category").unique(),
-            )
+            .agg(n_cats=pl.col("category").n_unique(), n_covered=pl.col("category").filter(pl.col("is_next")).n_unique())
         )
-        per_sample = base.select("sample_id", "split").join(per_sample, on="sample_id", how="left").join(
-            next_cat.select("sample_id", next_cat=pl.col("category").fill_null("")), on="sample_id", how="left"
-        )
-        # A sample's own next negative is always inside its window, so n_items >= 1 (guarded anyway).
-        per_sample = per_sample.with_columns(
-            pl.col("n_items").fill_null(1).clip(lower_bound=1),
-            pl.col("n_cats").fill_null(1).clip(lower_bound=1),
-        ).with_columns(
-            item_cov=1.0 / pl.col("n_items"),
-            cat_cov=pl.col("cats").list.contains(pl.col("next_cat")).fill_null(True).cast(pl.Float64) / pl.col("n_cats"),
+        per_sample = (
+            base.select("sample_id", "split")
+            .join(n_items, on="sample_id", how="left")
+            .join(n_cats, on="sample_id", how="left")
+            # A sample's own next negative is always inside its window, so n_items >= 1 (guarded anyway).
+            .with_columns(pl.col("n_items").fill_null(1).clip(lower_bound=1))
+            .with_columns(item_cov=1.0 / pl.col("n_items"), cat_cov=pl.col("n_covered") / pl.col("n_cats"))
         )
         rows.append(
             per_sample.group_by("split")
@@ -104,8 +128,23 @@ def coverage_by_horizon(
     return out.sort([pl.col("split").replace_strict(order, return_dtype=pl.Int32), "horizon_days"])
 
 
+def category_note(items: pl.DataFrame, separator: str | None = "|") -> str | None:
+    """Say when items have no category (None when every item has one): with none at all the category columns are
+    n/a, with some the unlabelled items are left out of them, and the reader should know which."""
+    labelled = item_categories(items, separator)["item_id"].n_unique()
+    if labelled == items.height:
+        return None
+    if labelled == 0:
+        return "note: the items have no categories (no items file, or an empty category column): the category columns are n/a"
+    return (
+        f"note: items without a category: {items.height - labelled:,} of {items.height:,}; the category columns "
+        "count only the labelled items of each future set"
+    )
+
+
 def parse_horizons(text: str) -> list[float]:
-    """``--horizons`` ("1,3,7,14") as days, each a finite number above 0, or a one-line error naming the bad value."""
+    """``--horizons`` ("1,3,7,14") as days, each finite and at least one second (:data:`MIN_HORIZON_DAYS`), or a
+    one-line error naming the bad value."""
     out = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -116,6 +155,11 @@ def parse_horizons(text: str) -> list[float]:
             raise ConfigError(f"--horizons: {part!r} is not a number of days (give e.g. 1,3,7,14)") from None
         if not math.isfinite(days) or days <= 0:
             raise ConfigError(f"--horizons: {part!r} is not a positive, finite number of days (give e.g. 1,3,7,14)")
+        if days < MIN_HORIZON_DAYS:
+            raise ConfigError(
+                f"--horizons: {part!r} days is under one second, the finest window (times are whole seconds); "
+                f"give at least {MIN_HORIZON_DAYS:.2g} days"
+            )
         out.append(days)
     if not out:
         raise ConfigError(f"--horizons: no horizon in {text!r} (give e.g. 1,3,7,14)")
@@ -131,53 +175,84 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
         raise ConfigError(beyond_max_note(dropped, max_h))
     samples = read_parquet(rd.samples, what="samples (run `conrec data` first)")
     items = read_parquet(rd.items, what="items (run `conrec data` first)")
-    table = coverage_by_horizon(samples, items, horizons)
+    counts = {s: samples.filter(pl.col("split") == s).height for s in STUDY_SPLITS}
+    if not any(counts.values()):
+        raise StageInputError(
+            f"{rd.samples} has no valid and no test point: nothing to measure (no dislike with data.split.min_history "
+            "earlier events lies in the valid or test share; see data.split.valid_frac and test_frac)"
+        )
+    separator = cfg.eval.category.separator  # one setting for how categories split, the baselines' too
+    table = coverage_by_horizon(samples, items, horizons, separator=separator)
     console.print(render_table(table))
-    for note in ([beyond_max_note(dropped, max_h)] if dropped else []) + _truncation_notes(rd, horizons, samples):
+    notes = [beyond_max_note(dropped, max_h)] if dropped else []
+    notes += [f"note: no {s} point in this run, so no {s} rows" for s, n in counts.items() if n == 0]
+    notes += [n for n in [category_note(items, separator)] if n is not None]
+    for note in notes + _truncation_notes(rd, horizons, samples):
         console.print(f"[dim]{note}[/]")
     return table
 
 
-def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFrame | None = None) -> list[str]:
-    """Say when a horizon is longer than a split's window (its future sets are cut at the window end).
+def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFrame) -> list[str]:
+    """Per split, the share of points whose window is cut short at each horizon (:func:`window_stops`), from the
+    data stage's ``stats.json``; nothing when it is missing or unreadable.
 
-    Global split: the valid and test periods' spans. Per-user protocol: those global cut-offs play no part
-    (each user has their own), so the test points' windows are measured against the end of the log
-    (:func:`conrec.data.windows.cut_short_shares`) and the valid points' cut is stated as the rule it is."""
+    Why per point and not the period's span: a point late in the period has its window cut at horizons far shorter
+    than the span (on the simulator's defaults 79% of the test points at 14 days, where the span is 14.7 days), and
+    per user the valid points' stops are each user's own."""
     stats_path = rd.data / "stats.json"
     if not stats_path.exists():
         return []
     stats = read_json(stats_path, what="data stats")
     try:
         last = dt.datetime.strptime(stats["last_event"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=dt.timezone.utc).timestamp()
-        if stats.get("split_protocol") == "per_user":
-            return _per_user_truncation_notes(int(last) + 1, horizons, samples)
-        spans = {
-            "valid": (stats["test_cutoff_ts"] - stats["valid_cutoff_ts"]) / DAY,
-            "test": (last - stats["test_cutoff_ts"]) / DAY,
-        }
-    except (KeyError, ValueError):
+        test_cutoff = None if stats.get("split_protocol") == "per_user" else int(stats["test_cutoff_ts"])
+    except (KeyError, ValueError, TypeError):
         return []
-    notes = []
-    for split, span in spans.items():
-        longer = [h for h in horizons if h > span]
-        if longer:
-            which = f"horizons {', '.join(f'{h:g}' for h in longer)} are" if len(longer) > 1 else f"horizon {longer[0]:g} is"
-            notes.append(f"note: the {split} window spans {span:.1f} days, so {which} cut at its end")
-    return notes
+    log_end = int(last) + 1
+    stops = window_stops(samples, log_end, test_cutoff)
+    why = {
+        "test": f"the end of the log (last event {_utc(log_end - 1)})",
+        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({_utc(test_cutoff)})",
+    }
+    notes = [cut_window_note(split, cut_short_shares(ts, stop, horizons), why[split]) for split, (ts, stop) in stops.items()]
+    return [n for n in notes if n is not None]
 
 
-def _per_user_truncation_notes(log_end: int, horizons: Sequence[float], samples: pl.DataFrame | None) -> list[str]:
-    from conrec.data.windows import cut_short_note, cut_short_shares
+def window_stops(samples: pl.DataFrame, log_end: int, test_cutoff: int | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each study split's point times and, per point, the exclusive end its future set may reach, by the labels'
+    own rule (:mod:`conrec.data.splits`). Test: the end of the log (``log_end``). Valid: the test cut-off
+    (``test_cutoff``, global split); per user (``test_cutoff`` None) the user's test start, their first test-share
+    dislike, which is their earliest test point (every dislike after a valid point is one: ``min_history`` is met),
+    or the end of the log for a user with no test share."""
+    test = samples.filter(pl.col("split") == "test").select("user_id", "ts")
+    valid = samples.filter(pl.col("split") == "valid").select("user_id", "ts")
+    if test_cutoff is None:
+        starts = test.group_by("user_id").agg(stop=pl.col("ts").min())
+        valid = valid.join(starts, on="user_id", how="left")
+    else:
+        valid = valid.with_columns(stop=pl.lit(test_cutoff))
+    valid_stop = np.minimum(valid["stop"].fill_null(log_end).to_numpy(), log_end)
+    return {
+        "valid": (valid["ts"].to_numpy(), valid_stop),
+        "test": (test["ts"].to_numpy(), np.full(test.height, log_end)),
+    }
 
-    notes = ["note: per-user protocol: a valid point's window also stops at its user's first test event, so longer "
-             "horizons are cut for the users whose test period starts soon after"]
-    if samples is not None:
-        test_ts = samples.filter(pl.col("split") == "test")["ts"].to_numpy()
-        cut = cut_short_note(cut_short_shares(test_ts, log_end, horizons), log_end)
-        if cut is not None:
-            notes.append("note: test points: " + cut)
-    return notes
+
+def cut_window_note(split: str, shares: dict[float, float], stop: str) -> str | None:
+    """The note on ``split``'s windows cut short by ``stop`` (``shares``: :func:`cut_short_shares`), or None when
+    no point's is. Said here in the study's terms: the future sets are undercounted (no model is measured)."""
+    cut = {h: s for h, s in shares.items() if s > 0}
+    if not cut:
+        return None
+    parts = ", ".join(f"{s:.1%} at {h:g} d" for h, s in cut.items())
+    return (
+        f"note: {split} points whose window is cut short by {stop}: {parts}. Their future sets hold only the days "
+        "before it, so the future-set sizes at those horizons are undercounted and the coverage overstated."
+    )
+
+
+def _utc(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_table(table: pl.DataFrame) -> Table:
@@ -204,7 +279,7 @@ def render_table(table: pl.DataFrame) -> Table:
             str(r["samples"]),
             f"{r['mean_future_items']:.2f}",
             f"{r['item_coverage']:.1%}",
-            f"{r['mean_future_categories']:.2f}",
-            f"{r['category_coverage']:.1%}",
+            "n/a" if r["mean_future_categories"] is None else f"{r['mean_future_categories']:.2f}",
+            "n/a" if r["category_coverage"] is None else f"{r['category_coverage']:.1%}",
         )
     return t

@@ -49,10 +49,11 @@ def beyond_max_note(dropped: Sequence[float], max_horizon_days: float) -> str:
     )
 
 
-def cut_short_shares(ts: Any, log_end: int, horizons: Iterable[float]) -> dict[float, float]:
+def cut_short_shares(ts: Any, log_end: Any, horizons: Iterable[float]) -> dict[float, float]:
     """For each horizon, the share of points (times ``ts``, an array) whose window ``[t, t + h)`` runs
-    past ``log_end`` (the exclusive end of the data: last event + 1 s). Their future sets hold only
-    the days the log has, so FHR at that horizon is measured over a shorter window for them."""
+    past ``log_end`` (the exclusive end of the data: last event + 1 s; or an array, each point's own
+    end, as a valid point's test start). Their future sets hold only the days before it, so FHR at
+    that horizon is measured over a shorter window for them."""
     import numpy as np
 
     t = np.asarray(ts, dtype=np.int64)
