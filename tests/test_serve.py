@@ -370,3 +370,39 @@ def test_popular_is_served_only_from_data_and_sids_current_for_the_config(tmp_pa
 def test_serve_config_rejects_default_k_above_max_k():
     with pytest.raises(ValueError, match="default_k"):
         ServeConfig(default_k=20, max_k=10)
+
+
+def _popular_run(root: Path) -> tuple[RunDir, PipelineConfig]:
+    """A run served as ``popular`` whose training events can be read (a valid cut-off after every event)."""
+    from conrec.io import write_json
+
+    run = _write_run(root)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
+    write_json({"source": "synthetic", "valid_cutoff_ts": 10**6}, run.data / "stats.json")
+    record_serving_tables(cfg)
+    return run, cfg
+
+
+def test_explanations_count_co_dislikes_on_the_events_read_at_start_up(tmp_path):
+    """Found by probing: the co-dislike events were read at the first explain request, so after `conrec data`
+    reran, a server of the old model explained it with the new data's co-dislikes (two servers of one model
+    gave different reasons for one request)."""
+    run, cfg = _popular_run(tmp_path / "run")
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    _, _, events = serve_tables()
+    write_parquet(events.with_columns(pl.lit(1, pl.Int8).alias("feedback")), run.events)  # the data stage rewritten
+    body = client.post("/v1/dislikes", json={"negative": ["i0", "i1"], "k": 3, "explain": True}).json()
+    assert [e["item_id"] for e in body["items"][0]["reason"]["co_disliked_with"]] == ["i1", "i0"]
+
+
+def test_a_stage_rerun_while_the_server_loads_is_refused(tmp_path):
+    run, cfg = _popular_run(tmp_path / "run")
+
+    def rerun_eval_meanwhile(cfg: PipelineConfig, model: str) -> PopularDislikePredictor:
+        record_current(cfg, "eval")  # the inspector's lists would come from a stage finished after the check
+        return _recording_loader([])(cfg, model)
+
+    lm_cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": "sft"})})
+    _write_model(run, lm_cfg, "sft")
+    with pytest.raises(StageInputError, match="changed while loading"):
+        create_app_from_run(lm_cfg, load_lm=rerun_eval_meanwhile)

@@ -513,24 +513,51 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
+    before = {m: served_identity(run, m) for m in ("popular", *MODEL_STAGES)}
+    inputs = loaded_identities(run)
     items = read_parquet(run.items, what="items table")
     sid_map = read_parquet(run.sid_map, what="SID map")
     events = read_parquet(run.events, what="events") if run.events.exists() else None
     if events is None:
         log.warning("no events table at %s: user_id requests will get 404", run.events)
-    before = {m: served_identity(run, m) for m in ("popular", *MODEL_STAGES)}
+    counted = startup_explanation_events(run, cfg)
     predictor, name = load_predictor(cfg, sid_map, events, load_lm)
     identity = served_identity(run, name)
-    if identity != before[name]:  # a stage finished while the model loaded: which one is in memory is unknown
-        raise StageInputError(f"the {name} model in {run.root} changed while it was loading (a stage reran); start again")
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
     app = create_app(
         predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=lambda: served_identity(run, name) == identity,
-        explain_events=lambda: explanation_events(run, cfg.data.split),
+        explain_events=lambda: counted,
     )
     app.state.served = f"{name}@{identity}"  # what a worker restarted later must load again (conrec.serve.workers)
     mount_inspector(app, cfg, items, events)  # GET /ui
+    # a stage finished while the tables and the model loaded: which ones are in memory is unknown
+    if identity != before[name] or loaded_identities(run) != inputs:
+        raise StageInputError(f"the {name} model or its data in {run.root} changed while loading (a stage reran); start again")
     return app
+
+
+LOADED_STAGES = ("data", "sid", "eval")  # besides the model's: the tables, explanations and inspector lists come from them
+
+
+def loaded_identities(run: RunDir) -> dict[str, str | None]:
+    """The identities of the stages a server reads besides its model (:data:`LOADED_STAGES`).
+
+    Why: the co-dislike reasons, titles, users and inspector lists are answers too; compared before
+    and after loading (and by a restarted worker) so that no server mixes its model with data read later."""
+    return {stage: run.stage_identity(stage) for stage in LOADED_STAGES}
+
+
+def startup_explanation_events(run: RunDir, cfg: PipelineConfig) -> pl.DataFrame | None:
+    """The training events co-dislike reasons are counted on (:func:`conrec.explain.explanation_events`), read at
+    start-up with the model; None, said once, when they cannot be read (reasons then cite SIDs only).
+
+    Why at start-up: read at the first explanation, they came from whatever data stage the run held then, so
+    after `conrec data` reran two servers of one model gave different reasons for one request."""
+    try:
+        return explanation_events(run, cfg.data.split)
+    except ConrecError as exc:  # e.g. samples of another split protocol
+        log.warning("explanations cite no co-dislikes: the run's training events cannot be read (%s)", exc)
+        return None
 
 
 def served_identity(run: RunDir, name: str) -> str:
