@@ -346,7 +346,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
-        "model_current": True,
+        "model_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):
@@ -406,3 +406,16 @@ def test_a_stage_rerun_while_the_server_loads_is_refused(tmp_path):
     _write_model(run, lm_cfg, "sft")
     with pytest.raises(StageInputError, match="changed while loading"):
         create_app_from_run(lm_cfg, load_lm=rerun_eval_meanwhile)
+
+
+def test_healthz_names_the_build_served_so_replicas_can_be_compared(tmp_path):
+    """Found by probing: /healthz named the stage only, so an old server and a fresh one after a retrain both said grpo."""
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
+    health = lambda: TestClient(create_app_from_run(cfg, load_lm=_recording_loader([])), base_url="http://localhost").get("/healthz").json()  # noqa: E731
+    first = health()
+    assert first["model_build"] == f"sft@{run.stage_identity('sft')}" and health()["model_build"] == first["model_build"]
+    run.clear_done("sft")
+    record_current(cfg, "sft")  # retrained
+    assert health()["model_build"] not in (first["model_build"], None)

@@ -137,6 +137,7 @@ def create_app(
     cfg: ServeConfig,
     model_name: str | None = None,
     model_current: Callable[[], bool] | None = None,
+    model_build: str | None = None,
     explain_events: Callable[[], pl.DataFrame | None] | None = None,
 ) -> FastAPI:
     """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
@@ -145,7 +146,8 @@ def create_app(
     the events co-dislike reasons are counted on, read on the first explanation (None: ``events``; a run's
     app passes its training events, :func:`conrec.explain.explanation_events`).
     ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
-    loaded model is still the run's (``/healthz``; None: not served from a run).
+    loaded model is still the run's (``/healthz``; None: not served from a run), ``model_build`` which build of it
+    is served (``<model>@<identity>``, :func:`served_identity`).
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
@@ -367,7 +369,7 @@ def create_app(
         )
         return Health(
             model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid(),
-            model_current=None if model_current is None else model_current(),
+            model_current=None if model_current is None else model_current(), model_build=model_build,
         )
 
     def check_batch_size(n: int) -> None:
@@ -524,11 +526,12 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     predictor, name = load_predictor(cfg, sid_map, events, load_lm)
     identity = served_identity(run, name)
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
+    build = f"{name}@{identity}"
     app = create_app(
         predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=lambda: served_identity(run, name) == identity,
-        explain_events=lambda: counted,
+        model_build=build, explain_events=lambda: counted,
     )
-    app.state.served = f"{name}@{identity}"  # what a worker restarted later must load again (conrec.serve.workers)
+    app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
     mount_inspector(app, cfg, items, events)  # GET /ui
     # a stage finished while the tables and the model loaded: which ones are in memory is unknown
     if identity != before[name] or loaded_identities(run) != inputs:

@@ -256,6 +256,11 @@ class Health(BaseModel):
         description="false once the run's model has been retrained or removed since this server loaded it (it keeps "
         "serving what it loaded: restart conrec serve to serve the new one); null when not served from a run directory",
     )
+    model_build: str | None = Field(
+        None,
+        description="which build of the model is served: <model>@<identity>, the identity changing with every run of its "
+        "stage (two replicas serve the same build when these are equal); null when not served from a run directory",
+    )
 
 
 class ErrorBody(BaseModel):
