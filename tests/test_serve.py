@@ -346,7 +346,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
-        "model_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
+        "requested_model": "popular", "fallback": False, "model_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):
@@ -419,3 +419,36 @@ def test_healthz_names_the_build_served_so_replicas_can_be_compared(tmp_path):
     run.clear_done("sft")
     record_current(cfg, "sft")  # retrained
     assert health()["model_build"] not in (first["model_build"], None)
+
+
+def test_a_fallback_sft_model_is_not_current_once_the_requested_grpo_model_is(tmp_path, monkeypatch):
+    """Found by probing: with GRPO unfinished the server fell back to SFT and /healthz said model sft, current,
+    for as long as it ran, also after `conrec grpo` finished: "restart to serve it" was never signalled."""
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
+    client = TestClient(create_app_from_run(cfg, load_lm=_recording_loader([])), base_url="http://localhost")
+    health = client.get("/healthz").json()
+    assert (health["model"], health["requested_model"], health["fallback"], health["model_current"]) == ("sft", "grpo", True, True)
+    _write_model(run, cfg, "grpo")  # GRPO finished: a restart would serve it
+    assert client.get("/healthz").json()["model_current"] is False
+
+
+def test_model_current_follows_the_rule_predict_and_a_restart_use(tmp_path, monkeypatch):
+    """Found by probing: model_current compared the served stage's identity only, so a model that `conrec predict`
+    and a fresh server refused (built on a stage rebuilt since, e.g. a parent run's SFT) was reported current."""
+    from conrec.llm.inference.predict_request import check_model_dir
+
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
+    _write_model(run, cfg, "grpo")
+    client = TestClient(create_app_from_run(cfg, load_lm=_recording_loader([])), base_url="http://localhost")
+    assert client.get("/healthz").json()["model_current"] is True
+    run.clear_done("sft")
+    record_current(cfg, "sft")  # SFT rebuilt without clearing GRPO's marker, as a parent run's is under a child's GRPO
+    with pytest.raises(StageInputError, match="built on a sft stage that was rebuilt"):
+        check_model_dir(cfg, "grpo")
+    assert client.get("/healthz").json()["model_current"] is False

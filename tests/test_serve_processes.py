@@ -14,6 +14,7 @@ import uvicorn
 
 from conrec.config import PipelineConfig, dump_config
 from conrec.io import read_parquet
+from conrec.serve.app import CURRENT_TTL_S
 from conrec.serve.local import local_server
 from conrec.serve.popular import PopularDislikePredictor
 from conrec.serve.synthetic import write_synthetic_run
@@ -165,6 +166,7 @@ def test_a_worker_restarted_after_the_model_changed_stops_the_server_instead_of_
     with local_server(cfg, startup_timeout=120) as server:
         assert httpx.get(f"{server.url}/healthz", timeout=10).json()["model_current"] is True
         RunDir(run.root).mark_done("sid")  # the SID stage ran again while the server was up
+        time.sleep(CURRENT_TTL_S)  # a model_current answer is reused that long
         assert httpx.get(f"{server.url}/healthz", timeout=10).json()["model_current"] is False
         workers = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.log_tail(100_000))]
         os.kill(workers[0], signal.SIGKILL)
@@ -222,9 +224,9 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
     path.write_text(dump_config(cfg))
     asked: list[str] = []
 
-    def fake_app(c):
-        asked.append(c.serve.model)
-        return SimpleNamespace(state=SimpleNamespace(served=f"{c.serve.model}@abc"))
+    def fake_app(c, pinned=None):
+        asked.append(pinned)
+        return SimpleNamespace(state=SimpleNamespace(served=f"{pinned}@abc"))
 
     monkeypatch.setattr(app_mod, "create_app_from_run", fake_app)
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)

@@ -138,6 +138,7 @@ def create_app(
     model_name: str | None = None,
     model_current: Callable[[], bool] | None = None,
     model_build: str | None = None,
+    requested_model: str | None = None,
     explain_events: Callable[[], pl.DataFrame | None] | None = None,
 ) -> FastAPI:
     """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
@@ -147,7 +148,8 @@ def create_app(
     app passes its training events, :func:`conrec.explain.explanation_events`).
     ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
     loaded model is still the run's (``/healthz``; None: not served from a run), ``model_build`` which build of it
-    is served (``<model>@<identity>``, :func:`served_identity`).
+    is served (``<model>@<identity>``, :func:`served_identity`), ``requested_model`` the one the config asks for
+    (``serve.model``; default: the one served).
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
@@ -370,6 +372,7 @@ def create_app(
         return Health(
             model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid(),
             model_current=None if model_current is None else model_current(), model_build=model_build,
+            requested_model=requested_model or model, fallback=(requested_model or model) != model,
         )
 
     def check_batch_size(n: int) -> None:
@@ -492,25 +495,68 @@ def load_predictor(
     they are another run's answers). ``load_lm`` loads an LM by name: a parameter so that tests
     serve a stand-in through this code.
     """
-    from conrec.llm.inference.predict_request import newest_current_model
-
     name = cfg.serve.model
-    if name == "popular":
-        from conrec.pipeline import require_current
-        from conrec.runs import RunDir
+    chosen, why = servable_model(cfg)  # a one-line error when none is current
+    if chosen == "popular":
         from conrec.serve.popular import PopularDislikePredictor
 
-        require_current(RunDir(cfg.run_dir), cfg, ["data", "sid"], who="serve.model: popular")
         return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
-    chosen, why = newest_current_model(cfg, name)  # a one-line error when none is current
     if chosen != name:
         log.warning("not serving the %s model (%s); serving the %s model instead", name, why, chosen)
     return load_lm(cfg, chosen), chosen
 
 
-def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> FastAPI:
+def servable_model(cfg: PipelineConfig) -> tuple[str, str | None]:
+    """(the model ``conrec serve`` with ``cfg`` serves now, why ``serve.model`` was passed over or None); a one-line
+    :class:`StageInputError` when none is current. Nothing is loaded: :func:`load_predictor` and ``model_current``
+    (:func:`current_build`) share this one choice."""
+    from conrec.llm.inference.predict_request import newest_current_model
+
+    if cfg.serve.model == "popular":
+        from conrec.pipeline import require_current
+
+        require_current(RunDir(cfg.run_dir), cfg, ["data", "sid"], who="serve.model: popular")
+        return "popular", None
+    return newest_current_model(cfg, cfg.serve.model)
+
+
+def current_build(cfg: PipelineConfig) -> str | None:
+    """The build (``<model>@<identity>``) a fresh ``conrec serve`` with ``cfg`` would serve now; None when none.
+
+    Why: a served model is current while this equals its build. Comparing the served stage's identity alone
+    missed every other reason a restart (or ``conrec predict``) refuses the model (an events file changed in place,
+    a parent run's stage rebuilt) and a requested GRPO model finished after the server fell back to SFT."""
+    try:
+        name, _ = servable_model(cfg)
+    except ConrecError:
+        return None
+    return f"{name}@{served_identity(RunDir(cfg.run_dir), name)}"
+
+
+CURRENT_TTL_S = 1.0  # how long a model_current answer is reused: it reads and hashes the run's records and source files
+
+
+def cached_for(seconds: float, fn: Callable[[], bool]) -> Callable[[], bool]:
+    """``fn`` whose answer is reused for ``seconds`` (monotonic clock), so that frequent health checks do not each
+    read the run's records."""
+    import time
+
+    lock, last = threading.Lock(), [-math.inf, False]
+
+    def cached() -> bool:
+        with lock:
+            if time.monotonic() - last[0] >= seconds:
+                last[1] = fn()
+                last[0] = time.monotonic()
+            return bool(last[1])
+
+    return cached
+
+
+def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned: str | None = None) -> FastAPI:
     """Load a run directory once (tables + model) and build the app on it (``load_lm``: see
-    :func:`load_predictor`)."""
+    :func:`load_predictor`). ``pinned``: the model to load instead of ``cfg``'s choice (a restarted worker loads
+    the one its parent serves); ``/healthz`` still compares it with what ``cfg`` asks for."""
     from conrec.io import read_parquet
     from conrec.serve.ui import mount_inspector
 
@@ -523,13 +569,14 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm) -> Fas
     if events is None:
         log.warning("no events table at %s: user_id requests will get 404", run.events)
     counted = startup_explanation_events(run, cfg)
-    predictor, name = load_predictor(cfg, sid_map, events, load_lm)
+    loading = cfg if pinned is None else cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": pinned})})
+    predictor, name = load_predictor(loading, sid_map, events, load_lm)
     identity = served_identity(run, name)
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
     build = f"{name}@{identity}"
     app = create_app(
-        predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=lambda: served_identity(run, name) == identity,
-        model_build=build, explain_events=lambda: counted,
+        predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=cached_for(CURRENT_TTL_S, lambda: current_build(cfg) == build),
+        model_build=build, requested_model=cfg.serve.model, explain_events=lambda: counted,
     )
     app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
     mount_inspector(app, cfg, items, events)  # GET /ui

@@ -251,10 +251,17 @@ class Health(BaseModel):
     n_users: int = Field(..., description="known users (user_id requests)")
     limits: Limits
     process: int = Field(..., description="id of the server process that answered (one of serve.processes workers)")
+    requested_model: str | None = Field(None, description="the model the config asks for (serve.model)")
+    fallback: bool = Field(
+        False, description="true when another model than requested_model is served (it was not current at start-up: "
+        "GRPO unfinished or stale, so SFT)",
+    )
     model_current: bool | None = Field(
         None,
-        description="false once the run's model has been retrained or removed since this server loaded it (it keeps "
-        "serving what it loaded: restart conrec serve to serve the new one); null when not served from a run directory",
+        description="true while a fresh conrec serve with this server's config would serve this same build (the rule "
+        "conrec predict uses: finished, same settings, its stages and files unchanged). false once the model was "
+        "retrained, removed or made stale, or once the requested model has become current while a fallback is "
+        "served (it keeps serving what it loaded: restart conrec serve); null when not served from a run directory",
     )
     model_build: str | None = Field(
         None,

@@ -60,17 +60,17 @@ def app_from_env() -> FastAPI:
     stop_with_parent()
     cfg = load_config(os.environ[CONFIG_ENV])
     expected = os.environ.get(SERVED_ENV)
-    if expected is not None:  # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
-        cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": expected.split("@")[0]})})
+    # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
+    pinned = None if expected is None else expected.split("@")[0]
     prepare_process(worker_threads(cfg))
     set_read_timeout(cfg.serve.request_read_timeout_s)  # the protocol class came from the parent; its deadline is this config's
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = create_app_from_run(cfg)
+        app = create_app_from_run(cfg, pinned=pinned)
         if expected is not None and app.state.served != expected:
             raise StageInputError(
-                f"the run's {cfg.serve.model} model is no longer the one this server started with (retrained or "
+                f"the run's {pinned} model is no longer the one this server started with (retrained or "
                 "changed since): restart conrec serve to serve it"
             )
     except ConrecError as exc:  # uvicorn restarts a worker that exits otherwise, forever
