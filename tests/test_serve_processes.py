@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -226,7 +227,7 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
 
     def fake_app(c, pinned=None):
         asked.append(pinned)
-        return SimpleNamespace(state=SimpleNamespace(served=f"{pinned}@abc"))
+        return SimpleNamespace(state=SimpleNamespace(served=f"{pinned}@abc", loaded={}))
 
     monkeypatch.setattr(app_mod, "create_app_from_run", fake_app)
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)
@@ -234,3 +235,34 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
     monkeypatch.setenv(workers.CONFIG_ENV, str(path))
     monkeypatch.setenv(workers.SERVED_ENV, "sft@abc")
     assert workers.app_from_env().state.served == "sft@abc" and asked == ["sft"]
+
+
+def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_server(tmp_path, monkeypatch, caplog):
+    """Found by probing: a worker restarted after `conrec eval` reran loaded the new evaluation points and lists
+    while its siblings kept the old ones, so the same inspector URL answered 200 and 404 in turn."""
+    import logging
+
+    import pytest
+    from uvicorn.config import STARTUP_FAILURE
+
+    from conrec.serve import workers
+    from conrec.serve.app import create_app_from_run
+
+    from builders import record_current
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2}})
+    parent = create_app_from_run(cfg)
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    monkeypatch.setattr(workers, "stop_with_parent", lambda: None)  # this is the test process, not a worker
+    monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
+    for name, value in ((workers.CONFIG_ENV, str(path)), (workers.SERVED_ENV, parent.state.served),
+                        (workers.LOADED_ENV, json.dumps(parent.state.loaded))):
+        monkeypatch.setenv(name, value)
+    assert workers.app_from_env().state.loaded == parent.state.loaded  # nothing changed: the worker serves
+    record_current(cfg, "eval")  # the eval stage ran again; the served model (popular: data and SIDs) did not change
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stopped:
+        workers.app_from_env()
+    assert stopped.value.code == STARTUP_FAILURE
+    assert "the run's eval stage is no longer the one this server started with" in caplog.text

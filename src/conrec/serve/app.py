@@ -579,6 +579,7 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
         model_build=build, requested_model=cfg.serve.model, explain_events=lambda: counted,
     )
     app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
+    app.state.loaded = inputs  # and the stages it must read its tables from
     mount_inspector(app, cfg, items, events)  # GET /ui
     # a stage finished while the tables and the model loaded: which ones are in memory is unknown
     if identity != before[name] or loaded_identities(run) != inputs:
@@ -667,8 +668,8 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
 
     from conrec.serve.workers import serve_processes, worker_threads
 
-    served = app.state.served
+    served, loaded = app.state.served, app.state.loaded
     del app
     gc.collect()
     log.info("serving with %d worker processes, %d torch thread(s) each", cfg.serve.processes, worker_threads(cfg))
-    serve_processes(cfg, options, served)
+    serve_processes(cfg, options, served, loaded)

@@ -12,8 +12,9 @@ per process, and each has its own admission queue and micro-batcher: ``inference
 starts (:func:`conrec.serve.app.run`), so a stale, missing or non-finite model gives the usual
 one-line error instead of a loop of failing workers.
 
-Every worker serves the model the parent checked (:data:`SERVED_ENV`). One that uvicorn restarts after
-a crash, when that model has since been retrained or removed, logs why and exits with uvicorn's
+Every worker serves the model the parent checked (:data:`SERVED_ENV`), from the data, SID and eval stages
+the parent read (:data:`LOADED_ENV`). One that uvicorn restarts after
+a crash, when that model (or one of those stages) has since been retrained or removed, logs why and exits with uvicorn's
 startup-failure status, which stops the whole server: it had restarted it in an endless loop of
 tracebacks, or (after ``conrec sft`` on the run) served the new model beside the old one, two answers
 from one service. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
@@ -23,6 +24,7 @@ killed (Linux).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -43,6 +45,7 @@ from conrec.serve.protocol import set_read_timeout
 
 CONFIG_ENV = "CONREC_SERVE_CONFIG"  # the resolved pipeline config (a YAML file) each worker loads
 SERVED_ENV = "CONREC_SERVE_MODEL"  # "<model>@<identity>" the parent checked: what every worker must load
+LOADED_ENV = "CONREC_SERVE_LOADED"  # JSON {stage: identity} of the data, SID and eval stages the parent read
 PARENT_ENV = "CONREC_SERVE_PARENT"  # the supervisor's pid: a worker whose parent is another has lost it
 APP_FACTORY = "conrec.serve.workers:app_from_env"
 log = logging.getLogger(__name__)
@@ -73,10 +76,25 @@ def app_from_env() -> FastAPI:
                 f"the run's {pinned} model is no longer the one this server started with (retrained or "
                 "changed since): restart conrec serve to serve it"
             )
+        changed = changed_stages(json.loads(os.environ.get(LOADED_ENV, "null")), app.state.loaded)
+        if changed:
+            raise StageInputError(
+                f"the run's {', '.join(changed)} stage is no longer the one this server started with (rerun since), so this "
+                "worker would answer from other data than its siblings: restart conrec serve"
+            )
     except ConrecError as exc:  # uvicorn restarts a worker that exits otherwise, forever
         log.error("worker process %d cannot serve, stopping the server: %s", os.getpid(), exc)
         raise SystemExit(STARTUP_FAILURE) from None
     return app
+
+
+def changed_stages(expected: dict[str, str | None] | None, loaded: dict[str, str | None]) -> list[str]:
+    """The stages whose identity a worker read differs from the one the parent read (none when not told).
+
+    Why: the worker's users, explanations and inspector lists come from these stages too; a worker
+    restarted after `conrec eval` reran served other evaluation points than its siblings, so the same
+    URL answered 200 and 404 in turn."""
+    return [stage for stage, identity in (expected or {}).items() if loaded.get(stage) != identity]
 
 
 def stop_with_parent() -> None:
@@ -124,12 +142,15 @@ class _TcpConfig(uvicorn.Config):
         return sock
 
 
-def serve_processes(cfg: PipelineConfig, options: dict[str, Any], served: str | None = None) -> None:
+def serve_processes(
+    cfg: PipelineConfig, options: dict[str, Any], served: str | None = None, loaded: dict[str, str | None] | None = None
+) -> None:
     """Run ``cfg.serve.processes`` workers of :func:`app_from_env` under uvicorn's supervisor (as
     ``uvicorn.run(..., workers=n)`` does, with :class:`_TcpConfig`'s socket) until stopped.
 
     ``served``: the ``<model>@<identity>`` the parent checked (``app.state.served``), which every worker
-    must load. A worker that cannot stops the server: then a :class:`StageInputError` (exit status 2)."""
+    must load; ``loaded``: the identities of the other stages it read (``app.state.loaded``), which every worker
+    must read too. A worker that cannot stops the server: then a :class:`StageInputError` (exit status 2)."""
     with tempfile.TemporaryDirectory(prefix="conrec-serve-") as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
@@ -137,6 +158,8 @@ def serve_processes(cfg: PipelineConfig, options: dict[str, Any], served: str | 
         os.environ[PARENT_ENV] = str(os.getpid())
         if served is not None:
             os.environ[SERVED_ENV] = served
+        if loaded is not None:
+            os.environ[LOADED_ENV] = json.dumps(loaded)
         config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
         supervisor = _Supervisor(config, sockets=[config.bind_socket()])
         try:
