@@ -286,3 +286,35 @@ def test_an_out_path_not_ending_in_parquet_is_refused_before_any_work(trained, t
         assert out.exit_code == 2 and "so its name must end in .parquet" in out.stderr, out.output
         assert out.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["req.json"]
+
+
+@pytest.mark.parametrize("command", ["predict", "score"])
+def test_a_data_stage_rerun_while_the_model_answers_is_refused_not_mixed_into_the_table(trained, tmp_path, monkeypatch, command):
+    """Found by probing: `conrec predict --explain` / `conrec score` read titles and explanation events after the
+    model ran, so with `conrec data` rewriting the run meanwhile, the old model's ranking was printed with the new
+    data's titles and reasons."""
+    import shutil
+
+    from conrec.errors import StageInputError
+
+    cfg, _ = trained
+    root = tmp_path / "run"
+    shutil.copytree(cfg.run_dir, root)  # the module's run stays untouched
+    copy = cfg.model_copy(update={"run_dir": root})
+    method = "recommend" if command == "predict" else "score"
+    answer = getattr(Predictor, method)
+
+    def data_rerun_meanwhile(self, *args, **kwargs):
+        out = answer(self, *args, **kwargs)
+        RunDir(root).invalidate_from("data")  # what `conrec data` does first
+        return out
+
+    monkeypatch.setattr(Predictor, method, data_rerun_meanwhile)
+    req = tmp_path / "req.json"
+    body = {"negative": ["i0", "i4"], "positive": ["i1"], "explain": True}
+    req.write_text(json.dumps(body | ({"candidates": ["i8", "i2"]} if command == "score" else {})))
+    with pytest.raises(StageInputError, match="changed while the sft model answered"):
+        if command == "predict":
+            predict_mod.run(copy, req, None, None, "sft", 3)
+        else:
+            score_mod.run(copy, request=req, batch=None, out=None, model="sft", threshold=None, explain=True)

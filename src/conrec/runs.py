@@ -231,6 +231,12 @@ class RunDir:
             return None
         return hashlib.sha256(b"\0".join(blobs)).hexdigest()[:16]
 
+    def build_identities(self, stage: str) -> dict[str, str | None]:
+        """The identities (:meth:`stage_identity`) of ``stage`` and of every stage it is built on: compared before and
+        after a command reads a model and its tables, so that no answer mixes a model with data of a later stage run
+        (a child run's linked stages included, which a parent's rerun does not clear here)."""
+        return {s: self.stage_identity(s) for s in upstream_closure(stage)}
+
     def input_identities(self, stage: str) -> dict[str, str | None]:
         """The identities (:meth:`stage_identity`) of the stage runs ``stage`` reads (its declared inputs): what a
         resumable stage's checkpoints are tagged with, so that a data or SID rerun with the same settings (an events

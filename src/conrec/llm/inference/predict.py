@@ -33,7 +33,7 @@ from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
 from conrec.llm.inference.item_prior import TriePrior, dislike_log_prior
 from conrec.llm.inference.packed_prefill import enable_packed_prefill
-from conrec.llm.inference.predict_request import MODELS, check_model_dir, check_predict_request, model_dir_of  # noqa: F401
+from conrec.llm.inference.predict_request import MODELS, check_model_dir, check_predict_request, check_unchanged, model_dir_of  # noqa: F401
 from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.inference.scoring import sid_log_probs
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
@@ -341,19 +341,21 @@ def run(
     console = console or Console()
     request = check_predict_request(cfg, history, split, model, explain=explain, out=out)
     run_dir = RunDir(cfg.run_dir)
+    before = run_dir.build_identities(model)  # the model, titles and reasons must come from these stage runs
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:
+        from conrec.explain import Explainer
+
         explain = explain or request.explain
-        recs = predictor.recommend([request.history], k)[0]
         titles: dict[str, str] = {}
         if run_dir.items.exists():
             items = read_parquet(run_dir.items, what="items table")
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].to_list()))
+        explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
+        recs = predictor.recommend([request.history], k)[0]
+        check_unchanged(run_dir, model, before)
         reasons: list[str | None] = [None] * len(recs)
-        if explain:
-            from conrec.explain import Explainer
-
-            explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit)
+        if explainer is not None:
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):

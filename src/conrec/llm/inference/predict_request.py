@@ -45,6 +45,16 @@ def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
     return model_dir
 
 
+def check_unchanged(run: RunDir, model: str, before: dict[str, str | None]) -> None:
+    """A one-line error when ``model`` or a stage it is built on ran again since ``before``
+    (:meth:`conrec.runs.RunDir.build_identities`, taken before the command's checks).
+
+    Why: ``conrec predict``/``score`` read titles and explanation events beside the model; with a data stage
+    rewritten meanwhile, the old model's ranking was printed with the new data's titles and reasons."""
+    if run.build_identities(model) != before:
+        raise StageInputError(f"the run {run.root} changed while the {model} model answered (a stage reran); run the command again")
+
+
 def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str | None]:
     """(the model to serve, why ``requested`` was passed over or None).
 

@@ -195,7 +195,7 @@ def run(
     """``conrec score``: one JSON request (printed as a table) or a Parquet batch (written to ``out``)."""
     from conrec.explain import Explainer
     from conrec.history import known_item_ids
-    from conrec.llm.inference.predict_request import check_model_dir
+    from conrec.llm.inference.predict_request import check_model_dir, check_unchanged
 
     console = console or Console()
     if (request is None) == (batch is None):
@@ -206,6 +206,7 @@ def run(
         check_output_file(out, "--out", suffix=".parquet")
     run_dir = RunDir(cfg.run_dir)
     check_model_dir(cfg, model)  # a wrong name or a stale model fails before torch is imported
+    before = run_dir.build_identities(model)  # the model, titles and reasons must come from these stage runs
     if batch is not None:
         df = read_parquet(batch, what="score batch")
         where = f"score batch {batch}"
@@ -216,6 +217,7 @@ def run(
         predictor = _load_predictor(cfg, model)
         explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
         result = score_batch(predictor, df, threshold, where, known, explainer, parsed)
+        check_unchanged(run_dir, model, before)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
         console.print(f"{result.height} slates scored ({model} model) -> {target}")
@@ -226,14 +228,15 @@ def run(
     threshold = threshold if threshold is not None else req_threshold
     explain = explain or req_explain
     predictor = _load_predictor(cfg, model)
-    scores = predictor.score([history], [slate])[0]
-    ranks, decisions = rank_scores(scores), decide(scores, threshold)
     explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
-    reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     titles: dict[str, str] = {}
     if run_dir.items.exists():
         items = read_parquet(run_dir.items, what="items table")
         titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].cast(pl.String).to_list()))
+    scores = predictor.score([history], [slate])[0]
+    check_unchanged(run_dir, model, before)
+    ranks, decisions = rank_scores(scores), decide(scores, threshold)
+    reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     table = Table(title=f"dislike scores of {len(slate)} candidates ({model} model)" + (f", threshold {threshold:g}" if threshold is not None else ""))
     cols = ["rank", "item_id", "SID", "title", "log-prob"] + (["decision"] if threshold is not None else []) + (["reason"] if explain else [])
     for col in cols:
