@@ -452,3 +452,26 @@ def test_model_current_follows_the_rule_predict_and_a_restart_use(tmp_path, monk
     with pytest.raises(StageInputError, match="built on a sft stage that was rebuilt"):
         check_model_dir(cfg, "grpo")
     assert client.get("/healthz").json()["model_current"] is False
+
+
+def test_a_run_being_retrained_says_so_instead_of_asking_for_the_stage_that_runs(tmp_path):
+    """Found by probing: with `conrec sft` retraining the run in another process, a server restart (and `conrec
+    predict`) refused with "run `conrec sft`", which that process was doing and which a second may not do."""
+    import fcntl
+
+    from conrec.llm.inference.predict_request import check_model_dir
+    from conrec.run_lock import LOCK_FILE
+
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
+    run.invalidate_from("sft")  # what the retrain does first
+    with pytest.raises(StageInputError, match="run `conrec [a-z]+` and the stages after it up to sft with it"):
+        create_app_from_run(cfg, load_lm=_recording_loader([]))
+    with open(run.root / LOCK_FILE, "w") as held:  # the retraining process's lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = r"another conrec process is running a stage on .* now \(it holds .conrec.lock\): wait for it to finish, or serve a copy"
+        with pytest.raises(StageInputError, match=busy):
+            create_app_from_run(cfg, load_lm=_recording_loader([]))
+        with pytest.raises(StageInputError, match=busy):
+            check_model_dir(cfg, "sft")

@@ -63,3 +63,23 @@ def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def held_elsewhere(root: str | os.PathLike[str]) -> bool:
+    """Whether another process holds run directory ``root`` now (a stage is running on it); False when unknown.
+
+    Why: with a stage retraining the run in place, ``conrec serve`` and ``conrec predict`` refused with
+    "run `conrec sft`", which the running stage was doing and which a second process may not do. The probe
+    takes the lock for an instant when it is free, so it is asked on error paths only."""
+    path = Path(root) / LOCK_FILE
+    if not path.is_file():
+        return False
+    lock = FileLock(path, blocking=False, is_singleton=True, preserve_lock_file=True)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    except OSError:  # e.g. a read-only copy of the run: nobody writes it
+        return False
+    lock.release()
+    return False

@@ -155,9 +155,16 @@ class RunDir:
 
     def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
-        (a hint that named ``stage`` itself was refused by it when an earlier one had to run first)."""
+        (a hint that named ``stage`` itself was refused by it when an earlier one had to run first); while another
+        process holds the run (a stage running on it), that it does and what to do meanwhile."""
         from conrec.pipeline import required_upstream  # here: conrec.pipeline imports this module
+        from conrec.run_lock import LOCK_FILE, held_elsewhere
 
+        if held_elsewhere(self.root):  # the stage to run is running: another one would be refused
+            return (
+                f"another conrec process is running a stage on {self.root} now (it holds {LOCK_FILE}): wait for it to "
+                "finish, or serve a copy of the run made before retraining (docs/serving.md)"
+            )
         reads, todo = set(), [stage]
         while todo:  # the stages it reads, directly or not, as the pipeline chooses them (eval: the LMs it is asked for)
             if (s := todo.pop()) not in reads:
