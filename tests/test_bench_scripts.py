@@ -79,3 +79,32 @@ def test_sigterm_to_threads_stops_its_concurrent_trainer(tmp_path: Path) -> None
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
+
+
+def _prior_run(root: Path) -> Path:
+    """A toy run with an SFT model whose config asks for ``decode.popularity_prior: 1`` (the demo and full presets do)."""
+    from conrec.config import dump_config
+
+    from builders import grpo_run_dir
+
+    cfg, run = grpo_run_dir(root)
+    cfg = cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"popularity_prior": 1.0})})
+    (root / "config.yaml").write_text(dump_config(cfg))
+    return root
+
+
+def test_headroom_scores_the_lm_alone_on_a_run_with_a_popularity_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """headroom.py died with 'decode.popularity_prior > 0 needs the item prior' on every demo-recipe run."""
+    headroom = bench("headroom", monkeypatch)
+    run = _prior_run(tmp_path / "run")
+    out = headroom.main(["--run", str(run), "--models", "sft", "--split", "train"])
+    assert "sft (exhaustive)" in out["rows"] and out["split"] == "train"
+    # another split than the run's eval.split: its own file, no comparison with the eval split's metrics
+    assert (run / "eval" / "headroom-train.json").exists() and "best_baseline" not in out
+
+
+def test_headroom_rejects_unknown_models_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    headroom = bench("headroom", monkeypatch)
+    with pytest.raises(SystemExit):
+        headroom.main(["--run", str(tmp_path), "--models", "sft,gpro"])
+    assert "unknown model gpro" in capsys.readouterr().err
