@@ -25,11 +25,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _cleanup
 import httpx
 import numpy as np
 
@@ -49,15 +51,18 @@ class LevelResult:
     sent: int
     errors: int
     seconds: float
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # of the answered requests (HTTP 200) only
     histories: int
     client_cpu_s: float = 0.0  # this process's CPU time over the level (the client's threads)
     machine_busy: float = float("nan")  # share of all cores busy over the level (Linux; nan elsewhere)
+    statuses: Counter[str] = field(default_factory=Counter)  # HTTP status (or the client error) -> requests
+    first_error: str = ""  # the first failed request's status and body
 
     def row(self) -> str:
+        """req/s and latency count the answered requests only: a failed request is an error, not throughput."""
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([float("nan")])
         p50, p95 = np.percentile(lat, [50, 95])
-        rps = self.sent / self.seconds if self.seconds > 0 else float("nan")
+        rps = (self.sent - self.errors) / self.seconds if self.seconds > 0 else float("nan")
         return (
             f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{rps:>10.1f}"
             f"{rps * self.histories:>12.1f}{p50:>10.1f}{p95:>10.1f}"
@@ -130,24 +135,28 @@ def run_level(
     next_index = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []
-    errors = 0
+    statuses: Counter[str] = Counter()
+    first_error: list[str] = []
     deadline = time.perf_counter() + max_seconds
 
     def worker(client: httpx.Client) -> None:
-        nonlocal errors
         while time.perf_counter() < deadline:
             j = next(next_index)
             if j >= len(bodies):
                 return
             t0 = time.perf_counter()
             try:
-                ok = client.post(path, json=bodies[j]).status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                resp = client.post(path, json=bodies[j])
+                status, error = str(resp.status_code), (f"HTTP {resp.status_code}: {resp.text[:300]}" if resp.status_code != 200 else "")
+            except httpx.HTTPError as e:
+                status, error = type(e).__name__, f"{type(e).__name__}: {e}"
             dt = (time.perf_counter() - t0) * 1000
             with lock:
-                latencies.append(dt)
-                errors += not ok
+                statuses[status] += 1
+                if not error:
+                    latencies.append(dt)
+                elif not first_error:
+                    first_error.append(error)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=max(60.0, max_seconds), limits=limits) as client:
@@ -158,13 +167,21 @@ def run_level(
         seconds, cpu, ticks1 = time.perf_counter() - start, time.process_time() - cpu0, _cpu_sample()
     busy = _busy_share(ticks0, ticks1)
     name = path.rsplit("/", 1)[-1]
-    return LevelResult(name, concurrency, len(latencies), errors, seconds, latencies, histories_per_body, cpu, busy)
+    sent = sum(statuses.values())
+    return LevelResult(
+        name, concurrency, sent, sent - len(latencies), seconds, latencies, histories_per_body, cpu, busy, statuses, "".join(first_error)
+    )
 
 
 def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
-    run_dir = Path(args.run_dir)
-    cfg_path = args.config or (run_dir / "config.yaml" if (run_dir / "config.yaml").exists() else None)
-    cfg = load_config(cfg_path, {"run_dir": str(run_dir)})
+    """``--config`` serves its own ``run_dir`` unless ``--run-dir`` is given too; else ``--run-dir`` (default
+    runs/demo) with its config.yaml if present."""
+    if args.config:
+        cfg = load_config(args.config, {"run_dir": args.run_dir} if args.run_dir else None)
+    else:
+        run_dir = Path(args.run_dir or "runs/demo")
+        cfg = load_config(run_dir / "config.yaml" if (run_dir / "config.yaml").exists() else None, {"run_dir": str(run_dir)})
+    run_dir = Path(cfg.run_dir)
     if args.fake:
         run = RunDir(run_dir)
         if not (run.events.exists() and run.sid_map.exists() and run.items.exists()):
@@ -178,7 +195,7 @@ def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--run-dir", default=None, help="the run to serve (default: --config's run_dir, else runs/demo)")
     p.add_argument("--config", type=Path, default=None, help="pipeline YAML (default: <run-dir>/config.yaml if present)")
     p.add_argument("--fake", action="store_true", help="serve the popularity predictor instead of the LM")
     p.add_argument("--requests", type=int, default=None, help="requests per level (default 200 fake, 24 model)")
@@ -198,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with local_server(cfg, startup_timeout=args.startup_timeout) as server:
             health = httpx.get(f"{server.url}/healthz").json()
-            print(f"[bench] {server.url}  model={health['model']}  n_items={health['n_items']}  "
+            print(f"[bench] {server.url}  run={cfg.run_dir}  model={health['model']}  n_items={health['n_items']}  "
                   f"startup {time.perf_counter() - t0:.1f} s  requests/level={n}  k={args.k}")
             run_level(server.url, "/v1/dislikes", bodies[:2], 1, args.max_seconds)  # warm-up
             results = [run_level(server.url, "/v1/dislikes", bodies, c, args.max_seconds) for c in levels]
@@ -215,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     for r in results:
         print(r.row())
-    return 1 if any(r.errors for r in results) else 0
+    failed = [r for r in results if r.errors]
+    for r in failed:
+        counts = ", ".join(f"{n} x {s}" for s, n in sorted(r.statuses.items()))
+        print(f"[bench] {r.name} at concurrency {r.concurrency}: {counts}; first failure: {r.first_error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_cleanup.main(main))

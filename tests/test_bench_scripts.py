@@ -108,3 +108,47 @@ def test_headroom_rejects_unknown_models_in_one_line(tmp_path: Path, monkeypatch
     with pytest.raises(SystemExit):
         headroom.main(["--run", str(tmp_path), "--models", "sft,gpro"])
     assert "unknown model gpro" in capsys.readouterr().err
+
+
+def test_serve_bench_counts_failed_requests_as_errors_not_throughput(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request refused (here 422, as for k above serve.max_k) was timed and counted in req/s."""
+    import http.server
+    import threading
+
+    serve = bench("serve", monkeypatch)
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["content-length"]))
+            body = b'{"detail": "k must be at most 50"}'
+            self.send_response(422)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        r = serve.run_level(f"http://127.0.0.1:{httpd.server_port}", "/v1/dislikes", [{"k": 100}] * 4, 2, 30.0)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert (r.sent, r.errors, r.latencies_ms) == (4, 4, [])
+    assert r.statuses == {"422": 4} and "k must be at most 50" in r.first_error
+    assert r.row().split()[4] == "0.0"  # req/s
+
+
+def test_serve_bench_serves_the_run_of_its_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--config X`` served ./runs/demo (the --run-dir default), not X's run_dir."""
+    import argparse
+
+    serve = bench("serve", monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "other.yaml").write_text(f"run_dir: {tmp_path / 'other'}\n")
+    args = argparse.Namespace(config=tmp_path / "other.yaml", run_dir=None, fake=False)
+    assert Path(serve.resolve_config(args, tmp_path).run_dir) == tmp_path / "other"
+    args.run_dir = str(tmp_path / "given")  # --run-dir beside --config still wins
+    assert Path(serve.resolve_config(args, tmp_path).run_dir) == tmp_path / "given"
