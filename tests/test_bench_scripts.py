@@ -152,3 +152,15 @@ def test_serve_bench_serves_the_run_of_its_config(tmp_path: Path, monkeypatch: p
     assert Path(serve.resolve_config(args, tmp_path).run_dir) == tmp_path / "other"
     args.run_dir = str(tmp_path / "given")  # --run-dir beside --config still wins
     assert Path(serve.resolve_config(args, tmp_path).run_dir) == tmp_path / "given"
+
+
+def test_llm_bench_measures_the_backbone_it_names_and_rejects_unknown_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every backbone name but ``tiny`` measured SmolLM2 (a "gemma3" row was SmolLM2's), and any phase name but sft_* ran predict."""
+    llm = bench("llm", monkeypatch)
+    assert llm._cfg(tmp_path, "gemma3", False, 1, 8, 20).sft.model.backbone == "gemma3"
+    for flag, value in (("--backbones", "tiny,foo"), ("--phases", "sft_full,predcit")):
+        with pytest.raises(SystemExit):
+            llm.main([flag, value])
+        assert "unknown name(s)" in capsys.readouterr().err
