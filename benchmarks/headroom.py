@@ -36,7 +36,7 @@ import polars as pl
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import _cleanup  # noqa: E402
+import _script  # noqa: E402
 
 from conrec.config import load_config  # noqa: E402
 from conrec.eval.baselines.base import Catalog  # noqa: E402
@@ -168,4 +168,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(_cleanup.main(main))
+    sys.exit(_script.main(main))

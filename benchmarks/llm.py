@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _cleanup
+import _script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -38,18 +38,6 @@ BACKBONES: dict[str, dict] = {
     "gemma3": {"backbone": "gemma3"},
 }
 PHASES = ("sft_full", "sft_lora", "predict")
-
-
-def _names(allowed: tuple[str, ...]):
-    """An argparse type: a comma-separated list of names from ``allowed``."""
-
-    def parse(text: str) -> list[str]:
-        names = [x for x in text.split(",") if x]
-        if not names or (unknown := [x for x in names if x not in allowed]):
-            raise argparse.ArgumentTypeError(f"unknown name(s) {', '.join(unknown) if names else '(none)'}; choose from {', '.join(allowed)}")
-        return names
-
-    return parse
 
 
 def _peak_mb() -> float:
@@ -123,8 +111,8 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="conrec LM benchmark (CPU)")
-    ap.add_argument("--backbones", default="tiny,smollm2", type=_names(tuple(BACKBONES)), help=f"comma-separated: {', '.join(BACKBONES)}")
-    ap.add_argument("--phases", default="sft_full,sft_lora,predict", type=_names(PHASES), help=f"comma-separated: {', '.join(PHASES)}")
+    ap.add_argument("--backbones", default="tiny,smollm2", type=_script.names(tuple(BACKBONES)), help=f"comma-separated: {', '.join(BACKBONES)}")
+    ap.add_argument("--phases", default="sft_full,sft_lora,predict", type=_script.names(PHASES), help=f"comma-separated: {', '.join(PHASES)}")
     ap.add_argument("--sft-steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--users", type=int, default=32)
@@ -147,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             with tempfile.TemporaryDirectory(prefix="conrec_bench_") as root:
                 cmd = [sys.executable, __file__, "--one", backbone, phase, root, "--sft-steps", str(a.sft_steps), "--batch", str(a.batch),
                        "--users", str(a.users), "--k", str(a.k), "--threads", str(a.threads)]
-                proc = _cleanup.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                proc = _script.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(proc.stderr[-2000:], file=sys.stderr)
@@ -167,4 +155,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(_cleanup.main(main))
+    sys.exit(_script.main(main))

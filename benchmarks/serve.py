@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _cleanup
+import _script
 import httpx
 import numpy as np
 
@@ -240,4 +240,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cleanup.main(main))
+    sys.exit(_script.main(main))

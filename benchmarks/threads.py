@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import _cleanup
+import _script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -120,7 +120,7 @@ def _child(stage: str, run_dir: Path, threads: int | None, args: argparse.Namesp
     ]
     if threads is not None:
         cmd += ["--threads", str(threads)]
-    out = _cleanup.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    out = _script.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     if out.returncode != 0:
         raise SystemExit(f"measurement {stage} threads={threads} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict] = []
         for concurrent in (False, True):
             # the trainer is stopped (with its process group) when this block is left, SIGTERM included
-            with _cleanup.popen([sys.executable, "-c", _CONCURRENT], env=_env()) if concurrent else contextlib.nullcontext():
+            with _script.popen([sys.executable, "-c", _CONCURRENT], env=_env()) if concurrent else contextlib.nullcontext():
                 if concurrent:
                     time.sleep(2.0)  # let it reach its steady step loop
                 for stage in ("sft", "sasrec"):
@@ -186,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cleanup.main(main))
+    sys.exit(_script.main(main))

@@ -20,7 +20,7 @@ BENCH = ROOT / "benchmarks"
 
 
 def bench(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    """A benchmark script imported as a module (the scripts import their sibling ``_cleanup``)."""
+    """A benchmark script imported as a module (the scripts import their sibling ``_script``)."""
     monkeypatch.syspath_prepend(str(BENCH))
     sys.modules.pop(name, None)
     return importlib.import_module(name)
@@ -58,7 +58,7 @@ def test_sigterm_to_threads_stops_its_concurrent_trainer(tmp_path: Path) -> None
         threads.prepare = lambda run_dir: None
         threads._child = child
         main = lambda: threads.main([])
-        sys.exit(threads._cleanup.main(main) if hasattr(threads, "_cleanup") else main())
+        sys.exit(threads._script.main(main) if hasattr(threads, "_script") else main())
     """))
     proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     trainers: list[int] = []
@@ -164,3 +164,15 @@ def test_llm_bench_measures_the_backbone_it_names_and_rejects_unknown_names(
         with pytest.raises(SystemExit):
             llm.main([flag, value])
         assert "unknown name(s)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value", [("--engines", "memory,bogus"), ("--engines", "Streaming"), ("--sizes", "abc"), ("--sizes", "0")])
+def test_data_scale_checks_its_arguments_before_generating_anything(
+    flag: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Unknown or mis-cased engines ran the in-memory engine and were reported "ok"; ``--sizes abc`` was a traceback."""
+    data_scale = bench("data_scale", monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        data_scale.main([flag, value, "--workdir", str(tmp_path / "scale")])
+    assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "scale").exists()

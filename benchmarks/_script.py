@@ -1,4 +1,5 @@
-"""How the benchmark scripts end, however they are stopped (imported by them; not a benchmark).
+"""What the benchmark scripts share (imported by them; not a benchmark): how they end, however they are
+stopped, and how they check names given on the command line.
 
 * SIGTERM (``kill PID``, ``timeout``, a cancelled CI job) is handled like Ctrl-C: a ``KeyboardInterrupt``
   in the main thread, so every ``finally`` and context manager runs (a server stopped, a temp dir removed).
@@ -7,10 +8,12 @@
   SIGINT/SIGTERM sends SIGTERM to every such group (children in worker threads included), and leaving
   :func:`popen` stops a child still running: SIGTERM to its group, SIGKILL after ``grace`` seconds.
 * :func:`main` prints an interrupt or a conrec error (no such run, a missing table) as one line, not a traceback.
+* :func:`names` is an argparse type for comma-separated names from a fixed set (one-line usage error otherwise).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -93,3 +96,16 @@ def main(fn: Callable[[], object]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return rc if isinstance(rc, int) else 0
+
+
+def names(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated, non-empty list of names from ``allowed``."""
+
+    def parse(text: str) -> list[str]:
+        given = [x for x in text.split(",") if x]
+        unknown = [x for x in given if x not in allowed]
+        if not given or unknown:
+            raise argparse.ArgumentTypeError(f"unknown name(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(allowed)}")
+        return given
+
+    return parse
