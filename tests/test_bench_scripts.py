@@ -176,3 +176,15 @@ def test_data_scale_checks_its_arguments_before_generating_anything(
         data_scale.main([flag, value, "--workdir", str(tmp_path / "scale")])
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
     assert not (tmp_path / "scale").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--sizes", "16"), ("--sizes", "0x2"), ("--steps", "0"), ("--steps", "4,x")])
+def test_learning_curve_checks_its_grid_before_the_base_run(
+    flag: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in the grid failed with a traceback only after the base run's data and SID stages."""
+    learning_curve = bench("learning_curve", monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        learning_curve.main(["-c", "preset:tiny", flag, value, "--out", str(tmp_path / "curve")])
+    assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+    assert not (tmp_path / "curve").exists()
