@@ -188,3 +188,14 @@ def test_learning_curve_checks_its_grid_before_the_base_run(
         learning_curve.main(["-c", "preset:tiny", flag, value, "--out", str(tmp_path / "curve")])
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
     assert not (tmp_path / "curve").exists()
+
+
+def test_score_bench_falls_back_to_a_random_model_on_a_run_with_a_popularity_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no SFT model, the "demo-shaped model, random weights" fallback died on the demo preset's popularity prior."""
+    import shutil
+
+    score = bench("score", monkeypatch)
+    run = _prior_run(tmp_path / "run")
+    shutil.rmtree(run / "sft")
+    pred, _, what = score.load_predictor(run)
+    assert what == "demo-shaped model, random weights" and pred.prior is not None
