@@ -8,7 +8,7 @@ stopped, and how they check names given on the command line.
   SIGINT/SIGTERM sends SIGTERM to every such group (children in worker threads included), and leaving
   :func:`popen` stops a child still running: SIGTERM to its group, SIGKILL after ``grace`` seconds.
 * :func:`main` prints an interrupt or a conrec error (no such run, a missing table) as one line, not a traceback.
-* :func:`names` is an argparse type for comma-separated names from a fixed set (one-line usage error otherwise).
+* :func:`names` and :func:`positive` are argparse types (a one-line usage error before any work, not a traceback).
 """
 
 from __future__ import annotations
@@ -109,3 +109,14 @@ def names(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
         return given
 
     return parse
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value

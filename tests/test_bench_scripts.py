@@ -199,3 +199,23 @@ def test_score_bench_falls_back_to_a_random_model_on_a_run_with_a_popularity_pri
     shutil.rmtree(run / "sft")
     pred, _, what = score.load_predictor(run)
     assert what == "demo-shaped model, random weights" and pred.prior is not None
+
+
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("decode_batch", ["--config", "missing.yaml", "--sizes", "0"]),  # was a ZeroDivisionError after loading the model
+        ("decode_batch", ["--config", "missing.yaml", "--model", "bogus"]),
+        ("data_pipeline", ["--users", "0"]),  # was numpy's ValueError after generating
+        ("sid", ["--quantizers", "foo", "--items", "10"]),  # was pydantic's error after the encode step
+    ],
+)
+def test_bad_arguments_are_one_usage_line_before_any_work(
+    script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = bench(script, monkeypatch)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as exit_:
+        mod.main()
+    assert exit_.value.code == 2 and "error: argument" in capsys.readouterr().err
+
