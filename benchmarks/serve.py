@@ -7,6 +7,13 @@ requests per level (and stops a level early after --max-seconds), then stops the
     python benchmarks/serve.py --run-dir runs/demo          # the trained model (grpo, else sft)
     python benchmarks/serve.py --fake                       # popularity predictor: HTTP overhead only
 
+One invocation is one round. To average rounds (and alternate configurations), run it in a loop with
+``--json FILE``: each invocation appends one JSON line (its run, config and per-level figures), e.g.
+
+    for r in 1 2 3 4 5 6; do for c in one.yaml two.yaml; do
+      python benchmarks/serve.py --run-dir RUN --config $c --requests 96 --json rounds.jsonl; done; done
+    python benchmarks/serve.py --summarize rounds.jsonl     # mean req/s, p50, p95 per configuration and level
+
 With --fake the run dir's tables are used if present, otherwise a synthetic run in a temp dir.
 Request histories are real users' (``user_id`` requests) and, for every other request, the same
 history sent explicitly as ``negative``/``positive`` lists, so both lookup paths are measured.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import tempfile
 import threading
@@ -58,16 +66,34 @@ class LevelResult:
     statuses: Counter[str] = field(default_factory=Counter)  # HTTP status (or the client error) -> requests
     first_error: str = ""  # the first failed request's status and body
 
-    def row(self) -> str:
-        """req/s and latency count the answered requests only: a failed request is an error, not throughput."""
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([float("nan")])
+    def figures(self) -> dict[str, Any]:
+        """req/s and latencies count the answered requests only: a failed request is an error, not throughput."""
+        lat = self.latencies_ms or [float("nan")]
         p50, p95 = np.percentile(lat, [50, 95])
         rps = (self.sent - self.errors) / self.seconds if self.seconds > 0 else float("nan")
+        return {"endpoint": self.name, "concurrency": self.concurrency, "requests": self.sent, "errors": self.errors,
+                "req_s": rps, "p50_ms": float(p50), "p95_ms": float(p95)}
+
+    def row(self) -> str:
+        f = self.figures()
         return (
-            f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{rps:>10.1f}"
-            f"{rps * self.histories:>12.1f}{p50:>10.1f}{p95:>10.1f}"
+            f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{f['req_s']:>10.1f}"
+            f"{f['req_s'] * self.histories:>12.1f}{f['p50_ms']:>10.1f}{f['p95_ms']:>10.1f}"
             f"{1000 * self.client_cpu_s / max(1, self.sent):>12.2f}{self.machine_busy:>7.2f}"
         )
+
+
+def summarize(rounds: list[dict[str, Any]]) -> str:
+    """Mean req/s, p50 and p95 per (configuration, endpoint, concurrency) over the rounds of a ``--json`` file."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rounds:
+        for lv in r["levels"]:
+            groups.setdefault((r["label"], lv["endpoint"], lv["concurrency"]), []).append(lv)
+    lines = [f"{'endpoint':<10}{'conc':>6}{'rounds':>8}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}  config (or run dir)"]
+    for (label, endpoint, conc), levels in sorted(groups.items()):
+        mean = {k: float(np.mean([lv[k] for lv in levels])) for k in ("req_s", "p50_ms", "p95_ms")}
+        lines.append(f"{endpoint:<10}{conc:>6}{len(levels):>8}{mean['req_s']:>10.1f}{mean['p50_ms']:>10.1f}{mean['p95_ms']:>10.1f}  {label}")
+    return "\n".join(lines)
 
 
 HEADER = f"{'endpoint':<10}{'conc':>6}{'requests':>9}{'errors':>8}{'req/s':>10}{'histories/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'client ms':>12}{'busy':>7}"
@@ -205,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slate", type=int, default=20, help="candidates per /v1/score request (0: skip /v1/score)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per level")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="model load budget")
+    p.add_argument("--json", type=Path, default=None, help="append this round's figures to this file as one JSON line")
+    p.add_argument("--summarize", type=Path, default=None, help="print the mean of the rounds in this --json file and exit")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(summarize([json.loads(line) for line in args.summarize.read_text().splitlines() if line.strip()]))
+        return 0
     n = args.requests or (200 if args.fake else 24)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
@@ -232,6 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     for r in results:
         print(r.row())
+    if args.json:
+        # rounds are grouped by what was asked for (--config, else --run-dir), not by a --fake run's temp dir
+        record = {"label": str(args.config or args.run_dir or "runs/demo"), "run": str(cfg.run_dir), "model": health["model"],
+                  "levels": [r.figures() for r in results]}
+        with args.json.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
     failed = [r for r in results if r.errors]
     for r in failed:
         counts = ", ".join(f"{n} x {s}" for s, n in sorted(r.statuses.items()))

@@ -219,3 +219,15 @@ def test_bad_arguments_are_one_usage_line_before_any_work(
         mod.main()
     assert exit_.value.code == 2 and "error: argument" in capsys.readouterr().err
 
+
+def test_serve_bench_summarizes_rounds_per_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The docs quote means over rounds: ``--json`` appends one round per invocation, ``--summarize`` averages them."""
+    serve = bench("serve", monkeypatch)
+
+    def level(rps: float) -> dict:
+        return {"endpoint": "dislikes", "concurrency": 8, "requests": 4, "errors": 0, "req_s": rps, "p50_ms": 1.0, "p95_ms": 2.0}
+
+    rounds = [{"label": "one.yaml", "levels": [level(10.0)]}, {"label": "two.yaml", "levels": [level(30.0)]},
+              {"label": "one.yaml", "levels": [level(20.0)]}]
+    lines = serve.summarize(rounds).splitlines()[1:]
+    assert [line.split()[2:4] + line.split()[-1:] for line in lines] == [["2", "15.0", "one.yaml"], ["1", "30.0", "two.yaml"]]
