@@ -107,6 +107,13 @@ def measure(stage: str, run_dir: Path, threads: int | None, sft_steps: int, sasr
     raise SystemExit(f"unknown stage {stage!r}")
 
 
+def _ours(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s config is the one :func:`prepare` writes (preparing another run would rewrite its stages)."""
+    from conrec.config import load_config
+
+    return load_config(run_dir / "config.yaml").model_dump() == _tiny_cfg(run_dir, 1, 1, None).model_dump()
+
+
 def _env() -> dict[str, str]:
     """The environment of the children, ``OMP_NUM_THREADS`` removed: each sets its threads itself (the
     concurrent trainer: torch's default)."""
@@ -130,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft-steps", type=int, default=8)
     parser.add_argument("--sasrec-epochs", type=int, default=3)
-    parser.add_argument("--run-dir", type=Path, default=None, help="where the tiny data/SID stages go (default: a temp dir)")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="a directory of its own for the tiny data/SID stages, reused by later runs (default: a temp dir)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--measure", choices=("sft", "sasrec"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
@@ -142,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from conrec.runtime import available_cores
 
+    if args.run_dir and (args.run_dir / "config.yaml").exists() and not _ours(args.run_dir):
+        raise SystemExit(f"{args.run_dir} holds another run (its config.yaml is not threads.py's): give --run-dir a directory of its own")
     cores = available_cores()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:

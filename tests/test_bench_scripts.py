@@ -231,3 +231,18 @@ def test_serve_bench_summarizes_rounds_per_configuration(monkeypatch: pytest.Mon
               {"label": "one.yaml", "levels": [level(20.0)]}]
     lines = serve.summarize(rounds).splitlines()[1:]
     assert [line.split()[2:4] + line.split()[-1:] for line in lines] == [["2", "15.0", "one.yaml"], ["1", "30.0", "two.yaml"]]
+
+
+def test_threads_refuses_a_run_dir_that_holds_another_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--run-dir`` of an existing run ran preset:tiny's data and SID stages into it, rewriting its config."""
+    from conrec.config import dump_config, load_config
+
+    threads = bench("threads", monkeypatch)
+    (tmp_path / "config.yaml").write_text(dump_config(load_config("preset:tiny", {"run_dir": str(tmp_path)})))
+
+    def prepare(run_dir: Path) -> None:
+        raise AssertionError("would rewrite the run")
+
+    monkeypatch.setattr(threads, "prepare", prepare)
+    with pytest.raises(SystemExit, match="holds another run"):
+        threads.main(["--run-dir", str(tmp_path)])
