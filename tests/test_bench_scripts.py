@@ -166,28 +166,23 @@ def test_llm_bench_measures_the_backbone_it_names_and_rejects_unknown_names(
         assert "unknown name(s)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, value", [("--engines", "memory,bogus"), ("--engines", "Streaming"), ("--sizes", "abc"), ("--sizes", "0")])
-def test_data_scale_checks_its_arguments_before_generating_anything(
-    flag: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "script, flag, value, out",
+    [
+        # unknown or mis-cased engines ran the in-memory engine and were reported "ok"; --sizes abc was a traceback
+        *[("data_scale", flag, value, "--workdir") for flag, value in [("--engines", "memory,bogus"), ("--engines", "Streaming"), ("--sizes", "abc"), ("--sizes", "0")]],
+        # a typo in the grid failed with a traceback only after the base run's data and SID stages
+        *[("learning_curve", flag, value, "--out") for flag, value in [("--sizes", "16"), ("--sizes", "0x2"), ("--steps", "0"), ("--steps", "4,x")]],
+    ],
+)
+def test_bad_arguments_fail_before_anything_is_written(
+    script: str, flag: str, value: str, out: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Unknown or mis-cased engines ran the in-memory engine and were reported "ok"; ``--sizes abc`` was a traceback."""
-    data_scale = bench("data_scale", monkeypatch)
+    mod = bench(script, monkeypatch)
     with pytest.raises(SystemExit) as exit_:
-        data_scale.main([flag, value, "--workdir", str(tmp_path / "scale")])
+        mod.main(["-c", "preset:tiny"] * (script == "learning_curve") + [flag, value, out, str(tmp_path / "out")])
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
-    assert not (tmp_path / "scale").exists()
-
-
-@pytest.mark.parametrize("flag, value", [("--sizes", "16"), ("--sizes", "0x2"), ("--steps", "0"), ("--steps", "4,x")])
-def test_learning_curve_checks_its_grid_before_the_base_run(
-    flag: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A typo in the grid failed with a traceback only after the base run's data and SID stages."""
-    learning_curve = bench("learning_curve", monkeypatch)
-    with pytest.raises(SystemExit) as exit_:
-        learning_curve.main(["-c", "preset:tiny", flag, value, "--out", str(tmp_path / "curve")])
-    assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
-    assert not (tmp_path / "curve").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_score_bench_falls_back_to_a_random_model_on_a_run_with_a_popularity_prior(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
