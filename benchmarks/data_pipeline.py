@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _script
 import numpy as np
 import polars as pl
 
@@ -49,9 +50,9 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--users", type=int, default=20_000)
-    ap.add_argument("--items", type=int, default=30_000)
+    ap.add_argument("--events", type=_script.positive, default=1_000_000)
+    ap.add_argument("--users", type=_script.positive, default=20_000)
+    ap.add_argument("--items", type=_script.positive, default=30_000)
     args = ap.parse_args()
     cfg = SplitConfig()
 
@@ -95,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_script.main(main))

@@ -28,17 +28,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import _script
 import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
 CHUNK = 5_000_000
 MEMORY_GB_PER_MILLION = 0.32  # measured here: 2.99 GiB peak for 10^7 events, streaming off
+ENGINES = ("memory", "streaming", "spark")
+
+
+def sizes(text: str) -> list[int]:
+    """An argparse type: comma-separated event counts (``1e7,3e7``), each at least 1."""
+    try:
+        out = [int(float(s)) for s in text.split(",") if s]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of event counts: {text!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"event counts must be at least 1: {text!r}")
+    return out
 
 
 def generate(path: Path, n_events: int, seed: int = 0) -> None:
@@ -83,7 +97,7 @@ def run_one(events: Path, engine: str, run_dir: Path) -> None:
     if engine == "spark":
         data |= {"engine": "spark", "spark": {"master": "local[2]", "conf": {"spark.driver.memory": "6g"}}}
     else:
-        data |= {"streaming": "on" if engine == "streaming" else "off"}
+        data |= {"streaming": {"memory": "off", "streaming": "on"}[engine]}
     cfg = load_config(None, {"run_dir": str(run_dir), "data": data})
     t = time.perf_counter()
     stats = stage.run(cfg.data, cfg.run_dir, console=Console(quiet=True))
@@ -127,19 +141,18 @@ def _tree_memory_bytes(pids: list[int]) -> int:
 
 def measure(events: Path, engine: str, run_dir: Path, max_rss: int) -> dict[str, object]:
     """Run :func:`run_one` in a child; sample its tree's RSS; kill it past ``max_rss``."""
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(events), engine, str(run_dir)], stdout=subprocess.PIPE, text=True
-    )
-    peak, killed, pids, refreshed = 0, False, [child.pid], 0.0
-    while child.poll() is None:
-        if time.monotonic() - refreshed > 2.0:  # the tree changes rarely; walking it is the costly part
-            pids, refreshed = _tree_pids(child.pid), time.monotonic()
-        peak = max(peak, _tree_memory_bytes(pids))
-        if peak > max_rss:
-            child.kill()
-            killed = True
-        time.sleep(0.25)
-    out = child.stdout.read() if child.stdout else ""
+    # in a process group of its own (the Spark JVM included), stopped with it if this script is interrupted
+    with _script.popen([sys.executable, __file__, "--child", str(events), engine, str(run_dir)], stdout=subprocess.PIPE, text=True) as child:
+        peak, killed, pids, refreshed = 0, False, [child.pid], 0.0
+        while child.poll() is None:
+            if time.monotonic() - refreshed > 2.0:  # the tree changes rarely; walking it is the costly part
+                pids, refreshed = _tree_pids(child.pid), time.monotonic()
+            peak = max(peak, _tree_memory_bytes(pids))
+            if peak > max_rss and not killed:
+                os.killpg(child.pid, signal.SIGKILL)
+                killed = True
+            time.sleep(0.25)
+        out = child.stdout.read() if child.stdout else ""
     if killed:
         return {"status": f"killed above {max_rss / 2**30:.0f} GiB", "peak_rss_gib": peak / 2**30}
     if child.returncode != 0:
@@ -148,26 +161,27 @@ def measure(events: Path, engine: str, run_dir: Path, max_rss: int) -> dict[str,
     return {"status": "ok", "peak_rss_gib": peak / 2**30, "events_per_s": res["events"] / res["seconds"], **res}
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        run_one(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        run_one(Path(argv[1]), argv[2], Path(argv[3]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1e7,3e7,1e8", help="comma-separated event counts")
-    ap.add_argument("--engines", default="memory,streaming,spark", help="comma-separated: memory, streaming, spark")
+    ap.add_argument("--sizes", default="1e7,3e7,1e8", type=sizes, help="comma-separated event counts")
+    ap.add_argument("--engines", default=",".join(ENGINES), type=_script.names(ENGINES), help=f"comma-separated: {', '.join(ENGINES)}")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/conrec-scale"))
     ap.add_argument("--max-rss-gib", type=float, default=12.0)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     max_rss = int(args.max_rss_gib * 2**30)
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} (1/5/15 min), cores: {os.cpu_count()}")
     print(f"{'events':>12} {'engine':>10} {'events/s':>12} {'seconds':>9} {'peak PSS GiB':>13}  status")
-    for size in (int(float(s)) for s in args.sizes.split(",")):
+    for size in args.sizes:
         events = args.workdir / f"events-{size}.parquet"
         t = time.perf_counter()
         generate(events, size)
         print(f"# {size:,} events on disk ({events.stat().st_size / 2**30:.2f} GiB, {time.perf_counter() - t:.0f} s to generate)", flush=True)
-        for engine in args.engines.split(","):
+        for engine in args.engines:
             if engine == "memory" and size / 1e6 * MEMORY_GB_PER_MILLION * 2**30 > max_rss:
                 print(f"{size:>12,} {engine:>10} {'-':>12} {'-':>9} {'-':>13}  skipped: ~{size / 1e6 * MEMORY_GB_PER_MILLION:.0f} GB needed", flush=True)
                 continue
@@ -179,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_script.main(main))

@@ -17,13 +17,15 @@ This prints, for a finished run (``conrec eval`` done on ``--split``, normally v
 
     python benchmarks/headroom.py --run runs/valid_run [--split valid] [--models sft,grpo]
 
-Prints a table and writes ``headroom.json`` under the run's ``eval/``.
+Prints a table and writes ``headroom.json`` under the run's ``eval/`` (``headroom-<split>.json`` for a
+``--split`` other than the run's ``eval.split``, whose ``eval/metrics.json`` is then not compared).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ import polars as pl
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import _script  # noqa: E402
 
 from conrec.config import load_config  # noqa: E402
 from conrec.eval.baselines.base import Catalog  # noqa: E402
@@ -79,11 +83,18 @@ def greedy_cover(items: list[str], history: list[set[str]], futures: list[set[st
     return scores
 
 
+def _models(text: str) -> list[str]:
+    names = [m for m in text.split(",") if m]
+    if unknown := [m for m in names if m not in ("sft", "grpo")]:
+        raise argparse.ArgumentTypeError(f"unknown model {', '.join(unknown)} (sft, grpo)")
+    return names
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", type=Path, required=True, help="a run directory with data/, sid/ and the LM(s) trained")
-    ap.add_argument("--split", default=None, help="split to measure (default: the run's eval.split)")
-    ap.add_argument("--models", default="sft,grpo", help="LMs to score when the run has them")
+    ap.add_argument("--split", default=None, choices=("train", "valid", "test"), help="split to measure (default: the run's eval.split)")
+    ap.add_argument("--models", default="sft,grpo", type=_models, help="LMs to score when the run has them (sft, grpo)")
     args = ap.parse_args(argv)
 
     cfg = load_config(args.run / "config.yaml")
@@ -118,12 +129,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (list(map(str, h or [])), [int(x) for x in fb or []])
         for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
     ]
-    for name in [m for m in args.models.split(",") if m]:
+    for name in args.models:
         if not rd.has_model(name):
             continue
         from conrec.llm.inference.predict import Predictor
 
-        decode = cfg.decode.model_copy(update={"search": "exhaustive"})
+        # the LM alone: the blends below add w x log(1 + dislike count) themselves (and decode.popularity_prior > 0
+        # would need the item prior)
+        decode = cfg.decode.model_copy(update={"search": "exhaustive", "popularity_prior": 0.0})
         pred = Predictor.from_dir(rd.model_dir(name), sid_map, cfg.sft.prompt, decode)
         t0 = time.perf_counter()
         lm = np.array(pred.score(hist_rows, [pred.items] * len(hist_rows)))  # (P, n) in SID-map order
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows[label] = ranked_fhr(lm + w * log_pop, items, history, futures)
 
     metrics_path = rd.eval / "metrics.json"
-    if metrics_path.exists():
+    if split == cfg.eval.split and metrics_path.exists():  # the run's eval is on eval.split only
         metrics = read_json(metrics_path, what="eval metrics")
         base = {m: v[f"FHR@{K}"] for m, v in metrics.items() if isinstance(v, dict) and f"FHR@{K}" in v and m not in ("sft", "grpo")}
         if base:
@@ -146,9 +159,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "best_baseline" in out:
         b = out["best_baseline"]
         print(f"  best baseline of eval/metrics.json: {b['name']} {b[f'FHR@{K}']:.3f}; 1.2x = {b['target_1.2x']:.3f}")
-    write_json(out, rd.eval / "headroom.json")
+    elif split != cfg.eval.split:
+        print(f"  (eval/metrics.json is on the run's eval.split, {cfg.eval.split}: not compared)")
+    path = rd.eval / ("headroom.json" if split == cfg.eval.split else f"headroom-{split}.json")
+    write_json(out, path)
+    print(f"wrote {path}")
     return out
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_script.main(main))

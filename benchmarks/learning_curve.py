@@ -15,7 +15,8 @@ and ``sft.model.tiny`` replaced, and is evaluated by the normal ``conrec eval`` 
 The base config's ``data.split.train_until`` is set to ``valid`` (a model refitted up to the test
 cut-off must not be scored on valid). Baselines are evaluated once, on the base run, with the same
 split and tuning as ``conrec eval``; they are the horizontal lines of the plot. Writes
-``curve.json``, ``curve.md`` and ``curve.png`` under ``--out``.
+``curve.json``, ``curve.md`` and ``curve.png`` under ``--out``. A point that fails is named (with its log) and
+left out of the table and plot; the script then exits 1. A SIGTERM or Ctrl-C stops every running ``conrec`` child.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import _script
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,9 +47,18 @@ from conrec.runs import RunDir  # noqa: E402
 METRIC = "FHR@20"
 
 
+class Failed(Exception):
+    """A ``conrec`` child exited with an error (its message names the log)."""
+
+
 def parse_size(text: str) -> dict[str, int]:
     """``256x4`` -> a tiny-model section: hidden 256, 4 layers, hidden/32 heads, MLP 2x hidden."""
-    hidden, layers = (int(x) for x in text.lower().split("x"))
+    try:
+        hidden, layers = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"not a model size HIDDENxLAYERS (e.g. 128x2): {text!r}") from None
+    if hidden < 1 or layers < 1:
+        raise ValueError(f"a model size needs a positive hidden size and layer count: {text!r}")
     return {"hidden_size": hidden, "num_layers": layers, "num_heads": max(hidden // 32, 1), "intermediate_size": 2 * hidden, "seed": 0}
 
 
@@ -58,8 +69,34 @@ def conrec(args: list[str], log: Path, threads: int | None) -> float:
         env["OMP_NUM_THREADS"] = str(threads)
     started = time.perf_counter()
     with log.open("a") as fh:
-        subprocess.run([sys.executable, "-m", "conrec.cli", *args], check=True, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        rc = _script.run([sys.executable, "-m", "conrec.cli", *args], stdout=fh, stderr=subprocess.STDOUT, env=env).returncode
+    if rc:
+        raise Failed(f"conrec {' '.join(args)} failed (exit {rc}); see {log}")
     return time.perf_counter() - started
+
+
+def _sizes(text: str) -> list[str]:
+    """An argparse type: comma-separated model sizes, each checked by :func:`parse_size`."""
+    given = [s for s in text.split(",") if s]
+    try:
+        for size in given:
+            parse_size(size)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not given:
+        raise argparse.ArgumentTypeError("no model size given")
+    return given
+
+
+def _steps(text: str) -> list[int]:
+    """An argparse type: comma-separated positive step counts."""
+    try:
+        steps = [int(s) for s in text.split(",") if s]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of step counts: {text!r}") from None
+    if not steps or min(steps) < 1:
+        raise argparse.ArgumentTypeError(f"step counts must be at least 1: {text!r}")
+    return steps
 
 
 def base_config(path: str, out: Path) -> dict[str, Any]:
@@ -121,15 +158,15 @@ def plot(points: list[dict[str, Any]], baselines: dict[str, Any], path: Path) ->
     fig.savefig(path)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-c", "--config", default="preset:demo")
-    ap.add_argument("--out", type=Path, default=Path("runs/curve"))
-    ap.add_argument("--steps", default="375,750,1500,3000")
-    ap.add_argument("--sizes", default="128x2,256x4")
-    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("-c", "--config", default="preset:demo", help="the base config (default: preset:demo)")
+    ap.add_argument("--out", type=Path, default=Path("runs/curve"), help="where the runs and results go (default: runs/curve, in the current directory)")
+    ap.add_argument("--steps", default="375,750,1500,3000", type=_steps, help="comma-separated SFT step counts (default: 375,750,1500,3000)")
+    ap.add_argument("--sizes", default="128x2,256x4", type=_sizes, help="comma-separated HIDDENxLAYERS model sizes (default: 128x2,256x4)")
+    ap.add_argument("--jobs", type=int, default=1, help="points trained at once (default: 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per job (default: conrec's choice)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     out = args.out.absolute()
     base = base_config(args.config, out)
     base_yaml = write_yaml(base, out / "base.yaml")
@@ -138,12 +175,15 @@ def main() -> None:
     base_cfg = load_config(base_yaml)
     for stage, command in (("data", "data"), ("sid", "tokenize")):
         if not is_current(RunDir(base_run), base_cfg, stage):  # a prepared base run is reused as is
-            conrec([command, "-c", str(base_yaml)], out / "base.log", args.threads)
+            try:
+                conrec([command, "-c", str(base_yaml)], out / "base.log", args.threads)
+            except Failed as e:
+                raise SystemExit(str(e)) from None
     bcfg = json.loads(json.dumps(base))
     bcfg["eval"]["models"] = []
     base_eval_yaml = write_yaml(bcfg, out / "base_eval.yaml")
 
-    grid = [(size, int(s)) for size in args.sizes.split(",") for s in args.steps.split(",")]
+    grid = [(size, steps) for size in args.sizes for steps in args.steps]
     points: list[dict[str, Any]] = []
     baselines: dict[str, Any] = {}
 
@@ -156,7 +196,15 @@ def main() -> None:
         tmp.write_text(json.dumps(result, indent=2))
         tmp.replace(out / "curve.json")
 
-    def one(size_steps: tuple[str, int] | None) -> None:
+    def one(size_steps: tuple[str, int] | None) -> str | None:
+        """One point (None: the baselines); the failure's message, or None."""
+        try:
+            point(size_steps)
+        except Failed as e:
+            return str(e)
+        return None
+
+    def point(size_steps: tuple[str, int] | None) -> None:
         if size_steps is None:  # the baselines, beside the grid
             conrec(["eval", "-c", str(base_eval_yaml)], out / "base.log", args.threads)
             with lock:
@@ -179,8 +227,14 @@ def main() -> None:
                            "params_m": (params / 1e6) if params else float("nan")})
             save()
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(one, [None, *grid]))
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    try:
+        failures = [f for f in pool.map(one, [None, *grid]) if f]
+    finally:  # interrupted: the running children were stopped (_script); the points not started are dropped
+        pool.shutdown(wait=True, cancel_futures=True)
+    if not points and not baselines:
+        raise SystemExit("no point finished:\n" + "\n".join(failures))
+    save()
     result = json.loads((out / "curve.json").read_text())
     lines = [f"| model | steps | {METRIC} (valid) | 95% CI | SFT s | eval s |", "|---|---:|---:|---|---:|---:|"]
     for p in sorted(points, key=lambda p: (p["size"], p["steps"])):
@@ -193,7 +247,10 @@ def main() -> None:
     plot(points, baselines, out / "curve.png")
     print("\n".join(lines))
     print(f"wrote {out / 'curve.png'} ({result['wall_s']:.0f} s)")
+    for f in failures:
+        print(f, file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_script.main(main))

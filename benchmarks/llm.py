@@ -24,9 +24,20 @@ import tempfile
 import time
 from pathlib import Path
 
+import _script
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# the ``sft.model`` section of each backbone name (tiny: a small random Llama; the others: pretrained, see docs/backbones.md)
+BACKBONES: dict[str, dict] = {
+    "tiny": {"tiny": {"hidden_size": 64, "num_layers": 2}},
+    "smollm2": {"backbone": "smollm2"},
+    "gemma3": {"backbone": "gemma3"},
+}
+PHASES = ("sft_full", "sft_lora", "predict")
 
 
 def _peak_mb() -> float:
@@ -36,7 +47,7 @@ def _peak_mb() -> float:
 def _cfg(root: Path, backbone: str, lora: bool, steps: int, batch: int, k: int):
     from conrec.config import load_config
 
-    model = {"tiny": {"hidden_size": 64, "num_layers": 2}} if backbone == "tiny" else {}
+    model = BACKBONES[backbone]
     train = {"max_steps": steps, "batch_size": batch, "logging_steps": max(1, steps), "save_steps": 10_000, "learning_rate": 5e-4}
     if lora:
         train["lora"] = {"r": 8, "alpha": 16}
@@ -47,8 +58,8 @@ def _cfg(root: Path, backbone: str, lora: bool, steps: int, batch: int, k: int):
     )
 
 
-def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, threads: int) -> dict:
-    """One measurement in this process (called in a subprocess by :func:`main`)."""
+def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, threads: int, root: Path) -> dict:
+    """One measurement in this process (called in a subprocess by :func:`main`); its toy run and model go in ``root``."""
     import numpy as np
     import polars as pl
     import torch
@@ -60,7 +71,6 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     from conrec.pipeline import record_finished
     from conrec.stages import STAGE_REGISTRY
 
-    root = Path(tempfile.mkdtemp(prefix="conrec_bench_"))
     run = write_toy_run(root, n_items=400, n_users=max(64, users), samples_per_user=8, codebook_sizes=(8, 8, 8))
     quiet = Console(quiet=True)
     lora = phase == "sft_lora"
@@ -99,30 +109,33 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="conrec LM benchmark (CPU)")
-    ap.add_argument("--backbones", default="tiny,smollm2")
-    ap.add_argument("--phases", default="sft_full,sft_lora,predict")
+    ap.add_argument("--backbones", default="tiny,smollm2", type=_script.names(tuple(BACKBONES)), help=f"comma-separated: {', '.join(BACKBONES)}")
+    ap.add_argument("--phases", default="sft_full,sft_lora,predict", type=_script.names(PHASES), help=f"comma-separated: {', '.join(PHASES)}")
     ap.add_argument("--sft-steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--one", nargs=2, metavar=("BACKBONE", "PHASE"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    ap.add_argument("--one", nargs=3, metavar=("BACKBONE", "PHASE", "ROOT"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
     if a.one:
-        print("RESULT " + json.dumps(one(a.one[0], a.one[1], a.sft_steps, a.batch, a.users, a.k, a.threads)))
+        backbone, phase, root = a.one
+        print("RESULT " + json.dumps(one(backbone, phase, a.sft_steps, a.batch, a.users, a.k, a.threads, Path(root))))
         return
     from rich.console import Console
     from rich.table import Table
 
     results = []
-    for backbone in a.backbones.split(","):
-        for phase in a.phases.split(","):
-            cmd = [sys.executable, __file__, "--one", backbone, phase, "--sft-steps", str(a.sft_steps), "--batch", str(a.batch),
-                   "--users", str(a.users), "--k", str(a.k), "--threads", str(a.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+    for backbone in a.backbones:
+        for phase in a.phases:
+            # the child's toy run and model: removed however the measurement ends (a pretrained checkpoint is ~0.5 GB)
+            with tempfile.TemporaryDirectory(prefix="conrec_bench_") as root:
+                cmd = [sys.executable, __file__, "--one", backbone, phase, root, "--sft-steps", str(a.sft_steps), "--batch", str(a.batch),
+                       "--users", str(a.users), "--k", str(a.k), "--threads", str(a.threads)]
+                proc = _script.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
                 print(proc.stderr[-2000:], file=sys.stderr)
@@ -142,4 +155,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_script.main(main))

@@ -9,7 +9,11 @@ The demo-shaped fallback (``sft.model.tiny`` of ``presets/demo.yaml``: hidden 12
 weights) costs exactly what the trained demo model costs: latency does not depend on the weights.
 Histories are real samples' (test split), so prompt lengths are the dataset's; slates are drawn
 per repeat from the catalogue (seeded). Reports p50/p95/p99 in ms, and the same for a naive
-baseline (one full forward per candidate) to show what sharing the prompt's KV cache buys.
+baseline (one full forward of prompt + SID per candidate) to show what sharing the prompt's KV cache buys.
+The naive baseline is a cost reference, not the same scorer: it takes a log-softmax over the whole
+vocabulary at each SID position, where ``Predictor.score`` normalises over each level's code rows and
+adds ``decode``'s prior and copy bias, so its scores (and their order) differ; its time also includes
+the full-vocabulary head.
 
 On a shared, overloaded machine wall-clock latency measures the queue for the CPU, not the work:
 the script also reports the process CPU time per call. With ``--threads 1`` that CPU time is what
@@ -29,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import _script  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -36,7 +41,7 @@ import torch  # noqa: E402
 def load_predictor(run_dir: Path):
     from conrec.config import load_config, preset_path
     from conrec.io import read_parquet
-    from conrec.llm.inference.predict import Predictor
+    from conrec.llm.inference.predict import Predictor, run_item_prior
     from conrec.llm.model.backbone import load_backbone
     from conrec.llm.model.vocab import add_sid_vocabulary
     from conrec.runs import RunDir
@@ -52,7 +57,8 @@ def load_predictor(run_dir: Path):
     sid_map = SidMap.from_parquet(run.sid_map)
     model, tok = load_backbone(demo.sft.model)
     add_sid_vocabulary(model, tok, sid_map)
-    return Predictor(model, tok, sid_map, cfg.sft.prompt, cfg.decode), samples, "demo-shaped model, random weights"
+    prior = run_item_prior(run_dir, cfg.data.split, sid_map, cfg.decode)  # decode.popularity_prior > 0 (the demo preset's)
+    return Predictor(model, tok, sid_map, cfg.sft.prompt, cfg.decode, prior), samples, "demo-shaped model, random weights"
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
@@ -132,4 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_script.main(main))

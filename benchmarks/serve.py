@@ -7,6 +7,13 @@ requests per level (and stops a level early after --max-seconds), then stops the
     python benchmarks/serve.py --run-dir runs/demo          # the trained model (grpo, else sft)
     python benchmarks/serve.py --fake                       # popularity predictor: HTTP overhead only
 
+One invocation is one round. To average rounds (and alternate configurations), run it in a loop with
+``--json FILE``: each invocation appends one JSON line (its run, config and per-level figures), e.g.
+
+    for r in 1 2 3 4 5 6; do for c in one.yaml two.yaml; do
+      python benchmarks/serve.py --run-dir RUN --config $c --requests 96 --json rounds.jsonl; done; done
+    python benchmarks/serve.py --summarize rounds.jsonl     # mean req/s, p50, p95 per configuration and level
+
 With --fake the run dir's tables are used if present, otherwise a synthetic run in a temp dir.
 Request histories are real users' (``user_id`` requests) and, for every other request, the same
 history sent explicitly as ``negative``/``positive`` lists, so both lookup paths are measured.
@@ -21,15 +28,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _script
 import httpx
 import numpy as np
 
@@ -49,20 +59,41 @@ class LevelResult:
     sent: int
     errors: int
     seconds: float
-    latencies_ms: list[float]
+    latencies_ms: list[float]  # of the answered requests (HTTP 200) only
     histories: int
     client_cpu_s: float = 0.0  # this process's CPU time over the level (the client's threads)
     machine_busy: float = float("nan")  # share of all cores busy over the level (Linux; nan elsewhere)
+    statuses: Counter[str] = field(default_factory=Counter)  # HTTP status (or the client error) -> requests
+    first_error: str = ""  # the first failed request's status and body
+
+    def figures(self) -> dict[str, Any]:
+        """req/s and latencies count the answered requests only: a failed request is an error, not throughput."""
+        lat = self.latencies_ms or [float("nan")]
+        p50, p95 = np.percentile(lat, [50, 95])
+        rps = (self.sent - self.errors) / self.seconds if self.seconds > 0 else float("nan")
+        return {"endpoint": self.name, "concurrency": self.concurrency, "requests": self.sent, "errors": self.errors,
+                "req_s": rps, "p50_ms": float(p50), "p95_ms": float(p95)}
 
     def row(self) -> str:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.asarray([float("nan")])
-        p50, p95 = np.percentile(lat, [50, 95])
-        rps = self.sent / self.seconds if self.seconds > 0 else float("nan")
+        f = self.figures()
         return (
-            f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{rps:>10.1f}"
-            f"{rps * self.histories:>12.1f}{p50:>10.1f}{p95:>10.1f}"
+            f"{self.name:<10}{self.concurrency:>6}{self.sent:>9}{self.errors:>8}{f['req_s']:>10.1f}"
+            f"{f['req_s'] * self.histories:>12.1f}{f['p50_ms']:>10.1f}{f['p95_ms']:>10.1f}"
             f"{1000 * self.client_cpu_s / max(1, self.sent):>12.2f}{self.machine_busy:>7.2f}"
         )
+
+
+def summarize(rounds: list[dict[str, Any]]) -> str:
+    """Mean req/s, p50 and p95 per (configuration, endpoint, concurrency) over the rounds of a ``--json`` file."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rounds:
+        for lv in r["levels"]:
+            groups.setdefault((r["label"], lv["endpoint"], lv["concurrency"]), []).append(lv)
+    lines = [f"{'endpoint':<10}{'conc':>6}{'rounds':>8}{'req/s':>10}{'p50 ms':>10}{'p95 ms':>10}  config (or run dir)"]
+    for (label, endpoint, conc), levels in sorted(groups.items()):
+        mean = {k: float(np.mean([lv[k] for lv in levels])) for k in ("req_s", "p50_ms", "p95_ms")}
+        lines.append(f"{endpoint:<10}{conc:>6}{len(levels):>8}{mean['req_s']:>10.1f}{mean['p50_ms']:>10.1f}{mean['p95_ms']:>10.1f}  {label}")
+    return "\n".join(lines)
 
 
 HEADER = f"{'endpoint':<10}{'conc':>6}{'requests':>9}{'errors':>8}{'req/s':>10}{'histories/s':>12}{'p50 ms':>10}{'p95 ms':>10}{'client ms':>12}{'busy':>7}"
@@ -130,24 +161,28 @@ def run_level(
     next_index = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []
-    errors = 0
+    statuses: Counter[str] = Counter()
+    first_error: list[str] = []
     deadline = time.perf_counter() + max_seconds
 
     def worker(client: httpx.Client) -> None:
-        nonlocal errors
         while time.perf_counter() < deadline:
             j = next(next_index)
             if j >= len(bodies):
                 return
             t0 = time.perf_counter()
             try:
-                ok = client.post(path, json=bodies[j]).status_code == 200
-            except httpx.HTTPError:
-                ok = False
+                resp = client.post(path, json=bodies[j])
+                status, error = str(resp.status_code), (f"HTTP {resp.status_code}: {resp.text[:300]}" if resp.status_code != 200 else "")
+            except httpx.HTTPError as e:
+                status, error = type(e).__name__, f"{type(e).__name__}: {e}"
             dt = (time.perf_counter() - t0) * 1000
             with lock:
-                latencies.append(dt)
-                errors += not ok
+                statuses[status] += 1
+                if not error:
+                    latencies.append(dt)
+                elif not first_error:
+                    first_error.append(error)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=url, timeout=max(60.0, max_seconds), limits=limits) as client:
@@ -158,13 +193,21 @@ def run_level(
         seconds, cpu, ticks1 = time.perf_counter() - start, time.process_time() - cpu0, _cpu_sample()
     busy = _busy_share(ticks0, ticks1)
     name = path.rsplit("/", 1)[-1]
-    return LevelResult(name, concurrency, len(latencies), errors, seconds, latencies, histories_per_body, cpu, busy)
+    sent = sum(statuses.values())
+    return LevelResult(
+        name, concurrency, sent, sent - len(latencies), seconds, latencies, histories_per_body, cpu, busy, statuses, "".join(first_error)
+    )
 
 
 def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
-    run_dir = Path(args.run_dir)
-    cfg_path = args.config or (run_dir / "config.yaml" if (run_dir / "config.yaml").exists() else None)
-    cfg = load_config(cfg_path, {"run_dir": str(run_dir)})
+    """``--config`` serves its own ``run_dir`` unless ``--run-dir`` is given too; else ``--run-dir`` (default
+    runs/demo) with its config.yaml if present."""
+    if args.config:
+        cfg = load_config(args.config, {"run_dir": args.run_dir} if args.run_dir else None)
+    else:
+        run_dir = Path(args.run_dir or "runs/demo")
+        cfg = load_config(run_dir / "config.yaml" if (run_dir / "config.yaml").exists() else None, {"run_dir": str(run_dir)})
+    run_dir = Path(cfg.run_dir)
     if args.fake:
         run = RunDir(run_dir)
         if not (run.events.exists() and run.sid_map.exists() and run.items.exists()):
@@ -178,7 +221,7 @@ def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", default="runs/demo")
+    p.add_argument("--run-dir", default=None, help="the run to serve (default: --config's run_dir, else runs/demo)")
     p.add_argument("--config", type=Path, default=None, help="pipeline YAML (default: <run-dir>/config.yaml if present)")
     p.add_argument("--fake", action="store_true", help="serve the popularity predictor instead of the LM")
     p.add_argument("--requests", type=int, default=None, help="requests per level (default 200 fake, 24 model)")
@@ -188,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slate", type=int, default=20, help="candidates per /v1/score request (0: skip /v1/score)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per level")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="model load budget")
+    p.add_argument("--json", type=Path, default=None, help="append this round's figures to this file as one JSON line")
+    p.add_argument("--summarize", type=Path, default=None, help="print the mean of the rounds in this --json file and exit")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(summarize([json.loads(line) for line in args.summarize.read_text().splitlines() if line.strip()]))
+        return 0
     n = args.requests or (200 if args.fake else 24)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
@@ -198,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with local_server(cfg, startup_timeout=args.startup_timeout) as server:
             health = httpx.get(f"{server.url}/healthz").json()
-            print(f"[bench] {server.url}  model={health['model']}  n_items={health['n_items']}  "
+            print(f"[bench] {server.url}  run={cfg.run_dir}  model={health['model']}  n_items={health['n_items']}  "
                   f"startup {time.perf_counter() - t0:.1f} s  requests/level={n}  k={args.k}")
             run_level(server.url, "/v1/dislikes", bodies[:2], 1, args.max_seconds)  # warm-up
             results = [run_level(server.url, "/v1/dislikes", bodies, c, args.max_seconds) for c in levels]
@@ -215,8 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     for r in results:
         print(r.row())
-    return 1 if any(r.errors for r in results) else 0
+    if args.json:
+        # rounds are grouped by what was asked for (--config, else --run-dir), not by a --fake run's temp dir
+        record = {"label": str(args.config or args.run_dir or "runs/demo"), "run": str(cfg.run_dir), "model": health["model"],
+                  "levels": [r.figures() for r in results]}
+        with args.json.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+    failed = [r for r in results if r.errors]
+    for r in failed:
+        counts = ", ".join(f"{n} x {s}" for s, n in sorted(r.statuses.items()))
+        print(f"[bench] {r.name} at concurrency {r.concurrency}: {counts}; first failure: {r.first_error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_script.main(main))

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import _script
 import httpx
 import numpy as np
 
@@ -56,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             r = httpx.post(f"{server.url}/v1/dislikes", content=body, headers={"content-type": "application/json"}, timeout=120)
             secs = time.perf_counter() - t
+            # with serve.processes > 1 this pid is the supervisor, not the worker that would read the body
+            whose = "server" if cfg.serve.processes == 1 else f"supervisor (of {cfg.serve.processes} workers)"
             print(f"{args.body_mb} MB body: HTTP {r.status_code} in {secs:.2f} s (client send included); "
-                  f"server RSS {before:.0f} -> {rss_mb(pid):.0f} MB")
+                  f"{whose} RSS {before:.0f} -> {rss_mb(pid):.0f} MB")
 
             # one shared client, connections opened before the clock starts (a new httpx client per
             # request costs ~70 ms of client CPU, which would be measured as server latency)
@@ -83,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_script.main(main))

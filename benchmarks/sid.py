@@ -1,6 +1,9 @@
 """Benchmark the semantic-ID stage on this CPU, and check SID semantics on MovieLens-100K.
 
-Usage: ``python benchmarks/sid.py [--encode-items 3000] [--items 100000] [--skip-ml100k]``
+Usage: ``python benchmarks/sid.py [--encode-items 3000] [--items 100000] [--skip-ml100k] [--quantizers rkmeans,rqvae] [--threads 2]``
+
+Torch runs ``--threads`` threads (default 2, the figures of docs/benchmarks.md; printed with the results), the
+RQ-VAE's training ``sid.quantizer.train_threads``.
 
 1. Encode: the real all-MiniLM-L6-v2 on ``--encode-items`` synthetic movie-like titles (no cache):
    items/s.
@@ -21,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import _script
 import numpy as np
 import polars as pl
 import torch
@@ -89,14 +94,15 @@ def stage_texts(items: pl.DataFrame) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--encode-items", type=int, default=3000)
-    ap.add_argument("--items", type=int, default=100_000)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--encode-items", type=_script.positive, default=3000)
+    ap.add_argument("--items", type=_script.positive, default=100_000)
     ap.add_argument("--skip-ml100k", action="store_true")
-    ap.add_argument("--quantizers", default="rkmeans,rqvae", help="comma-separated: rkmeans, rqvae")
+    ap.add_argument("--quantizers", default="rkmeans,rqvae", type=_script.names(("rkmeans", "rqvae")), help="comma-separated: rkmeans, rqvae")
+    ap.add_argument("--threads", type=_script.positive, default=2, help="torch threads (default: 2)")
     args = ap.parse_args()
-    kinds = [k for k in args.quantizers.split(",") if k]
-    torch.set_num_threads(2)
+    kinds = args.quantizers
+    torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", UserWarning)
     console = Console()
     quiet = Console(quiet=True)
@@ -110,6 +116,7 @@ def main() -> None:
     real, _ = encode_texts(texts[:n_enc], encoder, batch_size=128, cache_dir=None)
     enc_s = time.perf_counter() - t
     enc_rate = n_enc / enc_s
+    console.print(f"torch threads: {args.threads}")
     console.print(f"[bold]encode[/bold] all-MiniLM-L6-v2: {n_enc} titles in {enc_s:.1f} s = {enc_rate:.0f} items/s")
 
     rng = np.random.default_rng(0)
@@ -131,7 +138,7 @@ def main() -> None:
         else:
             torch.set_num_threads(cfg.train_threads)
             _, res = fit_rqvae(vectors, sizes, cfg, seed=0)
-            torch.set_num_threads(2)
+            torch.set_num_threads(args.threads)
         q_s = time.perf_counter() - t
         t = time.perf_counter()
         resolved = resolve_collisions(res.codes, res.codebook_sizes, res.last_residual, res.last_codebook)
@@ -181,4 +188,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(_script.main(main))

@@ -18,6 +18,7 @@ seconds; on a machine that is already busy with other work every figure includes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import _script
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -104,6 +107,19 @@ def measure(stage: str, run_dir: Path, threads: int | None, sft_steps: int, sasr
     raise SystemExit(f"unknown stage {stage!r}")
 
 
+def _ours(run_dir: Path) -> bool:
+    """Whether ``run_dir``'s config is the one :func:`prepare` writes (preparing another run would rewrite its stages)."""
+    from conrec.config import load_config
+
+    return load_config(run_dir / "config.yaml").model_dump() == _tiny_cfg(run_dir, 1, 1, None).model_dump()
+
+
+def _env() -> dict[str, str]:
+    """The environment of the children, ``OMP_NUM_THREADS`` removed: each sets its threads itself (the
+    concurrent trainer: torch's default)."""
+    return {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+
+
 def _child(stage: str, run_dir: Path, threads: int | None, args: argparse.Namespace) -> dict:
     cmd = [
         sys.executable, __file__, "--measure", stage, "--run-dir", str(run_dir),
@@ -111,8 +127,7 @@ def _child(stage: str, run_dir: Path, threads: int | None, args: argparse.Namesp
     ]
     if threads is not None:
         cmd += ["--threads", str(threads)]
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    out = _script.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     if out.returncode != 0:
         raise SystemExit(f"measurement {stage} threads={threads} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -122,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sft-steps", type=int, default=8)
     parser.add_argument("--sasrec-epochs", type=int, default=3)
-    parser.add_argument("--run-dir", type=Path, default=None, help="where the tiny data/SID stages go (default: a temp dir)")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="a directory of its own for the tiny data/SID stages, reused by later runs (default: a temp dir)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--measure", choices=("sft", "sasrec"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
@@ -134,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from conrec.runtime import available_cores
 
+    if args.run_dir and (args.run_dir / "config.yaml").exists() and not _ours(args.run_dir):
+        raise SystemExit(f"{args.run_dir} holds another run (its config.yaml is not threads.py's): give --run-dir a directory of its own")
     cores = available_cores()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -141,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         prepare(run_dir)
         rows: list[dict] = []
         for concurrent in (False, True):
-            other = subprocess.Popen([sys.executable, "-c", _CONCURRENT]) if concurrent else None
-            try:
-                if other is not None:
+            # the trainer is stopped (with its process group) when this block is left, SIGTERM included
+            with _script.popen([sys.executable, "-c", _CONCURRENT], env=_env()) if concurrent else contextlib.nullcontext():
+                if concurrent:
                     time.sleep(2.0)  # let it reach its steady step loop
                 for stage in ("sft", "sasrec"):
                     for setting, threads in settings(cores):
@@ -157,10 +176,6 @@ def main(argv: list[str] | None = None) -> int:
                             f"{row['per_unit']:.3f} s/{row['unit']}",
                             flush=True,
                         )
-            finally:
-                if other is not None:
-                    other.terminate()
-                    other.wait(timeout=30)
     load_after = os.getloadavg()[0]
 
     print(f"\ncores available: {cores}; 1-min load average before / after: {load_before:.1f} / {load_after:.1f}")
@@ -182,4 +197,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_script.main(main))
