@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from conrec.console_text import shown
 from conrec.data.config import DataConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
@@ -109,7 +110,7 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     warn_repairs(log, dcfg.source, console)
     console.print(summary_table(stats))
     if (warning := dislike_share_warning(stats)) is not None:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
     if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
         console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
                       f"(samples per split: {stats['samples']})", highlight=False)
@@ -190,10 +191,10 @@ def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = 
     the stage is about to refuse the data, and writes no stats.json."""
     if not log.total:
         return
-    lines = "\n".join(f"  - {line}" for line in log.lines())
+    lines = "\n".join(f"  - {shown(line)}" for line in log.lines())
     where = "before the error below, which they may explain" if stopped else "counts in data/stats.json"
     console.print(
-        f"[yellow]warning: {source}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
+        f"[yellow]warning: {shown(source)}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
         f"(data.on_invalid: drop; {where}):[/yellow]\n{lines}",
         highlight=False,
     )

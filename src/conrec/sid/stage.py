@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from conrec.console_text import shown
 from conrec.io import atomic_path, read_parquet, write_json, write_npy
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -173,7 +174,7 @@ def run(
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
     for note in s["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {shown(note)}")
     table = Table(title=f"Semantic IDs ({s['quantizer']}, {s['n_items']} items)", show_header=False)
     table.add_row("codebook sizes", str(s["codebook_sizes"]))
     rel = s["recon_rel"]

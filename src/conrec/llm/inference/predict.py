@@ -23,6 +23,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
+from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
@@ -361,8 +362,8 @@ def run(
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
             table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
         for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
-            row = [str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}"]
-            table.add_row(*row, *([reason or ""] if explain else []))
+            row = [str(rank), shown(item), predictor.sid_map.sid_of(item), shown(titles.get(item, "")), f"{score:.3f}"]
+            table.add_row(*row, *([shown(reason or "")] if explain else []))
         console.print(table)
         result = pl.DataFrame(
             {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
@@ -370,7 +371,7 @@ def run(
         )
         if out is not None:  # the printed table as a file too, as conrec score writes it (it was ignored without a word)
             write_parquet(result, out)
-            console.print(f"-> {out}")
+            console.print(f"-> {shown(out)}")
         return result
     assert request.samples is not None
     preds = predictor.predict_samples(request.samples, k, console=console)
@@ -381,5 +382,5 @@ def run(
     write_parquet(preds, target)
     n_invalid = int(preds["n_invalid"].sum())
     users = f" of {preds['user_id'].n_unique():,} users" if "user_id" in preds.columns else ""
-    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {target}")
+    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {shown(target)}")
     return preds
