@@ -360,3 +360,18 @@ def test_titles_with_rich_markup_or_control_characters_are_printed_verbatim_and_
         assert title in out, out
     assert "\x1b" not in out and "\x01" not in out and "\u202e" not in out
     assert shown("a\\[b] [/] \t\n") == "a\\\\\\[b] \\[/] \\x09\\x0a"
+
+
+def test_a_history_covering_the_whole_catalogue_says_there_is_nothing_to_rank(trained, tmp_path):
+    """Found by probing: a history holding every catalogue item printed an empty "top-20" table and nothing else."""
+    import io
+
+    from rich.console import Console
+
+    cfg, pred = trained
+    buf = io.StringIO()
+    hist = tmp_path / "all.json"
+    hist.write_text(json.dumps({"negative": list(pred.items), "positive": []}))
+    table = predict_mod.run(cfg, hist, None, None, "sft", 5, console=Console(file=buf, width=200, color_system=None))
+    assert table.height == 0
+    assert buf.getvalue().strip() == f"nothing to rank: every one of the {len(pred.items)} catalogue items is in the history (decode.exclude_history leaves them out)"

@@ -358,13 +358,17 @@ def run(
         reasons: list[str | None] = [None] * len(recs)
         if explainer is not None:
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
+        if not recs:  # an empty "top-k" table said nothing about why
+            console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in the history "
+                          "(decode.exclude_history leaves them out)", highlight=False)
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
             table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
         for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
             row = [str(rank), shown(item), predictor.sid_map.sid_of(item), shown(titles.get(item, "")), f"{score:.3f}"]
             table.add_row(*row, *([shown(reason or "")] if explain else []))
-        console.print(table)
+        if recs:
+            console.print(table)
         result = pl.DataFrame(
             {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
             schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},
