@@ -288,3 +288,15 @@ def test_codebook_sizes_keep_the_level_bound() -> None:
     assert QuantizerConfig(codebook_sizes=[2] * 8).levels == 8
     with pytest.raises(ValueError, match="codebook_sizes lists 9 levels; at most 8"):
         QuantizerConfig(codebook_sizes=[2] * 9)
+
+
+def test_docs_say_a_sid_is_stable_only_for_the_same_items_and_no_path_encodes_new_items():
+    """Found by probing: one item added to the items file changed all 60 SIDs of a catalogue, while docs/sids.md
+    promised a map "stable across reruns with the same seed" and the stage called quantizer.pt a checkpoint "to
+    encode new items later", which nothing does."""
+    import conrec.sid.stage as stage
+
+    root = Path(__file__).resolve().parents[1]
+    sids = " ".join((root / "docs" / "sids.md").read_text().split())
+    assert "same items file" in sids and "re-learns every code" in sids and "retraining the model" in sids
+    assert "encode new items later" not in (stage.__doc__ or "")

@@ -2,8 +2,10 @@
 
 Reads ``data/items.parquet``; writes ``sid/text_vectors.npy`` (the encoder's vectors, rows in items
 order), ``sid/embeddings.npy`` (the quantizer's input: those, or with a collaborative part),
-``sid/quantizer.pt`` (checkpoint to encode new items later), ``sid/sid_map.parquet`` and
-``sid/stats.json``; then marks the stage done. Same config and seed -> identical SID map.
+``sid/quantizer.pt`` (the quantizer's state, which the GRPO reward reads to rebuild item vectors from codes),
+``sid/sid_map.parquet`` and ``sid/stats.json``; then marks the stage done. Same items file, config and seed ->
+identical SID map; any change to the items re-fits the quantizer from scratch and reassigns (almost) every SID, so
+the model must be retrained (nothing encodes new items into an old map).
 """
 
 from __future__ import annotations
