@@ -300,3 +300,14 @@ def test_docs_say_a_sid_is_stable_only_for_the_same_items_and_no_path_encodes_ne
     sids = " ".join((root / "docs" / "sids.md").read_text().split())
     assert "same items file" in sids and "re-learns every code" in sids and "retraining the model" in sids
     assert "encode new items later" not in (stage.__doc__ or "")
+
+
+def test_the_stage_notes_item_texts_the_encoder_cut(tmp_path: Path) -> None:
+    class Cutting(GenreEncoder):
+        def truncated(self, texts: list[str]) -> list[int]:
+            return [i for i, t in enumerate(texts) if len(t.split(";")[0]) > len("Title 9")]
+
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=Cutting())
+    assert stats["encoder"]["texts_truncated"] == 20  # "Title 10" .. "Title 29"
+    assert any(n.startswith("20 item text(s) are longer than the encoder's maximum") and "i10" in n for n in stats["notes"])

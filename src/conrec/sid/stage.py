@@ -100,6 +100,12 @@ def run(
             vectors = with_collaborative_part(vectors, rd, items, sections)
             enc_info["collab_dims"] = sections.sid.collab.dims
         seconds["encode"] = time.perf_counter() - t
+        if n_cut := int(cast(int, enc_info.get("texts_truncated") or 0)):
+            notes.append(
+                f"{n_cut} item text(s) are longer than the encoder's maximum sequence length and were cut: what follows "
+                f"in sid.encoder.text_fields order (e.g. the category after a long title) was not encoded, "
+                f"e.g. items {enc_info['texts_truncated_examples']}"
+            )
         write_npy(vectors, rd.embeddings)
 
         with warnings.catch_warnings(record=True) as caught:
