@@ -79,6 +79,8 @@ def test_stage_writes_bijective_map_and_stats(tmp_path: Path, kind: str) -> None
     assert len({tuple(c) for c in codes.tolist()}) == 150  # bijection
     assert stats["collision_rate_after"] == 0.0
     assert stats["codebook_sizes"] == sid_map.codebook_sizes
+    assert stats["items_recoded"] >= max(stats["items_moved"], stats["items_extra_code"])
+    assert stats["extra_level"] or stats["items_extra_code"] == 0
     # auto-scaled from 256: max(8, next_pow2(ceil(2 * 150 ** (1/3)) = 11)) = 16
     assert stats["codebook_sizes_quantizer"] == [16, 16, 16]
     assert any("reduced" in note for note in stats["notes"])

@@ -153,7 +153,9 @@ def run(
         "collision_rate_before": collision_rate(result.codes),
         "max_items_per_code_before": max_items_per_code(result.codes),
         "collision_rate_after": collision_rate(resolution.codes),
-        "items_moved": resolution.moved,
+        "items_moved": resolution.moved,  # last-level code changed
+        "items_extra_code": resolution.extra_coded,  # a non-zero code on the extra disambiguation level
+        "items_recoded": resolution.recoded,  # either: the SID is not the quantizer's own code
         "extra_level": resolution.extra_level,
         "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: no categories
         "final_epoch_losses": result.history[-1] if result.history else None,
@@ -192,7 +194,10 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row(
         "collision rate before -> after", f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}"
     )
-    table.add_row("items moved to free codes", str(s["items_moved"]))
+    table.add_row("items moved to free last-level codes", str(s["items_moved"]))
+    if s["extra_level"]:
+        table.add_row("items given a non-zero extra-level code", str(s["items_extra_code"]))
+        table.add_row("items whose SID is not the quantizer's code", f"{s['items_recoded']} of {s['n_items']}")
     lift = s["purity_lift_level0"]
     table.add_row("purity lift (level-0 code vs category)", "n/a (no categories to compare)" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
