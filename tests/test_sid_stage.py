@@ -313,3 +313,25 @@ def test_the_stage_notes_item_texts_the_encoder_cut(tmp_path: Path) -> None:
     stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=Cutting())
     assert stats["encoder"]["texts_truncated"] == 20  # "Title 10" .. "Title 29"
     assert any(n.startswith("20 item text(s) are longer than the encoder's maximum") and "i10" in n for n in stats["notes"])
+
+
+def test_codebooks_larger_than_the_catalogue_or_a_poor_fit_are_noted(tmp_path: Path, monkeypatch) -> None:
+    """Found by probing: auto_scale false with 100,000 codes for 60 items, and an RQ-VAE fit worse than the mean
+    (recon_rel 1.54), passed with no note."""
+    import conrec.sid.stage as stage
+    from conrec.sid.quantize_result import QuantizeResult
+
+    cfg = _make_run(tmp_path, n=20, kind="rkmeans")
+    big = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"quantizer": cfg.sid.quantizer.model_copy(
+        update={"auto_scale": False, "codebook_sizes": [4, 50]})})})
+    real = stage.quantize
+
+    def poor(*args, **kwargs) -> QuantizeResult:
+        res = real(*args, **kwargs)
+        res.recon_rel = 1.54
+        return res
+
+    monkeypatch.setattr(stage, "quantize", poor)
+    notes = STAGE_REGISTRY["sid"].call(big, console=_quiet(), encoder=GenreEncoder())["notes"]
+    assert "codebook sizes [4, 50] exceed the 20 items (sid.quantizer.auto_scale: false): at least 30 SID tokens can never name an item; auto_scale would use [4, 16]" in notes
+    assert any(n.startswith("relative reconstruction error 1.54 > 1") for n in notes)

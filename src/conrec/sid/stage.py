@@ -112,6 +112,8 @@ def run(
             warnings.simplefilter("always")
             sizes = effective_codebook_sizes(len(vectors), qcfg.requested_sizes(), qcfg.auto_scale)
         notes += [str(w.message) for w in caught]
+        if not qcfg.auto_scale and (oversized := _oversized_note(len(vectors), sizes)) is not None:
+            notes.append(oversized)
 
         t = time.perf_counter()
         torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else threads)
@@ -120,6 +122,11 @@ def run(
         finally:
             torch.set_num_threads(threads)
         seconds["quantize"] = time.perf_counter() - t
+        if math.isfinite(result.recon_rel) and result.recon_rel > 1:
+            notes.append(
+                f"relative reconstruction error {result.recon_rel:.2f} > 1: the codes reconstruct the item vectors worse "
+                "than their mean does (too few epochs, or codebooks too large for the catalogue)"
+            )
 
     t = time.perf_counter()
     resolution = resolve_collisions(result.codes, result.codebook_sizes, result.last_residual, result.last_codebook)
@@ -202,6 +209,21 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("purity lift (level-0 code vs category)", "n/a (no categories to compare)" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
     console.print(table)
+
+
+def _oversized_note(n_items: int, sizes: list[int]) -> str | None:
+    """With ``auto_scale`` off: a note when a level has more codes than there are items (its extra codes can
+    never be any item's, yet each is a token the LM carries)."""
+    unused = sum(max(0, s - n_items) for s in sizes)
+    if not unused:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auto = effective_codebook_sizes(n_items, sizes, True)
+    return (
+        f"codebook sizes {sizes} exceed the {n_items} items (sid.quantizer.auto_scale: false): at least {unused:,} "
+        f"SID tokens can never name an item; auto_scale would use {auto}"
+    )
 
 
 def _finite_or_none(x: float) -> float | None:
