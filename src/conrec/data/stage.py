@@ -25,7 +25,7 @@ from conrec.console_text import shown
 from conrec.data.config import DataConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
-from conrec.data.repair import RepairLog
+from conrec.data.repair import RepairLog, item_warnings
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import ConrecError, DataValidationError
@@ -102,8 +102,9 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     engine = get_engine(dcfg.engine)
     log = RepairLog(dcfg.on_invalid)
     rd.data.mkdir(parents=True, exist_ok=True)
+    item_notes: list[str] = []
     try:
-        stats = _build(dcfg, rd, engine, log, console)
+        stats = _build(dcfg, rd, engine, log, console, item_notes)
     except ConrecError:  # the rows dropped are often why (no training sample once every time was unreadable): say so first
         warn_repairs(log, dcfg.source, console, stopped=True)
         raise
@@ -111,6 +112,8 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     console.print(summary_table(stats))
     if (warning := dislike_share_warning(stats)) is not None:
         console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
+    for note in item_notes:  # printed only: stats.json and the data files stay as they were
+        console.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False)
     if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
         console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
                       f"(samples per split: {stats['samples']})", highlight=False)
@@ -118,10 +121,12 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     return stats
 
 
-def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console) -> dict[str, Any]:
-    """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`)."""
+def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console, notes: list[str]) -> dict[str, Any]:
+    """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`);
+    appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`)."""
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
+        notes += item_warnings(items)
         steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
