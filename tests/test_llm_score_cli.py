@@ -318,3 +318,60 @@ def test_a_data_stage_rerun_while_the_model_answers_is_refused_not_mixed_into_th
             predict_mod.run(copy, req, None, None, "sft", 3)
         else:
             score_mod.run(copy, request=req, batch=None, out=None, model="sft", threshold=None, explain=True)
+
+
+MARKUP_TITLES = {"i0": "Heat [/i]", "i1": "Up [bold red]LOUD", "i2": "Alien [/]", "i4": "ctrl\x01\x1b[31mred\u202eevil"}
+
+
+@pytest.mark.parametrize("command", ["predict", "score"])
+def test_titles_with_rich_markup_or_control_characters_are_printed_verbatim_and_visible(trained, tmp_path, monkeypatch, command):
+    """Found by probing: a title such as ``Heat [/i]`` made `conrec predict --history` / `conrec score` end in a
+    Rich ``MarkupError`` traceback, ``Up [bold red]LOUD`` was printed restyled as "Up LOUD", and control
+    characters (ESC sequences, U+202E) reached the terminal raw."""
+    import io
+
+    from rich.console import Console
+
+    from conrec.console_text import shown
+
+    cfg, _ = trained
+    for mod in (predict_mod, score_mod):
+        real = mod.read_parquet
+
+        def with_titles(path, *args, _real=real, **kwargs):
+            df = _real(path, *args, **kwargs)
+            if kwargs.get("what") == "items table":
+                df = df.with_columns(pl.col("item_id").cast(pl.String).replace_strict(MARKUP_TITLES, default=pl.col("title"), return_dtype=pl.String).alias("title"))
+            return df
+
+        monkeypatch.setattr(mod, "read_parquet", with_titles)
+    buf = io.StringIO()
+    console = Console(file=buf, width=400, color_system=None)
+    req = tmp_path / "req.json"
+    if command == "predict":
+        req.write_text(json.dumps({"negative": ["i8"], "positive": []}))
+        table = predict_mod.run(cfg, req, None, None, "sft", 32, console=console, explain=True)
+    else:
+        req.write_text(json.dumps({"negative": ["i8"], "candidates": list(MARKUP_TITLES)}))
+        table = score_mod.run(cfg, request=req, batch=None, out=None, model="sft", threshold=None, explain=True, console=console)
+    out = buf.getvalue()
+    assert set(MARKUP_TITLES) <= set(table["item_id"].to_list())
+    for title in ("Heat [/i]", "Up [bold red]LOUD", "Alien [/]", "ctrl\\x01\\x1b[31mred\\u202eevil"):
+        assert title in out, out
+    assert "\x1b" not in out and "\x01" not in out and "\u202e" not in out
+    assert shown("a\\[b] [/] \t\n") == "a\\\\\\[b] \\[/] \\x09\\x0a"
+
+
+def test_a_history_covering_the_whole_catalogue_says_there_is_nothing_to_rank(trained, tmp_path):
+    """Found by probing: a history holding every catalogue item printed an empty "top-20" table and nothing else."""
+    import io
+
+    from rich.console import Console
+
+    cfg, pred = trained
+    buf = io.StringIO()
+    hist = tmp_path / "all.json"
+    hist.write_text(json.dumps({"negative": list(pred.items), "positive": []}))
+    table = predict_mod.run(cfg, hist, None, None, "sft", 5, console=Console(file=buf, width=200, color_system=None))
+    assert table.height == 0
+    assert buf.getvalue().strip() == f"nothing to rank: every one of the {len(pred.items)} catalogue items is in the history (decode.exclude_history leaves them out)"

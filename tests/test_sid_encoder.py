@@ -155,3 +155,24 @@ def test_a_local_encoder_changed_in_a_subdirectory_is_another_cache_key(tmp_path
     assert SentenceTransformerEncoder(model).model_id != before
     pooling.write_text(mean)
     assert SentenceTransformerEncoder(model).model_id == before  # the same contents: the same key (a copy, a touch)
+
+
+def test_texts_cut_at_the_encoders_maximum_length_are_counted(tmp_path: Path) -> None:
+    """Found by probing: a multi-word title past 256 word pieces pushed the category out of MiniLM's window
+    without a word ('horror' and 'comedy' items got identical vectors). The tokenizer alone counts them."""
+    from conrec.sid.encoder import SentenceTransformerEncoder
+
+    enc = SentenceTransformerEncoder()
+    long_title = "Epic saga " + "lorem ipsum " * 300
+    texts = ["Toy Story; Animation", long_title + "; horror", "x" * 10_000, "word " * 200]
+    assert enc.truncated(texts) == [1]  # one 10,000-char word is one [UNK]; 200 words fit
+    assert enc._model is None  # the tokenizer only, no model load
+    items = pl.DataFrame({"item_id": ["a", "b"], "title": ["Toy Story", long_title], "category": ["Animation", "Horror"], "text": ["", ""]})
+
+    class Fake(CountingEncoder):
+        truncated = staticmethod(enc.truncated)
+
+    _, info = encode_items(items, EncoderConfig(cache=False), encoder=Fake())
+    assert info["texts_truncated"] == 1 and info["texts_truncated_examples"] == ["b"]
+    _, plain = encode_items(items, EncoderConfig(cache=False), encoder=CountingEncoder())
+    assert "texts_truncated" not in plain  # an encoder that cannot say

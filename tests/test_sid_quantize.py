@@ -102,6 +102,7 @@ def test_collisions_forced_case_reassigns_to_nearest_free_code() -> None:
     assert res.codes[:, 1].tolist() == [1, 2, 3, 0, 1]
     assert res.codes[:, 0].tolist() == [0, 0, 0, 0, 1]  # prefixes never change
     assert res.moved == 3 and collision_rate(res.codes) == 0.0
+    assert res.extra_coded == 0 and res.recoded == 3
 
 
 def test_collisions_add_extra_level_only_when_a_prefix_overflows() -> None:
@@ -117,6 +118,10 @@ def test_collisions_add_extra_level_only_when_a_prefix_overflows() -> None:
     assert np.bincount(res.codes[:, 1], minlength=4).max() <= 3  # balanced over the codewords
     res2 = resolve_collisions(codes, [1, 4], residual, codebook)
     np.testing.assert_array_equal(res.codes, res2.codes)
+    # found by probing: "items moved" counted last-level changes only, while most items got a made-up extra code
+    extra = res.codes[:, 2]
+    assert res.extra_coded == int((extra != 0).sum()) == n - 4  # one item per codeword keeps extra code 0
+    assert res.recoded == int(((res.codes[:, :2] != codes).any(axis=1) | (extra != 0)).sum()) > res.moved
 
 
 def test_collisions_noop_when_unique() -> None:

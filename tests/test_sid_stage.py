@@ -79,6 +79,8 @@ def test_stage_writes_bijective_map_and_stats(tmp_path: Path, kind: str) -> None
     assert len({tuple(c) for c in codes.tolist()}) == 150  # bijection
     assert stats["collision_rate_after"] == 0.0
     assert stats["codebook_sizes"] == sid_map.codebook_sizes
+    assert stats["items_recoded"] >= max(stats["items_moved"], stats["items_extra_code"])
+    assert stats["extra_level"] or stats["items_extra_code"] == 0
     # auto-scaled from 256: max(8, next_pow2(ceil(2 * 150 ** (1/3)) = 11)) = 16
     assert stats["codebook_sizes_quantizer"] == [16, 16, 16]
     assert any("reduced" in note for note in stats["notes"])
@@ -288,3 +290,48 @@ def test_codebook_sizes_keep_the_level_bound() -> None:
     assert QuantizerConfig(codebook_sizes=[2] * 8).levels == 8
     with pytest.raises(ValueError, match="codebook_sizes lists 9 levels; at most 8"):
         QuantizerConfig(codebook_sizes=[2] * 9)
+
+
+def test_docs_say_a_sid_is_stable_only_for_the_same_items_and_no_path_encodes_new_items():
+    """Found by probing: one item added to the items file changed all 60 SIDs of a catalogue, while docs/sids.md
+    promised a map "stable across reruns with the same seed" and the stage called quantizer.pt a checkpoint "to
+    encode new items later", which nothing does."""
+    import conrec.sid.stage as stage
+
+    root = Path(__file__).resolve().parents[1]
+    sids = " ".join((root / "docs" / "sids.md").read_text().split())
+    assert "same items file" in sids and "re-learns every code" in sids and "retraining the model" in sids
+    assert "encode new items later" not in (stage.__doc__ or "")
+
+
+def test_the_stage_notes_item_texts_the_encoder_cut(tmp_path: Path) -> None:
+    class Cutting(GenreEncoder):
+        def truncated(self, texts: list[str]) -> list[int]:
+            return [i for i, t in enumerate(texts) if len(t.split(";")[0]) > len("Title 9")]
+
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=Cutting())
+    assert stats["encoder"]["texts_truncated"] == 20  # "Title 10" .. "Title 29"
+    assert any(n.startswith("20 item text(s) are longer than the encoder's maximum") and "i10" in n for n in stats["notes"])
+
+
+def test_codebooks_larger_than_the_catalogue_or_a_poor_fit_are_noted(tmp_path: Path, monkeypatch) -> None:
+    """Found by probing: auto_scale false with 100,000 codes for 60 items, and an RQ-VAE fit worse than the mean
+    (recon_rel 1.54), passed with no note."""
+    import conrec.sid.stage as stage
+    from conrec.sid.quantize_result import QuantizeResult
+
+    cfg = _make_run(tmp_path, n=20, kind="rkmeans")
+    big = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"quantizer": cfg.sid.quantizer.model_copy(
+        update={"auto_scale": False, "codebook_sizes": [4, 50]})})})
+    real = stage.quantize
+
+    def poor(*args, **kwargs) -> QuantizeResult:
+        res = real(*args, **kwargs)
+        res.recon_rel = 1.54
+        return res
+
+    monkeypatch.setattr(stage, "quantize", poor)
+    notes = STAGE_REGISTRY["sid"].call(big, console=_quiet(), encoder=GenreEncoder())["notes"]
+    assert "codebook sizes [4, 50] exceed the 20 items (sid.quantizer.auto_scale: false): at least 30 SID tokens can never name an item; auto_scale would use [4, 16]" in notes
+    assert any(n.startswith("relative reconstruction error 1.54 > 1") for n in notes)

@@ -57,6 +57,7 @@ import polars as pl
 from rich.console import Console
 
 from conrec.config import PipelineConfig
+from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
@@ -376,7 +377,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
     console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
-    console.print(f"ablation table: {rd.root / 'ablations' / 'paper.md'}")
+    console.print(f"ablation table: {shown(rd.root / 'ablations' / 'paper.md')}")
     return metrics
 
 
@@ -465,5 +466,5 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
     console.print(summary_table(metrics, ks, slates))
-    console.print(f"ablation table: {rd.root / 'ablations' / f'{what}.md'}")
+    console.print(f"ablation table: {shown(rd.root / 'ablations' / f'{what}.md')}")
     return metrics

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from conrec.config import PipelineConfig, dump_config
+from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
@@ -244,9 +245,9 @@ def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None =
     if "eval" not in results:
         show_saved_results(run, console, order=[*cfg.eval.baselines, *cfg.eval.models])
     console.print(Rule("[bold]done"))
-    console.print(f"total {time.perf_counter() - started:.0f} s; report: {run.report}")
+    console.print(f"total {time.perf_counter() - started:.0f} s; report: {shown(run.report)}")
     for png in sorted(run.eval.glob("*.png")):
-        console.print(f"plot: {png}")
+        console.print(f"plot: {shown(png)}")
     return results
 
 

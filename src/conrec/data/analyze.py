@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conrec.config import PipelineConfig
+from conrec.console_text import shown
 from conrec.data.windows import DAY, beyond_max_note, cut_short_shares, measurable_horizons, window_end
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, read_parquet
@@ -188,7 +189,7 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
     notes += [f"note: no {s} point in this run, so no {s} rows" for s, n in counts.items() if n == 0]
     notes += [n for n in [category_note(items, separator)] if n is not None]
     for note in notes + _truncation_notes(rd, horizons, samples):
-        console.print(f"[dim]{note}[/]")
+        console.print(f"[dim]{shown(note)}[/]")
     return table
 
 

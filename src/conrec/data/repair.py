@@ -152,6 +152,32 @@ def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFra
     return out.with_columns(pl.when(title == "").then(pl.col("item_id")).otherwise(title).alias("title"))
 
 
+_INVISIBLE_ONLY = r"^[\p{Cc}\p{Cf}\p{Z}]+$"  # controls, format characters (zero-width), spaces of any kind
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 / C1 controls but tab and line breaks
+
+
+def item_warnings(items: pl.DataFrame) -> list[str]:
+    """Odd item ids and titles the data stage keeps as they are (changing them would change every run's data):
+    ids equal to another after trimming the spaces around them, titles with no visible character, and titles with
+    control characters. One line each, with a count and examples; empty when there is none."""
+    if "item_id" not in items.columns or "title" not in items.columns or items.height == 0:
+        return []
+    out: list[str] = []
+    ids = items["item_id"].cast(pl.String)
+    trimmed = ids.str.strip_chars()
+    clash = ids.filter(trimmed.is_duplicated() & ids.is_not_null())
+    if clash.len():
+        out.append(f"{clash.len():,} item id(s) differ from another only by the spaces around them, e.g. "
+                   f"{clash.head(4).to_list()}: they stay separate items, and a request naming one finds only that one")
+    titles = items["title"].cast(pl.String).fill_null("")
+    for pattern, what in ((_INVISIBLE_ONLY, "have no visible character (zero-width, control or space characters only)"),
+                          (_CONTROL, "contain control characters (printed as \\x.. escapes)")):
+        hit = ids.filter(titles.str.contains(pattern))
+        if hit.len():
+            out.append(f"{hit.len():,} item title(s) {what}: kept as they are, e.g. items {hit.head(4).to_list()}")
+    return out
+
+
 def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str | tuple[str, ...]) -> pl.DataFrame:
     """Drop the rows where ``bad`` is true, recording them under ``kind``: examples are the values of
     ``example_col`` (labelled with its name), or rows of the columns a tuple names (as dicts)."""

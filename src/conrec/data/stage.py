@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from conrec.console_text import shown
 from conrec.data.config import DataConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
-from conrec.data.repair import RepairLog
+from conrec.data.repair import RepairLog, item_warnings
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import ConrecError, DataValidationError
@@ -101,15 +102,18 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     engine = get_engine(dcfg.engine)
     log = RepairLog(dcfg.on_invalid)
     rd.data.mkdir(parents=True, exist_ok=True)
+    item_notes: list[str] = []
     try:
-        stats = _build(dcfg, rd, engine, log, console)
+        stats = _build(dcfg, rd, engine, log, console, item_notes)
     except ConrecError:  # the rows dropped are often why (no training sample once every time was unreadable): say so first
         warn_repairs(log, dcfg.source, console, stopped=True)
         raise
     warn_repairs(log, dcfg.source, console)
     console.print(summary_table(stats))
     if (warning := dislike_share_warning(stats)) is not None:
-        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
+    for note in item_notes:  # printed only: stats.json and the data files stay as they were
+        console.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False)
     if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
         console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
                       f"(samples per split: {stats['samples']})", highlight=False)
@@ -117,10 +121,12 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     return stats
 
 
-def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console) -> dict[str, Any]:
-    """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`)."""
+def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console, notes: list[str]) -> dict[str, Any]:
+    """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`);
+    appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`)."""
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
+        notes += item_warnings(items)
         steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
@@ -190,10 +196,10 @@ def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = 
     the stage is about to refuse the data, and writes no stats.json."""
     if not log.total:
         return
-    lines = "\n".join(f"  - {line}" for line in log.lines())
+    lines = "\n".join(f"  - {shown(line)}" for line in log.lines())
     where = "before the error below, which they may explain" if stopped else "counts in data/stats.json"
     console.print(
-        f"[yellow]warning: {source}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
+        f"[yellow]warning: {shown(source)}: {log.total:,} invalid row(s) or item(s) repaired or dropped "
         f"(data.on_invalid: drop; {where}):[/yellow]\n{lines}",
         highlight=False,
     )

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import polars as pl
 
+from conrec.console_text import shown
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError, require_columns
@@ -320,7 +321,7 @@ def run_slate_eval(
 
     def skipped(why: str) -> None:
         if console is not None:
-            console.print(f"[yellow]note:[/] {why}")
+            console.print(f"[yellow]note:[/] {shown(why)}")
         if notes is not None:
             notes.append(why)
 

@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 from rich.console import Console
 
+from conrec.console_text import shown
 from conrec.data.fit_events import fit_events_for, split_cutoff  # noqa: F401  (split_cutoff: re-exported)
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
@@ -314,7 +315,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             skipped = skip_reason(name, cost, workload, ecfg.max_dense_items)
             if skipped is not None:
                 notes.append(skipped + ".")
-                console.print(f"[yellow]{skipped}[/]")
+                console.print(f"[yellow]{shown(skipped)}[/]")
                 progress.advance(task)
                 continue
             fits = 1 + (len(getattr(ecfg, REGISTRY[name].settings).grid_points()) if valid_samples is not None else 0)
@@ -373,8 +374,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             items["item_id"].cast(pl.String).to_list(), console, notes,
         )
     fut = samples["future_negs"].list.len()
-    shown = [k for k in _STATS_FOR_REPORT if not (split_cfg.protocol == "per_user" and k.endswith("_cutoff"))]
-    dataset_stats: dict[str, Any] = {k: stats[k] for k in shown if stats and k in stats}
+    reported = [k for k in _STATS_FOR_REPORT if not (split_cfg.protocol == "per_user" and k.endswith("_cutoff"))]
+    dataset_stats: dict[str, Any] = {k: stats[k] for k in reported if stats and k in stats}
     dataset_stats.update(
         {
             "split protocol": split_cfg.protocol,
@@ -404,7 +405,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
     console.print(summary_table(metrics, ks, slate_report.metrics if slate_report is not None else None))
     for n in notes:
-        console.print(f"[yellow]note:[/] {n}")
-    console.print(f"report: {report}")
+        console.print(f"[yellow]note:[/] {shown(n)}")
+    console.print(f"report: {shown(report)}")
     rd.mark_done("eval", {"models": list(metrics), "split": ecfg.split, "samples": samples.height})
     return metrics

@@ -33,6 +33,8 @@ class Resolution:
     codebook_sizes: list[int]
     moved: int  # items whose last-level code changed
     extra_level: bool
+    extra_coded: int = 0  # items given a non-zero code on the extra level (0 without one)
+    recoded: int = 0  # items whose SID is not the quantizer's code: last level moved, or a non-zero extra code
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,7 +47,8 @@ def resolve_collisions(
     codes: np.ndarray, codebook_sizes: list[int], last_residual: np.ndarray, last_codebook: np.ndarray
 ) -> Resolution:
     """Return collision-free codes (see the module docstring for the rule)."""
-    codes = np.asarray(codes, dtype=np.int64).copy()
+    original = np.asarray(codes, dtype=np.int64)
+    codes = original.copy()
     n, levels = codes.shape
     k = int(codebook_sizes[-1])
     if last_codebook.shape[0] != k:
@@ -86,7 +89,9 @@ def resolve_collisions(
     if max_capacity > 1:
         codes = np.concatenate([codes, extra[:, None]], axis=1)
         sizes.append(max_capacity)
-    return Resolution(codes=codes, codebook_sizes=sizes, moved=moved, extra_level=max_capacity > 1)
+    recoded = int(((codes[:, :levels] != original).any(axis=1) | (extra != 0)).sum())
+    return Resolution(codes=codes, codebook_sizes=sizes, moved=moved, extra_level=max_capacity > 1,
+                      extra_coded=int((extra != 0).sum()), recoded=recoded)
 
 
 def _reassign_within(codes: np.ndarray, members: np.ndarray, dist: np.ndarray) -> int:

@@ -29,7 +29,11 @@ TEXT_SEPARATOR = "; "
 
 
 class TextEncoder(Protocol):
-    """Anything that turns a batch of texts into vectors; ``model_id`` keys the cache."""
+    """Anything that turns a batch of texts into vectors; ``model_id`` keys the cache.
+
+    An encoder may also have ``truncated(texts) -> list[int]``: the indices of texts it cuts at its maximum
+    length (see :meth:`SentenceTransformerEncoder.truncated`); the sid stage counts them in its notes.
+    """
 
     model_id: str
 
@@ -83,6 +87,35 @@ class SentenceTransformerEncoder:
             self._model.encode(texts, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True),
             dtype=np.float32,
         )
+
+    def truncated(self, texts: list[str]) -> list[int]:
+        """Indices of ``texts`` longer than the model's ``max_seq_length`` word pieces, which sentence-transformers
+        cuts without a word (what follows a long title, such as the category, is then not encoded).
+
+        Reads only the tokenizer (a cache hit loads no model), and tokenizes only texts with more characters than
+        the limit: a word piece covers at least one character, so a shorter text cannot be cut.
+        """
+        import json
+
+        if self._model is not None:
+            limit, tokenizer = int(self._model.max_seq_length), self._model.tokenizer
+        else:
+            config = self._path / "sentence_bert_config.json"
+            if not config.exists():
+                return []
+            limit = int(json.loads(config.read_text()).get("max_seq_length") or 0)
+            if not limit:
+                return []
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(self._path))
+        budget = limit - 2  # [CLS] and [SEP]
+        long = [i for i, t in enumerate(texts) if len(t) > budget]
+        if not long:
+            return []
+        ids = tokenizer([texts[i] for i in long], add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return [i for i, pieces in zip(long, ids) if len(pieces) > budget]
 
 
 def item_texts(items: pl.DataFrame, fields: Sequence[str]) -> list[str]:
@@ -254,6 +287,12 @@ def encode_items(
     cache_dir = (cfg.cache_dir if cfg.cache_dir is not None else DEFAULT_CACHE_DIR) if cfg.cache else None
     vectors, cached = encode_texts(texts, enc, cfg.batch_size, cache_dir, progress)
     info: dict[str, object] = {"model_id": enc.model_id, "text_dim": int(vectors.shape[1]), "cache_hit": cached}
+    truncated = getattr(enc, "truncated", None)
+    if truncated is not None:  # texts cut at the encoder's maximum length (null: the encoder cannot say)
+        cut = truncated(texts)
+        ids = items["item_id"].cast(pl.String)
+        info["texts_truncated"] = len(cut)
+        info["texts_truncated_examples"] = [ids[i] for i in cut[:5]]
     if cfg.extra_vectors_path is not None:
         ids = items["item_id"].cast(pl.String).to_list()
         extra = load_extra_vectors(cfg.extra_vectors_path, ids, cfg.extra_vectors_column, cfg.extra_vectors_dim)

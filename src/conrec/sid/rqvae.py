@@ -87,7 +87,8 @@ class RqVae(nn.Module):
 
     @torch.no_grad()
     def encode_codes(self, x: torch.Tensor) -> torch.Tensor:
-        """Codes (B, L) of new item vectors, e.g. cold-start items added after training."""
+        """Codes (B, L) of item vectors under the trained codebooks (tests check a reloaded state gives the
+        training codes; no command adds new items to an existing SID map)."""
         return self.quantize(self.encoder(x))["codes"]
 
 

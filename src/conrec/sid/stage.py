@@ -2,8 +2,10 @@
 
 Reads ``data/items.parquet``; writes ``sid/text_vectors.npy`` (the encoder's vectors, rows in items
 order), ``sid/embeddings.npy`` (the quantizer's input: those, or with a collaborative part),
-``sid/quantizer.pt`` (checkpoint to encode new items later), ``sid/sid_map.parquet`` and
-``sid/stats.json``; then marks the stage done. Same config and seed -> identical SID map.
+``sid/quantizer.pt`` (the quantizer's state, which the GRPO reward reads to rebuild item vectors from codes),
+``sid/sid_map.parquet`` and ``sid/stats.json``; then marks the stage done. Same items file, config and seed ->
+identical SID map; any change to the items re-fits the quantizer from scratch and reassigns (almost) every SID, so
+the model must be retrained (nothing encodes new items into an old map).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from conrec.console_text import shown
 from conrec.io import atomic_path, read_parquet, write_json, write_npy
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
@@ -97,12 +100,20 @@ def run(
             vectors = with_collaborative_part(vectors, rd, items, sections)
             enc_info["collab_dims"] = sections.sid.collab.dims
         seconds["encode"] = time.perf_counter() - t
+        if n_cut := int(cast(int, enc_info.get("texts_truncated") or 0)):
+            notes.append(
+                f"{n_cut} item text(s) are longer than the encoder's maximum sequence length and were cut: what follows "
+                f"in sid.encoder.text_fields order (e.g. the category after a long title) was not encoded, "
+                f"e.g. items {enc_info['texts_truncated_examples']}"
+            )
         write_npy(vectors, rd.embeddings)
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             sizes = effective_codebook_sizes(len(vectors), qcfg.requested_sizes(), qcfg.auto_scale)
         notes += [str(w.message) for w in caught]
+        if not qcfg.auto_scale and (oversized := _oversized_note(len(vectors), sizes)) is not None:
+            notes.append(oversized)
 
         t = time.perf_counter()
         torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else threads)
@@ -111,6 +122,11 @@ def run(
         finally:
             torch.set_num_threads(threads)
         seconds["quantize"] = time.perf_counter() - t
+        if math.isfinite(result.recon_rel) and result.recon_rel > 1:
+            notes.append(
+                f"relative reconstruction error {result.recon_rel:.2f} > 1: the codes reconstruct the item vectors worse "
+                "than their mean does (too few epochs, or codebooks too large for the catalogue)"
+            )
 
     t = time.perf_counter()
     resolution = resolve_collisions(result.codes, result.codebook_sizes, result.last_residual, result.last_codebook)
@@ -144,7 +160,9 @@ def run(
         "collision_rate_before": collision_rate(result.codes),
         "max_items_per_code_before": max_items_per_code(result.codes),
         "collision_rate_after": collision_rate(resolution.codes),
-        "items_moved": resolution.moved,
+        "items_moved": resolution.moved,  # last-level code changed
+        "items_extra_code": resolution.extra_coded,  # a non-zero code on the extra disambiguation level
+        "items_recoded": resolution.recoded,  # either: the SID is not the quantizer's own code
         "extra_level": resolution.extra_level,
         "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: no categories
         "final_epoch_losses": result.history[-1] if result.history else None,
@@ -173,7 +191,7 @@ def run(
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
     for note in s["notes"]:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {shown(note)}")
     table = Table(title=f"Semantic IDs ({s['quantizer']}, {s['n_items']} items)", show_header=False)
     table.add_row("codebook sizes", str(s["codebook_sizes"]))
     rel = s["recon_rel"]
@@ -183,11 +201,29 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row(
         "collision rate before -> after", f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}"
     )
-    table.add_row("items moved to free codes", str(s["items_moved"]))
+    table.add_row("items moved to free last-level codes", str(s["items_moved"]))
+    if s["extra_level"]:
+        table.add_row("items given a non-zero extra-level code", str(s["items_extra_code"]))
+        table.add_row("items whose SID is not the quantizer's code", f"{s['items_recoded']} of {s['n_items']}")
     lift = s["purity_lift_level0"]
     table.add_row("purity lift (level-0 code vs category)", "n/a (no categories to compare)" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
     console.print(table)
+
+
+def _oversized_note(n_items: int, sizes: list[int]) -> str | None:
+    """With ``auto_scale`` off: a note when a level has more codes than there are items (its extra codes can
+    never be any item's, yet each is a token the LM carries)."""
+    unused = sum(max(0, s - n_items) for s in sizes)
+    if not unused:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auto = effective_codebook_sizes(n_items, sizes, True)
+    return (
+        f"codebook sizes {sizes} exceed the {n_items} items (sid.quantizer.auto_scale: false): at least {unused:,} "
+        f"SID tokens can never name an item; auto_scale would use {auto}"
+    )
 
 
 def _finite_or_none(x: float) -> float | None:

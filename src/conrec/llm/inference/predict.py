@@ -23,6 +23,7 @@ from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from conrec.config import PipelineConfig
+from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
@@ -357,20 +358,24 @@ def run(
         reasons: list[str | None] = [None] * len(recs)
         if explainer is not None:
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
+        if not recs:  # an empty "top-k" table said nothing about why
+            console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in the history "
+                          "(decode.exclude_history leaves them out)", highlight=False)
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
             table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
         for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
-            row = [str(rank), item, predictor.sid_map.sid_of(item), titles.get(item, ""), f"{score:.3f}"]
-            table.add_row(*row, *([reason or ""] if explain else []))
-        console.print(table)
+            row = [str(rank), shown(item), predictor.sid_map.sid_of(item), shown(titles.get(item, "")), f"{score:.3f}"]
+            table.add_row(*row, *([shown(reason or "")] if explain else []))
+        if recs:
+            console.print(table)
         result = pl.DataFrame(
             {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
             schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},
         )
         if out is not None:  # the printed table as a file too, as conrec score writes it (it was ignored without a word)
             write_parquet(result, out)
-            console.print(f"-> {out}")
+            console.print(f"-> {shown(out)}")
         return result
     assert request.samples is not None
     preds = predictor.predict_samples(request.samples, k, console=console)
@@ -381,5 +386,5 @@ def run(
     write_parquet(preds, target)
     n_invalid = int(preds["n_invalid"].sum())
     users = f" of {preds['user_id'].n_unique():,} users" if "user_id" in preds.columns else ""
-    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {target}")
+    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {shown(target)}")
     return preds

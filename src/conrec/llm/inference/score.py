@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from conrec.console_text import shown
 from conrec.errors import ConfigError, DataValidationError, require_columns
 from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.runs import RunDir
@@ -220,7 +221,7 @@ def run(
         check_unchanged(run_dir, model, before)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
-        console.print(f"{result.height} slates scored ({model} model) -> {target}")
+        console.print(f"{result.height} slates scored ({model} model) -> {shown(target)}")
         return result
     assert request is not None
     history, slate, req_threshold, req_explain = read_score_request(request, run_dir, cfg.serve.max_history)
@@ -242,9 +243,9 @@ def run(
     for col in cols:
         table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
     for j in sorted(range(len(slate)), key=lambda j: ranks[j]):
-        row = [str(ranks[j]), slate[j], predictor.sid_map.sid_of(slate[j]), titles.get(slate[j], ""), f"{scores[j]:.3f}"]
+        row = [str(ranks[j]), shown(slate[j]), predictor.sid_map.sid_of(slate[j]), shown(titles.get(slate[j], "")), f"{scores[j]:.3f}"]
         row += [decisions[j] or ""] if threshold is not None else []
-        row += [reasons[j] or ""] if explain else []
+        row += [shown(reasons[j] or "")] if explain else []
         table.add_row(*row)
     console.print(table)
     result = pl.DataFrame(
@@ -253,7 +254,7 @@ def run(
     )
     if out is not None:  # the printed table as a file too (it was ignored without a word)
         write_parquet(result, out)
-        console.print(f"-> {out}")
+        console.print(f"-> {shown(out)}")
     return result
 
 
