@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -454,24 +455,111 @@ def test_model_current_follows_the_rule_predict_and_a_restart_use(tmp_path, monk
     assert client.get("/healthz").json()["model_current"] is False
 
 
-def test_a_run_being_retrained_says_so_instead_of_asking_for_the_stage_that_runs(tmp_path):
-    """Found by probing: with `conrec sft` retraining the run in another process, a server restart (and `conrec
-    predict`) refused with "run `conrec sft`", which that process was doing and which a second may not do."""
+def _holding(run: RunDir):
+    """The run's lock, held as another process's retraining stage holds it (flock: this process's filelock sees it)."""
     import fcntl
+    from contextlib import contextmanager
 
-    from conrec.llm.inference.predict_request import check_model_dir
     from conrec.run_lock import LOCK_FILE
+
+    @contextmanager
+    def held():
+        with open(run.root / LOCK_FILE, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield
+
+    return held()
+
+
+def _data_and_sid_current(run: RunDir, cfg: PipelineConfig) -> None:
+    """The data and SID stages finished with ``cfg`` over :func:`_write_run`'s tables (their other files: stand-ins)."""
+    import numpy as np
+
+    from conrec.io import write_json
+
+    write_parquet(pl.DataFrame({"split": ["valid"], "ts": [2_000_000_000]}), run.samples)
+    run.quantizer.write_bytes(b"q")
+    np.save(run.embeddings, np.zeros((1, 2)))
+    np.save(run.text_vectors, np.zeros((1, 2)))
+    for stage in ("data", "sid"):
+        write_json({}, run.stage_dir(stage) / "stats.json")
+    record_current(cfg, "data", "sid")
+
+
+BUSY = r"; another conrec process holds .* now \(its .conrec.lock: a stage is running on it\): if that is `conrec {}` with this config, wait"
+
+
+def test_a_run_being_retrained_says_so_beside_the_stage_to_run(tmp_path):
+    """Found by probing: with `conrec sft` retraining the run in another process, a server restart (and `conrec
+    predict`) refused with "run `conrec sft`", which that process was doing and which a second may not do. Then the
+    lock replaced the advice: a refusal for other reasons (another sft config, an eval running) lost it until the
+    other process ended. Now the advice stays and the lock is a clause beside it."""
+    from conrec.llm.inference.predict_request import check_model_dir
 
     run = _write_run(tmp_path / "run")
     cfg = PipelineConfig(run_dir=run.root)
     _write_model(run, cfg, "sft")
     run.invalidate_from("sft")  # what the retrain does first
-    with pytest.raises(StageInputError, match="run `conrec [a-z]+` and the stages after it up to sft with it"):
+    advice = r"run `conrec ([a-z]+)` and the stages after it up to sft with it"
+    with pytest.raises(StageInputError, match=advice) as free:
         create_app_from_run(cfg, load_lm=_recording_loader([]))
-    with open(run.root / LOCK_FILE, "w") as held:  # the retraining process's lock
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        busy = r"another conrec process is running a stage on .* now \(it holds .conrec.lock\): wait for it to finish, or serve a copy"
-        with pytest.raises(StageInputError, match=busy):
+    assert "another conrec process" not in str(free.value)
+    earliest = re.search(advice, str(free.value)).group(1)
+    with _holding(run):
+        with pytest.raises(StageInputError, match=advice + ".*" + BUSY.format(earliest)):
             create_app_from_run(cfg, load_lm=_recording_loader([]))
-        with pytest.raises(StageInputError, match=busy):
+        with pytest.raises(StageInputError, match=advice + ".*" + BUSY.format(earliest)):
             check_model_dir(cfg, "sft")
+
+
+def test_a_changed_config_still_names_its_stage_while_the_run_is_held(tmp_path):
+    """Found in review: with the lock held, "wait for it to finish" replaced "run `conrec sft` with it" even when the
+    model was refused for an sft setting changed, which no running stage would fix."""
+    from conrec.llm.inference.predict_request import check_model_dir
+
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _data_and_sid_current(run, cfg)
+    _write_model(run, cfg, "sft")
+    changed = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"discernment_eval": cfg.sft.discernment_eval + 1})})
+    with _holding(run), pytest.raises(StageInputError, match=r"sft changed\); run `conrec sft` with it.*" + BUSY.format("sft")):
+        check_model_dir(changed, "sft")
+
+
+def test_serving_popular_on_a_held_run_says_so_and_healthz_never_probes_the_lock(tmp_path, monkeypatch):
+    """Found in review: serve.model: popular (through require_current) said "run `conrec sid`" alone while another
+    process held the run; and /healthz built the refusal, lock probe included, every second while no model was
+    current, so a server could make a stage starting then fail with "in use by another conrec process"."""
+    import conrec.run_lock
+
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root, serve=ServeConfig(model="popular"))
+    _data_and_sid_current(run, cfg)
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    probes = []
+    real = conrec.run_lock.held_elsewhere
+    monkeypatch.setattr(conrec.run_lock, "held_elsewhere", lambda root: probes.append(root) or real(root))
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    run.clear_done("sid")  # a `conrec sid` started
+    assert [client.get("/healthz").json()["model_current"] for _ in range(3)] == [False] * 3
+    assert probes == []
+    with _holding(run), pytest.raises(StageInputError, match=r"not finished; run `conrec sid` with this config first.*" + BUSY.format("sid")):
+        create_app_from_run(cfg)
+    assert probes
+
+
+def test_healthz_on_a_stale_model_never_probes_the_run_lock(tmp_path, monkeypatch):
+    """Found in review: with no model current, each /healthz (once a second per worker) built the refusal's hint,
+    whose lock probe takes the lock for an instant: a `conrec sft` starting then could fail with "in use"."""
+    import conrec.run_lock
+
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
+    client = TestClient(create_app_from_run(cfg, load_lm=_recording_loader([])), base_url="http://localhost")
+    probes = []
+    monkeypatch.setattr(conrec.run_lock, "held_elsewhere", lambda root: probes.append(root) or False)
+    run.invalidate_from("sft")  # a retrain started
+    assert [client.get("/healthz").json()["model_current"] for _ in range(3)] == [False] * 3
+    assert probes == []

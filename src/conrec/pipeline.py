@@ -74,6 +74,7 @@ def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: st
             raise StageInputError(
                 f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
                 f"run `{STAGE_REGISTRY[up].command}` with this config first (or `conrec demo`, which runs what is needed)"
+                + run.busy_note(up)
             )
 
 

@@ -508,8 +508,8 @@ def load_predictor(
 
 def servable_model(cfg: PipelineConfig) -> tuple[str, str | None]:
     """(the model ``conrec serve`` with ``cfg`` serves now, why ``serve.model`` was passed over or None); a one-line
-    :class:`StageInputError` when none is current. Nothing is loaded: :func:`load_predictor` and ``model_current``
-    (:func:`current_build`) share this one choice."""
+    :class:`StageInputError` when none is current. Nothing is loaded: :func:`load_predictor` makes this choice,
+    ``model_current`` (:func:`current_build`) the same one without the refusal's message."""
     from conrec.llm.inference.predict_request import newest_current_model
 
     if cfg.serve.model == "popular":
@@ -525,12 +525,21 @@ def current_build(cfg: PipelineConfig) -> str | None:
 
     Why: a served model is current while this equals its build. Comparing the served stage's identity alone
     missed every other reason a restart (or ``conrec predict``) refuses the model (an events file changed in place,
-    a parent run's stage rebuilt) and a requested GRPO model finished after the server fell back to SFT."""
+    a parent run's stage rebuilt) and a requested GRPO model finished after the server fell back to SFT.
+    It makes the choice :func:`servable_model` makes without its refusal's message: that probes the run's lock
+    (:meth:`conrec.runs.RunDir.busy_note`), which ``/healthz`` must not take every second while a stage starts."""
+    from conrec.llm.inference.predict_request import choose_model
+
+    run = RunDir(cfg.run_dir)
     try:
-        name, _ = servable_model(cfg)
+        if cfg.serve.model == "popular":
+            current = run.root.is_dir() and all(run.stale_reason(cfg, s) is None for s in ("data", "sid"))
+            name = "popular" if current else None
+        else:
+            name, _ = choose_model(cfg, cfg.serve.model)
     except ConrecError:
         return None
-    return f"{name}@{served_identity(RunDir(cfg.run_dir), name)}"
+    return None if name is None else f"{name}@{served_identity(run, name)}"
 
 
 CURRENT_TTL_S = 1.0  # how long a model_current answer is reused: it reads and hashes the run's records and source files

@@ -55,20 +55,24 @@ def check_unchanged(run: RunDir, model: str, before: dict[str, str | None]) -> N
         raise StageInputError(f"the run {run.root} changed while the {model} model answered (a stage reran); run the command again")
 
 
-def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str | None]:
-    """(the model to serve, why ``requested`` was passed over or None).
-
-    ``requested`` if it is current for ``cfg``, else the newest current model trained before it
-    (GRPO -> SFT). None current: a :class:`StageInputError` naming each one's problem.
-    """
+def choose_model(cfg: PipelineConfig, requested: str) -> tuple[str | None, dict[str, str | None]]:
+    """(``requested`` if it is current for ``cfg``, else the newest current model trained before it (GRPO -> SFT), or
+    None; each candidate's problem). Builds no message: ``/healthz`` asks it every second (:func:`current_build`)."""
     run = RunDir(cfg.run_dir)
     candidates = list(reversed(MODEL_STAGES[: MODEL_STAGES.index(requested) + 1]))
     problems = {m: run.model_problem(cfg, m) for m in candidates}
-    chosen = next((m for m in candidates if problems[m] is None), None)
+    return next((m for m in candidates if problems[m] is None), None), problems
+
+
+def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str | None]:
+    """(the model to serve, why ``requested`` was passed over or None): :func:`choose_model`, and when none is
+    current a :class:`StageInputError` naming each one's problem and what to run."""
+    chosen, problems = choose_model(cfg, requested)
     if chosen is None:
+        run = RunDir(cfg.run_dir)
         listed = "; ".join(f"{m}: {why}" for m, why in problems.items())
         raise StageInputError(
-            f"no model in {run.root} is current for this config ({listed}); {run.rerun_hint(cfg, candidates[-1])}"
+            f"no model in {run.root} is current for this config ({listed}); {run.rerun_hint(cfg, list(problems)[-1])}"
         )
     return chosen, problems[requested]
 
