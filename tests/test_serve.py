@@ -384,16 +384,32 @@ def _popular_run(root: Path) -> tuple[RunDir, PipelineConfig]:
     return run, cfg
 
 
-def test_explanations_count_co_dislikes_on_the_events_read_at_start_up(tmp_path):
+def test_explanations_never_count_co_dislikes_on_data_read_after_start_up(tmp_path, monkeypatch, caplog):
     """Found by probing: the co-dislike events were read at the first explain request, so after `conrec data`
     reran, a server of the old model explained it with the new data's co-dislikes (two servers of one model
-    gave different reasons for one request)."""
+    gave different reasons for one request). Then found in review: reading them at start-up instead made every server
+    process read the events and samples again and keep them, explanations asked or not. Now they are read at the first
+    explanation from the data stage loaded at start-up, or not at all (SID reasons only, said once)."""
+    import conrec.serve.app
+
+    reads = []
+    real = conrec.serve.app.explanation_events
+    monkeypatch.setattr(conrec.serve.app, "explanation_events", lambda *a: reads.append(a) or real(*a))
     run, cfg = _popular_run(tmp_path / "run")
-    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    ask = {"negative": ["i0", "i1"], "k": 3, "explain": True}
+    co = lambda client: [e["item_id"] for e in client.post("/v1/dislikes", json=ask).json()["items"][0]["reason"]["co_disliked_with"]]  # noqa: E731
+    fresh = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    stale = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    assert reads == []  # nothing read until an explanation is asked for
+    assert co(fresh) == ["i1", "i0"] and len(reads) == 1
     _, _, events = serve_tables()
-    write_parquet(events.with_columns(pl.lit(1, pl.Int8).alias("feedback")), run.events)  # the data stage rewritten
-    body = client.post("/v1/dislikes", json={"negative": ["i0", "i1"], "k": 3, "explain": True}).json()
-    assert [e["item_id"] for e in body["items"][0]["reason"]["co_disliked_with"]] == ["i1", "i0"]
+    write_parquet(events.with_columns(pl.lit(1, pl.Int8).alias("feedback")), run.events)  # `conrec data` reran
+    run.clear_done("data")
+    record_current(cfg, "data")
+    assert co(fresh) == ["i1", "i0"]  # built once, from the data it started with
+    with caplog.at_level(logging.WARNING):
+        assert co(stale) == []  # not the new data's
+    assert "the data stage in" in caplog.text and "has rerun since this server started" in caplog.text
 
 
 def test_a_stage_rerun_while_the_server_loads_is_refused(tmp_path):

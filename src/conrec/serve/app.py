@@ -145,7 +145,7 @@ def create_app(
 
     ``events`` gives the known users' histories (None: ``user_id`` requests get 404); ``explain_events``
     the events co-dislike reasons are counted on, read on the first explanation (None: ``events``; a run's
-    app passes its training events, :func:`conrec.explain.explanation_events`).
+    app passes its training events, :func:`loaded_explanation_events`).
     ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
     loaded model is still the run's (``/healthz``; None: not served from a run), ``model_build`` which build of it
     is served (``<model>@<identity>``, :func:`served_identity`), ``requested_model`` the one the config asks for
@@ -577,7 +577,6 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     events = read_parquet(run.events, what="events") if run.events.exists() else None
     if events is None:
         log.warning("no events table at %s: user_id requests will get 404", run.events)
-    counted = startup_explanation_events(run, cfg)
     loading = cfg if pinned is None else cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": pinned})})
     predictor, name = load_predictor(loading, sid_map, events, load_lm)
     identity = served_identity(run, name)
@@ -585,7 +584,7 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     build = f"{name}@{identity}"
     app = create_app(
         predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=cached_for(CURRENT_TTL_S, lambda: current_build(cfg) == build),
-        model_build=build, requested_model=cfg.serve.model, explain_events=lambda: counted,
+        model_build=build, requested_model=cfg.serve.model, explain_events=lambda: loaded_explanation_events(run, cfg, inputs["data"]),
     )
     app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
     app.state.loaded = inputs  # and the stages it must read its tables from
@@ -607,17 +606,27 @@ def loaded_identities(run: RunDir) -> dict[str, str | None]:
     return {stage: run.stage_identity(stage) for stage in LOADED_STAGES}
 
 
-def startup_explanation_events(run: RunDir, cfg: PipelineConfig) -> pl.DataFrame | None:
+def loaded_explanation_events(run: RunDir, cfg: PipelineConfig, data_identity: str | None) -> pl.DataFrame | None:
     """The training events co-dislike reasons are counted on (:func:`conrec.explain.explanation_events`), read at
-    start-up with the model; None, said once, when they cannot be read (reasons then cite SIDs only).
+    the first explanation, from the data stage the server loaded at start-up (``data_identity``): a
+    :class:`StageInputError` (reasons then cite SIDs only, said once) when that stage has rerun since.
 
-    Why at start-up: read at the first explanation, they came from whatever data stage the run held then, so
-    after `conrec data` reran two servers of one model gave different reasons for one request."""
-    try:
-        return explanation_events(run, cfg.data.split)
-    except ConrecError as exc:  # e.g. samples of another split protocol
-        log.warning("explanations cite no co-dislikes: the run's training events cannot be read (%s)", exc)
-        return None
+    Why: read at the first explanation from whatever data stage the run held then, two servers of one model gave
+    different reasons for one request after `conrec data` reran. Reading them at start-up instead made every server
+    process read the events and samples again and keep a copy for its lifetime, explanations asked or not. A
+    ``conrec data`` rerun changes the stage's identity (its records), so comparing it before and after the read keeps
+    the guarantee; files edited in place by hand, outside conrec, are not detected (as for the model's inputs)."""
+    def unchanged() -> None:
+        if run.stage_identity("data") != data_identity:
+            raise StageInputError(
+                f"the data stage in {run.root} has rerun since this server started, and co-dislikes are counted on the "
+                "data it loaded: restart conrec serve for them"
+            )
+
+    unchanged()
+    counted = explanation_events(run, cfg.data.split)
+    unchanged()
+    return counted
 
 
 def served_identity(run: RunDir, name: str) -> str:
