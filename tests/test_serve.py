@@ -347,7 +347,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
-        "requested_model": "popular", "fallback": False, "model_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
+        "requested_model": "popular", "fallback": False, "model_current": True, "loaded_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):
@@ -410,6 +410,19 @@ def test_explanations_never_count_co_dislikes_on_data_read_after_start_up(tmp_pa
     with caplog.at_level(logging.WARNING):
         assert co(stale) == []  # not the new data's
     assert "the data stage in" in caplog.text and "has rerun since this server started" in caplog.text
+
+
+def test_healthz_says_when_a_stage_the_server_read_besides_its_model_has_rerun(tmp_path, monkeypatch):
+    """Found in review: after a routine `conrec eval` rerun /healthz still said current (the model is), while a
+    worker restarted after a crash would stop the whole server: loaded_current says so."""
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    run, cfg = _popular_run(tmp_path / "run")
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    health = client.get("/healthz").json()
+    assert (health["model_current"], health["loaded_current"]) == (True, True)
+    record_current(cfg, "eval")  # the eval stage ran again
+    health = client.get("/healthz").json()
+    assert (health["model_current"], health["loaded_current"]) == (True, False)
 
 
 def test_a_stage_rerun_while_the_server_loads_is_refused(tmp_path):

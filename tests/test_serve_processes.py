@@ -174,7 +174,7 @@ def test_a_worker_restarted_after_the_model_changed_stops_the_server_instead_of_
         server.process.wait(timeout=120)
         log = server.log_tail(100_000)
     assert server.process.returncode == 2, log
-    assert "no longer the one this server started with" in log and "so the server stopped" in log
+    assert "a worker process stopped the server: the run's popular model is no longer the one this server started with" in log
     assert "Traceback" not in log
     deadline = time.monotonic() + 10
     while _pid_alive(workers[1]) and time.monotonic() < deadline:
@@ -239,7 +239,8 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
 
 def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_server(tmp_path, monkeypatch, caplog):
     """Found by probing: a worker restarted after `conrec eval` reran loaded the new evaluation points and lists
-    while its siblings kept the old ones, so the same inspector URL answered 200 and 404 in turn."""
+    while its siblings kept the old ones, so the same inspector URL answered 200 and 404 in turn. Found in review:
+    the parent's last line then said the model could not be served; it now gives the worker's reason."""
     import logging
 
     import pytest
@@ -258,7 +259,7 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)  # this is the test process, not a worker
     monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
     for name, value in ((workers.CONFIG_ENV, str(path)), (workers.SERVED_ENV, parent.state.served),
-                        (workers.LOADED_ENV, json.dumps(parent.state.loaded))):
+                        (workers.LOADED_ENV, json.dumps(parent.state.loaded)), (workers.STOP_ENV, str(tmp_path / "stopped"))):
         monkeypatch.setenv(name, value)
     assert workers.app_from_env().state.loaded == parent.state.loaded  # nothing changed: the worker serves
     record_current(cfg, "eval")  # the eval stage ran again; the served model (popular: data and SIDs) did not change
@@ -266,3 +267,5 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
         workers.app_from_env()
     assert stopped.value.code == STARTUP_FAILURE
     assert "the run's eval stage is no longer the one this server started with" in caplog.text
+    # the parent's last line says why (it blamed the model, which an eval rerun leaves current)
+    assert (tmp_path / "stopped").read_text().startswith("the run's eval stage is no longer the one this server started with")

@@ -140,6 +140,7 @@ def create_app(
     model_build: str | None = None,
     requested_model: str | None = None,
     explain_events: Callable[[], pl.DataFrame | None] | None = None,
+    loaded_current: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
 
@@ -149,7 +150,8 @@ def create_app(
     ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
     loaded model is still the run's (``/healthz``; None: not served from a run), ``model_build`` which build of it
     is served (``<model>@<identity>``, :func:`served_identity`), ``requested_model`` the one the config asks for
-    (``serve.model``; default: the one served).
+    (``serve.model``; default: the one served), ``loaded_current`` whether the stages its tables, explanations and
+    inspector lists came from are still the run's (``/healthz``; None: not served from a run).
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
@@ -372,6 +374,7 @@ def create_app(
         return Health(
             model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid(),
             model_current=None if model_current is None else model_current(), model_build=model_build,
+            loaded_current=None if loaded_current is None else loaded_current(),
             requested_model=requested_model or model, fallback=(requested_model or model) != model,
         )
 
@@ -585,6 +588,7 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     app = create_app(
         predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=cached_for(CURRENT_TTL_S, lambda: current_build(cfg) == build),
         model_build=build, requested_model=cfg.serve.model, explain_events=lambda: loaded_explanation_events(run, cfg, inputs["data"]),
+        loaded_current=cached_for(CURRENT_TTL_S, lambda: loaded_identities(run) == inputs),
     )
     app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
     app.state.loaded = inputs  # and the stages it must read its tables from
