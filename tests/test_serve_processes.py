@@ -269,3 +269,31 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
     assert "the run's eval stage is no longer the one this server started with" in caplog.text
     # the parent's last line says why (it blamed the model, which an eval rerun leaves current)
     assert (tmp_path / "stopped").read_text().startswith("the run's eval stage is no longer the one this server started with")
+
+
+def test_serve_processes_leaves_no_identities_to_a_later_server(tmp_path, monkeypatch):
+    """Found in review: the parent's variables stayed in os.environ, so a second in-process serve_processes(...,
+    loaded=None) gave its workers the first server's identities, and they stopped at start-up."""
+    from conrec.serve import workers
+
+    seen: list[dict[str, str | None]] = []
+    names = (workers.CONFIG_ENV, workers.PARENT_ENV, workers.SERVED_ENV, workers.LOADED_ENV, workers.STOP_ENV)
+
+    class Supervisor:
+        def __init__(self, config, sockets):
+            self.processes = []
+
+        def run(self):
+            seen.append({name: os.environ.get(name) for name in names})
+
+    monkeypatch.setattr(workers, "_Supervisor", Supervisor)
+    monkeypatch.setattr(workers._TcpConfig, "bind_socket", lambda self: None)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"processes": 2}})
+    workers.serve_processes(cfg, {}, served="popular@a", loaded={"eval": "a"})
+    assert seen[0][workers.LOADED_ENV] == json.dumps({"eval": "a"}) and seen[0][workers.SERVED_ENV] == "popular@a"
+    assert all(os.environ.get(name) is None for name in names)
+    workers.serve_processes(cfg, {})  # a second server told of no identities: its workers are not told the first's
+    assert seen[1][workers.LOADED_ENV] is None and seen[1][workers.SERVED_ENV] is None and seen[1][workers.CONFIG_ENV]
+    assert all(os.environ.get(name) is None for name in names)

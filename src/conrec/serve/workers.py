@@ -157,6 +157,15 @@ class _TcpConfig(uvicorn.Config):
         return sock
 
 
+def set_environ(values: dict[str, str | None]) -> None:
+    """Set each variable to its value, removing those whose value is None."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def serve_processes(
     cfg: PipelineConfig, options: dict[str, Any], served: str | None = None, loaded: dict[str, str | None] | None = None
 ) -> None:
@@ -166,23 +175,24 @@ def serve_processes(
     ``served``: the ``<model>@<identity>`` the parent checked (``app.state.served``), which every worker
     must load; ``loaded``: the identities of the other stages it read (``app.state.loaded``), which every worker
     must read too. A worker that cannot stops the server: then a :class:`StageInputError` (exit status 2)."""
+    names = (CONFIG_ENV, PARENT_ENV, SERVED_ENV, LOADED_ENV, STOP_ENV)
+    before = {name: os.environ.get(name) for name in names}
     with tempfile.TemporaryDirectory(prefix="conrec-serve-") as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
-        os.environ[CONFIG_ENV] = str(path)  # the workers inherit it
-        os.environ[PARENT_ENV] = str(os.getpid())
-        if served is not None:
-            os.environ[SERVED_ENV] = served
-        if loaded is not None:
-            os.environ[LOADED_ENV] = json.dumps(loaded)
         stop_file = Path(tmp) / "stopped"
-        os.environ[STOP_ENV] = str(stop_file)
-        config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
-        supervisor = _Supervisor(config, sockets=[config.bind_socket()])
-        try:
-            supervisor.run()
-        except KeyboardInterrupt:  # pragma: no cover  (Ctrl-C: the supervisor has stopped the workers)
-            pass
+        told = {CONFIG_ENV: str(path), PARENT_ENV: str(os.getpid()), SERVED_ENV: served,
+                LOADED_ENV: None if loaded is None else json.dumps(loaded), STOP_ENV: str(stop_file)}
+        try:  # the workers inherit these; none is left to a later server in this process (it read another's identities)
+            set_environ(told)
+            config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
+            supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+            try:
+                supervisor.run()
+            except KeyboardInterrupt:  # pragma: no cover  (Ctrl-C: the supervisor has stopped the workers)
+                pass
+        finally:
+            set_environ(before)
         reasons = stop_file.read_text(encoding="utf-8").splitlines() if stop_file.is_file() else []
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
         why = reasons[0] if reasons else "it could not serve the run's model or the data the server loaded (its reason is logged above)"
