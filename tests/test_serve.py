@@ -425,6 +425,35 @@ def test_healthz_says_when_a_stage_the_server_read_besides_its_model_has_rerun(t
     assert (health["model_current"], health["loaded_current"]) == (True, False)
 
 
+def test_a_cached_answer_is_reused_within_its_seconds_and_asked_again_after():
+    """docs/serving.md promises that model_current is checked at most once a second (a check costs ~10 ms of
+    GIL-held Python); every other test sets the TTL to 0, so nothing checked the reuse."""
+    from conrec.serve.app import cached_for
+
+    t, asked = [100.0], []
+    cached = cached_for(1.0, lambda: asked.append(t[0]) or len(asked) % 2 == 1, clock=lambda: t[0])
+    assert [cached(), cached()] == [True, True] and asked == [100.0]
+    t[0] = 100.9
+    assert cached() is True and asked == [100.0]
+    t[0] = 101.0
+    assert cached() is False and asked == [100.0, 101.0]
+
+
+def test_healthz_reuses_its_current_answers_within_the_ttl(tmp_path, monkeypatch):
+    """Two /healthz within CURRENT_TTL_S compute model_current and loaded_current once each."""
+    import conrec.serve.app
+
+    run, cfg = _popular_run(tmp_path / "run")
+    monkeypatch.setattr(conrec.serve.app, "CURRENT_TTL_S", 3600.0)  # no sleep, no clock race on a loaded machine
+    builds, loads = [], []
+    real_build, real_loaded = conrec.serve.app.current_build, conrec.serve.app.loaded_identities
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    monkeypatch.setattr(conrec.serve.app, "current_build", lambda c: builds.append(c) or real_build(c))
+    monkeypatch.setattr(conrec.serve.app, "loaded_identities", lambda r: loads.append(r) or real_loaded(r))
+    assert [client.get("/healthz").json()["model_current"] for _ in range(2)] == [True, True]
+    assert len(builds) == 1 and len(loads) == 1
+
+
 def test_a_stage_rerun_while_the_server_loads_is_refused(tmp_path):
     run, cfg = _popular_run(tmp_path / "run")
 

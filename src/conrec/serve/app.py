@@ -548,18 +548,19 @@ def current_build(cfg: PipelineConfig) -> str | None:
 CURRENT_TTL_S = 1.0  # how long a model_current answer is reused: it reads and hashes the run's records and source files
 
 
-def cached_for(seconds: float, fn: Callable[[], bool]) -> Callable[[], bool]:
-    """``fn`` whose answer is reused for ``seconds`` (monotonic clock), so that frequent health checks do not each
-    read the run's records."""
+def cached_for(seconds: float, fn: Callable[[], bool], clock: Callable[[], float] | None = None) -> Callable[[], bool]:
+    """``fn`` whose answer is reused for ``seconds`` (``clock``: the monotonic clock), so that frequent health checks
+    do not each read the run's records."""
     import time
 
+    now = clock or time.monotonic
     lock, last = threading.Lock(), [-math.inf, False]
 
     def cached() -> bool:
         with lock:
-            if time.monotonic() - last[0] >= seconds:
+            if now() - last[0] >= seconds:
                 last[1] = fn()
-                last[0] = time.monotonic()
+                last[0] = now()
             return bool(last[1])
 
     return cached
