@@ -571,9 +571,12 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     :func:`load_predictor`). ``pinned``: the model to load instead of ``cfg``'s choice (a restarted worker loads
     the one its parent serves); ``/healthz`` still compares it with what ``cfg`` asks for."""
     from conrec.io import read_parquet
+    from conrec.pipeline import require_run_dir
     from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
+    last = "sid" if (pinned or cfg.serve.model) == "popular" else (pinned or cfg.serve.model)
+    require_run_dir(run, "conrec serve reads its model and tables there", f"run `conrec data` and the stages after it up to {last} first")
     before = {m: served_identity(run, m) for m in ("popular", *MODEL_STAGES)}
     inputs = loaded_identities(run)
     items = read_parquet(run.items, what="items table")

@@ -33,8 +33,11 @@ def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
     Refuses rather than falls back (``conrec predict``/``score`` answer for the model they were
     asked for); the server's fallback is :func:`newest_current_model`.
     """
+    from conrec.pipeline import require_run_dir
+
     run = RunDir(cfg.run_dir)
     model_dir = run.model_dir(model)
+    require_run_dir(run, f"the {model} model is read from there", f"run `conrec data` and the stages after it up to {model} first")
     why = run.model_problem(cfg, model)
     if why is not None:
         earlier = [m for m in MODEL_STAGES[: MODEL_STAGES.index(model)] if run.model_problem(cfg, m) is None]
