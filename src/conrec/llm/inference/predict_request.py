@@ -50,7 +50,8 @@ def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
 
 def check_unchanged(run: RunDir, model: str, before: dict[str, str | None]) -> None:
     """A one-line error when ``model`` or a stage it is built on ran again since ``before``
-    (:meth:`conrec.runs.RunDir.build_identities`, taken before the command's checks).
+    (:meth:`conrec.runs.RunDir.build_identities`, taken before the model, titles and explanation events are read;
+    the request checks before it are covered by :func:`check_model_dir`, which ``Predictor.from_run`` asks again).
 
     Why: ``conrec predict``/``score`` read titles and explanation events beside the model; with a data stage
     rewritten meanwhile, the old model's ranking was printed with the new data's titles and reasons."""
