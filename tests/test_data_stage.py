@@ -231,7 +231,7 @@ def test_window_stops_follow_the_labels_rule():
     assert per_user["test"][1].tolist() == [100, 100]
     assert analyze.window_stops(samples, log_end=100, test_cutoff=30)["valid"][1].tolist() == [30, 30]
     note = analyze.cut_window_note("valid", {1.0: 0.0, 3.0: 0.25}, "the test cut-off")
-    assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% at 3 d.")
+    assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% of the points at 3 d.")
     assert analyze.cut_window_note("test", {1.0: 0.0}, "the end of the log") is None
 
 
@@ -258,7 +258,7 @@ def _assert_cut_shares_named(cfg: Any, horizons: list[float]) -> list[str]:
         else:
             stops = [first_test.get(u, log_end) if per_user else stats["test_cutoff_ts"] for u, _ in points]
         shares = {h: sum(t + round(h * DAY) > e for (_, t), e in zip(points, stops)) / len(points) for h in horizons}
-        expected = ", ".join(f"{s:.1%} at {h:g} d" for h, s in shares.items() if s > 0)
+        expected = ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in shares.items() if s > 0)
         mine = [n for n in notes if n.startswith(f"note: {split} points")]
         assert (mine == []) == (expected == ""), (split, notes)
         if expected:

@@ -29,7 +29,7 @@ from rich.table import Table
 
 from conrec.config import PipelineConfig
 from conrec.data.categories import split_labels
-from conrec.data.windows import DAY, beyond_max_note, cut_short_shares, measurable_horizons, window_end
+from conrec.data.windows import DAY, beyond_max_note, cut_shares_text, cut_short_shares, measurable_horizons, utc_minute, window_end
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
@@ -215,8 +215,8 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFra
     log_end = int(last) + 1
     stops = window_stops(samples, log_end, test_cutoff)
     why = {
-        "test": f"the end of the log (last event {_utc(log_end - 1)})",
-        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({_utc(test_cutoff)})",
+        "test": f"the end of the log (last event {utc_minute(log_end - 1)})",
+        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({utc_minute(test_cutoff)})",
     }
     notes = [cut_window_note(split, cut_short_shares(ts, stop, horizons), why[split]) for split, (ts, stop) in stops.items()]
     return [n for n in notes if n is not None]
@@ -245,18 +245,13 @@ def window_stops(samples: pl.DataFrame, log_end: int, test_cutoff: int | None) -
 def cut_window_note(split: str, shares: dict[float, float], stop: str) -> str | None:
     """The note on ``split``'s windows cut short by ``stop`` (``shares``: :func:`cut_short_shares`), or None when
     no point's is. Said here in the study's terms: the future sets are undercounted (no model is measured)."""
-    cut = {h: s for h, s in shares.items() if s > 0}
-    if not cut:
+    parts = cut_shares_text(shares)
+    if parts is None:
         return None
-    parts = ", ".join(f"{s:.1%} at {h:g} d" for h, s in cut.items())
     return (
         f"note: {split} points whose window is cut short by {stop}: {parts}. Their future sets hold only the days "
         "before it, so the future-set sizes at those horizons are undercounted and the coverage overstated."
     )
-
-
-def _utc(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_table(table: pl.DataFrame) -> Table:
