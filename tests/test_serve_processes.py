@@ -69,7 +69,7 @@ def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
     )
     text = out.stdout + out.stderr
     assert out.returncode == 2, text  # a conrec error line (a mistyped option also exits non-zero)
-    assert text.count("not found") == 1, text  # said once, by the parent: no worker repeats it
+    assert text.count("no such run directory") == 1, text  # said once, by the parent: no worker repeats it
     assert "Started server process" not in text and "worker process" not in text and "Started parent process" not in text
     assert "Traceback" not in text
 
