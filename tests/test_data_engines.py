@@ -500,6 +500,19 @@ def test_streaming_drops_duplicates_per_partition_like_the_loader(tmp_path):
     assert not list(out.data.glob(".*")), "no staging or temporary file is left behind"
 
 
+def test_streaming_looks_for_duplicate_examples_only_when_it_shows_them(tmp_path, monkeypatch):
+    """Found in review: the examples for on_invalid: error's refusal were computed (is_duplicated + unique per
+    partition with duplicates) under drop too, the default, and thrown away."""
+    path, deduped, _ = _file_with_duplicates(tmp_path)
+
+    def examples_computed(self: pl.DataFrame) -> pl.Series:
+        raise AssertionError("duplicate examples computed under on_invalid: drop")
+
+    monkeypatch.setattr(pl.DataFrame, "is_duplicated", examples_computed)
+    _, stats = _run(tmp_path, "stream", {"source": "table", "events_path": str(path), "streaming": "on", "partition_events": 70})
+    assert stats["events"] == deduped.height
+
+
 def test_streaming_refuses_duplicates_under_on_invalid_error(tmp_path):
     path, _, n_dups = _file_with_duplicates(tmp_path)
     data = {"source": "table", "events_path": str(path), "streaming": "on", "partition_events": 70, "on_invalid": "error"}

@@ -115,6 +115,21 @@ def test_category_coverage_splits_multi_valued_categories_and_skips_empty_ones()
     assert analyze.category_note(_samples_for_coverage()[1]) is None
 
 
+def test_analyze_splits_categories_without_the_eval_package():
+    """Found in review: item_categories imported conrec.eval.baselines.category (scipy, a facets x items matrix
+    thrown away): the data package depended on eval. The splitting rule is now conrec.data.categories', shared."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, polars as pl\nfrom conrec.data import analyze\n"
+        "t = analyze.item_categories(pl.DataFrame({'item_id': ['a', 'b'], 'category': ['x| y', None]}))\n"
+        "print(sorted(t['category']), 'conrec.eval.baselines.category' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "['x', 'y'] False"
+
+
 def test_no_categories_read_n_a_not_one_category_fully_covered():
     samples, _ = _samples_for_coverage()
     items = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": [""] * 4})  # a table source with no items file
@@ -147,12 +162,15 @@ def test_parse_horizons_refuses_sub_second_horizons(text):
     assert analyze.parse_horizons("0.00002") == [0.00002]  # 1.7 s: a window of whole seconds
 
 
-def test_analyze_reads_the_stage_outputs(tmp_path):
+def test_analyze_reads_the_stage_outputs(tmp_path, monkeypatch):
     cfg = _sim_cfg(tmp_path)
     with pytest.raises(StageInputError, match="run `conrec data` first"):
         analyze.run(cfg, horizons=[1, 3], console=_quiet())
     _run_data(cfg)
+    labelled, real = [], analyze.item_categories
+    monkeypatch.setattr(analyze, "item_categories", lambda *a, **k: labelled.append(a) or real(*a, **k))
     table = analyze.run(cfg, horizons=[1, 3, 7, 14], console=_quiet())
+    assert len(labelled) == 1, "the items' labels are split once (a Python loop over every item), for the table and the note"
     assert table.height == 8 and table["item_coverage"].is_between(0, 1).all()
     # Longer windows hold at least as many future dislikes.
     test = table.filter(pl.col("split") == "test")["mean_future_items"].to_list()
@@ -213,7 +231,7 @@ def test_window_stops_follow_the_labels_rule():
     assert per_user["test"][1].tolist() == [100, 100]
     assert analyze.window_stops(samples, log_end=100, test_cutoff=30)["valid"][1].tolist() == [30, 30]
     note = analyze.cut_window_note("valid", {1.0: 0.0, 3.0: 0.25}, "the test cut-off")
-    assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% at 3 d.")
+    assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% of the points at 3 d.")
     assert analyze.cut_window_note("test", {1.0: 0.0}, "the end of the log") is None
 
 
@@ -240,7 +258,7 @@ def _assert_cut_shares_named(cfg: Any, horizons: list[float]) -> list[str]:
         else:
             stops = [first_test.get(u, log_end) if per_user else stats["test_cutoff_ts"] for u, _ in points]
         shares = {h: sum(t + round(h * DAY) > e for (_, t), e in zip(points, stops)) / len(points) for h in horizons}
-        expected = ", ".join(f"{s:.1%} at {h:g} d" for h, s in shares.items() if s > 0)
+        expected = ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in shares.items() if s > 0)
         mine = [n for n in notes if n.startswith(f"note: {split} points")]
         assert (mine == []) == (expected == ""), (split, notes)
         if expected:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 import conrec.pipeline as pipeline
-from conrec.config import load_config
+from conrec.config import PipelineConfig, load_config
+from conrec.errors import StageInputError
 from conrec.runs import STAGES, RunDir
 from conrec.stages import STAGE_REGISTRY, stage_fingerprint
 
@@ -249,6 +250,27 @@ def test_cli_analyze_names_a_run_directory_that_does_not_exist(tmp_path: Path, m
         out = " ".join(res.output.split())
         assert res.exit_code == 2 and f"{where}: no such run directory" in out and "not finished" not in out, out
         assert not (tmp_path / where).exists()
+
+
+def test_predict_score_and_serve_name_a_run_directory_that_does_not_exist(tmp_path: Path, monkeypatch) -> None:
+    """Found in review: the fix above stopped at require_current, so `conrec predict -r runs/typo` and `conrec score`
+    said "no model at ...; run `conrec data` and the stages after it up to grpo", and `conrec serve` "items table not
+    found", the commands most often pointed at a run with -r."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+    from conrec.serve.app import create_app_from_run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "h.json").write_text('{"negative": ["1"], "positive": []}')
+    for args in (["predict", "-r", "runs/typo", "--history", "h.json"], ["score", "-r", "runs/typo", "--request", "h.json"]):
+        res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+        out = " ".join(res.output.split())
+        assert res.exit_code == 2 and "runs/typo: no such run directory" in out and "no model at" not in out, out
+    for model in ("popular", "grpo"):
+        with pytest.raises(StageInputError, match=r"runs/typo: no such run directory \(conrec serve reads"):
+            create_app_from_run(PipelineConfig.model_validate({"run_dir": "runs/typo", "serve": {"model": model}}))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_cli_analyze_on_partial_data_files_exits_2(tmp_path: Path) -> None:

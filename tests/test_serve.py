@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -346,7 +347,7 @@ def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
     assert client.get("/healthz").json() | {"limits": None} == {
         "status": "ok", "model": "popular", "n_items": SERVE_N_ITEMS, "n_users": 5, "limits": None, "process": os.getpid(),
-        "requested_model": "popular", "fallback": False, "model_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
+        "requested_model": "popular", "fallback": False, "model_current": True, "loaded_current": True, "model_build": f"popular@{run.stage_identity('data')}+{run.stage_identity('sid')}",
     }
     run.sid_map.unlink()
     with pytest.raises(StageInputError, match="sid_map.parquet"):
@@ -383,16 +384,74 @@ def _popular_run(root: Path) -> tuple[RunDir, PipelineConfig]:
     return run, cfg
 
 
-def test_explanations_count_co_dislikes_on_the_events_read_at_start_up(tmp_path):
+def test_explanations_never_count_co_dislikes_on_data_read_after_start_up(tmp_path, monkeypatch, caplog):
     """Found by probing: the co-dislike events were read at the first explain request, so after `conrec data`
     reran, a server of the old model explained it with the new data's co-dislikes (two servers of one model
-    gave different reasons for one request)."""
+    gave different reasons for one request). Then found in review: reading them at start-up instead made every server
+    process read the events and samples again and keep them, explanations asked or not. Now they are read at the first
+    explanation from the data stage loaded at start-up, or not at all (SID reasons only, said once)."""
+    import conrec.serve.app
+
+    reads = []
+    real = conrec.serve.app.explanation_events
+    monkeypatch.setattr(conrec.serve.app, "explanation_events", lambda *a: reads.append(a) or real(*a))
+    run, cfg = _popular_run(tmp_path / "run")
+    ask = {"negative": ["i0", "i1"], "k": 3, "explain": True}
+    co = lambda client: [e["item_id"] for e in client.post("/v1/dislikes", json=ask).json()["items"][0]["reason"]["co_disliked_with"]]  # noqa: E731
+    fresh = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    stale = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    assert reads == []  # nothing read until an explanation is asked for
+    assert co(fresh) == ["i1", "i0"] and len(reads) == 1
+    _, _, events = serve_tables()
+    write_parquet(events.with_columns(pl.lit(1, pl.Int8).alias("feedback")), run.events)  # `conrec data` reran
+    run.clear_done("data")
+    record_current(cfg, "data")
+    assert co(fresh) == ["i1", "i0"]  # built once, from the data it started with
+    with caplog.at_level(logging.WARNING):
+        assert co(stale) == []  # not the new data's
+    assert "the data stage in" in caplog.text and "has rerun since this server started" in caplog.text
+
+
+def test_healthz_says_when_a_stage_the_server_read_besides_its_model_has_rerun(tmp_path, monkeypatch):
+    """Found in review: after a routine `conrec eval` rerun /healthz still said current (the model is), while a
+    worker restarted after a crash would stop the whole server: loaded_current says so."""
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
     run, cfg = _popular_run(tmp_path / "run")
     client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
-    _, _, events = serve_tables()
-    write_parquet(events.with_columns(pl.lit(1, pl.Int8).alias("feedback")), run.events)  # the data stage rewritten
-    body = client.post("/v1/dislikes", json={"negative": ["i0", "i1"], "k": 3, "explain": True}).json()
-    assert [e["item_id"] for e in body["items"][0]["reason"]["co_disliked_with"]] == ["i1", "i0"]
+    health = client.get("/healthz").json()
+    assert (health["model_current"], health["loaded_current"]) == (True, True)
+    record_current(cfg, "eval")  # the eval stage ran again
+    health = client.get("/healthz").json()
+    assert (health["model_current"], health["loaded_current"]) == (True, False)
+
+
+def test_a_cached_answer_is_reused_within_its_seconds_and_asked_again_after():
+    """docs/serving.md promises that model_current is checked at most once a second (a check costs ~10 ms of
+    GIL-held Python); every other test sets the TTL to 0, so nothing checked the reuse."""
+    from conrec.serve.app import cached_for
+
+    t, asked = [100.0], []
+    cached = cached_for(1.0, lambda: asked.append(t[0]) or len(asked) % 2 == 1, clock=lambda: t[0])
+    assert [cached(), cached()] == [True, True] and asked == [100.0]
+    t[0] = 100.9
+    assert cached() is True and asked == [100.0]
+    t[0] = 101.0
+    assert cached() is False and asked == [100.0, 101.0]
+
+
+def test_healthz_reuses_its_current_answers_within_the_ttl(tmp_path, monkeypatch):
+    """Two /healthz within CURRENT_TTL_S compute model_current and loaded_current once each."""
+    import conrec.serve.app
+
+    run, cfg = _popular_run(tmp_path / "run")
+    monkeypatch.setattr(conrec.serve.app, "CURRENT_TTL_S", 3600.0)  # no sleep, no clock race on a loaded machine
+    builds, loads = [], []
+    real_build, real_loaded = conrec.serve.app.current_build, conrec.serve.app.loaded_identities
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    monkeypatch.setattr(conrec.serve.app, "current_build", lambda c: builds.append(c) or real_build(c))
+    monkeypatch.setattr(conrec.serve.app, "loaded_identities", lambda r: loads.append(r) or real_loaded(r))
+    assert [client.get("/healthz").json()["model_current"] for _ in range(2)] == [True, True]
+    assert len(builds) == 1 and len(loads) == 1
 
 
 def test_a_stage_rerun_while_the_server_loads_is_refused(tmp_path):
@@ -454,24 +513,111 @@ def test_model_current_follows_the_rule_predict_and_a_restart_use(tmp_path, monk
     assert client.get("/healthz").json()["model_current"] is False
 
 
-def test_a_run_being_retrained_says_so_instead_of_asking_for_the_stage_that_runs(tmp_path):
-    """Found by probing: with `conrec sft` retraining the run in another process, a server restart (and `conrec
-    predict`) refused with "run `conrec sft`", which that process was doing and which a second may not do."""
+def _holding(run: RunDir):
+    """The run's lock, held as another process's retraining stage holds it (flock: this process's filelock sees it)."""
     import fcntl
+    from contextlib import contextmanager
 
-    from conrec.llm.inference.predict_request import check_model_dir
     from conrec.run_lock import LOCK_FILE
+
+    @contextmanager
+    def held():
+        with open(run.root / LOCK_FILE, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield
+
+    return held()
+
+
+def _data_and_sid_current(run: RunDir, cfg: PipelineConfig) -> None:
+    """The data and SID stages finished with ``cfg`` over :func:`_write_run`'s tables (their other files: stand-ins)."""
+    import numpy as np
+
+    from conrec.io import write_json
+
+    write_parquet(pl.DataFrame({"split": ["valid"], "ts": [2_000_000_000]}), run.samples)
+    run.quantizer.write_bytes(b"q")
+    np.save(run.embeddings, np.zeros((1, 2)))
+    np.save(run.text_vectors, np.zeros((1, 2)))
+    for stage in ("data", "sid"):
+        write_json({}, run.stage_dir(stage) / "stats.json")
+    record_current(cfg, "data", "sid")
+
+
+BUSY = r"; another conrec process holds .* now \(its .conrec.lock: a stage is running on it\): if that is `conrec {}` with this config, wait"
+
+
+def test_a_run_being_retrained_says_so_beside_the_stage_to_run(tmp_path):
+    """Found by probing: with `conrec sft` retraining the run in another process, a server restart (and `conrec
+    predict`) refused with "run `conrec sft`", which that process was doing and which a second may not do. Then the
+    lock replaced the advice: a refusal for other reasons (another sft config, an eval running) lost it until the
+    other process ended. Now the advice stays and the lock is a clause beside it."""
+    from conrec.llm.inference.predict_request import check_model_dir
 
     run = _write_run(tmp_path / "run")
     cfg = PipelineConfig(run_dir=run.root)
     _write_model(run, cfg, "sft")
     run.invalidate_from("sft")  # what the retrain does first
-    with pytest.raises(StageInputError, match="run `conrec [a-z]+` and the stages after it up to sft with it"):
+    advice = r"run `conrec ([a-z]+)` and the stages after it up to sft with it"
+    with pytest.raises(StageInputError, match=advice) as free:
         create_app_from_run(cfg, load_lm=_recording_loader([]))
-    with open(run.root / LOCK_FILE, "w") as held:  # the retraining process's lock
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        busy = r"another conrec process is running a stage on .* now \(it holds .conrec.lock\): wait for it to finish, or serve a copy"
-        with pytest.raises(StageInputError, match=busy):
+    assert "another conrec process" not in str(free.value)
+    earliest = re.search(advice, str(free.value)).group(1)
+    with _holding(run):
+        with pytest.raises(StageInputError, match=advice + ".*" + BUSY.format(earliest)):
             create_app_from_run(cfg, load_lm=_recording_loader([]))
-        with pytest.raises(StageInputError, match=busy):
+        with pytest.raises(StageInputError, match=advice + ".*" + BUSY.format(earliest)):
             check_model_dir(cfg, "sft")
+
+
+def test_a_changed_config_still_names_its_stage_while_the_run_is_held(tmp_path):
+    """Found in review: with the lock held, "wait for it to finish" replaced "run `conrec sft` with it" even when the
+    model was refused for an sft setting changed, which no running stage would fix."""
+    from conrec.llm.inference.predict_request import check_model_dir
+
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _data_and_sid_current(run, cfg)
+    _write_model(run, cfg, "sft")
+    changed = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"discernment_eval": cfg.sft.discernment_eval + 1})})
+    with _holding(run), pytest.raises(StageInputError, match=r"sft changed\); run `conrec sft` with it.*" + BUSY.format("sft")):
+        check_model_dir(changed, "sft")
+
+
+def test_serving_popular_on_a_held_run_says_so_and_healthz_never_probes_the_lock(tmp_path, monkeypatch):
+    """Found in review: serve.model: popular (through require_current) said "run `conrec sid`" alone while another
+    process held the run; and /healthz built the refusal, lock probe included, every second while no model was
+    current, so a server could make a stage starting then fail with "in use by another conrec process"."""
+    import conrec.run_lock
+
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root, serve=ServeConfig(model="popular"))
+    _data_and_sid_current(run, cfg)
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    probes = []
+    real = conrec.run_lock.held_elsewhere
+    monkeypatch.setattr(conrec.run_lock, "held_elsewhere", lambda root: probes.append(root) or real(root))
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    run.clear_done("sid")  # a `conrec sid` started
+    assert [client.get("/healthz").json()["model_current"] for _ in range(3)] == [False] * 3
+    assert probes == []
+    with _holding(run), pytest.raises(StageInputError, match=r"not finished; run `conrec sid` with this config first.*" + BUSY.format("sid")):
+        create_app_from_run(cfg)
+    assert probes
+
+
+def test_healthz_on_a_stale_model_never_probes_the_run_lock(tmp_path, monkeypatch):
+    """Found in review: with no model current, each /healthz (once a second per worker) built the refusal's hint,
+    whose lock probe takes the lock for an instant: a `conrec sft` starting then could fail with "in use"."""
+    import conrec.run_lock
+
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    run = _write_run(tmp_path / "run")
+    cfg = PipelineConfig(run_dir=run.root)
+    _write_model(run, cfg, "sft")
+    client = TestClient(create_app_from_run(cfg, load_lm=_recording_loader([])), base_url="http://localhost")
+    probes = []
+    monkeypatch.setattr(conrec.run_lock, "held_elsewhere", lambda root: probes.append(root) or False)
+    run.invalidate_from("sft")  # a retrain started
+    assert [client.get("/healthz").json()["model_current"] for _ in range(3)] == [False] * 3
+    assert probes == []

@@ -69,7 +69,7 @@ def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
     )
     text = out.stdout + out.stderr
     assert out.returncode == 2, text  # a conrec error line (a mistyped option also exits non-zero)
-    assert text.count("not found") == 1, text  # said once, by the parent: no worker repeats it
+    assert text.count("no such run directory") == 1, text  # said once, by the parent: no worker repeats it
     assert "Started server process" not in text and "worker process" not in text and "Started parent process" not in text
     assert "Traceback" not in text
 
@@ -174,7 +174,7 @@ def test_a_worker_restarted_after_the_model_changed_stops_the_server_instead_of_
         server.process.wait(timeout=120)
         log = server.log_tail(100_000)
     assert server.process.returncode == 2, log
-    assert "no longer the one this server started with" in log and "so the server stopped" in log
+    assert "a worker process stopped the server: the run's popular model is no longer the one this server started with" in log
     assert "Traceback" not in log
     deadline = time.monotonic() + 10
     while _pid_alive(workers[1]) and time.monotonic() < deadline:
@@ -239,7 +239,8 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
 
 def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_server(tmp_path, monkeypatch, caplog):
     """Found by probing: a worker restarted after `conrec eval` reran loaded the new evaluation points and lists
-    while its siblings kept the old ones, so the same inspector URL answered 200 and 404 in turn."""
+    while its siblings kept the old ones, so the same inspector URL answered 200 and 404 in turn. Found in review:
+    the parent's last line then said the model could not be served; it now gives the worker's reason."""
     import logging
 
     import pytest
@@ -258,7 +259,7 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)  # this is the test process, not a worker
     monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
     for name, value in ((workers.CONFIG_ENV, str(path)), (workers.SERVED_ENV, parent.state.served),
-                        (workers.LOADED_ENV, json.dumps(parent.state.loaded))):
+                        (workers.LOADED_ENV, json.dumps(parent.state.loaded)), (workers.STOP_ENV, str(tmp_path / "stopped"))):
         monkeypatch.setenv(name, value)
     assert workers.app_from_env().state.loaded == parent.state.loaded  # nothing changed: the worker serves
     record_current(cfg, "eval")  # the eval stage ran again; the served model (popular: data and SIDs) did not change
@@ -266,3 +267,33 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
         workers.app_from_env()
     assert stopped.value.code == STARTUP_FAILURE
     assert "the run's eval stage is no longer the one this server started with" in caplog.text
+    # the parent's last line says why (it blamed the model, which an eval rerun leaves current)
+    assert (tmp_path / "stopped").read_text().startswith("the run's eval stage is no longer the one this server started with")
+
+
+def test_serve_processes_leaves_no_identities_to_a_later_server(tmp_path, monkeypatch):
+    """Found in review: the parent's variables stayed in os.environ, so a second in-process serve_processes(...,
+    loaded=None) gave its workers the first server's identities, and they stopped at start-up."""
+    from conrec.serve import workers
+
+    seen: list[dict[str, str | None]] = []
+    names = (workers.CONFIG_ENV, workers.PARENT_ENV, workers.SERVED_ENV, workers.LOADED_ENV, workers.STOP_ENV)
+
+    class Supervisor:
+        def __init__(self, config, sockets):
+            self.processes = []
+
+        def run(self):
+            seen.append({name: os.environ.get(name) for name in names})
+
+    monkeypatch.setattr(workers, "_Supervisor", Supervisor)
+    monkeypatch.setattr(workers._TcpConfig, "bind_socket", lambda self: None)
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"processes": 2}})
+    workers.serve_processes(cfg, {}, served="popular@a", loaded={"eval": "a"})
+    assert seen[0][workers.LOADED_ENV] == json.dumps({"eval": "a"}) and seen[0][workers.SERVED_ENV] == "popular@a"
+    assert all(os.environ.get(name) is None for name in names)
+    workers.serve_processes(cfg, {})  # a second server told of no identities: its workers are not told the first's
+    assert seen[1][workers.LOADED_ENV] is None and seen[1][workers.SERVED_ENV] is None and seen[1][workers.CONFIG_ENV]
+    assert all(os.environ.get(name) is None for name in names)

@@ -67,13 +67,13 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def read_parquet(path: str | os.PathLike[str], what: str = "table") -> pl.DataFrame:
-    """Read a Parquet file, turning missing/corrupt files into a clear :class:`StageInputError`."""
+def read_parquet(path: str | os.PathLike[str], what: str = "table", columns: list[str] | None = None) -> pl.DataFrame:
+    """Read a Parquet file (``columns``: only those), turning missing/corrupt files into a clear :class:`StageInputError`."""
     p = Path(path)
     if not p.exists():
         raise StageInputError(f"{what} not found: {p.absolute()} (run the stage that writes it first)")
     try:
-        return pl.read_parquet(p)
+        return pl.read_parquet(p, columns=columns)
     except Exception as exc:  # polars raises several types for corrupt files
         raise StageInputError(f"{what} at {p} is not a readable Parquet file: {exc}") from exc
 

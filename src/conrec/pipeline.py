@@ -60,21 +60,27 @@ def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]
     return [s for s in STAGES if s in ups]
 
 
+def require_run_dir(run: RunDir, what: str, make: str) -> None:
+    """A one-line :class:`StageInputError` when the run directory does not exist: ``what`` is read there, ``make`` what
+    makes it ("run `conrec data` first"). Why: a mistyped ``-r`` read as advice to rerun stages ("not finished; run
+    `conrec data`", "no model at ...; run `conrec data` and the stages after it") or as a missing table."""
+    if not run.root.is_dir():
+        raise StageInputError(f"{run.root}: no such run directory ({what}); name the run with -r or -c (run_dir), or {make} to make it")
+
+
 def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: str) -> None:
     """Raise :class:`StageInputError` unless each of ``stages`` is finished, made with ``cfg``'s
     settings and readable: ``who`` never starts from partial or stale files. A run directory that does not exist
-    is said as such: "not finished; run `conrec data`" read as advice to rerun where a mistyped ``-r`` was the cause."""
-    if stages and not run.root.is_dir():
-        raise StageInputError(
-            f"{run.root}: no such run directory ({who} reads the {stages[0]} stage's outputs there); name the run with "
-            f"-r or -c (run_dir), or run `{STAGE_REGISTRY[stages[0]].command}` first to make it"
-        )
+    is said as such (:func:`require_run_dir`)."""
+    if stages:
+        require_run_dir(run, f"{who} reads the {stages[0]} stage's outputs there", f"run `{STAGE_REGISTRY[stages[0]].command}` first")
     for up in stages:
         why = stale_reason(run, cfg, up)
         if why is not None:
             raise StageInputError(
                 f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
                 f"run `{STAGE_REGISTRY[up].command}` with this config first (or `conrec demo`, which runs what is needed)"
+                + run.busy_note(up)
             )
 
 

@@ -155,16 +155,10 @@ class RunDir:
 
     def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
-        (a hint that named ``stage`` itself was refused by it when an earlier one had to run first); while another
-        process holds the run (a stage running on it), that it does and what to do meanwhile."""
+        (a hint that named ``stage`` itself was refused by it when an earlier one had to run first), and, while another
+        process holds the run, that it does (:meth:`busy_note`). For refusals only: the lock probe is not free."""
         from conrec.pipeline import required_upstream  # here: conrec.pipeline imports this module
-        from conrec.run_lock import LOCK_FILE, held_elsewhere
 
-        if held_elsewhere(self.root):  # the stage to run is running: another one would be refused
-            return (
-                f"another conrec process is running a stage on {self.root} now (it holds {LOCK_FILE}): wait for it to "
-                "finish, or serve a copy of the run made before retraining (docs/serving.md)"
-            )
         reads, todo = set(), [stage]
         while todo:  # the stages it reads, directly or not, as the pipeline chooses them (eval: the LMs it is asked for)
             if (s := todo.pop()) not in reads:
@@ -172,7 +166,23 @@ class RunDir:
                 todo += required_upstream(self, cfg, s)
         earliest = next((s for s in STAGES if s in reads and self.stale_reason(cfg, s) is not None), stage)
         then = f" and the stages after it up to {stage}" if earliest != stage else ""
-        return f"run `conrec {earliest}`{then} with it, or `conrec demo` with it (it reruns whatever is not current)"
+        return f"run `conrec {earliest}`{then} with it, or `conrec demo` with it (it reruns whatever is not current)" + self.busy_note(earliest)
+
+    def busy_note(self, stage: str) -> str:
+        """``"; another conrec process holds the run now ..."`` while one does (a stage running on it), else "": a
+        clause a refusal adds to its advice, which stays (the running stage may be another, or run other settings).
+
+        Why: with `conrec sft` retraining the run in place, a refusal said only "run `conrec sft`", which that process
+        was doing and which a second one may not do. The probe takes the lock for an instant when it is free
+        (:func:`conrec.run_lock.held_elsewhere`), so only a refusal being said asks it, never a periodic check."""
+        from conrec.run_lock import LOCK_FILE, held_elsewhere
+
+        if not held_elsewhere(self.root):
+            return ""
+        return (
+            f"; another conrec process holds {self.root} now (its {LOCK_FILE}: a stage is running on it): if that is "
+            f"`conrec {stage}` with this config, wait for it to finish instead"
+        )
 
     def stale_reason(self, cfg: PipelineConfig, stage: str) -> str | None:
         """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""

@@ -7,7 +7,8 @@ For each evaluation sample at time t and horizon h, F_h is the set of items the 
 * ``item_coverage``: mean share of F_h that the next negative covers, i.e. mean 1 / |F_h|;
 * ``mean_future_categories`` / ``category_coverage``: the same one level up, over the categories
   of F_h (share of the user's future disliked categories the next negative's categories cover; a
-  ``|``-separated cell is several categories, an empty one none, as the category baselines read them).
+  ``|``-separated cell is several categories, an empty one none: split on ``eval.category.separator``, as the
+  category baselines split).
 
 If the next negative were a good summary of negative taste, coverage would stay near 1 as the
 horizon grows; on exposure-biased data it falls quickly, which is why conrec trains and evaluates
@@ -28,8 +29,9 @@ from rich.table import Table
 
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
-from conrec.data.windows import DAY, beyond_max_note, cut_short_shares, measurable_horizons, window_end
-from conrec.errors import ConfigError, StageInputError
+from conrec.data.categories import split_labels
+from conrec.data.windows import DAY, beyond_max_note, cut_shares_text, cut_short_shares, measurable_horizons, utc_minute, window_end
+from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 
@@ -40,17 +42,15 @@ next negative would read as the whole future set (1 item, 100% covered)."""
 
 
 def item_categories(items: pl.DataFrame, separator: str | None = "|") -> pl.DataFrame:
-    """``(item_id, category)``, one row per label of an item: a multi-valued cell (``"Action|Comedy"``) split on
-    ``separator`` and a missing or blank one giving no row, as the category baselines read them
-    (:func:`conrec.eval.baselines.category.item_facets`, ``eval.category.separator``). Without the split,
-    ``"X|Y"`` and ``"Y|X"`` were two categories that were neither X nor Y, and "no category" was one more."""
-    from conrec.eval.baselines.category import item_facets
-    from conrec.eval.config import CategoryConfig
-
-    labels = item_facets(items, CategoryConfig(columns=["category"], separator=separator))[0]
+    """``(item_id, category)``, one row per label of an item's ``category`` cell: split on ``separator``
+    (``eval.category.separator``, as the category baselines split their facet columns) and a missing or blank one
+    giving no row (:func:`conrec.data.categories.split_labels`). Without the split, ``"X|Y"`` and ``"Y|X"`` were two
+    categories that were neither X nor Y, and "no category" was one more."""
+    require_columns(items, ("item_id", "category"), "items")
+    labels = split_labels(items["category"].cast(pl.String).to_list(), separator)
     table = pl.DataFrame(
         {"item_id": items["item_id"].cast(pl.String), "category": labels},
-        schema={"item_id": pl.String, "category": pl.List(pl.Int64)},
+        schema={"item_id": pl.String, "category": pl.List(pl.String)},
     )
     return table.explode("category").drop_nulls("category")
 
@@ -61,6 +61,7 @@ def coverage_by_horizon(
     horizons: Sequence[float],
     splits: Sequence[str] = STUDY_SPLITS,
     separator: str | None = "|",
+    categories: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per (split, horizon): samples, mean future-set size and next-negative coverage at item
     and category level. A pure function of the samples/items tables, apart from ``conrec analyze``'s printing, so
@@ -69,12 +70,13 @@ def coverage_by_horizon(
     Categories are the items' labels (:func:`item_categories`): a sample's future categories are the labels of the
     items of its future set, and the next negative covers those among them that are its own labels. A sample whose
     future set has no labelled item has no category figure and is left out of the category means, which are null
-    (shown n/a) when no sample has one: with no categories there is nothing to cover, not 100% covered."""
+    (shown n/a) when no sample has one: with no categories there is nothing to cover, not 100% covered.
+    ``categories``: :func:`item_categories` of ``items`` when the caller has it already (computed otherwise)."""
     if not horizons:
         raise ConfigError("horizons: give at least one horizon (days)")
     if any(not h >= MIN_HORIZON_DAYS for h in horizons):
         raise ConfigError(f"horizons must be at least one second ({MIN_HORIZON_DAYS:.2g} days), got {list(horizons)}")
-    cats = item_categories(items, separator)
+    cats = item_categories(items, separator) if categories is None else categories
     base = samples.filter(pl.col("split").is_in(list(splits))).select("sample_id", "split", "ts", "next_neg", "later_negs", "later_neg_ts")
     long = (
         base.explode(["later_negs", "later_neg_ts"])
@@ -129,10 +131,11 @@ def coverage_by_horizon(
     return out.sort([pl.col("split").replace_strict(order, return_dtype=pl.Int32), "horizon_days"])
 
 
-def category_note(items: pl.DataFrame, separator: str | None = "|") -> str | None:
+def category_note(items: pl.DataFrame, separator: str | None = "|", categories: pl.DataFrame | None = None) -> str | None:
     """Say when items have no category (None when every item has one): with none at all the category columns are
-    n/a, with some the unlabelled items are left out of them, and the reader should know which."""
-    labelled = item_categories(items, separator)["item_id"].n_unique()
+    n/a, with some the unlabelled items are left out of them, and the reader should know which. ``categories``: as
+    for :func:`coverage_by_horizon`."""
+    labelled = (item_categories(items, separator) if categories is None else categories)["item_id"].n_unique()
     if labelled == items.height:
         return None
     if labelled == 0:
@@ -183,11 +186,12 @@ def run(cfg: PipelineConfig, horizons: list[float], console: Console) -> pl.Data
             "earlier events lies in the valid or test share; see data.split.valid_frac and test_frac)"
         )
     separator = cfg.eval.category.separator  # one setting for how categories split, the baselines' too
-    table = coverage_by_horizon(samples, items, horizons, separator=separator)
+    categories = item_categories(items, separator)  # once: the table and the note read them
+    table = coverage_by_horizon(samples, items, horizons, categories=categories)
     console.print(render_table(table))
     notes = [beyond_max_note(dropped, max_h)] if dropped else []
     notes += [f"note: no {s} point in this run, so no {s} rows" for s, n in counts.items() if n == 0]
-    notes += [n for n in [category_note(items, separator)] if n is not None]
+    notes += [n for n in [category_note(items, categories=categories)] if n is not None]
     for note in notes + _truncation_notes(rd, horizons, samples):
         console.print(f"[dim]{shown(note)}[/]")
     return table
@@ -212,8 +216,8 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFra
     log_end = int(last) + 1
     stops = window_stops(samples, log_end, test_cutoff)
     why = {
-        "test": f"the end of the log (last event {_utc(log_end - 1)})",
-        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({_utc(test_cutoff)})",
+        "test": f"the end of the log (last event {utc_minute(log_end - 1)})",
+        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({utc_minute(test_cutoff)})",
     }
     notes = [cut_window_note(split, cut_short_shares(ts, stop, horizons), why[split]) for split, (ts, stop) in stops.items()]
     return [n for n in notes if n is not None]
@@ -242,18 +246,13 @@ def window_stops(samples: pl.DataFrame, log_end: int, test_cutoff: int | None) -
 def cut_window_note(split: str, shares: dict[float, float], stop: str) -> str | None:
     """The note on ``split``'s windows cut short by ``stop`` (``shares``: :func:`cut_short_shares`), or None when
     no point's is. Said here in the study's terms: the future sets are undercounted (no model is measured)."""
-    cut = {h: s for h, s in shares.items() if s > 0}
-    if not cut:
+    parts = cut_shares_text(shares)
+    if parts is None:
         return None
-    parts = ", ".join(f"{s:.1%} at {h:g} d" for h, s in cut.items())
     return (
         f"note: {split} points whose window is cut short by {stop}: {parts}. Their future sets hold only the days "
         "before it, so the future-set sizes at those horizons are undercounted and the coverage overstated."
     )
-
-
-def _utc(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render_table(table: pl.DataFrame) -> Table:

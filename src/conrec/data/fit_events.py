@@ -63,7 +63,7 @@ def training_events_and_rule(run_dir: Path, split_cfg: SplitConfig, samples: pl.
     rd = RunDir(run_dir)
     events = read_parquet(rd.events, what="events table (run `conrec data` first)")
     if samples is None:
-        samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)")
+        samples = read_parquet(rd.samples, what="samples table (run `conrec data` first)", columns=["split", "ts"])  # all it reads
     stats_path = rd.data / "stats.json"
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
     split = split_cfg.train_until

@@ -62,17 +62,28 @@ def cut_short_shares(ts: Any, log_end: Any, horizons: Iterable[float]) -> dict[f
     return {float(h): float(np.mean(window_end(t, h) > log_end)) for h in sorted(set(horizons))}
 
 
-def cut_short_note(shares: dict[float, float], log_end: int) -> str | None:
-    """The report's note on windows cut by the end of the log (None when no point's window is)."""
-    cut = {h: s for h, s in shares.items() if s > 0}
-    if not cut:
-        return None
+def utc_minute(ts: int) -> str:
+    """A timestamp as the cut-short notes write it (``2024-01-31 23:59 UTC``)."""
     from datetime import datetime, timezone
 
-    last = datetime.fromtimestamp(log_end - 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in cut.items())
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def cut_shares_text(shares: dict[float, float]) -> str | None:
+    """``"25.0% of the points at 3 d, ..."`` for the horizons at which some point's window is cut short
+    (``shares``: :func:`cut_short_shares`), or None when none is: the one wording of the report's and ``conrec
+    analyze``'s notes, each of which adds its own consequence."""
+    cut = {h: s for h, s in shares.items() if s > 0}
+    return ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in cut.items()) if cut else None
+
+
+def cut_short_note(shares: dict[float, float], log_end: int) -> str | None:
+    """The report's note on windows cut by the end of the log (None when no point's window is)."""
+    parts = cut_shares_text(shares)
+    if parts is None:
+        return None
     return (
-        f"Future windows cut short by the end of the log (last event {last}): {parts}. Their future sets hold only "
+        f"Future windows cut short by the end of the log (last event {utc_minute(log_end - 1)}): {parts}. Their future sets hold only "
         "the days the log has, so FHR at that horizon is lower for every model (the same points for all, so the "
         "paired differences stand). For whole windows: a shorter data.split.horizon_days, or a log that runs on "
         "past the last evaluated point."

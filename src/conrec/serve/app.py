@@ -140,16 +140,18 @@ def create_app(
     model_build: str | None = None,
     requested_model: str | None = None,
     explain_events: Callable[[], pl.DataFrame | None] | None = None,
+    loaded_current: Callable[[], bool] | None = None,
 ) -> FastAPI:
     """Build the app around an already-loaded predictor and the run's tables (looked up in memory).
 
     ``events`` gives the known users' histories (None: ``user_id`` requests get 404); ``explain_events``
     the events co-dislike reasons are counted on, read on the first explanation (None: ``events``; a run's
-    app passes its training events, :func:`conrec.explain.explanation_events`).
+    app passes its training events, :func:`loaded_explanation_events`).
     ``model_name`` is what responses report (default ``cfg.model``). ``model_current`` says whether the
     loaded model is still the run's (``/healthz``; None: not served from a run), ``model_build`` which build of it
     is served (``<model>@<identity>``, :func:`served_identity`), ``requested_model`` the one the config asks for
-    (``serve.model``; default: the one served).
+    (``serve.model``; default: the one served), ``loaded_current`` whether the stages its tables, explanations and
+    inspector lists came from are still the run's (``/healthz``; None: not served from a run).
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
@@ -372,6 +374,7 @@ def create_app(
         return Health(
             model=model, n_items=len(catalog), n_users=len(known_users), limits=limits, process=os.getpid(),
             model_current=None if model_current is None else model_current(), model_build=model_build,
+            loaded_current=None if loaded_current is None else loaded_current(),
             requested_model=requested_model or model, fallback=(requested_model or model) != model,
         )
 
@@ -508,8 +511,8 @@ def load_predictor(
 
 def servable_model(cfg: PipelineConfig) -> tuple[str, str | None]:
     """(the model ``conrec serve`` with ``cfg`` serves now, why ``serve.model`` was passed over or None); a one-line
-    :class:`StageInputError` when none is current. Nothing is loaded: :func:`load_predictor` and ``model_current``
-    (:func:`current_build`) share this one choice."""
+    :class:`StageInputError` when none is current. Nothing is loaded: :func:`load_predictor` makes this choice,
+    ``model_current`` (:func:`current_build`) the same one without the refusal's message."""
     from conrec.llm.inference.predict_request import newest_current_model
 
     if cfg.serve.model == "popular":
@@ -525,29 +528,39 @@ def current_build(cfg: PipelineConfig) -> str | None:
 
     Why: a served model is current while this equals its build. Comparing the served stage's identity alone
     missed every other reason a restart (or ``conrec predict``) refuses the model (an events file changed in place,
-    a parent run's stage rebuilt) and a requested GRPO model finished after the server fell back to SFT."""
+    a parent run's stage rebuilt) and a requested GRPO model finished after the server fell back to SFT.
+    It makes the choice :func:`servable_model` makes without its refusal's message: that probes the run's lock
+    (:meth:`conrec.runs.RunDir.busy_note`), which ``/healthz`` must not take every second while a stage starts."""
+    from conrec.llm.inference.predict_request import choose_model
+
+    run = RunDir(cfg.run_dir)
     try:
-        name, _ = servable_model(cfg)
+        if cfg.serve.model == "popular":
+            current = run.root.is_dir() and all(run.stale_reason(cfg, s) is None for s in ("data", "sid"))
+            name = "popular" if current else None
+        else:
+            name, _ = choose_model(cfg, cfg.serve.model)
     except ConrecError:
         return None
-    return f"{name}@{served_identity(RunDir(cfg.run_dir), name)}"
+    return None if name is None else f"{name}@{served_identity(run, name)}"
 
 
 CURRENT_TTL_S = 1.0  # how long a model_current answer is reused: it reads and hashes the run's records and source files
 
 
-def cached_for(seconds: float, fn: Callable[[], bool]) -> Callable[[], bool]:
-    """``fn`` whose answer is reused for ``seconds`` (monotonic clock), so that frequent health checks do not each
-    read the run's records."""
+def cached_for(seconds: float, fn: Callable[[], bool], clock: Callable[[], float] | None = None) -> Callable[[], bool]:
+    """``fn`` whose answer is reused for ``seconds`` (``clock``: the monotonic clock), so that frequent health checks
+    do not each read the run's records."""
     import time
 
+    now = clock or time.monotonic
     lock, last = threading.Lock(), [-math.inf, False]
 
     def cached() -> bool:
         with lock:
-            if time.monotonic() - last[0] >= seconds:
+            if now() - last[0] >= seconds:
                 last[1] = fn()
-                last[0] = time.monotonic()
+                last[0] = now()
             return bool(last[1])
 
     return cached
@@ -558,9 +571,12 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     :func:`load_predictor`). ``pinned``: the model to load instead of ``cfg``'s choice (a restarted worker loads
     the one its parent serves); ``/healthz`` still compares it with what ``cfg`` asks for."""
     from conrec.io import read_parquet
+    from conrec.pipeline import require_run_dir
     from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
+    last = "sid" if (pinned or cfg.serve.model) == "popular" else (pinned or cfg.serve.model)
+    require_run_dir(run, "conrec serve reads its model and tables there", f"run `conrec data` and the stages after it up to {last} first")
     before = {m: served_identity(run, m) for m in ("popular", *MODEL_STAGES)}
     inputs = loaded_identities(run)
     items = read_parquet(run.items, what="items table")
@@ -568,7 +584,6 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     events = read_parquet(run.events, what="events") if run.events.exists() else None
     if events is None:
         log.warning("no events table at %s: user_id requests will get 404", run.events)
-    counted = startup_explanation_events(run, cfg)
     loading = cfg if pinned is None else cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"model": pinned})})
     predictor, name = load_predictor(loading, sid_map, events, load_lm)
     identity = served_identity(run, name)
@@ -576,7 +591,8 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     build = f"{name}@{identity}"
     app = create_app(
         predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=cached_for(CURRENT_TTL_S, lambda: current_build(cfg) == build),
-        model_build=build, requested_model=cfg.serve.model, explain_events=lambda: counted,
+        model_build=build, requested_model=cfg.serve.model, explain_events=lambda: loaded_explanation_events(run, cfg, inputs["data"]),
+        loaded_current=cached_for(CURRENT_TTL_S, lambda: loaded_identities(run) == inputs),
     )
     app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
     app.state.loaded = inputs  # and the stages it must read its tables from
@@ -598,17 +614,27 @@ def loaded_identities(run: RunDir) -> dict[str, str | None]:
     return {stage: run.stage_identity(stage) for stage in LOADED_STAGES}
 
 
-def startup_explanation_events(run: RunDir, cfg: PipelineConfig) -> pl.DataFrame | None:
+def loaded_explanation_events(run: RunDir, cfg: PipelineConfig, data_identity: str | None) -> pl.DataFrame | None:
     """The training events co-dislike reasons are counted on (:func:`conrec.explain.explanation_events`), read at
-    start-up with the model; None, said once, when they cannot be read (reasons then cite SIDs only).
+    the first explanation, from the data stage the server loaded at start-up (``data_identity``): a
+    :class:`StageInputError` (reasons then cite SIDs only, said once) when that stage has rerun since.
 
-    Why at start-up: read at the first explanation, they came from whatever data stage the run held then, so
-    after `conrec data` reran two servers of one model gave different reasons for one request."""
-    try:
-        return explanation_events(run, cfg.data.split)
-    except ConrecError as exc:  # e.g. samples of another split protocol
-        log.warning("explanations cite no co-dislikes: the run's training events cannot be read (%s)", exc)
-        return None
+    Why: read at the first explanation from whatever data stage the run held then, two servers of one model gave
+    different reasons for one request after `conrec data` reran. Reading them at start-up instead made every server
+    process read the events and samples again and keep a copy for its lifetime, explanations asked or not. A
+    ``conrec data`` rerun changes the stage's identity (its records), so comparing it before and after the read keeps
+    the guarantee; files edited in place by hand, outside conrec, are not detected (as for the model's inputs)."""
+    def unchanged() -> None:
+        if run.stage_identity("data") != data_identity:
+            raise StageInputError(
+                f"the data stage in {run.root} has rerun since this server started, and co-dislikes are counted on the "
+                "data it loaded: restart conrec serve for them"
+            )
+
+    unchanged()
+    counted = explanation_events(run, cfg.data.split)
+    unchanged()
+    return counted
 
 
 def served_identity(run: RunDir, name: str) -> str:

@@ -268,6 +268,14 @@ class Health(BaseModel):
         description="which build of the model is served: <model>@<identity>, the identity changing with every run of its "
         "stage (two replicas serve the same build when these are equal); null when not served from a run directory",
     )
+    loaded_current: bool | None = Field(
+        None,
+        description="true while the data, SID and eval stages this server read its tables, explanations and inspector "
+        "lists from are still the run's. false once one has run again (a conrec eval rerun included, which leaves "
+        "model_current true): it keeps answering from what it loaded, but with serve.processes > 1 a worker restarted "
+        "after a crash stops the server rather than answer from other data than its siblings (restart conrec serve); "
+        "null when not served from a run directory",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -17,7 +17,8 @@ the parent read (:data:`LOADED_ENV`). One that uvicorn restarts after
 a crash, when that model (or one of those stages) has since been retrained or removed, logs why and exits with uvicorn's
 startup-failure status, which stops the whole server: it had restarted it in an endless loop of
 tracebacks, or (after ``conrec sft`` on the run) served the new model beside the old one, two answers
-from one service. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
+from one service. ``/healthz`` says ``loaded_current: false`` once one of those stages has rerun (``model_current``
+covers the model), and the parent's last line names what the worker found changed. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
 one, each with whatever model the run holds then). Workers stop with the parent even when it is
 killed (Linux).
 """
@@ -47,6 +48,7 @@ CONFIG_ENV = "CONREC_SERVE_CONFIG"  # the resolved pipeline config (a YAML file)
 SERVED_ENV = "CONREC_SERVE_MODEL"  # "<model>@<identity>" the parent checked: what every worker must load
 LOADED_ENV = "CONREC_SERVE_LOADED"  # JSON {stage: identity} of the data, SID and eval stages the parent read
 PARENT_ENV = "CONREC_SERVE_PARENT"  # the supervisor's pid: a worker whose parent is another has lost it
+STOP_ENV = "CONREC_SERVE_STOP"  # a file where a worker that stops the server writes why, for the parent's last line
 APP_FACTORY = "conrec.serve.workers:app_from_env"
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,21 @@ def app_from_env() -> FastAPI:
             )
     except ConrecError as exc:  # uvicorn restarts a worker that exits otherwise, forever
         log.error("worker process %d cannot serve, stopping the server: %s", os.getpid(), exc)
+        say_why_stopped(str(exc))
         raise SystemExit(STARTUP_FAILURE) from None
     return app
+
+
+def say_why_stopped(reason: str) -> None:
+    """Append ``reason`` to the parent's :data:`STOP_ENV` file (nothing without one), for its last line."""
+    path = os.environ.get(STOP_ENV)
+    if path is None:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(reason.replace("\n", " ") + "\n")
+    except OSError:  # the parent's message then points at the log
+        pass
 
 
 def changed_stages(expected: dict[str, str | None] | None, loaded: dict[str, str | None]) -> list[str]:
@@ -142,6 +157,15 @@ class _TcpConfig(uvicorn.Config):
         return sock
 
 
+def set_environ(values: dict[str, str | None]) -> None:
+    """Set each variable to its value, removing those whose value is None."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def serve_processes(
     cfg: PipelineConfig, options: dict[str, Any], served: str | None = None, loaded: dict[str, str | None] | None = None
 ) -> None:
@@ -151,20 +175,25 @@ def serve_processes(
     ``served``: the ``<model>@<identity>`` the parent checked (``app.state.served``), which every worker
     must load; ``loaded``: the identities of the other stages it read (``app.state.loaded``), which every worker
     must read too. A worker that cannot stops the server: then a :class:`StageInputError` (exit status 2)."""
+    names = (CONFIG_ENV, PARENT_ENV, SERVED_ENV, LOADED_ENV, STOP_ENV)
+    before = {name: os.environ.get(name) for name in names}
     with tempfile.TemporaryDirectory(prefix="conrec-serve-") as tmp:
         path = Path(tmp) / "config.yaml"
         path.write_text(dump_config(cfg))
-        os.environ[CONFIG_ENV] = str(path)  # the workers inherit it
-        os.environ[PARENT_ENV] = str(os.getpid())
-        if served is not None:
-            os.environ[SERVED_ENV] = served
-        if loaded is not None:
-            os.environ[LOADED_ENV] = json.dumps(loaded)
-        config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
-        supervisor = _Supervisor(config, sockets=[config.bind_socket()])
-        try:
-            supervisor.run()
-        except KeyboardInterrupt:  # pragma: no cover  (Ctrl-C: the supervisor has stopped the workers)
-            pass
+        stop_file = Path(tmp) / "stopped"
+        told = {CONFIG_ENV: str(path), PARENT_ENV: str(os.getpid()), SERVED_ENV: served,
+                LOADED_ENV: None if loaded is None else json.dumps(loaded), STOP_ENV: str(stop_file)}
+        try:  # the workers inherit these; none is left to a later server in this process (it read another's identities)
+            set_environ(told)
+            config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
+            supervisor = _Supervisor(config, sockets=[config.bind_socket()])
+            try:
+                supervisor.run()
+            except KeyboardInterrupt:  # pragma: no cover  (Ctrl-C: the supervisor has stopped the workers)
+                pass
+        finally:
+            set_environ(before)
+        reasons = stop_file.read_text(encoding="utf-8").splitlines() if stop_file.is_file() else []
     if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes):
-        raise StageInputError("a worker process could not serve the run's model (its reason is logged above), so the server stopped")
+        why = reasons[0] if reasons else "it could not serve the run's model or the data the server loaded (its reason is logged above)"
+        raise StageInputError(f"a worker process stopped the server: {why}")

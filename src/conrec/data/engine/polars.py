@@ -111,7 +111,7 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
             if raw:  # sorted by (user, ts, input row): "first" is the first input row, as the loaders keep
                 unique = part.unique(subset=list(EVENT_COLUMNS), keep="first", maintain_order=True)
                 duplicates += part.height - unique.height
-                if len(dup_examples) < 5 and unique.height < part.height:  # as the in-memory reader shows them
+                if cfg.on_invalid == "error" and len(dup_examples) < 5 and unique.height < part.height:  # only error shows them, as the in-memory reader
                     repeated = part.filter(part.select(list(EVENT_COLUMNS)).is_duplicated()).unique(subset=list(EVENT_COLUMNS), keep="first", maintain_order=True)
                     dup_examples += repeated.select("user_id", "item_id", "ts").head(5 - len(dup_examples)).to_dicts()
                 if cfg.on_invalid == "drop":

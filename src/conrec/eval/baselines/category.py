@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from conrec.data.categories import split_labels
 from conrec.errors import require_columns
 from conrec.eval.baselines.base import (
     Catalog,
@@ -31,14 +32,13 @@ from conrec.eval.config import CategoryConfig
 def item_facets(items: pl.DataFrame, cfg: CategoryConfig) -> tuple[list[list[int]], sp.csr_matrix, list[str]]:
     """Each item row's facet indices, the facets x items membership matrix (1 where the item has the
     facet) and each facet's column (pure). A facet is one ``(column, value)`` of ``cfg.columns``;
-    multi-valued cells are split on ``cfg.separator``; empty cells carry none."""
+    multi-valued cells are split on ``cfg.separator``; empty cells carry none (:func:`conrec.data.categories.split_labels`)."""
     require_columns(items, ("item_id", *cfg.columns), "items")
     index: dict[tuple[str, str], int] = {}
     item_cats: list[list[int]] = [[] for _ in range(items.height)]
     for col in cfg.columns:
-        for j, raw in enumerate(items[col].cast(pl.String).fill_null("").to_list()):
-            parts = raw.split(cfg.separator) if cfg.separator else [raw]
-            for name in dict.fromkeys(p.strip() for p in parts if p.strip()):
+        for j, labels in enumerate(split_labels(items[col].cast(pl.String).to_list(), cfg.separator)):
+            for name in labels:
                 item_cats[j].append(index.setdefault((col, name), len(index)))
     rows = [c for cs in item_cats for c in cs]
     cols = [j for j, cs in enumerate(item_cats) for _ in cs]

@@ -33,8 +33,11 @@ def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
     Refuses rather than falls back (``conrec predict``/``score`` answer for the model they were
     asked for); the server's fallback is :func:`newest_current_model`.
     """
+    from conrec.pipeline import require_run_dir
+
     run = RunDir(cfg.run_dir)
     model_dir = run.model_dir(model)
+    require_run_dir(run, f"the {model} model is read from there", f"run `conrec data` and the stages after it up to {model} first")
     why = run.model_problem(cfg, model)
     if why is not None:
         earlier = [m for m in MODEL_STAGES[: MODEL_STAGES.index(model)] if run.model_problem(cfg, m) is None]
@@ -47,7 +50,8 @@ def check_model_dir(cfg: PipelineConfig, model: str) -> Path:
 
 def check_unchanged(run: RunDir, model: str, before: dict[str, str | None]) -> None:
     """A one-line error when ``model`` or a stage it is built on ran again since ``before``
-    (:meth:`conrec.runs.RunDir.build_identities`, taken before the command's checks).
+    (:meth:`conrec.runs.RunDir.build_identities`, taken before the model, titles and explanation events are read;
+    the request checks before it are covered by :func:`check_model_dir`, which ``Predictor.from_run`` asks again).
 
     Why: ``conrec predict``/``score`` read titles and explanation events beside the model; with a data stage
     rewritten meanwhile, the old model's ranking was printed with the new data's titles and reasons."""
@@ -55,20 +59,24 @@ def check_unchanged(run: RunDir, model: str, before: dict[str, str | None]) -> N
         raise StageInputError(f"the run {run.root} changed while the {model} model answered (a stage reran); run the command again")
 
 
-def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str | None]:
-    """(the model to serve, why ``requested`` was passed over or None).
-
-    ``requested`` if it is current for ``cfg``, else the newest current model trained before it
-    (GRPO -> SFT). None current: a :class:`StageInputError` naming each one's problem.
-    """
+def choose_model(cfg: PipelineConfig, requested: str) -> tuple[str | None, dict[str, str | None]]:
+    """(``requested`` if it is current for ``cfg``, else the newest current model trained before it (GRPO -> SFT), or
+    None; each candidate's problem). Builds no message: ``/healthz`` asks it every second (:func:`current_build`)."""
     run = RunDir(cfg.run_dir)
     candidates = list(reversed(MODEL_STAGES[: MODEL_STAGES.index(requested) + 1]))
     problems = {m: run.model_problem(cfg, m) for m in candidates}
-    chosen = next((m for m in candidates if problems[m] is None), None)
+    return next((m for m in candidates if problems[m] is None), None), problems
+
+
+def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str | None]:
+    """(the model to serve, why ``requested`` was passed over or None): :func:`choose_model`, and when none is
+    current a :class:`StageInputError` naming each one's problem and what to run."""
+    chosen, problems = choose_model(cfg, requested)
     if chosen is None:
+        run = RunDir(cfg.run_dir)
         listed = "; ".join(f"{m}: {why}" for m, why in problems.items())
         raise StageInputError(
-            f"no model in {run.root} is current for this config ({listed}); {run.rerun_hint(cfg, candidates[-1])}"
+            f"no model in {run.root} is current for this config ({listed}); {run.rerun_hint(cfg, list(problems)[-1])}"
         )
     return chosen, problems[requested]
 
