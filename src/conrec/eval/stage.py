@@ -32,6 +32,7 @@ from rich.console import Console
 from conrec.console_text import shown
 from conrec.data.fit_events import fit_events_for, split_cutoff  # noqa: F401  (split_cutoff: re-exported)
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
+from conrec.data.schema import DISLIKE
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
@@ -307,7 +308,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         if m not in lm_todo:
             notes.append(f"LM model `{m}` skipped: no checkpoint at {rd.model_dir(m)} (run `conrec {m}` first).")
 
-    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height)
+    n_dislikes = fit_events.filter(pl.col("feedback") == DISLIKE).height
+    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes)
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
         for name in ecfg.baselines:
