@@ -108,6 +108,24 @@ def test_predict_samples_checks_k_as_recommend_does(trained):
             p.predict_samples(samples, k=k)  # type: ignore[arg-type]
 
 
+def test_predict_samples_checks_each_rows_history_but_allows_an_empty_one(trained):
+    """A row whose lists did not align, or whose feedback was 0.5 (int() made it 0), was predicted silently; an
+    empty history (an evaluation point may have none) is still predicted."""
+    cfg, _ = trained
+    p = Predictor.from_run(cfg, model="sft")
+    samples = pl.read_parquet(RunDir(cfg.run_dir).samples).filter(pl.col("split") == "test").head(2)
+    first = samples["hist_items"][0].to_list()
+    misaligned = samples.with_columns(hist_feedback=pl.Series([[-1] * (len(first) + 1), samples["hist_feedback"][1].to_list()]))
+    with pytest.raises(DataValidationError, match=rf"sample_id {samples['sample_id'][0]}: {len(first)} item id\(s\) but {len(first) + 1} feedback"):
+        p.predict_samples(misaligned, k=3)
+    half = samples.with_columns(hist_feedback=pl.Series([[0.5] * len(first), samples["hist_feedback"][1].to_list()], dtype=pl.List(pl.Float64)))
+    with pytest.raises(DataValidationError, match=r"feedback must be -1 \(dislike\) or \+1 \(positive\), got \[0\.5\]"):
+        p.predict_samples(half, k=3)
+    empty = samples.with_columns(hist_items=pl.Series([[], first], dtype=pl.List(pl.String)),
+                                 hist_feedback=pl.Series([[], samples["hist_feedback"][0].to_list()], dtype=samples.schema["hist_feedback"]))
+    assert p.predict_samples(empty, k=3)["items"].list.len().to_list() == [3, 3]
+
+
 def test_predictor_errors(trained, tmp_path):
     cfg, _ = trained
     p = Predictor.from_run(cfg, model="sft")

@@ -27,7 +27,14 @@ from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
-from conrec.history import History, check_history_shape, newest_events, read_history_json, repeated_ids  # noqa: F401  (read_history_json: public API)
+from conrec.history import (  # noqa: F401  (read_history_json: public API)
+    History,
+    check_history_shape,
+    is_feedback_value,
+    newest_events,
+    read_history_json,
+    repeated_ids,
+)
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
 from conrec.llm.inference.constrained import generate_topk
@@ -287,6 +294,9 @@ class Predictor:
             raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
         rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
+        for sid, h, fb in rows:  # as recommend checks a history, but empty is allowed: an evaluation point may have none
+            if len(h or []) != len(fb or []) or not all(is_feedback_value(f) for f in fb or []):
+                check_history_shape(h or [], fb or [], f"samples: sample_id {sid}")
         histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
         unknown = sorted({i for h, _ in histories for i in h if i not in self.sid_map})
         if unknown:
