@@ -509,6 +509,9 @@ def load_predictor(
     return load_lm(cfg, chosen), chosen
 
 
+POPULAR_STAGES = ("data", "sid")  # what ``serve.model: popular`` counts over: its choice, its currency and its identity
+
+
 def servable_model(cfg: PipelineConfig) -> tuple[str, str | None]:
     """(the model ``conrec serve`` with ``cfg`` serves now, why ``serve.model`` was passed over or None); a one-line
     :class:`StageInputError` when none is current. Nothing is loaded: :func:`load_predictor` makes this choice,
@@ -518,7 +521,7 @@ def servable_model(cfg: PipelineConfig) -> tuple[str, str | None]:
     if cfg.serve.model == "popular":
         from conrec.pipeline import require_current
 
-        require_current(RunDir(cfg.run_dir), cfg, ["data", "sid"], who="serve.model: popular")
+        require_current(RunDir(cfg.run_dir), cfg, list(POPULAR_STAGES), who="serve.model: popular")
         return "popular", None
     return newest_current_model(cfg, cfg.serve.model)
 
@@ -536,7 +539,7 @@ def current_build(cfg: PipelineConfig) -> str | None:
     run = RunDir(cfg.run_dir)
     try:
         if cfg.serve.model == "popular":
-            current = run.root.is_dir() and all(run.stale_reason(cfg, s) is None for s in ("data", "sid"))
+            current = run.root.is_dir() and all(run.stale_reason(cfg, s) is None for s in POPULAR_STAGES)
             name = "popular" if current else None
         else:
             name, _ = choose_model(cfg, cfg.serve.model)
@@ -640,7 +643,7 @@ def loaded_explanation_events(run: RunDir, cfg: PipelineConfig, data_identity: s
 def served_identity(run: RunDir, name: str) -> str:
     """What a served model is: its stage's identity (:meth:`conrec.runs.RunDir.stage_identity`), for the
     ``popular`` model the data and SID stages' it counts over. It changes whenever they rerun."""
-    return "+".join(str(run.stage_identity(stage)) for stage in (("data", "sid") if name == "popular" else (name,)))
+    return "+".join(str(run.stage_identity(stage)) for stage in (POPULAR_STAGES if name == "popular" else (name,)))
 
 
 def check_can_listen(host: str, port: int) -> None:
