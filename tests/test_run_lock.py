@@ -16,7 +16,7 @@ from conrec.cli import app
 from conrec.config import load_config, preset_path
 from conrec.errors import RunInUseError
 from conrec.pipeline import run_pipeline, run_stage
-from conrec.run_lock import LOCK_FILE, holding_run
+from conrec.run_lock import LOCK_FILE, OWNER_FILE, holder_description, holding_run
 
 
 def _holder(run_dir: Path) -> subprocess.Popen[str]:
@@ -32,11 +32,12 @@ def test_a_second_process_stops_before_writing_and_goes_on_once_the_holder_is_ki
     cfg = load_config(preset_path("tiny"), {"run_dir": str(run_dir)})
     holder = _holder(run_dir)
     try:
-        with pytest.raises(RunInUseError, match="is in use by another conrec process"):
+        with pytest.raises(RunInUseError, match="is in use by another conrec process") as refused:
             run_stage(cfg, "data")
+        assert f"(pid {holder.pid}: `-c`, since " in str(refused.value)  # which process to wait for (`python -c ...`)
         with pytest.raises(RunInUseError):
             run_pipeline(cfg, stages=("data",))
-        assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]  # nothing written: no config, no data
+        assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE, OWNER_FILE]  # nothing written: no config, no data
         result = CliRunner().invoke(app, ["data", "-c", "preset:tiny", "-r", str(run_dir)])
         assert result.exit_code != 0
         assert "is in use by another conrec process" in " ".join(result.output.split())  # one message, wrapped
@@ -50,8 +51,11 @@ def test_a_second_process_stops_before_writing_and_goes_on_once_the_holder_is_ki
 
 def test_the_lock_is_reentrant_in_one_process_and_left_to_the_main_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "run"
-    with holding_run(run_dir), holding_run(run_dir):  # the pipeline holds it and each of its stages takes it again
-        pass
+    with holding_run(run_dir):  # the pipeline holds it and each of its stages takes it again
+        with holding_run(run_dir):
+            pass
+        assert (run_dir / OWNER_FILE).is_file()  # the inner release kept the record of the outer hold
+    assert not (run_dir / OWNER_FILE).exists()
     holder = _holder(run_dir)
     try:
         monkeypatch.setenv("RANK", "1")  # a worker rank of a launch whose main rank holds the run
@@ -86,3 +90,23 @@ def test_a_run_directory_that_cannot_be_written_is_one_line_not_a_traceback(tmp_
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "Read-only file system" in result.output and LOCK_FILE in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_holder_record_left_by_a_dead_process_or_unreadable_is_not_quoted(tmp_path: Path) -> None:
+    """The record naming the holder is a courtesy read on refusals: a SIGKILLed holder leaves it behind (the OS frees
+    the lock, not the file), and a refusal must not send the user to wait for a process that is gone."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    record = tmp_path / OWNER_FILE
+    record.write_text(f'{{"pid": {dead.pid}, "command": "conrec sft", "since": "then"}}')
+    assert holder_description(tmp_path) == ""
+    for text in ("not json", "[]", '{"pid": "x", "command": "c", "since": "s"}', '{"pid": 1}'):
+        record.write_text(text)
+        assert holder_description(tmp_path) == ""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record.write_text(f'{{"pid": {live.pid}, "command": "conrec sft -c a.yaml", "since": "2026-12-06 16:10:02 UTC"}}')
+        assert holder_description(tmp_path) == f"pid {live.pid}: `conrec sft -c a.yaml`, since 2026-12-06 16:10:02 UTC"
+    finally:
+        live.kill()
+        live.wait()

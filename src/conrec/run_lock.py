@@ -10,13 +10,22 @@ The lock is an OS file lock (``filelock``): the operating system releases it whe
 SIGKILL included, so it never goes stale. It is reentrant within a process (the pipeline holds it
 across its stages, each stage takes it again). Under torchrun or ``accelerate launch`` every rank runs
 the same stage, so only the main rank (``RANK`` 0 or unset) takes it.
+
+Beside the lock, the holder leaves :data:`OWNER_FILE` (its pid, command line and start time), so that a
+refusal can say *which* process to wait for: "in use by another conrec process" alone left the user
+hunting through their terminals and job queue. The record is a courtesy, never the lock: it is read on
+refusals only, and ignored when missing, unreadable or left by a process that is gone.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -24,6 +33,8 @@ from filelock import FileLock, Timeout
 from conrec.errors import ConfigError, RunInUseError
 
 LOCK_FILE = ".conrec.lock"
+OWNER_FILE = ".conrec.lock.owner"  # who holds LOCK_FILE: {"pid", "command", "since"}; read on refusals only
+_MAX_COMMAND = 160  # characters of the holder's command line a refusal quotes
 
 
 def world_size() -> int:
@@ -56,13 +67,70 @@ def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
+        holder = holder_description(root)
         raise RunInUseError(
-            f"run directory {root} is in use by another conrec process; wait for it to finish, or use another --run-dir"
+            f"run directory {root} is in use by another conrec process{f' ({holder})' if holder else ''}; "
+            "wait for it to finish, or use another --run-dir"
         ) from None
+    if lock.lock_counter == 1:  # this process's first hold (the lock is reentrant): say who holds it
+        _write_owner(root)
     try:
         yield
     finally:
+        if lock.lock_counter == 1:  # removed while still held, so it never deletes the next holder's record
+            _remove_owner(root)
         lock.release()
+
+
+def _command_line() -> str:
+    """This process's command line as typed (``conrec sft -c x.yaml``), cut to :data:`_MAX_COMMAND` characters."""
+    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    text = shlex.join(argv)
+    return text if len(text) <= _MAX_COMMAND else text[: _MAX_COMMAND - 1] + "…"
+
+
+def _write_owner(root: Path) -> None:
+    """Record this process as the holder (best effort: a run directory that takes the lock but not this file
+    still works, its refusals just cannot name the holder)."""
+    since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    tmp = root / f"{OWNER_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps({"pid": os.getpid(), "command": _command_line(), "since": since}))
+        os.replace(tmp, root / OWNER_FILE)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_owner(root: Path) -> None:
+    try:
+        (root / OWNER_FILE).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def holder_description(root: str | os.PathLike[str]) -> str:
+    """``"pid 123: `conrec sft -c x.yaml`, since 2026-12-06 16:10:02 UTC"`` for the process that recorded itself
+    as holding ``root``, or "" when no live process did (no record, an unreadable one, or its process is gone)."""
+    try:
+        info = json.loads((Path(root) / OWNER_FILE).read_text(encoding="utf-8"))
+        pid, command, since = int(info["pid"]), str(info["command"]), str(info["since"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return ""
+    if pid <= 0 or pid == os.getpid() or not _alive(pid):
+        return ""
+    return f"pid {pid}: `{command[:_MAX_COMMAND]}`, since {since[:40]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def held_elsewhere(root: str | os.PathLike[str]) -> bool:

@@ -9,6 +9,7 @@ Layout::
     run_dir/
       config.yaml                  the resolved pipeline config of the last run
       .conrec.lock                 held by the process writing the run (conrec.run_lock)
+      .conrec.lock.owner           that process's pid, command line and start, while it holds the lock
       data/events.parquet          canonical events  (user_id, item_id, ts, feedback)
       data/items.parquet           canonical items   (item_id, title, text, category, ...)
       data/samples.parquet         evaluation points (see conrec.data.samples)
@@ -175,13 +176,14 @@ class RunDir:
         Why: with `conrec sft` retraining the run in place, a refusal said only "run `conrec sft`", which that process
         was doing and which a second one may not do. The probe takes the lock for an instant when it is free
         (:func:`conrec.run_lock.held_elsewhere`), so only a refusal being said asks it, never a periodic check."""
-        from conrec.run_lock import LOCK_FILE, held_elsewhere
+        from conrec.run_lock import LOCK_FILE, held_elsewhere, holder_description
 
         if not held_elsewhere(self.root):
             return ""
+        holder = holder_description(self.root)
         return (
-            f"; another conrec process holds {self.root} now (its {LOCK_FILE}: a stage is running on it): if that is "
-            f"`conrec {stage}` with this config, wait for it to finish instead"
+            f"; another conrec process{f' ({holder})' if holder else ''} holds {self.root} now (its {LOCK_FILE}: a stage "
+            f"is running on it): if that is `conrec {stage}` with this config, wait for it to finish instead"
         )
 
     def stale_reason(self, cfg: PipelineConfig, stage: str) -> str | None:
