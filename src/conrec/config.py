@@ -102,7 +102,7 @@ class PipelineConfig(StrictConfig):
             # (docs/results.md): without it the simulated comparisons understate the best baseline again
             ev = self.eval.model_copy(update={"baselines": [*self.eval.baselines, "facet_rule"]})
             ev.model_fields_set.add("baselines")
-            self.eval = ev
+            self.eval = ev.check_budget()  # a copy is not validated: the added baseline's grid is now one that is tried
         return self
 
     @model_validator(mode="after")
