@@ -268,3 +268,18 @@ def test_the_sasrec_estimate_grows_with_the_catalogue_and_counts_the_dislikes_it
     demo = announcement("sasrec", sasrec_cost(30, 64), Workload(n_items=1_682, n_events=90_000, n_samples=130, n_dislikes=15_000), fits=7)
     assert demo is not None and "over the dislikes" in demo, demo
     assert re.search(r"expected ~(\d+ s|[1-3] min) ", demo), demo  # about 1.5 min measured; it said ~9 min
+
+
+def test_sasrec_without_a_training_window_scores_nothing_and_says_why() -> None:
+    from conrec.eval.baselines.base import no_signal_reason
+
+    trained = _fitted("sasrec")  # u1..u4 have 2 dislikes each
+    assert no_signal_reason(trained) is None and trained.item_scores(history_samples(HISTORIES)).any()
+    one_each = baseline_events().filter(pl.col("ts") == 1)  # every user's first event: one dislike each
+    model = make_baseline("sasrec", EvalConfig(sasrec=SasrecConfig(epochs=2, hidden=16, layers=1)))
+    model.fit(one_each, baseline_items())
+    assert no_signal_reason(model) == "no user has 2 dislikes in the fit events (its shortest training sequence): not trained"
+    assert not model.item_scores(history_samples(HISTORIES)).any()  # not its random initialisation's logits
+    popularity = make_baseline("popularity", EvalConfig(popularity={"half_life_days": None}))
+    popularity.fit(one_each, baseline_items())
+    assert model.recommend(history_samples(HISTORIES), 5) == popularity.recommend(history_samples(HISTORIES), 5)

@@ -191,3 +191,31 @@ def test_tune_budget_counts_only_the_grids_that_are_tried() -> None:
     with pytest.raises(ConfigError, match=r"eval.facet_rule.grid has 6 combinations, over eval.tune_budget=2"):
         load_config(None, {"data": {"source": "simulator"}, "eval": {"tune_budget": 2, **{
             n: {"grid": {}} for n in BASELINE_NAMES if n != "facet_rule"}}})
+
+
+def _one_fit_dislike_per_user(run: RunDir, test_cut: int) -> None:
+    """:func:`eval_run_dir`'s run with every user's dislikes before the test cut-off but the last turned into likes:
+    no user has the 2 fit dislikes SASRec's training windows need, for the test period or the valid one."""
+    events = pl.read_parquet(run.events).sort("user_id", "ts")
+    before = (pl.col("ts") < test_cut) & (pl.col("feedback") == -1)
+    nth = pl.col("feedback").cum_count(reverse=True).over("user_id", (pl.col("ts") < test_cut) & (pl.col("feedback") == -1))
+    events = events.with_columns(pl.when(before & (nth > 1)).then(1).otherwise(pl.col("feedback")).cast(pl.Int8).alias("feedback"))
+    write_parquet(events, run.events)
+    write_parquet(build_samples(events, SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10)), run.samples)
+
+
+def test_sasrec_with_nothing_to_train_on_is_popularity_and_the_report_says_so(tmp_path: Path) -> None:
+    # found by probing: an untrained SASRec ranked by its random initialisation, the same at every grid point, and
+    # became the best baseline every other row was compared with; nothing said it was never trained
+    run, test_cut = eval_run_dir(tmp_path / "run")
+    _one_fit_dislike_per_user(run, test_cut)
+    fit = pl.read_parquet(run.events).filter((pl.col("ts") < test_cut) & (pl.col("feedback") == -1))
+    assert fit.group_by("user_id").len()["len"].max() == 1
+    console = Console(record=True, width=400)
+    cfg = _cfg(run.root, baselines=["popularity", "sasrec"], models=[], popularity={"grid": {}},
+               sasrec={"hidden": 8, "layers": 1, "heads": 1, "grid": {"epochs": [1, 2]}})
+    STAGE_REGISTRY["eval"].call(cfg, console=console)
+    preds = {n: pl.read_parquet(run.predictions / f"{n}.parquet")["items"].to_list() for n in ("popularity", "sasrec")}
+    assert preds["sasrec"] == preds["popularity"]  # no score of its own: the popularity fill-up
+    note = "sasrec: no user has 2 dislikes in the fit events (its shortest training sequence): not trained; its row is dislike popularity"
+    assert note in run.report.read_text() and note in console.export_text().replace("\n", " ")

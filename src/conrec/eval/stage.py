@@ -36,6 +36,7 @@ from conrec.data.schema import DISLIKE
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
+from conrec.eval.baselines.base import no_signal_reason
 from conrec.eval.compare import MIN_POINTS, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import Workload, announcement, skip_reason
@@ -215,6 +216,20 @@ def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, ranking
     return taste_section(shares, k, future_on_facet_share(samples, on_facet)) if shares else None
 
 
+def no_signal_notes(reasons: dict[str, str]) -> list[str]:
+    """One report note per reason (baseline -> why it had no signal, :func:`no_signal_reason`), naming every
+    baseline it holds for: such a row is dislike popularity under another name, not a model of its own."""
+    grouped: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        grouped.setdefault(why, []).append(name)
+    return [
+        f"{', '.join(names)}: {why}; {'its row is' if len(names) == 1 else 'these rows are'} dislike popularity "
+        f"(plain counts over the fit events, the order every baseline fills up with), not a model of "
+        f"{'its' if len(names) == 1 else 'their'} own."
+        for why, names in grouped.items()
+    ]
+
+
 OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json", "grpo_rewards.png", "sft_learning_curve.png", "fhr_vs_horizon.png")
 """Eval outputs written only with some settings (slates on, tuning on, GRPO evaluated, ...): removed when the
 stage starts, so that a run evaluated again with slates off does not show the earlier evaluation's candidate
@@ -287,6 +302,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     timings: dict[str, float] = {}
     fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
+    no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
     if lm_todo and ecfg.split == "valid" and split_cfg.train_until == "test":
         raise ConfigError(
@@ -332,6 +348,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             progress.update(task, description=f"baseline {name}: fit + top-{k_max}")
             model = make_baseline(name, bcfg)
             model.fit(fit_events, items)
+            if (why := no_signal_reason(model)) is not None:
+                no_signal[name] = why
             fitted[name] = model
             recs = model.recommend(samples, k_max)
             rankings[name] = recs
@@ -342,6 +360,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
             progress.advance(task)
+    notes.extend(no_signal_notes(no_signal))
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
     for name in lm_todo:
         console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")

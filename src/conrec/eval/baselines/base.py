@@ -16,6 +16,11 @@ Contract (:class:`Recommender`):
 
 Ties and fill-up follow global dislike popularity (then catalogue order), so every baseline is
 deterministic and never returns a short list because its own signal ran out.
+
+A baseline that can find nothing to learn from on some data (SASRec with no user of 2 dislikes, the
+facet baselines with no facet value) says so after ``fit`` in an optional attribute ``no_signal``: a
+one-line reason, read by :func:`no_signal_reason`; its row is then dislike popularity under another
+name, and the eval stage notes it.
 """
 
 from __future__ import annotations
@@ -153,6 +158,16 @@ def candidate_scores(scores: np.ndarray, item_ids: Sequence[str], candidates: Se
     if unknown:
         raise DataValidationError(f"{len(unknown)} candidate item id(s) are not in the catalogue, e.g. {unknown[:5]}")
     return [scores[r, [index[c] for c in slate]].astype(np.float64) for r, slate in enumerate(candidates)]
+
+
+def no_signal_reason(model: object) -> str | None:
+    """Why a fitted baseline has no signal of its own (its top-K is then the popularity fill-up), or None.
+
+    Read from the optional ``no_signal`` attribute (not part of :class:`Recommender`: most baselines
+    always have a signal), so that the report can say that a row is popularity under another name
+    rather than show it as a model of its own."""
+    reason = getattr(model, "no_signal", None)
+    return reason if isinstance(reason, str) else None
 
 
 class NotFittedError(RuntimeError):

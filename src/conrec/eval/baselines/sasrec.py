@@ -10,6 +10,11 @@ logits tied to the item embeddings, full softmax cross-entropy at every position
 small enough on CPU). Input sequences are each user's dislikes before the cut-off, oldest first,
 cut into right-padded windows of ``max_len + 1``. Seeded and
 CPU-only: the same config and data give the same model.
+
+With no window to train on (no user with 2 dislikes in the fit events) the model is not trained and
+scores nothing (0 = no signal: popularity decides), with the reason in ``no_signal``. Before, the
+randomly initialised network's logits ranked every sample with a dislike, the same for every grid
+point, and that row could even become the best baseline the others were compared with.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class SasrecRecommender:
         self._catalog: Catalog | None = None
         self._net: SasrecNet | None = None
         self.loss_history: list[float] = []
+        self.no_signal: str | None = None  # why the net was not trained (see conrec.eval.baselines.base.no_signal_reason)
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         require_columns(events, ("user_id", "item_id", "ts", "feedback"), "events")
@@ -91,6 +97,7 @@ class SasrecRecommender:
             torch.set_num_threads(threads)
         net.eval()
         self._net, self._catalog = net, cat
+        self.no_signal = None if len(windows) else "no user has 2 dislikes in the fit events (its shortest training sequence): not trained"
 
     def _train(self, net: SasrecNet, windows: np.ndarray) -> list[float]:
         cfg = self.cfg
@@ -120,11 +127,14 @@ class SasrecRecommender:
     @torch.no_grad()
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         """Next-dislike logits, shifted so the row minimum is 1 (``top_k`` ranks positive scores);
-        all zeros for a sample without a known dislike (no sequence to read: popularity decides)."""
+        all zeros for a sample without a known dislike (no sequence to read: popularity decides), and
+        for every sample when the net was not trained (its logits would be its random initialisation)."""
         if self._catalog is None or self._net is None:
             raise NotFittedError("sasrec: call fit() before item_scores()")
         cat, net, max_len = self._catalog, self._net, self.cfg.max_len
         hist = histories(samples)
+        if self.no_signal is not None:
+            return np.zeros((len(hist), len(cat.item_ids)), dtype=np.float64)
         seqs = [[j + 1 for j in cat.encode([i for i, f in zip(items, fb) if f < 0])][-max_len:] for items, fb in hist]
         out = np.zeros((len(hist), len(cat.item_ids)), dtype=np.float64)
         for start in range(0, len(hist), 256):
