@@ -283,3 +283,21 @@ def test_sasrec_without_a_training_window_scores_nothing_and_says_why() -> None:
     popularity = make_baseline("popularity", EvalConfig(popularity={"half_life_days": None}))
     popularity.fit(one_each, baseline_items())
     assert model.recommend(history_samples(HISTORIES), 5) == popularity.recommend(history_samples(HISTORIES), 5)
+
+
+def test_facet_baselines_without_a_facet_value_say_they_are_popularity() -> None:
+    from conrec.eval.baselines.base import no_signal_reason
+
+    samples = history_samples(HISTORIES)
+    popularity = _fitted("popularity", EvalConfig(popularity={"half_life_days": None}))
+    bare = baseline_items().with_columns(pl.Series("category", ["", None] * 4, dtype=pl.String))  # empty cells: no facet
+    why = "no item has a value in eval.category.columns ['category']: no facet to score"
+    for name in ("category", "facet_rule", "taste_exposure"):
+        assert no_signal_reason(_fitted(name)) is None
+        model = make_baseline(name)
+        model.fit(baseline_events(), bare)
+        assert no_signal_reason(model) == why, name
+        assert model.recommend(samples, 5) == popularity.recommend(samples, 5), name
+    knn = make_baseline("taste_exposure", EvalConfig(taste_exposure={"personal": "itemknn"}))
+    knn.fit(baseline_events(), bare)
+    assert no_signal_reason(knn) is None  # its personal score reads co-dislikes, not facets

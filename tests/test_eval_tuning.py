@@ -219,3 +219,18 @@ def test_sasrec_with_nothing_to_train_on_is_popularity_and_the_report_says_so(tm
     assert preds["sasrec"] == preds["popularity"]  # no score of its own: the popularity fill-up
     note = "sasrec: no user has 2 dislikes in the fit events (its shortest training sequence): not trained; its row is dislike popularity"
     assert note in run.report.read_text() and note in console.export_text().replace("\n", " ")
+
+
+def test_facet_baselines_with_no_facet_value_are_noted_as_popularity(tmp_path: Path) -> None:
+    # found by probing: with every category empty the three facet rows were popularity's lists under other names
+    run, _ = eval_run_dir(tmp_path / "run")
+    items = pl.read_parquet(run.items)
+    write_parquet(items.with_columns(pl.lit("").alias("category")), run.items)
+    names = ["popularity", "category", "facet_rule", "taste_exposure"]
+    console = Console(record=True, width=400)
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=names, models=[], tune=False), console=console)
+    preds = {n: pl.read_parquet(run.predictions / f"{n}.parquet")["items"].to_list() for n in names}
+    assert all(preds[n] == preds["popularity"] for n in names)
+    note = ("category, facet_rule, taste_exposure: no item has a value in eval.category.columns ['category']: no facet to "
+            "score; these rows are dislike popularity")
+    assert note in run.report.read_text() and note in console.export_text().replace("\n", " ")

@@ -46,6 +46,13 @@ def item_facets(items: pl.DataFrame, cfg: CategoryConfig) -> tuple[list[list[int
     return item_cats, members, [col for col, _ in index]
 
 
+def no_facet_reason(columns: list[str], cfg: CategoryConfig) -> str | None:
+    """The ``no_signal`` reason of a facet baseline whose items have no facet value (``columns``: each facet's
+    column, as :func:`item_facets` returns them), else None. Its scores are then popularity's, silently: the
+    report says so."""
+    return None if columns else f"no item has a value in eval.category.columns {cfg.columns}: no facet to score"
+
+
 class CategoryRecommender:
     name = "category"
 
@@ -54,10 +61,12 @@ class CategoryRecommender:
         self._catalog: Catalog | None = None
         self._item_cats: list[list[int]] = []
         self._members: sp.csr_matrix | None = None  # categories x items, 1 where the item is in the category
+        self.no_signal: str | None = None  # see conrec.eval.baselines.base.no_signal_reason
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
-        self._item_cats, self._members, _ = item_facets(items, self.cfg)
+        self._item_cats, self._members, columns = item_facets(items, self.cfg)
+        self.no_signal = no_facet_reason(columns, self.cfg)
         self._catalog = cat
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:

@@ -29,7 +29,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.eval.baselines.base import Catalog, histories
-from conrec.eval.baselines.category import item_facets
+from conrec.eval.baselines.category import item_facets, no_facet_reason
 from conrec.eval.baselines.scored import ScoredRecommender
 from conrec.eval.config import CategoryConfig, FacetRuleConfig
 
@@ -61,10 +61,12 @@ class FacetRuleRecommender(ScoredRecommender):
         self._catalog: Catalog | None = None
         self._members: sp.csc_matrix | None = None  # facets x items (csc: a history's columns are sliced)
         self._facet_column: np.ndarray | None = None
+        self.no_signal: str | None = None  # see conrec.eval.baselines.base.no_signal_reason
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
         _, members, columns = item_facets(items, self.facets)
+        self.no_signal = no_facet_reason(columns, self.facets)  # the scores are then log-popularity alone
         order = {c: j for j, c in enumerate(dict.fromkeys(columns))}
         self._members = members.tocsc()
         self._facet_column = np.array([order[c] for c in columns] or [0], dtype=np.int64)

@@ -38,6 +38,7 @@ class TasteExposureRecommender(ScoredRecommender):
         self._item_item = None  # (n_items, n_items) sparse: personal score = history @ this
         self._members: Any = None  # (facet values, n_items) sparse, instead of item_item on a large catalogue
         self._pop: np.ndarray | None = None
+        self.no_signal: str | None = None  # see conrec.eval.baselines.base.no_signal_reason
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         # The personal signals reuse the fitted internals of the category / itemknn baselines (one
@@ -45,6 +46,7 @@ class TasteExposureRecommender(ScoredRecommender):
         if self.cfg.personal == "category":
             rec = CategoryRecommender(self.facets.model_copy(update={"recency_decay": self.cfg.recency_decay}))
             rec.fit(events, items)
+            self.no_signal = rec.no_signal  # no facet: a personal score of 0, popularity alone
             members = rec._members  # categories x items
             assert members is not None
             if members.shape[1] <= ITEM_ITEM_MAX_ITEMS:
@@ -55,6 +57,7 @@ class TasteExposureRecommender(ScoredRecommender):
         else:
             knn = ItemKnnRecommender(ItemKnnConfig(recency_decay=self.cfg.recency_decay, top_neighbours=self.cfg.top_neighbours))
             knn.fit(events, items)
+            self.no_signal = None
             self._item_item = knn._sim
             cat = knn._catalog
         assert cat is not None
