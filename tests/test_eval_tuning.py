@@ -234,3 +234,30 @@ def test_facet_baselines_with_no_facet_value_are_noted_as_popularity(tmp_path: P
     note = ("category, facet_rule, taste_exposure: no item has a value in eval.category.columns ['category']: no facet to "
             "score; these rows are dislike popularity")
     assert note in run.report.read_text() and note in console.export_text().replace("\n", " ")
+
+
+def test_a_k_at_the_catalogue_size_is_noted_and_tuning_there_is_a_tie(tmp_path: Path) -> None:
+    # found by probing: on a 10-item catalogue with K = 20 every row was the same, every grid point of every baseline
+    # tied, and tuning.json and the report still showed a "chosen" setting (the first point), with no word on it
+    run, _ = eval_run_dir(tmp_path / "run")  # 15 items
+    console = Console(record=True, width=400)
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, ks=[2, 15, 20], tune_k=15, models=[]), console=console)
+    saved = json.loads((run.eval / "metrics.json").read_text())
+    assert len({row["FHR@15"] for row in saved.values()}) == 1
+    text = console.export_text().replace("\n", " ")
+    report = run.report.read_text()
+    samples = pl.read_parquet(run.samples)
+    reach = {split: 15 - samples.filter(pl.col("split") == split)["hist_items"].list.n_unique().min() for split in ("test", "valid")}
+    for note in (f"K = 15, 20 (eval.ks) is at or above every evaluated point's catalogue less its history (at most {reach['test']} "
+                 "of 15 items): every model returns that whole remainder",
+                 f"eval.tune_k = 15 is at or above every valid point's catalogue less its history (at most {reach['valid']} of 15 "
+                 "items): every grid point returns that whole remainder, so valid FHR@15 ties everywhere"):
+        assert note in report and note in text
+    assert "K = 2" not in report
+    tuning = read_json(run.eval / "tuning.json")
+    assert all(t["tied"] for t in tuning.values())
+    assert "| popularity | tie, first point kept: half_life_days=None |" in report
+    # a K below every remainder gets no note, and a grid whose points differ is a choice
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, ks=[2], tune_k=2, models=[]), console=Console(quiet=True))
+    assert "is at or above every" not in run.report.read_text()
+    assert not all(t["tied"] for t in read_json(run.eval / "tuning.json").values())

@@ -147,7 +147,8 @@ def swap_table(metrics: dict[str, dict[str, Any]]) -> str | None:
 
 
 def tuning_section(tuning: dict[str, dict[str, Any]]) -> str:
-    """Markdown: each baseline's chosen settings and the valid FHR@k of every grid point tried."""
+    """Markdown: each baseline's chosen settings and the valid FHR@k of every grid point tried; where every point
+    tied (``tied``), the chosen cell says that the first point was kept."""
     k = next((t["k"] for t in tuning.values() if "k" in t), "k")
     lines = [
         "## Baseline tuning (valid split)",
@@ -160,6 +161,8 @@ def tuning_section(tuning: dict[str, dict[str, Any]]) -> str:
     ]
     for name, t in tuning.items():
         chosen = ", ".join(f"{k}={v}" for k, v in t.get("chosen", {}).items()) or "(no grid)"
+        if t.get("tied"):
+            chosen = f"tie, first point kept: {chosen}"
         tried = "; ".join(
             (", ".join(f"{k}={v}" for k, v in e["params"].items()) or "the settings") + f": {e['valid_fhr']:.3f}"
             for e in t.get("tried", [])

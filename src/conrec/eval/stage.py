@@ -216,6 +216,38 @@ def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, ranking
     return taste_section(shares, k, future_on_facet_share(samples, on_facet)) if shares else None
 
 
+def largest_remainder(samples: pl.DataFrame, catalogue: list[str]) -> int:
+    """The most items any point of ``samples`` can be recommended: the catalogue less that point's history items."""
+    items = set(catalogue)
+    return max((len(items) - len(items.intersection(h or ())) for h in samples["hist_items"].to_list()), default=len(items))
+
+
+def whole_remainder_notes(ks: list[int], samples: pl.DataFrame, tune_k: int | None, valid: pl.DataFrame | None,
+                          catalogue: list[str]) -> list[str]:
+    """Notes for the K at or above every point's catalogue less its history: there every model returns that whole
+    remainder, so set metrics cannot tell rows apart, and tuning on FHR@tune_k ties at every grid point.
+
+    Why: on a 10-item catalogue with the default K = 5, 10, 20 every baseline's FHR@20 was the same, every grid point
+    of every baseline tied, and popularity was "the best baseline" for being listed first, with no word on it."""
+    n = len(catalogue)
+    notes = []
+    reach = largest_remainder(samples, catalogue)
+    if at := [k for k in ks if k >= reach]:
+        which = "K = " + ", ".join(map(str, at))
+        notes.append(
+            f"{which} (eval.ks) is at or above every evaluated point's catalogue less its history (at most {reach} of {n} "
+            f"items): every model returns that whole remainder, so FHR, HR, FPrec, FRecall, LUF, LIF and Coverage at "
+            f"{which} cannot differ between rows (NDCG still reads the order)."
+        )
+    if tune_k is not None and valid is not None and tune_k >= (valid_reach := largest_remainder(valid, catalogue)):
+        notes.append(
+            f"eval.tune_k = {tune_k} is at or above every valid point's catalogue less its history (at most {valid_reach} "
+            f"of {n} items): every grid point returns that whole remainder, so valid FHR@{tune_k} ties everywhere and "
+            f"each baseline kept its first grid point (tuning had no signal; set eval.tune_k below {valid_reach})."
+        )
+    return notes
+
+
 def no_signal_notes(reasons: dict[str, str]) -> list[str]:
     """One report note per reason (baseline -> why it had no signal, :func:`no_signal_reason`), naming every
     baseline it holds for: such a row is dislike popularity under another name, not a model of its own."""
@@ -296,6 +328,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             )
         valid_samples = select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
+    notes.extend(whole_remainder_notes(ks, samples, ecfg.tune_k if valid_samples is not None else None, valid_samples, catalogue))
 
     metrics: dict[str, dict[str, Any]] = {}
     points: dict[str, dict[str, np.ndarray]] = {}

@@ -3,7 +3,8 @@
 Protocol (never touches test): fit every grid point on the events a valid-split model may see
 (before the valid cut-off, or before each user's valid start under the per-user protocol), score
 FHR@k on the valid samples, keep the best (the first listed wins ties). The caller then refits the
-chosen settings on the events before the *test* cut-off and evaluates test.
+chosen settings on the events before the *test* cut-off and evaluates test. When every grid point
+scores the same the record says so (``tied``): the first point was kept, nothing was chosen.
 """
 
 from __future__ import annotations
@@ -34,10 +35,17 @@ class TuneResult:
     def best_score(self) -> float:
         return max((s for _, s in self.tried), default=float("nan"))
 
+    @property
+    def tied(self) -> bool:
+        """Every one of several grid points scored the same: the first was kept by the tie rule, not chosen (a K at or
+        above the catalogue, one valid point, a baseline with no signal: each gave a "choice" that was the first point)."""
+        return len(self.tried) > 1 and len({s for _, s in self.tried}) == 1
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "k": self.k,
             "chosen": self.chosen,
+            "tied": self.tied,
             "valid_fhr": self.best_score,
             "tried": [{"params": p, "valid_fhr": s} for p, s in self.tried],
             "seconds": round(self.seconds, 2),
