@@ -145,3 +145,16 @@ def test_tables_label_the_intervals_with_the_level_they_were_computed_at() -> No
     console.print(summary_table(metrics, [20]))
     text = console.export_text()
     assert "50% CI" in text and "95% CI" not in text and "its 50% CI excludes" in " ".join(text.split())
+
+
+def test_a_difference_on_fewer_than_small_n_points_is_not_marked_significant() -> None:
+    """Found by probing: two points, popularity hit both and the LM neither: a zero-width interval [-1, -1] and
+    ``-1.000*`` in the summary, a "significant" difference from two users."""
+    from conrec.eval.compare import SMALL_N
+    from conrec.eval.summary import delta_cell
+
+    for n, star in ((2, False), (SMALL_N - 1, False), (SMALL_N, True)):
+        metrics: dict[str, dict[str, object]] = {"pop": {"FHR@20": 1.0, "n_samples": float(n)}, "sft": {"FHR@20": 0.0, "n_samples": float(n)}}
+        add_intervals(metrics, {"pop": {"FHR@20": np.ones(n)}, "sft": {"FHR@20": np.zeros(n)}}, ["pop"], ["FHR@20"], resamples=50)
+        assert metrics["sft"]["FHR@20_diff_ci"] == [-1.0, -1.0]  # the interval is still given: it is what the bootstrap says
+        assert delta_cell(metrics["sft"], "FHR@20") == "-1.000" + ("*" if star else ""), n

@@ -261,3 +261,14 @@ def test_a_k_at_the_catalogue_size_is_noted_and_tuning_there_is_a_tie(tmp_path: 
     STAGE_REGISTRY["eval"].call(_cfg(run.root, ks=[2], tune_k=2, models=[]), console=Console(quiet=True))
     assert "is at or above every" not in run.report.read_text()
     assert not all(t["tied"] for t in read_json(run.eval / "tuning.json").values())
+
+
+def test_few_evaluation_points_get_the_small_n_caveat(tmp_path: Path) -> None:
+    from conrec.eval.compare import SMALL_N
+
+    run, _ = eval_run_dir(tmp_path / "run")
+    console = Console(record=True, width=400)
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["popularity", "category"], models=[], tune=False, max_samples=3), console=console)
+    note = f"3 evaluation points: intervals and paired differences on fewer than {SMALL_N} points are rough"
+    assert note in run.report.read_text() and note in console.export_text().replace("\n", " ")
+    assert any("FHR@5_diff_ci" in row for row in json.loads((run.eval / "metrics.json").read_text()).values())  # still computed

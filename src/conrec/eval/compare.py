@@ -24,6 +24,11 @@ from conrec.eval.metrics import higher_is_better, nan_mean
 
 HEADLINE_METRICS = ("FHR", "LUF", "LIF", "HR")
 MIN_POINTS = 2  # fewer evaluation points (of a metric's population) get no intervals and no paired differences (the eval stage says so)
+SMALL_N = 30
+"""Fewer evaluation points still get intervals and paired differences, but no difference is marked significant
+(the summary's ``*``), and the eval stage says why: on 2 or 3 points two rows are often constant over the points,
+and every resample then gives the same difference, a zero-width interval that "excludes 0" (n = 2: popularity
+hit both points, the LM neither, ``-1.000*``)."""
 
 
 def best_baseline(values: dict[str, dict[str, np.ndarray]], baselines: Sequence[str], key: str) -> str | None:

@@ -37,7 +37,7 @@ from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_share
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason
-from conrec.eval.compare import MIN_POINTS, add_intervals
+from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
@@ -414,6 +414,11 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     if samples.height < MIN_POINTS:
         notes.append(f"{samples.height} evaluation point: no confidence intervals or paired differences (a bootstrap "
                      f"needs at least {MIN_POINTS} points); the figures are one user's outcome, not an estimate.")
+    elif samples.height < SMALL_N:
+        notes.append(f"{samples.height} evaluation points: intervals and paired differences on fewer than {SMALL_N} points "
+                     "are rough (where two rows are constant over the points, every resample gives the same difference: a "
+                     "zero-width interval), so no difference is marked significant (*); the figures are a few users' "
+                     "outcomes, not an estimate.")
     discern = _discernment(rd, metrics)
     write_json(metrics, rd.eval / "metrics.json")
     if tuning:

@@ -20,7 +20,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from conrec.eval.compare import ci_label, is_reference
+from conrec.eval.compare import SMALL_N, ci_label, is_reference
 from conrec.eval.report import interval_text, number_or_none
 
 
@@ -30,14 +30,16 @@ def _value(row: Mapping[str, Any], key: str) -> str:
 
 
 def delta_cell(row: Mapping[str, Any], key: str) -> str:
-    """``+0.021*``: the paired difference vs the best baseline; ``*`` when its CI excludes 0; ``ref``
-    for the best baseline itself; ``–`` where no difference was computed (no baseline evaluated, or no CI)."""
+    """``+0.021*``: the paired difference vs the best baseline; ``*`` when its CI excludes 0 on at least
+    :data:`~conrec.eval.compare.SMALL_N` points (the row's ``n_samples``, where recorded); ``ref`` for the best
+    baseline itself; ``–`` where no difference was computed (no baseline evaluated, or no CI)."""
     d = number_or_none(row.get(key + "_diff"))
     if d is None:
         return "ref" if is_reference(row, key) else "–"
     ci = row.get(key + "_diff_ci")
     excludes_zero = isinstance(ci, (list, tuple)) and len(ci) == 2 and (ci[0] > 0 or ci[1] < 0)
-    return f"{d:+.3f}" + ("*" if excludes_zero else "")
+    n = number_or_none(row.get("n_samples"))
+    return f"{d:+.3f}" + ("*" if excludes_zero and (n is None or n >= SMALL_N) else "")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def summary_table(
     level = ci_label(metrics)
     table = Table(
         title="results (full table: report.md)",
-        caption=f"Δ: paired FHR difference vs the best baseline (ref); *: its {level} excludes 0. HR: the next dislike in the "
+        caption=f"Δ: paired FHR difference vs the best baseline (ref); *: its {level} excludes 0 ({SMALL_N}+ points). HR: the next dislike in the "
         "top-K; Cand. Acc@1: it ranked first among that day's exposures",
         box=box.SIMPLE_HEAD,
         header_style="bold",
