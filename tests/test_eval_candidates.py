@@ -219,3 +219,26 @@ def test_movielens100k_exposures_keep_the_lukewarm_ratings():
     e = movielens100k_exposures()
     assert e.height == 100_000
     assert e.group_by("outcome").len().sort("outcome")["len"].to_list() == [17_480, 27_145, 55_375]
+
+
+def test_few_slates_get_a_note_for_the_summary_column_without_an_n(tmp_path):
+    """Found by probing: one slate printed ``facet_rule ... 1.000`` and ``popularity ... 0.000`` in the summary's
+    Cand. Acc@1 column, with nothing saying it was one point (the report's section did say so)."""
+    from conrec.eval.baselines import make_baseline
+    from conrec.eval.candidates import run_slate_eval
+    from conrec.eval.config import EvalConfig
+    from conrec.io import write_parquet
+    from conrec.runs import RunDir
+
+    rd = RunDir(tmp_path / "run")
+    exposures = _exposures()
+    write_parquet(exposures, rd.exposures)
+    items = sorted(set(exposures["item_id"]) | {"x"})
+    model = make_baseline("popularity")
+    model.fit(exposures.rename({"outcome": "feedback"}), pl.DataFrame({"item_id": items}))
+    notes: list[str] = []
+    ecfg = EvalConfig(slates={"n_bootstrap": 50})
+    report = run_slate_eval(ecfg, rd, _samples(), {"popularity": model}, [], lambda _n: None, items, None, notes)
+    assert report is not None and report.n_points == 2
+    assert notes == ["Exposure-controlled evaluation on 2 points with a slate (fewer than 30): Candidate Acc@1, MRR and AUC "
+                     "(the summary's Cand. Acc@1) are 2 slates' outcomes, not an estimate."]

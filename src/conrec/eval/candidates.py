@@ -295,6 +295,18 @@ class SlateReport:
         return "\n".join(lines)
 
 
+def few_slates_note(n_points: int) -> str | None:
+    """A note when fewer than :data:`conrec.eval.compare.SMALL_N` points have a slate, else None. Why: the terminal
+    summary's Cand. Acc@1 column has no n, and with one slate it printed 1.000 against 0.000 as if measured."""
+    from conrec.eval.compare import SMALL_N
+
+    if n_points >= SMALL_N:
+        return None
+    what = "one slate's outcome" if n_points == 1 else f"{n_points} slates' outcomes"
+    return (f"Exposure-controlled evaluation on {n_points} point{'' if n_points == 1 else 's'} with a slate (fewer than "
+            f"{SMALL_N}): Candidate Acc@1, MRR and AUC (the summary's Cand. Acc@1) are {what}, not an estimate.")
+
+
 def run_slate_eval(
     ecfg: EvalConfig,
     rd: RunDir,
@@ -355,6 +367,8 @@ def run_slate_eval(
         seconds=seconds,
         chance=chance_levels(slates["candidates"].list.len().to_list()),
     )
+    if notes is not None and (note := few_slates_note(report.n_points)) is not None:
+        notes.append(note)
     write_json(
         {"metrics": metrics, "chance": report.chance, "n_points": report.n_points, "n_without_slate": report.n_without_slate,
          "mean_slate": report.mean_slate, "seconds": seconds, "n_candidates": ccfg.n_candidates},
