@@ -301,3 +301,21 @@ def test_facet_baselines_without_a_facet_value_say_they_are_popularity() -> None
     knn = make_baseline("taste_exposure", EvalConfig(taste_exposure={"personal": "itemknn"}))
     knn.fit(baseline_events(), bare)
     assert no_signal_reason(knn) is None  # its personal score reads co-dislikes, not facets
+
+
+def test_co_dislike_baselines_without_a_co_dislike_say_they_are_popularity() -> None:
+    """Found by probing: with one dislike per user in the fit events, itemknn, EASE and swing learn a zero
+    similarity and returned popularity's lists as rows of their own, with no word."""
+    from conrec.eval.baselines.base import no_signal_reason
+    from conrec.eval.baselines.scored import NO_CO_DISLIKE, NO_SWING_PAIR
+
+    samples = history_samples(HISTORIES)
+    one_each = baseline_events().filter(pl.col("ts") == 1)  # every user's first event: one dislike each
+    popularity = make_baseline("popularity", EvalConfig(popularity={"half_life_days": None}))
+    popularity.fit(one_each, baseline_items())
+    for name, why in (("itemknn", NO_CO_DISLIKE), ("ease", NO_CO_DISLIKE), ("swing", NO_SWING_PAIR)):
+        assert no_signal_reason(_fitted(name)) is None, name  # the shared fixture has co-dislikes
+        model = make_baseline(name)
+        model.fit(one_each, baseline_items())
+        assert no_signal_reason(model) == why, name
+        assert model.recommend(samples, 5) == popularity.recommend(samples, 5), name

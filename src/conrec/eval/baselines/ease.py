@@ -14,7 +14,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.eval.baselines.base import Catalog
-from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, dislike_matrix
+from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, dislike_matrix, no_co_dislike
 from conrec.eval.config import EaseConfig
 
 
@@ -37,11 +37,14 @@ class EaseRecommender(ScoredRecommender):
         self.cfg = cfg or EaseConfig()
         self._catalog: Catalog | None = None
         self._b: np.ndarray | None = None
+        self.no_signal: str | None = None
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
-        self._b = ease_weights(dislike_matrix(events, cat), self.cfg.l2)
+        x = dislike_matrix(events, cat)
+        self._b = ease_weights(x, self.cfg.l2)
         self._catalog = cat
+        self.no_signal = no_co_dislike(x)  # a reason, or None (conrec.eval.baselines.base.no_signal_reason)
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         cat = self.catalog()

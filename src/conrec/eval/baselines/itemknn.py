@@ -13,7 +13,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, recommend_in_chunks
-from conrec.eval.baselines.scored import dislike_matrix
+from conrec.eval.baselines.scored import dislike_matrix, no_co_dislike
 from conrec.eval.config import ItemKnnConfig
 
 
@@ -24,6 +24,7 @@ class ItemKnnRecommender:
         self.cfg = cfg or ItemKnnConfig()
         self._catalog: Catalog | None = None
         self._sim: sp.csr_matrix | None = None
+        self.no_signal: str | None = None
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
@@ -37,6 +38,7 @@ class ItemKnnRecommender:
         sim.eliminate_zeros()
         self._sim = _prune_rows(sim, self.cfg.top_neighbours)
         self._catalog = cat
+        self.no_signal = no_co_dislike(x)  # a reason, or None (conrec.eval.baselines.base.no_signal_reason)
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         """Decayed co-dislike similarity to the sample's dislikes (0 without any co-dislike signal)."""

@@ -75,6 +75,16 @@ def scaled_log_popularity(dislike_counts: np.ndarray) -> np.ndarray:
     return logpop / logpop.max() if logpop.max() > 0 else logpop
 
 
+NO_CO_DISLIKE = "no user disliked two catalogue items in the fit events (no co-dislike to learn from)"
+NO_SWING_PAIR = "no two users disliked the same two items in the fit events (no Swing pair to learn from)"
+
+
+def no_co_dislike(x: sp.csr_matrix) -> str | None:
+    """:data:`NO_CO_DISLIKE` when no row of the users x items dislike matrix ``x`` holds two items, else None: the
+    item-item baselines (itemknn, EASE) then learn a zero similarity, and their rows are popularity's."""
+    return NO_CO_DISLIKE if not x.shape[0] or int(np.diff(x.indptr).max()) < 2 else None
+
+
 def dislike_matrix(events: pl.DataFrame, cat: Catalog) -> sp.csr_matrix:
     """Binary users x items matrix of the dislikes in ``events`` (items outside the catalogue dropped)."""
     pairs = (

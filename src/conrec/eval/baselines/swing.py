@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from conrec.eval.baselines.base import Catalog, NotFittedError, recommend_in_chunks
-from conrec.eval.baselines.scored import dislike_history_matrix, dislike_matrix
+from conrec.eval.baselines.scored import NO_SWING_PAIR, dislike_history_matrix, dislike_matrix
 from conrec.eval.config import SwingBaselineConfig
 from conrec.swing import SwingConfig, swing_matrix
 
@@ -22,12 +22,14 @@ class SwingRecommender:
         self.cfg = cfg or SwingBaselineConfig()
         self._catalog: Catalog | None = None
         self._sim = None
+        self.no_signal: str | None = None
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
         params = SwingConfig(**{k: getattr(self.cfg, k) for k in SwingConfig.model_fields})
-        self._sim = swing_matrix(dislike_matrix(events, cat), params)
+        self._sim = sim = swing_matrix(dislike_matrix(events, cat), params)
         self._catalog = cat
+        self.no_signal = None if sim.nnz else NO_SWING_PAIR  # a reason, or None (base.no_signal_reason)
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         """Decayed Swing similarity to the sample's dislikes (0 without any Swing signal)."""
