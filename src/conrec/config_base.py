@@ -41,11 +41,14 @@ def coercion_problem(value: Any, accepted: set[Any]) -> str | None:
 
 
 def _reads_as(text: str, accepted: set[Any]) -> bool:
-    """Whether YAML would read ``text`` unquoted as one of the ``accepted`` scalar types."""
+    """Whether a config (:func:`conrec.config_yaml.load_yaml`) would read ``text`` unquoted as one of the ``accepted``
+    scalar types."""
     import yaml
 
+    from conrec.config_yaml import load_yaml
+
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return False
     return type(value) in accepted or (isinstance(value, int) and not isinstance(value, bool) and float in accepted)
