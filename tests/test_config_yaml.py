@@ -48,3 +48,37 @@ def test_merge_keys_still_override_and_are_not_repeats(tmp_path: Path) -> None:
     """``<<:`` merges are documented to work: a key beside a merge overrides the merged one (YAML's rule)."""
     cfg = _load(tmp_path, "sft:\n  train:\n    <<: {batch_size: 4, max_steps: 9}\n    max_steps: 3\ngrpo:\n  <<: {batch_size: 4}\n  num_generations: 4\n")
     assert (cfg.sft.train.batch_size, cfg.sft.train.max_steps, cfg.grpo.batch_size) == (4, 3, 4)
+
+
+@pytest.mark.parametrize(("written", "value"), [("1e-4", 1e-4), ("1e-05", 1e-05), ("1.0e5", 1e5), ("2E-3", 2e-3), ("5.0e-6", 5e-6)])
+def test_exponent_floats_are_numbers_as_the_reference_prints_them(tmp_path: Path, written: str, value: float) -> None:
+    """PyYAML (YAML 1.1) read ``1e-4`` and ``1e-05`` (the reference's spelling of grpo.learning_rate's default) as
+    strings, and the float setting refused them: "must be float, not the string '1e-05'"."""
+    cfg = _load(tmp_path, f"sft:\n  train:\n    learning_rate: {written}\ngrpo:\n  learning_rate: {written}\n")
+    assert cfg.sft.train.learning_rate == value and cfg.grpo.learning_rate == value
+
+
+def test_every_float_default_of_the_reference_pastes_back() -> None:
+    """Each float default as the reference prints it (json) reads back as that float."""
+    import json
+
+    from conrec.config import config_reference
+    from conrec.config_yaml import load_yaml
+
+    floats = [(k, d) for k, d, _ in config_reference() if isinstance(json.loads(d), float)]
+    assert any("e-" in d for _, d in floats)
+    for key, default in floats:
+        assert load_yaml(f"{key}: {default}")[key] == json.loads(default), key
+
+
+@pytest.mark.parametrize("text", ["1e", "e5", "1e-4x", "1e4.5", "abc", "v1e5"])
+def test_text_that_is_no_exponent_number_stays_a_string(text: str) -> None:
+    from conrec.config_yaml import load_yaml
+
+    assert load_yaml(f"k: {text}") == {"k": text}
+    assert load_yaml("k: '1e-4'") == {"k": "1e-4"}  # quoted: a string, as written
+
+
+def test_a_quoted_exponent_float_is_told_to_lose_its_quotes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"grpo.learning_rate: .*not the string '1e-4' \(remove the quotes\)"):
+        _load(tmp_path, "grpo:\n  learning_rate: '1e-4'\n")

@@ -8,6 +8,7 @@ a merge overrides the merged one, as YAML specifies; only keys written twice are
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -22,11 +23,20 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 class ConfigLoader(yaml.SafeLoader):
     """:class:`yaml.SafeLoader` that refuses a key repeated in one mapping (:class:`DuplicateKeyError`, naming
-    the key path and both lines)."""
+    the key path and both lines) and reads YAML 1.2 exponent floats (``1e-4``) as numbers (see below)."""
 
     def construct_document(self, node: yaml.Node) -> Any:
         _refuse_repeats(self, node, (), set())
         return super().construct_document(node)
+
+
+# YAML 1.1 (PyYAML) reads exponent notation as a float only with a dot and a signed exponent (``1.0e-5``):
+# ``1e-05``, ``1e-4`` and ``1.0e5`` were strings, which a float setting refused ("must be float, not the string
+# '1e-05'"), although the reference prints defaults so (``grpo.learning_rate``). YAML 1.2 reads them as floats, and
+# so does a config. Text that is not such a number (``1e``, ``e5``, ``1e-4x``) stays a string.
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
 
 
 def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
