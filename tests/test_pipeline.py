@@ -676,3 +676,51 @@ def test_a_section_an_older_record_lacks_is_not_called_changed(tmp_path: Path, f
     assert "read other settings" in why and "exclude_history" not in why
     changed = load_config(None, {"run_dir": str(tmp_path / "run"), "grpo": {"beta": 0.5}})
     assert "(grpo changed)" in (run.stale_reason(changed, "grpo") or "")
+
+
+def test_an_eval_column_the_items_lack_stops_the_pipeline_right_after_the_data_stage(
+    tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eval.category.columns: [category, mood]` trained data, SID, SFT and GRPO (minutes to hours) and then failed with
+    "items: missing column(s) ['mood']", naming no setting. The eval preflight now stops the run once the data stage's
+    items exist, naming the key, and again on a rerun with the data current."""
+    import polars as pl
+
+    from conrec.errors import ConfigError
+    from conrec.io import write_parquet
+
+    monkeypatch.setitem(STAGE_REGISTRY, "eval", dataclasses.replace(STAGE_REGISTRY["eval"], preflight="conrec.eval.preflight:preflight"))
+    real = pipeline._stage_runner
+
+    def runner(stage: str) -> Any:
+        def run(section: Any, run_dir: Any, console: Any = None, **kw: Any) -> Any:
+            out = real(stage)(section, run_dir, console=console, **kw)
+            if stage == "data":
+                write_parquet(pl.DataFrame({"item_id": ["a"], "title": ["A"], "category": ["x"], "tone": ["y"]}), RunDir(run_dir).items)
+            return out
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "eval": {"category": {"columns": ["category", "mood"]}}})
+    needle = r"eval.category.columns: no column 'mood' in the items \(data/items.parquet, read by category, taste_exposure\); have \['item_id', 'title', 'category', 'tone'\]"
+    with pytest.raises(ConfigError, match=needle):
+        pipeline.run_pipeline(cfg)
+    assert fake_stages == ["data"]
+    with pytest.raises(ConfigError, match=needle):  # the data current: still refused before SID
+        pipeline.run_pipeline(cfg)
+    assert fake_stages == ["data"]
+    pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "eval": {"category": {"columns": ["category", "tone"]}}}))
+    assert fake_stages == list(STAGES)
+
+
+def test_the_eval_column_check_asks_only_for_baselines_that_read_the_columns() -> None:
+    from conrec.eval.config import EvalConfig
+    from conrec.eval.preflight import facet_readers, missing_facet_columns
+
+    cols = {"category": {"columns": ["mood"]}}
+    assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["popularity", "itemknn"]}), ["item_id"]) is None
+    only_knn = {"personal": "itemknn", "grid": {"pop_weight": [0.5]}}
+    assert facet_readers(EvalConfig.model_validate({"baselines": ["taste_exposure"], "taste_exposure": only_knn})) == []
+    assert facet_readers(EvalConfig.model_validate({"baselines": ["taste_exposure", "facet_rule"]})) == ["taste_exposure", "facet_rule"]
+    assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["category"]}), ["mood"]) is None

@@ -204,6 +204,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
     for stage in stages:
         if stage != "data" and "eval" in stages and run.is_done("data"):
             check_evaluable(run, cfg.eval.split)  # before minutes of training, whether data ran now or earlier
+            STAGE_REGISTRY["eval"].precheck(cfg)  # its settings against the items (eval.category.columns), as early
         if stage == "grpo" and cfg.sft.copy_bias.enabled:
             console.print("[dim]grpo: skipped (GRPO cannot train a model with sft.copy_bias; eval scores the sft model)[/]")
             continue

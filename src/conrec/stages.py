@@ -25,7 +25,8 @@ The protocol (:class:`Stage`): a stage declares
 * ``preflight`` (optional): ``"module:function"`` called as ``function(section, run_dir)`` by
   :meth:`Stage.precheck`, before the pipeline touches the run: the refusals the runner would make from its
   settings and the run's existing inputs (SFT: settings that contradict each other, the copy bias's levels; GRPO: its
-  group batch, an SFT model it can train, enough prompts);
+  group batch, an SFT model it can train, enough prompts; eval: item columns it names that the data stage's items
+  lack, which the pipeline also checks as soon as those items exist, before any training stage);
   the runner calls it too, so a direct call is refused alike;
 * ``runner``: ``"module:function"`` called as ``function(section, run_dir, console=..., **kwargs)``.
   ``section`` is the stage's one config section when it declares one, else an instance of its
@@ -253,7 +254,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
             ("data", "sid"), ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
-            bundle=EvalSections, selects="eval.models", revision=1,
+            bundle=EvalSections, selects="eval.models", preflight="conrec.eval.preflight:preflight", revision=1,
         ),
     )
 }
