@@ -300,3 +300,25 @@ def test_the_positive_budget_says_which_layouts_read_it() -> None:
     (description,) = [d for key, _, d in config_reference() if key == "sft.prompt.max_pos_items"]
     assert "segmented" in description and "merged" in description
     assert "timeline layouts show every positive of their window" in description
+
+
+@pytest.mark.parametrize("preset", [None, "tiny", "demo"])
+def test_conrec_config_says_its_output_freezes_derived_defaults_and_reads_back_exactly(tmp_path: Path, monkeypatch, preset) -> None:
+    """The printed config bakes in values derived from other settings: a copy edited in one key (data.source:
+    simulator, sft.prompt.max_pos_items) was not the config the same edit to the preset gives, and nothing said so."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+    from conrec.stages import STAGES, stage_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["config", *(["-c", f"preset:{preset}"] if preset else [])])
+    assert res.exit_code == 0, res.output
+    header = [line for line in res.output.splitlines() if line.startswith("#")]
+    text = " ".join(h.lstrip("# ") for h in header)
+    assert res.output.splitlines()[: len(header)] == header and "derived from other settings" in text
+    assert "write only the keys you change" in text and "preset" in text
+    (tmp_path / "eff.yaml").write_text(res.output)
+    again, cfg = load_config(tmp_path / "eff.yaml"), load_config(f"preset:{preset}" if preset else None)
+    assert again == cfg and dump_config(again) == res.output.split("\n", len(header))[-1]
+    assert all(stage_fingerprint(again, s) == stage_fingerprint(cfg, s) for s in STAGES)

@@ -293,6 +293,24 @@ def dump_config(cfg: PipelineConfig) -> str:
     return str(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
+EFFECTIVE_CONFIG_HEADER = """\
+# The effective configuration: every setting, with the defaults filled in, including those derived from other
+# settings (on simulated data: eval.category.columns and eval.baselines; grpo.stages.max_pos_items from
+# sft.prompt.max_pos_items). Here they are written out, so they no longer follow: edit one key of this file and
+# what was derived from it stays as it is (a switch to data.source: simulator keeps the one facet column).
+# To change settings, write only the keys you change, in a small file or a copy of the preset (-c preset:<name>).
+"""
+"""What ``conrec config`` prints above the effective YAML (comments: the YAML reads back to the same config).
+
+Why: the printed config freezes derived defaults, and a copy of it edited in one key was not the config the same edit
+to the preset gives (GRPO showing more positives than SFT was trained with; simulated comparisons reading one facet)."""
+
+
+def dump_effective_config(cfg: PipelineConfig) -> str:
+    """``conrec config``'s output: :data:`EFFECTIVE_CONFIG_HEADER`, then the config's YAML (:func:`dump_config`)."""
+    return EFFECTIVE_CONFIG_HEADER + dump_config(cfg)
+
+
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in extra.items():
