@@ -544,9 +544,9 @@ def test_switching_the_data_engine_reuses_the_finished_stages(tmp_path: Path, fa
         path = run.stage_dir(stage) / "_fingerprint.json"
         rec = json.loads(path.read_text())
         upstream = {up: run.stage_identity(up) for up in rec.get("upstream") or {}}
-        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=(False, False)), "upstream": upstream}))
+        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=(frozenset(), False)), "upstream": upstream}))
     assert all(run.stale_reason(switched, stage) is None for stage in STAGES)
-    assert _stage_fingerprint(switched, "data", view=(False, False)) != stage_fingerprint(switched, "data")
+    assert _stage_fingerprint(switched, "data", view=(frozenset(), False)) != stage_fingerprint(switched, "data")
     # what the data say still counts, a Spark SQL setting too (it can change how a file is read)
     fake_stages.clear()
     pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "spark": {"conf": {"spark.sql.ansi.enabled": "false"}}}}))
@@ -610,7 +610,7 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
     """Found by probing: nothing in a fingerprint said which conrec made a stage, so SFT models trained before the
     prompt-budget fix (their prompts showed 4 of 16 dislikes) were skipped by `conrec demo`, served and reported as
     current. A stage's revision is raised with such a fix; revision 0 is not hashed (no other run goes stale)."""
-    from conrec.stages import REVISIONS, STAGE_REGISTRY, _stage_fingerprint
+    from conrec.stages import REVISIONS, STAGE_REGISTRY, TODAY, _stage_fingerprint
 
     assert all(spec.revision == max(REVISIONS.get(name, {0: ""})) for name, spec in STAGE_REGISTRY.items())
     assert STAGE_REGISTRY["sft"].revision >= 1
@@ -624,7 +624,7 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
         sft = STAGE_REGISTRY["sft"]
         object.__setattr__(sft, "revision", sft.revision - 1)
         try:
-            return {**rec, "revision": STAGE_REGISTRY[stage].revision, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, True))}
+            return {**rec, "revision": STAGE_REGISTRY[stage].revision, "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
         finally:
             object.__setattr__(sft, "revision", sft.revision + 1)
 
@@ -644,8 +644,9 @@ def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: 
     they were; only all-stand-in or all-real records were accepted, so such a run (own files, streaming on) reran
     every stage, said to be changed ("data changed"). Runs of that period are stale now anyway (data revision 1):
     this checks that the hashing a record used does not decide, only its settings and revisions."""
-    from conrec.stages import _stage_fingerprint
+    from conrec.stages import _FIRST_EXECUTION_SETTINGS, _stage_fingerprint
 
+    morning = (_FIRST_EXECUTION_SETTINGS, False)  # execution settings at stand-ins, the user's file paths real
     events, items = tmp_path / "events.csv", tmp_path / "items.csv"
     events.write_text("user_id,item_id,ts,feedback\nu1,i1,1,-1\n")
     items.write_text("item_id,title\ni1,One\n")
@@ -653,9 +654,9 @@ def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: 
         "source": "table", "events_path": str(events), "items_path": str(items), "streaming": "on"}})
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
-    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, False))})
+    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=morning)})
     assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
-    assert _stage_fingerprint(cfg, "data", view=(True, False)) != _stage_fingerprint(cfg, "data", view=(True, True))
+    assert _stage_fingerprint(cfg, "data", view=morning) != pipeline.stage_fingerprint(cfg, "data")
 
 
 def test_a_section_an_older_record_lacks_is_not_called_changed(tmp_path: Path, fake_stages: list[str]) -> None:
@@ -724,3 +725,32 @@ def test_the_eval_column_check_asks_only_for_baselines_that_read_the_columns() -
     assert facet_readers(EvalConfig.model_validate({"baselines": ["taste_exposure"], "taste_exposure": only_knn})) == []
     assert facet_readers(EvalConfig.model_validate({"baselines": ["taste_exposure", "facet_rule"]})) == ["taste_exposure", "facet_rule"]
     assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["category"]}), ["mood"]) is None
+
+
+def test_bookkeeping_settings_make_no_stage_stale_and_runs_recorded_before_stay_current(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: a new sft.train.logging_steps retrained SFT, GRPO and eval, and sid.encoder.cache=false every
+    stage after data, though neither changes a weight or a score. Runs that the previous conrec recorded (those
+    settings hashed at their real values) are not rerun for the upgrade; settings that may move numbers still count."""
+    from conrec.stages import _FIRST_EXECUTION_SETTINGS, _stage_fingerprint
+
+    def config(**extra: Any) -> PipelineConfig:
+        base = {"run_dir": str(tmp_path / "run"), "sft": {"train": {"logging_steps": 7, "save_steps": 100, "save_total_limit": 3}},
+                "grpo": {"save_steps": 3}, "sid": {"encoder": {"cache": False}}}
+        from conrec.config import _deep_merge
+
+        return load_config(None, _deep_merge(base, extra))
+
+    cfg = config()
+    pipeline.run_pipeline(cfg)
+    fake_stages.clear()
+    pipeline.run_pipeline(config(sft={"train": {"logging_steps": 1, "save_steps": 5, "save_total_limit": 2}}, grpo={"save_steps": 1},
+                                 sid={"encoder": {"cache": True}}))
+    assert fake_stages == []
+    run = RunDir(cfg.run_dir)
+    before = (_FIRST_EXECUTION_SETTINGS, True)  # what the previous conrec recorded: these settings at their values
+    assert _stage_fingerprint(cfg, "sft", view=before) != pipeline.stage_fingerprint(cfg, "sft")
+    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=before)})
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == []
+    pipeline.run_pipeline(config(sid={"quantizer": {"num_threads": 1}}))  # thread counts may change float sums: still counted
+    assert fake_stages == ["sid", "sft", "grpo", "eval"]
