@@ -119,7 +119,7 @@ def test_stage_alone_refuses_upstream_made_with_other_settings(tmp_path: Path, f
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     pipeline.run_pipeline(cfg)
     other = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"horizon_days": 3}}})
-    with pytest.raises(StageInputError, match="data changed"):
+    with pytest.raises(StageInputError, match=r"made with a different configuration \(data.split.horizon_days: 7.0 -> 3.0\)"):
         pipeline.run_stage(other, "sft")
 
 
@@ -452,7 +452,7 @@ def test_a_new_stage_is_one_registry_entry(tmp_path: Path, monkeypatch: pytest.M
     pipeline.run_pipeline(cfg, stages=names)
     assert calls == []
     other = load_config(None, {"run_dir": str(tmp_path / "run"), "serve": {"port": 1234, "max_k": 70}})
-    assert pipeline.stale_reason(RunDir(cfg.run_dir), other, "export") == "made with a different configuration (serve changed)"
+    assert pipeline.stale_reason(RunDir(cfg.run_dir), other, "export") == "made with a different configuration (serve.max_k: 50 -> 70)"
     pipeline.run_pipeline(other, stages=names)
     assert calls == ["export"]
 
@@ -676,7 +676,7 @@ def test_a_section_an_older_record_lacks_is_not_called_changed(tmp_path: Path, f
     why = run.stale_reason(cfg, "grpo") or ""
     assert "read other settings" in why and "exclude_history" not in why
     changed = load_config(None, {"run_dir": str(tmp_path / "run"), "grpo": {"beta": 0.5}})
-    assert "(grpo changed)" in (run.stale_reason(changed, "grpo") or "")
+    assert "(grpo.beta: 0.04 -> 0.5)" in (run.stale_reason(changed, "grpo") or "")
 
 
 def test_an_eval_column_the_items_lack_stops_the_pipeline_right_after_the_data_stage(
@@ -754,3 +754,27 @@ def test_bookkeeping_settings_make_no_stage_stale_and_runs_recorded_before_stay_
     assert fake_stages == []
     pipeline.run_pipeline(config(sid={"quantizer": {"num_threads": 1}}))  # thread counts may change float sums: still counted
     assert fake_stages == ["sid", "sft", "grpo", "eval"]
+
+
+def test_the_stale_message_names_the_settings_that_changed(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: "made with a different configuration (sft changed)" left the user to find which of the
+    section's dozens of settings it was. The record now holds the settings; a record from before them is read
+    against the run's config.yaml when that holds the recorded section, else the section is named as before."""
+    import json
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    lr = cfg.sft.train.learning_rate
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3}, "prompt": {"variant": "timeline"}}})
+    why = run.stale_reason(changed, "sft")
+    assert why == f"made with a different configuration (sft.prompt.variant: segmented -> timeline; sft.train.learning_rate: {lr} -> 0.001)"
+    many = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3, "epochs": 9, "warmup_ratio": 0.2,
+                                                                                      "max_length": 99, "seed": 4}}})
+    assert (run.stale_reason(many, "sft") or "").endswith("; and 1 more)")
+    # a record from before the settings were recorded: the run's config.yaml (the config it was made with) says
+    path = run.stage_dir("sft") / "_fingerprint.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "settings"}))
+    assert run.stale_reason(changed, "sft") == why
+    (run.root / "config.yaml").write_text("sft: {train: {epochs: 2}}\n")  # not the sft it was made with: the section only
+    assert run.stale_reason(changed, "sft") == "made with a different configuration (sft changed)"

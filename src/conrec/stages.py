@@ -290,7 +290,7 @@ def model_output(stage: str) -> str:
     if spec is None or not spec.produces_model:
         raise KeyError(stage)
     return next(o for o in spec.outputs if o.endswith("/"))
-"""Beside each finished stage's outputs: ``{fingerprint, sections, seconds}`` (written by the pipeline)."""
+"""Beside each finished stage's outputs: ``{fingerprint, sections, settings, seconds, ...}`` (written by the pipeline; ``settings``: the sections as hashed, for the stale message)."""
 
 
 def upstream_closure(stage: str) -> list[str]:
@@ -398,10 +398,32 @@ def _hashed_view(key: str, value: Any, view: _View = TODAY) -> Any:
     return value
 
 
+def section_settings(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
+    """Each config section in :func:`fingerprint_sections` as the fingerprint sees it (:func:`_hashed_view`): what the
+    pipeline records beside a finished stage, so that a later stale message can name the settings that changed."""
+    dumped = cfg.model_dump(mode="json")
+    return {k: _hashed_view(k, _get(dumped, k)) for k in fingerprint_sections(stage)}
+
+
 def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
-    dumped = cfg.model_dump(mode="json")
-    return {k: _hash(_hashed_view(k, _get(dumped, k))) for k in fingerprint_sections(stage)}
+    return {k: _hash(v) for k, v in section_settings(cfg, stage).items()}
+
+
+def setting_changes(key: str, old: Any, new: Any) -> list[str]:
+    """``"dotted.key: old -> new"`` for each setting under ``key`` that differs between two section values (pure;
+    mappings compared key by key, anything else whole; a key one side lacks is ``unset``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in dict.fromkeys([*old, *new]) for c in setting_changes(f"{key}.{k}", old.get(k, _UNSET), new.get(k, _UNSET))]
+    return [] if old == new else [f"{key}: {_shown(old)} -> {_shown(new)}"]
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in a message: text as itself, anything else as JSON (``null``, ``[1, 2]``)."""
+    return "unset" if value is _UNSET else value if isinstance(value, str) else json.dumps(value)
 
 
 def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: _View = TODAY) -> str:
