@@ -242,7 +242,8 @@ def test_a_bad_override_key_is_blamed_on_the_overrides_not_the_file(tmp_path: Pa
     with pytest.raises(ConfigError) as err:
         load_config(p, {"run_dr": "x"})
     assert str(err.value) == (
-        f"invalid config in {p}: sedd: Extra inputs are not permitted; in the overrides: run_dr: Extra inputs are not permitted"
+        f"invalid config in {p}: sedd: Extra inputs are not permitted (did you mean seed?); in the overrides: run_dr: Extra inputs "
+        "are not permitted (did you mean run_dir?)"
     )
     p.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"^invalid config in the overrides: sft\.train\.max_steps: .*nested mappings"):

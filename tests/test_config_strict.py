@@ -140,3 +140,33 @@ def test_reward_weights_are_finite_non_negative_and_not_all_zero(tmp_path, rewar
     # the weights a mode does not read may be 0: next_neg weighs the next negative, similarity w_sim and gamma
     load_config(None, {"grpo": {"reward": {"mode": "next_neg", "w_hit": 0, "w_collab": 0, "w_prefix": 0, "w_liked": 0}}})
     load_config(None, {"grpo": {"reward": {"mode": "similarity", "w_hit": 0, "w_collab": 0, "w_prefix": 0, "w_liked": 0}}})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        # the README's "data.split: {protocol: per_user, ...} added to the demo preset", written as the reference spells keys
+        ("data.split: {protocol: per_user}\n", "data.split: Extra inputs are not permitted (a dotted key is not a path in a file: "
+         "write nested mappings, data: {split: ...}, or each key indented under the one before)"),
+        ("sft.train.max_steps: 3\n", "write nested mappings, sft: {train: {max_steps: ...}}"),
+        ("sft:\n  train:\n    max_step: 5\n", "sft.train.max_step: Extra inputs are not permitted (did you mean max_steps"),
+        ("eavl: {}\n", "eavl: Extra inputs are not permitted (did you mean eval?)"),
+        ("grpo:\n  stages: [{name: a, steps: 1, max_pos_item: 3}]\n", "grpo.stages.0.max_pos_item: Extra inputs are not permitted (did you mean max_pos_items"),
+    ],
+)
+def test_an_unknown_key_says_what_to_write_instead(tmp_path, text: str, needle: str) -> None:
+    """pydantic's "Extra inputs are not permitted" read, for data.split, as if a valid key were refused, and pointed
+    nowhere for a typo."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_an_unknown_key_far_from_every_allowed_one_gets_no_guess(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("sft:\n  zzzz: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value).endswith("sft.zzzz: Extra inputs are not permitted")

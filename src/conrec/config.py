@@ -8,6 +8,7 @@ silently ignored).
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 import typing
@@ -171,10 +172,50 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         for e in exc.errors():
             problem = validation_problem(e)
             where = _blame(e["loc"], from_file, overrides, path)
-            if where == " in the overrides" and e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
-                problem += " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
+            if e["type"] == "extra_forbidden":
+                problem += _unknown_key_hint(e["loc"], overrides=where == " in the overrides")
             groups.setdefault(where, []).append(problem)
         raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
+
+
+def _unknown_key_hint(loc: tuple[Any, ...], overrides: bool) -> str:
+    """What to write instead of the unknown key at ``loc``: nested mappings for a dotted key (``data.split:`` in a file,
+    as the reference spells keys, read as one unknown key), else the allowed keys at that level closest to it (pure).
+
+    Why: pydantic says only "Extra inputs are not permitted", which for ``data.split`` read as if that valid key were
+    refused, and for ``max_step`` did not point to ``max_steps``."""
+    key = str(loc[-1])
+    if "." in key:
+        if overrides:
+            return " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
+        parts = key.split(".")
+        nested = ": {".join(parts) + ": ..." + "}" * (len(parts) - 1)
+        return f" (a dotted key is not a path in a file: write nested mappings, {nested}, or each key indented under the one before)"
+    allowed = _keys_at(loc[:-1])
+    close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6) if allowed else []
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config section at ``loc`` (a validation error's path) allows; [] where that is not one model
+    (a list index is stepped over; a union of several models, or a path pydantic names by type, gives [])."""
+    model: type[BaseModel] = PipelineConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        inner = _nested_models(field.annotation) if field is not None else []
+        if len(inner) != 1:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic model classes anywhere inside an annotation (``Model``, ``Model | None``, ``list[Model]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in get_args(annotation) for m in _nested_models(a)]
 
 
 def validation_problem(error: Any) -> str:
