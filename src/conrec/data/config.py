@@ -171,7 +171,7 @@ class DataConfig(_Strict):
         "lower case with spaces and hyphens as '_'; a value not named is an invalid row (see on_invalid)",
     )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
-    like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the presets set 3, so lukewarm ratings count as exposures too")
+    like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the demo and full presets set 3, so lukewarm ratings count as exposures too")
     rating_range: tuple[float, float] | None = Field(
         None,
         description="the rating scale [low, high] (e.g. [0.5, 5]); ratings outside it are invalid rows (see on_invalid)",
