@@ -170,3 +170,21 @@ def test_an_unknown_key_far_from_every_allowed_one_gets_no_guess(tmp_path) -> No
     with pytest.raises(ConfigError) as err:
         load_config(p)
     assert str(err.value).endswith("sft.zzzz: Extra inputs are not permitted")
+
+
+@pytest.mark.parametrize("text", ["sft:\n", "sft: ~\n", "sft:\n  # train: {max_steps: 5}\n", "eval:\n  category:\n", "sft: {train: null}\n"])
+def test_an_empty_section_takes_its_defaults_as_a_section_left_out(tmp_path, text: str) -> None:
+    """"Sections left out take their defaults" (docs/configuration.md), but an empty one, every setting commented out,
+    was refused: "sft: Input should be a valid dictionary or instance of SftConfig" (an internal class name)."""
+    from conrec.config import PipelineConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    assert load_config(p) == PipelineConfig()
+
+
+def test_a_null_optional_section_stays_off(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("sid: {collab: null}\nsft: {train: {lora: ~}}\n")
+    cfg = load_config(p)
+    assert cfg.sid.collab is None and cfg.sft.train.lora is None

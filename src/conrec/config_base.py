@@ -11,7 +11,7 @@ from __future__ import annotations
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 
@@ -54,10 +54,25 @@ def _reads_as(text: str, accepted: set[Any]) -> bool:
     return type(value) in accepted or (isinstance(value, int) and not isinstance(value, bool) and float in accepted)
 
 
+def _is_section(annotation: Any) -> bool:
+    """Whether a field is a config section that always exists (a model, not ``Model | None``, whose null means off)."""
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
 class StrictConfig(BaseModel):
     """Config sections derive from this: ``extra="forbid"`` and no silent bool/str -> number coercion."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_take_defaults(cls, data: Any) -> Any:
+        """A section written empty (``sft:`` with every setting commented out, or ``sft: ~``) takes its defaults, as a
+        section left out does. It was refused as "Input should be a valid dictionary or instance of SftConfig"."""
+        if not isinstance(data, dict):
+            return data
+        empty = [k for k, v in data.items() if v is None and k in cls.model_fields and _is_section(cls.model_fields[k].annotation)]
+        return {k: v for k, v in data.items() if k not in empty} if empty else data
 
     @field_validator("*", mode="before")
     @classmethod
