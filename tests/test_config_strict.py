@@ -188,3 +188,29 @@ def test_a_null_optional_section_stays_off(tmp_path) -> None:
     p.write_text("sid: {collab: null}\nsft: {train: {lora: ~}}\n")
     cfg = load_config(p)
     assert cfg.sid.collab is None and cfg.sft.train.lora is None
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("serve: {api_key: 123456}\n", "serve.api_key: Value error, must be text, but YAML reads 123456 unquoted as a number: quote it as written, e.g. '123456'"),
+        ("data: {ts_format: 2024-01-01}\n", "data.ts_format: Value error, must be text, but YAML reads 2024-01-01 unquoted as a date: quote it"),
+        ("run_dir: 2024\n", "run_dir: Value error, must be text, but YAML reads 2024 unquoted as a number"),
+        ("serve: {api_key: on}\n", "serve.api_key: Value error, must be text, but YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it"),
+    ],
+)
+def test_a_number_or_date_where_text_goes_is_told_to_be_quoted(tmp_path, text: str, needle: str) -> None:
+    """`serve.api_key: 123456` got "Input should be a valid string", an integer path "Input is not a valid path for
+    <class 'pathlib.Path'>": no word on the quotes that fix it."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_quoted_text_and_choice_words_are_unchanged(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("serve: {api_key: '123456'}\ndata: {streaming: on, ts_format: '%Y-%m-%d'}\n")
+    cfg = load_config(p)
+    assert (cfg.serve.api_key, cfg.data.streaming, cfg.data.ts_format) == ("123456", "on", "%Y-%m-%d")

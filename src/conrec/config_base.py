@@ -8,7 +8,9 @@ only by mistake (an unquoted ``yes``, a quoted number), so they are refused with
 
 from __future__ import annotations
 
+import datetime
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
@@ -38,6 +40,30 @@ def coercion_problem(value: Any, accepted: set[Any]) -> str | None:
         # the hint only where the text is such a value in quotes ("0"): `seed: abc` is not fixed by removing quotes
         return f"must be {kinds}, not the string {value!r}" + (" (remove the quotes)" if _reads_as(value, accepted) else "")
     return None
+
+
+def takes_text(annotation: Any) -> bool:
+    """Whether a field takes free text (``str`` or a ``Path``, possibly optional), not only a choice of words."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return takes_text(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(takes_text(a) for a in get_args(annotation))
+    return annotation in (str, Path)
+
+
+def text_problem(value: Any, annotation: Any) -> str | None:
+    """Why ``value``, which YAML read as a number, a date or a boolean, does not fit a text field; None when it
+    is not that case. Why: ``api_key: 123456`` or ``ts_format: 2024-01-01`` got pydantic's "Input should be a valid
+    string" (a path: "Input is not a valid path for <class 'pathlib.Path'>"), no word on the quotes that fix it."""
+    if not takes_text(annotation) or not isinstance(value, (int, float, bool, datetime.date)):
+        return None
+    if type(value) in accepted_types(annotation):  # a field that also takes the number as a number
+        return None
+    if isinstance(value, bool):  # which word (yes, on, true) was written cannot be told after YAML
+        return "must be text, but YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it"
+    kind = "a date" if isinstance(value, datetime.date) else "a number"
+    return f"must be text, but YAML reads {value} unquoted as {kind}: quote it as written, e.g. '{value}'"
 
 
 def _reads_as(text: str, accepted: set[Any]) -> bool:
@@ -79,7 +105,7 @@ class StrictConfig(BaseModel):
     def _no_silent_coercion(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         if field is not None:
-            problem = coercion_problem(value, accepted_types(field.annotation))
+            problem = coercion_problem(value, accepted_types(field.annotation)) or text_problem(value, field.annotation)
             if problem is not None:
                 raise ValueError(problem)
         return value
