@@ -323,3 +323,14 @@ def test_conrec_config_says_its_output_freezes_derived_defaults_and_reads_back_e
     again, cfg = load_config(tmp_path / "eff.yaml"), load_config(f"preset:{preset}" if preset else None)
     assert again == cfg and dump_config(again) == res.output.split("\n", len(header))[-1]
     assert all(stage_fingerprint(again, s) == stage_fingerprint(cfg, s) for s in STAGES)
+
+
+@pytest.mark.parametrize(("given", "hint"), [("tiny", True), ("demo.yaml", True), ("sub/tiny", False), ("mine", False)])
+def test_a_missing_file_named_like_a_preset_points_to_the_preset_spelling(tmp_path: Path, monkeypatch, given: str, hint: bool) -> None:
+    """`conrec config -c tiny` said only "config file not found: .../tiny"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not found") as err:
+        load_config(given)
+    name = Path(given).stem
+    assert (f"(for the preset, write preset:{name})" in str(err.value)) is hint, str(err.value)
+

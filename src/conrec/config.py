@@ -140,7 +140,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         path = resolve_config_path(path, None) or Path(path)  # "preset:<name>", as every CLI -c takes it
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file not found: {p.absolute()}")
+            preset = p.stem if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and p.stem in PRESETS else None
+            raise ConfigError(f"config file not found: {p.absolute()}" + (f" (for the preset, write preset:{preset})" if preset else ""))
         if not p.is_file():
             raise ConfigError(f"config path {p.absolute()} is a directory, not a YAML file")
         try:
