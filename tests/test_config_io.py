@@ -334,3 +334,14 @@ def test_a_missing_file_named_like_a_preset_points_to_the_preset_spelling(tmp_pa
     name = Path(given).stem
     assert (f"(for the preset, write preset:{name})" in str(err.value)) is hint, str(err.value)
 
+
+def test_config_reference_refuses_a_config_it_would_not_read() -> None:
+    """`conrec config --reference -c preset:tiny` printed the defaults' reference, silently ignoring -c."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    res = CliRunner().invoke(app, ["config", "--reference", "-c", "preset:tiny"], env={"COLUMNS": "300"})
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--reference prints every setting's default and reads no config; drop -c/-r" in out, out
+    assert CliRunner().invoke(app, ["config", "--reference"]).exit_code == 0

@@ -287,6 +287,12 @@ def show_config(
     small file, not this output), or the reference of every setting."""
     from conrec.config import config_reference_markdown, dump_effective_config
 
+    if reference and (config is not None or run_dir is not None):  # it was silently ignored: -c seemed to be shown
+        err_console.print(
+            "[bold red]error:[/] --reference prints every setting's default and reads no config; drop -c/-r, or drop "
+            "--reference to print the effective config"
+        )
+        raise typer.Exit(2)
     if reference:  # a terminal shows "<" as itself; a file or pipe gets the Markdown escape (&lt;), as the docs hold it
         import sys
 
