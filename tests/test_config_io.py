@@ -242,7 +242,8 @@ def test_a_bad_override_key_is_blamed_on_the_overrides_not_the_file(tmp_path: Pa
     with pytest.raises(ConfigError) as err:
         load_config(p, {"run_dr": "x"})
     assert str(err.value) == (
-        f"invalid config in {p}: sedd: Extra inputs are not permitted; in the overrides: run_dr: Extra inputs are not permitted"
+        f"invalid config in {p}: sedd: Extra inputs are not permitted (did you mean seed?); in the overrides: run_dr: Extra inputs "
+        "are not permitted (did you mean run_dir?)"
     )
     p.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"^invalid config in the overrides: sft\.train\.max_steps: .*nested mappings"):
@@ -300,3 +301,47 @@ def test_the_positive_budget_says_which_layouts_read_it() -> None:
     (description,) = [d for key, _, d in config_reference() if key == "sft.prompt.max_pos_items"]
     assert "segmented" in description and "merged" in description
     assert "timeline layouts show every positive of their window" in description
+
+
+@pytest.mark.parametrize("preset", [None, "tiny", "demo"])
+def test_conrec_config_says_its_output_freezes_derived_defaults_and_reads_back_exactly(tmp_path: Path, monkeypatch, preset) -> None:
+    """The printed config bakes in values derived from other settings: a copy edited in one key (data.source:
+    simulator, sft.prompt.max_pos_items) was not the config the same edit to the preset gives, and nothing said so."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+    from conrec.stages import STAGES, stage_fingerprint
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["config", *(["-c", f"preset:{preset}"] if preset else [])])
+    assert res.exit_code == 0, res.output
+    header = [line for line in res.output.splitlines() if line.startswith("#")]
+    text = " ".join(h.lstrip("# ") for h in header)
+    assert res.output.splitlines()[: len(header)] == header and "derived from other settings" in text
+    assert "write only the keys you change" in text and "preset" in text
+    (tmp_path / "eff.yaml").write_text(res.output)
+    again, cfg = load_config(tmp_path / "eff.yaml"), load_config(f"preset:{preset}" if preset else None)
+    assert again == cfg and dump_config(again) == res.output.split("\n", len(header))[-1]
+    assert all(stage_fingerprint(again, s) == stage_fingerprint(cfg, s) for s in STAGES)
+
+
+@pytest.mark.parametrize(("given", "hint"), [("tiny", True), ("demo.yaml", True), ("sub/tiny", False), ("mine", False)])
+def test_a_missing_file_named_like_a_preset_points_to_the_preset_spelling(tmp_path: Path, monkeypatch, given: str, hint: bool) -> None:
+    """`conrec config -c tiny` said only "config file not found: .../tiny"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not found") as err:
+        load_config(given)
+    name = Path(given).stem
+    assert (f"(for the preset, write preset:{name})" in str(err.value)) is hint, str(err.value)
+
+
+def test_config_reference_refuses_a_config_it_would_not_read() -> None:
+    """`conrec config --reference -c preset:tiny` printed the defaults' reference, silently ignoring -c."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    res = CliRunner().invoke(app, ["config", "--reference", "-c", "preset:tiny"], env={"COLUMNS": "300"})
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--reference prints every setting's default and reads no config; drop -c/-r" in out, out
+    assert CliRunner().invoke(app, ["config", "--reference"]).exit_code == 0

@@ -140,3 +140,77 @@ def test_reward_weights_are_finite_non_negative_and_not_all_zero(tmp_path, rewar
     # the weights a mode does not read may be 0: next_neg weighs the next negative, similarity w_sim and gamma
     load_config(None, {"grpo": {"reward": {"mode": "next_neg", "w_hit": 0, "w_collab": 0, "w_prefix": 0, "w_liked": 0}}})
     load_config(None, {"grpo": {"reward": {"mode": "similarity", "w_hit": 0, "w_collab": 0, "w_prefix": 0, "w_liked": 0}}})
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        # the README's "data.split: {protocol: per_user, ...} added to the demo preset", written as the reference spells keys
+        ("data.split: {protocol: per_user}\n", "data.split: Extra inputs are not permitted (a dotted key is not a path in a file: "
+         "write nested mappings, data: {split: ...}, or each key indented under the one before)"),
+        ("sft.train.max_steps: 3\n", "write nested mappings, sft: {train: {max_steps: ...}}"),
+        ("sft:\n  train:\n    max_step: 5\n", "sft.train.max_step: Extra inputs are not permitted (did you mean max_steps"),
+        ("eavl: {}\n", "eavl: Extra inputs are not permitted (did you mean eval?)"),
+        ("grpo:\n  stages: [{name: a, steps: 1, max_pos_item: 3}]\n", "grpo.stages.0.max_pos_item: Extra inputs are not permitted (did you mean max_pos_items"),
+    ],
+)
+def test_an_unknown_key_says_what_to_write_instead(tmp_path, text: str, needle: str) -> None:
+    """pydantic's "Extra inputs are not permitted" read, for data.split, as if a valid key were refused, and pointed
+    nowhere for a typo."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_an_unknown_key_far_from_every_allowed_one_gets_no_guess(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("sft:\n  zzzz: 1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert str(err.value).endswith("sft.zzzz: Extra inputs are not permitted")
+
+
+@pytest.mark.parametrize("text", ["sft:\n", "sft: ~\n", "sft:\n  # train: {max_steps: 5}\n", "eval:\n  category:\n", "sft: {train: null}\n"])
+def test_an_empty_section_takes_its_defaults_as_a_section_left_out(tmp_path, text: str) -> None:
+    """"Sections left out take their defaults" (docs/configuration.md), but an empty one, every setting commented out,
+    was refused: "sft: Input should be a valid dictionary or instance of SftConfig" (an internal class name)."""
+    from conrec.config import PipelineConfig
+
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    assert load_config(p) == PipelineConfig()
+
+
+def test_a_null_optional_section_stays_off(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("sid: {collab: null}\nsft: {train: {lora: ~}}\n")
+    cfg = load_config(p)
+    assert cfg.sid.collab is None and cfg.sft.train.lora is None
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("serve: {api_key: 123456}\n", "serve.api_key: Value error, must be text, but YAML reads 123456 unquoted as a number: quote it as written, e.g. '123456'"),
+        ("data: {ts_format: 2024-01-01}\n", "data.ts_format: Value error, must be text, but YAML reads 2024-01-01 unquoted as a date: quote it"),
+        ("run_dir: 2024\n", "run_dir: Value error, must be text, but YAML reads 2024 unquoted as a number"),
+        ("serve: {api_key: on}\n", "serve.api_key: Value error, must be text, but YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it"),
+    ],
+)
+def test_a_number_or_date_where_text_goes_is_told_to_be_quoted(tmp_path, text: str, needle: str) -> None:
+    """`serve.api_key: 123456` got "Input should be a valid string", an integer path "Input is not a valid path for
+    <class 'pathlib.Path'>": no word on the quotes that fix it."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert needle in str(err.value), str(err.value)
+
+
+def test_quoted_text_and_choice_words_are_unchanged(tmp_path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("serve: {api_key: '123456'}\ndata: {streaming: on, ts_format: '%Y-%m-%d'}\n")
+    cfg = load_config(p)
+    assert (cfg.serve.api_key, cfg.data.streaming, cfg.data.ts_format) == ("123456", "on", "%Y-%m-%d")

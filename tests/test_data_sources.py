@@ -22,3 +22,39 @@ def test_registry_covers_exactly_the_configurable_sources() -> None:
 def test_file_sources_name_the_file_they_need(name: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"data.events_path is required for data.source={name!r} (the {SOURCES[name].events_what})")):
         load_source(DataConfig(source=name))
+
+
+def test_the_file_settings_each_source_reads_are_declared_for_every_source() -> None:
+    """SOURCE_READS (the refusal of ignored file settings) knows every source, and a source that needs an events file
+    reads events_path."""
+    from conrec.data.config import SOURCE_READS
+
+    assert set(SOURCE_READS) == set(SOURCES)
+    assert all(("events_path" in SOURCE_READS[n]) == (s.events_what is not None) for n, s in SOURCES.items())
+
+
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        # the probe's case: exit 0 and a results table for MovieLens-100K, the user's file never read
+        ({"events_path": "own/events.csv", "columns": {"user": "user_id"}},
+         "data.events_path and data.columns are set, but data.source: movielens100k does not read them (it loads the "
+         "embedded MovieLens-100K); for your own CSV/Parquet files set data.source: table"),
+        ({"source": "simulator", "items_path": "items.csv"}, "data.items_path is set, but data.source: simulator does not read it"),
+        ({"source": "movielens", "events_path": "r.dat", "items_path": "m.dat", "columns": {"u": "user_id"}},
+         "data.columns is set, but data.source: movielens does not read it (it reads its data set's own files); remove it"),
+        ({"source": "simulator", "events_path": "e.csv", "items_path": "i.csv", "columns": {"u": "user_id"}},
+         "data.events_path, data.items_path and data.columns are set, but data.source: simulator does not read them"),
+    ],
+)
+def test_file_settings_the_source_does_not_read_are_refused(settings: dict, needle: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        DataConfig.model_validate(settings)
+    assert needle in str(err.value)
+
+
+def test_file_settings_the_source_reads_are_accepted() -> None:
+    DataConfig(source="table", events_path="e.csv", items_path="i.csv", columns={"u": "user_id"})
+    DataConfig(source="kuairand", events_path="log", items_path="video_features.csv")

@@ -119,7 +119,7 @@ def test_stage_alone_refuses_upstream_made_with_other_settings(tmp_path: Path, f
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     pipeline.run_pipeline(cfg)
     other = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"horizon_days": 3}}})
-    with pytest.raises(StageInputError, match="data changed"):
+    with pytest.raises(StageInputError, match=r"made with a different configuration \(data.split.horizon_days: 7.0 -> 3.0\)"):
         pipeline.run_stage(other, "sft")
 
 
@@ -452,7 +452,7 @@ def test_a_new_stage_is_one_registry_entry(tmp_path: Path, monkeypatch: pytest.M
     pipeline.run_pipeline(cfg, stages=names)
     assert calls == []
     other = load_config(None, {"run_dir": str(tmp_path / "run"), "serve": {"port": 1234, "max_k": 70}})
-    assert pipeline.stale_reason(RunDir(cfg.run_dir), other, "export") == "made with a different configuration (serve changed)"
+    assert pipeline.stale_reason(RunDir(cfg.run_dir), other, "export") == "made with a different configuration (serve.max_k: 50 -> 70)"
     pipeline.run_pipeline(other, stages=names)
     assert calls == ["export"]
 
@@ -544,9 +544,9 @@ def test_switching_the_data_engine_reuses_the_finished_stages(tmp_path: Path, fa
         path = run.stage_dir(stage) / "_fingerprint.json"
         rec = json.loads(path.read_text())
         upstream = {up: run.stage_identity(up) for up in rec.get("upstream") or {}}
-        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=(False, False)), "upstream": upstream}))
+        path.write_text(json.dumps({**rec, "fingerprint": _stage_fingerprint(switched, stage, view=(frozenset(), False)), "upstream": upstream}))
     assert all(run.stale_reason(switched, stage) is None for stage in STAGES)
-    assert _stage_fingerprint(switched, "data", view=(False, False)) != stage_fingerprint(switched, "data")
+    assert _stage_fingerprint(switched, "data", view=(frozenset(), False)) != stage_fingerprint(switched, "data")
     # what the data say still counts, a Spark SQL setting too (it can change how a file is read)
     fake_stages.clear()
     pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "data": {**engines, "spark": {"conf": {"spark.sql.ansi.enabled": "false"}}}}))
@@ -610,7 +610,7 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
     """Found by probing: nothing in a fingerprint said which conrec made a stage, so SFT models trained before the
     prompt-budget fix (their prompts showed 4 of 16 dislikes) were skipped by `conrec demo`, served and reported as
     current. A stage's revision is raised with such a fix; revision 0 is not hashed (no other run goes stale)."""
-    from conrec.stages import REVISIONS, STAGE_REGISTRY, _stage_fingerprint
+    from conrec.stages import REVISIONS, STAGE_REGISTRY, TODAY, _stage_fingerprint
 
     assert all(spec.revision == max(REVISIONS.get(name, {0: ""})) for name, spec in STAGE_REGISTRY.items())
     assert STAGE_REGISTRY["sft"].revision >= 1
@@ -624,7 +624,7 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
         sft = STAGE_REGISTRY["sft"]
         object.__setattr__(sft, "revision", sft.revision - 1)
         try:
-            return {**rec, "revision": STAGE_REGISTRY[stage].revision, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, True))}
+            return {**rec, "revision": STAGE_REGISTRY[stage].revision, "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
         finally:
             object.__setattr__(sft, "revision", sft.revision + 1)
 
@@ -644,8 +644,9 @@ def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: 
     they were; only all-stand-in or all-real records were accepted, so such a run (own files, streaming on) reran
     every stage, said to be changed ("data changed"). Runs of that period are stale now anyway (data revision 1):
     this checks that the hashing a record used does not decide, only its settings and revisions."""
-    from conrec.stages import _stage_fingerprint
+    from conrec.stages import _FIRST_EXECUTION_SETTINGS, _stage_fingerprint
 
+    morning = (_FIRST_EXECUTION_SETTINGS, False)  # execution settings at stand-ins, the user's file paths real
     events, items = tmp_path / "events.csv", tmp_path / "items.csv"
     events.write_text("user_id,item_id,ts,feedback\nu1,i1,1,-1\n")
     items.write_text("item_id,title\ni1,One\n")
@@ -653,9 +654,9 @@ def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: 
         "source": "table", "events_path": str(events), "items_path": str(items), "streaming": "on"}})
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
-    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=(True, False))})
+    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=morning)})
     assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
-    assert _stage_fingerprint(cfg, "data", view=(True, False)) != _stage_fingerprint(cfg, "data", view=(True, True))
+    assert _stage_fingerprint(cfg, "data", view=morning) != pipeline.stage_fingerprint(cfg, "data")
 
 
 def test_a_section_an_older_record_lacks_is_not_called_changed(tmp_path: Path, fake_stages: list[str]) -> None:
@@ -675,4 +676,105 @@ def test_a_section_an_older_record_lacks_is_not_called_changed(tmp_path: Path, f
     why = run.stale_reason(cfg, "grpo") or ""
     assert "read other settings" in why and "exclude_history" not in why
     changed = load_config(None, {"run_dir": str(tmp_path / "run"), "grpo": {"beta": 0.5}})
-    assert "(grpo changed)" in (run.stale_reason(changed, "grpo") or "")
+    assert "(grpo.beta: 0.04 -> 0.5)" in (run.stale_reason(changed, "grpo") or "")
+
+
+def test_an_eval_column_the_items_lack_stops_the_pipeline_right_after_the_data_stage(
+    tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`eval.category.columns: [category, mood]` trained data, SID, SFT and GRPO (minutes to hours) and then failed with
+    "items: missing column(s) ['mood']", naming no setting. The eval preflight now stops the run once the data stage's
+    items exist, naming the key, and again on a rerun with the data current."""
+    import polars as pl
+
+    from conrec.errors import ConfigError
+    from conrec.io import write_parquet
+
+    monkeypatch.setitem(STAGE_REGISTRY, "eval", dataclasses.replace(STAGE_REGISTRY["eval"], preflight="conrec.eval.preflight:preflight"))
+    real = pipeline._stage_runner
+
+    def runner(stage: str) -> Any:
+        def run(section: Any, run_dir: Any, console: Any = None, **kw: Any) -> Any:
+            out = real(stage)(section, run_dir, console=console, **kw)
+            if stage == "data":
+                write_parquet(pl.DataFrame({"item_id": ["a"], "title": ["A"], "category": ["x"], "tone": ["y"]}), RunDir(run_dir).items)
+            return out
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "eval": {"category": {"columns": ["category", "mood"]}}})
+    needle = r"eval.category.columns: no column 'mood' in the items \(data/items.parquet, read by category, taste_exposure\); have \['item_id', 'title', 'category', 'tone'\]"
+    with pytest.raises(ConfigError, match=needle):
+        pipeline.run_pipeline(cfg)
+    assert fake_stages == ["data"]
+    with pytest.raises(ConfigError, match=needle):  # the data current: still refused before SID
+        pipeline.run_pipeline(cfg)
+    assert fake_stages == ["data"]
+    pipeline.run_pipeline(load_config(None, {"run_dir": str(tmp_path / "run"), "eval": {"category": {"columns": ["category", "tone"]}}}))
+    assert fake_stages == list(STAGES)
+
+
+def test_the_eval_column_check_asks_only_for_baselines_that_read_the_columns() -> None:
+    from conrec.eval.config import EvalConfig
+    from conrec.eval.preflight import facet_readers, missing_facet_columns
+
+    cols = {"category": {"columns": ["mood"]}}
+    assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["popularity", "itemknn"]}), ["item_id"]) is None
+    only_knn = {"personal": "itemknn", "grid": {"pop_weight": [0.5]}}
+    assert facet_readers(EvalConfig.model_validate({"baselines": ["taste_exposure"], "taste_exposure": only_knn})) == []
+    assert facet_readers(EvalConfig.model_validate({"baselines": ["taste_exposure", "facet_rule"]})) == ["taste_exposure", "facet_rule"]
+    assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["category"]}), ["mood"]) is None
+
+
+def test_bookkeeping_settings_make_no_stage_stale_and_runs_recorded_before_stay_current(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: a new sft.train.logging_steps retrained SFT, GRPO and eval, and sid.encoder.cache=false every
+    stage after data, though neither changes a weight or a score. Runs that the previous conrec recorded (those
+    settings hashed at their real values) are not rerun for the upgrade; settings that may move numbers still count."""
+    from conrec.stages import _FIRST_EXECUTION_SETTINGS, _stage_fingerprint
+
+    def config(**extra: Any) -> PipelineConfig:
+        base = {"run_dir": str(tmp_path / "run"), "sft": {"train": {"logging_steps": 7, "save_steps": 100, "save_total_limit": 3}},
+                "grpo": {"save_steps": 3}, "sid": {"encoder": {"cache": False}}}
+        from conrec.config import _deep_merge
+
+        return load_config(None, _deep_merge(base, extra))
+
+    cfg = config()
+    pipeline.run_pipeline(cfg)
+    fake_stages.clear()
+    pipeline.run_pipeline(config(sft={"train": {"logging_steps": 1, "save_steps": 5, "save_total_limit": 2}}, grpo={"save_steps": 1},
+                                 sid={"encoder": {"cache": True}}))
+    assert fake_stages == []
+    run = RunDir(cfg.run_dir)
+    before = (_FIRST_EXECUTION_SETTINGS, True)  # what the previous conrec recorded: these settings at their values
+    assert _stage_fingerprint(cfg, "sft", view=before) != pipeline.stage_fingerprint(cfg, "sft")
+    _rewrite_records(run, lambda stage, rec: {**rec, "fingerprint": _stage_fingerprint(cfg, stage, view=before)})
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == []
+    pipeline.run_pipeline(config(sid={"quantizer": {"num_threads": 1}}))  # thread counts may change float sums: still counted
+    assert fake_stages == ["sid", "sft", "grpo", "eval"]
+
+
+def test_the_stale_message_names_the_settings_that_changed(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: "made with a different configuration (sft changed)" left the user to find which of the
+    section's dozens of settings it was. The record now holds the settings; a record from before them is read
+    against the run's config.yaml when that holds the recorded section, else the section is named as before."""
+    import json
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    lr = cfg.sft.train.learning_rate
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3}, "prompt": {"variant": "timeline"}}})
+    why = run.stale_reason(changed, "sft")
+    assert why == f"made with a different configuration (sft.prompt.variant: segmented -> timeline; sft.train.learning_rate: {lr} -> 0.001)"
+    many = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"learning_rate": 1e-3, "epochs": 9, "warmup_ratio": 0.2,
+                                                                                      "max_length": 99, "seed": 4}}})
+    assert (run.stale_reason(many, "sft") or "").endswith("; and 1 more)")
+    # a record from before the settings were recorded: the run's config.yaml (the config it was made with) says
+    path = run.stage_dir("sft") / "_fingerprint.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "settings"}))
+    assert run.stale_reason(changed, "sft") == why
+    (run.root / "config.yaml").write_text("sft: {train: {epochs: 2}}\n")  # not the sft it was made with: the section only
+    assert run.stale_reason(changed, "sft") == "made with a different configuration (sft changed)"

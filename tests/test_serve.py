@@ -321,9 +321,9 @@ def test_a_stale_grpo_model_is_never_served_predicted_or_scored(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
         client = TestClient(create_app_from_run(new, load_lm=_recording_loader(loaded)), base_url="http://localhost")
     assert loaded == ["sft"] and client.get("/healthz").json()["model"] == "sft"
-    assert "not serving the grpo model (made with a different configuration (sft changed))" in caplog.text
+    assert "not serving the grpo model (made with a different configuration (sft.train.max_steps: -1 -> 7))" in caplog.text
     # conrec predict / score (Predictor.from_run) refuse instead, naming why and the current alternative
-    with pytest.raises(StageInputError, match=r"grpo model cannot be used with this config: made with a different configuration \(sft changed\).*--model sft"):
+    with pytest.raises(StageInputError, match=r"grpo model cannot be used with this config: made with a different configuration \(sft.train.max_steps: -1 -> 7\).*--model sft"):
         check_model_dir(new, "grpo")
     assert check_model_dir(new, "sft") == run.sft_model
     # nor under the old config: the SFT model it was trained from is gone (rebuilt), whichever config asks
@@ -336,7 +336,7 @@ def test_no_current_model_is_a_clear_error_not_a_stale_answer(tmp_path):
     old = PipelineConfig(run_dir=run.root)
     _write_model(run, old, "sft")
     new = PipelineConfig.model_validate({"run_dir": str(run.root), "seed": 5})
-    with pytest.raises(StageInputError, match=r"no model in .* is current for this config \(grpo: no model at .*; sft: made with a different configuration \(seed changed\)\)"):
+    with pytest.raises(StageInputError, match=r"no model in .* is current for this config \(grpo: no model at .*; sft: made with a different configuration \(seed: 0 -> 5\)\)"):
         create_app_from_run(new, load_lm=_recording_loader([]))
 
 
@@ -361,7 +361,7 @@ def test_popular_is_served_only_from_data_and_sids_current_for_the_config(tmp_pa
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})
     record_serving_tables(cfg)
     changed = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dislike_max_rating": 1.0})})
-    with pytest.raises(StageInputError, match=r"serve.model: popular needs the data stage's outputs in .*made with a different configuration \(data changed\); run `conrec data`"):
+    with pytest.raises(StageInputError, match=r"serve.model: popular needs the data stage's outputs in .*made with a different configuration \(data.dislike_max_rating: 2.0 -> 1.0\); run `conrec data`"):
         create_app_from_run(changed)
     run.clear_done("sid")  # what a rerun data stage leaves until the SID stage reruns
     with pytest.raises(StageInputError, match=r"needs the sid stage's outputs in .*: not finished; run `conrec sid`"):
@@ -580,7 +580,7 @@ def test_a_changed_config_still_names_its_stage_while_the_run_is_held(tmp_path):
     _data_and_sid_current(run, cfg)
     _write_model(run, cfg, "sft")
     changed = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"discernment_eval": cfg.sft.discernment_eval + 1})})
-    with _holding(run), pytest.raises(StageInputError, match=r"sft changed\); run `conrec sft` with it.*" + BUSY.format("sft")):
+    with _holding(run), pytest.raises(StageInputError, match=r"sft.discernment_eval: 200 -> 201\); run `conrec sft` with it.*" + BUSY.format("sft")):
         check_model_dir(changed, "sft")
 
 

@@ -283,15 +283,22 @@ def show_config(
     run_dir: Path | None = RunDirOpt,
     reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default and, for a choice, its allowed values"),
 ) -> None:
-    """Print the effective YAML config (defaults filled in), or the reference of every setting."""
-    from conrec.config import config_reference_markdown, dump_config
+    """Print the effective YAML config (defaults filled in, derived ones too: to change settings, edit the preset or a
+    small file, not this output), or the reference of every setting."""
+    from conrec.config import config_reference_markdown, dump_effective_config
 
+    if reference and (config is not None or run_dir is not None):  # it was silently ignored: -c seemed to be shown
+        err_console.print(
+            "[bold red]error:[/] --reference prints every setting's default and reads no config; drop -c/-r, or drop "
+            "--reference to print the effective config"
+        )
+        raise typer.Exit(2)
     if reference:  # a terminal shows "<" as itself; a file or pipe gets the Markdown escape (&lt;), as the docs hold it
         import sys
 
         print(config_reference_markdown(escape_html=not sys.stdout.isatty()))
     else:
-        _guard(lambda: print(dump_config(_load(config, run_dir, check_record=False)), end=""))
+        _guard(lambda: print(dump_effective_config(_load(config, run_dir, check_record=False)), end=""))
 
 
 @app.command()

@@ -8,6 +8,7 @@ silently ignored).
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 import typing
@@ -19,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conrec.config_base import StrictConfig
+from conrec.config_yaml import DuplicateKeyError, load_yaml
 from conrec.data.config import SIMULATOR_FACETS, DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
@@ -138,7 +140,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         path = resolve_config_path(path, None) or Path(path)  # "preset:<name>", as every CLI -c takes it
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"config file not found: {p.absolute()}")
+            preset = p.stem if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and p.stem in PRESETS else None
+            raise ConfigError(f"config file not found: {p.absolute()}" + (f" (for the preset, write preset:{preset})" if preset else ""))
         if not p.is_file():
             raise ConfigError(f"config path {p.absolute()} is a directory, not a YAML file")
         try:
@@ -148,7 +151,9 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         except OSError as exc:
             raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
         try:
-            loaded = yaml.safe_load(text)
+            loaded = load_yaml(text)
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from exc
         if loaded is None:
@@ -168,10 +173,50 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         for e in exc.errors():
             problem = validation_problem(e)
             where = _blame(e["loc"], from_file, overrides, path)
-            if where == " in the overrides" and e["type"] == "extra_forbidden" and "." in str(e["loc"][-1]):
-                problem += " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
+            if e["type"] == "extra_forbidden":
+                problem += _unknown_key_hint(e["loc"], overrides=where == " in the overrides")
             groups.setdefault(where, []).append(problem)
         raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
+
+
+def _unknown_key_hint(loc: tuple[Any, ...], overrides: bool) -> str:
+    """What to write instead of the unknown key at ``loc``: nested mappings for a dotted key (``data.split:`` in a file,
+    as the reference spells keys, read as one unknown key), else the allowed keys at that level closest to it (pure).
+
+    Why: pydantic says only "Extra inputs are not permitted", which for ``data.split`` read as if that valid key were
+    refused, and for ``max_step`` did not point to ``max_steps``."""
+    key = str(loc[-1])
+    if "." in key:
+        if overrides:
+            return " (overrides are nested mappings, e.g. {'sft': {'train': {'max_steps': 5}}}, not dotted keys)"
+        parts = key.split(".")
+        nested = ": {".join(parts) + ": ..." + "}" * (len(parts) - 1)
+        return f" (a dotted key is not a path in a file: write nested mappings, {nested}, or each key indented under the one before)"
+    allowed = _keys_at(loc[:-1])
+    close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6) if allowed else []
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the config section at ``loc`` (a validation error's path) allows; [] where that is not one model
+    (a list index is stepped over; a union of several models, or a path pydantic names by type, gives [])."""
+    model: type[BaseModel] = PipelineConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        inner = _nested_models(field.annotation) if field is not None else []
+        if len(inner) != 1:
+            return []
+        model = inner[0]
+    return list(model.model_fields)
+
+
+def _nested_models(annotation: Any) -> list[type[BaseModel]]:
+    """Pydantic model classes anywhere inside an annotation (``Model``, ``Model | None``, ``list[Model]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for a in get_args(annotation) for m in _nested_models(a)]
 
 
 def validation_problem(error: Any) -> str:
@@ -288,6 +333,24 @@ def resolve_input_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def dump_config(cfg: PipelineConfig) -> str:
     return str(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+EFFECTIVE_CONFIG_HEADER = """\
+# The effective configuration: every setting, with the defaults filled in, including those derived from other
+# settings (on simulated data: eval.category.columns and eval.baselines; grpo.stages.max_pos_items from
+# sft.prompt.max_pos_items). Here they are written out, so they no longer follow: edit one key of this file and
+# what was derived from it stays as it is (a switch to data.source: simulator keeps the one facet column).
+# To change settings, write only the keys you change, in a small file or a copy of the preset (-c preset:<name>).
+"""
+"""What ``conrec config`` prints above the effective YAML (comments: the YAML reads back to the same config).
+
+Why: the printed config freezes derived defaults, and a copy of it edited in one key was not the config the same edit
+to the preset gives (GRPO showing more positives than SFT was trained with; simulated comparisons reading one facet)."""
+
+
+def dump_effective_config(cfg: PipelineConfig) -> str:
+    """``conrec config``'s output: :data:`EFFECTIVE_CONFIG_HEADER`, then the config's YAML (:func:`dump_config`)."""
+    return EFFECTIVE_CONFIG_HEADER + dump_config(cfg)
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

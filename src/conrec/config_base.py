@@ -8,10 +8,12 @@ only by mistake (an unquoted ``yes``, a quoted number), so they are refused with
 
 from __future__ import annotations
 
+import datetime
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 _SCALARS = frozenset({int, float, bool, type(None)})
 
@@ -40,15 +42,47 @@ def coercion_problem(value: Any, accepted: set[Any]) -> str | None:
     return None
 
 
+def takes_text(annotation: Any) -> bool:
+    """Whether a field takes free text (``str`` or a ``Path``, possibly optional), not only a choice of words."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return takes_text(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(takes_text(a) for a in get_args(annotation))
+    return annotation in (str, Path)
+
+
+def text_problem(value: Any, annotation: Any) -> str | None:
+    """Why ``value``, which YAML read as a number, a date or a boolean, does not fit a text field; None when it
+    is not that case. Why: ``api_key: 123456`` or ``ts_format: 2024-01-01`` got pydantic's "Input should be a valid
+    string" (a path: "Input is not a valid path for <class 'pathlib.Path'>"), no word on the quotes that fix it."""
+    if not takes_text(annotation) or not isinstance(value, (int, float, bool, datetime.date)):
+        return None
+    if type(value) in accepted_types(annotation):  # a field that also takes the number as a number
+        return None
+    if isinstance(value, bool):  # which word (yes, on, true) was written cannot be told after YAML
+        return "must be text, but YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it"
+    kind = "a date" if isinstance(value, datetime.date) else "a number"
+    return f"must be text, but YAML reads {value} unquoted as {kind}: quote it as written, e.g. '{value}'"
+
+
 def _reads_as(text: str, accepted: set[Any]) -> bool:
-    """Whether YAML would read ``text`` unquoted as one of the ``accepted`` scalar types."""
+    """Whether a config (:func:`conrec.config_yaml.load_yaml`) would read ``text`` unquoted as one of the ``accepted``
+    scalar types."""
     import yaml
 
+    from conrec.config_yaml import load_yaml
+
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return False
     return type(value) in accepted or (isinstance(value, int) and not isinstance(value, bool) and float in accepted)
+
+
+def _is_section(annotation: Any) -> bool:
+    """Whether a field is a config section that always exists (a model, not ``Model | None``, whose null means off)."""
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 class StrictConfig(BaseModel):
@@ -56,12 +90,22 @@ class StrictConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections_take_defaults(cls, data: Any) -> Any:
+        """A section written empty (``sft:`` with every setting commented out, or ``sft: ~``) takes its defaults, as a
+        section left out does. It was refused as "Input should be a valid dictionary or instance of SftConfig"."""
+        if not isinstance(data, dict):
+            return data
+        empty = [k for k, v in data.items() if v is None and k in cls.model_fields and _is_section(cls.model_fields[k].annotation)]
+        return {k: v for k, v in data.items() if k not in empty} if empty else data
+
     @field_validator("*", mode="before")
     @classmethod
     def _no_silent_coercion(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         if field is not None:
-            problem = coercion_problem(value, accepted_types(field.annotation))
+            problem = coercion_problem(value, accepted_types(field.annotation)) or text_problem(value, field.annotation)
             if problem is not None:
                 raise ValueError(problem)
         return value

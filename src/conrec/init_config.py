@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from conrec.config import load_config, preset_path
+from conrec.config_yaml import load_yaml
 from conrec.data.guess import Guess, guess, id_overlap_warning, read_sample
 from conrec.errors import ConfigError
 from conrec.io import check_output_file, write_text
@@ -38,7 +39,7 @@ def _q(value: Any) -> str:
 def _preset_rest(name: str) -> tuple[str, dict[str, Any]]:
     """The preset's text without its ``run_dir`` and ``data`` blocks (comments kept), and its data section."""
     text = preset_path(name).read_text()
-    data = (yaml.safe_load(text) or {}).get("data", {}) or {}
+    data = (load_yaml(text) or {}).get("data", {}) or {}
     kept: list[str] = []
     skipping = False
     for line in text.splitlines():

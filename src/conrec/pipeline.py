@@ -28,7 +28,7 @@ from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, section_hashes, stage_fingerprint
+from conrec.stages import STAGE_REGISTRY, STAGES, section_hashes, section_settings, stage_fingerprint
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
@@ -163,7 +163,8 @@ def record_finished(
     repeat bit for bit sets ``threads`` (docs/results.md)."""
     run = RunDir(cfg.run_dir)
     write_json(
-        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "seconds": seconds,
+        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "settings": section_settings(cfg, stage),
+         "seconds": seconds,
          "revision": STAGE_REGISTRY[stage].revision,
          "source_files": source_files or {}, "torch_threads": threads,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
@@ -204,6 +205,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
     for stage in stages:
         if stage != "data" and "eval" in stages and run.is_done("data"):
             check_evaluable(run, cfg.eval.split)  # before minutes of training, whether data ran now or earlier
+            STAGE_REGISTRY["eval"].precheck(cfg)  # its settings against the items (eval.category.columns), as early
         if stage == "grpo" and cfg.sft.copy_bias.enabled:
             console.print("[dim]grpo: skipped (GRPO cannot train a model with sft.copy_bias; eval scores the sft model)[/]")
             continue

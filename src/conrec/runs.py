@@ -48,7 +48,10 @@ from conrec.stages import (
     STAGES,
     model_output,
     section_hashes,
+    section_settings,
+    setting_changes,
     stage_fingerprints,
+    stage_hash,
     upstream_closure,
 )
 
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = ["FINGERPRINT_FILE", "PARENT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
 
 PARENT_FILE = "parent.json"  # a child run's record of its parent and linked stages (conrec.experiments)
+MAX_CHANGES_SHOWN = 4  # settings a stale message names before "and N more"
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,7 @@ class RunDir:
                 if (why := self._rebuilt_upstream(rec)) is not None:
                     return why
                 return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
-            return f"made with a different configuration ({', '.join(changed)} changed)"
+            return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
         for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
             up_rec = rec if up == stage else self.fingerprint_record(up)
             now = STAGE_REGISTRY[up].source_paths(cfg)
@@ -215,6 +219,34 @@ class RunDir:
         if (why := self._rebuilt_upstream(rec)) is not None:
             return why
         return self.output_problem(stage)
+
+    def _what_changed(self, cfg: PipelineConfig, stage: str, rec: dict[str, Any], changed: list[str]) -> str:
+        """The settings of the ``changed`` sections that differ, ``key: recorded -> now`` (a few, then how many more),
+        from the settings the record holds; for a record from before they were recorded, from the run's config.yaml
+        where its section is the one recorded. Else the sections, ``sft changed`` (all a stale message said before:
+        which of a section's dozens of settings had changed, e.g. sft.train.logging_steps, was left to guess)."""
+        now = section_settings(cfg, stage)
+        recorded = rec.get("settings")
+        if not isinstance(recorded, dict):
+            recorded = self._config_record(stage, rec)
+        lines = [c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k])]
+        if not lines or any(k not in recorded for k in changed):
+            return f"{', '.join(changed)} changed"
+        more = f"; and {len(lines) - MAX_CHANGES_SHOWN} more" if len(lines) > MAX_CHANGES_SHOWN else ""
+        return "; ".join(lines[:MAX_CHANGES_SHOWN]) + more
+
+    def _config_record(self, stage: str, rec: dict[str, Any]) -> dict[str, Any]:
+        """The sections of the run's config.yaml whose hash is the one ``rec`` recorded ({} when none is, or the file
+        does not load): what an older conrec made the stage with, for its stale message."""
+        from conrec.config import load_config
+        from conrec.errors import ConfigError
+
+        try:
+            settings = section_settings(load_config(self.root / "config.yaml"), stage)
+        except (ConfigError, OSError):
+            return {}
+        hashes = rec.get("sections") or {}
+        return {k: v for k, v in settings.items() if hashes.get(k) == stage_hash(v)}
 
     def _rebuilt_upstream(self, rec: dict[str, Any]) -> str | None:
         """Which stage a finished stage's record says it was built on has been rebuilt or removed since (records
@@ -263,7 +295,7 @@ class RunDir:
         return {s: self.stage_identity(s) for s in STAGE_REGISTRY[stage].inputs}
 
     def fingerprint_record(self, stage: str) -> dict[str, Any] | None:
-        """The ``{fingerprint, sections, seconds}`` the pipeline recorded beside ``stage`` (None: none or unreadable)."""
+        """The ``{fingerprint, sections, settings, seconds, ...}`` the pipeline recorded beside ``stage`` (None: none or unreadable)."""
         fp = self.stage_dir(stage) / FINGERPRINT_FILE
         try:
             rec = json.loads(fp.read_text()) if fp.is_file() else None

@@ -25,7 +25,8 @@ The protocol (:class:`Stage`): a stage declares
 * ``preflight`` (optional): ``"module:function"`` called as ``function(section, run_dir)`` by
   :meth:`Stage.precheck`, before the pipeline touches the run: the refusals the runner would make from its
   settings and the run's existing inputs (SFT: settings that contradict each other, the copy bias's levels; GRPO: its
-  group batch, an SFT model it can train, enough prompts);
+  group batch, an SFT model it can train, enough prompts; eval: item columns it names that the data stage's items
+  lack, which the pipeline also checks as soon as those items exist, before any training stage);
   the runner calls it too, so a direct call is refused alike;
 * ``runner``: ``"module:function"`` called as ``function(section, run_dir, console=..., **kwargs)``.
   ``section`` is the stage's one config section when it declares one, else an instance of its
@@ -253,7 +254,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
             ("data", "sid"), ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
-            bundle=EvalSections, selects="eval.models", revision=1,
+            bundle=EvalSections, selects="eval.models", preflight="conrec.eval.preflight:preflight", revision=1,
         ),
     )
 }
@@ -289,7 +290,7 @@ def model_output(stage: str) -> str:
     if spec is None or not spec.produces_model:
         raise KeyError(stage)
     return next(o for o in spec.outputs if o.endswith("/"))
-"""Beside each finished stage's outputs: ``{fingerprint, sections, seconds}`` (written by the pipeline)."""
+"""Beside each finished stage's outputs: ``{fingerprint, sections, settings, seconds, ...}`` (written by the pipeline; ``settings``: the sections as hashed, for the stale message)."""
 
 
 def upstream_closure(stage: str) -> list[str]:
@@ -334,16 +335,30 @@ EXECUTION_SETTINGS: dict[str, Any] = {
     "data.spark.master": None,
     "decode.top_k": 20,
     "sid.encoder.cache_dir": None,
+    # bookkeeping: how often a trainer logs and checkpoints, how many checkpoints it keeps, whether the SID stage reuses
+    # cached text vectors; none changes a weight or a score (a checkpoint is for resuming; the cache holds the same vectors)
+    "sid.encoder.cache": True,
+    "sft.train.logging_steps": 10,
+    "sft.train.save_steps": 500,
+    "sft.train.save_total_limit": 1,
+    "grpo.save_steps": 10,
 }
 """Settings that decide how or where a stage runs, never what it writes, with the value each is hashed at.
 
 The data engines write identical files (``tests/test_data_engines.py``, ``tests/test_data_engine_spark.py``)
 wherever Spark runs (``data.spark.conf`` stays fingerprinted: a Spark SQL setting can change how a file is
 read); ``decode.top_k`` is ``conrec predict``'s K, which no stage reads (eval ranks max(eval.ks)). Switching
-to streaming or Spark reran every stage, with identical results. Each is hashed at a fixed stand-in, the
-default it had when this was introduced: a later change of a default must not change every recorded
-fingerprint. Fingerprints recorded before, with the real values, are still accepted
-(:func:`stage_fingerprints`)."""
+to streaming or Spark reran every stage, with identical results; a new ``logging_steps`` retrained SFT, GRPO and eval.
+Each is hashed at a fixed stand-in, the default it had when this was introduced: a later change of a default must
+not change every recorded fingerprint. Fingerprints recorded before, with the real values, are still accepted
+(:func:`stage_fingerprints`). Settings that may change numbers stay fingerprinted: thread counts, batch sizes and
+devices (float sums in another order)."""
+
+_FIRST_EXECUTION_SETTINGS = frozenset(
+    ("data.engine", "data.streaming", "data.streaming_min_events", "data.partition_events", "data.spark.master", "decode.top_k",
+     "sid.encoder.cache_dir")
+)
+"""The :data:`EXECUTION_SETTINGS` older conrec versions hashed at stand-ins (before the bookkeeping ones joined)."""
 
 
 SOURCE_PATH = "<a path outside the run: its files are compared, not its name>"
@@ -352,20 +367,22 @@ path, so a project directory copied or moved elsewhere reran every stage on the 
 hold is compared instead (:func:`conrec.source_files.change`, against the path the config names now)."""
 
 
-_View = tuple[bool, bool]
-"""Which settings a fingerprint hashes at stand-ins: (:data:`EXECUTION_SETTINGS`, source paths)."""
-_VIEWS: tuple[_View, ...] = ((True, True), (True, False), (False, False))
-"""Today's view, then the views older conrec versions recorded: execution settings at stand-ins with real source
-paths (6 December 2026, morning), and every value real (before that)."""
+_View = tuple[frozenset[str], bool]
+"""Which settings a fingerprint hashes at stand-ins: (those of :data:`EXECUTION_SETTINGS`, whether source paths)."""
+TODAY: _View = (frozenset(EXECUTION_SETTINGS), True)
+_VIEWS: tuple[_View, ...] = (TODAY, (_FIRST_EXECUTION_SETTINGS, True), (_FIRST_EXECUTION_SETTINGS, False), (frozenset(), False))
+"""Today's view, then the views older conrec versions recorded: the first execution settings at stand-ins, the
+bookkeeping ones real (before they joined), with source paths at their stand-in or real (6 December 2026, morning),
+and every value real (before that)."""
 
 
-def _hashed_view(key: str, value: Any, view: _View = (True, True)) -> Any:
+def _hashed_view(key: str, value: Any, view: _View = TODAY) -> Any:
     """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their stand-ins,
     and a set source path (the stages' ``source_files``) as :data:`SOURCE_PATH` (each as ``view`` says)."""
     if not isinstance(value, dict):
         return value
     paths = {f for spec in STAGE_REGISTRY.values() for f in spec.source_files} if view[1] else set()
-    inside = [s for s in (*(EXECUTION_SETTINGS if view[0] else ()), *paths) if s.startswith(key + ".")]
+    inside = [s for s in (*view[0], *paths) if s.startswith(key + ".")]
     if not inside:
         return value
     value = copy.deepcopy(value)
@@ -374,20 +391,42 @@ def _hashed_view(key: str, value: Any, view: _View = (True, True)) -> Any:
         node = value
         for part in parents:
             node = node[part]
-        if setting in EXECUTION_SETTINGS:
+        if setting in view[0]:
             node[leaf] = EXECUTION_SETTINGS[setting]
         elif node[leaf] is not None:
             node[leaf] = SOURCE_PATH
     return value
 
 
+def section_settings(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
+    """Each config section in :func:`fingerprint_sections` as the fingerprint sees it (:func:`_hashed_view`): what the
+    pipeline records beside a finished stage, so that a later stale message can name the settings that changed."""
+    dumped = cfg.model_dump(mode="json")
+    return {k: _hashed_view(k, _get(dumped, k)) for k in fingerprint_sections(stage)}
+
+
 def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
-    dumped = cfg.model_dump(mode="json")
-    return {k: _hash(_hashed_view(k, _get(dumped, k))) for k in fingerprint_sections(stage)}
+    return {k: _hash(v) for k, v in section_settings(cfg, stage).items()}
 
 
-def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: _View = (True, True)) -> str:
+def setting_changes(key: str, old: Any, new: Any) -> list[str]:
+    """``"dotted.key: old -> new"`` for each setting under ``key`` that differs between two section values (pure;
+    mappings compared key by key, anything else whole; a key one side lacks is ``unset``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in dict.fromkeys([*old, *new]) for c in setting_changes(f"{key}.{k}", old.get(k, _UNSET), new.get(k, _UNSET))]
+    return [] if old == new else [f"{key}: {_shown(old)} -> {_shown(new)}"]
+
+
+_UNSET = object()
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in a message: text as itself, anything else as JSON (``null``, ``[1, 2]``)."""
+    return "unset" if value is _UNSET else value if isinstance(value, str) else json.dumps(value)
+
+
+def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: _View = TODAY) -> str:
     sections = {k: _hash(_hashed_view(k, v, view)) for k, v in own.items()}
     hashed: dict[str, Any] = {"stage": stage, "sections": sections, "inputs": inputs}
     if revision := STAGE_REGISTRY[stage].revision:  # revision 0 is not hashed: fingerprints from before revisions hold
@@ -405,7 +444,7 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     when it is equal. Here rather than in :mod:`conrec.pipeline` so that a stage can import it
     without importing the pipeline, which imports the stages' runners.
     """
-    return _stage_fingerprint(cfg, stage, view=(True, True))
+    return _stage_fingerprint(cfg, stage, view=TODAY)
 
 
 def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View) -> str:

@@ -125,6 +125,22 @@ class SparkConfig(_Strict):
     )
 
 
+SOURCE_READS: dict[str, tuple[str, ...]] = {
+    "movielens100k": (),
+    "simulator": (),
+    "table": ("events_path", "items_path", "columns"),
+    "movielens": ("events_path", "items_path"),
+    "kuairand": ("events_path", "items_path"),
+    "amazon": ("events_path", "items_path"),
+}
+"""Which of the file settings (:data:`FILE_SETTINGS`) each ``data.source`` reads (its loader in
+:mod:`conrec.data.sources`; a test keeps the two in step). A setting the source does not read is refused."""
+FILE_SETTINGS = ("events_path", "items_path", "columns")
+
+SOURCE_LOADS = {"movielens100k": "the embedded MovieLens-100K", "simulator": "a simulated log"}
+"""What each source that reads no file loads (for the refusal of file settings it ignores)."""
+
+
 YAML_BOOLEAN_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")}
 """The words YAML 1.1 reads as a boolean key (``yes: -1`` is ``True: -1``): a boolean label key stands for each."""
 
@@ -141,11 +157,12 @@ class DataConfig(_Strict):
         "movielens / kuairand / amazon = those datasets' own files, movielens100k = the embedded dataset (offline), "
         "simulator = synthetic users with known tastes",
     )
-    events_path: Path | None = Field(None, description="events/ratings/log/reviews file for file-based sources")
-    items_path: Path | None = Field(None, description="item metadata file for file-based sources")
+    events_path: Path | None = Field(None, description="events/ratings/log/reviews file for file-based sources (table, movielens, kuairand, amazon; "
+        "set with another source: an error)")
+    items_path: Path | None = Field(None, description="item metadata file for file-based sources (set with another source: an error)")
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="source column -> canonical column, for source=table (CSV or Parquet)",
+        description="source column -> canonical column, for source=table (CSV or Parquet; set with another source: an error)",
     )
     feedback_labels: dict[str, Literal[-1, 0, 1]] = Field(
         default_factory=dict,
@@ -154,7 +171,7 @@ class DataConfig(_Strict):
         "lower case with spaces and hyphens as '_'; a value not named is an invalid row (see on_invalid)",
     )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
-    like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the presets set 3, so lukewarm ratings count as exposures too")
+    like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the demo and full presets set 3, so lukewarm ratings count as exposures too")
     rating_range: tuple[float, float] | None = Field(
         None,
         description="the rating scale [low, high] (e.g. [0.5, 5]); ratings outside it are invalid rows (see on_invalid)",
@@ -228,6 +245,22 @@ class DataConfig(_Strict):
                 raise ValueError(f"label {key!r} is given twice with different values (labels compare as {normalise(key)!r})")
             out[normalise(key)] = value
         return out
+
+    @model_validator(mode="after")
+    def _files_the_source_reads(self) -> DataConfig:
+        """Refuse file settings (``events_path``, ``items_path``, ``columns``) that ``source`` does not read.
+
+        Why: ``events_path`` and ``columns`` written without ``source: table`` were ignored without a word, and the
+        run loaded the embedded MovieLens-100K (the default source): a results table for the wrong data set."""
+        ignored = [f"data.{k}" for k in FILE_SETTINGS if getattr(self, k) and k not in SOURCE_READS[self.source]]
+        if ignored:
+            what = "it" if len(ignored) == 1 else "them"
+            named = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+            head = f"{named} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {self.source} does not read {what}"
+            if self.source in SOURCE_LOADS:
+                raise ValueError(f"{head} (it loads {SOURCE_LOADS[self.source]}); for your own CSV/Parquet files set data.source: table")
+            raise ValueError(f"{head} (it reads its data set's own files); remove {what}, or set data.source: table for your own CSV/Parquet files")
+        return self
 
     @model_validator(mode="after")
     def _ratings(self) -> DataConfig:

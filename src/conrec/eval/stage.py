@@ -41,6 +41,7 @@ from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
+from conrec.eval.preflight import preflight
 from conrec.eval.report import tuning_section, write_report
 from conrec.eval.summary import summary_table
 from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
@@ -281,6 +282,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     ecfg = sections.eval
     split_cfg = sections.split
     rd = RunDir(run_dir)
+    preflight(sections, run_dir)  # the pipeline checked it before training; a direct call is refused alike
     for name in OPTIONAL_OUTPUTS:  # an earlier eval's, which this one may not rewrite: later tables read them whenever they exist
         (rd.eval / name).unlink(missing_ok=True)
     for name in (*MODEL_STAGES, *REGISTRY):  # the inspector lists every model with predictions: only this eval's

@@ -1,0 +1,69 @@
+"""How conrec reads a user's YAML config: PyYAML's safe loader, made strict where it was silently wrong.
+
+Why not plain ``yaml.safe_load``: it keeps the last of two equal keys in a mapping, so a section
+appended to a copied preset (``sft:`` a second time, to "override" one setting) replaced the
+preset's whole section without a word. Merge keys (``<<: *base``) still work: a key written beside
+a merge overrides the merged one, as YAML specifies; only keys written twice are refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of the config names the same key twice (YAML keeps only the last)."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """:class:`yaml.SafeLoader` that refuses a key repeated in one mapping (:class:`DuplicateKeyError`, naming
+    the key path and both lines) and reads YAML 1.2 exponent floats (``1e-4``) as numbers (see below)."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_repeats(self, node, (), set())
+        return super().construct_document(node)
+
+
+# YAML 1.1 (PyYAML) reads exponent notation as a float only with a dot and a signed exponent (``1.0e-5``):
+# ``1e-05``, ``1e-4`` and ``1.0e5`` were strings, which a float setting refused ("must be float, not the string
+# '1e-05'"), although the reference prints defaults so (``grpo.learning_rate``). YAML 1.2 reads them as floats, and
+# so does a config. Text that is not such a number (``1e``, ``e5``, ``1e-4x``) stays a string.
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
+
+
+def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+    """Raise :class:`DuplicateKeyError` for the first key written twice in one mapping under ``node`` (merge keys
+    aside: what they bring in may be overridden). ``seen``: nodes walked already (an alias is walked once)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):  # (a mapping as a key: validation refuses it)
+                continue
+            key = loader.construct_object(key_node)
+            where = ".".join((*path, str(key)))
+            if key in lines:
+                raise DuplicateKeyError(
+                    f"key {where} is written twice (lines {lines[key]} and {key_node.start_mark.line + 1}); YAML would keep "
+                    "only the last and drop the first without a word: write each key once (a section once, with all its settings)"
+                )
+            lines[key] = key_node.start_mark.line + 1
+            _refuse_repeats(loader, value_node, (*path, str(key)), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_repeats(loader, item, (*path, str(i)), seen)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read as a conrec config reads it (:class:`ConfigLoader`)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass

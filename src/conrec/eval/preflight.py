@@ -1,0 +1,55 @@
+"""What the eval stage refuses from its settings and the data stage's items, checked before anything trains.
+
+Why here, apart from :mod:`conrec.eval.stage`: the pipeline calls it as soon as the data stage's items exist
+(:func:`conrec.pipeline.run_pipeline`, before SID, SFT and GRPO train), and this module imports no model code.
+An ``eval.category.columns`` naming no column of the items was refused by the category baseline after every
+training stage had run (minutes to hours), with a message that never named the setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from conrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    from conrec.eval.config import EvalConfig
+    from conrec.stages import EvalSections
+
+
+def facet_readers(cfg: EvalConfig) -> list[str]:
+    """The listed baselines that read the item columns ``eval.category.columns`` names (pure): category and the facet
+    rule always, taste x exposure when its personal score is (or its tuning grid may make it) the category one."""
+    personal = {cfg.taste_exposure.personal, *(cfg.taste_exposure.grid.get("personal", []) if cfg.tune else [])}
+    readers = {"category", "facet_rule", *(["taste_exposure"] if "category" in personal else [])}
+    return [b for b in cfg.baselines if b in readers]
+
+
+def missing_facet_columns(cfg: EvalConfig, have: list[str]) -> str | None:
+    """Why ``eval.category.columns`` does not fit items with columns ``have``; None when it does (or no baseline reads it)."""
+    readers = facet_readers(cfg)
+    missing = [c for c in cfg.category.columns if c not in have]
+    if not readers or not missing:
+        return None
+    return (
+        f"eval.category.columns: no column {', '.join(map(repr, missing))} in the items (data/items.parquet, read by "
+        f"{', '.join(readers)}); have {have}"
+    )
+
+
+def preflight(sections: EvalSections, run_dir: Path) -> None:
+    """Refuse eval settings that do not fit the data stage's items, when they exist (only their schema is read)."""
+    import polars as pl
+
+    from conrec.runs import RunDir
+
+    items = RunDir(run_dir).items
+    if not items.is_file():  # no data stage yet: checked once it has run (the runner reports a missing table)
+        return
+    try:
+        have = list(pl.read_parquet_schema(items))
+    except Exception:  # an unreadable table (each reader raises its own types): the stage's own reading names it
+        return
+    if (why := missing_facet_columns(sections.eval, have)) is not None:
+        raise ConfigError(why)
