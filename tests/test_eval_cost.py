@@ -39,6 +39,8 @@ def test_skip_reason_is_one_line_naming_the_setting() -> None:
     reason = skip_reason("ease", ease, Workload(100_000, 10**6, 3_000), max_dense_items=20_000)
     assert reason is not None and "\n" not in reason
     assert "100,000 items > eval.max_dense_items=20,000" in reason and "80.0 GB" in reason
+    small = skip_reason("ease", ease, Workload(1_682, 10**5, 200), max_dense_items=1_000)  # MovieLens-100K's catalogue
+    assert small is not None and "22.6 MB" in small and "0.0 GB" not in small and "~0 s" not in small, small
     pop = REGISTRY["popularity"].cost(EvalConfig())
     assert skip_reason("popularity", pop, Workload(100_000, 10**6, 3_000), max_dense_items=20_000) is None
 

@@ -80,13 +80,20 @@ def human_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def human_bytes(n: float) -> str:
+    """``22.6 MB``, ``3.2 GB``: a size in the unit that shows it (a 1,682-item matrix printed as "0.0 GB")."""
+    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.1f} GB"
+
+
 def skip_reason(name: str, cost: Cost, w: Workload, max_dense_items: int) -> str | None:
-    """Why ``name`` is not run on this catalogue (one line), or None when it runs."""
+    """Why ``name`` is not run on this catalogue (one line), or None when it runs. The time per fit is left out
+    under a second: "~0 s per fit" argued against the skip it explained."""
     if cost.dense_items and w.n_items > max_dense_items:
-        gb = w.n_items**2 * 8 / 1e9
+        seconds = cost.seconds(w)
+        per_fit = f", ~{human_seconds(seconds)} per fit" if seconds >= 1 else ""
         return (
             f"baseline {name} skipped: {w.n_items:,} items > eval.max_dense_items={max_dense_items:,} "
-            f"(it needs {cost.what}: {gb:,.1f} GB, ~{human_seconds(cost.seconds(w))} per fit); raise the limit to run it"
+            f"(it needs {cost.what}: {human_bytes(w.n_items**2 * 8)}{per_fit}); raise the limit to run it"
         )
     return None
 
