@@ -68,3 +68,31 @@ def test_eval_skips_ease_past_the_limit_and_says_why(tmp_path: Path) -> None:
     assert "baseline ease skipped: 15 items > eval.max_dense_items=10" in out
     assert "baseline ease skipped" in run.report.read_text()
     assert not (run.predictions / "ease.parquet").exists() and pl.read_parquet(run.predictions / "popularity.parquet").height
+
+
+def _eval_offterminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baselines: list[str]) -> tuple[str, str]:
+    """(console output, report) of the eval stage on the 15-item run, its console not a terminal (the plain lines)."""
+    import io
+
+    monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "3600")  # the final line per bar only
+    run, _ = eval_run_dir(tmp_path / "run")
+    section = {"baselines": baselines, "models": [], "ks": [2, 5], "horizons": [1], "tune": False, "max_dense_items": 10}
+    cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
+    buf = io.StringIO()
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(file=buf, force_terminal=False, width=200))
+    return buf.getvalue(), run.report.read_text()
+
+
+def test_the_baseline_bar_ends_on_the_count_and_names_no_skipped_baseline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ease (last, skipped) ended the bar as 'baseline popularity: fit + top-5: 2/2 (100%)'."""
+    out, report = _eval_offterminal(tmp_path, monkeypatch, ["popularity", "ease"])
+    bar = [ln for ln in out.splitlines() if "2/2 (100%)" in ln]
+    assert len(bar) == 1 and bar[0].startswith("baselines on ") and "popularity" not in bar[0], out
+    assert "Baselines fitted on" in report
+
+
+def test_no_baselines_no_bar_and_no_fitted_on_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """eval.baselines: [] printed a bar over nothing ('baselines on 50 test samples: 0') and said baselines were fitted."""
+    out, report = _eval_offterminal(tmp_path, monkeypatch, [])
+    assert "baselines on" not in out, out
+    assert "Baselines fitted on" not in report

@@ -95,7 +95,7 @@ class StageProgress(Progress):
         if not self.plain:
             super().start()
             return
-        if self._thread is None:
+        if self._thread is None and not self.disable:
             self._stop.clear()
             self._thread = threading.Thread(target=self._tick, name="conrec-progress", daemon=True)
             self._thread.start()
@@ -135,8 +135,10 @@ def stage_progress(
     count: bool = True,
     remaining: bool = True,
     transient: bool = False,
+    disable: bool = False,
 ) -> StageProgress:
-    """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining.
+    """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining;
+    ``disable``: shows nothing, on a terminal or off it (a step with nothing to count).
 
     The time columns never shrink; the bar absorbs the shortfall on narrow terminals.
     """
@@ -150,4 +152,4 @@ def stage_progress(
     columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)))
     if remaining:
         columns.append(TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)))
-    return StageProgress(*columns, console=console, transient=transient, expand=False)
+    return StageProgress(*columns, console=console, transient=transient, expand=False, disable=disable)

@@ -301,7 +301,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     ks = sorted(set(ecfg.ks))
     k_max = max(ks)
     n_items = items.height
-    notes: list[str] = [f"Baselines fitted on {fit_rule}."]
+    notes: list[str] = []  # "Baselines fitted on ..." goes first once one is (none with eval.baselines: [])
     max_h = split_cfg.max_horizon_days
     horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
@@ -359,14 +359,17 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
 
     n_dislikes = fit_events.filter(pl.col("feedback") == DISLIKE).height
     workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes)
-    with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
-        task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
+    # no bar over nothing with eval.baselines: [] ("baselines on 50 test samples: 0")
+    with stage_progress(console=console, label="{task.description}", remaining=False, disable=not ecfg.baselines) as progress:
+        label = f"baselines on {samples.height} {ecfg.split} samples"
+        task = progress.add_task(label, total=len(ecfg.baselines))
         for name in ecfg.baselines:
             cost = REGISTRY[name].cost(ecfg)
             skipped = skip_reason(name, cost, workload, ecfg.max_dense_items)
             if skipped is not None:
                 notes.append(skipped + ".")
                 console.print(f"[yellow]{shown(skipped)}[/]")
+                progress.update(task, description=label)  # not the previous baseline's step
                 progress.advance(task)
                 continue
             fits = 1 + (len(getattr(ecfg, REGISTRY[name].settings).grid_points()) if valid_samples is not None else 0)
@@ -393,6 +396,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
             progress.advance(task)
+        progress.update(task, description=label)  # the last line counts all baselines: it names none of them
+    if fitted:
+        notes.insert(0, f"Baselines fitted on {fit_rule}.")
     notes.extend(no_signal_notes(no_signal))
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
     for name in lm_todo:
