@@ -19,6 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ANNOUNCE_AFTER_S = 10.0  # steps expected to take longer are announced before they start
+ITEM_ITEM_MAX_ITEMS = 20_000
+"""Up to this many items taste x exposure's facet personal score goes through an item x item matrix (as measured);
+beyond, through the facets: the matrix has n_items^2 / n_categories nonzeros (4.7 GB at 10^5 items and 50 categories;
+13 GiB asked for at 3 x 10^5), the facets n_items. Equal up to float rounding (tests/test_baselines.py). Here, not in
+:mod:`conrec.eval.baselines.taste_exposure`, because that baseline's cost reads it too."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,9 @@ class Workload:
     n_events: int
     n_samples: int
     n_dislikes: int = 0  # the dislike events among n_events: SASRec trains on these only
+    # item pairs sharing a facet value, once per shared value (the sum of squared value counts: n_items^2 / n_values for
+    # values of one size): the nonzeros of taste x exposure's item x item matrix (eval.baselines.category.facet_pairs)
+    facet_pairs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,26 @@ def ease_cost(w: Workload) -> float:
 
 
 EASE = Cost("a dense n_items x n_items inverse", ease_cost, dense_items=True)
+
+
+def taste_exposure_cost(category_share: float) -> Cost:
+    """The item x item product of the facet personal score (``members.T @ members``, then each point's history
+    through it) up to ITEM_ITEM_MAX_ITEMS, in ``category_share`` of the fits (the others take the item-kNN path,
+    linear); beyond, the facets' path, linear.
+
+    Why: costed as linear, its tuning on 20,000 items took 35 s where 3.4 s were estimated (one fit 27 times its
+    estimate), with no announcement. 6e-8 s per facet pair: fit and scoring measured 9e-8 s per pair on synthetic
+    catalogues of 8,000 and 16,000 items (one facet column of 8 values, 300 points; 6 December 2026) on 2 cores at load
+    average 3, niced: a loaded machine, so quiet cores are taken to be somewhat faster; scipy's sparse product is
+    single-threaded. The order of magnitude, no finer."""
+    if category_share <= 0:
+        return LINEAR
+
+    def seconds(w: Workload) -> float:
+        pairs = w.facet_pairs if w.n_items <= ITEM_ITEM_MAX_ITEMS else 0.0
+        return 6e-8 * category_share * pairs + dense_scores(w)
+
+    return Cost("an item x item matrix of the items sharing a facet value, n_items^2 / values", seconds)
 
 
 def sasrec_cost(epochs: int, hidden: int) -> Cost:

@@ -37,9 +37,10 @@ from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_share
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason
+from conrec.eval.baselines.category import facet_pairs
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
-from conrec.eval.cost import Workload, announcement, skip_reason
+from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
 from conrec.eval.report import tuning_section, write_report
 from conrec.eval.summary import summary_table
@@ -379,7 +380,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             notes.append(f"LM model `{m}` skipped: no checkpoint at {rd.model_dir(m)} (run `conrec {m}` first).")
 
     n_dislikes = fit_events.filter(pl.col("feedback") == DISLIKE).height
-    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes)
+    pairs = facet_pairs(items, ecfg.category) if "taste_exposure" in ecfg.baselines and n_items <= ITEM_ITEM_MAX_ITEMS else 0.0
+    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes,
+                        facet_pairs=pairs)
     # no bar over nothing with eval.baselines: [] ("baselines on 50 test samples: 0")
     with stage_progress(console=console, label="{task.description}", remaining=False, disable=not ecfg.baselines) as progress:
         label = f"baselines on {samples.height} {ecfg.split} samples"
