@@ -130,3 +130,29 @@ def test_facet_pairs_is_the_sum_of_squared_value_counts() -> None:
     items = pl.DataFrame({"item_id": ["a", "b", "c", "d", "e"], "category": ["x", "x", "x|y", "y", ""]})
     assert facet_pairs(items, CategoryConfig(columns=["category"])) == 3**2 + 2**2  # x: a, b, c; y: c, d; e none
 
+
+def test_an_announcement_says_it_assumes_idle_cores_and_warns_when_they_are_busy() -> None:
+    """SASRec announced ~74 s took 15 min with 2 torch threads on cores other processes kept busy: the line says
+    what it assumes, and that it may take several times longer when the cores are busy at the stage start."""
+    sasrec = REGISTRY["sasrec"].cost(EvalConfig())
+    w = Workload(1_682, 80_000, 250, 14_163)
+    quiet = announcement("sasrec", sasrec, w, fits=7)
+    assert quiet is not None and quiet.startswith("baseline sasrec: expected ~") and " on 2 idle cores (7 fits" in quiet
+    assert "several times longer" not in quiet
+    assert announcement("sasrec", sasrec, w, fits=7, busy=(0.2, 2)) == quiet  # a quiet machine's noise
+    busy = announcement("sasrec", sasrec, w, fits=7, busy=(1.8, 2))
+    assert busy is not None and busy.startswith(quiet) and "\n" not in busy
+    assert "1.8 of 2 cores busy" in busy and "several times longer" in busy
+
+
+def test_eval_samples_the_load_once_for_its_announcements(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import conrec.eval.cost as cost_mod
+    from conrec.eval import stage as eval_stage
+
+    monkeypatch.setattr(cost_mod, "ANNOUNCE_AFTER_S", 0.0)  # every step announced on the 15-item run
+    calls: list[int] = []
+    monkeypatch.setattr(eval_stage, "busy_cores", lambda: calls.append(1) or (1.5, 2))
+    out, _ = _eval_offterminal(tmp_path, monkeypatch, ["popularity", "category"])
+    lines = [ln for ln in out.splitlines() if ": expected ~" in ln]
+    assert len(lines) == 2 and all("on 2 idle cores" in ln and "several times longer" in ln for ln in lines), out
+    assert calls == [1]

@@ -7,10 +7,11 @@ registry (:mod:`conrec.eval.baselines`) declares a :class:`Cost`: a rough second
 fit + scoring from the workload's sizes, and whether it needs a dense ``n_items x n_items`` matrix.
 Dense baselines are skipped past ``eval.max_dense_items`` with a one-line reason.
 
-The coefficients are rough: 6e-11 s per n^3 for the dense inverse matches the reported 6+ minutes
-of EASE tuning (7 fits) on 9,066 items; numpy's inverse of a 3,000-item Gram matrix measured
-3e-10 s per n^3 on 2 cores at load average 12, so a loaded machine is several times slower. The
-dense score arrays are taken at about 1e-8 s per cell. They tell minutes from hours, nothing finer.
+The coefficients are rough, and stand for 2 idle cores (:data:`CALIBRATION_CORES`, which the
+announcement names): 6e-11 s per n^3 for the dense inverse matches the reported 6+ minutes of EASE
+tuning (7 fits) on 9,066 items; numpy's inverse of a 3,000-item Gram matrix measured 3e-10 s per n^3
+on 2 cores at load average 12, so a loaded machine is several times slower. The dense score arrays
+are taken at about 1e-8 s per cell. They tell minutes from hours, nothing finer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ANNOUNCE_AFTER_S = 10.0  # steps expected to take longer are announced before they start
+CALIBRATION_CORES = 2
+"""The cores the coefficients stand for, with nothing else running on them (SASRec's measured so, with 2 torch
+threads); every announcement says so ("on 2 idle cores"). Why: with the same cores busy with other work, SASRec's 7
+fits announced as ~74 s took 15 min (2 threads time-slicing against other processes). The stage's thread count is fixed
+at its start and recorded in its fingerprint, so the announcement says what it assumes, and warns when the cores are
+busy at the stage start, rather than the stage changing threads."""
+
 ITEM_ITEM_MAX_ITEMS = 20_000
 """Up to this many items taste x exposure's facet personal score goes through an item x item matrix (as measured);
 beyond, through the facets: the matrix has n_items^2 / n_categories nonzeros (4.7 GB at 10^5 items and 50 categories;
@@ -126,10 +134,17 @@ def skip_reason(name: str, cost: Cost, w: Workload, max_dense_items: int) -> str
     return None
 
 
-def announcement(name: str, cost: Cost, w: Workload, fits: int) -> str | None:
-    """``baseline ease: expected ~12 min (7 fits; a dense ...)`` when that is over ANNOUNCE_AFTER_S, else None."""
+def announcement(name: str, cost: Cost, w: Workload, fits: int, busy: tuple[float, int] | None = None) -> str | None:
+    """``baseline ease: expected ~12 min on 2 idle cores (7 fits; a dense ...)`` when that is over ANNOUNCE_AFTER_S,
+    else None. ``busy``: (cores other processes keep busy now, cores this process may use), as
+    :func:`conrec.runtime.busy_cores` measures them; half a core or more busy adds that it may take several times
+    longer. One line either way."""
     total = cost.seconds(w) * fits
     if total < ANNOUNCE_AFTER_S:
         return None
     plural = "fit" if fits == 1 else "fits"
-    return f"baseline {name}: expected ~{human_seconds(total)} ({fits} {plural} on {w.n_items:,} items; {cost.what})"
+    text = (f"baseline {name}: expected ~{human_seconds(total)} on {CALIBRATION_CORES} idle cores "
+            f"({fits} {plural} on {w.n_items:,} items; {cost.what})")
+    if busy is not None and busy[0] >= 0.5:
+        text += f"; other processes keep {busy[0]:.1f} of {busy[1]} cores busy now, so it may take several times longer"
+    return text

@@ -49,6 +49,7 @@ from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
+from conrec.runtime import busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
@@ -383,6 +384,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     pairs = facet_pairs(items, ecfg.category) if "taste_exposure" in ecfg.baselines and n_items <= ITEM_ITEM_MAX_ITEMS else 0.0
     workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes,
                         facet_pairs=pairs)
+    busy: tuple[float, int] | None = None  # other processes' load on the cores, for the announcements
+    busy_known = False
     # no bar over nothing with eval.baselines: [] ("baselines on 50 test samples: 0")
     with stage_progress(console=console, label="{task.description}", remaining=False, disable=not ecfg.baselines) as progress:
         label = f"baselines on {samples.height} {ecfg.split} samples"
@@ -397,9 +400,10 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
                 progress.advance(task)
                 continue
             fits = 1 + (len(getattr(ecfg, REGISTRY[name].settings).grid_points()) if valid_samples is not None else 0)
-            expected = announcement(name, cost, workload, fits)
-            if expected is not None:
-                console.print(expected)
+            if announcement(name, cost, workload, fits) is not None:
+                if not busy_known:  # sampled once, at the first announcement (0.3 s asleep: others' work only)
+                    busy, busy_known = busy_cores(), True
+                console.print(announcement(name, cost, workload, fits, busy))
             started = time.perf_counter()
             bcfg = ecfg
             if valid_samples is not None and valid_fit is not None:
