@@ -106,3 +106,40 @@ def test_sft_progress_stops_when_training_raises(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError):
         STAGE_REGISTRY["sft"].call(cfg, console=console)
     assert made and made[0].progress is None
+
+
+class _Clock:
+    """A settable clock for rich's Progress (``get_time``): the lines are checked without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_lines_follow_the_bar_columns_and_recompute_the_time_left():
+    """A bar built with remaining=False prints no "left" off-terminal; one with it prints a time left that grows
+    through a long step, where rich's estimate stayed at the fast steps' "~0:00:03 left" for ten minutes."""
+    from conrec.progress import stage_progress
+
+    for remaining in (False, True):
+        console, buf = _pipe_console()
+        clock = _Clock()
+        progress = stage_progress(console=console, label="{task.description}", remaining=remaining)
+        progress.get_time = clock  # rich reads the clock through this attribute
+        progress.interval = 3600.0  # no timer line: print_lines is called by hand below
+        task = progress.add_task("baselines", total=9)
+        for _ in range(3):  # three fast steps of 1 s
+            clock.now += 1.0
+            progress.advance(task)
+        progress.print_lines()
+        clock.now += 600.0  # a 10-minute step with no advance
+        progress.print_lines()
+        lines = buf.getvalue().splitlines()
+        assert len(lines) == 2 and all(ln.startswith("baselines: 3/9 (33%)") for ln in lines), lines
+        if not remaining:
+            assert not any("left" in ln for ln in lines), lines
+        else:
+            assert lines[0].endswith("0:00:03 elapsed, ~0:00:06 left"), lines
+            assert lines[1].endswith("0:10:03 elapsed, ~0:20:06 left"), lines

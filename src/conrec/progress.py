@@ -6,7 +6,11 @@ a scheduler, ``> log``) they print nothing until the task ends, so a 20-minute S
 that; elsewhere it prints one plain line per unfinished task every ``interval`` seconds (from a
 timer thread, so a long step still gets its line) and a last line per task when it stops.
 
-The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s).
+The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s). The plain lines follow the bar's
+columns: no remaining time where the bar has no remaining column (``remaining=False``). Where it has
+one, the lines recompute it from the average pace up to the moment of printing: rich's own estimate
+only changes when the task advances, so through one long step (a 10-minute baseline after fast ones)
+the lines repeated "~0:00:03 left" for ten minutes.
 
 :func:`stage_progress` builds the stages' bars so they stay readable in an 80-column terminal: rich
 squeezes every column to fit and cuts what does not fit with an ellipsis ("0:02:…"); here the times
@@ -52,14 +56,26 @@ def _clock(seconds: float | None) -> str:
     return str(timedelta(seconds=int(seconds))) if seconds is not None else "?"
 
 
-def task_line(task: Task) -> str:
-    """``SFT: 5/20 (25%), 0:00:12 elapsed, ~0:00:36 left, loss 9.787`` (pure, for one task)."""
+def remaining_now(completed: float, total: float | None, elapsed: float | None) -> float | None:
+    """Seconds left at the average pace so far, ``elapsed`` counted up to now (None before any progress).
+
+    Why not rich's ``time_remaining``: it is computed at the last advance and frozen until the next, so a long
+    step after fast ones kept printing the fast ones' estimate; this one grows while a step takes long."""
+    if not total or not elapsed or completed <= 0 or completed >= total:
+        return None
+    return (total - completed) * elapsed / completed
+
+
+def task_line(task: Task, remaining: bool = True) -> str:
+    """``SFT: 5/20 (25%), 0:00:12 elapsed, ~0:00:36 left, loss 9.787`` (pure, for one task); no "left" when
+    ``remaining`` is off (a bar without a remaining-time column)."""
     parts = [f"{task.description}: {task.completed:g}"]
     if task.total:
         parts[0] += f"/{task.total:g} ({100 * task.completed / task.total:.0f}%)"
     parts.append(f"{_clock(task.elapsed)} elapsed")
-    if task.total and not task.finished and task.time_remaining is not None:
-        parts.append(f"~{_clock(task.time_remaining)} left")
+    left = remaining_now(task.completed, task.total, task.elapsed) if remaining and not task.finished else None
+    if left is not None:
+        parts.append(f"~{_clock(left)} left")
     extra = [str(v) for v in task.fields.values() if str(v).strip()]
     return ", ".join(parts + extra)
 
@@ -70,6 +86,7 @@ class StageProgress(Progress):
     def __init__(self, *columns: Any, console: Console | None = None, interval: float | None = None, **kwargs: Any) -> None:
         super().__init__(*columns, console=console, **kwargs)
         self.plain = not self.console.is_terminal
+        self.remaining = any(isinstance(c, TimeRemainingColumn) for c in self.columns)  # the plain lines follow the bar
         self.interval = interval if interval is not None else progress_interval()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,7 +95,7 @@ class StageProgress(Progress):
         if not self.plain:
             super().start()
             return
-        if self._thread is None:
+        if self._thread is None and not self.disable:
             self._stop.clear()
             self._thread = threading.Thread(target=self._tick, name="conrec-progress", daemon=True)
             self._thread.start()
@@ -99,7 +116,7 @@ class StageProgress(Progress):
             tasks = [t for t in self._tasks.values() if t.started]
         for task in tasks:
             if final or not task.finished:
-                self.console.print(task_line(task), markup=False, highlight=False, soft_wrap=True)
+                self.console.print(task_line(task, self.remaining), markup=False, highlight=False, soft_wrap=True)
 
     def _tick(self) -> None:
         next_at = time.monotonic() + self.interval
@@ -118,8 +135,10 @@ def stage_progress(
     count: bool = True,
     remaining: bool = True,
     transient: bool = False,
+    disable: bool = False,
 ) -> StageProgress:
-    """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining.
+    """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining;
+    ``disable``: shows nothing, on a terminal or off it (a step with nothing to count).
 
     The time columns never shrink; the bar absorbs the shortfall on narrow terminals.
     """
@@ -133,4 +152,4 @@ def stage_progress(
     columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)))
     if remaining:
         columns.append(TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)))
-    return StageProgress(*columns, console=console, transient=transient, expand=False)
+    return StageProgress(*columns, console=console, transient=transient, expand=False, disable=disable)

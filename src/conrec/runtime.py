@@ -121,6 +121,16 @@ def measure_idle_cpus(sample_s: float = 0.3, proc_stat: Path = Path("/proc/stat"
     return idle_cpus(before, after, set(os.sched_getaffinity(0)))
 
 
+def busy_cores(sample_s: float = 0.3) -> tuple[float, int] | None:
+    """(cores other processes keep busy now, cores in this process's affinity set), sampled for ``sample_s``
+    seconds (:func:`measure_idle_cpus`); None when unknown. For announcements only: nothing here changes threads."""
+    idle = measure_idle_cpus(sample_s)
+    if idle is None:
+        return None
+    cores = len(os.sched_getaffinity(0))
+    return max(0.0, cores - idle), cores
+
+
 def choose_threads(
     configured: int | None,
     cores: int,

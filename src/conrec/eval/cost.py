@@ -7,10 +7,11 @@ registry (:mod:`conrec.eval.baselines`) declares a :class:`Cost`: a rough second
 fit + scoring from the workload's sizes, and whether it needs a dense ``n_items x n_items`` matrix.
 Dense baselines are skipped past ``eval.max_dense_items`` with a one-line reason.
 
-The coefficients are rough: 6e-11 s per n^3 for the dense inverse matches the reported 6+ minutes
-of EASE tuning (7 fits) on 9,066 items; numpy's inverse of a 3,000-item Gram matrix measured
-3e-10 s per n^3 on 2 cores at load average 12, so a loaded machine is several times slower. The
-dense score arrays are taken at about 1e-8 s per cell. They tell minutes from hours, nothing finer.
+The coefficients are rough, and stand for 2 idle cores (:data:`CALIBRATION_CORES`, which the
+announcement names): 6e-11 s per n^3 for the dense inverse matches the reported 6+ minutes of EASE
+tuning (7 fits) on 9,066 items; numpy's inverse of a 3,000-item Gram matrix measured 3e-10 s per n^3
+on 2 cores at load average 12, so a loaded machine is several times slower. The dense score arrays
+are taken at about 1e-8 s per cell. They tell minutes from hours, nothing finer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 ANNOUNCE_AFTER_S = 10.0  # steps expected to take longer are announced before they start
+CALIBRATION_CORES = 2
+"""The cores the coefficients stand for, with nothing else running on them (SASRec's measured so, with 2 torch
+threads); every announcement says so ("on 2 idle cores"). Why: with the same cores busy with other work, SASRec's 7
+fits announced as ~74 s took 15 min (2 threads time-slicing against other processes). The stage's thread count is fixed
+at its start and recorded in its fingerprint, so the announcement says what it assumes, and warns when the cores are
+busy at the stage start, rather than the stage changing threads."""
+
+ITEM_ITEM_MAX_ITEMS = 20_000
+"""Up to this many items taste x exposure's facet personal score goes through an item x item matrix (as measured);
+beyond, through the facets: the matrix has n_items^2 / n_categories nonzeros (4.7 GB at 10^5 items and 50 categories;
+13 GiB asked for at 3 x 10^5), the facets n_items. Equal up to float rounding (tests/test_baselines.py). Here, not in
+:mod:`conrec.eval.baselines.taste_exposure`, because that baseline's cost reads it too."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,9 @@ class Workload:
     n_events: int
     n_samples: int
     n_dislikes: int = 0  # the dislike events among n_events: SASRec trains on these only
+    # item pairs sharing a facet value, once per shared value (the sum of squared value counts: n_items^2 / n_values for
+    # values of one size): the nonzeros of taste x exposure's item x item matrix (eval.baselines.category.facet_pairs)
+    facet_pairs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,26 @@ def ease_cost(w: Workload) -> float:
 EASE = Cost("a dense n_items x n_items inverse", ease_cost, dense_items=True)
 
 
+def taste_exposure_cost(category_share: float) -> Cost:
+    """The item x item product of the facet personal score (``members.T @ members``, then each point's history
+    through it) up to ITEM_ITEM_MAX_ITEMS, in ``category_share`` of the fits (the others take the item-kNN path,
+    linear); beyond, the facets' path, linear.
+
+    Why: costed as linear, its tuning on 20,000 items took 35 s where 3.4 s were estimated (one fit 27 times its
+    estimate), with no announcement. 6e-8 s per facet pair: fit and scoring measured 9e-8 s per pair on synthetic
+    catalogues of 8,000 and 16,000 items (one facet column of 8 values, 300 points; 6 December 2026) on 2 cores at load
+    average 3, niced: a loaded machine, so quiet cores are taken to be somewhat faster; scipy's sparse product is
+    single-threaded. The order of magnitude, no finer."""
+    if category_share <= 0:
+        return LINEAR
+
+    def seconds(w: Workload) -> float:
+        pairs = w.facet_pairs if w.n_items <= ITEM_ITEM_MAX_ITEMS else 0.0
+        return 6e-8 * category_share * pairs + dense_scores(w)
+
+    return Cost("an item x item matrix of the items sharing a facet value, n_items^2 / values", seconds)
+
+
 def sasrec_cost(epochs: int, hidden: int) -> Cost:
     """Training passes over the dislike sequences, whose full softmax scores every item at every position (the
     n_items term), plus a full-softmax score of every item per sample.
@@ -80,21 +116,35 @@ def human_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
+def human_bytes(n: float) -> str:
+    """``22.6 MB``, ``3.2 GB``: a size in the unit that shows it (a 1,682-item matrix printed as "0.0 GB")."""
+    return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.1f} GB"
+
+
 def skip_reason(name: str, cost: Cost, w: Workload, max_dense_items: int) -> str | None:
-    """Why ``name`` is not run on this catalogue (one line), or None when it runs."""
+    """Why ``name`` is not run on this catalogue (one line), or None when it runs. The time per fit is left out
+    under a second: "~0 s per fit" argued against the skip it explained."""
     if cost.dense_items and w.n_items > max_dense_items:
-        gb = w.n_items**2 * 8 / 1e9
+        seconds = cost.seconds(w)
+        per_fit = f", ~{human_seconds(seconds)} per fit" if seconds >= 1 else ""
         return (
             f"baseline {name} skipped: {w.n_items:,} items > eval.max_dense_items={max_dense_items:,} "
-            f"(it needs {cost.what}: {gb:,.1f} GB, ~{human_seconds(cost.seconds(w))} per fit); raise the limit to run it"
+            f"(it needs {cost.what}: {human_bytes(w.n_items**2 * 8)}{per_fit}); raise the limit to run it"
         )
     return None
 
 
-def announcement(name: str, cost: Cost, w: Workload, fits: int) -> str | None:
-    """``baseline ease: expected ~12 min (7 fits; a dense ...)`` when that is over ANNOUNCE_AFTER_S, else None."""
+def announcement(name: str, cost: Cost, w: Workload, fits: int, busy: tuple[float, int] | None = None) -> str | None:
+    """``baseline ease: expected ~12 min on 2 idle cores (7 fits; a dense ...)`` when that is over ANNOUNCE_AFTER_S,
+    else None. ``busy``: (cores other processes keep busy now, cores this process may use), as
+    :func:`conrec.runtime.busy_cores` measures them; half a core or more busy adds that it may take several times
+    longer. One line either way."""
     total = cost.seconds(w) * fits
     if total < ANNOUNCE_AFTER_S:
         return None
     plural = "fit" if fits == 1 else "fits"
-    return f"baseline {name}: expected ~{human_seconds(total)} ({fits} {plural} on {w.n_items:,} items; {cost.what})"
+    text = (f"baseline {name}: expected ~{human_seconds(total)} on {CALIBRATION_CORES} idle cores "
+            f"({fits} {plural} on {w.n_items:,} items; {cost.what})")
+    if busy is not None and busy[0] >= 0.5:
+        text += f"; other processes keep {busy[0]:.1f} of {busy[1]} cores busy now, so it may take several times longer"
+    return text

@@ -37,9 +37,10 @@ from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_share
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason
+from conrec.eval.baselines.category import facet_pairs
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
-from conrec.eval.cost import Workload, announcement, skip_reason
+from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
 from conrec.eval.preflight import preflight
 from conrec.eval.report import tuning_section, write_report
@@ -49,6 +50,7 @@ from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
+from conrec.runtime import busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
@@ -136,8 +138,10 @@ def _rankings(preds: pl.DataFrame, samples: pl.DataFrame) -> list[list[str]]:
     return [list(x) if x is not None else [] for x in joined["items"].to_list()]
 
 
-# (sections, run dir, model name, samples, k, console) -> predictions with sample_id, items, scores, n_invalid
-LmPredict = Callable[["EvalSections", RunDir, str, pl.DataFrame, int, Console], pl.DataFrame]
+# (samples, k, console) -> predictions with sample_id, items, scores, n_invalid: one loaded LM's decoding
+LmDecode = Callable[[pl.DataFrame, int, Console], pl.DataFrame]
+# (sections, run dir, model name) -> that LM's LmDecode: loading (imports, checkpoint, item prior) apart from decoding
+LmLoad = Callable[["EvalSections", RunDir, str], LmDecode]
 
 
 def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
@@ -155,9 +159,16 @@ def lm_predictor(sections: EvalSections, rd: RunDir, name: str) -> Any:
     return Predictor.from_dir(rd.model_dir(name), sid_map, sections.prompt, sections.decode, prior, sections.split.max_history)
 
 
-def lm_predictions(sections: EvalSections, rd: RunDir, name: str, samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
-    """The LM's top-``k`` for every sample (:meth:`Predictor.predict_samples`). The default ``predict`` of :func:`run`."""
-    return lm_predictor(sections, rd, name).predict_samples(samples, k, console=console)  # type: ignore[no-any-return]
+def lm_decoder(sections: EvalSections, rd: RunDir, name: str) -> LmDecode:
+    """The LM's top-``k`` for every sample (:meth:`Predictor.predict_samples`), its checkpoint loaded now. The default
+    ``load_lm`` of :func:`run`: loading is timed apart from decoding (the first LM paid for importing torch and
+    transformers, and its "decoding" time was ten times the second's)."""
+    predictor = lm_predictor(sections, rd, name)
+
+    def decode(samples: pl.DataFrame, k: int, console: Console) -> pl.DataFrame:
+        return predictor.predict_samples(samples, k, console=console)  # type: ignore[no-any-return]
+
+    return decode
 
 
 def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -263,19 +274,30 @@ def no_signal_notes(reasons: dict[str, str]) -> list[str]:
     ]
 
 
+def timings_section(timings: dict[str, float], load_timings: dict[str, float]) -> str:
+    """The report's Timings: a baseline's tuning, fit and top-K; an LM's decoding, then its loading in parentheses.
+
+    Why apart: the LM figure was headed "decoding only" but held the imports of torch and transformers, the checkpoint
+    and the item prior too (SFT 5.48 s against GRPO's 0.51 s for checkpoints of one size: only the first paid the
+    imports)."""
+    rows = [f"- {m}: {t:.2f}" + (f" (loading: {load_timings[m]:.2f})" if m in load_timings else "") for m, t in timings.items()]
+    return ("## Timings (s: a baseline's tuning, fit and top-K; an LM's decoding only, with the time to load it "
+            "(imports, checkpoint, item prior) in parentheses; its training is in its stage's stats.json)\n\n" + "\n".join(rows))
+
+
 OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json", "grpo_rewards.png", "sft_learning_curve.png", "fhr_vs_horizon.png")
 """Eval outputs written only with some settings (slates on, tuning on, GRPO evaluated, ...): removed when the
 stage starts, so that a run evaluated again with slates off does not show the earlier evaluation's candidate
 accuracies, nor one evaluated without GRPO the rewards of an earlier GRPO."""
 
 
-def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPredict = lm_predictions) -> dict[str, dict[str, Any]]:
+def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad = lm_decoder) -> dict[str, dict[str, Any]]:
     """Evaluate ``eval.baselines`` (tuned on valid when ``eval.tune``) and the trained ``eval.models``
     on split ``eval.split``.
 
     Takes the stage's declared sections (``eval``; ``decode`` and ``sft.prompt``: how an LM is
     queried; ``data.split``: which events baselines may be fitted on) and the run directory (the
-    stage protocol of :mod:`conrec.stages`). ``predict`` produces an LM's predictions; it is a
+    stage protocol of :mod:`conrec.stages`). ``load_lm`` loads an LM and returns its decoding; it is a
     parameter so that tests (and other callers) can evaluate any predictor through exactly this
     code without loading a checkpoint.
     """
@@ -303,7 +325,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
     ks = sorted(set(ecfg.ks))
     k_max = max(ks)
     n_items = items.height
-    notes: list[str] = [f"Baselines fitted on {fit_rule}."]
+    notes: list[str] = []  # "Baselines fitted on ..." goes first once one is (none with eval.baselines: [])
     max_h = split_cfg.max_horizon_days
     horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
@@ -334,7 +356,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
 
     metrics: dict[str, dict[str, Any]] = {}
     points: dict[str, dict[str, np.ndarray]] = {}
-    timings: dict[str, float] = {}
+    timings: dict[str, float] = {}  # a baseline's tuning, fit and top-K; an LM's decoding
+    load_timings: dict[str, float] = {}  # an LM's loading (imports, checkpoint, item prior), reported apart
     fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
@@ -360,21 +383,29 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             notes.append(f"LM model `{m}` skipped: no checkpoint at {rd.model_dir(m)} (run `conrec {m}` first).")
 
     n_dislikes = fit_events.filter(pl.col("feedback") == DISLIKE).height
-    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes)
-    with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
-        task = progress.add_task(f"baselines on {samples.height} {ecfg.split} samples", total=len(ecfg.baselines))
+    pairs = facet_pairs(items, ecfg.category) if "taste_exposure" in ecfg.baselines and n_items <= ITEM_ITEM_MAX_ITEMS else 0.0
+    workload = Workload(n_items=n_items, n_events=fit_events.height, n_samples=samples.height, n_dislikes=n_dislikes,
+                        facet_pairs=pairs)
+    busy: tuple[float, int] | None = None  # other processes' load on the cores, for the announcements
+    busy_known = False
+    # no bar over nothing with eval.baselines: [] ("baselines on 50 test samples: 0")
+    with stage_progress(console=console, label="{task.description}", remaining=False, disable=not ecfg.baselines) as progress:
+        label = f"baselines on {samples.height} {ecfg.split} samples"
+        task = progress.add_task(label, total=len(ecfg.baselines))
         for name in ecfg.baselines:
             cost = REGISTRY[name].cost(ecfg)
             skipped = skip_reason(name, cost, workload, ecfg.max_dense_items)
             if skipped is not None:
                 notes.append(skipped + ".")
                 console.print(f"[yellow]{shown(skipped)}[/]")
+                progress.update(task, description=label)  # not the previous baseline's step
                 progress.advance(task)
                 continue
             fits = 1 + (len(getattr(ecfg, REGISTRY[name].settings).grid_points()) if valid_samples is not None else 0)
-            expected = announcement(name, cost, workload, fits)
-            if expected is not None:
-                console.print(expected)
+            if announcement(name, cost, workload, fits) is not None:
+                if not busy_known:  # sampled once, at the first announcement (0.3 s asleep: others' work only)
+                    busy, busy_known = busy_cores(), True
+                console.print(announcement(name, cost, workload, fits, busy))
             started = time.perf_counter()
             bcfg = ecfg
             if valid_samples is not None and valid_fit is not None:
@@ -395,19 +426,25 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
             progress.advance(task)
+        progress.update(task, description=label)  # the last line counts all baselines: it names none of them
+    if fitted:
+        notes.insert(0, f"Baselines fitted on {fit_rule}.")
     notes.extend(no_signal_notes(no_signal))
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
     for name in lm_todo:
         console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")
         started = time.perf_counter()
-        preds = predict(sections, rd, name, samples, k_max, console)
+        decode = load_lm(sections, rd, name)
+        load_timings[name] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        preds = decode(samples, k_max, console)
         timings[name] = round(time.perf_counter() - started, 2)
         write_parquet(preds, rd.predictions / f"{name}.parquet")
         rankings[name] = _rankings(preds, samples)
         metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
         if swapped is not None:
             console.print(f"LM {name}: context swap (histories of other users)")
-            swapped_preds = predict(sections, rd, name, swapped, k_max, console)
+            swapped_preds = decode(swapped, k_max, console)  # the same loaded checkpoint
             metrics[name].update(swap_metrics(_rankings(preds, samples), _rankings(swapped_preds, samples), samples, k_max))
 
     bcfg_ci = ecfg.bootstrap
@@ -461,8 +498,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, predict: LmPred
         extra.append(taste)
     if notes:
         extra.append("## Notes\n\n" + "\n".join(f"- {n}" for n in notes))
-    extra.append("## Timings (s: a baseline's tuning, fit and top-K; an LM's decoding only, its training is in its stage's "
-                 "stats.json)\n\n" + "\n".join(f"- {m}: {t:.2f}" for m, t in timings.items()))
+    extra.append(timings_section(timings, load_timings))
     report = write_report(rd.root, metrics, dataset_stats, extra_sections=extra)
     console.print(summary_table(metrics, ks, slate_report.metrics if slate_report is not None else None))
     for n in notes:

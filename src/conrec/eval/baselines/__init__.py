@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from conrec.errors import ConfigError
 from conrec.eval.baselines.base import Recommender
 from conrec.eval.config import BASELINE_NAMES, EvalConfig
-from conrec.eval.cost import EASE, LINEAR, Cost, sasrec_cost
+from conrec.eval.cost import EASE, LINEAR, Cost, sasrec_cost, taste_exposure_cost
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,18 @@ def _facet_rule(cfg: EvalConfig) -> Recommender:
     return FacetRuleRecommender(cfg.facet_rule, facets=cfg.category)
 
 
+def category_share(cfg: EvalConfig) -> float:
+    """The share of taste x exposure's fits that take the facet (item x item) path: with ``eval.tune``, its grid points
+    with ``personal: category`` and the refit (counted on that path when any grid point is: the grid may choose it), of
+    the grid points + 1; without, 1 or 0 by ``personal``."""
+    te = cfg.taste_exposure
+    if not cfg.tune:
+        return float(te.personal == "category")
+    points = te.grid_points()
+    on_path = sum(getattr(p, "personal", None) == "category" for p in points)
+    return (on_path + (on_path > 0)) / (len(points) + 1)
+
+
 REGISTRY: dict[str, BaselineSpec] = {
     s.name: s
     for s in (
@@ -89,7 +101,7 @@ REGISTRY: dict[str, BaselineSpec] = {
         BaselineSpec("category", "category", _category),
         BaselineSpec("sasrec", "sasrec", _sasrec, lambda cfg: sasrec_cost(cfg.sasrec.epochs, cfg.sasrec.hidden)),
         BaselineSpec("ease", "ease", _ease, lambda _cfg: EASE),
-        BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure),
+        BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure, lambda cfg: taste_exposure_cost(category_share(cfg))),
         BaselineSpec("swing", "swing", _swing),
         BaselineSpec("content", "content", _content),
         BaselineSpec("facet_rule", "facet_rule", _facet_rule),

@@ -46,6 +46,15 @@ def item_facets(items: pl.DataFrame, cfg: CategoryConfig) -> tuple[list[list[int
     return item_cats, members, [col for col, _ in index]
 
 
+def facet_pairs(items: pl.DataFrame, cfg: CategoryConfig) -> float:
+    """Item pairs sharing a facet value, once per value they share: the sum of the values' squared item counts
+    (n_items^2 / n_values for values of one size), the nonzeros of taste x exposure's item x item matrix with
+    repeats (pure). Its cost grows with this (:func:`conrec.eval.cost.taste_exposure_cost`)."""
+    _, members, _ = item_facets(items, cfg)
+    counts = np.asarray(members.sum(axis=1)).ravel()
+    return float((counts**2).sum())
+
+
 def no_facet_reason(columns: list[str], cfg: CategoryConfig) -> str | None:
     """The ``no_signal`` reason of a facet baseline whose items have no facet value (``columns``: each facet's
     column, as :func:`item_facets` returns them), else None. Its scores are then popularity's, silently: the

@@ -21,11 +21,7 @@ from conrec.eval.baselines.category import CategoryRecommender
 from conrec.eval.baselines.itemknn import ItemKnnRecommender
 from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, scale_rows, scaled_log_popularity
 from conrec.eval.config import CategoryConfig, ItemKnnConfig, TasteExposureConfig
-
-ITEM_ITEM_MAX_ITEMS = 20_000
-"""Up to this many items the facet personal score goes through an item x item matrix (as measured); beyond,
-through the facets: the matrix has n_items^2 / n_categories nonzeros (4.7 GB at 10^5 items and 50 categories;
-13 GiB asked for at 3 x 10^5), the facets n_items. Equal up to float rounding (tests/test_baselines.py)."""
+from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS  # the item x item path's limit (its cost reads it too)
 
 
 class TasteExposureRecommender(ScoredRecommender):
