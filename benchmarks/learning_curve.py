@@ -33,13 +33,13 @@ from pathlib import Path
 from typing import Any
 
 import _script
-import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from conrec.config import load_config, resolve_config_path  # noqa: E402
+from conrec.config_yaml import dump_yaml  # noqa: E402
 from conrec.experiments import link_unchanged  # noqa: E402
 from conrec.pipeline import is_current  # noqa: E402
 from conrec.runs import RunDir  # noqa: E402
@@ -110,7 +110,7 @@ def base_config(path: str, out: Path) -> dict[str, Any]:
 
 def write_yaml(cfg: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    path.write_text(dump_yaml(cfg, sort_keys=False))  # conrec's quoting: '5e10' stays a string
     return path
 
 

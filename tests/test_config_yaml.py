@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conrec.config import load_config, preset_path
 from conrec.errors import ConfigError
@@ -82,3 +84,40 @@ def test_text_that_is_no_exponent_number_stays_a_string(text: str) -> None:
 def test_a_quoted_exponent_float_is_told_to_lose_its_quotes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"grpo.learning_rate: .*not the string '1e-4' \(remove the quotes\)"):
         _load(tmp_path, "grpo:\n  learning_rate: '1e-4'\n")
+
+
+_EDGE_STRINGS = ["5e10", "1e3", "123e4567", "1.0e5", ".5e3", "+1e2", "-2E-3", "1e", "0123456", "0x1F", "1_000", "12:30", "yes", "on",
+                 "~", "null", "<<", "=", "2024-01-01", ".inf", ".nan", "-", "", " x", "x ", "a: b", "#c", "'q'", '"d"', "用户ID", "1e-4"]
+
+
+@pytest.mark.parametrize("text", _EDGE_STRINGS)
+def test_a_string_conrec_writes_reads_back_as_that_string(text: str) -> None:
+    """The writers quoted as YAML 1.1 reads (PyYAML's SafeDumper): ``5e10`` was left plain, and the loader, which reads
+    YAML 1.2 exponent floats, read it back as 50000000000.0. Keys, values, block and flow style all read back."""
+    from conrec.config_yaml import dump_yaml, load_yaml
+    from conrec.init_config import _q
+
+    value = {"k": text, text: [text], "n": {"m": text}}
+    assert load_yaml(dump_yaml(value)) == value
+    assert load_yaml(dump_yaml(value, default_flow_style=True)) == value
+    assert load_yaml(f"k: {_q(text)}") == {"k": text}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("0123456789eE+-._:xXob ~#<='\"yYnN\tTtrufalsi")), max_size=12) | st.text(max_size=12))
+def test_any_string_dumped_loads_back_identically(text: str) -> None:
+    from conrec.config_yaml import dump_yaml, load_yaml
+
+    assert load_yaml(dump_yaml({"k": text, "l": [text]})) == {"k": text, "l": [text]}
+
+
+def test_a_config_with_number_like_text_reads_back_from_its_dump(tmp_path: Path) -> None:
+    """A run's ``config.yaml`` (and ``conrec config``'s output) with ``serve.api_key: '5e10'`` could not be loaded back:
+    "serve.api_key: must be text, but YAML reads 50000000000.0 unquoted as a number"."""
+    from conrec.config import dump_config, dump_effective_config
+
+    cfg = load_config(None, {"run_dir": "1e3", "serve": {"api_key": "5e10"}})
+    for i, text in enumerate([dump_config(cfg), dump_effective_config(cfg)]):
+        (tmp_path / f"d{i}.yaml").write_text(text)
+        again = load_config(tmp_path / f"d{i}.yaml")
+        assert (str(again.run_dir), again.serve.api_key) == ("1e3", "5e10") and again == cfg

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conrec.config_base import StrictConfig
-from conrec.config_yaml import DuplicateKeyError, load_yaml
+from conrec.config_yaml import DuplicateKeyError, dump_yaml, load_yaml
 from conrec.data.config import SIMULATOR_FACETS, DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
@@ -332,7 +332,8 @@ def resolve_input_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def dump_config(cfg: PipelineConfig) -> str:
-    return str(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    """The config as YAML that :func:`load_config` reads back to it (a run's ``config.yaml``, ``conrec config``)."""
+    return dump_yaml(cfg.model_dump(mode="json"), sort_keys=False)
 
 
 EFFECTIVE_CONFIG_HEADER = """\

@@ -67,3 +67,21 @@ def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str, ...]
 def load_yaml(text: str) -> Any:
     """``text`` read as a conrec config reads it (:class:`ConfigLoader`)."""
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """:class:`yaml.SafeDumper` that decides quoting with :class:`ConfigLoader`'s resolvers, so what conrec writes
+    reads back as written.
+
+    Why: the plain SafeDumper resolves as YAML 1.1 does and left ``5e10`` unquoted (a string to YAML 1.1), which the
+    loader reads as the number 50000000000.0; a run's ``config.yaml`` with ``serve.api_key: '5e10'`` then could not be
+    loaded back (``-r``), nor ``conrec config``'s output. A string is written plain only when these resolvers read it
+    back as a string; any other is quoted. The resolver table is the loader's own object, so the two cannot drift."""
+
+    yaml_implicit_resolvers = ConfigLoader.yaml_implicit_resolvers
+
+
+def dump_yaml(value: Any, **options: Any) -> str:
+    """``value`` as YAML that :func:`load_yaml` reads back to ``value`` (:class:`ConfigDumper`; ``options`` as
+    :func:`yaml.dump` takes them)."""
+    return str(yaml.dump(value, Dumper=ConfigDumper, **options))

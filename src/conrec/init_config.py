@@ -13,10 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from conrec.config import load_config, preset_path
-from conrec.config_yaml import load_yaml
+from conrec.config_yaml import dump_yaml, load_yaml
 from conrec.data.guess import Guess, guess, id_overlap_warning, read_sample
 from conrec.errors import ConfigError
 from conrec.io import check_output_file, write_text
@@ -33,7 +31,7 @@ def _rel(path: Path, base: Path) -> str:
 def _q(value: Any) -> str:
     """One YAML scalar (quoted when YAML would read it as something else); non-ASCII text as itself
     (``用户ID``, ``gefällt_mir``), not as ``"\\u7528..."`` escapes nobody can read or edit."""
-    return yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
+    return dump_yaml(value, default_flow_style=True, allow_unicode=True).strip().removesuffix("...").strip()
 
 
 def _preset_rest(name: str) -> tuple[str, dict[str, Any]]:
