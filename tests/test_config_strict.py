@@ -193,10 +193,17 @@ def test_a_null_optional_section_stays_off(tmp_path) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ("serve: {api_key: 123456}\n", "serve.api_key: Value error, must be text, but YAML reads 123456 unquoted as a number: quote it as written, e.g. '123456'"),
-        ("data: {ts_format: 2024-01-01}\n", "data.ts_format: Value error, must be text, but YAML reads 2024-01-01 unquoted as a date: quote it"),
+        ("serve: {api_key: 123456}\n", "serve.api_key: Value error, must be text, but YAML reads 123456 unquoted as a number: quote it as written, '123456'"),
+        ("data: {ts_format: 2024-01-01}\n", "data.ts_format: Value error, must be text, but YAML reads 2024-01-01 unquoted as a date: quote it as written, '2024-01-01'"),
         ("run_dir: 2024\n", "run_dir: Value error, must be text, but YAML reads 2024 unquoted as a number"),
-        ("serve: {api_key: on}\n", "serve.api_key: Value error, must be text, but YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it"),
+        ("serve: {api_key: on}\n", "serve.api_key: Value error, must be text, but YAML reads an unquoted on as a boolean: quote it, 'on'"),
+        # the example is what was written, not the number YAML made of it (a user who copied '42798' got another key)
+        ("serve: {api_key: 0123456}\n", "YAML reads 0123456 unquoted as a number (42798): quote it as written, '0123456'"),
+        ("serve: {api_key: 0x1F}\n", "quote it as written, '0x1F'"),
+        ("serve: {api_key: 1_000}\n", "quote it as written, '1_000'"),
+        ("serve: {api_key: 12:30}\n", "quote it as written, '12:30'"),
+        ("serve: {api_key: 1.50}\n", "YAML reads 1.50 unquoted as a number (1.5): quote it as written, '1.50'"),
+        ("grpo: {stages: [{name: a, steps: 1}, {name: 1.0e+5, steps: 2}]}\n", "grpo.stages.1.name: Value error, must be text, but YAML reads 1.0e+5 unquoted as a number (100000.0): quote it as written, '1.0e+5'"),
     ],
 )
 def test_a_number_or_date_where_text_goes_is_told_to_be_quoted(tmp_path, text: str, needle: str) -> None:
@@ -207,6 +214,25 @@ def test_a_number_or_date_where_text_goes_is_told_to_be_quoted(tmp_path, text: s
     with pytest.raises(ConfigError) as err:
         load_config(p)
     assert needle in str(err.value), str(err.value)
+
+
+def test_a_number_in_a_text_setting_from_python_is_refused_without_a_yaml_example() -> None:
+    """No file wrote it, so no text to quote: the example was the converted number, which a user copied as the key."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"serve": {"api_key": 42798}})
+    assert str(err.value).endswith("serve.api_key: Value error, must be text, but YAML reads 42798 unquoted as a number: quote it as written")
+
+
+@pytest.mark.parametrize("written", ["5e10", "1e3", "2E-3", "1.0e5", ".5e3", "+1e-4"])
+def test_an_exponent_word_in_a_text_setting_is_read_as_written(tmp_path, written: str) -> None:
+    """Earlier conrec (YAML 1.1) read ``5e10`` as a string and wrote such a string unquoted into a run's config.yaml;
+    since exponent words read as floats, that config.yaml was refused ("serve.api_key: must be text, but YAML reads
+    50000000000.0 unquoted as a number") and the run could not be loaded with -r. A float setting keeps the number."""
+    p = tmp_path / "config.yaml"
+    p.write_text(f"run_dir: {written}\nserve: {{api_key: {written}}}\ngrpo: {{learning_rate: {written}, stages: [{{name: {written}, steps: 1}}]}}\n")
+    cfg = load_config(p)
+    assert (str(cfg.run_dir), cfg.serve.api_key, cfg.grpo.stages[0].name) == (written, written, written)
+    assert cfg.grpo.learning_rate == float(written)
 
 
 def test_quoted_text_and_choice_words_are_unchanged(tmp_path) -> None:

@@ -19,8 +19,8 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from conrec.config_base import StrictConfig
-from conrec.config_yaml import DuplicateKeyError, dump_yaml, load_yaml
+from conrec.config_base import StrictConfig, TextValueError, accepted_types, takes_text, text_problem
+from conrec.config_yaml import DuplicateKeyError, dump_yaml, load_yaml_noting_texts, written_as_text_before
 from conrec.data.config import SIMULATOR_FACETS, DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
@@ -136,6 +136,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     stays relative to the current directory (presets write ``runs/...`` where you run them).
     """
     raw: dict[str, Any] = {}
+    written: dict[tuple[str | int, ...], str] = {}  # unquoted scalars YAML converted, as the file wrote them
     if path is not None:
         path = resolve_config_path(path, None) or Path(path)  # "preset:<name>", as every CLI -c takes it
         p = Path(path)
@@ -151,7 +152,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         except OSError as exc:
             raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
         try:
-            loaded = load_yaml(text)
+            loaded, written = load_yaml_noting_texts(text)
         except DuplicateKeyError as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
         except yaml.YAMLError as exc:
@@ -160,7 +161,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
-        raw = resolve_input_paths(loaded, p.absolute().parent)
+        raw = resolve_input_paths(_exponent_words_as_text(loaded, written), p.absolute().parent)
     if overrides is not None and not isinstance(overrides, dict):  # an AttributeError from the merge, before
         raise ConfigError(f"config overrides must be a mapping of sections (e.g. {{'sft': {{...}}}}), got {type(overrides).__name__}")
     from_file = raw
@@ -171,12 +172,58 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     except ValidationError as exc:
         groups: dict[str, list[str]] = {}
         for e in exc.errors():
-            problem = validation_problem(e)
+            problem = validation_problem(_as_written(e, written, overrides))
             where = _blame(e["loc"], from_file, overrides, path)
             if e["type"] == "extra_forbidden":
                 problem += _unknown_key_hint(e["loc"], overrides=where == " in the overrides")
             groups.setdefault(where, []).append(problem)
         raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
+
+
+def _exponent_words_as_text(loaded: dict[str, Any], written: dict[tuple[str | int, ...], str]) -> dict[str, Any]:
+    """``loaded`` with each text setting that the file wrote as an unquoted exponent number YAML 1.1 reads as a string
+    (``api_key: 5e10``) set back to that text (in place; returned).
+
+    Why: conrec reads YAML 1.2 exponent floats (``1e-4``), and its earlier releases wrote such strings unquoted to a
+    run's ``config.yaml`` (and read them back as strings); refusing them as numbers in a text field left those run
+    directories unloadable with ``-r``. A field that also takes a number keeps the number."""
+    for loc, text in written.items():
+        annotation = _annotation_at(loc)
+        if annotation is None or not takes_text(annotation) or float in accepted_types(annotation):
+            continue
+        parent, key = (_key_at(loaded, loc[:-1]) if len(loc) > 1 else loaded), loc[-1]
+        if isinstance(parent, dict) and isinstance(key, str) and isinstance(parent.get(key), float) and written_as_text_before(text):
+            parent[key] = text
+    return loaded
+
+
+def _annotation_at(loc: tuple[str | int, ...]) -> Any:
+    """The annotation of the setting at the key path ``loc`` (list items stepped over, as in ``grpo.stages.0``); None
+    where that is not one field of the config's models (pure)."""
+    model: type[BaseModel] = PipelineConfig
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        if i == len(loc) - 1:
+            return field.annotation
+        inner = _nested_models(field.annotation)
+        if len(inner) != 1:
+            return None
+        model = inner[0]
+    return None
+
+
+def _as_written(error: Any, written: dict[tuple[str | int, ...], str], overrides: dict[str, Any] | None) -> Any:
+    """A validation error whose text setting got a number, date or boolean, re-worded with the scalar as the file wrote
+    it (:func:`conrec.config_base.text_problem`); other errors, or a value the overrides gave, as they are."""
+    cause = (error.get("ctx") or {}).get("error")
+    loc = tuple(error["loc"])
+    if not isinstance(cause, TextValueError) or loc not in written or (overrides and _key_at(overrides, loc) is not _ABSENT):
+        return error
+    return {**error, "msg": f"Value error, {text_problem(cause.value, cause.annotation, written[loc])}"}
 
 
 def _unknown_key_hint(loc: tuple[Any, ...], overrides: bool) -> str:

@@ -52,18 +52,35 @@ def takes_text(annotation: Any) -> bool:
     return annotation in (str, Path)
 
 
-def text_problem(value: Any, annotation: Any) -> str | None:
+def text_problem(value: Any, annotation: Any, written: str | None = None) -> str | None:
     """Why ``value``, which YAML read as a number, a date or a boolean, does not fit a text field; None when it
     is not that case. Why: ``api_key: 123456`` or ``ts_format: 2024-01-01`` got pydantic's "Input should be a valid
-    string" (a path: "Input is not a valid path for <class 'pathlib.Path'>"), no word on the quotes that fix it."""
+    string" (a path: "Input is not a valid path for <class 'pathlib.Path'>"), no word on the quotes that fix it.
+
+    ``written``: the scalar as the file wrote it, when known (the config loader's note of it). The quoted example is
+    that text: the converted value is not what was written (``0123456`` reads 42798, ``5e10`` 50000000000.0), and a
+    user who copied it got another key; where the text is unknown, no example is given."""
     if not takes_text(annotation) or not isinstance(value, (int, float, bool, datetime.date)):
         return None
     if type(value) in accepted_types(annotation):  # a field that also takes the number as a number
         return None
-    if isinstance(value, bool):  # which word (yes, on, true) was written cannot be told after YAML
-        return "must be text, but YAML reads an unquoted yes/no/on/off/true/false as a boolean: quote it"
+    example = f", '{written}'" if written is not None else ""
+    if isinstance(value, bool):
+        word = written if written is not None else "yes/no/on/off/true/false"
+        return f"must be text, but YAML reads an unquoted {word} as a boolean: quote it{example}"
     kind = "a date" if isinstance(value, datetime.date) else "a number"
-    return f"must be text, but YAML reads {value} unquoted as {kind}: quote it as written, e.g. '{value}'"
+    converted = f" ({value})" if written is not None and written != str(value) else ""
+    return f"must be text, but YAML reads {written if written is not None else value} unquoted as {kind}{converted}: quote it as written{example}"
+
+
+class TextValueError(ValueError):
+    """A text setting given a number, date or boolean (:func:`text_problem`). It keeps the value and the field's
+    annotation so that the config loader, which knows what the file wrote there, can say it with that text."""
+
+    def __init__(self, value: Any, annotation: Any, problem: str) -> None:
+        super().__init__(problem)
+        self.value = value
+        self.annotation = annotation
 
 
 def _reads_as(text: str, accepted: set[Any]) -> bool:
@@ -105,7 +122,9 @@ class StrictConfig(BaseModel):
     def _no_silent_coercion(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         if field is not None:
-            problem = coercion_problem(value, accepted_types(field.annotation)) or text_problem(value, field.annotation)
+            problem = coercion_problem(value, accepted_types(field.annotation))
             if problem is not None:
                 raise ValueError(problem)
+            if (text := text_problem(value, field.annotation)) is not None:
+                raise TextValueError(value, field.annotation, text)
         return value

@@ -25,6 +25,10 @@ class ConfigLoader(yaml.SafeLoader):
     """:class:`yaml.SafeLoader` that refuses a key repeated in one mapping (:class:`DuplicateKeyError`, naming
     the key path and both lines) and reads YAML 1.2 exponent floats (``1e-4``) as numbers (see below)."""
 
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self.plain_texts: dict[tuple[str | int, ...], str] = {}
+
     def construct_document(self, node: yaml.Node) -> Any:
         _refuse_repeats(self, node, (), set())
         return super().construct_document(node)
@@ -34,24 +38,32 @@ class ConfigLoader(yaml.SafeLoader):
 # ``1e-05``, ``1e-4`` and ``1.0e5`` were strings, which a float setting refused ("must be float, not the string
 # '1e-05'"), although the reference prints defaults so (``grpo.learning_rate``). YAML 1.2 reads them as floats, and
 # so does a config. Text that is not such a number (``1e``, ``e5``, ``1e-4x``) stays a string.
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
 
 
-def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str, ...], seen: set[int]) -> None:
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str | int, ...], seen: set[int]) -> None:
     """Raise :class:`DuplicateKeyError` for the first key written twice in one mapping under ``node`` (merge keys
-    aside: what they bring in may be overridden). ``seen``: nodes walked already (an alias is walked once)."""
+    aside: what they bring in may be overridden). ``seen``: nodes walked already (an alias is walked once).
+
+    On the way, note in ``loader.plain_texts`` the text of each unquoted scalar read as something other than a string
+    (``0123456``, ``5e10``, ``yes``), by key path: after YAML converted it (42798), what was written is lost, and a
+    refusal of it in a text setting should quote what the user wrote."""
     if id(node) in seen:
         return
     seen.add(id(node))
+    if isinstance(node, yaml.ScalarNode) and node.style is None and node.tag != _STR_TAG:
+        loader.plain_texts[path] = node.value
     if isinstance(node, yaml.MappingNode):
         lines: dict[Any, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):  # (a mapping as a key: validation refuses it)
                 continue
             key = loader.construct_object(key_node)
-            where = ".".join((*path, str(key)))
+            where = ".".join(str(p) for p in (*path, key))
             if key in lines:
                 raise DuplicateKeyError(
                     f"key {where} is written twice (lines {lines[key]} and {key_node.start_mark.line + 1}); YAML would keep "
@@ -61,12 +73,28 @@ def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str, ...]
             _refuse_repeats(loader, value_node, (*path, str(key)), seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _refuse_repeats(loader, item, (*path, str(i)), seen)
+            _refuse_repeats(loader, item, (*path, i), seen)
 
 
 def load_yaml(text: str) -> Any:
     """``text`` read as a conrec config reads it (:class:`ConfigLoader`)."""
-    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    return load_yaml_noting_texts(text)[0]
+
+
+def load_yaml_noting_texts(text: str) -> tuple[Any, dict[tuple[str | int, ...], str]]:
+    """``text`` read as :func:`load_yaml` reads it, and the text of each unquoted scalar YAML read as a number, a
+    date, a boolean or null, by key path (list items by index): ``{("serve", "api_key"): "0123456"}``."""
+    loader = ConfigLoader(text)
+    try:
+        return loader.get_single_data(), loader.plain_texts
+    finally:
+        loader.dispose()
+
+
+def written_as_text_before(written: str) -> bool:
+    """Whether ``written`` is an exponent number that conrec before YAML 1.2 floats read as a string (PyYAML's YAML
+    1.1 resolvers: ``5e10``, ``1e-4``, ``1.0e5``), which :class:`ConfigLoader` now reads as a float."""
+    return _EXPONENT_FLOAT.match(written) is not None and isinstance(yaml.safe_load(written), str)
 
 
 class ConfigDumper(yaml.SafeDumper):
