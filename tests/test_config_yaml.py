@@ -46,6 +46,22 @@ def test_a_repeated_key_is_refused_at_any_depth(tmp_path: Path, text: str, where
     assert where in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("sft:\n  train:\n    <<: {max_steps: 1}\n    <<: {max_steps: 2}\n", "merge key sft.train.<< is written twice (lines 3 and 4)"),
+        ("seed: 1\nsft: {yes: 1, true: 2}\n", "key sft.true is written twice (as yes and true, which YAML reads as one key) (lines 2 and 2)"),
+        ("null: 1\n~: 2\n", "key ~ is written twice (as null and ~"),
+    ],
+)
+def test_a_repeated_merge_key_is_refused_and_a_key_is_named_as_written(tmp_path: Path, text: str, where: str) -> None:
+    """A second ``<<`` in one mapping was skipped by the check (the second merge silently won every shared key), and
+    ``{yes: 1, true: 2}`` was reported as "key True is written twice": neither spelling the user wrote."""
+    with pytest.raises(ConfigError, match="written twice") as err:
+        _load(tmp_path, text)
+    assert where in str(err.value), str(err.value)
+
+
 def test_merge_keys_still_override_and_are_not_repeats(tmp_path: Path) -> None:
     """``<<:`` merges are documented to work: a key beside a merge overrides the merged one (YAML's rule)."""
     cfg = _load(tmp_path, "sft:\n  train:\n    <<: {batch_size: 4, max_steps: 9}\n    max_steps: 3\ngrpo:\n  <<: {batch_size: 4}\n  num_generations: 4\n")

@@ -46,8 +46,9 @@ _STR_TAG = "tag:yaml.org,2002:str"
 
 
 def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str | int, ...], seen: set[int]) -> None:
-    """Raise :class:`DuplicateKeyError` for the first key written twice in one mapping under ``node`` (merge keys
-    aside: what they bring in may be overridden). ``seen``: nodes walked already (an alias is walked once).
+    """Raise :class:`DuplicateKeyError` for the first key written twice in one mapping under ``node``, a merge key
+    ``<<`` included (what a merge brings in may be overridden, by a key beside it). ``seen``: nodes walked already (an
+    alias is walked once).
 
     On the way, note in ``loader.plain_texts`` the text of each unquoted scalar read as something other than a string
     (``0123456``, ``5e10``, ``yes``), by key path: after YAML converted it (42798), what was written is lost, and a
@@ -58,22 +59,32 @@ def _refuse_repeats(loader: ConfigLoader, node: yaml.Node, path: tuple[str | int
     if isinstance(node, yaml.ScalarNode) and node.style is None and node.tag != _STR_TAG:
         loader.plain_texts[path] = node.value
     if isinstance(node, yaml.MappingNode):
-        lines: dict[Any, int] = {}
+        first: dict[Any, yaml.Node] = {}  # each key (as YAML reads it: yes and true are one key) -> where it was written
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG or not isinstance(key_node, yaml.ScalarNode):  # (a mapping as a key: validation refuses it)
+            if not isinstance(key_node, yaml.ScalarNode):  # (a mapping as a key: validation refuses it)
                 continue
-            key = loader.construct_object(key_node)
-            where = ".".join(str(p) for p in (*path, key))
-            if key in lines:
-                raise DuplicateKeyError(
-                    f"key {where} is written twice (lines {lines[key]} and {key_node.start_mark.line + 1}); YAML would keep "
-                    "only the last and drop the first without a word: write each key once (a section once, with all its settings)"
-                )
-            lines[key] = key_node.start_mark.line + 1
-            _refuse_repeats(loader, value_node, (*path, str(key)), seen)
+            key = _MERGE_TAG if key_node.tag == _MERGE_TAG else loader.construct_object(key_node)
+            if key in first:
+                raise DuplicateKeyError(_repeat_message(path, first[key], key_node, merge=key == _MERGE_TAG))
+            first[key] = key_node
+            if key != _MERGE_TAG:  # what a merge brings in may be overridden: its mapping is not walked from here
+                _refuse_repeats(loader, value_node, (*path, str(key)), seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _refuse_repeats(loader, item, (*path, i), seen)
+
+
+def _repeat_message(path: tuple[str | int, ...], first: yaml.Node, again: yaml.Node, merge: bool) -> str:
+    """The refusal of a key written twice in one mapping (pure): the key path as written the second time, and the
+    first spelling where it differs (``yes`` and ``true`` are one key to YAML; so are ``null`` and ``~``)."""
+    where = ".".join(str(p) for p in (*path, again.value))
+    lines = f"lines {first.start_mark.line + 1} and {again.start_mark.line + 1}"
+    if merge:  # PyYAML merged both, the second winning each key they share; YAML allows one merge key per mapping
+        return (f"merge key {where} is written twice ({lines}); the second would override the first where they share a key: "
+                "merge several mappings with one key, <<: [*a, *b] (the first listed wins)")
+    spelled = f" (as {first.value} and {again.value}, which YAML reads as one key)" if first.value != again.value else ""
+    return (f"key {where} is written twice{spelled} ({lines}); YAML would keep only the last and drop the first without a word: "
+            "write each key once (a section once, with all its settings)")
 
 
 def load_yaml(text: str) -> Any:
