@@ -756,6 +756,46 @@ def test_bookkeeping_settings_make_no_stage_stale_and_runs_recorded_before_stay_
     assert fake_stages == ["sid", "sft", "grpo", "eval"]
 
 
+def test_a_run_recorded_before_the_bookkeeping_settings_is_compared_as_it_was_hashed(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by review: on a run an older conrec recorded (bookkeeping settings hashed at their real values, here
+    preset:tiny's logging_steps: 5), a new eval.seed was reported as "sft, eval changed", and turning sid.encoder.cache
+    off or moving logging_steps back to a preset's value retrained SFT, GRPO and eval: the record's sections were
+    compared under today's hashing, and no view tried the bookkeeping values the record had been made with."""
+    from conrec.config import _deep_merge
+    from conrec.stages import _FIRST_EXECUTION_SETTINGS, _hashed_view, _stage_fingerprint, fingerprint_sections, stage_hash
+
+    def config(**extra: Any) -> PipelineConfig:
+        return load_config(None, _deep_merge({"run_dir": str(tmp_path / "run"), "sft": {"train": {"logging_steps": 5}}}, extra))
+
+    cfg = config()
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    before = (_FIRST_EXECUTION_SETTINGS, True)  # how the previous conrec hashed: the bookkeeping settings at their values
+    dumped = cfg.model_dump(mode="json")
+
+    def old_record(stage: str, rec: dict[str, Any]) -> dict[str, Any]:
+        sections = {k: stage_hash(_hashed_view(k, _get(dumped, k), before)) for k in fingerprint_sections(stage)}
+        return {**{k: v for k, v in rec.items() if k != "settings"}, "fingerprint": _stage_fingerprint(cfg, stage, view=before), "sections": sections}
+
+    _rewrite_records(run, old_record)
+    fake_stages.clear()
+    seeded = config(eval={"seed": 3})
+    assert [run.stale_reason(seeded, s) for s in ("sft", "grpo")] == [None, None]
+    assert run.stale_reason(seeded, "eval") == "made with a different configuration (eval.seed: 0 -> 3)"
+    for only_bookkeeping in (config(sid={"encoder": {"cache": False}}), config(sft={"train": {"logging_steps": 20, "save_steps": 1000}})):
+        assert {s: run.stale_reason(only_bookkeeping, s) for s in STAGES} == dict.fromkeys(STAGES)
+    pipeline.run_pipeline(config(sft={"train": {"logging_steps": 20}}))  # rewrites config.yaml: the presets' values still count
+    assert fake_stages == [] and run.stale_reason(config(sft={"train": {"logging_steps": 10}}), "sft") is None
+    lr = config(sft={"train": {"logging_steps": 10, "learning_rate": 0.5}})
+    assert run.stale_reason(lr, "sft") == "made with a different configuration (sft changed)"  # config.yaml no longer holds it
+
+
+def _get(dumped: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        dumped = dumped[part]
+    return dumped
+
+
 def test_the_stale_message_names_the_settings_that_changed(tmp_path: Path, fake_stages: list[str]) -> None:
     """Found by probing: "made with a different configuration (sft changed)" left the user to find which of the
     section's dozens of settings it was. The record now holds the settings; a record from before them is read
