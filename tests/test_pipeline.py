@@ -790,6 +790,21 @@ def test_a_run_recorded_before_the_bookkeeping_settings_is_compared_as_it_was_ha
     assert run.stale_reason(lr, "sft") == "made with a different configuration (sft changed)"  # config.yaml no longer holds it
 
 
+def test_the_stale_message_names_each_setting_once(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by review: data and data.split are both fingerprinted, so a changed data.split setting was listed twice
+    (and counted twice toward "and N more")."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    split = cfg.data.split
+    changed = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"min_history": split.min_history + 2}}})
+    line = f"data.split.min_history: {split.min_history} -> {split.min_history + 2}"
+    assert run.stale_reason(changed, "sid") == f"made with a different configuration ({line})"
+    five = {"min_history": 3, "test_frac": 0.3, "valid_frac": 0.05, "max_history": 50, "horizon_days": 3.0}
+    many = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": five}})
+    assert (run.stale_reason(many, "sid") or "").endswith("; and 1 more)")  # 5 settings, 4 shown: not "and 6 more"
+
+
 def _get(dumped: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         dumped = dumped[part]

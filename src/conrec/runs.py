@@ -268,7 +268,8 @@ class RunDir:
         recorded = rec.get("settings")
         if not isinstance(recorded, dict):
             recorded = self._config_record(stage, rec)
-        lines = [c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k])]
+        # each setting once: a section and its subsection are both fingerprinted (data, data.split; sft, sft.prompt)
+        lines = list(dict.fromkeys(c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k])))
         if not lines or any(k not in recorded for k in changed):
             return f"{', '.join(changed)} changed"
         more = f"; and {len(lines) - MAX_CHANGES_SHOWN} more" if len(lines) > MAX_CHANGES_SHOWN else ""
