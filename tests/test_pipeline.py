@@ -805,6 +805,19 @@ def test_the_stale_message_names_each_setting_once(tmp_path: Path, fake_stages: 
     assert (run.stale_reason(many, "sid") or "").endswith("; and 1 more)")  # 5 settings, 4 shown: not "and 6 more"
 
 
+def test_the_stale_message_shows_a_source_path_as_configured(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by review: a newly set model path was shown as the hashed stand-in "<a path outside the run: its files
+    are compared, not its name>"; a path the record holds is shown as "a path" (its name is not recorded)."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    (tmp_path / "enc").mkdir()
+    enc = load_config(None, {"run_dir": str(tmp_path / "run"), "sid": {"encoder": {"model_path": str(tmp_path / "enc")}}})
+    assert run.stale_reason(enc, "sid") == f"made with a different configuration (sid.encoder.model_path: null -> {tmp_path / 'enc'})"
+    pipeline.run_pipeline(enc)
+    assert run.stale_reason(cfg, "sid") == "made with a different configuration (sid.encoder.model_path: a path -> null)"
+
+
 def _get(dumped: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         dumped = dumped[part]

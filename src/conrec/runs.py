@@ -268,8 +268,9 @@ class RunDir:
         recorded = rec.get("settings")
         if not isinstance(recorded, dict):
             recorded = self._config_record(stage, rec)
+        real = cfg.model_dump(mode="json")
         # each setting once: a section and its subsection are both fingerprinted (data, data.split; sft, sft.prompt)
-        lines = list(dict.fromkeys(c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k])))
+        lines = list(dict.fromkeys(c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k], setting_of(real, k))))
         if not lines or any(k not in recorded for k in changed):
             return f"{', '.join(changed)} changed"
         more = f"; and {len(lines) - MAX_CHANGES_SHOWN} more" if len(lines) > MAX_CHANGES_SHOWN else ""

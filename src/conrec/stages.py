@@ -498,12 +498,23 @@ def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
     return {k: _hash(v) for k, v in section_settings(cfg, stage).items()}
 
 
-def setting_changes(key: str, old: Any, new: Any) -> list[str]:
+def setting_changes(key: str, old: Any, new: Any, real_new: Any = None) -> list[str]:
     """``"dotted.key: old -> new"`` for each setting under ``key`` that differs between two section values (pure;
-    mappings compared key by key, anything else whole; a key one side lacks is ``unset``)."""
+    mappings compared key by key, anything else whole; a key one side lacks is ``unset``).
+
+    ``old`` and ``new`` are compared as hashed (:func:`section_settings`); ``real_new``, the section as configured, is
+    what a set source path is shown as: the hashed :data:`SOURCE_PATH` stand-in said only "<a path outside the run:
+    ...>". A recorded one is shown as ``a path`` (its name is not recorded)."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [c for k in dict.fromkeys([*old, *new]) for c in setting_changes(f"{key}.{k}", old.get(k, _UNSET), new.get(k, _UNSET))]
-    return [] if old == new else [f"{key}: {_shown(old)} -> {_shown(new)}"]
+        real = real_new if isinstance(real_new, dict) else {}
+        return [
+            c for k in dict.fromkeys([*old, *new])
+            for c in setting_changes(f"{key}.{k}", old.get(k, _UNSET), new.get(k, _UNSET), real.get(k))
+        ]
+    if old == new:
+        return []
+    shown_old = "a path" if old == SOURCE_PATH else _shown(old)
+    return [f"{key}: {shown_old} -> {_shown(real_new if new == SOURCE_PATH and real_new is not None else new)}"]
 
 
 _UNSET = object()
