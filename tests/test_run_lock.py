@@ -34,7 +34,7 @@ def test_a_second_process_stops_before_writing_and_goes_on_once_the_holder_is_ki
     try:
         with pytest.raises(RunInUseError, match="is in use by another conrec process") as refused:
             run_stage(cfg, "data")
-        assert f"(pid {holder.pid}: `-c`, since " in str(refused.value)  # which process to wait for (`python -c ...`)
+        assert f"(pid {holder.pid}: `python -c 'import time from conrec.run_lock" in str(refused.value)  # which process to wait for
         with pytest.raises(RunInUseError):
             run_pipeline(cfg, stages=("data",))
         assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE, OWNER_FILE]  # nothing written: no config, no data
@@ -47,6 +47,23 @@ def test_a_second_process_stops_before_writing_and_goes_on_once_the_holder_is_ki
         holder.wait()
     run_stage(cfg, "data")  # the killed holder's lock went with it
     assert (run_dir / "data" / "events.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "orig", "words"),
+    [
+        (["/s/conrec/cli.py", "sft", "-c", "x"], ["python3", "-m", "conrec.cli", "sft", "-c", "x"], ["conrec", "sft", "-c", "x"]),
+        (["/s/tool.py", "-m", "x"], ["python3", "-X", "dev", "-m", "tool", "-m", "x"], ["python", "-m", "tool", "-m", "x"]),
+        (["-c", "a"], ["python3", "-c", "import x\nx.run()", "a"], ["python", "-c", "import x x.run()", "a"]),
+        (["/usr/bin/conrec", "sft", "-m"], ["/usr/bin/python3", "/usr/bin/conrec", "sft", "-m"], ["conrec", "sft", "-m"]),
+        (["/usr/bin/conrec", "sft"], None, ["conrec", "sft"]),
+    ],
+)
+def test_the_owner_record_names_the_command_as_typed(argv: list[str], orig: list[str] | None, words: list[str]) -> None:
+    """Found by review: ``python -m conrec.cli sft -c x`` was recorded as ``cli.py sft -c x``, ``python -c`` as ``-c``."""
+    from conrec.run_lock import command_words
+
+    assert command_words(argv, orig) == words
 
 
 def test_the_lock_is_reentrant_in_one_process_and_left_to_the_main_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,9 +84,23 @@ def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
 
 def _command_line() -> str:
     """This process's command line as typed (``conrec sft -c x.yaml``), cut to :data:`_MAX_COMMAND` characters."""
-    argv = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
-    text = shlex.join(argv)
+    text = shlex.join(command_words(sys.argv, getattr(sys, "orig_argv", None)))
     return text if len(text) <= _MAX_COMMAND else text[: _MAX_COMMAND - 1] + "…"
+
+
+def command_words(argv: list[str], orig_argv: list[str] | None) -> list[str]:
+    """The words of a command line as typed, from ``sys.argv`` and the interpreter's ``sys.orig_argv`` (pure).
+
+    Why: under ``python -m conrec.cli sft -c x`` ``sys.argv[0]`` is the module's file, and the owner record said
+    ``cli.py sft -c x``; under ``python -c CODE``, just ``-c``. ``-m conrec.cli`` is shown as the ``conrec`` command it
+    is; another module as ``python -m module ...``; ``-c`` code with its whitespace runs made single spaces (one line)."""
+    args = argv[1:]
+    head = orig_argv[-len(argv) - 1 :] if orig_argv and argv and len(orig_argv) > len(argv) else []
+    if head and head[0] == "-m" and head[2:] == args:
+        return ["conrec", *args] if head[1] == "conrec.cli" else ["python", "-m", head[1], *args]
+    if head and head[0] == "-c" and head[2:] == args:
+        return ["python", "-c", " ".join(head[1].split()), *args]
+    return [Path(argv[0]).name if argv and argv[0] else "python", *args]
 
 
 def _write_owner(root: Path) -> None:
