@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conrec.config import load_config
 from conrec.errors import ConfigError
@@ -240,3 +241,19 @@ def test_quoted_text_and_choice_words_are_unchanged(tmp_path) -> None:
     p.write_text("serve: {api_key: '123456'}\ndata: {streaming: on, ts_format: '%Y-%m-%d'}\n")
     cfg = load_config(p)
     assert (cfg.serve.api_key, cfg.data.streaming, cfg.data.ts_format) == ("123456", "on", "%Y-%m-%d")
+
+
+def test_the_budget_refusal_of_the_facet_rule_added_on_simulated_data_says_so_at_eval(tmp_path) -> None:
+    """Found by review: with eval.baselines unset on simulated data, facet_rule is added; its grid over the budget was
+    refused at "<root>" as if the user had listed it."""
+    grids = {"popularity": {"half_life_days": [None]}, "itemknn": {"top_neighbours": [30]}, "category": {"recency_decay": [0.9]},
+             "sasrec": {"epochs": [15]}, "ease": {"l2": [10]}, "taste_exposure": {"pop_weight": [0.5]}, "swing": {"alpha": [1.0]},
+             "content": {"top_m": [3]}}
+    evals = {"tune_budget": 2, **{name: {"grid": grid} for name, grid in grids.items()}}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"data": {"source": "simulator"}, "eval": evals}))
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "<root>" not in msg and f"in {p}: eval: Value error, facet_rule joins the baselines on simulated data when eval.baselines is unset" in msg, msg
+    assert "eval.facet_rule.grid has" in msg

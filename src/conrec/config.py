@@ -18,6 +18,7 @@ from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from conrec.config_base import StrictConfig, TextValueError, accepted_types, takes_text, text_problem
 from conrec.config_yaml import DuplicateKeyError, dump_yaml, load_yaml_noting_texts, written_as_text_before
@@ -104,7 +105,11 @@ class PipelineConfig(StrictConfig):
             # (docs/results.md): without it the simulated comparisons understate the best baseline again
             ev = self.eval.model_copy(update={"baselines": [*self.eval.baselines, "facet_rule"]})
             ev.model_fields_set.add("baselines")
-            self.eval = ev.check_budget()  # a copy is not validated: the added baseline's grid is now one that is tried
+            try:
+                self.eval = ev.check_budget()  # a copy is not validated: the added baseline's grid is now one that is tried
+            except ValueError as exc:  # said at eval, and why facet_rule is there: the user never listed it
+                raise _error_at(("eval",), f"facet_rule joins the baselines on simulated data when eval.baselines is unset, and {exc}; "
+                                "cut eval.facet_rule.grid, raise eval.tune_budget, or list eval.baselines", self.eval.tune_budget) from None
         return self
 
     @model_validator(mode="after")
@@ -264,6 +269,13 @@ def _nested_models(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return [m for a in get_args(annotation) for m in _nested_models(a)]
+
+
+def _error_at(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    """A validation error at ``loc``, for a check of the whole config that concerns one section: raised from a model
+    validator, a plain ValueError is placed at the root, and the message said ``<root>``."""
+    detail = InitErrorDetails(type=PydanticCustomError("value_error", "Value error, {why}", {"why": message}), loc=loc, input=value)
+    return ValidationError.from_exception_data("PipelineConfig", [detail])
 
 
 def validation_problem(error: Any) -> str:
