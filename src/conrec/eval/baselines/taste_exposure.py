@@ -53,7 +53,7 @@ class TasteExposureRecommender(ScoredRecommender):
         else:
             knn = ItemKnnRecommender(ItemKnnConfig(recency_decay=self.cfg.recency_decay, top_neighbours=self.cfg.top_neighbours))
             knn.fit(events, items)
-            self.no_signal = None
+            self.no_signal = knn.no_signal  # no co-dislike: a zero similarity, popularity alone (as itemknn's row)
             self._item_item = knn._sim
             cat = knn._catalog
         assert cat is not None
