@@ -30,7 +30,6 @@ Layout::
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import secrets
@@ -42,14 +41,11 @@ from typing import TYPE_CHECKING, Any
 from conrec.io import write_json
 from conrec.source_files import change as source_change
 from conrec.stages import (
-    BOOKKEEPING_SETTINGS,
-    EXECUTION_SETTINGS,
     FINGERPRINT_FILE,
     MODEL_STAGES,
     REVISIONS,
     STAGE_REGISTRY,
     STAGES,
-    current_but_bookkeeping,
     fingerprint_sections,
     model_output,
     recorded_view,
@@ -69,15 +65,6 @@ __all__ = ["FINGERPRINT_FILE", "PARENT_FILE", "STAGES", "RunDir"]  # STAGES, FIN
 
 PARENT_FILE = "parent.json"  # a child run's record of its parent and linked stages (conrec.experiments)
 MAX_CHANGES_SHOWN = 4  # settings a stale message names before "and N more"
-
-
-@functools.cache
-def _preset_values() -> dict[str, list[Any]]:
-    """Each bookkeeping setting's values in the shipped presets (:meth:`RunDir._bookkeeping_candidates`)."""
-    from conrec.config import PRESETS, load_config, preset_path
-
-    dumps = [load_config(preset_path(name)).model_dump(mode="json") for name in PRESETS]
-    return {b: [setting_of(d, b) for d in dumps] for b in BOOKKEEPING_SETTINGS}
 
 
 @dataclass(frozen=True)
@@ -216,15 +203,13 @@ class RunDir:
         if rec.get("fingerprint") not in stage_fingerprints(cfg, stage):
             if (why := self._older_revision(stage, rec)) is not None:
                 return why
-            candidates = self._bookkeeping_candidates()
-            if not current_but_bookkeeping(cfg, stage, rec, candidates):
-                # compared as the record was hashed (an older conrec's view), so an unchanged section is never named
-                _, _, changed = recorded_view(cfg, stage, rec.get("sections") or {}, candidates)
-                if not changed:
-                    if (why := self._rebuilt_upstream(rec)) is not None:
-                        return why
-                    return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
-                return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
+            # compared as the record was hashed (an older conrec's view), so an unchanged section is never named
+            changed = recorded_view(cfg, stage, rec.get("sections") or {})
+            if not changed:
+                if (why := self._rebuilt_upstream(rec)) is not None:
+                    return why
+                return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
+            return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
         for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
             up_rec = rec if up == stage else self.fingerprint_record(up)
             now = STAGE_REGISTRY[up].source_paths(cfg)
@@ -236,18 +221,6 @@ class RunDir:
         if (why := self._rebuilt_upstream(rec)) is not None:
             return why
         return self.output_problem(stage)
-
-    def _bookkeeping_candidates(self) -> dict[str, list[Any]]:
-        """The values a bookkeeping setting (:data:`conrec.stages.BOOKKEEPING_SETTINGS`) may have had when an older
-        conrec recorded a stage with it at its real value: its stand-in (the default then), the run's config.yaml's,
-        and the shipped presets' (``preset:tiny``'s ``logging_steps: 5``, demo's ``save_steps: 1000``). Why the presets:
-        config.yaml is rewritten with the current values by the next stage run, so it alone would keep such a stage
-        current once, then stale again; a run's own other value, once config.yaml no longer holds it, is not known."""
-        recorded = self._recorded_config()
-        return {
-            b: [EXECUTION_SETTINGS[b], *([setting_of(recorded, b)] if recorded is not None else []), *_preset_values().get(b, [])]
-            for b in BOOKKEEPING_SETTINGS
-        }
 
     def _recorded_config(self) -> dict[str, Any] | None:
         """The run's config.yaml as a JSON dump (None when it is missing or does not load)."""

@@ -52,7 +52,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
-import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -377,75 +376,21 @@ bookkeeping ones real (before they joined), with source paths at their stand-in 
 and every value real (before that)."""
 
 
-BOOKKEEPING_SETTINGS = tuple(k for k in EXECUTION_SETTINGS if k not in _FIRST_EXECUTION_SETTINGS)
-"""The :data:`EXECUTION_SETTINGS` that the older views hash at their real values (logging, checkpoints, the cache)."""
+def recorded_view(cfg: PipelineConfig, stage: str, recorded: dict[str, str]) -> list[str]:
+    """The sections of a finished ``stage`` whose ``recorded`` hashes differ from ``cfg``'s, compared under the
+    :data:`_VIEWS` view that leaves the fewest differing (today's first on a tie): the sections a stale message names.
 
-
-def _with_settings(dumped: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A config's JSON dump with the dotted settings ``values`` set (a copy; pure)."""
-    dumped = copy.deepcopy(dumped)
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = dumped
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
-    return dumped
-
-
-def recorded_view(
-    cfg: PipelineConfig, stage: str, recorded: dict[str, str], candidates: dict[str, list[Any]]
-) -> tuple[_View, dict[str, Any], list[str]]:
-    """Which :data:`_VIEWS` view a finished ``stage``'s record was most likely hashed under, compared with ``cfg``:
-    the view (today's first on a tie) under which the fewest of the ``recorded`` section hashes differ from ``cfg``'s,
-    the bookkeeping values that made them match, and the sections that differ under it.
-
-    Why: a record an older conrec made hashed :data:`BOOKKEEPING_SETTINGS` at their real values. Compared under
-    today's view, every section whose bookkeeping value is not its stand-in (``preset:tiny``'s ``logging_steps: 5``)
-    was called changed: a new ``eval.seed`` was reported as "sft, eval changed". Under a view where a bookkeeping
-    setting is real, each value in ``candidates[setting]`` (the current one always first) is tried: the record holds
-    only hashes, and a bookkeeping setting changed since must not count as a change."""
+    Why: a record an older conrec made hashed the bookkeeping settings (the :data:`EXECUTION_SETTINGS` added later)
+    at their real values. Compared under today's view, every section whose bookkeeping value is not its stand-in
+    (``preset:tiny``'s ``logging_steps: 5``) was called changed: a new ``eval.seed`` was reported as "sft, eval
+    changed". Whether the stage is current is decided by its whole fingerprint (:func:`stage_fingerprints`), not here;
+    a bookkeeping setting changed since such a record was made is a change to it (the record holds only hashes)."""
     dumped = cfg.model_dump(mode="json")
-    best: tuple[_View, dict[str, Any], list[str]] | None = None
-    for view in _VIEWS:
-        chosen: dict[str, Any] = {}
-        differ = []
-        for key in fingerprint_sections(stage):
-            if key not in recorded:  # a section the record lacks: the older conrec read (or named) its settings otherwise
-                continue
-            real = [b for b in BOOKKEEPING_SETTINGS if b not in view[0] and b.startswith(key + ".")]
-            tries = [dict(zip(real, combo, strict=True)) for combo in itertools.product(*(_distinct([_get(dumped, b), *candidates.get(b, [])]) for b in real))]
-            match = next((t for t in tries if _hash(_hashed_view(key, _get(_with_settings(dumped, t), key), view)) == recorded[key]), None)
-            if match is None:
-                differ.append(key)
-            else:
-                chosen.update(match)
-        if best is None or len(differ) < len(best[2]):
-            best = (view, chosen, differ)
-    assert best is not None
-    return best
-
-
-def _distinct(values: list[Any]) -> list[Any]:
-    """``values`` without repeats, in order (they may be unhashable: JSON values)."""
-    out: list[Any] = []
-    for v in values:
-        if v not in out:
-            out.append(v)
-    return out
-
-
-def current_but_bookkeeping(cfg: PipelineConfig, stage: str, rec: dict[str, Any], candidates: dict[str, list[Any]]) -> bool:
-    """Whether ``rec``'s fingerprint is ``cfg``'s under an older view once the bookkeeping settings take values in
-    ``candidates`` (:func:`recorded_view`): a record from before they joined :data:`EXECUTION_SETTINGS`, with only
-    bookkeeping changed since (``sid.encoder.cache`` turned off, ``logging_steps`` moved to another candidate).
-
-    The whole fingerprint is recomputed with those values, so every other setting, upstream ones included, is
-    proven unchanged (a section-by-section match alone would not cover the stage's inputs and revision)."""
-    view, chosen, differ = recorded_view(cfg, stage, rec.get("sections") or {}, candidates)
-    if differ or not chosen or view == TODAY:
-        return False
-    return _dumped_fingerprint(_with_settings(cfg.model_dump(mode="json"), chosen), stage, view) == rec.get("fingerprint")
+    keys = [k for k in fingerprint_sections(stage) if k in recorded]  # a section the record lacks: read otherwise then
+    return min(
+        ([k for k in keys if _hash(_hashed_view(k, _get(dumped, k), view)) != recorded[k]] for view in _VIEWS),
+        key=len,
+    )
 
 
 def setting_of(dumped: dict[str, Any], key: str) -> Any:
