@@ -19,6 +19,19 @@ from conrec.serve.config import ServeConfig
 from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables, write_fake_outputs
 
 
+@pytest.fixture(autouse=True)
+def _no_idle_cpu_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage started in this process skips the 0.3 s sample of idle CPUs that chooses torch's threads.
+
+    Why: ``conrec.runtime.measure_idle_cpus`` sleeps 0.3 s at each stage start (and before eval's first
+    announcement), and the suite starts stages in process hundreds of times, mostly fake ones: about 1.5 minutes of
+    sleeping. Unknown idle CPUs (None) is what a machine without /proc gives: every core, as on a quiet machine.
+    The sample's arithmetic is tested on its own (``test_runtime.py``); a test that wants a sample patches it."""
+    import conrec.runtime
+
+    monkeypatch.setattr(conrec.runtime, "measure_idle_cpus", lambda *args, **kwargs: None)
+
+
 @pytest.fixture()
 def serve_client() -> Callable[..., tuple[TestClient, RecordingPredictor]]:
     """A factory: ``serve_client(**serve_overrides)`` -> (client, recording predictor) over the
