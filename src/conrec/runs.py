@@ -46,9 +46,9 @@ from conrec.stages import (
     REVISIONS,
     STAGE_REGISTRY,
     STAGES,
+    changed_sections,
     fingerprint_sections,
     model_output,
-    recorded_view,
     section_as_hashed,
     section_hashes_any_view,
     section_settings,
@@ -204,7 +204,7 @@ class RunDir:
             if (why := self._older_revision(stage, rec)) is not None:
                 return why
             # compared as the record was hashed (an older conrec's view), so an unchanged section is never named
-            changed = recorded_view(cfg, stage, rec.get("sections") or {})
+            changed = changed_sections(cfg, stage, rec.get("sections") or {})
             if not changed:
                 if (why := self._rebuilt_upstream(rec)) is not None:
                     return why

@@ -376,7 +376,7 @@ bookkeeping ones real (before they joined), with source paths at their stand-in 
 and every value real (before that)."""
 
 
-def recorded_view(cfg: PipelineConfig, stage: str, recorded: dict[str, str]) -> list[str]:
+def changed_sections(cfg: PipelineConfig, stage: str, recorded: dict[str, str]) -> list[str]:
     """The sections of a finished ``stage`` whose ``recorded`` hashes differ from ``cfg``'s, compared under the
     :data:`_VIEWS` view that leaves the fewest differing (today's first on a tie): the sections a stale message names.
 
