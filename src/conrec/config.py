@@ -205,20 +205,9 @@ def _exponent_words_as_text(loaded: dict[str, Any], written: dict[tuple[str | in
 def _annotation_at(loc: tuple[str | int, ...]) -> Any:
     """The annotation of the setting at the key path ``loc`` (list items stepped over, as in ``grpo.stages.0``); None
     where that is not one field of the config's models (pure)."""
-    model: type[BaseModel] = PipelineConfig
-    for i, part in enumerate(loc):
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        if i == len(loc) - 1:
-            return field.annotation
-        inner = _nested_models(field.annotation)
-        if len(inner) != 1:
-            return None
-        model = inner[0]
-    return None
+    model = _model_at(loc[:-1]) if loc and not isinstance(loc[-1], int) else None
+    field = model.model_fields.get(str(loc[-1])) if model is not None else None
+    return field.annotation if field is not None else None
 
 
 def _as_written(error: Any, written: dict[tuple[str | int, ...], str], overrides: dict[str, Any] | None) -> Any:
@@ -252,6 +241,13 @@ def _unknown_key_hint(loc: tuple[Any, ...], overrides: bool) -> str:
 def _keys_at(loc: tuple[Any, ...]) -> list[str]:
     """The keys the config section at ``loc`` (a validation error's path) allows; [] where that is not one model
     (a list index is stepped over; a union of several models, or a path pydantic names by type, gives [])."""
+    model = _model_at(loc)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model of the section at the key path ``loc`` (list indices stepped over); None where that is not
+    one model (an unknown key, a plain setting, a union of several models)."""
     model: type[BaseModel] = PipelineConfig
     for part in loc:
         if isinstance(part, int):
@@ -259,9 +255,9 @@ def _keys_at(loc: tuple[Any, ...]) -> list[str]:
         field = model.model_fields.get(str(part))
         inner = _nested_models(field.annotation) if field is not None else []
         if len(inner) != 1:
-            return []
+            return None
         model = inner[0]
-    return list(model.model_fields)
+    return model
 
 
 def _nested_models(annotation: Any) -> list[type[BaseModel]]:
