@@ -28,7 +28,7 @@ from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, section_hashes, section_settings, stage_fingerprint
+from conrec.stages import STAGE_REGISTRY, STAGES, section_settings, stage_fingerprint, stage_hash
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
@@ -162,8 +162,9 @@ def record_finished(
     the cores idle at the stage's start, and float sums in another order can move a training run; a run to
     repeat bit for bit sets ``threads`` (docs/results.md)."""
     run = RunDir(cfg.run_dir)
+    settings = section_settings(cfg, stage)  # the sections as hashed, and (for the stale message) as they read
     write_json(
-        {"fingerprint": stage_fingerprint(cfg, stage), "sections": section_hashes(cfg, stage), "settings": section_settings(cfg, stage),
+        {"fingerprint": stage_fingerprint(cfg, stage), "sections": {k: stage_hash(v) for k, v in settings.items()}, "settings": settings,
          "seconds": seconds,
          "revision": STAGE_REGISTRY[stage].revision,
          "source_files": source_files or {}, "torch_threads": threads,

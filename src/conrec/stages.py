@@ -438,11 +438,6 @@ def section_settings(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     return {k: _hashed_view(k, _get(dumped, k)) for k in fingerprint_sections(stage)}
 
 
-def section_hashes(cfg: PipelineConfig, stage: str) -> dict[str, str]:
-    """One hash per config section in :func:`fingerprint_sections` (which one changed, for messages)."""
-    return {k: _hash(v) for k, v in section_settings(cfg, stage).items()}
-
-
 def setting_changes(key: str, old: Any, new: Any, real_new: Any = None) -> list[str]:
     """``"dotted.key: old -> new"`` for each setting under ``key`` that differs between two section values (pure;
     mappings compared key by key, anything else whole; a key one side lacks is ``unset``).
