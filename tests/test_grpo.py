@@ -196,11 +196,15 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     cfg, run = grpo_run_dir(tmp_path / "run")
     console = Console(quiet=True)
     built: list[str] = []
+    trainers: list[Any] = []
+    starts: list[dict[str, torch.Tensor]] = []  # each stage's policy weights when its trainer is built
     real_make = grpo_mod._make_trainer
 
     def counting_make(spec: Any) -> Any:
         built.append(spec.stage.name)
-        return real_make(spec)
+        starts.append({k: v.detach().clone() for k, v in spec.policy.state_dict().items()})
+        trainers.append(real_make(spec))
+        return trainers[-1]
 
     monkeypatch.setattr(grpo_mod, "_make_trainer", counting_make)
     real_on_log = grpo_mod.GrpoLogCallback.on_log
@@ -245,6 +249,13 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     assert torch.isfinite(model(ids).logits).all()
     sft = AutoModelForCausalLM.from_pretrained(run.sft_model)
     assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), sft.state_dict().values()))
+    # the KL reference is the SFT model in every stage, also in a later stage whose policy starts from the
+    # previous stage's weights (TRL builds it from the policy's _name_or_path: this guards a TRL upgrade)
+    sft_state = sft.state_dict()
+    for trainer in trainers:
+        ref = trainer.ref_model.state_dict()
+        assert sft_state.keys() == ref.keys() and all(torch.equal(sft_state[k], ref[k]) for k in sft_state)
+    assert any(not torch.equal(starts[-1][k], sft_state[k]) for k in sft_state)  # stage 1's policy started from stage 0's weights
 
     # 3) everything finished: a rerun trains nothing
     STAGE_REGISTRY["grpo"].call(cfg, console=console)
