@@ -179,6 +179,18 @@ def test_lists_of_an_eval_stage_that_is_not_current_are_not_shown(tmp_path):
     assert fresh.get("/ui/api/overview").json()["precomputed_hint"] is None
 
 
+def test_served_popularity_saw_the_points_futures_so_the_page_does_not_score_it(tmp_path):
+    """Found by a leakage audit: served `popular` counts every dislike of the log, so on evaluation points the
+    page marked 27 of 30 with hits of a list made popular by their own held-out futures (8 of 30 for the eval
+    run's popularity, fitted before the cut-off). The views say so, and the page marks none of its hits
+    (``test_serve_ui_browser.py``)."""
+    client, test = _run(tmp_path)
+    view = client.get(f"/ui/api/points/{test['sample_id'][0]}").json()
+    assert "serve.model: popular" in view["live_unscored"] and "not marked" in view["live_unscored"]
+    assert client.get("/ui/api/overview").json()["live_unscored"] == view["live_unscored"]
+    assert [m["name"] for m in view["lists"]] == ["sft", "popularity"]  # the eval run's lists are still scored
+
+
 def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):
     from conrec.serve.synthetic import write_synthetic_run
 
