@@ -191,6 +191,36 @@ def test_served_popularity_saw_the_points_futures_so_the_page_does_not_score_it(
     assert [m["name"] for m in view["lists"]] == ["sft", "popularity"]  # the eval run's lists are still scored
 
 
+def test_a_served_lm_trained_on_the_valid_labels_is_not_scored_on_valid_points(tmp_path):
+    """Found by a leakage audit: with eval.split: valid and data.split.train_until: test the eval stage refuses
+    the LM (it learnt the valid points' futures as targets), but the page showed the valid points, called
+    their futures held out and marked the live LM's hits against them, with no word."""
+    cfg, _ = inspector_run(tmp_path / "run")
+    app = create_app_from_run(cfg)
+    run = RunDir(cfg.run_dir)
+    items, events = read_parquet(run.items), read_parquet(run.events)
+
+    def served_lm(split: str, train_until: str) -> TestClient:
+        raw = cfg.model_dump()
+        raw["eval"]["split"], raw["data"]["split"]["train_until"], raw["serve"]["model"] = split, train_until, "grpo"
+        lm_cfg = PipelineConfig.model_validate(raw)
+        lm = FastAPI()
+        lm.state = app.state
+        lm.include_router(inspector_router(Inspector.from_run(run, lm_cfg, items), events, lm_cfg.serve))
+        return TestClient(lm, base_url="http://localhost")
+
+    leaky = served_lm("valid", "test")
+    overview = leaky.get("/ui/api/overview").json()
+    assert overview["split"] == "valid" and overview["n_points"] > 0
+    assert "trained on the valid period's labels" in overview["live_unscored"]
+    view = leaky.get("/ui/api/points/random").json()
+    assert view["live_unscored"] == overview["live_unscored"]
+    for split, train_until in (("valid", "valid"), ("test", "test"), ("test", "valid")):  # the LM never saw these futures
+        fair = served_lm(split, train_until)
+        assert fair.get("/ui/api/overview").json()["live_unscored"] is None
+        assert fair.get("/ui/api/points/random").json()["live_unscored"] is None
+
+
 def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):
     from conrec.serve.synthetic import write_synthetic_run
 

@@ -187,11 +187,18 @@ def live_list_unscored(served: str, eval_split: str, train_until: str) -> str | 
 
     Why: ``serve.model: popular`` counts every dislike of the log (a real request's answer should), so on a
     point it recommends what the point's own future made popular (27 of 30 test points hit, against 8 for the
-    eval run's popularity fitted before the cut-off)."""
+    eval run's popularity fitted before the cut-off); an LM trained up to the test cut-off
+    (``data.split.train_until: test``) learnt the valid points' futures as its targets, the comparison the
+    eval stage refuses."""
     if served == "popular":
         return (
             "the served model (serve.model: popular) counts every dislike in the log, these points' held-out future "
             "dislikes included, so its hits on them are not marked; the eval run's lists were fitted without them"
+        )
+    if eval_split == "valid" and train_until == "test":
+        return (
+            "the served LM was trained on the valid period's labels (eval.split: valid with data.split.train_until: "
+            "test), so its hits on these valid points are not marked; the eval stage refuses this comparison"
         )
     return None
 
