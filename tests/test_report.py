@@ -234,6 +234,35 @@ def test_the_report_notes_cut_short_headline_windows_and_a_skipped_slate_evaluat
     assert "exposure-controlled evaluation skipped (rerun `conrec data`)" in report
 
 
+def test_valid_windows_are_counted_cut_at_the_test_cut_off_as_conrec_analyze_counts_them(tmp_path: Path) -> None:
+    """Found by a leakage audit: with eval.split: valid the note measured every window against the end of the
+    log only, so it said 2.5% of the points at 7 d where the test start cut 88.7%; `conrec analyze` counted the
+    valid points' own stops (the test cut-off; per user, the user's first test dislike)."""
+    from conrec.data.windows import DAY, utc_minute
+
+    run, test_cut = eval_run_dir(tmp_path / "run")
+    cfg = _cfg(run.root, baselines=["popularity"], models=[], horizons=[1, 3], split="valid")
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    report = " ".join(run.report.read_text().split())
+    ts = pl.read_parquet(run.samples).filter(pl.col("split") == "valid")["ts"].to_numpy()
+    share = float(((ts + 3 * DAY) > test_cut).mean())
+    assert share > 0.5  # the valid period (4 days) is barely longer than the 3-day window
+    assert f"cut short by the test cut-off ({utc_minute(test_cut)})" in report
+    assert f"{share:.1%} of the points at 3 d" in report
+
+
+def test_per_user_valid_windows_stop_at_their_users_first_test_dislike() -> None:
+    from conrec.data.windows import DAY
+
+    rows = [("a", "valid", 0), ("a", "valid", DAY), ("a", "test", 2 * DAY), ("a", "test", 9 * DAY), ("b", "valid", 0)]
+    samples_all = pl.DataFrame(rows, schema={"user_id": pl.String, "split": pl.String, "ts": pl.Int64}, orient="row")
+    evaluated = samples_all.filter(pl.col("split") == "valid")
+    note = eval_stage.cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0, 3.0])
+    # a's windows stop at 2 d (a's first test dislike): at 3 d both are cut; b has no test point: the log's end
+    assert note is not None and "cut short by their user's first test dislike: 66.7% of the points at 3 d." in note
+    assert eval_stage.cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0]) is None
+
+
 def test_tuning_without_valid_points_names_tuning_not_the_evaluated_split(tmp_path: Path) -> None:
     run, _ = eval_run_dir(tmp_path / "run")
     samples = pl.read_parquet(run.samples)

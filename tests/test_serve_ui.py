@@ -179,6 +179,48 @@ def test_lists_of_an_eval_stage_that_is_not_current_are_not_shown(tmp_path):
     assert fresh.get("/ui/api/overview").json()["precomputed_hint"] is None
 
 
+def test_served_popularity_saw_the_points_futures_so_the_page_does_not_score_it(tmp_path):
+    """Found by a leakage audit: served `popular` counts every dislike of the log, so on evaluation points the
+    page marked 27 of 30 with hits of a list made popular by their own held-out futures (8 of 30 for the eval
+    run's popularity, fitted before the cut-off). The views say so, and the page marks none of its hits
+    (``test_serve_ui_browser.py``)."""
+    client, test = _run(tmp_path)
+    view = client.get(f"/ui/api/points/{test['sample_id'][0]}").json()
+    assert "serve.model: popular" in view["live_unscored"] and "not marked" in view["live_unscored"]
+    assert client.get("/ui/api/overview").json()["live_unscored"] == view["live_unscored"]
+    assert [m["name"] for m in view["lists"]] == ["sft", "popularity"]  # the eval run's lists are still scored
+
+
+def test_a_served_lm_trained_on_the_valid_labels_is_not_scored_on_valid_points(tmp_path):
+    """Found by a leakage audit: with eval.split: valid and data.split.train_until: test the eval stage refuses
+    the LM (it learnt the valid points' futures as targets), but the page showed the valid points, called
+    their futures held out and marked the live LM's hits against them, with no word."""
+    cfg, _ = inspector_run(tmp_path / "run")
+    app = create_app_from_run(cfg)
+    run = RunDir(cfg.run_dir)
+    items, events = read_parquet(run.items), read_parquet(run.events)
+
+    def served_lm(split: str, train_until: str) -> TestClient:
+        raw = cfg.model_dump()
+        raw["eval"]["split"], raw["data"]["split"]["train_until"], raw["serve"]["model"] = split, train_until, "grpo"
+        lm_cfg = PipelineConfig.model_validate(raw)
+        lm = FastAPI()
+        lm.state = app.state
+        lm.include_router(inspector_router(Inspector.from_run(run, lm_cfg, items), events, lm_cfg.serve))
+        return TestClient(lm, base_url="http://localhost")
+
+    leaky = served_lm("valid", "test")
+    overview = leaky.get("/ui/api/overview").json()
+    assert overview["split"] == "valid" and overview["n_points"] > 0
+    assert "trained on the valid period's labels" in overview["live_unscored"]
+    view = leaky.get("/ui/api/points/random").json()
+    assert view["live_unscored"] == overview["live_unscored"]
+    for split, train_until in (("valid", "valid"), ("test", "test"), ("test", "valid")):  # the LM never saw these futures
+        fair = served_lm(split, train_until)
+        assert fair.get("/ui/api/overview").json()["live_unscored"] is None
+        assert fair.get("/ui/api/points/random").json()["live_unscored"] is None
+
+
 def test_a_run_without_evaluation_points_still_serves_the_api_and_pasted_histories(tmp_path):
     from conrec.serve.synthetic import write_synthetic_run
 

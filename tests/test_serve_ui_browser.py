@@ -481,3 +481,30 @@ def test_a_slow_search_answer_never_replaces_a_later_one(driver, quick):
     _wait(driver, lambda d: d.execute_script(found) == ["i0"], 10)
     time.sleep(2.2)  # the search for "t" has been answered by now
     assert driver.execute_script(found) == ["i0"]
+
+
+def test_the_served_popularity_list_marks_no_hit_on_evaluation_points(driver, quick):
+    """Served `popular` counts every dislike of the log, the points' held-out futures included
+    (``test_serve_ui.py``): on a point its live list marks no hit and says why, while the eval run's
+    popularity list, fitted before the cut-off, still marks its own."""
+    url = quick["url"]
+    rows = list(quick["points"].iter_rows(named=True))
+
+    def live(row: dict[str, Any]) -> list[str]:
+        history = [{"item_id": i, "feedback": int(f)} for i, f in zip(row["hist_items"], row["hist_feedback"])]
+        return [it["item_id"] for it in httpx.post(f"{url}/v1/dislikes", json={"history": history}, timeout=30).json()["items"]]
+
+    row = next(r for r in rows if set(live(r)) & set(r["future_negs"]))  # a list that holds a future dislike
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "not scored on these points" in d.find_element("id", "points-hint").text, 20)
+    _open_point(driver, row["user_id"], row["sample_id"])
+    _wait(driver, lambda d: _live_items(d) == live(row), 10)
+    section = _css(driver, "#lists .model-list[data-kind=live]")[0]
+    assert section.find_elements("css selector", "li.hit") == [] and "hits not marked" in section.text
+    future = set(row["future_negs"])
+    (evaluated,) = _css(driver, "#lists .model-list[data-model=popularity]")
+    marks = [("hit" in (li.get_attribute("class") or "").split(), li.get_attribute("data-item") in future)
+             for li in evaluated.find_elements("css selector", "li[data-item]")]
+    assert marks and all(hit == held_out for hit, held_out in marks)
+    for li in _css(driver, "#future li"):  # "hit by popularity" may stand there, never the live "popular"
+        assert "popular" not in li.find_element("css selector", ".by").text.removeprefix("hit by ").split(", ")

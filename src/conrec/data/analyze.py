@@ -215,10 +215,7 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFra
         return []
     log_end = int(last) + 1
     stops = window_stops(samples, log_end, test_cutoff)
-    why = {
-        "test": f"the end of the log (last event {utc_minute(log_end - 1)})",
-        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({utc_minute(test_cutoff)})",
-    }
+    why = stop_causes(log_end, test_cutoff)
     notes = [cut_window_note(split, cut_short_shares(ts, stop, horizons), why[split]) for split, (ts, stop) in stops.items()]
     return [n for n in notes if n is not None]
 
@@ -240,6 +237,15 @@ def window_stops(samples: pl.DataFrame, log_end: int, test_cutoff: int | None) -
     return {
         "valid": (valid["ts"].to_numpy(), valid_stop),
         "test": (test["ts"].to_numpy(), np.full(test.height, log_end)),
+    }
+
+
+def stop_causes(log_end: int, test_cutoff: int | None) -> dict[str, str]:
+    """Per study split, what stops its windows (:func:`window_stops`), in words: the one wording of this
+    command's notes and the eval report's, which count the same stops."""
+    return {
+        "test": f"the end of the log (last event {utc_minute(log_end - 1)})",
+        "valid": "their user's first test dislike" if test_cutoff is None else f"the test cut-off ({utc_minute(test_cutoff)})",
     }
 
 

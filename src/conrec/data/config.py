@@ -99,7 +99,10 @@ class SplitConfig(_Strict):
         "valid split; test = refit on train + valid for the final test run, as the baselines are fitted",
     )
     train_period_days: float = Field(
-        7.0, gt=0, description="periodic train points: window length, windows aligned to end at the valid cut-off"
+        7.0,
+        gt=0,
+        description="periodic train points: window length, windows aligned to end at the train_until cut-off (per user: "
+        "the user's valid or test start)",
     )
     min_history: int = Field(1, ge=0, description="evaluation points need at least this many prior events")
 

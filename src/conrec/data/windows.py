@@ -77,11 +77,21 @@ def cut_shares_text(shares: dict[float, float]) -> str | None:
     return ", ".join(f"{s:.1%} of the points at {h:g} d" for h, s in cut.items()) if cut else None
 
 
-def cut_short_note(shares: dict[float, float], log_end: int) -> str | None:
-    """The report's note on windows cut by the end of the log (None when no point's window is)."""
+def cut_short_note(shares: dict[float, float], log_end: int, stop: str | None = None) -> str | None:
+    """The report's note on windows cut short (None when no point's window is): by the end of the log, or,
+    ``stop`` given (its words: :func:`conrec.data.analyze.stop_causes`), by the valid points' own stop, the
+    test cut-off (per user, the user's first test dislike). Why two wordings: only the end of the log is a
+    shortcoming of the data; the valid stop is the split's design, so its remedy is another split."""
     parts = cut_shares_text(shares)
     if parts is None:
         return None
+    if stop is not None:
+        return (
+            f"Future windows cut short by {stop}: {parts}. Valid windows stop there by design (the test period is "
+            "held out), so their future sets hold only the days before it and FHR at that horizon is lower for every "
+            "model (the same points for all, so the paired differences stand). For whole windows: a shorter "
+            "data.split.horizon_days, or the test split."
+        )
     return (
         f"Future windows cut short by the end of the log (last event {utc_minute(log_end - 1)}): {parts}. Their future sets hold only "
         "the days the log has, so FHR at that horizon is lower for every model (the same points for all, so the "

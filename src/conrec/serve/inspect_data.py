@@ -181,6 +181,28 @@ def load_model_lists(run: RunDir, ks: Sequence[int]) -> list[ModelList]:
     return out
 
 
+def live_list_unscored(served: str, eval_split: str, train_until: str) -> str | None:
+    """Why the served model's live list (``/v1/dislikes``, asked by the page) must not be scored against the
+    evaluation points' held-out futures, or None when it may be: when the served model saw them.
+
+    Why: ``serve.model: popular`` counts every dislike of the log (a real request's answer should), so on a
+    point it recommends what the point's own future made popular (27 of 30 test points hit, against 8 for the
+    eval run's popularity fitted before the cut-off); an LM trained up to the test cut-off
+    (``data.split.train_until: test``) learnt the valid points' futures as its targets, the comparison the
+    eval stage refuses."""
+    if served == "popular":
+        return (
+            "the served model (serve.model: popular) counts every dislike in the log, these points' held-out future "
+            "dislikes included, so its hits on them are not marked; the eval run's lists were fitted without them"
+        )
+    if eval_split == "valid" and train_until == "test":
+        return (
+            "the served LM was trained on the valid period's labels (eval.split: valid with data.split.train_until: "
+            "test), so its hits on these valid points are not marked; the eval stage refuses this comparison"
+        )
+    return None
+
+
 @dataclass
 class Inspector:
     """Everything the page reads, built once at start-up (no Parquet read per request)."""
@@ -191,6 +213,7 @@ class Inspector:
     split: str
     stale: str | None = None  # why the eval stage's lists are not shown (not current for the served config)
     stale_hint: str | None = None  # then: what to run to have them (RunDir.rerun_hint)
+    live_unscored: str | None = None  # why the served model's live list is not scored on the points (live_list_unscored)
     by_sample: dict[int, EvalPoint] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -200,13 +223,17 @@ class Inspector:
     def from_run(cls, run: RunDir, cfg: PipelineConfig, items: pl.DataFrame) -> Inspector:
         """The page's data for ``cfg``'s run. The eval stage's lists are shown only when that stage is
         current for ``cfg`` (:meth:`conrec.runs.RunDir.stale_reason`, as for a served model): after a
-        retrained model or a rebuilt split they would be another model's lists, or another point's."""
+        retrained model or a rebuilt split they would be another model's lists, or another point's. The
+        served model's live list is scored on the points only when it never saw their futures
+        (:func:`live_list_unscored`)."""
         split, ks = cfg.eval.split, cfg.eval.ks
         stale = run.stale_reason(cfg, "eval") if run.predictions.is_dir() else None
         lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
         hint = run.rerun_hint(cfg, "eval") if stale else None
-        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale, stale_hint=hint)
+        unscored = live_list_unscored(cfg.serve.model, split, cfg.data.split.train_until)
+        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale,
+                   stale_hint=hint, live_unscored=unscored)
 
     def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
         """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""

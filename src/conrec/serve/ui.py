@@ -112,6 +112,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "timeline": inspector.timeline(*history, point.hist_ts[-n:] if point.hist_ts else None),
             "future": [inspector.info.row(i) for i in point.future_negs],
             "lists": lists,
+            "live_unscored": inspector.live_unscored,  # why the page marks no hit in the served model's live list, or null
         }
 
     def page_response(body: bytes, media_type: str) -> Response:
@@ -136,6 +137,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "precomputed": [{"name": m.name, "kind": m.kind} for m in inspector.lists],
             "precomputed_stale": inspector.stale,  # why the eval stage's lists are not shown, or null
             "precomputed_hint": inspector.stale_hint,  # then what to run to have them (what the server logs)
+            "live_unscored": inspector.live_unscored if inspector.points else None,  # the served model saw the points' futures
         }
 
     @router.get(UI_PATH + "/api/points")

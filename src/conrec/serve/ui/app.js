@@ -98,7 +98,8 @@ async function loadOverview() {
     : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`)
     + (ov.precomputed_stale
       ? ` The evaluated models' lists are not shown: the evaluation is not current for the served config (${ov.precomputed_stale}); ${ov.precomputed_hint || "see the server's log"}.`
-      : "");
+      : "")
+    + (ov.live_unscored ? ` The served model's live list is not scored on these points: ${ov.live_unscored}.` : "");
   $("random-user").disabled = !ov.n_points;
   $("key-form").hidden = true;
 }
@@ -201,12 +202,15 @@ function renderUser(view) {
   }
 }
 
+// On an evaluation point whose future the served model saw (view.live_unscored says how), its list marks
+// no hit: a hit there would be the future read back, not predicted.
 async function liveList(view) {
   const req = { history: view.history, k: k(), explain: true };
   try {
     const r = await api("/v1/dislikes", req);
-    const future = new Set(view.future.map(f => f.item_id));
-    return { name: r.model, kind: "live", items: r.items.map(it => ({ ...it, category: "", hit: future.has(it.item_id) })) };
+    const future = new Set(view.live_unscored ? [] : view.future.map(f => f.item_id));
+    return { name: r.model, kind: "live", unscored: view.live_unscored || null,
+             items: r.items.map(it => ({ ...it, category: "", hit: future.has(it.item_id) })) };
   } catch (e) {
     if (e instanceof AuthNeeded) throw e;
     return { name: state.health ? state.health.model : "served model", kind: "live", items: [], error: e.message };
@@ -234,7 +238,8 @@ function renderLists(view, live) {
     const label = { lm: "LM · eval run", baseline: "baseline · eval run", baseline_live: "baseline · computed live" }[m.kind] || m.kind;
     const kind = m.kind === "live" ? el("span", { class: "badge live" }, "served · live") : el("span", { class: "kind" }, label);
     const head = el("header", {}, el("h4", {}, m.name), kind);
-    const summary = view.source === "point" ? el("div", { class: "hint" }, `${hits} of ${m.items.length} in the future set`) : null;
+    const summary = view.source !== "point" ? null
+      : el("div", { class: "hint" }, m.unscored ? `hits not marked: ${m.unscored}` : `${hits} of ${m.items.length} in the future set`);
     const ol = el("ol", {});
     if (m.error) ol.append(el("li", { class: "empty" }, m.error));
     else if (!m.items.length) ol.append(el("li", { class: "empty" }, "no prediction for this point"));
