@@ -236,6 +236,20 @@ def test_category_level_needs_a_category_column(tmp_path: Path) -> None:
         STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
 
 
+def test_category_level_refuses_items_none_of_which_has_a_category(tmp_path: Path) -> None:
+    """Found by probing: the data stage writes category '' when the items file has none, so the column check never
+    fired; every item got the one (none) code and the setting only added a constant token to every SID."""
+    cfg = _make_run(tmp_path)
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(title=pl.col("title") + " " + pl.col("category"), category=pl.lit("")).write_parquet(rd.items)
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"category_level": True})})
+    with pytest.raises(StageInputError, match=r"^sid.category_level: none of the 150 items has a category .*--category-col") as err:
+        STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert "\n" not in str(err.value)
+    assert not rd.is_done("sid")
+
+
 def test_items_without_categories_write_strict_json_stats(tmp_path: Path) -> None:
     """No category to compare codes with: the purity lift is null, not NaN (which is not JSON: jq and
     browsers refuse such a file), and the table says why."""
