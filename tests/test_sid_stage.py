@@ -349,3 +349,21 @@ def test_codebooks_larger_than_the_catalogue_or_a_poor_fit_are_noted(tmp_path: P
     notes = STAGE_REGISTRY["sid"].call(big, console=_quiet(), encoder=GenreEncoder())["notes"]
     assert "codebook sizes [4, 50] exceed the 20 items (sid.quantizer.auto_scale: false): at least 30 SID tokens can never name an item; auto_scale would use [4, 16]" in notes
     assert any(n.startswith("relative reconstruction error 1.54 > 1") for n in notes)
+
+
+def test_the_stage_notes_items_with_no_text_to_encode(tmp_path: Path) -> None:
+    """Found by probing: items whose text_fields are all blank were encoded as '' without a note."""
+
+    class Blank(GenreEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return super().encode([t or "Comedy" for t in texts])
+
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(text=pl.when(pl.col("item_id").is_in(["i3", "i4"])).then(pl.lit("")).otherwise(pl.col("category"))).write_parquet(rd.items)
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"encoder": cfg.sid.encoder.model_copy(update={"text_fields": ["text"]})})})
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=Blank())
+    assert stats["encoder"]["texts_empty"] == 2
+    assert any(n.startswith("2 item(s) have no text in sid.encoder.text_fields ['text']") and "'i3', 'i4'" in n for n in stats["notes"])
+    assert read_json(rd.sid / "stats.json")["encoder"]["texts_empty"] == 2

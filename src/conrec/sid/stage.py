@@ -106,6 +106,12 @@ def run(
                 f"in sid.encoder.text_fields order (e.g. the category after a long title) was not encoded, "
                 f"e.g. items {enc_info['texts_truncated_examples']}"
             )
+        if n_empty := int(cast(int, enc_info.get("texts_empty") or 0)):
+            notes.append(
+                f"{n_empty} item(s) have no text in sid.encoder.text_fields {sections.sid.encoder.text_fields}: they were "
+                f"encoded as an empty string, so they share one vector and their SIDs are set apart only by collision "
+                f"resolution, e.g. items {enc_info['texts_empty_examples']}"
+            )
         write_npy(vectors, rd.embeddings)
 
         with warnings.catch_warnings(record=True) as caught:
