@@ -367,3 +367,15 @@ def test_the_stage_notes_items_with_no_text_to_encode(tmp_path: Path) -> None:
     assert stats["encoder"]["texts_empty"] == 2
     assert any(n.startswith("2 item(s) have no text in sid.encoder.text_fields ['text']") and "'i3', 'i4'" in n for n in stats["notes"])
     assert read_json(rd.sid / "stats.json")["encoder"]["texts_empty"] == 2
+
+
+def test_the_summary_says_why_the_purity_lift_is_undefined(tmp_path: Path) -> None:
+    """Found by probing: every item with a category of its own was summarised as "no categories to compare"."""
+    cfg = _make_run(tmp_path, n=40, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(title=pl.col("title") + " " + pl.col("category"), category=pl.col("item_id")).write_parquet(rd.items)
+    console = Console(record=True, width=200)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=console, encoder=GenreEncoder())
+    assert stats["purity_lift_level0"] is None and stats["purity_lift_level0_na"] == "no two items share a category"
+    assert "n/a (no two items share a category)" in console.export_text()

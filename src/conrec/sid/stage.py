@@ -32,7 +32,7 @@ from conrec.sid.category_level import category_codes, with_category_level
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
 from conrec.sid.encoder import TextEncoder, encode_items
-from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift
+from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift, purity_lift_undefined
 from conrec.sid.quantize_result import QuantizeResult, effective_codebook_sizes
 from conrec.sid.rkmeans import fit_rkmeans
 from conrec.sid.rqvae import fit_rqvae
@@ -170,7 +170,8 @@ def run(
         "items_extra_code": resolution.extra_coded,  # a non-zero code on the extra disambiguation level
         "items_recoded": resolution.recoded,  # either: the SID is not the quantizer's own code
         "extra_level": resolution.extra_level,
-        "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: no categories
+        "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: see _na
+        "purity_lift_level0_na": purity_lift_undefined(resolution.codes[:, 0], categories),  # why it is null
         "final_epoch_losses": result.history[-1] if result.history else None,
         "seconds": seconds,
         "notes": notes,
@@ -212,7 +213,7 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         table.add_row("items given a non-zero extra-level code", str(s["items_extra_code"]))
         table.add_row("items whose SID is not the quantizer's code", f"{s['items_recoded']} of {s['n_items']}")
     lift = s["purity_lift_level0"]
-    table.add_row("purity lift (level-0 code vs category)", "n/a (no categories to compare)" if lift is None else f"{lift:.2f}")
+    table.add_row("purity lift (level-0 code vs category)", f"n/a ({s['purity_lift_level0_na']})" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
     console.print(table)
 
