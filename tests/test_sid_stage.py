@@ -379,3 +379,15 @@ def test_the_summary_says_why_the_purity_lift_is_undefined(tmp_path: Path) -> No
     stats = STAGE_REGISTRY["sid"].call(cfg, console=console, encoder=GenreEncoder())
     assert stats["purity_lift_level0"] is None and stats["purity_lift_level0_na"] == "no two items share a category"
     assert "n/a (no two items share a category)" in console.export_text()
+
+
+def test_the_summary_reports_usage_for_the_levels_of_its_codebook_sizes(tmp_path: Path) -> None:
+    """Found by probing: "codebook sizes [5, 16, 16, 16]" (category level) sat next to three "codes used per level"
+    entries, the quantizer's levels before collision resolution."""
+    cfg = _make_run(tmp_path, n=60, kind="rkmeans")
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"category_level": True})})
+    console = Console(record=True, width=300)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=console, encoder=GenreEncoder())
+    row = next(line for line in console.export_text().splitlines() if "codes used per level" in line)
+    assert len(stats["codebook_sizes"]) == 4 and row.count("(ppl") == 4
+    assert [int(u.split("/")[1].split()[0]) for u in row.split("│")[2].split(",")] == stats["codebook_sizes"]

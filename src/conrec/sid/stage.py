@@ -203,7 +203,9 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("codebook sizes", str(s["codebook_sizes"]))
     rel = s["recon_rel"]
     table.add_row("reconstruction error (relative)", "n/a (the item vectors do not vary)" if rel is None else f"{rel:.3f}")
-    usage = ", ".join(f"{u['used']}/{u['size']} (ppl {u['perplexity']:.1f})" for u in s["usage_before"])
+    # per level of the codebook sizes above (the SIDs' levels, the category and extra levels included); usage_before,
+    # the quantizer's own levels before collision resolution, is in stats.json: the two rows disagreed on the levels
+    usage = ", ".join(f"{u['used']}/{u['size']} (ppl {u['perplexity']:.1f})" for u in s["usage_after"])
     table.add_row("codes used per level", usage)
     table.add_row(
         "collision rate before -> after", f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}"
