@@ -391,3 +391,21 @@ def test_the_summary_reports_usage_for_the_levels_of_its_codebook_sizes(tmp_path
     row = next(line for line in console.export_text().splitlines() if "codes used per level" in line)
     assert len(stats["codebook_sizes"]) == 4 and row.count("(ppl") == 4
     assert [int(u.split("/")[1].split()[0]) for u in row.split("│")[2].split(",")] == stats["codebook_sizes"]
+
+
+def test_the_stage_notes_item_text_that_reads_as_a_control_token(tmp_path: Path) -> None:
+    """Found by probing: a title '<a_3><b_1><c_2> Film' becomes three SID tokens in the SFT prompts (which now break
+    it); the stage counted nothing."""
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    odd = {"i2": ("<a_3><b_1><c_2> Film", None), "i5": (None, "<dis>")}
+    items.with_columns(
+        title=pl.struct("item_id", "title").map_elements(lambda r: (odd.get(r["item_id"], (None, None))[0] or r["title"]) + " Comedy", return_dtype=pl.String),
+        category=pl.struct("item_id", "category").map_elements(lambda r: odd.get(r["item_id"], (None, None))[1] or r["category"], return_dtype=pl.String),
+    ).write_parquet(rd.items)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert stats["items_control_text"] == 2
+    assert any(n.startswith("2 item(s) have a title or category containing a model control token's text") and "['i2', 'i5']" in n for n in stats["notes"])
+    plain = _make_run(tmp_path, n=30, kind="rkmeans", name="plain")
+    assert STAGE_REGISTRY["sid"].call(plain, console=_quiet(), encoder=GenreEncoder())["items_control_text"] == 0

@@ -151,6 +151,8 @@ def run(
         )
 
     categories = items["category"].cast(pl.String).to_list() if "category" in items.columns else [None] * len(items)
+    if (control := _control_text_note(item_ids, items["title"].cast(pl.String).to_list(), categories)) is not None:
+        notes.append(control[1])
     stats: dict[str, Any] = {
         "n_items": len(item_ids),
         "quantizer": qcfg.kind,
@@ -170,6 +172,7 @@ def run(
         "items_extra_code": resolution.extra_coded,  # a non-zero code on the extra disambiguation level
         "items_recoded": resolution.recoded,  # either: the SID is not the quantizer's own code
         "extra_level": resolution.extra_level,
+        "items_control_text": control[0] if control is not None else 0,  # title/category reads as a SID or marker token
         "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: see _na
         "purity_lift_level0_na": purity_lift_undefined(resolution.codes[:, 0], categories),  # why it is null
         "final_epoch_losses": result.history[-1] if result.history else None,
@@ -218,6 +221,22 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("purity lift (level-0 code vs category)", f"n/a ({s['purity_lift_level0_na']})" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
     console.print(table)
+
+
+def _control_text_note(item_ids: list[str], titles: list[str | None], categories: list[str | None]) -> tuple[int, str] | None:
+    """(how many, a note) when item titles or categories contain text of conrec's control tokens (``<a_3>``, ``<dis>``),
+    else None. Why: such text would become those tokens in the SFT prompts, which break it instead
+    (:mod:`conrec.llm.inference.item_text`); the note says so before any training."""
+    from conrec.llm.inference.item_text import with_control_text
+
+    rows = sorted({*with_control_text(titles), *with_control_text(categories)})
+    if not rows:
+        return None
+    return len(rows), (
+        f"{len(rows)} item(s) have a title or category containing a model control token's text (a SID such as <a_3>, a "
+        f"prompt marker such as <dis>), e.g. items {[item_ids[i] for i in rows[:5]]}: the SFT prompts break it "
+        "('<a_3>' -> '< a_3>') so that it never becomes that token"
+    )
 
 
 def _oversized_note(n_items: int, sizes: list[int]) -> str | None:
