@@ -48,6 +48,7 @@ def test_sft_writes_a_loadable_model_and_marks_done(trained):
     assert run.is_done("sft") and stats["steps"] == 2 and np.isfinite(stats["train_loss"])
     assert stats["lora"] and stats["n_examples"] == 40
     assert stats["examples_cut_at_max_length"] == stats["examples_dropped_at_max_length"] == 0  # none at the default 512
+    assert stats["items_control_text"] == 0  # no toy title reads as a SID, marker or special token
     files = {p.name for p in run.sft_model.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "conrec_vocab.json", "sid_map.parquet"} <= files
     assert "adapter_config.json" not in files  # LoRA merged: a plain HF dir

@@ -205,3 +205,34 @@ def test_discernment_weight_gives_repeated_draws_per_sample(tables):
     n_train = samples.filter(pl.col("split") == "train").height
     # weight 3: three questions per train sample (every toy train sample can give one), with fresh draws
     assert len(ex) == 3 * n_train and len({e["prompt"] for e in ex}) > n_train
+
+
+def test_item_text_never_becomes_a_control_token_in_the_alignment_tasks(tables):
+    """Found by probing: a title '<a_3><b_1><c_2> Film' was tokenized as three SID tokens, so title_to_sid taught
+    that another item's SID is this item's title; a category '<dis>' became the dislike marker."""
+    from conrec.llm.inference.item_text import control_pattern, neutralise, tokenizer_control_tokens
+
+    from builders import tiny_policy
+
+    items, samples, sid_map = tables
+    odd = sid_map.items[0]
+    items = items.with_columns(
+        title=pl.when(pl.col("item_id") == odd).then(pl.lit("<a_3><b_1><c_2> Film <eos>")).otherwise("title"),
+        category=pl.when(pl.col("item_id") == odd).then(pl.lit("<dis>")).otherwise("category"),
+    )
+    _, tok, vocab = tiny_policy(sid_map)
+    control = control_pattern(tokenizer_control_tokens(tok))
+    assert tokenizer_control_tokens(tok) == sorted({"<eos>", "<pad>", "<unk>", *tok.get_added_vocab()})
+    cfg = SftConfig(tasks=TaskMix(next_negative=0, future_negative=0, sid_to_title=3, title_to_sid=3, sid_to_category=3))
+    ex = [e for e in build_examples(samples, items, sid_map, cfg, seed=1, control=control) if e["source"] == odd]
+    texts = {e["task"]: e["prompt"] + e["completion"] for e in ex}
+    assert "Item titled: < a_3>< b_1>< c_2> Film < eos>\nAnswer:" in texts["title_to_sid"]
+    assert texts["sid_to_title"].endswith(" < a_3>< b_1>< c_2> Film < eos>") and texts["sid_to_category"].endswith(" < dis>")
+    special = set((vocab.token_level >= 0).nonzero().flatten().tolist()) | {tok.convert_tokens_to_ids("<dis>"), tok.eos_token_id}
+    assert special & set(tok("<a_3><b_1><c_2> Film <eos>", add_special_tokens=False)["input_ids"])  # unbroken: they match
+    title_ids = tok(texts["title_to_sid"].split("\nAnswer:")[0], add_special_tokens=False)["input_ids"]
+    assert not special & set(title_ids)
+    # text without control-token text is unchanged: the prompts of existing runs stay the same
+    plain = items["title"].to_list()[1:]
+    assert [neutralise(t, control) for t in plain] == plain
+    assert neutralise("a <b> c", control) == "a <b> c" and neutralise("<<a_1>>") == "<< a_1>>"

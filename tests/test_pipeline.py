@@ -848,3 +848,25 @@ def test_the_stale_message_names_the_settings_that_changed(tmp_path: Path, fake_
     assert run.stale_reason(changed, "sft") == why
     (run.root / "config.yaml").write_text("sft: {train: {epochs: 2}}\n")  # not the sft it was made with: the section only
     assert run.stale_reason(changed, "sft") == "made with a different configuration (sft changed)"
+
+
+def test_a_model_cleared_by_an_earlier_stages_rerun_is_refused_for_that_reason(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by probing: after `conrec sid` was rerun, `conrec predict --model sft` refused the finished SFT model
+    as "not finished"; it is refused because the SID map it was trained on was rebuilt."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    pipeline.run_stage(cfg, "sid")
+    why = run.model_problem(cfg, "sft")
+    assert why == "`conrec sid` was run again after it finished, so the SID map it was trained on was rebuilt"
+    assert run.stale_reason(cfg, "sft") == "not finished"  # the pipeline's own rule is unchanged
+    assert "the SID map it was trained on was rebuilt" in (run.model_problem(cfg, "grpo") or "")
+    pipeline.run_stage(cfg, "sft")  # retrained: current; grpo still names the rerun that first cleared it
+    assert run.model_problem(cfg, "sft") is None
+    assert "the SID map it was trained on was rebuilt" in (run.model_problem(cfg, "grpo") or "")
+    pipeline.run_stage(cfg, "grpo")
+    pipeline.run_stage(cfg, "sft")
+    assert run.model_problem(cfg, "grpo") == "`conrec sft` was run again after it finished, so the SFT model it was trained from was retrained"
+    run.clear_done("sft")  # a crash of a later sft run: no earlier rerun to blame
+    run.invalidate_from("sft")
+    assert run.model_problem(cfg, "sft") == "not finished"

@@ -176,3 +176,15 @@ def test_texts_cut_at_the_encoders_maximum_length_are_counted(tmp_path: Path) ->
     assert info["texts_truncated"] == 1 and info["texts_truncated_examples"] == ["b"]
     _, plain = encode_items(items, EncoderConfig(cache=False), encoder=CountingEncoder())
     assert "texts_truncated" not in plain  # an encoder that cannot say
+
+
+def test_empty_item_texts_are_refused_when_all_and_counted_when_some() -> None:
+    """Found by probing: text_fields [text] on an items file without descriptions encoded every item as '', so all
+    shared one vector, collided 100% and got arbitrary SIDs, with no word of the cause."""
+    items = _items(6)  # odd items have text ''
+    with pytest.raises(DataValidationError, match=r"every one of the 3 items has an empty text in sid.encoder.text_fields \['text'\]"):
+        item_texts(items.filter(pl.col("item_id").cast(pl.Int64) % 2 == 1), ["text"])
+    _, info = encode_items(items, EncoderConfig(cache=False, text_fields=["text"]), encoder=CountingEncoder())
+    assert info["texts_empty"] == 3 and info["texts_empty_examples"] == ["1", "3", "5"]
+    _, full = encode_items(items, EncoderConfig(cache=False), encoder=CountingEncoder())
+    assert full["texts_empty"] == 0 and full["texts_empty_examples"] == []

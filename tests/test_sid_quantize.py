@@ -143,3 +143,14 @@ def test_metrics_on_hand_made_cases() -> None:
     assert purity_lift([0, 1, 0, 1], ["x", "x", "y", "y"]) == pytest.approx(0.0)
     assert np.isnan(purity_lift([0, 1, 2], ["x", "y", "z"]))  # no two items share a code
     assert purity_lift([0, 0, 1, 1, 2], ["x", "x", "y", "y", ""]) == pytest.approx(3.0)  # empty ignored
+
+
+def test_an_undefined_purity_lift_says_why() -> None:
+    """Found by probing: 3,000 items, each with its own category, were summarised as "no categories to compare"."""
+    from conrec.sid.metrics import purity_lift_undefined
+
+    assert purity_lift_undefined([0, 0, 1], ["x", "y", "z"]) == "no two items share a category"
+    assert purity_lift_undefined([0, 1, 2], ["x", "x", "y"]) == "no two items with a category share a level-0 code"
+    assert purity_lift_undefined([0, 0, 1], ["", None, ""]) == "no categories to compare"
+    assert purity_lift_undefined([0, 0, 1], ["x", None, ""]) == "only one item has a category"
+    assert purity_lift_undefined([0, 0, 1, 1], ["x", "x", "y", "y"]) is None

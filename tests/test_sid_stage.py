@@ -236,6 +236,20 @@ def test_category_level_needs_a_category_column(tmp_path: Path) -> None:
         STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
 
 
+def test_category_level_refuses_items_none_of_which_has_a_category(tmp_path: Path) -> None:
+    """Found by probing: the data stage writes category '' when the items file has none, so the column check never
+    fired; every item got the one (none) code and the setting only added a constant token to every SID."""
+    cfg = _make_run(tmp_path)
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(title=pl.col("title") + " " + pl.col("category"), category=pl.lit("")).write_parquet(rd.items)
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"category_level": True})})
+    with pytest.raises(StageInputError, match=r"^sid.category_level: none of the 150 items has a category .*--category-col") as err:
+        STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert "\n" not in str(err.value)
+    assert not rd.is_done("sid")
+
+
 def test_items_without_categories_write_strict_json_stats(tmp_path: Path) -> None:
     """No category to compare codes with: the purity lift is null, not NaN (which is not JSON: jq and
     browsers refuse such a file), and the table says why."""
@@ -335,3 +349,63 @@ def test_codebooks_larger_than_the_catalogue_or_a_poor_fit_are_noted(tmp_path: P
     notes = STAGE_REGISTRY["sid"].call(big, console=_quiet(), encoder=GenreEncoder())["notes"]
     assert "codebook sizes [4, 50] exceed the 20 items (sid.quantizer.auto_scale: false): at least 30 SID tokens can never name an item; auto_scale would use [4, 16]" in notes
     assert any(n.startswith("relative reconstruction error 1.54 > 1") for n in notes)
+
+
+def test_the_stage_notes_items_with_no_text_to_encode(tmp_path: Path) -> None:
+    """Found by probing: items whose text_fields are all blank were encoded as '' without a note."""
+
+    class Blank(GenreEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return super().encode([t or "Comedy" for t in texts])
+
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(text=pl.when(pl.col("item_id").is_in(["i3", "i4"])).then(pl.lit("")).otherwise(pl.col("category"))).write_parquet(rd.items)
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"encoder": cfg.sid.encoder.model_copy(update={"text_fields": ["text"]})})})
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=Blank())
+    assert stats["encoder"]["texts_empty"] == 2
+    assert any(n.startswith("2 item(s) have no text in sid.encoder.text_fields ['text']") and "'i3', 'i4'" in n for n in stats["notes"])
+    assert read_json(rd.sid / "stats.json")["encoder"]["texts_empty"] == 2
+
+
+def test_the_summary_says_why_the_purity_lift_is_undefined(tmp_path: Path) -> None:
+    """Found by probing: every item with a category of its own was summarised as "no categories to compare"."""
+    cfg = _make_run(tmp_path, n=40, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(title=pl.col("title") + " " + pl.col("category"), category=pl.col("item_id")).write_parquet(rd.items)
+    console = Console(record=True, width=200)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=console, encoder=GenreEncoder())
+    assert stats["purity_lift_level0"] is None and stats["purity_lift_level0_na"] == "no two items share a category"
+    assert "n/a (no two items share a category)" in console.export_text()
+
+
+def test_the_summary_reports_usage_for_the_levels_of_its_codebook_sizes(tmp_path: Path) -> None:
+    """Found by probing: "codebook sizes [5, 16, 16, 16]" (category level) sat next to three "codes used per level"
+    entries, the quantizer's levels before collision resolution."""
+    cfg = _make_run(tmp_path, n=60, kind="rkmeans")
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"category_level": True})})
+    console = Console(record=True, width=300)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=console, encoder=GenreEncoder())
+    row = next(line for line in console.export_text().splitlines() if "codes used per level" in line)
+    assert len(stats["codebook_sizes"]) == 4 and row.count("(ppl") == 4
+    assert [int(u.split("/")[1].split()[0]) for u in row.split("│")[2].split(",")] == stats["codebook_sizes"]
+
+
+def test_the_stage_notes_item_text_that_reads_as_a_control_token(tmp_path: Path) -> None:
+    """Found by probing: a title '<a_3><b_1><c_2> Film' becomes three SID tokens in the SFT prompts (which now break
+    it); the stage counted nothing."""
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    odd = {"i2": ("<a_3><b_1><c_2> Film", None), "i5": (None, "<dis>")}
+    items.with_columns(
+        title=pl.struct("item_id", "title").map_elements(lambda r: (odd.get(r["item_id"], (None, None))[0] or r["title"]) + " Comedy", return_dtype=pl.String),
+        category=pl.struct("item_id", "category").map_elements(lambda r: odd.get(r["item_id"], (None, None))[1] or r["category"], return_dtype=pl.String),
+    ).write_parquet(rd.items)
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert stats["items_control_text"] == 2
+    assert any(n.startswith("2 item(s) have a title or category containing a model control token's text") and "['i2', 'i5']" in n for n in stats["notes"])
+    plain = _make_run(tmp_path, n=30, kind="rkmeans", name="plain")
+    assert STAGE_REGISTRY["sid"].call(plain, console=_quiet(), encoder=GenreEncoder())["items_control_text"] == 0

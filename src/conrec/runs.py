@@ -21,6 +21,7 @@ Layout::
       sid/sid_map.parquet          item_id <-> SID codes (a bijection)
       sid/stats.json
       sft/model/                   HF model dir (+ tokenizer with SID tokens)
+      <stage>/_invalidated.json    beside a finished stage a rerun of an earlier one cleared: which one
       grpo/model/                  HF model dir after progressive GRPO
       grpo/stage_<i>/              per-stage checkpoints and logs
       eval/predictions/<model>.parquet
@@ -64,6 +65,12 @@ if TYPE_CHECKING:
 __all__ = ["FINGERPRINT_FILE", "PARENT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
 
 PARENT_FILE = "parent.json"  # a child run's record of its parent and linked stages (conrec.experiments)
+INVALIDATED_FILE = "_invalidated.json"  # beside a finished stage that a rerun of an earlier one cleared: which one
+RERUN_EFFECT = {  # what an earlier stage's rerun replaced under the stages built on it (RunDir.model_problem)
+    "data": "the tables it was trained on were rebuilt",
+    "sid": "the SID map it was trained on was rebuilt",
+    "sft": "the SFT model it was trained from was retrained",
+}
 MAX_CHANGES_SHOWN = 4  # settings a stale message names before "and N more"
 
 
@@ -159,7 +166,26 @@ class RunDir:
         """
         if not self.has_model(name):
             return f"no model at {self.model_dir(name).absolute()}"
-        return self.stale_reason(cfg, name)
+        why = self.stale_reason(cfg, name)
+        if why == "not finished" and (cleared := self.invalidated_by(name)) is not None:
+            return cleared
+        return why
+
+    def invalidated_by(self, stage: str) -> str | None:
+        """Why ``stage``, which had finished, was marked unfinished by a rerun of an earlier stage
+        (:meth:`invalidate_from` records which), or None when no such rerun cleared it.
+
+        Why: after ``conrec sid`` was rerun, ``conrec predict`` refused the finished SFT model as "not finished";
+        it is refused because the SID map it was trained on was rebuilt, and the refusal should say so."""
+        try:
+            by = json.loads((self.stage_dir(stage) / INVALIDATED_FILE).read_text()).get("by")
+        except (OSError, ValueError, AttributeError):
+            return None
+        if by not in STAGES or STAGES.index(by) >= STAGES.index(stage):
+            return None
+        if not self.is_done(by):
+            return f"`conrec {by}` was run again after it finished and has not finished since"
+        return f"`conrec {by}` was run again after it finished, so {RERUN_EFFECT.get(by, f'the {by} outputs it was built on were rebuilt')}"
 
     def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
@@ -345,6 +371,7 @@ class RunDir:
         # a nonce: a stage rerun within the same second must still change its identity (stage_identity)
         payload = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {}), "nonce": secrets.token_hex(8)}
         write_json(payload, self.stage_dir(stage) / "_done.json")
+        (self.stage_dir(stage) / INVALIDATED_FILE).unlink(missing_ok=True)  # finished again: no earlier rerun's note
 
     def clear_done(self, stage: str) -> None:
         (self.stage_dir(stage) / "_done.json").unlink(missing_ok=True)
@@ -368,12 +395,16 @@ class RunDir:
                 pass
 
     def invalidate_from(self, stage: str) -> None:
-        """Mark ``stage`` and every stage after it unfinished (marker and fingerprint removed).
+        """Mark ``stage`` and every stage after it unfinished (marker and fingerprint removed); a later stage
+        that had finished keeps a note of which rerun cleared it (:meth:`invalidated_by`), ``stage`` loses its own.
 
         Why: once a stage starts rewriting its outputs, what downstream stages built from the old
         outputs is stale; a crash before the stage finishes must not leave any of them "finished".
         """
+        (self.stage_dir(stage) / INVALIDATED_FILE).unlink(missing_ok=True)
         for s in STAGES[STAGES.index(stage) :]:
+            if s != stage and self.is_done(s):
+                write_json({"by": stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
             self.clear_done(s)
             (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
 

@@ -30,11 +30,27 @@ def first_category(raw: object) -> str:
     return next((p for p in parts if p), NO_CATEGORY)
 
 
+def no_category_message(n_items: int) -> str:
+    """The refusal when ``sid.category_level`` is on and no item has a category.
+
+    Why a refusal: the data stage writes ``category`` = '' when the items file has none (or there is no items
+    file), so every item got the one ``(none)`` code and the setting only added a constant token to every SID."""
+    return (
+        f"sid.category_level: none of the {n_items:,} items has a category (data/items.parquet's category column is "
+        "empty); map an items-file column to it (conrec init --category-col NAME, or data.columns {NAME: category}) "
+        "or set sid.category_level: false"
+    )
+
+
 def category_codes(items: pl.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """(category code per item row, the categories in code order: sorted, missing ones as ``(none)``)."""
+    """(category code per item row, the categories in code order: sorted, missing ones as ``(none)``).
+
+    Raises :class:`StageInputError` when there is no category column or no item has a category."""
     if "category" not in items.columns:
         raise StageInputError("sid.category_level needs a category column in the items table (data/items.parquet)")
     names = [first_category(c) for c in items["category"].to_list()]
+    if names and all(n == NO_CATEGORY for n in names):
+        raise StageInputError(no_category_message(len(names)))
     order = sorted(set(names))
     index = {c: i for i, c in enumerate(order)}
     return np.array([index[c] for c in names], dtype=np.int64), order

@@ -121,8 +121,11 @@ class SentenceTransformerEncoder:
 def item_texts(items: pl.DataFrame, fields: Sequence[str]) -> list[str]:
     """The text embedded for each item: the non-empty ``fields`` joined with ``'; '``.
 
-    Raises :class:`DataValidationError` for a missing column, duplicate or null item ids, and
-    empty titles (an item without a title has no meaning to encode).
+    Raises :class:`DataValidationError` for a missing column, duplicate or null item ids, empty
+    titles (an item without a title has no meaning to encode), and when every item's text is empty
+    (``text_fields`` naming only blank columns, e.g. ``[text]`` for an items file without a
+    description: all items would get one vector and arbitrary SIDs). Some empty texts are counted
+    by :func:`encode_items` instead (see :func:`empty_texts`).
     """
     for col in ["item_id", "title", *fields]:
         if col not in items.columns:
@@ -140,7 +143,19 @@ def item_texts(items: pl.DataFrame, fields: Sequence[str]) -> list[str]:
     if empty.len():
         raise DataValidationError(f"items: {empty.len()} item(s) have an empty title, e.g. {empty.head(5).to_list()}")
     cols = [items[f].cast(pl.String).fill_null("").str.strip_chars().to_list() for f in fields]
-    return [TEXT_SEPARATOR.join(v for v in values if v) for values in zip(*cols)]
+    texts = [TEXT_SEPARATOR.join(v for v in values if v) for values in zip(*cols)]
+    if len(empty_texts(texts)) == len(texts):
+        raise DataValidationError(
+            f"items: every one of the {len(texts):,} items has an empty text in sid.encoder.text_fields {list(fields)} "
+            "(data/items.parquet); name fields that have text, e.g. title"
+        )
+    return texts
+
+
+def empty_texts(texts: Sequence[str]) -> list[int]:
+    """Indices of empty item texts (pure). Why count them: every such item is encoded as the empty string, so
+    they all get one vector, collide, and their SIDs are whatever collision resolution gives them."""
+    return [i for i, t in enumerate(texts) if not t]
 
 
 def cache_key(model_id: str, texts: Sequence[str]) -> str:
@@ -287,6 +302,9 @@ def encode_items(
     cache_dir = (cfg.cache_dir if cfg.cache_dir is not None else DEFAULT_CACHE_DIR) if cfg.cache else None
     vectors, cached = encode_texts(texts, enc, cfg.batch_size, cache_dir, progress)
     info: dict[str, object] = {"model_id": enc.model_id, "text_dim": int(vectors.shape[1]), "cache_hit": cached}
+    blank, item_ids = empty_texts(texts), items["item_id"].cast(pl.String)
+    info["texts_empty"] = len(blank)  # encoded as '' (the sid stage notes them)
+    info["texts_empty_examples"] = [item_ids[i] for i in blank[:5]]
     truncated = getattr(enc, "truncated", None)
     if truncated is not None:  # texts cut at the encoder's maximum length (null: the encoder cannot say)
         cut = truncated(texts)

@@ -55,15 +55,30 @@ def purity_lift(codes_level0: Sequence[int] | np.ndarray, categories: Sequence[H
 
     Computed exactly from counts over all unordered pairs. Items with an empty or missing category
     are left out. Returns ``nan`` when either probability is undefined (e.g. no two items share a
-    code) or the random-pair probability is zero. 1.0 means the first level carries no category
-    information; larger is better.
+    code) or the random-pair probability is zero; :func:`purity_lift_undefined` says which. 1.0
+    means the first level carries no category information; larger is better.
     """
+    return _purity(codes_level0, categories)[0]
+
+
+def purity_lift_undefined(codes_level0: Sequence[int] | np.ndarray, categories: Sequence[Hashable | None]) -> str | None:
+    """Why :func:`purity_lift` is ``nan`` (None when it is a number), in words for the stage's summary.
+
+    Why: one message, "no categories to compare", was printed for every cause, also when all 3,000 items had a
+    category but no two shared one."""
+    return _purity(codes_level0, categories)[1]
+
+
+def _purity(codes_level0: Sequence[int] | np.ndarray, categories: Sequence[Hashable | None]) -> tuple[float, str | None]:
+    """(purity lift, why it is undefined or None): the one computation behind both public functions."""
     codes = np.asarray(codes_level0)
     if len(codes) != len(categories):
         raise ValueError(f"{len(codes)} codes but {len(categories)} categories")
     keep = [i for i, c in enumerate(categories) if c is not None and c != ""]
+    if not keep:
+        return float("nan"), "no categories to compare"
     if len(keep) < 2:
-        return float("nan")
+        return float("nan"), "only one item has a category"
     cats = [categories[i] for i in keep]
     codes = codes[keep]
 
@@ -75,7 +90,9 @@ def purity_lift(codes_level0: Sequence[int] | np.ndarray, categories: Sequence[H
     code_counts = np.array(list(Counter(codes.tolist()).values()), dtype=np.float64)
     joint_counts = np.array(list(Counter(zip(codes.tolist(), cats)).values()), dtype=np.float64)
     same_code_pairs = pairs(code_counts).sum()
-    if same_code_pairs == 0 or p_random == 0:
-        return float("nan")
+    if p_random == 0:
+        return float("nan"), "no two items share a category"
+    if same_code_pairs == 0:
+        return float("nan"), "no two items with a category share a level-0 code"
     p_same = pairs(joint_counts).sum() / same_code_pairs
-    return float(p_same / p_random)
+    return float(p_same / p_random), None

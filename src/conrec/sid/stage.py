@@ -32,7 +32,7 @@ from conrec.sid.category_level import category_codes, with_category_level
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
 from conrec.sid.encoder import TextEncoder, encode_items
-from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift
+from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift, purity_lift_undefined
 from conrec.sid.quantize_result import QuantizeResult, effective_codebook_sizes
 from conrec.sid.rkmeans import fit_rkmeans
 from conrec.sid.rqvae import fit_rqvae
@@ -106,6 +106,12 @@ def run(
                 f"in sid.encoder.text_fields order (e.g. the category after a long title) was not encoded, "
                 f"e.g. items {enc_info['texts_truncated_examples']}"
             )
+        if n_empty := int(cast(int, enc_info.get("texts_empty") or 0)):
+            notes.append(
+                f"{n_empty} item(s) have no text in sid.encoder.text_fields {sections.sid.encoder.text_fields}: they were "
+                f"encoded as an empty string, so they share one vector and their SIDs are set apart only by collision "
+                f"resolution, e.g. items {enc_info['texts_empty_examples']}"
+            )
         write_npy(vectors, rd.embeddings)
 
         with warnings.catch_warnings(record=True) as caught:
@@ -145,6 +151,8 @@ def run(
         )
 
     categories = items["category"].cast(pl.String).to_list() if "category" in items.columns else [None] * len(items)
+    if (control := _control_text_note(item_ids, items["title"].cast(pl.String).to_list(), categories)) is not None:
+        notes.append(control[1])
     stats: dict[str, Any] = {
         "n_items": len(item_ids),
         "quantizer": qcfg.kind,
@@ -164,7 +172,9 @@ def run(
         "items_extra_code": resolution.extra_coded,  # a non-zero code on the extra disambiguation level
         "items_recoded": resolution.recoded,  # either: the SID is not the quantizer's own code
         "extra_level": resolution.extra_level,
-        "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: no categories
+        "items_control_text": control[0] if control is not None else 0,  # title/category reads as a SID or marker token
+        "purity_lift_level0": _finite_or_none(purity_lift(resolution.codes[:, 0], categories)),  # null: see _na
+        "purity_lift_level0_na": purity_lift_undefined(resolution.codes[:, 0], categories),  # why it is null
         "final_epoch_losses": result.history[-1] if result.history else None,
         "seconds": seconds,
         "notes": notes,
@@ -196,7 +206,9 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("codebook sizes", str(s["codebook_sizes"]))
     rel = s["recon_rel"]
     table.add_row("reconstruction error (relative)", "n/a (the item vectors do not vary)" if rel is None else f"{rel:.3f}")
-    usage = ", ".join(f"{u['used']}/{u['size']} (ppl {u['perplexity']:.1f})" for u in s["usage_before"])
+    # per level of the codebook sizes above (the SIDs' levels, the category and extra levels included); usage_before,
+    # the quantizer's own levels before collision resolution, is in stats.json: the two rows disagreed on the levels
+    usage = ", ".join(f"{u['used']}/{u['size']} (ppl {u['perplexity']:.1f})" for u in s["usage_after"])
     table.add_row("codes used per level", usage)
     table.add_row(
         "collision rate before -> after", f"{s['collision_rate_before']:.1%} -> {s['collision_rate_after']:.1%}"
@@ -206,9 +218,25 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
         table.add_row("items given a non-zero extra-level code", str(s["items_extra_code"]))
         table.add_row("items whose SID is not the quantizer's code", f"{s['items_recoded']} of {s['n_items']}")
     lift = s["purity_lift_level0"]
-    table.add_row("purity lift (level-0 code vs category)", "n/a (no categories to compare)" if lift is None else f"{lift:.2f}")
+    table.add_row("purity lift (level-0 code vs category)", f"n/a ({s['purity_lift_level0_na']})" if lift is None else f"{lift:.2f}")
     table.add_row("seconds (encode / quantize / collisions)", " / ".join(f"{v:.1f}" for v in s["seconds"].values()))
     console.print(table)
+
+
+def _control_text_note(item_ids: list[str], titles: list[str | None], categories: list[str | None]) -> tuple[int, str] | None:
+    """(how many, a note) when item titles or categories contain text of conrec's control tokens (``<a_3>``, ``<dis>``),
+    else None. Why: such text would become those tokens in the SFT prompts, which break it instead
+    (:mod:`conrec.llm.inference.item_text`); the note says so before any training."""
+    from conrec.llm.inference.item_text import with_control_text
+
+    rows = sorted({*with_control_text(titles), *with_control_text(categories)})
+    if not rows:
+        return None
+    return len(rows), (
+        f"{len(rows)} item(s) have a title or category containing a model control token's text (a SID such as <a_3>, a "
+        f"prompt marker such as <dis>), e.g. items {[item_ids[i] for i in rows[:5]]}: the SFT prompts break it "
+        "('<a_3>' -> '< a_3>') so that it never becomes that token"
+    )
 
 
 def _oversized_note(n_items: int, sizes: list[int]) -> str | None:

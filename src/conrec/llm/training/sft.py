@@ -32,6 +32,7 @@ from transformers import PrinterCallback, set_seed
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal
+from conrec.llm.inference.item_text import control_pattern, neutralise, tokenizer_control_tokens, with_control_text
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
@@ -433,14 +434,19 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     items, samples, sid_map = preflight(sections, run_dir)  # every refusal from settings and inputs, before loading
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
-    titles = dict(zip(items["item_id"].to_list(), items["title"].to_list()))
+    # item text that reads as a control token (a SID, a marker, the backbone's <|endoftext|>) is broken before it
+    # enters any model input: the title-initialised SID rows here, the alignment tasks in build_examples
+    control = control_pattern(tokenizer_control_tokens(tokenizer))
+    n_control = len({*with_control_text(items["title"].to_list(), control),
+                     *(with_control_text(items["category"].to_list(), control) if "category" in items.columns else [])})
+    titles = dict(zip(items["item_id"].to_list(), (neutralise(t, control) if t else t for t in items["title"].to_list())))
     vectors = sid_item_vectors(rd, items, sid_map) if sft.model.sid_init == "encoder" else None
     vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors, item_tokens=sft.prompt.item_id_tokens)
     new_ids = list(range(n_base, len(tokenizer)))
     if sft.copy_bias.enabled:
         attach_copy_bias(model, tokenizer, vocab, sections)
     windows = timeline_training_windows(rd, sections, samples, sid_map) if sft.tasks.timeline > 0 else None
-    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed, timeline_windows=windows)
+    examples = build_examples(samples, items, sid_map, sft, seed=seed, cfg_seed=sections.seed, timeline_windows=windows, control=control)
     if not examples:  # TRL would stop with a StopIteration traceback on the empty dataset
         weighted = [name for name, w in sft.tasks.model_dump().items() if w > 0]
         raise StageInputError(f"SFT has no training example: the tasks with a weight ({', '.join(weighted)}) found nothing to ask in the training samples")
@@ -579,6 +585,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         "device": compute.device,
         "precision": compute.precision,
         "new_tokens": len(new_ids),
+        "items_control_text": n_control,  # items whose title or category read as a control token: broken in prompts
         # all parameters (parameters() counts a tied head once) and those outside the embedding table:
         # a tiny model's size is mostly vocabulary
         "n_params": n_params,

@@ -36,6 +36,7 @@ used (their labels stop at the valid cut-off, see :mod:`conrec.data.samples`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -43,6 +44,7 @@ import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
 from conrec.llm.config import SftConfig
+from conrec.llm.inference.item_text import CONTROL_TEXT, neutralise
 from conrec.llm.inference.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
 
@@ -90,8 +92,12 @@ def build_examples(
     seed: int = 0,
     cfg_seed: int = 0,
     timeline_windows: list[dict[str, str]] | None = None,
+    control: re.Pattern[str] = CONTROL_TEXT,
 ) -> list[dict[str, str]]:
     """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples).
+
+    Titles and categories enter the alignment tasks through :func:`conrec.llm.inference.item_text.neutralise` with
+    ``control`` (the sft stage passes its backbone's special tokens too), so no item text becomes a control token.
 
     ``cfg_seed`` (the run's top-level ``seed``) draws the discernment held-out users, the same draw
     the accuracy measurement makes (:func:`conrec.llm.training.discernment.measure`). ``timeline_windows``:
@@ -112,8 +118,8 @@ def build_examples(
 
     catalogue = items.filter(pl.col("item_id").is_in(sid_map.items))
     ids = catalogue["item_id"].to_list()
-    titles = catalogue["title"].to_list()
-    cats = catalogue["category"].to_list() if "category" in catalogue.columns else [""] * len(ids)
+    titles = [neutralise(t, control) if t else t for t in catalogue["title"].to_list()]
+    cats = [neutralise(c, control) if c else c for c in catalogue["category"].to_list()] if "category" in catalogue.columns else [""] * len(ids)
     with_cat = [i for i, c in enumerate(cats) if c]
 
     rows = train.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").rows()
