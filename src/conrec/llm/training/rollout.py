@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import torch
 
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.llm.model.vocab import SidVocab
 from conrec.sid.trie import SidTrie
 
@@ -107,8 +108,9 @@ def group_members(n_local: int, process_index: int, num_generations: int) -> tup
 class ConstrainedRollout:
     """``rollout_func`` for :class:`trl.GRPOTrainer`: G distinct valid items per prompt group.
 
-    ``tokenizer`` encodes prompts exactly as SFT and prediction do (plain text, no special tokens
-    added); ``topk`` is the constrained decoder (:func:`beam_topk` or :func:`sample_topk`);
+    ``tokenizer`` encodes prompts exactly as SFT and prediction do
+    (:func:`conrec.llm.inference.prompt_ids.prompt_token_ids`: the special tokens the tokenizer puts
+    in front of a text, then the plain text); ``topk`` is the constrained decoder (:func:`beam_topk` or :func:`sample_topk`);
     ``item_token_ids`` is the (n_items, L) tensor of SID token ids per item row; ``eos_id`` ends
     every completion (SFT appends EOS to every SID answer).
     """
@@ -143,7 +145,7 @@ class ConstrainedRollout:
         member, group = group_members(n, process_index, self.num_generations)
         starts = torch.nonzero(torch.cat([torch.tensor([True]), group[1:] != group[:-1]])).reshape(-1)
         group_texts = [texts[int(s)] for s in starts.tolist()]
-        group_prompt_ids = self._tokenizer(group_texts, add_special_tokens=False)["input_ids"]
+        group_prompt_ids = prompt_token_ids(self._tokenizer, group_texts)  # the ids SFT trained and _generate decodes from
         rows = self._generate(trainer, group_texts)  # (P, G)
         if rows.shape != (len(starts), self.num_generations):
             raise RuntimeError(
