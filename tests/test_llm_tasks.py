@@ -205,3 +205,19 @@ def test_discernment_weight_gives_repeated_draws_per_sample(tables):
     n_train = samples.filter(pl.col("split") == "train").height
     # weight 3: three questions per train sample (every toy train sample can give one), with fresh draws
     assert len(ex) == 3 * n_train and len({e["prompt"] for e in ex}) > n_train
+
+
+def test_the_report_says_a_timeline_models_questions_are_asked_in_the_segmented_layout():
+    """Found by probing: a neg_timeline model's discernment accuracy was measured on segmented-layout questions
+    (which it never trained on without sft.tasks.discernment) and reported without a word about it."""
+    from conrec.llm.config import PromptConfig
+    from conrec.llm.training.discernment import markdown, summary
+
+    s = summary({"discernment": {"accuracy": 0.8, "n_questions": 50}}, None)
+    for variant in ("timeline", "neg_timeline"):
+        text = markdown(s, PromptConfig(variant=variant, max_pos_items=7))
+        assert "asked in the segmented layout (a `<neg>` and a `<pos>` segment, up to sft.prompt.max_pos_items = 7" in text
+        assert f"not in these models' {variant} layout" in text
+    for variant in ("segmented", "merged", "neg_only"):
+        assert "segmented layout" not in markdown(s, PromptConfig(variant=variant))
+    assert "segmented layout" not in markdown(s)
