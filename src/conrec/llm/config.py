@@ -455,7 +455,11 @@ class GrpoConfig(_Strict):
     rollout: Literal["beam", "sample"] = Field(
         "beam", description="group = top-G constrained beams (default) or G distinct constrained samples"
     )
-    temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="sampling temperature (rollout='sample' only); TRL's log-probabilities and KL stay at temperature 1",
+    )
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
     progressive: bool = Field(
         True,
