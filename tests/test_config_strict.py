@@ -80,6 +80,13 @@ def test_settings_that_can_only_fail_later_are_refused_in_one_line(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"\(4\) x processes \(1\)"):
         check_group_batch(4, 1, 8)
     check_group_batch(4, 2, 8)
+    # rollout: sample draws a group split across processes twice, independently (found by probing: duplicate items)
+    for batch_size, processes, g in ((8, 3, 3), (4, 2, 8), (6, 2, 4)):
+        with pytest.raises(ConfigError, match=rf"grpo.rollout: sample on {processes} processes needs grpo.batch_size \({batch_size}\) to be a multiple of grpo.num_generations \({g}\)"):
+            check_group_batch(batch_size, processes, g, "sample")
+        check_group_batch(batch_size, processes, g, "beam")
+    check_group_batch(16, 2, 8, "sample")  # preset:full's layout: every process holds whole groups
+    check_group_batch(4, 1, 4, "sample")
     # found by probing: SASRec's constructor raised a bare ValueError (a traceback) after SFT and GRPO had trained
     with pytest.raises(ConfigError, match=r"eval.sasrec: .*hidden \(10\) must be divisible by heads \(4\)"):
         load_config(None, {"eval": {"sasrec": {"hidden": 10, "heads": 4}}})

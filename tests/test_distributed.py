@@ -49,6 +49,7 @@ def test_sft_then_progressive_grpo_as_two_cpu_processes_leave_models_later_comma
     _launch("conrec.llm.training.grpo", cfg_path, timeout=300)
     stats = json.loads((run.grpo / "stats.json").read_text())
     assert stats["steps"] == 2 and [s["invalid_rate"] for s in stats["stages"]] == [0.0, 0.0]
+    assert [s["duplicate_items"] for s in stats["stages"]] == [0, 0]  # counted on both processes' completions gathered
     assert [e["stage"] for e in json.loads((run.grpo / "reward_log.json").read_text())] == ["neg", "pos"]
     assert run.model_problem(cfg, "grpo") is None
 

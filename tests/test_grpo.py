@@ -185,6 +185,27 @@ def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> 
     assert member.tolist() == [2, 3, 0, 1, 2, 3] and group.tolist() == [0, 0, 1, 1, 1, 1]
 
 
+def test_a_group_split_across_processes_is_checked_whole_for_duplicates() -> None:
+    """Found by probing: with rollout: sample on 2 processes, a group split between them was drawn twice,
+    independently, and held an item twice, while stats.json's duplicate_items stayed 0 (each process counted its
+    own half). Duplicates are now counted on the gathered batch, and that layout is refused (test_config_strict)."""
+    from conrec.llm.training.rollout import ConstrainedRollout
+
+    from builders import tiny_word_tokenizer
+
+    n_items, g = 16, 4
+    rollout = ConstrainedRollout(tiny_word_tokenizer(), lambda m, p, k: None, [f"i{j}" for j in range(n_items)],
+                                 torch.zeros((n_items, 2), dtype=torch.long), 0, g)
+    # process 0 of 2 holds group 0 and the first half of group 1 (6 completions each, G = 4); its draw of group 1
+    # is [4, 5, 6, 7] (it keeps members 0-1), process 1's own draw of group 1 gave its members 2-3 the items 4 and 10
+    rollout._generate = lambda trainer, texts: torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])  # type: ignore[method-assign]
+    other = torch.tensor([4, 10, 11, 12, 13, 14])
+    acc = SimpleNamespace(process_index=0, num_processes=2, device=torch.device("cpu"), gather=lambda t: torch.cat([t.cpu(), other]))
+    out = rollout(["a"] * 4 + ["b"] * 2, SimpleNamespace(accelerator=acc))
+    assert out["gen_item"] == ["i0", "i1", "i2", "i3", "i4", "i5"]  # no repeat in this process's slice
+    assert rollout.stats.duplicates == 1  # group 1 is [4, 5, 4, 10]
+
+
 # --------------------------------------------------------------------------- end to end + resume
 def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console

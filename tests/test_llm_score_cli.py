@@ -375,3 +375,34 @@ def test_a_history_covering_the_whole_catalogue_says_there_is_nothing_to_rank(tr
     table = predict_mod.run(cfg, hist, None, None, "sft", 5, console=Console(file=buf, width=200, color_system=None))
     assert table.height == 0
     assert buf.getvalue().strip() == f"nothing to rank: every one of the {len(pred.items)} catalogue items is in the history (decode.exclude_history leaves them out)"
+
+
+def test_a_history_over_serve_max_history_is_refused_by_the_cli_as_the_server_refuses_it(trained, tmp_path, monkeypatch):
+    """Found by probing: a 600-event history got a ranking from `conrec score --request` and `conrec predict --history`
+    while `/v1/score` and `/v1/dislikes` answered 413 (limit serve.max_history = 500), so there was no server answer
+    to compare it with. The CLI now refuses it in one line naming the key, before the model loads."""
+    from conrec.llm.inference.predict_request import check_predict_request
+
+    cfg, _ = trained
+    short = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"max_history": 3})})
+    items = ["i0", "i1", "i2", "i3"]
+    monkeypatch.setattr(score_mod, "_load_predictor", lambda *_a, **_k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(predict_mod.Predictor, "from_dir", lambda *_a, **_k: pytest.fail("the model was loaded"))
+    limit = "history has 4 events; the limit is serve.max_history = 3"
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"negative": items, "candidates": ["i6"]}))
+    with pytest.raises(DataValidationError, match=f"score request {req}: {limit}"):
+        score_mod.run(short, request=req, batch=None, out=None, model="sft", threshold=None, explain=False)
+    batch = tmp_path / "b.parquet"
+    pl.DataFrame({"negative": [items[:3], items], "candidates": [["i6"], ["i6"]]}).write_parquet(batch)
+    with pytest.raises(DataValidationError, match=f"score batch {batch}: row 1: {limit}"):
+        score_mod.run(short, request=None, batch=batch, out=None, model="sft", threshold=None, explain=False)
+    plain, body = tmp_path / "h.json", tmp_path / "body.json"
+    plain.write_text(json.dumps({"history": [{"item_id": i, "feedback": -1} for i in items]}))
+    body.write_text(json.dumps({"negative": items, "k": 2}))
+    for path in (plain, body):
+        with pytest.raises(DataValidationError, match=f"history file {path}: {limit}"):
+            predict_mod.run(short, history=path, split=None, out=None, model="sft", k=2)
+    with pytest.raises(DataValidationError, match=f"history: {limit}"):
+        check_predict_request(short, (items, [-1] * 4), None, "sft")
+    assert check_predict_request(short, (items[:3], [-1] * 3), None, "sft").history == (items[:3], [-1] * 3)  # at the limit

@@ -148,3 +148,24 @@ def test_sid_log_probs_rejects_malformed_slates(predictor):
 def test_bad_slates_are_named(predictor, slates, needle):
     with pytest.raises(DataValidationError, match=needle):
         predictor.score([HISTORIES[0]], slates)
+
+
+def test_eval_slates_of_an_empty_history_point_are_scored_as_it_is_decoded(predictor):
+    """Found by probing: with data.split.min_history: 0 an evaluation point can have an empty history; top-K decoding
+    took it, but the exposure-controlled evaluation scored slates through Predictor.score, which refuses an empty
+    history ("history #2 is empty"), so the whole eval stage stopped. A user's own history must still not be empty."""
+    import polars as pl
+
+    from conrec.eval.candidates import lm_scorer
+
+    samples = pl.DataFrame(
+        {"sample_id": [7, 8], "hist_items": [HISTORIES[0][0], []], "hist_feedback": [HISTORIES[0][1], []]},
+        schema={"sample_id": pl.Int64, "hist_items": pl.List(pl.String), "hist_feedback": pl.List(pl.Int64)},
+    )
+    sets = [["m0", "m7", "m24"], ["m9", "m3"]]
+    got = lm_scorer(predictor)(samples, sets)
+    np.testing.assert_allclose(got[0], predictor.score([HISTORIES[0]], [sets[0]])[0], atol=1e-4)
+    np.testing.assert_allclose(got[1], predictor.score_prompts([predictor.prompt([], [])], [sets[1]])[0], atol=1e-4)
+    assert predictor.predict_samples(samples, 2)["items"].to_list()[1]  # the same point decodes
+    with pytest.raises(DataValidationError, match=r"history #0 is empty: give at least one disliked or liked item"):
+        predictor.score([([], [])], [sets[1]])

@@ -236,3 +236,19 @@ def test_item_text_never_becomes_a_control_token_in_the_alignment_tasks(tables):
     plain = items["title"].to_list()[1:]
     assert [neutralise(t, control) for t in plain] == plain
     assert neutralise("a <b> c", control) == "a <b> c" and neutralise("<<a_1>>") == "<< a_1>>"
+
+
+def test_the_report_says_a_timeline_models_questions_are_asked_in_the_segmented_layout():
+    """Found by probing: a neg_timeline model's discernment accuracy was measured on segmented-layout questions
+    (which it never trained on without sft.tasks.discernment) and reported without a word about it."""
+    from conrec.llm.config import PromptConfig
+    from conrec.llm.training.discernment import markdown, summary
+
+    s = summary({"discernment": {"accuracy": 0.8, "n_questions": 50}}, None)
+    for variant in ("timeline", "neg_timeline"):
+        text = markdown(s, PromptConfig(variant=variant, max_pos_items=7))
+        assert "asked in the segmented layout (a `<neg>` and a `<pos>` segment, up to sft.prompt.max_pos_items = 7" in text
+        assert f"not in these models' {variant} layout" in text
+    for variant in ("segmented", "merged", "neg_only"):
+        assert "segmented layout" not in markdown(s, PromptConfig(variant=variant))
+    assert "segmented layout" not in markdown(s)

@@ -24,6 +24,8 @@ BAD_SFT: list[tuple[dict[str, dict[str, Any]], str]] = [
     ({**_TIMELINE, "timeline": {"stride": 5}}, r"sft.timeline.stride \(5\) must be <= sft.prompt.max_timeline_events \(4\)"),
     ({"train": {"mask_history": True, "sid_softmax": "vocab"}}, r"sft.train.mask_history needs sft.train.sid_softmax: level"),
     ({"train": {"history_loss": 0.5, "sid_softmax": "vocab"}}, r"sft.train.history_loss needs sft.train.sid_softmax: level"),
+    ({"prompt": {"variant": "merged"}, "train": {"history_loss": 0.5}}, r"sft.train.history_loss trains on the prompt's <neg> segment, which sft.prompt.variant 'merged' has none of"),
+    ({**_TIMELINE, "train": {"history_loss": 1.0}}, r"sft.train.history_loss trains on the prompt's <neg> segment, which sft.prompt.variant 'timeline' has none of"),
     ({**_TIMELINE, "train": {"mask_history": True}}, r"sft.tasks.timeline needs the dense level-softmax loss \(sft.train.sid_softmax: level, mask_history: false\)"),
     ({**_COPY, "train": {"sid_softmax": "vocab"}}, r"sft.copy_bias needs the dense level-softmax loss"),
     ({"copy_bias": {"learn": True}, "train": {"lora": {"r": 4, "alpha": 8}}}, r"sft.copy_bias.learn cannot train with sft.train.lora"),

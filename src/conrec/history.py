@@ -189,6 +189,18 @@ def check_history_shape(items: Sequence[Any], feedback: Sequence[Any], subject: 
         raise DataValidationError(f"{subject}: feedback must be -1 (dislike) or +1 (positive), got [{', '.join(bad[:5])}]")
 
 
+def check_history_limit(history: History, max_history: int, source: str) -> None:
+    """One line naming ``source`` when a history a user gives is longer than ``serve.max_history``.
+
+    Why: the server answers such a history 413 (:mod:`conrec.serve.app`), and the CLI (``conrec predict
+    --history``, ``conrec score --request``/``--batch``) must answer the same histories it does: both read only the
+    newest ``data.split.max_history`` events for the prompt, but every event is left out of the ranking, so an
+    answer to a longer one had no server answer to compare with."""
+    n = len(history[0])
+    if n > max_history:
+        raise DataValidationError(f"{source}: history has {n} events; the limit is serve.max_history = {max_history}")
+
+
 def is_feedback_value(f: Any) -> bool:
     """-1 or +1 as a number of any kind (-1.0, numpy, a 0-d tensor); not a bool, None, "-1" or -1.5 (which int()
     cut to -1)."""

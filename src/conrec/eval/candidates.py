@@ -247,10 +247,6 @@ def lm_scorer(predictor: Any, max_items_per_call: int = 512) -> Scorer:
     """
 
     def score(samples: pl.DataFrame, sets: list[list[str]]) -> list[np.ndarray]:
-        hist = [
-            (list(map(str, h or [])), [int(f) for f in (fb or [])])
-            for h, fb in zip(samples["hist_items"].to_list(), samples["hist_feedback"].to_list())
-        ]
         out: list[np.ndarray] = []
         start = 0
         while start < len(sets):
@@ -258,7 +254,8 @@ def lm_scorer(predictor: Any, max_items_per_call: int = 512) -> Scorer:
             while end < len(sets) and (end == start or total + len(sets[end]) <= max_items_per_call):
                 total += len(sets[end])
                 end += 1
-            out.extend(np.asarray(s) for s in predictor.score(hist[start:end], sets[start:end]))
+            # score_samples: a point with an empty history (data.split.min_history: 0) is scored, as it is decoded
+            out.extend(np.asarray(s) for s in predictor.score_samples(samples.slice(start, end - start), sets[start:end]))
             start = end
         return out
 

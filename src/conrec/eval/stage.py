@@ -510,7 +510,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     if discern is not None:
         from conrec.llm.training.discernment import markdown as discernment_markdown
 
-        extra.append(discernment_markdown(discern))
+        extra.append(discernment_markdown(discern, sections.prompt))
     if tuning:
         extra.append(tuning_section({n: t.as_dict() for n, t in tuning.items()}))
     taste = _taste_check(rd, items, samples, rankings, k_max)

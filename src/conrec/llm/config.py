@@ -47,6 +47,7 @@ class ModelConfig(_Strict):
 
 
 PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
+NEG_SEGMENT_VARIANTS = ("neg_only", "segmented", "neg_timeline")  # the layouts with a <neg>...</neg> segment
 
 
 class PromptConfig(_Strict):
@@ -78,6 +79,12 @@ class PromptConfig(_Strict):
     def is_timeline(self) -> bool:
         """Whether the prompt ends in the dislike tag (the timeline layouts) rather than in 'Answer:'."""
         return self.variant in ("timeline", "neg_timeline")
+
+    @property
+    def has_neg_segment(self) -> bool:
+        """Whether the prompt has a ``<neg>...</neg>`` segment (what ``sft.train.history_loss`` trains on):
+        neg_only, segmented and neg_timeline (its dislikes older than the window); merged and timeline have none."""
+        return self.variant in NEG_SEGMENT_VARIANTS
 
 
 class TaskMix(_Strict):
@@ -199,7 +206,9 @@ class TrainConfig(_Strict):
         0.0,
         ge=0.0,
         description="level softmax only: weight of a sequence loss on every SID token of the prompt's negative segment "
-        "(each disliked item predicted from the ones before it, SASRec-style: many targets per forward pass); 0 = off",
+        "(each disliked item predicted from the ones before it, SASRec-style: many targets per forward pass); 0 = off. "
+        "Only the layouts with a <neg> segment have one: neg_only, segmented, neg_timeline (the dislikes older than "
+        "the window, not the window's <dis> events); merged and timeline are refused",
     )
     ema_decay: float | None = Field(
         None,
@@ -267,6 +276,11 @@ class SftConfig(_Strict):
             return "sft.train.mask_history needs sft.train.sid_softmax: level"
         if tr.history_loss > 0 and tr.sid_softmax != "level":
             return "sft.train.history_loss needs sft.train.sid_softmax: level"
+        if tr.history_loss > 0 and not prompt.has_neg_segment:
+            return (
+                f"sft.train.history_loss trains on the prompt's <neg> segment, which sft.prompt.variant {prompt.variant!r} "
+                f"has none of: use {', '.join(NEG_SEGMENT_VARIANTS)}, or history_loss: 0"
+            )
         if self.tasks.timeline > 0:
             if not prompt.is_timeline:
                 return (
@@ -441,7 +455,11 @@ class GrpoConfig(_Strict):
     rollout: Literal["beam", "sample"] = Field(
         "beam", description="group = top-G constrained beams (default) or G distinct constrained samples"
     )
-    temperature: float = Field(1.0, gt=0, description="sampling temperature (rollout='sample' only)")
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        description="sampling temperature (rollout='sample' only); TRL's log-probabilities and KL stay at temperature 1",
+    )
     save_steps: int = Field(10, ge=1, description="checkpoint every N steps inside a stage (for resume)")
     progressive: bool = Field(
         True,

@@ -34,6 +34,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 
 from conrec.llm.config import DecodeConfig
 from conrec.llm.inference.item_prior import TriePrior
+from conrec.llm.inference.prompt_ids import encode_prompts
 from conrec.llm.inference.sid_beam import sid_beam_search
 from conrec.llm.inference.sid_constraint import SidConstraint
 from conrec.llm.model.vocab import SidVocab, embedding_rows
@@ -154,13 +155,8 @@ def sample_generation_config(tokenizer: PreTrainedTokenizerBase, levels: int, n:
 
 
 def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generated tokens must follow every prompt directly
-    try:
-        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-    return {k: v.to(device) for k, v in enc.items()}
+    """Left-padded prompt ids, with the special tokens SFT trained in front of them (:mod:`conrec.llm.inference.prompt_ids`)."""
+    return encode_prompts(tokenizer, prompts, device)
 
 
 def constrained_beam_search(

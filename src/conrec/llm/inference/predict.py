@@ -261,11 +261,17 @@ class Predictor:
         if max_pos_items is not None and not (is_count(max_pos_items) or max_pos_items == 0):
             raise DataValidationError(f"max_pos_items must be an integer >= 0 or None, got {max_pos_items!r}")
         self.validate(histories)
-        scores = self.score_prompts([self.prompt(items, fb, max_pos_items) for items, fb in histories], candidates)
-        for n, row in enumerate(scores):
-            if any(x != x or x == float("inf") for x in row):
-                raise ModelOutputError(f"history #{n}: the model's scores are not finite (NaN or +inf)")
-        return scores
+        return finite_scores(self.score_prompts([self.prompt(items, fb, max_pos_items) for items, fb in histories], candidates), "history #")
+
+    def score_samples(self, samples: pl.DataFrame, candidates: Sequence[Sequence[str]]) -> list[list[float]]:
+        """:meth:`score` for the rows of a samples table (the eval's exposure-controlled slates).
+
+        Why not :meth:`score`: an evaluation point may have an empty history (``data.split.min_history: 0``),
+        which every layout renders and :meth:`predict_samples` decodes, while a history a user sends must not be
+        empty. The slates of such points are scored as they are decoded."""
+        ids, histories = self._sample_histories(samples)
+        scores = self.score_prompts([self.prompt(h, fb) for h, fb in histories], candidates)
+        return finite_scores(scores, "samples: the point of sample_id ", ids)
 
     def score_prompts(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[list[float]]:
         """:meth:`score` for ready-made prompts (e.g. the discernment task's four-choice questions)."""
@@ -284,6 +290,20 @@ class Predictor:
                 out.extend(s.tolist() for s in scores)
         return out
 
+    def _sample_histories(self, samples: pl.DataFrame) -> tuple[list[Any], list[History]]:
+        """(sample ids, histories) of a samples table, checked as :meth:`validate` checks a history, but empty is
+        allowed: an evaluation point may have none."""
+        require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
+        rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
+        for sid, h, fb in rows:
+            if len(h or []) != len(fb or []) or not all(is_feedback_value(f) for f in fb or []):
+                check_history_shape(h or [], fb or [], f"samples: sample_id {sid}")
+        histories: list[History] = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
+        unknown = sorted({i for h, _ in histories for i in h if i not in self.sid_map})
+        if unknown:
+            raise DataValidationError(f"samples: {len(unknown)} history item id(s) not in the SID map, e.g. {unknown[:10]}")
+        return [r[0] for r in rows], histories
+
     def predict_samples(self, samples: pl.DataFrame, k: int, console: Console | None = None) -> pl.DataFrame:
         """Predictions for every row of a samples table (see :mod:`conrec.data.samples`).
 
@@ -292,15 +312,7 @@ class Predictor:
         """
         if not is_count(k):  # as recommend: k=2.5 was a TypeError from a slice, k=0 a bare ValueError from the search
             raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
-        require_columns(samples, ("sample_id", "hist_items", "hist_feedback"), "samples")
-        rows = samples.select("sample_id", "hist_items", "hist_feedback").rows()
-        for sid, h, fb in rows:  # as recommend checks a history, but empty is allowed: an evaluation point may have none
-            if len(h or []) != len(fb or []) or not all(is_feedback_value(f) for f in fb or []):
-                check_history_shape(h or [], fb or [], f"samples: sample_id {sid}")
-        histories = [(list(map(str, h or [])), [int(f) for f in (fb or [])]) for _, h, fb in rows]
-        unknown = sorted({i for h, _ in histories for i in h if i not in self.sid_map})
-        if unknown:
-            raise DataValidationError(f"samples: {len(unknown)} history item id(s) not in the SID map, e.g. {unknown[:10]}")
+        ids, histories = self._sample_histories(samples)
         prompts = [self.prompt(h, fb) for h, fb in histories]
         exclude = [set(h) for h, _ in histories]
         k_eff = min(k, len(self.items))
@@ -320,12 +332,20 @@ class Predictor:
                 progress.update(task, advance=len(recs))
         return pl.DataFrame(
             {
-                "sample_id": pl.Series([r[0] for r in rows], dtype=pl.Int64),
+                "sample_id": pl.Series(ids, dtype=pl.Int64),
                 "items": pl.Series(out_items, dtype=pl.List(pl.String)),
                 "scores": pl.Series(out_scores, dtype=pl.List(pl.Float64)),
                 "n_invalid": pl.Series(invalid, dtype=pl.Int64),
             }
         )
+
+
+def finite_scores(scores: list[list[float]], subject: str, names: Sequence[Any] | None = None) -> list[list[float]]:
+    """``scores`` unchanged, or one line naming the first row (``subject`` + its position or name) with a NaN or +inf."""
+    for n, row in enumerate(scores):
+        if any(x != x or x == float("inf") for x in row):
+            raise ModelOutputError(f"{subject}{n if names is None else names[n]}: the model's scores are not finite (NaN or +inf)")
+    return scores
 
 
 def predict_samples(cfg: PipelineConfig, model: str, samples: pl.DataFrame, k: int, console: Console | None = None) -> pl.DataFrame:

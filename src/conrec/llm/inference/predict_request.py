@@ -14,7 +14,7 @@ import polars as pl
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConfigError, DataValidationError, StageInputError
-from conrec.history import History, check_known_items, known_item_ids, parse_history_text, read_request_text
+from conrec.history import History, check_history_limit, check_known_items, known_item_ids, parse_history_text, read_request_text
 from conrec.io import check_output_file, read_parquet
 from conrec.runs import RunDir
 from conrec.stages import MODEL_STAGES
@@ -102,7 +102,8 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     Why: ``--history`` takes "the same fields as a POST /v1/dislikes body", so a body saved from
     a client (with ``k``, ``explain`` or a ``user_id`` of the run's events) must work as is. A
     plain history (no such field) reads as before, with its message for the old list format; a
-    ``user_id``'s history is its newest ``max_history`` events, as the server reads it."""
+    ``user_id``'s history is its newest ``max_history`` events, as the server reads it, and a longer history
+    given is refused, as the server refuses it."""
     import json
 
     from conrec.llm.inference.score import request_body
@@ -115,7 +116,9 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     except json.JSONDecodeError:
         obj = None  # parse_history_text says what is wrong with the file
     if not (isinstance(obj, dict) and any(key in obj for key in _REQUEST_ONLY)):
-        return parse_history_text(text, f"history file {p}"), None, False  # the text read: a pipe reads once
+        history = parse_history_text(text, f"history file {p}")  # the text read: a pipe reads once
+        check_history_limit(history, max_history, f"history file {p}")
+        return history, None, False
     req, history = request_body(text, DislikeRequest, f"history file {p}", run, max_history)
     return history, req.k, req.explain
 
@@ -144,6 +147,7 @@ def check_predict_request(
             hist, k, explain = read_dislike_body(Path(history), run, cfg.serve.max_history)
             check_known_items(hist, known_item_ids(run), source=f"history file {history}")
             return PredictRequest(model_dir=model_dir, history=hist, k=k, explain=explain)
+        check_history_limit(history, cfg.serve.max_history, "history")
         check_known_items(history, known_item_ids(run), source="history")
         return PredictRequest(model_dir=model_dir, history=history)
     samples = read_parquet(run.samples, what="samples table (run `conrec data` first)")

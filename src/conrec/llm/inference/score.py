@@ -26,6 +26,7 @@ from rich.table import Table
 
 from conrec.console_text import shown
 from conrec.errors import ConfigError, DataValidationError, require_columns
+from conrec.history import check_history_limit
 from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.runs import RunDir
 from conrec.slate import decide, rank_scores
@@ -54,7 +55,8 @@ def read_score_request(path: Path, run: RunDir, max_history: int) -> tuple[Histo
 
 def request_body(text: str, schema: type[Body], source: str, run: RunDir, max_history: int) -> tuple[Body, History]:
     """A serve request body (JSON ``text``) validated as the server validates it, and its history: the lists it
-    gives, or its ``user_id``'s newest ``max_history`` events. What ``score --request`` and ``predict
+    gives (refused over ``max_history`` events, as the server refuses them), or its ``user_id``'s newest
+    ``max_history`` events. What ``score --request`` and ``predict
     --history`` both read; an error names ``source`` and the field."""
     try:
         # decoded first, then validated: the server's path (FastAPI validates the decoded body). Validating the
@@ -68,7 +70,9 @@ def request_body(text: str, schema: type[Body], source: str, run: RunDir, max_hi
         lines = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise DataValidationError(f"{source}: {lines}") from None
     history = req.events()
-    if history is None:
+    if history is not None:
+        check_history_limit(history, max_history, source)  # the server's 413: the CLI answers the histories it answers
+    else:
         known = run_histories(run, source, max_history)
         if req.user_id not in known:
             raise DataValidationError(f"{source}: unknown user_id {req.user_id!r} (not in the run's events)")
@@ -214,6 +218,8 @@ def run(
         has_history = any(c in df.columns for c in _HISTORY_COLUMNS)
         known = run_histories(run_dir, where, cfg.serve.max_history) if "user_id" in df.columns and not has_history else None
         parsed = batch_slates(df, where, known)
+        for n, hist in enumerate(parsed[0]):  # each row as the server takes one history (a user_id's is cut already)
+            check_history_limit(hist, cfg.serve.max_history, f"{where}: row {n}")
         check_item_ids(*parsed, known_item_ids(run_dir), where)
         predictor = _load_predictor(cfg, model)
         explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None

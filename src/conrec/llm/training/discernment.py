@@ -21,6 +21,9 @@ A question, built from one train sample (the user's history before ``t``):
       Options: <a_1><b_2><c_3> <a_4><b_0><c_1> ...
       Answer:
 
+The timeline layouts end in a dislike tag, not in ``Answer:``, so their models are asked in the segmented
+layout of the same budgets (``max_pos_items`` positives included); the report says so for them.
+
 Accuracy = share of questions where the answer's ``log p(SID | prompt)`` is the highest of the four
 (:meth:`conrec.llm.inference.predict.Predictor.score_prompts`, the slate-scoring pass). Held-out users
 (``sft.discernment_holdout``, drawn with the run seed) never give a discernment *training* example;
@@ -194,8 +197,11 @@ def summary(sft_stats: dict[str, Any] | None, grpo_stats: dict[str, Any] | None)
     }
 
 
-def markdown(s: dict[str, Any]) -> str:
-    """The report section: accuracy after each training step and the forgetting rate."""
+def markdown(s: dict[str, Any], prompt_cfg: PromptConfig | None = None) -> str:
+    """The report section: accuracy after each training step and the forgetting rate.
+
+    ``prompt_cfg``: the evaluated models' layout. A timeline layout is named, because its models are asked in
+    the segmented layout (:func:`question`): the figures would otherwise read as measured in the model's own."""
     fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
     pct = lambda v: "–" if v is None else f"{v:.1%}"  # noqa: E731
     lines = [
@@ -213,6 +219,11 @@ def markdown(s: dict[str, Any]) -> str:
     if any(st.get("no_update") for st in s.get("stages", [])):
         lines += ["", "No update: every GRPO group up to that stage had zero advantage (all rewards equal), so no policy "
                   "gradient was applied and its model is the SFT model; its accuracy is not a forgetting result."]
+    if prompt_cfg is not None and prompt_cfg.is_timeline:
+        lines += ["", f"The questions are asked in the segmented layout (a `<neg>` and a `<pos>` segment, up to "
+                  f"sft.prompt.max_pos_items = {prompt_cfg.max_pos_items} positives, ending in 'Answer:'), not in these "
+                  f"models' {prompt_cfg.variant} layout, which ends in a dislike tag: a model trained without "
+                  "sft.tasks.discernment never saw that layout."]
     sft, n = s.get("sft"), s.get("n_questions") or 0
     if sft is not None and n and sft <= chance_bound(n):
         # a drop from chance says nothing: "0.0%" here would read as "GRPO forgot nothing"

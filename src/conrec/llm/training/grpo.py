@@ -365,13 +365,23 @@ def run(sections: GrpoSections, run_dir: Path, console: Console | None = None, r
     return _save(job, log, summaries, done_now, prev_model, started)
 
 
-def check_group_batch(batch_size: int, processes: int, num_generations: int) -> None:
+def check_group_batch(batch_size: int, processes: int, num_generations: int, rollout: str = "beam") -> None:
     """Each prompt's ``num_generations`` completions must fit whole in one step's batch over all processes (TRL
-    raised it with a traceback after the model had loaded): a one-line error before anything is read."""
+    raised it with a traceback after the model had loaded): a one-line error before anything is read.
+
+    With ``rollout: sample`` they must also fit whole in one process's batch: a group split across processes is
+    decoded by each of them (:class:`conrec.llm.training.rollout.ConstrainedRollout`), which gives the same top-G
+    for beams but two independent draws for samples, so the group could hold an item twice."""
     if (batch_size * processes) % num_generations:
         raise ConfigError(
             f"grpo.batch_size ({batch_size}) x processes ({processes}) must be a multiple of grpo.num_generations "
             f"({num_generations}): each prompt's group of completions shares a batch"
+        )
+    if rollout == "sample" and processes > 1 and batch_size % num_generations:
+        raise ConfigError(
+            f"grpo.rollout: sample on {processes} processes needs grpo.batch_size ({batch_size}) to be a multiple of "
+            f"grpo.num_generations ({num_generations}): a group split across processes is sampled twice, independently, "
+            "and could hold an item twice (beam rollouts may split a group)"
         )
 
 
@@ -397,7 +407,7 @@ def preflight(sections: GrpoSections, run_dir: Path, processes: int | None = Non
     ``WORLD_SIZE``, as the launcher set it: the pipeline calls this before any process group exists)."""
     grpo, rd = sections.grpo, RunDir(run_dir)
     processes = world_size() if processes is None else processes
-    check_group_batch(grpo.batch_size, processes, grpo.num_generations)
+    check_group_batch(grpo.batch_size, processes, grpo.num_generations, grpo.rollout)
     sft = rd.model_dir("sft")
     if not (sft / "config.json").exists():
         raise StageInputError(f"SFT model not found at {sft.absolute()} (run `conrec sft` first)")

@@ -20,9 +20,12 @@ of the generation batch, in which each prompt already appears G times in a row (
 ``RepeatSampler``); a group may straddle two processes under ``accelerate launch``. Position ``i``
 of process ``p`` is member ``(p * n + i) mod G`` of its group, and gets the beam of that rank, so a
 group split across processes still holds G distinct items (beam search is deterministic given the
-synchronised weights). ``logprobs`` is returned as ``None``: without vLLM, TRL recomputes the old
-log-probs from the policy itself when it needs them, and beam scores are not sampling log-probs
-anyway. The generated item ids travel to the reward functions in the extra field ``gen_item``.
+synchronised weights). Samples are not: ``rollout: sample`` on several processes is refused unless
+every process holds whole groups (:func:`conrec.llm.training.grpo.check_group_batch`), and duplicates
+are counted on the gathered batch (:func:`whole_group_duplicates`). ``logprobs`` is returned as
+``None``: without vLLM, TRL recomputes the old log-probs from the policy itself when it needs them
+(at temperature 1, whatever ``grpo.temperature`` the samples were drawn at), and beam scores are
+not sampling log-probs anyway. The generated item ids travel to the reward functions in the extra field ``gen_item``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Protocol
 
 import torch
 
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.llm.model.vocab import SidVocab
 from conrec.sid.trie import SidTrie
 
@@ -81,7 +85,7 @@ class RolloutStats:
     calls: int = 0
     completions: int = 0
     invalid: int = 0
-    duplicates: int = 0  # completions repeating an item already in their group (must be 0)
+    duplicates: int = 0  # completions repeating an item already in their group, all processes' (must be 0)
     seconds: float = 0.0
     last_invalid_rate: float = 0.0
     history: list[float] = field(default_factory=list)  # seconds per call
@@ -107,8 +111,9 @@ def group_members(n_local: int, process_index: int, num_generations: int) -> tup
 class ConstrainedRollout:
     """``rollout_func`` for :class:`trl.GRPOTrainer`: G distinct valid items per prompt group.
 
-    ``tokenizer`` encodes prompts exactly as SFT and prediction do (plain text, no special tokens
-    added); ``topk`` is the constrained decoder (:func:`beam_topk` or :func:`sample_topk`);
+    ``tokenizer`` encodes prompts exactly as SFT and prediction do
+    (:func:`conrec.llm.inference.prompt_ids.prompt_token_ids`: the special tokens the tokenizer puts
+    in front of a text, then the plain text); ``topk`` is the constrained decoder (:func:`beam_topk` or :func:`sample_topk`);
     ``item_token_ids`` is the (n_items, L) tensor of SID token ids per item row; ``eos_id`` ends
     every completion (SFT appends EOS to every SID answer).
     """
@@ -143,7 +148,7 @@ class ConstrainedRollout:
         member, group = group_members(n, process_index, self.num_generations)
         starts = torch.nonzero(torch.cat([torch.tensor([True]), group[1:] != group[:-1]])).reshape(-1)
         group_texts = [texts[int(s)] for s in starts.tolist()]
-        group_prompt_ids = self._tokenizer(group_texts, add_special_tokens=False)["input_ids"]
+        group_prompt_ids = prompt_token_ids(self._tokenizer, group_texts)  # the ids SFT trained and _generate decodes from
         rows = self._generate(trainer, group_texts)  # (P, G)
         if rows.shape != (len(starts), self.num_generations):
             raise RuntimeError(
@@ -161,7 +166,7 @@ class ConstrainedRollout:
 
         elapsed = time.perf_counter() - started
         n_invalid = int((~valid).sum())
-        self.stats.duplicates += count_duplicates(group, chosen)
+        self.stats.duplicates += whole_group_duplicates(trainer, chosen, self.num_generations)
         self.stats.calls += 1
         self.stats.completions += n
         self.stats.invalid += n_invalid
@@ -183,6 +188,17 @@ class ConstrainedRollout:
             trainer.accelerator.autocast(),  # rollouts decode in the training precision (bf16/fp16 on a GPU, fp32 on CPU)
         ):
             return self._topk(model, prompts, self.num_generations)
+
+
+def whole_group_duplicates(trainer: Any, chosen: torch.Tensor, num_generations: int) -> int:
+    """Duplicates of the whole generation batch, every process's completions gathered (this process's ``chosen``
+    item rows are its slice): a group split across processes is checked as it really is, not half by half.
+    Global position ``q`` is member ``q mod G`` of group ``q // G`` (TRL's layout, :func:`group_members`)."""
+    acc = getattr(trainer, "accelerator", None)
+    rows = chosen
+    if acc is not None and int(getattr(acc, "num_processes", 1)) > 1:
+        rows = acc.gather(chosen.to(acc.device)).cpu()  # a collective: every process's rollout calls it at once
+    return count_duplicates(torch.arange(len(rows)) // num_generations, rows)
 
 
 def count_duplicates(group: torch.Tensor, rows: torch.Tensor) -> int:

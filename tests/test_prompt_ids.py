@@ -1,0 +1,137 @@
+"""Prompt ids: every inference path feeds the model the ids SFT (TRL) trained it on, BOS-adding tokenizers included."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from tokenizers.processors import TemplateProcessing
+from trl.data_utils import _tokenize, common_prefix_length
+
+from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
+from conrec.llm.inference.constrained import _encode
+from conrec.llm.inference.packed_prefill import enable_packed_prefill, worth_packing
+from conrec.llm.inference.predict import Predictor
+from conrec.llm.inference.prompt_ids import prompt_token_ids, special_prefix
+from conrec.llm.inference.prompts import build_prompt
+from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary
+from conrec.llm.training.rollout import ConstrainedRollout, item_token_table
+
+from builders import distinct_sid_scores, sparse_sid_map
+
+SIZES = [5, 4, 3]
+HISTORIES = [  # prompts of different lengths: the batch is left-padded, or packed
+    ([f"m{j}" for j in range(5, 17)], [1, -1] * 6),
+    (["m4"], [-1]),
+    (["m1", "m2", "m3"], [-1, 1, -1]),
+]
+LAYOUTS = ["segmented", "merged", "timeline", "neg_timeline", "neg_only"]
+
+
+def with_bos(tok):
+    """The tokenizer, changed to put its BOS token before every text, as Llama-3, Gemma and Mistral tokenizers do."""
+    bos = copy.deepcopy(tok)
+    b = bos.bos_token
+    bos._tokenizer.post_processor = TemplateProcessing(single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, bos.bos_token_id)])
+    assert bos("Answer:")["input_ids"][0] == bos.bos_token_id  # the post-processor is what __call__ applies
+    return bos
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    sid_map = sparse_sid_map(SIZES, 25)
+    model, tok = load_backbone(ModelConfig(tiny=TinyModelConfig(seed=5)))
+    distinct_sid_scores(model, add_sid_vocabulary(model, tok, sid_map))  # no ties
+    model.eval()
+    return model, tok, sid_map
+
+
+def prompts_of(sid_map, variant: str) -> list[str]:
+    return [build_prompt(h, f, sid_map.sid_lookup(), PromptConfig(variant=variant)) for h, f in HISTORIES]
+
+
+def trl_prompt_ids(tok, prompt: str, completion: str) -> list[int]:
+    """The prompt part of a prompt/completion example as TRL 1.16's SFTTrainer tokenizes it (``tokenize_fn``)."""
+    prompt_ids = _tokenize(tok, prompt)["input_ids"]
+    full = _tokenize(tok, prompt + completion + tok.eos_token)["input_ids"]
+    return full[: common_prefix_length(prompt_ids, full)]
+
+
+def unpadded(enc: dict[str, torch.Tensor]) -> list[list[int]]:
+    return [row[m.bool()].tolist() for row, m in zip(enc["input_ids"], enc["attention_mask"])]
+
+
+class _Accelerator:
+    process_index = 0
+
+
+class _Trainer:
+    accelerator = _Accelerator()
+
+
+def rollout_prompt_ids(tok, sid_map, prompts: list[str]) -> list[list[int]]:
+    """The ``prompt_ids`` GRPO's rollout hands TRL for these prompts (one group per prompt, G = 1)."""
+    vocab = SidVocab.from_tokenizer(tok, sid_map.codebook_sizes, len(tok))
+    rollout = ConstrainedRollout(tok, lambda m, p, k: torch.zeros((len(p), k), dtype=torch.long), sid_map.items,
+                                 item_token_table(vocab, sid_map.codes), tok.eos_token_id, 1)
+    rollout._generate = lambda trainer, texts: torch.zeros((len(texts), 1), dtype=torch.long)  # type: ignore[method-assign]
+    return rollout(prompts, _Trainer())["prompt_ids"]
+
+
+@pytest.mark.parametrize("variant", LAYOUTS)
+def test_smollm2_prompt_ids_are_unchanged(backbone, variant):
+    """The shipped models' tokenizer adds no special token: the ids stay the plain text's, left-padded as before."""
+    _, tok, sid_map = backbone
+    prompts = prompts_of(sid_map, variant)
+    assert special_prefix(tok) == []
+    tok.padding_side = "left"
+    before = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    tok.padding_side = "right"
+    enc = _encode(tok, prompts, torch.device("cpu"))
+    assert torch.equal(enc["input_ids"], before["input_ids"]) and torch.equal(enc["attention_mask"], before["attention_mask"])
+    assert tok.padding_side == "right"
+    assert rollout_prompt_ids(tok, sid_map, prompts) == tok(prompts, add_special_tokens=False)["input_ids"]
+    completion = sid_map.sid_of("m9")
+    assert [trl_prompt_ids(tok, p, completion) for p in prompts] == unpadded(enc)
+
+
+@pytest.mark.parametrize("variant", LAYOUTS)
+def test_bos_tokenizer_inference_and_rollout_ids_equal_sfts(backbone, variant):
+    _, tok, sid_map = backbone
+    bos = with_bos(tok)
+    prompts = prompts_of(sid_map, variant)
+    sft = [trl_prompt_ids(bos, p, sid_map.sid_of("m9")) for p in prompts]
+    assert all(ids[0] == bos.bos_token_id and ids[1] != bos.bos_token_id for ids in sft)
+    assert unpadded(_encode(bos, prompts, torch.device("cpu"))) == sft  # beam search, exhaustive search, slate scoring
+    assert prompt_token_ids(bos, prompts) == sft
+    assert rollout_prompt_ids(bos, sid_map, prompts) == sft  # GRPO
+
+
+def test_bos_scores_and_beams_equal_a_forward_of_the_trained_ids(backbone):
+    """Slate scores and beam search, through left padding and the packed prefill, with a BOS in front."""
+    model, tok, sid_map = backbone
+    bos = with_bos(tok)
+    p = Predictor(model, bos, sid_map, PromptConfig(), DecodeConfig(num_beams=8, batch_size=3, exclude_history=False))
+    assert enable_packed_prefill(p.model)
+    assert worth_packing(_encode(bos, [p.prompt(*h) for h in HISTORIES], torch.device("cpu"))["attention_mask"])
+
+    def oracle(history, item: str) -> float:
+        sid = sid_map.sid_of(item)
+        ids = torch.tensor(trl_prompt_ids(bos, p.prompt(*history), sid))
+        sid_ids = bos(sid, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.cat([ids, torch.tensor(sid_ids)]).unsqueeze(0)).logits[0].float()
+        total = 0.0
+        for j, t in enumerate(sid_ids):
+            level = p.vocab.level_ids[j]
+            total += float(torch.log_softmax(logits[len(ids) - 1 + j, level], -1)[(level == t).nonzero().item()])
+        return total
+
+    slates = [["m0", "m7", "m24"], ["m9"], ["m3", "m5"]]
+    for hist, slate, scores in zip(HISTORIES, slates, p.score(HISTORIES, slates)):
+        np.testing.assert_allclose(scores, [oracle(hist, i) for i in slate], rtol=1e-4, atol=1e-4)
+    for hist, recs in zip(HISTORIES, p.recommend(HISTORIES, 3)):
+        np.testing.assert_allclose([s for _, s in recs], [oracle(hist, i) for i, _ in recs], rtol=1e-4, atol=1e-4)
