@@ -16,12 +16,14 @@ A tokenizer that adds nothing (the SmolLM2 tokenizer of the shipped models) give
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 _PROBE = "Answer:"  # any plain text: only the special tokens around its ids matter
+_PREFIXES: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()  # per tokenizer: two encodings per request otherwise
 
 
 def special_prefix(tokenizer: Any) -> list[int]:
@@ -29,8 +31,22 @@ def special_prefix(tokenizer: Any) -> list[int]:
 
     Found by encoding a probe text with and without special tokens and locating the plain ids in
     the full ones; a tokenizer whose special tokens change the text's own ids (none known) gets
-    ``[]``, the encoding every path used before.
+    ``[]``, the encoding every path used before. Cached per tokenizer object (a served request would
+    otherwise pay two extra encodings, about 0.14 ms).
     """
+    try:
+        return list(_PREFIXES[tokenizer])
+    except (KeyError, TypeError):
+        pass
+    prefix = _find_prefix(tokenizer)
+    try:
+        _PREFIXES[tokenizer] = prefix
+    except TypeError:  # an object that cannot be weakly referenced: computed each time
+        pass
+    return list(prefix)
+
+
+def _find_prefix(tokenizer: Any) -> list[int]:
     full = list(tokenizer(_PROBE)["input_ids"])
     plain = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
     for start in range(len(full) - len(plain) + 1):
