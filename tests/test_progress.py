@@ -143,3 +143,23 @@ def test_plain_lines_follow_the_bar_columns_and_recompute_the_time_left():
         else:
             assert lines[0].endswith("0:00:03 elapsed, ~0:00:06 left"), lines
             assert lines[1].endswith("0:10:03 elapsed, ~0:20:06 left"), lines
+
+
+def test_time_left_after_a_resume_counts_only_this_process_steps():
+    """A task added at a resumed step (checkpoint-500 of 2000) paces on the steps done here: 250 steps in 10 s
+    leave 1250 steps, 50 s; counting the 500 restored ones too gave "~0:00:16 left" (the run took 52 s more).
+    The terminal bar (rich's own estimate, from the advances it saw) says the same."""
+    from conrec.progress import stage_progress
+
+    console, buf = _pipe_console()
+    clock = _Clock()
+    progress = stage_progress(console=console, label="{task.description}")
+    progress.get_time = clock
+    task = progress.add_task("SFT", total=2000, completed=500)
+    for _ in range(10):  # 25 steps a second
+        clock.now += 1.0
+        progress.advance(task, 25)
+    progress.print_lines()
+    assert buf.getvalue().strip() == "SFT: 750/2000 (38%), 0:00:10 elapsed, ~0:00:50 left", buf.getvalue()
+    live = progress.tasks[0].time_remaining
+    assert live is not None and 45 <= live <= 55, live

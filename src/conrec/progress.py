@@ -10,7 +10,9 @@ The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s). The plain lines fol
 columns: no remaining time where the bar has no remaining column (``remaining=False``). Where it has
 one, the lines recompute it from the average pace up to the moment of printing: rich's own estimate
 only changes when the task advances, so through one long step (a 10-minute baseline after fast ones)
-the lines repeated "~0:00:03 left" for ten minutes.
+the lines repeated "~0:00:03 left" for ten minutes. The pace counts only the steps done in this process: a
+task added at a resumed step (``add_task(..., completed=500)``) did not take this process's time for those
+500, and counting them gave "~0:00:16 left" for a minute's work.
 
 :func:`stage_progress` builds the stages' bars so they stay readable in an 80-column terminal: rich
 squeezes every column to fit and cuts what does not fit with an ellipsis ("0:02:…"); here the times
@@ -32,6 +34,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -56,24 +59,28 @@ def _clock(seconds: float | None) -> str:
     return str(timedelta(seconds=int(seconds))) if seconds is not None else "?"
 
 
-def remaining_now(completed: float, total: float | None, elapsed: float | None) -> float | None:
+def remaining_now(completed: float, total: float | None, elapsed: float | None, start: float = 0.0) -> float | None:
     """Seconds left at the average pace so far, ``elapsed`` counted up to now (None before any progress).
+    ``start``: the count the task began at in this process (a resumed run's restored step), whose steps took
+    none of ``elapsed``.
 
     Why not rich's ``time_remaining``: it is computed at the last advance and frozen until the next, so a long
     step after fast ones kept printing the fast ones' estimate; this one grows while a step takes long."""
-    if not total or not elapsed or completed <= 0 or completed >= total:
+    done = completed - start
+    if not total or not elapsed or done <= 0 or completed >= total:
         return None
-    return (total - completed) * elapsed / completed
+    return (total - completed) * elapsed / done
 
 
-def task_line(task: Task, remaining: bool = True) -> str:
+def task_line(task: Task, remaining: bool = True, start: float = 0.0) -> str:
     """``SFT: 5/20 (25%), 0:00:12 elapsed, ~0:00:36 left, loss 9.787`` (pure, for one task); no "left" when
-    ``remaining`` is off (a bar without a remaining-time column)."""
+    ``remaining`` is off (a bar without a remaining-time column); ``start``: the count the task was added with
+    (see :func:`remaining_now`)."""
     parts = [f"{task.description}: {task.completed:g}"]
     if task.total:
         parts[0] += f"/{task.total:g} ({100 * task.completed / task.total:.0f}%)"
     parts.append(f"{_clock(task.elapsed)} elapsed")
-    left = remaining_now(task.completed, task.total, task.elapsed) if remaining and not task.finished else None
+    left = remaining_now(task.completed, task.total, task.elapsed, start) if remaining and not task.finished else None
     if left is not None:
         parts.append(f"~{_clock(left)} left")
     extra = [str(v) for v in task.fields.values() if str(v).strip()]
@@ -90,6 +97,13 @@ class StageProgress(Progress):
         self.interval = interval if interval is not None else progress_interval()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._start_counts: dict[TaskID, float] = {}  # each task's count when added: the steps before took no time here
+
+    def add_task(self, description: str, start: bool = True, total: float | None = 100.0, completed: int = 0,
+                 visible: bool = True, **fields: Any) -> TaskID:
+        task_id = super().add_task(description, start=start, total=total, completed=completed, visible=visible, **fields)
+        self._start_counts[task_id] = completed
+        return task_id
 
     def start(self) -> None:
         if not self.plain:
@@ -116,7 +130,7 @@ class StageProgress(Progress):
             tasks = [t for t in self._tasks.values() if t.started]
         for task in tasks:
             if final or not task.finished:
-                self.console.print(task_line(task, self.remaining), markup=False, highlight=False, soft_wrap=True)
+                self.console.print(task_line(task, self.remaining, self._start_counts.get(task.id, 0.0)), markup=False, highlight=False, soft_wrap=True)
 
     def _tick(self) -> None:
         next_at = time.monotonic() + self.interval
