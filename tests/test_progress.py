@@ -45,7 +45,9 @@ def test_finished_tasks_stop_printing():
     assert sum(ln.startswith("sid: 1/4") for ln in out) >= 3
 
 
-def test_on_a_terminal_it_is_rich_progress():
+def test_on_a_terminal_it_is_rich_progress(monkeypatch):
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=80)
     with StageProgress(console=console, interval=0.01) as progress:
@@ -163,3 +165,18 @@ def test_time_left_after_a_resume_counts_only_this_process_steps():
     assert buf.getvalue().strip() == "SFT: 750/2000 (38%), 0:00:10 elapsed, ~0:00:50 left", buf.getvalue()
     live = progress.tasks[0].time_remaining
     assert live is not None and 45 <= live <= 55, live
+
+
+def test_a_dumb_terminal_gets_the_plain_lines(monkeypatch):
+    """TERM=dumb on a pty (Emacs, some CI runners): rich's live bar never redraws there, and the plain lines were
+    off too (a terminal), so a 55 s SFT printed nothing until it ended."""
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=80)
+    with StageProgress(console=console, interval=0.05) as progress:
+        progress.add_task("SFT", total=10, completed=3)
+        time.sleep(0.3)
+    lines = buf.getvalue().splitlines()
+    assert progress.plain and sum(ln.startswith("SFT: 3/10 (30%)") for ln in lines) >= 3, lines
+    assert "\r" not in buf.getvalue()

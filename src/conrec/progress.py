@@ -4,7 +4,9 @@ Why: rich's live progress bars only redraw on a terminal; with stdout redirected
 a scheduler, ``> log``) they print nothing until the task ends, so a 20-minute SFT looked dead.
 :class:`StageProgress` is a drop-in :class:`rich.progress.Progress`: on a terminal it is exactly
 that; elsewhere it prints one plain line per unfinished task every ``interval`` seconds (from a
-timer thread, so a long step still gets its line) and a last line per task when it stops.
+timer thread, so a long step still gets its line) and a last line per task when it stops. A dumb terminal
+(``TERM=dumb``: Emacs buffers, some CI runners' ptys) or ``TTY_INTERACTIVE=0`` counts as elsewhere: rich's
+live display does not redraw there, so a stage showed nothing until it ended (:func:`live_display`).
 
 The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s). The plain lines follow the bar's
 columns: no remaining time where the bar has no remaining column (``remaining=False``). Where it has
@@ -87,12 +89,20 @@ def task_line(task: Task, remaining: bool = True, start: float = 0.0) -> str:
     return ", ".join(parts + extra)
 
 
+def live_display(console: Console) -> bool:
+    """Whether ``console`` shows a live, redrawn bar (else: the timed plain lines).
+
+    Why not ``console.is_terminal``: rich calls a dumb terminal a terminal, yet its live display never redraws
+    on one (``is_interactive`` is False), so neither the bar nor the lines appeared until the stage ended."""
+    return console.is_interactive
+
+
 class StageProgress(Progress):
     """A rich Progress on a terminal; timed plain lines (see module doc) anywhere else."""
 
     def __init__(self, *columns: Any, console: Console | None = None, interval: float | None = None, **kwargs: Any) -> None:
         super().__init__(*columns, console=console, **kwargs)
-        self.plain = not self.console.is_terminal
+        self.plain = not live_display(self.console)
         self.remaining = any(isinstance(c, TimeRemainingColumn) for c in self.columns)  # the plain lines follow the bar
         self.interval = interval if interval is not None else progress_interval()
         self._stop = threading.Event()
