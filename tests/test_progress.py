@@ -180,3 +180,20 @@ def test_a_dumb_terminal_gets_the_plain_lines(monkeypatch):
     lines = buf.getvalue().splitlines()
     assert progress.plain and sum(ln.startswith("SFT: 3/10 (30%)") for ln in lines) >= 3, lines
     assert "\r" not in buf.getvalue()
+
+
+def test_force_color_into_a_pipe_gets_the_plain_lines(monkeypatch):
+    """FORCE_COLOR (often set in CI) makes rich call any output a terminal: the live bar wrote ~12 redraws a second
+    joined by carriage returns into the log. The file is no terminal: plain lines, no \\r."""
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.setenv("TERM", "xterm")
+    for name in ("TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        monkeypatch.delenv(name, raising=False)
+    buf = io.StringIO()
+    console = Console(file=buf, width=80)
+    assert console.is_terminal  # rich's view: the reason for the flood
+    with StageProgress(console=console, interval=0.05) as progress:
+        progress.add_task("SFT", total=10, completed=3)
+        time.sleep(0.3)
+    out = buf.getvalue()
+    assert progress.plain and "\r" not in out and out.splitlines()[0].startswith("SFT: 3/10 (30%)"), out

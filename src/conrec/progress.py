@@ -6,7 +6,9 @@ a scheduler, ``> log``) they print nothing until the task ends, so a 20-minute S
 that; elsewhere it prints one plain line per unfinished task every ``interval`` seconds (from a
 timer thread, so a long step still gets its line) and a last line per task when it stops. A dumb terminal
 (``TERM=dumb``: Emacs buffers, some CI runners' ptys) or ``TTY_INTERACTIVE=0`` counts as elsewhere: rich's
-live display does not redraw there, so a stage showed nothing until it ended (:func:`live_display`).
+live display does not redraw there, so a stage showed nothing until it ended; so does a pipe or file
+with ``FORCE_COLOR`` set (often in CI), where rich's bar wrote a dozen carriage-return redraws a second into
+the log. Colour stays ``FORCE_COLOR``'s business (:func:`live_display`).
 
 The interval is ``$CONREC_PROGRESS_SECONDS`` (default 30 s). The plain lines follow the bar's
 columns: no remaining time where the bar has no remaining column (``remaining=False``). Where it has
@@ -93,8 +95,21 @@ def live_display(console: Console) -> bool:
     """Whether ``console`` shows a live, redrawn bar (else: the timed plain lines).
 
     Why not ``console.is_terminal``: rich calls a dumb terminal a terminal, yet its live display never redraws
-    on one (``is_interactive`` is False), so neither the bar nor the lines appeared until the stage ended."""
-    return console.is_interactive
+    on one (``is_interactive`` is False), so neither the bar nor the lines appeared until the stage ended; and it
+    calls any output a terminal when ``FORCE_COLOR`` is set, so a CI log got ~12 redraws a second joined by
+    carriage returns (3 MB for a 20-minute SFT). A live bar needs an interactive console whose file is a real
+    terminal, or one declared a terminal on purpose (``Console(force_terminal=True)``, ``TTY_COMPATIBLE=1``,
+    ``TTY_INTERACTIVE=1``); ``FORCE_COLOR`` alone asks for colour, not for redraws."""
+    if not console.is_interactive:
+        return False
+    declared = getattr(console, "_force_terminal", None)  # rich keeps the constructor's force_terminal here
+    if declared or os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("TTY_INTERACTIVE") == "1":
+        return True
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        return bool(isatty is not None and isatty())
+    except ValueError:  # a closed file (rich has the same guard)
+        return False
 
 
 class StageProgress(Progress):
