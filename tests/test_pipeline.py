@@ -474,6 +474,40 @@ def test_ctrl_c_says_what_state_the_run_is_in_and_exits_130(tmp_path: Path, monk
     assert "Traceback" not in res.output
 
 
+def test_ctrl_c_with_stdout_a_dead_pipe_still_exits_130_with_its_line(tmp_path: Path) -> None:
+    """Ctrl-C on ``conrec sft | tee log`` kills tee too: the cleanup's last progress line met the dead pipe, rich
+    turned that into SystemExit(1), and conrec exited 1 with no "interrupted" line. Run in a child process whose
+    stdout is a real pipe with its reader closed (rich points stdout at /dev/null on a broken pipe)."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import conrec.cli as cli
+from conrec.progress import StageProgress
+
+def interrupted(*_, **__):
+    progress = StageProgress(console=cli.console, interval=3600)
+    progress.start()
+    progress.add_task("SFT", total=10, completed=3)
+    try:
+        raise KeyboardInterrupt
+    finally:
+        progress.stop()  # prints the last progress line: into the dead pipe
+
+cli._stage = interrupted
+cli.app(["sft", "-c", "preset:tiny", "-r", {str(tmp_path / "run")!r}])
+"""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        res = subprocess.run([sys.executable, "-c", script], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 130, res.stderr
+    assert "interrupted:" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
 def test_a_refused_run_pipeline_call_leaves_the_run_as_it_was(tmp_path: Path, fake_stages: list[str]) -> None:
     """Found by probing: run_pipeline rewrote config.yaml before it checked its stage names or inputs, so a
     refused call ("unknown stage", GRPO on a changed SFT) left a good run's models "made with a different

@@ -105,11 +105,38 @@ def _guard(fn: Callable[[], Any]) -> Any:
         err_console.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
+        _say_interrupted()
+        raise typer.Exit(130) from None
+    except SystemExit as exc:
+        if not _during_interrupt(exc):
+            raise
+        _say_interrupted()
+        raise typer.Exit(130) from None
+
+
+def _during_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C was unwinding (a KeyboardInterrupt among its contexts).
+
+    Why: Ctrl-C at ``conrec sft | tee log`` kills ``tee`` too; the cleanup's last progress line then met a dead
+    pipe and rich turned that into ``SystemExit(1)``, which replaced the interrupt: exit 1 and no "interrupted"
+    line, where scripts and ``set -o pipefail`` look for 130."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__
+    return False
+
+
+def _say_interrupted() -> None:
+    """The Ctrl-C line on stderr, if stderr can still take it (a dead pipe there too must not change the exit)."""
+    try:
         err_console.print(
             "[yellow]interrupted:[/] nothing half-written is kept (a stage is marked done only when it finishes); "
             "rerun the command to go on (sft and grpo resume from their last checkpoint, written every save_steps steps)"
         )
-        raise typer.Exit(130) from None
+    except (OSError, SystemExit):  # rich answers a broken pipe with SystemExit(1)
+        pass
 
 
 def _stage(stage: str, config: Path | None, run_dir: Path | None, **kwargs: Any) -> Any:
