@@ -3,15 +3,18 @@ checkpoints are skipped, and a resumed run ends with the same weights as an unin
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from conrec.config import load_config
 from conrec.llm.model.checkpoints import (
     COMPLETE_FILE,
+    discard_reason,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
     whole_run_mean_loss,
@@ -83,18 +86,27 @@ def test_checkpoints_of_samples_an_upstream_rerun_replaced_are_not_resumed(tmp_p
     run.mark_done("data")  # the data stage ran again, with the same settings (in the same second, even)
     assert run.stage_identity("data") != before
     assert (run.data / "_done.json").read_text().count('"nonce"') == 1
-    stats = STAGE_REGISTRY["sft"].call(cfg)
+    buf = io.StringIO()
+    stats = STAGE_REGISTRY["sft"].call(cfg, console=Console(file=buf, width=80))
     assert stats["resumed_from"] is None and stats["steps"] == 4
+    # said, in one line, not silent (the Ctrl-C line had promised a resume)
+    assert "SFT: the earlier run's checkpoints are discarded (made with other settings or inputs): training starts from step 0" \
+        in buf.getvalue().splitlines(), buf.getvalue()
 
 
 def test_no_resume_or_changed_config_discards_checkpoints(tmp_path):
     folder = tmp_path / "ckpts"
+    assert discard_reason(folder, "fp1", resume=False) is None  # nothing there: nothing to say
     (folder / "checkpoint-5").mkdir(parents=True)
+    assert discard_reason(folder, "fp1", resume=True) == "made with other settings or inputs"
     assert not prepare_checkpoint_dir(folder, "fp1", resume=True)  # no owner record yet
     (folder / "checkpoint-5").mkdir()
+    assert discard_reason(folder, "fp1", resume=True) is None
     assert prepare_checkpoint_dir(folder, "fp1", resume=True) and (folder / "checkpoint-5").exists()
+    assert discard_reason(folder, "fp1", resume=False) == "resume is off (--no-resume)"
     assert not prepare_checkpoint_dir(folder, "fp1", resume=False) and not (folder / "checkpoint-5").exists()
     (folder / "checkpoint-5").mkdir()
+    assert discard_reason(folder, "fp2", resume=True) == "made with other settings or inputs"
     assert not prepare_checkpoint_dir(folder, "fp2", resume=True) and not (folder / "checkpoint-5").exists()
 
 

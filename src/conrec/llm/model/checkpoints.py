@@ -132,16 +132,34 @@ def last_complete_checkpoint(folder: Path, clean: bool = True) -> Path | None:
     return None
 
 
+def _made_under(folder: Path, fingerprint: str) -> bool:
+    """Whether ``folder``'s owner record names ``fingerprint``."""
+    owner = Path(folder) / OWNER_FILE
+    try:
+        return owner.is_file() and json.loads(owner.read_text()).get("fingerprint") == fingerprint
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def discard_reason(folder: Path, fingerprint: str, resume: bool) -> str | None:
+    """Why :func:`prepare_checkpoint_dir` is about to discard ``folder``'s checkpoints; None when there are none
+    or they will be resumed. Call it first: that one deletes them.
+
+    Why: the Ctrl-C line promises a resume, and a rerun with changed settings emptied the folder and started at
+    step 0 without a word (GRPO says "starting from scratch")."""
+    if not _checkpoints(Path(folder)):
+        return None
+    if not resume:
+        return "resume is off (--no-resume)"
+    return None if _made_under(folder, fingerprint) else "made with other settings or inputs"
+
+
 def prepare_checkpoint_dir(folder: Path, fingerprint: str, resume: bool, is_main: bool = True) -> bool:
     """Keep ``folder``'s checkpoints only if ``resume`` and they were made under ``fingerprint``;
     otherwise empty it. Records the fingerprint. Returns whether earlier checkpoints were kept."""
     folder = Path(folder)
     owner = folder / OWNER_FILE
-    try:
-        same = owner.is_file() and json.loads(owner.read_text()).get("fingerprint") == fingerprint
-    except (OSError, json.JSONDecodeError):
-        same = False
-    keep = resume and same
+    keep = resume and _made_under(folder, fingerprint)
     if is_main:
         if not keep and folder.exists():
             shutil.rmtree(folder, ignore_errors=True)

@@ -41,6 +41,7 @@ from conrec.llm.model.checkpoints import (
     LogAtEachCheckpoint,
     NoCheckpointAtTheEnd,
     checkpoint_step,
+    discard_reason,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
     trainer_save_args,
@@ -465,6 +466,9 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     is_main = PartialState(cpu=compute.use_cpu).is_main_process
     # the inputs' identities too: checkpoints trained on samples a data rerun replaced must not be resumed
     owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{out.resolve()}"
+    if is_main and (why := discard_reason(ckpt_dir, owner, resume)) is not None:
+        console.print(f"[yellow]SFT: the earlier run's checkpoints are discarded ({why}): training starts from step 0[/]",
+                      soft_wrap=True)  # one line, also in an 80-column log
     kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main)
     PartialState().wait_for_everyone()
     resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
