@@ -29,6 +29,27 @@ def test_progress_times_are_never_cut_at_80_columns() -> None:
     assert len(line.rstrip("\n")) <= 80
 
 
+def test_grpo_bar_keeps_its_count_and_times_at_narrow_widths() -> None:
+    """GRPO's ~40-cell status at 60 columns (and a long stage name or a 100% share at 80): rich squeezed every
+    column, and the bar lost its step count and time left ("GRPO 1:f… … last reward ... 0:00:12 0:0"). The status
+    text is cut instead; SFT's short status still fits whole."""
+    cases = [
+        (60, "GRPO 1:full", "last reward -0.062 hit 0.00 zero-adv 0%"),
+        (80, "GRPO 2:positive_budget", "last reward -0.118 hit 0.12 zero-adv 100%"),
+        (80, "GRPO 0:recent_neg", "last reward -0.118 hit 0.12 zero-adv 100%"),
+        (50, "GRPO 2:positive_budget", "last reward -0.118 hit 0.12 zero-adv 100%"),  # status, then name cut
+    ]
+    for width, label, status in cases:
+        line = _render(width, label, status).rstrip("\n")
+        assert len(line) <= width, (width, line)
+        assert "37/100" in line and line.endswith(" 0:00:00 -:--:--"), (width, line)
+        assert status not in line and "…" in line, (width, line)
+        assert width < 60 or "last reward" in line, (width, line)  # the status, cut, not gone
+    assert "GRPO 2:positive_budget" in _render(80, "GRPO 2:positive_budget", "last reward")  # the name, whole
+    sft = _render(60, "SFT", "last loss 1.889").rstrip("\n")
+    assert "37/100 last loss 1.889 0:00:00 -:--:--" in sft and "…" not in sft and len(sft) <= 60, sft
+
+
 def test_progress_bar_is_capped_on_wide_terminals() -> None:
     line = _render(200, "SFT", "loss 3.120")
     bar = "".join(ch for ch in line if ch in "━╸╺ ").strip()

@@ -20,7 +20,9 @@ task added at a resumed step (``add_task(..., completed=500)``) did not take thi
 
 :func:`stage_progress` builds the stages' bars so they stay readable in an 80-column terminal: rich
 squeezes every column to fit and cuts what does not fit with an ellipsis ("0:02:…"); here the times
-keep their full width and the bar (at most 40 cells) absorbs the shortfall.
+keep their full width and the bar (at most 40 cells) absorbs the shortfall. Where the bar alone cannot
+(GRPO's 40-cell status at 60 columns), the status text, then the label, is cut with an ellipsis
+(:func:`fit_widths`): rich's own squeeze cut the step count and the time left away.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,7 +47,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Column
+from rich.table import Column, Table
 
 PROGRESS_ENV = "CONREC_PROGRESS_SECONDS"
 DEFAULT_INTERVAL_S = 30.0
@@ -115,6 +119,9 @@ def live_display(console: Console) -> bool:
 class StageProgress(Progress):
     """A rich Progress on a terminal; timed plain lines (see module doc) anywhere else."""
 
+    # (bar column, columns cut in turn) for fit_widths; None: rich's own layout (stage_progress sets one)
+    fit: tuple[int, list[int]] | None = None
+
     def __init__(self, *columns: Any, console: Console | None = None, interval: float | None = None, **kwargs: Any) -> None:
         super().__init__(*columns, console=console, **kwargs)
         self.plain = not live_display(self.console)
@@ -149,6 +156,24 @@ class StageProgress(Progress):
             self._thread = None
             self.print_lines(final=True)
 
+    def make_tasks_table(self, tasks: Iterable[Task]) -> Table:
+        """rich's table, with the column widths of :attr:`fit` (:func:`fit_widths`) where a layout is set."""
+        table = super().make_tasks_table(tasks)
+        if self.fit is not None:
+            bar, shrink = self.fit
+            cols = table.columns
+            measure = self.console.options
+            natural = [
+                max([column.min_width or 0] + [Measurement.get(self.console, measure, cell).maximum for cell in column.cells])
+                for column in cols
+            ]
+            room = self.console.width - (len(cols) - 1)  # one space between columns (Table.grid padding)
+            for i, width in enumerate(fit_widths(natural, bar, shrink, room)):
+                cols[i].width = width
+                if width < natural[i]:
+                    cols[i].no_wrap, cols[i].overflow = True, "ellipsis"
+        return table
+
     def print_lines(self, final: bool = False) -> None:
         """One line per task (started tasks only; on ``final``, every task once)."""
         with self._lock:
@@ -165,6 +190,24 @@ class StageProgress(Progress):
 
 
 BAR_MAX_WIDTH = 40
+BAR_MIN_WIDTH = 4
+
+
+def fit_widths(natural: Sequence[int], bar: int, shrink: Sequence[int], room: int) -> list[int]:
+    """Column widths in ``room`` cells: every column its ``natural`` width but the bar, which takes what is left
+    (:data:`BAR_MIN_WIDTH` to :data:`BAR_MAX_WIDTH`); when even the shortest bar does not fit, the ``shrink``
+    columns give up cells in that order (down to one each). The others (step count, times) never shrink.
+
+    Why not rich's squeeze: it shrinks the widest wrappable columns only until two are equally wide (a 40-cell
+    bar and GRPO's 40-cell status), then cuts every column evenly, the count and the time left included."""
+    widths = list(natural)
+    excess = sum(w for i, w in enumerate(widths) if i != bar) + BAR_MIN_WIDTH - room
+    for i in shrink:
+        cut = max(0, min(excess, widths[i] - 1))
+        widths[i] -= cut
+        excess -= cut
+    widths[bar] = max(BAR_MIN_WIDTH, min(BAR_MAX_WIDTH, room - sum(w for i, w in enumerate(widths) if i != bar)))
+    return widths
 
 
 def stage_progress(
@@ -179,7 +222,8 @@ def stage_progress(
     """``label``, a bar, ``done/total``, extra ``fields`` (columns or format strings), elapsed, remaining;
     ``disable``: shows nothing, on a terminal or off it (a step with nothing to count).
 
-    The time columns never shrink; the bar absorbs the shortfall on narrow terminals.
+    The time columns and the count never shrink; the bar absorbs the shortfall on narrow terminals, then the
+    status ``fields``, then the label, are cut with an ellipsis (:func:`fit_widths`).
     """
     columns: list[ProgressColumn] = [
         TextColumn(label, table_column=Column(no_wrap=True)),
@@ -187,8 +231,11 @@ def stage_progress(
     ]
     if count:
         columns.append(MofNCompleteColumn(table_column=Column(no_wrap=True, justify="right")))
+    status = range(len(columns), len(columns) + len(fields))
     columns += [TextColumn(f) if isinstance(f, str) else f for f in fields]
     columns.append(TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)))
     if remaining:
         columns.append(TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)))
-    return StageProgress(*columns, console=console, transient=transient, expand=False, disable=disable)
+    progress = StageProgress(*columns, console=console, transient=transient, expand=False, disable=disable)
+    progress.fit = (1, [*status, 0])  # the bar absorbs; then the status texts, then the label, are cut
+    return progress
