@@ -60,8 +60,11 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     # a kill while checkpoint-2 was being written: weights there, completion marker not yet
     (ckpts / "checkpoint-2" / COMPLETE_FILE).unlink()
-    stats = STAGE_REGISTRY["sft"].call(cfg)
+    buf = io.StringIO()
+    stats = STAGE_REGISTRY["sft"].call(cfg, console=Console(file=buf, width=40))
     assert stats["resumed_from"] == "checkpoint-1" and stats["steps"] == 4
+    # the model dir after "->" is whole, though longer than the console (it was broken at the width)
+    assert any(ln.endswith(f" -> {RunDir(root).sft_model}") for ln in buf.getvalue().splitlines()), buf.getvalue()
     got = _weights(RunDir(root).sft_model)
     assert got.keys() == uninterrupted.keys()
     assert all(torch.equal(got[k], uninterrupted[k]) for k in got)

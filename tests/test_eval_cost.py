@@ -70,6 +70,16 @@ def test_eval_skips_ease_past_the_limit_and_says_why(tmp_path: Path) -> None:
     assert not (run.predictions / "ease.parquet").exists() and pl.read_parquet(run.predictions / "popularity.parquet").height
 
 
+def test_the_report_line_keeps_its_path_whole(tmp_path: Path) -> None:
+    """`report: <path>` was broken at the console width (a newline inside the path)."""
+    run, _ = eval_run_dir(tmp_path / ("a_rather_long_directory_name_" * 2) / "run")
+    section = {"baselines": ["popularity"], "models": [], "ks": [2, 5], "horizons": [1], "tune": False}
+    cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
+    console = Console(record=True, width=60)
+    STAGE_REGISTRY["eval"].call(cfg, console=console)
+    assert f"report: {run.report}" in console.export_text().splitlines()
+
+
 def _eval_offterminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baselines: list[str]) -> tuple[str, str]:
     """(console output, report) of the eval stage on the 15-item run, its console not a terminal (the plain lines)."""
     import io

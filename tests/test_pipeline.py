@@ -304,12 +304,35 @@ def test_demo_rerun_on_a_finished_run_prints_the_saved_results_and_report_path(t
     out = buf.getvalue()
     assert "0.123" in out and "0.057" in out and "FHR@5" in out  # the 80-column summary: 3 decimals
     assert out.index("popularity") < out.index("grpo")  # the eval stage's order, not the JSON file's
-    assert str(run.report) in out.replace("\n", "")  # a long tmp path wraps at 80 columns
+    assert out.splitlines()[-1].endswith(f"; report: {run.report}")  # one line, though longer than 80 columns
     # a run whose eval stage just ran printed the table already: not twice
     monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
     buf = io.StringIO()
     pipeline.run_demo(cfg, console=Console(file=buf, width=80))
     assert "0.123" not in buf.getvalue()
+
+
+def test_demo_end_lines_keep_their_paths_whole_at_any_width(tmp_path, monkeypatch) -> None:
+    """`report:` and `plot:` broke their paths at the console width (rich folds long words): a real newline inside
+    the path, so copy-paste and `grep report: log` gave a broken path."""
+    import io
+
+    from rich.console import Console
+
+    import conrec.pipeline as pipeline
+    from conrec.config import load_config
+    from conrec.runs import RunDir
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / ("a_rather_long_directory_name_" * 3) / "run")})
+    run = RunDir(cfg.run_dir)
+    run.eval.mkdir(parents=True)
+    (run.eval / "fhr_by_k.png").write_bytes(b"")
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda *a, **k: {"eval": {}})
+    buf = io.StringIO()
+    pipeline.run_demo(cfg, console=Console(file=buf, width=60))
+    lines = buf.getvalue().splitlines()
+    assert any(ln.startswith("total ") and ln.endswith(f"; report: {run.report}") for ln in lines), lines
+    assert f"plot: {run.eval / 'fhr_by_k.png'}" in lines, lines
 
 
 def test_docs_stage_table_is_the_registrys() -> None:

@@ -377,7 +377,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
     console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
-    console.print(f"ablation table: {shown(rd.root / 'ablations' / 'paper.md')}")
+    console.print(f"ablation table: {shown(rd.root / 'ablations' / 'paper.md')}", soft_wrap=True)
     return metrics
 
 
@@ -466,5 +466,5 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
     console.print(summary_table(metrics, ks, slates))
-    console.print(f"ablation table: {shown(rd.root / 'ablations' / f'{what}.md')}")
+    console.print(f"ablation table: {shown(rd.root / 'ablations' / f'{what}.md')}", soft_wrap=True)
     return metrics

@@ -293,7 +293,7 @@ def init(
         console.print("[bold]guessed[/] (check the comments in the file):", highlight=False)
         for line in summary_lines(guessed):
             console.print("  " + escape(line), highlight=False)
-        console.print(f"wrote {path}; next: [bold]conrec data -c {escape(str(path))}[/]", highlight=False)
+        console.print(f"wrote {escape(str(path))}; next: [bold]conrec data -c {escape(str(path))}[/]", highlight=False, soft_wrap=True)
 
     _guard(body)
 

@@ -254,9 +254,9 @@ def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None =
     if "eval" not in results:
         show_saved_results(run, console, order=[*cfg.eval.baselines, *cfg.eval.models])
     console.print(Rule("[bold]done"))
-    console.print(f"total {time.perf_counter() - started:.0f} s; report: {shown(run.report)}")
+    console.print(f"total {time.perf_counter() - started:.0f} s; report: {shown(run.report)}", soft_wrap=True)
     for png in sorted(run.eval.glob("*.png")):
-        console.print(f"plot: {shown(png)}")
+        console.print(f"plot: {shown(png)}", soft_wrap=True)
     return results
 
 

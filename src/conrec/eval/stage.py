@@ -523,6 +523,6 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     console.print(summary_table(metrics, ks, slate_report.metrics if slate_report is not None else None))
     for n in notes:
         console.print(f"[yellow]note:[/] {shown(n)}")
-    console.print(f"report: {shown(report)}")
+    console.print(f"report: {shown(report)}", soft_wrap=True)
     rd.mark_done("eval", {"models": list(metrics), "split": ecfg.split, "samples": samples.height})
     return metrics

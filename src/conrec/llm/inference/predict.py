@@ -405,7 +405,7 @@ def run(
         )
         if out is not None:  # the printed table as a file too, as conrec score writes it (it was ignored without a word)
             write_parquet(result, out)
-            console.print(f"-> {shown(out)}")
+            console.print(f"-> {shown(out)}", soft_wrap=True)
         return result
     assert request.samples is not None
     preds = predictor.predict_samples(request.samples, k, console=console)
@@ -416,5 +416,5 @@ def run(
     write_parquet(preds, target)
     n_invalid = int(preds["n_invalid"].sum())
     users = f" of {preds['user_id'].n_unique():,} users" if "user_id" in preds.columns else ""
-    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {shown(target)}")
+    console.print(f"{preds.height:,} {split} points{users}, top-{k}, {n_invalid} invalid output(s) -> {shown(target)}", soft_wrap=True)
     return preds

@@ -227,7 +227,7 @@ def run(
         check_unchanged(run_dir, model, before)
         target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
-        console.print(f"{result.height} slates scored ({model} model) -> {shown(target)}")
+        console.print(f"{result.height} slates scored ({model} model) -> {shown(target)}", soft_wrap=True)
         return result
     assert request is not None
     history, slate, req_threshold, req_explain = read_score_request(request, run_dir, cfg.serve.max_history)
@@ -260,7 +260,7 @@ def run(
     )
     if out is not None:  # the printed table as a file too (it was ignored without a word)
         write_parquet(result, out)
-        console.print(f"-> {shown(out)}")
+        console.print(f"-> {shown(out)}", soft_wrap=True)
     return result
 
 

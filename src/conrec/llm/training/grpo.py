@@ -63,6 +63,7 @@ from transformers.utils import logging as hf_logging
 from trl import GRPOConfig, GRPOTrainer
 
 from conrec.config import load_config
+from conrec.console_text import shown
 from conrec.data.fit_events import training_events_and_rule
 from conrec.errors import ConfigError, StageInputError, require_columns
 from conrec.io import atomic_path, read_json, read_parquet, write_json
@@ -639,7 +640,7 @@ def _save(
             shutil.copytree(last_model, tmp)
         write_json(result, job.work / "stats.json")
         job.rd.mark_done("grpo", {"steps": result["steps"], "reward_mode": job.reward_mode, "progressive": job.progressive})
-        job.console.print(f"GRPO: {result['steps']} steps over {len(job.stages)} stage(s) -> {job.out}")
+        job.console.print(f"GRPO: {result['steps']} steps over {len(job.stages)} stage(s) -> {shown(job.out)}", soft_wrap=True)
     job.state.wait_for_everyone()
     return result
 

@@ -29,6 +29,7 @@ import torch
 from rich.console import Console
 from transformers import PrinterCallback, set_seed
 
+from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal
@@ -621,7 +622,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model is written: checkpoints are no longer needed
         console.print(
             f"SFT: {stats['steps']} steps on {len(examples)} examples, mean loss {stats['train_loss']:.3f}, "
-            f"{stats['tokens_per_second'] or 0:.0f} tokens/s -> {out}"
+            f"{stats['tokens_per_second'] or 0:.0f} tokens/s -> {shown(out)}",
+            soft_wrap=True,  # a path broken at the console width is no path (copy-paste, grep)
         )
     acc.wait_for_everyone()
     return stats
