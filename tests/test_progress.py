@@ -197,3 +197,30 @@ def test_force_color_into_a_pipe_gets_the_plain_lines(monkeypatch):
         time.sleep(0.3)
     out = buf.getvalue()
     assert progress.plain and "\r" not in out and out.splitlines()[0].startswith("SFT: 3/10 (30%)"), out
+
+
+def test_a_finished_task_line_has_its_own_time_and_comes_when_it_finishes():
+    """In a group (sid: encoding, then the quantizer) a finished task's line kept counting until the group stopped
+    ('encoding items: 4/4 (100%), 0:00:03 elapsed', the quantizer's 3 s added) and came after the later task's."""
+    from conrec.progress import stage_progress
+
+    console, buf = _pipe_console()
+    clock = _Clock()
+    progress = stage_progress(console=console, label="{task.description}", remaining=False)
+    progress.get_time = clock
+    progress.interval = 3600.0  # no timer line
+    with progress:
+        first = progress.add_task("encoding items", total=4)
+        clock.now += 1.0
+        progress.advance(first, 4)
+        later = progress.add_task("RQ-VAE training", total=2)
+        clock.now += 2.0
+        progress.advance(later, 1)
+        progress.print_lines()  # a timer line
+        clock.now += 1.0
+        progress.advance(later, 1)
+    assert buf.getvalue().splitlines() == [
+        "encoding items: 4/4 (100%), 0:00:01 elapsed",
+        "RQ-VAE training: 1/2 (50%), 0:00:02 elapsed",
+        "RQ-VAE training: 2/2 (100%), 0:00:03 elapsed",
+    ], buf.getvalue()

@@ -4,7 +4,8 @@ Why: rich's live progress bars only redraw on a terminal; with stdout redirected
 a scheduler, ``> log``) they print nothing until the task ends, so a 20-minute SFT looked dead.
 :class:`StageProgress` is a drop-in :class:`rich.progress.Progress`: on a terminal it is exactly
 that; elsewhere it prints one plain line per unfinished task every ``interval`` seconds (from a
-timer thread, so a long step still gets its line) and a last line per task when it stops. A dumb terminal
+timer thread, so a long step still gets its line) and a last line per task when it finishes (or, unfinished,
+when the display stops), in the order the tasks finish. A dumb terminal
 (``TERM=dumb``: Emacs buffers, some CI runners' ptys) or ``TTY_INTERACTIVE=0`` counts as elsewhere: rich's
 live display does not redraw there, so a stage showed nothing until it ended; so does a pipe or file
 with ``FORCE_COLOR`` set (often in CI), where rich's bar wrote a dozen carriage-return redraws a second into
@@ -87,7 +88,9 @@ def task_line(task: Task, remaining: bool = True, start: float = 0.0) -> str:
     parts = [f"{task.description}: {task.completed:g}"]
     if task.total:
         parts[0] += f"/{task.total:g} ({100 * task.completed / task.total:.0f}%)"
-    parts.append(f"{_clock(task.elapsed)} elapsed")
+    # a finished task's own time (rich's elapsed runs on until the whole group stops: encoding items got the
+    # RQ-VAE's seconds added), as the terminal bar's elapsed column shows it
+    parts.append(f"{_clock(task.finished_time if task.finished else task.elapsed)} elapsed")
     left = remaining_now(task.completed, task.total, task.elapsed, start) if remaining and not task.finished else None
     if left is not None:
         parts.append(f"~{_clock(left)} left")
@@ -129,6 +132,7 @@ class StageProgress(Progress):
         self.interval = interval if interval is not None else progress_interval()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._reported: set[TaskID] = set()  # tasks whose last line is out
         self._start_counts: dict[TaskID, float] = {}  # each task's count when added: the steps before took no time here
 
     def add_task(self, description: str, start: bool = True, total: float | None = 100.0, completed: int = 0,
@@ -174,13 +178,39 @@ class StageProgress(Progress):
                     cols[i].no_wrap, cols[i].overflow = True, "ellipsis"
         return table
 
-    def print_lines(self, final: bool = False) -> None:
-        """One line per task (started tasks only; on ``final``, every task once)."""
+    def update(self, task_id: TaskID, **kwargs: Any) -> None:
+        super().update(task_id, **kwargs)
+        self._report_finished(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._report_finished(task_id)
+
+    def _report_finished(self, task_id: TaskID) -> None:
+        """Off a terminal, a task's last line as it finishes: at the group's stop, it came after the lines of the
+        tasks that ran after it."""
+        if not self.plain or self._thread is None:
+            return
         with self._lock:
-            tasks = [t for t in self._tasks.values() if t.started]
+            task = self._tasks[task_id]
+            due = task.finished and task.started and task_id not in self._reported
+            if due:
+                self._reported.add(task_id)
+        if due:
+            self._print(task)
+
+    def print_lines(self, final: bool = False) -> None:
+        """One line per unfinished task (started tasks only); on ``final``, every task whose last line is not out."""
+        with self._lock:
+            tasks = [t for t in self._tasks.values() if t.started and t.id not in self._reported]
+            if final:
+                self._reported.update(t.id for t in tasks)
         for task in tasks:
             if final or not task.finished:
-                self.console.print(task_line(task, self.remaining, self._start_counts.get(task.id, 0.0)), markup=False, highlight=False, soft_wrap=True)
+                self._print(task)
+
+    def _print(self, task: Task) -> None:
+        self.console.print(task_line(task, self.remaining, self._start_counts.get(task.id, 0.0)), markup=False, highlight=False, soft_wrap=True)
 
     def _tick(self) -> None:
         next_at = time.monotonic() + self.interval
