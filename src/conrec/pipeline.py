@@ -203,6 +203,10 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
     run = RunDir(cfg.run_dir)
     results: dict[str, Any] = {}
     upstream_reran = False
+    if "sft" in stages and (force or stale_reason(run, cfg, "sft") is not None):
+        from conrec.llm.training.sft import check_settings  # the settings SFT refuses before data and SID run, not after
+
+        check_settings(STAGE_REGISTRY["sft"].section_of(cfg))
     for stage in stages:
         if stage != "data" and "eval" in stages and run.is_done("data"):
             check_evaluable(run, cfg.eval.split)  # before minutes of training, whether data ran now or earlier
