@@ -10,7 +10,7 @@ import torch
 from tokenizers.processors import TemplateProcessing
 from trl.data_utils import _tokenize, common_prefix_length
 
-from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
+from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, ModelConfig, PromptConfig, TinyModelConfig
 from conrec.llm.inference.constrained import _encode
 from conrec.llm.inference.packed_prefill import enable_packed_prefill, worth_packing
 from conrec.llm.inference.predict import Predictor
@@ -135,3 +135,52 @@ def test_bos_scores_and_beams_equal_a_forward_of_the_trained_ids(backbone):
         np.testing.assert_allclose(scores, [oracle(hist, i) for i in slate], rtol=1e-4, atol=1e-4)
     for hist, recs in zip(HISTORIES, p.recommend(HISTORIES, 3)):
         np.testing.assert_allclose([s for _, s in recs], [oracle(hist, i) for i, _ in recs], rtol=1e-4, atol=1e-4)
+
+
+def test_stages_that_fed_the_lm_prompts_without_a_bos_are_stale_for_a_bos_tokenizer_only(tmp_path):
+    """Review: GRPO models, eval results and early-stopped SFT models made before prompts carried the tokenizer's
+    special prefix were made from prompts without the BOS a Llama-3, Gemma or Mistral tokenizer adds, yet stayed
+    current. A record without the new key is stale when the run's tokenizer adds a prefix, and current otherwise
+    (every SmolLM2 run: no fingerprint changed); a stage recorded since carries the key."""
+    import json
+
+    from conrec.pipeline import stale_reason
+    from conrec.runs import PROMPT_PREFIX_KEY
+    from conrec.stages import STAGES
+
+    from builders import finished_run, record_current
+
+    cfg, run = finished_run(tmp_path / "run")
+    tok_files = {p.name: p.read_bytes() for p in run.sft_model.glob("tokenizer*")}
+
+    def older(*stages: str) -> None:  # as a conrec from before the prefix recorded them (the later records re-linked)
+        for stage in STAGES:
+            path = run.stage_dir(stage) / "_fingerprint.json"
+            rec = json.loads(path.read_text())
+            assert stage not in stages or rec.pop(PROMPT_PREFIX_KEY) is True
+            rec["upstream"] = {up: run.stage_identity(up) for up in rec["upstream"]}
+            path.write_text(json.dumps(rec))
+
+    older("sft", "grpo", "eval")
+    assert {s: stale_reason(run, cfg, s) for s in ("sft", "grpo", "eval")} == dict.fromkeys(("sft", "grpo", "eval"))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(run.sft_model)
+    tok.bos_token = tok.eos_token  # the toy tokenizer has none
+    with_bos(tok).save_pretrained(run.sft_model)
+    assert tok_files != {p.name: p.read_bytes() for p in run.sft_model.glob("tokenizer*")}
+    why = {s: stale_reason(run, cfg, s) for s in ("sft", "grpo", "eval")}
+    assert why["sft"] is None  # SFT decodes nothing without early stopping (TRL always tokenized its prompts with the BOS)
+    assert why["grpo"] == why["eval"].replace("eval stage", "grpo stage")
+    assert why["grpo"].startswith("made by an older conrec whose grpo stage gave the LM its prompts without the tokenizer's special prefix")
+    baselines_only = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
+    record_current(baselines_only, "eval")
+    older("eval")
+    assert stale_reason(run, baselines_only, "eval") is None  # an eval of no LM asked it nothing
+    stopping = cfg.sft.train.model_copy(update={"early_stopping": EarlyStoppingConfig(eval_steps=1)})
+    early = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"train": stopping})})
+    record_current(early, "sft")
+    older("sft")
+    assert stale_reason(run, early, "sft") == why["grpo"].replace("grpo stage", "sft stage")
+    record_current(cfg, "grpo", "eval")  # recorded by this conrec: current
+    assert stale_reason(run, cfg, "grpo") is None and stale_reason(run, cfg, "eval") is None

@@ -25,7 +25,7 @@ from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
-from conrec.runs import FINGERPRINT_FILE, RunDir
+from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
 from conrec.stages import STAGE_REGISTRY, STAGES, section_settings, stage_fingerprint, stage_hash
@@ -167,7 +167,7 @@ def record_finished(
         {"fingerprint": stage_fingerprint(cfg, stage), "sections": {k: stage_hash(v) for k, v in settings.items()}, "settings": settings,
          "seconds": seconds,
          "revision": STAGE_REGISTRY[stage].revision,
-         "source_files": source_files or {}, "torch_threads": threads,
+         "source_files": source_files or {}, "torch_threads": threads, PROMPT_PREFIX_KEY: True,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
          "upstream": {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}},
         _fingerprint_path(run, stage),

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-_PROBE = "Answer:"  # any plain text: only the special tokens around its ids matter
+from conrec.llm.model.tokenizer_prefix import PROBE, prefix_before
+
 _PREFIXES: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()  # per tokenizer: two encodings per request otherwise
 
 
@@ -47,12 +48,7 @@ def special_prefix(tokenizer: Any) -> list[int]:
 
 
 def _find_prefix(tokenizer: Any) -> list[int]:
-    full = list(tokenizer(_PROBE)["input_ids"])
-    plain = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start]
-    return []
+    return prefix_before(list(tokenizer(PROBE)["input_ids"]), list(tokenizer(PROBE, add_special_tokens=False)["input_ids"]))
 
 
 def prompt_token_ids(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
