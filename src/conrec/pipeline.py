@@ -75,7 +75,7 @@ def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: st
     if stages:
         require_run_dir(run, f"{who} reads the {stages[0]} stage's outputs there", f"run `{STAGE_REGISTRY[stages[0]].command}` first")
     for up in stages:
-        why = stale_reason(run, cfg, up)
+        why = run.stale_message(cfg, up)  # a stage a rerun cleared says which, not "not finished"
         if why is not None:
             raise StageInputError(
                 f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "

@@ -182,14 +182,21 @@ class RunDir:
         """
         if not self.has_model(name):
             return f"no model at {self.model_dir(name).absolute()}"
-        why = self.stale_reason(cfg, name)
-        if why == "not finished" and (cleared := self.invalidated_by(name)) is not None:
+        return self.stale_message(cfg, name)
+
+    def stale_message(self, cfg: PipelineConfig, stage: str) -> str | None:
+        """:meth:`stale_reason` as a person reads it: a stage that had finished and was cleared by a rerun of an
+        earlier one says which (:meth:`invalidated_by`) rather than "not finished". For refusals and pages
+        (``require_current``, :meth:`model_problem`, the inspector); the pipeline's own logic reads the bare reason."""
+        why = self.stale_reason(cfg, stage)
+        if why == "not finished" and (cleared := self.invalidated_by(stage)) is not None:
             return cleared
         return why
 
     def invalidated_by(self, stage: str) -> str | None:
         """Why ``stage``, which had finished, was marked unfinished by a rerun of an earlier stage
-        (:meth:`invalidate_from` records which), or None when no such rerun cleared it.
+        (:meth:`invalidate_from` records which), or None when no such rerun cleared it. In a child run whose
+        ``stage`` is linked to its parent's (:mod:`conrec.experiments`), the rerun was the parent's: it says so.
 
         Why: after ``conrec sid`` was rerun, ``conrec predict`` refused the finished SFT model as "not finished";
         it is refused because the SID map it was trained on was rebuilt, and the refusal should say so."""
@@ -199,9 +206,13 @@ class RunDir:
             return None
         if by not in STAGES or STAGES.index(by) >= STAGES.index(stage):
             return None
-        if not self.is_done(by):
-            return f"`conrec {by}` was run again after it finished and has not finished since"
-        return f"`conrec {by}` was run again after it finished, so {RERUN_EFFECT.get(by, f'the {by} outputs it was built on were rebuilt')}"
+        owner, where = self, ""
+        if self.stage_dir(stage).is_symlink():  # the note is the parent's, seen through the link
+            owner = RunDir(self.stage_dir(stage).resolve().parent)
+            where = f" in the parent run {owner.root}"
+        if not owner.is_done(by):
+            return f"`conrec {by}` was run again{where} after it finished and has not finished since"
+        return f"`conrec {by}` was run again{where} after it finished, so {RERUN_EFFECT.get(by, f'the {by} outputs it was built on were rebuilt')}"
 
     def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
