@@ -184,3 +184,18 @@ def test_stages_that_fed_the_lm_prompts_without_a_bos_are_stale_for_a_bos_tokeni
     assert stale_reason(run, early, "sft") == why["grpo"].replace("grpo stage", "sft stage")
     record_current(cfg, "grpo", "eval")  # recorded by this conrec: current
     assert stale_reason(run, cfg, "grpo") is None and stale_reason(run, cfg, "eval") is None
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_0(backbone):
+    """Review: ``int(tokenizer.pad_token_id)`` raised a bare TypeError for a tokenizer with no pad token (a raw
+    backbone tokenizer, a served request's 500). The mask hides the padding, so it is 0 and the ids are the same."""
+    from conrec.llm.inference.prompt_ids import encode_prompts
+
+    _, tok, sid_map = backbone
+    prompts = prompts_of(sid_map, "segmented")
+    bare = copy.deepcopy(tok)
+    bare.pad_token = None
+    assert bare.pad_token_id is None
+    enc, ref = encode_prompts(bare, prompts, torch.device("cpu")), encode_prompts(tok, prompts, torch.device("cpu"))
+    assert torch.equal(enc["attention_mask"], ref["attention_mask"]) and unpadded(enc) == unpadded(ref)
+    assert (enc["input_ids"][enc["attention_mask"] == 0] == 0).all() and (enc["attention_mask"] == 0).any()

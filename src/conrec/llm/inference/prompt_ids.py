@@ -60,10 +60,15 @@ def prompt_token_ids(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids``/``attention_mask`` of :func:`prompt_token_ids` (generated tokens follow every prompt directly)."""
+    """Left-padded ``input_ids``/``attention_mask`` of :func:`prompt_token_ids` (generated tokens follow every prompt directly).
+
+    The padding is the tokenizer's pad id, or 0 for a tokenizer without one (a raw backbone tokenizer handed to a
+    :class:`~conrec.llm.inference.predict.Predictor`): the mask hides it, so its id never matters (it raised a bare
+    ``TypeError``, a served request's 500)."""
     rows = prompt_token_ids(tokenizer, prompts)
     width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), int(tokenizer.pad_token_id), dtype=torch.long)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(rows), width), 0 if pad is None else int(pad), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
