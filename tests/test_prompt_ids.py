@@ -7,7 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from tokenizers.processors import TemplateProcessing
 from trl.data_utils import _tokenize, common_prefix_length
 
 from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, ModelConfig, PromptConfig, TinyModelConfig
@@ -20,7 +19,7 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary
 from conrec.llm.training.rollout import ConstrainedRollout, item_token_table
 
-from builders import distinct_sid_scores, sparse_sid_map
+from builders import distinct_sid_scores, sparse_sid_map, with_bos
 
 SIZES = [5, 4, 3]
 HISTORIES = [  # prompts of different lengths: the batch is left-padded, or packed
@@ -29,15 +28,6 @@ HISTORIES = [  # prompts of different lengths: the batch is left-padded, or pack
     (["m1", "m2", "m3"], [-1, 1, -1]),
 ]
 LAYOUTS = ["segmented", "merged", "timeline", "neg_timeline", "neg_only"]
-
-
-def with_bos(tok):
-    """The tokenizer, changed to put its BOS token before every text, as Llama-3, Gemma and Mistral tokenizers do."""
-    bos = copy.deepcopy(tok)
-    b = bos.bos_token
-    bos._tokenizer.post_processor = TemplateProcessing(single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, bos.bos_token_id)])
-    assert bos("Answer:")["input_ids"][0] == bos.bos_token_id  # the post-processor is what __call__ applies
-    return bos
 
 
 @pytest.fixture(scope="module")
