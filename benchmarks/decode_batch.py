@@ -30,6 +30,7 @@ import torch
 from conrec.config import load_config
 from conrec.io import read_parquet
 from conrec.llm.inference.predict import Predictor, run_item_prior
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.runs import RunDir
 from conrec.serve.catalog import user_histories
 from conrec.sid.sid_map import SidMap
@@ -76,7 +77,7 @@ def main() -> None:
     base: dict[str, float] = {}
     for n in args.sizes:
         batch = histories[:n]
-        tokens = statistics.mean(len(predictor.tokenizer(predictor.prompt(*h), add_special_tokens=False)["input_ids"]) for h in batch)
+        tokens = statistics.mean(len(ids) for ids in prompt_token_ids(predictor.tokenizer, [predictor.prompt(*h) for h in batch]))
         rec = _median_ms(lambda b=batch: predictor.recommend(b, args.k), args.repeats)
         sco = _median_ms(lambda b=batch, n=n: predictor.score(b, [slate] * n), args.repeats)
         base.setdefault("rec", rec / n)

@@ -38,6 +38,7 @@ def main() -> None:
 
     from conrec.config import load_config
     from conrec.io import atomic_path, read_json, read_parquet
+    from conrec.llm.inference.prompt_ids import prompt_token_ids
     from conrec.llm.model.backbone import load_backbone
     from conrec.llm.model.toy import write_toy_events, write_toy_run
     from conrec.llm.model.vocab import add_sid_vocabulary, save_vocab_meta
@@ -82,7 +83,7 @@ def main() -> None:
         result = STAGE_REGISTRY["grpo"].call(cfg, console=console, resume=False)
         wall = time.perf_counter() - t1
         log = read_json(run.grpo / "reward_log.json")
-        prompt_lens = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in _stage_prompts(cfg, run, sid_map)]
+        prompt_lens = [len(ids) for ids in prompt_token_ids(tok, _stage_prompts(cfg, run, sid_map))]  # as the rollouts encode them
 
     warm = [t for stage in step_times for t in stage[1:]]
     rollout_s = sum(s["rollout_seconds"] for s in result["stages"])

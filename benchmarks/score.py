@@ -68,7 +68,9 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 def naive_scores(pred, history, slate) -> list[float]:
     """The oracle way: one full forward of prompt + SID per candidate."""
-    prompt_ids = pred.tokenizer(pred.prompt(*history), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    from conrec.llm.inference.prompt_ids import prompt_token_ids
+
+    prompt_ids = torch.tensor(prompt_token_ids(pred.tokenizer, [pred.prompt(*history)])[0])  # as inference encodes it
     out = []
     for item in slate:
         sid_ids = torch.tensor(pred.tokenizer(pred.sid_map.sid_of(item), add_special_tokens=False)["input_ids"])
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     hists = [(list(h), [int(f) for f in fb]) for h, fb in zip(test["hist_items"].to_list(), test["hist_feedback"].to_list())]
     rng = np.random.default_rng(0)
     items = pred.sid_map.items
-    prompt_tokens = [len(pred.tokenizer(pred.prompt(*h), add_special_tokens=False)["input_ids"]) for h in hists[:200]]
+    from conrec.llm.inference.prompt_ids import prompt_token_ids
+
+    prompt_tokens = [len(ids) for ids in prompt_token_ids(pred.tokenizer, [pred.prompt(*h) for h in hists[:200]])]
 
     def case(j: int):
         return hists[j % len(hists)], [items[i] for i in rng.choice(len(items), args.slate, replace=False)]

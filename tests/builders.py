@@ -368,3 +368,16 @@ def finished_run(root: Path, copy_bias: bool = False) -> tuple[PipelineConfig, R
 def run_files(root: Path) -> dict[str, bytes]:
     """Every file of a run and its bytes (the run lock aside): a refused command must leave them as they were."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".conrec.lock"}
+
+
+def with_bos(tok):  # type: ignore[no-untyped-def]
+    """A copy of the tokenizer that puts its BOS token before every text, as Llama-3, Gemma and Mistral tokenizers do."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    bos = copy.deepcopy(tok)
+    b = bos.bos_token
+    bos._tokenizer.post_processor = TemplateProcessing(single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, bos.bos_token_id)])
+    assert bos("Answer:")["input_ids"][0] == bos.bos_token_id  # the post-processor is what __call__ applies
+    return bos

@@ -40,6 +40,21 @@ def test_the_timeline_rows_of_a_run_with_another_sft_loss_train_with_the_dense_l
     assert _prompt_notes(load_config(preset_path("tiny"))) == []  # no note where the rows train as the run does
 
 
+def test_a_run_with_history_loss_can_be_ablated_over_prompts() -> None:
+    """Review: the merged and timeline rows copied the run's ``sft.train.history_loss``, which SFT refuses where the
+    prompt has no <neg> segment, so `conrec ablate --what prompts` refused any run with history_loss > 0 (the one
+    docs/results.md measures). Those rows train with history_loss 0, the others with the run's, and the table says so."""
+    from conrec.ablation import _prompt_notes, check_rows, prompt_variants
+
+    cfg = load_config(preset_path("tiny"), {"sft": {"prompt": {"variant": "segmented"}, "tasks": {"timeline": 0.0, "next_negative": 1.0},
+                                                    "train": {"sid_softmax": "level", "history_loss": 1.0}}})
+    rows = prompt_variants(cfg)
+    check_rows("prompts", [(name, row) for name, _, row, _ in rows])
+    assert {row.sft.prompt.variant: row.sft.train.history_loss for _, _, row, _ in rows} == {
+        "neg_only": 1.0, "segmented": 1.0, "merged": 0.0, "timeline": 0.0, "neg_timeline": 1.0}
+    assert "The merged and timeline rows train with sft.train.history_loss: 0, not the run's 1: " in "\n".join(_prompt_notes(cfg))
+
+
 def test_a_row_the_stages_would_refuse_stops_the_ablation_before_anything_runs(tmp_path: Path, fake_stages: list[str]) -> None:
     """A stride longer than the timeline window is valid for a segmented run (it trains no timeline task) but not for
     its timeline rows: the ablation refuses at once, naming the row, instead of after the run and three rows."""

@@ -17,6 +17,7 @@ from rich.console import Console
 from conrec.config import load_config
 from conrec.io import read_json
 from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.llm.inference.prompts import NEG_CLOSE, NEG_OPEN, POS_CLOSE, POS_OPEN
 from conrec.llm.model.toy import toy_tables, write_toy_run
 from conrec.llm.training.rewards import COMPONENTS
@@ -178,7 +179,7 @@ def test_rollout_groups_are_distinct_valid_items_across_processes(mode: str) -> 
     for c, item in zip(out["completion_ids"], items):
         codes = sid_map.codes_of([item])[0]
         assert c == [int(level_ids[lvl, codes[lvl]]) for lvl in range(sid_map.levels)] + [tok.eos_token_id]
-    assert out["prompt_ids"][0] == tok(prompts[0], add_special_tokens=False)["input_ids"]
+    assert out["prompt_ids"][0] == prompt_token_ids(tok, prompts[:1])[0]
     assert rollout.stats.invalid == 0 and rollout.stats.duplicates == 0
     # process 1 of 2 with 6 local completions per process: its slice starts in the middle of a group
     member, group = group_members(6, 1, 4)

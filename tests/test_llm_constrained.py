@@ -17,6 +17,7 @@ from conrec.llm.inference.constrained import (
     generate_topk,
     sample_distinct,
 )
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.inference.sid_beam import sid_beam_search
 from conrec.llm.model.backbone import load_backbone
@@ -91,10 +92,16 @@ def test_topk_are_real_distinct_items_with_no_invalid(setup):
 def test_scores_are_the_model_log_probabilities(setup):
     model, tok, sid_map, vocab, _, prompts = setup
     (best, score), *_ = generate_topk(model, tok, prompts[:1], sid_map.trie(), sid_map.items, 3, DecodeConfig(num_beams=5), vocab=vocab)[0]
-    ids = tok(prompts[0] + sid_map.sid_of(best), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = prompt_and_sid_ids(tok, prompts[0], sid_map.sid_of(best))
     with torch.no_grad():
         logits = model(ids).logits[0, :-1]
     assert score == pytest.approx(_sid_logprob(logits, ids[0], vocab), abs=1e-3)
+
+
+def prompt_and_sid_ids(tok, prompt: str, sid: str) -> torch.Tensor:
+    """(1, n) ids of the prompt as inference encodes it (:func:`prompt_token_ids`: a BOS-adding tokenizer's prefix
+    included) followed by the SID's tokens."""
+    return torch.tensor([prompt_token_ids(tok, [prompt])[0] + tok(sid, add_special_tokens=False)["input_ids"]])
 
 
 def _sid_logprob(logits: torch.Tensor, ids: torch.Tensor, vocab) -> float:
@@ -180,7 +187,7 @@ def _exact_item_logprobs(model, tok, prompt: str, sid_map: SidMap, vocab) -> dic
     """Oracle: log p(SID of item | prompt) for every item, one unbatched, uncached forward each."""
     out = {}
     for item in sid_map.items:
-        ids = tok(prompt + sid_map.sid_of(item), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        ids = prompt_and_sid_ids(tok, prompt, sid_map.sid_of(item))
         with torch.no_grad():
             logits = model(ids).logits[0, :-1]
         out[item] = _sid_logprob(logits, ids[0], vocab)

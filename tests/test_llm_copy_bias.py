@@ -16,6 +16,7 @@ from conrec.llm.config import CopyBiasConfig, DecodeConfig, ModelConfig, PromptC
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.exhaustive import exhaustive_topk
 from conrec.llm.inference.predict import Predictor
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.toy import write_toy_run
@@ -133,7 +134,7 @@ def predictor() -> Predictor:
 def oracle(p: Predictor, history: tuple[list[str], list[int]], item: str, with_bias: bool = True) -> float:
     """One plain forward of prompt + SID: per level, log-softmax over the level's codes of the logits
     plus the copy bias at that position."""
-    prompt_ids = p.tokenizer(p.prompt(*history), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    prompt_ids = torch.tensor(prompt_token_ids(p.tokenizer, [p.prompt(*history)])[0])  # as inference encodes it
     sid_ids = p.tokenizer(p.sid_map.sid_of(item), add_special_tokens=False)["input_ids"]
     ids = torch.cat([prompt_ids, torch.tensor(sid_ids)]).unsqueeze(0)
     with torch.no_grad():

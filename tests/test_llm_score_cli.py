@@ -395,7 +395,10 @@ def test_a_history_over_serve_max_history_is_refused_by_the_cli_as_the_server_re
         score_mod.run(short, request=req, batch=None, out=None, model="sft", threshold=None, explain=False)
     batch = tmp_path / "b.parquet"
     pl.DataFrame({"negative": [items[:3], items], "candidates": [["i6"], ["i6"]]}).write_parquet(batch)
-    with pytest.raises(DataValidationError, match=f"score batch {batch}: row 1: {limit}"):
+    with pytest.raises(DataValidationError, match=f"^score batch {batch} row 1: {limit}"):  # the label of the file's other row messages
+        score_mod.run(short, request=None, batch=batch, out=None, model="sft", threshold=None, explain=False)
+    pl.DataFrame({"negative": [items], "candidates": [["i6"]]}).write_parquet(batch)
+    with pytest.raises(DataValidationError, match=f"^score batch {batch}: {limit}"):  # one row: no "row 0"
         score_mod.run(short, request=None, batch=batch, out=None, model="sft", threshold=None, explain=False)
     plain, body = tmp_path / "h.json", tmp_path / "body.json"
     plain.write_text(json.dumps({"history": [{"item_id": i, "feedback": -1} for i in items]}))

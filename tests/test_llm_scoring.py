@@ -10,11 +10,12 @@ from conrec.errors import DataValidationError
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
 from conrec.llm.inference.constrained import generate_topk
 from conrec.llm.inference.predict import Predictor
+from conrec.llm.inference.prompt_ids import prompt_token_ids
 from conrec.llm.inference.scoring import sid_log_probs
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import add_sid_vocabulary
 
-from builders import distinct_sid_scores, sparse_sid_map
+from builders import distinct_sid_scores, sparse_sid_map, with_bos
 
 SIZES = [5, 4, 3]
 
@@ -37,7 +38,7 @@ HISTORIES = [
 def oracle(p: Predictor, history: tuple[list[str], list[int]], item: str) -> float:
     """A plain full forward of prompt + SID for one candidate: the sum of its SID tokens' log-probs,
     each normalised over its level's codes (the model's item score, as decoding defines it)."""
-    prompt_ids = p.tokenizer(p.prompt(*history), return_tensors="pt", add_special_tokens=False)["input_ids"][0]
+    prompt_ids = torch.tensor(prompt_token_ids(p.tokenizer, [p.prompt(*history)])[0])  # as inference encodes it
     sid_ids = p.tokenizer(p.sid_map.sid_of(item), add_special_tokens=False)["input_ids"]
     assert len(sid_ids) == p.sid_map.levels  # one token per SID level
     ids = torch.cat([prompt_ids, torch.tensor(sid_ids)]).unsqueeze(0)
@@ -60,6 +61,16 @@ def test_scores_equal_the_models_own_summed_token_log_probs(predictor):
         want = [oracle(predictor, hist, item) for item in slate]
         np.testing.assert_allclose(scores, want, rtol=1e-4, atol=1e-4)
         assert all(s < 0 for s in scores)
+
+
+def test_scores_equal_the_oracle_for_a_bos_adding_tokenizer(predictor):
+    """Review: the oracle encoded the prompt without the special prefix inference gives it, so it could not stand
+    for inference with a BOS-adding tokenizer (Llama-3, Gemma, Mistral); through prompt_token_ids it does."""
+    bos = Predictor(predictor.model, with_bos(predictor.tokenizer), predictor.sid_map, PromptConfig(), DecodeConfig(num_beams=10, batch_size=2))
+    slate = ["m0", "m7", "m24"]
+    got = bos.score(HISTORIES[:1], [slate])[0]
+    np.testing.assert_allclose(got, [oracle(bos, HISTORIES[0], item) for item in slate], rtol=1e-4, atol=1e-4)
+    assert not np.allclose(got, predictor.score(HISTORIES[:1], [slate])[0], atol=1e-4)  # the BOS changes the scores
 
 
 def test_candidate_order_and_slate_company_do_not_change_scores(predictor):

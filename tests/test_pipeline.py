@@ -927,3 +927,33 @@ def test_a_model_cleared_by_an_earlier_stages_rerun_is_refused_for_that_reason(t
     run.clear_done("sft")  # a crash of a later sft run: no earlier rerun to blame
     run.invalidate_from("sft")
     assert run.model_problem(cfg, "sft") == "not finished"
+
+
+def test_a_stage_cleared_by_a_rerun_says_so_in_refusals_the_inspector_and_a_child_run(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Review: only model_problem named the rerun that cleared a stage; `conrec grpo`/`conrec eval` (require_current)
+    and the inspector's stale eval lists still said "not finished". And a child run whose SFT is linked to its
+    parent's read the parent's note as "`conrec sid` was run again", a command nobody ran in the child."""
+    from conrec.io import read_parquet
+    from conrec.serve.inspect_data import Inspector
+
+    from builders import inspector_run
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    pipeline.run_stage(cfg, "sid")
+    cleared = "`conrec sid` was run again after it finished, so the SID map it was trained on was rebuilt"
+    with pytest.raises(StageInputError, match=rf"needs the sft stage's outputs in .*, which are not usable: {cleared}; run `conrec sft`"):
+        pipeline.run_stage(cfg, "grpo")
+    assert run.stale_message(cfg, "eval") == cleared and run.stale_reason(cfg, "eval") == "not finished"
+    child = RunDir(tmp_path / "child")
+    child.root.mkdir()
+    (child.root / "sft").symlink_to(run.stage_dir("sft"), target_is_directory=True)
+    parent = run.root.resolve()
+    assert child.invalidated_by("sft") == f"`conrec sid` was run again in the parent run {parent} after it finished, so the SID map it was trained on was rebuilt"
+
+    page_cfg, _ = inspector_run(tmp_path / "page")
+    page = RunDir(page_cfg.run_dir)
+    page.invalidate_from("data")
+    stale = Inspector.from_run(page, page_cfg, read_parquet(page.items)).stale
+    assert stale == "`conrec data` was run again after it finished and has not finished since"

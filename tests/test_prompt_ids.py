@@ -7,10 +7,9 @@ import copy
 import numpy as np
 import pytest
 import torch
-from tokenizers.processors import TemplateProcessing
 from trl.data_utils import _tokenize, common_prefix_length
 
-from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
+from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, ModelConfig, PromptConfig, TinyModelConfig
 from conrec.llm.inference.constrained import _encode
 from conrec.llm.inference.packed_prefill import enable_packed_prefill, worth_packing
 from conrec.llm.inference.predict import Predictor
@@ -20,7 +19,7 @@ from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary
 from conrec.llm.training.rollout import ConstrainedRollout, item_token_table
 
-from builders import distinct_sid_scores, sparse_sid_map
+from builders import distinct_sid_scores, sparse_sid_map, with_bos
 
 SIZES = [5, 4, 3]
 HISTORIES = [  # prompts of different lengths: the batch is left-padded, or packed
@@ -29,15 +28,6 @@ HISTORIES = [  # prompts of different lengths: the batch is left-padded, or pack
     (["m1", "m2", "m3"], [-1, 1, -1]),
 ]
 LAYOUTS = ["segmented", "merged", "timeline", "neg_timeline", "neg_only"]
-
-
-def with_bos(tok):
-    """The tokenizer, changed to put its BOS token before every text, as Llama-3, Gemma and Mistral tokenizers do."""
-    bos = copy.deepcopy(tok)
-    b = bos.bos_token
-    bos._tokenizer.post_processor = TemplateProcessing(single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, bos.bos_token_id)])
-    assert bos("Answer:")["input_ids"][0] == bos.bos_token_id  # the post-processor is what __call__ applies
-    return bos
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +125,67 @@ def test_bos_scores_and_beams_equal_a_forward_of_the_trained_ids(backbone):
         np.testing.assert_allclose(scores, [oracle(hist, i) for i in slate], rtol=1e-4, atol=1e-4)
     for hist, recs in zip(HISTORIES, p.recommend(HISTORIES, 3)):
         np.testing.assert_allclose([s for _, s in recs], [oracle(hist, i) for i, _ in recs], rtol=1e-4, atol=1e-4)
+
+
+def test_stages_that_fed_the_lm_prompts_without_a_bos_are_stale_for_a_bos_tokenizer_only(tmp_path):
+    """Review: GRPO models, eval results and early-stopped SFT models made before prompts carried the tokenizer's
+    special prefix were made from prompts without the BOS a Llama-3, Gemma or Mistral tokenizer adds, yet stayed
+    current. A record without the new key is stale when the run's tokenizer adds a prefix, and current otherwise
+    (every SmolLM2 run: no fingerprint changed); a stage recorded since carries the key."""
+    import json
+
+    from conrec.pipeline import stale_reason
+    from conrec.runs import PROMPT_PREFIX_KEY
+    from conrec.stages import STAGES
+
+    from builders import finished_run, record_current
+
+    cfg, run = finished_run(tmp_path / "run")
+    tok_files = {p.name: p.read_bytes() for p in run.sft_model.glob("tokenizer*")}
+
+    def older(*stages: str) -> None:  # as a conrec from before the prefix recorded them (the later records re-linked)
+        for stage in STAGES:
+            path = run.stage_dir(stage) / "_fingerprint.json"
+            rec = json.loads(path.read_text())
+            assert stage not in stages or rec.pop(PROMPT_PREFIX_KEY) is True
+            rec["upstream"] = {up: run.stage_identity(up) for up in rec["upstream"]}
+            path.write_text(json.dumps(rec))
+
+    older("sft", "grpo", "eval")
+    assert {s: stale_reason(run, cfg, s) for s in ("sft", "grpo", "eval")} == dict.fromkeys(("sft", "grpo", "eval"))
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(run.sft_model)
+    tok.bos_token = tok.eos_token  # the toy tokenizer has none
+    with_bos(tok).save_pretrained(run.sft_model)
+    assert tok_files != {p.name: p.read_bytes() for p in run.sft_model.glob("tokenizer*")}
+    why = {s: stale_reason(run, cfg, s) for s in ("sft", "grpo", "eval")}
+    assert why["sft"] is None  # SFT decodes nothing without early stopping (TRL always tokenized its prompts with the BOS)
+    assert why["grpo"] == why["eval"].replace("eval stage", "grpo stage")
+    assert why["grpo"].startswith("made by an older conrec whose grpo stage gave the LM its prompts without the tokenizer's special prefix")
+    baselines_only = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"models": []})})
+    record_current(baselines_only, "eval")
+    older("eval")
+    assert stale_reason(run, baselines_only, "eval") is None  # an eval of no LM asked it nothing
+    stopping = cfg.sft.train.model_copy(update={"early_stopping": EarlyStoppingConfig(eval_steps=1)})
+    early = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"train": stopping})})
+    record_current(early, "sft")
+    older("sft")
+    assert stale_reason(run, early, "sft") == why["grpo"].replace("grpo stage", "sft stage")
+    record_current(cfg, "grpo", "eval")  # recorded by this conrec: current
+    assert stale_reason(run, cfg, "grpo") is None and stale_reason(run, cfg, "eval") is None
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_0(backbone):
+    """Review: ``int(tokenizer.pad_token_id)`` raised a bare TypeError for a tokenizer with no pad token (a raw
+    backbone tokenizer, a served request's 500). The mask hides the padding, so it is 0 and the ids are the same."""
+    from conrec.llm.inference.prompt_ids import encode_prompts
+
+    _, tok, sid_map = backbone
+    prompts = prompts_of(sid_map, "segmented")
+    bare = copy.deepcopy(tok)
+    bare.pad_token = None
+    assert bare.pad_token_id is None
+    enc, ref = encode_prompts(bare, prompts, torch.device("cpu")), encode_prompts(tok, prompts, torch.device("cpu"))
+    assert torch.equal(enc["attention_mask"], ref["attention_mask"]) and unpadded(enc) == unpadded(ref)
+    assert (enc["input_ids"][enc["attention_mask"] == 0] == 0).all() and (enc["attention_mask"] == 0).any()

@@ -263,6 +263,18 @@ def test_per_user_valid_windows_stop_at_their_users_first_test_dislike() -> None
     assert eval_stage.cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0]) is None
 
 
+def test_valid_windows_without_a_test_cut_off_are_said_cut_by_the_end_of_the_log() -> None:
+    """Review: with no recorded test cut-off and no test point the valid windows stop at the end of the log, but the
+    note called that stop "the test cut-off (<last event + 1 s>)"."""
+    from conrec.data.windows import DAY, utc_minute
+
+    samples_all = pl.DataFrame([("a", "valid", 0), ("b", "valid", 8 * DAY)], schema={"user_id": pl.String, "split": pl.String, "ts": pl.Int64},
+                               orient="row")
+    note = eval_stage.cut_window_note(samples_all, samples_all, "valid", "global", None, 10 * DAY, [1.0, 3.0])
+    assert note is not None and f"cut short by the end of the log (last event {utc_minute(10 * DAY - 1)}): 50.0% of the points at 3 d." in note
+    assert "test cut-off" not in note and "test period" not in note
+
+
 def test_tuning_without_valid_points_names_tuning_not_the_evaluated_split(tmp_path: Path) -> None:
     run, _ = eval_run_dir(tmp_path / "run")
     samples = pl.read_parquet(run.samples)

@@ -12,12 +12,12 @@ import torch
 from rich.console import Console
 
 from conrec.config import PipelineConfig
-from conrec.errors import DataValidationError, StageInputError
+from conrec.errors import ConrecError, DataValidationError, StageInputError
 from conrec.io import read_json
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.sid.tokens import codes_to_sid, parse_sid
-from conrec.stages import STAGE_REGISTRY
+from conrec.stages import STAGE_REGISTRY, STAGES
 
 CATEGORIES = ["Comedy", "Drama", "Horror", "Sci-Fi", "Western"]
 
@@ -236,18 +236,38 @@ def test_category_level_needs_a_category_column(tmp_path: Path) -> None:
         STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
 
 
-def test_category_level_refuses_items_none_of_which_has_a_category(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sid, match",
+    [
+        ({"category_level": True}, r"^sid.category_level: none of the 32 items has a category .*--category-col"),
+        ({"encoder": {"text_fields": ["text"]}}, r"^items: every one of the 32 items has an empty text in sid.encoder.text_fields \['text'\]"),
+        ({"encoder": {"text_fields": ["title", "blurb"]}}, r"^items: column 'blurb' \(sid.encoder.text_fields\) not found"),
+    ],
+)
+def test_a_refused_sid_leaves_a_finished_run_as_it_was(tmp_path: Path, sid: dict[str, object], match: str) -> None:
     """Found by probing: the data stage writes category '' when the items file has none, so the column check never
-    fired; every item got the one (none) code and the setting only added a constant token to every SID."""
-    cfg = _make_run(tmp_path)
-    rd = RunDir(cfg.run_dir)
-    items = pl.read_parquet(rd.items)
-    items.with_columns(title=pl.col("title") + " " + pl.col("category"), category=pl.lit("")).write_parquet(rd.items)
-    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"category_level": True})})
-    with pytest.raises(StageInputError, match=r"^sid.category_level: none of the 150 items has a category .*--category-col") as err:
-        STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    fired; every item got the one (none) code and the setting only added a constant token to every SID. Found in
+    review: that refusal (and the text_fields ones) came from the runner, after the pipeline had rewritten
+    config.yaml and cleared sid, sft, grpo and eval, so a config mistake cost every trained model; the sid stage's
+    preflight refuses before the run is touched."""
+    from conrec.config import load_config
+    from conrec.pipeline import run_stage
+
+    from builders import finished_run, run_files
+
+    cfg, run = finished_run(tmp_path / "run")
+    items = pl.read_parquet(run.items)
+    items.with_columns(category=pl.lit(""), text=pl.lit("")).write_parquet(run.items)  # as the data stage writes them without columns
+    before = run_files(run.root)
+    bad = load_config(None, {**cfg.model_dump(mode="json"), "sid": {**cfg.sid.model_dump(mode="json", exclude_none=True), **sid}})
+    with pytest.raises(ConrecError, match=match) as err:
+        run_stage(bad, "sid", console=_quiet())
     assert "\n" not in str(err.value)
-    assert not rd.is_done("sid")
+    assert run_files(run.root) == before
+    assert all(run.is_done(stage) for stage in STAGES)
+    with pytest.raises(ConrecError, match=match):  # a direct call of the runner is refused alike
+        STAGE_REGISTRY["sid"].call(bad, console=_quiet(), encoder=GenreEncoder())
+    assert run_files(run.root) == before
 
 
 def test_items_without_categories_write_strict_json_stats(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
-from conrec.llm.config import DENSE_LOSS, GrpoConfig
+from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, GrpoConfig
 from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
 from conrec.runs import RunDir
@@ -78,13 +78,16 @@ _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", 
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     """The run's SFT with another layout, trained by that layout's history task: the timeline task
     (dense windows, with its loss :data:`DENSE_LOSS`, whatever the run's) for the timeline layouts, the
-    next/future-negative prompts for the others; the alignment tasks and the training schedule stay the run's.
-    (A run with ``mask_history: true`` or ``sid_softmax: vocab`` gave timeline rows the timeline task refuses: the
-    ablation stopped at its fourth row, after minutes of training, with no table.)"""
+    next/future-negative prompts for the others; the alignment tasks and the training schedule stay the run's, but
+    for ``sft.train.history_loss``, 0 in the layouts without a ``<neg>`` segment for it to train on (merged, timeline).
+    (A run with ``mask_history: true`` or ``sid_softmax: vocab`` gave timeline rows the timeline task refuses, and one
+    with ``history_loss`` merged and timeline rows SFT refuses: the ablation stopped with no table.)"""
     from conrec.llm.config import TaskMix
 
     prompt = cfg.sft.prompt.model_copy(update={"variant": variant})
     tasks, default, train = cfg.sft.tasks, TaskMix(), cfg.sft.train
+    if not prompt.has_neg_segment:
+        train = train.model_copy(update={"history_loss": 0.0})
     if prompt.is_timeline:
         tasks = tasks.model_copy(update={"next_negative": 0.0, "future_negative": 0.0, "timeline": tasks.timeline or 1.0})
         train = train.model_copy(update=DENSE_LOSS)
@@ -98,14 +101,18 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
 
 def _prompt_notes(cfg: PipelineConfig) -> list[str]:
     """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout."""
-    tr = cfg.sft.train
+    tr, notes = cfg.sft.train, []
     changed = {k: v for k, v in DENSE_LOSS.items() if getattr(tr, k) != v}
-    if not changed:
-        return []
-    run_side = ", ".join(f"{k}: {str(getattr(tr, k)).lower()}" for k in changed)
-    rows_side = ", ".join(f"{k}: {str(v).lower()}" for k, v in changed.items())
-    return [f"The timeline rows train with the timeline task's dense loss ({rows_side}), not the run's {run_side}, "
-            "which the timeline task cannot train with."]
+    if changed:
+        run_side = ", ".join(f"{k}: {str(getattr(tr, k)).lower()}" for k in changed)
+        rows_side = ", ".join(f"{k}: {str(v).lower()}" for k, v in changed.items())
+        notes.append(f"The timeline rows train with the timeline task's dense loss ({rows_side}), not the run's {run_side}, "
+                     "which the timeline task cannot train with.")
+    if tr.history_loss > 0:
+        bare = [v for v in PROMPT_VARIANTS if v not in NEG_SEGMENT_VARIANTS]
+        notes.append(f"The {' and '.join(bare)} rows train with sft.train.history_loss: 0, not the run's {tr.history_loss:g}: "
+                     "their prompts have no <neg> segment for it to train on.")
+    return notes
 
 
 def prompt_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, str]]:

@@ -25,7 +25,7 @@ from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
-from conrec.runs import FINGERPRINT_FILE, RunDir
+from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
 from conrec.stages import STAGE_REGISTRY, STAGES, section_settings, stage_fingerprint, stage_hash
@@ -75,7 +75,7 @@ def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: st
     if stages:
         require_run_dir(run, f"{who} reads the {stages[0]} stage's outputs there", f"run `{STAGE_REGISTRY[stages[0]].command}` first")
     for up in stages:
-        why = stale_reason(run, cfg, up)
+        why = run.stale_message(cfg, up)  # a stage a rerun cleared says which, not "not finished"
         if why is not None:
             raise StageInputError(
                 f"{who} needs the {up} stage's outputs in {run.root}, which are not usable: {why}; "
@@ -167,7 +167,7 @@ def record_finished(
         {"fingerprint": stage_fingerprint(cfg, stage), "sections": {k: stage_hash(v) for k, v in settings.items()}, "settings": settings,
          "seconds": seconds,
          "revision": STAGE_REGISTRY[stage].revision,
-         "source_files": source_files or {}, "torch_threads": threads,
+         "source_files": source_files or {}, "torch_threads": threads, PROMPT_PREFIX_KEY: True,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
          "upstream": {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}},
         _fingerprint_path(run, stage),
@@ -203,6 +203,10 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
     run = RunDir(cfg.run_dir)
     results: dict[str, Any] = {}
     upstream_reran = False
+    if "sft" in stages and (force or stale_reason(run, cfg, "sft") is not None):
+        from conrec.llm.training.sft import check_settings  # the settings SFT refuses before data and SID run, not after
+
+        check_settings(STAGE_REGISTRY["sft"].section_of(cfg))
     for stage in stages:
         if stage != "data" and "eval" in stages and run.is_done("data"):
             check_evaluable(run, cfg.eval.split)  # before minutes of training, whether data ran now or earlier

@@ -74,6 +74,22 @@ RERUN_EFFECT = {  # what an earlier stage's rerun replaced under the stages buil
 MAX_CHANGES_SHOWN = 4  # settings a stale message names before "and N more"
 
 
+PROMPT_PREFIX_KEY = "prompts_with_special_prefix"
+"""Recorded (true) beside every stage finished since the LM's prompts carry the tokenizer's special prefix
+(:mod:`conrec.llm.inference.prompt_ids`); not hashed, so no fingerprint changed. A grpo or eval record without it,
+in a run whose tokenizer has such a prefix, is stale (:meth:`RunDir.stale_reason`)."""
+
+
+def _asks_the_lm(cfg: PipelineConfig, stage: str) -> bool:
+    """Whether ``stage``'s outputs depend on how the LM's prompts are encoded: GRPO's rollouts, an eval that decodes
+    an LM, an SFT that picks its checkpoint by decoding valid points (early stopping)."""
+    if stage == "grpo":
+        return True
+    if stage == "eval":
+        return any(m in cfg.eval.models for m in MODEL_STAGES)
+    return stage == "sft" and cfg.sft.train.early_stopping is not None
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -166,14 +182,21 @@ class RunDir:
         """
         if not self.has_model(name):
             return f"no model at {self.model_dir(name).absolute()}"
-        why = self.stale_reason(cfg, name)
-        if why == "not finished" and (cleared := self.invalidated_by(name)) is not None:
+        return self.stale_message(cfg, name)
+
+    def stale_message(self, cfg: PipelineConfig, stage: str) -> str | None:
+        """:meth:`stale_reason` as a person reads it: a stage that had finished and was cleared by a rerun of an
+        earlier one says which (:meth:`invalidated_by`) rather than "not finished". For refusals and pages
+        (``require_current``, :meth:`model_problem`, the inspector); the pipeline's own logic reads the bare reason."""
+        why = self.stale_reason(cfg, stage)
+        if why == "not finished" and (cleared := self.invalidated_by(stage)) is not None:
             return cleared
         return why
 
     def invalidated_by(self, stage: str) -> str | None:
         """Why ``stage``, which had finished, was marked unfinished by a rerun of an earlier stage
-        (:meth:`invalidate_from` records which), or None when no such rerun cleared it.
+        (:meth:`invalidate_from` records which), or None when no such rerun cleared it. In a child run whose
+        ``stage`` is linked to its parent's (:mod:`conrec.experiments`), the rerun was the parent's: it says so.
 
         Why: after ``conrec sid`` was rerun, ``conrec predict`` refused the finished SFT model as "not finished";
         it is refused because the SID map it was trained on was rebuilt, and the refusal should say so."""
@@ -183,9 +206,13 @@ class RunDir:
             return None
         if by not in STAGES or STAGES.index(by) >= STAGES.index(stage):
             return None
-        if not self.is_done(by):
-            return f"`conrec {by}` was run again after it finished and has not finished since"
-        return f"`conrec {by}` was run again after it finished, so {RERUN_EFFECT.get(by, f'the {by} outputs it was built on were rebuilt')}"
+        owner, where = self, ""
+        if self.stage_dir(stage).is_symlink():  # the note is the parent's, seen through the link
+            owner = RunDir(self.stage_dir(stage).resolve().parent)
+            where = f" in the parent run {owner.root}"
+        if not owner.is_done(by):
+            return f"`conrec {by}` was run again{where} after it finished and has not finished since"
+        return f"`conrec {by}` was run again{where} after it finished, so {RERUN_EFFECT.get(by, f'the {by} outputs it was built on were rebuilt')}"
 
     def rerun_hint(self, cfg: PipelineConfig, stage: str) -> str:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
@@ -246,7 +273,26 @@ class RunDir:
             return "made by an older conrec that did not record which stages it was built on (this run's linked stages may have been rebuilt since); rerun it"
         if (why := self._rebuilt_upstream(rec)) is not None:
             return why
+        if (why := self._prompts_without_prefix(cfg, stage, rec)) is not None:
+            return why
         return self.output_problem(stage)
+
+    def _prompts_without_prefix(self, cfg: PipelineConfig, stage: str, rec: dict[str, Any]) -> str | None:
+        """Why ``stage``, recorded by a conrec that fed the LM its prompts without the tokenizer's special prefix,
+        is stale: its outputs came from the LM's prompts (GRPO's rollouts, eval's decoding, SFT's early stopping) and
+        the run's tokenizer puts a BOS before a text, which SFT trains with and every path now gives. None when the
+        record says the prompts had it (:data:`PROMPT_PREFIX_KEY`), the stage asked the LM nothing, or the tokenizer
+        adds nothing (the shipped SmolLM2 one): those outputs are what this conrec makes, and the run stays current."""
+        if rec.get(PROMPT_PREFIX_KEY) is True or not _asks_the_lm(cfg, stage):
+            return None
+        from conrec.llm.model.tokenizer_prefix import adds_special_prefix
+
+        if not adds_special_prefix(self.sft_model):
+            return None
+        return (
+            f"made by an older conrec whose {stage} stage gave the LM its prompts without the tokenizer's special "
+            "prefix (its BOS token), which SFT trains with and every prompt now starts with; rerun it"
+        )
 
     def _recorded_config(self) -> dict[str, Any] | None:
         """The run's config.yaml as a JSON dump (None when it is missing or does not load)."""

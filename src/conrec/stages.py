@@ -24,7 +24,8 @@ The protocol (:class:`Stage`): a stage declares
   (:data:`MODEL_STAGES`) and their directories come from this flag, never from spelled-out names;
 * ``preflight`` (optional): ``"module:function"`` called as ``function(section, run_dir)`` by
   :meth:`Stage.precheck`, before the pipeline touches the run: the refusals the runner would make from its
-  settings and the run's existing inputs (SFT: settings that contradict each other, the copy bias's levels; GRPO: its
+  settings and the run's existing inputs (sid: item columns its settings name, a category level without categories,
+  every item text empty; SFT: settings that contradict each other, the copy bias's levels; GRPO: its
   group batch, an SFT model it can train, enough prompts; eval: item columns it names that the data stage's items
   lack, which the pipeline also checks as soon as those items exist, before any training stage);
   the runner calls it too, so a direct call is refused alike;
@@ -239,6 +240,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
             ("sid/sid_map.parquet", "sid/quantizer.pt", "sid/embeddings.npy", "sid/text_vectors.npy", "sid/stats.json"),
             "conrec.sid.stage:run", bundle=SidSections, source_files=("sid.encoder.model_path", "sid.encoder.extra_vectors_path"),
+            preflight="conrec.sid.preflight:preflight",
         ),
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),

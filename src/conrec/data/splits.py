@@ -146,7 +146,7 @@ def select_points(ordered: OrderedEvents, cuts: Cutoffs, cfg: SplitConfig) -> pl
     Global time split: train: negatives before the valid cut-off (the test cut-off with
     ``train_until="test"``, the refit for the final test run), the user's most recent
     ``max_train_samples_per_user`` of them; with ``train_points="periodic"`` only the user's first
-    negative of each ``train_period_days`` window (windows end at the valid cut-off) is a candidate,
+    negative of each ``train_period_days`` window (windows aligned to end at the ``train_until`` cut-off) is a candidate,
     so train points are drawn the way evaluation points are (a user's first dislike after a cut-off; see below);
     valid/test: the user's first eligible negative in the window. Eligible = at least
     ``min_history`` prior events.

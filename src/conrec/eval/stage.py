@@ -287,11 +287,12 @@ def cut_window_note(samples: pl.DataFrame, samples_all: pl.DataFrame, split: str
     test = samples_all.filter(pl.col("split") == "test")
     try:
         test_cutoff = None if protocol == "per_user" else split_cutoff(stats, "test", test)[0]
+        cause = stop_causes(log_end, test_cutoff)["valid"]
     except StageInputError:  # no test cut-off known and no test point: nothing but the end of the log stops a window
-        test_cutoff = log_end
+        test_cutoff, cause = log_end, None  # the end-of-log note, not "the test cut-off (<last event + 1 s>)"
     columns = ["split", "user_id", "ts"]
     ts, stop = window_stops(pl.concat([samples.select(columns), test.select(columns)]), log_end, test_cutoff)["valid"]
-    return cut_short_note(cut_short_shares(ts, stop, windows), log_end, stop=stop_causes(log_end, test_cutoff)["valid"])
+    return cut_short_note(cut_short_shares(ts, stop, windows), log_end, stop=cause)
 
 
 def timings_section(timings: dict[str, float], load_timings: dict[str, float]) -> str:

@@ -208,7 +208,7 @@ class TrainConfig(_Strict):
         description="level softmax only: weight of a sequence loss on every SID token of the prompt's negative segment "
         "(each disliked item predicted from the ones before it, SASRec-style: many targets per forward pass); 0 = off. "
         "Only the layouts with a <neg> segment have one: neg_only, segmented, neg_timeline (the dislikes older than "
-        "the window, not the window's <dis> events); merged and timeline are refused",
+        "the window, not the window's <dis> events); `conrec sft` refuses it with merged and timeline",
     )
     ema_decay: float | None = Field(
         None,
@@ -270,17 +270,13 @@ class SftConfig(_Strict):
         Read by this section's validator, so that ``conrec config`` refuses them, and by the SFT stage's preflight
         (:func:`conrec.llm.training.sft.check_settings`), which sees configs built with ``model_copy`` too (no
         validator runs there: the ablation rows, tests). Refused at the runner's start, these settings came after
-        the pipeline had rewritten the run's config.yaml and unmarked its finished SFT, GRPO and eval."""
+        the pipeline had rewritten the run's config.yaml and unmarked its finished SFT, GRPO and eval. (``history_loss``
+        on a layout without a ``<neg>`` segment is refused by the preflight only: :func:`history_loss_refusal`.)"""
         tr, prompt = self.train, self.prompt
         if tr.mask_history and tr.sid_softmax != "level":
             return "sft.train.mask_history needs sft.train.sid_softmax: level"
         if tr.history_loss > 0 and tr.sid_softmax != "level":
             return "sft.train.history_loss needs sft.train.sid_softmax: level"
-        if tr.history_loss > 0 and not prompt.has_neg_segment:
-            return (
-                f"sft.train.history_loss trains on the prompt's <neg> segment, which sft.prompt.variant {prompt.variant!r} "
-                f"has none of: use {', '.join(NEG_SEGMENT_VARIANTS)}, or history_loss: 0"
-            )
         if self.tasks.timeline > 0:
             if not prompt.is_timeline:
                 return (
@@ -298,6 +294,22 @@ class SftConfig(_Strict):
             if self.copy_bias.learn and tr.lora is not None:
                 return "sft.copy_bias.learn cannot train with sft.train.lora (LoRA freezes every other parameter)"
         return None
+
+
+def history_loss_refusal(sft: SftConfig) -> str | None:
+    """Why ``sft.train.history_loss`` cannot train with ``sft.prompt.variant`` (one line), or None.
+
+    Read by the SFT stage's preflight only (:func:`conrec.llm.training.sft.check_settings`), never when a config is
+    read: runs made before this refusal have such a config.yaml, and there the setting had no effect on what SFT
+    trained, so they stay loadable (``conrec predict``, ``serve``, ``eval``) and current; a new `conrec sft` is refused."""
+    prompt = sft.prompt
+    if sft.train.history_loss > 0 and not prompt.has_neg_segment:
+        return (
+            f"sft.train.history_loss trains on the prompt's <neg> segment, which sft.prompt.variant {prompt.variant!r} "
+            f"has none of (the setting has no effect there): use {', '.join(NEG_SEGMENT_VARIANTS)}, or history_loss: 0 "
+            "(which makes an SFT model trained with it stale)"
+        )
+    return None
 
 
 def early_stopping_refusal(train: TrainConfig, train_until: str) -> str | None:

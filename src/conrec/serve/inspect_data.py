@@ -222,12 +222,12 @@ class Inspector:
     @classmethod
     def from_run(cls, run: RunDir, cfg: PipelineConfig, items: pl.DataFrame) -> Inspector:
         """The page's data for ``cfg``'s run. The eval stage's lists are shown only when that stage is
-        current for ``cfg`` (:meth:`conrec.runs.RunDir.stale_reason`, as for a served model): after a
+        current for ``cfg`` (:meth:`conrec.runs.RunDir.stale_message`, as for a served model): after a
         retrained model or a rebuilt split they would be another model's lists, or another point's. The
         served model's live list is scored on the points only when it never saw their futures
         (:func:`live_list_unscored`)."""
         split, ks = cfg.eval.split, cfg.eval.ks
-        stale = run.stale_reason(cfg, "eval") if run.predictions.is_dir() else None
+        stale = run.stale_message(cfg, "eval") if run.predictions.is_dir() else None
         lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
         hint = run.rerun_hint(cfg, "eval") if stale else None

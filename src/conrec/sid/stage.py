@@ -25,14 +25,15 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conrec.console_text import shown
-from conrec.io import atomic_path, read_parquet, write_json, write_npy
+from conrec.io import atomic_path, write_json, write_npy
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
-from conrec.sid.category_level import category_codes, with_category_level
+from conrec.sid.category_level import with_category_level
 from conrec.sid.collisions import resolve_collisions
 from conrec.sid.config import QuantizerConfig
 from conrec.sid.encoder import TextEncoder, encode_items
 from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift, purity_lift_undefined
+from conrec.sid.preflight import preflight
 from conrec.sid.quantize_result import QuantizeResult, effective_codebook_sizes
 from conrec.sid.rkmeans import fit_rkmeans
 from conrec.sid.rqvae import fit_rqvae
@@ -81,9 +82,7 @@ def run(
     """
     console = console or Console()
     rd = RunDir(run_dir)
-    items = read_parquet(rd.items, what="items table (data/items.parquet)")
-    # read before encoding, so a missing category column fails at once
-    category_prefix = category_codes(items) if sections.sid.category_level else None
+    items, category_prefix = preflight(sections, run_dir)  # the pipeline checked it before touching the run; a direct call alike
     qcfg = sections.sid.quantizer
     seed = qcfg.seed if qcfg.seed is not None else sections.seed
     threads = qcfg.num_threads or torch.get_num_threads()  # None: the process's count (conrec.runtime)

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-_PROBE = "Answer:"  # any plain text: only the special tokens around its ids matter
+from conrec.llm.model.tokenizer_prefix import PROBE, prefix_before
+
 _PREFIXES: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()  # per tokenizer: two encodings per request otherwise
 
 
@@ -47,12 +48,7 @@ def special_prefix(tokenizer: Any) -> list[int]:
 
 
 def _find_prefix(tokenizer: Any) -> list[int]:
-    full = list(tokenizer(_PROBE)["input_ids"])
-    plain = list(tokenizer(_PROBE, add_special_tokens=False)["input_ids"])
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start]
-    return []
+    return prefix_before(list(tokenizer(PROBE)["input_ids"]), list(tokenizer(PROBE, add_special_tokens=False)["input_ids"]))
 
 
 def prompt_token_ids(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -64,10 +60,15 @@ def prompt_token_ids(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
-    """Left-padded ``input_ids``/``attention_mask`` of :func:`prompt_token_ids` (generated tokens follow every prompt directly)."""
+    """Left-padded ``input_ids``/``attention_mask`` of :func:`prompt_token_ids` (generated tokens follow every prompt directly).
+
+    The padding is the tokenizer's pad id, or 0 for a tokenizer without one (a raw backbone tokenizer handed to a
+    :class:`~conrec.llm.inference.predict.Predictor`): the mask hides it, so its id never matters (it raised a bare
+    ``TypeError``, a served request's 500)."""
     rows = prompt_token_ids(tokenizer, prompts)
     width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), int(tokenizer.pad_token_id), dtype=torch.long)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(rows), width), 0 if pad is None else int(pad), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
         if row:

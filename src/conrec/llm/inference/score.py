@@ -162,10 +162,16 @@ def batch_slates(df: pl.DataFrame, where: str, known: dict[str, History] | None 
     raw = df["candidates"].to_list()
     for n, s in enumerate(raw):
         if s is not None and any(c is None for c in s):  # str(None) read as an unknown item id 'None'
-            row = f" row {n}" if len(raw) > 1 else ""
+            row = row_label(n, len(raw))
             raise DataValidationError(f"{where}{row}: the candidates hold a null (missing) item id; give an item id for each")
     slates = [[str(c) for c in (s or [])] for s in raw]
     return batch_histories(df, where, known), slates
+
+
+def row_label(n: int, rows: int) -> str:
+    """`` row N`` naming row ``n`` of a batch of ``rows``, or "" for a batch of one (pure): the one label of this
+    module's row messages ("score batch b.parquet row 1: ..."; a one-row batch said "row 0" in one of them)."""
+    return f" row {n}" if rows > 1 else ""
 
 
 def check_item_ids(histories: list[History], slates: list[list[str]], known: set[str], where: str) -> None:
@@ -175,7 +181,7 @@ def check_item_ids(histories: list[History], slates: list[list[str]], known: set
     from conrec.history import check_history_shape, check_known_items, repeated_ids
 
     for n, (history, slate) in enumerate(zip(histories, slates)):
-        row = f" row {n}" if len(slates) > 1 else ""
+        row = row_label(n, len(slates))
         # the predictor's own check, said here with the file's name, before seconds of model loading
         check_history_shape(*history, f"{where}{row}: the history")
         if not slate:
@@ -219,7 +225,7 @@ def run(
         known = run_histories(run_dir, where, cfg.serve.max_history) if "user_id" in df.columns and not has_history else None
         parsed = batch_slates(df, where, known)
         for n, hist in enumerate(parsed[0]):  # each row as the server takes one history (a user_id's is cut already)
-            check_history_limit(hist, cfg.serve.max_history, f"{where}: row {n}")
+            check_history_limit(hist, cfg.serve.max_history, f"{where}{row_label(n, len(parsed[0]))}")
         check_item_ids(*parsed, known_item_ids(run_dir), where)
         predictor = _load_predictor(cfg, model)
         explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None

@@ -32,7 +32,7 @@ from transformers import PrinterCallback, set_seed
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
-from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal
+from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal, history_loss_refusal
 from conrec.llm.inference.item_text import control_pattern, neutralise, tokenizer_control_tokens, with_control_text
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.model import copy_bias
@@ -373,9 +373,11 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
 
 def check_settings(sections: SftSections) -> None:
     """Refuse, in one line, the SFT settings that contradict each other or the split (:meth:`SftConfig.refusal`,
-    :func:`early_stopping_refusal`): the config's validators refuse them when it is loaded; this sees a config
-    built with ``model_copy`` too (the ablation rows), which no validator checks."""
-    why = sections.sft.refusal() or early_stopping_refusal(sections.sft.train, sections.split.train_until)
+    :func:`history_loss_refusal`, :func:`early_stopping_refusal`): the config's validators refuse all but
+    ``history_loss_refusal`` when it is loaded; this sees a config built with ``model_copy`` too (the ablation rows),
+    which no validator checks."""
+    sft = sections.sft
+    why = sft.refusal() or history_loss_refusal(sft) or early_stopping_refusal(sft.train, sections.split.train_until)
     if why is not None:
         raise ConfigError(why)
 
