@@ -51,7 +51,7 @@ from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
-from conrec.runtime import busy_cores
+from conrec.runtime import available_memory, busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
@@ -378,7 +378,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}  # a baseline's tuning, fit and top-K; an LM's decoding
     load_timings: dict[str, float] = {}  # an LM's loading (imports, checkpoint, item prior), reported apart
-    fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
+    fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits (kept only then)
+    fitted_any = False
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
@@ -414,7 +415,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
         task = progress.add_task(label, total=len(ecfg.baselines))
         for name in ecfg.baselines:
             cost = REGISTRY[name].cost(ecfg)
-            skipped = skip_reason(name, cost, workload, ecfg.max_dense_items)
+            # the memory free now, at this step: the previous baselines' fits are released (see `fitted` below)
+            available = available_memory() if cost.memory is not None else None
+            skipped = skip_reason(name, cost, workload, ecfg.max_dense_items, available)
             if skipped is not None:
                 notes.append(skipped + ".")
                 console.print(f"[yellow]{shown(skipped)}[/]")
@@ -436,7 +439,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             model.fit(fit_events, items)
             if (why := no_signal_reason(model)) is not None:
                 no_signal[name] = why
-            fitted[name] = model
+            if ecfg.slates.enabled:  # else not kept: EASE's n_items^2 matrix stayed alive through every later baseline
+                fitted[name] = model
+            fitted_any = True
             recs = model.recommend(samples, k_max)
             rankings[name] = recs
             preds = predictions_frame(sample_ids, recs)
@@ -445,9 +450,10 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
+            del model  # released before the next baseline's tuning (held only in `fitted` for the slates)
             progress.advance(task)
         progress.update(task, description=label)  # the last line counts all baselines: it names none of them
-    if fitted:
+    if fitted_any:
         notes.insert(0, f"Baselines fitted on {fit_rule}.")
     notes.extend(no_signal_notes(no_signal))
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
