@@ -30,7 +30,7 @@ def test_ease_cost_grows_cubically_and_dominates_on_a_large_catalogue() -> None:
     assert ease.seconds(Workload(10_000, 0, 0)) / ease.seconds(Workload(1_000, 0, 0)) == pytest.approx(1_000)  # n^3
     large = Workload(10_000, 10**5, 3_000)
     pop = REGISTRY["popularity"].cost(EvalConfig())
-    assert ease.seconds(large) > 100 * pop.seconds(large)
+    assert ease.seconds(large) > 50 * pop.seconds(large)
 
 
 def test_skip_reason_is_one_line_naming_the_setting() -> None:
@@ -38,9 +38,9 @@ def test_skip_reason_is_one_line_naming_the_setting() -> None:
     assert skip_reason("ease", ease, Workload(9_066, 10**5, 3_000), max_dense_items=20_000) is None
     reason = skip_reason("ease", ease, Workload(100_000, 10**6, 3_000), max_dense_items=20_000)
     assert reason is not None and "\n" not in reason
-    assert "100,000 items > eval.max_dense_items=20,000" in reason and "80.0 GB" in reason
+    assert "100,000 items > eval.max_dense_items=20,000" in reason and "80.1 GB" in reason  # the matrix + a score chunk
     small = skip_reason("ease", ease, Workload(1_682, 10**5, 200), max_dense_items=1_000)  # MovieLens-100K's catalogue
-    assert small is not None and "22.6 MB" in small and "0.0 GB" not in small and "~0 s" not in small, small
+    assert small is not None and "156.9 MB" in small and "0.0 GB" not in small and "~0 s" not in small, small
     pop = REGISTRY["popularity"].cost(EvalConfig())
     assert skip_reason("popularity", pop, Workload(100_000, 10**6, 3_000), max_dense_items=20_000) is None
 
@@ -80,13 +80,15 @@ def test_the_report_line_keeps_its_path_whole(tmp_path: Path) -> None:
     assert f"report: {run.report}" in console.export_text().splitlines()
 
 
-def _eval_offterminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baselines: list[str]) -> tuple[str, str]:
+def _eval_offterminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, baselines: list[str],
+                      max_dense_items: int = 10) -> tuple[str, str]:
     """(console output, report) of the eval stage on the 15-item run, its console not a terminal (the plain lines)."""
     import io
 
     monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "3600")  # the final line per bar only
     run, _ = eval_run_dir(tmp_path / "run")
-    section = {"baselines": baselines, "models": [], "ks": [2, 5], "horizons": [1], "tune": False, "max_dense_items": 10}
+    section = {"baselines": baselines, "models": [], "ks": [2, 5], "horizons": [1], "tune": False,
+               "max_dense_items": max_dense_items}
     cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10}}, "eval": section})
     buf = io.StringIO()
     STAGE_REGISTRY["eval"].call(cfg, console=Console(file=buf, force_terminal=False, width=200))
@@ -166,3 +168,48 @@ def test_eval_samples_the_load_once_for_its_announcements(tmp_path: Path, monkey
     lines = [ln for ln in out.splitlines() if ": expected ~" in ln]
     assert len(lines) == 2 and all("on 2 idle cores" in ln and "several times longer" in ln for ln in lines), out
     assert calls == [1]
+
+
+def test_ease_memory_is_one_dense_matrix_and_a_score_chunk() -> None:
+    """The docs said 3.2 GB at 20,000 items while one fit reached 12.7 GB of RSS (4 to 5 dense matrices): the
+    estimate is what ease_weights holds now (tests/test_baselines_new.py counts it), and it grows as n^2."""
+    ease = REGISTRY["ease"].cost(EvalConfig())
+    assert ease.memory is not None
+    assert 3.2e9 < ease.memory(Workload(20_000, 0, 0)) < 3.4e9
+    assert ease.memory(Workload(40_000, 0, 0)) - ease.memory(Workload(20_000, 0, 0)) == pytest.approx(3 * 3.2e9)
+    assert [n for n, spec in REGISTRY.items() if spec.cost(EvalConfig()).memory is not None] == ["ease"]
+
+
+def test_a_baseline_is_skipped_when_its_memory_exceeds_the_share_available() -> None:
+    from conrec.eval.cost import MEMORY_SHARE
+
+    ease = REGISTRY["ease"].cost(EvalConfig())
+    w = Workload(20_000, 10**5, 3_000)
+    need = ease.memory(w) if ease.memory else 0.0
+    assert skip_reason("ease", ease, w, max_dense_items=20_000, available=None) is None  # unknown: not checked
+    assert skip_reason("ease", ease, w, max_dense_items=20_000, available=need / MEMORY_SHARE * 1.01) is None
+    reason = skip_reason("ease", ease, w, max_dense_items=20_000, available=2e9)
+    assert reason is not None and "\n" not in reason
+    assert reason.startswith("baseline ease skipped: it needs ~3.3 GB on 20,000 items") and "80% of the 2.0 GB" in reason
+    pop = REGISTRY["popularity"].cost(EvalConfig())
+    assert skip_reason("popularity", pop, w, max_dense_items=20_000, available=1.0) is None  # no memory estimate
+
+
+def test_the_announcement_names_the_memory_of_a_dense_baseline() -> None:
+    text = announcement("ease", REGISTRY["ease"].cost(EvalConfig()), Workload(20_000, 10**5, 3_000), fits=7)
+    assert text is not None and "~3.3 GB of memory" in text
+    sasrec = announcement("sasrec", REGISTRY["sasrec"].cost(EvalConfig()), Workload(20_000, 10**5, 3_000, 10**5), fits=7)
+    assert sasrec is not None and "memory" not in sasrec
+
+
+def test_eval_skips_ease_when_memory_is_short_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16 GB laptop at 20,000 items (under eval.max_dense_items) met an OOM or swap with no word on memory."""
+    from conrec.eval import stage as eval_stage
+
+    monkeypatch.setattr(eval_stage, "available_memory", lambda: 1000)  # 1 kB: the 15-item matrix and a chunk exceed it
+    out, report = _eval_offterminal(tmp_path, monkeypatch, ["popularity", "ease"], max_dense_items=20_000)
+    assert "baseline ease skipped: it needs ~" in out and "of memory available now" in out, out
+    assert "baseline ease skipped: it needs ~" in report
+    monkeypatch.setattr(eval_stage, "available_memory", lambda: None)  # unknown (not Linux): runs as before
+    out, _ = _eval_offterminal(tmp_path / "again", monkeypatch, ["popularity", "ease"], max_dense_items=20_000)
+    assert "baseline ease skipped" not in out and "ease" in out, out

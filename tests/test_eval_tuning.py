@@ -67,10 +67,10 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
     seen: list[tuple[str, int]] = []
     real = eval_stage.tune_baseline
 
-    def spy(name, ecfg, fit_events, items, valid_samples, k):
+    def spy(name, ecfg, fit_events, items, valid_samples, k, **kwargs):
         seen.append((name, int(fit_events["ts"].max())))
         assert set(valid_samples["split"].unique()) == {"valid"}
-        return real(name, ecfg, fit_events, items, valid_samples, k)
+        return real(name, ecfg, fit_events, items, valid_samples, k, **kwargs)
 
     monkeypatch.setattr(eval_stage, "tune_baseline", spy)
     console = Console(record=True, width=160)
@@ -134,6 +134,39 @@ def test_tune_baseline_records_every_grid_point() -> None:
     new_cfg, result = tune_baseline("ease", cfg, ev.filter(pl.col("ts") < int(valid["ts"].min())), items, valid, 5)
     assert [p["l2"] for p, _ in result.tried] == [0.5, 5.0, 50.0]
     assert new_cfg.ease.l2 == result.chosen["l2"] and result.best_score == max(s for _, s in result.tried)
+    calls: list[tuple[int, int]] = []
+    tune_baseline("ease", cfg, ev.filter(pl.col("ts") < int(valid["ts"].min())), items, valid, 5,
+                  on_point=lambda i, n: calls.append((i, n)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]  # before each grid point's fit: the eval bar shows it
+
+
+def test_the_baseline_bar_names_the_fit_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 12-minute SASRec tuning printed ``baseline sasrec: tune on 2094 valid samples: 3/8 (38%)`` every 30 s:
+    the bar counts baselines, so 1 of 7 fits could not be told from 6 of 7. The description now counts them."""
+    from rich.progress import Progress
+
+    from conrec.eval.stage import fit_label
+
+    assert fit_label("baseline ease: fit + top-5", 3, 3) == "baseline ease: fit + top-5, fit 3/3"
+    assert fit_label("baseline ease: fit + top-5", 1, 1) == "baseline ease: fit + top-5"  # one fit: nothing to count
+    shown: list[str] = []
+    real_update = Progress.update
+
+    def update(self, task_id, **kwargs):
+        if "description" in kwargs:
+            shown.append(kwargs["description"])
+        return real_update(self, task_id, **kwargs)
+
+    monkeypatch.setattr(Progress, "update", update)
+    run, _ = eval_run_dir(tmp_path / "run")
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["popularity", "ease"], models=[]), console=Console(quiet=True))
+    ease = [d for d in shown if d.startswith("baseline ease")]
+    assert ease == [
+        "baseline ease: tune on 21 valid samples",
+        "baseline ease: tune on 21 valid samples, fit 1/3",
+        "baseline ease: tune on 21 valid samples, fit 2/3",
+        "baseline ease: fit + top-5, fit 3/3",
+    ], ease
 
 
 def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:

@@ -11,11 +11,14 @@ import pytest
 from conrec.config import load_config
 from conrec.runtime import (
     available_cores,
+    available_memory,
     cgroup_cpu_limit,
     choose_threads,
     idle_cpus,
+    parse_cgroup_memory_left,
     parse_cgroup_v1_quota,
     parse_cgroup_v2_cpu_max,
+    parse_mem_available,
     parse_proc_stat,
 )
 
@@ -146,3 +149,20 @@ def test_a_cli_process_shows_no_plain_tqdm_bar() -> None:
     runs = {mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, env=env, timeout=120) for mode in ("loud", "quiet")}
     assert "Converting" in runs["loud"].stderr  # the test can fail: the bar exists without conrec's setup
     assert runs["quiet"].returncode == 0 and "Converting" not in runs["quiet"].stderr, runs["quiet"].stderr
+
+
+def test_available_memory_is_mem_available_capped_by_the_cgroup(tmp_path: Path) -> None:
+    """What eval compares a dense baseline's memory with (conrec.eval.cost.skip_reason)."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:    8000000 kB\n")
+    assert parse_mem_available(meminfo.read_text()) == 8_000_000 * 1024
+    assert parse_mem_available("MemTotal: 1 kB\n") is None
+    assert parse_cgroup_memory_left("max\n", "123\n") is None
+    assert parse_cgroup_memory_left("1000\n", "400\n") == 600
+    cg = tmp_path / "cg"
+    cg.mkdir()
+    assert available_memory(meminfo, cg) == 8_000_000 * 1024  # no cgroup files: MemAvailable alone
+    (cg / "memory.max").write_text("2000000000\n")
+    (cg / "memory.current").write_text("500000000\n")
+    assert available_memory(meminfo, cg) == 1_500_000_000
+    assert available_memory(tmp_path / "none", tmp_path / "none") is None

@@ -105,3 +105,23 @@ def test_a_request_file_is_validated_as_the_server_validates_its_body(serve_clie
                 request_body(body, schema, "request file r.json", run, 10)
     with pytest.raises(DataValidationError, match=r"^request file r\.json is not valid JSON: "):
         request_body('{"negative": ["i1"]', ScoreRequest, "request file r.json", run, 10)
+
+
+def test_history_exclusion_covers_the_history_given_and_says_so() -> None:
+    """``decode.exclude_history`` read "never return an item already in the history", while a ``user_id`` request's
+    history is that user's newest serve.max_history events: a user with 3,043 events got back 10 items rated only
+    earlier. The behaviour stays (it is the evaluation's); the description says what is excluded."""
+    import polars as pl
+
+    from conrec.llm.config import DecodeConfig
+    from conrec.serve.catalog import user_histories
+    from conrec.serve.popular import PopularDislikePredictor
+
+    events = pl.DataFrame({"user_id": ["u"] * 3 + ["v"] * 3, "item_id": ["a", "b", "c", "a", "a", "b"],
+                           "ts": [1, 2, 3, 1, 2, 3], "feedback": [-1, 1, -1, -1, -1, -1]})
+    history = user_histories(events, max_history=2)["u"]
+    assert history == (["b", "c"], [1, -1])  # the newest 2: "a" (rated first) is not in it
+    top = PopularDislikePredictor(events, ["a", "b", "c"]).recommend([history], 3)[0]
+    assert [i for i, _ in top] == ["a"]  # returned although u rated it, before its newest 2 events
+    text = DecodeConfig.model_fields["exclude_history"].description or ""
+    assert "serve.max_history" in text and "data.split.max_history" in text and "older events may be returned" in text

@@ -154,6 +154,11 @@ def test_catalogue_search_matches_title_substrings_and_is_capped(tmp_path):
         (["swing", "ease"], None, ["ease", "swing"]),
         (["itemknn", "popularity", "sasrec", "swing"], {"popularity": {"FHR@10": 0.5}, "swing": {"FHR@10": 0.4}, "itemknn": {"FHR@10": 0.3}},
          ["popularity", "sasrec", "swing"]),
+        # the h6 run: popularity shown, then swing and taste_exposure by FHR, not category (alphabetically next)
+        (["category", "content", "popularity", "swing", "taste_exposure"],
+         {"popularity": {"FHR@10": 0.207}, "swing": {"FHR@10": 0.205}, "taste_exposure": {"FHR@10": 0.198},
+          "content": {"FHR@10": 0.175}, "category": {"FHR@10": 0.120}}, ["popularity", "swing", "taste_exposure"]),
+        (["category", "itemknn", "swing"], {"swing": {"FHR@10": 0.1}}, ["swing", "category", "itemknn"]),  # unscored last, by name
     ],
 )
 def test_baselines_shown_are_popularity_sasrec_and_the_best(available, metrics, want):

@@ -131,6 +131,42 @@ def busy_cores(sample_s: float = 0.3) -> tuple[float, int] | None:
     return max(0.0, cores - idle), cores
 
 
+def parse_mem_available(meminfo: str) -> int | None:
+    """Bytes of ``MemAvailable`` in a ``/proc/meminfo`` text (``"MemAvailable:  8123456 kB"``), None when absent."""
+    for line in meminfo.splitlines():
+        if line.startswith("MemAvailable:"):
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                return int(parts[1]) * 1024
+    return None
+
+
+def parse_cgroup_memory_left(max_text: str, current_text: str) -> int | None:
+    """Bytes a cgroup v2 still grants (``memory.max`` less ``memory.current``), None without a limit ("max")."""
+    limit, used = max_text.strip(), current_text.strip()
+    if not limit.isdigit() or not used.isdigit():
+        return None
+    return max(0, int(limit) - int(used))
+
+
+def available_memory(proc: Path = Path("/proc/meminfo"), cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes this process could still allocate without swapping: the kernel's ``MemAvailable``, capped by what
+    the process's cgroup v2 memory limit leaves; None where neither can be read (not Linux).
+
+    Why: eval skips a baseline whose dense matrices would not fit (:func:`conrec.eval.cost.skip_reason`) rather
+    than let it swap or be killed: EASE at 20,000 items on a 16 GB laptop met an OOM with no word on memory."""
+    try:
+        free = parse_mem_available(proc.read_text())
+    except OSError:
+        free = None
+    try:
+        left = parse_cgroup_memory_left((cgroup / "memory.max").read_text(), (cgroup / "memory.current").read_text())
+    except OSError:
+        left = None
+    known = [b for b in (free, left) if b is not None]
+    return min(known) if known else None
+
+
 def choose_threads(
     configured: int | None,
     cores: int,

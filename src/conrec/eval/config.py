@@ -228,7 +228,8 @@ class EvalConfig(_Strict):
         20_000,
         ge=1,
         description="baselines that need a dense n_items x n_items matrix (EASE) are skipped, with a note, on larger "
-        "catalogues (20,000 items: 3.2 GB and minutes per fit; memory and time grow as n^2 and n^3)",
+        "catalogues (20,000 items: about 3.3 GB and 3 to 6 minutes per fit on 2 cores; memory and time grow as n^2 "
+        "and n^3), and on any catalogue whose memory estimate exceeds 80% of the memory available",
     )
     context_swap: bool = Field(
         False, description="also rank every point with another evaluated user's history (a seeded derangement)"

@@ -5,12 +5,14 @@ Why: on a 9,066-item export, tuning EASE took over 6 minutes (a dense item x ite
 point) with no word on screen; at 10^5 items it would need 80 GB and days. Every baseline in the
 registry (:mod:`conrec.eval.baselines`) declares a :class:`Cost`: a rough seconds estimate for one
 fit + scoring from the workload's sizes, and whether it needs a dense ``n_items x n_items`` matrix.
-Dense baselines are skipped past ``eval.max_dense_items`` with a one-line reason.
+Dense baselines are skipped past ``eval.max_dense_items`` with a one-line reason, and also below it when their
+estimated peak memory exceeds :data:`MEMORY_SHARE` of the memory available when the step starts.
 
 The coefficients are rough, and stand for 2 idle cores (:data:`CALIBRATION_CORES`, which the
-announcement names): 6e-11 s per n^3 for the dense inverse matches the reported 6+ minutes of EASE
-tuning (7 fits) on 9,066 items; numpy's inverse of a 3,000-item Gram matrix measured 3e-10 s per n^3
-on 2 cores at load average 12, so a loaded machine is several times slower. The dense score arrays
+announcement names): 2.5e-11 s per n^3 for EASE's in-place Cholesky inverse (one fit on 10,000 items: 35 s
+on 2 cores at load average 4, where numpy's LU inverse took 89 s; the LU inverse's 6e-11 matched the reported
+6+ minutes of EASE tuning, 7 fits, on 9,066 items); numpy's inverse of a 3,000-item Gram matrix measured 3e-10 s
+per n^3 on 2 cores at load average 12, so a loaded machine is several times slower. The dense score arrays
 are taken at about 1e-8 s per cell. They tell minutes from hours, nothing finer.
 """
 
@@ -26,6 +28,12 @@ threads); every announcement says so ("on 2 idle cores"). Why: with the same cor
 fits announced as ~74 s took 15 min (2 threads time-slicing against other processes). The stage's thread count is fixed
 at its start and recorded in its fingerprint, so the announcement says what it assumes, and warns when the cores are
 busy at the stage start, rather than the stage changing threads."""
+
+MEMORY_SHARE = 0.8
+"""A baseline whose estimated peak memory (:attr:`Cost.memory`) exceeds this share of the memory available at its
+step's start (:func:`conrec.runtime.available_memory`) is skipped with a one-line note: the rest is left to what
+the stage already holds and the estimate's slack. Why: EASE at 20,000 items (the default eval.max_dense_items)
+swapped or was killed on machines with less memory, with no word about memory."""
 
 ITEM_ITEM_MAX_ITEMS = 20_000
 """Up to this many items taste x exposure's facet personal score goes through an item x item matrix (as measured);
@@ -54,6 +62,7 @@ class Cost:
     what: str
     seconds: Callable[[Workload], float]
     dense_items: bool = False  # needs an n_items x n_items dense matrix (memory n^2 * 8 bytes)
+    memory: Callable[[Workload], float] | None = None  # bytes at its peak beyond what the stage holds; None: small
 
 
 def dense_scores(w: Workload) -> float:
@@ -66,10 +75,20 @@ LINEAR = Cost("linear in events and samples x items", dense_scores)
 
 def ease_cost(w: Workload) -> float:
     """The dense Gram inverse (n^3) and the dense score product (samples x n^2)."""
-    return 6e-11 * w.n_items**3 + 2e-11 * w.n_samples * w.n_items**2 + dense_scores(w)
+    return 2.5e-11 * w.n_items**3 + 2e-11 * w.n_samples * w.n_items**2 + dense_scores(w)
 
 
-EASE = Cost("a dense n_items x n_items inverse", ease_cost, dense_items=True)
+def ease_memory(w: Workload) -> float:
+    """EASE's peak: its dense float64 ``n_items^2`` matrices (:data:`conrec.eval.baselines.ease.DENSE_COPIES`: one,
+    inverted and divided in place) and one chunk of float64 scores (:data:`conrec.eval.baselines.base.SCORE_CELLS`).
+    Measured: 0.92 GB of RSS for one fit on 10,000 items (0.80 GB the matrix, the rest Python and its libraries)."""
+    from conrec.eval.baselines.base import SCORE_CELLS
+    from conrec.eval.baselines.ease import DENSE_COPIES
+
+    return DENSE_COPIES * 8.0 * w.n_items**2 + 8.0 * SCORE_CELLS
+
+
+EASE = Cost("a dense n_items x n_items inverse", ease_cost, dense_items=True, memory=ease_memory)
 
 
 def taste_exposure_cost(category_share: float) -> Cost:
@@ -121,15 +140,22 @@ def human_bytes(n: float) -> str:
     return f"{n / 1e6:,.1f} MB" if n < 1e9 else f"{n / 1e9:,.1f} GB"
 
 
-def skip_reason(name: str, cost: Cost, w: Workload, max_dense_items: int) -> str | None:
-    """Why ``name`` is not run on this catalogue (one line), or None when it runs. The time per fit is left out
-    under a second: "~0 s per fit" argued against the skip it explained."""
+def skip_reason(name: str, cost: Cost, w: Workload, max_dense_items: int, available: float | None = None) -> str | None:
+    """Why ``name`` is not run on this catalogue (one line), or None when it runs: past ``max_dense_items`` for a
+    dense baseline, or an estimated peak memory over :data:`MEMORY_SHARE` of ``available`` bytes (None: unknown,
+    not checked). The time per fit is left out under a second: "~0 s per fit" argued against the skip it explained."""
+    seconds = cost.seconds(w)
+    per_fit = f", ~{human_seconds(seconds)} per fit" if seconds >= 1 else ""
+    need = cost.memory(w) if cost.memory is not None else (8.0 * w.n_items**2 if cost.dense_items else 0.0)
     if cost.dense_items and w.n_items > max_dense_items:
-        seconds = cost.seconds(w)
-        per_fit = f", ~{human_seconds(seconds)} per fit" if seconds >= 1 else ""
         return (
             f"baseline {name} skipped: {w.n_items:,} items > eval.max_dense_items={max_dense_items:,} "
-            f"(it needs {cost.what}: {human_bytes(w.n_items**2 * 8)}{per_fit}); raise the limit to run it"
+            f"(it needs {cost.what}: {human_bytes(need)}{per_fit}); raise the limit to run it"
+        )
+    if cost.memory is not None and available is not None and need > MEMORY_SHARE * available:
+        return (
+            f"baseline {name} skipped: it needs ~{human_bytes(need)} on {w.n_items:,} items ({cost.what}), more than "
+            f"{MEMORY_SHARE:.0%} of the {human_bytes(available)} of memory available now; free memory to run it"
         )
     return None
 
@@ -143,8 +169,9 @@ def announcement(name: str, cost: Cost, w: Workload, fits: int, busy: tuple[floa
     if total < ANNOUNCE_AFTER_S:
         return None
     plural = "fit" if fits == 1 else "fits"
+    memory = f", ~{human_bytes(cost.memory(w))} of memory" if cost.memory is not None else ""
     text = (f"baseline {name}: expected ~{human_seconds(total)} on {CALIBRATION_CORES} idle cores "
-            f"({fits} {plural} on {w.n_items:,} items; {cost.what})")
+            f"({fits} {plural} on {w.n_items:,} items; {cost.what}{memory})")
     if busy is not None and busy[0] >= 0.5:
         text += f"; other processes keep {busy[0]:.1f} of {busy[1]} cores busy now, so it may take several times longer"
     return text

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -51,7 +52,7 @@ from conrec.eval.tuning import TuneResult, tune_baseline
 from conrec.io import read_json, read_parquet, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
-from conrec.runtime import busy_cores
+from conrec.runtime import available_memory, busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
@@ -306,6 +307,19 @@ def timings_section(timings: dict[str, float], load_timings: dict[str, float]) -
             "(imports, checkpoint, item prior) in parentheses; its training is in its stage's stats.json)\n\n" + "\n".join(rows))
 
 
+def fit_label(step: str, fit: int, fits: int) -> str:
+    """``baseline sasrec: tune on 2094 valid samples, fit 2/7``: which of a baseline's fits (its grid points, then the
+    refit) is running; the step alone for a single fit. Why: the bar counts baselines, so a 12-minute SASRec tuning
+    printed the same ``3/8 (38%)`` line every 30 s, and 1 of 7 fits could not be told from 6 of 7."""
+    return f"{step}, fit {fit}/{fits}" if fits > 1 else step
+
+
+def _show_fit(progress: Any, task: Any, step: str, fits: int, fit: int, _points: int) -> None:
+    """The baseline bar's description at grid point ``fit`` of the baseline's ``fits`` (see :func:`fit_label`): the
+    ``on_point(i, n)`` of :func:`conrec.eval.tuning.tune_baseline`, the first four arguments bound."""
+    progress.update(task, description=fit_label(step, fit, fits))
+
+
 OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json", "grpo_rewards.png", "sft_learning_curve.png", "fhr_vs_horizon.png")
 """Eval outputs written only with some settings (slates on, tuning on, GRPO evaluated, ...): removed when the
 stage starts, so that a run evaluated again with slates off does not show the earlier evaluation's candidate
@@ -379,7 +393,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     points: dict[str, dict[str, np.ndarray]] = {}
     timings: dict[str, float] = {}  # a baseline's tuning, fit and top-K; an LM's decoding
     load_timings: dict[str, float] = {}  # an LM's loading (imports, checkpoint, item prior), reported apart
-    fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits
+    fitted: dict[str, Any] = {}  # the exposure-controlled evaluation scores slates with the same fits (kept only then)
+    fitted_any = False
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
@@ -415,7 +430,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
         task = progress.add_task(label, total=len(ecfg.baselines))
         for name in ecfg.baselines:
             cost = REGISTRY[name].cost(ecfg)
-            skipped = skip_reason(name, cost, workload, ecfg.max_dense_items)
+            # the memory free now, at this step: the previous baselines' fits are released (see `fitted` below)
+            available = available_memory() if cost.memory is not None else None
+            skipped = skip_reason(name, cost, workload, ecfg.max_dense_items, available)
             if skipped is not None:
                 notes.append(skipped + ".")
                 console.print(f"[yellow]{shown(skipped)}[/]")
@@ -430,14 +447,20 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             started = time.perf_counter()
             bcfg = ecfg
             if valid_samples is not None and valid_fit is not None:
-                progress.update(task, description=f"baseline {name}: tune on {valid_samples.height} valid samples")
-                bcfg, tuning[name] = tune_baseline(name, ecfg, valid_fit, items, valid_samples, ecfg.tune_k)
-            progress.update(task, description=f"baseline {name}: fit + top-{k_max}")
+                tune_label = f"baseline {name}: tune on {valid_samples.height} valid samples"
+                progress.update(task, description=tune_label)
+                bcfg, tuning[name] = tune_baseline(
+                    name, ecfg, valid_fit, items, valid_samples, ecfg.tune_k,
+                    on_point=partial(_show_fit, progress, task, tune_label, fits),
+                )
+            progress.update(task, description=fit_label(f"baseline {name}: fit + top-{k_max}", fits, fits))
             model = make_baseline(name, bcfg)
             model.fit(fit_events, items)
             if (why := no_signal_reason(model)) is not None:
                 no_signal[name] = why
-            fitted[name] = model
+            if ecfg.slates.enabled:  # else not kept: EASE's n_items^2 matrix stayed alive through every later baseline
+                fitted[name] = model
+            fitted_any = True
             recs = model.recommend(samples, k_max)
             rankings[name] = recs
             preds = predictions_frame(sample_ids, recs)
@@ -446,9 +469,10 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
+            del model  # released before the next baseline's tuning (held only in `fitted` for the slates)
             progress.advance(task)
         progress.update(task, description=label)  # the last line counts all baselines: it names none of them
-    if fitted:
+    if fitted_any:
         notes.insert(0, f"Baselines fitted on {fit_rule}.")
     notes.extend(no_signal_notes(no_signal))
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.

@@ -10,6 +10,7 @@ scores the same the record says so (``tied``): the first point was kept, nothing
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,16 +60,23 @@ def valid_fhr(recommendations: list[list[str]], samples: pl.DataFrame, k: int) -
 
 
 def tune_baseline(
-    name: str, ecfg: EvalConfig, fit_events: pl.DataFrame, items: pl.DataFrame, valid_samples: pl.DataFrame, k: int
+    name: str, ecfg: EvalConfig, fit_events: pl.DataFrame, items: pl.DataFrame, valid_samples: pl.DataFrame, k: int,
+    on_point: Callable[[int, int], None] | None = None,
 ) -> tuple[EvalConfig, TuneResult]:
-    """(``ecfg`` with ``name``'s chosen settings, the tuning record). No grid: the settings as given."""
+    """(``ecfg`` with ``name``'s chosen settings, the tuning record). No grid: the settings as given.
+
+    ``on_point(i, n)`` is called before the i-th of the n grid points is fitted (1-based). Why: the eval stage shows
+    it in its bar; a 12-minute SASRec tuning printed the same ``3/8 (38%)`` baseline count for 12 minutes."""
     spec = REGISTRY[name]
     settings = getattr(ecfg, spec.settings)
     keys = list(settings.grid)
     result = TuneResult(name, k)
     started = time.perf_counter()
     best: tuple[float, Any] | None = None
-    for point in settings.grid_points():
+    points = settings.grid_points()
+    for i, point in enumerate(points, start=1):
+        if on_point is not None:
+            on_point(i, len(points))
         cfg = ecfg.model_copy(update={spec.settings: point})
         model = spec.build(cfg)
         model.fit(fit_events, items)

@@ -331,7 +331,12 @@ class DecodeConfig(_Strict):
     top_k: int = Field(20, ge=1, description="K of `conrec predict` (eval uses max(eval.ks), serving the request's k)")
     num_beams: int = Field(20, ge=1, description="beams of the constrained search (raised to K when smaller)")
     batch_size: int = Field(8, ge=1, description="prompts decoded together")
-    exclude_history: bool = Field(True, description="never return an item already in the history (masked inside the search)")
+    exclude_history: bool = Field(
+        True,
+        description="never return an item of the history the model is given (masked inside the search): a request's "
+        "history (at most serve.max_history events; for a user_id, that user's newest serve.max_history events), an "
+        "evaluation point's newest data.split.max_history events; items seen only in older events may be returned",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where decoding and slate scoring run; auto = the GPU if torch sees one, else the CPU"
     )
