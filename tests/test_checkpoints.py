@@ -106,7 +106,7 @@ def test_no_resume_or_changed_config_discards_checkpoints(tmp_path):
     (folder / "checkpoint-5").mkdir()
     assert discard_reason(folder, "fp1", resume=True) is None
     assert prepare_checkpoint_dir(folder, "fp1", resume=True) and (folder / "checkpoint-5").exists()
-    assert discard_reason(folder, "fp1", resume=False) == "resume is off (--no-resume)"
+    assert discard_reason(folder, "fp1", resume=False) == "resume is off (--no-resume or --force)"
     assert not prepare_checkpoint_dir(folder, "fp1", resume=False) and not (folder / "checkpoint-5").exists()
     (folder / "checkpoint-5").mkdir()
     assert discard_reason(folder, "fp2", resume=True) == "made with other settings or inputs"

@@ -536,3 +536,16 @@ def test_a_similarity_reward_without_item_vectors_leaves_a_finished_run_as_it_wa
         run_stage(bad, "grpo", console=_QUIET)
     assert run_files(run.root) == before
     assert run.is_done("grpo") and run.is_done("eval")
+
+
+def test_a_fresh_plan_says_why_it_discards_the_earlier_stages() -> None:
+    """Found by probing: `conrec grpo --no-resume` emptied grpo/stage_* without a word (SFT says it discards)."""
+    from conrec.llm.training.grpo import discard_note
+
+    assert discard_note(had_plan=True, resume=False, earlier_stages=True) is not None
+    assert "--no-resume or --force" in (discard_note(had_plan=False, resume=False, earlier_stages=True) or "")
+    assert discard_note(had_plan=True, resume=False, earlier_stages=False) is None  # nothing there to discard
+    assert discard_note(had_plan=True, resume=True, earlier_stages=True) == (
+        "GRPO config or SFT model changed since the last run: starting from scratch"
+    )
+    assert discard_note(had_plan=False, resume=True, earlier_stages=False) is None

@@ -150,7 +150,7 @@ def discard_reason(folder: Path, fingerprint: str, resume: bool) -> str | None:
     if not _checkpoints(Path(folder)):
         return None
     if not resume:
-        return "resume is off (--no-resume)"
+        return "resume is off (--no-resume or --force)"
     return None if _made_under(folder, fingerprint) else "made with other settings or inputs"
 
 

@@ -484,6 +484,19 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
     )
 
 
+def discard_note(had_plan: bool, resume: bool, earlier_stages: bool) -> str | None:
+    """What a fresh plan says before it discards the earlier run's stages (pure); None when nothing is discarded
+    or nothing needs saying.
+
+    Why: ``--no-resume`` (or ``--force``) emptied ``grpo/stage_*``, finished stages and checkpoints alike, without a
+    word, while a changed config said "starting from scratch"; SFT says the same in both cases."""
+    if not resume and earlier_stages:
+        return "GRPO: resume is off (--no-resume or --force): the earlier run's stages and checkpoints are discarded, starting from scratch"
+    if resume and had_plan:
+        return "GRPO config or SFT model changed since the last run: starting from scratch"
+    return None
+
+
 def _plan(job: _Job) -> None:
     """Write ``plan.json``; discard earlier stage outputs unless resuming the same plan (fingerprint).
 
@@ -496,8 +509,9 @@ def _plan(job: _Job) -> None:
     fresh = not job.resume or old_plan is None or old_plan.get("fingerprint") != fp
     if job.is_main:
         if fresh and job.work.exists():
-            if old_plan is not None and job.resume:
-                job.console.print("[yellow]GRPO config or SFT model changed since the last run: starting from scratch[/]")
+            earlier = any(any(p.iterdir()) for p in job.work.glob("stage_*") if p.is_dir())
+            if (note := discard_note(old_plan is not None, job.resume, earlier)) is not None:
+                job.console.print(f"[yellow]{note}[/]")
             for p in job.work.glob("stage_*"):
                 shutil.rmtree(p, ignore_errors=True)
             (job.work / REWARD_LOG).unlink(missing_ok=True)
