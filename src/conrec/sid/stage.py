@@ -150,7 +150,7 @@ def run(
         )
 
     categories = items["category"].cast(pl.String).to_list() if "category" in items.columns else [None] * len(items)
-    if (control := _control_text_note(item_ids, items["title"].cast(pl.String).to_list(), categories)) is not None:
+    if (control := _control_text_note(items, item_ids)) is not None:
         notes.append(control[1])
     stats: dict[str, Any] = {
         "n_items": len(item_ids),
@@ -222,13 +222,13 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _control_text_note(item_ids: list[str], titles: list[str | None], categories: list[str | None]) -> tuple[int, str] | None:
+def _control_text_note(items: pl.DataFrame, item_ids: list[str]) -> tuple[int, str] | None:
     """(how many, a note) when item titles or categories contain text of conrec's control tokens (``<a_3>``, ``<dis>``),
     else None. Why: such text would become those tokens in the SFT prompts, which break it instead
     (:mod:`conrec.llm.inference.item_text`); the note says so before any training."""
-    from conrec.llm.inference.item_text import with_control_text
+    from conrec.llm.inference.item_text import items_with_control_text
 
-    rows = sorted({*with_control_text(titles), *with_control_text(categories)})
+    rows = items_with_control_text(items)
     if not rows:
         return None
     return len(rows), (

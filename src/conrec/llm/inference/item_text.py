@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+import polars as pl
 
 from conrec.llm.inference.prompts import MARKER_TOKENS
+
+_Text = TypeVar("_Text", str, str | None)
 
 CONTROL_TEXT = re.compile(r"<[a-z]_[0-9]+>|<item_[0-9]+(?:_[0-9]+)*>|" + "|".join(re.escape(t) for t in MARKER_TOKENS))
 """conrec's own control tokens: SID tokens, item tokens and the prompt markers (any backbone)."""
@@ -56,3 +60,16 @@ def neutralise(text: str, pattern: re.Pattern[str] = CONTROL_TEXT) -> str:
 def with_control_text(texts: Sequence[str | None], pattern: re.Pattern[str] = CONTROL_TEXT) -> list[int]:
     """Indices of the ``texts`` that :func:`neutralise` changes (what the sid stage and sft count)."""
     return [i for i, t in enumerate(texts) if t and pattern.search(t)]
+
+
+def neutralise_all(texts: Iterable[_Text], pattern: re.Pattern[str] = CONTROL_TEXT) -> list[_Text]:
+    """Each of ``texts`` through :func:`neutralise`, a missing or empty one as it is: the one way a column of item
+    text (titles, categories) enters a prompt."""
+    return [neutralise(t, pattern) if t else t for t in texts]
+
+
+def items_with_control_text(items: pl.DataFrame, pattern: re.Pattern[str] = CONTROL_TEXT) -> list[int]:
+    """Rows of ``items`` whose title or category (where the table has one) :func:`neutralise` changes, sorted: what
+    the sid stage's note and SFT's ``items_control_text`` count."""
+    columns = [c for c in ("title", "category") if c in items.columns]
+    return sorted({i for c in columns for i in with_control_text(items[c].cast(pl.String).to_list(), pattern)})

@@ -33,7 +33,7 @@ from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import atomic_path, read_parquet, write_json
 from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal, history_loss_refusal
-from conrec.llm.inference.item_text import control_pattern, neutralise, tokenizer_control_tokens, with_control_text
+from conrec.llm.inference.item_text import control_pattern, items_with_control_text, neutralise_all, tokenizer_control_tokens
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.model import copy_bias
 from conrec.llm.model.backbone import load_backbone
@@ -460,9 +460,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     # item text that reads as a control token (a SID, a marker, the backbone's <|endoftext|>) is broken before it
     # enters any model input: the title-initialised SID rows here, the alignment tasks in build_examples
     control = control_pattern(tokenizer_control_tokens(tokenizer))
-    n_control = len({*with_control_text(items["title"].to_list(), control),
-                     *(with_control_text(items["category"].to_list(), control) if "category" in items.columns else [])})
-    titles = dict(zip(items["item_id"].to_list(), (neutralise(t, control) if t else t for t in items["title"].to_list())))
+    n_control = len(items_with_control_text(items, control))
+    titles = dict(zip(items["item_id"].to_list(), neutralise_all(items["title"].to_list(), control)))
     vectors = sid_item_vectors(rd, items, sid_map) if sft.model.sid_init == "encoder" else None
     vocab = add_sid_vocabulary(model, tokenizer, sid_map, titles, item_vectors=vectors, item_tokens=sft.prompt.item_id_tokens)
     new_ids = list(range(n_base, len(tokenizer)))

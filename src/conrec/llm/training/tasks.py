@@ -44,7 +44,7 @@ import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
 from conrec.llm.config import SftConfig
-from conrec.llm.inference.item_text import CONTROL_TEXT, neutralise
+from conrec.llm.inference.item_text import CONTROL_TEXT, neutralise_all
 from conrec.llm.inference.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
 
@@ -96,7 +96,7 @@ def build_examples(
 ) -> list[dict[str, str]]:
     """The shuffled SFT example list for ``cfg.tasks`` (only ``split == "train"`` samples).
 
-    Titles and categories enter the alignment tasks through :func:`conrec.llm.inference.item_text.neutralise` with
+    Titles and categories enter the alignment tasks through :func:`conrec.llm.inference.item_text.neutralise_all` with
     ``control`` (the sft stage passes its backbone's special tokens too), so no item text becomes a control token.
 
     ``cfg_seed`` (the run's top-level ``seed``) draws the discernment held-out users, the same draw
@@ -118,8 +118,8 @@ def build_examples(
 
     catalogue = items.filter(pl.col("item_id").is_in(sid_map.items))
     ids = catalogue["item_id"].to_list()
-    titles = [neutralise(t, control) if t else t for t in catalogue["title"].to_list()]
-    cats = [neutralise(c, control) if c else c for c in catalogue["category"].to_list()] if "category" in catalogue.columns else [""] * len(ids)
+    titles = neutralise_all(catalogue["title"].to_list(), control)
+    cats = neutralise_all(catalogue["category"].to_list(), control) if "category" in catalogue.columns else [""] * len(ids)
     with_cat = [i for i, c in enumerate(cats) if c]
 
     rows = train.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").rows()
