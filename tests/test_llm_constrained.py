@@ -12,12 +12,11 @@ import torch
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
 from conrec.llm.inference.constrained import (
     SidLogitsProcessor,
-    _encode,
     beam_generation_config,
     generate_topk,
     sample_distinct,
 )
-from conrec.llm.inference.prompt_ids import prompt_token_ids
+from conrec.llm.inference.prompt_ids import encode_prompts, prompt_token_ids
 from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.inference.sid_beam import sid_beam_search
 from conrec.llm.model.backbone import load_backbone
@@ -49,7 +48,7 @@ def setup():
 
 def test_processor_allows_exactly_the_trie_children(setup):
     model, tok, sid_map, vocab, _, prompts = setup
-    enc = _encode(tok, prompts[:2], model.device)
+    enc = encode_prompts(tok, prompts[:2], model.device)
     prompt_len = enc["input_ids"].shape[1]
     trie = sid_map.trie()
     codes = sid_map.codes
@@ -137,7 +136,7 @@ def test_k_larger_than_catalogue_returns_every_item_once(setup):
 
 def test_sample_distinct_gives_n_distinct_real_items(setup):
     model, tok, sid_map, vocab, _, prompts = setup
-    enc = _encode(tok, prompts, model.device)
+    enc = encode_prompts(tok, prompts, model.device)
     torch.manual_seed(0)
     ids, rows = sample_distinct(model, tok, enc["input_ids"], sid_map.trie(), 8, attention_mask=enc["attention_mask"], vocab=vocab)
     assert rows.shape == (3, 8) and ids.shape == (3, 8, len(SIZES))
@@ -152,7 +151,7 @@ def test_sample_distinct_tops_up_repeated_draws_with_the_best_undrawn_items(setu
     from conrec.llm.inference import constrained
 
     model, tok, sid_map, vocab, _, prompts = setup
-    enc = _encode(tok, prompts, model.device)
+    enc = encode_prompts(tok, prompts, model.device)
     trie = sid_map.trie()
     calls = []
 
@@ -256,7 +255,7 @@ def test_sid_only_beam_search_ranks_exactly_as_generate(setup, num_beams, exclud
         excluded = torch.zeros(len(prompts), len(trie), dtype=torch.bool)
         for i, (h, _) in enumerate(histories):
             excluded[i, [sid_map.items.index(x) for x in h]] = True
-    enc = _encode(tok, prompts, model.device)
+    enc = encode_prompts(tok, prompts, model.device)
     rows, scores = sid_beam_search(model, enc, trie, vocab, num_beams, num_beams, excluded=excluded)
     want_rows, want_scores = _hf_beam_search(model, tok, enc, trie, vocab, num_beams, excluded)
     valid = want_rows >= 0

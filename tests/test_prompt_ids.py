@@ -10,10 +10,9 @@ import torch
 from trl.data_utils import _tokenize, common_prefix_length
 
 from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, ModelConfig, PromptConfig, TinyModelConfig
-from conrec.llm.inference.constrained import _encode
 from conrec.llm.inference.packed_prefill import enable_packed_prefill, worth_packing
 from conrec.llm.inference.predict import Predictor
-from conrec.llm.inference.prompt_ids import prompt_token_ids, special_prefix
+from conrec.llm.inference.prompt_ids import encode_prompts, prompt_token_ids, special_prefix
 from conrec.llm.inference.prompts import build_prompt
 from conrec.llm.model.backbone import load_backbone
 from conrec.llm.model.vocab import SidVocab, add_sid_vocabulary
@@ -80,7 +79,7 @@ def test_smollm2_prompt_ids_are_unchanged(backbone, variant):
     tok.padding_side = "left"
     before = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     tok.padding_side = "right"
-    enc = _encode(tok, prompts, torch.device("cpu"))
+    enc = encode_prompts(tok, prompts, torch.device("cpu"))
     assert torch.equal(enc["input_ids"], before["input_ids"]) and torch.equal(enc["attention_mask"], before["attention_mask"])
     assert tok.padding_side == "right"
     assert rollout_prompt_ids(tok, sid_map, prompts) == tok(prompts, add_special_tokens=False)["input_ids"]
@@ -95,7 +94,7 @@ def test_bos_tokenizer_inference_and_rollout_ids_equal_sfts(backbone, variant):
     prompts = prompts_of(sid_map, variant)
     sft = [trl_prompt_ids(bos, p, sid_map.sid_of("m9")) for p in prompts]
     assert all(ids[0] == bos.bos_token_id and ids[1] != bos.bos_token_id for ids in sft)
-    assert unpadded(_encode(bos, prompts, torch.device("cpu"))) == sft  # beam search, exhaustive search, slate scoring
+    assert unpadded(encode_prompts(bos, prompts, torch.device("cpu"))) == sft  # beam search, exhaustive search, slate scoring
     assert prompt_token_ids(bos, prompts) == sft
     assert rollout_prompt_ids(bos, sid_map, prompts) == sft  # GRPO
 
@@ -106,7 +105,7 @@ def test_bos_scores_and_beams_equal_a_forward_of_the_trained_ids(backbone):
     bos = with_bos(tok)
     p = Predictor(model, bos, sid_map, PromptConfig(), DecodeConfig(num_beams=8, batch_size=3, exclude_history=False))
     assert enable_packed_prefill(p.model)
-    assert worth_packing(_encode(bos, [p.prompt(*h) for h in HISTORIES], torch.device("cpu"))["attention_mask"])
+    assert worth_packing(encode_prompts(bos, [p.prompt(*h) for h in HISTORIES], torch.device("cpu"))["attention_mask"])
 
     def oracle(history, item: str) -> float:
         sid = sid_map.sid_of(item)
@@ -179,8 +178,6 @@ def test_stages_that_fed_the_lm_prompts_without_a_bos_are_stale_for_a_bos_tokeni
 def test_a_tokenizer_without_a_pad_token_pads_with_0(backbone):
     """Review: ``int(tokenizer.pad_token_id)`` raised a bare TypeError for a tokenizer with no pad token (a raw
     backbone tokenizer, a served request's 500). The mask hides the padding, so it is 0 and the ids are the same."""
-    from conrec.llm.inference.prompt_ids import encode_prompts
-
     _, tok, sid_map = backbone
     prompts = prompts_of(sid_map, "segmented")
     bare = copy.deepcopy(tok)

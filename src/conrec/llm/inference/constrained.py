@@ -154,10 +154,6 @@ def sample_generation_config(tokenizer: PreTrainedTokenizerBase, levels: int, n:
     )
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], device: torch.device) -> dict[str, torch.Tensor]:
-    """Left-padded prompt ids, with the special tokens SFT trained in front of them (:mod:`conrec.llm.inference.prompt_ids`)."""
-    return encode_prompts(tokenizer, prompts, device)
-
 
 def constrained_beam_search(
     model: Any,  # a transformers PreTrainedModel (Any: torch's Module.__getattr__ hides its methods' types)
@@ -176,7 +172,7 @@ def constrained_beam_search(
     tokens alone (:func:`conrec.llm.inference.sid_beam.sid_beam_search`); it ranks exactly as
     ``generate`` with :class:`SidLogitsProcessor` and :func:`beam_generation_config` does.
     """
-    enc = _encode(tokenizer, prompts, model.device)
+    enc = encode_prompts(tokenizer, prompts, model.device)
     return sid_beam_search(model, enc, trie, vocab, num_beams, num_return, excluded=excluded, prior=prior)
 
 

@@ -25,7 +25,8 @@ from typing import Any, cast
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from conrec.llm.inference.constrained import _encode, _shared_prompt_cache
+from conrec.llm.inference.constrained import _shared_prompt_cache
+from conrec.llm.inference.prompt_ids import encode_prompts
 from conrec.llm.inference.sid_beam import tree_attention_ok
 from conrec.llm.inference.sid_head import SidHead
 
@@ -65,7 +66,7 @@ def sid_log_probs(
     levels = [ids.to(device) for ids in level_ids]
     codes = torch.stack([_code_of(flat[:, j], levels[j], j) for j in range(n_tok)], 1)  # (rows, L)
 
-    enc = _encode(tokenizer, prompts, device)
+    enc = encode_prompts(tokenizer, prompts, device)
     head = SidHead(model, level_ids)
     head.bind_prompts(enc["input_ids"], enc["attention_mask"])
     if tree_attention_ok(model):

@@ -65,10 +65,11 @@ def beam_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab) -> TopKItems:
 
 def sample_topk(tokenizer: Any, trie: SidTrie, vocab: SidVocab, temperature: float) -> TopKItems:
     """K distinct items by constrained sampling at ``temperature`` (beam top-up when samples repeat)."""
-    from conrec.llm.inference.constrained import _encode, sample_distinct
+    from conrec.llm.inference.constrained import sample_distinct
+    from conrec.llm.inference.prompt_ids import encode_prompts
 
     def topk(model: Any, prompts: Sequence[str], k: int) -> torch.Tensor:
-        enc = _encode(tokenizer, prompts, model.device)  # left-padded, as generation needs
+        enc = encode_prompts(tokenizer, prompts, model.device)  # left-padded, as generation needs
         _, rows = sample_distinct(
             model, tokenizer, enc["input_ids"], trie, k, attention_mask=enc["attention_mask"], vocab=vocab,
             temperature=temperature,
