@@ -45,15 +45,21 @@ def test_finished_tasks_stop_printing():
     assert sum(ln.startswith("sid: 1/4") for ln in out) >= 3
 
 
-def test_on_a_terminal_it_is_rich_progress(monkeypatch):
-    monkeypatch.setenv("TERM", "xterm")
+def _bar_on_a_terminal(monkeypatch, term: str, total: int, completed: int, interval: float, seconds: float) -> tuple[StageProgress, str]:
+    """(the progress, what it wrote) for one task held ``seconds`` on a console declared a terminal of type ``term``."""
+    monkeypatch.setenv("TERM", term)
     monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=True, width=80)
-    with StageProgress(console=console, interval=0.01) as progress:
-        progress.add_task("SFT", total=2, completed=1)
-        time.sleep(0.1)
-    assert progress._thread is None and "\x1b[" in buf.getvalue()
+    with StageProgress(console=console, interval=interval) as progress:
+        progress.add_task("SFT", total=total, completed=completed)
+        time.sleep(seconds)
+    return progress, buf.getvalue()
+
+
+def test_on_a_terminal_it_is_rich_progress(monkeypatch):
+    progress, out = _bar_on_a_terminal(monkeypatch, "xterm", total=2, completed=1, interval=0.01, seconds=0.1)
+    assert progress._thread is None and "\x1b[" in out
 
 
 def test_sft_callback_prints_lines_off_terminal(monkeypatch):
@@ -187,16 +193,10 @@ def test_time_left_after_a_resume_counts_only_this_process_steps():
 def test_a_dumb_terminal_gets_the_plain_lines(monkeypatch):
     """TERM=dumb on a pty (Emacs, some CI runners): rich's live bar never redraws there, and the plain lines were
     off too (a terminal), so a 55 s SFT printed nothing until it ended."""
-    monkeypatch.setenv("TERM", "dumb")
-    monkeypatch.delenv("TTY_INTERACTIVE", raising=False)
-    buf = io.StringIO()
-    console = Console(file=buf, force_terminal=True, width=80)
-    with StageProgress(console=console, interval=0.05) as progress:
-        progress.add_task("SFT", total=10, completed=3)
-        time.sleep(0.3)
-    lines = buf.getvalue().splitlines()
+    progress, out = _bar_on_a_terminal(monkeypatch, "dumb", total=10, completed=3, interval=0.05, seconds=0.3)
+    lines = out.splitlines()
     assert progress.plain and sum(ln.startswith("SFT: 3/10 (30%)") for ln in lines) >= 3, lines
-    assert "\r" not in buf.getvalue()
+    assert "\r" not in out
 
 
 def test_force_color_into_a_pipe_gets_the_plain_lines(monkeypatch):
