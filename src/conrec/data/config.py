@@ -114,6 +114,12 @@ class SplitConfig(_Strict):
             raise ValueError("max_horizon_days must be >= horizon_days")
         return self
 
+    def trains_on_labels_of(self, split: str) -> bool:
+        """Whether a model trained up to ``train_until`` learnt the future labels of ``split``'s points: the valid
+        points' futures lie before the test cut-off. The one rule behind the eval stage's refusal to score an LM on
+        such points and the inspector's not marking its hits there."""
+        return split == "valid" and self.train_until == "test"
+
 
 class SparkConfig(_Strict):
     """Where ``data.engine: spark`` runs. The master is a Spark master URL: ``local[*]`` on one

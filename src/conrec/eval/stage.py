@@ -398,7 +398,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
-    if lm_todo and ecfg.split == "valid" and split_cfg.train_until == "test":
+    if lm_todo and split_cfg.trains_on_labels_of(ecfg.split):
         raise ConfigError(
             "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
             "compare settings with train_until: valid (or evaluate the test split)"

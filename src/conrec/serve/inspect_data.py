@@ -185,9 +185,10 @@ def load_model_lists(run: RunDir, ks: Sequence[int]) -> list[ModelList]:
     return out
 
 
-def live_list_unscored(served: str, eval_split: str, train_until: str) -> str | None:
+def live_list_unscored(served: str, saw_labels: bool) -> str | None:
     """Why the served model's live list (``/v1/dislikes``, asked by the page) must not be scored against the
-    evaluation points' held-out futures, or None when it may be: when the served model saw them.
+    evaluation points' held-out futures, or None when it may be: when the served model saw them (``saw_labels``: the
+    LM was trained on the points' labels, :meth:`conrec.data.config.SplitConfig.trains_on_labels_of`).
 
     Why: ``serve.model: popular`` counts every dislike of the log (a real request's answer should), so on a
     point it recommends what the point's own future made popular (27 of 30 test points hit, against 8 for the
@@ -199,7 +200,7 @@ def live_list_unscored(served: str, eval_split: str, train_until: str) -> str | 
             "the served model (serve.model: popular) counts every dislike in the log, these points' held-out future "
             "dislikes included, so its hits on them are not marked; the eval run's lists were fitted without them"
         )
-    if eval_split == "valid" and train_until == "test":
+    if saw_labels:
         return (
             "the served LM was trained on the valid period's labels (eval.split: valid with data.split.train_until: "
             "test), so its hits on these valid points are not marked; the eval stage refuses this comparison"
@@ -235,7 +236,7 @@ class Inspector:
         lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
         hint = run.rerun_hint(cfg, "eval") if stale else None
-        unscored = live_list_unscored(cfg.serve.model, split, cfg.data.split.train_until)
+        unscored = live_list_unscored(cfg.serve.model, cfg.data.split.trains_on_labels_of(split))
         return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale,
                    stale_hint=hint, live_unscored=unscored)
 
