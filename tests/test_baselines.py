@@ -321,3 +321,20 @@ def test_co_dislike_baselines_without_a_co_dislike_say_they_are_popularity() -> 
         model.fit(one_each, baseline_items())
         assert no_signal_reason(model) == why, name
         assert model.recommend(samples, 5) == popularity.recommend(samples, 5), name
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_pandas_frames_are_refused_in_one_line_naming_polars(name: str) -> None:
+    """Found by running the docs: a Python user reading a run's Parquet files with pandas got
+    ``AttributeError: 'DataFrame' object has no attribute 'height'`` from deep inside every baseline. Now
+    fit, item_scores and recommend say which type they take and how to convert."""
+    pytest.importorskip("pandas")
+    events, items, samples = baseline_events(), baseline_items(), history_samples(HISTORIES)
+    for args in ((events.to_pandas(), items), (events, items.to_pandas())):
+        with pytest.raises(TypeError, match=r"polars DataFrame.*pandas.*pl\.from_pandas"):
+            make_baseline(name).fit(*args)
+    model = _fitted(name)
+    with pytest.raises(TypeError, match=r"samples: .*polars DataFrame.*pandas"):
+        model.item_scores(samples.to_pandas())
+    with pytest.raises(TypeError, match=r"samples: .*polars DataFrame.*pandas"):
+        model.recommend(samples.to_pandas(), 3)

@@ -54,6 +54,23 @@ class Recommender(Protocol):
         ...
 
 
+def require_polars(frame: object, what: str) -> None:
+    """Refuse, in one line, a table that is not a polars DataFrame.
+
+    Why: the baselines are a public Python API and a run's Parquet files are as easily read with pandas,
+    whose frames failed deep inside with ``AttributeError: ... no attribute 'height'``. Converting here
+    would not help (each baseline goes on reading the frame it was given), so the entry points
+    (:meth:`Catalog.build` for ``fit``, :func:`histories` and :func:`score_chunks` for scoring) say which
+    type they take and how to get it.
+    """
+    if not isinstance(frame, pl.DataFrame):
+        kind = f"{type(frame).__module__.split('.')[0]}.{type(frame).__name__}"
+        raise TypeError(
+            f"{what}: the baselines take a polars DataFrame, got {kind}; read the file with pl.read_parquet "
+            "or convert with pl.from_pandas(frame)"
+        )
+
+
 @dataclass(frozen=True)
 class Catalog:
     """Item ids in ``items`` order, their index, and global dislike popularity over ``events``."""
@@ -66,6 +83,8 @@ class Catalog:
 
     @classmethod
     def build(cls, events: pl.DataFrame, items: pl.DataFrame) -> Catalog:
+        require_polars(events, "events")
+        require_polars(items, "items")
         require_columns(events, ("user_id", "item_id", "feedback"), "events")
         require_columns(items, ("item_id",), "items")
         if items.height == 0:
@@ -85,6 +104,7 @@ class Catalog:
 
 def histories(samples: pl.DataFrame) -> list[tuple[list[str], list[int]]]:
     """Each sample's (hist_items, hist_feedback), oldest first."""
+    require_polars(samples, "samples")
     require_columns(samples, ("hist_items", "hist_feedback"), "samples")
     return [
         (list(items or ()), list(fb or ()))
@@ -126,6 +146,7 @@ several copies of it 9.8 GB). Every score row depends on its own sample only, so
 
 def score_chunks(samples: pl.DataFrame, n_items: int) -> list[pl.DataFrame]:
     """``samples`` in consecutive slices of at most ``SCORE_CELLS // n_items`` rows (at least one)."""
+    require_polars(samples, "samples")
     rows = max(1, SCORE_CELLS // max(1, n_items))
     return [samples.slice(start, rows) for start in range(0, samples.height, rows)] or [samples]
 

@@ -68,15 +68,17 @@ class ContentRecommender(ScoredRecommender):
         self._pop: np.ndarray | None = None
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
+        catalog = Catalog.build(events, items)  # first: it refuses a table that is not a polars DataFrame
         if TEXT_VECTOR not in items.columns:
             raise DataValidationError(
-                f"content baseline: the items table has no {TEXT_VECTOR!r} column (the eval stage adds it from "
-                "sid/text_vectors.npy; rerun `conrec sid` if that file is missing)"
+                f"content baseline: the items table has no {TEXT_VECTOR!r} column (the eval stage adds it from the "
+                "run's sid/text_vectors.npy; in Python: items = with_text_vectors(items, np.load(<run_dir>/sid/text_vectors.npy)) "
+                "from conrec.eval.baselines.content; rerun `conrec sid` if that file is missing)"
             )
         vectors = np.asarray(items[TEXT_VECTOR].to_numpy(), dtype=np.float32)
         if vectors.ndim != 2 or not np.isfinite(vectors).all():
             raise DataValidationError(f"content baseline: {TEXT_VECTOR!r} must hold one finite vector per item")
-        self._catalog = Catalog.build(events, items)
+        self._catalog = catalog
         self._vectors = normalise(vectors)  # unit rows: dot products are cosines
         self._gram = self._vectors @ self._vectors.T if len(vectors) <= _GRAM_MAX_ITEMS else None
         self._pop = scaled_log_popularity(self._catalog.dislike_counts)
@@ -84,8 +86,9 @@ class ContentRecommender(ScoredRecommender):
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
         cat = self.catalog()
         assert self._vectors is not None and self._pop is not None
-        personal = np.zeros((samples.height, len(cat.item_ids)), dtype=np.float64)
-        for r, (items, feedback) in enumerate(histories(samples)):
+        hist = histories(samples)
+        personal = np.zeros((len(hist), len(cat.item_ids)), dtype=np.float64)
+        for r, (items, feedback) in enumerate(hist):
             disliked = cat.encode(recent_dislikes(items, feedback))[: self.cfg.max_dislikes]
             if disliked:
                 cols = sorted(set(disliked))

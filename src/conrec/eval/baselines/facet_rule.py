@@ -76,8 +76,9 @@ class FacetRuleRecommender(ScoredRecommender):
         cat = self.catalog()
         assert self._members is not None and self._facet_column is not None
         members, log_pop = self._members, np.log1p(cat.dislike_counts)
-        out = np.empty((samples.height, len(cat.item_ids)), dtype=np.float64)
-        for r, (items, feedback) in enumerate(histories(samples)):
+        hist = histories(samples)
+        out = np.empty((len(hist), len(cat.item_ids)), dtype=np.float64)
+        for r, (items, feedback) in enumerate(hist):
             idx = np.array(cat.encode(items), dtype=np.int64)
             fb = np.array([f for item, f in zip(items, feedback) if item in cat.index], dtype=np.int64)
             dis, pos, seen = (np.asarray(members[:, cols].sum(axis=1)).ravel() for cols in (idx[fb < 0], idx[fb > 0], idx))
