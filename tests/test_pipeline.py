@@ -643,7 +643,7 @@ def test_a_project_copied_elsewhere_reuses_its_stages_while_the_files_are_the_sa
     assert fake_stages == []
     (second / "events.csv").write_text("user_id,item_id,ts,feedback\\nu1,i1,2,-1\\n")  # same size, other bytes
     run = RunDir(tmp_path / "run")
-    assert "not " in (run.stale_reason(cfg(second), "data") or "")
+    assert "differs in content" in (run.stale_reason(cfg(second), "data") or "")
     assert "does not exist" in (run.stale_reason(cfg(tmp_path / "typo"), "data") or "")
     assert run.stale_reason(cfg(first), "data") is None  # the recorded files themselves are unchanged
     pipeline.run_pipeline(cfg(second))

@@ -77,3 +77,36 @@ def test_a_pipeline_on_a_rewritten_events_file_reruns_from_the_data_stage(tmp_pa
         run_stage(cfg, "sid", console=quiet)  # a later stage alone refuses the old data
     run_pipeline(cfg, stages=("data",), console=quiet)  # the pipeline reruns it
     assert pl.read_parquet(run.events).height == 90 and run.stale_reason(cfg, "data") is None
+
+
+def test_a_copy_at_another_path_whose_content_changed_is_named_by_its_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by running the docs: a copied project whose events.csv then gained a row was told "made from
+    <old path>, not <new path>", read as "the run may not be used from another path"; the cause is the content."""
+    old, new = tmp_path / "a" / "events.csv", tmp_path / "b" / "events.csv"
+    old.parent.mkdir()
+    new.parent.mkdir()
+    old.write_text("a,b\n1,2\n")
+    shutil.copy(old, new)
+    snap = snapshot({"events": old})
+    assert change(snap, {"events": new}) is None  # the same bytes elsewhere: reused
+    new.write_text("a,b\n1,3\n")  # same size, other bytes
+    made_from = f"differs in content from {old.resolve()}, which the run was made from"
+    assert change(snap, {"events": new}) == f"{new.resolve()} {made_from} (same size, other SHA-256)"
+    new.write_text("a,b\n1,2\n3,4\n")
+    assert change(snap, {"events": new}) == f"{new.resolve()} {made_from} (12 bytes, not 8)"
+    folder_old, folder_new = tmp_path / "logs_a", tmp_path / "logs_b"
+    folder_old.mkdir()
+    (folder_old / "log1.csv").write_text("x\n")
+    shutil.copytree(folder_old, folder_new)
+    snap = snapshot({"logs": folder_old})
+    (folder_new / "log1.csv").write_text("y\n")
+    assert change(snap, {"logs": folder_new}) == (
+        f"{(folder_new / 'log1.csv').resolve()} differs in content from {folder_old.resolve() / 'log1.csv'}, which the run "
+        "was made from (same size, other SHA-256)"
+    )
+    (folder_new / "log2.csv").write_text("z\n")
+    assert "differs in its file names" in (change(snap, {"logs": folder_new}) or "")
+    monkeypatch.setattr(source_files, "HASH_MAX_BYTES", 4)
+    new.write_text("a,b\n1,2\n")
+    big = snapshot({"events": old})
+    assert "too large to hash" in (change(big, {"events": new}) or "")

@@ -89,6 +89,25 @@ def _file_changed(entry: list[Any], path: Path) -> bool:
     return sha is None or _sha256(path) != sha
 
 
+def _recorded_file(rec: dict[str, Any], name: str) -> Path:
+    """The recorded path of the file ``name`` of a :func:`snapshot` entry: the path itself for a file, else below it."""
+    root = Path(rec["path"])
+    return root if len(rec["files"]) == 1 and root.name == name else root / name
+
+
+def _content_differs(entry: list[Any], path: Path) -> str | None:
+    """How the file at ``path`` (another path than the recorded one) differs in content from the recorded
+    ``entry``, or None if its size and SHA-256 are the same. Why a reason and not a flag: the message must say that
+    the *content* differs; the other path alone (a copied project) is fine and was read as the cause."""
+    _name, size, _mtime_ns, sha = entry
+    now_size = path.stat().st_size
+    if now_size != size:
+        return f"{now_size:,} bytes, not {size:,}"
+    if sha is None:
+        return f"the recorded file was too large to hash (over {HASH_MAX_BYTES // 2**20} MiB), so a file elsewhere cannot be shown to be the same"
+    return None if _sha256(path) == sha else "same size, other SHA-256"
+
+
 def change(recorded: dict[str, dict[str, Any]], current: dict[str, Any] | None = None) -> str | None:
     """Why the files of a :func:`snapshot` differ now (named), or None if they do not, or are gone.
 
@@ -106,10 +125,12 @@ def change(recorded: dict[str, dict[str, Any]], current: dict[str, Any] | None =
         now = dict(_files(path))
         names = [e[0] for e in rec["files"]]
         if sorted(now) != sorted(names):
-            return f"made from {rec['path']}, whose files differ from {path}'s" if moved else f"made from {path}, whose files were added or removed since"
+            if moved:
+                return f"{path} differs in its file names from {rec['path']}, which the run was made from (a file added, removed or renamed)"
+            return f"made from {path}, whose files were added or removed since"
         for entry in rec["files"]:
-            if moved and (entry[3] is None or now[entry[0]].stat().st_size != entry[1] or _sha256(now[entry[0]]) != entry[3]):
-                return f"made from {rec['path']}, not {now[entry[0]]}"
+            if moved and (why := _content_differs(entry, now[entry[0]])) is not None:
+                return f"{now[entry[0]]} differs in content from {_recorded_file(rec, entry[0])}, which the run was made from ({why})"
             if not moved and _file_changed(entry, now[entry[0]]):
                 return f"made from {now[entry[0]]}, which changed since"
     return None
