@@ -409,3 +409,17 @@ def test_a_history_over_serve_max_history_is_refused_by_the_cli_as_the_server_re
     with pytest.raises(DataValidationError, match=f"history: {limit}"):
         check_predict_request(short, (items, [-1] * 4), None, "sft")
     assert check_predict_request(short, (items[:3], [-1] * 3), None, "sft").history == (items[:3], [-1] * 3)  # at the limit
+
+
+@pytest.mark.parametrize("history", [{"hist_items": [["i1"], None], "hist_feedback": [[-1], None]}, {"negative": [["i1"], None]}])
+def test_a_user_id_beside_history_columns_is_named_as_not_read(history):
+    """Found by running the docs: a table with history columns and a user_id column (a user_id alone on row 1) was
+    refused as "row 1: the history is empty", which said nothing of the row's user_id: it is not read, as a
+    table with history columns takes every row's history from them (the documented rule, kept)."""
+    where = "score batch mixed.parquet"
+    df = pl.DataFrame({**history, "user_id": [None, "u1"], "candidates": [["i2"], ["i3"]]})
+    with pytest.raises(DataValidationError, match=r"^score batch mixed\.parquet row 1: the history is empty and its user_id 'u1' is not read: "
+                       r"a table with (hist_items/hist_feedback|negative/positive) columns takes every row's history from them"):
+        score_mod.batch_slates(df, where)
+    both = df.with_columns(pl.Series("user_id", ["u0", None]))  # a user_id beside a given history is an id, kept
+    assert score_mod.batch_slates(both.head(1), where)[0] == [(["i1"], [-1])]

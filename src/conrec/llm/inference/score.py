@@ -97,17 +97,21 @@ def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | No
     for column in [c for c in ("hist_items", "hist_feedback", "negative", "positive") if c in df.columns]:
         require_list_column(df, column, where)
     if "hist_items" in df.columns and "hist_feedback" in df.columns:
-        return [
+        histories = [
             (list(map(str, h or [])), list(fb or []))  # feedback checked with every history (check_history_shape)
             for h, fb in zip(df["hist_items"].to_list(), df["hist_feedback"].to_list())
         ]
+        refuse_unread_user_ids(df, histories, where, "hist_items/hist_feedback")
+        return histories
     if "negative" in df.columns or "positive" in df.columns:
         neg = df["negative"].to_list() if "negative" in df.columns else [[]] * df.height
         pos = df["positive"].to_list() if "positive" in df.columns else [[]] * df.height
-        return [
+        histories = [
             ([str(i) for i in (p or [])] + [str(i) for i in (n or [])], [1] * len(p or []) + [-1] * len(n or []))
             for n, p in zip(neg, pos)
         ]
+        refuse_unread_user_ids(df, histories, where, "negative/positive")
+        return histories
     if "user_id" in df.columns and known is not None:
         if missing := [n for n, u in enumerate(df["user_id"].to_list()) if u is None]:
             raise DataValidationError(f"{where}: {len(missing)} row(s) without a user_id, e.g. row {missing[0]}")
@@ -119,6 +123,24 @@ def batch_histories(df: pl.DataFrame, where: str, known: dict[str, History] | No
     raise DataValidationError(
         f"{where}: needs hist_items/hist_feedback or negative/positive columns, or user_id of the run's events; have {df.columns}"
     )
+
+
+def refuse_unread_user_ids(df: pl.DataFrame, histories: list[History], where: str, columns: str) -> None:
+    """One line for the first row whose history ``columns`` are empty while it has a ``user_id``.
+
+    Why: a table with history columns takes every row's history from them, so its ``user_id`` column is kept as an
+    id and never read as a history (a ``user_id`` is read only from a table without history columns, as
+    docs/serving.md says). A mixed table's user_id rows were refused as "the history is empty", which said nothing
+    of the user_id the row has."""
+    if "user_id" not in df.columns:
+        return
+    for n, ((items, _), user) in enumerate(zip(histories, df["user_id"].to_list())):
+        if not items and user is not None:
+            raise DataValidationError(
+                f"{where}{row_label(n, df.height)}: the history is empty and its user_id {str(user)!r} is not read: a table "
+                f"with {columns} columns takes every row's history from them; score the user_id rows in a table of "
+                "their own (user_id and candidates, no history columns)"
+            )
 
 
 def require_list_column(df: pl.DataFrame, column: str, where: str) -> None:
