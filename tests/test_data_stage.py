@@ -230,9 +230,9 @@ def test_window_stops_follow_the_labels_rule():
     assert per_user["valid"][1].tolist() == [40, 100]  # u: its earliest test point; w: no test share, the log's end
     assert per_user["test"][1].tolist() == [100, 100]
     assert analyze.window_stops(samples, log_end=100, test_cutoff=30)["valid"][1].tolist() == [30, 30]
-    note = analyze.cut_window_note("valid", {1.0: 0.0, 3.0: 0.25}, "the test cut-off")
+    note = analyze.study_cut_window_note("valid", {1.0: 0.0, 3.0: 0.25}, "the test cut-off")
     assert note is not None and note.startswith("note: valid points whose window is cut short by the test cut-off: 25.0% of the points at 3 d.")
-    assert analyze.cut_window_note("test", {1.0: 0.0}, "the end of the log") is None
+    assert analyze.study_cut_window_note("test", {1.0: 0.0}, "the end of the log") is None
 
 
 def _assert_cut_shares_named(cfg: Any, horizons: list[float]) -> list[str]:

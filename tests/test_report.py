@@ -257,10 +257,10 @@ def test_per_user_valid_windows_stop_at_their_users_first_test_dislike() -> None
     rows = [("a", "valid", 0), ("a", "valid", DAY), ("a", "test", 2 * DAY), ("a", "test", 9 * DAY), ("b", "valid", 0)]
     samples_all = pl.DataFrame(rows, schema={"user_id": pl.String, "split": pl.String, "ts": pl.Int64}, orient="row")
     evaluated = samples_all.filter(pl.col("split") == "valid")
-    note = eval_stage.cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0, 3.0])
+    note = eval_stage.report_cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0, 3.0])
     # a's windows stop at 2 d (a's first test dislike): at 3 d both are cut; b has no test point: the log's end
     assert note is not None and "cut short by their user's first test dislike: 66.7% of the points at 3 d." in note
-    assert eval_stage.cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0]) is None
+    assert eval_stage.report_cut_window_note(evaluated, samples_all, "valid", "per_user", None, 10 * DAY, [1.0]) is None
 
 
 def test_valid_windows_without_a_test_cut_off_are_said_cut_by_the_end_of_the_log() -> None:
@@ -270,7 +270,7 @@ def test_valid_windows_without_a_test_cut_off_are_said_cut_by_the_end_of_the_log
 
     samples_all = pl.DataFrame([("a", "valid", 0), ("b", "valid", 8 * DAY)], schema={"user_id": pl.String, "split": pl.String, "ts": pl.Int64},
                                orient="row")
-    note = eval_stage.cut_window_note(samples_all, samples_all, "valid", "global", None, 10 * DAY, [1.0, 3.0])
+    note = eval_stage.report_cut_window_note(samples_all, samples_all, "valid", "global", None, 10 * DAY, [1.0, 3.0])
     assert note is not None and f"cut short by the end of the log (last event {utc_minute(10 * DAY - 1)}): 50.0% of the points at 3 d." in note
     assert "test cut-off" not in note and "test period" not in note
 

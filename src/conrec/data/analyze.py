@@ -216,7 +216,7 @@ def _truncation_notes(rd: RunDir, horizons: Sequence[float], samples: pl.DataFra
     log_end = int(last) + 1
     stops = window_stops(samples, log_end, test_cutoff)
     why = stop_causes(log_end, test_cutoff)
-    notes = [cut_window_note(split, cut_short_shares(ts, stop, horizons), why[split]) for split, (ts, stop) in stops.items()]
+    notes = [study_cut_window_note(split, cut_short_shares(ts, stop, horizons), why[split]) for split, (ts, stop) in stops.items()]
     return [n for n in notes if n is not None]
 
 
@@ -249,7 +249,7 @@ def stop_causes(log_end: int, test_cutoff: int | None) -> dict[str, str]:
     }
 
 
-def cut_window_note(split: str, shares: dict[float, float], stop: str) -> str | None:
+def study_cut_window_note(split: str, shares: dict[float, float], stop: str) -> str | None:
     """The note on ``split``'s windows cut short by ``stop`` (``shares``: :func:`cut_short_shares`), or None when
     no point's is. Said here in the study's terms: the future sets are undercounted (no model is measured)."""
     parts = cut_shares_text(shares)

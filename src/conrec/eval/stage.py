@@ -276,7 +276,7 @@ def no_signal_notes(reasons: dict[str, str]) -> list[str]:
     ]
 
 
-def cut_window_note(samples: pl.DataFrame, samples_all: pl.DataFrame, split: str, protocol: str,
+def report_cut_window_note(samples: pl.DataFrame, samples_all: pl.DataFrame, split: str, protocol: str,
                     stats: dict[str, Any] | None, log_end: int, windows: list[float]) -> str | None:
     """The report's note on the evaluated ``samples``' windows cut short at ``windows`` (days), each at its own
     stop as ``conrec analyze`` counts them (:func:`conrec.data.analyze.window_stops`): a test point's at the end
@@ -369,7 +369,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
         log_end = int(cast(int, events["ts"].max())) + 1
         # the headline FHR@K's window too (data.split.horizon_days), also when eval.horizons leaves it out
         windows = sorted({*horizons, split_cfg.horizon_days})
-        cut_note = cut_window_note(samples, samples_all, ecfg.split, split_cfg.protocol, stats, log_end, windows)
+        cut_note = report_cut_window_note(samples, samples_all, ecfg.split, split_cfg.protocol, stats, log_end, windows)
         if cut_note is not None:
             notes.append(cut_note)
     sample_ids = samples["sample_id"].to_list()
