@@ -49,6 +49,22 @@ def test_a_second_process_stops_before_writing_and_goes_on_once_the_holder_is_ki
     assert (run_dir / "data" / "events.parquet").is_file()
 
 
+def test_a_refused_stage_leaves_another_writers_temporaries_alone(tmp_path: Path) -> None:
+    """A stage removes atomic_path's temporaries only once it holds the run: before, they may be the holder's writes."""
+    run_dir = tmp_path / "run"
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(run_dir)})
+    writing = run_dir / "data" / ".events.parquet.abcdefgh.tmp"
+    writing.mkdir(parents=True)
+    holder = _holder(run_dir)
+    try:
+        with pytest.raises(RunInUseError):
+            run_stage(cfg, "data")
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert writing.is_dir()
+
+
 @pytest.mark.parametrize(
     ("argv", "orig", "words"),
     [

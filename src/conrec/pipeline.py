@@ -23,7 +23,7 @@ from rich.rule import Rule
 from conrec.config import PipelineConfig, dump_config
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
-from conrec.io import read_json, write_json, write_text
+from conrec.io import read_json, remove_stray_temps, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
@@ -138,6 +138,7 @@ def _run_stage_held(
         write_text(dump_config(cfg), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         run.invalidate_from(stage)
+        _remove_stray_temps(run, stage, console)
     threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
@@ -157,6 +158,20 @@ def _run_stage_held(
         timings = {}
     write_json({**timings, stage: seconds}, timings_path)
     return result
+
+
+def _remove_stray_temps(run: RunDir, stage: str, console: Console) -> None:
+    """Remove what interrupted writes (:func:`conrec.io.atomic_path` under SIGKILL) left in ``stage``'s directory and in
+    those of the stages after it, which :meth:`RunDir.invalidate_from` has just cleared; one line when there was any.
+
+    Only here, with the run held (:func:`conrec.run_lock.holding_run`) and the links to a parent run removed
+    (:meth:`RunDir.detach_from`): every writer of these directories holds the same lock, so none is writing one now,
+    and nothing outside this run directory is touched."""
+    dirs = [d for s in STAGES[STAGES.index(stage) :] if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
+    counts = {d.name: n for d in dirs if (n := remove_stray_temps(d))}
+    if counts:
+        where = ", ".join(f"{n} in {name}/" for name, n in counts.items())
+        console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")
 
 
 def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: Any) -> Any:
