@@ -114,6 +114,40 @@ def test_a_childs_own_stage_goes_stale_when_the_parent_rebuilds_what_it_was_buil
     assert fake_stages[:1] == ["grpo"]
 
 
+def test_a_parent_rebuild_during_a_childs_stage_is_refused_not_recorded_as_what_it_was_built_on(
+    tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a live run: the parent's `conrec sft` finished while the child's GRPO (holding the child's lock only)
+    trained on the old SFT model; the child's GRPO was recorded as built on the new SFT run, so it stayed current and
+    was served. The identities are taken at the stage's start, and a change by its end is one line, nothing finished."""
+    from conrec.errors import StageInputError
+    from conrec.runs import FINGERPRINT_FILE
+
+    parent = _parent(tmp_path)
+    child = load_config(None, {"run_dir": str(tmp_path / "child"), "grpo": {"beta": 0.1}})
+    assert link_unchanged(parent.run_dir, child) == ["data", "sid", "sft"]
+    fake = pipeline._stage_runner
+
+    def runner(stage: str) -> Any:
+        def run(section: Any, run_dir: Any, **kwargs: Any) -> Any:
+            if Path(run_dir) == Path(child.run_dir):  # the child's GRPO has loaded the SFT model: the parent retrains it
+                pipeline.run_stage(parent, "sft")
+            return fake(stage)(section, run_dir, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(pipeline, "_stage_runner", runner)
+    root = RunDir(child.run_dir)
+    with pytest.raises(StageInputError, match=r"^the sft stage \(linked from .*parent\) was rebuilt or cleared while the grpo stage ran"):
+        pipeline.run_stage(child, "grpo")
+    assert fake_stages[-2:] == ["sft", "grpo"]
+    assert not root.is_done("grpo") and not (root.stage_dir("grpo") / FINGERPRINT_FILE).exists()
+    assert pipeline.stale_reason(root, child, "grpo") == "not finished"
+    monkeypatch.setattr(pipeline, "_stage_runner", fake)  # nothing rebuilt meanwhile: recorded on the new SFT run
+    pipeline.run_stage(child, "grpo")
+    assert pipeline.stale_reason(root, child, "grpo") is None
+
+
 def test_a_stage_made_by_another_conrec_version_says_so_rather_than_naming_no_setting(tmp_path: Path, fake_stages: list[str]) -> None:
     import json
 

@@ -957,3 +957,50 @@ def test_a_stage_cleared_by_a_rerun_says_so_in_refusals_the_inspector_and_a_chil
     page.invalidate_from("data")
     stale = Inspector.from_run(page, page_cfg, read_parquet(page.items)).stale
     assert stale == "`conrec data` was run again after it finished and has not finished since"
+
+
+def test_temporaries_a_killed_write_left_are_removed_once_a_stage_holds_the_run(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by SIGKILLing `conrec sft` during its model save: `sft/.model.XXXXXXXX.tmp` (up to a whole model) stayed
+    through every later run. The stage that next holds the run removes atomic_path's temporaries in the directories
+    it clears (its own and those after it), says how many in one line, and nothing else."""
+    import io
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rich.console import Console
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    code = ("import sys, time\nfrom pathlib import Path\nfrom conrec.io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.mkdir()\n    (tmp / 'model.safetensors').write_bytes(b'0' * 64)\n"
+            "    print(tmp.parent.name, flush=True)\n    time.sleep(120)\n")
+    saving = subprocess.Popen([sys.executable, "-c", code, str(run.sft_model)], stdout=subprocess.PIPE, text=True)
+    assert saving.stdout is not None
+    killed = run.sft / saving.stdout.readline().strip()
+    os.kill(saving.pid, signal.SIGKILL)  # the save dies: its temporary directory stays
+    saving.wait()
+    assert killed.is_dir() and killed.name.startswith(".model.")
+    predictions = run.predictions / ".sft.parquet.a1b2c3_4.tmp"
+    predictions.mkdir(parents=True)
+    (run.grpo / "stage_0" / ".model.zzzzzzzz.tmp" / "model").mkdir(parents=True)
+    outside = tmp_path / ".outside.abcdefgh.tmp"
+    outside.mkdir()
+    kept = [run.data / ".events.parquet.abcdefgh.tmp",  # a stage this one reads, not clears
+            run.root / ".config.yaml.abcdefgh.tmp",  # not a stage directory
+            run.sft / ".model.short.tmp", run.sft / "model.abcdefgh.tmp", run.sft / ".model.abcdefgh.tmpx"]  # other names
+    for path in kept:
+        path.mkdir()
+    (run.sft / ".link.abcdefgh.tmp").symlink_to(outside, target_is_directory=True)
+    kept += [run.sft / ".link.abcdefgh.tmp", outside]
+    out = io.StringIO()
+    pipeline.run_stage(cfg, "sft", console=Console(file=out, width=300))
+    assert not killed.exists() and not predictions.exists() and not (run.grpo / "stage_0" / ".model.zzzzzzzz.tmp").exists()
+    assert all(p.exists() for p in kept)
+    lines = [line for line in out.getvalue().splitlines() if "temporary" in line]
+    assert lines == ["sft: removed 3 temporary output(s) left by an interrupted write (1 in sft/, 1 in grpo/, 1 in eval/)"]
+    out = io.StringIO()
+    pipeline.run_stage(cfg, "sft", console=Console(file=out, width=300))
+    assert "temporary" not in out.getvalue()

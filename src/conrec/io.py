@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,13 +22,18 @@ import polars as pl
 
 from conrec.errors import ConfigError, StageInputError
 
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+"""The name of :func:`atomic_path`'s temporary directory: ``.<name>.`` + the 8 characters :func:`tempfile.mkdtemp` draws
++ ``.tmp`` (what :func:`remove_stray_temps` removes, and nothing else)."""
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
     Works for files and for directories (e.g. a Hugging Face model dir). On error the temporary
-    path is removed and ``path`` is left untouched.
+    path is removed and ``path`` is left untouched. A SIGKILL leaves it (:data:`TEMP_NAME`): the stage that
+    next holds the run removes it (:func:`remove_stray_temps`).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +48,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stray_temps(directory: str | os.PathLike[str]) -> int:
+    """Remove the temporary directories :func:`atomic_path` left anywhere under ``directory`` (:data:`TEMP_NAME`; links
+    are neither removed nor followed); return how many. Only for a caller that holds the run lock over ``directory``:
+    a temporary directory of a write in progress would go too.
+
+    Why: a SIGKILL (OOM killer, a preempted job) during a save left ``sft/.model.XXXXXXXX.tmp`` (up to a whole model)
+    that nothing removed; each kill added one, and a copy of the run for serving copied them along."""
+    removed = 0
+    for here, dirs, _files in os.walk(directory):
+        for name in [d for d in dirs if TEMP_NAME.fullmatch(d)]:
+            dirs.remove(name)  # never walked into
+            path = Path(here) / name
+            if not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                removed += not path.exists()
+    return removed
 
 
 def check_output_file(path: str | os.PathLike[str], what: str, example: str = "out.parquet", suffix: str | None = None) -> Path:

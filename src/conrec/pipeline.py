@@ -23,7 +23,7 @@ from rich.rule import Rule
 from conrec.config import PipelineConfig, dump_config
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
-from conrec.io import read_json, write_json, write_text
+from conrec.io import read_json, remove_stray_temps, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
@@ -97,16 +97,48 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
     with holding_run(run.root):
+        built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
-        return _run_stage_held(cfg, stage, run, console, **kwargs)
+        return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
 
 
-def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Console, **kwargs: Any) -> Any:
+def upstream_identities(run: RunDir, cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
+    """The identities (:meth:`RunDir.stage_identity`) of the stage runs ``stage`` reads (:func:`required_upstream`): what
+    its record says it was built on."""
+    return {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}
+
+
+def refuse_if_rebuilt(run: RunDir, stage: str, built_on: dict[str, str | None]) -> None:
+    """Raise a one-line :class:`StageInputError`, with ``stage``'s done marker removed, when a stage run it read has been
+    rebuilt or cleared since ``built_on`` was taken (at its start).
+
+    Why: the run lock keeps a run's own stages fixed while one runs, but a child run's linked stages are its parent's
+    (:mod:`conrec.experiments`) and only the child's lock is held. A parent's `conrec sft` that finished while the
+    child's GRPO trained on the old SFT model got the child's GRPO recorded as built on the new one: current, served,
+    though trained on weights that no longer exist. Recording the identities taken at the start makes any later rebuild
+    visible (:meth:`RunDir.stale_reason`); refusing here says so at once instead of leaving a stage that is stale as it
+    ends. The outputs stay as a crash leaves them: complete files, but not marked finished."""
+    changed = [up for up, identity in built_on.items() if run.stage_identity(up) != identity]
+    if not changed:
+        return
+    run.clear_done(stage)
+    up = changed[0]
+    where = f" (linked from {run.stage_dir(up).resolve().parent})" if run.stage_dir(up).is_symlink() else ""
+    raise StageInputError(
+        f"the {up} stage{where} was rebuilt or cleared while the {stage} stage ran on its earlier outputs, so {stage} "
+        f"is not recorded as finished; run `{STAGE_REGISTRY[stage].command}` again once the {up} stage is finished"
+    )
+
+
+def _run_stage_held(
+    cfg: PipelineConfig, stage: str, run: RunDir, console: Console, built_on: dict[str, str | None], **kwargs: Any
+) -> Any:
     STAGE_REGISTRY[stage].precheck(cfg)  # settings a stage refuses at once (bf16 on a CPU) leave the run as it was
     if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
         write_text(dump_config(cfg), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         run.invalidate_from(stage)
+        _remove_stray_temps(run, stage, console)
     threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
@@ -117,7 +149,8 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
         raise StageInputError(f"the {stage} stage returned without marking itself done")
     if is_worker_rank():  # the main rank records the stage (it holds the run)
         return result
-    record_finished(cfg, stage, seconds, files, threads)
+    refuse_if_rebuilt(run, stage, built_on)
+    record_finished(cfg, stage, seconds, files, threads, upstream=built_on)
     timings_path = run.root / "timings.json"
     try:
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -125,6 +158,20 @@ def _run_stage_held(cfg: PipelineConfig, stage: str, run: RunDir, console: Conso
         timings = {}
     write_json({**timings, stage: seconds}, timings_path)
     return result
+
+
+def _remove_stray_temps(run: RunDir, stage: str, console: Console) -> None:
+    """Remove what interrupted writes (:func:`conrec.io.atomic_path` under SIGKILL) left in ``stage``'s directory and in
+    those of the stages after it, which :meth:`RunDir.invalidate_from` has just cleared; one line when there was any.
+
+    Only here, with the run held (:func:`conrec.run_lock.holding_run`) and the links to a parent run removed
+    (:meth:`RunDir.detach_from`): every writer of these directories holds the same lock, so none is writing one now,
+    and nothing outside this run directory is touched."""
+    dirs = [d for s in STAGES[STAGES.index(stage) :] if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
+    counts = {d.name: n for d in dirs if (n := remove_stray_temps(d))}
+    if counts:
+        where = ", ".join(f"{n} in {name}/" for name, n in counts.items())
+        console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")
 
 
 def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: Any) -> Any:
@@ -151,7 +198,12 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
 
 
 def record_finished(
-    cfg: PipelineConfig, stage: str, seconds: float = 0.0, source_files: dict[str, Any] | None = None, threads: int | None = None
+    cfg: PipelineConfig,
+    stage: str,
+    seconds: float = 0.0,
+    source_files: dict[str, Any] | None = None,
+    threads: int | None = None,
+    upstream: dict[str, str | None] | None = None,
 ) -> None:
     """Record that ``stage`` finished with ``cfg`` (its fingerprint file): what makes its model current.
 
@@ -160,7 +212,8 @@ def record_finished(
     ``source_files``: the :func:`conrec.source_files.snapshot` of the files outside the run it read.
     ``threads``: the torch threads it ran with. Recorded, not fingerprinted: with ``threads: null`` they follow
     the cores idle at the stage's start, and float sums in another order can move a training run; a run to
-    repeat bit for bit sets ``threads`` (docs/results.md)."""
+    repeat bit for bit sets ``threads`` (docs/results.md). ``upstream``: the identities of the stage runs it read, taken
+    when it started (:func:`upstream_identities`); None: taken now (a caller that ran the stage itself, nothing since)."""
     run = RunDir(cfg.run_dir)
     settings = section_settings(cfg, stage)  # the sections as hashed, and (for the stale message) as they read
     write_json(
@@ -169,7 +222,7 @@ def record_finished(
          "revision": STAGE_REGISTRY[stage].revision,
          "source_files": source_files or {}, "torch_threads": threads, PROMPT_PREFIX_KEY: True,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
-         "upstream": {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}},
+         "upstream": upstream_identities(run, cfg, stage) if upstream is None else upstream},
         _fingerprint_path(run, stage),
     )
 

@@ -358,7 +358,8 @@ class RunDir:
 
     def stage_identity(self, stage: str) -> str | None:
         """A digest of ``stage``'s done marker and fingerprint record: it changes whenever the stage is
-        run again (None: unfinished). A stage records its inputs' identities when it finishes.
+        run again (None: unfinished). A stage records its inputs' identities as they were when it started, and is refused
+        at its end if one changed meanwhile (:func:`conrec.pipeline.refuse_if_rebuilt`).
 
         Why: inside one run, rerunning a stage clears the markers of everything after it. A child run's
         linked stage is the parent's, and a parent rebuilt from a refreshed file never reached the child's
