@@ -209,6 +209,8 @@ def test_a_group_split_across_processes_is_checked_whole_for_duplicates() -> Non
 
 # --------------------------------------------------------------------------- end to end + resume
 def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -216,7 +218,8 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     from conrec.llm.model.vocab import assert_model_fits
 
     cfg, run = grpo_run_dir(tmp_path / "run")
-    console = Console(quiet=True)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)  # off a terminal: the bars' plain lines
     built: list[str] = []
     trainers: list[Any] = []
     starts: list[dict[str, torch.Tensor]] = []  # each stage's policy weights when its trainer is built
@@ -262,6 +265,10 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
         d = st["discernment"]
         assert d["n_questions"] > 0 and 0.0 <= d["accuracy"] <= 1.0 and d["chance"] == 0.25
     assert run.is_done("grpo")
+    for i, name in enumerate(("neg", "pos")):  # each stage's check says how many questions, and counts them
+        n = result["stages"][i]["discernment"]["n_questions"]
+        assert f"GRPO stage {i} ({name}): discernment check on {n} held-out four-choice questions" in out.getvalue()
+        assert f"GRPO stage {i} ({name}) discernment: {n}/{n} (100%)" in out.getvalue()
 
     # the final model is a plain HF dir with the SID vocabulary of the run
     model = AutoModelForCausalLM.from_pretrained(run.grpo_model)

@@ -611,7 +611,10 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
             save_vocab_meta(tmp, job.sid_map)
             record_precision(tmp, job.compute)
         # forgetting, stage by stage
-        info["discernment"] = measure_discernment(sdir / "model", job.sid_map, sections.sft, sections.decode, sections.seed, job.samples)
+        info["discernment"] = measure_discernment(
+            sdir / "model", job.sid_map, sections.sft, sections.decode, sections.seed, job.samples,
+            console=console, who=f"GRPO stage {i} ({stage.name})",
+        )
         write_json(info, sdir / DONE_FILE)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         if i > 0:  # only the latest stage's weights are needed to resume or finish

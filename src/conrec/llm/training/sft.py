@@ -641,7 +641,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         from conrec.llm.training.discernment import measure
 
         # the alignment accuracy the GRPO stages are compared with (forgetting), on held-out users
-        stats["discernment"] = measure(out, sid_map, sft, sections.decode, sections.seed, samples)
+        stats["discernment"] = measure(out, sid_map, sft, sections.decode, sections.seed, samples, console=console, who="SFT")
         stats["seconds"] = round(time.perf_counter() - started, 1)
         write_json(stats, rd.sft / "stats.json")
         rd.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
