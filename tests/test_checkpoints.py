@@ -65,6 +65,10 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     assert stats["resumed_from"] == "checkpoint-1" and stats["steps"] == 4
     # the model dir after "->" is whole, though longer than the console (it was broken at the width)
     assert any(ln.endswith(f" -> {RunDir(root).sft_model}") for ln in buf.getvalue().splitlines()), buf.getvalue()
+    # the discernment check after the bar says how many questions it asks, and its bar counts them off a terminal
+    n = stats["discernment"]["n_questions"]
+    assert f"SFT: discernment check on {n} held-out four-choice questions (at most sft.discernment_eval = 200)" in buf.getvalue().splitlines()
+    assert any(ln.startswith(f"SFT discernment: {n}/{n} (100%), ") for ln in buf.getvalue().splitlines()), buf.getvalue()
     got = _weights(RunDir(root).sft_model)
     assert got.keys() == uninterrupted.keys()
     assert all(torch.equal(got[k], uninterrupted[k]) for k in got)

@@ -209,6 +209,8 @@ def test_a_group_split_across_processes_is_checked_whole_for_duplicates() -> Non
 
 # --------------------------------------------------------------------------- end to end + resume
 def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
     from rich.console import Console
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -216,7 +218,8 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     from conrec.llm.model.vocab import assert_model_fits
 
     cfg, run = grpo_run_dir(tmp_path / "run")
-    console = Console(quiet=True)
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)  # off a terminal: the bars' plain lines
     built: list[str] = []
     trainers: list[Any] = []
     starts: list[dict[str, torch.Tensor]] = []  # each stage's policy weights when its trainer is built
@@ -262,6 +265,10 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
         d = st["discernment"]
         assert d["n_questions"] > 0 and 0.0 <= d["accuracy"] <= 1.0 and d["chance"] == 0.25
     assert run.is_done("grpo")
+    for i, name in enumerate(("neg", "pos")):  # each stage's check says how many questions, and counts them
+        n = result["stages"][i]["discernment"]["n_questions"]
+        assert f"GRPO stage {i} ({name}): discernment check on {n} held-out four-choice questions" in out.getvalue()
+        assert f"GRPO stage {i} ({name}) discernment: {n}/{n} (100%)" in out.getvalue()
 
     # the final model is a plain HF dir with the SID vocabulary of the run
     model = AutoModelForCausalLM.from_pretrained(run.grpo_model)
@@ -279,9 +286,64 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
         assert sft_state.keys() == ref.keys() and all(torch.equal(sft_state[k], ref[k]) for k in sft_state)
     assert any(not torch.equal(starts[-1][k], sft_state[k]) for k in sft_state)  # stage 1's policy started from stage 0's weights
 
-    # 3) everything finished: a rerun trains nothing
+    # the final model is the last stage's, its files shared (hard links), not a second copy of the weights
+    assert _shares_files(run.grpo_model, run.grpo / "stage_1" / "model")
+
+    # 3) everything finished: a rerun trains nothing, and publishes the kept last stage's model again
     STAGE_REGISTRY["grpo"].call(cfg, console=console)
     assert built == ["neg", "pos", "pos"]
+    assert run.is_done("grpo") and _shares_files(run.grpo_model, run.grpo / "stage_1" / "model")
+
+
+def _shares_files(a: Path, b: Path) -> bool:
+    """Whether the two model dirs hold the same file names, each one file under two names (a hard link)."""
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and "model.safetensors" in names and all(
+        (a / n).samefile(b / n) for n in names
+    )
+
+
+def test_publish_model_copies_where_links_are_refused_and_never_leaves_a_half_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found on the real Gemma path: grpo/model was a full copy of grpo/stage_<last>/model (1 GB more per
+    Gemma run); it is now hard links, a copy where the filesystem refuses links (another device), and still whole or
+    absent: a failure half-way leaves the earlier grpo/model as it was."""
+    import errno
+    import os
+
+    import conrec.llm.training.grpo as grpo_mod
+
+    last = tmp_path / "stage_1" / "model"
+    last.mkdir(parents=True)
+    for name, data in (("config.json", b"{}"), ("model.safetensors", b"w" * 64), ("tokenizer.json", b"{}")):
+        (last / name).write_bytes(data)
+    out = tmp_path / "model"
+    grpo_mod.publish_model(last, out)
+    assert all((out / p.name).samefile(p) for p in last.iterdir())
+
+    def refused(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refused)
+    grpo_mod.publish_model(last, out)
+    assert all((out / p.name).read_bytes() == p.read_bytes() and not (out / p.name).samefile(p) for p in last.iterdir())
+
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls: list[str] = []
+    real = grpo_mod.link_or_copy
+
+    def dies_on_the_second_file(src: str, dst: str) -> str:
+        calls.append(src)
+        if len(calls) == 2:
+            raise RuntimeError("killed")
+        return real(src, dst)
+
+    monkeypatch.setattr(grpo_mod, "link_or_copy", dies_on_the_second_file)
+    with pytest.raises(RuntimeError, match="killed"):
+        grpo_mod.publish_model(last, out)
+    assert len(calls) == 2 and {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "stage_1"]  # no temporary dir left
 
 
 def test_grpo_requires_sft_model(tmp_path: Path) -> None:

@@ -174,6 +174,39 @@ def test_discernment_accuracy_by_hand():
     assert accuracy(predictor, []) is None
 
 
+def test_discernment_check_says_how_many_questions_and_counts_them_off_a_terminal(tables, monkeypatch, tmp_path):
+    """Found on the real Gemma path: after the SFT bar (and each GRPO stage's) the discernment scoring printed nothing
+    for minutes (334 s for 56 questions on a CPU). It now says how many questions it asks and counts them in a bar,
+    whose plain lines appear off a terminal, scored in the decoder's batches (the same batches as one call)."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from conrec.llm.config import DecodeConfig
+    from conrec.llm.inference import predict
+    from conrec.llm.training.discernment import measure
+
+    _, samples, sid_map = tables
+    batches: list[int] = []
+
+    def score_prompts(prompts, options):
+        batches.append(len(prompts))
+        return [[0.0, -1.0, -1.0, -1.0] for _ in prompts]
+
+    monkeypatch.setattr(predict.Predictor, "from_dir", classmethod(lambda cls, *a, **k: SimpleNamespace(score_prompts=score_prompts)))
+    monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "3600")  # the bar's last line only
+    buf = io.StringIO()
+    sft = SftConfig(discernment_holdout=0.5, discernment_eval=9)
+    out = measure(tmp_path, sid_map, sft, DecodeConfig(batch_size=4), 5, samples,
+                  console=Console(file=buf, force_terminal=False, width=200), who="SFT")
+    n = out["n_questions"]
+    assert n == 9 and batches == [4, 4, 1]
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "SFT: discernment check on 9 held-out four-choice questions (at most sft.discernment_eval = 9)"
+    assert lines[1].startswith("SFT discernment: 9/9 (100%), ") and len(lines) == 2
+
+
 def test_forgetting_summary_by_hand():
     from conrec.llm.training.discernment import markdown, summary
 

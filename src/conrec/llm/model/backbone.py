@@ -34,7 +34,13 @@ from transformers import (  # noqa: E402
 
 from conrec.errors import StageInputError  # noqa: E402
 from conrec.llm.config import ModelConfig  # noqa: E402
-from conrec.llm.model.backbones import cache_root, pretrained_dir, tiny_model, tokenizer_dir  # noqa: E402,F401  (cache_root, tiny_model: public API)
+from conrec.llm.model.backbones import (  # noqa: E402,F401  (cache_root, tiny_model: public API)
+    cache_root,
+    check_available,
+    pretrained_dir,
+    tiny_model,
+    tokenizer_dir,
+)
 from conrec.llm.model.model_files import verify_model_dir  # noqa: E402
 
 
@@ -69,6 +75,23 @@ def load_backbone(model_cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTo
         return tiny_model(model_cfg.tiny, len(tok), tok), tok
     src = _checked_dir(model_cfg.path) if model_cfg.path is not None else pretrained_dir(model_cfg.backbone)
     return load_causal_lm(src), tok
+
+
+def check_loadable(model_cfg: ModelConfig) -> None:
+    """Raise :class:`StageInputError`, in one line, where :func:`load_backbone` would fail to find its source:
+    the preset's package (and no cached conversion), or a ``path`` that is not a whole model directory. Loads,
+    converts and hashes nothing (a package lookup, the cache's marker file, the model dir's JSON files and
+    safetensors headers).
+
+    Why: the SFT stage's preflight calls it, so that a backbone this machine lacks (a finished SmolLM2 run
+    switched to ``backbone: gemma3`` before the extra was installed) is refused before the pipeline rewrites
+    config.yaml and unmarks sft, grpo and eval; it was refused by :func:`load_backbone` inside the stage."""
+    if model_cfg.tiny is not None:
+        check_available(model_cfg.backbone, tokenizer_only=True)
+    elif model_cfg.path is not None:
+        _checked_dir(model_cfg.path)
+    else:
+        check_available(model_cfg.backbone)
 
 
 def load_causal_lm(model_dir: Path) -> PreTrainedModel:

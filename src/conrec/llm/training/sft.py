@@ -36,7 +36,7 @@ from conrec.llm.config import COPY_BIAS_NEEDS_DENSE_LOSS, early_stopping_refusal
 from conrec.llm.inference.item_text import control_pattern, items_with_control_text, neutralise_all, tokenizer_control_tokens
 from conrec.llm.inference.prompts import DISLIKE_TAG, LIKE_TAG, NEG_CLOSE, NEG_OPEN
 from conrec.llm.model import copy_bias
-from conrec.llm.model.backbone import load_backbone
+from conrec.llm.model.backbone import check_loadable, load_backbone
 from conrec.llm.model.checkpoints import (
     CompleteCheckpointMarker,
     LogAtEachCheckpoint,
@@ -394,18 +394,23 @@ def check_settings(sections: SftSections) -> None:
     """Refuse, in one line, the SFT settings that contradict each other or the split (:meth:`SftConfig.refusal`,
     :func:`history_loss_refusal`, :func:`early_stopping_refusal`): the config's validators refuse all but
     ``history_loss_refusal`` when it is loaded; this sees a config built with ``model_copy`` too (the ablation rows),
-    which no validator checks."""
+    which no validator checks. Then a backbone this machine cannot load (:func:`check_loadable`: a preset whose
+    package is not installed and not converted in the cache, a ``sft.model.path`` that is no model dir), here
+    because every caller runs before anything is trained or touched: the preflight, `conrec demo` before its
+    data and sid stages run (which unmark sft, grpo and eval too), `conrec ablate` before its first row."""
     sft = sections.sft
     why = sft.refusal() or history_loss_refusal(sft) or early_stopping_refusal(sft.train, sections.split.train_until)
     if why is not None:
         raise ConfigError(why)
+    check_loadable(sft.model)
 
 
 def preflight(sections: SftSections, run_dir: Path) -> tuple[Any, Any, SidMap]:
     """Every refusal SFT can make from its settings and the run's existing inputs, before anything is written:
     :meth:`conrec.stages.Stage.precheck` calls it before the pipeline rewrites config.yaml and unmarks sft, grpo
     and eval, and :func:`run` at its start. (A refused `conrec sft` or `conrec demo`, e.g. the timeline task with
-    a segmented layout, left a finished run without its SFT, GRPO and eval markers and with the refused config.)
+    a segmented layout, or ``backbone: gemma3`` without its packages, left a finished run without its SFT, GRPO
+    and eval markers and with the refused config.)
     Returns the run's (items, samples, sid_map), read once for the runner."""
     from conrec.llm.training.early_stopping import valid_points
 
@@ -636,7 +641,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         from conrec.llm.training.discernment import measure
 
         # the alignment accuracy the GRPO stages are compared with (forgetting), on held-out users
-        stats["discernment"] = measure(out, sid_map, sft, sections.decode, sections.seed, samples)
+        stats["discernment"] = measure(out, sid_map, sft, sections.decode, sections.seed, samples, console=console, who="SFT")
         stats["seconds"] = round(time.perf_counter() - started, 1)
         write_json(stats, rd.sft / "stats.json")
         rd.mark_done("sft", {"steps": stats["steps"], "train_loss": stats["train_loss"]})
