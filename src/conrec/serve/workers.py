@@ -8,9 +8,11 @@ them; conrec adds no process manager of its own.
 
 Each worker loads the run itself (:func:`app_from_env`), so memory grows with the model's size
 per process, and each has its own admission queue and micro-batcher: ``inference_workers`` and
-``max_queue`` are per process. The parent process loads and checks the run once before any worker
-starts (:func:`conrec.serve.app.run`), so a stale, missing or non-finite model gives the usual
-one-line error instead of a loop of failing workers.
+``max_queue`` are per process. The parent process checks the run once before any worker starts
+(:func:`conrec.serve.app.check_servable`), loading nothing, so a missing run or no current model gives
+the usual one-line error once; what only a load finds (non-finite weights, an unreadable table) the
+first worker finds, and it stops the server with that line (:func:`app_from_env`) instead of a loop of
+failing workers. The parent holds no copy of the model: N workers are N copies, not N+1.
 
 Every worker serves the model the parent checked (:data:`SERVED_ENV`), from the data, SID and eval stages
 the parent read (:data:`LOADED_ENV`). One that uvicorn restarts after
