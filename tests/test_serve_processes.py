@@ -253,6 +253,7 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
 
     monkeypatch.setattr(app_mod, "create_app_from_run", fake_app)
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)
+    monkeypatch.setattr(workers, "ignore_hangup", lambda: None)
     monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
     monkeypatch.setenv(workers.CONFIG_ENV, str(path))
     monkeypatch.setenv(workers.SERVED_ENV, "sft@abc")
@@ -279,6 +280,7 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
     path = tmp_path / "serve.yaml"
     path.write_text(dump_config(cfg))
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)  # this is the test process, not a worker
+    monkeypatch.setattr(workers, "ignore_hangup", lambda: None)
     monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
     for name, value in ((workers.CONFIG_ENV, str(path)), (workers.SERVED_ENV, parent.state.served),
                         (workers.LOADED_ENV, json.dumps(parent.state.loaded)), (workers.STOP_ENV, str(tmp_path / "stopped"))):
@@ -374,3 +376,27 @@ def test_the_parent_of_several_workers_checks_the_run_without_loading_it(tmp_pat
     stand_in = lambda c, name: PopularDislikePredictor(read_parquet(run.events), read_parquet(run.sid_map)["item_id"].to_list())  # noqa: E731
     worker = create_app_from_run(cfg, load_lm=stand_in, pinned=want)
     assert handed == [(worker.state.served, worker.state.loaded)] and worker.state.served.startswith(f"{want}@")
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sighup_is_ignored_with_a_warning_whatever_the_number_of_processes(tmp_path, processes):
+    """Found by probing: with the default serve.processes 1, SIGHUP (the usual "reload" signal; a closed terminal
+    sends it) ended the server at once, exit status 129 and no line, while with 2 it was ignored with a warning, as
+    docs/reliability.md says. Sent to every process (as a terminal's hangup is), it also ended the workers of 2."""
+    import signal
+    import time
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": processes}})
+    with local_server(cfg, startup_timeout=120) as server:
+        served_by = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.log_tail(100_000))]
+        for pid in {server.process.pid, *served_by}:
+            os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while "SIGHUP ignored" not in server.log_tail(100_000) and server.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = server.log_tail(100_000)
+        assert server.process.poll() is None, log
+        assert log.count("SIGHUP ignored: the server keeps the model it loaded") == 1, log  # said once, by the parent
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        assert len(served_by) == processes and all(_pid_alive(p) for p in served_by), server.log_tail(100_000)

@@ -22,7 +22,8 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -697,6 +698,30 @@ def check_can_listen(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
 
 
+SIGHUP_IGNORED = "SIGHUP ignored: the server keeps the model it loaded (there is no reload); restart conrec serve to serve a retrained one"
+
+
+@contextmanager
+def sighup_ignored() -> Iterator[None]:
+    """Within the block, SIGHUP logs :data:`SIGHUP_IGNORED` instead of ending the process (main thread only, where
+    signals can be handled; elsewhere nothing changes).
+
+    Why: SIGHUP is the usual "reload" signal, and a closed terminal sends it. Its default action ended a
+    single-process server at once (exit status 129, no line, requests in flight not answered), while with
+    ``serve.processes`` > 1 it was ignored with this warning (:class:`conrec.serve.workers._Supervisor`):
+    reloading would serve whatever model the run holds then, so a restart is the one way to change it."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_IGNORED))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
     """``conrec serve``: load the run, then serve with uvicorn: one process with the model in memory, or
     ``serve.processes`` worker processes with one copy each (:mod:`conrec.serve.workers`), the parent only checking
@@ -720,7 +745,9 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
     options: dict[str, Any] = dict(host=bind, port=port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
     options.update(set_read_timeout(cfg.serve.request_read_timeout_s))  # each request must arrive whole in time
     if cfg.serve.processes == 1:
-        uvicorn.run(create_app_from_run(cfg), **options)
+        app = create_app_from_run(cfg)
+        with sighup_ignored():
+            uvicorn.run(app, **options)
         return
     from conrec.serve.workers import serve_processes, worker_threads
 

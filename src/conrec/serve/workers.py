@@ -21,7 +21,8 @@ startup-failure status, which stops the whole server: it had restarted it in an 
 tracebacks, or (after ``conrec sft`` on the run) served the new model beside the old one, two answers
 from one service. ``/healthz`` says ``loaded_current: false`` once one of those stages has rerun (``model_current``
 covers the model), and the parent's last line names what the worker found changed. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
-one, each with whatever model the run holds then). Workers stop with the parent even when it is
+one, each with whatever model the run holds then): the parent logs it, the workers ignore it (a closed terminal sends
+it to them too). Workers stop with the parent even when it is
 killed (Linux).
 """
 
@@ -65,6 +66,7 @@ def app_from_env() -> FastAPI:
     from conrec.serve.app import create_app_from_run
 
     stop_with_parent()
+    ignore_hangup()
     cfg = load_config(os.environ[CONFIG_ENV])
     expected = os.environ.get(SERVED_ENV)
     # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
@@ -132,11 +134,24 @@ def stop_with_parent() -> None:
         raise SystemExit(0)  # (not "the parent is pid 1": in a container the supervisor itself often is)
 
 
+def ignore_hangup() -> None:
+    """Ignore SIGHUP in this worker (the parent logs it once: :class:`_Supervisor`); elsewhere than POSIX a no-op.
+
+    Why: a closed terminal sends SIGHUP to the whole process group; the parent ignored it, but its default action
+    ended every worker, and uvicorn restarted them, each loading the run again."""
+    import signal
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class _Supervisor(Multiprocess):
     """uvicorn's supervisor, except that SIGHUP does not replace the workers (see the module docstring)."""
 
     def handle_hup(self) -> None:
-        log.warning("SIGHUP ignored: the workers keep the model they loaded; restart conrec serve to serve a retrained one")
+        from conrec.serve.app import SIGHUP_IGNORED
+
+        log.warning(SIGHUP_IGNORED)
 
 
 class _TcpConfig(uvicorn.Config):
