@@ -154,6 +154,21 @@ def test_cli_reads_a_user_id_as_the_server_does_and_predict_takes_a_whole_dislik
         assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output  # the console wraps lines
 
 
+def test_predict_help_says_which_k_a_dislikes_body_without_k_gets(trained, tmp_path):
+    """Found by probing: the --history help said a POST /v1/dislikes body "is read as the server reads it", but a body
+    without "k" gets decode.top_k items where the server gives serve.default_k (the CLI's default, as docs/pipeline.md
+    says): the help now says so."""
+    cfg, _ = trained
+    assert cfg.decode.top_k != cfg.serve.default_k  # 5 and 10: the two defaults tell apart
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"negative": ["i0", "i4"], "explain": False}))  # a whole server body, without k
+    r = CliRunner().invoke(app, ["predict", "--run-dir", str(cfg.run_dir), "--history", str(body), "--model", "sft"])
+    assert r.exit_code == 0, r.output
+    assert f"top-{cfg.decode.top_k} likely dislikes" in r.output
+    text = CliRunner().invoke(app, ["predict", "--help"], env={"COLUMNS": "2000"}).output
+    assert '"k" unless --k is given; without either decode.top_k, where the server uses serve.default_k' in text
+
+
 def test_score_checks_before_loading_and_honours_explain_and_out_in_both_modes(trained, tmp_path, monkeypatch):
     """An unknown id or model failed only after the model loaded (seconds), with no word on whether the id was a
     history's or a candidate's; ``--explain`` on a batch and ``--out`` on a request were ignored silently."""

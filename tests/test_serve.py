@@ -373,6 +373,14 @@ def test_serve_config_rejects_default_k_above_max_k():
         ServeConfig(default_k=20, max_k=10)
 
 
+def test_serve_config_bounds_max_k_with_the_reason():
+    """Found by probing: max_k had no bound while a request's beam search grows with k squared (k 19,960 took 39 s
+    and 7.1 GB on a tiny model); one client could take gigabytes of a shared host. The default stays 50."""
+    assert ServeConfig().max_k == 50 and ServeConfig(max_k=1000).max_k == 1000
+    with pytest.raises(ValueError, match=r"max_k\n.*1001 is over 1000: the beam search's time and memory grow with k squared"):
+        ServeConfig(max_k=1001)
+
+
 def _popular_run(root: Path) -> tuple[RunDir, PipelineConfig]:
     """A run served as ``popular`` whose training events can be read (a valid cut-off after every event)."""
     from conrec.io import write_json

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 import uvicorn
 
 from conrec.config import PipelineConfig, dump_config
@@ -72,6 +73,27 @@ def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
     assert text.count("no such run directory") == 1, text  # said once, by the parent: no worker repeats it
     assert "Started server process" not in text and "worker process" not in text and "Started parent process" not in text
     assert "Traceback" not in text
+
+
+def test_what_only_loading_finds_stops_the_server_once_with_a_workers_line(tmp_path):
+    """The parent checks the run without loading it, so a table that reads but does not load (or non-finite weights)
+    is found by the workers: the first to find it stops the whole server with its one line (exit 2), no loop of restarts."""
+    import polars as pl
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    pl.DataFrame({"x": [1]}).write_parquet(run.items)  # edited by hand: the stage stays current, so the parent's check passes
+    cfg = PipelineConfig.model_validate(
+        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": _free_port()}}
+    )
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=300
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    assert "a worker process stopped the server: items table: missing column(s) ['item_id', 'title']" in text, text
+    assert text.rstrip().splitlines()[-1].startswith("error: a worker process stopped the server: items table")
 
 
 def test_listening_socket_says_tcp_so_accepted_connections_get_nodelay():
@@ -231,6 +253,7 @@ def test_a_restarted_worker_loads_the_model_the_parent_served_not_a_fresh_choice
 
     monkeypatch.setattr(app_mod, "create_app_from_run", fake_app)
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)
+    monkeypatch.setattr(workers, "ignore_hangup", lambda: None)
     monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
     monkeypatch.setenv(workers.CONFIG_ENV, str(path))
     monkeypatch.setenv(workers.SERVED_ENV, "sft@abc")
@@ -257,6 +280,7 @@ def test_a_restarted_worker_reads_the_stages_its_siblings_read_or_stops_the_serv
     path = tmp_path / "serve.yaml"
     path.write_text(dump_config(cfg))
     monkeypatch.setattr(workers, "stop_with_parent", lambda: None)  # this is the test process, not a worker
+    monkeypatch.setattr(workers, "ignore_hangup", lambda: None)
     monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
     for name, value in ((workers.CONFIG_ENV, str(path)), (workers.SERVED_ENV, parent.state.served),
                         (workers.LOADED_ENV, json.dumps(parent.state.loaded)), (workers.STOP_ENV, str(tmp_path / "stopped"))):
@@ -297,3 +321,82 @@ def test_serve_processes_leaves_no_identities_to_a_later_server(tmp_path, monkey
     workers.serve_processes(cfg, {})  # a second server told of no identities: its workers are not told the first's
     assert seen[1][workers.LOADED_ENV] is None and seen[1][workers.SERVED_ENV] is None and seen[1][workers.CONFIG_ENV]
     assert all(os.environ.get(name) is None for name in names)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("model", ["popular", "grpo"])
+def test_the_parent_of_several_workers_checks_the_run_without_loading_it(tmp_path, monkeypatch, caplog, model):
+    """Found by probing (a 20k-item run): the parent built the whole app to check the run, and `del app; gc.collect()`
+    freed nothing (FastAPI's caches keep the endpoint closures, and with them the model, catalogue, users and
+    explainer), so serve.processes 2 held three loaded copies (689 MB each) and the workers began loading only after
+    the parent had. The parent now loads nothing, and hands the workers the build a worker then loads."""
+    import logging
+
+    import conrec.serve.app as app_mod
+    from conrec.serve import workers
+    from conrec.serve.app import create_app_from_run
+
+    from builders import record_current, serve_tables, write_fake_outputs
+
+    if model == "popular":
+        run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+        want = "popular"
+    else:  # GRPO not run: the server falls back to SFT, and says so in the parent
+        from conrec.io import write_parquet
+        from conrec.runs import RunDir
+
+        run = RunDir(tmp_path / "run")
+        items, sid_map, events = serve_tables()
+        for table, path in ((items, run.items), (sid_map, run.sid_map), (events, run.events)):
+            write_parquet(table, path)
+        write_fake_outputs(run, "sft")
+        want = "sft"
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {"model": model, "processes": 2}})
+    if model != "popular":
+        record_current(cfg, "sft")
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the parent loaded the run")
+
+    handed: list[tuple[str | None, dict | None]] = []
+    monkeypatch.setattr(app_mod, "load_predictor", no_load)
+    monkeypatch.setattr(app_mod, "load_lm", no_load)
+    monkeypatch.setattr(app_mod, "create_app_from_run", no_load)
+    monkeypatch.setattr(workers, "serve_processes", lambda cfg, options, served=None, loaded=None: handed.append((served, loaded)))
+    with caplog.at_level(logging.WARNING, logger="conrec.serve"):
+        app_mod.run(cfg, host="127.0.0.1", port=_free_port())
+    assert ("not serving the grpo model" in caplog.text) == (model == "grpo")  # the fallback is said by the parent
+    monkeypatch.undo()
+    # what a worker loads is what the parent handed it: it serves, instead of stopping the server
+    stand_in = lambda c, name: PopularDislikePredictor(read_parquet(run.events), read_parquet(run.sid_map)["item_id"].to_list())  # noqa: E731
+    worker = create_app_from_run(cfg, load_lm=stand_in, pinned=want)
+    assert handed == [(worker.state.served, worker.state.loaded)] and worker.state.served.startswith(f"{want}@")
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sighup_is_ignored_with_a_warning_whatever_the_number_of_processes(tmp_path, processes):
+    """Found by probing: with the default serve.processes 1, SIGHUP (the usual "reload" signal; a closed terminal
+    sends it) ended the server at once, exit status 129 and no line, while with 2 it was ignored with a warning, as
+    docs/reliability.md says. Sent to every process (as a terminal's hangup is), it also ended the workers of 2."""
+    import signal
+    import time
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": processes}})
+    with local_server(cfg, startup_timeout=120) as server:
+        served_by = [int(p) for p in re.findall(r"Started server process \[(\d+)\]", server.log_tail(100_000))]
+        for pid in {server.process.pid, *served_by}:
+            os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while "SIGHUP ignored" not in server.log_tail(100_000) and server.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        log = server.log_tail(100_000)
+        assert server.process.poll() is None, log
+        assert log.count("SIGHUP ignored: the server keeps the model it loaded") == 1, log  # said once, by the parent
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+        assert len(served_by) == processes and all(_pid_alive(p) for p in served_by), server.log_tail(100_000)

@@ -45,7 +45,8 @@ RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from th
 HISTORY_HELP = escape(
     'JSON file: {"negative": [item ids], "positive": [item ids]} (oldest first; "neg"/"pos" accepted) '
     'or {"history": [{"item_id": ..., "feedback": -1 or 1}, ...]}, or {"user_id": ...} of the run\'s events; a whole '
-    'POST /v1/dislikes body is read as the server reads it ("k" unless --k is given, "explain" or --explain); '
+    'POST /v1/dislikes body is read as the server reads it ("k" unless --k is given; without either decode.top_k, where '
+    'the server uses serve.default_k; "explain" or --explain); '
     "see examples/history.json"
 )
 
@@ -210,7 +211,7 @@ def predict(
     split: str | None = typer.Option(None, help="batch mode: predict every sample of this split"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output .parquet file (a split; one history: the printed table)"),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
-    k: int | None = typer.Option(None, min=1, help="how many items (default: decode.top_k)"),
+    k: int | None = typer.Option(None, min=1, help="how many items (default: a --history body's \"k\", else decode.top_k)"),
     explain: bool = typer.Option(False, "--explain", help="one history only (refused with --split; per row: score --batch --explain): cite the past dislikes each item resembles"),
 ) -> None:
     """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""

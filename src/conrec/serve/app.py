@@ -22,7 +22,8 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -504,9 +505,14 @@ def load_predictor(
         from conrec.serve.popular import PopularDislikePredictor
 
         return PopularDislikePredictor(events, sid_map["item_id"].cast(pl.String).to_list()), name
-    if chosen != name:
-        log.warning("not serving the %s model (%s); serving the %s model instead", name, why, chosen)
+    warn_fallback(name, chosen, why)
     return load_lm(cfg, chosen), chosen
+
+
+def warn_fallback(requested: str, chosen: str, why: str | None) -> None:
+    """Log that ``requested`` (``serve.model``) is passed over for ``chosen``, and ``why``; nothing when they agree."""
+    if chosen != requested:
+        log.warning("not serving the %s model (%s); serving the %s model instead", requested, why, chosen)
 
 
 POPULAR_STAGES = ("data", "sid")  # what ``serve.model: popular`` counts over: its choice, its currency and its identity
@@ -574,12 +580,10 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     :func:`load_predictor`). ``pinned``: the model to load instead of ``cfg``'s choice (a restarted worker loads
     the one its parent serves); ``/healthz`` still compares it with what ``cfg`` asks for."""
     from conrec.io import read_parquet
-    from conrec.pipeline import require_run_dir
     from conrec.serve.ui import mount_inspector
 
     run = RunDir(cfg.run_dir)
-    last = "sid" if (pinned or cfg.serve.model) == "popular" else (pinned or cfg.serve.model)
-    require_run_dir(run, "conrec serve reads its model and tables there", f"run `conrec data` and the stages after it up to {last} first")
+    require_served_run(run, pinned or cfg.serve.model)
     before = {m: served_identity(run, m) for m in ("popular", *MODEL_STAGES)}
     inputs = loaded_identities(run)
     items = read_parquet(run.items, what="items table")
@@ -604,6 +608,32 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     if identity != before[name] or loaded_identities(run) != inputs:
         raise StageInputError(f"the {name} model or its data in {run.root} changed while loading (a stage reran); start again")
     return app
+
+
+def require_served_run(run: RunDir, model: str) -> None:
+    """A one-line :class:`StageInputError` when the run directory to serve ``model`` from does not exist."""
+    from conrec.pipeline import require_run_dir
+
+    last = "sid" if model == "popular" else model
+    require_run_dir(run, "conrec serve reads its model and tables there", f"run `conrec data` and the stages after it up to {last} first")
+
+
+def check_servable(cfg: PipelineConfig) -> tuple[str, dict[str, str | None]]:
+    """(the build ``conrec serve`` with ``cfg`` serves, the identities of the other stages it reads): what the
+    supervisor of ``serve.processes`` > 1 workers checks and hands to them (:func:`conrec.serve.workers.serve_processes`),
+    loading no model and no table. A missing run directory or no current model is the usual one-line error, said once.
+
+    Why not :func:`create_app_from_run`: the parent built the whole app to check the run, and could not free it
+    (FastAPI's caches keep the endpoint closures, so the model, catalogue, users and explainer lived on): the server
+    held one loaded copy more than it has workers, and the workers began loading only after the parent had. What
+    only a load finds (non-finite weights, an unreadable table) a worker finds, and it stops the server with its
+    one line (:func:`conrec.serve.workers.app_from_env`) rather than being restarted in a loop."""
+    run = RunDir(cfg.run_dir)
+    require_served_run(run, cfg.serve.model)
+    inputs = loaded_identities(run)
+    name, why = servable_model(cfg)
+    warn_fallback(cfg.serve.model, name, why)
+    return f"{name}@{served_identity(run, name)}", inputs
 
 
 LOADED_STAGES = ("data", "sid", "eval")  # besides the model's: the tables, explanations and inspector lists come from them
@@ -668,9 +698,34 @@ def check_can_listen(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
 
 
+SIGHUP_IGNORED = "SIGHUP ignored: the server keeps the model it loaded (there is no reload); restart conrec serve to serve a retrained one"
+
+
+@contextmanager
+def sighup_ignored() -> Iterator[None]:
+    """Within the block, SIGHUP logs :data:`SIGHUP_IGNORED` instead of ending the process (main thread only, where
+    signals can be handled; elsewhere nothing changes).
+
+    Why: SIGHUP is the usual "reload" signal, and a closed terminal sends it. Its default action ended a
+    single-process server at once (exit status 129, no line, requests in flight not answered), while with
+    ``serve.processes`` > 1 it was ignored with this warning (:class:`conrec.serve.workers._Supervisor`):
+    reloading would serve whatever model the run holds then, so a restart is the one way to change it."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_IGNORED))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
     """``conrec serve``: load the run, then serve with uvicorn: one process with the model in memory, or
-    ``serve.processes`` worker processes with one copy each (:mod:`conrec.serve.workers`)."""
+    ``serve.processes`` worker processes with one copy each (:mod:`conrec.serve.workers`), the parent only checking
+    the run (:func:`check_servable`)."""
     import uvicorn
 
     if port is not None and not 1 <= port <= 65535:  # before seconds of model loading (it was an OverflowError after)
@@ -687,18 +742,15 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
         log.warning(warning)
     elif warning is not None:  # serve.log_level error/critical (a run directory's config may set it) must not hide it
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
-    app = create_app_from_run(cfg)  # with several processes: the check, once, before any worker starts
     options: dict[str, Any] = dict(host=bind, port=port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
     options.update(set_read_timeout(cfg.serve.request_read_timeout_s))  # each request must arrive whole in time
     if cfg.serve.processes == 1:
-        uvicorn.run(app, **options)
+        app = create_app_from_run(cfg)
+        with sighup_ignored():
+            uvicorn.run(app, **options)
         return
-    import gc
-
     from conrec.serve.workers import serve_processes, worker_threads
 
-    served, loaded = app.state.served, app.state.loaded
-    del app
-    gc.collect()
+    served, loaded = check_servable(cfg)  # once, before any worker starts; the parent loads no copy of its own
     log.info("serving with %d worker processes, %d torch thread(s) each", cfg.serve.processes, worker_threads(cfg))
     serve_processes(cfg, options, served, loaded)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from conrec.config_base import StrictConfig
+
+MAX_K_LIMIT = 1000  # serve.max_k's bound: see its description
 
 
 class ServeConfig(StrictConfig):
@@ -28,7 +30,13 @@ class ServeConfig(StrictConfig):
         "history events on them are left out and such candidates come back unscored (score, rank and decision null), "
         "each response listing them under skipped_items",
     )
-    max_k: int = Field(50, ge=1)
+    max_k: int = Field(
+        50,
+        ge=1,
+        description=f"largest k a request may ask (larger: 422); at most {MAX_K_LIMIT}: the beam search keeps max(k, "
+        "decode.num_beams) beams per history, so a request's time and memory grow with k squared (a tiny model: "
+        "k 2,000 took 0.36 s, 20,000 39 s and 6 GB); to rank many items, send them as a slate to /v1/score",
+    )
     max_history: int = Field(500, ge=1, description="longer histories are rejected with 413")
     max_batch: int = Field(64, ge=1)
     max_candidates: int = Field(200, ge=1, description="largest slate /v1/score accepts (larger: 413)")
@@ -82,6 +90,17 @@ class ServeConfig(StrictConfig):
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True
+
+    @field_validator("max_k")
+    @classmethod
+    def _max_k_bounded(cls, value: int) -> int:
+        """:data:`MAX_K_LIMIT`, with the reason in the one-line error (a bare bound said none)."""
+        if value > MAX_K_LIMIT:
+            raise ValueError(
+                f"{value} is over {MAX_K_LIMIT}: the beam search's time and memory grow with k squared (k 20,000 took 39 s "
+                "and 6 GB on a tiny model; docs/serving.md); to rank many items, send them as a slate to /v1/score"
+            )
+        return value
 
     @model_validator(mode="after")
     def _default_k_fits(self) -> ServeConfig:

@@ -8,9 +8,11 @@ them; conrec adds no process manager of its own.
 
 Each worker loads the run itself (:func:`app_from_env`), so memory grows with the model's size
 per process, and each has its own admission queue and micro-batcher: ``inference_workers`` and
-``max_queue`` are per process. The parent process loads and checks the run once before any worker
-starts (:func:`conrec.serve.app.run`), so a stale, missing or non-finite model gives the usual
-one-line error instead of a loop of failing workers.
+``max_queue`` are per process. The parent process checks the run once before any worker starts
+(:func:`conrec.serve.app.check_servable`), loading nothing, so a missing run or no current model gives
+the usual one-line error once; what only a load finds (non-finite weights, an unreadable table) the
+first worker finds, and it stops the server with that line (:func:`app_from_env`) instead of a loop of
+failing workers. The parent holds no copy of the model: N workers are N copies, not N+1.
 
 Every worker serves the model the parent checked (:data:`SERVED_ENV`), from the data, SID and eval stages
 the parent read (:data:`LOADED_ENV`). One that uvicorn restarts after
@@ -19,7 +21,8 @@ startup-failure status, which stops the whole server: it had restarted it in an 
 tracebacks, or (after ``conrec sft`` on the run) served the new model beside the old one, two answers
 from one service. ``/healthz`` says ``loaded_current: false`` once one of those stages has rerun (``model_current``
 covers the model), and the parent's last line names what the worker found changed. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
-one, each with whatever model the run holds then). Workers stop with the parent even when it is
+one, each with whatever model the run holds then): the parent logs it, the workers ignore it (a closed terminal sends
+it to them too). Workers stop with the parent even when it is
 killed (Linux).
 """
 
@@ -63,6 +66,7 @@ def app_from_env() -> FastAPI:
     from conrec.serve.app import create_app_from_run
 
     stop_with_parent()
+    ignore_hangup()
     cfg = load_config(os.environ[CONFIG_ENV])
     expected = os.environ.get(SERVED_ENV)
     # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
@@ -130,11 +134,24 @@ def stop_with_parent() -> None:
         raise SystemExit(0)  # (not "the parent is pid 1": in a container the supervisor itself often is)
 
 
+def ignore_hangup() -> None:
+    """Ignore SIGHUP in this worker (the parent logs it once: :class:`_Supervisor`); elsewhere than POSIX a no-op.
+
+    Why: a closed terminal sends SIGHUP to the whole process group; the parent ignored it, but its default action
+    ended every worker, and uvicorn restarted them, each loading the run again."""
+    import signal
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 class _Supervisor(Multiprocess):
     """uvicorn's supervisor, except that SIGHUP does not replace the workers (see the module docstring)."""
 
     def handle_hup(self) -> None:
-        log.warning("SIGHUP ignored: the workers keep the model they loaded; restart conrec serve to serve a retrained one")
+        from conrec.serve.app import SIGHUP_IGNORED
+
+        log.warning(SIGHUP_IGNORED)
 
 
 class _TcpConfig(uvicorn.Config):
