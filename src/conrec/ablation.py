@@ -390,8 +390,11 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
+    from conrec.eval.stage import refuse_scoring_trained_labels
+
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
+    refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, ["sft"])  # every table scores LMs: before any trains
     if what in ("grpo", "paper") and cfg.sft.copy_bias.enabled:  # before any training (it failed after the SFT rows)
         raise ConfigError(f"`conrec ablate --what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias; "
                           "ablate a config without it, or use --what prompts")
