@@ -44,3 +44,21 @@ def test_a_demo_that_scores_no_lm_on_valid_is_not_refused(tmp_path: Path, fake_s
     out = CliRunner().invoke(app, ["demo", "-c", str(path)])
     assert out.exit_code == 0, out.output
     assert fake_stages == ["data", "sid", "sft", "grpo", "eval"]
+
+
+def test_ablating_a_child_run_is_refused_naming_the_parent(tmp_path: Path, fake_stages: list[str]) -> None:
+    """`conrec ablate -r <a row of an ablation>` trained nested rows under the row, against its evaluation-only
+    config (no baselines: every "Δ vs best baseline" was "–"), reading the parent's stages without holding it."""
+    from conrec.config import dump_config, load_config, preset_path
+
+    parent = tmp_path / "run"
+    child = parent / "ablations" / "grpo" / "sft"
+    child.mkdir(parents=True)
+    (child / "parent.json").write_text(f'{{"parent": "{parent}", "linked": ["data", "sid", "sft"]}}')
+    (child / "config.yaml").write_text(dump_config(load_config(preset_path("tiny"), {"run_dir": str(child)})))
+    before = sorted(p.name for p in child.iterdir())
+    out = CliRunner().invoke(app, ["ablate", "-r", str(child), "--what", "grpo"])
+    assert out.exit_code == 2, out.output
+    assert out.stderr == (f"error: {child} is a child run of {parent} (a row of an ablation or a learning-curve point); "
+                          f"ablate the parent: conrec ablate -r {parent} --what grpo\n"), out.stderr
+    assert fake_stages == [] and sorted(p.name for p in child.iterdir()) == before

@@ -59,13 +59,13 @@ from rich.console import Console
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, ConrecError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, GrpoConfig
 from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
-from conrec.runs import RunDir
+from conrec.runs import PARENT_FILE, RunDir
 
 WHAT = ("grpo", "prompts", "paper")
 PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
@@ -388,12 +388,31 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     return metrics
 
 
+def refuse_child_run(run_dir: str | Path, what: str) -> None:
+    """Refuse to ablate a child run (an ablation row, a learning-curve point: its ``parent.json``), naming its parent.
+
+    Why: its config is an evaluation-only variant (``eval.baselines: []``, slates off), so the nested rows had no
+    baseline to be compared with (every "Δ vs best baseline" was "–"), and it read the parent's linked stages
+    without holding the parent."""
+    path = Path(run_dir) / PARENT_FILE
+    if not path.is_file():
+        return
+    try:
+        parent = read_json(path).get("parent")
+    except (ConrecError, OSError, AttributeError):  # unreadable: still a child run
+        parent = None
+    of = f"of {parent}" if isinstance(parent, str) else "of another run"
+    hint = f"conrec ablate -r {parent} --what {what}" if isinstance(parent, str) else "conrec ablate -r PARENT"
+    raise ConfigError(f"{run_dir} is a child run {of} (a row of an ablation or a learning-curve point); ablate the parent: {hint}")
+
+
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
     from conrec.eval.stage import refuse_scoring_trained_labels
 
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
+    refuse_child_run(cfg.run_dir, what)
     refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, ["sft"])  # every table scores LMs: before any trains
     if what in ("grpo", "paper") and cfg.sft.copy_bias.enabled:  # before any training (it failed after the SFT rows)
         raise ConfigError(f"`conrec ablate --what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias; "
