@@ -75,6 +75,18 @@ _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", 
 """The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
 
 
+def split_note(cfg: PipelineConfig) -> str:
+    """What every ablation table, and its console summary, says about the split its rows were scored on.
+
+    Why: the tables exist to choose between components, and settings are chosen on the valid split (test is scored
+    once, for the chosen recipe); every shipped ablation config scores test (``train_until: test``), and the table
+    said only "split `test`"."""
+    if cfg.eval.split == "test":
+        return ("Scored on the test split: a report, not a basis for choosing a setting; settings are chosen on valid "
+                "(rerun with data.split.train_until: valid and eval.split: valid to choose between these rows).")
+    return "Scored on the valid split, where settings are chosen; the test split stays for the chosen setting's final run."
+
+
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     """The run's SFT with another layout, trained by that layout's history task: the timeline task
     (dense windows, with its loss :data:`DENSE_LOSS`, whatever the run's) for the timeline layouts, the
@@ -354,6 +366,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         f"{cfg.data.split.horizon_days:g} days; {100 * b.level:g}% bootstrap CIs over the points ({b.resamples} resamples). "
         "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
         "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
+        split_note(cfg), "",
         f"| row | adds | {key} [{label}] | Δ prev [{label}] | Δ vs best baseline [{label}] | HR@{k} | LUF@{k} | discern acc | forgetting | "
         "zero-advantage groups | paper FHR@20 | train s | row s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -384,8 +397,14 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
     console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
-    console.print(f"ablation table: {shown(rd.root / 'ablations' / 'paper.md')}", soft_wrap=True)
+    _print_table_path(cfg, rd.root / "ablations" / "paper.md", console)
     return metrics
+
+
+def _print_table_path(cfg: PipelineConfig, path: Path, console: Console) -> None:
+    """Where the table was written, and the split it was scored on (:func:`split_note`)."""
+    console.print(f"ablation table: {shown(path)}", soft_wrap=True)
+    console.print(f"[yellow]{split_note(cfg)}[/]" if cfg.eval.split == "test" else split_note(cfg), soft_wrap=True)
 
 
 def refuse_child_run(run_dir: str | Path, what: str) -> None:
@@ -470,6 +489,7 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     lines = [
         f"# Ablation: {what}", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days.", "",
+        split_note(cfg), "",
         markdown_table(metrics, ks), "",
         f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs best baseline [{label}] | train s | eval s | zero-advantage groups |",
         "|---|---|---:|---:|---|---|---|",
@@ -495,5 +515,5 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
     console.print(summary_table(metrics, ks, slates))
-    console.print(f"ablation table: {shown(rd.root / 'ablations' / f'{what}.md')}", soft_wrap=True)
+    _print_table_path(cfg, rd.root / "ablations" / f"{what}.md", console)
     return metrics

@@ -1,0 +1,70 @@
+"""What the tables of `conrec ablate` say, written by the real ablation code over fake stages and fake scores.
+
+The stages are replaced by :func:`fake_stages`; the scores of each row by seeded per-point values (so the bootstrap,
+the paired differences and the table layout are the real ones, without training a model).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from conrec.config import PipelineConfig, load_config, preset_path
+from conrec.runs import RunDir
+
+N_POINTS = 60
+K = 5
+
+
+def _scores(seed_text: str) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """(metrics, per-point values) of one model, seeded by ``seed_text`` (a row's directory and model)."""
+    rng = np.random.default_rng(zlib.crc32(seed_text.encode()))
+    points = {f"FHR@{K}": rng.integers(0, 2, N_POINTS).astype(float), f"HR@{K}": rng.integers(0, 2, N_POINTS).astype(float)}
+    return {key: float(v.mean()) for key, v in points.items()}, points
+
+
+@pytest.fixture()
+def fake_scores(monkeypatch: pytest.MonkeyPatch, fake_stages: list[str]) -> list[str]:
+    """Every row's and baseline's scores made up (seeded), the stages faked: the ablation runs its real table code."""
+    import conrec.ablation as ablation
+
+    def points(rd: RunDir, name: str, e: dict[str, Any], horizons: list[float]) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        return _scores(f"{rd.root.name}/{name}")
+
+    def baselines(cfg: PipelineConfig, rd: RunDir, e: dict[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
+        m, p = _scores("popularity")
+        return ["popularity"], {"popularity": m}, {"popularity": p}
+
+    monkeypatch.setattr(ablation, "_eval_inputs", lambda cfg: {"ks": [K], "horizons": []})
+    monkeypatch.setattr(ablation, "_points", points)
+    monkeypatch.setattr(ablation, "_baseline_rows", baselines)
+    return fake_stages
+
+
+def _ablate(tmp_path: Path, what: str, **settings: Any) -> tuple[str, str]:
+    """(the table file, the console) of `conrec ablate --what` on preset:tiny with ``settings``."""
+    from conrec.ablation import run
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"ks": [K]}, **settings})
+    console = Console(record=True, width=200)
+    run(cfg, what, console=console)
+    return (tmp_path / "run" / "ablations" / f"{what}.md").read_text(), console.export_text()
+
+
+@pytest.mark.parametrize("what", ["grpo", "prompts", "paper"])
+def test_each_table_says_which_split_it_scored_and_that_test_is_report_only(tmp_path: Path, fake_scores: list[str], what: str) -> None:
+    """Found by the session-40 experiments: every shipped ablation config scores test, and the table said only
+    "split `test`", though the tables exist to choose between components (chosen on valid, test scored once)."""
+    table, shown = _ablate(tmp_path / "test", what, data={"split": {"train_until": "test"}})
+    note = "Scored on the test split: a report, not a basis for choosing a setting; settings are chosen on valid"
+    assert note in table and note in " ".join(shown.split())
+    from conrec.ablation import split_note
+
+    assert split_note(load_config(preset_path("tiny"))).startswith(note)
+    table, shown = _ablate(tmp_path / "valid", what, eval={"ks": [K], "split": "valid"})
+    assert "Scored on the valid split, where settings are chosen" in table and "report" not in table.split("\n\n")[2]
