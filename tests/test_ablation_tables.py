@@ -68,3 +68,48 @@ def test_each_table_says_which_split_it_scored_and_that_test_is_report_only(tmp_
     assert split_note(load_config(preset_path("tiny"))).startswith(note)
     table, shown = _ablate(tmp_path / "valid", what, eval={"ks": [K], "split": "valid"})
     assert "Scored on the valid split, where settings are chosen" in table and "report" not in table.split("\n\n")[2]
+
+
+@pytest.mark.parametrize(("what", "variant", "reference", "rows"), [
+    ("grpo", "timeline", "sft", {"grpo_next_neg": "grpo_next_neg/grpo", "grpo_future": "grpo_future/grpo"}),
+    ("prompts", "segmented", "sft_segmented", {"sft_neg_only": "neg_only/sft", "sft_timeline": "timeline/sft"}),
+    ("prompts", "timeline", "sft_timeline", {"sft_merged": "merged/sft", "sft_segmented": "segmented/sft"}),
+])
+def test_the_grpo_and_prompts_tables_give_each_row_a_paired_difference_to_their_reference_row(
+    tmp_path: Path, fake_scores: list[str], what: str, variant: str, reference: str, rows: dict[str, str]
+) -> None:
+    """The grpo and prompts tables gave only "Δ vs best baseline": whether GRPO beat the SFT model it started from,
+    or a layout the run's own, was left to two overlapping, unpaired CIs. Each row now has its paired difference to
+    the reference row (the SFT row; the run's own layout), on the resampled points the CIs use, as the paper's Δ prev."""
+    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+    from conrec.io import read_json
+
+    tasks = {"timeline": 1.0, "next_negative": 0.0, "future_negative": 0.0} if variant == "timeline" else {"timeline": 0.0}
+    table, _ = _ablate(tmp_path, what, sft={"prompt": {"variant": variant}, "tasks": tasks})
+    ref_dir = {"sft": "sft/sft", "sft_segmented": "segmented/sft", "sft_timeline": "timeline/sft"}[reference]
+    ref_points = _scores(ref_dir)[1][f"FHR@{K}"]
+    idx = resample_indices(N_POINTS, 1000, 0)
+    assert f"| Δ vs {reference} [95% CI] | Δ vs best baseline [95% CI] |" in table
+    assert f"| {reference} | " in table and "| (reference) |" in table
+    saved = {r["variant"]: r for r in read_json(tmp_path / "run" / "ablations" / f"{what}.json")["variants"]}
+    for row, seeded in rows.items():
+        points = _scores(seeded)[1][f"FHR@{K}"]
+        diff = points.mean() - ref_points.mean()
+        lo, hi = paired_diff_ci(points, ref_points, idx, 0.95)
+        line = [line for line in table.splitlines() if line.startswith(f"| {row} |")][-1]  # the variants table's
+        assert f"| {diff:+.3f} [{lo:+.3f}, {hi:+.3f}] |" in line, line
+        assert saved[row]["diff_ref"] == pytest.approx(diff) and saved[row]["diff_ref_ci"] == pytest.approx([lo, hi])
+
+
+def test_the_paper_table_keeps_its_paired_difference_to_the_row_above(tmp_path: Path, fake_scores: list[str]) -> None:
+    """The paper ladder's Δ prev now comes from the helper the other tables use: the same figures."""
+    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+
+    table, _ = _ablate(tmp_path, "paper")
+    idx = resample_indices(N_POINTS, 1000, 0)
+    ladder = [("sid_title", "sft"), ("alignment", "sft"), ("progressive", "grpo"), ("future_reward", "grpo"), ("pos_penalty", "grpo")]
+    for (prev, prev_model), (row, model) in zip(ladder, ladder[1:]):
+        a, p = _scores(f"{row}/{model}")[1][f"FHR@{K}"], _scores(f"{prev}/{prev_model}")[1][f"FHR@{K}"]
+        lo, hi = paired_diff_ci(a, p, idx, 0.95)
+        line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
+        assert f"| {a.mean() - p.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] |" in line, line

@@ -258,6 +258,27 @@ def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], poin
                   b.resamples, b.level, b.seed)
 
 
+def _paired_difference(cfg: PipelineConfig, points: dict[str, Any], name: str, ref: str, key: str) -> tuple[float, list[float]] | None:
+    """(difference, CI) of row ``name`` minus row ``ref`` in ``key`` on the same resampled points (the resamples the
+    CIs use: ``eval.bootstrap``'s seed): the paper table's "Δ prev" and the other tables' "Δ vs" their reference row.
+    None under :data:`~conrec.eval.compare.MIN_POINTS` points, where the eval stage gives no paired difference either."""
+    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+    from conrec.eval.compare import MIN_POINTS
+    from conrec.eval.metrics import nan_mean
+
+    a, r = points[name][key], points[ref][key]
+    if len(a) < MIN_POINTS:
+        return None
+    b = cfg.eval.bootstrap
+    idx = resample_indices(len(a), b.resamples, b.seed)
+    return nan_mean(a) - nan_mean(r), list(paired_diff_ci(a, r, idx, b.level))
+
+
+def _diff_cell(diff: tuple[float, list[float]] | None) -> str:
+    """``+0.012 [-0.020, +0.045]`` ('–' without one)."""
+    return "–" if diff is None else f"{diff[0]:+.3f} [{diff[1][0]:+.3f}, {diff[1][1]:+.3f}]"
+
+
 def _baselines_child(cfg: PipelineConfig, root: Path, console: Console) -> RunDir:
     """The baselines evaluated in a child run ``root/baselines`` (an eval stage without LM, the run's data and SIDs
     linked). Why not in the run itself: that overwrote its config (eval.models: []) and its eval stage, which later
@@ -299,7 +320,6 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
 
 def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
     """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
-    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
     from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
@@ -344,11 +364,9 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     b = ecfg.bootstrap
     _add_intervals(cfg, metrics, points, baselines)
     n_points = len(next(iter(points[rows[0]["variant"]].values())))
-    idx = resample_indices(n_points, b.resamples, b.seed)
     for prev, row in zip(rows, rows[1:]):
-        a, p_ = points[row["variant"]][key], points[prev["variant"]][key]
-        row["diff_prev"] = float(a.mean() - p_.mean())
-        row["diff_prev_ci"] = list(paired_diff_ci(a, p_, idx, b.level))
+        if (diff := _paired_difference(cfg, points, row["variant"], prev["variant"], key)) is not None:
+            row["diff_prev"], row["diff_prev_ci"] = diff
     seconds = round(time.perf_counter() - started, 1)
 
     def cell(v: Any, fmt: str = "{:.3f}") -> str:
@@ -373,8 +391,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     ]
     for r in rows:
         m = metrics[r["variant"]]
-        dprev = ("–" if "diff_prev" not in r else
-                 f"{r['diff_prev']:+.3f} [{r['diff_prev_ci'][0]:+.3f}, {r['diff_prev_ci'][1]:+.3f}]")
+        dprev = _diff_cell((r["diff_prev"], r["diff_prev_ci"]) if "diff_prev" in r else None)
         dbest = ("–" if f"{key}_diff" not in m else
                  f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
         lines.append(
@@ -448,6 +465,15 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         return _run_rows(cfg, what, console, started)
 
 
+def reference_row(cfg: PipelineConfig, what: str) -> tuple[str, str]:
+    """(the row every other row of ``--what grpo`` or ``prompts`` is compared with, why that one): the SFT model the
+    GRPO rows start from; the layout the run itself trains. The tables gave only "Δ vs best baseline", so whether a
+    row beat its reference was left to two overlapping, unpaired CIs."""
+    if what == "grpo":
+        return "sft", "the model every GRPO row starts from"
+    return f"sft_{cfg.sft.prompt.variant}", "the run's own prompt layout"
+
+
 def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) -> dict[str, dict[str, float]]:
     """``--what grpo`` or ``prompts``: the run itself, then one child run per variant, then the table."""
     from conrec.eval.compare import ci_label
@@ -484,17 +510,23 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
 
     _add_intervals(cfg, metrics, points, baselines)
     ks = sorted(set(cfg.eval.ks))
+    key = f"FHR@{ks[-1]}"
+    ref, why_ref = reference_row(cfg, what)
+    for r in rows:  # each row against the table's reference row, on the same resampled points
+        if r["variant"] != ref and (paired := _paired_difference(cfg, points, r["variant"], ref, key)) is not None:
+            r["diff_ref"], r["diff_ref_ci"] = paired
     seconds = round(time.perf_counter() - started, 1)
     label = ci_label(metrics)
     lines = [
         f"# Ablation: {what}", "",
-        f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days.", "",
+        f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days. "
+        f"Δ vs {ref} = paired difference to the {ref} row ({why_ref}), on the same resampled points.", "",
         split_note(cfg), "",
         markdown_table(metrics, ks), "",
-        f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs best baseline [{label}] | train s | eval s | zero-advantage groups |",
-        "|---|---|---:|---:|---|---|---|",
+        f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs {ref} [{label}] | Δ vs best baseline [{label}] | train s | eval s | "
+        "zero-advantage groups |",
+        "|---|---|---:|---:|---:|---|---|---|",
     ]
-    key = f"FHR@{ks[-1]}"
     for r in rows:
         m = metrics[r["variant"]]
         zero = "" if r["zero_adv_share"] is None else f"{r['zero_adv_share']:.0%}"
@@ -504,13 +536,14 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         fhr = f"{m[key]:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
         diff = ("–" if f"{key}_diff" not in m else
                 f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
-        lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {diff} | {train} | {evs} | {zero} |")
+        dref = "(reference)" if r["variant"] == ref else _diff_cell((r["diff_ref"], r["diff_ref_ci"]) if "diff_ref" in r else None)
+        lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {dref} | {diff} | {train} | {evs} | {zero} |")
     if what == "prompts" and (notes := _prompt_notes(cfg)):
         lines += ["", *notes]
     lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
-    write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
+    write_json({"metrics": metrics, "variants": rows, "reference": ref, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
     slates = _slate_metrics(baselines_run)
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
