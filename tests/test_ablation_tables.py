@@ -113,3 +113,24 @@ def test_the_paper_table_keeps_its_paired_difference_to_the_row_above(tmp_path: 
         lo, hi = paired_diff_ci(a, p, idx, 0.95)
         line = next(line for line in table.splitlines() if line.startswith(f"| {row} |"))
         assert f"| {a.mean() - p.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] |" in line, line
+
+
+@pytest.mark.parametrize(("variant", "changed", "task", "run_task"), [
+    ("neg_timeline", ["sft_neg_only", "sft_segmented", "sft_merged"], "next_negative 1, future_negative 1", "timeline 1"),
+    ("segmented", ["sft_timeline", "sft_neg_timeline"], "timeline 1", "next_negative 1, future_negative 1"),
+])
+def test_the_prompts_table_says_which_rows_train_another_history_task(
+    tmp_path: Path, fake_scores: list[str], variant: str, changed: list[str], task: str, run_task: str
+) -> None:
+    """Found by the session-40 experiments: on preset:demo (neg_timeline, the timeline task) the neg_only, segmented and
+    merged rows train the next/future-negative tasks instead (4 settings differ from the run, not 1; under epochs, other
+    step counts), and the table said only "SFT, neg_only prompt"."""
+    tasks = {"timeline": 1.0, "next_negative": 0.0, "future_negative": 0.0} if variant == "neg_timeline" else {"timeline": 0.0}
+    table, _ = _ablate(tmp_path, "prompts", sft={"prompt": {"variant": variant}, "tasks": tasks})
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in table.splitlines() if line.startswith("| sft_") and "prompt" in line}
+    assert len(rows) == 5
+    for name, line in rows.items():
+        label = f"| SFT, {name.removeprefix('sft_')} prompt, history task {task if name in changed else run_task}"
+        assert label + (" (not the run's) |" if name in changed else " |") in line, line
+    listed = ", ".join(changed[:-1]) + " and " + changed[-1]
+    assert f"The {listed} rows train the history task {task} instead of the run's {run_task}: " in table

@@ -111,9 +111,31 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt, "tasks": tasks, "train": train})})
 
 
+HISTORY_TASKS = ("next_negative", "future_negative", "timeline")
+"""The SFT tasks that train on the user's history, one of which each prompt layout is trained by."""
+
+
+def history_task(cfg: PipelineConfig) -> str:
+    """The history tasks ``cfg``'s SFT trains, with their weights: ``timeline 1`` or ``next_negative 1, future_negative 1``."""
+    tasks = cfg.sft.tasks
+    return ", ".join(f"{k} {getattr(tasks, k):g}" for k in HISTORY_TASKS if getattr(tasks, k) > 0) or "none"
+
+
 def _prompt_notes(cfg: PipelineConfig) -> list[str]:
-    """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout."""
+    """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout:
+    the history task (each layout is trained by its own: a timeline run's neg_only row trains next/future-negative
+    prompts, and with ``epochs`` another number of examples and steps), the loss, ``history_loss``."""
     tr, notes = cfg.sft.train, []
+    changed_task: dict[str, list[str]] = {}
+    for name, _, row, _ in prompt_variants(cfg):
+        if history_task(row) != history_task(cfg):
+            changed_task.setdefault(history_task(row), []).append(name)
+    for task, names in changed_task.items():
+        listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+        steps = "examples and, under sft.train.epochs, steps" if tr.max_steps == -1 else "examples"
+        notes.append(f"The {listed} row{'s' if len(names) > 1 else ''} train{'' if len(names) > 1 else 's'} the history task "
+                     f"{task} instead of the run's {history_task(cfg)}: each layout is trained by its own history task (so on "
+                     f"another number of {steps}), and such a row measures its layout and its task together.")
     changed = {k: v for k, v in DENSE_LOSS.items() if getattr(tr, k) != v}
     if changed:
         run_side = ", ".join(f"{k}: {str(getattr(tr, k)).lower()}" for k in changed)
@@ -129,7 +151,9 @@ def _prompt_notes(cfg: PipelineConfig) -> list[str]:
 
 def prompt_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, str]]:
     """``--what prompts``'s rows: (name, what it is, config, model), one SFT model per layout."""
-    return [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
+    rows = [(v, _with_prompt_variant(cfg, v)) for v in PROMPT_VARIANTS]
+    return [(f"sft_{v}", f"SFT, {v} prompt, history task {history_task(row)}" + ("" if history_task(row) == history_task(cfg) else " (not the run's)"),
+             row, "sft") for v, row in rows]
 
 
 def check_rows(what: str, rows: list[tuple[str, PipelineConfig]]) -> None:
