@@ -134,3 +134,54 @@ def test_the_prompts_table_says_which_rows_train_another_history_task(
         assert label + (" (not the run's) |" if name in changed else " |") in line, line
     listed = ", ".join(changed[:-1]) + " and " + changed[-1]
     assert f"The {listed} rows train the history task {task} instead of the run's {run_task}: " in table
+
+
+def test_a_table_is_marked_stale_once_a_stage_it_was_read_from_runs_again(tmp_path: Path, fake_scores: list[str]) -> None:
+    """Found by the session-40 experiments: after `conrec demo` retrained the run with another GRPO learning rate, the
+    old grpo.md stood as it was, with nothing to say its rows no longer matched the run. `conrec demo` now marks it."""
+    from typer.testing import CliRunner
+
+    from conrec.ablation_stale import STALE_MARK
+    from conrec.cli import app
+    from conrec.config import dump_config
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"ks": [K]}})
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(cfg))
+    table, _ = _ablate(tmp_path, "grpo")
+    assert not table.startswith(STALE_MARK)
+    out = CliRunner().invoke(app, ["demo", "-c", str(path)])  # every stage current: nothing ran again
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "run" / "ablations" / "grpo.md").read_text() == table and "is stale (" not in out.output
+
+    path.write_text(dump_config(cfg.model_copy(update={"grpo": cfg.grpo.model_copy(update={"learning_rate": 2e-5})})))
+    out = CliRunner().invoke(app, ["demo", "-c", str(path)])
+    assert out.exit_code == 0, out.output
+    marked = (tmp_path / "run" / "ablations" / "grpo.md").read_text()
+    assert marked.startswith(f"{STALE_MARK} the grpo stage of the run was run again or removed after this table was written; ")
+    assert "rerun `conrec ablate --what grpo` to rewrite it." in marked.splitlines()[0] and marked.endswith(table)
+    assert "ablations/grpo.md is stale (the grpo stage of the run was run again" in " ".join(out.stdout.split())
+
+
+def test_a_table_an_ablation_starts_to_rewrite_is_marked_until_it_is_rewritten(tmp_path: Path, fake_scores: list[str],
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ablation stopped halfway (Ctrl-C, SIGKILL, an error in a row) left the previous table as it was, though the
+    rows it had rerun (another run config, another conrec) may no longer match it."""
+    import conrec.ablation as ablation
+    from conrec.ablation_stale import STALE_MARK
+
+    table, _ = _ablate(tmp_path, "prompts")
+    real = ablation._run_rows
+
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablation, "_run_rows", stop)
+    with pytest.raises(KeyboardInterrupt):
+        _ablate(tmp_path, "prompts")
+    marked = (tmp_path / "run" / "ablations" / "prompts.md").read_text()
+    assert marked.startswith(f"{STALE_MARK} `conrec ablate --what prompts` was started again after this table was written and "
+                             "has not finished; ") and marked.endswith(table)
+    monkeypatch.setattr(ablation, "_run_rows", real)
+    again, _ = _ablate(tmp_path, "prompts")  # rows current: rewritten, unmarked
+    assert not again.startswith(STALE_MARK) and again.split("Total")[0] == table.split("Total")[0]

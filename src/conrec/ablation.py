@@ -56,6 +56,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
+from conrec.ablation_stale import built_on, mark_stale_tables
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
@@ -356,6 +357,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     e = _eval_inputs(cfg)
     baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
+    sources = [baselines_run]  # the runs the table is read from (ablation_stale.built_on)
     sft_acc: float | None = None
     sft_questions = 0
     for name, label, vcfg, with_grpo in paper_ladder(cfg):
@@ -364,6 +366,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         model = "grpo" if with_grpo else "sft"
         parent = root / "alignment" if with_grpo else rd.root  # GRPO rows start from the alignment row's SFT model
         child = _row(parent, vcfg, root / name, model, console)
+        sources.append(child)
         info = _row_info(child, model)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         stages = (info["stats"].get("stages") or []) if with_grpo else []
@@ -436,7 +439,8 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
               f"Total {seconds:g} s (data/SID/baselines included). train s = the row's own training (GRPO rows start from "
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
-    write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
+    write_json({"metrics": metrics, "variants": rows, "seconds": seconds, "built_on": built_on(rd, sources)},
+               rd.root / "ablations" / "paper.json")
     console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
     _print_table_path(cfg, rd.root / "ablations" / "paper.md", console)
     return metrics
@@ -484,9 +488,11 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     # the run is held for the whole ablation: another conrec command retrained its SFT under the rows that link
     # it, and a second ablation's table replaced this one's file
     with holding_run(cfg.run_dir):
-        if what == "paper":
-            return _run_paper(cfg, console, started)
-        return _run_rows(cfg, what, console, started)
+        # the table it rewrites, and any other whose stages were run again since, say so until rewritten
+        mark_stale_tables(cfg.run_dir, WHAT, console, starting=what)
+        result = _run_paper(cfg, console, started) if what == "paper" else _run_rows(cfg, what, console, started)
+        mark_stale_tables(cfg.run_dir, WHAT, console)  # one whose stages this ablation ran again (the run's data, say)
+        return result
 
 
 def reference_row(cfg: PipelineConfig, what: str) -> tuple[str, str]:
@@ -518,12 +524,14 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     e = _eval_inputs(cfg)
     baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
+    sources = [baselines_run]  # the runs the table is read from (ablation_stale.built_on)
 
     variants = _variants(cfg, what)
     own: dict[str, str] = {}  # rows whose model is the run's own (their Candidate Acc. is the run's eval's)
     for name, label, vcfg, model in variants:
         console.rule(f"[bold]ablation {what}: {name}")
         child = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
+        sources.append(child)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         info = _row_info(child, model)
         if child.stage_dir(model).resolve() == rd.stage_dir(model).resolve():  # the run's own model, linked
@@ -567,7 +575,8 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
-    write_json({"metrics": metrics, "variants": rows, "reference": ref, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
+    write_json({"metrics": metrics, "variants": rows, "reference": ref, "seconds": seconds, "built_on": built_on(rd, sources)},
+               rd.root / "ablations" / f"{what}.json")
     slates = _slate_metrics(baselines_run)
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
