@@ -56,16 +56,17 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
+from conrec.ablation_stale import built_on, mark_stale_tables
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, ConrecError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, GrpoConfig
 from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
-from conrec.runs import RunDir
+from conrec.runs import PARENT_FILE, RunDir
 
 WHAT = ("grpo", "prompts", "paper")
 PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
@@ -73,6 +74,18 @@ PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, 
 PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
 _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", "grpo", "eval")}
 """The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
+
+
+def split_note(cfg: PipelineConfig) -> str:
+    """What every ablation table, and its console summary, says about the split its rows were scored on.
+
+    Why: the tables exist to choose between components, and settings are chosen on the valid split (test is scored
+    once, for the chosen recipe); every shipped ablation config scores test (``train_until: test``), and the table
+    said only "split `test`"."""
+    if cfg.eval.split == "test":
+        return ("Scored on the test split: a report, not a basis for choosing a setting; settings are chosen on valid "
+                "(rerun with data.split.train_until: valid and eval.split: valid to choose between these rows).")
+    return "Scored on the valid split, where settings are chosen; the test split stays for the chosen setting's final run."
 
 
 def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
@@ -99,9 +112,31 @@ def _with_prompt_variant(cfg: PipelineConfig, variant: str) -> PipelineConfig:
     return cfg.model_copy(update={"sft": cfg.sft.model_copy(update={"prompt": prompt, "tasks": tasks, "train": train})})
 
 
+HISTORY_TASKS = ("next_negative", "future_negative", "timeline")
+"""The SFT tasks that train on the user's history, one of which each prompt layout is trained by."""
+
+
+def history_task(cfg: PipelineConfig) -> str:
+    """The history tasks ``cfg``'s SFT trains, with their weights: ``timeline 1`` or ``next_negative 1, future_negative 1``."""
+    tasks = cfg.sft.tasks
+    return ", ".join(f"{k} {getattr(tasks, k):g}" for k in HISTORY_TASKS if getattr(tasks, k) > 0) or "none"
+
+
 def _prompt_notes(cfg: PipelineConfig) -> list[str]:
-    """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout."""
+    """What the table of ``--what prompts`` says about rows whose settings differ from the run's beyond the layout:
+    the history task (each layout is trained by its own: a timeline run's neg_only row trains next/future-negative
+    prompts, and with ``epochs`` another number of examples and steps), the loss, ``history_loss``."""
     tr, notes = cfg.sft.train, []
+    changed_task: dict[str, list[str]] = {}
+    for name, _, row, _ in prompt_variants(cfg):
+        if history_task(row) != history_task(cfg):
+            changed_task.setdefault(history_task(row), []).append(name)
+    for task, names in changed_task.items():
+        listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+        steps = "examples and, under sft.train.epochs, steps" if tr.max_steps == -1 else "examples"
+        notes.append(f"The {listed} row{'s' if len(names) > 1 else ''} train{'' if len(names) > 1 else 's'} the history task "
+                     f"{task} instead of the run's {history_task(cfg)}: each layout is trained by its own history task (so on "
+                     f"another number of {steps}), and such a row measures its layout and its task together.")
     changed = {k: v for k, v in DENSE_LOSS.items() if getattr(tr, k) != v}
     if changed:
         run_side = ", ".join(f"{k}: {str(getattr(tr, k)).lower()}" for k in changed)
@@ -117,7 +152,9 @@ def _prompt_notes(cfg: PipelineConfig) -> list[str]:
 
 def prompt_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, str]]:
     """``--what prompts``'s rows: (name, what it is, config, model), one SFT model per layout."""
-    return [(f"sft_{v}", f"SFT, {v} prompt", _with_prompt_variant(cfg, v), "sft") for v in PROMPT_VARIANTS]
+    rows = [(v, _with_prompt_variant(cfg, v)) for v in PROMPT_VARIANTS]
+    return [(f"sft_{v}", f"SFT, {v} prompt, history task {history_task(row)}" + ("" if history_task(row) == history_task(cfg) else " (not the run's)"),
+             row, "sft") for v, row in rows]
 
 
 def check_rows(what: str, rows: list[tuple[str, PipelineConfig]]) -> None:
@@ -246,6 +283,27 @@ def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], poin
                   b.resamples, b.level, b.seed)
 
 
+def _paired_difference(cfg: PipelineConfig, points: dict[str, Any], name: str, ref: str, key: str) -> tuple[float, list[float]] | None:
+    """(difference, CI) of row ``name`` minus row ``ref`` in ``key`` on the same resampled points (the resamples the
+    CIs use: ``eval.bootstrap``'s seed): the paper table's "Δ prev" and the other tables' "Δ vs" their reference row.
+    None under :data:`~conrec.eval.compare.MIN_POINTS` points, where the eval stage gives no paired difference either."""
+    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+    from conrec.eval.compare import MIN_POINTS
+    from conrec.eval.metrics import nan_mean
+
+    a, r = points[name][key], points[ref][key]
+    if len(a) < MIN_POINTS:
+        return None
+    b = cfg.eval.bootstrap
+    idx = resample_indices(len(a), b.resamples, b.seed)
+    return nan_mean(a) - nan_mean(r), list(paired_diff_ci(a, r, idx, b.level))
+
+
+def _diff_cell(diff: tuple[float, list[float]] | None) -> str:
+    """``+0.012 [-0.020, +0.045]`` ('–' without one)."""
+    return "–" if diff is None else f"{diff[0]:+.3f} [{diff[1][0]:+.3f}, {diff[1][1]:+.3f}]"
+
+
 def _baselines_child(cfg: PipelineConfig, root: Path, console: Console) -> RunDir:
     """The baselines evaluated in a child run ``root/baselines`` (an eval stage without LM, the run's data and SIDs
     linked). Why not in the run itself: that overwrote its config (eval.models: []) and its eval stage, which later
@@ -287,7 +345,6 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
 
 def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
     """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
-    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
     from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
@@ -300,6 +357,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     e = _eval_inputs(cfg)
     baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
+    sources = [baselines_run]  # the runs the table is read from (ablation_stale.built_on)
     sft_acc: float | None = None
     sft_questions = 0
     for name, label, vcfg, with_grpo in paper_ladder(cfg):
@@ -308,6 +366,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         model = "grpo" if with_grpo else "sft"
         parent = root / "alignment" if with_grpo else rd.root  # GRPO rows start from the alignment row's SFT model
         child = _row(parent, vcfg, root / name, model, console)
+        sources.append(child)
         info = _row_info(child, model)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         stages = (info["stats"].get("stages") or []) if with_grpo else []
@@ -332,11 +391,9 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     b = ecfg.bootstrap
     _add_intervals(cfg, metrics, points, baselines)
     n_points = len(next(iter(points[rows[0]["variant"]].values())))
-    idx = resample_indices(n_points, b.resamples, b.seed)
     for prev, row in zip(rows, rows[1:]):
-        a, p_ = points[row["variant"]][key], points[prev["variant"]][key]
-        row["diff_prev"] = float(a.mean() - p_.mean())
-        row["diff_prev_ci"] = list(paired_diff_ci(a, p_, idx, b.level))
+        if (diff := _paired_difference(cfg, points, row["variant"], prev["variant"], key)) is not None:
+            row["diff_prev"], row["diff_prev_ci"] = diff
     seconds = round(time.perf_counter() - started, 1)
 
     def cell(v: Any, fmt: str = "{:.3f}") -> str:
@@ -354,14 +411,14 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         f"{cfg.data.split.horizon_days:g} days; {100 * b.level:g}% bootstrap CIs over the points ({b.resamples} resamples). "
         "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
         "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
+        split_note(cfg), "",
         f"| row | adds | {key} [{label}] | Δ prev [{label}] | Δ vs best baseline [{label}] | HR@{k} | LUF@{k} | discern acc | forgetting | "
         "zero-advantage groups | paper FHR@20 | train s | row s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         m = metrics[r["variant"]]
-        dprev = ("–" if "diff_prev" not in r else
-                 f"{r['diff_prev']:+.3f} [{r['diff_prev_ci'][0]:+.3f}, {r['diff_prev_ci'][1]:+.3f}]")
+        dprev = _diff_cell((r["diff_prev"], r["diff_prev_ci"]) if "diff_prev" in r else None)
         dbest = ("–" if f"{key}_diff" not in m else
                  f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
         lines.append(
@@ -382,16 +439,45 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
               f"Total {seconds:g} s (data/SID/baselines included). train s = the row's own training (GRPO rows start from "
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
-    write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / "paper.json")
+    write_json({"metrics": metrics, "variants": rows, "seconds": seconds, "built_on": built_on(rd, sources)},
+               rd.root / "ablations" / "paper.json")
     console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
-    console.print(f"ablation table: {shown(rd.root / 'ablations' / 'paper.md')}", soft_wrap=True)
+    _print_table_path(cfg, rd.root / "ablations" / "paper.md", console)
     return metrics
+
+
+def _print_table_path(cfg: PipelineConfig, path: Path, console: Console) -> None:
+    """Where the table was written, and the split it was scored on (:func:`split_note`)."""
+    console.print(f"ablation table: {shown(path)}", soft_wrap=True)
+    console.print(f"[yellow]{split_note(cfg)}[/]" if cfg.eval.split == "test" else split_note(cfg), soft_wrap=True)
+
+
+def refuse_child_run(run_dir: str | Path, what: str) -> None:
+    """Refuse to ablate a child run (an ablation row, a learning-curve point: its ``parent.json``), naming its parent.
+
+    Why: its config is an evaluation-only variant (``eval.baselines: []``, slates off), so the nested rows had no
+    baseline to be compared with (every "Δ vs best baseline" was "–"), and it read the parent's linked stages
+    without holding the parent."""
+    path = Path(run_dir) / PARENT_FILE
+    if not path.is_file():
+        return
+    try:
+        parent = read_json(path).get("parent")
+    except (ConrecError, OSError, AttributeError):  # unreadable: still a child run
+        parent = None
+    of = f"of {parent}" if isinstance(parent, str) else "of another run"
+    hint = f"conrec ablate -r {parent} --what {what}" if isinstance(parent, str) else "conrec ablate -r PARENT"
+    raise ConfigError(f"{run_dir} is a child run {of} (a row of an ablation or a learning-curve point); ablate the parent: {hint}")
 
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
+    from conrec.eval.stage import refuse_scoring_trained_labels
+
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
+    refuse_child_run(cfg.run_dir, what)
+    refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, ["sft"])  # every table scores LMs: before any trains
     if what in ("grpo", "paper") and cfg.sft.copy_bias.enabled:  # before any training (it failed after the SFT rows)
         raise ConfigError(f"`conrec ablate --what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias; "
                           "ablate a config without it, or use --what prompts")
@@ -402,9 +488,20 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     # the run is held for the whole ablation: another conrec command retrained its SFT under the rows that link
     # it, and a second ablation's table replaced this one's file
     with holding_run(cfg.run_dir):
-        if what == "paper":
-            return _run_paper(cfg, console, started)
-        return _run_rows(cfg, what, console, started)
+        # the table it rewrites, and any other whose stages were run again since, say so until rewritten
+        mark_stale_tables(cfg.run_dir, WHAT, console, starting=what)
+        result = _run_paper(cfg, console, started) if what == "paper" else _run_rows(cfg, what, console, started)
+        mark_stale_tables(cfg.run_dir, WHAT, console)  # one whose stages this ablation ran again (the run's data, say)
+        return result
+
+
+def reference_row(cfg: PipelineConfig, what: str) -> tuple[str, str]:
+    """(the row every other row of ``--what grpo`` or ``prompts`` is compared with, why that one): the SFT model the
+    GRPO rows start from; the layout the run itself trains. The tables gave only "Δ vs best baseline", so whether a
+    row beat its reference was left to two overlapping, unpaired CIs."""
+    if what == "grpo":
+        return "sft", "the model every GRPO row starts from"
+    return f"sft_{cfg.sft.prompt.variant}", "the run's own prompt layout"
 
 
 def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) -> dict[str, dict[str, float]]:
@@ -427,12 +524,14 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
     e = _eval_inputs(cfg)
     baselines, metrics, points = _baseline_rows(cfg, baselines_run, e)
     rows: list[dict[str, Any]] = []
+    sources = [baselines_run]  # the runs the table is read from (ablation_stale.built_on)
 
     variants = _variants(cfg, what)
     own: dict[str, str] = {}  # rows whose model is the run's own (their Candidate Acc. is the run's eval's)
     for name, label, vcfg, model in variants:
         console.rule(f"[bold]ablation {what}: {name}")
         child = _row(rd.root, vcfg, root / name.removeprefix("sft_"), model, console)
+        sources.append(child)
         metrics[name], points[name] = _points(child, model, e, e["horizons"])
         info = _row_info(child, model)
         if child.stage_dir(model).resolve() == rd.stage_dir(model).resolve():  # the run's own model, linked
@@ -443,16 +542,23 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
 
     _add_intervals(cfg, metrics, points, baselines)
     ks = sorted(set(cfg.eval.ks))
+    key = f"FHR@{ks[-1]}"
+    ref, why_ref = reference_row(cfg, what)
+    for r in rows:  # each row against the table's reference row, on the same resampled points
+        if r["variant"] != ref and (paired := _paired_difference(cfg, points, r["variant"], ref, key)) is not None:
+            r["diff_ref"], r["diff_ref_ci"] = paired
     seconds = round(time.perf_counter() - started, 1)
     label = ci_label(metrics)
     lines = [
         f"# Ablation: {what}", "",
-        f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days.", "",
+        f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days. "
+        f"Δ vs {ref} = paired difference to the {ref} row ({why_ref}), on the same resampled points.", "",
+        split_note(cfg), "",
         markdown_table(metrics, ks), "",
-        f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs best baseline [{label}] | train s | eval s | zero-advantage groups |",
-        "|---|---|---:|---:|---|---|---|",
+        f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs {ref} [{label}] | Δ vs best baseline [{label}] | train s | eval s | "
+        "zero-advantage groups |",
+        "|---|---|---:|---:|---:|---|---|---|",
     ]
-    key = f"FHR@{ks[-1]}"
     for r in rows:
         m = metrics[r["variant"]]
         zero = "" if r["zero_adv_share"] is None else f"{r['zero_adv_share']:.0%}"
@@ -462,16 +568,18 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         fhr = f"{m[key]:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
         diff = ("–" if f"{key}_diff" not in m else
                 f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
-        lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {diff} | {train} | {evs} | {zero} |")
+        dref = "(reference)" if r["variant"] == ref else _diff_cell((r["diff_ref"], r["diff_ref_ci"]) if "diff_ref" in r else None)
+        lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {dref} | {diff} | {train} | {evs} | {zero} |")
     if what == "prompts" and (notes := _prompt_notes(cfg)):
         lines += ["", *notes]
     lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
-    write_json({"metrics": metrics, "variants": rows, "seconds": seconds}, rd.root / "ablations" / f"{what}.json")
+    write_json({"metrics": metrics, "variants": rows, "reference": ref, "seconds": seconds, "built_on": built_on(rd, sources)},
+               rd.root / "ablations" / f"{what}.json")
     slates = _slate_metrics(baselines_run)
     if slates is not None:  # looked up by row name: a row that is the run's own model gets the run's figures
         slates = {**slates, **{name: slates[model] for name, model in own.items() if model in slates}}
     console.print(summary_table(metrics, ks, slates))
-    console.print(f"ablation table: {shown(rd.root / 'ablations' / f'{what}.md')}", soft_wrap=True)
+    _print_table_path(cfg, rd.root / "ablations" / f"{what}.md", console)
     return metrics

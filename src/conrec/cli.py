@@ -377,7 +377,18 @@ def demo(
     """The whole pipeline (data -> SIDs -> SFT -> GRPO -> report) on the data the config names; default preset:demo, the embedded MovieLens-100K."""
     from conrec.pipeline import run_demo
 
-    _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console))
+    def body() -> Any:
+        from conrec.ablation import WHAT
+        from conrec.ablation_stale import mark_stale_tables
+        from conrec.eval.stage import refuse_scoring_trained_labels
+
+        cfg = _load(config, run_dir, default_preset="demo")
+        refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, cfg.eval.models)  # before SFT and GRPO train
+        results = run_demo(cfg, force=force, console=console)
+        mark_stale_tables(cfg.run_dir, WHAT, console)  # ablation tables of the stages it ran again
+        return results
+
+    _guard(body)
 
 
 def main() -> None:  # pragma: no cover

@@ -254,7 +254,7 @@ class RunDir:
         if rec is None:
             return "finished without a configuration record"
         if rec.get("fingerprint") not in stage_fingerprints(cfg, stage):
-            if (why := self._older_revision(stage, rec)) is not None:
+            if (why := self._older_revision(stage, rec, cfg)) is not None:
                 return why
             # compared as the record was hashed (an older conrec's view), so an unchanged section is never named
             changed = changed_sections(cfg, stage, rec.get("sections") or {})
@@ -263,7 +263,7 @@ class RunDir:
                     return why
                 return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
             return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
-        for up in upstream_closure(stage):  # a file read by it or by a stage it is built on changed since
+        for up in upstream_closure(stage, cfg):  # a file read by it or by a stage it is built on changed since (eval: its LMs')
             up_rec = rec if up == stage else self.fingerprint_record(up)
             now = STAGE_REGISTRY[up].source_paths(cfg)
             if up_rec is not None and (why := source_change(up_rec.get("source_files") or {}, now)) is not None:
@@ -344,10 +344,10 @@ class RunDir:
                 return f"built on a {up} stage that was rebuilt or removed since"
         return None
 
-    def _older_revision(self, stage: str, rec: dict[str, Any]) -> str | None:
+    def _older_revision(self, stage: str, rec: dict[str, Any], cfg: PipelineConfig) -> str | None:
         """Whether ``stage``, or a stage its outputs are built on, was written by a conrec whose stage has been
         fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message."""
-        for up in upstream_closure(stage):
+        for up in upstream_closure(stage, cfg):  # the stages it reads for cfg (an eval of no LM: not sft's)
             up_rec = rec if up == stage else self.fingerprint_record(up)
             recorded = up_rec.get("revision", 0) if up_rec is not None else None
             current = STAGE_REGISTRY[up].revision

@@ -295,23 +295,37 @@ def model_output(stage: str) -> str:
 """Beside each finished stage's outputs: ``{fingerprint, sections, settings, seconds, ...}`` (written by the pipeline; ``settings``: the sections as hashed, for the stale message)."""
 
 
-def upstream_closure(stage: str) -> list[str]:
-    """``stage`` and every stage it reads, directly or through its inputs (optional ones included), in pipeline order."""
+def read_inputs(stage: str, cfg: Any = None) -> tuple[str, ...]:
+    """The stages whose outputs ``stage`` reads: its ``inputs`` and, for a config ``cfg`` (a
+    :class:`~conrec.config.PipelineConfig` or its JSON dump), the ``optional_inputs`` it selects
+    (:meth:`Stage.selects_input`: eval reads the LMs ``eval.models`` names); without ``cfg``, every optional input.
+
+    Why per config: an eval scoring no LM (``eval.models: []``, the ablations' baselines child) was fingerprinted with
+    the ``sft`` and ``grpo`` settings, so a GRPO learning rate re-tuned every baseline, and an eval of the SFT model
+    alone decoded again after a GRPO change, each "made with a different configuration (grpo.learning_rate ...)"."""
+    spec = STAGE_REGISTRY[stage]
+    optional = spec.optional_inputs if cfg is None else tuple(u for u in spec.optional_inputs if spec.selects_input(cfg, u))
+    return (*spec.inputs, *optional)
+
+
+def upstream_closure(stage: str, cfg: Any = None) -> list[str]:
+    """``stage`` and every stage it reads, directly or through its inputs, in pipeline order: for ``cfg``, the
+    optional inputs it selects (:func:`read_inputs`); without one, every optional input."""
     seen: set[str] = set()
     todo = [stage]
     while todo:
         s = todo.pop()
         if s not in seen:
             seen.add(s)
-            spec = STAGE_REGISTRY[s]
-            todo.extend([*spec.inputs, *spec.optional_inputs])
+            todo.extend(read_inputs(s, cfg))
     return [s for s in STAGES if s in seen]
 
 
-def fingerprint_sections(stage: str) -> list[str]:
-    """Config sections that can change ``stage``'s outputs: its own declared ones and those of every stage it reads."""
+def fingerprint_sections(stage: str, cfg: Any = None) -> list[str]:
+    """Config sections that can change ``stage``'s outputs: its own declared ones and those of every stage it reads
+    (for ``cfg``, of the optional inputs it selects; without one, of all of them: what a record may hold)."""
     sections: list[str] = []
-    for s in upstream_closure(stage):
+    for s in upstream_closure(stage, cfg):
         sections.extend(x for x in STAGE_REGISTRY[s].sections if x not in sections)
     return sections
 
@@ -388,7 +402,8 @@ def changed_sections(cfg: PipelineConfig, stage: str, recorded: dict[str, str]) 
     changed". Whether the stage is current is decided by its whole fingerprint (:func:`stage_fingerprints`), not here;
     a bookkeeping setting changed since such a record was made is a change to it (the record holds only hashes)."""
     dumped = cfg.model_dump(mode="json")
-    keys = [k for k in fingerprint_sections(stage) if k in recorded]  # a section the record lacks: read otherwise then
+    # the sections it reads now: an older record of an eval may hold the sft and grpo settings of LMs it does not score
+    keys = [k for k in fingerprint_sections(stage, dumped) if k in recorded]  # a section the record lacks: read otherwise then
     return min(
         ([k for k in keys if _hash(_hashed_view(k, _get(dumped, k), view)) != recorded[k]] for view in _VIEWS),
         key=len,
@@ -435,9 +450,10 @@ def _hashed_view(key: str, value: Any, view: _View = TODAY) -> Any:
 
 def section_settings(cfg: PipelineConfig, stage: str) -> dict[str, Any]:
     """Each config section in :func:`fingerprint_sections` as the fingerprint sees it (:func:`_hashed_view`): what the
-    pipeline records beside a finished stage, so that a later stale message can name the settings that changed."""
+    pipeline records beside a finished stage, so that a later stale message can name the settings that changed (only
+    the sections it reads for ``cfg``: an eval of no LM records no ``sft`` or ``grpo``)."""
     dumped = cfg.model_dump(mode="json")
-    return {k: _hashed_view(k, _get(dumped, k)) for k in fingerprint_sections(stage)}
+    return {k: _hashed_view(k, _get(dumped, k)) for k in fingerprint_sections(stage, dumped)}
 
 
 def setting_changes(key: str, old: Any, new: Any, real_new: Any = None) -> list[str]:
@@ -477,7 +493,7 @@ def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None],
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     """What ``stage``'s outputs depend on: its own declared ``sections`` and the fingerprint of every
-    stage it reads (so, transitively, their sections: :func:`fingerprint_sections`).
+    stage it reads for ``cfg`` (:func:`read_inputs`; so, transitively, their sections: :func:`fingerprint_sections`).
 
     The one fingerprint scheme: the pipeline records it beside a finished stage and reuses the stage
     only while it is unchanged; a runner computes the same value from what it received
@@ -488,23 +504,28 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     return _stage_fingerprint(cfg, stage, view=TODAY)
 
 
-def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View) -> str:
-    return _dumped_fingerprint(cfg.model_dump(mode="json"), stage, view)
+def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View, every_input: bool = False) -> str:
+    return _dumped_fingerprint(cfg.model_dump(mode="json"), stage, view, every_input)
 
 
-def _dumped_fingerprint(dumped: dict[str, Any], stage: str, view: _View) -> str:
-    """:func:`_stage_fingerprint` of a config's JSON dump."""
+def _dumped_fingerprint(dumped: dict[str, Any], stage: str, view: _View, every_input: bool = False) -> str:
+    """:func:`_stage_fingerprint` of a config's JSON dump; ``every_input``: with every optional input, selected or
+    not (the fingerprint older versions recorded)."""
     spec = STAGE_REGISTRY[stage]
-    upstream = (*spec.inputs, *spec.optional_inputs)
-    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, {u: _dumped_fingerprint(dumped, u, view) for u in upstream}, view)
+    upstream = read_inputs(stage, None if every_input else dumped)
+    inputs: dict[str, str | None] = {u: _dumped_fingerprint(dumped, u, view, every_input) for u in upstream}
+    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, inputs, view)
 
 
 def stage_fingerprints(cfg: PipelineConfig, stage: str) -> set[str]:
     """The fingerprints a finished ``stage`` may have recorded and still be current for ``cfg``: today's, and
     those older versions recorded for the same settings (:data:`_VIEWS`: real values before
     :data:`EXECUTION_SETTINGS` and source paths were hashed at stand-ins), so that a run made with Spark, streaming
-    or the user's own files is not rerun for the upgrade."""
-    return {_stage_fingerprint(cfg, stage, view) for view in _VIEWS}
+    or the user's own files is not rerun for the upgrade; each also with every optional input hashed (an eval before
+    it hashed only the LMs it scores), so that an eval of fewer LMs made before is current while the ``sft`` and
+    ``grpo`` settings it hashed are the same. Where ``eval.models`` names every LM (the default and the presets) the
+    two are the same fingerprint."""
+    return {_stage_fingerprint(cfg, stage, view, every) for view in _VIEWS for every in (False, True)}
 
 
 def recorded_fingerprint(run_dir: str | Path, stage: str) -> str | None:
@@ -524,7 +545,8 @@ def received_fingerprint(stage: str, section: Any, run_dir: str | Path) -> str:
     the inputs are current (which the pipeline checks before it calls the runner)."""
     spec = STAGE_REGISTRY[stage]
     own = {k: _json(section if spec.bundle is None else getattr(section, _field(k))) for k in spec.sections}
-    upstream = (*spec.inputs, *spec.optional_inputs)
+    # the optional inputs its section selects (a bundle's field is its section's first component: eval.models)
+    upstream = (*spec.inputs, *(u for u in spec.optional_inputs if spec.selects is None or u in _get(section, spec.selects)))
     return _fingerprint(stage, own, {u: recorded_fingerprint(run_dir, u) for u in upstream})
 
 

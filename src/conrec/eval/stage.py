@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -56,6 +56,7 @@ from conrec.runtime import available_memory, busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
+    from conrec.data.config import SplitConfig
     from conrec.stages import EvalSections
 
 _STATS_FOR_REPORT = (
@@ -63,6 +64,20 @@ _STATS_FOR_REPORT = (
     "median_negatives_per_user", "first_event", "last_event", "valid_cutoff", "test_cutoff", "samples",
     "invalid_rows",  # what data.on_invalid repaired or dropped (conrec.data.repair)
 )
+
+
+def refuse_scoring_trained_labels(split_cfg: SplitConfig, split: str, models: Sequence[str]) -> None:
+    """Refuse to score LMs ``models`` on ``split`` when they are trained on its points' labels
+    (:meth:`~conrec.data.config.SplitConfig.trains_on_labels_of`: ``eval.split: valid`` with ``train_until: test``).
+
+    The eval stage asks it for the LMs it finds; ``conrec demo`` and ``conrec ablate`` ask it for the LMs they will
+    train and score, before any stage runs: they refused only at the eval stage, after SFT and GRPO had trained.
+    Not a config validator: ``conrec serve`` and ``predict`` with ``train_until: test`` are legitimate."""
+    if models and split_cfg.trains_on_labels_of(split):
+        raise ConfigError(
+            "eval.split is valid but data.split.train_until is test: the LM is trained on the valid period's labels; "
+            "compare settings with train_until: valid (or evaluate the test split)"
+        )
 
 
 def select_samples(samples: pl.DataFrame, split: str, max_samples: int | None, seed: int) -> pl.DataFrame:
@@ -398,11 +413,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
-    if lm_todo and split_cfg.trains_on_labels_of(ecfg.split):
-        raise ConfigError(
-            "eval.split is valid but data.split.train_until is test: the LM was trained on the valid period's labels; "
-            "compare settings with train_until: valid (or evaluate the test split)"
-        )
+    refuse_scoring_trained_labels(split_cfg, ecfg.split, lm_todo)
     if lm_todo and ecfg.split == "test" and split_cfg.train_until == "valid":
         notes.append(
             "The LM was trained on events before the valid cut-off (data.split.train_until: valid) while the baselines "

@@ -1,0 +1,81 @@
+"""Whether an ablation table (``run_dir/ablations/<what>.md``) still describes the run it sits in.
+
+A table is written once, at the end of ``conrec ablate --what <what>``, from child runs that link the run's stages.
+Nothing in conrec reads it back, so nothing wrong is served, but a person reading it after the run changed read
+numbers that no longer matched it, with no mark: a rerun of the run's SFT or GRPO (``conrec demo`` after a settings
+change), or a new ablation stopped halfway. Now:
+
+* each table's ``<what>.json`` records ``built_on``: the identities (:meth:`conrec.runs.RunDir.stage_identity`) of
+  every stage of every run its rows were read from (the rows' child runs, the run whose eval gave the baselines),
+  which change whenever one of those stages is run again;
+* :func:`mark_stale_tables` puts a first line on a table whose ``built_on`` no longer holds (``> **Stale:** ...``,
+  with the command that rewrites it), and on the table an ablation is starting to rewrite, since it may stop before
+  the end; ``conrec ablate`` (start and end) and ``conrec demo`` (end) call it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from conrec.errors import ConrecError
+from conrec.io import read_json, write_text
+from conrec.runs import RunDir
+from conrec.stages import STAGES
+
+STALE_MARK = "> **Stale:**"
+"""The first words of a table marked stale (a markdown quote, so the table below still renders)."""
+
+
+def built_on(run: RunDir, sources: list[RunDir]) -> dict[str, dict[str, str | None]]:
+    """``{source run, relative to run: {stage: identity}}`` for each run a table's rows were read from."""
+    return {os.path.relpath(src.root, run.root): src.build_identities("eval") for src in sources}
+
+
+def table_staleness(run_dir: str | Path, what: str) -> str | None:
+    """Why ``ablations/<what>.md`` no longer describes the stages it was made from (which stage of which run was run
+    again or removed since), or None when it does, or when it cannot tell (no table, or one written before
+    ``built_on`` was recorded)."""
+    run = RunDir(run_dir)
+    path = run.root / "ablations" / f"{what}.json"
+    try:
+        recorded = read_json(path).get("built_on") if path.is_file() else None
+    except (ConrecError, OSError, AttributeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    for rel, identities in recorded.items():
+        source = RunDir(run.root / rel)
+        now = source.build_identities("eval")
+        recorded_ids = identities if isinstance(identities, dict) else {}
+        for stage in [s for s in STAGES if s in recorded_ids]:  # the earliest: the later ones were rebuilt on it
+            if now.get(stage) != recorded_ids[stage]:
+                where = "the run" if rel == "." else f"ablations row {Path(rel).as_posix()}"
+                return f"the {stage} stage of {where} was run again or removed after this table was written"
+    return None
+
+
+def mark_stale(run_dir: str | Path, what: str, why: str) -> bool:
+    """Put a stale line with ``why`` on top of ``ablations/<what>.md`` (once); False when there is no table or it
+    already has one."""
+    path = RunDir(run_dir).root / "ablations" / f"{what}.md"
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if text.startswith(STALE_MARK):
+        return False
+    write_text(f"{STALE_MARK} {why}; its rows may not match the run: rerun `conrec ablate --what {what}` to rewrite it.\n\n{text}", path)
+    return True
+
+
+def mark_stale_tables(run_dir: str | Path, whats: tuple[str, ...], console: Console, starting: str | None = None) -> None:
+    """Mark each of the run's ``whats`` tables whose stages were run again since (:func:`table_staleness`), and the
+    ``starting`` one, which an ablation is about to rewrite (it may stop before the end); say so on ``console``."""
+    for what in whats:
+        why = ("`conrec ablate --what " + what + "` was started again after this table was written and has not finished"
+                    if what == starting else table_staleness(run_dir, what))
+        if why is not None and mark_stale(run_dir, what, why) and what != starting:
+            console.print(f"[yellow]ablations/{what}.md is stale ({why}): rerun `conrec ablate --what {what}`[/]", soft_wrap=True)
