@@ -62,3 +62,18 @@ def test_ablating_a_child_run_is_refused_naming_the_parent(tmp_path: Path, fake_
     assert out.stderr == (f"error: {child} is a child run of {parent} (a row of an ablation or a learning-curve point); "
                           f"ablate the parent: conrec ablate -r {parent} --what grpo\n"), out.stderr
     assert fake_stages == [] and sorted(p.name for p in child.iterdir()) == before
+
+
+def test_run_pipeline_itself_refuses_before_any_stage(tmp_path: Path, fake_stages: list[str]) -> None:
+    """The Python API's pipeline (what `conrec demo` calls) refuses it too, not only the CLI commands: a direct
+    ``run_pipeline`` call trained every stage before the eval stage said no."""
+    from conrec.config import load_config
+    from conrec.errors import ConfigError
+    from conrec.pipeline import run_pipeline
+
+    cfg = load_config(_config(tmp_path, LEAKY))
+    with pytest.raises(ConfigError, match="eval.split is valid but data.split.train_until is test"):
+        run_pipeline(cfg)
+    assert fake_stages == [] and not (tmp_path / "run").exists()
+    run_pipeline(cfg, ("data", "sid"))  # no eval among the stages: nothing is scored
+    assert fake_stages == ["data", "sid"]

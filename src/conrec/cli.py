@@ -380,10 +380,8 @@ def demo(
     def body() -> Any:
         from conrec.ablation import WHAT
         from conrec.ablation_stale import mark_stale_tables
-        from conrec.eval.stage import refuse_scoring_trained_labels
 
         cfg = _load(config, run_dir, default_preset="demo")
-        refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, cfg.eval.models)  # before SFT and GRPO train
         results = run_demo(cfg, force=force, console=console)
         mark_stale_tables(cfg.run_dir, WHAT, console)  # ablation tables of the stages it ran again
         return results

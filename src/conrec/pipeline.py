@@ -246,6 +246,11 @@ def run_pipeline(
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
     run = RunDir(cfg.run_dir)
+    if "eval" in stages:  # LMs this pipeline trains or the run has, scored on their training labels: before any trains
+        from conrec.eval.stage import refuse_scoring_trained_labels
+
+        scored = [m for m in cfg.eval.models if m in stages or run.model_dir(m).exists()]
+        refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)
     if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
         check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
     with holding_run(cfg.run_dir):  # across the stages: no other process starts one in between
