@@ -28,11 +28,15 @@ class SimulatorConfig(_Strict):
     n_users: int = Field(300, ge=2)
     n_items: int = Field(800, ge=10)
     n_categories: int = Field(12, ge=2, le=24, description="categories (shows/genres); at most 24 names exist")
-    days: int = Field(60, ge=2)
+    # bounded: 2.95 M days simulated for minutes and then failed on timestamps past the year 9999, with the table
+    # sources' advice (data.ts_unit), which the simulator does not read
+    days: int = Field(60, ge=2, le=36_500, description="length of the simulated log in days (at most 36,500, about 100 years)")
     events_per_user_per_day: float = Field(
         15.0, gt=0, le=10_000, description="mean exposures per user per day (each yields a positive, a dislike, or nothing)"
     )
-    sessions_per_day: int = Field(3, ge=1, description="the recommender re-ranks (and applies suppression) per session")
+    sessions_per_day: int = Field(
+        3, ge=1, le=86_400, description="the recommender re-ranks (and applies suppression) per session; at most one a second"
+    )
     dislike_facets_per_user: int = Field(3, ge=1, description="latent dislike facets (a category, tone or setting)")
     dislike_prob_on_facet: float = Field(0.08, ge=0.0, le=1.0, description="P(explicit dislike | exposed item on a facet)")
     dislike_prob_background: float = Field(0.003, ge=0.0, le=1.0, description="P(explicit dislike | other exposed item)")
