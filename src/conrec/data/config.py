@@ -11,6 +11,9 @@ from conrec.config_base import StrictConfig
 
 SIMULATOR_FACETS = ("category", "tone", "setting")  # the simulated items' facet columns (a user dislikes values of these)
 MAX_SIMULATOR_CELLS = 200_000_000  # users x items: about 14 GB of the simulator's dense arrays
+SIMULATOR_PAIR_BYTES = 70  # the dense user x item arrays, per pair
+SIMULATOR_ITEM_BYTES = 700  # per item: the generated titles and text as Python strings, and the items frame (~450-650 measured)
+MAX_SIMULATOR_BYTES = 15_000_000_000  # the pairs' 14 GB plus room for the items of the largest such world
 SIMULATOR_TONES_AND_SETTINGS = 18  # 8 tones + 10 settings (conrec.data.simulator.TONES, SETTINGS; a test keeps them equal)
 
 
@@ -63,6 +66,13 @@ class SimulatorConfig(_Strict):
             raise ValueError(
                 f"n_users x n_items = {cells:.3g}: the simulator holds dense user x item arrays (about 70 bytes per pair), "
                 f"so at most {MAX_SIMULATOR_CELLS:.0e} pairs (e.g. 100,000 users x 2,000 items); for bigger logs use a table source"
+            )
+        need = SIMULATOR_PAIR_BYTES * cells + SIMULATOR_ITEM_BYTES * self.n_items
+        if need > MAX_SIMULATOR_BYTES:  # few users, a huge catalogue: the pairs fit, the items' strings did not (an OOM kill)
+            raise ValueError(
+                f"n_items = {self.n_items:,} with {self.n_users:,} users: the simulator needs about {need / 1e9:.3g} GB "
+                f"({SIMULATOR_PAIR_BYTES} bytes per user x item pair and about {SIMULATOR_ITEM_BYTES} per item for its "
+                f"generated titles and text), at most {MAX_SIMULATOR_BYTES / 1e9:.0f} GB; simulate fewer items or use a table source"
             )
         facets = self.n_categories + SIMULATOR_TONES_AND_SETTINGS
         if self.dislike_facets_per_user > facets:  # drawing distinct facets would never end
