@@ -188,7 +188,7 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
     sizes = (cfg.n_categories, len(TONES), len(SETTINGS))
     suppressed_until = [np.full((n_u, k), -1, dtype=np.int64) for k in sizes]
     reacted = np.zeros((n_u, n_i), dtype=bool)
-    rows = np.arange(n_u)
+    n_reacted = np.zeros(n_u, dtype=np.int64)  # reacted.sum(axis=1), kept up to date instead of recounted every step
     lam = cfg.events_per_user_per_day / cfg.sessions_per_day
     session_len = DAY // cfg.sessions_per_day
     suppress_s = int(round(cfg.suppression_days * DAY))
@@ -198,23 +198,29 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
         day, session = divmod(step, cfg.sessions_per_day)
         t0 = START_TS + day * DAY + session * session_len
         # never more than the items a user has not reacted to: the top-k below would take reacted (weight 0) ones
-        counts = np.minimum(rng.poisson(lam, size=n_u), n_i - reacted.sum(axis=1))
+        counts = np.minimum(rng.poisson(lam, size=n_u), n_i - n_reacted)
         k = int(counts.max())
         if k > 0:
-            suppressed = np.zeros((n_u, n_i), dtype=bool)
-            for axis in range(3):
-                suppressed |= suppressed_until[axis][:, attrs[axis]] > t0
-            weight = np.where(suppressed, base_weight * suppressed_factor, base_weight)
+            # The ranking below is per user, so it is done only for the users shown something this session (at
+            # 96 sessions a day ~86% of them are shown nothing): the same events, at a fraction of the work. The
+            # random draws are not: the exponentials are still drawn for every user x item cell, so the generator's
+            # stream, and every documented simulated world, stays exactly as it was.
+            active = np.flatnonzero(counts)
+            suppressed = np.zeros((active.size, n_i), dtype=bool)
+            for axis in range(3):  # a bool per (user, facet value) first: gathering int64 over every item cost 3x more
+                suppressed |= (suppressed_until[axis][active] > t0)[:, attrs[axis]]
+            noise = rng.standard_exponential(size=(n_u, n_i), dtype=np.float32)[active]
+            weight = np.where(suppressed, base_weight[active] * suppressed_factor, base_weight[active])
             # Top-k of weight / Exp(1) = sampling k items without replacement proportionally to weight
             # (the exponential form of the Gumbel top-k trick; no logs needed).
-            key = weight / (rng.standard_exponential(size=weight.shape, dtype=np.float32) + np.float32(1e-12))
+            key = weight / (noise + np.float32(1e-12))
             # below every key of an item not reacted to, even one whose weight underflowed to 0 in float32
             # (a suppression_penalty over ~100, extreme weights): at 0 they tied, and reacted items were shown again
-            key[reacted] = -1.0
+            key[reacted[active]] = -1.0
             top = np.argpartition(-key, k - 1, axis=1)[:, :k]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(key, top, axis=1), axis=1), axis=1)
-            slot_ok = np.arange(k)[None, :] < counts[:, None]
-            u_idx = np.broadcast_to(rows[:, None], top.shape)[slot_ok]
+            slot_ok = np.arange(k)[None, :] < counts[active][:, None]
+            u_idx = np.broadcast_to(active[:, None], top.shape)[slot_ok]
             i_idx = top[slot_ok]
             slot = np.broadcast_to(np.arange(k)[None, :], top.shape)[slot_ok]
             gap = max(0, min(90, (session_len - 660) // k))  # 90 s per item, closer for a slate too long for its session
@@ -222,7 +228,8 @@ def simulate(cfg: SimulatorConfig | None = None, progress: Callable[[int, int], 
             r = rng.random(i_idx.shape)
             pd_, pp = p_dis[u_idx, i_idx], p_pos[u_idx, i_idx]
             outcome = np.where(r < pd_, DISLIKE, np.where(r < pd_ + pp, POSITIVE, 0)).astype(np.int8)
-            reacted[u_idx[outcome != 0], i_idx[outcome != 0]] = True
+            reacted[u_idx[outcome != 0], i_idx[outcome != 0]] = True  # distinct items per user: each pair once
+            n_reacted += np.bincount(u_idx[outcome != 0], minlength=n_u)
             dis = outcome == DISLIKE
             for axis in range(3):  # the recommender hides everything close to a disliked item
                 np.maximum.at(suppressed_until[axis], (u_idx[dis], attrs[axis][i_idx[dis]]), ts[dis] + suppress_s)
