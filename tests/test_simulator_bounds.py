@@ -47,3 +47,15 @@ def test_a_huge_catalogue_is_refused_even_with_few_users() -> None:
 )
 def test_worlds_that_fit_stay_accepted(size: dict[str, int]) -> None:
     assert SimulatorConfig(**size).n_items == size["n_items"]
+
+
+def test_mostly_dislikes_advice_names_the_simulator_settings() -> None:
+    """A simulated world has no rating mapping: the advice must name data.simulator's settings, not the table ones."""
+    from conrec.data.stage import dislike_share_warning
+
+    sim = dislike_share_warning({"dislike_share": 1.0, "source": "simulator"})
+    assert sim is not None and sim.startswith("100% of the events are dislikes")
+    assert "dislike_prob_on_facet" in sim and "dislike_facets_per_user" in sim
+    assert "dislike_max_rating" not in sim and "conrec init" not in sim and "rating_range" not in sim
+    table = dislike_share_warning({"dislike_share": 0.8, "source": "table"})
+    assert table is not None and "dislike_max_rating" in table

@@ -165,11 +165,18 @@ def dislike_share_warning(stats: dict[str, Any]) -> str | None:
 
     Why: explicit dislikes are a minority in every log measured here (5% to 25%), so a majority means
     the mapping is off (a "no rating" code or an implicit interaction read as a low rating, a flag read
-    the wrong way round); nothing downstream would stop, the model would learn the wrong target.
+    the wrong way round); nothing downstream would stop, the model would learn the wrong target. A simulated
+    world has no mapping: its ``data.simulator`` settings made the dislikes, so the advice names those.
     """
     share = float(stats.get("dislike_share") or 0.0)
     if share <= MOSTLY_DISLIKES:
         return None
+    if stats.get("source") == "simulator":
+        return (
+            f"{share:.0%} of the events are dislikes; explicit dislikes are usually a minority: data.simulator's settings "
+            "make most reactions dislikes (dislike_prob_on_facet and dislike_prob_background against positive_prob_min/max, "
+            "or dislike_facets_per_user covering most of the n_categories + 18 tone and setting facets)"
+        )
     return (
         f"{share:.0%} of the events are dislikes; explicit dislikes are usually a minority: check how they are mapped "
         "(dislike_max_rating, rating_range, feedback_labels; `conrec init` proposes them from the file)"
