@@ -494,6 +494,19 @@ def test_epoch_units_are_told_by_their_typical_size_and_named_when_wrong(tmp_pat
             stage.run(cfg.model_copy(update={"streaming": "on"}), tmp_path / f"run_{unit}", console=Console(quiet=True))
 
 
+def test_epoch_times_in_two_units_are_refused_naming_each_units_count_and_an_example() -> None:
+    """A log whose logger moved from seconds to milliseconds was guessed as ms from the median, with a seconds value
+    as the example, and conrec data then kept the seconds rows as silent January-1970 events."""
+    seconds = [str(1_600_000_000 + 3_600 * k) for k in range(40)]
+    millis = [str((1_610_000_000 + 3_600 * k) * 1_000) for k in range(60)]
+    for times in (seconds + millis, millis + seconds):
+        with pytest.raises(ConfigError, match=r"time column 'ts' mixes epoch units: 40 value\(s\) look like epoch seconds \(e.g. "
+                           r"'1600000000'\) and 60 value\(s\) look like epoch milliseconds \(e.g. '1610000000000'\).*the seconds times 1,000"):
+            guess(_dated(times))
+    assert guess(_dated(["0", "5", *millis])).ts_unit == "ms"  # placeholders below 1e8 tell no unit: not a mix
+    assert guess(_dated([str(k) for k in range(0, 10_000_000, 100_000)])).ts_unit == "s"  # a clock that starts at 0
+
+
 def test_init_suggests_a_yaml_name_inside_a_directory_given_as_out(tmp_path: Path) -> None:
     """`conrec init ... -o DIR` suggested DIR/out.parquet for the YAML config it writes."""
     ev = tmp_path / "events.csv"

@@ -22,7 +22,15 @@ import polars as pl
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalise, normalised, propose
 from conrec.data.repair import padded_ids_hint
-from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, dated, flatten_list_columns, id_as_text
+from conrec.data.schema import (
+    INTEGRAL_FLOAT_TEXT,
+    MOSTLY_DISLIKES,
+    dated,
+    epoch_unit_facts,
+    flatten_list_columns,
+    id_as_text,
+    mixed_epoch_units,
+)
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -248,6 +256,9 @@ def _epoch_unit(s: pl.Series, nums: pl.Series) -> tuple[str, str, str | None]:
     read = pl.select(text_numbers(pl.lit(present))).to_series()
     example = present.filter(read > 0).head(1)
     shown = repr(example[0]) if example.len() else repr(present[0])  # the text as written: 19 digits lose their end as floats
+    by_unit = pl.DataFrame({"v": read.floor(), "text": present}).select(epoch_unit_facts(pl.col("v"), pl.col("text")))
+    if mixed := mixed_epoch_units(by_unit.row(0, named=True), f"time column {s.name!r}"):
+        raise ConfigError(mixed.replace("and rerun", "and rerun conrec init"))
     if typical > _NS_THRESHOLD:
         raise ConfigError(f"time column {s.name!r}: values like {shown} are epoch nanoseconds, which no data.ts_unit reads; "
                           "write them as microseconds (divide by 1,000: then ts_unit us) or seconds, and rerun")

@@ -25,7 +25,18 @@ from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates, read_layout
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, dated, id_as_text, validate_items
+from conrec.data.schema import (
+    DISLIKE,
+    EVENT_COLUMNS,
+    MAX_TS,
+    POSITIVE,
+    beyond_year_9999,
+    dated,
+    epoch_unit_facts,
+    id_as_text,
+    mixed_epoch_units,
+    validate_items,
+)
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
@@ -177,9 +188,12 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
         reader = "the Spark engine reads" if cfg.engine == "spark" else "streaming reads"
         raise DataValidationError(f"{what}: {reader} epoch timestamps or datetimes, got {dtype}{'' if cfg.engine == 'spark' else '; set data.streaming: off'}")
     ts = ts.cast(pl.Int64)
+    facts = lf.select(*epoch_unit_facts(ts), low=ts.min()).collect(engine="streaming").row(0, named=True)  # one pass
+    if mixed := mixed_epoch_units(facts, f"{what}: column 'ts'"):
+        raise DataValidationError(mixed)
     unit = cfg.ts_unit
     if unit == "auto":
-        low = lf.select(ts.min()).collect(engine="streaming").item()
+        low = facts["low"]
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     return ts // PER_SECOND[unit] if unit != "s" else ts
 
