@@ -52,6 +52,7 @@ class RepairLog:
 
     policy: InvalidPolicy = "error"
     counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)  # kind -> which values, and the setting that keeps them
 
     def record(self, kind: str, n: int, source: str, examples: Sequence[object] = (), label: str = "") -> None:
         """Count ``n`` rows of ``kind``, or raise under ``error`` with ``examples`` (values of the column
@@ -71,8 +72,8 @@ class RepairLog:
         return sum(self.counts.values())
 
     def lines(self) -> list[str]:
-        """One human line per kind, in :data:`WARTS` order."""
-        return [f"{self.counts[k]:,} {WARTS[k]}" for k in WARTS if self.counts.get(k)]
+        """One human line per kind, in :data:`WARTS` order, with its :attr:`details` where there are some."""
+        return [f"{self.counts[k]:,} {WARTS[k]}" + (f"; {self.details[k]}" if self.details.get(k) else "") for k in WARTS if self.counts.get(k)]
 
 
 ITEM_KINDS = frozenset({"empty_title", "duplicate_item", "item_without_id"})

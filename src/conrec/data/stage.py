@@ -106,8 +106,10 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     try:
         stats = _build(dcfg, rd, engine, log, console, item_notes)
     except ConrecError:  # the rows dropped are often why (no training sample once every time was unreadable): say so first
+        _explain_bad_feedback(log, dcfg)
         warn_repairs(log, dcfg.source, console, stopped=True)
         raise
+    _explain_bad_feedback(log, dcfg)
     warn_repairs(log, dcfg.source, console)
     console.print(summary_table(stats))
     if (warning := dislike_share_warning(stats)) is not None:
@@ -189,6 +191,15 @@ def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: p
         return
     with atomic_path(path) as tmp:
         exposures_from_events(pl.scan_parquet(events_file)).sink_parquet(tmp, engine="streaming")
+
+
+def _explain_bad_feedback(log: RepairLog, dcfg: DataConfig) -> None:
+    """Name the dropped feedback or rating values in the warning (:mod:`conrec.data.bad_feedback`), when rows were."""
+    if log.counts.get("bad_feedback") and "bad_feedback" not in log.details:
+        from conrec.data.bad_feedback import bad_feedback_detail
+
+        if detail := bad_feedback_detail(dcfg):
+            log.details["bad_feedback"] = detail
 
 
 def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = False) -> None:
