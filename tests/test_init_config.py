@@ -507,6 +507,27 @@ def test_epoch_times_in_two_units_are_refused_naming_each_units_count_and_an_exa
     assert guess(_dated([str(k) for k in range(0, 10_000_000, 100_000)])).ts_unit == "s"  # a clock that starts at 0
 
 
+def test_the_rating_scale_and_feedback_labels_come_from_the_whole_column_not_the_first_rows(tmp_path: Path) -> None:
+    """A time-sorted file with whole stars in its first 10,000 rows and half stars after got rating_range [1, 5], and a
+    feedback word first logged after them (a new not_interested button) no label: conrec data dropped those rows, the
+    strongest dislikes of the test period, as out of range."""
+    n = 10_050
+    stars = tmp_path / "stars.csv"
+    stars.write_text("user,item,rating,ts\n" + "".join(
+        f"u{k % 40},i{k % 30},{(1 + k % 5) if k < 10_000 else 0.5 * (1 + k % 10)},{1_600_000_000 + k}\n" for k in range(n)))
+    _, g = init_config(stars, None, tmp_path / "stars.yaml")
+    assert g.rating_range == (0.5, 5.0) and g.dislike_max_rating == 2.0 and "0.5..5 in steps of 0.5" in g.rating_reason
+    words = tmp_path / "words.csv"
+    words.write_text("user,item,action,ts\n" + "".join(
+        f"u{k % 40},i{k % 30},{('thumbs_down', 'like', 'view')[k % 3] if k < 10_000 else 'not_interested'},{1_600_000_000 + k}\n"
+        for k in range(n)))
+    _, g = init_config(words, None, tmp_path / "words.yaml")
+    assert g.feedback_labels == {"like": 1, "not_interested": -1, "thumbs_down": -1, "view": 1}
+    pq = tmp_path / "words.parquet"
+    pl.read_csv(words).write_parquet(pq)
+    assert init_config(pq, None, tmp_path / "pq.yaml")[1].feedback_labels == g.feedback_labels
+
+
 def test_init_suggests_a_yaml_name_inside_a_directory_given_as_out(tmp_path: Path) -> None:
     """`conrec init ... -o DIR` suggested DIR/out.parquet for the YAML config it writes."""
     ev = tmp_path / "events.csv"

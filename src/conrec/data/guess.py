@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,9 +139,9 @@ def _score(column: str, role: str) -> int:
     return 1 if any(p in n for p in parts) else 0
 
 
-def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -> pl.DataFrame:
-    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file, every CSV column
-    as text and every categorical Parquet column too (:func:`categoricals_as_text`)."""
+def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS, columns: list[str] | None = None) -> pl.DataFrame:
+    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file (of its ``columns``, None: all),
+    every CSV column as text and every categorical Parquet column too (:func:`categoricals_as_text`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
@@ -148,10 +149,10 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     sep = csv_separator(p, what) if fmt in CSV_SUFFIXES else ","  # a UTF-16 file is refused here, in one line
     try:
         if fmt in PARQUET_SUFFIXES:
-            table = pl.read_parquet(p, n_rows=n_rows)
+            table = pl.read_parquet(p, n_rows=n_rows, columns=columns)
             table = table.with_columns(categoricals_as_text(table.schema))
         else:
-            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=sep, n_rows=n_rows, infer_schema=False)
+            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=sep, n_rows=n_rows, infer_schema=False, columns=columns)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     return has_rows(table, p, what)
@@ -432,9 +433,15 @@ def guess(
     items: pl.DataFrame | None = None,
     given: dict[str, str] | None = None,
     ts_format: str | None = None,
+    whole_column: Callable[[str], pl.Series] | None = None,
 ) -> Guess:
     """The mapping for ``events`` (and ``items``), with reasons; ``given``: role -> column from the flags;
-    ``ts_format``: the layout of date/time strings, from ``--time-format``.
+    ``ts_format``: the layout of date/time strings, from ``--time-format``; ``whole_column``: a column of the whole
+    events file by name, whose values the rating scale or the feedback labels are read from (None: the sample's).
+
+    Why the whole column for those: in a time-sorted file, half stars that start after row 10,000 were outside the
+    proposed ``rating_range``, and a feedback word first logged there (a new ``not_interested`` button) was in no
+    label; conrec data dropped those rows, the strongest dislikes of the test period. One column costs one read.
 
     Raises :class:`ConfigError` naming the flag to pass when a required role is ambiguous or absent.
     """
@@ -468,7 +475,7 @@ def guess(
             "(a column of words, in any language, gets data.feedback_labels to fill in)"
         )
     assert choice is not None
-    values = events[choice.column]
+    values = events[choice.column] if whole_column is None else whole_column(choice.column)
     if _is_feedback(values):
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; values in {-1, 0, +1}: -1 is a dislike")
     elif _only_positives(values, choice.column):
