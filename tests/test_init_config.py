@@ -528,6 +528,36 @@ def test_the_rating_scale_and_feedback_labels_come_from_the_whole_column_not_the
     assert init_config(pq, None, tmp_path / "pq.yaml")[1].feedback_labels == g.feedback_labels
 
 
+def test_a_log_of_implicit_interactions_is_told_it_holds_no_dislike(tmp_path: Path) -> None:
+    """A view log (``action`` = ``view`` throughout) was refused as holding "more than 50 distinct words" with
+    --rating-col action, and as having no feedback column without it; a log of views, clicks and purchases got the
+    warning that no value is a known dislike word, and conrec data then named dislike_max_rating, which it has not."""
+    views = pl.DataFrame({"user": ["u1", "u2"] * 5, "item": [f"i{k}" for k in range(10)], "action": ["view"] * 10,
+                          "ts": [str(1_700_000_000 + k) for k in range(10)]})
+    one_word = r"column 'action' holds only 'view', a usual word for a positive.*conrec learns from explicit negative feedback"
+    with pytest.raises(ConfigError, match=one_word):
+        guess(views)
+    with pytest.raises(ConfigError, match=one_word):
+        guess(views, given={"rating": "action"})
+    flags = views.with_columns(rating=pl.Series(["yes", "no"] * 5)).drop("action")
+    with pytest.raises(ConfigError, match=r"holds the words \['no', 'yes'\], which no word list reads as -1/0/\+1"):
+        guess(flags, given={"rating": "rating"})
+    implicit = views.with_columns(action=pl.Series(["view", "click", "add_to_cart", "purchase", "view"] * 2))
+    g = guess(implicit)
+    assert g.feedback_labels == {"add_to_cart": 1, "click": 1, "purchase": 1, "view": 1}
+    assert "every value of 'action' is a usual word for a positive or for no reaction" in g.labels_warning
+    path = tmp_path / "events.csv"
+    implicit.write_csv(path)
+    init_config(path, None, tmp_path / "implicit.yaml")
+    cfg = load_config(tmp_path / "implicit.yaml")
+    from rich.console import Console
+
+    from conrec.data import stage
+
+    with pytest.raises(DataValidationError, match=r"none of the 10 events is a dislike \(feedback -1\); check data.feedback_labels"):
+        stage.run(cfg.data, tmp_path / "run", console=Console(quiet=True))
+
+
 def test_init_suggests_a_yaml_name_inside_a_directory_given_as_out(tmp_path: Path) -> None:
     """`conrec init ... -o DIR` suggested DIR/out.parquet for the YAML config it writes."""
     ev = tmp_path / "events.csv"

@@ -470,6 +470,9 @@ def guess(
         choice = choice if choice is not None else _flag_column(cols, events, taken)
         choice = choice if choice is not None else _word_column(cols, events, taken)
     if choice is None:
+        named = _pick("feedback", cols, None, "events file", taken)  # an action column of one word (a view log)
+        if named is not None and (word := _only_word(events[named.column] if whole_column is None else whole_column(named.column))):
+            raise one_word_feedback(named.column, word)
         raise ConfigError(
             f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME "
             "(a column of words, in any language, gets data.feedback_labels to fill in)"
@@ -493,10 +496,15 @@ def guess(
         out.labels_warning = unknown_words_warning(choice.column, words[1])
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words no list knows, listed in feedback_labels")
     else:
+        if word := _only_word(values):
+            raise one_word_feedback(choice.column, word)
         if not _mostly_numeric(values):
+            distinct = values.drop_nulls().cast(pl.String).unique().sort()
+            held = (f"holds more than {_MAX_LABELS} distinct words" if distinct.len() > _MAX_LABELS
+                    else f"holds the words {distinct.to_list()}, which no word list reads as -1/0/+1")
             raise ConfigError(
-                f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}) and holds more than "
-                f"{_MAX_LABELS} distinct words; name a rating or feedback column with --rating-col NAME, or write data.feedback_labels yourself"
+                f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}) and {held}; "
+                "name a rating or feedback column with --rating-col NAME, or write data.feedback_labels yourself"
             )
         out.events["rating"] = choice
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
@@ -621,6 +629,33 @@ def _word_labels(s: pl.Series) -> tuple[dict[str, int], list[str]] | None:
     return propose(distinct.to_list()) if 2 <= distinct.len() <= _MAX_LABELS else None
 
 
+def _only_word(s: pl.Series) -> str | None:
+    """The one value of a column of words that holds only one (``view`` throughout), else None."""
+    present = s.drop_nulls()
+    if present.len() == 0 or _mostly_numeric(present):
+        return None
+    distinct = present.cast(pl.String).unique()
+    return str(distinct[0]) if distinct.len() == 1 else None
+
+
+_EXPLICIT = "conrec learns from explicit negative feedback (a hide, a thumbs-down, a low rating) beside the positives"
+
+
+def one_word_feedback(column: str, word: str) -> ConfigError:
+    """The refusal of a feedback column that holds one word: no value of it can be a dislike.
+
+    Why a refusal of its own: a pure view log (``action`` = ``view`` throughout) was refused as "holds more than 50
+    distinct words", or as having no feedback column at all although ``action`` is a usual name for one; neither said
+    what is true, that conrec needs explicit dislikes and this log has none.
+    """
+    positive = propose([word])[0].get(normalise(word)) == 1
+    what = ", a usual word for a positive, as a log of implicit interactions writes it" if positive else ""
+    return ConfigError(
+        f"column {column!r} holds only {word!r}{what}: one value cannot tell a dislike from a positive, and {_EXPLICIT}; "
+        "this log has none to learn from. If another column holds such feedback, pass --rating-col NAME"
+    )
+
+
 def unknown_words_warning(column: str, unknown: list[str]) -> str:
     """Why the proposed labels must be edited before ``conrec data``: no value is a known dislike word.
 
@@ -628,7 +663,11 @@ def unknown_words_warning(column: str, unknown: list[str]) -> str:
     no list's, but the column is plainly the feedback; listing every value is most of the mapping, and
     only the user can say which is the dislike. Left neutral, every event is dropped.
     """
-    words = f" (the words no list knows, {unknown}, are listed as neutral, 0)" if unknown else ""
+    if not unknown:  # every word a known positive or no-reaction word: a log of implicit interactions
+        return (f"every value of {column!r} is a usual word for a positive or for no reaction (an implicit interaction), none for a "
+                f"dislike: {_EXPLICIT}, and this log seems to have none; if one of these words marks a dislike, set it to -1, "
+                "else conrec data stops with no dislike")
+    words = f" (the words no list knows, {unknown}, are listed as neutral, 0)"
     return f"no value of {column!r} is a known dislike word{words}: mark the dislike words -1 and the positive ones 1 before conrec data"
 
 

@@ -34,13 +34,16 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 
-def check_learnable(stats: dict[str, Any], source: str) -> None:
-    """Fail when the data cannot train anything: no dislikes, or no training sample.
+def check_learnable(stats: dict[str, Any], source: str, labelled: bool = False) -> None:
+    """Fail when the data cannot train anything: no dislikes, or no training sample; ``labelled``: the feedback is
+    mapped by ``data.feedback_labels`` (which the advice then names, not ``dislike_max_rating``).
 
     Why: such a dataset used to pass this stage silently and fail (or train on nothing) later.
     """
     if stats["dislikes"] == 0:
         how = ("raise data.simulator.dislike_prob_on_facet or dislike_prob_background" if source == "simulator"
+               else "check data.feedback_labels: no value the log holds is mapped to -1 (conrec learns from explicit negative "
+               "feedback, a hide, a thumbs-down, a low rating; a log of views, clicks or purchases alone has none)" if labelled
                else "check how dislikes are mapped (data.columns, dislike_max_rating)")
         raise DataValidationError(f"{source}: none of the {stats['events']:,} events is a dislike (feedback -1); {how}")
     if stats["samples"]["train"] == 0:
@@ -143,7 +146,7 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
             )
             stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
             stats["invalid_rows"] = {"policy": dcfg.on_invalid, **log.counts}
-            check_learnable(stats, dcfg.source)
+            check_learnable(stats, dcfg.source, labelled=bool(dcfg.feedback_labels))
             _write_exposures(exposures, staging / EVENTS_FILE, items, dcfg.source, staging / "exposures.parquet")
             progress.advance(steps)
             rd.clear_done("data")
