@@ -250,6 +250,21 @@ def test_dropped_ratings_and_feedback_words_are_named_with_their_counts_and_the_
             "to keep them ('not_interested' is a usual word for a dislike)") in console.export_text()
 
 
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_user_ids_that_differ_only_by_spaces_around_them_are_warned_about_and_kept(tmp_path, streaming):
+    """An export that wrote one user as ``u1`` and ``u1 `` gave twice the users, each with half the history, without a
+    word, where such item ids get a warning. A user id padded but like no other stays as it is, without one."""
+    rows = [f"{'u' + str(u) + (' ' if k % 2 else '')},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
+    ev, it = _files(tmp_path, [*rows, " lone,a,500000,-1"])
+    data = {"source": "table", "events_path": str(ev), "items_path": str(it), "streaming": streaming}
+    console = Console(record=True, width=400)
+    stats = stage.run(load_config(None, {"data": data}).data, tmp_path / "run", console=console)
+    out = console.export_text()
+    assert ("6 user id(s) differ from another only by the spaces around them, e.g. [['u0', 'u0 '], ['u1', 'u1 '], ['u2', 'u2 ']]: "
+            "they stay separate users") in out and "lone" not in out
+    assert stats["users"] == 7 and " lone" in pl.read_parquet(RunDir(tmp_path / "run").events)["user_id"].to_list()
+
+
 def test_clean_data_prints_no_warning(tmp_path):
     rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
     ev, it = _files(tmp_path, rows)

@@ -25,7 +25,7 @@ from conrec.console_text import shown
 from conrec.data.config import DataConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
-from conrec.data.repair import RepairLog, item_warnings
+from conrec.data.repair import RepairLog, item_warnings, user_warnings
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import ConrecError, DataValidationError
@@ -128,7 +128,8 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
 
 def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console, notes: list[str]) -> dict[str, Any]:
     """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`);
-    appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`)."""
+    appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`) and
+    user ids (:func:`conrec.data.repair.user_warnings`)."""
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
         notes += item_warnings(items)
@@ -136,6 +137,7 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
             built = engine.build(events, items, dcfg, staging)
+            notes += user_warnings(pl.scan_parquet(staging / EVENTS_FILE).select(pl.col("user_id").unique()).collect()["user_id"])
             # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
             for kind, n in built.dropped.items():
                 log.record(kind, n, f"{dcfg.source} events")
