@@ -10,6 +10,7 @@ marker last, so an interrupted run never looks finished.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -22,7 +23,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conrec.console_text import shown
-from conrec.data.config import DataConfig
+from conrec.data.config import DataConfig, SplitConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
 from conrec.data.repair import RepairLog, item_warnings, user_warnings
@@ -47,10 +48,9 @@ def check_learnable(stats: dict[str, Any], source: str, labelled: bool = False) 
                else "check how dislikes are mapped (data.columns, dislike_max_rating)")
         raise DataValidationError(f"{source}: none of the {stats['events']:,} events is a dislike (feedback -1); {how}")
     if stats["samples"]["train"] == 0:
-        raise DataValidationError(
-            f"{source}: no training sample (a dislike with history before the valid cut-off "
-            f"{stats['valid_cutoff']}); samples per split: {stats['samples']}"
-        )
+        before = ("its user's valid points" if stats.get("split_protocol") == "per_user"  # the global cut-off plays no part
+                  else f"the valid cut-off {stats['valid_cutoff']}")
+        raise DataValidationError(f"{source}: no training sample (a dislike with history before {before}); samples per split: {stats['samples']}")
 
 
 def _load(
@@ -114,7 +114,7 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
         raise
     _explain_bad_feedback(log, dcfg)
     warn_repairs(log, dcfg.source, console)
-    console.print(summary_table(stats))
+    console.print(summary_table(stats, per_user_points(dcfg.split, rd.samples) if dcfg.split.protocol == "per_user" else None))
     if (warning := dislike_share_warning(stats)) is not None:
         console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
     for note in item_notes:  # printed only: stats.json and the data files stay as they were
@@ -221,7 +221,29 @@ def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = 
     )
 
 
-def summary_table(stats: dict[str, Any]) -> Table:
+def per_user_points(split: SplitConfig, samples: Path) -> tuple[str, str, str]:
+    """(the rule, the valid points' first and last day, the test points') of the per-user split, for :func:`summary_table`.
+
+    Why: under ``protocol: per_user`` the table printed the global valid / test cut-offs (stats.json keeps them), which
+    that split does not use; its test points started three months before the "test cut-off" printed.
+    """
+    spans = dict(
+        (split_name, (first, last)) for split_name, first, last in pl.scan_parquet(samples).filter(pl.col("split").is_in(["valid", "test"]))
+        .group_by("split").agg(pl.col("ts").min(), pl.col("ts").max().alias("last")).collect().iter_rows()
+    )
+
+    def days(name: str) -> str:
+        return f"{utc_day(spans[name][0])} .. {utc_day(spans[name][1])}" if name in spans else "none"
+
+    return (f"per user: {split.valid_frac:.0%} / last {split.test_frac:.0%} of dislikes", days("valid"), days("test"))
+
+
+def utc_day(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def summary_table(stats: dict[str, Any], per_user: tuple[str, str, str] | None = None) -> Table:
+    """The stage's summary; ``per_user``: :func:`per_user_points`, printed instead of the global cut-offs, unused then."""
     t = Table(title=f"data: {stats['source']}", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
@@ -229,7 +251,12 @@ def summary_table(stats: dict[str, Any]) -> Table:
     t.add_row("events (dislikes)", f"{stats['events']:,} ({stats['dislikes']:,}, {stats['dislike_share']:.1%})")
     t.add_row("median dislikes per user", f"{stats['median_negatives_per_user']:g}")
     t.add_row("time span", f"{stats['first_event'][:10]} .. {stats['last_event'][:10]}")
-    t.add_row("valid / test cut-off", f"{stats['valid_cutoff'][:16]} / {stats['test_cutoff'][:16]}")
+    if per_user is None:
+        t.add_row("valid / test cut-off", f"{stats['valid_cutoff'][:16]} / {stats['test_cutoff'][:16]}")
+    else:
+        t.add_row("valid / test split", per_user[0])
+        t.add_row("valid points", per_user[1])
+        t.add_row("test points", per_user[2])
     s = stats["samples"]
     t.add_row("samples train / valid / test", f"{s['train']:,} / {s['valid']:,} / {s['test']:,}")
     return t
