@@ -35,6 +35,7 @@ from pyspark.sql import SparkSession
 from test_data_engines import (
     ALL_NEUTRAL,
     COLUMNS_REFUSED,
+    MIXED_UNITS,
     WORDS_REFUSED,
     _run,
     all_neutral_log,
@@ -47,6 +48,7 @@ from test_data_engines import (
     half_star_log,
     loose_time_log,
     microsecond_log,
+    mixed_units_log,
     offset_time_log,
     text_feedback_log,
     two_digit_year_logs,
@@ -351,6 +353,13 @@ def test_spark_refuses_a_columns_source_in_neither_file_like_polars(spark, tmp_p
 
     with pytest.raises(ConfigError, match=COLUMNS_REFUSED):
         _run(tmp_path, "cols", {"source": "table", "events_path": str(table_file), "columns": {"genre": "category"}, "engine": "spark", "spark": SPARK})
+
+
+def test_spark_refuses_epoch_times_in_two_units_like_polars(spark, tmp_path):
+    from conrec.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match=MIXED_UNITS):
+        _run(tmp_path, "mixed", {"source": "table", "events_path": str(mixed_units_log(tmp_path)), "ts_unit": "ms", "engine": "spark", "spark": SPARK})
 
 
 def test_spark_says_a_log_whose_every_feedback_is_neutral_is_so_like_polars(spark, tmp_path):

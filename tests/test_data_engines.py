@@ -440,6 +440,28 @@ def test_a_log_with_no_valid_row_is_told_why(tmp_path, streaming):
         _run(tmp_path, "spaced", data)
 
 
+def mixed_units_log(tmp_path: Path) -> Path:
+    """40 events in epoch seconds, then 60 in milliseconds (a logger that changed its unit)."""
+    path = tmp_path / "mixed.csv"
+    times = [1_600_000_000 + 3_600 * k for k in range(40)] + [(1_610_000_000 + 3_600 * k) * 1_000 for k in range(60)]
+    path.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 4},i{k % 9},{t},{-1 if k % 3 else 1}\n" for k, t in enumerate(times)))
+    return path
+
+
+MIXED_UNITS = (r"column '(ts|timestamp)' mixes epoch units: 40 value\(s\) look like epoch seconds \(e.g. 1600000000\) and 60 value\(s\) "
+               r"look like epoch milliseconds \(e.g. 1610000000000\); no data.ts_unit reads both")
+
+
+@pytest.mark.parametrize("streaming", ["off", "on"])
+@pytest.mark.parametrize("unit", ["auto", "s", "ms"])
+def test_epoch_times_in_two_units_are_refused_whatever_the_unit_and_policy(tmp_path, streaming, unit):
+    """With ts_unit: ms (init's guess from the median) the seconds rows were kept as January-1970 events without a
+    word; with s the milliseconds were refused as "beyond year 9999 ... set data.ts_unit: ms", advice that led to the same."""
+    data = {"source": "table", "events_path": str(mixed_units_log(tmp_path)), "streaming": streaming, "ts_unit": unit, "on_invalid": "drop"}
+    with pytest.raises(DataValidationError, match=MIXED_UNITS):
+        _run(tmp_path, "mixed", data)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_streaming_equals_in_memory_on_random_logs_with_many_ties(tmp_path, seed):
     """Random users, items and feedback on a coarse clock (many equal timestamps), partitions far

@@ -220,6 +220,51 @@ def test_stage_prints_one_warning_block_and_records_counts(tmp_path):
     assert all(WARTS[k] in out for k in expected if k != "policy")
 
 
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_dropped_ratings_and_feedback_words_are_named_with_their_counts_and_the_setting(tmp_path, streaming):
+    """Half stars below the rating_range init saw in its first rows, and a feedback word first logged after them, were
+    dropped as "N event(s) with a missing or out-of-range feedback/rating", naming neither the values nor the setting."""
+    rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{1 + (u + k) % 5}" for u in range(3) for k in range(30)]
+    late = ["u0,a,200000,0.5", "u1,b,200001,0.5", "u2,a,200002,0.5", "u0,b,200003,", "u1,a,nan,0.5", "u2,b,200004,7"]
+    ev = tmp_path / "ratings.csv"
+    ev.write_text("user_id,item_id,ts,rating\n" + "\n".join(rows + late) + "\n")
+    it = tmp_path / "it.csv"
+    it.write_text(ITEMS)
+    data = {"source": "table", "events_path": str(ev), "items_path": str(it), "rating_range": [1, 5], "dislike_max_rating": 2,
+            "like_min_rating": 2.01, "streaming": streaming}
+    console = Console(record=True, width=400)
+    stage.run(load_config(None, {"data": data}).data, tmp_path / "ratings", console=console)
+    assert ("5 event(s) with a missing or out-of-range feedback/rating: dropped; the rating values: 0.5 (3), 7 (1) outside "
+            "data.rating_range [1, 5]: widen it to keep them; missing (1)") in console.export_text()  # the NaN time: bad_timestamp
+
+    words = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{('thumbs_down', 'like', 'like')[k % 3]}" for u in range(3) for k in range(30)]
+    late = ["u0,a,200000,not_interested", "u1,b,200001,Not Interested", "u2,a,200002,not_interested", "u0,b,200003,mystery"]
+    ev = tmp_path / "words.csv"
+    ev.write_text("user_id,item_id,ts,action\n" + "\n".join(words + late) + "\n")
+    data = {"source": "table", "events_path": str(ev), "items_path": str(it), "columns": {"action": "feedback"},
+            "feedback_labels": {"thumbs_down": -1, "like": 1}, "streaming": streaming}
+    console = Console(record=True, width=400)
+    stage.run(load_config(None, {"data": data}).data, tmp_path / "words", console=console)
+    assert ("4 event(s) with a missing or out-of-range feedback/rating: dropped; the feedback values: 'not_interested' (2), "
+            "'Not Interested' (1), 'mystery' (1) not in data.feedback_labels: name them there (-1 dislike, 1 positive, 0 neutral) "
+            "to keep them ('not_interested' is a usual word for a dislike)") in console.export_text()
+
+
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_user_ids_that_differ_only_by_spaces_around_them_are_warned_about_and_kept(tmp_path, streaming):
+    """An export that wrote one user as ``u1`` and ``u1 `` gave twice the users, each with half the history, without a
+    word, where such item ids get a warning. A user id padded but like no other stays as it is, without one."""
+    rows = [f"{'u' + str(u) + (' ' if k % 2 else '')},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
+    ev, it = _files(tmp_path, [*rows, " lone,a,500000,-1"])
+    data = {"source": "table", "events_path": str(ev), "items_path": str(it), "streaming": streaming}
+    console = Console(record=True, width=400)
+    stats = stage.run(load_config(None, {"data": data}).data, tmp_path / "run", console=console)
+    out = console.export_text()
+    assert ("6 user id(s) differ from another only by the spaces around them, e.g. [['u0', 'u0 '], ['u1', 'u1 '], ['u2', 'u2 ']]: "
+            "they stay separate users") in out and "lone" not in out
+    assert stats["users"] == 7 and " lone" in pl.read_parquet(RunDir(tmp_path / "run").events)["user_id"].to_list()
+
+
 def test_clean_data_prints_no_warning(tmp_path):
     rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
     ev, it = _files(tmp_path, rows)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from typing import Any
 
 import polars as pl
@@ -14,7 +16,7 @@ from conrec.data import analyze, stage
 from conrec.data.analyze import coverage_by_horizon
 from conrec.data.config import DataConfig
 from conrec.data.samples import DAY, SAMPLE_COLUMNS
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.runs import RunDir
 
 
@@ -389,3 +391,23 @@ def test_item_ids_equal_after_trimming_and_invisible_or_control_titles_are_warne
     assert "warning: 1 item title(s) contain control characters (printed as \\x.. escapes): kept as they are, e.g. items ['z2']" in out
     written = pl.read_parquet(RunDir(tmp_path / "run").items)
     assert {"a1", "a1 ", " a1"} <= set(written["item_id"]) and "bell\x07" in written["title"].to_list()
+
+
+def test_the_per_user_split_prints_its_rule_and_its_points_days_not_the_unused_global_cut_offs(tmp_path):
+    """Under protocol: per_user the summary printed the global valid / test cut-offs (stats.json keeps them), which the
+    split does not use: its test points began months before the printed test cut-off."""
+    cfg = _sim_cfg(tmp_path, protocol="per_user")
+    console = Console(record=True, width=200)
+    stage.run(cfg.data, cfg.run_dir, console=console)
+    out = console.export_text()
+    samples = pl.read_parquet(RunDir(cfg.run_dir).samples).filter(pl.col("split") == "test")
+    first, last = (dt.datetime.fromtimestamp(int(getattr(samples["ts"], f)()), tz=dt.timezone.utc).strftime("%Y-%m-%d") for f in ("min", "max"))
+    assert "cut-off" not in out and "per user: 10% / last 20% of dislikes" in out
+    assert re.search(rf"test points\s*│\s*{first} \.\. {last}", out)
+    glob = _sim_cfg(tmp_path / "global")
+    console = Console(record=True, width=200)
+    stage.run(glob.data, glob.run_dir, console=console)
+    assert "valid / test cut-off" in console.export_text() and "per user" not in console.export_text()
+    stats = {"dislikes": 3, "events": 9, "samples": {"train": 0}, "valid_cutoff": "2020-01-01 00:00:00", "split_protocol": "per_user"}
+    with pytest.raises(DataValidationError, match=r"no training sample \(a dislike with history before its user's valid points\)"):
+        stage.check_learnable(stats, "table")

@@ -494,6 +494,70 @@ def test_epoch_units_are_told_by_their_typical_size_and_named_when_wrong(tmp_pat
             stage.run(cfg.model_copy(update={"streaming": "on"}), tmp_path / f"run_{unit}", console=Console(quiet=True))
 
 
+def test_epoch_times_in_two_units_are_refused_naming_each_units_count_and_an_example() -> None:
+    """A log whose logger moved from seconds to milliseconds was guessed as ms from the median, with a seconds value
+    as the example, and conrec data then kept the seconds rows as silent January-1970 events."""
+    seconds = [str(1_600_000_000 + 3_600 * k) for k in range(40)]
+    millis = [str((1_610_000_000 + 3_600 * k) * 1_000) for k in range(60)]
+    for times in (seconds + millis, millis + seconds):
+        with pytest.raises(ConfigError, match=r"time column 'ts' mixes epoch units: 40 value\(s\) look like epoch seconds \(e.g. "
+                           r"'1600000000'\) and 60 value\(s\) look like epoch milliseconds \(e.g. '1610000000000'\).*the seconds times 1,000"):
+            guess(_dated(times))
+    assert guess(_dated(["0", "5", *millis])).ts_unit == "ms"  # placeholders below 1e8 tell no unit: not a mix
+    assert guess(_dated([str(k) for k in range(0, 10_000_000, 100_000)])).ts_unit == "s"  # a clock that starts at 0
+
+
+def test_the_rating_scale_and_feedback_labels_come_from_the_whole_column_not_the_first_rows(tmp_path: Path) -> None:
+    """A time-sorted file with whole stars in its first 10,000 rows and half stars after got rating_range [1, 5], and a
+    feedback word first logged after them (a new not_interested button) no label: conrec data dropped those rows, the
+    strongest dislikes of the test period, as out of range."""
+    n = 10_050
+    stars = tmp_path / "stars.csv"
+    stars.write_text("user,item,rating,ts\n" + "".join(
+        f"u{k % 40},i{k % 30},{(1 + k % 5) if k < 10_000 else 0.5 * (1 + k % 10)},{1_600_000_000 + k}\n" for k in range(n)))
+    _, g = init_config(stars, None, tmp_path / "stars.yaml")
+    assert g.rating_range == (0.5, 5.0) and g.dislike_max_rating == 2.0 and "0.5..5 in steps of 0.5" in g.rating_reason
+    words = tmp_path / "words.csv"
+    words.write_text("user,item,action,ts\n" + "".join(
+        f"u{k % 40},i{k % 30},{('thumbs_down', 'like', 'view')[k % 3] if k < 10_000 else 'not_interested'},{1_600_000_000 + k}\n"
+        for k in range(n)))
+    _, g = init_config(words, None, tmp_path / "words.yaml")
+    assert g.feedback_labels == {"like": 1, "not_interested": -1, "thumbs_down": -1, "view": 1}
+    pq = tmp_path / "words.parquet"
+    pl.read_csv(words).write_parquet(pq)
+    assert init_config(pq, None, tmp_path / "pq.yaml")[1].feedback_labels == g.feedback_labels
+
+
+def test_a_log_of_implicit_interactions_is_told_it_holds_no_dislike(tmp_path: Path) -> None:
+    """A view log (``action`` = ``view`` throughout) was refused as holding "more than 50 distinct words" with
+    --rating-col action, and as having no feedback column without it; a log of views, clicks and purchases got the
+    warning that no value is a known dislike word, and conrec data then named dislike_max_rating, which it has not."""
+    views = pl.DataFrame({"user": ["u1", "u2"] * 5, "item": [f"i{k}" for k in range(10)], "action": ["view"] * 10,
+                          "ts": [str(1_700_000_000 + k) for k in range(10)]})
+    one_word = r"column 'action' holds only 'view', a usual word for a positive.*conrec learns from explicit negative feedback"
+    with pytest.raises(ConfigError, match=one_word):
+        guess(views)
+    with pytest.raises(ConfigError, match=one_word):
+        guess(views, given={"rating": "action"})
+    flags = views.with_columns(rating=pl.Series(["yes", "no"] * 5)).drop("action")
+    with pytest.raises(ConfigError, match=r"holds the words \['no', 'yes'\], which no word list reads as -1/0/\+1"):
+        guess(flags, given={"rating": "rating"})
+    implicit = views.with_columns(action=pl.Series(["view", "click", "add_to_cart", "purchase", "view"] * 2))
+    g = guess(implicit)
+    assert g.feedback_labels == {"add_to_cart": 1, "click": 1, "purchase": 1, "view": 1}
+    assert "every value of 'action' is a usual word for a positive or for no reaction" in g.labels_warning
+    path = tmp_path / "events.csv"
+    implicit.write_csv(path)
+    init_config(path, None, tmp_path / "implicit.yaml")
+    cfg = load_config(tmp_path / "implicit.yaml")
+    from rich.console import Console
+
+    from conrec.data import stage
+
+    with pytest.raises(DataValidationError, match=r"none of the 10 events is a dislike \(feedback -1\); check data.feedback_labels"):
+        stage.run(cfg.data, tmp_path / "run", console=Console(quiet=True))
+
+
 def test_init_suggests_a_yaml_name_inside_a_directory_given_as_out(tmp_path: Path) -> None:
     """`conrec init ... -o DIR` suggested DIR/out.parquet for the YAML config it writes."""
     ev = tmp_path / "events.csv"

@@ -328,3 +328,17 @@ def test_an_lm_timing_is_its_decoding_and_its_loading_is_shown_apart(tmp_path: P
     STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=[], models=["sft"]), console=Console(quiet=True), load_lm=load)
     timings = run.report.read_text().split("## Timings")[1]
     assert "decoding only" in timings and "- sft: 0.50 (loading: 5.00)" in timings, timings
+
+
+def test_a_user_holding_a_large_share_of_the_evaluated_points_is_noted_with_the_share(tmp_path: Path) -> None:
+    """Under per_user one user held 30 of 50 evaluated points, and the FHR and its point-bootstrap interval were mostly
+    that user's with no note; points spread over users get none."""
+    run = RunDir(tmp_path / "run")
+    users = ["heavy"] * 6 + [f"u{k}" for k in range(14)]
+    write_parquet(pl.DataFrame({"sample_id": list(range(20)), "user_id": users, "split": ["test"] * 20}), run.samples)
+    write_parquet(pl.DataFrame({"sample_id": list(range(20))}), run.predictions / "popularity.parquet")
+    metrics = {"popularity": {"FHR@20": 0.1, "HR@20": 0.2, "NDCG@20": 0.1, "Coverage@20": 0.3, "invalid_rate": 0.0}}
+    text = write_report(run.root, metrics, {"users": 15}).read_text()
+    assert "Note: One user ('heavy') holds 6 of the 20 evaluated points (30%)" in text
+    write_parquet(pl.DataFrame({"sample_id": list(range(6, 20))}), run.predictions / "popularity.parquet")  # one point each
+    assert "Note: One user" not in write_report(run.root, metrics, {"users": 15}).read_text()

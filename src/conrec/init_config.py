@@ -61,7 +61,8 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
     rest, preset_data = _preset_rest(preset)
     lines = [
         f"# Written by `{command}`.",
-        "# The data section was guessed from the files' header and first rows; each guess says why.",
+        "# The data section was guessed from the files' header and first rows (the rating scale or feedback labels from",
+        "# the whole column); each guess says why.",
         f"# Check it, then: conrec data -c {out.name}   (load, repair, split; prints what was dropped)",
         f"#                conrec demo -c {out.name}   (every stage, then the results table)",
         f"run_dir: {_q(run_dir)}",
@@ -137,7 +138,7 @@ def init_config(
         raise ConfigError(f"{out} exists; pass --force to overwrite it, or --out another file")
     sample_events = read_sample(events, "events")
     sample_items = read_sample(items, "items") if items is not None else None
-    g = guess(sample_events, sample_items, given, ts_format)
+    g = guess(sample_events, sample_items, given, ts_format, whole_column=lambda c: read_sample(events, "events", None, [c])[c])
     if items is not None:  # the whole items file's ids: a catalogue's first rows need not be the items of the first events
         all_items = read_sample(items, "items", n_rows=None)
         g.items_warning = id_overlap_warning(sample_events[g.events["item_id"].column], all_items[g.items["item_id"].column])

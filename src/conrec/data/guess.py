@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,15 @@ import polars as pl
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalise, normalised, propose
 from conrec.data.repair import padded_ids_hint
-from conrec.data.schema import INTEGRAL_FLOAT_TEXT, MOSTLY_DISLIKES, dated, flatten_list_columns, id_as_text
+from conrec.data.schema import (
+    INTEGRAL_FLOAT_TEXT,
+    MOSTLY_DISLIKES,
+    dated,
+    epoch_unit_facts,
+    flatten_list_columns,
+    id_as_text,
+    mixed_epoch_units,
+)
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     PARQUET_SUFFIXES,
@@ -130,9 +139,9 @@ def _score(column: str, role: str) -> int:
     return 1 if any(p in n for p in parts) else 0
 
 
-def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -> pl.DataFrame:
-    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file, every CSV column
-    as text and every categorical Parquet column too (:func:`categoricals_as_text`)."""
+def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS, columns: list[str] | None = None) -> pl.DataFrame:
+    """The header and first ``n_rows`` rows (None: all) of a CSV/TSV or Parquet file (of its ``columns``, None: all),
+    every CSV column as text and every categorical Parquet column too (:func:`categoricals_as_text`)."""
     p = existing_file(path, what)
     fmt = file_suffix(p)
     if fmt not in PARQUET_SUFFIXES | CSV_SUFFIXES:
@@ -140,10 +149,10 @@ def read_sample(path: str | Path, what: str, n_rows: int | None = SAMPLE_ROWS) -
     sep = csv_separator(p, what) if fmt in CSV_SUFFIXES else ","  # a UTF-16 file is refused here, in one line
     try:
         if fmt in PARQUET_SUFFIXES:
-            table = pl.read_parquet(p, n_rows=n_rows)
+            table = pl.read_parquet(p, n_rows=n_rows, columns=columns)
             table = table.with_columns(categoricals_as_text(table.schema))
         else:
-            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=sep, n_rows=n_rows, infer_schema=False)
+            table = pl.read_csv(io.BytesIO(read_bytes(p)), separator=sep, n_rows=n_rows, infer_schema=False, columns=columns)
     except Exception as exc:  # polars/arrow raise many types for malformed files
         raise read_error(exc, p, fmt, what) from exc
     return has_rows(table, p, what)
@@ -248,6 +257,9 @@ def _epoch_unit(s: pl.Series, nums: pl.Series) -> tuple[str, str, str | None]:
     read = pl.select(text_numbers(pl.lit(present))).to_series()
     example = present.filter(read > 0).head(1)
     shown = repr(example[0]) if example.len() else repr(present[0])  # the text as written: 19 digits lose their end as floats
+    by_unit = pl.DataFrame({"v": read.floor(), "text": present}).select(epoch_unit_facts(pl.col("v"), pl.col("text")))
+    if mixed := mixed_epoch_units(by_unit.row(0, named=True), f"time column {s.name!r}"):
+        raise ConfigError(mixed.replace("and rerun", "and rerun conrec init"))
     if typical > _NS_THRESHOLD:
         raise ConfigError(f"time column {s.name!r}: values like {shown} are epoch nanoseconds, which no data.ts_unit reads; "
                           "write them as microseconds (divide by 1,000: then ts_unit us) or seconds, and rerun")
@@ -421,9 +433,15 @@ def guess(
     items: pl.DataFrame | None = None,
     given: dict[str, str] | None = None,
     ts_format: str | None = None,
+    whole_column: Callable[[str], pl.Series] | None = None,
 ) -> Guess:
     """The mapping for ``events`` (and ``items``), with reasons; ``given``: role -> column from the flags;
-    ``ts_format``: the layout of date/time strings, from ``--time-format``.
+    ``ts_format``: the layout of date/time strings, from ``--time-format``; ``whole_column``: a column of the whole
+    events file by name, whose values the rating scale or the feedback labels are read from (None: the sample's).
+
+    Why the whole column for those: in a time-sorted file, half stars that start after row 10,000 were outside the
+    proposed ``rating_range``, and a feedback word first logged there (a new ``not_interested`` button) was in no
+    label; conrec data dropped those rows, the strongest dislikes of the test period. One column costs one read.
 
     Raises :class:`ConfigError` naming the flag to pass when a required role is ambiguous or absent.
     """
@@ -452,12 +470,15 @@ def guess(
         choice = choice if choice is not None else _flag_column(cols, events, taken)
         choice = choice if choice is not None else _word_column(cols, events, taken)
     if choice is None:
+        named = _pick("feedback", cols, None, "events file", taken)  # an action column of one word (a view log)
+        if named is not None and (word := _only_word(events[named.column] if whole_column is None else whole_column(named.column))):
+            raise one_word_feedback(named.column, word)
         raise ConfigError(
             f"no column of the events file looks like a rating or a -1/0/+1 feedback ({cols}); pass --rating-col NAME "
             "(a column of words, in any language, gets data.feedback_labels to fill in)"
         )
     assert choice is not None
-    values = events[choice.column]
+    values = events[choice.column] if whole_column is None else whole_column(choice.column)
     if _is_feedback(values):
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; values in {-1, 0, +1}: -1 is a dislike")
     elif _only_positives(values, choice.column):
@@ -475,10 +496,15 @@ def guess(
         out.labels_warning = unknown_words_warning(choice.column, words[1])
         out.events["feedback"] = Choice("feedback", choice.column, choice.reason + "; its values are words no list knows, listed in feedback_labels")
     else:
+        if word := _only_word(values):
+            raise one_word_feedback(choice.column, word)
         if not _mostly_numeric(values):
+            distinct = values.drop_nulls().cast(pl.String).unique().sort()
+            held = (f"holds more than {_MAX_LABELS} distinct words" if distinct.len() > _MAX_LABELS
+                    else f"holds the words {distinct.to_list()}, which no word list reads as -1/0/+1")
             raise ConfigError(
-                f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}) and holds more than "
-                f"{_MAX_LABELS} distinct words; name a rating or feedback column with --rating-col NAME, or write data.feedback_labels yourself"
+                f"rating column {choice.column!r} is not numeric (values like {values.drop_nulls().head(3).to_list()}) and {held}; "
+                "name a rating or feedback column with --rating-col NAME, or write data.feedback_labels yourself"
             )
         out.events["rating"] = choice
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
@@ -603,6 +629,33 @@ def _word_labels(s: pl.Series) -> tuple[dict[str, int], list[str]] | None:
     return propose(distinct.to_list()) if 2 <= distinct.len() <= _MAX_LABELS else None
 
 
+def _only_word(s: pl.Series) -> str | None:
+    """The one value of a column of words that holds only one (``view`` throughout), else None."""
+    present = s.drop_nulls()
+    if present.len() == 0 or _mostly_numeric(present):
+        return None
+    distinct = present.cast(pl.String).unique()
+    return str(distinct[0]) if distinct.len() == 1 else None
+
+
+_EXPLICIT = "conrec learns from explicit negative feedback (a hide, a thumbs-down, a low rating) beside the positives"
+
+
+def one_word_feedback(column: str, word: str) -> ConfigError:
+    """The refusal of a feedback column that holds one word: no value of it can be a dislike.
+
+    Why a refusal of its own: a pure view log (``action`` = ``view`` throughout) was refused as "holds more than 50
+    distinct words", or as having no feedback column at all although ``action`` is a usual name for one; neither said
+    what is true, that conrec needs explicit dislikes and this log has none.
+    """
+    positive = propose([word])[0].get(normalise(word)) == 1
+    what = ", a usual word for a positive, as a log of implicit interactions writes it" if positive else ""
+    return ConfigError(
+        f"column {column!r} holds only {word!r}{what}: one value cannot tell a dislike from a positive, and {_EXPLICIT}; "
+        "this log has none to learn from. If another column holds such feedback, pass --rating-col NAME"
+    )
+
+
 def unknown_words_warning(column: str, unknown: list[str]) -> str:
     """Why the proposed labels must be edited before ``conrec data``: no value is a known dislike word.
 
@@ -610,7 +663,11 @@ def unknown_words_warning(column: str, unknown: list[str]) -> str:
     no list's, but the column is plainly the feedback; listing every value is most of the mapping, and
     only the user can say which is the dislike. Left neutral, every event is dropped.
     """
-    words = f" (the words no list knows, {unknown}, are listed as neutral, 0)" if unknown else ""
+    if not unknown:  # every word a known positive or no-reaction word: a log of implicit interactions
+        return (f"every value of {column!r} is a usual word for a positive or for no reaction (an implicit interaction), none for a "
+                f"dislike: {_EXPLICIT}, and this log seems to have none; if one of these words marks a dislike, set it to -1, "
+                "else conrec data stops with no dislike")
+    words = f" (the words no list knows, {unknown}, are listed as neutral, 0)"
     return f"no value of {column!r} is a known dislike word{words}: mark the dislike words -1 and the positive ones 1 before conrec data"
 
 

@@ -52,6 +52,7 @@ class RepairLog:
 
     policy: InvalidPolicy = "error"
     counts: dict[str, int] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)  # kind -> which values, and the setting that keeps them
 
     def record(self, kind: str, n: int, source: str, examples: Sequence[object] = (), label: str = "") -> None:
         """Count ``n`` rows of ``kind``, or raise under ``error`` with ``examples`` (values of the column
@@ -71,8 +72,8 @@ class RepairLog:
         return sum(self.counts.values())
 
     def lines(self) -> list[str]:
-        """One human line per kind, in :data:`WARTS` order."""
-        return [f"{self.counts[k]:,} {WARTS[k]}" for k in WARTS if self.counts.get(k)]
+        """One human line per kind, in :data:`WARTS` order, with its :attr:`details` where there are some."""
+        return [f"{self.counts[k]:,} {WARTS[k]}" + (f"; {self.details[k]}" if self.details.get(k) else "") for k in WARTS if self.counts.get(k)]
 
 
 ITEM_KINDS = frozenset({"empty_title", "duplicate_item", "item_without_id"})
@@ -176,6 +177,23 @@ def item_warnings(items: pl.DataFrame) -> list[str]:
         if hit.len():
             out.append(f"{hit.len():,} item title(s) {what}: kept as they are, e.g. items {hit.head(4).to_list()}")
     return out
+
+
+def user_warnings(user_ids: pl.Series) -> list[str]:
+    """A line when distinct event user ids equal another after trimming the spaces around them (``u1`` and ``u1 ``), as
+    :func:`item_warnings` says of item ids; empty otherwise. They stay separate users, as such items stay separate items.
+
+    Why: a fixed-width or ``", "``-separated export wrote the same user both ways, and the data stage reported 200 users
+    for 100 without a word: each user's history cut in two, and a request for ``u1`` sees half of it.
+    """
+    ids = user_ids.cast(pl.String).drop_nulls().unique()
+    clash = ids.to_frame("id").with_columns(key=pl.col("id").str.strip_chars()).filter(pl.col("key").is_duplicated())
+    if clash.height == 0:
+        return []
+    groups = clash.group_by("key").agg(pl.col("id").sort()).sort("key")
+    return [f"{clash.height:,} user id(s) differ from another only by the spaces around them, e.g. {groups['id'].head(3).to_list()}: "
+            "they stay separate users, each with part of the history, and a request naming one finds only that one; write the "
+            "events file without the spaces around its ids (as a CSV written with ', ' between fields has them)"]
 
 
 def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str | tuple[str, ...]) -> pl.DataFrame:

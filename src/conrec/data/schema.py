@@ -11,6 +11,9 @@ Ids are strings so that any source's ids (ints, ASINs, hashes) fit without remap
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
@@ -38,6 +41,46 @@ MAX_TS = 253_402_300_799
 
 
 _UNIT_SCALE = {"s": 1, "ms": 1_000, "us": 1_000_000}
+
+EPOCH_UNITS: tuple[tuple[str, str, int, int], ...] = (
+    ("s", "seconds", 10**8, 10**11),
+    ("ms", "milliseconds", 10**11, 10**14),
+    ("us", "microseconds", 10**14, 10**17),
+    ("ns", "nanoseconds", 10**17, 2**63 - 1),
+)
+"""(unit, name, low, high): the epoch numbers that are a date after 1973-03 and before the year 5138 in that unit and
+in no other. Below 1e8 (a clock that starts at 0, a placeholder) a number says nothing about its unit."""
+
+
+def epoch_unit_facts(ts: pl.Expr, shown: pl.Expr | None = None) -> list[pl.Expr]:
+    """Per :data:`EPOCH_UNITS` unit, the count (``n_<unit>``) of the epoch numbers ``ts`` that only that unit reads
+    as a date, and an example (``eg_<unit>``: the smallest, or the first of ``shown``, the values as written): one
+    aggregate for :func:`mixed_epoch_units`, in any polars query."""
+    out: list[pl.Expr] = []
+    for unit, _, low, high in EPOCH_UNITS:
+        band = (ts >= low) & (ts < high)
+        example = ts.filter(band).min() if shown is None else shown.filter(band).first()
+        out += [band.sum().alias(f"n_{unit}"), example.alias(f"eg_{unit}")]
+    return out
+
+
+def mixed_epoch_units(facts: Mapping[str, Any], where: str) -> str | None:
+    """The one-line refusal of an epoch column written in two units (``facts`` from :func:`epoch_unit_facts`), else None.
+
+    Why refuse: a log whose logger moved from seconds to milliseconds was read in the unit of its typical value, and
+    the 1,000 seconds rows became silent January-1970 events, squeezing four months into three hours of label windows
+    (the reverse mix was refused as "beyond the year 9999" with the advice ``ts_unit: ms``, which led to the same).
+    No ``data.ts_unit`` reads both, and which rows are which is for the user to fix in the file, with the counts below.
+    """
+    found = [(i, name, int(facts[f"n_{unit}"] or 0), facts[f"eg_{unit}"]) for i, (unit, name, _, _) in enumerate(EPOCH_UNITS)
+             if facts.get(f"n_{unit}")]
+    if len(found) < 2:
+        return None
+    parts = " and ".join(f"{n:,} value(s) look like epoch {name} (e.g. {eg!r})" for _, name, n, eg in found)
+    (low_i, low, _, _), (high_i, high, _, _) = found[0], found[-1]
+    return (f"{where} mixes epoch units: {parts}; no data.ts_unit reads both (read as {high} the {low} fall in January 1970, "
+            f"read as {low} the {high} lie beyond the year 9999): write every time in one unit (e.g. the {low} times "
+            f"{1000 ** (high_i - low_i):,}) and rerun")
 
 
 def beyond_year_9999(source: str, max_seconds: int, unit: str | None = None) -> DataValidationError:

@@ -10,6 +10,7 @@ marker last, so an interrupted run never looks finished.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -22,10 +23,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conrec.console_text import shown
-from conrec.data.config import DataConfig
+from conrec.data.config import DataConfig, SplitConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
-from conrec.data.repair import RepairLog, item_warnings
+from conrec.data.repair import RepairLog, item_warnings, user_warnings
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import ConrecError, DataValidationError
@@ -34,20 +35,22 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
 
-def check_learnable(stats: dict[str, Any], source: str) -> None:
-    """Fail when the data cannot train anything: no dislikes, or no training sample.
+def check_learnable(stats: dict[str, Any], source: str, labelled: bool = False) -> None:
+    """Fail when the data cannot train anything: no dislikes, or no training sample; ``labelled``: the feedback is
+    mapped by ``data.feedback_labels`` (which the advice then names, not ``dislike_max_rating``).
 
     Why: such a dataset used to pass this stage silently and fail (or train on nothing) later.
     """
     if stats["dislikes"] == 0:
         how = ("raise data.simulator.dislike_prob_on_facet or dislike_prob_background" if source == "simulator"
+               else "check data.feedback_labels: no value the log holds is mapped to -1 (conrec learns from explicit negative "
+               "feedback, a hide, a thumbs-down, a low rating; a log of views, clicks or purchases alone has none)" if labelled
                else "check how dislikes are mapped (data.columns, dislike_max_rating)")
         raise DataValidationError(f"{source}: none of the {stats['events']:,} events is a dislike (feedback -1); {how}")
     if stats["samples"]["train"] == 0:
-        raise DataValidationError(
-            f"{source}: no training sample (a dislike with history before the valid cut-off "
-            f"{stats['valid_cutoff']}); samples per split: {stats['samples']}"
-        )
+        before = ("its user's valid points" if stats.get("split_protocol") == "per_user"  # the global cut-off plays no part
+                  else f"the valid cut-off {stats['valid_cutoff']}")
+        raise DataValidationError(f"{source}: no training sample (a dislike with history before {before}); samples per split: {stats['samples']}")
 
 
 def _load(
@@ -106,10 +109,12 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     try:
         stats = _build(dcfg, rd, engine, log, console, item_notes)
     except ConrecError:  # the rows dropped are often why (no training sample once every time was unreadable): say so first
+        _explain_bad_feedback(log, dcfg)
         warn_repairs(log, dcfg.source, console, stopped=True)
         raise
+    _explain_bad_feedback(log, dcfg)
     warn_repairs(log, dcfg.source, console)
-    console.print(summary_table(stats))
+    console.print(summary_table(stats, per_user_points(dcfg.split, rd.samples) if dcfg.split.protocol == "per_user" else None))
     if (warning := dislike_share_warning(stats)) is not None:
         console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
     for note in item_notes:  # printed only: stats.json and the data files stay as they were
@@ -123,7 +128,8 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
 
 def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console, notes: list[str]) -> dict[str, Any]:
     """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`);
-    appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`)."""
+    appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`) and
+    user ids (:func:`conrec.data.repair.user_warnings`)."""
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
         notes += item_warnings(items)
@@ -131,6 +137,7 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
         try:
             built = engine.build(events, items, dcfg, staging)
+            notes += user_warnings(pl.scan_parquet(staging / EVENTS_FILE).select(pl.col("user_id").unique()).collect()["user_id"])
             # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
             for kind, n in built.dropped.items():
                 log.record(kind, n, f"{dcfg.source} events")
@@ -141,7 +148,7 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
             )
             stats["split_protocol"] = dcfg.split.protocol  # per_user: the cut-offs above are not used
             stats["invalid_rows"] = {"policy": dcfg.on_invalid, **log.counts}
-            check_learnable(stats, dcfg.source)
+            check_learnable(stats, dcfg.source, labelled=bool(dcfg.feedback_labels))
             _write_exposures(exposures, staging / EVENTS_FILE, items, dcfg.source, staging / "exposures.parquet")
             progress.advance(steps)
             rd.clear_done("data")
@@ -198,6 +205,15 @@ def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: p
         exposures_from_events(pl.scan_parquet(events_file)).sink_parquet(tmp, engine="streaming")
 
 
+def _explain_bad_feedback(log: RepairLog, dcfg: DataConfig) -> None:
+    """Name the dropped feedback or rating values in the warning (:mod:`conrec.data.bad_feedback`), when rows were."""
+    if log.counts.get("bad_feedback") and "bad_feedback" not in log.details:
+        from conrec.data.bad_feedback import bad_feedback_detail
+
+        if detail := bad_feedback_detail(dcfg):
+            log.details["bad_feedback"] = detail
+
+
 def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = False) -> None:
     """One warning block with every repair the loaders made (nothing when the data was clean); ``stopped``:
     the stage is about to refuse the data, and writes no stats.json."""
@@ -212,7 +228,29 @@ def warn_repairs(log: RepairLog, source: str, console: Console, stopped: bool = 
     )
 
 
-def summary_table(stats: dict[str, Any]) -> Table:
+def per_user_points(split: SplitConfig, samples: Path) -> tuple[str, str, str]:
+    """(the rule, the valid points' first and last day, the test points') of the per-user split, for :func:`summary_table`.
+
+    Why: under ``protocol: per_user`` the table printed the global valid / test cut-offs (stats.json keeps them), which
+    that split does not use; its test points started three months before the "test cut-off" printed.
+    """
+    spans = dict(
+        (split_name, (first, last)) for split_name, first, last in pl.scan_parquet(samples).filter(pl.col("split").is_in(["valid", "test"]))
+        .group_by("split").agg(pl.col("ts").min(), pl.col("ts").max().alias("last")).collect().iter_rows()
+    )
+
+    def days(name: str) -> str:
+        return f"{utc_day(spans[name][0])} .. {utc_day(spans[name][1])}" if name in spans else "none"
+
+    return (f"per user: {split.valid_frac:.0%} / last {split.test_frac:.0%} of dislikes", days("valid"), days("test"))
+
+
+def utc_day(ts: int) -> str:
+    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def summary_table(stats: dict[str, Any], per_user: tuple[str, str, str] | None = None) -> Table:
+    """The stage's summary; ``per_user``: :func:`per_user_points`, printed instead of the global cut-offs, unused then."""
     t = Table(title=f"data: {stats['source']}", show_header=False)
     t.add_column("what")
     t.add_column("value", justify="right")
@@ -220,7 +258,12 @@ def summary_table(stats: dict[str, Any]) -> Table:
     t.add_row("events (dislikes)", f"{stats['events']:,} ({stats['dislikes']:,}, {stats['dislike_share']:.1%})")
     t.add_row("median dislikes per user", f"{stats['median_negatives_per_user']:g}")
     t.add_row("time span", f"{stats['first_event'][:10]} .. {stats['last_event'][:10]}")
-    t.add_row("valid / test cut-off", f"{stats['valid_cutoff'][:16]} / {stats['test_cutoff'][:16]}")
+    if per_user is None:
+        t.add_row("valid / test cut-off", f"{stats['valid_cutoff'][:16]} / {stats['test_cutoff'][:16]}")
+    else:
+        t.add_row("valid / test split", per_user[0])
+        t.add_row("valid points", per_user[1])
+        t.add_row("test points", per_user[2])
     s = stats["samples"]
     t.add_row("samples train / valid / test", f"{s['train']:,} / {s['valid']:,} / {s['test']:,}")
     return t

@@ -25,7 +25,18 @@ from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates, read_layout
 from conrec.data.feedback_labels import map_labels
 from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, MAX_TS, POSITIVE, beyond_year_9999, dated, id_as_text, validate_items
+from conrec.data.schema import (
+    DISLIKE,
+    EVENT_COLUMNS,
+    MAX_TS,
+    POSITIVE,
+    beyond_year_9999,
+    dated,
+    epoch_unit_facts,
+    id_as_text,
+    mixed_epoch_units,
+    validate_items,
+)
 from conrec.data.sources.common import (
     CSV_SUFFIXES,
     INFER_ROWS,
@@ -81,14 +92,16 @@ def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars") -> p
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-def scan_table(cfg: DataConfig, keep_neutral: bool = False) -> pl.LazyFrame:
+def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool = False) -> pl.LazyFrame:
     """Canonical events (``user_id, item_id, ts, feedback``) of the ``table`` source, in file order,
     neutral feedback dropped, as a lazy query. Invalid rows are still there, as nulls where a value
     did not read (a timestamp, a rating, a feedback word) and as they are otherwise, and so are exact
     duplicates: :func:`check_event_rules` counts and drops (or refuses) the first, the polars
     streaming engine the second, per user partition (duplicates share their user), which needs no
     hash table over the whole log. ``keep_neutral``: under ``on_invalid: drop`` keep the neutral ratings
-    (feedback 0), for :func:`check_event_rules` to count (``neutral_rating``)."""
+    (feedback 0), for :func:`check_event_rules` to count (``neutral_rating``). ``source_values``: keep the feedback or
+    rating as the file writes it, as text, in a fifth column ``source_feedback`` or ``source_rating`` (for
+    :mod:`conrec.data.bad_feedback`)."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
     path = existing_file(cfg.events_path, "events")
     what = f"events file {path}"
@@ -105,6 +118,9 @@ def scan_table(cfg: DataConfig, keep_neutral: bool = False) -> pl.LazyFrame:
             f"{what}: needs user_id, item_id, ts and feedback (-1/+1) or rating (map them with `columns`); have {list(schema)}"
         )
     lf = lf.with_columns(ts=_epoch_seconds(lf, schema["ts"], cfg, what))
+    source = "feedback" if "feedback" in schema else "rating"
+    if source_values:
+        lf = lf.with_columns(pl.col(source).cast(pl.String).alias(f"source_{source}"))
     if "feedback" in schema:
         if cfg.feedback_labels and (schema["feedback"] in (pl.String, pl.Boolean) or schema["feedback"].is_numeric()):
             lf = lf.with_columns(feedback=map_labels(pl.col("feedback"), cfg.feedback_labels))  # not named: null, an invalid row
@@ -125,6 +141,7 @@ def scan_table(cfg: DataConfig, keep_neutral: bool = False) -> pl.LazyFrame:
         id_as_text("item_id", schema["item_id"]),
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
+        *([pl.col(f"source_{source}")] if source_values else []),
     )
     if "feedback" in schema and out.head(1).collect(engine="streaming").height == 0:  # read up to the first kept row
         raise DataValidationError(all_neutral(what, bool(cfg.feedback_labels)))  # it said "no items" (none to build from)
@@ -177,9 +194,12 @@ def _epoch_seconds(lf: pl.LazyFrame, dtype: pl.DataType, cfg: DataConfig, what: 
         reader = "the Spark engine reads" if cfg.engine == "spark" else "streaming reads"
         raise DataValidationError(f"{what}: {reader} epoch timestamps or datetimes, got {dtype}{'' if cfg.engine == 'spark' else '; set data.streaming: off'}")
     ts = ts.cast(pl.Int64)
+    facts = lf.select(*epoch_unit_facts(ts), low=ts.min()).collect(engine="streaming").row(0, named=True)  # one pass
+    if mixed := mixed_epoch_units(facts, f"{what}: column 'ts'"):
+        raise DataValidationError(mixed)
     unit = cfg.ts_unit
     if unit == "auto":
-        low = lf.select(ts.min()).collect(engine="streaming").item()
+        low = facts["low"]
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     return ts // PER_SECOND[unit] if unit != "s" else ts
 

@@ -41,7 +41,7 @@ from conrec.data.engine.scan import report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE, dated
+from conrec.data.schema import DISLIKE, EPOCH_UNITS, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE, dated, mixed_epoch_units
 from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words, renaming
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
@@ -159,10 +159,17 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     elif dict(df.dtypes)["ts"] in ("double", "float"):  # as the loaders read them: NaN, infinities null; fractions refused
         df = _finite_floor(df, cfg, what)
     ts = F.col("ts").cast("long")
+    bands = [((ts >= low) & (ts < high), unit) for unit, _, low, high in EPOCH_UNITS]  # conrec.data.schema.epoch_unit_facts
+    first = df.agg(
+        *[F.sum(band.cast("long")).alias(f"n_{u}") for band, u in bands], *[F.min(F.when(band, ts)).alias(f"eg_{u}") for band, u in bands],
+        F.min(ts).alias("low"),
+    ).first()
+    facts = first.asDict() if first is not None else {}
+    if mixed := mixed_epoch_units(facts, f"{what}: column 'ts'"):
+        raise DataValidationError(mixed)
     unit = cfg.ts_unit
     if unit == "auto":
-        first = df.agg(F.min(ts)).first()
-        low = first[0] if first is not None else None
+        low = facts.get("low")
         unit = "ms" if low is not None and low > _MS_THRESHOLD else "s"
     df = df.withColumn("ts", F.floor(ts / PER_SECOND[unit]).cast("long") if unit != "s" else ts)
     if "feedback" in df.columns and cfg.feedback_labels:  # words or a flag: the loaders' mapping; not named -> null, invalid

@@ -24,6 +24,8 @@ from conrec.data.schema import (
     INTEGRAL_FLOAT_TEXT,
     POSITIVE,
     dated,
+    epoch_unit_facts,
+    mixed_epoch_units,
     validate_events,
     validate_items,
 )
@@ -348,6 +350,8 @@ def parse_timestamps(
     if not s.dtype.is_integer():
         raise DataValidationError(f"{what}: column {column!r} must hold timestamps, got dtype {s.dtype}")
     s = s.cast(pl.Int64)
+    if mixed := mixed_epoch_units(pl.select(epoch_unit_facts(pl.lit(s))).row(0, named=True), f"{what}: column {column!r}"):
+        raise DataValidationError(mixed)  # whatever the unit and the policy: no unit reads both
     if unit == "auto":
         unit = "ms" if s.len() > 0 and (s.drop_nulls() > _MS_THRESHOLD).all() else "s"
     if unit != "s":
