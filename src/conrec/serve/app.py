@@ -39,7 +39,7 @@ from conrec.explain import Explainer, explanation_events
 from conrec.runs import RunDir
 from conrec.serve.batching import MicroBatcher, run_grouped
 from conrec.serve.catalog import History, SidCatalog, user_histories
-from conrec.serve.config import ServeConfig
+from conrec.serve.config import ServeConfig, check_max_k
 from conrec.serve.limits import (
     Admission,
     AdmissionGate,
@@ -730,6 +730,7 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
 
     if port is not None and not 1 <= port <= 65535:  # before seconds of model loading (it was an OverflowError after)
         raise ConfigError(f"port {port} is out of range: must be 1..65535")
+    check_max_k(cfg.serve)  # here, not at config load: other commands on the run never read it
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bind = host or cfg.serve.host
