@@ -453,3 +453,39 @@ def test_sighup_is_ignored_with_a_warning_whatever_the_number_of_processes(tmp_p
         assert log.count("SIGHUP ignored: the server keeps the model it loaded") == 1, log  # said once, by the parent
         assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
         assert len(served_by) == processes and all(_pid_alive(p) for p in served_by), server.log_tail(100_000)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sighup_is_ignored_while_the_server_loads(tmp_path, monkeypatch, processes):
+    """Found in review: the single-process server loaded the model (13-28 s for a real one) before ignoring SIGHUP, so
+    a terminal closed meanwhile still ended it (exit 129, no line); the parent of several workers checked the run
+    before too. SIGHUP is ignored from before the load, and the handler before it is put back after."""
+    import signal
+
+    import conrec.serve.app as app_mod
+    from conrec.serve import workers
+
+    during: list[object] = []
+    monkeypatch.setattr(app_mod, "create_app_from_run", lambda cfg: during.append(signal.getsignal(signal.SIGHUP)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
+    monkeypatch.setattr(app_mod, "check_servable", lambda cfg: during.append(signal.getsignal(signal.SIGHUP)) or ("popular@a", {}))
+    monkeypatch.setattr(workers, "serve_processes", lambda cfg, options, served=None, loaded=None: None)
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "popular", "processes": processes}})
+    before = signal.getsignal(signal.SIGHUP)
+    app_mod.run(cfg, host="127.0.0.1", port=_free_port())
+    assert len(during) == 1 and callable(during[0]) and during[0] not in (signal.SIG_DFL, signal.SIG_IGN, before)
+    assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_sighup_ignored_puts_back_a_handler_python_did_not_set(monkeypatch):
+    """Found in review: a SIGHUP handler set outside Python (an embedding host) reads as None, and putting None back
+    raised TypeError as the server stopped; the default is put back instead."""
+    import signal
+
+    import conrec.serve.app as app_mod
+
+    calls: list[object] = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: calls.append(handler))  # returns None: not Python's
+    with app_mod.sighup_ignored():
+        pass
+    assert len(calls) == 2 and calls[1] == signal.SIG_DFL

@@ -66,8 +66,8 @@ def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker process: the config named by :data:`CONFIG_ENV`."""
     from conrec.serve.app import create_app_from_run
 
+    ignore_hangup()  # first: a worker ended by SIGHUP while it loads is restarted, loading again
     stop_with_parent()
-    ignore_hangup()
     cfg = load_config(os.environ[CONFIG_ENV])
     expected = os.environ.get(SERVED_ENV)
     # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
