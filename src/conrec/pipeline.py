@@ -165,8 +165,9 @@ def _remove_stray_temps(run: RunDir, stage: str, console: Console) -> None:
     those of the stages after it, which :meth:`RunDir.invalidate_from` has just cleared; one line when there was any.
 
     Only here, with the run held (:func:`conrec.run_lock.holding_run`) and the links to a parent run removed
-    (:meth:`RunDir.detach_from`): every writer of these directories holds the same lock, so none is writing one now,
-    and nothing outside this run directory is touched."""
+    (:meth:`RunDir.detach_from`), so nothing outside this run directory is touched. Not every writer of these
+    directories holds the run lock (`conrec predict --split` and `conrec score --batch` write ``eval/predictions/``):
+    each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`)."""
     dirs = [d for s in STAGES[STAGES.index(stage) :] if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
     counts = {d.name: n for d in dirs if (n := remove_stray_temps(d))}
     if counts:

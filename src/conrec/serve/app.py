@@ -39,7 +39,7 @@ from conrec.explain import Explainer, explanation_events
 from conrec.runs import RunDir
 from conrec.serve.batching import MicroBatcher, run_grouped
 from conrec.serve.catalog import History, SidCatalog, user_histories
-from conrec.serve.config import ServeConfig
+from conrec.serve.config import ServeConfig, check_max_k
 from conrec.serve.limits import (
     Admission,
     AdmissionGate,
@@ -718,8 +718,8 @@ def sighup_ignored() -> Iterator[None]:
     previous = signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_IGNORED))
     try:
         yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
+    finally:  # None: the handler was set outside Python (an embedding host), which signal.signal cannot restore
+        signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:
@@ -730,6 +730,7 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
 
     if port is not None and not 1 <= port <= 65535:  # before seconds of model loading (it was an OverflowError after)
         raise ConfigError(f"port {port} is out of range: must be 1..65535")
+    check_max_k(cfg.serve)  # here, not at config load: other commands on the run never read it
     if not logging.getLogger().handlers:
         logging.basicConfig(level=cfg.serve.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bind = host or cfg.serve.host
@@ -744,13 +745,12 @@ def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -
         print(f"WARNING: {warning}", file=sys.stderr, flush=True)
     options: dict[str, Any] = dict(host=bind, port=port, log_level=cfg.serve.log_level, access_log=cfg.serve.access_log)
     options.update(set_read_timeout(cfg.serve.request_read_timeout_s))  # each request must arrive whole in time
-    if cfg.serve.processes == 1:
-        app = create_app_from_run(cfg)
-        with sighup_ignored():
-            uvicorn.run(app, **options)
-        return
-    from conrec.serve.workers import serve_processes, worker_threads
+    with sighup_ignored():  # from before the load (13-28 s for a real model): a closed terminal then ended it too
+        if cfg.serve.processes == 1:
+            uvicorn.run(create_app_from_run(cfg), **options)
+            return
+        from conrec.serve.workers import serve_processes, worker_threads
 
-    served, loaded = check_servable(cfg)  # once, before any worker starts; the parent loads no copy of its own
-    log.info("serving with %d worker processes, %d torch thread(s) each", cfg.serve.processes, worker_threads(cfg))
-    serve_processes(cfg, options, served, loaded)
+        served, loaded = check_servable(cfg)  # once, before any worker starts; the parent loads no copy of its own
+        log.info("serving with %d worker processes, %d torch thread(s) each", cfg.serve.processes, worker_threads(cfg))
+        serve_processes(cfg, options, served, loaded)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from conrec.config_base import StrictConfig
+from conrec.errors import ConfigError
 
 MAX_K_LIMIT = 1000  # serve.max_k's bound: see its description
 
@@ -33,7 +34,8 @@ class ServeConfig(StrictConfig):
     max_k: int = Field(
         50,
         ge=1,
-        description=f"largest k a request may ask (larger: 422); at most {MAX_K_LIMIT}: the beam search keeps max(k, "
+        description=f"largest k a request may ask (larger: 422); at most {MAX_K_LIMIT} (`conrec serve` refuses more): the beam "
+        "search keeps max(k, "
         "decode.num_beams) beams per history, so a request's time and memory grow with k squared (a tiny model: "
         "k 2,000 took 0.36 s, 20,000 39 s and 6 GB); to rank many items, send them as a slate to /v1/score",
     )
@@ -91,19 +93,21 @@ class ServeConfig(StrictConfig):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True
 
-    @field_validator("max_k")
-    @classmethod
-    def _max_k_bounded(cls, value: int) -> int:
-        """:data:`MAX_K_LIMIT`, with the reason in the one-line error (a bare bound said none)."""
-        if value > MAX_K_LIMIT:
-            raise ValueError(
-                f"{value} is over {MAX_K_LIMIT}: the beam search's time and memory grow with k squared (k 20,000 took 39 s "
-                "and 6 GB on a tiny model; docs/serving.md); to rank many items, send them as a slate to /v1/score"
-            )
-        return value
-
     @model_validator(mode="after")
     def _default_k_fits(self) -> ServeConfig:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) must not exceed max_k ({self.max_k})")
         return self
+
+
+def check_max_k(cfg: ServeConfig) -> None:
+    """``serve.max_k`` within :data:`MAX_K_LIMIT`, else one line with the reason: for `conrec serve` only.
+
+    Why not at config load: a run's ``config.yaml`` written before the bound (``max_k: 2000`` was valid) then failed
+    every command on the run, `conrec predict` and `conrec eval` included, which never read it."""
+    if cfg.max_k > MAX_K_LIMIT:
+        raise ConfigError(
+            f"serve.max_k: {cfg.max_k} is over {MAX_K_LIMIT}: the beam search's time and memory grow with k squared (k "
+            "20,000 took 39 s and 6 GB on a tiny model; docs/serving.md); to rank many items, send them as a slate to "
+            "/v1/score"
+        )

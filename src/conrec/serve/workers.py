@@ -12,7 +12,8 @@ per process, and each has its own admission queue and micro-batcher: ``inference
 (:func:`conrec.serve.app.check_servable`), loading nothing, so a missing run or no current model gives
 the usual one-line error once; what only a load finds (non-finite weights, an unreadable table) the
 first worker finds, and it stops the server with that line (:func:`app_from_env`) instead of a loop of
-failing workers. The parent holds no copy of the model: N workers are N copies, not N+1.
+failing workers; so does any other exception a load raises (a polars or torch error, CUDA out of memory), its
+traceback logged and its first line the parent's last. The parent holds no copy of the model: N workers are N copies, not N+1.
 
 Every worker serves the model the parent checked (:data:`SERVED_ENV`), from the data, SID and eval stages
 the parent read (:data:`LOADED_ENV`). One that uvicorn restarts after
@@ -65,8 +66,8 @@ def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker process: the config named by :data:`CONFIG_ENV`."""
     from conrec.serve.app import create_app_from_run
 
+    ignore_hangup()  # first: a worker ended by SIGHUP while it loads is restarted, loading again
     stop_with_parent()
-    ignore_hangup()
     cfg = load_config(os.environ[CONFIG_ENV])
     expected = os.environ.get(SERVED_ENV)
     # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)
@@ -91,6 +92,10 @@ def app_from_env() -> FastAPI:
     except ConrecError as exc:  # uvicorn restarts a worker that exits otherwise, forever
         log.error("worker process %d cannot serve, stopping the server: %s", os.getpid(), exc)
         say_why_stopped(str(exc))
+        raise SystemExit(STARTUP_FAILURE) from None
+    except Exception as exc:  # a load failure outside conrec (polars, torch, CUDA OOM): the same, or uvicorn reloads it forever
+        log.exception("worker process %d cannot serve, stopping the server", os.getpid())
+        say_why_stopped(f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}")
         raise SystemExit(STARTUP_FAILURE) from None
     return app
 

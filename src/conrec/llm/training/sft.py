@@ -390,19 +390,21 @@ def timeline_training_windows(rd: RunDir, sections: SftSections, samples: Any, s
     return timeline_examples(user_timelines(fit), sid_map.sid_lookup(), prompt, stride, sections.split.max_history)
 
 
-def check_settings(sections: SftSections) -> None:
+def check_settings(sections: SftSections, loadable: bool = True) -> None:
     """Refuse, in one line, the SFT settings that contradict each other or the split (:meth:`SftConfig.refusal`,
     :func:`history_loss_refusal`, :func:`early_stopping_refusal`): the config's validators refuse all but
     ``history_loss_refusal`` when it is loaded; this sees a config built with ``model_copy`` too (the ablation rows),
     which no validator checks. Then a backbone this machine cannot load (:func:`check_loadable`: a preset whose
     package is not installed and not converted in the cache, a ``sft.model.path`` that is no model dir), here
     because every caller runs before anything is trained or touched: the preflight, `conrec demo` before its
-    data and sid stages run (which unmark sft, grpo and eval too), `conrec ablate` before its first row."""
+    data and sid stages run (which unmark sft, grpo and eval too), `conrec ablate` before its first row.
+    ``loadable`` False: the settings only (an ablation row whose SFT is current trains nothing, so needs no backbone)."""
     sft = sections.sft
     why = sft.refusal() or history_loss_refusal(sft) or early_stopping_refusal(sft.train, sections.split.train_until)
     if why is not None:
         raise ConfigError(why)
-    check_loadable(sft.model)
+    if loadable:
+        check_loadable(sft.model)
 
 
 def preflight(sections: SftSections, run_dir: Path) -> tuple[Any, Any, SidMap]:
