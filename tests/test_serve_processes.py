@@ -9,6 +9,8 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +18,7 @@ import uvicorn
 
 from conrec.config import PipelineConfig, dump_config
 from conrec.io import read_parquet
+from conrec.runs import RunDir
 from conrec.serve.app import CURRENT_TTL_S
 from conrec.serve.local import local_server
 from conrec.serve.popular import PopularDislikePredictor
@@ -75,13 +78,11 @@ def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
     assert "Traceback" not in text
 
 
-def test_what_only_loading_finds_stops_the_server_once_with_a_workers_line(tmp_path):
-    """The parent checks the run without loading it, so a table that reads but does not load (or non-finite weights)
-    is found by the workers: the first to find it stops the whole server with its one line (exit 2), no loop of restarts."""
-    import polars as pl
-
+def _serve_two_processes_on_a_damaged_run(tmp_path: Path, damage: Callable[[RunDir], None]) -> tuple[int, str]:
+    """``conrec serve`` with 2 processes (the popularity model) on a synthetic run that ``damage`` edited by hand
+    after its stages finished: the exit status and the whole output."""
     run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
-    pl.DataFrame({"x": [1]}).write_parquet(run.items)  # edited by hand: the stage stays current, so the parent's check passes
+    damage(run)
     cfg = PipelineConfig.model_validate(
         {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": _free_port()}}
     )
@@ -90,11 +91,21 @@ def test_what_only_loading_finds_stops_the_server_once_with_a_workers_line(tmp_p
     out = subprocess.run(
         [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=300
     )
-    text = out.stdout + out.stderr
-    assert out.returncode == 2, text
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_what_only_loading_finds_stops_the_server_once_with_a_workers_line(tmp_path):
+    """The parent checks the run without loading it, so a table that reads but does not load (or non-finite weights)
+    is found by the workers: the first to find it stops the whole server with its one line (exit 2), no loop of restarts."""
+    import polars as pl
+
+    def damage(run: RunDir) -> None:
+        pl.DataFrame({"x": [1]}).write_parquet(run.items)  # by hand: the stage stays current, so the parent's check passes
+
+    returncode, text = _serve_two_processes_on_a_damaged_run(tmp_path, damage)
+    assert returncode == 2, text
     assert "a worker process stopped the server: items table: missing column(s) ['item_id', 'title']" in text, text
     assert text.rstrip().splitlines()[-1].startswith("error: a worker process stopped the server: items table")
-
 
 
 def test_a_load_error_outside_conrec_stops_the_server_once_too(tmp_path):
@@ -103,19 +114,12 @@ def test_a_load_error_outside_conrec_stops_the_server_once_too(tmp_path):
     loading the run again each time, while its siblings served. It now stops the server with its line (exit 2)."""
     import polars as pl
 
-    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
-    events = read_parquet(run.events)
-    events.with_columns(pl.col("feedback").cast(pl.String)).write_parquet(run.events)  # by hand: the stage stays current
-    cfg = PipelineConfig.model_validate(
-        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": _free_port()}}
-    )
-    path = tmp_path / "serve.yaml"
-    path.write_text(dump_config(cfg))
-    out = subprocess.run(
-        [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=180
-    )
-    text = out.stdout + out.stderr
-    assert out.returncode == 2, text
+    def damage(run: RunDir) -> None:
+        events = read_parquet(run.events)
+        events.with_columns(pl.col("feedback").cast(pl.String)).write_parquet(run.events)  # by hand: the stage stays current
+
+    returncode, text = _serve_two_processes_on_a_damaged_run(tmp_path, damage)
+    assert returncode == 2, text
     last = text.rstrip().splitlines()[-1]
     assert last.startswith("error: a worker process stopped the server: ComputeError: "), text
     assert "] died" not in text, text  # no worker was restarted
