@@ -80,7 +80,11 @@ def _locked_temp(final: Path) -> tuple[Path, int | None]:
             fd = os.open(tmp / WRITING, os.O_RDWR | os.O_CREAT, 0o600)
         except FileNotFoundError:  # removed already
             continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a filesystem without flock (ENOLCK, EOPNOTSUPP): write unlocked; the remover skips it
+            os.close(fd)
+            return tmp, None
         try:
             if os.stat(tmp / WRITING).st_ino == os.fstat(fd).st_ino:
                 return tmp, fd
@@ -122,7 +126,7 @@ def _remove_unless_written(path: Path) -> bool:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # a write in progress
+        except OSError:  # BlockingIOError: a write in progress; any other: no flock here, so no telling: kept
             return False
         shutil.rmtree(path, ignore_errors=True)
         return True
