@@ -319,6 +319,14 @@ def _diff_cell(diff: tuple[float, list[float]] | None) -> str:
     return "–" if diff is None else f"{diff[0]:+.3f} [{diff[1][0]:+.3f}, {diff[1][1]:+.3f}]"
 
 
+def _best_baseline_cell(m: dict[str, Any], key: str) -> str:
+    """``+0.012 [-0.020, +0.045] vs swing``: a row's paired difference to the best baseline in ``key``, as the eval
+    stage computed it ('–' without one)."""
+    if f"{key}_diff" not in m:
+        return "–"
+    return f"{_diff_cell((m[key + '_diff'], m[key + '_diff_ci']))} vs {m.get(key + '_vs')}"
+
+
 def _baselines_child(cfg: PipelineConfig, root: Path, console: Console) -> RunDir:
     """The baselines evaluated in a child run ``root/baselines`` (an eval stage without LM, the run's data and SIDs
     linked). Why not in the run itself: that overwrote its config (eval.models: []) and its eval stage, which later
@@ -434,8 +442,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     for r in rows:
         m = metrics[r["variant"]]
         dprev = _diff_cell((r["diff_prev"], r["diff_prev_ci"]) if "diff_prev" in r else None)
-        dbest = ("–" if f"{key}_diff" not in m else
-                 f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
+        dbest = _best_baseline_cell(m, key)
         lines.append(
             f"| {r['variant']} | {r['what']} | {ci(r, key)} | {dprev} | {dbest} | {cell(m.get(f'HR@{k}'))} | "
             f"{cell(m.get(f'LUF@{k}'))} | {cell(r['discern_acc'])} | {'– (no update)' if r['no_update'] else cell(r['forgetting'], '{:.1%}')} | "
@@ -487,7 +494,7 @@ def refuse_child_run(run_dir: str | Path, what: str) -> None:
 
 def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[str, dict[str, float]]:
     """Train (or reuse) every variant of ``what``, evaluate them, write and print the table."""
-    from conrec.eval.stage import refuse_scoring_trained_labels
+    from conrec.eval.preflight import refuse_scoring_trained_labels
 
     if what not in WHAT:
         raise ConfigError(f"unknown ablation {what!r}; choose one of {', '.join(WHAT)}")
@@ -581,8 +588,7 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         evs = "?" if r["eval_seconds"] is None else f"{r['eval_seconds']:g}"
         lo, hi = m.get(f"{key}_ci", (None, None))
         fhr = f"{m[key]:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
-        diff = ("–" if f"{key}_diff" not in m else
-                f"{m[key + '_diff']:+.3f} [{m[key + '_diff_ci'][0]:+.3f}, {m[key + '_diff_ci'][1]:+.3f}] vs {m.get(key + '_vs')}")
+        diff = _best_baseline_cell(m, key)
         dref = "(reference)" if r["variant"] == ref else _diff_cell((r["diff_ref"], r["diff_ref_ci"]) if "diff_ref" in r else None)
         lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {dref} | {diff} | {train} | {evs} | {zero} |")
     if what == "prompts" and (notes := _prompt_notes(cfg)):
