@@ -248,7 +248,7 @@ def run_pipeline(
         raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
     run = RunDir(cfg.run_dir)
     if "eval" in stages:  # LMs this pipeline trains or the run has, scored on their training labels: before any trains
-        from conrec.eval.stage import refuse_scoring_trained_labels
+        from conrec.eval.preflight import refuse_scoring_trained_labels
 
         scored = [m for m in cfg.eval.models if m in stages or run.model_dir(m).exists()]
         refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)

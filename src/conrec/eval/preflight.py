@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 from conrec.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from conrec.data.config import SplitConfig
     from conrec.eval.config import EvalConfig
     from conrec.stages import EvalSections
 
@@ -53,3 +56,19 @@ def preflight(sections: EvalSections, run_dir: Path) -> None:
         return
     if (why := missing_facet_columns(sections.eval, have)) is not None:
         raise ConfigError(why)
+
+
+def refuse_scoring_trained_labels(split_cfg: SplitConfig, split: str, models: Sequence[str]) -> None:
+    """Refuse to score LMs ``models`` on ``split`` when they are trained on its points' labels
+    (:meth:`~conrec.data.config.SplitConfig.trains_on_labels_of`: ``eval.split: valid`` with ``train_until: test``).
+
+    The eval stage asks it for the LMs it finds; :func:`conrec.pipeline.run_pipeline` (``conrec demo``) and ``conrec
+    ablate`` ask it for the LMs they will train and score, before any stage runs: they refused only at the eval stage,
+    after SFT and GRPO had trained. Here, beside the eval stage's other early refusals, in a module that imports no
+    model code (the pipeline asks it before it has imported anything heavy). Not a config validator: ``conrec serve``
+    and ``predict`` with ``train_until: test`` are legitimate."""
+    if models and split_cfg.trains_on_labels_of(split):
+        raise ConfigError(
+            "eval.split is valid but data.split.train_until is test: the LM is trained on the valid period's labels; "
+            "compare settings with train_until: valid (or evaluate the test split)"
+        )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -36,7 +36,7 @@ from conrec.data.fit_events import fit_events_for, split_cutoff
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
 from conrec.data.schema import DISLIKE
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
-from conrec.errors import ConfigError, ConrecError, StageInputError
+from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason
 from conrec.eval.baselines.category import facet_pairs
@@ -44,7 +44,7 @@ from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
-from conrec.eval.preflight import preflight
+from conrec.eval.preflight import preflight, refuse_scoring_trained_labels
 from conrec.eval.report import tuning_section, write_report
 from conrec.eval.summary import summary_table
 from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
@@ -56,7 +56,6 @@ from conrec.runtime import available_memory, busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
-    from conrec.data.config import SplitConfig
     from conrec.stages import EvalSections
 
 _STATS_FOR_REPORT = (
@@ -64,20 +63,6 @@ _STATS_FOR_REPORT = (
     "median_negatives_per_user", "first_event", "last_event", "valid_cutoff", "test_cutoff", "samples",
     "invalid_rows",  # what data.on_invalid repaired or dropped (conrec.data.repair)
 )
-
-
-def refuse_scoring_trained_labels(split_cfg: SplitConfig, split: str, models: Sequence[str]) -> None:
-    """Refuse to score LMs ``models`` on ``split`` when they are trained on its points' labels
-    (:meth:`~conrec.data.config.SplitConfig.trains_on_labels_of`: ``eval.split: valid`` with ``train_until: test``).
-
-    The eval stage asks it for the LMs it finds; ``conrec demo`` and ``conrec ablate`` ask it for the LMs they will
-    train and score, before any stage runs: they refused only at the eval stage, after SFT and GRPO had trained.
-    Not a config validator: ``conrec serve`` and ``predict`` with ``train_until: test`` are legitimate."""
-    if models and split_cfg.trains_on_labels_of(split):
-        raise ConfigError(
-            "eval.split is valid but data.split.train_until is test: the LM is trained on the valid period's labels; "
-            "compare settings with train_until: valid (or evaluate the test split)"
-        )
 
 
 def select_samples(samples: pl.DataFrame, split: str, max_samples: int | None, seed: int) -> pl.DataFrame:
