@@ -303,6 +303,33 @@ def test_facet_baselines_without_a_facet_value_say_they_are_popularity() -> None
     assert no_signal_reason(knn) is None  # its personal score reads co-dislikes, not facets
 
 
+def test_a_facet_column_that_never_repeats_is_named_with_its_distinct_value_share() -> None:
+    """Found by probing: the item id (or a title) given as eval.category.columns made category, facet_rule and
+    taste_exposure popularity's rows with no word: a value held by one item carries no dislike to another."""
+    from conrec.eval.baselines.base import no_signal_reason
+    from conrec.eval.baselines.category import unique_column_notes
+
+    samples = history_samples(HISTORIES)
+    popularity = _fitted("popularity", EvalConfig(popularity={"half_life_days": None}))
+    by_id = baseline_items().with_columns(pl.col("item_id").alias("category"))
+    for name in ("category", "facet_rule", "taste_exposure"):
+        model = make_baseline(name)
+        model.fit(baseline_events(), by_id)
+        why = no_signal_reason(model)
+        assert why is not None and "is shared by two items" in why and "['category']" in why, name
+        assert model.recommend(samples, 5) == popularity.recommend(samples, 5), name
+    titled = baseline_items().with_columns(pl.col("item_id").alias("title"))
+    both = CategoryConfig(columns=["category", "title"])
+    model = make_baseline("category", EvalConfig(category=both))
+    model.fit(baseline_events(), titled)
+    assert no_signal_reason(model) is None  # the category column still carries it
+    (note,) = unique_column_notes(titled, both, ["popularity", "category", "facet_rule"])
+    assert "`title` has 8 distinct values over the 8 items with a value (a distinct-value share of 1.00" in note
+    assert "category, facet_rule" in note
+    assert unique_column_notes(titled, both, ["popularity", "itemknn"]) == []  # no facet baseline: nothing to say
+    assert unique_column_notes(baseline_items(), CategoryConfig(), ["category"]) == []  # 3 categories over 8 items
+
+
 def test_co_dislike_baselines_without_a_co_dislike_say_they_are_popularity() -> None:
     """Found by probing: with one dislike per user in the fit events, itemknn, EASE and swing learn a zero
     similarity and returned popularity's lists as rows of their own, with no word."""

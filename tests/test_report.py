@@ -342,3 +342,14 @@ def test_a_user_holding_a_large_share_of_the_evaluated_points_is_noted_with_the_
     assert "Note: One user ('heavy') holds 6 of the 20 evaluated points (30%)" in text
     write_parquet(pl.DataFrame({"sample_id": list(range(6, 20))}), run.predictions / "popularity.parquet")  # one point each
     assert "Note: One user" not in write_report(run.root, metrics, {"users": 15}).read_text()
+
+
+def test_a_title_given_as_a_facet_column_is_named_in_the_report_with_its_distinct_value_share(tmp_path: Path) -> None:
+    """Found by probing: eval.category.columns naming a column with a distinct value per item (the title) was
+    accepted silently; as the only facet column, the category rule's row was dislike popularity's with no word."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    cfg = _cfg(run.root, baselines=["popularity", "category"], models=[], category={"columns": ["title"]})
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    report = " ".join(run.report.read_text().split())
+    assert "`title` has 15 distinct values over the 15 items with a value (a distinct-value share of 1.00" in report
+    assert "category: no value of eval.category.columns ['title'] is shared by two items" in report

@@ -39,7 +39,7 @@ from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_share
 from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason
-from conrec.eval.baselines.category import facet_pairs
+from conrec.eval.baselines.category import facet_pairs, unique_column_notes
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_reason
@@ -387,6 +387,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             )
         valid_samples = select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
+    notes.extend(unique_column_notes(items, ecfg.category, ecfg.baselines))
     notes.extend(whole_remainder_notes(ks, samples, ecfg.tune_k if valid_samples is not None else None, valid_samples, catalogue))
 
     metrics: dict[str, dict[str, Any]] = {}

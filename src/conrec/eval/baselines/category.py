@@ -55,11 +55,55 @@ def facet_pairs(items: pl.DataFrame, cfg: CategoryConfig) -> float:
     return float((counts**2).sum())
 
 
-def no_facet_reason(columns: list[str], cfg: CategoryConfig) -> str | None:
-    """The ``no_signal`` reason of a facet baseline whose items have no facet value (``columns``: each facet's
-    column, as :func:`item_facets` returns them), else None. Its scores are then popularity's, silently: the
-    report says so."""
-    return None if columns else f"no item has a value in eval.category.columns {cfg.columns}: no facet to score"
+# A column where at least this share of the items with a value share none of their values with another item
+# (a title, an id) names almost no facet two items have in common: see :func:`unique_column_notes`.
+NEAR_UNIQUE_SHARE = 0.9
+# The baselines that read eval.category.columns (taste_exposure through its `personal: category` score).
+FACET_BASELINES = ("category", "facet_rule", "taste_exposure")
+
+
+def no_facet_reason(members: sp.csr_matrix, columns: list[str], cfg: CategoryConfig) -> str | None:
+    """The ``no_signal`` reason of a facet baseline whose items have no facet value, or whose every facet value is
+    held by one item only (``members`` and ``columns`` as :func:`item_facets` returns them), else None. Why the
+    second: a value on one item carries a dislike of it to no other item (and history items are never
+    recommended), so the scores are popularity's, silently: the report says so. Found by probing: the item id
+    given as the category column gave three rows that equal popularity's with no word."""
+    if not columns:
+        return f"no item has a value in eval.category.columns {cfg.columns}: no facet to score"
+    if members.nnz and np.asarray(members.sum(axis=1)).max() <= 1:
+        return (f"no value of eval.category.columns {cfg.columns} is shared by two items (each item its own facet, "
+                "like a title or an id): no dislike carries to another item")
+    return None
+
+
+def unique_column_notes(items: pl.DataFrame, cfg: CategoryConfig, baselines: list[str]) -> list[str]:
+    """One report note per column of ``cfg.columns`` whose values almost never repeat (at least
+    :data:`NEAR_UNIQUE_SHARE` of the items with a value share none of their values with another item), naming
+    its distinct-value share (distinct values / items with a value) and the facet baselines of ``baselines``
+    it feeds (pure). Why a note and not a refusal: such a column adds (almost) nothing to those rules, but the
+    other columns may still carry them (where no value at all is shared, :func:`no_facet_reason` adds that the
+    rows are popularity's)."""
+    names = [b for b in FACET_BASELINES if b in baselines]
+    if not names or not all(c in items.columns for c in cfg.columns):
+        return []
+    notes = []
+    for col in cfg.columns:
+        labels = [ls for ls in split_labels(items[col].cast(pl.String).to_list(), cfg.separator) if ls]
+        if not labels:
+            continue
+        counts: dict[str, int] = defaultdict(int)
+        for ls in labels:
+            for name in ls:
+                counts[name] += 1
+        alone = sum(all(counts[name] == 1 for name in ls) for ls in labels) / len(labels)
+        if alone >= NEAR_UNIQUE_SHARE:
+            notes.append(
+                f"eval.category.columns: `{col}` has {len(counts):,} distinct values over the {len(labels):,} items with "
+                f"a value (a distinct-value share of {len(counts) / len(labels):.2f}; {alone:.0%} of those items share "
+                f"no value of it with another item), so as a facet it carries a dislike to almost no other item and "
+                f"adds next to nothing to {', '.join(names)}: name a column whose values repeat (a genre, a category)."
+            )
+    return notes
 
 
 class CategoryRecommender:
@@ -75,7 +119,7 @@ class CategoryRecommender:
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
         self._item_cats, self._members, columns = item_facets(items, self.cfg)
-        self.no_signal = no_facet_reason(columns, self.cfg)
+        self.no_signal = no_facet_reason(self._members, columns, self.cfg)
         self._catalog = cat
 
     def item_scores(self, samples: pl.DataFrame) -> np.ndarray:

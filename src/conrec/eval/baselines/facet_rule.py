@@ -66,7 +66,7 @@ class FacetRuleRecommender(ScoredRecommender):
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         cat = Catalog.build(events, items)
         _, members, columns = item_facets(items, self.facets)
-        self.no_signal = no_facet_reason(columns, self.facets)  # the scores are then log-popularity alone
+        self.no_signal = no_facet_reason(members, columns, self.facets)  # the scores are then log-popularity alone
         order = {c: j for j, c in enumerate(dict.fromkeys(columns))}
         self._members = members.tocsc()
         self._facet_column = np.array([order[c] for c in columns] or [0], dtype=np.int64)
