@@ -55,6 +55,32 @@ def test_file_settings_the_source_does_not_read_are_refused(settings: dict, need
     assert needle in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("settings", "needle"),
+    [
+        # the probe's case: accepted, and read by nothing (the simulator writes its own seconds)
+        ({"source": "simulator", "ts_unit": "ms", "rating_range": [1, 5]},
+         "data.ts_unit and data.rating_range are set, but data.source: simulator does not read them (only data.source: "
+         "table reads ts_unit, ts_format, feedback_labels, rating_range); remove them, or set data.source: table"),
+        ({"source": "movielens", "events_path": "r.dat", "items_path": "m.dat", "feedback_labels": {"hide": -1}},
+         "data.feedback_labels is set, but data.source: movielens does not read it"),
+        ({"ts_format": "%Y-%m-%d"}, "data.ts_format is set, but data.source: movielens100k does not read it"),
+    ],
+)
+def test_table_settings_with_another_source_are_refused(settings: dict, needle: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        DataConfig.model_validate(settings)
+    assert needle in str(err.value)
+
+
+def test_table_settings_at_their_defaults_or_with_the_table_source_are_accepted() -> None:
+    DataConfig(source="simulator", ts_unit="auto", ts_format=None, feedback_labels={}, rating_range=None)
+    DataConfig(source="movielens100k", like_min_rating=3.0)  # the presets' threshold: MovieLens reads it
+    DataConfig(source="table", events_path="e.csv", ts_unit="ms", ts_format="%Y", feedback_labels={"hide": -1}, rating_range=(1, 5))
+
+
 def test_file_settings_the_source_reads_are_accepted() -> None:
     DataConfig(source="table", events_path="e.csv", items_path="i.csv", columns={"u": "user_id"})
     DataConfig(source="kuairand", events_path="log", items_path="video_features.csv")

@@ -75,13 +75,16 @@ def test_a_value_the_mapping_does_not_name_is_an_invalid_row(tmp_path: Path) -> 
             load_source(load_config(None, {"data": {**no_labels, "on_invalid": policy}}).data)
 
 
+TABLE = {"source": "table", "events_path": "e.csv"}  # feedback_labels is read by the table source only
+
+
 def test_labels_must_be_minus_one_zero_or_one_and_agree_once_spelled_alike() -> None:
     for bad in ({"like": True}, {"like": 2}, {"like": 1, "Like": -1}):
         with pytest.raises(ConfigError, match="feedback_labels"):
             load_config(None, {"data": {"feedback_labels": bad}})
     # a flag's values written unquoted in YAML (1: -1, true: -1) are its values as text
-    assert load_config(None, {"data": {"feedback_labels": {1: -1, 0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
-    labels = load_config(None, {"data": {"feedback_labels": {True: -1, False: 1}}}).data.feedback_labels
+    assert load_config(None, {"data": {**TABLE, "feedback_labels": {1: -1, 0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
+    labels = load_config(None, {"data": {**TABLE, "feedback_labels": {True: -1, False: 1}}}).data.feedback_labels
     assert labels == {"true": -1, "yes": -1, "on": -1, "false": 1, "no": 1, "off": 1}  # YAML's true is also its yes and on
 
 
@@ -148,7 +151,7 @@ def test_a_float_flag_as_pandas_exports_it_is_a_flag_like_0_and_1(tmp_path: Path
     assert events.select("user_id", "item_id", "feedback").sort(pl.all()).equals(want)
     streamed = scan_table(cfg.data.model_copy(update={"streaming": "on"})).collect()
     assert streamed.select("user_id", "item_id", pl.col("feedback").cast(pl.Int8)).sort(pl.all()).equals(want)
-    assert load_config(None, {"data": {"feedback_labels": {1.0: -1, 0.0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
+    assert load_config(None, {"data": {**TABLE, "feedback_labels": {1.0: -1, 0.0: 1}}}).data.feedback_labels == {"1": -1, "0": 1}
 
 
 def test_a_feedback_column_whose_sample_is_all_positives_is_read_as_feedback_and_said_to_be_a_guess(tmp_path: Path) -> None:

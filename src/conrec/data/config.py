@@ -160,6 +160,11 @@ SOURCE_READS: dict[str, tuple[str, ...]] = {
 :mod:`conrec.data.sources`; a test keeps the two in step). A setting the source does not read is refused."""
 FILE_SETTINGS = ("events_path", "items_path", "columns")
 
+TABLE_SETTINGS: dict[str, object] = {"ts_unit": "auto", "ts_format": None, "feedback_labels": {}, "rating_range": None}
+"""The settings only ``data.source: table`` reads (its loader and the engines' table scans), with their defaults:
+another source given one of them is refused, as a file setting it does not read is. ``dislike_max_rating`` and
+``like_min_rating`` are not among them (MovieLens and Amazon read them too, and the presets set them for any source)."""
+
 SOURCE_LOADS = {"movielens100k": "the embedded MovieLens-100K", "simulator": "a simulated log"}
 """What each source that reads no file loads (for the refusal of file settings it ignores)."""
 
@@ -191,13 +196,14 @@ class DataConfig(_Strict):
         default_factory=dict,
         description="source=table: values of the feedback column -> -1 (dislike), +1 (positive) or 0 (neutral, dropped), "
         "e.g. {not_interested: -1, hide: -1, like: 1, impression: 0}, or for a flag {'true': -1, 'false': 1}; compared in "
-        "lower case with spaces and hyphens as '_'; a value not named is an invalid row (see on_invalid)",
+        "lower case with spaces and hyphens as '_'; a value not named is an invalid row (see on_invalid); set with another source: an error",
     )
     dislike_max_rating: float = Field(2.0, description="rating <= this is a dislike (MovieLens, Amazon)")
     like_min_rating: float = Field(4.0, description="rating >= this is a positive (MovieLens, Amazon); the demo and full presets set 3, so lukewarm ratings count as exposures too")
     rating_range: tuple[float, float] | None = Field(
         None,
-        description="the rating scale [low, high] (e.g. [0.5, 5]); ratings outside it are invalid rows (see on_invalid)",
+        description="source=table: the rating scale [low, high] (e.g. [0.5, 5]); ratings outside it are invalid rows (see on_invalid); "
+        "set with another source: an error",
     )
     on_invalid: Literal["drop", "error"] = Field(
         "drop",
@@ -205,12 +211,14 @@ class DataConfig(_Strict):
         "drop = repair or drop each with a count (printed, and kept in data/stats.json); error = stop at the first",
     )
     ts_unit: Literal["auto", "s", "ms", "us"] = Field(
-        "auto", description="source=table integer timestamps: seconds, milliseconds, microseconds, or auto (ms if all > 1e11)"
+        "auto", description="source=table integer timestamps: seconds, milliseconds, microseconds, or auto (ms if all > 1e11); "
+        "set with another source: an error"
     )
     ts_format: str | None = Field(
         None,
         description="source=table date/time strings: their strftime layout, e.g. '%m/%d/%Y %H:%M'; None = detected "
-        "(a layout that reads as month/day and day/month alike is refused); set, it reads integers too ('%Y%m%d': 20231225)",
+        "(a layout that reads as month/day and day/month alike is refused); set, it reads integers too ('%Y%m%d': 20231225); "
+        "set with another source: an error",
     )
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -283,6 +291,26 @@ class DataConfig(_Strict):
             if self.source in SOURCE_LOADS:
                 raise ValueError(f"{head} (it loads {SOURCE_LOADS[self.source]}); for your own CSV/Parquet files set data.source: table")
             raise ValueError(f"{head} (it reads its data set's own files); remove {what}, or set data.source: table for your own CSV/Parquet files")
+        return self
+
+    @model_validator(mode="after")
+    def _table_settings_only_for_tables(self) -> DataConfig:
+        """Refuse the table source's own settings (:data:`TABLE_SETTINGS`) set with another source.
+
+        Why: ``ts_unit: ms`` or ``rating_range: [1, 5]`` with ``source: simulator`` or ``movielens`` were read by
+        nothing, and the user believed they applied; refused like the file settings above, not warned (a
+        config error is how this config treats a setting its source ignores)."""
+        if self.source == "table":
+            return self
+        ignored = [f"data.{k}" for k, default in TABLE_SETTINGS.items() if getattr(self, k) != default]
+        if ignored:
+            what = "it" if len(ignored) == 1 else "them"
+            named = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+            raise ValueError(
+                f"{named} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {self.source} does not read {what} "
+                f"(only data.source: table reads {', '.join(TABLE_SETTINGS)}); remove {what}, or set data.source: table "
+                "for your own CSV/Parquet files"
+            )
         return self
 
     @model_validator(mode="after")
