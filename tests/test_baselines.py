@@ -151,6 +151,26 @@ def test_sasrec_learns_a_sequential_pattern_and_is_seeded() -> None:
     assert again.recommend(samples, 3) == recs  # same seed, same model
 
 
+def test_sasrec_tells_each_epoch_and_trains_the_same_model_for_it() -> None:
+    """Found by probing: SASRec's fits (30-60 epochs each, one per grid point) printed nothing for minutes; each
+    epoch now reaches the eval bar through on_epoch, and watching it changes no weight."""
+    from conrec.eval.baselines.base import watch_epochs
+
+    events, items = _cycle_data(n_users=20, n_items=12, length=6, seed=0)
+    cfg = EvalConfig(sasrec=SasrecConfig(hidden=16, layers=1, heads=2, max_len=6, epochs=3))
+    seen: list[tuple[int, int, float]] = []
+    watched, plain = make_baseline("sasrec", cfg), make_baseline("sasrec", cfg)
+    watch_epochs(watched, lambda *told: seen.append(told))
+    watched.fit(events, items)
+    plain.fit(events, items)
+    assert seen == [(e, 3, loss) for e, loss in enumerate(plain.loss_history, start=1)]
+    samples = history_samples([(["i1", "i2"], [-1, -1]), (["i5"], [-1])])
+    assert np.array_equal(watched.item_scores(samples), plain.item_scores(samples))
+    ease = make_baseline("ease")
+    watch_epochs(ease, lambda *told: None)  # fitted in one step: nothing to watch, nothing set
+    assert not hasattr(ease, "on_epoch")
+
+
 def test_fhr_rewards_true_taste_over_popularity_on_simulated_data() -> None:
     """On the simulator a ranker that knows each user's true dislike facets (ground truth, ranked by
     dislike popularity) beats global popularity on FHR: the metric measures negative taste, not just

@@ -4,6 +4,7 @@ hand-built run directory (reuses test_report's builder)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,37 @@ def test_the_baseline_bar_names_the_fit_running(tmp_path: Path, monkeypatch: pyt
         "baseline ease: tune on 21 valid samples, fit 2/3",
         "baseline ease: fit + top-5, fit 3/3",
     ], ease
+
+
+def test_the_baseline_bar_counts_sasrec_epochs_in_each_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by probing: one SASRec fit of 30-60 epochs left the bar's line (and the plain lines off a terminal,
+    every 30 s) unchanged for minutes; each epoch is now shown with its mean loss, in the tuning and the refit."""
+    from rich.progress import Progress
+
+    shown: list[str] = []
+    real_update = Progress.update
+
+    def update(self, task_id, **kwargs):
+        if "description" in kwargs:
+            shown.append(kwargs["description"])
+        return real_update(self, task_id, **kwargs)
+
+    monkeypatch.setattr(Progress, "update", update)
+    run, _ = eval_run_dir(tmp_path / "run")
+    sasrec = {"epochs": 2, "hidden": 16, "layers": 1, "grid": {"epochs": [1, 2]}}
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["sasrec"], models=[], sasrec=sasrec), console=Console(quiet=True))
+    steps = [re.sub(r"loss \d+\.\d{3}$", "loss L", d) for d in shown if d.startswith("baseline sasrec")]
+    chosen = read_json(run.eval / "tuning.json")["sasrec"]["chosen"]["epochs"]  # the refit trains the chosen epochs
+    assert steps == [
+        "baseline sasrec: tune on 21 valid samples",
+        "baseline sasrec: tune on 21 valid samples, fit 1/3",
+        "baseline sasrec: tune on 21 valid samples, fit 1/3, epoch 1/1, loss L",
+        "baseline sasrec: tune on 21 valid samples, fit 2/3",
+        "baseline sasrec: tune on 21 valid samples, fit 2/3, epoch 1/2, loss L",
+        "baseline sasrec: tune on 21 valid samples, fit 2/3, epoch 2/2, loss L",
+        "baseline sasrec: fit + top-5, fit 3/3",
+        *[f"baseline sasrec: fit + top-5, fit 3/3, epoch {e}/{chosen}, loss L" for e in range(1, chosen + 1)],
+    ], steps
 
 
 def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:

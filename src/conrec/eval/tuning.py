@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from conrec.eval.baselines import REGISTRY
+from conrec.eval.baselines.base import EpochHook, watch_epochs
 from conrec.eval.config import EvalConfig
 from conrec.eval.metrics import fhr_at_k
 
@@ -61,12 +62,13 @@ def valid_fhr(recommendations: list[list[str]], samples: pl.DataFrame, k: int) -
 
 def tune_baseline(
     name: str, ecfg: EvalConfig, fit_events: pl.DataFrame, items: pl.DataFrame, valid_samples: pl.DataFrame, k: int,
-    on_point: Callable[[int, int], None] | None = None,
+    on_point: Callable[[int, int], None] | None = None, on_epoch: EpochHook | None = None,
 ) -> tuple[EvalConfig, TuneResult]:
     """(``ecfg`` with ``name``'s chosen settings, the tuning record). No grid: the settings as given.
 
     ``on_point(i, n)`` is called before the i-th of the n grid points is fitted (1-based). Why: the eval stage shows
-    it in its bar; a 12-minute SASRec tuning printed the same ``3/8 (38%)`` baseline count for 12 minutes."""
+    it in its bar; a 12-minute SASRec tuning printed the same ``3/8 (38%)`` baseline count for 12 minutes.
+    ``on_epoch`` is given to each grid point's model that trains in epochs (:func:`watch_epochs`), for the same bar."""
     spec = REGISTRY[name]
     settings = getattr(ecfg, spec.settings)
     keys = list(settings.grid)
@@ -79,6 +81,7 @@ def tune_baseline(
             on_point(i, len(points))
         cfg = ecfg.model_copy(update={spec.settings: point})
         model = spec.build(cfg)
+        watch_epochs(model, on_epoch)
         model.fit(fit_events, items)
         score = valid_fhr(model.recommend(valid_samples, k), valid_samples, k)
         params = {key: getattr(point, key) for key in keys}

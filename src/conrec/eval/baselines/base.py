@@ -21,6 +21,9 @@ A baseline that can find nothing to learn from on some data (SASRec with no user
 facet baselines with no facet value) says so after ``fit`` in an optional attribute ``no_signal``: a
 one-line reason, read by :func:`no_signal_reason`; its row is then dislike popularity under another
 name, and the eval stage notes it.
+
+A baseline that trains in epochs (SASRec) reports each one to an optional attribute ``on_epoch``, set
+by :func:`watch_epochs`, which the eval stage shows in its bar.
 """
 
 from __future__ import annotations
@@ -189,6 +192,18 @@ def no_signal_reason(model: object) -> str | None:
     rather than show it as a model of its own."""
     reason = getattr(model, "no_signal", None)
     return reason if isinstance(reason, str) else None
+
+
+EpochHook = Callable[[int, int, float], None]
+"""``on_epoch(epoch, epochs, mean_loss)``: called after each training epoch (1-based) of a baseline that has them."""
+
+
+def watch_epochs(model: object, on_epoch: EpochHook | None) -> None:
+    """Give ``model`` the epoch callback where it trains in epochs (an optional ``on_epoch`` attribute, not part of
+    :class:`Recommender`: most baselines fit in one closed-form step); a no-op for the others or for None. Why:
+    SASRec's fits (one per grid point, 30-60 epochs each) ran for minutes with the bar's line unchanged."""
+    if on_epoch is not None and hasattr(model, "on_epoch"):
+        model.on_epoch = on_epoch
 
 
 class NotFittedError(RuntimeError):

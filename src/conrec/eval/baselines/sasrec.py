@@ -28,7 +28,7 @@ from torch import nn
 
 from conrec.data.schema import DISLIKE
 from conrec.errors import require_columns
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, EpochHook, NotFittedError, histories, recommend_in_chunks
 from conrec.eval.config import SasrecConfig
 
 
@@ -80,6 +80,7 @@ class SasrecRecommender:
         self._net: SasrecNet | None = None
         self.loss_history: list[float] = []
         self.no_signal: str | None = None  # why the net was not trained (see conrec.eval.baselines.base.no_signal_reason)
+        self.on_epoch: EpochHook | None = None  # told each epoch's mean loss (conrec.eval.baselines.base.watch_epochs)
 
     def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
         require_columns(events, ("user_id", "item_id", "ts", "feedback"), "events")
@@ -107,7 +108,7 @@ class SasrecRecommender:
         net.train()
         losses: list[float] = []
         lengths = (data > 0).sum(1)
-        for _ in range(cfg.epochs):
+        for epoch in range(1, cfg.epochs + 1):
             total, count = 0.0, 0
             for batch in _length_bucketed_batches(lengths, cfg.batch_size, gen):
                 w = data[batch]
@@ -122,6 +123,8 @@ class SasrecRecommender:
                 total += float(loss.detach()) * int(keep.sum())
                 count += int(keep.sum())
             losses.append(total / max(count, 1))
+            if self.on_epoch is not None:  # after the epoch's arithmetic: the model is the same with or without it
+                self.on_epoch(epoch, cfg.epochs, losses[-1])
         return losses
 
     @torch.no_grad()
