@@ -295,3 +295,29 @@ def test_title_search_normalises_unicode_and_case(tmp_path):
     assert found("final") == ["i7"] and found("\ufb01nal") == ["i7"]
     assert found("STRASSE") == ["i8"]
     assert found("star wars") == ["i9"]
+
+
+def test_a_point_without_a_prior_event_tells_the_page_not_to_ask_the_api(tmp_path):
+    """Found by probing: with data.split.min_history: 0 a point may have no prior event; its view was served, but
+    the page then asked /v1/dislikes and /v1/score with an empty history, which the API refuses (422), and showed
+    "body: history is empty" as the served model's list. The view now says why the API is not asked."""
+    from conrec.io import write_parquet
+    from conrec.serve.ui import NO_HISTORY
+
+    cfg, test = inspector_run(tmp_path / "run")
+    run = RunDir(cfg.run_dir)
+    empty, other = test["sample_id"][0], test["sample_id"][1]
+    samples = read_parquet(run.samples)
+    write_parquet(samples.with_columns(
+        pl.when(pl.col("sample_id") == empty).then(pl.lit([], dtype=samples[c].dtype)).otherwise(pl.col(c)).alias(c)
+        for c in ("hist_items", "hist_feedback", "hist_ts")
+    ), run.samples)
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    view = client.get(f"/ui/api/points/{empty}").json()
+    assert (view["history"], view["timeline"], view["live_unasked"]) == ([], [], NO_HISTORY)
+    assert [m["name"] for m in view["lists"]] == ["sft", "popularity"]  # the eval run's lists are still shown
+    assert client.get(f"/ui/api/points/{other}").json()["live_unasked"] is None
+    # what the page would have asked: refused, which is why it asks nothing (if the API ever answers it, drop the note)
+    assert client.post("/v1/dislikes", json={"history": [], "k": 3}).status_code == 422
+    js = (resources.files("conrec.serve") / "ui" / "app.js").read_text()
+    assert "if (view.live_unasked) return" in js and "if (state.view.live_unasked) throw" in js

@@ -12,6 +12,7 @@ failure, so CI cannot pass without having run it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -280,12 +281,11 @@ class Holdup:
         await self.app(scope, receive, send)
 
 
-@pytest.fixture(scope="module")
-def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+@contextlib.contextmanager
+def _in_thread(app: Any) -> Any:
+    """``app`` served by uvicorn on a free loopback port in a daemon thread; yields its URL."""
     import uvicorn
 
-    cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG}, default_k=12, max_k=15)  # ranks reach two digits
-    app = Holdup(create_app_from_run(cfg))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -296,10 +296,18 @@ def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
         time.sleep(0.05)
     assert server.started, "the test server did not start"
     try:
-        yield {"url": url, "app": app, "points": test}
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG}, default_k=12, max_k=15)  # ranks reach two digits
+    app = Holdup(create_app_from_run(cfg))
+    with _in_thread(app) as url:
+        yield {"url": url, "app": app, "points": test}
 
 
 def _live_items(driver: Any) -> list[str]:
@@ -508,3 +516,29 @@ def test_the_served_popularity_list_marks_no_hit_on_evaluation_points(driver, qu
     assert marks and all(hit == held_out for hit, held_out in marks)
     for li in _css(driver, "#future li"):  # "hit by popularity" may stand there, never the live "popular"
         assert "popular" not in li.find_element("css selector", ".by").text.removeprefix("hit by ").split(", ")
+
+
+def test_a_point_without_a_prior_event_shows_why_the_api_is_not_asked(driver, tmp_path):
+    """Found by probing: on a point with no prior event (data.split.min_history: 0) the page asked /v1/dislikes with an
+    empty history, which the API refuses, and showed "body: history is empty" as the served model's list; the timeline
+    was a bare header. Now the live list and the slate say why the API is not asked, and the timeline says it is empty."""
+    cfg, test = inspector_run(tmp_path / "run")
+    run = RunDir(cfg.run_dir)
+    row = test.row(0, named=True)
+    samples = read_parquet(run.samples)
+    write_parquet(samples.with_columns(
+        pl.when(pl.col("sample_id") == row["sample_id"]).then(pl.lit([], dtype=samples[c].dtype)).otherwise(pl.col(c)).alias(c)
+        for c in ("hist_items", "hist_feedback", "hist_ts")
+    ), run.samples)
+    with _in_thread(create_app_from_run(cfg)) as url:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+        _open_point(driver, row["user_id"], row["sample_id"])
+        live = _wait(driver, lambda d: _css(d, "#lists .model-list[data-kind=live] li.empty"), 10)[0]
+        assert "no event before this point" in live.text and "history is empty" not in live.text
+        assert _css(driver, "#timeline tbody td.empty")[0].text == "no event before this point"
+        driver.find_element("id", "search-q").send_keys("t")
+        driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+        driver.execute_script("arguments[0].click()", _wait(driver, lambda d: _css(d, "#search-results button.add"), 10)[0])
+        driver.execute_script("arguments[0].click()", driver.find_element("id", "score-button"))
+        _wait(driver, lambda d: "a slate cannot be scored here" in d.find_element("id", "slate-status").text, 10)

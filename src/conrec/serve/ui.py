@@ -53,6 +53,12 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+# Why the page asks the API nothing on a point without a prior event: /v1/dislikes and /v1/score refuse an empty
+# history (422, "history is empty"), and the page showed that error as the served model's list.
+NO_HISTORY = (
+    "no event before this point, and the API answers a history of at least one event: the served model is not asked, "
+    "and a slate cannot be scored here"
+)
 Explain = Callable[[str, History], Reason]
 HistoryOf = Callable[[DislikeRequest, str], History]  # the API's: limits, unknown ids and users -> 4xx
 
@@ -113,6 +119,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "future": [inspector.info.row(i) for i in point.future_negs],
             "lists": lists,
             "live_unscored": inspector.live_unscored,  # why the page marks no hit in the served model's live list, or null
+            "live_unasked": None if n else NO_HISTORY,  # why the page asks the API nothing on this point, or null
         }
 
     def page_response(body: bytes, media_type: str) -> Response:

@@ -187,6 +187,7 @@ function renderUser(view) {
     $("future-hint").textContent = "None for a pasted history.";
   }
   const body = clear($("timeline").tBodies[0]);
+  if (!view.timeline.length) body.append(el("tr", {}, el("td", { class: "empty", colspan: 4 }, "no event before this point")));
   for (const e of view.timeline) {
     const neg = e.feedback < 0;
     body.append(el("tr", { class: neg ? "neg" : "pos", dataset: { item: e.item_id } },
@@ -204,7 +205,9 @@ function renderUser(view) {
 
 // On an evaluation point whose future the served model saw (view.live_unscored says how), its list marks
 // no hit: a hit there would be the future read back, not predicted.
+// On a point without a prior event (view.live_unasked says why) the API is not asked: it refuses an empty history.
 async function liveList(view) {
+  if (view.live_unasked) return { name: state.health ? state.health.model : "served model", kind: "live", items: [], error: view.live_unasked };
   const req = { history: view.history, k: k(), explain: true };
   try {
     const r = await api("/v1/dislikes", req);
@@ -327,6 +330,7 @@ function threshold() {
 
 async function scoreSlate() {
   if (!state.view || !state.slate.length) return;
+  if (state.view.live_unasked) throw new Error(state.view.live_unasked);
   const req = { history: state.view.history, candidates: state.slate.map(s => s.item_id), explain: false };
   const t = threshold();
   if (t !== null) req.threshold = t;
