@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
+from conrec.ablation_stale import mark_run_tables
 from conrec.config import PipelineConfig, dump_config
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
@@ -138,6 +139,7 @@ def _run_stage_held(
         write_text(dump_config(cfg), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         run.invalidate_from(stage)
+        mark_run_tables(run.root, console)  # the ablation tables read from a stage it has just cleared
         _remove_stray_temps(run, stage, console)
     threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
@@ -151,6 +153,7 @@ def _run_stage_held(
         return result
     refuse_if_rebuilt(run, stage, built_on)
     record_finished(cfg, stage, seconds, files, threads, upstream=built_on)
+    mark_run_tables(run.root, console)  # and those read from it while it was unfinished (a table with no GRPO model)
     timings_path = run.root / "timings.json"
     try:
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
