@@ -26,10 +26,14 @@ from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
-from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
+from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
 from conrec.stages import STAGE_REGISTRY, STAGES, reads_any, section_settings, stage_fingerprint, stage_hash
+
+RUN_FILES = ("config.yaml", "timings.json", PARENT_FILE)
+"""The files conrec writes directly in a run directory (atomically, :func:`conrec.io.atomic_path`): whose temporaries a
+stage start removes there (:func:`_remove_stray_temps`)."""
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
@@ -171,11 +175,15 @@ def _remove_stray_temps(run: RunDir, stage: str, cleared: list[str], console: Co
     Only here, with the run held (:func:`conrec.run_lock.holding_run`) and the links to a parent run removed
     (:meth:`RunDir.detach_from`), so nothing outside this run directory is touched. Not every writer of these
     directories holds the run lock (`conrec predict --split` and `conrec score --batch` write ``eval/predictions/``):
-    each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`)."""
+    each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`).
+    And in the run directory itself, the temporaries of its own files (:data:`RUN_FILES`: a kill while a stage start
+    rewrote ``config.yaml`` left ``.config.yaml.XXXXXXXX.tmp``), nothing else there."""
     dirs = [d for s in cleared if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
-    counts = {d.name: n for d in dirs if (n := remove_stray_temps(d))}
+    counts = {f"{d.name}/": n for d in dirs if (n := remove_stray_temps(d))}
+    if n := remove_stray_temps(run.root, only=RUN_FILES):  # its own files' only: it may hold what conrec did not write
+        counts["the run directory"] = n
     if counts:
-        where = ", ".join(f"{n} in {name}/" for name, n in counts.items())
+        where = ", ".join(f"{n} in {name}" for name, n in counts.items())
         console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")
 
 
