@@ -185,3 +185,26 @@ def test_a_table_an_ablation_starts_to_rewrite_is_marked_until_it_is_rewritten(t
     monkeypatch.setattr(ablation, "_run_rows", real)
     again, _ = _ablate(tmp_path, "prompts")  # rows current: rewritten, unmarked
     assert not again.startswith(STALE_MARK) and again.split("Total")[0] == table.split("Total")[0]
+
+
+@pytest.mark.parametrize("stage", ["data", "sid", "sft", "grpo", "eval"])
+def test_a_single_stage_command_marks_the_tables_it_invalidates(tmp_path: Path, fake_scores: list[str], stage: str) -> None:
+    """Found by the session-41 probes: `conrec sft` (or grpo, eval, data, sid) run alone replaced a stage a table was
+    read from and left the table unmarked; only `conrec demo` and `conrec ablate` marked it. Every stage run marks them
+    now (conrec.pipeline, as it clears the stages it invalidates), whichever command started it."""
+    from typer.testing import CliRunner
+
+    from conrec.ablation_stale import STALE_MARK
+    from conrec.cli import app
+    from conrec.config import dump_config
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"ks": [K]}})
+    path = tmp_path / "run.yaml"
+    path.write_text(dump_config(cfg))
+    table, _ = _ablate(tmp_path, "grpo")
+    out = CliRunner().invoke(app, [stage, "-c", str(path)])
+    assert out.exit_code == 0, out.output
+    marked = (tmp_path / "run" / "ablations" / "grpo.md").read_text()
+    assert marked.startswith(f"{STALE_MARK} the {stage} stage of the run was run again or removed after this table was written; ")
+    assert marked.endswith(table)
+    assert f"ablations/grpo.md is stale (the {stage} stage of the run was run again" in " ".join(out.stdout.split())

@@ -71,6 +71,24 @@ def mark_stale(run_dir: str | Path, what: str, why: str) -> bool:
     return True
 
 
+def run_tables(run_dir: str | Path) -> tuple[str, ...]:
+    """The ``<what>`` of every ablation table the run holds that records what it was built on (``ablations/<what>.json``
+    beside ``<what>.md``), found on disk: the pipeline marks them without importing :mod:`conrec.ablation` (which
+    imports the pipeline)."""
+    folder = RunDir(run_dir).root / "ablations"
+    try:
+        return tuple(sorted(p.stem for p in folder.glob("*.json") if p.with_suffix(".md").is_file()))
+    except OSError:
+        return ()
+
+
+def mark_run_tables(run_dir: str | Path, console: Console) -> None:
+    """:func:`mark_stale_tables` for every table the run holds (:func:`run_tables`): what a stage run calls as it
+    clears the stages it replaces and as it finishes, so that no command that reruns a stage leaves a table unmarked."""
+    if whats := run_tables(run_dir):
+        mark_stale_tables(run_dir, whats, console)
+
+
 def mark_stale_tables(run_dir: str | Path, whats: tuple[str, ...], console: Console, starting: str | None = None) -> None:
     """Mark each of the run's ``whats`` tables whose stages were run again since (:func:`table_staleness`), and the
     ``starting`` one, which an ablation is about to rewrite (it may stop before the end); say so on ``console``."""

@@ -377,16 +377,8 @@ def demo(
     """The whole pipeline (data -> SIDs -> SFT -> GRPO -> report) on the data the config names; default preset:demo, the embedded MovieLens-100K."""
     from conrec.pipeline import run_demo
 
-    def body() -> Any:
-        from conrec.ablation import WHAT
-        from conrec.ablation_stale import mark_stale_tables
-
-        cfg = _load(config, run_dir, default_preset="demo")
-        results = run_demo(cfg, force=force, console=console)
-        mark_stale_tables(cfg.run_dir, WHAT, console)  # ablation tables of the stages it ran again
-        return results
-
-    _guard(body)
+    # the ablation tables of the stages it runs again are marked stale by each stage run (conrec.pipeline.run_stage)
+    _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console))
 
 
 def main() -> None:  # pragma: no cover

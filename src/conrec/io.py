@@ -13,7 +13,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,11 @@ if sys.platform != "win32":
 else:  # pragma: no cover
     fcntl = None
 
-TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-"""The name of :func:`atomic_path`'s temporary directory: ``.<name>.`` + the 8 characters :func:`tempfile.mkdtemp` draws
-+ ``.tmp`` (what :func:`remove_stray_temps` removes, and nothing else)."""
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp|\.staging-[a-z0-9_]{8}")
+"""The name of :func:`atomic_path`'s (and :func:`locked_temp_dir`'s) temporary directory: ``.<name>.`` + the 8
+characters :func:`tempfile.mkdtemp` draws + ``.tmp`` (what :func:`remove_stray_temps` removes, and nothing else); or
+``.staging-`` + 8 characters, the data stage's staging directory before it was a :func:`locked_temp_dir` (made while
+its stage held the run, so one left is never a write in progress for the stage that holds it now)."""
 
 
 @contextmanager
@@ -43,16 +45,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     keeps it.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp, held = _locked_temp(final)
-    target = tmp / final.name
-    try:
+    with locked_temp_dir(final.parent, final.name) as tmp:
+        target = tmp / final.name
         yield target
         if final.is_dir() and not final.is_symlink():
             if not target.is_dir():  # a file over a directory: `--out DIR` deleted DIR, contents and all
                 raise IsADirectoryError(errno.EISDIR, "is a directory; give a file path to write", str(final))
             shutil.rmtree(final)  # a model directory replaced by its new version
         os.replace(target, final)
+
+
+@contextmanager
+def locked_temp_dir(parent: str | os.PathLike[str], name: str) -> Iterator[Path]:
+    """Yield a fresh hidden directory ``parent/.<name>.XXXXXXXX.tmp``, locked (:data:`WRITING`) while in use and removed
+    after: scratch space for files published one by one (the data stage's staging directory), which a SIGKILL may leave
+    and :func:`remove_stray_temps` then removes, but never while it is in use. :func:`atomic_path` is built on it.
+
+    Why: the data stage's ``tempfile.mkdtemp(prefix=".staging-")`` (the run's whole new events table) stayed through
+    every later run after a kill; it had neither a name the cleanup knows nor a lock telling it from a live one."""
+    folder = Path(parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp, held = _locked_temp(folder / name)
+    try:
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if held is not None:
@@ -93,12 +108,13 @@ def _locked_temp(final: Path) -> tuple[Path, int | None]:
         os.close(fd)
 
 
-def remove_stray_temps(directory: str | os.PathLike[str]) -> int:
+def remove_stray_temps(directory: str | os.PathLike[str], only: Collection[str] | None = None) -> int:
     """Remove the temporary directories :func:`atomic_path` left anywhere under ``directory`` (:data:`TEMP_NAME`; links
     are neither removed nor followed); return how many. A write in progress holds its directory's lock
     (:data:`WRITING`), so its directory stays, whoever writes it: commands that take no run lock (`conrec predict
     --split` and `conrec score --batch` write under ``eval/predictions/``) included. Without ``flock`` (Windows)
-    nothing is removed.
+    nothing is removed. ``only``: the temporaries of writes of these files, directly in ``directory`` (the run
+    directory, which may hold what conrec did not write), and nothing deeper.
 
     Why: a SIGKILL (OOM killer, a preempted job) during a save left ``sft/.model.XXXXXXXX.tmp`` (up to a whole model)
     that nothing removed; each kill added one, and a copy of the run for serving copied them along."""
@@ -106,11 +122,14 @@ def remove_stray_temps(directory: str | os.PathLike[str]) -> int:
         return 0
     removed = 0
     for here, dirs, _files in os.walk(directory):
-        for name in [d for d in dirs if TEMP_NAME.fullmatch(d)]:
+        names = [d for d in dirs if TEMP_NAME.fullmatch(d) and (only is None or any(d.startswith(f".{f}.") for f in only))]
+        for name in names:
             dirs.remove(name)  # never walked into
             path = Path(here) / name
             if not path.is_symlink() and _remove_unless_written(path):
                 removed += not path.exists()
+        if only is not None:
+            break
     return removed
 
 

@@ -20,15 +20,20 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
+from conrec.ablation_stale import mark_run_tables
 from conrec.config import PipelineConfig, dump_config
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
-from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
+from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, section_settings, stage_fingerprint, stage_hash
+from conrec.stages import STAGE_REGISTRY, STAGES, reads_any, section_settings, stage_fingerprint, stage_hash
+
+RUN_FILES = ("config.yaml", "timings.json", PARENT_FILE)
+"""The files conrec writes directly in a run directory (atomically, :func:`conrec.io.atomic_path`): whose temporaries a
+stage start removes there (:func:`_remove_stray_temps`)."""
 
 
 def _stage_runner(stage: str) -> Callable[..., Any]:
@@ -137,8 +142,9 @@ def _run_stage_held(
     if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
         write_text(dump_config(cfg), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
-        run.invalidate_from(stage)
-        _remove_stray_temps(run, stage, console)
+        cleared = run.invalidate_from(stage, cfg)  # it and the later stages that read it for cfg
+        mark_run_tables(run.root, console)  # the ablation tables read from a stage it has just cleared
+        _remove_stray_temps(run, stage, cleared, console)
     threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
@@ -151,6 +157,7 @@ def _run_stage_held(
         return result
     refuse_if_rebuilt(run, stage, built_on)
     record_finished(cfg, stage, seconds, files, threads, upstream=built_on)
+    mark_run_tables(run.root, console)  # and those read from it while it was unfinished (a table with no GRPO model)
     timings_path = run.root / "timings.json"
     try:
         timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -160,18 +167,23 @@ def _run_stage_held(
     return result
 
 
-def _remove_stray_temps(run: RunDir, stage: str, console: Console) -> None:
-    """Remove what interrupted writes (:func:`conrec.io.atomic_path` under SIGKILL) left in ``stage``'s directory and in
-    those of the stages after it, which :meth:`RunDir.invalidate_from` has just cleared; one line when there was any.
+def _remove_stray_temps(run: RunDir, stage: str, cleared: list[str], console: Console) -> None:
+    """Remove what interrupted writes (:func:`conrec.io.atomic_path` under SIGKILL) left in the directories of the
+    ``cleared`` stages (``stage`` and those after it that :meth:`RunDir.invalidate_from` has just cleared); one line
+    when there was any.
 
     Only here, with the run held (:func:`conrec.run_lock.holding_run`) and the links to a parent run removed
     (:meth:`RunDir.detach_from`), so nothing outside this run directory is touched. Not every writer of these
     directories holds the run lock (`conrec predict --split` and `conrec score --batch` write ``eval/predictions/``):
-    each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`)."""
-    dirs = [d for s in STAGES[STAGES.index(stage) :] if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
-    counts = {d.name: n for d in dirs if (n := remove_stray_temps(d))}
+    each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`).
+    And in the run directory itself, the temporaries of its own files (:data:`RUN_FILES`: a kill while a stage start
+    rewrote ``config.yaml`` left ``.config.yaml.XXXXXXXX.tmp``), nothing else there."""
+    dirs = [d for s in cleared if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
+    counts = {f"{d.name}/": n for d in dirs if (n := remove_stray_temps(d))}
+    if n := remove_stray_temps(run.root, only=RUN_FILES):  # its own files' only: it may hold what conrec did not write
+        counts["the run directory"] = n
     if counts:
-        where = ", ".join(f"{n} in {name}/" for name, n in counts.items())
+        where = ", ".join(f"{n} in {name}" for name, n in counts.items())
         console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")
 
 
@@ -261,7 +273,7 @@ def run_pipeline(
 def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool, console: Console) -> dict[str, Any]:
     run = RunDir(cfg.run_dir)
     results: dict[str, Any] = {}
-    upstream_reran = False
+    reran: list[str] = []  # a later stage that reads one of them (for cfg) runs again (RunDir.invalidate_from cleared it)
     if "sft" in stages and (force or stale_reason(run, cfg, "sft") is not None):
         from conrec.llm.training.sft import check_settings  # the settings SFT refuses before data and SID run, not after
 
@@ -273,6 +285,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         if stage == "grpo" and cfg.sft.copy_bias.enabled:
             console.print("[dim]grpo: skipped (GRPO cannot train a model with sft.copy_bias; eval scores the sft model)[/]")
             continue
+        upstream_reran = reads_any(stage, reran, cfg)
         why = None if force or upstream_reran else stale_reason(run, cfg, stage)
         if not force and not upstream_reran and why is None:
             console.print(f"[dim]{stage}: finished earlier with this config, skipped (use --force to rerun)[/]")
@@ -283,8 +296,8 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         kwargs: dict[str, Any] = {"resume": not force} if STAGE_REGISTRY[stage].resumable else {}
         results[stage] = run_stage(cfg, stage, console=console, **kwargs)
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
-        upstream_reran = True
-    if not upstream_reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
+        reran.append(stage)
+    if not reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
         write_text(dump_config(cfg), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
     return results
 

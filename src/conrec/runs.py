@@ -50,6 +50,7 @@ from conrec.stages import (
     changed_sections,
     fingerprint_sections,
     model_output,
+    reads_any,
     section_as_hashed,
     section_hashes_any_view,
     section_settings,
@@ -441,19 +442,37 @@ class RunDir:
             except (OSError, ValueError, AttributeError):
                 pass
 
-    def invalidate_from(self, stage: str) -> None:
-        """Mark ``stage`` and every stage after it unfinished (marker and fingerprint removed); a later stage
-        that had finished keeps a note of which rerun cleared it (:meth:`invalidated_by`), ``stage`` loses its own.
+    def invalidate_from(self, stage: str, cfg: PipelineConfig | None = None) -> list[str]:
+        """Mark ``stage`` and every later stage built on it unfinished (marker and fingerprint removed), and return
+        them; a later stage that had finished keeps a note of which rerun cleared it (:meth:`invalidated_by`), ``stage``
+        loses its own.
 
-        Why: once a stage starts rewriting its outputs, what downstream stages built from the old
-        outputs is stale; a crash before the stage finishes must not leave any of them "finished".
+        A later stage is built on it when it reads a cleared stage for ``cfg`` (:func:`conrec.stages.reads_any`: an
+        eval reads the LMs ``eval.models`` names), or when its own record says it read one, or has no such record;
+        without ``cfg``, every later stage. Why: once a stage starts rewriting its outputs, what downstream stages built
+        from the old outputs is stale, and a crash before the stage finishes must not leave any of them "finished";
+        but an eval of the SFT model alone, cleared by every GRPO rerun, was scored again by the next ``conrec demo``
+        though it reads no GRPO output, and its fingerprint and record leave GRPO out.
         """
         (self.stage_dir(stage) / INVALIDATED_FILE).unlink(missing_ok=True)
-        for s in STAGES[STAGES.index(stage) :]:
+        cleared = [stage]
+        for s in STAGES[STAGES.index(stage) + 1 :]:
+            if cfg is None or reads_any(s, cleared, cfg) or self._recorded_reads_any(s, cleared):
+                cleared.append(s)
+        for s in cleared:
             if s != stage and self.is_done(s):
                 write_json({"by": stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
             self.clear_done(s)
             (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
+        return cleared
+
+    def _recorded_reads_any(self, stage: str, stages: list[str]) -> bool:
+        """Whether ``stage``'s record says it was built on one of ``stages``, or cannot say (no record, or one from
+        before the stages it read were recorded): a finished stage made with another config may read what this one
+        does not (an eval of the GRPO model, rerun with ``eval.models: [sft]``)."""
+        rec = self.fingerprint_record(stage)
+        upstream = rec.get("upstream") if rec is not None else None
+        return not isinstance(upstream, dict) or any(u in stages for u in upstream)
 
     def output_problem(self, stage: str) -> str | None:
         """Why ``stage``'s outputs are not usable (missing or unreadable file), or None if they are.

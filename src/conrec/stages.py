@@ -54,7 +54,7 @@ import copy
 import hashlib
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -319,6 +319,13 @@ def upstream_closure(stage: str, cfg: Any = None) -> list[str]:
             seen.add(s)
             todo.extend(read_inputs(s, cfg))
     return [s for s in STAGES if s in seen]
+
+
+def reads_any(stage: str, stages: Collection[str], cfg: Any = None) -> bool:
+    """Whether ``stage`` reads (directly, :func:`read_inputs`) one of ``stages`` for ``cfg``; without one, whether it may
+    read one. What a rerun clears and what the pipeline reruns after it (:meth:`conrec.runs.RunDir.invalidate_from`),
+    the rule the fingerprint follows: an eval of the SFT model alone does not read GRPO, nor a baselines-only eval SFT."""
+    return any(u in stages for u in read_inputs(stage, cfg))
 
 
 def fingerprint_sections(stage: str, cfg: Any = None) -> list[str]:

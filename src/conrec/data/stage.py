@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from conrec.data.repair import RepairLog, item_warnings, user_warnings
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.stats import data_stats
 from conrec.errors import ConrecError, DataValidationError
-from conrec.io import atomic_path, write_json, write_parquet
+from conrec.io import atomic_path, locked_temp_dir, write_json, write_parquet
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 
@@ -134,8 +132,8 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
         notes += item_warnings(items)
         steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=rd.data))
-        try:
+        # locked while in use: a staging directory a SIGKILL leaves goes at the next stage start (conrec.io)
+        with locked_temp_dir(rd.data, "staging") as staging:
             built = engine.build(events, items, dcfg, staging)
             notes += user_warnings(pl.scan_parquet(staging / EVENTS_FILE).select(pl.col("user_id").unique()).collect()["user_id"])
             # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
@@ -162,8 +160,6 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
                 (rd.data / "user_facets.parquet").unlink(missing_ok=True)
             write_json(stats, rd.data / "stats.json")
             progress.advance(steps)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return stats
 
 

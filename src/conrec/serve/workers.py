@@ -23,7 +23,7 @@ tracebacks, or (after ``conrec sft`` on the run) served the new model beside the
 from one service. ``/healthz`` says ``loaded_current: false`` once one of those stages has rerun (``model_current``
 covers the model), and the parent's last line names what the worker found changed. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
 one, each with whatever model the run holds then): the parent logs it, the workers ignore it (a closed terminal sends
-it to them too). Workers stop with the parent even when it is
+it to them too) from their first import of :mod:`conrec.serve`, before the seconds of imports and loading. Workers stop with the parent even when it is
 killed (Linux).
 """
 
@@ -46,12 +46,12 @@ from uvicorn.supervisors import Multiprocess
 from conrec.config import PipelineConfig, dump_config, load_config
 from conrec.errors import ConrecError, StageInputError
 from conrec.runtime import available_cores, prepare_process
+from conrec.serve import PARENT_ENV  # the supervisor's pid: a worker whose parent is another has lost it
 from conrec.serve.protocol import set_read_timeout
 
 CONFIG_ENV = "CONREC_SERVE_CONFIG"  # the resolved pipeline config (a YAML file) each worker loads
 SERVED_ENV = "CONREC_SERVE_MODEL"  # "<model>@<identity>" the parent checked: what every worker must load
 LOADED_ENV = "CONREC_SERVE_LOADED"  # JSON {stage: identity} of the data, SID and eval stages the parent read
-PARENT_ENV = "CONREC_SERVE_PARENT"  # the supervisor's pid: a worker whose parent is another has lost it
 STOP_ENV = "CONREC_SERVE_STOP"  # a file where a worker that stops the server writes why, for the parent's last line
 APP_FACTORY = "conrec.serve.workers:app_from_env"
 log = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ def worker_threads(cfg: PipelineConfig) -> int:
 
 def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker process: the config named by :data:`CONFIG_ENV`."""
+    ignore_hangup()  # first (conrec.serve's import did already, in a worker): one ended by SIGHUP is restarted, loading again
+    stop_with_parent()
     from conrec.serve.app import create_app_from_run
 
-    ignore_hangup()  # first: a worker ended by SIGHUP while it loads is restarted, loading again
-    stop_with_parent()
     cfg = load_config(os.environ[CONFIG_ENV])
     expected = os.environ.get(SERVED_ENV)
     # that model, not a fresh choice (a GRPO finished since would replace the SFT the parent serves)

@@ -1,0 +1,68 @@
+"""A stage's rerun clears, and the pipeline reruns, only the later stages that read it (for the config), as the eval
+fingerprint already does: an eval of the SFT model alone does not read GRPO."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import conrec.pipeline as pipeline
+from conrec.config import PipelineConfig, load_config
+from conrec.runs import RunDir
+
+
+def _cfg(tmp_path: Path, **settings: object) -> PipelineConfig:
+    return load_config(None, {"run_dir": str(tmp_path / "run"), **settings})
+
+
+def test_a_grpo_rerun_keeps_an_eval_of_the_sft_model_alone(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by the session-41 probes: after `conrec grpo` was run again, `conrec demo` ran the eval stage again with
+    ``eval.models: [sft]``, though that eval reads no GRPO model (its fingerprint and record leave GRPO out)."""
+    cfg = _cfg(tmp_path, eval={"models": ["sft"]})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    eval_identity = run.stage_identity("eval")
+    fake_stages.clear()
+    pipeline.run_stage(cfg, "grpo")  # `conrec grpo`
+    assert run.is_done("eval") and run.stage_identity("eval") == eval_identity and run.invalidated_by("eval") is None
+    pipeline.run_pipeline(cfg)  # `conrec demo`
+    assert fake_stages == ["grpo"]
+    pipeline.run_pipeline(_cfg(tmp_path, eval={"models": ["sft"]}, grpo={"learning_rate": 2e-5}))  # a GRPO setting changed
+    assert fake_stages == ["grpo", "grpo"]
+    assert run.stage_identity("eval") == eval_identity
+
+
+@pytest.mark.parametrize("models", [["sft", "grpo"], ["grpo"]])
+def test_a_grpo_rerun_still_clears_an_eval_that_scores_grpo(tmp_path: Path, fake_stages: list[str], models: list[str]) -> None:
+    cfg = _cfg(tmp_path, eval={"models": models})
+    pipeline.run_pipeline(cfg)
+    fake_stages.clear()
+    pipeline.run_stage(cfg, "grpo")
+    run = RunDir(cfg.run_dir)
+    assert not run.is_done("eval") and run.invalidated_by("eval") is not None
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == ["grpo", "eval"]
+
+
+def test_an_eval_made_with_grpo_is_cleared_by_a_grpo_rerun_whose_config_scores_sft_only(tmp_path: Path, fake_stages: list[str]) -> None:
+    """The finished eval's own record decides too: it read GRPO, so it goes whatever the rerun's config asks."""
+    pipeline.run_pipeline(_cfg(tmp_path))
+    pipeline.run_stage(_cfg(tmp_path, eval={"models": ["sft"]}), "grpo")
+    assert not RunDir(tmp_path / "run").is_done("eval")
+
+
+def test_an_sft_rerun_clears_an_eval_of_the_sft_model_and_grpo(tmp_path: Path, fake_stages: list[str]) -> None:
+    cfg = _cfg(tmp_path, eval={"models": ["sft"]})
+    pipeline.run_pipeline(cfg)
+    fake_stages.clear()
+    pipeline.run_pipeline(_cfg(tmp_path, eval={"models": ["sft"]}, sft={"train": {"learning_rate": 1e-3}}))
+    assert fake_stages == ["sft", "grpo", "eval"]
+
+
+def test_a_baselines_only_eval_survives_an_sft_rerun(tmp_path: Path, fake_stages: list[str]) -> None:
+    cfg = _cfg(tmp_path, eval={"models": []})
+    pipeline.run_pipeline(cfg)
+    fake_stages.clear()
+    pipeline.run_pipeline(_cfg(tmp_path, eval={"models": []}, sft={"train": {"learning_rate": 1e-3}}))
+    assert fake_stages == ["sft", "grpo"]
