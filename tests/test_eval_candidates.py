@@ -51,6 +51,20 @@ def test_auc_by_hand():
     assert pairwise_auc([], [1]) is None and pairwise_auc([1], []) is None
 
 
+def test_slate_intervals_resample_users_when_one_holds_several_slates():
+    """Per user, one user's slates are resampled together (their outcomes are alike): wider than over points; a
+    missing value (None) drops the point from its user's draws; one slate per user keeps the point draws."""
+    users = [f"u{u}" for u in range(10) for _ in range(10)]
+    acc = [float(u % 2) for u in range(10) for _ in range(10)]  # half the users: every slate right
+    by_points = summarize({"CandAcc@1": acc}, n_boot=300, seed=0)
+    by_users = summarize({"CandAcc@1": acc}, n_boot=300, seed=0, users=users)
+    assert by_users["CandAcc@1_hi"] - by_users["CandAcc@1_lo"] > 2 * (by_points["CandAcc@1_hi"] - by_points["CandAcc@1_lo"])
+    one_each = [f"u{k}" for k in range(100)]
+    assert summarize({"CandAcc@1": acc}, n_boot=300, seed=0, users=one_each) == by_points
+    auc: list[float | None] = [None, *acc[1:]]
+    assert summarize({"AUC": auc}, n_boot=300, seed=0, users=users)["AUC_n"] == 99
+
+
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     rng = np.random.default_rng(5)
     v = rng.random(200)

@@ -90,7 +90,7 @@ class ContentConfig(_Tunable):
 
 
 class BootstrapConfig(_Strict):
-    """Percentile bootstrap over evaluation points (see :mod:`conrec.eval.bootstrap`)."""
+    """Percentile bootstrap over evaluation points, or over users where one holds several (see :mod:`conrec.eval.bootstrap`)."""
 
     resamples: int = Field(1000, ge=1)
     level: float = Field(0.95, gt=0.0, lt=1.0)

@@ -40,6 +40,7 @@ from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason
 from conrec.eval.baselines.category import facet_pairs
+from conrec.eval.bootstrap import resampled_unit
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_reason
@@ -490,7 +491,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
 
     bcfg_ci = ecfg.bootstrap
     headline = [f"{m}@{k}" for k in ks for m in bcfg_ci.metrics]
-    add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed)
+    point_users = samples["user_id"].cast(pl.String).to_list()  # one user's points are resampled together (several per user)
+    add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed, point_users)
     if samples.height < MIN_POINTS:
         notes.append(f"{samples.height} evaluation point: no confidence intervals or paired differences (a bootstrap "
                      f"needs at least {MIN_POINTS} points); the figures are one user's outcome, not an estimate.")
@@ -524,7 +526,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             "events used to fit baselines": fit_events.height,
             "future window N (days)": split_cfg.horizon_days,
             "mean future dislikes per sample": float(cast(float, fut.mean()) or 0.0),
-            "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {100 * bcfg_ci.level:g}% percentile CI, seed {bcfg_ci.seed}",
+            "bootstrap": f"{bcfg_ci.resamples} resamples of the {resampled_unit(point_users)}, {100 * bcfg_ci.level:g}% percentile CI, "
+                         f"seed {bcfg_ci.seed}",
         }
     )
     extra = [slate_report.markdown()] if slate_report is not None else []
