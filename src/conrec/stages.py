@@ -279,7 +279,9 @@ REVISIONS: dict[str, dict[int, str]] = {
         1: "an earlier evaluation's predictions and slate metrics that it did not rewrite were kept, and the results "
         "table and the inspector showed them as its own",
         2: "where a user held several evaluated points (data.split.protocol: per_user) its confidence intervals and paired "
-        "differences resampled the points as if independent, 2.3 to 2.9 times too narrow; they now resample users",
+        "differences resampled the points as if independent, 2.3 to 2.9 times too narrow; they now resample users. "
+        "Candidate Acc@1 and MRR scored only the next dislike, always the earliest item of its slate, which rewarded "
+        "predicting the rating order; they now average over every same-day dislike as the target",
     },
 }
 """Why each stage's :attr:`Stage.revision` was raised: what its outputs from before got wrong (the stale message

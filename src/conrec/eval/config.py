@@ -180,7 +180,7 @@ class SlateConfig(_Strict):
     items shown the same day."""
 
     enabled: bool = Field(True, description="run it when the run has data/exposures.parquet")
-    n_candidates: int = Field(20, ge=2, description="slate size: the true negative + up to n-1 non-disliked same-day exposures")
+    n_candidates: int = Field(20, ge=2, description="slate size: one target dislike + up to n-1 non-disliked same-day exposures")
     n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples for the 95% CIs")
 
 
