@@ -281,7 +281,8 @@ REVISIONS: dict[str, dict[int, str]] = {
         2: "where a user held several evaluated points (data.split.protocol: per_user) its confidence intervals and paired "
         "differences resampled the points as if independent, 2.3 to 2.9 times too narrow; they now resample users. "
         "Candidate Acc@1 and MRR scored only the next dislike, always the earliest item of its slate, which rewarded "
-        "predicting the rating order; they now average over every same-day dislike as the target",
+        "predicting the rating order; they now average over every same-day dislike as the target. Items the user rated "
+        "before the max_history window were not excluded from the top-K; now every item rated before t is",
     },
 }
 """Why each stage's :attr:`Stage.revision` was raised: what its outputs from before got wrong (the stale message
