@@ -40,7 +40,7 @@ def fake_scores(monkeypatch: pytest.MonkeyPatch, fake_stages: list[str]) -> list
         m, p = _scores("popularity")
         return ["popularity"], {"popularity": m}, {"popularity": p}
 
-    monkeypatch.setattr(ablation, "_eval_inputs", lambda cfg: {"ks": [K], "horizons": []})
+    monkeypatch.setattr(ablation, "_eval_inputs", lambda cfg: {"ks": [K], "horizons": [], "users": None})
     monkeypatch.setattr(ablation, "_points", points)
     monkeypatch.setattr(ablation, "_baseline_rows", baselines)
     return fake_stages

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 
 from conrec.eval.bootstrap import (
+    UserResamples,
     mean_ci,
     paired_diff_ci,
     percentile_interval,
+    resample,
     resample_indices,
+    resample_users,
     resampled_means,
+    resampled_unit,
 )
 from conrec.eval.compare import add_intervals, best_baseline
 
@@ -158,3 +162,56 @@ def test_a_difference_on_fewer_than_small_n_points_is_not_marked_significant() -
         add_intervals(metrics, {"pop": {"FHR@20": np.ones(n)}, "sft": {"FHR@20": np.zeros(n)}}, ["pop"], ["FHR@20"], resamples=50)
         assert metrics["sft"]["FHR@20_diff_ci"] == [-1.0, -1.0]  # the interval is still given: it is what the bootstrap says
         assert delta_cell(metrics["sft"], "FHR@20") == "-1.000" + ("*" if star else ""), n
+
+
+def test_user_resamples_take_all_of_a_drawn_users_points_as_a_ratio_of_sums() -> None:
+    # points 0, 1 are user a's; 2 is b's (outside the population); 3 is c's
+    values = np.array([1.0, 0.0, np.nan, 1.0])
+    user_of = np.array([0, 0, 1, 2])
+    draws = UserResamples(counts=np.array([[1, 1, 1], [0, 3, 0], [2, 0, 1], [0, 1, 2]]), user_of=user_of)
+    out = resampled_means(values, draws)
+    assert out[0] == pytest.approx(2 / 3)  # a's two points and c's one; b's is outside the population
+    assert np.isnan(out[1])  # drew only b
+    assert out[2] == pytest.approx(3 / 5)  # a twice (1 + 0 each), c once: (2 + 1) / (4 + 1)
+    assert out[3] == pytest.approx(1.0)  # c twice, b once
+
+
+def test_user_resamples_draw_every_user_as_often_as_there_are_users() -> None:
+    users = ["a", "a", "b", "c", "c", "c"]
+    r = resample_users(users, resamples=50, seed=3)
+    assert r.counts.shape == (50, 3) and (r.counts.sum(axis=1) == 3).all()
+    assert r.user_of.tolist() == [0, 0, 1, 2, 2, 2]
+    assert (resample_users(users, 50, seed=3).counts == r.counts).all()  # seeded
+
+
+def test_one_point_per_user_keeps_the_point_draws_of_before() -> None:
+    """The global split (one point per user): exactly the draws and figures of the point bootstrap."""
+    rng = np.random.default_rng(4)
+    values = {m: {"FHR@20": (rng.random(80) < p).astype(float)} for m, p in (("pop", 0.4), ("lm", 0.5))}
+    by_points: dict[str, dict[str, object]] = {m: {} for m in values}
+    by_users: dict[str, dict[str, object]] = {m: {} for m in values}
+    add_intervals(by_points, values, ["pop"], ["FHR@20"], resamples=300, seed=2)
+    add_intervals(by_users, values, ["pop"], ["FHR@20"], resamples=300, seed=2, users=[f"u{k}" for k in range(80)])
+    assert by_users == by_points
+    assert resampled_unit([f"u{k}" for k in range(80)]) == "points" and resampled_unit(None) == "points"
+    assert (resample(80, [f"u{k}" for k in range(80)], 300, 2) == resample_indices(80, 300, 2)).all()  # type: ignore[operator]
+
+
+def test_several_points_per_user_resample_the_users_and_widen_the_interval() -> None:
+    """20 users of 20 points each, every user's points alike (all hits or all misses): there are 20 outcomes, not
+    400, and the point bootstrap's interval was about sqrt(20) times too narrow."""
+    users = [f"u{u}" for u in range(20) for _ in range(20)]
+    hits = np.repeat((np.arange(20) % 2).astype(float), 20)  # half the users hit on every point
+    values = {"pop": {"FHR@20": hits}, "lm": {"FHR@20": np.clip(hits + np.repeat(np.arange(20) == 0, 20), 0, 1)}}
+    by_points: dict[str, dict[str, object]] = {m: {} for m in values}
+    by_users: dict[str, dict[str, object]] = {m: {} for m in values}
+    add_intervals(by_points, values, ["pop"], ["FHR@20"], resamples=500, seed=0)
+    add_intervals(by_users, values, ["pop"], ["FHR@20"], resamples=500, seed=0, users=users)
+    assert resampled_unit(users) == "users"
+    (plo, phi), (ulo, uhi) = by_points["pop"]["FHR@20_ci"], by_users["pop"]["FHR@20_ci"]  # type: ignore[misc]
+    assert uhi - ulo > 3 * (phi - plo)
+    # paired over users: lm = pop plus user u0's 20 points, a difference of 0.05 that one user carries
+    dlo, dhi = by_users["lm"]["FHR@20_diff_ci"]  # type: ignore[misc]
+    assert by_users["lm"]["FHR@20_diff"] == pytest.approx(0.05) and dlo == pytest.approx(0.0) and dhi > 0.05
+    plo_d, _ = by_points["lm"]["FHR@20_diff_ci"]  # type: ignore[misc]
+    assert plo_d > 0.0  # resampled as 400 independent points, one user's luck looked significant

@@ -17,6 +17,7 @@ from conrec.eval.candidates import (
     pairwise_auc,
     reciprocal_rank,
     summarize,
+    target_averages,
 )
 from conrec.stages import STAGE_REGISTRY
 
@@ -49,6 +50,20 @@ def test_auc_by_hand():
     assert pairwise_auc([1], [0]) == 1.0 and pairwise_auc([0], [1]) == 0.0
     assert pairwise_auc([1, 1], [1]) == 0.5
     assert pairwise_auc([], [1]) is None and pairwise_auc([1], []) is None
+
+
+def test_slate_intervals_resample_users_when_one_holds_several_slates():
+    """Per user, one user's slates are resampled together (their outcomes are alike): wider than over points; a
+    missing value (None) drops the point from its user's draws; one slate per user keeps the point draws."""
+    users = [f"u{u}" for u in range(10) for _ in range(10)]
+    acc = [float(u % 2) for u in range(10) for _ in range(10)]  # half the users: every slate right
+    by_points = summarize({"CandAcc@1": acc}, n_boot=300, seed=0)
+    by_users = summarize({"CandAcc@1": acc}, n_boot=300, seed=0, users=users)
+    assert by_users["CandAcc@1_hi"] - by_users["CandAcc@1_lo"] > 2 * (by_points["CandAcc@1_hi"] - by_points["CandAcc@1_lo"])
+    one_each = [f"u{k}" for k in range(100)]
+    assert summarize({"CandAcc@1": acc}, n_boot=300, seed=0, users=one_each) == by_points
+    auc: list[float | None] = [None, *acc[1:]]
+    assert summarize({"AUC": auc}, n_boot=300, seed=0, users=users)["AUC_n"] == 99
 
 
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
@@ -124,18 +139,19 @@ def test_slates_hold_the_target_and_same_day_non_disliked_exposures_outside_hist
 
 def test_evaluate_scorer_by_hand_and_independent_of_candidate_order():
     slates = build_slates(_samples(), _exposures(), n_candidates=5, seed=0)
-    fixed = {"n1": 0.5, "b": 0.9, "c": 0.1, "d": 0.7, "n3": 2.0}
+    fixed = {"n1": 0.5, "b": 0.9, "c": 0.1, "d": 1.0, "n3": 2.0}
 
     def scorer(samples, sets):
         assert samples["sample_id"].to_list() == [0, 2] and len(sets) == 2
         return [np.array([fixed.get(i, 0.0) for i in items]) for items in sets]
 
     got = evaluate_scorer(scorer, _samples(), slates)
-    # point 0: n1 (0.5) below b (0.9), above c -> rank 2; AUC pos {0.5, 0.7} vs neg {0.9, 0.1}: 2 of 4 pairs
+    # point 0: two targets against the competitors b (0.9), c (0.1): the next dislike n1 (0.5) ranks 2nd, the later
+    # same-day dislike d (1.0) 1st -> Acc@1 (0 + 1) / 2, MRR (1/2 + 1) / 2; AUC pos {0.5, 1.0} vs neg {0.9, 0.1}: 3 of 4
     # point 2: n3 (2.0) above every other (0.0) -> rank 1; AUC 1
-    assert got["CandAcc@1"] == [0.0, 1.0]
-    assert got["MRR"] == [0.5, 1.0]
-    assert got["AUC"] == [0.5, 1.0]
+    assert got["CandAcc@1"] == [0.5, 1.0]
+    assert got["MRR"] == [0.75, 1.0]
+    assert got["AUC"] == [0.75, 1.0]
     # the order of the other candidates and of the day's exposures changes nothing (target stays first)
     shuffled = slates.with_columns(
         pl.concat_list(pl.col("candidates").list.first(), pl.col("candidates").list.slice(1).list.reverse()).alias("candidates"),
@@ -144,6 +160,16 @@ def test_evaluate_scorer_by_hand_and_independent_of_candidate_order():
     )
     assert shuffled["candidates"].to_list() != slates["candidates"].to_list()
     assert evaluate_scorer(scorer, _samples(), shuffled) == got
+
+
+def test_every_same_day_dislike_is_a_target_against_the_same_competitors():
+    """The next dislike is the earliest item of its slate: a model of the rating order that puts it first but has no
+    idea which items are disliked (the later dislike d below every competitor) scored Acc@1 1 with it as the only
+    target; with every dislike of the day as a target it scores the mean over them."""
+    assert target_averages([3.0, 0.0], [1.0, 2.0]) == (0.5, pytest.approx((1 + 1 / 3) / 2))
+    assert target_averages([1.0], [1.0, 0.0]) == (0.5, pytest.approx((1 + 1 / 2) / 2))  # a tie counts as random order
+    with pytest.raises(ValueError):
+        target_averages([], [1.0])
 
 
 def test_chance_levels_by_hand():

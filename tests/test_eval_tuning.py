@@ -96,6 +96,7 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
     assert len(ref) == 1 and saved[ref[0]]["FHR@5"] == max(r["FHR@5"] for r in saved.values())
     report = run.report.read_text()
     assert "Baseline tuning (valid split)" in report and "Context swap" in report and "95% CI" in report
+    assert "| bootstrap | 200 resamples of the points," in report  # one point per user: the points, as before
     assert "Δ" in console.export_text()
     row = saved["popularity"]
     assert 0 < row["n_samples_LUF"] <= row["n_samples"] and 0 <= row["n_samples_LIF"] <= row["n_samples"]
@@ -220,6 +221,8 @@ def test_per_user_protocol_end_to_end(tmp_path: Path) -> None:
     report = RunDir(run.root).report.read_text()
     assert "each user's events before that user's test start" in report
     assert f"| events used to fit baselines | {fit.height} |" in report
+    # several points per user: the intervals resample users (a point bootstrap was 2.3 to 2.9 times too narrow)
+    assert "| bootstrap | 200 resamples of the users, 95% percentile CI, seed 0 |" in report
 
 
 def test_lm_on_valid_after_a_refit_on_the_valid_period_is_refused(tmp_path: Path) -> None:

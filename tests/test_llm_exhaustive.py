@@ -4,8 +4,10 @@ worse than beam search, chunking-independent, exclusions honoured; the Predictor
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 
+from conrec.eval.seen import SEEN_COLUMN
 from conrec.llm.config import DecodeConfig, ModelConfig, PromptConfig, TinyModelConfig
 from conrec.llm.inference.exhaustive import exhaustive_topk
 from conrec.llm.inference.predict import Predictor
@@ -99,3 +101,15 @@ def test_bad_arguments_are_clear_errors(predictor):
         run(predictor, 0)
     with pytest.raises(ValueError, match="max_rows"):
         run(predictor, 3, max_rows=0)
+
+
+def test_predict_samples_excludes_every_item_the_eval_stage_marks_as_seen(predictor):
+    """The eval stage attaches each point's items rated before t (beyond the history window the prompt reads): the LM
+    never returns them; without the column (`conrec predict`, serving) it excludes the history it is given."""
+    samples = pl.DataFrame({"sample_id": [0], "hist_items": [["m1"]], "hist_feedback": [[-1]]},
+                           schema={"sample_id": pl.Int64, "hist_items": pl.List(pl.String), "hist_feedback": pl.List(pl.Int8)})
+    top = predictor.predict_samples(samples, 5)["items"][0].to_list()
+    assert "m1" not in top
+    seen = samples.with_columns(pl.Series(SEEN_COLUMN, [["m1", top[0], top[2]]], dtype=pl.List(pl.String)))
+    again = predictor.predict_samples(seen, 5)["items"][0].to_list()
+    assert not {top[0], top[2], "m1"} & set(again) and len(again) == 5

@@ -31,8 +31,8 @@ component to the previous one (:func:`paper_ladder`):
 * ``future_reward``: the reward's target becomes the N-day future negatives + Swing co-negatives;
 * ``pos_penalty``: + the future-positive penalty (``gamma``).
 
-Every row is evaluated with the normal evaluation (bootstrap CIs over the same points, paired
-differences vs the previous row and vs the best baseline), with its training and evaluation time
+Every row is evaluated with the normal evaluation (bootstrap CIs over the same points, or the same users
+where one holds several points; paired differences vs the previous row and vs the best baseline), with its training and evaluation time
 and the discernment accuracy (forgetting vs the SFT model it started from); the paper's Taobao
 numbers are quoted beside ours. Only the data and SID stages of the run itself are run first (the run's
 own SFT/GRPO models are not rows of this ladder); the baselines are evaluated in a child run of their own
@@ -249,8 +249,10 @@ def _eval_inputs(cfg: PipelineConfig) -> dict[str, Any]:
         ecfg.split, samples_all.filter(pl.col("split") == ecfg.split),
     )
     items = read_parquet(rd.items, what="items")
+    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
     return {
-        "samples": select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed),
+        "samples": samples,
+        "users": samples["user_id"].cast(pl.String).to_list(),  # what the bootstrap groups by (several points per user)
         "items": items,
         "catalogue": items["item_id"].cast(pl.String).to_list(),
         "counts": dislike_counts(fit_events),
@@ -285,7 +287,8 @@ def _slate_metrics(rd: RunDir) -> dict[str, Any] | None:
     return read_json(path, what="slate metrics").get("metrics") if path.exists() else None
 
 
-def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], points: dict[str, Any], baselines: list[str]) -> None:
+def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], points: dict[str, Any], baselines: list[str],
+                   users: list[str] | None = None) -> None:
     """CIs of every row and the variants' paired differences to the best baseline, as the eval stage adds them.
 
     Why here: each variant's child run evaluates its LM alone (no baselines), so its own metrics hold no
@@ -295,14 +298,15 @@ def _add_intervals(cfg: PipelineConfig, metrics: dict[str, dict[str, Any]], poin
 
     b = cfg.eval.bootstrap
     add_intervals(metrics, points, baselines, [f"{m}@{kk}" for kk in sorted(set(cfg.eval.ks)) for m in b.metrics],
-                  b.resamples, b.level, b.seed)
+                  b.resamples, b.level, b.seed, users)
 
 
-def _paired_difference(cfg: PipelineConfig, points: dict[str, Any], name: str, ref: str, key: str) -> tuple[float, list[float]] | None:
+def _paired_difference(cfg: PipelineConfig, points: dict[str, Any], name: str, ref: str, key: str,
+                       users: list[str] | None = None) -> tuple[float, list[float]] | None:
     """(difference, CI) of row ``name`` minus row ``ref`` in ``key`` on the same resampled points (the resamples the
     CIs use: ``eval.bootstrap``'s seed): the paper table's "Δ prev" and the other tables' "Δ vs" their reference row.
     None under :data:`~conrec.eval.compare.MIN_POINTS` points, where the eval stage gives no paired difference either."""
-    from conrec.eval.bootstrap import paired_diff_ci, resample_indices
+    from conrec.eval.bootstrap import paired_diff_ci, resample
     from conrec.eval.compare import MIN_POINTS
     from conrec.eval.metrics import nan_mean
 
@@ -310,7 +314,7 @@ def _paired_difference(cfg: PipelineConfig, points: dict[str, Any], name: str, r
     if len(a) < MIN_POINTS:
         return None
     b = cfg.eval.bootstrap
-    idx = resample_indices(len(a), b.resamples, b.seed)
+    idx = resample(len(a), users, b.resamples, b.seed)  # the points, or the users when one holds several
     return nan_mean(a) - nan_mean(r), list(paired_diff_ci(a, r, idx, b.level))
 
 
@@ -368,6 +372,7 @@ def paper_ladder(cfg: PipelineConfig) -> list[tuple[str, str, PipelineConfig, bo
 
 def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[str, dict[str, Any]]:
     """``--what paper`` (module docstring): the Table 2 ladder, one child run per row."""
+    from conrec.eval.bootstrap import resampled_unit
     from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
@@ -412,10 +417,10 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     k = max(ks)
     key = f"FHR@{k}"
     b = ecfg.bootstrap
-    _add_intervals(cfg, metrics, points, baselines)
+    _add_intervals(cfg, metrics, points, baselines, e["users"])
     n_points = len(next(iter(points[rows[0]["variant"]].values())))
     for prev, row in zip(rows, rows[1:]):
-        if (diff := _paired_difference(cfg, points, row["variant"], prev["variant"], key)) is not None:
+        if (diff := _paired_difference(cfg, points, row["variant"], prev["variant"], key, e["users"])) is not None:
             row["diff_prev"], row["diff_prev_ci"] = diff
     seconds = round(time.perf_counter() - started, 1)
 
@@ -431,7 +436,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     lines = [
         "# Ablation: the CoNRec paper's Table 2 ladder", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{ecfg.split}` ({n_points} points), future window N = "
-        f"{cfg.data.split.horizon_days:g} days; {100 * b.level:g}% bootstrap CIs over the points ({b.resamples} resamples). "
+        f"{cfg.data.split.horizon_days:g} days; {100 * b.level:g}% bootstrap CIs over the {resampled_unit(e['users'])} ({b.resamples} resamples). "
         "Each row adds one component to the row above; Δ prev = paired difference to the row above. "
         "Paper = CoNRec's FHR@20 on Taobao (Qwen3-14B; not comparable in level, only in direction).", "",
         split_note(cfg), "",
@@ -528,6 +533,7 @@ def reference_row(cfg: PipelineConfig, what: str) -> tuple[str, str]:
 
 def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) -> dict[str, dict[str, float]]:
     """``--what grpo`` or ``prompts``: the run itself, then one child run per variant, then the table."""
+    from conrec.eval.bootstrap import resampled_unit
     from conrec.eval.compare import ci_label
     from conrec.eval.report import markdown_table
     from conrec.eval.summary import summary_table
@@ -562,19 +568,19 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         rows.append({"variant": name, "what": label, "train_seconds": info["train_seconds"],
                      "eval_seconds": info["eval_seconds"], "zero_adv_share": zero})
 
-    _add_intervals(cfg, metrics, points, baselines)
+    _add_intervals(cfg, metrics, points, baselines, e["users"])
     ks = sorted(set(cfg.eval.ks))
     key = f"FHR@{ks[-1]}"
     ref, why_ref = reference_row(cfg, what)
     for r in rows:  # each row against the table's reference row, on the same resampled points
-        if r["variant"] != ref and (paired := _paired_difference(cfg, points, r["variant"], ref, key)) is not None:
+        if r["variant"] != ref and (paired := _paired_difference(cfg, points, r["variant"], ref, key, e["users"])) is not None:
             r["diff_ref"], r["diff_ref_ci"] = paired
     seconds = round(time.perf_counter() - started, 1)
     label = ci_label(metrics)
     lines = [
         f"# Ablation: {what}", "",
         f"Run `{rd.root}`, seed {cfg.seed}, split `{cfg.eval.split}`, future window N = {cfg.data.split.horizon_days:g} days. "
-        f"Δ vs {ref} = paired difference to the {ref} row ({why_ref}), on the same resampled points.", "",
+        f"Δ vs {ref} = paired difference to the {ref} row ({why_ref}), on the same resampled {resampled_unit(e['users'])}.", "",
         split_note(cfg), "",
         markdown_table(metrics, ks), "",
         f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs {ref} [{label}] | Δ vs best baseline [{label}] | train s | eval s | "

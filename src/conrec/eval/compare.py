@@ -1,8 +1,8 @@
 """Confidence intervals and paired differences against the best baseline, added to metrics rows.
 
-Why a separate step: every model's per-point values must be resampled with the *same* indices
-(:mod:`conrec.eval.bootstrap`) for the differences to be paired, so this runs once all models of
-an evaluation are scored. Keys added to ``metrics[model]`` for each headline key ``m`` (e.g.
+Why a separate step: every model's per-point values must be resampled with the *same* draws
+(:mod:`conrec.eval.bootstrap`: the points, or the users when one holds several points) for the
+differences to be paired, so this runs once all models of an evaluation are scored. Keys added to ``metrics[model]`` for each headline key ``m`` (e.g.
 ``FHR@20``):
 
 * ``m_ci``: ``[lo, hi]``, the percentile CI of the model's mean;
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from conrec.eval.bootstrap import mean_ci, paired_diff_ci, resample_indices
+from conrec.eval.bootstrap import mean_ci, paired_diff_ci, resample
 from conrec.eval.metrics import higher_is_better, nan_mean
 
 HEADLINE_METRICS = ("FHR", "LUF", "LIF", "HR")
@@ -50,10 +50,13 @@ def add_intervals(
     resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    users: Sequence[object] | None = None,
 ) -> None:
     """Add ``_ci`` / ``_diff`` / ``_diff_ci`` / ``_vs`` entries (see module doc) to ``metrics`` in place.
 
     ``values``: model -> key -> per-point array, all models over the same points in the same order.
+    ``users``: each point's user, in that order: when one holds more than one point the users are resampled
+    (:func:`conrec.eval.bootstrap.resample`); None resamples the points.
     """
     lengths = {len(v) for per_model in values.values() for v in per_model.values()}
     if not lengths:
@@ -63,7 +66,7 @@ def add_intervals(
     n = lengths.pop()
     if n < MIN_POINTS:  # every resample is the one point: a zero-width interval that "excludes 0"
         return
-    idx = resample_indices(n, resamples, seed)
+    idx = resample(n, users, resamples, seed)
     for key in keys:
         ref = best_baseline(values, baselines, key)
         for model, per_key in values.items():

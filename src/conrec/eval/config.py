@@ -90,7 +90,7 @@ class ContentConfig(_Tunable):
 
 
 class BootstrapConfig(_Strict):
-    """Percentile bootstrap over evaluation points (see :mod:`conrec.eval.bootstrap`)."""
+    """Percentile bootstrap over evaluation points, or over users where one holds several (see :mod:`conrec.eval.bootstrap`)."""
 
     resamples: int = Field(1000, ge=1)
     level: float = Field(0.95, gt=0.0, lt=1.0)
@@ -180,7 +180,7 @@ class SlateConfig(_Strict):
     items shown the same day."""
 
     enabled: bool = Field(True, description="run it when the run has data/exposures.parquet")
-    n_candidates: int = Field(20, ge=2, description="slate size: the true negative + up to n-1 non-disliked same-day exposures")
+    n_candidates: int = Field(20, ge=2, description="slate size: one target dislike + up to n-1 non-disliked same-day exposures")
     n_bootstrap: int = Field(1000, ge=1, description="bootstrap resamples for the 95% CIs")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from conrec.errors import DataValidationError
+from conrec.eval.seen import SEEN_COLUMN
 
 
 def cross_user_derangement(users: Sequence[str], seed: int) -> np.ndarray:
@@ -42,12 +43,14 @@ def cross_user_derangement(users: Sequence[str], seed: int) -> np.ndarray:
 
 
 def swap_histories(samples: pl.DataFrame, seed: int) -> pl.DataFrame:
-    """``samples`` with each row's history replaced by another user's (all other columns kept)."""
+    """``samples`` with each row's history replaced by another user's (all other columns kept; the items excluded
+    from its top-K, :data:`~conrec.eval.seen.SEEN_COLUMN`, move with the history when present)."""
     for col in ("user_id", "hist_items", "hist_feedback"):
         if col not in samples.columns:
             raise DataValidationError(f"samples: missing column {col!r} for the context swap")
     perm = pl.Series(cross_user_derangement(samples["user_id"].to_list(), seed))
-    return samples.with_columns(samples["hist_items"].gather(perm), samples["hist_feedback"].gather(perm))
+    moved = [c for c in ("hist_items", "hist_feedback", SEEN_COLUMN) if c in samples.columns]
+    return samples.with_columns(samples[c].gather(perm) for c in moved)
 
 
 def mean_overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]], k: int) -> float:

@@ -381,10 +381,10 @@ HEAVY_USER_SHARE = 0.10
 def heavy_user_note(run: RunDir, models: Sequence[str]) -> str | None:
     """A note when one user holds a large share of the evaluated points, else None: which share, of how many points.
 
-    Why: the bootstrap intervals resample points as if independent, but one user's points are not (the same history,
-    the same tastes). Under the per-user protocol one user with half of a log's events held 30 of 50 evaluated
-    points, and nothing but "evaluated users 21" in the table hinted that the FHR and its interval were mostly that
-    user's. The points are those of the evaluated models' predictions (every model ranks the same points), their users
+    Why: one user's points are not independent (the same history, the same tastes). Under the per-user protocol one
+    user with half of a log's events held 30 of 50 evaluated points, and nothing but "evaluated users 21" in the table
+    hinted that the FHR and its interval were mostly that user's (the intervals resample the users there, so they
+    are wide, but they rest on few users). The points are those of the evaluated models' predictions (every model ranks the same points), their users
     those of the data stage's samples.
     """
     preds = next((p for m in models if (p := run.predictions / f"{m}.parquet").exists()), None)
@@ -400,8 +400,7 @@ def heavy_user_note(run: RunDir, models: Sequence[str]) -> str | None:
     if n < 2 or n / total <= HEAVY_USER_SHARE:
         return None
     return (f"One user ({user!r}) holds {n:,} of the {total:,} evaluated points ({n / total:.0%}): the figures are largely that "
-            "user's outcomes, and the confidence intervals, which resample points as if independent, understate the "
-            "uncertainty over users.")
+            "user's outcomes, and the confidence intervals (which resample users) rest on that user's draws.")
 
 
 def write_report(
@@ -455,7 +454,7 @@ def write_report(
     ]
     cis = ci_table(metrics, ks)
     if cis:
-        parts += ["", "### Confidence intervals (percentile bootstrap over evaluation points) and paired differences", "", cis]
+        parts += ["", "### Confidence intervals (percentile bootstrap; the Dataset table says what was resampled) and paired differences", "", cis]
     swaps = swap_table(metrics)
     if swaps:
         parts += ["", "### Context swap (each point ranked with another user's history)", "", swaps]

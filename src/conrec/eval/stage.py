@@ -40,12 +40,14 @@ from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
 from conrec.eval.baselines.base import no_signal_reason, watch_epochs
 from conrec.eval.baselines.category import facet_pairs, unique_column_notes
+from conrec.eval.bootstrap import resampled_unit
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
 from conrec.eval.context_swap import mean_overlap, swap_histories
 from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_reason
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
 from conrec.eval.preflight import preflight, refuse_scoring_trained_labels
 from conrec.eval.report import tuning_section, write_report
+from conrec.eval.seen import exclusion_sets, with_seen_items
 from conrec.eval.summary import summary_table
 from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
 from conrec.eval.tuning import TuneResult, tune_baseline
@@ -231,9 +233,10 @@ def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, ranking
 
 
 def largest_remainder(samples: pl.DataFrame, catalogue: list[str]) -> int:
-    """The most items any point of ``samples`` can be recommended: the catalogue less that point's history items."""
+    """The most items any point of ``samples`` can be recommended: the catalogue less the items excluded there (its
+    history items, :func:`conrec.eval.seen.exclusion_sets`)."""
     items = set(catalogue)
-    return max((len(items) - len(items.intersection(h or ())) for h in samples["hist_items"].to_list()), default=len(items))
+    return max((len(items) - len(items.intersection(ex)) for ex in exclusion_sets(samples)), default=len(items))
 
 
 def whole_remainder_notes(ks: list[int], samples: pl.DataFrame, tune_k: int | None, valid: pl.DataFrame | None,
@@ -368,7 +371,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     stats_path = rd.data / "stats.json"
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
 
-    samples = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
+    # every item the user rated before each point is excluded from every model's top-K, not only the history window
+    samples = with_seen_items(select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed), events)
     n_split = samples_all.filter(pl.col("split") == ecfg.split).height
     fit_events, fit_rule = fit_events_for(events, split_cfg, stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
     train_counts = dislike_counts(fit_events)
@@ -401,7 +405,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
                 "eval.tune chooses each baseline's settings on the valid split, which has no samples: set eval.tune: false, "
                 "or give valid points (data.split.valid_frac)"
             )
-        valid_samples = select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)
+        valid_samples = with_seen_items(select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed), events)
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
     notes.extend(unique_column_notes(items, ecfg.category, ecfg.baselines))
     notes.extend(whole_remainder_notes(ks, samples, ecfg.tune_k if valid_samples is not None else None, valid_samples, catalogue))
@@ -509,7 +513,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
 
     bcfg_ci = ecfg.bootstrap
     headline = [f"{m}@{k}" for k in ks for m in bcfg_ci.metrics]
-    add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed)
+    point_users = samples["user_id"].cast(pl.String).to_list()  # one user's points are resampled together (several per user)
+    add_intervals(metrics, points, ecfg.baselines, headline, bcfg_ci.resamples, bcfg_ci.level, bcfg_ci.seed, point_users)
     if samples.height < MIN_POINTS:
         notes.append(f"{samples.height} evaluation point: no confidence intervals or paired differences (a bootstrap "
                      f"needs at least {MIN_POINTS} points); the figures are one user's outcome, not an estimate.")
@@ -543,7 +548,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             "events used to fit baselines": fit_events.height,
             "future window N (days)": split_cfg.horizon_days,
             "mean future dislikes per sample": float(cast(float, fut.mean()) or 0.0),
-            "bootstrap": f"{bcfg_ci.resamples} resamples of the points, {100 * bcfg_ci.level:g}% percentile CI, seed {bcfg_ci.seed}",
+            "bootstrap": f"{bcfg_ci.resamples} resamples of the {resampled_unit(point_users)}, {100 * bcfg_ci.level:g}% percentile CI, "
+                         f"seed {bcfg_ci.seed}",
         }
     )
     extra = [slate_report.markdown()] if slate_report is not None else []

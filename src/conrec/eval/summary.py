@@ -76,7 +76,7 @@ def summary_table(
     table = Table(
         title="results (full table: report.md)",
         caption=f"Δ: paired FHR difference vs the best baseline (ref); *: its {level} excludes 0 ({SMALL_N}+ points). HR: the next dislike in the "
-        "top-K; Cand. Acc@1: it ranked first among that day's exposures",
+        "top-K; Cand. Acc@1: each of that day's dislikes ranked first among its exposures",
         box=box.SIMPLE_HEAD,
         header_style="bold",
         pad_edge=False,

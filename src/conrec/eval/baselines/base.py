@@ -38,6 +38,7 @@ import polars as pl
 
 from conrec.data.popularity import catalogue_dislike_counts, popularity_order
 from conrec.errors import DataValidationError, require_columns
+from conrec.eval.seen import exclusion_sets
 
 
 @runtime_checkable
@@ -162,11 +163,12 @@ def recommend_in_chunks(
 
 
 def recommend_from_scores(scores: np.ndarray, samples: pl.DataFrame, catalog: Catalog, k: int) -> list[list[str]]:
-    """``recommend`` derived from ``item_scores``: :func:`top_k` of each row, the sample's history excluded."""
+    """``recommend`` derived from ``item_scores``: :func:`top_k` of each row, the sample's history excluded (all of
+    it before the point where the eval stage attached it, not only the window: :mod:`conrec.eval.seen`)."""
     hist = histories(samples)
     if scores.shape != (len(hist), len(catalog.item_ids)):
         raise ValueError(f"scores have shape {scores.shape}, expected ({len(hist)}, {len(catalog.item_ids)})")
-    return [top_k(row, set(catalog.encode(items)), catalog, k) for row, (items, _) in zip(scores, hist)]
+    return [top_k(row, set(catalog.encode(list(seen))), catalog, k) for row, seen in zip(scores, exclusion_sets(samples))]
 
 
 def candidate_scores(scores: np.ndarray, item_ids: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:

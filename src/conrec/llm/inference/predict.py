@@ -27,6 +27,7 @@ from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
+from conrec.eval.seen import exclusion_sets
 from conrec.history import (  # noqa: F401  (read_history_json: public API)
     History,
     check_history_shape,
@@ -314,7 +315,7 @@ class Predictor:
             raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         ids, histories = self._sample_histories(samples)
         prompts = [self.prompt(h, fb) for h, fb in histories]
-        exclude = [set(h) for h, _ in histories]
+        exclude = exclusion_sets(samples)  # hist_items, or all of the user's items before t where eval attached them
         k_eff = min(k, len(self.items))
         out_items: list[list[str]] = []
         out_scores: list[list[float]] = []
