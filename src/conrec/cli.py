@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from conrec.errors import ConfigError, ConrecError, os_error_line
+from conrec.slate import LM_SCORE
 
 # Offline by design: nothing may download weights or data at run time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -214,7 +215,8 @@ def predict(
     k: int | None = typer.Option(None, min=1, help="how many items (default: a --history body's \"k\", else decode.top_k)"),
     explain: bool = typer.Option(False, "--explain", help="one history only (refused with --split; per row: score --batch --explain): cite the past dislikes each item resembles"),
 ) -> None:
-    """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
+    """Top-K likely dislikes for one history (JSON) or a whole split (Parquet), with each item's score
+    (log p(SID | prompt) + w * log prior(item), w = decode.popularity_prior: a log-probability only when w = 0)."""
 
     def body() -> None:
         from conrec.llm.inference.predict_request import check_predict_request
@@ -246,7 +248,7 @@ def score(
     ),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(
-        None, help="filter candidates whose score >= threshold; an LM's score is a log-probability (<= 0, e.g. -8)"
+        None, help="filter candidates whose score >= threshold; an LM's score (<= 0, e.g. -8) is " + LM_SCORE
     ),
     explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles (a batch: a reasons column)"),
 ) -> None:

@@ -6,7 +6,9 @@ predictions table). Prompts come from :func:`conrec.llm.inference.prompts.build_
 ``cfg.sft.prompt`` (the layout the model was trained on); items come from constrained beam search
 (:func:`conrec.llm.inference.constrained.generate_topk`, or with ``decode.search: exhaustive`` the exact top-K of
 :func:`conrec.llm.inference.exhaustive.exhaustive_topk`), so every returned item is a real catalogue item.
-Scores are the model's log-probability of the item's SID given the prompt (higher = more likely).
+Scores (higher = more likely disliked) are ``log p(SID | prompt) + w * log prior(item)``, w =
+``decode.popularity_prior``: the model's log-probability of the item's SID given the prompt only when w = 0
+(the demo and full presets set w = 1; :data:`conrec.slate.LM_SCORE`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
 from conrec.sid.sid_map import SidMap
+from conrec.slate import lm_score_column, lm_score_note
 
 
 def decode_device(decode_cfg: DecodeConfig) -> torch.device:
@@ -196,7 +199,10 @@ class Predictor:
 
     # --- inference
     def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:
-        """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, log-prob), best first.
+        """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, score), best first.
+
+        score: ``log p(SID | prompt) + w * log prior(item)``, w = ``decode.popularity_prior`` (a log-probability
+        only when w = 0; the demo and full presets set w = 1).
 
         Fewer than ``k`` only when the catalogue minus the history has fewer than ``k`` items.
         """
@@ -251,8 +257,8 @@ class Predictor:
     def score(
         self, histories: list[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
     ) -> list[list[float]]:
-        """Dislike score of every candidate: ``log p(SID | prompt)`` (plus ``w * log prior`` with
-        ``decode.popularity_prior``, as in :meth:`recommend`), aligned with ``candidates``.
+        """Dislike score of every candidate, aligned with ``candidates``: ``log p(SID | prompt) + w * log prior(item)``,
+        w = ``decode.popularity_prior`` (a log-probability only when w = 0), as :meth:`recommend` ranks by.
 
         One teacher-forced pass per batch of ``decode.batch_size`` histories, all candidates of a
         history sharing its prompt's KV cache (:func:`conrec.llm.inference.scoring.sid_log_probs`). Higher =
@@ -392,13 +398,17 @@ def run(
             console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in the history "
                           "(decode.exclude_history leaves them out)", highlight=False)
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
-        for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
-            table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
+        score_col = lm_score_column(cfg.decode.popularity_prior)  # "log-prob" only when it is one
+        for col in ("rank", "item_id", "SID", "title", score_col) + (("reason",) if explain else ()):
+            table.add_column(col, justify="right" if col in ("rank", score_col) else "left")
         for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
             row = [str(rank), shown(item), predictor.sid_map.sid_of(item), shown(titles.get(item, "")), f"{score:.3f}"]
             table.add_row(*row, *([shown(reason or "")] if explain else []))
         if recs:
             console.print(table)
+            note = lm_score_note(cfg.decode.popularity_prior)
+            if note:
+                console.print(note, highlight=False, soft_wrap=True)
         result = pl.DataFrame(
             {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
             schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},
