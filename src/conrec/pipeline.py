@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
-from conrec.config import PipelineConfig, dump_config
+from conrec.config import PipelineConfig, dump_config, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
@@ -94,6 +94,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run it, then record its fingerprint and the run's config (so a later ``conrec demo`` knows
     exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`."""
     console = console or Console()
+    cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
     with holding_run(run.root):
@@ -242,6 +243,7 @@ def run_pipeline(
     call made the run's good models "made with a different configuration"; ``conrec ablate --what paper -c
     OTHER``, which asks for data and SID only, did so too). ``stages`` may be one name."""
     console = console or Console()
+    cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
     unknown = [s for s in stages if s not in STAGE_REGISTRY]
     if unknown:

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from conrec.config import PipelineConfig
+from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
@@ -174,6 +174,7 @@ class Predictor:
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
+        cfg = validated(cfg)  # a config object edited after loading is checked as a file is
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
         prior = run_item_prior(Path(cfg.run_dir), cfg.data.split, sid_map, cfg.decode)
