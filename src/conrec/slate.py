@@ -51,3 +51,27 @@ def decide(scores: Sequence[float], threshold: float | None) -> list[Decision | 
     if threshold is None:
         return [None] * len(scores)
     return ["filter" if math.isfinite(s) and s >= threshold else "keep" for s in scores]
+
+
+def check_slates(candidates: Sequence[Sequence[str]], n_rows: int, per: str = "history", per_plural: str = "history(ies)") -> None:
+    """One non-empty slate of distinct item ids per row (``per``: a history, a sample), or a one-line
+    :class:`conrec.errors.DataValidationError` naming the slate: the Predictor's check and the baselines'
+    (:func:`conrec.eval.baselines.base.candidate_scores`) alike.
+
+    Why a string is refused: ``str`` is a ``Sequence[str]``, so ``["181", "258"]`` given for ``[["181"], ["258"]]``
+    was read character by character (items "1", "8", "1") and scored without a word; type checkers cannot catch it."""
+    from conrec.errors import DataValidationError
+    from conrec.history import repeated_ids
+
+    if isinstance(candidates, (str, bytes)):
+        raise DataValidationError(f"the candidates are a string; give a list of item ids per {per} ([[...], ...])")
+    if len(candidates) != n_rows:
+        raise DataValidationError(f"{len(candidates)} candidate slate(s) for {n_rows} {per_plural}; give one per {per}")
+    for n, slate in enumerate(candidates):
+        if isinstance(slate, (str, bytes)):  # its characters were read as item ids ("repeats item id(s) ['0']")
+            raise DataValidationError(f"candidate slate #{n} is a string; give a list of item ids per {per} ([[...], ...])")
+        if len(slate) == 0:
+            raise DataValidationError(f"candidate slate #{n} is empty: give at least one item id to score")
+        dup = repeated_ids(map(str, slate))
+        if dup:
+            raise DataValidationError(f"candidate slate #{n} repeats item id(s) {dup[:10]}")

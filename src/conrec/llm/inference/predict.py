@@ -35,7 +35,6 @@ from conrec.history import (  # noqa: F401  (read_history_json: public API)
     is_feedback_value,
     newest_events,
     read_history_json,
-    repeated_ids,
 )
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
@@ -54,7 +53,7 @@ from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.runtime import quiet_third_party
 from conrec.sid.sid_map import SidMap
-from conrec.slate import lm_score_column, lm_score_note
+from conrec.slate import check_slates, lm_score_column, lm_score_note
 
 
 def decode_device(decode_cfg: DecodeConfig) -> torch.device:
@@ -241,16 +240,8 @@ class Predictor:
 
     def validate_candidates(self, candidates: Sequence[Sequence[str]], n_histories: int) -> None:
         """One non-empty slate of distinct, known item ids per history; errors name the slate and ids."""
-        if len(candidates) != n_histories:
-            raise DataValidationError(f"{len(candidates)} candidate slate(s) for {n_histories} history(ies); give one per history")
+        check_slates(candidates, n_histories)  # the baselines' slate reader checks the same (candidate_scores)
         for n, slate in enumerate(candidates):
-            if isinstance(slate, (str, bytes)):  # its characters were read as item ids ("repeats item id(s) ['0']")
-                raise DataValidationError(f"candidate slate #{n} is a string; give a list of item ids per history ([[...], ...])")
-            if len(slate) == 0:
-                raise DataValidationError(f"candidate slate #{n} is empty: give at least one item id to score")
-            dup = repeated_ids(map(str, slate))
-            if dup:
-                raise DataValidationError(f"candidate slate #{n} repeats item id(s) {dup[:10]}")
             unknown = sorted({str(i) for i in slate if str(i) not in self.sid_map})
             if unknown:
                 raise DataValidationError(f"candidate slate #{n}: {len(unknown)} unknown item id(s) (not in the SID map): {unknown[:10]}")
