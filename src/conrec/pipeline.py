@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,7 +231,7 @@ def record_finished(
 
 def run_pipeline(
     cfg: PipelineConfig,
-    stages: tuple[str, ...] = STAGES,
+    stages: str | Sequence[str] = STAGES,
     force: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:

@@ -136,7 +136,8 @@ class Predictor:
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
         self._sid_token_ids = self.vocab.token_ids(codes)
-        self.last_stats: dict[str, int] = {}
+        # the last recommend()'s search counts: n_generated, n_invalid (ints), invalid_per_prompt (a list of ints)
+        self.last_stats: dict[str, Any] = {}
         # decode.popularity_prior: w x log prior(item), in SID-map row order (item_prior module)
         self.prior: TriePrior | None = None
         if decode_cfg.popularity_prior > 0:
@@ -198,7 +199,7 @@ class Predictor:
         return build_prompt([str(i) for i in items], [int(f) for f in feedback], self._sid_of, self.prompt_cfg, max_pos_items)
 
     # --- inference
-    def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:
+    def recommend(self, histories: Sequence[History], k: int) -> list[list[tuple[str, float]]]:
         """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, score), best first.
 
         score: ``log p(SID | prompt) + w * log prior(item)``, w = ``decode.popularity_prior`` (a log-probability
@@ -247,7 +248,7 @@ class Predictor:
                 raise DataValidationError(f"candidate slate #{n}: {len(unknown)} unknown item id(s) (not in the SID map): {unknown[:10]}")
 
     def score(
-        self, histories: list[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
+        self, histories: Sequence[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
     ) -> list[list[float]]:
         """Dislike score of every candidate, aligned with ``candidates``: ``log p(SID | prompt) + w * log prior(item)``,
         w = ``decode.popularity_prior`` (a log-probability only when w = 0), as :meth:`recommend` ranks by.
