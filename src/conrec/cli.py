@@ -19,7 +19,9 @@ from rich.markup import escape
 from conrec.errors import ConfigError, ConrecError, os_error_line
 from conrec.slate import LM_SCORE
 
-# Offline by design: nothing may download weights or data at run time.
+# Offline by design: nothing may download weights or data at run time. Set here, for the CLI's process and its
+# children (a launched stage, server workers), and only where the user has not set them; a library caller is not
+# switched: its loads read local directories with local_files_only=True (conrec.llm.model.backbone, sid.encoder).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -94,7 +96,11 @@ def _start(cfg: Any) -> Any:
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a command body; print conrec errors as one red line and exit 2 (no traceback). Ctrl-C
     says what state the run is in (exit 130, as shells expect), instead of leaving only the last
-    progress line on the screen."""
+    progress line on the screen. The process is the CLI's own: third-party bars and advisory warnings are
+    silenced for good here, not by the library calls it makes (they undo theirs for a library caller)."""
+    from conrec.runtime import quiet_third_party
+
+    quiet_third_party()
     try:
         return fn()
     except ConrecError as exc:

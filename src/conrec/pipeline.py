@@ -26,7 +26,7 @@ from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
-from conrec.runtime import prepare_process
+from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
 from conrec.stages import STAGE_REGISTRY, STAGES, section_settings, stage_fingerprint, stage_hash
 
@@ -97,7 +97,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
-    with holding_run(run.root):
+    with holding_run(run.root), quieted(), torch_threads_kept():  # a library caller's process is left as it was
         built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
         return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
@@ -140,7 +140,7 @@ def _run_stage_held(
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         run.invalidate_from(stage)
         _remove_stray_temps(run, stage, console)
-    threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
+    threads = apply_threads(cfg.threads)  # torch threads for this machine (every stage start; run_stage quiets third parties)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
     # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
@@ -256,7 +256,7 @@ def run_pipeline(
         refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)
     if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
         check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
-    with holding_run(cfg.run_dir):  # across the stages: no other process starts one in between
+    with holding_run(cfg.run_dir), torch_threads_kept():  # across the stages: no other process starts one in between
         return _run_pipeline_held(cfg, stages, force, console)
 
 

@@ -51,7 +51,7 @@ from conrec.llm.model.precision import inference_dtype
 from conrec.llm.model.vocab import SidVocab, assert_item_tokens_match, assert_model_fits
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
-from conrec.runtime import quiet_third_party
+from conrec.runtime import quieted
 from conrec.sid.sid_map import SidMap
 from conrec.slate import check_slates, lm_score_column, lm_score_note
 
@@ -160,9 +160,9 @@ class Predictor:
         if not model_dir.exists():
             raise StageInputError(f"model dir not found: {model_dir.absolute()}")
         assert_model_fits(model_dir, sid_map)
-        quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
-        tokenizer = load_model_tokenizer(model_dir)
-        model = load_causal_lm(model_dir)
+        with quieted():  # no "Loading weights" bar in predict / serve output; a library caller's settings come back
+            tokenizer = load_model_tokenizer(model_dir)
+            model = load_causal_lm(model_dir)
         load_copy_bias(model, model_dir, tokenizer, sid_map.codebook_sizes)
         check_finite_weights(model, model_dir)
         enable_packed_prefill(model)  # this model is for inference only: batches of prompts skip their padding
