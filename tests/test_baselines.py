@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -243,6 +244,26 @@ def test_candidate_scores_read_the_slate_out_of_item_scores() -> None:
         candidate_scores(scores, BASELINE_ITEMS, [["nope"], ["c1"]])
     with pytest.raises(ValueError, match="shape"):
         candidate_scores(scores, BASELINE_ITEMS, [["h1"]])
+
+
+@pytest.mark.parametrize(
+    ("candidates", "match"),
+    [
+        (["ab", "ba"], r"^candidate slate #0 is a string; give a list of item ids per sample"),
+        ([["h1"], []], r"^candidate slate #1 is empty"),
+        ([["h1", "c1", "h1"], ["d2"]], r"^candidate slate #0 repeats item id\(s\) \['h1'\]"),
+        ("ab", r"^the candidates are a string"),
+    ],
+)
+def test_candidate_scores_checks_slates_as_the_predictor_does(candidates: Any, match: str) -> None:
+    """Found by using the library: a slate given as a string (``["181", "258"]`` for two samples) was read character by
+    character, items "1", "8", "1", and scored without a word; a repeated id passed too. The Predictor refused both."""
+    from conrec.eval.baselines.base import candidate_scores
+
+    scores = np.arange(16, dtype=np.float64).reshape(2, 8)
+    items = [*BASELINE_ITEMS[:6], "a", "b"]  # one-character ids: a string's characters are then all "known" items
+    with pytest.raises(DataValidationError, match=match):
+        candidate_scores(scores, items, candidates)
 
 
 @pytest.mark.parametrize("name", BASELINES)

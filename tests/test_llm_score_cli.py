@@ -438,3 +438,38 @@ def test_a_user_id_beside_history_columns_is_named_as_not_read(history):
         score_mod.batch_slates(df, where)
     both = df.with_columns(pl.Series("user_id", ["u0", None]))  # a user_id beside a given history is an id, kept
     assert score_mod.batch_slates(both.head(1), where)[0] == [(["i1"], [-1])]
+
+
+@pytest.mark.parametrize("command", ["predict", "score"])
+def test_the_score_column_says_what_the_number_is_under_a_popularity_prior(trained, tmp_path, command):
+    """Found by using the library: with ``decode.popularity_prior`` = w > 0 (1 in the demo and full presets) the
+    tables headed ``log-prob`` a number that is ``log p(SID | prompt) + w * log prior(item)``, several nats below the
+    model's log-probability; the header and a note now follow the config, and the values are unchanged."""
+    import io
+
+    from rich.console import Console
+
+    cfg, _ = trained
+    write_toy_events(RunDir(cfg.run_dir))  # the prior's training events
+    req = tmp_path / "req.json"
+    body = {"negative": ["i0", "i4"], "positive": ["i1"]} | ({"candidates": ["i8", "i2", "i5"]} if command == "score" else {})
+    req.write_text(json.dumps(body))
+    printed = {}
+    for w in (0.0, 1.0):
+        cfg_w = cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"popularity_prior": w})})
+        buf = io.StringIO()
+        console = Console(file=buf, width=300, color_system=None)
+        if command == "predict":
+            table = predict_mod.run(cfg_w, req, None, None, "sft", 3, console=console)
+        else:
+            table = score_mod.run(cfg_w, request=req, batch=None, out=None, model="sft", threshold=None, explain=False, console=console)
+        printed[w] = (buf.getvalue(), table)
+    out0, out1 = printed[0.0][0], printed[1.0][0]
+    header0 = next(line for line in out0.splitlines() if "item_id" in line)
+    header1 = next(line for line in out1.splitlines() if "item_id" in line)
+    assert "log-prob" in header0 and "score" not in header0 and "log prior" not in out0
+    assert "log-prob" not in header1 and header1.split()[-2:] == ["score", "┃"]
+    note = "score: log p(SID | prompt) + w * log prior(item), w = decode.popularity_prior = 1 (a log-probability only when w = 0)"
+    assert [line for line in out1.splitlines() if "log prior" in line] == [note]
+    if command == "score":  # the prior moved every score by its item's w * log prior: the column is not log p
+        assert printed[0.0][1]["score"].to_list() != printed[1.0][1]["score"].to_list()

@@ -17,8 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from conrec.errors import ConfigError, ConrecError, os_error_line
+from conrec.slate import LM_SCORE
 
-# Offline by design: nothing may download weights or data at run time.
+# Offline by design: nothing may download weights or data at run time. Set here, for the CLI's process and its
+# children (a launched stage, server workers), and only where the user has not set them; a library caller is not
+# switched: its loads read local directories with local_files_only=True (conrec.llm.model.backbone, sid.encoder).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -93,7 +96,11 @@ def _start(cfg: Any) -> Any:
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a command body; print conrec errors as one red line and exit 2 (no traceback). Ctrl-C
     says what state the run is in (exit 130, as shells expect), instead of leaving only the last
-    progress line on the screen."""
+    progress line on the screen. The process is the CLI's own: third-party bars and advisory warnings are
+    silenced for good here, not by the library calls it makes (they undo theirs for a library caller)."""
+    from conrec.runtime import quiet_third_party
+
+    quiet_third_party()
     try:
         return fn()
     except ConrecError as exc:
@@ -214,7 +221,8 @@ def predict(
     k: int | None = typer.Option(None, min=1, help="how many items (default: a --history body's \"k\", else decode.top_k)"),
     explain: bool = typer.Option(False, "--explain", help="one history only (refused with --split; per row: score --batch --explain): cite the past dislikes each item resembles"),
 ) -> None:
-    """Top-K likely dislikes for one history (JSON) or a whole split (Parquet)."""
+    """Top-K likely dislikes for one history (JSON) or a whole split (Parquet), with each item's score
+    (log p(SID | prompt) + w * log prior(item), w = decode.popularity_prior: a log-probability only when w = 0)."""
 
     def body() -> None:
         from conrec.llm.inference.predict_request import check_predict_request
@@ -246,7 +254,7 @@ def score(
     ),
     model: str = typer.Option("grpo", help="which checkpoint: grpo or sft"),
     threshold: float | None = typer.Option(
-        None, help="filter candidates whose score >= threshold; an LM's score is a log-probability (<= 0, e.g. -8)"
+        None, help="filter candidates whose score >= threshold; an LM's score (<= 0, e.g. -8) is " + LM_SCORE
     ),
     explain: bool = typer.Option(False, "--explain", help="cite the user's past dislikes each candidate resembles (a batch: a reasons column)"),
 ) -> None:

@@ -175,14 +175,41 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        groups: dict[str, list[str]] = {}
-        for e in exc.errors():
-            problem = validation_problem(_as_written(e, written, overrides))
-            where = _blame(e["loc"], from_file, overrides, path)
-            if e["type"] == "extra_forbidden":
-                problem += _unknown_key_hint(e["loc"], overrides=where == " in the overrides")
-            groups.setdefault(where, []).append(problem)
-        raise ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items())) from exc
+        raise _config_error(exc, written, overrides, path, from_file) from exc
+
+
+def validated(cfg: PipelineConfig) -> PipelineConfig:
+    """``cfg`` checked again, as :func:`load_config` checks a file: ``cfg`` itself when its validated copy equals it,
+    else that copy (a value pydantic converts, e.g. a path given as text), or the one-line :class:`ConfigError`.
+
+    Why: pydantic checks a config when it is built, not when a field is assigned, so a notebook's
+    ``cfg.data.split.max_history = 0`` (or ``valid_frac = 0.9``, ``horizon_days = "7"``) reached the stages unchecked:
+    a deep traceback from polars, or a run whose recorded ``config.yaml`` every CLI command then refused. The copy goes
+    through every validator, the cross-field ones included, from the same full dump a run records as its
+    ``config.yaml`` (:func:`dump_config`), so a run gets the config the CLI reads back. The entry points that take a
+    config object (:func:`conrec.pipeline.run_pipeline`, :func:`conrec.pipeline.run_stage`,
+    :meth:`conrec.llm.inference.predict.Predictor.from_run`) call it before anything is written."""
+    if not isinstance(cfg, PipelineConfig):
+        raise ConfigError(f"expected a PipelineConfig (conrec.config.load_config gives one), got {type(cfg).__name__}")
+    try:
+        checked = PipelineConfig.model_validate(cfg.model_dump(warnings=False))
+    except ValidationError as exc:
+        raise _config_error(exc, {}, None, None, {}) from None
+    return cfg if checked == cfg else checked
+
+
+def _config_error(
+    exc: ValidationError, written: dict[tuple[str | int, ...], str], overrides: dict[str, Any] | None, path: Any, from_file: dict[str, Any]
+) -> ConfigError:
+    """One line for every problem of ``exc``, grouped by where each key came from (:func:`_blame`)."""
+    groups: dict[str, list[str]] = {}
+    for e in exc.errors():
+        problem = validation_problem(_as_written(e, written, overrides))
+        where = _blame(e["loc"], from_file, overrides, path)
+        if e["type"] == "extra_forbidden":
+            problem += _unknown_key_hint(e["loc"], overrides=where == " in the overrides")
+        groups.setdefault(where, []).append(problem)
+    return ConfigError("invalid config" + ";".join(f"{where}: {'; '.join(ps)}" for where, ps in groups.items()))
 
 
 def _exponent_words_as_text(loaded: dict[str, Any], written: dict[tuple[str | int, ...], str]) -> dict[str, Any]:

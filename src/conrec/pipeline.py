@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,13 @@ from rich.console import Console
 from rich.rule import Rule
 
 from conrec.ablation_stale import mark_run_tables
-from conrec.config import PipelineConfig, dump_config
+from conrec.config import PipelineConfig, dump_config, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
-from conrec.runtime import prepare_process
+from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
 from conrec.stages import STAGE_REGISTRY, STAGES, reads_any, section_settings, stage_fingerprint, stage_hash
 
@@ -99,9 +99,10 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run it, then record its fingerprint and the run's config (so a later ``conrec demo`` knows
     exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`."""
     console = console or Console()
+    cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
-    with holding_run(run.root):
+    with holding_run(run.root), quieted(), torch_threads_kept():  # a library caller's process is left as it was
         built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
         return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
@@ -145,7 +146,7 @@ def _run_stage_held(
         cleared = run.invalidate_from(stage, cfg)  # it and the later stages that read it for cfg
         mark_run_tables(run.root, console)  # the ablation tables read from a stage it has just cleared
         _remove_stray_temps(run, stage, cleared, console)
-    threads = prepare_process(cfg.threads)  # torch threads for this machine, no third-party bars (every stage start)
+    threads = apply_threads(cfg.threads)  # torch threads for this machine (every stage start; run_stage quiets third parties)
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
     # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
@@ -242,7 +243,7 @@ def record_finished(
 
 def run_pipeline(
     cfg: PipelineConfig,
-    stages: tuple[str, ...] = STAGES,
+    stages: str | Sequence[str] = STAGES,
     force: bool = False,
     console: Console | None = None,
 ) -> dict[str, Any]:
@@ -254,6 +255,7 @@ def run_pipeline(
     call made the run's good models "made with a different configuration"; ``conrec ablate --what paper -c
     OTHER``, which asks for data and SID only, did so too). ``stages`` may be one name."""
     console = console or Console()
+    cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
     unknown = [s for s in stages if s not in STAGE_REGISTRY]
     if unknown:
@@ -266,7 +268,7 @@ def run_pipeline(
         refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)
     if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
         check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
-    with holding_run(cfg.run_dir):  # across the stages: no other process starts one in between
+    with holding_run(cfg.run_dir), torch_threads_kept():  # across the stages: no other process starts one in between
         return _run_pipeline_held(cfg, stages, force, console)
 
 

@@ -23,6 +23,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _quiet_done = False
@@ -214,17 +216,32 @@ def apply_threads(configured: int | None = None) -> int:
     """Set torch's thread count for this process (at every stage start; cheap when unchanged)."""
     import torch
 
+    global _torch_default_threads
+    if _torch_default_threads is None:
+        _torch_default_threads = torch.get_num_threads()
     n = process_threads(configured)
     if torch.get_num_threads() != n:  # a stage may have changed it for one step (e.g. the RQ-VAE)
         torch.set_num_threads(n)
     return n
 
 
-def quiet_third_party() -> None:
-    """Silence third-party progress bars and advisory warnings in this process (idempotent).
+_QUIET_LOGGERS = ("transformers", "datasets", "accelerate", "trl", "peft", "sentence_transformers", "huggingface_hub")
+_QUIET_WARNING_MODULES = ("transformers", "trl", "accelerate", "peft", "torch", "datasets", "sentence_transformers")
 
-    Environment variables cover libraries not imported yet (without importing them: ``conrec
-    data`` must not pay for transformers); libraries already imported are told directly.
+
+def _ignore_advisory_warnings() -> None:
+    for module in _QUIET_WARNING_MODULES:
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category, module=module)
+
+
+def quiet_third_party() -> None:
+    """Silence third-party progress bars and advisory warnings in this process, for good (idempotent).
+
+    For a process conrec owns (the CLI, a server worker, a launched stage): a library caller gets
+    :func:`quieted` instead, which undoes itself. Environment variables cover libraries not imported yet
+    (without importing them: ``conrec data`` must not pay for transformers); libraries already imported are
+    told directly.
     """
     global _quiet_done
     for var, value in (
@@ -246,15 +263,84 @@ def quiet_third_party() -> None:
         datasets.disable_progress_bars()
     if _quiet_done:
         return
-    for name in ("transformers", "datasets", "accelerate", "trl", "peft", "sentence_transformers", "huggingface_hub"):
+    for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    for module in ("transformers", "trl", "accelerate", "peft", "torch", "datasets", "sentence_transformers"):
-        for category in (FutureWarning, DeprecationWarning, UserWarning):
-            warnings.filterwarnings("ignore", category=category, module=module)
+    _ignore_advisory_warnings()
     _quiet_done = True
 
 
+@contextmanager
+def quieted() -> Iterator[None]:
+    """:func:`quiet_third_party` for one library call (:func:`conrec.pipeline.run_stage`, loading a Predictor), undone
+    when it returns or raises: the warning filters, the third-party loggers' levels, and the verbosity and progress
+    bars of transformers and datasets where they were imported already. No environment variable is set.
+
+    Why: a notebook that ran a stage or loaded a model kept 30 ``ignore`` warning filters and transformers at ERROR
+    for the rest of its session, and every later process it started inherited the switches."""
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    hf_state: tuple[int, bool] | None = None
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_state = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    datasets_bars: bool | None = None
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets_bars = bool(datasets.is_progress_bar_enabled())
+        datasets.disable_progress_bars()
+    with warnings.catch_warnings():
+        _ignore_advisory_warnings()
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                if logging.getLogger(name).level == logging.ERROR:  # still ours (an import may have set its own)
+                    logging.getLogger(name).setLevel(level)
+            if hf_state is not None:
+                hf_logging.set_verbosity(hf_state[0])
+                if hf_state[1]:
+                    hf_logging.enable_progress_bar()
+            if datasets_bars:
+                datasets.enable_progress_bars()
+
+
+def _torch_threads() -> int | None:
+    """torch's thread count now, or None when torch is not imported (asking must not import it)."""
+    if "torch" not in sys.modules:
+        return None
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+_torch_default_threads: int | None = None  # torch's own count, seen when conrec first set one (see torch_threads_kept)
+
+
+@contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Run a library call that may set torch's thread count (:func:`apply_threads`, at every stage start), and set
+    it back when the call returns or raises; where torch was imported during the call, back to torch's own count.
+
+    Why: the count a stage picks follows the cores idle when it starts; after ``run_pipeline`` in a notebook it
+    stayed (2 -> 1 on a busy machine) for every later torch call of the session, a Predictor's included."""
+    before = _torch_threads()
+    try:
+        yield
+    finally:
+        want = before if before is not None else _torch_default_threads
+        if want is not None and _torch_threads() not in (None, want):
+            import torch
+
+            torch.set_num_threads(want)
+
+
 def prepare_process(threads: int | None = None) -> int:
-    """Called at the start of every stage/command: quiet third parties, set torch threads; returns them."""
+    """For a process conrec owns (the CLI, a server worker, a launched stage): quiet third parties, set torch
+    threads; returns them. A library call sets the threads alone (:func:`apply_threads`) inside :func:`quieted`."""
     quiet_third_party()
     return apply_threads(threads)

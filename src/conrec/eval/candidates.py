@@ -269,7 +269,7 @@ def baseline_scorer(model: Recommender, item_ids: Sequence[str]) -> Scorer:
 
 
 def lm_scorer(predictor: Any, max_items_per_call: int = 512) -> Scorer:
-    """A :class:`conrec.llm.inference.predict.Predictor` as a scorer: ``log p(SID | prompt)`` per item.
+    """A :class:`conrec.llm.inference.predict.Predictor` as a scorer: its :meth:`score` per item (``log p(SID | prompt) + w * log prior(item)``).
 
     Calls are grouped so one call holds at most ``max_items_per_call`` items (the prompt cache is
     repeated per item, so memory grows with the items of a call).

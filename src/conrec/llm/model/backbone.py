@@ -12,36 +12,33 @@ Three sources, chosen by :class:`conrec.llm.config.ModelConfig` only (never by s
 * ``tiny`` set: a small seeded random model of ``tiny.architecture`` (Llama or Gemma 3) with the
   ``backbone``'s tokenizer (tests and quick runs; only the tokenizer is cached, not the model).
 
-Nothing here touches the network (the HF offline switches are set before transformers loads).
+Nothing here touches the network: every load reads a local directory with ``local_files_only=True``, so it
+stays offline without setting the HF offline switches in the caller's environment (the CLI sets them for its
+own process, :mod:`conrec.cli`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
-from conrec.errors import StageInputError  # noqa: E402
-from conrec.llm.config import ModelConfig  # noqa: E402
-from conrec.llm.model.backbones import (  # noqa: E402,F401  (cache_root, tiny_model: public API)
+from conrec.errors import StageInputError
+from conrec.llm.config import ModelConfig
+from conrec.llm.model.backbones import (  # noqa: F401  (cache_root, tiny_model: public API)
     cache_root,
     check_available,
     pretrained_dir,
     tiny_model,
     tokenizer_dir,
 )
-from conrec.llm.model.model_files import verify_model_dir  # noqa: E402
+from conrec.llm.model.model_files import verify_model_dir
 
 
 def smollm2_dir() -> Path:
@@ -62,7 +59,7 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
         src = _checked_dir(model_cfg.path)
     else:
         src = pretrained_dir(model_cfg.backbone)
-    tok = AutoTokenizer.from_pretrained(src)
+    tok = AutoTokenizer.from_pretrained(src, local_files_only=True)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -98,7 +95,7 @@ def load_causal_lm(model_dir: Path) -> PreTrainedModel:
     """A saved causal LM (e.g. the SFT output) in float32; clear error if the dir is not a model."""
     model_dir = _checked_dir(model_dir)
     try:
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
     except Exception as exc:  # transformers/safetensors raise many types for unloadable dirs
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StageInputError(f"{model_dir} is not a loadable Hugging Face causal LM: {first}") from exc
@@ -119,7 +116,7 @@ def load_model_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
             f"(none of {', '.join(_TOKENIZER_FILES)} is there); rerun the stage that wrote the model"
         )
     try:
-        tok = AutoTokenizer.from_pretrained(model_dir)
+        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StageInputError(f"the tokenizer in {model_dir} cannot be loaded: {first}") from exc

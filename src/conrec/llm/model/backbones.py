@@ -31,15 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import torch
 
-import torch  # noqa: E402
-
-from conrec.errors import ConfigError, StageInputError  # noqa: E402
-from conrec.io import atomic_path  # noqa: E402
-from conrec.llm.config import TinyModelConfig  # noqa: E402
+from conrec.errors import ConfigError, StageInputError
+from conrec.io import atomic_path
+from conrec.llm.config import TinyModelConfig
 
 
 def cache_root() -> Path:
@@ -200,11 +196,11 @@ def _convert(p: BackbonePreset, out: Path, with_model: bool) -> None:
     with atomic_path(out) as tmp:
         src = p.locate(Path(tmp).parent / "gguf")  # inside atomic_path's temp dir: removed with it
         try:
-            tok = AutoTokenizer.from_pretrained(src.path.parent, gguf_file=src.path.name)
+            tok = AutoTokenizer.from_pretrained(src.path.parent, gguf_file=src.path.name, local_files_only=True)
             if with_model:
                 model = AutoModelForCausalLM.from_pretrained(
                     src.path.parent, gguf_file=src.path.name, dtype=torch.float32,
-                    quantization_config=GgufConfig(dequantize=True),
+                    quantization_config=GgufConfig(dequantize=True), local_files_only=True,
                 )
                 model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
