@@ -8,6 +8,7 @@ imported inside the commands so ``conrec --help`` stays instant.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,9 +60,31 @@ def _load(config: Path | None, run_dir: Path | None, default_preset: str | None 
     extra: dict[str, Any] = {}
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
-    cfg = load_config(resolve_config_path(config, run_dir, default_preset), extra)
+    path = resolve_config_path(config, run_dir, default_preset)
+    cfg = load_config(path, extra)
     if check_record and config is not None and run_dir is None:
         _check_run_record(Path(config), cfg.run_dir)
+    if path is not None and path.parent.resolve() == Path(cfg.run_dir).resolve():  # the run's own record
+        cfg = _open_run_record(cfg, path)
+    return cfg
+
+
+_FROM_RECORD: dict[str, str] = {}
+"""Input paths a run's config.yaml names that do not exist, with what to say about them: :func:`_guard` adds it to an
+error that names the path ("events file not found: …" said nothing of where the path came from)."""
+
+
+def _open_run_record(cfg: Any, record: Path) -> Any:
+    """``cfg`` loaded from ``record``, the config.yaml of the run it works on: a copied or moved project's run reads the
+    copy's input files (:func:`conrec.run_home.follow_copy`), and a path still missing is noted for :func:`_guard`."""
+    from conrec.run_home import follow_copy, missing_inputs
+
+    cfg = follow_copy(cfg, record)
+    for path in missing_inputs(cfg):
+        _FROM_RECORD[str(path)] = (
+            f" (this path is named by the run's {record}, written where the run was made; if its project moved, pass "
+            f"-c with the project's config and -r {shlex.quote(str(record.parent))}, or set the path in that file)"
+        )
     return cfg
 
 
@@ -97,7 +120,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ConrecError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
+        said = str(exc) + "".join(why for path, why in _FROM_RECORD.items() if path in str(exc))
+        err_console.print(f"[bold red]error:[/] {escape(said)}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
     except OSError as exc:
         if (line := os_error_line(exc)) is None:

@@ -20,10 +20,11 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
-from conrec.config import PipelineConfig, dump_config
+from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
+from conrec.run_home import run_config_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import prepare_process
@@ -135,7 +136,7 @@ def _run_stage_held(
 ) -> Any:
     STAGE_REGISTRY[stage].precheck(cfg)  # settings a stage refuses at once (bf16 on a CPU) leave the run as it was
     if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
-        write_text(dump_config(cfg), run.root / "config.yaml")
+        write_text(run_config_text(cfg, run.root), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         run.invalidate_from(stage)
         _remove_stray_temps(run, stage, console)
@@ -285,7 +286,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         upstream_reran = True
     if not upstream_reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
-        write_text(dump_config(cfg), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
+        write_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
     return results
 
 
