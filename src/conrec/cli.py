@@ -101,7 +101,7 @@ def _check_run_record(config: Path, run_dir: Path) -> None:
     if home.resolve() != Path(run_dir).resolve():
         raise ConfigError(
             f"{config} is the record of the run in {home}, but its run_dir is {run_dir} ({Path(run_dir).resolve()}), "
-            f"another directory: pass -r {home} to work on the run in {home}, or -r to name the other run"
+            f"another directory: pass -r {shlex.quote(str(home))} to work on the run in {home}, or -r to name the other run"
         )
 
 
@@ -303,7 +303,6 @@ def init(
     ),
 ) -> None:
     """Guess the column mapping of your own files and write a commented config (then: conrec data -c it)."""
-    import shlex
     import sys
 
     from conrec.init_config import init_config, summary_lines
@@ -318,7 +317,7 @@ def init(
         console.print("[bold]guessed[/] (check the comments in the file):", highlight=False)
         for line in summary_lines(guessed):
             console.print("  " + escape(line), highlight=False)
-        console.print(f"wrote {escape(str(path))}; next: [bold]conrec data -c {escape(str(path))}[/]", highlight=False, soft_wrap=True)
+        console.print(f"wrote {escape(str(path))}; next: [bold]conrec data -c {escape(shlex.quote(str(path)))}[/]", highlight=False, soft_wrap=True)
 
     _guard(body)
 
@@ -371,7 +370,7 @@ def ablate(
         if config is None and not (Path(cfg.run_dir) / "config.yaml").exists():  # it trained the library defaults for an hour
             raise ConfigError(
                 f"conrec ablate varies the run's own settings, and {cfg.run_dir} has no config.yaml: "
-                f"run `conrec demo -r {cfg.run_dir}` first, or pass -c CONFIG"
+                f"run `conrec demo -r {shlex.quote(str(cfg.run_dir))}` first, or pass -c CONFIG"
             )
         return run_ablation(_start(cfg), what=what, console=console)
 
