@@ -97,7 +97,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     console = console or Console()
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
-    with holding_run(run.root):
+    with holding_run(run.root, current=lambda: stale_reason(run, cfg, stage) is None):
         built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
         return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
@@ -255,7 +255,7 @@ def run_pipeline(
         refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)
     if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
         check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
-    with holding_run(cfg.run_dir):  # across the stages: no other process starts one in between
+    with holding_run(cfg.run_dir, current=lambda: not force and all(stale_reason(run, cfg, s) is None for s in stages)):  # across the stages: no other process starts one in between
         return _run_pipeline_held(cfg, stages, force, console)
 
 
