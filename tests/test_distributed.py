@@ -86,7 +86,7 @@ def test_the_entry_points_say_a_read_only_run_directory_in_one_line(tmp_path, ca
     from conrec.llm.training import sft
 
     @contextlib.contextmanager
-    def read_only(root):
+    def read_only(root, **_):
         raise OSError(errno.EROFS, "Read-only file system", f"{root}/.conrec.lock")
         yield
 

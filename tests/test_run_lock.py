@@ -149,7 +149,7 @@ def test_a_run_directory_that_cannot_be_written_is_one_line_not_a_traceback(tmp_
     import conrec.pipeline as pipeline
 
     @contextlib.contextmanager
-    def read_only(root: object):  # what FileLock raises on a read-only mount
+    def read_only(root: object, **_: object):  # what FileLock raises on a read-only mount
         raise OSError(errno.EROFS, "Read-only file system", str(Path(str(root)) / LOCK_FILE))
         yield
 

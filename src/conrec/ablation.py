@@ -49,6 +49,7 @@ configuration is current and reused (its stages are skipped, as in ``conrec demo
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -493,7 +494,7 @@ def refuse_child_run(run_dir: str | Path, what: str) -> None:
     except (ConrecError, OSError, AttributeError):  # unreadable: still a child run
         parent = None
     of = f"of {parent}" if isinstance(parent, str) else "of another run"
-    hint = f"conrec ablate -r {parent} --what {what}" if isinstance(parent, str) else "conrec ablate -r PARENT"
+    hint = f"conrec ablate -r {shlex.quote(parent)} --what {what}" if isinstance(parent, str) else "conrec ablate -r PARENT"
     raise ConfigError(f"{run_dir} is a child run {of} (a row of an ablation or a learning-curve point); ablate the parent: {hint}")
 
 

@@ -8,6 +8,7 @@ imported inside the commands so ``conrec --help`` stays instant.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,31 @@ def _load(config: Path | None, run_dir: Path | None, default_preset: str | None 
     extra: dict[str, Any] = {}
     if run_dir is not None:
         extra["run_dir"] = str(run_dir)
-    cfg = load_config(resolve_config_path(config, run_dir, default_preset), extra)
+    path = resolve_config_path(config, run_dir, default_preset)
+    cfg = load_config(path, extra)
     if check_record and config is not None and run_dir is None:
         _check_run_record(Path(config), cfg.run_dir)
+    if path is not None and path.parent.resolve() == Path(cfg.run_dir).resolve():  # the run's own record
+        cfg = _open_run_record(cfg, path)
+    return cfg
+
+
+_FROM_RECORD: dict[str, str] = {}
+"""Input paths a run's config.yaml names that do not exist, with what to say about them: :func:`_guard` adds it to an
+error that names the path ("events file not found: …" said nothing of where the path came from)."""
+
+
+def _open_run_record(cfg: Any, record: Path) -> Any:
+    """``cfg`` loaded from ``record``, the config.yaml of the run it works on: a copied or moved project's run reads the
+    copy's input files (:func:`conrec.run_home.follow_copy`), and a path still missing is noted for :func:`_guard`."""
+    from conrec.run_home import follow_copy, missing_inputs
+
+    cfg = follow_copy(cfg, record)
+    for path in missing_inputs(cfg):
+        _FROM_RECORD[str(path)] = (
+            f" (this path is named by the run's {record}, written where the run was made; if its project moved, pass "
+            f"-c with the project's config and -r {shlex.quote(str(record.parent))}, or set the path in that file)"
+        )
     return cfg
 
 
@@ -81,7 +104,7 @@ def _check_run_record(config: Path, run_dir: Path) -> None:
     if home.resolve() != Path(run_dir).resolve():
         raise ConfigError(
             f"{config} is the record of the run in {home}, but its run_dir is {run_dir} ({Path(run_dir).resolve()}), "
-            f"another directory: pass -r {home} to work on the run in {home}, or -r to name the other run"
+            f"another directory: pass -r {shlex.quote(str(home))} to work on the run in {home}, or -r to name the other run"
         )
 
 
@@ -104,7 +127,8 @@ def _guard(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ConrecError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")  # escaped: a message may quote "[nan]"
+        said = str(exc) + "".join(why for path, why in _FROM_RECORD.items() if path in str(exc))
+        err_console.print(f"[bold red]error:[/] {escape(said)}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
     except OSError as exc:
         if (line := os_error_line(exc)) is None:
@@ -287,7 +311,6 @@ def init(
     ),
 ) -> None:
     """Guess the column mapping of your own files and write a commented config (then: conrec data -c it)."""
-    import shlex
     import sys
 
     from conrec.init_config import init_config, summary_lines
@@ -302,7 +325,7 @@ def init(
         console.print("[bold]guessed[/] (check the comments in the file):", highlight=False)
         for line in summary_lines(guessed):
             console.print("  " + escape(line), highlight=False)
-        console.print(f"wrote {escape(str(path))}; next: [bold]conrec data -c {escape(str(path))}[/]", highlight=False, soft_wrap=True)
+        console.print(f"wrote {escape(str(path))}; next: [bold]conrec data -c {escape(shlex.quote(str(path)))}[/]", highlight=False, soft_wrap=True)
 
     _guard(body)
 
@@ -355,7 +378,7 @@ def ablate(
         if config is None and not (Path(cfg.run_dir) / "config.yaml").exists():  # it trained the library defaults for an hour
             raise ConfigError(
                 f"conrec ablate varies the run's own settings, and {cfg.run_dir} has no config.yaml: "
-                f"run `conrec demo -r {cfg.run_dir}` first, or pass -c CONFIG"
+                f"run `conrec demo -r {shlex.quote(str(cfg.run_dir))}` first, or pass -c CONFIG"
             )
         return run_ablation(_start(cfg), what=what, console=console)
 

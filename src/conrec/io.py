@@ -153,11 +153,15 @@ def _remove_unless_written(path: Path) -> bool:
         os.close(fd)
 
 
-def check_output_file(path: str | os.PathLike[str], what: str, example: str = "out.parquet", suffix: str | None = None) -> Path:
+def check_output_file(
+    path: str | os.PathLike[str], what: str, example: str = "out.parquet", suffix: str | None = None, hint: str = ""
+) -> Path:
     """``path`` as a file conrec may write, checked before any work: not an existing directory (it was
-    replaced by the file, contents and all) and not under a file (a traceback after the work was done).
-    ``example``: a file name of the kind written, suggested inside a directory given instead; ``suffix``
-    (e.g. ``.parquet``): the one the file must have (``--out x.csv`` got Parquet bytes under a CSV name)."""
+    replaced by the file, contents and all), not under a file (a traceback after the work was done), and in a directory
+    this process may write (``conrec predict --split`` on a read-only run decoded the whole split, then stopped on its
+    temporary file). ``example``: a file name of the kind written, suggested inside a directory given instead; ``suffix``
+    (e.g. ``.parquet``): the one the file must have (``--out x.csv`` got Parquet bytes under a CSV name); ``hint``: what
+    to do instead when it cannot be written (``; pass -o FILE``)."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{what} {p} is a directory; give a file path (e.g. {p / example})")
@@ -167,7 +171,18 @@ def check_output_file(path: str | os.PathLike[str], what: str, example: str = "o
     above = next((a for a in p.absolute().parents if a.exists()), None)
     if above is not None and not above.is_dir():
         raise ConfigError(f"{what} {p} cannot be written: {above} is a file, not a directory")
+    if above is not None and not os.access(above, os.W_OK | os.X_OK):  # as root: only a read-only mount says no
+        why = "on a read-only file system" if _read_only_mount(above) else "not writable by this user"
+        raise ConfigError(f"{what} {p} cannot be written: {above} is {why}{hint}")
     return p
+
+
+def _read_only_mount(path: Path) -> bool:
+    """Whether ``path`` lies on a file system mounted read-only (False where that cannot be told)."""
+    try:
+        return bool(os.statvfs(path).f_flag & getattr(os, "ST_RDONLY", 0))
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
 
 
 def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:

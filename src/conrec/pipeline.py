@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.rule import Rule
 
 from conrec.ablation_stale import mark_run_tables
-from conrec.config import PipelineConfig, dump_config, validated
+from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
 from conrec.io import read_json, remove_stray_temps, write_json, write_text
+from conrec.run_home import run_config_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import apply_threads, quieted, torch_threads_kept
@@ -102,7 +103,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
-    with holding_run(run.root), quieted(), torch_threads_kept():  # a library caller's process is left as it was
+    with holding_run(run.root, current=lambda: stale_reason(run, cfg, stage) is None), quieted(), torch_threads_kept():  # a library caller's process is left as it was
         built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
         return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
@@ -141,7 +142,7 @@ def _run_stage_held(
 ) -> Any:
     STAGE_REGISTRY[stage].precheck(cfg)  # settings a stage refuses at once (bf16 on a CPU) leave the run as it was
     if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
-        write_text(dump_config(cfg), run.root / "config.yaml")
+        write_text(run_config_text(cfg, run.root), run.root / "config.yaml")
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         cleared = run.invalidate_from(stage, cfg)  # it and the later stages that read it for cfg
         mark_run_tables(run.root, console)  # the ablation tables read from a stage it has just cleared
@@ -268,7 +269,7 @@ def run_pipeline(
         refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)
     if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
         check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
-    with holding_run(cfg.run_dir), torch_threads_kept():  # across the stages: no other process starts one in between
+    with holding_run(cfg.run_dir, current=lambda: not force and all(stale_reason(run, cfg, s) is None for s in stages)), torch_threads_kept():  # across the stages: no other process starts one in between
         return _run_pipeline_held(cfg, stages, force, console)
 
 
@@ -300,7 +301,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         reran.append(stage)
     if not reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
-        write_text(dump_config(cfg), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
+        write_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
     return results
 
 

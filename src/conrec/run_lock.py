@@ -24,12 +24,13 @@ that the run is held: an instant's probe never refuses it, a running stage (held
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -61,9 +62,19 @@ def is_worker_rank() -> bool:
     return world_size() > 1 and os.environ.get("RANK", "0") != "0"  # a lone process with a stray RANK is the main one
 
 
+class RunReadOnlyError(ConfigError):
+    """The run directory cannot be written (a read-only mount, another user's directory): its lock cannot be taken."""
+
+
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 @contextmanager
-def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the run directory ``root`` (created if missing) for writing, or raise :class:`RunInUseError`."""
+def holding_run(root: str | os.PathLike[str], current: Callable[[], bool] | None = None) -> Iterator[None]:
+    """Hold the run directory ``root`` (created if missing) for writing, or raise :class:`RunInUseError`, or
+    :class:`RunReadOnlyError` where it cannot be written. ``current``: whether what the command would run is current
+    already, asked only then, so that the refusal can say nothing needs to run (``.conrec.lock: Read-only file
+    system`` alone said neither that, nor that predict, score and serve work there)."""
     if is_worker_rank():  # the main rank holds the lock for the launch
         yield
         return
@@ -73,7 +84,13 @@ def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
     except (FileExistsError, NotADirectoryError):  # it, or a folder above it, is a file: that was a traceback
         raise ConfigError(f"run directory {root} cannot be created: it or a folder above it is a file; give another --run-dir") from None
     lock = FileLock(root / LOCK_FILE, blocking=False, is_singleton=True, preserve_lock_file=True)
-    if not _take(lock):
+    try:
+        taken = _take(lock)
+    except OSError as exc:
+        if exc.errno not in _READ_ONLY_ERRNOS:
+            raise
+        raise RunReadOnlyError(read_only_line(root, exc, current)) from None
+    if not taken:
         holder = holder_description(root)
         raise RunInUseError(
             f"run directory {root} is in use by another conrec process{f' ({holder})' if holder else ''}; "
@@ -87,6 +104,20 @@ def holding_run(root: str | os.PathLike[str]) -> Iterator[None]:
         if lock.lock_counter == 1:  # removed while still held, so it never deletes the next holder's record
             _remove_owner(root)
         lock.release()
+
+
+def read_only_line(root: Path, exc: OSError, current: Callable[[], bool] | None) -> str:
+    """The refusal for a run directory whose lock cannot be written (``exc``): what it means, and what to do."""
+    why = exc.strerror or str(exc)
+    what = (
+        "every stage this command would run is current, so nothing needs to run"
+        if current is not None and current()
+        else "this command writes to it; copy it (cp -a) and work on the copy"
+    )
+    return (
+        f"run directory {root} cannot be written ({LOCK_FILE}: {why}): {what}; "
+        "conrec predict, score and serve work on it as it is (with -o FILE for a whole split or batch)"
+    )
 
 
 def _take(lock: FileLock) -> bool:

@@ -150,6 +150,8 @@ def check_predict_request(
         check_history_limit(history, cfg.serve.max_history, "history")
         check_known_items(history, known_item_ids(run), source="history")
         return PredictRequest(model_dir=model_dir, history=history)
+    if out is None:  # the run's own file: checked before the split is decoded (minutes), not at its write
+        check_output_file(run.predictions / f"{model}_{split}.parquet", "the predictions file", hint="; pass -o FILE to write it elsewhere")
     samples = read_parquet(run.samples, what="samples table (run `conrec data` first)")
     chosen = samples.filter(pl.col("split") == split)
     if chosen.height == 0:

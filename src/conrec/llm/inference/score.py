@@ -241,6 +241,9 @@ def run(
     check_model_dir(cfg, model)  # a wrong name or a stale model fails before torch is imported
     before = run_dir.build_identities(model)  # the model, titles and reasons must come from these stage runs
     if batch is not None:
+        target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
+        if out is None:  # the run's own file: checked before the batch is scored, not at its write
+            check_output_file(target, "the scores file", hint="; pass -o FILE to write it elsewhere")
         df = read_parquet(batch, what="score batch")
         where = f"score batch {batch}"
         has_history = any(c in df.columns for c in _HISTORY_COLUMNS)
@@ -253,7 +256,6 @@ def run(
         explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
         result = score_batch(predictor, df, threshold, where, known, explainer, parsed)
         check_unchanged(run_dir, model, before)
-        target = out or run_dir.eval / "predictions" / f"{model}_scores.parquet"
         write_parquet(result, target)
         console.print(f"{result.height} slates scored ({model} model) -> {shown(target)}", soft_wrap=True)
         return result
