@@ -31,9 +31,14 @@ def predictor() -> Predictor:
 
 
 def brute_force(p: Predictor, hist: tuple[list[str], list[int]], k: int) -> list[tuple[str, float]]:
-    """Score every non-history item one by one through the (separately tested) slate scorer, sort."""
+    """Score every non-history item on its own through the (separately tested) slate scorer, sort.
+
+    Each item is a slate of one in a prompt row of its own (the history repeated once per item), so no
+    item shares a row's KV cache with another, as when each was scored in a call of its own; the rows go
+    through in one batch instead of one call per item (170 forwards, the module's largest cost)."""
     cands = [i for i in p.items if i not in set(hist[0])]
-    scores = [p.score([hist], [[c]])[0][0] for c in cands]
+    alone = Predictor(p.model, p.tokenizer, p.sid_map, PromptConfig(), DecodeConfig(num_beams=2, batch_size=len(cands)))
+    scores = [row[0] for row in alone.score([hist] * len(cands), [[c] for c in cands])]
     order = sorted(range(len(cands)), key=lambda j: (-scores[j], j))
     return [(cands[j], scores[j]) for j in order[:k]]
 
