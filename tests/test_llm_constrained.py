@@ -340,3 +340,17 @@ def test_decode_device_is_explicit():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no GPU"):
             decode_device(DecodeConfig(device="cuda"))
+
+
+def test_a_given_item_to_row_map_gives_the_answers_of_the_one_built_per_call(setup):
+    """Predictor hands generate_topk its own item -> row map (built once, not per request): same exclusions, same answers."""
+    model, tok, sid_map, vocab, histories, prompts = setup
+    excl = [set(h) for h, _ in histories]
+    cfg = DecodeConfig(num_beams=6, exclude_history=True)
+    built = generate_topk(model, tok, prompts, sid_map.trie(), sid_map.items, 5, cfg, exclude=excl, vocab=vocab)
+    given = generate_topk(
+        model, tok, prompts, sid_map.trie(), sid_map.items, 5, cfg, exclude=excl, vocab=vocab,
+        row_of={item: r for r, item in enumerate(sid_map.items)},
+    )
+    assert given == built
+    assert all(not {i for i, _ in r} & ex for r, ex in zip(given, excl))

@@ -85,6 +85,33 @@ def test_trie_matches_bruteforce_oracle(seed: int) -> None:
     np.testing.assert_array_equal(trie.item_index(torch.from_numpy(rand)).numpy(), want)
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_children_of_a_node_are_the_nodes_its_prefix_plus_each_code_walks_to(seed: int) -> None:
+    """Beam search descends by node (SidTrie.children) instead of walking every prefix + code from the root: both
+    must reach the same node, -1 alike, and a leaf reached by descending is its item's row."""
+    rng = np.random.default_rng(seed)
+    sizes = [int(x) for x in rng.integers(2, 7, size=3)]
+    codes = _random_catalog(rng, int(min(np.prod(sizes), 60)), sizes)
+    trie = SidTrie(codes, sizes)
+    prefixes = [np.zeros((1, 0), dtype=np.int64)]
+    for depth in range(len(sizes)):
+        prefix = torch.from_numpy(prefixes[-1])
+        nodes = trie.node_of(prefix)
+        got = trie.children(torch.cat([nodes, torch.tensor([-1])]), depth)  # and a dead hypothesis
+        assert got[-1].tolist() == [-1] * sizes[depth]
+        for code in range(sizes[depth]):
+            extended = torch.cat([prefix, torch.full((len(prefix), 1), code)], 1)
+            np.testing.assert_array_equal(got[:-1, code].numpy(), trie.node_of(extended).numpy())
+        np.testing.assert_array_equal(got[:-1].numpy(), trie.child_nodes(prefix).numpy())
+        # every (prefix, code) pair, the valid and the invalid ones, as the next level's prefixes
+        pairs = [np.concatenate([prefixes[-1], np.full((len(prefixes[-1]), 1), c)], 1) for c in range(sizes[depth])]
+        prefixes.append(np.concatenate(pairs))
+    leaves = trie.node_of(torch.from_numpy(prefixes[-1]))
+    np.testing.assert_array_equal(trie.item_of_node(leaves).numpy(), trie.item_index(torch.from_numpy(prefixes[-1])).numpy())
+    assert sorted(r for r in trie.item_of_node(leaves).tolist() if r >= 0) == list(range(len(codes)))
+    assert trie.item_of_node(torch.tensor([0, -1])).tolist() == [-1, -1]  # the root and no node are no item
+
+
 def test_invalid_prefix_is_all_false_not_everything() -> None:
     trie = SidTrie(np.array([[0, 1], [1, 0]]), [2, 2])
     got = trie.allowed(torch.tensor([[0], [1], [2], [-5]]))

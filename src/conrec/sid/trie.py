@@ -131,11 +131,32 @@ class SidTrie:
 
     def child_nodes(self, prefix: torch.Tensor) -> torch.Tensor:
         """(B, codebook_sizes[l]) node reached by each code after each prefix (B, l); -1 where none."""
-        n, level = prefix.shape
-        size = self.codebook_sizes[level]
-        nxt = torch.arange(size).expand(n, size)
-        cand = torch.cat([prefix.cpu().long().unsqueeze(1).expand(n, size, level), nxt.unsqueeze(-1)], dim=-1)
-        return self._walk(cand.reshape(n * size, level + 1)).view(n, size)
+        return self.children(self._walk(prefix), prefix.shape[1])
+
+    def children(self, nodes: torch.Tensor, level: int) -> torch.Tensor:
+        """(B, codebook_sizes[level]) child node of each depth-``level`` node (B,) under each code; -1 where none
+        (every code of a -1 node).
+
+        Why from node ids: beam search keeps each hypothesis's node and asks this once per step, instead of walking
+        every (prefix + code) from the root again (``B x codes x level`` binary searches per step, most of the
+        search's own CPU time on a served request). Read from the CSR arrays: a node's children are one slice.
+        """
+        nodes = nodes.to(device="cpu", dtype=torch.long)
+        n = nodes.shape[0]
+        safe = nodes.clamp(min=0)
+        counts = torch.where(nodes >= 0, self._child_count[safe], torch.zeros_like(safe))
+        rows = torch.repeat_interleave(torch.arange(n), counts)
+        first = torch.cumsum(counts, 0) - counts  # each node's first slot in the flat list of children
+        edges = torch.repeat_interleave(self._child_start[safe] - first, counts) + torch.arange(len(rows))
+        out = torch.full((n, self.codebook_sizes[level]), -1, dtype=torch.long)
+        out[rows, self._edge_codes[edges]] = edges + 1  # edge i leads to node i + 1
+        return out
+
+    def item_of_node(self, nodes: torch.Tensor) -> torch.Tensor:
+        """Item row of each node id (any shape) that is a leaf (a full SID); -1 for any other node and for -1."""
+        leaf = nodes - self._leaf_first
+        ok = (nodes >= 0) & (leaf >= 0)
+        return torch.where(ok, self._item_of_leaf[leaf.clamp(min=0, max=self._n_items - 1)], torch.full_like(nodes, -1))
 
     def node_log_sums(self, item_log_values: torch.Tensor) -> torch.Tensor:
         """(n_nodes,) log of the sum of ``exp(item_log_values)`` over the items under each node (root 0
@@ -162,17 +183,7 @@ class SidTrie:
         depth = prefix.shape[1]
         if not 0 <= depth < self.levels:
             raise ValueError(f"prefix length must be in [0, {self.levels}), got {depth}")
-        b = prefix.shape[0]
-        node = self._walk(prefix)
-        valid = node >= 0
-        safe = node.clamp(min=0)
-        counts = torch.where(valid, self._child_count[safe], torch.zeros_like(safe))
-        rows = torch.repeat_interleave(torch.arange(b), counts)
-        starts = torch.repeat_interleave(self._child_start[safe], counts)
-        offsets = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        out = torch.zeros(b, self.codebook_sizes[depth], dtype=torch.bool)
-        out[rows, self._edge_codes[starts + offsets]] = True
-        return out.to(prefix.device)
+        return (self.children(self._walk(prefix), depth) >= 0).to(prefix.device)
 
     def codes_of(self, rows: torch.Tensor) -> torch.Tensor:
         """The full codes (N, L) of item rows (N,) (rows index the ``codes`` the trie was built from)."""
@@ -182,11 +193,7 @@ class SidTrie:
         """Row (in the ``codes`` the trie was built from) of each full code (B, L), or -1 if none."""
         if codes.dim() != 2 or codes.shape[1] != self.levels:
             raise ValueError(f"codes must have shape (B, {self.levels}), got {tuple(codes.shape)}")
-        node = self._walk(codes)
-        leaf = node - self._leaf_first
-        ok = (node >= 0) & (leaf >= 0)
-        out = torch.where(ok, self._item_of_leaf[leaf.clamp(min=0)], torch.full_like(node, -1))
-        return out.to(codes.device)
+        return self.item_of_node(self._walk(codes)).to(codes.device)
 
 
 def _validate(codes: np.ndarray, sizes: list[int]) -> None:

@@ -26,7 +26,7 @@ it can locate the generated SID suffix itself (``prompt_len=None``): prompts bui
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -221,6 +221,7 @@ def generate_topk(
     vocab: SidVocab | None = None,
     stats: dict[str, Any] | None = None,
     prior: TriePrior | None = None,
+    row_of: Mapping[str, int] | None = None,
 ) -> list[list[tuple[str, float]]]:
     """Top-``k`` distinct real items per prompt as (item id, log-probability), best first.
 
@@ -230,6 +231,9 @@ def generate_topk(
     Prompts are processed in batches of ``decode_cfg.batch_size``. ``stats`` (if given) receives
     ``n_generated`` and ``n_invalid`` totals and ``invalid_per_prompt`` (a list, one count per
     prompt); invalid outputs (no real item, or a repeated one) are dropped, never replaced.
+    ``row_of`` is ``sid_codes_to_item``'s inverse (item id -> row) when the caller keeps one
+    (:class:`conrec.llm.inference.predict.Predictor` does): built for every call otherwise, about 0.1 ms per
+    served request on the 1,682-item demo catalogue, growing with the catalogue.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -238,7 +242,7 @@ def generate_topk(
     vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, embedding_rows(model))
     n_items = len(trie)
     use_exclude = exclude is not None and decode_cfg.exclude_history
-    row_of = {item: r for r, item in enumerate(sid_codes_to_item)} if use_exclude else {}
+    rows_of: Mapping[str, int] = {} if not use_exclude else row_of if row_of is not None else {item: r for r, item in enumerate(sid_codes_to_item)}
     results: list[list[tuple[str, float]]] = []
     invalid_per_prompt: list[int] = []
     n_invalid = n_generated = 0
@@ -254,7 +258,7 @@ def generate_topk(
         if use_exclude and exclude is not None:
             excluded = torch.zeros(len(batch), n_items, dtype=torch.bool)
             for i, ex in enumerate(exclude[start : start + len(batch)]):
-                excluded[i, [row_of[x] for x in ex if x in row_of]] = True
+                excluded[i, [rows_of[x] for x in ex if x in rows_of]] = True
         available = [n_items - (int(excluded[i].sum()) if excluded is not None else 0) for i in range(len(batch))]
         # a history covering the whole catalogue leaves nothing to recommend: no decoding, no output
         live = [i for i, a in enumerate(available) if a > 0]

@@ -52,9 +52,13 @@ class TriePrior:
         """(rows, codebook_sizes[l]) float32 weighted increments for each code after each prefix
         (rows, l); 0 where the code leads nowhere (the constraint masks those anyway)."""
         parent = self.trie.node_of(prefix.cpu())
-        child = self.trie.child_nodes(prefix.cpu())
-        inc = self._node_log_mass[child.clamp(min=0)] - self._node_log_mass[parent.clamp(min=0)].unsqueeze(1)
-        return torch.where(child >= 0, self.weight * inc, torch.zeros_like(inc)).float()
+        return self.increments_below(parent, self.trie.children(parent, prefix.shape[1]))
+
+    def increments_below(self, parents: torch.Tensor, children: torch.Tensor) -> torch.Tensor:
+        """:meth:`increments` from each row's node (rows,) and its child nodes (rows, codes)
+        (:meth:`conrec.sid.trie.SidTrie.children`, -1 = none): what beam search asks, holding its hypotheses' nodes."""
+        inc = self._node_log_mass[children.clamp(min=0)] - self._node_log_mass[parents.clamp(min=0)].unsqueeze(1)
+        return torch.where(children >= 0, self.weight * inc, torch.zeros_like(inc)).float()
 
     def item_bonus(self, rows: torch.Tensor) -> torch.Tensor:
         """float32 ``weight * log prior`` of the items at trie rows ``rows`` (any shape)."""

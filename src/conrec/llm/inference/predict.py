@@ -130,6 +130,7 @@ class Predictor:
         self.decode_cfg = decode_cfg
         self.trie = sid_map.trie()
         self.items = sid_map.items
+        self._row_of = {item: r for r, item in enumerate(self.items)}  # the trie row of each item (exclusion masks)
         n_embeddings = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # torch types weight as Tensor | Module
         self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, n_embeddings)
         assert_item_tokens_match(tokenizer, sid_map, prompt_cfg.item_id_tokens)
@@ -228,7 +229,7 @@ class Predictor:
         if self.decode_cfg.search == "beam":
             return generate_topk(
                 self.model, self.tokenizer, prompts, self.trie, self.items, k, self.decode_cfg,
-                exclude=exclude, vocab=self.vocab, stats=stats, prior=self.prior,
+                exclude=exclude, vocab=self.vocab, stats=stats, prior=self.prior, row_of=self._row_of,
             )
         recs = exhaustive_topk(
             self.model, self.tokenizer, prompts, self._sid_token_ids, self.vocab.level_ids, self.items, k,

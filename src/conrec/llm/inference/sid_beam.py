@@ -15,7 +15,7 @@ level's codes, taken before masking); a test checks both agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -27,6 +27,25 @@ from conrec.llm.model.vocab import SidVocab
 from conrec.sid.trie import SidTrie
 
 _NEG_INF = float("-inf")
+
+
+class _Beams(NamedTuple):
+    """The hypotheses of a search, (B, H) each: their scores, last codes and trie nodes (CPU), and the hypothesis of
+    the previous step each one extends.
+
+    Why nodes: each step asks the trie what may follow every hypothesis; from its node that is one lookup
+    (:meth:`conrec.sid.trie.SidTrie.children`), from its codes a walk from the root for every code."""
+
+    scores: torch.Tensor
+    code: torch.Tensor
+    nodes: torch.Tensor
+    origin: torch.Tensor
+
+    @classmethod
+    def root(cls, b: int, device: torch.device) -> _Beams:
+        """One hypothesis per prompt: the prompt itself, at the trie's root, with no code yet."""
+        zeros = torch.zeros(b, 1, dtype=torch.long)
+        return cls(torch.zeros(b, 1, device=device), zeros, zeros, zeros)
 
 
 @torch.no_grad()
@@ -55,14 +74,13 @@ def sid_beam_search(
     head.bind_prompts(ids, mask)
     constraint = SidConstraint(trie, excluded)
     feats, cache = head.prefill(ids, mask)
-    # level 0: one hypothesis per prompt (the prompt itself)
-    scores, codes, _ = _step_beams(
-        head.logits(feats, 0).unsqueeze(1), torch.zeros(b, 1, device=device), torch.zeros(b, 1, 0, dtype=torch.long),
-        constraint, torch.arange(b), 0, num_beams, prior,
+    # level 0: one hypothesis per prompt (the prompt itself, at the trie's root)
+    beams = _step_beams(
+        head.logits(feats, 0).unsqueeze(1), _Beams.root(b, device), constraint, torch.arange(b), 0, num_beams, prior
     )
     extend = _extend_tree if tree_attention_ok(model) else _extend_copied
-    scores, codes = extend(head, cache, mask, vocab, scores, codes, constraint, num_beams, levels, prior)
-    rows = trie.item_index(codes.reshape(-1, levels).cpu()).view(b, num_beams)
+    beams = extend(head, cache, mask, vocab, beams, constraint, num_beams, levels, prior)
+    scores, rows = beams.scores, trie.item_of_node(beams.nodes)
     scores = scores.float().cpu()
     rows = torch.where(torch.isfinite(scores), rows, torch.full_like(rows, -1))
     return rows[:, :num_return], scores[:, :num_return]
@@ -76,9 +94,9 @@ def tree_attention_ok(model: Any) -> bool:
 
 
 def _extend_tree(
-    head: SidHead, cache: Any, mask: torch.Tensor, vocab: SidVocab, scores: torch.Tensor, codes: torch.Tensor,
+    head: SidHead, cache: Any, mask: torch.Tensor, vocab: SidVocab, beams: _Beams,
     constraint: SidConstraint, num_beams: int, levels: int, prior: TriePrior | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> _Beams:
     """Levels 1..L-1 with every beam of a prompt in the prompt's own row ("tree attention").
 
     Why: the prompt's KV cache is shared, never copied per beam. Step ``l`` appends one block of
@@ -93,7 +111,7 @@ def _extend_tree(
     anc = torch.zeros(b, num_beams, 0, dtype=torch.long)  # index of each beam's ancestor in every earlier block
     prompt_of_row = torch.arange(b).repeat_interleave(num_beams)
     for level in range(1, levels):
-        tokens = vocab.level_ids[level - 1].to(device)[codes[:, :, -1]]  # (B, beams): block level - 1
+        tokens = vocab.level_ids[level - 1].to(device)[beams.code]  # (B, beams): block level - 1
         seen = [mask.bool().unsqueeze(1).expand(b, num_beams, mask.shape[1])]
         seen += [eye[anc[:, :, m].to(device)] for m in range(level - 1)]  # one ancestor per earlier block
         seen.append(eye.expand(b, num_beams, num_beams))  # itself
@@ -103,15 +121,16 @@ def _extend_tree(
             past_key_values=cache, use_cache=True,
         )
         logits = head.logits(feats, level)  # (B, beams, C)
-        scores, codes, origin = _step_beams(logits, scores, codes, constraint, prompt_of_row, level, num_beams, prior)
+        beams = _step_beams(logits, beams, constraint, prompt_of_row, level, num_beams, prior)
+        origin = beams.origin
         anc = torch.cat([anc.gather(1, origin.unsqueeze(-1).expand(b, num_beams, level - 1)), origin.unsqueeze(-1)], -1)
-    return scores, codes
+    return beams
 
 
 def _extend_copied(
-    head: SidHead, cache: Any, mask: torch.Tensor, vocab: SidVocab, scores: torch.Tensor, codes: torch.Tensor,
+    head: SidHead, cache: Any, mask: torch.Tensor, vocab: SidVocab, beams: _Beams,
     constraint: SidConstraint, num_beams: int, levels: int, prior: TriePrior | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> _Beams:
     """Levels 1..L-1 with the prompt's cache repeated per beam and reordered after each step: for
     models that cannot take a custom 4D mask (:func:`tree_attention_ok`)."""
     b, device = mask.shape[0], mask.device
@@ -121,46 +140,45 @@ def _extend_copied(
     next_pos = mask.long().sum(-1).repeat_interleave(num_beams).unsqueeze(1)  # position of the first SID token
     past_mask = mask.repeat_interleave(num_beams, 0)
     for level in range(1, levels):
-        tokens = vocab.level_ids[level - 1].to(device)[codes[:, :, -1].reshape(-1)].unsqueeze(1)  # (B * beams, 1)
+        tokens = vocab.level_ids[level - 1].to(device)[beams.code.reshape(-1)].unsqueeze(1)  # (B * beams, 1)
         past_mask = torch.cat([past_mask, torch.ones_like(past_mask[:, :1])], 1)
         feats, cache = head.features(
             -1, input_ids=tokens, attention_mask=past_mask, position_ids=next_pos + level - 1, past_key_values=cache, use_cache=True
         )
         logits = head.logits(feats, level).view(b, num_beams, -1)
-        scores, codes, origin = _step_beams(logits, scores, codes, constraint, prompt_of_row, level, num_beams, prior)
+        beams = _step_beams(logits, beams, constraint, prompt_of_row, level, num_beams, prior)
         if level < levels - 1:
-            cache.reorder_cache((torch.arange(b).unsqueeze(1) * num_beams + origin).reshape(-1).to(device))
-    return scores, codes
+            cache.reorder_cache((torch.arange(b).unsqueeze(1) * num_beams + beams.origin).reshape(-1).to(device))
+    return beams
 
 
 def _step_beams(
     logits: torch.Tensor,
-    beam_scores: torch.Tensor,
-    codes: torch.Tensor,
+    beams: _Beams,
     constraint: SidConstraint,
     prompt_of_row: torch.Tensor,
     level: int,
     num_beams: int,
     prior: TriePrior | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> _Beams:
     """Extend (B, H) hypotheses by one code: the best ``num_beams`` of ``H x C`` per prompt.
 
-    ``logits`` (B, H, C); ``beam_scores`` (B, H); ``codes`` (B, H, level) CPU. Returns the new
-    scores (B, beams), codes (B, beams, level + 1) and each new beam's origin hypothesis (B, beams).
-    Hypotheses at -inf (dead, or padding) stay at -inf; the codes under them are never read as items.
+    ``logits`` (B, H, C); ``beams`` the (B, H) hypotheses at depth ``level``. Returns the (B, beams) new ones, each
+    with the hypothesis it extends (``origin``). Hypotheses at -inf (dead, or padding) stay at -inf; the nodes under
+    them are never read as items.
     """
     b, h, c = logits.shape
     logp = torch.log_softmax(logits, -1)
+    nodes = beams.nodes.reshape(b * h)
+    children = constraint.trie.children(nodes, level)  # (B * H, C): the node each code leads to, -1 = none
     if prior is not None:
-        logp = logp + prior.increments(codes.reshape(b * h, level)).view(b, h, c).to(logp.device)
-    allowed = constraint.allowed(codes.reshape(b * h, level), prompt_of_row, level).view(b, h, c).to(logp.device)
-    total = torch.where(allowed, beam_scores.unsqueeze(-1) + logp, torch.full_like(logp, _NEG_INF)).view(b, h * c)
+        logp = logp + prior.increments_below(nodes, children).view(b, h, c).to(logp.device)
+    allowed = constraint.allowed_children(children, prompt_of_row).view(b, h, c).to(logp.device)
+    total = torch.where(allowed, beams.scores.unsqueeze(-1) + logp, torch.full_like(logp, _NEG_INF)).view(b, h * c)
     k = min(num_beams, h * c)
     top, idx = total.topk(k, dim=1)  # sorted, best first
     if k < num_beams:  # fewer hypotheses than beams: pad with dead ones
         top = torch.cat([top, top.new_full((b, num_beams - k), _NEG_INF)], 1)
         idx = torch.cat([idx, idx[:, :1].expand(b, num_beams - k)], 1)
     idx = idx.cpu()
-    origin, code = idx // c, idx % c
-    new_codes = torch.cat([codes.gather(1, origin.unsqueeze(-1).expand(b, num_beams, level)), code.unsqueeze(-1)], -1)
-    return top, new_codes, origin
+    return _Beams(top, idx % c, children.view(b, h * c).gather(1, idx), idx // c)

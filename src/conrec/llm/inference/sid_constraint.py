@@ -26,18 +26,17 @@ class SidConstraint:
     def allowed(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor, level: int) -> torch.Tensor:
         """(rows, codebook_sizes[level]) bool on CPU: codes that extend each prefix (rows, level)
         towards an item its prompt may still get; an all-False row for a prefix not in the trie."""
-        prefix = prefix.cpu()
-        allowed = self.trie.allowed(prefix)
-        if self._excluded_below is not None:
-            allowed &= self._live_children(prefix, prompt_of_row.cpu(), level)
-        return allowed
+        return self.allowed_children(self.trie.child_nodes(prefix.cpu()), prompt_of_row)
 
-    def _live_children(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor, level: int) -> torch.Tensor:
-        """(rows, codebook_sizes[level]) mask of next codes under which some non-excluded item remains.
+    def allowed_children(self, children: torch.Tensor, prompt_of_row: torch.Tensor) -> torch.Tensor:
+        """:meth:`allowed` from each row's child nodes (rows, codes) (:meth:`conrec.sid.trie.SidTrie.children`, -1 = no
+        such child): a code is allowed when its child exists and, for each row's prompt, some item under it is not
+        excluded.
 
         Masking dead branches at *every* level (not only the last) keeps each beam on a path that
         ends in an allowed item, so K beams always yield K new items however long the history is.
         """
-        nodes = self.trie.child_nodes(prefix)
-        group = prompt_of_row.unsqueeze(1).expand_as(nodes)
-        return self.trie.items_left(nodes, self._excluded_below, group) > 0
+        if self._excluded_below is None:
+            return children >= 0
+        group = prompt_of_row.cpu().unsqueeze(1).expand_as(children)
+        return self.trie.items_left(children, self._excluded_below, group) > 0  # 0 items under a missing child
