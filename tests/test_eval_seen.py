@@ -62,3 +62,24 @@ def test_an_item_rated_before_the_window_never_appears_in_a_top_k(tmp_path: Path
         assert preds.height == test.height
         for sid, items in preds.select("sample_id", "items").iter_rows():
             assert not set(items) & earlier[sid], (name, sid)
+
+
+def test_exclusion_indices_are_the_exclusion_sets_as_catalogue_indices() -> None:
+    """The baselines read each point's exclusions as catalogue indices built once per frame (the seen column is an
+    Enum, mapped through its categories), not as a Python string set per point and call: the same items, ids outside
+    the catalogue dropped, on the eval stage's frame, a slice of it in another order and one without the seen column."""
+    from conrec.eval.seen import exclusion_indices
+
+    samples = pl.DataFrame(
+        {"sample_id": [7, 8, 9], "user_id": ["u", "v", "u"], "ts": [40, 5, 51], "hist_items": [["a", "b"], [], ["zz"]],
+         "hist_feedback": [[1, -1], [], [-1]]},
+        schema={"sample_id": pl.Int64, "user_id": pl.String, "ts": pl.Int64, "hist_items": pl.List(pl.String),
+                "hist_feedback": pl.List(pl.Int8)},
+    )
+    out = with_seen_items(samples, _events())
+    assert isinstance(out.schema[SEEN_COLUMN], pl.List) and isinstance(out.schema[SEEN_COLUMN].inner, pl.Enum)
+    index = {it: j for j, it in enumerate(["later", "old", "a", "b", "c", "d", "x"])}  # no "zz": not in the catalogue
+    for frame in (out, out.reverse().slice(1), samples):
+        want = [sorted(index[i] for i in ex if i in index) for ex in exclusion_sets(frame)]
+        assert [sorted(x.tolist()) for x in exclusion_indices(frame, index)] == want
+    assert exclusion_sets(out)[2] == {"zz", "old", "a", "b", "c", "d", "later"}

@@ -47,7 +47,7 @@ from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_r
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
 from conrec.eval.preflight import preflight, refuse_scoring_trained_labels
 from conrec.eval.report import tuning_section, write_report
-from conrec.eval.seen import exclusion_sets, with_seen_items
+from conrec.eval.seen import exclusion_indices, with_seen_items
 from conrec.eval.summary import summary_table
 from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
 from conrec.eval.tuning import TuneResult, tune_baseline
@@ -234,9 +234,9 @@ def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, ranking
 
 def largest_remainder(samples: pl.DataFrame, catalogue: list[str]) -> int:
     """The most items any point of ``samples`` can be recommended: the catalogue less the items excluded there (its
-    history items, :func:`conrec.eval.seen.exclusion_sets`)."""
-    items = set(catalogue)
-    return max((len(items) - len(items.intersection(ex)) for ex in exclusion_sets(samples)), default=len(items))
+    history items, :func:`conrec.eval.seen.exclusion_indices`)."""
+    index = {it: j for j, it in enumerate(dict.fromkeys(catalogue))}
+    return max((len(index) - len(np.unique(ex)) for ex in exclusion_indices(samples, index)), default=len(index))
 
 
 def whole_remainder_notes(ks: list[int], samples: pl.DataFrame, tune_k: int | None, valid: pl.DataFrame | None,

@@ -28,7 +28,6 @@ by :func:`watch_epochs`, which the eval stage shows in its bar.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -38,7 +37,7 @@ import polars as pl
 
 from conrec.data.popularity import catalogue_dislike_counts, popularity_order
 from conrec.errors import DataValidationError, require_columns
-from conrec.eval.seen import exclusion_sets
+from conrec.eval.seen import exclusion_indices
 from conrec.slate import check_slates
 
 
@@ -122,24 +121,29 @@ def recent_dislikes(items: Sequence[str], feedback: Sequence[int]) -> list[str]:
     return [i for i, f in zip(reversed(items), reversed(feedback)) if f < 0]
 
 
-def top_k(scores: np.ndarray | None, exclude: set[int], catalog: Catalog, k: int) -> list[str]:
+def top_k(scores: np.ndarray | None, exclude: set[int] | np.ndarray, catalog: Catalog, k: int) -> list[str]:
     """Items with a positive score (score desc, popularity breaks ties), then popularity fill-up.
 
     ``exclude`` (catalogue indices, normally the history) never appears; the result is distinct.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    chosen: list[int] = []
-    taken = set(exclude)
+    # a mask, not a set: ``exclude`` is the whole history before the point (hundreds of items on long logs), read
+    # for every point of every recommend call
+    taken = np.zeros(len(catalog.item_ids), dtype=bool)
+    taken[np.asarray(exclude if isinstance(exclude, np.ndarray) else list(exclude), dtype=np.int64)] = True
     scored = np.flatnonzero(scores > 0) if scores is not None else np.zeros(0, dtype=np.int64)
     if scores is not None and scored.size:
         scored = scored[np.lexsort((catalog.popularity_rank[scored], -scores[scored]))]
-    for j in itertools.chain(scored.tolist(), map(int, catalog.popularity_order)):  # lazy fill-up
-        if j not in taken:
-            chosen.append(j)
-            taken.add(j)
-            if len(chosen) == k:
-                break
+    chosen: list[int] = scored[~taken[scored]][:k].tolist()
+    taken[chosen] = True
+    if len(chosen) < k:
+        for j in map(int, catalog.popularity_order):  # lazy fill-up
+            if not taken[j]:
+                chosen.append(j)
+                taken[j] = True
+                if len(chosen) == k:
+                    break
     return [catalog.item_ids[j] for j in chosen]
 
 
@@ -169,7 +173,7 @@ def recommend_from_scores(scores: np.ndarray, samples: pl.DataFrame, catalog: Ca
     hist = histories(samples)
     if scores.shape != (len(hist), len(catalog.item_ids)):
         raise ValueError(f"scores have shape {scores.shape}, expected ({len(hist)}, {len(catalog.item_ids)})")
-    return [top_k(row, set(catalog.encode(list(seen))), catalog, k) for row, seen in zip(scores, exclusion_sets(samples))]
+    return [top_k(row, seen, catalog, k) for row, seen in zip(scores, exclusion_indices(samples, catalog.index))]
 
 
 def candidate_scores(scores: np.ndarray, item_ids: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[np.ndarray]:

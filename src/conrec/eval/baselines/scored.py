@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
 from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, score_chunks, top_k
-from conrec.eval.seen import exclusion_sets
+from conrec.eval.seen import exclusion_indices
 
 
 class ScoredRecommender(ABC):
@@ -42,8 +42,8 @@ class ScoredRecommender(ABC):
         cat = self.catalog()
         out: list[list[str]] = []
         for part in score_chunks(samples, len(cat.item_ids)):  # bounded memory on large catalogues
-            for row, seen in zip(self.item_scores(part), exclusion_sets(part)):  # the whole history where attached
-                out.append(top_k(row - row.min() + 1.0, set(cat.encode(list(seen))), cat, k))
+            for row, seen in zip(self.item_scores(part), exclusion_indices(part, cat.index)):  # whole history if attached
+                out.append(top_k(row - row.min() + 1.0, seen, cat, k))
         return out
 
 

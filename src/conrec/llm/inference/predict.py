@@ -315,7 +315,6 @@ class Predictor:
             raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         ids, histories = self._sample_histories(samples)
         prompts = [self.prompt(h, fb) for h, fb in histories]
-        exclude = exclusion_sets(samples)  # hist_items, or all of the user's items before t where eval attached them
         k_eff = min(k, len(self.items))
         out_items: list[list[str]] = []
         out_scores: list[list[float]] = []
@@ -326,7 +325,10 @@ class Predictor:
             task = progress.add_task("predict", total=len(prompts))
             for start in range(0, len(prompts), chunk):
                 stats: dict[str, Any] = {}
-                recs = self._topk(prompts[start : start + chunk], k_eff, exclude[start : start + chunk], stats)
+                # hist_items, or all of the user's items before t where eval attached them: string sets built per
+                # batch, not for the whole frame at once (100k points x 400 earlier items held GBs of them)
+                exclude = exclusion_sets(samples.slice(start, chunk))
+                recs = self._topk(prompts[start : start + chunk], k_eff, exclude, stats)
                 out_items.extend([i for i, _ in r] for r in recs)
                 out_scores.extend([s for _, s in r] for r in recs)
                 invalid.extend(stats["invalid_per_prompt"])
