@@ -268,3 +268,20 @@ def test_few_slates_get_a_note_for_the_summary_column_without_an_n(tmp_path):
     assert report is not None and report.n_points == 2
     assert notes == ["Exposure-controlled evaluation on 2 points with a slate (fewer than 30): Candidate Acc@1, MRR and AUC "
                      "(the summary's Cand. Acc@1) are 2 slates' outcomes, not an estimate."]
+
+
+def test_slates_leave_out_every_item_rated_before_t_not_only_the_window():
+    """A same-day dislike and a non-dislike rated before t but outside the history window (max_history shorter than
+    the day's earlier events) are in the eval stage's seen set: neither is a target nor a competitor (review of
+    session 41, finding 5). Without the seen column the window alone is left out, as before."""
+    from conrec.eval.seen import SEEN_COLUMN
+
+    early = [("u1", "w1", D0 + 10, -1), ("u1", "w2", D0 + 20, 0)]  # rated before t, outside the 1-item window
+    exp = pl.concat([_exposures(), pl.DataFrame(dict(zip(("user_id", "item_id", "ts", "outcome"), zip(*early))),
+                                                schema=_exposures().schema)])
+    samples = _samples().with_columns(pl.Series(SEEN_COLUMN, [["a", "w1", "w2"], ["x"], []], dtype=pl.List(pl.String)))
+    row = build_slates(samples, exp, n_candidates=20, seed=0).filter(pl.col("sample_id") == 0).row(0, named=True)
+    assert row["day_dislikes"] == ["n1", "d"]
+    assert sorted(row["candidates"][1:]) == ["b", "c"]
+    windowed = build_slates(samples.drop(SEEN_COLUMN), exp, n_candidates=20, seed=0).filter(pl.col("sample_id") == 0)
+    assert windowed["day_dislikes"].to_list() == [["n1", "d", "w1"]]

@@ -10,7 +10,10 @@ Slates (:func:`build_slates`), one per evaluation point (a sample = a user's nex
 * the day is the UTC calendar day of ``ts``; the day's exposures come from ``data/exposures.parquet``
   (:mod:`conrec.data.exposures`: every shown item, with or without feedback);
 * items in the sample's history are left out: their outcome is already known to the models (a
-  positive in the prompt would give the answer away);
+  positive in the prompt would give the answer away); where the samples carry the eval stage's seen set
+  (:data:`~conrec.eval.seen.SEEN_COLUMN`), every item the user rated before ``ts`` is left out, not only the
+  history window (with ``data.split.max_history`` shorter than the day's earlier events, a dislike rated
+  before t outside the window was a target, and an earlier non-dislike a competitor);
 * ``candidates`` = the true next negative + up to ``n - 1`` items exposed that day *without* a dislike
   (a seeded draw per sample when there are more; sorted ids first, so the draw is reproducible): the
   competitors every target of the point is ranked against;
@@ -44,6 +47,7 @@ from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError, require_columns
 from conrec.eval.bootstrap import mean_ci, resample, resampled_unit
+from conrec.eval.seen import SEEN_COLUMN
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -167,7 +171,8 @@ CANDIDATE_RULE = "an item the user was shown on the point's day, not disliked th
 def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: int = 20, seed: int = 0) -> pl.DataFrame:
     """One slate per sample with at least one non-disliked same-day exposure (see module docstring).
 
-    ``samples`` needs ``sample_id, user_id, ts, next_neg, hist_items``; ``exposures`` needs
+    ``samples`` needs ``sample_id, user_id, ts, next_neg, hist_items`` (and :data:`SEEN_COLUMN`, when present, is
+    left out as the history is: every item rated before ``ts``); ``exposures`` needs
     ``user_id, item_id, ts, outcome``. ``candidates[0]`` is the true negative. The draw of the
     other candidates depends only on (``seed``, sample_id), not on which other samples are present.
     """
@@ -178,8 +183,11 @@ def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: i
         ("exposures", exposures, ("user_id", "item_id", "ts", "outcome")),
     ):
         require_columns(df, cols, name)
+    known = pl.col("hist_items").cast(pl.List(pl.String)).fill_null([])
+    if SEEN_COLUMN in samples.columns:  # the whole history before t, not only the window the models read
+        known = pl.concat_list(known, pl.col(SEEN_COLUMN).cast(pl.List(pl.String)).fill_null([]))
     points = samples.select(
-        "sample_id", pl.col("user_id").cast(pl.String), "next_neg", "hist_items", (pl.col("ts") // DAY).alias("day")
+        "sample_id", pl.col("user_id").cast(pl.String), "next_neg", known.alias("hist_items"), (pl.col("ts") // DAY).alias("day")
     )
     day_exp = (
         exposures.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String), (pl.col("ts") // DAY).alias("day"), "outcome")
