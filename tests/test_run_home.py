@@ -9,11 +9,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
 from conrec.cli import _load, app
 from conrec.config import load_config
+from conrec.errors import ConfigError
 from conrec.pipeline import run_pipeline
 from conrec.run_home import follow_copy, written_in
 from conrec.runs import RunDir
@@ -41,7 +43,11 @@ def test_a_copied_projects_run_reads_and_checks_the_copys_events_file(tmp_path: 
     assert cfg.data.events_path == tmp_path / "proj3" / "events.csv"  # not proj/events.csv, which config.yaml names
     assert RunDir(copy).stale_reason(cfg, "data") is None  # the same bytes: the copy's stages are reused
     (tmp_path / "proj3" / "events.csv").write_text("\n".join(["user_id,item_id,ts,feedback", *ROWS[:90]]) + "\n")
-    why = RunDir(copy).stale_reason(_load(None, copy), "data") or ""
+    with pytest.raises(ConfigError) as err:  # both files exist and differ: which one is meant is the user's choice
+        _load(None, copy)
+    assert str(tmp_path / "proj" / "events.csv") in str(err.value) and str(tmp_path / "proj3" / "events.csv") in str(err.value)
+    chosen = _load(tmp_path / "proj3" / "my.yaml", copy)  # -c with the copy's config: the copy's file, found stale
+    why = RunDir(copy).stale_reason(chosen, "data") or ""
     assert why.startswith(f"{tmp_path / 'proj3' / 'events.csv'} differs in content from {tmp_path / 'proj' / 'events.csv'}")
     original = _load(None, run)  # the original is itself
     assert original.data.events_path == tmp_path / "proj" / "events.csv" and RunDir(run).stale_reason(original, "data") is None
@@ -86,3 +92,32 @@ def test_a_missing_file_named_by_the_runs_config_says_where_the_path_comes_from(
     out = " ".join(res.output.split())
     assert res.exit_code == 2 and f"events file not found: {gone}" in out, out
     assert f"this path is named by the run's {record}" in out and "pass -c with the project's config" in out, out
+
+
+def test_a_run_copied_alone_into_another_projects_runs_is_not_switched_to_its_events(tmp_path: Path) -> None:
+    """Review of session 41 (finding 4): ``cp -a projA/runs/my projB/runs/from_a`` found projB/events.csv at
+    ../../events.csv and silently read it (the run was then stale, and ``conrec demo -r`` would rebuild A's run on B's
+    data). Both files exist and differ: the CLI refuses with one line naming both and how to choose."""
+    run = _project(tmp_path / "projA")
+    (tmp_path / "projB" / "runs").mkdir(parents=True)
+    (tmp_path / "projB" / "events.csv").write_text("\n".join(["user_id,item_id,ts,feedback", *ROWS[:60]]) + "\n")
+    copy = tmp_path / "projB" / "runs" / "from_a"
+    shutil.copytree(run, copy)
+    res = CliRunner().invoke(app, ["data", "-r", str(copy)])
+    out = " ".join(res.output.split())
+    assert res.exit_code != 0, out
+    assert str(tmp_path / "projA" / "events.csv") in out and str(tmp_path / "projB" / "events.csv") in out, out
+    assert "pass -c with that project's config" in out and f"set the path in {copy / 'config.yaml'}" in out, out
+    assert (tmp_path / "projB" / "events.csv").read_text().count("\n") == 61  # nothing rebuilt, nothing read
+
+
+def test_a_copied_project_whose_original_is_gone_reads_the_copy(tmp_path: Path) -> None:
+    """The original's file no longer exists (a project copied, then the original deleted): the copy's is read."""
+    _project(tmp_path / "proj")
+    shutil.copytree(tmp_path / "proj", tmp_path / "proj3", symlinks=True)
+    (tmp_path / "proj3" / "events.csv").write_text("\n".join(["user_id,item_id,ts,feedback", *ROWS[:90]]) + "\n")
+    shutil.rmtree(tmp_path / "proj")
+    copy = tmp_path / "proj3" / "runs" / "my"
+    cfg = _load(None, copy)
+    assert cfg.data.events_path == tmp_path / "proj3" / "events.csv"
+    assert (RunDir(copy).stale_reason(cfg, "data") or "").startswith(f"{tmp_path / 'proj3' / 'events.csv'} differs")

@@ -5,20 +5,24 @@ so, to work from any current directory). A project copied with ``cp -a proj proj
 ``-r proj3/runs/my`` then read, and compared its finished stages against, ``proj/events.csv``: an edited copy was
 served as current, while ``-c proj3/small.yaml`` compared the copy's file and refused. The config.yaml now starts with
 the run directory it was written in (:data:`HOME_LINE`); opened from another place, each input path is looked for at
-the same place relative to the run (``../../events.csv``) and, where that file exists, read from there, so the stale
-check compares the copy's file by content (:func:`conrec.source_files.change`) as it does under ``-c``.
+the same place relative to the run (``../../events.csv``) and read from there where that file exists and the named one
+is gone or holds the same bytes; where both exist and differ, the user chooses (:func:`follow_copy` refuses). Only
+the CLI's ``-r`` does this: a library caller reads the paths of the config it passes.
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from conrec.config import PipelineConfig, dump_config, input_path_keys
+from conrec.errors import ConfigError
 
 HOME_LINE = "# written in the run directory "
 """The first line of a run's config.yaml, then the run directory's absolute path as a JSON string (one line whatever
@@ -89,12 +93,27 @@ def _input_paths(cfg: PipelineConfig) -> dict[tuple[str, ...], Path]:
     return out
 
 
+def _same_content(a: Path, b: Path) -> bool:
+    """Whether two existing files (or directories, file by file) hold the same bytes."""
+    if a.is_file() and b.is_file():
+        return filecmp.cmp(a, b, shallow=False)
+    if a.is_dir() and b.is_dir():
+        files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+        files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+        return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+    return False
+
+
 def follow_copy(cfg: PipelineConfig, record: Path) -> PipelineConfig:
     """``cfg`` (loaded from ``record``, the config.yaml of the run it addresses) with each input path that lay under
-    the directory the run was made in read from the same relative place under the run's directory now, where that file
-    exists: a copied or moved project's run reads the copy's files. Paths that share only the filesystem root with the
-    run's old place (a shared data directory) are kept, and so is each whose counterpart does not exist (a run
-    copied alone, without its project)."""
+    the directory the run was made in read from the same relative place under the run's directory now, where that
+    file exists and either the named file is gone (a moved project) or holds the same bytes (a copied project, not
+    yet edited). Paths that share only the filesystem root with the run's old place (a shared data directory) are
+    kept, and so is each whose counterpart does not exist (a run copied alone, without its project).
+
+    Where both files exist and differ, this cannot tell an edited copy of the project from a run copied alone into
+    another project's folder (review of session 41: such a run silently read the other project's events and was
+    then stale), so it refuses with a :class:`ConfigError` naming both paths and how to choose."""
     now = record.parent.resolve()
     inputs = _input_paths(cfg)
     made = written_in(record) or _older_home(record, list(inputs.values()))
@@ -106,8 +125,15 @@ def follow_copy(cfg: PipelineConfig, record: Path) -> PipelineConfig:
         if Path(os.path.commonpath([real, made])) == Path(made.anchor):
             continue  # only the root in common: not part of the run's project
         there = Path(os.path.normpath(now / os.path.relpath(real, made)))
-        if there != real and there.exists():
-            moved[key] = str(there)
+        if there == real or not there.exists():
+            continue
+        if real.exists() and not _same_content(real, there):
+            raise ConfigError(
+                f"{'.'.join(key)}: the run's {record} names {path}, and {there} at the same place beside this copy of "
+                f"the run holds other content: to use the copy's files pass -c with that project's config (and -r "
+                f"{shlex.quote(str(record.parent))}); to keep the named file, set the path in {record}"
+            )
+        moved[key] = str(there)
     if not moved:
         return cfg
     data = cfg.model_dump(mode="json")
