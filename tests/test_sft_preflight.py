@@ -69,8 +69,9 @@ def test_too_many_copy_bias_levels_and_early_stopping_on_a_test_run_leave_a_fini
     """The two refusals that need more than the SFT section: the SID map's levels (read from the run) and the
     split (early stopping scores valid points, which ``train_until: test`` trains on)."""
     cfg, run = finished_run(tmp_path / "run")
-    _assert_refused_and_untouched(run.root, _with_sft(cfg, {"copy_bias": {"beta": [1.0] * 4}}),
-                                  r"sft.copy_bias.beta has 4 values but the SIDs have 3 levels")
+    copy_bias = _with_sft(cfg, {"copy_bias": {"beta": [1.0] * 4}})  # a valid config otherwise (run_stage validates it):
+    copy_bias = copy_bias.model_copy(update={"eval": copy_bias.eval.model_copy(update={"models": ["sft"]})})  # no grpo model with a copy bias
+    _assert_refused_and_untouched(run.root, copy_bias, r"sft.copy_bias.beta has 4 values but the SIDs have 3 levels")
 
     split = cfg.data.split.model_copy(update={"train_until": "test"})
     test_run = cfg.model_copy(update={"data": cfg.data.model_copy(update={"split": split})})
