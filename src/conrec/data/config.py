@@ -173,6 +173,14 @@ YAML_BOOLEAN_WORDS = {True: ("true", "yes", "on"), False: ("false", "no", "off")
 """The words YAML 1.1 reads as a boolean key (``yes: -1`` is ``True: -1``): a boolean label key stands for each."""
 
 
+def _unread_settings(ignored: list[str], source: str) -> tuple[str, str]:
+    """The head of the refusal of settings ``source`` does not read (``data.x and data.y are set, but data.source: S
+    does not read them``) and the pronoun for them (``it``/``them``): the file and the table settings' refusals alike."""
+    what = "it" if len(ignored) == 1 else "them"
+    named = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+    return f"{named} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {source} does not read {what}", what
+
+
 class DataConfig(_Strict):
     """Which events to load (``source``) and how to split and label them.
 
@@ -285,9 +293,7 @@ class DataConfig(_Strict):
         run loaded the embedded MovieLens-100K (the default source): a results table for the wrong data set."""
         ignored = [f"data.{k}" for k in FILE_SETTINGS if getattr(self, k) and k not in SOURCE_READS[self.source]]
         if ignored:
-            what = "it" if len(ignored) == 1 else "them"
-            named = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
-            head = f"{named} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {self.source} does not read {what}"
+            head, what = _unread_settings(ignored, self.source)
             if self.source in SOURCE_LOADS:
                 raise ValueError(f"{head} (it loads {SOURCE_LOADS[self.source]}); for your own CSV/Parquet files set data.source: table")
             raise ValueError(f"{head} (it reads its data set's own files); remove {what}, or set data.source: table for your own CSV/Parquet files")
@@ -304,11 +310,9 @@ class DataConfig(_Strict):
             return self
         ignored = [f"data.{k}" for k, default in TABLE_SETTINGS.items() if getattr(self, k) != default]
         if ignored:
-            what = "it" if len(ignored) == 1 else "them"
-            named = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
+            head, what = _unread_settings(ignored, self.source)
             raise ValueError(
-                f"{named} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {self.source} does not read {what} "
-                f"(only data.source: table reads {', '.join(TABLE_SETTINGS)}); remove {what}, or set data.source: table "
+                f"{head} (only data.source: table reads {', '.join(TABLE_SETTINGS)}); remove {what}, or set data.source: table "
                 "for your own CSV/Parquet files"
             )
         return self
