@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import polars as pl
@@ -120,6 +121,12 @@ class SidMap:
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._row
+
+    @property
+    def row_index(self) -> Mapping[str, int]:
+        """Item id -> row (the row order of :meth:`trie` and :attr:`items`): the map's own index, read-only (the
+        decoder's exclusion masks look every history item up in it)."""
+        return MappingProxyType(self._row)
 
     def rows_of(self, item_ids: Iterable[str]) -> np.ndarray:
         """Row index of each item id; raises naming the unknown ids."""

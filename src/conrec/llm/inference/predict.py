@@ -130,7 +130,7 @@ class Predictor:
         self.decode_cfg = decode_cfg
         self.trie = sid_map.trie()
         self.items = sid_map.items
-        self._row_of = {item: r for r, item in enumerate(self.items)}  # the trie row of each item (exclusion masks)
+        self._row_of = sid_map.row_index  # the trie row of each item (exclusion masks), the SID map's own index
         n_embeddings = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]  # torch types weight as Tensor | Module
         self.vocab = SidVocab.from_tokenizer(tokenizer, sid_map.codebook_sizes, n_embeddings)
         assert_item_tokens_match(tokenizer, sid_map, prompt_cfg.item_id_tokens)
