@@ -142,15 +142,10 @@ def test_tune_baseline_records_every_grid_point() -> None:
     assert calls == [(1, 3), (2, 3), (3, 3)]  # before each grid point's fit: the eval bar shows it
 
 
-def test_the_baseline_bar_names_the_fit_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A 12-minute SASRec tuning printed ``baseline sasrec: tune on 2094 valid samples: 3/8 (38%)`` every 30 s:
-    the bar counts baselines, so 1 of 7 fits could not be told from 6 of 7. The description now counts them."""
+def _bar_descriptions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every description a rich progress bar is given from now on, in order (the eval stage's baseline bar)."""
     from rich.progress import Progress
 
-    from conrec.eval.stage import fit_label
-
-    assert fit_label("baseline ease: fit + top-5", 3, 3) == "baseline ease: fit + top-5, fit 3/3"
-    assert fit_label("baseline ease: fit + top-5", 1, 1) == "baseline ease: fit + top-5"  # one fit: nothing to count
     shown: list[str] = []
     real_update = Progress.update
 
@@ -160,6 +155,17 @@ def test_the_baseline_bar_names_the_fit_running(tmp_path: Path, monkeypatch: pyt
         return real_update(self, task_id, **kwargs)
 
     monkeypatch.setattr(Progress, "update", update)
+    return shown
+
+
+def test_the_baseline_bar_names_the_fit_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 12-minute SASRec tuning printed ``baseline sasrec: tune on 2094 valid samples: 3/8 (38%)`` every 30 s:
+    the bar counts baselines, so 1 of 7 fits could not be told from 6 of 7. The description now counts them."""
+    from conrec.eval.stage import fit_label
+
+    assert fit_label("baseline ease: fit + top-5", 3, 3) == "baseline ease: fit + top-5, fit 3/3"
+    assert fit_label("baseline ease: fit + top-5", 1, 1) == "baseline ease: fit + top-5"  # one fit: nothing to count
+    shown = _bar_descriptions(monkeypatch)
     run, _ = eval_run_dir(tmp_path / "run")
     STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["popularity", "ease"], models=[]), console=Console(quiet=True))
     ease = [d for d in shown if d.startswith("baseline ease")]
@@ -174,17 +180,7 @@ def test_the_baseline_bar_names_the_fit_running(tmp_path: Path, monkeypatch: pyt
 def test_the_baseline_bar_counts_sasrec_epochs_in_each_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by probing: one SASRec fit of 30-60 epochs left the bar's line (and the plain lines off a terminal,
     every 30 s) unchanged for minutes; each epoch is now shown with its mean loss, in the tuning and the refit."""
-    from rich.progress import Progress
-
-    shown: list[str] = []
-    real_update = Progress.update
-
-    def update(self, task_id, **kwargs):
-        if "description" in kwargs:
-            shown.append(kwargs["description"])
-        return real_update(self, task_id, **kwargs)
-
-    monkeypatch.setattr(Progress, "update", update)
+    shown = _bar_descriptions(monkeypatch)
     run, _ = eval_run_dir(tmp_path / "run")
     sasrec = {"epochs": 2, "hidden": 16, "layers": 1, "grid": {"epochs": [1, 2]}}
     STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["sasrec"], models=[], sasrec=sasrec), console=Console(quiet=True))
