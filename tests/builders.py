@@ -381,3 +381,22 @@ def with_bos(tok):  # type: ignore[no-untyped-def]
     bos._tokenizer.post_processor = TemplateProcessing(single=f"{b} $A", pair=f"{b} $A {b} $B", special_tokens=[(b, bos.bos_token_id)])
     assert bos("Answer:")["input_ids"][0] == bos.bos_token_id  # the post-processor is what __call__ applies
     return bos
+
+
+def killed_atomic_write(target: Path, body: str) -> Path:
+    """The temporary directory a SIGKILLed :func:`conrec.io.atomic_path` write of ``target`` leaves: a child process
+    enters ``atomic_path(target) as tmp``, runs ``body`` (Python lines indented by 4, writing to ``tmp``), says where
+    it writes and waits; it is killed there, as the OOM killer or a preempted job would kill a stage."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom conrec.io import atomic_path\nwith atomic_path(sys.argv[1]) as tmp:\n"
+            f"{body}    print(tmp.parent.name, flush=True)\n    time.sleep(120)\n")
+    writing = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert writing.stdout is not None
+    left = target.parent / writing.stdout.readline().strip()
+    os.kill(writing.pid, signal.SIGKILL)
+    writing.wait()
+    return left

@@ -14,7 +14,7 @@ from conrec.errors import StageInputError
 from conrec.runs import STAGES, RunDir
 from conrec.stages import STAGE_REGISTRY, stage_fingerprint
 
-from builders import write_fake_outputs
+from builders import killed_atomic_write, write_fake_outputs
 
 
 def test_rerun_skips_finished_stages(tmp_path: Path, fake_stages: list[str]) -> None:
@@ -964,24 +964,14 @@ def test_temporaries_a_killed_write_left_are_removed_once_a_stage_holds_the_run(
     through every later run. The stage that next holds the run removes atomic_path's temporaries in the directories
     it clears (its own and those after it), says how many in one line, and nothing else."""
     import io
-    import os
-    import signal
-    import subprocess
-    import sys
 
     from rich.console import Console
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
-    code = ("import sys, time\nfrom pathlib import Path\nfrom conrec.io import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.mkdir()\n    (tmp / 'model.safetensors').write_bytes(b'0' * 64)\n"
-            "    print(tmp.parent.name, flush=True)\n    time.sleep(120)\n")
-    saving = subprocess.Popen([sys.executable, "-c", code, str(run.sft_model)], stdout=subprocess.PIPE, text=True)
-    assert saving.stdout is not None
-    killed = run.sft / saving.stdout.readline().strip()
-    os.kill(saving.pid, signal.SIGKILL)  # the save dies: its temporary directory stays
-    saving.wait()
+    # the save dies: its temporary directory stays
+    killed = killed_atomic_write(run.sft_model, "    tmp.mkdir()\n    (tmp / 'model.safetensors').write_bytes(b'0' * 64)\n")
     assert killed.is_dir() and killed.name.startswith(".model.")
     predictions = run.predictions / ".sft.parquet.a1b2c3_4.tmp"
     predictions.mkdir(parents=True)

@@ -4,7 +4,6 @@ staging directory, and the run directory's own files' temporaries (config.yaml, 
 from __future__ import annotations
 
 import io
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import conrec.pipeline as pipeline
 from conrec.config import load_config, preset_path
 from conrec.io import atomic_path
 from conrec.runs import RunDir
+
+from builders import killed_atomic_write
 
 KILL_WHILE_STAGING = """
 import os, signal, sys
@@ -70,14 +71,7 @@ def test_a_killed_write_of_the_runs_config_is_removed_and_a_live_one_kept(tmp_pa
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
-    code = ("import sys, time\nfrom conrec.io import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_text('run_dir: x')\n    print(tmp.parent.name, flush=True)\n"
-            "    time.sleep(120)\n")
-    writing = subprocess.Popen([sys.executable, "-c", code, str(run.root / "config.yaml")], stdout=subprocess.PIPE, text=True)
-    assert writing.stdout is not None
-    killed = run.root / writing.stdout.readline().strip()
-    os.kill(writing.pid, signal.SIGKILL)
-    writing.wait()
+    killed = killed_atomic_write(run.root / "config.yaml", "    tmp.write_text('run_dir: x')\n")
     assert killed.is_dir() and killed.name.startswith(".config.yaml.")
     other = run.root / ".notes.abcdefgh.tmp"  # not a file conrec writes there: kept
     other.mkdir()
