@@ -96,7 +96,7 @@ class SidLogitsProcessor(LogitsProcessor):
                 out[rows, self.eos_token_id] = scores[rows, self.eos_token_id]
                 continue
             prefix = to_code[input_ids[rows, input_ids.shape[1] - level :]] if level else input_ids.new_zeros((len(rows), 0))
-            allowed = self.constraint.allowed(prefix, rows.cpu() // self.group_size, level).to(scores.device)
+            allowed = self.constraint.allowed(prefix, rows.cpu() // self.group_size).to(scores.device)
             ids = self.vocab.level_ids[level].to(scores.device)
             sub = scores[rows][:, ids]
             sub = sub - torch.logsumexp(sub, dim=-1, keepdim=True)  # log-softmax over this level's codes

@@ -23,8 +23,8 @@ class SidConstraint:
         self.trie = trie
         self._excluded_below = trie.excluded_below(excluded.cpu()) if excluded is not None else None
 
-    def allowed(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor, level: int) -> torch.Tensor:
-        """(rows, codebook_sizes[level]) bool on CPU: codes that extend each prefix (rows, level)
+    def allowed(self, prefix: torch.Tensor, prompt_of_row: torch.Tensor) -> torch.Tensor:
+        """(rows, codebook_sizes[level]) bool on CPU: codes that extend each prefix (rows, level: its length)
         towards an item its prompt may still get; an all-False row for a prefix not in the trie."""
         return self.allowed_children(self.trie.child_nodes(prefix.cpu()), prompt_of_row)
 
