@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
-from conrec.ablation_stale import mark_run_tables
+from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
@@ -179,11 +179,14 @@ def _remove_stray_temps(run: RunDir, stage: str, cleared: list[str], console: Co
     directories holds the run lock (`conrec predict --split` and `conrec score --batch` write ``eval/predictions/``):
     each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`).
     And in the run directory itself, the temporaries of its own files (:data:`RUN_FILES`: a kill while a stage start
-    rewrote ``config.yaml`` left ``.config.yaml.XXXXXXXX.tmp``), nothing else there."""
+    rewrote ``config.yaml`` left ``.config.yaml.XXXXXXXX.tmp``), nothing else there; and in ``ablations/``, the tables'
+    (:func:`conrec.ablation_stale.remove_table_temps`: a stage start rewrites a table it marks stale)."""
     dirs = [d for s in cleared if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
     counts = {f"{d.name}/": n for d in dirs if (n := remove_stray_temps(d))}
     if n := remove_stray_temps(run.root, only=RUN_FILES):  # its own files' only: it may hold what conrec did not write
         counts["the run directory"] = n
+    if n := remove_table_temps(run.root):  # the ablation tables' (ablations/<what>.md, .json), none of the rows' runs
+        counts["ablations/"] = n
     if counts:
         where = ", ".join(f"{n} in {name}" for name, n in counts.items())
         console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")
