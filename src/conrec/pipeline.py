@@ -30,7 +30,7 @@ from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, reads_any, section_settings, stage_fingerprint, stage_hash
+from conrec.stages import STAGE_REGISTRY, STAGES, read_inputs, reads_any, section_settings, stage_fingerprint, stage_hash
 
 RUN_FILES = ("config.yaml", "timings.json", PARENT_FILE)
 """The files conrec writes directly in a run directory (atomically, :func:`conrec.io.atomic_path`): whose temporaries a
@@ -57,12 +57,11 @@ def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
 
 
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
-    """Upstream stages ``stage`` reads: its declared inputs, and each optional input the run has and
-    the stage's config selects (eval reads an LM stage only if it exists and ``eval.models`` names
-    it; then it must be current like any other input)."""
+    """Upstream stages ``stage`` reads: the declared inputs its config selects, and each optional input the run has and
+    the config selects (eval reads an LM stage only if it exists and ``eval.models`` names it, then it must be current
+    like any other input; the sid stage only for an LM or the ``content`` baseline: :func:`conrec.stages.read_inputs`)."""
     spec = STAGE_REGISTRY[stage]
-    optional = {u for u in spec.optional_inputs if run.stage_dir(u).exists() and spec.selects_input(cfg, u)}
-    ups = set(spec.inputs) | optional
+    ups = {u for u in read_inputs(stage, cfg) if u in spec.inputs or run.stage_dir(u).exists()}
     return [s for s in STAGES if s in ups]
 
 
