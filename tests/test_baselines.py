@@ -406,3 +406,16 @@ def test_pandas_frames_are_refused_in_one_line_naming_polars(name: str) -> None:
         model.item_scores(samples.to_pandas())
     with pytest.raises(TypeError, match=r"samples: .*polars DataFrame.*pandas"):
         model.recommend(samples.to_pandas(), 3)
+
+
+def test_every_baseline_shows_its_name_settings_and_whether_it_is_fitted() -> None:
+    """Found in review: a notebook showed ``<conrec.eval.baselines....Recommender object at 0x...>``; now the name, the
+    settings it scores with (not the tuning grid) and whether ``fit`` ran."""
+    for name in BASELINES:
+        shown = repr(make_baseline(name))
+        assert shown.startswith(f"{type(make_baseline(name)).__name__}(name={name!r}") and shown.endswith("; not fitted)")
+        assert "grid" not in shown and " object at 0x" not in shown
+    cfg = EvalConfig(popularity={"half_life_days": 7.0}, ease={"l2": 50.0})
+    n = baseline_items().height
+    assert repr(_fitted("popularity", cfg)) == f"PopularityRecommender(name='popularity', half_life_days=7.0; fitted on {n} items)"
+    assert repr(_fitted("ease", cfg)) == f"EaseRecommender(name='ease', l2=50.0; fitted on {n} items)"  # a ScoredRecommender

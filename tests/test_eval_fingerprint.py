@@ -126,3 +126,44 @@ def test_an_lm_file_change_stales_an_eval_only_if_it_scores_that_lm(tmp_path: Pa
     backbone.write_text("other weights")
     assert run.stale_reason(cfg, "sft") is not None
     assert (run.stale_reason(cfg, "eval") is None) == (models == [])
+
+
+def test_an_eval_of_baselines_that_read_no_sid_output_needs_no_sid_stage(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found in review: `conrec eval` with only baselines (``eval.models: []``) refused on a run with only its data
+    ("needs the sid stage's outputs"), though no baseline but ``content`` reads them, and a sid rerun cleared it. The
+    sid stage is read (and must be current) only for an LM or the content baseline."""
+    from conrec.errors import StageInputError
+    from conrec.pipeline import run_stage
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
+    assert "content" not in cfg.eval.baselines
+    run_pipeline(cfg, stages=("data",))
+    run_stage(cfg, "eval")
+    run = RunDir(cfg.run_dir)
+    assert fake_stages == ["data", "eval"] and run.stale_reason(cfg, "eval") is None
+    run_stage(cfg, "sid")  # a sid run leaves it current: it read nothing of the sid stage
+    assert run.stale_reason(cfg, "eval") is None
+    for reads_sid in (_with(cfg, eval={"baselines": [*cfg.eval.baselines, "content"]}), _with(cfg, eval={"models": ["sft"]})):
+        empty = tmp_path / f"only_data_{len(fake_stages)}"
+        moved = reads_sid.model_copy(update={"run_dir": empty})
+        run_pipeline(moved, stages=("data",))
+        with pytest.raises(StageInputError, match="needs the sid stage's outputs"):
+            run_stage(moved, "eval")
+
+
+def test_a_baselines_eval_recorded_with_the_sid_stage_stays_current(tmp_path: Path, fake_stages: list[str]) -> None:
+    """An eval of no LM and no content baseline recorded by the previous conrec (the sid stage hashed) is current while
+    the sid settings are the same."""
+    import json
+
+    from conrec.stages import FINGERPRINT_FILE, TODAY
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
+    run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    path = run.stage_dir("eval") / FINGERPRINT_FILE
+    rec = json.loads(path.read_text())
+    old = _stage_fingerprint(cfg, "eval", TODAY, reads="inputs")
+    assert old != rec["fingerprint"]  # the two rules differ for this config
+    path.write_text(json.dumps({**rec, "fingerprint": old}))
+    assert run.stale_reason(cfg, "eval") is None

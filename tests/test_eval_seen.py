@@ -83,3 +83,62 @@ def test_exclusion_indices_are_the_exclusion_sets_as_catalogue_indices() -> None
         want = [sorted(index[i] for i in ex if i in index) for ex in exclusion_sets(frame)]
         assert [sorted(x.tolist()) for x in exclusion_indices(frame, index)] == want
     assert exclusion_sets(out)[2] == {"zz", "old", "a", "b", "c", "d", "later"}
+
+
+def _tuned_eval(root: Path) -> dict:
+    """An eval with tuning (test and valid points) whose 2-event windows leave earlier items out; its metrics.json."""
+    import json
+
+    run, _ = eval_run_dir(root)
+    events = pl.read_parquet(run.events)
+    write_parquet(build_samples(events, SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10,
+                                                    max_history=2)), run.samples)
+    cfg = load_config(None, {"run_dir": str(run.root), "data": {"split": {"horizon_days": 3, "max_horizon_days": 10, "max_history": 2}},
+                             "eval": {"baselines": ["popularity", "itemknn", "category"], "models": [], "ks": [2, 5],
+                                      "horizons": [], "tune": True, "tune_k": 5, "context_swap": True,
+                                      "popularity": {"grid": {"half_life_days": [None, 1.0]}},
+                                      "bootstrap": {"resamples": 20}}})
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    return json.loads((run.eval / "metrics.json").read_text())
+
+
+def test_an_eval_with_tuning_builds_the_seen_sets_in_one_pass_over_the_events(tmp_path: Path, monkeypatch) -> None:
+    """Found in review: the eval stage attached the seen set to its test points and, with eval.tune, to its valid points
+    apart, grouping and sorting the whole events table twice from the same events. Now once per eval."""
+    import conrec.eval.seen as seen
+
+    builds: list[int] = []
+    real = seen._earlier_items
+
+    def counted(samples: pl.DataFrame, events: pl.DataFrame, vocab: pl.Series) -> pl.Series:
+        builds.append(samples.height)
+        return real(samples, events, vocab)
+
+    monkeypatch.setattr(seen, "_earlier_items", counted)
+    _tuned_eval(tmp_path / "run")
+    assert len(builds) == 1
+
+
+def test_one_pass_gives_the_metrics_of_one_pass_per_split(tmp_path: Path, monkeypatch) -> None:
+    """The guard of the one pass: the whole metrics.json is that of the seen sets built for each split apart."""
+    import conrec.eval.seen as seen
+    import conrec.eval.stage as eval_stage
+
+    once = _tuned_eval(tmp_path / "once")
+    monkeypatch.setattr(eval_stage, "with_seen_items_each", lambda frames, events: [seen.with_seen_items(f, events) for f in frames])
+    assert _tuned_eval(tmp_path / "apart") == once
+
+
+def test_the_seen_sets_of_frames_built_together_are_those_built_apart() -> None:
+    """Each frame's lists, in its own order; a frame given twice is computed once and returned twice."""
+    from conrec.eval.seen import with_seen_items_each
+
+    schema = {"sample_id": pl.Int64, "user_id": pl.String, "ts": pl.Int64, "hist_items": pl.List(pl.String)}
+    first = pl.DataFrame({"sample_id": [7, 8], "user_id": ["u", "v"], "ts": [40, 5], "hist_items": [["a", "b"], []]}, schema=schema)
+    second = pl.DataFrame({"sample_id": [9, 3], "user_id": ["u", "u"], "ts": [51, 21], "hist_items": [["zz"], ["a"]]}, schema=schema)
+    together = with_seen_items_each([first, second, first], _events())
+    for got, frame in zip(together, [first, second, first]):
+        apart = with_seen_items(frame, _events())
+        assert got.drop(SEEN_COLUMN).equals(frame)
+        assert got[SEEN_COLUMN].cast(pl.List(pl.String)).to_list() == apart[SEEN_COLUMN].cast(pl.List(pl.String)).to_list()
+    assert together[0] is together[2] and with_seen_items_each([], _events()) == []

@@ -280,3 +280,18 @@ def test_examples_cut_at_max_length_are_counted_and_warned_about(tmp_path):
     lost = stats["examples_cut_at_max_length"] + stats["examples_dropped_at_max_length"]
     assert stats["examples_dropped_at_max_length"] > 0 and lost <= stats["n_examples"]  # TRL drops those left without answer
     assert f"{lost} of {stats['n_examples']} SFT examples reach sft.train.max_length (16 tokens)" in console.export_text()
+
+
+def test_a_predictor_shows_its_run_model_catalogue_and_device(trained):
+    """Found in review: a notebook showed ``<conrec.llm.inference.predict.Predictor object at 0x...>`` for
+    ``Predictor.from_run(...)``; now what answers, and where: the run and model, or the model directory it was loaded
+    from, or (built from objects) the model's class."""
+    cfg, _ = trained
+    run = RunDir(cfg.run_dir)
+    p = Predictor.from_run(cfg, "sft")
+    n = len(p.items)
+    assert repr(p) == f"Predictor(run_dir={str(cfg.run_dir)!r}, model='sft', items={n}, device='cpu', search='beam')"
+    q = Predictor.from_dir(run.sft_model, p.sid_map, cfg.sft.prompt, cfg.decode)
+    assert repr(q) == f"Predictor(model_dir={str(run.sft_model)!r}, items={n}, device='cpu', search='beam')"
+    r = Predictor(p.model, p.tokenizer, p.sid_map, cfg.sft.prompt, cfg.decode.model_copy(update={"search": "exhaustive"}))
+    assert repr(r) == f"Predictor(model={type(p.model).__name__}, items={n}, device='cpu', search='exhaustive')"

@@ -178,3 +178,40 @@ def test_a_holder_record_left_by_a_dead_process_or_unreadable_is_not_quoted(tmp_
     finally:
         live.kill()
         live.wait()
+
+
+KILL_BEFORE_OWNER_RENAME = """
+import os, sys, time
+import conrec.run_lock as run_lock
+
+def stuck(src, dst):  # the owner record is written to its temporary, not yet renamed
+    print(src, flush=True)
+    time.sleep(120)
+
+run_lock.os.replace = stuck
+with run_lock.holding_run(sys.argv[1]):
+    pass
+"""
+
+
+def test_an_owner_record_temporary_a_kill_left_is_removed_by_the_next_holder_only(tmp_path: Path) -> None:
+    """Found in review: a SIGKILL between the owner record's write and its rename left ``.conrec.lock.owner.<pid>.tmp``
+    in the run directory for good. The next process to hold the run removes it; a process refused while its writer
+    lives does not."""
+    run_dir = tmp_path / "run"
+    writer = subprocess.Popen([sys.executable, "-c", KILL_BEFORE_OWNER_RENAME, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        left = Path(writer.stdout.readline().strip())
+        assert left.name == f"{OWNER_FILE}.{writer.pid}.tmp" and left.is_file()
+        with pytest.raises(RunInUseError):  # its writer lives (and holds the run): kept
+            with holding_run(run_dir):
+                pass
+        assert left.is_file()
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    assert left.is_file()  # what the kill leaves
+    with holding_run(run_dir):
+        assert not left.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [LOCK_FILE]

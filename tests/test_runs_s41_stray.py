@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 import conrec.pipeline as pipeline
@@ -83,3 +84,36 @@ def test_a_killed_write_of_the_runs_config_is_removed_and_a_live_one_kept(tmp_pa
     assert not killed.exists() and other.is_dir()
     assert "eval: removed 1 temporary output(s) left by an interrupted write (1 in the run directory)" in out.getvalue()
     assert _hidden(run.root) == [".notes.abcdefgh.tmp"]
+
+
+def test_a_killed_write_of_an_ablation_table_is_removed_by_the_next_stage_or_ablation(
+    tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in review: a kill while `conrec ablate` wrote its table (or a stage start marked one stale) left
+    ``ablations/.grpo.md.XXXXXXXX.tmp``; no cleanup looked in ``ablations/``. The next stage start or ablation removes
+    the tables' temporaries there, and only those: not another file's, not a row's child run's, not a live write's."""
+    import conrec.ablation as ablation
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    tables = run.root / "ablations"
+    killed = killed_atomic_write(tables / "grpo.md", "    tmp.write_text('| row |')\n")
+    assert killed.is_dir() and killed.name.startswith(".grpo.md.")
+    kept = [tables / ".notes.abcdefgh.tmp", tables / "grpo" / "sft" / "sft" / ".model.abcdefgh.tmp"]  # another file's; a row's
+    for path in kept:
+        path.mkdir(parents=True)
+    out = io.StringIO()
+    with atomic_path(tables / "prompts.json") as live:  # a write in progress: kept
+        live.write_text("{}")
+        pipeline.run_stage(cfg, "eval", console=Console(file=out, width=300))
+        assert live.is_file()
+    assert not killed.exists() and all(p.is_dir() for p in kept)
+    assert "eval: removed 1 temporary output(s) left by an interrupted write (1 in ablations/)" in out.getvalue()
+
+    killed = killed_atomic_write(tables / "paper.json", "    tmp.write_text('{}')\n")  # now `conrec ablate` comes next
+    monkeypatch.setattr(ablation, "_run_rows", lambda cfg, what, console, started: {})
+    out = io.StringIO()
+    ablation.run(cfg, "grpo", console=Console(file=out, width=300))
+    assert not killed.exists() and all(p.is_dir() for p in kept)
+    assert "ablate: removed 1 temporary output(s) left by an interrupted write (1 in ablations/)" in out.getvalue()

@@ -23,7 +23,7 @@ from conrec.serve.app import CURRENT_TTL_S
 from conrec.serve.local import local_server
 from conrec.serve.popular import PopularDislikePredictor
 from conrec.serve.synthetic import write_synthetic_run
-from conrec.serve.workers import _TcpConfig, worker_threads
+from conrec.serve.workers import CONFIG_ENV, _TcpConfig, worker_threads
 
 
 def _pid_alive(pid: int) -> bool:
@@ -78,9 +78,22 @@ def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
     assert "Traceback" not in text
 
 
-def _serve_two_processes_on_a_damaged_run(tmp_path: Path, damage: Callable[[RunDir], None]) -> tuple[int, str]:
+def _serve_two_processes_on_a_damaged_run(
+    tmp_path: Path, damage: Callable[[RunDir], None], slow_start_s: float = 0.0
+) -> tuple[int, str]:
     """``conrec serve`` with 2 processes (the popularity model) on a synthetic run that ``damage`` edited by hand
-    after its stages finished: the exit status and the whole output."""
+    after its stages finished: the exit status and the whole output. ``slow_start_s``: each worker process starts that
+    much later (a ``sitecustomize`` run by every interpreter the command starts, acting in the workers only), as a
+    worker's imports do on a loaded machine."""
+    env = None
+    if slow_start_s:
+        site = tmp_path / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(
+            f"import os, time\nif os.environ.get({CONFIG_ENV!r}):  # set by the parent for its workers only\n"
+            f"    time.sleep({slow_start_s})\n"
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
     damage(run)
     cfg = PipelineConfig.model_validate(
@@ -89,7 +102,7 @@ def _serve_two_processes_on_a_damaged_run(tmp_path: Path, damage: Callable[[RunD
     path = tmp_path / "serve.yaml"
     path.write_text(dump_config(cfg))
     out = subprocess.run(
-        [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], capture_output=True, text=True, timeout=300, env=env
     )
     return out.returncode, out.stdout + out.stderr
 
@@ -123,6 +136,23 @@ def test_a_load_error_outside_conrec_stops_the_server_once_too(tmp_path):
     last = text.rstrip().splitlines()[-1]
     assert last.startswith("error: a worker process stopped the server: ComputeError: "), text
     assert "] died" not in text, text  # no worker was restarted
+
+
+def test_a_worker_slower_to_start_than_uvicorns_ping_is_not_killed_and_restarted(tmp_path):
+    """Found by the flaky test above (1 failure in 3 at load average 9): a spawned worker answers uvicorn's health
+    ping only once it has imported conrec's server modules (1.4 s on an idle machine), and uvicorn's supervisor pings it
+    0.5 s after its start and SIGKILLs it as hung when no answer comes within its timeout (5 s by default): exit -9,
+    not the startup failure that stops the server, so it was restarted ("Child process [N] died") and loaded the run
+    again. Here each worker starts 8 s late; it is waited for (serve.worker_ping_timeout_s) and stops the server once."""
+    import polars as pl
+
+    def damage(run: RunDir) -> None:
+        pl.DataFrame({"x": [1]}).write_parquet(run.items)
+
+    returncode, text = _serve_two_processes_on_a_damaged_run(tmp_path, damage, slow_start_s=8.0)
+    assert returncode == 2, text
+    assert "a worker process stopped the server: items table: missing column(s)" in text, text
+    assert "] died" not in text, text  # no worker was killed as hung and restarted
 
 
 def test_a_worker_whose_load_raises_any_exception_stops_the_server(tmp_path, monkeypatch, caplog):

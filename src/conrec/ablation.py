@@ -58,7 +58,7 @@ from typing import Any
 import polars as pl
 from rich.console import Console
 
-from conrec.ablation_stale import built_on, mark_stale_tables
+from conrec.ablation_stale import WHAT, built_on, mark_stale_tables, remove_table_temps
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
@@ -70,7 +70,6 @@ from conrec.pipeline import is_current, run_pipeline  # one direction only: the 
 from conrec.run_lock import holding_run
 from conrec.runs import PARENT_FILE, RunDir
 
-WHAT = ("grpo", "prompts", "paper")
 PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
 """FHR@20 of each row of CoNRec's Table 2 (Taobao, Qwen3-14B), quoted beside ours for reference."""
 PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
@@ -516,6 +515,8 @@ def run(cfg: PipelineConfig, what: str, console: Console | None = None) -> dict[
     # the run is held for the whole ablation: another conrec command retrained its SFT under the rows that link
     # it, and a second ablation's table replaced this one's file
     with holding_run(cfg.run_dir):
+        if n := remove_table_temps(cfg.run_dir):  # before it writes a table: what a killed write of one left
+            console.print(f"[dim]ablate: removed {n} temporary output(s) left by an interrupted write ({n} in ablations/)[/]")
         # the table it rewrites, and any other whose stages were run again since, say so until rewritten
         mark_stale_tables(cfg.run_dir, WHAT, console, starting=what)
         result = _run_paper(cfg, console, started) if what == "paper" else _run_rows(cfg, what, console, started)

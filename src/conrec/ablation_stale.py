@@ -21,10 +21,15 @@ from pathlib import Path
 from rich.console import Console
 
 from conrec.errors import ConrecError
-from conrec.io import read_json, write_text
+from conrec.io import read_json, remove_stray_temps, write_text
 from conrec.runs import RunDir
 from conrec.stages import STAGES
 
+WHAT = ("grpo", "prompts", "paper")
+"""The ablations (``conrec ablate --what``), each a table ``ablations/<what>.md`` and ``.json``; here rather than in
+:mod:`conrec.ablation` so that the pipeline, which never imports that module, knows the tables' files."""
+TABLE_FILES = tuple(f"{what}{ext}" for what in WHAT for ext in (".md", ".json"))
+"""The files an ablation writes directly in ``ablations/`` (atomically, :func:`conrec.io.atomic_path`)."""
 STALE_MARK = "> **Stale:**"
 """The first words of a table marked stale (a markdown quote, so the table below still renders)."""
 
@@ -69,6 +74,21 @@ def mark_stale(run_dir: str | Path, what: str, why: str) -> bool:
         return False
     write_text(f"{STALE_MARK} {why}; its rows may not match the run: rerun `conrec ablate --what {what}` to rewrite it.\n\n{text}", path)
     return True
+
+
+def remove_table_temps(run_dir: str | Path) -> int:
+    """Remove the temporaries that writes of the tables (:data:`TABLE_FILES`) killed by SIGKILL left in ``ablations/``;
+    how many. Only those, and nothing deeper: the rows' child runs below it are runs of their own, cleaned when held.
+    Called with the run held; a write still in progress holds its temporary's lock, which keeps it
+    (:func:`conrec.io.remove_stray_temps`).
+
+    Why: a kill while ``conrec ablate`` wrote its table, or while a stage start marked one stale, left
+    ``ablations/.grpo.md.XXXXXXXX.tmp``, which no cleanup looked for (they looked in stage directories and the run
+    directory only)."""
+    folder = RunDir(run_dir).root / "ablations"
+    if not folder.is_dir() or folder.is_symlink():
+        return 0
+    return remove_stray_temps(folder, only=TABLE_FILES)
 
 
 def run_tables(run_dir: str | Path) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
-from conrec.ablation_stale import mark_run_tables
+from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
@@ -30,7 +30,7 @@ from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, reads_any, section_settings, stage_fingerprint, stage_hash
+from conrec.stages import STAGE_REGISTRY, STAGES, read_inputs, reads_any, section_settings, stage_fingerprint, stage_hash
 
 RUN_FILES = ("config.yaml", "timings.json", PARENT_FILE)
 """The files conrec writes directly in a run directory (atomically, :func:`conrec.io.atomic_path`): whose temporaries a
@@ -57,12 +57,11 @@ def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
 
 
 def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
-    """Upstream stages ``stage`` reads: its declared inputs, and each optional input the run has and
-    the stage's config selects (eval reads an LM stage only if it exists and ``eval.models`` names
-    it; then it must be current like any other input)."""
+    """Upstream stages ``stage`` reads: the declared inputs its config selects, and each optional input the run has and
+    the config selects (eval reads an LM stage only if it exists and ``eval.models`` names it, then it must be current
+    like any other input; the sid stage only for an LM or the ``content`` baseline: :func:`conrec.stages.read_inputs`)."""
     spec = STAGE_REGISTRY[stage]
-    optional = {u for u in spec.optional_inputs if run.stage_dir(u).exists() and spec.selects_input(cfg, u)}
-    ups = set(spec.inputs) | optional
+    ups = {u for u in read_inputs(stage, cfg) if u in spec.inputs or run.stage_dir(u).exists()}
     return [s for s in STAGES if s in ups]
 
 
@@ -179,11 +178,14 @@ def _remove_stray_temps(run: RunDir, stage: str, cleared: list[str], console: Co
     directories holds the run lock (`conrec predict --split` and `conrec score --batch` write ``eval/predictions/``):
     each write in progress holds its temporary's own lock, which keeps it (:func:`conrec.io.remove_stray_temps`).
     And in the run directory itself, the temporaries of its own files (:data:`RUN_FILES`: a kill while a stage start
-    rewrote ``config.yaml`` left ``.config.yaml.XXXXXXXX.tmp``), nothing else there."""
+    rewrote ``config.yaml`` left ``.config.yaml.XXXXXXXX.tmp``), nothing else there; and in ``ablations/``, the tables'
+    (:func:`conrec.ablation_stale.remove_table_temps`: a stage start rewrites a table it marks stale)."""
     dirs = [d for s in cleared if (d := run.stage_dir(s)).is_dir() and not d.is_symlink()]
     counts = {f"{d.name}/": n for d in dirs if (n := remove_stray_temps(d))}
     if n := remove_stray_temps(run.root, only=RUN_FILES):  # its own files' only: it may hold what conrec did not write
         counts["the run directory"] = n
+    if n := remove_table_temps(run.root):  # the ablation tables' (ablations/<what>.md, .json), none of the rows' runs
+        counts["ablations/"] = n
     if counts:
         where = ", ".join(f"{n} in {name}" for name, n in counts.items())
         console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")

@@ -25,6 +25,7 @@ that the run is held: an instant's probe never refuses it, a running stage (held
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import shlex
@@ -97,6 +98,7 @@ def holding_run(root: str | os.PathLike[str], current: Callable[[], bool] | None
             "wait for it to finish, or use another --run-dir"
         )
     if lock.lock_counter == 1:  # this process's first hold (the lock is reentrant): say who holds it
+        _remove_dead_owner_temps(root)
         _write_owner(root)
     try:
         yield
@@ -162,12 +164,32 @@ def _write_owner(root: Path) -> None:
     """Record this process as the holder (best effort: a run directory that takes the lock but not this file
     still works, its refusals just cannot name the holder)."""
     since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    tmp = root / f"{OWNER_FILE}.{os.getpid()}.tmp"
+    tmp = _owner_temp(root, os.getpid())
     try:
         tmp.write_text(json.dumps({"pid": os.getpid(), "command": _command_line(), "since": since}))
         os.replace(tmp, root / OWNER_FILE)
     except OSError:
         tmp.unlink(missing_ok=True)
+
+
+def _owner_temp(root: Path, pid: int) -> Path:
+    """The temporary file :func:`_write_owner` of process ``pid`` writes its record to, then renames."""
+    return root / f"{OWNER_FILE}.{pid}.tmp"
+
+
+def _remove_dead_owner_temps(root: Path) -> None:
+    """Remove the owner records' temporaries (:func:`_owner_temp`) of other processes; called holding the lock.
+
+    Why: a SIGKILL between the write of a record and its rename left ``.conrec.lock.owner.<pid>.tmp`` in the run
+    directory, one more each time. Only the holder of the lock writes one, and this process holds it, so one of
+    another pid has no live writer (the OS released a killed writer's lock): removing it never races a write."""
+    for path in root.glob(f"{glob.escape(OWNER_FILE)}.*.tmp"):
+        pid = path.name[len(OWNER_FILE) + 1 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not path.is_symlink():
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:  # best effort, as the record itself
+                pass
 
 
 def _remove_owner(root: Path) -> None:

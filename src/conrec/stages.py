@@ -140,9 +140,11 @@ class Stage:
 
     ``resumable``: the runner takes ``resume=`` (checkpointed training). ``produces_model``: one
     output is a loadable model directory (see :func:`model_output`). ``bundle``: the class of the
-    runner's ``section`` argument when more than one section is declared. ``selects``: a (dotted)
-    config key listing which ``optional_inputs`` the stage uses when the run has them (eval:
-    ``eval.models``); None = every one the run has. ``source_files``: (dotted) config keys of files
+    runner's ``section`` argument when more than one section is declared. ``selects``: which of its ``inputs`` and
+    ``optional_inputs`` a config makes it read, ``selects(config, stage)``, a pure function of a config object, its JSON
+    dump or the stage's bundle (:func:`_get` reads all three; eval: :func:`_eval_reads`); None = every input, and every
+    optional input the run has. An input it selects must be current; an optional input it selects is read when the run
+    has it. ``selects_note``: the rule in words, for the stage table. ``source_files``: (dotted) config keys of files
     outside the run that the stage reads (the user's events and items, a local encoder or backbone,
     extra item vectors); their state is recorded when the stage runs, and a later change makes the
     stage and every stage built on it stale (:mod:`conrec.source_files`). ``revision``: raised when a fix
@@ -160,7 +162,8 @@ class Stage:
     resumable: bool = False
     placement: tuple[str, ...] = ()
     bundle: Any = None
-    selects: str | None = None
+    selects: Callable[[Any, str], bool] | None = None
+    selects_note: str = ""
     produces_model: bool = False
     source_files: tuple[str, ...] = ()
     preflight: str | None = None
@@ -204,9 +207,10 @@ class Stage:
         """The files (or directories) outside the run that the config points this stage at, by config key."""
         return {k: _get(cfg, k) for k in self.source_files}
 
-    def selects_input(self, cfg: PipelineConfig, stage: str) -> bool:
-        """Whether the config asks this stage to read optional input ``stage`` (when the run has it)."""
-        return self.selects is None or stage in _get(cfg, self.selects)
+    def selects_input(self, cfg: Any, stage: str) -> bool:
+        """Whether the config (an object, its JSON dump or this stage's bundle) asks this stage to read input or optional
+        input ``stage`` (an optional one when the run has it)."""
+        return self.selects is None or self.selects(cfg, stage)
 
     def load_runner(self) -> Callable[..., Any]:
         """Import the runner (each stage pulls in its heavy libraries only when it runs)."""
@@ -226,6 +230,18 @@ def _load(ref: str) -> Callable[..., Any]:
     module, func = ref.split(":")
     function: Callable[..., Any] = getattr(importlib.import_module(module), func)
     return function
+
+
+def _eval_reads(cfg: Any, stage: str) -> bool:
+    """The eval stage's inputs for a config: the data always; an LM stage that ``eval.models`` names (when the run has
+    it); the sid stage only for what reads its outputs, an LM (the SID map it decodes with) or the ``content`` baseline
+    (``sid/text_vectors.npy``).
+
+    Why: an eval of the other baselines alone (``eval.models: []``) needed a current sid stage, which it never read:
+    ``conrec eval`` refused on a run with only its data, and a rerun of the sid stage cleared and re-tuned it."""
+    if stage == "sid":
+        return bool(_get(cfg, "eval.models")) or "content" in _get(cfg, "eval.baselines")
+    return stage == "data" or stage in _get(cfg, "eval.models")
 
 
 STAGE_REGISTRY: dict[str, Stage] = {
@@ -256,7 +272,8 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
             ("data", "sid"), ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
-            bundle=EvalSections, selects="eval.models", preflight="conrec.eval.preflight:preflight", revision=2,
+            bundle=EvalSections, selects=_eval_reads, selects_note="`sid` for an LM or the `content` baseline; `sft`, `grpo` as `eval.models` names them",
+            preflight="conrec.eval.preflight:preflight", revision=2,
         ),
     )
 }
@@ -303,14 +320,15 @@ def model_output(stage: str) -> str:
 def read_inputs(stage: str, cfg: Any = None) -> tuple[str, ...]:
     """The stages whose outputs ``stage`` reads: its ``inputs`` and, for a config ``cfg`` (a
     :class:`~conrec.config.PipelineConfig` or its JSON dump), the ``optional_inputs`` it selects
-    (:meth:`Stage.selects_input`: eval reads the LMs ``eval.models`` names); without ``cfg``, every optional input.
+    (:meth:`Stage.selects_input`: eval reads the LMs ``eval.models`` names, and the sid stage only for an LM or the
+    ``content`` baseline); without ``cfg``, every input and optional input.
 
     Why per config: an eval scoring no LM (``eval.models: []``, the ablations' baselines child) was fingerprinted with
     the ``sft`` and ``grpo`` settings, so a GRPO learning rate re-tuned every baseline, and an eval of the SFT model
     alone decoded again after a GRPO change, each "made with a different configuration (grpo.learning_rate ...)"."""
     spec = STAGE_REGISTRY[stage]
-    optional = spec.optional_inputs if cfg is None else tuple(u for u in spec.optional_inputs if spec.selects_input(cfg, u))
-    return (*spec.inputs, *optional)
+    every = (*spec.inputs, *spec.optional_inputs)
+    return every if cfg is None else tuple(u for u in every if spec.selects_input(cfg, u))
 
 
 def upstream_closure(stage: str, cfg: Any = None) -> list[str]:
@@ -516,16 +534,28 @@ def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
     return _stage_fingerprint(cfg, stage, view=TODAY)
 
 
-def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View, every_input: bool = False) -> str:
-    return _dumped_fingerprint(cfg.model_dump(mode="json"), stage, view, every_input)
+READS = ("config", "inputs", "every")
+"""Which upstream stages a fingerprint hashes (:func:`_dumped_fingerprint`): those the config selects (today's rule,
+:func:`read_inputs`); every declared input and the selected optional ones (before an eval of no LM and no ``content``
+baseline stopped reading the sid stage); every input and optional input (before an eval hashed only the LMs it
+scores)."""
 
 
-def _dumped_fingerprint(dumped: dict[str, Any], stage: str, view: _View, every_input: bool = False) -> str:
-    """:func:`_stage_fingerprint` of a config's JSON dump; ``every_input``: with every optional input, selected or
-    not (the fingerprint older versions recorded)."""
+def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View, reads: str = "config") -> str:
+    return _dumped_fingerprint(cfg.model_dump(mode="json"), stage, view, reads)
+
+
+def _dumped_fingerprint(dumped: dict[str, Any], stage: str, view: _View, reads: str = "config") -> str:
+    """:func:`_stage_fingerprint` of a config's JSON dump, hashing the upstream stages ``reads`` names (:data:`READS`:
+    the older ones are the fingerprints older versions recorded)."""
     spec = STAGE_REGISTRY[stage]
-    upstream = read_inputs(stage, None if every_input else dumped)
-    inputs: dict[str, str | None] = {u: _dumped_fingerprint(dumped, u, view, every_input) for u in upstream}
+    if reads == "config":
+        upstream = read_inputs(stage, dumped)
+    elif reads == "inputs":
+        upstream = (*spec.inputs, *(u for u in spec.optional_inputs if spec.selects_input(dumped, u)))
+    else:
+        upstream = read_inputs(stage)
+    inputs: dict[str, str | None] = {u: _dumped_fingerprint(dumped, u, view, reads) for u in upstream}
     return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, inputs, view)
 
 
@@ -533,11 +563,12 @@ def stage_fingerprints(cfg: PipelineConfig, stage: str) -> set[str]:
     """The fingerprints a finished ``stage`` may have recorded and still be current for ``cfg``: today's, and
     those older versions recorded for the same settings (:data:`_VIEWS`: real values before
     :data:`EXECUTION_SETTINGS` and source paths were hashed at stand-ins), so that a run made with Spark, streaming
-    or the user's own files is not rerun for the upgrade; each also with every optional input hashed (an eval before
-    it hashed only the LMs it scores), so that an eval of fewer LMs made before is current while the ``sft`` and
-    ``grpo`` settings it hashed are the same. Where ``eval.models`` names every LM (the default and the presets) the
-    two are the same fingerprint."""
-    return {_stage_fingerprint(cfg, stage, view, every) for view in _VIEWS for every in (False, True)}
+    or the user's own files is not rerun for the upgrade; each also with the upstream stages older versions hashed
+    (:data:`READS`): every optional input (an eval before it hashed only the LMs it scores), so that an eval of fewer
+    LMs made before is current while the ``sft`` and ``grpo`` settings it hashed are the same; and the sid stage (an
+    eval of no LM and no ``content`` baseline before it stopped reading it), while its settings are the same. Where
+    ``eval.models`` names every LM (the default and the presets) the three are the same fingerprint."""
+    return {_stage_fingerprint(cfg, stage, view, reads) for view in _VIEWS for reads in READS}
 
 
 def recorded_fingerprint(run_dir: str | Path, stage: str) -> str | None:
@@ -557,8 +588,8 @@ def received_fingerprint(stage: str, section: Any, run_dir: str | Path) -> str:
     the inputs are current (which the pipeline checks before it calls the runner)."""
     spec = STAGE_REGISTRY[stage]
     own = {k: _json(section if spec.bundle is None else getattr(section, _field(k))) for k in spec.sections}
-    # the optional inputs its section selects (a bundle's field is its section's first component: eval.models)
-    upstream = (*spec.inputs, *(u for u in spec.optional_inputs if spec.selects is None or u in _get(section, spec.selects)))
+    # the inputs its section selects (a bundle's field is its section's first component: eval.models)
+    upstream = read_inputs(stage, section)
     return _fingerprint(stage, own, {u: recorded_fingerprint(run_dir, u) for u in upstream})
 
 
@@ -571,6 +602,7 @@ def stage_table() -> str:
     rows = ["| stage | command | config sections | needs stages | writes |", "|---|---|---|---|---|"]
     for s in STAGE_REGISTRY.values():
         needs = code(s.inputs) + (f" (and {code(s.optional_inputs)} when present)" if s.optional_inputs else "")
+        needs += f"; {s.selects_note}" if s.selects_note else ""
         sections = code(s.sections) + (f" ({code(s.placement)} for placement only)" if s.placement else "")
         rows.append(f"| {s.name}: {s.summary} | `{s.command}` | {sections} | {needs} | {code(s.outputs)} |")
     return "\n".join(rows)

@@ -22,7 +22,7 @@ indices by a vectorised lookup, not as one Python string set per point per ``rec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -98,6 +98,27 @@ def with_seen_items(samples: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame
     )
     seen = pl.concat_list(hist.cast(pl.List(pl.Enum(vocab))), pl.col("_earlier")).list.unique().list.sort()
     return samples.with_columns(_earlier_items(samples, events, vocab)).with_columns(seen.alias(SEEN_COLUMN)).drop("_earlier")
+
+
+def with_seen_items_each(frames: Sequence[pl.DataFrame], events: pl.DataFrame) -> list[pl.DataFrame]:
+    """:func:`with_seen_items` of each of ``frames`` (samples frames of the same columns, read against the same
+    ``events``), computed once for all of them; a frame given twice (the same object) is computed once.
+
+    Why: the eval stage with ``eval.tune`` attached the seen set to its test points and to its valid points apart, each
+    time grouping and sorting the whole events table again (twice the cost of this module's heaviest step). Each point's
+    list depends only on its own user, ``ts`` and history, so the lists are those of the separate calls; only the Enum's
+    categories are the union of the frames' items, and every reader maps them by name (:func:`exclusion_indices`) or
+    reads strings."""
+    distinct = list({id(f): f for f in frames}.values())
+    if not distinct:
+        return []
+    joined = with_seen_items(pl.concat(distinct, how="vertical") if len(distinct) > 1 else distinct[0], events)
+    parts: dict[int, pl.DataFrame] = {}
+    start = 0
+    for f in distinct:
+        parts[id(f)] = joined.slice(start, f.height)
+        start += f.height
+    return [parts[id(f)] for f in frames]
 
 
 def _seen_is_enum(samples: pl.DataFrame) -> bool:

@@ -47,7 +47,7 @@ from conrec.eval.cost import ITEM_ITEM_MAX_ITEMS, Workload, announcement, skip_r
 from conrec.eval.metrics import HORIZON_METRICS, catalog_coverage, fhr_at_k, horizon_key, invalid_rate, nan_mean, point_inputs, point_values
 from conrec.eval.preflight import preflight, refuse_scoring_trained_labels
 from conrec.eval.report import tuning_section, write_report
-from conrec.eval.seen import exclusion_indices, with_seen_items
+from conrec.eval.seen import exclusion_indices, with_seen_items_each
 from conrec.eval.summary import summary_table
 from conrec.eval.taste_check import facet_items, future_on_facet_share, on_facet_share, taste_section
 from conrec.eval.tuning import TuneResult, tune_baseline
@@ -376,8 +376,17 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     stats_path = rd.data / "stats.json"
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
 
-    # every item the user rated before each point is excluded from every model's top-K, not only the history window
-    samples = with_seen_items(select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed), events)
+    chosen = select_samples(samples_all, ecfg.split, ecfg.max_samples, ecfg.seed)
+    tunes = bool(ecfg.tune and ecfg.baselines)  # the baselines' settings are chosen on the valid split's points
+    if tunes and samples_all.filter(pl.col("split") == "valid").height == 0:  # select_samples would blame the evaluated split
+        raise StageInputError(
+            "eval.tune chooses each baseline's settings on the valid split, which has no samples: set eval.tune: false, "
+            "or give valid points (data.split.valid_frac)"
+        )
+    tune_on = (chosen if ecfg.split == "valid" else select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed)) if tunes else None
+    # every item the user rated before each point is excluded from every model's top-K, not only the history window:
+    # one pass over the events for the evaluated points and the tuning ones
+    samples, *tune_seen = with_seen_items_each([chosen] if tune_on is None else [chosen, tune_on], events)
     n_split = samples_all.filter(pl.col("split") == ecfg.split).height
     fit_events, fit_rule = fit_events_for(events, split_cfg, stats, ecfg.split, samples_all.filter(pl.col("split") == ecfg.split))
     train_counts = dislike_counts(fit_events)
@@ -402,15 +411,10 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
 
     tuning: dict[str, TuneResult] = {}
     valid_samples = valid_fit = None
-    if ecfg.tune and ecfg.baselines:
+    if tunes:
         if ecfg.split == "valid":
             notes.append("eval.tune is on but the evaluated split is valid: baselines were tuned on the split they are scored on.")
-        if samples_all.filter(pl.col("split") == "valid").height == 0:  # select_samples would blame the evaluated split
-            raise StageInputError(
-                "eval.tune chooses each baseline's settings on the valid split, which has no samples: set eval.tune: false, "
-                "or give valid points (data.split.valid_frac)"
-            )
-        valid_samples = with_seen_items(select_samples(samples_all, "valid", ecfg.max_samples, ecfg.seed), events)
+        valid_samples = tune_seen[0]
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
     notes.extend(unique_column_notes(items, ecfg.category, ecfg.baselines))
     notes.extend(whole_remainder_notes(ks, samples, ecfg.tune_k if valid_samples is not None else None, valid_samples, catalogue))

@@ -50,6 +50,14 @@ class ServeConfig(StrictConfig):
         "micro-batcher, and (if threads is unset) an equal share of the cores; >1 lets concurrent requests use "
         "every core (docs/serving-performance.md)",
     )
+    worker_ping_timeout_s: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="with processes > 1: seconds a worker process may leave uvicorn's health ping unanswered before it is "
+        "killed as hung and restarted (uvicorn's timeout_worker_healthcheck, 5 by default); a starting worker answers only "
+        "once it has imported conrec's server modules, which took over 5 s on a loaded machine, and was killed and restarted",
+    )
     inference_workers: int = Field(
         1,
         ge=1,

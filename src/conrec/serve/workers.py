@@ -21,7 +21,9 @@ a crash, when that model (or one of those stages) has since been retrained or re
 startup-failure status, which stops the whole server: it had restarted it in an endless loop of
 tracebacks, or (after ``conrec sft`` on the run) served the new model beside the old one, two answers
 from one service. ``/healthz`` says ``loaded_current: false`` once one of those stages has rerun (``model_current``
-covers the model), and the parent's last line names what the worker found changed. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
+covers the model), and the parent's last line names what the worker found changed. uvicorn pings each worker from
+0.5 s after its start and kills one that leaves a ping unanswered for ``serve.worker_ping_timeout_s`` as hung (and
+restarts it); a worker answers only once its imports are done, which took over uvicorn's 5 s on a loaded machine. SIGHUP is ignored for the same reason (uvicorn would replace the workers one by
 one, each with whatever model the run holds then): the parent logs it, the workers ignore it (a closed terminal sends
 it to them too) from their first import of :mod:`conrec.serve`, before the seconds of imports and loading. Workers stop with the parent even when it is
 killed (Linux).
@@ -207,7 +209,9 @@ def serve_processes(
                 LOADED_ENV: None if loaded is None else json.dumps(loaded), STOP_ENV: str(stop_file)}
         try:  # the workers inherit these; none is left to a later server in this process (it read another's identities)
             set_environ(told)
-            config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes, **options)
+            # a worker answers the supervisor's ping only after its imports: wait longer than uvicorn's 5 s for it
+            config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes,
+                                timeout_worker_healthcheck=cfg.serve.worker_ping_timeout_s, **options)
             supervisor = _Supervisor(config, sockets=[config.bind_socket()])
             try:
                 supervisor.run()

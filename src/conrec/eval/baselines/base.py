@@ -216,5 +216,24 @@ def watch_epochs(model: object, on_epoch: EpochHook | None) -> None:
         model.on_epoch = on_epoch
 
 
+class DescribedBaseline:
+    """A baseline's ``repr``: its name, settings and whether it is fitted, e.g.
+    ``PopularityRecommender(name='popularity', half_life_days=7.0; fitted on 1682 items)``. Every baseline class
+    derives from it; it reads the ``name``, ``cfg`` (its pydantic settings) and ``_catalog`` each of them has.
+
+    Why: a notebook showed ``<conrec.eval.baselines.popularity.PopularityRecommender object at 0x...>``, which said
+    neither the settings it scores with (tuning changes them) nor whether ``fit`` had run. The tuning grid is left
+    out: it is what tuning tries, not what this object scores with."""
+
+    def __repr__(self) -> str:
+        cfg = getattr(self, "cfg", None)
+        words = [f"name={getattr(self, 'name', '?')!r}"]
+        if cfg is not None and hasattr(cfg, "model_dump"):
+            words += [f"{key}={value!r}" for key, value in cfg.model_dump(exclude={"grid"}).items()]
+        catalog = getattr(self, "_catalog", None)
+        state = f"fitted on {len(catalog.item_ids)} items" if isinstance(catalog, Catalog) else "not fitted"
+        return f"{type(self).__name__}({', '.join(words)}; {state})"
+
+
 class NotFittedError(RuntimeError):
     """``recommend`` was called before ``fit``."""

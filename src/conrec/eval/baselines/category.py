@@ -21,6 +21,7 @@ from conrec.data.categories import split_labels
 from conrec.errors import require_columns
 from conrec.eval.baselines.base import (
     Catalog,
+    DescribedBaseline,
     NotFittedError,
         histories,
     recent_dislikes,
@@ -106,7 +107,7 @@ def unique_column_notes(items: pl.DataFrame, cfg: CategoryConfig, baselines: lis
     return notes
 
 
-class CategoryRecommender:
+class CategoryRecommender(DescribedBaseline):
     name = "category"
 
     def __init__(self, cfg: CategoryConfig | None = None) -> None:

@@ -12,12 +12,12 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recent_dislikes, recommend_in_chunks
 from conrec.eval.baselines.scored import dislike_matrix, no_co_dislike
 from conrec.eval.config import ItemKnnConfig
 
 
-class ItemKnnRecommender:
+class ItemKnnRecommender(DescribedBaseline):
     name = "itemknn"
 
     def __init__(self, cfg: ItemKnnConfig | None = None) -> None:

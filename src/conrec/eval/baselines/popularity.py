@@ -15,7 +15,7 @@ import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recommend_in_chunks
 from conrec.eval.config import PopularityConfig
 
 
@@ -35,7 +35,7 @@ def decayed_dislike_counts(events: pl.DataFrame, cat: Catalog, half_life_days: f
     return out
 
 
-class PopularityRecommender:
+class PopularityRecommender(DescribedBaseline):
     name = "popularity"
 
     def __init__(self, cfg: PopularityConfig | None = None) -> None:

@@ -28,7 +28,7 @@ from torch import nn
 
 from conrec.data.schema import DISLIKE
 from conrec.errors import require_columns
-from conrec.eval.baselines.base import Catalog, EpochHook, NotFittedError, histories, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, EpochHook, NotFittedError, histories, recommend_in_chunks
 from conrec.eval.config import SasrecConfig
 
 
@@ -70,7 +70,7 @@ class SasrecNet(nn.Module):
         return hidden @ self.item_emb.weight[1:].T
 
 
-class SasrecRecommender:
+class SasrecRecommender(DescribedBaseline):
     name = "sasrec"
 
     def __init__(self, cfg: SasrecConfig | None = None, seed: int = 0) -> None:

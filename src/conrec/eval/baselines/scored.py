@@ -15,11 +15,11 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, NotFittedError, histories, recent_dislikes, score_chunks, top_k
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recent_dislikes, score_chunks, top_k
 from conrec.eval.seen import exclusion_indices
 
 
-class ScoredRecommender(ABC):
+class ScoredRecommender(DescribedBaseline, ABC):
     """Base of catalogue-scoring baselines: subclasses set ``_catalog`` in ``fit`` and define ``item_scores``."""
 
     name: str = "scored"

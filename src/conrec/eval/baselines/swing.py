@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from conrec.eval.baselines.base import Catalog, NotFittedError, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, recommend_in_chunks
 from conrec.eval.baselines.scored import NO_SWING_PAIR, dislike_history_matrix, dislike_matrix
 from conrec.eval.config import SwingBaselineConfig
 from conrec.swing import SwingConfig, swing_matrix
 
 
-class SwingRecommender:
+class SwingRecommender(DescribedBaseline):
     name = "swing"
 
     def __init__(self, cfg: SwingBaselineConfig | None = None) -> None:

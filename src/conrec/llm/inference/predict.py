@@ -123,6 +123,9 @@ class Predictor:
         server takes longer histories (``serve.max_history``), and the older events then reached a
         prompt's dislike segment, which no training prompt or evaluated point ever showed."""
         self.history_limit = history_limit
+        self.model_dir: Path | None = None  # where it was loaded from (from_dir); the run and model (from_run): repr
+        self.run_dir: Path | None = None
+        self.model_name: str | None = None
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.sid_map = sid_map
@@ -171,7 +174,9 @@ class Predictor:
         device = decode_device(decode_cfg)
         # in place (transformers' typed .to wrapper hides the overloads); on a GPU the precision the model was trained in
         torch.nn.Module.to(model, device=device, dtype=inference_dtype(model_dir, device))
-        return cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg, item_log_prior, history_limit)
+        predictor = cls(model, tokenizer, sid_map, prompt_cfg, decode_cfg, item_log_prior, history_limit)
+        predictor.model_dir = model_dir
+        return predictor
 
     @classmethod
     def from_run(cls, cfg: PipelineConfig, model: str = "grpo") -> Predictor:
@@ -180,7 +185,23 @@ class Predictor:
         model_dir = check_model_dir(cfg, model)
         sid_map = SidMap.from_parquet(RunDir(cfg.run_dir).sid_map)
         prior = run_item_prior(Path(cfg.run_dir), cfg.data.split, sid_map, cfg.decode)
-        return cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode, prior, cfg.data.split.max_history)
+        predictor = cls.from_dir(model_dir, sid_map, cfg.sft.prompt, cfg.decode, prior, cfg.data.split.max_history)
+        predictor.run_dir, predictor.model_name = Path(cfg.run_dir), model
+        return predictor
+
+    def __repr__(self) -> str:
+        """``Predictor(run_dir='runs/demo', model='grpo', items=1682, device='cpu', search='beam')``; the model
+        directory, or the model's class, where it was not loaded from a run.
+
+        Why: a notebook showed ``<conrec.llm.inference.predict.Predictor object at 0x...>``, which said neither which
+        run's model answers nor on what device."""
+        if self.run_dir is not None:
+            where = f"run_dir={str(self.run_dir)!r}, model={self.model_name!r}"
+        elif self.model_dir is not None:
+            where = f"model_dir={str(self.model_dir)!r}"
+        else:
+            where = f"model={type(self.model).__name__}"
+        return f"{type(self).__name__}({where}, items={len(self.items)}, device={str(self.model.device)!r}, search={self.decode_cfg.search!r})"
 
     # --- input checks and prompts
     def validate(self, histories: Sequence[History]) -> None:
