@@ -1,4 +1,4 @@
-"""Fixtures shared by several test modules.
+"""Fixtures shared by several test modules, and the hooks that run the suite on pytest-xdist workers.
 
 Plain builders (functions called with arguments) live in ``builders.py`` so that tests can import
 them; fixtures live here so that pytest injects them. Test modules never import each other.
@@ -6,6 +6,8 @@ them; fixtures live here so that pytest injects them. Test modules never import 
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +19,40 @@ from conrec.serve.app import create_app
 from conrec.serve.config import ServeConfig
 
 from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables, write_fake_outputs
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts) starts one pytest-xdist worker per core this process may use, counted as
+    conrec counts them. Why not xdist's own count: it sees a container's host cores, not its CPU quota."""
+    from conrec.runtime import available_cores
+
+    return available_cores()
+
+
+_worker_threads: int | None = None  # set by pytest_configure in a pytest-xdist worker
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker: torch threads, in this process and in every command a test starts, are this worker's
+    share of the cores (``OMP_NUM_THREADS``, which conrec's thread choice reads: ``conrec.runtime.choose_threads``),
+    unless ``OMP_NUM_THREADS`` was set for the run (then it decides, as everywhere in conrec).
+
+    Why: each worker would otherwise run as many threads as there are cores, and torch's threads spin-wait on each
+    other, so two workers on two cores slow each other down."""
+    global _worker_threads
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1 and not os.environ.get("OMP_NUM_THREADS"):
+        from conrec.runtime import available_cores
+
+        _worker_threads = max(1, available_cores() // workers)
+        os.environ["OMP_NUM_THREADS"] = str(_worker_threads)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """After collection (some test modules set torch's threads when imported): a worker's tests start with its share."""
+    if _worker_threads is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(_worker_threads)
 
 
 @pytest.fixture(autouse=True)
