@@ -979,7 +979,7 @@ def test_temporaries_a_killed_write_left_are_removed_once_a_stage_holds_the_run(
     outside = tmp_path / ".outside.abcdefgh.tmp"
     outside.mkdir()
     kept = [run.data / ".events.parquet.abcdefgh.tmp",  # a stage this one reads, not clears
-            run.root / ".notes.abcdefgh.tmp",  # the run directory: only its own files' temporaries go (test_runs_s41_stray)
+            run.root / ".notes.abcdefgh.tmp",  # the run directory: only its own files' temporaries go (test_stray_temporaries)
             run.sft / ".model.short.tmp", run.sft / "model.abcdefgh.tmp", run.sft / ".model.abcdefgh.tmpx"]  # other names
     for path in kept:
         path.mkdir()

@@ -1,5 +1,5 @@
 """A finished run on a read-only mount: what only reads it works, and what writes it says so in one line, before any
-work (found by the s41 upgrade probe: ``conrec predict --split test`` decoded the whole split, then stopped on its
+work (found by an upgrade probe: ``conrec predict --split test`` decoded the whole split, then stopped on its
 temporary file; ``conrec demo``/``eval`` on a fully current run said only ``.conrec.lock: Read-only file system``)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A copied or moved own-data project's run, addressed with ``-r``, reads the copy's input files (conrec.run_home).
 
-Found by the s41 upgrade probe: after ``cp -a proj proj3`` and an edit of ``proj3/events.csv``, ``-r proj3/runs/my``
+Found by an upgrade probe: after ``cp -a proj proj3`` and an edit of ``proj3/events.csv``, ``-r proj3/runs/my``
 read the run's config.yaml, whose absolute paths named ``proj/events.csv``: every stage was "current" and the model
 trained on the original data was served for the copy, while ``-c proj3/small.yaml`` refused it."""
 

@@ -1,6 +1,6 @@
 """A command that a refusal suggests is pasted as written: a path in it with a space must stay one argument.
 
-Found by the s41 upgrade probe: the copied-run refusal said ``pass -r /…/demo copy ü to work on the run``, three
+Found by an upgrade probe: the copied-run refusal said ``pass -r /…/demo copy ü to work on the run``, three
 arguments in a shell."""
 
 from __future__ import annotations

@@ -257,9 +257,9 @@ def target_averages(target_scores: Sequence[float], competitor_scores: Sequence[
     ranked against the same non-disliked competitors, averaged over the dislikes.
 
     Why every dislike and not only the next one: the next dislike is the earliest item of its slate (the day's
-    items before it are in the history), so a model of the rating order won by picking whatever comes next: on the
-    s40 demo's slates the LM's Acc@1 was 0.356 with the next dislike as the target and 0.093 (chance 0.075) with
-    another dislike of the same day, below popularity's 0.141 (session 41's audit)."""
+    items before it are in the history), so a model of the rating order won by picking whatever comes next: on a
+    demo run's slates the LM's Acc@1 was 0.356 with the next dislike as the target and 0.093 (chance 0.075) with
+    another dislike of the same day, below popularity's 0.141 (metrics audit of 7 December 2026)."""
     if not target_scores:
         raise ValueError("a slate needs at least one target")
     rows = [[t, *competitor_scores] for t in target_scores]
