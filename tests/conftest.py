@@ -22,9 +22,13 @@ from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables, write_
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` (pyproject's addopts) starts one pytest-xdist worker per core this process may use, counted as
-    conrec counts them. Why not xdist's own count: it sees a container's host cores, not its CPU quota."""
+    conrec counts them. Why not xdist's own count: it sees a container's host cores, not its CPU quota.
+
+    ``PYTEST_XDIST_AUTO_NUM_WORKERS`` and ``-n logical`` keep their xdist meaning (None: xdist's own count decides)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or config.option.numprocesses == "logical":
+        return None
     from conrec.runtime import available_cores
 
     return available_cores()
