@@ -7,6 +7,7 @@ again, each "made with a different configuration (grpo.learning_rate: ...)", a s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,38 @@ def test_a_baselines_eval_recorded_with_the_sid_stage_stays_current(tmp_path: Pa
     assert old != rec["fingerprint"]  # the two rules differ for this config
     path.write_text(json.dumps({**rec, "fingerprint": old}))
     assert run.stale_reason(cfg, "eval") is None
+
+
+def _as_recorded_before_the_sid_rule(cfg: PipelineConfig, run: RunDir) -> None:
+    """Rewrite ``run``'s eval record (of baselines only, no ``content``) as the previous conrec wrote it: the sid stage
+    hashed into its fingerprint, its ``upstream`` listing the sid stage, and the sid settings among its sections."""
+    from conrec.stages import FINGERPRINT_FILE, TODAY, section_as_hashed, setting_of, stage_hash
+
+    path = run.stage_dir("eval") / FINGERPRINT_FILE
+    rec = json.loads(path.read_text())
+    sid = section_as_hashed("sid", setting_of(cfg.model_dump(mode="json"), "sid"))
+    path.write_text(json.dumps({
+        **rec,
+        "fingerprint": _stage_fingerprint(cfg, "eval", TODAY, reads="inputs"),
+        "upstream": {**rec["upstream"], "sid": run.stage_identity("sid")},
+        "sections": {**rec["sections"], "sid": stage_hash(sid)},
+        "settings": {**rec["settings"], "sid": sid},
+    }))
+
+
+def test_a_baselines_eval_recorded_with_the_sid_stage_names_a_changed_sid_setting(
+    tmp_path: Path, fake_stages: list[str]
+) -> None:
+    """Found in review: such a record, after a sid setting changed, was stale (rightly: its fingerprint hashed them) but
+    said "made by a conrec version whose stage read other settings (the config is unchanged)", because only the
+    sections the stage reads now (no sid) were compared; it now names the setting."""
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
+    run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    _as_recorded_before_the_sid_rule(cfg, run)
+    assert run.stale_reason(cfg, "eval") is None
+    level = cfg.sid.category_level
+    other = _with(cfg, sid={"category_level": not level})
+    assert run.stale_reason(other, "eval") == (
+        f"made with a different configuration (sid.category_level: {json.dumps(level)} -> {json.dumps(not level)})"
+    )
