@@ -7,6 +7,7 @@ again, each "made with a different configuration (grpo.learning_rate: ...)", a s
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -151,19 +152,85 @@ def test_an_eval_of_baselines_that_read_no_sid_output_needs_no_sid_stage(tmp_pat
             run_stage(moved, "eval")
 
 
-def test_a_baselines_eval_recorded_with_the_sid_stage_stays_current(tmp_path: Path, fake_stages: list[str]) -> None:
-    """An eval of no LM and no content baseline recorded by the previous conrec (the sid stage hashed) is current while
-    the sid settings are the same."""
-    import json
+def _as_recorded_before_the_sid_rule(cfg: PipelineConfig, run: RunDir) -> None:
+    """Rewrite ``run``'s eval record (of baselines only, no ``content``) as the previous conrec wrote it: the sid stage
+    hashed into its fingerprint, its ``upstream`` listing the sid stage, and the sid settings among its sections."""
+    from conrec.stages import FINGERPRINT_FILE, TODAY, section_as_hashed, setting_of, stage_hash
 
-    from conrec.stages import FINGERPRINT_FILE, TODAY
+    path = run.stage_dir("eval") / FINGERPRINT_FILE
+    rec = json.loads(path.read_text())
+    sid = section_as_hashed("sid", setting_of(cfg.model_dump(mode="json"), "sid"))
+    path.write_text(json.dumps({
+        **rec,
+        "fingerprint": _stage_fingerprint(cfg, "eval", TODAY, reads="inputs"),
+        "upstream": {**rec["upstream"], "sid": run.stage_identity("sid")},
+        "sections": {**rec["sections"], "sid": stage_hash(sid)},
+        "settings": {**rec["settings"], "sid": sid},
+    }))
+
+
+def test_a_baselines_eval_recorded_with_the_sid_stage_stays_current(tmp_path: Path, fake_stages: list[str]) -> None:
+    """An eval of no LM and no content baseline recorded by the previous conrec (the sid stage hashed, and listed in
+    its ``upstream``) is current while the sid settings are the same."""
+    from conrec.stages import FINGERPRINT_FILE
 
     cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
     run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
-    path = run.stage_dir("eval") / FINGERPRINT_FILE
-    rec = json.loads(path.read_text())
-    old = _stage_fingerprint(cfg, "eval", TODAY, reads="inputs")
-    assert old != rec["fingerprint"]  # the two rules differ for this config
-    path.write_text(json.dumps({**rec, "fingerprint": old}))
+    now = json.loads((run.stage_dir("eval") / FINGERPRINT_FILE).read_text())
+    assert set(now["upstream"]) == {"data"}  # today's record: the sid stage is not read
+    _as_recorded_before_the_sid_rule(cfg, run)
+    old = json.loads((run.stage_dir("eval") / FINGERPRINT_FILE).read_text())
+    assert old["fingerprint"] != now["fingerprint"] and set(old["upstream"]) == {"data", "sid"}  # the two rules differ
     assert run.stale_reason(cfg, "eval") is None
+
+
+def test_a_baselines_eval_recorded_with_the_sid_stage_is_cleared_by_a_sid_rerun(
+    tmp_path: Path, fake_stages: list[str]
+) -> None:
+    """Such an old record is still cleared by a sid rerun (its ``upstream`` lists the sid stage), and goes stale when
+    the sid settings change (its fingerprint hashed them). Guards behaviour that was already right."""
+    from conrec.pipeline import run_stage
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
+    run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    _as_recorded_before_the_sid_rule(cfg, run)
+    assert run.stale_reason(cfg, "eval") is None
+    assert run.stale_reason(_with(cfg, sid={"category_level": not cfg.sid.category_level}), "eval") is not None
+    run_stage(cfg, "sid")
+    assert run.stale_reason(cfg, "eval") == "not finished"
+
+
+def test_an_eval_with_the_content_baseline_is_cleared_by_a_sid_rerun(tmp_path: Path, fake_stages: list[str]) -> None:
+    """The content baseline reads the sid stage's text vectors, so a sid rerun clears the eval, also when the rerun's
+    config does not select content (the record's ``upstream`` lists the sid stage). Guards behaviour that was already
+    right: only the baselines-only direction (stays current) was tested."""
+    from conrec.pipeline import run_stage
+
+    base = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
+    cfg = _with(base, eval={"baselines": [*base.eval.baselines, "content"]})
+    for rerun_with in (cfg, base):
+        run_pipeline(cfg)
+        run = RunDir(cfg.run_dir)
+        assert run.stale_reason(cfg, "eval") is None
+        run_stage(rerun_with, "sid")
+        assert run.stale_reason(cfg, "eval") == "not finished"
+
+
+def test_a_baselines_eval_recorded_with_the_sid_stage_names_a_changed_sid_setting(
+    tmp_path: Path, fake_stages: list[str]
+) -> None:
+    """Found in review: such a record, after a sid setting changed, was stale (rightly: its fingerprint hashed them) but
+    said "made by a conrec version whose stage read other settings (the config is unchanged)", because only the
+    sections the stage reads now (no sid) were compared; it now names the setting."""
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run"), "eval": {"models": []}})
+    run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    _as_recorded_before_the_sid_rule(cfg, run)
+    assert run.stale_reason(cfg, "eval") is None
+    level = cfg.sid.category_level
+    other = _with(cfg, sid={"category_level": not level})
+    assert run.stale_reason(other, "eval") == (
+        f"made with a different configuration (sid.category_level: {json.dumps(level)} -> {json.dumps(not level)})"
+    )

@@ -295,3 +295,15 @@ def test_a_predictor_shows_its_run_model_catalogue_and_device(trained):
     assert repr(q) == f"Predictor(model_dir={str(run.sft_model)!r}, items={n}, device='cpu', search='beam')"
     r = Predictor(p.model, p.tokenizer, p.sid_map, cfg.sft.prompt, cfg.decode.model_copy(update={"search": "exhaustive"}))
     assert repr(r) == f"Predictor(model={type(p.model).__name__}, items={n}, device='cpu', search='exhaustive')"
+
+
+def test_a_half_built_predictor_still_has_a_repr(trained):
+    """Found in review: ``repr`` of a Predictor made with ``__new__`` (as tests do), or whose ``__init__`` failed
+    part-way, raised AttributeError, so a debugger or a log line failed while describing the error; now ``?``
+    stands for what it lacks."""
+    cfg, _ = trained
+    assert repr(Predictor.__new__(Predictor)) == "Predictor(model=?, items=?, device=?, search='?')"
+    p = Predictor.from_run(cfg, "sft")
+    half = Predictor.__new__(Predictor)
+    half.model, half.run_dir, half.model_dir = p.model, None, None  # __init__ stopped before the SID map was read
+    assert repr(half) == f"Predictor(model={type(p.model).__name__}, items=?, device='cpu', search='?')"

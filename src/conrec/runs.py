@@ -53,7 +53,6 @@ from conrec.stages import (
     reads_any,
     section_as_hashed,
     section_hashes_any_view,
-    section_settings,
     setting_changes,
     setting_of,
     stage_fingerprints,
@@ -258,7 +257,10 @@ class RunDir:
             if (why := self._older_revision(stage, rec, cfg)) is not None:
                 return why
             # compared as the record was hashed (an older conrec's view), so an unchanged section is never named
-            changed = changed_sections(cfg, stage, rec.get("sections") or {})
+            # a section it no longer reads, hashed by an older conrec (a baselines-only eval's sid), may be the change
+            changed = changed_sections(cfg, stage, rec.get("sections") or {}) or changed_sections(
+                cfg, stage, rec.get("sections") or {}, read_now=False
+            )
             if not changed:
                 if (why := self._rebuilt_upstream(rec)) is not None:
                     return why
@@ -310,11 +312,12 @@ class RunDir:
         from the settings the record holds; for a record from before they were recorded, from the run's config.yaml
         where its section is the one recorded. Else the sections, ``sft changed`` (all a stale message said before:
         which of a section's dozens of settings had changed, e.g. sft.train.logging_steps, was left to guess)."""
-        now = section_settings(cfg, stage)
+        real = cfg.model_dump(mode="json")
+        # as section_settings hashes them, but for every changed section: one it no longer reads may be among them
+        now = {k: section_as_hashed(k, setting_of(real, k)) for k in changed}
         recorded = rec.get("settings")
         if not isinstance(recorded, dict):
             recorded = self._config_record(stage, rec)
-        real = cfg.model_dump(mode="json")
         # each setting once: a section and its subsection are both fingerprinted (data, data.split; sft, sft.prompt)
         lines = list(dict.fromkeys(c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k], setting_of(real, k))))
         if not lines or any(k not in recorded for k in changed):

@@ -422,9 +422,14 @@ bookkeeping ones real (before they joined), with source paths at their stand-in 
 and every value real (before that)."""
 
 
-def changed_sections(cfg: PipelineConfig, stage: str, recorded: dict[str, str]) -> list[str]:
+def changed_sections(cfg: PipelineConfig, stage: str, recorded: dict[str, str], read_now: bool = True) -> list[str]:
     """The sections of a finished ``stage`` whose ``recorded`` hashes differ from ``cfg``'s, compared under the
     :data:`_VIEWS` view that leaves the fewest differing (today's first on a tie): the sections a stale message names.
+
+    ``read_now=False``: every section the record holds that the stage may read (:func:`fingerprint_sections` without a
+    config), not only those it reads for ``cfg``. Why: an older conrec's eval of baselines only hashed the ``sid``
+    settings, which it no longer reads; after one of them changed, no section read now differed and the message said
+    "the config is unchanged"; the caller asks this when the sections read now name none.
 
     Why: a record an older conrec made hashed the bookkeeping settings (the :data:`EXECUTION_SETTINGS` added later)
     at their real values. Compared under today's view, every section whose bookkeeping value is not its stand-in
@@ -433,7 +438,8 @@ def changed_sections(cfg: PipelineConfig, stage: str, recorded: dict[str, str]) 
     a bookkeeping setting changed since such a record was made is a change to it (the record holds only hashes)."""
     dumped = cfg.model_dump(mode="json")
     # the sections it reads now: an older record of an eval may hold the sft and grpo settings of LMs it does not score
-    keys = [k for k in fingerprint_sections(stage, dumped) if k in recorded]  # a section the record lacks: read otherwise then
+    closure = fingerprint_sections(stage, dumped if read_now else None)
+    keys = [k for k in closure if k in recorded]  # a section the record lacks: read otherwise then
     return min(
         ([k for k in keys if _hash(_hashed_view(k, _get(dumped, k), view)) != recorded[k]] for view in _VIEWS),
         key=len,

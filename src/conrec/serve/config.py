@@ -56,7 +56,10 @@ class ServeConfig(StrictConfig):
         le=3600,
         description="with processes > 1: seconds a worker process may leave uvicorn's health ping unanswered before it is "
         "killed as hung and restarted (uvicorn's timeout_worker_healthcheck, 5 by default); a starting worker answers only "
-        "once it has imported conrec's server modules, which took over 5 s on a loaded machine, and was killed and restarted",
+        "once it has imported conrec's server modules, which took over 5 s on a loaded machine, and was killed and restarted. "
+        "The cost: uvicorn's supervisor pings the workers one after another and acts on Ctrl-C or SIGTERM, and "
+        "notices a crashed worker, only between rounds of pings, so each worker that does not answer (hung, stopped) "
+        "delays a stop by up to this long (three hung workers: up to 90 s, systemd's default stop timeout)",
     )
     inference_workers: int = Field(
         1,

@@ -209,7 +209,8 @@ def serve_processes(
                 LOADED_ENV: None if loaded is None else json.dumps(loaded), STOP_ENV: str(stop_file)}
         try:  # the workers inherit these; none is left to a later server in this process (it read another's identities)
             set_environ(told)
-            # a worker answers the supervisor's ping only after its imports: wait longer than uvicorn's 5 s for it
+            # a worker answers the supervisor's ping only after its imports: wait longer than uvicorn's 5 s for it (the
+            # cost, a slower stop while a worker does not answer, is in the setting's description)
             config = _TcpConfig(APP_FACTORY, factory=True, workers=cfg.serve.processes,
                                 timeout_worker_healthcheck=cfg.serve.worker_ping_timeout_s, **options)
             supervisor = _Supervisor(config, sockets=[config.bind_socket()])

@@ -194,14 +194,23 @@ class Predictor:
         directory, or the model's class, where it was not loaded from a run.
 
         Why: a notebook showed ``<conrec.llm.inference.predict.Predictor object at 0x...>``, which said neither which
-        run's model answers nor on what device."""
-        if self.run_dir is not None:
-            where = f"run_dir={str(self.run_dir)!r}, model={self.model_name!r}"
-        elif self.model_dir is not None:
-            where = f"model_dir={str(self.model_dir)!r}"
+        run's model answers nor on what device. It never raises, and shows ``?`` for what a half-built object
+        lacks (made with ``__new__``, or its ``__init__`` failed): a debugger, a traceback with locals or a log line
+        describing the object would otherwise fail while describing an error."""
+        run_dir, model_dir = getattr(self, "run_dir", None), getattr(self, "model_dir", None)
+        model = getattr(self, "model", None)
+        if run_dir is not None:
+            where = f"run_dir={str(run_dir)!r}, model={getattr(self, 'model_name', '?')!r}"
+        elif model_dir is not None:
+            where = f"model_dir={str(model_dir)!r}"
         else:
-            where = f"model={type(self.model).__name__}"
-        return f"{type(self).__name__}({where}, items={len(self.items)}, device={str(self.model.device)!r}, search={self.decode_cfg.search!r})"
+            where = f"model={'?' if model is None else type(model).__name__}"
+        items = getattr(self, "items", None)
+        n_items = "?" if items is None else str(len(items))
+        device = getattr(model, "device", None)
+        search = getattr(getattr(self, "decode_cfg", None), "search", "?")
+        return (f"{type(self).__name__}({where}, items={n_items}, device={'?' if device is None else repr(str(device))}, "
+                f"search={search!r})")
 
     # --- input checks and prompts
     def validate(self, histories: Sequence[History]) -> None:
