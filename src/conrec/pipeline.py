@@ -293,7 +293,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         upstream_reran = reads_any(stage, reran, cfg)
         why = None if force or upstream_reran else stale_reason(run, cfg, stage)
         if not force and not upstream_reran and why is None:
-            console.print(f"[dim]{stage}: finished earlier with this config, skipped (use --force to rerun)[/]")
+            console.print(f"[dim]{stage}: finished earlier with this config, skipped (use --force, or force=True from Python, to rerun)[/]")
             continue
         if why not in (None, "not finished"):
             console.print(f"[yellow]{stage}: rerunning, earlier outputs {why}[/]")
