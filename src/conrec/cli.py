@@ -342,8 +342,9 @@ def show_config(
     run_dir: Path | None = RunDirOpt,
     reference: bool = typer.Option(False, "--reference", help="markdown table of every setting with its default and, for a choice, its allowed values"),
 ) -> None:
-    """Print the effective YAML config (defaults filled in, derived ones too: to change settings, edit the preset or a
-    small file, not this output), or the reference of every setting."""
+    """Print the effective YAML config (defaults filled in, derived ones too: to change settings, write a small file
+    with `base: preset:<name>` and only the keys you change, not an edited copy of this output; without `base` a file
+    starts from the library defaults, not a preset), or the reference of every setting."""
     from conrec.config import config_reference_markdown, dump_effective_config
 
     if reference and (config is not None or run_dir is not None):  # it was silently ignored: -c seemed to be shown

@@ -12,6 +12,7 @@ import difflib
 import json
 import re
 import typing
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_args
@@ -134,48 +135,113 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     """Load a pipeline config from YAML (a file or ``preset:<name>``; None = all defaults), with clear errors
     naming the field.
 
+    A file may start from another config: a top-level ``base: preset:demo`` (or a path to a YAML file, relative to
+    the file naming it) is loaded first (recursively), and the file's keys are merged over it (nested mappings key
+    by key, anything else replaced). Without ``base`` a file starts from the library defaults (the paper's design,
+    not a preset's recipe). ``base`` is not a setting: the result, and a run's recorded ``config.yaml``, hold the full
+    effective config.
+
     Relative input paths (data files, model dirs, caches: see :func:`input_path_keys`) are resolved
-    against the directory of the file that names them, so a config works from any current
-    directory; paths in ``overrides`` are resolved against the current directory (like CLI
-    arguments). Every input path of the result is absolute. ``run_dir`` is an output location and
+    against the directory of the file that names them (a base's against the base's), so a config works
+    from any current directory; paths in ``overrides`` are resolved against the current directory (like
+    CLI arguments). Every input path of the result is absolute. ``run_dir`` is an output location and
     stays relative to the current directory (presets write ``runs/...`` where you run them).
     """
-    raw: dict[str, Any] = {}
-    written: dict[tuple[str | int, ...], str] = {}  # unquoted scalars YAML converted, as the file wrote them
+    layers: list[_Layer] = []
     if path is not None:
         path = resolve_config_path(path, None) or Path(path)  # "preset:<name>", as every CLI -c takes it
-        p = Path(path)
-        if not p.exists():
-            preset = p.stem if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and p.stem in PRESETS else None
-            raise ConfigError(f"config file not found: {p.absolute()}" + (f" (for the preset, write preset:{preset})" if preset else ""))
-        if not p.is_file():
-            raise ConfigError(f"config path {p.absolute()} is a directory, not a YAML file")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a YAML file?") from None
-        except OSError as exc:
-            raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
-        try:
-            loaded, written = load_yaml_noting_texts(text)
-        except DuplicateKeyError as exc:
-            raise ConfigError(f"config file {p}: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
-        raw = resolve_input_paths(_exponent_words_as_text(loaded, written), p.absolute().parent)
+        layers = _load_layers(Path(path), ())
     if overrides is not None and not isinstance(overrides, dict):  # an AttributeError from the merge, before
         raise ConfigError(f"config overrides must be a mapping of sections (e.g. {{'sft': {{...}}}}), got {type(overrides).__name__}")
+    raw: dict[str, Any] = {}
+    written: dict[tuple[str | int, ...], str] = {}  # unquoted scalars YAML converted, as the winning file wrote them
+    for layer in layers:
+        raw = _deep_merge(raw, layer.raw)
+        written = {loc: text for loc, text in written.items() if not _replaces(layer.raw, loc)} | layer.written
     from_file = raw
     if overrides:
         raw = _deep_merge(raw, resolve_input_paths(overrides, Path.cwd()))
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _config_error(exc, written, overrides, path, from_file) from exc
+        raise _config_error(exc, written, overrides, layers, from_file) from exc
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One config file as :func:`load_config` merges it: its keys (``base`` taken out, input paths resolved against
+    its directory), the unquoted scalars YAML converted (as written), and the path to name in its errors."""
+
+    path: Path
+    raw: dict[str, Any]
+    written: dict[tuple[str | int, ...], str]
+
+
+def _load_layers(p: Path, chain: tuple[Path, ...], asked_by: Path | None = None) -> list[_Layer]:
+    """The file ``p`` and the bases it names (``base:``), the deepest base first; ``chain``: the files naming it.
+
+    Why a base: the advice "write only the keys you change, in a small file" gave a file over the library defaults
+    (a pretrained SmolLM2 trained for hours), not over the preset the user had read; ``base: preset:demo`` says
+    which config the small file changes."""
+    asker = f" (the base of {asked_by})" if asked_by is not None else ""
+    if not p.exists():
+        preset = p.stem if p.suffix in ("", ".yaml", ".yml") and len(p.parts) == 1 and p.stem in PRESETS else None
+        raise ConfigError(f"config file not found: {p.absolute()}{asker}" + (f" (for the preset, write preset:{preset})" if preset else ""))
+    if not p.is_file():
+        raise ConfigError(f"config path {p.absolute()} is a directory, not a YAML file{asker}")
+    here = p.resolve()
+    if here in chain:
+        cycle = " -> ".join(str(c) for c in (*chain[chain.index(here):], here))
+        raise ConfigError(f"config file {p}: its bases form a cycle ({cycle}); one of them must not name a base")
+    loaded, written = _read_config_file(p)
+    base = loaded.pop("base", None)
+    written = {loc: text for loc, text in written.items() if loc[:1] != ("base",)}
+    raw = resolve_input_paths(_exponent_words_as_text(loaded, written), p.absolute().parent)
+    layer = _Layer(p, raw, written)
+    if base is None:
+        return [layer]
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config file {p}: base must name a config (preset:<name> or a YAML file's path), got {base!r}")
+    base_path = resolve_config_path(base, None)
+    assert base_path is not None  # (a path was given)
+    if not base_path.is_absolute():
+        base_path = p.parent / base_path.expanduser()
+    return [*_load_layers(base_path, (*chain, here), asked_by=p), layer]
+
+
+def _read_config_file(p: Path) -> tuple[dict[str, Any], dict[tuple[str | int, ...], str]]:
+    """The mapping a config file holds, and the unquoted scalars YAML converted (as written), or a one-line
+    :class:`ConfigError` naming the file."""
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start}: {exc.reason}); is it a YAML file?") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc.strerror or exc}") from None
+    try:
+        loaded, written = load_yaml_noting_texts(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {_yaml_problem(exc)}") from exc
+    if loaded is None:
+        loaded = {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must be a mapping of sections, got {type(loaded).__name__}")
+    return loaded, written
+
+
+def _replaces(raw: dict[str, Any], loc: tuple[str | int, ...]) -> bool:
+    """Whether merging ``raw`` over a config replaces the value at the key path ``loc`` (:func:`_deep_merge` merges
+    mappings key by key and replaces anything else: a list, a scalar, or a mapping written over a scalar)."""
+    node: Any = raw
+    for i, part in enumerate(loc):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, dict) or i == len(loc) - 1:
+            return True
+    return False
 
 
 def validated(cfg: PipelineConfig) -> PipelineConfig:
@@ -194,18 +260,20 @@ def validated(cfg: PipelineConfig) -> PipelineConfig:
     try:
         checked = PipelineConfig.model_validate(cfg.model_dump(warnings=False))
     except ValidationError as exc:
-        raise _config_error(exc, {}, None, None, {}) from None
+        raise _config_error(exc, {}, None, [], {}) from None
     return cfg if checked == cfg else checked
 
 
 def _config_error(
-    exc: ValidationError, written: dict[tuple[str | int, ...], str], overrides: dict[str, Any] | None, path: Any, from_file: dict[str, Any]
+    exc: ValidationError, written: dict[tuple[str | int, ...], str], overrides: dict[str, Any] | None, layers: list[_Layer], from_file: dict[str, Any]
 ) -> ConfigError:
-    """One line for every problem of ``exc``, grouped by where each key came from (:func:`_blame`)."""
+    """One line for every problem of ``exc``, grouped by where each key came from (:func:`_blame`): of the files
+    (``layers``, a base before the file naming it), the last that writes the key, else the file loaded."""
     groups: dict[str, list[str]] = {}
     for e in exc.errors():
         problem = validation_problem(_as_written(e, written, overrides))
-        where = _blame(e["loc"], from_file, overrides, path)
+        owner = next((la.path for la in reversed(layers) if _key_at(la.raw, tuple(e["loc"])) is not _ABSENT), None)
+        where = _blame(e["loc"], from_file, overrides, owner or (layers[-1].path if layers else None))
         if e["type"] == "extra_forbidden":
             problem += _unknown_key_hint(e["loc"], overrides=where == " in the overrides")
         groups.setdefault(where, []).append(problem)
@@ -423,7 +491,9 @@ EFFECTIVE_CONFIG_HEADER = """\
 # settings (on simulated data: eval.category.columns and eval.baselines; grpo.stages.max_pos_items from
 # sft.prompt.max_pos_items). Here they are written out, so they no longer follow: edit one key of this file and
 # what was derived from it stays as it is (a switch to data.source: simulator keeps the one facet column).
-# To change settings, write only the keys you change, in a small file or a copy of the preset (-c preset:<name>).
+# To change settings, write only the keys you change, in a small file that starts from its preset:
+# a top-level `base: preset:<name>`, then the changed keys (without `base`, a file starts from the library
+# defaults, which are not a preset's recipe).
 """
 """What ``conrec config`` prints above the effective YAML (comments: the YAML reads back to the same config).
 
