@@ -272,8 +272,8 @@ def test_few_slates_get_a_note_for_the_summary_column_without_an_n(tmp_path):
 
 def test_slates_leave_out_every_item_rated_before_t_not_only_the_window():
     """A same-day dislike and a non-dislike rated before t but outside the history window (max_history shorter than
-    the day's earlier events) are in the eval stage's seen set: neither is a target nor a competitor (review of
-    session 41, finding 5). Without the seen column the window alone is left out, as before."""
+    the day's earlier events) are in the eval stage's seen set: neither is a target nor a competitor (a review of
+    7 December 2026). Without the seen column the window alone is left out, as before."""
     from conrec.eval.seen import SEEN_COLUMN
 
     early = [("u1", "w1", D0 + 10, -1), ("u1", "w2", D0 + 20, 0)]  # rated before t, outside the 1-item window

@@ -95,7 +95,7 @@ def test_a_missing_file_named_by_the_runs_config_says_where_the_path_comes_from(
 
 
 def test_a_run_copied_alone_into_another_projects_runs_is_not_switched_to_its_events(tmp_path: Path) -> None:
-    """Review of session 41 (finding 4): ``cp -a projA/runs/my projB/runs/from_a`` found projB/events.csv at
+    """A review of 7 December 2026: ``cp -a projA/runs/my projB/runs/from_a`` found projB/events.csv at
     ../../events.csv and silently read it (the run was then stale, and ``conrec demo -r`` would rebuild A's run on B's
     data). Both files exist and differ: the CLI refuses with one line naming both and how to choose."""
     run = _project(tmp_path / "projA")

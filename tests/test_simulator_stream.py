@@ -1,7 +1,7 @@
 """The simulated worlds stay byte-identical: documented results (docs/results.md, docs/data.md) depend on them.
 
 The digests below were computed with the simulator before its per-session ranking was restricted to the users shown
-something (session 40). Any change to the random draws (their order, their shapes) or to how a slate is picked
+something (6 December 2026). Any change to the random draws (their order, their shapes) or to how a slate is picked
 changes them. If a change is meant to alter the worlds, the documented figures must be re-measured with it.
 """
 

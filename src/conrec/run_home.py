@@ -112,7 +112,7 @@ def follow_copy(cfg: PipelineConfig, record: Path) -> PipelineConfig:
     kept, and so is each whose counterpart does not exist (a run copied alone, without its project).
 
     Where both files exist and differ, this cannot tell an edited copy of the project from a run copied alone into
-    another project's folder (review of session 41: such a run silently read the other project's events and was
+    another project's folder (a review of 7 December 2026: such a run silently read the other project's events and was
     then stale), so it refuses with a :class:`ConfigError` naming both paths and how to choose."""
     now = record.parent.resolve()
     inputs = _input_paths(cfg)

@@ -14,7 +14,7 @@ the points, as independent draws (:func:`resample_indices`; these draws are what
 before user resampling used, so those figures do not move). When some user holds more than one
 (``data.split.protocol: per_user``: 3,501 MovieLens-100K test points of 793 users, up to 112 each),
 one user's points are correlated (the same tastes, overlapping histories), and resampling them as
-independent gave intervals 2.3 to 2.9 times too narrow (session 41's audit). There the *users* are
+independent gave intervals 2.3 to 2.9 times too narrow (the metrics audit of 7 December 2026). There the *users* are
 resampled (:func:`resample_users`): each resample draws users with replacement and takes all of a
 drawn user's points; the statistic is again a ratio of sums. With one point per user the two are the
 same estimator.

@@ -4,7 +4,7 @@ Why: a point's ``hist_items`` holds only its newest ``data.split.max_history`` e
 excluding only those left every item rated earlier eligible. On MovieLens-100K no user rates an item twice, so each
 such item in a top-K was a certain miss, and the misses fell unevenly across models: on the per-user protocol's
 3,501 test points popularity put one in the top-20 of 23% of the points (4,664 slots), itemknn of 7% (852), and
-popularity's FHR@20 rose from 0.159 to 0.180 with them excluded (session 41's audit). "History items are excluded
+popularity's FHR@20 rose from 0.159 to 0.180 with them excluded (the metrics audit of 7 December 2026). "History items are excluded
 from every model's top-K" now means the whole history before t.
 
 The seen set is computed at evaluation time from the events before each point's ``ts`` (a pure function of the
@@ -16,7 +16,7 @@ decoder, built per decoding batch); a samples frame without it (``conrec predict
 
 Cost: each point's earlier items are a prefix of its user's items ordered by first rating (a binary search per
 point), not a join of every point with all of its user's events (that join held 5.6 GB and took 17 s on a
-2M-event log with 100k points; the reviewer's measure, session 41). The exclusions are read as catalogue
+2M-event log with 100k points; a review's measure, 7 December 2026). The exclusions are read as catalogue
 indices by a vectorised lookup, not as one Python string set per point per ``recommend`` call.
 """
 
