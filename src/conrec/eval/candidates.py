@@ -47,7 +47,7 @@ from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError, require_columns
 from conrec.eval.bootstrap import mean_ci, resample, resampled_unit
-from conrec.eval.seen import SEEN_COLUMN
+from conrec.eval.seen import excluded_items
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -171,7 +171,7 @@ CANDIDATE_RULE = "an item the user was shown on the point's day, not disliked th
 def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: int = 20, seed: int = 0) -> pl.DataFrame:
     """One slate per sample with at least one non-disliked same-day exposure (see module docstring).
 
-    ``samples`` needs ``sample_id, user_id, ts, next_neg, hist_items`` (and :data:`SEEN_COLUMN`, when present, is
+    ``samples`` needs ``sample_id, user_id, ts, next_neg, hist_items`` (and :data:`~conrec.eval.seen.SEEN_COLUMN`, when present, is
     left out as the history is: every item rated before ``ts``); ``exposures`` needs
     ``user_id, item_id, ts, outcome``. ``candidates[0]`` is the true negative. The draw of the
     other candidates depends only on (``seed``, sample_id), not on which other samples are present.
@@ -183,9 +183,7 @@ def build_slates(samples: pl.DataFrame, exposures: pl.DataFrame, n_candidates: i
         ("exposures", exposures, ("user_id", "item_id", "ts", "outcome")),
     ):
         require_columns(df, cols, name)
-    known = pl.col("hist_items").cast(pl.List(pl.String)).fill_null([])
-    if SEEN_COLUMN in samples.columns:  # the whole history before t, not only the window the models read
-        known = pl.concat_list(known, pl.col(SEEN_COLUMN).cast(pl.List(pl.String)).fill_null([]))
+    known = excluded_items(samples)  # the whole history before t where attached, not only the window the models read
     points = samples.select(
         "sample_id", pl.col("user_id").cast(pl.String), "next_neg", known.alias("hist_items"), (pl.col("ts") // DAY).alias("day")
     )

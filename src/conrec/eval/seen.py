@@ -126,13 +126,20 @@ def _seen_is_enum(samples: pl.DataFrame) -> bool:
     return isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Enum)
 
 
-def _excluded_lists(samples: pl.DataFrame) -> pl.Series:
-    """Each point's excluded items as one List[String]: ``hist_items``, plus :data:`SEEN_COLUMN` where attached."""
+def excluded_items(samples: pl.DataFrame) -> pl.Expr:
+    """The expression of each point's excluded items as one List[String] over ``samples``: ``hist_items``, plus
+    :data:`SEEN_COLUMN` where attached. The one rule of what a point's top-K and its slate leave out
+    (:func:`exclusion_indices`, :func:`exclusion_sets`, :func:`conrec.eval.candidates.build_slates`)."""
     require_columns(samples, ("hist_items",), "samples")
     cols = [pl.col("hist_items").cast(pl.List(pl.String)).fill_null([])]
     if SEEN_COLUMN in samples.columns:
         cols.append(pl.col(SEEN_COLUMN).cast(pl.List(pl.String)).fill_null([]))
-    return samples.select(pl.concat_list(cols).alias("_ex"))["_ex"]
+    return pl.concat_list(cols)
+
+
+def _excluded_lists(samples: pl.DataFrame) -> pl.Series:
+    """Each point's excluded items as one List[String] (:func:`excluded_items`)."""
+    return samples.select(excluded_items(samples).alias("_ex"))["_ex"]
 
 
 def _flat(lists: pl.Series) -> pl.Series:
