@@ -20,7 +20,7 @@ from conrec.config import PipelineConfig, dump_config
 from conrec.io import read_parquet
 from conrec.runs import RunDir
 from conrec.serve.app import CURRENT_TTL_S
-from conrec.serve.local import local_server
+from conrec.serve.local import free_port, local_server
 from conrec.serve.popular import PopularDislikePredictor
 from conrec.serve.synthetic import write_synthetic_run
 from conrec.serve.workers import CONFIG_ENV, _TcpConfig, worker_threads
@@ -97,7 +97,7 @@ def _serve_two_processes_on_a_damaged_run(
     run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
     damage(run)
     cfg = PipelineConfig.model_validate(
-        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": _free_port()}}
+        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": free_port()}}
     )
     path = tmp_path / "serve.yaml"
     path.write_text(dump_config(cfg))
@@ -410,12 +410,6 @@ def test_serve_processes_leaves_no_identities_to_a_later_server(tmp_path, monkey
     assert all(os.environ.get(name) is None for name in names)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("model", ["popular", "grpo"])
 def test_the_parent_of_several_workers_checks_the_run_without_loading_it(tmp_path, monkeypatch, caplog, model):
     """Found by probing (a 20k-item run): the parent built the whole app to check the run, and `del app; gc.collect()`
@@ -456,7 +450,7 @@ def test_the_parent_of_several_workers_checks_the_run_without_loading_it(tmp_pat
     monkeypatch.setattr(app_mod, "create_app_from_run", no_load)
     monkeypatch.setattr(workers, "serve_processes", lambda cfg, options, served=None, loaded=None: handed.append((served, loaded)))
     with caplog.at_level(logging.WARNING, logger="conrec.serve"):
-        app_mod.run(cfg, host="127.0.0.1", port=_free_port())
+        app_mod.run(cfg, host="127.0.0.1", port=free_port())
     assert ("not serving the grpo model" in caplog.text) == (model == "grpo")  # the fallback is said by the parent
     monkeypatch.undo()
     # what a worker loads is what the parent handed it: it serves, instead of stopping the server
@@ -506,7 +500,7 @@ def test_sighup_is_ignored_while_the_server_loads(tmp_path, monkeypatch, process
     monkeypatch.setattr(workers, "serve_processes", lambda cfg, options, served=None, loaded=None: None)
     cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "popular", "processes": processes}})
     before = signal.getsignal(signal.SIGHUP)
-    app_mod.run(cfg, host="127.0.0.1", port=_free_port())
+    app_mod.run(cfg, host="127.0.0.1", port=free_port())
     assert len(during) == 1 and callable(during[0]) and during[0] not in (signal.SIG_DFL, signal.SIG_IGN, before)
     assert signal.getsignal(signal.SIGHUP) == before
 

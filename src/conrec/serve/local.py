@@ -7,6 +7,7 @@ and a crash or hang in the server cannot take the caller down. Always binds 127.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -35,21 +36,66 @@ class LocalServer:
 
 
 def free_port() -> int:
-    """A currently free TCP port on loopback (the OS picks it)."""
+    """A currently free TCP port on loopback, below the kernel's ephemeral range where it can tell.
+
+    Why not simply the port the OS hands out for ``bind(0)``: that port comes from the ephemeral range,
+    from which every outgoing connection also takes its source port. Between this check and the
+    server's own bind (a second or more while it imports), a client connection anywhere on the
+    machine (the parallel test workers' many requests) could take it, and the server would fail
+    with "address already in use". Below the range only another caller of this function can.
+    """
+    low = _ephemeral_low()
+    if low is not None and low > 2048:
+        rng = random.Random()
+        for _ in range(64):
+            port = rng.randrange(low // 2, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((LOOPBACK, 0))
         return int(s.getsockname()[1])
 
 
+def _ephemeral_low() -> int | None:
+    """The first port of the kernel's ephemeral range (Linux), or None where it cannot be read."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @contextmanager
-def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0) -> Iterator[LocalServer]:
+def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0, attempts: int = 3) -> Iterator[LocalServer]:
     """Run ``python -m conrec.cli serve`` for ``cfg`` on 127.0.0.1:<free port> until the block exits.
 
     Waits for ``GET /healthz`` to answer 200 from every worker process (model loading happens
     before that); raises RuntimeError with the server's log tail if it exits or does not come up
-    in time.
+    in time. A server that exits because its port was taken in the meantime (:func:`free_port`
+    cannot reserve it) is started again on another port, up to ``attempts`` times in all.
     """
-    port = free_port()
+    for attempt in range(1, attempts + 1):
+        with _started(cfg, free_port()) as server:
+            try:
+                _wait_healthy(server, startup_timeout, cfg.serve.processes)
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                continue
+            yield server
+            return
+
+
+class PortTaken(RuntimeError):
+    """The server exited at start because another process had taken its port."""
+
+
+@contextmanager
+def _started(cfg: PipelineConfig, port: int) -> Iterator[LocalServer]:
+    """``conrec serve`` for ``cfg`` on 127.0.0.1:``port`` as a subprocess, stopped when the block exits."""
     serve_cfg = cfg.serve.model_copy(update={"host": LOOPBACK, "port": port})
     cfg = cfg.model_copy(update={"serve": serve_cfg, "run_dir": Path(cfg.run_dir).resolve()})
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
@@ -65,7 +111,6 @@ def local_server(cfg: PipelineConfig, startup_timeout: float = 120.0) -> Iterato
             )
         server = LocalServer(url=f"http://{LOOPBACK}:{port}", process=proc, log_path=log_path)
         try:
-            _wait_healthy(server, startup_timeout, cfg.serve.processes)
             yield server
         finally:
             proc.terminate()
@@ -88,6 +133,9 @@ def _wait_healthy(server: LocalServer, timeout: float, processes: int = 1) -> No
     seen: set[int] = set()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
+            tail = server.log_tail()
+            if "address already in use" in tail.lower():
+                raise PortTaken(f"port of {server.url} taken before the server bound it:\n{tail}")
             raise RuntimeError(
                 f"server exited with code {server.process.returncode} before becoming healthy:\n{server.log_tail()}"
             )
