@@ -153,7 +153,11 @@ def max_over_sets(
 def _top_n_per_row(
     rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keep the ``n`` largest values of each row of a COO triple (ties broken by column id)."""
+    """Keep the ``n`` largest values of each row of a COO triple (equal values: the lower column id first).
+
+    The values are float32 cosines, so two that are equal in exact arithmetic (``1/sqrt(12)`` and ``2/sqrt(48)``)
+    can differ in their last bit, and then that bit, not the column id, decides which is kept at the ``n``-th place.
+    It is deterministic for the same events and machine."""
     if rows.size == 0:
         return rows, cols, vals
     order = np.lexsort((cols, -vals, rows))  # by row, then value descending
