@@ -77,8 +77,9 @@ def swing_matrix(x: sp.spmatrix, cfg: SwingConfig | None = None) -> sp.csr_matri
 def top_n_rows(m: sp.spmatrix, n: int) -> sp.csr_matrix:
     """Keep the ``n`` largest entries of each row (equal values: the lower column id first), vectorised.
 
-    Entries equal in exact arithmetic but computed in float32 can differ in their last bit; that bit then decides
-    (as in :func:`conrec.llm.training.collab._top_n_per_row`)."""
+    Entries equal in exact arithmetic but computed in float32 (co-dislike and Swing similarities) can differ in their
+    last bit, and then that bit, not the column id, decides which is kept at the ``n``-th place. It is deterministic
+    for the same events and machine."""
     coo = sp.coo_matrix(m)
     rows, cols, vals = coo.row, coo.col, coo.data
     if rows.size:

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
 from conrec.errors import DataValidationError, require_columns
+from conrec.swing import top_n_rows
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,8 @@ class CoDislike:
         off = co.row != co.col
         rows, cols = co.row[off], co.col[off]
         vals = co.data[off] / np.sqrt(counts[rows] * counts[cols])
-        rows, cols, vals = _top_n_per_row(rows, cols, vals, top_n)
-        diag = np.arange(n_items)
-        sim = sp.csr_matrix(
-            (
-                np.concatenate([vals, np.ones(n_items, dtype=np.float32)]).astype(np.float32),
-                (np.concatenate([rows, diag]), np.concatenate([cols, diag])),
-            ),
-            shape=(n_items, n_items),
-        )
+        off_diagonal = top_n_rows(sp.coo_matrix((vals, (rows, cols)), shape=(n_items, n_items)), top_n)
+        sim = (off_diagonal + sp.identity(n_items, dtype=np.float32, format="csr")).astype(np.float32).tocsr()
         return cls(item_index=item_index, sim=sim)
 
     def neighbours(self, item: str) -> dict[str, float]:
@@ -148,22 +142,3 @@ def max_over_sets(
         vals[ok] = pair_values(rows[ok], members[ok])
     np.maximum.at(out, np.repeat(np.arange(len(items)), lengths), np.maximum(vals, 0.0))
     return out
-
-
-def _top_n_per_row(
-    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keep the ``n`` largest values of each row of a COO triple (equal values: the lower column id first).
-
-    The values are float32 cosines, so two that are equal in exact arithmetic (``1/sqrt(12)`` and ``2/sqrt(48)``)
-    can differ in their last bit, and then that bit, not the column id, decides which is kept at the ``n``-th place.
-    It is deterministic for the same events and machine."""
-    if rows.size == 0:
-        return rows, cols, vals
-    order = np.lexsort((cols, -vals, rows))  # by row, then value descending
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    run_len = np.diff(np.r_[starts, rows.size])
-    rank = np.arange(rows.size) - np.repeat(starts, run_len)
-    keep = rank < n
-    return rows[keep], cols[keep], vals[keep]
