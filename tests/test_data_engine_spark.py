@@ -132,6 +132,19 @@ def test_spark_reads_a_table_file_into_the_same_run_as_polars(spark, tmp_path, t
     assert_same_run(ref, got)
 
 
+@pytest.mark.parametrize("train_until", ["valid", "test"])
+def test_spark_leaves_a_dislike_at_the_second_of_a_users_start_out_of_the_train_points_like_polars(spark, tmp_path, train_until):
+    """Per-user split of a log rated in bursts (times floored to 3 days): a train candidate at the second of its user's
+    label cut-off is no train point in either engine (tests/test_data_splits_per_user.py; polars alone was fixed first)."""
+    path = tmp_path / "bursts.parquet"
+    edge_case_events().with_columns(pl.col("ts") // (3 * 86_400) * (3 * 86_400)).write_parquet(path)
+    split = {"protocol": "per_user", "train_until": train_until, "horizon_days": 3, "max_history": 7}
+    data = {"source": "table", "events_path": str(path), "on_invalid": "drop", "split": split}
+    ref, _ = _run(tmp_path, "polars", data)
+    got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    assert_same_run(ref, got)
+
+
 def test_spark_on_simulator_events_equals_polars(spark, tmp_path):
     sim = {"source": "simulator", "simulator": {"n_users": 30, "n_items": 80, "days": 12}}
     ref, _ = _run(tmp_path, "polars", sim)

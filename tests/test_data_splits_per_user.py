@@ -65,6 +65,7 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int,
             train_cut = start["test"]
         else:
             train_cut = start["valid"] if start["valid"] is not None else start["test"]
+        picked["train"] = [p for p in picked["train"] if train_cut is None or recs[p]["ts"] < train_cut]
         if cfg.train_points == "periodic" and picked["train"]:
             end = train_cut if train_cut is not None else max(recs[p]["ts"] for p in picked["train"]) + 1
             seen, kept = set(), []
@@ -117,3 +118,36 @@ def test_matches_a_plain_python_oracle_on_random_logs(variant: dict) -> None:
     for r in s.filter(pl.col("split") == "test").iter_rows(named=True):
         for item, ts in zip(r["later_negs"], r["later_neg_ts"]):
             assert (r["user_id"], item, ts) not in fitted
+
+
+
+BURST = 9.5  # one second: the last dislikes of one share and the first of the next
+_BURSTS = {
+    # 12 dislikes: test = the last round(0.2 * 12) = 2 (n10, n11), valid = round(0.4 * 12) - 2 = 3 (b1, b2, b3), so b0,
+    # the last train-share dislike, has the second of the valid start
+    "valid": ([(f"n{d}", d) for d in range(1, 7)] + [(f"b{k}", BURST) for k in range(4)] + [("n10", 10), ("n11", 11)], ["b0"]),
+    # test = b2, n11; valid = x8, b0, b1, train points' candidates with train_until test: b0 and b1 have the test start's second
+    "test": ([(f"n{d}", d) for d in range(1, 8)] + [("x8", 8)] + [(f"b{k}", BURST) for k in range(3)] + [("n11", 11)], ["b0", "b1"]),
+}
+
+
+@pytest.mark.parametrize("train_until", ["valid", "test"])
+def test_a_dislike_at_the_second_of_the_users_label_cut_off_is_history_not_a_train_point(train_until: str) -> None:
+    """Found by the label audit of 7 December 2026: shares are cut by rank, so in a same-second burst (MovieLens rates
+    in bursts) the last dislikes a train point may be drawn from could share the second of the user's valid start (test
+    start with train_until test), the train points' label cut-off. Such a dislike was a train point of its own (its
+    periodic window index was -1) with an empty label window, its future set forced to itself (13.5% of MovieLens's
+    per-user train samples), and outside the events the baselines are fitted on (strictly before the start). Train
+    candidates now stop before the cut-off, as in the global split: the dislike stays history of the next share's point."""
+    dislikes, tied = _BURSTS[train_until]
+    ev = day_events([("u", "p", 0, 1)] + [("u", item, day, -1) for item, day in dislikes])
+    cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.2, horizon_days=30, max_horizon_days=30, train_until=train_until)
+    s = build_samples(ev, cfg)
+    train = s.filter(pl.col("split") == "train")
+    assert train.height > 0 and train["ts"].max() < int(BURST * DAY)  # type: ignore[operator]
+    assert not set(tied) & set(train["next_neg"].to_list())
+    first_after = s.filter(pl.col("split") == ("valid" if train_until == "valid" else "test")).sort("ts", maintain_order=True).row(0, named=True)
+    assert first_after["ts"] == int(BURST * DAY) and set(tied) <= set(first_after["hist_items"])
+    fitted = set(per_user_fit_events(ev, cfg, train_until)["item_id"].to_list())
+    for r in train.iter_rows(named=True):  # what the LM trains on, the baselines are fitted on
+        assert {r["next_neg"], *r["later_negs"], *r["hist_items"], *r["future_pos"]} <= fitted

@@ -30,7 +30,7 @@ from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, read_inputs, reads_any, section_settings, stage_fingerprint, stage_hash
+from conrec.stages import STAGE_REGISTRY, STAGES, read_inputs, reads_any, section_settings, stage_fingerprint, stage_hash, stage_revision
 
 RUN_FILES = ("config.yaml", "timings.json", PARENT_FILE)
 """The files conrec writes directly in a run directory (atomically, :func:`conrec.io.atomic_path`): whose temporaries a
@@ -236,7 +236,7 @@ def record_finished(
     write_json(
         {"fingerprint": stage_fingerprint(cfg, stage), "sections": {k: stage_hash(v) for k, v in settings.items()}, "settings": settings,
          "seconds": seconds,
-         "revision": STAGE_REGISTRY[stage].revision,
+         "revision": stage_revision(cfg, stage),
          "source_files": source_files or {}, "torch_threads": threads, PROMPT_PREFIX_KEY: True,
          # what it was built on: a later rebuild of one of them (a linked parent stage) makes it stale
          "upstream": upstream_identities(run, cfg, stage) if upstream is None else upstream},

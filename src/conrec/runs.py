@@ -56,6 +56,7 @@ from conrec.stages import (
     setting_changes,
     setting_of,
     stage_fingerprints,
+    stage_revision,
     upstream_closure,
 )
 
@@ -350,11 +351,20 @@ class RunDir:
 
     def _older_revision(self, stage: str, rec: dict[str, Any], cfg: PipelineConfig) -> str | None:
         """Whether ``stage``, or a stage its outputs are built on, was written by a conrec whose stage has been
-        fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message."""
+        fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message.
+
+        The revision compared is the one the record's own settings have today (:meth:`conrec.stages.Stage.revision_for`;
+        ``cfg``'s for a record without them): a revision that applies to some settings only (data 3: per-user splits)
+        does not make a record of other settings "fixed since" when the config has changed to them since; that is a
+        change of configuration, and the stale message says which."""
         for up in upstream_closure(stage, cfg):  # the stages it reads for cfg (an eval of no LM: not sft's)
             up_rec = rec if up == stage else self.fingerprint_record(up)
             recorded = up_rec.get("revision", 0) if up_rec is not None else None
-            current = STAGE_REGISTRY[up].revision
+            spec, settings = STAGE_REGISTRY[up], (up_rec or {}).get("settings")
+            if isinstance(settings, dict) and all(k in settings for k in spec.sections):
+                current = spec.revision_for(settings)
+            else:
+                current = stage_revision(cfg, up)
             if isinstance(recorded, int) and recorded < current:
                 what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
                 return f"{what} has been fixed since ({REVISIONS[up][current]}); rerun it"

@@ -27,8 +27,11 @@ valid_frac) * n) - n_test`` before them the valid share, the rest train. Every e
 the valid/test shares is an evaluation point (not only the first). The user's *valid start* /
 *test start* is the timestamp of the first dislike of that share. What training may see:
 
-* train samples' labels stop before the user's valid start (``label_cut``), valid samples' before
-  the user's test start; test labels run the full window;
+* train points are dislikes strictly before the user's valid start (``label_cut``; the test start
+  with ``train_until="test"``) and their labels stop before it, valid samples' labels before the
+  user's test start; test labels run the full window. A train-share dislike at the very second of
+  the start (a same-second burst the shares cut by rank) is no train point, only history of the
+  next share's points: as one, its label window would be empty;
 * models fitted on events (the baselines) for split s see, for every user, only the events
   strictly before that user's start of s (valid: the valid start, or the test start if the user
   has no valid share; users with neither give all their events): :func:`per_user_fit_events`.
@@ -210,7 +213,7 @@ def per_user_shares(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
 def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
     """Per-user protocol (module docstring): every eligible dislike of a user's valid/test share is a
     point. Train points come from the train share (train + valid shares with ``train_until="test"``),
-    labels cut at the user's valid start (test start), chosen like the global split's
+    strictly before the user's valid start (test start), where their labels are cut, chosen like the global split's
     (``train_points``: periodic windows ending at that boundary, or the most recent), at most
     ``max_train_samples_per_user``."""
     shares = per_user_shares(ordered, cfg).filter(pl.col("pos") >= cfg.min_history)
@@ -219,6 +222,10 @@ def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataF
         train = shares.filter(pl.col("share") != "test").with_columns(label_cut=pl.coalesce("test_start", no_cut))
     else:
         train = shares.filter(pl.col("share") == "train").with_columns(label_cut=pl.coalesce("valid_start", "test_start", no_cut))
+    # candidates strictly before the cut-off, as in the global split: shares are cut by rank, so in a same-second burst
+    # the last candidates can share the second of the user's start; as a point such a dislike had a window of its own
+    # (index -1) and an empty label window, and lay outside the baselines' fit events; it stays history of that point
+    train = train.filter(pl.col("ts") < pl.col("label_cut"))
     last = pl.col("ts").max().over("ucode") + 1  # users with no boundary: windows end after their last train point
     train = _pick_train_points(train, pl.when(pl.col("label_cut") == NO_CUT).then(last).otherwise(pl.col("label_cut")), cfg)
     valid = shares.filter(pl.col("share") == "valid").with_columns(

@@ -490,6 +490,7 @@ def select_points(neg: DataFrame, cuts: Cutoffs, cfg: SplitConfig) -> DataFrame:
             train = shares.filter(F.col("share") != "test").withColumn("label_cut", F.coalesce("test_start", no_cut))
         else:
             train = shares.filter(F.col("share") == "train").withColumn("label_cut", F.coalesce("valid_start", "test_start", no_cut))
+        train = train.filter(F.col("ts") < F.col("label_cut"))  # as polars: a dislike at the start's second is no train point
         last = F.max("ts").over(Window.partitionBy("user_id")) + 1
         train = _pick_train(train, F.when(F.col("label_cut") == NO_CUT, last).otherwise(F.col("label_cut")), cfg)
         valid = shares.filter(F.col("share") == "valid").withColumn("split", F.lit("valid")).withColumn("label_cut", F.coalesce("test_start", no_cut))
