@@ -121,6 +121,8 @@ def test_ties_are_broken_by_row_order():
     a, b = s.iter_rows(named=True)
     assert a["hist_items"] == ["p"] and a["later_negs"] == ["n1", "n2"]
     assert b["hist_items"] == ["p", "n1", "q"] and b["later_negs"] == ["n2"]
+    # future positives too (the samples contract): q, at n1's very second but later in the input, is n1's future positive
+    assert a["future_pos"] == ["q"] and b["future_pos"] == []
 
 
 def test_repeated_dislikes_of_one_item_are_one_future_item():

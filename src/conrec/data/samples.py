@@ -14,17 +14,21 @@ hist_items     List[String] events before the point's event, oldest first (at mo
 hist_feedback  List[Int8]   feedback of hist_items (-1 / +1), aligned
 hist_ts        List[Int64]  timestamps of hist_items, aligned (recency-limited prompts)
 next_neg       String       the next disliked item (the conventional target)
-future_negs    List[String] items disliked in [t, t + N days), N = horizon_days; includes next_neg
-later_negs     List[String] items disliked in [t, t + max_horizon_days), oldest first
+future_negs    List[String] items disliked from the point's event on (itself included; a same-second dislike earlier
+                            in the input is history) until t + N days, end excluded, N = horizon_days; includes next_neg
+later_negs     List[String] the same until t + max_horizon_days, oldest first
 later_neg_ts   List[Int64]  their timestamps (so any horizon <= max_horizon_days is derivable)
-future_pos     List[String] items given positive feedback in (t, t + N days), cut like future_negs:
-                            the future-positive penalty of the similarity reward
+future_pos     List[String] items given positive feedback after the point's event in the order below (a positive at
+                            the same second t that comes later in the input is included, an earlier one is history)
+                            and before min(t + N days, label cut-off), cut like future_negs: the future-positive
+                            penalty of the similarity reward
 hist_negatives Int64        the user's dislikes before the point, all of them (hist_items stops at max_history):
                             LUF's long-tail test (< 3 dislikes before t)
 ============== ============ ===============================================================
 
-Train samples use only train-period events (their future sets stop at the valid cut-off), so no
-label leaks from valid/test into training.
+Every label list stops at the sample's label cut-off: train samples' at the valid cut-off (the test cut-off
+with ``train_until="test"``; per user: the user's valid start, test start), valid samples' at the test cut-off
+(the user's test start); test samples' run the full window. So train samples use only train-period events, and no label leaks from valid/test into training.
 
 "Before" and "from" follow one order: a user's events by ``ts``, ties broken by input row order.
 The history holds the events before the sample's negative in that order; the label lists hold
