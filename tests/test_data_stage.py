@@ -342,6 +342,26 @@ def test_a_log_whose_events_are_mostly_dislikes_is_flagged(tmp_path):
     assert stats["dislike_share"] == 0.8 and "warning: 80% of the events are dislikes" in console.export_text()
 
 
+def test_cut_offs_on_one_tied_second_are_explained_with_the_real_test_share(tmp_path):
+    """Found by the label audit of 7 December 2026: a log whose last second holds 40% of the events (a bulk import) put
+    both quantile cut-offs on it; the valid split was empty and test held 40% of the events for test_frac 0.2, and the
+    stage said only "no valid point". It now names the tied second, its share and the real test share."""
+    ev = tmp_path / "ev.csv"
+    end = 100 + 300 * 3600
+    rows = [(f"u{k % 10}", f"i{k % 37}", end if k >= 180 else 100 + k * 3600, -1 if k % 3 == 0 else 1) for k in range(300)]
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(f"{u},{i},{t},{f}\n" for u, i, t, f in rows))
+    console = Console(record=True, width=400)
+    stats = stage.run(DataConfig(source="table", events_path=ev, split={"min_history": 0}), tmp_path / "run", console=console)
+    assert stats["valid_cutoff_ts"] == stats["test_cutoff_ts"] == end and stats["samples"]["valid"] == 0
+    out = console.export_text()
+    assert "no valid point" in out
+    assert f"the valid and test cut-offs fell on the same timestamp (1970-01-13 12:01:40 UTC, ts {end}) because 40.0% of the events share it" in out
+    assert "the test split holds 40.0% of the events, not test_frac 20%" in out and "is above about 40.0%" in out
+    console = Console(record=True, width=400)  # per user the global cut-offs play no part: nothing of the kind is said
+    stage.run(DataConfig(source="table", events_path=ev, split={"min_history": 0, "protocol": "per_user"}), tmp_path / "pu", console=console)
+    assert "cut-offs fell on the same timestamp" not in console.export_text()
+
+
 def test_the_rows_dropped_are_shown_before_the_error_they_cause(tmp_path):
     """Every time but a few unreadable: "no training sample" was the only line, and the 114 rows dropped as
     bad timestamps, the reason, were counted in a warning block the refusal skipped."""

@@ -118,10 +118,33 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     for note in item_notes:  # printed only: stats.json and the data files stay as they were
         console.print(f"[yellow]warning:[/yellow] {shown(note)}", highlight=False)
     if empty := [s for s in ("valid", "test") if stats["samples"].get(s) == 0]:
+        why = tied_cutoffs_note(stats, rd.events, dcfg.split)
         console.print(f"[yellow]warning:[/yellow] no {' and no '.join(empty)} point: nothing to evaluate there "
-                      f"(samples per split: {stats['samples']})", highlight=False)
+                      f"(samples per split: {stats['samples']}){f': {why}' if why else ''}", highlight=False)
     rd.mark_done("data", {"events": stats["events"], "samples": stats["samples"]})
     return stats
+
+
+def tied_cutoffs_note(stats: dict[str, Any], events: Path, split: SplitConfig) -> str | None:
+    """Why a global-time split has no valid point when both cut-offs fell on one timestamp (None otherwise): the share
+    of events at that second, the test split's real share and what would separate the cut-offs.
+
+    Why: a log whose last second holds a block of events (a bulk import, times rounded to the day) puts both quantiles
+    on it; the cut-offs coincide, the valid window ``[valid, test)`` is empty and the test split holds the whole block
+    (40% of the events for ``test_frac`` 0.2 in the audit's log). All the stage said was "no valid point", so tuning and
+    early stopping had nothing, for no reason it gave. ``events``: the published events file (scanned, any engine)."""
+    cut = stats.get("test_cutoff_ts")
+    if split.protocol != "global_time" or cut is None or stats.get("valid_cutoff_ts") != cut:
+        return None
+    n, at, after = pl.scan_parquet(events).select(pl.len(), at=(pl.col("ts") == cut).sum(), after=(pl.col("ts") >= cut).sum()).collect().row(0)
+    if not n:
+        return None
+    return (
+        f"the valid and test cut-offs fell on the same timestamp ({stats['test_cutoff'][:19]} UTC, ts {cut}) because {at / n:.1%} "
+        f"of the events share it, so the valid split is empty and the test split holds {after / n:.1%} of the events, not "
+        f"test_frac {split.test_frac:.0%}; the valid cut-off falls before that second only when data.split.valid_frac + "
+        f"test_frac is above about {after / n:.1%} (or give those events their real times, or use data.split.protocol: per_user)"
+    )
 
 
 def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, console: Console, notes: list[str]) -> dict[str, Any]:
