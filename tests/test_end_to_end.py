@@ -164,6 +164,27 @@ def test_lm_predictions_fill_top_k_with_no_invalid_beams(e2e: dict[str, Any]) ->
         assert preds["items"].list.len().to_list() == [max(KS)] * preds.height, model
 
 
+def test_predict_split_equals_the_evals_own_predictions(e2e: dict[str, Any], tmp_path: Path) -> None:
+    """Found by the inference audit of session 43: `conrec predict --split test` excluded only each point's
+    `data.split.max_history` window while the eval excludes every item rated before the point, so its lists held
+    items the eval's never could (19 of 254 demo points differed). Users here have about 240 events, max_history 50."""
+    from conrec.eval.seen import SEEN_COLUMN, with_seen_items
+    from conrec.llm.inference import predict as predict_mod
+
+    cfg: PipelineConfig = e2e["cfg"]
+    run: RunDir = e2e["run"]
+    evald = read_parquet(run.predictions / "grpo.parquet").select("sample_id", "items")
+    test = read_parquet(run.samples).filter(pl.col("sample_id").is_in(evald["sample_id"].to_list()))
+    seen = with_seen_items(test, read_parquet(run.events))
+    earlier = seen.select((pl.col(SEEN_COLUMN).list.len() - pl.col("hist_items").list.unique().list.len()).sum()).item()
+    assert earlier > 0  # items rated before the window exist: the old rule could return them
+    out = tmp_path / "split.parquet"
+    predict_mod.run(cfg, history=None, split="test", out=out, model="grpo", k=max(KS), console=Console(quiet=True))
+    got = read_parquet(out).select("sample_id", "items").join(evald, on="sample_id", suffix="_eval")
+    assert got.height == evald.height
+    assert got["items"].to_list() == got["items_eval"].to_list()
+
+
 def test_rerun_with_same_config_skips_every_stage(e2e: dict[str, Any]) -> None:
     cfg: PipelineConfig = e2e["cfg"]
     run: RunDir = e2e["run"]

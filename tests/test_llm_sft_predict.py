@@ -13,7 +13,7 @@ from conrec.config import load_config
 from conrec.errors import ConfigError, DataValidationError, StageInputError
 from conrec.llm.inference import predict as predict_mod
 from conrec.llm.inference.predict import Predictor, read_history_json
-from conrec.llm.model.toy import write_toy_run
+from conrec.llm.model.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
@@ -35,7 +35,7 @@ def _cfg(root, lora: bool):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    write_toy_run(root, n_items=32, n_users=12)
+    write_toy_events(write_toy_run(root, n_items=32, n_users=12))  # `predict --split` reads the events (items rated before t)
     cfg = _cfg(root, lora=True)
     stats = STAGE_REGISTRY["sft"].call(cfg)
     record_current(cfg, "sft")

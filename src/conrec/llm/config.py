@@ -335,8 +335,9 @@ class DecodeConfig(_Strict):
         True,
         description="never return an item of the history the model is given (masked inside the search): a request's "
         "history (at most serve.max_history events; for a user_id, that user's newest serve.max_history events; items "
-        "seen only in older events may be returned), a `conrec predict` or GRPO point's newest data.split.max_history "
-        "events; in `conrec eval`, every item the user rated before the point, as for the baselines",
+        "seen only in older events may be returned), a GRPO point's newest "
+        "data.split.max_history events; in `conrec eval` and `conrec predict --split`, every item the user rated before "
+        "the point, as for the baselines",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where decoding and slate scoring run; auto = the GPU if torch sees one, else the CPU"

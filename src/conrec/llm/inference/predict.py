@@ -29,7 +29,7 @@ from conrec.console_text import shown
 from conrec.data.config import SplitConfig
 from conrec.data.fit_events import training_events
 from conrec.errors import ConfigError, DataValidationError, ModelOutputError, StageInputError, require_columns
-from conrec.eval.seen import exclusion_sets
+from conrec.eval.seen import exclusion_sets, with_seen_items
 from conrec.history import (  # noqa: F401  (read_history_json: public API)
     History,
     check_history_shape,
@@ -386,6 +386,19 @@ def predict_samples(cfg: PipelineConfig, model: str, samples: pl.DataFrame, k: i
     return Predictor.from_run(cfg, model).predict_samples(samples, k, console=console)
 
 
+def split_samples_seen(run_dir: RunDir, samples: pl.DataFrame) -> pl.DataFrame:
+    """``samples`` (a split's points) with every item each user rated before the point attached
+    (:func:`conrec.eval.seen.with_seen_items`, read from the run's events), so that no such item is predicted.
+
+    Why: the eval stage excludes them from every model's top-K (they are certain misses where nobody rates an item
+    twice), and ``conrec predict --split`` excluded only the points' ``hist_items`` window (``data.split.max_history``
+    events). On preset:demo its top-20 lists differed from ``eval/predictions/grpo.parquet`` on 19 of 254 test points
+    (143 slots held items rated before the window) and scored a lower FHR@20 from the same model
+    (the inference audit of session 43); now the file equals the eval's on the points both hold."""
+    events = read_parquet(run_dir.events, what="events (data stage output)")
+    return with_seen_items(samples, events)
+
+
 def run(
     cfg: PipelineConfig,
     history: Path | History | None,
@@ -405,6 +418,7 @@ def run(
     console = console or Console()
     request = check_predict_request(cfg, history, split, model, explain=explain, out=out)
     run_dir = RunDir(cfg.run_dir)
+    samples = None if request.samples is None else split_samples_seen(run_dir, request.samples)  # before the model loads
     before = run_dir.build_identities(model)  # the model, titles and reasons must come from these stage runs
     predictor = Predictor.from_run(cfg, model)
     if request.history is not None:
@@ -444,11 +458,11 @@ def run(
             write_parquet(result, out)
             console.print(f"-> {shown(out)}", soft_wrap=True)
         return result
-    assert request.samples is not None
-    preds = predictor.predict_samples(request.samples, k, console=console)
+    assert samples is not None
+    preds = predictor.predict_samples(samples, k, console=console)
     # who and when beside the run-internal sample id, so the file joins to the user's own tables
-    keys = [c for c in ("sample_id", "user_id", "ts") if c in request.samples.columns]
-    preds = request.samples.select(keys).join(preds, on="sample_id", how="right").select(*keys, pl.exclude(keys))
+    keys = [c for c in ("sample_id", "user_id", "ts") if c in samples.columns]
+    preds = samples.select(keys).join(preds, on="sample_id", how="right").select(*keys, pl.exclude(keys))
     target = out or run_dir.predictions / f"{model}_{split}.parquet"
     write_parquet(preds, target)
     n_invalid = int(preds["n_invalid"].sum())
