@@ -8,6 +8,7 @@ Why a module and not ``conftest.py``: these are plain functions that tests call 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -112,16 +113,19 @@ class RecordingPredictor:
 
         self.inner = PopularDislikePredictor(events, item_ids)
         self.calls: list[tuple[list[tuple[list[str], list[int]]], int]] = []
+        self.excluded: list[Any] = []  # each call's exclude lists (None: the app passed none)
         self.fail_with: Exception | None = None
 
-    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
+    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int, exclude: Any = None) -> list[list[tuple[str, float]]]:
         self.calls.append((histories, k))
+        self.excluded.append(exclude)
         if self.fail_with is not None:
             raise self.fail_with
-        return self.inner.recommend(histories, k)
+        return self.inner.recommend(histories, k) if exclude is None else self.inner.recommend(histories, k, exclude)  # tests patch inner
 
-def eval_run_dir(root: Path, with_stats: bool = True) -> tuple[RunDir, int]:
-    """30 users, 15 items in 3 categories, 20 days of random feedback; data written as the data stage would."""
+def eval_run_dir(root: Path, with_stats: bool = True, max_history: int | None = None) -> tuple[RunDir, int]:
+    """30 users, 15 items in 3 categories, 20 days of random feedback; data written as the data stage would
+    (``max_history``: data.split.max_history, default the library's)."""
     rng = np.random.default_rng(0)
     rows = []
     for u in range(30):
@@ -135,7 +139,7 @@ def eval_run_dir(root: Path, with_stats: bool = True) -> tuple[RunDir, int]:
     items = pl.DataFrame(
         {"item_id": [f"i{j}" for j in range(15)], "title": [f"t{j}" for j in range(15)], "text": "", "category": [f"c{j % 3}" for j in range(15)]}
     )
-    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10)
+    scfg = SplitConfig(valid_frac=0.2, test_frac=0.2, horizon_days=3, max_horizon_days=10, **({} if max_history is None else {"max_history": max_history}))
     run = RunDir(root)
     write_parquet(events, run.events)
     write_parquet(items, run.items)
@@ -309,15 +313,17 @@ def sparse_sid_map(sizes: list[int], n_items: int, seed: int = 0) -> SidMap:
     return SidMap([f"m{j}" for j in range(n_items)], codes, sizes)
 
 
-def inspector_run(root: Path, titles: dict[str, str] | None = None, current: bool = True, **serve: object) -> tuple[PipelineConfig, pl.DataFrame]:
+def inspector_run(
+    root: Path, titles: dict[str, str] | None = None, current: bool = True, split_max_history: int | None = None, **serve: object
+) -> tuple[PipelineConfig, pl.DataFrame]:
     """A run the inspector page can show without training: :func:`eval_run_dir`'s data (items
-    retitled by ``titles``), a SID map, and eval predictions of popularity (with scores) and sft for
-    six test points, recorded as made by an eval stage current for the config unless ``current`` is
-    false; served with ``serve.model: popular``. Returns the config and those six points."""
+    retitled by ``titles``; histories cut to ``split_max_history`` events), a SID map, and eval predictions of
+    popularity (with scores) and sft for six test points, recorded as made by an eval stage current for the config
+    unless ``current`` is false; served with ``serve.model: popular``. Returns the config and those six points."""
     from conrec.io import read_parquet
     from conrec.serve.synthetic import record_serving_tables
 
-    run, _ = eval_run_dir(root)
+    run, _ = eval_run_dir(root, max_history=split_max_history)
     items = read_parquet(run.items)
     if titles:
         items = items.with_columns(pl.col("item_id").replace_strict(titles, default=pl.col("title"), return_dtype=pl.String).alias("title"))
@@ -332,7 +338,8 @@ def inspector_run(root: Path, titles: dict[str, str] | None = None, current: boo
         run.predictions / "popularity.parquet",
     )
     write_parquet(pl.DataFrame({"sample_id": chosen, "items": [list(reversed(ranking))] * len(chosen)}), run.predictions / "sft.parquet")
-    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
+    data = {} if split_max_history is None else {"data": {"split": {"max_history": split_max_history}}}
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), **data, "serve": {"model": "popular", "default_k": 3, "max_k": 5, **serve}})
     record_serving_tables(cfg)
     if current:  # the eval stage's other outputs, then its record
         write_json({}, run.eval / "metrics.json")

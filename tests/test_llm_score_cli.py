@@ -148,7 +148,13 @@ def test_cli_reads_a_user_id_as_the_server_does_and_predict_takes_a_whole_dislik
     table = predict_mod.run(short, history=body, split=None, out=None, model="sft", k=2)
     assert table["item_id"].to_list() == [i for i, _ in pred.recommend([served], 2)[0]]
     assert table["reason"].null_count() == 0  # the body's explain
-    for bad, message in ({"user_id": "nobody"}, "unknown user_id 'nobody'"), ({"negative": ["i0"], "k": 0}, "k: Input should be greater"):
+    # the body's exclude too (items never to return besides the history's), as the server takes it
+    body.write_text(json.dumps({"user_id": user, "k": 2, "exclude": table["item_id"].to_list()}))
+    without = predict_mod.run(short, history=body, split=None, out=None, model="sft", k=2)
+    assert without["item_id"].to_list() == [i for i, _ in pred.recommend([served], 2, exclude=[table["item_id"].to_list()])[0]]
+    assert not set(without["item_id"].to_list()) & set(table["item_id"].to_list())
+    for bad, message in (({"user_id": "nobody"}, "unknown user_id 'nobody'"), ({"negative": ["i0"], "k": 0}, "k: Input should be greater"),
+                         ({"negative": ["i0"], "exclude": ["nope"]}, "exclude: 1 unknown item id(s)")):
         body.write_text(json.dumps(bad))
         r = runner.invoke(app, ["predict", "--run-dir", str(cfg.run_dir), "--history", str(body), "--model", "sft"])
         assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output  # the console wraps lines

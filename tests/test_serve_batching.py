@@ -33,17 +33,17 @@ class BeamLikePredictor:
         self.lock = threading.Lock()
 
     @staticmethod
-    def alone(history: History, k: int) -> list[tuple[str, float]]:
-        seen = set(history[0])
+    def alone(history: History, k: int, exclude: list[str] | tuple[str, ...] = ()) -> list[tuple[str, float]]:
+        seen = set(history[0]) | set(exclude)
         key = ",".join(history[0]) + f"|{k}"
         ranked = sorted((i for i in ITEMS if i not in seen), key=lambda i: zlib.crc32(f"{key}|{i}".encode()))
         return [(i, -float(r)) for r, i in enumerate(ranked[:k])]
 
-    def recommend(self, histories: list[History], k: int) -> list[list[tuple[str, float]]]:
+    def recommend(self, histories: list[History], k: int, exclude=None) -> list[list[tuple[str, float]]]:
         with self.lock:
             self.calls.append((len(histories), k))
         time.sleep(self.delay_s)
-        return [self.alone(h, k) for h in histories]
+        return [self.alone(h, k, ex) for h, ex in zip(histories, exclude or [()] * len(histories))]
 
     def score(self, histories: list[History], candidates: list[list[str]]) -> list[list[float]]:
         with self.lock:
@@ -59,20 +59,27 @@ def _client(pred: BeamLikePredictor, **serve: object) -> TestClient:
 
 
 _histories = st.lists(st.sampled_from(ITEMS), min_size=1, max_size=3, unique=True)
-_requests = st.lists(st.tuples(_histories, st.integers(1, SERVE_TEST_LIMITS["max_k"])), min_size=1, max_size=8)
+_excludes = st.one_of(st.none(), st.lists(st.sampled_from(ITEMS), max_size=4))  # None: the field left out
+_requests = st.lists(st.tuples(_histories, st.integers(1, SERVE_TEST_LIMITS["max_k"]), _excludes), min_size=1, max_size=8)
+
+
+def _body(history: list[str], k: int, exclude: list[str] | None) -> dict[str, object]:
+    return {"negative": history, "k": k, **({} if exclude is None else {"exclude": exclude})}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(reqs=_requests)
 def test_batch_endpoint_answers_equal_single_answers_for_mixed_k(reqs):
-    # regression (issue 24.2): the batch was decoded with its largest k and trimmed, which changed answers
+    # regression (issue 24.2): the batch was decoded with its largest k and trimmed, which changed answers;
+    # requests with and without an exclude list share a batch and each keeps its own
     client = _client(BeamLikePredictor())
-    bodies = [{"negative": h, "k": k} for h, k in reqs]
+    bodies = [_body(*r) for r in reqs]
     batch = client.post("/v1/dislikes/batch", json={"requests": bodies})
     assert batch.status_code == 200, batch.text
     singles = [client.post("/v1/dislikes", json=b).json() for b in bodies]
     assert batch.json()["results"] == singles
-    assert [[it["item_id"] for it in r["items"]] for r in singles] == [[i for i, _ in BeamLikePredictor.alone((h, [-1] * len(h)), k)] for h, k in reqs]
+    expected = [[i for i, _ in BeamLikePredictor.alone((h, [-1] * len(h)), k, ex or ())] for h, k, ex in reqs]
+    assert [[it["item_id"] for it in r["items"]] for r in singles] == expected
 
 
 @settings(max_examples=10, deadline=None)
@@ -80,11 +87,11 @@ def test_batch_endpoint_answers_equal_single_answers_for_mixed_k(reqs):
 def test_concurrent_single_requests_each_get_their_own_answer(reqs):
     pred = BeamLikePredictor(delay_s=0.01)
     client = _client(pred, batch_window_ms=20)
-    bodies = [{"negative": h, "k": k} for h, k in reqs]
+    bodies = [_body(*r) for r in reqs]
     with ThreadPoolExecutor(len(bodies)) as pool:
         answers = list(pool.map(lambda b: client.post("/v1/dislikes", json=b), bodies))
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
-    expected = [[i for i, _ in BeamLikePredictor.alone((h, [-1] * len(h)), k)] for h, k in reqs]
+    expected = [[i for i, _ in BeamLikePredictor.alone((h, [-1] * len(h)), k, ex or ())] for h, k, ex in reqs]
     assert [[it["item_id"] for it in a.json()["items"]] for a in answers] == expected
     assert sum(n for n, _ in pred.calls) == len(reqs)  # each request answered once (merging itself: batcher tests)
 

@@ -125,3 +125,37 @@ def test_history_exclusion_covers_the_history_given_and_says_so() -> None:
     assert [i for i, _ in top] == ["a"]  # returned although u rated it, before its newest 2 events
     text = DecodeConfig.model_fields["exclude_history"].description or ""
     assert "serve.max_history" in text and "data.split.max_history" in text and "older events may be returned" in text
+
+
+@pytest.mark.parametrize("unknown_items", ["error", "skip"])
+def test_exclude_lists_items_never_to_return_checked_like_history_items(serve_client, unknown_items):
+    """`exclude` (the inspector's need: an evaluation point's items rated before its history window, which the eval
+    leaves out) is left out of the top-K with the history, for an explicit history and a user_id alike; its ids are
+    checked as the history's are, its length is bounded by the catalogue, and /v1/score refuses it."""
+    client, pred = serve_client(unknown_items=unknown_items, max_k=8)
+    plain = client.post("/v1/dislikes", json={"negative": ["i5"], "k": 4}).json()
+    assert [it["item_id"] for it in plain["items"]] == ["i0", "i1", "i2", "i3"]  # popularity order
+    assert pred.excluded == [None]  # no exclude given: the predictor is asked as before
+    r = client.post("/v1/dislikes", json={"negative": ["i5"], "exclude": ["i0", "i2", "i0"], "k": 4})
+    assert r.status_code == 200, r.text
+    assert [it["item_id"] for it in r.json()["items"]] == ["i1", "i3", "i7", "i4"]
+    user = client.post("/v1/dislikes", json={"user_id": "u_hist", "exclude": ["i2"], "k": 2})  # newest 4: i1, i5, i7, i6
+    assert [it["item_id"] for it in user.json()["items"]] == ["i0", "i3"]
+    batch = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i5"], "exclude": ["i0"], "k": 2}, {"negative": ["i5"], "k": 2}]})
+    assert [[it["item_id"] for it in res["items"]] for res in batch.json()["results"]] == [["i1", "i2"], ["i0", "i1"]]
+
+    unknown = client.post("/v1/dislikes", json={"negative": ["i5"], "exclude": ["i0", "nope"], "k": 2})
+    if unknown_items == "skip":
+        assert unknown.status_code == 200 and unknown.json()["skipped_items"] == ["nope"]
+        assert [it["item_id"] for it in unknown.json()["items"]] == ["i1", "i2"]
+    else:
+        assert unknown.status_code == 422 and unknown.json()["detail"].startswith("unknown exclude item id(s): 'nope'"), unknown.text
+    many = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i5"], "exclude": ["i1"] * 13}]})
+    assert many.status_code == 413 and many.json()["detail"] == "requests[0]: exclude has 13 ids; the limit is the catalogue's size, n_items = 12"
+    for bad in ('[""]', '["\\ud800"]', '"i1"'):
+        body = f'{{"negative": ["i5"], "exclude": {bad}}}'
+        assert client.post("/v1/dislikes", content=body, headers={"content-type": "application/json"}).status_code == 422, bad
+    score = client.post("/v1/score", json={"negative": ["i5"], "candidates": ["i1"], "exclude": ["i2"]})
+    assert score.status_code == 422 and "exclude is not used by /v1/score" in score.json()["detail"]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["DislikeRequest"]["properties"]
+    assert "exclude" in schema and "never to return" in schema["exclude"]["description"]

@@ -321,3 +321,34 @@ def test_a_point_without_a_prior_event_tells_the_page_not_to_ask_the_api(tmp_pat
     assert client.post("/v1/dislikes", json={"history": [], "k": 3}).status_code == 422
     js = (resources.files("conrec.serve") / "ui" / "app.js").read_text()
     assert "if (view.live_unasked) return" in js and "if (state.view.live_unasked) throw" in js
+
+
+def test_a_points_live_list_leaves_out_what_the_eval_left_out_and_the_page_counts_every_earlier_event(tmp_path):
+    """The inference audit of session 43: the page asked /v1/dislikes for an evaluation point with its
+    data.split.max_history window alone, so the live list held items the user rated before the window, which the eval's
+    lists beside it leave out (user 13's point 1275: 9 of 10), and it said "200 events before it (70 dislikes)" of a
+    user who had 608 and 201. The view now carries the rest of what the eval excluded (`exclude`, which the page
+    sends with the history) and the full counts."""
+    cfg, test = inspector_run(tmp_path / "run", split_max_history=4)
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    events = read_parquet(RunDir(cfg.run_dir).events)
+    checked = 0
+    for row in test.iter_rows(named=True):
+        before = events.filter((pl.col("user_id") == row["user_id"]) & (pl.col("ts") < row["ts"]))
+        seen = set(before["item_id"].to_list()) | set(row["hist_items"])  # what the eval excluded (conrec.eval.seen)
+        view = client.get(f"/ui/api/points/{row['sample_id']}").json()
+        history = [e["item_id"] for e in view["history"]]
+        assert history == row["hist_items"]  # the window, what the models read
+        assert view["n_before"] == before.height + sum(t == row["ts"] for t in row["hist_ts"])
+        assert view["n_dislikes_before"] == row["hist_negatives"]
+        assert sorted(view["exclude"]) == sorted(seen - set(history)) and len(set(view["exclude"])) == len(view["exclude"])
+        live = client.post("/v1/dislikes", json={"history": view["history"], "exclude": view["exclude"], "k": 5})  # as app.js asks
+        assert live.status_code == 200, live.text
+        assert not {it["item_id"] for it in live.json()["items"]} & seen
+        checked += bool(view["exclude"])
+        assert view["n_before"] > len(history) or not view["exclude"]
+    assert checked  # some point's user rated items before its 4-event window
+    listed = {p["sample_id"]: p["n_history"] for p in client.get("/ui/api/points").json()["points"]}
+    assert listed == {r["sample_id"]: client.get(f"/ui/api/points/{r['sample_id']}").json()["n_before"] for r in test.iter_rows(named=True)}
+    refused = client.post("/ui/api/history", json={"negative": ["i2"], "exclude": ["i3"]})
+    assert refused.status_code == 422 and "exclude is not used" in refused.json()["detail"]

@@ -115,7 +115,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     items = items.with_columns(pl.col("item_id").replace_strict(retitle, default=pl.col("title"), return_dtype=pl.String).alias("title"))
     write_parquet(items, run.items)
     with local_server(cfg, startup_timeout=300) as server:
-        yield {"url": server.url, "point": point, "items": items, "retitled": retitle}
+        yield {"url": server.url, "point": point, "items": items, "retitled": retitle, "run": run}
 
 
 def _wait(driver: Any, what: Any, timeout: float = 120) -> Any:
@@ -173,6 +173,16 @@ def test_inspector_in_chromium_user_lists_slate_and_escaping(driver, served, tmp
             assert li.find_element("css selector", ".title").text == (titles[item] or item)
             assert ("hit" in (li.get_attribute("class") or "").split()) == (item in future)
         assert section.find_elements("css selector", "details.why"), f"{name}: no explanations"
+    # the live list answers the eval's question: every item rated before the point is left out (the page sends them
+    # as `exclude`), so it is the eval's own grpo list; the line above the timeline counts every event before the point
+    run: RunDir = served["run"]
+    evaluated = read_parquet(run.predictions / "grpo.parquet").filter(pl.col("sample_id") == point["sample_id"])["items"][0].to_list()
+    assert [li.get_attribute("data-item") for li in lists["grpo"].find_elements("css selector", "li[data-item]")] == evaluated
+    earlier = read_parquet(run.events).filter((pl.col("user_id") == point["user_id"]) & (pl.col("ts") < point["ts"]))
+    n_before = earlier.height + sum(t == point["ts"] for t in point["hist_ts"])
+    meta = driver.find_element("id", "user-meta").text
+    assert f"{n_before} events before it ({point['hist_negatives']} dislike" in meta, meta
+    assert (f"the timeline shows the newest {len(hist)} of {n_before}," in meta) == (n_before > len(hist)), meta
 
     # a 5-item slate: the XSS item found by a title search, then four more; scored at a threshold
     driver.find_element("id", "search-q").send_keys("script")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -220,3 +220,22 @@ def check_known_items(history: History, known: set[str], source: str = "history"
         raise DataValidationError(
             f"{source}: {len(unknown)} unknown item id(s), not in the run's SID map: {unknown[:10]}{more}"
         )
+
+
+def exclusion_lists(histories: Sequence[History], exclude: Sequence[Iterable[str]] | None, known: Container[str]) -> list[set[str]]:
+    """Per history, the item ids a top-K leaves out: its own items plus its ``exclude`` list (None: none more).
+
+    Why a second list: a history is what the model reads, but the items never to return can be more, e.g. every
+    item the user rated before the point when the history is only its newest ``data.split.max_history`` events (what
+    the eval leaves out, :mod:`conrec.eval.seen`; the inspector page asks ``/v1/dislikes`` so). An ``exclude`` id
+    outside ``known`` is an error, as a history's is: a typo must not pass as "excluded"."""
+    if exclude is not None and len(exclude) != len(histories):
+        raise DataValidationError(f"{len(exclude)} exclude list(s) for {len(histories)} history(ies)")
+    out = [set(map(str, items)) for items, _ in histories]
+    for n, extra in enumerate(exclude or []):
+        ids = [str(i) for i in extra]
+        unknown = sorted({i for i in ids if i not in known})
+        if unknown:
+            raise DataValidationError(f"exclude #{n}: {len(unknown)} unknown item id(s) (not in the catalogue): {unknown[:10]}")
+        out[n].update(ids)
+    return out

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,8 +95,10 @@ def require_usable_scores(scores: Sequence[float]) -> None:
 class DislikePredictor(Protocol):
     """What the app needs from a model: :class:`conrec.llm.inference.predict.Predictor` satisfies it."""
 
-    def recommend(self, histories: list[History], k: int) -> Recommendations:
-        """For each (item ids oldest first, feedback -1/+1) history, up to k (item id, score), best first."""
+    def recommend(self, histories: list[History], k: int, exclude: Sequence[Iterable[str]] | None = None) -> Recommendations:
+        """For each (item ids oldest first, feedback -1/+1) history, up to k (item id, score), best first, none of its
+        items or its ``exclude`` list's. The app passes ``exclude`` only when a request gave one, so a predictor
+        without the parameter still answers every other request."""
         ...
 
 
@@ -125,7 +127,8 @@ Top-K items a user is likely to **dislike**, from a causal LM over semantic item
 Give a history as a known `user_id`, as `negative`/`positive` item-id lists, or as a chronological
 `history` of `{item_id, feedback}` events. `POST /v1/score` scores a slate of `candidates` about to
 be shown (each item's dislike score, rank, and keep/filter decision when `threshold` is given).
-`explain: true` attaches to each item the user's past dislikes it resembles. Limits (`max_k`, `max_history`, `max_batch`) are shown
+`explain: true` attaches to each item the user's past dislikes it resembles; `exclude` lists more items never to
+return (e.g. what the user rated before the history given). Limits (`max_k`, `max_history`, `max_batch`) are shown
 by `GET /healthz`. Errors are JSON `{"detail": "..."}` naming the offending field, item or user.
 """
 
@@ -232,6 +235,26 @@ def create_app(
     def history_of(req: DislikeRequest, where: str) -> History:
         return history_and_skipped(req, where)[0]
 
+    def exclude_and_skipped(req: DislikeRequest, where: str) -> tuple[tuple[str, ...], list[str]]:
+        """The request's ``exclude`` ids the model knows, and the unknown ones left out (``serve.unknown_items: skip``).
+
+        Bounded by the catalogue's size, not ``max_history``: a user's items rated before the history can outnumber
+        the history's limit (the inspector's user 13: 608 items before t, serve.max_history 500), but never the
+        catalogue's items (the body size bounds repeats)."""
+        ids = req.exclude or []
+        if len(ids) > len(catalog):
+            raise HTTPException(413, f"{where}exclude has {len(ids)} ids; the limit is the catalogue's size, n_items = {len(catalog)}")
+        unknown = catalog.unknown(ids)
+        if unknown and not skip_unknown:
+            raise unknown_items_error(unknown, where, "exclude ")
+        return tuple(i for i in ids if i in catalog.sid), unknown
+
+    def dislike_request(req: DislikeRequest, where: str) -> tuple[History, tuple[str, ...], list[str]]:
+        """(history, exclude ids, every unknown id left out, each once) of a ``/v1/dislikes`` request."""
+        history, skipped = history_and_skipped(req, where)
+        exclude, unknown = exclude_and_skipped(req, where)
+        return history, exclude, list(dict.fromkeys([*skipped, *unknown]))
+
     def call_model(what: str, n: int, fn: Callable[[], Any]) -> Any:
         """The predictor's errors as HTTP errors: its input checks 422/400, anything else a logged 500."""
         try:
@@ -244,9 +267,13 @@ def create_app(
             log.exception("predictor failed to %s for %d history(ies)", what, n)
             raise HTTPException(500, f"model failure ({type(exc).__name__}); see the server log") from exc
 
-    def recommend_group(histories: list[History], k: int) -> Recommendations:
-        """One model call for histories that all ask for the same ``k`` (checked: one answer each, finite scores)."""
-        recs = call_model(f"recommend k={k}", len(histories), lambda: predictor.recommend(histories, k))
+    def recommend_group(payloads: list[tuple[History, tuple[str, ...]]], k: int) -> Recommendations:
+        """One model call for (history, exclude ids) that all ask for the same ``k`` (checked: one answer each, finite
+        scores). ``exclude`` goes to the predictor only when one is given (see :class:`DislikePredictor`)."""
+        histories = [h for h, _ in payloads]
+        exclude = [ex for _, ex in payloads]
+        ask = (lambda: predictor.recommend(histories, k, exclude=exclude)) if any(exclude) else (lambda: predictor.recommend(histories, k))
+        recs = call_model(f"recommend k={k}", len(histories), ask)
         if len(recs) != len(histories):
             log.error("predictor returned %d results for %d histories", len(recs), len(histories))
             raise HTTPException(500, "model failure (wrong number of results); see the server log")
@@ -285,11 +312,11 @@ def create_app(
     )
     app.state.batcher = batcher  # observable (tests, metrics)
 
-    def infer(histories: list[History], ks: list[int]) -> Recommendations:
-        """Each history decoded with its own k (one model call per distinct k): batching changes no answer beyond
-        float32 rounding."""
+    def infer(payloads: list[tuple[History, tuple[str, ...]]], ks: list[int]) -> Recommendations:
+        """Each (history, exclude ids) decoded with its own k (one model call per distinct k): batching changes no
+        answer beyond float32 rounding."""
         with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
-            recs: Recommendations = run_grouped(run_group, [(_DISLIKES, k) for k in ks], histories)
+            recs: Recommendations = run_grouped(run_group, [(_DISLIKES, k) for k in ks], payloads)
         return recs
 
     def infer_scores(histories: list[History], slates: list[list[str]]) -> list[list[float]]:
@@ -386,8 +413,8 @@ def create_app(
     @app.post("/v1/dislikes", response_model=DislikeResponse, responses=_ERRORS, summary="top-K likely dislikes")
     def dislikes(req: DislikeRequest) -> DislikeResponse:
         k = k_of(req, "")
-        history, skipped = history_and_skipped(req, "")
-        recs = batcher.submit((_DISLIKES, k), history)
+        history, exclude, skipped = dislike_request(req, "")
+        recs = batcher.submit((_DISLIKES, k), (history, exclude))
         return response(recs, k, history if req.explain else None, skipped)
 
     @app.post(
@@ -399,10 +426,9 @@ def create_app(
     def dislikes_batch(batch: DislikeBatchRequest) -> DislikeBatchResponse:
         check_batch_size(len(batch.requests))
         ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        read = [history_and_skipped(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        histories = [h for h, _ in read]
-        recs = infer(histories, ks)
-        results = [response(r, k, h if q.explain else None, sk) for r, k, (h, sk), q in zip(recs, ks, read, batch.requests)]
+        read = [dislike_request(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
+        recs = infer([(h, ex) for h, ex, _ in read], ks)
+        results = [response(r, k, h if q.explain else None, sk) for r, k, (h, _, sk), q in zip(recs, ks, read, batch.requests)]
         return DislikeBatchResponse(results=results, model=model)
 
     @app.post(

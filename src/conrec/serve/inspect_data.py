@@ -21,6 +21,7 @@ import polars as pl
 from conrec.config import PipelineConfig
 from conrec.errors import DataValidationError, require_columns
 from conrec.eval.baselines import REGISTRY as BASELINE_REGISTRY
+from conrec.eval.seen import SEEN_COLUMN, with_seen_items
 from conrec.io import read_json, read_parquet
 from conrec.runs import RunDir
 from conrec.serve.catalog import History
@@ -90,6 +91,8 @@ class EvalPoint:
     hist_feedback: list[int]
     hist_ts: list[int]
     future_negs: list[str]
+    n_before: int  # the user's events before the point, all of them (hist_items holds the newest data.split.max_history)
+    n_dislikes_before: int  # the dislikes among them (the samples' hist_negatives)
 
     def history(self, max_history: int) -> History:
         """The most recent ``max_history`` events, oldest first: what the API is asked with."""
@@ -116,33 +119,64 @@ def iso_date(ts: int | None) -> str:
         return str(ts)
 
 
-def load_points(run: RunDir, split: str, evaluated: set[int] | None) -> list[EvalPoint]:
-    """The split's evaluation points; only the evaluated ones when the eval stage ran (its
-    predictions cover a seeded subset), so that every point shown has every model's list."""
-    if not run.samples.exists():
+def events_earlier(points: pl.DataFrame, events: pl.DataFrame) -> list[int]:
+    """Per point of ``points`` (in its order), how many of its user's ``events`` have an earlier ``ts``."""
+    if points.height == 0:
         return []
+    ev = (
+        events.select(pl.col("user_id").cast(pl.String), pl.col("ts").cast(pl.Int64))
+        .sort("user_id", "ts")
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over("user_id").alias("_earlier"))
+        .sort("ts", "_earlier")  # among a user's events at one second the asof match takes the last: the largest count
+    )
+    pts = points.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("_p"), pl.col("user_id").cast(pl.String), pl.col("ts").cast(pl.Int64))
+    joined = pts.sort("ts").join_asof(ev, on="ts", by="user_id", strategy="backward", allow_exact_matches=False, check_sortedness=False)
+    return [int(n) for n in joined.sort("_p")["_earlier"].fill_null(0).to_list()]
+
+
+def load_points(run: RunDir, split: str, evaluated: set[int] | None, events: pl.DataFrame | None = None) -> tuple[list[EvalPoint], pl.Series | None]:
+    """The split's evaluation points; only the evaluated ones when the eval stage ran (its
+    predictions cover a seeded subset), so that every point shown has every model's list. With the run's
+    ``events``, also each point's items rated before it (:func:`conrec.eval.seen.with_seen_items`: what the eval left
+    out of every model's list; List[Enum], in the points' order) and its full count of earlier events; without, the
+    count is its history's length and the items are None.
+
+    Why: ``hist_items`` holds only the newest ``data.split.max_history`` events; the page asked the live model with
+    those alone, so its list held items the eval's lists beside it never could (user 13's point 1275: 9 of 10), and
+    it said "200 events before it (70 dislikes)" of a user who had 608 and 201 (the inference audit of session 43)."""
+    if not run.samples.exists():
+        return [], None
     cols = ("sample_id", "user_id", "split", "ts", "hist_items", "hist_feedback", "future_negs")
     samples = read_parquet(run.samples, what="samples (data stage output)")
     require_columns(samples, cols, "samples table")
     chosen = samples.filter(pl.col("split") == split)
     if evaluated:
         chosen = chosen.filter(pl.col("sample_id").is_in(sorted(evaluated)))
+    chosen = chosen.sort("sample_id")
+    seen = with_seen_items(chosen, events)[SEEN_COLUMN] if events is not None else None
+    earlier = events_earlier(chosen, events) if events is not None else [0] * chosen.height
     has_ts = "hist_ts" in chosen.columns
     points = []
-    for row in chosen.sort("sample_id").iter_rows(named=True):
+    for row, n_earlier in zip(chosen.iter_rows(named=True), earlier):
         items = [str(i) for i in row["hist_items"] or []]
+        feedback = [int(f) for f in row["hist_feedback"] or []]
+        hist_ts = [int(t) for t in row["hist_ts"] or []] if has_ts else []
+        ties = sum(1 for t in hist_ts if t == row["ts"])  # events at the point's second before it: in its history
+        negatives = row.get("hist_negatives")
         points.append(
             EvalPoint(
                 sample_id=int(row["sample_id"]),
                 user_id=str(row["user_id"]),
                 ts=int(row["ts"]),
                 hist_items=items,
-                hist_feedback=[int(f) for f in row["hist_feedback"] or []],
-                hist_ts=[int(t) for t in row["hist_ts"] or []] if has_ts else [],
+                hist_feedback=feedback,
+                hist_ts=hist_ts,
                 future_negs=[str(i) for i in row["future_negs"] or []],
+                n_before=max(n_earlier + ties, len(items)),
+                n_dislikes_before=int(negatives) if negatives is not None else sum(1 for f in feedback if f < 0),
             )
         )
-    return points
+    return points, seen
 
 
 def pick_baselines(available: Sequence[str], metrics: Mapping[str, Mapping[str, object]] | None, headline: str | None) -> list[str]:
@@ -219,26 +253,41 @@ class Inspector:
     stale: str | None = None  # why the eval stage's lists are not shown (not current for the served config)
     stale_hint: str | None = None  # then: what to run to have them (RunDir.rerun_hint)
     live_unscored: str | None = None  # why the served model's live list is not scored on the points (live_list_unscored)
+    seen: pl.Series | None = None  # per point (in ``points``' order), every item rated before it: load_points
     by_sample: dict[int, EvalPoint] = field(init=False)
+    _row: dict[int, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_sample = {p.sample_id: p for p in self.points}
+        self._row = {p.sample_id: n for n, p in enumerate(self.points)}
+
+    def excluded(self, point: EvalPoint, history: History) -> list[str]:
+        """The items the eval left out of every list for ``point`` beyond ``history`` (the items its user rated
+        before the window, sorted): what the page asks ``/v1/dislikes`` to leave out too (its ``exclude``), so that
+        the live list answers the question the eval's lists beside it answer. Kept as one Enum list column, not a
+        Python set per point (a heavy user's points hold hundreds each)."""
+        if self.seen is None:
+            return []
+        shown = set(history[0])
+        return [i for i in self.seen[self._row[point.sample_id]].cast(pl.String).to_list() if i not in shown]
 
     @classmethod
-    def from_run(cls, run: RunDir, cfg: PipelineConfig, items: pl.DataFrame) -> Inspector:
+    def from_run(cls, run: RunDir, cfg: PipelineConfig, items: pl.DataFrame, events: pl.DataFrame | None = None) -> Inspector:
         """The page's data for ``cfg``'s run. The eval stage's lists are shown only when that stage is
         current for ``cfg`` (:meth:`conrec.runs.RunDir.stale_message`, as for a served model): after a
         retrained model or a rebuilt split they would be another model's lists, or another point's. The
         served model's live list is scored on the points only when it never saw their futures
-        (:func:`live_list_unscored`)."""
+        (:func:`live_list_unscored`). ``events`` (the run's): what each point's user rated before it
+        (:func:`load_points`)."""
         split, ks = cfg.eval.split, cfg.eval.ks
         stale = run.stale_message(cfg, "eval") if run.predictions.is_dir() else None
         lists = [] if stale else load_model_lists(run, ks)
         evaluated = set().union(*(m.items for m in lists)) if lists else None
         hint = run.rerun_hint(cfg, "eval") if stale else None
         unscored = live_list_unscored(cfg.serve.model, cfg.data.split.trains_on_labels_of(split))
-        return cls(info=ItemInfo.build(items), points=load_points(run, split, evaluated), lists=lists, split=split, stale=stale,
-                   stale_hint=hint, live_unscored=unscored)
+        points, seen = load_points(run, split, evaluated, events)
+        return cls(info=ItemInfo.build(items), points=points, lists=lists, split=split, stale=stale,
+                   stale_hint=hint, live_unscored=unscored, seen=seen)
 
     def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
         """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""

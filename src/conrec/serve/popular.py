@@ -8,13 +8,14 @@ the same contract as ``conrec.llm.inference.predict.Predictor.recommend``. The c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import islice
 
 import polars as pl
 
 from conrec.data.popularity import catalogue_dislike_counts, popularity_order
 from conrec.errors import DataValidationError
+from conrec.history import exclusion_lists
 
 
 class PopularDislikePredictor:
@@ -39,14 +40,14 @@ class PopularDislikePredictor:
             out.append([self._share[i] for i in slate])
         return out
 
-    def recommend(self, histories: list[tuple[list[str], list[int]]], k: int) -> list[list[tuple[str, float]]]:
-        out = []
+    def recommend(
+        self, histories: list[tuple[list[str], list[int]]], k: int, exclude: Sequence[Iterable[str]] | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """The ``k`` most disliked items outside each history and its ``exclude`` list (as the LM's ``recommend``)."""
         for n, (items, _feedback) in enumerate(histories):
             if not items:
                 raise DataValidationError(f"history {n} is empty: give at least one item")
             unknown = list(dict.fromkeys(i for i in items if i not in self._known))
             if unknown:
                 raise DataValidationError(f"history {n}: unknown item id(s) {unknown[:10]}")
-            seen = set(items)
-            out.append(list(islice(((i, s) for i, s in self._ranked if i not in seen), k)))
-        return out
+        return [list(islice(((i, s) for i, s in self._ranked if i not in seen), k)) for seen in exclusion_lists(histories, exclude, self._known)]

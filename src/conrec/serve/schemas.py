@@ -85,6 +85,12 @@ class DislikeRequest(_Strict):
     explain: bool = Field(
         False, description="attach a short reason to each item: the user's past dislikes it resembles (SID prefix, co-dislikes)"
     )
+    exclude: list[ItemId] | None = Field(
+        None,
+        description="item ids never to return, besides the history's (left out as the history is, under "
+        "decode.exclude_history), e.g. what the user rated before the history given; at most n_items of them "
+        "(see GET /healthz); unknown ids as in the history (serve.unknown_items)",
+    )
 
     @model_validator(mode="after")
     def _one_non_empty_source(self) -> DislikeRequest:
@@ -191,10 +197,14 @@ class ScoreRequest(DislikeRequest):
         description=f"filter an item when its score >= threshold (an LM's score is {LM_SCORE}); must be finite",
     )
 
+    exclude: list[ItemId] | None = Field(None, description="not used: every candidate is scored (leave it out; a value is refused)")
+
     @model_validator(mode="after")
     def _slate(self) -> ScoreRequest:
         if self.k is not None:  # said "Input should be None"
             raise ValueError("k is not used by /v1/score: every candidate is scored and ranked; leave k out")
+        if self.exclude is not None:  # a /v1/dislikes field: scoring a slate excludes nothing
+            raise ValueError("exclude is not used by /v1/score: every candidate is scored; leave exclude out")
         if not self.candidates:
             raise ValueError("candidates is empty: give the item ids of the slate to score")
         dup = repeated_ids(self.candidates)

@@ -115,6 +115,9 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "user_id": point.user_id,
             "date": iso_date(point.ts),
             "history": [{"item_id": i, "feedback": f} for i, f in zip(*history)],
+            "n_before": point.n_before,  # the user's events before the point: the history holds the newest of them
+            "n_dislikes_before": point.n_dislikes_before,
+            "exclude": inspector.excluded(point, history),  # the page's /v1/dislikes leaves these out too, as the eval did
             "timeline": inspector.timeline(*history, point.hist_ts[-n:] if point.hist_ts else None),
             "future": [inspector.info.row(i) for i in point.future_negs],
             "lists": lists,
@@ -151,7 +154,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
     def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(MAX_SEARCH, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
         found = inspector.find_points(user, len(inspector.points)) if user.strip() else inspector.points
         rows = [
-            {"sample_id": p.sample_id, "user_id": p.user_id, "date": iso_date(p.ts), "n_history": len(p.hist_items), "n_future": len(p.future_negs)}
+            {"sample_id": p.sample_id, "user_id": p.user_id, "date": iso_date(p.ts), "n_history": p.n_before, "n_future": len(p.future_negs)}
             for p in found[:limit]
         ]
         return {"split": inspector.split, "points": rows, "total": len(found)}  # total: all that matched
@@ -175,6 +178,8 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
     def pasted(request: Request, body: DislikeRequest) -> dict[str, Any]:
         """A pasted history, read and checked exactly as ``/v1/dislikes`` reads its body."""
         catalog, _, explain = _served(request)
+        if body.exclude is not None:  # the page never sends it; taken and ignored, it would be a list that is not this one
+            raise HTTPException(422, "exclude is not used by a pasted history's view; leave it out")
         history, skipped = request.app.state.history_and_skipped(body, "")
         k = k_of(body.k)
         lists = []
@@ -209,7 +214,7 @@ def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, even
     from conrec.runs import RunDir
 
     try:
-        inspector = Inspector.from_run(RunDir(cfg.run_dir), cfg, items)
+        inspector = Inspector.from_run(RunDir(cfg.run_dir), cfg, items, events)
     except ConrecError as exc:
         log.warning("inspector page: no evaluation points (%s)", exc)
         inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)

@@ -14,7 +14,7 @@ Scores (higher = more likely disliked) are ``log p(SID | prompt) + w * log prior
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from conrec.eval.seen import exclusion_sets, with_seen_items
 from conrec.history import (  # noqa: F401  (read_history_json: public API)
     History,
     check_history_shape,
+    exclusion_lists,
     is_feedback_value,
     newest_events,
     read_history_json,
@@ -231,26 +232,30 @@ class Predictor:
         return build_prompt([str(i) for i in items], [int(f) for f in feedback], self._sid_of, self.prompt_cfg, max_pos_items)
 
     # --- inference
-    def recommend(self, histories: Sequence[History], k: int) -> list[list[tuple[str, float]]]:
+    def recommend(
+        self, histories: Sequence[History], k: int, exclude: Sequence[Iterable[str]] | None = None
+    ) -> list[list[tuple[str, float]]]:
         """For each (item ids oldest first, feedback -1/+1) history, up to ``k`` (item id, score), best first.
 
         score: ``log p(SID | prompt) + w * log prior(item)``, w = ``decode.popularity_prior`` (a log-probability
         only when w = 0; the demo and full presets set w = 1).
 
-        Fewer than ``k`` only when the catalogue minus the history has fewer than ``k`` items.
+        ``exclude``: per history, more item ids never to return, left out with the history's own
+        (:func:`conrec.history.exclusion_lists`; e.g. an evaluation point's items rated before its window, which the
+        eval leaves out). Fewer than ``k`` only when the catalogue minus those has fewer than ``k`` items.
         """
         if not is_count(k):
             raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         self.validate(histories)
+        exclude_sets = exclusion_lists(histories, exclude, self.sid_map)
         prompts = [self.prompt(items, fb) for items, fb in histories]
-        exclude = [set(map(str, items)) for items, _ in histories]
         stats: dict[str, Any] = {}
         k_eff = min(k, len(self.items))
         with torch.inference_mode():
-            recs = self._topk(prompts, k_eff, exclude, stats)
+            recs = self._topk(prompts, k_eff, exclude_sets, stats)
         self.last_stats = stats
-        # histories were validated: every item is in the catalogue, so an excluded history removes len(ex) items
-        check_finite_answers(recs, [min(k_eff, len(self.items) - (len(ex) if self.decode_cfg.exclude_history else 0)) for ex in exclude])
+        # histories and exclude lists were validated: every item is in the catalogue, so an excluded set removes len(ex) items
+        check_finite_answers(recs, [min(k_eff, len(self.items) - (len(ex) if self.decode_cfg.exclude_history else 0)) for ex in exclude_sets])
         return recs
 
     def _topk(self, prompts: list[str], k: int, exclude: list[set[str]], stats: dict[str, Any]) -> list[list[tuple[str, float]]]:
@@ -430,13 +435,14 @@ def run(
             items = read_parquet(run_dir.items, what="items table")
             titles = dict(zip(items["item_id"].cast(pl.String).to_list(), items["title"].to_list()))
         explainer = Explainer.for_run(run_dir, predictor.sid_map, cfg.serve.explain_top_n, cfg.data.split, predictor.history_limit) if explain else None
-        recs = predictor.recommend([request.history], k)[0]
+        recs = predictor.recommend([request.history], k, exclude=None if request.exclude is None else [request.exclude])[0]
         check_unchanged(run_dir, model, before)
         reasons: list[str | None] = [None] * len(recs)
         if explainer is not None:
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         if not recs:  # an empty "top-k" table said nothing about why
-            console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in the history "
+            where = "the history or its exclude list" if request.exclude else "the history"
+            console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in {where} "
                           "(decode.exclude_history leaves them out)", highlight=False)
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         score_col = lm_score_column(cfg.decode.popularity_prior)  # "log-prob" only when it is one

@@ -91,13 +91,14 @@ class PredictRequest:
     split: str | None = None
     k: int | None = None  # from the history file's body, as POST /v1/dislikes takes it (--k wins)
     explain: bool = False  # from the body too (--explain turns it on as well)
+    exclude: list[str] | None = None  # from the body too: item ids never to return besides the history's
 
 
-_REQUEST_ONLY = ("user_id", "k", "explain")  # the /v1/dislikes body's fields beyond a history's
+_REQUEST_ONLY = ("user_id", "k", "explain", "exclude")  # the /v1/dislikes body's fields beyond a history's
 
 
-def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[History, int | None, bool]:
-    """(history, k, explain) from a JSON file holding a ``POST /v1/dislikes`` body.
+def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[History, int | None, bool, list[str] | None]:
+    """(history, k, explain, exclude) from a JSON file holding a ``POST /v1/dislikes`` body.
 
     Why: ``--history`` takes "the same fields as a POST /v1/dislikes body", so a body saved from
     a client (with ``k``, ``explain`` or a ``user_id`` of the run's events) must work as is. A
@@ -118,9 +119,9 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
     if not (isinstance(obj, dict) and any(key in obj for key in _REQUEST_ONLY)):
         history = parse_history_text(text, f"history file {p}")  # the text read: a pipe reads once
         check_history_limit(history, max_history, f"history file {p}")
-        return history, None, False
+        return history, None, False, None
     req, history = request_body(text, DislikeRequest, f"history file {p}", run, max_history)
-    return history, req.k, req.explain
+    return history, req.k, req.explain, req.exclude
 
 
 def check_predict_request(
@@ -144,9 +145,11 @@ def check_predict_request(
     run = RunDir(cfg.run_dir)
     if history is not None:
         if isinstance(history, (str, Path)):
-            hist, k, explain = read_dislike_body(Path(history), run, cfg.serve.max_history)
-            check_known_items(hist, known_item_ids(run), source=f"history file {history}")
-            return PredictRequest(model_dir=model_dir, history=hist, k=k, explain=explain)
+            hist, k, explain, exclude = read_dislike_body(Path(history), run, cfg.serve.max_history)
+            known = known_item_ids(run)
+            check_known_items(hist, known, source=f"history file {history}")
+            check_known_items((exclude or [], []), known, source=f"history file {history}: exclude")
+            return PredictRequest(model_dir=model_dir, history=hist, k=k, explain=explain, exclude=exclude)
         check_history_limit(history, cfg.serve.max_history, "history")
         check_known_items(history, known_item_ids(run), source="history")
         return PredictRequest(model_dir=model_dir, history=history)

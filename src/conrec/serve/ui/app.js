@@ -176,8 +176,10 @@ function renderUser(view) {
   $("user-card").hidden = false;
   const negs = view.history.filter(e => e.feedback < 0).length;
   if (view.source === "point") {
+    // the history is the newest data.split.max_history events: say how many the user had before the point
+    const shown = view.history.length < view.n_before ? `; the timeline shows the newest ${view.history.length} of ${view.n_before}, what the models read` : "";
     $("user-h").textContent = `User ${view.user_id}`;
-    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${count(view.history.length, "event")} before it (${count(negs, "dislike")}), ${count(view.future.length, "dislike")} after it, held out.`;
+    $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${count(view.n_before, "event")} before it (${count(view.n_dislikes_before, "dislike")}${shown}), ${count(view.future.length, "dislike")} after it, held out.`;
     $("future-hint").textContent = `${count(view.future.length, "item")} the user disliked next; the lists below mark ${view.future.length === 1 ? "it as a hit" : "them as hits"}.`;
   } else {
     $("user-h").textContent = "Pasted history";
@@ -206,9 +208,11 @@ function renderUser(view) {
 // On an evaluation point whose future the served model saw (view.live_unscored says how), its list marks
 // no hit: a hit there would be the future read back, not predicted.
 // On a point without a prior event (view.live_unasked says why) the API is not asked: it refuses an empty history.
+// On an evaluation point the items rated before its history (view.exclude) are left out, as the eval's lists leave them out.
 async function liveList(view) {
   if (view.live_unasked) return { name: state.health ? state.health.model : "served model", kind: "live", items: [], error: view.live_unasked };
   const req = { history: view.history, k: k(), explain: true };
+  if (view.exclude && view.exclude.length) req.exclude = view.exclude;
   try {
     const r = await api("/v1/dislikes", req);
     const future = new Set(view.live_unscored ? [] : view.future.map(f => f.item_id));
