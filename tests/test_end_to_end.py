@@ -165,7 +165,7 @@ def test_lm_predictions_fill_top_k_with_no_invalid_beams(e2e: dict[str, Any]) ->
 
 
 def test_predict_split_equals_the_evals_own_predictions(e2e: dict[str, Any], tmp_path: Path) -> None:
-    """Found by the inference audit of session 43: `conrec predict --split test` excluded only each point's
+    """Found by the inference audit of 7 December 2026: `conrec predict --split test` excluded only each point's
     `data.split.max_history` window while the eval excludes every item rated before the point, so its lists held
     items the eval's never could (19 of 254 demo points differed). Users here have about 240 events, max_history 50."""
     from conrec.eval.seen import SEEN_COLUMN, with_seen_items

@@ -324,7 +324,7 @@ def test_a_point_without_a_prior_event_tells_the_page_not_to_ask_the_api(tmp_pat
 
 
 def test_a_points_live_list_leaves_out_what_the_eval_left_out_and_the_page_counts_every_earlier_event(tmp_path):
-    """The inference audit of session 43: the page asked /v1/dislikes for an evaluation point with its
+    """The inference audit of 7 December 2026: the page asked /v1/dislikes for an evaluation point with its
     data.split.max_history window alone, so the live list held items the user rated before the window, which the eval's
     lists beside it leave out (user 13's point 1275: 9 of 10), and it said "200 events before it (70 dislikes)" of a
     user who had 608 and 201. The view now carries the rest of what the eval excluded (`exclude`, which the page

@@ -143,7 +143,7 @@ def load_points(run: RunDir, split: str, evaluated: set[int] | None, events: pl.
 
     Why: ``hist_items`` holds only the newest ``data.split.max_history`` events; the page asked the live model with
     those alone, so its list held items the eval's lists beside it never could (user 13's point 1275: 9 of 10), and
-    it said "200 events before it (70 dislikes)" of a user who had 608 and 201 (the inference audit of session 43)."""
+    it said "200 events before it (70 dislikes)" of a user who had 608 and 201 (the inference audit of 7 December 2026)."""
     if not run.samples.exists():
         return [], None
     cols = ("sample_id", "user_id", "split", "ts", "hist_items", "hist_feedback", "future_negs")

@@ -399,7 +399,7 @@ def split_samples_seen(run_dir: RunDir, samples: pl.DataFrame) -> pl.DataFrame:
     twice), and ``conrec predict --split`` excluded only the points' ``hist_items`` window (``data.split.max_history``
     events). On preset:demo its top-20 lists differed from ``eval/predictions/grpo.parquet`` on 19 of 254 test points
     (143 slots held items rated before the window) and scored a lower FHR@20 from the same model
-    (the inference audit of session 43); now the file equals the eval's on the points both hold."""
+    (the inference audit of 7 December 2026); now the file equals the eval's on the points both hold."""
     events = read_parquet(run_dir.events, what="events (data stage output)")
     return with_seen_items(samples, events)
 
