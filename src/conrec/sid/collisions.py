@@ -13,9 +13,16 @@ Quantizers map similar items to the same full code. The LLM must be able to name
    group the items are spread over all last-level codes with capacity ``ceil(g / K)`` each (again an
    optimal assignment, against the codewords repeated ``capacity`` times) and the extra code is the
    slot within the codeword, ordered by distance; all other items get extra code 0. The extra
-   level's codebook size is the largest capacity used.
+   level's codebook size is the largest capacity used. That assignment costs about g^3 time and g^2 memory
+   (12,000 items sharing one vector, e.g. blank texts, took 100 s and 2.3 GB), so a group of more than
+   :data:`EXACT_MAX_ITEMS` items is reduced to its distinct residuals first (:func:`_spread_large`): identical
+   items are interchangeable, and the optimal plan of how many of each go to each codeword is a small
+   transportation problem. Only a group with too many *distinct* residuals for that (more than
+   :data:`TRANSPORT_MAX_PAIRS` residual x codeword pairs) is spread greedily (nearest codeword with room first), and
+   the stage notes it.
 
-Ties are broken by item order, so the result is deterministic for fixed inputs.
+Ties are broken by item order (in a transportation plan, by the solver's deterministic choice), so the result is
+deterministic for fixed inputs.
 """
 
 from __future__ import annotations
@@ -24,7 +31,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+import scipy.sparse as sp
+from scipy.optimize import linear_sum_assignment, linprog
+
+EXACT_MAX_ITEMS = 2048
+"""The largest overflowing prefix group spread by the item-level optimal assignment (about 0.6 s at this size);
+larger groups go through :func:`_spread_large`. Groups up to this size get the codes they got before large groups
+were reduced, so a map whose overflowing groups are all this small did not change (the demo's has none at all)."""
+
+TRANSPORT_MAX_PAIRS = 2**17
+"""The most distinct-residual x codeword pairs solved as a transportation problem (about 4 s at this size); a larger
+group is spread greedily."""
 
 
 @dataclass
@@ -35,6 +52,7 @@ class Resolution:
     extra_level: bool
     extra_coded: int = 0  # items given a non-zero code on the extra level (0 without one)
     recoded: int = 0  # items whose SID is not the quantizer's code: last level moved, or a non-zero extra code
+    greedy_items: int = 0  # items of groups too large and varied for an optimal spread (_spread_large), spread greedily
 
 
 def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -55,6 +73,7 @@ def resolve_collisions(
         raise ValueError(f"last codebook has {last_codebook.shape[0]} codes but codebook_sizes[-1] = {k}")
     extra = np.zeros(n, dtype=np.int64)
     moved = 0
+    greedy = 0
     # prefix group of every item (a single group when there is only one level)
     if levels > 1:
         _, group = np.unique(codes[:, :-1], axis=0, return_inverse=True)
@@ -75,14 +94,16 @@ def resolve_collisions(
             capacity = math.ceil(len(members) / k)
             max_capacity = max(max_capacity, capacity)
             before = codes[members, -1].copy()
-            slots = np.repeat(np.arange(k), capacity)  # slot j -> codeword slots[j]
-            rows, cols = linear_sum_assignment(dist[:, slots])
-            new_code = slots[cols]
-            codes[members[rows], -1] = new_code
+            if len(members) <= EXACT_MAX_ITEMS:
+                new_code = _optimal_spread(dist, capacity)
+            else:
+                new_code, was_greedy = _spread_large(last_residual[members], last_codebook, capacity)
+                greedy += len(members) if was_greedy else 0
+            codes[members, -1] = new_code
             moved += int((codes[members, -1] != before).sum())
             # extra code: rank within the codeword by distance (ties by item order)
             for code in np.unique(new_code):
-                ms = members[rows][new_code == code]
+                ms = members[new_code == code]
                 d = dist[np.searchsorted(members, ms), code]
                 extra[ms[np.lexsort((ms, d))]] = np.arange(len(ms))
     sizes = [int(s) for s in codebook_sizes]
@@ -91,7 +112,7 @@ def resolve_collisions(
         sizes.append(max_capacity)
     recoded = int(((codes[:, :levels] != original).any(axis=1) | (extra != 0)).sum())
     return Resolution(codes=codes, codebook_sizes=sizes, moved=moved, extra_level=max_capacity > 1,
-                      extra_coded=int((extra != 0).sum()), recoded=recoded)
+                      extra_coded=int((extra != 0).sum()), recoded=recoded, greedy_items=greedy)
 
 
 def _reassign_within(codes: np.ndarray, members: np.ndarray, dist: np.ndarray) -> int:
@@ -108,3 +129,84 @@ def _reassign_within(codes: np.ndarray, members: np.ndarray, dist: np.ndarray) -
     rows, cols = linear_sum_assignment(dist[np.ix_(losers, free)])
     codes[members[losers[rows]], -1] = free[cols]
     return len(losers)
+
+
+def _optimal_spread(dist: np.ndarray, capacity: int) -> np.ndarray:
+    """The last-level code of each row of ``dist`` (group items x codewords): the assignment of least total squared
+    distance with at most ``capacity`` items per codeword (the codewords repeated ``capacity`` times)."""
+    slots = np.repeat(np.arange(dist.shape[1]), capacity)  # slot j -> codeword slots[j]
+    rows, cols = linear_sum_assignment(dist[:, slots])
+    new_code = np.empty(dist.shape[0], dtype=np.int64)
+    new_code[rows] = slots[cols]
+    return new_code
+
+
+def _spread_large(residual: np.ndarray, codebook: np.ndarray, capacity: int) -> tuple[np.ndarray, bool]:
+    """:func:`_optimal_spread` for a group of more than :data:`EXACT_MAX_ITEMS` items, without its g^3 cost; also
+    whether the answer is greedy rather than optimal.
+
+    Items with identical residuals (one shared vector: blank or identical texts) are interchangeable, so the group is
+    reduced to its distinct rows with multiplicities. With at most :data:`TRANSPORT_MAX_PAIRS` row x codeword pairs, how many
+    copies of each row go to each codeword is the optimal transportation plan (:func:`_transport`); with more (a
+    quantizer that put thousands of different items on one prefix), the greedy plan (:func:`_greedy_plan`). The
+    copies of a row then take their codewords in item order, nearest codeword first.
+    """
+    distinct, first, inverse = np.unique(residual, axis=0, return_index=True, return_inverse=True)
+    by_first = np.argsort(first, kind="stable")  # distinct rows in order of their first item
+    rank = np.empty_like(by_first)
+    rank[by_first] = np.arange(len(by_first))
+    row_of = rank[inverse.reshape(-1)]  # each item's distinct row, numbered by first appearance
+    dist = _sq_dist(distinct[by_first], codebook)
+    copies = np.bincount(row_of, minlength=len(dist))
+    greedy = dist.size > TRANSPORT_MAX_PAIRS
+    plan = None if greedy else _transport(dist, copies, capacity)
+    if plan is None:
+        plan, greedy = _greedy_plan(dist, copies, capacity), True
+    per_row = []
+    for r in range(len(dist)):
+        used = np.flatnonzero(plan[r])
+        used = used[np.lexsort((used, dist[r, used]))]  # nearest codeword first, ties by codeword
+        per_row.append(np.repeat(used, plan[r, used]))
+    new_code = np.empty(len(residual), dtype=np.int64)
+    new_code[np.argsort(row_of, kind="stable")] = np.concatenate(per_row)  # items by distinct row, item order within
+    return new_code, greedy
+
+
+def _transport(dist: np.ndarray, copies: np.ndarray, capacity: int) -> np.ndarray | None:
+    """How many of each row's ``copies`` go to each codeword (rows x codewords): least total squared distance with at
+    most ``capacity`` per codeword. A transportation problem; its dual-simplex solution is a vertex, hence integral
+    (the constraint matrix is totally unimodular). None when the solver fails or its plan is not integral after all:
+    the caller then spreads greedily, which is always possible."""
+    u, k = dist.shape
+    result = linprog(
+        dist.ravel(),
+        A_ub=sp.kron(np.ones((1, u)), sp.eye(k), format="csr"),  # per codeword: at most capacity
+        b_ub=np.full(k, capacity),
+        A_eq=sp.kron(sp.eye(u), np.ones((1, k)), format="csr"),  # per row: all its copies
+        b_eq=copies,
+        bounds=(0, None),
+        method="highs-ds",
+    )
+    if result.status != 0 or result.x is None:
+        return None
+    plan = np.rint(result.x).astype(np.int64).reshape(u, k)
+    if not np.array_equal(plan.sum(1), copies) or plan.sum(0).max() > capacity:
+        return None
+    return plan
+
+
+def _greedy_plan(dist: np.ndarray, copies: np.ndarray, capacity: int) -> np.ndarray:
+    """:func:`_transport`'s plan, greedily: (row, codeword) pairs in order of distance (ties by row, then codeword),
+    each giving the row's unplaced copies to the codeword while it has room. Sorting u x k pairs, not solving."""
+    u, k = dist.shape
+    plan = np.zeros((u, k), dtype=np.int64)
+    left, room = copies.astype(np.int64), np.full(k, capacity, dtype=np.int64)
+    r_idx, c_idx = np.divmod(np.arange(dist.size), k)
+    todo = int(left.sum())
+    for pair in np.lexsort((c_idx, r_idx, dist.reshape(-1))):
+        r, c = int(r_idx[pair]), int(c_idx[pair])
+        if n := min(int(left[r]), int(room[c])):
+            plan[r, c], left[r], room[c], todo = n, left[r] - n, room[c] - n, todo - n
+            if not todo:
+                break
+    return plan
