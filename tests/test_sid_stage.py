@@ -336,6 +336,11 @@ def test_docs_say_a_sid_is_stable_only_for_the_same_items_and_no_path_encodes_ne
     sids = " ".join((root / "docs" / "sids.md").read_text().split())
     assert "same items file" in sids and "re-learns every code" in sids and "retraining the model" in sids
     assert "encode new items later" not in (stage.__doc__ or "")
+    # found by an audit: with sid.collab (demo, full) the training events are the quantizer's input too; moving
+    # data.split.train_until alone changed all 1,682 demo SIDs, while both texts named the items only
+    stable = sids[sids.index("**How stable a SID is.**") :].split("**Collaborative SIDs**")[0]
+    assert "`sid.collab`" in stable and "same events file" in stable and "`data.split`" in stable
+    assert "sid.collab" in " ".join((stage.__doc__ or "").split()) and "same events file" in " ".join((stage.__doc__ or "").split())
 
 
 def test_the_stage_notes_item_texts_the_encoder_cut(tmp_path: Path) -> None:

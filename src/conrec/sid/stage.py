@@ -4,8 +4,9 @@ Reads ``data/items.parquet``; writes ``sid/text_vectors.npy`` (the encoder's vec
 order), ``sid/embeddings.npy`` (the quantizer's input: those, or with a collaborative part),
 ``sid/quantizer.pt`` (the quantizer's state, which the GRPO reward reads to rebuild item vectors from codes),
 ``sid/sid_map.parquet`` and ``sid/stats.json``; then marks the stage done. Same items file, config and seed ->
-identical SID map; any change to the items re-fits the quantizer from scratch and reassigns (almost) every SID, so
-the model must be retrained (nothing encodes new items into an old map).
+identical SID map, and with ``sid.collab`` also the same events file and ``data`` settings (the training events are
+part of the quantizer's input); any change to these inputs re-fits the quantizer from scratch and reassigns (almost)
+every SID, so the model must be retrained (nothing encodes new items into an old map).
 """
 
 from __future__ import annotations
