@@ -188,3 +188,15 @@ def test_empty_item_texts_are_refused_when_all_and_counted_when_some() -> None:
     assert info["texts_empty"] == 3 and info["texts_empty_examples"] == ["1", "3", "5"]
     _, full = encode_items(items, EncoderConfig(cache=False), encoder=CountingEncoder())
     assert full["texts_empty"] == 0 and full["texts_empty_examples"] == []
+
+
+def test_identical_item_texts_are_counted_like_empty_ones() -> None:
+    """Found by an audit: 40 items all titled "Same Title" shared one vector and collided 90% like blank texts, but
+    only blank texts were counted. Blank ones stay with texts_empty; the examples keep each group together."""
+    items = _items(8).with_columns(title=pl.Series(["A", "B", "A", "C", "B", "A", "D", "E"]))
+    _, info = encode_items(items, EncoderConfig(cache=False, text_fields=["title"]), encoder=CountingEncoder())
+    assert info["texts_duplicate"] == 5 and info["texts_duplicate_examples"] == ["0", "2", "5", "1", "4"]
+    _, blank = encode_items(items, EncoderConfig(cache=False, text_fields=["text"]), encoder=CountingEncoder())
+    assert blank["texts_empty"] == 4 and blank["texts_duplicate"] == 0  # the four '' are blanks, not duplicates
+    _, unique = encode_items(items, EncoderConfig(cache=False), encoder=CountingEncoder())
+    assert unique["texts_duplicate"] == 0 and unique["texts_duplicate_examples"] == []

@@ -394,6 +394,33 @@ def test_the_stage_notes_items_with_no_text_to_encode(tmp_path: Path) -> None:
     assert read_json(rd.sid / "stats.json")["encoder"]["texts_empty"] == 2
 
 
+def test_the_stage_notes_items_with_identical_texts(tmp_path: Path) -> None:
+    """Found by an audit: items with one (non-blank) text share one vector like blank ones, but had no note."""
+    cfg = _make_run(tmp_path, n=30, kind="rkmeans")
+    rd = RunDir(cfg.run_dir)
+    items = pl.read_parquet(rd.items)
+    items.with_columns(title=pl.when(pl.col("item_id").is_in(["i5", "i7", "i9"])).then(pl.lit("Same Title")).otherwise(pl.col("title"))).write_parquet(rd.items)
+    cfg = cfg.model_copy(update={"sid": cfg.sid.model_copy(update={"encoder": cfg.sid.encoder.model_copy(update={"text_fields": ["title"]})})})
+
+    class TitleOnly(GenreEncoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return super().encode([f"{t} Comedy" for t in texts])
+
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=TitleOnly())
+    assert stats["encoder"]["texts_duplicate"] == 3 and stats["encoder"]["texts_empty"] == 0
+    note = next(n for n in stats["notes"] if n.startswith("3 item(s) have the same text in sid.encoder.text_fields ['title'] as another item"))
+    assert "'i5', 'i7', 'i9'" in note and "share one vector and their SIDs are set apart only by collision resolution" in note
+    assert read_json(rd.sid / "stats.json")["encoder"]["texts_duplicate"] == 3
+    assert len({tuple(c) for c in SidMap.from_parquet(rd.sid_map).codes.tolist()}) == 30
+    # with a collaborative part the items no longer share their whole vector: the note says what they do share
+    from conrec.sid.config import CollabConfig
+    from conrec.sid.stage import _shared_text_consequence
+    from conrec.stages import SidSections
+
+    collab = SidSections(sid=cfg.sid.model_copy(update={"collab": CollabConfig(dims=4)}), seed=0, split=cfg.data.split)
+    assert _shared_text_consequence(collab).startswith("they share one text vector, and only their collaborative or extra part")
+
+
 def test_the_summary_says_why_the_purity_lift_is_undefined(tmp_path: Path) -> None:
     """Found by probing: every item with a category of its own was summarised as "no categories to compare"."""
     cfg = _make_run(tmp_path, n=40, kind="rkmeans")

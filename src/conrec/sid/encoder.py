@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -154,6 +155,18 @@ def empty_texts(texts: Sequence[str]) -> list[int]:
     """Indices of empty item texts (pure). Why count them: every such item is encoded as the empty string, so
     they all get one vector, collide, and their SIDs are whatever collision resolution gives them."""
     return [i for i, t in enumerate(texts) if not t]
+
+
+def duplicate_texts(texts: Sequence[str]) -> list[int]:
+    """Indices of non-empty item texts that another item has too (pure): every item of each such group, groups in
+    order of their first item, item order within. Why count them: like empty texts (:func:`empty_texts`, which counts
+    the blank ones), one text is one vector, so these items collide and, unless a collaborative or extra part tells
+    them apart, their SIDs are whatever collision resolution gives them."""
+    first: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        first.setdefault(t, i)
+    counts = Counter(texts)
+    return sorted((i for i, t in enumerate(texts) if t and counts[t] > 1), key=lambda i: (first[texts[i]], i))
 
 
 def cache_key(model_id: str, texts: Sequence[str]) -> str:
@@ -303,6 +316,9 @@ def encode_items(
     blank, item_ids = empty_texts(texts), items["item_id"].cast(pl.String)
     info["texts_empty"] = len(blank)  # encoded as '' (the sid stage notes them)
     info["texts_empty_examples"] = [item_ids[i] for i in blank[:5]]
+    same = duplicate_texts(texts)
+    info["texts_duplicate"] = len(same)  # share their (non-empty) text with another item (the sid stage notes them)
+    info["texts_duplicate_examples"] = [item_ids[i] for i in same[:5]]
     truncated = getattr(enc, "truncated", None)
     if truncated is not None:  # texts cut at the encoder's maximum length (null: the encoder cannot say)
         cut = truncated(texts)

@@ -109,8 +109,13 @@ def run(
         if n_empty := int(cast(int, enc_info.get("texts_empty") or 0)):
             notes.append(
                 f"{n_empty} item(s) have no text in sid.encoder.text_fields {sections.sid.encoder.text_fields}: they were "
-                f"encoded as an empty string, so they share one vector and their SIDs are set apart only by collision "
-                f"resolution, e.g. items {enc_info['texts_empty_examples']}"
+                f"encoded as an empty string, so {_shared_text_consequence(sections)}, e.g. items {enc_info['texts_empty_examples']}"
+            )
+        if n_same := int(cast(int, enc_info.get("texts_duplicate") or 0)):
+            notes.append(
+                f"{n_same} item(s) have the same text in sid.encoder.text_fields {sections.sid.encoder.text_fields} as "
+                f"another item: each such text was encoded once, so {_shared_text_consequence(sections)}, e.g. items "
+                f"{enc_info['texts_duplicate_examples']}"
             )
         write_npy(vectors, rd.embeddings)
 
@@ -242,6 +247,17 @@ def _control_text_note(items: pl.DataFrame, item_ids: list[str]) -> tuple[int, s
         f"{len(rows)} item(s) have a title or category containing a model control token's text (a SID such as <a_3>, a "
         f"prompt marker such as <dis>), e.g. items {[item_ids[i] for i in rows[:5]]}: the SFT prompts break it "
         "('<a_3>' -> '< a_3>') so that it never becomes that token"
+    )
+
+
+def _shared_text_consequence(sections: SidSections) -> str:
+    """What items with one text (blank or identical) have in common, for the notes: one vector, unless ``sid.collab``
+    or extra vectors add a part of their own to each item's."""
+    if sections.sid.collab is None and sections.sid.encoder.extra_vectors_path is None:
+        return "they share one vector and their SIDs are set apart only by collision resolution"
+    return (
+        "they share one text vector, and only their collaborative or extra part, where it differs, sets them apart "
+        "before collision resolution"
     )
 
 
