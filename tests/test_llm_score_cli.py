@@ -160,6 +160,30 @@ def test_cli_reads_a_user_id_as_the_server_does_and_predict_takes_a_whole_dislik
         assert r.exit_code != 0 and message in " ".join(r.output.split()), r.output  # the console wraps lines
 
 
+def test_predict_cli_leaves_out_a_history_files_exclude(trained, tmp_path):
+    """Found by review: ``conrec predict --history body.json`` checked the body's ``exclude`` and then dropped it (the
+    command passed the parsed history on, not the file), so the excluded items came back at the top of the table. The
+    earlier test called ``predict.run`` with the file and never went through the command."""
+    cfg, pred = trained
+    history = (["i0", "i4"], [-1, -1])
+    body, out = tmp_path / "body.json", tmp_path / "top.parquet"
+    runner = CliRunner()
+
+    def top(request: dict) -> list[str]:
+        body.write_text(json.dumps(request))
+        r = runner.invoke(app, ["predict", "--run-dir", str(cfg.run_dir), "--history", str(body), "--model", "sft", "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        return pl.read_parquet(out)["item_id"].to_list()
+
+    plain = top({"negative": history[0], "k": 3})
+    excluded = plain[:2]
+    left = top({"negative": history[0], "k": 3, "exclude": excluded})
+    assert not set(left) & set(excluded)
+    assert left == [i for i, _ in pred.recommend([history], 3, exclude=[excluded])[0]]
+    with pytest.raises(ConfigError, match="exclude goes with a parsed history only"):
+        predict_mod.check_predict_request(cfg, body, None, "sft", exclude=["i1"])
+
+
 def test_predict_help_says_which_k_a_dislikes_body_without_k_gets(trained, tmp_path):
     """Found by probing: the --history help said a POST /v1/dislikes body "is read as the server reads it", but a body
     without "k" gets decode.top_k items where the server gives serve.default_k (the CLI's default, as docs/pipeline.md

@@ -259,7 +259,7 @@ def predict(
 
         run(
             cfg, history=request.history, split=split, out=out, model=model, k=k or request.k or cfg.decode.top_k,
-            console=console, explain=explain or request.explain,
+            console=console, explain=explain or request.explain, exclude=request.exclude,
         )
 
     _guard(body)

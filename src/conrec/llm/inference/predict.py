@@ -413,15 +413,17 @@ def run(
     k: int,
     console: Console | None = None,
     explain: bool = False,
+    exclude: list[str] | None = None,
 ) -> pl.DataFrame:
     """``conrec predict``: one user (``--history`` JSON, printed as a table) or a split (``--split``, Parquet).
 
     The request is checked (model name, checkpoint present, history format, item ids, split)
     before the model is loaded. ``explain`` (one user only; refused with a split) adds a reason per item
-    (:mod:`conrec.explain`).
+    (:mod:`conrec.explain`). ``exclude``: with a parsed history, item ids never to return besides the history's (a
+    history file's body gives its own; :func:`check_predict_request`).
     """
     console = console or Console()
-    request = check_predict_request(cfg, history, split, model, explain=explain, out=out)
+    request = check_predict_request(cfg, history, split, model, explain=explain, out=out, exclude=exclude)
     run_dir = RunDir(cfg.run_dir)
     samples = None if request.samples is None else split_samples_seen(run_dir, request.samples)  # before the model loads
     before = run_dir.build_identities(model)  # the model, titles and reasons must come from these stage runs

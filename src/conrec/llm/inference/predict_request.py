@@ -125,11 +125,20 @@ def read_dislike_body(path: Path, run: RunDir, max_history: int) -> tuple[Histor
 
 
 def check_predict_request(
-    cfg: PipelineConfig, history: Path | History | None, split: str | None, model: str, explain: bool = False, out: Path | None = None
+    cfg: PipelineConfig,
+    history: Path | History | None,
+    split: str | None,
+    model: str,
+    explain: bool = False,
+    out: Path | None = None,
+    exclude: list[str] | None = None,
 ) -> PredictRequest:
     """Validate a predict request against the run's files; the model itself is not touched.
 
     ``history`` is a JSON file path (see :mod:`conrec.history`) or an already parsed history.
+    ``exclude`` (item ids never to return besides the history's) goes with a parsed history only: a file's body
+    carries its own. Why a parameter: ``conrec predict`` checks the file first and passes on the parsed history, and
+    the body's ``exclude`` was lost on the way (the excluded items came back at the top of the table).
     ``explain`` is for one history only: with a split it is refused (it was dropped without a word).
     ``out`` (a split's Parquet output) is checked here too, so that a wrong name fails before torch is imported.
     """
@@ -141,6 +150,8 @@ def check_predict_request(
         raise ConfigError(
             "--explain works with --history only, not --split; for a reasons column per row use `conrec score --batch --explain`"
         )
+    if exclude is not None and (history is None or isinstance(history, (str, Path))):
+        raise ConfigError("exclude goes with a parsed history only: a history file gives its own under \"exclude\"")
     model_dir = check_model_dir(cfg, model)
     run = RunDir(cfg.run_dir)
     if history is not None:
@@ -151,8 +162,10 @@ def check_predict_request(
             check_known_items((exclude or [], []), known, source=f"history file {history}: exclude")
             return PredictRequest(model_dir=model_dir, history=hist, k=k, explain=explain, exclude=exclude)
         check_history_limit(history, cfg.serve.max_history, "history")
-        check_known_items(history, known_item_ids(run), source="history")
-        return PredictRequest(model_dir=model_dir, history=history)
+        known = known_item_ids(run)
+        check_known_items(history, known, source="history")
+        check_known_items((exclude or [], []), known, source="exclude")
+        return PredictRequest(model_dir=model_dir, history=history, exclude=exclude)
     if out is None:  # the run's own file: checked before the split is decoded (minutes), not at its write
         check_output_file(run.predictions / f"{model}_{split}.parquet", "the predictions file", hint="; pass -o FILE to write it elsewhere")
     samples = read_parquet(run.samples, what="samples table (run `conrec data` first)")
