@@ -225,3 +225,22 @@ def test_request_files_with_a_utf8_bom_are_read(tmp_path: Path) -> None:
     body.write_bytes(b"\xef\xbb\xbf" + json.dumps({"negative": ["a"], "positive": ["b"]}).encode())
     assert read_history_json(body) == (["b", "a"], [1, -1])
     assert read_request_text(body, "score request").startswith("{")
+
+
+def test_exclude_as_a_flat_list_of_ids_is_refused_not_read_character_by_character() -> None:
+    """Found by review: ``recommend([h], k, exclude=["121"])`` (one flat list, not one list per history) passed the
+    length check with one history and excluded the items "1" and "2", returning item 121 itself. Both predictors read
+    ``exclude`` through :func:`conrec.history.exclusion_lists`."""
+    from conrec.history import exclusion_lists
+    from conrec.serve.popular import PopularDislikePredictor
+
+    known = {"1", "2", "3", "12", "121"}
+    history = (["3"], [-1])
+    assert exclusion_lists([history], [["121"]], known) == [{"3", "121"}]
+    for flat in (["121"], "121", [b"121"]):
+        with pytest.raises(DataValidationError, match="one list of item ids per history"):
+            exclusion_lists([history], flat, known)  # type: ignore[arg-type]
+    popular = PopularDislikePredictor(None, sorted(known))
+    with pytest.raises(DataValidationError, match="not a string where a list is expected"):
+        popular.recommend([history], 3, exclude=["121"])
+    assert "121" not in [i for i, _ in popular.recommend([history], 5, exclude=[["121"]])[0]]

@@ -228,7 +228,10 @@ def exclusion_lists(histories: Sequence[History], exclude: Sequence[Iterable[str
     Why a second list: a history is what the model reads, but the items never to return can be more, e.g. every
     item the user rated before the point when the history is only its newest ``data.split.max_history`` events (what
     the eval leaves out, :mod:`conrec.eval.seen`; the inspector page asks ``/v1/dislikes`` so). An ``exclude`` id
-    outside ``known`` is an error, as a history's is: a typo must not pass as "excluded"."""
+    outside ``known`` is an error, as a history's is: a typo must not pass as "excluded". A string where a list of
+    ids is expected is refused: ``exclude=["121"]`` (one flat list for one history) read as the ids "1" and "2"."""
+    if isinstance(exclude, (str, bytes)) or any(isinstance(extra, (str, bytes)) for extra in exclude or []):
+        raise DataValidationError('exclude must be one list of item ids per history (e.g. [["121"]]), not a string where a list is expected')
     if exclude is not None and len(exclude) != len(histories):
         raise DataValidationError(f"{len(exclude)} exclude list(s) for {len(histories)} history(ies)")
     out = [set(map(str, items)) for items, _ in histories]
