@@ -118,3 +118,29 @@ def test_predict_samples_excludes_every_item_the_eval_stage_marks_as_seen(predic
     seen = samples.with_columns(pl.Series(SEEN_COLUMN, [["m1", top[0], top[2]]], dtype=pl.List(pl.String)))
     again = predictor.predict_samples(seen, 5)["items"][0].to_list()
     assert not {top[0], top[2], "m1"} & set(again) and len(again) == 5
+
+
+@pytest.mark.parametrize("search", ["beam", "exhaustive"])
+def test_a_requests_exclude_applies_with_exclude_history_off(predictor, search):
+    """Found by review: under ``decode.exclude_history: false`` the LM dropped a request's ``exclude`` without a word
+    (even "exclude the whole catalogue" returned k items) while the popular predictor honoured it. An ``exclude`` list
+    is an explicit request: it always applies; the flag keeps only the history's own items eligible."""
+    from conrec.serve.popular import PopularDislikePredictor
+
+    p = Predictor(predictor.model, predictor.tokenizer, predictor.sid_map, PromptConfig(),
+                  DecodeConfig(search=search, num_beams=12, batch_size=2, exclude_history=False))
+    hist = HISTORIES[0]
+    plain = [i for i, _ in p.recommend([hist], 12)[0]]
+    excluded = plain[:3]
+    got = [i for i, _ in p.recommend([hist], 5, exclude=[excluded])[0]]
+    assert len(got) == 5 and not set(got) & set(excluded)
+    if search == "exhaustive":  # the exact ranking less the excluded items: the history's own stay eligible
+        assert got == [i for i in plain if i not in excluded][:5]
+    assert p.recommend([hist], 5, exclude=[list(p.items)]) == [[]]  # nothing left: an empty answer, no error
+    popular = PopularDislikePredictor(None, list(p.items))
+    assert not set(i for i, _ in popular.recommend([hist], 5, exclude=[excluded])[0]) & set(excluded)  # the two agree
+    # the eval's seen items still follow the flag (off: the LM may rank them, as the eval's note says)
+    samples = pl.DataFrame({"sample_id": [0], "hist_items": [hist[0]], "hist_feedback": [hist[1]], SEEN_COLUMN: [excluded]},
+                           schema={"sample_id": pl.Int64, "hist_items": pl.List(pl.String), "hist_feedback": pl.List(pl.Int8),
+                                   SEEN_COLUMN: pl.List(pl.String)})
+    assert p.predict_samples(samples, 12)["items"][0].to_list() == plain

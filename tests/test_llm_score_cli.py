@@ -420,6 +420,13 @@ def test_a_history_covering_the_whole_catalogue_says_there_is_nothing_to_rank(tr
     table = predict_mod.run(cfg, hist, None, None, "sft", 5, console=Console(file=buf, width=200, color_system=None))
     assert table.height == 0
     assert buf.getvalue().strip() == f"nothing to rank: every one of the {len(pred.items)} catalogue items is in the history (decode.exclude_history leaves them out)"
+    # decode.exclude_history off keeps the history eligible: only a request's exclude list (which applies anyway) empties it
+    keep = cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"exclude_history": False})})
+    buf.truncate(0), buf.seek(0)
+    table = predict_mod.run(keep, (["i0"], [-1]), None, None, "sft", 5, console=Console(file=buf, width=200, color_system=None),
+                            exclude=list(pred.items))
+    assert table.height == 0
+    assert buf.getvalue().strip() == f"nothing to rank: every one of the {len(pred.items)} catalogue items is in the request's exclude list"
 
 
 def test_a_history_over_serve_max_history_is_refused_by_the_cli_as_the_server_refuses_it(trained, tmp_path, monkeypatch):

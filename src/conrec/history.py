@@ -222,8 +222,15 @@ def check_known_items(history: History, known: set[str], source: str = "history"
         )
 
 
-def exclusion_lists(histories: Sequence[History], exclude: Sequence[Iterable[str]] | None, known: Container[str]) -> list[set[str]]:
-    """Per history, the item ids a top-K leaves out: its own items plus its ``exclude`` list (None: none more).
+def exclusion_lists(
+    histories: Sequence[History], exclude: Sequence[Iterable[str]] | None, known: Container[str], with_history: bool = True
+) -> list[set[str]]:
+    """Per history, the item ids a top-K leaves out: its own items (when ``with_history``) plus its ``exclude`` list
+    (None: none more).
+
+    ``with_history`` is the LM's ``decode.exclude_history``; the ``exclude`` list applies either way. Why: it is an
+    explicit request ("never return these"), which the LM ignored without a word under ``exclude_history: false``
+    while the popular predictor honoured it.
 
     Why a second list: a history is what the model reads, but the items never to return can be more, e.g. every
     item the user rated before the point when the history is only its newest ``data.split.max_history`` events (what
@@ -234,7 +241,7 @@ def exclusion_lists(histories: Sequence[History], exclude: Sequence[Iterable[str
         raise DataValidationError('exclude must be one list of item ids per history (e.g. [["121"]]), not a string where a list is expected')
     if exclude is not None and len(exclude) != len(histories):
         raise DataValidationError(f"{len(exclude)} exclude list(s) for {len(histories)} history(ies)")
-    out = [set(map(str, items)) for items, _ in histories]
+    out = [set(map(str, items)) if with_history else set() for items, _ in histories]
     for n, extra in enumerate(exclude or []):
         ids = [str(i) for i in extra]
         unknown = sorted({i for i in ids if i not in known})

@@ -335,8 +335,8 @@ class DecodeConfig(_Strict):
         True,
         description="never return an item of the history the model is given (masked inside the search): a request's "
         "history (at most serve.max_history events; for a user_id, that user's newest serve.max_history events; items "
-        "seen only in older events may be returned; the items a request lists under exclude are left out with it), a GRPO point's newest "
-        "data.split.max_history events; in `conrec eval` and `conrec predict --split`, every item the user rated before "
+        "seen only in older events may be returned; the items a request lists under exclude are left out whether this "
+        "is on or off), a GRPO point's newest data.split.max_history events; in `conrec eval` and `conrec predict --split`, every item the user rated before "
         "the point, as for the baselines",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -226,8 +226,10 @@ def generate_topk(
     """Top-``k`` distinct real items per prompt as (item id, log-probability), best first.
 
     ``sid_codes_to_item[row]`` is the item id of trie row ``row`` (``SidMap.items``). ``exclude``
-    (one set per prompt, used when ``decode_cfg.exclude_history``) masks those items inside the
-    decoding (last SID level), so the user still gets ``k`` new ones from ``max(k, num_beams)`` beams.
+    (one set per prompt) masks those items inside the decoding (last SID level), so the user still gets ``k`` new
+    ones from ``max(k, num_beams)`` beams. Every set given is masked: whether a history's items are among them
+    (``decode.exclude_history``) is the caller's choice (:class:`conrec.llm.inference.predict.Predictor`), since a
+    request's own ``exclude`` list applies either way.
     Prompts are processed in batches of ``decode_cfg.batch_size``. ``stats`` (if given) receives
     ``n_generated`` and ``n_invalid`` totals and ``invalid_per_prompt`` (a list, one count per
     prompt); invalid outputs (no real item, or a repeated one) are dropped, never replaced.
@@ -241,7 +243,7 @@ def generate_topk(
         raise ValueError(f"sid_codes_to_item has {len(sid_codes_to_item)} entries but the trie has {len(trie)} items")
     vocab = vocab or SidVocab.from_tokenizer(tokenizer, trie.codebook_sizes, embedding_rows(model))
     n_items = len(trie)
-    use_exclude = exclude is not None and decode_cfg.exclude_history
+    use_exclude = exclude is not None
     rows_of: Mapping[str, int] = {} if not use_exclude else row_of if row_of is not None else {item: r for r, item in enumerate(sid_codes_to_item)}
     results: list[list[tuple[str, float]]] = []
     invalid_per_prompt: list[int] = []

@@ -242,12 +242,13 @@ class Predictor:
 
         ``exclude``: per history, more item ids never to return, left out with the history's own
         (:func:`conrec.history.exclusion_lists`; e.g. an evaluation point's items rated before its window, which the
-        eval leaves out). Fewer than ``k`` only when the catalogue minus those has fewer than ``k`` items.
+        eval leaves out). They are left out even under ``decode.exclude_history: false``, which keeps the history's
+        own items eligible. Fewer than ``k`` only when the catalogue minus those has fewer than ``k`` items.
         """
         if not is_count(k):
             raise DataValidationError(f"k must be an integer >= 1, got {k!r}")
         self.validate(histories)
-        exclude_sets = exclusion_lists(histories, exclude, self.sid_map)
+        exclude_sets = exclusion_lists(histories, exclude, self.sid_map, with_history=self.decode_cfg.exclude_history)
         prompts = [self.prompt(items, fb) for items, fb in histories]
         stats: dict[str, Any] = {}
         k_eff = min(k, len(self.items))
@@ -255,20 +256,24 @@ class Predictor:
             recs = self._topk(prompts, k_eff, exclude_sets, stats)
         self.last_stats = stats
         # histories and exclude lists were validated: every item is in the catalogue, so an excluded set removes len(ex) items
-        check_finite_answers(recs, [min(k_eff, len(self.items) - (len(ex) if self.decode_cfg.exclude_history else 0)) for ex in exclude_sets])
+        check_finite_answers(recs, [min(k_eff, len(self.items) - len(ex)) for ex in exclude_sets])
         return recs
 
     def _topk(self, prompts: list[str], k: int, exclude: list[set[str]], stats: dict[str, Any]) -> list[list[tuple[str, float]]]:
         """Top-``k`` real items per prompt by ``decode.search``: constrained beam search or the exact
-        exhaustive search (:mod:`conrec.llm.inference.exhaustive`; it cannot produce an invalid item)."""
+        exhaustive search (:mod:`conrec.llm.inference.exhaustive`; it cannot produce an invalid item).
+
+        ``exclude``: the items each prompt may not return, already decided by the caller (``decode.exclude_history``
+        chooses whether the history's own items are among them); every one is masked."""
+        masked = exclude if any(exclude) else None  # nothing to mask: the searches skip building a mask
         if self.decode_cfg.search == "beam":
             return generate_topk(
                 self.model, self.tokenizer, prompts, self.trie, self.items, k, self.decode_cfg,
-                exclude=exclude, vocab=self.vocab, stats=stats, prior=self.prior, row_of=self._row_of,
+                exclude=masked, vocab=self.vocab, stats=stats, prior=self.prior, row_of=self._row_of,
             )
         recs = exhaustive_topk(
             self.model, self.tokenizer, prompts, self._sid_token_ids, self.vocab.level_ids, self.items, k,
-            exclude=exclude if self.decode_cfg.exclude_history else None, max_rows=self.decode_cfg.max_rows,
+            exclude=masked, max_rows=self.decode_cfg.max_rows,
             bonus=self.prior.item_bonus(torch.arange(len(self.items))) if self.prior is not None else None,
         )
         stats["n_generated"] = stats.get("n_generated", 0) + sum(len(r) for r in recs)
@@ -362,7 +367,8 @@ class Predictor:
                 stats: dict[str, Any] = {}
                 # hist_items, or all of the user's items before t where eval attached them: string sets built per
                 # batch, not for the whole frame at once (100k points x 400 earlier items held GBs of them)
-                exclude = exclusion_sets(samples.slice(start, chunk))
+                batch = samples.slice(start, chunk)
+                exclude = exclusion_sets(batch) if self.decode_cfg.exclude_history else [set() for _ in range(batch.height)]
                 recs = self._topk(prompts[start : start + chunk], k_eff, exclude, stats)
                 out_items.extend([i for i, _ in r] for r in recs)
                 out_scores.extend([s for _, s in r] for r in recs)
@@ -443,9 +449,11 @@ def run(
         if explainer is not None:
             reasons = [explainer.explain(item, *request.history).text for item, _ in recs]
         if not recs:  # an empty "top-k" table said nothing about why
-            where = "the history or its exclude list" if request.exclude else "the history"
-            console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in {where} "
-                          "(decode.exclude_history leaves them out)", highlight=False)
+            if predictor.decode_cfg.exclude_history:
+                where = ("the history or its exclude list" if request.exclude else "the history") + " (decode.exclude_history leaves them out)"
+            else:  # the history's items stay eligible: only the request's exclude list can empty the catalogue
+                where = "the request's exclude list"
+            console.print(f"nothing to rank: every one of the {len(predictor.items):,} catalogue items is in {where}", highlight=False)
         table = Table(title=f"top-{k} likely dislikes ({model} model)")
         score_col = lm_score_column(cfg.decode.popularity_prior)  # "log-prob" only when it is one
         for col in ("rank", "item_id", "SID", "title", score_col) + (("reason",) if explain else ()):
