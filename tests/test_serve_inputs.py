@@ -150,8 +150,14 @@ def test_exclude_lists_items_never_to_return_checked_like_history_items(serve_cl
         assert [it["item_id"] for it in unknown.json()["items"]] == ["i1", "i2"]
     else:
         assert unknown.status_code == 422 and unknown.json()["detail"].startswith("unknown exclude item id(s): 'nope'"), unknown.text
-    many = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i5"], "exclude": ["i1"] * 13}]})
-    assert many.status_code == 413 and many.json()["detail"] == "requests[0]: exclude has 13 ids; the limit is the catalogue's size, n_items = 12"
+    # found by review: repeats counted, so the whole catalogue plus one repeat was refused as over its size
+    whole = client.post("/v1/dislikes", json={"negative": ["i5"], "exclude": [f"i{j}" for j in range(12)] + ["i1"] * 2, "k": 2})
+    assert whole.status_code == 200 and whole.json()["items"] == [], whole.text
+    repeated = client.post("/v1/dislikes", json={"negative": ["i5"], "exclude": ["i0"] * 13 + (["nope"] * 13 if unknown_items == "skip" else []), "k": 2})
+    assert repeated.status_code == 200 and [it["item_id"] for it in repeated.json()["items"]] == ["i1", "i2"], repeated.text
+    assert repeated.json()["skipped_items"] == (["nope"] if unknown_items == "skip" else None)  # listed once
+    many = client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i5"], "exclude": [f"x{j}" for j in range(13)]}]})
+    assert many.status_code == 413 and many.json()["detail"] == "requests[0]: exclude has 13 distinct ids; the limit is the catalogue's size, n_items = 12"
     for bad in ('[""]', '["\\ud800"]', '"i1"'):
         body = f'{{"negative": ["i5"], "exclude": {bad}}}'
         assert client.post("/v1/dislikes", content=body, headers={"content-type": "application/json"}).status_code == 422, bad

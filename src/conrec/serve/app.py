@@ -240,10 +240,11 @@ def create_app(
 
         Bounded by the catalogue's size, not ``max_history``: a user's items rated before the history can outnumber
         the history's limit (the inspector's user 13: 608 items before t, serve.max_history 500), but never the
-        catalogue's items (the body size bounds repeats)."""
-        ids = req.exclude or []
+        catalogue's items. Distinct ids are counted (the body size bounds repeats): the catalogue plus one repeat, as
+        a client concatenating lists sends, was refused as over the catalogue's size."""
+        ids = list(dict.fromkeys(req.exclude or []))  # each id once, first-seen order
         if len(ids) > len(catalog):
-            raise HTTPException(413, f"{where}exclude has {len(ids)} ids; the limit is the catalogue's size, n_items = {len(catalog)}")
+            raise HTTPException(413, f"{where}exclude has {len(ids)} distinct ids; the limit is the catalogue's size, n_items = {len(catalog)}")
         unknown = catalog.unknown(ids)
         if unknown and not skip_unknown:
             raise unknown_items_error(unknown, where, "exclude ")

@@ -88,8 +88,8 @@ class DislikeRequest(_Strict):
     exclude: list[ItemId] | None = Field(
         None,
         description="item ids never to return, besides the history's (left out always: decode.exclude_history, when off, "
-        "keeps only the history's own items eligible), e.g. what the user rated before the history given; at most n_items of them "
-        "(see GET /healthz); unknown ids as in the history (serve.unknown_items)",
+        "keeps only the history's own items eligible), e.g. what the user rated before the history given; at most "
+        "n_items distinct ids (see GET /healthz); unknown ids as in the history (serve.unknown_items)",
     )
 
     @model_validator(mode="after")
