@@ -135,7 +135,8 @@ def test_spark_reads_a_table_file_into_the_same_run_as_polars(spark, tmp_path, t
 @pytest.mark.parametrize("train_until", ["valid", "test"])
 def test_spark_leaves_a_dislike_at_the_second_of_a_users_start_out_of_the_train_points_like_polars(spark, tmp_path, train_until):
     """Per-user split of a log rated in bursts (times floored to 3 days): a train candidate at the second of its user's
-    label cut-off is no train point in either engine (tests/test_data_splits_per_user.py; polars alone was fixed first)."""
+    label cut-off is no train point in either engine, nor a valid-share dislike at the second of its user's test start a
+    valid point (one such in both variants; tests/test_data_splits_per_user.py; polars alone was fixed first each time)."""
     path = tmp_path / "bursts.parquet"
     edge_case_events().with_columns(pl.col("ts") // (3 * 86_400) * (3 * 86_400)).write_parquet(path)
     split = {"protocol": "per_user", "train_until": train_until, "horizon_days": 3, "max_history": 7}

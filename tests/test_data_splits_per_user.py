@@ -66,6 +66,7 @@ def _oracle(events: pl.DataFrame, cfg: SplitConfig) -> dict[tuple[str, str, int,
         else:
             train_cut = start["valid"] if start["valid"] is not None else start["test"]
         picked["train"] = [p for p in picked["train"] if train_cut is None or recs[p]["ts"] < train_cut]
+        picked["valid"] = [p for p in picked["valid"] if start["test"] is None or recs[p]["ts"] < start["test"]]
         if cfg.train_points == "periodic" and picked["train"]:
             end = train_cut if train_cut is not None else max(recs[p]["ts"] for p in picked["train"]) + 1
             seen, kept = set(), []
@@ -151,3 +152,20 @@ def test_a_dislike_at_the_second_of_the_users_label_cut_off_is_history_not_a_tra
     fitted = set(per_user_fit_events(ev, cfg, train_until)["item_id"].to_list())
     for r in train.iter_rows(named=True):  # what the LM trains on, the baselines are fitted on
         assert {r["next_neg"], *r["later_negs"], *r["hist_items"], *r["future_pos"]} <= fitted
+
+
+def test_a_valid_share_dislike_at_the_second_of_the_users_test_start_is_history_not_a_valid_point() -> None:
+    """The same defect one boundary later (review of 7 December 2026): valid labels stop before the user's test start,
+    so in a same-second burst across the valid/test boundary each valid-share dislike at the test start's second was a
+    valid point with itself alone as label, the other dislikes of that second cut from its window (171 of the 1,794
+    per-user valid points of the demo's MovieLens-100K events, all with one label). Valid points now stop before the
+    test start, as train points stop before the valid start: such a dislike is history of the first test point."""
+    dislikes, tied = _BURSTS["test"]  # valid share x8, b0, b1; test share b2, n11: b0 and b1 have the test start's second
+    ev = day_events([("u", "p", 0, 1)] + [("u", item, day, -1) for item, day in dislikes])
+    cfg = SplitConfig(protocol="per_user", test_frac=0.2, valid_frac=0.2, horizon_days=30, max_horizon_days=30)
+    s = build_samples(ev, cfg)
+    valid = s.filter(pl.col("split") == "valid")
+    assert valid["next_neg"].to_list() == ["x8"] and valid["future_negs"].to_list() == [["x8"]]
+    first_test = s.filter(pl.col("split") == "test").sort("ts", maintain_order=True).row(0, named=True)
+    assert first_test["ts"] == int(BURST * DAY) and first_test["next_neg"] == "b2" and set(tied) <= set(first_test["hist_items"])
+    assert s.filter(pl.col("split") == "train")["ts"].max() < int(8 * DAY)  # type: ignore[operator]

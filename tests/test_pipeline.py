@@ -696,28 +696,30 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
     assert fake_stages == ["sft", "grpo", "eval"]
 
 
+@pytest.mark.parametrize("before", [3, 4])
 @pytest.mark.parametrize("protocol", ["global_time", "per_user"])
-def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path: Path, fake_stages: list[str], protocol: str) -> None:
-    """Data revision 3 (a train dislike at the second of its user's valid start, label audit of 7 December 2026) changed
-    what per-user splits write only. Raised for every run, it would have rerun every global-time run (the demo, the
-    simulator) to write the same files; its scope keeps those at revision 2, current, and makes older per-user runs
-    stale with the reason. A global-time run whose config is switched to per_user since is a change of setting, said
-    as one, not a fix."""
+def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path: Path, fake_stages: list[str], protocol: str, before: int) -> None:
+    """Data revision 3 (a train dislike at the second of its user's valid start, label audit of 7 December 2026) and 4
+    (a valid dislike at the second of its user's test start, review of the same day) changed what per-user splits write
+    only. Raised for every run, they would have rerun every global-time run (the demo, the simulator) to write the same
+    files; their scope keeps those at revision 2, current, and makes older per-user runs stale with the reason, those
+    made between the two fixes (``before`` 4) too. A global-time run whose config is switched to per_user since is a
+    change of setting, said as one, not a fix."""
     from conrec.stages import REVISIONS, TODAY, _stage_fingerprint, stage_revision
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"protocol": protocol}}})
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
     data = STAGE_REGISTRY["data"]
-    assert data.revision == 3 and "per_user" in REVISIONS["data"][3]
-    assert run.fingerprint_record("data")["revision"] == (3 if protocol == "per_user" else 2)  # type: ignore[index]
+    assert data.revision == 4 and all("per_user" in REVISIONS["data"][r] for r in (3, 4))
+    assert run.fingerprint_record("data")["revision"] == (4 if protocol == "per_user" else 2)  # type: ignore[index]
 
-    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before data revision 3 recorded
-        object.__setattr__(data, "revision", 2)
+    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before data revision `before` recorded
+        object.__setattr__(data, "revision", before - 1)
         try:
             return {**rec, "revision": stage_revision(cfg, stage), "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
         finally:
-            object.__setattr__(data, "revision", 3)
+            object.__setattr__(data, "revision", 4)
 
     _rewrite_records(run, older)
     fake_stages.clear()
@@ -729,7 +731,9 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
         pipeline.run_pipeline(cfg)
         assert fake_stages == []
         return
-    assert "older conrec whose data stage has been fixed since (under data.split.protocol: per_user" in (run.stale_reason(cfg, "data") or "")
+    assert run.fingerprint_record("data")["revision"] == before - 1  # type: ignore[index]
+    why = run.stale_reason(cfg, "data") or ""
+    assert "older conrec whose data stage has been fixed since (under data.split.protocol: per_user, a valid-share" in why
     for later in ("sid", "sft", "grpo", "eval"):
         assert "built on a data stage that an older conrec made" in (run.stale_reason(cfg, later) or "")
     pipeline.run_pipeline(cfg)

@@ -153,8 +153,8 @@ class Stage:
     ``revision_scope``: for a fix that changed what some settings write only, ``revision_scope(r, sections)`` says
     whether revision ``r`` applies to outputs made with ``sections`` (the stage's sections as JSON dumps by key, as
     fingerprinted); None: every revision applies to every setting. Outputs the fix left as they were keep the revision
-    before it (:meth:`revision_for`), so they stay current: data revision 3 changed per-user splits only, and raising
-    it for every run would have rerun every global-time run (the demo, the simulator) to write the same files.
+    before it (:meth:`revision_for`), so they stay current: data revisions 3 and 4 changed per-user splits only, and raising
+    them for every run would have rerun every global-time run (the demo, the simulator) to write the same files.
     """
 
     name: str
@@ -244,11 +244,16 @@ def _load(ref: str) -> Callable[..., Any]:
     return function
 
 
+PER_USER_DATA_REVISIONS = frozenset({3, 4})
+"""The data revisions (:data:`REVISIONS`) that changed what ``data.split.protocol: per_user`` writes only."""
+
+
 def _data_revision_scope(revision: int, sections: Mapping[str, Any]) -> bool:
-    """Data revision 3 (:data:`REVISIONS`) changed the train points of ``data.split.protocol: per_user`` only: the
-    global-time split never took a dislike at its cut-off's second, so its runs keep revision 2 and stay current."""
+    """Data revisions 3 and 4 (:data:`REVISIONS`) changed the train and the valid points of ``data.split.protocol:
+    per_user`` only: the global-time split never took a dislike at its cut-off's second (its shares are cut by time),
+    so its runs keep revision 2 and stay current."""
     split = (sections.get("data") or {}).get("split") or {}
-    return revision != 3 or split.get("protocol") == "per_user"
+    return revision not in PER_USER_DATA_REVISIONS or split.get("protocol") == "per_user"
 
 
 def _eval_reads(cfg: Any, stage: str) -> bool:
@@ -269,7 +274,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
-            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"), revision=3,
+            "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"), revision=4,
             revision_scope=_data_revision_scope,
         ),
         Stage(
@@ -311,6 +316,10 @@ REVISIONS: dict[str, dict[int, str]] = {
         "start with train_until test), frequent in logs rated in bursts, was an extra train point whose future set was "
         "itself alone (13.5% of MovieLens-100K's train samples) and which the baselines never saw; train points now "
         "stop before that second (global-time runs are unchanged and stay current)",
+        4: "under data.split.protocol: per_user, a valid-share dislike at the same second as its user's test start was a "
+        "valid point whose future set was itself alone (9.5% of MovieLens-100K's valid points), and valid points drive "
+        "eval.tune and SFT's early stopping; valid points now stop before that second, as train points stop before the "
+        "valid start since the fix before it (global-time runs are unchanged and stay current)",
     },
     "sft": {
         1: "its prompts and training windows showed only budget - count items of a segment whose budget lay between "

@@ -24,14 +24,17 @@ event is either history or label, never both, even when timestamps tie.
 **Per-user protocol** (``split.protocol: per_user``): a user's dislikes, in that order, are cut by
 share: the last ``round(test_frac * n)`` are the user's test share, the ``round((test_frac +
 valid_frac) * n) - n_test`` before them the valid share, the rest train. Every eligible dislike of
-the valid/test shares is an evaluation point (not only the first). The user's *valid start* /
+the valid/test shares is an evaluation point (not only the first; a valid one before the test start,
+below). The user's *valid start* /
 *test start* is the timestamp of the first dislike of that share. What training may see:
 
 * train points are dislikes strictly before the user's valid start (``label_cut``; the test start
-  with ``train_until="test"``) and their labels stop before it, valid samples' labels before the
-  user's test start; test labels run the full window. A train-share dislike at the very second of
-  the start (a same-second burst the shares cut by rank) is no train point, only history of the
-  next share's points: as one, its label window would be empty;
+  with ``train_until="test"``) and their labels stop before it; valid points are the valid share's
+  dislikes strictly before the user's test start, and their labels stop before it; test labels run
+  the full window. A dislike at the very second of the next share's start (a same-second burst the
+  shares cut by rank) is no point of its own share, only history of the next share's points: as
+  one, its label window would be empty (the global split's shares are cut by time, so it never
+  has such a dislike);
 * models fitted on events (the baselines) for split s see, for every user, only the events
   strictly before that user's start of s (valid: the valid start, or the test start if the user
   has no valid share; users with neither give all their events): :func:`per_user_fit_events`.
@@ -211,8 +214,8 @@ def per_user_shares(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
 
 
 def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
-    """Per-user protocol (module docstring): every eligible dislike of a user's valid/test share is a
-    point. Train points come from the train share (train + valid shares with ``train_until="test"``),
+    """Per-user protocol (module docstring): every eligible dislike of a user's test share is a point, and
+    of the valid share every one strictly before the user's test start (its label cut-off). Train points come from the train share (train + valid shares with ``train_until="test"``),
     strictly before the user's valid start (test start), where their labels are cut, chosen like the global split's
     (``train_points``: periodic windows ending at that boundary, or the most recent), at most
     ``max_train_samples_per_user``."""
@@ -228,8 +231,12 @@ def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataF
     train = train.filter(pl.col("ts") < pl.col("label_cut"))
     last = pl.col("ts").max().over("ucode") + 1  # users with no boundary: windows end after their last train point
     train = _pick_train_points(train, pl.when(pl.col("label_cut") == NO_CUT).then(last).otherwise(pl.col("label_cut")), cfg)
-    valid = shares.filter(pl.col("share") == "valid").with_columns(
-        split=pl.lit("valid"), label_cut=pl.coalesce("test_start", no_cut)
+    # valid points likewise stop before the user's test start, their label cut-off: a valid-share dislike at that very
+    # second (a burst across the valid/test boundary) had itself alone as label; it stays history of the test point
+    valid = (
+        shares.filter(pl.col("share") == "valid")
+        .with_columns(split=pl.lit("valid"), label_cut=pl.coalesce("test_start", no_cut))
+        .filter(pl.col("ts") < pl.col("label_cut"))
     )
     test = shares.filter(pl.col("share") == "test").with_columns(split=pl.lit("test"), label_cut=no_cut)
     cols = ["ucode", "user_id", "split", "ts", "item_id", "gidx", "pos", "nidx", "label_cut"]

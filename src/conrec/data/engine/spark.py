@@ -494,6 +494,7 @@ def select_points(neg: DataFrame, cuts: Cutoffs, cfg: SplitConfig) -> DataFrame:
         last = F.max("ts").over(Window.partitionBy("user_id")) + 1
         train = _pick_train(train, F.when(F.col("label_cut") == NO_CUT, last).otherwise(F.col("label_cut")), cfg)
         valid = shares.filter(F.col("share") == "valid").withColumn("split", F.lit("valid")).withColumn("label_cut", F.coalesce("test_start", no_cut))
+        valid = valid.filter(F.col("ts") < F.col("label_cut"))  # as polars: nor is one at the test start's second a valid point
         test = shares.filter(F.col("share") == "test").withColumn("split", F.lit("test")).withColumn("label_cut", no_cut)
         return train.select(cols).unionByName(valid.select(cols)).unionByName(test.select(cols))
     neg = neg.filter(F.col("pos") >= cfg.min_history)
