@@ -704,7 +704,7 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
     only. Raised for every run, they would have rerun every global-time run (the demo, the simulator) to write the same
     files; their scope keeps those at revision 2, current, and makes older per-user runs stale with the reason, those
     made between the two fixes (``before`` 4) too. A global-time run whose config is switched to per_user since is a
-    change of setting, said as one, not a fix."""
+    change of setting, said as one, not a fix, and so is an older per-user run whose config is switched to global_time."""
     from conrec.stages import REVISIONS, TODAY, _stage_fingerprint, stage_revision
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"protocol": protocol}}})
@@ -736,6 +736,12 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
     assert "older conrec whose data stage has been fixed since (under data.split.protocol: per_user, a valid-share" in why
     for later in ("sid", "sft", "grpo", "eval"):
         assert "built on a data stage that an older conrec made" in (run.stale_reason(cfg, later) or "")
+    # switched to global_time since: the settings changed, which the fix of per-user splits does not concern (review of
+    # 7 December 2026, finding 7: every stage blamed the fix); a change of settings is named first, for every stage
+    global_time = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"protocol": "global_time"}}})
+    for stage in STAGES:
+        why = run.stale_reason(global_time, stage) or ""
+        assert "data.split.protocol: per_user -> global_time" in why and "fixed since" not in why, (stage, why)
     pipeline.run_pipeline(cfg)
     assert fake_stages == list(STAGES)
 

@@ -255,18 +255,20 @@ class RunDir:
         if rec is None:
             return "finished without a configuration record"
         if rec.get("fingerprint") not in stage_fingerprints(cfg, stage):
-            if (why := self._older_revision(stage, rec, cfg)) is not None:
-                return why
             # compared as the record was hashed (an older conrec's view), so an unchanged section is never named
             # a section it no longer reads, hashed by an older conrec (a baselines-only eval's sid), may be the change
             changed = changed_sections(cfg, stage, rec.get("sections") or {}) or changed_sections(
                 cfg, stage, rec.get("sections") or {}, read_now=False
             )
-            if not changed:
-                if (why := self._rebuilt_upstream(rec)) is not None:
-                    return why
-                return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
-            return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
+            if changed:
+                # the settings first: with other settings the stage reruns whatever a fix since says, and a fix of the
+                # record's settings (data 3, per_user) may not concern the config's at all (switched to global_time)
+                return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
+            if (why := self._older_revision(stage, rec, cfg)) is not None:
+                return why
+            if (why := self._rebuilt_upstream(rec)) is not None:
+                return why
+            return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
         for up in upstream_closure(stage, cfg):  # a file read by it or by a stage it is built on changed since (eval: its LMs')
             up_rec = rec if up == stage else self.fingerprint_record(up)
             now = STAGE_REGISTRY[up].source_paths(cfg)
@@ -353,10 +355,10 @@ class RunDir:
         """Whether ``stage``, or a stage its outputs are built on, was written by a conrec whose stage has been
         fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message.
 
-        The revision compared is the one the record's own settings have today (:meth:`conrec.stages.Stage.revision_for`;
-        ``cfg``'s for a record without them): a revision that applies to some settings only (data 3: per-user splits)
-        does not make a record of other settings "fixed since" when the config has changed to them since; that is a
-        change of configuration, and the stale message says which."""
+        Asked only when the settings are the same (:meth:`stale_reason` names a change of settings first). The revision
+        compared is the one the record's own settings have today (:meth:`conrec.stages.Stage.revision_for`; ``cfg``'s
+        for a record without them): a revision that applies to some settings only (data 3 and 4: per-user splits) does
+        not make a record of other settings "fixed since" when the config has changed to them since."""
         for up in upstream_closure(stage, cfg):  # the stages it reads for cfg (an eval of no LM: not sft's)
             up_rec = rec if up == stage else self.fingerprint_record(up)
             recorded = up_rec.get("revision", 0) if up_rec is not None else None
