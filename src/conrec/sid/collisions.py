@@ -14,12 +14,13 @@ Quantizers map similar items to the same full code. The LLM must be able to name
    optimal assignment, against the codewords repeated ``capacity`` times) and the extra code is the
    slot within the codeword, ordered by distance; all other items get extra code 0. The extra
    level's codebook size is the largest capacity used. That assignment costs about g^3 time and g^2 memory
-   (12,000 items sharing one vector, e.g. blank texts, took 100 s and 2.3 GB), so a group of more than
-   :data:`EXACT_MAX_ITEMS` items is reduced to its distinct residuals first (:func:`_spread_large`): identical
-   items are interchangeable, and the optimal plan of how many of each go to each codeword is a small
-   transportation problem. Only a group with too many *distinct* residuals for that (more than
-   :data:`TRANSPORT_MAX_PAIRS` residual x codeword pairs) is spread greedily (nearest codeword with room first), and
-   the stage notes it.
+   (12,000 items sharing one vector, e.g. blank texts, took 100 s and 2.3 GB), so the path is chosen by cost: a group
+   of up to :data:`SMALL_GROUP_ITEMS` items always takes it; a larger one is reduced to its distinct residuals first
+   (:func:`_spread_large`): identical items are interchangeable, and the optimal plan of how many of each go to each
+   codeword is a transportation problem, solved while it has at most :data:`TRANSPORT_MAX_PAIRS` residual x codeword
+   pairs. A group with more distinct residuals than that still takes the item-level assignment while it has at most
+   :data:`EXACT_MAX_ITEMS` items; only a group past both bounds is spread greedily (nearest codeword with room first),
+   and the stage notes it.
 
 Ties are broken by item order (in a transportation plan, by the solver's deterministic choice), so the result is
 deterministic for fixed inputs.
@@ -34,14 +35,19 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment, linprog
 
-EXACT_MAX_ITEMS = 2048
-"""The largest overflowing prefix group spread by the item-level optimal assignment (about 0.6 s at this size);
-larger groups go through :func:`_spread_large`. Groups up to this size get the codes they got before large groups
-were reduced, so a map whose overflowing groups are all this small did not change (the demo's has none at all)."""
+SMALL_GROUP_ITEMS = 2048
+"""An overflowing prefix group of up to this many items is always spread by the item-level optimal assignment (1 to
+1.5 s at this size), so it gets the codes it got before large groups were reduced: a map whose overflowing groups are all
+this small did not change (the demo's has none at all)."""
 
-TRANSPORT_MAX_PAIRS = 2**17
-"""The most distinct-residual x codeword pairs solved as a transportation problem (about 4 s at this size); a larger
-group is spread greedily."""
+TRANSPORT_MAX_PAIRS = 2**18
+"""The most distinct-residual x codeword pairs of a larger group solved as a transportation problem: 1,024 distinct
+residuals x 256 codewords took 5.3 s (512 x 256: 1.7 s) on a 2-core machine shared with other work."""
+
+EXACT_MAX_ITEMS = 3500
+"""The largest group that, with too many distinct residuals for the transportation problem, is still spread by the
+item-level optimal assignment: 5.1 s at this size with 256 codewords (3,000 items: 3.8 s; 4,096: 11 s) on the same
+machine. A group past both bounds is spread greedily."""
 
 
 @dataclass
@@ -94,10 +100,10 @@ def resolve_collisions(
             capacity = math.ceil(len(members) / k)
             max_capacity = max(max_capacity, capacity)
             before = codes[members, -1].copy()
-            if len(members) <= EXACT_MAX_ITEMS:
+            if len(members) <= SMALL_GROUP_ITEMS:
                 new_code = _optimal_spread(dist, capacity)
             else:
-                new_code, was_greedy = _spread_large(last_residual[members], last_codebook, capacity)
+                new_code, was_greedy = _spread_large(last_residual[members], last_codebook, capacity, dist)
                 greedy += len(members) if was_greedy else 0
             codes[members, -1] = new_code
             moved += int((codes[members, -1] != before).sum())
@@ -141,15 +147,20 @@ def _optimal_spread(dist: np.ndarray, capacity: int) -> np.ndarray:
     return new_code
 
 
-def _spread_large(residual: np.ndarray, codebook: np.ndarray, capacity: int) -> tuple[np.ndarray, bool]:
-    """:func:`_optimal_spread` for a group of more than :data:`EXACT_MAX_ITEMS` items, without its g^3 cost; also
-    whether the answer is greedy rather than optimal.
+def _spread_large(
+    residual: np.ndarray, codebook: np.ndarray, capacity: int, item_dist: np.ndarray
+) -> tuple[np.ndarray, bool]:
+    """:func:`_optimal_spread` for a group of more than :data:`SMALL_GROUP_ITEMS` items, by an optimal path while one is
+    affordable; also whether the answer is greedy rather than optimal. ``item_dist``: the items' distances to
+    the codewords (for the item-level fallback).
 
     Items with identical residuals (one shared vector: blank or identical texts) are interchangeable, so the group is
-    reduced to its distinct rows with multiplicities. With at most :data:`TRANSPORT_MAX_PAIRS` row x codeword pairs, how many
-    copies of each row go to each codeword is the optimal transportation plan (:func:`_transport`); with more (a
-    quantizer that put thousands of different items on one prefix), the greedy plan (:func:`_greedy_plan`). The
-    copies of a row then take their codewords in item order, nearest codeword first.
+    reduced to its distinct rows with multiplicities. With at most :data:`TRANSPORT_MAX_PAIRS` row x codeword pairs,
+    how many copies of each row go to each codeword is the optimal transportation plan (:func:`_transport`); the
+    copies of a row then take their codewords in item order, nearest codeword first. With more pairs, a group of at
+    most :data:`EXACT_MAX_ITEMS` items takes the item-level assignment after all (optimal too, and cheap at that size),
+    and only a larger one (a quantizer that put thousands of different items on one prefix) the greedy plan
+    (:func:`_greedy_plan`).
     """
     distinct, first, inverse = np.unique(residual, axis=0, return_index=True, return_inverse=True)
     by_first = np.argsort(first, kind="stable")  # distinct rows in order of their first item
@@ -158,9 +169,11 @@ def _spread_large(residual: np.ndarray, codebook: np.ndarray, capacity: int) -> 
     row_of = rank[inverse.reshape(-1)]  # each item's distinct row, numbered by first appearance
     dist = _sq_dist(distinct[by_first], codebook)
     copies = np.bincount(row_of, minlength=len(dist))
-    greedy = dist.size > TRANSPORT_MAX_PAIRS
-    plan = None if greedy else _transport(dist, copies, capacity)
+    plan = _transport(dist, copies, capacity) if dist.size <= TRANSPORT_MAX_PAIRS else None
+    greedy = False
     if plan is None:
+        if len(residual) <= EXACT_MAX_ITEMS:
+            return _optimal_spread(item_dist, capacity), False
         plan, greedy = _greedy_plan(dist, copies, capacity), True
     per_row = []
     for r in range(len(dist)):

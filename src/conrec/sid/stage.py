@@ -30,7 +30,7 @@ from conrec.io import atomic_path, write_json, write_npy
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.sid.category_level import with_category_level
-from conrec.sid.collisions import TRANSPORT_MAX_PAIRS, resolve_collisions
+from conrec.sid.collisions import EXACT_MAX_ITEMS, TRANSPORT_MAX_PAIRS, resolve_collisions
 from conrec.sid.config import QuantizerConfig
 from conrec.sid.encoder import TextEncoder, encode_items
 from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift, purity_lift_undefined
@@ -156,9 +156,9 @@ def run(
         )
     if resolution.greedy_items:
         notes.append(
-            f"{resolution.greedy_items:,} item(s) are in prefix groups with too many different vectors for an optimal "
-            f"spread over the last-level codes (over {TRANSPORT_MAX_PAIRS:,} vector x code pairs): they were spread "
-            "greedily, nearest code with room first"
+            f"{resolution.greedy_items:,} item(s) are in prefix groups too large and varied for an optimal spread over "
+            f"the last-level codes (over {EXACT_MAX_ITEMS:,} items and over {TRANSPORT_MAX_PAIRS:,} distinct vector x "
+            "code pairs): they were spread greedily, nearest code with room first"
         )
 
     categories = items["category"].cast(pl.String).to_list() if "category" in items.columns else [None] * len(items)
