@@ -210,6 +210,30 @@ def test_a_group_of_600_distinct_vectors_is_solved_as_a_transportation_problem()
     assert dist[np.arange(u * reps), res.codes[:, 1]].sum() < greedy_total
 
 
+def test_a_large_group_of_nearly_identical_items_is_reduced_like_identical_ones() -> None:
+    """Found by a review: the encoder embeds one text in different batches ~1e-7 apart, and the large-group reduction
+    merged only bitwise-equal rows, so such items counted as distinct vectors: 6,000 copies of one text in 1,500
+    variants were too many for the transportation problem and were spread greedily. Rows equal up to
+    SAME_ROW_TOL are one vector now: the group is spread exactly like 6,000 copies of its first item's vector."""
+    rng = np.random.default_rng(5)
+    n, k, variants = 6_000, 256, 1_500
+    vector, codebook = rng.normal(size=64) * 0.1, rng.normal(size=(k, 64)) * 0.1
+    jitter = rng.normal(scale=1e-7, size=(variants, 64))[rng.integers(0, variants, n)]
+    jitter[0] = 0.0
+    res = resolve_collisions(np.zeros((n, 2), np.int64), [1, k], vector + jitter, codebook)
+    same = resolve_collisions(np.zeros((n, 2), np.int64), [1, k], np.tile(vector, (n, 1)), codebook)
+    assert res.greedy_items == 0 and len(np.unique(res.codes, axis=0)) == n
+    np.testing.assert_array_equal(res.codes[:, 1], same.codes[:, 1])
+
+
+def test_same_rows_merges_rows_within_the_tolerance_only() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=384) * 0.05, rng.normal(size=384) * 0.05
+    rows = np.stack([b + 1e-7, a, b, a + 2e-7, a + 1e-3, b - 1e-7, a])
+    classes, first = collisions._same_rows(rows)
+    assert classes.tolist() == [0, 1, 0, 1, 2, 0, 1] and first.tolist() == [0, 1, 4]
+
+
 def test_collisions_noop_when_unique() -> None:
     codes = np.array([[0, 1], [0, 2], [1, 1]])
     res = resolve_collisions(codes, [2, 3], np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))

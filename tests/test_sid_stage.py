@@ -409,7 +409,8 @@ def test_the_stage_notes_items_with_identical_texts(tmp_path: Path) -> None:
     stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=TitleOnly())
     assert stats["encoder"]["texts_duplicate"] == 3 and stats["encoder"]["texts_empty"] == 0
     note = next(n for n in stats["notes"] if n.startswith("3 item(s) have the same text in sid.encoder.text_fields ['title'] as another item"))
-    assert "'i5', 'i7', 'i9'" in note and "share one vector and their SIDs are set apart only by collision resolution" in note
+    assert "'i5', 'i7', 'i9'" in note and "encoded once" not in note  # found by a review: each item is encoded
+    assert "get the same vector (up to float rounding between encoder batches) and their SIDs are set apart only" in note
     assert read_json(rd.sid / "stats.json")["encoder"]["texts_duplicate"] == 3
     assert len({tuple(c) for c in SidMap.from_parquet(rd.sid_map).codes.tolist()}) == 30
     # with a collaborative part the items no longer share their whole vector: the note says what they do share
@@ -418,7 +419,7 @@ def test_the_stage_notes_items_with_identical_texts(tmp_path: Path) -> None:
     from conrec.stages import SidSections
 
     collab = SidSections(sid=cfg.sid.model_copy(update={"collab": CollabConfig(dims=4)}), seed=0, split=cfg.data.split)
-    assert _shared_text_consequence(collab).startswith("they share one text vector, and only their collaborative or extra part")
+    assert _shared_text_consequence(collab).startswith("they get the same text vector (up to float rounding between encoder batches), and only")
 
 
 def test_the_summary_says_why_the_purity_lift_is_undefined(tmp_path: Path) -> None:

@@ -153,15 +153,17 @@ def item_texts(items: pl.DataFrame, fields: Sequence[str]) -> list[str]:
 
 def empty_texts(texts: Sequence[str]) -> list[int]:
     """Indices of empty item texts (pure). Why count them: every such item is encoded as the empty string, so
-    they all get one vector, collide, and their SIDs are whatever collision resolution gives them."""
+    they all get the same vector (up to float rounding between encoder batches), collide, and their SIDs are whatever
+    collision resolution gives them."""
     return [i for i, t in enumerate(texts) if not t]
 
 
 def duplicate_texts(texts: Sequence[str]) -> list[int]:
     """Indices of non-empty item texts that another item has too (pure): every item of each such group, groups in
     order of their first item, item order within. Why count them: like empty texts (:func:`empty_texts`, which counts
-    the blank ones), one text is one vector, so these items collide and, unless a collaborative or extra part tells
-    them apart, their SIDs are whatever collision resolution gives them."""
+    the blank ones), one text gives the same vector (each item is encoded, so up to float rounding between encoder
+    batches), so these items collide and, unless a collaborative or extra part tells them apart, their SIDs are
+    whatever collision resolution gives them."""
     first: dict[str, int] = {}
     for i, t in enumerate(texts):
         first.setdefault(t, i)

@@ -114,7 +114,7 @@ def run(
         if n_same := int(cast(int, enc_info.get("texts_duplicate") or 0)):
             notes.append(
                 f"{n_same} item(s) have the same text in sid.encoder.text_fields {sections.sid.encoder.text_fields} as "
-                f"another item: each such text was encoded once, so {_shared_text_consequence(sections)}, e.g. items "
+                f"another item, so {_shared_text_consequence(sections)}, e.g. items "
                 f"{enc_info['texts_duplicate_examples']}"
             )
         write_npy(vectors, rd.embeddings)
@@ -252,12 +252,17 @@ def _control_text_note(items: pl.DataFrame, item_ids: list[str]) -> tuple[int, s
 
 def _shared_text_consequence(sections: SidSections) -> str:
     """What items with one text (blank or identical) have in common, for the notes: one vector, unless ``sid.collab``
-    or extra vectors add a part of their own to each item's."""
+    or extra vectors add a part of their own to each item's. "Up to float rounding": every item is encoded, in
+    batches, and one text in two batches can come out ~1e-7 apart (collision resolution treats such rows as one
+    vector, :data:`conrec.sid.collisions.SAME_ROW_TOL`)."""
     if sections.sid.collab is None and sections.sid.encoder.extra_vectors_path is None:
-        return "they share one vector and their SIDs are set apart only by collision resolution"
+        return (
+            "they get the same vector (up to float rounding between encoder batches) and their SIDs are set apart only "
+            "by collision resolution"
+        )
     return (
-        "they share one text vector, and only their collaborative or extra part, where it differs, sets them apart "
-        "before collision resolution"
+        "they get the same text vector (up to float rounding between encoder batches), and only their collaborative "
+        "or extra part, where it differs, sets them apart before collision resolution"
     )
 
 
