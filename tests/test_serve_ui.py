@@ -352,3 +352,16 @@ def test_a_points_live_list_leaves_out_what_the_eval_left_out_and_the_page_count
     assert listed == {r["sample_id"]: client.get(f"/ui/api/points/{r['sample_id']}").json()["n_before"] for r in test.iter_rows(named=True)}
     refused = client.post("/ui/api/history", json={"negative": ["i2"], "exclude": ["i3"]})
     assert refused.status_code == 422 and "exclude is not used" in refused.json()["detail"]
+
+
+def test_the_page_asks_to_exclude_nothing_when_the_eval_excluded_nothing(tmp_path):
+    """Found by review: an ``exclude`` always applies, but under ``decode.exclude_history: false`` the eval leaves out
+    nothing, not even the history; the page still sent every item rated before the window, so its live list differed
+    from the eval's list beside it (16 of 20 demo points)."""
+    cfg, test = inspector_run(tmp_path / "run", split_max_history=4)
+    off = cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"exclude_history": False})})
+    on_client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    off_client = TestClient(create_app_from_run(off), base_url="http://localhost")
+    ids = test["sample_id"].to_list()
+    assert any(on_client.get(f"/ui/api/points/{s}").json()["exclude"] for s in ids)  # the window hides earlier items
+    assert all(off_client.get(f"/ui/api/points/{s}").json()["exclude"] == [] for s in ids)

@@ -264,8 +264,9 @@ class Inspector:
     def excluded(self, point: EvalPoint, history: History) -> list[str]:
         """The items the eval left out of every list for ``point`` beyond ``history`` (the items its user rated
         before the window, sorted): what the page asks ``/v1/dislikes`` to leave out too (its ``exclude``), so that
-        the live list answers the question the eval's lists beside it answer. Kept as one Enum list column, not a
-        Python set per point (a heavy user's points hold hundreds each)."""
+        the live list answers the question the eval's lists beside it answer. None under ``decode.exclude_history:
+        false``, where the eval leaves out nothing and an ``exclude`` would still apply. Kept as one Enum list column,
+        not a Python set per point (a heavy user's points hold hundreds each)."""
         if self.seen is None:
             return []
         shown = set(history[0])
@@ -286,6 +287,8 @@ class Inspector:
         hint = run.rerun_hint(cfg, "eval") if stale else None
         unscored = live_list_unscored(cfg.serve.model, cfg.data.split.trains_on_labels_of(split))
         points, seen = load_points(run, split, evaluated, events)
+        if not cfg.decode.exclude_history:  # the eval then leaves nothing out of the LM's lists, so neither may the page
+            seen = None
         return cls(info=ItemInfo.build(items), points=points, lists=lists, split=split, stale=stale,
                    stale_hint=hint, live_unscored=unscored, seen=seen)
 
