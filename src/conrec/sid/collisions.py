@@ -205,11 +205,7 @@ def _same_rows(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rank[by_first] = np.arange(len(by_first))
     rows = distinct[by_first].astype(np.float64)
     tol = SAME_ROW_TOL * max(1.0, float(np.abs(rows).max(initial=0.0)))
-    axis = int(np.argmax(np.ptp(rows, axis=0))) if rows.shape[1] else 0
-    key = rows[:, axis] if rows.shape[1] else np.zeros(len(rows))
-    order = np.argsort(key, kind="stable")
-    lo = np.searchsorted(key[order], key[order] - tol, side="left")
-    hi = np.searchsorted(key[order], key[order] + tol, side="right")
+    order, lo, hi = _candidate_windows(rows, tol)
     pos = np.empty_like(order)
     pos[order] = np.arange(len(order))
     leader = np.full(len(rows), -1, dtype=np.int64)
@@ -223,6 +219,19 @@ def _same_rows(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             leader[window[np.abs(rows[window] - rows[r]).max(axis=1) <= tol]] = r
     leaders, cls = np.unique(leader, return_inverse=True)  # leaders ascend = classes by first appearance
     return cls.reshape(-1)[rank[inverse.reshape(-1)]], first[by_first][leaders]
+
+
+def _candidate_windows(rows: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by a key (``order``) and, for the row at each sorted position, the sorted positions
+    ``[lo, hi)`` of every row whose key is close enough that the two rows may be within ``tol`` in every coordinate:
+    a superset of each row's tolerance neighbours, so that :func:`_same_rows` compares a row with its window only.
+    The key is the coordinate of widest spread."""
+    axis = int(np.argmax(np.ptp(rows, axis=0))) if rows.shape[1] else 0
+    key = rows[:, axis] if rows.shape[1] else np.zeros(len(rows))
+    order = np.argsort(key, kind="stable")
+    lo = np.searchsorted(key[order], key[order] - tol, side="left")
+    hi = np.searchsorted(key[order], key[order] + tol, side="right")
+    return order, lo, hi
 
 
 def _transport(dist: np.ndarray, copies: np.ndarray, capacity: int) -> np.ndarray | None:
