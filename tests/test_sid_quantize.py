@@ -234,6 +234,30 @@ def test_same_rows_merges_rows_within_the_tolerance_only() -> None:
     assert classes.tolist() == [0, 1, 0, 1, 2, 0, 1] and first.tolist() == [0, 1, 4]
 
 
+def test_same_rows_compares_few_pairs_when_the_widest_coordinate_is_nearly_constant() -> None:
+    """Found by a review: candidates were taken from a window on the one coordinate of widest spread. Blank texts'
+    shared text part beside their own collaborative part (rkmeans, concat fusion), with one outlier making a text
+    coordinate the widest, put nearly the whole group in every window: 16,000 items took 21 s of pair comparisons.
+    On a fixed random projection each row's window holds its near rows only, and still every row within the
+    tolerance in every coordinate, even at the projection bound's extreme."""
+    rng = np.random.default_rng(7)
+    n, d_text, d_col = 4_000, 64, 16
+    text = np.zeros((n, d_text))
+    text[0, 0] = 5.0
+    rows = np.hstack([text, rng.normal(0.0, 0.1, (n, d_col))])
+    tol = collisions.SAME_ROW_TOL * 5.0  # as _same_rows scales it
+    _, lo, hi = collisions._candidate_windows(rows, tol)
+    assert (hi - lo).max() <= 100  # rows compared with any one row (34 here); every window held the group before
+    classes, first = collisions._same_rows(rows)
+    assert classes.tolist() == list(range(n)) and first.tolist() == list(range(n))
+    # a pair as far apart along the projection as rows within the tolerance can be is still one window's
+    direction = np.random.default_rng(collisions.PROJECTION_SEED).normal(size=rows.shape[1])
+    pair = np.stack([rows[1], rows[1] + 0.999 * tol * np.sign(direction)])
+    order, lo, hi = collisions._candidate_windows(pair, tol)
+    assert (hi - lo).tolist() == [2, 2]
+    assert collisions._same_rows(np.vstack([rows[:1], pair]))[0].tolist() == [0, 1, 1]
+
+
 def test_collisions_noop_when_unique() -> None:
     codes = np.array([[0, 1], [0, 2], [1, 1]])
     res = resolve_collisions(codes, [2, 3], np.zeros((3, 2), np.float32), np.zeros((3, 2), np.float32))
