@@ -733,9 +733,19 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
         return
     assert run.fingerprint_record("data")["revision"] == before - 1  # type: ignore[index]
     why = run.stale_reason(cfg, "data") or ""
-    assert "older conrec whose data stage has been fixed since (under data.split.protocol: per_user, a valid-share" in why
+    # every fix since the record is named (second review of 7 December 2026: one from before revision 3 named only 4)
+    if before == 4:
+        assert "older conrec whose data stage has been fixed since (under data.split.protocol: per_user, a valid-share" in why
+        assert "revision 3" not in why and "a train-share dislike" not in why
+    else:
+        assert "older conrec whose data stage has been fixed since (revision 3: under data.split.protocol: per_user, a " \
+            "train-share dislike" in why
+        assert "; revision 4: under data.split.protocol: per_user, a valid-share dislike" in why
+        assert "revision 2" not in why
     for later in ("sid", "sft", "grpo", "eval"):
-        assert "built on a data stage that an older conrec made" in (run.stale_reason(cfg, later) or "")
+        later_why = run.stale_reason(cfg, later) or ""
+        assert "built on a data stage that an older conrec made" in later_why
+        assert ("revision 3: " in later_why) == (before == 3) and "a valid-share dislike" in later_why
     # switched to global_time since: the settings changed, which the fix of per-user splits does not concern (review of
     # 7 December 2026, finding 7: every stage blamed the fix); a change of settings is named first, for every stage
     global_time = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"protocol": "global_time"}}})
@@ -744,6 +754,24 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
         assert "data.split.protocol: per_user -> global_time" in why and "fixed since" not in why, (stage, why)
     pipeline.run_pipeline(cfg)
     assert fake_stages == list(STAGES)
+
+
+def test_the_fixes_since_a_record_are_every_applying_revision_after_it() -> None:
+    """Found by the second review of 7 December 2026: the stale message named only the latest revision, so a
+    per-user run from before data revision 3 (the larger fix) was stale with revision 4's reason alone. Every
+    revision after the record that applies to its settings is named now, oldest first; a global-time record from
+    before revision 2 is owed revision 2 only, never the per-user fixes."""
+    from conrec.stages import fixes_text
+
+    data = STAGE_REGISTRY["data"]
+    per_user, global_time = ({"data": {"split": {"protocol": p}}} for p in ("per_user", "global_time"))
+    assert data.fixes_since(2, per_user) == [3, 4] and data.fixes_since(1, per_user) == [2, 3, 4]
+    assert data.fixes_since(3, per_user) == [4] and data.fixes_since(4, per_user) == []
+    assert data.fixes_since(1, global_time) == [2] and data.fixes_since(2, global_time) == []
+    assert data.revision_for(per_user) == 4 and data.revision_for(global_time) == 2
+    text = fixes_text("data", [2, 3, 4])
+    assert text.startswith("revision 2: a NaN") and "; revision 3: under data.split.protocol: per_user" in text
+    assert "; revision 4: under" in text and fixes_text("data", [4]).startswith("under data.split.protocol: per_user")
 
 
 def test_records_of_any_older_hashing_stay_current(tmp_path: Path, fake_stages: list[str]) -> None:

@@ -44,19 +44,19 @@ from conrec.source_files import change as source_change
 from conrec.stages import (
     FINGERPRINT_FILE,
     MODEL_STAGES,
-    REVISIONS,
     STAGE_REGISTRY,
     STAGES,
     changed_sections,
     fingerprint_sections,
+    fixes_text,
     model_output,
     reads_any,
+    revision_sections,
     section_as_hashed,
     section_hashes_any_view,
     setting_changes,
     setting_of,
     stage_fingerprints,
-    stage_revision,
     upstream_closure,
 )
 
@@ -353,7 +353,9 @@ class RunDir:
 
     def _older_revision(self, stage: str, rec: dict[str, Any], cfg: PipelineConfig) -> str | None:
         """Whether ``stage``, or a stage its outputs are built on, was written by a conrec whose stage has been
-        fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message.
+        fixed since (:data:`conrec.stages.REVISIONS`): what it got wrong, for the stale message; every fix between the
+        recorded revision and today's that applies to its settings (a per-user run from before data revision 3 lacks 3
+        and 4), not only the latest.
 
         Asked only when the settings are the same (:meth:`stale_reason` names a change of settings first). The revision
         compared is the one the record's own settings have today (:meth:`conrec.stages.Stage.revision_for`; ``cfg``'s
@@ -363,13 +365,11 @@ class RunDir:
             up_rec = rec if up == stage else self.fingerprint_record(up)
             recorded = up_rec.get("revision", 0) if up_rec is not None else None
             spec, settings = STAGE_REGISTRY[up], (up_rec or {}).get("settings")
-            if isinstance(settings, dict) and all(k in settings for k in spec.sections):
-                current = spec.revision_for(settings)
-            else:
-                current = stage_revision(cfg, up)
-            if isinstance(recorded, int) and recorded < current:
+            if not (isinstance(settings, dict) and all(k in settings for k in spec.sections)):
+                settings = revision_sections(cfg, up)
+            if isinstance(recorded, int) and (fixes := spec.fixes_since(recorded, settings)):
                 what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
-                return f"{what} has been fixed since ({REVISIONS[up][current]}); rerun it"
+                return f"{what} has been fixed since ({fixes_text(up, fixes)}); rerun it"
         return None
 
     def stage_identity(self, stage: str) -> str | None:

@@ -54,7 +54,7 @@ import copy
 import hashlib
 import importlib
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -178,8 +178,15 @@ class Stage:
     def revision_for(self, sections: Mapping[str, Any]) -> int:
         """The revision of outputs made with ``sections`` (section key -> JSON dump): the latest one that applies to
         them (``revision_scope``), 0 when none does. What fingerprints hash and records hold."""
+        return max(self.fixes_since(0, sections), default=0)
+
+    def fixes_since(self, recorded: int, sections: Mapping[str, Any]) -> list[int]:
+        """The revisions after ``recorded`` that apply to outputs made with ``sections`` (``revision_scope``), oldest
+        first: every fix that outputs recorded at ``recorded`` lack. Why all of them, for the stale message: naming
+        only the latest hid an earlier, larger one (a per-user run from before data revision 3 was stale with
+        revision 4's reason alone)."""
         applies = self.revision_scope or (lambda _r, _s: True)
-        return max((r for r in range(1, self.revision + 1) if applies(r, sections)), default=0)
+        return [r for r in range(recorded + 1, self.revision + 1) if applies(r, sections)]
 
     def __post_init__(self) -> None:
         if self.produces_model and sum(o.endswith("/") for o in self.outputs) != 1:
@@ -563,8 +570,21 @@ def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None],
 def stage_revision(cfg: Any, stage: str) -> int:
     """:meth:`Stage.revision_for` ``stage``'s sections in ``cfg`` (a config object or its JSON dump): the revision its
     outputs made with ``cfg`` have today."""
-    spec = STAGE_REGISTRY[stage]
-    return spec.revision_for({k: _json(_get(cfg, k)) for k in spec.sections})
+    return STAGE_REGISTRY[stage].revision_for(revision_sections(cfg, stage))
+
+
+def revision_sections(cfg: Any, stage: str) -> dict[str, Any]:
+    """``stage``'s sections in ``cfg`` (a config object or its JSON dump) as JSON dumps by key: what
+    :meth:`Stage.revision_for` and :meth:`Stage.fixes_since` read."""
+    return {k: _json(_get(cfg, k)) for k in STAGE_REGISTRY[stage].sections}
+
+
+def fixes_text(stage: str, fixes: Sequence[int]) -> str:
+    """What ``stage``'s outputs from before ``fixes`` (revisions, oldest first) got wrong (:data:`REVISIONS`): the one
+    fix's reason, or each reason after its revision number."""
+    if len(fixes) == 1:
+        return REVISIONS[stage][fixes[0]]
+    return "; ".join(f"revision {r}: {REVISIONS[stage][r]}" for r in fixes)
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
