@@ -264,7 +264,7 @@ class Inspector:
     def excluded(self, point: EvalPoint, history: History) -> list[str]:
         """The items the eval left out of every list for ``point`` beyond ``history`` (the items its user rated
         before the window, sorted): what the page asks ``/v1/dislikes`` to leave out too (its ``exclude``), so that
-        the live list answers the question the eval's lists beside it answer. None under ``decode.exclude_history:
+        the live list answers the question the eval's lists beside it answer. Empty under ``decode.exclude_history:
         false``, where the eval leaves out nothing and an ``exclude`` would still apply. Kept as one Enum list column,
         not a Python set per point (a heavy user's points hold hundreds each)."""
         if self.seen is None:
