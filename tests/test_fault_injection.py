@@ -154,18 +154,29 @@ def test_sigkill_in_every_stage_then_rerun_gives_the_uninterrupted_metrics(tmp_p
     rng = np.random.default_rng(SEED)
     kills: list[dict] = []
     for stage in STAGES:
+        if RunDir(tmp_path / "faulted").is_done(stage):
+            # an earlier kill, drawn from a slower reference timing, landed after this whole stage
+            kills.append({"stage": stage, "after_s": None, "stage_finished_first": True, "done_before_start": True})
+            continue
         demo = Demo(cfg_path, tmp_path / "faulted.log")
         anchor, work_s = window[stage]
-        assert demo.wait_for(_heading(stage)) and demo.wait_for(anchor), f"{stage} never started:\n" + "\n".join(demo.lines[-40:])
+        if not (demo.wait_for(_heading(stage)) and demo.wait_for(anchor)):
+            # the run ended by itself: a resumed SFT or GRPO prints no first-step line, and an earlier
+            # kill that landed late left too little to interrupt
+            assert demo.finish() == 0 and RunDir(tmp_path / "faulted").is_done("eval"), f"{stage} never started:\n" + "\n".join(demo.lines[-40:])
+            kills.append({"stage": stage, "after_s": None, "stage_finished_first": True, "ran_to_the_end": True})
+            break
         delay = float(rng.uniform(0.05, 0.6)) * work_s
         time.sleep(delay)
         finished_first = demo.saw(f"{stage} done")
-        demo.proc.send_signal(signal.SIGKILL)
-        assert demo.finish() == -signal.SIGKILL
+        demo.proc.send_signal(signal.SIGKILL)  # a no-op where the run has already ended by itself
+        rc = demo.finish()
+        # the last kill can come after the whole run ended, where eval ran faster than in the reference
+        assert rc == -signal.SIGKILL or (rc == 0 and demo.saw(f"{stage} done")), "\n".join(demo.lines[-40:])
         kills.append({"stage": stage, "after_s": round(delay, 2), "stage_finished_first": finished_first})
-        assert not RunDir(tmp_path / "faulted").is_done("eval")
     # on a loaded machine a short stage can end before its kill (the delay is drawn from the reference
-    # run's timing); that kill then lands in the next stage, which is still a crash to recover from
+    # run's timing); that kill then lands in the next stage (or past it, which is then skipped above),
+    # still a crash to recover from
     inside = [k["stage"] for k in kills if not k["stage_finished_first"]]
     assert len(inside) >= 3, f"too few kills landed inside their stage: {kills}"
 
