@@ -400,6 +400,32 @@ def test_a_few_ratings_far_beyond_the_scale_are_named_and_the_proposal_kept() ->
     assert "7 (10x)" in guess(ev.rename({"rating": "count"}), None, {"rating": "count"}).outlier_warning
 
 
+def test_a_few_zeros_below_a_scale_that_starts_at_half_a_star_or_one_are_no_rating() -> None:
+    """Ten 0s ("no rating", as Book-Crossing codes it) among 2,000 ratings counted as the scale's own value one step
+    below the rest: the proposal became 0..5 with <= 1.5 (half stars), <= 1 (whole stars 1..5) or <= 3 (1..10), silently.
+    The proposal is now the rest's, and a warning names the 0s and what to write if 0 is a rating."""
+    ev = pl.DataFrame({"user": [f"u{k % 9}" for k in range(2010)], "item": [f"i{k}" for k in range(2010)],
+                       "ts": [str(1_700_000_000 + k) for k in range(2010)]})
+    scales = {"half stars": ([HALF_STARS[k % 10] for k in range(2000)], (0.5, 5.0), 2.0, 1.5),
+              "1..5": ([1 + k % 5 for k in range(2000)], (1.0, 5.0), 2.0, 1.0),
+              "1..10": ([1 + k % 10 for k in range(2000)], (1.0, 10.0), 4.0, 3.0)}
+    for name, (ratings, scale, dislike, with_zero) in scales.items():
+        g = guess(ev.with_columns(rating=pl.Series([str(r) for r in ratings] + ["0"] * 10)))
+        assert (g.rating_range, g.dislike_max_rating, g.like_min_rating) == (scale, dislike, dislike + 0.01), name
+        assert g.outlier_warning.startswith(f"10 of the 2,010 sampled ratings are 0, below the {scale[0]:g}..{scale[1]:g} the rest span"), name
+        assert f"if 0 is a rating, set rating_range: [0, {scale[1]:g}], and for that scale dislike_max_rating: {with_zero:g}" in g.outlier_warning
+        assert g.rating_warning == "", name
+    # a scale that starts at 0, a rare value one step above the rest, and 0s too many to be rare are left as they were
+    assert guess(ev.with_columns(rating=pl.Series([str(k % 11) for k in range(2010)]))).outlier_warning == ""
+    rare_top = guess(ev.with_columns(rating=pl.Series([str(1 + k % 4) for k in range(2000)] + ["5"] * 10)))
+    assert (rare_top.rating_range, rare_top.outlier_warning) == ((1.0, 5.0), "")
+    many = guess(ev.with_columns(rating=pl.Series([str(1 + k % 5) for k in range(1900)] + ["0"] * 110)))
+    assert many.rating_range == (0.0, 5.0) and "0 usually codes" not in many.outlier_warning
+    # 0s and a typo far above: both named, the 0s taken out, the 7s left to the user
+    both = guess(ev.with_columns(rating=pl.Series([str(1 + k % 5) for k in range(1990)] + ["0"] * 10 + ["7"] * 10)))
+    assert both.rating_range == (1.0, 7.0) and "are 0, below the 1..7" in both.outlier_warning and "7 (10x)" in both.outlier_warning
+
+
 def test_init_refuses_an_out_path_that_is_a_directory_even_with_force(tmp_path: Path) -> None:
     """`conrec init events.csv -o DIR --force` replaced DIR, contents and all, by the config file."""
     ev = tmp_path / "events.csv"

@@ -374,7 +374,8 @@ def outlier_warning(values: pl.Series) -> str:
     so ten typos among two thousand ratings (a 7 on a 1..5 scale) move the dislike threshold from 2 to 3,
     silently. The proposal is kept (the values may be real), and the warning names them and the range
     and thresholds of the rest, for the user to choose. A rare value one step past the rest (a 5 where
-    most stop at 4) is the scale's own and is not named.
+    most stop at 4) is the scale's own and is not named; but not a rare 0 one step below a scale that starts at 0.5 or
+    1: the caller takes those out first, as "no rating" (:func:`rare_zeros`).
     """
     values = values.drop_nulls().drop_nans().rename("value")  # a column named "count" clashed with value_counts' own
     counts = sorted(zip(*values.value_counts(name="n").select("value", "n").to_dict(as_series=False).values()))
@@ -393,6 +394,42 @@ def outlier_warning(values: pl.Series) -> str:
     return (f"{sum(n for _, n in low + high):,} of the {values.len():,} sampled ratings lie beyond the {lo:g}..{hi:g} the rest span: "
             f"{named}; if they are errors, set rating_range: [{lo:g}, {hi:g}] to drop them, and for that scale "
             f"dislike_max_rating: {dislike:g}, like_min_rating: {like:g}")
+
+
+NO_RATING_STARTS = (0.5, 1.0)
+"""The lowest ratings of a scale under which a rare 0 is read as "no rating" (:func:`rare_zeros`)."""
+
+
+def rare_zeros(values: pl.Series) -> int:
+    """How many ratings are 0 when 0 is a rare value (under :data:`OUTLIER_SHARE`) below a scale the rest start at 0.5 or 1;
+    0 otherwise.
+
+    Why: 0 is the usual "no rating" code (Book-Crossing's), and :func:`outlier_warning` exempts a rare value one step
+    past the rest as the scale's own, so ten 0s among 20,000 half stars made the proposal 0..5 with a dislike
+    threshold of 1.5 instead of 2 (whole stars 1..5: 1 instead of 2), silently. A scale that starts at 0.5 or 1 has no
+    0 of its own; one that starts at 0 (0..10) is not touched.
+    """
+    values = values.drop_nulls().drop_nans()
+    zeros = int((values == 0).sum())
+    rest = values.filter(values != 0)
+    if not zeros or zeros >= OUTLIER_SHARE * values.len() or rest.n_unique() < 2:
+        return 0
+    return zeros if float(rest.min()) in NO_RATING_STARTS else 0  # type: ignore[arg-type]
+
+
+def zero_warning(values: pl.Series, zeros: int) -> str:
+    """The warning for :func:`rare_zeros`' ``zeros`` 0s among ``values``: the proposal is the rest's scale, which drops them,
+    and the settings that keep them as ratings instead; empty when there are none."""
+    if not zeros:
+        return ""
+    values = values.drop_nulls().drop_nans()
+    rest = values.filter(values != 0)
+    (lo, hi), dislike, like, _ = suggest_thresholds(rest)
+    _, dislike0, like0, _ = suggest_thresholds(values)
+    return (f"{zeros:,} of the {values.len():,} sampled ratings are 0, below the {lo:g}..{hi:g} the rest span: 0 usually codes "
+            f"'no rating' (as Book-Crossing's 0), so the proposal is the rest's scale, rating_range: [{lo:g}, {hi:g}] with "
+            f"dislike_max_rating: {dislike:g}, like_min_rating: {like:g}, and conrec data drops the 0s (counted as bad_feedback); "
+            f"if 0 is a rating, set rating_range: [0, {hi:g}], and for that scale dislike_max_rating: {dislike0:g}, like_min_rating: {like0:g}")
 
 
 def _id_values(ids: pl.Series) -> pl.Series:
@@ -507,9 +544,11 @@ def guess(
                 "name a rating or feedback column with --rating-col NAME, or write data.feedback_labels yourself"
             )
         out.events["rating"] = choice
-        out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(_numbers(values))
-        out.rating_warning = rating_warning(_numbers(values), out.dislike_max_rating)
-        out.outlier_warning = outlier_warning(_numbers(values))
+        ratings = _numbers(values)
+        scale = ratings.filter(ratings != 0) if (zeros := rare_zeros(ratings)) else ratings
+        out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(scale)
+        out.rating_warning = rating_warning(scale, out.dislike_max_rating)
+        out.outlier_warning = "; and ".join(w for w in (zero_warning(ratings, zeros), outlier_warning(scale)) if w)
     taken.add(choice.column)
 
     if items is not None:
