@@ -203,8 +203,10 @@ def test_the_items_files_id_column_is_named_with_a_flag_of_its_own(tmp_path: Pat
     ev.write_text("user,product_id,ts,rating\n" + "".join(f"u{k % 7},{k % 5:03d},{1_700_000_000 + k},{1 + k % 5}\n" for k in range(60)))
     it = tmp_path / "items.csv"
     it.write_text("id,name\n" + "".join(f"{k:03d},Item {k}\n" for k in range(5)))
+    coded = tmp_path / "coded.csv"
+    coded.write_text(it.read_text().replace("id,name", "code,name"))
     with pytest.raises(ConfigError, match="nor one that looks like an item id .*; pass --items-item-col NAME"):
-        init_config(ev, it, tmp_path / "my.yaml", preset="tiny")
+        init_config(ev, coded, tmp_path / "my.yaml", preset="tiny")
     with pytest.raises(ConfigError, match="--items-item-col 'uid': no such column in the items file"):
         init_config(ev, it, tmp_path / "my.yaml", preset="tiny", given={"items_item_id": "uid"})
     with pytest.raises(ConfigError, match="'user' is also an events column"):
@@ -215,6 +217,32 @@ def test_the_items_files_id_column_is_named_with_a_flag_of_its_own(tmp_path: Pat
     events, items = load_source(cfg.data)
     assert sorted(items["item_id"]) == [f"{k:03d}" for k in range(5)] and events["item_id"].is_in(items["item_id"].implode()).all()
     assert sorted(table_items(cfg.data, scan_table(cfg.data), RepairLog())["item_id"]) == sorted(items["item_id"])
+
+
+def test_a_catalogues_own_id_column_wins_over_a_name_that_contains_a_usual_word(tmp_path: Path) -> None:
+    """Events' ``product_id`` and a catalogue ``id,product_name,category``: init took ``product_name`` as the items' id
+    (it contains ``product``), then found no title and named --title-col, which failed as "both item_id and title";
+    --items-item-col, the flag that settles it, was named by neither message. ``id`` now wins, and where the items' id
+    is still a guess, the errors name --items-item-col."""
+    ev = pl.DataFrame({"customer_id": ["C1", "C1", "C2", "C2"], "product_id": ["P1", "P2", "P1", "P2"], "stars": ["1", "5", "4", "2"],
+                       "created_at": [str(1_700_000_000 + k) for k in range(4)]})
+    catalogue = pl.DataFrame({"id": ["P1", "P2"], "product_name": ["Red shoe", "Blue hat"], "category": ["shoes", "hats"]})
+    g = guess(ev, catalogue)
+    assert (g.items["item_id"].column, g.items["title"].column) == ("id", "product_name")
+    assert g.columns() == {"customer_id": "user_id", "product_id": "item_id", "created_at": "ts", "stars": "rating", "id": "item_id",
+                           "product_name": "title"}
+    assert "  item_id <- 'id': 'id' is the usual name of a table's own key (items file)" in summary_lines(g)
+    assert guess(ev, catalogue.rename({"id": "Product ID"})).items["item_id"].column == "Product ID"  # the events' name, written otherwise
+    assert guess(ev, catalogue.with_columns(sku=pl.col("id"))).items["item_id"].column == "sku"  # a usual item-id name first
+    # still a guess (no id, the events' column absent): the errors name the flag that settles it
+    coded = catalogue.rename({"id": "product_code"}).with_columns(pl.col("product_name").alias("label")).drop("product_name")
+    with pytest.raises(ConfigError, match=r"looks like a title .*; pass --title-col NAME, or --items-item-col NAME if 'product_code', guessed"):
+        guess(ev, coded)
+    with pytest.raises(ConfigError, match=r"--title-col 'product_code' names the column guessed as the items file's id .*; pass --items-item-col NAME"):
+        guess(ev, coded, {"title": "product_code"})
+    with pytest.raises(ConfigError, match=r"ambiguous item id column in the items file: \['product_code', 'product_ref'\] .*--items-item-col NAME"):
+        guess(ev, coded.with_columns(product_ref=pl.col("product_code")))
+    assert guess(ev, coded, {"items_item_id": "product_code", "title": "label"}).columns()["product_code"] == "item_id"
 
 
 @pytest.mark.parametrize("sep", [";", "\t", "|"])

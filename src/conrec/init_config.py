@@ -167,7 +167,8 @@ def summary_lines(g: Guess) -> list[str]:
         lines.append(f"{'labels':>9}: dislike {by[-1]}, positive {by[1]}"
                      + (f", not recognised (neutral, dropped: check them) {g.labels_unknown}" if g.labels_unknown else ""))
     lines += [f"{'warning':>9}: {w}" for w in (g.labels_warning, g.feedback_warning) if w]
-    lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values() if c.role != "item_id"]
+    lines += [f"{c.role:>9} <- {c.column!r}: {c.reason} (items file)" for c in g.items.values()
+              if c.role != "item_id" or c.column != g.events["item_id"].column]  # the items' id, where it is named otherwise
     if g.items_warning:
         lines.append(f"{'warning':>9}: {g.items_warning}")
     if g.extra_text:

@@ -553,15 +553,21 @@ def guess(
 
     if items is not None:
         icols = list(items.columns)
-        out.items["item_id"] = _items_id(out.events["item_id"].column, icols, cols, given.get(ITEMS_ID))
-        itaken = {out.items["item_id"].column}
+        item_id = out.items["item_id"] = _items_id(out.events["item_id"].column, icols, cols, given.get(ITEMS_ID))
+        guessed = ITEMS_ID not in given and item_id.column != out.events["item_id"].column  # a guess the flag may settle
+        itaken = {item_id.column}
         for role in ITEM_ROLES:
+            if guessed and given.get(role) == item_id.column:
+                raise ConfigError(f"{FLAGS[role]} {item_id.column!r} names the column guessed as the items file's id ({item_id.reason}); "
+                                  f"pass {ITEMS_ID_FLAG} NAME for the column that holds the items' ids")
             choice = _pick(role, icols, given.get(role), "items file", itaken)
             if choice is not None:
                 out.items[role] = choice
                 itaken.add(choice.column)
         if "title" not in out.items:
-            raise ConfigError(f"no column of the items file looks like a title ({icols}); pass --title-col NAME")
+            settle = (f", or {ITEMS_ID_FLAG} NAME if {item_id.column!r}, guessed as the items' id ({item_id.reason}), is not it"
+                      if guessed else "")
+            raise ConfigError(f"no column of the items file looks like a title ({icols}); pass --title-col NAME{settle}")
         out.extra_text = other_text_columns(items, itaken)
     return out
 
@@ -582,12 +588,43 @@ def _items_id(item_col: str, icols: list[str], cols: list[str], given: str | Non
     elif item_col in icols:
         return Choice("item_id", item_col, f"the events file's item column {item_col!r} is in the items file too")
     else:
-        found = _pick("item_id", icols, None, "items file", set())
+        found = _guess_items_id(item_col, icols)
     if found is None:
         raise ConfigError(f"the items file has no column {item_col!r} nor one that looks like an item id ({icols}); pass {ITEMS_ID_FLAG} NAME")
     if found.column in cols and found.column != item_col:
         raise ConfigError(f"items file column {found.column!r} is also an events column; rename one")
     return found
+
+
+def _guess_items_id(item_col: str, icols: list[str]) -> Choice | None:
+    """The items file's id column when the events' item column is not in it: the unique best of the events' column written
+    otherwise (``Product ID`` for ``product_id``), a usual item-id name (``item_id``, ``sku``), a bare ``id``, and a name
+    containing a usual word (``product_code``) that is not a usual name of another role; None when no column is any.
+
+    Why ``id`` above a name containing a word: a catalogue ``id,product_name,category`` beside events' ``product_id`` had
+    ``product_name`` taken as its id (it contains ``product``); init then found no title, and ``--title-col product_name``
+    failed as "both item_id and title". A catalogue's ``id`` is its own key.
+    """
+    def rank(column: str) -> tuple[int, str]:
+        if _norm(column) == _norm(item_col):
+            return 4, f"{column!r} is the events file's item column {item_col!r}, written otherwise"
+        score = _score(column, "item_id")
+        if score == 2:
+            return 3, f"{column!r} is a usual name for item_id"
+        if _norm(column) == "id":
+            return 2, f"{column!r} is the usual name of a table's own key"
+        if score and not any(_score(column, role) == 2 for role in ITEM_ROLES):  # product_name is a title
+            return 1, f"{column!r} contains a usual word for item_id"
+        return 0, ""
+
+    ranked = {c: rank(c) for c in icols}
+    best = max((r for r, _ in ranked.values()), default=0)
+    if best == 0:
+        return None
+    top = [c for c, (r, _) in ranked.items() if r == best]
+    if len(top) > 1:
+        raise ConfigError(f"ambiguous item id column in the items file: {top} all look like one; pass {ITEMS_ID_FLAG} NAME")
+    return Choice("item_id", top[0], ranked[top[0]][1])
 
 
 def other_text_columns(items: pl.DataFrame, taken: set[str]) -> list[str]:
