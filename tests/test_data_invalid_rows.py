@@ -265,6 +265,31 @@ def test_user_ids_that_differ_only_by_spaces_around_them_are_warned_about_and_ke
     assert stats["users"] == 7 and " lone" in pl.read_parquet(RunDir(tmp_path / "run").events)["user_id"].to_list()
 
 
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_ids_that_are_a_missing_value_placeholder_are_counted_in_a_warning_and_kept(tmp_path, streaming):
+    """A database export's literal ``NULL`` user id (rows of different people) became one pseudo-user ``NULL`` with its
+    own train and eval points, without a word, while the same file's NULL ratings and times were counted. The rows are
+    kept (the events table stays as it was), but conrec data and conrec init count them and say how to drop them."""
+    rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
+    rows += [f"NULL,{'ab'[k % 2]},{k * 3600 + 7},{-1 if k % 2 else 1}" for k in range(20)] + [f" n/a ,a,{k * 3600 + 8},-1" for k in range(3)]
+    rows += [f"u0,-,{k * 3600 + 9},1" for k in range(4)]  # no items file: '-' is an item of its own
+    ev, _ = _files(tmp_path, rows, items=None)
+    data = {"source": "table", "events_path": str(ev), "streaming": streaming}
+    console = Console(record=True, width=400)
+    stats = stage.run(load_config(None, {"data": data}).data, tmp_path / "run", console=console)
+    out = console.export_text()
+    assert ("warning: 23 event(s) have a user id that is a missing-value placeholder, 'NULL' (20), ' n/a ' (3): they are kept, each "
+            "value as one user of that name (only an empty or null id is missing, dropped as missing_id); if they are missing ids, "
+            "remove those rows from the events file (data.on_invalid cannot: the id is a value)") in out
+    assert "warning: 4 event(s) have an item id that is a missing-value placeholder, '-' (4)" in out
+    events = pl.read_parquet(RunDir(tmp_path / "run").events)
+    assert stats["users"] == 5 and (events["user_id"] == "NULL").sum() == 20 and stats["invalid_rows"] == {"policy": "drop"}
+    from conrec.data.guess import guess
+
+    sampled = guess(pl.read_csv(ev, infer_schema=False)).ids_warning
+    assert sampled.startswith("23 of the sampled rows have a user id that is a missing-value placeholder, 'NULL' (20), ' n/a ' (3)")
+
+
 def test_clean_data_prints_no_warning(tmp_path):
     rows = [f"u{u},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
     ev, it = _files(tmp_path, rows)

@@ -74,6 +74,8 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
         lines.append(f"  items_path: {_q(_rel(items, base))}")
     if g.items_warning:
         lines.append(f"  # WARNING: {g.items_warning}")
+    if g.ids_warning:
+        lines.append(f"  # WARNING: {g.ids_warning}")
     if g.extra_text:
         current = load_config(preset_path(preset)).sid.encoder.text_fields  # what the preset embeds now
         fields = ", ".join(_q(c) for c in [*current, *g.extra_text])
@@ -156,6 +158,8 @@ def init_config(
 def summary_lines(g: Guess) -> list[str]:
     """What was guessed and why, one line per role, for the terminal."""
     lines = [f"{c.role:>9} <- {c.column!r}: {c.reason}" for c in g.events.values()]
+    if g.ids_warning:
+        lines.append(f"{'warning':>9}: {g.ids_warning}")
     lines.append(f"{'time unit':>9}: {g.ts_unit} ({g.ts_reason})")
     if g.rating_range is not None:
         lines.append(f"{'threshold':>9}: {g.rating_reason}")

@@ -22,7 +22,7 @@ import polars as pl
 
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalise, normalised, propose
-from conrec.data.repair import padded_ids_hint
+from conrec.data.repair import padded_ids_hint, placeholder_id_warnings
 from conrec.data.schema import (
     INTEGRAL_FLOAT_TEXT,
     MOSTLY_DISLIKES,
@@ -110,6 +110,7 @@ class Guess:
     labels_unknown: list[str] = field(default_factory=list)  # its values no word list knows (proposed neutral)
     labels_warning: str = ""  # when no value is a known dislike word, so that the labels are the user's to fill in
     feedback_warning: str = ""  # when a -1/0/+1 feedback column shows no -1 in the sample (see _only_positives)
+    ids_warning: str = ""  # when sampled user or item ids are a missing-value placeholder, NULL (see placeholder_id_warnings)
 
     def columns(self) -> dict[str, str]:
         """``data.columns``: source -> canonical, leaving out columns already named canonically."""
@@ -496,6 +497,8 @@ def guess(
         out.events[role] = choice
         taken.add(choice.column)
     out.ts_unit, out.ts_reason, out.ts_format = _time_unit(events[out.events["ts"].column], ts_format)
+    ids = {"user": out.events["user_id"].column, "item": out.events["item_id"].column}
+    out.ids_warning = "; ".join(placeholder_id_warnings(events.lazy(), ids, "of the sampled rows"))
 
     rating = given.get("rating")
     if rating is not None:

@@ -196,6 +196,35 @@ def user_warnings(user_ids: pl.Series) -> list[str]:
             "events file without the spaces around its ids (as a CSV written with ', ' between fields has them)"]
 
 
+PLACEHOLDER_IDS = ("NULL", "None", "NaN", "N/A", "NA", "-")
+"""Id values that are a missing-value placeholder as exports write them, compared without case and the spaces around
+them (``null``, `` n/a ``): :func:`placeholder_id_warnings` names them."""
+
+
+def placeholder_id_warnings(events: pl.LazyFrame, columns: dict[str, str] | None = None, what: str = "event(s)") -> list[str]:
+    """A line per id role (``columns``: role -> column, default ``user`` and ``item`` of the canonical events) whose ids
+    include a :data:`PLACEHOLDER_IDS` value, with the number of ``what`` and each value's count; empty when none does.
+
+    Why: a database export writes a missing id as the text ``NULL``, and the data stage kept its rows as one pseudo-user
+    ``NULL`` with train, valid and test points, without a word, where the same file's ``NULL`` ratings and times were
+    counted as invalid rows. The rows are kept as they are (dropping them would change every such run's data), but
+    said, with the way to drop them: ``data.on_invalid`` drops only empty or null ids, so it is the file to filter.
+    """
+    columns = columns or {"user": "user_id", "item": "item_id"}
+    known = [v.lower() for v in PLACEHOLDER_IDS]
+    out: list[str] = []
+    for role, column in columns.items():
+        key = pl.col(column).cast(pl.String).str.strip_chars().str.to_lowercase()
+        hits = (events.filter(key.is_in(known)).group_by(pl.col(column).cast(pl.String).alias("id")).agg(n=pl.len())
+                .sort(["n", "id"], descending=[True, False]).collect(engine="streaming"))
+        if hits.height:
+            named = ", ".join(f"{v!r} ({n:,})" for v, n in hits.head(5).iter_rows())
+            out.append(f"{int(hits['n'].sum()):,} {what} have {'an' if role == 'item' else 'a'} {role} id that is a missing-value placeholder, {named}: they are kept, "
+                       f"each value as one {role} of that name (only an empty or null id is missing, dropped as missing_id); "
+                       f"if they are missing ids, remove those rows from the events file (data.on_invalid cannot: the id is a value)")
+    return out
+
+
 def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str | tuple[str, ...]) -> pl.DataFrame:
     """Drop the rows where ``bad`` is true, recording them under ``kind``: examples are the values of
     ``example_col`` (labelled with its name), or rows of the columns a tuple names (as dicts)."""
