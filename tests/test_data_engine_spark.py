@@ -222,6 +222,7 @@ def test_spark_reads_feedback_words_from_a_semicolon_csv_like_polars(spark, tmp_
             "feedback_labels": {"not interested": -1, "click": 1, "impression": 0}, "split": {"horizon_days": 3, "max_history": 7}}
     ref, ref_stats = assert_reads_like_polars(tmp_path, "spark", data)
     assert ref_stats["events"] == frame.height and ref_stats["dislikes"] == int((frame["feedback"] == -1).sum())
+    assert ref_stats["invalid_rows"] == {"policy": "drop", "neutral_feedback": 5}  # the impressions, counted by both
     events = pl.read_parquet(ref.events)
     assert events["item_id"].str.len_chars().min() == 4 and events["user_id"].str.contains(r"\.").sum() == 0
 

@@ -198,6 +198,31 @@ def test_streaming_drops_and_counts_invalid_rows_as_the_loader_does(tmp_path):
     assert not (tmp_path / "strict" / "data" / "events.parquet").exists()
 
 
+@pytest.mark.parametrize("labelled", [False, True])
+def test_neutral_feedback_is_counted_as_neutral_ratings_are_in_memory_and_streamed(tmp_path, labelled):
+    """Rows whose feedback is 0 (an impression, or a word conrec init listed as neutral) were dropped with no count:
+    10,000 rows gave ``events 6,004`` and nothing said where the other 3,996 went. They are counted now, as
+    ``neutral_feedback`` (a row with a missing id too under it, its first kind, as for neutral ratings), by the loader and
+    the streaming scan alike; under ``on_invalid: error`` they are dropped uncounted, as they are no wart."""
+    frame = edge_case_events()
+    words = {-1: "hide", 0: "impression", 1: "click"}
+    neutral = [(f"u{k % 6}", f"i{k % 23}", 1_700_000_000 + 97 * k, 0) for k in range(30)] + [("", "i1", 1_700_000_001, 0)]
+    rows = [*frame.iter_rows(), *neutral]
+    path = tmp_path / "log.csv"
+    path.write_text("user_id,item_id,ts,action\n" + "".join(f"{u},{i},{ts},{words[fb] if labelled else fb}\n" for u, i, ts, fb in rows))
+    data = {"source": "table", "events_path": str(path), "columns": {"action": "feedback"}, "split": {"horizon_days": 3, "max_history": 7},
+            **({"feedback_labels": {"hide": -1, "impression": 0, "click": 1}} if labelled else {})}
+    mem, mem_stats = _run(tmp_path, "mem", {**data, "streaming": "off"})
+    out, _ = _run(tmp_path, "stream", {**data, "streaming": "on", "partition_events": 300})
+    assert mem_stats["invalid_rows"] == {"policy": "drop", "neutral_feedback": len(neutral)}
+    assert mem_stats["events"] == frame.height
+    assert_same_run(mem, out)
+    for streaming in ("off", "on"):
+        strict, strict_stats = _run(tmp_path, f"strict_{streaming}", {**data, "streaming": streaming, "on_invalid": "error"})
+        assert strict_stats["invalid_rows"] == {"policy": "error"}
+        assert pl.read_parquet(strict.events).equals(pl.read_parquet(mem.events))
+
+
 def text_feedback_log(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     """A CSV whose feedback column is text to polars and Spark (padded numbers, one "n/a", one empty)
     and whose epoch times read as numbers for more than the rows types are inferred from, then hold an

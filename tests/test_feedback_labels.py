@@ -65,8 +65,8 @@ def test_a_value_the_mapping_does_not_name_is_an_invalid_row(tmp_path: Path) -> 
             "event_time": "ts", "action": "feedback"}, "feedback_labels": labels}
     repairs = RepairLog("drop")
     events, _ = load_source(load_config(None, {"data": data}).data, repairs)
-    n_skip = sum(ACTIONS[(u + k) % len(ACTIONS)] == "skip" for u in range(12) for k in range(40))
-    assert repairs.counts == {"bad_feedback": n_skip} and events.height == _expected(log).height
+    n_skip, n_impression = (sum(ACTIONS[(u + k) % len(ACTIONS)] == word for u in range(12) for k in range(40)) for word in ("skip", "impression"))
+    assert repairs.counts == {"neutral_feedback": n_impression, "bad_feedback": n_skip} and events.height == _expected(log).height
     with pytest.raises(DataValidationError, match=r"value\(s\) \['skip'\] that are not -1/0/\+1; name them in data.feedback_labels"):
         load_source(load_config(None, {"data": {**data, "on_invalid": "error"}}).data)
     no_labels = {k: v for k, v in data.items() if k != "feedback_labels"}

@@ -34,6 +34,7 @@ WARTS: dict[str, str] = {
     "duplicate_item": "duplicate item id(s) in the items file: the first row is kept",
     "item_without_id": "item(s) in the items file with a missing or empty id: dropped",
     "neutral_rating": "rating(s) above dislike_max_rating and below like_min_rating (neutral): dropped",
+    "neutral_feedback": "event(s) whose feedback is neutral (0, or a word data.feedback_labels maps to 0, such as an impression): dropped",
     "missing_id": "event(s) with a missing user or item id: dropped",
     "bad_timestamp": "event(s) with a missing, unreadable, NaN, infinite or negative timestamp: dropped",
     "bad_feedback": "event(s) with a missing or out-of-range feedback/rating: dropped",
@@ -95,13 +96,15 @@ def wart_label(kind: str) -> str:
     return WARTS[kind].split(":")[0]
 
 
-def invalid_kinds(known_item: pl.Expr) -> dict[str, pl.Expr]:
+def invalid_kinds(known_item: pl.Expr, neutral: str = "neutral_rating") -> dict[str, pl.Expr]:
     """Each kind of invalid event row as a condition, in the order :func:`repair_events` counts them
-    (a row counts under its first kind); ``known_item``: the item is in the items table. The streaming
-    scan counts and drops the same conditions in one aggregate (:mod:`conrec.data.engine.scan`)."""
+    (a row counts under its first kind); ``known_item``: the item is in the items table; ``neutral``: the kind a
+    feedback of 0 counts under, ``neutral_rating`` (a rating between the thresholds) or ``neutral_feedback`` (a
+    feedback column's 0, as the loader drops it before the other kinds). The streaming scan counts and drops the same
+    conditions in one aggregate (:mod:`conrec.data.engine.scan`)."""
     fb = pl.col("feedback")
     return {
-        "neutral_rating": fb == 0,  # a rating between the thresholds (-1/0/+1 feedback's 0s are left out before: not counted)
+        neutral: fb == 0,
         "missing_id": missing_id("user_id") | missing_id("item_id"),
         "bad_timestamp": pl.col("ts").is_null() | (pl.col("ts") < 0),
         "bad_feedback": fb.is_null() | ~fb.cast(pl.Float64).is_in([float(DISLIKE), float(POSITIVE)]),

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
-from conrec.data.engine.scan import check_event_rules, estimated_rows, scan_table
+from conrec.data.engine.scan import check_event_rules, estimated_rows, neutral_kind, scan_table
 from conrec.data.repair import RepairLog
 from conrec.data.schema import EVENT_COLUMNS
 from conrec.data.splits import (
@@ -89,7 +89,8 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
     input row kept) before the cut-offs and labels and counted into :attr:`BuildResult.dropped`;
     under ``error`` the first stops the stage before anything is published.
     """
-    checked = check_event_rules(events, items, f"{cfg.source} events", cfg.on_invalid if raw else "error", cfg.ts_unit if raw else None)
+    checked = check_event_rules(events, items, f"{cfg.source} events", cfg.on_invalid if raw else "error", cfg.ts_unit if raw else None,
+                                neutral_kind(cfg) if raw else "neutral_rating")
     items_with_events = checked.items_with_events
     events = checked.events.with_columns(pl.col("feedback").cast(pl.Int8)).with_row_index(_ROW)
     ranges = user_ranges(events, cfg.partition_events)

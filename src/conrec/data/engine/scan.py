@@ -98,8 +98,8 @@ def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool 
     did not read (a timestamp, a rating, a feedback word) and as they are otherwise, and so are exact
     duplicates: :func:`check_event_rules` counts and drops (or refuses) the first, the polars
     streaming engine the second, per user partition (duplicates share their user), which needs no
-    hash table over the whole log. ``keep_neutral``: under ``on_invalid: drop`` keep the neutral ratings
-    (feedback 0), for :func:`check_event_rules` to count (``neutral_rating``). ``source_values``: keep the feedback or
+    hash table over the whole log. ``keep_neutral``: under ``on_invalid: drop`` keep the neutral events
+    (feedback 0), for :func:`check_event_rules` to count (``neutral_rating`` or ``neutral_feedback``: :func:`neutral_kind`). ``source_values``: keep the feedback or
     rating as the file writes it, as text, in a fifth column ``source_feedback`` or ``source_rating`` (for
     :mod:`conrec.data.bad_feedback`)."""
     assert cfg.events_path is not None  # the source registry requires it for source=table
@@ -134,18 +134,29 @@ def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool 
         rating = text_numbers(pl.col("rating")) if schema["rating"] == pl.String else pl.col("rating").cast(pl.Float64)  # "3,5" is 3.5
         rating_range = (cfg.rating_range[0], cfg.rating_range[1]) if cfg.rating_range is not None else None
         lf = lf.with_columns(feedback=rating_feedback(rating, cfg.dislike_max_rating, cfg.like_min_rating, rating_range))
-    # neutral ratings stay under drop, for check_event_rules to count (neutral_rating); a feedback column's 0s are no wart
-    keep_neutral = keep_neutral and "feedback" not in schema and cfg.on_invalid == "drop"
-    out = (lf if keep_neutral else lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))).select(
+    # neutral events stay under drop, for check_event_rules to count (neutral_rating, neutral_feedback), as the loader counts them
+    keep_neutral = keep_neutral and cfg.on_invalid == "drop"
+    kept = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
+    out = (lf if keep_neutral else kept).select(
         id_as_text("user_id", schema["user_id"]),
         id_as_text("item_id", schema["item_id"]),
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
         *([pl.col(f"source_{source}")] if source_values else []),
     )
-    if "feedback" in schema and out.head(1).collect(engine="streaming").height == 0:  # read up to the first kept row
+    if "feedback" in schema and kept.select("feedback").head(1).collect(engine="streaming").height == 0:  # read up to the first kept row
         raise DataValidationError(all_neutral(what, bool(cfg.feedback_labels)))  # it said "no items" (none to build from)
     return out
+
+
+def neutral_kind(cfg: DataConfig) -> str:
+    """The kind of :data:`conrec.data.repair.WARTS` the ``table`` file's neutral events (feedback 0) count under:
+    ``neutral_feedback`` when it has a feedback column (a 0, or a word ``data.feedback_labels`` maps to 0), else
+    ``neutral_rating`` (a rating between the thresholds). Read from the header: the scanned events hold only ``feedback``."""
+    assert cfg.events_path is not None
+    schema = _scan_file(existing_file(cfg.events_path, "events"), cfg.columns, cfg.engine).collect_schema()
+    renames, shadowed = renaming(cfg.columns, list(schema))
+    return "neutral_feedback" if "feedback" in {renames.get(c, c) for c in schema if c not in shadowed} else "neutral_rating"
 
 
 def _check_column_sources(cfg: DataConfig, event_columns: list[str]) -> None:
@@ -242,7 +253,8 @@ class CheckedEvents:
 
 
 def check_event_rules(
-    events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error", ts_unit: str | None = None
+    events: pl.LazyFrame, items: pl.DataFrame, what: str, on_invalid: InvalidPolicy = "error", ts_unit: str | None = None,
+    neutral: str = "neutral_rating",
 ) -> CheckedEvents:
     """The loaders' validation rules (:func:`conrec.data.schema.validate_events` after
     :func:`conrec.data.repair.repair_events`) as one streaming aggregate over ``events``.
@@ -250,15 +262,15 @@ def check_event_rules(
     ``on_invalid: error``: raises :class:`DataValidationError` naming the first problem. ``drop``:
     counts the invalid rows per kind, exactly as the loader would, and returns the query without
     them; what no policy repairs (no valid event at all, timestamps beyond year 9999) still raises.
-    ``ts_unit``: the unit the times were read in, for that message to name the one they are in.
-    Exact duplicate events change none of these facts, so this may run before they are dropped.
+    ``ts_unit``: the unit the times were read in, for that message to name the one they are in; ``neutral``: the kind
+    a feedback of 0 counts under (:func:`neutral_kind`). Exact duplicate events change none of these facts, so this may run before they are dropped.
     """
     if on_invalid == "error":
         return CheckedEvents(events, _strict_rules(events, items, what, ts_unit), {})
     known = pl.col("item_id").is_in(items["item_id"].implode())
     seen = pl.lit(False)
     counts: dict[str, pl.Expr] = {}
-    for kind, bad in invalid_kinds(known).items():
+    for kind, bad in invalid_kinds(known, neutral).items():
         counts[kind] = (bad.fill_null(False) & ~seen).sum()
         seen = seen | bad.fill_null(False)
     valid = ~seen

@@ -37,7 +37,7 @@ from conrec.data.config import DataConfig, SparkConfig, SplitConfig
 from conrec.data.datetimes import SAMPLE, ZULU, detect_format, digit_layout_width, inferred_dates
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
 from conrec.data.engine.polars import parquet_appender
-from conrec.data.engine.scan import report_invalid, report_unknown_items
+from conrec.data.engine.scan import neutral_kind, report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
@@ -189,9 +189,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
             bad = bad | (r < cfg.rating_range[0]) | (r > cfg.rating_range[1])
         fb = F.when(bad, F.lit(None)).when(r <= cfg.dislike_max_rating, F.lit(DISLIKE)).when(r >= cfg.like_min_rating, F.lit(POSITIVE))
         df = df.withColumn("feedback", fb.otherwise(F.lit(0)))
-        if cfg.on_invalid == "drop":  # neutral ratings stay, for _check to count (neutral_rating), as the loaders count them
-            return df.select(_id_text(df, "user_id"), _id_text(df, "item_id"), "ts", "feedback", _ROW)
-    df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
+    if cfg.on_invalid != "drop":  # under drop neutral events stay, for _check to count (neutral_rating, neutral_feedback), as the loaders count them
+        df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     return df.select(
         _id_text(df, "user_id"),
         _id_text(df, "item_id"),
@@ -346,17 +345,17 @@ def _string_times(sample: pl.Series, ts_format: str | None, what: str, text: Col
 
 
 def _check(
-    ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy, ts_unit: str | None = None
+    ev: DataFrame, items: DataFrame, what: str, on_invalid: InvalidPolicy, ts_unit: str | None = None, neutral: str = "neutral_rating"
 ) -> tuple[DataFrame, int, int, dict[str, int]]:
     """:func:`conrec.data.engine.scan.check_event_rules` in Spark: one aggregate (and, under
     ``error``, an anti-join); returns the valid events, their count, the item count and the rows
-    dropped per kind."""
+    dropped per kind; ``neutral``: the kind a feedback of 0 counts under."""
     if on_invalid == "error":
         return ev, *_strict_check(ev, items, what, ts_unit), {}
     ev = ev.join(items.withColumn("_known", F.lit(True)), on="item_id", how="left")
     fb = F.col("feedback")
     kinds = {
-        "neutral_rating": fb == 0,  # only ratings reach here as 0 (see the reader)
+        neutral: fb == 0,  # a neutral rating or feedback (see the reader)
         "missing_id": _missing_id("user_id") | _missing_id("item_id"),
         "bad_timestamp": F.col("ts").isNull() | (F.col("ts") < 0),
         "bad_feedback": fb.isNull() | ~fb.cast("double").isin(float(DISLIKE), float(POSITIVE)),
@@ -633,7 +632,8 @@ def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cf
     # hold invalid rows and exact duplicates
     from_file = cfg.source == "table"
     what = f"{cfg.source} events"
-    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error", cfg.ts_unit if from_file else None)
+    raw, n_valid, n_items, dropped = _check(raw, items, what, cfg.on_invalid if from_file else "error", cfg.ts_unit if from_file else None,
+                                            neutral_kind(cfg) if from_file else "neutral_rating")
     ev = (drop_exact_duplicates(raw) if from_file else raw).withColumn("feedback", F.col("feedback").cast("tinyint"))
     ev = ev.withColumn("pos", F.row_number().over(Window.partitionBy("user_id").orderBy("ts", _ROW)) - 1).cache()
     dropped["duplicate_event"] = n_valid - ev.count() if from_file else 0

@@ -100,7 +100,8 @@ def load_table(
                 raise not_feedback_values(what, bad.unique().sort().head(3).to_list(), labelled=bool(feedback_labels))
             events = events.with_columns(feedback=fb_num)
         n_rows = events.height
-        events = events.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))  # 0: neutral, not a wart
+        neutral = pl.col("feedback").fill_null(1) == 0  # 0: neutral, not a wart; counted under drop (as neutral ratings are)
+        events = drop_rows(events, neutral, "neutral_feedback", log, what, "feedback") if lenient and log else events.filter(~neutral)
         if n_rows and events.height == 0:  # a bare "no events" followed
             raise DataValidationError(all_neutral(what, bool(feedback_labels)))
     else:
