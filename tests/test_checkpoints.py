@@ -19,7 +19,7 @@ from conrec.llm.model.checkpoints import (
     prepare_checkpoint_dir,
     whole_run_mean_loss,
 )
-from conrec.llm.model.toy import write_toy_run
+from conrec.llm.model.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 
@@ -149,7 +149,7 @@ def test_early_stopping_resumes_its_curve_and_best_weights(tmp_path, monkeypatch
     done = {}
     for name in ("a", "b"):
         root = tmp_path / name
-        write_toy_run(root, n_items=32, n_users=12)
+        write_toy_events(write_toy_run(root, n_items=32, n_users=12))  # the stopper excludes what the events say was rated
         if name == "b":
             crash_sft_after_step(monkeypatch, 5)
             with pytest.raises(RuntimeError, match="simulated crash"):

@@ -280,6 +280,63 @@ def test_early_stopping_refuses_a_run_trained_up_to_test(tmp_path):
         STAGE_REGISTRY["sft"].call(cfg)
 
 
+@pytest.mark.slow
+def test_early_stopping_scores_the_valid_fhr_the_eval_scores(tmp_path):
+    """Found by the SFT audit of 7 December 2026: the early-stopping points excluded only their ``hist_items`` (the
+    ``max_history`` window), while the eval excludes every item rated before the point, so the curve that chose the
+    checkpoint was another metric than the eval's valid FHR@K of the same weights. Here each valid point reads a
+    one-event window and its future set holds an item the user rated before it (and, for two of the three, an item
+    never rated); K is the whole catalogue, so any weights rank every eligible item: the eval scores 2/3, and the
+    curve scored 1 at every step before the fix."""
+    from conrec.config import load_config
+    from conrec.eval.metrics import fhr_at_k
+    from conrec.eval.seen import with_seen_items_each
+    from conrec.llm.inference.predict import Predictor
+    from conrec.llm.model.toy import write_toy_events, write_toy_run
+    from conrec.llm.training.early_stopping import valid_points
+    from conrec.stages import STAGE_REGISTRY
+
+    n_items = 16
+    run = write_toy_run(tmp_path, n_items=n_items, n_users=6)
+    events = write_toy_events(run)
+    samples = pl.read_parquet(run.samples)
+    rated = events.group_by("user_id").agg(pl.col("item_id"))
+    rated_by = dict(zip(rated["user_id"].to_list(), rated["item_id"].to_list()))
+    futures = []
+    for n, (user, hist) in enumerate(samples.filter(pl.col("split") == "valid").select("user_id", "hist_items").rows()):
+        old, fresh = hist[0], next(f"i{j}" for j in range(n_items) if f"i{j}" not in rated_by[user])
+        assert old != hist[-1]  # rated before the one-event window
+        futures.append([old] if n == 0 else [old, fresh])
+    valid = pl.col("split") == "valid"
+    one_event = samples.with_columns(
+        *(pl.when(valid).then(pl.col(c).list.tail(1)).otherwise(pl.col(c)).alias(c) for c in ("hist_items", "hist_feedback", "hist_ts")),
+    )
+    ids = one_event.filter(valid)["sample_id"].to_list()
+    future_of = pl.DataFrame({"sample_id": ids, "_f": futures}, schema={"sample_id": pl.Int64, "_f": pl.List(pl.String)})
+    one_event = one_event.join(future_of, on="sample_id", how="left").with_columns(
+        pl.coalesce("_f", "future_negs").alias("future_negs")
+    ).drop("_f")
+    write_parquet(one_event, run.samples)
+    stopping = {"eval_steps": 1, "patience": 5, "max_points": 8, "k": n_items, "search": "exhaustive"}
+    cfg = load_config(None, {
+        "run_dir": str(tmp_path),
+        "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 48, "discernment_eval": 0,
+                "train": {"max_steps": 2, "batch_size": 4, "logging_steps": 1, "save_steps": 100, "early_stopping": stopping}},
+        "decode": {"search": "exhaustive", "top_k": 5, "batch_size": 4},
+    })
+    curve = STAGE_REGISTRY["sft"].call(cfg)["early_stopping"]
+    record_current(cfg, "sft")
+    # the eval's valid FHR@K of the saved model on the same points, excluding what the eval stage excludes
+    points = valid_points(one_event, stopping["max_points"], cfg.seed)
+    (seen,) = with_seen_items_each([points], events)
+    preds = Predictor.from_run(cfg, "sft").predict_samples(seen, n_items)
+    fut = dict(zip(points["sample_id"].to_list(), points["future_negs"].to_list()))
+    eval_fhr = float(np.mean([fhr_at_k(r, fut[s], n_items) for s, r in preds.select("sample_id", "items").rows()]))
+    assert eval_fhr == pytest.approx(2 / 3)
+    assert [p[f"FHR@{n_items}"] for p in curve["learning_curve"]] == [pytest.approx(eval_fhr)] * 2
+    assert curve[f"best_valid_FHR@{n_items}"] == pytest.approx(eval_fhr)
+
+
 def test_early_stopping_needs_valid_points_and_ranks_them_with_its_own_search(tmp_path):
     """With no valid point every score was 0: training stopped after ``patience`` evaluations and kept the first
     weights, exit 0. And the search came from ``decode``, which SFT does not fingerprint: another beam width chose

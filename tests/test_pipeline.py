@@ -667,7 +667,7 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
     """Found by probing: nothing in a fingerprint said which conrec made a stage, so SFT models trained before the
     prompt-budget fix (their prompts showed 4 of 16 dislikes) were skipped by `conrec demo`, served and reported as
     current. A stage's revision is raised with such a fix; revision 0 is not hashed (no other run goes stale)."""
-    from conrec.stages import REVISIONS, STAGE_REGISTRY, TODAY, _stage_fingerprint
+    from conrec.stages import REVISIONS, STAGE_REGISTRY, TODAY, _stage_fingerprint, stage_revision
 
     assert all(spec.revision == max(REVISIONS.get(name, {0: ""})) for name, spec in STAGE_REGISTRY.items())
     assert STAGE_REGISTRY["sft"].revision >= 1
@@ -675,15 +675,16 @@ def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(
     pipeline.run_pipeline(cfg)
     run = RunDir(cfg.run_dir)
     assert all(run.stale_reason(cfg, s) is None for s in STAGES)
-    assert run.fingerprint_record("sft")["revision"] == STAGE_REGISTRY["sft"].revision  # type: ignore[index]
+    assert run.fingerprint_record("sft")["revision"] == stage_revision(cfg, "sft") == 1  # type: ignore[index]
 
-    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before the sft fix recorded
+    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before the sft fix (revision 1) recorded
         sft = STAGE_REGISTRY["sft"]
-        object.__setattr__(sft, "revision", sft.revision - 1)
+        today = sft.revision
+        object.__setattr__(sft, "revision", 0)
         try:
-            return {**rec, "revision": STAGE_REGISTRY[stage].revision, "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
+            return {**rec, "revision": stage_revision(cfg, stage), "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
         finally:
-            object.__setattr__(sft, "revision", sft.revision + 1)
+            object.__setattr__(sft, "revision", today)
 
     _rewrite_records(run, older)
     assert run.stale_reason(cfg, "data") is None and run.stale_reason(cfg, "sid") is None
@@ -754,6 +755,56 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
         assert "data.split.protocol: per_user -> global_time" in why and "fixed since" not in why, (stage, why)
     pipeline.run_pipeline(cfg)
     assert fake_stages == list(STAGES)
+
+
+@pytest.mark.parametrize("stopping", [False, True])
+def test_the_sft_early_stopping_fix_makes_only_early_stopping_runs_stale(tmp_path: Path, fake_stages: list[str], stopping: bool) -> None:
+    """SFT revision 2 (the SFT audit of 7 December 2026: early stopping's valid FHR@K excluded only the points'
+    max_history window, not every item rated before them as the eval does) changed which checkpoint a run with
+    ``sft.train.early_stopping`` keeps, and nothing else. Its scope keeps every run without it (the presets, the demo,
+    the per-user and simulator recipes) at revision 1, current; an older run with it is stale with the reason, and so
+    is what is built on it."""
+    from conrec.config import PRESETS
+    from conrec.stages import REVISIONS, TODAY, _stage_fingerprint, fixes_text, stage_revision
+
+    train = {"early_stopping": {"eval_steps": 1}} if stopping else {}
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": train}})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    sft = STAGE_REGISTRY["sft"]
+    assert sft.revision == 2 and "early_stopping" in REVISIONS["sft"][2]
+    assert run.fingerprint_record("sft")["revision"] == (2 if stopping else 1)  # type: ignore[index]
+    shipped = [f"preset:{p}" for p in PRESETS] + sorted(str(p) for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    recipes = [load_config(c) for c in shipped] + [load_config("preset:demo", {"data": {"split": {"protocol": "per_user"}}})]
+    assert len(recipes) > len(PRESETS) + 1 and all(r.sft.train.early_stopping is None for r in recipes)
+    assert [stage_revision(r, "sft") for r in recipes] == [1] * len(recipes)  # revision 1 before the fix: current
+    assert sft.fixes_since(1, {"sft": {"train": {"early_stopping": {"eval_steps": 1}}}}) == [2]
+    assert sft.fixes_since(0, {"sft": {"train": {"early_stopping": None}}}) == [1]
+
+    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before sft revision 2 recorded
+        object.__setattr__(sft, "revision", 1)
+        try:
+            return {**rec, "revision": stage_revision(cfg, stage), "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
+        finally:
+            object.__setattr__(sft, "revision", 2)
+
+    _rewrite_records(run, older)
+    fake_stages.clear()
+    if not stopping:
+        assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
+        pipeline.run_pipeline(cfg)
+        assert fake_stages == []
+        return
+    assert run.fingerprint_record("sft")["revision"] == 1  # type: ignore[index]
+    assert run.stale_reason(cfg, "data") is None and run.stale_reason(cfg, "sid") is None
+    why = run.stale_reason(cfg, "sft") or ""
+    assert why == f"made by an older conrec whose sft stage has been fixed since ({fixes_text('sft', [2])}); rerun it"
+    assert "with sft.train.early_stopping, the valid FHR@K that chose the checkpoint" in why and "revision 1" not in why
+    for later in ("grpo", "eval"):
+        assert "built on a sft stage that an older conrec made, and that stage has been fixed since (with sft.train.early_stopping" \
+            in (run.stale_reason(cfg, later) or "")
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == ["sft", "grpo", "eval"]
 
 
 def test_the_fixes_since_a_record_are_every_applying_revision_after_it() -> None:

@@ -154,7 +154,8 @@ class Stage:
     whether revision ``r`` applies to outputs made with ``sections`` (the stage's sections as JSON dumps by key, as
     fingerprinted); None: every revision applies to every setting. Outputs the fix left as they were keep the revision
     before it (:meth:`revision_for`), so they stay current: data revisions 3 and 4 changed per-user splits only, and raising
-    them for every run would have rerun every global-time run (the demo, the simulator) to write the same files.
+    them for every run would have rerun every global-time run (the demo, the simulator) to write the same files; sft
+    revision 2 changed runs with ``sft.train.early_stopping`` only.
     """
 
     name: str
@@ -263,6 +264,18 @@ def _data_revision_scope(revision: int, sections: Mapping[str, Any]) -> bool:
     return revision not in PER_USER_DATA_REVISIONS or split.get("protocol") == "per_user"
 
 
+EARLY_STOPPING_SFT_REVISIONS = frozenset({2})
+"""The SFT revisions (:data:`REVISIONS`) that changed what ``sft.train.early_stopping`` runs write only."""
+
+
+def _sft_revision_scope(revision: int, sections: Mapping[str, Any]) -> bool:
+    """SFT revision 2 (:data:`REVISIONS`) changed the valid score that early stopping keeps a checkpoint by: a run
+    without ``sft.train.early_stopping`` (the presets, the demo, the per-user and simulator recipes) trains the same
+    model, so its runs keep revision 1 and stay current."""
+    train = (sections.get("sft") or {}).get("train") or {}
+    return revision not in EARLY_STOPPING_SFT_REVISIONS or train.get("early_stopping") is not None
+
+
 def _eval_reads(cfg: Any, stage: str) -> bool:
     """The eval stage's inputs for a config: the data always; an LM stage that ``eval.models`` names (when the run has
     it); the sid stage only for what reads its outputs, an LM (the SID map it decodes with) or the ``content`` baseline
@@ -293,7 +306,8 @@ STAGE_REGISTRY: dict[str, Stage] = {
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
             ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
-            produces_model=True, source_files=("sft.model.path",), preflight="conrec.llm.training.sft:preflight", revision=1,
+            produces_model=True, source_files=("sft.model.path",), preflight="conrec.llm.training.sft:preflight", revision=2,
+            revision_scope=_sft_revision_scope,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed", "data.split"),
@@ -331,6 +345,10 @@ REVISIONS: dict[str, dict[int, str]] = {
     "sft": {
         1: "its prompts and training windows showed only budget - count items of a segment whose budget lay between "
         "its item count and twice it (15 older dislikes under max_neg_items 20 showed 5)",
+        2: "with sft.train.early_stopping, the valid FHR@K that chose the checkpoint (the learning curve of sft/stats.json "
+        "and the report) excluded only each point's max_history window, not every item the user rated before the point as "
+        "the eval does, so it was another metric than the eval's valid FHR@K and could keep another checkpoint; it now "
+        "excludes what the eval excludes (runs without early stopping are unchanged and stay current)",
     },
     "eval": {
         1: "an earlier evaluation's predictions and slate metrics that it did not rewrite were kept, and the results "

@@ -162,7 +162,7 @@ class EarlyStoppingConfig(_Strict):
     k: int = Field(20, ge=1, description="the K of FHR@K")
     min_delta: float = Field(0.0, ge=0, description="an improvement smaller than this is not a new best")
     search: Literal["beam", "exhaustive"] = Field(
-        "beam", description="how the valid points are ranked (as decode.search); history items are always excluded"
+        "beam", description="how the valid points are ranked (as decode.search); every item rated before a point is excluded, as in eval"
     )
     num_beams: int = Field(20, ge=1, description="beams of that search (raised to k when smaller)")
 

@@ -4,8 +4,8 @@ Why: a fixed step count is either too short (the dense timeline task keeps impro
 epochs) or too long (a small model overfits the training users); the right amount is a property of
 the data, so it is measured, on valid points only, during training. Every ``eval_steps`` optimiser
 steps the model ranks the catalogue for a fixed seeded draw of valid points (with the section's own
-``search`` and ``num_beams``, history items always excluded; ``decode`` only says
-where and in what batches), and FHR@K is recorded. The best weights are kept in
+``search`` and ``num_beams``, every item the user rated before the point excluded, as the eval excludes it;
+``decode`` only says where and in what batches), and FHR@K is recorded. The best weights are kept in
 memory (a CPU copy); after ``patience`` evaluations without a new best, training stops; at the end
 the best weights are restored, so the saved model is the one valid chose. The curve, the best weights
 and the patience count are written into each checkpoint (``early_stopping.pt``), so a resumed run
@@ -13,6 +13,13 @@ stops where, and ends with the weights that, the uninterrupted run would.
 
 Valid points must lie after the training events: the SFT stage refuses this callback unless the
 data stage trains up to the valid cut-off (``data.split.train_until: valid``).
+
+The points carry the eval's seen set (:func:`scored_points`). Why: they excluded only their ``hist_items`` (the newest
+``data.split.max_history`` events), while the eval and ``conrec predict --split`` exclude every item rated before the
+point (:mod:`conrec.eval.seen`), so the curve that chose the checkpoint, and that the report prints, was another
+metric than the eval's valid FHR@K of the same weights: on per-user MovieLens-100K an untrained demo-size model put
+an item rated before the window in the top-20 of 114 of 400 points (316 slots), 0.0500 against the eval's 0.0525
+(the SFT audit of 7 December 2026).
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ from transformers import TrainerCallback
 from conrec.eval.metrics import fhr_at_k
 from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, PromptConfig
 from conrec.llm.model.checkpoints import saved_checkpoint
+from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 
 STOPPER_FILE = "early_stopping.pt"
 
 
 class ValidFhrCallback(TrainerCallback):
-    """Scores ``points`` every ``cfg.eval_steps`` steps; keeps the best weights; stops on patience."""
+    """Scores ``points`` every ``cfg.eval_steps`` steps; keeps the best weights; stops on patience.
+
+    ``points``: what :func:`scored_points` returns (with the eval's seen set; a frame without it excludes only its
+    ``hist_items``)."""
 
     def __init__(
         self,
@@ -151,3 +162,12 @@ def valid_points(samples: pl.DataFrame, max_points: int, seed: int) -> pl.DataFr
     if chosen.height > max_points:
         chosen = chosen.sample(n=max_points, seed=seed, shuffle=False)
     return chosen.sort("sample_id")
+
+
+def scored_points(run_dir: RunDir, samples: pl.DataFrame, max_points: int, seed: int) -> pl.DataFrame:
+    """:func:`valid_points` with every item each user rated before the point attached, read from the run's events as
+    ``conrec predict --split`` reads them (:func:`conrec.llm.inference.predict.split_samples_seen`): the callback's
+    top-K leaves out exactly what the eval's does, so its FHR@K is the eval's valid FHR@K of the same weights."""
+    from conrec.llm.inference.predict import split_samples_seen
+
+    return split_samples_seen(run_dir, valid_points(samples, max_points, seed))

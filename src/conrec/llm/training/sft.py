@@ -537,9 +537,10 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         # first: its update precedes the stopper's scoring, its file precedes the checkpoint's completion marker
         callbacks.insert(0, ema)
     if tr.early_stopping is not None:
-        from conrec.llm.training.early_stopping import STOPPER_FILE, ValidFhrCallback, valid_points
+        from conrec.llm.training.early_stopping import STOPPER_FILE, ValidFhrCallback, scored_points
 
-        points = valid_points(samples, tr.early_stopping.max_points, sections.seed)  # never empty (preflight)
+        # never empty (preflight); with the eval's seen set, so the curve is the eval's valid FHR@K
+        points = scored_points(rd, samples, tr.early_stopping.max_points, sections.seed)
         stopper = ValidFhrCallback(tr.early_stopping, points, tokenizer, sid_map, sft.prompt, sections.decode, console, ema=ema)
         if resume_from is not None and (resume_from / STOPPER_FILE).is_file():
             stopper.load(resume_from / STOPPER_FILE)
