@@ -20,7 +20,7 @@ from conrec.serve.inspect_data import Inspector, iso_date, pick_baselines
 from conrec.serve.limits import OPEN_PATHS
 from conrec.serve.ui import MAX_SEARCH, PUBLIC_PATHS, inspector_router
 
-from builders import inspector_run
+from builders import inspector_run, record_current
 
 XSS = "<script>alert(1)</script>"
 QUOTES = "Bob's \"quoted\" <b>film</b>"
@@ -184,6 +184,33 @@ def test_lists_of_an_eval_stage_that_is_not_current_are_not_shown(tmp_path):
     assert fresh.get("/ui/api/overview").json()["precomputed_hint"] is None
 
 
+def test_lists_made_stale_while_the_server_runs_are_left_out_from_the_next_view(tmp_path, monkeypatch, caplog):
+    """Found by probing: 25 s into an SFT retrain of the served run ``/healthz`` said ``loaded_current: false``, but the
+    page still listed the eval stage's lists (checked at start-up only) under the retrained model's name. The overview
+    and point views now leave them out from the next view on, with the reason and hint a start-up gives; the eval stage
+    current again does not bring them back (they are the earlier run's), a restart does."""
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)  # the check /healthz reuses for a second
+    client, test = _run(tmp_path)
+    point = f"/ui/api/points/{test['sample_id'][0]}"
+    assert [m["name"] for m in client.get("/ui/api/overview").json()["precomputed"]] == ["sft", "popularity"]
+    assert [m["name"] for m in client.get(point).json()["lists"]] == ["sft", "popularity"]
+    cfg = PipelineConfig.model_validate({"run_dir": str(tmp_path / "run"), "serve": {"model": "popular", "default_k": 3, "max_k": 5}})
+    run = RunDir(cfg.run_dir)
+    assert "eval" in run.invalidate_from("sft", cfg)  # what `conrec sft` does as it starts
+    assert client.get("/healthz").json()["loaded_current"] is False
+    why, hint = run.stale_message(cfg, "eval"), run.rerun_hint(cfg, "eval")
+    assert why is not None and why.startswith("`conrec sft` was run again")
+    for body in (client.get("/ui/api/overview").json(), client.get(point).json(), client.get("/ui/api/points/random").json()):
+        assert (body.get("precomputed", []), body.get("lists", []), body["precomputed_stale"], body["precomputed_hint"]) == ([], [], why, hint)
+    assert sum("no longer shown" in r.getMessage() for r in caplog.records) == 1  # logged once, as at start-up
+    record_current(cfg, "eval")  # the eval stage ran again: its new lists are not the ones in memory
+    again = client.get("/ui/api/overview").json()
+    assert again["precomputed"] == [] and "ran again after this server started" in again["precomputed_stale"]
+    assert "restart conrec serve" in again["precomputed_hint"]
+    restarted = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+    assert [m["name"] for m in restarted.get("/ui/api/overview").json()["precomputed"]] == ["sft", "popularity"]
+
+
 def test_served_popularity_saw_the_points_futures_so_the_page_does_not_score_it(tmp_path):
     """Found by a leakage audit: served `popular` counts every dislike of the log, so on evaluation points the
     page marked 27 of 30 with hits of a list made popular by their own held-out futures (8 of 30 for the eval
@@ -253,7 +280,7 @@ CONTRAST_PAIRS = [
     (".badge.hit", ".badge.hit"), (".badge.neg", ".badge.neg"), (".badge.pos", ".badge.pos"), (".badge.live", ".badge.live"),
     (".badge.filter", ".badge.filter"), (".badge.keep", ".badge.keep"), (".future li .by", ".future li"), (".future li .meta", ".future li"),
     (".hint", ".card"), (".picklist .meta", ".card"), ("th", "th"), (".model-list .score", ".model-list li.hit"),
-    (".model-list .rank", ".model-list li.hit"), (".status.error", ".status.error"), (".served", ".top"),
+    (".model-list .rank", ".model-list li.hit"), (".status.error", ".status.error"), (".served", ".top"), (".served.stale", ".top"),
 ]
 
 

@@ -552,3 +552,27 @@ def test_a_point_without_a_prior_event_shows_why_the_api_is_not_asked(driver, tm
         driver.execute_script("arguments[0].click()", _wait(driver, lambda d: _css(d, "#search-results button.add"), 10)[0])
         driver.execute_script("arguments[0].click()", driver.find_element("id", "score-button"))
         _wait(driver, lambda d: "a slate cannot be scored here" in d.find_element("id", "slate-status").text, 10)
+
+
+def test_a_run_made_stale_while_the_page_is_open_drops_the_eval_lists_and_says_why(driver, tmp_path, monkeypatch):
+    """Found by probing: the page read /healthz once and the eval lists' staleness was checked at server start only, so
+    after `conrec sft` began retraining the served run it still showed the old lists as the eval's. Now opening a point
+    shows no eval list, the reason (in the lists and above the points) and, on the top line, that the loaded state is
+    no longer the run's."""
+    monkeypatch.setattr("conrec.serve.app.CURRENT_TTL_S", 0.0)
+    cfg, test = inspector_run(tmp_path / "run")
+    row = test.row(0, named=True)
+    with _in_thread(create_app_from_run(cfg)) as url:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+        _open_point(driver, row["user_id"], row["sample_id"])
+        _wait(driver, lambda d: _css(d, "#lists .model-list[data-model=sft]"), 10)
+        assert "no longer" not in driver.find_element("id", "served").text and not _css(driver, "#lists .stale-note")
+        RunDir(cfg.run_dir).invalidate_from("sft", cfg)  # what `conrec sft` does as it starts
+        driver.execute_script("document.getElementById('user-results').replaceChildren()")  # else the old row's button may be clicked as it is redrawn
+        _open_point(driver, row["user_id"], row["sample_id"])
+        note = _wait(driver, lambda d: _css(d, "#lists .stale-note"), 10)[0]
+        assert "`conrec sft` was run again" in note.text and "run `conrec " in note.text
+        assert _css(driver, "#lists .model-list[data-kind=live]") and not _css(driver, "#lists .model-list[data-model=sft]")
+        assert "`conrec sft` was run again" in driver.find_element("id", "points-hint").text
+        assert "a stage it read (data, SID or eval) has run again" in driver.find_element("id", "served").text

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import polars as pl
 from fastapi import FastAPI, HTTPException, Request
@@ -584,20 +584,24 @@ def current_build(cfg: PipelineConfig) -> str | None:
 CURRENT_TTL_S = 1.0  # how long a model_current answer is reused: it reads and hashes the run's records and source files
 
 
-def cached_for(seconds: float, fn: Callable[[], bool], clock: Callable[[], float] | None = None) -> Callable[[], bool]:
+T = TypeVar("T")
+
+
+def cached_for(seconds: float, fn: Callable[[], T], clock: Callable[[], float] | None = None) -> Callable[[], T]:
     """``fn`` whose answer is reused for ``seconds`` (``clock``: the monotonic clock), so that frequent health checks
-    do not each read the run's records."""
+    (and the inspector page's views, which ask the same ``loaded_current``) do not each read the run's records."""
     import time
 
     now = clock or time.monotonic
-    lock, last = threading.Lock(), [-math.inf, False]
+    lock = threading.Lock()
+    last: list[tuple[float, T]] = []  # (when asked, the answer), once asked
 
-    def cached() -> bool:
+    def cached() -> T:
         with lock:
-            if now() - last[0] >= seconds:
-                last[1] = fn()
-                last[0] = now()
-            return bool(last[1])
+            if not last or now() - last[0][0] >= seconds:
+                answer = fn()
+                last[:] = [(now(), answer)]
+            return last[0][1]
 
     return cached
 
@@ -623,14 +627,15 @@ def create_app_from_run(cfg: PipelineConfig, load_lm: LmLoader = load_lm, pinned
     identity = served_identity(run, name)
     log.info("serving model %r from %s (%d items)", name, Path(cfg.run_dir), sid_map.height)
     build = f"{name}@{identity}"
+    loaded_current = cached_for(CURRENT_TTL_S, lambda: loaded_identities(run) == inputs)
     app = create_app(
         predictor, items, sid_map, events, cfg.serve, model_name=name, model_current=cached_for(CURRENT_TTL_S, lambda: current_build(cfg) == build),
         model_build=build, requested_model=cfg.serve.model, explain_events=lambda: loaded_explanation_events(run, cfg, inputs["data"]),
-        loaded_current=cached_for(CURRENT_TTL_S, lambda: loaded_identities(run) == inputs),
+        loaded_current=loaded_current,
     )
     app.state.served = build  # what a worker restarted later must load again (conrec.serve.workers)
     app.state.loaded = inputs  # and the stages it must read its tables from
-    mount_inspector(app, cfg, items, events)  # GET /ui
+    mount_inspector(app, cfg, items, events, loaded_current)  # GET /ui; its eval lists go when /healthz's loaded_current does
     # a stage finished while the tables and the model loaded: which ones are in memory is unknown
     if identity != before[name] or loaded_identities(run) != inputs:
         raise StageInputError(f"the {name} model or its data in {run.root} changed while loading (a stage reran); start again")

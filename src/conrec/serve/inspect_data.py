@@ -244,7 +244,8 @@ def live_list_unscored(served: str, saw_labels: bool) -> str | None:
 
 @dataclass
 class Inspector:
-    """Everything the page reads, built once at start-up (no Parquet read per request)."""
+    """Everything the page reads, built once at start-up (no Parquet read per request). Whether ``lists`` are still
+    the eval stage's current ones is asked per view (:func:`conrec.serve.ui.shown_lists`)."""
 
     info: ItemInfo
     points: list[EvalPoint]

@@ -28,9 +28,10 @@ from fastapi.responses import Response
 
 from conrec.config import PipelineConfig
 from conrec.errors import ConrecError, DataValidationError
+from conrec.runs import RunDir
 from conrec.serve.catalog import History, SidCatalog
 from conrec.serve.config import ServeConfig
-from conrec.serve.inspect_data import EvalPoint, Inspector, ItemInfo, iso_date
+from conrec.serve.inspect_data import EvalPoint, Inspector, ItemInfo, ModelList, iso_date
 from conrec.serve.limits import quote
 from conrec.serve.popular import PopularDislikePredictor
 from conrec.serve.schemas import DislikeRequest, Reason
@@ -61,6 +62,14 @@ NO_HISTORY = (
 )
 Explain = Callable[[str, History], Reason]
 HistoryOf = Callable[[DislikeRequest, str], History]  # the API's: limits, unknown ids and users -> 4xx
+Shown = tuple[list[ModelList], str | None, str | None]  # the eval lists a view shows, why none (or None), what to run then
+# Why the page leaves out lists the eval stage still holds current: they are the lists it read at start-up, and the
+# stage (or one it reads) ran again since. Said when the run is current again by then: only a restart reads the new ones.
+RELOAD_NEEDED = (
+    "the run's data, SID or eval stage ran again after this server started, so the lists it read then are an earlier "
+    "evaluation's",
+    "restart conrec serve to show the current evaluation's lists",
+)
 
 
 def _asset(name: str) -> bytes:
@@ -73,9 +82,52 @@ def _served(request: Request) -> tuple[SidCatalog, HistoryOf, Explain]:
     return state.catalog, state.history_of, state.explain
 
 
-def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: ServeConfig) -> APIRouter:
-    """Routes of the page (``/ui``, its assets) and its read-only JSON views (``/ui/api/...``)."""
+def stale_now(run: RunDir, cfg: PipelineConfig) -> tuple[str, str]:
+    """Why the eval stage's lists read at start-up are no longer shown, and what to run: as at start-up
+    (:meth:`RunDir.stale_message`, :meth:`RunDir.rerun_hint`), or :data:`RELOAD_NEEDED` when the eval stage is current
+    again (its new lists are not the ones in memory). The hint's probe of the run's lock (:meth:`RunDir.busy_note`,
+    up to 0.2 s while a stage runs) is asked only for a view made while the lists are left out, at most once a second."""
+    try:
+        why = run.stale_message(cfg, "eval")
+        return RELOAD_NEEDED if why is None else (why, run.rerun_hint(cfg, "eval"))
+    except ConrecError as exc:  # e.g. a record being rewritten: the view still answers, without the lists
+        return f"it cannot be checked now ({exc})", "see the server's log, or restart conrec serve"
+
+
+def shown_lists(inspector: Inspector, run: RunDir, cfg: PipelineConfig, loaded_current: Callable[[], bool] | None) -> Callable[[], Shown]:
+    """What the views show of the eval stage's lists, asked per view: the lists read at start-up while
+    ``loaded_current`` (``/healthz``'s: the data, SID and eval stages the server read are the run's still) holds, else
+    none and :func:`stale_now`'s reason and hint (both reused for :data:`~conrec.serve.app.CURRENT_TTL_S`); the
+    server logs it once. Without ``loaded_current`` (not served from a run), or with the lists left out at start-up,
+    the start-up answer.
+
+    Why: the check ran at start-up only, so 25 s into an SFT retrain of the served run ``/healthz`` said
+    ``loaded_current: false`` while the page still showed the old SFT model's lists as the eval stage's."""
+    from conrec.serve.app import CURRENT_TTL_S, cached_for  # here: conrec.serve.app imports this module on use
+
+    at_start: Shown = (inspector.lists, inspector.stale, inspector.stale_hint)
+    if loaded_current is None or not inspector.lists:
+        return lambda: at_start
+    why_now = cached_for(CURRENT_TTL_S, lambda: stale_now(run, cfg))
+    warned: list[bool] = []
+
+    def shown() -> Shown:
+        if loaded_current():
+            return at_start
+        why, hint = why_now()
+        if not warned:
+            warned.append(True)
+            log.warning("inspector page: the eval stage's lists are no longer shown: it is not current (%s); %s", why, hint)
+        return [], why, hint
+
+    return shown
+
+
+def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: ServeConfig, shown: Callable[[], Shown] | None = None) -> APIRouter:
+    """Routes of the page (``/ui``, its assets) and its read-only JSON views (``/ui/api/...``); ``shown``: the eval
+    lists the views show (:func:`shown_lists`; None: the inspector's, as read at start-up)."""
     router = APIRouter(include_in_schema=False)
+    lists_now = shown or (lambda: (inspector.lists, inspector.stale, inspector.stale_hint))
     popular_box: list[PopularDislikePredictor] = []
 
     def popular(catalog: SidCatalog) -> PopularDislikePredictor:
@@ -103,8 +155,9 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
         history = point.history(cfg.max_history)
         n = len(history[0])
         future = set(point.future_negs)
+        shown, stale, hint = lists_now()
         lists = []
-        for m in inspector.lists:
+        for m in shown:
             ranked = m.items.get(point.sample_id, [])[:k]
             scores = m.scores.get(point.sample_id, [])
             rows = [entry(i, r, scores[r - 1] if r <= len(scores) else None, future, history, explain) for r, i in enumerate(ranked, 1)]
@@ -121,6 +174,8 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
             "timeline": inspector.timeline(*history, point.hist_ts[-n:] if point.hist_ts else None),
             "future": [inspector.info.row(i) for i in point.future_negs],
             "lists": lists,
+            "precomputed_stale": stale,  # why the eval stage's lists are not among them (as in the overview), or null
+            "precomputed_hint": hint,
             "live_unscored": inspector.live_unscored,  # why the page marks no hit in the served model's live list, or null
             "live_unasked": None if n else NO_HISTORY,  # why the page asks the API nothing on this point, or null
         }
@@ -140,13 +195,14 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
 
     @router.get(UI_PATH + "/api/overview")
     def overview() -> dict[str, Any]:
+        shown, stale, hint = lists_now()
         return {
             "split": inspector.split,
             "n_points": len(inspector.points),
             "n_users": len({p.user_id for p in inspector.points}),
-            "precomputed": [{"name": m.name, "kind": m.kind} for m in inspector.lists],
-            "precomputed_stale": inspector.stale,  # why the eval stage's lists are not shown, or null
-            "precomputed_hint": inspector.stale_hint,  # then what to run to have them (what the server logs)
+            "precomputed": [{"name": m.name, "kind": m.kind} for m in shown],
+            "precomputed_stale": stale,  # why the eval stage's lists are not shown, or null
+            "precomputed_hint": hint,  # then what to run to have them (what the server logs)
             "live_unscored": inspector.live_unscored if inspector.points else None,  # the served model saw the points' futures
         }
 
@@ -204,20 +260,22 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
     return router
 
 
-def mount_inspector(app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, events: pl.DataFrame | None) -> None:
+def mount_inspector(
+    app: FastAPI, cfg: PipelineConfig, items: pl.DataFrame, events: pl.DataFrame | None, loaded_current: Callable[[], bool] | None = None
+) -> None:
     """Add the page to an app built by :func:`conrec.serve.app.create_app` on ``cfg.run_dir``.
 
     The evaluation points are the eval stage's split (``eval.split``). A run whose samples or
     predictions cannot be read still serves the API; the page then offers pasted histories only.
-    The eval stage's lists are left out, with a warning, unless that stage is current for ``cfg``.
+    The eval stage's lists are left out, with a warning, unless that stage is current for ``cfg``; and from the
+    first view after ``loaded_current`` (the app's ``/healthz`` check) turns false, until a restart (:func:`shown_lists`).
     """
-    from conrec.runs import RunDir
-
+    run = RunDir(cfg.run_dir)
     try:
-        inspector = Inspector.from_run(RunDir(cfg.run_dir), cfg, items, events)
+        inspector = Inspector.from_run(run, cfg, items, events)
     except ConrecError as exc:
         log.warning("inspector page: no evaluation points (%s)", exc)
         inspector = Inspector(info=ItemInfo.build(items), points=[], lists=[], split=cfg.eval.split)
     if inspector.stale:
         log.warning("inspector page: the eval stage's lists are not shown: it is not current (%s); %s", inspector.stale, inspector.stale_hint)
-    app.include_router(inspector_router(inspector, events, cfg.serve))
+    app.include_router(inspector_router(inspector, events, cfg.serve, shown_lists(inspector, run, cfg, loaded_current)))

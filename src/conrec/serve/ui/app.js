@@ -7,7 +7,7 @@ const KEY_STORE = "conrec.apiKey";
 // viewSeq numbers the user loads: an answer for an earlier one (a slow request overtaken by a later
 // pick) is dropped, never drawn under the later user. scoreSeq does the same for slate scores (a
 // slower answer for an earlier threshold, slate or user), userSeq and searchSeq for the user and item searches' results.
-const state = { health: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoring: false, scoreSeq: 0, scoreTimer: null, userSeq: 0, searchSeq: 0 };
+const state = { health: null, overview: null, view: null, viewSeq: 0, slate: [], lastScore: null, scoring: false, scoreSeq: 0, scoreTimer: null, userSeq: 0, searchSeq: 0 };
 const statusSeq = new Map();  // status line id -> number of the latest guarded() call writing to it
 
 function $(id) { return document.getElementById(id); }
@@ -89,17 +89,37 @@ function count(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 function k() { return state.health ? state.health.limits.default_k : 10; }
 
 // ---- picking a user ------------------------------------------------------------------------
-async function loadOverview() {
-  state.health = await api("/healthz");
-  $("served").textContent = `serving model ${state.health.model} · ${state.health.n_items} items · top-${k()} lists`;
-  const ov = await api("/ui/api/overview");
+// The line at the top, from /healthz: read at load and again with every point opened, so that a stage rerun on the
+// served run since the server started (loaded_current / model_current false) is said there.
+function showHealth(health) {
+  state.health = health;
+  const stale = [health.model_current === false ? "the served model is no longer the run's current one" : null,
+                 health.loaded_current === false ? "a stage it read (data, SID or eval) has run again since it started" : null].filter(Boolean);
+  $("served").textContent = `serving model ${health.model} · ${health.n_items} items · top-${k()} lists`
+    + (stale.length ? ` · ${stale.join("; ")}: restart conrec serve to load the run's current state` : "");
+  $("served").classList.toggle("stale", stale.length > 0);
+}
+
+// Why the eval stage's lists are not shown (the overview's and each point view's precomputed_stale), or "".
+function precomputedNote(stale, hint) {
+  return stale
+    ? `The evaluated models' lists are not shown: the evaluation is not current for the served config (${stale}); ${hint || "see the server's log"}.`
+    : "";
+}
+
+function renderPointsHint(ov) {
   $("points-hint").textContent = (ov.n_points
     ? `${ov.n_points} evaluation points of ${ov.n_users} users (split “${ov.split}”).`
     : `No evaluation points in this run (split “${ov.split}”): paste a history instead.`)
-    + (ov.precomputed_stale
-      ? ` The evaluated models' lists are not shown: the evaluation is not current for the served config (${ov.precomputed_stale}); ${ov.precomputed_hint || "see the server's log"}.`
-      : "")
+    + (ov.precomputed_stale ? " " + precomputedNote(ov.precomputed_stale, ov.precomputed_hint) : "")
     + (ov.live_unscored ? ` The served model's live list is not scored on these points: ${ov.live_unscored}.` : "");
+}
+
+async function loadOverview() {
+  showHealth(await api("/healthz"));
+  const ov = await api("/ui/api/overview");
+  state.overview = ov;
+  renderPointsHint(ov);
   $("random-user").disabled = !ov.n_points;
   $("key-form").hidden = true;
 }
@@ -124,10 +144,21 @@ async function findUsers(query) {
   if (more) list.prepend(more);  // on top: the list scrolls
 }
 
+// A point view says, as the overview does, whether the eval stage's lists are still shown (the run may have been
+// retrained since the page loaded): the note above the points follows it, as does the top line (/healthz, read again).
 async function showPoint(path) {
   const seq = ++state.viewSeq;
-  const view = await api(`${path}${path.includes("?") ? "&" : "?"}k=${k()}`);
-  if (seq === state.viewSeq) await showView(view, seq);
+  const [view, health] = await Promise.all([
+    api(`${path}${path.includes("?") ? "&" : "?"}k=${k()}`),
+    api("/healthz").catch(e => { if (e instanceof AuthNeeded) throw e; return null; }),
+  ]);
+  if (seq !== state.viewSeq) return;
+  if (health) showHealth(health);
+  if (state.overview && view.precomputed_stale !== state.overview.precomputed_stale) {
+    Object.assign(state.overview, { precomputed_stale: view.precomputed_stale, precomputed_hint: view.precomputed_hint });
+    renderPointsHint(state.overview);
+  }
+  await showView(view, seq);
 }
 
 function parsePasted(text) {
@@ -239,6 +270,7 @@ function renderLists(view, live) {
   const served = live.name;
   const lists = [live, ...view.lists.filter(m => m.name !== served)];
   const box = clear($("lists"));
+  if (view.precomputed_stale) box.append(el("p", { class: "hint stale-note" }, precomputedNote(view.precomputed_stale, view.precomputed_hint)));
   const hitsBy = new Map();
   for (const m of lists) {
     const hits = m.items.filter(it => it.hit).length;
