@@ -663,6 +663,21 @@ def _rewrite_records(run: RunDir, edit: Any) -> None:
         path.write_text(json.dumps(rec))
 
 
+def _as_of_revision(cfg: Any, stage: Any, revision: int) -> Any:
+    """A :func:`_rewrite_records` edit: each record as the conrec whose ``stage`` was at ``revision`` wrote it."""
+    from conrec.stages import TODAY, _stage_fingerprint, stage_revision
+
+    def older(name: str, rec: dict[str, Any]) -> dict[str, Any]:
+        current = stage.revision
+        object.__setattr__(stage, "revision", revision)
+        try:
+            return {**rec, "revision": stage_revision(cfg, name), "fingerprint": _stage_fingerprint(cfg, name, view=TODAY)}
+        finally:
+            object.__setattr__(stage, "revision", current)
+
+    return older
+
+
 def test_outputs_of_a_stage_fixed_since_are_stale_with_everything_built_on_them(tmp_path: Path, fake_stages: list[str]) -> None:
     """Found by probing: nothing in a fingerprint said which conrec made a stage, so SFT models trained before the
     prompt-budget fix (their prompts showed 4 of 16 dislikes) were skipped by `conrec demo`, served and reported as
@@ -706,7 +721,7 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
     files; their scope keeps those at revision 2, current, and makes older per-user runs stale with the reason, those
     made between the two fixes (``before`` 4) too. A global-time run whose config is switched to per_user since is a
     change of setting, said as one, not a fix, and so is an older per-user run whose config is switched to global_time."""
-    from conrec.stages import REVISIONS, TODAY, _stage_fingerprint, stage_revision
+    from conrec.stages import REVISIONS
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"protocol": protocol}}})
     pipeline.run_pipeline(cfg)
@@ -715,14 +730,7 @@ def test_a_data_fix_for_per_user_splits_makes_only_per_user_runs_stale(tmp_path:
     assert data.revision == 4 and all("per_user" in REVISIONS["data"][r] for r in (3, 4))
     assert run.fingerprint_record("data")["revision"] == (4 if protocol == "per_user" else 2)  # type: ignore[index]
 
-    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before data revision `before` recorded
-        object.__setattr__(data, "revision", before - 1)
-        try:
-            return {**rec, "revision": stage_revision(cfg, stage), "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
-        finally:
-            object.__setattr__(data, "revision", 4)
-
-    _rewrite_records(run, older)
+    _rewrite_records(run, _as_of_revision(cfg, data, before - 1))  # what the conrec before data revision `before` recorded
     fake_stages.clear()
     if protocol == "global_time":
         assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
@@ -765,7 +773,7 @@ def test_the_sft_early_stopping_fix_makes_only_early_stopping_runs_stale(tmp_pat
     the per-user and simulator recipes) at revision 1, current; an older run with it is stale with the reason, and so
     is what is built on it."""
     from conrec.config import PRESETS
-    from conrec.stages import REVISIONS, TODAY, _stage_fingerprint, fixes_text, stage_revision
+    from conrec.stages import REVISIONS, fixes_text, stage_revision
 
     train = {"early_stopping": {"eval_steps": 1}} if stopping else {}
     cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": train}})
@@ -781,14 +789,7 @@ def test_the_sft_early_stopping_fix_makes_only_early_stopping_runs_stale(tmp_pat
     assert sft.fixes_since(1, {"sft": {"train": {"early_stopping": {"eval_steps": 1}}}}) == [2]
     assert sft.fixes_since(0, {"sft": {"train": {"early_stopping": None}}}) == [1]
 
-    def older(stage: str, rec: dict[str, Any]) -> dict[str, Any]:  # what the conrec before sft revision 2 recorded
-        object.__setattr__(sft, "revision", 1)
-        try:
-            return {**rec, "revision": stage_revision(cfg, stage), "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
-        finally:
-            object.__setattr__(sft, "revision", 2)
-
-    _rewrite_records(run, older)
+    _rewrite_records(run, _as_of_revision(cfg, sft, 1))  # what the conrec before sft revision 2 recorded
     fake_stages.clear()
     if not stopping:
         assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
