@@ -191,12 +191,19 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
-def read_parquet(path: str | os.PathLike[str], what: str = "table", columns: list[str] | None = None) -> pl.DataFrame:
-    """Read a Parquet file (``columns``: only those), turning missing/corrupt files into a clear :class:`StageInputError`."""
+def read_parquet(
+    path: str | os.PathLike[str], what: str = "table", columns: list[str] | None = None, where: pl.Expr | None = None
+) -> pl.DataFrame:
+    """Read a Parquet file (``columns``: only those; ``where``: only the rows it holds for, filtered while scanning, so a
+    few users' rows of a large table never hold the whole table in memory), turning missing/corrupt files into a clear
+    :class:`StageInputError`."""
     p = Path(path)
     if not p.exists():
         raise StageInputError(f"{what} not found: {p.absolute()} (run the stage that writes it first)")
     try:
+        if where is not None:
+            scan = pl.scan_parquet(p)
+            return (scan.select(columns) if columns is not None else scan).filter(where).collect()
         return pl.read_parquet(p, columns=columns)
     except Exception as exc:  # polars raises several types for corrupt files
         raise StageInputError(f"{what} at {p} is not a readable Parquet file: {exc}") from exc
