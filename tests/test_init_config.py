@@ -140,15 +140,23 @@ def test_other_text_columns_of_the_items_file_are_proposed_for_the_sid_text(tmp_
 
 
 def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:
-    """Book-Crossing codes an implicit interaction as rating 0 (most rows): read as a scale, most events
-    would be dislikes. The guess says so, with the settings for the 1..10 scale; ordinary scales get no warning."""
-    stars = ["0"] * 12 + [str(r) for r in range(1, 11)]
-    book_crossing = pl.DataFrame({"User-ID": ["a"] * 22, "ISBN": [f"b{k}" for k in range(22)], "ts": ["1"] * 22, "Book-Rating": stars})
-    g = guess(book_crossing)
-    assert g.events["item_id"].column == "ISBN" and g.dislike_max_rating == 3
-    assert g.rating_warning.startswith("68% of the sampled ratings are <= 3")
-    assert "55% are 0" in g.rating_warning and "rating_range: [1, 10]" in g.rating_warning
+    """An anime log codes "watched, not rated" as -1 below 1..10 (most rows): read as a scale, most events would be
+    dislikes. The guess says so, with the settings for the 1..10 scale; ordinary scales get no warning. Book-Crossing's
+    0 (most rows below 1..10) is "no rating" by the 0 rule: the proposal is 1..10 and the 0 warning says what keeping 0 gives."""
+    stars = ["-1"] * 12 + [str(r) for r in range(1, 11)]
+    anime = pl.DataFrame({"user_id": ["a"] * 22, "anime_id": [f"b{k}" for k in range(22)], "ts": ["1"] * 22, "rating": stars})
+    g = guess(anime)
+    assert g.rating_range == (-1.0, 10.0) and g.dislike_max_rating == 2
+    assert g.rating_warning.startswith("64% of the sampled ratings are <= 2")
+    assert "55% are -1" in g.rating_warning and "rating_range: [1, 10]" in g.rating_warning
     assert "dislike_max_rating: 4, like_min_rating: 4.01" in g.rating_warning
+    book_crossing = pl.DataFrame({"User-ID": ["a"] * 22, "ISBN": [f"b{k}" for k in range(22)], "ts": ["1"] * 22,
+                                  "Book-Rating": ["0"] * 12 + [str(r) for r in range(1, 11)]})
+    g = guess(book_crossing)
+    assert g.events["item_id"].column == "ISBN" and (g.rating_range, g.dislike_max_rating) == ((1.0, 10.0), 4) and g.rating_warning == ""
+    assert g.outlier_warning.startswith("12 of the 22 sampled ratings (54.5%) are 0, below the 1..10 the rest span")
+    assert g.outlier_warning.endswith("dislike_max_rating: 3, like_min_rating: 3.01 (then 68% of the sampled ratings would be "
+                                      "dislikes, usually a minority)")
     for values in (HALF_STARS, [1, 2, 3, 4, 5, 4, 5, 3], list(range(1, 11))):
         ev = pl.DataFrame({"user": ["a"] * len(values), "item": ["x"] * len(values), "ts": ["1"] * len(values), "rating": values})
         assert guess(ev).rating_warning == ""
@@ -440,18 +448,48 @@ def test_a_few_zeros_below_a_scale_that_starts_at_half_a_star_or_one_are_no_rati
     for name, (ratings, scale, dislike, with_zero) in scales.items():
         g = guess(ev.with_columns(rating=pl.Series([str(r) for r in ratings] + ["0"] * 10)))
         assert (g.rating_range, g.dislike_max_rating, g.like_min_rating) == (scale, dislike, dislike + 0.01), name
-        assert g.outlier_warning.startswith(f"10 of the 2,010 sampled ratings are 0, below the {scale[0]:g}..{scale[1]:g} the rest span"), name
+        assert g.outlier_warning.startswith(f"10 of the 2,010 sampled ratings (0.5%) are 0, below the {scale[0]:g}..{scale[1]:g} the rest span"), name
         assert f"if 0 is a rating, set rating_range: [0, {scale[1]:g}], and for that scale dislike_max_rating: {with_zero:g}" in g.outlier_warning
         assert g.rating_warning == "", name
-    # a scale that starts at 0, a rare value one step above the rest, and 0s too many to be rare are left as they were
-    assert guess(ev.with_columns(rating=pl.Series([str(k % 11) for k in range(2010)]))).outlier_warning == ""
+    # a 0..10 scale cannot be told by its values from 0s below 1..10: read so too, never silently (the warning says how to keep 0)
+    zero_to_ten = guess(ev.with_columns(rating=pl.Series([str(k % 11) for k in range(2010)])))
+    assert zero_to_ten.rating_range == (1.0, 10.0) and "if 0 is a rating, set rating_range: [0, 10]" in zero_to_ten.outlier_warning
+    # a rare value one step above the rest is left as it was
     rare_top = guess(ev.with_columns(rating=pl.Series([str(1 + k % 4) for k in range(2000)] + ["5"] * 10)))
     assert (rare_top.rating_range, rare_top.outlier_warning) == ((1.0, 5.0), "")
-    many = guess(ev.with_columns(rating=pl.Series([str(1 + k % 5) for k in range(1900)] + ["0"] * 110)))
-    assert many.rating_range == (0.0, 5.0) and "0 usually codes" not in many.outlier_warning
     # 0s and a typo far above: both named, the 0s taken out, the 7s left to the user
     both = guess(ev.with_columns(rating=pl.Series([str(1 + k % 5) for k in range(1990)] + ["0"] * 10 + ["7"] * 10)))
     assert both.rating_range == (1.0, 7.0) and "are 0, below the 1..7" in both.outlier_warning and "7 (10x)" in both.outlier_warning
+
+
+@pytest.mark.parametrize(("share", "shown"), [(0.005, "0.5%"), (0.01, "1.0%"), (0.05, "5.0%"), (0.2, "20.0%"), (0.6, "60.0%")])
+def test_zeros_below_a_scale_that_starts_at_one_are_no_rating_at_any_share(share: float, shown: str) -> None:
+    """From 1% of 0s below 1..5 stars (the rare-0 rule stopped there) to 20%, the proposal became rating_range [0, 5] with
+    <= 1 a dislike, so 2-star ratings became positives, and nothing warned: a 0 one step below the rest passed as the
+    scale's own, and the "mostly dislikes" warning starts only at a majority (Book-Crossing's 62%). At every share the
+    0s are now "no rating": the rest's scale, and one warning naming the count, the share and the settings that keep 0."""
+    n = 2000
+    zeros = round(n * share)
+    ev = pl.DataFrame({"user": [f"u{k % 50}" for k in range(n)], "item": [f"i{k % 97}" for k in range(n)],
+                       "ts": [str(1_700_000_000 + k) for k in range(n)],
+                       "rating": ["0"] * zeros + [str(1 + k % 5) for k in range(n - zeros)]})
+    g = guess(ev)
+    assert (g.rating_range, g.dislike_max_rating, g.like_min_rating, g.rating_warning) == ((1.0, 5.0), 2.0, 2.01, "")
+    assert g.outlier_warning.startswith(f"{zeros:,} of the 2,000 sampled ratings ({shown}) are 0, below the 1..5 the rest span")
+    assert "if 0 is a rating, set rating_range: [0, 5], and for that scale dislike_max_rating: 1, like_min_rating: 1.01" in g.outlier_warning
+    assert g.outlier_warning.endswith("would be dislikes, usually a minority)") == (share == 0.6)
+
+
+def test_zero_beside_one_or_two_values_is_a_rating() -> None:
+    """0 beside one value is a flag's dislike (0/1, 0/5), beside two the low end of a three-point label (0/1/2, 0/0.5/1):
+    at any share it stays in the scale, its dislike, not "no rating" (which would leave no dislike at all)."""
+    for values, top in (([0, 1], 1.0), ([0, 5], 5.0), ([0, 1, 2], 2.0), ([0, 0.5, 1], 1.0)):
+        for zeros in (10, 400):
+            ratings = [0.0] * zeros + [float(v) for v in values[1:]] * 1000
+            ev = pl.DataFrame({"user": ["u"] * len(ratings), "item": ["i"] * len(ratings), "ts": ["1"] * len(ratings),
+                               "stars": [f"{r:g}" for r in ratings]})
+            g = guess(ev)
+            assert (g.rating_range, g.dislike_max_rating, g.outlier_warning) == ((0.0, top), 0.0, ""), (values, zeros)
 
 
 def test_init_refuses_an_out_path_that_is_a_directory_even_with_force(tmp_path: Path) -> None:
