@@ -253,6 +253,25 @@ def test_a_catalogues_own_id_column_wins_over_a_name_that_contains_a_usual_word(
     assert guess(ev, coded, {"items_item_id": "product_code", "title": "label"}).columns()["product_code"] == "item_id"
 
 
+def test_an_items_id_guessed_by_a_word_holds_no_word_of_another_item_role() -> None:
+    """Only a usual name of another role (product_name) kept a column off the items' id found by a word: the catalogue
+    code,item_description,title had item_description taken as its id (it contains "item"), and conrec data dropped every
+    event as on an unknown item; product_code beside product_title or product_category was refused as ambiguous, though
+    the docs give product_code as the example of a guessed id. A word of title, text or category now rules a column out."""
+    ev = pl.DataFrame({"customer_id": ["C1", "C1", "C2", "C2"], "product_id": ["P1", "P2", "P1", "P2"], "stars": ["1", "5", "4", "2"],
+                       "created_at": [str(1_700_000_000 + k) for k in range(4)]})
+
+    def catalogue(*columns: str) -> pl.DataFrame:
+        return pl.DataFrame({c: ["P1", "P2"] if k == 0 else [f"{c} 1", f"{c} 2"] for k, c in enumerate(columns)})
+
+    with pytest.raises(ConfigError, match=r"the items file has no column 'product_id' nor one that looks like an item id .*--items-item-col NAME"):
+        guess(ev, catalogue("code", "item_description", "title"))
+    g = guess(ev, catalogue("product_code", "product_title"))
+    assert (g.items["item_id"].column, g.items["title"].column) == ("product_code", "product_title")
+    g = guess(ev, catalogue("product_code", "title", "product_category"))
+    assert (g.items["item_id"].column, g.items["title"].column, g.items["category"].column) == ("product_code", "title", "product_category")
+
+
 @pytest.mark.parametrize("sep", [";", "\t", "|"])
 def test_a_csv_separated_otherwise_is_read_like_the_comma_one(tmp_path: Path, sep: str) -> None:
     """Spreadsheet exports with a decimal comma write ';' (and a byte-order mark); others tabs or pipes:

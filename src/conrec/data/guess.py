@@ -613,11 +613,15 @@ def _items_id(item_col: str, icols: list[str], cols: list[str], given: str | Non
 def _guess_items_id(item_col: str, icols: list[str]) -> Choice | None:
     """The items file's id column when the events' item column is not in it: the unique best of the events' column written
     otherwise (``Product ID`` for ``product_id``), a usual item-id name (``item_id``, ``sku``), a bare ``id``, and a name
-    containing a usual word (``product_code``) that is not a usual name of another role; None when no column is any.
+    containing a usual item-id word (``product_code``) and no usual word of another item role (title, text, category);
+    None when no column is any.
 
     Why ``id`` above a name containing a word: a catalogue ``id,product_name,category`` beside events' ``product_id`` had
     ``product_name`` taken as its id (it contains ``product``); init then found no title, and ``--title-col product_name``
-    failed as "both item_id and title". A catalogue's ``id`` is its own key.
+    failed as "both item_id and title". A catalogue's ``id`` is its own key. Why no word of another role: with only a
+    usual name of one ruled out, ``code,item_description,title`` had ``item_description`` taken as the id (conrec data
+    then dropped every event as on an unknown item), and ``product_code`` beside ``product_title`` or
+    ``product_category`` was refused as ambiguous.
     """
     def rank(column: str) -> tuple[int, str]:
         if _norm(column) == _norm(item_col):
@@ -627,7 +631,7 @@ def _guess_items_id(item_col: str, icols: list[str]) -> Choice | None:
             return 3, f"{column!r} is a usual name for item_id"
         if _norm(column) == "id":
             return 2, f"{column!r} is the usual name of a table's own key"
-        if score and not any(_score(column, role) == 2 for role in ITEM_ROLES):  # product_name is a title
+        if score and not any(_score(column, role) for role in ITEM_ROLES):  # product_name, product_title: a title
             return 1, f"{column!r} contains a usual word for item_id"
         return 0, ""
 
