@@ -45,6 +45,29 @@ def test_ease_in_place_inverse_equals_the_closed_form_across_blocks() -> None:
     assert not np.diag(b).any()
 
 
+def test_ease_inverts_on_one_blas_thread_whatever_the_pool_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scipy's OpenBLAS crashed the eval stage with a segmentation fault in its threaded ``potrf`` from about 16,000
+    items on 2 threads (below the default eval.max_dense_items); both LAPACK calls now run on one thread, and the
+    caller's pool is restored after."""
+    from scipy.linalg import lapack
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen: list[set[int]] = []
+    for name in ("dpotrf", "dpotri"):
+        real = getattr(lapack, name)
+        monkeypatch.setattr(lapack, name, lambda *a, _real=real, **k: (seen.append(blas_threads()), _real(*a, **k))[1])
+    x = sp.random(50, 40, density=0.2, random_state=5, format="csr")
+    x.data[:] = 1.0
+    with threadpool_limits(limits=2, user_api="blas"):
+        b = ease_weights(x, 3.0)
+        assert blas_threads() == {2}
+    assert seen == [{1}, {1}]
+    assert np.abs(b - _ease_by_formula(x, 3.0)).max() < 1e-12
+
+
 def test_ease_holds_one_dense_matrix_at_its_peak() -> None:
     """Why: np.linalg.inv (a copy and an identity) and ``-P / diag(P)`` while the Gram matrix was alive held 4 to 5
     n^2 arrays: 12.7 GB of RSS on 20,000 items where the docs said 3.2 GB; and the sparse ``X'X`` of users with

@@ -63,6 +63,9 @@ def _block_rows(n: int) -> int:
     return max(1, min(_SYMMETRIZE_BLOCK, n // 16))
 
 
+LAPACK_THREADS = 1
+"""BLAS threads of EASE's in-place Cholesky inverse (:func:`symmetric_inverse_inplace` says why one)."""
+
 _SYMMETRIZE_BLOCK = 512  # rows per block when mirroring the inverse's triangle (at most n / 16): small temporaries
 
 
@@ -71,14 +74,23 @@ def symmetric_inverse_inplace(g: np.ndarray) -> np.ndarray:
 
     LAPACK works on Fortran order: the transpose of a C-ordered symmetric matrix is the same matrix in Fortran
     order, so ``potrf``/``potri`` run on ``g.T`` without a copy. ``potri`` fills one triangle only; the other is
-    mirrored block by block (no ``n^2`` index arrays). Raises ValueError when ``g`` is not positive definite."""
+    mirrored block by block (no ``n^2`` index arrays). Raises ValueError when ``g`` is not positive definite.
+
+    Both LAPACK calls run on one BLAS thread (:data:`LAPACK_THREADS`). Why: scipy's bundled OpenBLAS (0.3.30) crashed
+    the whole eval stage with a segmentation fault in its threaded ``potrf`` from about 16,000 items on 2 threads
+    (15,000 worked; one thread works at 30,000), below the default ``eval.max_dense_items`` of 20,000: no traceback, no
+    report, after the LM stages' hour. Threaded ``potrf`` crashes of this kind are known in OpenBLAS and depend on the
+    size and the thread count, so no size is safe for every machine. One thread costs little next to the rest:
+    measured 69 s per fit on 18,000 items and 4.6 min on 30,000 (8.3 GB), on 2 shared cores, 7 December 2026."""
     from scipy.linalg import lapack
+    from threadpoolctl import threadpool_limits
 
     a = g.T  # Fortran-ordered view of the same memory
-    c, info = lapack.dpotrf(a, lower=False, overwrite_a=True, clean=False)
-    if info != 0 or not np.shares_memory(c, g):
-        raise ValueError(f"EASE's Gram matrix could not be factored in place (LAPACK potrf info={info})")
-    inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
+    with threadpool_limits(limits=LAPACK_THREADS, user_api="blas"):
+        c, info = lapack.dpotrf(a, lower=False, overwrite_a=True, clean=False)
+        if info != 0 or not np.shares_memory(c, g):
+            raise ValueError(f"EASE's Gram matrix could not be factored in place (LAPACK potrf info={info})")
+        inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
     if info != 0 or not np.shares_memory(inv, g):
         raise ValueError(f"EASE's Gram matrix could not be inverted in place (LAPACK potri info={info})")
     # the upper triangle of the Fortran view is valid: in g's C order that is the lower triangle (g[i, j], i >= j)
