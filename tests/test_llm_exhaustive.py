@@ -64,7 +64,8 @@ def test_chunking_does_not_change_results(predictor, max_rows):
     got = run(predictor, 10, max_rows=max_rows)  # 1 / 7: catalogue in chunks; 60 / 200: whole catalogue per forward
     for a, b in zip(base, got):
         assert [i for i, _ in a] == [i for i, _ in b]
-        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-5)
+        # float32 sums over other batch shapes: a few ulps of a score of -12.7 is 1e-5 (seen on an AVX-512 Xeon)
+        np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=5e-6, atol=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 3, 10])
