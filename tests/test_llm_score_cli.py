@@ -42,7 +42,7 @@ def test_request_json_scores_every_candidate_like_the_predictor(trained, tmp_pat
     table = score_mod.run(cfg, request=req, batch=None, out=None, model="sft", threshold=None, explain=True)
     want = pred.score([(["i1", "i0", "i4"], [1, -1, -1])], [["i8", "i2", "i5"]])[0]
     assert table["item_id"].to_list() == ["i8", "i2", "i5"]
-    np.testing.assert_allclose(table["score"].to_list(), want, atol=1e-5)
+    np.testing.assert_allclose(table["score"].to_list(), want, rtol=5e-6, atol=1e-5)
     assert table["rank"].to_list() == [1 + sum(y > x for y in want) for x in want]  # in the request's order
     assert table["decision"].to_list() == ["filter"] * 3  # every log-prob >= -100
     # toy SIDs: level 0 = genre; i8 and i0, i4 are all genre 0 -> they share the <a_..> cluster
@@ -65,7 +65,7 @@ def test_batch_parquet_writes_scores_ranks_decisions(trained, tmp_path):
     assert pl.read_parquet(out).equals(res)
     assert {"sample_id", "user_id", "candidates", "scores", "ranks", "decisions"} <= set(res.columns)
     for got, want in zip(res["scores"].to_list(), want_scores):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=5e-6, atol=1e-5)
     # ranks: 1 = the most likely dislike; decisions: filter at or above the threshold (their values were never checked)
     assert res["ranks"].to_list() == [[1 + sum(y > x for y in s) for x in s] for s in want_scores]
     assert res["decisions"].to_list() == [["filter" if x >= threshold else "keep" for x in s] for s in want_scores]
@@ -86,7 +86,7 @@ def test_batch_of_user_ids_scores_their_run_histories_and_keeps_every_other_colu
     pl.DataFrame({"slate_id": [10, 11], "user_id": users, "candidates": [["i3"], ["i2", "i6"]]}).write_parquet(src)
     res = score_mod.run(cfg, request=None, batch=src, out=tmp_path / "out.parquet", model="sft", threshold=None, explain=False)
     assert res["slate_id"].to_list() == [10, 11] and res["user_id"].to_list() == users
-    np.testing.assert_allclose(res["scores"][1].to_list(), single["score"].to_list(), atol=1e-5)
+    np.testing.assert_allclose(res["scores"][1].to_list(), single["score"].to_list(), rtol=5e-6, atol=1e-5)
     known = score_mod.run_histories(RunDir(cfg.run_dir), "batch", cfg.serve.max_history)  # the lookup run() makes, without loading the model again
     for bad, message in [([users[0], "nobody"], r"1 user_id\(s\) not in the run's events, e\.g\. \['nobody'\]"),
                          ([users[0], None], r"1 row\(s\) without a user_id, e\.g\. row 1")]:
@@ -136,7 +136,7 @@ def test_cli_reads_a_user_id_as_the_server_does_and_predict_takes_a_whole_dislik
     req = tmp_path / "req.json"
     req.write_text(json.dumps({"user_id": user, "candidates": ["i2", "i6"]}))
     table = score_mod.run(short, request=req, batch=None, out=None, model="sft", threshold=None, explain=False)
-    np.testing.assert_allclose(table["score"].to_list(), pred.score([served], [["i2", "i6"]])[0], atol=1e-5)
+    np.testing.assert_allclose(table["score"].to_list(), pred.score([served], [["i2", "i6"]])[0], rtol=5e-6, atol=1e-5)
 
     body = tmp_path / "body.json"
     body.write_text(json.dumps({"user_id": user, "k": 2, "explain": True}))

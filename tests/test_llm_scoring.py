@@ -121,11 +121,11 @@ def test_copied_cache_path_gives_the_same_scores(predictor, monkeypatch):
     monkeypatch.setattr(scoring, "_TREE_CHUNK", 3)
     chunked = predictor.score(HISTORIES, slates)
     for a, b in zip(tree, chunked):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=5e-6, atol=1e-5)
     monkeypatch.setattr(scoring, "tree_attention_ok", lambda model: False)
     copied = predictor.score(HISTORIES, slates)
     for a, b in zip(tree, copied):
-        np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=5e-6, atol=1e-5)
 
 
 def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
@@ -136,7 +136,7 @@ def test_plain_lm_head_path_gives_the_same_scores(predictor, monkeypatch):
     shared = predictor.score([HISTORIES[2]], slates)[0]
     monkeypatch.setattr(sid_head, "decoder_and_head", lambda model: None)
     plain = predictor.score([HISTORIES[2]], slates)[0]
-    np.testing.assert_allclose(plain, shared, atol=1e-5)
+    np.testing.assert_allclose(plain, shared, rtol=5e-6, atol=1e-5)
 
 
 def test_sid_log_probs_rejects_malformed_slates(predictor):
