@@ -254,9 +254,10 @@ def test_quoted_text_and_choice_words_are_unchanged(tmp_path) -> None:
 def test_the_budget_refusal_of_the_facet_rule_added_on_simulated_data_says_so_at_eval(tmp_path) -> None:
     """Found by review: with eval.baselines unset on simulated data, facet_rule is added; its grid over the budget was
     refused at "<root>" as if the user had listed it."""
-    grids = {"popularity": {"half_life_days": [None]}, "itemknn": {"top_neighbours": [30]}, "category": {"recency_decay": [0.9]},
-             "sasrec": {"epochs": [15]}, "ease": {"l2": [10]}, "taste_exposure": {"pop_weight": [0.5]}, "swing": {"alpha": [1.0]},
-             "content": {"top_m": [3]}}
+    from conrec.eval.config import DEFAULT_BASELINES, EvalConfig
+
+    defaults = EvalConfig()  # each default baseline's grid cut to its first value per setting (a new baseline joins)
+    grids = {name: {k: v[:1] for k, v in getattr(defaults, name).grid.items()} for name in DEFAULT_BASELINES}
     evals = {"tune_budget": 2, **{name: {"grid": grid} for name, grid in grids.items()}}
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"data": {"source": "simulator"}, "eval": evals}))

@@ -274,6 +274,7 @@ class EvalConfig(_Strict):
             if n > self.tune_budget:
                 raise ValueError(
                     f"eval.{name}.grid has {n} combinations, over eval.tune_budget={self.tune_budget} "
-                    "(every baseline gets the same tuning budget)"
+                    f"(every baseline gets the same tuning budget): cut eval.{name}.grid to at most {self.tune_budget} "
+                    "combinations, or raise eval.tune_budget for every baseline"
                 )
         return self

@@ -108,6 +108,10 @@ REGISTRY: dict[str, BaselineSpec] = {
     )
 }
 assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"
+assert all(s.settings in EvalConfig.model_fields for s in REGISTRY.values()), (
+    f"every BaselineSpec.settings must be a field of eval.config.EvalConfig: missing "
+    f"{[s.settings for s in REGISTRY.values() if s.settings not in EvalConfig.model_fields]}"
+)
 
 BASELINES = BASELINE_NAMES
 
