@@ -415,7 +415,8 @@ def no_rating_zeros(values: pl.Series) -> int:
     2, and 1% to 20% of 0s below 1..5 stars made it 0..5 with <= 1, so 2-star ratings became positives, silently (no
     warning: :func:`outlier_warning` lets a value one step past the rest through, and :func:`rating_warning` fires only
     once most ratings would be dislikes). One rule at any share, so that the proposal does not jump between scales as the
-    share of 0s grows. A scale that starts at 0 (0..10) is not touched, nor 0 beside one or two values (a 0/1 flag).
+    share of 0s grows. A real 0..10 scale cannot be told from 0s below 1..10 by its values, so it is read the same way,
+    and the warning names the settings that keep 0 as a rating; 0 beside one or two values (a 0/1 flag) is not touched.
     """
     values = values.drop_nulls().drop_nans()
     zeros = int((values == 0).sum())
