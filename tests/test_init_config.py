@@ -140,16 +140,24 @@ def test_other_text_columns_of_the_items_file_are_proposed_for_the_sid_text(tmp_
 
 
 def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:
-    """An anime log codes "watched, not rated" as -1 below 1..10 (most rows): read as a scale, most events would be
-    dislikes. The guess says so, with the settings for the 1..10 scale; ordinary scales get no warning. Book-Crossing's
-    0 (most rows below 1..10) is "no rating" by the 0 rule: the proposal is 1..10 and the 0 warning says what keeping 0 gives."""
-    stars = ["-1"] * 12 + [str(r) for r in range(1, 11)]
-    anime = pl.DataFrame({"user_id": ["a"] * 22, "anime_id": [f"b{k}" for k in range(22)], "ts": ["1"] * 22, "rating": stars})
-    g = guess(anime)
-    assert g.rating_range == (-1.0, 10.0) and g.dislike_max_rating == 2
-    assert g.rating_warning.startswith("64% of the sampled ratings are <= 2")
-    assert "55% are -1" in g.rating_warning and "rating_range: [1, 10]" in g.rating_warning
+    """A code for "no rating" that is most rows and lies in the scale's own range (1 below 2..10): read as a scale, most
+    events would be dislikes. The guess says so, with the settings for the 2..10 scale; ordinary scales get no warning.
+    Book-Crossing's 0 and an anime log's -1 ("watched, not rated", most rows below 1..10) are "no rating" by the
+    no-rating-code rule: the proposal is 1..10 and its warning says what keeping the code gives."""
+    stars = ["1"] * 12 + [str(r) for r in range(2, 11)]
+    coded = pl.DataFrame({"user_id": ["a"] * 21, "item_id": [f"b{k}" for k in range(21)], "ts": ["1"] * 21, "rating": stars})
+    g = guess(coded)
+    assert g.rating_range == (1.0, 10.0) and g.dislike_max_rating == 4 and g.outlier_warning == ""
+    assert g.rating_warning.startswith("71% of the sampled ratings are <= 4")
+    assert "57% are 1" in g.rating_warning and "rating_range: [2, 10]" in g.rating_warning
     assert "dislike_max_rating: 4, like_min_rating: 4.01" in g.rating_warning
+    anime = pl.DataFrame({"user_id": ["a"] * 22, "anime_id": [f"b{k}" for k in range(22)], "ts": ["1"] * 22,
+                          "rating": ["-1"] * 12 + [str(r) for r in range(1, 11)]})
+    g = guess(anime)  # 20% of -1s made the proposal -1..10 with <= 2, every unrated view a dislike, with no warning
+    assert (g.rating_range, g.dislike_max_rating, g.rating_warning) == ((1.0, 10.0), 4, "")
+    assert g.outlier_warning.startswith("12 of the 22 sampled ratings (54.5%) are -1, below the 1..10 the rest span: -1 usually "
+                                        "codes 'no rating' (as an anime log's -1, watched but not rated)")
+    assert "conrec data drops the -1s" in g.outlier_warning and "if -1 is a rating, set rating_range: [-1, 10]" in g.outlier_warning
     book_crossing = pl.DataFrame({"User-ID": ["a"] * 22, "ISBN": [f"b{k}" for k in range(22)], "ts": ["1"] * 22,
                                   "Book-Rating": ["0"] * 12 + [str(r) for r in range(1, 11)]})
     g = guess(book_crossing)
@@ -479,6 +487,18 @@ def test_a_few_zeros_below_a_scale_that_starts_at_half_a_star_or_one_are_no_rati
     # 0s and a typo far above: both named, the 0s taken out, the 7s left to the user
     both = guess(ev.with_columns(rating=pl.Series([str(1 + k % 5) for k in range(1990)] + ["0"] * 10 + ["7"] * 10)))
     assert both.rating_range == (1.0, 7.0) and "are 0, below the 1..7" in both.outlier_warning and "7 (10x)" in both.outlier_warning
+
+
+def test_a_share_of_minus_ones_below_one_to_ten_is_no_rating() -> None:
+    """An anime log's -1 ("watched, not rated") at 20% below 1..10 made the proposal -1..10 with <= 2, so every unrated
+    view was a dislike, silently (under a majority the "mostly dislikes" warning is quiet)."""
+    n = 2000
+    ev = pl.DataFrame({"user": [f"u{k % 50}" for k in range(n)], "item": [f"i{k % 97}" for k in range(n)],
+                       "ts": [str(1_700_000_000 + k) for k in range(n)],
+                       "rating": ["-1"] * 400 + [str(1 + k % 10) for k in range(n - 400)]})
+    g = guess(ev)
+    assert (g.rating_range, g.dislike_max_rating, g.like_min_rating, g.rating_warning) == ((1.0, 10.0), 4.0, 4.01, "")
+    assert g.outlier_warning.startswith("400 of the 2,000 sampled ratings (20.0%) are -1, below the 1..10 the rest span")
 
 
 @pytest.mark.parametrize(("share", "shown"), [(0.005, "0.5%"), (0.01, "1.0%"), (0.05, "5.0%"), (0.2, "20.0%"), (0.6, "60.0%")])

@@ -335,9 +335,9 @@ def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
     Why: explicit dislikes are a minority in any log (5% to 25% in the data sets measured here), so a
     majority means the scale was misread, most often because its lowest value codes "no rating" (an
     implicit interaction). Nothing would stop later: the model would simply learn what users interact
-    with. The fix is one setting, which the warning names. Book-Crossing's 0 below 1..10 never gets here
-    (:func:`no_rating_zeros` takes it out first, at any share); this catches the other codes, such as a
-    -1 below 1..10 (an anime log's "watched, not rated") or a 0 that tops a scale starting at 0.
+    with. The fix is one setting, which the warning names. Book-Crossing's 0 and an anime log's -1 below 1..10 never
+    get here (:func:`no_rating_code` takes them out first, at any share); this catches the other codes, such as a
+    code that tops the scale, or one below a scale that starts elsewhere than 0.5 or 1.
     """
     values = values.drop_nulls().drop_nans()
     share = float((values <= dislike_max_rating).mean() or 0.0)  # type: ignore[arg-type]
@@ -378,7 +378,7 @@ def outlier_warning(values: pl.Series) -> str:
     silently. The proposal is kept (the values may be real), and the warning names them and the range
     and thresholds of the rest, for the user to choose. A rare value one step past the rest (a 5 where
     most stop at 4) is the scale's own and is not named; but not a 0 one step below a scale that starts at 0.5 or 1:
-    the caller takes those out first, as "no rating" (:func:`no_rating_zeros`).
+    the caller takes those out first, as "no rating" (:func:`no_rating_code`).
     """
     values = values.drop_nulls().drop_nans().rename("value")  # a column named "count" clashed with value_counts' own
     counts = sorted(zip(*values.value_counts(name="n").select("value", "n").to_dict(as_series=False).values()))
@@ -400,49 +400,55 @@ def outlier_warning(values: pl.Series) -> str:
 
 
 NO_RATING_STARTS = (0.5, 1.0)
-"""The lowest ratings of a scale under which a 0 is read as "no rating" (:func:`no_rating_zeros`)."""
+"""The lowest ratings of a scale under which a 0 or a negative code is read as "no rating" (:func:`no_rating_code`)."""
 NO_RATING_SCALE = 3
 """How many distinct values the other ratings must hold for their 0s to be "no rating": 0 beside one or two values (0/1,
 0/5, 0/1/2) is the dislike end of a flag or a three-point label."""
 
 
-def no_rating_zeros(values: pl.Series) -> int:
-    """How many ratings are 0 when 0 lies below a scale of at least three values that the rest start at 0.5 or 1, whatever
-    their share; 0 otherwise.
+def no_rating_code(values: pl.Series) -> tuple[float, int]:
+    """(the code, how many ratings hold it) when the lowest rating is 0 or negative and lies below a scale of at least
+    three values that the rest start at 0.5 or 1, whatever its share; (0.0, 0) otherwise.
 
-    Why: 0 is the usual "no rating" code (Book-Crossing's), and a scale that starts at 0.5 or 1 has no 0 of its own. Read
-    as its lowest value, ten 0s among 20,000 half stars made the proposal 0..5 with a dislike threshold of 1.5 instead of
-    2, and 1% to 20% of 0s below 1..5 stars made it 0..5 with <= 1, so 2-star ratings became positives, silently (no
-    warning: :func:`outlier_warning` lets a value one step past the rest through, and :func:`rating_warning` fires only
-    once most ratings would be dislikes). One rule at any share, so that the proposal does not jump between scales as the
-    share of 0s grows. A real 0..10 scale cannot be told from 0s below 1..10 by its values, so it is read the same way,
-    and the warning names the settings that keep 0 as a rating; 0 beside one or two values (a 0/1 flag) is not touched.
+    Why: 0 is the usual "no rating" code (Book-Crossing's), -1 another (an anime log's "watched, not rated"), and a scale
+    that starts at 0.5 or 1 has no 0 of its own. Read as its lowest value, ten 0s among 20,000 half stars made the
+    proposal 0..5 with a dislike threshold of 1.5 instead of 2, 1% to 20% of 0s below 1..5 stars made it 0..5 with <= 1
+    (2-star ratings became positives), and 20% of -1s below 1..10 made it -1..10 with <= 2, so every unrated view became a
+    dislike, silently (no warning: :func:`outlier_warning` lets a value one step past the rest through, and
+    :func:`rating_warning` fires only once most ratings would be dislikes). One rule at any share, so that the proposal
+    does not jump between scales as the share grows. A real 0..10 scale cannot be told from 0s below 1..10 by its values,
+    so it is read the same way, and the warning names the settings that keep 0 as a rating; 0 beside one or two values (a
+    0/1 flag) is not touched.
     """
     values = values.drop_nulls().drop_nans()
-    zeros = int((values == 0).sum())
-    rest = values.filter(values != 0)
-    if not zeros or rest.n_unique() < NO_RATING_SCALE:
-        return 0
-    return zeros if float(rest.min()) in NO_RATING_STARTS else 0  # type: ignore[arg-type]
+    if values.is_empty():
+        return 0.0, 0
+    code = float(values.min())  # type: ignore[arg-type]
+    rest = values.filter(values != code)
+    if code > 0 or rest.n_unique() < NO_RATING_SCALE or float(rest.min()) not in NO_RATING_STARTS:  # type: ignore[arg-type]
+        return 0.0, 0
+    return code, int((values == code).sum())
 
 
-def zero_warning(values: pl.Series, zeros: int) -> str:
-    """The warning for :func:`no_rating_zeros`' ``zeros`` 0s among ``values``: the proposal is the rest's scale, which drops
-    them, and the settings that keep them as ratings instead (with the share of dislikes those give, when most would be);
-    empty when there are none."""
-    if not zeros:
+def no_rating_warning(values: pl.Series, code: float, count: int) -> str:
+    """The warning for :func:`no_rating_code`'s ``count`` ratings of ``code`` among ``values``: the proposal is the rest's
+    scale, which drops them, and the settings that keep them as ratings instead (with the share of dislikes those give,
+    when most would be); empty when there are none."""
+    if not count:
         return ""
     values = values.drop_nulls().drop_nans()
-    rest = values.filter(values != 0)
+    rest = values.filter(values != code)
     (lo, hi), dislike, like, _ = suggest_thresholds(rest)
     _, dislike0, like0, _ = suggest_thresholds(values)
     share0 = float((values <= dislike0).mean() or 0.0)  # type: ignore[arg-type]
     mostly = f" (then {share0:.0%} of the sampled ratings would be dislikes, usually a minority)" if share0 > MOSTLY_DISLIKES else ""
-    return (f"{zeros:,} of the {values.len():,} sampled ratings ({zeros / values.len():.1%}) are 0, below the {lo:g}..{hi:g} the "
-            f"rest span: 0 usually codes 'no rating' (as Book-Crossing's 0, an implicit interaction), so the proposal is the "
-            f"rest's scale, rating_range: [{lo:g}, {hi:g}] with dislike_max_rating: {dislike:g}, like_min_rating: {like:g}, and "
-            f"conrec data drops the 0s (counted as bad_feedback); if 0 is a rating, set rating_range: [0, {hi:g}], and for that "
-            f"scale dislike_max_rating: {dislike0:g}, like_min_rating: {like0:g}{mostly}")
+    usual = ("0 usually codes 'no rating' (as Book-Crossing's 0, an implicit interaction)" if code == 0 else
+             f"{code:g} usually codes 'no rating' (as an anime log's -1, watched but not rated)")
+    return (f"{count:,} of the {values.len():,} sampled ratings ({count / values.len():.1%}) are {code:g}, below the {lo:g}..{hi:g} "
+            f"the rest span: {usual}, so the proposal is the rest's scale, rating_range: [{lo:g}, {hi:g}] with dislike_max_rating: "
+            f"{dislike:g}, like_min_rating: {like:g}, and conrec data drops the {code:g}s (counted as bad_feedback); if {code:g} is a "
+            f"rating, set rating_range: [{code:g}, {hi:g}], and for that scale dislike_max_rating: {dislike0:g}, like_min_rating: "
+            f"{like0:g}{mostly}")
 
 
 def _id_values(ids: pl.Series) -> pl.Series:
@@ -560,10 +566,11 @@ def guess(
             )
         out.events["rating"] = choice
         ratings = _numbers(values)
-        scale = ratings.filter(ratings != 0) if (zeros := no_rating_zeros(ratings)) else ratings
+        code, coded = no_rating_code(ratings)
+        scale = ratings.filter(ratings != code) if coded else ratings
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(scale)
         out.rating_warning = rating_warning(scale, out.dislike_max_rating)
-        out.outlier_warning = "; and ".join(w for w in (zero_warning(ratings, zeros), outlier_warning(scale)) if w)
+        out.outlier_warning = "; and ".join(w for w in (no_rating_warning(ratings, code, coded), outlier_warning(scale)) if w)
     taken.add(choice.column)
 
     if items is not None:
