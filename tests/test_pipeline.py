@@ -1193,3 +1193,28 @@ def test_a_filesystem_without_flock_still_writes_and_keeps_temps_it_cannot_judge
     stray = tmp_path / "stage" / ".model.abcd1234.tmp"
     stray.mkdir()
     assert io.remove_stray_temps(tmp_path) == 0 and stray.is_dir()
+
+
+def test_a_setting_added_at_its_neutral_value_leaves_every_fingerprint_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fingerprint hashes each section's whole dump, so a field added to the config, even at a default that changes
+    nothing, made every existing run rerun the stages that hold it ("sft.train.x: unset -> 0"; found by an extensibility
+    probe, 7 December 2026). Registered in ADDED_SETTINGS with that value, it is left out there: the runs recorded before
+    it existed stay current, and any other value is a change named as one. Here sft.train.dropout plays the new field."""
+    import copy
+
+    from conrec.stages import ADDED_SETTINGS, TODAY, _dumped_fingerprint, section_as_hashed, setting_changes
+
+    dumped = load_config(None, {}).model_dump(mode="json")
+    older = copy.deepcopy(dumped)
+    del older["sft"]["train"]["dropout"]  # the config as it was before the field existed
+    changed = copy.deepcopy(dumped)
+    changed["sft"]["train"]["dropout"] = 0.37
+    stages = ("sft", "grpo", "eval")
+    before = [_dumped_fingerprint(older, s, TODAY) for s in stages]
+    assert all(_dumped_fingerprint(dumped, s, TODAY) != b for s, b in zip(stages, before))  # unregistered: all rerun
+    monkeypatch.setitem(ADDED_SETTINGS, "sft.train.dropout", dumped["sft"]["train"]["dropout"])
+    assert [_dumped_fingerprint(dumped, s, TODAY) for s in stages] == before
+    assert all(_dumped_fingerprint(changed, s, TODAY) != b for s, b in zip(stages, before))
+    old_view = section_as_hashed("sft", older["sft"])
+    assert setting_changes("sft", old_view, section_as_hashed("sft", dumped["sft"])) == []
+    assert setting_changes("sft", old_view, section_as_hashed("sft", changed["sft"])) == ["sft.train.dropout: unset -> 0.37"]

@@ -520,11 +520,44 @@ def section_hashes_any_view(key: str, value: Any) -> set[str]:
     return {_hash(_hashed_view(key, value, view)) for view in _VIEWS}
 
 
+ADDED_SETTINGS: dict[str, Any] = {}
+"""Settings added to the config after runs were recorded (dotted path -> the value, as JSON, that does what runs made
+without them did): at that value a fingerprint leaves them out (:func:`_hashed_view`), so runs made before they existed
+stay current. Why: a fingerprint hashes each section's whole dump, so a new field, even at a default that changes
+nothing, made every existing run rerun the stages whose sections hold it, blamed on "<key>: unset -> <default>". A
+field added with a default that changes what a stage does belongs here only with the value that does not (and a fix
+to what a stage writes raises its revision instead: :data:`REVISIONS`). Empty until a field is added; development.md
+says how."""
+
+
+def _without_added(key: str, value: Any) -> Any:
+    """``value`` (section ``key``'s dump) without the :data:`ADDED_SETTINGS` under it that hold their neutral value."""
+    neutral = [(s[len(key) + 1 :].split("."), v) for s, v in ADDED_SETTINGS.items() if s.startswith(key + ".")]
+    found = []
+    for parts, v in neutral:
+        node = value
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and parts[-1] in node and node[parts[-1]] == v:
+            found.append(parts)
+    if not found:
+        return value
+    value = copy.deepcopy(value)
+    for parts in found:
+        node = value
+        for part in parts[:-1]:
+            node = node[part]
+        del node[parts[-1]]
+    return value
+
+
 def _hashed_view(key: str, value: Any, view: _View = TODAY) -> Any:
     """Section ``key``'s dumped ``value`` as fingerprints see it: :data:`EXECUTION_SETTINGS` at their stand-ins,
-    and a set source path (the stages' ``source_files``) as :data:`SOURCE_PATH` (each as ``view`` says)."""
+    a set source path (the stages' ``source_files``) as :data:`SOURCE_PATH` (each as ``view`` says), and the
+    :data:`ADDED_SETTINGS` at their neutral value left out."""
     if not isinstance(value, dict):
         return value
+    value = _without_added(key, value)
     paths = {f for spec in STAGE_REGISTRY.values() for f in spec.source_files} if view[1] else set()
     inside = [s for s in (*view[0], *paths) if s.startswith(key + ".")]
     if not inside:
