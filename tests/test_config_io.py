@@ -134,7 +134,8 @@ def test_docs_configuration_reference_is_exactly_the_generated_table():
     found = re.search(r"<!-- config-reference:begin -->\n(.*?)\n<!-- config-reference:end -->", page, re.S)
     assert found is not None, "docs/configuration.md lost its config-reference markers"
     assert found.group(1) == config_reference_markdown(), ("docs/configuration.md is stale: put the output of `conrec config --reference | cat` between its "
-                                                              "<!-- config-reference:begin --> and <!-- config-reference:end --> lines")
+                                                              "<!-- config-reference:begin --> and <!-- config-reference:end --> lines; a new field: also register it in "
+                                                              "conrec.stages.ADDED_SETTINGS, or existing runs rerun its stage (docs/development.md)")
     # optional sections (null unless set) list their settings too: early stopping's were nowhere
     for key in ("sft.train.early_stopping.patience", "sft.train.early_stopping.eval_steps", "sft.train.lora.r", "sft.model.tiny.hidden_size"):
         assert f"| `{key}` |" in found.group(1), key
