@@ -134,12 +134,15 @@ def events_earlier(points: pl.DataFrame, events: pl.DataFrame) -> list[int]:
     return [int(n) for n in joined.sort("_p")["_earlier"].fill_null(0).to_list()]
 
 
-def load_points(run: RunDir, split: str, evaluated: set[int] | None, events: pl.DataFrame | None = None) -> tuple[list[EvalPoint], pl.Series | None]:
+def load_points(
+    run: RunDir, split: str, evaluated: set[int] | None, events: pl.DataFrame | None = None, with_seen: bool = True
+) -> tuple[list[EvalPoint], pl.Series | None]:
     """The split's evaluation points; only the evaluated ones when the eval stage ran (its
     predictions cover a seeded subset), so that every point shown has every model's list. With the run's
     ``events``, also each point's items rated before it (:func:`conrec.eval.seen.with_seen_items`: what the eval left
     out of every model's list; List[Enum], in the points' order) and its full count of earlier events; without, the
-    count is its history's length and the items are None.
+    count is its history's length and the items are None; ``with_seen=False`` (the eval leaves nothing out): the items
+    are None too, and not built.
 
     Why: ``hist_items`` holds only the newest ``data.split.max_history`` events; the page asked the live model with
     those alone, so its list held items the eval's lists beside it never could (user 13's point 1275: 9 of 10), and
@@ -153,7 +156,7 @@ def load_points(run: RunDir, split: str, evaluated: set[int] | None, events: pl.
     if evaluated:
         chosen = chosen.filter(pl.col("sample_id").is_in(sorted(evaluated)))
     chosen = chosen.sort("sample_id")
-    seen = with_seen_items(chosen, events)[SEEN_COLUMN] if events is not None else None
+    seen = with_seen_items(chosen, events)[SEEN_COLUMN] if events is not None and with_seen else None
     earlier = events_earlier(chosen, events) if events is not None else [0] * chosen.height
     has_ts = "hist_ts" in chosen.columns
     points = []
@@ -287,9 +290,8 @@ class Inspector:
         evaluated = set().union(*(m.items for m in lists)) if lists else None
         hint = run.rerun_hint(cfg, "eval") if stale else None
         unscored = live_list_unscored(cfg.serve.model, cfg.data.split.trains_on_labels_of(split))
-        points, seen = load_points(run, split, evaluated, events)
-        if not cfg.decode.exclude_history:  # the eval then leaves nothing out of the LM's lists, so neither may the page
-            seen = None
+        # under exclude_history: false the eval leaves nothing out of the LM's lists, so neither may the page
+        points, seen = load_points(run, split, evaluated, events, with_seen=cfg.decode.exclude_history)
         return cls(info=ItemInfo.build(items), points=points, lists=lists, split=split, stale=stale,
                    stale_hint=hint, live_unscored=unscored, seen=seen)
 
