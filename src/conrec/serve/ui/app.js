@@ -94,7 +94,7 @@ function k() { return state.health ? state.health.limits.default_k : 10; }
 function showHealth(health) {
   state.health = health;
   const stale = [health.model_current === false ? "the served model is no longer the run's current one" : null,
-                 health.loaded_current === false ? "a stage it read (data, SID or eval) has run again since it started" : null].filter(Boolean);
+                 health.loaded_current === false ? "a stage it read (data, SID or eval) has run again or been cleared since it started" : null].filter(Boolean);
   $("served").textContent = `serving model ${health.model} · ${health.n_items} items · top-${k()} lists`
     + (stale.length ? ` · ${stale.join("; ")}: restart conrec serve to load the run's current state` : "");
   $("served").classList.toggle("stale", stale.length > 0);
