@@ -1218,3 +1218,33 @@ def test_a_setting_added_at_its_neutral_value_leaves_every_fingerprint_as_before
     old_view = section_as_hashed("sft", older["sft"])
     assert setting_changes("sft", old_view, section_as_hashed("sft", dumped["sft"])) == []
     assert setting_changes("sft", old_view, section_as_hashed("sft", changed["sft"])) == ["sft.train.dropout: unset -> 0.37"]
+
+
+def test_every_fingerprinted_setting_is_listed_or_registered_as_added() -> None:
+    """A new field in a section a stage fingerprint hashes makes every existing run rerun that stage ("<key>: unset ->
+    <default>") unless it is registered in ADDED_SETTINGS, and nothing made a contributor do either (left open on
+    7 December 2026). tests/fingerprinted_settings.txt lists the fingerprinted settings as they are: a setting that is
+    neither listed nor registered fails here, with the choice spelled out; so does a listed setting that is gone (runs
+    recorded with it rerun as well)."""
+    from conrec.config import config_reference
+    from conrec.stages import ADDED_SETTINGS, EXECUTION_SETTINGS, fingerprint_sections
+
+    listing = Path(__file__).with_name("fingerprinted_settings.txt")
+    listed = {line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")}
+    keys = [k for k, _, _ in config_reference()]
+    sections = {s for stage in STAGE_REGISTRY for s in fingerprint_sections(stage)}
+    hashed = [k for k in keys if k not in EXECUTION_SETTINGS and any(k == s or k.startswith(s + ".") for s in sections)]
+
+    def registered(key: str) -> bool:
+        parts = key.split(".")
+        return any(".".join(parts[:n]) in ADDED_SETTINGS for n in range(1, len(parts) + 1))
+
+    new = [k for k in hashed if k not in listed and not registered(k)]
+    assert not new, (f"new fingerprinted setting(s) {new}: register each in conrec.stages.ADDED_SETTINGS with the value that does what "
+                     f"runs made without it did (they stay current), or, where no value does, add it to {listing.name} (every "
+                     "existing run then reruns the stages that hold it); docs/development.md")
+    gone = sorted(listed - set(keys))
+    assert not gone, (f"{gone} no longer exist: runs recorded with them rerun the stages that held them ('<key>: <value> -> unset'); "
+                      f"remove them from {listing.name} to accept that")
+    stale = [k for k in ADDED_SETTINGS if k not in keys]
+    assert not stale, f"ADDED_SETTINGS names settings the config does not have: {stale}"
