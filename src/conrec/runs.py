@@ -56,8 +56,10 @@ from conrec.stages import (
     section_hashes_any_view,
     setting_changes,
     setting_of,
+    settings_added,
     stage_fingerprints,
     upstream_closure,
+    without_settings,
 )
 
 if TYPE_CHECKING:
@@ -263,7 +265,12 @@ class RunDir:
             if changed:
                 # the settings first: with other settings the stage reruns whatever a fix since says, and a fix of the
                 # record's settings (data 3, per_user) may not concern the config's at all (switched to global_time)
-                return f"made with a different configuration ({self._what_changed(cfg, stage, rec, changed)})"
+                lines, added = self._setting_differences(cfg, stage, rec, changed)
+                if added and not lines:  # no setting it was made with has changed: conrec has settings it had not
+                    return self._added_since(cfg, stage, rec, added)
+                more = f"; and {len(lines) - MAX_CHANGES_SHOWN} more" if len(lines) > MAX_CHANGES_SHOWN else ""
+                what = "; ".join(lines[:MAX_CHANGES_SHOWN]) + more if lines else f"{', '.join(changed)} changed"
+                return f"made with a different configuration ({what})"
             if (why := self._older_revision(stage, rec, cfg)) is not None:
                 return why
             if (why := self._rebuilt_upstream(rec)) is not None:
@@ -300,48 +307,104 @@ class RunDir:
             "prefix (its BOS token), which SFT trains with and every prompt now starts with; rerun it"
         )
 
-    def _recorded_config(self) -> dict[str, Any] | None:
-        """The run's config.yaml as a JSON dump (None when it is missing or does not load)."""
+    def _recorded_configs(self) -> list[dict[str, Any]]:
+        """The run's config.yaml as JSON dumps: as today's conrec reads it (today's defaults filled in), then as written
+        ([] when it is missing or does not load; the first alone when only it loads)."""
+        import yaml
+
         from conrec.config import load_config
+        from conrec.config_yaml import load_yaml
         from conrec.errors import ConfigError
 
+        path = self.root / "config.yaml"
+        if not path.is_file():
+            return []
         try:
-            return load_config(self.root / "config.yaml").model_dump(mode="json") if (self.root / "config.yaml").is_file() else None
+            dumps = [load_config(path).model_dump(mode="json")]
         except (ConfigError, OSError):
-            return None
+            return []
+        try:
+            written = load_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):  # it loaded above: rewritten meanwhile
+            return dumps
+        return [*dumps, written] if isinstance(written, dict) else dumps
 
-    def _what_changed(self, cfg: PipelineConfig, stage: str, rec: dict[str, Any], changed: list[str]) -> str:
-        """The settings of the ``changed`` sections that differ, ``key: recorded -> now`` (a few, then how many more),
-        from the settings the record holds; for a record from before they were recorded, from the run's config.yaml
-        where its section is the one recorded. Else the sections, ``sft changed`` (all a stale message said before:
-        which of a section's dozens of settings had changed, e.g. sft.train.logging_steps, was left to guess)."""
+    def _setting_differences(self, cfg: PipelineConfig, stage: str, rec: dict[str, Any], changed: list[str]) -> tuple[list[str], list[str]]:
+        """The settings of the ``changed`` sections that differ, ``key: recorded -> now``, and the settings conrec has
+        added since the record was made that the config holds at their default (``[], []`` when the record's settings
+        cannot be told). Read from the settings the record holds; for a record from before they were recorded, from
+        the run's config.yaml where its section is the one recorded (:meth:`_config_record`). Else the caller names
+        the sections, ``sft changed`` (all a stale message said before: which of a section's dozens of settings had
+        changed, e.g. sft.train.logging_steps, was left to guess).
+
+        Why the added ones apart: a run made before a setting existed recorded its section without it, so the section
+        differs today although the run's own config is used unchanged, and every stage of a 5 December 2026 run was
+        stale "with a different configuration (data changed)" for ``data.feedback_labels`` and ``data.ts_format``,
+        hiding the stage revisions it was really stale for. An added setting the config sets to another value is a
+        change (``key: unset -> value``); an added one is named as such only when, without it, each changed section
+        hashes as recorded, so no change of another setting is hidden."""
         real = cfg.model_dump(mode="json")
         # as section_settings hashes them, but for every changed section: one it no longer reads may be among them
         now = {k: section_as_hashed(k, setting_of(real, k)) for k in changed}
         recorded = rec.get("settings")
         if not isinstance(recorded, dict):
             recorded = self._config_record(stage, rec)
+        if any(k not in recorded for k in changed):
+            return [], []
+        unset = list(dict.fromkeys(a for k in changed for a in settings_added(k, recorded[k], now[k])))
+        defaults = _unset_values(real, unset)
+        added = [a for a in unset if a in defaults and setting_of(real, a) == defaults[a]]
         # each setting once: a section and its subsection are both fingerprinted (data, data.split; sft, sft.prompt)
-        lines = list(dict.fromkeys(c for k in changed if k in recorded for c in setting_changes(k, recorded[k], now[k], setting_of(real, k))))
-        if not lines or any(k not in recorded for k in changed):
-            return f"{', '.join(changed)} changed"
-        more = f"; and {len(lines) - MAX_CHANGES_SHOWN} more" if len(lines) > MAX_CHANGES_SHOWN else ""
-        return "; ".join(lines[:MAX_CHANGES_SHOWN]) + more
+        lines = list(dict.fromkeys(
+            c for k in changed
+            for c in setting_changes(k, recorded[k], without_settings(now[k], _inside(k, added)), setting_of(real, k))
+        ))
+        if added and not lines and not self._hashes_as_recorded(rec, real, changed, added):
+            return [], []
+        return lines, added
+
+    @staticmethod
+    def _hashes_as_recorded(rec: dict[str, Any], real: dict[str, Any], changed: list[str], added: list[str]) -> bool:
+        """Whether each ``changed`` section of the config dump ``real``, without the ``added`` settings, has the hash
+        ``rec`` recorded under a view some conrec hashed with: then nothing but those settings differs."""
+        hashes = rec.get("sections") or {}
+        try:
+            return all(hashes.get(k) in section_hashes_any_view(k, without_settings(setting_of(real, k), _inside(k, added))) for k in changed)
+        except (KeyError, TypeError):  # an added setting the view puts at a stand-in (an execution setting): not as hashed
+            return False
+
+    def _added_since(self, cfg: PipelineConfig, stage: str, rec: dict[str, Any], added: list[str]) -> str:
+        """The stale message of ``stage`` whose record differs from ``cfg`` only by the settings ``added`` to conrec
+        since it was made, at their defaults: those settings, and beside them the fix or rebuild that also makes it
+        stale (:meth:`_older_revision`, :meth:`_rebuilt_upstream`); never "a different configuration"."""
+        shown = ", ".join(added[:MAX_CHANGES_SHOWN]) + (f" and {len(added) - MAX_CHANGES_SHOWN} more" if len(added) > MAX_CHANGES_SHOWN else "")
+        note = f"settings added since ({shown}) are at their defaults, and no setting it was made with has changed"
+        why = self._older_revision(stage, rec, cfg) or self._rebuilt_upstream(rec)
+        if why is None:
+            return f"made by an older conrec: {note}; rerun it"
+        return f"{why.removesuffix('; rerun it')}; {note}; rerun it"
 
     def _config_record(self, stage: str, rec: dict[str, Any]) -> dict[str, Any]:
         """The sections of the run's config.yaml whose hash, under any view a conrec hashed with
         (:func:`conrec.stages.section_hashes_any_view`), is the one ``rec`` recorded ({} when none is, or the file does
         not load): what an older conrec made the stage with, for its stale message, as today's view shows it. Compared
-        under today's view only, a record from before the bookkeeping settings joined never matched (their real values)."""
-        recorded = self._recorded_config()
-        if recorded is None:
-            return {}
+        under today's view only, a record from before the bookkeeping settings joined never matched (their real values).
+        Each section is read as today's conrec reads the file, else as written: read with today's defaults, a section
+        from before a setting was added never matched (5 December 2026: ``data.feedback_labels``), while as written it
+        is the section recorded, without that setting."""
         hashes = rec.get("sections") or {}
-        return {
-            k: section_as_hashed(k, setting_of(recorded, k))
-            for k in fingerprint_sections(stage)
-            if hashes.get(k) in section_hashes_any_view(k, setting_of(recorded, k))
-        }
+        found: dict[str, Any] = {}
+        for dumped in self._recorded_configs():
+            for k in fingerprint_sections(stage):
+                if k in found:
+                    continue
+                try:
+                    value = setting_of(dumped, k)
+                    if hashes.get(k) in section_hashes_any_view(k, value):
+                        found[k] = section_as_hashed(k, value)
+                except (KeyError, TypeError, AttributeError):  # as written, a section may lack what a view reads
+                    continue
+        return found
 
     def _rebuilt_upstream(self, rec: dict[str, Any]) -> str | None:
         """Which stage a finished stage's record says it was built on has been rebuilt or removed since (records
@@ -511,6 +574,34 @@ class RunDir:
             except StageInputError as exc:
                 return str(exc)
         return None
+
+
+def _inside(key: str, settings: list[str]) -> list[str]:
+    """The dotted ``settings`` under section ``key``, relative to it (``data.ts_format`` in ``data``: ``ts_format``)."""
+    return [s[len(key) + 1 :] for s in settings if s.startswith(key + ".")]
+
+
+def _unset_values(dumped: dict[str, Any], settings: list[str]) -> dict[str, Any]:
+    """What today's conrec gives each of the dotted ``settings`` of the config dump ``dumped`` that is a setting of its
+    config (not a key inside a mapping one, as ``data.spark.conf``'s) when the config does not set it: its default, or
+    what it is derived from the other settings ({} when the config without them does not validate). What a setting
+    added since a run was made stands at when a config is silent about it."""
+    if not settings:
+        return {}
+    from pydantic import ValidationError
+
+    from conrec.config import PipelineConfig, config_reference
+
+    keys = [k.split(".") for k, _, _ in config_reference()]
+    fields = {".".join(parts[:n]) for parts in keys for n in range(1, len(parts) + 1)}  # a whole section too (eval.facet_rule)
+    settings = [s for s in settings if s in fields]
+    if not settings:
+        return {}
+    try:
+        filled = PipelineConfig.model_validate(without_settings(dumped, settings)).model_dump(mode="json")
+    except ValidationError:
+        return {}
+    return {s: setting_of(filled, s) for s in settings}
 
 
 def _check_readable(path: Path) -> None:

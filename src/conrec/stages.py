@@ -532,23 +532,42 @@ says how."""
 
 def _without_added(key: str, value: Any) -> Any:
     """``value`` (section ``key``'s dump) without the :data:`ADDED_SETTINGS` under it that hold their neutral value."""
-    neutral = [(s[len(key) + 1 :].split("."), v) for s, v in ADDED_SETTINGS.items() if s.startswith(key + ".")]
-    found = []
-    for parts, v in neutral:
-        node = value
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and parts[-1] in node and node[parts[-1]] == v:
-            found.append(parts)
-    if not found:
-        return value
+    neutral = {s[len(key) + 1 :]: v for s, v in ADDED_SETTINGS.items() if s.startswith(key + ".")}
+    found = [s for s, v in neutral.items() if (held := _lookup(value, s)) is not _UNSET and held == v]
+    return without_settings(value, found) if found else value
+
+
+def _lookup(value: Any, setting: str) -> Any:
+    """The value of the dotted ``setting`` inside the mapping ``value``, :data:`_UNSET` where it has none."""
+    node = value
+    for part in setting.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _UNSET
+        node = node[part]
+    return node
+
+
+def without_settings(value: dict[str, Any], settings: Collection[str]) -> dict[str, Any]:
+    """A copy of the mapping ``value`` without the dotted ``settings`` inside it (those it does not hold are passed over)."""
     value = copy.deepcopy(value)
-    for parts in found:
-        node = value
-        for part in parts[:-1]:
-            node = node[part]
-        del node[parts[-1]]
+    for setting in settings:
+        *parents, leaf = setting.split(".")
+        node: Any = value
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return value
+
+
+def settings_added(key: str, old: Any, new: Any) -> list[str]:
+    """The dotted settings under section ``key`` that ``new`` holds and ``old`` lacks altogether (a key of one mapping
+    the other does not have, compared as :func:`setting_changes` compares): in a record made before conrec had them,
+    what :func:`setting_changes` shows as ``unset -> <value>``, a change only when the value is not the default that
+    stands for the config's silence (:meth:`conrec.runs.RunDir.stale_reason` tells)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return []
+    return [s for k, v in new.items() for s in ([f"{key}.{k}"] if k not in old else settings_added(f"{key}.{k}", old[k], v))]
 
 
 def _hashed_view(key: str, value: Any, view: _View = TODAY) -> Any:

@@ -1,0 +1,88 @@
+"""Stale messages of runs recorded before conrec had some of today's settings (RunDir.stale_reason)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import conrec.pipeline as pipeline
+from conrec.config import load_config
+from conrec.runs import STAGES, RunDir
+from conrec.stages import fixes_text, stage_hash
+
+OLD_RUN = Path(__file__).with_name("data") / "run_made_2026_12_05"
+DATA_ADDED = "settings added since (data.feedback_labels, data.ts_format) are at their defaults, and no setting it was made with has changed"
+
+
+def _old_run(tmp_path: Path, **overrides: Any) -> tuple[RunDir, Any]:
+    """A copy of the records conrec made at 3dba695 (tests/data/run_made_2026_12_05), and its own config.yaml as
+    today's conrec loads it, with ``overrides``."""
+    root = tmp_path / "old"
+    shutil.copytree(OLD_RUN, root)
+    return RunDir(root), load_config(root / "config.yaml", {"run_dir": str(root), **overrides})
+
+
+def test_a_run_made_before_settings_were_added_is_stale_for_its_fixes_not_a_configuration(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by a compatibility probe (7 December 2026): a run made on 5 December, opened with its own config.yaml,
+    was stale for every command "made with a different configuration (data changed)" (eval: "data, eval changed"),
+    since data.feedback_labels, data.ts_format and eval.facet_rule were added after it; the fixes it is stale for
+    (stage revisions) were never said. It stays stale (every stage reruns), with those fixes and the added settings."""
+    run, cfg = _old_run(tmp_path)
+    data_fixes = fixes_text("data", [1, 2])
+    assert run.stale_reason(cfg, "data") == (
+        f"made by an older conrec whose data stage has been fixed since ({data_fixes}); {DATA_ADDED}; rerun it"
+    )
+    for stage in ("sid", "sft", "grpo"):
+        assert run.stale_reason(cfg, stage) == (
+            f"built on a data stage that an older conrec made, and that stage has been fixed since ({data_fixes}); {DATA_ADDED}; rerun it"
+        )
+    why = run.stale_reason(cfg, "eval") or ""
+    assert "settings added since (data.feedback_labels, data.ts_format, eval.facet_rule) are at their defaults" in why
+    assert all("different configuration" not in (run.stale_reason(cfg, s) or "") for s in STAGES)
+    assert run.model_problem(cfg, "grpo") is not None  # never served
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == list(STAGES)
+
+
+def test_a_change_on_a_run_made_before_settings_were_added_is_named_as_one(tmp_path: Path) -> None:
+    """On the same run, a setting it had that is changed since is named with both values, the added settings left
+    out of the line; an added setting at another value than its default is a change too."""
+    run, cfg = _old_run(tmp_path, data={"simulator": {"n_users": 90}})
+    assert run.stale_reason(cfg, "data") == "made with a different configuration (data.simulator.n_users: 80 -> 90)"
+    assert run.stale_reason(cfg, "eval") == "made with a different configuration (data.simulator.n_users: 80 -> 90)"
+    run, cfg = _old_run(tmp_path / "b", eval={"seed": 3})
+    assert run.stale_reason(cfg, "eval") == "made with a different configuration (eval.seed: 0 -> 3)"
+    assert (run.stale_reason(cfg, "data") or "").endswith(f"; {DATA_ADDED}; rerun it")
+    run, cfg = _old_run(tmp_path / "c", eval={"facet_rule": {"prior": 2.0}})
+    assert (run.stale_reason(cfg, "eval") or "").startswith("made with a different configuration (eval.facet_rule: unset -> {")
+
+
+def test_a_setting_added_since_alone_is_said_without_a_fix(tmp_path: Path) -> None:
+    """Where no fix applies (the record at today's revision), the settings added since are the whole message."""
+    run, cfg = _old_run(tmp_path)
+    path = run.stage_dir("data") / "_fingerprint.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "revision": 2}))  # global-time data: revision 2 today
+    assert run.stale_reason(cfg, "data") == f"made by an older conrec: {DATA_ADDED}; rerun it"
+
+
+def test_a_record_holding_its_settings_names_a_setting_added_since(tmp_path: Path, fake_stages: list[str]) -> None:
+    """A record that holds its settings (since 6 December 2026), made before a setting was added (here
+    sft.train.dropout plays it): the setting at its default is added since, at another value a change."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    path = run.stage_dir("sft") / "_fingerprint.json"
+    rec = json.loads(path.read_text())
+    del rec["settings"]["sft"]["train"]["dropout"]  # as the conrec without the field recorded it
+    rec["sections"]["sft"], rec["fingerprint"] = stage_hash(rec["settings"]["sft"]), "0" * 16
+    path.write_text(json.dumps(rec))
+    added = "settings added since (sft.train.dropout) are at their defaults, and no setting it was made with has changed"
+    assert run.stale_reason(cfg, "sft") == f"made by an older conrec: {added}; rerun it"
+    dropout = load_config(None, {"run_dir": str(tmp_path / "run"), "sft": {"train": {"dropout": 0.1}}})
+    assert run.stale_reason(dropout, "sft") == "made with a different configuration (sft.train.dropout: unset -> 0.1)"
+    # the record's section is not the config's without it (another setting differs under the same hash): not claimed
+    rec["sections"]["sft"] = "f" * 16
+    path.write_text(json.dumps(rec))
+    assert run.stale_reason(cfg, "sft") == "made with a different configuration (sft changed)"
