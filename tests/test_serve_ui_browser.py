@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -576,3 +577,105 @@ def test_a_run_made_stale_while_the_page_is_open_drops_the_eval_lists_and_says_w
         assert _css(driver, "#lists .model-list[data-kind=live]") and not _css(driver, "#lists .model-list[data-model=sft]")
         assert "`conrec sft` was run again" in driver.find_element("id", "points-hint").text
         assert "a stage it read (data, SID or eval) has run again" in driver.find_element("id", "served").text
+
+
+# Every text node holding right-to-left text or a bidi control (in these tests: only data) is returned with its
+# element's computed unicode-bidi and whether it is that element's only child; the page's own text (no such character
+# in it) is checked to run left to right: of two neighbouring visible characters laid out on one line, the second is
+# never left of the first.
+BIDI_CHECK = """
+const RTL = /[\\u0590-\\u08ff\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufb1d-\\ufdff\\ufe70-\\ufefc]/;
+const out = {data: [], reversed: []};
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const r = document.createRange();
+const box = (t, i) => { r.setStart(t, i); r.setEnd(t, i + 1); return r.getClientRects()[0]; };
+for (let t = walker.nextNode(); t; t = walker.nextNode()) {
+  const p = t.parentElement;
+  const where = (p.closest("[id]") || {}).id;
+  if (RTL.test(t.data)) {
+    out.data.push([where, p.tagName, getComputedStyle(p).unicodeBidi, p.childNodes.length === 1, t.data]);
+    continue;
+  }
+  let prev = null;
+  for (let i = 0; i < Math.min(t.length, 200); i++) {
+    if (/\\s/.test(t.data[i])) continue;
+    const b = box(t, i);
+    if (!b) break;  // not rendered
+    if (prev && Math.abs(prev.top - b.top) < 3 && b.left < prev.left - 0.5) { out.reversed.push([where, t.data.slice(0, 60)]); break; }
+    prev = b;
+  }
+}
+return out;
+"""
+
+
+def _isolated(text: str) -> str:
+    """``text`` as the page shows it in a <bdi>: paragraph separators as spaces, its isolates balanced (app.js bdi())."""
+    text = re.sub("[\x1c-\x1e\x85\u2029]", " ", text)
+    opened = stray = 0
+    for ch in text:
+        if ch in "\u2066\u2067\u2068":
+            opened += 1
+        elif ch == "\u2069":
+            opened, stray = (opened - 1, stray) if opened else (opened, stray + 1)
+    return "\u2068" * stray + text + "\u2069" * opened
+
+
+def test_right_to_left_text_and_bidi_controls_in_data_cannot_reorder_the_page(driver, tmp_path):
+    """Found by probing: a title ending in an invisible U+202E RIGHT-TO-LEFT OVERRIDE turned "(similarity 0.4472)"
+    after it into "2744.0" on screen, and a user id holding one read "14 events" as "41". Now every title, category,
+    item id, user id and pasted line is shown in an element that isolates it (<bdi>), and no control in it (a stray
+    POP DIRECTIONAL ISOLATE, an isolate left open, a paragraph separator) ends that isolation early."""
+    rlo, pdi = "\u202e", "\u2069"
+    titles = {f"i{j}": f"Movie {j}{pdi if j % 2 else chr(0x2029)}{rlo}" for j in range(15)}
+    titles["i4"] = "סרט ארבע \u2067"  # right-to-left letters, and an isolate (RLI) never closed
+    cfg, test = inspector_run(tmp_path / "run", titles, unknown_items="skip")
+    run = RunDir(cfg.run_dir)
+    write_parquet(read_parquet(run.items).with_columns((pl.col("category") + rlo).alias("category")), run.items)
+    for table in (run.events, run.samples):
+        write_parquet(read_parquet(table).with_columns((rlo + pl.col("user_id") + pdi + rlo).alias("user_id")), table)
+    row = test.row(0, named=True)
+    user = rlo + row["user_id"] + pdi + rlo
+    unknown, nobody, bad_line = f"{rlo}unknown", f"{rlo}nobody", f"{rlo}-i2 oops"
+    data = {_isolated(t) for t in [*titles.values(), *(f"c{j}{rlo}" for j in range(3)), *read_parquet(run.events)["user_id"].unique().to_list(),
+                                   unknown, nobody, bad_line]}
+
+    def check(*where: str) -> None:
+        """Each piece of data on the page is alone in an isolating element; the page's own text is in order."""
+        found = driver.execute_script(BIDI_CHECK)
+        assert found["reversed"] == [], found["reversed"]
+        bad = [d for d in found["data"] if d[2] not in ("isolate", "isolate-override", "plaintext") or not d[3] or d[4] not in data]
+        assert bad == [], bad
+        assert set(where) <= {d[0] for d in found["data"]}, found["data"]
+
+    def submit(form: str, field: str, value: str) -> None:
+        driver.execute_script("document.getElementById(arguments[0]).value = arguments[1];"
+                              "document.querySelector('#' + arguments[2] + ' button[type=submit]').click()", field, value, form)
+
+    with _in_thread(create_app_from_run(cfg)) as url:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+        submit("user-form", "user-query", nobody)
+        _wait(driver, lambda d: "no evaluation point" in d.find_element("id", "user-results").text, 10)
+        check("user-results")
+        submit("user-form", "user-query", user)
+        _wait(driver, lambda d: _css(d, f"#user-results li[data-sample='{row['sample_id']}'] button"), 10)[0].click()
+        _wait(driver, lambda d: _live_items(d) and _css(d, "#lists .model-list[data-model=sft] li[data-item]"), 10)
+        for details in _css(driver, "#lists details.why"):
+            driver.execute_script("arguments[0].open = true", details)
+        assert "shared level" in driver.find_element("id", "lists").text  # the reasons' text follows a title
+        submit("search-form", "search-q", "movie")
+        _wait(driver, lambda d: len(_css(d, "#search-results button.add")) >= 3, 10)
+        for b in _css(driver, "#search-results button.add")[:3]:
+            driver.execute_script("arguments[0].click()", b)
+        driver.execute_script("arguments[0].click()", driver.find_element("id", "score-button"))
+        _wait(driver, lambda d: len(_css(d, "#scores tbody tr")) == 3, 10)
+        check("user-results", "user-h", "timeline", "future", "lists", "search-results", "slate", "scores")
+
+        driver.execute_script("document.getElementById('paste').open = true")
+        submit("paste-form", "paste-text", f"-i1\n-i2\n-{unknown}\n")
+        _wait(driver, lambda d: d.find_element("id", "user-h").text == "Pasted history" and _live_items(d), 10)
+        check("user-meta", "timeline", "lists")
+        submit("paste-form", "paste-text", f"-i1\n{bad_line}\n")
+        _wait(driver, lambda d: "line 2" in d.find_element("id", "status").text, 10)
+        check("status")

@@ -1,6 +1,7 @@
 // The inspector page. Rules that keep it safe (see conrec/serve/ui.py): data reaches the DOM only
 // as text (el() below builds nodes; no string is ever parsed as HTML), events are bound with
-// addEventListener, and every data call goes through api(), which sends the API key.
+// addEventListener, every data call goes through api(), which sends the API key, and every piece of data shown
+// (title, category, item or user id, pasted text) is isolated in a <bdi> (bdi() below).
 "use strict";
 
 const KEY_STORE = "conrec.apiKey";
@@ -31,9 +32,38 @@ function el(tag, attrs, ...children) {
 
 function clear(node) { node.replaceChildren(); return node; }
 
+// A piece of data shown among the page's own text: in a <bdi> (its direction its own, dir=auto), so that
+// right-to-left letters or an invisible bidi control in it (U+202E RIGHT-TO-LEFT OVERRIDE) cannot reorder the text
+// around it; a title ending in U+202E showed "(similarity 0.4472)" after it as "2744.0". A <bdi> is an isolate
+// (FSI ... PDI) that the text's own controls could end early: a PDI closing no isolate of the text gets an FSI before
+// it, an isolate the text leaves open a PDI at its end (both invisible), and a paragraph separator (bidi class B; CSS
+// makes CR and LF spaces itself) shows as a space.
+const PARAGRAPH_SEPARATORS = /[\u001c-\u001e\u0085\u2029]/g;
+function bdi(text) {
+  const shown = String(text).replace(PARAGRAPH_SEPARATORS, " ");
+  let open = 0, stray = 0;
+  for (const ch of shown) {
+    if (ch >= "\u2066" && ch <= "\u2068") open++;  // LRI, RLI, FSI
+    else if (ch === "\u2069") { if (open) open--; else stray++; }  // PDI
+  }
+  return el("bdi", {}, "\u2068".repeat(stray) + shown + "\u2069".repeat(open));
+}
+
+// ids as "a, b, c", each isolated
+function bdiList(ids) { return ids.flatMap((id, n) => n ? [", ", bdi(id)] : [bdi(id)]); }
+
+// An error whose message shows data: parts are strings (the page's text) and nodes (the data, in bdi()).
+class ShownError extends Error {
+  constructor(parts) {
+    super(parts.map(p => (p instanceof Node ? p.textContent : p)).join(""));
+    this.parts = parts;
+  }
+}
+
+// text: a string, or a list of strings and nodes
 function setStatus(text, isError, id = "status") {
   const s = $(id);
-  s.textContent = text || "";
+  s.replaceChildren(...(Array.isArray(text) ? text : [text || ""]));
   s.className = "status" + (isError && text ? " error" : "");
 }
 
@@ -73,7 +103,7 @@ async function guarded(what, fn, id = "status") {
     await fn();
     if (current()) setStatus("", false, id);
   } catch (e) {
-    if (current()) setStatus(`${what} failed: ${e.message}`, true, id);
+    if (current()) setStatus([`${what} failed: `, ...(e.parts || [bdi(e.message)])], true, id);  // a server's detail quotes data
   }
 }
 
@@ -134,10 +164,10 @@ async function findUsers(query) {
   const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}`);
   if (seq !== state.userSeq) return;
   const list = clear($("user-results"));
-  if (!data.points.length) list.append(el("li", { class: "meta" }, `no evaluation point for a user id starting with “${query}”`));
+  if (!data.points.length) list.append(el("li", { class: "meta" }, "no evaluation point for a user id starting with “", bdi(query), "”"));
   for (const p of data.points) {
     list.append(el("li", { dataset: { sample: p.sample_id } },
-      el("span", {}, el("strong", {}, p.user_id), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
+      el("span", {}, el("strong", {}, bdi(p.user_id)), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
       el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`)) } }, "Open")));
   }
   const more = moreNote(data.points.length, data.total, "evaluation points");
@@ -167,7 +197,7 @@ function parsePasted(text) {
     const line = raw.trim();
     if (!line || line.startsWith("#")) return;
     const m = /^([+-])\s*(\S+)$/.exec(line) || /^(\S+)\s+([+-]1?)$/.exec(line);
-    if (!m) throw new Error(`line ${n + 1}: write -item_id (disliked) or +item_id (liked), got “${line.slice(0, 60)}”`);
+    if (!m) throw new ShownError([`line ${n + 1}: write -item_id (disliked) or +item_id (liked), got “`, bdi(line.slice(0, 60)), "”"]);
     const [sign, id] = m[1] === "+" || m[1] === "-" ? [m[1], m[2]] : [m[2][0], m[1]];
     events.push({ item_id: id, feedback: sign === "-" ? -1 : 1 });
   });
@@ -209,14 +239,14 @@ function renderUser(view) {
   if (view.source === "point") {
     // the history is the newest data.split.max_history events: say how many the user had before the point
     const shown = view.history.length < view.n_before ? `; the timeline shows the newest ${view.history.length} of ${view.n_before}, what the models read` : "";
-    $("user-h").textContent = `User ${view.user_id}`;
+    $("user-h").replaceChildren("User ", bdi(view.user_id));
     $("user-meta").textContent = `Evaluation point #${view.sample_id} on ${view.date}: ${count(view.n_before, "event")} before it (${count(view.n_dislikes_before, "dislike")}${shown}), ${count(view.future.length, "dislike")} after it, held out.`;
     $("future-hint").textContent = `${count(view.future.length, "item")} the user disliked next; the lists below mark ${view.future.length === 1 ? "it as a hit" : "them as hits"}.`;
   } else {
     $("user-h").textContent = "Pasted history";
     const skipped = view.skipped_items && view.skipped_items.length
-      ? ` Left out, unknown to the model (serve.unknown_items: skip): ${view.skipped_items.join(", ")}.` : "";
-    $("user-meta").textContent = `${count(view.history.length, "event")} (${count(negs, "dislike")}), in the order pasted; no future to compare with.${skipped}`;
+      ? [" Left out, unknown to the model (serve.unknown_items: skip): ", ...bdiList(view.skipped_items), "."] : [];
+    $("user-meta").replaceChildren(`${count(view.history.length, "event")} (${count(negs, "dislike")}), in the order pasted; no future to compare with.`, ...skipped);
     $("future-hint").textContent = "None for a pasted history.";
   }
   const body = clear($("timeline").tBodies[0]);
@@ -225,14 +255,14 @@ function renderUser(view) {
     const neg = e.feedback < 0;
     body.append(el("tr", { class: neg ? "neg" : "pos", dataset: { item: e.item_id } },
       el("td", { class: "date" }, e.date || "—"),
-      el("td", { class: "title" }, e.title || e.item_id),
-      el("td", {}, e.category || ""),
+      el("td", { class: "title" }, bdi(e.title || e.item_id)),
+      el("td", {}, bdi(e.category || "")),
       el("td", {}, el("span", { class: "badge " + (neg ? "neg" : "pos") }, neg ? "disliked" : "liked"))));
   }
   const fut = clear($("future"));
   for (const f of view.future) {
-    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, f.title || f.item_id),
-      el("span", { class: "meta" }, f.category || ""), el("span", { class: "by" })));
+    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, bdi(f.title || f.item_id)),
+      el("span", { class: "meta" }, bdi(f.category || "")), el("span", { class: "by" })));
   }
 }
 
@@ -259,11 +289,11 @@ function reasonNode(reason) {
   if (!reason) return null;
   const cites = [];
   for (const ev of reason.similar_dislikes || [])
-    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, ev.title || ev.item_id), ` (${count(ev.shared_sid_levels, "shared level")})`));
+    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, bdi(ev.title || ev.item_id)), ` (${count(ev.shared_sid_levels, "shared level")})`));
   for (const ev of reason.co_disliked_with || [])
-    cites.push(el("li", {}, "co-disliked with ", el("q", {}, ev.title || ev.item_id), ` (similarity ${fmtScore(ev.similarity)})`));
+    cites.push(el("li", {}, "co-disliked with ", el("q", {}, bdi(ev.title || ev.item_id)), ` (similarity ${fmtScore(ev.similarity)})`));
   return el("details", { class: "why" }, el("summary", {}, "why"),
-    cites.length ? el("ul", {}, cites) : el("p", {}, reason.text || "no close past dislike"));
+    cites.length ? el("ul", {}, cites) : el("p", {}, bdi(reason.text || "no close past dislike")));  // the text names titles
 }
 
 function renderLists(view, live) {
@@ -280,14 +310,14 @@ function renderLists(view, live) {
     const summary = view.source !== "point" ? null
       : el("div", { class: "hint" }, m.unscored ? `hits not marked: ${m.unscored}` : `${hits} of ${m.items.length} in the future set`);
     const ol = el("ol", {});
-    if (m.error) ol.append(el("li", { class: "empty" }, m.error));
+    if (m.error) ol.append(el("li", { class: "empty" }, bdi(m.error)));  // a server's detail quotes data
     else if (!m.items.length) ol.append(el("li", { class: "empty" }, "no prediction for this point"));
     for (const it of m.items) {
       if (it.hit) hitsBy.set(it.item_id, [...(hitsBy.get(it.item_id) || []), m.name]);
       ol.append(el("li", { class: it.hit ? "hit" : null, dataset: { item: it.item_id, rank: it.rank } },
         el("div", { class: "line" },
           el("span", { class: "rank" }, `${it.rank}.`),
-          el("span", { class: "title" }, it.title || it.item_id),
+          el("span", { class: "title" }, bdi(it.title || it.item_id)),
           it.hit ? el("span", { class: "badge hit" }, "hit") : null,
           el("span", { class: "score", title: "dislike score" }, fmtScore(it.score))),
         reasonNode(it.reason)));
@@ -311,7 +341,7 @@ async function searchItems(q) {
   for (const it of data.items) {
     const inSlate = state.slate.some(s => s.item_id === it.item_id);
     list.append(el("li", { dataset: { item: it.item_id } },
-      el("span", {}, it.title || it.item_id, " ", el("span", { class: "meta" }, it.category || "")),
+      el("span", {}, bdi(it.title || it.item_id), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
       el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: () => addToSlate(it) } }, "Add")));
   }
   const more = moreNote(data.items.length, data.total, "matching items");
@@ -344,7 +374,7 @@ function slateChanged() {
 function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
-    ol.append(el("li", { dataset: { item: it.item_id } }, it.title || it.item_id,
+    ol.append(el("li", { dataset: { item: it.item_id } }, bdi(it.title || it.item_id),
       el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); slateChanged(); } } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
@@ -360,7 +390,7 @@ function threshold() {
   const raw = $("threshold").value.trim();
   if (!raw) return null;
   const t = Number(raw);
-  if (!Number.isFinite(t)) throw new Error(`threshold “${raw}” is not a number`);
+  if (!Number.isFinite(t)) throw new ShownError(["threshold “", bdi(raw), "” is not a number"]);
   return t;
 }
 
@@ -385,8 +415,8 @@ async function scoreSlate() {
   for (const it of [...r.items].sort((a, b) => a.rank - b.rank)) {
     body.append(el("tr", { class: it.decision === "filter" ? "filtered" : null, dataset: { item: it.item_id } },
       el("td", { class: "num rank" }, String(it.rank)),
-      el("td", { class: "title" }, it.title || it.item_id),
-      el("td", {}, cat.get(it.item_id) || ""),
+      el("td", { class: "title" }, bdi(it.title || it.item_id)),
+      el("td", {}, bdi(cat.get(it.item_id) || "")),
       el("td", { class: "num score", dataset: { score: it.score === null ? "" : String(it.score) } }, fmtScore(it.score)),
       el("td", { class: "decision" }, it.decision ? el("span", { class: "badge " + it.decision }, it.decision) : "—")));
   }
