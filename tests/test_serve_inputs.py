@@ -52,6 +52,23 @@ def test_a_blank_api_key_is_an_error_not_authentication_off(monkeypatch, serve_c
     assert resolve_api_key(None) is None  # unset: open, as documented
 
 
+@pytest.mark.parametrize("key", ["clé", "ключ", "k€y", "bell\x07", "tab\tkey"])
+def test_a_key_outside_printable_ascii_is_refused_at_start_up(monkeypatch, serve_client, key):
+    """Found by probing: with the key "clé" the inspector page (a browser sends the header as Latin-1) always got
+    "wrong API key", while curl (UTF-8) got in: such a key is refused at start-up, naming the character, not the key."""
+    monkeypatch.setenv("CONREC_API_KEY", key)
+    with pytest.raises(ConfigError, match=r"^\$CONREC_API_KEY holds .* which is not printable ASCII") as env_error:
+        resolve_api_key(None)
+    with pytest.raises(ConfigError, match="not printable ASCII"):
+        serve_client()
+    monkeypatch.delenv("CONREC_API_KEY")
+    with pytest.raises(ConfigError, match=r"^serve.api_key holds .* which is not printable ASCII") as config_error:
+        resolve_api_key(key)
+    for error in (env_error, config_error):
+        assert key not in str(error.value) and "\n" not in str(error.value)
+    assert resolve_api_key("with space & ~punctuation!") == "with space & ~punctuation!"
+
+
 @pytest.mark.parametrize("unknown_items", ["error", "skip"])
 def test_an_id_that_is_a_lone_surrogate_is_a_422_not_a_500(serve_client, unknown_items):
     """JSON's ``"\\ud800"`` decodes to a lone surrogate: under ``unknown_items: skip`` the id was echoed back

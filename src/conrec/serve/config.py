@@ -99,7 +99,8 @@ class ServeConfig(StrictConfig):
     api_key: str | None = Field(
         None,
         description="if set (or $CONREC_API_KEY), every endpoint but /healthz and the /ui page shell (not its data) needs 'Authorization: Bearer <key>' "
-        "or 'X-API-Key: <key>'; prefer the environment variable (the config is copied into the run dir)",
+        "or 'X-API-Key: <key>'; printable ASCII only (a browser sends it as Latin-1, other clients as UTF-8); "
+        "prefer the environment variable (the config is copied into the run dir)",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = True

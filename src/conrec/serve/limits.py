@@ -63,7 +63,7 @@ def resolve_api_key(configured: str | None) -> str | None:
     if configured is not None:
         if not configured.strip():
             raise ConfigError("serve.api_key is blank: set a key, or remove the setting to serve without authentication")
-        return configured.strip()
+        return printable_key(configured.strip(), "serve.api_key")
     env = os.environ.get(API_KEY_ENV)
     if env is None:
         return None
@@ -72,7 +72,23 @@ def resolve_api_key(configured: str | None) -> str | None:
             f"${API_KEY_ENV} is set but blank, which would turn authentication off: "
             "set a key, or unset the variable to serve without one"
         )
-    return env.strip()
+    return printable_key(env.strip(), f"${API_KEY_ENV}")
+
+
+def printable_key(key: str, where: str) -> str:
+    """``key`` when each of its characters is printable ASCII (space to ``~``); else a one-line
+    :class:`~conrec.errors.ConfigError` naming the first other one (not the key, a secret).
+
+    Why: a browser sends a header value as Latin-1 bytes (and refuses a character above U+00FF), curl and most
+    clients as UTF-8, and the key is compared as UTF-8 bytes: with the key ``clé`` the inspector page never got in
+    (401 "wrong API key"), while curl did. Control characters are not kept intact in headers either."""
+    for n, ch in enumerate(key, 1):
+        if not " " <= ch <= "~":
+            raise ConfigError(
+                f"{where} holds {ascii(ch)} (U+{ord(ch):04X}, character {n}), which is not printable ASCII: browsers send "
+                "a key as Latin-1 and other clients as UTF-8, so it could not be matched; use letters, digits and punctuation"
+            )
+    return key
 
 
 def is_loopback(host: str) -> bool:
