@@ -324,6 +324,38 @@ def test_title_search_normalises_unicode_and_case(tmp_path):
     assert found("star wars") == ["i9"]
 
 
+def _with_user_ids(cfg: PipelineConfig, renamed: dict[str, str]) -> None:
+    """The run's events and samples with the users of ``renamed`` given new ids."""
+    from conrec.io import write_parquet
+
+    run = RunDir(cfg.run_dir)
+    for table in (run.events, run.samples):
+        frame = read_parquet(table)
+        write_parquet(frame.with_columns(pl.col("user_id").replace(renamed)), table)
+
+
+def test_user_search_finds_an_id_as_typed_and_stripped(tmp_path):
+    """Found by probing: the query was stripped (by the page, then by the server), so the user " lead" (a leading
+    space, kept by `conrec data` as its own user) could not be found. Now exact matches as typed come first, then
+    those stripped, then ids starting with either."""
+    cfg, test = inspector_run(tmp_path / "run")
+    users = list(dict.fromkeys(test["user_id"].to_list()))
+    assert len(users) >= 3
+    _with_user_ids(cfg, {users[0]: " lead", users[1]: "lead", users[2]: "leader"})
+    client = TestClient(create_app_from_run(cfg), base_url="http://localhost")
+
+    def found(query: str) -> list[str]:
+        return [p["user_id"] for p in client.get("/ui/api/points", params={"user": query}).json()["points"]]
+
+    def each(ids: list[str]) -> list[str]:
+        return list(dict.fromkeys(ids))
+
+    assert each(found(" lead")) == [" lead", "lead", "leader"]
+    assert each(found("lead")) == ["lead", "leader"]
+    assert each(found("lead ")) == ["lead", "leader"]  # a stray space typed after an id still finds it
+    assert found(" ") == found("") and len(found("")) == len(test)  # a blank query: every point
+
+
 def test_a_point_without_a_prior_event_tells_the_page_not_to_ask_the_api(tmp_path):
     """Found by probing: with data.split.min_history: 0 a point may have no prior event; its view was served, but
     the page then asked /v1/dislikes and /v1/score with an empty history, which the API refuses (422), and showed

@@ -679,3 +679,27 @@ def test_right_to_left_text_and_bidi_controls_in_data_cannot_reorder_the_page(dr
         submit("paste-form", "paste-text", f"-i1\n{bad_line}\n")
         _wait(driver, lambda d: "line 2" in d.find_element("id", "status").text, 10)
         check("status")
+
+
+def test_ids_with_whitespace_a_user_found_by_its_leading_space_a_pasted_id_refused_saying_why(driver, tmp_path):
+    """Found by probing: the page trimmed the user search, so the user " lead" could not be found; and a pasted line
+    with an item id holding a space or tab was refused as "write -item_id ..., got ...", not saying that the space
+    was why (the API takes such ids)."""
+    cfg, test = inspector_run(tmp_path / "run")
+    row = test.row(0, named=True)
+    run = RunDir(cfg.run_dir)
+    for table in (run.events, run.samples):
+        write_parquet(read_parquet(table).with_columns(pl.col("user_id").replace({row["user_id"]: " lead"})), table)
+    with _in_thread(create_app_from_run(cfg)) as url:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+        _open_point(driver, " lead", row["sample_id"])
+        _wait(driver, lambda d: d.find_element("id", "user-h").get_attribute("textContent") == "User  lead", 10)
+        _css(driver, "#paste summary")[0].click()
+        for line, id_ in (("-a b c", "a b c"), ("tab\tid +1", "tab\tid")):
+            driver.execute_script("document.getElementById('paste-text').value = arguments[0]", f"-i1\n{line}\n")
+            _css(driver, "#paste-form button")[0].click()
+            _wait(driver, lambda d, id_=id_: id_ in d.find_element("id", "status").get_attribute("textContent"), 10)
+            status = driver.find_element("id", "status").get_attribute("textContent")
+            assert status.startswith(f"inspecting the pasted history failed: line 2: the item id “{id_}” holds a space or tab"), status
+            assert "/v1/dislikes" in status

@@ -296,10 +296,15 @@ class Inspector:
                    stale_hint=hint, live_unscored=unscored, seen=seen)
 
     def find_points(self, user_query: str, limit: int) -> list[EvalPoint]:
-        """Points whose user id starts with ``user_query`` (exact match first), at most ``limit``."""
-        q = user_query.strip()
-        exact = [p for p in self.points if p.user_id == q]
-        rest = [p for p in self.points if p.user_id != q and p.user_id.startswith(q)]
+        """Points whose user id starts with ``user_query`` as typed or stripped of surrounding whitespace: exact matches
+        first (as typed, then stripped), then the rest in order; at most ``limit``. A blank query finds every point.
+
+        Why both: the query was stripped only, so a user id with a leading space (``" lead"``, kept as its own user by
+        ``conrec data``) could not be found; a query pasted with a stray space still finds ``"lead"``."""
+        queries = tuple(dict.fromkeys((user_query, user_query.strip())))
+        rank = {q: n for n, q in enumerate(queries)}
+        exact = sorted((p for p in self.points if p.user_id in rank), key=lambda p: rank[p.user_id])
+        rest = [p for p in self.points if p.user_id not in rank and p.user_id.startswith(queries)]
         return (exact + rest)[:limit]
 
     def random_point(self, rng: random.Random) -> EvalPoint:

@@ -208,7 +208,7 @@ def inspector_router(inspector: Inspector, events: pl.DataFrame | None, cfg: Ser
 
     @router.get(UI_PATH + "/api/points")
     def points(user: str = Query("", max_length=MAX_QUERY_CHARS), limit: int = Query(MAX_SEARCH, ge=1, le=MAX_SEARCH)) -> dict[str, Any]:
-        found = inspector.find_points(user, len(inspector.points)) if user.strip() else inspector.points
+        found = inspector.find_points(user, len(inspector.points))  # as typed: a user id may begin with a space
         rows = [
             {"sample_id": p.sample_id, "user_id": p.user_id, "date": iso_date(p.ts), "n_history": p.n_before, "n_future": len(p.future_negs)}
             for p in found[:limit]

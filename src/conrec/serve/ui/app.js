@@ -197,7 +197,15 @@ function parsePasted(text) {
     const line = raw.trim();
     if (!line || line.startsWith("#")) return;
     const m = /^([+-])\s*(\S+)$/.exec(line) || /^(\S+)\s+([+-]1?)$/.exec(line);
-    if (!m) throw new ShownError([`line ${n + 1}: write -item_id (disliked) or +item_id (liked), got “`, bdi(line.slice(0, 60)), "”"]);
+    if (!m) {
+      // a sign before or after an id holding whitespace: say that this is why (the API takes such an id)
+      const id = /^[+-]/.test(line) ? line.slice(1).trim() : line.replace(/\s+[+-]1?$/, "");
+      if (id !== line && /\s/.test(id)) {
+        throw new ShownError([`line ${n + 1}: the item id “`, bdi(id.slice(0, 60)), "” holds a space or tab, which a pasted line cannot carry: "
+          + "write one event a line; send such an id to the API itself (/v1/dislikes)"]);
+      }
+      throw new ShownError([`line ${n + 1}: write -item_id (disliked) or +item_id (liked), got “`, bdi(line.slice(0, 60)), "”"]);
+    }
     const [sign, id] = m[1] === "+" || m[1] === "-" ? [m[1], m[2]] : [m[2][0], m[1]];
     events.push({ item_id: id, feedback: sign === "-" ? -1 : 1 });
   });
@@ -436,7 +444,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
     await loadOverview();
   });
-  submit("user-form", "finding users", () => findUsers($("user-query").value.trim()));
+  submit("user-form", "finding users", () => findUsers($("user-query").value));  // untrimmed: the server tries it as typed and stripped
   $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random")));
   submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
   submit("search-form", "searching", () => searchItems($("search-q").value.trim()), "search-status");
