@@ -48,6 +48,34 @@ def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(
     assert client.get("/ui/assets/../app.py").status_code in (401, 404)  # nothing else is served open
 
 
+def test_every_response_says_no_store_and_nosniff_once(tmp_path):
+    """Found by probing: the page's shell and assets (no data) said ``Cache-Control: no-store`` and ``nosniff``, the
+    JSON holding the data (a user's history, the API's answers) neither, so a browser or proxy could cache it."""
+    client, test = _run(tmp_path, api_key=KEY)
+    key = {"X-API-Key": KEY}
+    row = test.row(0, named=True)
+    history = [{"item_id": i, "feedback": int(f)} for i, f in zip(row["hist_items"], row["hist_feedback"])]
+    responses = {
+        "overview": client.get("/ui/api/overview", headers=key),
+        "point": client.get(f"/ui/api/points/{row['sample_id']}", headers=key),
+        "points": client.get("/ui/api/points", params={"user": "u"}, headers=key),
+        "items": client.get("/ui/api/items", params={"q": "t"}, headers=key),
+        "pasted": client.post("/ui/api/history", json={"history": history[:3]}, headers=key),
+        "dislikes": client.post("/v1/dislikes", json={"history": history}, headers=key),
+        "score": client.post("/v1/score", json={"history": history, "candidates": ["i0", "i1"]}, headers=key),
+        "healthz": client.get("/healthz"),
+        "no key": client.get("/ui/api/overview"),
+        "unknown item": client.post("/v1/dislikes", json={"negative": ["nope"]}, headers=key),
+        "page": client.get("/ui"),
+        "asset": client.get("/ui/assets/app.js"),
+        "other host": client.get("/healthz", headers={"Host": "evil.example"}),
+    }
+    assert [r.status_code for r in responses.values()] == [200] * 8 + [401, 422, 200, 200, 400]
+    for what, r in responses.items():
+        assert r.headers.get_list("cache-control") == ["no-store"], what
+        assert r.headers.get_list("x-content-type-options") == ["nosniff"], what
+
+
 def test_page_source_has_no_inline_script_or_handler_and_writes_text_only():
     ui = resources.files("conrec.serve") / "ui"
     html, js = (ui / "index.html").read_text(), (ui / "app.js").read_text()

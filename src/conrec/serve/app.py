@@ -46,6 +46,7 @@ from conrec.serve.limits import (
     ApiKeyAuth,
     BodySizeLimit,
     HostCheck,
+    NoStoreHeaders,
     clip,
     exposure_warning,
     quote,
@@ -186,15 +187,16 @@ def create_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.state.admission = gate  # observable (tests, metrics)
-    # added last = outermost: Host check, size limit, then API key, then admission, then routing and parsing
+    # added last = outermost: response headers, Host check, size limit, then API key, then admission, then routing and parsing
     app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
     api_key = resolve_api_key(cfg.api_key)
     if api_key is not None:
         app.add_middleware(ApiKeyAuth, api_key=api_key)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_body_bytes)
     hosts = trusted_hosts(cfg.host, cfg.allowed_hosts)
-    if hosts is not None:  # outermost: a rebinding page learns nothing, not even whether a key is needed
+    if hosts is not None:  # a rebinding page learns nothing, not even whether a key is needed
         app.add_middleware(HostCheck, allowed=hosts)
+    app.add_middleware(NoStoreHeaders)  # outermost: on every response, the refusals above included
 
     def k_of(req: DislikeRequest, where: str) -> int:
         k = cfg.default_k if req.k is None else req.k

@@ -11,6 +11,9 @@ Why each, in the order a request meets them:
 * :class:`Admission` + :class:`AdmissionGate`: at most ``inference_workers`` model calls run and ``max_queue`` wait; the
   next request gets 503 with ``Retry-After`` at once instead of joining an unbounded queue.
 * :func:`clip`: error messages quote user input only up to a bounded length.
+
+And on the way out, :class:`NoStoreHeaders` (outermost): every response says ``Cache-Control: no-store`` and
+``X-Content-Type-Options: nosniff``.
 """
 
 from __future__ import annotations
@@ -161,6 +164,35 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dic
     hdrs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
     await send({"type": "http.response.body", "body": raw})
+
+
+# What every response carries unless it sets them itself (the inspector page's shell and assets set them and more)
+NO_STORE_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
+class NoStoreHeaders:
+    """ASGI middleware: :data:`NO_STORE_HEADERS` added to every HTTP response that does not set them.
+
+    Why: the inspector page's shell and assets, which hold no data, said ``no-store`` and ``nosniff``
+    (:data:`conrec.serve.ui.SECURITY_HEADERS`), while the JSON that holds the data (a user's history from
+    ``/ui/api/points/{id}``, the API's answers) said neither, so a browser or proxy could keep it in its cache."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or [])
+                present = {bytes(name).lower() for name, _ in headers}
+                message = {**message, "headers": headers + [(k, v) for k, v in NO_STORE_HEADERS if k not in present]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class BodySizeLimit:
