@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+import polars as pl
 import pytest
+from fastapi.testclient import TestClient
 
 from conrec.errors import ConfigError
+from conrec.serve.app import create_app
+from conrec.serve.config import ServeConfig
 from conrec.serve.limits import resolve_api_key
+
+from builders import SERVE_TEST_LIMITS, RecordingPredictor, serve_tables
 
 
 @pytest.mark.parametrize("bad", ["-Infinity", "NaN", "1e400", "Infinity"])
@@ -182,3 +190,24 @@ def test_exclude_lists_items_never_to_return_checked_like_history_items(serve_cl
     assert score.status_code == 422 and "exclude is not used by /v1/score" in score.json()["detail"]
     schema = client.get("/openapi.json").json()["components"]["schemas"]["DislikeRequest"]["properties"]
     assert "exclude" in schema and "never to return" in schema["exclude"]["description"]
+
+
+def test_an_unknown_id_that_is_a_catalogue_id_in_another_unicode_normalisation_says_so():
+    """Found by probing: the NFD form of the catalogue's NFC id "ünï©ødé" got 422 "unknown item id(s): 'ünï©ødé'",
+    which looks exactly like the known id. Ids still match exactly; the message now names the catalogue id it
+    differs from only in normalisation (NFC/NFD, or NFKC's compatibility forms such as the ligature "ﬁ")."""
+    nfc = unicodedata.normalize("NFC", "ünï©ødé")
+    renamed = {"i3": nfc, "i4": "fi"}
+    items, sid_map, events = (t.with_columns(pl.col("item_id").replace(renamed)) for t in serve_tables())
+    pred = RecordingPredictor(events, sid_map["item_id"].to_list())
+    client = TestClient(create_app(pred, items, sid_map, events, ServeConfig(**SERVE_TEST_LIMITS), model_name="fake"), base_url="http://localhost")
+    nfd = unicodedata.normalize("NFD", nfc)
+    r = client.post("/v1/score", json={"negative": [nfd], "candidates": ["i1"]})
+    assert r.status_code == 422
+    assert r.json()["detail"] == (f"unknown item id(s): {nfd!r} (differs from catalogue id {nfc!r} only in Unicode normalisation: "
+                                  "the catalogue's is NFC; ids are matched exactly)")  # not "items newer than the model?"
+    r = client.post("/v1/dislikes", json={"negative": ["i1"], "exclude": ["nope", "\ufb01"]})
+    assert r.status_code == 422
+    assert r.json()["detail"] == ("unknown exclude item id(s): 'nope', 'ﬁ' (differs from catalogue id 'fi' only in Unicode normalisation; "
+                                  "ids are matched exactly) (items newer than the model? serve.unknown_items: skip leaves them out)")
+    assert client.post("/v1/dislikes", json={"negative": [nfc]}).status_code == 200 and pred.calls  # the exact id is known

@@ -5,8 +5,10 @@ Built once at start-up from the run directory's tables so a request never touche
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import polars as pl
 
@@ -44,6 +46,22 @@ class SidCatalog:
     def unknown(self, item_ids: Iterable[str]) -> list[str]:
         """Ids the model cannot handle, deduplicated, in first-seen order."""
         return list(dict.fromkeys(i for i in item_ids if i not in self.sid))
+
+    @cached_property
+    def _by_nfkc(self) -> dict[str, str]:
+        """NFKC form -> the first catalogue id of that form; made on the first unknown id it is asked about."""
+        by: dict[str, str] = {}
+        for i in self.sid:
+            by.setdefault(unicodedata.normalize("NFKC", i), i)
+        return by
+
+    def normalisation_twin(self, item_id: str) -> str | None:
+        """The catalogue id that the unknown ``item_id`` equals once both are Unicode-normalised (NFKC), or None.
+
+        Why: ids are matched exactly, and one sent in another normalisation (``"u"`` + combining diaeresis for the
+        catalogue's ``"ü"``) looks the same as the catalogue's in an "unknown item id" message."""
+        twin = self._by_nfkc.get(unicodedata.normalize("NFKC", item_id))
+        return None if twin == item_id else twin
 
 
 def _sid_str(value: object) -> str:
