@@ -419,11 +419,12 @@ def test_search_and_scoring_report_progress_and_errors_next_to_their_controls(dr
     _slate_of(driver, url, quick["points"].row(0, named=True), 2)
     slate_status = driver.find_element(By.CSS_SELECTOR, "#slate-card #slate-status")
     search_status = driver.find_element(By.CSS_SELECTOR, "#slate-card #search-status")
+    top = driver.find_element("id", "status").text  # the user's, left as it is
     app.delays["/v1/score"] = [2.0]
     driver.find_element("id", "score-button").click()
     _wait(driver, lambda d: "scoring the slate" in slate_status.text, 5)
-    assert driver.find_element("id", "status").text == ""
-    _wait(driver, lambda d: slate_status.text == "", 10)
+    assert driver.find_element("id", "status").text == top
+    _wait(driver, lambda d: slate_status.text == "Scored 2 items, no threshold", 10)
     app.fail["/v1/score"] = app.fail["/ui/api/items"] = 500
     try:
         driver.find_element("id", "score-button").click()
@@ -431,9 +432,63 @@ def test_search_and_scoring_report_progress_and_errors_next_to_their_controls(dr
         assert "error" in slate_status.get_attribute("class").split()
         _css(driver, "#search-form button")[0].click()
         _wait(driver, lambda d: "searching failed: test failure 500" in search_status.text, 10)
-        assert driver.find_element("id", "status").text == ""
+        assert driver.find_element("id", "status").text == top
     finally:
         app.fail.clear()
+
+
+# Every change of a live region (role=status), in order, as [id, text]: what a screen reader is given to announce.
+RECORD_LIVE = """
+window.__said = [];
+const observer = new MutationObserver(records => {
+  for (const r of records) {
+    const region = (r.target.nodeType === 1 ? r.target : r.target.parentElement).closest("[role=status]");
+    const last = window.__said[window.__said.length - 1];
+    if (region && !(last && last[0] === region.id && last[1] === region.textContent)) window.__said.push([region.id, region.textContent]);
+  }
+});
+for (const region of document.querySelectorAll("[role=status]"))
+  observer.observe(region, {childList: true, subtree: true, characterData: true});
+"""
+
+
+def test_finished_work_is_announced_in_the_live_regions(driver, quick):
+    """Found by probing: each status line said "loading user…" and was then cleared, so a screen reader announced the
+    start of every search, load and scoring and never what came of it. Now the line says the outcome; and a threshold
+    being typed (rescored as it pauses) announces each result only, never "scoring the slate…"."""
+    url, row = quick["url"], quick["points"].row(0, named=True)
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+    driver.execute_script(RECORD_LIVE)
+    said = lambda d: [tuple(x) for x in d.execute_script("return window.__said")]  # noqa: E731
+    _open_point(driver, row["user_id"], row["sample_id"])
+    _wait(driver, lambda d: _live_items(d) and d.find_element("id", "status").text.startswith(f"User {row['user_id']} loaded"), 10)
+    n_lists = len(_css(driver, "#lists .model-list"))
+    future = f"{len(row['future_negs'])} future dislike" + ("" if len(row["future_negs"]) == 1 else "s")
+    loaded = f"User {row['user_id']} loaded: {len(row['hist_items'])} events, {future}, {n_lists} lists"
+    assert driver.find_element("id", "status").text == loaded
+    assert [t for i, t in said(driver) if i == "status"][-4:] == ["finding users…", "1 evaluation point found", "loading user…", loaded]
+
+    driver.find_element("id", "search-q").send_keys("zzz-nothing")
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    _wait(driver, lambda d: d.find_element("id", "search-status").text == "no title matches", 10)
+    box = driver.find_element("id", "search-q")
+    box.clear()
+    box.send_keys("t")
+    driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
+    _wait(driver, lambda d: re.fullmatch(r"\d+ matching items found", d.find_element("id", "search-status").text), 10)
+    for b in _css(driver, "#search-results button.add")[:2]:
+        driver.execute_script("arguments[0].click()", b)
+    driver.execute_script("arguments[0].click()", driver.find_element("id", "score-button"))
+    _wait(driver, lambda d: d.find_element("id", "slate-status").text == "Scored 2 items, no threshold", 10)
+
+    driver.execute_script("window.__said = []")
+    for typed in ("0", "0.", "0.5"):  # keystrokes slower than the rescore's pause
+        _set_threshold(driver, typed)
+        time.sleep(0.6)
+    _wait(driver, lambda d: re.fullmatch(r"Scored 2 items, [0-2] filtered at score ≥ 0\.5", d.find_element("id", "slate-status").text), 10)
+    heard = [t for i, t in said(driver) if i == "slate-status"]
+    assert heard and all(t.startswith("Scored 2 items, ") for t in heard), heard
 
 
 @pytest.mark.parametrize("width", [1400, 390])

@@ -92,18 +92,23 @@ async function api(path, body) {
   return data;
 }
 
-// Runs fn with "what…" on the status line `id`, then clears it or shows the error; a call overtaken by
-// a later one on the same line leaves the line to that one.
-async function guarded(what, fn, id = "status") {
+// Runs fn with "what…" on the status line `id` (a role=status live region), then writes there what came of it:
+// fn's outcome (a string or parts, "" when it has none), or the error. The outcome is what a screen reader announces
+// once the work is done, so it is never left blank on success. quiet: no "what…" first, for work the page starts by
+// itself (a rescore as the threshold is typed), which would announce "scoring…" at every keystroke. A call overtaken
+// by a later one on the same line leaves the line to that one. Returns whether fn succeeded.
+async function guarded(what, fn, id = "status", quiet = false) {
   const token = (statusSeq.get(id) || 0) + 1;
   statusSeq.set(id, token);
   const current = () => statusSeq.get(id) === token;
   try {
-    setStatus(what + "…", false, id);
-    await fn();
-    if (current()) setStatus("", false, id);
+    if (!quiet) setStatus(what + "…", false, id);
+    const outcome = await fn();
+    if (current()) setStatus(outcome || "", false, id);
+    return true;
   } catch (e) {
     if (current()) setStatus([`${what} failed: `, ...(e.parts || [bdi(e.message)])], true, id);  // a server's detail quotes data
+    return false;
   }
 }
 
@@ -159,6 +164,11 @@ function moreNote(shown, total, what) {
   return total > shown ? el("li", { class: "meta more" }, `first ${shown} of ${total} ${what}: type more to narrow the search`) : null;
 }
 
+// What a search found, for its status line: "3 evaluation points found", "first 50 of 120 matching titles"
+function foundNote(shown, total, one) {
+  return total > shown ? `first ${shown} of ${total} ${one}s found` : `${count(shown, one)} found`;
+}
+
 async function findUsers(query) {
   const seq = ++state.userSeq;
   const data = await api(`/ui/api/points?user=${encodeURIComponent(query)}`);
@@ -172,6 +182,8 @@ async function findUsers(query) {
   }
   const more = moreNote(data.points.length, data.total, "evaluation points");
   if (more) list.prepend(more);  // on top: the list scrolls
+  return data.points.length ? foundNote(data.points.length, data.total, "evaluation point")
+    : ["no evaluation point for a user id starting with “", bdi(query), "”"];
 }
 
 // A point view says, as the overview does, whether the eval stage's lists are still shown (the run may have been
@@ -188,7 +200,7 @@ async function showPoint(path) {
     Object.assign(state.overview, { precomputed_stale: view.precomputed_stale, precomputed_hint: view.precomputed_hint });
     renderPointsHint(state.overview);
   }
-  await showView(view, seq);
+  return showView(view, seq);
 }
 
 function parsePasted(text) {
@@ -217,11 +229,12 @@ async function showPasted(text) {
   const history = parsePasted(text);
   const seq = ++state.viewSeq;
   const view = await api("/ui/api/history", { history, k: k() });
-  if (seq === state.viewSeq) await showView(view, seq);
+  return seq === state.viewSeq ? showView(view, seq) : "";
 }
 
 // ---- one user: timeline, future, lists -------------------------------------------------------
 // The user's timeline at once, the lists once the live one is in (unless another user was picked meanwhile).
+// Returns what was loaded, for the status line: "User 13 loaded: 14 events, 2 future dislikes, 4 lists".
 async function showView(view, seq) {
   state.view = view;
   state.lastScore = null;
@@ -235,10 +248,13 @@ async function showView(view, seq) {
   $("score-summary").textContent = "";
   renderSlate();
   const live = await liveList(view);
-  if (seq !== state.viewSeq) return;
-  renderLists(view, live);
+  if (seq !== state.viewSeq) return "";
+  const lists = renderLists(view, live);
   $("slate-card").hidden = false;
-  if (state.slate.length) guarded("scoring the slate", scoreSlate, "slate-status");
+  if (state.slate.length) guarded("scoring the slate", scoreSlate, "slate-status", true);
+  const what = `${count(view.timeline.length, "event")}, `
+    + (view.source === "point" ? `${count(view.future.length, "future dislike")}, ` : "") + count(lists, "list");
+  return view.source === "point" ? ["User ", bdi(view.user_id), ` loaded: ${what}`] : `Pasted history loaded: ${what}`;
 }
 
 function renderUser(view) {
@@ -337,6 +353,7 @@ function renderLists(view, live) {
     li.querySelector(".by").textContent = by ? `hit by ${by.join(", ")}` : "";
   }
   $("lists-card").hidden = false;
+  return lists.length;
 }
 
 // ---- slate ---------------------------------------------------------------------------------
@@ -354,6 +371,7 @@ async function searchItems(q) {
   }
   const more = moreNote(data.items.length, data.total, "matching items");
   if (more) list.prepend(more);  // on top: the list scrolls
+  return data.items.length ? foundNote(data.items.length, data.total, "matching item") : "no title matches";
 }
 
 function addToSlate(item) {
@@ -376,7 +394,7 @@ function slateChanged() {
   clear($("scores").tBodies[0]);
   $("scores").hidden = true;
   $("score-summary").textContent = "";
-  if (scored && state.slate.length) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
+  if (scored && state.slate.length) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status", true), 300);
 }
 
 function renderSlate() {
@@ -402,8 +420,9 @@ function threshold() {
   return t;
 }
 
+// Returns what came of it, for the slate's status line: "Scored 3 items, 1 filtered at score ≥ 0.5".
 async function scoreSlate() {
-  if (!state.view || !state.slate.length) return;
+  if (!state.view || !state.slate.length) return "";
   if (state.view.live_unasked) throw new Error(state.view.live_unasked);
   const req = { history: state.view.history, candidates: state.slate.map(s => s.item_id), explain: false };
   const t = threshold();
@@ -416,7 +435,7 @@ async function scoreSlate() {
   } finally {
     if (seq === state.scoreSeq) state.scoring = false;
   }
-  if (seq !== state.scoreSeq) return;
+  if (seq !== state.scoreSeq) return "";
   state.lastScore = r;
   const cat = new Map(state.slate.map(s => [s.item_id, s.category]));
   const body = clear($("scores").tBodies[0]);
@@ -432,6 +451,8 @@ async function scoreSlate() {
   $("score-summary").textContent = r.threshold === null || r.threshold === undefined
     ? `Scored by ${r.model}. Set a threshold to see keep/filter decisions.`
     : `Scored by ${r.model}: ${r.n_filtered} of ${r.items.length} filtered at score ≥ ${r.threshold}.`;
+  return `Scored ${count(r.items.length, "item")}` + (r.threshold === null || r.threshold === undefined
+    ? ", no threshold" : `, ${r.n_filtered} filtered at score ≥ ${r.threshold}`);
 }
 
 // ---- wiring --------------------------------------------------------------------------------
@@ -443,6 +464,7 @@ document.addEventListener("DOMContentLoaded", () => {
   submit("key-form", "checking the key", async () => {
     sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
     await loadOverview();
+    return "key accepted";
   });
   submit("user-form", "finding users", () => findUsers($("user-query").value));  // untrimmed: the server tries it as typed and stripped
   $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random")));
@@ -450,9 +472,9 @@ document.addEventListener("DOMContentLoaded", () => {
   submit("search-form", "searching", () => searchItems($("search-q").value.trim()), "search-status");
   submit("score-form", "scoring the slate", scoreSlate, "slate-status");
   $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); });
-  $("threshold").addEventListener("input", () => {
+  $("threshold").addEventListener("input", () => {  // rescored once typing pauses, quietly: only the result is announced
     clearTimeout(state.scoreTimer);
-    if (state.lastScore || state.scoring) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status"), 300);
+    if (state.lastScore || state.scoring) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status", true), 300);
   });
   renderSlate();
   guarded("loading the run", loadOverview);
