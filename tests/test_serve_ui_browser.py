@@ -491,6 +491,37 @@ def test_finished_work_is_announced_in_the_live_regions(driver, quick):
     assert heard and all(t.startswith("Scored 2 items, ") for t in heard), heard
 
 
+def test_add_and_remove_keep_the_keyboard_focus_and_say_what_changed(driver, quick):
+    """Found by probing: Add disabled the focused button and remove drew the slate again, so the keyboard focus fell to
+    <body> and nothing said what changed. Now Add moves it to the next Add button that can be pressed, remove to the
+    remove button in its place (the slate's heading once the slate is empty), and the slate's line names the item."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, row = quick["url"], quick["points"].row(0, named=True)
+    driver.get(f"{url}/ui")
+    _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+    _open_point(driver, row["user_id"], row["sample_id"])
+    _wait(driver, lambda d: _live_items(d), 10)
+    driver.find_element("id", "search-q").send_keys("t", Keys.ENTER)
+    _wait(driver, lambda d: len(_css(d, "#search-results button.add")) >= 3, 10)
+    focused = "const a = document.activeElement; return [a.tagName, a.id, a.textContent, (a.closest('li[data-item]') || {dataset: {}}).dataset.item]"
+    title = "return document.querySelector(`#${arguments[0]} li[data-item='${arguments[1]}'] bdi`).textContent"
+    status = lambda: driver.find_element("id", "slate-status").get_attribute("textContent")  # noqa: E731
+    items = [li.get_attribute("data-item") for li in _css(driver, "#search-results li[data-item]")][:3]
+    driver.execute_script("arguments[0].focus()", _css(driver, "#search-results button.add")[0])
+    for n, item in enumerate(items[:2], 1):
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        assert driver.execute_script(focused) == ["BUTTON", "", "Add", items[n]]
+        assert status() == f"Added {driver.execute_script(title, 'search-results', item)}: {n} item{'s' if n > 1 else ''} in the slate"
+    driver.execute_script("arguments[0].focus()", _css(driver, "#slate button")[0])
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    assert driver.execute_script(focused) == ["BUTTON", "", "remove", items[1]]
+    assert status() == f"Removed {driver.execute_script(title, 'search-results', items[0])}: 1 item in the slate"
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    assert driver.execute_script(focused)[:2] == ["H3", "slate-list-h"]
+    assert status() == f"Removed {driver.execute_script(title, 'search-results', items[1])}: the slate is empty"
+
+
 @pytest.mark.parametrize("width", [1400, 390])
 def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
     """A 170-character title with no space (in the timeline, a list, the why lists, the slate and its

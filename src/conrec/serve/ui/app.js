@@ -92,6 +92,12 @@ async function api(path, body) {
   return data;
 }
 
+// Writes text to the status line `id` as its latest word: a guarded() call still running there leaves it alone.
+function announce(text, isError, id = "status") {
+  statusSeq.set(id, (statusSeq.get(id) || 0) + 1);
+  setStatus(text, isError, id);
+}
+
 // Runs fn with "what…" on the status line `id` (a role=status live region), then writes there what came of it:
 // fn's outcome (a string or parts, "" when it has none), or the error. The outcome is what a screen reader announces
 // once the work is done, so it is never left blank on success. quiet: no "what…" first, for work the page starts by
@@ -367,19 +373,43 @@ async function searchItems(q) {
     const inSlate = state.slate.some(s => s.item_id === it.item_id);
     list.append(el("li", { dataset: { item: it.item_id } },
       el("span", {}, bdi(it.title || it.item_id), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
-      el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: () => addToSlate(it) } }, "Add")));
+      el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
   }
   const more = moreNote(data.items.length, data.total, "matching items");
   if (more) list.prepend(more);  // on top: the list scrolls
   return data.items.length ? foundNote(data.items.length, data.total, "matching item") : "no title matches";
 }
 
-function addToSlate(item) {
+// "2 items in the slate", "the slate is empty"
+function slateSize() { return state.slate.length ? `${count(state.slate.length, "item")} in the slate` : "the slate is empty"; }
+
+// Adding disables the pressed Add button, which would drop the keyboard focus to <body>: it goes to the next Add
+// button that can still be pressed (else the one before, else the search field), and the slate's line says what changed.
+function addToSlate(item, button) {
+  const focused = document.activeElement === button;
   const max = state.health && state.health.limits.max_candidates;
-  if (max && state.slate.length >= max) { setStatus(`a slate holds at most max_candidates = ${max} items`, true, "slate-status"); return; }
+  if (max && state.slate.length >= max) { announce(`a slate holds at most max_candidates = ${max} items`, true, "slate-status"); return; }
   if (state.slate.some(s => s.item_id === item.item_id)) return;
   state.slate.push(item);
   slateChanged();
+  announce(["Added ", bdi(item.title || item.item_id), `: ${slateSize()}`], false, "slate-status");
+  if (!focused) return;
+  const adds = [...$("search-results").querySelectorAll("button.add")];
+  const at = adds.indexOf(button);
+  const next = adds.slice(at + 1).find(b => !b.disabled) || adds.slice(0, Math.max(at, 0)).reverse().find(b => !b.disabled);
+  (next || $("search-q")).focus();
+}
+
+// The slate is drawn again, so the pressed button is gone: the focus goes to the remove button now in its place
+// (else the last one, else the slate's heading), and the slate's line says what changed.
+function removeFromSlate(n, button) {
+  const focused = document.activeElement === button;
+  const [item] = state.slate.splice(n, 1);
+  slateChanged();
+  announce(["Removed ", bdi(item.title || item.item_id), `: ${slateSize()}`], false, "slate-status");
+  if (!focused) return;
+  const removes = $("slate").querySelectorAll("button");
+  (removes[Math.min(n, removes.length - 1)] || $("slate-list-h")).focus();
 }
 
 // The shown scores are for the slate as it was: drop them (and any answer on its way), and score the
@@ -401,7 +431,7 @@ function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
     ol.append(el("li", { dataset: { item: it.item_id } }, bdi(it.title || it.item_id),
-      el("button", { type: "button", class: "small secondary", on: { click: () => { state.slate.splice(n, 1); slateChanged(); } } }, "remove")));
+      el("button", { type: "button", class: "small secondary", on: { click: (ev) => removeFromSlate(n, ev.currentTarget) } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
   // the search results' Add buttons follow the slate: an item removed from it can be added again
@@ -471,7 +501,7 @@ document.addEventListener("DOMContentLoaded", () => {
   submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
   submit("search-form", "searching", () => searchItems($("search-q").value.trim()), "search-status");
   submit("score-form", "scoring the slate", scoreSlate, "slate-status");
-  $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); });
+  $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); announce("Slate cleared: the slate is empty", false, "slate-status"); });
   $("threshold").addEventListener("input", () => {  // rescored once typing pauses, quietly: only the result is announced
     clearTimeout(state.scoreTimer);
     if (state.lastScore || state.scoring) state.scoreTimer = setTimeout(() => guarded("scoring the slate", scoreSlate, "slate-status", true), 300);
