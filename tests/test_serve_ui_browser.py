@@ -316,6 +316,8 @@ def _in_thread(app: Any) -> Any:
 @pytest.fixture(scope="module")
 def quick(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     cfg, test = inspector_run(tmp_path_factory.mktemp("ui_quick") / "run", {"i0": LONG}, default_k=12, max_k=15)  # ranks reach two digits
+    items = RunDir(cfg.run_dir).items  # categories as wide as MovieLens's widest genre
+    write_parquet(read_parquet(items).with_columns(pl.col("category").replace({"c0": "Documentary", "c1": "Animation"})), items)
     app = Holdup(create_app_from_run(cfg))
     with _in_thread(app) as url:
         yield {"url": url, "app": app, "points": test}
@@ -522,10 +524,12 @@ def test_add_and_remove_keep_the_keyboard_focus_and_say_what_changed(driver, qui
     assert status() == f"Removed {driver.execute_script(title, 'search-results', items[1])}: the slate is empty"
 
 
-@pytest.mark.parametrize("width", [1400, 390])
+@pytest.mark.parametrize("width", [1400, 390, 360])
 def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
     """A 170-character title with no space (in the timeline, a list, the why lists, the slate and its
-    scores) wraps inside its box: the page is never wider than the screen, on a desktop or a phone."""
+    scores) wraps inside its box: the page is never wider than the screen, on a desktop or a phone; and no column
+    of the timeline or the scores is cut off by its scrolling box (at 360 px the timeline's Feedback column was, so
+    only the row's colour said liked or disliked)."""
     rows = list(quick["points"].iter_rows(named=True))
     row = max(rows, key=lambda r: "i0" in r["hist_items"])
     if width < 500:
@@ -548,6 +552,15 @@ def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
             "return [...document.querySelectorAll('#lists .rank')].map(e => [e.textContent, Math.round(e.getBoundingClientRect().height)])"
         )
         assert "10." in [t for t, _ in ranks] and len({h for _, h in ranks}) == 1, ranks
+        cut = driver.execute_script(
+            "return [...document.querySelectorAll('.scroll, .table-wrap')].flatMap(box => {"
+            "  const right = box.getBoundingClientRect().right;"
+            "  return [...box.querySelectorAll('th, td, td *')].filter(e => e.getBoundingClientRect().right > right + 0.5)"
+            "    .map(e => [box.querySelector('table').id, e.tagName, e.textContent.slice(0, 20), Math.round(e.getBoundingClientRect().right), Math.round(right)]);"
+            "})"
+        )
+        assert cut == [], cut
+        assert len(_css(driver, "#timeline .badge")) == len(row["hist_items"]) and all(b.is_displayed() for b in _css(driver, "#timeline .badge"))
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 

@@ -129,6 +129,10 @@ function count(n, word) { return `${n} ${word}${n === 1 ? "" : "s"}`; }
 
 function k() { return state.health ? state.health.limits.default_k : 10; }
 
+// A table's category, also shown under the title, where CSS shows it instead of the Category column on a phone
+// (a 360 px screen has no room for four columns: the timeline's Feedback was cut off).
+function categoryUnder(category) { return category ? el("span", { class: "cat-under" }, bdi(category)) : null; }
+
 // ---- picking a user ------------------------------------------------------------------------
 // The line at the top, from /healthz: read at load and again with every point opened, so that a stage rerun on the
 // served run since the server started (loaded_current / model_current false) is said there.
@@ -285,8 +289,8 @@ function renderUser(view) {
     const neg = e.feedback < 0;
     body.append(el("tr", { class: neg ? "neg" : "pos", dataset: { item: e.item_id } },
       el("td", { class: "date" }, e.date || "—"),
-      el("td", { class: "title" }, bdi(e.title || e.item_id)),
-      el("td", {}, bdi(e.category || "")),
+      el("td", { class: "title" }, bdi(e.title || e.item_id), categoryUnder(e.category)),
+      el("td", { class: "cat" }, bdi(e.category || "")),
       el("td", {}, el("span", { class: "badge " + (neg ? "neg" : "pos") }, neg ? "disliked" : "liked"))));
   }
   const fut = clear($("future"));
@@ -472,8 +476,8 @@ async function scoreSlate() {
   for (const it of [...r.items].sort((a, b) => a.rank - b.rank)) {
     body.append(el("tr", { class: it.decision === "filter" ? "filtered" : null, dataset: { item: it.item_id } },
       el("td", { class: "num rank" }, String(it.rank)),
-      el("td", { class: "title" }, bdi(it.title || it.item_id)),
-      el("td", {}, bdi(cat.get(it.item_id) || "")),
+      el("td", { class: "title" }, bdi(it.title || it.item_id), categoryUnder(cat.get(it.item_id))),
+      el("td", { class: "cat" }, bdi(cat.get(it.item_id) || "")),
       el("td", { class: "num score", dataset: { score: it.score === null ? "" : String(it.score) } }, fmtScore(it.score)),
       el("td", { class: "decision" }, it.decision ? el("span", { class: "badge " + it.decision }, it.decision) : "—")));
   }
