@@ -264,7 +264,7 @@ def test_inspector_in_chromium_user_lists_slate_and_escaping(driver, served, tmp
     assert _css(driver, "#future li") == []
     driver.find_element("id", "paste-text").send_keys("not an event line\n")
     _css(driver, "#paste-form button")[0].click()
-    _wait(driver, lambda d: "line 3" in d.find_element("id", "status").text)  # a readable error, nothing sent
+    _wait(driver, lambda d: "line 3" in d.find_element("id", "paste-status").text)  # a readable error, nothing sent
 
 
 # ---- the page's own behaviour on a run that needs no training ---------------------------------
@@ -464,12 +464,12 @@ def test_finished_work_is_announced_in_the_live_regions(driver, quick):
     driver.execute_script(RECORD_LIVE)
     said = lambda d: [tuple(x) for x in d.execute_script("return window.__said")]  # noqa: E731
     _open_point(driver, row["user_id"], row["sample_id"])
-    _wait(driver, lambda d: _live_items(d) and d.find_element("id", "status").text.startswith(f"User {row['user_id']} loaded"), 10)
+    _wait(driver, lambda d: _live_items(d) and d.find_element("id", "pick-status").text.startswith(f"User {row['user_id']} loaded"), 10)
     n_lists = len(_css(driver, "#lists .model-list"))
     future = f"{len(row['future_negs'])} future dislike" + ("" if len(row["future_negs"]) == 1 else "s")
     loaded = f"User {row['user_id']} loaded: {len(row['hist_items'])} events, {future}, {n_lists} lists"
-    assert driver.find_element("id", "status").text == loaded
-    assert [t for i, t in said(driver) if i == "status"][-4:] == ["finding users…", "1 evaluation point found", "loading user…", loaded]
+    assert driver.find_element("id", "pick-status").text == loaded
+    assert [t for i, t in said(driver) if i == "pick-status"][-4:] == ["finding users…", "1 evaluation point found", "loading user…", loaded]
 
     driver.find_element("id", "search-q").send_keys("zzz-nothing")
     driver.execute_script("arguments[0].click()", _css(driver, "#search-form button")[0])
@@ -491,6 +491,46 @@ def test_finished_work_is_announced_in_the_live_regions(driver, quick):
     _wait(driver, lambda d: re.fullmatch(r"Scored 2 items, [0-2] filtered at score ≥ 0\.5", d.find_element("id", "slate-status").text), 10)
     heard = [t for i, t in said(driver) if i == "slate-status"]
     assert heard and all(t.startswith("Scored 2 items, ") for t in heard), heard
+
+
+def test_errors_of_picking_a_user_show_in_its_card_and_mark_the_pasted_history(driver, quick):
+    """Found by probing: errors of Find, Open, Random and a pasted history went to the status line above the cards, off
+    the screen at 200 % zoom, and the refused history's field was not marked. Now they show next to their controls in
+    the "Pick a user" card, and a refused history marks its field invalid, described by that error."""
+    url, app, row = quick["url"], quick["app"], quick["points"].row(0, named=True)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 640, "height": 400, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+        in_card = "return arguments[0].closest('section').id === 'pick-card'"
+        on_screen = "const r = arguments[0].getBoundingClientRect(); return r.top >= 0 && r.bottom <= innerHeight"
+        field = driver.find_element("id", "paste-text")
+        _css(driver, "#paste summary")[0].click()
+        for text, error in (("not a line\n", "line 1: write -item_id"), ("-nosuchitem\n", "nosuchitem"), ("", "the pasted history is empty")):
+            driver.execute_script("arguments[0].value = arguments[1]", field, text)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", _css(driver, "#paste-form button")[0])
+            _css(driver, "#paste-form button")[0].click()
+            status = _wait(driver, lambda d, error=error: error in d.find_element("id", "paste-status").text and d.find_element("id", "paste-status"), 10)
+            assert status.text.startswith("inspecting the pasted history failed:") and "error" in status.get_attribute("class").split()
+            assert driver.execute_script(in_card, status) and driver.execute_script(on_screen, status)
+            assert (field.get_attribute("aria-invalid"), field.get_attribute("aria-describedby")) == ("true", "paste-status")
+        driver.execute_script("arguments[0].value = arguments[1]", field, "-i1\n+i2\n")
+        _css(driver, "#paste-form button")[0].click()
+        _wait(driver, lambda d: d.find_element("id", "paste-status").text.startswith("Pasted history loaded"), 10)
+        assert field.get_attribute("aria-invalid") == "false" and field.get_attribute("aria-describedby") is None
+
+        app.fail["/ui/api/points"] = app.fail[f"/ui/api/points/{row['sample_id']}"] = 500
+        try:
+            driver.find_element("id", "user-query").send_keys(row["user_id"])
+            _css(driver, "#user-form button[type=submit]")[0].click()
+            status = driver.find_element("id", "pick-status")
+            _wait(driver, lambda d: status.text == "finding users failed: test failure 500", 10)
+            assert driver.execute_script(in_card, status) and driver.execute_script(on_screen, status)
+            assert driver.find_element("id", "status").text == ""
+        finally:
+            app.fail.clear()
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_add_and_remove_keep_the_keyboard_focus_and_say_what_changed(driver, quick):
@@ -776,8 +816,8 @@ def test_right_to_left_text_and_bidi_controls_in_data_cannot_reorder_the_page(dr
         _wait(driver, lambda d: d.find_element("id", "user-h").text == "Pasted history" and _live_items(d), 10)
         check("user-meta", "timeline", "lists")
         submit("paste-form", "paste-text", f"-i1\n{bad_line}\n")
-        _wait(driver, lambda d: "line 2" in d.find_element("id", "status").text, 10)
-        check("status")
+        _wait(driver, lambda d: "line 2" in d.find_element("id", "paste-status").text, 10)
+        check("paste-status")
 
 
 def test_ids_with_whitespace_a_user_found_by_its_leading_space_a_pasted_id_refused_saying_why(driver, tmp_path):
@@ -798,7 +838,7 @@ def test_ids_with_whitespace_a_user_found_by_its_leading_space_a_pasted_id_refus
         for line, id_ in (("-a b c", "a b c"), ("tab\tid +1", "tab\tid")):
             driver.execute_script("document.getElementById('paste-text').value = arguments[0]", f"-i1\n{line}\n")
             _css(driver, "#paste-form button")[0].click()
-            _wait(driver, lambda d, id_=id_: id_ in d.find_element("id", "status").get_attribute("textContent"), 10)
-            status = driver.find_element("id", "status").get_attribute("textContent")
+            _wait(driver, lambda d, id_=id_: id_ in d.find_element("id", "paste-status").get_attribute("textContent"), 10)
+            status = driver.find_element("id", "paste-status").get_attribute("textContent")
             assert status.startswith(f"inspecting the pasted history failed: line 2: the item id “{id_}” holds a space or tab"), status
             assert "/v1/dislikes" in status

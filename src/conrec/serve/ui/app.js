@@ -87,7 +87,7 @@ async function api(path, body) {
   try { data = await r.json(); } catch (_) { /* not JSON */ }
   if (!r.ok) {
     const detail = data && typeof data.detail === "string" ? data.detail : `HTTP ${r.status}`;
-    throw new Error(detail);
+    throw Object.assign(new Error(detail), { status: r.status });
   }
   return data;
 }
@@ -102,7 +102,8 @@ function announce(text, isError, id = "status") {
 // fn's outcome (a string or parts, "" when it has none), or the error. The outcome is what a screen reader announces
 // once the work is done, so it is never left blank on success. quiet: no "what…" first, for work the page starts by
 // itself (a rescore as the threshold is typed), which would announce "scoring…" at every keystroke. A call overtaken
-// by a later one on the same line leaves the line to that one. Returns whether fn succeeded.
+// by a later one on the same line leaves the line to that one; an error of what the user did is scrolled into
+// view. Returns fn's error, or null.
 async function guarded(what, fn, id = "status", quiet = false) {
   const token = (statusSeq.get(id) || 0) + 1;
   statusSeq.set(id, token);
@@ -111,10 +112,13 @@ async function guarded(what, fn, id = "status", quiet = false) {
     if (!quiet) setStatus(what + "…", false, id);
     const outcome = await fn();
     if (current()) setStatus(outcome || "", false, id);
-    return true;
+    return null;
   } catch (e) {
-    if (current()) setStatus([`${what} failed: `, ...(e.parts || [bdi(e.message)])], true, id);  // a server's detail quotes data
-    return false;
+    if (current()) {
+      setStatus([`${what} failed: `, ...(e.parts || [bdi(e.message)])], true, id);  // a server's detail quotes data
+      if (!quiet) $(id).scrollIntoView({ block: "nearest" });  // the error of what the user did is in sight (200 % zoom)
+    }
+    return e;
   }
 }
 
@@ -188,7 +192,7 @@ async function findUsers(query) {
   for (const p of data.points) {
     list.append(el("li", { dataset: { sample: p.sample_id } },
       el("span", {}, el("strong", {}, bdi(p.user_id)), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
-      el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`)) } }, "Open")));
+      el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`), "pick-status") } }, "Open")));
   }
   const more = moreNote(data.points.length, data.total, "evaluation points");
   if (more) list.prepend(more);  // on top: the list scrolls
@@ -231,7 +235,7 @@ function parsePasted(text) {
     const [sign, id] = m[1] === "+" || m[1] === "-" ? [m[1], m[2]] : [m[2][0], m[1]];
     events.push({ item_id: id, feedback: sign === "-" ? -1 : 1 });
   });
-  if (!events.length) throw new Error("the pasted history is empty");
+  if (!events.length) throw new ShownError(["the pasted history is empty"]);
   return events;
 }
 
@@ -500,9 +504,18 @@ document.addEventListener("DOMContentLoaded", () => {
     await loadOverview();
     return "key accepted";
   });
-  submit("user-form", "finding users", () => findUsers($("user-query").value));  // untrimmed: the server tries it as typed and stripped
-  $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random")));
-  submit("paste-form", "inspecting the pasted history", () => showPasted($("paste-text").value));
+  // the pick card's own status lines, next to its controls: the one at the top is off-screen at 200 % zoom
+  submit("user-form", "finding users", () => findUsers($("user-query").value), "pick-status");  // untrimmed: the server tries it as typed and stripped
+  $("random-user").addEventListener("click", () => guarded("picking a random user", () => showPoint("/ui/api/points/random"), "pick-status"));
+  $("paste-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const error = await guarded("inspecting the pasted history", () => showPasted($("paste-text").value), "paste-status");
+    // a line the page or the server (422) refuses marks the field, which names the error line as its description
+    const rejected = error instanceof ShownError || (error && error.status === 422);
+    $("paste-text").setAttribute("aria-invalid", String(Boolean(rejected)));
+    if (rejected) $("paste-text").setAttribute("aria-describedby", "paste-status");
+    else $("paste-text").removeAttribute("aria-describedby");
+  });
   submit("search-form", "searching", () => searchItems($("search-q").value.trim()), "search-status");
   submit("score-form", "scoring the slate", scoreSlate, "slate-status");
   $("clear-slate").addEventListener("click", () => { state.slate = []; slateChanged(); announce("Slate cleared: the slate is empty", false, "slate-status"); });
