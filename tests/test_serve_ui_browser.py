@@ -533,6 +533,34 @@ def test_errors_of_picking_a_user_show_in_its_card_and_mark_the_pasted_history(d
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+def test_fields_and_repeated_controls_have_names_that_tell_them_apart(driver, quick):
+    """Found by probing: the user, search and paste fields were named by their placeholders only (gone once typed in),
+    and a screen reader's list of controls held "Open" ×3, "Add" ×20, "remove" and "why" ×50 that could not be told
+    apart. Now each field has a label and each repeated control a name that says which user or item it acts on."""
+    url, row = quick["url"], quick["points"].row(0, named=True)
+    _slate_of(driver, url, row, 2)
+    driver.execute_script("document.getElementById('paste').open = true")
+    names = "return [...document.querySelectorAll(arguments[0])].map(e => e.getAttribute('aria-label'))"
+    texts = "return [...document.querySelectorAll(arguments[0])].map(e => e.textContent)"
+    for field, name in (("user-query", "User id"), ("search-q", "Search titles"), ("paste-text", "History, one event per line")):
+        element = driver.find_element("id", field)
+        assert element.accessible_name == name and driver.execute_script("return arguments[0].labels.length", element) == 1
+    opens = _css(driver, "#user-results button")
+    dates = [li.find_element("css selector", ".meta").text.split(" · ")[0] for li in _css(driver, "#user-results li[data-sample]")]
+    assert opens and [b.accessible_name for b in opens] == [f"Open user {row['user_id']} ({d})" for d in dates]
+    adds = driver.execute_script(names, "#search-results button.add")
+    assert adds == [f"Add {t} to the slate" for t in driver.execute_script(texts, "#search-results li[data-item] > span > bdi")]
+    assert _css(driver, "#search-results button.add")[0].accessible_name == adds[0]
+    removes = driver.execute_script(names, "#slate button")
+    assert removes == [f"Remove {t} from the slate" for t in driver.execute_script(texts, "#slate li > bdi")]
+    why = [(s.get_attribute("data-model"), li.find_element("css selector", ".title").get_attribute("textContent"), li.find_element("css selector", "summary"))
+           for s in _css(driver, "#lists .model-list") for li in s.find_elements("css selector", "li[data-item]") if li.find_elements("css selector", "summary")]
+    assert why and all(summary.accessible_name == f"why: {title}, {model} list" for model, title, summary in why)
+    every = driver.execute_script("return [...document.querySelectorAll('main button, main summary')].filter(e => e.offsetParent)"
+                                  ".map(e => e.getAttribute('aria-label') || e.textContent)")
+    assert len(every) == len(set(every)), sorted(n for n in every if every.count(n) > 1)
+
+
 def test_add_and_remove_keep_the_keyboard_focus_and_say_what_changed(driver, quick):
     """Found by probing: Add disabled the focused button and remove drew the slate again, so the keyboard focus fell to
     <body> and nothing said what changed. Now Add moves it to the next Add button that can be pressed, remove to the

@@ -192,7 +192,8 @@ async function findUsers(query) {
   for (const p of data.points) {
     list.append(el("li", { dataset: { sample: p.sample_id } },
       el("span", {}, el("strong", {}, bdi(p.user_id)), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
-      el("button", { type: "button", class: "small secondary", on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`), "pick-status") } }, "Open")));
+      // the aria-labels name the object: a screen reader's list of controls held "Open" ×3, "Add" ×20, "why" ×50
+      el("button", { type: "button", class: "small secondary", "aria-label": `Open user ${p.user_id} (${p.date})`, on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`), "pick-status") } }, "Open")));
   }
   const more = moreNote(data.points.length, data.total, "evaluation points");
   if (more) list.prepend(more);  // on top: the list scrolls
@@ -323,14 +324,14 @@ async function liveList(view) {
   }
 }
 
-function reasonNode(reason) {
+function reasonNode(reason, title, model) {
   if (!reason) return null;
   const cites = [];
   for (const ev of reason.similar_dislikes || [])
     cites.push(el("li", {}, "same SID cluster as ", el("q", {}, bdi(ev.title || ev.item_id)), ` (${count(ev.shared_sid_levels, "shared level")})`));
   for (const ev of reason.co_disliked_with || [])
     cites.push(el("li", {}, "co-disliked with ", el("q", {}, bdi(ev.title || ev.item_id)), ` (similarity ${fmtScore(ev.similarity)})`));
-  return el("details", { class: "why" }, el("summary", {}, "why"),
+  return el("details", { class: "why" }, el("summary", { "aria-label": `why: ${title}, ${model} list` }, "why"),
     cites.length ? el("ul", {}, cites) : el("p", {}, bdi(reason.text || "no close past dislike")));  // the text names titles
 }
 
@@ -358,7 +359,7 @@ function renderLists(view, live) {
           el("span", { class: "title" }, bdi(it.title || it.item_id)),
           it.hit ? el("span", { class: "badge hit" }, "hit") : null,
           el("span", { class: "score", title: "dislike score" }, fmtScore(it.score))),
-        reasonNode(it.reason)));
+        reasonNode(it.reason, it.title || it.item_id, m.name)));
     }
     box.append(el("section", { class: "model-list", dataset: { model: m.name, kind: m.kind } }, head, summary, ol));
   }
@@ -381,7 +382,7 @@ async function searchItems(q) {
     const inSlate = state.slate.some(s => s.item_id === it.item_id);
     list.append(el("li", { dataset: { item: it.item_id } },
       el("span", {}, bdi(it.title || it.item_id), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
-      el("button", { type: "button", class: "small secondary add", disabled: inSlate, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
+      el("button", { type: "button", class: "small secondary add", disabled: inSlate, "aria-label": `Add ${it.title || it.item_id} to the slate`, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
   }
   const more = moreNote(data.items.length, data.total, "matching items");
   if (more) list.prepend(more);  // on top: the list scrolls
@@ -439,7 +440,8 @@ function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
     ol.append(el("li", { dataset: { item: it.item_id } }, bdi(it.title || it.item_id),
-      el("button", { type: "button", class: "small secondary", on: { click: (ev) => removeFromSlate(n, ev.currentTarget) } }, "remove")));
+      el("button", { type: "button", class: "small secondary", "aria-label": `Remove ${it.title || it.item_id} from the slate`,
+                     on: { click: (ev) => removeFromSlate(n, ev.currentTarget) } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
   // the search results' Add buttons follow the slate: an item removed from it can be added again
