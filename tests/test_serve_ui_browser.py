@@ -561,6 +561,37 @@ def test_fields_and_repeated_controls_have_names_that_tell_them_apart(driver, qu
     assert len(every) == len(set(every)), sorted(n for n in every if every.count(n) > 1)
 
 
+def _contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two computed CSS colours ("rgb(r, g, b)")."""
+
+    def luminance(rgb: str) -> float:
+        channels = [int(c) / 255 for c in re.findall(r"\d+", rgb)[:3]]
+        r, g, b = (c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_the_fields_outlines_stand_out_from_what_surrounds_them(driver, quick):
+    """Found by probing: the fields' borders (#cfd4dc), their only outline, were 1.49:1 on the white card. Now every
+    visible field's border is at least 3:1 (WCAG 1.4.11, non-text contrast) against the field and the background
+    around it, as the browser computes them from app.css."""
+    url, row = quick["url"], quick["points"].row(0, named=True)
+    _slate_of(driver, url, row, 1)
+    driver.execute_script("document.getElementById('paste').open = true")
+    found = driver.execute_script(
+        "const opaque = e => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;"
+        "  if (!/rgba\\(.*, 0\\)$/.test(c)) return c; } return 'rgb(255, 255, 255)'; };"
+        "return [...document.querySelectorAll('input, textarea')].filter(e => e.offsetParent)"
+        "  .map(e => [e.id, getComputedStyle(e).borderTopColor, opaque(e), opaque(e.parentElement)]);"
+    )
+    assert {f[0] for f in found} >= {"user-query", "paste-text", "search-q", "threshold"}, found
+    low = [(field, border, bg, round(_contrast(border, bg), 2)) for field, border, own, around in found for bg in (own, around)
+           if _contrast(border, bg) < 3]
+    assert low == [], low
+
+
 def test_add_and_remove_keep_the_keyboard_focus_and_say_what_changed(driver, quick):
     """Found by probing: Add disabled the focused button and remove drew the slate again, so the keyboard focus fell to
     <body> and nothing said what changed. Now Add moves it to the next Add button that can be pressed, remove to the
