@@ -592,6 +592,41 @@ def test_the_fields_outlines_stand_out_from_what_surrounds_them(driver, quick):
     assert low == [], low
 
 
+def test_headings_landmarks_named_regions_targets_and_a_skip_link(driver, quick):
+    """Found by probing: no <h1> and list headings one level too deep; h3s shown in capitals, which reached screen
+    readers as "SLATE"; the run's status line outside every landmark; the tables and the scrolling timeline (a Tab stop)
+    with no name, the timeline taller than a zoomed screen; 17-23 px tall controls on a phone; and 50 "why" stops
+    between the user and the slate with no way past them."""
+    from selenium.webdriver.common.keys import Keys
+
+    url, row = quick["url"], quick["points"].row(0, named=True)
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 360, "height": 600, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        _slate_of(driver, url, row, 1)
+        levels = driver.execute_script("return [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')].filter(h => h.offsetParent)"
+                                       ".map(h => [Number(h.tagName[1]), h.textContent, getComputedStyle(h).textTransform])")
+        assert levels[0][:2] == [1, "conrec inspector"] and [lv for lv, _, _ in levels].count(1) == 1
+        assert all(b[0] <= a[0] + 1 for a, b in zip(levels, levels[1:])), levels
+        assert [h for h in levels if h[2] == "uppercase"] == []
+        assert driver.execute_script("return document.getElementById('status').closest('main') !== null")
+        assert driver.find_element("id", "timeline").accessible_name.startswith("Timeline")
+        assert driver.find_element("id", "scores").accessible_name == "Slate scores"
+        for box, name in (("#user-card .scroll", "Timeline"), ("#future", "Held-out future dislikes")):
+            element = _css(driver, box)[0]
+            assert element.get_attribute("tabindex") == "0" and element.accessible_name.startswith(name), box
+        assert driver.execute_script("return document.querySelector('.scroll').getBoundingClientRect().height") <= 0.6 * 600 + 1
+        small = driver.execute_script("return [...document.querySelectorAll('main button, main summary, main a')].filter(e => e.offsetParent)"
+                                      ".map(e => [e.getAttribute('aria-label') || e.textContent, e.getBoundingClientRect().height]).filter(([, h]) => h < 24)")
+        assert small == [], small
+        skip = _css(driver, "#lists-card a.skip")[0]
+        driver.execute_script("arguments[0].focus()", skip)
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.get_attribute("id") == "search-q"
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
 def test_add_and_remove_keep_the_keyboard_focus_and_say_what_changed(driver, quick):
     """Found by probing: Add disabled the focused button and remove drew the slate again, so the keyboard focus fell to
     <body> and nothing said what changed. Now Add moves it to the next Add button that can be pressed, remove to the

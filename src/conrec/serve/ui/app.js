@@ -345,7 +345,7 @@ function renderLists(view, live) {
     const hits = m.items.filter(it => it.hit).length;
     const label = { lm: "LM · eval run", baseline: "baseline · eval run", baseline_live: "baseline · computed live" }[m.kind] || m.kind;
     const kind = m.kind === "live" ? el("span", { class: "badge live" }, "served · live") : el("span", { class: "kind" }, label);
-    const head = el("header", {}, el("h4", {}, m.name), kind);
+    const head = el("header", {}, el("h3", {}, m.name), kind);
     const summary = view.source !== "point" ? null
       : el("div", { class: "hint" }, m.unscored ? `hits not marked: ${m.unscored}` : `${hits} of ${m.items.length} in the future set`);
     const ol = el("ol", {});
