@@ -11,7 +11,16 @@ import pytest
 
 from conrec.data.config import SplitConfig
 from conrec.data.samples import DAY
-from conrec.data.splits import build_samples, per_user_fit_events
+from conrec.data.splits import (
+    MIN_SHARE_OVERLAP,
+    build_samples,
+    order_events,
+    per_user_fit_events,
+    per_user_shares,
+    share_overlap,
+    share_overlap_warning,
+    share_sizes,
+)
 
 from builders import day_events
 
@@ -169,3 +178,59 @@ def test_a_valid_share_dislike_at_the_second_of_the_users_test_start_is_history_
     first_test = s.filter(pl.col("split") == "test").sort("ts", maintain_order=True).row(0, named=True)
     assert first_test["ts"] == int(BURST * DAY) and first_test["next_neg"] == "b2" and set(tied) <= set(first_test["hist_items"])
     assert s.filter(pl.col("split") == "train")["ts"].max() < int(8 * DAY)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(("valid_frac", "test_frac"), [(0.1, 0.2), (0.3, 0.3), (0.05, 0.15), (0.15, 0.25)])
+def test_share_sizes_are_the_shares_the_split_cuts(valid_frac: float, test_frac: float) -> None:
+    """share_sizes (what the warning and docs/data.md quote) is per_user_shares' rounding, for every dislike count."""
+    rows = [(f"u{n}", f"i{d}", d, -1) for n in range(1, 41) for d in range(n)]
+    cfg = SplitConfig(protocol="per_user", valid_frac=valid_frac, test_frac=test_frac)
+    shares = per_user_shares(order_events(day_events(rows)), cfg).group_by("user_id").agg(
+        valid=(pl.col("share") == "valid").sum(), test=(pl.col("share") == "test").sum()
+    )
+    got = {int(u[1:]): (v, t) for u, v, t in shares.iter_rows()}
+    assert got == {n: share_sizes(n, cfg) for n in range(1, 41)}
+
+
+def _log(dislikes: list[int]) -> pl.DataFrame:
+    """One user per entry: a like on day 0, then that many dislikes on the days after it."""
+    rows = []
+    for u, n in enumerate(dislikes):
+        rows += [(f"u{u}", "liked", 0, 1)] + [(f"u{u}", f"i{(u + d) % 13}", 1 + d + u / 100, -1) for d in range(n)]
+    return day_events(rows)
+
+
+def test_the_split_warns_when_valid_and_test_points_come_from_different_users() -> None:
+    """Found by probing a simulated world with 2 dislikes per median user: 114 of 146 valid points came from users with
+    no test point and 131 of 163 test points from users with no valid point (each user's shares are rounded half up:
+    2 dislikes give a valid point only, 3 or 4 a test point only), so baselines were tuned on other users than they
+    were tested on, with no word. Now the data stage warns, with the overlap, why and what to do; not with many dislikes."""
+    cfg = SplitConfig(protocol="per_user")  # 10% / 20%
+    few = build_samples(_log([2, 3, 4] * 10), cfg)
+    overlap = share_overlap(few.lazy())
+    assert (overlap.valid, overlap.test, overlap.valid_shared, overlap.test_shared) == (10, 20, 0, 0)
+    warning = share_overlap_warning(overlap, cfg, 3.0)
+    assert warning is not None
+    assert "0 of the 20 test points (0%) have a user who also holds a valid point, 0 of the 10 valid points (0%)" in warning
+    assert ("a user with 1 dislike gets neither share, with 2 a valid point only, with 3 or 4 a test point only, and the "
+            "median user with a dislike has 3") in warning
+    assert "data.split.protocol: global_time" in warning and "larger valid_frac and test_frac" in warning
+    many = build_samples(_log([20, 25, 30] * 10), cfg)
+    overlap = share_overlap(many.lazy())
+    assert overlap.test_shared == overlap.test == 30 * 5 and overlap.valid_shared == overlap.valid
+    assert share_overlap_warning(overlap, cfg, 25.0) is None
+    global_split = SplitConfig()  # one cut-off in time: no per-user rounding to warn about
+    assert share_overlap_warning(share_overlap(build_samples(_log([2, 3, 4] * 10), global_split).lazy()), global_split, 3.0) is None
+
+
+def test_the_overlap_threshold_is_on_either_split() -> None:
+    """Under half on either side warns (MIN_SHARE_OVERLAP); half on both does not; an empty split is the stage's
+    own 'no valid point' warning, not this one."""
+    from conrec.data.splits import ShareOverlap
+
+    cfg = SplitConfig(protocol="per_user")
+    assert MIN_SHARE_OVERLAP == 0.5
+    assert share_overlap_warning(ShareOverlap(valid=10, test=10, valid_shared=5, test_shared=5), cfg, 2) is None
+    assert share_overlap_warning(ShareOverlap(valid=10, test=10, valid_shared=10, test_shared=4), cfg, 2) is not None
+    assert share_overlap_warning(ShareOverlap(valid=10, test=10, valid_shared=4, test_shared=10), cfg, 2) is not None
+    assert share_overlap_warning(ShareOverlap(valid=0, test=10, valid_shared=0, test_shared=0), cfg, 2) is None

@@ -423,6 +423,9 @@ def test_the_per_user_split_prints_its_rule_and_its_points_days_not_the_unused_g
     samples = pl.read_parquet(RunDir(cfg.run_dir).samples).filter(pl.col("split") == "test")
     first, last = (dt.datetime.fromtimestamp(int(getattr(samples["ts"], f)()), tz=dt.timezone.utc).strftime("%Y-%m-%d") for f in ("min", "max"))
     assert "cut-off" not in out and "per user: 10% / last 20% of dislikes" in out
+    stats = json.loads((RunDir(cfg.run_dir).data / "stats.json").read_text())
+    realised = [f"{stats['samples'][s] / stats['dislikes']:.1%}" for s in ("valid", "test")]
+    assert f"(realised as points: {realised[0]} / {realised[1]})" in out  # rounding per user moves them (docs/data.md)
     assert re.search(rf"test points\s*│\s*{first} \.\. {last}", out)
     glob = _sim_cfg(tmp_path / "global")
     console = Console(record=True, width=200)
@@ -431,3 +434,30 @@ def test_the_per_user_split_prints_its_rule_and_its_points_days_not_the_unused_g
     stats = {"dislikes": 3, "events": 9, "samples": {"train": 0}, "valid_cutoff": "2020-01-01 00:00:00", "split_protocol": "per_user"}
     with pytest.raises(DataValidationError, match=r"no training sample \(a dislike with history before its user's valid points\)"):
         stage.check_learnable(stats, "table")
+
+
+def test_a_per_user_split_of_users_with_few_dislikes_warns_and_keeps_the_warning_for_the_report(tmp_path):
+    """Found by probing a world with 2 dislikes per median user: `conrec data` printed "per user: 10% / last 20% of
+    dislikes" while 15.7% of the dislikes were valid points, and the valid and test points came from mostly different
+    users, with no word. Now the summary gives the realised shares, and a warning is printed and kept in stats.json's
+    ``warnings``, which the eval report repeats as a note; a log with many dislikes per user has none."""
+    from conrec.eval.stage import data_warning_notes
+
+    def run(name: str, per_user: list[int]) -> tuple[str, dict[str, Any]]:
+        ev = tmp_path / f"{name}.csv"
+        rows = ["".join(f"u{u},liked{k},{u + k},1\n" for k in range(4)) + "".join(f"u{u},i{(u + d) % 13},{86_400 * (1 + d) + u},-1\n" for d in range(n))
+                for u, n in enumerate(per_user)]
+        ev.write_text("user_id,item_id,ts,feedback\n" + "".join(rows))
+        console = Console(record=True, width=400)
+        stage.run(DataConfig(source="table", events_path=ev, split={"protocol": "per_user"}), tmp_path / name, console=console)
+        return " ".join(console.export_text().split()), json.loads((RunDir(tmp_path / name).data / "stats.json").read_text())
+
+    out, stats = run("few", [2, 3, 4] * 10)
+    assert "per user: 10% / last 20% of dislikes (realised as points: 11.1% / 22.2%)" in out  # 10 and 20 of 90 dislikes
+    [warning] = stats["warnings"]
+    assert warning.startswith("per-user split: the valid and the test points come from mostly different users: 0 of the 20 test")
+    assert f"warning: {warning}" in out
+    assert data_warning_notes(stats) == [f"Data stage warning: {warning}."]
+    out, stats = run("many", [20, 25, 30] * 4)
+    assert stats["warnings"] == [] and "mostly different users" not in out
+    assert data_warning_notes(stats) == [] and data_warning_notes(None) == [] and data_warning_notes({"users": 3}) == []

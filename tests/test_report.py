@@ -353,3 +353,17 @@ def test_a_title_given_as_a_facet_column_is_named_in_the_report_with_its_distinc
     report = " ".join(run.report.read_text().split())
     assert "`title` has 15 distinct values over the 15 items with a value (a distinct-value share of 1.00" in report
     assert "category: no value of eval.category.columns ['title'] is shared by two items" in report
+
+
+def test_the_report_repeats_the_data_stages_warnings(tmp_path: Path) -> None:
+    """Found by probing: the data stage's warning that the per-user valid and test points came from different users
+    was printed by `conrec data` only, far from the figures it qualifies. The eval now repeats data/stats.json's
+    ``warnings`` among the report's notes (a run whose stats.json predates the key has none)."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    stats = json.loads((run.data / "stats.json").read_text())
+    write_json({**stats, "warnings": ["per-user split: the valid and the test points come from mostly different users"]},
+               run.data / "stats.json")
+    console = Console(record=True, width=400)
+    STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["popularity"], models=[]), console=console)
+    note = "Data stage warning: per-user split: the valid and the test points come from mostly different users."
+    assert f"- {note}" in run.report.read_text() and note in " ".join(console.export_text().split())

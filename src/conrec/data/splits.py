@@ -50,6 +50,7 @@ the list columns), so 1M events take seconds, not minutes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,6 +212,93 @@ def per_user_shares(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:
         valid_start=pl.col("ts").filter(pl.col("share") == "valid").min().over("ucode"),
         test_start=pl.col("ts").filter(pl.col("share") == "test").min().over("ucode"),
     )
+
+
+def share_sizes(n: int, cfg: SplitConfig) -> tuple[int, int]:
+    """(valid, test) dislikes of a user with ``n`` dislikes under the per-user protocol, by the rule of
+    :func:`per_user_shares` (the last ``round(test_frac * n)`` test, the ``round((test_frac + valid_frac) * n)``
+    before them less those valid, each rounded half up), for the warning that names who gets which share."""
+    n_test = math.floor(n * cfg.test_frac + 0.5)
+    return math.floor(n * (cfg.test_frac + cfg.valid_frac) + 0.5) - n_test, n_test
+
+
+MIN_SHARE_OVERLAP = 0.5
+"""Under the per-user protocol the data stage warns when fewer than this share of the test points have a user who
+also holds a valid point, or of the valid points a user who also holds a test point (:func:`share_overlap`).
+
+Why: each user's shares are rounded half up, so on a log with few dislikes per user most users hold a valid or a test
+point, not both (2 dislikes: a valid point only; 3 or 4: a test point only, at the default 10% / 20%), and what is
+chosen on the valid split is chosen on other users, with shorter histories, than the ones it is tested on. Under half
+is where valid and test are mostly different users; MovieLens-100K's per-user split has 90% and 96%."""
+
+
+@dataclass(frozen=True)
+class ShareOverlap:
+    """How far the valid and the test points of a split come from the same users (:func:`share_overlap`)."""
+
+    valid: int
+    test: int
+    valid_shared: int  # valid points whose user also holds a test point
+    test_shared: int  # test points whose user also holds a valid point
+
+    def low(self) -> bool:
+        """Both splits hold points and either share is under :data:`MIN_SHARE_OVERLAP`."""
+        return bool(self.valid and self.test) and min(self.valid_shared / self.valid, self.test_shared / self.test) < MIN_SHARE_OVERLAP
+
+
+def share_overlap(samples: pl.LazyFrame) -> ShareOverlap:
+    """The valid and test points of ``samples`` (a samples table, scanned: every engine's output) and how many of
+    each have a user who also holds a point of the other split."""
+    points = samples.filter(pl.col("split").is_in(["valid", "test"])).select("user_id", "split")
+    both = points.group_by("user_id").agg(both=pl.col("split").n_unique() == 2)
+    counts = dict.fromkeys(("valid", "test", "valid_shared", "test_shared"), 0)
+    for split, n, shared in (
+        points.join(both, on="user_id").group_by("split").agg(pl.len(), pl.col("both").sum()).collect().iter_rows()
+    ):
+        counts[split], counts[f"{split}_shared"] = int(n), int(shared)
+    return ShareOverlap(**counts)
+
+
+def share_overlap_warning(overlap: ShareOverlap, cfg: SplitConfig, median_dislikes: float) -> str | None:
+    """The data stage's warning when the per-user split's valid and test points come from mostly different users
+    (:data:`MIN_SHARE_OVERLAP`), else None: how far they overlap, why (the per-user rounding of too few dislikes,
+    with the dislike counts that hold one share only) and what to do."""
+    if cfg.protocol != "per_user" or not overlap.low():
+        return None
+    v, t = overlap.valid, overlap.test
+    return (
+        f"per-user split: the valid and the test points come from mostly different users: {overlap.test_shared:,} of the "
+        f"{t:,} test points ({overlap.test_shared / t:.0%}) have a user who also holds a valid point, {overlap.valid_shared:,} "
+        f"of the {v:,} valid points ({overlap.valid_shared / v:.0%}) one who also holds a test point, so what is chosen on "
+        "the valid split (the baselines' settings, an early-stopped checkpoint) is chosen on other users than those it is "
+        f"tested on. Too few dislikes per user for both shares: each user's shares are rounded half up (data.split."
+        f"valid_frac {cfg.valid_frac:.0%}, test_frac {cfg.test_frac:.0%}; docs/data.md){_one_share_counts(cfg)}, and the "
+        f"median user with a dislike has {median_dislikes:g}. Use data.split.protocol: global_time (one cut-off in time for everybody), "
+        "or a larger valid_frac and test_frac, so that a user's few dislikes fill both shares"
+    )
+
+
+def _one_share_counts(cfg: SplitConfig, up_to: int = 1000) -> str:
+    """", so a user with 1 dislike gets neither share, with 2 a valid point only, with 3 or 4 a test point only": the
+    dislike counts below the first that holds both shares, grouped; empty when no count up to ``up_to`` holds both
+    (or the first does)."""
+    kinds = {(False, False): "neither share", (True, False): "a valid point only", (False, True): "a test point only"}
+    first_both = next((n for n in range(1, up_to + 1) if min(share_sizes(n, cfg)) > 0), None)
+    if first_both is None:
+        return ""
+    runs: list[tuple[int, int, str]] = []  # (first n, last n, what a user with that many dislikes gets)
+    for n in range(1, first_both):
+        valid, test = share_sizes(n, cfg)
+        kind = kinds[(valid > 0, test > 0)]
+        if runs and runs[-1][2] == kind:
+            runs[-1] = (runs[-1][0], n, kind)
+        else:
+            runs.append((n, n, kind))
+    parts = []
+    for i, (a, b, kind) in enumerate(runs):
+        counts = str(a) if a == b else f"{a} or {b}" if b == a + 1 else f"{a} to {b}"
+        parts.append(f"with {counts} {kind}" if i else f"a user with {counts} dislike{'' if b == 1 else 's'} gets {kind}")
+    return ", so " + ", ".join(parts) if parts else ""
 
 
 def select_points_per_user(ordered: OrderedEvents, cfg: SplitConfig) -> pl.DataFrame:

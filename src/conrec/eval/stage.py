@@ -265,6 +265,14 @@ def whole_remainder_notes(ks: list[int], samples: pl.DataFrame, tune_k: int | No
     return notes
 
 
+def data_warning_notes(stats: dict[str, Any] | None) -> list[str]:
+    """The data stage's warnings kept in ``data/stats.json`` (its ``warnings``; :func:`conrec.data.stage.split_warnings`),
+    as report notes. Why: a split whose valid and test points come from different users was printed once by
+    ``conrec data`` and then nowhere near the figures it qualifies. A run whose data stage predates the key has none."""
+    warnings = (stats or {}).get("warnings")
+    return [f"Data stage warning: {w}." for w in warnings if isinstance(w, str)] if isinstance(warnings, list) else []
+
+
 def no_signal_notes(reasons: dict[str, str]) -> list[str]:
     """One report note per reason (baseline -> why it had no signal, :func:`no_signal_reason`), naming every
     baseline it holds for: such a row is dislike popularity under another name, not a model of its own."""
@@ -394,7 +402,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     ks = sorted(set(ecfg.ks))
     k_max = max(ks)
     n_items = items.height
-    notes: list[str] = []  # "Baselines fitted on ..." goes first once one is (none with eval.baselines: [])
+    notes = data_warning_notes(stats)  # "Baselines fitted on ..." goes first once one is (none with eval.baselines: [])
     max_h = split_cfg.max_horizon_days
     horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
