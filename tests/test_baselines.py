@@ -419,3 +419,44 @@ def test_every_baseline_shows_its_name_settings_and_whether_it_is_fitted() -> No
     n = baseline_items().height
     assert repr(_fitted("popularity", cfg)) == f"PopularityRecommender(name='popularity', half_life_days=7.0; fitted on {n} items)"
     assert repr(_fitted("ease", cfg)) == f"EaseRecommender(name='ease', l2=50.0; fitted on {n} items)"  # a ScoredRecommender
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_the_points_a_baseline_scores_flat_are_the_ones_it_ranks_by_dislike_popularity(name: str) -> None:
+    """popularity_points marks the points whose item scores are one value over every item the baseline may recommend
+    (the eval's note counts them): there its top-K is plain-count dislike popularity, as the note says. Found by
+    probing: swing's top-20 was popularity's at 196 of 205 test points, and only a whole-fit check could say so."""
+    from conrec.eval.baselines.base import NO_POINT_SIGNAL, no_point_signal, popularity_points
+    from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT
+
+    samples = history_samples(HISTORIES)
+    model = _fitted(name)
+    flat = popularity_points(model, samples)
+    assert flat is not None and flat.dtype == bool and flat.shape == (len(HISTORIES),)
+    popularity = make_baseline("popularity", EvalConfig(popularity={"half_life_days": None}))
+    popularity.fit(baseline_events(), baseline_items())
+    plain, recs = popularity.recommend(samples, 8), model.recommend(samples, 8)
+    assert all(recs[i] == plain[i] for i in np.flatnonzero(flat)), name
+    if name in ("itemknn", "category", "sasrec", "ease", "swing"):  # they read the history's dislikes only
+        assert flat[2] and flat[4], name  # no history; an unknown item's dislike
+    assert not flat.all(), name  # each has a signal somewhere in this fixture
+    assert no_point_signal(model) == (NO_CO_DISLIKE_AT_POINT if name in ("itemknn", "ease", "swing") else NO_POINT_SIGNAL)
+    assert popularity_points(make_baseline(name), samples) is None  # not fitted: nothing to say
+
+
+def test_swing_with_a_pair_somewhere_is_flat_where_the_history_has_no_neighbour() -> None:
+    """The whole-fit note (no Swing pair at all) misses a fit with one pair: a point whose disliked items are not in it
+    is popularity's, and popularity_points says so, point by point."""
+    from conrec.eval.baselines.base import no_signal_reason, popularity_points
+
+    rows = [("a", "c1", 1, -1), ("a", "c2", 2, -1), ("b", "c1", 3, -1), ("b", "c2", 4, -1), ("c", "h1", 5, -1), ("d", "d1", 6, -1)]
+    u, i, t, f = zip(*rows)
+    events = pl.DataFrame({"user_id": u, "item_id": i, "ts": t, "feedback": f},
+                          schema={"user_id": pl.String, "item_id": pl.String, "ts": pl.Int64, "feedback": pl.Int8})
+    swing = make_baseline("swing")
+    swing.fit(events, baseline_items())
+    assert no_signal_reason(swing) is None  # c1 and c2: one pair, so the whole fit has a signal
+    samples = history_samples([(["c1"], [-1]), (["h1"], [-1]), (["d1", "c1"], [-1, 1]), (["c1", "c2"], [-1, -1])])
+    # c1's neighbour c2; h1 and d1 have none; a liked c1 is no dislike; with c2 in the history too, c1 and c2 score
+    # each other but both are excluded there: every item left scores 0
+    assert popularity_points(swing, samples).tolist() == [False, True, True, True]

@@ -367,3 +367,61 @@ def test_the_report_repeats_the_data_stages_warnings(tmp_path: Path) -> None:
     STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["popularity"], models=[]), console=console)
     note = "Data stage warning: per-user split: the valid and the test points come from mostly different users."
     assert f"- {note}" in run.report.read_text() and note in " ".join(console.export_text().split())
+
+
+def test_the_report_notes_a_baseline_that_ranks_most_points_by_popularity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by probing: swing ranked 196 of 205 test points by dislike popularity (no disliked history item had a
+    Swing neighbour) and the report gave it a row of its own with no word. Now the eval notes it (console and
+    report), and the per-point count changes no metric."""
+    import numpy as np
+
+    run, _ = eval_run_dir(tmp_path / "run")
+    cfg = _cfg(run.root, baselines=["popularity", "itemknn", "swing"], models=[], slates={"enabled": False})
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    measured = (run.eval / "metrics.json").read_text()
+
+    samples = pl.read_parquet(run.samples).filter(pl.col("split") == "test")
+    # swing ranks every point but its first by popularity; itemknn 2 of them, under half; popularity is not asked
+    asked: list[str] = []
+
+    def flat_swing(model: object, points: pl.DataFrame) -> np.ndarray:
+        asked.append(model.name)  # type: ignore[attr-defined]
+        flat = np.zeros(points.height, dtype=bool)
+        flat[slice(1, None) if model.name == "swing" else slice(0, 2)] = True  # type: ignore[attr-defined]
+        return flat
+
+    monkeypatch.setattr(eval_stage, "popularity_points", flat_swing)
+    console = Console(record=True, width=400)
+    STAGE_REGISTRY["eval"].call(cfg, console=console)
+    assert (run.eval / "metrics.json").read_text() == measured  # notes only
+    assert asked == ["itemknn", "swing"]
+    n = samples.height
+    no_dislike = sum(not any(f < 0 for f in fb) for fb in samples["hist_feedback"].to_list()[1:])
+    blank = f"; at {no_dislike} of them the history holds no dislike" if no_dislike else ""
+    note = (f"swing: no co-dislike signal (no disliked item of the history has a neighbour) at {n - 1} of the {n} test points "
+            f"({(n - 1) / n:.0%}{blank}): its item scores are one value over every item it may recommend there, so there it "
+            "ranks by dislike popularity (plain counts over the fit events, the order every baseline fills up with); its row "
+            "is a model of its own at the other 1 point only.")
+    report = run.report.read_text()
+    assert f"- {note}" in report and "itemknn: no co-dislike" not in report
+    assert note in " ".join(console.export_text().split())
+
+
+def test_popularity_point_notes_group_baselines_alike_and_start_at_half_the_points() -> None:
+    """One note per (what they lacked, how many points); at half the points or more (POPULARITY_POINTS_SHARE); the
+    points without a dislike in their history counted, as on MovieLens-100K's global test split (151 of 254)."""
+    import numpy as np
+
+    samples = pl.DataFrame({"hist_feedback": [[1, -1], [1], [], [-1]]}, schema={"hist_feedback": pl.List(pl.Int8)})
+    co = "no co-dislike signal"
+    flat = {"swing": (np.array([1, 1, 1, 0], bool), co), "itemknn": (np.array([1, 1, 1, 0], bool), co),
+            "ease": (np.array([1, 0, 0, 0], bool), co), "sasrec": (np.array([1, 1, 1, 1], bool), "no signal from the history")}
+    notes = eval_stage.popularity_points_notes(flat, samples, "test", slates=True)
+    assert eval_stage.POPULARITY_POINTS_SHARE == 0.5 and len(notes) == 2  # ease: 1 of 4
+    assert notes[0].startswith("swing, itemknn: no co-dislike signal at 3 of the 4 test points (75%; at 2 of them the "
+                               "history holds no dislike): their item scores are one value")
+    assert notes[0].endswith("and their slate scores all tie; these rows are models of their own at the other 1 point only.")
+    assert notes[1].endswith("its row is dislike popularity at every point, not a model of its own.")
+    half = {"ease": (np.array([1, 0, 1, 0], bool), co)}
+    assert len(eval_stage.popularity_points_notes(half, samples, "test", slates=False)) == 1
+    assert "slate" not in eval_stage.popularity_points_notes(half, samples, "test", slates=False)[0]

@@ -38,7 +38,7 @@ from conrec.data.schema import DISLIKE
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
-from conrec.eval.baselines.base import no_signal_reason, watch_epochs
+from conrec.eval.baselines.base import no_point_signal, no_signal_reason, popularity_points, watch_epochs
 from conrec.eval.baselines.category import facet_pairs, unique_column_notes
 from conrec.eval.bootstrap import resampled_unit
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
@@ -287,6 +287,51 @@ def no_signal_notes(reasons: dict[str, str]) -> list[str]:
     ]
 
 
+POPULARITY_POINTS_SHARE = 0.5
+"""A baseline that ranks at least this share of the evaluated points by popularity alone gets a note
+(:func:`popularity_points_notes`): its row is then mostly popularity's, not a model's of its own."""
+
+
+def popularity_points_notes(flat: dict[str, tuple[np.ndarray, str]], samples: pl.DataFrame, split: str, slates: bool) -> list[str]:
+    """Notes on the baselines that rank :data:`POPULARITY_POINTS_SHARE` or more of the evaluated ``samples`` by dislike
+    popularity alone (``flat``: baseline -> (a bool per point, what it lacked there),
+    :func:`conrec.eval.baselines.base.popularity_points`), one per (what, how many), naming how many of those points
+    hold no dislike in their history (no baseline reading dislikes has anything there); ``slates``: the
+    exposure-controlled evaluation ran.
+
+    Why: the whole-fit note (:func:`no_signal_notes`) fires only when a baseline learnt nothing at all. On a log where
+    few histories hold a disliked item with a co-disliked neighbour, swing's top-20 was dislike popularity at 196 of 205
+    test points, its FHR and Coverage equal to popularity's, its slate AUC 0.500, and nothing said so but a tied grid."""
+    n_points = samples.height
+    if not n_points:
+        return []
+    no_dislike = ~samples["hist_feedback"].list.eval(pl.element() < 0).list.any().fill_null(False).to_numpy()
+    grouped: dict[tuple[str, int, int], list[str]] = {}
+    for name, (mask, what) in flat.items():
+        if mask.sum() >= POPULARITY_POINTS_SHARE * n_points:
+            grouped.setdefault((what, int(mask.sum()), int((mask & no_dislike).sum())), []).append(name)
+    notes = []
+    for (what, n, blank), names in grouped.items():
+        one = len(names) == 1
+        ties = f" and {'its' if one else 'their'} slate scores all tie" if slates else ""
+        notes.append(
+            f"{', '.join(names)}: {what} at {n:,} of the {n_points:,} {split} points ({n / n_points:.0%}"
+            f"{f'; at {blank:,} of them the history holds no dislike' if blank else ''}): {'its' if one else 'their'} item scores are one value over every item "
+            f"{'it' if one else 'they'} may recommend there, so there {'it ranks' if one else 'they rank'} by dislike "
+            f"popularity (plain counts over the fit events, the order every baseline fills up with){ties}; "
+            f"{'its row is' if one else 'these rows are'} {_elsewhere(n_points - n, one)}."
+        )
+    return notes
+
+
+def _elsewhere(rest: int, one: bool) -> str:
+    """What a row (``one``) or rows that rank all but ``rest`` points by popularity are (:func:`popularity_points_notes`)."""
+    own = "a model of its own" if one else "models of their own"
+    if not rest:
+        return f"dislike popularity at every point, not {own}"
+    return f"{own} at the other {rest:,} point{'s' if rest > 1 else ''} only"
+
+
 def report_cut_window_note(samples: pl.DataFrame, samples_all: pl.DataFrame, split: str, protocol: str,
                     stats: dict[str, Any] | None, log_end: int, windows: list[float]) -> str | None:
     """The report's note on the evaluated ``samples``' windows cut short at ``windows`` (days), each at its own
@@ -435,6 +480,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     fitted_any = False
     rankings: dict[str, list[list[str]]] = {}  # each model's top-k per sample, for the taste check
     no_signal: dict[str, str] = {}  # baselines that found nothing to learn from in the fit events (a note each)
+    flat_points: dict[str, tuple[np.ndarray, str]] = {}  # baseline -> (the points it ranks by popularity alone, what it lacked)
     lm_todo = [m for m in ecfg.models if rd.model_dir(m).exists()]
     refuse_scoring_trained_labels(split_cfg, ecfg.split, lm_todo)
     if lm_todo and ecfg.split == "test" and split_cfg.train_until == "valid":
@@ -503,6 +549,9 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             timings[name] = round(time.perf_counter() - started, 2)
             write_parquet(preds, rd.predictions / f"{name}.parquet")
             metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
+            # popularity's row is popularity; a whole-fit reason above already says so of every point
+            if name != "popularity" and name not in no_signal and (flat := popularity_points(model, samples)) is not None:
+                flat_points[name] = (flat, no_point_signal(model))
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
             del model  # released before the next baseline's tuning (held only in `fitted` for the slates)
@@ -511,6 +560,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     if fitted_any:
         notes.insert(0, f"Baselines fitted on {fit_rule}.")
     notes.extend(no_signal_notes(no_signal))
+    notes.extend(popularity_points_notes(flat_points, samples, ecfg.split, ecfg.slates.enabled))
     # LM decoding shows its own progress bar (one live display at a time), so it runs after ours closed.
     for name in lm_todo:
         console.print(f"LM {name}: constrained decoding of top-{k_max} for {samples.height} samples")

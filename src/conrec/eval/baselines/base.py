@@ -204,6 +204,41 @@ def no_signal_reason(model: object) -> str | None:
     return reason if isinstance(reason, str) else None
 
 
+NO_POINT_SIGNAL = "no signal from the history"
+"""What :func:`popularity_points` finds at a point, in the eval's note, unless the baseline names it more exactly in an
+optional ``no_point_signal`` attribute (swing, itemknn, EASE: "no co-dislike signal")."""
+
+
+def popularity_points(model: object, samples: pl.DataFrame) -> np.ndarray | None:
+    """Which of ``samples``' points a fitted baseline ranks by dislike popularity alone (a bool per point), or None
+    for a model without a :class:`Catalog` (not fitted, or not built on one).
+
+    Such a point is one whose ``item_scores`` row is one value over every item the baseline may recommend there (the
+    catalogue less the point's excluded items, :func:`conrec.eval.seen.exclusion_indices`): :func:`top_k` then takes
+    those items in the popularity order (a positive value ties them all, zero leaves them to the fill-up), and their
+    slate scores all tie. Why per point: ``no_signal`` speaks of the whole fit only (no co-dislike in any event); on a
+    log where most histories' dislikes have no neighbour, swing's top-20 was popularity's at 196 of 205 test points,
+    with no word. Scores the samples again (in :func:`score_chunks`), so it changes no ranking."""
+    catalog = getattr(model, "_catalog", None)
+    score = getattr(model, "item_scores", None)
+    if not isinstance(catalog, Catalog) or not callable(score):
+        return None
+    flat: list[bool] = []
+    for part in score_chunks(samples, len(catalog.item_ids)):
+        for row, excluded in zip(np.asarray(score(part)), exclusion_indices(part, catalog.index)):
+            allowed = np.ones(row.shape[0], dtype=bool)
+            allowed[excluded] = False
+            left = row[allowed]
+            flat.append(bool(left.size) and bool(left.min() == left.max()))
+    return np.array(flat, dtype=bool)
+
+
+def no_point_signal(model: object) -> str:
+    """What the baseline lacks at a point :func:`popularity_points` counts (:data:`NO_POINT_SIGNAL` unless it says)."""
+    what = getattr(model, "no_point_signal", None)
+    return what if isinstance(what, str) else NO_POINT_SIGNAL
+
+
 EpochHook = Callable[[int, int, float], None]
 """``on_epoch(epoch, epochs, mean_loss)``: called after each training epoch (1-based) of a baseline that has them."""
 

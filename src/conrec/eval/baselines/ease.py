@@ -14,7 +14,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.eval.baselines.base import Catalog
-from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, dislike_matrix, no_co_dislike
+from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT, ScoredRecommender, dislike_history_matrix, dislike_matrix, no_co_dislike
 from conrec.eval.config import EaseConfig
 
 
@@ -106,6 +106,7 @@ def symmetric_inverse_inplace(g: np.ndarray) -> np.ndarray:
 
 class EaseRecommender(ScoredRecommender):
     name = "ease"
+    no_point_signal = NO_CO_DISLIKE_AT_POINT  # see conrec.eval.baselines.base.popularity_points
 
     def __init__(self, cfg: EaseConfig | None = None) -> None:
         self.cfg = cfg or EaseConfig()

@@ -13,12 +13,13 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recent_dislikes, recommend_in_chunks
-from conrec.eval.baselines.scored import dislike_matrix, no_co_dislike
+from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT, dislike_matrix, no_co_dislike
 from conrec.eval.config import ItemKnnConfig
 
 
 class ItemKnnRecommender(DescribedBaseline):
     name = "itemknn"
+    no_point_signal = NO_CO_DISLIKE_AT_POINT  # see conrec.eval.baselines.base.popularity_points
 
     def __init__(self, cfg: ItemKnnConfig | None = None) -> None:
         self.cfg = cfg or ItemKnnConfig()

@@ -78,6 +78,9 @@ def scaled_log_popularity(dislike_counts: np.ndarray) -> np.ndarray:
 
 NO_CO_DISLIKE = "no user disliked two catalogue items in the fit events (no co-dislike to learn from)"
 NO_SWING_PAIR = "no two users disliked the same two items in the fit events (no Swing pair to learn from)"
+NO_CO_DISLIKE_AT_POINT = "no co-dislike signal (no disliked item of the history has a neighbour)"
+"""The item-item baselines' ``no_point_signal`` (:func:`conrec.eval.baselines.base.popularity_points`): at such a point
+every item they may recommend scores the same."""
 
 
 def no_co_dislike(x: sp.csr_matrix) -> str | None:

@@ -10,13 +10,14 @@ import numpy as np
 import polars as pl
 
 from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, recommend_in_chunks
-from conrec.eval.baselines.scored import NO_SWING_PAIR, dislike_history_matrix, dislike_matrix
+from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT, NO_SWING_PAIR, dislike_history_matrix, dislike_matrix
 from conrec.eval.config import SwingBaselineConfig
 from conrec.swing import SwingConfig, swing_matrix
 
 
 class SwingRecommender(DescribedBaseline):
     name = "swing"
+    no_point_signal = NO_CO_DISLIKE_AT_POINT  # see conrec.eval.baselines.base.popularity_points
 
     def __init__(self, cfg: SwingBaselineConfig | None = None) -> None:
         self.cfg = cfg or SwingBaselineConfig()
