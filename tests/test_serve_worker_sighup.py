@@ -23,6 +23,7 @@ class Spy(importlib.abc.MetaPathFinder):  # the SIGHUP disposition as each of th
                 raise ImportError("stop here")  # the serving app itself is not needed
         return None
 
+signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a process starts by default: not as inherited (nohup ignores it)
 sys.meta_path.insert(0, Spy())
 if sys.argv[1] != "unset":  # "self": the supervisor itself
     os.environ["CONREC_SERVE_PARENT"] = str(os.getpid()) if sys.argv[1] == "self" else sys.argv[1]
