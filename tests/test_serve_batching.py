@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from conrec.serve.app import create_app
 from conrec.serve.batching import MicroBatcher, group_indices, run_grouped
 from conrec.serve.config import ServeConfig
+from conrec.serve.limits import ClientGone
 
 from builders import SERVE_N_ITEMS, SERVE_TEST_LIMITS, serve_tables
 
@@ -151,6 +152,30 @@ def test_a_failing_job_fails_alone_and_its_neighbours_are_answered():
     results = _submit_all(batcher, first, release, [("k", "a"), ("k", "bad"), ("k", "c")])
     assert results[0] == "A" and results[2] == "C"
     assert isinstance(results[1], ValueError)
+
+
+def test_a_queued_job_whose_client_went_is_dropped_not_run():
+    # a job that leaves while its thread waits (woken) and one found gone when a leader gathers it: neither is run,
+    # each gets ClientGone, and the job between them is answered
+    ran: list[object] = []
+    batcher, first, release = _blocked_batcher(lambda key, ps: ran.extend(ps) or [str(p).upper() for p in ps])
+    left, found = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(4) as pool:
+        warm = pool.submit(batcher.submit, "warm", "w")
+        assert first.wait(10)
+        jobs = [pool.submit(batcher.submit, "k", p, gone) for p, gone in [("a", left.is_set), ("b", lambda: False), ("c", found.is_set)]]
+        deadline = time.monotonic() + 10
+        while batcher.queued() < 3 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        left.set()
+        batcher.wake()  # what the admission gate calls when a client goes
+        assert isinstance(jobs[0].exception(timeout=10), ClientGone)  # at once, while the model is still busy
+        assert batcher.queued() == 2 and not warm.done()
+        found.set()  # no wake-up: found when gathered
+        release.set()
+        assert warm.result(10) == "W" and jobs[1].result(10) == "B"
+        assert isinstance(jobs[2].exception(timeout=10), ClientGone)
+    assert ran == ["w", "b"]
 
 
 def test_a_lone_request_is_not_held_for_the_window():

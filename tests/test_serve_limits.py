@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,8 +15,10 @@ from fastapi.testclient import TestClient
 from conrec.config import PipelineConfig, load_config
 from conrec.errors import ConfigError
 from conrec.serve import app as app_mod
+from conrec.serve.config import ServeConfig
 from conrec.serve.limits import (
     AdmissionGate,
+    ClientGone,
     exposure_warning,
     is_loopback,
     resolve_api_key,
@@ -93,6 +97,27 @@ def test_admission_gate_counts_running_and_waiting():
     assert gate.reserve() and gate.reserve() and not gate.reserve()
     gate.release()
     assert gate.reserve() and gate.pending == 2
+
+
+def test_a_request_waiting_for_the_model_leaves_when_its_client_goes():
+    gate = AdmissionGate(workers=1, max_queue=2)
+    gone = threading.Event()
+
+    def wait_for_slot(client_gone) -> str:
+        with gate.model_slot(client_gone):
+            return "ran"
+
+    with ThreadPoolExecutor(2) as pool:
+        with gate.model_slot():  # the model is busy
+            leaving = pool.submit(wait_for_slot, gone.is_set)
+            staying = pool.submit(wait_for_slot, lambda: False)
+            time.sleep(0.05)
+            gone.set()
+            gate.client_left()
+            with pytest.raises(ClientGone):
+                leaving.result(10)
+            assert not staying.done()
+        assert staying.result(10) == "ran"  # the slot still goes to the one that stayed
 
 
 # --- messages and types ------------------------------------------------------------------------
@@ -278,3 +303,119 @@ def test_a_request_that_does_not_arrive_whole_in_time_is_closed(tmp_path, proces
         import httpx
 
         assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200  # the server itself is fine
+
+
+# --- abandoned requests ------------------------------------------------------------------------
+
+
+class _HeldPredictor:
+    """Popularity-free stand-in whose first model call waits for ``release``; records every history it computes."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.computed: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def _pass(self, histories) -> None:
+        with self.lock:
+            self.computed += [list(h[0]) for h in histories]
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+
+    def recommend(self, histories, k, exclude=None):
+        self._pass(histories)
+        return [[(f"i{j}", -float(j)) for j in range(6, 6 + k)] for _ in histories]
+
+    def score(self, histories, candidates):
+        self._pass(histories)
+        return [[float(len(c)) for c in slate] for slate in candidates]
+
+
+@contextmanager
+def _uvicorn(app):
+    """``app`` served by a real uvicorn (conrec's h11 protocol) on a free loopback port in a thread; yields (host, port)."""
+    import uvicorn
+
+    from conrec.serve.local import LOOPBACK, free_port
+    from conrec.serve.protocol import set_read_timeout
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host=LOOPBACK, port=port, log_level="warning", access_log=False, **set_read_timeout(30)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "the test server did not start"
+    try:
+        yield LOOPBACK, port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def _wait_for(what, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not what() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(what())
+
+
+def test_requests_abandoned_while_queued_are_not_computed_and_free_their_place():
+    """Found by a soak: a client that disconnected did not cancel its request: the server computed the whole answer,
+    and the request kept its admission place until then, so clients that time out and retry pushed live requests into
+    503s. A single request queued in the micro-batcher and a batch waiting for the model are now skipped when their
+    client goes, and give their place up at once; the request being computed, and every connected client, are answered."""
+    import json
+    import socket
+    import struct
+
+    import httpx
+
+    from builders import SERVE_TEST_LIMITS, serve_tables
+
+    items, sid_map, events = serve_tables()
+    pred = _HeldPredictor()
+    cfg = ServeConfig(**{**SERVE_TEST_LIMITS, "inference_workers": 1, "max_queue": 3, "batch_window_ms": 0})
+    app = app_mod.create_app(pred, items, sid_map, events, cfg, model_name="fake")
+    gate = app.state.admission
+    with _uvicorn(app) as (host, port), httpx.Client(base_url=f"http://{host}:{port}", timeout=30) as client:
+        answers: dict[str, httpx.Response] = {}
+
+        def live(name: str, history: list[str]) -> threading.Thread:
+            t = threading.Thread(target=lambda: answers.__setitem__(name, client.post("/v1/dislikes", json={"negative": history, "k": 2})))
+            t.start()
+            return t
+
+        running = live("running", ["i0"])
+        assert pred.entered.wait(10)  # it holds the one model slot
+        abandoned = []
+        for path, body in [
+            ("/v1/dislikes", {"negative": ["i1"]}),  # micro-batched: queued behind the running one
+            ("/v1/score", {"negative": ["i2"], "candidates": ["i5", "i6"]}),
+            ("/v1/dislikes/batch", {"requests": [{"negative": ["i3"]}, {"negative": ["i4"], "k": 3}]}),  # waits for the slot
+        ]:
+            raw = json.dumps(body).encode()
+            sock = socket.create_connection((host, port))
+            sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(raw)}\r\n\r\n".encode() + raw)
+            abandoned.append(sock)
+        assert _wait_for(lambda: gate.pending == 4), gate.pending  # all admitted: the queue is full
+        abandoned[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # one reset, two closed
+        for sock in abandoned:
+            sock.close()
+        assert _wait_for(lambda: gate.pending == 1), f"{gate.pending} places still held by abandoned requests"
+        later = live("later", ["i9"])  # admitted, not 503, while the first is still being computed
+        assert _wait_for(lambda: gate.pending == 2 or "later" in answers), answers.get("later")
+        pred.release.set()
+        running.join(30)
+        later.join(30)
+        assert answers["running"].status_code == 200 and answers["later"].status_code == 200, answers
+        assert [i["item_id"] for i in answers["later"].json()["items"]] == ["i6", "i7"]
+        assert pred.computed == [["i0"], ["i9"]]  # nothing of i1 .. i4: the abandoned requests were never computed
+        assert gate.abandoned == 3
+        for _ in range(3):  # keep-alive connections after all this: answered, none taken for gone
+            assert client.post("/v1/dislikes/batch", json={"requests": [{"negative": ["i8"]}]}).status_code == 200
+            assert client.post("/v1/score", json={"negative": ["i8"], "candidates": ["i1"]}).status_code == 200
+        assert gate.abandoned == 3 and _wait_for(lambda: gate.pending == 0)  # released just after each answer is sent

@@ -13,6 +13,10 @@ see :mod:`conrec.serve.limits`.
 Errors: every bad input is a 4xx whose ``detail`` names the problem (field, item ids, user); the
 predictor's own :class:`~conrec.errors.ConrecError` becomes a 4xx too; anything else is logged
 with its traceback and answered with 500. No error stops the server.
+
+Abandoned requests: a request whose client disconnects before its model call is not computed (the check is a flag
+read just before the call, and while it waits for one; see :class:`conrec.serve.limits.Admission`), is counted in the
+log, and gives its admission place up; a model pass already running is finished.
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ from conrec.serve.limits import (
     AdmissionGate,
     ApiKeyAuth,
     BodySizeLimit,
+    ClientGone,
+    Gone,
     HostCheck,
     NoStoreHeaders,
+    client_gone,
     clip,
     exposure_warning,
     quote,
@@ -187,6 +194,14 @@ def create_app(
     app = FastAPI(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+
+    async def abandoned(request: Request, exc: Exception) -> JSONResponse:
+        """A request skipped because its client had gone: counted and logged (the server sends no response to a
+        closed connection, so the access log has no line for it); the 499 goes nowhere."""
+        log.info("skipped the model call of %s: its client disconnected first (%d so far)", request.url.path, gate.count_abandoned())
+        return JSONResponse(status_code=499, content={"detail": "the client disconnected before the model call"})
+
+    app.add_exception_handler(ClientGone, abandoned)
     app.state.admission = gate  # observable (tests, metrics)
     # added last = outermost: response headers, Host check, size limit, then API key, then admission, then routing and parsing
     app.add_middleware(Admission, gate=gate, retry_after_s=cfg.retry_after_s)
@@ -308,6 +323,15 @@ def create_app(
             require_usable_scores(sc)
         return [[float(x) for x in sc] for sc in scores]
 
+    def unless_gone(gone: Gone) -> Callable[[Hashable, list[Any]], Sequence[Any]]:
+        """:func:`run_group` that first checks ``gone`` (a batch of several ``k`` makes one model call each)."""
+        def run(key: Hashable, payloads: list[Any]) -> Sequence[Any]:
+            if gone():
+                raise ClientGone
+            return run_group(key, payloads)
+
+        return run
+
     def run_group(key: Hashable, payloads: list[Any]) -> Sequence[Any]:
         """The micro-batcher's model call for one group of same-question jobs (see :mod:`conrec.serve.batching`)."""
         if key == _SCORE:
@@ -325,16 +349,17 @@ def create_app(
         slot=gate.model_slot,
     )
     app.state.batcher = batcher  # observable (tests, metrics)
+    gate.on_client_left.append(batcher.wake)  # a queued job whose client went leaves at once
 
-    def infer(payloads: list[tuple[History, tuple[str, ...]]], ks: list[int]) -> Recommendations:
+    def infer(payloads: list[tuple[History, tuple[str, ...]]], ks: list[int], gone: Gone) -> Recommendations:
         """Each (history, exclude ids) decoded with its own k (one model call per distinct k): batching changes no
-        answer beyond float32 rounding."""
-        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
-            recs: Recommendations = run_grouped(run_group, [(_DISLIKES, k) for k in ks], payloads)
+        answer beyond float32 rounding; :class:`ClientGone` instead when the client has gone before a model call."""
+        with gate.model_slot(gone):  # admitted already (Admission middleware): wait for a worker
+            recs: Recommendations = run_grouped(unless_gone(gone), [(_DISLIKES, k) for k in ks], payloads)
         return recs
 
-    def infer_scores(histories: list[History], slates: list[list[str]]) -> list[list[float]]:
-        with gate.model_slot():  # admitted already (Admission middleware): wait for a worker
+    def infer_scores(histories: list[History], slates: list[list[str]], gone: Gone) -> list[list[float]]:
+        with gate.model_slot(gone):  # admitted already (Admission middleware): wait for a worker, unless the client went
             return score_group(histories, slates)
 
     def response(
@@ -367,14 +392,14 @@ def create_app(
             raise unknown_items_error(unknown, where, "candidate ")
         return [c for c in req.candidates if c in catalog.sid]
 
-    def score_many(histories: list[History], slates: list[list[str]], one: bool) -> list[list[float]]:
+    def score_many(histories: list[History], slates: list[list[str]], one: bool, gone: Gone) -> list[list[float]]:
         """Scores of each slate's known candidates (a slate with none needs no model call)."""
         todo = [j for j, s in enumerate(slates) if s]
         out: list[list[float]] = [[] for _ in slates]
         if todo and one:
-            out[todo[0]] = batcher.submit(_SCORE, (histories[todo[0]], slates[todo[0]]))
+            out[todo[0]] = batcher.submit(_SCORE, (histories[todo[0]], slates[todo[0]]), gone)
         elif todo:
-            for j, sc in zip(todo, infer_scores([histories[j] for j in todo], [slates[j] for j in todo])):
+            for j, sc in zip(todo, infer_scores([histories[j] for j in todo], [slates[j] for j in todo], gone)):
                 out[j] = sc
         return out
 
@@ -425,10 +450,10 @@ def create_app(
             raise HTTPException(413, f"batch has {n} requests; the limit is max_batch = {cfg.max_batch}")
 
     @app.post("/v1/dislikes", response_model=DislikeResponse, responses=_ERRORS, summary="top-K likely dislikes")
-    def dislikes(req: DislikeRequest) -> DislikeResponse:
+    def dislikes(req: DislikeRequest, request: Request) -> DislikeResponse:
         k = k_of(req, "")
         history, exclude, skipped = dislike_request(req, "")
-        recs = batcher.submit((_DISLIKES, k), (history, exclude))
+        recs = batcher.submit((_DISLIKES, k), (history, exclude), client_gone(request.scope))
         return response(recs, k, history if req.explain else None, skipped)
 
     @app.post(
@@ -437,11 +462,11 @@ def create_app(
         responses=_ERRORS,
         summary="top-K likely dislikes for many histories in one model call",
     )
-    def dislikes_batch(batch: DislikeBatchRequest) -> DislikeBatchResponse:
+    def dislikes_batch(batch: DislikeBatchRequest, request: Request) -> DislikeBatchResponse:
         check_batch_size(len(batch.requests))
         ks = [k_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         read = [dislike_request(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        recs = infer([(h, ex) for h, ex, _ in read], ks)
+        recs = infer([(h, ex) for h, ex, _ in read], ks, client_gone(request.scope))
         results = [response(r, k, h if q.explain else None, sk) for r, k, (h, _, sk), q in zip(recs, ks, read, batch.requests)]
         return DislikeBatchResponse(results=results, model=model)
 
@@ -451,10 +476,10 @@ def create_app(
         responses=_ERRORS,
         summary="dislike score, rank and keep/filter decision of each candidate of a slate",
     )
-    def score(req: ScoreRequest) -> ScoreResponse:
+    def score(req: ScoreRequest, request: Request) -> ScoreResponse:
         history, skipped = history_and_skipped(req, "")
         slate = slate_of(req, "")
-        return score_response(req, slate, score_many([history], [slate], one=True)[0], history, skipped)
+        return score_response(req, slate, score_many([history], [slate], True, client_gone(request.scope))[0], history, skipped)
 
     @app.post(
         "/v1/score/batch",
@@ -462,11 +487,11 @@ def create_app(
         responses=_ERRORS,
         summary="score many slates (one per history) in one model call",
     )
-    def score_batch(batch: ScoreBatchRequest) -> ScoreBatchResponse:
+    def score_batch(batch: ScoreBatchRequest, request: Request) -> ScoreBatchResponse:
         check_batch_size(len(batch.requests))
         read = [history_and_skipped(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
         slates = [slate_of(r, f"requests[{j}]: ") for j, r in enumerate(batch.requests)]
-        scores = score_many([h for h, _ in read], slates, one=False)
+        scores = score_many([h for h, _ in read], slates, False, client_gone(request.scope))
         results = [score_response(r, sl, sc, h, sk) for r, sl, sc, (h, sk) in zip(batch.requests, slates, scores, read)]
         return ScoreBatchResponse(results=results, model=model)
 

@@ -16,6 +16,11 @@ refusal stay where they were (:class:`conrec.serve.limits.Admission`): every job
 
 When a merged group fails, each of its jobs is rerun alone, so an error belongs to the request that
 caused it and never to its neighbours.
+
+A job whose client has gone (its ``gone()``, see :class:`conrec.serve.limits.Admission`) is dropped with
+:class:`~conrec.serve.limits.ClientGone` while it waits in the queue (:meth:`MicroBatcher.wake` makes its thread look),
+when a leader gathers it, and after the model slot is taken, just before the pass: it is never computed. A job
+already inside a model pass is answered as usual (torch is not interrupted).
 """
 
 from __future__ import annotations
@@ -29,15 +34,26 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from conrec.serve.limits import ClientGone, Gone, never_gone
+
 # (key, payloads) -> one result per payload, in order; raises for the whole group
 GroupRunner = Callable[[Hashable, list[Any]], Sequence[Any]]
 
 
-@dataclass
+@dataclass(eq=False)  # a job is itself: found in the queue by identity, not by an equal payload
 class _Job:
     key: Hashable
     payload: Any
+    gone: Gone = never_gone
     future: Future[Any] = field(default_factory=Future)
+
+    def dropped(self) -> bool:
+        """Whether the job's client has gone: then its future gets :class:`ClientGone` (once) and it is not run."""
+        if not self.gone():
+            return False
+        if not self.future.done():
+            self.future.set_exception(ClientGone())
+        return True
 
 
 def group_indices(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
@@ -69,8 +85,9 @@ class MicroBatcher:
     request then runs in its own thread exactly as without batching (no hand-over to another thread,
     which costs a scheduler wake-up on a loaded machine), and nothing outlives the app.
 
-    ``slot`` is entered around each model call (the admission gate's worker slot, so the batch
-    endpoints and the micro-batches share the ``inference_workers`` limit); ``waiting`` returns how
+    ``slot(gone)`` is entered around each model call (the admission gate's worker slot, so the batch
+    endpoints and the micro-batches share the ``inference_workers`` limit; it raises :class:`ClientGone` when
+    ``gone()`` turns true while it waits); ``waiting`` returns how
     many requests are admitted right now (the adaptive wait above). ``max_size = 1`` disables
     merging: every job runs alone, as before micro-batching.
     """
@@ -83,7 +100,7 @@ class MicroBatcher:
         window_s: float,
         workers: int = 1,
         waiting: Callable[[], int] = lambda: 0,
-        slot: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        slot: Callable[[Gone], AbstractContextManager[Any]] = lambda gone: nullcontext(),
     ) -> None:
         if max_size < 1 or window_s < 0 or workers < 1:
             raise ValueError(f"max_size >= 1, window_s >= 0 and workers >= 1 required, got {max_size}, {window_s}, {workers}")
@@ -100,13 +117,17 @@ class MicroBatcher:
         self._leaders = 0
         self.batch_sizes: Counter[int] = Counter()  # model calls per group size (observable: tests, logs; bounded)
 
-    def submit(self, key: Hashable, payload: Any) -> Any:
-        """Run ``payload`` in a batch with others of the same ``key``; return its own result (or raise its error)."""
-        job = _Job(key, payload)
+    def submit(self, key: Hashable, payload: Any, gone: Gone = never_gone) -> Any:
+        """Run ``payload`` in a batch with others of the same ``key``; return its own result (or raise its error,
+        :class:`ClientGone` when ``gone()`` turned true before its model pass)."""
+        job = _Job(key, payload, gone)
         with self._arrived:
             self._queue.append(job)
             self._arrived.notify()
             while not job.future.done() and self._leaders >= self.workers:
+                if job in self._queue and job.dropped():  # still queued, no leader holds it: leave now
+                    self._queue.remove(job)
+                    break
                 self._changed.wait()
             lead = not job.future.done()
             if lead:
@@ -120,6 +141,11 @@ class MicroBatcher:
                     self._leaders -= 1
                     self._changed.notify_all()
         return job.future.result()
+
+    def wake(self) -> None:
+        """Make every waiting request look again (a client has gone: its job leaves the queue at once)."""
+        with self._changed:
+            self._changed.notify_all()
 
     def queued(self) -> int:
         """Jobs waiting for a leader (observable: tests)."""
@@ -137,6 +163,7 @@ class MicroBatcher:
                 if left <= 0:
                     break
                 self._arrived.wait(left)
+            self._queue = deque(j for j in self._queue if not j.dropped())
             return [self._queue.popleft() for _ in range(min(self.max_size, len(self._queue)))]
 
     def _lead_once(self) -> None:
@@ -147,12 +174,21 @@ class MicroBatcher:
             self._changed.notify_all()
 
     def _answer(self, group: list[_Job]) -> None:
-        """Run one group; on failure rerun each job alone so each gets its own result or error."""
+        """Run one group, less the jobs whose client has gone by the time the slot is taken; on failure rerun
+        each job alone so each gets its own result or error."""
         try:
-            with self._slot():
+            with self._slot(lambda: all(j.gone() for j in group)):
+                group = [j for j in group if not j.dropped()]
+                if not group:
+                    return
                 results = self._run(group[0].key, [j.payload for j in group])
             if len(results) != len(group):
                 raise RuntimeError(f"group runner returned {len(results)} results for {len(group)} jobs")
+        except ClientGone as exc:  # every client went while the slot was awaited
+            for job in group:
+                if not job.dropped():
+                    job.future.set_exception(exc)
+            return
         except Exception as exc:
             if len(group) == 1:
                 group[0].future.set_exception(exc)

@@ -9,7 +9,8 @@ Why each, in the order a request meets them:
   but :data:`OPEN_PATHS` (``/healthz``, the inspector page's data-free shell) needs ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` (401 otherwise),
   compared in constant time. ``/healthz`` stays open for load balancers.
 * :class:`Admission` + :class:`AdmissionGate`: at most ``inference_workers`` model calls run and ``max_queue`` wait; the
-  next request gets 503 with ``Retry-After`` at once instead of joining an unbounded queue.
+  next request gets 503 with ``Retry-After`` at once instead of joining an unbounded queue. An admitted request whose
+  client disconnects before its model call is skipped (:class:`ClientGone`) and gives its place up at once.
 * :func:`clip`: error messages quote user input only up to a bounded length.
 
 And on the way out, :class:`NoStoreHeaders` (outermost): every response says ``Cache-Control: no-store`` and
@@ -18,12 +19,13 @@ And on the way out, :class:`NoStoreHeaders` (outermost): every response says ``C
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -42,6 +44,25 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Gone = Callable[[], bool]  # whether an admitted request's client has disconnected (cheap: read per job)
+
+# scope key of an admitted request's Gone (set by Admission; conrec.serve.app passes it to the model calls)
+CLIENT_GONE = "conrec.client_gone"
+
+
+class ClientGone(Exception):
+    """The client of an admitted request disconnected before its model call, which is therefore skipped."""
+
+
+def never_gone() -> bool:
+    """The :data:`Gone` of a request that is not watched (no :class:`Admission` in front: tests, the inspector)."""
+    return False
+
+
+def client_gone(scope: Mapping[str, Any]) -> Gone:
+    """The :data:`Gone` that :class:`Admission` put in ``scope``, else :func:`never_gone`."""
+    gone: Gone = scope.get(CLIENT_GONE, never_gone)
+    return gone
 
 
 def clip(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
@@ -227,7 +248,7 @@ class BodySizeLimit:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([], message), send)
+                await self.app(scope, _replay([], message, receive), send)
                 return
             body = message.get("body", b"")
             total += len(body)
@@ -236,11 +257,15 @@ class BodySizeLimit:
                 return
             chunks.append(body)
             more = bool(message.get("more_body", False))
-        await self.app(scope, _replay(chunks, None), send)
+        await self.app(scope, _replay(chunks, None, receive), send)
 
 
-def _replay(chunks: list[bytes], then: Message | None) -> Receive:
-    """A ``receive`` that yields the buffered body as one message, then ``then`` (or a disconnect)."""
+def _replay(chunks: list[bytes], then: Message | None, server_receive: Receive) -> Receive:
+    """A ``receive`` that yields the buffered body as one message, then ``then`` or, without one, the server's
+    ``receive`` again (after a whole body, it answers only ``http.disconnect``, when the client goes).
+
+    Why not a made-up disconnect: :class:`Admission` listens for the real one, and a fake one would have every
+    connected client's request skipped as abandoned."""
     sent = False
 
     async def receive() -> Message:
@@ -250,7 +275,7 @@ def _replay(chunks: list[bytes], then: Message | None) -> Receive:
             if then is not None and not chunks:
                 return then
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        return then if then is not None else {"type": "http.disconnect"}
+        return then if then is not None else await server_receive()
 
     return receive
 
@@ -295,14 +320,18 @@ class AdmissionGate:
     latencies (32 clients: p95 3 s); a fast 503 + Retry-After lets clients back off or go elsewhere.
     A request takes its place in :class:`Admission` (on the event loop, before its body is parsed
     or a worker thread is used) and holds it until its response is sent; :meth:`model_slot` is the
-    part where it waits for one of the ``workers``.
+    part where it waits for one of the ``workers``, and leaves when its client goes (:meth:`client_left`).
     """
 
     def __init__(self, workers: int, max_queue: int) -> None:
         self.capacity = workers + max_queue
-        self._run = threading.BoundedSemaphore(workers)
+        self.workers = workers
+        self._busy = 0  # model slots taken
+        self._slots = threading.Condition()
         self._lock = threading.Lock()
         self.pending = 0
+        self.abandoned = 0  # requests whose model call was skipped because their client had gone (observable: tests, logs)
+        self.on_client_left: list[Callable[[], None]] = []  # more waits to wake when a client goes (the micro-batcher's)
 
     def reserve(self) -> bool:
         with self._lock:
@@ -315,14 +344,47 @@ class AdmissionGate:
         with self._lock:
             self.pending -= 1
 
+    def count_abandoned(self) -> int:
+        """One more request skipped because its client had gone; the count so far."""
+        with self._lock:
+            self.abandoned += 1
+            return self.abandoned
+
     @contextmanager
-    def model_slot(self) -> Iterator[None]:
-        with self._run:
+    def model_slot(self, gone: Gone = never_gone) -> Iterator[None]:
+        """Hold one of the ``workers`` slots; :class:`ClientGone` instead when ``gone()`` is (or turns) true
+        before the slot is taken, so that an abandoned request is neither computed nor kept waiting."""
+        with self._slots:
+            while self._busy >= self.workers and not gone():
+                self._slots.wait()
+            if gone():
+                if self._busy < self.workers:
+                    self._slots.notify()  # this waiter may have been the one woken for the free slot: pass it on
+                raise ClientGone
+            self._busy += 1
+        try:
             yield
+        finally:
+            with self._slots:
+                self._busy -= 1
+                self._slots.notify()
+
+    def client_left(self) -> None:
+        """Wake every wait for a slot (and :attr:`on_client_left`), so that the request whose client went leaves it."""
+        with self._slots:
+            self._slots.notify_all()
+        for wake in self.on_client_left:
+            wake()
 
 
 class Admission:
-    """ASGI middleware: model endpoints (``POST /v1/...``) pass :class:`AdmissionGate` or get 503."""
+    """ASGI middleware: model endpoints (``POST /v1/...``) pass :class:`AdmissionGate` or get 503.
+
+    An admitted request is watched: once its body is read, a task listens for the client's disconnect, and the
+    request's :data:`Gone` (``scope[CLIENT_GONE]``) turns true when it comes before the response is sent. Why: the
+    endpoints run in worker threads, which a disconnect does not stop, so an abandoned request used to be computed
+    whole and keep its place until then (clients that time out and retry then pushed live ones into 503s).
+    """
 
     def __init__(self, app: ASGIApp, gate: AdmissionGate, retry_after_s: int) -> None:
         self.app = app
@@ -342,7 +404,57 @@ class Admission:
                 {"Retry-After": str(self.retry_after_s)},
             )
             return
+        watch = _DisconnectWatch(receive, send, self.gate.client_left)
+        scope[CLIENT_GONE] = watch.gone.is_set
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, watch.receive, watch.send)
         finally:
+            watch.stop()
             self.gate.release()
+
+
+class _DisconnectWatch:
+    """One request's ``receive`` and ``send``, with a listener for its client's disconnect once its body is read.
+
+    Why a listener task: nobody reads ``receive`` after the body, and uvicorn stops reading the socket unless asked
+    for a message, so a disconnect went unnoticed until the response was sent. ``gone`` is a thread-safe flag, cheap
+    to read per job. After the body, the server's ``receive`` only answers ``http.disconnect`` (the client went, or
+    the response is complete), so the listener owns it, and the app's own later calls get its answer."""
+
+    def __init__(self, receive: Receive, send: Send, on_gone: Callable[[], None]) -> None:
+        self._receive, self._send, self._on_gone = receive, send, on_gone
+        self.gone = threading.Event()
+        self._heard = asyncio.Event()  # the listener's message came
+        self._listener: asyncio.Task[None] | None = None
+        self._answered = False
+
+    def _left(self) -> None:
+        if not self._answered and not self.gone.is_set():
+            self.gone.set()
+            self._on_gone()
+
+    async def _listen(self) -> None:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._left()
+        self._heard.set()
+
+    async def receive(self) -> Message:
+        if self._listener is not None:
+            await self._heard.wait()
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._left()
+        elif not message.get("more_body", False):
+            self._listener = asyncio.get_running_loop().create_task(self._listen())
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._answered = True  # the server's receive now says http.disconnect: not the client leaving
+        await self._send(message)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
