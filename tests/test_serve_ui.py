@@ -50,8 +50,16 @@ def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(
 
 def test_every_response_says_no_store_and_nosniff_once(tmp_path):
     """Found by probing: the page's shell and assets (no data) said ``Cache-Control: no-store`` and ``nosniff``, the
-    JSON holding the data (a user's history, the API's answers) neither, so a browser or proxy could cache it."""
+    JSON holding the data (a user's history, the API's answers) neither, so a browser or proxy could cache it.
+    Found in review: a route that raised got Starlette's own 500, from outside every middleware, with neither; now
+    the app's 500 says both too, as the refusals (413 over the body limit, 503 with the queue full) do."""
     client, test = _run(tmp_path, api_key=KEY)
+
+    def boom() -> None:
+        raise RuntimeError("secret detail of the failure")
+
+    client.app.add_api_route("/ui/api/boom", boom)
+    client = TestClient(client.app, base_url="http://localhost", raise_server_exceptions=False)
     key = {"X-API-Key": KEY}
     row = test.row(0, named=True)
     history = [{"item_id": i, "feedback": int(f)} for i, f in zip(row["hist_items"], row["hist_feedback"])]
@@ -69,11 +77,22 @@ def test_every_response_says_no_store_and_nosniff_once(tmp_path):
         "page": client.get("/ui"),
         "asset": client.get("/ui/assets/app.js"),
         "other host": client.get("/healthz", headers={"Host": "evil.example"}),
+        "raised": client.get("/ui/api/boom", headers=key),
+        "too large": client.post("/v1/dislikes", content=b"x" * 2_000_001, headers={**key, "content-type": "application/json"}),
     }
-    assert [r.status_code for r in responses.values()] == [200] * 8 + [401, 422, 200, 200, 400]
+    gate = client.app.state.admission
+    while gate.reserve():  # the model's slots and queue all taken
+        pass
+    try:
+        responses["busy"] = client.post("/v1/dislikes", json={"history": history}, headers=key)
+    finally:
+        while gate.pending:
+            gate.release()
+    assert [r.status_code for r in responses.values()] == [200] * 8 + [401, 422, 200, 200, 400, 500, 413, 503]
     for what, r in responses.items():
         assert r.headers.get_list("cache-control") == ["no-store"], what
         assert r.headers.get_list("x-content-type-options") == ["nosniff"], what
+    assert responses["raised"].json() == {"detail": "internal server error; see the server log"}  # no traceback, no message
 
 
 def test_page_source_has_no_inline_script_or_handler_and_writes_text_only():

@@ -46,6 +46,7 @@ from conrec.serve.batching import MicroBatcher, run_grouped
 from conrec.serve.catalog import History, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig, check_max_k
 from conrec.serve.limits import (
+    NO_STORE_HEADERS,
     Admission,
     AdmissionGate,
     ApiKeyAuth,
@@ -194,6 +195,7 @@ def create_app(
     app = FastAPI(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _server_error)
 
     async def abandoned(request: Request, exc: Exception) -> JSONResponse:
         """A request skipped because its client had gone: counted and logged (the server sends no response to a
@@ -503,6 +505,17 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     detail = clip(exc.detail) if isinstance(exc.detail, str) else exc.detail
     return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """An unhandled exception's 500: a generic JSON detail (no traceback, no message: it may quote data) with
+    :data:`~conrec.serve.limits.NO_STORE_HEADERS`.
+
+    Why: Starlette answers it from its ``ServerErrorMiddleware``, which sits outside every middleware the app adds,
+    so :class:`~conrec.serve.limits.NoStoreHeaders` never sees it. Starlette re-raises the exception after this
+    response, so the server still logs the traceback."""
+    headers = {k.decode(): v.decode() for k, v in NO_STORE_HEADERS}
+    return JSONResponse(status_code=500, content={"detail": "internal server error; see the server log"}, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

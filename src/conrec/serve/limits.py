@@ -196,7 +196,9 @@ class NoStoreHeaders:
 
     Why: the inspector page's shell and assets, which hold no data, said ``no-store`` and ``nosniff``
     (:data:`conrec.serve.ui.SECURITY_HEADERS`), while the JSON that holds the data (a user's history from
-    ``/ui/api/points/{id}``, the API's answers) said neither, so a browser or proxy could keep it in its cache."""
+    ``/ui/api/points/{id}``, the API's answers) said neither, so a browser or proxy could keep it in its cache.
+    An unhandled exception's 500 is sent from outside it (Starlette's ``ServerErrorMiddleware``); the app's handler
+    for it adds them there."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
