@@ -195,9 +195,12 @@ def test_exclude_lists_items_never_to_return_checked_like_history_items(serve_cl
 def test_an_unknown_id_that_is_a_catalogue_id_in_another_unicode_normalisation_says_so():
     """Found by probing: the NFD form of the catalogue's NFC id "ünï©ødé" got 422 "unknown item id(s): 'ünï©ødé'",
     which looks exactly like the known id. Ids still match exactly; the message now names the catalogue id it
-    differs from only in normalisation (NFC/NFD, or NFKC's compatibility forms such as the ligature "ﬁ")."""
+    differs from only in normalisation (canonically equivalent: NFC/NFD).
+    Found in review: the twin was found by NFKC, so ids that do not look the same ("ａ²" for "a2", the ligature "ﬁ"
+    for "fi") were said to differ "only in Unicode normalisation" and lost the "items newer than the model?" hint.
+    They are now said to resemble the catalogue id (its compatibility form), and keep the hint."""
     nfc = unicodedata.normalize("NFC", "ünï©ødé")
-    renamed = {"i3": nfc, "i4": "fi"}
+    renamed = {"i3": nfc, "i4": "fi", "i5": "a2"}
     items, sid_map, events = (t.with_columns(pl.col("item_id").replace(renamed)) for t in serve_tables())
     pred = RecordingPredictor(events, sid_map["item_id"].to_list())
     client = TestClient(create_app(pred, items, sid_map, events, ServeConfig(**SERVE_TEST_LIMITS), model_name="fake"), base_url="http://localhost")
@@ -206,8 +209,13 @@ def test_an_unknown_id_that_is_a_catalogue_id_in_another_unicode_normalisation_s
     assert r.status_code == 422
     assert r.json()["detail"] == (f"unknown item id(s): {nfd!r} (differs from catalogue id {nfc!r} only in Unicode normalisation: "
                                   "the catalogue's is NFC; ids are matched exactly)")  # not "items newer than the model?"
+    newer = " (items newer than the model? serve.unknown_items: skip leaves them out)"
     r = client.post("/v1/dislikes", json={"negative": ["i1"], "exclude": ["nope", "\ufb01"]})
     assert r.status_code == 422
-    assert r.json()["detail"] == ("unknown exclude item id(s): 'nope', 'ﬁ' (differs from catalogue id 'fi' only in Unicode normalisation; "
-                                  "ids are matched exactly) (items newer than the model? serve.unknown_items: skip leaves them out)")
+    assert r.json()["detail"] == ("unknown exclude item id(s): 'nope', 'ﬁ' (resembles catalogue id 'fi', its Unicode compatibility form; "
+                                  "ids are matched exactly)" + newer)
+    r = client.post("/v1/dislikes", json={"negative": ["\uff41\u00b2"]})  # fullwidth a, superscript 2: alone, still maybe newer
+    assert r.status_code == 422
+    assert r.json()["detail"] == ("unknown item id(s): 'ａ²' (resembles catalogue id 'a2', its Unicode compatibility form; "
+                                  "ids are matched exactly)" + newer)
     assert client.post("/v1/dislikes", json={"negative": [nfc]}).status_code == 200 and pred.calls  # the exact id is known

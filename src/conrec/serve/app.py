@@ -225,17 +225,19 @@ def create_app(
     skip_unknown = cfg.unknown_items == "skip"
 
     def unknown_shown(item: str) -> str:
-        """An unknown id quoted, with the catalogue id it equals but for Unicode normalisation (else the two look the same)."""
+        """An unknown id quoted, with the catalogue id it equals but for Unicode normalisation (else the two look the
+        same), or that it resembles (the same in NFKC: ``"ａ²"`` for ``"a2"``)."""
         twin = catalog.normalisation_twin(item)
         if twin is None:
-            return quote(item)
+            like = catalog.compatibility_twin(item)
+            return quote(item) + ("" if like is None else f" (resembles catalogue id {quote(like)}, its Unicode compatibility form; ids are matched exactly)")
         form = next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, twin) and not unicodedata.is_normalized(f, item)), None)
         return f"{quote(item)} (differs from catalogue id {quote(twin)} only in Unicode normalisation" + (
             f": the catalogue's is {form}; ids are matched exactly)" if form else "; ids are matched exactly)")
 
     def unknown_items_error(unknown: list[str], where: str, what: str) -> HTTPException:
         shown = ", ".join(unknown_shown(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
-        newer = any(catalog.normalisation_twin(i) is None for i in unknown)  # else each is a catalogue id written otherwise
+        newer = any(catalog.normalisation_twin(i) is None for i in unknown)  # else each is a catalogue id that looks the same
         hint = "" if skip_unknown or not newer else " (items newer than the model? serve.unknown_items: skip leaves them out)"
         return HTTPException(422, f"{where}unknown {what}item id(s): {shown}{hint}")
 

@@ -9,12 +9,14 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
 
 History = tuple[list[str], list[int]]
+_Form = Literal["NFC", "NFKC"]
 
 
 @dataclass(frozen=True)
@@ -48,20 +50,34 @@ class SidCatalog:
         return list(dict.fromkeys(i for i in item_ids if i not in self.sid))
 
     @cached_property
-    def _by_nfkc(self) -> dict[str, str]:
-        """NFKC form -> the first catalogue id of that form; made on the first unknown id it is asked about."""
-        by: dict[str, str] = {}
+    def _by_form(self) -> dict[_Form, dict[str, str]]:
+        """NFC and NFKC form -> the first catalogue id of that form; made on the first unknown id it is asked about."""
+        by: dict[_Form, dict[str, str]] = {"NFC": {}, "NFKC": {}}
         for i in self.sid:
-            by.setdefault(unicodedata.normalize("NFKC", i), i)
+            for form, ids in by.items():
+                ids.setdefault(unicodedata.normalize(form, i), i)
         return by
 
+    def _twin(self, item_id: str, form: _Form) -> str | None:
+        twin = self._by_form[form].get(unicodedata.normalize(form, item_id))
+        return None if twin == item_id else twin
+
     def normalisation_twin(self, item_id: str) -> str | None:
-        """The catalogue id that the unknown ``item_id`` equals once both are Unicode-normalised (NFKC), or None.
+        """The catalogue id that the unknown ``item_id`` is canonically equivalent to (equal once both are NFC), or None.
 
         Why: ids are matched exactly, and one sent in another normalisation (``"u"`` + combining diaeresis for the
-        catalogue's ``"ü"``) looks the same as the catalogue's in an "unknown item id" message."""
-        twin = self._by_nfkc.get(unicodedata.normalize("NFKC", item_id))
-        return None if twin == item_id else twin
+        catalogue's ``"ü"``) looks the same as the catalogue's in an "unknown item id" message. Only canonical
+        equivalents look the same: NFKC also pairs ``"²"`` with ``"2"`` and fullwidth ``"ａ"`` with ``"a"``
+        (:meth:`compatibility_twin`)."""
+        return self._twin(item_id, "NFC")
+
+    def compatibility_twin(self, item_id: str) -> str | None:
+        """The catalogue id that the unknown ``item_id`` equals only once both are NFKC (``"ａ²"`` for ``"a2"``, the
+        ligature ``"ﬁ"`` for ``"fi"``), or None; None where :meth:`normalisation_twin` finds one.
+
+        Why: such an id resembles the catalogue's without looking the same, so it may as well be a new item:
+        the message names the likeness and keeps its "items newer than the model?" hint."""
+        return None if self.normalisation_twin(item_id) is not None else self._twin(item_id, "NFKC")
 
 
 def _sid_str(value: object) -> str:
