@@ -164,13 +164,17 @@ function renderPointsHint(ov) {
     + (ov.live_unscored ? ` The served model's live list is not scored on these points: ${ov.live_unscored}.` : "");
 }
 
+// The run's health and overview, shown; returns the outcome for the status line ("Run loaded: model grpo, 1682
+// items, 254 evaluation points"): the page's first line, "loading the run…", was otherwise left blank.
 async function loadOverview() {
-  showHealth(await api("/healthz"));
+  const health = await api("/healthz");
+  showHealth(health);
   const ov = await api("/ui/api/overview");
   state.overview = ov;
   renderPointsHint(ov);
   $("random-user").disabled = !ov.n_points;
   $("key-form").hidden = true;
+  return `Run loaded: model ${health.model}, ${count(health.n_items, "item")}, ${count(ov.n_points, "evaluation point")}`;
 }
 
 // "first 50 of 120" under a search the server cut (it returns at most 50 rows, and how many matched)
@@ -503,8 +507,7 @@ function submit(id, what, fn, statusId) {
 document.addEventListener("DOMContentLoaded", () => {
   submit("key-form", "checking the key", async () => {
     sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
-    await loadOverview();
-    return "key accepted";
+    return `Key accepted. ${await loadOverview()}`;
   });
   // the pick card's own status lines, next to its controls: the one at the top is off-screen at 200 % zoom
   submit("user-form", "finding users", () => findUsers($("user-query").value), "pick-status");  // untrimmed: the server tries it as typed and stripped
