@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -379,18 +380,19 @@ def test_the_report_notes_a_baseline_that_ranks_most_points_by_popularity(tmp_pa
     cfg = _cfg(run.root, baselines=["popularity", "itemknn", "swing"], models=[], slates={"enabled": False})
     STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     measured = (run.eval / "metrics.json").read_text()
+    real = eval_stage.recommend_noting_flat
 
     samples = pl.read_parquet(run.samples).filter(pl.col("split") == "test")
     # swing ranks every point but its first by popularity; itemknn 2 of them, under half; popularity is not asked
     asked: list[str] = []
 
-    def flat_swing(model: object, points: pl.DataFrame) -> np.ndarray:
-        asked.append(model.name)  # type: ignore[attr-defined]
+    def flat_swing(model: Any, points: pl.DataFrame, k: int) -> tuple[list[list[str]], np.ndarray]:
+        asked.append(model.name)
         flat = np.zeros(points.height, dtype=bool)
-        flat[slice(1, None) if model.name == "swing" else slice(0, 2)] = True  # type: ignore[attr-defined]
-        return flat
+        flat[slice(1, None) if model.name == "swing" else slice(0, 2)] = True
+        return real(model, points, k)[0], flat
 
-    monkeypatch.setattr(eval_stage, "popularity_points", flat_swing)
+    monkeypatch.setattr(eval_stage, "recommend_noting_flat", flat_swing)
     console = Console(record=True, width=400)
     STAGE_REGISTRY["eval"].call(cfg, console=console)
     assert (run.eval / "metrics.json").read_text() == measured  # notes only
@@ -405,6 +407,35 @@ def test_the_report_notes_a_baseline_that_ranks_most_points_by_popularity(tmp_pa
     report = run.report.read_text()
     assert f"- {note}" in report and "itemknn: no co-dislike" not in report
     assert note in " ".join(console.export_text().split())
+
+
+def test_the_eval_scores_each_point_once_per_baseline_for_its_top_k_and_the_popularity_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by review: the per-point popularity count scored every evaluated point a second time for every baseline but
+    popularity (itemknn at 30,000 items and 5,000 points: 1.8 s to rank, 2.7 s more to count), outside its timing.
+    The count is now read off the top-K's pass: each baseline scores each point once (slates, tuning and the context
+    swap off)."""
+    run, _ = eval_run_dir(tmp_path / "run")
+    cfg = _cfg(run.root, baselines=["popularity", "itemknn", "swing", "ease", "category"], models=[], slates={"enabled": False})
+    scored: dict[str, int] = {}
+    real_make = eval_stage.make_baseline
+
+    def counting_make(name: str, bcfg: Any) -> Any:
+        model = real_make(name, bcfg)
+        scores = model.item_scores
+
+        def counted(points: pl.DataFrame) -> Any:
+            scored[name] = scored.get(name, 0) + points.height
+            return scores(points)
+
+        model.item_scores = counted
+        return model
+
+    monkeypatch.setattr(eval_stage, "make_baseline", counting_make)
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    n = pl.read_parquet(run.samples).filter(pl.col("split") == "test").height
+    assert scored == dict.fromkeys(cfg.eval.baselines, n)
 
 
 def test_popularity_point_notes_group_baselines_alike_and_start_at_half_the_points() -> None:

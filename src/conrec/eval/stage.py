@@ -38,7 +38,7 @@ from conrec.data.schema import DISLIKE
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
-from conrec.eval.baselines.base import no_point_signal, no_signal_reason, popularity_points, watch_epochs
+from conrec.eval.baselines.base import no_point_signal, no_signal_reason, recommend_noting_flat, watch_epochs
 from conrec.eval.baselines.category import facet_pairs, unique_column_notes
 from conrec.eval.bootstrap import resampled_unit
 from conrec.eval.compare import MIN_POINTS, SMALL_N, add_intervals
@@ -295,9 +295,9 @@ POPULARITY_POINTS_SHARE = 0.5
 def popularity_points_notes(flat: dict[str, tuple[np.ndarray, str]], samples: pl.DataFrame, split: str, slates: bool) -> list[str]:
     """Notes on the baselines that rank :data:`POPULARITY_POINTS_SHARE` or more of the evaluated ``samples`` by dislike
     popularity alone (``flat``: baseline -> (a bool per point, what it lacked there),
-    :func:`conrec.eval.baselines.base.popularity_points`), one per (what, how many), naming how many of those points
-    hold no dislike in their history (no baseline reading dislikes has anything there); ``slates``: the
-    exposure-controlled evaluation ran.
+    :func:`conrec.eval.baselines.base.popularity_points`, read off the top-K pass), one per (what, how many), naming
+    how many of those points hold no dislike in their history (no baseline reading dislikes has anything there);
+    ``slates``: the exposure-controlled evaluation ran.
 
     Why: the whole-fit note (:func:`no_signal_notes`) fires only when a baseline learnt nothing at all. On a log where
     few histories hold a disliked item with a co-disliked neighbour, swing's top-20 was dislike popularity at 196 of 205
@@ -543,15 +543,19 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             if ecfg.slates.enabled:  # else not kept: EASE's n_items^2 matrix stayed alive through every later baseline
                 fitted[name] = model
             fitted_any = True
-            recs = model.recommend(samples, k_max)
+            # popularity's row is popularity; a whole-fit reason above already says so of every point. Else the points it
+            # ranks by popularity alone are read off the top-K's own pass (a second one doubled its time)
+            if name != "popularity" and name not in no_signal:
+                recs, flat = recommend_noting_flat(model, samples, k_max)
+                if flat is not None:
+                    flat_points[name] = (flat, no_point_signal(model))
+            else:
+                recs = model.recommend(samples, k_max)
             rankings[name] = recs
             preds = predictions_frame(sample_ids, recs)
             timings[name] = round(time.perf_counter() - started, 2)
             write_parquet(preds, rd.predictions / f"{name}.parquet")
             metrics[name], points[name] = all_metrics_with_points(preds, samples, ks, n_items, horizons, train_counts, catalogue)
-            # popularity's row is popularity; a whole-fit reason above already says so of every point
-            if name != "popularity" and name not in no_signal and (flat := popularity_points(model, samples)) is not None:
-                flat_points[name] = (flat, no_point_signal(model))
             if swapped is not None:
                 metrics[name].update(swap_metrics(recs, model.recommend(swapped, k_max), samples, k_max))
             del model  # released before the next baseline's tuning (held only in `fitted` for the slates)

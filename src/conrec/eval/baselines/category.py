@@ -23,7 +23,8 @@ from conrec.eval.baselines.base import (
     Catalog,
     DescribedBaseline,
     NotFittedError,
-        histories,
+    RowHook,
+    histories,
     recent_dislikes,
     recommend_in_chunks,
 )
@@ -141,7 +142,7 @@ class CategoryRecommender(DescribedBaseline):
                 out[r] = np.asarray(members[cats].T @ w).ravel()
         return out
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def recommend(self, samples: pl.DataFrame, k: int, on_row: RowHook | None = None) -> list[list[str]]:
         if self._catalog is None or self._members is None:
             raise NotFittedError("category: call fit() before recommend()")
-        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k, on_row)

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recent_dislikes, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, RowHook, histories, recent_dislikes, recommend_in_chunks
 from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT, dislike_matrix, no_co_dislike
 from conrec.eval.config import ItemKnnConfig
 
@@ -56,10 +56,10 @@ class ItemKnnRecommender(DescribedBaseline):
                 out[r] = np.asarray((h @ sim).todense()).ravel()
         return out
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def recommend(self, samples: pl.DataFrame, k: int, on_row: RowHook | None = None) -> list[list[str]]:
         if self._catalog is None or self._sim is None:
             raise NotFittedError("itemknn: call fit() before recommend()")
-        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k, on_row)
 
 
 def _prune_rows(m: sp.csr_matrix, n: int) -> sp.csr_matrix:

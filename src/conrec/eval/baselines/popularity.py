@@ -15,7 +15,7 @@ import polars as pl
 
 from conrec.data.samples import DAY
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, RowHook, histories, recommend_in_chunks
 from conrec.eval.config import PopularityConfig
 
 
@@ -57,7 +57,7 @@ class PopularityRecommender(DescribedBaseline):
         counts = self._catalog.dislike_counts if self._scores is None else self._scores
         return np.broadcast_to(counts, (n, len(self._catalog.item_ids))).copy()
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def recommend(self, samples: pl.DataFrame, k: int, on_row: RowHook | None = None) -> list[list[str]]:
         if self._catalog is None:
             raise NotFittedError("popularity: call fit() before recommend()")
-        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k, on_row)

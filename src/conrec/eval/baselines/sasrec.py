@@ -28,7 +28,7 @@ from torch import nn
 
 from conrec.data.schema import DISLIKE
 from conrec.errors import require_columns
-from conrec.eval.baselines.base import Catalog, DescribedBaseline, EpochHook, NotFittedError, histories, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, EpochHook, NotFittedError, RowHook, histories, recommend_in_chunks
 from conrec.eval.config import SasrecConfig
 
 
@@ -154,10 +154,10 @@ class SasrecRecommender(DescribedBaseline):
                     out[start + r] = scores[r] - scores[r].min() + 1.0
         return out
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def recommend(self, samples: pl.DataFrame, k: int, on_row: RowHook | None = None) -> list[list[str]]:
         if self._catalog is None or self._net is None:
             raise NotFittedError("sasrec: call fit() before recommend()")
-        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k, on_row)
 
 
 def _length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:

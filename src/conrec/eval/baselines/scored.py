@@ -15,7 +15,16 @@ import polars as pl
 import scipy.sparse as sp
 
 from conrec.data.schema import DISLIKE
-from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, histories, recent_dislikes, score_chunks, top_k
+from conrec.eval.baselines.base import (
+    Catalog,
+    DescribedBaseline,
+    NotFittedError,
+    RowHook,
+    histories,
+    recent_dislikes,
+    score_chunks,
+    top_k,
+)
 from conrec.eval.seen import exclusion_indices
 
 
@@ -37,12 +46,15 @@ class ScoredRecommender(DescribedBaseline, ABC):
             raise NotFittedError(f"{self.name}: call fit() before scoring")
         return self._catalog
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
-        """Top ``k`` by score (every item ranked: scores are shifted positive for ``top_k``), history excluded."""
+    def recommend(self, samples: pl.DataFrame, k: int, on_row: RowHook | None = None) -> list[list[str]]:
+        """Top ``k`` by score (every item ranked: scores are shifted positive for ``top_k``), history excluded; ``on_row``
+        sees each row unshifted (a shift can round distinct scores into one)."""
         cat = self.catalog()
         out: list[list[str]] = []
         for part in score_chunks(samples, len(cat.item_ids)):  # bounded memory on large catalogues
             for row, seen in zip(self.item_scores(part), exclusion_indices(part, cat.index)):  # whole history if attached
+                if on_row is not None:
+                    on_row(row, seen)
                 out.append(top_k(row - row.min() + 1.0, seen, cat, k))
         return out
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, recommend_in_chunks
+from conrec.eval.baselines.base import Catalog, DescribedBaseline, NotFittedError, RowHook, recommend_in_chunks
 from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT, NO_SWING_PAIR, dislike_history_matrix, dislike_matrix
 from conrec.eval.config import SwingBaselineConfig
 from conrec.swing import SwingConfig, swing_matrix
@@ -39,7 +39,7 @@ class SwingRecommender(DescribedBaseline):
         h = dislike_history_matrix(samples, self._catalog, decay=self.cfg.recency_decay)
         return np.asarray((h @ self._sim).todense(), dtype=np.float64).reshape(samples.height, -1)
 
-    def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+    def recommend(self, samples: pl.DataFrame, k: int, on_row: RowHook | None = None) -> list[list[str]]:
         if self._catalog is None:
             raise NotFittedError("swing: call fit() before recommend()")
-        return recommend_in_chunks(self.item_scores, samples, self._catalog, k)
+        return recommend_in_chunks(self.item_scores, samples, self._catalog, k, on_row)
