@@ -373,14 +373,26 @@ def test_the_report_repeats_the_data_stages_warnings(tmp_path: Path) -> None:
 def test_the_report_notes_a_baseline_that_ranks_most_points_by_popularity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by probing: swing ranked 196 of 205 test points by dislike popularity (no disliked history item had a
     Swing neighbour) and the report gave it a row of its own with no word. Now the eval notes it (console and
-    report), and the per-point count changes no metric."""
+    report), and the per-point count changes no metric: found by review, the check compared two runs that both
+    counted, with slates off, so a count that touched a fitted model (kept for the slates) could not show; it now
+    compares metrics.json and slate_metrics.json with and without the count, slates on."""
     import numpy as np
 
     run, _ = eval_run_dir(tmp_path / "run")
-    cfg = _cfg(run.root, baselines=["popularity", "itemknn", "swing"], models=[], slates={"enabled": False})
-    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
-    measured = (run.eval / "metrics.json").read_text()
+    events = pl.read_parquet(run.events)
+    write_parquet(events.select("user_id", "item_id", "ts", pl.col("feedback").alias("outcome")), run.exposures)
+    cfg = _cfg(run.root, baselines=["popularity", "itemknn", "swing"], models=[], slates={"enabled": True})
     real = eval_stage.recommend_noting_flat
+
+    def measured() -> tuple[str, dict[str, Any]]:
+        STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+        return (run.eval / "metrics.json").read_text(), json.loads((run.eval / "slate_metrics.json").read_text())["metrics"]
+
+    monkeypatch.setattr(eval_stage, "recommend_noting_flat", lambda model, points, k: (model.recommend(points, k), None))
+    uncounted = measured()
+    assert set(uncounted[1]) == {"popularity", "itemknn", "swing"}, uncounted[1]  # every fit scored slates after its top-K
+    monkeypatch.setattr(eval_stage, "recommend_noting_flat", real)
+    assert measured() == uncounted  # the count changes no metric
 
     samples = pl.read_parquet(run.samples).filter(pl.col("split") == "test")
     # swing ranks every point but its first by popularity; itemknn 2 of them, under half; popularity is not asked
@@ -395,15 +407,15 @@ def test_the_report_notes_a_baseline_that_ranks_most_points_by_popularity(tmp_pa
     monkeypatch.setattr(eval_stage, "recommend_noting_flat", flat_swing)
     console = Console(record=True, width=400)
     STAGE_REGISTRY["eval"].call(cfg, console=console)
-    assert (run.eval / "metrics.json").read_text() == measured  # notes only
+    assert (run.eval / "metrics.json").read_text() == uncounted[0]  # notes only
     assert asked == ["itemknn", "swing"]
     n = samples.height
     no_dislike = sum(not any(f < 0 for f in fb) for fb in samples["hist_feedback"].to_list()[1:])
     blank = f"; at {no_dislike} of them the history holds no dislike" if no_dislike else ""
     note = (f"swing: no co-dislike signal (no disliked item of the history has a neighbour) at {n - 1} of the {n} test points "
             f"({(n - 1) / n:.0%}{blank}): its item scores are one value over every item it may recommend there, so there it "
-            "ranks by dislike popularity (plain counts over the fit events, the order every baseline fills up with); its row "
-            "is a model of its own at the other 1 point only.")
+            "ranks by dislike popularity (plain counts over the fit events, the order every baseline fills up with) and its "
+            "slate scores all tie; its row is a model of its own at the other 1 point only.")
     report = run.report.read_text()
     assert f"- {note}" in report and "itemknn: no co-dislike" not in report
     assert note in " ".join(console.export_text().split())
