@@ -359,7 +359,7 @@ def test_a_title_given_as_a_facet_column_is_named_in_the_report_with_its_distinc
 def test_the_report_repeats_the_data_stages_warnings(tmp_path: Path) -> None:
     """Found by probing: the data stage's warning that the per-user valid and test points came from different users
     was printed by `conrec data` only, far from the figures it qualifies. The eval now repeats data/stats.json's
-    ``warnings`` among the report's notes (a run whose stats.json predates the key has none)."""
+    ``warnings`` among the report's notes (a run whose stats.json predates the key: the next test)."""
     run, _ = eval_run_dir(tmp_path / "run")
     stats = json.loads((run.data / "stats.json").read_text())
     write_json({**stats, "warnings": ["per-user split: the valid and the test points come from mostly different users"]},
@@ -368,6 +368,36 @@ def test_the_report_repeats_the_data_stages_warnings(tmp_path: Path) -> None:
     STAGE_REGISTRY["eval"].call(_cfg(run.root, baselines=["popularity"], models=[]), console=console)
     note = "Data stage warning: per-user split: the valid and the test points come from mostly different users."
     assert f"- {note}" in run.report.read_text() and note in " ".join(console.export_text().split())
+
+
+def test_a_per_user_run_whose_data_stage_kept_no_warnings_gets_the_overlap_warning_from_its_samples(tmp_path: Path) -> None:
+    """Found by review: the eval read the per-user overlap warning from data/stats.json's ``warnings``, which only data
+    stages built since 2026-12-07 write; an older per-user run (current: its outputs did not change) never got it. The
+    eval now works it out from the samples it loaded when the key is missing; a data stage that kept the key decided."""
+    from conrec.data.splits import build_samples
+
+    from builders import day_events
+
+    rows = []
+    for u, n in enumerate([2, 3, 4] * 10):  # few dislikes per user: 2 give a valid point only, 3 or 4 a test point only
+        rows += [(f"u{u}", "i0", 0, 1)] + [(f"u{u}", f"i{1 + (u + d) % 14}", 1 + d + u / 100, -1) for d in range(n)]
+    events = day_events(rows)
+    split = {"protocol": "per_user", "valid_frac": 0.1, "test_frac": 0.2, "horizon_days": 3, "max_horizon_days": 10}
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": split},
+                             "eval": {"baselines": ["popularity"], "models": [], "tune": False, "ks": [2], "horizons": [3]}})
+    run = RunDir(cfg.run_dir)
+    write_parquet(events, run.events)
+    write_parquet(pl.DataFrame({"item_id": [f"i{j}" for j in range(15)], "title": "t", "text": "", "category": "c"}), run.items)
+    write_parquet(build_samples(events, cfg.data.split), run.samples)
+    older = {"source": "hand-made", "users": 30, "split_protocol": "per_user", "median_negatives_per_user_with_any": 3.0}
+    write_json(older, run.data / "stats.json")
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    note = ("- Data stage warning: per-user split: the valid and the test points come from mostly different users: 0 of the "
+            "20 test points (0%) have a user who also holds a valid point")
+    assert note in run.report.read_text()
+    write_json({**older, "warnings": []}, run.data / "stats.json")  # a data stage that kept the key found nothing
+    STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
+    assert "Data stage warning" not in run.report.read_text()
 
 
 def test_the_report_notes_a_baseline_that_ranks_most_points_by_popularity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

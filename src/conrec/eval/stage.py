@@ -35,6 +35,7 @@ from conrec.data.analyze import stop_causes, window_stops
 from conrec.data.fit_events import fit_events_for, split_cutoff
 from conrec.data.popularity import dislike_counts  # the training dislikes that define LIF's long tail
 from conrec.data.schema import DISLIKE
+from conrec.data.splits import share_overlap, share_overlap_warning
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConrecError, StageInputError
 from conrec.eval.baselines import REGISTRY, make_baseline
@@ -58,6 +59,7 @@ from conrec.runtime import available_memory, busy_cores
 from conrec.stages import MODEL_STAGES
 
 if TYPE_CHECKING:
+    from conrec.data.config import SplitConfig
     from conrec.stages import EvalSections
 
 _STATS_FOR_REPORT = (
@@ -265,12 +267,28 @@ def whole_remainder_notes(ks: list[int], samples: pl.DataFrame, tune_k: int | No
     return notes
 
 
-def data_warning_notes(stats: dict[str, Any] | None) -> list[str]:
+def data_warning_notes(stats: dict[str, Any] | None, samples: pl.DataFrame | None = None, split: SplitConfig | None = None) -> list[str]:
     """The data stage's warnings kept in ``data/stats.json`` (its ``warnings``; :func:`conrec.data.stage.split_warnings`),
     as report notes. Why: a split whose valid and test points come from different users was printed once by
-    ``conrec data`` and then nowhere near the figures it qualifies. A run whose data stage predates the key has none."""
+    ``conrec data`` and then nowhere near the figures it qualifies. A data stage built before 2026-12-07 wrote no such
+    key and stays current (its outputs did not change), so for it the one warning the key holds today is worked out
+    here from its ``samples`` (all splits) under its ``split`` settings, as the data stage does
+    (:func:`_split_warnings_of_older_data`); without them, only the kept warnings."""
     warnings = (stats or {}).get("warnings")
-    return [f"Data stage warning: {w}." for w in warnings if isinstance(w, str)] if isinstance(warnings, list) else []
+    if not isinstance(warnings, list):
+        warnings = [] if samples is None or split is None else _split_warnings_of_older_data(stats, samples, split)
+    return [f"Data stage warning: {w}." for w in warnings if isinstance(w, str)]
+
+
+def _split_warnings_of_older_data(stats: dict[str, Any] | None, samples: pl.DataFrame, split: SplitConfig) -> list[str]:
+    """:func:`conrec.data.stage.split_warnings` over the samples already in memory: the per-user split's share-overlap
+    warning (:func:`conrec.data.splits.share_overlap_warning`), or none (another protocol, or no stats to read the
+    median user's dislikes from)."""
+    median = (stats or {}).get("median_negatives_per_user_with_any")
+    if split.protocol != "per_user" or not isinstance(median, (int, float)):
+        return []
+    warning = share_overlap_warning(share_overlap(samples.lazy()), split, float(median))
+    return [] if warning is None else [warning]
 
 
 def no_signal_notes(reasons: dict[str, str]) -> list[str]:
@@ -447,7 +465,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
     ks = sorted(set(ecfg.ks))
     k_max = max(ks)
     n_items = items.height
-    notes = data_warning_notes(stats)  # "Baselines fitted on ..." goes first once one is (none with eval.baselines: [])
+    notes = data_warning_notes(stats, samples_all, split_cfg)  # "Baselines fitted on ..." goes first once one is (none with eval.baselines: [])
     max_h = split_cfg.max_horizon_days
     horizons, dropped = measurable_horizons(ecfg.horizons, max_h)
     if dropped:
