@@ -492,3 +492,19 @@ def test_swing_with_a_pair_somewhere_is_flat_where_the_history_has_no_neighbour(
     # c1's neighbour c2; h1 and d1 have none; a liked c1 is no dislike; with c2 in the history too, c1 and c2 score
     # each other but both are excluded there: every item left scores 0
     assert popularity_points(swing, samples).tolist() == [False, True, True, True]
+
+
+def test_a_baseline_without_the_row_hook_is_evaluated_without_the_popularity_note() -> None:
+    """A baseline written before ``recommend`` took ``on_row`` (a contributor's own) must still be evaluated: the
+    per-point popularity count is a note, and its absence must not fail the eval."""
+    from conrec.eval.baselines.base import recommend_noting_flat
+
+    class Old:
+        name = "old"
+
+        def recommend(self, samples: pl.DataFrame, k: int) -> list[list[str]]:
+            return [["a"][:k] for _ in range(samples.height)]
+
+    samples = pl.DataFrame({"sample_id": [1, 2]})
+    recs, flags = recommend_noting_flat(Old(), samples, 1)  # type: ignore[arg-type]
+    assert recs == [["a"], ["a"]] and flags is None
