@@ -219,3 +219,30 @@ def test_an_unknown_id_that_is_a_catalogue_id_in_another_unicode_normalisation_s
     assert r.json()["detail"] == ("unknown item id(s): 'ａ²' (resembles catalogue id 'a2', its Unicode compatibility form; "
                                   "ids are matched exactly)" + newer)
     assert client.post("/v1/dislikes", json={"negative": [nfc]}).status_code == 200 and pred.calls  # the exact id is known
+
+
+def test_an_unknown_user_id_that_is_a_known_one_in_another_unicode_normalisation_says_so():
+    """Found in review (2026-12): an unknown item id that is a catalogue id in another normalisation said so, while a
+    ``user_id`` sent in NFD for a known NFC user still got a plain 404 "unknown user_id 'ünï'", which looks exactly like
+    the known id. User ids now get the same hint (the same lookup, :class:`conrec.serve.catalog.IdTwins`), on every
+    endpoint that reads one, and keep the 404."""
+    nfc = unicodedata.normalize("NFC", "ünï©ødé")
+    items, sid_map, events = serve_tables()
+    events = events.with_columns(pl.col("user_id").replace({"u_hist": nfc, "d0": "fi"}))
+    client = TestClient(create_app(RecordingPredictor(events, sid_map["item_id"].to_list()), items, sid_map, events,
+                                   ServeConfig(**SERVE_TEST_LIMITS), model_name="fake"), base_url="http://localhost")
+    nfd = unicodedata.normalize("NFD", nfc)
+    same = f"{nfd!r} (differs from known user_id {nfc!r} only in Unicode normalisation: the known one is NFC; ids are matched exactly)"
+    for path, body, where in (
+        ("/v1/dislikes", {"user_id": nfd}, ""),
+        ("/v1/score", {"user_id": nfd, "candidates": ["i1"]}, ""),
+        ("/v1/dislikes/batch", {"requests": [{"negative": ["i1"]}, {"user_id": nfd}]}, "requests[1]: "),
+        ("/v1/score/batch", {"requests": [{"user_id": nfd, "candidates": ["i1"]}]}, "requests[0]: "),
+    ):
+        r = client.post(path, json=body)
+        assert r.status_code == 404 and r.json()["detail"] == f"{where}unknown user_id {same}", (path, r.text)
+    r = client.post("/v1/dislikes", json={"user_id": "\ufb01"})  # the ligature: resembles "fi", does not look the same
+    assert r.status_code == 404
+    assert r.json()["detail"] == "unknown user_id 'ﬁ' (resembles known user_id 'fi', its Unicode compatibility form; ids are matched exactly)"
+    assert client.post("/v1/dislikes", json={"user_id": "ghost"}).json()["detail"] == "unknown user_id 'ghost'"  # no twin: as before
+    assert client.post("/v1/dislikes", json={"user_id": nfc}).status_code == 200  # the exact id is known

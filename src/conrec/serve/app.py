@@ -26,7 +26,6 @@ import math
 import os
 import sys
 import threading
-import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,7 +42,7 @@ from conrec.errors import ConfigError, ConrecError, DataValidationError, ModelOu
 from conrec.explain import Explainer, explanation_events
 from conrec.runs import RunDir
 from conrec.serve.batching import MicroBatcher, run_grouped
-from conrec.serve.catalog import History, SidCatalog, user_histories
+from conrec.serve.catalog import History, IdTwins, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig, check_max_k
 from conrec.serve.limits import (
     NO_STORE_HEADERS,
@@ -58,7 +57,6 @@ from conrec.serve.limits import (
     client_gone,
     clip,
     exposure_warning,
-    quote,
     resolve_api_key,
     trusted_hosts,
 )
@@ -169,6 +167,7 @@ def create_app(
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
+    user_twins = IdTwins(known_users)  # an unknown user_id that is a known one in another Unicode normalisation says so
     model = model_name or cfg.model
     gate = AdmissionGate(cfg.inference_workers, cfg.max_queue)
     explainer_box: list[Explainer] = []
@@ -224,19 +223,8 @@ def create_app(
 
     skip_unknown = cfg.unknown_items == "skip"
 
-    def unknown_shown(item: str) -> str:
-        """An unknown id quoted, with the catalogue id it equals but for Unicode normalisation (else the two look the
-        same), or that it resembles (the same in NFKC: ``"ａ²"`` for ``"a2"``)."""
-        twin = catalog.normalisation_twin(item)
-        if twin is None:
-            like = catalog.compatibility_twin(item)
-            return quote(item) + ("" if like is None else f" (resembles catalogue id {quote(like)}, its Unicode compatibility form; ids are matched exactly)")
-        form = next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, twin) and not unicodedata.is_normalized(f, item)), None)
-        return f"{quote(item)} (differs from catalogue id {quote(twin)} only in Unicode normalisation" + (
-            f": the catalogue's is {form}; ids are matched exactly)" if form else "; ids are matched exactly)")
-
     def unknown_items_error(unknown: list[str], where: str, what: str) -> HTTPException:
-        shown = ", ".join(unknown_shown(i) for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        shown = ", ".join(catalog.twins.shown(i, "catalogue id", "the catalogue's") for i in unknown[:20]) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
         newer = any(catalog.normalisation_twin(i) is None for i in unknown)  # else each is a catalogue id that looks the same
         hint = "" if skip_unknown or not newer else " (items newer than the model? serve.unknown_items: skip leaves them out)"
         return HTTPException(422, f"{where}unknown {what}item id(s): {shown}{hint}")
@@ -247,7 +235,7 @@ def create_app(
         if explicit is None:
             assert req.user_id is not None
             if req.user_id not in known_users:
-                raise HTTPException(404, f"{where}unknown user_id {quote(req.user_id)}")
+                raise HTTPException(404, f"{where}unknown user_id {user_twins.shown(req.user_id, 'known user_id', 'the known one')}")
             return known_users[req.user_id], []  # already cut to max_history
         items_, feedback = explicit
         if len(items_) > cfg.max_history:

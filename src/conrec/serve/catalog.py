@@ -14,6 +14,7 @@ from typing import Literal
 import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
+from conrec.serve.limits import quote
 
 History = tuple[list[str], list[int]]
 _Form = Literal["NFC", "NFKC"]
@@ -50,34 +51,70 @@ class SidCatalog:
         return list(dict.fromkeys(i for i in item_ids if i not in self.sid))
 
     @cached_property
+    def twins(self) -> IdTwins:
+        """Unknown item ids' lookalikes among the catalogue's (:class:`IdTwins`)."""
+        return IdTwins(self.sid)
+
+    def normalisation_twin(self, item_id: str) -> str | None:
+        """The catalogue id that the unknown ``item_id`` is canonically equivalent to; see :meth:`IdTwins.normalisation_twin`."""
+        return self.twins.normalisation_twin(item_id)
+
+    def compatibility_twin(self, item_id: str) -> str | None:
+        """The catalogue id that the unknown ``item_id`` only resembles; see :meth:`IdTwins.compatibility_twin`."""
+        return self.twins.compatibility_twin(item_id)
+
+
+class IdTwins:
+    """The known id an unknown one equals but for Unicode normalisation, or resembles (the same in NFKC).
+
+    Why a class of its own: item ids (:class:`SidCatalog`) and user ids (the service's known users) are both matched
+    exactly, and both are sent in another normalisation; one lookup serves both messages.
+    """
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        self._ids = ids
+
+    @cached_property
     def _by_form(self) -> dict[_Form, dict[str, str]]:
-        """NFC and NFKC form -> the first catalogue id of that form; made on the first unknown id it is asked about."""
+        """NFC and NFKC form -> the first known id of that form; made on the first unknown id it is asked about."""
         by: dict[_Form, dict[str, str]] = {"NFC": {}, "NFKC": {}}
-        for i in self.sid:
+        for i in self._ids:
             for form, ids in by.items():
                 ids.setdefault(unicodedata.normalize(form, i), i)
         return by
 
-    def _twin(self, item_id: str, form: _Form) -> str | None:
-        twin = self._by_form[form].get(unicodedata.normalize(form, item_id))
-        return None if twin == item_id else twin
+    def _twin(self, unknown: str, form: _Form) -> str | None:
+        twin = self._by_form[form].get(unicodedata.normalize(form, unknown))
+        return None if twin == unknown else twin
 
-    def normalisation_twin(self, item_id: str) -> str | None:
-        """The catalogue id that the unknown ``item_id`` is canonically equivalent to (equal once both are NFC), or None.
+    def normalisation_twin(self, unknown: str) -> str | None:
+        """The known id that ``unknown`` is canonically equivalent to (equal once both are NFC), or None.
 
         Why: ids are matched exactly, and one sent in another normalisation (``"u"`` + combining diaeresis for the
-        catalogue's ``"ü"``) looks the same as the catalogue's in an "unknown item id" message. Only canonical
+        known ``"ü"``) looks the same as the known one in an "unknown id" message. Only canonical
         equivalents look the same: NFKC also pairs ``"²"`` with ``"2"`` and fullwidth ``"ａ"`` with ``"a"``
         (:meth:`compatibility_twin`)."""
-        return self._twin(item_id, "NFC")
+        return self._twin(unknown, "NFC")
 
-    def compatibility_twin(self, item_id: str) -> str | None:
-        """The catalogue id that the unknown ``item_id`` equals only once both are NFKC (``"ａ²"`` for ``"a2"``, the
+    def compatibility_twin(self, unknown: str) -> str | None:
+        """The known id that ``unknown`` equals only once both are NFKC (``"ａ²"`` for ``"a2"``, the
         ligature ``"ﬁ"`` for ``"fi"``), or None; None where :meth:`normalisation_twin` finds one.
 
-        Why: such an id resembles the catalogue's without looking the same, so it may as well be a new item:
-        the message names the likeness and keeps its "items newer than the model?" hint."""
-        return None if self.normalisation_twin(item_id) is not None else self._twin(item_id, "NFKC")
+        Why: such an id resembles the known one without looking the same, so it may as well be a new one:
+        the message names the likeness and keeps its hints (for items: "items newer than the model?")."""
+        return None if self.normalisation_twin(unknown) is not None else self._twin(unknown, "NFKC")
+
+    def shown(self, unknown: str, known: str, owner: str) -> str:
+        """``unknown`` quoted, with the known id it equals but for Unicode normalisation (else the two look the same),
+        or that it resembles (the same in NFKC: ``"ａ²"`` for ``"a2"``). ``known`` names a known id ("catalogue id"),
+        ``owner`` whose form it is ("the catalogue's")."""
+        twin = self.normalisation_twin(unknown)
+        if twin is None:
+            like = self.compatibility_twin(unknown)
+            return quote(unknown) + ("" if like is None else f" (resembles {known} {quote(like)}, its Unicode compatibility form; ids are matched exactly)")
+        form = next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, twin) and not unicodedata.is_normalized(f, unknown)), None)
+        return f"{quote(unknown)} (differs from {known} {quote(twin)} only in Unicode normalisation" + (
+            f": {owner} is {form}; ids are matched exactly)" if form else "; ids are matched exactly)")
 
 
 def _sid_str(value: object) -> str:
