@@ -355,3 +355,37 @@ def test_fixed_format_sources_do_not_count_their_neutral_ratings(tmp_path):
     from conrec.data.sources import amazon
 
     assert "count_neutral=False" in inspect.getsource(amazon)
+
+
+@pytest.mark.parametrize("streaming", ["off", "on"])
+def test_the_id_warnings_read_the_events_once_and_say_what_each_check_says(tmp_path, streaming, monkeypatch):
+    """Found in review (2026-12): the data stage read its events file three times for its id warnings (the distinct
+    users for the padded-id line, then once per role for the placeholder lines). It now reads it once
+    (:func:`conrec.data.repair.event_id_warnings`), and says what each check says on its own, in the same order."""
+    rows = [f"{'u' + str(u) + (' ' if k % 2 else '')},{'ab'[k % 2]},{k * 3600 + u + 1},{-1 if k % 3 == 0 else 1}" for u in range(3) for k in range(30)]
+    rows += [f"NULL,{'ab'[k % 2]},{k * 3600 + 7},{-1 if k % 2 else 1}" for k in range(20)] + [f" n/a ,a,{k * 3600 + 8},-1" for k in range(3)]
+    rows += [f"u0,-,{k * 3600 + 9},1" for k in range(4)] + [f"NULL,None,{k * 3600 + 10},-1" for k in range(2)] + ["u1,none,50000,1"]
+    ev, _ = _files(tmp_path, rows, items=None)
+    reads: list[str] = []
+    collect = pl.LazyFrame.collect
+
+    def counted(self: pl.LazyFrame, *args, **kwargs):
+        plan = self.explain(optimized=False)
+        if "staging" in plan and "events.parquet" in plan:  # a pass over the events file the engine wrote
+            reads.append(plan)
+        return collect(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.LazyFrame, "collect", counted)
+    console = Console(record=True, width=1000)
+    stage.run(load_config(None, {"data": {"source": "table", "events_path": str(ev), "streaming": streaming}}).data, tmp_path / "run", console=console)
+    assert len(reads) == 1, reads
+    monkeypatch.setattr(pl.LazyFrame, "collect", collect)
+    from conrec.data.repair import placeholder_id_warnings, user_warnings
+
+    events = pl.read_parquet(RunDir(tmp_path / "run").events)
+    separately = user_warnings(events["user_id"]) + placeholder_id_warnings(events.lazy())
+    assert len(separately) == 3 and separately[1].startswith("25 event(s) have a user id that is a missing-value placeholder, 'NULL' (22), ' n/a ' (3)")
+    assert separately[2].startswith("7 event(s) have an item id that is a missing-value placeholder, '-' (4), 'None' (2), 'none' (1)")
+    out = console.export_text()
+    assert all(f"warning: {line}" in out for line in separately)
+    assert [out.index(line) for line in separately] == sorted(out.index(line) for line in separately)

@@ -214,18 +214,46 @@ def placeholder_id_warnings(events: pl.LazyFrame, columns: dict[str, str] | None
     said, with the way to drop them: ``data.on_invalid`` drops only empty or null ids, so it is the file to filter.
     """
     columns = columns or {"user": "user_id", "item": "item_id"}
-    known = [v.lower() for v in PLACEHOLDER_IDS]
     out: list[str] = []
     for role, column in columns.items():
-        key = pl.col(column).cast(pl.String).str.strip_chars().str.to_lowercase()
-        hits = (events.filter(key.is_in(known)).group_by(pl.col(column).cast(pl.String).alias("id")).agg(n=pl.len())
-                .sort(["n", "id"], descending=[True, False]).collect(engine="streaming"))
-        if hits.height:
-            named = ", ".join(f"{v!r} ({n:,})" for v, n in hits.head(5).iter_rows())
-            out.append(f"{int(hits['n'].sum()):,} {what} have {'an' if role == 'item' else 'a'} {role} id that is a missing-value placeholder, {named}: they are kept, "
-                       f"each value as one {role} of that name (only an empty or null id is missing, dropped as missing_id); "
-                       f"if they are missing ids, remove those rows from the events file (data.on_invalid cannot: the id is a value)")
+        ids = pl.col(column).cast(pl.String)
+        hits = events.filter(is_placeholder_id(ids)).group_by(ids.alias("id")).agg(n=pl.len()).collect(engine="streaming")
+        out += placeholder_line(role, hits, what)
     return out
+
+
+def is_placeholder_id(ids: pl.Expr) -> pl.Expr:
+    """Whether each of the text ``ids`` is a :data:`PLACEHOLDER_IDS` value (without case and the spaces around it)."""
+    return ids.str.strip_chars().str.to_lowercase().is_in([v.lower() for v in PLACEHOLDER_IDS])
+
+
+def placeholder_line(role: str, hits: pl.DataFrame, what: str) -> list[str]:
+    """:func:`placeholder_id_warnings`'s line for one id ``role`` from its ``hits`` (placeholder ``id`` -> row count
+    ``n``, in any order); empty when there is none."""
+    if hits.height == 0:
+        return []
+    hits = hits.sort(["n", "id"], descending=[True, False])
+    named = ", ".join(f"{v!r} ({n:,})" for v, n in hits.head(5).iter_rows())
+    return [f"{int(hits['n'].sum()):,} {what} have {'an' if role == 'item' else 'a'} {role} id that is a missing-value placeholder, {named}: they are kept, "
+            f"each value as one {role} of that name (only an empty or null id is missing, dropped as missing_id); "
+            f"if they are missing ids, remove those rows from the events file (data.on_invalid cannot: the id is a value)"]
+
+
+def event_id_warnings(events: pl.LazyFrame) -> list[str]:
+    """:func:`user_warnings` and :func:`placeholder_id_warnings` (users, then items) of the canonical ``events``, from
+    one pass over them.
+
+    Why: the data stage read the events file three times for these lines (the distinct users, then each role's
+    placeholders), each pass over every event. One streaming count per (user, placeholder item id or null) holds
+    about one row per user, and each line's numbers come from it.
+    """
+    user, item = pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)
+    pairs = (events.group_by(user.alias("user_id"), pl.when(is_placeholder_id(item)).then(item).alias("item_id"))
+             .agg(n=pl.len()).collect(engine="streaming"))
+    users = pairs.group_by("user_id").agg(pl.col("n").sum())
+    user_hits = users.filter(is_placeholder_id(pl.col("user_id"))).rename({"user_id": "id"})
+    item_hits = pairs.drop_nulls("item_id").group_by(pl.col("item_id").alias("id")).agg(pl.col("n").sum())
+    return [*user_warnings(users["user_id"]), *placeholder_line("user", user_hits, "event(s)"), *placeholder_line("item", item_hits, "event(s)")]
 
 
 def drop_rows(df: pl.DataFrame, bad: pl.Expr, kind: str, log: RepairLog, source: str, example_col: str | tuple[str, ...]) -> pl.DataFrame:

@@ -24,7 +24,7 @@ from conrec.console_text import shown
 from conrec.data.config import DataConfig, SplitConfig
 from conrec.data.engine import get_engine
 from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, DataEngine, EventsInput
-from conrec.data.repair import RepairLog, item_warnings, placeholder_id_warnings, user_warnings
+from conrec.data.repair import RepairLog, event_id_warnings, item_warnings
 from conrec.data.schema import MOSTLY_DISLIKES, validate_events, validate_items
 from conrec.data.splits import share_overlap, share_overlap_warning
 from conrec.data.stats import data_stats
@@ -155,7 +155,8 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
     """Load, build, check and publish the data files into ``rd``; returns the stats dict (see :func:`run`);
     appends to ``notes`` the warnings about odd item ids and titles (:func:`conrec.data.repair.item_warnings`),
     user ids (:func:`conrec.data.repair.user_warnings`) and ids that are a missing-value placeholder
-    (:func:`conrec.data.repair.placeholder_id_warnings`)."""
+    (:func:`conrec.data.repair.placeholder_id_warnings`), the last two from one pass over the events
+    (:func:`conrec.data.repair.event_id_warnings`)."""
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
         notes += item_warnings(items)
@@ -163,8 +164,7 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
         # locked while in use: a staging directory a SIGKILL leaves goes at the next stage start (conrec.io)
         with locked_temp_dir(rd.data, "staging") as staging:
             built = engine.build(events, items, dcfg, staging)
-            notes += user_warnings(pl.scan_parquet(staging / EVENTS_FILE).select(pl.col("user_id").unique()).collect()["user_id"])
-            notes += placeholder_id_warnings(pl.scan_parquet(staging / EVENTS_FILE))
+            notes += event_id_warnings(pl.scan_parquet(staging / EVENTS_FILE))  # one pass over the events
             # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
             for kind, n in built.dropped.items():
                 log.record(kind, n, f"{dcfg.source} events")
