@@ -49,16 +49,21 @@ def test_ease_inverts_on_one_blas_thread_whatever_the_pool_outside(monkeypatch: 
     """scipy's OpenBLAS crashed the eval stage with a segmentation fault in its threaded ``potrf`` from about 16,000
     items on 2 threads (below the default eval.max_dense_items); both LAPACK calls now run on one thread, and the
     caller's pool is restored after."""
-    from scipy.linalg import lapack
     from threadpoolctl import threadpool_info, threadpool_limits
+
+    from conrec.eval.baselines import ease
 
     def blas_threads() -> set[int]:
         return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
 
     seen: list[set[int]] = []
-    for name in ("dpotrf", "dpotri"):
-        real = getattr(lapack, name)
-        monkeypatch.setattr(lapack, name, lambda *a, _real=real, **k: (seen.append(blas_threads()), _real(*a, **k))[1])
+    real = ease._in_place_lapack
+
+    def watched(step: str):
+        call = real(step)
+        return lambda g: (seen.append(blas_threads()), call(g))[1]
+
+    monkeypatch.setattr(ease, "_in_place_lapack", watched)
     x = sp.random(50, 40, density=0.2, random_state=5, format="csr")
     x.data[:] = 1.0
     with threadpool_limits(limits=2, user_api="blas"):
@@ -66,6 +71,74 @@ def test_ease_inverts_on_one_blas_thread_whatever_the_pool_outside(monkeypatch: 
         assert blas_threads() == {2}
     assert seen == [{1}, {1}]
     assert np.abs(b - _ease_by_formula(x, 3.0)).max() < 1e-12
+
+
+def _spd(n: int, seed: int) -> np.ndarray:
+    """A symmetric positive definite n x n matrix, cheaply: off-diagonal rows sum below the diagonal (Gershgorin)."""
+    a = np.random.default_rng(seed).random((n, n))
+    g = a + a.T
+    g[np.diag_indices_from(g)] += 2 * n
+    return g
+
+
+def test_ease_inverse_lets_the_progress_display_run_and_computes_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review (2026-12): scipy.linalg.lapack's wrappers hold the GIL through the whole call, so EASE's
+    inverse (up to 3 minutes at 30,000 items) froze the eval stage's progress line: no Python thread ran, neither
+    rich's refresh nor the timed lines off a terminal. The same LAPACK routines, called through ctypes, release it.
+    Checked: the display's own timer thread prints all through the LAPACK calls (no gap between its lines longer than
+    a third of them: with the GIL held, one call was a gap of its own; no duration is asserted), and the result is bit
+    for bit the f2py wrappers' (factor and inverse)."""
+    import time
+    from contextlib import contextmanager
+
+    import threadpoolctl
+    from rich.console import Console
+
+    from conrec.eval.baselines import ease
+    from conrec.progress import StageProgress
+
+    class Lines:
+        """A console file that notes when each line is written."""
+
+        def __init__(self) -> None:
+            self.at: list[float] = []
+
+        def write(self, text: str) -> int:
+            self.at += [time.perf_counter()] * text.count("\n")
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    lines = Lines()
+    progress = StageProgress(console=Console(file=lines, width=200), interval=0.005)  # not a terminal: timed lines
+    assert progress.plain
+    window: list[float] = []
+    real_limits = threadpoolctl.threadpool_limits
+
+    @contextmanager
+    def watched(*args, **kwargs):  # around exactly the LAPACK calls of symmetric_inverse_inplace, before and after
+        with real_limits(*args, **kwargs):
+            window.append(time.perf_counter())
+            yield
+            window.append(time.perf_counter())
+
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", watched)
+    g = _spd(2000, 0)  # two LAPACK calls of about 0.1 and 0.2 s on one thread
+    with progress:
+        progress.add_task("baseline ease: fit", total=1)
+        ease.symmetric_inverse_inplace(g)
+    start, end = window
+    moments = [start, *(t for t in lines.at if start < t < end), end]
+    gaps = [b - a for a, b in zip(moments, moments[1:])]
+    assert max(gaps) < (end - start) / 3, f"{len(moments) - 2} lines in {end - start:.3f} s, longest gap {max(gaps):.3f} s"
+    monkeypatch.setattr(threadpoolctl, "threadpool_limits", real_limits)
+    assert ease._nogil_lapack("dpotrf") is not None and ease._nogil_lapack("dpotri") is not None  # not the fallback
+    mine, theirs = _spd(300, 1), _spd(300, 1)
+    for step in ("potrf", "potri"):  # the factor, then the inverse from it
+        assert ease._in_place_lapack(step)(mine) == 0 and ease._f2py_in_place(step, theirs) == 0
+        assert np.array_equal(mine, theirs), step
+    assert ease._in_place_lapack("potrf")(-_spd(50, 2)) > 0  # not positive definite: LAPACK's info, as before
 
 
 def test_ease_holds_one_dense_matrix_at_its_peak() -> None:

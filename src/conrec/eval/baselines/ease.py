@@ -9,6 +9,11 @@ catalogues up to a few ten thousand items.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import re
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
@@ -81,18 +86,19 @@ def symmetric_inverse_inplace(g: np.ndarray) -> np.ndarray:
     (15,000 worked; one thread works at 30,000), below the default ``eval.max_dense_items`` of 20,000: no traceback, no
     report, after the LM stages' hour. Threaded ``potrf`` crashes of this kind are known in OpenBLAS and depend on the
     size and the thread count, so no size is safe for every machine. One thread costs little next to the rest:
-    measured 69 s per fit on 18,000 items and 4.6 min on 30,000 (8.3 GB), on 2 shared cores, 7 December 2026."""
-    from scipy.linalg import lapack
+    measured 69 s per fit on 18,000 items and 4.6 min on 30,000 (8.3 GB), on 2 shared cores, 7 December 2026.
+    The calls release the GIL (:func:`_in_place_lapack` says why)."""
     from threadpoolctl import threadpool_limits
 
-    a = g.T  # Fortran-ordered view of the same memory
+    if g.ndim != 2 or g.shape[0] != g.shape[1] or g.dtype != np.float64 or not g.flags.c_contiguous:
+        raise ValueError(f"EASE's Gram matrix must be a square C-ordered float64 array, got {g.dtype} {g.shape}")
+    # resolved first: scipy's LAPACK library, loaded inside the limit, would run on its default thread count
+    steps = [(step, what, _in_place_lapack(step)) for step, what in (("potrf", "factored"), ("potri", "inverted"))]
     with threadpool_limits(limits=LAPACK_THREADS, user_api="blas"):
-        c, info = lapack.dpotrf(a, lower=False, overwrite_a=True, clean=False)
-        if info != 0 or not np.shares_memory(c, g):
-            raise ValueError(f"EASE's Gram matrix could not be factored in place (LAPACK potrf info={info})")
-        inv, info = lapack.dpotri(c, lower=False, overwrite_c=True)
-    if info != 0 or not np.shares_memory(inv, g):
-        raise ValueError(f"EASE's Gram matrix could not be inverted in place (LAPACK potri info={info})")
+        for step, what, call in steps:
+            info = call(g)
+            if info != 0:
+                raise ValueError(f"EASE's Gram matrix could not be {what} in place (LAPACK {step} info={info})")
     # the upper triangle of the Fortran view is valid: in g's C order that is the lower triangle (g[i, j], i >= j)
     n = g.shape[0]
     rows = _block_rows(n)
@@ -102,6 +108,62 @@ def symmetric_inverse_inplace(g: np.ndarray) -> np.ndarray:
         block[...] = np.tril(block) + np.tril(block, -1).T
         g[start:end, end:] = g[end:, start:end].T
     return g
+
+
+_LAPACK_SIGNATURE = re.compile(r"void \(char \*, int \*, \w+_d \*, int \*, int \*\)")
+"""What scipy's ``cython_lapack`` exports ``dpotrf`` and ``dpotri`` as: ``(uplo, n, a, lda, info)``, double ``a``."""
+
+
+def _in_place_lapack(step: str) -> Callable[[np.ndarray], int]:
+    """LAPACK's ``d<step>`` (``potrf`` or ``potri``) as a function of a C-ordered float64 ``g``: it runs on the upper
+    triangle of ``g``'s Fortran view (``g.T``, the same memory), writes over ``g`` and returns LAPACK's ``info``.
+
+    Why not ``scipy.linalg.lapack``'s wrappers: they hold the GIL through the whole call (up to 3 minutes at 30,000
+    items), so no other Python thread ran and the eval stage's progress line froze (its elapsed time on a terminal,
+    its timed lines elsewhere) as if the stage hung. The same scipy LAPACK routine, called through ctypes (which
+    releases the GIL for the call), computes the same bits. The f2py wrapper remains where scipy exports the routine
+    with another signature."""
+    routine = _nogil_lapack("d" + step)
+    if routine is None:
+        return functools.partial(_f2py_in_place, step)
+
+    def call(g: np.ndarray) -> int:
+        n, lda, info = ctypes.c_int(g.shape[0]), ctypes.c_int(g.shape[0]), ctypes.c_int(0)
+        routine(b"U", ctypes.byref(n), g.ctypes.data, ctypes.byref(lda), ctypes.byref(info))
+        return info.value
+
+    return call
+
+
+@functools.cache
+def _nogil_lapack(name: str) -> Callable[..., None] | None:
+    """scipy's ``cython_lapack`` routine ``name`` as a ctypes function (GIL released while it runs); None when scipy
+    does not export it with :data:`_LAPACK_SIGNATURE`."""
+    from scipy.linalg import cython_lapack
+
+    capsule = getattr(cython_lapack, "__pyx_capi__", {}).get(name)
+    if capsule is None:
+        return None
+    # own prototypes: setting argtypes on ctypes.pythonapi's shared functions would change them for every caller
+    capsule_name = ctypes.PYFUNCTYPE(ctypes.c_char_p, ctypes.py_object)(("PyCapsule_GetName", ctypes.pythonapi))(capsule)
+    if capsule_name is None or not _LAPACK_SIGNATURE.fullmatch(capsule_name.decode()):
+        return None
+    get_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(("PyCapsule_GetPointer", ctypes.pythonapi))
+    address = get_pointer(capsule, capsule_name)
+    int_p = ctypes.POINTER(ctypes.c_int)
+    routine: Callable[..., None] = ctypes.CFUNCTYPE(None, ctypes.c_char_p, int_p, ctypes.c_void_p, int_p, int_p)(address)
+    return routine
+
+
+def _f2py_in_place(step: str, g: np.ndarray) -> int:
+    """:func:`_in_place_lapack`'s call through ``scipy.linalg.lapack`` (the GIL held); -1 when not done in place."""
+    from scipy.linalg import lapack
+
+    if step == "potrf":
+        out, info = lapack.dpotrf(g.T, lower=False, overwrite_a=True, clean=False)
+    else:
+        out, info = lapack.dpotri(g.T, lower=False, overwrite_c=True)
+    return int(info) if np.shares_memory(out, g) else -1
 
 
 class EaseRecommender(ScoredRecommender):
