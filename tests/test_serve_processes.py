@@ -155,6 +155,29 @@ def test_a_worker_slower_to_start_than_uvicorns_ping_is_not_killed_and_restarted
     assert "] died" not in text, text  # no worker was killed as hung and restarted
 
 
+def test_the_supervisor_sees_a_worker_exit_while_it_waits_for_its_ping():
+    """Found while timing the suite: a worker that stopped the server (the tests above) exited while uvicorn's supervisor
+    waited for its ping's answer, on a pipe whose other end the supervisor held too, so it saw the exit only after
+    serve.worker_ping_timeout_s: the worker's line came 30 s late. With its copy released, the exit is an end of file."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    from conrec.serve import workers
+
+    spawn = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
+    parent_conn, child_conn = spawn.Pipe()
+    worker = SimpleNamespace(parent_conn=parent_conn, child_conn=child_conn, process=spawn.Process(target=child_conn.recv))
+    worker.process.start()
+    workers.release_worker_pipes([worker])
+    parent_conn.send(b"ping")  # the worker reads it and exits without answering, as one does while it shuts down
+    worker.process.join(60)
+    assert worker.process.exitcode == 0
+    assert parent_conn.poll(0)  # readable at once: the supervisor's poll(worker_ping_timeout_s) returns now
+    with pytest.raises(EOFError):  # and uvicorn's ping takes the end of file for "not alive", then reads the exit status
+        parent_conn.recv()
+    parent_conn.close()
+
+
 def test_a_worker_whose_load_raises_any_exception_stops_the_server(tmp_path, monkeypatch, caplog):
     """The same in one process: a plain RuntimeError from the load is logged with its traceback, its first line is
     handed to the parent, and the worker exits with uvicorn's startup-failure status (the one it does not restart)."""

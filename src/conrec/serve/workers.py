@@ -152,8 +152,25 @@ def ignore_hangup() -> None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
+def release_worker_pipes(processes: list[Any]) -> None:
+    """Close the supervisor's copy of each started worker's end of its ping pipe (the worker holds its own).
+
+    Why: uvicorn creates the pipe in the parent and keeps both ends, so a worker that exited while the supervisor
+    waited for its ping's answer (a failed start, while the interpreter shuts down: about 3 s with polars and torch
+    loaded) left the pipe open, and the supervisor saw the exit only after ``serve.worker_ping_timeout_s`` (30 s):
+    the line of a worker that stopped the server came 30 s late. With the parent's copy closed, the worker's exit
+    ends the wait at once (end of file), as uvicorn then checks the exit status."""
+    for process in processes:
+        process.child_conn.close()  # idempotent; uvicorn closes it again on terminate and kill
+
+
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, except that SIGHUP does not replace the workers (see the module docstring)."""
+    """uvicorn's supervisor, except that SIGHUP does not replace the workers (see the module docstring) and a worker
+    that exits is seen at once (:func:`release_worker_pipes`)."""
+
+    def keep_subprocess_alive(self) -> None:
+        release_worker_pipes(self.processes)  # every one is started (uvicorn starts each before adding it)
+        super().keep_subprocess_alive()
 
     def handle_hup(self) -> None:
         from conrec.serve.app import SIGHUP_IGNORED
