@@ -117,6 +117,28 @@ def test_openapi_documents_endpoints_and_examples(setup):
     assert req_schema["examples"] and "oldest first" in req_schema["properties"]["negative"]["description"]
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_pages_load_everything_from_the_server_itself(page, setup):
+    """Found by a docs probe: FastAPI's own /docs (Swagger UI) and /redoc fetch their scripts and styles from
+    cdn.jsdelivr.net, so on an offline machine, where conrec is meant to run, "OpenAPI at /docs" was a blank page.
+    Every script, style and icon the pages name must be served here, with a content type a browser runs under
+    nosniff."""
+    import re
+
+    client, _ = setup
+    r = client.get(page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    urls = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]|(?:url|spec-url)\s*[:=]\s*['"]([^'"]+)['"]""", r.text)
+    urls = [a or b for a, b in urls]
+    assert urls and not [u for u in urls if "//" in u], urls  # no absolute (CDN) address
+    kinds = {".js": "javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+    for url in urls:
+        got = client.get(url)
+        assert got.status_code == 200, url
+        kind = next(v for k, v in kinds.items() if url.endswith(k))
+        assert kind in got.headers["content-type"], (url, got.headers["content-type"])
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ import polars as pl
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 import conrec
 from conrec.config import PipelineConfig
@@ -191,7 +192,9 @@ def create_app(
         cite = lambda evs: [Evidence(**vars(e)) for e in evs]  # noqa: E731
         return Reason(similar_dislikes=cite(r.similar_dislikes), co_disliked_with=cite(r.co_disliked_with), text=r.text)
 
-    app = FastAPI(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
+    # the API pages (/docs, /redoc) with their scripts and styles served from the package, not a CDN: FastAPI's own
+    # pages fetch them from cdn.jsdelivr.net and were blank on an offline machine
+    app = FastAPIOffline(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _server_error)
