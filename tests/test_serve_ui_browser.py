@@ -941,3 +941,12 @@ def test_ids_with_whitespace_a_user_found_by_its_leading_space_a_pasted_id_refus
             status = driver.find_element("id", "paste-status").get_attribute("textContent")
             assert status.startswith(f"inspecting the pasted history failed: line 2: the item id “{id_}” holds a space or tab"), status
             assert "/v1/dislikes" in status
+
+
+def test_the_api_page_renders_its_endpoints_offline(driver, quick):
+    """Found by a docs probe: /docs loaded Swagger UI from a CDN and was blank without the internet. In Chromium (which
+    reaches nothing outside loopback here) the page must render the API's operations from the server's own files."""
+    driver.get(f"{quick['url']}/docs")
+    _wait(driver, lambda d: len(_css(d, ".opblock-summary-path")) >= 3, 30)
+    paths = {el.get_attribute("data-path") or el.text for el in _css(driver, ".opblock-summary-path")}
+    assert {"/v1/dislikes", "/v1/score", "/healthz"} <= paths, paths
