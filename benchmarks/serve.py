@@ -199,6 +199,44 @@ def run_level(
     )
 
 
+def merge_levels(parts: list[LevelResult]) -> LevelResult:
+    """One level from its blocks (:func:`run_levels`): counts, seconds, CPU and latencies added up; ``busy`` the
+    seconds-weighted mean."""
+    first = parts[0]
+    seconds = sum(p.seconds for p in parts)
+    busy = [(p.machine_busy, p.seconds) for p in parts if p.machine_busy == p.machine_busy]  # nan where unknown
+    statuses: Counter[str] = Counter()
+    for p in parts:
+        statuses.update(p.statuses)
+    return LevelResult(
+        first.name, first.concurrency, sum(p.sent for p in parts), sum(p.errors for p in parts), seconds,
+        [ms for p in parts for ms in p.latencies_ms], first.histories, sum(p.client_cpu_s for p in parts),
+        sum(b * t for b, t in busy) / sum(t for _, t in busy) if busy and seconds > 0 else float("nan"),
+        statuses, next((p.first_error for p in parts if p.first_error), ""),
+    )
+
+
+def run_levels(
+    url: str, path: str, bodies: list[dict[str, Any]], levels: list[int], max_seconds: float, blocks: int = 1
+) -> list[LevelResult]:
+    """Every concurrency level over ``bodies``; with ``blocks`` > 1 the bodies are cut into that many blocks and the
+    levels alternate block by block (c=1, c=8, c=1, c=8, ...), each block with its share of ``max_seconds``.
+
+    Why: on a shared machine the speed drifts over minutes (the same configuration measured 1.6x apart in
+    consecutive rounds on 7 December 2026), and a ratio of two levels measured minutes apart carries that drift;
+    alternating blocks puts both levels under the same drift. A block's last requests run at less than its
+    concurrency, so short blocks understate the higher level a little."""
+    if blocks <= 1:
+        return [run_level(url, path, bodies, c, max_seconds) for c in levels]
+    size = -(-len(bodies) // blocks)
+    chunks = [bodies[i : i + size] for i in range(0, len(bodies), size)]
+    parts: dict[int, list[LevelResult]] = {c: [] for c in levels}
+    for chunk in chunks:
+        for c in levels:
+            parts[c].append(run_level(url, path, chunk, c, max_seconds / len(chunks)))
+    return [merge_levels(parts[c]) for c in levels]
+
+
 def resolve_config(args: argparse.Namespace, tmp: Path) -> PipelineConfig:
     """``--config`` serves its own ``run_dir`` unless ``--run-dir`` is given too; else ``--run-dir`` (default
     runs/demo) with its config.yaml if present."""
@@ -230,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--slate", type=int, default=20, help="candidates per /v1/score request (0: skip /v1/score)")
     p.add_argument("--max-seconds", type=float, default=120.0, help="time budget per level")
+    p.add_argument("--blocks", type=_script.positive, default=1,
+                   help="cut each level's requests into this many blocks and alternate the levels block by block "
+                        "(steadier ratios on a machine whose speed drifts; see run_levels)")
     p.add_argument("--startup-timeout", type=float, default=600.0, help="model load budget")
     p.add_argument("--json", type=Path, default=None, help="append this round's figures to this file as one JSON line")
     p.add_argument("--summarize", type=Path, default=None, help="print the mean of the rounds in this --json file and exit")
@@ -249,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[bench] {server.url}  run={cfg.run_dir}  model={health['model']}  n_items={health['n_items']}  "
                   f"startup {time.perf_counter() - t0:.1f} s  requests/level={n}  k={args.k}")
             run_level(server.url, "/v1/dislikes", bodies[:2], 1, args.max_seconds)  # warm-up
-            results = [run_level(server.url, "/v1/dislikes", bodies, c, args.max_seconds) for c in levels]
+            results = run_levels(server.url, "/v1/dislikes", bodies, levels, args.max_seconds, args.blocks)
             if args.batch > 0:
                 b = min(args.batch, cfg.serve.max_batch)
                 batches = [{"requests": bodies[i : i + b]} for i in range(0, len(bodies) - b + 1, b)]
@@ -259,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 item_ids = read_parquet(RunDir(cfg.run_dir).sid_map, what="SID map")["item_id"].cast(str).to_list()
                 slates = score_payloads(bodies, item_ids, args.slate)
                 run_level(server.url, "/v1/score", slates[:2], 1, args.max_seconds)  # warm-up
-                results += [run_level(server.url, "/v1/score", slates, c, args.max_seconds) for c in levels]
+                results += run_levels(server.url, "/v1/score", slates, levels, args.max_seconds, args.blocks)
     print(HEADER)
     for r in results:
         print(r.row())

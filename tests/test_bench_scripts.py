@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 
@@ -139,6 +140,32 @@ def test_serve_bench_counts_failed_requests_as_errors_not_throughput(monkeypatch
     assert (r.sent, r.errors, r.latencies_ms) == (4, 4, [])
     assert r.statuses == {"422": 4} and "k must be at most 50" in r.first_error
     assert r.row().split()[4] == "0.0"  # req/s
+
+
+def test_serve_bench_blocks_alternate_the_levels_and_add_up_to_each_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--blocks cuts each level's requests into blocks run c=1, c=8, c=1, c=8, ... (so slow drifts of a shared
+    machine fall on both levels alike), and each level's figures are its blocks' sums, every request counted once."""
+    serve = bench("serve", monkeypatch)
+    calls: list[tuple[int, list[int], float]] = []
+
+    def fake_level(url, path, bodies, concurrency, max_seconds, histories_per_body=1):
+        calls.append((concurrency, [b["j"] for b in bodies], max_seconds))
+        return serve.LevelResult("dislikes", concurrency, len(bodies), 1, 0.5 * concurrency, [float(b["j"]) for b in bodies][1:],
+                                 1, 0.01, 0.5 if concurrency == 1 else 0.9, Counter({"200": len(bodies) - 1, "503": 1}),
+                                 f"first {bodies[0]['j']}")
+
+    monkeypatch.setattr(serve, "run_level", fake_level)
+    bodies = [{"j": j} for j in range(10)]
+    one, eight = serve.run_levels("u", "/v1/dislikes", bodies, [1, 8], 60.0, blocks=3)
+    assert [(c, js) for c, js, _ in calls] == [(1, [0, 1, 2, 3]), (8, [0, 1, 2, 3]), (1, [4, 5, 6, 7]), (8, [4, 5, 6, 7]),
+                                               (1, [8, 9]), (8, [8, 9])]
+    assert {t for _, _, t in calls} == {20.0}  # each block its share of the level's time budget
+    assert (one.sent, one.errors, one.seconds, one.statuses) == (10, 3, 1.5, Counter({"200": 7, "503": 3}))
+    assert (eight.sent, eight.seconds, eight.machine_busy, eight.first_error) == (10, 12.0, pytest.approx(0.9), "first 0")
+    assert sorted(one.latencies_ms) == [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 9.0]
+    calls.clear()
+    assert [r.sent for r in serve.run_levels("u", "/v1/dislikes", bodies, [1, 8], 60.0)] == [10, 10]
+    assert [(c, len(js), t) for c, js, t in calls] == [(1, 10, 60.0), (8, 10, 60.0)]  # one block: as before
 
 
 def test_serve_bench_serves_the_run_of_its_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
