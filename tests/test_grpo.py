@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -611,3 +612,38 @@ def test_a_fresh_plan_says_why_it_discards_the_earlier_stages() -> None:
         "GRPO config or SFT model changed since the last run: starting from scratch"
     )
     assert discard_note(had_plan=False, resume=True, earlier_stages=False) is None
+
+
+def test_a_plan_trained_without_the_prompt_prefix_is_not_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by probing the docs: in a run whose tokenizer puts a BOS before a text, a GRPO stage an older conrec made
+    (its rollout prompts without the BOS) is stale, but `conrec demo` and `conrec grpo` found the same plan fingerprint
+    (the prefix is not hashed) and kept every finished stage: the rerun trained nothing and was recorded as current.
+    Such a plan now starts from scratch; a plan that records the prefix is still resumed."""
+    import io
+
+    from transformers import AutoTokenizer
+
+    import conrec.llm.training.grpo as grpo_mod
+    from conrec.runs import PROMPT_PREFIX_KEY
+
+    from builders import with_bos
+
+    cfg, run = grpo_run_dir(tmp_path / "run")
+    built: list[str] = []
+    real_make = grpo_mod._make_trainer
+    monkeypatch.setattr(grpo_mod, "_make_trainer", lambda spec: (built.append(spec.stage.name), real_make(spec))[1])
+    STAGE_REGISTRY["grpo"].call(cfg, console=_QUIET)
+    assert built == ["neg", "pos"] and read_json(run.grpo / "plan.json")[PROMPT_PREFIX_KEY] is True
+    tok = AutoTokenizer.from_pretrained(run.sft_model)
+    tok.bos_token = tok.eos_token  # the toy tokenizer has none
+    with_bos(tok).save_pretrained(run.sft_model)  # its config.json and weights untouched: the same plan fingerprint
+    STAGE_REGISTRY["grpo"].call(cfg, console=_QUIET)
+    assert built == ["neg", "pos"]  # made with the prefix: its finished stages are kept
+    plan = read_json(run.grpo / "plan.json")
+    del plan[PROMPT_PREFIX_KEY]  # as an older conrec wrote it
+    (run.grpo / "plan.json").write_text(json.dumps(plan))
+    out = io.StringIO()
+    STAGE_REGISTRY["grpo"].call(cfg, console=Console(file=out, width=300))
+    assert built == ["neg", "pos", "neg", "pos"]
+    assert "trained by an older conrec that gave the LM its prompts without the tokenizer's special prefix" in out.getvalue()
+    assert read_json(run.grpo / "plan.json")[PROMPT_PREFIX_KEY] is True

@@ -79,6 +79,7 @@ from conrec.llm.model.checkpoints import (
 )
 from conrec.llm.model.copy_bias import saved_betas
 from conrec.llm.model.precision import ResolvedCompute, pin_launcher_precision, record_precision, resolve_compute, trainer_kwargs
+from conrec.llm.model.tokenizer_prefix import adds_special_prefix
 from conrec.llm.model.vocab import SidVocab, assert_model_fits, embedding_rows, save_vocab_meta
 from conrec.llm.training.collab import CoDislike
 from conrec.llm.training.discernment import measure as measure_discernment
@@ -87,7 +88,7 @@ from conrec.llm.training.progress_bar import StepProgressCallback
 from conrec.llm.training.rewards import COMPONENTS, REWARD_MODES, ItemSimilarity, make_reward_funcs, sim_targets
 from conrec.llm.training.rollout import ConstrainedRollout, RolloutStats, beam_topk, item_token_table, sample_topk
 from conrec.run_lock import world_size
-from conrec.runs import RunDir
+from conrec.runs import PROMPT_PREFIX_KEY, RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import GrpoSections, received_fingerprint, stage_hash
 from conrec.swing import Swing
@@ -484,14 +485,20 @@ def _prepare(sections: GrpoSections, run_dir: Path, console: Console, resume: bo
     )
 
 
-def discard_note(had_plan: bool, resume: bool, earlier_stages: bool) -> str | None:
+def discard_note(had_plan: bool, resume: bool, earlier_stages: bool, unprefixed: bool = False) -> str | None:
     """What a fresh plan says before it discards the earlier run's stages (pure); None when nothing is discarded
-    or nothing needs saying.
+    or nothing needs saying. ``unprefixed``: the earlier plan's stages were trained without the prompts' special
+    prefix (:func:`plan_without_prefix`).
 
     Why: ``--no-resume`` (or ``--force``) emptied ``grpo/stage_*``, finished stages and checkpoints alike, without a
     word, while a changed config said "starting from scratch"; SFT says the same in both cases."""
     if not resume and earlier_stages:
         return "GRPO: resume is off (--no-resume or --force): the earlier run's stages and checkpoints are discarded, starting from scratch"
+    if resume and unprefixed and earlier_stages:
+        return (
+            "GRPO: the earlier run's stages were trained by an older conrec that gave the LM its prompts without the "
+            "tokenizer's special prefix (its BOS token): starting from scratch"
+        )
     if resume and had_plan:
         return "GRPO config or SFT model changed since the last run: starting from scratch"
     return None
@@ -506,11 +513,12 @@ def _plan(job: _Job) -> None:
     fp = fingerprint(job.sections, job.rd.root, job.sft_dir)
     plan_path = job.work / PLAN_FILE
     old_plan = read_json(plan_path, what="GRPO plan") if plan_path.exists() else None
-    fresh = not job.resume or old_plan is None or old_plan.get("fingerprint") != fp
+    unprefixed = plan_without_prefix(old_plan, job.sft_dir)
+    fresh = not job.resume or old_plan is None or old_plan.get("fingerprint") != fp or unprefixed
     if job.is_main:
         if fresh and job.work.exists():
             earlier = any(any(p.iterdir()) for p in job.work.glob("stage_*") if p.is_dir())
-            if (note := discard_note(old_plan is not None, job.resume, earlier)) is not None:
+            if (note := discard_note(old_plan is not None, job.resume, earlier, unprefixed)) is not None:
                 job.console.print(f"[yellow]{note}[/]")
             for p in job.work.glob("stage_*"):
                 shutil.rmtree(p, ignore_errors=True)
@@ -524,10 +532,22 @@ def _plan(job: _Job) -> None:
                 "n_train_samples": job.train.height,
                 "reward_fit_events": job.fit_rule,
                 "item_vectors": job.vector_source,
+                PROMPT_PREFIX_KEY: True,
             },
             plan_path,
         )
     job.state.wait_for_everyone()
+
+
+def plan_without_prefix(old_plan: dict[str, Any] | None, sft_dir: Path) -> bool:
+    """Whether the earlier plan's stages were trained by a conrec that gave the LM its rollout prompts without the
+    tokenizer's special prefix (no :data:`conrec.runs.PROMPT_PREFIX_KEY` in it) while the run's tokenizer has one
+    (a BOS: Llama-3, Gemma, Mistral); such stages are not resumed.
+
+    Why: the prefix is not part of the plan's fingerprint (no fingerprint changed with it), so `conrec demo`, which
+    reruns such a GRPO stage as stale, and `conrec grpo` found the same plan and kept its finished stages: the
+    "rerun" took under a second, and a model trained without the prefix was recorded as made with it."""
+    return old_plan is not None and old_plan.get(PROMPT_PREFIX_KEY) is not True and adds_special_prefix(sft_dir)
 
 
 def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckpt_dir: Path) -> Path | None:
