@@ -1053,7 +1053,12 @@ def test_a_model_cleared_by_an_earlier_stages_rerun_is_refused_for_that_reason(t
     assert "the SID map it was trained on was rebuilt" in (run.model_problem(cfg, "grpo") or "")
     pipeline.run_stage(cfg, "grpo")
     pipeline.run_stage(cfg, "sft")
-    assert run.model_problem(cfg, "grpo") == "`conrec sft` was run again after it finished, so the SFT model it was trained from was retrained"
+    retrained = "`conrec sft` was run again after it finished, so the SFT model it was trained from was retrained"
+    assert run.model_problem(cfg, "grpo") == retrained
+    # the serving page's "typical case" (`conrec sft` rerun) quotes these (it quoted a message this case never prints)
+    page = (Path(__file__).resolve().parent.parent / "docs" / "serving-performance.md").read_text()
+    assert f"not serving the grpo model ({retrained}); serving the sft model instead" in page  # conrec.serve.app's warning
+    assert f"the grpo model cannot be used with this config: {retrained}; run `conrec grpo` with it" in page
     run.clear_done("sft")  # a crash of a later sft run: no earlier rerun to blame
     run.invalidate_from("sft")
     assert run.model_problem(cfg, "sft") == "not finished"
