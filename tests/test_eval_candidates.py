@@ -285,3 +285,26 @@ def test_slates_leave_out_every_item_rated_before_t_not_only_the_window():
     assert sorted(row["candidates"][1:]) == ["b", "c"]
     windowed = build_slates(samples.drop(SEEN_COLUMN), exp, n_candidates=20, seed=0).filter(pl.col("sample_id") == 0)
     assert windowed["day_dislikes"].to_list() == [["n1", "d", "w1"]]
+
+
+def test_a_skipped_slate_eval_is_noted_once(tmp_path):
+    """Found by probing: `conrec eval` printed "exposure-controlled evaluation skipped: ..." twice, once as it happened
+    and once among the notes it prints under the results table. A caller that keeps the notes gets the note there only;
+    one without a notes list still sees it on the console."""
+    import io
+
+    from rich.console import Console
+
+    from conrec.eval.candidates import run_slate_eval
+    from conrec.eval.config import EvalConfig
+    from conrec.runs import RunDir
+
+    rd = RunDir(tmp_path / "run")  # no exposures table
+    for notes in ([], None):
+        out = io.StringIO()
+        assert run_slate_eval(EvalConfig(), rd, _samples(), {}, [], lambda _n: None, [], Console(file=out, width=300), notes) is None
+        printed = out.getvalue().count("exposure-controlled evaluation skipped")
+        if notes is None:
+            assert printed == 1
+        else:
+            assert printed == 0 and len(notes) == 1 and "exposure-controlled evaluation skipped" in notes[0]

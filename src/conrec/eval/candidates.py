@@ -358,19 +358,20 @@ def run_slate_eval(
     ``load_lm(name)``: the :class:`conrec.llm.inference.predict.Predictor` of LM ``name`` (loaded only once
     the slates are built).
 
-    Returns None (with a console note, also appended to ``notes``: the report's) when the run has no
-    exposures table (data stage from before exposures were written: rerun ``conrec data``) or no point has a
-    candidate.
+    Returns None with a note when the run has no exposures table (data stage from before exposures were written:
+    rerun ``conrec data``) or no point has a candidate: appended to ``notes`` (the report's, which the eval stage also
+    prints under its results table), or printed on ``console`` when there is no such list; not both, or a `conrec
+    eval` printed it twice.
     """
     from conrec.io import read_parquet, write_json, write_parquet
 
     ccfg = ecfg.slates
 
     def skipped(why: str) -> None:
-        if console is not None:
-            console.print(f"[yellow]note:[/] {shown(why)}")
         if notes is not None:
             notes.append(why)
+        elif console is not None:
+            console.print(f"[yellow]note:[/] {shown(why)}")
 
     if not rd.exposures.exists():
         skipped(f"no {rd.exposures}: exposure-controlled evaluation skipped (rerun `conrec data`)")
