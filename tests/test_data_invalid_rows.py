@@ -260,9 +260,19 @@ def test_user_ids_that_differ_only_by_spaces_around_them_are_warned_about_and_ke
     console = Console(record=True, width=400)
     stats = stage.run(load_config(None, {"data": data}).data, tmp_path / "run", console=console)
     out = console.export_text()
-    assert ("6 user id(s) differ from another only by the spaces around them, e.g. [['u0', 'u0 '], ['u1', 'u1 '], ['u2', 'u2 ']]: "
+    assert ("6 user id(s) differ from another only by the spaces around them, e.g. 'u0' and 'u0 '; 'u1' and 'u1 '; 'u2' and 'u2 ': "
             "they stay separate users") in out and "lone" not in out
     assert stats["users"] == 7 and " lone" in pl.read_parquet(RunDir(tmp_path / "run").events)["user_id"].to_list()
+
+
+def test_ids_alike_but_for_their_spaces_are_named_readably() -> None:
+    """Found by probing: the user warning printed its examples as a nested Python list, ``e.g. [['u5', 'u5 ']]``."""
+    from conrec.data.repair import alike_ids, user_warnings
+
+    assert alike_ids(["u5", "u5 "]) == "'u5' and 'u5 '"
+    assert alike_ids([" u5", "u5", "u5 "]) == "' u5', 'u5' and 'u5 '"
+    (line,) = user_warnings(pl.Series(["u5", "u5 ", "u6", "u7", " u7"]))
+    assert line.startswith("4 user id(s) differ from another only by the spaces around them, e.g. 'u5' and 'u5 '; ' u7' and 'u7': ")
 
 
 @pytest.mark.parametrize("streaming", ["off", "on"])

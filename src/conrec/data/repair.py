@@ -194,9 +194,18 @@ def user_warnings(user_ids: pl.Series) -> list[str]:
     if clash.height == 0:
         return []
     groups = clash.group_by("key").agg(pl.col("id").sort()).sort("key")
-    return [f"{clash.height:,} user id(s) differ from another only by the spaces around them, e.g. {groups['id'].head(3).to_list()}: "
+    examples = "; ".join(alike_ids(g) for g in groups["id"].head(3).to_list())
+    return [f"{clash.height:,} user id(s) differ from another only by the spaces around them, e.g. {examples}: "
             "they stay separate users, each with part of the history, and a request naming one finds only that one; write the "
             "events file without the spaces around its ids (as a CSV written with ', ' between fields has them)"]
+
+
+def alike_ids(ids: list[str]) -> str:
+    """``'u5' and 'u5 '`` (pure): one group of ids that differ only by their spaces, each quoted so the spaces show.
+
+    Why: the warning printed its groups as a nested Python list (``[['u5', 'u5 ']]``)."""
+    quoted = [repr(i) for i in ids]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 PLACEHOLDER_IDS = ("NULL", "None", "NaN", "N/A", "NA", "-")
