@@ -38,6 +38,23 @@ def test_timeline_weight_counts_windows_not_samples():
     assert c["next_negative"] == 100 and c["timeline"] == 60
 
 
+def test_every_task_weight_has_a_builder_and_a_weight_without_one_is_refused(tables):
+    """A task added to TaskMix without a builder was dropped from the counts (a mix of only that task built no
+    example), and one added to TASKS without a branch was built as title -> SID examples: now one mapping, kept
+    equal to TaskMix's fields, and a weight naming no builder stops the build."""
+    assert set(TASKS) == set(TaskMix.model_fields)
+    with pytest.raises(ValueError, match=r"no SFT example builder for \['sid_to_text'\]"):
+        task_counts({"next_negative": 1.0, "sid_to_text": 0.05}, 100, None)
+
+    class WithNewTask(TaskMix):  # a contributor's new weight, before its builder exists
+        sid_to_text: float = 0.0
+
+    only_new = WithNewTask(next_negative=0, future_negative=0, sid_to_title=0, title_to_sid=0, sid_to_category=0, sid_to_text=1.0)
+    items, samples, sid_map = tables
+    with pytest.raises(ValueError, match="sid_to_text"):
+        build_examples(samples, items, sid_map, SftConfig().model_copy(update={"tasks": only_new}), seed=0)
+
+
 def test_examples_mix_by_ratio_and_are_seeded(tables):
     items, samples, sid_map = tables
     cfg = SftConfig(tasks=TaskMix(next_negative=1, future_negative=1, sid_to_title=0.5, title_to_sid=0.5, sid_to_category=0.25))

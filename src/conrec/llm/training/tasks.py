@@ -4,7 +4,7 @@ Every example is ``{"prompt": str, "completion": str, "task": str, "source": str
 prompt/completion format; ``task`` and ``source`` = sample id or item id are metadata for
 inspection and are dropped before training).
 
-Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`):
+Tasks (names are the fields of :class:`conrec.llm.config.TaskMix`, builders in :data:`TASKS`):
 
 * ``next_negative``: history prompt -> SID of ``next_neg`` (the conventional objective).
 * ``future_negative``: history prompt -> SID of an item of ``future_negs`` (the multi-day
@@ -38,18 +38,86 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from conrec.errors import DataValidationError, require_columns
-from conrec.llm.config import SftConfig
+from conrec.llm.config import SftConfig, TaskMix
 from conrec.llm.inference.item_text import CONTROL_TEXT, neutralise_all
 from conrec.llm.inference.prompts import build_prompt
 from conrec.sid.sid_map import SidMap
 
-TASKS = ("next_negative", "future_negative", "sid_to_title", "title_to_sid", "sid_to_category", "discernment", "timeline")
-HISTORY_TASKS = ("next_negative", "future_negative")
+
+@dataclass(frozen=True)
+class _Pools:
+    """What one :func:`build_examples` call's task builders draw from."""
+
+    train: pl.DataFrame
+    rows: list[tuple]  # (sample_id, hist_items, hist_feedback, next_neg, future_negs) of the train samples
+    ids: list[str]  # the catalogue's items (those with a SID)
+    titles: list[str]
+    cats: list[str]
+    windows: list[dict[str, str]]
+    sid_of: Callable[[str], str]
+    cfg: SftConfig
+    cfg_seed: int
+
+
+Builder = Callable[[str, int, _Pools, np.random.Generator], list[dict[str, str]]]
+"""A task's builder: (task name, how many examples, the pools, the shared generator) -> its examples."""
+
+
+def _history(task: str, n: int, p: _Pools, rng: np.random.Generator) -> list[dict[str, str]]:
+    return _history_examples(task, p.rows, n, p.sid_of, p.cfg, rng)
+
+
+def _sid_to_title(task: str, n: int, p: _Pools, rng: np.random.Generator) -> list[dict[str, str]]:
+    return [_ex(task, p.ids[i], sid_to_title_prompt(p.sid_of(p.ids[i])), " " + p.titles[i]) for i in _draw(len(p.ids), n, rng)]
+
+
+def _title_to_sid(task: str, n: int, p: _Pools, rng: np.random.Generator) -> list[dict[str, str]]:
+    return [_ex(task, p.ids[i], title_to_sid_prompt(p.titles[i]), p.sid_of(p.ids[i])) for i in _draw(len(p.ids), n, rng)]
+
+
+def _sid_to_category(task: str, n: int, p: _Pools, rng: np.random.Generator) -> list[dict[str, str]]:
+    with_cat = [i for i, c in enumerate(p.cats) if c]
+    return [
+        _ex(task, p.ids[with_cat[j]], sid_to_category_prompt(p.sid_of(p.ids[with_cat[j]])), " " + p.cats[with_cat[j]])
+        for j in _draw(len(with_cat), n, rng)
+    ]
+
+
+def _discernment(task: str, n: int, p: _Pools, rng: np.random.Generator) -> list[dict[str, str]]:
+    from conrec.llm.training.discernment import heldout_users, questions
+
+    held = heldout_users(p.train["user_id"].to_list(), p.cfg.discernment_holdout, p.cfg_seed)
+    pool = p.train.filter(~pl.col("user_id").is_in(sorted(held)))
+    return [_ex(task, q["source"], q["prompt"], q["completion"]) for q in questions(pool, p.sid_of, p.cfg.prompt, n, int(rng.integers(2**31)), repeat=True)]
+
+
+def _timeline(task: str, n: int, p: _Pools, rng: np.random.Generator) -> list[dict[str, str]]:
+    return [p.windows[j] for j in _draw(len(p.windows), n, rng)]
+
+
+TASKS: dict[str, Builder] = {
+    "next_negative": _history,
+    "future_negative": _history,
+    "sid_to_title": _sid_to_title,
+    "title_to_sid": _title_to_sid,
+    "sid_to_category": _sid_to_category,
+    "discernment": _discernment,
+    "timeline": _timeline,
+}
+"""Every SFT task's builder, by name, in the order their examples are drawn (each draws from one shared generator).
+Why one mapping: the builder was an if/elif chain whose last branch built title -> SID examples for any other name,
+so a task added to :class:`conrec.llm.config.TaskMix` without a branch trained on the wrong data; a weight with no
+builder is now an error (:func:`task_counts`), and the import check below keeps the two lists the same."""
+assert set(TASKS) == set(TaskMix.model_fields), (
+    f"conrec.llm.training.tasks.TASKS must have a builder for each weight of conrec.llm.config.TaskMix: no builder for "
+    f"{sorted(set(TaskMix.model_fields) - set(TASKS))}, no weight for {sorted(set(TASKS) - set(TaskMix.model_fields))}"
+)
 
 
 # --- alignment prompts (plain text, same style as the history prompt)
@@ -69,7 +137,10 @@ def sid_to_category_prompt(sid: str) -> str:
 
 def task_counts(weights: dict[str, float], n_train: int, max_samples: int | None, n_windows: int = 0) -> dict[str, int]:
     """How many examples each task gets (pure; see the module docstring). The timeline task's weight
-    counts its own pool, the ``n_windows`` timeline windows; every other task's the train samples."""
+    counts its own pool, the ``n_windows`` timeline windows; every other task's the train samples. A weight
+    with no builder in :data:`TASKS` is an error: it was dropped, and a mix of only such tasks built nothing."""
+    if unknown := sorted(set(weights) - set(TASKS)):
+        raise ValueError(f"sft.tasks: no SFT example builder for {unknown} (known: {', '.join(TASKS)})")
     weights = {t: weights.get(t, 0.0) for t in TASKS}
     pool = {t: (n_windows if t == "timeline" else n_train) for t in TASKS}
     counts = {t: int(round(weights[t] * pool[t])) for t in TASKS}
@@ -120,36 +191,12 @@ def build_examples(
     ids = catalogue["item_id"].to_list()
     titles = neutralise_all(catalogue["title"].to_list(), control)
     cats = neutralise_all(catalogue["category"].to_list(), control) if "category" in catalogue.columns else [""] * len(ids)
-    with_cat = [i for i, c in enumerate(cats) if c]
-
     rows = train.select("sample_id", "hist_items", "hist_feedback", "next_neg", "future_negs").rows()
+    pools = _Pools(train, rows, ids, titles, cats, windows, sid_of, cfg, cfg_seed)
     out: list[dict[str, str]] = []
-    for task in TASKS:
-        n = counts[task]
-        if n == 0:
-            continue
-        if task == "discernment":
-            from conrec.llm.training.discernment import heldout_users, questions
-
-            held = heldout_users(train["user_id"].to_list(), cfg.discernment_holdout, cfg_seed)
-            pool = train.filter(~pl.col("user_id").is_in(sorted(held)))
-            for q in questions(pool, sid_of, cfg.prompt, n, int(rng.integers(2**31)), repeat=True):
-                out.append(_ex(task, q["source"], q["prompt"], q["completion"]))
-        elif task == "timeline":
-            out.extend(windows[j] for j in _draw(len(windows), n, rng))
-        elif task in HISTORY_TASKS:
-            out.extend(_history_examples(task, rows, n, sid_of, cfg, rng))
-        elif task == "sid_to_category":
-            for j in _draw(len(with_cat), n, rng):
-                i = with_cat[j]
-                out.append(_ex(task, ids[i], sid_to_category_prompt(sid_of(ids[i])), " " + cats[i]))
-        else:
-            for i in _draw(len(ids), n, rng):
-                sid = sid_of(ids[i])
-                if task == "sid_to_title":
-                    out.append(_ex(task, ids[i], sid_to_title_prompt(sid), " " + titles[i]))
-                else:
-                    out.append(_ex(task, ids[i], title_to_sid_prompt(titles[i]), sid))
+    for task, build in TASKS.items():
+        if counts[task] > 0:
+            out.extend(build(task, counts[task], pools, rng))
     order = rng.permutation(len(out))
     return [out[i] for i in order]
 
