@@ -127,3 +127,21 @@ def test_every_budget_keeps_the_newest_min_of_count_and_budget(n):
         p = build_prompt(items, feedback, sid_of, timeline)
         assert segment(p, NEG_OPEN, NEG_CLOSE) == dis[max(0, n - budget) :]
         assert [i for _, i in events_in(p)] == pos
+
+
+def test_an_unknown_layout_is_refused_not_rendered_as_neg_only() -> None:
+    """build_prompt branched on merged and segmented and rendered any other name as neg_only, so a layout added to the
+    config without a renderer trained on the neg_only prompt; the layouts are now one list (the config's type) that the
+    renderers and the prompts ablation are checked against, and a name with no renderer is an error."""
+    from typing import get_args
+
+    from conrec.ablation import PROMPT_VARIANTS as ABLATED
+    from conrec.llm.config import PROMPT_VARIANTS
+
+    bullets = PromptConfig.model_construct(**{**PromptConfig().model_dump(), "variant": "bullets"})
+    with pytest.raises(ValueError, match="no prompt layout 'bullets'"):
+        build_prompt(ITEMS, FEEDBACK, sid_of, bullets)
+    from conrec.llm.inference.prompts import LAYOUTS
+
+    declared = get_args(PromptConfig.model_fields["variant"].annotation)
+    assert set(LAYOUTS) == set(PROMPT_VARIANTS) == set(ABLATED) == set(declared)

@@ -65,14 +65,13 @@ from conrec.data.windows import measurable_horizons
 from conrec.errors import ConfigError, ConrecError, StageInputError
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
-from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, GrpoConfig
+from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, PROMPT_VARIANTS, GrpoConfig
 from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
 from conrec.run_lock import holding_run
 from conrec.runs import PARENT_FILE, RunDir
 
 PAPER_FHR20 = {"sid_title": 0.0364, "alignment": 0.0382, "progressive": 0.0393, "future_reward": 0.0434, "pos_penalty": 0.0441}
 """FHR@20 of each row of CoNRec's Table 2 (Taobao, Qwen3-14B), quoted beside ours for reference."""
-PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
 _UP_TO = {"sft": ("data", "sid", "sft", "eval"), "grpo": ("data", "sid", "sft", "grpo", "eval")}
 """The stages a row runs (in its child run) to evaluate LM ``sft`` or ``grpo``."""
 

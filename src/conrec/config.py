@@ -26,7 +26,7 @@ from conrec.config_yaml import DuplicateKeyError, dump_yaml, load_yaml_noting_te
 from conrec.data.config import SIMULATOR_FACETS, DataConfig
 from conrec.errors import ConfigError
 from conrec.eval.config import EvalConfig
-from conrec.llm.config import DecodeConfig, GrpoConfig, SftConfig, early_stopping_refusal
+from conrec.llm.config import TIMELINE_VARIANTS, DecodeConfig, GrpoConfig, SftConfig, early_stopping_refusal
 from conrec.llm.model.precision import ComputeConfig
 from conrec.serve.config import ServeConfig
 from conrec.sid.config import SidConfig
@@ -78,7 +78,7 @@ class PipelineConfig(StrictConfig):
         grpo = data.get("grpo", {})
         if type(budget) is not int or budget < 0 or not isinstance(grpo, dict):  # a bad value: the field's own error, once
             return data
-        if isinstance(prompt, dict) and prompt.get("variant") in ("timeline", "neg_timeline"):
+        if isinstance(prompt, dict) and prompt.get("variant") in TIMELINE_VARIANTS:
             return data
         stages = grpo.get("stages", "positive_budget")
         if isinstance(stages, str):

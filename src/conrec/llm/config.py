@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -46,12 +46,17 @@ class ModelConfig(_Strict):
     )
 
 
-PROMPT_VARIANTS = ("neg_only", "segmented", "merged", "timeline", "neg_timeline")
+PromptVariant = Literal["neg_only", "segmented", "merged", "timeline", "neg_timeline"]
+"""The history layouts: the one list of them. Each has a renderer in conrec.llm.inference.prompts.LAYOUTS (checked
+there at import) and a row in ``conrec ablate --what prompts``."""
+PROMPT_VARIANTS: tuple[str, ...] = get_args(PromptVariant)
+TIMELINE_VARIANTS = ("timeline", "neg_timeline")  # the layouts that end in the dislike tag, not in 'Answer:'
 NEG_SEGMENT_VARIANTS = ("neg_only", "segmented", "neg_timeline")  # the layouts with a <neg>...</neg> segment
+assert set(TIMELINE_VARIANTS) | set(NEG_SEGMENT_VARIANTS) <= set(PROMPT_VARIANTS), "a layout flag names a layout PromptVariant lacks"
 
 
 class PromptConfig(_Strict):
-    variant: Literal["neg_only", "segmented", "merged", "timeline", "neg_timeline"] = Field(
+    variant: PromptVariant = Field(
         "segmented",
         description="the history layout (conrec.llm.inference.prompts): neg_only / segmented / merged end in 'Answer:'; timeline = the "
         "recent events as feedback-tagged SIDs ending in the dislike tag (trained densely by the timeline task); "
@@ -78,7 +83,7 @@ class PromptConfig(_Strict):
     @property
     def is_timeline(self) -> bool:
         """Whether the prompt ends in the dislike tag (the timeline layouts) rather than in 'Answer:'."""
-        return self.variant in ("timeline", "neg_timeline")
+        return self.variant in TIMELINE_VARIANTS
 
     @property
     def has_neg_segment(self) -> bool:

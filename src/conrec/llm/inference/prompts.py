@@ -23,7 +23,7 @@ Prompt format (a plain string, identical for SFT, GRPO and inference)::
 * The prompt always ends with the text token ``Answer:`` (never with an SID token), so the
   generated SID starts on a token boundary and a logits processor can find where it begins.
 
-Variants (``cfg.variant``):
+Variants (``cfg.variant``; each one's renderer is in :data:`LAYOUTS`):
 
 * ``neg_only``: only the negative segment (positives ignored).
 * ``segmented``: negative segment, then positive segment (both always present, possibly empty).
@@ -57,7 +57,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from conrec.llm.config import PromptConfig
+from conrec.llm.config import PROMPT_VARIANTS, TIMELINE_VARIANTS, PromptConfig
 from conrec.sid.tokens import item_token_of_sid
 
 NEG_OPEN, NEG_CLOSE = "<neg>", "</neg>"
@@ -106,22 +106,57 @@ def build_prompt(
     pos_budget = cfg_prompt.max_pos_items if max_pos_items is None else max_pos_items
     if pos_budget < 0:
         raise ValueError(f"max_pos_items must be >= 0, got {pos_budget}")
-    sid_of = item_renderer(sid_of, cfg_prompt)
-    if cfg_prompt.is_timeline:
-        older, window = timeline_window(hist_items, hist_feedback, cfg_prompt, max_pos_items)
-        return timeline_prefix(older, sid_of, cfg_prompt) + render_events(window, sid_of) + DISLIKE_TAG
-    lines = [INSTRUCTION]
-    if cfg_prompt.variant == "merged":
-        events = _merged_events(hist_items, hist_feedback, pos_budget, cfg_prompt.max_merged_items)
-        lines.append(f"History (oldest first):{SEQ_OPEN}{render_events(events, sid_of)}{SEQ_CLOSE}")
-    else:
-        neg = [i for i, f in zip(hist_items, hist_feedback) if f < 0]
-        lines.append(f"Disliked (oldest first):{NEG_OPEN}{_render(_last(neg, cfg_prompt.max_neg_items), sid_of)}{NEG_CLOSE}")
-        if cfg_prompt.variant == "segmented":
-            pos = [i for i, f in zip(hist_items, hist_feedback) if f > 0]
-            lines.append(f"Liked (oldest first):{POS_OPEN}{_render(_last(pos, pos_budget), sid_of)}{POS_CLOSE}")
-    lines.append(ANSWER_CUE)
-    return "\n".join(lines)
+    layout = LAYOUTS.get(cfg_prompt.variant)
+    if layout is None:  # a model_construct'ed or unvalidated config: rendering another layout would train on it silently
+        raise ValueError(f"sft.prompt.variant: no prompt layout {cfg_prompt.variant!r} (known: {', '.join(LAYOUTS)})")
+    return layout(hist_items, hist_feedback, item_renderer(sid_of, cfg_prompt), cfg_prompt, max_pos_items)
+
+
+Layout = Callable[[Sequence[str], Sequence[int], Callable[[str], str], PromptConfig, int | None], str]
+"""A layout's renderer: (history items, their feedback, the item renderer, the prompt settings, the caller's positive
+budget or None) -> the prompt."""
+
+
+def _neg_only(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig, max_pos_items: int | None) -> str:
+    return _answered([_neg_segment(items, feedback, sid_of, cfg)])
+
+
+def _segmented(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig, max_pos_items: int | None) -> str:
+    pos = [i for i, f in zip(items, feedback) if f > 0]
+    budget = cfg.max_pos_items if max_pos_items is None else max_pos_items
+    return _answered([_neg_segment(items, feedback, sid_of, cfg), f"Liked (oldest first):{POS_OPEN}{_render(_last(pos, budget), sid_of)}{POS_CLOSE}"])
+
+
+def _merged(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig, max_pos_items: int | None) -> str:
+    budget = cfg.max_pos_items if max_pos_items is None else max_pos_items
+    events = _merged_events(items, feedback, budget, cfg.max_merged_items)
+    return _answered([f"History (oldest first):{SEQ_OPEN}{render_events(events, sid_of)}{SEQ_CLOSE}"])
+
+
+def _timeline(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig, max_pos_items: int | None) -> str:
+    older, window = timeline_window(items, feedback, cfg, max_pos_items)
+    return timeline_prefix(older, sid_of, cfg) + render_events(window, sid_of) + DISLIKE_TAG
+
+
+LAYOUTS: dict[str, Layout] = {"neg_only": _neg_only, "segmented": _segmented, "merged": _merged, "timeline": _timeline, "neg_timeline": _timeline}
+"""Every prompt layout's renderer, by ``sft.prompt.variant``. Why a mapping: :func:`build_prompt` branched on two
+names and rendered any other as neg_only, so a layout added to the config without a renderer trained silently on
+the wrong prompt; now it is refused, and the import check keeps this mapping equal to the config's list."""
+assert set(LAYOUTS) == set(PROMPT_VARIANTS), (
+    f"conrec.llm.inference.prompts.LAYOUTS must render each conrec.llm.config.PromptVariant: no renderer for "
+    f"{sorted(set(PROMPT_VARIANTS) - set(LAYOUTS))}, not a variant: {sorted(set(LAYOUTS) - set(PROMPT_VARIANTS))}"
+)
+assert {v for v in LAYOUTS if LAYOUTS[v] is _timeline} == set(TIMELINE_VARIANTS), "a timeline renderer must go with a timeline layout"
+
+
+def _neg_segment(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig) -> str:
+    neg = [i for i, f in zip(items, feedback) if f < 0]
+    return f"Disliked (oldest first):{NEG_OPEN}{_render(_last(neg, cfg.max_neg_items), sid_of)}{NEG_CLOSE}"
+
+
+def _answered(body: list[str]) -> str:
+    """The instruction, the history lines, then the answer cue, one per line (every layout but the timeline ones)."""
+    return "\n".join([INSTRUCTION, *body, ANSWER_CUE])
 
 
 def shows_positive(prompt: str) -> bool:
