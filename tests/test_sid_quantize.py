@@ -69,6 +69,23 @@ def test_rkmeans_works_and_is_deterministic() -> None:
     assert res.last_codebook.shape == (8, x.shape[1])
 
 
+def test_an_unknown_quantizer_kind_is_refused_not_fitted_as_rqvae() -> None:
+    """The sid stage fitted an RQ-VAE for every kind but rkmeans, so a kind added to the config without code was an
+    RQ-VAE in its name (and the reward's reconstruction, dispatching on its own, failed at GRPO time); the quantisers
+    are now one mapping, checked against the config's type, and a kind it lacks is an error."""
+    from typing import get_args
+
+    from conrec.sid.stage import quantize
+
+    x, _ = _clustered(n=64, dim=8)
+    opq = QuantizerConfig.model_construct(**{**QuantizerConfig(epochs=1).model_dump(), "kind": "opq"})
+    with pytest.raises(ValueError, match="no quantizer 'opq'"):
+        quantize(x, [4, 4], opq, seed=0)
+    from conrec.sid.quantizers import QUANTIZERS
+
+    assert set(QUANTIZERS) == set(get_args(QuantizerConfig.model_fields["kind"].annotation))
+
+
 def test_kmeans_handles_fewer_items_than_codes() -> None:
     x, _ = _clustered(n=5)
     res = fit_rkmeans(x, [8, 8], seed=0)

@@ -41,8 +41,12 @@ class EncoderConfig(_Strict):
     cache_dir: Path | None = Field(None, description="embedding cache; None = ~/.cache/conrec/embeddings")
 
 
+QuantizerKind = Literal["rqvae", "rkmeans"]
+"""The SID quantisers; each has its fit and reconstruction in conrec.sid.quantizers.QUANTIZERS (checked there at import)."""
+
+
 class QuantizerConfig(_Strict):
-    kind: Literal["rqvae", "rkmeans"] = Field(
+    kind: QuantizerKind = Field(
         "rqvae", description="rqvae = a trained residual-quantising autoencoder; rkmeans = residual k-means (no training, "
         "seconds to fit: a quick start on big catalogues)"
     )

@@ -36,8 +36,7 @@ from conrec.sid.encoder import TextEncoder, encode_items
 from conrec.sid.metrics import codebook_usage, collision_rate, max_items_per_code, purity_lift, purity_lift_undefined
 from conrec.sid.preflight import preflight
 from conrec.sid.quantize_result import QuantizeResult, effective_codebook_sizes
-from conrec.sid.rkmeans import fit_rkmeans
-from conrec.sid.rqvae import fit_rqvae
+from conrec.sid.quantizers import quantizer
 from conrec.sid.sid_map import SidMap
 from conrec.stages import SidSections
 
@@ -45,11 +44,8 @@ from conrec.stages import SidSections
 def quantize(
     vectors: np.ndarray, sizes: list[int], cfg: QuantizerConfig, seed: int, progress: Progress | None = None
 ) -> QuantizeResult:
-    """Run the configured quantizer (``rqvae`` or ``rkmeans``) on the item vectors."""
-    if cfg.kind == "rkmeans":
-        return fit_rkmeans(vectors, sizes, seed=seed, niter=cfg.kmeans_iters, progress=progress)
-    _, result = fit_rqvae(vectors, sizes, cfg, seed=seed, progress=progress)
-    return result
+    """Run the configured quantizer (``sid.quantizer.kind``: :data:`conrec.sid.quantizers.QUANTIZERS`) on the item vectors."""
+    return quantizer(cfg.kind).fit(vectors, sizes, cfg, seed, progress)
 
 
 def with_collaborative_part(text: np.ndarray, rd: RunDir, items: pl.DataFrame, sections: SidSections) -> np.ndarray:
@@ -127,7 +123,7 @@ def run(
             notes.append(oversized)
 
         t = time.perf_counter()
-        torch.set_num_threads(qcfg.train_threads if qcfg.kind == "rqvae" else threads)
+        torch.set_num_threads(qcfg.train_threads if quantizer(qcfg.kind).trains_with_torch else threads)
         try:
             result = quantize(vectors, sizes, qcfg, seed, progress)
         finally:

@@ -24,27 +24,18 @@ from conrec.errors import StageInputError
 
 
 def reconstruct(state: dict[str, Any], codes: np.ndarray) -> np.ndarray:
-    """Input-space vectors that ``codes`` (n, levels) decode to under a stored quantizer ``state``.
+    """Input-space vectors that ``codes`` (n, levels) decode to under a stored quantizer ``state``
+    (its ``kind``'s reconstruction in :data:`conrec.sid.quantizers.QUANTIZERS`).
 
     Levels beyond the quantizer's codebooks (a disambiguation level added by collision resolution)
     carry no vector and are ignored.
     """
-    import torch
+    from conrec.sid.quantizers import QUANTIZERS
 
-    codes = np.asarray(codes, dtype=np.int64)
-    if state.get("kind") == "rkmeans":
-        books = [np.asarray(b, dtype=np.float32) for b in state["codebooks"]]
-        levels = min(len(books), codes.shape[1])
-        return np.sum([books[lv][codes[:, lv]] for lv in range(levels)], axis=0).astype(np.float32)
-    if state.get("kind") == "rqvae":
-        from conrec.sid.rqvae import load_rqvae
-
-        model = load_rqvae(state)
-        levels = min(len(model.codebooks), codes.shape[1])
-        with torch.no_grad():
-            z_q = sum(model.codebooks[lv][torch.from_numpy(codes[:, lv])] for lv in range(levels))
-            return model.decoder(z_q).numpy().astype(np.float32)
-    raise StageInputError(f"unknown quantizer kind {state.get('kind')!r} in quantizer.pt")
+    kind = state.get("kind")
+    if not isinstance(kind, str) or kind not in QUANTIZERS:
+        raise StageInputError(f"unknown quantizer kind {kind!r} in quantizer.pt")
+    return QUANTIZERS[kind].reconstruct(state, np.asarray(codes, dtype=np.int64))
 
 
 def normalise(v: np.ndarray) -> np.ndarray:
