@@ -1246,10 +1246,38 @@ def test_every_fingerprinted_setting_is_listed_or_registered_as_added() -> None:
 
     new = [k for k in hashed if k not in listed and not registered(k)]
     assert not new, (f"new fingerprinted setting(s) {new}: register each in conrec.stages.ADDED_SETTINGS with the value that does what "
-                     f"runs made without it did (they stay current), or, where no value does, add it to {listing.name} (every "
-                     "existing run then reruns the stages that hold it); docs/development.md")
+                     "runs made without it did (they stay current; a new section, such as a baseline's eval.<name>, can be one "
+                     f"entry: its whole default dump), or, where no value does, add it to {listing.name} (every existing run then "
+                     "reruns the stages that hold it); docs/development.md")
     gone = sorted(listed - set(keys))
     assert not gone, (f"{gone} no longer exist: runs recorded with them rerun the stages that held them ('<key>: <value> -> unset'); "
                       f"remove them from {listing.name} to accept that")
-    stale = [k for k in ADDED_SETTINGS if k not in keys]
-    assert not stale, f"ADDED_SETTINGS names settings the config does not have: {stale}"
+    stale = [k for k in ADDED_SETTINGS if not any(x == k or x.startswith(k + ".") for x in keys)]
+    assert not stale, f"ADDED_SETTINGS names settings or sections the config does not have: {stale}"
+
+
+def test_a_new_section_registered_as_added_keeps_existing_runs_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/development.md says a new baseline's settings are one ADDED_SETTINGS entry, ``"eval.<name>"`` -> its default
+    dump, but the check above refused a section ("names settings the config does not have"), and registering each of
+    its settings instead left ``<name>: {}`` in the hashed eval section, so every existing run's eval reran (found by a
+    contributor probe, 8 December 2026). Both ways now pass the check and keep the eval fingerprint of a run made before
+    the section existed; eval.facet_rule plays the new section."""
+    import copy
+
+    from conrec.stages import ADDED_SETTINGS, TODAY, _dumped_fingerprint
+
+    dumped = load_config(None, {}).model_dump(mode="json")
+    older = copy.deepcopy(dumped)
+    del older["eval"]["facet_rule"]  # the config as it was before the section existed
+    before = _dumped_fingerprint(older, "eval", TODAY)
+    assert _dumped_fingerprint(dumped, "eval", TODAY) != before  # unregistered: the eval reruns
+    section = dumped["eval"]["facet_rule"]
+    for entries in ({"eval.facet_rule": section}, {f"eval.facet_rule.{k}": v for k, v in section.items()}):
+        with monkeypatch.context() as m:
+            for key, value in entries.items():
+                m.setitem(ADDED_SETTINGS, key, value)
+            test_every_fingerprinted_setting_is_listed_or_registered_as_added()
+            assert _dumped_fingerprint(dumped, "eval", TODAY) == before, entries
+    monkeypatch.setitem(ADDED_SETTINGS, "eval.no_such_baseline", {})
+    with pytest.raises(AssertionError, match=r"does not have: \['eval.no_such_baseline'\]"):
+        test_every_fingerprinted_setting_is_listed_or_registered_as_added()

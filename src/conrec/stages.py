@@ -548,15 +548,28 @@ def _lookup(value: Any, setting: str) -> Any:
 
 
 def without_settings(value: dict[str, Any], settings: Collection[str]) -> dict[str, Any]:
-    """A copy of the mapping ``value`` without the dotted ``settings`` inside it (those it does not hold are passed over)."""
+    """A copy of the mapping ``value`` without the dotted ``settings`` inside it (those it does not hold are passed over),
+    and without a mapping inside it that was left empty by their removal.
+
+    Why the emptied ones too: a section added to the config whose settings are registered one by one in
+    :data:`ADDED_SETTINGS` (``eval.<baseline>.grid``, ``.power``) left ``<baseline>: {}`` in the hashed dump, which a run
+    made before it existed does not hold, so its eval was stale although every new setting was at its neutral value."""
     value = copy.deepcopy(value)
     for setting in settings:
         *parents, leaf = setting.split(".")
-        node: Any = value
+        path: list[dict[str, Any]] = [value]
         for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+            child = path[-1].get(part)
+            if not isinstance(child, dict):
+                break
+            path.append(child)
+        else:
+            if leaf in path[-1]:
+                path[-1].pop(leaf)
+                for parent, part, node in zip(reversed(path[:-1]), reversed(parents), reversed(path[1:]), strict=True):
+                    if node:
+                        break
+                    parent.pop(part)
     return value
 
 
