@@ -8,12 +8,57 @@ from pathlib import Path
 from typing import Any
 
 import conrec.pipeline as pipeline
-from conrec.config import load_config
-from conrec.runs import STAGES, RunDir
-from conrec.stages import fixes_text, stage_hash
+from conrec.config import config_reference, load_config
+from conrec.config_yaml import load_yaml
+from conrec.runs import MAX_CHANGES_SHOWN, STAGES, RunDir
+from conrec.stages import ADDED_SETTINGS, EXECUTION_SETTINGS, fingerprint_sections, fixes_text, stage_hash
 
 OLD_RUN = Path(__file__).with_name("data") / "run_made_2026_12_05"
-DATA_ADDED = "settings added since (data.feedback_labels, data.ts_format) are at their defaults, and no setting it was made with has changed"
+
+
+def added_since(stage: str) -> list[str]:
+    """The settings ``stage``'s fingerprint hashes today that the fixture run's config.yaml lacks (the first missing
+    key: a section added whole is one), in the order its stale message names them, less those registered in
+    ADDED_SETTINGS (left out of fingerprints at their neutral value): what that message calls added since.
+
+    Derived, not typed: the list was typed here, and a setting a contributor added and listed in
+    tests/fingerprinted_settings.txt (every existing run reruns) failed these tests with a bare string diff (found by
+    a contributor probe, 8 December 2026). Such a setting is named here, as the message names it, with no edit."""
+    written = load_yaml((OLD_RUN / "config.yaml").read_text(encoding="utf-8"))
+    keys = [k for k, _, _ in config_reference() if k not in EXECUTION_SETTINGS]
+    added: dict[str, None] = {}
+    for section in fingerprint_sections(stage):
+        for key in (k for k in keys if k == section or k.startswith(section + ".")):
+            parts = key.split(".")
+            if any(".".join(parts[:n]) in ADDED_SETTINGS for n in range(1, len(parts) + 1)):
+                continue
+            node: Any = written
+            for n, part in enumerate(parts, 1):
+                if not isinstance(node, dict):  # inside a setting the run had (an optional section left null)
+                    break
+                if part not in node:
+                    added[".".join(parts[:n])] = None
+                    break
+                node = node[part]
+    return list(added)
+
+
+def added_note(stage: str) -> str:
+    """The part of ``stage``'s stale message that names the settings :func:`added_since` finds."""
+    added = added_since(stage)
+    more = f" and {len(added) - MAX_CHANGES_SHOWN} more" if len(added) > MAX_CHANGES_SHOWN else ""
+    return f"settings added since ({', '.join(added[:MAX_CHANGES_SHOWN])}{more}) are at their defaults, and no setting it was made with has changed"
+
+
+DATA_ADDED = added_note("data")
+
+
+def test_the_settings_added_since_the_fixture_run_are_derived() -> None:
+    """The fixture run predates data.feedback_labels, data.ts_format and eval.facet_rule: :func:`added_since` finds
+    them, with nothing else, until a setting is added that is not registered in ADDED_SETTINGS."""
+    assert {"data.feedback_labels", "data.ts_format"} <= set(added_since("data"))
+    assert {"data.feedback_labels", "data.ts_format", "eval.facet_rule"} <= set(added_since("eval"))
+    assert "eval.facet_rule" not in added_since("sid")
 
 
 def _old_run(tmp_path: Path, **overrides: Any) -> tuple[RunDir, Any]:
@@ -36,10 +81,10 @@ def test_a_run_made_before_settings_were_added_is_stale_for_its_fixes_not_a_conf
     )
     for stage in ("sid", "sft", "grpo"):
         assert run.stale_reason(cfg, stage) == (
-            f"built on a data stage that an older conrec made, and that stage has been fixed since ({data_fixes}); {DATA_ADDED}; rerun it"
+            f"built on a data stage that an older conrec made, and that stage has been fixed since ({data_fixes}); {added_note(stage)}; rerun it"
         )
     why = run.stale_reason(cfg, "eval") or ""
-    assert "settings added since (data.feedback_labels, data.ts_format, eval.facet_rule) are at their defaults" in why
+    assert added_note("eval") in why
     assert all("different configuration" not in (run.stale_reason(cfg, s) or "") for s in STAGES)
     assert run.model_problem(cfg, "grpo") is not None  # never served
     pipeline.run_pipeline(cfg)
