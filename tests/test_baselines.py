@@ -347,6 +347,7 @@ def test_facet_baselines_without_a_facet_value_say_they_are_popularity() -> None
 def test_a_facet_column_that_never_repeats_is_named_with_its_distinct_value_share() -> None:
     """Found by probing: the item id (or a title) given as eval.category.columns made category, facet_rule and
     taste_exposure popularity's rows with no word: a value held by one item carries no dislike to another."""
+    from conrec.eval.baselines import facet_readers
     from conrec.eval.baselines.base import no_signal_reason
     from conrec.eval.baselines.category import unique_column_notes
 
@@ -364,10 +365,10 @@ def test_a_facet_column_that_never_repeats_is_named_with_its_distinct_value_shar
     model = make_baseline("category", EvalConfig(category=both))
     model.fit(baseline_events(), titled)
     assert no_signal_reason(model) is None  # the category column still carries it
-    (note,) = unique_column_notes(titled, both, ["popularity", "category", "facet_rule"])
+    (note,) = unique_column_notes(titled, both, facet_readers(EvalConfig(baselines=["popularity", "category", "facet_rule"])))
     assert "`title` has 8 distinct values over the 8 items with a value (a distinct-value share of 1.00" in note
     assert "category, facet_rule" in note
-    assert unique_column_notes(titled, both, ["popularity", "itemknn"]) == []  # no facet baseline: nothing to say
+    assert unique_column_notes(titled, both, facet_readers(EvalConfig(baselines=["popularity", "itemknn"]))) == []  # nothing to say
     assert unique_column_notes(baseline_items(), CategoryConfig(), ["category"]) == []  # 3 categories over 8 items
 
 

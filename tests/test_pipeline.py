@@ -914,6 +914,32 @@ def test_the_eval_column_check_asks_only_for_baselines_that_read_the_columns() -
     assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["category"]}), ["mood"]) is None
 
 
+def test_what_a_baseline_reads_is_said_by_its_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which baselines read eval.category.columns, and which the sid stage's text vectors, was spelled as name lists
+    in four modules, so a new facet baseline got no eval preflight (the run trained SID, SFT and GRPO, then failed on
+    the missing column) and no near-unique-column note (found by a contributor probe, 8 December 2026). Each place now
+    asks the registry entry (BaselineSpec.reads_facets, reads_sid); popularity plays the new baseline."""
+    import polars as pl
+
+    from conrec.eval import baselines
+    from conrec.eval.baselines.category import unique_column_notes
+    from conrec.eval.config import EvalConfig
+    from conrec.eval.preflight import missing_facet_columns
+    from conrec.stages import read_inputs
+
+    cfg = EvalConfig.model_validate({"baselines": ["popularity", "itemknn"], "models": [], "category": {"columns": ["genre"]}})
+    dumped = load_config(None, {"eval": {"baselines": ["popularity", "itemknn"], "models": []}}).model_dump(mode="json")
+    assert missing_facet_columns(cfg, ["item_id"]) is None and "sid" not in read_inputs("eval", dumped)
+    spec = baselines.REGISTRY["popularity"]
+    monkeypatch.setitem(baselines.REGISTRY, "popularity", dataclasses.replace(spec, reads_facets=True, reads_sid=True))
+    assert "(data/items.parquet, read by popularity); have ['item_id']" in (missing_facet_columns(cfg, ["item_id"]) or "")
+    assert "sid" in read_inputs("eval", dumped)
+    assert baselines.sid_readers(cfg.baselines) == ["popularity"]
+    titled = pl.DataFrame({"item_id": ["a", "b", "c"], "genre": ["x", "y", "z"]})
+    (note,) = unique_column_notes(titled, cfg.category, baselines.facet_readers(cfg))
+    assert "`genre` has 3 distinct values" in note and "popularity" in note
+
+
 def test_bookkeeping_settings_make_no_stage_stale_and_runs_recorded_before_stay_current(tmp_path: Path, fake_stages: list[str]) -> None:
     """Found by probing: a new sft.train.logging_steps retrained SFT, GRPO and eval, and sid.encoder.cache=false every
     stage after data, though neither changes a weight or a score. Runs that the previous conrec recorded (those

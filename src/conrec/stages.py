@@ -278,13 +278,15 @@ def _sft_revision_scope(revision: int, sections: Mapping[str, Any]) -> bool:
 
 def _eval_reads(cfg: Any, stage: str) -> bool:
     """The eval stage's inputs for a config: the data always; an LM stage that ``eval.models`` names (when the run has
-    it); the sid stage only for what reads its outputs, an LM (the SID map it decodes with) or the ``content`` baseline
-    (``sid/text_vectors.npy``).
+    it); the sid stage only for what reads its outputs, an LM (the SID map it decodes with) or a baseline whose registry
+    entry reads ``sid/text_vectors.npy`` (:attr:`conrec.eval.baselines.BaselineSpec.reads_sid`: ``content``).
 
     Why: an eval of the other baselines alone (``eval.models: []``) needed a current sid stage, which it never read:
     ``conrec eval`` refused on a run with only its data, and a rerun of the sid stage cleared and re-tuned it."""
     if stage == "sid":
-        return bool(_get(cfg, "eval.models")) or "content" in _get(cfg, "eval.baselines")
+        from conrec.eval.baselines import sid_readers
+
+        return bool(_get(cfg, "eval.models")) or bool(sid_readers(_get(cfg, "eval.baselines")))
     return stage == "data" or stage in _get(cfg, "eval.models")
 
 

@@ -22,11 +22,12 @@ if TYPE_CHECKING:
 
 
 def facet_readers(cfg: EvalConfig) -> list[str]:
-    """The listed baselines that read the item columns ``eval.category.columns`` names (pure): category and the facet
-    rule always, taste x exposure when its personal score is (or its tuning grid may make it) the category one."""
-    personal = {cfg.taste_exposure.personal, *(cfg.taste_exposure.grid.get("personal", []) if cfg.tune else [])}
-    readers = {"category", "facet_rule", *(["taste_exposure"] if "category" in personal else [])}
-    return [b for b in cfg.baselines if b in readers]
+    """The listed baselines that read the item columns ``eval.category.columns`` names (pure): those whose registry
+    entry says so (:attr:`conrec.eval.baselines.BaselineSpec.reads_facets`): category and the facet rule always,
+    taste x exposure when its personal score is (or its tuning grid may make it) the category one."""
+    from conrec.eval.baselines import facet_readers as registered_readers
+
+    return registered_readers(cfg)
 
 
 def missing_facet_columns(cfg: EvalConfig, have: list[str]) -> str | None:

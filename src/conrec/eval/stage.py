@@ -38,7 +38,7 @@ from conrec.data.schema import DISLIKE
 from conrec.data.splits import share_overlap, share_overlap_warning
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
 from conrec.errors import ConrecError, StageInputError
-from conrec.eval.baselines import REGISTRY, make_baseline
+from conrec.eval.baselines import REGISTRY, facet_readers, make_baseline, sid_readers
 from conrec.eval.baselines.base import no_point_signal, no_signal_reason, recommend_noting_flat, watch_epochs
 from conrec.eval.baselines.category import facet_pairs, unique_column_notes
 from conrec.eval.bootstrap import resampled_unit
@@ -203,8 +203,9 @@ def _discernment(rd: RunDir, metrics: dict[str, dict[str, Any]]) -> dict[str, An
     return s
 
 
-def _with_text_vectors(rd: RunDir, items: pl.DataFrame) -> pl.DataFrame:
-    """``items`` with the sid stage's text vectors attached, for the content baseline.
+def _with_text_vectors(rd: RunDir, items: pl.DataFrame, readers: list[str]) -> pl.DataFrame:
+    """``items`` with the sid stage's text vectors attached, for the baselines ``readers`` that read them (the content
+    baseline: :func:`conrec.eval.baselines.sid_readers`).
 
     Runs tokenised before ``sid/text_vectors.npy`` existed still work when their ``embeddings.npy``
     is the text alone (no ``sid.collab``), so nobody re-tokenises (and retrains) for a baseline.
@@ -216,7 +217,10 @@ def _with_text_vectors(rd: RunDir, items: pl.DataFrame) -> pl.DataFrame:
         stats_path = rd.sid / "stats.json"
         encoder = read_json(stats_path, what="sid stats").get("encoder", {}) if stats_path.exists() else {}
         if not rd.embeddings.exists() or not stats_path.exists() or "collab_dims" in encoder:
-            raise StageInputError(f"the content baseline needs {path}: rerun `conrec sid` (or drop `content` from eval.baselines)")
+            names = ", ".join(f"`{b}`" for b in readers)
+            raise StageInputError(f"the baselines {names} need {path}: rerun `conrec sid` (or drop them from eval.baselines)"
+                                  if len(readers) > 1 else
+                                  f"the {readers[0]} baseline needs {path}: rerun `conrec sid` (or drop {names} from eval.baselines)")
         path = rd.embeddings
     return with_text_vectors(items, np.load(path))
 
@@ -441,8 +445,8 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
         (rd.predictions / f"{name}.parquet").unlink(missing_ok=True)  # (`conrec predict` writes <model>_<split>.parquet)
     events = read_parquet(rd.events, what="events (data stage output)")
     items = read_parquet(rd.items, what="items (data stage output)")
-    if "content" in ecfg.baselines:
-        items = _with_text_vectors(rd, items)
+    if readers := sid_readers(ecfg.baselines):
+        items = _with_text_vectors(rd, items, readers)
     samples_all = read_parquet(rd.samples, what="samples (data stage output)")
     stats_path = rd.data / "stats.json"
     stats = read_json(stats_path, what="data stats") if stats_path.exists() else None
@@ -487,7 +491,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             notes.append("eval.tune is on but the evaluated split is valid: baselines were tuned on the split they are scored on.")
         valid_samples = tune_seen[0]
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
-    notes.extend(unique_column_notes(items, ecfg.category, ecfg.baselines))
+    notes.extend(unique_column_notes(items, ecfg.category, facet_readers(ecfg)))
     notes.extend(whole_remainder_notes(ks, samples, ecfg.tune_k if valid_samples is not None else None, valid_samples, catalogue))
 
     metrics: dict[str, dict[str, Any]] = {}

@@ -7,7 +7,7 @@ build baselines one way. Factories import lazily: torch loads only when SASRec i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from conrec.errors import ConfigError
@@ -19,12 +19,26 @@ from conrec.eval.cost import EASE, LINEAR, Cost, sasrec_cost, taste_exposure_cos
 @dataclass(frozen=True)
 class BaselineSpec:
     """How to build one baseline: ``build(eval_cfg)``; its settings live at ``eval_cfg.<settings>``;
-    ``cost(eval_cfg)``: how its time grows with the catalogue (see :mod:`conrec.eval.cost`)."""
+    ``cost(eval_cfg)``: how its time grows with the catalogue (see :mod:`conrec.eval.cost`).
+
+    What it reads beyond events and items' ids, declared here so that the places that act on it follow the registry
+    (:func:`facet_readers`, :func:`sid_readers`): ``reads_facets``, the item columns ``eval.category.columns`` names
+    (True, or a rule of the eval config): the eval preflight refuses a missing column before SID, SFT and GRPO train,
+    and the report notes a near-unique column; ``reads_sid``, the sid stage's text vectors (``sid/text_vectors.npy``,
+    a column of the items it is given: :func:`conrec.eval.baselines.content.with_text_vectors`): the eval stage then
+    depends on the sid stage and adds the column. Why: these were lists of names in four modules, and a new facet
+    baseline missed the preflight and failed after training (found by a contributor probe, 8 December 2026)."""
 
     name: str
     settings: str
     build: Callable[[EvalConfig], Recommender]
     cost: Callable[[EvalConfig], Cost] = lambda _cfg: LINEAR
+    reads_facets: bool | Callable[[EvalConfig], bool] = False
+    reads_sid: bool = False
+
+    def reads_facets_of(self, cfg: EvalConfig) -> bool:
+        """Whether, configured by ``cfg``, it reads the item columns ``eval.category.columns`` names."""
+        return self.reads_facets(cfg) if callable(self.reads_facets) else self.reads_facets
 
 
 def _popularity(cfg: EvalConfig) -> Recommender:
@@ -81,6 +95,13 @@ def _facet_rule(cfg: EvalConfig) -> Recommender:
     return FacetRuleRecommender(cfg.facet_rule, facets=cfg.category)
 
 
+def _taste_exposure_reads_facets(cfg: EvalConfig) -> bool:
+    """Taste x exposure reads the facet columns when its personal score is (or its tuning grid may make it) the
+    category one."""
+    personal = {cfg.taste_exposure.personal, *(cfg.taste_exposure.grid.get("personal", []) if cfg.tune else [])}
+    return "category" in personal
+
+
 def category_share(cfg: EvalConfig) -> float:
     """The share of taste x exposure's fits that take the facet (item x item) path: with ``eval.tune``, its grid points
     with ``personal: category`` and the refit (counted on that path when any grid point is: the grid may choose it), of
@@ -98,13 +119,16 @@ REGISTRY: dict[str, BaselineSpec] = {
     for s in (
         BaselineSpec("popularity", "popularity", _popularity),
         BaselineSpec("itemknn", "itemknn", _itemknn),
-        BaselineSpec("category", "category", _category),
+        BaselineSpec("category", "category", _category, reads_facets=True),
         BaselineSpec("sasrec", "sasrec", _sasrec, lambda cfg: sasrec_cost(cfg.sasrec.epochs, cfg.sasrec.hidden)),
         BaselineSpec("ease", "ease", _ease, lambda _cfg: EASE),
-        BaselineSpec("taste_exposure", "taste_exposure", _taste_exposure, lambda cfg: taste_exposure_cost(category_share(cfg))),
+        BaselineSpec(
+            "taste_exposure", "taste_exposure", _taste_exposure, lambda cfg: taste_exposure_cost(category_share(cfg)),
+            reads_facets=_taste_exposure_reads_facets,
+        ),
         BaselineSpec("swing", "swing", _swing),
-        BaselineSpec("content", "content", _content),
-        BaselineSpec("facet_rule", "facet_rule", _facet_rule),
+        BaselineSpec("content", "content", _content, reads_sid=True),
+        BaselineSpec("facet_rule", "facet_rule", _facet_rule, reads_facets=True),
     )
 }
 assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"
@@ -116,6 +140,18 @@ assert all(s.settings in EvalConfig.model_fields for s in REGISTRY.values()), (
 BASELINES = BASELINE_NAMES
 
 
+def facet_readers(cfg: EvalConfig) -> list[str]:
+    """The baselines ``cfg.baselines`` lists that read the item columns ``eval.category.columns`` names, in its order
+    (:attr:`BaselineSpec.reads_facets`; pure)."""
+    return [b for b in cfg.baselines if b in REGISTRY and REGISTRY[b].reads_facets_of(cfg)]
+
+
+def sid_readers(baselines: Iterable[str]) -> list[str]:
+    """The ``baselines`` that read the sid stage's text vectors (:attr:`BaselineSpec.reads_sid`; names only, so a
+    config's JSON dump does: :func:`conrec.stages._eval_reads`; a name no longer registered reads nothing)."""
+    return [b for b in baselines if b in REGISTRY and REGISTRY[b].reads_sid]
+
+
 def make_baseline(name: str, cfg: EvalConfig | None = None) -> Recommender:
     """A fresh, unfitted baseline by name, configured from the eval section (``cfg.itemknn`` ...)."""
     spec = REGISTRY.get(name)
@@ -124,4 +160,4 @@ def make_baseline(name: str, cfg: EvalConfig | None = None) -> Recommender:
     return spec.build(cfg or EvalConfig())
 
 
-__all__ = ["BASELINES", "REGISTRY", "BaselineSpec", "Recommender", "make_baseline"]
+__all__ = ["BASELINES", "REGISTRY", "BaselineSpec", "Recommender", "facet_readers", "make_baseline", "sid_readers"]

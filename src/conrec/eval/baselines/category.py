@@ -60,8 +60,6 @@ def facet_pairs(items: pl.DataFrame, cfg: CategoryConfig) -> float:
 # A column where at least this share of the items with a value share none of their values with another item
 # (a title, an id) names almost no facet two items have in common: see :func:`unique_column_notes`.
 NEAR_UNIQUE_SHARE = 0.9
-# The baselines that read eval.category.columns (taste_exposure through its `personal: category` score).
-FACET_BASELINES = ("category", "facet_rule", "taste_exposure")
 
 
 def no_facet_reason(members: sp.csr_matrix, columns: list[str], cfg: CategoryConfig) -> str | None:
@@ -78,14 +76,14 @@ def no_facet_reason(members: sp.csr_matrix, columns: list[str], cfg: CategoryCon
     return None
 
 
-def unique_column_notes(items: pl.DataFrame, cfg: CategoryConfig, baselines: list[str]) -> list[str]:
+def unique_column_notes(items: pl.DataFrame, cfg: CategoryConfig, readers: list[str]) -> list[str]:
     """One report note per column of ``cfg.columns`` whose values almost never repeat (at least
     :data:`NEAR_UNIQUE_SHARE` of the items with a value share none of their values with another item), naming
-    its distinct-value share (distinct values / items with a value) and the facet baselines of ``baselines``
-    it feeds (pure). Why a note and not a refusal: such a column adds (almost) nothing to those rules, but the
-    other columns may still carry them (where no value at all is shared, :func:`no_facet_reason` adds that the
-    rows are popularity's)."""
-    names = [b for b in FACET_BASELINES if b in baselines]
+    its distinct-value share (distinct values / items with a value) and the baselines ``readers`` it feeds (those
+    that read the columns: :func:`conrec.eval.baselines.facet_readers`; none, no note) (pure). Why a note and not a
+    refusal: such a column adds (almost) nothing to those rules, but the other columns may still carry them (where
+    no value at all is shared, :func:`no_facet_reason` adds that the rows are popularity's)."""
+    names = list(readers)
     if not names or not all(c in items.columns for c in cfg.columns):
         return []
     notes = []
