@@ -477,6 +477,38 @@ def test_the_flat_points_are_read_off_the_top_k_pass_exactly_as_popularity_point
         assert len(scored) > 1
 
 
+def test_a_baseline_written_from_the_contract_gets_the_per_point_popularity_note() -> None:
+    """Found by a contributor probe (8 December 2026): the per-point note read the private ``_catalog`` attribute,
+    which the contract did not mention, so a baseline written from it that kept its catalogue as ``self.cat`` and
+    ranked every point by popularity got no note. The note is read off the rows ``recommend`` shows ``on_row``;
+    ``_catalog`` is in the contract, for popularity_points and the repr (fitted_catalog)."""
+    from conrec.eval.baselines.base import DescribedBaseline, fitted_catalog, popularity_points, recommend_in_chunks, recommend_noting_flat
+
+    class Zeros(DescribedBaseline):
+        name = "zeros"
+
+        def fit(self, events: pl.DataFrame, items: pl.DataFrame) -> None:
+            self.cat = Catalog.build(events, items)
+
+        def item_scores(self, samples: pl.DataFrame) -> np.ndarray:
+            return np.zeros((samples.height, len(self.cat.item_ids)))
+
+        def recommend(self, samples: pl.DataFrame, k: int, on_row: Any = None) -> list[list[str]]:
+            return recommend_in_chunks(self.item_scores, samples, self.cat, k, on_row)
+
+    samples = history_samples(HISTORIES)
+    model = Zeros()
+    model.fit(baseline_events(), baseline_items())
+    assert isinstance(model, Recommender)
+    recs, flat = recommend_noting_flat(model, samples, 5)
+    assert flat is not None and flat.all() and len(recs) == len(HISTORIES)
+    assert fitted_catalog(model) is None and popularity_points(model, samples) is None  # not at the contract's name
+    assert repr(model).endswith("; not fitted)")
+    model._catalog = model.cat  # type: ignore[attr-defined]
+    assert fitted_catalog(model) is model.cat and popularity_points(model, samples) is not None
+    assert repr(model) == f"Zeros(name='zeros'; fitted on {len(model.cat.item_ids)} items)"
+
+
 def test_swing_with_a_pair_somewhere_is_flat_where_the_history_has_no_neighbour() -> None:
     """The whole-fit note (no Swing pair at all) misses a fit with one pair: a point whose disliked items are not in it
     is popularity's, and popularity_points says so, point by point."""

@@ -18,6 +18,12 @@ Contract (:class:`Recommender`):
 Ties and fill-up follow global dislike popularity (then catalogue order), so every baseline is
 deterministic and never returns a short list because its own signal ran out.
 
+After ``fit``, a baseline keeps the :class:`Catalog` it scores over (``Catalog.build(events, items)``) in the attribute
+``_catalog`` (None before; :class:`~conrec.eval.baselines.scored.ScoredRecommender` declares it), read through
+:func:`fitted_catalog` by :func:`popularity_points` and by its repr (:class:`DescribedBaseline`: "fitted on N items").
+Without it, :func:`popularity_points` finds nothing (None) and the repr says "not fitted"; the eval's per-point
+popularity note does not need it (:func:`recommend_noting_flat` reads the rows ``on_row`` is shown).
+
 A baseline that can find nothing to learn from on some data (SASRec with no user of 2 dislikes, the
 facet baselines with no facet value) says so after ``fit`` in an optional attribute ``no_signal``: a
 one-line reason, read by :func:`no_signal_reason`; its row is then dislike popularity under another
@@ -230,6 +236,15 @@ NO_POINT_SIGNAL = "no signal from the history"
 optional ``no_point_signal`` attribute (swing, itemknn, EASE: "no co-dislike signal")."""
 
 
+def fitted_catalog(model: object) -> Catalog | None:
+    """The :class:`Catalog` a fitted baseline scores over, from the contract's ``_catalog`` attribute (module
+    docstring); None when it has none (not fitted, or kept elsewhere). Why one reader: the per-point popularity note
+    and the repr read the private name, which the contract did not mention (found by a contributor probe, 8 December
+    2026: a baseline keeping its catalogue as ``self.cat`` got no note and a repr saying "not fitted")."""
+    catalog = getattr(model, "_catalog", None)
+    return catalog if isinstance(catalog, Catalog) else None
+
+
 def popularity_points(model: object, samples: pl.DataFrame) -> np.ndarray | None:
     """Which of ``samples``' points a fitted baseline ranks by dislike popularity alone (a bool per point), or None
     for a model without a :class:`Catalog` (not fitted, or not built on one).
@@ -241,9 +256,9 @@ def popularity_points(model: object, samples: pl.DataFrame) -> np.ndarray | None
     log where most histories' dislikes have no neighbour, swing's top-20 was popularity's at 196 of 205 test points,
     with no word. Scores the samples again (in :func:`score_chunks`), so it changes no ranking; the eval, which ranks
     them anyway, reads the same flags off that pass (:func:`recommend_noting_flat`)."""
-    catalog = getattr(model, "_catalog", None)
+    catalog = fitted_catalog(model)
     score = getattr(model, "item_scores", None)
-    if not isinstance(catalog, Catalog) or not callable(score):
+    if catalog is None or not callable(score):
         return None
     flat: list[bool] = []
     for part in score_chunks(samples, len(catalog.item_ids)):
@@ -263,14 +278,17 @@ def is_flat_row(row: np.ndarray, excluded: np.ndarray) -> bool:
 
 def recommend_noting_flat(model: Recommender, samples: pl.DataFrame, k: int) -> tuple[list[list[str]], np.ndarray | None]:
     """``model.recommend(samples, k)`` and, read off the same pass (its ``on_row``), :func:`popularity_points`' flags
-    (None for a model without a :class:`Catalog`). Why: the eval counted those points with a second scoring pass, as
-    long as the top-K's own and left out of its timings (about 1-2 minutes per baseline at 200k per-user points)."""
+    (None for a ``recommend`` without the hook, or one that did not show every row). Why: the eval counted those points
+    with a second scoring pass, as long as the top-K's own and left out of its timings (about 1-2 minutes per baseline
+    at 200k per-user points). The rows and excluded indices the hook is shown are all it needs: it asked for the
+    ``_catalog`` attribute too, so a baseline written from the contract that kept its catalogue under another name
+    got no note (found by a contributor probe, 8 December 2026)."""
     if "on_row" not in inspect.signature(model.recommend).parameters:  # a baseline written before the hook: no note
         return model.recommend(samples, k), None
     flat: list[bool] = []
     recs = model.recommend(samples, k, on_row=lambda row, excluded: flat.append(is_flat_row(row, excluded)))
-    if not isinstance(getattr(model, "_catalog", None), Catalog) or len(flat) != len(recs):
-        return recs, None  # no catalogue, or a recommend that did not show every row: nothing to count, not a failed eval
+    if len(flat) != len(recs):
+        return recs, None  # a recommend that did not show every row: nothing to count, not a failed eval
     return recs, np.array(flat, dtype=bool)
 
 
@@ -295,7 +313,8 @@ def watch_epochs(model: object, on_epoch: EpochHook | None) -> None:
 class DescribedBaseline:
     """A baseline's ``repr``: its name, settings and whether it is fitted, e.g.
     ``PopularityRecommender(name='popularity', half_life_days=7.0; fitted on 1682 items)``. Every baseline class
-    derives from it; it reads the ``name``, ``cfg`` (its pydantic settings) and ``_catalog`` each of them has.
+    derives from it; it reads the ``name``, ``cfg`` (its pydantic settings) and ``_catalog`` (:func:`fitted_catalog`)
+    each of them has.
 
     Why: a notebook showed ``<conrec.eval.baselines.popularity.PopularityRecommender object at 0x...>``, which said
     neither the settings it scores with (tuning changes them) nor whether ``fit`` had run. The tuning grid is left
@@ -306,8 +325,8 @@ class DescribedBaseline:
         words = [f"name={getattr(self, 'name', '?')!r}"]
         if cfg is not None and hasattr(cfg, "model_dump"):
             words += [f"{key}={value!r}" for key, value in cfg.model_dump(exclude={"grid"}).items()]
-        catalog = getattr(self, "_catalog", None)
-        state = f"fitted on {len(catalog.item_ids)} items" if isinstance(catalog, Catalog) else "not fitted"
+        catalog = fitted_catalog(self)
+        state = "not fitted" if catalog is None else f"fitted on {len(catalog.item_ids)} items"
         return f"{type(self).__name__}({', '.join(words)}; {state})"
 
 
