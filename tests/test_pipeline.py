@@ -1307,3 +1307,27 @@ def test_a_new_section_registered_as_added_keeps_existing_runs_current(monkeypat
     monkeypatch.setitem(ADDED_SETTINGS, "eval.no_such_baseline", {})
     with pytest.raises(AssertionError, match=r"does not have: \['eval.no_such_baseline'\]"):
         test_every_fingerprinted_setting_is_listed_or_registered_as_added()
+
+
+def test_a_mapping_left_empty_by_added_settings_hashes_as_runs_made_before_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dropping the mappings that ADDED_SETTINGS leave empty (above) had two edges (review of 7 December 2026): with
+    every setting of data.spark registered, the data fingerprint raised KeyError: 'spark' where data.spark.master's
+    stand-in was put back; and a mapping setting that dumped ``{}`` in older runs (data.feedback_labels) was dropped
+    once a key registered inside it was removed, so it no longer hashed as they recorded it. A stand-in whose mapping
+    is gone is now passed over, and a mapping setting is kept."""
+    import copy
+
+    from conrec.stages import ADDED_SETTINGS, TODAY, _dumped_fingerprint
+
+    dumped = load_config(None, {}).model_dump(mode="json")
+    without_spark = copy.deepcopy(dumped)
+    del without_spark["data"]["spark"]  # the config as it was before data.spark existed
+    with monkeypatch.context() as m:
+        m.setitem(ADDED_SETTINGS, "data.spark.master", None)
+        m.setitem(ADDED_SETTINGS, "data.spark.conf", {})
+        assert _dumped_fingerprint(dumped, "data", TODAY) == _dumped_fingerprint(without_spark, "data", TODAY)
+    before = _dumped_fingerprint(dumped, "data", TODAY)  # feedback_labels: {}
+    labelled = copy.deepcopy(dumped)
+    labelled["data"]["feedback_labels"] = {"skip": 0}  # a default entry added later, registered at its value
+    monkeypatch.setitem(ADDED_SETTINGS, "data.feedback_labels.skip", 0)
+    assert _dumped_fingerprint(labelled, "data", TODAY) == before

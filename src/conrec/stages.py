@@ -51,6 +51,7 @@ This module imports nothing from conrec at run time: the runners are named, not 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import importlib
 import json
@@ -536,7 +537,18 @@ def _without_added(key: str, value: Any) -> Any:
     """``value`` (section ``key``'s dump) without the :data:`ADDED_SETTINGS` under it that hold their neutral value."""
     neutral = {s[len(key) + 1 :]: v for s, v in ADDED_SETTINGS.items() if s.startswith(key + ".")}
     found = [s for s, v in neutral.items() if (held := _lookup(value, s)) is not _UNSET and held == v]
-    return without_settings(value, found) if found else value
+    return without_settings(value, found, keep=_leaf_settings(key)) if found else value
+
+
+@functools.cache
+def _leaf_settings(key: str) -> frozenset[str]:
+    """The settings under section ``key`` that hold no settings of their own, relative to it: a mapping among them is
+    a setting's value (``data.columns``, ``data.spark.conf``), which :func:`_without_added` must not drop when keys
+    registered inside it leave it empty, since runs made before those keys existed hashed it as ``{}``."""
+    from conrec.config import config_reference  # here: this module imports no conrec module at import time
+
+    keys = [k for k, _, _ in config_reference() if k.startswith(key + ".")]
+    return frozenset(k[len(key) + 1 :] for k in keys if not any(o.startswith(k + ".") for o in keys))
 
 
 def _lookup(value: Any, setting: str) -> Any:
@@ -549,13 +561,17 @@ def _lookup(value: Any, setting: str) -> Any:
     return node
 
 
-def without_settings(value: dict[str, Any], settings: Collection[str]) -> dict[str, Any]:
+def without_settings(value: dict[str, Any], settings: Collection[str], keep: Collection[str] = ()) -> dict[str, Any]:
     """A copy of the mapping ``value`` without the dotted ``settings`` inside it (those it does not hold are passed over),
-    and without a mapping inside it that was left empty by their removal.
+    and without a mapping inside it that was left empty by their removal, unless its dotted path is in ``keep``. A
+    mapping that was empty before is kept.
 
     Why the emptied ones too: a section added to the config whose settings are registered one by one in
     :data:`ADDED_SETTINGS` (``eval.<baseline>.grid``, ``.power``) left ``<baseline>: {}`` in the hashed dump, which a run
-    made before it existed does not hold, so its eval was stale although every new setting was at its neutral value."""
+    made before it existed does not hold, so its eval was stale although every new setting was at its neutral value.
+    Why ``keep``: a mapping setting (``data.feedback_labels``) dumped ``{}`` in runs made before a key registered inside
+    it existed; dropped, it would no longer hash as they recorded it. (A section that dumped ``{}`` and later gains
+    registered settings cannot be told from a new one here, and is dropped: none dumps ``{}`` today.)"""
     value = copy.deepcopy(value)
     for setting in settings:
         *parents, leaf = setting.split(".")
@@ -568,10 +584,10 @@ def without_settings(value: dict[str, Any], settings: Collection[str]) -> dict[s
         else:
             if leaf in path[-1]:
                 path[-1].pop(leaf)
-                for parent, part, node in zip(reversed(path[:-1]), reversed(parents), reversed(path[1:]), strict=True):
-                    if node:
+                for depth in range(len(parents), 0, -1):
+                    if path[depth] or ".".join(parents[:depth]) in keep:
                         break
-                    parent.pop(part)
+                    path[depth - 1].pop(parents[depth - 1])
     return value
 
 
@@ -599,12 +615,12 @@ def _hashed_view(key: str, value: Any, view: _View = TODAY) -> Any:
     value = copy.deepcopy(value)
     for setting in inside:
         *parents, leaf = setting[len(key) + 1 :].split(".")
-        node = value
-        for part in parents:
-            node = node[part]
+        node = _lookup(value, ".".join(parents)) if parents else value
+        if not isinstance(node, dict):  # its mapping left out as added (ADDED_SETTINGS): runs made before had no stand-in
+            continue
         if setting in view[0]:
             node[leaf] = EXECUTION_SETTINGS[setting]
-        elif node[leaf] is not None:
+        elif node.get(leaf) is not None:
             node[leaf] = SOURCE_PATH
     return value
 
