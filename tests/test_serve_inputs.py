@@ -246,3 +246,42 @@ def test_an_unknown_user_id_that_is_a_known_one_in_another_unicode_normalisation
     assert r.json()["detail"] == "unknown user_id 'ﬁ' (resembles known user_id 'fi', its Unicode compatibility form; ids are matched exactly)"
     assert client.post("/v1/dislikes", json={"user_id": "ghost"}).json()["detail"] == "unknown user_id 'ghost'"  # no twin: as before
     assert client.post("/v1/dislikes", json={"user_id": nfc}).status_code == 200  # the exact id is known
+
+
+class _UnlistedUsers(dict):
+    """Known users that count every pass over them: a twin lookup that indexes them all shows here."""
+
+    passes = 0
+
+    def __iter__(self):
+        type(self).passes += 1
+        return super().__iter__()
+
+    def keys(self):
+        type(self).passes += 1
+        return super().keys()
+
+    def items(self):
+        type(self).passes += 1
+        return super().items()
+
+
+def test_an_unknown_user_id_is_matched_to_its_twin_without_indexing_every_known_user(monkeypatch):
+    """Found in review (7 December 2026): the first unknown ``user_id`` normalised every known user id twice (NFC and
+    NFKC) into two dicts, on the request's thread, in each worker: seconds and hundreds of MB at millions of users,
+    for any mistyped id. The unknown id's own normal forms are now looked up in the known users instead; the messages
+    are the same (the test above)."""
+    from conrec.serve import app as app_module
+
+    nfc = unicodedata.normalize("NFC", "ünï")
+    items, sid_map, events = serve_tables()
+    events = events.with_columns(pl.col("user_id").replace({"u_hist": nfc, "d0": "fi"}))
+    histories = app_module.user_histories
+    monkeypatch.setattr(app_module, "user_histories", lambda *a: _UnlistedUsers(histories(*a)))
+    client = TestClient(create_app(RecordingPredictor(events, sid_map["item_id"].to_list()), items, sid_map, events,
+                                   ServeConfig(**SERVE_TEST_LIMITS), model_name="fake"), base_url="http://localhost")
+    before = _UnlistedUsers.passes
+    for user, twin in ((unicodedata.normalize("NFD", nfc), nfc), ("\ufb01", "fi"), ("ghost", None)):
+        r = client.post("/v1/dislikes", json={"user_id": user})
+        assert r.status_code == 404 and (twin is None or repr(twin) in r.json()["detail"]), r.text
+    assert _UnlistedUsers.passes == before, "an unknown user_id made a pass over every known user"

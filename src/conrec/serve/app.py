@@ -43,7 +43,7 @@ from conrec.errors import ConfigError, ConrecError, DataValidationError, ModelOu
 from conrec.explain import Explainer, explanation_events
 from conrec.runs import RunDir
 from conrec.serve.batching import MicroBatcher, run_grouped
-from conrec.serve.catalog import History, IdTwins, SidCatalog, user_histories
+from conrec.serve.catalog import History, KnownFormTwins, SidCatalog, user_histories
 from conrec.serve.config import ServeConfig, check_max_k
 from conrec.serve.limits import (
     NO_STORE_HEADERS,
@@ -168,7 +168,7 @@ def create_app(
     """
     catalog = SidCatalog.build(items, sid_map)
     known_users = user_histories(events, cfg.max_history) if events is not None else {}
-    user_twins = IdTwins(known_users)  # an unknown user_id that is a known one in another Unicode normalisation says so
+    user_twins = KnownFormTwins(known_users)  # an unknown user_id that is a known one in another Unicode normalisation says so
     model = model_name or cfg.model
     gate = AdmissionGate(cfg.inference_workers, cfg.max_queue)
     explainer_box: list[Explainer] = []

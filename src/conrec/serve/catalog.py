@@ -6,7 +6,7 @@ Built once at start-up from the run directory's tables so a request never touche
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
@@ -115,6 +115,27 @@ class IdTwins:
         form = next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, twin) and not unicodedata.is_normalized(f, unknown)), None)
         return f"{quote(unknown)} (differs from {known} {quote(twin)} only in Unicode normalisation" + (
             f": {owner} is {form}; ids are matched exactly)" if form else "; ids are matched exactly)")
+
+
+class KnownFormTwins(IdTwins):
+    """:class:`IdTwins` for a large set of known ids (the service's users): an unknown id's NFC and NFD forms
+    (:meth:`normalisation_twin`), then NFKC and NFKD (:meth:`compatibility_twin`), are looked up in ``known`` directly.
+
+    Why not the index :class:`IdTwins` builds: it normalises every known id on the first unknown one, on the request's
+    thread, in each worker: seconds and hundreds of MB at millions of users, for any mistyped ``user_id``. Looking up
+    four forms finds the same twin wherever the known id is stored in one of them (ids stored normalised); one in
+    none of them (``"ａ²"`` known, ``"a2"`` sent) is not found and the 404 names no twin. Item ids keep the index: a
+    catalogue is small, and its items' ids come as the source wrote them."""
+
+    _FORMS: dict[_Form, tuple[Literal["NFC", "NFD", "NFKC", "NFKD"], ...]] = {"NFC": ("NFC", "NFD"), "NFKC": ("NFKC", "NFKD")}
+
+    def __init__(self, known: Container[str]) -> None:
+        super().__init__(())
+        self._known = known
+
+    def _twin(self, unknown: str, form: _Form) -> str | None:
+        forms = (unicodedata.normalize(f, unknown) for f in self._FORMS[form])
+        return next((twin for twin in forms if twin != unknown and twin in self._known), None)
 
 
 def _sid_str(value: object) -> str:
