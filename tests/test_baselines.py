@@ -365,11 +365,24 @@ def test_a_facet_column_that_never_repeats_is_named_with_its_distinct_value_shar
     model = make_baseline("category", EvalConfig(category=both))
     model.fit(baseline_events(), titled)
     assert no_signal_reason(model) is None  # the category column still carries it
-    (note,) = unique_column_notes(titled, both, facet_readers(EvalConfig(baselines=["popularity", "category", "facet_rule"])))
+    (note,) = unique_column_notes(titled, both, readers=facet_readers(EvalConfig(baselines=["popularity", "category", "facet_rule"])))
     assert "`title` has 8 distinct values over the 8 items with a value (a distinct-value share of 1.00" in note
     assert "category, facet_rule" in note
-    assert unique_column_notes(titled, both, facet_readers(EvalConfig(baselines=["popularity", "itemknn"]))) == []  # nothing to say
-    assert unique_column_notes(baseline_items(), CategoryConfig(), ["category"]) == []  # 3 categories over 8 items
+    assert unique_column_notes(titled, both, readers=facet_readers(EvalConfig(baselines=["popularity", "itemknn"]))) == []  # nothing to say
+    assert unique_column_notes(baseline_items(), CategoryConfig(), readers=["category"]) == []  # 3 categories over 8 items
+
+
+def test_the_facet_column_note_refuses_the_listed_baselines_passed_as_its_readers() -> None:
+    """Found in review (7 December 2026): unique_column_notes' third parameter was every listed baseline (filtered to
+    the facet ones inside) and became the facet readers themselves, so a call written for the old one
+    (``unique_column_notes(items, cfg, ecfg.baselines)``) named popularity and itemknn as fed by the column, without an
+    error. ``readers`` is keyword-only now: that call is a TypeError."""
+    from conrec.eval.baselines.category import unique_column_notes
+
+    titled = baseline_items().with_columns(pl.col("item_id").alias("title"))
+    both = CategoryConfig(columns=["category", "title"])
+    with pytest.raises(TypeError):
+        unique_column_notes(titled, both, ["popularity", "itemknn", "category"])
 
 
 def test_co_dislike_baselines_without_a_co_dislike_say_they_are_popularity() -> None:

@@ -936,7 +936,7 @@ def test_what_a_baseline_reads_is_said_by_its_registry_entry(monkeypatch: pytest
     assert "sid" in read_inputs("eval", dumped)
     assert baselines.sid_readers(cfg.baselines) == ["popularity"]
     titled = pl.DataFrame({"item_id": ["a", "b", "c"], "genre": ["x", "y", "z"]})
-    (note,) = unique_column_notes(titled, cfg.category, baselines.facet_readers(cfg))
+    (note,) = unique_column_notes(titled, cfg.category, readers=baselines.facet_readers(cfg))
     assert "`genre` has 3 distinct values" in note and "popularity" in note
 
 

@@ -491,7 +491,7 @@ def run(sections: EvalSections, run_dir: Path, console: Console, load_lm: LmLoad
             notes.append("eval.tune is on but the evaluated split is valid: baselines were tuned on the split they are scored on.")
         valid_samples = tune_seen[0]
         valid_fit, _ = fit_events_for(events, split_cfg, stats, "valid", samples_all.filter(pl.col("split") == "valid"))
-    notes.extend(unique_column_notes(items, ecfg.category, facet_readers(ecfg)))
+    notes.extend(unique_column_notes(items, ecfg.category, readers=facet_readers(ecfg)))
     notes.extend(whole_remainder_notes(ks, samples, ecfg.tune_k if valid_samples is not None else None, valid_samples, catalogue))
 
     metrics: dict[str, dict[str, Any]] = {}

@@ -12,6 +12,7 @@ is a facet), e.g. tone and setting on simulated data.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -76,13 +77,17 @@ def no_facet_reason(members: sp.csr_matrix, columns: list[str], cfg: CategoryCon
     return None
 
 
-def unique_column_notes(items: pl.DataFrame, cfg: CategoryConfig, readers: list[str]) -> list[str]:
+def unique_column_notes(items: pl.DataFrame, cfg: CategoryConfig, *, readers: Sequence[str]) -> list[str]:
     """One report note per column of ``cfg.columns`` whose values almost never repeat (at least
     :data:`NEAR_UNIQUE_SHARE` of the items with a value share none of their values with another item), naming
-    its distinct-value share (distinct values / items with a value) and the baselines ``readers`` it feeds (those
-    that read the columns: :func:`conrec.eval.baselines.facet_readers`; none, no note) (pure). Why a note and not a
-    refusal: such a column adds (almost) nothing to those rules, but the other columns may still carry them (where
-    no value at all is shared, :func:`no_facet_reason` adds that the rows are popularity's)."""
+    its distinct-value share (distinct values / items with a value) and the baselines ``readers`` it feeds, in their
+    order (those that read the columns: :func:`conrec.eval.baselines.facet_readers`, in ``eval.baselines`` order as
+    the preflight names them; none, no note) (pure). Why a note and not a refusal: such a column adds (almost) nothing
+    to those rules, but the other columns may still carry them (where no value at all is shared,
+    :func:`no_facet_reason` adds that the rows are popularity's).
+
+    ``readers`` is keyword-only: this parameter was once every listed baseline (``eval.baselines``), filtered here;
+    passed so positionally now, popularity and itemknn would be named as facet readers without an error."""
     names = list(readers)
     if not names or not all(c in items.columns for c in cfg.columns):
         return []
