@@ -52,7 +52,8 @@ there at import) and a row in ``conrec ablate --what prompts``."""
 PROMPT_VARIANTS: tuple[str, ...] = get_args(PromptVariant)
 TIMELINE_VARIANTS = ("timeline", "neg_timeline")  # the layouts that end in the dislike tag, not in 'Answer:'
 NEG_SEGMENT_VARIANTS = ("neg_only", "segmented", "neg_timeline")  # the layouts with a <neg>...</neg> segment
-assert set(TIMELINE_VARIANTS) | set(NEG_SEGMENT_VARIANTS) <= set(PROMPT_VARIANTS), "a layout flag names a layout PromptVariant lacks"
+if _unknown_layouts := sorted((set(TIMELINE_VARIANTS) | set(NEG_SEGMENT_VARIANTS)) - set(PROMPT_VARIANTS)):  # a raise: -O strips asserts
+    raise RuntimeError(f"conrec.llm.config's TIMELINE_VARIANTS or NEG_SEGMENT_VARIANTS name layouts PromptVariant lacks: {_unknown_layouts}")
 
 
 class PromptConfig(_Strict):

@@ -68,10 +68,11 @@ QUANTIZERS: dict[str, Quantizer] = {
     "rqvae": Quantizer(_fit_rqvae, _reconstruct_rqvae, trains_with_torch=True),
     "rkmeans": Quantizer(_fit_rkmeans, _reconstruct_rkmeans, trains_with_torch=False),
 }
-assert set(QUANTIZERS) == set(get_args(QuantizerKind)), (
-    f"conrec.sid.quantizers.QUANTIZERS must have an entry for each sid.quantizer.kind: missing "
-    f"{sorted(set(get_args(QuantizerKind)) - set(QUANTIZERS))}, not a kind: {sorted(set(QUANTIZERS) - set(get_args(QuantizerKind)))}"
-)
+if set(QUANTIZERS) != set(get_args(QuantizerKind)):  # a raise, not an assert: python -O strips those
+    raise RuntimeError(
+        f"conrec.sid.quantizers.QUANTIZERS must have an entry for each sid.quantizer.kind: missing "
+        f"{sorted(set(get_args(QuantizerKind)) - set(QUANTIZERS))}, not a kind: {sorted(set(QUANTIZERS) - set(get_args(QuantizerKind)))}"
+    )
 
 
 def quantizer(kind: str) -> Quantizer:

@@ -131,11 +131,14 @@ REGISTRY: dict[str, BaselineSpec] = {
         BaselineSpec("facet_rule", "facet_rule", _facet_rule, reads_facets=True),
     )
 }
-assert tuple(REGISTRY) == BASELINE_NAMES, "eval.config.BASELINE_NAMES must list the registry's baselines"
-assert all(s.settings in EvalConfig.model_fields for s in REGISTRY.values()), (
-    f"every BaselineSpec.settings must be a field of eval.config.EvalConfig: missing "
-    f"{[s.settings for s in REGISTRY.values() if s.settings not in EvalConfig.model_fields]}"
-)
+# raises, not asserts: python -O strips those
+if tuple(REGISTRY) != BASELINE_NAMES:
+    raise RuntimeError(
+        f"conrec.eval.config.BASELINE_NAMES must list the registry's baselines in its order: it lists {list(BASELINE_NAMES)}, "
+        f"the registry has {list(REGISTRY)}"
+    )
+if _no_settings := [s.settings for s in REGISTRY.values() if s.settings not in EvalConfig.model_fields]:
+    raise RuntimeError(f"every BaselineSpec.settings must be a field of conrec.eval.config.EvalConfig: missing {_no_settings}")
 
 BASELINES = BASELINE_NAMES
 

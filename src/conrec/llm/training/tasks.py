@@ -113,11 +113,13 @@ TASKS: dict[str, Builder] = {
 """Every SFT task's builder, by name, in the order their examples are drawn (each draws from one shared generator).
 Why one mapping: the builder was an if/elif chain whose last branch built title -> SID examples for any other name,
 so a task added to :class:`conrec.llm.config.TaskMix` without a branch trained on the wrong data; a weight with no
-builder is now an error (:func:`task_counts`), and the import check below keeps the two lists the same."""
-assert set(TASKS) == set(TaskMix.model_fields), (
-    f"conrec.llm.training.tasks.TASKS must have a builder for each weight of conrec.llm.config.TaskMix: no builder for "
-    f"{sorted(set(TaskMix.model_fields) - set(TASKS))}, no weight for {sorted(set(TASKS) - set(TaskMix.model_fields))}"
-)
+builder is now an error (:func:`task_counts`), and the import check below keeps the two lists the same (a raise, not
+an assert: ``python -O`` strips those)."""
+if set(TASKS) != set(TaskMix.model_fields):
+    raise RuntimeError(
+        f"conrec.llm.training.tasks.TASKS must have a builder for each weight of conrec.llm.config.TaskMix: no builder for "
+        f"{sorted(set(TaskMix.model_fields) - set(TASKS))}, no weight for {sorted(set(TASKS) - set(TaskMix.model_fields))}"
+    )
 
 
 # --- alignment prompts (plain text, same style as the history prompt)
