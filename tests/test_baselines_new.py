@@ -141,6 +141,29 @@ def test_ease_inverse_lets_the_progress_display_run_and_computes_the_same_bits(m
     assert ease._in_place_lapack("potrf")(-_spd(50, 2)) > 0  # not positive definite: LAPACK's info, as before
 
 
+def test_ease_says_once_when_its_inverse_falls_back_to_the_gil_holding_wrappers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review (7 December 2026): a scipy that exports dpotrf/dpotri with another signature switched EASE to
+    scipy.linalg.lapack's wrappers without a word, so the frozen progress line could come back unnoticed. Now one
+    warning per process names the fallback, and the fallback still inverts."""
+    import logging
+
+    from conrec.eval.baselines import ease
+
+    monkeypatch.setattr(ease, "_nogil_lapack", lambda name: None)
+    ease._note_gil_fallback.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="conrec.eval"):
+            for _ in range(2):  # two fits, two routines each: one line
+                g = _spd(30, 3)
+                assert np.abs(ease.symmetric_inverse_inplace(g.copy()) - np.linalg.inv(g)).max() < 1e-12
+    finally:
+        ease._note_gil_fallback.cache_clear()
+    notes = [r.getMessage() for r in caplog.records if r.name == "conrec.eval"]
+    assert len(notes) == 1 and "holds the GIL" in notes[0], notes
+
+
 def test_ease_holds_one_dense_matrix_at_its_peak() -> None:
     """Why: np.linalg.inv (a copy and an identity) and ``-P / diag(P)`` while the Gram matrix was alive held 4 to 5
     n^2 arrays: 12.7 GB of RSS on 20,000 items where the docs said 3.2 GB; and the sparse ``X'X`` of users with

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import re
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ import scipy.sparse as sp
 from conrec.eval.baselines.base import Catalog
 from conrec.eval.baselines.scored import NO_CO_DISLIKE_AT_POINT, ScoredRecommender, dislike_history_matrix, dislike_matrix, no_co_dislike
 from conrec.eval.config import EaseConfig
+
+log = logging.getLogger("conrec.eval")
 
 
 def ease_weights(x: sp.spmatrix, l2: float) -> np.ndarray:
@@ -122,9 +125,10 @@ def _in_place_lapack(step: str) -> Callable[[np.ndarray], int]:
     items), so no other Python thread ran and the eval stage's progress line froze (its elapsed time on a terminal,
     its timed lines elsewhere) as if the stage hung. The same scipy LAPACK routine, called through ctypes (which
     releases the GIL for the call), computes the same bits. The f2py wrapper remains where scipy exports the routine
-    with another signature."""
+    with another signature, and says so once (:func:`_note_gil_fallback`)."""
     routine = _nogil_lapack("d" + step)
     if routine is None:
+        _note_gil_fallback()
         return functools.partial(_f2py_in_place, step)
 
     def call(g: np.ndarray) -> int:
@@ -153,6 +157,20 @@ def _nogil_lapack(name: str) -> Callable[..., None] | None:
     int_p = ctypes.POINTER(ctypes.c_int)
     routine: Callable[..., None] = ctypes.CFUNCTYPE(None, ctypes.c_char_p, int_p, ctypes.c_void_p, int_p, int_p)(address)
     return routine
+
+
+@functools.cache
+def _note_gil_fallback() -> None:
+    """One warning per process that EASE's inverse holds the GIL. Why: a scipy that exports its LAPACK with another
+    signature (scipy is pinned in pyproject.toml; another package's pin may move it) would otherwise bring back the
+    frozen progress line with nothing saying why."""
+    from scipy import __version__
+
+    log.warning(
+        "EASE: scipy %s does not export dpotrf/dpotri with the signature conrec expects; its inverse runs through "
+        "scipy.linalg.lapack, which holds the GIL, so the progress line stands still while it runs",
+        __version__,
+    )
 
 
 def _f2py_in_place(step: str, g: np.ndarray) -> int:
