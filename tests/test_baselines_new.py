@@ -164,6 +164,28 @@ def test_ease_says_once_when_its_inverse_falls_back_to_the_gil_holding_wrappers(
     assert len(notes) == 1 and "holds the GIL" in notes[0], notes
 
 
+def test_ease_inverse_refuses_what_ctypes_would_write_into_and_names_its_own_errors() -> None:
+    """Found in review (7 December 2026): LAPACK called through ctypes gets only an address, so a read-only array was
+    written over and a misaligned one read as is (scipy's wrappers refused both); no items passed lda = 0, which
+    OpenBLAS reported on stderr before a ValueError; and the fallback's "worked on a copy" came back as info=-1, which
+    is LAPACK's code for an illegal first argument."""
+    from conrec.eval.baselines import ease
+
+    locked = _spd(4, 5)
+    locked.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        ease.symmetric_inverse_inplace(locked)
+    misaligned = np.zeros(8 * 16 + 1, dtype=np.uint8)[1:].view(np.float64).reshape(4, 4)
+    misaligned[...] = _spd(4, 5)
+    assert misaligned.flags.c_contiguous and not misaligned.flags.aligned
+    with pytest.raises(ValueError, match="aligned"):
+        ease.symmetric_inverse_inplace(misaligned)
+    assert ease.symmetric_inverse_inplace(np.empty((0, 0))).shape == (0, 0)  # no items: the empty inverse
+    assert ease_weights(sp.csr_matrix((3, 0)), 1.0).shape == (0, 0)
+    with pytest.raises(ValueError, match="copy"):
+        ease._f2py_in_place("potrf", np.asfortranarray(_spd(4, 5)))  # its .T is C-ordered: f2py copies it
+
+
 def test_ease_holds_one_dense_matrix_at_its_peak() -> None:
     """Why: np.linalg.inv (a copy and an identity) and ``-P / diag(P)`` while the Gram matrix was alive held 4 to 5
     n^2 arrays: 12.7 GB of RSS on 20,000 items where the docs said 3.2 GB; and the sparse ``X'X`` of users with

@@ -93,8 +93,9 @@ def symmetric_inverse_inplace(g: np.ndarray) -> np.ndarray:
     The calls release the GIL (:func:`_in_place_lapack` says why)."""
     from threadpoolctl import threadpool_limits
 
-    if g.ndim != 2 or g.shape[0] != g.shape[1] or g.dtype != np.float64 or not g.flags.c_contiguous:
-        raise ValueError(f"EASE's Gram matrix must be a square C-ordered float64 array, got {g.dtype} {g.shape}")
+    _check_gram(g)
+    if g.shape[0] == 0:
+        return g  # no items: the empty inverse (LAPACK refuses lda = 0 with a line on stderr)
     # resolved first: scipy's LAPACK library, loaded inside the limit, would run on its default thread count
     steps = [(step, what, _in_place_lapack(step)) for step, what in (("potrf", "factored"), ("potri", "inverted"))]
     with threadpool_limits(limits=LAPACK_THREADS, user_api="blas"):
@@ -111,6 +112,16 @@ def symmetric_inverse_inplace(g: np.ndarray) -> np.ndarray:
         block[...] = np.tril(block) + np.tril(block, -1).T
         g[start:end, end:] = g[end:, start:end].T
     return g
+
+
+def _check_gram(g: np.ndarray) -> None:
+    """Refuses what LAPACK, called through ctypes, would misread or write into: it gets only the address, so a
+    strided, read-only or misaligned array is not refused there as scipy's wrappers refused it."""
+    flags = g.flags
+    if g.ndim != 2 or g.shape[0] != g.shape[1] or g.dtype != np.float64 or not flags.c_contiguous:
+        raise ValueError(f"EASE's Gram matrix must be a square C-ordered float64 array, got {g.dtype} {g.shape}")
+    if not (flags.writeable and flags.aligned):
+        raise ValueError(f"EASE's Gram matrix must be writeable and aligned, got writeable={flags.writeable} aligned={flags.aligned}")
 
 
 _LAPACK_SIGNATURE = re.compile(r"void \(char \*, int \*, \w+_d \*, int \*, int \*\)")
@@ -132,7 +143,7 @@ def _in_place_lapack(step: str) -> Callable[[np.ndarray], int]:
         return functools.partial(_f2py_in_place, step)
 
     def call(g: np.ndarray) -> int:
-        n, lda, info = ctypes.c_int(g.shape[0]), ctypes.c_int(g.shape[0]), ctypes.c_int(0)
+        n, lda, info = ctypes.c_int(g.shape[0]), ctypes.c_int(max(1, g.shape[0])), ctypes.c_int(0)
         routine(b"U", ctypes.byref(n), g.ctypes.data, ctypes.byref(lda), ctypes.byref(info))
         return info.value
 
@@ -174,14 +185,17 @@ def _note_gil_fallback() -> None:
 
 
 def _f2py_in_place(step: str, g: np.ndarray) -> int:
-    """:func:`_in_place_lapack`'s call through ``scipy.linalg.lapack`` (the GIL held); -1 when not done in place."""
+    """:func:`_in_place_lapack`'s call through ``scipy.linalg.lapack`` (the GIL held). Raises ValueError when the
+    wrapper worked on a copy: its own error, since any negative ``info`` is LAPACK's (an illegal argument)."""
     from scipy.linalg import lapack
 
     if step == "potrf":
         out, info = lapack.dpotrf(g.T, lower=False, overwrite_a=True, clean=False)
     else:
         out, info = lapack.dpotri(g.T, lower=False, overwrite_c=True)
-    return int(info) if np.shares_memory(out, g) else -1
+    if not np.shares_memory(out, g):
+        raise ValueError(f"EASE's Gram matrix: scipy.linalg.lapack's d{step} worked on a copy, not in place")
+    return int(info)
 
 
 class EaseRecommender(ScoredRecommender):
