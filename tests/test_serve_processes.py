@@ -79,12 +79,12 @@ def test_a_broken_run_fails_once_before_any_worker_starts(tmp_path):
 
 
 def _serve_two_processes_on_a_damaged_run(
-    tmp_path: Path, damage: Callable[[RunDir], None], slow_start_s: float = 0.0
+    tmp_path: Path, damage: Callable[[RunDir], None], slow_start_s: float = 0.0, ping_timeout_s: int = 30
 ) -> tuple[int, str]:
     """``conrec serve`` with 2 processes (the popularity model) on a synthetic run that ``damage`` edited by hand
     after its stages finished: the exit status and the whole output. ``slow_start_s``: each worker process starts that
     much later (a ``sitecustomize`` run by every interpreter the command starts, acting in the workers only), as a
-    worker's imports do on a loaded machine."""
+    worker's imports do on a loaded machine. ``ping_timeout_s``: serve.worker_ping_timeout_s."""
     env = None
     if slow_start_s:
         site = tmp_path / "site"
@@ -97,7 +97,11 @@ def _serve_two_processes_on_a_damaged_run(
     run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
     damage(run)
     cfg = PipelineConfig.model_validate(
-        {"run_dir": str(run.root), "threads": 1, "serve": {"model": "popular", "processes": 2, "port": free_port()}}
+        {
+            "run_dir": str(run.root),
+            "threads": 1,
+            "serve": {"model": "popular", "processes": 2, "port": free_port(), "worker_ping_timeout_s": ping_timeout_s},
+        }
     )
     path = tmp_path / "serve.yaml"
     path.write_text(dump_config(cfg))
@@ -109,13 +113,23 @@ def _serve_two_processes_on_a_damaged_run(
 
 def test_what_only_loading_finds_stops_the_server_once_with_a_workers_line(tmp_path):
     """The parent checks the run without loading it, so a table that reads but does not load (or non-finite weights)
-    is found by the workers: the first to find it stops the whole server with its one line (exit 2), no loop of restarts."""
+    is found by the workers: the first to find it stops the whole server with its one line (exit 2), no loop of restarts.
+
+    And the supervisor sees that worker's exit at once (workers.release_worker_pipes, wired into its loop): it exits
+    while a ping waits for its answer, and with the supervisor's copy of the pipe left open the wait lasted the whole
+    serve.worker_ping_timeout_s, here 120 s. The bound below is a correctness bound, not a speed goal: only that wait
+    can take the command past it (about 20 s otherwise on 2 shared cores, 132 s with the wait)."""
+    import time
+
     import polars as pl
 
     def damage(run: RunDir) -> None:
         pl.DataFrame({"x": [1]}).write_parquet(run.items)  # by hand: the stage stays current, so the parent's check passes
 
-    returncode, text = _serve_two_processes_on_a_damaged_run(tmp_path, damage)
+    began = time.monotonic()
+    returncode, text = _serve_two_processes_on_a_damaged_run(tmp_path, damage, ping_timeout_s=120)
+    took = time.monotonic() - began
+    assert took < 120, f"stopped after {took:.0f} s: the supervisor waited out its ping instead of seeing the exit"
     assert returncode == 2, text
     assert "a worker process stopped the server: items table: missing column(s) ['item_id', 'title']" in text, text
     assert text.rstrip().splitlines()[-1].startswith("error: a worker process stopped the server: items table")
