@@ -225,8 +225,8 @@ def run_levels(
     Why: on a shared machine the speed drifts over minutes (the same configuration measured 1.6x apart in
     consecutive rounds on 7 December 2026), and a ratio of two levels measured minutes apart carries that drift;
     alternating blocks puts both levels under the same drift. A block's last requests run at less than its
-    concurrency, so short blocks understate the higher level a little."""
-    if blocks <= 1:
+    concurrency, so short blocks understate the higher level a little. No bodies: nothing to cut, as one block."""
+    if blocks <= 1 or not bodies:
         return [run_level(url, path, bodies, c, max_seconds) for c in levels]
     size = -(-len(bodies) // blocks)
     chunks = [bodies[i : i + size] for i in range(0, len(bodies), size)]

@@ -152,7 +152,7 @@ def test_serve_bench_blocks_alternate_the_levels_and_add_up_to_each_level(monkey
         calls.append((concurrency, [b["j"] for b in bodies], max_seconds))
         return serve.LevelResult("dislikes", concurrency, len(bodies), 1, 0.5 * concurrency, [float(b["j"]) for b in bodies][1:],
                                  1, 0.01, 0.5 if concurrency == 1 else 0.9, Counter({"200": len(bodies) - 1, "503": 1}),
-                                 f"first {bodies[0]['j']}")
+                                 f"first {bodies[0]['j']}" if bodies else "")
 
     monkeypatch.setattr(serve, "run_level", fake_level)
     bodies = [{"j": j} for j in range(10)]
@@ -166,6 +166,10 @@ def test_serve_bench_blocks_alternate_the_levels_and_add_up_to_each_level(monkey
     calls.clear()
     assert [r.sent for r in serve.run_levels("u", "/v1/dislikes", bodies, [1, 8], 60.0)] == [10, 10]
     assert [(c, len(js), t) for c, js, t in calls] == [(1, 10, 60.0), (8, 10, 60.0)]  # one block: as before
+    calls.clear()
+    # found in review (7 December 2026): no bodies made a block size of 0 and range(0, 0, 0) raised ValueError
+    assert [r.sent for r in serve.run_levels("u", "/v1/dislikes", [], [1, 8], 60.0, blocks=3)] == [0, 0]
+    assert [(c, js, t) for c, js, t in calls] == [(1, [], 60.0), (8, [], 60.0)]  # no blocks to cut: as with one
 
 
 def test_serve_bench_serves_the_run_of_its_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
