@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from conrec.eval.baselines.base import Catalog
+from conrec.eval.baselines.base import Catalog, fitted_catalog
 from conrec.eval.baselines.category import CategoryRecommender
 from conrec.eval.baselines.itemknn import ItemKnnRecommender
 from conrec.eval.baselines.scored import ScoredRecommender, dislike_history_matrix, scale_rows, scaled_log_popularity
@@ -49,13 +49,13 @@ class TasteExposureRecommender(ScoredRecommender):
                 self._item_item = (members.T @ members).tocsr()  # item -> items sharing a facet (weighted by shared count)
             else:  # n_items^2 / n_categories nonzeros (5 GB at 10^5 items): the same product through the facets
                 self._members = members.tocsr()
-            cat = rec._catalog
+            cat = fitted_catalog(rec)
         else:
             knn = ItemKnnRecommender(ItemKnnConfig(recency_decay=self.cfg.recency_decay, top_neighbours=self.cfg.top_neighbours))
             knn.fit(events, items)
             self.no_signal = knn.no_signal  # no co-dislike: a zero similarity, popularity alone (as itemknn's row)
             self._item_item = knn._sim
-            cat = knn._catalog
+            cat = fitted_catalog(knn)
         assert cat is not None
         self._pop = scaled_log_popularity(cat.dislike_counts)
         self._catalog = cat
