@@ -491,7 +491,7 @@ def test_the_flat_points_are_read_off_the_top_k_pass_exactly_as_popularity_point
 
 
 def test_a_baseline_written_from_the_contract_gets_the_per_point_popularity_note() -> None:
-    """Found by a contributor probe (8 December 2026): the per-point note read the private ``_catalog`` attribute,
+    """Found by a contributor probe (7 December 2026): the per-point note read the private ``_catalog`` attribute,
     which the contract did not mention, so a baseline written from it that kept its catalogue as ``self.cat`` and
     ranked every point by popularity got no note. The note is read off the rows ``recommend`` shows ``on_row``;
     ``_catalog`` is in the contract, for popularity_points and the repr (fitted_catalog)."""

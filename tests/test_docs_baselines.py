@@ -1,6 +1,6 @@
 """The docs' count and list of baselines follow the registry (conrec.eval.baselines.REGISTRY).
 
-Found by a contributor probe (8 December 2026): after a new default baseline the config evaluated 9, the README
+Found by a contributor probe (7 December 2026): after a new default baseline the config evaluated 9, the README
 still said "evaluates against 8 baselines" and docs/evaluation.md did not list it, and every test passed. Each is
 read from one marked place: the README's "evaluates against N baselines", the evaluation page's table between
 ``<!-- baselines:begin -->`` and ``<!-- baselines:end -->`` (one row per baseline, its name first).

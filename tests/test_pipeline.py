@@ -917,7 +917,7 @@ def test_the_eval_column_check_asks_only_for_baselines_that_read_the_columns() -
 def test_what_a_baseline_reads_is_said_by_its_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
     """Which baselines read eval.category.columns, and which the sid stage's text vectors, was spelled as name lists
     in four modules, so a new facet baseline got no eval preflight (the run trained SID, SFT and GRPO, then failed on
-    the missing column) and no near-unique-column note (found by a contributor probe, 8 December 2026). Each place now
+    the missing column) and no near-unique-column note (found by a contributor probe, 7 December 2026). Each place now
     asks the registry entry (BaselineSpec.reads_facets, reads_sid); popularity plays the new baseline."""
     import polars as pl
 
@@ -1286,7 +1286,7 @@ def test_a_new_section_registered_as_added_keeps_existing_runs_current(monkeypat
     """docs/development.md says a new baseline's settings are one ADDED_SETTINGS entry, ``"eval.<name>"`` -> its default
     dump, but the check above refused a section ("names settings the config does not have"), and registering each of
     its settings instead left ``<name>: {}`` in the hashed eval section, so every existing run's eval reran (found by a
-    contributor probe, 8 December 2026). Both ways now pass the check and keep the eval fingerprint of a run made before
+    contributor probe, 7 December 2026). Both ways now pass the check and keep the eval fingerprint of a run made before
     the section existed; eval.facet_rule plays the new section."""
     import copy
 

@@ -23,7 +23,7 @@ def added_since(stage: str) -> list[str]:
 
     Derived, not typed: the list was typed here, and a setting a contributor added and listed in
     tests/fingerprinted_settings.txt (every existing run reruns) failed these tests with a bare string diff (found by
-    a contributor probe, 8 December 2026). Such a setting is named here, as the message names it, with no edit."""
+    a contributor probe, 7 December 2026). Such a setting is named here, as the message names it, with no edit."""
     written = load_yaml((OLD_RUN / "config.yaml").read_text(encoding="utf-8"))
     keys = [k for k, _, _ in config_reference() if k not in EXECUTION_SETTINGS]
     added: dict[str, None] = {}

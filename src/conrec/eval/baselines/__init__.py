@@ -27,7 +27,7 @@ class BaselineSpec:
     and the report notes a near-unique column; ``reads_sid``, the sid stage's text vectors (``sid/text_vectors.npy``,
     a column of the items it is given: :func:`conrec.eval.baselines.content.with_text_vectors`): the eval stage then
     depends on the sid stage and adds the column. Why: these were lists of names in four modules, and a new facet
-    baseline missed the preflight and failed after training (found by a contributor probe, 8 December 2026)."""
+    baseline missed the preflight and failed after training (found by a contributor probe, 7 December 2026)."""
 
     name: str
     settings: str

@@ -239,7 +239,7 @@ optional ``no_point_signal`` attribute (swing, itemknn, EASE: "no co-dislike sig
 def fitted_catalog(model: object) -> Catalog | None:
     """The :class:`Catalog` a fitted baseline scores over, from the contract's ``_catalog`` attribute (module
     docstring); None when it has none (not fitted, or kept elsewhere). Why one reader: the per-point popularity note
-    and the repr read the private name, which the contract did not mention (found by a contributor probe, 8 December
+    and the repr read the private name, which the contract did not mention (found by a contributor probe, 7 December
     2026: a baseline keeping its catalogue as ``self.cat`` got no note and a repr saying "not fitted")."""
     catalog = getattr(model, "_catalog", None)
     return catalog if isinstance(catalog, Catalog) else None
@@ -282,7 +282,7 @@ def recommend_noting_flat(model: Recommender, samples: pl.DataFrame, k: int) -> 
     with a second scoring pass, as long as the top-K's own and left out of its timings (about 1-2 minutes per baseline
     at 200k per-user points). The rows and excluded indices the hook is shown are all it needs: it asked for the
     ``_catalog`` attribute too, so a baseline written from the contract that kept its catalogue under another name
-    got no note (found by a contributor probe, 8 December 2026)."""
+    got no note (found by a contributor probe, 7 December 2026)."""
     if "on_row" not in inspect.signature(model.recommend).parameters:  # a baseline written before the hook: no note
         return model.recommend(samples, k), None
     flat: list[bool] = []
