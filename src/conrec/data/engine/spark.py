@@ -69,6 +69,10 @@ def spark_session(cfg: SparkConfig) -> SparkSession:
     # Parquet TIMESTAMP(NANOS) (pandas' datetime64[ns]) as its integer nanoseconds: without it Spark refuses
     # the whole file, an unused column too; read_table converts a ts column so from the file's schema
     builder = builder.config("spark.sql.legacy.parquet.nanosAsLong", "true")
+    if _launches_jvm():
+        problem = java_home_problem(os.environ.get("JAVA_HOME"))
+        if problem:
+            raise ConfigError(f"data.engine: spark could not start a Spark session: {problem}")
     try:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
@@ -77,6 +81,31 @@ def spark_session(cfg: SparkConfig) -> SparkSession:
     if not master and "spark.master" not in dict(session.sparkContext.getConf().getAll()):
         session = builder.master("local[*]").getOrCreate()
     return session
+
+
+def _launches_jvm() -> bool:
+    """Whether a session would start its own JVM (through ``spark-class``, which reads ``JAVA_HOME``):
+    not when this process already has one (an earlier session, a notebook) or spark-submit gave it one."""
+    from pyspark import SparkContext
+
+    return SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+
+
+def java_home_problem(java_home: str | None) -> str | None:
+    """Why ``JAVA_HOME`` cannot start Spark's JVM, or None. ``spark-class`` runs ``$JAVA_HOME/bin/java``
+    whenever ``JAVA_HOME`` is set (the ``java`` on PATH only when it is not), so a wrong one failed with
+    shell noise and Spark's "Java gateway process exited", which names neither Java nor JAVA_HOME."""
+    if not java_home:
+        return None
+    home = Path(java_home)
+    if _executable(home / "bin" / "java"):
+        return None
+    fix = f"set it to {home.parent}, the JDK's root" if _executable(home / "java") else "set it to the JDK's root (e.g. /usr/lib/jvm/java-17-openjdk-amd64, not its bin/)"
+    return f"JAVA_HOME={java_home} has no bin/java (Spark runs $JAVA_HOME/bin/java): {fix}, or unset it to use the java on PATH."
+
+
+def _executable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
 
 
 class SparkEngine:

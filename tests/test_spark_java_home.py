@@ -1,0 +1,49 @@
+"""A wrong ``JAVA_HOME`` is named before Spark starts: ``spark-class`` runs ``$JAVA_HOME/bin/java``
+whenever it is set, and the failure it gave ("Java gateway process exited") named neither Java nor
+JAVA_HOME. Needs pyspark, not Java: no session is started."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import pytest
+
+from conrec.data.config import SparkConfig
+from conrec.errors import ConfigError
+
+
+@pytest.fixture
+def engine() -> ModuleType:
+    pytest.importorskip("pyspark", reason="pip install -e '.[spark]' for the Spark engine")
+    from conrec.data.engine import spark
+
+    return spark
+
+
+def _fake_jdk(root):
+    (root / "bin").mkdir(parents=True)
+    java = root / "bin" / "java"
+    java.write_text("#!/bin/sh\n")
+    java.chmod(0o755)
+    return root
+
+
+def test_a_java_home_without_bin_java_is_refused_in_one_line_before_a_session_starts(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine, "_launches_jvm", lambda: True)
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "nojdk"))
+    with pytest.raises(ConfigError) as err:
+        engine.spark_session(SparkConfig())
+    msg = str(err.value)
+    assert "\n" not in msg and f"JAVA_HOME={tmp_path / 'nojdk'} has no bin/java" in msg
+    assert "the JDK's root (e.g. /usr/lib/jvm/java-17-openjdk-amd64, not its bin/)" in msg
+
+
+def test_a_java_home_pointing_at_the_jdks_bin_names_its_root(engine, tmp_path):
+    """The common mistake, JAVA_HOME=<jdk>/bin, is told the directory to use; a JDK root or no JAVA_HOME
+    (spark-class then runs the java on PATH) passes."""
+    jdk = _fake_jdk(tmp_path / "jdk")
+    assert engine.java_home_problem(str(jdk)) is None
+    assert engine.java_home_problem(None) is None and engine.java_home_problem("") is None  # the java on PATH
+    assert f"set it to {jdk}, the JDK's root" in engine.java_home_problem(str(jdk / "bin"))
+    (jdk / "bin" / "java").chmod(0o644)  # not executable
+    assert "has no bin/java" in engine.java_home_problem(str(jdk))
