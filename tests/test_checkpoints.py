@@ -4,6 +4,7 @@ checkpoints are skipped, and a resumed run ends with the same weights as an unin
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from rich.console import Console
 from conrec.config import load_config
 from conrec.llm.model.checkpoints import (
     COMPLETE_FILE,
+    OWNER_FILE,
     discard_reason,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
+    process_change,
+    resumed_processes,
     whole_run_mean_loss,
 )
 from conrec.llm.model.toy import write_toy_events, write_toy_run
@@ -115,6 +119,44 @@ def test_no_resume_or_changed_config_discards_checkpoints(tmp_path):
     (folder / "checkpoint-5").mkdir()
     assert discard_reason(folder, "fp2", resume=True) == "made with other settings or inputs"
     assert not prepare_checkpoint_dir(folder, "fp2", resume=True) and not (folder / "checkpoint-5").exists()
+
+
+def test_checkpoints_made_with_another_number_of_processes_are_refused_not_resumed(tmp_path, monkeypatch):
+    """Found by probing: a 2-process torchrun SFT killed after checkpoint-20 was resumed by `conrec sft` (1 process)
+    without a word, and sft/stats.json said num_processes 1 for a model whose first 20 steps had twice the batch."""
+    from conrec.errors import ConfigError
+
+    root = tmp_path / "run"
+    write_toy_run(root, n_items=32, n_users=12)
+    cfg = _cfg(root)
+    crash_sft_after_step(monkeypatch, 3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        STAGE_REGISTRY["sft"].call(cfg)
+    monkeypatch.undo()
+    ckpts = RunDir(root).sft / "checkpoints"
+    record = json.loads((ckpts / OWNER_FILE).read_text())
+    assert record["num_processes"] == 1
+    (ckpts / OWNER_FILE).write_text(json.dumps({**record, "num_processes": 2}))  # as a 2-process launch leaves it
+    with pytest.raises(ConfigError, match=r"^SFT: the interrupted run's checkpoints were trained with 2 process\(es\), this launch has 1: "
+                       r"launch it with 2 to resume them, or pass --no-resume to start over$"):
+        STAGE_REGISTRY["sft"].call(cfg)
+    assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]  # kept for that launch
+    assert json.loads((ckpts / OWNER_FILE).read_text())["num_processes"] == 2
+
+
+def test_the_owner_record_keeps_the_number_of_processes_and_an_older_one_means_one(tmp_path):
+    folder = tmp_path / "ckpts"
+    assert resumed_processes(folder, "fp1", resume=True) is None  # nothing there
+    (folder / "checkpoint-5").mkdir(parents=True)
+    prepare_checkpoint_dir(folder, "fp1", resume=True, num_processes=4)
+    (folder / "checkpoint-5").mkdir()
+    assert resumed_processes(folder, "fp1", resume=True) == 4
+    assert resumed_processes(folder, "fp2", resume=True) is None and resumed_processes(folder, "fp1", resume=False) is None  # discarded
+    (folder / OWNER_FILE).write_text(json.dumps({"fingerprint": "fp1"}))  # written before the count was kept: one process
+    assert resumed_processes(folder, "fp1", resume=True) == 1
+    assert process_change(1, 1) is None and process_change(None, 2) is None
+    assert process_change(4, 2) == ("the interrupted run's checkpoints were trained with 4 process(es), this launch has 2: "
+                                    "launch it with 4 to resume them, or pass --no-resume to start over")
 
 
 def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path):

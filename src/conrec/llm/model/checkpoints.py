@@ -9,7 +9,8 @@ newest marked checkpoint whose files still read, deleting newer incomplete ones.
 two checkpoints (:data:`MIN_KEPT`) means a kill while saving falls back to the previous one.
 
 A checkpoint also belongs to one configuration: :func:`prepare_checkpoint_dir` stores a fingerprint
-beside them and discards them when it changes (training them further would mix two runs).
+beside them and discards them when it changes (training them further would mix two runs), and the number of
+processes that trained them: a launch with another number is refused (:func:`process_change`), not resumed.
 """
 
 from __future__ import annotations
@@ -132,13 +133,41 @@ def last_complete_checkpoint(folder: Path, clean: bool = True) -> Path | None:
     return None
 
 
-def _made_under(folder: Path, fingerprint: str) -> bool:
-    """Whether ``folder``'s owner record names ``fingerprint``."""
+def _owner_record(folder: Path) -> dict[str, Any]:
+    """``folder``'s owner record ({} when missing or unreadable)."""
     owner = Path(folder) / OWNER_FILE
     try:
-        return owner.is_file() and json.loads(owner.read_text()).get("fingerprint") == fingerprint
-    except (OSError, json.JSONDecodeError):
-        return False
+        record = json.loads(owner.read_text()) if owner.is_file() else {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _made_under(folder: Path, fingerprint: str) -> bool:
+    """Whether ``folder``'s owner record names ``fingerprint``."""
+    return _owner_record(folder).get("fingerprint") == fingerprint
+
+
+def resumed_processes(folder: Path, fingerprint: str, resume: bool) -> int | None:
+    """The number of processes that trained the checkpoints :func:`prepare_checkpoint_dir` would keep (None when it
+    keeps none); 1 for a record written before the count was kept (most runs are single-process, and theirs stay
+    resumable).
+
+    Why: the count is a factor of the global batch, and the Trainer skips the data already seen in the new count's
+    batches, so a resume in another world size trained on data neither run would, and its record named the new count."""
+    if not resume or not _checkpoints(Path(folder)) or not _made_under(folder, fingerprint):
+        return None
+    count = _owner_record(folder).get("num_processes", 1)
+    return count if isinstance(count, int) else 1
+
+
+def process_change(made_with: int | None, num_processes: int) -> str | None:
+    """Why checkpoints made with ``made_with`` processes (:func:`resumed_processes`) cannot be resumed by a launch of
+    ``num_processes`` (pure); None when they can, or there are none."""
+    if made_with is None or made_with == num_processes:
+        return None
+    return (f"the interrupted run's checkpoints were trained with {made_with} process(es), this launch has {num_processes}: "
+            f"launch it with {made_with} to resume them, or pass --no-resume to start over")
 
 
 def discard_reason(folder: Path, fingerprint: str, resume: bool) -> str | None:
@@ -154,16 +183,17 @@ def discard_reason(folder: Path, fingerprint: str, resume: bool) -> str | None:
     return None if _made_under(folder, fingerprint) else "made with other settings or inputs"
 
 
-def prepare_checkpoint_dir(folder: Path, fingerprint: str, resume: bool, is_main: bool = True) -> bool:
+def prepare_checkpoint_dir(folder: Path, fingerprint: str, resume: bool, is_main: bool = True, num_processes: int = 1) -> bool:
     """Keep ``folder``'s checkpoints only if ``resume`` and they were made under ``fingerprint``;
-    otherwise empty it. Records the fingerprint. Returns whether earlier checkpoints were kept."""
+    otherwise empty it. Records the fingerprint and the number of processes training (see
+    :func:`resumed_processes`). Returns whether earlier checkpoints were kept."""
     folder = Path(folder)
     owner = folder / OWNER_FILE
     keep = resume and _made_under(folder, fingerprint)
     if is_main:
         if not keep and folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
-        write_json({"fingerprint": fingerprint}, owner)
+        write_json({"fingerprint": fingerprint, "num_processes": num_processes}, owner)
     return keep
 
 

@@ -45,6 +45,8 @@ from conrec.llm.model.checkpoints import (
     discard_reason,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
+    process_change,
+    resumed_processes,
     trainer_save_args,
     whole_run_mean_loss,
 )
@@ -468,6 +470,15 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     pin_launcher_precision(compute, console)  # compute.precision decides, not a launcher's setting
 
     items, samples, sid_map = preflight(sections, run_dir)  # every refusal from settings and inputs, before loading
+    from accelerate import PartialState
+
+    ckpt_dir = rd.sft / "checkpoints"
+    # the inputs' identities too: checkpoints trained on samples a data rerun replaced must not be resumed
+    owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{out.resolve()}"
+    n_processes = PartialState(cpu=compute.use_cpu).num_processes
+    # read by every process before any writes the record: each refuses, so every one exits
+    if (changed := process_change(resumed_processes(ckpt_dir, owner, resume), n_processes)) is not None:
+        raise ConfigError(f"SFT: {changed}")
     model, tokenizer = load_backbone(sft.model)
     n_base = len(tokenizer)
     # item text that reads as a control token (a SID, a marker, the backbone's <|endoftext|>) is broken before it
@@ -494,16 +505,11 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         model = _with_lora(model, tr.lora, new_ids)
     add_training_dropout(model, tr.dropout)
 
-    from accelerate import PartialState
-
-    ckpt_dir = rd.sft / "checkpoints"
     is_main = PartialState(cpu=compute.use_cpu).is_main_process
-    # the inputs' identities too: checkpoints trained on samples a data rerun replaced must not be resumed
-    owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{out.resolve()}"
     if is_main and (why := discard_reason(ckpt_dir, owner, resume)) is not None:
         console.print(f"[yellow]SFT: the earlier run's checkpoints are discarded ({why}): training starts from step 0[/]",
                       soft_wrap=True)  # one line, also in an 80-column log
-    kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main)
+    kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main, n_processes)
     PartialState().wait_for_everyone()
     resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
     PartialState().wait_for_everyone()
@@ -676,10 +682,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", "-c", type=Path, default=None)
     parser.add_argument("--run-dir", "-r", type=Path, default=None)
+    parser.add_argument("--no-resume", action="store_true", help="discard the checkpoints of an interrupted run")
     ns = parser.parse_args(argv)
     from conrec.pipeline import run_stage_or_exit
 
-    run_stage_or_exit(lambda: load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None), "sft")
+    run_stage_or_exit(lambda: load_config(ns.config, {"run_dir": str(ns.run_dir)} if ns.run_dir else None), "sft", resume=not ns.no_resume)
 
 
 if __name__ == "__main__":  # pragma: no cover
