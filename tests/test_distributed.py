@@ -51,6 +51,8 @@ def test_sft_then_progressive_grpo_as_two_cpu_processes_leave_models_later_comma
     _launch("conrec.llm.training.grpo", cfg_path, timeout=300)
     stats = json.loads((run.grpo / "stats.json").read_text())
     assert stats["steps"] == 2 and [s["invalid_rate"] for s in stats["stages"]] == [0.0, 0.0]
+    # grpo.batch_size is per process: the record says how many (it said nothing)
+    assert stats["num_processes"] == 2 and [s["num_processes"] for s in stats["stages"]] == [2, 2]
     # counted on both processes' completions gathered: the straddling group holds 4 distinct beams only when each
     # process gives its positions the members TRL's layout says (a member count ignoring the process offset gave
     # [3, 3]; with whole groups per process, batch_size 8, the offset is a multiple of 4 and nothing could tell)

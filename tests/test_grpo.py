@@ -254,6 +254,7 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     assert built == ["neg", "pos", "pos"]
     assert result["stages"][1]["resumed_from"] == "checkpoint-1" and result["steps"] == 4
     assert result["steps_this_run"] == 2  # stage 1's steps 2 and 3 only: its step 1 ran before the crash
+    assert result["num_processes"] == 1 and [s["num_processes"] for s in result["stages"]] == [1, 1]
     log = read_json(run.grpo / "reward_log.json")
     assert [(e["stage"], e["step"]) for e in log] == [("neg", 1), ("pos", 2), ("pos", 3), ("pos", 4)]
     for e in log:

@@ -608,6 +608,7 @@ def _run_stage(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, prev_m
         "stage_index": i,
         "steps": int(trainer.state.global_step),
         "steps_this_run": int(trainer.state.global_step) - (checkpoint_step(resume_from) if resume_from is not None else 0),
+        "num_processes": int(acc.num_processes),  # grpo.batch_size is per process: the prompts per step are both's product
         "max_pos_items": stage.max_pos_items,
         "positive_share": stage.positive_share,
         "n_prompts": len(records),
@@ -693,6 +694,7 @@ def _save(
         "rollout_share_this_run": total_rollout_s / total_train_s if total_train_s > 0 else None,
         "mean_zero_adv_share": _mean([e["zero_adv_share"] for e in log.entries]),
         "n_train_samples": job.train.height,
+        "num_processes": int(job.state.num_processes),  # this call's; each stage's summary has the one that trained it
         "seconds": round(time.perf_counter() - started, 1),
     }
     if not (last_model / "config.json").exists():
