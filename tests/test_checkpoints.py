@@ -67,6 +67,7 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     buf = io.StringIO()
     stats = STAGE_REGISTRY["sft"].call(cfg, console=Console(file=buf, width=40))
     assert stats["resumed_from"] == "checkpoint-1" and stats["steps"] == 4
+    assert buf.getvalue().count("SFT: resuming from checkpoint-1") == 1
     # the model dir after "->" is whole, though longer than the console (it was broken at the width)
     assert any(ln.endswith(f" -> {RunDir(root).sft_model}") for ln in buf.getvalue().splitlines()), buf.getvalue()
     # the discernment check after the bar says how many questions it asks, and its bar counts them off a terminal
@@ -119,6 +120,29 @@ def test_no_resume_or_changed_config_discards_checkpoints(tmp_path):
     (folder / "checkpoint-5").mkdir()
     assert discard_reason(folder, "fp2", resume=True) == "made with other settings or inputs"
     assert not prepare_checkpoint_dir(folder, "fp2", resume=True) and not (folder / "checkpoint-5").exists()
+
+
+def test_only_the_main_process_says_sft_resumes(tmp_path, monkeypatch):
+    """Under torchrun each process printed "SFT: resuming from checkpoint-N": here the one process is told it is
+    not the main one (the Trainer's own state is left alone, so it still writes the model)."""
+    import accelerate
+
+    root = tmp_path / "run"
+    write_toy_run(root, n_items=32, n_users=12)
+    cfg = _cfg(root)
+    crash_sft_after_step(monkeypatch, 3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        STAGE_REGISTRY["sft"].call(cfg)
+    monkeypatch.undo()
+
+    class WorkerState(accelerate.PartialState):
+        is_main_process = False
+
+    monkeypatch.setattr(accelerate, "PartialState", WorkerState)
+    buf = io.StringIO()
+    stats = STAGE_REGISTRY["sft"].call(cfg, console=Console(file=buf, width=200))
+    assert stats["resumed_from"] == "checkpoint-2"
+    assert "SFT: resuming from" not in buf.getvalue(), buf.getvalue()
 
 
 def test_checkpoints_made_with_another_number_of_processes_are_refused_not_resumed(tmp_path, monkeypatch):

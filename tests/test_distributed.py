@@ -77,6 +77,29 @@ def test_the_entry_points_say_a_config_error_in_one_line(tmp_path, capsys):
         assert err.startswith("error: invalid config") and "seed" in err and "Traceback" not in err
 
 
+def test_under_a_launcher_the_main_process_says_the_error_and_the_others_wait_for_it(tmp_path, capsys, monkeypatch):
+    """A refusal every process meets alike (a GRPO batch that splits a group) was printed once per process. Another
+    process now exits 2 as well, but says it only after a grace (the launcher stops it once the main one has exited),
+    so an error of its own is still said."""
+    import pytest
+
+    import conrec.pipeline as pipeline
+    from conrec.llm.training import grpo
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: abc\n")
+    waited: list[tuple[float, str]] = []
+    monkeypatch.setattr(pipeline.time, "sleep", lambda s: waited.append((s, capsys.readouterr().err)))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, label in (("0", "error: invalid config"), ("1", "error (process 1): invalid config")):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as exit_:
+            grpo.main(["--config", str(bad)])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.startswith(label)
+    assert waited == [(pipeline.WORKER_ERROR_GRACE_S, "")]  # the worker only, before it printed anything
+
+
 def test_the_entry_points_say_a_read_only_run_directory_in_one_line(tmp_path, capsys, monkeypatch):
     """An OSError from a read-only mount was a traceback from every process under accelerate."""
     import contextlib

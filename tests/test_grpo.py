@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import shutil
@@ -295,6 +296,29 @@ def test_grpo_two_stages_log_model_and_resume(tmp_path: Path, monkeypatch: pytes
     STAGE_REGISTRY["grpo"].call(cfg, console=console)
     assert built == ["neg", "pos", "pos"]
     assert run.is_done("grpo") and _shares_files(run.grpo_model, run.grpo / "stage_1" / "model")
+
+
+def test_a_skipped_or_resumed_stage_is_said_by_the_main_process_only(tmp_path: Path) -> None:
+    """Under torchrun each process printed "finished earlier, skipped" and "resuming from checkpoint-N"."""
+    import conrec.llm.training.grpo as grpo_mod
+    from conrec.llm.model.checkpoints import COMPLETE_FILE
+
+    (tmp_path / "stage_0").mkdir()
+    (tmp_path / "stage_0" / "_done.json").write_text(json.dumps({"stage": "neg", "steps": 2}))
+    ckpt = tmp_path / "stage_1" / "checkpoints" / "checkpoint-1"
+    ckpt.mkdir(parents=True)
+    (ckpt / COMPLETE_FILE).write_text("{}")
+    (ckpt / "trainer_state.json").write_text("{}")
+    log = SimpleNamespace(keep_until=lambda *a: None)
+    for is_main in (False, True):
+        out = io.StringIO()
+        job = SimpleNamespace(work=tmp_path, is_main=is_main, resume=True, console=Console(file=out, width=200),
+                              state=SimpleNamespace(wait_for_everyone=lambda: None))
+        assert grpo_mod._finished_earlier(job, 0, SimpleNamespace(name="neg")) == {"stage": "neg", "steps": 2}
+        assert grpo_mod._finished_earlier(job, 1, SimpleNamespace(name="pos")) is None
+        assert grpo_mod._resume_point(job, log, 1, SimpleNamespace(name="pos"), ckpt.parent) == ckpt
+        said = ["GRPO stage 0 (neg): finished earlier, skipped", "GRPO stage 1 (pos): resuming from checkpoint-1"] if is_main else []
+        assert out.getvalue().splitlines() == said
 
 
 def _shares_files(a: Path, b: Path) -> bool:

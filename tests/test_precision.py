@@ -99,6 +99,22 @@ def test_a_launchers_mixed_precision_gives_way_to_compute_precision(monkeypatch)
     assert pin_launcher_precision(rc) is None  # agrees: no warning
 
 
+def test_only_the_main_process_warns_that_the_launchers_precision_gives_way(monkeypatch):
+    """Under `accelerate launch --num_processes 2` the warning was printed once per process."""
+    import os
+
+    from rich.console import Console
+
+    rc = resolve_compute(ComputeConfig(), **CPU)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, warned in (("1", False), ("0", True)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+        console = Console(record=True, width=200)
+        assert pin_launcher_precision(rc, console) == "bf16" and os.environ["ACCELERATE_MIXED_PRECISION"] == "no"  # overridden on each
+        assert ("the launcher's mixed precision (bf16) is overridden" in console.export_text()) is warned
+
+
 def test_gpu_decoding_uses_the_recorded_training_precision(tmp_path):
     assert trained_precision(tmp_path) == "fp32"  # nothing recorded: a foreign or older model
     record_precision(tmp_path, resolve_compute(ComputeConfig(), **H100))

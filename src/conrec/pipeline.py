@@ -12,6 +12,7 @@ it (and its inputs) depend on; it is stored beside the stage's ``_done.json`` ma
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -191,12 +192,13 @@ def _remove_stray_temps(run: RunDir, stage: str, cleared: list[str], console: Co
         console.print(f"[dim]{stage}: removed {sum(counts.values())} temporary output(s) left by an interrupted write ({where})[/]")
 
 
+WORKER_ERROR_GRACE_S = 5.0  # how long a launch's other process waits for the main one to say the same error
+
+
 def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: Any) -> Any:
     """:func:`run_stage` for a module entry point (``accelerate launch -m conrec.llm.training.sft``) with the config
     ``load`` returns: a conrec error, a bad config included, is one red line and exit status 2, as the CLI prints
-    it, not a traceback from every process."""
-    from rich.markup import escape
-
+    it, not a traceback from every process (:func:`say_error`: once under a launcher)."""
     from conrec.errors import ConrecError, os_error_line
     from conrec.runtime import prepare_process
 
@@ -205,13 +207,31 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
         prepare_process(cfg.threads)
         return run_stage(cfg, stage, console=Console(), **kwargs)
     except ConrecError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}")
+        say_error(str(exc))
         raise SystemExit(2) from None
     except OSError as exc:  # a read-only or full run directory, as the CLI says it
         if (line := os_error_line(exc)) is None:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(line)}")
+        say_error(line)
         raise SystemExit(2) from None
+
+
+def say_error(line: str) -> None:
+    """Print an entry point's error: at once from the main process; from another process of a launch only if it is
+    still running :data:`WORKER_ERROR_GRACE_S` later, naming it.
+
+    Why: the errors come from settings and inputs that every process reads alike, so each printed the same line
+    (a GRPO batch that splits a group, twice with 2 processes). A launcher (torchrun, accelerate) stops every process
+    once one has exited, so a worker that exited at once could have the main one stopped before it said why; one
+    that waits is stopped after the main one's line, and an error of its own (the main one still running, or waiting
+    for it) is still said, late."""
+    from rich.markup import escape
+
+    label = "error:"
+    if is_worker_rank():
+        time.sleep(WORKER_ERROR_GRACE_S)
+        label = f"error (process {os.environ.get('RANK')}):"
+    Console(stderr=True).print(f"[bold red]{label}[/] {escape(line)}")
 
 
 def record_finished(

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conrec.errors import ConfigError
+from conrec.run_lock import is_worker_rank
 
 if TYPE_CHECKING:  # torch is imported where it is used: conrec.config (and `conrec --help`) must stay light
     import torch
@@ -148,7 +149,7 @@ def pin_launcher_precision(rc: ResolvedCompute, console: Console | None = None) 
     os.environ[LAUNCHER_PRECISION_ENV] = want
     if given.strip().lower() == want:
         return None
-    if console is not None:
+    if console is not None and not is_worker_rank():  # every process overrides it; the main one says so
         console.print(f"[yellow]warning:[/] the launcher's mixed precision ({given}) is overridden by compute.precision "
                       f"({rc.precision} here); set compute.precision to choose it")
     return given

@@ -353,17 +353,15 @@ def run(sections: GrpoSections, run_dir: Path, console: Console | None = None, r
     step_offset = 0
     prev_model = job.sft_dir
     for i, stage in enumerate(job.stages):
-        sdir = job.work / f"stage_{i}"
-        if (sdir / DONE_FILE).exists():
-            summaries.append(read_json(sdir / DONE_FILE, what=f"GRPO stage {i} marker"))
-            job.console.print(f"[dim]GRPO stage {i} ({stage.name}): finished earlier, skipped[/]")
+        if (earlier := _finished_earlier(job, i, stage)) is not None:
+            summaries.append(earlier)
         else:
             if not (prev_model / "config.json").exists():
                 raise StageInputError(f"GRPO stage {i} should start from {prev_model}, which is missing; rerun with --no-resume")
             done_now.append(_run_stage(job, log, i, stage, prev_model, step_offset))
             summaries.append(done_now[-1].info)
         step_offset += stage.steps
-        prev_model = sdir / "model"
+        prev_model = job.work / f"stage_{i}" / "model"
     return _save(job, log, summaries, done_now, prev_model, started)
 
 
@@ -504,6 +502,17 @@ def discard_note(had_plan: bool, resume: bool, earlier_stages: bool, unprefixed:
     return None
 
 
+def _finished_earlier(job: _Job, i: int, stage: GrpoStageConfig) -> dict[str, Any] | None:
+    """Stage ``i``'s summary when an earlier call finished it (it is skipped: one line, from the main process only,
+    as every line of the stage; under torchrun each process printed its own), else None."""
+    done = job.work / f"stage_{i}" / DONE_FILE
+    if not done.exists():
+        return None
+    if job.is_main:
+        job.console.print(f"[dim]GRPO stage {i} ({stage.name}): finished earlier, skipped[/]")
+    return read_json(done, what=f"GRPO stage {i} marker")
+
+
 def _plan(job: _Job) -> None:
     """Write ``plan.json``; discard earlier stage outputs unless resuming the same plan (fingerprint).
 
@@ -555,7 +564,8 @@ def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckp
     resume_from = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else None
     job.state.wait_for_everyone()
     if resume_from is not None:
-        job.console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
+        if job.is_main:  # once, not once per process
+            job.console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
         log.keep_until(i, checkpoint_step(resume_from))
     else:
         log.keep_until(i, 0)

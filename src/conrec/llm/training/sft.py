@@ -597,7 +597,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
             "answer tokens are; raise max_length, or shorten the prompts (sft.prompt.max_timeline_events, max_neg_items, "
             "max_pos_items)"
         )
-    if resume_from is not None:
+    if resume_from is not None and is_main:  # once, not once per process
         console.print(f"SFT: resuming from {resume_from.name} (an earlier run was interrupted)")
     try:
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
