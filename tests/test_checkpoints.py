@@ -183,6 +183,19 @@ def test_the_owner_record_keeps_the_number_of_processes_and_an_older_one_means_o
                                     "launch it with 4 to resume them, or pass --no-resume to start over")
 
 
+def test_checkpoints_of_a_copied_run_directory_are_said_to_be_made_elsewhere(tmp_path):
+    """Found by probing: after `cp -a` of an interrupted run, `conrec sft` in the copy said its checkpoints were
+    discarded as "made with other settings or inputs"; the settings and inputs were the same, the path was not."""
+    folder = tmp_path / "ckpts"
+    (folder / "checkpoint-5").mkdir(parents=True)
+    prepare_checkpoint_dir(folder, "fp1:inputs:/runs/a/sft/model", resume=True)
+    (folder / "checkpoint-5").mkdir()
+    moved = "made in another directory: the run directory was copied or moved, and checkpoints are tied to their path"
+    assert discard_reason(folder, "fp1:inputs:/runs/b/sft/model", True, place="/runs/b/sft/model") == moved
+    assert discard_reason(folder, "fp2:inputs:/runs/b/sft/model", True, place="/runs/b/sft/model") == "made with other settings or inputs"
+    assert discard_reason(folder, "fp1:inputs:/runs/a/sft/model", True, place="/runs/a/sft/model") is None
+
+
 def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path):
     for step, complete in ((2, True), (4, True), (6, False)):
         d = tmp_path / f"checkpoint-{step}"

@@ -170,17 +170,24 @@ def process_change(made_with: int | None, num_processes: int) -> str | None:
             f"launch it with {made_with} to resume them, or pass --no-resume to start over")
 
 
-def discard_reason(folder: Path, fingerprint: str, resume: bool) -> str | None:
+def discard_reason(folder: Path, fingerprint: str, resume: bool, place: str = "") -> str | None:
     """Why :func:`prepare_checkpoint_dir` is about to discard ``folder``'s checkpoints; None when there are none
-    or they will be resumed. Call it first: that one deletes them.
+    or they will be resumed. Call it first: that one deletes them. ``place``: the end of ``fingerprint`` that names
+    where they are (SFT: the model's absolute path); a record that differs there only was made elsewhere.
 
     Why: the Ctrl-C line promises a resume, and a rerun with changed settings emptied the folder and started at
-    step 0 without a word (GRPO says "starting from scratch")."""
+    step 0 without a word (GRPO says "starting from scratch"); and a copied run directory (`cp -a`) was told its
+    checkpoints were "made with other settings or inputs", which were the same."""
     if not _checkpoints(Path(folder)):
         return None
     if not resume:
         return "resume is off (--no-resume or --force)"
-    return None if _made_under(folder, fingerprint) else "made with other settings or inputs"
+    if _made_under(folder, fingerprint):
+        return None
+    made = _owner_record(folder).get("fingerprint")
+    if place and fingerprint.endswith(place) and isinstance(made, str) and made.startswith(fingerprint[: -len(place)]):
+        return "made in another directory: the run directory was copied or moved, and checkpoints are tied to their path"
+    return "made with other settings or inputs"
 
 
 def prepare_checkpoint_dir(folder: Path, fingerprint: str, resume: bool, is_main: bool = True, num_processes: int = 1) -> bool:

@@ -474,7 +474,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
 
     ckpt_dir = rd.sft / "checkpoints"
     # the inputs' identities too: checkpoints trained on samples a data rerun replaced must not be resumed
-    owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{out.resolve()}"
+    place = str(out.resolve())
+    owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{place}"
     n_processes = PartialState(cpu=compute.use_cpu).num_processes
     # read by every process before any writes the record: each refuses, so every one exits
     if (changed := process_change(resumed_processes(ckpt_dir, owner, resume), n_processes)) is not None:
@@ -506,7 +507,7 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     add_training_dropout(model, tr.dropout)
 
     is_main = PartialState(cpu=compute.use_cpu).is_main_process
-    if is_main and (why := discard_reason(ckpt_dir, owner, resume)) is not None:
+    if is_main and (why := discard_reason(ckpt_dir, owner, resume, place)) is not None:
         console.print(f"[yellow]SFT: the earlier run's checkpoints are discarded ({why}): training starts from step 0[/]",
                       soft_wrap=True)  # one line, also in an 80-column log
     kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main, n_processes)
