@@ -637,6 +637,9 @@ def test_a_fresh_plan_says_why_it_discards_the_earlier_stages() -> None:
         "GRPO config or SFT model changed since the last run: starting from scratch"
     )
     assert discard_note(had_plan=False, resume=True, earlier_stages=False) is None
+    # a plan without the prefix record but no stage with files: nothing is discarded, and it is no config change
+    assert discard_note(had_plan=True, resume=True, earlier_stages=False, unprefixed=True) is None
+    assert "does not record" in (discard_note(had_plan=True, resume=True, earlier_stages=True, unprefixed=True) or "")
 
 
 def test_a_plan_trained_without_the_prompt_prefix_is_not_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -670,5 +673,5 @@ def test_a_plan_trained_without_the_prompt_prefix_is_not_resumed(tmp_path: Path,
     out = io.StringIO()
     STAGE_REGISTRY["grpo"].call(cfg, console=Console(file=out, width=300))
     assert built == ["neg", "pos", "neg", "pos"]
-    assert "trained by an older conrec that gave the LM its prompts without the tokenizer's special prefix" in out.getvalue()
+    assert "does not record that its stages saw the tokenizer's special prefix" in out.getvalue()
     assert read_json(run.grpo / "plan.json")[PROMPT_PREFIX_KEY] is True

@@ -492,11 +492,12 @@ def discard_note(had_plan: bool, resume: bool, earlier_stages: bool, unprefixed:
     word, while a changed config said "starting from scratch"; SFT says the same in both cases."""
     if not resume and earlier_stages:
         return "GRPO: resume is off (--no-resume or --force): the earlier run's stages and checkpoints are discarded, starting from scratch"
-    if resume and unprefixed and earlier_stages:
+    if resume and unprefixed:  # nothing to say when no stage holds anything (it is not a changed config either)
         return (
-            "GRPO: the earlier run's stages were trained by an older conrec that gave the LM its prompts without the "
-            "tokenizer's special prefix (its BOS token): starting from scratch"
-        )
+            "GRPO: the earlier run's plan does not record that its stages saw the tokenizer's special prefix (its BOS "
+            "token), which conrec before 6 December 2026 left out of the prompts (plans made before 7 December do not "
+            "record it): starting from scratch"
+        ) if earlier_stages else None
     if resume and had_plan:
         return "GRPO config or SFT model changed since the last run: starting from scratch"
     return None
