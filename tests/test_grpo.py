@@ -313,12 +313,41 @@ def test_a_skipped_or_resumed_stage_is_said_by_the_main_process_only(tmp_path: P
     for is_main in (False, True):
         out = io.StringIO()
         job = SimpleNamespace(work=tmp_path, is_main=is_main, resume=True, console=Console(file=out, width=200),
-                              state=SimpleNamespace(wait_for_everyone=lambda: None))
+                              state=SimpleNamespace(wait_for_everyone=lambda: None, num_processes=1))
         assert grpo_mod._finished_earlier(job, 0, SimpleNamespace(name="neg")) == {"stage": "neg", "steps": 2}
         assert grpo_mod._finished_earlier(job, 1, SimpleNamespace(name="pos")) is None
         assert grpo_mod._resume_point(job, log, 1, SimpleNamespace(name="pos"), ckpt.parent) == ckpt
         said = ["GRPO stage 0 (neg): finished earlier, skipped", "GRPO stage 1 (pos): resuming from checkpoint-1"] if is_main else []
         assert out.getvalue().splitlines() == said
+
+
+def test_a_stage_checkpoint_made_with_another_number_of_processes_is_refused_not_resumed(tmp_path: Path) -> None:
+    """Found by a scale-out probe (SFT was fixed the same day): grpo.batch_size is per process, and a GRPO stage
+    interrupted under torchrun with 2 processes was resumed by a 1-process launch without a word."""
+    import conrec.llm.training.grpo as grpo_mod
+    from conrec.errors import StageInputError
+    from conrec.llm.model.checkpoints import COMPLETE_FILE
+
+    ckpts = tmp_path / "stage_1" / "checkpoints"
+    (ckpts / "checkpoint-1").mkdir(parents=True)
+    (ckpts / "checkpoint-1" / COMPLETE_FILE).write_text("{}")
+    (ckpts / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    log = SimpleNamespace(keep_until=lambda *a: None)
+
+    def job(n: int) -> SimpleNamespace:
+        return SimpleNamespace(work=tmp_path, is_main=True, resume=True, console=Console(file=io.StringIO()),
+                               state=SimpleNamespace(wait_for_everyone=lambda: None, num_processes=n))
+
+    stage = SimpleNamespace(name="pos")
+    assert grpo_mod._resume_point(job(1), log, 1, stage, ckpts) == ckpts / "checkpoint-1"  # no record: made by 1
+    assert json.loads((ckpts / grpo_mod.PROCESSES_FILE).read_text()) == {"num_processes": 1}
+    with pytest.raises(StageInputError, match=r"stage 1 \(pos\): .*trained with 1 process\(es\), this launch has 2.*--no-resume"):
+        grpo_mod._resume_point(job(2), log, 1, stage, ckpts)
+    assert (ckpts / "checkpoint-1").is_dir()  # kept for a launch with the right count
+    (ckpts / grpo_mod.PROCESSES_FILE).write_text(json.dumps({"num_processes": 2}))
+    assert grpo_mod._resume_point(job(2), log, 1, stage, ckpts) == ckpts / "checkpoint-1"
+    no_resume = SimpleNamespace(**{**vars(job(1)), "resume": False})
+    assert grpo_mod._resume_point(no_resume, log, 1, stage, ckpts) is None  # --no-resume: any count starts over
 
 
 def _shares_files(a: Path, b: Path) -> bool:

@@ -75,6 +75,7 @@ from conrec.llm.model.checkpoints import (
     NoCheckpointAtTheEnd,
     checkpoint_step,
     last_complete_checkpoint,
+    process_change,
     trainer_save_args,
 )
 from conrec.llm.model.copy_bias import saved_betas
@@ -560,10 +561,30 @@ def plan_without_prefix(old_plan: dict[str, Any] | None, sft_dir: Path) -> bool:
     return old_plan is not None and old_plan.get(PROMPT_PREFIX_KEY) is not True and adds_special_prefix(sft_dir)
 
 
+PROCESSES_FILE = "_processes.json"  # in a stage's checkpoints dir: how many processes trained its checkpoints
+
+
+def checkpoint_processes(ckpt_dir: Path) -> int:
+    """The number of processes that trained the checkpoints in ``ckpt_dir`` (:data:`PROCESSES_FILE`); 1 where it is
+    not recorded (checkpoints made before 7 December 2026, most of them single-process, stay resumable)."""
+    path = ckpt_dir / PROCESSES_FILE
+    count = read_json(path, what="GRPO checkpoints' process count").get("num_processes", 1) if path.is_file() else 1
+    return count if isinstance(count, int) else 1
+
+
 def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckpt_dir: Path) -> Path | None:
-    """The checkpoint stage ``i`` continues from (None: from its start); trims the reward log to match."""
+    """The checkpoint stage ``i`` continues from (None: from its start); trims the reward log to match, and records
+    this launch's number of processes beside the checkpoints it will write.
+
+    Why the count is checked: ``grpo.batch_size`` is per process, so a stage resumed by a launch with another number
+    of processes trained on batches neither launch would (SFT refuses the same, :func:`process_change`)."""
     resume_from = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else None
     job.state.wait_for_everyone()
+    if resume_from is not None and (changed := process_change(checkpoint_processes(ckpt_dir), job.state.num_processes)):
+        raise StageInputError(f"GRPO stage {i} ({stage.name}): {changed}")
+    if job.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        write_json({"num_processes": int(job.state.num_processes)}, ckpt_dir / PROCESSES_FILE)
     if resume_from is not None:
         if job.is_main:  # once, not once per process
             job.console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
