@@ -7,11 +7,13 @@ Why a module and not ``conftest.py``: these are plain functions that tests call 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+import pytest
 
 from conrec.config import PipelineConfig, load_config
 from conrec.data.config import SplitConfig
@@ -278,6 +280,15 @@ def crash_sft_after_step(monkeypatch, step: int) -> None:
             raise RuntimeError("simulated crash")
 
     monkeypatch.setattr(sft_mod.RichProgressCallback, "on_step_end", crash)
+
+
+def interrupt_sft(monkeypatch, step: int, train: Callable[[], object]) -> None:
+    """Run ``train`` with SFT crashing once optimiser step ``step`` has ended (:func:`crash_sft_after_step`), check that
+    it crashed, and restore normal training (``monkeypatch.undo()``): the run keeps the checkpoints before that step."""
+    crash_sft_after_step(monkeypatch, step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train()
+    monkeypatch.undo()
 
 
 def distinct_sid_scores(model, vocab, seed: int = 0, scale: float = 4.0) -> None:

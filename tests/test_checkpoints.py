@@ -27,7 +27,7 @@ from conrec.llm.model.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 
-from builders import crash_sft_after_step
+from builders import interrupt_sft
 
 
 def _cfg(root: Path):
@@ -56,10 +56,7 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     root = tmp_path / "run"
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root)
-    crash_sft_after_step(monkeypatch, 3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        STAGE_REGISTRY["sft"].call(cfg)
-    monkeypatch.undo()
+    interrupt_sft(monkeypatch, 3, lambda: STAGE_REGISTRY["sft"].call(cfg))
     ckpts = RunDir(root).sft / "checkpoints"
     assert sorted(p.name for p in ckpts.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     # a kill while checkpoint-2 was being written: weights there, completion marker not yet
@@ -90,10 +87,7 @@ def test_checkpoints_of_samples_an_upstream_rerun_replaced_are_not_resumed(tmp_p
         run.mark_done(stage)
         (run.stage_dir(stage) / "_fingerprint.json").write_text("{}")
     cfg = _cfg(root)
-    crash_sft_after_step(monkeypatch, 3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        STAGE_REGISTRY["sft"].call(cfg)
-    monkeypatch.undo()
+    interrupt_sft(monkeypatch, 3, lambda: STAGE_REGISTRY["sft"].call(cfg))
     before = run.stage_identity("data")
     run.mark_done("data")  # the data stage ran again, with the same settings (in the same second, even)
     assert run.stage_identity("data") != before
@@ -130,10 +124,7 @@ def test_only_the_main_process_says_sft_resumes(tmp_path, monkeypatch):
     root = tmp_path / "run"
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root)
-    crash_sft_after_step(monkeypatch, 3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        STAGE_REGISTRY["sft"].call(cfg)
-    monkeypatch.undo()
+    interrupt_sft(monkeypatch, 3, lambda: STAGE_REGISTRY["sft"].call(cfg))
 
     class WorkerState(accelerate.PartialState):
         is_main_process = False
@@ -153,10 +144,7 @@ def test_checkpoints_made_with_another_number_of_processes_are_refused_not_resum
     root = tmp_path / "run"
     write_toy_run(root, n_items=32, n_users=12)
     cfg = _cfg(root)
-    crash_sft_after_step(monkeypatch, 3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        STAGE_REGISTRY["sft"].call(cfg)
-    monkeypatch.undo()
+    interrupt_sft(monkeypatch, 3, lambda: STAGE_REGISTRY["sft"].call(cfg))
     ckpts = RunDir(root).sft / "checkpoints"
     record = json.loads((ckpts / OWNER_FILE).read_text())
     assert record["num_processes"] == 1
@@ -230,10 +218,7 @@ def test_early_stopping_resumes_its_curve_and_best_weights(tmp_path, monkeypatch
         root = tmp_path / name
         write_toy_events(write_toy_run(root, n_items=32, n_users=12))  # the stopper excludes what the events say was rated
         if name == "b":
-            crash_sft_after_step(monkeypatch, 5)
-            with pytest.raises(RuntimeError, match="simulated crash"):
-                STAGE_REGISTRY["sft"].call(_stopping_cfg(root))
-            monkeypatch.undo()
+            interrupt_sft(monkeypatch, 5, lambda root=root: STAGE_REGISTRY["sft"].call(_stopping_cfg(root)))
         stats = STAGE_REGISTRY["sft"].call(_stopping_cfg(root))
         done[name] = (stats, _weights(RunDir(root).sft_model))
     (a, wa), (b, wb) = done["a"], done["b"]
@@ -254,10 +239,7 @@ def test_a_resumed_run_reports_the_whole_runs_loss_and_its_own_token_rate(tmp_pa
         write_toy_run(root, n_items=32, n_users=12)
         cfg = load_config(None, {"run_dir": str(root), "sft": {"model": {"tiny": {"seed": 3}}, "max_samples": 48, "train": train}})
         if name == "b":
-            crash_sft_after_step(monkeypatch, 5)
-            with pytest.raises(RuntimeError, match="simulated crash"):
-                STAGE_REGISTRY["sft"].call(cfg)
-            monkeypatch.undo()
+            interrupt_sft(monkeypatch, 5, lambda cfg=cfg: STAGE_REGISTRY["sft"].call(cfg))
         done[name] = STAGE_REGISTRY["sft"].call(cfg)
     a, b = done["a"], done["b"]
     assert b["resumed_from"] == "checkpoint-4" and b["steps"] == a["steps"] == 6

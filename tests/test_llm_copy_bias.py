@@ -26,7 +26,7 @@ from conrec.runs import RunDir
 from conrec.sid.sid_map import SidMap
 from conrec.stages import STAGE_REGISTRY
 
-from builders import crash_sft_after_step, distinct_sid_scores, record_current, sparse_sid_map
+from builders import distinct_sid_scores, interrupt_sft, record_current, sparse_sid_map
 
 # token ids of a hand-built vocabulary: 0-2 text; level 0 codes 0, 1 = tokens 4, 3 (not in code order);
 # level 1 codes 0, 1 = tokens 5, 6; markers 10-17
@@ -304,10 +304,7 @@ def test_a_resumed_run_continues_the_learned_betas(tmp_path, monkeypatch):
         return copy_bias.saved_betas(model_dir), load_file(str(model_dir / "model.safetensors"))
 
     whole_betas, whole = train(tmp_path / "whole")
-    crash_sft_after_step(monkeypatch, 3)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train(tmp_path / "resumed")
-    monkeypatch.undo()
+    interrupt_sft(monkeypatch, 3, lambda: train(tmp_path / "resumed"))
     betas, weights = train(tmp_path / "resumed")
     assert betas == pytest.approx(whole_betas, abs=1e-6) and betas != [1.0, 0.5, 0.0]
     assert all(torch.equal(weights[k], whole[k]) for k in whole)

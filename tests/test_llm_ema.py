@@ -15,7 +15,7 @@ from conrec.llm.training.ema import EMA_FILE, EmaWeights
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 
-from builders import crash_sft_after_step
+from builders import interrupt_sft
 
 
 def _one_weight(value: float) -> torch.nn.Linear:
@@ -78,11 +78,8 @@ def test_sft_saves_the_average_and_a_resumed_run_continues_it(tmp_path: Path, mo
     averaged = _train(tmp_path / "ema", 0.5)
     assert any(not torch.equal(raw[k], averaged[k]) for k in raw)  # the average, not the last weights, is saved
 
-    crash_sft_after_step(monkeypatch, 3)
     root = tmp_path / "resumed"
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        _train(root, 0.5)
-    monkeypatch.undo()
+    interrupt_sft(monkeypatch, 3, lambda: _train(root, 0.5))
     assert (RunDir(root).sft / "checkpoints" / "checkpoint-2" / EMA_FILE).is_file()
     resumed = _train(root, 0.5)
     assert all(torch.equal(resumed[k], averaged[k]) for k in averaged)
