@@ -326,7 +326,7 @@ def test_a_stage_checkpoint_made_with_another_number_of_processes_is_refused_not
     interrupted under torchrun with 2 processes was resumed by a 1-process launch without a word."""
     import conrec.llm.training.grpo as grpo_mod
     from conrec.errors import StageInputError
-    from conrec.llm.model.checkpoints import COMPLETE_FILE
+    from conrec.llm.model.checkpoints import COMPLETE_FILE, OWNER_FILE
 
     ckpts = tmp_path / "stage_1" / "checkpoints"
     (ckpts / "checkpoint-1").mkdir(parents=True)
@@ -340,11 +340,11 @@ def test_a_stage_checkpoint_made_with_another_number_of_processes_is_refused_not
 
     stage = SimpleNamespace(name="pos")
     assert grpo_mod._resume_point(job(1), log, 1, stage, ckpts) == ckpts / "checkpoint-1"  # no record: made by 1
-    assert json.loads((ckpts / grpo_mod.PROCESSES_FILE).read_text()) == {"num_processes": 1}
+    assert json.loads((ckpts / OWNER_FILE).read_text()) == {"num_processes": 1}
     with pytest.raises(StageInputError, match=r"stage 1 \(pos\): .*trained with 1 process\(es\), this launch has 2.*--no-resume"):
         grpo_mod._resume_point(job(2), log, 1, stage, ckpts)
     assert (ckpts / "checkpoint-1").is_dir()  # kept for a launch with the right count
-    (ckpts / grpo_mod.PROCESSES_FILE).write_text(json.dumps({"num_processes": 2}))
+    (ckpts / OWNER_FILE).write_text(json.dumps({"num_processes": 2}))
     assert grpo_mod._resume_point(job(2), log, 1, stage, ckpts) == ckpts / "checkpoint-1"
     no_resume = SimpleNamespace(**{**vars(job(1)), "resume": False})
     assert grpo_mod._resume_point(no_resume, log, 1, stage, ckpts) is None  # --no-resume: any count starts over

@@ -157,6 +157,12 @@ def resumed_processes(folder: Path, fingerprint: str, resume: bool) -> int | Non
     batches, so a resume in another world size trained on data neither run would, and its record named the new count."""
     if not resume or not _checkpoints(Path(folder)) or not _made_under(folder, fingerprint):
         return None
+    return recorded_processes(folder)
+
+
+def recorded_processes(folder: Path) -> int:
+    """The number of processes that ``folder``'s owner record says trained its checkpoints; 1 where it says none (a
+    record written before the count was kept, or no record)."""
     count = _owner_record(folder).get("num_processes", 1)
     return count if isinstance(count, int) else 1
 

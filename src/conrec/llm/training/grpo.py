@@ -71,11 +71,13 @@ from conrec.llm.config import GrpoConfig, GrpoStageConfig, PromptConfig
 from conrec.llm.inference.prompts import build_prompt, recent_negatives_only, shows_positive
 from conrec.llm.model.backbone import load_causal_lm, load_model_tokenizer
 from conrec.llm.model.checkpoints import (
+    OWNER_FILE,
     CompleteCheckpointMarker,
     NoCheckpointAtTheEnd,
     checkpoint_step,
     last_complete_checkpoint,
     process_change,
+    recorded_processes,
     trainer_save_args,
 )
 from conrec.llm.model.copy_bias import saved_betas
@@ -561,30 +563,20 @@ def plan_without_prefix(old_plan: dict[str, Any] | None, sft_dir: Path) -> bool:
     return old_plan is not None and old_plan.get(PROMPT_PREFIX_KEY) is not True and adds_special_prefix(sft_dir)
 
 
-PROCESSES_FILE = "_processes.json"  # in a stage's checkpoints dir: how many processes trained its checkpoints
-
-
-def checkpoint_processes(ckpt_dir: Path) -> int:
-    """The number of processes that trained the checkpoints in ``ckpt_dir`` (:data:`PROCESSES_FILE`); 1 where it is
-    not recorded (checkpoints made before 7 December 2026, most of them single-process, stay resumable)."""
-    path = ckpt_dir / PROCESSES_FILE
-    count = read_json(path, what="GRPO checkpoints' process count").get("num_processes", 1) if path.is_file() else 1
-    return count if isinstance(count, int) else 1
-
-
 def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckpt_dir: Path) -> Path | None:
     """The checkpoint stage ``i`` continues from (None: from its start); trims the reward log to match, and records
-    this launch's number of processes beside the checkpoints it will write.
+    this launch's number of processes beside the checkpoints it will write (the checkpoints' owner record, as SFT's;
+    none recorded, as before 7 December 2026, counts as 1).
 
     Why the count is checked: ``grpo.batch_size`` is per process, so a stage resumed by a launch with another number
     of processes trained on batches neither launch would (SFT refuses the same, :func:`process_change`)."""
     resume_from = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else None
     job.state.wait_for_everyone()
-    if resume_from is not None and (changed := process_change(checkpoint_processes(ckpt_dir), job.state.num_processes)):
+    if resume_from is not None and (changed := process_change(recorded_processes(ckpt_dir), job.state.num_processes)):
         raise StageInputError(f"GRPO stage {i} ({stage.name}): {changed}")
     if job.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_json({"num_processes": int(job.state.num_processes)}, ckpt_dir / PROCESSES_FILE)
+        write_json({"num_processes": int(job.state.num_processes)}, ckpt_dir / OWNER_FILE)
     if resume_from is not None:
         if job.is_main:  # once, not once per process
             job.console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
