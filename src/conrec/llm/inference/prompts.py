@@ -103,8 +103,7 @@ def build_prompt(
     """
     if len(hist_items) != len(hist_feedback):
         raise ValueError(f"hist_items has {len(hist_items)} entries but hist_feedback has {len(hist_feedback)}")
-    pos_budget = cfg_prompt.max_pos_items if max_pos_items is None else max_pos_items
-    if pos_budget < 0:
+    if (pos_budget := _pos_budget(cfg_prompt, max_pos_items)) < 0:
         raise ValueError(f"max_pos_items must be >= 0, got {pos_budget}")
     layout = LAYOUTS.get(cfg_prompt.variant)
     if layout is None:  # a model_construct'ed or unvalidated config: rendering another layout would train on it silently
@@ -123,13 +122,12 @@ def _neg_only(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[s
 
 def _segmented(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig, max_pos_items: int | None) -> str:
     pos = [i for i, f in zip(items, feedback) if f > 0]
-    budget = cfg.max_pos_items if max_pos_items is None else max_pos_items
+    budget = _pos_budget(cfg, max_pos_items)
     return _answered([_neg_segment(items, feedback, sid_of, cfg), f"Liked (oldest first):{POS_OPEN}{_render(_last(pos, budget), sid_of)}{POS_CLOSE}"])
 
 
 def _merged(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig, max_pos_items: int | None) -> str:
-    budget = cfg.max_pos_items if max_pos_items is None else max_pos_items
-    events = _merged_events(items, feedback, budget, cfg.max_merged_items)
+    events = _merged_events(items, feedback, _pos_budget(cfg, max_pos_items), cfg.max_merged_items)
     return _answered([f"History (oldest first):{SEQ_OPEN}{render_events(events, sid_of)}{SEQ_CLOSE}"])
 
 
@@ -154,6 +152,11 @@ if (_timelines := {v for v in LAYOUTS if LAYOUTS[v] is _timeline}) != set(TIMELI
         f"rendered as a timeline but not listed {sorted(_timelines - set(TIMELINE_VARIANTS))}, listed but not rendered as "
         f"one {sorted(set(TIMELINE_VARIANTS) - _timelines)}"
     )
+
+
+def _pos_budget(cfg: PromptConfig, max_pos_items: int | None) -> int:
+    """The positives a prompt keeps: the caller's ``max_pos_items`` (progressive GRPO's stage), else the config's."""
+    return cfg.max_pos_items if max_pos_items is None else max_pos_items
 
 
 def _neg_segment(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[str], str], cfg: PromptConfig) -> str:
