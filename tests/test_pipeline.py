@@ -903,8 +903,9 @@ def test_an_eval_column_the_items_lack_stops_the_pipeline_right_after_the_data_s
 
 
 def test_the_eval_column_check_asks_only_for_baselines_that_read_the_columns() -> None:
+    from conrec.eval.baselines import facet_readers
     from conrec.eval.config import EvalConfig
-    from conrec.eval.preflight import facet_readers, missing_facet_columns
+    from conrec.eval.preflight import missing_facet_columns
 
     cols = {"category": {"columns": ["mood"]}}
     assert missing_facet_columns(EvalConfig.model_validate({**cols, "baselines": ["popularity", "itemknn"]}), ["item_id"]) is None

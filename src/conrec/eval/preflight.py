@@ -21,17 +21,11 @@ if TYPE_CHECKING:
     from conrec.stages import EvalSections
 
 
-def facet_readers(cfg: EvalConfig) -> list[str]:
-    """The listed baselines that read the item columns ``eval.category.columns`` names (pure): those whose registry
-    entry says so (:attr:`conrec.eval.baselines.BaselineSpec.reads_facets`): category and the facet rule always,
-    taste x exposure when its personal score is (or its tuning grid may make it) the category one."""
-    from conrec.eval.baselines import facet_readers as registered_readers
-
-    return registered_readers(cfg)
-
-
 def missing_facet_columns(cfg: EvalConfig, have: list[str]) -> str | None:
-    """Why ``eval.category.columns`` does not fit items with columns ``have``; None when it does (or no baseline reads it)."""
+    """Why ``eval.category.columns`` does not fit items with columns ``have``; None when it does (or no baseline reads it:
+    :func:`conrec.eval.baselines.facet_readers`, from the registry)."""
+    from conrec.eval.baselines import facet_readers
+
     readers = facet_readers(cfg)
     missing = [c for c in cfg.category.columns if c not in have]
     if not readers or not missing:
