@@ -41,6 +41,7 @@ from test_data_engines import (
     all_neutral_log,
     assert_same_run,
     categorical_logs,
+    decimal_id_logs,
     digit_date_log,
     edge_case_events,
     float_id_logs,
@@ -356,6 +357,14 @@ def test_spark_reads_large_float_ids_as_their_integers_like_polars(spark, tmp_pa
     data = {**data, "events_path": str(files[0])}
     ref, _ = assert_reads_like_polars(tmp_path, "spark", data)
     assert pl.read_parquet(ref.data / "events.parquet")["item_id"].str.starts_with("100000").all()
+
+
+def test_spark_keeps_decimal_looking_ids_as_written_like_polars(spark, tmp_path):
+    """``10``, ``10.0`` and ``10.00`` (beside ``0.5``) are three ids as written, in a CSV and as Parquet
+    floats, to Spark as to polars: it stripped every float-looking id's ``.0`` and merged them."""
+    for k, (case, users, _) in enumerate(decimal_id_logs(tmp_path)[1]):
+        ref, stats = assert_reads_like_polars(tmp_path, f"spark{k}", case)
+        assert stats["users"] == len(set(users.values())), k
 
 
 def test_spark_reads_epoch_seconds_written_as_floats_in_a_text_column_like_polars(spark, tmp_path):

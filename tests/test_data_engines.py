@@ -388,6 +388,72 @@ def test_integer_ids_that_pandas_wrote_as_floats_read_as_integers(tmp_path):
                 assert pl.read_parquet(ref.data / f).equals(pl.read_parquet(got.data / f)), (path.name, streaming, f)
 
 
+DECIMAL_USERS = {"u0": "0.5", "u1": "1", "u2": "1.0", "u3": "1.00", "u4": "2.5", "u5": "7.0"}
+DECIMAL_ITEMS = {f"i{k}": ("10", "10.0", "10.00")[k] if k < 3 else (f"{k + 30}.5" if k % 2 else f"{k + 30}.0") for k in range(23)}
+
+
+def decimal_id_logs(tmp_path: Path) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict[str, str], dict[str, str]]]]:
+    """Ids that look like decimals in columns that are no integers written as floats: the data config of the
+    plain log, and per case the config of the same log with its ids rewritten and the rewrites (user, item).
+
+    As CSV (events and items file): ``0.5``, ``1``, ``1.0``, ``1.00``, ``10``, ``10.0`` and ``10.00`` are
+    distinct ids as written. As Parquet floats: ``0.5``, ``1.0`` and ``2.0`` are, and the integral ones keep
+    their float text (a column holding ``0.5`` is no column of integers)."""
+    frame = edge_case_events()
+    plain = tmp_path / "plain.parquet"
+    frame.write_parquet(plain)
+    items = pl.DataFrame({"item_id": sorted(DECIMAL_ITEMS), "title": [f"title {i}" for i in sorted(DECIMAL_ITEMS)]})
+    data = {"source": "table", "events_path": str(plain), "split": {"horizon_days": 3, "max_history": 7}}
+    cases = []
+    csv_events, csv_items = tmp_path / "decimal.csv", tmp_path / "decimal_items.csv"
+    frame.with_columns(pl.col("user_id").replace_strict(DECIMAL_USERS), pl.col("item_id").replace_strict(DECIMAL_ITEMS)).write_csv(csv_events)
+    items.with_columns(pl.col("item_id").replace_strict(DECIMAL_ITEMS)).write_csv(csv_items)
+    cases.append(({**data, "events_path": str(csv_events), "items_path": str(csv_items)}, DECIMAL_USERS, DECIMAL_ITEMS))
+    users = {u: ("0.5", "1.0", "2.0", "3.0", "4.0", "5.0")[k] for k, u in enumerate(sorted(DECIMAL_USERS))}
+    item_ids = {i: f"{k}.5" if k % 2 else f"{k}.0" for i, k in ((f"i{k}", k) for k in range(23))}
+    pq_events, pq_items = tmp_path / "decimal.parquet", tmp_path / "decimal_items.parquet"
+    frame.with_columns(pl.col("user_id").replace_strict(users).cast(pl.Float64), pl.col("item_id").replace_strict(item_ids).cast(pl.Float64)).write_parquet(pq_events)
+    items.with_columns(pl.col("item_id").replace_strict(item_ids).cast(pl.Float64)).write_parquet(pq_items)
+    cases.append(({**data, "events_path": str(pq_events), "items_path": str(pq_items)}, users, item_ids))
+    return data, cases
+
+
+def test_decimal_looking_ids_are_kept_as_written(tmp_path):
+    """Items ``10``, ``10.0`` and ``10.00`` became one item ``10`` (their events too, as one item both liked
+    and disliked), called "duplicate item ids": every float-looking id lost its ``.0``, although a column
+    holding ``0.5`` is no column of integers that pandas wrote as floats. Such ids are now kept as written,
+    in the events' user and item ids and in the items file, by both polars engines."""
+    data, cases = decimal_id_logs(tmp_path)
+    ref, _ = _run(tmp_path, "plain", data)
+    want = pl.read_parquet(ref.data / "events.parquet")
+    for k, (case, users, item_ids) in enumerate(cases):
+        for streaming in ("off", "on"):
+            got, stats = _run(tmp_path, f"case{k}_{streaming}", {**case, "streaming": streaming})
+            assert stats["invalid_rows"] == {"policy": "drop"}, (k, streaming)  # no duplicate item, no unknown one
+            items = pl.read_parquet(got.data / "items.parquet")
+            assert sorted(items["item_id"]) == sorted(item_ids.values()), (k, streaming)
+            events = pl.read_parquet(got.data / "events.parquet")
+            renamed = want.with_columns(pl.col("user_id").replace_strict(users), pl.col("item_id").replace_strict(item_ids))
+            assert events.sort(pl.all()).equals(renamed.sort(pl.all())), (k, streaming)
+
+
+def test_integer_ids_written_as_floats_lose_the_point_only_when_the_whole_column_is_so():
+    """Which id columns count as integers written as floats (``32.0``, read as ``32``): every id so, with
+    the same zeros; a ``0.5``, an id without the point, or ``10.0`` beside ``10.00`` (which would become one
+    id) keeps the column as written."""
+    from conrec.data.schema import id_as_text, integral_float_text
+
+    def text(values: list[str | None]) -> list[str | None]:
+        return pl.DataFrame({"x": values}, schema={"x": pl.String}).select(integral_float_text("x"))["x"].to_list()
+
+    assert text(["32.0", None, "-4.0", "007.0"]) == ["32", None, "-4", "007"]
+    assert text(["32.00", "4.00"]) == ["32", "4"]
+    for kept in (["0.5", "10.0"], ["10", "10.0"], ["10.0", "10.00"], [None, None]):
+        assert text(kept) == kept
+    floats = pl.DataFrame({"a": [32.0, None, float("nan")], "b": [0.5, 10.0, None]})
+    assert floats.select(id_as_text(c, pl.Float64()) for c in floats.columns).rows() == [("32", "0.5"), (None, "10.0"), (None, None)]
+
+
 def test_decimal_times_and_ratings_of_a_database_export_read_as_numbers(tmp_path):
     """A Parquet export of NUMERIC columns holds decimals: a decimal epoch was refused by both polars
     engines ("must hold timestamps"); it now reads as the integer it is, ratings too."""

@@ -24,12 +24,12 @@ from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_
 from conrec.data.feedback_labels import normalise, normalised, propose
 from conrec.data.repair import padded_ids_hint, placeholder_id_warnings
 from conrec.data.schema import (
-    INTEGRAL_FLOAT_TEXT,
     MOSTLY_DISLIKES,
     dated,
     epoch_unit_facts,
     flatten_list_columns,
     id_as_text,
+    integral_float_text,
     mixed_epoch_units,
 )
 from conrec.data.sources.common import (
@@ -453,14 +453,10 @@ def no_rating_warning(values: pl.Series, code: float, count: int) -> str:
 
 def _id_values(ids: pl.Series) -> pl.Series:
     """Sampled ids as the data stage reads them: integers that pandas wrote as floats (every value
-    ``32.0``) as their integer text."""
+    ``32.0``) as their integer text (:func:`conrec.data.schema.integral_float_ids`)."""
     if ids.dtype.is_float():
         return ids.to_frame("x").select(id_as_text("x", ids.dtype)).to_series()
-    text = ids.cast(pl.String)
-    present = text.drop_nulls()
-    if present.len() and present.str.contains(INTEGRAL_FLOAT_TEXT).all():
-        return text.str.replace(INTEGRAL_FLOAT_TEXT, "${1}")
-    return text
+    return ids.cast(pl.String).to_frame("x").select(integral_float_text("x")).to_series().alias(ids.name)
 
 
 def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:

@@ -176,17 +176,53 @@ def dated(dtype: pl.DataType, what: str, column: str = "ts", hint: str = "map ts
 INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"
 """An integer written as a float (``32.0``): how pandas writes an integer id column with a missing value."""
 
+INTEGRAL_FLOAT_ZEROS = r"^-?\d+\.(0+)$"
+"""The zeros after the point of an integer written as a float (group 1), every engine's."""
+_LONG = 2.0**63  # a float id at or beyond it is no integer an Int64 (or Spark's long) holds
 
-def id_as_text(column: str, dtype: pl.DataType) -> pl.Expr:
+
+def integral_float_ids(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Whether the whole id column holds integers written as floats, as pandas writes an integer id
+    column with a missing value (every id ``32.0``): one boolean, an aggregate over the column.
+
+    Why the whole column: ids ``0.5, 10, 10.0, 10.00`` are four items as written, not integers in
+    disguise; read value by value, ``10.0`` and ``10.00`` both became ``10`` and three items (and
+    their events) merged into one. A text column qualifies when every id is an integer followed by the
+    same run of zeros (``32.0``; beside ``10.0``, a ``10.00`` would become the same id), a float
+    column when every finite id is an integer. An all-null column does not."""
+    col = pl.col(column)
+    if dtype.is_float():
+        integral = col.is_finite() & (col.abs() < _LONG) & (col == col.floor())
+        return (integral | ~col.is_finite()).all() & col.is_finite().any()
+    if dtype != pl.String:
+        return pl.lit(False)
+    zeros = col.str.extract(INTEGRAL_FLOAT_ZEROS, 1).str.len_chars()
+    return (col.is_null() | zeros.is_not_null()).all() & (zeros.min() == zeros.max()).fill_null(False)
+
+
+def integral_float_text(column: str, whole: bool | None = None) -> pl.Expr:
+    """A text id column without the ``.0`` of integers written as floats (``32.0`` as ``32``) when
+    :func:`integral_float_ids` holds for the whole column, else as written. ``whole``: that answer,
+    where it was found in a pass of its own (the streaming engine's), else it is the column's aggregate."""
+    col = pl.col(column)
+    cond = integral_float_ids(column, pl.String()) if whole is None else pl.lit(whole)
+    return pl.when(cond).then(col.str.replace(INTEGRAL_FLOAT_TEXT, "${1}")).otherwise(col).alias(column)
+
+
+def id_as_text(column: str, dtype: pl.DataType, whole: bool | None = None) -> pl.Expr:
     """An id column as text. Float ids are integers that pandas wrote as floats because one was
-    missing (``32.0``): an integral one becomes its integer text (``32``), so it matches the other
-    file's ``32``; any other finite float keeps its text. NaN (how pandas, numpy and polars mark a
-    missing value) and infinities are null: a missing id (``missing_id``), not a user or item ``"NaN"``."""
+    missing (``32.0``): when every finite id of the column is integral (:func:`integral_float_ids`;
+    ``whole``, where a pass of its own found it), each becomes its integer text (``32``), so it matches
+    the other file's ``32``; otherwise every id keeps its float text (``0.5``, ``10.0``). NaN (how
+    pandas, numpy and polars mark a missing value) and infinities are null: a missing id
+    (``missing_id``), not a user or item ``"NaN"``."""
     col = pl.col(column)
     if not dtype.is_float():
         return col.cast(pl.String)
-    integral = col.is_finite() & (col == col.floor())
-    text = pl.when(integral).then(col.cast(pl.Int64).cast(pl.String)).when(col.is_finite()).then(col.cast(pl.String))
+    cond = integral_float_ids(column, dtype) if whole is None else pl.lit(whole)
+    finite = col.is_finite()
+    integral = finite & (col.abs() < _LONG) & (col == col.floor()) & cond
+    text = pl.when(integral).then(col.cast(pl.Int64, strict=False).cast(pl.String)).when(finite).then(col.cast(pl.String))
     return text.otherwise(None).alias(column)
 
 

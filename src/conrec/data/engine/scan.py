@@ -34,6 +34,7 @@ from conrec.data.schema import (
     dated,
     epoch_unit_facts,
     id_as_text,
+    integral_float_ids,
     mixed_epoch_units,
     validate_items,
 )
@@ -49,6 +50,7 @@ from conrec.data.sources.common import (
     csv_separator,
     existing_file,
     file_suffix,
+    float_id_columns,
     has_rows,
     placeholder_items,
     rating_feedback,
@@ -76,20 +78,36 @@ def estimated_rows(path: Path) -> int | None:
         return None
 
 
-def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars") -> pl.LazyFrame:
+def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars", header_only: bool = False) -> pl.LazyFrame:
+    """The file as a lazy query, its columns typed as the loader reads them. ``header_only``: for its
+    schema alone (no pass over the ids to tell whether a float id column is integers: :func:`_whole_float_ids`)."""
     fmt = file_suffix(path)
     if fmt in PARQUET_SUFFIXES:  # categorical columns as text, as the loader reads them
         lf = pl.scan_parquet(path)
         return lf.with_columns(categoricals_as_text(lf.collect_schema()))
     if fmt in CSV_SUFFIXES:  # .gz too (read in a stream); column types as the loader infers them, values as leniently
-        ids = source_names(columns, ("user_id", "item_id"))
+        ids = {c: pl.String() for c in source_names(columns, ("user_id", "item_id"))}
+        values = source_names(columns, ("rating", "feedback", "ts"))
         options: dict[str, Any] = {"separator": csv_separator(path), "infer_schema_length": INFER_ROWS}
         inferred = pl.scan_csv(path, **options).collect_schema()
-        texts, fixes = csv_reading(inferred, {c: pl.String() for c in ids}, source_names(columns, ("rating", "feedback", "ts")))
-        return pl.scan_csv(path, schema_overrides=texts, **options).with_columns(fixes)
+        texts, _ = csv_reading(inferred, ids, values)
+        lf = pl.scan_csv(path, schema_overrides=texts, **options)
+        floats = float_id_columns(inferred, ids)
+        whole = dict.fromkeys(floats, False) if header_only else _whole_float_ids(lf, {c: pl.String() for c in floats})
+        return lf.with_columns(csv_reading(inferred, ids, values, whole)[1])
     if engine == "spark":
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv (not {fmt!r})")
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
+
+
+def _whole_float_ids(lf: pl.LazyFrame, columns: dict[str, pl.DataType]) -> dict[str, bool]:
+    """Per id column of ``columns`` (text or float), whether every id is an integer written as a float
+    (:func:`conrec.data.schema.integral_float_ids`), in one streaming pass of its own: asked inside the
+    query, the answer would be an aggregate over the whole log in every later pass (and over the rows a
+    filter kept, where the loader asks it of every row)."""
+    if not columns:
+        return {}
+    return lf.select(integral_float_ids(c, t) for c, t in columns.items()).collect(engine="streaming").row(0, named=True)
 
 
 def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool = False) -> pl.LazyFrame:
@@ -137,9 +155,10 @@ def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool 
     # neutral events stay under drop, for check_event_rules to count (neutral_rating, neutral_feedback), as the loader counts them
     keep_neutral = keep_neutral and cfg.on_invalid == "drop"
     kept = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
+    whole = _whole_float_ids(lf, {c: schema[c] for c in ("user_id", "item_id") if schema[c].is_float()})  # a Parquet file's float ids
     out = (lf if keep_neutral else kept).select(
-        id_as_text("user_id", schema["user_id"]),
-        id_as_text("item_id", schema["item_id"]),
+        id_as_text("user_id", schema["user_id"], whole.get("user_id")),
+        id_as_text("item_id", schema["item_id"], whole.get("item_id")),
         pl.col("ts"),
         pl.col("feedback"),  # cast to Int8 after check_event_rules has seen the raw values
         *([pl.col(f"source_{source}")] if source_values else []),
@@ -154,7 +173,7 @@ def neutral_kind(cfg: DataConfig) -> str:
     ``neutral_feedback`` when it has a feedback column (a 0, or a word ``data.feedback_labels`` maps to 0), else
     ``neutral_rating`` (a rating between the thresholds). Read from the header: the scanned events hold only ``feedback``."""
     assert cfg.events_path is not None
-    schema = _scan_file(existing_file(cfg.events_path, "events"), cfg.columns, cfg.engine).collect_schema()
+    schema = _scan_file(existing_file(cfg.events_path, "events"), cfg.columns, cfg.engine, header_only=True).collect_schema()
     renames, shadowed = renaming(cfg.columns, list(schema))
     return "neutral_feedback" if "feedback" in {renames.get(c, c) for c in schema if c not in shadowed} else "neutral_rating"
 
@@ -165,7 +184,7 @@ def _check_column_sources(cfg: DataConfig, event_columns: list[str]) -> None:
     if set(cfg.columns) - set(present) and cfg.items_path is not None:
         items = existing_file(cfg.items_path, "items")
         try:
-            present += list(_scan_file(items, {}).collect_schema())
+            present += list(_scan_file(items, {}, header_only=True).collect_schema())
         except Exception:  # another suffix, a malformed file: the items reader (table_items) refuses it in its own line
             return
     check_column_sources(cfg.columns, present)

@@ -41,7 +41,7 @@ from conrec.data.engine.scan import neutral_kind, report_invalid, report_unknown
 from conrec.data.feedback_labels import SEPARATORS
 from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
 from conrec.data.samples import SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE, EPOCH_UNITS, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE, dated, mixed_epoch_units
+from conrec.data.schema import DISLIKE, EPOCH_UNITS, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, INTEGRAL_FLOAT_ZEROS, MAX_TS, POSITIVE, dated, mixed_epoch_units
 from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words, renaming
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
@@ -165,6 +165,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         )
     df = df.withColumn(_ROW, F.monotonically_increasing_id())
     what = f"events file {path}"
+    whole = _whole_float_ids(df, [c for c in ("user_id", "item_id") if dict(df.dtypes)[c] in ("double", "float")])  # a Parquet file's
     if dict(df.dtypes)["ts"] == "date":  # midnight UTC, as polars reads a date
         df = df.withColumn("ts", F.unix_date("ts").cast("long") * 86_400)
     elif dict(df.dtypes)["ts"] == "timestamp_ntz":  # a time without a zone: UTC (the session's zone), as polars reads it
@@ -221,8 +222,8 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
     if cfg.on_invalid != "drop":  # under drop neutral events stay, for _check to count (neutral_rating, neutral_feedback), as the loaders count them
         df = df.filter(F.col("feedback").isNull() | (F.col("feedback") != 0))
     return df.select(
-        _id_text(df, "user_id"),
-        _id_text(df, "item_id"),
+        _id_text(df, "user_id", whole.get("user_id", False)),
+        _id_text(df, "item_id", whole.get("item_id", False)),
         "ts",
         "feedback",
         _ROW,
@@ -277,16 +278,38 @@ def _finite_floor(df: DataFrame, cfg: DataConfig, what: str, where: Column | Non
     return df.withColumn("ts", F.floor("ts"))  # fractions of a second floored, as the loaders floor them
 
 
-def _id_text(df: DataFrame, column: str) -> Column:
-    """An id column as text; a float one (pandas' integers with a missing value, 32.0) as its integer
-    text, as :func:`conrec.data.schema.id_as_text` reads it; NaN and infinities null (a missing id)."""
+def _id_text(df: DataFrame, column: str, whole: bool) -> Column:
+    """An id column as text; a float one whose every finite id is an integer (pandas' integers with a
+    missing value, 32.0; ``whole``: :func:`_whole_float_ids`) as its integer text, as
+    :func:`conrec.data.schema.id_as_text` reads it; NaN and infinities null (a missing id)."""
     x = F.col(column)
     text = x.cast("string")
     if dict(df.dtypes)[column] in ("double", "float"):  # Spark writes 10000006.0 as 1.0000006E7: the integer's own text
         missing = F.isnan(x) | (F.abs(x) == float("inf"))
-        beyond = F.abs(x) >= 2.0**63  # an integer no long holds (floor would saturate)
-        text = F.when(missing, F.lit(None)).when(beyond, text).when(x == F.floor(x), F.floor(x).cast("string")).otherwise(text)
+        text = F.when(missing, F.lit(None)).when(F.lit(whole), F.floor(x).cast("string")).otherwise(text)
     return text.alias(column)
+
+
+def _whole_float_ids(df: DataFrame, columns: list[str]) -> dict[str, bool]:
+    """Per id column of ``columns`` (text or float), whether every id is an integer written as a float, in
+    one Spark job: :func:`conrec.data.schema.integral_float_ids`, which the polars engines ask (a text
+    column: every id an integer and the same run of zeros, ``32.0``; a float one: every finite id an
+    integer below 2**63)."""
+    if not columns:
+        return {}
+    checks = []
+    for c in columns:
+        x = F.col(c)
+        if dict(df.dtypes)[c] in ("double", "float"):
+            finite = ~F.isnan(x) & (F.abs(x) != float("inf"))
+            ok = x.isNull() | ~finite | ((F.abs(x) < 2.0**63) & (x == F.floor(x)))
+            checks.append((F.min(ok.cast("int")) == 1) & (F.max(finite.cast("int")) == 1))
+        else:
+            zeros = F.when(x.rlike(INTEGRAL_FLOAT_ZEROS), F.length(F.regexp_extract(x, INTEGRAL_FLOAT_ZEROS, 1)))
+            ok = x.isNull() | x.rlike(INTEGRAL_FLOAT_ZEROS)
+            checks.append((F.min(ok.cast("int")) == 1) & F.coalesce(F.min(zeros) == F.max(zeros), F.lit(False)))
+    row = df.agg(*[F.coalesce(check, F.lit(False)).alias(c) for check, c in zip(checks, columns)]).first()
+    return {c: bool(row[c]) if row is not None else False for c in columns}
 
 
 def _sample(df: DataFrame, column: str) -> pl.Series:
@@ -308,9 +331,10 @@ def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> Da
     times = {"ts"} | {src for src, dst in cfg.columns.items() if dst == "ts"} if cfg.ts_format is not None else set()
     schema = StructType([StructField(f.name, StringType()) if f.name in ids | times else f for f in inferred.fields])
     df = reader.schema(schema).csv(path)
-    for f in inferred.fields:  # ids written as floats (pandas: 32.0): their integer text, as polars reads them
-        if f.name in ids and f.dataType.typeName() in ("double", "float"):
-            df = df.withColumn(f.name, F.regexp_replace(F.col(f.name), INTEGRAL_FLOAT_TEXT, "$1"))
+    floats = [f.name for f in inferred.fields if f.name in ids and f.dataType.typeName() in ("double", "float")]
+    for c, whole in _whole_float_ids(df, floats).items():  # ids written as floats (pandas: 32.0): their integer text, as polars reads them
+        if whole:
+            df = df.withColumn(c, F.regexp_replace(F.col(c), INTEGRAL_FLOAT_TEXT, "$1"))
     return df
 
 

@@ -21,10 +21,10 @@ from conrec.data.repair import RepairLog, drop_rows, repair_events, repair_items
 from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
-    INTEGRAL_FLOAT_TEXT,
     POSITIVE,
     dated,
     epoch_unit_facts,
+    integral_float_text,
     mixed_epoch_units,
     validate_events,
     validate_items,
@@ -199,24 +199,31 @@ def has_rows(table: pl.DataFrame, path: Path, what: str) -> pl.DataFrame:
     return table
 
 
+def float_id_columns(inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType]) -> list[str]:
+    """The ``fixed`` (id) columns whose first rows read as floats: ids that may be integers written as floats."""
+    return [c for c in fixed if c in inferred and inferred[c].is_float()]
+
+
 def csv_reading(
-    inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType], values: Collection[str] = ()
+    inferred: Mapping[str, pl.DataType], fixed: Mapping[str, pl.DataType], values: Collection[str] = (),
+    whole: Mapping[str, bool] | None = None,
 ) -> tuple[dict[str, pl.DataType], list[pl.Expr]]:
     """How to read a CSV whose first rows show the types ``inferred``: the schema overrides and the
     expressions to apply after reading.
 
     ``fixed`` columns (the ids, read as text so that ``0032`` stays ``0032``) get their type; if their
-    first rows are floats, an integral value loses its ``.0`` (pandas writes integer ids with a missing
-    value as ``32.0``). The other columns the first rows show as numbers are read as text and cast back,
+    first rows are floats and every id of the column is an integer written as a float (pandas writes
+    integer ids with a missing value as ``32.0``), the ids lose their ``.0``
+    (:func:`conrec.data.schema.integral_float_text`; ``whole``: that answer per such column, where a
+    pass of its own found it). The other columns the first rows show as numbers are read as text and cast back,
     a value that does not read becoming null: polars' reader stops the whole file at the first such
     value otherwise, however late in it. ``values`` columns (a rating, a feedback) the first rows show
     as numbers stay text: cast back to the integers of the first rows, a later half star (``4.5``) was
     null, an invalid row; the loaders read numbers from text (a decimal comma too) and validate them.
     """
     numeric = [c for c, dtype in inferred.items() if dtype.is_numeric() and c not in fixed]
-    floats = [c for c in fixed if c in inferred and inferred[c].is_float()]
     fixes = [pl.col(c).str.strip_chars().cast(inferred[c], strict=False) for c in numeric if c not in values]
-    fixes += [pl.col(c).str.replace(INTEGRAL_FLOAT_TEXT, "${1}") for c in floats]
+    fixes += [integral_float_text(c, None if whole is None else whole[c]) for c in float_id_columns(inferred, fixed)]
     return {**fixed, **{c: pl.String() for c in numeric}}, fixes
 
 
