@@ -84,6 +84,34 @@ def test_sft_callback_prints_lines_off_terminal(monkeypatch):
     assert buf.getvalue().splitlines()[0] == "SFT: 20 steps planned (2 epochs x 75 examples / 8 per step)"
 
 
+def test_the_last_line_carries_the_last_steps_status(monkeypatch):
+    """Off a terminal, a bar's last line is printed as its count completes, at the trainer's ``on_step_end``, before
+    the ``on_log`` of that same step: GRPO's last line showed step 1's reward for a 2-step stage, SFT's the loss
+    logged before. The final step is now counted once its log is in."""
+    from conrec.llm.training.grpo import GrpoLogCallback
+    from conrec.llm.training.sft import RichProgressCallback
+
+    monkeypatch.setenv("CONREC_PROGRESS_SECONDS", "3600")  # no timed line: only the last ones
+    args = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=1, world_size=1, num_train_epochs=1.0, max_steps=2)
+    grpo_logs = [{"reward": r, "rewards/hit/mean": 0.5, "frac_reward_zero_std": z} for r, z in ((-0.037, 0.25), (0.225, 0.5))]
+    sft_logs = [{"loss": 3.5}, {"loss": 1.25}]
+    console, buf = _pipe_console()
+    grpo = GrpoLogCallback([], SimpleNamespace(name="neg"), 0, 0, SimpleNamespace(last_invalid_rate=0.0), console, show_progress=True)  # type: ignore[arg-type]
+    sft = RichProgressCallback(console)
+    for cb, logs in ((grpo, grpo_logs), (sft, sft_logs)):
+        state = SimpleNamespace(is_world_process_zero=True, max_steps=2, global_step=0)
+        cb.on_train_begin(args, state, None)
+        for step, log in enumerate(logs, 1):
+            state.global_step = step
+            cb.on_step_end(args, state, None)
+            cb.on_log(args, state, None, logs=log)
+        cb.on_log(args, state, None, logs={"train_runtime": 1.0})  # the trainer's summary
+        cb.on_train_end(args, state, None)
+    lines = [ln for ln in buf.getvalue().splitlines() if "2/2" in ln]
+    assert len(lines) == 2 and "last reward 0.225" in lines[0] and "zero-adv 50%" in lines[0], lines
+    assert "last loss 1.250" in lines[1], lines
+
+
 def test_planned_steps_line() -> None:
     """On 10,000 users the default recipe ran 5,504 SFT steps (hours on 2 cores) with no word before the bar's first
     line; the line is the trainer's own count and where it comes from, with no invented speed."""

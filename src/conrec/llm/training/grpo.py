@@ -251,9 +251,13 @@ class GrpoLogCallback(StepProgressCallback):
         super().on_step_end(args, state, control, **kwargs)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "reward" not in logs:
-            return
-        entry = {
+        if logs and "reward" in logs:
+            self._log_reward(state, logs)
+        super().on_log(args, state, control, logs=logs, **kwargs)  # after the status: the final step's line carries it
+
+    def _log_reward(self, state: Any, logs: dict[str, Any]) -> None:
+        """One step's reward-log entry (main process) and the bar's status."""
+        entry: dict[str, Any] = {
             "stage": self.stage.name,
             "stage_index": self.stage_index,
             "step": self.step_offset + int(state.global_step),

@@ -25,6 +25,7 @@ class StepProgressCallback(TrainerCallback):
         self.show = show
         self.progress: StageProgress | None = None
         self.task: Any = None
+        self._last_step: int | None = None  # the final step, counted once its log is in (:meth:`on_step_end`)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.show and state.is_world_process_zero:
@@ -34,8 +35,21 @@ class StepProgressCallback(TrainerCallback):
             self.task = self.progress.add_task(self.description, total=state.max_steps, completed=state.global_step, status="")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.progress is not None:
-            self.progress.update(self.task, completed=state.global_step)
+        """Count the step; the final one only once its log is in (:meth:`on_log`, else :meth:`close`).
+
+        Why: the trainer calls ``on_step_end`` before ``on_log`` for the same step, and off a terminal the bar
+        prints its last line as the count completes, so that line showed the step before's status (GRPO's
+        "last reward" of step 1 of 2, SFT's loss of the log before)."""
+        if self.progress is None:
+            return
+        if state.global_step >= state.max_steps:
+            self._last_step = state.global_step
+            return
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """After the subclasses' status update for the step's log: the final step counted, its line with that status."""
+        self._count_last_step()
 
     def show_status(self, text: str) -> None:
         """Replace the bar's status text (a no-op off the main process or before training begins)."""
@@ -47,6 +61,12 @@ class StepProgressCallback(TrainerCallback):
 
     def close(self) -> None:
         """Stop the display (also when training raised: no live bar or line timer left behind)."""
+        self._count_last_step()
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+    def _count_last_step(self) -> None:
+        if self.progress is not None and self._last_step is not None:
+            self.progress.update(self.task, completed=self._last_step)
+        self._last_step = None

@@ -89,6 +89,7 @@ class RichProgressCallback(StepProgressCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
             self.show_status(f"last loss {float(logs['loss']):.3f}")  # the summary line gives the mean
+        super().on_log(args, state, control, logs=logs, **kwargs)  # after the status: the final step's line carries it
 
 
 def _with_lora(model: Any, lora: Any, new_ids: list[int]) -> Any:
