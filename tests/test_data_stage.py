@@ -342,6 +342,23 @@ def test_a_log_whose_events_are_mostly_dislikes_is_flagged(tmp_path):
     assert stats["dislike_share"] == 0.8 and "warning: 80% of the events are dislikes" in console.export_text()
 
 
+def test_a_catalogue_mostly_without_events_is_noted_in_one_line(tmp_path):
+    """A 50,000-item catalogue whose events touch 500 printed only "users / items 60 / 50,000": nothing said that the
+    rest can be ranked only from their text, or that encoding them is most of the SID stage's time. One note now
+    counts them, when over half of the catalogue has no event; an ordinary catalogue gets none."""
+    from conrec.data.stage import unused_catalogue_note
+
+    assert unused_catalogue_note({"items": 50_000, "items_with_events": 500}).startswith("49,500 of the 50,000 items (99%) appear in no event")
+    assert unused_catalogue_note({"items": 100, "items_with_events": 50}) is None and unused_catalogue_note({"items": 0}) is None
+    ev, it = tmp_path / "ev.csv", tmp_path / "items.csv"
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 4},i{k % 9},{100 + k * 3600},{-1 if k % 5 == 0 else 1}\n" for k in range(200)))
+    it.write_text("item_id,title\n" + "".join(f"i{k},title {k}\n" for k in range(40)))
+    console = Console(record=True, width=400)
+    stage.run(DataConfig(source="table", events_path=ev, items_path=it, split={"min_history": 0}), tmp_path / "run", console=console)
+    notes = [ln for ln in console.export_text().splitlines() if ln.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: 31 of the 40 items (78%) appear in no event: the model can rank them only"), notes
+
+
 def test_cut_offs_on_one_tied_second_are_explained_with_the_real_test_share(tmp_path):
     """Found by the label audit of 7 December 2026: a log whose last second holds 40% of the events (a bulk import) put
     both quantile cut-offs on it; the valid split was empty and test held 40% of the events for test_frac 0.2, and the

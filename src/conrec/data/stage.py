@@ -117,6 +117,8 @@ def run(dcfg: DataConfig, run_dir: Path, console: Console | None = None) -> dict
     console.print(summary_table(stats, per_user))
     if (warning := dislike_share_warning(stats)) is not None:
         console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
+    if (note := unused_catalogue_note(stats)) is not None:
+        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     for warning in stats["warnings"]:  # kept in stats.json: the eval report repeats them
         console.print(f"[yellow]warning:[/yellow] {shown(warning)}", highlight=False)
     for note in item_notes:  # printed only: stats.json and the data files stay as they were
@@ -225,6 +227,25 @@ def dislike_share_warning(stats: dict[str, Any]) -> str | None:
         f"{share:.0%} of the events are dislikes; explicit dislikes are usually a minority: check how they are mapped "
         "(dislike_max_rating, rating_range, feedback_labels; `conrec init` proposes them from the file)"
     )
+
+
+UNUSED_CATALOGUE_SHARE = 0.5
+"""The share of the items without any event above which :func:`unused_catalogue_note` speaks."""
+
+
+def unused_catalogue_note(stats: dict[str, Any]) -> str | None:
+    """One line when most of the catalogue appears in no event (else None): how many items, and what they cost.
+
+    Why: a 50,000-item catalogue of which the events touch 500 printed only "users / items 60 / 50,000"; yet the model
+    ranks every item, those 49,500 from their text alone (their SIDs), and encoding them took most of the SID stage
+    (about 6 minutes), with no word of either."""
+    n_items, used = int(stats.get("items") or 0), int(stats.get("items_with_events") or 0)
+    unused = n_items - used
+    if not n_items or unused / n_items <= UNUSED_CATALOGUE_SHARE:
+        return None
+    return (f"{unused:,} of the {n_items:,} items ({unused / n_items:.0%}) appear in no event: the model can rank them only "
+            "from their text (their SIDs), and the SID stage spends time encoding them; leave out of the items file those "
+            "that are not candidates")
 
 
 def _write_exposures(exposures: pl.DataFrame | None, events_file: Path, items: pl.DataFrame, source: str, path: Path) -> None:
