@@ -139,6 +139,24 @@ def test_other_text_columns_of_the_items_file_are_proposed_for_the_sid_text(tmp_
     assert init_config(ev, listed, tmp_path / "listed.yaml", preset="tiny")[1].extra_text == ["authors"]
 
 
+def test_ratings_of_only_two_or_three_low_values_get_a_hint_at_a_wider_scale() -> None:
+    """An export of 1- and 2-star ratings only was proposed as a 1..2 scale, whose 2 is a positive, without a word:
+    every 2-star rating became a like. The proposal stands (the values cannot tell it from a real two-point scale),
+    with a one-line hint at data.rating_range and the thresholds of a 1..5 scale; ordinary scales get none."""
+    def ratings(values: list[float]) -> pl.DataFrame:
+        n = len(values)
+        return pl.DataFrame({"user_id": ["a"] * n, "item_id": [f"b{k}" for k in range(n)], "ts": ["1"] * n, "rating": values})
+
+    g = guess(ratings([1, 2] * 10))
+    assert (g.rating_range, g.dislike_max_rating) == ((1.0, 2.0), 1)
+    assert g.scale_hint == ("the ratings hold only 1, 2: if these are the bottom of a wider scale, set data.rating_range to it, "
+                            "e.g. [1, 5] with dislike_max_rating: 2, like_min_rating: 2.01")
+    assert "\n" not in g.scale_hint and any(line.strip().startswith("hint: the ratings hold only 1, 2") for line in summary_lines(g))
+    assert guess(ratings([0.5, 1, 1.5] * 5)).scale_hint.startswith("the ratings hold only 0.5, 1, 1.5:")
+    for values in (HALF_STARS, [1, 2, 3, 4, 5, 4, 5, 3], [1, 5] * 5, [0, 1, 2] * 4):
+        assert guess(ratings(values)).scale_hint == "", values
+
+
 def test_a_scale_whose_lowest_value_is_most_rows_is_flagged_with_the_fix() -> None:
     """A code for "no rating" that is most rows and lies in the scale's own range (1 below 2..10): read as a scale, most
     events would be dislikes. The guess says so, with the settings for the 2..10 scale; ordinary scales get no warning.

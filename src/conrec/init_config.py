@@ -95,6 +95,7 @@ def render(g: Guess, events: Path, items: Path | None, out: Path, run_dir: str, 
             f"  # {g.rating_reason}",
             *([f"  # WARNING: {g.rating_warning}"] if g.rating_warning else []),
             *([f"  # WARNING: {g.outlier_warning}"] if g.outlier_warning else []),
+            *([f"  # hint: {g.scale_hint}"] if g.scale_hint else []),
             f"  dislike_max_rating: {g.dislike_max_rating:g}",
             f"  like_min_rating: {g.like_min_rating:g}",
             f"  rating_range: [{g.rating_range[0]:g}, {g.rating_range[1]:g}]  # ratings outside it are invalid rows",
@@ -164,6 +165,7 @@ def summary_lines(g: Guess) -> list[str]:
     if g.rating_range is not None:
         lines.append(f"{'threshold':>9}: {g.rating_reason}")
         lines += [f"{'warning':>9}: {w}" for w in (g.rating_warning, g.outlier_warning) if w]
+        lines += [f"{'hint':>9}: {g.scale_hint}"] if g.scale_hint else []
     if g.labels_reason:
         lines.append(f"{'labels':>9}: {g.labels_reason}")
     elif g.feedback_labels is not None:

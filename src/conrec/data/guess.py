@@ -103,6 +103,7 @@ class Guess:
     rating_reason: str = ""
     rating_warning: str = ""  # when the proposed thresholds would make most events dislikes (see rating_warning)
     outlier_warning: str = ""  # when a few ratings lie far beyond the scale the rest span (see outlier_warning)
+    scale_hint: str = ""  # when the ratings hold only two or three low values (see narrow_scale_hint)
     items_warning: str = ""  # when most sampled event item ids are not in the items file (see id_overlap_warning)
     extra_text: list[str] = field(default_factory=list)  # the items file's other text columns (see other_text_columns)
     feedback_labels: dict[str, int] | None = None  # a text feedback column: each value -> -1/0/+1
@@ -356,6 +357,27 @@ def rating_warning(values: pl.Series, dislike_max_rating: float) -> str:
     return out
 
 
+NARROW_SCALE_TOP = 3.0
+"""The highest rating of a scale of two or three values that :func:`narrow_scale_hint` asks about."""
+WIDER_SCALE_TOP = 5.0
+"""The top of the wider scale it proposes (1..5 stars)."""
+
+
+def narrow_scale_hint(values: pl.Series) -> str:
+    """A hint when the ratings hold only two or three low values (1 and 2 stars); empty otherwise.
+
+    Why: an export of dislikes only (1 and 2 stars of a 1..5 scale) reads as a 1..2 scale, whose 2 is a positive:
+    every 2-star rating became a like, silently. The values cannot tell that from a real two-point scale, so the
+    proposal stands and the hint names the setting and the thresholds of the wider scale."""
+    values = values.drop_nulls().drop_nans()
+    uniq = values.unique().sort()
+    if not 2 <= uniq.len() <= 3 or not float(uniq.min()) > 0 or float(uniq.max()) > NARROW_SCALE_TOP:  # type: ignore[arg-type]
+        return ""
+    (lo, hi), dislike, like, _ = suggest_thresholds(pl.concat([uniq.cast(pl.Float64), pl.Series([WIDER_SCALE_TOP])]))
+    return (f"the ratings hold only {', '.join(f'{v:g}' for v in uniq)}: if these are the bottom of a wider scale, set "
+            f"data.rating_range to it, e.g. [{lo:g}, {hi:g}] with dislike_max_rating: {dislike:g}, like_min_rating: {like:g}")
+
+
 OUTLIER_SHARE = 0.01  # ratings beyond the rest's scale, at most this share of the sample, are named
 
 
@@ -566,6 +588,7 @@ def guess(
         scale = ratings.filter(ratings != code) if coded else ratings
         out.rating_range, out.dislike_max_rating, out.like_min_rating, out.rating_reason = suggest_thresholds(scale)
         out.rating_warning = rating_warning(scale, out.dislike_max_rating)
+        out.scale_hint = narrow_scale_hint(scale)
         out.outlier_warning = "; and ".join(w for w in (no_rating_warning(ratings, code, coded), outlier_warning(scale)) if w)
     taken.add(choice.column)
 
