@@ -437,6 +437,22 @@ def test_decimal_looking_ids_are_kept_as_written(tmp_path):
             assert events.sort(pl.all()).equals(renamed.sort(pl.all())), (k, streaming)
 
 
+def test_ids_one_file_writes_as_floats_and_the_other_does_not_are_named_as_such(tmp_path):
+    """An items file holding ``0.5`` keeps ``10.0`` as written, while an events file whose item ids are all ``10.0`` and
+    ``20.0`` reads them as ``10`` and ``20``: every event is on an unknown item. Init and the stage (both polars engines)
+    say that the ids differ by a '.0' rather than only "check that both name items alike"."""
+    from conrec.init_config import init_config
+
+    ev, it = tmp_path / "ev.csv", tmp_path / "items.csv"
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 3},{10 * (1 + k % 2)}.0,{1_700_000_000 + k * 3600},{-1 if k % 4 == 0 else 1}\n"
+                                                          for k in range(60)))
+    it.write_text("item_id,title\n0.5,Half\n10.0,Ten\n20.0,Twenty\n")
+    for streaming in ("off", "on"):
+        with pytest.raises(DataValidationError, match=r"the ids differ by a '\.0' \('10' vs '10\.0'\)"):
+            _run(tmp_path, f"mismatch_{streaming}", {"source": "table", "events_path": str(ev), "items_path": str(it), "streaming": streaming})
+    assert "the ids differ by a '.0' ('10' vs '10.0')" in init_config(ev, it, tmp_path / "my.yaml", preset="tiny")[1].items_warning
+
+
 def test_integer_ids_written_as_floats_lose_the_point_only_when_the_whole_column_is_so():
     """Which id columns count as integers written as floats (``32.0``, read as ``32``): every id so, with
     the same zeros; a ``0.5``, an id without the point, or ``10.0`` beside ``10.00`` (which would become one

@@ -22,7 +22,7 @@ import polars as pl
 
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalise, normalised, propose
-from conrec.data.repair import padded_ids_hint, placeholder_id_warnings
+from conrec.data.repair import float_ids_hint, padded_ids_hint, placeholder_id_warnings
 from conrec.data.schema import (
     MOSTLY_DISLIKES,
     dated,
@@ -498,8 +498,13 @@ def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
     return (
         f"{missing.len():,} of the {seen.len():,} item ids in the events sample are not in the items file "
         f"(events {missing.sort().head(3).to_list()} vs items {known.head(3).to_list()}); the data stage drops events on "
-        f"unknown items: {padded_ids_hint(missing.sort().to_list(), known.to_list()) or 'check that both files name items alike'}"
+        f"unknown items: {_mismatch_hint(missing.sort().to_list(), known.to_list())}"
     )
+
+
+def _mismatch_hint(missing: list[str], known: list[str]) -> str:
+    """Why the events' item ids are not the items file's, where their spelling tells (spaces, a ``.0``)."""
+    return padded_ids_hint(missing, known) or float_ids_hint(missing, known) or "check that both files name items alike"
 
 
 def guess(

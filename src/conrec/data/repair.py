@@ -17,13 +17,14 @@ and never a silent drop).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import polars as pl
 
-from conrec.data.schema import DISLIKE, POSITIVE, flatten_list_columns, id_as_text
+from conrec.data.schema import DISLIKE, INTEGRAL_FLOAT_TEXT, POSITIVE, flatten_list_columns, id_as_text
 from conrec.errors import DataValidationError
 
 InvalidPolicy = Literal["drop", "error"]
@@ -121,8 +122,21 @@ def nothing_valid(source: str, dropped: dict[str, int], unknown_ids: Sequence[ob
     msg = f"{source}: no valid event left: every row was dropped ({kinds})"
     if dropped.get("unknown_item") and unknown_ids:
         msg += f"; event item ids such as {list(unknown_ids)[:3]} vs the items file's {list(item_ids)[:3]}: "
-        msg += padded_ids_hint(unknown_ids, item_ids) or "check that both name items alike"
+        msg += padded_ids_hint(unknown_ids, item_ids) or float_ids_hint(unknown_ids, item_ids) or "check that both name items alike"
     return DataValidationError(msg)
+
+
+def float_ids_hint(unknown_ids: Sequence[object], item_ids: Sequence[object]) -> str:
+    """Why ids that look alike do not match, when one file writes an integer as a float (``'10'`` vs ``'10.0'``):
+    a column whose every id is so loses the ``.0``, one that also holds other ids (``0.5``) keeps its ids as written
+    (:func:`conrec.data.schema.integral_float_ids`), so the two files can read the same id differently. Empty otherwise."""
+    bare = {re.sub(INTEGRAL_FLOAT_TEXT, r"\1", str(i)): str(i) for i in item_ids}
+    for u in map(str, unknown_ids):
+        other = bare.get(re.sub(INTEGRAL_FLOAT_TEXT, r"\1", u))
+        if other is not None and other != u:
+            return (f"the ids differ by a '.0' ({u!r} vs {other!r}): the '.0' of ids that pandas wrote as floats (32.0) is dropped "
+                    "only in a column whose every id is written so, and one file's column holds other ids too; write the ids alike in both files")
+    return ""
 
 
 def padded_ids_hint(unknown_ids: Sequence[object], item_ids: Sequence[object]) -> str:
