@@ -808,6 +808,47 @@ def test_the_sft_early_stopping_fix_makes_only_early_stopping_runs_stale(tmp_pat
     assert fake_stages == ["sft", "grpo", "eval"]
 
 
+@pytest.mark.parametrize("source", ["simulator", "movielens100k"])
+def test_a_text_id_run_from_before_the_float_id_fix_stays_current(
+    tmp_path: Path, fake_stages: list[str], capsys: pytest.CaptureFixture[str], source: str
+) -> None:
+    """Found by probing an upgrade (8 December 2026): data revision 2 (a NaN float id was an id of its own) had no scope,
+    so a simulator run recorded at revision 1 was retrained from its data on, and wrote the same files, SID map and
+    models. The simulator and movielens100k read no float id column: their records from before it stay current, under
+    the fingerprints they recorded (a later fingerprint is unchanged). Revision 1 still applies (a record from before
+    it may come from any older conrec), and a later stage that reran after its data says why."""
+    from rich.console import Console
+
+    data = STAGE_REGISTRY["data"]
+    table, text_ids = {"data": {"source": "table"}}, {"data": {"source": source}}
+    assert data.fixes_since(1, table) == [2] and data.fixes_since(1, text_ids) == [] and data.fixes_since(0, text_ids) == [1]
+    assert data.current_revisions(table) == [2] and data.current_revisions(text_ids) == [1, 2]
+    assert data.revision_for(text_ids) == 2  # what today's fingerprints hash: unchanged
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"source": source}})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    today = {s: run.fingerprint_record(s)["fingerprint"] for s in STAGES}  # type: ignore[index]
+    assert today == {s: stage_fingerprint(cfg, s) for s in STAGES}
+
+    _rewrite_records(run, _as_of_revision(cfg, data, 1))  # what the conrec before data revision 2 recorded
+    assert run.fingerprint_record("data")["revision"] == 1 and run.fingerprint_record("data")["fingerprint"] != today["data"]  # type: ignore[index]
+    fake_stages.clear()
+    assert [run.stale_reason(cfg, s) for s in STAGES] == [None] * len(STAGES)
+    pipeline.run_pipeline(cfg)
+    assert fake_stages == []
+
+    _rewrite_records(run, _as_of_revision(cfg, data, 0))  # before revision 1: stale, with revision 1's reason alone
+    why = run.stale_reason(cfg, "data") or ""
+    assert "(reading fixes for events and items files" in why and "NaN" not in why and "revision 2" not in why
+    pipeline.run_pipeline(cfg, console=Console(width=400))
+    assert fake_stages == list(STAGES)
+    out = capsys.readouterr().out
+    assert "data: rerunning, earlier outputs made by an older conrec whose data stage has been fixed since" in out
+    assert "sid: rerunning, the data stage it reads was rebuilt above" in out
+    assert "sft: rerunning, the data and sid stages it reads were rebuilt above" in out
+    assert "eval: rerunning, the data, sid" not in out and "eval: rerunning, the " in out
+
+
 def test_the_fixes_since_a_record_are_every_applying_revision_after_it() -> None:
     """Found by the second review of 7 December 2026: the stale message named only the latest revision, so a
     per-user run from before data revision 3 (the larger fix) was stale with revision 4's reason alone. Every

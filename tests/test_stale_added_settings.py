@@ -81,7 +81,7 @@ def test_a_run_made_before_settings_were_added_is_stale_for_its_fixes_not_a_conf
     since data.feedback_labels, data.ts_format and eval.facet_rule were added after it; the fixes it is stale for
     (stage revisions) were never said. It stays stale (every stage reruns), with those fixes and the added settings."""
     run, cfg = _old_run(tmp_path)
-    data_fixes = fixes_text("data", [1, 2])
+    data_fixes = fixes_text("data", [1])  # a simulator run: revision 2 (float ids) does not concern it
     assert run.stale_reason(cfg, "data") == (
         f"made by an older conrec whose data stage has been fixed since ({data_fixes}); {DATA_ADDED}; rerun it"
     )

@@ -317,6 +317,8 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
             continue
         if why not in (None, "not finished"):
             console.print(f"[yellow]{stage}: rerunning, earlier outputs {why}[/]")
+        elif upstream_reran and not force and run.invalidated_by(stage) is not None:  # it had finished: say why it reruns
+            console.print(f"[yellow]{stage}: rerunning, {_rebuilt_inputs(stage, reran, cfg)}[/]")
         console.print(Rule(f"[bold]{stage}"))
         kwargs: dict[str, Any] = {"resume": not force} if STAGE_REGISTRY[stage].resumable else {}
         results[stage] = run_stage(cfg, stage, console=console, **kwargs)
@@ -325,6 +327,14 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
     if not reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
         write_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
     return results
+
+
+def _rebuilt_inputs(stage: str, reran: list[str], cfg: PipelineConfig) -> str:
+    """Why a finished ``stage`` reruns after stages it reads reran above (``reran``): "the data stage it reads was
+    rebuilt". Why: after an upgrade the data stage said why it reran, and the SID, SFT and GRPO stages then retrained
+    for minutes without a word."""
+    ups = [u for u in reran if u in read_inputs(stage, cfg)]
+    return f"the {' and '.join(ups)} stage{'s' if len(ups) > 1 else ''} it reads {'were' if len(ups) > 1 else 'was'} rebuilt above"
 
 
 def check_evaluable(run: RunDir, split: str) -> None:

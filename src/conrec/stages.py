@@ -156,7 +156,11 @@ class Stage:
     fingerprinted); None: every revision applies to every setting. Outputs the fix left as they were keep the revision
     before it (:meth:`revision_for`), so they stay current: data revisions 3 and 4 changed per-user splits only, and raising
     them for every run would have rerun every global-time run (the demo, the simulator) to write the same files; sft
-    revision 2 changed runs with ``sft.train.early_stopping`` only.
+    revision 2 changed runs with ``sft.train.early_stopping`` only. ``revision_late_scope``: the same for a fix whose
+    scope was found after fingerprints had hashed it for every setting (data revision 2). Today's fingerprints keep
+    hashing it (:meth:`revision_for`), so that records made since stay current; a record from before it whose settings
+    it does not concern is current too (:meth:`current_revisions`, :func:`stage_fingerprints`), and no stale message
+    names it (:meth:`fixes_since`).
     """
 
     name: str
@@ -176,19 +180,30 @@ class Stage:
     preflight: str | None = None
     revision: int = 0
     revision_scope: Callable[[int, Mapping[str, Any]], bool] | None = None
+    revision_late_scope: Callable[[int, Mapping[str, Any]], bool] | None = None
 
     def revision_for(self, sections: Mapping[str, Any]) -> int:
         """The revision of outputs made with ``sections`` (section key -> JSON dump): the latest one that applies to
-        them (``revision_scope``), 0 when none does. What fingerprints hash and records hold."""
-        return max(self.fixes_since(0, sections), default=0)
+        them (``revision_scope``; ``revision_late_scope`` is not asked), 0 when none does. What fingerprints hash and
+        records hold."""
+        applies = self.revision_scope or (lambda _r, _s: True)
+        return max((r for r in range(1, self.revision + 1) if applies(r, sections)), default=0)
 
     def fixes_since(self, recorded: int, sections: Mapping[str, Any]) -> list[int]:
-        """The revisions after ``recorded`` that apply to outputs made with ``sections`` (``revision_scope``), oldest
-        first: every fix that outputs recorded at ``recorded`` lack. Why all of them, for the stale message: naming
-        only the latest hid an earlier, larger one (a per-user run from before data revision 3 was stale with
-        revision 4's reason alone)."""
-        applies = self.revision_scope or (lambda _r, _s: True)
-        return [r for r in range(recorded + 1, self.revision + 1) if applies(r, sections)]
+        """The revisions after ``recorded`` that apply to outputs made with ``sections`` (``revision_scope`` and
+        ``revision_late_scope``), oldest first: every fix that outputs recorded at ``recorded`` lack. Why all of them,
+        for the stale message: naming only the latest hid an earlier, larger one (a per-user run from before data
+        revision 3 was stale with revision 4's reason alone)."""
+        scopes = [s for s in (self.revision_scope, self.revision_late_scope) if s is not None]
+        return [r for r in range(recorded + 1, self.revision + 1) if all(applies(r, sections) for applies in scopes)]
+
+    def current_revisions(self, sections: Mapping[str, Any]) -> list[int]:
+        """The revisions a record of outputs made with ``sections`` may hold and be current, oldest first: today's
+        (:meth:`revision_for`) and each earlier one that no fix since concerns (:meth:`fixes_since`: a revision outside
+        its ``revision_late_scope``). Why: a simulator run recorded at data revision 1 was retrained from its data on for
+        revision 2 (NaN float ids; the simulator writes text ids), and wrote the same files, SID map and models."""
+        today = self.revision_for(sections)
+        return [r for r in range(today + 1) if r == today or not self.fixes_since(r, sections)]
 
     def __post_init__(self) -> None:
         if self.produces_model and sum(o.endswith("/") for o in self.outputs) != 1:
@@ -265,6 +280,23 @@ def _data_revision_scope(revision: int, sections: Mapping[str, Any]) -> bool:
     return revision not in PER_USER_DATA_REVISIONS or split.get("protocol") == "per_user"
 
 
+FLOAT_ID_DATA_REVISIONS = frozenset({2})
+"""The data revisions (:data:`REVISIONS`) that changed tables read with a float id column only."""
+
+TEXT_ID_SOURCES = frozenset({"simulator", "movielens100k"})
+"""The ``data.source`` values whose ids are never a float column: the simulator writes them as text (``u0000``,
+``i00041``) and movielens100k reads every column of its files as text (:func:`conrec.data.sources.movielens100k.read_atomic`)."""
+
+
+def _data_revision_late_scope(revision: int, sections: Mapping[str, Any]) -> bool:
+    """Data revision 2 (:data:`REVISIONS`: a NaN or infinite float id was an id of its own) changed only tables read
+    with a float id column, which no :data:`TEXT_ID_SOURCES` source reads: their records from before it stay current.
+    Found after it had been hashed for every run (a late scope: :class:`Stage`). Revision 1 keeps applying to every
+    source: a record from before it may come from any older conrec (a 4 December simulator run's samples lack the
+    ``hist_negatives`` column), so it cannot be told current; nor can a source whose files may hold float ids."""
+    return revision not in FLOAT_ID_DATA_REVISIONS or (sections.get("data") or {}).get("source") not in TEXT_ID_SOURCES
+
+
 EARLY_STOPPING_SFT_REVISIONS = frozenset({2})
 """The SFT revisions (:data:`REVISIONS`) that changed what ``sft.train.early_stopping`` runs write only."""
 
@@ -298,7 +330,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             "data", "load events and items, split by time, build future-window labels", ("data",), (),
             ("data/events.parquet", "data/items.parquet", "data/samples.parquet", "data/stats.json"),
             "conrec.data.stage:run", source_files=("data.events_path", "data.items_path"), revision=4,
-            revision_scope=_data_revision_scope,
+            revision_scope=_data_revision_scope, revision_late_scope=_data_revision_late_scope,
         ),
         Stage(
             "sid", "encode item text, quantize, write the collision-free SID map", ("sid", "seed", "data.split"), ("data",),
@@ -660,10 +692,15 @@ def _shown(value: Any) -> str:
     return "unset" if value is _UNSET else value if isinstance(value, str) else json.dumps(value)
 
 
-def _fingerprint(stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: _View = TODAY) -> str:
+def _fingerprint(
+    stage: str, own: dict[str, Any], inputs: dict[str, str | None], view: _View = TODAY, revisions: Mapping[str, int] | None = None
+) -> str:
+    """The fingerprint of ``stage`` from its ``own`` sections and its ``inputs``' fingerprints; its revision is today's
+    (:meth:`Stage.revision_for`) unless ``revisions`` gives an earlier current one (:func:`_revision_choices`)."""
     sections = {k: _hash(_hashed_view(k, v, view)) for k, v in own.items()}
     hashed: dict[str, Any] = {"stage": stage, "sections": sections, "inputs": inputs}
-    if revision := STAGE_REGISTRY[stage].revision_for(own):  # revision 0 is not hashed: fingerprints from before revisions hold
+    revision = (revisions or {}).get(stage, STAGE_REGISTRY[stage].revision_for(own))
+    if revision:  # revision 0 is not hashed: fingerprints from before revisions hold
         hashed["revision"] = revision
     return _hash(hashed)
 
@@ -712,9 +749,12 @@ def _stage_fingerprint(cfg: PipelineConfig, stage: str, view: _View, reads: str 
     return _dumped_fingerprint(cfg.model_dump(mode="json"), stage, view, reads)
 
 
-def _dumped_fingerprint(dumped: dict[str, Any], stage: str, view: _View, reads: str = "config") -> str:
+def _dumped_fingerprint(
+    dumped: dict[str, Any], stage: str, view: _View, reads: str = "config", revisions: Mapping[str, int] | None = None
+) -> str:
     """:func:`_stage_fingerprint` of a config's JSON dump, hashing the upstream stages ``reads`` names (:data:`READS`:
-    the older ones are the fingerprints older versions recorded)."""
+    the older ones are the fingerprints older versions recorded), each at the revision ``revisions`` gives (today's
+    where it gives none)."""
     spec = STAGE_REGISTRY[stage]
     if reads == "config":
         upstream = read_inputs(stage, dumped)
@@ -722,8 +762,19 @@ def _dumped_fingerprint(dumped: dict[str, Any], stage: str, view: _View, reads: 
         upstream = (*spec.inputs, *(u for u in spec.optional_inputs if spec.selects_input(dumped, u)))
     else:
         upstream = read_inputs(stage)
-    inputs: dict[str, str | None] = {u: _dumped_fingerprint(dumped, u, view, reads) for u in upstream}
-    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, inputs, view)
+    inputs: dict[str, str | None] = {u: _dumped_fingerprint(dumped, u, view, reads, revisions) for u in upstream}
+    return _fingerprint(stage, {k: _get(dumped, k) for k in spec.sections}, inputs, view, revisions)
+
+
+def _revision_choices(dumped: dict[str, Any], stage: str) -> list[dict[str, int]]:
+    """Each choice of a current revision (:meth:`Stage.current_revisions`) for the stages ``stage`` is built on, itself
+    included, that differs from today's somewhere ({} first: today's everywhere); a record hashed with any of them
+    is current (:func:`stage_fingerprints`)."""
+    choices: list[dict[str, int]] = [{}]
+    for s in upstream_closure(stage):
+        earlier = STAGE_REGISTRY[s].current_revisions(revision_sections(dumped, s))[:-1]
+        choices += [{**c, s: r} for c in choices for r in earlier]
+    return choices
 
 
 def stage_fingerprints(cfg: PipelineConfig, stage: str) -> set[str]:
@@ -734,8 +785,14 @@ def stage_fingerprints(cfg: PipelineConfig, stage: str) -> set[str]:
     (:data:`READS`): every optional input (an eval before it hashed only the LMs it scores), so that an eval of fewer
     LMs made before is current while the ``sft`` and ``grpo`` settings it hashed are the same; and the sid stage (an
     eval of no LM and no ``content`` baseline before it stopped reading it), while its settings are the same. Where
-    ``eval.models`` names every LM (the default and the presets) the three are the same fingerprint."""
-    return {_stage_fingerprint(cfg, stage, view, reads) for view in _VIEWS for reads in READS}
+    ``eval.models`` names every LM (the default and the presets) the three are the same fingerprint. And each with an
+    earlier revision of a stage it is built on that no fix since concerns (:func:`_revision_choices`), as that conrec
+    hashed it (a simulator run's data stage from before data revision 2)."""
+    dumped = cfg.model_dump(mode="json")
+    return {
+        _dumped_fingerprint(dumped, stage, view, reads, revisions)
+        for view in _VIEWS for reads in READS for revisions in _revision_choices(dumped, stage)
+    }
 
 
 def recorded_fingerprint(run_dir: str | Path, stage: str) -> str | None:
