@@ -846,7 +846,51 @@ def test_a_text_id_run_from_before_the_float_id_fix_stays_current(
     assert "data: rerunning, earlier outputs made by an older conrec whose data stage has been fixed since" in out
     assert "sid: rerunning, the data stage it reads was rebuilt above" in out
     assert "sft: rerunning, the data and sid stages it reads were rebuilt above" in out
-    assert "eval: rerunning, the data, sid" not in out and "eval: rerunning, the " in out
+    assert "eval: rerunning, the data, sid, sft and grpo stages it reads were rebuilt above" in out
+
+
+def test_a_model_from_before_revisions_is_stale_with_its_own_fix_too(
+    tmp_path: Path, fake_stages: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by probing an upgrade (8 December 2026): a run made before stage revisions existed was stale with the data
+    fixes alone, for every stage and in every refusal (`conrec serve`, `predict`), though its tables came out the same;
+    the SFT fix that changed its models (the prompt budget) was never named. Every stage fixed since is named now, in
+    one sentence that the SFT and GRPO models share, and the pipeline's line for an SFT rerun after its data says it."""
+    from rich.console import Console
+
+    from conrec.stages import REVISIONS, TODAY, _stage_fingerprint, stage_revision
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    specs = [STAGE_REGISTRY[s] for s in STAGES]
+    today = [spec.revision for spec in specs]
+
+    def before_revisions(stage: str, rec: dict[str, Any]) -> dict[str, Any]:
+        for spec in specs:
+            object.__setattr__(spec, "revision", 0)
+        try:
+            return {**rec, "revision": stage_revision(cfg, stage), "fingerprint": _stage_fingerprint(cfg, stage, view=TODAY)}
+        finally:
+            for spec, revision in zip(specs, today):
+                object.__setattr__(spec, "revision", revision)
+
+    _rewrite_records(run, before_revisions)
+    sft_fix = REVISIONS["sft"][1]
+    assert sft_fix not in (run.stale_reason(cfg, "sid") or "")
+    for model in ("sft", "grpo"):
+        why = run.model_problem(cfg, model) or ""
+        assert why.startswith("made by an older conrec whose data and sft stages have been fixed since (data: reading fixes"), why
+        assert f"; sft: {sft_fix}); rerun it" in why
+    assert run.stale_reason(cfg, "sft") == run.stale_reason(cfg, "grpo")
+    assert "whose data, sft and eval stages have been fixed since" in (run.stale_reason(cfg, "eval") or "")
+    assert run.own_fixes(cfg, "sft") == sft_fix and run.own_fixes(cfg, "grpo") is None
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg, console=Console(width=1000))
+    assert fake_stages == list(STAGES)
+    out = capsys.readouterr().out
+    assert f"sft: rerunning, the data and sid stages it reads were rebuilt above, and its own stage has been fixed since ({sft_fix})" in out
+    assert "grpo: rerunning, the data, sid and sft stages it reads were rebuilt above\n" in out
 
 
 def test_the_fixes_since_a_record_are_every_applying_revision_after_it() -> None:

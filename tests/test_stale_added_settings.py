@@ -85,9 +85,13 @@ def test_a_run_made_before_settings_were_added_is_stale_for_its_fixes_not_a_conf
     assert run.stale_reason(cfg, "data") == (
         f"made by an older conrec whose data stage has been fixed since ({data_fixes}); {DATA_ADDED}; rerun it"
     )
-    for stage in ("sid", "sft", "grpo"):
+    assert run.stale_reason(cfg, "sid") == (
+        f"built on a data stage that an older conrec made, and that stage has been fixed since ({data_fixes}); {added_note('sid')}; rerun it"
+    )
+    for stage in ("sft", "grpo"):  # and the SFT fix that changed the models (upgrade probe, 8 December 2026)
         assert run.stale_reason(cfg, stage) == (
-            f"built on a data stage that an older conrec made, and that stage has been fixed since ({data_fixes}); {added_note(stage)}; rerun it"
+            f"made by an older conrec whose data and sft stages have been fixed since (data: {data_fixes}; sft: "
+            f"{fixes_text('sft', [1])}); {added_note(stage)}; rerun it"
         )
     why = run.stale_reason(cfg, "eval") or ""
     assert added_note("eval") in why

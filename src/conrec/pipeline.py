@@ -303,6 +303,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         from conrec.llm.training.sft import check_settings  # the settings SFT refuses before data and SID run, not after
 
         check_settings(STAGE_REGISTRY["sft"].section_of(cfg))
+    own_fixes = {s: run.own_fixes(cfg, s) for s in stages}  # before a rerun above clears their records
     for stage in stages:
         if stage != "data" and "eval" in stages and run.is_done("data"):
             check_evaluable(run, cfg.eval.split)  # before minutes of training, whether data ran now or earlier
@@ -318,7 +319,8 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         if why not in (None, "not finished"):
             console.print(f"[yellow]{stage}: rerunning, earlier outputs {why}[/]")
         elif upstream_reran and not force and run.invalidated_by(stage) is not None:  # it had finished: say why it reruns
-            console.print(f"[yellow]{stage}: rerunning, {_rebuilt_inputs(stage, reran, cfg)}[/]")
+            fixed = f", and its own stage has been fixed since ({own_fixes[stage]})" if own_fixes[stage] else ""
+            console.print(f"[yellow]{stage}: rerunning, {_rebuilt_inputs(stage, reran, cfg)}{fixed}[/]")
         console.print(Rule(f"[bold]{stage}"))
         kwargs: dict[str, Any] = {"resume": not force} if STAGE_REGISTRY[stage].resumable else {}
         results[stage] = run_stage(cfg, stage, console=console, **kwargs)
@@ -334,7 +336,9 @@ def _rebuilt_inputs(stage: str, reran: list[str], cfg: PipelineConfig) -> str:
     rebuilt". Why: after an upgrade the data stage said why it reran, and the SID, SFT and GRPO stages then retrained
     for minutes without a word."""
     ups = [u for u in reran if u in read_inputs(stage, cfg)]
-    return f"the {' and '.join(ups)} stage{'s' if len(ups) > 1 else ''} it reads {'were' if len(ups) > 1 else 'was'} rebuilt above"
+    if len(ups) == 1:
+        return f"the {ups[0]} stage it reads was rebuilt above"
+    return f"the {', '.join(ups[:-1])} and {ups[-1]} stages it reads were rebuilt above"
 
 
 def check_evaluable(run: RunDir, split: str) -> None:

@@ -423,17 +423,43 @@ class RunDir:
         Asked only when the settings are the same (:meth:`stale_reason` names a change of settings first). The revision
         compared is the one the record's own settings have today (:meth:`conrec.stages.Stage.revision_for`; ``cfg``'s
         for a record without them): a revision that applies to some settings only (data 3 and 4: per-user splits) does
-        not make a record of other settings "fixed since" when the config has changed to them since."""
-        for up in upstream_closure(stage, cfg):  # the stages it reads for cfg (an eval of no LM: not sft's)
+        not make a record of other settings "fixed since" when the config has changed to them since.
+
+        Every stage fixed since is named, not only the first: a model from before revisions was stale with the data
+        fixes alone, which left its tables as they were, never with the SFT fix that changed it. Several are one
+        sentence, the same for each stage built on them (``conrec serve`` names a shared cause once)."""
+        fixed = self._fixed_since(stage, rec, cfg)
+        if not fixed:
+            return None
+        if len(fixed) == 1:
+            ((up, fixes),) = fixed.items()
+            what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
+            return f"{what} has been fixed since ({fixes_text(up, fixes)}); rerun it"
+        names = [*fixed]
+        parts = "; ".join(f"{up}: {fixes_text(up, fixes)}" for up, fixes in fixed.items())
+        return f"made by an older conrec whose {', '.join(names[:-1])} and {names[-1]} stages have been fixed since ({parts}); rerun it"
+
+    def own_fixes(self, cfg: PipelineConfig, stage: str) -> str | None:
+        """What the fixes to ``stage`` itself since its record got wrong (:func:`conrec.stages.fixes_text`), or None
+        (none, or no record): for the line of a stage the pipeline reruns after a stage it reads was rebuilt, which
+        would otherwise not say that the stage itself was fixed since (an SFT model from before the prompt-budget fix)."""
+        rec = self.fingerprint_record(stage)
+        fixes = self._fixed_since(stage, rec, cfg, only_itself=True).get(stage) if rec is not None else None
+        return fixes_text(stage, fixes) if fixes else None
+
+    def _fixed_since(self, stage: str, rec: dict[str, Any], cfg: PipelineConfig, only_itself: bool = False) -> dict[str, list[int]]:
+        """The fixes (revisions) since their records of ``stage`` (record ``rec``) and of each stage it reads for
+        ``cfg``, directly or not, that have any, in pipeline order (``only_itself``: of ``stage`` alone)."""
+        fixed: dict[str, list[int]] = {}
+        for up in [stage] if only_itself else upstream_closure(stage, cfg):  # the stages it reads for cfg (an eval of no LM: not sft's)
             up_rec = rec if up == stage else self.fingerprint_record(up)
             recorded = up_rec.get("revision", 0) if up_rec is not None else None
             spec, settings = STAGE_REGISTRY[up], (up_rec or {}).get("settings")
             if not (isinstance(settings, dict) and all(k in settings for k in spec.sections)):
                 settings = revision_sections(cfg, up)
             if isinstance(recorded, int) and (fixes := spec.fixes_since(recorded, settings)):
-                what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
-                return f"{what} has been fixed since ({fixes_text(up, fixes)}); rerun it"
-        return None
+                fixed[up] = fixes
+        return fixed
 
     def stage_identity(self, stage: str) -> str | None:
         """A digest of ``stage``'s done marker and fingerprint record: it changes whenever the stage is
