@@ -362,6 +362,20 @@ def test_no_current_model_is_a_clear_error_not_a_stale_answer(tmp_path):
         create_app_from_run(new, load_lm=_recording_loader([]))
 
 
+def test_a_cause_every_model_shares_is_said_once(tmp_path):
+    """Found by probing an upgrade (8 December 2026): with the SFT and GRPO models stale for the same reason, the
+    refusal said it once per model, in one line of about 1,500 characters; a shared cause is said once now."""
+    run = _write_run(tmp_path / "run")
+    old = PipelineConfig(run_dir=run.root)
+    _write_model(run, old, "sft")
+    _write_model(run, old, "grpo")
+    new = PipelineConfig.model_validate({"run_dir": str(run.root), "seed": 5})
+    with pytest.raises(StageInputError) as refused:
+        create_app_from_run(new, load_lm=_recording_loader([]))
+    assert re.search(r"is current for this config \(grpo and sft: made with a different configuration \(seed: 0 -> 5\)\); run", str(refused.value))
+    assert str(refused.value).count("seed: 0 -> 5") == 1
+
+
 def test_from_run_popular_needs_no_model_and_missing_tables_are_clear(tmp_path):
     run = _write_run(tmp_path / "run")
     cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "serve": {"model": "popular"}})

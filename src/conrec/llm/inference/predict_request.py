@@ -74,11 +74,21 @@ def newest_current_model(cfg: PipelineConfig, requested: str) -> tuple[str, str 
     chosen, problems = choose_model(cfg, requested)
     if chosen is None:
         run = RunDir(cfg.run_dir)
-        listed = "; ".join(f"{m}: {why}" for m, why in problems.items())
+        listed = shared_problems(problems)
         raise StageInputError(
             f"no model in {run.root} is current for this config ({listed}); {run.rerun_hint(cfg, list(problems)[-1])}"
         )
     return chosen, problems[requested]
+
+
+def shared_problems(problems: dict[str, str | None]) -> str:
+    """Each model's problem, a cause several share said once (``grpo and sft: made with a different configuration
+    (...)``), without the "rerun it" the refusal's hint says better. Why: the refusal said the same reason once per
+    model, in one line of about 1,500 characters after an upgrade."""
+    models: dict[str, list[str]] = {}
+    for m, why in problems.items():
+        models.setdefault(str(why).removesuffix("; rerun it"), []).append(m)
+    return "; ".join(f"{', '.join(ms[:-1])} and {ms[-1]}: {why}" if len(ms) > 1 else f"{ms[0]}: {why}" for why, ms in models.items())
 
 
 @dataclass(frozen=True)
