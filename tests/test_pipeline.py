@@ -893,6 +893,35 @@ def test_a_model_from_before_revisions_is_stale_with_its_own_fix_too(
     assert "grpo: rerunning, the data, sid and sft stages it reads were rebuilt above\n" in out
 
 
+@pytest.mark.parametrize("protocol", ["global_time", "per_user"])
+def test_the_eval_fix_line_names_what_concerns_the_run_and_does_not_say_rerun_it(
+    tmp_path: Path, fake_stages: list[str], capsys: pytest.CaptureFixture[str], protocol: str
+) -> None:
+    """Found by probing an upgrade (8 December 2026): the demo said "eval: rerunning, earlier outputs made by an older
+    conrec whose eval stage has been fixed since (where a user held several evaluated points (data.split.protocol:
+    per_user) its confidence intervals ...); rerun it" on a global-split run: a refusal's advice while it reran, and a
+    fix of per-user intervals that left its intervals as they were (one point per user). Eval revision 2's other fixes
+    (Candidate Acc@1 and MRR, items rated before the window) concern every run, so the revision stays unscoped."""
+    from rich.console import Console
+
+    from conrec.stages import REVISIONS
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "data": {"split": {"protocol": protocol}}})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    _rewrite_records(run, _as_of_revision(cfg, STAGE_REGISTRY["eval"], 1))
+    why = run.stale_reason(cfg, "eval") or ""
+    per_user_part = "where a user held several evaluated points (data.split.protocol: per_user) its confidence intervals"
+    assert per_user_part in REVISIONS["eval"][2] and "Candidate Acc@1 and MRR scored only the next dislike" in why
+    assert (per_user_part in why) == (protocol == "per_user") and ("confidence intervals" in why) == (protocol == "per_user")
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg, console=Console(width=1000))
+    assert fake_stages == ["eval"]
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("eval: rerunning"))
+    assert line.startswith("eval: rerunning, earlier outputs made by an older conrec whose eval stage has been fixed since (")
+    assert "rerun it" not in line and line.endswith("now every item rated before t is)")
+
+
 def test_the_fixes_since_a_record_are_every_applying_revision_after_it() -> None:
     """Found by the second review of 7 December 2026: the stale message named only the latest revision, so a
     per-user run from before data revision 3 (the larger fix) was stale with revision 4's reason alone. Every

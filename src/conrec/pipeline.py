@@ -317,7 +317,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
             console.print(f"[dim]{stage}: finished earlier with this config, skipped (use --force, or force=True from Python, to rerun)[/]")
             continue
         if why not in (None, "not finished"):
-            console.print(f"[yellow]{stage}: rerunning, earlier outputs {why}[/]")
+            console.print(f"[yellow]{stage}: rerunning, earlier outputs {why.removesuffix('; rerun it')}[/]")  # a refusal's advice
         elif upstream_reran and not force and run.invalidated_by(stage) is not None:  # it had finished: say why it reruns
             fixed = f", and its own stage has been fixed since ({own_fixes[stage]})" if own_fixes[stage] else ""
             console.print(f"[yellow]{stage}: rerunning, {_rebuilt_inputs(stage, reran, cfg)}{fixed}[/]")

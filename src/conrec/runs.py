@@ -432,11 +432,11 @@ class RunDir:
         if not fixed:
             return None
         if len(fixed) == 1:
-            ((up, fixes),) = fixed.items()
+            ((up, text),) = fixed.items()
             what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
-            return f"{what} has been fixed since ({fixes_text(up, fixes)}); rerun it"
+            return f"{what} has been fixed since ({text}); rerun it"
         names = [*fixed]
-        parts = "; ".join(f"{up}: {fixes_text(up, fixes)}" for up, fixes in fixed.items())
+        parts = "; ".join(f"{up}: {text}" for up, text in fixed.items())
         return f"made by an older conrec whose {', '.join(names[:-1])} and {names[-1]} stages have been fixed since ({parts}); rerun it"
 
     def own_fixes(self, cfg: PipelineConfig, stage: str) -> str | None:
@@ -444,13 +444,13 @@ class RunDir:
         (none, or no record): for the line of a stage the pipeline reruns after a stage it reads was rebuilt, which
         would otherwise not say that the stage itself was fixed since (an SFT model from before the prompt-budget fix)."""
         rec = self.fingerprint_record(stage)
-        fixes = self._fixed_since(stage, rec, cfg, only_itself=True).get(stage) if rec is not None else None
-        return fixes_text(stage, fixes) if fixes else None
+        return self._fixed_since(stage, rec, cfg, only_itself=True).get(stage) if rec is not None else None
 
-    def _fixed_since(self, stage: str, rec: dict[str, Any], cfg: PipelineConfig, only_itself: bool = False) -> dict[str, list[int]]:
-        """The fixes (revisions) since their records of ``stage`` (record ``rec``) and of each stage it reads for
-        ``cfg``, directly or not, that have any, in pipeline order (``only_itself``: of ``stage`` alone)."""
-        fixed: dict[str, list[int]] = {}
+    def _fixed_since(self, stage: str, rec: dict[str, Any], cfg: PipelineConfig, only_itself: bool = False) -> dict[str, str]:
+        """What the fixes since their records got wrong (:func:`conrec.stages.fixes_text`, for the settings they were
+        made with), of ``stage`` (record ``rec``) and of each stage it reads for ``cfg``, directly or not, that has
+        any, in pipeline order (``only_itself``: of ``stage`` alone)."""
+        fixed: dict[str, str] = {}
         for up in [stage] if only_itself else upstream_closure(stage, cfg):  # the stages it reads for cfg (an eval of no LM: not sft's)
             up_rec = rec if up == stage else self.fingerprint_record(up)
             recorded = up_rec.get("revision", 0) if up_rec is not None else None
@@ -458,7 +458,7 @@ class RunDir:
             if not (isinstance(settings, dict) and all(k in settings for k in spec.sections)):
                 settings = revision_sections(cfg, up)
             if isinstance(recorded, int) and (fixes := spec.fixes_since(recorded, settings)):
-                fixed[up] = fixes
+                fixed[up] = fixes_text(up, fixes, settings)
         return fixed
 
     def stage_identity(self, stage: str) -> str | None:

@@ -361,6 +361,14 @@ STAGE_REGISTRY: dict[str, Stage] = {
 STAGES: tuple[str, ...] = tuple(STAGE_REGISTRY)
 MODEL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if s.produces_model)
 
+PER_USER_TEXT: dict[tuple[str, int], str] = {
+    ("eval", 2): "where a user held several evaluated points (data.split.protocol: per_user) its confidence intervals and "
+    "paired differences resampled the points as if independent, 2.3 to 2.9 times too narrow; they now resample users. ",
+}
+"""The part of a revision's reason (:data:`REVISIONS`, stage and revision) that concerns ``data.split.protocol: per_user``
+only, while the rest concerns every run: :func:`fixes_text` leaves it out for a run of another protocol (a global-split
+run holds one evaluated point per user, whose intervals eval revision 2 left as they were)."""
+
 REVISIONS: dict[str, dict[int, str]] = {
     "data": {
         1: "reading fixes for events and items files (a later CSV time 1700000000.0 was dropped, fractional epoch seconds "
@@ -388,9 +396,7 @@ REVISIONS: dict[str, dict[int, str]] = {
     "eval": {
         1: "an earlier evaluation's predictions and slate metrics that it did not rewrite were kept, and the results "
         "table and the inspector showed them as its own",
-        2: "where a user held several evaluated points (data.split.protocol: per_user) its confidence intervals and paired "
-        "differences resampled the points as if independent, 2.3 to 2.9 times too narrow; they now resample users. "
-        "Candidate Acc@1 and MRR scored only the next dislike, always the earliest item of its slate, which rewarded "
+        2: PER_USER_TEXT[("eval", 2)] + "Candidate Acc@1 and MRR scored only the next dislike, always the earliest item of its slate, which rewarded "
         "predicting the rating order; they now average over every same-day dislike as the target. Items the user rated "
         "before the max_history window were not excluded from the top-K; now every item rated before t is",
     },
@@ -717,12 +723,27 @@ def revision_sections(cfg: Any, stage: str) -> dict[str, Any]:
     return {k: _json(_get(cfg, k)) for k in STAGE_REGISTRY[stage].sections}
 
 
-def fixes_text(stage: str, fixes: Sequence[int]) -> str:
+def fixes_text(stage: str, fixes: Sequence[int], sections: Mapping[str, Any] | None = None) -> str:
     """What ``stage``'s outputs from before ``fixes`` (revisions, oldest first) got wrong (:data:`REVISIONS`): the one
-    fix's reason, or each reason after its revision number."""
+    fix's reason, or each reason after its revision number; for outputs made with ``sections`` (as
+    :meth:`Stage.fixes_since` reads them) of a protocol other than per_user, without what concerns per-user splits only
+    (:data:`PER_USER_TEXT`)."""
+    per_user = sections is None or _split_protocol(sections) in (None, "per_user")
+
+    def reason(r: int) -> str:
+        part = None if per_user else PER_USER_TEXT.get((stage, r))
+        return REVISIONS[stage][r].replace(part, "") if part else REVISIONS[stage][r]
+
     if len(fixes) == 1:
-        return REVISIONS[stage][fixes[0]]
-    return "; ".join(f"revision {r}: {REVISIONS[stage][r]}" for r in fixes)
+        return reason(fixes[0])
+    return "; ".join(f"revision {r}: {reason(r)}" for r in fixes)
+
+
+def _split_protocol(sections: Mapping[str, Any]) -> str | None:
+    """``data.split.protocol`` in a stage's sections by key (``data`` or ``data.split``), None where they hold none."""
+    split = sections.get("data.split") or (sections.get("data") or {}).get("split") or {}
+    protocol = split.get("protocol") if isinstance(split, dict) else None
+    return protocol if isinstance(protocol, str) else None
 
 
 def stage_fingerprint(cfg: PipelineConfig, stage: str) -> str:
