@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from conrec.errors import ConfigError, ConrecError, os_error_line
+from conrec.errors import ConfigError, ConrecError, write_error_line
 from conrec.slate import LM_SCORE
 
 # Offline by design: nothing may download weights or data at run time. Set here, for the CLI's process and its
@@ -130,10 +130,11 @@ def _guard(fn: Callable[[], Any]) -> Any:
         said = str(exc) + "".join(why for path, why in _FROM_RECORD.items() if path in str(exc))
         err_console.print(f"[bold red]error:[/] {escape(said)}")  # escaped: a message may quote "[nan]"
         raise typer.Exit(2) from None
-    except OSError as exc:
-        if (line := os_error_line(exc)) is None:
+    except Exception as exc:
+        if (line := write_error_line(exc)) is None:
             raise
-        # a read-only mount, a directory of another user, a full disk: which file and why, not a traceback
+        # a read-only mount, a directory of another user, a full disk (a library's own error type too): which file
+        # and why, not a traceback
         err_console.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterable
+import os
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 
@@ -46,9 +48,23 @@ def require_columns(
         raise error(f"{what}: missing column(s) {missing}; have {have}")
 
 
-WRITE_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EISDIR, errno.ENOTDIR})
+WRITE_ERRNOS = frozenset(
+    {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EISDIR, errno.ENOTDIR}
+)
 """The operating-system errors a user fixes outside conrec: a read-only mount, a directory of another
-user, a full disk or quota, a path that names a directory where a file goes or goes through a file."""
+user, a full disk or quota, a file size limit (``ulimit -f``), a path that names a directory where a file goes or
+goes through a file."""
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+"""The errors only a write gives: no space, a file size limit, a quota (what :func:`write_failure` looks for in the
+text of a library's own exception)."""
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+"""How Rust's ``io::Error`` ends its text (safetensors, tokenizers, polars): ``No space left on device (os error 28)``;
+the number is the platform's errno, so it is compared with :mod:`errno`'s values, never with fixed numbers."""
+
+_SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
+"""numpy's ``ndarray.tofile`` (``np.save``) when ``fwrite`` wrote less than asked: an ``OSError`` with no errno."""
 
 
 def os_error_line(exc: OSError) -> str | None:
@@ -58,3 +74,50 @@ def os_error_line(exc: OSError) -> str | None:
         return None
     where = f"{exc.filename}: " if exc.filename else ""
     return f"{where}{exc.strerror or exc}"
+
+
+def write_failure(exc: BaseException) -> OSError | None:
+    """The full disk, file size limit or quota behind ``exc``, as an ``OSError`` with its errno and reason (and the file
+    it names, if any), or None when ``exc`` is anything else.
+
+    Looked for in ``exc`` and the exceptions it was raised from (``raise ... from``): an ``OSError`` with
+    one of :data:`FULL_ERRNOS`; an exception whose text ends a Rust I/O error with one of them (safetensors'
+    ``SafetensorError``, the bare ``Exception`` of tokenizers, polars' ``ComputeError``); numpy's short write.
+
+    Why: the libraries that write models and tables raise their own types, so a full disk during training ended in
+    a 60-line traceback where a read-only directory gave one line. Narrow on purpose: only these three causes, which
+    no read gives, so no other error is taken for one."""
+    for seen in _chain(exc):
+        if isinstance(seen, OSError) and seen.errno in FULL_ERRNOS:
+            return seen
+        if isinstance(seen, OSError) and seen.errno is None and (short := _SHORT_WRITE.fullmatch(str(seen))):
+            wanted, written = short.groups()
+            return OSError(
+                errno.ENOSPC, f"short write ({written} of {wanted} bytes written): the disk is full or a file size limit "
+                "(ulimit -f) was reached"
+            )
+        for code in (int(c) for c in _RUST_OS_ERROR.findall(str(seen))):
+            if code in FULL_ERRNOS:
+                return OSError(code, os.strerror(code))
+    return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (``__cause__``), each once (a cycle ends the walk). Not what it was
+    raised while handling (``__context__``): a bug in an ``except`` block must not be taken for the error it handled."""
+    seen: set[int] = set()
+    here: BaseException | None = exc
+    while here is not None and id(here) not in seen:
+        seen.add(id(here))
+        yield here
+        here = here.__cause__
+
+
+def write_error_line(exc: BaseException) -> str | None:
+    """The one-line message for an error a user fixes outside conrec: an :data:`WRITE_ERRNOS` ``OSError``
+    (:func:`os_error_line`) or a library's full-disk error (:func:`write_failure`: ``<reason> (<its type>)``, the
+    file it names when it names one), or None for any other exception (a bug, shown with its traceback)."""
+    if isinstance(exc, OSError) and (line := os_error_line(exc)) is not None:
+        return line
+    found = write_failure(exc)
+    return None if found is None else f"{os_error_line(found)} ({type(exc).__name__} while writing)"

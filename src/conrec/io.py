@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import WRITE_ERRNOS, ConfigError, StageInputError, write_failure
 
 if sys.platform != "win32":
     import fcntl
@@ -40,12 +40,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it over ``path``.
 
     Works for files and for directories (e.g. a Hugging Face model dir). On error the temporary
-    path is removed and ``path`` is left untouched. A SIGKILL leaves it (:data:`TEMP_NAME`): the stage that
+    path is removed and ``path`` is left untouched; a full disk or a read-only directory names ``path``
+    (:func:`naming_write_failures`, :func:`_naming_outputs`), not the temporary. A SIGKILL leaves it (:data:`TEMP_NAME`): the stage that
     next holds the run removes it (:func:`remove_stray_temps`); while the write goes on, its lock (:data:`WRITING`)
     keeps it.
     """
     final = Path(path)
-    with locked_temp_dir(final.parent, final.name) as tmp:
+    with naming_write_failures(final), locked_temp_dir(final.parent, final.name) as tmp:
         target = tmp / final.name
         yield target
         if final.is_dir() and not final.is_symlink():
@@ -53,6 +54,50 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
                 raise IsADirectoryError(errno.EISDIR, "is a directory; give a file path to write", str(final))
             shutil.rmtree(final)  # a model directory replaced by its new version
         os.replace(target, final)
+
+
+@contextmanager
+def naming_write_failures(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Re-raise a full disk, file size limit or quota met in the block (:func:`conrec.errors.write_failure`: a
+    library's own exception type included) that names no file as an ``OSError`` naming ``path``, the original as its
+    cause; any other exception passes unchanged.
+
+    Why: the CLI says these errors in one line, ``<file>: <reason>``; safetensors, tokenizers, polars and numpy raise
+    them without a file, and so do ``write()`` and ``close()``, so the line said only "No space left on device", or a
+    traceback."""
+    try:
+        yield
+    except Exception as exc:
+        found = write_failure(exc)
+        if found is None or found.filename:
+            raise
+        raise OSError(found.errno, found.strerror, str(path)) from exc
+
+
+@contextmanager
+def _naming_outputs(folder: Path, name: str) -> Iterator[None]:
+    """Re-raise a write error (:data:`conrec.errors.WRITE_ERRNOS`, or :func:`conrec.errors.write_failure`) that names
+    a file in :func:`locked_temp_dir`'s temporary ``folder/.<name>.XXXXXXXX.tmp`` as the same error naming where that
+    file goes: ``folder/<the rest of its path>`` (the temporary itself: ``folder/name``). Why: the hidden name
+    (``.events.parquet.cm_6f0yl.tmp``) is one the user never asked for and cannot find once it is removed."""
+    try:
+        yield
+    except Exception as exc:
+        found = write_failure(exc) or (exc if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS else None)
+        if found is None or not found.filename or (shown := _output_of(Path(found.filename), folder, name)) is None:
+            raise
+        raise OSError(found.errno, found.strerror, str(shown)) from exc
+
+
+def _output_of(path: Path, folder: Path, name: str) -> Path | None:
+    """Where ``path``, in :func:`locked_temp_dir`'s temporary for ``folder/name`` (or that temporary itself), goes; None
+    when it lies elsewhere."""
+    if not path.is_relative_to(folder) or path == folder:
+        return None
+    top, *rest = path.relative_to(folder).parts
+    if not (top.startswith(f".{name}.") and TEMP_NAME.fullmatch(top)):
+        return None
+    return folder.joinpath(*rest) if rest else folder / name
 
 
 @contextmanager
@@ -65,13 +110,14 @@ def locked_temp_dir(parent: str | os.PathLike[str], name: str) -> Iterator[Path]
     every later run after a kill; it had neither a name the cleanup knows nor a lock telling it from a live one."""
     folder = Path(parent)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp, held = _locked_temp(folder / name)
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if held is not None:
-            os.close(held)
+    with _naming_outputs(folder, name):
+        tmp, held = _locked_temp(folder / name)
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if held is not None:
+                os.close(held)
 
 
 WRITING = ".conrec-writing"

@@ -25,7 +25,7 @@ from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
-from conrec.io import read_json, remove_stray_temps, write_json, write_text
+from conrec.io import naming_write_failures, read_json, remove_stray_temps, write_json, write_text
 from conrec.run_home import run_config_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
@@ -151,7 +151,8 @@ def _run_stage_held(
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
     # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
-    result = _stage_runner(stage)(STAGE_REGISTRY[stage].section_of(cfg), run.root, console=console, **kwargs)
+    with naming_write_failures(run.stage_dir(stage)):  # a full disk in a write no file names (a training checkpoint)
+        result = _stage_runner(stage)(STAGE_REGISTRY[stage].section_of(cfg), run.root, console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
         raise StageInputError(f"the {stage} stage returned without marking itself done")
@@ -199,7 +200,7 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
     """:func:`run_stage` for a module entry point (``accelerate launch -m conrec.llm.training.sft``) with the config
     ``load`` returns: a conrec error, a bad config included, is one red line and exit status 2, as the CLI prints
     it, not a traceback from every process (:func:`say_error`: once under a launcher)."""
-    from conrec.errors import ConrecError, os_error_line
+    from conrec.errors import ConrecError, write_error_line
     from conrec.runtime import prepare_process
 
     try:
@@ -209,8 +210,8 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
     except ConrecError as exc:
         say_error(str(exc))
         raise SystemExit(2) from None
-    except OSError as exc:  # a read-only or full run directory, as the CLI says it
-        if (line := os_error_line(exc)) is None:
+    except Exception as exc:  # a read-only or full run directory, as the CLI says it
+        if (line := write_error_line(exc)) is None:
             raise
         say_error(line)
         raise SystemExit(2) from None

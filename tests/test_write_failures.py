@@ -1,0 +1,164 @@
+"""A full disk, a file size limit or a quota met while conrec writes is one line naming the file (or the stage
+directory) and the cause, exit 2, as a read-only directory is; never a library's traceback.
+
+Found by a full-disk probe (tmpfs mounts of 60 KB to 26 MB, and ``ulimit -f``): safetensors' ``SafetensorError``
+(SFT's and GRPO's model save), tokenizers' bare ``Exception`` (the tokenizer save), polars' ``ComputeError`` (the
+data stage's tables) and numpy's short write (``OSError`` without an errno) each ended in a 60-line traceback. The
+disk is simulated here by making the writer raise the library's own exception with the text it gives on a full disk.
+"""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from rich.console import Console
+from safetensors import SafetensorError
+from typer.testing import CliRunner
+
+import conrec.pipeline as pipeline
+from conrec.cli import app
+from conrec.config import load_config, preset_path
+from conrec.errors import os_error_line, write_error_line
+from conrec.io import write_json, write_npy, write_parquet
+
+FULL = "No space left on device"
+SAFETENSORS_FULL = SafetensorError(f"Error while serializing: I/O error: {FULL} (os error {errno.ENOSPC})")
+POLARS_FULL = pl.exceptions.ComputeError(f"parquet: File out of specification: underlying IO error: {FULL} (os error {errno.ENOSPC})")
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason"),
+    [
+        (SAFETENSORS_FULL, FULL),
+        (SafetensorError(f"Error while serializing: I/O error: File too large (os error {errno.EFBIG})"), "File too large"),
+        (Exception(f"{FULL} (os error {errno.ENOSPC})"), FULL),  # tokenizers' save
+        (POLARS_FULL, FULL),
+        (OSError("76800 requested and 63968 written"), "short write (63968 of 76800 bytes written)"),  # numpy
+        (OSError(errno.EFBIG, "File too large", "m.npy"), "m.npy: File too large"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "Disk quota exceeded"),
+    ],
+)
+def test_a_library_full_disk_error_is_one_line(exc: BaseException, reason: str) -> None:
+    line = write_error_line(exc)
+    assert line is not None and reason in line and "\n" not in line
+
+
+def test_a_wrapped_full_disk_error_is_found_through_its_cause() -> None:
+    try:
+        try:
+            raise SAFETENSORS_FULL
+        except SafetensorError as inner:
+            raise RuntimeError("saving failed") from inner
+    except RuntimeError as outer:
+        assert write_error_line(outer) == f"{FULL} (RuntimeError while writing)"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad value"),
+        SafetensorError("Error while deserializing header: HeaderTooLarge"),
+        Exception(f"No such file or directory (os error {errno.ENOENT})"),
+        RuntimeError(f"Permission denied (os error {errno.EACCES})"),  # may be a read: not taken for a write failure
+        OSError("12 requested"),
+        KeyError(FULL),  # the words alone, from no I/O error
+    ],
+)
+def test_other_errors_keep_their_traceback(exc: BaseException) -> None:
+    assert write_error_line(exc) is None
+
+
+def test_a_bug_raised_while_handling_a_full_disk_is_not_taken_for_it() -> None:
+    try:
+        try:
+            raise SAFETENSORS_FULL
+        except SafetensorError:
+            raise KeyError("a bug in the handler") from None
+    except KeyError as bug:
+        bug.__suppress_context__ = False  # raised during the other, not from it
+        assert write_error_line(bug) is None
+
+
+def test_a_file_size_limit_is_a_write_errno() -> None:
+    assert os_error_line(OSError(errno.EFBIG, "File too large", "x.parquet")) == "x.parquet: File too large"
+
+
+def _raise(exc: BaseException) -> Any:
+    def boom(*_a: object, **_k: object) -> None:
+        raise exc
+
+    return boom
+
+
+def test_atomic_writes_name_the_file_and_keep_the_library_error_as_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", _raise(POLARS_FULL))
+    with pytest.raises(OSError) as parquet:
+        write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+    assert parquet.value.errno == errno.ENOSPC and parquet.value.filename == str(tmp_path / "t.parquet")
+    assert parquet.value.__cause__ is POLARS_FULL
+
+    monkeypatch.setattr(np, "save", _raise(OSError("76800 requested and 63968 written")))
+    with pytest.raises(OSError, match="short write") as npy:
+        write_npy(np.zeros((2, 2)), tmp_path / "v.npy")
+    assert npy.value.filename == str(tmp_path / "v.npy")
+
+    monkeypatch.setattr(Path, "write_text", _raise(OSError(errno.ENOSPC, FULL)))  # write()/close(): no file named
+    with pytest.raises(OSError) as json_:
+        write_json({}, tmp_path / "s.json")
+    assert json_.value.filename == str(tmp_path / "s.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary left, nothing half-written
+
+
+def test_an_error_inside_the_temporary_names_the_final_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def write(self: Path, *_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, FULL, str(self))  # names the hidden temporary file
+
+    monkeypatch.setattr(Path, "write_text", write)
+    with pytest.raises(OSError) as named:
+        write_json({}, tmp_path / "s.json")
+    assert named.value.filename == str(tmp_path / "s.json")
+
+
+def test_an_unrelated_error_in_an_atomic_write_passes_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bug = ValueError("a bug")
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", _raise(bug))
+    with pytest.raises(ValueError) as raised:
+        write_parquet(pl.DataFrame({"a": [1]}), tmp_path / "t.parquet")
+    assert raised.value is bug
+
+
+def test_a_full_disk_in_a_data_stage_write_is_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", _raise(POLARS_FULL))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["data", "-c", "preset:tiny", "-r", str(run_dir)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())  # the progress lines, then the error
+    assert "Traceback" not in said and said[said.index("error:"):] == f"error: {run_dir}/data/events.parquet: {FULL}"
+    assert not (run_dir / "data" / "_done.json").exists()
+
+
+def test_a_full_disk_in_a_write_no_file_names_names_the_stage_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What writes no file through conrec (a Hugging Face trainer's checkpoint) is named by its stage's directory."""
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: _raise(Exception(f"{FULL} (os error {errno.ENOSPC})")))
+    with pytest.raises(OSError) as raised:
+        pipeline.run_stage(cfg, "data", console=Console(quiet=True))
+    assert raised.value.filename == str(tmp_path / "run" / "data") and raised.value.strerror == FULL
+
+
+def test_a_temporary_that_cannot_be_made_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder cache on a read-only mount said ``.../.99da8fd3...npy.cm_6f0yl.tmp: Read-only file system``."""
+    import conrec.io
+
+    def mkdtemp(prefix: str, suffix: str, dir: Path) -> str:
+        raise OSError(errno.EROFS, "Read-only file system", str(Path(dir) / f"{prefix}cm_6f0yl{suffix}"))
+
+    monkeypatch.setattr(conrec.io.tempfile, "mkdtemp", mkdtemp)
+    with pytest.raises(OSError) as refused:
+        write_npy(np.zeros((1, 1)), tmp_path / "v.npy")
+    assert refused.value.filename == str(tmp_path / "v.npy") and refused.value.errno == errno.EROFS
