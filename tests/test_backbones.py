@@ -281,3 +281,14 @@ def test_presets_load(name):
 
     cfg = load_config(preset_path(name))
     assert cfg.sft.model.backbone == name and cfg.sft.model.path is None and cfg.sft.model.tiny is None
+
+
+def test_a_model_cache_that_cannot_be_written_says_it_is_conrecs_and_how_to_move_it(monkeypatch, tmp_path):
+    """A read-only home stopped a tiny SFT with ``error: ~/.cache: Read-only file system``, which said neither that this
+    is conrec's model cache (a run with ``sid.encoder.cache: false`` expects no cache) nor that ``$CONREC_CACHE`` moves it.
+    Here the cache's parent is a file, which no user can write under."""
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("CONREC_CACHE", str(tmp_path / "afile" / "cache"))
+    with pytest.raises(ConfigError, match=r"^conrec's model cache .*afile/cache/models cannot be written \(.*afile.*: Not a "
+                       r"directory\); set \$CONREC_CACHE to a writable directory"):
+        backbones.tokenizer_dir("smollm2")

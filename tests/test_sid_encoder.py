@@ -200,3 +200,43 @@ def test_identical_item_texts_are_counted_like_empty_ones() -> None:
     assert blank["texts_empty"] == 4 and blank["texts_duplicate"] == 0  # the four '' are blanks, not duplicates
     _, unique = encode_items(items, EncoderConfig(cache=False), encoder=CountingEncoder())
     assert unique["texts_duplicate"] == 0 and unique["texts_duplicate_examples"] == []
+
+
+def test_the_default_cache_is_in_conrecs_cache_which_the_same_variables_move(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The vectors stayed in ``~/.cache/conrec/embeddings`` whatever ``$CONREC_CACHE`` or ``$XDG_CACHE_HOME`` said, so a
+    read-only home failed the sid stage though the model cache had been moved."""
+    from conrec.llm.model.backbones import cache_root
+    from conrec.sid.encoder import default_cache_dir
+
+    monkeypatch.delenv("CONREC_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "conrec" / "embeddings" and cache_root().parent == default_cache_dir().parent
+    monkeypatch.setenv("CONREC_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine" / "embeddings" and cache_root() == tmp_path / "mine" / "models"
+    _, info = encode_items(_items(), EncoderConfig(batch_size=4), encoder=CountingEncoder())
+    assert not info["cache_hit"] and len(list((tmp_path / "mine" / "embeddings").glob("*.npy"))) == 1
+
+
+@pytest.mark.parametrize("where", ["a file", "read-only"])
+def test_a_cache_that_cannot_be_written_is_one_note_and_the_vectors_are_still_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A file at ``cache_dir`` (a FileExistsError traceback) or a read-only one (an error naming a hidden temporary file)
+    failed the whole sid stage after every item was encoded; the cache is only a cache."""
+    import errno
+
+    import conrec.io
+
+    cache = tmp_path / "cache"
+    if where == "a file":
+        cache.write_text("x")
+    else:
+        def mkdtemp(prefix: str, suffix: str, dir: Path) -> str:
+            raise OSError(errno.EROFS, "Read-only file system", str(Path(dir) / f"{prefix}cm_6f0yl{suffix}"))
+
+        monkeypatch.setattr(conrec.io.tempfile, "mkdtemp", mkdtemp)
+    vectors, info = encode_items(_items(), EncoderConfig(cache_dir=cache, batch_size=4), encoder=CountingEncoder())
+    assert vectors.shape == (6, 16) and not info["cache_hit"]
+    [note] = info["cache_notes"]  # type: ignore[misc]
+    assert note.startswith(f"sid.encoder.cache_dir {cache} cannot be written (") and "cm_6f0yl" not in note
+    assert "\n" not in note and note.endswith("set sid.encoder.cache_dir to a writable directory (or sid.encoder.cache: false)")

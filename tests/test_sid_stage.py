@@ -462,3 +462,14 @@ def test_the_stage_notes_item_text_that_reads_as_a_control_token(tmp_path: Path)
     assert any(n.startswith("2 item(s) have a title or category containing a model control token's text") and "['i2', 'i5']" in n for n in stats["notes"])
     plain = _make_run(tmp_path, n=30, kind="rkmeans", name="plain")
     assert STAGE_REGISTRY["sid"].call(plain, console=_quiet(), encoder=GenreEncoder())["items_control_text"] == 0
+
+
+def test_an_embedding_cache_that_cannot_be_written_is_a_note_and_the_stage_finishes(tmp_path: Path) -> None:
+    """A file where ``sid.encoder.cache_dir`` goes failed the sid stage with a FileExistsError traceback, after every
+    item was encoded."""
+    cfg = _make_run(tmp_path, kind="rkmeans")
+    (tmp_path / "cache").write_text("not a directory")
+    stats = STAGE_REGISTRY["sid"].call(cfg, console=_quiet(), encoder=GenreEncoder())
+    assert RunDir(cfg.run_dir).is_done("sid")
+    assert [n for n in stats["notes"] if n.startswith(f"sid.encoder.cache_dir {tmp_path / 'cache'} cannot be written")]
+    assert "cache_notes" not in stats["encoder"]

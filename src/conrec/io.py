@@ -231,6 +231,17 @@ def _read_only_mount(path: Path) -> bool:
         return False
 
 
+def cache_home() -> Path:
+    """conrec's cache on this machine: ``$CONREC_CACHE``, else ``$XDG_CACHE_HOME/conrec``, else ``~/.cache/conrec``.
+
+    One root for every cache conrec keeps: the converted models (:func:`conrec.llm.model.backbones.cache_root`) and the
+    item vectors (:func:`conrec.sid.encoder.default_cache_dir`), so the variables that move one move both (the vectors
+    stayed in ``~/.cache``, and a read-only home failed the sid stage though ``$CONREC_CACHE`` was set)."""
+    if os.environ.get("CONREC_CACHE"):
+        return Path(os.environ["CONREC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "conrec"
+
+
 def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         df.write_parquet(tmp)

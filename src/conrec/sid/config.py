@@ -38,7 +38,7 @@ class EncoderConfig(_Strict):
     )
     projection_dim: int = Field(128, ge=2, description="output dimension of fusion='projection'")
     cache: bool = Field(True, description="reuse vectors of identical (model, texts) from cache_dir")
-    cache_dir: Path | None = Field(None, description="embedding cache; None = ~/.cache/conrec/embeddings")
+    cache_dir: Path | None = Field(None, description="embedding cache; None = embeddings/ in conrec's cache ($CONREC_CACHE, else $XDG_CACHE_HOME/conrec, else ~/.cache/conrec)")
 
 
 QuantizerKind = Literal["rqvae", "rkmeans"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,10 +21,9 @@ import polars as pl
 from rich.progress import Progress
 
 from conrec.errors import ConfigError, DataValidationError
-from conrec.io import write_npy
+from conrec.io import cache_home, write_npy
 from conrec.sid.config import EncoderConfig
 
-DEFAULT_CACHE_DIR = Path("~/.cache/conrec/embeddings")
 TEXT_SEPARATOR = "; "
 
 
@@ -189,14 +188,22 @@ def l2_normalise(x: np.ndarray, what: str = "vectors") -> np.ndarray:
     return (x / norms).astype(np.float32)
 
 
+def default_cache_dir() -> Path:
+    """The embedding cache when ``sid.encoder.cache_dir`` is not set: ``embeddings/`` in conrec's cache
+    (:func:`conrec.io.cache_home`, which ``$CONREC_CACHE`` and ``$XDG_CACHE_HOME`` move, as they move the model cache)."""
+    return cache_home() / "embeddings"
+
+
 def encode_texts(
     texts: list[str],
     encoder: TextEncoder,
     batch_size: int = 128,
     cache_dir: Path | None = None,
     progress: Progress | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """L2-normalised vectors of ``texts`` and whether they came from the cache."""
+    """L2-normalised vectors of ``texts`` and whether they came from the cache. ``say``: where a cache problem is told
+    (one line each; None: a warning): the cache is only a cache, so none of them fails the encoding."""
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{cache_key(encoder.model_id, texts)}.npy"
@@ -218,9 +225,28 @@ def encode_texts(
         if progress is not None and task is not None:
             progress.advance(task, len(chunk))
     out = l2_normalise(np.concatenate(parts), what=f"embeddings from {encoder.model_id}")
-    if path is not None:
-        write_npy(out, path)
+    if path is not None and cache_dir is not None:
+        _write_cache(out, path, cache_dir, say)
     return out, False
+
+
+def _write_cache(vectors: np.ndarray, path: Path, cache_dir: Path, say: Callable[[str], None] | None) -> None:
+    """Write the cache entry ``path``, or say in one line, naming ``sid.encoder.cache_dir``, that it cannot be written.
+
+    Why: a read-only home, a full disk or a file where the directory goes failed the whole sid stage after every item
+    was encoded (naming a hidden temporary file), for a cache the stage does not need."""
+    try:
+        write_npy(vectors, path)
+    except OSError as exc:
+        why = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+        (say or _warn)(
+            f"sid.encoder.cache_dir {cache_dir} cannot be written ({why}), so the item vectors were not cached; set "
+            "sid.encoder.cache_dir to a writable directory (or sid.encoder.cache: false)"
+        )
+
+
+def _warn(line: str) -> None:
+    warnings.warn(line, stacklevel=4)
 
 
 def load_extra_vectors(
@@ -312,9 +338,12 @@ def encode_items(
     """Vectors for every item (rows in ``items`` order) and a small info dict for stats/checkpoints."""
     texts = item_texts(items, cfg.text_fields)
     enc = encoder if encoder is not None else SentenceTransformerEncoder(cfg.model_path, cfg.batch_size)
-    cache_dir = (cfg.cache_dir if cfg.cache_dir is not None else DEFAULT_CACHE_DIR) if cfg.cache else None
-    vectors, cached = encode_texts(texts, enc, cfg.batch_size, cache_dir, progress)
+    cache_dir = (cfg.cache_dir if cfg.cache_dir is not None else default_cache_dir()) if cfg.cache else None
+    cache_notes: list[str] = []
+    vectors, cached = encode_texts(texts, enc, cfg.batch_size, cache_dir, progress, say=cache_notes.append)
     info: dict[str, object] = {"model_id": enc.model_id, "text_dim": int(vectors.shape[1]), "cache_hit": cached}
+    if cache_notes:  # the sid stage's notes say them
+        info["cache_notes"] = cache_notes
     blank, item_ids = empty_texts(texts), items["item_id"].cast(pl.String)
     info["texts_empty"] = len(blank)  # encoded as '' (the sid stage notes them)
     info["texts_empty_examples"] = [item_ids[i] for i in blank[:5]]

@@ -96,6 +96,7 @@ def run(
             vectors = with_collaborative_part(vectors, rd, items, sections)
             enc_info["collab_dims"] = sections.sid.collab.dims
         seconds["encode"] = time.perf_counter() - t
+        notes += cast(list[str], enc_info.pop("cache_notes", []))  # an embedding cache that could not be used
         if n_cut := int(cast(int, enc_info.get("texts_truncated") or 0)):
             notes.append(
                 f"{n_cut} item text(s) are longer than the encoder's maximum sequence length and were cut: what follows "

@@ -25,33 +25,47 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from conrec.errors import ConfigError, StageInputError
-from conrec.io import atomic_path
+from conrec.errors import ConfigError, StageInputError, os_error_line
+from conrec.io import atomic_path, cache_home
 from conrec.llm.config import TinyModelConfig
 
 
 def cache_root() -> Path:
-    """Where conrec caches converted models: ``$CONREC_CACHE`` or ``$XDG_CACHE_HOME/conrec`` or ``~/.cache/conrec``."""
-    if os.environ.get("CONREC_CACHE"):
-        return Path(os.environ["CONREC_CACHE"]) / "models"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "conrec" / "models"
+    """Where conrec caches converted models: ``models/`` in conrec's cache (:func:`conrec.io.cache_home`:
+    ``$CONREC_CACHE`` or ``$XDG_CACHE_HOME/conrec`` or ``~/.cache/conrec``)."""
+    return cache_home() / "models"
 
 
-def file_lock(path: Path) -> Any:
-    """A file lock next to ``path``: two processes (``accelerate launch``) must not convert at once."""
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold a file lock next to ``path``: two processes (``accelerate launch``) must not convert at once. A cache that
+    cannot be written (a read-only home) is one :class:`ConfigError` saying it is conrec's model cache and how to move
+    it, not only ``~/.cache: Read-only file system`` (which a run with ``sid.encoder.cache: false`` did not expect)."""
     from filelock import FileLock
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path) + ".lock")
+    lock = FileLock(str(path) + ".lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except OSError as exc:
+        if (line := os_error_line(exc)) is None:
+            raise
+        raise ConfigError(
+            f"conrec's model cache {cache_root()} cannot be written ({line}); set $CONREC_CACHE to a writable directory "
+            "to keep it there instead"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def package_dir(module: str, install: str, what: str) -> Path:
