@@ -240,3 +240,31 @@ def test_a_cache_that_cannot_be_written_is_one_note_and_the_vectors_are_still_re
     [note] = info["cache_notes"]  # type: ignore[misc]
     assert note.startswith(f"sid.encoder.cache_dir {cache} cannot be written (") and "cm_6f0yl" not in note
     assert "\n" not in note and note.endswith("set sid.encoder.cache_dir to a writable directory (or sid.encoder.cache: false)")
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (np.zeros_like, "6 row(s) are not of unit length (e.g. row 0: 0)"),  # zero-filled by a crash before it reached disk
+        (lambda v: np.where(np.arange(len(v))[:, None] == 2, np.nan, v), "1 row(s) hold NaN or infinite values"),
+        (lambda v: v * 3, "6 row(s) are not of unit length"),
+        (lambda v: v[:4], "of shape (4, 16), not (6, dim) floats"),
+        (lambda v: (v > 0).astype(np.int64), "an array of int64"),
+    ],
+)
+def test_a_damaged_cache_entry_is_said_encoded_again_and_rewritten(tmp_path: Path, damage, problem: str) -> None:  # type: ignore[no-untyped-def]
+    """A cache hit was checked for its shape alone: a zeroed entry gave every item the same vector (SIDs with no
+    content, "collision rate 100.0% -> 0.0%", no word), a NaN row a faiss traceback."""
+    enc = CountingEncoder()
+    cfg = EncoderConfig(cache_dir=tmp_path / "cache", batch_size=4)
+    fresh, _ = encode_items(_items(), cfg, encoder=enc)
+    [entry] = list((tmp_path / "cache").glob("*.npy"))
+    np.save(entry, damage(np.load(entry)))
+    again, info = encode_items(_items(), cfg, encoder=enc)
+    assert not info["cache_hit"] and enc.calls == 4  # encoded again
+    np.testing.assert_array_equal(again, fresh)
+    [note] = info["cache_notes"]  # type: ignore[misc]
+    assert note.startswith(f"the cached item vectors {entry} (sid.encoder.cache_dir) are not usable (") and problem in note
+    np.testing.assert_array_equal(np.load(entry), fresh)  # rewritten: the next run is a hit, without a note
+    _, info = encode_items(_items(), cfg, encoder=enc)
+    assert info["cache_hit"] and "cache_notes" not in info and enc.calls == 4

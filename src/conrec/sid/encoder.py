@@ -208,12 +208,13 @@ def encode_texts(
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{cache_key(encoder.model_id, texts)}.npy"
         if path.exists():
-            try:
-                cached = np.load(path)
-                if cached.ndim == 2 and len(cached) == len(texts):
-                    return cached.astype(np.float32), True
-            except (OSError, ValueError):
-                pass  # corrupt cache entry: recompute and overwrite
+            cached, problem = _cached_vectors(path, len(texts))
+            if cached is not None:
+                return cached, True
+            (say or _warn)(
+                f"the cached item vectors {path} (sid.encoder.cache_dir) are not usable ({problem}): encoded again, and "
+                "the cache entry rewritten"
+            )
     task = progress.add_task("encoding items", total=len(texts)) if progress is not None else None
     parts = []
     for start in range(0, len(texts), batch_size):
@@ -228,6 +229,32 @@ def encode_texts(
     if path is not None and cache_dir is not None:
         _write_cache(out, path, cache_dir, say)
     return out, False
+
+
+UNIT_NORM_TOLERANCE = 1e-3
+"""How far from 1 a cached vector's length may be: fresh vectors are float32 divided by their norm (within ~1e-6)."""
+
+
+def _cached_vectors(path: Path, n_texts: int) -> tuple[np.ndarray | None, str]:
+    """The cache entry ``path`` as vectors of ``n_texts`` texts, or None and why it cannot be used: unreadable, another
+    shape, a value that is not finite, or a row that is not of unit length, as :func:`l2_normalise` leaves every fresh
+    one (a file zero-filled by a crash before it reached the disk is all zeros).
+
+    Why: only the shape was checked, so a zeroed entry gave every item the same vector (SIDs carrying no content, a
+    100% collision rate resolved without a word), and one NaN a faiss traceback."""
+    try:
+        cached = np.load(path)
+    except (OSError, ValueError) as exc:
+        return None, f"unreadable: {exc}"
+    if cached.ndim != 2 or len(cached) != n_texts or not np.issubdtype(cached.dtype, np.floating):
+        return None, f"an array of {cached.dtype} of shape {cached.shape}, not ({n_texts}, dim) floats"
+    vectors = cached.astype(np.float32)
+    if (bad := int((~np.isfinite(vectors)).any(axis=1).sum())) > 0:
+        return None, f"{bad} row(s) hold NaN or infinite values"
+    norms = np.linalg.norm(vectors, axis=1)
+    if (off := np.flatnonzero(np.abs(norms - 1) > UNIT_NORM_TOLERANCE)).size:
+        return None, f"{off.size} row(s) are not of unit length (e.g. row {int(off[0])}: {float(norms[off[0]]):.3g})"
+    return vectors, ""
 
 
 def _write_cache(vectors: np.ndarray, path: Path, cache_dir: Path, say: Callable[[str], None] | None) -> None:
@@ -246,7 +273,7 @@ def _write_cache(vectors: np.ndarray, path: Path, cache_dir: Path, say: Callable
 
 
 def _warn(line: str) -> None:
-    warnings.warn(line, stacklevel=4)
+    warnings.warn(line, stacklevel=2)
 
 
 def load_extra_vectors(
