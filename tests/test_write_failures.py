@@ -162,3 +162,24 @@ def test_a_temporary_that_cannot_be_made_names_the_file(tmp_path: Path, monkeypa
     with pytest.raises(OSError) as refused:
         write_npy(np.zeros((1, 1)), tmp_path / "v.npy")
     assert refused.value.filename == str(tmp_path / "v.npy") and refused.value.errno == errno.EROFS
+
+
+def test_a_run_with_nothing_to_run_writes_nothing_so_a_full_disk_does_not_stop_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``conrec demo`` on a finished run on a full disk said every stage was skipped, then ``error: No space left on
+    device``: it rewrote ``config.yaml`` with the text it already held."""
+    import conrec.io
+    from conrec.pipeline import run_pipeline
+
+    from builders import finished_run, run_files
+
+    cfg, run = finished_run(tmp_path / "run")
+    run_pipeline(cfg, console=Console(quiet=True))  # records the run's config.yaml, as every finished run has it
+    kept = run_files(run.root)
+    written = (run.root / "config.yaml").stat().st_mtime_ns
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(errno.ENOSPC, FULL)
+
+    monkeypatch.setattr(conrec.io, "locked_temp_dir", full)  # every atomic write
+    assert run_pipeline(cfg, console=Console(quiet=True)) == {}
+    assert run_files(run.root) == kept and (run.root / "config.yaml").stat().st_mtime_ns == written

@@ -296,6 +296,21 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
+def update_text(text: str, path: str | os.PathLike[str]) -> bool:
+    """:func:`write_text`, unless ``path`` holds ``text`` already; whether it wrote.
+
+    Why: a ``conrec demo`` on a run whose every stage is current rewrote its ``config.yaml`` with the same text, so on a
+    full disk it failed having nothing to do (and a rewrite for nothing changes the file's time)."""
+    p = Path(path)
+    try:
+        if p.is_file() and p.read_text(encoding="utf-8") == text:
+            return False
+    except (OSError, UnicodeDecodeError):  # unreadable: rewritten
+        pass
+    write_text(text, p)
+    return True
+
+
 def _json_default(o: Any) -> Any:
     import numpy as np
 

@@ -25,7 +25,7 @@ from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError
-from conrec.io import naming_write_failures, read_json, remove_stray_temps, write_json, write_text
+from conrec.io import naming_write_failures, read_json, remove_stray_temps, update_text, write_json
 from conrec.run_home import run_config_text
 from conrec.run_lock import holding_run, is_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
@@ -142,7 +142,7 @@ def _run_stage_held(
 ) -> Any:
     STAGE_REGISTRY[stage].precheck(cfg)  # settings a stage refuses at once (bf16 on a CPU) leave the run as it was
     if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
-        write_text(run_config_text(cfg, run.root), run.root / "config.yaml")
+        update_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # unchanged: not rewritten
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         cleared = run.invalidate_from(stage, cfg)  # it and the later stages that read it for cfg
         mark_run_tables(run.root, console)  # the ablation tables read from a stage it has just cleared
@@ -328,7 +328,7 @@ def _run_pipeline_held(cfg: PipelineConfig, stages: tuple[str, ...], force: bool
         console.print(f"[green]{stage} done[/] in {json.loads(_fingerprint_path(run, stage).read_text())['seconds']:.1f} s")
         reran.append(stage)
     if not reran and set(stages) == set(STAGES):  # every stage was current with cfg: record it (a changed serve section, say)
-        write_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
+        update_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # (after some stages only, the others' settings may differ)
     return results
 
 
