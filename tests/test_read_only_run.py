@@ -60,3 +60,36 @@ def test_predict_on_a_split_checks_where_it_writes_before_decoding(read_only: Pa
         check_predict_request(cfg, None, "test", "grpo")
     assert not run.predictions.exists()
     check_predict_request(cfg, None, "test", "grpo", out=tmp_path / "elsewhere.parquet")  # -o: fine
+
+
+def test_a_stage_that_cannot_clear_a_later_stage_refuses_before_clearing_any(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``conrec sft`` on a run whose ``eval/`` was read-only removed the SFT and GRPO done markers, then stopped on eval's
+    (naming its hidden temporary), before any training: `conrec predict` then refused the run. Now it refuses first and
+    the run is as it was."""
+    from conrec.errors import StageInputError
+    from conrec.runs import RunDir
+
+    from builders import run_files
+
+    cfg, run = finished_run(tmp_path / "run")
+    run_pipeline(cfg, console=Console(quiet=True))  # the run's config.yaml, as a finished run has it
+    frozen = run.eval.resolve()
+    real_access, real_temp = os.access, conrec.io.locked_temp_dir
+
+    def access(path: object, mode: int, **kw: object) -> bool:
+        return not (mode & os.W_OK and Path(str(path)).resolve().is_relative_to(frozen)) and real_access(path, mode, **kw)  # type: ignore[arg-type]
+
+    def temp_dir(parent: object, name: str):  # type: ignore[no-untyped-def]
+        if Path(str(parent)).resolve().is_relative_to(frozen):
+            raise OSError(errno.EROFS, "Read-only file system", str(Path(str(parent)) / f".{name}.56mn906k.tmp"))
+        return real_temp(parent, name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conrec.io.os, "access", access)
+    monkeypatch.setattr(conrec.io, "_read_only_mount", lambda path: True)
+    monkeypatch.setattr(conrec.io, "locked_temp_dir", temp_dir)
+    kept = run_files(run.root)
+    with pytest.raises(StageInputError, match=rf"^the sft stage cannot start: {run.eval} is on a read-only file system, and "
+                       "starting it marks the eval stage there unfinished; nothing was changed"):
+        run_stage(cfg, "sft", console=Console(quiet=True))
+    assert run_files(run.root) == kept
+    assert all(RunDir(cfg.run_dir).is_done(s) for s in ("sft", "grpo", "eval"))

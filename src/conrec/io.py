@@ -217,10 +217,17 @@ def check_output_file(
     above = next((a for a in p.absolute().parents if a.exists()), None)
     if above is not None and not above.is_dir():
         raise ConfigError(f"{what} {p} cannot be written: {above} is a file, not a directory")
-    if above is not None and not os.access(above, os.W_OK | os.X_OK):  # as root: only a read-only mount says no
-        why = "on a read-only file system" if _read_only_mount(above) else "not writable by this user"
+    if above is not None and (why := unwritable(above)) is not None:
         raise ConfigError(f"{what} {p} cannot be written: {above} is {why}{hint}")
     return p
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why this process cannot write in ``directory`` ("on a read-only file system", "not writable by this user"), or
+    None when it can. As root, only a read-only mount says no."""
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    return "on a read-only file system" if _read_only_mount(directory) else "not writable by this user"
 
 
 def _read_only_mount(path: Path) -> bool:

@@ -142,6 +142,7 @@ def _run_stage_held(
 ) -> Any:
     STAGE_REGISTRY[stage].precheck(cfg)  # settings a stage refuses at once (bf16 on a CPU) leave the run as it was
     if not is_worker_rank():  # the main rank holds the run (run_lock): a worker rewrote it even when that rank was refused
+        run.check_clearable(stage, cfg)  # a stage directory it cannot clear: refused before anything is written
         update_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # unchanged: not rewritten
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
         cleared = run.invalidate_from(stage, cfg)  # it and the later stages that read it for cfg

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conrec.io import write_json
+from conrec.errors import StageInputError
+from conrec.io import unwritable, write_json
 from conrec.source_files import change as source_change
 from conrec.stages import (
     FINGERPRINT_FILE,
@@ -558,17 +559,42 @@ class RunDir:
         but an eval of the SFT model alone, cleared by every GRPO rerun, was scored again by the next ``conrec demo``
         though it reads no GRPO output, and its fingerprint and record leave GRPO out.
         """
+        cleared = self._cleared_from(stage, cfg)
+        self._require_clearable(stage, cleared)
         (self.stage_dir(stage) / INVALIDATED_FILE).unlink(missing_ok=True)
-        cleared = [stage]
-        for s in STAGES[STAGES.index(stage) + 1 :]:
-            if cfg is None or reads_any(s, cleared, cfg) or self._recorded_reads_any(s, cleared):
-                cleared.append(s)
         for s in cleared:
             if s != stage and self.is_done(s):
                 write_json({"by": stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
             self.clear_done(s)
             (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
         return cleared
+
+    def _cleared_from(self, stage: str, cfg: PipelineConfig | None) -> list[str]:
+        """The stages :meth:`invalidate_from` clears: ``stage`` and the later ones built on it."""
+        cleared = [stage]
+        for s in STAGES[STAGES.index(stage) + 1 :]:
+            if cfg is None or reads_any(s, cleared, cfg) or self._recorded_reads_any(s, cleared):
+                cleared.append(s)
+        return cleared
+
+    def check_clearable(self, stage: str, cfg: PipelineConfig | None = None) -> None:
+        """Raise a one-line :class:`conrec.errors.StageInputError` unless :meth:`invalidate_from` can clear every stage
+        it would clear (their directories writable), before anything is cleared. A stage linked from another run is
+        not looked at: :meth:`detach_from` removes the link, and nothing is written there.
+
+        Why: ``conrec sft`` on a run whose ``eval/`` was read-only removed the SFT and GRPO done markers, then stopped on
+        eval's, before any training: the run's models were no longer served, for a command that did nothing."""
+        self._require_clearable(stage, self._cleared_from(stage, cfg))
+
+    def _require_clearable(self, stage: str, cleared: list[str]) -> None:
+        for s in cleared:
+            d = self.stage_dir(s)
+            if d.is_symlink() or not d.is_dir() or (why := unwritable(d)) is None:
+                continue
+            raise StageInputError(
+                f"the {stage} stage cannot start: {d} is {why}, and starting it marks the {s} stage there unfinished; "
+                "nothing was changed: make it writable, or copy the run (cp -a) and run the copy"
+            )
 
     def _recorded_reads_any(self, stage: str, stages: list[str]) -> bool:
         """Whether ``stage``'s record says it was built on one of ``stages``, or cannot say (no record, or one from
