@@ -27,7 +27,7 @@ import polars as pl
 import pytest
 
 if os.environ.get("CONREC_REQUIRE_SPARK") != "1":
-    pytest.importorskip("pyspark", reason="pip install -e '.[spark]' for the Spark engine")
+    pytest.importorskip("pyspark", reason="pip install pyspark==4.0.5 (the spark extra) for the Spark engine")
     if shutil.which("java") is None:
         pytest.skip("the Spark engine needs Java 17 (apt-get install openjdk-17-jre-headless)", allow_module_level=True)
 

@@ -129,6 +129,28 @@ def test_auto_keeps_small_tables_in_memory(tmp_path, table_file):
     assert engine.reads_file(cfg.data.model_copy(update={"streaming_min_events": 10}))
 
 
+def test_a_missing_engine_package_is_named_with_a_command_that_works_outside_a_checkout_too(monkeypatch):
+    """Found in review: without pyspark, data.engine: spark said only `pip install -e '.[spark]'`, which works in a
+    source checkout alone. The hint names the package at the version pyproject's spark extra pins (a checkout and an
+    installed conrec alike), then the checkout's extra, each a command that pastes into a shell."""
+    import sys
+
+    import tomllib
+
+    from conrec.data.engine import EXTRAS, get_engine
+    from conrec.errors import ConfigError
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {name: " ".join(extras[name]) for name in EXTRAS} == EXTRAS  # the hint installs what the extra pins
+    for module in ["pyspark", *[m for m in sys.modules if m.startswith("pyspark.")]]:  # imported or not, unimportable now
+        monkeypatch.setitem(sys.modules, module, None)
+    monkeypatch.delitem(sys.modules, "conrec.data.engine.spark", raising=False)
+    with pytest.raises(ConfigError) as missing:
+        get_engine("spark")
+    assert str(missing.value) == ("data.engine: spark needs 'pyspark': `pip install pyspark==4.0.5` "
+                                  "(or, from a conrec checkout: `pip install -e '.[spark]'`)")
+
+
 def test_streaming_refuses_unknown_items_before_writing_under_on_invalid_error(tmp_path, table_file):
     items = tmp_path / "items.csv"
     items.write_text("item_id,title\n" + "".join(f"i{k},Item {k}\n" for k in range(20)))  # i20..i22 missing

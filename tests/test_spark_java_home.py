@@ -14,7 +14,7 @@ from conrec.errors import ConfigError
 
 @pytest.fixture
 def engine() -> ModuleType:
-    pytest.importorskip("pyspark", reason="pip install -e '.[spark]' for the Spark engine")
+    pytest.importorskip("pyspark", reason="pip install pyspark==4.0.5 (the spark extra) for the Spark engine")
     from conrec.data.engine import spark
 
     return spark

@@ -121,3 +121,13 @@ def write_error_line(exc: BaseException) -> str | None:
         return line
     found = write_failure(exc)
     return None if found is None else f"{os_error_line(found)} ({type(exc).__name__} while writing)"
+
+
+def install_hint(pip: str, extra: str | None = None) -> str:
+    """``pip`` in backticks, then (``extra``) the checkout's extra as a second command: each backticked text is one
+    command that pastes into a shell (the alternative inside the backticks made the whole a syntax error). ``pip``
+    names the packages themselves, which works in an installed conrec too: conrec is not on PyPI, so
+    ``pip install 'conrec[<extra>]'`` resolves only where conrec is already installed, and ``-e '.[<extra>]'`` only in
+    a checkout."""
+    hint = f"`{pip}`"
+    return hint + (f" (or, from a conrec checkout: `pip install -e '.[{extra}]'`)" if extra else "")

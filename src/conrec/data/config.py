@@ -231,7 +231,8 @@ class DataConfig(_Strict):
     simulator: SimulatorConfig = Field(default_factory=SimulatorConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     engine: Literal["polars", "spark"] = Field(
-        "polars", description="what executes the split and labelling: polars on this machine, or Spark (pip install '.[spark]')"
+        "polars", description="what executes the split and labelling: polars on this machine, or Spark (needs pyspark, the spark extra's package, "
+        "and Java 17)"
     )
     streaming: Literal["auto", "on", "off"] = Field(
         "auto",

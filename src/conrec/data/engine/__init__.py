@@ -9,12 +9,16 @@ from __future__ import annotations
 import importlib
 
 from conrec.data.engine.base import DataEngine
-from conrec.errors import ConfigError
+from conrec.errors import ConfigError, install_hint
 
 ENGINES: dict[str, str] = {
     "polars": "conrec.data.engine.polars:PolarsEngine",
     "spark": "conrec.data.engine.spark:SparkEngine",
 }
+
+# an engine's optional packages, pinned as pyproject's extra of the engine's name pins them (a test compares them):
+# the hint names the packages, which installs them in a checkout and in an installed conrec alike
+EXTRAS: dict[str, str] = {"spark": "pyspark==4.0.5"}
 
 
 def get_engine(name: str) -> DataEngine:
@@ -25,5 +29,7 @@ def get_engine(name: str) -> DataEngine:
     try:
         engine: DataEngine = getattr(importlib.import_module(module), cls)()
     except ImportError as exc:
-        raise ConfigError(f"data.engine: {name} needs {exc.name!r}: pip install -e '.[{name}]'") from exc
+        how = f": {install_hint(f'pip install {EXTRAS[name]}', extra=name)}" if name in EXTRAS else ""
+        package = (exc.name or "?").partition(".")[0]  # the package to install, not its submodule
+        raise ConfigError(f"data.engine: {name} needs {package!r}{how}") from exc
     return engine

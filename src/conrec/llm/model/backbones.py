@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from conrec.errors import ConfigError, StageInputError, os_error_line
+from conrec.errors import ConfigError, StageInputError, install_hint, os_error_line
 from conrec.io import atomic_path, cache_home
 from conrec.llm.config import TinyModelConfig
 
@@ -75,13 +75,6 @@ def package_dir(module: str, install: str, what: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise StageInputError(f"{what} needs the {module.replace('_', '-')} package: {install}")
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def install_hint(pip: str, extra: str | None = None) -> str:
-    """``pip`` in backticks, then (``extra``) the checkout's extra as a second command: each backticked text is one
-    command that pastes into a shell (the alternative inside the backticks made the whole a syntax error)."""
-    hint = f"`{pip}`"
-    return hint + (f" (or, from a conrec checkout: `pip install -e '.[{extra}]'`)" if extra else "")
 
 
 def reinstall_hint(pip: str) -> str:
