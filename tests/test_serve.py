@@ -139,6 +139,38 @@ def test_the_api_pages_load_everything_from_the_server_itself(page, setup):
         assert kind in got.headers["content-type"], (url, got.headers["content-type"])
 
 
+def test_the_api_pages_scripts_are_kept_by_the_browser_and_the_answers_are_not(setup):
+    """Found in review: the API pages' scripts and styles (~2.7 MB) came back with ``Cache-Control: no-store``, so
+    every visit to /docs or /redoc downloaded them again. They are served under a URL that names fastapi-offline's
+    version and may be kept a year (a revalidation's 304 says so too); the pages themselves, /openapi.json, the API's
+    answers, /healthz and a file the URL does not hold still say no-store."""
+    from importlib.metadata import version
+
+    client, _ = setup
+    assets = set()
+    for page in ("/docs", "/redoc"):
+        assets.update(re.findall(r"""(?:src|href)=['"]([^'"]+\.(?:js|css|png))['"]""", client.get(page).text))
+    assert len(assets) == 4 and all(a.startswith(f"/static-offline-docs/{version('fastapi-offline')}/") for a in assets), assets
+    kept = "private, max-age=31536000, immutable"
+    for url in sorted(assets):
+        r = client.get(url)
+        assert r.status_code == 200 and r.headers.get_list("cache-control") == [kept], (url, r.headers)
+        again = client.get(url, headers={"If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and again.headers.get_list("cache-control") == [kept], url
+    missing = next(iter(assets)).rsplit("/", 1)[0] + "/nope.js"
+    answers = {
+        "docs": client.get("/docs"),
+        "redoc": client.get("/redoc"),
+        "openapi": client.get("/openapi.json"),
+        "dislikes": client.post("/v1/dislikes", json={"negative": ["i0"], "k": 2}),
+        "healthz": client.get("/healthz"),
+        "missing asset": client.get(missing),
+    }
+    assert [r.status_code for r in answers.values()] == [200] * 5 + [404]
+    for what, r in answers.items():
+        assert r.headers.get_list("cache-control") == ["no-store"], what
+
+
 # --- errors ----------------------------------------------------------------------------------------
 
 

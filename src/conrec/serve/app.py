@@ -21,6 +21,7 @@ log, and gives its admission place up; a model pass already running is finished.
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import math
 import os
@@ -84,6 +85,9 @@ from conrec.stages import MODEL_STAGES
 
 log = logging.getLogger("conrec.serve")
 _MAX_ERRORS = 10  # validation errors listed in a 422 (a body can produce millions)
+# the API pages' scripts, styles and icon (fastapi-offline's files, ~2.7 MB) under a URL that names the package's
+# version, so the browser may keep them for good (NoStoreHeaders' immutable_under): an upgrade changes the URL
+DOCS_ASSETS_URL = f"/static-offline-docs/{importlib.metadata.version('fastapi-offline')}"
 
 Recommendations = list[list[tuple[str, float]]]
 _DISLIKES, _SCORE = "dislikes", "score"  # micro-batch group keys: (_DISLIKES, k) and _SCORE
@@ -194,7 +198,7 @@ def create_app(
 
     # the API pages (/docs, /redoc) with their scripts and styles served from the package, not a CDN: FastAPI's own
     # pages fetch them from cdn.jsdelivr.net and were blank on an offline machine
-    app = FastAPIOffline(title="conrec", version=conrec.__version__, description=_DESCRIPTION)
+    app = FastAPIOffline(title="conrec", version=conrec.__version__, description=_DESCRIPTION, static_url=DOCS_ASSETS_URL)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _server_error)
@@ -216,7 +220,7 @@ def create_app(
     hosts = trusted_hosts(cfg.host, cfg.allowed_hosts)
     if hosts is not None:  # a rebinding page learns nothing, not even whether a key is needed
         app.add_middleware(HostCheck, allowed=hosts)
-    app.add_middleware(NoStoreHeaders)  # outermost: on every response, the refusals above included
+    app.add_middleware(NoStoreHeaders, immutable_under=DOCS_ASSETS_URL)  # outermost: on every response, the refusals above included
 
     def k_of(req: DislikeRequest, where: str) -> int:
         k = cfg.default_k if req.k is None else req.k

@@ -14,7 +14,7 @@ Why each, in the order a request meets them:
 * :func:`clip`: error messages quote user input only up to a bounded length.
 
 And on the way out, :class:`NoStoreHeaders` (outermost): every response says ``Cache-Control: no-store`` and
-``X-Content-Type-Options: nosniff``.
+``X-Content-Type-Options: nosniff``, but the API pages' versioned scripts and styles, which a browser keeps.
 """
 
 from __future__ import annotations
@@ -189,30 +189,46 @@ async def _send_json(send: Send, status: int, body: dict[str, Any], headers: dic
 
 # What every response carries unless it sets them itself (the inspector page's shell and assets set them and more)
 NO_STORE_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+# What files that never change under their URL carry instead (NoStoreHeaders' immutable_under): kept a year by the
+# browser (private: with an API key they answer requests that carry it, which no shared cache should keep)
+IMMUTABLE_HEADERS = ((b"cache-control", b"private, max-age=31536000, immutable"), (b"x-content-type-options", b"nosniff"))
 
 
 class NoStoreHeaders:
-    """ASGI middleware: :data:`NO_STORE_HEADERS` added to every HTTP response that does not set them.
+    """ASGI middleware: :data:`NO_STORE_HEADERS` added to every HTTP response that does not set them; a file served
+    under ``immutable_under`` (a URL that names its version) gets :data:`IMMUTABLE_HEADERS` instead when found (200, 304).
 
     Why: the inspector page's shell and assets, which hold no data, said ``no-store`` and ``nosniff``
     (:data:`conrec.serve.ui.SECURITY_HEADERS`), while the JSON that holds the data (a user's history from
     ``/ui/api/points/{id}``, the API's answers) said neither, so a browser or proxy could keep it in its cache.
     An unhandled exception's 500 is sent from outside it (Starlette's ``ServerErrorMiddleware``); the app's handler
-    for it adds them there."""
+    for it adds them there. The API pages' scripts and styles (~2.7 MB, :data:`conrec.serve.app.DOCS_ASSETS_URL`)
+    then said ``no-store`` too, and every visit to /docs or /redoc downloaded them again."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, immutable_under: str | None = None) -> None:
         self.app = app
+        self.immutable_under = immutable_under.rstrip("/") + "/" if immutable_under else None
+
+    def _immutable(self, scope: Scope) -> bool:
+        """Whether the request is for a file under ``immutable_under``; asked before routing, which rewrites the
+        scope's ``root_path`` in place (a mount's prefix joins it)."""
+        path = str(scope.get("path", ""))
+        root = str(scope.get("root_path", ""))
+        path = path[len(root):] if root and path.startswith(root) else path  # the app's own path, behind a proxy's prefix too
+        return self.immutable_under is not None and path.startswith(self.immutable_under)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        immutable = self._immutable(scope)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers") or [])
                 present = {bytes(name).lower() for name, _ in headers}
-                message = {**message, "headers": headers + [(k, v) for k, v in NO_STORE_HEADERS if k not in present]}
+                added = IMMUTABLE_HEADERS if immutable and message["status"] in (200, 304) else NO_STORE_HEADERS
+                message = {**message, "headers": headers + [(k, v) for k, v in added if k not in present]}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
