@@ -7,7 +7,8 @@ Why a module and not ``conftest.py``: these are plain functions that tests call 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -289,6 +290,29 @@ def interrupt_sft(monkeypatch, step: int, train: Callable[[], object]) -> None:
     with pytest.raises(RuntimeError, match="simulated crash"):
         train()
     monkeypatch.undo()
+
+
+@contextmanager
+def trainer_warnings() -> Iterator[list[str]]:
+    """The messages transformers' Trainer logs at WARNING or above inside the block, whatever verbosity an earlier
+    test or the Trainer itself (it sets transformers' verbosity from its arguments) left."""
+    import logging
+
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logger = logging.getLogger("transformers.trainer")
+    handler, level = Keep(logging.WARNING), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def distinct_sid_scores(model, vocab, seed: int = 0, scale: float = 4.0) -> None:

@@ -16,18 +16,20 @@ from conrec.config import load_config
 from conrec.llm.model.checkpoints import (
     COMPLETE_FILE,
     OWNER_FILE,
+    TiedHeadLoad,
     discard_reason,
     last_complete_checkpoint,
     prepare_checkpoint_dir,
     process_change,
     resumed_processes,
+    untied_missing_keys,
     whole_run_mean_loss,
 )
 from conrec.llm.model.toy import write_toy_events, write_toy_run
 from conrec.runs import RunDir
 from conrec.stages import STAGE_REGISTRY
 
-from builders import interrupt_sft
+from builders import interrupt_sft, trainer_warnings
 
 
 def _cfg(root: Path):
@@ -62,8 +64,10 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     # a kill while checkpoint-2 was being written: weights there, completion marker not yet
     (ckpts / "checkpoint-2" / COMPLETE_FILE).unlink()
     buf = io.StringIO()
-    stats = STAGE_REGISTRY["sft"].call(cfg, console=Console(file=buf, width=40))
+    with trainer_warnings() as warned:
+        stats = STAGE_REGISTRY["sft"].call(cfg, console=Console(file=buf, width=40))
     assert stats["resumed_from"] == "checkpoint-1" and stats["steps"] == 4
+    assert not [w for w in warned if "missing keys" in w], warned  # the tied head is not missing (test_a_resume_names_...)
     assert buf.getvalue().count("SFT: resuming from checkpoint-1") == 1
     # the model dir after "->" is whole, though longer than the console (it was broken at the width)
     assert any(ln.endswith(f" -> {RunDir(root).sft_model}") for ln in buf.getvalue().splitlines()), buf.getvalue()
@@ -75,6 +79,36 @@ def test_sft_resumes_from_last_complete_checkpoint_and_matches_uninterrupted(uni
     assert got.keys() == uninterrupted.keys()
     assert all(torch.equal(got[k], uninterrupted[k]) for k in got)
     assert not ckpts.exists()  # deleted once the model is written
+
+
+def test_a_resume_names_a_missing_weight_but_not_the_tied_head():
+    """Found in review: every SFT and GRPO resume printed transformers' "There were missing keys in the checkpoint
+    model loaded: ['lm_head.weight']": a tied head is saved once, as the embedding, and filled by loading it. The
+    warning now leaves out a weight tied to a loaded one, and still names a weight that is really missing."""
+    from torch.nn.modules.module import _IncompatibleKeys
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer
+
+    def model(tied: bool) -> LlamaForCausalLM:
+        return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied))
+
+    class Probe(TiedHeadLoad, Trainer):
+        pass
+
+    def warned(m: LlamaForCausalLM, missing: list[str]) -> list[str]:
+        trainer = Probe.__new__(Probe)  # only the load's warnings are asked of it: no training arguments
+        trainer.model = m
+        with trainer_warnings() as said:
+            trainer._issue_warnings_after_load(_IncompatibleKeys(missing, []))
+        return said
+
+    tied = model(tied=True)
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
+    assert warned(tied, ["lm_head.weight"]) == []
+    assert warned(tied, ["lm_head.weight", "model.norm.weight"]) == ["There were missing keys in the checkpoint model loaded: ['model.norm.weight']."]
+    # nothing loaded the shared tensor: both names are missing; an untied head is missing by itself
+    assert untied_missing_keys(tied, ["model.embed_tokens.weight", "lm_head.weight"]) == ["model.embed_tokens.weight", "lm_head.weight"]
+    assert warned(model(tied=False), ["lm_head.weight"]) == ["There were missing keys in the checkpoint model loaded: ['lm_head.weight']."]
 
 
 def test_checkpoints_of_samples_an_upstream_rerun_replaced_are_not_resumed(tmp_path, monkeypatch):

@@ -64,6 +64,32 @@ class NoCheckpointAtTheEnd(TrainerCallback):
         return control
 
 
+def untied_missing_keys(model: Any, missing: list[str]) -> list[str]:
+    """``missing`` less the weights tied to one that was loaded (the same tensor under another name), in order.
+
+    Why: a model with tied embeddings (SmolLM2, Gemma 3, the tiny models) saves the shared tensor once, under the
+    embedding's name, so a checkpoint lacks ``lm_head.weight`` and loading it fills the head through the embedding.
+    A key that is no parameter (a buffer) or whose tensor nothing loaded stays: it is really missing."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded = {id(t) for name, t in params.items() if name not in missing}
+    return [k for k in missing if k not in params or id(params[k]) not in loaded]
+
+
+class TiedHeadLoad:
+    """Trainer mixin: the Trainer's "There were missing keys in the checkpoint model loaded" warning leaves out
+    the weights tied to a loaded one (:func:`untied_missing_keys`), so it is said only when a key is really missing.
+
+    Why: every SFT and GRPO resume printed ``missing keys ... ['lm_head.weight']`` (transformers 5.23 treats the
+    tied head as missing unless the model lists it in ``_keys_to_ignore_on_save``, which Llama and Gemma 3 do not),
+    which is harmless and read as a broken checkpoint. Place it before the Trainer class in the bases."""
+
+    model: Any
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        missing = untied_missing_keys(self.model, list(load_result.missing_keys))
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))  # type: ignore[misc]  # the Trainer's
+
+
 class LogAtEachCheckpoint(TrainerCallback):
     """Logs the loss at every checkpoint step, so that a resumed run still knows the whole run's loss.
 

@@ -74,6 +74,7 @@ from conrec.llm.model.checkpoints import (
     OWNER_FILE,
     CompleteCheckpointMarker,
     NoCheckpointAtTheEnd,
+    TiedHeadLoad,
     checkpoint_step,
     last_complete_checkpoint,
     process_change,
@@ -803,6 +804,10 @@ class TrainerSpec:
     compute: ResolvedCompute
 
 
+class TiedHeadGRPOTrainer(TiedHeadLoad, GRPOTrainer):
+    """TRL's trainer, whose resume names no tied head as missing (:class:`TiedHeadLoad`)."""
+
+
 def _make_trainer(spec: TrainerSpec) -> Any:
     grpo, stage = spec.grpo, spec.stage
     levels = int(spec.rollout._item_tokens.shape[1])
@@ -829,7 +834,7 @@ def _make_trainer(spec: TrainerSpec) -> Any:
         log_completions=False,
         **trainer_kwargs(spec.compute),  # device, mixed precision (rollouts too), checkpointing, compile, workers
     )
-    trainer = GRPOTrainer(
+    trainer = TiedHeadGRPOTrainer(
         model=spec.policy,
         reward_funcs=list(spec.reward_funcs),
         args=args,

@@ -41,6 +41,7 @@ from conrec.llm.model.checkpoints import (
     CompleteCheckpointMarker,
     LogAtEachCheckpoint,
     NoCheckpointAtTheEnd,
+    TiedHeadLoad,
     checkpoint_step,
     discard_reason,
     last_complete_checkpoint,
@@ -322,10 +323,13 @@ def sft_trainer_class(
     from trl import SFTTrainer
     from trl.trainer.utils import _use_triton
 
-    if token_level is None and _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
-        return SFTTrainer
+    class TiedHeadSFTTrainer(TiedHeadLoad, SFTTrainer):  # a resume names no tied head as missing
+        pass
 
-    class CompactLossSFTTrainer(SFTTrainer):
+    if token_level is None and _use_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu")):
+        return TiedHeadSFTTrainer
+
+    class CompactLossSFTTrainer(TiedHeadSFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if never_targets is not None:
                 inputs = {**inputs, "labels": drop_labels(inputs["labels"], never_targets)}
