@@ -208,6 +208,77 @@ def test_spark_without_java_fails_in_one_line(tmp_path, table_file):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_jvm_that_does_not_start_is_named_by_what_it_said(tmp_path, table_file):
+    """Its output goes to data/spark.log now (below), so the refusal quotes the line that says why (a JDK whose java
+    fails at once here) and names the log, instead of Spark's "Java gateway process exited" alone."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\necho 'Error: this JDK is broken' >&2\nexit 1\n")
+    java.chmod(0o755)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(table_file), "engine": "spark"}}))
+    env = {**os.environ, "JAVA_HOME": str(tmp_path / "jdk")}
+    proc = subprocess.run([sys.executable, "-m", "conrec.cli", "data", "-c", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "could not start a Spark session (" in proc.stderr
+    assert f"; it said: 'Error: this JDK is broken'; Spark's log: {tmp_path / 'run' / 'data' / 'spark.log'})." in proc.stderr
+
+
+# a session's settings for a short test JVM, as the module's session has them (see the spark fixture)
+QUICK_JVM = {"spark.sql.shuffle.partitions": "4", "spark.ui.enabled": "false", "spark.sql.codegen.wholeStage": "false",
+             "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
+
+
+def test_spark_keeps_its_jvm_output_in_the_run_and_a_failed_job_is_one_line_naming_it(tmp_path, table_file):
+    """Found in review: on a 300k-event log `conrec data` showed "validate, split, label (spark), write 0/3" for minutes,
+    between Spark's start-up lines on the terminal ("Using Spark's default log4j profile", the hostname and
+    native-hadoop warnings, "Setting default log level"), and a failed Spark job was Py4J's traceback. A fresh process
+    (the JVM is started here) whose first job fails (spark.driver.maxResultSize: 1 byte): the JVM's output goes to
+    data/spark.log, nothing of it to the terminal, the progress line names the part at work, and the error is one
+    line, what Spark said first and where the rest is."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg, events = tmp_path / "cfg.yaml", tmp_path / "events.csv"
+    pl.read_parquet(table_file).write_csv(events)  # a CSV: its first job is the engine's, not the Parquet reader's (below)
+    spark = {**SPARK, "conf": {**QUICK_JVM, "spark.driver.maxResultSize": "1b"}}
+    cfg.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "data": {"source": "table", "events_path": str(events), "engine": "spark",
+                                                                              "spark": spark}}))
+    env = {**os.environ, "CONREC_PROGRESS_SECONDS": "0.2"}  # off a terminal: a progress line every 0.2 s
+    proc = subprocess.run([sys.executable, "-m", "conrec.cli", "data", "-c", str(cfg)], env=env, capture_output=True, text=True, timeout=300)
+    log = tmp_path / "run" / "data" / "spark.log"
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("error: data.engine: spark failed: org.apache.spark.SparkException: Job aborted due to stage failure: ")
+    assert proc.stderr.endswith(f"(Spark's log: {log})\n") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "validate, split, label (spark), write: starting Spark: 0/3" in proc.stdout  # the JVM's start takes seconds
+    assert "log4j" not in proc.stdout and "WARN" not in proc.stdout
+    said = log.read_text()
+    assert "Using Spark's default log4j profile" in said and "Setting default log level" in said and " ERROR " in said
+
+
+def test_spark_tells_the_stage_each_part_of_its_work(spark, tmp_path, table_file):
+    """Each part whose Spark jobs take long on a big log is told before it runs (the stage shows it after its label)."""
+    from conrec.data.engine.base import EventsInput
+    from conrec.data.engine.scan import scan_table, table_items
+    from conrec.data.engine.spark import SparkEngine
+    from conrec.data.repair import RepairLog
+
+    cfg = load_config(None, {"data": {"source": "table", "events_path": str(table_file), "engine": "spark", "spark": SPARK}}).data
+    items = table_items(cfg, scan_table(cfg), RepairLog(cfg.on_invalid))
+    said: list[str] = []
+    (tmp_path / "out").mkdir()
+    SparkEngine().build(EventsInput(table=table_file), items, cfg, tmp_path / "out", step=said.append)
+    assert said == ["starting Spark", "reading the events file", "checking the events", "finding the split cut-offs",
+                    "selecting and labelling the samples", "writing events.parquet", "writing samples.parquet", "counting the statistics"]
+
+
 def test_spark_reads_feedback_words_from_a_semicolon_csv_like_polars(spark, tmp_path):
     """The separator (from the header) and ``data.feedback_labels`` are read the same way by Spark;
     zero-padded numeric ids stay text (Spark's inferred types made ``0012`` the number 12), and user ids

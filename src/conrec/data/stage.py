@@ -162,10 +162,13 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
     with stage_progress(console=console, label="{task.description}", remaining=False) as progress:
         events, items, facets, exposures = _load(dcfg, engine, progress, log)
         notes += item_warnings(items)
-        steps = progress.add_task(f"validate, split, label ({engine.name}), write", total=3)
+        label = f"validate, split, label ({engine.name}), write"
+        steps = progress.add_task(label, total=3)
         # locked while in use: a staging directory a SIGKILL leaves goes at the next stage start (conrec.io)
         with locked_temp_dir(rd.data, "staging") as staging:
-            built = engine.build(events, items, dcfg, staging)
+            built = engine.build(events, items, dcfg, staging, step=lambda what: progress.update(steps, description=f"{label}: {what}"),
+                                 log_dir=rd.data)
+            progress.update(steps, description=label)
             notes += event_id_warnings(pl.scan_parquet(staging / EVENTS_FILE))  # one pass over the events
             # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
             for kind, n in built.dropped.items():

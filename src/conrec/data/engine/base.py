@@ -9,6 +9,7 @@ big files and the parts of the statistics, so the run-directory contract cannot 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,13 @@ from conrec.data.stats import EventParts, SampleParts
 
 EVENTS_FILE = "events.parquet"
 SAMPLES_FILE = "samples.parquet"
+
+Step = Callable[[str], None]
+"""Told what an engine starts doing now (``"finding the split cut-offs"``): the stage's progress line shows it."""
+
+
+def quiet_step(what: str) -> None:
+    """A :data:`Step` that shows nothing (an engine called outside the stage)."""
 
 
 @dataclass(frozen=True)
@@ -63,4 +71,8 @@ class DataEngine(Protocol):
         rather than the loader's in-memory table."""
         ...
 
-    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult: ...
+    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path, step: Step = quiet_step,
+              log_dir: Path | None = None) -> BuildResult:
+        """``step``: told each part of the work as it starts, where one takes long (Spark's jobs); ``log_dir``: where
+        the engine may keep a log of its own that outlives ``out`` (Spark's JVM output, which errors point to)."""
+        ...

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conrec.data.config import DataConfig
-from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
+from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput, Step, quiet_step
 from conrec.data.engine.scan import check_event_rules, estimated_rows, neutral_kind, scan_table
 from conrec.data.repair import RepairLog
 from conrec.data.schema import EVENT_COLUMNS
@@ -63,7 +63,9 @@ class PolarsEngine:
         rows = estimated_rows(Path(cfg.events_path))
         return rows is not None and rows >= cfg.streaming_min_events
 
-    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
+    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path, step: Step = quiet_step,
+              log_dir: Path | None = None) -> BuildResult:
+        """(:class:`DataEngine`) ``step`` and ``log_dir`` go unused: its parts are not told apart, nor logged."""
         if events.frame is not None and cfg.streaming != "on":
             return build_in_memory(events.frame, cfg, out)
         if events.frame is not None:  # a loader's table: validated, and deduplicated where the loader does so

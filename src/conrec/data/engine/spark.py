@@ -19,6 +19,9 @@ of them, on one executor beyond what a window partition holds:
 Spark writes part files; they are streamed, in order, into the run directory's single
 ``events.parquet`` / ``samples.parquet`` (the run-dir contract), cast to the canonical dtypes.
 So the run directory must be on a filesystem the driver can write (see docs/data-at-scale.md).
+
+A JVM this process starts writes its output to the run's ``data/spark.log`` (:func:`_launch_jvm`), and a failed Spark
+call is one line naming it (:func:`spark_failure`); the stage's progress line names each part as it starts.
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from py4j.protocol import Py4JError
+from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from conrec.data.config import DataConfig, SparkConfig, SplitConfig
 from conrec.data.datetimes import SAMPLE, ZULU, detect_format, digit_layout_width, inferred_dates
-from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput
+from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, EventsInput, Step, quiet_step
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import neutral_kind, report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
@@ -46,41 +51,110 @@ from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator,
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
-from conrec.errors import ConfigError, DataValidationError
+from conrec.errors import ConfigError, ConrecError, DataValidationError
 
 _ROW = "_row"
 _MS_THRESHOLD = 100_000_000_000
 
 
-def spark_session(cfg: SparkConfig) -> SparkSession:
+SPARK_LOG = "spark.log"
+_jvm_log: Path | None = None  # where the JVM this process started writes its output (see spark_session)
+
+
+def session_options(cfg: SparkConfig, master: str | None) -> dict[str, str]:
+    """The settings a session is built with: ``cfg.conf`` and the ones the engine needs (see :func:`spark_session`)."""
+    options = {"spark.app.name": "conrec-data", **({"spark.master": master} if master else {}), "spark.ui.showConsoleProgress": "false"}
+    options.update(cfg.conf)
+    options["spark.sql.session.timeZone"] = "UTC"
+    # Parquet TIMESTAMP(NANOS) (pandas' datetime64[ns]) as its integer nanoseconds: without it Spark refuses
+    # the whole file, an unused column too; read_table converts a ts column so from the file's schema
+    options["spark.sql.legacy.parquet.nanosAsLong"] = "true"
+    return options
+
+
+def spark_session(cfg: SparkConfig, log: Path | None = None) -> SparkSession:
     """The session to run on: ``cfg.master``, else ``$CONREC_SPARK_MASTER``, else whatever
     ``spark-submit`` set, else ``local[*]``. An existing session (spark-submit, a notebook, a test
     module) is reused, so its settings win over ``cfg.conf``, except its SQL time zone: UTC, so that
     times without a zone (naive timestamps, dates, ISO strings Spark reads itself) mean what they mean
-    to the polars engine, whatever the machine's zone."""
-    builder = SparkSession.builder.appName("conrec-data")
+    to the polars engine, whatever the machine's zone.
+
+    ``log``: where a JVM this call starts writes its output, for its whole life (:func:`_launch_jvm`); None: on
+    this process's terminal. A reused session's JVM keeps the output it had."""
     master = cfg.master or os.environ.get("CONREC_SPARK_MASTER")
-    if master:
-        builder = builder.master(master)
-    builder = builder.config("spark.ui.showConsoleProgress", "false")
-    for key, value in cfg.conf.items():
+    options = session_options(cfg, master)
+    builder = SparkSession.builder
+    for key, value in options.items():
         builder = builder.config(key, value)
-    builder = builder.config("spark.sql.session.timeZone", "UTC")
-    # Parquet TIMESTAMP(NANOS) (pandas' datetime64[ns]) as its integer nanoseconds: without it Spark refuses
-    # the whole file, an unused column too; read_table converts a ts column so from the file's schema
-    builder = builder.config("spark.sql.legacy.parquet.nanosAsLong", "true")
-    if _launches_jvm():
+    launches = _launches_jvm()
+    if launches:
         problem = java_home_problem(os.environ.get("JAVA_HOME"))
         if problem:
             raise ConfigError(f"data.engine: spark could not start a Spark session: {problem}")
     try:
+        if launches and log is not None:
+            _launch_jvm(options, log)
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / pyspark raise several types when the JVM cannot start
         hint = "" if shutil.which("java") else " Java was not found: apt-get install -y openjdk-17-jre-headless."
-        raise ConfigError(f"data.engine: spark could not start a Spark session ({first_line(exc)}).{hint}") from exc
+        raise ConfigError(f"data.engine: spark could not start a Spark session ({first_line(exc)}{_log_head(log)}).{hint}") from exc
     if not master and "spark.master" not in dict(session.sparkContext.getConf().getAll()):
         session = builder.master("local[*]").getOrCreate()
     return session
+
+
+def _launch_jvm(options: dict[str, str], log: Path) -> None:
+    """Start Spark's JVM, as a session would (``spark-submit`` with ``options``), with its output in ``log``.
+
+    Why: the JVM writes to the terminal it inherits, so ``conrec data`` showed Spark's start-up lines ("Using Spark's
+    default log4j profile", the hostname and native-hadoop warnings, "Setting default log level") and, later, its
+    WARN and ERROR lines between the progress lines. pyspark's ``launch_gateway`` takes the process's output files
+    (its ``popen_kwargs``, meant for that); the session then uses this JVM. A failure still comes back as the
+    exception of the call that failed (:func:`spark_failure` makes it one line naming the log)."""
+    global _jvm_log
+    from subprocess import STDOUT
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    conf = SparkConf(loadDefaults=False).setAll(list(options.items()))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:  # this JVM's output only: an earlier one's ended with it
+        gateway = launch_gateway(conf, popen_kwargs={"stdout": out, "stderr": STDOUT})
+    SparkContext._ensure_initialized(gateway=gateway)
+    _jvm_log = log
+
+
+def _log_head(log: Path | None) -> str:
+    """``; it said: '...'; Spark's log: <log>``, empty where no JVM was started with that log. The first line but the
+    JVM's own notices ("WARNING: Using incubator modules") says why it did not start ("JAVA_HOME is not set", the
+    java's own error); spark-class's shell noise follows it."""
+    try:
+        lines = log.read_text(errors="replace").splitlines() if log is not None else None
+    except OSError:
+        lines = None
+    if lines is None:
+        return ""
+    said = next((ln.strip() for ln in lines if ln.strip() and not ln.startswith("WARNING: ")), None)
+    return (f"; it said: {said!r}" if said else "") + f"; Spark's log: {log}"
+
+
+def spark_said(exc: BaseException) -> str:
+    """The first line of what Spark said about a failed call: a Py4JJavaError's own is only "An error occurred while
+    calling o44.parquet.", its Java exception's names the failure."""
+    java = getattr(exc, "java_exception", None)
+    return first_line(java.toString()) if java is not None else first_line(exc)
+
+
+def _see_log() -> str:
+    """`` (Spark's log: <file>)`` where the JVM this process started writes (empty for a reused session's JVM)."""
+    return f" (Spark's log: {_jvm_log})" if _jvm_log is not None else ""
+
+
+def spark_failure(exc: Exception) -> ConrecError:
+    """A failed Spark call (a Py4J error, a pyspark exception) as one line: what Spark said first, and where the
+    JVM this process started keeps the rest (its WARN and ERROR lines, the stack traces)."""
+    return ConrecError(f"data.engine: spark failed: {spark_said(exc)}{_see_log()}")
 
 
 def _launches_jvm() -> bool:
@@ -117,19 +191,27 @@ class SparkEngine:
         """A ``table`` source's file is always read by Spark itself (it may be larger than the driver)."""
         return cfg.source == "table"
 
-    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path) -> BuildResult:
-        spark = spark_session(cfg.spark)
+    def build(self, events: EventsInput, items: pl.DataFrame, cfg: DataConfig, out: Path, step: Step = quiet_step,
+              log_dir: Path | None = None) -> BuildResult:
+        """(:class:`DataEngine`) The JVM a session starts here writes its output to ``log_dir/spark.log`` (else
+        ``out``'s)."""
+        step("starting Spark")
+        spark = spark_session(cfg.spark, log=(log_dir or out) / SPARK_LOG)
         work = out / "_spark"
         shutil.rmtree(work, ignore_errors=True)
         try:
             if events.frame is not None:
+                step("handing the events to Spark")
                 src = work / "input.parquet"
                 src.parent.mkdir(parents=True)
                 events.frame.select(list(EVENT_COLUMNS)).with_row_index(_ROW).with_columns(pl.col(_ROW).cast(pl.Int64)).write_parquet(src)
                 ev = spark.read.parquet(str(src))
             else:
+                step("reading the events file")
                 ev = read_table(spark, cfg)
-            return _build(spark, ev, items, cfg, out, work)
+            return _build(spark, ev, items, cfg, out, work, step)
+        except (Py4JError, PySparkException) as exc:  # conrec's own errors (ConrecError) pass as they are
+            raise spark_failure(exc) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -146,7 +228,7 @@ def read_table(spark: SparkSession, cfg: DataConfig) -> DataFrame:
         try:
             df = spark.read.parquet(path)
         except Exception as exc:  # AnalysisException (an illegal Parquet type) or a Py4J error: one line, not a Java traceback
-            raise DataValidationError(f"events file {path}: Spark cannot read it ({first_line(exc)}){_unreadable_columns(path)}") from exc
+            raise DataValidationError(f"events file {path}: Spark cannot read it ({spark_said(exc)}){_unreadable_columns(path)}{_see_log()}") from exc
         nanos, durations = _parquet_times(path)
     elif suffix.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
         df = _read_csv_ids_as_text(spark, path, cfg)
@@ -701,8 +783,12 @@ def write_events(ev: DataFrame, work: Path, path: Path) -> None:
     _write_single(ev.orderBy("user_id", "ts", _ROW).select(*EVENT_COLUMNS), work, path, dict(EVENT_COLUMNS))
 
 
-def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path) -> BuildResult:
+def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig, out: Path, work: Path, step: Step) -> BuildResult:
+    """The stage's work on Spark; ``step`` is told each part before its Spark jobs run (they take minutes on a big
+    log, and the stage's progress said nothing meanwhile)."""
+    step("checking the events")
     ev, n_items, dropped = clean_events(spark, raw, items_pl, cfg)
+    step("finding the split cut-offs")
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
     cuts = cutoffs_from(valid, test)
 
@@ -711,11 +797,15 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
     points = select_points(negatives, cuts, cfg.split)
     samples = attach(ev, points, cfg.split)
     split_order = F.when(F.col("split") == "train", 0).when(F.col("split") == "valid", 1).otherwise(2)
+    step("selecting and labelling the samples")
     samples = number_rows(samples, [split_order, F.col("user_id"), F.col("ts"), F.col("pos")]).cache()
 
+    step(f"writing {EVENTS_FILE}")
     write_events(ev, work / "events", out / EVENTS_FILE)
+    step(f"writing {SAMPLES_FILE}")
     _write_single(samples.select(*SAMPLE_COLUMNS), work / "samples", out / SAMPLES_FILE, SAMPLE_SCHEMA)
 
+    step("counting the statistics")
     per_user = ev.groupBy("user_id").agg(F.sum((F.col("feedback") == DISLIKE).cast("long")).alias("neg"))
     totals = ev.agg(F.count(F.lit(1)), F.sum((F.col("feedback") == DISLIKE).cast("long")), F.min("ts"), F.max("ts")).first()
     assert totals is not None
