@@ -10,6 +10,7 @@ disk is simulated here by making the writer raise the library's own exception wi
 from __future__ import annotations
 
 import errno
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from safetensors import SafetensorError
 from typer.testing import CliRunner
 
+import conrec.io
 import conrec.pipeline as pipeline
 from conrec.cli import app
 from conrec.config import load_config, preset_path
@@ -143,12 +145,25 @@ def test_a_full_disk_in_a_data_stage_write_is_one_line_naming_the_file(tmp_path:
 
 
 def test_a_full_disk_in_a_write_no_file_names_names_the_stage_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What writes no file through conrec (a Hugging Face trainer's checkpoint) is named by its stage's directory."""
+    """What writes no file through conrec (a Hugging Face trainer's checkpoint) is named by its stage's directory,
+    when that directory's disk is the full one."""
     cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
     monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: _raise(Exception(f"{FULL} (os error {errno.ENOSPC})")))
+    monkeypatch.setattr(conrec.io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
     with pytest.raises(OSError) as raised:
         pipeline.run_stage(cfg, "data", console=Console(quiet=True))
     assert raised.value.filename == str(tmp_path / "run" / "data") and raised.value.strerror == FULL
+
+
+def test_a_full_disk_elsewhere_in_a_write_no_file_names_is_not_blamed_on_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full /tmp or /dev/shm met by a write that names no file: the run's own disk has room, and the line says so
+    (it used to tell the user that the stage's directory was out of space)."""
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: _raise(Exception(f"{FULL} (os error {errno.ENOSPC})")))
+    monkeypatch.setattr(conrec.io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 2**30, 9 * 2**30))
+    with pytest.raises(OSError) as raised:
+        pipeline.run_stage(cfg, "data", console=Console(quiet=True))
+    assert raised.value.strerror.startswith(f"{FULL} in a write that names no file") and "9.0 GiB free: another disk is full" in raised.value.strerror
 
 
 def test_a_temporary_that_cannot_be_made_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,21 +57,41 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextmanager
-def naming_write_failures(path: str | os.PathLike[str]) -> Iterator[None]:
+def naming_write_failures(path: str | os.PathLike[str], somewhere_inside: bool = False) -> Iterator[None]:
     """Re-raise a full disk, file size limit or quota met in the block (:func:`conrec.errors.write_failure`: a
     library's own exception type included) that names no file as an ``OSError`` naming ``path``, the original as its
     cause; any other exception passes unchanged.
 
     Why: the CLI says these errors in one line, ``<file>: <reason>``; safetensors, tokenizers, polars and numpy raise
     them without a file, and so do ``write()`` and ``close()``, so the line said only "No space left on device", or a
-    traceback."""
+    traceback. ``somewhere_inside``: the block writes under the directory ``path`` but not only there (a stage: a
+    trainer's checkpoint, and also /tmp, /dev/shm, a cache); a full disk is then blamed on ``path`` only when its disk
+    is nearly full, else the line says that another disk is, so the user does not free the wrong one."""
     try:
         yield
     except Exception as exc:
         found = write_failure(exc)
         if found is None or found.filename:
             raise
-        raise OSError(found.errno, found.strerror, str(path)) from exc
+        reason = found.strerror
+        usage = _disk_usage(path) if somewhere_inside and found.errno == errno.ENOSPC else None
+        if usage is not None and usage.free >= max(64 * 2**20, usage.total // 100):
+            reason = (
+                f"{found.strerror} in a write that names no file, while this directory's disk has {usage.free / 2**30:.1f} "
+                "GiB free: another disk is full (the temporary directory, /dev/shm or conrec's cache)"
+            )
+        raise OSError(found.errno, reason, str(path)) from exc
+
+
+def _disk_usage(path: str | os.PathLike[str]) -> Any:
+    """``shutil.disk_usage`` of the disk holding ``path`` (or its nearest existing parent); None when it cannot be told."""
+    here = Path(path)
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    try:
+        return shutil.disk_usage(here)
+    except OSError:
+        return None
 
 
 @contextmanager

@@ -152,7 +152,7 @@ def _run_stage_held(
     files = snapshot(STAGE_REGISTRY[stage].source_paths(cfg))  # before it reads them: a change during the run counts
     started = time.perf_counter()
     # the protocol (conrec.stages): the stage's declared sections and the run directory, never the whole config
-    with naming_write_failures(run.stage_dir(stage)):  # a full disk in a write no file names (a training checkpoint)
+    with naming_write_failures(run.stage_dir(stage), somewhere_inside=True):  # a full disk in a write no file names (a checkpoint)
         result = _stage_runner(stage)(STAGE_REGISTRY[stage].section_of(cfg), run.root, console=console, **kwargs)
     seconds = round(time.perf_counter() - started, 1)
     if not run.is_done(stage):  # pragma: no cover - every stage marks itself done last
