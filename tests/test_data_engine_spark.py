@@ -49,6 +49,7 @@ from test_data_engines import (
     half_star_log,
     loose_time_log,
     microsecond_log,
+    mixed_float_id_logs,
     mixed_units_log,
     offset_time_log,
     text_feedback_log,
@@ -436,6 +437,25 @@ def test_spark_keeps_decimal_looking_ids_as_written_like_polars(spark, tmp_path)
     for k, (case, users, _) in enumerate(decimal_id_logs(tmp_path)[1]):
         ref, stats = assert_reads_like_polars(tmp_path, f"spark{k}", case)
         assert stats["users"] == len(set(users.values())), k
+
+
+def test_spark_reads_logs_mixing_integer_ids_written_as_floats_with_others_like_polars(spark, tmp_path):
+    """A concat of ``33.0``-style and bare-integer ids, and float-looking ids with a text id after row 10,000 (which
+    Spark's own inference, over the whole file, made a text column), lose their ``.0`` as polars reads them; events
+    dropped on ids that differ from the items file's by a ``.0`` alone say so."""
+    from conrec.data.engine.spark import _unknown_item_details, read_table, spark_session
+
+    concat, late, items = mixed_float_id_logs(tmp_path)
+    assert_reads_like_polars(tmp_path, "concat", concat)
+    assert_reads_like_polars(tmp_path, "late", late)
+    ev = tmp_path / "both.csv"  # 10 and 10.0 both: kept as written, 10.0 is no item
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 5},{10 + k % 10}{'.0' if k % 3 == 0 else ''},{1_700_000_000 + k * 3600},{-1 if k % 4 == 0 else 1}\n" for k in range(60)))
+    data = {"source": "table", "events_path": str(ev), "items_path": str(items)}
+    assert_reads_like_polars(tmp_path, "both", data)
+    cfg = load_config(None, {"run_dir": str(tmp_path / "both_spark"), "data": {**data, "engine": "spark", "spark": SPARK}}).data
+    items_pl = pl.DataFrame({"item_id": [str(k) for k in range(50)]})
+    hint = _unknown_item_details(spark_session(cfg.spark), read_table(spark_session(cfg.spark), cfg), items_pl)
+    assert hint["unknown_item"].startswith("the ids differ by a '.0' (")
 
 
 def test_spark_reads_epoch_seconds_written_as_floats_in_a_text_column_like_polars(spark, tmp_path):

@@ -144,7 +144,9 @@ def init_config(
     g = guess(sample_events, sample_items, given, ts_format, whole_column=lambda c: read_sample(events, "events", None, [c])[c])
     if items is not None:  # the whole items file's ids: a catalogue's first rows need not be the items of the first events
         all_items = read_sample(items, "items", n_rows=None)
-        g.items_warning = id_overlap_warning(sample_events[g.events["item_id"].column], all_items[g.items["item_id"].column])
+        column = g.events["item_id"].column  # the whole column's '.0' verdict, as the data stage reads it
+        whole = read_sample(events, "events", None, [column])[column]
+        g.items_warning = id_overlap_warning(sample_events[column], all_items[g.items["item_id"].column], whole)
     text = render(g, events, items, out, run_dir or f"runs/{out.stem}", preset, command)
     tmp = out.parent / f".{out.name}.check.yaml"
     try:

@@ -22,13 +22,14 @@ import polars as pl
 
 from conrec.data.datetimes import DIGIT_DATE, detect_format, digit_dates, parse_datetimes
 from conrec.data.feedback_labels import normalise, normalised, propose
-from conrec.data.repair import float_ids_hint, padded_ids_hint, placeholder_id_warnings
+from conrec.data.repair import id_mismatch_hint, placeholder_id_warnings
 from conrec.data.schema import (
     MOSTLY_DISLIKES,
     dated,
     epoch_unit_facts,
     flatten_list_columns,
     id_as_text,
+    integral_float_ids,
     integral_float_text,
     mixed_epoch_units,
 )
@@ -473,22 +474,26 @@ def no_rating_warning(values: pl.Series, code: float, count: int) -> str:
             f"{like0:g}{mostly}")
 
 
-def _id_values(ids: pl.Series) -> pl.Series:
-    """Sampled ids as the data stage reads them: integers that pandas wrote as floats (every value
-    ``32.0``) as their integer text (:func:`conrec.data.schema.integral_float_ids`)."""
+def _id_values(ids: pl.Series, whole: pl.Series | None = None) -> pl.Series:
+    """Sampled ids as the data stage reads them: integers that pandas wrote as floats (``32.0``) as their
+    integer text where :func:`conrec.data.schema.integral_float_ids` says so of the column. ``whole``: the
+    whole column, which that verdict is about (a ``0.5`` or ``10`` beside ``10.0`` after the sample), else the sample's."""
+    column = ids if whole is None else whole
+    verdict = bool(column.to_frame("x").select(integral_float_ids("x", column.dtype)).item())
     if ids.dtype.is_float():
-        return ids.to_frame("x").select(id_as_text("x", ids.dtype)).to_series()
-    return ids.cast(pl.String).to_frame("x").select(integral_float_text("x")).to_series().alias(ids.name)
+        return ids.to_frame("x").select(id_as_text("x", ids.dtype, verdict)).to_series()
+    return ids.cast(pl.String).to_frame("x").select(integral_float_text("x", verdict)).to_series().alias(ids.name)
 
 
-def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
+def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series, all_event_ids: pl.Series | None = None) -> str:
     """A warning when most distinct item ids of the events sample are not in the items file; empty otherwise.
 
     Why: the data stage drops events on unknown items (counted), so two files that spell ids
     differently (``12`` and ``0012``, a prefix, the wrong column) lose most of the log. Said here, the
-    fix is a rename before any stage runs.
+    fix is a rename before any stage runs. ``all_event_ids``: the events file's whole item id column, whose
+    ``.0`` verdict the data stage follows (else the sample's).
     """
-    seen = _id_values(event_ids).drop_nulls().unique()
+    seen = _id_values(event_ids, all_event_ids).drop_nulls().unique()
     if seen.len() == 0:
         return ""
     known = _id_values(item_ids).drop_nulls()
@@ -498,13 +503,8 @@ def id_overlap_warning(event_ids: pl.Series, item_ids: pl.Series) -> str:
     return (
         f"{missing.len():,} of the {seen.len():,} item ids in the events sample are not in the items file "
         f"(events {missing.sort().head(3).to_list()} vs items {known.head(3).to_list()}); the data stage drops events on "
-        f"unknown items: {_mismatch_hint(missing.sort().to_list(), known.to_list())}"
+        f"unknown items: {id_mismatch_hint(missing.sort().to_list(), known.to_list())}"
     )
-
-
-def _mismatch_hint(missing: list[str], known: list[str]) -> str:
-    """Why the events' item ids are not the items file's, where their spelling tells (spaces, a ``.0``)."""
-    return padded_ids_hint(missing, known) or float_ids_hint(missing, known) or "check that both files name items alike"
 
 
 def guess(

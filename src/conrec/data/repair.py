@@ -122,20 +122,38 @@ def nothing_valid(source: str, dropped: dict[str, int], unknown_ids: Sequence[ob
     msg = f"{source}: no valid event left: every row was dropped ({kinds})"
     if dropped.get("unknown_item") and unknown_ids:
         msg += f"; event item ids such as {list(unknown_ids)[:3]} vs the items file's {list(item_ids)[:3]}: "
-        msg += padded_ids_hint(unknown_ids, item_ids) or float_ids_hint(unknown_ids, item_ids) or "check that both name items alike"
+        msg += id_mismatch_hint(unknown_ids, item_ids)
     return DataValidationError(msg)
+
+
+def id_mismatch_hint(unknown_ids: Sequence[object], item_ids: Sequence[object]) -> str:
+    """Why the events' item ids are not the items file's, where their spelling tells (spaces, a ``.0``),
+    else to check that both files name items alike: one wording for the data stage and ``conrec init``."""
+    return padded_ids_hint(unknown_ids, item_ids) or float_ids_hint(unknown_ids, item_ids) or "check that both files name items alike"
+
+
+UNKNOWN_SAMPLE = 1000
+"""How many distinct unknown item ids an engine that streams the log looks at for :func:`unknown_item_details`."""
+
+
+def unknown_item_details(unknown_ids: Sequence[object], item_ids: Sequence[object]) -> dict[str, str]:
+    """The ``.0`` hint for the warning on events dropped on unknown items (:attr:`RepairLog.details`), when the
+    ids differ from the items file's by a ``.0`` alone (:func:`float_ids_hint`), in every engine: a partial drop
+    said only how many, and a log that lost most of its events to ``33.0`` vs ``33`` gave no clue why."""
+    hint = float_ids_hint(unknown_ids, item_ids)
+    return {"unknown_item": hint} if hint else {}
 
 
 def float_ids_hint(unknown_ids: Sequence[object], item_ids: Sequence[object]) -> str:
     """Why ids that look alike do not match, when one file writes an integer as a float (``'10'`` vs ``'10.0'``):
-    a column whose every id is so loses the ``.0``, one that also holds other ids (``0.5``) keeps its ids as written
+    a column loses the ``.0`` unless it also holds a decimal (``0.5``) or the same id without it, then keeps its ids as written
     (:func:`conrec.data.schema.integral_float_ids`), so the two files can read the same id differently. Empty otherwise."""
     bare = {re.sub(INTEGRAL_FLOAT_TEXT, r"\1", str(i)): str(i) for i in item_ids}
     for u in map(str, unknown_ids):
         other = bare.get(re.sub(INTEGRAL_FLOAT_TEXT, r"\1", u))
         if other is not None and other != u:
             return (f"the ids differ by a '.0' ({u!r} vs {other!r}): the '.0' of ids that pandas wrote as floats (32.0) is dropped "
-                    "only in a column whose every id is written so, and one file's column holds other ids too; write the ids alike in both files")
+                    "unless the column also holds a decimal (0.5) or the same id without it (10 and 10.0); write the ids alike in both files")
     return ""
 
 
@@ -308,6 +326,8 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
         out = drop_rows(out, kinds["bad_feedback"], "bad_feedback", log, source, "feedback")
     unknown = kinds["unknown_item"]
     kept = drop_rows(out, unknown, "unknown_item", log, source, "item_id")
+    if kept.height < out.height:
+        log.details.update(unknown_item_details(out.filter(unknown)["item_id"].unique().to_list(), known.to_list()))
     event_kinds = {k: n for k, n in log.counts.items() if k not in ITEM_KINDS}
     if kept.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
         examples = out.filter(unknown)["item_id"].unique(maintain_order=True).head(3).to_list()

@@ -176,28 +176,32 @@ def dated(dtype: pl.DataType, what: str, column: str = "ts", hint: str = "map ts
 INTEGRAL_FLOAT_TEXT = r"^(-?\d+)\.0+$"
 """An integer written as a float (``32.0``): how pandas writes an integer id column with a missing value."""
 
-INTEGRAL_FLOAT_ZEROS = r"^-?\d+\.(0+)$"
-"""The zeros after the point of an integer written as a float (group 1), every engine's."""
+DECIMAL_TEXT = r"^-?\d*\.\d*[1-9]\d*$"
+"""A decimal number that is not an integer (``0.5``): a column holding one is of real decimals, whose ids keep their text."""
 _LONG = 2.0**63  # a float id at or beyond it is no integer an Int64 (or Spark's long) holds
 
 
 def integral_float_ids(column: str, dtype: pl.DataType) -> pl.Expr:
-    """Whether the whole id column holds integers written as floats, as pandas writes an integer id
-    column with a missing value (every id ``32.0``): one boolean, an aggregate over the column.
+    """Whether the id column's integers written as floats (``32.0``, as pandas writes an integer id
+    column with a missing value) lose their ``.0``: one boolean, an aggregate over the whole column.
 
-    Why the whole column: ids ``0.5, 10, 10.0, 10.00`` are four items as written, not integers in
-    disguise; read value by value, ``10.0`` and ``10.00`` both became ``10`` and three items (and
-    their events) merged into one. A text column qualifies when every id is an integer followed by the
-    same run of zeros (``32.0``; beside ``10.0``, a ``10.00`` would become the same id), a float
-    column when every finite id is an integer. An all-null column does not."""
+    A text column qualifies when it holds such an id, no decimal number that is not an integer
+    (``0.5``: then it is a column of real decimals, and every id keeps its text) and no two ids that
+    would become one (``10`` beside ``10.0``, or ``10.0`` beside ``10.00``: read value by value they
+    merged, three items and their events into one). Text ids and bare integers do not stop it: a log
+    that joins a pandas export (``33.0``) to a plain one (``32``), or float ids with one text id after
+    the rows the reader infers from, lost most of its events on ids the items file writes ``33``. A
+    float column qualifies when every finite id is an integer. An all-null column does not."""
     col = pl.col(column)
     if dtype.is_float():
         integral = col.is_finite() & (col.abs() < _LONG) & (col == col.floor())
         return (integral | ~col.is_finite()).all() & col.is_finite().any()
     if dtype != pl.String:
         return pl.lit(False)
-    zeros = col.str.extract(INTEGRAL_FLOAT_ZEROS, 1).str.len_chars()
-    return (col.is_null() | zeros.is_not_null()).all() & (zeros.min() == zeros.max()).fill_null(False)
+    written = col.str.contains(INTEGRAL_FLOAT_TEXT).any()
+    decimal = col.str.contains(DECIMAL_TEXT).any()
+    merged = col.str.replace(INTEGRAL_FLOAT_TEXT, "${1}").n_unique() != col.n_unique()
+    return (written & ~decimal & ~merged).fill_null(False)
 
 
 def integral_float_text(column: str, whole: bool | None = None) -> pl.Expr:

@@ -173,6 +173,7 @@ def _build(dcfg: DataConfig, rd: RunDir, engine: DataEngine, log: RepairLog, con
             # invalid rows an engine dropped from the file it read (under on_invalid: error a duplicate raises here: nothing is published)
             for kind, n in built.dropped.items():
                 log.record(kind, n, f"{dcfg.source} events")
+            log.details.update(built.details)
             progress.advance(steps)
             stats = data_stats(
                 built.events, built.samples, n_items=items.height, items_with_events=built.items_with_events,

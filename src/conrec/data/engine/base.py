@@ -55,6 +55,8 @@ class BuildResult:
     # invalid rows (kinds of conrec.data.repair.WARTS, exact duplicates included) the engine dropped from a
     # file it read itself, which the stage records; an engine that reads a loader's table finds none
     dropped: dict[str, int] = field(default_factory=dict)
+    # what the warning says of a kind dropped, beside its count (RepairLog.details: the '.0' hint on unknown items)
+    details: dict[str, str] = field(default_factory=dict)
 
 
 class DataEngine(Protocol):

@@ -146,7 +146,8 @@ def build_streaming(events: pl.LazyFrame, items: pl.DataFrame, cfg: DataConfig, 
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert ev_parts is not None
-    return BuildResult(cuts, ev_parts, smp_parts, items_with_events, dropped={**checked.dropped, "duplicate_event": duplicates})
+    return BuildResult(cuts, ev_parts, smp_parts, items_with_events, dropped={**checked.dropped, "duplicate_event": duplicates},
+                       details=checked.details)
 
 
 def user_ranges(events: pl.LazyFrame, partition_events: int) -> pl.DataFrame:

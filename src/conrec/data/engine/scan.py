@@ -13,7 +13,7 @@ land together.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from conrec.data.config import DataConfig
 from conrec.data.datetimes import SAMPLE, detect_format, digit_layout_width, inferred_dates, read_layout
 from conrec.data.feedback_labels import map_labels
-from conrec.data.repair import InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items
+from conrec.data.repair import UNKNOWN_SAMPLE, InvalidPolicy, RepairLog, invalid_kinds, missing_id, nothing_valid, repair_items, unknown_item_details
 from conrec.data.schema import (
     DISLIKE,
     EVENT_COLUMNS,
@@ -269,6 +269,7 @@ class CheckedEvents:
     events: pl.LazyFrame  # the valid rows: the input without the invalid ones (under on_invalid: error, the input)
     items_with_events: int
     dropped: dict[str, int]  # invalid rows dropped, per kind of :data:`conrec.data.repair.WARTS` (empty under error)
+    details: dict[str, str] = field(default_factory=dict)  # beside a kind's count (:func:`conrec.data.repair.unknown_item_details`)
 
 
 def check_event_rules(
@@ -305,7 +306,11 @@ def check_event_rules(
         unknown = events.filter(~known.fill_null(True)).select(pl.col("item_id").unique(maintain_order=True).head(3)).collect(engine="streaming")
         raise nothing_valid(what, dropped, unknown["item_id"].to_list(), items["item_id"].to_list())
     report_invalid({"n": facts["n"], "huge_ts": facts["huge_ts"], "max_ts": facts["max_ts"], "ts_unit": ts_unit}, what)  # the invalid rows are dropped: the stage counts them
-    return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped)
+    details: dict[str, str] = {}
+    if dropped.get("unknown_item"):  # a second pass, only when events were on unknown items
+        unknown = events.filter(~known.fill_null(True)).select(pl.col("item_id").unique().head(UNKNOWN_SAMPLE)).collect(engine="streaming")
+        details = unknown_item_details(unknown["item_id"].to_list(), items["item_id"].to_list())
+    return CheckedEvents(events.filter(valid), int(facts["items_with_events"]), dropped, details)
 
 
 def _strict_rules(events: pl.LazyFrame, items: pl.DataFrame, what: str, ts_unit: str | None = None) -> int:

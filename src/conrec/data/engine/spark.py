@@ -44,10 +44,20 @@ from conrec.data.engine.base import EVENTS_FILE, SAMPLES_FILE, BuildResult, Even
 from conrec.data.engine.polars import parquet_appender
 from conrec.data.engine.scan import neutral_kind, report_invalid, report_unknown_items
 from conrec.data.feedback_labels import SEPARATORS
-from conrec.data.repair import InvalidPolicy, RepairLog, nothing_valid
+from conrec.data.repair import UNKNOWN_SAMPLE, InvalidPolicy, RepairLog, nothing_valid, unknown_item_details
 from conrec.data.samples import SAMPLE_COLUMNS
-from conrec.data.schema import DISLIKE, EPOCH_UNITS, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, INTEGRAL_FLOAT_ZEROS, MAX_TS, POSITIVE, dated, mixed_epoch_units
-from conrec.data.sources.common import DECIMAL_COMMA, PER_SECOND, csv_separator, existing_file, first_line, refuse_feedback_words, renaming
+from conrec.data.schema import DECIMAL_TEXT, DISLIKE, EPOCH_UNITS, EVENT_COLUMNS, INTEGRAL_FLOAT_TEXT, MAX_TS, POSITIVE, dated, mixed_epoch_units
+from conrec.data.sources.common import (
+    DECIMAL_COMMA,
+    INFER_ROWS,
+    PER_SECOND,
+    csv_separator,
+    existing_file,
+    first_line,
+    float_id_columns,
+    refuse_feedback_words,
+    renaming,
+)
 from conrec.data.splits import NO_CUT, SAMPLE_SCHEMA, SPLITS, Cutoffs, cutoffs_from
 from conrec.data.stats import EventParts, SampleParts
 from conrec.data.windows import horizon_seconds
@@ -375,8 +385,8 @@ def _id_text(df: DataFrame, column: str, whole: bool) -> Column:
 def _whole_float_ids(df: DataFrame, columns: list[str]) -> dict[str, bool]:
     """Per id column of ``columns`` (text or float), whether every id is an integer written as a float, in
     one Spark job: :func:`conrec.data.schema.integral_float_ids`, which the polars engines ask (a text
-    column: every id an integer and the same run of zeros, ``32.0``; a float one: every finite id an
-    integer below 2**63)."""
+    column: an id written so, ``32.0``, no decimal like ``0.5`` and no two ids that would become one,
+    ``10`` and ``10.0``; a float one: every finite id an integer below 2**63)."""
     if not columns:
         return {}
     checks = []
@@ -387,9 +397,10 @@ def _whole_float_ids(df: DataFrame, columns: list[str]) -> dict[str, bool]:
             ok = x.isNull() | ~finite | ((F.abs(x) < 2.0**63) & (x == F.floor(x)))
             checks.append((F.min(ok.cast("int")) == 1) & (F.max(finite.cast("int")) == 1))
         else:
-            zeros = F.when(x.rlike(INTEGRAL_FLOAT_ZEROS), F.length(F.regexp_extract(x, INTEGRAL_FLOAT_ZEROS, 1)))
-            ok = x.isNull() | x.rlike(INTEGRAL_FLOAT_ZEROS)
-            checks.append((F.min(ok.cast("int")) == 1) & F.coalesce(F.min(zeros) == F.max(zeros), F.lit(False)))
+            written = F.max(x.rlike(INTEGRAL_FLOAT_TEXT).cast("int")) == 1
+            decimal = F.max(x.rlike(DECIMAL_TEXT).cast("int")) == 1
+            merged = F.countDistinct(F.regexp_replace(x, INTEGRAL_FLOAT_TEXT, "$1")) != F.countDistinct(x)
+            checks.append(written & ~decimal & ~merged)
     row = df.agg(*[F.coalesce(check, F.lit(False)).alias(c) for check, c in zip(checks, columns)]).first()
     return {c: bool(row[c]) if row is not None else False for c in columns}
 
@@ -413,7 +424,10 @@ def _read_csv_ids_as_text(spark: SparkSession, path: str, cfg: DataConfig) -> Da
     times = {"ts"} | {src for src, dst in cfg.columns.items() if dst == "ts"} if cfg.ts_format is not None else set()
     schema = StructType([StructField(f.name, StringType()) if f.name in ids | times else f for f in inferred.fields])
     df = reader.schema(schema).csv(path)
-    floats = [f.name for f in inferred.fields if f.name in ids and f.dataType.typeName() in ("double", "float")]
+    # the id columns whose first rows read as floats, as the polars engines infer them (Spark infers from the whole
+    # file: one text id after row 10,000 made the column text, and its 32.0 kept the .0 polars drops)
+    first_rows = pl.scan_csv(path, separator=csv_separator(Path(path)), infer_schema_length=INFER_ROWS).collect_schema()
+    floats = float_id_columns(first_rows, {f.name: pl.String() for f in inferred.fields if f.name in ids})
     for c, whole in _whole_float_ids(df, floats).items():  # ids written as floats (pandas: 32.0): their integer text, as polars reads them
         if whole:
             df = df.withColumn(c, F.regexp_replace(F.col(c), INTEGRAL_FLOAT_TEXT, "$1"))
@@ -778,6 +792,14 @@ def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cf
     return ev, n_items, dropped
 
 
+def _unknown_item_details(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame) -> dict[str, str]:
+    """The ``.0`` hint for events dropped on unknown items (:func:`conrec.data.repair.unknown_item_details`),
+    from a few of their distinct ids: one more Spark job, only when some were dropped."""
+    items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
+    unknown = raw.select("item_id").where(F.col("item_id").isNotNull()).join(items, on="item_id", how="left_anti").distinct()
+    return unknown_item_details([r[0] for r in unknown.limit(UNKNOWN_SAMPLE).collect()], items_pl["item_id"].to_list())
+
+
 def write_events(ev: DataFrame, work: Path, path: Path) -> None:
     """The canonical events file: by user, time and input row, as the polars engines write it."""
     _write_single(ev.orderBy("user_id", "ts", _ROW).select(*EVENT_COLUMNS), work, path, dict(EVENT_COLUMNS))
@@ -788,6 +810,7 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
     log, and the stage's progress said nothing meanwhile)."""
     step("checking the events")
     ev, n_items, dropped = clean_events(spark, raw, items_pl, cfg)
+    details = _unknown_item_details(spark, raw, items_pl) if dropped.get("unknown_item") else {}
     step("finding the split cut-offs")
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
     cuts = cutoffs_from(valid, test)
@@ -824,4 +847,4 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
         hist += int(h)
     samples.unpersist()
     ev.unpersist()
-    return BuildResult(cuts, ev_parts, SampleParts(count=count, hist_len=hist, future_len=future), n_items, dropped=dropped)
+    return BuildResult(cuts, ev_parts, SampleParts(count=count, hist_len=hist, future_len=future), n_items, dropped=dropped, details=details)
