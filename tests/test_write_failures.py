@@ -1,5 +1,7 @@
 """A full disk, a file size limit or a quota met while conrec writes is one line naming the file (or the stage
-directory) and the cause, exit 2, as a read-only directory is; never a library's traceback.
+directory) and the cause, exit 2, as a read-only directory is, not a library's traceback. Not covered: the Hugging
+Face Trainer's own ``torch.save`` of optimizer.pt, scheduler.pt and its RNG state (PyTorch's errno-less
+``RuntimeError`` from inline_container.cc), which conrec does not call.
 
 Found by a full-disk probe (tmpfs mounts of 60 KB to 26 MB, and ``ulimit -f``): safetensors' ``SafetensorError``
 (SFT's and GRPO's model save), tokenizers' bare ``Exception`` (the tokenizer save), polars' ``ComputeError`` (the
@@ -198,3 +200,33 @@ def test_a_run_with_nothing_to_run_writes_nothing_so_a_full_disk_does_not_stop_i
     monkeypatch.setattr(conrec.io, "locked_temp_dir", full)  # every atomic write
     assert run_pipeline(cfg, console=Console(quiet=True)) == {}
     assert run_files(run.root) == kept and (run.root / "config.yaml").stat().st_mtime_ns == written
+
+
+TORCH_UNDER_LIMIT = """
+import resource, signal, sys, torch
+from conrec.errors import write_error_line
+from conrec.llm.training.ema import EmaWeights
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    EmaWeights(torch.nn.Linear(256, 256), 0.9).save(sys.argv[1])
+except Exception as exc:
+    print(type(exc).__name__, write_error_line(exc))
+"""
+
+
+def test_a_torch_save_past_a_file_size_limit_is_one_line_naming_the_file(tmp_path):
+    """Found in review: on a full disk (a 64 KB tmpfs) or past ``ulimit -f``, ``torch.save`` to a path raised PyTorch's
+    ``RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534``, no errno, a traceback.
+    conrec's own saves (the EMA and early-stopping states, the SID quantizer) now write through a Python file object
+    (conrec.io.write_torch), so the error is the kernel's, named by file. A real limit, in a process of its own; the
+    Hugging Face Trainer's optimizer.pt, scheduler.pt and RNG state are still its own torch.save calls."""
+    import os
+    import subprocess
+    import sys
+
+    target = tmp_path / "ema.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")) if p)}
+    out = subprocess.run([sys.executable, "-c", TORCH_UNDER_LIMIT, str(target)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == f"OSError {target}: File too large", out.stdout + out.stderr
+    assert not target.exists() and not [p for p in tmp_path.iterdir()]  # the temporary went too

@@ -316,6 +316,26 @@ def write_npy(array: np.ndarray, path: str | os.PathLike[str]) -> Path:
     return Path(path)
 
 
+def write_torch(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` of ``obj``, atomically, through a Python file object.
+
+    Why the file object: given a path, PyTorch writes through its own C++ writer, whose full disk or file size
+    limit is a ``RuntimeError`` with no errno ("[enforce fail at inline_container.cc] . unexpected pos"), a
+    traceback; through a file object the write is Python's and raises the ``OSError``, which names ``path`` in one
+    line. PyTorch then fails again closing its archive, with that ``RuntimeError``: the ``OSError`` before it is raised."""
+    import torch  # here, not at the top: the data engines import this module and need no torch
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            try:
+                torch.save(obj, fh)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):  # the write's own error, which the archive's close hid
+                    raise exc.__context__ from exc
+                raise
+    return Path(path)
+
+
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     """Write ``text`` as UTF-8 (whatever the machine's locale: configs are read as UTF-8), atomically."""
     with atomic_path(path) as tmp:

@@ -26,7 +26,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from conrec.console_text import shown
-from conrec.io import atomic_path, write_json, write_npy
+from conrec.io import write_json, write_npy, write_torch
 from conrec.progress import stage_progress
 from conrec.runs import RunDir
 from conrec.sid.category_level import with_category_level
@@ -188,18 +188,17 @@ def run(
         "notes": notes,
     }
 
-    with atomic_path(rd.quantizer) as tmp:
-        torch.save(
-            {
-                "quantizer": result.state,
-                "fusion_state": {k: torch.from_numpy(np.asarray(v)) for k, v in cast(dict[str, Any], enc_info.get("fusion_state") or {}).items()},
-                "encoder": stats["encoder"],
-                "codebook_sizes": final_sizes,
-                "prefix_levels": prefix_levels,  # SID levels before the quantizer's own (item_vectors.reconstruct skips them)
-                "seed": seed,
-            },
-            tmp,
-        )
+    write_torch(
+        {
+            "quantizer": result.state,
+            "fusion_state": {k: torch.from_numpy(np.asarray(v)) for k, v in cast(dict[str, Any], enc_info.get("fusion_state") or {}).items()},
+            "encoder": stats["encoder"],
+            "codebook_sizes": final_sizes,
+            "prefix_levels": prefix_levels,  # SID levels before the quantizer's own (item_vectors.reconstruct skips them)
+            "seed": seed,
+        },
+        rd.quantizer,
+    )
     sid_map.to_parquet(rd.sid_map)
     write_json(stats, rd.sid / "stats.json")
     _print_summary(console, stats)

@@ -34,6 +34,7 @@ from rich.console import Console
 from transformers import TrainerCallback
 
 from conrec.eval.metrics import fhr_at_k
+from conrec.io import write_torch
 from conrec.llm.config import DecodeConfig, EarlyStoppingConfig, PromptConfig
 from conrec.llm.model.checkpoints import saved_checkpoint
 from conrec.runs import RunDir
@@ -133,7 +134,7 @@ class ValidFhrCallback(TrainerCallback):
         return control
 
     def save(self, path: Path) -> None:
-        torch.save(
+        write_torch(
             {"curve": self.curve, "best": self.best, "best_step": self.best_step, "since_best": self._since_best, "best_state": self.best_state},
             path,
         )

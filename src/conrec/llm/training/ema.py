@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from conrec.io import write_torch
 from conrec.llm.model.checkpoints import saved_checkpoint
 
 EMA_FILE = "ema.pt"
@@ -62,7 +63,7 @@ class EmaWeights(TrainerCallback):
                 p.copy_(self.shadow[n])
 
     def save(self, path: Path) -> None:
-        torch.save({"decay": self.decay, "updates": self.updates, "shadow": self.shadow}, path)
+        write_torch({"decay": self.decay, "updates": self.updates, "shadow": self.shadow}, path)
 
     def load(self, path: Path) -> None:
         """Continue the average saved with a checkpoint (same parameters; the config fingerprint guarantees it)."""
