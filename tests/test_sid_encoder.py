@@ -242,6 +242,28 @@ def test_a_cache_that_cannot_be_written_is_one_note_and_the_vectors_are_still_re
     assert "\n" not in note and note.endswith("set sid.encoder.cache_dir to a writable directory (or sid.encoder.cache: false)")
 
 
+def test_a_cache_that_cannot_be_searched_is_one_note_and_the_vectors_are_still_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache directory without search permission makes Path.exists raise EACCES (for any user but root): that was a
+    traceback before the encoder ran; the cache is only a cache, so it is one note and the items are encoded."""
+    import errno
+
+    cache = tmp_path / "cache"
+    real_exists = Path.exists
+
+    def exists(self: Path, *args, **kwargs) -> bool:  # type: ignore[no-untyped-def]
+        if self.parent == cache:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    vectors, info = encode_items(_items(), EncoderConfig(cache_dir=cache, batch_size=4), encoder=CountingEncoder())
+    assert vectors.shape == (6, 16) and not info["cache_hit"]
+    [note] = info["cache_notes"]  # type: ignore[misc]
+    assert note.startswith(f"sid.encoder.cache_dir {cache} cannot be read (Permission denied)") and "\n" not in note
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [

@@ -207,7 +207,15 @@ def encode_texts(
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{cache_key(encoder.model_id, texts)}.npy"
-        if path.exists():
+        try:
+            present = path.exists()
+        except OSError as exc:  # a directory without search permission (not root): Path.exists raises EACCES
+            (say or _warn)(
+                f"sid.encoder.cache_dir {cache_dir} cannot be read ({exc.strerror or exc}), so the item vectors were "
+                "encoded without the cache; set sid.encoder.cache_dir to a readable, writable directory (or sid.encoder.cache: false)"
+            )
+            present, path = False, None
+        if present and path is not None:
             cached, problem = _cached_vectors(path, len(texts))
             if cached is not None:
                 return cached, True
