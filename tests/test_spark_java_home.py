@@ -47,3 +47,25 @@ def test_a_java_home_pointing_at_the_jdks_bin_names_its_root(engine, tmp_path):
     assert f"set it to {jdk}, the JDK's root" in engine.java_home_problem(str(jdk / "bin"))
     (jdk / "bin" / "java").chmod(0o644)  # not executable
     assert "has no bin/java" in engine.java_home_problem(str(jdk))
+
+
+def test_a_jvm_that_cannot_start_is_quoted_with_its_reason(engine, tmp_path):
+    """The first line alone ("Error occurred during initialization of VM") said that the JVM failed, not why."""
+    log = tmp_path / "spark.log"
+    log.write_text("WARNING: Using incubator modules\nError occurred during initialization of VM\n"
+                   "Could not reserve enough space for 68719476736KB object heap\nmore\n")
+    head = engine._log_head(log)
+    assert "Error occurred during initialization of VM / Could not reserve enough space" in head and "more" not in head
+
+
+def test_a_jvm_that_died_mid_job_is_named_by_its_logs_last_error(engine, tmp_path, monkeypatch):
+    """Py4J says only "Answer from Java side is empty" when the JVM dies; its log says why."""
+    from py4j.protocol import Py4JError
+
+    log = tmp_path / "spark.log"
+    log.write_text("INFO starting\nERROR Executor: Exception in task 0.0\njava.lang.OutOfMemoryError: Java heap space\nINFO bye\n")
+    monkeypatch.setattr(engine, "_jvm_log", log)
+    msg = str(engine.spark_failure(Py4JError("Answer from Java side is empty")))
+    assert "\n" not in msg
+    assert msg == (f"data.engine: spark failed: Answer from Java side is empty; the log's last error: "
+                   f"java.lang.OutOfMemoryError: Java heap space (Spark's log: {log})")

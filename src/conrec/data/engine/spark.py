@@ -145,8 +145,27 @@ def _log_head(log: Path | None) -> str:
         lines = None
     if lines is None:
         return ""
-    said = next((ln.strip() for ln in lines if ln.strip() and not ln.startswith("WARNING: ")), None)
-    return (f"; it said: {said!r}" if said else "") + f"; Spark's log: {log}"
+    said = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("WARNING: ")][:2]
+    if said[:1] != [_VM_INIT]:  # the second line is spark-class's shell noise, but after the JVM's own "could not
+        said = said[:1]  # initialise" it says why ("Could not reserve enough space for ... object heap")
+    return (f"; it said: {' / '.join(said)!r}" if said else "") + f"; Spark's log: {log}"
+
+
+_VM_INIT = "Error occurred during initialization of VM"
+
+
+_LOG_FAILURE = ("Exception", "Error", "OutOfMemory", "Killed")
+
+
+def _log_failure(log: Path | None) -> str | None:
+    """The last line of ``log`` that names an exception or error (an ``OutOfMemoryError``, a killed executor), None if
+    there is none or no log. Why: a JVM that dies mid-job leaves Py4J with only "Answer from Java side is empty"; what
+    happened is in the JVM's own output, which now goes to the log rather than the terminal."""
+    try:
+        lines = log.read_text(errors="replace").splitlines() if log is not None else []
+    except OSError:
+        return None
+    return next((ln.strip() for ln in reversed(lines) if any(word in ln for word in _LOG_FAILURE)), None)
 
 
 def spark_said(exc: BaseException) -> str:
@@ -164,7 +183,10 @@ def _see_log() -> str:
 def spark_failure(exc: Exception) -> ConrecError:
     """A failed Spark call (a Py4J error, a pyspark exception) as one line: what Spark said first, and where the
     JVM this process started keeps the rest (its WARN and ERROR lines, the stack traces)."""
-    return ConrecError(f"data.engine: spark failed: {spark_said(exc)}{_see_log()}")
+    said = spark_said(exc)
+    if getattr(exc, "java_exception", None) is None and (logged := _log_failure(_jvm_log)) is not None:
+        said = f"{said}; the log's last error: {logged}"  # no Java exception came back: the JVM itself failed
+    return ConrecError(f"data.engine: spark failed: {said}{_see_log()}")
 
 
 def _launches_jvm() -> bool:
