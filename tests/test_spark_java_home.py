@@ -69,3 +69,7 @@ def test_a_jvm_that_died_mid_job_is_named_by_its_logs_last_error(engine, tmp_pat
     assert "\n" not in msg
     assert msg == (f"data.engine: spark failed: Answer from Java side is empty; the log's last error: "
                    f"java.lang.OutOfMemoryError: Java heap space (Spark's log: {log})")
+    # a Python-side pyspark error is not the JVM's: the log is not searched for it
+    from pyspark.errors import PySparkValueError
+
+    assert "the log's last error" not in str(engine.spark_failure(PySparkValueError("bad value")))

@@ -184,8 +184,8 @@ def spark_failure(exc: Exception) -> ConrecError:
     """A failed Spark call (a Py4J error, a pyspark exception) as one line: what Spark said first, and where the
     JVM this process started keeps the rest (its WARN and ERROR lines, the stack traces)."""
     said = spark_said(exc)
-    if getattr(exc, "java_exception", None) is None and (logged := _log_failure(_jvm_log)) is not None:
-        said = f"{said}; the log's last error: {logged}"  # no Java exception came back: the JVM itself failed
+    if isinstance(exc, Py4JError) and getattr(exc, "java_exception", None) is None and (logged := _log_failure(_jvm_log)):
+        said = f"{said}; the log's last error: {logged}"  # Py4J got no Java exception back: the JVM itself failed
     return ConrecError(f"data.engine: spark failed: {said}{_see_log()}")
 
 
