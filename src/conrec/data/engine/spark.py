@@ -139,10 +139,7 @@ def _log_head(log: Path | None) -> str:
     """``; it said: '...'; Spark's log: <log>``, empty where no JVM was started with that log. The first line but the
     JVM's own notices ("WARNING: Using incubator modules") says why it did not start ("JAVA_HOME is not set", the
     java's own error); spark-class's shell noise follows it."""
-    try:
-        lines = log.read_text(errors="replace").splitlines() if log is not None else None
-    except OSError:
-        lines = None
+    lines = _log_lines(log)
     if lines is None:
         return ""
     said = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("WARNING: ")][:2]
@@ -161,11 +158,15 @@ def _log_failure(log: Path | None) -> str | None:
     """The last line of ``log`` that names an exception or error (an ``OutOfMemoryError``, a killed executor), None if
     there is none or no log. Why: a JVM that dies mid-job leaves Py4J with only "Answer from Java side is empty"; what
     happened is in the JVM's own output, which now goes to the log rather than the terminal."""
+    return next((ln.strip() for ln in reversed(_log_lines(log) or []) if any(word in ln for word in _LOG_FAILURE)), None)
+
+
+def _log_lines(log: Path | None) -> list[str] | None:
+    """The lines of Spark's log, None where there is no log or it cannot be read."""
     try:
-        lines = log.read_text(errors="replace").splitlines() if log is not None else []
+        return log.read_text(errors="replace").splitlines() if log is not None else None
     except OSError:
         return None
-    return next((ln.strip() for ln in reversed(lines) if any(word in ln for word in _LOG_FAILURE)), None)
 
 
 def spark_said(exc: BaseException) -> str:
