@@ -481,7 +481,8 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
     # the inputs' identities too: checkpoints trained on samples a data rerun replaced must not be resumed
     place = str(out.resolve())
     owner = f"{received_fingerprint('sft', sections, rd.root)}:{sorted(rd.input_identities('sft').items())}:{place}"
-    n_processes = PartialState(cpu=compute.use_cpu).num_processes
+    state = PartialState(cpu=compute.use_cpu)  # accelerate's shared state: the launch's processes and this one's rank
+    n_processes = state.num_processes
     # read by every process before any writes the record: each refuses, so every one exits
     if (changed := process_change(resumed_processes(ckpt_dir, owner, resume), n_processes)) is not None:
         raise ConfigError(f"SFT: {changed}")
@@ -511,14 +512,14 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
         model = _with_lora(model, tr.lora, new_ids)
     add_training_dropout(model, tr.dropout)
 
-    is_main = PartialState(cpu=compute.use_cpu).is_main_process
+    is_main = state.is_main_process
     if is_main and (why := discard_reason(ckpt_dir, owner, resume, place)) is not None:
         console.print(f"[yellow]SFT: the earlier run's checkpoints are discarded ({why}): training starts from step 0[/]",
                       soft_wrap=True)  # one line, also in an 80-column log
     kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main, n_processes)
-    PartialState().wait_for_everyone()
+    state.wait_for_everyone()
     resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
-    PartialState().wait_for_everyone()
+    state.wait_for_everyone()
 
     args = SFTConfig(
         output_dir=str(ckpt_dir),
