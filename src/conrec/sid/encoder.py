@@ -204,13 +204,14 @@ def encode_texts(
 ) -> tuple[np.ndarray, bool]:
     """L2-normalised vectors of ``texts`` and whether they came from the cache. ``say``: where a cache problem is told
     (one line each; None: a warning): the cache is only a cache, so none of them fails the encoding."""
+    say = say or _warn
     path = None
     if cache_dir is not None:
         path = Path(cache_dir).expanduser() / f"{cache_key(encoder.model_id, texts)}.npy"
         try:
             present = path.exists()
         except OSError as exc:  # a directory without search permission (not root): Path.exists raises EACCES
-            (say or _warn)(
+            say(
                 f"sid.encoder.cache_dir {cache_dir} cannot be read ({exc.strerror or exc}), so the item vectors were "
                 "encoded without the cache; set sid.encoder.cache_dir to a readable, writable directory (or sid.encoder.cache: false)"
             )
@@ -219,7 +220,7 @@ def encode_texts(
             cached, problem = _cached_vectors(path, len(texts))
             if cached is not None:
                 return cached, True
-            (say or _warn)(
+            say(
                 f"the cached item vectors {path} (sid.encoder.cache_dir) are not usable ({problem}): encoded again, and "
                 "the cache entry rewritten"
             )
@@ -265,7 +266,7 @@ def _cached_vectors(path: Path, n_texts: int) -> tuple[np.ndarray | None, str]:
     return vectors, ""
 
 
-def _write_cache(vectors: np.ndarray, path: Path, cache_dir: Path, say: Callable[[str], None] | None) -> None:
+def _write_cache(vectors: np.ndarray, path: Path, cache_dir: Path, say: Callable[[str], None]) -> None:
     """Write the cache entry ``path``, or say in one line, naming ``sid.encoder.cache_dir``, that it cannot be written.
 
     Why: a read-only home, a full disk or a file where the directory goes failed the whole sid stage after every item
@@ -274,7 +275,7 @@ def _write_cache(vectors: np.ndarray, path: Path, cache_dir: Path, say: Callable
         write_npy(vectors, path)
     except OSError as exc:
         why = f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
-        (say or _warn)(
+        say(
             f"sid.encoder.cache_dir {cache_dir} cannot be written ({why}), so the item vectors were not cached; set "
             "sid.encoder.cache_dir to a writable directory (or sid.encoder.cache: false)"
         )
