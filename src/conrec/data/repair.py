@@ -326,12 +326,12 @@ def repair_events(events: pl.DataFrame, items: pl.DataFrame, log: RepairLog, sou
         out = drop_rows(out, kinds["bad_feedback"], "bad_feedback", log, source, "feedback")
     unknown = kinds["unknown_item"]
     kept = drop_rows(out, unknown, "unknown_item", log, source, "item_id")
-    if kept.height < out.height:
-        log.details.update(unknown_item_details(out.filter(unknown)["item_id"].unique().to_list(), known.to_list()))
+    unknown_ids = out.filter(unknown)["item_id"].unique(maintain_order=True).to_list() if kept.height < out.height else []
+    if unknown_ids:
+        log.details.update(unknown_item_details(unknown_ids, known.to_list()))
     event_kinds = {k: n for k, n in log.counts.items() if k not in ITEM_KINDS}
     if kept.height == 0 and event_kinds:  # every row dropped: say why here, not "no events" later
-        examples = out.filter(unknown)["item_id"].unique(maintain_order=True).head(3).to_list()
-        raise nothing_valid(source, event_kinds, examples, known.to_list())
+        raise nothing_valid(source, event_kinds, unknown_ids[:3], known.to_list())
     out = kept
     before = out.height
     keys = ["user_id", "item_id", "ts", "feedback"]
