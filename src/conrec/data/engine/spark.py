@@ -401,7 +401,7 @@ def _id_text(df: DataFrame, column: str, whole: bool) -> Column:
     text = x.cast("string")
     if dict(df.dtypes)[column] in ("double", "float"):  # Spark writes 10000006.0 as 1.0000006E7: the integer's own text
         missing = F.isnan(x) | (F.abs(x) == float("inf"))
-        text = F.when(missing, F.lit(None)).when(F.lit(whole), F.floor(x).cast("string")).otherwise(text)
+        text = F.when(missing, F.lit(None)).otherwise(F.floor(x).cast("string") if whole else text)
     return text.alias(column)
 
 
