@@ -525,6 +525,40 @@ def test_logs_mixing_integer_ids_written_as_floats_with_others_keep_their_events
         assert pl.read_parquet(run.data / "events.parquet").height == 10_009
 
 
+def test_the_point_zero_verdict_is_one_pass_per_file_and_anew_when_the_file_changes(tmp_path, monkeypatch):
+    """Found in review: whether an id column's ``.0`` goes (a pass over the whole file) was asked at every scan of the
+    events file, and a streaming run scans it twice (for its items, then its events): one more read of the file per run.
+    It is remembered per file: a run asks it once, a rewritten file is judged anew, and two ``data.columns`` that name
+    different columns of one file each get their column's verdict."""
+    from conrec.data.engine import scan
+    from conrec.data.engine.scan import scan_table
+
+    asked: list[str] = []
+
+    def counted(column: str, dtype: pl.DataType) -> pl.Expr:
+        asked.append(column)
+        return integral_float_ids(column, dtype)
+
+    integral_float_ids = scan.integral_float_ids
+    monkeypatch.setattr(scan, "integral_float_ids", counted)
+    ev = tmp_path / "ev.csv"
+    rows = [f"u{k % 10},{10 + k % 20}.0,{1_700_000_000 + k * 3600},{-1 if k % 4 == 0 else 1}\n" for k in range(300)]
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(rows))
+    run, _ = _run(tmp_path, "once", {"source": "table", "events_path": str(ev), "streaming": "on"})
+    assert asked == ["item_id"]  # the user ids (u0) are text: no verdict to ask
+    assert "10" in pl.read_parquet(run.data / "events.parquet")["item_id"].to_list()
+    ev.write_text("user_id,item_id,ts,feedback\n" + "".join(rows) + "u1,0.5,1700000000,1\n")  # a decimal: the ids stay as written
+    cfg = load_config(None, {"data": {"source": "table", "events_path": str(ev)}}).data
+    assert "10.0" in scan_table(cfg).collect()["item_id"].to_list()
+    assert asked == ["item_id"] * 2
+    floats = tmp_path / "floats.parquet"  # column a: integers written as floats; b: one is 0.5
+    pl.DataFrame({"u": ["u1", "u2"], "a": [10.0, 20.0], "b": [10.0, 0.5], "ts": [1_700_000_000] * 2, "feedback": [1, -1]}).write_parquet(floats)
+    for column, want in (("a", ["10", "20"]), ("b", ["10.0", "0.5"]), ("a", ["10", "20"])):
+        cfg = load_config(None, {"data": {"source": "table", "events_path": str(floats), "columns": {"u": "user_id", column: "item_id"}}}).data
+        assert scan_table(cfg).collect()["item_id"].to_list() == want, column
+    assert asked == ["item_id"] * 4  # a and b once each
+
+
 def test_events_dropped_on_ids_that_differ_by_a_point_zero_say_so(tmp_path):
     """Found in review: when some, not all, events were on item ids that differ from the items file's by a ``.0``
     (``10.0`` beside ``10``, kept as written since both are there), the warning said only "N event(s) on item ids

@@ -93,21 +93,37 @@ def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars", head
         texts, _ = csv_reading(inferred, ids, values)
         lf = pl.scan_csv(path, schema_overrides=texts, **options)
         floats = float_id_columns(inferred, ids)
-        whole = dict.fromkeys(floats, False) if header_only else _whole_float_ids(lf, {c: pl.String() for c in floats})
+        whole = dict.fromkeys(floats, False) if header_only else _whole_float_ids(path, lf, {c: pl.String() for c in floats})
         return lf.with_columns(csv_reading(inferred, ids, values, whole)[1])
     if engine == "spark":
         raise DataValidationError(f"events file {path}: the Spark engine reads .parquet, .csv or .tsv (not {fmt!r})")
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-def _whole_float_ids(lf: pl.LazyFrame, columns: dict[str, pl.DataType]) -> dict[str, bool]:
-    """Per id column of ``columns`` (text or float), whether every id is an integer written as a float
-    (:func:`conrec.data.schema.integral_float_ids`), in one streaming pass of its own: asked inside the
-    query, the answer would be an aggregate over the whole log in every later pass (and over the rows a
-    filter kept, where the loader asks it of every row)."""
+_ID_VERDICTS: dict[Path, tuple[tuple[int, int], dict[tuple[str, str], bool]]] = {}
+"""Per events file (resolved): its (mtime_ns, size) when judged, and :func:`_whole_float_ids`' verdict per (source
+column, type). A stage run scans the file more than once (its items, then its events; the bad feedback's detail),
+and each scan asked the verdict again: one more pass over the whole file each time. A file changed since is judged anew."""
+
+
+def _whole_float_ids(path: Path, lf: pl.LazyFrame, columns: dict[str, pl.DataType], sources: dict[str, str] | None = None) -> dict[str, bool]:
+    """Per id column of ``columns`` (text or float) of ``lf``, the scan of ``path``, whether every id is an integer
+    written as a float (:func:`conrec.data.schema.integral_float_ids`), in one streaming pass of its own: asked inside the
+    query, the answer would be an aggregate over the whole log in every later pass (and over the rows a filter kept,
+    where the loader asks it of every row). Remembered per file (:data:`_ID_VERDICTS`); ``sources``: the file's name of
+    a column ``lf`` renamed (the verdict is about the file's column, whatever ``data.columns`` calls it)."""
     if not columns:
         return {}
-    return lf.select(integral_float_ids(c, t) for c, t in columns.items()).collect(engine="streaming").row(0, named=True)
+    stat = path.stat()  # before the read: a file changed during it is judged anew next time
+    stamp, verdicts = _ID_VERDICTS.get(path.resolve(), (None, {}))
+    if stamp != (stat.st_mtime_ns, stat.st_size):
+        verdicts = {}
+        _ID_VERDICTS[path.resolve()] = ((stat.st_mtime_ns, stat.st_size), verdicts)
+    key = {c: ((sources or {}).get(c, c), str(t)) for c, t in columns.items()}
+    if asked := {c: t for c, t in columns.items() if key[c] not in verdicts}:
+        row = lf.select(integral_float_ids(c, t) for c, t in asked.items()).collect(engine="streaming").row(0, named=True)
+        verdicts.update({key[c]: row[c] for c in asked})
+    return {c: verdicts[key[c]] for c in columns}
 
 
 def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool = False) -> pl.LazyFrame:
@@ -155,7 +171,8 @@ def scan_table(cfg: DataConfig, keep_neutral: bool = False, source_values: bool 
     # neutral events stay under drop, for check_event_rules to count (neutral_rating, neutral_feedback), as the loader counts them
     keep_neutral = keep_neutral and cfg.on_invalid == "drop"
     kept = lf.filter(pl.col("feedback").is_null() | (pl.col("feedback") != 0))
-    whole = _whole_float_ids(lf, {c: schema[c] for c in ("user_id", "item_id") if schema[c].is_float()})  # a Parquet file's float ids
+    floats = {c: schema[c] for c in ("user_id", "item_id") if schema[c].is_float()}  # a Parquet file's float ids
+    whole = _whole_float_ids(path, lf, floats, {dst: src for src, dst in renames.items()})
     out = (lf if keep_neutral else kept).select(
         id_as_text("user_id", schema["user_id"], whole.get("user_id")),
         id_as_text("item_id", schema["item_id"], whole.get("item_id")),
