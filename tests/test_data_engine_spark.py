@@ -88,7 +88,7 @@ def assert_reads_like_polars(tmp_path: Path, name: str, data: dict[str, Any]) ->
     stage's ``events.parquet``, order and dtypes included), invalid-row counts and items with events.
     Returns the polars run and its stats for further checks."""
     from conrec.data.engine.scan import scan_table, table_items
-    from conrec.data.engine.spark import clean_events, read_table, spark_session, write_events
+    from conrec.data.engine.spark import clean_events, item_table, read_table, spark_session, write_events
     from conrec.data.repair import RepairLog
 
     ref, ref_stats = _run(tmp_path, f"{name}_polars", data)
@@ -96,7 +96,7 @@ def assert_reads_like_polars(tmp_path: Path, name: str, data: dict[str, Any]) ->
     log = RepairLog(cfg.on_invalid)
     items = table_items(cfg, scan_table(cfg), log)  # as the stage does for an engine that reads the file itself
     spark = spark_session(cfg.spark)
-    ev, items_with_events, dropped = clean_events(spark, read_table(spark, cfg), items, cfg)
+    ev, items_with_events, dropped = clean_events(read_table(spark, cfg), item_table(spark, items), cfg)
     for kind, n in dropped.items():
         log.record(kind, n, "events")
     path = tmp_path / name / "events.parquet"
@@ -169,15 +169,26 @@ def test_spark_refuses_unknown_items_in_one_line_under_on_invalid_error(spark, t
         _run(tmp_path, "none", {**data, "on_invalid": "drop"})
 
 
-def test_spark_drops_and_counts_invalid_rows_and_duplicates_like_polars(spark, tmp_path):
+def test_spark_drops_and_counts_invalid_rows_and_duplicates_like_polars(spark, tmp_path, monkeypatch):
     """Every kind of invalid row and exact duplicates dropped and counted
     as the polars loader does, float timestamps read, the items file repaired: the same run. Under
-    ``on_invalid: error`` the duplicates stop it, with nothing published."""
+    ``on_invalid: error`` the duplicates stop it, with nothing published. The item table goes to the JVM once,
+    although events on unknown items need it twice (the checks, then the ``.0`` hint): it went twice."""
     from conrec.errors import DataValidationError
 
     data, expected = warty_table(tmp_path)
     ref, ref_stats = _run(tmp_path, "polars", data)
-    got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    sent: list[object] = []
+    create = SparkSession.createDataFrame
+
+    def counted(self: SparkSession, *args: Any, **kwargs: Any) -> Any:
+        sent.append(args)
+        return create(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(SparkSession, "createDataFrame", counted)
+        got, _ = _run(tmp_path, "spark", {**data, "engine": "spark", "spark": SPARK})
+    assert len(sent) == 1 and expected["unknown_item"] > 0
     assert ref_stats["invalid_rows"] == {"policy": "drop", **expected} and expected["duplicate_event"] > 0
     assert_same_run(ref, got)
     clean = edge_case_events()
@@ -443,7 +454,7 @@ def test_spark_reads_logs_mixing_integer_ids_written_as_floats_with_others_like_
     """A concat of ``33.0``-style and bare-integer ids, and float-looking ids with a text id after row 10,000 (which
     Spark's own inference, over the whole file, made a text column), lose their ``.0`` as polars reads them; events
     dropped on ids that differ from the items file's by a ``.0`` alone say so."""
-    from conrec.data.engine.spark import _unknown_item_details, read_table, spark_session
+    from conrec.data.engine.spark import _unknown_item_details, item_table, read_table, spark_session
 
     concat, late, items = mixed_float_id_logs(tmp_path)
     assert_reads_like_polars(tmp_path, "concat", concat)
@@ -454,7 +465,7 @@ def test_spark_reads_logs_mixing_integer_ids_written_as_floats_with_others_like_
     assert_reads_like_polars(tmp_path, "both", data)
     cfg = load_config(None, {"run_dir": str(tmp_path / "both_spark"), "data": {**data, "engine": "spark", "spark": SPARK}}).data
     items_pl = pl.DataFrame({"item_id": [str(k) for k in range(50)]})
-    hint = _unknown_item_details(spark_session(cfg.spark), read_table(spark_session(cfg.spark), cfg), items_pl)
+    hint = _unknown_item_details(read_table(spark_session(cfg.spark), cfg), item_table(spark_session(cfg.spark), items_pl), items_pl)
     assert hint["unknown_item"].startswith("the ids differ by a '.0' (")
 
 

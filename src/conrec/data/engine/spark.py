@@ -794,12 +794,17 @@ def _write_single(df: DataFrame, work: Path, path: Path, schema: dict[str, pl.Da
             write(pl.DataFrame(schema=schema))
 
 
-def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: DataConfig) -> tuple[DataFrame, int, dict[str, int]]:
+def item_table(spark: SparkSession, items_pl: pl.DataFrame) -> DataFrame:
+    """The items' ids as a Spark table, sent to the JVM once per build for both its readers (:func:`clean_events`,
+    :func:`_unknown_item_details`): each sent its own, twice a catalogue of millions of ids."""
+    return spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
+
+
+def clean_events(raw: DataFrame, items: DataFrame, cfg: DataConfig) -> tuple[DataFrame, int, dict[str, int]]:
     """The valid, deduplicated events with their per-user position ``pos`` (cached), the number of items
     with events, and the rows dropped per kind: everything the stage's outputs derive from. Its own
     function so that tests can compare how each file layout is *read* without the seconds of Spark
-    jobs that labelling costs (the labelling is compared whole on the split settings)."""
-    items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
+    jobs that labelling costs (the labelling is compared whole on the split settings). ``items``: :func:`item_table`."""
     # a loader's table (events.frame) is valid and deduplicated already: only the file Spark read itself may
     # hold invalid rows and exact duplicates
     from_file = cfg.source == "table"
@@ -815,10 +820,10 @@ def clean_events(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cf
     return ev, n_items, dropped
 
 
-def _unknown_item_details(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame) -> dict[str, str]:
+def _unknown_item_details(raw: DataFrame, items: DataFrame, items_pl: pl.DataFrame) -> dict[str, str]:
     """The ``.0`` hint for events dropped on unknown items (:func:`conrec.data.repair.unknown_item_details`),
-    from a few of their distinct ids: one more Spark job, only when some were dropped."""
-    items = spark.createDataFrame([(i,) for i in items_pl["item_id"].to_list()], "item_id string")
+    from a few of their distinct ids: one more Spark job, only when some were dropped. ``items``: ``items_pl``'s
+    :func:`item_table`."""
     unknown = raw.select("item_id").where(F.col("item_id").isNotNull()).join(items, on="item_id", how="left_anti").distinct()
     return unknown_item_details([r[0] for r in unknown.limit(UNKNOWN_SAMPLE).collect()], items_pl["item_id"].to_list())
 
@@ -832,8 +837,9 @@ def _build(spark: SparkSession, raw: DataFrame, items_pl: pl.DataFrame, cfg: Dat
     """The stage's work on Spark; ``step`` is told each part before its Spark jobs run (they take minutes on a big
     log, and the stage's progress said nothing meanwhile)."""
     step("checking the events")
-    ev, n_items, dropped = clean_events(spark, raw, items_pl, cfg)
-    details = _unknown_item_details(spark, raw, items_pl) if dropped.get("unknown_item") else {}
+    items = item_table(spark, items_pl)
+    ev, n_items, dropped = clean_events(raw, items, cfg)
+    details = _unknown_item_details(raw, items, items_pl) if dropped.get("unknown_item") else {}
     step("finding the split cut-offs")
     valid, test = higher_quantiles(ev.select("ts"), [1.0 - cfg.split.test_frac - cfg.split.valid_frac, 1.0 - cfg.split.test_frac])
     cuts = cutoffs_from(valid, test)
