@@ -93,3 +93,22 @@ def test_a_stage_that_cannot_clear_a_later_stage_refuses_before_clearing_any(mon
         run_stage(cfg, "sft", console=Console(quiet=True))
     assert run_files(run.root) == kept
     assert all(RunDir(cfg.run_dir).is_done(s) for s in ("sft", "grpo", "eval"))
+
+
+def test_a_stage_start_looks_at_each_directory_it_clears_once(fake_stages: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Found in review: a stage start checked every directory it clears twice, before it wrote anything and again as it
+    cleared them. Once is enough: what it does in between (its ``config.yaml``, the links it removes) makes no other
+    directory one to clear."""
+    import conrec.runs
+
+    cfg, _run = finished_run(tmp_path / "run")
+    looked: list[str] = []
+    real = conrec.runs.unwritable
+
+    def unwritable(directory: Path) -> str | None:
+        looked.append(directory.name)
+        return real(directory)
+
+    monkeypatch.setattr(conrec.runs, "unwritable", unwritable)
+    run_stage(cfg, "grpo", console=Console(quiet=True))
+    assert fake_stages == ["grpo"] and sorted(looked) == ["eval", "grpo"]

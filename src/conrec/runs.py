@@ -95,6 +95,15 @@ def _asks_the_lm(cfg: PipelineConfig, stage: str) -> bool:
 
 
 @dataclass(frozen=True)
+class Clearing:
+    """What a stage run clears as it starts, checked clearable (:meth:`RunDir.check_clearable`, which makes these):
+    ``stage`` and the later stages built on it, in order."""
+
+    stage: str
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RunDir:
     root: Path
 
@@ -550,7 +559,7 @@ class RunDir:
     def invalidate_from(self, stage: str, cfg: PipelineConfig | None = None) -> list[str]:
         """Mark ``stage`` and every later stage built on it unfinished (marker and fingerprint removed), and return
         them; a later stage that had finished keeps a note of which rerun cleared it (:meth:`invalidated_by`), ``stage``
-        loses its own.
+        loses its own. Refused, with nothing cleared, where one of their directories is not writable (:meth:`check_clearable`).
 
         A later stage is built on it when it reads a cleared stage for ``cfg`` (:func:`conrec.stages.reads_any`: an
         eval reads the LMs ``eval.models`` names), or when its own record says it read one, or has no such record;
@@ -559,15 +568,20 @@ class RunDir:
         but an eval of the SFT model alone, cleared by every GRPO rerun, was scored again by the next ``conrec demo``
         though it reads no GRPO output, and its fingerprint and record leave GRPO out.
         """
-        cleared = self._cleared_from(stage, cfg)
-        self._require_clearable(stage, cleared)
-        (self.stage_dir(stage) / INVALIDATED_FILE).unlink(missing_ok=True)
-        for s in cleared:
-            if s != stage and self.is_done(s):
-                write_json({"by": stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
+        return self.clear(self.check_clearable(stage, cfg))
+
+    def clear(self, clearing: Clearing) -> list[str]:
+        """:meth:`invalidate_from` for the stages :meth:`check_clearable` found clearable (``clearing``), not checked
+        again. Why: a stage start checks them before it writes anything (its ``config.yaml``, :meth:`detach_from`), then
+        clears them; each stage run looked at every directory twice. Taken before :meth:`detach_from`, ``clearing`` may
+        name a stage whose link that removed: its directory is gone, and clearing it does nothing."""
+        (self.stage_dir(clearing.stage) / INVALIDATED_FILE).unlink(missing_ok=True)
+        for s in clearing.stages:
+            if s != clearing.stage and self.is_done(s):
+                write_json({"by": clearing.stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
             self.clear_done(s)
             (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
-        return cleared
+        return list(clearing.stages)
 
     def _cleared_from(self, stage: str, cfg: PipelineConfig | None) -> list[str]:
         """The stages :meth:`invalidate_from` clears: ``stage`` and the later ones built on it."""
@@ -577,16 +591,15 @@ class RunDir:
                 cleared.append(s)
         return cleared
 
-    def check_clearable(self, stage: str, cfg: PipelineConfig | None = None) -> None:
-        """Raise a one-line :class:`conrec.errors.StageInputError` unless :meth:`invalidate_from` can clear every stage
-        it would clear (their directories writable), before anything is cleared. A stage linked from another run is
-        not looked at: :meth:`detach_from` removes the link, and nothing is written there.
+    def check_clearable(self, stage: str, cfg: PipelineConfig | None = None) -> Clearing:
+        """The stages :meth:`invalidate_from` would clear, for :meth:`clear`; raises a one-line
+        :class:`conrec.errors.StageInputError` unless every one can be cleared (their directories writable), before
+        anything is cleared. A stage linked from another run is not looked at: :meth:`detach_from` removes the link,
+        and nothing is written there.
 
         Why: ``conrec sft`` on a run whose ``eval/`` was read-only removed the SFT and GRPO done markers, then stopped on
         eval's, before any training: the run's models were no longer served, for a command that did nothing."""
-        self._require_clearable(stage, self._cleared_from(stage, cfg))
-
-    def _require_clearable(self, stage: str, cleared: list[str]) -> None:
+        cleared = self._cleared_from(stage, cfg)
         for s in cleared:
             d = self.stage_dir(s)
             if d.is_symlink() or not d.is_dir() or (why := unwritable(d)) is None:
@@ -595,6 +608,7 @@ class RunDir:
                 f"the {stage} stage cannot start: {d} is {why}, and starting it marks the {s} stage there unfinished; "
                 "nothing was changed: make it writable, or copy the run (cp -a) and run the copy"
             )
+        return Clearing(stage, tuple(cleared))
 
     def _recorded_reads_any(self, stage: str, stages: list[str]) -> bool:
         """Whether ``stage``'s record says it was built on one of ``stages``, or cannot say (no record, or one from
