@@ -62,7 +62,7 @@ from conrec.ablation_stale import WHAT, built_on, mark_stale_tables, remove_tabl
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
-from conrec.errors import ConfigError, ConrecError, StageInputError
+from conrec.errors import ConfigError, ConrecError, StageInputError, spoken_list
 from conrec.experiments import evaluation_only, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, PROMPT_VARIANTS, GrpoConfig
@@ -132,9 +132,8 @@ def _prompt_notes(cfg: PipelineConfig) -> list[str]:
         if history_task(row) != history_task(cfg):
             changed_task.setdefault(history_task(row), []).append(name)
     for task, names in changed_task.items():
-        listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
         steps = "examples and, under sft.train.epochs, steps" if tr.max_steps == -1 else "examples"
-        notes.append(f"The {listed} row{'s' if len(names) > 1 else ''} train{'' if len(names) > 1 else 's'} the history task "
+        notes.append(f"The {spoken_list(names)} row{'s' if len(names) > 1 else ''} train{'' if len(names) > 1 else 's'} the history task "
                      f"{task} instead of the run's {history_task(cfg)}: each layout is trained by its own history task (so on "
                      f"another number of {steps}), and such a row measures its layout and its task together.")
     changed = {k: v for k, v in DENSE_LOSS.items() if getattr(tr, k) != v}

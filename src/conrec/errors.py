@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 
@@ -131,3 +131,11 @@ def install_hint(pip: str, extra: str | None = None) -> str:
     a checkout."""
     hint = f"`{pip}`"
     return hint + (f" (or, from a conrec checkout: `pip install -e '.[{extra}]'`)" if extra else "")
+
+
+def spoken_list(words: Sequence[str]) -> str:
+    """``words`` as a message lists them: ``a``, ``a and b``, ``a, b and c`` (empty for none). Why one: six messages
+    spelt it each their own way."""
+    if len(words) < 2:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"

@@ -24,7 +24,7 @@ from rich.rule import Rule
 from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
 from conrec.console_text import shown
-from conrec.errors import ConfigError, StageInputError
+from conrec.errors import ConfigError, StageInputError, spoken_list
 from conrec.io import naming_write_failures, read_json, remove_stray_temps, update_text, write_json
 from conrec.run_home import run_config_text
 from conrec.run_lock import holding_run, is_worker_rank
@@ -340,7 +340,7 @@ def _rebuilt_inputs(stage: str, reran: list[str], cfg: PipelineConfig) -> str:
     ups = [u for u in reran if u in read_inputs(stage, cfg)]
     if len(ups) == 1:
         return f"the {ups[0]} stage it reads was rebuilt above"
-    return f"the {', '.join(ups[:-1])} and {ups[-1]} stages it reads were rebuilt above"
+    return f"the {spoken_list(ups)} stages it reads were rebuilt above"
 
 
 def check_evaluable(run: RunDir, split: str) -> None:

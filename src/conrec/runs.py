@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conrec.errors import StageInputError
+from conrec.errors import StageInputError, spoken_list
 from conrec.io import unwritable, write_json
 from conrec.source_files import change as source_change
 from conrec.stages import (
@@ -445,9 +445,8 @@ class RunDir:
             ((up, text),) = fixed.items()
             what = f"made by an older conrec whose {stage} stage" if up == stage else f"built on a {up} stage that an older conrec made, and that stage"
             return f"{what} has been fixed since ({text}); rerun it"
-        names = [*fixed]
         parts = "; ".join(f"{up}: {text}" for up, text in fixed.items())
-        return f"made by an older conrec whose {', '.join(names[:-1])} and {names[-1]} stages have been fixed since ({parts}); rerun it"
+        return f"made by an older conrec whose {spoken_list([*fixed])} stages have been fixed since ({parts}); rerun it"
 
     def own_fixes(self, cfg: PipelineConfig, stage: str) -> str | None:
         """What the fixes to ``stage`` itself since its record got wrong (:func:`conrec.stages.fixes_text`), or None

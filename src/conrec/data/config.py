@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from conrec.config_base import StrictConfig
+from conrec.errors import spoken_list
 
 SIMULATOR_FACETS = ("category", "tone", "setting")  # the simulated items' facet columns (a user dislikes values of these)
 MAX_SIMULATOR_CELLS = 200_000_000  # users x items: about 14 GB of the simulator's dense arrays
@@ -177,8 +178,7 @@ def _unread_settings(ignored: list[str], source: str) -> tuple[str, str]:
     """The head of the refusal of settings ``source`` does not read (``data.x and data.y are set, but data.source: S
     does not read them``) and the pronoun for them (``it``/``them``): the file and the table settings' refusals alike."""
     what = "it" if len(ignored) == 1 else "them"
-    named = ", ".join(ignored[:-1]) + " and " + ignored[-1] if len(ignored) > 1 else ignored[0]
-    return f"{named} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {source} does not read {what}", what
+    return f"{spoken_list(ignored)} {'is' if len(ignored) == 1 else 'are'} set, but data.source: {source} does not read {what}", what
 
 
 class DataConfig(_Strict):

@@ -25,7 +25,7 @@ from typing import Literal
 import polars as pl
 
 from conrec.data.schema import DISLIKE, INTEGRAL_FLOAT_TEXT, POSITIVE, flatten_list_columns, id_as_text
-from conrec.errors import DataValidationError
+from conrec.errors import DataValidationError, spoken_list
 
 InvalidPolicy = Literal["drop", "error"]
 
@@ -236,8 +236,7 @@ def alike_ids(ids: list[str]) -> str:
     """``'u5' and 'u5 '`` (pure): one group of ids that differ only by their spaces, each quoted so the spaces show.
 
     Why: the warning printed its groups as a nested Python list (``[['u5', 'u5 ']]``)."""
-    quoted = [repr(i) for i in ids]
-    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} and {quoted[-1]}"
+    return spoken_list([repr(i) for i in ids])
 
 
 PLACEHOLDER_IDS = ("NULL", "None", "NaN", "N/A", "NA", "-")

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from conrec.config import PipelineConfig
-from conrec.errors import ConfigError, DataValidationError, StageInputError
+from conrec.errors import ConfigError, DataValidationError, StageInputError, spoken_list
 from conrec.history import History, check_history_limit, check_known_items, known_item_ids, parse_history_text, read_request_text
 from conrec.io import check_output_file, read_parquet
 from conrec.runs import RunDir
@@ -88,7 +88,7 @@ def shared_problems(problems: dict[str, str | None]) -> str:
     models: dict[str, list[str]] = {}
     for m, why in problems.items():
         models.setdefault(str(why).removesuffix("; rerun it"), []).append(m)
-    return "; ".join(f"{', '.join(ms[:-1])} and {ms[-1]}: {why}" if len(ms) > 1 else f"{ms[0]}: {why}" for why, ms in models.items())
+    return "; ".join(f"{spoken_list(ms)}: {why}" for why, ms in models.items())
 
 
 @dataclass(frozen=True)
