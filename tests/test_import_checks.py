@@ -17,8 +17,9 @@ MISMATCHES = [
      "conrec.llm.training.tasks", "conrec.llm.training.tasks.TASKS must have a builder"),
     ("import conrec.llm.config as c\nc.PROMPT_VARIANTS = (*c.PROMPT_VARIANTS, 'bogus')",
      "conrec.llm.inference.prompts", "conrec.llm.inference.prompts.LAYOUTS must render"),
+    # the timeline renderer goes with TIMELINE_VARIANTS itself: a layout that leaves the list has no renderer left
     ("import conrec.llm.config as c\nc.TIMELINE_VARIANTS = ('timeline',)",
-     "conrec.llm.inference.prompts", "conrec.llm.inference.prompts.LAYOUTS' timeline renderer"),
+     "conrec.llm.inference.prompts", "conrec.llm.inference.prompts.LAYOUTS must render"),
     ("import typing, conrec.sid.config as c\nc.QuantizerKind = typing.Literal['rqvae', 'rkmeans', 'bogus']",
      "conrec.sid.quantizers", "conrec.sid.quantizers.QUANTIZERS must have an entry"),
     ("import conrec.eval.config as c\nc.BASELINE_NAMES = (*c.BASELINE_NAMES, 'bogus')",

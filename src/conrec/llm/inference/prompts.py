@@ -136,21 +136,16 @@ def _timeline(items: Sequence[str], feedback: Sequence[int], sid_of: Callable[[s
     return timeline_prefix(older, sid_of, cfg) + render_events(window, sid_of) + DISLIKE_TAG
 
 
-LAYOUTS: dict[str, Layout] = {"neg_only": _neg_only, "segmented": _segmented, "merged": _merged, "timeline": _timeline, "neg_timeline": _timeline}
-"""Every prompt layout's renderer, by ``sft.prompt.variant``. Why a mapping: :func:`build_prompt` branched on two
-names and rendered any other as neg_only, so a layout added to the config without a renderer trained silently on
-the wrong prompt; now it is refused, and the import checks keep this mapping equal to the config's list (raises, not
-asserts: ``python -O`` strips those)."""
+LAYOUTS: dict[str, Layout] = {"neg_only": _neg_only, "segmented": _segmented, "merged": _merged, **dict.fromkeys(TIMELINE_VARIANTS, _timeline)}
+"""Every prompt layout's renderer, by ``sft.prompt.variant``; the timeline renderer for exactly the config's
+:data:`conrec.llm.config.TIMELINE_VARIANTS`. Why a mapping: :func:`build_prompt` branched on two names and rendered
+any other as neg_only, so a layout added to the config without a renderer trained silently on the wrong prompt; now
+it is refused, and the import check keeps this mapping equal to the config's list (a raise, not an assert:
+``python -O`` strips those)."""
 if set(LAYOUTS) != set(PROMPT_VARIANTS):
     raise RuntimeError(
         f"conrec.llm.inference.prompts.LAYOUTS must render each conrec.llm.config.PromptVariant: no renderer for "
         f"{sorted(set(PROMPT_VARIANTS) - set(LAYOUTS))}, not a variant: {sorted(set(LAYOUTS) - set(PROMPT_VARIANTS))}"
-    )
-if (_timelines := {v for v in LAYOUTS if LAYOUTS[v] is _timeline}) != set(TIMELINE_VARIANTS):
-    raise RuntimeError(
-        f"conrec.llm.inference.prompts.LAYOUTS' timeline renderer must go with exactly conrec.llm.config.TIMELINE_VARIANTS: "
-        f"rendered as a timeline but not listed {sorted(_timelines - set(TIMELINE_VARIANTS))}, listed but not rendered as "
-        f"one {sorted(set(TIMELINE_VARIANTS) - _timelines)}"
     )
 
 
