@@ -107,7 +107,7 @@ def test_tuning_picks_the_best_valid_point_and_never_sees_test(tmp_path: Path, m
 def test_content_baseline_reads_the_sid_stage_text_vectors(tmp_path: Path) -> None:
     run, _ = eval_run_dir(tmp_path / "run")
     cfg = _cfg(run.root, baselines=["popularity", "content"], models=[])
-    with pytest.raises(StageInputError, match="text_vectors.npy: rerun `conrec sid`"):
+    with pytest.raises(StageInputError, match=rf"^the content baseline needs {run.text_vectors}: rerun `conrec sid` \(or drop `content` from eval\.baselines\)$"):
         STAGE_REGISTRY["eval"].call(cfg, console=Console(quiet=True))
     categories = [j % 3 for j in range(15)]  # i{j} is in category c{j % 3}: text vectors by category
     vectors = np.eye(3)[categories] + 0.01 * np.arange(15)[:, None]
@@ -123,6 +123,20 @@ def test_content_baseline_reads_the_sid_stage_text_vectors(tmp_path: Path) -> No
     tuning = read_json(run.eval / "tuning.json")
     assert len(tuning["content"]["tried"]) == 6  # its default grid, within the shared budget
     assert "content" in json.loads((run.eval / "metrics.json").read_text())
+
+
+def test_the_refusal_without_text_vectors_is_worded_in_the_number_of_baselines_that_read_them() -> None:
+    """Found in review: the refusal had a plural sentence of its own for several baselines reading the sid stage, which
+    only ``content`` does; one sentence now takes its number from the baselines it names."""
+    from conrec.eval.baselines import REGISTRY, sid_readers
+    from conrec.eval.stage import missing_text_vectors
+
+    path = Path("run/sid/text_vectors.npy")
+    readers = sid_readers(REGISTRY)
+    assert readers == ["content"]
+    assert missing_text_vectors(readers, path) == f"the content baseline needs {path}: rerun `conrec sid` (or drop `content` from eval.baselines)"
+    assert missing_text_vectors(["content", "other"], path) == (
+        f"the content and other baselines need {path}: rerun `conrec sid` (or drop `content` and `other` from eval.baselines)")
 
 
 def test_tune_baseline_records_every_grid_point() -> None:

@@ -37,7 +37,7 @@ from conrec.data.popularity import dislike_counts  # the training dislikes that 
 from conrec.data.schema import DISLIKE
 from conrec.data.splits import share_overlap, share_overlap_warning
 from conrec.data.windows import beyond_max_note, cut_short_note, cut_short_shares, measurable_horizons
-from conrec.errors import ConrecError, StageInputError
+from conrec.errors import ConrecError, StageInputError, spoken_list
 from conrec.eval.baselines import REGISTRY, facet_readers, make_baseline, sid_readers
 from conrec.eval.baselines.base import no_point_signal, no_signal_reason, recommend_noting_flat, watch_epochs
 from conrec.eval.baselines.category import facet_pairs, unique_column_notes
@@ -217,12 +217,18 @@ def _with_text_vectors(rd: RunDir, items: pl.DataFrame, readers: list[str]) -> p
         stats_path = rd.sid / "stats.json"
         encoder = read_json(stats_path, what="sid stats").get("encoder", {}) if stats_path.exists() else {}
         if not rd.embeddings.exists() or not stats_path.exists() or "collab_dims" in encoder:
-            names = ", ".join(f"`{b}`" for b in readers)
-            raise StageInputError(f"the baselines {names} need {path}: rerun `conrec sid` (or drop them from eval.baselines)"
-                                  if len(readers) > 1 else
-                                  f"the {readers[0]} baseline needs {path}: rerun `conrec sid` (or drop {names} from eval.baselines)")
+            raise StageInputError(missing_text_vectors(readers, path))
         path = rd.embeddings
     return with_text_vectors(items, np.load(path))
+
+
+def missing_text_vectors(readers: list[str], path: Path) -> str:
+    """The refusal of the baselines ``readers`` (:func:`conrec.eval.baselines.sid_readers`) without the sid stage's
+    text vectors at ``path``, worded in their number: one today, as only ``content`` reads the sid stage (a plural
+    sentence of its own, for several, was written by hand and reached by no configuration)."""
+    several = len(readers) > 1
+    return (f"the {spoken_list(readers)} baseline{'s' if several else ''} need{'' if several else 's'} {path}: rerun `conrec sid` "
+            f"(or drop {spoken_list([f'`{b}`' for b in readers])} from eval.baselines)")
 
 
 def _taste_check(rd: RunDir, items: pl.DataFrame, samples: pl.DataFrame, rankings: dict[str, list[list[str]]], k: int) -> str | None:
