@@ -136,15 +136,16 @@ def _in_place_lapack(step: str) -> Callable[[np.ndarray], int]:
     items), so no other Python thread ran and the eval stage's progress line froze (its elapsed time on a terminal,
     its timed lines elsewhere) as if the stage hung. The same scipy LAPACK routine, called through ctypes (which
     releases the GIL for the call), computes the same bits. The f2py wrapper remains where scipy exports the routine
-    with another signature, and says so once (:func:`_note_gil_fallback`)."""
+    with another signature, and says so once (:func:`_note_gil_fallback`). ``g`` is not empty: LAPACK refuses lda = 0,
+    and :func:`symmetric_inverse_inplace` returns no items' empty inverse before it gets here."""
     routine = _nogil_lapack("d" + step)
     if routine is None:
         _note_gil_fallback()
         return functools.partial(_f2py_in_place, step)
 
     def call(g: np.ndarray) -> int:
-        n, lda, info = ctypes.c_int(g.shape[0]), ctypes.c_int(max(1, g.shape[0])), ctypes.c_int(0)
-        routine(b"U", ctypes.byref(n), g.ctypes.data, ctypes.byref(lda), ctypes.byref(info))
+        n, info = ctypes.c_int(g.shape[0]), ctypes.c_int(0)  # lda = n: C order, unpadded
+        routine(b"U", ctypes.byref(n), g.ctypes.data, ctypes.byref(n), ctypes.byref(info))
         return info.value
 
     return call
