@@ -1,7 +1,7 @@
 """A full disk, a file size limit or a quota met while conrec writes is one line naming the file (or the stage
-directory) and the cause, exit 2, as a read-only directory is, not a library's traceback. Not covered: the Hugging
-Face Trainer's own ``torch.save`` of optimizer.pt, scheduler.pt and its RNG state (PyTorch's errno-less
-``RuntimeError`` from inline_container.cc), which conrec does not call.
+directory) and the cause, exit 2, as a read-only directory is, not a library's traceback. The Hugging Face Trainer's
+own ``torch.save`` of optimizer.pt, scheduler.pt and its RNG state raises PyTorch's errno-less ``RuntimeError`` from
+inline_container.cc: a stage names it by its directory when that disk is nearly full or a file size limit is set.
 
 Found by a full-disk probe (tmpfs mounts of 60 KB to 26 MB, and ``ulimit -f``): safetensors' ``SafetensorError``
 (SFT's and GRPO's model save), tokenizers' bare ``Exception`` (the tokenizer save), polars' ``ComputeError`` (the
@@ -230,3 +230,59 @@ def test_a_torch_save_past_a_file_size_limit_is_one_line_naming_the_file(tmp_pat
     out = subprocess.run([sys.executable, "-c", TORCH_UNDER_LIMIT, str(target)], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip() == f"OSError {target}: File too large", out.stdout + out.stderr
     assert not target.exists() and not [p for p in tmp_path.iterdir()]  # the temporary went too
+
+
+TORCH_WRITER_FAILED = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+
+def test_a_full_disk_met_by_pytorchs_own_writer_names_the_stage_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer's optimizer.pt on a full disk (a 512 KB tmpfs gave exactly this error) was a traceback: PyTorch's
+    writer gives no errno, so the stage's disk, nearly full, is taken as the cause."""
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: _raise(TORCH_WRITER_FAILED))
+    monkeypatch.setattr(conrec.io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 10 * 2**30 - 2**20, 2**20))
+    with pytest.raises(OSError) as raised:
+        pipeline.run_stage(cfg, "data", console=Console(quiet=True))
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(tmp_path / "run" / "data")
+    assert raised.value.strerror.startswith(FULL) and "PyTorch's file writer failed without a cause" in raised.value.strerror
+    assert raised.value.__cause__ is TORCH_WRITER_FAILED
+
+
+def test_pytorchs_writer_failing_with_room_and_no_size_limit_keeps_its_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With room on the disk and no file size limit the cause is unknown (a failing device?): not called a full disk."""
+    import resource
+
+    cfg = load_config(preset_path("tiny"), {"run_dir": str(tmp_path / "run")})
+    monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: _raise(TORCH_WRITER_FAILED))
+    monkeypatch.setattr(conrec.io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * 2**30, 2**30, 9 * 2**30))
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    with pytest.raises(RuntimeError) as raised:
+        pipeline.run_stage(cfg, "data", console=Console(quiet=True))
+    assert raised.value is TORCH_WRITER_FAILED
+
+
+TORCH_PATH_SAVE_UNDER_LIMIT = """
+import resource, signal, sys, torch
+from conrec.errors import write_error_line
+from conrec.io import naming_write_failures
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    with naming_write_failures(sys.argv[1], somewhere_inside=True):
+        torch.save(torch.nn.Linear(256, 256).state_dict(), sys.argv[1] + "/optimizer.pt")  # as the trainer saves it
+except Exception as exc:
+    print(type(exc).__name__, write_error_line(exc))
+"""
+
+
+def test_pytorchs_writer_past_a_file_size_limit_is_one_line_naming_the_directory(tmp_path: Path) -> None:
+    """A real ``torch.save`` to a path (the Hugging Face trainer's way) past ``ulimit -f``, in a process of its own."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")) if p)}
+    out = subprocess.run([sys.executable, "-c", TORCH_PATH_SAVE_UNDER_LIMIT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip() == (
+        f"OSError {tmp_path}: File too large (PyTorch's file writer failed without a cause; a file size limit, ulimit -f, is set)"
+    ), out.stdout + out.stderr

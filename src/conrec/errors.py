@@ -67,6 +67,11 @@ _SHORT_WRITE = re.compile(r"(\d+) requested and (\d+) written")
 """numpy's ``ndarray.tofile`` (``np.save``) when ``fwrite`` wrote less than asked: an ``OSError`` with no errno."""
 
 
+_TORCH_WRITER = re.compile(r"inline_container\.cc:\d+\] \. unexpected pos|PytorchStreamWriter failed writing file")
+"""PyTorch's own file writer (``torch.save`` given a path, as the Hugging Face trainer saves ``optimizer.pt``,
+``scheduler.pt`` and its RNG state) when a write fails: a ``RuntimeError`` that gives no cause."""
+
+
 def os_error_line(exc: OSError) -> str | None:
     """The one-line message for an :data:`WRITE_ERRNOS` error (``<file>: <reason>``), or None for any
     other ``OSError`` (a bug, shown with its traceback). Shared by the CLI and the module entry points."""
@@ -100,6 +105,15 @@ def write_failure(exc: BaseException) -> OSError | None:
             if code in FULL_ERRNOS:
                 return OSError(code, os.strerror(code))
     return None
+
+
+def causeless_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is PyTorch's writer failing a write without saying why.
+
+    Why apart from :func:`write_failure`: the cause (a full disk, a file size limit, or a failing device) is not in
+    the error, so only a caller that knows where the write went can check the likely ones
+    (:func:`conrec.io.naming_write_failures`)."""
+    return any(isinstance(seen, RuntimeError) and _TORCH_WRITER.search(str(seen)) for seen in _chain(exc))
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

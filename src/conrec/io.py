@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from conrec.errors import WRITE_ERRNOS, ConfigError, StageInputError, write_failure
+from conrec.errors import WRITE_ERRNOS, ConfigError, StageInputError, causeless_write_failure, write_failure
 
 if sys.platform != "win32":
     import fcntl
@@ -71,16 +71,42 @@ def naming_write_failures(path: str | os.PathLike[str], somewhere_inside: bool =
         yield
     except Exception as exc:
         found = write_failure(exc)
+        if found is None and somewhere_inside and causeless_write_failure(exc):
+            found = _likely_write_failure(path)
         if found is None or found.filename:
             raise
         reason = found.strerror
         usage = _disk_usage(path) if somewhere_inside and found.errno == errno.ENOSPC else None
-        if usage is not None and usage.free >= max(64 * 2**20, usage.total // 100):
+        if usage is not None and not _nearly_full(usage):
             reason = (
                 f"{found.strerror} in a write that names no file, while this directory's disk has {usage.free / 2**30:.1f} "
                 "GiB free: another disk is full (the temporary directory, /dev/shm or conrec's cache)"
             )
         raise OSError(found.errno, reason, str(path)) from exc
+
+
+def _likely_write_failure(path: str | os.PathLike[str]) -> OSError | None:
+    """The likely cause of a write under ``path`` that PyTorch's writer failed without one: ``path``'s disk nearly
+    full, else a file size limit (``ulimit -f``) on this process; None when neither holds, so that the error keeps its
+    traceback (it may be something else: a failing device).
+
+    Why: the Hugging Face trainer saves ``optimizer.pt`` and its RNG state with ``torch.save`` to a path, so a full
+    disk during an SFT or GRPO checkpoint was a traceback ending in "inline_container.cc ... unexpected pos"."""
+    usage = _disk_usage(path)
+    if usage is not None and _nearly_full(usage):
+        return OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (PyTorch's file writer failed without a cause; this disk is nearly full)")
+    try:
+        import resource
+    except ImportError:  # not on Unix: no file size limit to check
+        return None
+    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+        return OSError(errno.EFBIG, f"{os.strerror(errno.EFBIG)} (PyTorch's file writer failed without a cause; a file size limit, ulimit -f, is set)")
+    return None
+
+
+def _nearly_full(usage: Any) -> bool:
+    """Whether a disk (``shutil.disk_usage``) has less than 64 MiB or 1% free: what a failed write there is blamed on."""
+    return bool(usage.free < max(64 * 2**20, usage.total // 100))
 
 
 def _disk_usage(path: str | os.PathLike[str]) -> Any:
