@@ -345,6 +345,49 @@ def test_a_user_holding_a_large_share_of_the_evaluated_points_is_noted_with_the_
     assert "Note: One user" not in write_report(run.root, metrics, {"users": 15}).read_text()
 
 
+HOSTILE_USERS = ["<img src=x onerror=alert(1)>", "u | `x` **b** [l](http://e) ~~s~~ _i_ \\* &amp;", "new\nline"]
+
+
+def _rendered(markdown: str) -> list[str]:
+    """``markdown`` as HTML by the renderers a report is read with: CommonMark with tables and raw HTML on
+    (markdown-it, as rich ships it), and Python-Markdown with tables (mkdocs') where it is installed."""
+    from markdown_it import MarkdownIt
+
+    out = [MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"]).render(markdown)]
+    try:
+        import markdown as python_markdown
+    except ImportError:
+        return out
+    return [*out, python_markdown.markdown(markdown, extensions=["tables"])]
+
+
+@pytest.mark.parametrize("user", HOSTILE_USERS)
+def test_a_heavy_users_id_is_written_as_text_that_no_renderer_reads_as_html_or_markdown(tmp_path: Path, user: str) -> None:
+    """Found by probing: the heavy-user note wrote the id with ``repr``, so a rendered report of the user
+    ``<img src=x onerror=alert(1)>`` held a live ``<img onerror>`` (the alert fired in Chromium) and an id holding
+    backticks or ``**`` was restyled. Rendered, the note now shows the id's characters (a newline as a visible
+    escape) and nothing else: no tag, no code, no emphasis, no link; and so does a table cell holding it."""
+    import html
+    import re
+
+    run = RunDir(tmp_path / "run")
+    users = [user] * 6 + [f"u{k}" for k in range(14)]
+    write_parquet(pl.DataFrame({"sample_id": list(range(20)), "user_id": users, "split": ["test"] * 20}), run.samples)
+    write_parquet(pl.DataFrame({"sample_id": list(range(20))}), run.predictions / "popularity.parquet")
+    metrics = {"popularity": {"FHR@20": 0.1, "HR@20": 0.2, "NDCG@20": 0.1, "Coverage@20": 0.3, "invalid_rate": 0.0}}
+    note = next(line for line in write_report(run.root, metrics, {"users": 15}).read_text().splitlines() if line.startswith("Note: One user"))
+    shown = user.replace("\n", "\\x0a")
+    for rendered in _rendered(note):
+        assert re.findall(r"<(\w+)", rendered) == ["p"], rendered  # the paragraph, and no element of the id's
+        assert f"One user ('{shown}') holds 6 of the 20" in html.unescape(re.sub(r"</?p>", "", rendered)), rendered
+    from conrec.eval.report import markdown_text
+
+    table = f"| user | points |\n|---|---:|\n| {markdown_text(user)} | 6 |\n"  # in a table cell too: one cell, the id
+    for rendered in _rendered(table):
+        cells = re.findall(r"<td[^>]*>(.*?)</td>", rendered, flags=re.S)
+        assert [html.unescape(c) for c in cells] == [shown, "6"], rendered
+
+
 def test_a_title_given_as_a_facet_column_is_named_in_the_report_with_its_distinct_value_share(tmp_path: Path) -> None:
     """Found by probing: eval.category.columns naming a column with a distinct value per item (the title) was
     accepted silently; as the only facet column, the category rule's row was dislike popularity's with no word."""

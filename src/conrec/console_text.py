@@ -22,6 +22,12 @@ def _visible(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
 
+def visible(value: object) -> str:
+    """``value`` as text with its control characters written as visible escapes (no markup escaped): the part of
+    :func:`shown` that any other writer of data (the evaluation report's Markdown) needs as well."""
+    return _UNPRINTABLE.sub(_visible, str(value))
+
+
 def shown(value: object) -> str:
     """``value`` as text for a Rich console or table cell: markup escaped, control characters made visible."""
-    return escape(_UNPRINTABLE.sub(_visible, str(value)))
+    return escape(visible(value))

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from conrec.console_text import visible  # noqa: E402
 from conrec.errors import StageInputError  # noqa: E402
 from conrec.eval.compare import ci_label, is_reference  # noqa: E402
 from conrec.eval.metrics import parse_horizon_key  # noqa: E402
@@ -29,6 +30,25 @@ from conrec.runs import RunDir  # noqa: E402
 RANKING_METRICS = ("FHR", "HR", "NDCG")
 TAIL_METRICS = ("FPrec", "LUF", "LIF")  # shown at the largest K
 _LOWER_IS_BETTER = {"invalid_rate"}
+
+
+# Characters of data that Markdown or HTML could read as markup mid-line: HTML tags and entities, emphasis, code spans,
+# links and images (their "["), strikethrough, table cell borders and the backslash escape. Each is written as a
+# character reference, which every renderer (CommonMark, GitHub's, Python-Markdown's with its tables) shows as that
+# character and never reads as markup.
+_MARKUP_CHARS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: f"&#{ord(c)};" for c in "\\`*_[]|~"}}
+
+
+def markdown_text(value: object) -> str:
+    """``value`` (a piece of data: a user or item id, a title, a category) as literal text in the report's Markdown, in
+    prose or a table cell: its control and invisible characters written as visible escapes (a newline would end a
+    table row or a paragraph; :func:`conrec.console_text.visible`), and each character Markdown or HTML could read as
+    markup as a character reference.
+
+    Why: the heavy-user note wrote the user id with ``repr``, which escapes newlines only, so the rendered report of a
+    log with the user ``<img src=x onerror=alert(1)>`` ran that script in a browser, and an id holding ``**`` or a
+    backtick was restyled. Every data-derived string the report writes goes through here."""
+    return "".join(_MARKUP_CHARS.get(c, c) for c in visible(value))
 
 
 def ks_of(metrics: dict[str, dict[str, Any]]) -> list[int]:
@@ -399,7 +419,7 @@ def heavy_user_note(run: RunDir, models: Sequence[str]) -> str | None:
     user, n = per_user.row(0)
     if n < 2 or n / total <= HEAVY_USER_SHARE:
         return None
-    return (f"One user ({user!r}) holds {n:,} of the {total:,} evaluated points ({n / total:.0%}): the figures are largely that "
+    return (f"One user ('{markdown_text(user)}') holds {n:,} of the {total:,} evaluated points ({n / total:.0%}): the figures are largely that "
             "user's outcomes, and the confidence intervals (which resample users) rest on that user's draws.")
 
 
