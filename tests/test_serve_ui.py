@@ -48,6 +48,21 @@ def test_page_and_assets_carry_csp_and_load_without_the_key_while_data_needs_it(
     assert client.get("/ui/assets/../app.py").status_code in (401, 404)  # nothing else is served open
 
 
+def test_the_pages_address_with_a_trailing_slash_redirects_to_the_page_with_or_without_a_key(tmp_path):
+    """Found by probing: with an API key set, ``/ui/`` answered 401 "missing API key" while an open server redirected
+    it to ``/ui``. Now both redirect it (307, no body, no data) before the key check, and nothing under ``/ui/`` but
+    the page's shell and assets opens with it."""
+    for key in (None, KEY):
+        client, _ = _run(tmp_path / str(key), api_key=key)
+        r = client.get("/ui/", follow_redirects=False)
+        assert (r.status_code, r.headers["location"], r.content) == (307, "http://localhost/ui", b""), (key, r.text)
+        assert r.headers["cache-control"] == "no-store"
+        assert client.get("/ui/").status_code == 200  # followed: the page
+        if key:
+            assert client.get("/ui/api/overview/", follow_redirects=False).status_code == 401
+            assert client.get("/ui/api/items/", params={"q": "t"}, follow_redirects=False).status_code == 401
+
+
 def test_every_response_says_no_store_and_nosniff_once(tmp_path):
     """Found by probing: the page's shell and assets (no data) said ``Cache-Control: no-store`` and ``nosniff``, the
     JSON holding the data (a user's history, the API's answers) neither, so a browser or proxy could cache it.

@@ -34,8 +34,10 @@ from conrec.errors import ConfigError
 API_KEY_ENV = "CONREC_API_KEY"
 # /healthz for load balancers; the inspector page's shell and assets (conrec.serve.ui.PUBLIC_PATHS)
 # because a browser cannot attach the key to a page load: they hold no data, and every data call
-# the page makes sends the key.
-OPEN_PATHS = frozenset({"/healthz", "/ui", "/ui/assets/app.js", "/ui/assets/app.css"})
+# the page makes sends the key. "/ui/" (the page's address with a slash typed after it) serves nothing: the router
+# answers it with a redirect to /ui, which needed the key, so a keyed server answered it 401 where an open one showed
+# the page.
+OPEN_PATHS = frozenset({"/healthz", "/ui", "/ui/", "/ui/assets/app.js", "/ui/assets/app.css"})
 MAX_DETAIL_CHARS = 1000  # longest "detail" an error response carries
 MAX_QUOTE_CHARS = 64  # longest single user-given value quoted in a message
 
