@@ -345,7 +345,7 @@ def test_a_user_holding_a_large_share_of_the_evaluated_points_is_noted_with_the_
     assert "Note: One user" not in write_report(run.root, metrics, {"users": 15}).read_text()
 
 
-HOSTILE_USERS = ["<img src=x onerror=alert(1)>", "u | `x` **b** [l](http://e) ~~s~~ _i_ \\* &amp;", "new\nline"]
+HOSTILE_USERS = ["<img src=x onerror=alert(1)>", "u | `x` **b** [l](http://e) ~~s~~ _i_ \\* &amp;", "new\nline\u200b"]
 
 
 def _rendered(markdown: str) -> list[str]:
@@ -365,8 +365,8 @@ def _rendered(markdown: str) -> list[str]:
 def test_a_heavy_users_id_is_written_as_text_that_no_renderer_reads_as_html_or_markdown(tmp_path: Path, user: str) -> None:
     """Found by probing: the heavy-user note wrote the id with ``repr``, so a rendered report of the user
     ``<img src=x onerror=alert(1)>`` held a live ``<img onerror>`` (the alert fired in Chromium) and an id holding
-    backticks or ``**`` was restyled. Rendered, the note now shows the id's characters (a newline as a visible
-    escape) and nothing else: no tag, no code, no emphasis, no link; and so does a table cell holding it."""
+    backticks or ``**`` was restyled. Rendered, the note now shows the id's characters (a newline and a zero-width
+    space as visible escapes) and nothing else: no tag, no code, no emphasis, no link; and so does a table cell holding it."""
     import html
     import re
 
@@ -376,7 +376,7 @@ def test_a_heavy_users_id_is_written_as_text_that_no_renderer_reads_as_html_or_m
     write_parquet(pl.DataFrame({"sample_id": list(range(20))}), run.predictions / "popularity.parquet")
     metrics = {"popularity": {"FHR@20": 0.1, "HR@20": 0.2, "NDCG@20": 0.1, "Coverage@20": 0.3, "invalid_rate": 0.0}}
     note = next(line for line in write_report(run.root, metrics, {"users": 15}).read_text().splitlines() if line.startswith("Note: One user"))
-    shown = user.replace("\n", "\\x0a")
+    shown = user.replace("\n", "\\x0a").replace("\u200b", "\\u200b")
     for rendered in _rendered(note):
         assert re.findall(r"<(\w+)", rendered) == ["p"], rendered  # the paragraph, and no element of the id's
         assert f"One user ('{shown}') holds 6 of the 20" in html.unescape(re.sub(r"</?p>", "", rendered)), rendered

@@ -2,8 +2,10 @@
 
 Rich reads ``[...]`` in printed strings and table cells as markup: a title such as ``Heat [/i]`` raised
 ``MarkupError`` (a traceback) and ``Up [bold red]LOUD`` was restyled. Control characters (NUL, BEL, ESC sequences,
-right-to-left overrides) reached the operator's terminal raw. :func:`shown` escapes the markup and writes those
-characters as visible ``\\x01`` / ``\\u202e`` escapes; the data itself is not changed.
+right-to-left overrides) reached the operator's terminal raw, and invisible ones showed as nothing: the item id
+``zw\\u200bsp`` (a zero-width space inside) read as ``zwsp``, which the API then did not know. :func:`shown` escapes
+the markup and writes those characters as visible ``\\x01`` / ``\\u202e`` / ``\\u200b`` escapes; the data itself
+is not changed.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import re
 
 from rich.markup import escape
 
-# C0 and C1 controls (tab and newline included: one table cell stays one line), DEL and the bidirectional
-# overrides / isolates that reorder what a terminal shows.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls (tab and newline included: one table cell stays one line), DEL, the line and paragraph
+# separators (U+2028, U+2029: line breaks too), the bidirectional marks, overrides and isolates that reorder what a
+# terminal shows, and the characters that show as nothing: zero-width space, non-joiner and joiner (U+200B-U+200D),
+# word joiner (U+2060) and the byte order mark (U+FEFF, a zero-width no-break space inside a text).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]")
 
 
 def _visible(match: re.Match[str]) -> str:

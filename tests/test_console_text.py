@@ -1,0 +1,31 @@
+"""What the CLI prints of data (:mod:`conrec.console_text`): Rich markup escaped, and every character a terminal
+would show as nothing, or that would break or reorder the line, written as a visible escape."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from conrec.console_text import shown, visible
+
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", INVISIBLE)
+def test_zero_width_characters_and_line_separators_in_an_id_are_printed_as_visible_escapes(char: str) -> None:
+    """Found by probing: the item id ``zw\\u200bsp`` printed as ``zwsp`` in the CLI's tables (typing that got "unknown
+    item id"), and a U+2028 in a title broke ``conrec predict``'s reason line, while control and bidi characters were
+    already escaped. Now each of them prints as its ``\\uXXXX`` escape, on one line."""
+    escape = f"\\u{ord(char):04x}"
+    assert visible(f"zw{char}sp") == f"zw{escape}sp" and shown(f"[b]zw{char}sp") == f"\\[b]zw{escape}sp"
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(shown(f"id zw{char}sp end"))
+    assert buf.getvalue() == f"id zw{escape}sp end\n"
+
+
+def test_the_text_a_terminal_shows_as_it_is_stays_as_it_is() -> None:
+    """Letters of any script, emoji, accents and ordinary spaces are not escaped: only what shows as nothing is."""
+    text = "Amélie 日本語 emoji🎬 סרט\u00a0x"
+    assert visible(text) == text
