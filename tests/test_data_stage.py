@@ -413,12 +413,14 @@ def test_docs_motivation_study_names_its_config_and_the_options():
 
 def test_item_ids_equal_after_trimming_and_invisible_or_control_titles_are_warned_not_changed(tmp_path):
     """Found by probing: ids 'a1', 'a1 ' and ' a1' became three items, and a zero-width-only or control-character
-    title was kept as a "title", all without a word. The data stays as it was (changing it would change every
-    run's data): the stage warns with counts."""
+    title was kept as a "title", all without a word; so were ids holding a newline, a tab or a zero-width space (the
+    last shown as 'zwsp'). The data stays as it was (changing it would change every run's data): the stage warns with
+    counts."""
     ev = tmp_path / "ev.csv"
     ev.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k % 4},i{k % 9},{100 + k * 3600},{-1 if k % 5 == 0 else 1}\n" for k in range(200)))
     items = tmp_path / "items.csv"
-    rows = [f"i{k},Title {k}" for k in range(9)] + ["a1,x", "a1 ,y", " a1,z", "z1,\u200b\u200b", "z2,bell\x07"]
+    rows = [f"i{k},Title {k}" for k in range(9)] + ["a1,x", "a1 ,y", " a1,z", "z1,\u200b\u200b", "z2,bell\x07",
+                                                    '"new\nline",n', "tab\tid,t", "zw\u200bsp,w"]
     items.write_text("item_id,title\n" + "\n".join(rows) + "\n", encoding="utf-8")
     console = Console(record=True, width=400)
     stage.run(DataConfig(source="table", events_path=ev, items_path=items, split={"min_history": 0}), tmp_path / "run", console=console)
@@ -426,6 +428,8 @@ def test_item_ids_equal_after_trimming_and_invisible_or_control_titles_are_warne
     assert "warning: 3 item id(s) differ from another only by the spaces around them, e.g. ['a1', 'a1 ', ' a1']" in out
     assert "warning: 1 item title(s) have no visible character (zero-width, control or space characters only): kept as they are, e.g. items ['z1']" in out
     assert "warning: 1 item title(s) contain control characters (printed as \\x.. escapes): kept as they are, e.g. items ['z2']" in out
+    assert ("warning: 3 item id(s) hold a control or invisible character (a line break, tab, zero-width space or bidi control), "
+            "e.g. ['new\\nline', 'tab\\tid', 'zw\\u200bsp']: kept as they are, so a request must name them with it") in out
     written = pl.read_parquet(RunDir(tmp_path / "run").items)
     assert {"a1", "a1 ", " a1"} <= set(written["item_id"]) and "bell\x07" in written["title"].to_list()
 

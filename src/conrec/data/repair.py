@@ -190,12 +190,17 @@ def repair_items(items: pl.DataFrame, log: RepairLog, source: str) -> pl.DataFra
 
 _INVISIBLE_ONLY = r"^[\p{Cc}\p{Cf}\p{Z}]+$"  # controls, format characters (zero-width), spaces of any kind
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"  # C0 / C1 controls but tab and line breaks
+_ID_UNSEEN = r"[\p{Cc}\p{Cf}\x{2028}\x{2029}]"  # any control, format (zero-width, bidi) or line separator character
 
 
 def item_warnings(items: pl.DataFrame) -> list[str]:
     """Odd item ids and titles the data stage keeps as they are (changing them would change every run's data):
-    ids equal to another after trimming the spaces around them, titles with no visible character, and titles with
-    control characters. One line each, with a count and examples; empty when there is none."""
+    ids equal to another after trimming the spaces around them, ids holding a control or invisible character, titles
+    with no visible character, and titles with control characters. One line each, with a count and examples; empty
+    when there is none.
+
+    Why the ids: ``new\\nline``, ``tab\\tid`` and ``zw\\u200bsp`` were kept without a word, and the last showed as
+    ``zwsp``, which a request then named in vain."""
     if "item_id" not in items.columns or "title" not in items.columns or items.height == 0:
         return []
     out: list[str] = []
@@ -205,6 +210,10 @@ def item_warnings(items: pl.DataFrame) -> list[str]:
     if clash.len():
         out.append(f"{clash.len():,} item id(s) differ from another only by the spaces around them, e.g. "
                    f"{clash.head(4).to_list()}: they stay separate items, and a request naming one finds only that one")
+    unseen = ids.filter(ids.str.contains(_ID_UNSEEN))
+    if unseen.len():
+        out.append(f"{unseen.len():,} item id(s) hold a control or invisible character (a line break, tab, zero-width space or "
+                   f"bidi control), e.g. {unseen.head(4).to_list()}: kept as they are, so a request must name them with it")
     titles = items["title"].cast(pl.String).fill_null("")
     for pattern, what in ((_INVISIBLE_ONLY, "have no visible character (zero-width, control or space characters only)"),
                           (_CONTROL, "contain control characters (printed as \\x.. escapes)")):
