@@ -538,6 +538,31 @@ def test_errors_of_picking_a_user_show_in_its_card_and_mark_the_pasted_history(d
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
+def test_a_server_asking_for_its_key_puts_the_keyboard_focus_in_the_key_field(driver, tmp_path):
+    """Found by probing: on a keyed server the first Tab after the page loaded went past the API key field (the only
+    control that works then) into the page, because the error line asking for the key was scrolled into view; the
+    field was never focused. Now the field has the focus once the page asks for the key (Tab goes on to "Use key"),
+    gets it back, its text selected, after a wrong key, and the right key opens the run."""
+    from selenium.webdriver.common.keys import Keys
+
+    cfg, _ = inspector_run(tmp_path / "run", api_key=KEY)
+    focused = "return [document.activeElement.id || document.activeElement.tagName, document.activeElement.textContent]"
+    with _in_thread(create_app_from_run(cfg)) as url:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "needs its API key" in d.find_element("id", "status").text, 20)
+        field = driver.find_element("id", "api-key")
+        assert field.is_displayed() and driver.execute_script(focused)[0] == "api-key"
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert driver.execute_script(focused) == ["BUTTON", "Use key"]
+        field.send_keys("wrong-key", Keys.ENTER)
+        _wait(driver, lambda d: "wrong API key" in d.find_element("id", "status").text, 10)
+        assert driver.execute_script(focused)[0] == "api-key"
+        assert driver.execute_script("const f = arguments[0]; return [f.selectionStart, f.selectionEnd]", field) == [0, len("wrong-key")]
+        field.send_keys(KEY, Keys.ENTER)  # typed over the selected wrong key
+        _wait(driver, lambda d: d.find_element("id", "status").text.startswith("Key accepted. Run loaded"), 10)
+        assert not field.is_displayed()
+
+
 def test_fields_and_repeated_controls_have_names_that_tell_them_apart(driver, quick):
     """Found by probing: the user, search and paste fields were named by their placeholders only (gone once typed in),
     and a screen reader's list of controls held "Open" ×3, "Add" ×20, "remove" and "why" ×50 that could not be told

@@ -69,6 +69,17 @@ function setStatus(text, isError, id = "status") {
 
 class AuthNeeded extends Error {}
 
+// Shows the key form and puts the keyboard focus in its field, the only control that works before the key is given:
+// as the page loaded, the first Tab skipped it (the status line scrolled into view moved the start of the Tab order
+// into the page below it). The focus moves there only when the form appears, or when it is already in the form (a
+// wrong key, typed again), never from another field while the user types there.
+function askForKey() {
+  const form = $("key-form"), field = $("api-key");
+  const appearing = form.hidden;
+  form.hidden = false;
+  if (appearing || form.contains(document.activeElement)) { field.focus(); field.select(); }
+}
+
 async function api(path, body) {
   const headers = { "Accept": "application/json" };
   const key = sessionStorage.getItem(KEY_STORE);
@@ -80,7 +91,7 @@ async function api(path, body) {
   }
   const r = await fetch(path, init);
   if (r.status === 401) {
-    $("key-form").hidden = false;
+    askForKey();
     throw new AuthNeeded(key ? "wrong API key: type the server's key above" : "this server needs its API key: type it above");
   }
   let data = null;
@@ -116,7 +127,9 @@ async function guarded(what, fn, id = "status", quiet = false) {
   } catch (e) {
     if (current()) {
       setStatus([`${what} failed: `, ...(e.parts || [bdi(e.message)])], true, id);  // a server's detail quotes data
-      if (!quiet) $(id).scrollIntoView({ block: "nearest" });  // the error of what the user did is in sight (200 % zoom)
+      // the error of what the user did is in sight (200 % zoom); one asking for the key is not scrolled to: the key's
+      // field, at the top, has the focus (askForKey), and a scroll would move the Tab order's start away from it
+      if (!quiet && !(e instanceof AuthNeeded)) $(id).scrollIntoView({ block: "nearest" });
     }
     return e;
   }
