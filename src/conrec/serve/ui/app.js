@@ -528,8 +528,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("paste-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const error = await guarded("inspecting the pasted history", () => showPasted($("paste-text").value), "paste-status");
-    // a line the page or the server (422) refuses marks the field, which names the error line as its description
-    const rejected = error instanceof ShownError || (error && error.status === 422);
+    // a history the page or the server refuses (422: a line or an id; 413: too long, over max_history or the body
+    // limit) marks the field, which names the error line as its description
+    const rejected = error instanceof ShownError || (error && (error.status === 422 || error.status === 413));
     $("paste-text").setAttribute("aria-invalid", String(Boolean(rejected)));
     if (rejected) $("paste-text").setAttribute("aria-describedby", "paste-status");
     else $("paste-text").removeAttribute("aria-describedby");
