@@ -879,9 +879,16 @@ return out;
 """
 
 
+def _visible(text: str) -> str:
+    """``text`` with the characters that show as nothing and the line and paragraph separators written as ``\\u200b``
+    escapes, as the page shows them (app.js visible())."""
+    return re.sub("[\u200b-\u200d\u2060\ufeff\u2028\u2029]", lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _isolated(text: str) -> str:
-    """``text`` as the page shows it in a <bdi>: paragraph separators as spaces, its isolates balanced (app.js bdi())."""
-    text = re.sub("[\x1c-\x1e\x85\u2029]", " ", text)
+    """``text`` as the page shows it in a <bdi>: invisible characters as escapes (:func:`_visible`), the other paragraph
+    separators as spaces, its isolates balanced (app.js bdi())."""
+    text = re.sub("[\x1c-\x1e\x85]", " ", _visible(text))
     opened = stray = 0
     for ch in text:
         if ch in "\u2066\u2067\u2068":
@@ -949,6 +956,48 @@ def test_right_to_left_text_and_bidi_controls_in_data_cannot_reorder_the_page(dr
         submit("paste-form", "paste-text", f"-i1\n{bad_line}\n")
         _wait(driver, lambda d: "line 2" in d.find_element("id", "paste-status").text, 10)
         check("paste-status")
+
+
+def test_invisible_characters_in_data_show_as_escapes_and_an_invisible_title_as_its_id(driver, tmp_path):
+    """Found by probing: a user or item id holding a zero-width space (``u\\u200bx``) looked like one without it, and
+    an item titled with zero-width characters only was an empty row (the slate showed only "remove"), since only an
+    empty title fell back to the id. Now zero-width characters, the word joiner, the byte order mark and the line and
+    paragraph separators show as ``\\u200b``-style escapes, as the CLI prints them, and a title with no visible
+    character shows as its item's id, in the timeline, the future, the lists, the search and the slate."""
+    titles = {f"i{j}": "\u200b\u200d\ufeff \u2060" if j % 2 == 0 else f"zw\u200bsp {j}\u2028\u2029" for j in range(15)}
+    cfg, test = inspector_run(tmp_path / "run", titles)
+    run = RunDir(cfg.run_dir)
+    row = test.row(0, named=True)
+    for table in (run.events, run.samples):
+        write_parquet(read_parquet(table).with_columns(pl.col("user_id").replace({row["user_id"]: "u\u200bx"})), table)
+
+    def expected(item: str) -> str:
+        return item if int(item[1:]) % 2 == 0 else _visible(titles[item])
+
+    shown = ("return [...document.querySelectorAll(arguments[0])]"
+             ".map(e => [e.dataset.item, e.querySelector('.title > bdi, :scope > bdi, :scope > span > bdi').textContent])")
+    with _in_thread(create_app_from_run(cfg)) as url:
+        driver.get(f"{url}/ui")
+        _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
+        driver.execute_script("document.getElementById('user-query').value = arguments[0];"
+                              "document.querySelector('#user-form button[type=submit]').click()", "u\u200bx")
+        _wait(driver, lambda d: _css(d, f"#user-results li[data-sample='{row['sample_id']}'] button"), 10)[0].click()
+        _wait(driver, lambda d: _live_items(d) and _css(d, "#lists .model-list[data-model=sft] li[data-item]"), 10)
+        assert driver.find_element("id", "user-h").get_attribute("textContent") == "User u\\u200bx"
+        found = driver.execute_script(shown, "#timeline tr[data-item], #future li[data-item], #lists li[data-item]")
+        assert {item for item, _ in found} >= {"i0", "i1"}, found
+        assert [(item, text) for item, text in found if text != expected(item)] == [], found
+        driver.execute_script("document.getElementById('search-q').value = 'i';"
+                              "document.querySelector('#search-form button[type=submit]').click()")
+        _wait(driver, lambda d: len(_css(d, "#search-results button.add")) >= 2, 10)
+        found = driver.execute_script(shown, "#search-results li[data-item]")
+        assert {item for item, _ in found} >= {"i0", "i1"} and [(i, t) for i, t in found if t != expected(i)] == [], found
+        for item in ("i0", "i1"):
+            add = _css(driver, f"#search-results li[data-item={item}] button.add")[0]
+            assert add.get_attribute("aria-label") == f"Add {item if item == 'i0' else titles[item]} to the slate"
+            driver.execute_script("arguments[0].click()", add)
+        found = driver.execute_script(shown, "#slate li[data-item]")
+        assert found == [["i0", "i0"], ["i1", expected("i1")]], found
 
 
 def test_ids_with_whitespace_a_user_found_by_its_leading_space_a_pasted_id_refused_saying_why(driver, tmp_path):

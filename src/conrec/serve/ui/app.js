@@ -32,15 +32,26 @@ function el(tag, attrs, ...children) {
 
 function clear(node) { node.replaceChildren(); return node; }
 
+// Characters that show as nothing (zero-width space, non-joiner and joiner, word joiner, byte order mark) and the line
+// and paragraph separators, written as visible escapes ("\u200b"), as the CLI prints them: the item id "zw\u200bsp"
+// read as "zwsp", and a title of zero-width spaces was an empty row.
+const UNSEEN = /[\u200b-\u200d\u2060\ufeff\u2028\u2029]/g;
+function visible(text) { return String(text).replace(UNSEEN, ch => "\\u" + ch.charCodeAt(0).toString(16).padStart(4, "0")); }
+
+// A title with no visible character (empty, or zero-width, control and space characters only: `conrec data` warns of
+// such titles) is shown as its item's id, as the data stage titles an item with an empty title.
+const NO_VISIBLE = /^[\p{Cc}\p{Cf}\p{Z}]*$/u;
+function titleOf(item) { return item.title && !NO_VISIBLE.test(item.title) ? item.title : item.item_id; }
+
 // A piece of data shown among the page's own text: in a <bdi> (its direction its own, dir=auto), so that
 // right-to-left letters or an invisible bidi control in it (U+202E RIGHT-TO-LEFT OVERRIDE) cannot reorder the text
 // around it; a title ending in U+202E showed "(similarity 0.4472)" after it as "2744.0". A <bdi> is an isolate
 // (FSI ... PDI) that the text's own controls could end early: a PDI closing no isolate of the text gets an FSI before
 // it, an isolate the text leaves open a PDI at its end (both invisible), and a paragraph separator (bidi class B; CSS
-// makes CR and LF spaces itself) shows as a space.
-const PARAGRAPH_SEPARATORS = /[\u001c-\u001e\u0085\u2029]/g;
+// makes CR and LF spaces itself) shows as a space, or as its escape (U+2029, visible()).
+const PARAGRAPH_SEPARATORS = /[\u001c-\u001e\u0085]/g;
 function bdi(text) {
-  const shown = String(text).replace(PARAGRAPH_SEPARATORS, " ");
+  const shown = visible(text).replace(PARAGRAPH_SEPARATORS, " ");
   let open = 0, stray = 0;
   for (const ch of shown) {
     if (ch >= "\u2066" && ch <= "\u2068") open++;  // LRI, RLI, FSI
@@ -311,13 +322,13 @@ function renderUser(view) {
     const neg = e.feedback < 0;
     body.append(el("tr", { class: neg ? "neg" : "pos", dataset: { item: e.item_id } },
       el("td", { class: "date" }, e.date || "—"),
-      el("td", { class: "title" }, bdi(e.title || e.item_id), categoryUnder(e.category)),
+      el("td", { class: "title" }, bdi(titleOf(e)), categoryUnder(e.category)),
       el("td", { class: "cat" }, bdi(e.category || "")),
       el("td", {}, el("span", { class: "badge " + (neg ? "neg" : "pos") }, neg ? "disliked" : "liked"))));
   }
   const fut = clear($("future"));
   for (const f of view.future) {
-    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, bdi(f.title || f.item_id)),
+    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, bdi(titleOf(f))),
       el("span", { class: "meta" }, bdi(f.category || "")), el("span", { class: "by" })));
   }
 }
@@ -345,9 +356,9 @@ function reasonNode(reason, title, model) {
   if (!reason) return null;
   const cites = [];
   for (const ev of reason.similar_dislikes || [])
-    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, bdi(ev.title || ev.item_id)), ` (${count(ev.shared_sid_levels, "shared level")})`));
+    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, bdi(titleOf(ev))), ` (${count(ev.shared_sid_levels, "shared level")})`));
   for (const ev of reason.co_disliked_with || [])
-    cites.push(el("li", {}, "co-disliked with ", el("q", {}, bdi(ev.title || ev.item_id)), ` (similarity ${fmtScore(ev.similarity)})`));
+    cites.push(el("li", {}, "co-disliked with ", el("q", {}, bdi(titleOf(ev))), ` (similarity ${fmtScore(ev.similarity)})`));
   return el("details", { class: "why" }, el("summary", { "aria-label": `why: ${title}, ${model} list` }, "why"),
     cites.length ? el("ul", {}, cites) : el("p", {}, bdi(reason.text || "no close past dislike")));  // the text names titles
 }
@@ -373,10 +384,10 @@ function renderLists(view, live) {
       ol.append(el("li", { class: it.hit ? "hit" : null, dataset: { item: it.item_id, rank: it.rank } },
         el("div", { class: "line" },
           el("span", { class: "rank" }, `${it.rank}.`),
-          el("span", { class: "title" }, bdi(it.title || it.item_id)),
+          el("span", { class: "title" }, bdi(titleOf(it))),
           it.hit ? el("span", { class: "badge hit" }, "hit") : null,
           el("span", { class: "score", title: "dislike score" }, fmtScore(it.score))),
-        reasonNode(it.reason, it.title || it.item_id, m.name)));
+        reasonNode(it.reason, titleOf(it), m.name)));
     }
     box.append(el("section", { class: "model-list", dataset: { model: m.name, kind: m.kind } }, head, summary, ol));
   }
@@ -398,8 +409,8 @@ async function searchItems(q) {
   for (const it of data.items) {
     const inSlate = state.slate.some(s => s.item_id === it.item_id);
     list.append(el("li", { dataset: { item: it.item_id } },
-      el("span", {}, bdi(it.title || it.item_id), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
-      el("button", { type: "button", class: "small secondary add", disabled: inSlate, "aria-label": `Add ${it.title || it.item_id} to the slate`, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
+      el("span", {}, bdi(titleOf(it)), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
+      el("button", { type: "button", class: "small secondary add", disabled: inSlate, "aria-label": `Add ${titleOf(it)} to the slate`, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
   }
   const more = moreNote(data.items.length, data.total, "matching items");
   if (more) list.prepend(more);  // on top: the list scrolls
@@ -418,7 +429,7 @@ function addToSlate(item, button) {
   if (state.slate.some(s => s.item_id === item.item_id)) return;
   state.slate.push(item);
   slateChanged();
-  announce(["Added ", bdi(item.title || item.item_id), `: ${slateSize()}`], false, "slate-status");
+  announce(["Added ", bdi(titleOf(item)), `: ${slateSize()}`], false, "slate-status");
   if (!focused) return;
   const adds = [...$("search-results").querySelectorAll("button.add")];
   const at = adds.indexOf(button);
@@ -432,7 +443,7 @@ function removeFromSlate(n, button) {
   const focused = document.activeElement === button;
   const [item] = state.slate.splice(n, 1);
   slateChanged();
-  announce(["Removed ", bdi(item.title || item.item_id), `: ${slateSize()}`], false, "slate-status");
+  announce(["Removed ", bdi(titleOf(item)), `: ${slateSize()}`], false, "slate-status");
   if (!focused) return;
   const removes = $("slate").querySelectorAll("button");
   (removes[Math.min(n, removes.length - 1)] || $("slate-list-h")).focus();
@@ -456,8 +467,8 @@ function slateChanged() {
 function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
-    ol.append(el("li", { dataset: { item: it.item_id } }, bdi(it.title || it.item_id),
-      el("button", { type: "button", class: "small secondary", "aria-label": `Remove ${it.title || it.item_id} from the slate`,
+    ol.append(el("li", { dataset: { item: it.item_id } }, bdi(titleOf(it)),
+      el("button", { type: "button", class: "small secondary", "aria-label": `Remove ${titleOf(it)} from the slate`,
                      on: { click: (ev) => removeFromSlate(n, ev.currentTarget) } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
@@ -499,7 +510,7 @@ async function scoreSlate() {
   for (const it of [...r.items].sort((a, b) => a.rank - b.rank)) {
     body.append(el("tr", { class: it.decision === "filter" ? "filtered" : null, dataset: { item: it.item_id } },
       el("td", { class: "num rank" }, String(it.rank)),
-      el("td", { class: "title" }, bdi(it.title || it.item_id), categoryUnder(cat.get(it.item_id))),
+      el("td", { class: "title" }, bdi(titleOf(it)), categoryUnder(cat.get(it.item_id))),
       el("td", { class: "cat" }, bdi(cat.get(it.item_id) || "")),
       el("td", { class: "num score", dataset: { score: it.score === null ? "" : String(it.score) } }, fmtScore(it.score)),
       el("td", { class: "decision" }, it.decision ? el("span", { class: "badge " + it.decision }, it.decision) : "—")));
