@@ -570,6 +570,11 @@ def test_a_server_asking_for_its_key_puts_the_keyboard_focus_in_the_key_field(dr
         assert not field.is_displayed()
 
 
+def _brief(text: str) -> str:
+    """A title as the controls' names quote it: its first 120 characters, said to be cut (app.js brief())."""
+    return text if len(text) <= 120 else text[:120] + "… (cut)"
+
+
 def test_fields_and_repeated_controls_have_names_that_tell_them_apart(driver, quick):
     """Found by probing: the user, search and paste fields were named by their placeholders only (gone once typed in),
     and a screen reader's list of controls held "Open" ×3, "Add" ×20, "remove" and "why" ×50 that could not be told
@@ -586,13 +591,13 @@ def test_fields_and_repeated_controls_have_names_that_tell_them_apart(driver, qu
     dates = [li.find_element("css selector", ".meta").text.split(" · ")[0] for li in _css(driver, "#user-results li[data-sample]")]
     assert opens and [b.accessible_name for b in opens] == [f"Open user {row['user_id']} ({d})" for d in dates]
     adds = driver.execute_script(names, "#search-results button.add")
-    assert adds == [f"Add {t} to the slate" for t in driver.execute_script(texts, "#search-results li[data-item] > span > bdi")]
+    assert adds == [f"Add {_brief(t)} to the slate" for t in driver.execute_script(texts, "#search-results li[data-item] > span > bdi")]
     assert _css(driver, "#search-results button.add")[0].accessible_name == adds[0]
     removes = driver.execute_script(names, "#slate button")
-    assert removes == [f"Remove {t} from the slate" for t in driver.execute_script(texts, "#slate li > bdi")]
+    assert removes == [f"Remove {_brief(t)} from the slate" for t in driver.execute_script(texts, "#slate li > bdi")]
     why = [(s.get_attribute("data-model"), li.find_element("css selector", ".title").get_attribute("textContent"), li.find_element("css selector", "summary"))
            for s in _css(driver, "#lists .model-list") for li in s.find_elements("css selector", "li[data-item]") if li.find_elements("css selector", "summary")]
-    assert why and all(summary.accessible_name == f"why: {title}, {model} list" for model, title, summary in why)
+    assert why and all(summary.accessible_name == f"why: {_brief(title)}, {model} list" for model, title, summary in why)
     every = driver.execute_script("return [...document.querySelectorAll('main button, main summary')].filter(e => e.offsetParent)"
                                   ".map(e => e.getAttribute('aria-label') || e.textContent)")
     assert len(every) == len(set(every)), sorted(n for n in every if every.count(n) > 1)
@@ -732,6 +737,45 @@ def test_the_page_fits_the_screen_and_long_titles_wrap(driver, quick, width):
         )
         assert cut == [], cut
         assert len(_css(driver, "#timeline .badge")) == len(row["hist_items"]) and all(b.is_displayed() for b in _css(driver, "#timeline .badge"))
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+HUGE = " ".join(f"word{j}" for j in range(500))  # a 3,000-character title (one held by a probe's data)
+
+
+@pytest.mark.parametrize("width", [1400, 360])
+def test_a_very_long_title_is_shown_in_a_few_lines_with_its_whole_text_kept(driver, tmp_path, width):
+    """Found by probing: a 3,000-character title wrapped as promised but made one timeline row 2,365 px tall at 1,400 px
+    (4,737 at 360), each reason citing it about 2,000 px and a slate entry about 60 lines, so the timeline needed
+    screens of scrolling to pass one event; and every control named after it ("Add …", "why: …") was read out whole.
+    Now such a title shows in at most three lines wherever it stands, its whole text still in the page (what a screen
+    reader reads) and in the tooltip, and the controls' names and the slate's status line cut it short."""
+    cfg, test = inspector_run(tmp_path / "run", {"i0": HUGE})
+    row = max(test.iter_rows(named=True), key=lambda r: "i0" in r["hist_items"])
+    assert "i0" in row["hist_items"]
+    if width < 500:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": width, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        with _in_thread(create_app_from_run(cfg)) as url:
+            _slate_of(driver, url, row, 1, query="word499")
+            for details in _css(driver, "#lists details.why"):
+                driver.execute_script("arguments[0].open = true", details)
+            shown = driver.execute_script(
+                "return [...document.querySelectorAll('bdi')].filter(b => b.textContent.includes('word499')).map(b => {"
+                "  const line = parseFloat(getComputedStyle(b).lineHeight);"
+                "  return [b.closest('[id]').id, Math.round(b.getBoundingClientRect().height / line), b.textContent === b.title, b.textContent.length];"
+                "})"
+            )
+            where = {w for w, *_ in shown}
+            assert {"timeline", "lists", "search-results", "slate", "scores"} <= where, shown
+            assert all(lines <= 3 and whole and n >= len(HUGE) for _, lines, whole, n in shown), shown
+            tall = driver.execute_script("return Math.max(...[...document.querySelectorAll('#timeline tr, #scores tr, #slate li')]"
+                                         ".map(r => r.getBoundingClientRect().height))")
+            assert tall < 120, tall
+            labels = [b.get_attribute("aria-label") for b in _css(driver, "#search-results button.add, #slate button, #lists summary")]
+            assert labels and all(len(label) < 160 for label in labels), labels
+            assert len(driver.find_element("id", "slate-status").get_attribute("textContent")) < 160
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 

@@ -60,6 +60,27 @@ function bdi(text) {
   return el("bdi", {}, "\u2068".repeat(stray) + shown + "\u2069".repeat(open));
 }
 
+// A title (or a reason quoting titles) as bdi() shows it, at most a few lines tall (app.css .clamp): a
+// 3,000-character title made one timeline row 2,365 px tall, so the timeline needed screens of scrolling to pass one
+// event. Its whole text stays in the page (a screen reader reads it, a copy takes it) and, where it may be cut, in the
+// tooltip (the title attribute).
+const LONG_TITLE = 60;  // characters from which a title may fill the three lines on a phone
+function clamped(text) {
+  const node = bdi(text);
+  node.className = "clamp";
+  if (node.textContent.length > LONG_TITLE) node.title = node.textContent;
+  return node;
+}
+
+// A title or id inside a control's name or a status line: a screen reader reads them whole, and a 3,000-character
+// title made each "Add" and "why" of it minutes long; cut at NAME_CHARS characters (a real title is shorter: "Dr.
+// Strangelove or: How I Learned to Stop Worrying and Love the Bomb (1964)" has 76), the rest said to be cut.
+const NAME_CHARS = 120;
+function brief(text) {
+  const chars = [...String(text)];
+  return chars.length > NAME_CHARS ? chars.slice(0, NAME_CHARS).join("") + "… (cut)" : String(text);
+}
+
 // ids as "a, b, c", each isolated
 function bdiList(ids) { return ids.flatMap((id, n) => n ? [", ", bdi(id)] : [bdi(id)]); }
 
@@ -221,7 +242,7 @@ async function findUsers(query) {
     list.append(el("li", { dataset: { sample: p.sample_id } },
       el("span", {}, el("strong", {}, bdi(p.user_id)), " ", el("span", { class: "meta" }, `${p.date} · ${count(p.n_history, "event")} · ${count(p.n_future, "future dislike")}`)),
       // the aria-labels name the object: a screen reader's list of controls held "Open" ×3, "Add" ×20, "why" ×50
-      el("button", { type: "button", class: "small secondary", "aria-label": `Open user ${p.user_id} (${p.date})`, on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`), "pick-status") } }, "Open")));
+      el("button", { type: "button", class: "small secondary", "aria-label": `Open user ${brief(p.user_id)} (${p.date})`, on: { click: () => guarded("loading user", () => showPoint(`/ui/api/points/${p.sample_id}`), "pick-status") } }, "Open")));
   }
   const more = moreNote(data.points.length, data.total, "evaluation points");
   if (more) list.prepend(more);  // on top: the list scrolls
@@ -322,13 +343,13 @@ function renderUser(view) {
     const neg = e.feedback < 0;
     body.append(el("tr", { class: neg ? "neg" : "pos", dataset: { item: e.item_id } },
       el("td", { class: "date" }, e.date || "—"),
-      el("td", { class: "title" }, bdi(titleOf(e)), categoryUnder(e.category)),
+      el("td", { class: "title" }, clamped(titleOf(e)), categoryUnder(e.category)),
       el("td", { class: "cat" }, bdi(e.category || "")),
       el("td", {}, el("span", { class: "badge " + (neg ? "neg" : "pos") }, neg ? "disliked" : "liked"))));
   }
   const fut = clear($("future"));
   for (const f of view.future) {
-    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, bdi(titleOf(f))),
+    fut.append(el("li", { dataset: { item: f.item_id } }, el("span", { class: "title" }, clamped(titleOf(f))),
       el("span", { class: "meta" }, bdi(f.category || "")), el("span", { class: "by" })));
   }
 }
@@ -356,11 +377,11 @@ function reasonNode(reason, title, model) {
   if (!reason) return null;
   const cites = [];
   for (const ev of reason.similar_dislikes || [])
-    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, bdi(titleOf(ev))), ` (${count(ev.shared_sid_levels, "shared level")})`));
+    cites.push(el("li", {}, "same SID cluster as ", el("q", {}, clamped(titleOf(ev))), ` (${count(ev.shared_sid_levels, "shared level")})`));
   for (const ev of reason.co_disliked_with || [])
-    cites.push(el("li", {}, "co-disliked with ", el("q", {}, bdi(titleOf(ev))), ` (similarity ${fmtScore(ev.similarity)})`));
-  return el("details", { class: "why" }, el("summary", { "aria-label": `why: ${title}, ${model} list` }, "why"),
-    cites.length ? el("ul", {}, cites) : el("p", {}, bdi(reason.text || "no close past dislike")));  // the text names titles
+    cites.push(el("li", {}, "co-disliked with ", el("q", {}, clamped(titleOf(ev))), ` (similarity ${fmtScore(ev.similarity)})`));
+  return el("details", { class: "why" }, el("summary", { "aria-label": `why: ${brief(title)}, ${model} list` }, "why"),
+    cites.length ? el("ul", {}, cites) : el("p", {}, clamped(reason.text || "no close past dislike")));  // the text names titles
 }
 
 function renderLists(view, live) {
@@ -384,7 +405,7 @@ function renderLists(view, live) {
       ol.append(el("li", { class: it.hit ? "hit" : null, dataset: { item: it.item_id, rank: it.rank } },
         el("div", { class: "line" },
           el("span", { class: "rank" }, `${it.rank}.`),
-          el("span", { class: "title" }, bdi(titleOf(it))),
+          el("span", { class: "title" }, clamped(titleOf(it))),
           it.hit ? el("span", { class: "badge hit" }, "hit") : null,
           el("span", { class: "score", title: "dislike score" }, fmtScore(it.score))),
         reasonNode(it.reason, titleOf(it), m.name)));
@@ -409,8 +430,8 @@ async function searchItems(q) {
   for (const it of data.items) {
     const inSlate = state.slate.some(s => s.item_id === it.item_id);
     list.append(el("li", { dataset: { item: it.item_id } },
-      el("span", {}, bdi(titleOf(it)), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
-      el("button", { type: "button", class: "small secondary add", disabled: inSlate, "aria-label": `Add ${titleOf(it)} to the slate`, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
+      el("span", {}, clamped(titleOf(it)), " ", el("span", { class: "meta" }, bdi(it.category || ""))),
+      el("button", { type: "button", class: "small secondary add", disabled: inSlate, "aria-label": `Add ${brief(titleOf(it))} to the slate`, on: { click: (ev) => addToSlate(it, ev.currentTarget) } }, "Add")));
   }
   const more = moreNote(data.items.length, data.total, "matching items");
   if (more) list.prepend(more);  // on top: the list scrolls
@@ -429,7 +450,7 @@ function addToSlate(item, button) {
   if (state.slate.some(s => s.item_id === item.item_id)) return;
   state.slate.push(item);
   slateChanged();
-  announce(["Added ", bdi(titleOf(item)), `: ${slateSize()}`], false, "slate-status");
+  announce(["Added ", bdi(brief(titleOf(item))), `: ${slateSize()}`], false, "slate-status");
   if (!focused) return;
   const adds = [...$("search-results").querySelectorAll("button.add")];
   const at = adds.indexOf(button);
@@ -443,7 +464,7 @@ function removeFromSlate(n, button) {
   const focused = document.activeElement === button;
   const [item] = state.slate.splice(n, 1);
   slateChanged();
-  announce(["Removed ", bdi(titleOf(item)), `: ${slateSize()}`], false, "slate-status");
+  announce(["Removed ", bdi(brief(titleOf(item))), `: ${slateSize()}`], false, "slate-status");
   if (!focused) return;
   const removes = $("slate").querySelectorAll("button");
   (removes[Math.min(n, removes.length - 1)] || $("slate-list-h")).focus();
@@ -467,8 +488,8 @@ function slateChanged() {
 function renderSlate() {
   const ol = clear($("slate"));
   state.slate.forEach((it, n) => {
-    ol.append(el("li", { dataset: { item: it.item_id } }, bdi(titleOf(it)),
-      el("button", { type: "button", class: "small secondary", "aria-label": `Remove ${titleOf(it)} from the slate`,
+    ol.append(el("li", { dataset: { item: it.item_id } }, clamped(titleOf(it)),
+      el("button", { type: "button", class: "small secondary", "aria-label": `Remove ${brief(titleOf(it))} from the slate`,
                      on: { click: (ev) => removeFromSlate(n, ev.currentTarget) } }, "remove")));
   });
   $("slate-count").textContent = state.slate.length ? count(state.slate.length, "item") : "empty: add items from the search";
@@ -510,7 +531,7 @@ async function scoreSlate() {
   for (const it of [...r.items].sort((a, b) => a.rank - b.rank)) {
     body.append(el("tr", { class: it.decision === "filter" ? "filtered" : null, dataset: { item: it.item_id } },
       el("td", { class: "num rank" }, String(it.rank)),
-      el("td", { class: "title" }, bdi(titleOf(it)), categoryUnder(cat.get(it.item_id))),
+      el("td", { class: "title" }, clamped(titleOf(it)), categoryUnder(cat.get(it.item_id))),
       el("td", { class: "cat" }, bdi(cat.get(it.item_id) || "")),
       el("td", { class: "num score", dataset: { score: it.score === null ? "" : String(it.score) } }, fmtScore(it.score)),
       el("td", { class: "decision" }, it.decision ? el("span", { class: "badge " + it.decision }, it.decision) : "—")));
