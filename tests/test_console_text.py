@@ -10,7 +10,7 @@ from rich.console import Console
 
 from conrec.console_text import shown, visible
 
-INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u2028", "\u2029"]
+INVISIBLE = ["\u200b", "\u2060", "\ufeff", "\u2028", "\u2029"]
 
 
 @pytest.mark.parametrize("char", INVISIBLE)
@@ -29,3 +29,10 @@ def test_the_text_a_terminal_shows_as_it_is_stays_as_it_is() -> None:
     """Letters of any script, emoji, accents and ordinary spaces are not escaped: only what shows as nothing is."""
     text = "Amélie 日本語 emoji🎬 סרט\u00a0x"
     assert visible(text) == text
+
+
+def test_the_joiners_that_spelling_and_emoji_need_stay_as_they_are() -> None:
+    """The zero-width non-joiner and joiner are part of Persian and Indic spelling and of emoji sequences; written as
+    escapes they garbled such titles (a family emoji became three faces and two ``\\u200d``)."""
+    for text in ("می\u200cخواهم", "क्\u200dष", "👨\u200d👩\u200d👧"):
+        assert visible(text) == text

@@ -926,7 +926,7 @@ return out;
 def _visible(text: str) -> str:
     """``text`` with the characters that show as nothing and the line and paragraph separators written as ``\\u200b``
     escapes, as the page shows them (app.js visible())."""
-    return re.sub("[\u200b-\u200d\u2060\ufeff\u2028\u2029]", lambda m: f"\\u{ord(m.group()):04x}", text)
+    return re.sub("[\u200b\u2060\ufeff\u2028\u2029]", lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _isolated(text: str) -> str:

@@ -16,9 +16,11 @@ from rich.markup import escape
 
 # C0 and C1 controls (tab and newline included: one table cell stays one line), DEL, the line and paragraph
 # separators (U+2028, U+2029: line breaks too), the bidirectional marks, overrides and isolates that reorder what a
-# terminal shows, and the characters that show as nothing: zero-width space, non-joiner and joiner (U+200B-U+200D),
-# word joiner (U+2060) and the byte order mark (U+FEFF, a zero-width no-break space inside a text).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]")
+# terminal shows, and the characters that show as nothing: zero-width space (U+200B), word joiner (U+2060) and the
+# byte order mark (U+FEFF, a zero-width no-break space inside a text). Not the zero-width non-joiner and joiner
+# (U+200C, U+200D): Persian and Indic spelling and emoji sequences (a family emoji) need them, and they join or
+# part the letters they stand between, so they do not hide inside a word.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]")
 
 
 def _visible(match: re.Match[str]) -> str:

@@ -32,10 +32,11 @@ function el(tag, attrs, ...children) {
 
 function clear(node) { node.replaceChildren(); return node; }
 
-// Characters that show as nothing (zero-width space, non-joiner and joiner, word joiner, byte order mark) and the line
-// and paragraph separators, written as visible escapes ("\u200b"), as the CLI prints them: the item id "zw\u200bsp"
-// read as "zwsp", and a title of zero-width spaces was an empty row.
-const UNSEEN = /[\u200b-\u200d\u2060\ufeff\u2028\u2029]/g;
+// Characters that show as nothing (zero-width space, word joiner, byte order mark) and the line and paragraph
+// separators, written as visible escapes ("\u200b"), as the CLI prints them: the item id "zw\u200bsp" read as "zwsp",
+// and a title of zero-width spaces was an empty row. Not the zero-width non-joiner and joiner: Persian and Indic
+// spelling and emoji sequences need them.
+const UNSEEN = /[\u200b\u2060\ufeff\u2028\u2029]/g;
 function visible(text) { return String(text).replace(UNSEEN, ch => "\\u" + ch.charCodeAt(0).toString(16).padStart(4, "0")); }
 
 // A title with no visible character (empty, or zero-width, control and space characters only: `conrec data` warns of
