@@ -124,3 +124,54 @@ def test_the_entry_points_say_a_read_only_run_directory_in_one_line(tmp_path, ca
     assert exit_.value.code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err.startswith("error:") and "Read-only file system" in err and "Traceback" not in err
+
+
+def test_under_a_launcher_every_command_but_sft_and_grpo_refuses_before_it_touches_the_run(tmp_path, monkeypatch):
+    """Found by probing: `torchrun --nproc_per_node 2 -m conrec.cli demo` ran the data and SID stages in both processes
+    (the second rebuilt data/ without the run lock while the first read it) and died at SFT with a false "rebuilt or
+    removed"; `... -m conrec.cli eval` decoded every model twice and wrote all of eval/ from both. Each command that
+    runs in one process now refuses in one line, said by the main process, exit 2 in every process; sft and grpo
+    run as before."""
+    import typer
+    from typer.testing import CliRunner
+
+    import conrec.pipeline as pipeline
+    from conrec.cli import app
+
+    run = tmp_path / "run"
+    commands = sorted(typer.main.get_command(app).commands)
+    assert {"data", "sid", "eval", "demo", "predict", "serve", "init", "ablate"} <= set(commands)
+    waited: list[float] = []
+    monkeypatch.setattr(pipeline.time, "sleep", waited.append)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, label in (("0", "error:"), ("1", "error (process 1):")):
+        monkeypatch.setenv("RANK", rank)
+        for command in (c for c in commands if c not in ("sft", "grpo")):
+            res = CliRunner().invoke(app, [command, "-r", str(run)], env={"COLUMNS": "80"})
+            err = " ".join(res.stderr.split())
+            assert res.exit_code == 2 and err.startswith(f"{label} conrec {command} runs in one process"), (command, res.output)
+            assert "run it without the launcher" in err and len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert not run.exists()
+    assert waited == [pipeline.WORKER_ERROR_GRACE_S] * (len(commands) - 2)  # the worker only: the launcher stops it
+    demo = " ".join(CliRunner().invoke(app, ["demo"]).stderr.split())
+    assert "`conrec data` and `conrec sid` first, then sft and grpo under the launcher, then `conrec eval`" in demo
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: abc\n")
+    for command in ("sft", "grpo"):  # they run under a launcher (test_sft_then_progressive_grpo_as_two_cpu_processes...)
+        err = CliRunner().invoke(app, [command, "-c", str(bad)]).stderr
+        assert "invalid config" in err and "one process" not in err
+    monkeypatch.setenv("WORLD_SIZE", "1")  # a lone process with a stray RANK (a pod's environment) is not refused
+    assert "one process" not in CliRunner().invoke(app, ["data", "-c", str(bad)]).stderr
+
+
+def test_a_real_two_process_launch_of_eval_stops_at_once_saying_why_once(tmp_path):
+    """The refusal above through torchrun itself: the launch fails, the main process's line is the only one, and
+    the run directory is not created."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "conrec.cli",
+           "eval", "-r", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    said = proc.stdout + proc.stderr
+    assert said.count("conrec eval runs in one process") == 1 and "error: conrec eval" in said, said[-3000:]
+    assert not (tmp_path / "run").exists()

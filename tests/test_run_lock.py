@@ -16,7 +16,7 @@ from conrec.cli import app
 from conrec.config import load_config, preset_path
 from conrec.errors import RunInUseError
 from conrec.pipeline import run_pipeline, run_stage
-from conrec.run_lock import LOCK_FILE, OWNER_FILE, holder_description, holding_run
+from conrec.run_lock import LOCK_FILE, OWNER_FILE, LaunchedError, holder_description, holding_run
 
 
 def _holder(run_dir: Path) -> subprocess.Popen[str]:
@@ -128,7 +128,9 @@ def test_the_lock_is_reentrant_in_one_process_and_left_to_the_main_rank(tmp_path
     try:
         monkeypatch.setenv("RANK", "1")  # a worker rank of a launch whose main rank holds the run
         monkeypatch.setenv("WORLD_SIZE", "2")
-        with holding_run(run_dir):
+        with holding_run(run_dir, distributed=True):  # SFT, GRPO: each process trains, the main one writes the records
+            pass
+        with pytest.raises(LaunchedError, match="runs in one process"), holding_run(run_dir):  # other work: refused
             pass
         monkeypatch.setenv("WORLD_SIZE", "1")  # a lone process with a stray RANK (a pod's environment) is the main one
         with pytest.raises(RunInUseError), holding_run(run_dir):

@@ -55,6 +55,37 @@ HISTORY_HELP = escape(
 )
 
 
+DEMO_UNDER_A_LAUNCHER = (
+    ", or launch only those two: `conrec data` and `conrec sid` first, then sft and grpo under the launcher, then "
+    "`conrec eval`"
+)
+
+
+@app.callback()
+def _one_process_unless_training(ctx: typer.Context) -> None:
+    # no docstring: a callback's would replace the app's help
+    # Every command but sft and grpo runs in one process. Under torchrun or `accelerate launch` each process ran it:
+    # `demo` and `eval` wrote the run directory from every process at once (a worker rank skips the run lock). Refused
+    # before anything is read or written, said by the main process (the launcher stops the others), exit 2 in each.
+    from conrec.run_lock import launched_processes
+
+    if launched_processes() <= 1:
+        return
+    from conrec.pipeline import say_error
+    from conrec.run_lock import LaunchedError, refuse_under_launcher
+    from conrec.stages import DISTRIBUTED_STAGES
+
+    command = ctx.invoked_subcommand
+    if command in DISTRIBUTED_STAGES:  # `conrec sft`, `conrec grpo`: the stage of the same name
+        return
+
+    try:
+        refuse_under_launcher(f"conrec {command}", then=DEMO_UNDER_A_LAUNCHER if command == "demo" else "")
+    except LaunchedError as exc:
+        say_error(str(exc))
+        raise typer.Exit(2) from None
+
+
 def _load(config: Path | None, run_dir: Path | None, default_preset: str | None = None, check_record: bool = True):
     """--config, else the run dir's own config.yaml, else ``default_preset``, else defaults. ``check_record``:
     refuse a run's record that names another run (:func:`_check_run_record`); off where nothing is read or written."""

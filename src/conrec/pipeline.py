@@ -27,11 +27,11 @@ from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError, spoken_list
 from conrec.io import naming_write_failures, read_json, remove_stray_temps, update_text, write_json
 from conrec.run_home import run_config_text
-from conrec.run_lock import holding_run, is_worker_rank
+from conrec.run_lock import holding_run, is_worker_rank, refuse_under_launcher
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
-from conrec.stages import STAGE_REGISTRY, STAGES, read_inputs, reads_any, section_settings, stage_fingerprint, stage_hash, stage_revision
+from conrec.stages import DISTRIBUTED_STAGES, STAGE_REGISTRY, STAGES, read_inputs, reads_any, section_settings, stage_fingerprint, stage_hash, stage_revision
 
 RUN_FILES = ("config.yaml", "timings.json", PARENT_FILE)
 """The files conrec writes directly in a run directory (atomically, :func:`conrec.io.atomic_path`): whose temporaries a
@@ -99,11 +99,14 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     """Run one stage as a unit of the run: check its inputs, invalidate it and what depends on it,
     run it, then record its fingerprint and the run's config (so a later ``conrec demo`` knows
     exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`."""
+    distributed = stage in DISTRIBUTED_STAGES
+    if not distributed:  # before anything is read or written: every process of a launch ran it, writing alike
+        refuse_under_launcher(f"the {stage} stage")
     console = console or Console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
-    with holding_run(run.root, current=lambda: stale_reason(run, cfg, stage) is None), quieted(), torch_threads_kept():  # a library caller's process is left as it was
+    with holding_run(run.root, current=lambda: stale_reason(run, cfg, stage) is None, distributed=distributed), quieted(), torch_threads_kept():  # a library caller's process is left as it was
         built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
         return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
@@ -233,7 +236,7 @@ def say_error(line: str) -> None:
     if is_worker_rank():
         time.sleep(WORKER_ERROR_GRACE_S)
         label = f"error (process {os.environ.get('RANK')}):"
-    Console(stderr=True).print(f"[bold red]{label}[/] {escape(line)}")
+    Console(stderr=True, soft_wrap=True).print(f"[bold red]{label}[/] {escape(line)}")  # one line, as the CLI's (a log)
 
 
 def record_finished(
@@ -285,6 +288,8 @@ def run_pipeline(
     unknown = [s for s in stages if s not in STAGE_REGISTRY]
     if unknown:
         raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
+    if single := [s for s in stages if s not in DISTRIBUTED_STAGES]:  # a launch's processes each ran them (run_stage)
+        refuse_under_launcher(f"the {single[0]} stage" if len(single) == 1 else f"each of the {spoken_list(single)} stages")
     run = RunDir(cfg.run_dir)
     if "eval" in stages:  # LMs this pipeline trains or the run has, scored on their training labels: before any trains
         from conrec.eval.preflight import refuse_scoring_trained_labels
@@ -293,7 +298,7 @@ def run_pipeline(
         refuse_scoring_trained_labels(cfg.data.split, cfg.eval.split, scored)
     if stages and (force or stale_reason(run, cfg, stages[0]) is not None):
         check_upstream(run, cfg, stages[0])  # before anything is written, the run directory included (as run_stage)
-    with holding_run(cfg.run_dir, current=lambda: not force and all(stale_reason(run, cfg, s) is None for s in stages)), torch_threads_kept():  # across the stages: no other process starts one in between
+    with holding_run(cfg.run_dir, current=lambda: not force and all(stale_reason(run, cfg, s) is None for s in stages), distributed=not single), torch_threads_kept():  # across the stages: no other process starts one in between
         return _run_pipeline_held(cfg, stages, force, console)
 
 

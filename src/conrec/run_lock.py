@@ -9,7 +9,8 @@ therefore stops at once with one line, before it touches anything.
 The lock is an OS file lock (``filelock``): the operating system releases it when the process ends,
 SIGKILL included, so it never goes stale. It is reentrant within a process (the pipeline holds it
 across its stages, each stage takes it again). Under torchrun or ``accelerate launch`` every rank runs
-the same stage, so only the main rank (``RANK`` 0 or unset) takes it.
+the same stage, so only the main rank (``RANK`` 0 or unset) takes it; that holds for the distributed stages (SFT
+and GRPO) only, and a hold for any other work is refused under a launcher (:func:`refuse_under_launcher`).
 
 Beside the lock, the holder leaves :data:`OWNER_FILE` (its pid, command line and start time), so that a
 refusal can say *which* process to wait for: "in use by another conrec process" alone left the user
@@ -63,6 +64,34 @@ def is_worker_rank() -> bool:
     return world_size() > 1 and os.environ.get("RANK", "0") != "0"  # a lone process with a stray RANK is the main one
 
 
+def launched_processes() -> int:
+    """The processes of the launch this process is one of: ``WORLD_SIZE`` where a launcher (torchrun, ``accelerate
+    launch``, deepspeed) set it together with a rank (``RANK`` or ``LOCAL_RANK``), else 1."""
+    return world_size() if "RANK" in os.environ or "LOCAL_RANK" in os.environ else 1
+
+
+class LaunchedError(ConfigError):
+    """Work that runs in one process was started as several processes of a launch."""
+
+
+def refuse_under_launcher(what: str, then: str = "") -> None:
+    """Raise :class:`LaunchedError` when this process is one of several of a launch (:func:`launched_processes`):
+    ``what`` ("conrec eval") runs in one process. ``then``: what to do, where more than "run it without the launcher".
+
+    Why: every process of ``torchrun -m conrec.cli demo`` ran the data and SID stages, a worker (which skipped the run
+    lock) rebuilt data/ while the main process read it, and the launch died at SFT with a false "rebuilt or removed";
+    under ``torchrun -m conrec.cli eval`` both processes decoded every model and wrote all of eval/ to the same paths."""
+    n = launched_processes()
+    if n <= 1:
+        return
+    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "?"))
+    raise LaunchedError(
+        f"{what} runs in one process, and this is process {rank} of {n} started by a launcher (torchrun or accelerate "
+        f"launch set WORLD_SIZE={n}); only `conrec sft` and `conrec grpo` (or `-m conrec.llm.training.sft|grpo`) run as "
+        f"several processes: run it without the launcher{then}"
+    )
+
+
 class RunReadOnlyError(ConfigError):
     """The run directory cannot be written (a read-only mount, another user's directory): its lock cannot be taken."""
 
@@ -71,11 +100,17 @@ _READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @contextmanager
-def holding_run(root: str | os.PathLike[str], current: Callable[[], bool] | None = None) -> Iterator[None]:
+def holding_run(
+    root: str | os.PathLike[str], current: Callable[[], bool] | None = None, distributed: bool = False
+) -> Iterator[None]:
     """Hold the run directory ``root`` (created if missing) for writing, or raise :class:`RunInUseError`, or
     :class:`RunReadOnlyError` where it cannot be written. ``current``: whether what the command would run is current
     already, asked only then, so that the refusal can say nothing needs to run (``.conrec.lock: Read-only file
-    system`` alone said neither that, nor that predict, score and serve work there)."""
+    system`` alone said neither that, nor that predict, score and serve work there). ``distributed``: the work runs in
+    every process of a launch, the main one holding the run for all (SFT, GRPO); other work is refused under a launcher
+    (:func:`refuse_under_launcher`), before the directory is touched: a worker passed unlocked and wrote beside the main one."""
+    if not distributed:
+        refuse_under_launcher(f"a command that writes run directory {root}")
     if is_worker_rank():  # the main rank holds the lock for the launch
         yield
         return

@@ -139,7 +139,9 @@ def _get(cfg: Any, key: str) -> Any:
 class Stage:
     """One pipeline stage (see the module docstring for the protocol).
 
-    ``resumable``: the runner takes ``resume=`` (checkpointed training). ``produces_model``: one
+    ``resumable``: the runner takes ``resume=`` (checkpointed training). ``distributed``: the runner runs in every
+    process of a launch (torchrun, ``accelerate launch``), the main one writing the run's records; another stage runs in
+    one process and is refused under a launcher (:func:`conrec.run_lock.refuse_under_launcher`). ``produces_model``: one
     output is a loadable model directory (see :func:`model_output`). ``bundle``: the class of the
     runner's ``section`` argument when more than one section is declared. ``selects``: which of its ``inputs`` and
     ``optional_inputs`` a config makes it read, ``selects(config, stage)``, a pure function of a config object, its JSON
@@ -171,6 +173,7 @@ class Stage:
     runner: str
     optional_inputs: tuple[str, ...] = ()
     resumable: bool = False
+    distributed: bool = False
     placement: tuple[str, ...] = ()
     bundle: Any = None
     selects: Callable[[Any, str], bool] | None = None
@@ -340,13 +343,13 @@ STAGE_REGISTRY: dict[str, Stage] = {
         ),
         Stage(
             "sft", "supervised fine-tuning on SID tasks", ("sft", "seed", "data.split"), ("data", "sid"),
-            ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, placement=("decode", "compute"), bundle=SftSections,
+            ("sft/stats.json", "sft/model/"), "conrec.llm.training.sft:run", resumable=True, distributed=True, placement=("decode", "compute"), bundle=SftSections,
             produces_model=True, source_files=("sft.model.path",), preflight="conrec.llm.training.sft:preflight", revision=2,
             revision_scope=_sft_revision_scope,
         ),
         Stage(
             "grpo", "progressive GRPO with the future-negative reward", ("grpo", "sft", "decode.exclude_history", "seed", "data.split"),
-            ("data", "sid", "sft"), ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True,
+            ("data", "sid", "sft"), ("grpo/stats.json", "grpo/model/"), "conrec.llm.training.grpo:run", resumable=True, distributed=True,
             placement=("decode", "compute"),
             bundle=GrpoSections, produces_model=True, preflight="conrec.llm.training.grpo:preflight",
         ),
@@ -360,6 +363,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
 }
 STAGES: tuple[str, ...] = tuple(STAGE_REGISTRY)
 MODEL_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if s.produces_model)
+DISTRIBUTED_STAGES: tuple[str, ...] = tuple(s.name for s in STAGE_REGISTRY.values() if s.distributed)
 
 PER_USER_TEXT: dict[tuple[str, int], str] = {
     ("eval", 2): "where a user held several evaluated points (data.split.protocol: per_user) its confidence intervals and "
