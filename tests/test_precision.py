@@ -99,6 +99,21 @@ def test_a_launchers_mixed_precision_gives_way_to_compute_precision(monkeypatch)
     assert pin_launcher_precision(rc) is None  # agrees: no warning
 
 
+def test_the_launchers_precision_warning_suggests_compute_precision_only_where_the_device_takes_it(monkeypatch):
+    """Found by probing: on a CPU the warning said "set compute.precision to choose it", and compute.precision bf16
+    is refused there ("needs a GPU")."""
+    from rich.console import Console
+
+    for machine, compute, hint in ((CPU, ComputeConfig(), "this run trains on the CPU, which is always fp32"),
+                                   (H100, ComputeConfig(precision="fp32"), "set compute.precision to choose it")):
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+        console = Console(record=True, width=300)
+        assert pin_launcher_precision(resolve_compute(compute, **machine), console) == "bf16"
+        said = console.export_text()
+        assert "the launcher's mixed precision (bf16) is overridden by compute.precision (fp32 here); " + hint in said
+        assert ("set compute.precision" in said) is (machine is H100)
+
+
 def test_only_the_main_process_warns_that_the_launchers_precision_gives_way(monkeypatch):
     """Under `accelerate launch --num_processes 2` the warning was printed once per process."""
     import os

@@ -150,9 +150,19 @@ def pin_launcher_precision(rc: ResolvedCompute, console: Console | None = None) 
     if given.strip().lower() == want:
         return None
     if console is not None and not is_worker_rank():  # every process overrides it; the main one says so
-        console.print(f"[yellow]warning:[/] the launcher's mixed precision ({given}) is overridden by compute.precision "
-                      f"({rc.precision} here); set compute.precision to choose it")
+        console.print(f"[yellow]warning:[/] {launcher_precision_warning(given, rc)}")
     return given
+
+
+def launcher_precision_warning(given: str, rc: ResolvedCompute) -> str:
+    """The warning that the launcher's mixed precision ``given`` gives way to ``rc``'s, with what the user can do.
+
+    Why: on a CPU it said "set compute.precision to choose it", and ``compute.precision: bf16`` there is refused
+    (:func:`resolve_compute`): the hint led to a second error. A CPU run is fp32, and the warning says so."""
+    said = f"the launcher's mixed precision ({given}) is overridden by compute.precision ({rc.precision} here)"
+    if rc.use_cpu:
+        return f"{said}; this run trains on the CPU, which is always fp32 (mixed precision needs a GPU)"
+    return f"{said}; set compute.precision to choose it"
 
 
 def trainer_kwargs(rc: ResolvedCompute) -> dict[str, Any]:
