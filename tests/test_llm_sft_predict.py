@@ -61,6 +61,18 @@ def test_sft_writes_a_loadable_model_and_marks_done(trained):
     assert min(tok.convert_tokens_to_ids(["<a_3>", "<c_3>", "<neg>"])) >= 49152  # added, not unknown
 
 
+def test_with_lora_n_params_counts_the_saved_model_and_the_adapters_apart(trained):
+    """Found by probing: with LoRA, n_params counted the adapters, which are merged away before saving (135,008,064
+    for SmolLM2 r 8 on q/v where the saved model holds 134,547,264)."""
+    from transformers import AutoModelForCausalLM
+
+    cfg, stats = trained
+    model = AutoModelForCausalLM.from_pretrained(RunDir(cfg.run_dir).sft_model)
+    assert stats["n_params"] == sum(p.numel() for p in model.parameters())
+    assert stats["n_params_non_embedding"] == stats["n_params"] - model.get_input_embeddings().weight.numel()
+    assert stats["n_params_lora_adapters"] > 0
+
+
 def test_full_finetune_also_writes_a_model(tmp_path):
     write_toy_run(tmp_path, n_items=16, n_users=6)
     cfg = _cfg(tmp_path, lora=False)
@@ -74,6 +86,7 @@ def test_full_finetune_also_writes_a_model(tmp_path):
     emb = model.get_input_embeddings().weight.numel()
     assert stats["n_params"] == sum(p.numel() for p in model.parameters())  # the tied head counted once
     assert stats["n_params_non_embedding"] == stats["n_params"] - emb > 0
+    assert stats["n_params_lora_adapters"] is None
 
 
 def test_predictor_recommends_real_new_items(trained):
