@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +151,15 @@ def _start(cfg: Any) -> Any:
 def _guard(fn: Callable[[], Any]) -> Any:
     """Run a command body; print conrec errors as one red line and exit 2 (no traceback). Ctrl-C
     says what state the run is in (exit 130, as shells expect), instead of leaving only the last
-    progress line on the screen. The process is the CLI's own: third-party bars and advisory warnings are
+    progress line on the screen; SIGTERM is handled the same way (:func:`_sigterm_as_interrupt`, exit 143). The
+    process is the CLI's own: third-party bars and advisory warnings are
     silenced for good here, not by the library calls it makes (they undo theirs for a library caller)."""
     from conrec.runtime import quiet_third_party
 
     quiet_third_party()
     try:
-        return fn()
+        with _sigterm_as_interrupt():
+            return fn()
     except ConrecError as exc:
         said = str(exc) + "".join(why for path, why in _FROM_RECORD.items() if path in str(exc))
         err_console.print(f"[bold red]error:[/] {escape(said)}")  # escaped: a message may quote "[nan]"
@@ -168,18 +171,66 @@ def _guard(fn: Callable[[], Any]) -> Any:
         # and why, not a traceback
         err_console.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        _say_interrupted()
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        _say_interrupted(exc)
+        raise typer.Exit(_interrupt_status(exc)) from None
     except SystemExit as exc:
-        if not _during_interrupt(exc):
+        if (interrupt := _during_interrupt(exc)) is None:
             raise
-        _say_interrupted()
-        raise typer.Exit(130) from None
+        _say_interrupted(interrupt)
+        raise typer.Exit(_interrupt_status(interrupt)) from None
 
 
-def _during_interrupt(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while a Ctrl-C was unwinding (a KeyboardInterrupt among its contexts).
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread where Ctrl-C raises :class:`KeyboardInterrupt` (:func:`_sigterm_as_interrupt`).
+
+    Why a KeyboardInterrupt: every ``finally`` and context manager that cleans up after Ctrl-C (the run lock's owner
+    file, a write's hidden temporary, ``conrec init``'s check file) and everything that treats Ctrl-C as a stop (uvicorn's
+    run, the workers' supervisor) then does the same for SIGTERM."""
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt;
+    outside it (and outside the main thread, where Python cannot take signals) nothing changes.
+
+    Why: SIGTERM is what ``docker stop``, systemd, Kubernetes and ``timeout`` send, and its default action ended the
+    process at once: exit 143 with no line, no ``finally`` run, so the run lock's owner file, a stage's
+    ``.model.XXXXXXXX.tmp`` and ``conrec init``'s ``.my.yaml.check.yaml`` stayed behind. Once raised, the default action
+    is back, so a second SIGTERM ends a slow cleanup at once; a process forked inside the block (a data loader's worker)
+    keeps the default action too. A server's uvicorn installs its own handler while it serves, and gives SIGTERM back
+    to this one after its graceful shutdown, which then ends as after Ctrl-C; ``serve.processes`` > 1: the supervisor's
+    handler replaces it for good."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != owner:  # a forked child: the default action, as if no handler had been installed
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:  # None: a handler set outside Python, which signal.signal cannot restore
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _interrupt_status(interrupt: KeyboardInterrupt) -> int:
+    """The exit status shells give a process ended by the signal: 128 + SIGINT (130) or 128 + SIGTERM (143)."""
+    return 143 if isinstance(interrupt, Terminated) else 130
+
+
+def _during_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM: :class:`Terminated`) that was unwinding when ``exc`` was raised (a KeyboardInterrupt
+    among its contexts), or None.
 
     Why: Ctrl-C at ``conrec sft | tee log`` kills ``tee`` too; the cleanup's last progress line then met a dead
     pipe and rich turned that into ``SystemExit(1)``, which replaced the interrupt: exit 1 and no "interrupted"
@@ -187,16 +238,18 @@ def _during_interrupt(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, KeyboardInterrupt):
-            return True
+            return seen
         seen = seen.__context__
-    return False
+    return None
 
 
-def _say_interrupted() -> None:
-    """The Ctrl-C line on stderr, if stderr can still take it (a dead pipe there too must not change the exit)."""
+def _say_interrupted(interrupt: KeyboardInterrupt) -> None:
+    """The Ctrl-C line on stderr (``terminated:`` for SIGTERM), if stderr can still take it (a dead pipe there too
+    must not change the exit)."""
+    label = "terminated:" if isinstance(interrupt, Terminated) else "interrupted:"
     try:
         err_console.print(
-            "[yellow]interrupted:[/] nothing half-written is kept (a stage is marked done only when it finishes); "
+            f"[yellow]{label}[/] nothing half-written is kept (a stage is marked done only when it finishes); "
             "rerun the command to go on (sft and grpo resume from their last checkpoint, written every save_steps steps)"
         )
     except (OSError, SystemExit):  # rich answers a broken pipe with SystemExit(1)
