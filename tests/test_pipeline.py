@@ -497,6 +497,38 @@ def test_ctrl_c_says_what_state_the_run_is_in_and_exits_130(tmp_path: Path, monk
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize(
+    ("args", "interrupted_in", "said"),
+    [
+        (["serve", "-c", "preset:tiny"], "conrec.serve.app.run", "the server stopped before it was serving; it writes nothing"),
+        (["init", "events.csv"], "conrec.init_config.init_config", "stopped before it finished; no file it writes is left half-written"),
+        (["predict", "-c", "preset:tiny", "--split", "test"], "conrec.llm.inference.predict_request.check_predict_request",
+         "stopped before it finished; no file it writes is left half-written"),
+    ],
+)
+def test_ctrl_c_in_a_command_that_runs_no_stage_says_no_stage_s_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], interrupted_in: str, said: str
+) -> None:
+    """Found by probing: Ctrl-C while `conrec serve` loaded, or in `conrec init` or `conrec predict`, said that "a stage
+    is marked done only when it finishes" and that SFT and GRPO resume from their checkpoints: they run no stage."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    import conrec.cli as cli
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    module, name = interrupted_in.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, interrupted)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(cli.app, [*args, "-r", str(tmp_path / "run")] if "-c" in args else args)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 130 and text.startswith(f"interrupted: {said}"), res.output
+    assert "stage" not in text and "checkpoint" not in text and "Traceback" not in res.output
+
+
 def test_ctrl_c_with_stdout_a_dead_pipe_still_exits_130_with_its_line(tmp_path: Path) -> None:
     """Ctrl-C on ``conrec sft | tee log`` kills tee too: the cleanup's last progress line met the dead pipe, rich
     turned that into SystemExit(1), and conrec exited 1 with no "interrupted" line. Run in a child process whose

@@ -148,9 +148,21 @@ def _start(cfg: Any) -> Any:
     return cfg
 
 
-def _guard(fn: Callable[[], Any]) -> Any:
+STOPPED_STAGE = (
+    "nothing half-written is kept (a stage is marked done only when it finishes); rerun the command to go on "
+    "(sft and grpo resume from their last checkpoint, written every save_steps steps)"
+)
+"""What the Ctrl-C line says after a command that runs stages (a stage, ``demo``, ``ablate``)."""
+STOPPED_COMMAND = "stopped before it finished; no file it writes is left half-written (each is written whole or not at all)"
+"""What it says after a command that runs no stage (``init``, ``predict``, ``score``, ``analyze``, ``config``)."""
+STOPPED_SERVER = "the server stopped before it was serving; it writes nothing"
+"""What it says after ``conrec serve``: only while it starts (once serving, uvicorn takes Ctrl-C and shuts down)."""
+
+
+def _guard(fn: Callable[[], Any], stopped: str = STOPPED_COMMAND) -> Any:
     """Run a command body; print conrec errors as one red line and exit 2 (no traceback). Ctrl-C
-    says what state the run is in (exit 130, as shells expect), instead of leaving only the last
+    says what state the run is in (``stopped``: one of the ``STOPPED_*`` texts, as fits the command; exit 130, as
+    shells expect), instead of leaving only the last
     progress line on the screen; SIGTERM is handled the same way (:func:`_sigterm_as_interrupt`, exit 143). The
     process is the CLI's own: third-party bars and advisory warnings are
     silenced for good here, not by the library calls it makes (they undo theirs for a library caller)."""
@@ -172,12 +184,12 @@ def _guard(fn: Callable[[], Any]) -> Any:
         err_console.print(f"[bold red]error:[/] {escape(line)}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt as exc:
-        _say_interrupted(exc)
+        _say_interrupted(exc, stopped)
         raise typer.Exit(_interrupt_status(exc)) from None
     except SystemExit as exc:
         if (interrupt := _during_interrupt(exc)) is None:
             raise
-        _say_interrupted(interrupt)
+        _say_interrupted(interrupt, stopped)
         raise typer.Exit(_interrupt_status(interrupt)) from None
 
 
@@ -243,15 +255,13 @@ def _during_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
-def _say_interrupted(interrupt: KeyboardInterrupt) -> None:
+def _say_interrupted(interrupt: KeyboardInterrupt, stopped: str) -> None:
     """The Ctrl-C line on stderr (``terminated:`` for SIGTERM), if stderr can still take it (a dead pipe there too
-    must not change the exit)."""
+    must not change the exit). Why ``stopped``: the stages' text (done markers, checkpoints) was said after every
+    command, also after ``serve``, ``init`` and ``predict``, which run no stage."""
     label = "terminated:" if isinstance(interrupt, Terminated) else "interrupted:"
     try:
-        err_console.print(
-            f"[yellow]{label}[/] nothing half-written is kept (a stage is marked done only when it finishes); "
-            "rerun the command to go on (sft and grpo resume from their last checkpoint, written every save_steps steps)"
-        )
+        err_console.print(f"[yellow]{label}[/] {stopped}")
     except (OSError, SystemExit):  # rich answers a broken pipe with SystemExit(1)
         pass
 
@@ -266,7 +276,7 @@ def _stage(stage: str, config: Path | None, run_dir: Path | None, **kwargs: Any)
 @app.command()
 def data(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> None:
     """Load events + items into canonical Parquet, split by time, build future-window labels."""
-    _guard(lambda: _stage("data", config, run_dir))
+    _guard(lambda: _stage("data", config, run_dir), STOPPED_STAGE)
 
 
 @app.command()
@@ -292,7 +302,7 @@ def analyze(
 @app.command()
 def sid(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> None:
     """Encode item text, quantize with RQ-VAE (or residual k-means), write the collision-free SID map."""
-    _guard(lambda: _stage("sid", config, run_dir))
+    _guard(lambda: _stage("sid", config, run_dir), STOPPED_STAGE)
 
 
 # The command's earlier name, kept so existing scripts keep working; hidden from --help.
@@ -306,7 +316,7 @@ def sft(
     resume: bool = typer.Option(True, help="resume from the last complete checkpoint if one exists"),
 ) -> None:
     """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
-    _guard(lambda: _stage("sft", config, run_dir, resume=resume))
+    _guard(lambda: _stage("sft", config, run_dir, resume=resume), STOPPED_STAGE)
 
 
 @app.command()
@@ -316,7 +326,7 @@ def grpo(
     resume: bool = typer.Option(True, help="resume from the last checkpoint if one exists"),
 ) -> None:
     """Progressive GRPO with the multi-day future-negative reward."""
-    _guard(lambda: _stage("grpo", config, run_dir, resume=resume))
+    _guard(lambda: _stage("grpo", config, run_dir, resume=resume), STOPPED_STAGE)
 
 
 @app.command()
@@ -418,7 +428,7 @@ def init(
 @app.command(name="eval")
 def eval_(config: Path | None = ConfigOpt, run_dir: Path | None = RunDirOpt) -> None:
     """Evaluate baselines and LM checkpoints; write report.md and PNG plots."""
-    _guard(lambda: _stage("eval", config, run_dir))
+    _guard(lambda: _stage("eval", config, run_dir), STOPPED_STAGE)
 
 
 @app.command("config")
@@ -468,7 +478,7 @@ def ablate(
             )
         return run_ablation(_start(cfg), what=what, console=console)
 
-    _guard(body)
+    _guard(body, STOPPED_STAGE)
 
 
 @app.command()
@@ -482,7 +492,7 @@ def serve(
     """HTTP service: POST /v1/dislikes -> top-K likely dislikes."""
     from conrec.serve.app import run
 
-    _guard(lambda: run(_start(_load(config, run_dir)), host=host, port=port))
+    _guard(lambda: run(_start(_load(config, run_dir)), host=host, port=port), STOPPED_SERVER)
 
 
 @app.command()
@@ -495,7 +505,7 @@ def demo(
     from conrec.pipeline import run_demo
 
     # the ablation tables of the stages it runs again are marked stale by each stage run (conrec.pipeline.run_stage)
-    _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console))
+    _guard(lambda: run_demo(_load(config, run_dir, default_preset="demo"), force=force, console=console), STOPPED_STAGE)
 
 
 def main() -> None:  # pragma: no cover
