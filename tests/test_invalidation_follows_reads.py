@@ -26,6 +26,7 @@ def test_a_grpo_rerun_keeps_an_eval_of_the_sft_model_alone(tmp_path: Path, fake_
     fake_stages.clear()
     pipeline.run_stage(cfg, "grpo")  # `conrec grpo`
     assert run.is_done("eval") and run.stage_identity("eval") == eval_identity and run.invalidated_by("eval") is None
+    assert run.report.read_text() == "report"  # not cleared: no stale line
     pipeline.run_pipeline(cfg)  # `conrec demo`
     assert fake_stages == ["grpo"]
     pipeline.run_pipeline(_cfg(tmp_path, eval={"models": ["sft"]}, grpo={"learning_rate": 2e-5}))  # a GRPO setting changed
@@ -66,3 +67,33 @@ def test_a_baselines_only_eval_survives_an_sft_rerun(tmp_path: Path, fake_stages
     fake_stages.clear()
     pipeline.run_pipeline(_cfg(tmp_path, eval={"models": []}, sft={"train": {"learning_rate": 1e-3}}))
     assert fake_stages == ["sft", "grpo"]
+
+
+def test_an_upstream_rerun_marks_the_eval_report_stale_even_when_interrupted(
+    tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by probing: after `conrec sft --no-resume` was stopped with Ctrl-C on a finished run, ``eval/_invalidated.json``
+    said ``by: sft`` but ``eval/report.md`` read as current, while ``ablations/grpo.md`` got a stale first line. The
+    report gets the same line (once), and the eval that writes it again leaves it out."""
+    from conrec.runs import STALE_MARK
+
+    cfg = _cfg(tmp_path)
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    fake = pipeline._stage_runner
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "_stage_runner", lambda stage: interrupted)
+    for _ in range(2):  # `conrec sft`, Ctrl-C, twice
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run_stage(cfg, "sft")
+    report = run.report.read_text()
+    assert report == (f"{STALE_MARK} `conrec sft` was run again after this report was written, so its numbers may not describe "
+                      "the run's models and data any more: run `conrec eval` (or `conrec demo`) to write it again.\n\nreport")
+    assert run.invalidated_by("eval") is not None
+    monkeypatch.setattr(pipeline, "_stage_runner", fake)
+    fake_stages.clear()
+    pipeline.run_pipeline(cfg)  # `conrec demo`
+    assert fake_stages == ["sft", "grpo", "eval"] and run.report.read_text() == "report"

@@ -21,8 +21,9 @@ from pathlib import Path
 from rich.console import Console
 
 from conrec.errors import ConrecError
-from conrec.io import read_json, remove_stray_temps, write_text
-from conrec.runs import RunDir
+from conrec.io import read_json, remove_stray_temps
+from conrec.runs import STALE_MARK as STALE_MARK  # the tables' mark is the reports' (conrec.runs.mark_stale_file)
+from conrec.runs import RunDir, mark_stale_file
 from conrec.stages import STAGES
 
 WHAT = ("grpo", "prompts", "paper")
@@ -30,8 +31,6 @@ WHAT = ("grpo", "prompts", "paper")
 :mod:`conrec.ablation` so that the pipeline, which never imports that module, knows the tables' files."""
 TABLE_FILES = tuple(f"{what}{ext}" for what in WHAT for ext in (".md", ".json"))
 """The files an ablation writes directly in ``ablations/`` (atomically, :func:`conrec.io.atomic_path`)."""
-STALE_MARK = "> **Stale:**"
-"""The first words of a table marked stale (a markdown quote, so the table below still renders)."""
 
 
 def built_on(run: RunDir, sources: list[RunDir]) -> dict[str, dict[str, str | None]]:
@@ -66,14 +65,7 @@ def mark_stale(run_dir: str | Path, what: str, why: str) -> bool:
     """Put a stale line with ``why`` on top of ``ablations/<what>.md`` (once); False when there is no table or it
     already has one."""
     path = RunDir(run_dir).root / "ablations" / f"{what}.md"
-    try:
-        text = path.read_text()
-    except (FileNotFoundError, NotADirectoryError):
-        return False
-    if text.startswith(STALE_MARK):
-        return False
-    write_text(f"{STALE_MARK} {why}; its rows may not match the run: rerun `conrec ablate --what {what}` to rewrite it.\n\n{text}", path)
-    return True
+    return mark_stale_file(path, f"{why}; its rows may not match the run: rerun `conrec ablate --what {what}` to rewrite it.")
 
 
 def remove_table_temps(run_dir: str | Path) -> int:

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conrec.errors import StageInputError, spoken_list
-from conrec.io import unwritable, write_json
+from conrec.io import unwritable, write_json, write_text
 from conrec.source_files import change as source_change
 from conrec.stages import (
     FINGERPRINT_FILE,
@@ -76,6 +76,22 @@ RERUN_EFFECT = {  # what an earlier stage's rerun replaced under the stages buil
     "sft": "the SFT model it was trained from was retrained",
 }
 MAX_CHANGES_SHOWN = 4  # settings a stale message names before "and N more"
+STALE_MARK = "> **Stale:**"
+"""The first words of a Markdown file marked stale (a quote, so that what follows still renders): an ablation table
+(:mod:`conrec.ablation_stale`), a stage's report (:attr:`conrec.stages.Stage.reports`)."""
+
+
+def mark_stale_file(path: Path, why: str) -> bool:
+    """Put a :data:`STALE_MARK` line saying ``why`` on top of the Markdown file ``path``, once; False when there is no
+    such file or it is marked already."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    if text.startswith(STALE_MARK):
+        return False
+    write_text(f"{STALE_MARK} {why}\n\n{text}", path)
+    return True
 
 
 PROMPT_PREFIX_KEY = "prompts_with_special_prefix"
@@ -578,9 +594,26 @@ class RunDir:
         for s in clearing.stages:
             if s != clearing.stage and self.is_done(s):
                 write_json({"by": clearing.stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
+            if s != clearing.stage:
+                self._mark_reports_stale(s, clearing.stage)
             self.clear_done(s)
             (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
         return list(clearing.stages)
+
+    def _mark_reports_stale(self, stage: str, by: str) -> None:
+        """Mark the reports ``stage`` wrote (:attr:`conrec.stages.Stage.reports`: ``eval/report.md``) stale, as a rerun of
+        the earlier stage ``by`` clears it.
+
+        Why: the rerun leaves them on disk, and nothing but ``_invalidated.json`` said that ``eval/report.md`` no longer
+        described the run's models (an SFT rerun, even one interrupted at once), while the ablation tables built on the
+        same stages got a stale line (:mod:`conrec.ablation_stale`). The stage's own rerun replaces them."""
+        spec = STAGE_REGISTRY[stage]
+        for rel in spec.reports:
+            mark_stale_file(
+                self.root / rel,
+                f"`conrec {by}` was run again after this report was written, so its numbers may not describe the run's "
+                f"models and data any more: run `{spec.command}` (or `conrec demo`) to write it again.",
+            )
 
     def _cleared_from(self, stage: str, cfg: PipelineConfig | None) -> list[str]:
         """The stages :meth:`invalidate_from` clears: ``stage`` and the later ones built on it."""

@@ -162,7 +162,9 @@ class Stage:
     scope was found after fingerprints had hashed it for every setting (data revision 2). Today's fingerprints keep
     hashing it (:meth:`revision_for`), so that records made since stay current; a record from before it whose settings
     it does not concern is current too (:meth:`current_revisions`, :func:`stage_fingerprints`), and no stale message
-    names it (:meth:`fixes_since`).
+    names it (:meth:`fixes_since`). ``reports``: its outputs written for a person to read (Markdown, relative to the
+    run directory), which nothing reads back: when a rerun of an earlier stage clears the stage they get a stale first
+    line (:meth:`conrec.runs.RunDir.clear`), since they stay on disk looking current.
     """
 
     name: str
@@ -184,6 +186,7 @@ class Stage:
     revision: int = 0
     revision_scope: Callable[[int, Mapping[str, Any]], bool] | None = None
     revision_late_scope: Callable[[int, Mapping[str, Any]], bool] | None = None
+    reports: tuple[str, ...] = ()
 
     def revision_for(self, sections: Mapping[str, Any]) -> int:
         """The revision of outputs made with ``sections`` (section key -> JSON dump): the latest one that applies to
@@ -357,7 +360,7 @@ STAGE_REGISTRY: dict[str, Stage] = {
             "eval", "baselines and LMs on the eval split, report and plots", ("eval", "decode", "data.split", "sft.prompt"),
             ("data", "sid"), ("eval/metrics.json", "eval/report.md"), "conrec.eval.stage:run", optional_inputs=("sft", "grpo"),
             bundle=EvalSections, selects=_eval_reads, selects_note="`sid` for an LM or the `content` baseline; `sft`, `grpo` as `eval.models` names them",
-            preflight="conrec.eval.preflight:preflight", revision=2,
+            preflight="conrec.eval.preflight:preflight", revision=2, reports=("eval/report.md",),
         ),
     )
 }
