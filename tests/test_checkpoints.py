@@ -19,8 +19,10 @@ from conrec.llm.model.checkpoints import (
     TiedHeadLoad,
     discard_reason,
     last_complete_checkpoint,
+    newest_complete_checkpoint,
     prepare_checkpoint_dir,
     process_change,
+    restart_note,
     resumed_processes,
     untied_missing_keys,
     whole_run_mean_loss,
@@ -230,6 +232,17 @@ def test_incomplete_checkpoints_are_skipped_and_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]
     shutil.rmtree(tmp_path / "checkpoint-2")
     assert last_complete_checkpoint(tmp_path) is None
+
+
+def test_a_run_whose_only_checkpoints_are_incomplete_says_it_starts_from_step_0(tmp_path):
+    """SFT and GRPO say it in one line (restart_note); a resume, or no checkpoint at all, says nothing of it."""
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    found, incomplete = newest_complete_checkpoint(tmp_path)
+    assert found is None and incomplete == ["checkpoint-4", "checkpoint-2"] and not any(tmp_path.iterdir())
+    assert restart_note(found, incomplete) == ("the earlier run's checkpoint-4 and checkpoint-2 were not completely written "
+                                               "(it stopped while saving) and cannot be resumed: training starts from step 0")
+    assert restart_note(tmp_path / "checkpoint-2", ["checkpoint-4"]) is None and restart_note(None, []) is None
 
 
 def _stopping_cfg(root: Path):

@@ -321,6 +321,31 @@ def test_a_skipped_or_resumed_stage_is_said_by_the_main_process_only(tmp_path: P
         assert out.getvalue().splitlines() == said
 
 
+def test_a_stage_whose_only_checkpoint_is_incomplete_says_it_starts_from_step_0(tmp_path: Path) -> None:
+    """Found by probing (SIGKILL while a GRPO stage saved its first checkpoint): the rerun deleted the half-written
+    checkpoint and trained the stage from step 0 without a word, where a resume says "resuming from checkpoint-N"."""
+    import conrec.llm.training.grpo as grpo_mod
+
+    ckpts = tmp_path / "stage_1" / "checkpoints"
+    (ckpts / "checkpoint-2").mkdir(parents=True)
+    (ckpts / "checkpoint-2" / "trainer_state.json").write_text("{}")  # no _complete.json: cut short while saving
+    log = SimpleNamespace(keep_until=lambda *a: None)
+    for is_main in (False, True):
+        out = io.StringIO()
+        job = SimpleNamespace(work=tmp_path, is_main=is_main, resume=True, console=Console(file=out, width=80),
+                              state=SimpleNamespace(wait_for_everyone=lambda: None, num_processes=1))
+        assert grpo_mod._resume_point(job, log, 1, SimpleNamespace(name="pos"), ckpts) is None
+        said = ["GRPO stage 1 (pos): the earlier run's checkpoint-2 was not completely written (it stopped while saving) "
+                "and cannot be resumed: training starts from step 0"] if is_main else []
+        assert out.getvalue().splitlines() == said  # one line, also in an 80-column log
+    assert not (ckpts / "checkpoint-2").exists()
+    out = io.StringIO()
+    job = SimpleNamespace(work=tmp_path, is_main=True, resume=True, console=Console(file=out),
+                          state=SimpleNamespace(wait_for_everyone=lambda: None, num_processes=1))
+    assert grpo_mod._resume_point(job, log, 1, SimpleNamespace(name="pos"), ckpts) is None
+    assert out.getvalue() == ""  # no checkpoint at all: a first run, nothing to say
+
+
 def test_a_stage_checkpoint_made_with_another_number_of_processes_is_refused_not_resumed(tmp_path: Path) -> None:
     """Found by a scale-out probe (SFT was fixed the same day): grpo.batch_size is per process, and a GRPO stage
     interrupted under torchrun with 2 processes was resumed by a 1-process launch without a word."""

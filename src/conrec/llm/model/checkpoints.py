@@ -151,12 +151,35 @@ def _complete(ckpt: Path) -> bool:
 def last_complete_checkpoint(folder: Path, clean: bool = True) -> Path | None:
     """The newest complete checkpoint under ``folder`` (None if none); with ``clean``, incomplete
     checkpoints newer than it are deleted so the Trainer's own rotation never counts them."""
+    return newest_complete_checkpoint(folder, clean)[0]
+
+
+def newest_complete_checkpoint(folder: Path, clean: bool = True) -> tuple[Path | None, list[str]]:
+    """:func:`last_complete_checkpoint`, and the names of the incomplete checkpoints newer than it (newest first),
+    deleted with ``clean``: for :func:`restart_note`."""
+    incomplete: list[str] = []
     for _, ckpt in _checkpoints(Path(folder)):
         if _complete(ckpt):
-            return ckpt
+            return ckpt, incomplete
+        incomplete.append(ckpt.name)
         if clean:
             shutil.rmtree(ckpt, ignore_errors=True)
-    return None
+    return None, incomplete
+
+
+def restart_note(resume_from: Path | None, incomplete: list[str]) -> str | None:
+    """What a training run says when the earlier run's only checkpoints (``incomplete``: from
+    :func:`newest_complete_checkpoint`) were incomplete, so that it starts from step 0; None otherwise.
+
+    Why: a GRPO stage (SFT too) whose one checkpoint had been cut short by a kill while it was saved started again from
+    step 0 without a word, where a resume says "resuming from checkpoint-N" and discarded checkpoints say why."""
+    if resume_from is not None or not incomplete:
+        return None
+    from conrec.errors import spoken_list
+
+    were = "was" if len(incomplete) == 1 else "were"
+    return (f"the earlier run's {spoken_list(incomplete)} {were} not completely written (it stopped while saving) and "
+            "cannot be resumed: training starts from step 0")
 
 
 def _owner_record(folder: Path) -> dict[str, Any]:

@@ -76,9 +76,10 @@ from conrec.llm.model.checkpoints import (
     NoCheckpointAtTheEnd,
     TiedHeadLoad,
     checkpoint_step,
-    last_complete_checkpoint,
+    newest_complete_checkpoint,
     process_change,
     recorded_processes,
+    restart_note,
     trainer_save_args,
 )
 from conrec.llm.model.copy_bias import saved_betas
@@ -575,7 +576,7 @@ def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckp
 
     Why the count is checked: ``grpo.batch_size`` is per process, so a stage resumed by a launch with another number
     of processes trained on batches neither launch would (SFT refuses the same, :func:`process_change`)."""
-    resume_from = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else None
+    resume_from, incomplete = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else (None, [])
     job.state.wait_for_everyone()
     if resume_from is not None and (changed := process_change(recorded_processes(ckpt_dir), job.state.num_processes)):
         raise StageInputError(f"GRPO stage {i} ({stage.name}): {changed}")
@@ -587,6 +588,8 @@ def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckp
             job.console.print(f"GRPO stage {i} ({stage.name}): resuming from {resume_from.name}")
         log.keep_until(i, checkpoint_step(resume_from))
     else:
+        if job.is_main and (note := restart_note(resume_from, incomplete)) is not None:
+            job.console.print(f"[yellow]GRPO stage {i} ({stage.name}): {note}[/]", soft_wrap=True)
         log.keep_until(i, 0)
     return resume_from
 
@@ -847,9 +850,10 @@ def _make_trainer(spec: TrainerSpec) -> Any:
     return trainer
 
 
-def _last_checkpoint(folder: Path, is_main: bool = True) -> Path | None:
-    """The newest *complete* checkpoint (a half-written one is deleted and the previous one used)."""
-    return last_complete_checkpoint(folder, clean=is_main)
+def _last_checkpoint(folder: Path, is_main: bool = True) -> tuple[Path | None, list[str]]:
+    """The newest *complete* checkpoint (a half-written one is deleted and the previous one used), and the names of the
+    half-written ones (:func:`conrec.llm.model.checkpoints.newest_complete_checkpoint`)."""
+    return newest_complete_checkpoint(folder, clean=is_main)
 
 
 def _mean(values: Sequence[float]) -> float | None:

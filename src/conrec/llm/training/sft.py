@@ -44,9 +44,10 @@ from conrec.llm.model.checkpoints import (
     TiedHeadLoad,
     checkpoint_step,
     discard_reason,
-    last_complete_checkpoint,
+    newest_complete_checkpoint,
     prepare_checkpoint_dir,
     process_change,
+    restart_note,
     resumed_processes,
     trainer_save_args,
     whole_run_mean_loss,
@@ -533,8 +534,10 @@ def run(sections: SftSections, run_dir: Path, console: Console | None = None, re
                       soft_wrap=True)  # one line, also in an 80-column log
     kept = prepare_checkpoint_dir(ckpt_dir, owner, resume, is_main, n_processes)
     state.wait_for_everyone()
-    resume_from = last_complete_checkpoint(ckpt_dir, clean=is_main) if kept else None
+    resume_from, incomplete = newest_complete_checkpoint(ckpt_dir, clean=is_main) if kept else (None, [])
     state.wait_for_everyone()
+    if is_main and (note := restart_note(resume_from, incomplete)) is not None:
+        console.print(f"[yellow]SFT: {note}[/]", soft_wrap=True)
 
     args = SFTConfig(
         output_dir=str(ckpt_dir),
