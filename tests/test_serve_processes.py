@@ -345,6 +345,64 @@ def test_workers_stop_when_their_parent_is_killed(tmp_path):
     assert len(workers) == 2 and not any(_pid_alive(p) for p in workers)
 
 
+SLOW_LOAD = """
+import os, time
+if os.environ.get({config_env!r}):  # set by the parent for its workers only
+    import conrec.serve.app as app
+    real = app.create_app_from_run
+
+    def slow(*args, **kwargs):  # a model that takes a minute to load
+        open(os.path.join({marks!r}, str(os.getpid())), "w").close()
+        time.sleep(60)
+        return real(*args, **kwargs)
+
+    app.create_app_from_run = slow
+"""
+
+
+@pytest.mark.parametrize(("signum", "to_group"), [("SIGTERM", False), ("SIGINT", True)])
+def test_a_stop_while_the_workers_load_ends_them_at_once(tmp_path, signum, to_group):
+    """Found by probing: uvicorn calls the app factory inside its signal capture, so SIGTERM (to the parent, as
+    `docker stop` sends it) or Ctrl-C (SIGINT to the whole group) while the workers loaded the model waited until each
+    had loaded it and started, then shut it down (33 s on the tiny model). A loading worker now ends at once."""
+    import signal
+    import time
+
+    marks, site = tmp_path / "loading", tmp_path / "site"
+    marks.mkdir()
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_LOAD.format(config_env=CONFIG_ENV, marks=str(marks)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    run = write_synthetic_run(tmp_path / "run", n_items=60, n_users=10, events_per_user=12)
+    cfg = PipelineConfig.model_validate({"run_dir": str(run.root), "threads": 1, "serve": {
+        "model": "popular", "processes": 2, "port": free_port(), "worker_ping_timeout_s": 120}})
+    path = tmp_path / "serve.yaml"
+    path.write_text(dump_config(cfg))
+    proc = subprocess.Popen([sys.executable, "-m", "conrec.cli", "serve", "--config", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(marks.iterdir())) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name) for p in marks.iterdir()]
+        assert len(workers) == 2, proc.communicate(timeout=60)[0] if proc.poll() is not None else "workers not loading"
+        began = time.monotonic()
+        if to_group:
+            os.killpg(proc.pid, getattr(signal, signum))
+        else:
+            proc.send_signal(getattr(signal, signum))
+        out, _ = proc.communicate(timeout=120)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    assert took < 30, f"stopped {took:.0f} s after {signum}: the workers finished loading first\n{out}"
+    assert proc.returncode == 0, out
+    assert "Application startup complete" not in out and "Traceback" not in out, out
+    assert not any(_pid_alive(p) for p in workers)
+
+
 def test_a_worker_whose_parent_is_pid_1_is_not_taken_for_an_orphan(tmp_path):
     """In a container the supervisor itself is often pid 1: workers took "my parent is pid 1" for "my parent
     died", quit, and were restarted forever. They now compare with the supervisor's own pid."""

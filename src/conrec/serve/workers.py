@@ -37,6 +37,9 @@ import os
 import socket
 import sys
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,36 @@ def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker process: the config named by :data:`CONFIG_ENV`."""
     ignore_hangup()  # first (conrec.serve's import did already, in a worker): one ended by SIGHUP is restarted, loading again
     stop_with_parent()
+    with stopped_at_once():
+        return _load_app()
+
+
+@contextmanager
+def stopped_at_once() -> Iterator[None]:
+    """Within the block (a worker's load), SIGTERM and SIGINT take their default action: the worker ends at once.
+    Outside the main thread, where no handler can be set, nothing changes.
+
+    Why: uvicorn calls the app factory inside ``Server.serve``'s signal capture, so its handlers only noted a stop,
+    acted on after the load and the startup: with ``serve.processes: 2``, Ctrl-C or SIGTERM while the workers loaded
+    (the supervisor passes SIGTERM on at once) waited until every worker had loaded the model, then shut each down: 33 s
+    on the tiny model on a loaded machine, past ``docker stop``'s 10 s grace with a real one. A loading worker has
+    taken no request and writes nothing, so nothing is lost; uvicorn's handlers are back for its graceful shutdown once
+    the model is loaded."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:  # None: a handler set outside Python, which signal.signal cannot restore
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+def _load_app() -> FastAPI:
+    """:func:`app_from_env`'s load: the run's model and tables, checked against what the parent served and read."""
     from conrec.serve.app import create_app_from_run
 
     cfg = load_config(os.environ[CONFIG_ENV])
