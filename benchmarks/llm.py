@@ -76,7 +76,8 @@ def one(backbone: str, phase: str, steps: int, batch: int, users: int, k: int, t
     lora = phase == "sft_lora"
     cfg = _cfg(root, backbone, lora, steps if phase.startswith("sft") else 1, batch, k)
     stats = STAGE_REGISTRY["sft"].call(cfg, console=quiet)
-    record_finished(cfg, "sft")  # a model is only loaded while its stage is current
+    for stage in ("data", "sid", "sft"):  # a model is only loaded while its stage, and those it is built on, are current
+        record_finished(cfg, stage)
     out: dict = {"backbone": backbone, "phase": phase, "threads": threads}
     if phase.startswith("sft"):
         out.update(

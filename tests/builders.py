@@ -259,6 +259,14 @@ def record_current(cfg: PipelineConfig, *stages: str) -> None:
     run = RunDir(cfg.run_dir)
     write_text(dump_config(cfg), run.root / "config.yaml")  # what `--run-dir` commands load, as the pipeline leaves it
     for stage in stages:
+        # the stages it is built on that a hand-made run has without a record (write_toy_run's data and SID stages,
+        # tables written alone) finished and recorded first, as a pipeline that made the stage had them: a stage built on
+        # one that is not current is not current either (RunDir.stale_reason); one recorded already is left as it is
+        for up in run.reads_closure(cfg, stage)[:-1]:
+            if run.fingerprint_record(up) is None:
+                if not run.is_done(up):
+                    run.mark_done(up)
+                record_finished(cfg, up)
         if not run.is_done(stage):
             run.mark_done(stage)
         record_finished(cfg, stage)

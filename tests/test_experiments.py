@@ -114,6 +114,56 @@ def test_a_childs_own_stage_goes_stale_when_the_parent_rebuilds_what_it_was_buil
     assert fake_stages[:1] == ["grpo"]
 
 
+def test_a_childs_eval_of_a_model_gone_stale_is_stale_too_for_the_pipeline_the_cli_and_predict(
+    tmp_path: Path, fake_stages: list[str]
+) -> None:
+    """Found by a live run: after the parent's SFT was retrained with another learning rate, the child's GRPO was stale
+    (built on a rebuilt SFT) but its eval, which scored that GRPO model, was current (its GRPO record unchanged), so
+    ``run_pipeline(child, stages=("eval",))`` skipped it as "finished earlier with this config" while `conrec eval`
+    refused it. Staleness is transitive: every consumer now says the eval is stale, naming the earliest cause."""
+    from conrec.errors import StageInputError
+
+    parent = _parent(tmp_path)
+    child = evaluation_only(load_config(None, {"run_dir": str(tmp_path / "child"), "grpo": {"beta": 0.1}}), tmp_path / "child", ["grpo"])
+    run_child(parent.run_dir, child, console=None)
+    root = RunDir(child.run_dir)
+    assert all(pipeline.stale_reason(root, child, s) is None for s in STAGES)
+    retrained = parent.model_copy(update={"sft": parent.sft.model_copy(update={"train": parent.sft.train.model_copy(update={"learning_rate": 3e-3})})})
+    pipeline.run_stage(retrained, "sft")  # the parent's SFT retrained in place, with another learning rate
+    assert "made with a different configuration" in (pipeline.stale_reason(root, child, "sft") or "")
+    why = pipeline.stale_reason(root, child, "eval") or ""
+    assert why.startswith("built on a sft stage that is not current (made with a different configuration (sft.train.learning_rate"), why
+    fake_stages.clear()
+    with pytest.raises(StageInputError, match=r"^eval needs the grpo stage's outputs .* not usable: built on a sft stage that was rebuilt"):
+        pipeline.run_pipeline(child, stages=("eval",))  # as `conrec eval -r <child>` (run_stage) refuses it
+    with pytest.raises(StageInputError, match=r"^eval needs the grpo stage's outputs"):
+        pipeline.run_stage(child, "eval")
+    assert fake_stages == [] and root.is_done("eval")  # refused before anything ran or was cleared
+    assert root.model_problem(child, "grpo") is not None  # predict and serve refuse the GRPO model too
+    assert "run `conrec sft` and the stages after it up to eval" in root.rerun_hint(child, "eval")
+
+
+def test_a_stage_is_stale_with_what_it_was_built_on_in_a_run_of_its_own_too(tmp_path: Path, fake_stages: list[str]) -> None:
+    """The same rule without a parent: an SFT stage rebuilt without clearing the stages after it (as a parent's is under
+    a child's) leaves the GRPO model stale, and the eval that scored it (reading GRPO, not SFT) stale with it."""
+    from conrec.errors import StageInputError
+    from conrec.pipeline import record_finished
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run"), "eval": {"models": ["grpo"]}})
+    pipeline.run_pipeline(cfg)
+    run = RunDir(cfg.run_dir)
+    run.mark_done("sft")  # rebuilt in place, the later stages not cleared
+    record_finished(cfg, "sft")
+    assert pipeline.stale_reason(run, cfg, "sft") is None
+    assert pipeline.stale_reason(run, cfg, "grpo") == "built on a sft stage that was rebuilt or removed since"
+    assert pipeline.stale_reason(run, cfg, "eval") == "built on a grpo stage that is not current (built on a sft stage that was rebuilt or removed since)"
+    fake_stages.clear()
+    with pytest.raises(StageInputError, match=r"^eval needs the grpo stage's outputs .* not usable: built on a sft stage that was rebuilt"):
+        pipeline.run_pipeline(cfg, stages=("eval",))
+    pipeline.run_pipeline(cfg)  # the whole pipeline retrains GRPO and scores it again
+    assert fake_stages == ["grpo", "eval"]
+
+
 def test_a_parent_rebuild_during_a_childs_stage_is_refused_not_recorded_as_what_it_was_built_on(
     tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

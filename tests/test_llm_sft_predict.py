@@ -187,7 +187,7 @@ def test_model_not_matching_the_run_sid_map_is_rejected(trained, tmp_path):
     other_cfg = cfg.model_copy(update={"run_dir": other})
     import shutil
 
-    shutil.copytree(run.sft, RunDir(other).sft)  # the model with its stage record: current, only the SID map differs
+    shutil.copytree(run.root, other)  # the model and the stages it is built on with their records: current, only the SID map differs
     SidMap(original.items, codes, original.codebook_sizes).to_parquet(RunDir(other).sid_map)
     with pytest.raises(StageInputError, match="different item <-> SID assignment"):
         Predictor.from_run(other_cfg, model="sft")

@@ -171,7 +171,7 @@ def test_stages_that_fed_the_lm_prompts_without_a_bos_are_stale_for_a_bos_tokeni
     record_current(early, "sft")
     older("sft")
     assert stale_reason(run, early, "sft") == why["grpo"].replace("grpo stage", "sft stage")
-    record_current(cfg, "grpo", "eval")  # recorded by this conrec: current
+    record_current(cfg, "sft", "grpo", "eval")  # recorded by this conrec (the SFT model they are built on too): current
     assert stale_reason(run, cfg, "grpo") is None and stale_reason(run, cfg, "eval") is None
 
 

@@ -61,9 +61,7 @@ def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]
     """Upstream stages ``stage`` reads: the declared inputs its config selects, and each optional input the run has and
     the config selects (eval reads an LM stage only if it exists and ``eval.models`` names it, then it must be current
     like any other input; the sid stage only for an LM or the ``content`` baseline: :func:`conrec.stages.read_inputs`)."""
-    spec = STAGE_REGISTRY[stage]
-    ups = {u for u in read_inputs(stage, cfg) if u in spec.inputs or run.stage_dir(u).exists()}
-    return [s for s in STAGES if s in ups]
+    return run.reads(cfg, stage)
 
 
 def require_run_dir(run: RunDir, what: str, make: str) -> None:

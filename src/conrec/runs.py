@@ -51,6 +51,7 @@ from conrec.stages import (
     fingerprint_sections,
     fixes_text,
     model_output,
+    read_inputs,
     reads_any,
     revision_sections,
     section_as_hashed,
@@ -247,14 +248,8 @@ class RunDir:
         """What to run so that ``stage`` is current for ``cfg``: the earliest stage up to it that is not
         (a hint that named ``stage`` itself was refused by it when an earlier one had to run first), and, while another
         process holds the run, that it does (:meth:`busy_note`). For refusals only: the lock probe is not free."""
-        from conrec.pipeline import required_upstream  # here: conrec.pipeline imports this module
-
-        reads, todo = set(), [stage]
-        while todo:  # the stages it reads, directly or not, as the pipeline chooses them (eval: the LMs it is asked for)
-            if (s := todo.pop()) not in reads:
-                reads.add(s)
-                todo += required_upstream(self, cfg, s)
-        earliest = next((s for s in STAGES if s in reads and self.stale_reason(cfg, s) is not None), stage)
+        reads = self.reads_closure(cfg, stage)
+        earliest = next((s for s in reads if self.stale_reason(cfg, s) is not None), stage)
         then = f" and the stages after it up to {stage}" if earliest != stage else ""
         return f"run `conrec {earliest}`{then} with it, or `conrec demo` with it (it reruns whatever is not current)" + self.busy_note(earliest)
 
@@ -275,8 +270,49 @@ class RunDir:
             f"is running on it): if that is `conrec {stage}` with this config, wait for it to finish instead"
         )
 
+    def reads(self, cfg: PipelineConfig, stage: str) -> list[str]:
+        """The stages ``stage`` reads for ``cfg``, in pipeline order: the declared inputs its config selects, and each
+        optional input the run has and the config selects (eval reads an LM stage only if it exists and ``eval.models``
+        names it; the sid stage only for an LM or the ``content`` baseline: :func:`conrec.stages.read_inputs`). What the
+        pipeline checks before a stage starts (:func:`conrec.pipeline.required_upstream`) and what it is stale with."""
+        spec = STAGE_REGISTRY[stage]
+        ups = {u for u in read_inputs(stage, cfg) if u in spec.inputs or self.stage_dir(u).exists()}
+        return [s for s in STAGES if s in ups]
+
+    def reads_closure(self, cfg: PipelineConfig, stage: str) -> list[str]:
+        """``stage`` and the stages it reads for ``cfg`` (:meth:`reads`), directly or not, in pipeline order."""
+        seen, todo = set(), [stage]
+        while todo:
+            if (s := todo.pop()) not in seen:
+                seen.add(s)
+                todo += self.reads(cfg, s)
+        return [s for s in STAGES if s in seen]
+
     def stale_reason(self, cfg: PipelineConfig, stage: str) -> str | None:
-        """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""
+        """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output, or built on a stage
+        that is not current); None if it can.
+
+        Transitive: a stage is stale when a stage it reads, directly or not (:meth:`reads_closure`), is not finished, not
+        made for ``cfg`` or built on a stage rebuilt since, in a run of its own or a child run alike. Why: a stage records
+        the identities of the stages it read directly, and a rerun clears the later stages of its own run, not those of a
+        child run linked to it (:mod:`conrec.experiments`). After a parent's SFT was retrained, a child's GRPO was stale
+        (its SFT rebuilt) but the eval that scored that GRPO model was not (its GRPO unchanged), so
+        ``run_pipeline(cfg, stages=("eval",))`` skipped it as current while ``conrec eval`` refused it. An earlier stage's
+        files are not checked here (:meth:`output_problem`): one damaged since does not change what was built from it,
+        and each reader checks the files it reads (the pipeline before a stage starts, a model load)."""
+        if (why := self._own_stale_reason(cfg, stage)) is not None:
+            return why
+        for up in self.reads_closure(cfg, stage)[:-1]:  # the earliest first: the cause, not its consequences
+            if (why := self._own_stale_reason(cfg, up, files=False)) is not None:
+                if why == "not finished":
+                    return f"built on a {up} stage that is not finished"
+                return f"built on a {up} stage that is not current ({why.removesuffix('; rerun it')})"
+        return None
+
+    def _own_stale_reason(self, cfg: PipelineConfig, stage: str, files: bool = True) -> str | None:
+        """:meth:`stale_reason` of ``stage`` by its own record and outputs (``files``: its outputs checked too), the
+        stages it reads left aside but for the identities it recorded of them (:meth:`_rebuilt_upstream`) and for the
+        files outside the run they read and their fixes since."""
         if not self.is_done(stage):
             return "not finished"
         rec = self.fingerprint_record(stage)
@@ -314,7 +350,7 @@ class RunDir:
             return why
         if (why := self._prompts_without_prefix(cfg, stage, rec)) is not None:
             return why
-        return self.output_problem(stage)
+        return self.output_problem(stage) if files else None
 
     def _prompts_without_prefix(self, cfg: PipelineConfig, stage: str, rec: dict[str, Any]) -> str | None:
         """Why ``stage``, recorded by a conrec that fed the LM its prompts without the tokenizer's special prefix,
