@@ -260,6 +260,7 @@ def test_serve_real_lm_over_http(e2e: dict[str, Any]) -> None:
 @pytest.mark.parametrize("what", ["prompts", "grpo"])
 def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[str, Any], what: str) -> None:
     from conrec.ablation import run as ablate
+    from conrec.experiments import parent_of
 
     cfg: PipelineConfig = e2e["cfg"]
     run: RunDir = e2e["run"]
@@ -297,7 +298,7 @@ def test_ablation_tables_train_each_variant_and_evaluate_it_like_eval(e2e: dict[
         assert (child / "data").is_symlink() and (child / "sid").is_symlink()
         assert (child / model / "model" / "config.json").exists()
         assert (child / model).is_symlink() == (v not in trained)  # the run's own model is reused, not retrained
-        assert read_json(child / "parent.json")["parent"] == str(run.root.resolve())
+        assert parent_of(child).resolve() == run.root.resolve()
     # a second call reuses the trained variants (same fingerprints): nothing retrained, same numbers
     again = ablate(cfg, what=what, console=Console(quiet=True))
     assert again == metrics
@@ -328,7 +329,7 @@ def test_paper_ladder_rows_are_child_runs_scored_by_the_eval_stage(e2e: dict[str
     for row in ("progressive", "future_reward", "pos_penalty"):
         assert (root / row / "sft").resolve() == (root / "alignment" / "sft").resolve()
         assert (root / row / "grpo" / "model" / "config.json").exists() and not (root / row / "grpo").is_symlink()
-        assert read_json(root / row / "parent.json")["parent"] == str((root / "alignment").resolve())
+        assert read_json(root / row / "parent.json")["parent"] == "../alignment"
     n = {len(read_parquet(root / row / "eval" / "predictions" / f"{'grpo' if row in ('progressive', 'future_reward', 'pos_penalty') else 'sft'}.parquet"))
          for row in PAPER_FHR20}
     assert len(n) == 1  # the same evaluation points for every row

@@ -30,7 +30,7 @@ def test_a_child_links_what_its_config_leaves_unchanged_and_runs_the_rest(tmp_pa
     assert [s for s in STAGES if (root / s).is_symlink()] == ["data", "sid", "sft"]
     assert (root / "sft").resolve() == (tmp_path / "parent" / "sft").resolve()
     assert not (root / "grpo").is_symlink() and RunDir(root).is_done("grpo")
-    assert read_json(root / "parent.json") == {"parent": str((tmp_path / "parent").resolve()), "linked": ["data", "sid", "sft"]}
+    assert read_json(root / "parent.json") == {"parent": "../parent", "linked": ["data", "sid", "sft"]}
     # the parent is untouched: still finished, its fingerprints those of its own config
     assert all(pipeline.is_current(RunDir(parent.run_dir), parent, s) for s in STAGES)
     # rerunning the child reuses everything
@@ -162,6 +162,43 @@ def test_a_stage_is_stale_with_what_it_was_built_on_in_a_run_of_its_own_too(tmp_
         pipeline.run_pipeline(cfg, stages=("eval",))
     pipeline.run_pipeline(cfg)  # the whole pipeline retrains GRPO and scores it again
     assert fake_stages == ["grpo", "eval"]
+
+
+def test_a_copied_parents_children_name_the_copy_as_their_parent(tmp_path: Path, fake_stages: list[str]) -> None:
+    """Found by a live run: ``parent.json`` held the parent's absolute path, so in a copy (``cp -a run copy``)
+    `conrec ablate -r copy/ablations/grpo/<row>` said to ablate the original run, though the row's links lead into the
+    copy. The parent is recorded relative to the child; an older absolute record is read through the child's links."""
+    import shutil
+
+    from conrec.ablation import refuse_child_run
+    from conrec.errors import ConfigError
+    from conrec.experiments import parent_of
+    from conrec.io import write_json
+
+    parent = _parent(tmp_path)
+    top = Path(parent.run_dir)
+    row, paper = "ablations/grpo/grpo_future", "ablations/paper"
+    run_child(top, load_config(None, {"run_dir": str(top / row), "grpo": {"beta": 0.1}}), console=None)
+    retrained = {"sft": {"train": {"learning_rate": 1e-3}}}  # a paper-like chain: progressive starts from alignment's SFT
+    run_child(top, load_config(None, {"run_dir": str(top / paper / "alignment"), **retrained}), console=None)
+    run_child(top / paper / "alignment", load_config(None, {"run_dir": str(top / paper / "progressive"), **retrained, "grpo": {"beta": 0.1}}),
+              console=None)
+    assert read_json(top / row / "parent.json")["parent"] == "../../.."
+    assert read_json(top / paper / "progressive" / "parent.json") == {"parent": "../alignment", "linked": ["data", "sid", "sft"]}
+    copy = tmp_path / "copy"
+    shutil.copytree(top, copy, symlinks=True)  # as cp -a: the relative links kept
+    assert parent_of(copy / row) == copy and parent_of(copy / paper / "progressive") == copy / paper / "alignment"
+    with pytest.raises(ConfigError) as refused:
+        refuse_child_run(copy / row, "grpo")
+    assert str(refused.value) == (f"{copy / row} is a child run of {copy} (a row of an ablation or a learning-curve point); "
+                                  f"ablate the parent: conrec ablate -r {copy} --what grpo")
+    for root in (top, copy):  # records an older conrec wrote in the original, copied with it: absolute
+        for child, up in ((row, "."), (paper + "/progressive", paper + "/alignment")):
+            write_json({**read_json(root / child / "parent.json"), "parent": str((top / up).resolve())}, root / child / "parent.json")
+            assert parent_of(root / child).resolve() == (root / up).resolve()
+    shutil.rmtree(top)  # the original moved away: the run the row's links lead into
+    assert parent_of(copy / row).resolve() == copy.resolve()
+    assert parent_of(tmp_path / "nowhere") is None
 
 
 def test_a_parent_rebuild_during_a_childs_stage_is_refused_not_recorded_as_what_it_was_built_on(

@@ -62,8 +62,8 @@ from conrec.ablation_stale import WHAT, built_on, mark_stale_tables, remove_tabl
 from conrec.config import PipelineConfig
 from conrec.console_text import shown
 from conrec.data.windows import measurable_horizons
-from conrec.errors import ConfigError, ConrecError, StageInputError, spoken_list
-from conrec.experiments import evaluation_only, run_child, stage_seconds
+from conrec.errors import ConfigError, StageInputError, spoken_list
+from conrec.experiments import evaluation_only, parent_of, run_child, stage_seconds
 from conrec.io import read_json, read_parquet, write_json, write_text
 from conrec.llm.config import DENSE_LOSS, NEG_SEGMENT_VARIANTS, PROMPT_VARIANTS, GrpoConfig
 from conrec.pipeline import is_current, run_pipeline  # one direction only: the pipeline never imports ablations
@@ -483,15 +483,11 @@ def refuse_child_run(run_dir: str | Path, what: str) -> None:
     Why: its config is an evaluation-only variant (``eval.baselines: []``, slates off), so the nested rows had no
     baseline to be compared with (every "Δ vs best baseline" was "–"), and it read the parent's linked stages
     without holding the parent."""
-    path = Path(run_dir) / PARENT_FILE
-    if not path.is_file():
+    if not (Path(run_dir) / PARENT_FILE).is_file():
         return
-    try:
-        parent = read_json(path).get("parent")
-    except (ConrecError, OSError, AttributeError):  # unreadable: still a child run
-        parent = None
-    of = f"of {parent}" if isinstance(parent, str) else "of another run"
-    hint = f"conrec ablate -r {shlex.quote(parent)} --what {what}" if isinstance(parent, str) else "conrec ablate -r PARENT"
+    parent = parent_of(run_dir)  # None: unreadable, still a child run
+    of = f"of {parent}" if parent is not None else "of another run"
+    hint = f"conrec ablate -r {shlex.quote(str(parent))} --what {what}" if parent is not None else "conrec ablate -r PARENT"
     raise ConfigError(f"{run_dir} is a child run {of} (a row of an ablation or a learning-curve point); ablate the parent: {hint}")
 
 

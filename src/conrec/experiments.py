@@ -16,7 +16,7 @@ that stage itself. ``parent.json`` in the child records the parent and what was 
 Layout (e.g. ``conrec ablate --what grpo``)::
 
     run_dir/ablations/grpo/grpo_future/
-      parent.json        {"parent": "/abs/run_dir", "linked": ["data", "sid", "sft"]}
+      parent.json        {"parent": "../../..", "linked": ["data", "sid", "sft"]}   (the parent, from the child)
       data -> run_dir/data, sid -> run_dir/sid, sft -> run_dir/sft
       grpo/  eval/       run here, by the normal stages
 """
@@ -67,8 +67,50 @@ def link_unchanged(parent: str | Path, cfg: PipelineConfig, stages: tuple[str, .
                 continue
         if path.is_symlink():  # no longer current for this configuration: the child runs it itself
             path.unlink()
-    write_json({"parent": str(parent_run.root), "linked": linked}, child.root / PARENT_FILE)
+    # relative, as the links are: a copied parent's children name the copy (parent_of)
+    write_json({"parent": os.path.relpath(parent_run.root, child.root.resolve()), "linked": linked}, child.root / PARENT_FILE)
     return linked
+
+
+def parent_of(run_dir: str | Path) -> Path | None:
+    """The parent run a child run's ``parent.json`` names, as a path from ``run_dir`` (None: no such record, or one
+    that does not name a parent).
+
+    Recorded relative to the child (:func:`link_unchanged`), so a parent copied with its children (``cp -a``) has them
+    name the copy, as their links lead into it. Why: the record held the parent's absolute path, and
+    ``conrec ablate -r copy/ablations/grpo/<row>`` sent the user to ablate the original run. A record an older conrec
+    wrote, absolute, is read through the child's links (:func:`_relocated`)."""
+    child = Path(run_dir)
+    try:
+        info = json.loads((child / PARENT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    parent = info.get("parent") if isinstance(info, dict) else None
+    if not isinstance(parent, str) or not parent:
+        return None
+    if not Path(parent).is_absolute():
+        return Path(os.path.normpath(child / parent))
+    return _relocated(child, Path(parent), info.get("linked"))
+
+
+def _relocated(child: Path, recorded: Path, linked: Any) -> Path:
+    """Where ``recorded``, an older record's absolute parent, is for ``child`` now: where it stands relative to the run
+    the child's first linked stage leads into, when that link leads elsewhere than the recorded run's same stage does
+    (the tree was copied or moved; a paper row's parent is the ``alignment`` row, whose data is the run's); the run the
+    link leads into when the recorded run is gone; else ``recorded``."""
+    for stage in linked if isinstance(linked, list) else []:
+        if stage not in STAGES or not (child / stage).is_symlink():
+            continue
+        try:
+            here = (child / stage).resolve(strict=True)
+        except OSError:  # a dangling link says nothing
+            continue
+        try:
+            there = (recorded / stage).resolve(strict=True)
+        except OSError:
+            return here.parent
+        return recorded if there == here else Path(os.path.normpath(here.parent / os.path.relpath(recorded, there.parent)))
+    return recorded
 
 
 def run_child(
