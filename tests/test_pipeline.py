@@ -113,6 +113,19 @@ def test_stage_alone_refuses_unfinished_upstream(tmp_path: Path, fake_stages: li
     assert fake_stages == []
 
 
+def test_an_unknown_stage_is_one_line_from_run_stage_as_from_run_pipeline(tmp_path: Path, fake_stages: list[str]) -> None:
+    """`run_stage(cfg, "foo")`, public API, raised a bare ``KeyError: 'foo'``; it says what `run_pipeline` says."""
+    from conrec.errors import ConfigError
+
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    line = r"^unknown stage\(s\) \['foo'\]; the stages are data, sid, sft, grpo, eval$"
+    with pytest.raises(ConfigError, match=line):
+        pipeline.run_stage(cfg, "foo")
+    with pytest.raises(ConfigError, match=line):
+        pipeline.run_pipeline(cfg, stages=("foo",))
+    assert fake_stages == [] and not (tmp_path / "run").exists()
+
+
 def test_stage_alone_refuses_upstream_made_with_other_settings(tmp_path: Path, fake_stages: list[str]) -> None:
     from conrec.errors import StageInputError
 

@@ -102,12 +102,22 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
         refuse_under_launcher(f"the {stage} stage")
     console = console or Console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
+    refuse_unknown_stages((stage,))
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
     with holding_run(run.root, current=lambda: stale_reason(run, cfg, stage) is None, distributed=distributed), quieted(), torch_threads_kept():  # a library caller's process is left as it was
         built_on = upstream_identities(run, cfg, stage)  # before the check that vouches for them (see refuse_if_rebuilt)
         check_upstream(run, cfg, stage)  # again: another process may have rewritten them before we held the run
         return _run_stage_held(cfg, stage, run, console, built_on, **kwargs)
+
+
+def refuse_unknown_stages(stages: Sequence[str]) -> None:
+    """A one-line :class:`ConfigError` naming those of ``stages`` that are no stage of the pipeline, before anything is
+    read or written. Why shared: ``run_stage(cfg, "foo")``, public as ``run_pipeline`` is, raised a bare
+    ``KeyError: 'foo'`` from the registry, where ``run_pipeline`` named the stages there are."""
+    unknown = [s for s in stages if s not in STAGE_REGISTRY]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
 
 
 def upstream_identities(run: RunDir, cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
@@ -283,9 +293,7 @@ def run_pipeline(
     console = console or Console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
-    unknown = [s for s in stages if s not in STAGE_REGISTRY]
-    if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(STAGES)}")
+    refuse_unknown_stages(stages)
     if single := [s for s in stages if s not in DISTRIBUTED_STAGES]:  # a launch's processes each ran them (run_stage)
         refuse_under_launcher(f"the {single[0]} stage" if len(single) == 1 else f"each of the {spoken_list(single)} stages")
     run = RunDir(cfg.run_dir)
