@@ -28,6 +28,16 @@ def test_rerun_skips_finished_stages(tmp_path: Path, fake_stages: list[str]) -> 
     assert fake_stages == list(STAGES)
 
 
+def test_run_pipeline_returns_what_the_stages_it_ran_returned(tmp_path: Path, fake_stages: list[str]) -> None:
+    """The documented return value (docs/serving.md): a stage skipped as current is left out, so a rerun of a finished
+    run returns {} (it was documented nowhere, and ``run_pipeline(cfg)["eval"]`` worked once, then raised KeyError)."""
+    cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
+    assert pipeline.run_pipeline(cfg) == {s: s for s in STAGES}  # the fake runners return their stage's name
+    assert pipeline.run_pipeline(cfg) == {}
+    assert pipeline.run_pipeline(cfg, stages="eval", force=True) == {"eval": "eval"}
+    assert pipeline.run_stage(cfg, "eval") == "eval"  # one stage runs, current or not
+
+
 def test_config_change_reruns_that_stage_and_downstream_only(tmp_path: Path, fake_stages: list[str]) -> None:
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     pipeline.run_pipeline(cfg)

@@ -96,7 +96,8 @@ def check_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> None:
 def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, **kwargs: Any) -> Any:
     """Run one stage as a unit of the run: check its inputs, invalidate it and what depends on it,
     run it, then record its fingerprint and the run's config (so a later ``conrec demo`` knows
-    exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`."""
+    exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`. Returns what the stage returned
+    (the eval stage: its metrics); it always runs, current or not."""
     distributed = stage in DISTRIBUTED_STAGES
     if not distributed:  # before anything is read or written: every process of a launch ran it, writing alike
         refuse_under_launcher(f"the {stage} stage")
@@ -289,7 +290,11 @@ def run_pipeline(
     stale) leaves the run as it was: its ``config.yaml`` is rewritten by the first stage that runs, or,
     when every stage of the pipeline was asked for and current, at the end (it rewrote it first, so a refused
     call made the run's good models "made with a different configuration"; ``conrec ablate --what paper -c
-    OTHER``, which asks for data and SID only, did so too). ``stages`` may be one name."""
+    OTHER``, which asks for data and SID only, did so too). ``stages`` may be one name.
+
+    Returns what each stage this call ran returned, by stage name (the eval stage: its metrics, ``{model: {metric:
+    value}}``); a stage skipped as current is left out, so a second call on a finished run returns ``{}``. A finished
+    run's numbers are in its ``eval/metrics.json`` (:func:`show_saved_results` prints them, as ``conrec demo`` does)."""
     console = console or Console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
