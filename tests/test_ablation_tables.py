@@ -115,6 +115,33 @@ def test_the_paper_table_keeps_its_paired_difference_to_the_row_above(tmp_path: 
         assert f"| {a.mean() - p.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] |" in line, line
 
 
+@pytest.mark.parametrize("what", ["grpo", "paper"])
+def test_the_seconds_columns_have_one_decimal_in_every_row(
+    tmp_path: Path, fake_scores: list[str], monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """Found by a live run: the "train s" and "eval s" columns read `9.9`, `5`, `3.1` (``{:g}`` drops a whole number's
+    decimal). Every seconds cell, and the total, now has the one decimal the stages record."""
+    import re
+
+    import conrec.ablation as ablation
+
+    recorded = {"sft": 15.0, "grpo": 64.9, "eval": 5.0}  # whole seconds among others, as recorded (rounded to 0.1)
+    monkeypatch.setattr(ablation, "stage_seconds", lambda run_dir, stage: recorded[stage])
+    table, _ = _ablate(tmp_path, what)
+    lines = table.splitlines()
+    header = next(line for line in lines if "| train s |" in line)
+    names = [c.strip() for c in header.strip("|").split("|")]
+    columns = [names.index(c) for c in ("train s", "eval s", "row s") if c in names]
+    block = lines[lines.index(header) + 2:]
+    rows = [line for line in block[:block.index("")] if not line.startswith("| (")]  # the variants, no baseline line
+    assert rows and len(columns) == 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert all(re.fullmatch(r"\d+\.\d", cells[i]) for i in columns), line
+    assert any(f"| {recorded['eval']:.1f} |" in line or f"| {recorded['sft']:.1f} |" in line for line in rows)
+    assert re.search(r"^Total \d+\.\d s", table, re.M)
+
+
 @pytest.mark.parametrize(("variant", "changed", "task", "run_task"), [
     ("neg_timeline", ["sft_neg_only", "sft_segmented", "sft_merged"], "next_negative 1, future_negative 1", "timeline 1"),
     ("segmented", ["sft_timeline", "sft_neg_timeline"], "timeline 1", "next_negative 1, future_negative 1"),

@@ -449,7 +449,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         lines.append(
             f"| {r['variant']} | {r['what']} | {ci(r, key)} | {dprev} | {dbest} | {cell(m.get(f'HR@{k}'))} | "
             f"{cell(m.get(f'LUF@{k}'))} | {cell(r['discern_acc'])} | {'– (no update)' if r['no_update'] else cell(r['forgetting'], '{:.1%}')} | "
-            f"{cell(r['zero_adv_share'], '{:.0%}')} | {r['paper_FHR@20']:.4f} | {cell(r['train_seconds'], '{:g}')} | {r['row_seconds']:g} |")
+            f"{cell(r['zero_adv_share'], '{:.0%}')} | {r['paper_FHR@20']:.4f} | {_seconds_cell(r['train_seconds'], '–')} | {_seconds_cell(r['row_seconds'], '–')} |")
     best = max(baselines, key=lambda n: metrics[n].get(key, -1.0)) if baselines else None
     if best is not None:
         lines.append(f"| ({best}: best baseline) | | {ci({'variant': best}, key)} | | | {cell(metrics[best].get(f'HR@{k}'))} | "
@@ -461,7 +461,7 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
         lines += ["", f"The SFT rows' discernment accuracy is within chance on these {sft_questions} questions (0.25 + 2 "
                   "standard errors), so the forgetting column measures nothing here."]
     lines += ["", "All models:", "", markdown_table(metrics, ks), "",
-              f"Total {seconds:g} s (data/SID/baselines included). train s = the row's own training (GRPO rows start from "
+              f"Total {seconds:.1f} s (data/SID/baselines included). train s = the row's own training (GRPO rows start from "
               "the `alignment` SFT model, whose time is not repeated); row s = training + evaluation of the row."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / "paper.md")
     write_json({"metrics": metrics, "variants": rows, "seconds": seconds, "built_on": built_on(rd, sources)},
@@ -469,6 +469,12 @@ def _run_paper(cfg: PipelineConfig, console: Console, started: float) -> dict[st
     console.print(summary_table(metrics, ks, _slate_metrics(baselines_run)))
     _print_table_path(cfg, rd.root / "ablations" / "paper.md", console)
     return metrics
+
+
+def _seconds_cell(seconds: float | None, missing: str) -> str:
+    """A table's seconds, one decimal (the stages record them so): ``15.5``, ``5.0``, never ``5`` beside ``9.9``
+    (``{:g}`` dropped a whole number's decimal); ``missing`` when not recorded."""
+    return missing if seconds is None else f"{seconds:.1f}"
 
 
 def _print_table_path(cfg: PipelineConfig, path: Path, console: Console) -> None:
@@ -581,13 +587,12 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         markdown_table(metrics, ks), "",
         f"| variant | what | FHR@{ks[-1]} [{label}] | Δ vs {ref} [{label}] | Δ vs best baseline [{label}] | train s | eval s | "
         "zero-advantage groups |",
-        "|---|---|---:|---:|---:|---|---|---|",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         m = metrics[r["variant"]]
         zero = "" if r["zero_adv_share"] is None else f"{r['zero_adv_share']:.0%}"
-        train = "?" if r["train_seconds"] is None else f"{r['train_seconds']:g}"
-        evs = "?" if r["eval_seconds"] is None else f"{r['eval_seconds']:g}"
+        train, evs = _seconds_cell(r["train_seconds"], "?"), _seconds_cell(r["eval_seconds"], "?")
         lo, hi = m.get(f"{key}_ci", (None, None))
         fhr = f"{m[key]:.3f}" + ("" if lo is None else f" [{lo:.3f}, {hi:.3f}]")
         diff = _best_baseline_cell(m, key)
@@ -595,7 +600,7 @@ def _run_rows(cfg: PipelineConfig, what: str, console: Console, started: float) 
         lines.append(f"| {r['variant']} | {r['what']} | {fhr} | {dref} | {diff} | {train} | {evs} | {zero} |")
     if what == "prompts" and (notes := _prompt_notes(cfg)):
         lines += ["", *notes]
-    lines += ["", f"Total {seconds:g} s. Each row is a child run; the train seconds of a row whose model is the run's own "
+    lines += ["", f"Total {seconds:.1f} s. Each row is a child run; the train seconds of a row whose model is the run's own "
               "(a linked stage, not retrained) are the run's stage time; eval s = the row's eval stage."]
     write_text("\n".join(lines) + "\n", rd.root / "ablations" / f"{what}.md")
     write_json({"metrics": metrics, "variants": rows, "reference": ref, "seconds": seconds, "built_on": built_on(rd, sources)},
