@@ -144,15 +144,16 @@ def test_under_a_launcher_every_command_but_sft_and_grpo_refuses_before_it_touch
     waited: list[float] = []
     monkeypatch.setattr(pipeline.time, "sleep", waited.append)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # torchrun's elastic agent sets it for its processes
     for rank, label in (("0", "error:"), ("1", "error (process 1):")):
         monkeypatch.setenv("RANK", rank)
-        for command in (c for c in commands if c not in ("sft", "grpo")):
+        for command in (c for c in commands if c not in ("sft", "grpo", "config")):  # config: below
             res = CliRunner().invoke(app, [command, "-r", str(run)], env={"COLUMNS": "80"})
             err = " ".join(res.stderr.split())
             assert res.exit_code == 2 and err.startswith(f"{label} conrec {command} runs in one process"), (command, res.output)
             assert "run it without the launcher" in err and len(res.stderr.strip().splitlines()) == 1, res.stderr
             assert not run.exists()
-    assert waited == [pipeline.WORKER_ERROR_GRACE_S] * (len(commands) - 2)  # the worker only: the launcher stops it
+    assert waited == [pipeline.WORKER_ERROR_GRACE_S] * (len(commands) - 3)  # the worker only: the launcher stops it
     demo = " ".join(CliRunner().invoke(app, ["demo"]).stderr.split())
     assert "`conrec data` and `conrec sid` first, then sft and grpo under the launcher, then `conrec eval`" in demo
     bad = tmp_path / "bad.yaml"
@@ -160,6 +161,8 @@ def test_under_a_launcher_every_command_but_sft_and_grpo_refuses_before_it_touch
     for command in ("sft", "grpo"):  # they run under a launcher (test_sft_then_progressive_grpo_as_two_cpu_processes...)
         err = CliRunner().invoke(app, [command, "-c", str(bad)]).stderr
         assert "invalid config" in err and "one process" not in err
+    err = " ".join(CliRunner().invoke(app, ["eval"]).stderr.split())
+    assert "process 1 of 2 started by torchrun or accelerate launch (WORLD_SIZE=2)" in err, err
     monkeypatch.setenv("WORLD_SIZE", "1")  # a lone process with a stray RANK (a pod's environment) is not refused
     assert "one process" not in CliRunner().invoke(app, ["data", "-c", str(bad)]).stderr
 
@@ -174,4 +177,33 @@ def test_a_real_two_process_launch_of_eval_stops_at_once_saying_why_once(tmp_pat
     assert proc.returncode != 0
     said = proc.stdout + proc.stderr
     assert said.count("conrec eval runs in one process") == 1 and "error: conrec eval" in said, said[-3000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_only_the_launchers_themselves_refuse_a_command_and_never_its_help_or_conrec_config(tmp_path, monkeypatch):
+    """Found in review: the refusal above took WORLD_SIZE with RANK for a launcher, so a SLURM or Kubeflow job, which
+    exports them for every command, had `conrec data` refused as "started by a launcher", and `conrec config` and
+    `conrec eval --help` exited 2 under torchrun. Now only torchrun's or accelerate's own variables count, and neither
+    help nor `config` (which touches no run) is refused."""
+    from typer.testing import CliRunner
+
+    from conrec.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: abc\n")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    for command in ("data", "eval", "demo"):  # a scheduler's exported variables: the command runs (and reads the config)
+        err = CliRunner().invoke(app, [command, "-c", str(bad)]).stderr
+        assert "invalid config" in err and "one process" not in err, (command, err)
+    for launcher in ({"TORCHELASTIC_RUN_ID": "none"}, {"ACCELERATE_MIXED_PRECISION": "no"}):
+        with monkeypatch.context() as m:
+            for key, value in launcher.items():
+                m.setenv(key, value)
+            refused = CliRunner().invoke(app, ["eval", "-r", str(tmp_path / "run")])
+            assert refused.exit_code == 2 and "started by torchrun or accelerate launch" in refused.stderr
+            for args in (["eval", "--help"], ["demo", "--help"], ["config", "-r", str(tmp_path / "run")]):
+                res = CliRunner().invoke(app, args)
+                assert res.exit_code == 0 and "one process" not in res.output + res.stderr, (args, res.stderr)
     assert not (tmp_path / "run").exists()

@@ -1503,24 +1503,34 @@ def test_a_mapping_left_empty_by_added_settings_hashes_as_runs_made_before_them(
     assert _dumped_fingerprint(labelled, "data", TODAY) == before
 
 
-def test_under_a_launcher_a_stage_that_runs_in_one_process_is_refused_before_the_run_is_touched(
+def test_under_a_launcher_a_stage_that_runs_in_one_process_is_refused_on_a_worker_before_the_run_is_touched(
     tmp_path: Path, fake_stages: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Found by probing: under torchrun every process ran the data, SID and eval stages, the workers without the run
     lock (writing what the main process read); a library caller's launch reached them too. SFT and GRPO run in every
-    process, as before (test_a_refused_compute_setting_or_a_worker_rank_leaves_the_run_as_it_was)."""
+    process, as before (test_a_refused_compute_setting_or_a_worker_rank_leaves_the_run_as_it_was). Found in review:
+    refusing rank 0 too broke a user's torchrun script that runs the data stage on rank 0 only (it holds the lock) and a
+    scheduler's job that exports RANK=0 WORLD_SIZE=2; only the other ranks are refused."""
     from conrec.run_lock import LaunchedError, holding_run
 
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     monkeypatch.setenv("WORLD_SIZE", "2")
-    for env in ({"RANK": "0"}, {"RANK": "1"}, {"LOCAL_RANK": "1"}):
+    for env in ({"RANK": "1"}, {"LOCAL_RANK": "1"}):
         monkeypatch.delenv("RANK", raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
         for call in (lambda: pipeline.run_stage(cfg, "data"), lambda: pipeline.run_stage(cfg, "eval"),
                      lambda: pipeline.run_pipeline(cfg), lambda: pipeline.run_pipeline(cfg, stages=("sid", "sft"))):
-            with pytest.raises(LaunchedError, match=r"(the|each of the) (data|eval|sid)[a-z ,]* stages? runs in one process, and this is process [01] of 2"):
+            with pytest.raises(LaunchedError, match=r"(the|each of the) (data|eval|sid)[a-z ,]* stages? runs in one process, and this is process 1 of 2"):
                 call()
         with pytest.raises(LaunchedError, match="a command that writes run directory .* runs in one process"), holding_run(cfg.run_dir):
             pass
         assert fake_stages == [] and not Path(cfg.run_dir).exists()
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("RANK", "0")  # the main rank: it holds the run, so it may run a single-process stage
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")  # under torchrun itself too (a user's own script)
+    pipeline.run_stage(cfg, "data")
+    pipeline.run_pipeline(cfg, stages=("sid",))
+    with holding_run(cfg.run_dir):
+        pass
+    assert fake_stages == ["data", "sid"]

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from conrec.errors import ConfigError, ConrecError, write_error_line
 from conrec.slate import LM_SCORE
@@ -33,7 +34,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # here, not in conrec.runtime, so that a library user's process and its children keep their bars
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+class _Commands(TyperGroup):
+    """The app's group: it keeps the subcommand's own arguments for the callback (:func:`_one_process_unless_training`),
+    which click runs before the subcommand parses them (its ``--help`` included)."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:  # Any: typer's own (vendored) click types
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[_SUBCOMMAND_ARGS] = list(rest)
+        return name, command, rest
+
+
+_SUBCOMMAND_ARGS = "conrec.subcommand_args"
+RUNLESS_COMMANDS = frozenset({"config"})
+"""Commands that read and write no run (``config`` prints the effective configuration): allowed under a launcher."""
+
 app = typer.Typer(
+    cls=_Commands,
     help="conrec: learn what each user dislikes (CoNRec: semantic IDs + SFT + progressive GRPO).",
     no_args_is_help=True,
     add_completion=False,
@@ -68,18 +84,21 @@ def _one_process_unless_training(ctx: typer.Context) -> None:
     # Every command but sft and grpo runs in one process. Under torchrun or `accelerate launch` each process ran it:
     # `demo` and `eval` wrote the run directory from every process at once (a worker rank skips the run lock). Refused
     # before anything is read or written, said by the main process (the launcher stops the others), exit 2 in each.
-    from conrec.run_lock import launched_processes
+    # Only under the launchers themselves (their own variables: WORLD_SIZE with RANK is also what SLURM or Kubeflow
+    # export for every command of a job), and not for `--help` or a command that touches no run.
+    from conrec.run_lock import launcher_processes
 
-    if launched_processes() <= 1:
+    if launcher_processes() <= 1:
         return
     from conrec.pipeline import say_error
     from conrec.run_lock import LaunchedError, refuse_under_launcher
     from conrec.stages import DISTRIBUTED_STAGES
 
     command = ctx.invoked_subcommand
-    if command in DISTRIBUTED_STAGES:  # `conrec sft`, `conrec grpo`: the stage of the same name
+    if command in DISTRIBUTED_STAGES or command in RUNLESS_COMMANDS:  # `conrec sft`, `conrec grpo`: the stage of the same name
         return
-
+    if "--help" in ctx.meta.get(_SUBCOMMAND_ARGS, ()):  # the subcommand parses it later, and only prints its help
+        return
     try:
         refuse_under_launcher(f"conrec {command}", then=DEMO_UNDER_A_LAUNCHER if command == "demo" else "")
     except LaunchedError as exc:

@@ -12,7 +12,6 @@ it (and its inputs) depend on; it is stored beside the stage's ``_done.json`` ma
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from conrec.console_text import shown
 from conrec.errors import ConfigError, StageInputError, spoken_list
 from conrec.io import naming_write_failures, read_json, remove_stray_temps, update_text, write_json
 from conrec.run_home import run_config_text
-from conrec.run_lock import holding_run, is_worker_rank, refuse_under_launcher
+from conrec.run_lock import holding_run, is_worker_rank, rank, refuse_on_worker_rank
 from conrec.runs import FINGERPRINT_FILE, PARENT_FILE, PROMPT_PREFIX_KEY, RunDir
 from conrec.runtime import apply_threads, quieted, torch_threads_kept
 from conrec.source_files import snapshot
@@ -99,8 +98,8 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`. Returns what the stage returned
     (the eval stage: its metrics); it always runs, current or not."""
     distributed = stage in DISTRIBUTED_STAGES
-    if not distributed:  # before anything is read or written: every process of a launch ran it, writing alike
-        refuse_under_launcher(f"the {stage} stage")
+    if not distributed:  # before anything is read or written: a launch's worker ran it beside the main one, unlocked
+        refuse_on_worker_rank(f"the {stage} stage")
     console = console or Console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     refuse_unknown_stages((stage,))
@@ -244,7 +243,7 @@ def say_error(line: str) -> None:
     label = "error:"
     if is_worker_rank():
         time.sleep(WORKER_ERROR_GRACE_S)
-        label = f"error (process {os.environ.get('RANK')}):"
+        label = f"error (process {rank()}):"
     Console(stderr=True, soft_wrap=True).print(f"[bold red]{label}[/] {escape(line)}")  # one line, as the CLI's (a log)
 
 
@@ -300,7 +299,7 @@ def run_pipeline(
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
     refuse_unknown_stages(stages)
     if single := [s for s in stages if s not in DISTRIBUTED_STAGES]:  # a launch's processes each ran them (run_stage)
-        refuse_under_launcher(f"the {single[0]} stage" if len(single) == 1 else f"each of the {spoken_list(single)} stages")
+        refuse_on_worker_rank(f"the {single[0]} stage" if len(single) == 1 else f"each of the {spoken_list(single)} stages")
     run = RunDir(cfg.run_dir)
     if "eval" in stages:  # LMs this pipeline trains or the run has, scored on their training labels: before any trains
         from conrec.eval.preflight import refuse_scoring_trained_labels

@@ -10,7 +10,7 @@ The lock is an OS file lock (``filelock``): the operating system releases it whe
 SIGKILL included, so it never goes stale. It is reentrant within a process (the pipeline holds it
 across its stages, each stage takes it again). Under torchrun or ``accelerate launch`` every rank runs
 the same stage, so only the main rank (``RANK`` 0 or unset) takes it; that holds for the distributed stages (SFT
-and GRPO) only, and a hold for any other work is refused under a launcher (:func:`refuse_under_launcher`).
+and GRPO) only, and a hold for any other work is refused on the other ranks (:func:`refuse_on_worker_rank`).
 
 Beside the lock, the holder leaves :data:`OWNER_FILE` (its pid, command line and start time), so that a
 refusal can say *which* process to wait for: "in use by another conrec process" alone left the user
@@ -58,16 +58,37 @@ def world_size() -> int:
         return 1
 
 
+def rank() -> str:
+    """This process's rank in its launch: ``RANK``, else ``LOCAL_RANK`` (a launcher that sets only that one), else 0."""
+    return os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))
+
+
 def is_worker_rank() -> bool:
     """A distributed launch's process other than the main one (torchrun / accelerate set ``RANK``): it neither
     holds the run nor writes its records; the main rank does both for the launch."""
-    return world_size() > 1 and os.environ.get("RANK", "0") != "0"  # a lone process with a stray RANK is the main one
+    return world_size() > 1 and rank() != "0"  # a lone process with a stray RANK is the main one
 
 
 def launched_processes() -> int:
-    """The processes of the launch this process is one of: ``WORLD_SIZE`` where a launcher (torchrun, ``accelerate
-    launch``, deepspeed) set it together with a rank (``RANK`` or ``LOCAL_RANK``), else 1."""
+    """The processes of the launch this process is one of: ``WORLD_SIZE`` where it is set together with a rank
+    (``RANK`` or ``LOCAL_RANK``: torchrun, ``accelerate launch``, deepspeed, and schedulers that export them), else 1."""
     return world_size() if "RANK" in os.environ or "LOCAL_RANK" in os.environ else 1
+
+
+LAUNCHER_VARIABLES = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION")
+"""Variables only the launchers set for the processes they start: torchrun's elastic agent (which ``accelerate launch``'s
+multi-process modes go through) sets ``TORCHELASTIC_RUN_ID``; ``accelerate launch`` sets ``ACCELERATE_MIXED_PRECISION``
+in every mode (its deepspeed and MPI ones included)."""
+
+
+def launcher_processes() -> int:
+    """The processes torchrun or ``accelerate launch`` started, this one among them (:data:`LAUNCHER_VARIABLES` with
+    ``WORLD_SIZE``), else 1.
+
+    Why not ``WORLD_SIZE`` with a rank alone (:func:`launched_processes`): SLURM job scripts, Kubeflow and AzureML set
+    those for every command of a job, a lone ``conrec data`` or ``conrec eval`` included, which was then refused as
+    "started by a launcher"."""
+    return world_size() if any(name in os.environ for name in LAUNCHER_VARIABLES) else 1
 
 
 class LaunchedError(ConfigError):
@@ -75,21 +96,35 @@ class LaunchedError(ConfigError):
 
 
 def refuse_under_launcher(what: str, then: str = "") -> None:
-    """Raise :class:`LaunchedError` when this process is one of several of a launch (:func:`launched_processes`):
-    ``what`` ("conrec eval") runs in one process. ``then``: what to do, where more than "run it without the launcher".
+    """Raise :class:`LaunchedError` when torchrun or ``accelerate launch`` started this process as one of several
+    (:func:`launcher_processes`): ``what`` ("conrec eval") runs in one process. ``then``: what to do, where more than
+    "run it without the launcher". The CLI's check, for its commands; a library caller's is :func:`refuse_on_worker_rank`.
 
     Why: every process of ``torchrun -m conrec.cli demo`` ran the data and SID stages, a worker (which skipped the run
     lock) rebuilt data/ while the main process read it, and the launch died at SFT with a false "rebuilt or removed";
     under ``torchrun -m conrec.cli eval`` both processes decoded every model and wrote all of eval/ to the same paths."""
-    n = launched_processes()
+    n = launcher_processes()
     if n <= 1:
         return
-    rank = os.environ.get("RANK", os.environ.get("LOCAL_RANK", "?"))
     raise LaunchedError(
-        f"{what} runs in one process, and this is process {rank} of {n} started by a launcher (torchrun or accelerate "
-        f"launch set WORLD_SIZE={n}); only `conrec sft` and `conrec grpo` (or `-m conrec.llm.training.sft|grpo`) run as "
-        f"several processes: run it without the launcher{then}"
+        f"{what} runs in one process, and this is process {rank()} of {n} started by torchrun or accelerate launch "
+        f"(WORLD_SIZE={n}); only `conrec sft` and `conrec grpo` (or `-m conrec.llm.training.sft|grpo`) run as several "
+        f"processes: run it without the launcher{then}"
     )
+
+
+def refuse_on_worker_rank(what: str) -> None:
+    """Raise :class:`LaunchedError` on a launch's process other than the main one (:func:`is_worker_rank`): ``what``
+    ("the data stage") runs in one process, and the main one (rank 0) may run it.
+
+    Why only there: a worker skips the run lock and wrote the run directory beside the main process; the main one
+    holds the lock, so its run is safe, and refusing it broke a user's own torchrun script that runs the data stage
+    on rank 0 before SFT on every rank, and a scheduler's job (SLURM, Kubeflow) that exports ``RANK=0``."""
+    if is_worker_rank():
+        raise LaunchedError(
+            f"{what} runs in one process, and this is process {rank()} of {world_size()} (RANK, WORLD_SIZE); "
+            "run it in the main process (rank 0) only, or without a launcher"
+        )
 
 
 class RunReadOnlyError(ConfigError):
@@ -107,10 +142,11 @@ def holding_run(
     :class:`RunReadOnlyError` where it cannot be written. ``current``: whether what the command would run is current
     already, asked only then, so that the refusal can say nothing needs to run (``.conrec.lock: Read-only file
     system`` alone said neither that, nor that predict, score and serve work there). ``distributed``: the work runs in
-    every process of a launch, the main one holding the run for all (SFT, GRPO); other work is refused under a launcher
-    (:func:`refuse_under_launcher`), before the directory is touched: a worker passed unlocked and wrote beside the main one."""
+    every process of a launch, the main one holding the run for all (SFT, GRPO); other work is refused on a launch's
+    worker (:func:`refuse_on_worker_rank`), before the directory is touched: a worker passed unlocked and wrote beside
+    the main one."""
     if not distributed:
-        refuse_under_launcher(f"a command that writes run directory {root}")
+        refuse_on_worker_rank(f"a command that writes run directory {root}")
     if is_worker_rank():  # the main rank holds the lock for the launch
         yield
         return
