@@ -152,3 +152,28 @@ def test_sigterm_stops_a_serving_server_gracefully_as_ctrl_c_does(tmp_path: Path
         log = server.log_tail(100_000)
     assert server.process.returncode == 0, log
     assert "Shutting down" in log and "terminated:" not in log and "Traceback" not in log, log
+
+
+def test_sft_and_grpo_as_processes_of_a_launch_keep_the_default_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: `-m conrec.cli sft` under torchrun installed the SIGTERM handler in every process, where
+    `-m conrec.llm.training.sft` (which docs/scale-out.md calls the same) keeps the default action that the launchers'
+    SIGTERM relies on: a process stuck in a collective outlived it, and each process printed its `terminated:` line.
+    A lone process keeps the handler, and so does a single-process command in a scheduler's job."""
+    from typer.testing import CliRunner
+
+    import conrec.cli as cli
+
+    seen: list[object] = []
+    monkeypatch.setattr(cli, "_stage", lambda *_, **__: seen.append(signal.getsignal(signal.SIGTERM)))
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        for command in ("sft", "grpo"):
+            res = CliRunner().invoke(cli.app, [command, "-c", "preset:tiny", "-r", str(tmp_path / "run")])
+            assert res.exit_code == 0, res.output
+    monkeypatch.setenv("RANK", "0")
+    CliRunner().invoke(cli.app, ["data", "-c", "preset:tiny", "-r", str(tmp_path / "run")])
+    monkeypatch.delenv("WORLD_SIZE")
+    CliRunner().invoke(cli.app, ["sft", "-c", "preset:tiny", "-r", str(tmp_path / "run")])
+    assert seen[:4] == [before] * 4 and callable(seen[4]) and seen[4] is not before and callable(seen[5]), seen

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -178,18 +178,21 @@ STOPPED_SERVER = "the server stopped before it was serving; it writes nothing"
 """What it says after ``conrec serve``: only while it starts (once serving, uvicorn takes Ctrl-C and shuts down)."""
 
 
-def _guard(fn: Callable[[], Any], stopped: str = STOPPED_COMMAND) -> Any:
+def _guard(fn: Callable[[], Any], stopped: str = STOPPED_COMMAND, launchable: bool = False) -> Any:
     """Run a command body; print conrec errors as one red line and exit 2 (no traceback). Ctrl-C
     says what state the run is in (``stopped``: one of the ``STOPPED_*`` texts, as fits the command; exit 130, as
     shells expect), instead of leaving only the last
     progress line on the screen; SIGTERM is handled the same way (:func:`_sigterm_as_interrupt`, exit 143). The
     process is the CLI's own: third-party bars and advisory warnings are
-    silenced for good here, not by the library calls it makes (they undo theirs for a library caller)."""
+    silenced for good here, not by the library calls it makes (they undo theirs for a library caller).
+
+    ``launchable``: the command runs as several processes of a launch (``sft``, ``grpo``); as one of them it keeps
+    SIGTERM's default action, as ``-m conrec.llm.training.sft|grpo`` does (:func:`_sigterm_kept_for_a_launch`)."""
     from conrec.runtime import quiet_third_party
 
     quiet_third_party()
     try:
-        with _sigterm_as_interrupt():
+        with nullcontext() if launchable and _sigterm_kept_for_a_launch() else _sigterm_as_interrupt():
             return fn()
     except ConrecError as exc:
         said = str(exc) + "".join(why for path, why in _FROM_RECORD.items() if path in str(exc))
@@ -210,6 +213,18 @@ def _guard(fn: Callable[[], Any], stopped: str = STOPPED_COMMAND) -> Any:
             raise
         _say_interrupted(interrupt, stopped)
         raise typer.Exit(_interrupt_status(interrupt)) from None
+
+
+def _sigterm_kept_for_a_launch() -> bool:
+    """Whether this process is one of several of a launch (``WORLD_SIZE`` above 1 with a rank), where SIGTERM keeps its
+    default action.
+
+    Why: torchrun and ``accelerate launch`` stop a launch by sending SIGTERM to every process. Raised as
+    :class:`Terminated`, it left a process blocked in a native call (a collective waiting for a peer that died) running
+    until the launcher's SIGKILL, and every process that unwound printed its own ``terminated:`` line."""
+    from conrec.run_lock import launched_processes
+
+    return launched_processes() > 1
 
 
 class Terminated(KeyboardInterrupt):
@@ -335,7 +350,7 @@ def sft(
     resume: bool = typer.Option(True, help="resume from the last complete checkpoint if one exists"),
 ) -> None:
     """Supervised fine-tuning: SID vocabulary, alignment tasks, next/future-negative prediction."""
-    _guard(lambda: _stage("sft", config, run_dir, resume=resume), STOPPED_STAGE)
+    _guard(lambda: _stage("sft", config, run_dir, resume=resume), STOPPED_STAGE, launchable=True)
 
 
 @app.command()
@@ -345,7 +360,7 @@ def grpo(
     resume: bool = typer.Option(True, help="resume from the last checkpoint if one exists"),
 ) -> None:
     """Progressive GRPO with the multi-day future-negative reward."""
-    _guard(lambda: _stage("grpo", config, run_dir, resume=resume), STOPPED_STAGE)
+    _guard(lambda: _stage("grpo", config, run_dir, resume=resume), STOPPED_STAGE, launchable=True)
 
 
 @app.command()
