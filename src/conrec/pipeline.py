@@ -156,7 +156,7 @@ def _run_stage_held(
         clearing = run.check_clearable(stage, cfg)  # a stage directory it cannot clear: refused before anything is written
         update_text(run_config_text(cfg, run.root), run.root / "config.yaml")  # unchanged: not rewritten
         run.detach_from(stage)  # a child run's linked stages are its parent's: never rewritten from here
-        cleared = run.clear(clearing)  # it and the later stages that read it for cfg (RunDir.invalidate_from)
+        cleared = run.clear(clearing, console)  # it and the later stages that read it for cfg (RunDir.invalidate_from)
         mark_run_tables(run.root, console)  # the ablation tables read from a stage it has just cleared
         _remove_stray_temps(run, stage, cleared, console)
     threads = apply_threads(cfg.threads)  # torch threads for this machine (every stage start; run_stage quiets third parties)

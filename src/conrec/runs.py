@@ -65,6 +65,8 @@ from conrec.stages import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from conrec.config import PipelineConfig
 
 __all__ = ["FINGERPRINT_FILE", "PARENT_FILE", "STAGES", "RunDir"]  # STAGES, FINGERPRINT_FILE: re-exported from conrec.stages (the registry)
@@ -82,11 +84,16 @@ STALE_MARK = "> **Stale:**"
 (:mod:`conrec.ablation_stale`), a stage's report (:attr:`conrec.stages.Stage.reports`)."""
 
 
+def _why(exc: BaseException) -> str:
+    """An error's reason, without the traceback: ``strerror`` for an OSError, else its text."""
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
 def mark_stale_file(path: Path, why: str) -> bool:
     """Put a :data:`STALE_MARK` line saying ``why`` on top of the Markdown file ``path``, once; False when there is no
     such file or it is marked already."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # as written (conrec.io.write_text), whatever the machine's locale
     except (FileNotFoundError, NotADirectoryError):
         return False
     if text.startswith(STALE_MARK):
@@ -621,35 +628,50 @@ class RunDir:
         """
         return self.clear(self.check_clearable(stage, cfg))
 
-    def clear(self, clearing: Clearing) -> list[str]:
+    def clear(self, clearing: Clearing, console: Console | None = None) -> list[str]:
         """:meth:`invalidate_from` for the stages :meth:`check_clearable` found clearable (``clearing``), not checked
         again. Why: a stage start checks them before it writes anything (its ``config.yaml``, :meth:`detach_from`), then
         clears them; each stage run looked at every directory twice. Taken before :meth:`detach_from`, ``clearing`` may
-        name a stage whose link that removed: its directory is gone, and clearing it does nothing."""
+        name a stage whose link that removed: its directory is gone, and clearing it does nothing. ``console``: where a
+        report's stale line that could not be written is said (stderr by default).
+
+        The reports' stale lines come after every stage is cleared, and are best-effort (:meth:`_mark_reports_stale`):
+        a report that could not be read or rewritten (a full disk) aborted the clear half-way, leaving an eval marked
+        done on an SFT that was being retrained."""
         (self.stage_dir(clearing.stage) / INVALIDATED_FILE).unlink(missing_ok=True)
         for s in clearing.stages:
             if s != clearing.stage and self.is_done(s):
                 write_json({"by": clearing.stage, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, self.stage_dir(s) / INVALIDATED_FILE)
-            if s != clearing.stage:
-                self._mark_reports_stale(s, clearing.stage)
             self.clear_done(s)
             (self.stage_dir(s) / FINGERPRINT_FILE).unlink(missing_ok=True)
+        for s in clearing.stages:
+            if s != clearing.stage:
+                self._mark_reports_stale(s, clearing.stage, console)
         return list(clearing.stages)
 
-    def _mark_reports_stale(self, stage: str, by: str) -> None:
+    def _mark_reports_stale(self, stage: str, by: str, console: Console | None = None) -> None:
         """Mark the reports ``stage`` wrote (:attr:`conrec.stages.Stage.reports`: ``eval/report.md``) stale, as a rerun of
-        the earlier stage ``by`` clears it.
+        the earlier stage ``by`` clears it; where one cannot be marked, a warning line on ``console`` (stderr by default).
 
         Why: the rerun leaves them on disk, and nothing but ``_invalidated.json`` said that ``eval/report.md`` no longer
         described the run's models (an SFT rerun, even one interrupted at once), while the ablation tables built on the
-        same stages got a stale line (:mod:`conrec.ablation_stale`). The stage's own rerun replaces them."""
+        same stages got a stale line (:mod:`conrec.ablation_stale`). The stage's own rerun replaces them. A courtesy:
+        the stage is cleared already, so a report that cannot be rewritten is said, never a failed stage start."""
         spec = STAGE_REGISTRY[stage]
         for rel in spec.reports:
-            mark_stale_file(
-                self.root / rel,
-                f"`conrec {by}` was run again after this report was written, so its numbers may not describe the run's "
-                f"models and data any more: run `{spec.command}` (or `conrec demo`) to write it again.",
-            )
+            try:
+                mark_stale_file(
+                    self.root / rel,
+                    f"`conrec {by}` was run again after this report was written, so its numbers may not describe the run's "
+                    f"models and data any more: run `{spec.command}` (or `conrec demo`) to write it again.",
+                )
+            except (OSError, UnicodeError) as exc:
+                from rich.console import Console
+                from rich.markup import escape
+
+                said = console or Console(stderr=True, soft_wrap=True)
+                said.print(f"[yellow]warning:[/] {escape(rel)} could not be marked stale ({escape(_why(exc))}); it no longer "
+                           f"describes the run: run `{spec.command}` to write it again", highlight=False)
 
     def _cleared_from(self, stage: str, cfg: PipelineConfig | None) -> list[str]:
         """The stages :meth:`invalidate_from` clears: ``stage`` and the later ones built on it."""
