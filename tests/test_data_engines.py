@@ -559,6 +559,33 @@ def test_the_point_zero_verdict_is_one_pass_per_file_and_anew_when_the_file_chan
     assert asked == ["item_id"] * 4  # a and b once each
 
 
+def test_a_file_replaced_with_the_same_size_and_time_is_judged_anew(tmp_path):
+    """Found in review: the verdict was kept per (path, mtime_ns, size), so a file replaced by one of the same size with
+    its modification time kept (`cp -p`, `rsync -a`, an archive) got the old verdict in a long-lived process: `10.0` was
+    read as `10` beside `20.5`, which neither file gives. The inode and status-change time are part of the key."""
+    import os
+
+    from conrec.data.engine.scan import scan_table
+
+    ev = tmp_path / "ev.csv"
+
+    def write(ids: list[str], to: Path = ev) -> None:
+        to.write_text("user_id,item_id,ts,feedback\n" + "".join(f"u{k},{i},{1_700_000_000 + k},1\n" for k, i in enumerate(ids)))
+
+    cfg = load_config(None, {"data": {"source": "table", "events_path": str(ev)}}).data
+    write(["10.0", "20.0"])
+    kept = ev.stat()
+    assert scan_table(cfg).collect()["item_id"].to_list() == ["10", "20"]
+    write(["10.0", "20.5"])  # rewritten in place, its time set back (os.utime, as `cp -p` does)
+    os.utime(ev, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    assert scan_table(cfg).collect()["item_id"].to_list() == ["10.0", "20.5"]
+    other = tmp_path / "other.csv"  # a replacement by rename (`rsync -a`), same size and time
+    write(["30.0", "40.0"], other)
+    os.utime(other, ns=(kept.st_atime_ns, kept.st_mtime_ns))
+    os.replace(other, ev)
+    assert scan_table(cfg).collect()["item_id"].to_list() == ["30", "40"]
+
+
 def test_events_dropped_on_ids_that_differ_by_a_point_zero_say_so(tmp_path):
     """Found in review: when some, not all, events were on item ids that differ from the items file's by a ``.0``
     (``10.0`` beside ``10``, kept as written since both are there), the warning said only "N event(s) on item ids

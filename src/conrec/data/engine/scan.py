@@ -13,6 +13,7 @@ land together.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,10 +101,19 @@ def _scan_file(path: Path, columns: dict[str, str], engine: str = "polars", head
     raise DataValidationError(f"events file {path}: streaming reads .parquet, .csv or .tsv (not {fmt!r}); set data.streaming: off")
 
 
-_ID_VERDICTS: dict[Path, tuple[tuple[int, int], dict[tuple[str, str], bool]]] = {}
-"""Per events file (resolved): its (mtime_ns, size) when judged, and :func:`_whole_float_ids`' verdict per (source
+_ID_VERDICTS: dict[Path, tuple[tuple[int, ...], dict[tuple[str, str], bool]]] = {}
+"""Per events file (resolved): its stamp when judged (:func:`_stamp`), and :func:`_whole_float_ids`' verdict per (source
 column, type). A stage run scans the file more than once (its items, then its events; the bad feedback's detail),
 and each scan asked the verdict again: one more pass over the whole file each time. A file changed since is judged anew."""
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, ...]:
+    """What tells a file changed: its modification time and size, and its inode and status-change time.
+
+    Why the last two: a file replaced by one of the same size with the modification time kept (``cp -p``, ``rsync -a``,
+    an archive's extraction, ``os.utime``) kept the old verdict in a long-lived process (a notebook), so ``10.0`` was
+    read as ``10`` beside ``20.5``; no tool can set the status-change time, and a replacement is a new inode."""
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns)
 
 
 def _whole_float_ids(path: Path, lf: pl.LazyFrame, columns: dict[str, pl.DataType], sources: dict[str, str] | None = None) -> dict[str, bool]:
@@ -116,9 +126,9 @@ def _whole_float_ids(path: Path, lf: pl.LazyFrame, columns: dict[str, pl.DataTyp
         return {}
     stat = path.stat()  # before the read: a file changed during it is judged anew next time
     stamp, verdicts = _ID_VERDICTS.get(path.resolve(), (None, {}))
-    if stamp != (stat.st_mtime_ns, stat.st_size):
+    if stamp != _stamp(stat):
         verdicts = {}
-        _ID_VERDICTS[path.resolve()] = ((stat.st_mtime_ns, stat.st_size), verdicts)
+        _ID_VERDICTS[path.resolve()] = (_stamp(stat), verdicts)
     key = {c: ((sources or {}).get(c, c), str(t)) for c, t in columns.items()}
     if asked := {c: t for c, t in columns.items() if key[c] not in verdicts}:
         row = lf.select(integral_float_ids(c, t) for c, t in asked.items()).collect(engine="streaming").row(0, named=True)
