@@ -612,3 +612,27 @@ def test_sighup_ignored_puts_back_a_handler_python_did_not_set(monkeypatch):
     with app_mod.sighup_ignored():
         pass
     assert len(calls) == 2 and calls[1] == signal.SIG_DFL
+
+
+def test_a_loading_worker_ends_on_sigterm_and_leaves_ctrl_c_to_the_supervisor():
+    """Found in review: a loading worker gave SIGINT its default action too, so Ctrl-C (sent to the whole group) could
+    kill it while uvicorn's supervisor was in a health check, before it acted on its own SIGINT, and the supervisor
+    started a new worker in its place. During the load SIGINT is ignored (the supervisor's SIGTERM, sent as it stops,
+    ends the worker at once); the handlers are back afterwards."""
+    import signal
+
+    from conrec.serve.workers import stopped_at_once
+
+    def term(*_: object) -> None: ...
+
+    def interrupt(*_: object) -> None: ...
+
+    before = signal.signal(signal.SIGTERM, term), signal.signal(signal.SIGINT, interrupt)
+    try:
+        with stopped_at_once():
+            during = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        after = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+    assert during == (signal.SIG_DFL, signal.SIG_IGN) and after == (term, interrupt)

@@ -77,21 +77,23 @@ def app_from_env() -> FastAPI:
 
 @contextmanager
 def stopped_at_once() -> Iterator[None]:
-    """Within the block (a worker's load), SIGTERM and SIGINT take their default action: the worker ends at once.
-    Outside the main thread, where no handler can be set, nothing changes.
+    """Within the block (a worker's load), SIGTERM takes its default action (the worker ends at once) and SIGINT is
+    ignored. Outside the main thread, where no handler can be set, nothing changes.
 
     Why: uvicorn calls the app factory inside ``Server.serve``'s signal capture, so its handlers only noted a stop,
     acted on after the load and the startup: with ``serve.processes: 2``, Ctrl-C or SIGTERM while the workers loaded
     (the supervisor passes SIGTERM on at once) waited until every worker had loaded the model, then shut each down: 33 s
     on the tiny model on a loaded machine, past ``docker stop``'s 10 s grace with a real one. A loading worker has
     taken no request and writes nothing, so nothing is lost; uvicorn's handlers are back for its graceful shutdown once
-    the model is loaded."""
+    the model is loaded. Why SIGINT ignored: Ctrl-C reaches the whole process group, and a worker it killed at once
+    could die while the supervisor was in a health check, before it took its own SIGINT; the supervisor then started a
+    new worker in its place. The supervisor's SIGTERM, sent as it stops, ends the workers instead."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, action) for sig, action in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.SIG_IGN))}
     try:
         yield
     finally:  # None: a handler set outside Python, which signal.signal cannot restore
