@@ -486,3 +486,17 @@ def test_the_page_asks_to_exclude_nothing_when_the_eval_excluded_nothing(tmp_pat
     ids = test["sample_id"].to_list()
     assert any(on_client.get(f"/ui/api/points/{s}").json()["exclude"] for s in ids)  # the window hides earlier items
     assert all(off_client.get(f"/ui/api/points/{s}").json()["exclude"] == [] for s in ids)
+
+
+def test_the_page_escapes_the_same_characters_as_the_cli():
+    """Found in review: the page (app.js UNSEEN) escaped five characters, the CLI (conrec.console_text) also the
+    left-to-right and right-to-left marks, the other bidi controls and the C0 and C1 controls, so `u\\u200ex` read
+    `ux` on the page, which docs/inspector.md says shows them as the CLI prints them. The two sets are now one
+    (how each is written: tests/test_serve_ui_browser.py)."""
+    from conrec.console_text import _UNPRINTABLE
+
+    source = (resources.files("conrec.serve") / "ui" / "app.js").read_text(encoding="utf-8")
+    found = re.search(r"^const UNSEEN = /(\[[^\]]*\])/g;$", source, re.M)
+    assert found is not None
+    page = re.compile(found.group(1))  # a JS character class of \uXXXX escapes reads the same in Python
+    assert [hex(c) for c in range(0x10000) if bool(page.match(chr(c))) != bool(_UNPRINTABLE.match(chr(c)))] == []

@@ -28,6 +28,7 @@ import pytest
 from rich.console import Console
 
 from conrec.config import PipelineConfig, load_config, preset_path
+from conrec.console_text import visible
 from conrec.io import read_parquet, write_parquet
 from conrec.pipeline import run_pipeline
 from conrec.runs import RunDir
@@ -893,12 +894,13 @@ def test_a_run_made_stale_while_the_page_is_open_drops_the_eval_lists_and_says_w
         assert "a stage it read (data, SID or eval) has run again" in driver.find_element("id", "served").text
 
 
-# Every text node holding right-to-left text or a bidi control (in these tests: only data) is returned with its
+# Every text node holding right-to-left text or a bidi control, or a bidi control's escape as the page shows it
+# ("\u202e", app.js visible()), (in these tests: only data) is returned with its
 # element's computed unicode-bidi and whether it is that element's only child; the page's own text (no such character
 # in it) is checked to run left to right: of two neighbouring visible characters laid out on one line, the second is
 # never left of the first.
 BIDI_CHECK = """
-const RTL = /[\\u0590-\\u08ff\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufb1d-\\ufdff\\ufe70-\\ufefc]/;
+const RTL = /[\\u0590-\\u08ff\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufb1d-\\ufdff\\ufe70-\\ufefc]|\\\\u(?:200f|202[a-e]|206[6-9])/;
 const out = {data: [], reversed: []};
 const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
 const r = document.createRange();
@@ -924,29 +926,23 @@ return out;
 
 
 def _visible(text: str) -> str:
-    """``text`` with the characters that show as nothing and the line and paragraph separators written as ``\\u200b``
-    escapes, as the page shows them (app.js visible())."""
-    return re.sub("[\u200b\u2060\ufeff\u2028\u2029]", lambda m: f"\\u{ord(m.group()):04x}", text)
+    """``text`` as the page shows it (app.js visible()): as the CLI prints it, its controls, marks, bidi controls,
+    zero-width characters and separators written as escapes (``\\x07``, ``\\u200b``)."""
+    return visible(text)
 
 
 def _isolated(text: str) -> str:
-    """``text`` as the page shows it in a <bdi>: invisible characters as escapes (:func:`_visible`), the other paragraph
-    separators as spaces, its isolates balanced (app.js bdi())."""
-    text = re.sub("[\x1c-\x1e\x85]", " ", _visible(text))
-    opened = stray = 0
-    for ch in text:
-        if ch in "\u2066\u2067\u2068":
-            opened += 1
-        elif ch == "\u2069":
-            opened, stray = (opened - 1, stray) if opened else (opened, stray + 1)
-    return "\u2068" * stray + text + "\u2069" * opened
+    """``text`` as the page shows it in a <bdi> (app.js bdi()): :func:`_visible`, which leaves it no control that could
+    end the isolate early."""
+    return _visible(text)
 
 
 def test_right_to_left_text_and_bidi_controls_in_data_cannot_reorder_the_page(driver, tmp_path):
     """Found by probing: a title ending in an invisible U+202E RIGHT-TO-LEFT OVERRIDE turned "(similarity 0.4472)"
     after it into "2744.0" on screen, and a user id holding one read "14 events" as "41". Now every title, category,
     item id, user id and pasted line is shown in an element that isolates it (<bdi>), and no control in it (a stray
-    POP DIRECTIONAL ISOLATE, an isolate left open, a paragraph separator) ends that isolation early."""
+    POP DIRECTIONAL ISOLATE, an isolate left open, a paragraph separator) ends that isolation early: each is shown as its
+    escape, as the CLI prints it."""
     rlo, pdi = "\u202e", "\u2069"
     titles = {f"i{j}": f"Movie {j}{pdi if j % 2 else chr(0x2029)}{rlo}" for j in range(15)}
     titles["i4"] = "סרט ארבע \u2067"  # right-to-left letters, and an isolate (RLI) never closed
@@ -1007,13 +1003,15 @@ def test_invisible_characters_in_data_show_as_escapes_and_an_invisible_title_as_
     an item titled with zero-width characters only was an empty row (the slate showed only "remove"), since only an
     empty title fell back to the id. Now zero-width characters, the word joiner, the byte order mark and the line and
     paragraph separators show as ``\\u200b``-style escapes, as the CLI prints them, and a title with no visible
-    character shows as its item's id, in the timeline, the future, the lists, the search and the slate."""
-    titles = {f"i{j}": "\u200b\u200d\ufeff \u2060" if j % 2 == 0 else f"zw\u200bsp {j}\u2028\u2029" for j in range(15)}
+    character shows as its item's id, in the timeline, the future, the lists, the search and the slate. Found in
+    review: the left-to-right mark and the C0 and C1 controls showed as nothing on the page, where the CLI escapes
+    them (``\\u200e``, ``\\x07``); the page writes the CLI's escapes, of the CLI's set."""
+    titles = {f"i{j}": "\u200b\u200d\ufeff \u2060" if j % 2 == 0 else f"zw\u200bsp {j}\u2028\u2029\u200e\x07\x85" for j in range(15)}
     cfg, test = inspector_run(tmp_path / "run", titles)
     run = RunDir(cfg.run_dir)
     row = test.row(0, named=True)
     for table in (run.events, run.samples):
-        write_parquet(read_parquet(table).with_columns(pl.col("user_id").replace({row["user_id"]: "u\u200bx"})), table)
+        write_parquet(read_parquet(table).with_columns(pl.col("user_id").replace({row["user_id"]: "u\u200b\u200ex"})), table)
 
     def expected(item: str) -> str:
         return item if int(item[1:]) % 2 == 0 else _visible(titles[item])
@@ -1024,10 +1022,10 @@ def test_invisible_characters_in_data_show_as_escapes_and_an_invisible_title_as_
         driver.get(f"{url}/ui")
         _wait(driver, lambda d: "evaluation points" in d.find_element("id", "points-hint").text, 20)
         driver.execute_script("document.getElementById('user-query').value = arguments[0];"
-                              "document.querySelector('#user-form button[type=submit]').click()", "u\u200bx")
+                              "document.querySelector('#user-form button[type=submit]').click()", "u\u200b\u200ex")
         _wait(driver, lambda d: _css(d, f"#user-results li[data-sample='{row['sample_id']}'] button"), 10)[0].click()
         _wait(driver, lambda d: _live_items(d) and _css(d, "#lists .model-list[data-model=sft] li[data-item]"), 10)
-        assert driver.find_element("id", "user-h").get_attribute("textContent") == "User u\\u200bx"
+        assert driver.find_element("id", "user-h").get_attribute("textContent") == "User u\\u200b\\u200ex"
         found = driver.execute_script(shown, "#timeline tr[data-item], #future li[data-item], #lists li[data-item]")
         assert {item for item, _ in found} >= {"i0", "i1"}, found
         assert [(item, text) for item, text in found if text != expected(item)] == [], found
@@ -1059,7 +1057,7 @@ def test_ids_with_whitespace_a_user_found_by_its_leading_space_a_pasted_id_refus
         _open_point(driver, " lead", row["sample_id"])
         _wait(driver, lambda d: d.find_element("id", "user-h").get_attribute("textContent") == "User  lead", 10)
         _css(driver, "#paste summary")[0].click()
-        for line, id_ in (("-a b c", "a b c"), ("tab\tid +1", "tab\tid")):
+        for line, id_ in (("-a b c", "a b c"), ("tab\tid +1", "tab\\x09id")):  # a tab as the CLI prints it (app.js visible())
             driver.execute_script("document.getElementById('paste-text').value = arguments[0]", f"-i1\n{line}\n")
             _css(driver, "#paste-form button")[0].click()
             _wait(driver, lambda d, id_=id_: id_ in d.find_element("id", "paste-status").get_attribute("textContent"), 10)

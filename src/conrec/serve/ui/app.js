@@ -32,12 +32,18 @@ function el(tag, attrs, ...children) {
 
 function clear(node) { node.replaceChildren(); return node; }
 
-// Characters that show as nothing (zero-width space, word joiner, byte order mark) and the line and paragraph
-// separators, written as visible escapes ("\u200b"), as the CLI prints them: the item id "zw\u200bsp" read as "zwsp",
-// and a title of zero-width spaces was an empty row. Not the zero-width non-joiner and joiner: Persian and Indic
-// spelling and emoji sequences need them.
-const UNSEEN = /[\u200b\u2060\ufeff\u2028\u2029]/g;
-function visible(text) { return String(text).replace(UNSEEN, ch => "\\u" + ch.charCodeAt(0).toString(16).padStart(4, "0")); }
+// Characters that show as nothing or act unseen, written as visible escapes exactly as the CLI writes them
+// (conrec.console_text: the C0 and C1 controls as "\x0a", the others as "\u200b"): zero-width space, word joiner and
+// byte order mark, the left-to-right and right-to-left marks, the bidi embeddings, overrides and isolates, and the line
+// and paragraph separators. The item id "zw\u200bsp" read as "zwsp", "u\u200ex" as "ux", and a title of zero-width
+// spaces was an empty row. Not the zero-width non-joiner and joiner: Persian and Indic spelling and emoji sequences
+// need them.
+const UNSEEN = /[\u0000-\u001f\u007f-\u009f\u200b\u200e\u200f\u2028-\u202e\u2060\u2066-\u2069\ufeff]/g;
+function escaped(ch) {
+  const code = ch.charCodeAt(0);
+  return code <= 0xff ? "\\x" + code.toString(16).padStart(2, "0") : "\\u" + code.toString(16).padStart(4, "0");
+}
+function visible(text) { return String(text).replace(UNSEEN, escaped); }
 
 // A title with no visible character (empty, or zero-width, control and space characters only: `conrec data` warns of
 // such titles) is shown as its item's id, as the data stage titles an item with an empty title.
@@ -45,21 +51,11 @@ const NO_VISIBLE = /^[\p{Cc}\p{Cf}\p{Z}]*$/u;
 function titleOf(item) { return item.title && !NO_VISIBLE.test(item.title) ? item.title : item.item_id; }
 
 // A piece of data shown among the page's own text: in a <bdi> (its direction its own, dir=auto), so that
-// right-to-left letters or an invisible bidi control in it (U+202E RIGHT-TO-LEFT OVERRIDE) cannot reorder the text
-// around it; a title ending in U+202E showed "(similarity 0.4472)" after it as "2744.0". A <bdi> is an isolate
-// (FSI ... PDI) that the text's own controls could end early: a PDI closing no isolate of the text gets an FSI before
-// it, an isolate the text leaves open a PDI at its end (both invisible), and a paragraph separator (bidi class B; CSS
-// makes CR and LF spaces itself) shows as a space, or as its escape (U+2029, visible()).
-const PARAGRAPH_SEPARATORS = /[\u001c-\u001e\u0085]/g;
-function bdi(text) {
-  const shown = visible(text).replace(PARAGRAPH_SEPARATORS, " ");
-  let open = 0, stray = 0;
-  for (const ch of shown) {
-    if (ch >= "\u2066" && ch <= "\u2068") open++;  // LRI, RLI, FSI
-    else if (ch === "\u2069") { if (open) open--; else stray++; }  // PDI
-  }
-  return el("bdi", {}, "\u2068".repeat(stray) + shown + "\u2069".repeat(open));
-}
+// right-to-left letters in it cannot reorder the text around it; a title ending in U+202E RIGHT-TO-LEFT OVERRIDE
+// showed "(similarity 0.4472)" after it as "2744.0". A <bdi> is an isolate (FSI ... PDI) that the text's own controls
+// could end early (a stray PDI, a paragraph separator: bidi class B); visible() writes each of those, and every other
+// bidi control, as an escape, so no character of the text acts on the isolate or on the text around it.
+function bdi(text) { return el("bdi", {}, visible(text)); }
 
 // A title (or a reason quoting titles) as bdi() shows it, at most a few lines tall (app.css .clamp): a
 // 3,000-character title made one timeline row 2,365 px tall, so the timeline needed screens of scrolling to pass one
