@@ -388,6 +388,20 @@ def test_a_heavy_users_id_is_written_as_text_that_no_renderer_reads_as_html_or_m
         assert [html.unescape(c) for c in cells] == [shown, "6"], rendered
 
 
+def test_an_id_reads_as_itself_in_the_raw_report_and_rendered() -> None:
+    """Found in review: every "_" was written as a character reference, so the id ``user_42`` read ``user&#95;42`` in
+    report.md opened in a terminal or grepped. The Markdown punctuation is now escaped with a backslash, which renders
+    as the character alone; the HTML characters (and "~") stay references."""
+    import html
+    import re
+
+    from conrec.eval.report import markdown_text
+
+    assert markdown_text("user_42") == "user\\_42" and markdown_text("a|b*c") == "a\\|b\\*c"
+    for rendered in _rendered(f"One user ('{markdown_text('my_user_42_x')}') holds 6"):
+        assert re.findall(r"<(\w+)", rendered) == ["p"] and "('my_user_42_x')" in html.unescape(rendered), rendered
+
+
 def test_a_title_given_as_a_facet_column_is_named_in_the_report_with_its_distinct_value_share(tmp_path: Path) -> None:
     """Found by probing: eval.category.columns naming a column with a distinct value per item (the title) was
     accepted silently; as the only facet column, the category rule's row was dislike popularity's with no word."""

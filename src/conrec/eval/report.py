@@ -33,10 +33,11 @@ _LOWER_IS_BETTER = {"invalid_rate"}
 
 
 # Characters of data that Markdown or HTML could read as markup mid-line: HTML tags and entities, emphasis, code spans,
-# links and images (their "["), strikethrough, table cell borders and the backslash escape. Each is written as a
-# character reference, which every renderer (CommonMark, GitHub's, Python-Markdown's with its tables) shows as that
-# character and never reads as markup.
-_MARKUP_CHARS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", **{c: f"&#{ord(c)};" for c in "\\`*_[]|~"}}
+# links and images (their "["), strikethrough, table cell borders and the backslash escape. The Markdown punctuation is
+# written with a backslash (``user\\_42`` still reads as the id in the raw report.md, where ``user&#95;42`` did not),
+# which every renderer (CommonMark, GitHub's, Python-Markdown's with its tables) shows as that character and never
+# reads as markup; the HTML characters, and "~" (Python-Markdown keeps the backslash of "\\~"), as references.
+_MARKUP_CHARS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", **{c: f"\\{c}" for c in "\\`*_[]|"}}
 
 
 def markdown_text(value: object) -> str:
