@@ -188,6 +188,15 @@ def test_a_copied_parents_children_name_the_copy_as_their_parent(tmp_path: Path,
     copy = tmp_path / "copy"
     shutil.copytree(top, copy, symlinks=True)  # as cp -a: the relative links kept
     assert parent_of(copy / row) == copy and parent_of(copy / paper / "progressive") == copy / paper / "alignment"
+    (tmp_path / "alias").symlink_to(copy / row)  # the row named through a symlink to it
+    assert parent_of(tmp_path / "alias") == copy.resolve()
+    elsewhere = tmp_path / "other_disk" / "ablations"  # the ablations directory moved and linked back
+    elsewhere.parent.mkdir()
+    shutil.move(copy / "ablations", elsewhere)
+    (copy / "ablations").symlink_to(elsewhere)
+    assert parent_of(copy / row) == copy.resolve()
+    (copy / "ablations").unlink()
+    shutil.move(elsewhere, copy / "ablations")
     with pytest.raises(ConfigError) as refused:
         refuse_child_run(copy / row, "grpo")
     assert str(refused.value) == (f"{copy / row} is a child run of {copy} (a row of an ablation or a learning-curve point); "

@@ -89,8 +89,21 @@ def parent_of(run_dir: str | Path) -> Path | None:
     if not isinstance(parent, str) or not parent:
         return None
     if not Path(parent).is_absolute():
-        return Path(os.path.normpath(child / parent))
+        return _from_relative(child, parent, info.get("linked"))
     return _relocated(child, Path(parent), info.get("linked"))
+
+
+def _from_relative(child: Path, parent: str, linked: Any) -> Path:
+    """Where the relative record ``parent`` leads from ``child``: it was written from the child's real directory
+    (:func:`link_unchanged`), which a symlink on the way (an ``ablations/`` on another disk, ``-r`` through a link to the
+    row) makes other than the path as given; of the two readings, the one the child's linked stages lead into, else the
+    one that exists, else the path as given."""
+    readings = [Path(os.path.normpath(base / parent)) for base in (child, child.resolve())]
+    stages = [s for s in (linked if isinstance(linked, list) else []) if s in STAGES and (child / s).exists()]
+    for here in readings:
+        if stages and all((here / s).exists() and (here / s).resolve() == (child / s).resolve() for s in stages):
+            return here
+    return next((here for here in readings if here.is_dir()), readings[0])
 
 
 def _relocated(child: Path, recorded: Path, linked: Any) -> Path:
