@@ -378,10 +378,10 @@ def test_registry_declares_inputs_before_the_stage_and_pipeline_follows_it(tmp_p
         assert set(spec.inputs) | set(spec.optional_inputs) <= set(STAGES[:i])
     cfg = load_config(None, {"run_dir": str(tmp_path / "run")})
     run = RunDir(cfg.run_dir)
-    assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid"]  # no LM stage in this run
+    assert run.reads(cfg, "eval") == ["data", "sid"]  # no LM stage in this run
     run.stage_dir("sft").mkdir(parents=True)
-    assert pipeline.required_upstream(run, cfg, "eval") == ["data", "sid", "sft"]
-    assert pipeline.required_upstream(run, cfg, "grpo") == ["data", "sid", "sft"]
+    assert run.reads(cfg, "eval") == ["data", "sid", "sft"]
+    assert run.reads(cfg, "grpo") == ["data", "sid", "sft"]
 
 
 def test_every_stage_receives_only_its_declared_sections(tmp_path: Path) -> None:

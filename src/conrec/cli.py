@@ -86,9 +86,9 @@ def _one_process_unless_training(ctx: typer.Context) -> None:
     # before anything is read or written, said by the main process (the launcher stops the others), exit 2 in each.
     # Only under the launchers themselves (their own variables: WORLD_SIZE with RANK is also what SLURM or Kubeflow
     # export for every command of a job), and not for `--help` or a command that touches no run.
-    from conrec.run_lock import launcher_processes
+    from conrec.run_lock import launcher_world_size
 
-    if launcher_processes() <= 1:
+    if launcher_world_size() <= 1:
         return
     from conrec.pipeline import say_error
     from conrec.run_lock import LaunchedError, refuse_under_launcher
@@ -222,9 +222,9 @@ def _sigterm_kept_for_a_launch() -> bool:
     Why: torchrun and ``accelerate launch`` stop a launch by sending SIGTERM to every process. Raised as
     :class:`Terminated`, it left a process blocked in a native call (a collective waiting for a peer that died) running
     until the launcher's SIGKILL, and every process that unwound printed its own ``terminated:`` line."""
-    from conrec.run_lock import launched_processes
+    from conrec.run_lock import exported_world_size
 
-    return launched_processes() > 1
+    return exported_world_size() > 1
 
 
 class Terminated(KeyboardInterrupt):

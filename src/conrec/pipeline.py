@@ -47,20 +47,15 @@ def _fingerprint_path(run: RunDir, stage: str) -> Path:
 
 
 def stale_reason(run: RunDir, cfg: PipelineConfig, stage: str) -> str | None:
-    """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output); None if it can."""
+    """Why ``stage`` cannot be reused with ``cfg`` (unfinished, other config, unreadable output, or a stage it reads,
+    directly or not, not current: :meth:`RunDir.stale_reason`); None if it can."""
     return run.stale_reason(cfg, stage)
 
 
 def is_current(run: RunDir, cfg: PipelineConfig, stage: str) -> bool:
-    """Finished, with the configuration we are about to use, and its outputs still readable."""
+    """Finished, with the configuration we are about to use, its outputs still readable, and every stage it reads
+    current too (:func:`stale_reason`)."""
     return stale_reason(run, cfg, stage) is None
-
-
-def required_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> list[str]:
-    """Upstream stages ``stage`` reads: the declared inputs its config selects, and each optional input the run has and
-    the config selects (eval reads an LM stage only if it exists and ``eval.models`` names it, then it must be current
-    like any other input; the sid stage only for an LM or the ``content`` baseline: :func:`conrec.stages.read_inputs`)."""
-    return run.reads(cfg, stage)
 
 
 def require_run_dir(run: RunDir, what: str, make: str) -> None:
@@ -89,7 +84,7 @@ def require_current(run: RunDir, cfg: PipelineConfig, stages: list[str], who: st
 
 def check_upstream(run: RunDir, cfg: PipelineConfig, stage: str) -> None:
     """:func:`require_current` for every stage ``stage`` reads."""
-    require_current(run, cfg, required_upstream(run, cfg, stage), who=stage)
+    require_current(run, cfg, run.reads(cfg, stage), who=stage)
 
 
 def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, **kwargs: Any) -> Any:
@@ -97,12 +92,12 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     run it, then record its fingerprint and the run's config (so a later ``conrec demo`` knows
     exactly what is current). Used by ``conrec <stage>`` and by :func:`run_pipeline`. Returns what the stage returned
     (the eval stage: its metrics); it always runs, current or not."""
+    refuse_unknown_stages((stage,))  # first: an unknown name is that, on any rank
     distributed = stage in DISTRIBUTED_STAGES
     if not distributed:  # before anything is read or written: a launch's worker ran it beside the main one, unlocked
         refuse_on_worker_rank(f"the {stage} stage")
     console = console or Console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
-    refuse_unknown_stages((stage,))
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
     with holding_run(run.root, current=lambda: stale_reason(run, cfg, stage) is None, distributed=distributed), quieted(), torch_threads_kept():  # a library caller's process is left as it was
@@ -121,9 +116,9 @@ def refuse_unknown_stages(stages: Sequence[str]) -> None:
 
 
 def upstream_identities(run: RunDir, cfg: PipelineConfig, stage: str) -> dict[str, str | None]:
-    """The identities (:meth:`RunDir.stage_identity`) of the stage runs ``stage`` reads (:func:`required_upstream`): what
+    """The identities (:meth:`RunDir.stage_identity`) of the stage runs ``stage`` reads (:meth:`RunDir.reads`): what
     its record says it was built on."""
-    return {up: run.stage_identity(up) for up in required_upstream(run, cfg, stage)}
+    return {up: run.stage_identity(up) for up in run.reads(cfg, stage)}
 
 
 def refuse_if_rebuilt(run: RunDir, stage: str, built_on: dict[str, str | None]) -> None:

@@ -64,28 +64,33 @@ def rank() -> str:
 
 
 def is_worker_rank() -> bool:
-    """A distributed launch's process other than the main one (torchrun / accelerate set ``RANK``): it neither
-    holds the run nor writes its records; the main rank does both for the launch."""
-    return world_size() > 1 and rank() != "0"  # a lone process with a stray RANK is the main one
+    """A distributed launch's process other than the main one (its :func:`rank`, from ``RANK`` or ``LOCAL_RANK``, is not
+    0 in a :func:`exported_world_size` above 1): it neither holds the run nor writes its records; the main rank does
+    both for the launch."""
+    return exported_world_size() > 1 and rank() != "0"  # a lone process with a stray RANK is the main one
 
 
-def launched_processes() -> int:
-    """The processes of the launch this process is one of: ``WORLD_SIZE`` where it is set together with a rank
-    (``RANK`` or ``LOCAL_RANK``: torchrun, ``accelerate launch``, deepspeed, and schedulers that export them), else 1."""
+def exported_world_size() -> int:
+    """The processes of the launch this process is one of, whoever exported them: ``WORLD_SIZE`` where it is set
+    together with a rank (``RANK`` or ``LOCAL_RANK``: torchrun, ``accelerate launch``, deepspeed, and schedulers that
+    export them for every command of a job), else 1. Compare :func:`launcher_world_size`: the launchers only."""
     return world_size() if "RANK" in os.environ or "LOCAL_RANK" in os.environ else 1
 
 
-LAUNCHER_VARIABLES = ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION")
+ACCELERATE_PRECISION_VARIABLE = "ACCELERATE_MIXED_PRECISION"
+"""What ``accelerate launch --mixed_precision`` (or its config file) sets in every process it starts."""
+
+LAUNCHER_VARIABLES = ("TORCHELASTIC_RUN_ID", ACCELERATE_PRECISION_VARIABLE)
 """Variables only the launchers set for the processes they start: torchrun's elastic agent (which ``accelerate launch``'s
 multi-process modes go through) sets ``TORCHELASTIC_RUN_ID``; ``accelerate launch`` sets ``ACCELERATE_MIXED_PRECISION``
 in every mode (its deepspeed and MPI ones included)."""
 
 
-def launcher_processes() -> int:
+def launcher_world_size() -> int:
     """The processes torchrun or ``accelerate launch`` started, this one among them (:data:`LAUNCHER_VARIABLES` with
     ``WORLD_SIZE``), else 1.
 
-    Why not ``WORLD_SIZE`` with a rank alone (:func:`launched_processes`): SLURM job scripts, Kubeflow and AzureML set
+    Why not ``WORLD_SIZE`` with a rank alone (:func:`exported_world_size`): SLURM job scripts, Kubeflow and AzureML set
     those for every command of a job, a lone ``conrec data`` or ``conrec eval`` included, which was then refused as
     "started by a launcher"."""
     return world_size() if any(name in os.environ for name in LAUNCHER_VARIABLES) else 1
@@ -97,13 +102,13 @@ class LaunchedError(ConfigError):
 
 def refuse_under_launcher(what: str, then: str = "") -> None:
     """Raise :class:`LaunchedError` when torchrun or ``accelerate launch`` started this process as one of several
-    (:func:`launcher_processes`): ``what`` ("conrec eval") runs in one process. ``then``: what to do, where more than
+    (:func:`launcher_world_size`): ``what`` ("conrec eval") runs in one process. ``then``: what to do, where more than
     "run it without the launcher". The CLI's check, for its commands; a library caller's is :func:`refuse_on_worker_rank`.
 
     Why: every process of ``torchrun -m conrec.cli demo`` ran the data and SID stages, a worker (which skipped the run
     lock) rebuilt data/ while the main process read it, and the launch died at SFT with a false "rebuilt or removed";
     under ``torchrun -m conrec.cli eval`` both processes decoded every model and wrote all of eval/ to the same paths."""
-    n = launcher_processes()
+    n = launcher_world_size()
     if n <= 1:
         return
     raise LaunchedError(
@@ -122,9 +127,14 @@ def refuse_on_worker_rank(what: str) -> None:
     on rank 0 before SFT on every rank, and a scheduler's job (SLURM, Kubeflow) that exports ``RANK=0``."""
     if is_worker_rank():
         raise LaunchedError(
-            f"{what} runs in one process, and this is process {rank()} of {world_size()} (RANK, WORLD_SIZE); "
+            f"{what} runs in one process, and this is process {rank()} of {world_size()} ({_rank_variable()}, WORLD_SIZE); "
             "run it in the main process (rank 0) only, or without a launcher"
         )
+
+
+def _rank_variable() -> str:
+    """The variable :func:`rank` read: ``RANK``, else ``LOCAL_RANK``."""
+    return "RANK" if "RANK" in os.environ else "LOCAL_RANK"
 
 
 class RunReadOnlyError(ConfigError):

@@ -281,13 +281,15 @@ class RunDir:
         """The stages ``stage`` reads for ``cfg``, in pipeline order: the declared inputs its config selects, and each
         optional input the run has and the config selects (eval reads an LM stage only if it exists and ``eval.models``
         names it; the sid stage only for an LM or the ``content`` baseline: :func:`conrec.stages.read_inputs`). What the
-        pipeline checks before a stage starts (:func:`conrec.pipeline.required_upstream`) and what it is stale with."""
+        pipeline checks before a stage starts (:func:`conrec.pipeline.check_upstream`) and what it is stale with."""
         spec = STAGE_REGISTRY[stage]
         ups = {u for u in read_inputs(stage, cfg) if u in spec.inputs or self.stage_dir(u).exists()}
         return [s for s in STAGES if s in ups]
 
     def reads_closure(self, cfg: PipelineConfig, stage: str) -> list[str]:
-        """``stage`` and the stages it reads for ``cfg`` (:meth:`reads`), directly or not, in pipeline order."""
+        """``stage`` and the stages it reads for ``cfg`` (:meth:`reads`), directly or not, in pipeline order. Unlike
+        :func:`conrec.stages.upstream_closure` (what a config could make a stage read), only what this run's stage
+        reads: an optional input the run lacks is left out."""
         seen, todo = set(), [stage]
         while todo:
             if (s := todo.pop()) not in seen:

@@ -141,7 +141,8 @@ class Stage:
 
     ``resumable``: the runner takes ``resume=`` (checkpointed training). ``distributed``: the runner runs in every
     process of a launch (torchrun, ``accelerate launch``), the main one writing the run's records; another stage runs in
-    one process and is refused under a launcher (:func:`conrec.run_lock.refuse_under_launcher`). ``produces_model``: one
+    one process: the library refuses it on a launch's worker ranks (:func:`conrec.run_lock.refuse_on_worker_rank`), the
+    CLI under the launchers themselves (:func:`conrec.run_lock.refuse_under_launcher`). ``produces_model``: one
     output is a loadable model directory (see :func:`model_output`). ``bundle``: the class of the
     runner's ``section`` argument when more than one section is declared. ``selects``: which of its ``inputs`` and
     ``optional_inputs`` a config makes it read, ``selects(config, stage)``, a pure function of a config object, its JSON

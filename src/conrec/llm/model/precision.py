@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from conrec.errors import ConfigError
-from conrec.run_lock import is_worker_rank
+from conrec.run_lock import ACCELERATE_PRECISION_VARIABLE, is_worker_rank
 
 if TYPE_CHECKING:  # torch is imported where it is used: conrec.config (and `conrec --help`) must stay light
     import torch
@@ -129,7 +129,7 @@ def resolve_compute(cfg: ComputeConfig, cuda_available: bool | None = None, bf16
     return ResolvedCompute(device, precision, cfg.gradient_checkpointing, cfg.compile, cfg.dataloader_workers, cfg.tf32)
 
 
-LAUNCHER_PRECISION_ENV = "ACCELERATE_MIXED_PRECISION"  # what `accelerate launch --mixed_precision` / its config file set
+LAUNCHER_PRECISION_ENV = ACCELERATE_PRECISION_VARIABLE  # what `accelerate launch --mixed_precision` / its config file set
 
 
 def pin_launcher_precision(rc: ResolvedCompute, console: Console | None = None) -> str | None:
