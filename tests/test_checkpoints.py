@@ -241,7 +241,7 @@ def test_a_run_whose_only_checkpoints_are_incomplete_says_it_starts_from_step_0(
     found, incomplete = newest_complete_checkpoint(tmp_path)
     assert found is None and incomplete == ["checkpoint-4", "checkpoint-2"] and not any(tmp_path.iterdir())
     assert restart_note(found, incomplete) == ("the earlier run's checkpoint-4 and checkpoint-2 were not completely written "
-                                               "(it stopped while saving) and cannot be resumed: training starts from step 0")
+                                               "(the run was stopped during a save) and cannot be resumed: training starts from step 0")
     assert restart_note(tmp_path / "checkpoint-2", ["checkpoint-4"]) is None and restart_note(None, []) is None
 
 

@@ -335,7 +335,7 @@ def test_a_stage_whose_only_checkpoint_is_incomplete_says_it_starts_from_step_0(
         job = SimpleNamespace(work=tmp_path, is_main=is_main, resume=True, console=Console(file=out, width=80),
                               state=SimpleNamespace(wait_for_everyone=lambda: None, num_processes=1))
         assert grpo_mod._resume_point(job, log, 1, SimpleNamespace(name="pos"), ckpts) is None
-        said = ["GRPO stage 1 (pos): the earlier run's checkpoint-2 was not completely written (it stopped while saving) "
+        said = ["GRPO stage 1 (pos): the earlier run's checkpoint-2 was not completely written (the run was stopped during a save) "
                 "and cannot be resumed: training starts from step 0"] if is_main else []
         assert out.getvalue().splitlines() == said  # one line, also in an 80-column log
     assert not (ckpts / "checkpoint-2").exists()

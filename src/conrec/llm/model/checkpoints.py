@@ -4,7 +4,7 @@ The HF Trainer writes ``checkpoint-<step>/`` file by file (weights, optimizer, s
 ``trainer_state.json``), so a SIGKILL while saving leaves a directory that looks like a checkpoint
 but cannot be resumed from (e.g. weights written, trainer state not yet). Here a checkpoint counts
 only once complete: :class:`CompleteCheckpointMarker` writes ``_complete.json`` into it after the
-Trainer's ``on_save`` (every file written), and :func:`last_complete_checkpoint` resumes from the
+Trainer's ``on_save`` (every file written), and :func:`newest_complete_checkpoint` resumes from the
 newest marked checkpoint whose files still read, deleting newer incomplete ones. Keeping at least
 two checkpoints (:data:`MIN_KEPT`) means a kill while saving falls back to the previous one.
 
@@ -149,14 +149,14 @@ def _complete(ckpt: Path) -> bool:
 
 
 def last_complete_checkpoint(folder: Path, clean: bool = True) -> Path | None:
-    """The newest complete checkpoint under ``folder`` (None if none); with ``clean``, incomplete
-    checkpoints newer than it are deleted so the Trainer's own rotation never counts them."""
+    """:func:`newest_complete_checkpoint` without the names of the incomplete ones."""
     return newest_complete_checkpoint(folder, clean)[0]
 
 
 def newest_complete_checkpoint(folder: Path, clean: bool = True) -> tuple[Path | None, list[str]]:
-    """:func:`last_complete_checkpoint`, and the names of the incomplete checkpoints newer than it (newest first),
-    deleted with ``clean``: for :func:`restart_note`."""
+    """The newest complete checkpoint under ``folder`` (None if none), and the names of the incomplete checkpoints
+    newer than it (newest first, for :func:`restart_note`); with ``clean`` those are deleted, so that the Trainer's own
+    rotation never counts them."""
     incomplete: list[str] = []
     for _, ckpt in _checkpoints(Path(folder)):
         if _complete(ckpt):
@@ -178,7 +178,7 @@ def restart_note(resume_from: Path | None, incomplete: list[str]) -> str | None:
     from conrec.errors import spoken_list
 
     were = "was" if len(incomplete) == 1 else "were"
-    return (f"the earlier run's {spoken_list(incomplete)} {were} not completely written (it stopped while saving) and "
+    return (f"the earlier run's {spoken_list(incomplete)} {were} not completely written (the run was stopped during a save) and "
             "cannot be resumed: training starts from step 0")
 
 

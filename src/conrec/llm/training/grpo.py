@@ -576,7 +576,8 @@ def _resume_point(job: _Job, log: RewardLog, i: int, stage: GrpoStageConfig, ckp
 
     Why the count is checked: ``grpo.batch_size`` is per process, so a stage resumed by a launch with another number
     of processes trained on batches neither launch would (SFT refuses the same, :func:`process_change`)."""
-    resume_from, incomplete = _last_checkpoint(ckpt_dir, job.is_main) if job.resume else (None, [])
+    # the newest complete checkpoint (a half-written one is deleted by the main process and the previous one used)
+    resume_from, incomplete = newest_complete_checkpoint(ckpt_dir, clean=job.is_main) if job.resume else (None, [])
     job.state.wait_for_everyone()
     if resume_from is not None and (changed := process_change(recorded_processes(ckpt_dir), job.state.num_processes)):
         raise StageInputError(f"GRPO stage {i} ({stage.name}): {changed}")
@@ -848,12 +849,6 @@ def _make_trainer(spec: TrainerSpec) -> Any:
     )
     trainer.remove_callback(PrinterCallback)  # the rich bar + reward_log.json replace raw dict printing
     return trainer
-
-
-def _last_checkpoint(folder: Path, is_main: bool = True) -> tuple[Path | None, list[str]]:
-    """The newest *complete* checkpoint (a half-written one is deleted and the previous one used), and the names of the
-    half-written ones (:func:`conrec.llm.model.checkpoints.newest_complete_checkpoint`)."""
-    return newest_complete_checkpoint(folder, clean=is_main)
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -124,7 +124,7 @@ def _with_lora(model: Any, lora: Any, new_ids: list[int]) -> Any:
 
 def lora_adapter_params(model: Any) -> int:
     """The parameters of the LoRA adapters in ``model`` (0 without any): trained, then merged into the weights they
-    adapt before the model is saved (:func:`_with_lora`), so they are no parameters of the saved model.
+    adapt before the model is saved (``merge_and_unload`` in :func:`run`), so they are no parameters of the saved model.
 
     Why: ``n_params`` counted them, 135,008,064 for SmolLM2 with r 8 on q/v where the saved model holds 134,547,264."""
     from peft.tuners.tuners_utils import BaseTunerLayer
