@@ -284,5 +284,6 @@ def test_pytorchs_writer_past_a_file_size_limit_is_one_line_naming_the_directory
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH")) if p)}
     out = subprocess.run([sys.executable, "-c", TORCH_PATH_SAVE_UNDER_LIMIT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip() == (
-        f"OSError {tmp_path}: File too large (PyTorch's file writer failed without a cause; a file size limit, ulimit -f, is set)"
+        f"OSError {tmp_path}: File too large (PyTorch's file writer failed without a cause; a file size limit, ulimit -f, is set: "
+        "65,536 bytes)"
     ), out.stdout + out.stderr

@@ -99,8 +99,12 @@ def _likely_write_failure(path: str | os.PathLike[str]) -> OSError | None:
         import resource
     except ImportError:  # not on Unix: no file size limit to check
         return None
-    if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
-        return OSError(errno.EFBIG, f"{os.strerror(errno.EFBIG)} (PyTorch's file writer failed without a cause; a file size limit, ulimit -f, is set)")
+    if (limit := resource.getrlimit(resource.RLIMIT_FSIZE)[0]) != resource.RLIM_INFINITY:
+        return OSError(
+            errno.EFBIG,
+            f"{os.strerror(errno.EFBIG)} (PyTorch's file writer failed without a cause; a file size limit, ulimit -f, is set: "
+            f"{limit:,} bytes)",
+        )
     return None
 
 
