@@ -621,7 +621,7 @@ def test_a_loading_worker_ends_on_sigterm_and_leaves_ctrl_c_to_the_supervisor():
     ends the worker at once); the handlers are back afterwards."""
     import signal
 
-    from conrec.serve.workers import stopped_at_once
+    from conrec.serve.workers import stoppable_while_loading
 
     def term(*_: object) -> None: ...
 
@@ -629,7 +629,7 @@ def test_a_loading_worker_ends_on_sigterm_and_leaves_ctrl_c_to_the_supervisor():
 
     before = signal.signal(signal.SIGTERM, term), signal.signal(signal.SIGINT, interrupt)
     try:
-        with stopped_at_once():
+        with stoppable_while_loading():
             during = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         after = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     finally:

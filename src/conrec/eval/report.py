@@ -43,8 +43,9 @@ _MARKUP_CHARS = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "~": "&#126;", **{c: f"
 def markdown_text(value: object) -> str:
     """``value`` (a piece of data: a user or item id, a title, a category) as literal text in the report's Markdown, in
     prose or a table cell: its control and invisible characters written as visible escapes (a newline would end a
-    table row or a paragraph; :func:`conrec.console_text.visible`), and each character Markdown or HTML could read as
-    markup as a character reference.
+    table row or a paragraph; :func:`conrec.console_text.visible`), each Markdown punctuation character that could start
+    markup with a backslash (``user_42`` reads ``user\\_42``), and ``&``, ``<``, ``>`` and ``~`` as character references
+    (Python-Markdown would show the backslash of ``\\~``).
 
     Why: the heavy-user note wrote the user id with ``repr``, which escapes newlines only, so the rendered report of a
     log with the user ``<img src=x onerror=alert(1)>`` ran that script in a browser, and an id holding ``**`` or a

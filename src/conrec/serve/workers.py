@@ -71,12 +71,12 @@ def app_from_env() -> FastAPI:
     """uvicorn's app factory in each worker process: the config named by :data:`CONFIG_ENV`."""
     ignore_hangup()  # first (conrec.serve's import did already, in a worker): one ended by SIGHUP is restarted, loading again
     stop_with_parent()
-    with stopped_at_once():
+    with stoppable_while_loading():
         return _load_app()
 
 
 @contextmanager
-def stopped_at_once() -> Iterator[None]:
+def stoppable_while_loading() -> Iterator[None]:
     """Within the block (a worker's load), SIGTERM takes its default action (the worker ends at once) and SIGINT is
     ignored. Outside the main thread, where no handler can be set, nothing changes.
 
