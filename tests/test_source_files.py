@@ -110,3 +110,23 @@ def test_a_copy_at_another_path_whose_content_changed_is_named_by_its_content(tm
     new.write_text("a,b\n1,2\n")
     big = snapshot({"events": old})
     assert "too large to hash" in (change(big, {"events": new}) or "")
+
+
+def test_a_stages_staleness_reads_each_stages_file_record_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: staleness became transitive, and each stage an eval is built on checked its own upstream's files
+    again (the data stage's five times per question; rerun_hint asked every stage the whole question). The eval's own
+    check covers every stage it is built on, once each (the answers are the same)."""
+    import conrec.runs as runs
+    from conrec.stages import upstream_closure
+
+    from builders import finished_run
+
+    cfg, run = finished_run(tmp_path / "run")
+    calls: list[int] = []
+    real = runs.source_change
+    monkeypatch.setattr(runs, "source_change", lambda recorded, now: calls.append(1) or real(recorded, now))
+    once = sum(1 for up in upstream_closure("eval", cfg) if run.fingerprint_record(up) is not None)
+    assert run.stale_reason(cfg, "eval") is None and len(calls) == once
+    calls.clear()
+    run.rerun_hint(cfg, "eval")
+    assert len(calls) == sum(sum(1 for up in upstream_closure(s, cfg) if run.fingerprint_record(up) is not None) for s in run.reads_closure(cfg, "eval"))

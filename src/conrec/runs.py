@@ -256,7 +256,9 @@ class RunDir:
         (a hint that named ``stage`` itself was refused by it when an earlier one had to run first), and, while another
         process holds the run, that it does (:meth:`busy_note`). For refusals only: the lock probe is not free."""
         reads = self.reads_closure(cfg, stage)
-        earliest = next((s for s in reads if self.stale_reason(cfg, s) is not None), stage)
+        # each stage's own check: the first stage stale on its own is the first stale at all (a stage is stale through
+        # an earlier one only), without walking each one's upstream again
+        earliest = next((s for s in reads if self._own_stale_reason(cfg, s) is not None), stage)
         then = f" and the stages after it up to {stage}" if earliest != stage else ""
         return f"run `conrec {earliest}`{then} with it, or `conrec demo` with it (it reruns whatever is not current)" + self.busy_note(earliest)
 
@@ -311,17 +313,20 @@ class RunDir:
         and each reader checks the files it reads (the pipeline before a stage starts, a model load)."""
         if (why := self._own_stale_reason(cfg, stage)) is not None:
             return why
-        for up in self.reads_closure(cfg, stage)[:-1]:  # the earliest first: the cause, not its consequences
-            if (why := self._own_stale_reason(cfg, up, files=False)) is not None:
+        # the earliest first: the cause, not its consequences; the files outside the run that they read were checked
+        # with stage's own (its check covers every stage it is built on)
+        for up in self.reads_closure(cfg, stage)[:-1]:
+            if (why := self._own_stale_reason(cfg, up, files=False, sources=False)) is not None:
                 if why == "not finished":
                     return f"built on a {up} stage that is not finished"
                 return f"built on a {up} stage that is not current ({why.removesuffix('; rerun it')})"
         return None
 
-    def _own_stale_reason(self, cfg: PipelineConfig, stage: str, files: bool = True) -> str | None:
+    def _own_stale_reason(self, cfg: PipelineConfig, stage: str, files: bool = True, sources: bool = True) -> str | None:
         """:meth:`stale_reason` of ``stage`` by its own record and outputs (``files``: its outputs checked too), the
         stages it reads left aside but for the identities it recorded of them (:meth:`_rebuilt_upstream`) and for the
-        files outside the run they read and their fixes since."""
+        files outside the run they read and their fixes since (``sources``: those files checked; a caller that checked
+        a later stage's has checked them)."""
         if not self.is_done(stage):
             return "not finished"
         rec = self.fingerprint_record(stage)
@@ -347,7 +352,7 @@ class RunDir:
             if (why := self._rebuilt_upstream(rec)) is not None:
                 return why
             return "made by a conrec version whose stage read other settings (the config is unchanged); rerun it"
-        for up in upstream_closure(stage, cfg):  # a file read by it or by a stage it is built on changed since (eval: its LMs')
+        for up in upstream_closure(stage, cfg) if sources else ():  # a file read by it or a stage it is built on changed (eval: its LMs')
             up_rec = rec if up == stage else self.fingerprint_record(up)
             now = STAGE_REGISTRY[up].source_paths(cfg)
             if up_rec is not None and (why := source_change(up_rec.get("source_files") or {}, now)) is not None:
