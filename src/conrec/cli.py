@@ -248,11 +248,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     to this one after its graceful shutdown, which then ends as after Ctrl-C; ``serve.processes`` > 1: the supervisor's
     handler replaces it for good."""
     import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from conrec.runtime import signal_handlers
+
     owner = os.getpid()
 
     def terminate(signum: int, frame: object) -> None:
@@ -262,11 +260,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             return
         raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
+    with signal_handlers({signal.SIGTERM: terminate}):
         yield
-    finally:  # None: a handler set outside Python, which signal.signal cannot restore
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _interrupt_status(interrupt: KeyboardInterrupt) -> int:

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 _quiet_done = False
 
@@ -344,3 +345,25 @@ def prepare_process(threads: int | None = None) -> int:
     threads; returns them. A library call sets the threads alone (:func:`apply_threads`) inside :func:`quieted`."""
     quiet_third_party()
     return apply_threads(threads)
+
+
+@contextmanager
+def signal_handlers(handlers: dict[int, Any]) -> Iterator[None]:
+    """Within the block, each signal of ``handlers`` has that handler (a function, ``SIG_DFL`` or ``SIG_IGN``); after
+    it, the handlers found are back. Outside the main thread, where Python cannot set a handler, nothing changes.
+
+    Why one helper: the CLI's SIGTERM-as-interrupt, a serve worker's load and the server's SIGHUP each swap handlers for
+    a block, and each needs the same two details: only the main thread may, and a handler found as None (set outside
+    Python, by an embedding host) cannot be put back by ``signal.signal``, so the default action is."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)

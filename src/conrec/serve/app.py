@@ -792,14 +792,13 @@ def sighup_ignored() -> Iterator[None]:
     reloading would serve whatever model the run holds then, so a restart is the one way to change it."""
     import signal
 
-    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+    from conrec.runtime import signal_handlers
+
+    if not hasattr(signal, "SIGHUP"):  # not on Windows
         yield
         return
-    previous = signal.signal(signal.SIGHUP, lambda signum, frame: log.warning(SIGHUP_IGNORED))
-    try:
+    with signal_handlers({signal.SIGHUP: lambda signum, frame: log.warning(SIGHUP_IGNORED)}):
         yield
-    finally:  # None: the handler was set outside Python (an embedding host), which signal.signal cannot restore
-        signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
 
 
 def run(cfg: PipelineConfig, host: str | None = None, port: int | None = None) -> None:

@@ -37,7 +37,6 @@ import os
 import socket
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,15 +89,10 @@ def stoppable_while_loading() -> Iterator[None]:
     new worker in its place. The supervisor's SIGTERM, sent as it stops, ends the workers instead."""
     import signal
 
-    if threading.current_thread() is not threading.main_thread():
+    from conrec.runtime import signal_handlers
+
+    with signal_handlers({signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.SIG_IGN}):
         yield
-        return
-    previous = {sig: signal.signal(sig, action) for sig, action in ((signal.SIGTERM, signal.SIG_DFL), (signal.SIGINT, signal.SIG_IGN))}
-    try:
-        yield
-    finally:  # None: a handler set outside Python, which signal.signal cannot restore
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _load_app() -> FastAPI:
