@@ -36,3 +36,13 @@ def test_the_joiners_that_spelling_and_emoji_need_stay_as_they_are() -> None:
     escapes they garbled such titles (a family emoji became three faces and two ``\\u200d``)."""
     for text in ("می\u200cخواهم", "क्\u200dष", "👨\u200d👩\u200d👧"):
         assert visible(text) == text
+
+
+def test_off_a_terminal_a_stage_message_stays_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Found in a demo's log: off a terminal rich hard-wrapped every line at 80 columns, so a GRPO stage's summary
+    broke after "zero-advantage groups 5%,". The stages' console keeps a message on one line there."""
+    from conrec.console_text import stage_console
+
+    line = " ".join(f"word{i}" for i in range(40))  # 279 characters
+    stage_console().print(line)
+    assert capsys.readouterr().out == line + "\n"

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from conrec.console_text import stage_console
 from conrec.errors import ConfigError, ConrecError, write_error_line
 from conrec.slate import LM_SCORE
 
@@ -55,7 +56,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = stage_console()  # off a terminal, one message stays one line in a log
 # errors and the Ctrl-C line: on stderr (`conrec config > eff.yaml` wrote the error into the file) and never
 # hard-wrapped (a piped error broke at 80 columns, mid-path)
 err_console = Console(stderr=True, soft_wrap=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from rich.console import Console
 from rich.markup import escape
 
 # C0 and C1 controls (tab and newline included: one table cell stays one line), DEL, the line and paragraph
@@ -37,3 +38,12 @@ def visible(value: object) -> str:
 def shown(value: object) -> str:
     """``value`` as text for a Rich console or table cell: markup escaped, control characters made visible."""
     return escape(visible(value))
+
+
+def stage_console() -> Console:
+    """The console stages print on when the caller gives none: on a terminal as rich makes it; off one (a log file, a
+    pipe, ``nohup``) lines are not hard-wrapped at rich's 80 columns, so that one message stays one line (a GRPO stage's
+    summary broke after "zero-advantage groups 5%,"). Tables keep their width."""
+    console = Console()
+    console.soft_wrap = not console.is_terminal
+    return console

@@ -22,7 +22,7 @@ from rich.rule import Rule
 
 from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
-from conrec.console_text import shown
+from conrec.console_text import shown, stage_console
 from conrec.errors import ConfigError, StageInputError, spoken_list
 from conrec.io import naming_write_failures, read_json, remove_stray_temps, update_text, write_json
 from conrec.run_home import run_config_text
@@ -96,7 +96,7 @@ def run_stage(cfg: PipelineConfig, stage: str, console: Console | None = None, *
     distributed = stage in DISTRIBUTED_STAGES
     if not distributed:  # before anything is read or written: a launch's worker ran it beside the main one, unlocked
         refuse_on_worker_rank(f"the {stage} stage")
-    console = console or Console()
+    console = console or stage_console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     run = RunDir(cfg.run_dir)
     check_upstream(run, cfg, stage)  # before anything is written, the run directory included
@@ -213,7 +213,7 @@ def run_stage_or_exit(load: Callable[[], PipelineConfig], stage: str, **kwargs: 
     try:
         cfg = load()
         prepare_process(cfg.threads)
-        return run_stage(cfg, stage, console=Console(), **kwargs)
+        return run_stage(cfg, stage, console=stage_console(), **kwargs)
     except ConrecError as exc:
         say_error(str(exc))
         raise SystemExit(2) from None
@@ -289,7 +289,7 @@ def run_pipeline(
     Returns what each stage this call ran returned, by stage name (the eval stage: its metrics, ``{model: {metric:
     value}}``); a stage skipped as current is left out, so a second call on a finished run returns ``{}``. A finished
     run's numbers are in its ``eval/metrics.json`` (:func:`show_saved_results` prints them, as ``conrec demo`` does)."""
-    console = console or Console()
+    console = console or stage_console()
     cfg = validated(cfg)  # a config object edited after loading (a notebook) is checked as a file is, before any write
     stages = (stages,) if isinstance(stages, str) else tuple(stages)
     refuse_unknown_stages(stages)
@@ -374,7 +374,7 @@ def run_demo(cfg: PipelineConfig, force: bool = False, console: Console | None =
     The eval stage prints the table when it runs; when it was skipped (a rerun of a finished run)
     the table is rendered from ``eval/metrics.json``, so a rerun still shows the results.
     """
-    console = console or Console()
+    console = console or stage_console()
     started = time.perf_counter()
     results = run_pipeline(cfg, force=force, console=console)
     run = RunDir(cfg.run_dir)
