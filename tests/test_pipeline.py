@@ -1534,3 +1534,22 @@ def test_under_a_launcher_a_stage_that_runs_in_one_process_is_refused_on_a_worke
     with holding_run(cfg.run_dir):
         pass
     assert fake_stages == ["data", "sid"]
+
+
+def test_ctrl_c_under_a_launcher_is_said_by_the_main_process_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: Ctrl-C reaches every process of ``torchrun ... conrec sft``, and each printed its own
+    ``interrupted:`` line; errors were already said once. A worker rank now says nothing and exits 130 like the main."""
+    from typer.testing import CliRunner
+
+    import conrec.cli as cli
+    import conrec.pipeline
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(conrec.pipeline, "run_stage", interrupted)
+    for rank, says in (("0", True), ("1", False)):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        res = CliRunner().invoke(cli.app, ["sft", "-c", "preset:tiny", "-r", str(tmp_path / "run")])
+        assert res.exit_code == 130 and ("interrupted:" in res.output) is says, (rank, res.output)

@@ -288,7 +288,12 @@ def _during_interrupt(exc: BaseException) -> KeyboardInterrupt | None:
 def _say_interrupted(interrupt: KeyboardInterrupt, stopped: str) -> None:
     """The Ctrl-C line on stderr (``terminated:`` for SIGTERM), if stderr can still take it (a dead pipe there too
     must not change the exit). Why ``stopped``: the stages' text (done markers, checkpoints) was said after every
-    command, also after ``serve``, ``init`` and ``predict``, which run no stage."""
+    command, also after ``serve``, ``init`` and ``predict``, which run no stage. Said by the main process of a launch
+    only (Ctrl-C reaches every process of ``torchrun ... conrec sft``, and each printed the line), as errors are."""
+    from conrec.run_lock import is_worker_rank
+
+    if is_worker_rank():
+        return
     label = "terminated:" if isinstance(interrupt, Terminated) else "interrupted:"
     try:
         err_console.print(f"[yellow]{label}[/] {stopped}")
