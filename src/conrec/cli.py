@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from conrec.console_text import stage_console
+from conrec.console_text import error_console, stage_console
 from conrec.errors import ConfigError, ConrecError, write_error_line
 from conrec.slate import LM_SCORE
 
@@ -57,9 +56,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = stage_console()  # off a terminal, one message stays one line in a log
-# errors and the Ctrl-C line: on stderr (`conrec config > eff.yaml` wrote the error into the file) and never
-# hard-wrapped (a piped error broke at 80 columns, mid-path)
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = error_console()  # errors and the Ctrl-C line
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="pipeline YAML: a file or preset:demo / preset:full / preset:tiny / preset:smollm2 / preset:gemma3 (default: the run dir's config.yaml if any)", exists=False)
 RunDirOpt = typer.Option(None, "--run-dir", "-r", help="override run_dir from the config")

@@ -47,3 +47,10 @@ def stage_console() -> Console:
     console = Console()
     console.soft_wrap = not console.is_terminal
     return console
+
+
+def error_console() -> Console:
+    """The console errors, warnings about a run and the Ctrl-C line go to: stderr (``conrec config > eff.yaml`` wrote an
+    error into the file), never hard-wrapped (a piped error broke at 80 columns, mid-path). One place for the CLI, the
+    pipeline's module entry points and a run's stale-report warning."""
+    return Console(stderr=True, soft_wrap=True)

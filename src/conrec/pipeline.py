@@ -22,7 +22,7 @@ from rich.rule import Rule
 
 from conrec.ablation_stale import mark_run_tables, remove_table_temps
 from conrec.config import PipelineConfig, validated
-from conrec.console_text import shown, stage_console
+from conrec.console_text import error_console, shown, stage_console
 from conrec.errors import ConfigError, StageInputError, spoken_list
 from conrec.io import naming_write_failures, read_json, remove_stray_temps, update_text, write_json
 from conrec.run_home import run_config_text
@@ -239,7 +239,7 @@ def say_error(line: str) -> None:
     if is_worker_rank():
         time.sleep(WORKER_ERROR_GRACE_S)
         label = f"error (process {rank()}):"
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]{label}[/] {escape(line)}")  # one line, as the CLI's (a log)
+    error_console().print(f"[bold red]{label}[/] {escape(line)}")  # one line, as the CLI's (a log)
 
 
 def record_finished(

@@ -673,10 +673,11 @@ class RunDir:
                     f"models and data any more: run `{spec.command}` (or `conrec demo`) to write it again.",
                 )
             except (OSError, UnicodeError) as exc:
-                from rich.console import Console
                 from rich.markup import escape
 
-                said = console or Console(stderr=True, soft_wrap=True)
+                from conrec.console_text import error_console
+
+                said = console or error_console()
                 said.print(f"[yellow]warning:[/] {escape(rel)} could not be marked stale ({escape(_why(exc))}); it no longer "
                            f"describes the run: run `{spec.command}` to write it again", highlight=False)
 
